@@ -1,0 +1,135 @@
+// Typed configuration, validated once at start. Every setting has an
+// environment variable; a JSON file (XMPP_CONFIG or ./xmpp.config.json) may
+// set the same keys. Environment wins over the file, the file over defaults.
+import { readFileSync, existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+import { randomUUID } from 'node:crypto';
+
+export type ConflictPolicy = 'new-wins' | 'old-wins' | 'assign';
+
+export interface Config {
+  domain: string;
+  bindHost: string;
+  c2sPort: number;
+  tlsPort: number;
+  dataDir: string;
+  workers: number;
+  registration: boolean;
+  anonymous: boolean;
+  tlsRequired: boolean;
+  tlsCert: string;
+  tlsKey: string;
+  scramIterations: number;
+  maxStanzaBytes: number;
+  bindTimeoutMs: number;
+  idleTimeoutMs: number;
+  conflictPolicy: ConflictPolicy;
+  maxResourcesPerAccount: number;
+  maxAuthAttempts: number;
+  maxOutboundBytes: number;
+  readRateBytes: number;
+  shutdownTimeoutMs: number;
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+  redisUrl: string;
+  nodeId: string;
+}
+
+type Kind = 'string' | 'port' | 'int' | 'bool' | 'enum';
+interface Setting {
+  key: keyof Config;
+  env: string;
+  kind: Kind;
+  values?: readonly string[];
+  min?: number;
+  doc: string;
+  default: (c: Partial<Config>) => unknown;
+}
+
+/** The one table of settings: README's configuration section mirrors it. */
+export const SETTINGS: readonly Setting[] = [
+  { key: 'domain', env: 'XMPP_DOMAIN', kind: 'string', doc: 'the domain this server serves', default: () => 'localhost' },
+  { key: 'bindHost', env: 'XMPP_BIND_HOST', kind: 'string', doc: 'address the listeners bind to', default: () => '127.0.0.1' },
+  { key: 'c2sPort', env: 'XMPP_C2S_PORT', kind: 'port', doc: 'client port (STARTTLS); 0 picks a free port', default: () => 5222 },
+  { key: 'tlsPort', env: 'XMPP_TLS_PORT', kind: 'port', doc: 'direct-TLS client port (XEP-0368); 0 picks a free port', default: () => 5223 },
+  { key: 'dataDir', env: 'XMPP_DATA_DIR', kind: 'string', doc: 'where accounts and the generated certificate live', default: () => resolve('data') },
+  { key: 'workers', env: 'XMPP_WORKERS', kind: 'int', min: 1, doc: 'worker threads holding connections', default: () => availableParallelism() },
+  { key: 'registration', env: 'XMPP_REGISTRATION', kind: 'bool', doc: 'in-band registration (XEP-0077)', default: () => false },
+  { key: 'anonymous', env: 'XMPP_ANONYMOUS', kind: 'bool', doc: 'SASL ANONYMOUS (XEP-0175)', default: () => false },
+  { key: 'tlsRequired', env: 'XMPP_TLS_REQUIRED', kind: 'bool', doc: 'require TLS before authentication', default: () => true },
+  { key: 'tlsCert', env: 'XMPP_TLS_CERT', kind: 'string', doc: 'PEM certificate; empty: self-signed one generated in the data directory', default: () => '' },
+  { key: 'tlsKey', env: 'XMPP_TLS_KEY', kind: 'string', doc: 'PEM private key matching XMPP_TLS_CERT', default: () => '' },
+  { key: 'scramIterations', env: 'XMPP_SCRAM_ITERATIONS', kind: 'int', min: 4096, doc: 'PBKDF2 iterations for new SCRAM hashes (RFC 7677: at least 4096)', default: () => 4096 },
+  { key: 'maxStanzaBytes', env: 'XMPP_MAX_STANZA_BYTES', kind: 'int', min: 1024, doc: 'largest stanza accepted, in bytes', default: () => 256 * 1024 },
+  { key: 'bindTimeoutMs', env: 'XMPP_BIND_TIMEOUT_MS', kind: 'int', min: 1, doc: 'time allowed from connect to resource binding', default: () => 30_000 },
+  { key: 'idleTimeoutMs', env: 'XMPP_IDLE_TIMEOUT_MS', kind: 'int', min: 0, doc: 'close established sessions silent this long (0: never)', default: () => 600_000 },
+  { key: 'conflictPolicy', env: 'XMPP_CONFLICT_POLICY', kind: 'enum', values: ['new-wins', 'old-wins', 'assign'], doc: 'resource already bound: new session wins, old one wins, or server assigns another resource', default: () => 'new-wins' },
+  { key: 'maxResourcesPerAccount', env: 'XMPP_MAX_RESOURCES', kind: 'int', min: 1, doc: 'sessions one account may bind at once', default: () => 10 },
+  { key: 'maxAuthAttempts', env: 'XMPP_MAX_AUTH_ATTEMPTS', kind: 'int', min: 1, doc: 'failed SASL attempts before the stream is closed', default: () => 3 },
+  { key: 'maxOutboundBytes', env: 'XMPP_MAX_OUTBOUND_BYTES', kind: 'int', min: 65536, doc: 'unsent bytes queued for a slow reader before it is disconnected', default: () => 4 * 1024 * 1024 },
+  { key: 'readRateBytes', env: 'XMPP_READ_RATE_BYTES', kind: 'int', min: 0, doc: 'bytes per second read from one connection before reading pauses (0: unlimited)', default: () => 1024 * 1024 },
+  { key: 'shutdownTimeoutMs', env: 'XMPP_SHUTDOWN_TIMEOUT_MS', kind: 'int', min: 1, doc: 'bound on graceful shutdown', default: () => 5_000 },
+  { key: 'logLevel', env: 'XMPP_LOG_LEVEL', kind: 'enum', values: ['debug', 'info', 'warn', 'error'], doc: 'log verbosity', default: () => 'info' },
+  { key: 'redisUrl', env: 'XMPP_REDIS_URL', kind: 'string', doc: 'join a cluster through this Redis; empty: single node', default: () => '' },
+  { key: 'nodeId', env: 'XMPP_NODE_ID', kind: 'string', doc: "this node's name in a cluster", default: () => `node-${randomUUID().slice(0, 8)}` },
+];
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function coerce(s: Setting, raw: unknown, origin: string): unknown {
+  const bad = (why: string) => new ConfigError(`${origin} ${why}`);
+  switch (s.kind) {
+    case 'string':
+      if (typeof raw !== 'string') throw bad('must be a string');
+      return raw;
+    case 'bool': {
+      if (typeof raw === 'boolean') return raw;
+      const v = String(raw).toLowerCase();
+      if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+      if (['0', 'false', 'no', 'off', ''].includes(v)) return false;
+      throw bad(`must be true or false, got ${JSON.stringify(raw)}`);
+    }
+    case 'int':
+    case 'port': {
+      const n = typeof raw === 'number' ? raw : /^\s*\d+\s*$/.test(String(raw)) ? Number(raw) : NaN;
+      if (!Number.isSafeInteger(n)) throw bad(`must be a whole number, got ${JSON.stringify(raw)}`);
+      if (s.kind === 'port' && (n < 0 || n > 65535)) throw bad(`must be a port number (0-65535), got ${n}`);
+      if (s.min !== undefined && n < s.min) throw bad(`must be at least ${s.min}, got ${n}`);
+      return n;
+    }
+    case 'enum':
+      if (!s.values!.includes(String(raw))) throw bad(`must be one of ${s.values!.join(', ')}, got ${JSON.stringify(raw)}`);
+      return String(raw);
+  }
+}
+
+/** Builds the configuration from defaults, an optional JSON file and the environment. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  let file: Record<string, unknown> = {};
+  const path = env.XMPP_CONFIG ?? (existsSync('xmpp.config.json') ? 'xmpp.config.json' : undefined);
+  if (path) {
+    try {
+      file = JSON.parse(readFileSync(path, 'utf8'));
+    } catch (err) {
+      throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
+    }
+    const known = new Set(SETTINGS.map((s) => s.key as string));
+    for (const k of Object.keys(file)) if (!known.has(k)) throw new ConfigError(`config file ${path}: unknown key "${k}"`);
+  }
+  const out: Partial<Config> = {};
+  for (const s of SETTINGS) {
+    let v: unknown;
+    if (env[s.env] !== undefined) v = coerce(s, env[s.env], `environment variable ${s.env}`);
+    else if (file[s.key] !== undefined) v = coerce(s, file[s.key], `config file key "${s.key}"`);
+    else v = s.default(out);
+    (out as Record<string, unknown>)[s.key] = v;
+  }
+  const c = out as Config;
+  if (!/^[a-z0-9.-]+$/i.test(c.domain) || c.domain.length > 1023) throw new ConfigError(`XMPP_DOMAIN must be a domain name, got ${JSON.stringify(c.domain)}`);
+  c.domain = c.domain.toLowerCase();
+  if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) throw new ConfigError('XMPP_TLS_CERT and XMPP_TLS_KEY must be set together');
+  c.dataDir = resolve(c.dataDir);
+  return c;
+}

@@ -1,0 +1,16 @@
+// Namespaces used on the wire (RFC 6120 §4.8, §5.4, §6.4, §7.4, §8.3; XEPs as named).
+export const NS_STREAM = 'http://etherx.jabber.org/streams';
+export const NS_CLIENT = 'jabber:client';
+export const NS_STREAMS_ERR = 'urn:ietf:params:xml:ns:xmpp-streams';
+export const NS_STANZAS_ERR = 'urn:ietf:params:xml:ns:xmpp-stanzas';
+export const NS_TLS = 'urn:ietf:params:xml:ns:xmpp-tls';
+export const NS_SASL = 'urn:ietf:params:xml:ns:xmpp-sasl';
+export const NS_BIND = 'urn:ietf:params:xml:ns:xmpp-bind';
+export const NS_SESSION = 'urn:ietf:params:xml:ns:xmpp-session';
+export const NS_PING = 'urn:xmpp:ping';
+export const NS_DISCO_INFO = 'http://jabber.org/protocol/disco#info';
+export const NS_DISCO_ITEMS = 'http://jabber.org/protocol/disco#items';
+export const NS_VERSION = 'jabber:iq:version';
+export const NS_REGISTER = 'jabber:iq:register';
+export const NS_REGISTER_FEATURE = 'http://jabber.org/features/iq-register';
+export const NS_XML = 'http://www.w3.org/XML/1998/namespace';
