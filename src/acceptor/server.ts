@@ -1,0 +1,105 @@
+// The acceptor: the main thread listens, and hands every accepted socket,
+// still paused, to a worker of the piscina pool by transferring the handle,
+// so that reading, TLS and parsing all happen in the worker.
+import net from 'node:net';
+import { MessageChannel } from 'node:worker_threads';
+import type { MessagePort } from 'node:worker_threads';
+import { once } from 'node:events';
+import { Piscina } from 'piscina';
+import type { Config } from '../config/index.ts';
+import { loadTlsIdentity } from '../tls/certificate.ts';
+import { Hub } from './hub.ts';
+import { decode } from '../worker/wire.ts';
+import type { ToHub } from '../worker/wire.ts';
+import type { WorkerData, Task } from '../worker/worker.ts';
+import { log, setLogLevel } from '../log.ts';
+
+export interface RunningServer {
+  c2sPort: number;
+  tlsPort: number;
+  hub: Hub;
+  /** Graceful: stop accepting, <system-shutdown/> to every session, bounded by shutdownTimeoutMs. */
+  close(): Promise<void>;
+}
+
+export async function startServer(config: Config): Promise<RunningServer> {
+  setLogLevel(config.logLevel);
+  const tls = loadTlsIdentity(config);
+  const workerData: WorkerData = { config, tls };
+  const pool = new Piscina({
+    filename: new URL('../worker/worker.ts', import.meta.url).href,
+    minThreads: config.workers,
+    maxThreads: config.workers,
+    // One task per connection, alive as long as the connection: a worker
+    // holds thousands of them (one actor each), never one thread each.
+    concurrentTasksPerWorker: 1 << 20,
+    idleTimeout: Infinity,
+    // Workers do asynchronous I/O between tasks; Atomics.wait would stall it.
+    atomics: 'disabled',
+    workerData,
+  });
+  pool.on('error', (err) => log.error('worker failed', { err: String(err) }));
+
+  const hub = new Hub();
+  const joins = await joinWorkers(pool, hub, config.workers);
+  hub.wire();
+
+  const run = (socket: net.Socket, directTls: boolean) => {
+    const task: Task = { t: 'conn', socket, directTls };
+    pool.run(task, { transferList: [socket] as never }).catch((err: unknown) => {
+      log.error('connection task failed', { err: String(err) });
+    });
+  };
+  const listen = async (port: number, directTls: boolean) => {
+    const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => run(socket, directTls));
+    server.maxConnections = 1 << 20;
+    server.listen({ port, host: config.bindHost, backlog: 4096 });
+    await once(server, 'listening');
+    return server;
+  };
+  const c2s = await listen(config.c2sPort, false);
+  const direct = await listen(config.tlsPort, true);
+  const c2sPort = (c2s.address() as net.AddressInfo).port;
+  const tlsPort = (direct.address() as net.AddressInfo).port;
+  log.info('listening', { domain: config.domain, host: config.bindHost, c2sPort, tlsPort, workers: config.workers });
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      c2s.close();
+      direct.close();
+      const clean = await hub.shutdown(config.shutdownTimeoutMs);
+      if (!clean) log.warn('shutdown deadline reached with sessions still open');
+      // Each worker's join task ends once it has closed its sessions.
+      await Promise.race([Promise.allSettled(joins), new Promise((r) => setTimeout(r, 1000).unref())]);
+      hub.close();
+      await pool.destroy();
+    })());
+  return { c2sPort, tlsPort, hub, close };
+}
+
+/**
+ * Gives each worker one long-lived "join" task carrying its port to the hub.
+ * Piscina sends a task to the least busy worker, so N pending joins land on N
+ * workers; a worker that already joined declines, and the join is retried.
+ */
+async function joinWorkers(pool: Piscina, hub: Hub, n: number): Promise<Promise<unknown>[]> {
+  const seen = new Set<number>();
+  const joins: Promise<unknown>[] = [];
+  for (let attempt = 0; seen.size < n; attempt++) {
+    if (attempt > n * 20) throw new Error(`could not reach ${n} distinct workers`);
+    const { port1, port2 } = new MessageChannel();
+    const hello = new Promise<number>((resolve) => port1.once('message', (raw: Uint8Array) => resolve(decode<ToHub & { t: 'hello' }>(raw).threadId)));
+    const task: Task = { t: 'join', port: port2 };
+    const joined = pool.run(task, { transferList: [port2] as never });
+    const first = await Promise.race([hello, joined.then(() => -1)]);
+    if (first === -1 || seen.has(first)) {
+      port1.close();
+      continue;
+    }
+    seen.add(first);
+    hub.adopt(port1 as MessagePort, first);
+    joins.push(joined.catch((err: unknown) => log.error('worker left the hub', { err: String(err) })));
+  }
+  return joins;
+}

@@ -1,0 +1,174 @@
+// Accounts in SQLite (node:sqlite). Several worker threads, and processes,
+// open the same file: WAL mode lets readers run beside the one writer and the
+// busy timeout makes writers wait for each other instead of failing.
+// Each account holds SCRAM verifiers for SHA-1 and SHA-256, each with its own
+// salt; never the password.
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import {
+  type AccountStore, type ScramCredentials, type ScramHash,
+  AccountExistsError, AccountNotFoundError, InvalidUsernameError,
+  normalizeUsername, deriveScram, preparePassword,
+} from './store.ts';
+
+const BUSY_TIMEOUT_MS = 10_000;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS accounts (
+  username TEXT PRIMARY KEY NOT NULL,
+  created INTEGER NOT NULL,
+  sha1_salt BLOB NOT NULL,
+  sha1_iterations INTEGER NOT NULL,
+  sha1_stored_key BLOB NOT NULL,
+  sha1_server_key BLOB NOT NULL,
+  sha256_salt BLOB NOT NULL,
+  sha256_iterations INTEGER NOT NULL,
+  sha256_stored_key BLOB NOT NULL,
+  sha256_server_key BLOB NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS meta (
+  key TEXT PRIMARY KEY NOT NULL,
+  value BLOB NOT NULL
+) STRICT;
+`;
+
+const COLUMN: Record<ScramHash, string> = { 'SHA-1': 'sha1', 'SHA-256': 'sha256' };
+
+function toBuffer(v: unknown): Buffer {
+  if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+  throw new TypeError('expected a BLOB');
+}
+
+/** A name that can never be an account: lookups answer "no such account". */
+function normalizedOrUndefined(username: string): string | undefined {
+  try {
+    return normalizeUsername(username);
+  } catch (err) {
+    if (err instanceof InvalidUsernameError) return undefined;
+    throw err;
+  }
+}
+
+export class SqliteAccountStore implements AccountStore {
+  readonly iterations: number;
+  private readonly db: DatabaseSync;
+  private readonly secret: Buffer;
+  private readonly stmts: {
+    exists: StatementSync;
+    insert: StatementSync;
+    update: StatementSync;
+    remove: StatementSync;
+    list: StatementSync;
+    scram: Record<ScramHash, StatementSync>;
+  };
+  private closed = false;
+
+  private constructor(db: DatabaseSync, iterations: number) {
+    this.db = db;
+    this.iterations = iterations;
+    db.prepare('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)').run('scram-fake-salt-key', randomBytes(32));
+    this.secret = toBuffer(db.prepare('SELECT value FROM meta WHERE key = ?').get('scram-fake-salt-key')!.value);
+    const cols = (h: string) => `${h}_salt, ${h}_iterations, ${h}_stored_key, ${h}_server_key`;
+    this.stmts = {
+      exists: db.prepare('SELECT 1 AS x FROM accounts WHERE username = ?'),
+      insert: db.prepare(`INSERT INTO accounts (username, created, ${cols('sha1')}, ${cols('sha256')})
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (username) DO NOTHING`),
+      update: db.prepare(`UPDATE accounts SET
+        sha1_salt = ?, sha1_iterations = ?, sha1_stored_key = ?, sha1_server_key = ?,
+        sha256_salt = ?, sha256_iterations = ?, sha256_stored_key = ?, sha256_server_key = ?
+        WHERE username = ?`),
+      remove: db.prepare('DELETE FROM accounts WHERE username = ?'),
+      list: db.prepare('SELECT username FROM accounts ORDER BY username'),
+      scram: {
+        'SHA-1': db.prepare(`SELECT ${cols('sha1')} FROM accounts WHERE username = ?`),
+        'SHA-256': db.prepare(`SELECT ${cols('sha256')} FROM accounts WHERE username = ?`),
+      },
+    };
+  }
+
+  /** Opens (creating file and directory if needed) the account database. */
+  static open(file: string, iterations: number): SqliteAccountStore {
+    if (!Number.isSafeInteger(iterations) || iterations < 1) throw new RangeError(`invalid iteration count ${iterations}`);
+    const memory = file === ':memory:';
+    if (!memory) mkdirSync(dirname(resolve(file)), { recursive: true, mode: 0o700 });
+    const db = new DatabaseSync(memory ? file : resolve(file), { timeout: BUSY_TIMEOUT_MS });
+    try {
+      db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      db.exec('PRAGMA journal_mode = WAL');
+      db.exec('PRAGMA synchronous = NORMAL');
+      db.exec(SCHEMA);
+      return new SqliteAccountStore(db, iterations);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  }
+
+  fakeSaltKey(): Buffer {
+    return this.secret;
+  }
+
+  private async derive(password: string): Promise<[ScramCredentials, ScramCredentials]> {
+    preparePassword(password, true); // stored string rules: no unassigned code points
+    return Promise.all([deriveScram(password, 'SHA-1', this.iterations), deriveScram(password, 'SHA-256', this.iterations)]);
+  }
+
+  private static params(c: ScramCredentials): [Buffer, number, Buffer, Buffer] {
+    return [c.salt, c.iterations, c.storedKey, c.serverKey];
+  }
+
+  async create(username: string, password: string): Promise<void> {
+    const user = normalizeUsername(username);
+    if (this.stmts.exists.get(user)) throw new AccountExistsError(`account ${user} already exists`);
+    const [sha1, sha256] = await this.derive(password);
+    const r = this.stmts.insert.run(user, Date.now(), ...SqliteAccountStore.params(sha1), ...SqliteAccountStore.params(sha256));
+    if (r.changes === 0) throw new AccountExistsError(`account ${user} already exists`);
+  }
+
+  async remove(username: string): Promise<boolean> {
+    const user = normalizedOrUndefined(username);
+    if (user === undefined) return false;
+    return this.stmts.remove.run(user).changes > 0;
+  }
+
+  async setPassword(username: string, password: string): Promise<void> {
+    const user = normalizeUsername(username);
+    if (!this.stmts.exists.get(user)) throw new AccountNotFoundError(`no account ${user}`);
+    const [sha1, sha256] = await this.derive(password);
+    const r = this.stmts.update.run(...SqliteAccountStore.params(sha1), ...SqliteAccountStore.params(sha256), user);
+    if (r.changes === 0) throw new AccountNotFoundError(`no account ${user}`);
+  }
+
+  async exists(username: string): Promise<boolean> {
+    const user = normalizedOrUndefined(username);
+    return user !== undefined && this.stmts.exists.get(user) !== undefined;
+  }
+
+  async list(): Promise<string[]> {
+    return this.stmts.list.all().map((row) => String(row.username));
+  }
+
+  async scram(username: string, hash: ScramHash): Promise<ScramCredentials | undefined> {
+    const user = normalizedOrUndefined(username);
+    if (user === undefined) return undefined;
+    const stmt = this.stmts.scram[hash];
+    if (!stmt) throw new TypeError(`unknown SCRAM hash ${String(hash)}`);
+    const row = stmt.get(user);
+    if (!row) return undefined;
+    const h = COLUMN[hash];
+    return {
+      salt: toBuffer(row[`${h}_salt`]),
+      iterations: Number(row[`${h}_iterations`]),
+      storedKey: toBuffer(row[`${h}_stored_key`]),
+      serverKey: toBuffer(row[`${h}_server_key`]),
+    };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+}

@@ -1,0 +1,137 @@
+// Account storage contract and the credential maths behind it. Only SCRAM
+// verifiers (RFC 5802 §3: salt, iteration count, StoredKey, ServerKey) are
+// kept, never a password; PLAIN is checked by deriving them again.
+import { pbkdf2, randomBytes, createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { promisify } from 'node:util';
+import saslprep from 'saslprep';
+
+export type ScramHash = 'SHA-1' | 'SHA-256';
+export const SCRAM_HASHES: readonly ScramHash[] = ['SHA-1', 'SHA-256'];
+
+export interface ScramCredentials {
+  salt: Buffer;
+  iterations: number;
+  storedKey: Buffer;
+  serverKey: Buffer;
+}
+
+export interface AccountStore {
+  /** Throws InvalidUsernameError, InvalidPasswordError, AccountExistsError. */
+  create(username: string, password: string): Promise<void>;
+  /** False when there was no such account. */
+  remove(username: string): Promise<boolean>;
+  /** Throws InvalidUsernameError, InvalidPasswordError, AccountNotFoundError. */
+  setPassword(username: string, password: string): Promise<void>;
+  exists(username: string): Promise<boolean>;
+  /** Normalised usernames, sorted. */
+  list(): Promise<string[]>;
+  /** Undefined when there is no such account (or the name cannot be one). */
+  scram(username: string, hash: ScramHash): Promise<ScramCredentials | undefined>;
+  close(): void;
+  /** PBKDF2 iterations used for new verifiers; SCRAM's fake exchange for unknown users announces the same. */
+  readonly iterations?: number;
+  /**
+   * A secret shared by everything using this store (every thread, every
+   * process), keying the fake salts SCRAM shows for unknown users so that
+   * they are the same on every connection. Without it a per-thread one is used.
+   */
+  fakeSaltKey?(): Buffer;
+}
+
+export class InvalidUsernameError extends Error {
+  override name = 'InvalidUsernameError';
+}
+export class InvalidPasswordError extends Error {
+  override name = 'InvalidPasswordError';
+}
+export class AccountExistsError extends Error {
+  override name = 'AccountExistsError';
+}
+export class AccountNotFoundError extends Error {
+  override name = 'AccountNotFoundError';
+}
+
+const LOCAL_MAX_BYTES = 1023;
+// RFC 7622 §3.3.1: these may not appear in a localpart; nor whitespace or controls.
+const LOCAL_FORBIDDEN = /[\s"&'/:<>@\p{Cc}]/u;
+
+/**
+ * The one spelling of a username: a JID localpart (RFC 7622 §3.3), width-
+ * and case-folded (NFKC, lowercase; the same mapping as the JID code).
+ */
+export function normalizeUsername(raw: string): string {
+  if (typeof raw !== 'string' || !raw.isWellFormed()) throw new InvalidUsernameError('invalid username');
+  const s = raw.normalize('NFKC').toLowerCase();
+  if (s.length === 0) throw new InvalidUsernameError('empty username');
+  if (Buffer.byteLength(s, 'utf8') > LOCAL_MAX_BYTES) throw new InvalidUsernameError('username longer than 1023 bytes');
+  if (LOCAL_FORBIDDEN.test(s)) throw new InvalidUsernameError(`invalid username ${JSON.stringify(raw)}: contains a forbidden character`);
+  return s;
+}
+
+/** Node's name for the hash and its output length in bytes. */
+export function hashInfo(hash: ScramHash): { algorithm: 'sha1' | 'sha256'; length: number } {
+  switch (hash) {
+    case 'SHA-1': return { algorithm: 'sha1', length: 20 };
+    case 'SHA-256': return { algorithm: 'sha256', length: 32 };
+    default: throw new TypeError(`unknown SCRAM hash ${String(hash)}`);
+  }
+}
+
+export function hmac(hash: ScramHash, key: Buffer, data: Buffer | string): Buffer {
+  return createHmac(hashInfo(hash).algorithm, key).update(data).digest();
+}
+
+export function digest(hash: ScramHash, data: Buffer | string): Buffer {
+  return createHash(hashInfo(hash).algorithm).update(data).digest();
+}
+
+/**
+ * SASLprep (RFC 4013) of a password. Queries (authentication) allow
+ * unassigned code points; stored strings (setting a password) do not.
+ * Throws InvalidPasswordError when the result is unusable or empty.
+ */
+export function preparePassword(password: string, stored = false): string {
+  let prepared: string;
+  try {
+    prepared = saslprep(password, { allowUnassigned: !stored });
+  } catch (err) {
+    throw new InvalidPasswordError(`password not allowed: ${(err as Error).message}`);
+  }
+  if (prepared.length === 0) throw new InvalidPasswordError('empty password');
+  return prepared;
+}
+
+const pbkdf2Async = promisify(pbkdf2);
+
+/**
+ * RFC 5802 §3: SaltedPassword = Hi(Normalize(password), salt, i),
+ * StoredKey = H(HMAC(SaltedPassword, "Client Key")),
+ * ServerKey = HMAC(SaltedPassword, "Server Key").
+ * PBKDF2 runs on the libuv thread pool, never on the event loop.
+ */
+export async function deriveScram(password: string, hash: ScramHash, iterations: number, salt?: Buffer): Promise<ScramCredentials> {
+  if (!Number.isSafeInteger(iterations) || iterations < 1) throw new RangeError(`invalid iteration count ${iterations}`);
+  const { algorithm, length } = hashInfo(hash);
+  const prepared = preparePassword(password);
+  const s = salt ? Buffer.from(salt) : randomBytes(16);
+  const salted = await pbkdf2Async(Buffer.from(prepared, 'utf8'), s, iterations, length, algorithm);
+  const clientKey = hmac(hash, salted, 'Client Key');
+  return {
+    salt: s,
+    iterations,
+    storedKey: digest(hash, clientKey),
+    serverKey: hmac(hash, salted, 'Server Key'),
+  };
+}
+
+/** Checks a password (SASL PLAIN) against stored verifiers, in constant time. */
+export async function verifyPassword(creds: ScramCredentials, hash: ScramHash, password: string): Promise<boolean> {
+  let derived: ScramCredentials;
+  try {
+    derived = await deriveScram(password, hash, creds.iterations, creds.salt);
+  } catch (err) {
+    if (err instanceof InvalidPasswordError) return false;
+    throw err;
+  }
+  return derived.storedKey.length === creds.storedKey.length && timingSafeEqual(derived.storedKey, creds.storedKey);
+}

@@ -1,0 +1,117 @@
+#!/usr/bin/env node
+// Composition root and CLI: `start` runs a node; `user add|remove|passwd|list`
+// manages accounts in the same store the server uses.
+import { createInterface } from 'node:readline';
+import { join } from 'node:path';
+import { loadConfig, ConfigError, SETTINGS } from './config/index.ts';
+import type { Config } from './config/index.ts';
+import { startServer } from './acceptor/server.ts';
+import { SqliteAccountStore } from './accounts/sqlite.ts';
+import { log, setLogLevel } from './log.ts';
+
+const USAGE = `usage: xmpp-server <command>
+  start                         run a server node (configuration: environment or xmpp.config.json)
+  user add <name> [password]    create an account (password read from stdin when omitted)
+  user passwd <name> [password] change a password
+  user remove <name>            delete an account
+  user list                     list accounts
+  config                        print the settings and their environment variables`;
+
+async function readPassword(given: string | undefined): Promise<string> {
+  if (given) return given;
+  if (process.stdin.isTTY) process.stderr.write('password: ');
+  const rl = createInterface({ input: process.stdin });
+  for await (const line of rl) {
+    rl.close();
+    return line;
+  }
+  throw new Error('no password given');
+}
+
+async function user(config: Config, [sub, name, password]: string[]): Promise<number> {
+  const store = SqliteAccountStore.open(join(config.dataDir, 'accounts.sqlite'), config.scramIterations);
+  try {
+    switch (sub) {
+      case 'add':
+        if (!name) break;
+        await store.create(name, await readPassword(password));
+        console.log(`added ${name}@${config.domain}`);
+        return 0;
+      case 'passwd':
+        if (!name) break;
+        await store.setPassword(name, await readPassword(password));
+        console.log(`changed the password of ${name}@${config.domain}`);
+        return 0;
+      case 'remove':
+        if (!name) break;
+        if (!(await store.remove(name))) {
+          console.error(`no account ${name}`);
+          return 1;
+        }
+        console.log(`removed ${name}@${config.domain}`);
+        return 0;
+      case 'list':
+        for (const u of await store.list()) console.log(`${u}@${config.domain}`);
+        return 0;
+    }
+    console.error(USAGE);
+    return 2;
+  } finally {
+    store.close();
+  }
+}
+
+async function start(config: Config): Promise<void> {
+  const server = await startServer(config);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info('shutting down', { signal });
+    const hard = setTimeout(() => process.exit(1), config.shutdownTimeoutMs + 2000);
+    hard.unref();
+    server.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error('shutdown failed', { err: String(err) });
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+async function main(argv: string[]): Promise<number | undefined> {
+  const [cmd = 'start', ...rest] = argv;
+  if (cmd === 'config') {
+    for (const s of SETTINGS) console.log(`${s.env.padEnd(26)} ${s.key.padEnd(24)} ${s.doc}`);
+    return 0;
+  }
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`configuration error: ${err.message}`);
+      return 78; // EX_CONFIG
+    }
+    throw err;
+  }
+  setLogLevel(config.logLevel);
+  if (cmd === 'start') return void (await start(config));
+  if (cmd === 'user') {
+    try {
+      return await user(config, rest);
+    } catch (err) {
+      console.error(`error: ${(err as Error).message}`);
+      return 1;
+    }
+  }
+  console.error(USAGE);
+  return 2;
+}
+
+main(process.argv.slice(2)).then((code) => {
+  if (code !== undefined) process.exitCode = code;
+});

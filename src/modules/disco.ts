@@ -1,0 +1,32 @@
+// XEP-0030: Service Discovery. The server lists every module's features;
+// an account answers with its identity (XEP-0030 §3.1, "account/registered").
+import { Element } from 'ltx';
+import { NS_DISCO_INFO, NS_DISCO_ITEMS } from '../xmpp/ns.ts';
+import { StanzaError } from '../xmpp/errors.ts';
+import type { ServerModule } from './module.ts';
+
+export function disco(modules: () => ServerModule[]): ServerModule {
+  const info = (identity: Record<string, string>, features: () => string[]) => (iq: Element) => {
+    const node = iq.getChild('query')!.attrs.node;
+    if (node) throw new StanzaError('item-not-found');
+    const q = new Element('query', { xmlns: NS_DISCO_INFO });
+    q.c('identity', identity);
+    for (const f of [...new Set(features())].sort()) q.c('feature', { var: f });
+    return q;
+  };
+  const all = () => [NS_DISCO_INFO, NS_DISCO_ITEMS, ...modules().flatMap((m) => m.features)];
+  return {
+    features: [],
+    server: {
+      [`get ${NS_DISCO_INFO}`]: info({ category: 'server', type: 'im', name: 'xmpp-server' }, all),
+      [`get ${NS_DISCO_ITEMS}`]: (iq) => {
+        if (iq.getChild('query')!.attrs.node) throw new StanzaError('item-not-found');
+        return new Element('query', { xmlns: NS_DISCO_ITEMS });
+      },
+    },
+    account: {
+      [`get ${NS_DISCO_INFO}`]: info({ category: 'account', type: 'registered' }, () => [NS_DISCO_INFO]),
+      [`get ${NS_DISCO_ITEMS}`]: () => new Element('query', { xmlns: NS_DISCO_ITEMS }),
+    },
+  };
+}

@@ -1,0 +1,41 @@
+// One registry interface for the sessions of the whole server: every full
+// JID is bound at most once. Two implementations sit behind it: in memory
+// (single node) and Redis (cluster).
+import type { ConflictPolicy } from '../config/index.ts';
+
+/** Where a session lives and what routing needs to know of it. */
+export interface SessionRecord {
+  jid: string; // full JID
+  bare: string;
+  sid: string; // unique per stream, so a stale unbind never removes a successor
+  node: string;
+  worker: number;
+  priority: number;
+  available: boolean;
+}
+
+export interface BindRequest {
+  rec: SessionRecord;
+  policy: ConflictPolicy;
+  maxResources: number;
+  /** ANONYMOUS (XEP-0175): the bare JID must be unused by any other session. */
+  exclusiveBare: boolean;
+}
+
+export type BindOutcome =
+  | { ok: true; rec: SessionRecord; replaced?: SessionRecord }
+  | { ok: false; condition: 'conflict' | 'resource-constraint' | 'internal-server-error' };
+
+export interface SessionRegistry {
+  /** Atomic across the whole server: the conflict policy is applied exactly once. */
+  bind(req: BindRequest): Promise<BindOutcome>;
+  unbind(jid: string, sid: string): Promise<void>;
+  setPresence(jid: string, sid: string, available: boolean, priority: number): Promise<void>;
+  lookup(jid: string): Promise<SessionRecord | undefined>;
+  resources(bare: string): Promise<SessionRecord[]>;
+}
+
+/** Server-assigned resource (RFC 6120 §7.6): unguessable and unique in practice. */
+export function randomResource(): string {
+  return Math.random().toString(36).slice(2, 10) + Date.now().toString(36).slice(-4);
+}

@@ -1,0 +1,249 @@
+// Routes stanzas from a session to their addressee: a session on this
+// worker, on another worker of this node (over a direct MessagePort), or on
+// another node (through the cluster transport); the server itself; or an
+// error bounce. Delivery rules follow RFC 6120 §10 and RFC 6121 §8.5.
+import { Element, parse as parseXml } from 'ltx';
+import { StanzaError, StreamError, errorReply } from '../xmpp/errors.ts';
+import { parseJid, JidError } from '../xmpp/jid.ts';
+import type { Jid } from '../xmpp/jid.ts';
+import type { SessionRecord, SessionRegistry } from '../registry/registry.ts';
+import type { ServerModule, IqHandler } from '../modules/module.ts';
+import type { Session } from '../session/session.ts';
+import type { Envelope } from '../worker/wire.ts';
+import { log } from '../log.ts';
+
+/** How stanzas leave this worker: to another worker of the node, or another node. */
+export interface Transport {
+  toWorker(worker: number, env: Envelope): void;
+  toNode(node: string, env: Envelope): boolean;
+}
+
+export interface RouterDeps {
+  domain: string;
+  node: string;
+  worker: number;
+  registry: SessionRegistry;
+  sessions: Map<string, Session>;
+  accountExists: (local: string) => Promise<boolean>;
+  transport: Transport;
+  modules: ServerModule[];
+}
+
+const isElement = (c: Element | string): c is Element => typeof c !== 'string';
+
+function table(modules: ServerModule[], pick: (m: ServerModule) => Record<string, IqHandler> | undefined) {
+  const t = new Map<string, IqHandler>();
+  for (const m of modules) for (const [k, h] of Object.entries(pick(m) ?? {})) t.set(k, h);
+  return t;
+}
+
+export class Router {
+  private readonly d: RouterDeps;
+  private readonly serverIq: Map<string, IqHandler>;
+  private readonly accountIq: Map<string, IqHandler>;
+
+  constructor(deps: RouterDeps) {
+    this.d = deps;
+    this.serverIq = table(deps.modules, (m) => m.server);
+    this.accountIq = table(deps.modules, (m) => m.account);
+  }
+
+  /** A stanza from an established session: validate, stamp 'from', route. */
+  async fromClient(el: Element, s: Session): Promise<void> {
+    if (el.name === 'iq') {
+      const type = el.attrs.type;
+      // RFC 6120 §8.2.3: an iq MUST have an id and a known type; get/set exactly one payload.
+      if (!el.attrs.id || !['get', 'set', 'result', 'error'].includes(type)) return this.bounce(s, el, new StanzaError('bad-request', 'iq needs an id and a type of get, set, result or error'));
+      if ((type === 'get' || type === 'set') && el.children.filter(isElement).length !== 1) return this.bounce(s, el, new StanzaError('bad-request', 'iq get/set carries exactly one payload'));
+    }
+    // RFC 6120 §8.1.2.1: the server stamps the full JID, and a 'from' that is
+    // not the session's own is an invalid-from stream error (§4.9.3.9).
+    const from = el.attrs.from;
+    if (from !== undefined && from !== s.jid && from !== s.bare && !sameJid(from, s.jid!)) throw new StreamError('invalid-from', `${from} is not this stream's address`);
+    el.attrs.from = s.jid!;
+
+    let to: Jid;
+    if (el.attrs.to === undefined) {
+      if (el.name === 'presence') return s.ownPresence(el);
+      // §10.3: no 'to' means the sender's own bare JID.
+      to = { local: s.username ?? s.anonLocal!, domain: this.d.domain, resource: '' };
+    } else {
+      try {
+        to = parseJid(el.attrs.to);
+      } catch (err) {
+        if (err instanceof JidError) return this.bounce(s, el, new StanzaError('jid-malformed', err.message));
+        throw err;
+      }
+    }
+    return this.route(el, to, s);
+  }
+
+  private async route(el: Element, to: Jid, sender: Session | undefined): Promise<void> {
+    if (to.domain !== this.d.domain) return this.reject(sender, el, new StanzaError('remote-server-not-found', `${to.domain} is not served here and federation is off`));
+    if (!to.local) {
+      if (to.resource) return this.reject(sender, el, new StanzaError('service-unavailable'));
+      return this.toServer(el, sender);
+    }
+    const bareJid = `${to.local}@${to.domain}`;
+    if (to.resource) {
+      const rec = await this.d.registry.lookup(`${bareJid}/${to.resource}`);
+      if (rec) return this.deliver(rec, el);
+      // RFC 6121 §8.5.3.2: no such resource.
+      if (el.name === 'message') {
+        if (el.attrs.type === 'groupchat') return this.reject(sender, el, new StanzaError('service-unavailable'));
+        if (el.attrs.type === 'error') return;
+      } else if (el.name === 'iq') {
+        return this.reject(sender, el, new StanzaError('service-unavailable'));
+      } else {
+        return; // presence to an unavailable resource is dropped (§8.5.3.2.3 for non-subscription types)
+      }
+    }
+    return this.toBare(el, to.local, bareJid, sender);
+  }
+
+  /** RFC 6121 §8.5.2: addressed to an account's bare JID. */
+  private async toBare(el: Element, local: string, bareJid: string, sender: Session | undefined): Promise<void> {
+    const recs = await this.d.registry.resources(bareJid);
+    if (recs.length === 0 && !(await this.d.accountExists(local))) {
+      // §8.5.1: no such account.
+      if (el.name === 'presence') return;
+      return this.reject(sender, el, new StanzaError('service-unavailable'));
+    }
+    if (el.name === 'iq') return this.toAccount(el, sender);
+    const available = recs.filter((r) => r.available && r.priority >= 0);
+    if (el.name === 'presence') {
+      for (const r of recs.filter((r) => r.available)) this.deliver(r, el);
+      return;
+    }
+    const type = el.attrs.type ?? 'normal';
+    if (type === 'error') return;
+    if (type === 'groupchat') return this.reject(sender, el, new StanzaError('service-unavailable'));
+    if (available.length === 0) {
+      if (type === 'headline') return;
+      return this.reject(sender, el, new StanzaError('service-unavailable', 'the recipient is offline'));
+    }
+    if (type === 'headline') {
+      for (const r of available) this.deliver(r, el);
+      return;
+    }
+    // §8.5.2.1.1: normal and chat go to the most available resource(s).
+    const top = Math.max(...available.map((r) => r.priority));
+    for (const r of available) if (r.priority === top) this.deliver(r, el);
+  }
+
+  private async toServer(el: Element, sender: Session | undefined): Promise<void> {
+    if (el.name !== 'iq') return; // messages and presence to the server are not processed
+    return this.answerIq(el, sender, this.serverIq);
+  }
+
+  private async toAccount(el: Element, sender: Session | undefined): Promise<void> {
+    return this.answerIq(el, sender, this.accountIq);
+  }
+
+  private async answerIq(el: Element, sender: Session | undefined, handlers: Map<string, IqHandler>): Promise<void> {
+    const type = el.attrs.type;
+    if (type !== 'get' && type !== 'set') return;
+    const payload = el.children.find(isElement)!;
+    const ns = payload.attrs.xmlns;
+    const handler = handlers.get(`${type} ${ns}`);
+    if (!handler || !sender) {
+      // RFC 6120 §8.4: a namespace not understood gets service-unavailable.
+      const other = handlers.has(`${type === 'get' ? 'set' : 'get'} ${ns}`);
+      return this.reject(sender, el, new StanzaError(other ? 'feature-not-implemented' : 'service-unavailable'));
+    }
+    try {
+      const result = await handler(el, sender);
+      const reply = new Element('iq', { type: 'result', id: el.attrs.id, to: el.attrs.from, ...(el.attrs.to ? { from: el.attrs.to } : {}) });
+      if (result) reply.cnode(result);
+      sender.send(reply);
+    } catch (err) {
+      if (err instanceof StanzaError) return this.reject(sender, el, err);
+      log.error('iq handler failed', { ns, err: String(err) });
+      return this.reject(sender, el, new StanzaError('internal-server-error'));
+    }
+  }
+
+  private bounce(s: Session, el: Element, err: StanzaError): void {
+    el.attrs.from = s.jid!;
+    const reply = errorReply(el, err, this.d.domain);
+    if (reply) s.send(reply);
+  }
+
+  /** An error back to the sender, wherever it is now (RFC 6120 §8.3.1). */
+  private reject(sender: Session | undefined, el: Element, err: StanzaError): void {
+    const reply = errorReply(el, err, this.d.domain);
+    if (!reply) return;
+    if (sender && sender.jid === reply.attrs.to) return sender.send(reply);
+    void this.routeInternal(reply);
+  }
+
+  /** Routes a stanza the server made or forwarded; never bounces errors further. */
+  async routeInternal(el: Element): Promise<void> {
+    try {
+      await this.route(el, parseJid(el.attrs.to), undefined);
+    } catch (err) {
+      log.debug('internal route failed', { err: String(err) });
+    }
+  }
+
+  deliver(rec: SessionRecord, el: Element): void {
+    const xml = el.toString();
+    if (rec.node !== this.d.node) {
+      if (!this.d.transport.toNode(rec.node, { t: 'deliver', jid: rec.jid, sid: rec.sid, xml })) this.undeliverable(el);
+    } else if (rec.worker === this.d.worker) {
+      this.deliverLocal(rec.jid, rec.sid, xml, el);
+    } else {
+      this.d.transport.toWorker(rec.worker, { t: 'deliver', jid: rec.jid, sid: rec.sid, xml });
+    }
+  }
+
+  private deliverLocal(jid: string, sid: string, xml: string, el?: Element): void {
+    const s = this.d.sessions.get(jid);
+    if (s && s.id === sid && s.deliver(xml)) return;
+    this.undeliverable(el ?? parseStanza(xml));
+  }
+
+  /** The session left between lookup and delivery: answer as for an unavailable resource. */
+  private undeliverable(el: Element | undefined): void {
+    if (!el) return;
+    const type = el.attrs.type;
+    if ((el.name === 'iq' && (type === 'get' || type === 'set')) || (el.name === 'message' && type !== 'error' && type !== 'headline')) {
+      const reply = errorReply(el, new StanzaError('service-unavailable'), this.d.domain);
+      if (reply) void this.routeInternal(reply);
+    }
+  }
+
+  /** An envelope from another worker or node for a session of this worker. */
+  onEnvelope(env: Envelope): void {
+    if (env.t === 'deliver') return this.deliverLocal(env.jid, env.sid, env.xml);
+    const s = this.d.sessions.get(env.jid);
+    if (s && s.id === env.sid) s.close({ condition: env.condition, text: env.text });
+  }
+
+  /** Ends a session wherever it lives (conflict policy "new wins"). */
+  kick(rec: SessionRecord, condition: 'conflict', text: string): void {
+    const env: Envelope = { t: 'kick', jid: rec.jid, sid: rec.sid, condition, text };
+    if (rec.node !== this.d.node) this.d.transport.toNode(rec.node, env);
+    else if (rec.worker === this.d.worker) this.onEnvelope(env);
+    else this.d.transport.toWorker(rec.worker, env);
+  }
+}
+
+function sameJid(a: string, b: string): boolean {
+  try {
+    const x = parseJid(a);
+    const y = parseJid(b);
+    return x.local === y.local && x.domain === y.domain && (x.resource === '' || x.resource === y.resource);
+  } catch {
+    return false;
+  }
+}
+
+function parseStanza(xml: string): Element | undefined {
+  try {
+    return parseXml(xml);
+  } catch {
+    return undefined;
+  }
+}
+

@@ -1,0 +1,36 @@
+// SASL mechanisms (RFC 6120 §6, RFC 4422): the contract between the stream
+// code and each mechanism, and the list offered, best first.
+import type { AccountStore } from '../accounts/store.ts';
+import { scramSha1, scramSha256 } from './scram.ts';
+import { plain } from './plain.ts';
+import { anonymous } from './anonymous.ts';
+
+export type SaslResult =
+  | { kind: 'challenge'; data: Buffer }
+  /** username: the normalised localpart; null for ANONYMOUS. */
+  | { kind: 'success'; data?: Buffer; username: string | null };
+// Failures are thrown as SaslFailure carrying the RFC 6120 §6.5 condition.
+
+export interface Mechanism {
+  /** initial: the initial response (null: none sent; empty Buffer: "=" was sent). */
+  start(initial: Buffer | null): Promise<SaslResult>;
+  step(response: Buffer): Promise<SaslResult>;
+}
+
+export interface MechanismContext {
+  store: AccountStore;
+  domain: string;
+  /** TLS in place */
+  secure: boolean;
+  channelBinding?: never;
+}
+
+export interface MechanismFactory {
+  name: string;
+  /** Whether to offer it in this context. */
+  available(ctx: { secure: boolean; tlsRequired: boolean; anonymous: boolean }): boolean;
+  create(ctx: MechanismContext): Mechanism;
+}
+
+/** In preference order. */
+export const MECHANISMS: MechanismFactory[] = [scramSha256, scramSha1, plain, anonymous];

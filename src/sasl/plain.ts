@@ -1,0 +1,71 @@
+// SASL PLAIN (RFC 4616): [authzid] NUL authcid NUL passwd, in one message.
+// Only over TLS. The password is checked against the stored SCRAM-SHA-256
+// verifiers by deriving them again.
+import { randomBytes, createHmac } from 'node:crypto';
+import saslprep from 'saslprep';
+import { SaslFailure } from '../xmpp/errors.ts';
+import { normalizeUsername, verifyPassword, type ScramCredentials } from '../accounts/store.ts';
+import type { Mechanism, MechanismContext, MechanismFactory, SaslResult } from './mechanism.ts';
+import { authzidMatches, decodeUtf8, fromStore } from './util.ts';
+
+const PROCESS_SECRET = randomBytes(32);
+
+export class PlainMechanism implements Mechanism {
+  private readonly ctx: MechanismContext;
+  private done = false;
+
+  constructor(ctx: MechanismContext) {
+    this.ctx = ctx;
+  }
+
+  async start(initial: Buffer | null): Promise<SaslResult> {
+    if (!this.ctx.secure) {
+      this.done = true;
+      throw new SaslFailure('mechanism-too-weak', 'PLAIN needs TLS');
+    }
+    // No initial response: ask for it with an empty challenge (RFC 6120 §6.4.2).
+    if (initial === null) return { kind: 'challenge', data: Buffer.alloc(0) };
+    return this.step(initial);
+  }
+
+  async step(response: Buffer): Promise<SaslResult> {
+    if (this.done) throw new SaslFailure('malformed-request', 'exchange already finished');
+    this.done = true;
+    if (!this.ctx.secure) throw new SaslFailure('mechanism-too-weak', 'PLAIN needs TLS');
+
+    const parts = decodeUtf8(response).split('\0');
+    if (parts.length !== 3) throw new SaslFailure('malformed-request', 'PLAIN message needs exactly two NUL separators');
+    const [authzid, authcid, password] = parts;
+    if (authcid.length === 0) throw new SaslFailure('malformed-request', 'empty authentication identity');
+    if (password.length === 0) throw new SaslFailure('malformed-request', 'empty password');
+
+    let username: string | undefined;
+    try {
+      username = normalizeUsername(saslprep(authcid, { allowUnassigned: true }));
+    } catch {
+      username = undefined; // cannot be an account: fails below like an unknown one
+    }
+    if (authzid !== '' && !authzidMatches(authzid, username, this.ctx.domain)) {
+      throw new SaslFailure('invalid-authzid', 'may only authorize as oneself');
+    }
+
+    const store = this.ctx.store;
+    const creds = username === undefined ? undefined : await fromStore(() => store.scram(username, 'SHA-256'));
+    // Unknown users cost the same PBKDF2 work as known ones, against a verifier nothing matches.
+    const target: ScramCredentials = creds ?? {
+      salt: createHmac('sha256', store.fakeSaltKey?.() ?? PROCESS_SECRET).update(`PLAIN\0${authcid}`).digest().subarray(0, 16),
+      iterations: store.iterations ?? 4096,
+      storedKey: randomBytes(32),
+      serverKey: randomBytes(32),
+    };
+    const ok = await verifyPassword(target, 'SHA-256', password);
+    if (!ok || !creds || username === undefined) throw new SaslFailure('not-authorized');
+    return { kind: 'success', username };
+  }
+}
+
+export const plain: MechanismFactory = {
+  name: 'PLAIN',
+  available: ({ secure }) => secure,
+  create: (ctx) => new PlainMechanism(ctx),
+};

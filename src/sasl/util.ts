@@ -1,0 +1,43 @@
+// Helpers shared by the SASL mechanisms (kept apart from mechanism.ts so the
+// mechanisms and the registry list do not import each other).
+import { SaslFailure } from '../xmpp/errors.ts';
+import { normalizeUsername } from '../accounts/store.ts';
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** Decodes a mechanism message; malformed UTF-8 is a malformed request. */
+export function decodeUtf8(data: Buffer): string {
+  try {
+    return utf8.decode(data);
+  } catch {
+    throw new SaslFailure('malformed-request', 'message is not UTF-8');
+  }
+}
+
+/**
+ * Whether an authorization identity names the authenticated user: the bare
+ * JID username@domain (case-insensitively, as JIDs compare).
+ */
+export function authzidMatches(authzid: string, username: string | undefined, domain: string): boolean {
+  if (username === undefined) return false;
+  const at = authzid.indexOf('@');
+  if (at <= 0 || authzid.includes('/')) return false;
+  let local: string;
+  try {
+    local = normalizeUsername(authzid.slice(0, at));
+  } catch {
+    return false;
+  }
+  let d = authzid.slice(at + 1);
+  if (d.endsWith('.')) d = d.slice(0, -1);
+  return local === username && d.normalize('NFKC').toLowerCase() === domain.toLowerCase();
+}
+
+/** Wraps a store call: its failures are temporary-auth-failure (RFC 6120 §6.5.10). */
+export async function fromStore<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    throw new SaslFailure('temporary-auth-failure', `account store unavailable: ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,520 @@
+// A client connection as an actor: it owns its socket, parser and stream
+// state, and handles its events one at a time, in order, through a mailbox.
+// The stream state is explicit and every (state, element) pair has a
+// defined answer (RFC 6120 §4–§7).
+import type net from 'node:net';
+import tls from 'node:tls';
+import { randomBytes } from 'node:crypto';
+import { Element } from 'ltx';
+import { StreamParser } from '../xml/parser.ts';
+import { StreamError, StanzaError, SaslFailure, errorReply } from '../xmpp/errors.ts';
+import type { StreamCondition } from '../xmpp/errors.ts';
+import { NS_STREAM, NS_CLIENT, NS_TLS, NS_SASL, NS_BIND, NS_SESSION, NS_REGISTER, NS_REGISTER_FEATURE } from '../xmpp/ns.ts';
+import { normalizeDomain, normalizeResource, JidError } from '../xmpp/jid.ts';
+import { MECHANISMS } from '../sasl/mechanism.ts';
+import type { Mechanism, SaslResult } from '../sasl/mechanism.ts';
+import { randomResource } from '../registry/registry.ts';
+import { registerUnauthenticated } from '../modules/register.ts';
+import type { WorkerContext } from '../worker/context.ts';
+import { log } from '../log.ts';
+
+export type State = 'wait-stream' | 'negotiating' | 'wait-bind' | 'established' | 'closed';
+
+export interface CloseReason {
+  condition?: StreamCondition;
+  text?: string;
+}
+
+type Event =
+  | { k: 'start'; name: string; attrs: Record<string, string> }
+  | { k: 'el'; el: Element }
+  | { k: 'end' }
+  | { k: 'error'; condition: StreamCondition; text: string };
+
+const MAILBOX_HIGH = 64;
+const CLOSE_GRACE_MS = 2000;
+const B64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+export class Session {
+  readonly ctx: WorkerContext;
+  readonly id = randomBytes(9).toString('base64url');
+  state: State = 'wait-stream';
+  secure: boolean;
+  authenticated = false;
+  /** Normalised localpart of the account; null for ANONYMOUS. */
+  username: string | null = null;
+  anonLocal: string | undefined;
+  jid: string | undefined;
+  bare: string | undefined;
+  available = false;
+  priority = 0;
+  readonly createdAt = Date.now();
+  lastActivity = this.createdAt;
+
+  private readonly raw: net.Socket;
+  private socket: net.Socket;
+  private readonly parser: StreamParser;
+  private readonly mailbox: Event[] = [];
+  private busy = false;
+  private headerSent = false;
+  private upgrading = false;
+  private sasl: Mechanism | undefined;
+  private authFailures = 0;
+  private readonly pauses = new Set<string>();
+  private tokens: number;
+  private refilledAt = Date.now();
+  private resolveDone!: () => void;
+  readonly done = new Promise<void>((r) => (this.resolveDone = r));
+  private cleaned = false;
+
+  constructor(ctx: WorkerContext, socket: net.Socket, directTls: boolean) {
+    this.ctx = ctx;
+    this.raw = socket;
+    this.secure = false;
+    this.tokens = ctx.config.readRateBytes;
+    this.parser = new StreamParser(
+      {
+        streamStart: (name, attrs) => this.post({ k: 'start', name, attrs }),
+        element: (el) => {
+          // Nothing after <starttls/> is read as plaintext (RFC 6120 §5.4.3.3).
+          if (this.upgrading) return;
+          if (el.name === 'starttls' && !this.secure) this.upgrading = true;
+          this.post({ k: 'el', el });
+        },
+        streamEnd: () => this.post({ k: 'end' }),
+        error: (condition, text) => this.post({ k: 'error', condition, text }),
+      },
+      { maxStanzaBytes: ctx.config.maxStanzaBytes },
+    );
+    socket.setNoDelay(true);
+    socket.on('error', (err) => log.debug('socket error', { sid: this.id, err: err.message }));
+    socket.on('close', () => this.cleanup());
+    if (directTls) {
+      this.socket = this.wrapTls();
+    } else {
+      this.socket = socket;
+      this.listen(socket);
+    }
+    ctx.all.add(this);
+  }
+
+  private listen(sock: net.Socket): void {
+    sock.on('data', (chunk: Buffer) => this.onData(chunk));
+    sock.on('end', () => this.close());
+    sock.resume();
+  }
+
+  private wrapTls(): tls.TLSSocket {
+    const t = new tls.TLSSocket(this.raw, { isServer: true, secureContext: this.ctx.secureContext });
+    t.on('secure', () => {
+      this.secure = true;
+      this.upgrading = false;
+      this.restart();
+    });
+    t.on('error', (err) => {
+      // RFC 6120 §5.4.3.2: on TLS failure the server closes the TCP connection.
+      log.info('TLS negotiation failed', { sid: this.id, err: err.message });
+      this.raw.destroy();
+    });
+    this.listen(t);
+    return t;
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.state === 'closed' || this.upgrading) return;
+    this.lastActivity = Date.now();
+    this.throttle(chunk.length);
+    this.parser.write(chunk);
+  }
+
+  /** Shapes reading to readRateBytes per second: a flood is slowed, not dropped. */
+  private throttle(n: number): void {
+    const rate = this.ctx.config.readRateBytes;
+    if (rate === 0) return;
+    const now = Date.now();
+    this.tokens = Math.min(rate, this.tokens + ((now - this.refilledAt) * rate) / 1000);
+    this.refilledAt = now;
+    this.tokens -= n;
+    if (this.tokens < 0 && !this.pauses.has('rate')) {
+      this.pause('rate');
+      setTimeout(() => this.unpause('rate'), Math.ceil((-this.tokens * 1000) / rate)).unref();
+    }
+  }
+
+  private pause(why: string): void {
+    this.pauses.add(why);
+    this.socket.pause();
+  }
+
+  private unpause(why: string): void {
+    this.pauses.delete(why);
+    if (this.pauses.size === 0 && this.state !== 'closed') this.socket.resume();
+  }
+
+  // ---- the mailbox: one event at a time, in order ----
+
+  private post(ev: Event): void {
+    this.mailbox.push(ev);
+    if (this.mailbox.length > MAILBOX_HIGH && !this.pauses.has('mailbox')) this.pause('mailbox');
+    if (!this.busy) void this.pump();
+  }
+
+  private async pump(): Promise<void> {
+    this.busy = true;
+    try {
+      while (this.mailbox.length > 0 && this.state !== 'closed') {
+        const ev = this.mailbox.shift()!;
+        try {
+          await this.handle(ev);
+        } catch (err) {
+          if (err instanceof StreamError) this.close({ condition: err.condition, text: err.message === err.condition ? undefined : err.message });
+          else {
+            log.error('session failed', { sid: this.id, err: (err as Error).stack ?? String(err) });
+            this.close({ condition: 'internal-server-error' });
+          }
+        }
+      }
+    } finally {
+      this.busy = false;
+      if (this.pauses.has('mailbox') && this.mailbox.length === 0) this.unpause('mailbox');
+    }
+  }
+
+  private async handle(ev: Event): Promise<void> {
+    switch (ev.k) {
+      case 'start':
+        return this.onStreamStart(ev.name, ev.attrs);
+      case 'end':
+        // RFC 6120 §4.4: answer the closing tag with ours, then close.
+        return this.close();
+      case 'error':
+        return this.close({ condition: ev.condition, text: ev.text });
+      case 'el':
+        return this.onElement(ev.el);
+    }
+  }
+
+  // ---- stream header (RFC 6120 §4.7, §4.8) ----
+
+  private onStreamStart(name: string, attrs: Record<string, string>): void {
+    if (this.state !== 'wait-stream') throw new StreamError('not-well-formed', 'a stream header inside the stream');
+    const colon = name.indexOf(':');
+    const prefix = colon === -1 ? '' : name.slice(0, colon);
+    const local = colon === -1 ? name : name.slice(colon + 1);
+    const streamNs = prefix ? attrs[`xmlns:${prefix}`] : attrs.xmlns;
+    if (prefix && streamNs === undefined) throw new StreamError('bad-namespace-prefix', `prefix ${prefix} is not declared`);
+    if (local !== 'stream' || streamNs !== NS_STREAM) throw new StreamError('invalid-namespace', `the stream element must be <stream xmlns='${NS_STREAM}'>`);
+    // §4.8.2: the content namespace of a client stream is jabber:client.
+    if (prefix && attrs.xmlns !== NS_CLIENT) throw new StreamError('invalid-namespace', `the content namespace must be ${NS_CLIENT}`);
+    if (attrs.to !== undefined) {
+      let to: string;
+      try {
+        to = normalizeDomain(attrs.to);
+      } catch {
+        throw new StreamError('improper-addressing', `'to' is not a domain`);
+      }
+      if (to !== this.ctx.config.domain) throw new StreamError('host-unknown', `${attrs.to} is not served here`);
+    }
+    // §4.7.5: a missing version means 0.9; we speak 1.x only.
+    const version = attrs.version;
+    if (version === undefined) throw new StreamError('unsupported-version', 'this server requires version 1.0');
+    const m = /^(\d+)\.(\d+)$/.exec(version);
+    if (!m) throw new StreamError('bad-format', `version ${JSON.stringify(version)} is not MAJOR.MINOR`);
+    if (Number(m[1]) !== 1) throw new StreamError('unsupported-version', 'this server speaks version 1.0');
+    this.sendHeader();
+    this.state = this.authenticated ? 'wait-bind' : 'negotiating';
+    this.write(this.features().toString());
+  }
+
+  private sendHeader(): void {
+    if (this.headerSent) return;
+    this.headerSent = true;
+    const d = this.ctx.config.domain;
+    this.write(`<?xml version='1.0'?><stream:stream xmlns='${NS_CLIENT}' xmlns:stream='${NS_STREAM}' id='${randomBytes(12).toString('base64url')}' from='${d}' version='1.0' xml:lang='en'>`);
+  }
+
+  private mechanismsOffered() {
+    const c = this.ctx.config;
+    return MECHANISMS.filter((m) => m.available({ secure: this.secure, tlsRequired: c.tlsRequired, anonymous: c.anonymous }));
+  }
+
+  /** Whether authentication may happen on this stream yet (RFC 6120 §5.3.1). */
+  private get mayAuthenticate(): boolean {
+    return this.secure || !this.ctx.config.tlsRequired;
+  }
+
+  private features(): Element {
+    const f = new Element('stream:features');
+    const c = this.ctx.config;
+    if (!this.authenticated) {
+      if (!this.secure) {
+        const st = f.c('starttls', { xmlns: NS_TLS });
+        if (c.tlsRequired) st.c('required');
+      }
+      if (this.mayAuthenticate) {
+        const mechs = f.c('mechanisms', { xmlns: NS_SASL });
+        for (const m of this.mechanismsOffered()) mechs.c('mechanism').t(m.name);
+        if (c.registration) f.c('register', { xmlns: NS_REGISTER_FEATURE });
+      }
+    } else {
+      f.c('bind', { xmlns: NS_BIND });
+      // RFC 3921's session establishment, optional for old clients (RFC 6121 Appendix E).
+      f.c('session', { xmlns: NS_SESSION }).c('optional');
+    }
+    return f;
+  }
+
+  private restart(): void {
+    this.state = 'wait-stream';
+    this.headerSent = false;
+    this.parser.reset();
+  }
+
+  // ---- elements, by state ----
+
+  private async onElement(el: Element): Promise<void> {
+    const ns = el.attrs.xmlns;
+    switch (this.state) {
+      case 'negotiating':
+        if (el.name === 'starttls' && ns === NS_TLS) return this.startTls();
+        if (ns === NS_SASL) return this.onSasl(el);
+        if (el.name === 'iq' && this.ctx.config.registration && this.mayAuthenticate && el.getChild('query', NS_REGISTER)) return this.preAuthIq(el);
+        break;
+      case 'wait-bind':
+        if (el.name === 'iq' && el.attrs.type === 'set' && el.getChild('bind', NS_BIND)) return this.bind(el);
+        break;
+      case 'established':
+        if (isStanza(el)) return this.ctx.router.fromClient(el, this);
+        break;
+      default:
+        throw new StreamError('not-well-formed', 'element outside a stream');
+    }
+    if (ns === NS_TLS || ns === NS_SASL || ns === NS_BIND) throw new StreamError('policy-violation', `<${el.name}/> is not expected now`);
+    // §4.9.3.12: stanzas before authentication and binding are not processed.
+    if (isStanza(el)) {
+      if (this.state === 'wait-bind' && el.name === 'iq' && el.attrs.type === 'set' && el.getChild('session', NS_SESSION)) {
+        throw new StreamError('not-authorized', 'bind a resource before establishing a session');
+      }
+      throw new StreamError('not-authorized', 'authenticate and bind a resource first');
+    }
+    throw new StreamError('unsupported-stanza-type', `<${el.name}/> is not a stanza of ${NS_CLIENT}`);
+  }
+
+  // ---- STARTTLS (RFC 6120 §5.4) ----
+
+  private startTls(): void {
+    if (this.secure) throw new StreamError('policy-violation', 'TLS is already in place');
+    this.write(`<proceed xmlns='${NS_TLS}'/>`);
+    this.raw.removeAllListeners('data');
+    this.raw.removeAllListeners('end');
+    this.upgrading = true;
+    this.socket = this.wrapTls();
+  }
+
+  // ---- SASL (RFC 6120 §6) ----
+
+  private async onSasl(el: Element): Promise<void> {
+    if (el.name === 'auth') {
+      if (this.sasl) return this.saslFail(new SaslFailure('malformed-request', 'an exchange is already in progress'));
+      if (!this.mayAuthenticate) return this.saslFail(new SaslFailure('encryption-required', 'negotiate TLS first'));
+      const name = el.attrs.mechanism;
+      if (!name) return this.saslFail(new SaslFailure('malformed-request', 'no mechanism named'));
+      const factory = MECHANISMS.find((m) => m.name === name);
+      if (!factory) return this.saslFail(new SaslFailure('invalid-mechanism', `${name} is not supported`));
+      if (!this.mechanismsOffered().includes(factory)) {
+        return this.saslFail(new SaslFailure(factory.name === 'PLAIN' && !this.secure ? 'mechanism-too-weak' : 'invalid-mechanism', `${name} is not offered here`));
+      }
+      const initial = decodeSasl(el.getText());
+      if (initial instanceof SaslFailure) return this.saslFail(initial);
+      this.sasl = factory.create({ store: this.ctx.accounts, domain: this.ctx.config.domain, secure: this.secure });
+      return this.saslStep(() => this.sasl!.start(initial));
+    }
+    if (el.name === 'response') {
+      if (!this.sasl) return this.saslFail(new SaslFailure('malformed-request', 'no exchange in progress'));
+      const data = decodeSasl(el.getText());
+      if (data instanceof SaslFailure) return this.saslFail(data);
+      return this.saslStep(() => this.sasl!.step(data ?? Buffer.alloc(0)));
+    }
+    if (el.name === 'abort') {
+      this.sasl = undefined;
+      // §6.4.4: the receiving entity returns <failure><aborted/></failure>.
+      this.write(new SaslFailure('aborted').toElement().toString());
+      return;
+    }
+    throw new StreamError('policy-violation', `<${el.name}/> is not a SASL request`);
+  }
+
+  private async saslStep(step: () => Promise<SaslResult>): Promise<void> {
+    let r: SaslResult;
+    try {
+      r = await step();
+    } catch (err) {
+      if (err instanceof SaslFailure) return this.saslFail(err);
+      log.error('SASL mechanism failed', { sid: this.id, err: String(err) });
+      return this.saslFail(new SaslFailure('temporary-auth-failure'));
+    }
+    if (this.state === 'closed') return;
+    if (r.kind === 'challenge') {
+      this.write(`<challenge xmlns='${NS_SASL}'>${r.data.toString('base64')}</challenge>`);
+      return;
+    }
+    this.sasl = undefined;
+    this.authenticated = true;
+    this.username = r.username;
+    // XEP-0175: an anonymous user gets a bare JID unique on the domain.
+    if (r.username === null) this.anonLocal = `anon-${randomBytes(12).toString('hex')}`;
+    const data = r.data && r.data.length > 0 ? r.data.toString('base64') : '';
+    this.write(data ? `<success xmlns='${NS_SASL}'>${data}</success>` : `<success xmlns='${NS_SASL}'/>`);
+    this.restart(); // §6.4.6: both sides restart the stream
+  }
+
+  private saslFail(f: SaslFailure): void {
+    this.sasl = undefined;
+    this.write(f.toElement().toString());
+    if (f.condition === 'aborted') return;
+    // §6.4.5: a limited number of retries, then the stream is closed.
+    if (++this.authFailures >= this.ctx.config.maxAuthAttempts) {
+      log.info('too many failed authentication attempts', { sid: this.id, ip: this.raw.remoteAddress });
+      this.close({ condition: 'policy-violation', text: 'too many failed authentication attempts' });
+    }
+  }
+
+  private async preAuthIq(iq: Element): Promise<void> {
+    let reply: Element | undefined;
+    try {
+      const payload = await registerUnauthenticated(iq, this);
+      reply = new Element('iq', { type: 'result', id: iq.attrs.id });
+      if (payload) reply.cnode(payload);
+    } catch (err) {
+      if (!(err instanceof StanzaError)) throw err;
+      reply = errorReply(iq, err);
+    }
+    if (reply) this.send(reply);
+  }
+
+  // ---- resource binding (RFC 6120 §7, XEP-0175) ----
+
+  private async bind(iq: Element): Promise<void> {
+    const requested = iq.getChild('bind', NS_BIND)!.getChildText('resource');
+    let resource: string;
+    try {
+      resource = requested ? normalizeResource(requested) : randomResource();
+    } catch (err) {
+      if (!(err instanceof JidError)) throw err;
+      return this.bindError(iq, new StanzaError('bad-request', err.message));
+    }
+    const c = this.ctx.config;
+    for (let attempt = 0; ; attempt++) {
+      const local = this.username ?? this.anonLocal!;
+      const bare = `${local}@${c.domain}`;
+      const rec = { jid: `${bare}/${resource}`, bare, sid: this.id, node: this.ctx.node, worker: this.ctx.index, priority: 0, available: false };
+      const outcome = await this.ctx.registry.bind({ rec, policy: c.conflictPolicy, maxResources: c.maxResourcesPerAccount, exclusiveBare: this.username === null });
+      if (this.state === 'closed') {
+        if (outcome.ok) void this.ctx.registry.unbind(outcome.rec.jid, this.id);
+        return;
+      }
+      if (!outcome.ok) {
+        if (this.username === null && outcome.condition === 'conflict' && attempt < 3) {
+          this.anonLocal = `anon-${randomBytes(12).toString('hex')}`;
+          continue;
+        }
+        const text = outcome.condition === 'conflict' ? 'the resource is in use' : outcome.condition === 'resource-constraint' ? 'too many sessions for this account' : undefined;
+        return this.bindError(iq, new StanzaError(outcome.condition, text));
+      }
+      if (outcome.replaced) this.ctx.router.kick(outcome.replaced, 'conflict', 'replaced by a new session');
+      this.jid = outcome.rec.jid;
+      this.bare = bare;
+      this.state = 'established';
+      this.ctx.sessions.set(this.jid, this);
+      const reply = new Element('iq', { type: 'result', id: iq.attrs.id });
+      reply.c('bind', { xmlns: NS_BIND }).c('jid').t(this.jid);
+      this.send(reply);
+      log.debug('bound', { sid: this.id, jid: this.jid });
+      return;
+    }
+  }
+
+  private bindError(iq: Element, err: StanzaError): void {
+    const reply = errorReply(iq, err);
+    if (reply) this.send(reply);
+  }
+
+  // ---- presence of this session (RFC 6121 §4.2, §4.5) ----
+
+  async ownPresence(el: Element): Promise<void> {
+    const type = el.attrs.type;
+    if (type !== undefined && type !== 'unavailable') return; // subscriptions need a roster
+    this.available = type === undefined;
+    const p = Number.parseInt(el.getChildText('priority') ?? '0', 10);
+    this.priority = Number.isFinite(p) ? Math.max(-128, Math.min(127, p)) : 0;
+    await this.ctx.registry.setPresence(this.jid!, this.id, this.available, this.priority);
+  }
+
+  // ---- output ----
+
+  send(el: Element): void {
+    this.write(el.toString());
+  }
+
+  /** Writes a routed stanza; false when this session can no longer take it. */
+  deliver(xml: string): boolean {
+    if (this.state !== 'established') return false;
+    this.write(xml);
+    return true;
+  }
+
+  private write(s: string): void {
+    if (this.socket.destroyed) return;
+    this.socket.write(s);
+    const queued = this.socket.writableLength + (this.socket !== this.raw ? this.raw.writableLength : 0);
+    if (queued > this.ctx.config.maxOutboundBytes && this.state !== 'closed') {
+      // A reader this slow would make us buffer without bound: disconnect it.
+      log.warn('slow reader disconnected', { sid: this.id, jid: this.jid, queued });
+      this.state = 'closed';
+      this.socket.destroy();
+      this.cleanup();
+    }
+  }
+
+  /** Ends the stream, with a stream error when a condition is given (RFC 6120 §4.9.1). */
+  close(reason: CloseReason = {}): void {
+    if (this.state === 'closed') return;
+    if (reason.condition) {
+      this.sendHeader(); // §4.9.1.2: a stream error needs an open stream
+      this.write(new StreamError(reason.condition, reason.text).toElement().toString());
+      log.info('stream error', { sid: this.id, jid: this.jid, condition: reason.condition, text: reason.text });
+    }
+    this.write('</stream:stream>');
+    this.state = 'closed';
+    this.socket.end();
+    // The peer should answer with its closing tag; do not wait forever.
+    setTimeout(() => this.raw.destroy(), CLOSE_GRACE_MS).unref();
+    this.cleanup();
+  }
+
+  private cleanup(): void {
+    this.state = 'closed';
+    if (this.cleaned) return;
+    this.cleaned = true;
+    this.ctx.all.delete(this);
+    if (this.jid && this.ctx.sessions.get(this.jid) === this) {
+      this.ctx.sessions.delete(this.jid);
+      void this.ctx.registry.unbind(this.jid, this.id);
+    }
+    this.mailbox.length = 0;
+    this.resolveDone();
+  }
+}
+
+function isStanza(el: Element): boolean {
+  return (el.name === 'message' || el.name === 'presence' || el.name === 'iq') && (el.attrs.xmlns === undefined || el.attrs.xmlns === NS_CLIENT);
+}
+
+/** SASL data is base64; "=" is an empty response, no text is none (RFC 6120 §6.4.2). */
+function decodeSasl(text: string): Buffer | null | SaslFailure {
+  const t = text.trim();
+  if (t === '') return null;
+  if (t === '=') return Buffer.alloc(0);
+  if (t.length % 4 !== 0 || !B64.test(t)) return new SaslFailure('incorrect-encoding', 'the data is not base64');
+  return Buffer.from(t, 'base64');
+}

@@ -1,0 +1,22 @@
+// What every actor of one worker shares: configuration, TLS context, the
+// account store, the registry view, the router and the local sessions.
+import type { SecureContext } from 'node:tls';
+import type { Config } from '../config/index.ts';
+import type { AccountStore } from '../accounts/store.ts';
+import type { SessionRegistry } from '../registry/registry.ts';
+import type { Router } from '../router/router.ts';
+import type { Session } from '../session/session.ts';
+
+export interface WorkerContext {
+  config: Config;
+  secureContext: SecureContext;
+  accounts: AccountStore;
+  registry: SessionRegistry;
+  router: Router;
+  node: string;
+  index: number;
+  /** Bound sessions of this worker by full JID. */
+  sessions: Map<string, Session>;
+  /** Every connection of this worker, bound or not. */
+  all: Set<Session>;
+}

@@ -1,0 +1,66 @@
+// The worker's view of the node's registry: writes go to the main thread,
+// which owns the authoritative MemoryRegistry and applies them one at a time
+// (so binds are atomic); reads come from a local replica kept current by the
+// changes the main thread broadcasts, so routing never waits on a round trip.
+import type { MessagePort } from 'node:worker_threads';
+import { MemoryRegistry } from '../registry/memory.ts';
+import type { BindOutcome, BindRequest, SessionRecord, SessionRegistry } from '../registry/registry.ts';
+import { encode } from './wire.ts';
+import type { FromHub, ToHub } from './wire.ts';
+
+export class HubRegistry implements SessionRegistry {
+  private readonly replica = new MemoryRegistry();
+  private readonly pending = new Map<number, (o: BindOutcome) => void>();
+  private nextQ = 1;
+  private readonly hub: MessagePort;
+
+  constructor(hub: MessagePort) {
+    this.hub = hub;
+  }
+
+  private send(msg: ToHub): void {
+    this.hub.postMessage(encode(msg));
+  }
+
+  /** Applies a message from the hub; returns false if it was not a registry message. */
+  onHubMessage(msg: FromHub): boolean {
+    switch (msg.t) {
+      case 'bound':
+        this.pending.get(msg.q)?.(msg.outcome);
+        this.pending.delete(msg.q);
+        return true;
+      case 'put':
+        this.replica.put(msg.rec);
+        return true;
+      case 'del':
+        this.replica.remove(msg.jid, msg.sid);
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  bind(req: BindRequest): Promise<BindOutcome> {
+    const q = this.nextQ++;
+    return new Promise((resolve) => {
+      this.pending.set(q, resolve);
+      this.send({ t: 'bind', q, req });
+    });
+  }
+
+  async unbind(jid: string, sid: string): Promise<void> {
+    this.send({ t: 'unbind', jid, sid });
+  }
+
+  async setPresence(jid: string, sid: string, available: boolean, priority: number): Promise<void> {
+    this.send({ t: 'presence', jid, sid, available, priority });
+  }
+
+  async lookup(jid: string): Promise<SessionRecord | undefined> {
+    return this.replica.lookup(jid);
+  }
+
+  async resources(bare: string): Promise<SessionRecord[]> {
+    return this.replica.resources(bare);
+  }
+}
