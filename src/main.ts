@@ -62,9 +62,20 @@ async function user(config: Config, [sub, name, password]: string[]): Promise<nu
 }
 
 async function start(config: Config): Promise<void> {
+  // The handlers go in before the server logs "listening": a signal sent as
+  // soon as that line appears must still shut down gracefully. A signal that
+  // arrives while starting is acted on once the server is up; a second one
+  // while starting exits at once.
+  let requested: string | undefined;
+  let stop = (signal: string) => {
+    if (requested) process.exit(1);
+    requested = signal;
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
   const server = await startServer(config);
   let stopping = false;
-  const stop = (signal: string) => {
+  stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info('shutting down', { signal });
@@ -78,8 +89,7 @@ async function start(config: Config): Promise<void> {
       },
     );
   };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  if (requested) stop(requested);
 }
 
 async function main(argv: string[]): Promise<number | undefined> {

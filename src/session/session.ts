@@ -284,6 +284,8 @@ export class Session {
         if (el.name === 'iq' && el.attrs.type === 'set' && el.getChild('bind', NS_BIND)) return this.bind(el);
         break;
       case 'established':
+        // RFC 6120 §7.7.2.1: one resource per stream here; binding another is not allowed.
+        if (el.name === 'iq' && el.attrs.type === 'set' && el.getChild('bind', NS_BIND)) return this.bindError(el, new StanzaError('not-allowed', 'a resource is already bound to this stream'));
         if (isStanza(el)) return this.ctx.router.fromClient(el, this);
         break;
       default:

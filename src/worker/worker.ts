@@ -17,6 +17,7 @@ import { ping } from '../modules/ping.ts';
 import { version } from '../modules/version.ts';
 import { disco } from '../modules/disco.ts';
 import { register } from '../modules/register.ts';
+import { sessionLegacy } from '../modules/session-legacy.ts';
 import type { ServerModule } from '../modules/module.ts';
 import { join as joinPath } from 'node:path';
 import { log, setLogLevel } from '../log.ts';
@@ -47,7 +48,7 @@ function sweep(): void {
 async function join(hub: MessagePort): Promise<void> {
   const registry = new HubRegistry(hub);
   const peers = new Map<number, MessagePort>();
-  const modules: ServerModule[] = [ping, version, register];
+  const modules: ServerModule[] = [ping, version, register, sessionLegacy];
   modules.push(disco(() => modules));
   const accounts = SqliteAccountStore.open(joinPath(config.dataDir, 'accounts.sqlite'), config.scramIterations);
   const sessions = new Map<string, Session>();
