@@ -2,11 +2,10 @@
 // Composition root and CLI: `start` runs a node; `user add|remove|passwd|list`
 // manages accounts in the same store the server uses.
 import { createInterface } from 'node:readline';
-import { join } from 'node:path';
 import { loadConfig, ConfigError, SETTINGS } from './config/index.ts';
 import type { Config } from './config/index.ts';
 import { startServer } from './acceptor/server.ts';
-import { SqliteAccountStore } from './accounts/sqlite.ts';
+import { openAccountStore } from './accounts/open.ts';
 import { log, setLogLevel } from './log.ts';
 
 const USAGE = `usage: xmpp-server <command>
@@ -29,7 +28,8 @@ async function readPassword(given: string | undefined): Promise<string> {
 }
 
 async function user(config: Config, [sub, name, password]: string[]): Promise<number> {
-  const store = SqliteAccountStore.open(join(config.dataDir, 'accounts.sqlite'), config.scramIterations);
+  // The store the server uses: the SQLite file, or Redis in cluster mode.
+  const store = await openAccountStore(config);
   try {
     switch (sub) {
       case 'add':
@@ -57,7 +57,7 @@ async function user(config: Config, [sub, name, password]: string[]): Promise<nu
     console.error(USAGE);
     return 2;
   } finally {
-    store.close();
+    await store.close();
   }
 }
 
@@ -109,7 +109,17 @@ async function main(argv: string[]): Promise<number | undefined> {
     throw err;
   }
   setLogLevel(config.logLevel);
-  if (cmd === 'start') return void (await start(config));
+  if (cmd === 'start') {
+    try {
+      await start(config);
+    } catch (err) {
+      // A port in use, no openssl, an unreadable certificate: one clear line,
+      // and an exit that does not wait for the worker threads already started.
+      console.error(`cannot start: ${(err as Error).message}`);
+      process.exit(1);
+    }
+    return undefined;
+  }
   if (cmd === 'user') {
     try {
       return await user(config, rest);

@@ -19,6 +19,8 @@ export class Hub {
   private readonly links: WorkerLink[] = [];
   private stoppedWaiters: (() => void)[] = [];
   private stopped = new Set<number>();
+  private readyCount = 0;
+  private readyWaiters: (() => void)[] = [];
 
   /** Adopts the hub end of a worker's join channel once the worker said hello. */
   adopt(port: MessagePort, threadId: number): WorkerLink {
@@ -53,7 +55,7 @@ export class Hub {
     link.port.postMessage(encode(msg));
   }
 
-  private broadcast(msg: FromHub): void {
+  broadcast(msg: FromHub): void {
     const buf = encode(msg);
     for (const link of this.links) link.port.postMessage(buf);
   }
@@ -83,9 +85,18 @@ export class Hub {
         break;
       case 'hello':
         break;
+      case 'ready':
+        if (++this.readyCount === this.links.length) for (const w of this.readyWaiters.splice(0)) w();
+        break;
       default:
         log.warn('unknown hub message', { msg });
     }
+  }
+
+  /** Resolves once every worker can take connections. */
+  ready(): Promise<void> {
+    if (this.readyCount === this.links.length) return Promise.resolve();
+    return new Promise((r) => this.readyWaiters.push(r));
   }
 
   /** Asks every worker to close its sessions; resolves when all have, or at the deadline. */

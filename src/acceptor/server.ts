@@ -13,8 +13,11 @@ import { decode } from '../worker/wire.ts';
 import type { ToHub } from '../worker/wire.ts';
 import type { WorkerData, Task } from '../worker/worker.ts';
 import { log, setLogLevel } from '../log.ts';
+import { connectRedis, ready } from '../cluster/redis.ts';
+import { Membership } from '../cluster/membership.ts';
 
 export interface RunningServer {
+  membership?: Membership;
   c2sPort: number;
   tlsPort: number;
   hub: Hub;
@@ -39,16 +42,40 @@ export async function startServer(config: Config): Promise<RunningServer> {
     workerData,
   });
   pool.on('error', (err) => log.error('worker failed', { err: String(err) }));
+  let stopping = false;
+
+  // Cluster mode: hold a lease (and its fencing epoch) before serving anyone.
+  let membership: Membership | undefined;
+  if (config.redisUrl) {
+    const redis = connectRedis(config.redisUrl, `${config.nodeId}:membership`);
+    await ready(redis);
+    membership = new Membership(redis, config.nodeId, config.leaseMs);
+    await membership.join();
+  }
 
   const hub = new Hub();
   const joins = await joinWorkers(pool, hub, config.workers);
   hub.wire();
+  if (membership) {
+    hub.broadcast({ t: 'epoch', epoch: membership.epoch });
+    membership.on('epoch', (epoch) => hub.broadcast({ t: 'epoch', epoch }));
+    membership.on('fenced', () => hub.broadcast({ t: 'fenced' }));
+    membership.on('reset', () => hub.broadcast({ t: 'reset' }));
+    membership.start();
+  }
+  await hub.ready();
 
+  // Connection tasks in flight, so that shutdown waits for them to finish.
+  const live = new Set<Promise<unknown>>();
   const run = (socket: net.Socket, directTls: boolean) => {
     const task: Task = { t: 'conn', socket, directTls };
-    pool.run(task, { transferList: [socket] as never }).catch((err: unknown) => {
-      log.error('connection task failed', { err: String(err) });
-    });
+    const p = pool
+      .run(task, { transferList: [socket] as never })
+      .catch((err: unknown) => {
+        if (!stopping) log.error('connection task failed', { err: String(err) });
+      })
+      .finally(() => live.delete(p));
+    live.add(p);
   };
   const listen = async (port: number, directTls: boolean) => {
     const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => run(socket, directTls));
@@ -61,21 +88,23 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const direct = await listen(config.tlsPort, true);
   const c2sPort = (c2s.address() as net.AddressInfo).port;
   const tlsPort = (direct.address() as net.AddressInfo).port;
-  log.info('listening', { domain: config.domain, host: config.bindHost, c2sPort, tlsPort, workers: config.workers });
+  log.info('listening', { domain: config.domain, host: config.bindHost, c2sPort, tlsPort, workers: config.workers, node: config.nodeId, cluster: Boolean(config.redisUrl) });
 
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
+      stopping = true;
       c2s.close();
       direct.close();
       const clean = await hub.shutdown(config.shutdownTimeoutMs);
       if (!clean) log.warn('shutdown deadline reached with sessions still open');
-      // Each worker's join task ends once it has closed its sessions.
-      await Promise.race([Promise.allSettled(joins), new Promise((r) => setTimeout(r, 1000).unref())]);
+      await membership?.leave();
+      // Each worker's tasks end once its sessions are closed and flushed.
+      await Promise.race([Promise.allSettled([...joins, ...live]), new Promise((r) => setTimeout(r, 1000).unref())]);
       hub.close();
       await pool.destroy();
     })());
-  return { c2sPort, tlsPort, hub, close };
+  return { c2sPort, tlsPort, hub, membership, close };
 }
 
 /**

@@ -27,7 +27,8 @@ export interface AccountStore {
   list(): Promise<string[]>;
   /** Undefined when there is no such account (or the name cannot be one). */
   scram(username: string, hash: ScramHash): Promise<ScramCredentials | undefined>;
-  close(): void;
+  /** Releases the store; a store backed by a connection resolves once it is closed. Idempotent. */
+  close(): void | Promise<void>;
   /** PBKDF2 iterations used for new verifiers; SCRAM's fake exchange for unknown users announces the same. */
   readonly iterations?: number;
   /**

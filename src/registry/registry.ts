@@ -24,7 +24,7 @@ export interface BindRequest {
 
 export type BindOutcome =
   | { ok: true; rec: SessionRecord; replaced?: SessionRecord }
-  | { ok: false; condition: 'conflict' | 'resource-constraint' | 'internal-server-error' };
+  | { ok: false; condition: 'conflict' | 'resource-constraint' | 'unavailable' };
 
 export interface SessionRegistry {
   /** Atomic across the whole server: the conflict policy is applied exactly once. */

@@ -15,7 +15,8 @@ import { log } from '../log.ts';
 /** How stanzas leave this worker: to another worker of the node, or another node. */
 export interface Transport {
   toWorker(worker: number, env: Envelope): void;
-  toNode(node: string, env: Envelope): boolean;
+  /** Resolves false when nobody on that node took the envelope. */
+  toNode(node: string, worker: number, env: Envelope): Promise<boolean>;
 }
 
 export interface RouterDeps {
@@ -189,7 +190,7 @@ export class Router {
   deliver(rec: SessionRecord, el: Element): void {
     const xml = el.toString();
     if (rec.node !== this.d.node) {
-      if (!this.d.transport.toNode(rec.node, { t: 'deliver', jid: rec.jid, sid: rec.sid, xml })) this.undeliverable(el);
+      void this.d.transport.toNode(rec.node, rec.worker, { t: 'deliver', jid: rec.jid, sid: rec.sid, xml }).then((ok) => ok || this.undeliverable(el));
     } else if (rec.worker === this.d.worker) {
       this.deliverLocal(rec.jid, rec.sid, xml, el);
     } else {
@@ -198,8 +199,8 @@ export class Router {
   }
 
   private deliverLocal(jid: string, sid: string, xml: string, el?: Element): void {
-    const s = this.d.sessions.get(jid);
-    if (s && s.id === sid && s.deliver(xml)) return;
+    const s = this.d.sessions.get(sid);
+    if (s && s.jid === jid && s.deliver(xml)) return;
     this.undeliverable(el ?? parseStanza(xml));
   }
 
@@ -216,14 +217,14 @@ export class Router {
   /** An envelope from another worker or node for a session of this worker. */
   onEnvelope(env: Envelope): void {
     if (env.t === 'deliver') return this.deliverLocal(env.jid, env.sid, env.xml);
-    const s = this.d.sessions.get(env.jid);
-    if (s && s.id === env.sid) s.close({ condition: env.condition, text: env.text });
+    const s = this.d.sessions.get(env.sid);
+    if (s && s.jid === env.jid) s.close({ condition: env.condition, text: env.text });
   }
 
   /** Ends a session wherever it lives (conflict policy "new wins"). */
   kick(rec: SessionRecord, condition: 'conflict', text: string): void {
     const env: Envelope = { t: 'kick', jid: rec.jid, sid: rec.sid, condition, text };
-    if (rec.node !== this.d.node) this.d.transport.toNode(rec.node, env);
+    if (rec.node !== this.d.node) void this.d.transport.toNode(rec.node, rec.worker, env);
     else if (rec.worker === this.d.worker) this.onEnvelope(env);
     else this.d.transport.toWorker(rec.worker, env);
   }

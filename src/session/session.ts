@@ -5,7 +5,7 @@
 import type net from 'node:net';
 import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
-import { Element } from 'ltx';
+import { Element, escapeXML } from 'ltx';
 import { StreamParser } from '../xml/parser.ts';
 import { StreamError, StanzaError, SaslFailure, errorReply } from '../xmpp/errors.ts';
 import type { StreamCondition } from '../xmpp/errors.ts';
@@ -57,6 +57,8 @@ export class Session {
   private readonly mailbox: Event[] = [];
   private busy = false;
   private headerSent = false;
+  /** The client's 'from', echoed as 'to' in our header (RFC 6120 §4.7.2). */
+  private peer: string | undefined;
   private upgrading = false;
   private sasl: Mechanism | undefined;
   private authFailures = 0;
@@ -64,6 +66,7 @@ export class Session {
   private tokens: number;
   private refilledAt = Date.now();
   private resolveDone!: () => void;
+  /** Resolves when the connection is fully closed (what was written has been flushed or abandoned). */
   readonly done = new Promise<void>((r) => (this.resolveDone = r));
   private cleaned = false;
 
@@ -88,7 +91,10 @@ export class Session {
     );
     socket.setNoDelay(true);
     socket.on('error', (err) => log.debug('socket error', { sid: this.id, err: err.message }));
-    socket.on('close', () => this.cleanup());
+    socket.on('close', () => {
+      this.cleanup();
+      this.resolveDone();
+    });
     if (directTls) {
       this.socket = this.wrapTls();
     } else {
@@ -198,6 +204,7 @@ export class Session {
 
   private onStreamStart(name: string, attrs: Record<string, string>): void {
     if (this.state !== 'wait-stream') throw new StreamError('not-well-formed', 'a stream header inside the stream');
+    this.peer = attrs.from;
     const colon = name.indexOf(':');
     const prefix = colon === -1 ? '' : name.slice(0, colon);
     const local = colon === -1 ? name : name.slice(colon + 1);
@@ -230,7 +237,8 @@ export class Session {
     if (this.headerSent) return;
     this.headerSent = true;
     const d = this.ctx.config.domain;
-    this.write(`<?xml version='1.0'?><stream:stream xmlns='${NS_CLIENT}' xmlns:stream='${NS_STREAM}' id='${randomBytes(12).toString('base64url')}' from='${d}' version='1.0' xml:lang='en'>`);
+    const to = this.peer !== undefined ? ` to='${escapeXML(this.peer)}'` : '';
+    this.write(`<?xml version='1.0'?><stream:stream xmlns='${NS_CLIENT}' xmlns:stream='${NS_STREAM}' id='${randomBytes(12).toString('base64url')}' from='${d}'${to} version='1.0' xml:lang='en'>`);
   }
 
   private mechanismsOffered() {
@@ -320,7 +328,8 @@ export class Session {
       if (this.sasl) return this.saslFail(new SaslFailure('malformed-request', 'an exchange is already in progress'));
       if (!this.mayAuthenticate) return this.saslFail(new SaslFailure('encryption-required', 'negotiate TLS first'));
       const name = el.attrs.mechanism;
-      if (!name) return this.saslFail(new SaslFailure('malformed-request', 'no mechanism named'));
+      // RFC 6120 §6.5.7: no mechanism named is invalid-mechanism.
+      if (!name) return this.saslFail(new SaslFailure('invalid-mechanism', 'no mechanism named'));
       const factory = MECHANISMS.find((m) => m.name === name);
       if (!factory) return this.saslFail(new SaslFailure('invalid-mechanism', `${name} is not supported`));
       if (!this.mechanismsOffered().includes(factory)) {
@@ -420,14 +429,16 @@ export class Session {
           this.anonLocal = `anon-${randomBytes(12).toString('hex')}`;
           continue;
         }
-        const text = outcome.condition === 'conflict' ? 'the resource is in use' : outcome.condition === 'resource-constraint' ? 'too many sessions for this account' : undefined;
-        return this.bindError(iq, new StanzaError(outcome.condition, text));
+        if (outcome.condition === 'conflict') return this.bindError(iq, new StanzaError('conflict', 'the resource is in use'));
+        if (outcome.condition === 'resource-constraint') return this.bindError(iq, new StanzaError('resource-constraint', 'too many sessions for this account'));
+        // The registry cannot be reached: refuse rather than risk a duplicate JID.
+        return this.bindError(iq, new StanzaError('resource-constraint', 'the session registry is unavailable; try again shortly'));
       }
       if (outcome.replaced) this.ctx.router.kick(outcome.replaced, 'conflict', 'replaced by a new session');
       this.jid = outcome.rec.jid;
       this.bare = bare;
       this.state = 'established';
-      this.ctx.sessions.set(this.jid, this);
+      this.ctx.sessions.set(this.id, this);
       const reply = new Element('iq', { type: 'result', id: iq.attrs.id });
       reply.c('bind', { xmlns: NS_BIND }).c('jid').t(this.jid);
       this.send(reply);
@@ -499,12 +510,10 @@ export class Session {
     if (this.cleaned) return;
     this.cleaned = true;
     this.ctx.all.delete(this);
-    if (this.jid && this.ctx.sessions.get(this.jid) === this) {
-      this.ctx.sessions.delete(this.jid);
+    if (this.jid && this.ctx.sessions.delete(this.id)) {
       void this.ctx.registry.unbind(this.jid, this.id);
     }
     this.mailbox.length = 0;
-    this.resolveDone();
   }
 }
 

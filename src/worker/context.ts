@@ -15,7 +15,7 @@ export interface WorkerContext {
   router: Router;
   node: string;
   index: number;
-  /** Bound sessions of this worker by full JID. */
+  /** Bound sessions of this worker by stream id: two streams may briefly claim one full JID while a conflict is resolved. */
   sessions: Map<string, Session>;
   /** Every connection of this worker, bound or not. */
   all: Set<Session>;

@@ -15,6 +15,7 @@ export type ToHub =
   | { t: 'unbind'; jid: string; sid: string }
   | { t: 'presence'; jid: string; sid: string; available: boolean; priority: number }
   | { t: 'hello'; threadId: number }
+  | { t: 'ready' }
   | { t: 'stopped' };
 
 /** Main thread → worker. */
@@ -23,7 +24,12 @@ export type FromHub =
   | { t: 'bound'; q: number; outcome: BindOutcome }
   | { t: 'put'; rec: SessionRecord }
   | { t: 'del'; jid: string; sid: string }
-  | { t: 'shutdown' };
+  | { t: 'shutdown' }
+  // cluster mode: the node's fencing token changed / the node was fenced /
+  // Redis lost its data and local sessions must be registered again
+  | { t: 'epoch'; epoch: string }
+  | { t: 'fenced' }
+  | { t: 'reset' };
 
 /** Worker ↔ worker (and node ↔ node): delivery to one session. */
 export type Envelope =

@@ -1,14 +1,18 @@
 // The worker thread: piscina runs one long-lived task per connection (the
 // actor's lifetime) plus one "join" task that links it to the node's hub.
-import net from 'node:net';
+import type net from 'node:net';
 import tls from 'node:tls';
 import { workerData, threadId } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
 import type { Config } from '../config/index.ts';
 import type { TlsIdentity } from '../tls/certificate.ts';
-import { SqliteAccountStore } from '../accounts/sqlite.ts';
+import { openAccountStore } from '../accounts/open.ts';
 import { HubRegistry } from './hub-registry.ts';
+import { RedisRegistry, K } from '../registry/redis.ts';
+import { connectRedis } from '../cluster/redis.ts';
+import type { SessionRegistry } from '../registry/registry.ts';
 import { Router } from '../router/router.ts';
+import type { Transport } from '../router/router.ts';
 import { Session } from '../session/session.ts';
 import { encode, decode } from './wire.ts';
 import type { Envelope, FromHub } from './wire.ts';
@@ -19,7 +23,6 @@ import { disco } from '../modules/disco.ts';
 import { register } from '../modules/register.ts';
 import { sessionLegacy } from '../modules/session-legacy.ts';
 import type { ServerModule } from '../modules/module.ts';
-import { join as joinPath } from 'node:path';
 import { log, setLogLevel } from '../log.ts';
 
 export interface WorkerData {
@@ -45,12 +48,83 @@ function sweep(): void {
   }
 }
 
-async function join(hub: MessagePort): Promise<void> {
+/** How this worker reaches the registry and the other nodes. */
+interface Backend {
+  registry: SessionRegistry;
+  toNode: Transport['toNode'];
+  /** Called once the worker knows its index: start receiving. */
+  listen(index: number, router: Router): Promise<void>;
+  onHub(msg: FromHub): boolean;
+  close(): void;
+}
+
+function singleNode(hub: MessagePort): Backend {
   const registry = new HubRegistry(hub);
+  return {
+    registry,
+    toNode: async () => false, // there is no other node
+    listen: async () => {},
+    onHub: (msg) => registry.onHubMessage(msg),
+    close: () => {},
+  };
+}
+
+function cluster(): Backend {
+  const cmd = connectRedis(config.redisUrl, `${config.nodeId}:cmd`);
+  const sub = connectRedis(config.redisUrl, `${config.nodeId}:sub`);
+  let epoch = '';
+  const registry = new RedisRegistry(cmd, config.nodeId, () => epoch);
+  return {
+    registry,
+    toNode: async (node, worker, env) => {
+      try {
+        // No subscriber means the node is gone: the caller treats it as unavailable.
+        return (await cmd.publish(K.channel(node, worker), Buffer.from(encode(env)))) > 0;
+      } catch {
+        return false;
+      }
+    },
+    async listen(index, router) {
+      const mine = K.channel(config.nodeId, index);
+      sub.on('messageBuffer', (channel: Buffer, message: Buffer) => {
+        if (channel.toString() === K.inv) registry.invalidate(message.toString());
+        else router.onEnvelope(decode<Envelope>(message));
+      });
+      await sub.subscribe(mine, K.inv);
+    },
+    onHub(msg) {
+      if (msg.t === 'epoch') {
+        epoch = msg.epoch;
+        return true;
+      }
+      return false;
+    },
+    close() {
+      cmd.disconnect();
+      sub.disconnect();
+    },
+  };
+}
+
+/** After Redis lost its data: register this worker's sessions again, by the conflict policy. */
+async function reregister(c: WorkerContext): Promise<void> {
+  for (const s of [...c.sessions.values()]) {
+    const rec = { jid: s.jid!, bare: s.bare!, sid: s.id, node: c.node, worker: c.index, priority: s.priority, available: s.available };
+    // "assign" cannot rename a live session: it loses, as under old-wins.
+    const policy = config.conflictPolicy === 'new-wins' ? 'new-wins' : 'old-wins';
+    const out = await c.registry.bind({ rec, policy, maxResources: config.maxResourcesPerAccount, exclusiveBare: false });
+    if (out.ok && out.replaced && out.replaced.sid !== s.id) c.router.kick(out.replaced, 'conflict', 'replaced by a session re-registered after a registry outage');
+    else if (!out.ok && out.condition === 'conflict') s.close({ condition: 'conflict', text: 'another session holds this resource' });
+  }
+}
+
+async function join(hub: MessagePort): Promise<void> {
+  const backend = config.redisUrl ? cluster() : singleNode(hub);
+  const registry = backend.registry;
   const peers = new Map<number, MessagePort>();
   const modules: ServerModule[] = [ping, version, register, sessionLegacy];
   modules.push(disco(() => modules));
-  const accounts = SqliteAccountStore.open(joinPath(config.dataDir, 'accounts.sqlite'), config.scramIterations);
+  const accounts = await openAccountStore(config);
   const sessions = new Map<string, Session>();
   let index = -1;
   const router = new Router({
@@ -64,7 +138,7 @@ async function join(hub: MessagePort): Promise<void> {
     accountExists: (local) => accounts.exists(local),
     transport: {
       toWorker: (w, env) => peers.get(w)?.postMessage(encode(env)),
-      toNode: () => false,
+      toNode: backend.toNode,
     },
     modules,
   });
@@ -93,18 +167,36 @@ async function join(hub: MessagePort): Promise<void> {
       return;
     }
     const msg = decode<FromHub>(raw);
-    if (registry.onHubMessage(msg)) return;
-    if (msg.t === 'welcome') {
-      index = msg.index;
-      c.index = index;
-      ctx = c;
-    } else if (msg.t === 'shutdown') {
-      void shutdown(c).then(() => {
-        hub.postMessage(encode({ t: 'stopped' }));
-        clearInterval(sweeper);
-        accounts.close();
-        stop();
-      });
+    if (backend.onHub(msg)) return;
+    switch (msg.t) {
+      case 'welcome':
+        index = msg.index;
+        c.index = index;
+        void backend.listen(index, router).then(
+          () => {
+            ctx = c;
+            hub.postMessage(encode({ t: 'ready' }));
+          },
+          (err: unknown) => log.error('cannot subscribe to the cluster', { err: String(err) }),
+        );
+        break;
+      case 'fenced':
+        for (const s of [...c.all]) s.close({ condition: 'system-shutdown', text: 'this node lost its cluster membership; reconnect' });
+        if (registry instanceof RedisRegistry) registry.invalidateAll();
+        break;
+      case 'reset':
+        if (registry instanceof RedisRegistry) registry.invalidateAll();
+        void reregister(c).catch((err: unknown) => log.error('re-registration failed', { err: String(err) }));
+        break;
+      case 'shutdown':
+        void shutdown(c).then(() => {
+          hub.postMessage(encode({ t: 'stopped' }));
+          clearInterval(sweeper);
+          accounts.close();
+          backend.close();
+          stop();
+        });
+        break;
     }
   });
   hub.postMessage(encode({ t: 'hello', threadId }));
@@ -117,8 +209,9 @@ async function shutdown(c: WorkerContext): Promise<void> {
   const open = [...c.all];
   for (const s of open) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
   await Promise.all(open.map((s) => s.done));
+  // Let the unbinds the closes started reach the registry.
+  await new Promise<void>((r) => setImmediate(r));
 }
-
 
 export default async function handle(task: Task): Promise<string> {
   if (task.t === 'join') {

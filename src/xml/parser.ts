@@ -43,7 +43,8 @@ export type XmlErrorCondition =
   | 'restricted-xml'
   | 'policy-violation'
   | 'invalid-xml'
-  | 'unsupported-encoding';
+  | 'unsupported-encoding'
+  | 'bad-namespace-prefix';
 
 export interface StreamHandler {
   /** The stream header: its qualified name and attributes as written (xmlns declarations included). */
@@ -775,7 +776,8 @@ export class StreamParser {
       if (!this.isQName(name)) return false;
       const prefix = name.slice(0, colon);
       if (prefix === 'xmlns' || (prefix !== 'xml' && !this.isBound(prefix, attrs))) {
-        this.fail('not-well-formed', `unbound namespace prefix in element ${clip(name)}`);
+        // RFC 6120 §4.9.3.2 gives exactly this, on the stream header, as its example.
+        this.fail(this.rootOpen ? 'not-well-formed' : 'bad-namespace-prefix', `unbound namespace prefix in element ${clip(name)}`);
         return false;
       }
     }

@@ -381,7 +381,6 @@ const ILL_FORMED: [string, string, RegExp][] = [
   ['unbound element prefix', HEADER + '<foo:bar/>', /unbound namespace prefix in element foo:bar/],
   ['unbound attribute prefix', HEADER + "<m foo:a='1'/>", /unbound namespace prefix in attribute foo:a/],
   ['prefix bound only on a sibling', HEADER + "<m><a xmlns:p='u'/><p:b/></m>", /unbound namespace prefix in element p:b/],
-  ['unbound prefix in the header', "<stream:stream xmlns='jabber:client'>", /unbound namespace prefix in element stream:stream/],
   ['two colons in a name', HEADER + '<stream:a:b/>', /malformed qualified name stream:a:b/],
   ['undeclaring a prefix', HEADER + "<m xmlns:p=''/>", /illegal namespace declaration/],
   ['binding xmlns', HEADER + "<m xmlns:xmlns='urn:x'/>", /illegal namespace declaration/],
@@ -571,4 +570,12 @@ test('an element with an attribute named __proto__ keeps it as an own attribute'
 
 test('maxStanzaBytes must be positive', (t) => {
   t.throws(() => setup({ maxStanzaBytes: 0 }), { instanceOf: RangeError });
+});
+
+test('an unbound prefix on the stream header is bad-namespace-prefix (RFC 6120 §4.9.3.2)', (t) => {
+  for (const size of [Infinity, 1]) {
+    const err = errorOf(parse("<stream:stream xmlns='jabber:client'>", size));
+    t.is(err?.condition, 'bad-namespace-prefix');
+    t.regex(err?.text ?? '', /unbound namespace prefix in element stream:stream/);
+  }
 });

@@ -1,0 +1,160 @@
+// Node membership with leases, in the main thread of each node. The node
+// renews its lease on a heartbeat; survivors remove the sessions of a node
+// whose lease lapsed and bump its epoch, which fences it: every write a node
+// makes carries its epoch, so a node that comes back from a pause cannot
+// write as if its sessions were still registered. It learns it was fenced
+// from its next heartbeat, closes its sessions and rejoins with a clean slate.
+import { EventEmitter } from 'node:events';
+import type { Redis } from 'ioredis';
+import { log } from '../log.ts';
+
+const NOW = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+
+/** Removes every session record a node left behind; returns how many. */
+const CLEAN = `
+local function clean(node)
+  local members = redis.call('SMEMBERS', 'xmpp:n:' .. node)
+  for _, full in ipairs(members) do
+    local i = string.find(full, '/', 1, true)
+    local bare, res = string.sub(full, 1, i - 1), string.sub(full, i + 1)
+    local cur = redis.call('HGET', 'xmpp:s:' .. bare, res)
+    if cur and cjson.decode(cur).node == node then
+      redis.call('HDEL', 'xmpp:s:' .. bare, res)
+      redis.call('PUBLISH', 'xmpp:inv', bare)
+    end
+  end
+  redis.call('DEL', 'xmpp:n:' .. node)
+  return #members
+end`;
+
+// ARGV: node, leaseMs. A node (re)starting under a name starts from a clean slate.
+const JOIN = `${NOW}${CLEAN}
+clean(ARGV[1])
+local epoch = redis.call('HINCRBY', 'xmpp:epochs', ARGV[1], 1)
+redis.call('ZADD', 'xmpp:nodes', now + tonumber(ARGV[2]), ARGV[1])
+return tostring(epoch)`;
+
+// ARGV: node, epoch, leaseMs
+const HEARTBEAT = `${NOW}
+local e = redis.call('HGET', 'xmpp:epochs', ARGV[1])
+if not e then
+  -- Redis lost its data (restarted without persistence): re-establish.
+  redis.call('HSET', 'xmpp:epochs', ARGV[1], ARGV[2])
+  redis.call('ZADD', 'xmpp:nodes', now + tonumber(ARGV[3]), ARGV[1])
+  return 'reset'
+end
+if e ~= ARGV[2] or not redis.call('ZSCORE', 'xmpp:nodes', ARGV[1]) then return 'fenced' end
+redis.call('ZADD', 'xmpp:nodes', now + tonumber(ARGV[3]), ARGV[1])
+return 'ok'`;
+
+// ARGV: self. Cleans every node whose lease lapsed, and fences it.
+const SWEEP = `${NOW}${CLEAN}
+local dead = redis.call('ZRANGEBYSCORE', 'xmpp:nodes', '-inf', '(' .. now)
+local out = {}
+for _, node in ipairs(dead) do
+  if node ~= ARGV[1] then
+    local n = clean(node)
+    redis.call('ZREM', 'xmpp:nodes', node)
+    redis.call('HINCRBY', 'xmpp:epochs', node, 1)
+    table.insert(out, node)
+    table.insert(out, tostring(n))
+  end
+end
+return out`;
+
+// ARGV: node, epoch. A clean leave: the sessions were closed already.
+const LEAVE = `${CLEAN}
+if redis.call('HGET', 'xmpp:epochs', ARGV[1]) ~= ARGV[2] then return 0 end
+clean(ARGV[1])
+redis.call('ZREM', 'xmpp:nodes', ARGV[1])
+redis.call('HINCRBY', 'xmpp:epochs', ARGV[1], 1)
+return 1`;
+
+type Scripts = {
+  xmppJoin(...args: string[]): Promise<string>;
+  xmppHeartbeat(...args: string[]): Promise<string>;
+  xmppSweep(...args: string[]): Promise<string[]>;
+  xmppLeave(...args: string[]): Promise<number>;
+};
+
+export interface MembershipEvents {
+  epoch: [epoch: string];
+  fenced: [];
+  reset: [];
+  dead: [node: string, sessions: number];
+}
+
+export class Membership extends EventEmitter<MembershipEvents> {
+  private readonly r: Redis & Scripts;
+  readonly node: string;
+  private readonly leaseMs: number;
+  epoch = '';
+  private timer: NodeJS.Timeout | undefined;
+  /** Since when heartbeats have succeeded without a break (undefined: not now). */
+  private healthySince: number | undefined;
+  private beating = false;
+
+  constructor(r: Redis, node: string, leaseMs: number) {
+    super();
+    r.defineCommand('xmppJoin', { numberOfKeys: 0, lua: JOIN });
+    r.defineCommand('xmppHeartbeat', { numberOfKeys: 0, lua: HEARTBEAT });
+    r.defineCommand('xmppSweep', { numberOfKeys: 0, lua: SWEEP });
+    r.defineCommand('xmppLeave', { numberOfKeys: 0, lua: LEAVE });
+    this.r = r as Redis & Scripts;
+    this.node = node;
+    this.leaseMs = leaseMs;
+  }
+
+  async join(): Promise<string> {
+    this.epoch = await this.r.xmppJoin(this.node, String(this.leaseMs));
+    this.healthySince = Date.now();
+    log.info('joined the cluster', { node: this.node, epoch: this.epoch });
+    this.emit('epoch', this.epoch);
+    return this.epoch;
+  }
+
+  start(): void {
+    const every = Math.max(50, Math.floor(this.leaseMs / 5));
+    this.timer = setInterval(() => void this.beat(), every);
+    this.timer.unref();
+  }
+
+  async beat(): Promise<void> {
+    if (this.beating) return;
+    this.beating = true;
+    try {
+      const res = await this.r.xmppHeartbeat(this.node, this.epoch, String(this.leaseMs));
+      this.healthySince ??= Date.now();
+      if (res === 'fenced') {
+        log.warn('this node lost its lease: closing its sessions and rejoining', { node: this.node, epoch: this.epoch });
+        this.emit('fenced');
+        await this.join();
+        return;
+      }
+      if (res === 'reset') {
+        log.warn('the registry lost its data: re-registering local sessions', { node: this.node });
+        this.emit('reset');
+      }
+      // Judge others only after a whole lease of our own health, so that a
+      // Redis outage that every node saw does not make them kill each other.
+      if (Date.now() - this.healthySince >= this.leaseMs) {
+        const out = await this.r.xmppSweep(this.node);
+        for (let i = 0; i < out.length; i += 2) {
+          log.warn('removed the sessions of a node whose lease lapsed', { node: out[i], sessions: Number(out[i + 1]) });
+          this.emit('dead', out[i], Number(out[i + 1]));
+        }
+      }
+    } catch (err) {
+      if (this.healthySince !== undefined) log.warn('heartbeat failed', { node: this.node, err: (err as Error).message });
+      this.healthySince = undefined;
+    } finally {
+      this.beating = false;
+    }
+  }
+
+  async leave(): Promise<void> {
+    clearInterval(this.timer);
+    await this.r.xmppLeave(this.node, this.epoch).catch(() => {});
+    this.r.disconnect();
+  }
+}

@@ -1,0 +1,142 @@
+// Node and Redis failures under live sessions: a dead node's sessions go
+// within the lease bound, a Redis restart loses and duplicates nothing, and
+// a node that lost its lease while paused cannot shadow a live session.
+import test from 'ava';
+import type { ExecutionContext } from 'ava';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { RedisServer } from '../helpers/redis.ts';
+import { NodeProcess, clusterCertificate } from '../helpers/cluster.ts';
+import { login } from '../helpers/raw.ts';
+import type { RawClient } from '../helpers/raw.ts';
+import { RedisAccountStore } from '../../src/accounts/redis.ts';
+
+// Long enough that a loaded CI machine (the whole suite at once) renews in time.
+const LEASE_MS = 3000;
+
+interface Cluster {
+  redis: RedisServer;
+  nodes: NodeProcess[];
+  r: Redis;
+}
+
+async function cluster(t: ExecutionContext, count: number): Promise<Cluster> {
+  const redis = await RedisServer.start();
+  const certDir = mkdtempSync(join(tmpdir(), 'xmpp-cert-'));
+  const { cert, key } = clusterCertificate(certDir);
+  const env = { XMPP_REDIS_URL: redis.url, XMPP_NODE_LEASE_MS: String(LEASE_MS), XMPP_TLS_CERT: cert, XMPP_TLS_KEY: key };
+  const nodes = await Promise.all(Array.from({ length: count }, (_, i) => NodeProcess.start(`f${i + 1}`, env)));
+  await createUsers(redis.url);
+  const r = new Redis(redis.url);
+  t.teardown(async () => {
+    r.disconnect();
+    await Promise.all(nodes.map((n) => n.stop('SIGKILL')));
+    await redis.destroy();
+    rmSync(certDir, { recursive: true, force: true });
+  });
+  return { redis, nodes, r };
+}
+
+async function createUsers(url: string): Promise<void> {
+  const accounts = await RedisAccountStore.open(url, 4096);
+  for (const u of ['alice', 'bob', 'carol']) await accounts.create(u, `${u}-pw`).catch(() => {});
+  accounts.close();
+}
+
+/** Resolves when the registry has (or no longer has) a record, watching xmpp:inv. */
+async function registryUntil(url: string, bare: string, resource: string, present: boolean): Promise<void> {
+  const sub = new Redis(url);
+  const check = new Redis(url);
+  try {
+    await sub.subscribe('xmpp:inv');
+    const has = async () => (await check.hget(`xmpp:s:${bare}`, resource)) !== null;
+    if ((await has()) === present) return;
+    await new Promise<void>((resolve) => {
+      sub.on('message', async (_ch: string, msg: string) => {
+        if (msg === bare && (await has()) === present) resolve();
+      });
+    });
+  } finally {
+    sub.disconnect();
+    check.disconnect();
+  }
+}
+
+const ping = (c: RawClient, id: string) => c.exchange(`<iq type='get' id='${id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`, new RegExp(`id=["']${id}["']`));
+
+test.serial('kill -9 of a node: its sessions leave the registry within the lease bound; others are untouched', async (t) => {
+  const { redis, nodes, r } = await cluster(t, 3);
+  const { c: a, jid: ja } = await login(nodes[0].c2sPort, 'alice', 'alice-pw', 'stay');
+  const { c: b, jid: jb } = await login(nodes[1].c2sPort, 'bob', 'bob-pw', 'doomed');
+  const { c: c3, jid: jc } = await login(nodes[2].c2sPort, 'carol', 'carol-pw', 'stay');
+  t.truthy(await r.hget('xmpp:s:bob@localhost', 'doomed'));
+  const killedAt = Date.now();
+  nodes[1].proc.kill('SIGKILL');
+  await registryUntil(redis.url, 'bob@localhost', 'doomed', false);
+  const took = Date.now() - killedAt;
+  // Bound: the lease, plus one heartbeat period to notice, plus slack for CI.
+  t.true(took <= LEASE_MS * 2 + 1000, `removed after ${took} ms`);
+  // A stanza to the dead session gets the unavailable handling.
+  const bounce = a.exchange(`<message to='${jb}' type='chat' id='to-dead'><body>hello?</body></message>`, /id=["']to-dead["'][^>]*>[\s\S]*?<service-unavailable|<service-unavailable[\s\S]*?id=["']to-dead["']/);
+  await bounce;
+  t.pass();
+  // The survivors' sessions are untouched and still talk across nodes.
+  t.truthy(await r.hget('xmpp:s:alice@localhost', 'stay'));
+  t.truthy(await r.hget('xmpp:s:carol@localhost', 'stay'));
+  const mark = c3.buffer.length;
+  a.send(`<message to='${jc}' type='chat'><body>still here</body></message>`);
+  await c3.waitFor(/<body>still here<\/body>/, mark);
+  await ping(a, 'p1');
+  t.is(ja, 'alice@localhost/stay');
+  for (const c of [a, b, c3]) c.destroy();
+});
+
+test.serial('Redis stopped and restarted under live sessions: nothing lost or duplicated, routing resumes', async (t) => {
+  const { redis, nodes, r } = await cluster(t, 2);
+  const { c: a, jid: ja } = await login(nodes[0].c2sPort, 'alice', 'alice-pw', 'one');
+  const { c: b, jid: jb } = await login(nodes[1].c2sPort, 'bob', 'bob-pw', 'two');
+  r.disconnect();
+  await redis.stop();
+  // While Redis is down the nodes keep their sessions: the server still answers.
+  await ping(a, 'down1');
+  await ping(b, 'down2');
+  await redis.resume(); // empty: it kept nothing
+  await createUsers(redis.url);
+  // The nodes notice the lost data and register their sessions again.
+  await registryUntil(redis.url, 'alice@localhost', 'one', true);
+  await registryUntil(redis.url, 'bob@localhost', 'two', true);
+  const r2 = new Redis(redis.url);
+  t.teardown(() => r2.disconnect());
+  t.deepEqual(Object.keys(await r2.hgetall('xmpp:s:alice@localhost')), ['one']);
+  t.deepEqual(Object.keys(await r2.hgetall('xmpp:s:bob@localhost')), ['two']);
+  t.deepEqual(await r2.smembers(`xmpp:n:${nodes[0].name}`), [ja]);
+  t.deepEqual(await r2.smembers(`xmpp:n:${nodes[1].name}`), [jb]);
+  const mark = b.buffer.length;
+  a.send(`<message to='${jb}' type='chat'><body>after the outage</body></message>`);
+  await b.waitFor(/<body>after the outage<\/body>/, mark);
+  a.destroy();
+  b.destroy();
+});
+
+test.serial('a node paused past its lease is fenced: its ghost session never shadows the live one', async (t) => {
+  const { redis, nodes, r } = await cluster(t, 2);
+  const { c: ghost } = await login(nodes[0].c2sPort, 'alice', 'alice-pw', 'phone');
+  nodes[0].proc.kill('SIGSTOP');
+  await registryUntil(redis.url, 'alice@localhost', 'phone', false);
+  // The same full JID binds on the live node.
+  const { c: live } = await login(nodes[1].c2sPort, 'alice', 'alice-pw', 'phone');
+  const holder = JSON.parse((await r.hget('xmpp:s:alice@localhost', 'phone'))!);
+  t.is(holder.node, nodes[1].name);
+  nodes[0].proc.kill('SIGCONT');
+  // The paused node learns it was fenced and ends the ghost with a stream error.
+  await ghost.waitFor(/<stream:error>/);
+  await nodes[0].waitForLog(/lost its lease/);
+  const after = JSON.parse((await r.hget('xmpp:s:alice@localhost', 'phone'))!);
+  t.is(after.node, nodes[1].name, 'the live session still holds the JID');
+  t.is(after.sid, holder.sid);
+  await ping(live, 'live');
+  ghost.destroy();
+  live.destroy();
+});

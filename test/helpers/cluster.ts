@@ -1,0 +1,85 @@
+// Real cluster nodes for tests: each node is its own process started the way
+// users start one (src/main.ts start), joined through a real redis-server.
+import { spawn, execFileSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { once } from 'node:events';
+import { freePort } from './redis.ts';
+
+const MAIN = new URL('../../src/main.ts', import.meta.url).pathname;
+
+/** One certificate for the whole cluster, as behind a load balancer. */
+export function clusterCertificate(dir: string): { cert: string; key: string } {
+  const cert = join(dir, 'cluster.crt');
+  const key = join(dir, 'cluster.key');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  return { cert, key };
+}
+
+export class NodeProcess {
+  readonly name: string;
+  readonly c2sPort: number;
+  readonly tlsPort: number;
+  readonly proc: ChildProcess;
+  readonly exited: Promise<number | null>;
+  log = '';
+  private readonly dataDir: string;
+
+  private constructor(name: string, c2sPort: number, tlsPort: number, proc: ChildProcess, dataDir: string) {
+    this.name = name;
+    this.c2sPort = c2sPort;
+    this.tlsPort = tlsPort;
+    this.proc = proc;
+    this.dataDir = dataDir;
+    this.exited = once(proc, 'exit').then(([code]) => code as number | null);
+    proc.stderr!.on('data', (d: Buffer) => (this.log += d.toString()));
+  }
+
+  static async start(name: string, env: Record<string, string>): Promise<NodeProcess> {
+    const [c2s, direct] = [await freePort(), await freePort()];
+    const dataDir = mkdtempSync(join(tmpdir(), `xmpp-${name}-`));
+    const proc = spawn(process.execPath, [MAIN, 'start'], {
+      env: {
+        ...process.env,
+        XMPP_DOMAIN: 'localhost',
+        XMPP_NODE_ID: name,
+        XMPP_C2S_PORT: String(c2s),
+        XMPP_TLS_PORT: String(direct),
+        XMPP_DATA_DIR: dataDir,
+        XMPP_WORKERS: '1',
+        XMPP_LOG_LEVEL: 'info',
+        ...env,
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const node = new NodeProcess(name, c2s, direct, proc, dataDir);
+    await node.waitForLog(/"msg":"listening"/);
+    return node;
+  }
+
+  /** Resolves when the node's log (JSON lines on stderr) matches. */
+  waitForLog(re: RegExp): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (re.test(this.log)) {
+          this.proc.stderr!.off('data', check);
+          this.proc.off('exit', onExit);
+          resolve();
+        }
+      };
+      const onExit = () => reject(new Error(`${this.name} exited before ${re}:\n${this.log}`));
+      this.proc.stderr!.on('data', check);
+      this.proc.once('exit', onExit);
+      check();
+    });
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
+    const code = await this.exited;
+    rmSync(this.dataDir, { recursive: true, force: true });
+    return code;
+  }
+}

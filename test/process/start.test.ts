@@ -1,0 +1,264 @@
+// The server as a user runs it: the README's `npm start`, and the node
+// process it starts, driven from outside through ports, logs and signals.
+import test from 'ava';
+import type { ExecutionContext } from 'ava';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { RawClient, header, login } from '../helpers/raw.ts';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+// Bounds on waits for events that should come quickly; they turn a hang
+// into a failure with a message, they are never waited out on success.
+const START_MS = 30_000;
+const STEP_MS = 15_000;
+
+/** Two distinct ports free right now: listen on port 0 twice, then close. */
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
+      const s = net.createServer();
+      s.once('error', reject);
+      s.listen({ port: 0, host: '127.0.0.1' }, () => resolve(s));
+    })),
+  );
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
+}
+
+interface Env {
+  dir: string;
+  c2sPort: number;
+  tlsPort: number;
+  env: NodeJS.ProcessEnv;
+}
+
+/**
+ * A fresh data directory and free ports. The inherited environment is kept
+ * (PATH, npm's variables) but every XMPP_ variable is dropped and an empty
+ * config file is named, so that neither the developer's shell nor an
+ * xmpp.config.json in the repository changes what is tested.
+ */
+async function environment(t: ExecutionContext): Promise<Env> {
+  const dir = mkdtempSync(join(tmpdir(), 'xmpp-process-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const config = join(dir, 'xmpp.config.json');
+  writeFileSync(config, '{}\n');
+  const [c2sPort, tlsPort] = await freePorts(2);
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('XMPP_')) env[k] = v;
+  Object.assign(env, {
+    XMPP_CONFIG: config,
+    XMPP_DATA_DIR: join(dir, 'data'),
+    XMPP_C2S_PORT: String(c2sPort),
+    XMPP_TLS_PORT: String(tlsPort),
+    // The default is one worker per CPU; two keep the test light on big machines.
+    XMPP_WORKERS: '2',
+    XMPP_LOG_LEVEL: 'info',
+  });
+  return { dir, c2sPort, tlsPort, env };
+}
+
+interface LogLine {
+  level: string;
+  msg: string;
+  [field: string]: unknown;
+}
+
+/** A spawned server: its JSON log lines from stderr, and its end. */
+class ServerProcess {
+  readonly child: ChildProcess;
+  readonly logs: LogLine[] = [];
+  /** stderr lines that are not JSON (npm's warnings, a crash's stack). */
+  readonly other: string[] = [];
+  /** Settles once the process has exited and every holder of its pipes has too. */
+  readonly closed: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private waiters: (() => void)[] = [];
+  private ended = false;
+
+  constructor(command: string, args: string[], env: NodeJS.ProcessEnv) {
+    // Its own process group, so that a signal can reach npm, the shell it
+    // runs the script with, and node, as Ctrl-C in a terminal does.
+    this.child = spawn(command, args, { cwd: ROOT, env, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+    createInterface({ input: this.child.stderr! }).on('line', (line) => {
+      try {
+        this.logs.push(JSON.parse(line) as LogLine);
+      } catch {
+        this.other.push(line);
+      }
+      this.wake();
+    });
+    this.closed = new Promise((resolve) => {
+      this.child.on('close', (code, signal) => {
+        this.ended = true;
+        this.wake();
+        resolve({ code, signal });
+      });
+    });
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  get running(): boolean {
+    return !this.ended;
+  }
+
+  /** The first log line with this message; fails if the process ends first. */
+  async waitForLog(msg: string): Promise<LogLine> {
+    for (;;) {
+      const line = this.logs.find((l) => l.msg === msg);
+      if (line) return line;
+      if (this.ended) throw new Error(`the server ended before logging "${msg}"; stderr:\n${this.transcript()}`);
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+  }
+
+  /** Signals the whole process group (npm, sh, node). */
+  signalGroup(signal: NodeJS.Signals): void {
+    process.kill(-this.child.pid!, signal);
+  }
+
+  transcript(): string {
+    return [...this.other, ...this.logs.map((l) => JSON.stringify(l))].join('\n');
+  }
+
+  /** Leaves nothing behind, whatever the test did. */
+  kill(): void {
+    if (!this.running) return;
+    try {
+      process.kill(-this.child.pid!, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+function startServer(t: ExecutionContext, command: string, args: string[], env: NodeJS.ProcessEnv): ServerProcess {
+  const server = new ServerProcess(command, args, env);
+  t.teardown(() => server.kill());
+  return server;
+}
+
+/** Runs a command to completion: exit code and output. */
+function run(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+async function addUser(t: ExecutionContext, env: NodeJS.ProcessEnv, name: string, password: string): Promise<void> {
+  // The README's form: `npm run -s cli -- user add alice secret`.
+  const r = await within(run('npm', ['run', '-s', 'cli', '--', 'user', 'add', name, password], env), STEP_MS, 'npm run cli user add');
+  t.is(r.code, 0, r.stderr);
+  t.is(r.stdout, `added ${name}@localhost\n`);
+}
+
+const STARTTLS_REQUIRED = /<starttls xmlns=(['"])urn:ietf:params:xml:ns:xmpp-tls\1\s*><required\s*\/><\/starttls>/;
+const SYSTEM_SHUTDOWN = /<stream:error><system-shutdown xmlns=(['"])urn:ietf:params:xml:ns:xmpp-streams\1\s*\/>/;
+
+/** A logged-in client sees <system-shutdown/> and the end of the stream. */
+async function expectSystemShutdown(t: ExecutionContext, c: RawClient): Promise<void> {
+  await within(c.waitFor(SYSTEM_SHUTDOWN), STEP_MS, '<system-shutdown/>');
+  await within(c.waitFor(/<\/stream:stream>/), STEP_MS, 'the closing stream tag');
+  await within(c.closed, STEP_MS, 'the server to close the connection');
+  t.pass();
+}
+
+test('`npm start` (the README command) serves XMPP with STARTTLS required and shuts down gracefully on SIGTERM', async (t) => {
+  const { c2sPort, tlsPort, env } = await environment(t);
+  await addUser(t, env, 'alice', 'secret');
+
+  const server = startServer(t, 'npm', ['start'], env);
+  const listening = await within(server.waitForLog('listening'), START_MS, 'the "listening" log line');
+  t.like(listening, { level: 'info', domain: 'localhost', host: '127.0.0.1', c2sPort, tlsPort });
+
+  // A client's first step, byte for byte.
+  const raw = await RawClient.connect(c2sPort);
+  t.teardown(() => raw.destroy());
+  raw.send(header());
+  await within(raw.waitFor(/<\/stream:features>/), STEP_MS, '<stream:features>');
+  t.regex(raw.buffer, /<stream:stream [^>]*from=(['"])localhost\1/);
+  const features = raw.buffer.match(/<stream:features>[\s\S]*<\/stream:features>/)![0];
+  t.regex(features, STARTTLS_REQUIRED);
+  // Without TLS no mechanism is offered: authentication needs TLS first.
+  t.notRegex(features, /<mechanisms/);
+  raw.end();
+
+  const { c, jid } = await within(login(c2sPort, 'alice', 'secret'), STEP_MS, 'alice to log in');
+  t.teardown(() => c.destroy());
+  t.is(jid, 'alice@localhost/raw');
+
+  // What Ctrl-C or a service manager does: signal the whole process group.
+  server.signalGroup('SIGTERM');
+  await expectSystemShutdown(t, c);
+  const end = await within(server.closed, START_MS, 'npm and the server to exit');
+  t.like(await server.waitForLog('shutting down'), { signal: 'SIGTERM' });
+  t.deepEqual(server.logs.filter((l) => l.level === 'error'), [], server.transcript());
+  // The server's own status is hidden behind npm and sh: npm exits 0 when
+  // sh ran node in its place, and by the signal when sh was killed with it.
+  t.true(end.code === 0 || end.signal === 'SIGTERM', `npm ended with ${JSON.stringify(end)}\n${server.transcript()}`);
+});
+
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  test(`the server process sends <system-shutdown/> to logged-in clients and exits 0 on ${signal}`, async (t) => {
+    const { c2sPort, env } = await environment(t);
+    await addUser(t, env, 'alice', 'secret');
+    const server = startServer(t, process.execPath, ['src/main.ts', 'start'], env);
+    await within(server.waitForLog('listening'), START_MS, 'the "listening" log line');
+
+    const { c } = await within(login(c2sPort, 'alice', 'secret'), STEP_MS, 'alice to log in');
+    t.teardown(() => c.destroy());
+
+    server.child.kill(signal);
+    await expectSystemShutdown(t, c);
+    const end = await within(server.closed, START_MS, 'the server to exit');
+    t.deepEqual(end, { code: 0, signal: null }, server.transcript());
+    t.like(await server.waitForLog('shutting down'), { signal });
+    t.deepEqual(server.logs.filter((l) => l.level === 'error' || l.level === 'warn'), [], server.transcript());
+  });
+}
+
+test('a signal sent as soon as "listening" is logged still shuts down gracefully', async (t) => {
+  // A service manager may stop the server the moment it reports ready.
+  const { env } = await environment(t);
+  const server = startServer(t, process.execPath, ['src/main.ts', 'start'], env);
+  await within(server.waitForLog('listening'), START_MS, 'the "listening" log line');
+  server.child.kill('SIGTERM');
+  const end = await within(server.closed, START_MS, 'the server to exit');
+  t.deepEqual(end, { code: 0, signal: null }, server.transcript());
+  t.like(await server.waitForLog('shutting down'), { signal: 'SIGTERM' });
+});
+
+test('a port already in use makes `start` exit 1 with a one-line reason', async (t) => {
+  const { env, c2sPort } = await environment(t);
+  const blocker = net.createServer();
+  await new Promise<void>((resolve) => blocker.listen({ port: c2sPort, host: '127.0.0.1' }, resolve));
+  t.teardown(() => new Promise<void>((r) => blocker.close(() => r())));
+  const server = startServer(t, process.execPath, ['src/main.ts', 'start'], env);
+  const end = await within(server.closed, START_MS, 'the server to exit');
+  t.deepEqual(end, { code: 1, signal: null }, server.transcript());
+  t.falsy(server.logs.find((l) => l.msg === 'listening'), server.transcript());
+  t.deepEqual(server.other, [`cannot start: listen EADDRINUSE: address already in use 127.0.0.1:${c2sPort}`]);
+});
