@@ -86,6 +86,8 @@ function cluster(): Backend {
     },
     async listen(index, router) {
       const mine = K.channel(config.nodeId, index);
+      // Invalidations sent while we were disconnected are lost: start cold.
+      sub.on('ready', () => registry.invalidateAll());
       sub.on('messageBuffer', (channel: Buffer, message: Buffer) => {
         if (channel.toString() === K.inv) registry.invalidate(message.toString());
         else router.onEnvelope(decode<Envelope>(message));

@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { RedisServer } from '../helpers/redis.ts';
 import { NodeProcess, clusterCertificate } from '../helpers/cluster.ts';
-import { login } from '../helpers/raw.ts';
+import { login, plainAuth } from '../helpers/raw.ts';
+import { secured } from '../helpers/protocol.ts';
 import type { RawClient } from '../helpers/raw.ts';
 import { RedisAccountStore } from '../../src/accounts/redis.ts';
 
@@ -102,6 +103,10 @@ test.serial('Redis stopped and restarted under live sessions: nothing lost or du
   // While Redis is down the nodes keep their sessions: the server still answers.
   await ping(a, 'down1');
   await ping(b, 'down2');
+  // New logins are refused with a clear, temporary answer rather than risked.
+  const { c: late } = await secured(nodes[0].c2sPort);
+  await late.exchange(plainAuth('carol', 'carol-pw'), /<failure[^>]*>\s*<temporary-auth-failure\/>/);
+  late.destroy();
   await redis.resume(); // empty: it kept nothing
   await createUsers(redis.url);
   // The nodes notice the lost data and register their sessions again.

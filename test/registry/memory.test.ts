@@ -1,0 +1,16 @@
+import { registryContract } from './contract.ts';
+import { MemoryRegistry } from '../../src/registry/memory.ts';
+import type { SessionRegistry } from '../../src/registry/registry.ts';
+
+/** The memory registry as workers see it: the same calls, made asynchronous. */
+function asRegistry(m: MemoryRegistry): SessionRegistry {
+  return {
+    bind: async (req) => m.bind(req),
+    unbind: async (jid, sid) => void m.remove(jid, sid),
+    setPresence: async (jid, sid, available, priority) => void m.setPresence(jid, sid, available, priority),
+    lookup: async (jid) => m.lookup(jid),
+    resources: async (bare) => m.resources(bare),
+  };
+}
+
+registryContract('memory', async () => ({ registry: asRegistry(new MemoryRegistry()), node: 'single' }));
