@@ -313,7 +313,14 @@ export class Session {
   // ---- STARTTLS (RFC 6120 §5.4) ----
 
   private startTls(): void {
-    if (this.secure) throw new StreamError('policy-violation', 'TLS is already in place');
+    if (this.secure) {
+      // §5.4.2.2: TLS cannot start (it is already in place): <failure/>, then close.
+      this.write(`<failure xmlns='${NS_TLS}'/></stream:stream>`);
+      this.state = 'closed';
+      this.socket.end();
+      this.cleanup();
+      return;
+    }
     this.write(`<proceed xmlns='${NS_TLS}'/>`);
     this.raw.removeAllListeners('data');
     this.raw.removeAllListeners('end');
