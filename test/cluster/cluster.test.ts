@@ -7,6 +7,7 @@ import { Redis } from 'ioredis';
 import { RedisServer } from '../helpers/redis.ts';
 import { NodeProcess, clusterCertificate } from '../helpers/cluster.ts';
 import { login } from '../helpers/raw.ts';
+import { secured } from '../helpers/protocol.ts';
 import type { RawClient } from '../helpers/raw.ts';
 import { RedisAccountStore } from '../../src/accounts/redis.ts';
 
@@ -21,7 +22,7 @@ test.before(async () => {
   redis = await RedisServer.start();
   certDir = mkdtempSync(join(tmpdir(), 'xmpp-cert-'));
   const { cert, key } = clusterCertificate(certDir);
-  const env = { XMPP_REDIS_URL: redis.url, XMPP_NODE_LEASE_MS: String(LEASE_MS), XMPP_TLS_CERT: cert, XMPP_TLS_KEY: key };
+  const env = { XMPP_REGISTRATION: 'true', XMPP_REDIS_URL: redis.url, XMPP_NODE_LEASE_MS: String(LEASE_MS), XMPP_TLS_CERT: cert, XMPP_TLS_KEY: key };
   nodes = await Promise.all(['n1', 'n2', 'n3'].map((n) => NodeProcess.start(n, env)));
   const accounts = await RedisAccountStore.open(redis.url, 4096);
   for (const u of ['alice', 'bob', 'carol', 'race']) await accounts.create(u, `${u}-pw`);
@@ -97,4 +98,16 @@ test.serial('many concurrent binds of one full JID across the nodes leave exactl
   const members = (await Promise.all(nodes.map((n) => r.smembers(`xmpp:n:${n.name}`)))).flat().filter((j) => j.startsWith('race@'));
   t.deepEqual(members, ['race@localhost/same'], 'no stale or duplicate entry in the per-node sets');
   for (const c of clients) c.destroy();
+});
+
+test.serial('an account registered in-band through one node logs in on another', async (t) => {
+  const { c } = await secured(nodes[0].c2sPort);
+  await c.exchange(
+    `<iq type='set' id='reg'><query xmlns='jabber:iq:register'><username>dora</username><password>dora-pw</password></query></iq>`,
+    /<iq[^>]*(id=["']reg["'][^>]*type=["']result["']|type=["']result["'][^>]*id=["']reg["'])/,
+  );
+  c.destroy();
+  const { c: there, jid } = await login(nodes[2].c2sPort, 'dora', 'dora-pw', 'elsewhere');
+  t.is(jid, 'dora@localhost/elsewhere');
+  there.destroy();
 });
