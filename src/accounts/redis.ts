@@ -26,8 +26,8 @@ import type { Redis } from 'ioredis';
 import { connectRedis } from '../cluster/redis.ts';
 import {
   type AccountStore, type ScramCredentials, type ScramHash,
-  AccountExistsError, AccountNotFoundError, InvalidUsernameError,
-  normalizeUsername, deriveScram, preparePassword, hashInfo,
+  AccountExistsError, AccountNotFoundError,
+  normalizeUsername, normalizedOrUndefined, deriveScram, preparePassword, hashInfo,
 } from './store.ts';
 
 const FIELD_PREFIX: Record<ScramHash, string> = { 'SHA-1': 'sha1', 'SHA-256': 'sha256' };
@@ -77,15 +77,6 @@ local n = redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
 return n`);
 
-/** A name that can never be an account: lookups answer "no such account". */
-function normalizedOrUndefined(username: string): string | undefined {
-  try {
-    return normalizeUsername(username);
-  } catch (err) {
-    if (err instanceof InvalidUsernameError) return undefined;
-    throw err;
-  }
-}
 
 function checkIterations(iterations: number): void {
   if (!Number.isSafeInteger(iterations) || iterations < 1) throw new RangeError(`invalid iteration count ${iterations}`);

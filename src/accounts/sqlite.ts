@@ -9,8 +9,8 @@ import { dirname, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
   type AccountStore, type ScramCredentials, type ScramHash,
-  AccountExistsError, AccountNotFoundError, InvalidUsernameError,
-  normalizeUsername, deriveScram, preparePassword,
+  AccountExistsError, AccountNotFoundError,
+  normalizeUsername, normalizedOrUndefined, deriveScram, preparePassword,
 } from './store.ts';
 
 const BUSY_TIMEOUT_MS = 10_000;
@@ -41,15 +41,6 @@ function toBuffer(v: unknown): Buffer {
   throw new TypeError('expected a BLOB');
 }
 
-/** A name that can never be an account: lookups answer "no such account". */
-function normalizedOrUndefined(username: string): string | undefined {
-  try {
-    return normalizeUsername(username);
-  } catch (err) {
-    if (err instanceof InvalidUsernameError) return undefined;
-    throw err;
-  }
-}
 
 export class SqliteAccountStore implements AccountStore {
   readonly iterations: number;

@@ -136,3 +136,13 @@ export async function verifyPassword(creds: ScramCredentials, hash: ScramHash, p
   }
   return derived.storedKey.length === creds.storedKey.length && timingSafeEqual(derived.storedKey, creds.storedKey);
 }
+
+/** A name that can never be an account: lookups answer "no such account". */
+export function normalizedOrUndefined(username: string): string | undefined {
+  try {
+    return normalizeUsername(username);
+  } catch (err) {
+    if (err instanceof InvalidUsernameError) return undefined;
+    throw err;
+  }
+}
