@@ -6,6 +6,8 @@ import { loadConfig, ConfigError, SETTINGS } from './config/index.ts';
 import type { Config } from './config/index.ts';
 import { startServer } from './acceptor/server.ts';
 import { openAccountStore } from './accounts/open.ts';
+import { normalizeUsername } from './accounts/store.ts';
+import { openRosterStore } from './roster/open.ts';
 import { log, setLogLevel } from './log.ts';
 
 const USAGE = `usage: xmpp-server <command>
@@ -45,8 +47,14 @@ async function user(config: Config, [sub, name, password]: string[]): Promise<nu
       case 'remove':
         if (!name) break;
         if (!(await store.remove(name))) {
-          console.error(`no account ${name}`);
+          console.error(`error: no account ${name}`);
           return 1;
+        }
+        {
+          // The account's data goes with it.
+          const roster = await openRosterStore(config);
+          await roster.removeAll(normalizeUsername(name));
+          await roster.close();
         }
         console.log(`removed ${name}@${config.domain}`);
         return 0;

@@ -53,6 +53,7 @@ export const register: ServerModule = {
       if (session.username === null) throw new StanzaError('not-allowed', 'anonymous sessions have no account');
       if (q.getChild('remove')) {
         await session.ctx.accounts.remove(session.username);
+        await session.ctx.roster.removeAll(session.username);
         // §3.2: the account is gone; the stream cannot stay authenticated.
         queueMicrotask(() => session.close({ condition: 'not-authorized', text: 'account removed' }));
         return null;

@@ -2,7 +2,8 @@
 // worker, on another worker of this node (over a direct MessagePort), or on
 // another node (through the cluster transport); the server itself; or an
 // error bounce. Delivery rules follow RFC 6120 §10 and RFC 6121 §8.5.
-import { Element, parse as parseXml } from 'ltx';
+import { randomBytes } from 'node:crypto';
+import { Element, clone, parse as parseXml } from 'ltx';
 import { StanzaError, StreamError, errorReply } from '../xmpp/errors.ts';
 import { parseJid, JidError } from '../xmpp/jid.ts';
 import type { Jid } from '../xmpp/jid.ts';
@@ -187,20 +188,47 @@ export class Router {
     }
   }
 
-  deliver(rec: SessionRecord, el: Element): void {
-    const xml = el.toString();
-    if (rec.node !== this.d.node) {
-      void this.d.transport.toNode(rec.node, rec.worker, { t: 'deliver', jid: rec.jid, sid: rec.sid, xml }).then((ok) => ok || this.undeliverable(el));
-    } else if (rec.worker === this.d.worker) {
-      this.deliverLocal(rec.jid, rec.sid, xml, el);
-    } else {
-      this.d.transport.toWorker(rec.worker, { t: 'deliver', jid: rec.jid, sid: rec.sid, xml });
+  /**
+   * RFC 6121 §2.1.6: a roster push to every interested resource of the
+   * account, wherever it lives. Whether a session is interested is known
+   * only where it lives: the envelope is marked and the receiving side drops
+   * it for a session that has not requested the roster.
+   */
+  async pushRoster(bareJid: string, query: Element): Promise<void> {
+    let recs: SessionRecord[];
+    try {
+      recs = await this.d.registry.resources(bareJid);
+    } catch (err) {
+      log.warn('roster push: registry unavailable', { bare: bareJid, err: String(err) });
+      return;
+    }
+    for (const rec of recs) {
+      // No 'from': implicitly the account's bare JID (§2.1.6).
+      const iq = new Element('iq', { type: 'set', id: `push-${randomBytes(6).toString('base64url')}`, to: rec.jid });
+      iq.cnode(clone(query));
+      this.deliver(rec, iq, true);
     }
   }
 
-  private deliverLocal(jid: string, sid: string, xml: string, el?: Element): void {
+  deliver(rec: SessionRecord, el: Element, rosterPush = false): void {
+    const xml = el.toString();
+    const env: Envelope = rosterPush ? { t: 'deliver', jid: rec.jid, sid: rec.sid, xml, roster: true } : { t: 'deliver', jid: rec.jid, sid: rec.sid, xml };
+    if (rec.node !== this.d.node) {
+      void this.d.transport.toNode(rec.node, rec.worker, env).then((ok) => ok || rosterPush || this.undeliverable(el));
+    } else if (rec.worker === this.d.worker) {
+      this.deliverLocal(rec.jid, rec.sid, xml, el, rosterPush);
+    } else {
+      this.d.transport.toWorker(rec.worker, env);
+    }
+  }
+
+  private deliverLocal(jid: string, sid: string, xml: string, el?: Element, rosterPush = false): void {
     const s = this.d.sessions.get(sid);
-    if (s && s.jid === jid && s.deliver(xml)) return;
+    if (s && s.jid === jid) {
+      if (rosterPush && !s.rosterRequested) return; // not an interested resource
+      if (s.deliver(xml)) return;
+    }
+    if (rosterPush) return; // the session left: nobody to answer
     this.undeliverable(el ?? parseStanza(xml));
   }
 
@@ -216,7 +244,7 @@ export class Router {
 
   /** An envelope from another worker or node for a session of this worker. */
   onEnvelope(env: Envelope): void {
-    if (env.t === 'deliver') return this.deliverLocal(env.jid, env.sid, env.xml);
+    if (env.t === 'deliver') return this.deliverLocal(env.jid, env.sid, env.xml, undefined, env.roster === true);
     const s = this.d.sessions.get(env.sid);
     if (s && s.jid === env.jid) s.close({ condition: env.condition, text: env.text });
   }

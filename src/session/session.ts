@@ -15,6 +15,7 @@ import { MECHANISMS } from '../sasl/mechanism.ts';
 import type { Mechanism, SaslResult } from '../sasl/mechanism.ts';
 import { randomResource } from '../registry/registry.ts';
 import { registerUnauthenticated } from '../modules/register.ts';
+import { NS_ROSTERVER } from '../modules/roster.ts';
 import type { WorkerContext } from '../worker/context.ts';
 import { log } from '../log.ts';
 
@@ -47,6 +48,8 @@ export class Session {
   jid: string | undefined;
   bare: string | undefined;
   available = false;
+  /** RFC 6121 §2.1.6: this resource requested the roster (an "interested resource"): it gets roster pushes. */
+  rosterRequested = false;
   priority = 0;
   readonly createdAt = Date.now();
   lastActivity = this.createdAt;
@@ -266,6 +269,7 @@ export class Session {
       }
     } else {
       f.c('bind', { xmlns: NS_BIND });
+      f.c('ver', { xmlns: NS_ROSTERVER }); // RFC 6121 §2.6.1: roster versioning
       // RFC 3921's session establishment, optional for old clients (RFC 6121 Appendix E).
       f.c('session', { xmlns: NS_SESSION }).c('optional');
     }

@@ -3,6 +3,7 @@
 import type { SecureContext } from 'node:tls';
 import type { Config } from '../config/index.ts';
 import type { AccountStore } from '../accounts/store.ts';
+import type { RosterStore } from '../roster/store.ts';
 import type { SessionRegistry } from '../registry/registry.ts';
 import type { Router } from '../router/router.ts';
 import type { Session } from '../session/session.ts';
@@ -11,6 +12,7 @@ export interface WorkerContext {
   config: Config;
   secureContext: SecureContext;
   accounts: AccountStore;
+  roster: RosterStore;
   registry: SessionRegistry;
   router: Router;
   node: string;

@@ -33,5 +33,5 @@ export type FromHub =
 
 /** Worker ↔ worker (and node ↔ node): delivery to one session. */
 export type Envelope =
-  | { t: 'deliver'; jid: string; sid: string; xml: string }
+  | { t: 'deliver'; jid: string; sid: string; xml: string; roster?: true }
   | { t: 'kick'; jid: string; sid: string; condition: StreamCondition; text?: string };

@@ -7,6 +7,7 @@ import type { MessagePort } from 'node:worker_threads';
 import type { Config } from '../config/index.ts';
 import type { TlsIdentity } from '../tls/certificate.ts';
 import { openAccountStore } from '../accounts/open.ts';
+import { openRosterStore } from '../roster/open.ts';
 import { HubRegistry } from './hub-registry.ts';
 import { RedisRegistry, K } from '../registry/redis.ts';
 import { connectRedis } from '../cluster/redis.ts';
@@ -22,6 +23,7 @@ import { version } from '../modules/version.ts';
 import { disco } from '../modules/disco.ts';
 import { register } from '../modules/register.ts';
 import { sessionLegacy } from '../modules/session-legacy.ts';
+import { roster, pushQuery } from '../modules/roster.ts';
 import type { ServerModule } from '../modules/module.ts';
 import { log, setLogLevel } from '../log.ts';
 
@@ -124,7 +126,15 @@ async function join(hub: MessagePort): Promise<void> {
   const backend = config.redisUrl ? cluster() : singleNode(hub);
   const registry = backend.registry;
   const peers = new Map<number, MessagePort>();
-  const modules: ServerModule[] = [ping, version, register, sessionLegacy];
+  const rosterStore = await openRosterStore(config);
+  const modules: ServerModule[] = [
+    ping, version, register, sessionLegacy,
+    roster({
+      store: rosterStore,
+      maxItems: config.maxRosterItems,
+      push: (user, item, ver) => void router.pushRoster(`${user}@${config.domain}`, pushQuery(item, ver)),
+    }),
+  ];
   modules.push(disco(() => modules));
   const accounts = await openAccountStore(config);
   const sessions = new Map<string, Session>();
@@ -148,6 +158,7 @@ async function join(hub: MessagePort): Promise<void> {
     config,
     secureContext: tls.createSecureContext({ cert: identity.cert, key: identity.key }),
     accounts,
+    roster: rosterStore,
     registry,
     router,
     node: config.nodeId,
@@ -195,6 +206,7 @@ async function join(hub: MessagePort): Promise<void> {
           hub.postMessage(encode({ t: 'stopped' }));
           clearInterval(sweeper);
           accounts.close();
+          void rosterStore.close();
           backend.close();
           stop();
         });

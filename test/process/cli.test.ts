@@ -105,7 +105,7 @@ test('user add, list, passwd and remove, end to end', async (t) => {
   t.deepEqual(await c.run(['user', 'remove', 'alice']), { code: 0, stdout: 'removed alice@localhost\n', stderr: '' });
   t.deepEqual(await c.run(['user', 'list']), { code: 0, stdout: 'bob@localhost\n', stderr: '' });
   t.deepEqual(await accepts(c.dataDir, 'alice', 'second-password'), [false, false]);
-  t.deepEqual(await c.run(['user', 'remove', 'alice']), { code: 1, stdout: '', stderr: 'no account alice\n' });
+  t.deepEqual(await c.run(['user', 'remove', 'alice']), { code: 1, stdout: '', stderr: 'error: no account alice\n' });
 });
 
 test('the password is read from stdin when not given', async (t) => {

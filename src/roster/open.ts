@@ -1,0 +1,18 @@
+// Picks the roster store for this configuration, as for accounts: Redis in
+// cluster mode (XMPP_REDIS_URL set), so every node sees the same rosters;
+// otherwise roster.sqlite in the data directory.
+import { join } from 'node:path';
+import type { Config } from '../config/index.ts';
+import type { RosterStore } from './store.ts';
+import { SqliteRosterStore } from './sqlite.ts';
+import { RedisRosterStore } from './redis.ts';
+
+export type RosterStoreConfig = Pick<Config, 'redisUrl' | 'dataDir'> & Partial<Pick<Config, 'nodeId'>>;
+
+/** Rejects when Redis is configured but does not answer in time. */
+export async function openRosterStore(config: RosterStoreConfig): Promise<RosterStore> {
+  if (config.redisUrl) {
+    return RedisRosterStore.open(config.redisUrl, { name: config.nodeId ? `${config.nodeId}:roster` : 'roster' });
+  }
+  return SqliteRosterStore.open(join(config.dataDir, 'roster.sqlite'));
+}

@@ -1,0 +1,253 @@
+// Rosters in Redis, for cluster mode: every node reads and changes the same
+// rosters. One hash per user holds the whole roster and its version, so each
+// change is one Lua script on one key: atomic cluster-wide (the item, the
+// version and the size check move together) and, with Redis Cluster, in one
+// slot.
+//
+// Keys (default namespace "xmpp:"):
+//   xmpp:roster:<username>   hash  '#e'      the roster's epoch (random, set by its first change)
+//                                  '#v'      change counter
+//                                  'j:<jid>' "<subscription>[ subscribe]\n<JSON of name and groups>"
+// <username> is a normalised localpart and cannot contain ':'; JSON never
+// holds a raw newline, so the first one ends the subscription state.
+//
+// Like the account store, the connection fails fast while Redis is away
+// (no offline queue, no retries, a command timeout): operations reject and
+// the roster module answers with an error instead of waiting.
+import { randomBytes, createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { connectRedis } from '../cluster/redis.ts';
+import {
+  type RosterStore, type RosterItem, type RosterItemInput, type RosterChange, type Subscription, type SubscriptionChange,
+  RosterFullError, EMPTY_VERSION, checkMax, checkSubscription, compareJids, decodeDetails, encodeDetails, makeItem,
+} from './store.ts';
+
+export interface RedisRosterStoreOptions {
+  /** Prepended to every key; default "xmpp:". */
+  namespace?: string;
+  /** open(): the connection name Redis shows (CLIENT LIST). */
+  name?: string;
+  /** open(): how long to wait for Redis to answer before giving up; default 10 s. */
+  connectTimeoutMs?: number;
+}
+
+interface Lua {
+  text: string;
+  sha: string;
+}
+
+function lua(text: string): Lua {
+  return { text, sha: createHash('sha1').update(text).digest('hex') };
+}
+
+const HELPERS = `
+local function bump(k, epoch)
+  redis.call('HSETNX', k, '#e', epoch)
+  local n = redis.call('HINCRBY', k, '#v', 1)
+  return redis.call('HGET', k, '#e') .. '.' .. n
+end
+local function count(k)
+  local n = redis.call('HLEN', k)
+  if redis.call('HEXISTS', k, '#v') == 1 then n = n - 2 end
+  return n
+end
+local function state(v)
+  return string.sub(v, 1, string.find(v, '\\n', 1, true) - 1)
+end
+local function details(v)
+  return string.sub(v, string.find(v, '\\n', 1, true) + 1)
+end
+`;
+
+// KEYS: roster. ARGV: field, details, max, epoch.
+// {0}: full; {1, version, value}.
+const SET = lua(`${HELPERS}
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local s = 'none'
+if cur then
+  s = state(cur)
+elseif count(KEYS[1]) >= tonumber(ARGV[3]) then
+  return {0}
+end
+local v = s .. '\\n' .. ARGV[2]
+redis.call('HSET', KEYS[1], ARGV[1], v)
+return {1, bump(KEYS[1], ARGV[4]), v}`);
+
+// KEYS: roster. ARGV: field, epoch. nil: no such item; {version, old value}.
+const REMOVE = lua(`${HELPERS}
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return false end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return {bump(KEYS[1], ARGV[2]), cur}`);
+
+// KEYS: roster. ARGV: field, state, create ('1'/'0'), max, epoch, details of a new item.
+// nil: no such item; {-1}: full; {0, version, value}: unchanged; {1, version, value}.
+const SET_SUBSCRIPTION = lua(`${HELPERS}
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local d = ARGV[6]
+if cur then
+  if state(cur) == ARGV[2] then
+    return {0, redis.call('HGET', KEYS[1], '#e') .. '.' .. redis.call('HGET', KEYS[1], '#v'), cur}
+  end
+  d = details(cur)
+else
+  if ARGV[3] ~= '1' then return false end
+  if count(KEYS[1]) >= tonumber(ARGV[4]) then return {-1} end
+end
+local v = ARGV[2] .. '\\n' .. d
+redis.call('HSET', KEYS[1], ARGV[1], v)
+return {1, bump(KEYS[1], ARGV[5]), v}`);
+
+const FIELD = 'j:';
+
+function encodeState(subscription: Subscription, ask: 'subscribe' | undefined): string {
+  return ask ? `${subscription} ${ask}` : subscription;
+}
+
+function decodeItem(jid: string, value: string): RosterItem {
+  const nl = value.indexOf('\n');
+  if (nl === -1) throw new Error(`roster item ${jid}: damaged value in redis`);
+  const [subscription, ask] = value.slice(0, nl).split(' ');
+  return makeItem(jid, decodeDetails(value.slice(nl + 1)), subscription as Subscription, ask === 'subscribe' ? 'subscribe' : undefined);
+}
+
+function epoch(): string {
+  return randomBytes(6).toString('base64url');
+}
+
+function checkUser(user: string): void {
+  if (typeof user !== 'string' || user.length === 0) throw new TypeError('a roster needs a username');
+}
+
+/** Resolves when the client is ready; rejects after timeoutMs or when it gives up. */
+function whenReady(redis: Redis, timeoutMs: number): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    let last: Error | undefined;
+    const onError = (err: Error) => { last = err; };
+    const onReady = () => { done(); resolve(); };
+    const onEnd = () => { done(); reject(new Error(`redis connection closed${last ? `: ${last.message}` : ''}`)); };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`redis not ready within ${timeoutMs} ms${last ? `: ${last.message}` : ''}`));
+    }, timeoutMs);
+    function done() {
+      clearTimeout(timer);
+      redis.off('error', onError);
+      redis.off('ready', onReady);
+      redis.off('end', onEnd);
+    }
+    redis.on('error', onError);
+    redis.once('ready', onReady);
+    redis.once('end', onEnd);
+  });
+}
+
+export class RedisRosterStore implements RosterStore {
+  /** The connection in use (shared with the caller when given to fromClient). */
+  readonly redis: Redis;
+  private readonly owned: boolean;
+  private readonly namespace: string;
+  private closed: Promise<void> | undefined;
+
+  private constructor(redis: Redis, owned: boolean, namespace: string) {
+    this.redis = redis;
+    this.owned = owned;
+    this.namespace = namespace;
+  }
+
+  /** Connects (fail-fast options); rejects when Redis does not answer within connectTimeoutMs. */
+  static async open(url: string, options: RedisRosterStoreOptions = {}): Promise<RedisRosterStore> {
+    const redis = connectRedis(url, options.name ?? 'roster');
+    try {
+      await whenReady(redis, options.connectTimeoutMs ?? 10_000);
+    } catch (err) {
+      redis.disconnect();
+      throw err;
+    }
+    return new RedisRosterStore(redis, true, options.namespace ?? 'xmpp:');
+  }
+
+  /** Uses a connection the caller owns (and closes): close() leaves it open. */
+  static fromClient(redis: Redis, options: Pick<RedisRosterStoreOptions, 'namespace'> = {}): RedisRosterStore {
+    return new RedisRosterStore(redis, false, options.namespace ?? 'xmpp:');
+  }
+
+  /** The key of a user's roster. */
+  key(user: string): string {
+    return `${this.namespace}roster:${user}`;
+  }
+
+  private async run(script: Lua, keys: string[], args: (string | number)[]): Promise<unknown> {
+    try {
+      return await this.redis.evalsha(script.sha, keys.length, ...keys, ...args);
+    } catch (err) {
+      if (!/^NOSCRIPT/.test((err as Error).message)) throw err;
+      return this.redis.eval(script.text, keys.length, ...keys, ...args);
+    }
+  }
+
+  async get(user: string): Promise<{ version: string; items: RosterItem[] }> {
+    checkUser(user);
+    const all = await this.redis.hgetall(this.key(user));
+    const items: RosterItem[] = [];
+    for (const [field, value] of Object.entries(all)) {
+      if (field.startsWith(FIELD)) items.push(decodeItem(field.slice(FIELD.length), value));
+    }
+    items.sort((a, b) => compareJids(a.jid, b.jid));
+    const version = all['#e'] !== undefined && all['#v'] !== undefined ? `${all['#e']}.${all['#v']}` : EMPTY_VERSION;
+    return { version, items };
+  }
+
+  async item(user: string, jid: string): Promise<RosterItem | undefined> {
+    checkUser(user);
+    const value = await this.redis.hget(this.key(user), FIELD + jid);
+    return value === null ? undefined : decodeItem(jid, value);
+  }
+
+  async set(user: string, input: RosterItemInput, max: number): Promise<RosterChange> {
+    checkUser(user);
+    checkMax(max);
+    const r = (await this.run(SET, [this.key(user)], [FIELD + input.jid, encodeDetails(input), max, epoch()])) as [number, string?, string?];
+    if (r[0] === 0) throw new RosterFullError(max);
+    return { version: r[1]!, item: decodeItem(input.jid, r[2]!) };
+  }
+
+  async remove(user: string, jid: string): Promise<RosterChange | undefined> {
+    checkUser(user);
+    const r = (await this.run(REMOVE, [this.key(user)], [FIELD + jid, epoch()])) as [string, string] | null;
+    return r === null ? undefined : { version: r[0], item: decodeItem(jid, r[1]) };
+  }
+
+  async setSubscription(user: string, jid: string, subscription: Subscription, ask: 'subscribe' | undefined, create?: { max: number }): Promise<SubscriptionChange | undefined> {
+    checkUser(user);
+    checkSubscription(subscription, ask);
+    if (create) checkMax(create.max);
+    const args = [FIELD + jid, encodeState(subscription, ask), create ? '1' : '0', create?.max ?? 0, epoch(), encodeDetails({ groups: [] })];
+    const r = (await this.run(SET_SUBSCRIPTION, [this.key(user)], args)) as [number, string?, string?] | null;
+    if (r === null) return undefined;
+    if (r[0] === -1) throw new RosterFullError(create!.max);
+    return { version: r[1]!, item: decodeItem(jid, r[2]!), changed: r[0] === 1 };
+  }
+
+  async removeAll(user: string): Promise<void> {
+    checkUser(user);
+    await this.redis.del(this.key(user));
+  }
+
+  /** Quits the connection when open() made it (resolving once it has ended); idempotent. */
+  close(): Promise<void> {
+    if (this.closed) return this.closed;
+    const redis = this.redis;
+    if (!this.owned || redis.status === 'end') {
+      this.closed = Promise.resolve();
+    } else if (redis.status !== 'ready') {
+      redis.disconnect();
+      this.closed = Promise.resolve();
+    } else {
+      const ended = new Promise<void>((resolve) => redis.once('end', () => resolve()));
+      this.closed = redis.quit().then(() => ended, () => { redis.disconnect(); });
+    }
+    return this.closed;
+  }
+}

@@ -1,0 +1,198 @@
+// Rosters in SQLite (node:sqlite), for a single node. Like the account store,
+// several worker threads (and processes) open the same file: WAL mode lets
+// readers run beside the one writer and the busy timeout makes writers wait
+// for each other. Every change is one IMMEDIATE transaction: the item and
+// the roster's version move together, and the size limit is checked under
+// the write lock.
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import {
+  type RosterStore, type RosterItem, type RosterItemInput, type RosterChange, type Subscription, type SubscriptionChange,
+  RosterFullError, EMPTY_VERSION, checkMax, checkSubscription, compareJids, decodeDetails, encodeDetails, makeItem,
+} from './store.ts';
+
+const BUSY_TIMEOUT_MS = 10_000;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS roster_versions (
+  username TEXT PRIMARY KEY NOT NULL,
+  epoch TEXT NOT NULL,
+  counter INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS roster_items (
+  username TEXT NOT NULL,
+  jid TEXT NOT NULL,
+  details TEXT NOT NULL,
+  subscription TEXT NOT NULL,
+  ask TEXT,
+  PRIMARY KEY (username, jid)
+) STRICT, WITHOUT ROWID;
+`;
+
+type Row = Record<string, unknown>;
+
+function rowToItem(row: Row): RosterItem {
+  return makeItem(String(row.jid), decodeDetails(String(row.details)), String(row.subscription) as Subscription, row.ask === 'subscribe' ? 'subscribe' : undefined);
+}
+
+function checkUser(user: string): void {
+  if (typeof user !== 'string' || user.length === 0) throw new TypeError('a roster needs a username');
+}
+
+export class SqliteRosterStore implements RosterStore {
+  private readonly db: DatabaseSync;
+  private readonly stmts: {
+    version: StatementSync;
+    bump: StatementSync;
+    items: StatementSync;
+    item: StatementSync;
+    count: StatementSync;
+    insert: StatementSync;
+    updateDetails: StatementSync;
+    updateSubscription: StatementSync;
+    remove: StatementSync;
+    removeItems: StatementSync;
+    removeVersion: StatementSync;
+  };
+  private closed = false;
+
+  private constructor(db: DatabaseSync) {
+    this.db = db;
+    this.stmts = {
+      version: db.prepare('SELECT epoch, counter FROM roster_versions WHERE username = ?'),
+      bump: db.prepare(`INSERT INTO roster_versions (username, epoch, counter) VALUES (?, ?, 1)
+        ON CONFLICT (username) DO UPDATE SET counter = counter + 1 RETURNING epoch, counter`),
+      items: db.prepare('SELECT jid, details, subscription, ask FROM roster_items WHERE username = ?'),
+      item: db.prepare('SELECT jid, details, subscription, ask FROM roster_items WHERE username = ? AND jid = ?'),
+      count: db.prepare('SELECT COUNT(*) AS n FROM roster_items WHERE username = ?'),
+      insert: db.prepare('INSERT INTO roster_items (username, jid, details, subscription, ask) VALUES (?, ?, ?, ?, ?)'),
+      updateDetails: db.prepare('UPDATE roster_items SET details = ? WHERE username = ? AND jid = ?'),
+      updateSubscription: db.prepare('UPDATE roster_items SET subscription = ?, ask = ? WHERE username = ? AND jid = ?'),
+      remove: db.prepare('DELETE FROM roster_items WHERE username = ? AND jid = ?'),
+      removeItems: db.prepare('DELETE FROM roster_items WHERE username = ?'),
+      removeVersion: db.prepare('DELETE FROM roster_versions WHERE username = ?'),
+    };
+  }
+
+  /** Opens (creating file and directory if needed) the roster database; ':memory:' for a private one. */
+  static open(file: string): SqliteRosterStore {
+    const memory = file === ':memory:';
+    if (!memory) mkdirSync(dirname(resolve(file)), { recursive: true, mode: 0o700 });
+    const db = new DatabaseSync(memory ? file : resolve(file), { timeout: BUSY_TIMEOUT_MS });
+    try {
+      db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      db.exec('PRAGMA journal_mode = WAL');
+      db.exec('PRAGMA synchronous = NORMAL');
+      db.exec(SCHEMA);
+      return new SqliteRosterStore(db);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  }
+
+  /** Runs fn in a transaction: IMMEDIATE (the write lock at once) for changes, deferred for reads. */
+  private tx<T>(write: boolean, fn: () => T): T {
+    this.db.exec(write ? 'BEGIN IMMEDIATE' : 'BEGIN');
+    let result: T;
+    try {
+      result = fn();
+    } catch (err) {
+      this.db.exec('ROLLBACK');
+      throw err;
+    }
+    this.db.exec('COMMIT');
+    return result;
+  }
+
+  private currentVersion(user: string): string {
+    const row = this.stmts.version.get(user);
+    return row ? `${String(row.epoch)}.${String(row.counter)}` : EMPTY_VERSION;
+  }
+
+  private bump(user: string): string {
+    const row = this.stmts.bump.get(user, randomBytes(6).toString('base64url'))!;
+    return `${String(row.epoch)}.${String(row.counter)}`;
+  }
+
+  private full(user: string, max: number): boolean {
+    return Number(this.stmts.count.get(user)!.n) >= max;
+  }
+
+  async get(user: string): Promise<{ version: string; items: RosterItem[] }> {
+    checkUser(user);
+    return this.tx(false, () => ({
+      version: this.currentVersion(user),
+      items: this.stmts.items.all(user).map(rowToItem).sort((a, b) => compareJids(a.jid, b.jid)),
+    }));
+  }
+
+  async item(user: string, jid: string): Promise<RosterItem | undefined> {
+    checkUser(user);
+    const row = this.stmts.item.get(user, jid);
+    return row ? rowToItem(row) : undefined;
+  }
+
+  async set(user: string, input: RosterItemInput, max: number): Promise<RosterChange> {
+    checkUser(user);
+    checkMax(max);
+    const details = encodeDetails(input);
+    return this.tx(true, () => {
+      const row = this.stmts.item.get(user, input.jid);
+      if (row) {
+        this.stmts.updateDetails.run(details, user, input.jid);
+      } else {
+        if (this.full(user, max)) throw new RosterFullError(max);
+        this.stmts.insert.run(user, input.jid, details, 'none', null);
+      }
+      const version = this.bump(user);
+      return { version, item: rowToItem(this.stmts.item.get(user, input.jid)!) };
+    });
+  }
+
+  async remove(user: string, jid: string): Promise<RosterChange | undefined> {
+    checkUser(user);
+    return this.tx(true, () => {
+      const row = this.stmts.item.get(user, jid);
+      if (!row) return undefined;
+      this.stmts.remove.run(user, jid);
+      return { version: this.bump(user), item: rowToItem(row) };
+    });
+  }
+
+  async setSubscription(user: string, jid: string, subscription: Subscription, ask: 'subscribe' | undefined, create?: { max: number }): Promise<SubscriptionChange | undefined> {
+    checkUser(user);
+    checkSubscription(subscription, ask);
+    if (create) checkMax(create.max);
+    return this.tx(true, () => {
+      const row = this.stmts.item.get(user, jid);
+      if (!row) {
+        if (!create) return undefined;
+        if (this.full(user, create.max)) throw new RosterFullError(create.max);
+        this.stmts.insert.run(user, jid, encodeDetails({ groups: [] }), subscription, ask ?? null);
+      } else {
+        const before = rowToItem(row);
+        if (before.subscription === subscription && before.ask === ask) return { version: this.currentVersion(user), item: before, changed: false };
+        this.stmts.updateSubscription.run(subscription, ask ?? null, user, jid);
+      }
+      const version = this.bump(user);
+      return { version, item: rowToItem(this.stmts.item.get(user, jid)!), changed: true };
+    });
+  }
+
+  async removeAll(user: string): Promise<void> {
+    checkUser(user);
+    this.tx(true, () => {
+      this.stmts.removeItems.run(user);
+      this.stmts.removeVersion.run(user);
+    });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+}

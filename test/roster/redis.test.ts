@@ -1,0 +1,157 @@
+// The Redis roster store against a real redis-server: the shared contract,
+// then what only a networked, shared store has (key layout, losing Redis and
+// getting it back, choosing the store from the configuration).
+import test, { type ExecutionContext } from 'ava';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { RedisRosterStore } from '../../src/roster/redis.ts';
+import { openRosterStore } from '../../src/roster/open.ts';
+import { EMPTY_VERSION, RosterFullError } from '../../src/roster/store.ts';
+import { ready } from '../../src/cluster/redis.ts';
+import { RedisServer, freePort } from '../helpers/redis.ts';
+import { rosterStoreContract } from './contract.ts';
+
+let server: RedisServer;
+
+test.before(async () => {
+  server = await RedisServer.start();
+});
+
+test.after.always(async () => {
+  await server?.destroy();
+});
+
+/** A plain client for looking at what the store wrote; closed at teardown. */
+function inspector(t: ExecutionContext, url = server.url): Redis {
+  const r = new Redis(url, { maxRetriesPerRequest: 0 });
+  t.teardown(() => { r.disconnect(); });
+  return r;
+}
+
+async function openStore(t: ExecutionContext, namespace?: string, url = server.url): Promise<RedisRosterStore> {
+  const s = await RedisRosterStore.open(url, { namespace, name: 'test-roster' });
+  t.teardown(() => s.close());
+  return s;
+}
+
+let namespaces = 0;
+
+rosterStoreContract('redis', async (t) => {
+  // One server for the file, one namespace per test: the tests run at once.
+  const namespace = `t${++namespaces}:`;
+  return {
+    store: await openStore(t, namespace),
+    another: () => openStore(t, namespace), // a separate connection: another node
+  };
+});
+
+test('key layout: one hash per user with the epoch, the counter and one field per item', async (t) => {
+  const s = await openStore(t, 'layout:');
+  const r = inspector(t);
+  const { version } = await s.set('alice', { jid: 'bob@x', name: 'Bob', groups: ['G'] }, 10);
+  await s.setSubscription('alice', 'carol@x', 'none', 'subscribe', { max: 10 });
+  t.deepEqual(await r.keys('layout:*'), ['layout:roster:alice']);
+  t.is(s.key('alice'), 'layout:roster:alice');
+  const h = await r.hgetall('layout:roster:alice');
+  t.deepEqual(Object.keys(h).sort(), ['#e', '#v', 'j:bob@x', 'j:carol@x']);
+  t.is(h['#v'], '2');
+  t.is(version, `${h['#e']}.1`);
+  t.is(h['j:bob@x'], 'none\n{"n":"Bob","g":["G"]}');
+  t.is(h['j:carol@x'], 'none subscribe\n{"g":[]}');
+  await s.removeAll('alice');
+  t.is(await r.exists('layout:roster:alice'), 0);
+});
+
+test('a damaged item is reported, not misread', async (t) => {
+  const s = await openStore(t, 'damaged:');
+  await inspector(t).hset('damaged:roster:alice', 'j:bob@x', 'no separator');
+  await t.throwsAsync(s.get('alice'), { message: /damaged/ });
+  await t.throwsAsync(s.item('alice', 'bob@x'), { message: /damaged/ });
+});
+
+test('scripts are loaded again after SCRIPT FLUSH', async (t) => {
+  const s = await openStore(t, 'flush:');
+  await s.set('alice', { jid: 'a@x', groups: [] }, 10);
+  await inspector(t).script('FLUSH');
+  await s.set('alice', { jid: 'b@x', groups: [] }, 10);
+  t.truthy(await s.remove('alice', 'a@x'));
+  await inspector(t).script('FLUSH');
+  t.true((await s.setSubscription('alice', 'b@x', 'to', undefined))!.changed);
+  t.deepEqual((await s.get('alice')).items, [{ jid: 'b@x', subscription: 'to', groups: [] }]);
+});
+
+test('fromClient uses a borrowed connection and leaves it open; close() is idempotent', async (t) => {
+  const client = inspector(t);
+  await ready(client);
+  const s = RedisRosterStore.fromClient(client, { namespace: 'borrowed:' });
+  t.is(s.redis, client);
+  await s.set('alice', { jid: 'bob@x', groups: [] }, 10);
+  t.is((await (await openStore(t, 'borrowed:')).get('alice')).items.length, 1);
+  await s.close();
+  await s.close();
+  t.is(await client.ping(), 'PONG');
+
+  const own = await RedisRosterStore.open(server.url, { namespace: 'closing:' });
+  await own.close();
+  await own.close();
+  t.is(own.redis.status, 'end');
+  await t.throwsAsync(own.get('alice'));
+});
+
+test('open() rejects, without hanging, when Redis is not there', async (t) => {
+  const url = `redis://127.0.0.1:${await freePort()}`;
+  const started = Date.now();
+  await t.throwsAsync(RedisRosterStore.open(url, { connectTimeoutMs: 300 }), { message: /redis not ready within 300 ms/ });
+  t.true(Date.now() - started < 2000);
+});
+
+test('losing Redis: every operation rejects at once; all works again once it is back', async (t) => {
+  const own = await RedisServer.start(); // stopping the shared one would disturb the other tests
+  t.teardown(() => own.destroy());
+  const a = await openStore(t, undefined, own.url); // node A
+  const b = await openStore(t, undefined, own.url); // node B
+  const before = await a.set('alice', { jid: 'bob@x', groups: [] }, 10);
+  t.is((await b.get('alice')).version, before.version);
+
+  await own.stop();
+  for (const s of [a, b]) {
+    const ops: [string, () => Promise<unknown>][] = [
+      ['get', () => s.get('alice')],
+      ['item', () => s.item('alice', 'bob@x')],
+      ['set', () => s.set('alice', { jid: 'carol@x', groups: [] }, 10)],
+      ['remove', () => s.remove('alice', 'bob@x')],
+      ['setSubscription', () => s.setSubscription('alice', 'bob@x', 'to', undefined)],
+      ['removeAll', () => s.removeAll('alice')],
+    ];
+    for (const [name, op] of ops) {
+      const started = Date.now();
+      const err = await t.throwsAsync(op(), undefined, name);
+      t.false(err instanceof RosterFullError, `${name}: ${err?.message}`);
+      t.true(Date.now() - started < 1000, `${name} rejected after ${Date.now() - started} ms`);
+    }
+  }
+
+  await own.resume(); // empty: no persistence
+  await Promise.all([ready(a.redis), ready(b.redis)]);
+  t.deepEqual(await a.get('alice'), { version: EMPTY_VERSION, items: [] });
+  const after = await b.set('alice', { jid: 'bob@x', groups: [] }, 10);
+  t.not(after.version, before.version, 'a roster rebuilt after data loss does not reuse a version');
+  t.deepEqual((await a.get('alice')).items, [after.item]);
+});
+
+test('openRosterStore: Redis when XMPP_REDIS_URL is set', async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'xmpp-roster-open-'));
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+  const db1 = `${server.url}/1`; // its own database: the default namespace is used there
+  const r = await openRosterStore({ redisUrl: db1, dataDir, nodeId: 'n1' });
+  t.teardown(() => r.close());
+  t.true(r instanceof RedisRosterStore);
+  await r.set('alice', { jid: 'bob@x', groups: [] }, 10);
+  t.is(await inspector(t, db1).exists('xmpp:roster:alice'), 1);
+  t.is(await inspector(t).exists('xmpp:roster:alice'), 0);
+  t.false(existsSync(join(dataDir, 'roster.sqlite')));
+  const names = (await inspector(t, db1).client('LIST')) as string;
+  t.regex(names, /name=n1:roster/);
+});
