@@ -1,0 +1,52 @@
+// Is a node (or the load balancer) answering XMPP? Opens a stream and waits
+// for the stream header in reply; used by the container HEALTHCHECK and by
+// the launcher to know that the load balancer forwards to a live node.
+//
+//   node cluster/healthcheck.ts    checks 127.0.0.1:$XMPP_C2S_PORT (default 5222); exit 0 or 1
+import net from 'node:net';
+import tls from 'node:tls';
+
+export interface ProbeOptions {
+  host?: string;
+  port: number;
+  domain: string;
+  /** Direct TLS (XEP-0368) instead of a plain connection. */
+  tls?: boolean;
+  timeoutMs?: number;
+}
+
+/** Resolves once the server answers a stream header with its own; rejects on error, close or timeout. */
+export function probe({ host = '127.0.0.1', port, domain, tls: direct = false, timeoutMs = 3000 }: ProbeOptions): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const header = `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='${domain}' version='1.0'>`;
+    const sock: net.Socket = direct
+      ? tls.connect({ host, port, servername: domain, rejectUnauthorized: false }, () => sock.write(header))
+      : net.connect({ host, port }, () => sock.write(header));
+    let got = '';
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      sock.destroy();
+      if (err) reject(err);
+      else resolve();
+    };
+    const timer = setTimeout(() => done(new Error(`no stream header from ${host}:${port} within ${timeoutMs} ms`)), timeoutMs);
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => {
+      got += d;
+      if (got.includes('<stream:stream')) done();
+    });
+    sock.on('error', (err) => done(err));
+    sock.on('close', () => done(new Error(`${host}:${port} closed the connection before its stream header${got ? `: ${got.slice(0, 200)}` : ''}`)));
+  });
+}
+
+if (import.meta.main) {
+  const port = Number(process.env.XMPP_C2S_PORT ?? 5222);
+  probe({ port, domain: process.env.XMPP_DOMAIN ?? 'localhost' }).then(
+    () => process.exit(0),
+    (err: Error) => {
+      console.error(`unhealthy: ${err.message}`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,547 @@
+// A local cluster on this machine, for development and tests: one
+// redis-server, N nodes on distinct ports, and HAProxy in front of them with
+// health checks. The nodes run the command and environment of cluster/spec.ts
+// and cluster/node.env, the same ones docker-compose.yml uses.
+//
+//   npm run cluster -- --nodes 3            (see --help)
+//
+// Ctrl-C (SIGINT), SIGTERM or SIGHUP stops everything: the nodes first (they
+// close their streams with system-shutdown and leave the cluster), then
+// HAProxy and Redis; then it exits with code 0.
+import { spawn, execFile } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { accessSync, constants, createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import type { WriteStream } from 'node:fs';
+import { once } from 'node:events';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { delimiter, join, resolve } from 'node:path';
+import { parseArgs, promisify } from 'node:util';
+import {
+  ROOT, NODE_COMMAND, REDIS_ARGS, CERT_FILE, KEY_FILE, LAUNCHER_OVERRIDES,
+  nodeEnv, redisUrl, haproxyConfig, composeHaproxyConfig,
+} from './spec.ts';
+import { ensureCertificate } from './certs.ts';
+import { probe } from './healthcheck.ts';
+
+const HOST = '127.0.0.1';
+
+export interface LaunchOptions {
+  /** Number of nodes (default 3). */
+  nodes?: number;
+  /** Load balancer ports (defaults 5222 and 5223); 0 picks a free port. */
+  c2sPort?: number;
+  tlsPort?: number;
+  /** Node i (from 0) listens on portBase+2i (STARTTLS) and portBase+2i+1 (direct TLS); 0 (default): free ports. */
+  portBase?: number;
+  /** Redis port; 0 (default) picks a free port. */
+  redisPort?: number;
+  /** Run directory (certificate, Redis data, node data, logs), kept after stop; default: a temporary one, removed on stop. */
+  dir?: string;
+  /** Settings for every node on top of cluster/node.env (not the per-node ones the launcher sets). */
+  env?: Record<string, string>;
+  /** Bound on starting everything, in ms (default 30000). */
+  startTimeoutMs?: number;
+}
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface ClusterProcess {
+  name: string;
+  pid: number;
+  /** Its stdout and stderr, in the run directory. */
+  logFile: string;
+  /** Resolves when the process has exited. */
+  exited: Promise<Exit>;
+  readonly running: boolean;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+export interface ClusterNode extends ClusterProcess {
+  c2sPort: number;
+  tlsPort: number;
+  dataDir: string;
+}
+
+export interface Cluster {
+  dir: string;
+  domain: string;
+  /** Load balancer: STARTTLS and direct-TLS ports on 127.0.0.1. */
+  c2sPort: number;
+  tlsPort: number;
+  redisUrl: string;
+  certFile: string;
+  haproxyConfigFile: string;
+  nodes: ClusterNode[];
+  redis: ClusterProcess;
+  haproxy: ClusterProcess;
+  /** Stops everything (nodes first, then HAProxy and Redis); safe to call more than once. */
+  stop(): Promise<void>;
+}
+
+export class LaunchError extends Error {
+  override name = 'LaunchError';
+}
+
+const TOOLS: Record<string, string> = { 'redis-server': 'redis-server', haproxy: 'haproxy', openssl: 'openssl' };
+
+function onPath(cmd: string): boolean {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    try {
+      accessSync(join(dir, cmd), constants.X_OK);
+      return true;
+    } catch {
+      // not in this directory
+    }
+  }
+  return false;
+}
+
+/** Throws a LaunchError naming what to install when a tool is missing; installs nothing. */
+export function checkTools(): void {
+  const missing = Object.keys(TOOLS).filter((t) => !onPath(t));
+  if (missing.length > 0) {
+    const pkgs = [...new Set(missing.map((t) => TOOLS[t]))].join(' ');
+    throw new LaunchError(`missing on PATH: ${missing.join(', ')}. On Debian or Ubuntu: sudo apt-get install ${pkgs}`);
+  }
+}
+
+export async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  srv.listen(0, HOST);
+  await once(srv, 'listening');
+  const { port } = srv.address() as net.AddressInfo;
+  srv.close();
+  await once(srv, 'close');
+  return port;
+}
+
+/** Throws unless `port` can be listened on (HAProxy's own error would come only once it is running). */
+async function assertFree(port: number, flag: string): Promise<void> {
+  const srv = net.createServer();
+  try {
+    srv.listen(port, HOST);
+    await once(srv, 'listening');
+  } catch (err) {
+    throw new LaunchError(`port ${port} is not available (${(err as NodeJS.ErrnoException).code}): is a server already running there? ${flag} picks another`);
+  } finally {
+    srv.close();
+  }
+}
+
+/** A child process in its own process group (a terminal's Ctrl-C reaches only the launcher, which stops them in order). */
+class Child implements ClusterProcess {
+  readonly name: string;
+  readonly logFile: string;
+  readonly proc: ChildProcess;
+  readonly exited: Promise<Exit>;
+  private done = false;
+  /** The last lines of output, for error messages. */
+  tail = '';
+
+  constructor(name: string, cmd: string, args: string[], opts: { env: NodeJS.ProcessEnv; cwd: string; logFile: string }) {
+    this.name = name;
+    this.logFile = opts.logFile;
+    const log: WriteStream = createWriteStream(opts.logFile, { flags: 'a' });
+    this.proc = spawn(cmd, args, { cwd: opts.cwd, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const keep = (d: Buffer) => {
+      log.write(d);
+      this.tail = (this.tail + d.toString()).slice(-4000);
+    };
+    this.proc.stdout!.on('data', keep);
+    this.proc.stderr!.on('data', keep);
+    this.exited = new Promise((res) => {
+      this.proc.once('error', (err) => {
+        this.tail += `\n${err.message}`;
+        this.done = true;
+        log.end();
+        res({ code: null, signal: null });
+      });
+      this.proc.once('exit', (code, signal) => {
+        this.done = true;
+        log.end();
+        res({ code, signal });
+      });
+    });
+  }
+
+  get pid(): number {
+    return this.proc.pid ?? -1;
+  }
+
+  get running(): boolean {
+    return !this.done;
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGTERM'): void {
+    if (!this.done) this.proc.kill(signal);
+  }
+
+  /** Resolves with the first output line that `match` accepts; rejects if the process exits first. */
+  waitForLine<T>(match: (line: string) => T | undefined, what: string): Promise<T> {
+    return new Promise((res, rej) => {
+      let partial = '';
+      const streams = [this.proc.stdout!, this.proc.stderr!];
+      const onData = (d: Buffer) => {
+        const lines = (partial + d.toString()).split('\n');
+        partial = lines.pop()!;
+        for (const line of lines) {
+          const v = match(line);
+          if (v !== undefined) {
+            cleanup();
+            res(v);
+            return;
+          }
+        }
+      };
+      const onExit = () => {
+        cleanup();
+        rej(new LaunchError(`${this.name} exited before ${what}; its output (${this.logFile}):\n${this.tail.trim()}`));
+      };
+      const cleanup = () => {
+        for (const s of streams) s.off('data', onData);
+        this.proc.off('exit', onExit);
+      };
+      for (const s of streams) s.on('data', onData);
+      this.proc.once('exit', onExit);
+      if (this.done) onExit();
+    });
+  }
+
+  /** SIGTERM, then SIGKILL if it has not exited within `graceMs`. */
+  async stop(graceMs: number): Promise<Exit> {
+    this.kill('SIGTERM');
+    const timer = setTimeout(() => this.kill('SIGKILL'), graceMs);
+    const exit = await this.exited;
+    clearTimeout(timer);
+    return exit;
+  }
+}
+
+class NodeChild extends Child implements ClusterNode {
+  c2sPort = 0;
+  tlsPort = 0;
+  dataDir = '';
+}
+
+/** Rejects after `ms` with `what` in the message, unless `p` settles first. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, rej) => {
+    timer = setTimeout(() => rej(new LaunchError(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Probes through the load balancer until it forwards to a node (HAProxy has no readiness signal). */
+async function untilForwarding(haproxy: Child, port: number, domain: string, tls: boolean): Promise<void> {
+  for (;;) {
+    if (!haproxy.running) throw new LaunchError(`haproxy exited; its output (${haproxy.logFile}):\n${haproxy.tail.trim()}`);
+    try {
+      await probe({ port, domain, tls, timeoutMs: 2000 });
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ECONNREFUSED') throw err;
+    }
+    // Not bound yet: HAProxy is still reading its configuration.
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const execFileP = promisify(execFile);
+
+/** redis-server's arguments: this machine's port and directory, then the spec's (persistence). */
+export function redisArgs(port: number, dir: string): string[] {
+  return ['--port', String(port), '--bind', HOST, '--dir', dir, ...REDIS_ARGS];
+}
+
+export interface NodeProcessInput {
+  /** From 0. */
+  index: number;
+  dir: string;
+  redisUrl: string;
+  certFile: string;
+  keyFile: string;
+  /** 0: the node picks free ports (and logs them). */
+  portBase: number;
+  /** cluster/node.env plus the caller's settings. */
+  shared: Record<string, string>;
+  /** The launcher's own environment without XMPP_* settings. */
+  inherited?: Record<string, string | undefined>;
+}
+
+/**
+ * How the launcher runs node `index`: NODE_COMMAND from the spec, with this
+ * Node.js for `node`, and the shared environment plus the per-node settings
+ * of LAUNCHER_OVERRIDES.
+ */
+export function nodeProcess(o: NodeProcessInput): { id: string; command: string; args: string[]; env: Record<string, string>; cwd: string } {
+  const id = `node-${o.index + 1}`;
+  const dataDir = join(o.dir, id);
+  const [node, main, ...args] = NODE_COMMAND;
+  if (node !== 'node') throw new LaunchError(`cannot run ${NODE_COMMAND.join(' ')}`);
+  const perNode: Record<(typeof LAUNCHER_OVERRIDES)[number], string> = {
+    XMPP_NODE_ID: id,
+    XMPP_REDIS_URL: o.redisUrl,
+    XMPP_BIND_HOST: HOST,
+    XMPP_C2S_PORT: String(o.portBase ? o.portBase + 2 * o.index : 0),
+    XMPP_TLS_PORT: String(o.portBase ? o.portBase + 2 * o.index + 1 : 0),
+    XMPP_DATA_DIR: dataDir,
+    XMPP_TLS_CERT: o.certFile,
+    XMPP_TLS_KEY: o.keyFile,
+  };
+  const env = { ...(o.inherited ?? {}), ...o.shared, ...perNode } as Record<string, string>;
+  // cwd is the data directory: no xmpp.config.json of the working tree applies.
+  return { id, command: process.execPath, args: [join(ROOT, main), ...args], env, cwd: dataDir };
+}
+
+/** Starts a cluster; rejects (after stopping whatever it started) if any part fails to start. */
+export async function launchCluster(options: LaunchOptions = {}): Promise<Cluster> {
+  const count = options.nodes ?? 3;
+  if (!Number.isSafeInteger(count) || count < 1) throw new LaunchError(`--nodes must be at least 1, got ${count}`);
+  const overridden = Object.keys(options.env ?? {}).filter((k) => (LAUNCHER_OVERRIDES as readonly string[]).includes(k));
+  if (overridden.length > 0) throw new LaunchError(`the launcher sets ${overridden.join(', ')} itself (see --help)`);
+  checkTools();
+
+  const startTimeoutMs = options.startTimeoutMs ?? 30_000;
+  const ownDir = options.dir === undefined;
+  const dir = ownDir ? mkdtempSync(join(tmpdir(), 'xmpp-cluster-')) : resolve(options.dir!);
+  mkdirSync(dir, { recursive: true });
+
+  // Environment without the caller's XMPP_* settings: the cluster is node.env plus options.
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('XMPP_')));
+  const shared = { ...nodeEnv(), ...options.env };
+  const domain = shared.XMPP_DOMAIN ?? 'localhost';
+  const shutdownMs = Number(shared.XMPP_SHUTDOWN_TIMEOUT_MS ?? 5000);
+
+  const children: Child[] = [];
+  const killAll = () => {
+    for (const c of children) c.kill('SIGKILL');
+  };
+  // If this process ends without stop() (an uncaught error), take the children along.
+  process.on('exit', killAll);
+
+  let stopping: Promise<void> | undefined;
+  const nodes: NodeChild[] = [];
+  let redis: Child | undefined;
+  let haproxy: Child | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      // Nodes first, while Redis is up so that they leave the cluster cleanly;
+      // the server's own bound is the shutdown timeout plus 2 s.
+      await Promise.all(nodes.map((n) => n.stop(shutdownMs + 3000)));
+      await Promise.all([haproxy?.stop(5000), redis?.stop(10_000)]);
+      process.off('exit', killAll);
+      if (ownDir) rmSync(dir, { recursive: true, force: true });
+    })());
+
+  try {
+    const c2sPort = options.c2sPort === 0 ? await freePort() : (options.c2sPort ?? 5222);
+    const tlsPort = options.tlsPort === 0 ? await freePort() : (options.tlsPort ?? 5223);
+    await assertFree(c2sPort, '--c2s-port');
+    await assertFree(tlsPort, '--tls-port');
+    const redisPort = options.redisPort ? options.redisPort : await freePort();
+    const url = redisUrl(HOST, redisPort);
+
+    const certFile = join(dir, 'certs', CERT_FILE);
+    const keyFile = join(dir, 'certs', KEY_FILE);
+    ensureCertificate({ cert: certFile, key: keyFile, domain });
+
+    // Redis, with the persistence the compose file gives it (data in <dir>/redis).
+    const redisDir = join(dir, 'redis');
+    mkdirSync(redisDir, { recursive: true });
+    redis = new Child('redis', 'redis-server', redisArgs(redisPort, redisDir), {
+      env: inherited, cwd: redisDir, logFile: join(dir, 'redis.log'),
+    });
+    children.push(redis);
+    await within(redis.waitForLine((l) => (/Ready to accept connections/.test(l) ? true : undefined), 'being ready'), startTimeoutMs, 'redis-server');
+
+    // The nodes: the spec's command, run by this Node.js, each in its own data directory.
+    for (let i = 0; i < count; i++) {
+      const spec = nodeProcess({ index: i, dir, redisUrl: url, certFile, keyFile, portBase: options.portBase ?? 0, shared, inherited });
+      mkdirSync(spec.cwd, { recursive: true });
+      const n = new NodeChild(spec.id, spec.command, spec.args, { env: spec.env, cwd: spec.cwd, logFile: join(dir, `${spec.id}.log`) });
+      n.dataDir = spec.env.XMPP_DATA_DIR;
+      children.push(n);
+      nodes.push(n);
+    }
+    await within(
+      Promise.all(
+        nodes.map(async (n) => {
+          const ports = await n.waitForLine((line) => {
+            if (!line.includes('"listening"')) return undefined;
+            try {
+              const rec = JSON.parse(line) as { msg?: string; c2sPort?: number; tlsPort?: number };
+              return rec.msg === 'listening' ? rec : undefined;
+            } catch {
+              return undefined;
+            }
+          }, 'listening');
+          n.c2sPort = ports.c2sPort!;
+          n.tlsPort = ports.tlsPort!;
+        }),
+      ),
+      startTimeoutMs,
+      'the nodes to listen',
+    );
+
+    // HAProxy in front, its configuration from the spec with these nodes' ports.
+    const haproxyConfigFile = join(dir, 'haproxy.cfg');
+    writeFileSync(haproxyConfigFile, haproxyConfig({ bind: HOST, c2sPort, tlsPort, servers: { static: nodes.map((n) => ({ name: n.name, host: HOST, c2sPort: n.c2sPort, tlsPort: n.tlsPort })) } }));
+    const haproxyEnv = { ...inherited, XMPP_DOMAIN: domain };
+    try {
+      await execFileP('haproxy', ['-c', '-q', '-f', haproxyConfigFile], { env: haproxyEnv });
+    } catch (err) {
+      const e = err as { stderr?: string; stdout?: string; message: string };
+      throw new LaunchError(`haproxy rejects ${haproxyConfigFile}: ${(e.stderr || e.stdout || e.message).trim()}`);
+    }
+    haproxy = new Child('haproxy', 'haproxy', ['-db', '-f', haproxyConfigFile], { env: haproxyEnv, cwd: dir, logFile: join(dir, 'haproxy.log') });
+    children.push(haproxy);
+    await within(
+      Promise.all([untilForwarding(haproxy, c2sPort, domain, false), untilForwarding(haproxy, tlsPort, domain, true)]),
+      startTimeoutMs,
+      `haproxy to forward on ${c2sPort} and ${tlsPort}`,
+    );
+
+    return { dir, domain, c2sPort, tlsPort, redisUrl: url, certFile, haproxyConfigFile, nodes, redis, haproxy, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+const HELP = `usage: npm run cluster -- [options]
+
+Starts redis-server, N XMPP nodes and HAProxy in front of them on this machine
+(settings: cluster/node.env). Ctrl-C stops everything.
+
+  --nodes N           number of nodes (default 3)
+  --c2s-port P        load balancer's STARTTLS port (default 5222; 0: any free port)
+  --tls-port P        load balancer's direct-TLS port (default 5223; 0: any free port)
+  --port-base P       node i (from 0) on P+2i and P+2i+1 (default: free ports)
+  --redis-port P      Redis port (default: a free port)
+  --dir DIR           run directory, kept: certificate, Redis data (append-only
+                      file), node data, logs; the same DIR again keeps the accounts
+                      (default: a temporary directory, removed on exit)
+  --env KEY=VALUE     a setting for every node on top of cluster/node.env (repeatable)
+  --write-compose-haproxy   rewrite cluster/haproxy.cfg from cluster/spec.ts and exit
+  -h, --help`;
+
+function port(v: string | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n > 65535) throw new LaunchError(`${name} must be a port number, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+async function cli(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        nodes: { type: 'string' },
+        'c2s-port': { type: 'string' },
+        'tls-port': { type: 'string' },
+        'port-base': { type: 'string' },
+        'redis-port': { type: 'string' },
+        dir: { type: 'string' },
+        env: { type: 'string', multiple: true },
+        'write-compose-haproxy': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }));
+  } catch (err) {
+    console.error(`${(err as Error).message}\n\n${HELP}`);
+    return 2;
+  }
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (values['write-compose-haproxy']) {
+    const file = join(ROOT, 'cluster', 'haproxy.cfg');
+    writeFileSync(file, composeHaproxyConfig());
+    console.log(`wrote ${file}`);
+    return 0;
+  }
+  const env: Record<string, string> = {};
+  for (const kv of values.env ?? []) {
+    const i = kv.indexOf('=');
+    if (i < 1) {
+      console.error(`--env takes KEY=VALUE, got ${JSON.stringify(kv)}`);
+      return 2;
+    }
+    env[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+
+  // Signal handlers first: a signal while starting stops the cluster as soon
+  // as it is up (launchCluster cleans up after itself if starting fails).
+  let signalled: NodeJS.Signals | undefined;
+  let wake: (() => void) | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) {
+      // A second signal: no more waiting (the exit handler SIGKILLs the children).
+      console.error(`${signal} again: killing everything`);
+      process.exit(1);
+    }
+    signalled = signal;
+    console.error(`${signal}: stopping the nodes, then haproxy and redis...`);
+    wake?.();
+  };
+  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal);
+
+  let cluster: Cluster;
+  try {
+    if (values.nodes !== undefined && !/^\d+$/.test(values.nodes)) throw new LaunchError(`--nodes must be a number, got ${JSON.stringify(values.nodes)}`);
+    console.error('starting the cluster...');
+    cluster = await launchCluster({
+      nodes: values.nodes === undefined ? undefined : Number(values.nodes),
+      c2sPort: port(values['c2s-port'], '--c2s-port'),
+      tlsPort: port(values['tls-port'], '--tls-port'),
+      portBase: port(values['port-base'], '--port-base'),
+      redisPort: port(values['redis-port'], '--redis-port'),
+      dir: values.dir,
+      env,
+    });
+  } catch (err) {
+    console.error(`cannot start the cluster: ${(err as Error).message}`);
+    return 1;
+  }
+
+  const c = cluster;
+  if (!signalled) {
+    console.log([
+      `cluster up: ${c.nodes.length} node(s) behind haproxy, domain ${c.domain}`,
+      `  clients connect to  ${HOST}:${c.c2sPort} (STARTTLS)  and  ${HOST}:${c.tlsPort} (direct TLS)`,
+      ...c.nodes.map((n) => `  ${n.name.padEnd(8)} pid ${String(n.pid).padEnd(8)} ${HOST}:${n.c2sPort} / ${n.tlsPort}   log ${n.logFile}`),
+      `  redis    pid ${String(c.redis.pid).padEnd(8)} ${c.redisUrl}   log ${c.redis.logFile}`,
+      `  haproxy  pid ${String(c.haproxy.pid).padEnd(8)} ${c.haproxyConfigFile}   log ${c.haproxy.logFile}`,
+      `  certificate (shared by all nodes): ${c.certFile}`,
+      `  run directory: ${c.dir}${values.dir === undefined ? ' (temporary: removed on exit; --dir keeps one)' : ''}`,
+      '',
+      'add a user (cluster-wide: accounts live in Redis), from the repository root:',
+      `  XMPP_REDIS_URL=${c.redisUrl} XMPP_DOMAIN=${c.domain} npm run -s cli -- user add alice`,
+      '',
+      'Ctrl-C stops the cluster.',
+    ].join('\n'));
+    // Report processes that end on their own (a crash, or one killed to try failover).
+    for (const p of [...c.nodes, c.redis, c.haproxy]) {
+      void p.exited.then((e) => {
+        if (!signalled) console.error(`${p.name} exited (${e.signal ?? `code ${e.code}`}); see ${p.logFile}`);
+      });
+    }
+    await new Promise<void>((res) => (wake = res));
+  }
+  await c.stop();
+  console.error('cluster stopped');
+  return 0;
+}
+
+if (import.meta.main) {
+  cli(process.argv.slice(2)).then((code) => process.exit(code));
+}

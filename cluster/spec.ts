@@ -1,0 +1,188 @@
+// The one description of a cluster, shared by the local launcher
+// (cluster/launch.ts) and the container set-up (docker-compose.yml,
+// cluster/Dockerfile, cluster/haproxy.cfg). The launcher runs what this file
+// says; test/cluster/compose.test.ts checks that the compose file, the
+// Dockerfile and the checked-in HAProxy configuration say the same.
+//
+// Node environment: cluster/node.env (KEY=VALUE), read by compose through
+// env_file and by the launcher through nodeEnv() below.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** The repository root (the image's WORKDIR /app holds the same layout). */
+export const ROOT = join(import.meta.dirname, '..');
+
+/** The command that runs one node, relative to ROOT (the image's CMD). */
+export const NODE_COMMAND = ['node', 'src/main.ts', 'start'] as const;
+/** The command that creates the shared certificate if it is missing. */
+export const CERTS_COMMAND = ['node', 'cluster/certs.ts'] as const;
+/** The container health check of a node. */
+export const HEALTHCHECK_COMMAND = ['node', 'cluster/healthcheck.ts'] as const;
+
+/** The node environment file, relative to ROOT. */
+export const NODE_ENV_FILE = 'cluster/node.env';
+
+/** Client ports: on every node inside its container, and on the load balancer. */
+export const C2S_PORT = 5222;
+export const TLS_PORT = 5223;
+
+/** Names in docker-compose.yml. */
+export const SERVICES = { redis: 'redis', certs: 'certs', node: 'xmpp', lb: 'lb' } as const;
+/** Where the shared certificate lives in the containers (a named volume). */
+export const CERT_DIR = '/certs';
+export const CERT_FILE = 'cluster.crt';
+export const KEY_FILE = 'cluster.key';
+/** Data directory of a node in its container (an anonymous volume per replica). */
+export const DATA_DIR = '/data';
+
+/** Redis: the arguments after `redis-server` (persistence: append-only file). */
+export const REDIS_PORT = 6379;
+export const REDIS_ARGS = ['--appendonly', 'yes'] as const;
+export const redisUrl = (host: string, port: number): string => `redis://${host}:${port}`;
+
+/** How many replicas of the node service the compose load balancer can reach. */
+export const MAX_REPLICAS = 10;
+/** HAProxy's configuration in the official image. */
+export const HAPROXY_CFG_PATH = '/usr/local/etc/haproxy/haproxy.cfg';
+
+/**
+ * Settings the launcher sets per node itself because they differ when all
+ * nodes share one machine; every other setting comes from node.env.
+ */
+export const LAUNCHER_OVERRIDES = [
+  'XMPP_NODE_ID', 'XMPP_REDIS_URL', 'XMPP_BIND_HOST', 'XMPP_C2S_PORT', 'XMPP_TLS_PORT', 'XMPP_DATA_DIR', 'XMPP_TLS_CERT', 'XMPP_TLS_KEY',
+] as const;
+
+/**
+ * Parses an environment file. Accepts only the subset on which docker compose
+ * and this parser agree: `KEY=VALUE` lines, `#` comment lines and blank
+ * lines; no quotes, no `export`, no trailing comments, no surrounding spaces.
+ */
+export function parseEnvFile(text: string, name = 'env file'): Record<string, string> {
+  const out: Record<string, string> = {};
+  text.split(/\r?\n/).forEach((line, i) => {
+    if (line.trim() === '' || line.trimStart().startsWith('#')) return;
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(line);
+    const bad = (why: string) => new Error(`${name} line ${i + 1}: ${why}: ${JSON.stringify(line)}`);
+    if (!m) throw bad('expected KEY=VALUE');
+    const [, key, value] = m;
+    if (/["'`]/.test(value)) throw bad('quotes are read differently by compose and shells; write the value bare');
+    if (/\s#/.test(value)) throw bad('no trailing comments');
+    if (value !== value.trim()) throw bad('no spaces around the value');
+    if (key in out) throw bad(`${key} set twice`);
+    out[key] = value;
+  });
+  return out;
+}
+
+/** The node environment from cluster/node.env. */
+export function nodeEnv(): Record<string, string> {
+  return parseEnvFile(readFileSync(join(ROOT, NODE_ENV_FILE), 'utf8'), NODE_ENV_FILE);
+}
+
+/** One node as the launcher's load balancer sees it. */
+export interface StaticServer {
+  name: string;
+  host: string;
+  c2sPort: number;
+  tlsPort: number;
+}
+
+export interface HaproxyOptions {
+  /** Address the frontends bind to; '' for every address. */
+  bind: string;
+  c2sPort: number;
+  tlsPort: number;
+  /** Fixed servers (launcher), or the replicas of a compose service found through Docker's DNS. */
+  servers: { static: StaticServer[] } | { dns: { service: string; max: number } };
+}
+
+/** Health check: open a stream and expect the node's stream header back. */
+const STREAM_HEADER = `<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='\${XMPP_DOMAIN}' version='1.0'>`;
+
+/** Load balancer behaviour, one place for both set-ups. */
+export const HAPROXY_DEFAULTS = [
+  'mode tcp',
+  'log global',
+  'option tcplog',
+  'option dontlognull',
+  // Sessions are long-lived: spread them by count, not by turns.
+  'balance leastconn',
+  // A refused connection is retried once, on another node.
+  'retries 1',
+  'option redispatch 1',
+  'timeout connect 5s',
+  // XMPP connections live for hours; the nodes close idle ones themselves
+  // (XMPP_IDLE_TIMEOUT_MS), so the proxy's own timeouts are well above that.
+  'timeout client 1h',
+  'timeout server 1h',
+  'timeout tunnel 1h',
+  'timeout client-fin 30s',
+  'timeout server-fin 30s',
+  'timeout check 5s',
+  // Checked every 2 s: down after 2 failures, up after 2 successes. A real
+  // connection that fails marks the node down at once (and is retried on
+  // another one). Sessions already on a node marked down are left alone: a
+  // node that died has closed them anyway, and a slow check must not cut a
+  // whole node's clients.
+  'default-server inter 2s fall 2 rise 2 observe layer4 error-limit 1 on-error mark-down',
+];
+
+/** The HAProxy configuration for the launcher (static servers) or for compose (DNS). */
+export function haproxyConfig(o: HaproxyOptions): string {
+  const lines: string[] = [
+    '# Generated by haproxyConfig() in cluster/spec.ts; do not edit by hand.',
+    '# Compose version: `npm run -s cluster -- --write-compose-haproxy` rewrites it',
+    '# (test/cluster/compose.test.ts checks that it is up to date).',
+    '# XMPP_DOMAIN comes from the environment (cluster/node.env) for the health check.',
+    'global',
+    '    log stdout format raw local0 info',
+    '',
+    'defaults',
+    ...HAPROXY_DEFAULTS.map((l) => `    ${l}`),
+    '',
+  ];
+  if ('dns' in o.servers) {
+    lines.push(
+      '# Docker\'s embedded DNS: the service name resolves to every replica.',
+      'resolvers docker',
+      '    nameserver dns 127.0.0.11:53',
+      '    accepted_payload_size 8192',
+      '    hold valid 5s',
+      '    hold obsolete 5s',
+      '',
+    );
+  }
+  const backends: { name: string; port: number; tls: boolean }[] = [
+    { name: 'xmpp_c2s', port: o.c2sPort, tls: false },
+    { name: 'xmpp_tls', port: o.tlsPort, tls: true },
+  ];
+  for (const b of backends) {
+    lines.push(`frontend ${b.name}`, `    bind ${o.bind}:${b.port}`, `    default_backend ${b.name}`, '');
+  }
+  for (const b of backends) {
+    lines.push(
+      `backend ${b.name}`,
+      '    option tcp-check',
+      // Direct TLS (XEP-0368) passes through as TCP; only the check speaks TLS.
+      b.tls ? '    tcp-check connect ssl' : '    tcp-check connect',
+      `    tcp-check send "${STREAM_HEADER}"`,
+      '    tcp-check expect string "<stream:stream"',
+    );
+    const nodePort = (s: StaticServer) => (b.tls ? s.tlsPort : s.c2sPort);
+    const check = b.tls ? 'check verify none' : 'check';
+    if ('dns' in o.servers) {
+      const { service, max } = o.servers.dns;
+      lines.push(`    server-template ${service} 1-${max} ${service}:${b.tls ? TLS_PORT : C2S_PORT} ${check} resolvers docker resolve-prefer ipv4 init-addr none`);
+    } else {
+      for (const s of o.servers.static) lines.push(`    server ${s.name} ${s.host}:${nodePort(s)} ${check}`);
+    }
+    lines.push('');
+  }
+  return lines.join('\n');
+}
+
+/** The checked-in cluster/haproxy.cfg, used by the compose load balancer. */
+export function composeHaproxyConfig(): string {
+  return haproxyConfig({ bind: '', c2sPort: C2S_PORT, tlsPort: TLS_PORT, servers: { dns: { service: SERVICES.node, max: MAX_REPLICAS } } });
+}

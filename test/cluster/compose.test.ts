@@ -1,0 +1,219 @@
+// docker-compose.yml, cluster/Dockerfile and cluster/haproxy.cfg cannot be run
+// here (no Docker engine): check their structure, and that they say what
+// cluster/spec.ts and cluster/node.env say, which is what the local launcher runs.
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { parse } from 'yaml';
+import {
+  ROOT, NODE_COMMAND, CERTS_COMMAND, HEALTHCHECK_COMMAND, NODE_ENV_FILE, C2S_PORT, TLS_PORT, SERVICES, CERT_DIR, CERT_FILE, KEY_FILE,
+  DATA_DIR, REDIS_PORT, REDIS_ARGS, MAX_REPLICAS, HAPROXY_CFG_PATH, LAUNCHER_OVERRIDES,
+  nodeEnv, parseEnvFile, redisUrl, haproxyConfig, composeHaproxyConfig,
+} from '../../cluster/spec.ts';
+import { nodeProcess, redisArgs, freePort } from '../../cluster/launch.ts';
+import { SETTINGS, loadConfig } from '../../src/config/index.ts';
+
+const run = promisify(execFile);
+const read = (p: string) => readFileSync(join(ROOT, p), 'utf8');
+
+/* eslint-disable @typescript-eslint/no-explicit-any -- a parsed YAML document */
+const compose: any = parse(read('docker-compose.yml'));
+const services: Record<string, any> = compose.services;
+const env = nodeEnv();
+
+/** Compose's short volume syntax: source:target[:mode]. */
+function mounts(svc: any): { source: string; target: string; ro: boolean }[] {
+  return (svc.volumes ?? []).map((v: string) => {
+    const [source, target, mode] = v.split(':');
+    return { source, target, ro: mode === 'ro' };
+  });
+}
+
+/** Go-style durations as compose writes them: 1m30s, 10s, 500ms. */
+function durationMs(s: string): number {
+  let ms = 0;
+  for (const [, n, unit] of s.matchAll(/(\d+)(ms|s|m|h)/g)) ms += Number(n) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit]!;
+  return ms;
+}
+
+/** Dockerfile instructions, continuation lines joined, comments dropped. */
+function dockerfile(): { op: string; arg: string }[] {
+  const text = read('cluster/Dockerfile').replace(/\\\n/g, ' ');
+  return text
+    .split('\n')
+    .filter((l) => l.trim() && !l.trimStart().startsWith('#'))
+    .map((l) => {
+      const m = /^\s*(\w+)\s+(.*)$/.exec(l)!;
+      return { op: m[1].toUpperCase(), arg: m[2].trim() };
+    });
+}
+
+test('the services are redis, certs, xmpp (the nodes) and lb', (t) => {
+  t.deepEqual(Object.keys(services).sort(), Object.values(SERVICES).sort());
+  for (const [name, svc] of Object.entries(services)) t.is(svc.container_name, undefined, `${name}: no fixed container name`);
+});
+
+test('redis persists its data: append-only file in a named volume, and a health check', (t) => {
+  const redis = services[SERVICES.redis];
+  t.regex(redis.image, /^redis:7/);
+  t.deepEqual(redis.command, ['redis-server', ...REDIS_ARGS]);
+  t.deepEqual(REDIS_ARGS.slice(0, 2), ['--appendonly', 'yes']);
+  const data = mounts(redis).find((m) => m.target === '/data');
+  t.truthy(data, 'a volume at /data');
+  t.true(data!.source in (compose.volumes ?? {}), 'a named volume, declared at the top level');
+  t.false(data!.ro);
+  t.deepEqual(redis.healthcheck.test, ['CMD', 'redis-cli', 'ping']);
+  t.is(redis.ports, undefined, 'redis is not published');
+  // The launcher runs redis-server with the same persistence arguments.
+  t.deepEqual(redisArgs(6380, '/tmp/x').slice(-REDIS_ARGS.length), [...REDIS_ARGS]);
+});
+
+test('the xmpp service runs the spec command with node.env and scales: no names, ports or ids fixed', (t) => {
+  const xmpp = services[SERVICES.node];
+  t.deepEqual(xmpp.build, { context: '.', dockerfile: 'cluster/Dockerfile' });
+  t.deepEqual(xmpp.command, [...NODE_COMMAND]);
+  t.is(xmpp.env_file, NODE_ENV_FILE);
+  t.deepEqual(xmpp.environment, { XMPP_REDIS_URL: redisUrl(SERVICES.redis, REDIS_PORT) });
+  t.is(xmpp.ports, undefined, 'no host ports: replicas would collide');
+  t.is(xmpp.hostname, undefined);
+  t.is(xmpp.deploy?.replicas, undefined, 'the replica count comes from --scale');
+  t.false('XMPP_NODE_ID' in env, 'no node id in node.env: each replica picks a random one');
+  // Data per replica: the image's anonymous volume, never a named (shared) one at the data directory.
+  t.false(mounts(xmpp).some((m) => m.target === DATA_DIR), 'no shared volume at the data directory');
+  const certs = mounts(xmpp).find((m) => m.target === CERT_DIR);
+  t.truthy(certs, 'the shared certificate volume');
+  t.true(certs!.ro);
+  t.true(certs!.source in (compose.volumes ?? {}));
+  t.deepEqual(xmpp.depends_on, {
+    [SERVICES.redis]: { condition: 'service_healthy' },
+    [SERVICES.certs]: { condition: 'service_completed_successfully' },
+  });
+  // Compose must not kill a node before its own graceful-shutdown bound.
+  t.true(durationMs(xmpp.stop_grace_period) >= Number(env.XMPP_SHUTDOWN_TIMEOUT_MS) + 2000 + 1000, `stop_grace_period ${xmpp.stop_grace_period}`);
+});
+
+test('the certs service creates the one certificate the nodes are configured with', (t) => {
+  const certs = services[SERVICES.certs];
+  t.deepEqual(certs.build, services[SERVICES.node].build, 'the same image as the nodes');
+  t.is(certs.image, services[SERVICES.node].image);
+  t.deepEqual(certs.command, [...CERTS_COMMAND]);
+  t.is(certs.env_file, NODE_ENV_FILE, 'it reads the certificate paths and the domain from node.env');
+  const vol = mounts(certs).find((m) => m.target === CERT_DIR);
+  t.truthy(vol);
+  t.false(vol!.ro);
+  t.is(vol!.source, mounts(services[SERVICES.node]).find((m) => m.target === CERT_DIR)!.source, 'the volume the nodes mount');
+  t.is(env.XMPP_TLS_CERT, `${CERT_DIR}/${CERT_FILE}`);
+  t.is(env.XMPP_TLS_KEY, `${CERT_DIR}/${KEY_FILE}`);
+});
+
+test('the load balancer publishes 5222 and 5223 and uses the checked-in haproxy.cfg', (t) => {
+  const lb = services[SERVICES.lb];
+  t.regex(lb.image, /^haproxy:/);
+  t.deepEqual(lb.ports, [`${C2S_PORT}:${C2S_PORT}`, `${TLS_PORT}:${TLS_PORT}`]);
+  t.deepEqual(mounts(lb), [{ source: './cluster/haproxy.cfg', target: HAPROXY_CFG_PATH, ro: true }]);
+  t.is(lb.env_file, NODE_ENV_FILE, 'XMPP_DOMAIN for the health check');
+  t.deepEqual(Object.keys(lb.depends_on), [SERVICES.node]);
+});
+
+test('cluster/haproxy.cfg is what the spec generates, finds the replicas through DNS, and HAProxy accepts it', async (t) => {
+  const cfg = read('cluster/haproxy.cfg');
+  t.is(cfg, composeHaproxyConfig(), 'out of date: npm run -s cluster -- --write-compose-haproxy');
+  for (const port of [C2S_PORT, TLS_PORT]) {
+    t.true(cfg.includes(`\n    bind :${port}\n`), `frontend on ${port}`);
+    t.true(cfg.includes(`server-template ${SERVICES.node} 1-${MAX_REPLICAS} ${SERVICES.node}:${port} check`), `replicas of ${SERVICES.node} on ${port}`);
+  }
+  t.regex(cfg, /nameserver \S+ 127\.0\.0\.11:53/);
+  for (const line of ['mode tcp', 'balance leastconn', 'timeout client 1h', 'timeout server 1h', 'timeout tunnel 1h', 'tcp-check expect string "<stream:stream"', 'tcp-check connect ssl'])
+    t.true(cfg.includes(line), line);
+  // The launcher's configuration differs only in where the servers are.
+  const launcher = haproxyConfig({ bind: '127.0.0.1', c2sPort: 1, tlsPort: 2, servers: { static: [{ name: 'node-1', host: '127.0.0.1', c2sPort: 3, tlsPort: 4 }] } });
+  const common = (s: string) => s.split('\n').filter((l) => !/^\s*(bind|server|server-template|nameserver|accepted_payload_size|hold)\b|^resolvers|^#/.test(l) && l.trim());
+  t.deepEqual(common(launcher), common(cfg));
+  const { stdout, stderr } = await run('haproxy', ['-c', '-f', join(ROOT, 'cluster/haproxy.cfg')], { env: { ...process.env, XMPP_DOMAIN: env.XMPP_DOMAIN } });
+  t.regex(stdout + stderr, /Configuration file is valid/);
+});
+
+test('node.env holds only known, valid settings and agrees with the spec', (t) => {
+  t.deepEqual(parseEnvFile(read(NODE_ENV_FILE)), env);
+  const known = new Set(SETTINGS.map((s) => s.env));
+  for (const k of [...Object.keys(env), ...LAUNCHER_OVERRIDES]) t.true(known.has(k), `${k} is a setting`);
+  // As a container sees it: the environment only (every key of node.env is set there).
+  const config = loadConfig({ ...env });
+  t.is(config.c2sPort, C2S_PORT);
+  t.is(config.tlsPort, TLS_PORT);
+  t.is(config.dataDir, DATA_DIR);
+  t.is(config.bindHost, '0.0.0.0', 'reachable from the load balancer container');
+  t.is(config.tlsCert, `${CERT_DIR}/${CERT_FILE}`);
+  t.throws(() => parseEnvFile('A="quoted"'), { message: /quotes/ });
+  t.throws(() => parseEnvFile('A=1 # note'), { message: /trailing comments/ });
+  t.throws(() => parseEnvFile('export A=1'), { message: /KEY=VALUE/ });
+});
+
+test('the launcher runs the spec command with node.env, overriding only its per-node settings', (t) => {
+  const shared = nodeEnv();
+  const specs = [0, 1].map((index) => nodeProcess({ index, dir: '/run/c', redisUrl: 'redis://127.0.0.1:1', certFile: '/run/c/certs/cluster.crt', keyFile: '/run/c/certs/cluster.key', portBase: 7000, shared }));
+  for (const s of specs) {
+    t.is(s.command, process.execPath, '`node` is this Node.js');
+    t.deepEqual(s.args, [join(ROOT, NODE_COMMAND[1]), ...NODE_COMMAND.slice(2)]);
+    for (const [k, v] of Object.entries(shared)) if (!(LAUNCHER_OVERRIDES as readonly string[]).includes(k)) t.is(s.env[k], v, k);
+    t.deepEqual(Object.keys(s.env).filter((k) => k.startsWith('XMPP_')).sort(), [...new Set([...Object.keys(shared), ...LAUNCHER_OVERRIDES])].sort());
+  }
+  t.deepEqual(specs.map((s) => s.env.XMPP_NODE_ID), ['node-1', 'node-2']);
+  t.deepEqual(specs.map((s) => [s.env.XMPP_C2S_PORT, s.env.XMPP_TLS_PORT]), [['7000', '7001'], ['7002', '7003']]);
+  t.not(specs[0].env.XMPP_DATA_DIR, specs[1].env.XMPP_DATA_DIR);
+});
+
+test('the Dockerfile: Node 26, the spec command, non-root, ports, data volume, health check', (t) => {
+  const ins = dockerfile();
+  const all = (op: string) => ins.filter((i) => i.op === op).map((i) => i.arg);
+  t.deepEqual(all('FROM').length, 1);
+  t.regex(all('FROM')[0], /^node:26(\.|-|$)/);
+  t.deepEqual(JSON.parse(all('CMD').at(-1)!), [...NODE_COMMAND]);
+  const hc = /^(?:--\S+\s+)*CMD\s+(\[.*\])$/.exec(all('HEALTHCHECK').at(-1)!);
+  t.truthy(hc, 'HEALTHCHECK CMD [...]');
+  t.deepEqual(JSON.parse(hc![1]), [...HEALTHCHECK_COMMAND]);
+  t.is(all('STOPSIGNAL').at(-1), 'SIGTERM');
+  t.deepEqual(all('EXPOSE').join(' ').split(/\s+/).map(Number).sort(), [C2S_PORT, TLS_PORT]);
+  const user = all('USER').at(-1);
+  t.truthy(user);
+  t.not(user, 'root');
+  t.not(user, '0');
+  t.true(all('VOLUME').some((v) => v.includes(`"${DATA_DIR}"`) || v === DATA_DIR));
+  // ENV defaults agree with node.env where both set a value.
+  const dockerEnv = Object.fromEntries(all('ENV').flatMap((a) => [...a.matchAll(/(\w+)=(\S+)/g)].map((m) => [m[1], m[2]])));
+  t.is(dockerEnv.XMPP_DATA_DIR, DATA_DIR);
+  for (const [k, v] of Object.entries(dockerEnv)) if (k in env) t.is(v, env[k], k);
+  // What the containers run is in the image.
+  const copied = all('COPY').join(' ');
+  for (const file of [NODE_COMMAND[1], CERTS_COMMAND[1], HEALTHCHECK_COMMAND[1]]) {
+    const dir = file.slice(0, file.indexOf('/') + 1);
+    t.true(copied.includes(file) || copied.includes(`${dir} `), `${file} is copied`);
+    t.true(existsSync(join(ROOT, file)), `${file} exists`);
+  }
+  t.true(copied.includes('package-lock.json'));
+  t.true(all('RUN').some((r) => /npm ci --omit=dev/.test(r)));
+});
+
+test('cluster/certs.ts (the certs service) creates the pair once, then keeps it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'xmpp-certs-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const cenv = { ...process.env, XMPP_DOMAIN: 'chat.example.org', XMPP_TLS_CERT: join(dir, 'c', CERT_FILE), XMPP_TLS_KEY: join(dir, 'c', KEY_FILE) };
+  const first = await run(process.execPath, [join(ROOT, CERTS_COMMAND[1])], { env: cenv });
+  t.regex(first.stdout, /created/);
+  const made = statSync(cenv.XMPP_TLS_CERT).mtimeMs;
+  const { stdout: text } = await run('openssl', ['x509', '-in', cenv.XMPP_TLS_CERT, '-noout', '-subject', '-ext', 'subjectAltName']);
+  t.regex(text, /DNS:chat\.example\.org, DNS:\*\.chat\.example\.org/);
+  const again = await run(process.execPath, [join(ROOT, CERTS_COMMAND[1])], { env: cenv });
+  t.regex(again.stdout, /exists, kept/);
+  t.is(statSync(cenv.XMPP_TLS_CERT).mtimeMs, made);
+});
+
+test('cluster/healthcheck.ts (the container health check) fails when nothing answers', async (t) => {
+  const port = await freePort();
+  const err = await t.throwsAsync(run(process.execPath, [join(ROOT, HEALTHCHECK_COMMAND[1])], { env: { ...process.env, XMPP_C2S_PORT: String(port) } }));
+  t.is((err as unknown as { code: number }).code, 1);
+  t.regex((err as unknown as { stderr: string }).stderr, /unhealthy: .*ECONNREFUSED/);
+});

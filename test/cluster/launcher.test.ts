@@ -1,0 +1,207 @@
+// The local cluster launcher for real: redis-server, two nodes and HAProxy
+// on free ports; clients log in through the load balancer only.
+import test from 'ava';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { once } from 'node:events';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
+import { launchCluster, LaunchError, freePort } from '../../cluster/launch.ts';
+import type { ClusterProcess } from '../../cluster/launch.ts';
+import { ROOT, HEALTHCHECK_COMMAND } from '../../cluster/spec.ts';
+import { login, RawClient, header } from '../helpers/raw.ts';
+
+const run = promisify(execFile);
+// Generous for a loaded CI machine; the failover below does not wait for it.
+const env = { XMPP_WORKERS: '1', XMPP_NODE_LEASE_MS: '3000' };
+
+/** Is a process with this pid still there? */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
+async function refused(port: number): Promise<boolean> {
+  const sock = net.connect({ port, host: '127.0.0.1' });
+  try {
+    await once(sock, 'connect');
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ECONNREFUSED';
+  } finally {
+    sock.destroy();
+  }
+}
+
+async function record(r: Redis, bare: string, resource: string): Promise<{ node: string }> {
+  const raw = await r.hget(`xmpp:s:${bare}`, resource);
+  if (!raw) throw new Error(`no registry record for ${bare}/${resource}`);
+  return JSON.parse(raw);
+}
+
+test('two nodes behind haproxy: CLI account, logins spread by the balancer, messages, failover, clean stop', async (t) => {
+  const cluster = await launchCluster({ nodes: 2, c2sPort: 0, tlsPort: 0, env });
+  t.teardown(() => cluster.stop());
+  const all: ClusterProcess[] = [...cluster.nodes, cluster.redis, cluster.haproxy];
+  t.deepEqual(cluster.nodes.map((n) => n.name), ['node-1', 'node-2']);
+  t.is(new Set(cluster.nodes.flatMap((n) => [n.c2sPort, n.tlsPort])).size, 4, 'distinct node ports');
+
+  // A cluster-wide account through the CLI, as the launcher's summary says.
+  for (const u of ['alice', 'bob']) {
+    const { stdout } = await run(process.execPath, [join(ROOT, 'src/main.ts'), 'user', 'add', u, `${u}-pw`], {
+      cwd: cluster.dir,
+      env: { ...process.env, XMPP_REDIS_URL: cluster.redisUrl, XMPP_DOMAIN: cluster.domain },
+    });
+    t.is(stdout.trim(), `added ${u}@localhost`);
+  }
+
+  // The container health check passes against a node and through the balancer.
+  for (const port of [cluster.nodes[0].c2sPort, cluster.c2sPort]) {
+    await t.notThrowsAsync(run(process.execPath, [join(ROOT, HEALTHCHECK_COMMAND[1])], { env: { ...process.env, XMPP_C2S_PORT: String(port) } }));
+  }
+
+  // Both logins go through the load balancer; leastconn puts the second
+  // (while the first is open) on the other node.
+  const { c: a } = await login(cluster.c2sPort, 'alice', 'alice-pw', 'one');
+  t.teardown(() => a.destroy());
+  const { c: b, jid: jb } = await login(cluster.c2sPort, 'bob', 'bob-pw', 'two');
+  t.teardown(() => b.destroy());
+  const r = new Redis(cluster.redisUrl);
+  t.teardown(() => r.disconnect());
+  const onA = (await record(r, 'alice@localhost', 'one')).node;
+  const onB = (await record(r, 'bob@localhost', 'two')).node;
+  t.deepEqual([onA, onB].sort(), ['node-1', 'node-2'], 'one session on each node');
+
+  // A message between the two nodes, both ends behind the load balancer.
+  const mark = b.buffer.length;
+  a.send(`<message to='${jb}' type='chat'><body>through the balancer</body></message>`);
+  await b.waitFor(/<body>through the balancer<\/body>/, mark);
+
+  // Direct TLS through the load balancer reaches a node too.
+  const d = await RawClient.connect(cluster.tlsPort, { directTls: true });
+  t.teardown(() => d.destroy());
+  t.truthy(d.tlsProtocol);
+  await d.exchange(header(), /<mechanism>PLAIN<\/mechanism>[\s\S]*<\/stream:features>/);
+  d.destroy();
+
+  // Failover: kill -9 the node holding bob. His connection ends; logging in
+  // again through the balancer lands on the survivor at once (the refused
+  // connection is retried on another node), without waiting for the lease.
+  const doomed = cluster.nodes.find((n) => n.name === onB)!;
+  doomed.kill('SIGKILL');
+  t.is((await doomed.exited).signal, 'SIGKILL');
+  await b.closed;
+  const { c: b2, jid: jb2 } = await login(cluster.c2sPort, 'bob', 'bob-pw', 'three');
+  t.teardown(() => b2.destroy());
+  t.is((await record(r, 'bob@localhost', 'three')).node, onA);
+  const mark2 = b2.buffer.length;
+  a.send(`<message to='${jb2}' type='chat'><body>after failover</body></message>`);
+  await b2.waitFor(/<body>after failover<\/body>/, mark2);
+
+  // Stop: every process exits, the survivor gracefully (streams closed with system-shutdown).
+  const closing = a.waitFor(/<system-shutdown/);
+  r.disconnect();
+  await cluster.stop();
+  await closing;
+  for (const p of all) {
+    t.false(p.running, `${p.name} exited`);
+    t.false(alive(p.pid), `${p.name} (pid ${p.pid}) is gone`);
+  }
+  const survivor = cluster.nodes.find((n) => n.name === onA)!;
+  t.deepEqual(await survivor.exited, { code: 0, signal: null });
+  t.false(existsSync(cluster.dir), 'the temporary run directory is removed');
+  t.true(await refused(cluster.c2sPort), 'nothing listens on the balancer port any more');
+});
+
+test('a node that cannot start fails the launch, and what was started is stopped', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'xmpp-launch-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const redisPort = await freePort();
+  const err = await t.throwsAsync(launchCluster({ nodes: 2, c2sPort: 0, tlsPort: 0, redisPort, dir, env: { XMPP_WORKERS: '0' } }), { instanceOf: LaunchError });
+  t.regex(err!.message, /node-\d exited before listening[\s\S]*XMPP_WORKERS must be at least 1/);
+  t.true(await refused(redisPort), 'redis-server was stopped');
+  t.true(existsSync(join(dir, 'node-1.log')), 'a given run directory is kept, logs included');
+});
+
+test('settings the launcher owns cannot be passed through env', async (t) => {
+  await t.throwsAsync(launchCluster({ nodes: 1, env: { XMPP_NODE_ID: 'x' } }), { instanceOf: LaunchError, message: /sets XMPP_NODE_ID itself/ });
+});
+
+test('npm run cluster: prints the summary, and on SIGINT stops everything and exits 0', async (t) => {
+  const cli = spawn(process.execPath, [join(ROOT, 'cluster/launch.ts'), '--nodes', '1', '--c2s-port', '0', '--tls-port', '0', '--env', 'XMPP_WORKERS=1'], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = once(cli, 'exit');
+  t.teardown(() => {
+    if (cli.exitCode === null && cli.signalCode === null) cli.kill('SIGKILL');
+  });
+  let out = '';
+  let err = '';
+  cli.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  await new Promise<void>((resolve, reject) => {
+    cli.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('Ctrl-C stops the cluster.')) resolve();
+    });
+    cli.once('exit', (code) => reject(new Error(`launcher exited with ${code}:\n${out}${err}`)));
+  });
+  const redisUrl = /XMPP_REDIS_URL=(redis:\/\/127\.0\.0\.1:\d+) XMPP_DOMAIN=localhost npm run -s cli -- user add alice/.exec(out);
+  t.truthy(redisUrl, 'the exact command to add a user');
+  const pids = [...out.matchAll(/^\s+(node-1|redis|haproxy)\s+pid (\d+)/gm)].map((m) => Number(m[2]));
+  t.is(pids.length, 3, out);
+  // Should the launcher fail to stop them, they do not outlive the test.
+  t.teardown(() => {
+    for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  });
+  for (const pid of pids) t.true(alive(pid));
+  cli.kill('SIGINT');
+  const [code, signal] = await exited;
+  t.deepEqual({ code, signal }, { code: 0, signal: null }, err);
+  t.regex(err, /cluster stopped/);
+  for (const pid of pids) t.false(alive(pid), `pid ${pid} is gone`);
+});
+
+test('npm run cluster without redis-server and haproxy: says what to install, installs nothing', async (t) => {
+  const err = await t.throwsAsync(run(process.execPath, [join(ROOT, 'cluster/launch.ts')], { env: { ...process.env, PATH: '/nonexistent' } }));
+  const e = err as unknown as { code: number; stderr: string };
+  t.is(e.code, 1);
+  t.regex(e.stderr, /missing on PATH: redis-server, haproxy, openssl\. On Debian or Ubuntu: sudo apt-get install redis-server haproxy openssl/);
+});
+
+test('a run directory given with dir keeps the accounts (Redis append-only file) and the certificate across launches', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'xmpp-launch-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const cli = (redisUrl: string, ...args: string[]) =>
+    run(process.execPath, [join(ROOT, 'src/main.ts'), 'user', ...args], { cwd: dir, env: { ...process.env, XMPP_REDIS_URL: redisUrl } });
+  const first = await launchCluster({ nodes: 1, c2sPort: 0, tlsPort: 0, dir, env });
+  t.teardown(() => first.stop());
+  await cli(first.redisUrl, 'add', 'carol', 'carol-pw');
+  const cert = readFileSync(first.certFile, 'utf8');
+  await first.stop();
+  t.true(existsSync(join(dir, 'redis')), 'the run directory is kept');
+
+  const second = await launchCluster({ nodes: 1, c2sPort: 0, tlsPort: 0, dir, env });
+  t.teardown(() => second.stop());
+  t.is((await cli(second.redisUrl, 'list')).stdout, 'carol@localhost\n');
+  t.is(readFileSync(second.certFile, 'utf8'), cert, 'the same certificate');
+  const { c } = await login(second.c2sPort, 'carol', 'carol-pw');
+  c.destroy();
+  await second.stop();
+});
+
+test('a load balancer port in use fails the launch before anything starts', async (t) => {
+  const busy = net.createServer();
+  busy.listen(0, '127.0.0.1');
+  await once(busy, 'listening');
+  t.teardown(() => busy.close());
+  const port = (busy.address() as net.AddressInfo).port;
+  await t.throwsAsync(launchCluster({ nodes: 1, c2sPort: port, tlsPort: 0, env }), { instanceOf: LaunchError, message: new RegExp(`port ${port} is not available .*--c2s-port`) });
+});
