@@ -21,7 +21,9 @@ export type XmppClient = ReturnType<typeof client>;
 export function xmppClient(server: TestServer, opts: { username?: string; password?: string; resource?: string; directTls?: boolean; credentials?: unknown }): XmppClient {
   trustServer(server);
   const service = opts.directTls ? `xmpps://localhost:${server.tlsPort}` : `xmpp://localhost:${server.c2sPort}`;
-  const xmpp = client({ service, domain: 'localhost', ...opts });
+  // @xmpp/client gives each step 2 s by default; a CI machine running the
+  // whole suite on 2 cores can stall longer than that while node processes boot.
+  const xmpp = client({ service, domain: 'localhost', timeout: 15_000, ...opts });
   xmpp.on('error', () => {});
   return xmpp;
 }
