@@ -8,6 +8,7 @@ import { startServer } from './acceptor/server.ts';
 import { openAccountStore } from './accounts/open.ts';
 import { normalizeUsername } from './accounts/store.ts';
 import { openRosterStore } from './roster/open.ts';
+import { openOfflineStore } from './offline/open.ts';
 import { log, setLogLevel } from './log.ts';
 
 const USAGE = `usage: xmpp-server <command>
@@ -55,6 +56,9 @@ async function user(config: Config, [sub, name, password]: string[]): Promise<nu
           const roster = await openRosterStore(config);
           await roster.removeAll(normalizeUsername(name));
           await roster.close();
+          const offline = await openOfflineStore(config);
+          await offline.removeAll(normalizeUsername(name));
+          await offline.close();
         }
         console.log(`removed ${name}@${config.domain}`);
         return 0;

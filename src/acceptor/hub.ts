@@ -21,6 +21,7 @@ export class Hub {
   private stopped = new Set<number>();
   private readyCount = 0;
   private readyWaiters: (() => void)[] = [];
+  private turn = 0;
 
   /** Adopts the hub end of a worker's join channel once the worker said hello. */
   adopt(port: MessagePort, threadId: number): WorkerLink {
@@ -55,6 +56,12 @@ export class Hub {
     link.port.postMessage(encode(msg));
   }
 
+  /** To one worker, taking turns. */
+  toAny(msg: FromHub): void {
+    if (this.links.length === 0) return;
+    this.send(this.links[this.turn++ % this.links.length], msg);
+  }
+
   broadcast(msg: FromHub): void {
     const buf = encode(msg);
     for (const link of this.links) link.port.postMessage(buf);
@@ -77,6 +84,7 @@ export class Hub {
       case 'presence': {
         const rec = this.registry.setPresence(msg.jid, msg.sid, msg.available, msg.priority);
         if (rec) this.broadcast({ t: 'put', rec });
+        this.send(link, { t: 'ack', q: msg.q });
         break;
       }
       case 'stopped':

@@ -61,6 +61,10 @@ export async function startServer(config: Config): Promise<RunningServer> {
     membership.on('epoch', (epoch) => hub.broadcast({ t: 'epoch', epoch }));
     membership.on('fenced', () => hub.broadcast({ t: 'fenced' }));
     membership.on('reset', () => hub.broadcast({ t: 'reset' }));
+    // Its sessions cannot say they are gone: a worker here says it for them.
+    membership.on('dead', (_node, _n, departed) => {
+      if (departed.length > 0) hub.toAny({ t: 'departed', list: departed });
+    });
     membership.start();
   }
   await hub.ready();

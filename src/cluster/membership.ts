@@ -6,21 +6,36 @@
 // from its next heartbeat, closes its sessions and rejoins with a clean slate.
 import { EventEmitter } from 'node:events';
 import type { Redis } from 'ioredis';
+import type { Departed } from '../presence/presence.ts';
 import { log } from '../log.ts';
 
 const NOW = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 
-/** Removes every session record a node left behind; returns how many. */
+/**
+ * Removes every session record a node left behind; returns how many, and
+ * appends to \`gone\` what the survivors need to announce each one's end:
+ * {full JID, available, JSON list of directed presence recipients}.
+ */
 const CLEAN = `
-local function clean(node)
+local function clean(node, gone)
   local members = redis.call('SMEMBERS', 'xmpp:n:' .. node)
   for _, full in ipairs(members) do
     local i = string.find(full, '/', 1, true)
     local bare, res = string.sub(full, 1, i - 1), string.sub(full, i + 1)
     local cur = redis.call('HGET', 'xmpp:s:' .. bare, res)
-    if cur and cjson.decode(cur).node == node then
-      redis.call('HDEL', 'xmpp:s:' .. bare, res)
-      redis.call('PUBLISH', 'xmpp:inv', bare)
+    if cur then
+      local rec = cjson.decode(cur)
+      if rec.node == node then
+        redis.call('HDEL', 'xmpp:s:' .. bare, res)
+        redis.call('PUBLISH', 'xmpp:inv', bare)
+        local dp = redis.call('GET', 'xmpp:dp:' .. rec.sid)
+        redis.call('DEL', 'xmpp:dp:' .. rec.sid)
+        if gone then
+          table.insert(gone, full)
+          table.insert(gone, rec.available and '1' or '0')
+          table.insert(gone, dp or '[]')
+        end
+      end
     end
   end
   redis.call('DEL', 'xmpp:n:' .. node)
@@ -29,7 +44,7 @@ end`;
 
 // ARGV: node, leaseMs. A node (re)starting under a name starts from a clean slate.
 const JOIN = `${NOW}${CLEAN}
-clean(ARGV[1])
+clean(ARGV[1], nil)
 local epoch = redis.call('HINCRBY', 'xmpp:epochs', ARGV[1], 1)
 redis.call('ZADD', 'xmpp:nodes', now + tonumber(ARGV[2]), ARGV[1])
 return tostring(epoch)`;
@@ -53,11 +68,11 @@ local dead = redis.call('ZRANGEBYSCORE', 'xmpp:nodes', '-inf', '(' .. now)
 local out = {}
 for _, node in ipairs(dead) do
   if node ~= ARGV[1] then
-    local n = clean(node)
+    local gone = {}
+    local n = clean(node, gone)
     redis.call('ZREM', 'xmpp:nodes', node)
     redis.call('HINCRBY', 'xmpp:epochs', node, 1)
-    table.insert(out, node)
-    table.insert(out, tostring(n))
+    table.insert(out, {node, tostring(n), gone})
   end
 end
 return out`;
@@ -65,7 +80,7 @@ return out`;
 // ARGV: node, epoch. A clean leave: the sessions were closed already.
 const LEAVE = `${CLEAN}
 if redis.call('HGET', 'xmpp:epochs', ARGV[1]) ~= ARGV[2] then return 0 end
-clean(ARGV[1])
+clean(ARGV[1], nil)
 redis.call('ZREM', 'xmpp:nodes', ARGV[1])
 redis.call('HINCRBY', 'xmpp:epochs', ARGV[1], 1)
 return 1`;
@@ -73,7 +88,7 @@ return 1`;
 type Scripts = {
   xmppJoin(...args: string[]): Promise<string>;
   xmppHeartbeat(...args: string[]): Promise<string>;
-  xmppSweep(...args: string[]): Promise<string[]>;
+  xmppSweep(...args: string[]): Promise<[string, string, string[]][]>;
   xmppLeave(...args: string[]): Promise<number>;
 };
 
@@ -81,7 +96,7 @@ export interface MembershipEvents {
   epoch: [epoch: string];
   fenced: [];
   reset: [];
-  dead: [node: string, sessions: number];
+  dead: [node: string, sessions: number, departed: Departed[]];
 }
 
 export class Membership extends EventEmitter<MembershipEvents> {
@@ -138,10 +153,21 @@ export class Membership extends EventEmitter<MembershipEvents> {
       // Judge others only after a whole lease of our own health, so that a
       // Redis outage that every node saw does not make them kill each other.
       if (Date.now() - this.healthySince >= this.leaseMs) {
-        const out = await this.r.xmppSweep(this.node);
-        for (let i = 0; i < out.length; i += 2) {
-          log.warn('removed the sessions of a node whose lease lapsed', { node: out[i], sessions: Number(out[i + 1]) });
-          this.emit('dead', out[i], Number(out[i + 1]));
+        for (const [node, n, gone] of await this.r.xmppSweep(this.node)) {
+          log.warn('removed the sessions of a node whose lease lapsed', { node, sessions: Number(n) });
+          const departed: Departed[] = [];
+          for (let i = 0; i < gone.length; i += 3) {
+            const jid = gone[i];
+            let directed: string[] = [];
+            try {
+              const list: unknown = JSON.parse(gone[i + 2]);
+              if (Array.isArray(list)) directed = list.filter((x): x is string => typeof x === 'string');
+            } catch {
+              // a damaged list: nobody to tell
+            }
+            departed.push({ jid, bare: jid.slice(0, jid.indexOf('/')), available: gone[i + 1] === '1', directed });
+          }
+          this.emit('dead', node, Number(n), departed);
         }
       }
     } catch (err) {

@@ -27,6 +27,7 @@ export interface Config {
   conflictPolicy: ConflictPolicy;
   maxResourcesPerAccount: number;
   maxRosterItems: number;
+  maxOfflineMessages: number;
   maxAuthAttempts: number;
   maxOutboundBytes: number;
   readRateBytes: number;
@@ -67,6 +68,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'idleTimeoutMs', env: 'XMPP_IDLE_TIMEOUT_MS', kind: 'int', min: 0, doc: 'close established sessions silent this long (0: never)', default: () => 600_000 },
   { key: 'conflictPolicy', env: 'XMPP_CONFLICT_POLICY', kind: 'enum', values: ['new-wins', 'old-wins', 'assign'], doc: 'resource already bound: new session wins, old one wins, or server assigns another resource', default: () => 'new-wins' },
   { key: 'maxRosterItems', env: 'XMPP_MAX_ROSTER_ITEMS', kind: 'int', min: 1, doc: 'items one roster may hold', default: () => 1000 },
+  { key: 'maxOfflineMessages', env: 'XMPP_MAX_OFFLINE', kind: 'int', min: 0, doc: 'messages kept for one offline user (XEP-0160); when full, senders get service-unavailable (0: no offline storage)', default: () => 100 },
   { key: 'maxResourcesPerAccount', env: 'XMPP_MAX_RESOURCES', kind: 'int', min: 1, doc: 'sessions one account may bind at once', default: () => 10 },
   { key: 'maxAuthAttempts', env: 'XMPP_MAX_AUTH_ATTEMPTS', kind: 'int', min: 1, doc: 'failed SASL attempts before the stream is closed', default: () => 3 },
   { key: 'maxOutboundBytes', env: 'XMPP_MAX_OUTBOUND_BYTES', kind: 'int', min: 65536, doc: 'unsent bytes queued for a slow reader before it is disconnected', default: () => 4 * 1024 * 1024 },

@@ -54,6 +54,7 @@ export const register: ServerModule = {
       if (q.getChild('remove')) {
         await session.ctx.accounts.remove(session.username);
         await session.ctx.roster.removeAll(session.username);
+        await session.ctx.offline.removeAll(session.username);
         // §3.2: the account is gone; the stream cannot stay authenticated.
         queueMicrotask(() => session.close({ condition: 'not-authorized', text: 'account removed' }));
         return null;

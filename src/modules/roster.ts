@@ -9,7 +9,7 @@ import { StanzaError } from '../xmpp/errors.ts';
 import { parseJid, bare, JidError } from '../xmpp/jid.ts';
 import type { ServerModule } from './module.ts';
 import type { Session } from '../session/session.ts';
-import type { RosterItem, RosterStore } from '../roster/store.ts';
+import type { RosterItem, RosterStore, SubState } from '../roster/store.ts';
 import { EMPTY_VERSION } from '../roster/store.ts';
 import { log } from '../log.ts';
 
@@ -30,6 +30,8 @@ export interface RosterDeps {
   maxItems: number;
   /** Sends the change to every interested resource of the account `user` (a normalised username). */
   push: (user: string, item: RosterPushItem, version: string) => void;
+  /** An item was removed that had a subscription state other than 'none' (§2.5.2: the contact is told). */
+  removed?: (user: string, jid: string, before: SubState) => Promise<void>;
   maxNameBytes?: number;
   maxGroupBytes?: number;
 }
@@ -149,9 +151,12 @@ export function roster(deps: RosterDeps): ServerModule {
 
     // §2.1.2.5: in a roster set every 'subscription' value but "remove" is ignored.
     if (item.attrs.subscription === 'remove') {
+      const before = deps.removed ? await deps.store.state(user, jid) : 'none';
       const removed = await deps.store.remove(user, jid);
       if (!removed) throw new StanzaError('item-not-found', `${jid} is not in the roster`); // §2.5.3
       push(user, { jid, subscription: 'remove' }, removed.version);
+      // §2.5.2: the subscriptions go with the item, and the contact learns it.
+      if (before !== 'none') await deps.removed?.(user, jid, before);
       return null;
     }
 

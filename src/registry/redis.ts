@@ -8,6 +8,7 @@
 //        xmpp:n:<node>   set of full JIDs bound on that node (to clean up after it)
 //        xmpp:nodes      zset node -> lease expiry (ms, Redis clock)
 //        xmpp:epochs     hash node -> epoch (fencing token)
+//        xmpp:dp:<sid>   JSON list of the entities a session sent directed presence to
 //        xmpp:inv        channel: a bare JID whose records changed (cache invalidation)
 import type { Redis } from 'ioredis';
 import type { BindOutcome, BindRequest, SessionRecord, SessionRegistry } from './registry.ts';
@@ -20,6 +21,7 @@ export const K = {
   nodes: 'xmpp:nodes',
   epochs: 'xmpp:epochs',
   inv: 'xmpp:inv',
+  directed: (sid: string) => `xmpp:dp:${sid}`,
   channel: (node: string, worker: number) => `xmpp:c:${node}:${worker}`,
 };
 
@@ -78,6 +80,7 @@ if not cur then return 0 end
 local rec = cjson.decode(cur)
 if rec.sid ~= ARGV[3] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[2])
+redis.call('DEL', 'xmpp:dp:' .. ARGV[3])
 redis.call('SREM', 'xmpp:n:' .. ARGV[4], ARGV[1] .. '/' .. ARGV[2])
 redis.call('PUBLISH', 'xmpp:inv', ARGV[1])
 return 1`;
@@ -197,6 +200,12 @@ export class RedisRegistry implements SessionRegistry {
     this.invalidate(bare);
     this.roundTrips++;
     await this.r.xmppPresence(K.sessions(bare), bare, resource, sid, available ? '1' : '0', String(priority), this.node, this.epoch()).catch(() => {});
+  }
+
+  async noteDirected(_jid: string, sid: string, recipients: string[] | null): Promise<void> {
+    this.roundTrips++;
+    if (recipients && recipients.length > 0) await this.r.set(K.directed(sid), JSON.stringify(recipients));
+    else await this.r.del(K.directed(sid));
   }
 
   async lookup(jid: string): Promise<SessionRecord | undefined> {

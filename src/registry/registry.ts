@@ -31,6 +31,13 @@ export interface SessionRegistry {
   bind(req: BindRequest): Promise<BindOutcome>;
   unbind(jid: string, sid: string): Promise<void>;
   setPresence(jid: string, sid: string, available: boolean, priority: number): Promise<void>;
+  /**
+   * Remembers who got directed presence from a session (RFC 6121 §4.6), so
+   * that if its node dies the survivors can tell them it is gone; null
+   * forgets. Only the cluster registry keeps it: on a single node the session
+   * itself tells them, since nothing outlives the node.
+   */
+  noteDirected(jid: string, sid: string, recipients: string[] | null): Promise<void>;
   lookup(jid: string): Promise<SessionRecord | undefined>;
   resources(bare: string): Promise<SessionRecord[]>;
 }

@@ -1,15 +1,20 @@
 // Rosters in Redis, for cluster mode: every node reads and changes the same
 // rosters. One hash per user holds the whole roster and its version, so each
-// change is one Lua script on one key: atomic cluster-wide (the item, the
-// version and the size check move together) and, with Redis Cluster, in one
-// slot.
+// change is one Lua script: atomic cluster-wide (the item, the version and
+// the size check move together). Subscription requests the user has not
+// answered (the '+in' of RFC 6121 Appendix A) are a second hash per user; a
+// subscription transition, remove and removeAll touch both keys in one
+// script (or one DEL), so both must live on the same server (with Redis
+// Cluster they would need a common hash tag).
 //
 // Keys (default namespace "xmpp:"):
 //   xmpp:roster:<username>   hash  '#e'      the roster's epoch (random, set by its first change)
 //                                  '#v'      change counter
 //                                  'j:<jid>' "<subscription>[ subscribe]\n<JSON of name and groups>"
-// <username> is a normalised localpart and cannot contain ':'; JSON never
-// holds a raw newline, so the first one ends the subscription state.
+//   xmpp:pending:<username>  hash  '#n'      arrival counter (the key is deleted when no request is left)
+//                                  'r:<jid>' "<arrival number>\n<the request stanza>"
+// <username> is a normalised localpart and cannot contain ':'; JSON and the
+// arrival number never hold a raw newline, so the first one ends the prefix.
 //
 // Like the account store, the connection fails fast while Redis is away
 // (no offline queue, no retries, a command timeout): operations reject and
@@ -19,7 +24,8 @@ import type { Redis } from 'ioredis';
 import { connectRedis } from '../cluster/redis.ts';
 import {
   type RosterStore, type RosterItem, type RosterItemInput, type RosterChange, type Subscription, type SubscriptionChange,
-  RosterFullError, EMPTY_VERSION, checkMax, checkSubscription, compareJids, decodeDetails, encodeDetails, makeItem,
+  type SubState, type TransitionTable, type TransitionResult, type PendingRequest,
+  RosterFullError, EMPTY_VERSION, SUB_STATES, checkMax, checkSubscription, compareJids, composeState, decodeDetails, encodeDetails, makeItem,
 } from './store.ts';
 
 export interface RedisRosterStoreOptions {
@@ -57,6 +63,14 @@ end
 local function details(v)
   return string.sub(v, string.find(v, '\\n', 1, true) + 1)
 end
+local function pcount(k)
+  local n = redis.call('HLEN', k)
+  if redis.call('HEXISTS', k, '#n') == 1 then n = n - 1 end
+  return n
+end
+local function pdrop(k, field)
+  if redis.call('HDEL', k, field) == 1 and pcount(k) == 0 then redis.call('DEL', k) end
+end
 `;
 
 // KEYS: roster. ARGV: field, details, max, epoch.
@@ -73,8 +87,9 @@ local v = s .. '\\n' .. ARGV[2]
 redis.call('HSET', KEYS[1], ARGV[1], v)
 return {1, bump(KEYS[1], ARGV[4]), v}`);
 
-// KEYS: roster. ARGV: field, epoch. nil: no such item; {version, old value}.
+// KEYS: roster, pending. ARGV: field, epoch, pending field. nil: no such item; {version, old value}.
 const REMOVE = lua(`${HELPERS}
+pdrop(KEYS[2], ARGV[3])
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
@@ -98,7 +113,64 @@ local v = ARGV[2] .. '\\n' .. d
 redis.call('HSET', KEYS[1], ARGV[1], v)
 return {1, bump(KEYS[1], ARGV[5]), v}`);
 
+// KEYS: roster, pending. ARGV: field, pending field, max, epoch, request,
+// details of a new item, then the table as pairs: state, next state, ...
+// {before, after, 0}: no item change; {before, before, -1}: full;
+// {before, after, 1, version, value}: the item changed.
+const TRANSITION = lua(`${HELPERS}
+local rk, pk = KEYS[1], KEYS[2]
+local max = tonumber(ARGV[3])
+local cur = redis.call('HGET', rk, ARGV[1])
+local pending = redis.call('HEXISTS', pk, ARGV[2]) == 1
+local sub, ask = 'none', false
+if cur then
+  local s = state(cur)
+  local sp = string.find(s, ' ', 1, true)
+  if sp then
+    sub = string.sub(s, 1, sp - 1)
+    ask = string.sub(s, sp + 1) == 'subscribe'
+  else
+    sub = s
+  end
+end
+local before = sub
+if ask and (sub == 'none' or sub == 'from') then before = before .. '+out' end
+if pending and (sub == 'none' or sub == 'to') then before = before .. '+in' end
+local after = before
+for i = 7, #ARGV - 1, 2 do
+  if ARGV[i] == before then
+    after = ARGV[i + 1]
+    break
+  end
+end
+if after == before then return {before, after, 0} end
+local nsub = after
+local plus = string.find(after, '+', 1, true)
+if plus then nsub = string.sub(after, 1, plus - 1) end
+local nstate = nsub
+if string.find(after, '+out', 1, true) then nstate = nsub .. ' subscribe' end
+local nin = string.find(after, '+in', 1, true) ~= nil
+local create = (not cur) and nstate ~= 'none'
+local change = create or (cur and state(cur) ~= nstate)
+-- A request the state did not count before (none, or a stale one) is a new arrival.
+local add = nin and not string.find(before, '+in', 1, true)
+if create and count(rk) >= max then return {before, before, -1} end
+if add and not pending and pcount(pk) >= max then return {before, before, -1} end
+if add then
+  local n = redis.call('HINCRBY', pk, '#n', 1)
+  redis.call('HSET', pk, ARGV[2], n .. '\\n' .. ARGV[5])
+elseif pending and not nin then
+  pdrop(pk, ARGV[2])
+end
+if not change then return {before, after, 0} end
+local d = ARGV[6]
+if cur then d = details(cur) end
+local v = nstate .. '\\n' .. d
+redis.call('HSET', rk, ARGV[1], v)
+return {before, after, 1, bump(rk, ARGV[4]), v}`);
+
 const FIELD = 'j:';
+const PENDING_FIELD = 'r:';
 
 function encodeState(subscription: Subscription, ask: 'subscribe' | undefined): string {
   return ask ? `${subscription} ${ask}` : subscription;
@@ -117,6 +189,26 @@ function epoch(): string {
 
 function checkUser(user: string): void {
   if (typeof user !== 'string' || user.length === 0) throw new TypeError('a roster needs a username');
+}
+
+/** The table as the script's flat list of pairs; throws on anything that is not a state. */
+function tableArgs(table: TransitionTable): string[] {
+  const args: string[] = [];
+  for (const [from, to] of Object.entries(table)) {
+    if (!SUB_STATES.includes(from as SubState) || !SUB_STATES.includes(to as SubState)) {
+      throw new TypeError(`invalid transition ${JSON.stringify(from)} -> ${JSON.stringify(to)}`);
+    }
+    args.push(from, to);
+  }
+  return args;
+}
+
+/** A pending request's stored value: its arrival number and the stanza. */
+function decodePending(jid: string, value: string): { seq: number; request: PendingRequest } {
+  const nl = value.indexOf('\n');
+  const seq = Number(value.slice(0, nl));
+  if (nl === -1 || !Number.isSafeInteger(seq)) throw new Error(`pending request from ${jid}: damaged value in redis`);
+  return { seq, request: { jid, stanza: value.slice(nl + 1) } };
 }
 
 /** Resolves when the client is ready; rejects after timeoutMs or when it gives up. */
@@ -178,6 +270,11 @@ export class RedisRosterStore implements RosterStore {
     return `${this.namespace}roster:${user}`;
   }
 
+  /** The key of a user's pending subscription requests. */
+  pendingKey(user: string): string {
+    return `${this.namespace}pending:${user}`;
+  }
+
   private async run(script: Lua, keys: string[], args: (string | number)[]): Promise<unknown> {
     try {
       return await this.redis.evalsha(script.sha, keys.length, ...keys, ...args);
@@ -215,7 +312,7 @@ export class RedisRosterStore implements RosterStore {
 
   async remove(user: string, jid: string): Promise<RosterChange | undefined> {
     checkUser(user);
-    const r = (await this.run(REMOVE, [this.key(user)], [FIELD + jid, epoch()])) as [string, string] | null;
+    const r = (await this.run(REMOVE, [this.key(user), this.pendingKey(user)], [FIELD + jid, epoch(), PENDING_FIELD + jid])) as [string, string] | null;
     return r === null ? undefined : { version: r[0], item: decodeItem(jid, r[1]) };
   }
 
@@ -232,7 +329,39 @@ export class RedisRosterStore implements RosterStore {
 
   async removeAll(user: string): Promise<void> {
     checkUser(user);
-    await this.redis.del(this.key(user));
+    await this.redis.del(this.key(user), this.pendingKey(user));
+  }
+
+  async transition(user: string, jid: string, table: TransitionTable, opts: { max: number; request?: string }): Promise<TransitionResult> {
+    checkUser(user);
+    checkMax(opts.max);
+    const args = [FIELD + jid, PENDING_FIELD + jid, opts.max, epoch(), opts.request ?? '', encodeDetails({ groups: [] }), ...tableArgs(table)];
+    const r = (await this.run(TRANSITION, [this.key(user), this.pendingKey(user)], args)) as [SubState, SubState, number, string?, string?];
+    const [before, after, kind] = r;
+    if (kind === -1) return { before, after: before, full: true };
+    if (kind === 0) return { before, after };
+    return { before, after, change: { version: r[3]!, item: decodeItem(jid, r[4]!) } };
+  }
+
+  async state(user: string, jid: string): Promise<SubState> {
+    checkUser(user);
+    const [[itemErr, value], [pendingErr, pending]] = (await this.redis.multi()
+      .hget(this.key(user), FIELD + jid)
+      .hexists(this.pendingKey(user), PENDING_FIELD + jid)
+      .exec())!;
+    if (itemErr) throw itemErr;
+    if (pendingErr) throw pendingErr;
+    return composeState(value === null ? undefined : decodeItem(jid, value as string), pending === 1);
+  }
+
+  async pendingRequests(user: string): Promise<PendingRequest[]> {
+    checkUser(user);
+    const all = await this.redis.hgetall(this.pendingKey(user));
+    const found: { seq: number; request: PendingRequest }[] = [];
+    for (const [field, value] of Object.entries(all)) {
+      if (field.startsWith(PENDING_FIELD)) found.push(decodePending(field.slice(PENDING_FIELD.length), value));
+    }
+    return found.sort((a, b) => a.seq - b.seq).map((p) => p.request);
   }
 
   /** Quits the connection when open() made it (resolving once it has ended); idempotent. */

@@ -3,14 +3,18 @@
 // readers run beside the one writer and the busy timeout makes writers wait
 // for each other. Every change is one IMMEDIATE transaction: the item and
 // the roster's version move together, and the size limit is checked under
-// the write lock.
+// the write lock. Subscription requests the user has not answered (the '+in'
+// of RFC 6121 Appendix A) live beside the items in roster_pending, in arrival
+// order (seq, per user), so a transition reads and writes both in the same
+// transaction.
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
   type RosterStore, type RosterItem, type RosterItemInput, type RosterChange, type Subscription, type SubscriptionChange,
-  RosterFullError, EMPTY_VERSION, checkMax, checkSubscription, compareJids, decodeDetails, encodeDetails, makeItem,
+  type SubState, type TransitionTable, type TransitionResult, type PendingRequest,
+  RosterFullError, EMPTY_VERSION, SUB_STATES, checkMax, checkSubscription, compareJids, composeState, decodeDetails, encodeDetails, makeItem, splitState,
 } from './store.ts';
 
 const BUSY_TIMEOUT_MS = 10_000;
@@ -29,6 +33,14 @@ CREATE TABLE IF NOT EXISTS roster_items (
   ask TEXT,
   PRIMARY KEY (username, jid)
 ) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS roster_pending (
+  username TEXT NOT NULL,
+  jid TEXT NOT NULL,
+  stanza TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  PRIMARY KEY (username, jid)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS roster_pending_order ON roster_pending (username, seq);
 `;
 
 type Row = Record<string, unknown>;
@@ -39,6 +51,14 @@ function rowToItem(row: Row): RosterItem {
 
 function checkUser(user: string): void {
   if (typeof user !== 'string' || user.length === 0) throw new TypeError('a roster needs a username');
+}
+
+function checkTable(table: TransitionTable): void {
+  for (const [from, to] of Object.entries(table)) {
+    if (!SUB_STATES.includes(from as SubState) || !SUB_STATES.includes(to as SubState)) {
+      throw new TypeError(`invalid transition ${JSON.stringify(from)} -> ${JSON.stringify(to)}`);
+    }
+  }
 }
 
 export class SqliteRosterStore implements RosterStore {
@@ -55,6 +75,12 @@ export class SqliteRosterStore implements RosterStore {
     remove: StatementSync;
     removeItems: StatementSync;
     removeVersion: StatementSync;
+    pending: StatementSync;
+    pendingAll: StatementSync;
+    pendingCount: StatementSync;
+    pendingInsert: StatementSync;
+    pendingRemove: StatementSync;
+    pendingRemoveAll: StatementSync;
   };
   private closed = false;
 
@@ -73,6 +99,14 @@ export class SqliteRosterStore implements RosterStore {
       remove: db.prepare('DELETE FROM roster_items WHERE username = ? AND jid = ?'),
       removeItems: db.prepare('DELETE FROM roster_items WHERE username = ?'),
       removeVersion: db.prepare('DELETE FROM roster_versions WHERE username = ?'),
+      pending: db.prepare('SELECT stanza FROM roster_pending WHERE username = ? AND jid = ?'),
+      pendingAll: db.prepare('SELECT jid, stanza FROM roster_pending WHERE username = ? ORDER BY seq'),
+      pendingCount: db.prepare('SELECT COUNT(*) AS n FROM roster_pending WHERE username = ?'),
+      // Replaces a stale request (one the state did not count) as a new arrival.
+      pendingInsert: db.prepare(`INSERT OR REPLACE INTO roster_pending (username, jid, stanza, seq)
+        VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM roster_pending WHERE username = ?1))`),
+      pendingRemove: db.prepare('DELETE FROM roster_pending WHERE username = ? AND jid = ?'),
+      pendingRemoveAll: db.prepare('DELETE FROM roster_pending WHERE username = ?'),
     };
   }
 
@@ -155,6 +189,7 @@ export class SqliteRosterStore implements RosterStore {
   async remove(user: string, jid: string): Promise<RosterChange | undefined> {
     checkUser(user);
     return this.tx(true, () => {
+      this.stmts.pendingRemove.run(user, jid);
       const row = this.stmts.item.get(user, jid);
       if (!row) return undefined;
       this.stmts.remove.run(user, jid);
@@ -187,7 +222,50 @@ export class SqliteRosterStore implements RosterStore {
     this.tx(true, () => {
       this.stmts.removeItems.run(user);
       this.stmts.removeVersion.run(user);
+      this.stmts.pendingRemoveAll.run(user);
     });
+  }
+
+  async transition(user: string, jid: string, table: TransitionTable, opts: { max: number; request?: string }): Promise<TransitionResult> {
+    checkUser(user);
+    checkMax(opts.max);
+    checkTable(table);
+    return this.tx(true, () => {
+      const row = this.stmts.item.get(user, jid);
+      const current = row ? rowToItem(row) : undefined;
+      const pending = this.stmts.pending.get(user, jid) !== undefined;
+      const before = composeState(current, pending);
+      const after = table[before] ?? before;
+      if (after === before) return { before, after };
+      const next = splitState(after);
+      const createItem = !current && (next.subscription !== 'none' || next.ask !== undefined);
+      const changeItem = current ? current.subscription !== next.subscription || current.ask !== next.ask : createItem;
+      // A request the state did not count before (none, or a stale one) is a new arrival.
+      const addPending = next.pendingIn && !splitState(before).pendingIn;
+      const dropPending = !next.pendingIn && pending;
+      if (createItem && this.full(user, opts.max)) return { before, after: before, full: true };
+      if (addPending && !pending && Number(this.stmts.pendingCount.get(user)!.n) >= opts.max) return { before, after: before, full: true };
+      if (addPending) this.stmts.pendingInsert.run(user, jid, opts.request ?? '');
+      if (dropPending) this.stmts.pendingRemove.run(user, jid);
+      if (!changeItem) return { before, after };
+      if (createItem) this.stmts.insert.run(user, jid, encodeDetails({ groups: [] }), next.subscription, next.ask ?? null);
+      else this.stmts.updateSubscription.run(next.subscription, next.ask ?? null, user, jid);
+      const version = this.bump(user);
+      return { before, after, change: { version, item: rowToItem(this.stmts.item.get(user, jid)!) } };
+    });
+  }
+
+  async state(user: string, jid: string): Promise<SubState> {
+    checkUser(user);
+    return this.tx(false, () => {
+      const row = this.stmts.item.get(user, jid);
+      return composeState(row ? rowToItem(row) : undefined, this.stmts.pending.get(user, jid) !== undefined);
+    });
+  }
+
+  async pendingRequests(user: string): Promise<PendingRequest[]> {
+    checkUser(user);
+    return this.stmts.pendingAll.all(user).map((r) => ({ jid: String(r.jid), stanza: String(r.stanza) }));
   }
 
   close(): void {

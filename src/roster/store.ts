@@ -35,6 +35,37 @@ export interface SubscriptionChange extends RosterChange {
   changed: boolean;
 }
 
+/**
+ * RFC 6121 Appendix A.1: the nine states of a user's subscription with one
+ * contact, from the user's side. The part before '+' is the roster item's
+ * subscription; '+out' is a request the user sent and the contact has not
+ * answered (the item's ask="subscribe"); '+in' is a request from the contact
+ * the user has not answered (kept apart from the roster: a pending-in
+ * request alone is not a roster item, RFC 6121 §3.1.3).
+ */
+export type SubState = 'none' | 'none+out' | 'none+in' | 'none+out+in' | 'to' | 'to+in' | 'from' | 'from+out' | 'both';
+export const SUB_STATES: readonly SubState[] = ['none', 'none+out', 'none+in', 'none+out+in', 'to', 'to+in', 'from', 'from+out', 'both'];
+
+/** An event's effect (one table of RFC 6121 Appendix A): the state after it, from each state; states not listed do not change. */
+export type TransitionTable = Partial<Record<SubState, SubState>>;
+
+export interface TransitionResult {
+  before: SubState;
+  /** The state now: `before` when nothing changed (no change in the table, or `full`). */
+  after: SubState;
+  /** Set when the roster item's subscription or ask changed (or the item was created): the item as it is now and the new roster version, for a roster push. */
+  change?: RosterChange;
+  /** The change needed room (a new roster item, or a new pending request) beyond `max`: nothing was written. */
+  full?: true;
+}
+
+export interface PendingRequest {
+  /** The contact's normalised bare JID. */
+  jid: string;
+  /** The subscription request as received (a serialised presence stanza), to deliver again. */
+  stanza: string;
+}
+
 /** The version of a roster that was never written (or was deleted): always empty. */
 export const EMPTY_VERSION = '0';
 
@@ -50,7 +81,7 @@ export interface RosterStore {
    * an existing item never does.
    */
   set(user: string, item: RosterItemInput, max: number): Promise<RosterChange>;
-  /** Removes an item; undefined (and no version change) when there was none. */
+  /** Removes an item, and any pending request from that contact; undefined (and no version change) when there was no item. */
   remove(user: string, jid: string): Promise<RosterChange | undefined>;
   /**
    * Sets an item's subscription state (RFC 6121 §3). When there is no such
@@ -58,7 +89,24 @@ export interface RosterStore {
    * added (no name, no groups) within create.max (else RosterFullError).
    */
   setSubscription(user: string, jid: string, subscription: Subscription, ask: 'subscribe' | undefined, create?: { max: number }): Promise<SubscriptionChange | undefined>;
-  /** Deletes the whole roster (account deletion). */
+  /**
+   * Applies one subscription event atomically (RFC 6121 Appendix A): reads
+   * the pair's state, looks up the next state in `table`, and writes it,
+   * whoever else changes the same roster at the same time. The item part
+   * ('none' | 'to' | 'from' | 'both' and '+out' as ask) updates the roster
+   * item, creating one (no name, no groups) when the state needs an item
+   * and there is none, within `max` items (else `full`); the roster version
+   * changes only when the item does. The '+in' part adds or drops the
+   * pending request: a new one keeps `request` (at most `max` pending
+   * requests per user, else `full`). The state of a pair with no item and
+   * no pending request is 'none'.
+   */
+  transition(user: string, jid: string, table: TransitionTable, opts: { max: number; request?: string }): Promise<TransitionResult>;
+  /** The pair's current state (RFC 6121 Appendix A.1). */
+  state(user: string, jid: string): Promise<SubState>;
+  /** Subscription requests the user has not answered, in the order they came. */
+  pendingRequests(user: string): Promise<PendingRequest[]>;
+  /** Deletes the whole roster and the pending requests (account deletion). */
   removeAll(user: string): Promise<void>;
   /** Releases the store; idempotent. */
   close(): void | Promise<void>;
@@ -106,4 +154,18 @@ export function makeItem(jid: string, details: Pick<RosterItem, 'name' | 'groups
     ...(ask !== undefined ? { ask } : {}),
     groups: [...details.groups],
   };
+}
+
+/** The state of a pair from its roster item (if any) and whether a request from the contact is pending. */
+export function composeState(item: Pick<RosterItem, 'subscription' | 'ask'> | undefined, pendingIn: boolean): SubState {
+  const sub = item?.subscription ?? 'none';
+  const out = item?.ask === 'subscribe' && (sub === 'none' || sub === 'from');
+  const inn = pendingIn && (sub === 'none' || sub === 'to');
+  return `${sub}${out ? '+out' : ''}${inn ? '+in' : ''}` as SubState;
+}
+
+/** A state's parts: the item's subscription and ask, and whether a request is pending in. */
+export function splitState(state: SubState): { subscription: Subscription; ask: 'subscribe' | undefined; pendingIn: boolean } {
+  const [subscription, ...flags] = state.split('+') as [Subscription, ...string[]];
+  return { subscription, ask: flags.includes('out') ? 'subscribe' : undefined, pendingIn: flags.includes('in') };
 }

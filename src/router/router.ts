@@ -10,7 +10,14 @@ import type { Jid } from '../xmpp/jid.ts';
 import type { SessionRecord, SessionRegistry } from '../registry/registry.ts';
 import type { ServerModule, IqHandler } from '../modules/module.ts';
 import type { Session } from '../session/session.ts';
-import type { Envelope } from '../worker/wire.ts';
+import { NS_CARBONS } from '../xmpp/ns.ts';
+import type { Envelope, Only } from '../worker/wire.ts';
+import type { RosterStore } from '../roster/store.ts';
+import type { OfflineStore } from '../offline/store.ts';
+import { shouldStore, stamp } from '../offline/offline.ts';
+import { PresenceService } from '../presence/presence.ts';
+import type { PresenceRouting } from '../presence/presence.ts';
+import { carbonCopy, carbonsEligible } from '../modules/carbons.ts';
 import { log } from '../log.ts';
 
 /** How stanzas leave this worker: to another worker of the node, or another node. */
@@ -29,6 +36,11 @@ export interface RouterDeps {
   accountExists: (local: string) => Promise<boolean>;
   transport: Transport;
   modules: ServerModule[];
+  roster: RosterStore;
+  offline: OfflineStore;
+  maxRosterItems: number;
+  maxOfflineMessages: number;
+  maxDirectedPresence: number;
 }
 
 const isElement = (c: Element | string): c is Element => typeof c !== 'string';
@@ -39,15 +51,29 @@ function table(modules: ServerModule[], pick: (m: ServerModule) => Record<string
   return t;
 }
 
-export class Router {
+export class Router implements PresenceRouting {
   private readonly d: RouterDeps;
   private readonly serverIq: Map<string, IqHandler>;
   private readonly accountIq: Map<string, IqHandler>;
+  readonly presence: PresenceService;
 
   constructor(deps: RouterDeps) {
     this.d = deps;
     this.serverIq = table(deps.modules, (m) => m.server);
     this.accountIq = table(deps.modules, (m) => m.account);
+    this.presence = new PresenceService(
+      {
+        domain: deps.domain,
+        roster: deps.roster,
+        offline: deps.offline,
+        registry: deps.registry,
+        accountExists: deps.accountExists,
+        maxRosterItems: deps.maxRosterItems,
+        maxOfflineMessages: deps.maxOfflineMessages,
+        maxDirected: deps.maxDirectedPresence,
+      },
+      this,
+    );
   }
 
   /** A stanza from an established session: validate, stamp 'from', route. */
@@ -64,9 +90,9 @@ export class Router {
     if (from !== undefined && from !== s.jid && from !== s.bare && !sameJid(from, s.jid!)) throw new StreamError('invalid-from', `${from} is not this stream's address`);
     el.attrs.from = s.jid!;
 
+    if (el.name === 'presence') return this.presenceFromClient(el, s);
     let to: Jid;
     if (el.attrs.to === undefined) {
-      if (el.name === 'presence') return s.ownPresence(el);
       // §10.3: no 'to' means the sender's own bare JID.
       to = { local: s.username ?? s.anonLocal!, domain: this.d.domain, resource: '' };
     } else {
@@ -77,7 +103,45 @@ export class Router {
         throw err;
       }
     }
+    if (el.name === 'message') {
+      // XEP-0280 §6: <private/> keeps a message out of carbons; it is not passed on.
+      const priv = el.getChild('private', NS_CARBONS);
+      if (priv) el.remove(priv);
+      else if (carbonsEligible(el)) this.carbons(el, 'sent', s.bare!, [s.id]);
+    }
     return this.route(el, to, s);
+  }
+
+  private async presenceFromClient(el: Element, s: Session): Promise<void> {
+    let to: Jid | undefined;
+    if (el.attrs.to !== undefined) {
+      try {
+        to = parseJid(el.attrs.to);
+      } catch (err) {
+        if (err instanceof JidError) return this.bounce(s, el, new StanzaError('jid-malformed', err.message));
+        throw err;
+      }
+    }
+    try {
+      await this.presence.fromClient(el, s, to);
+    } catch (err) {
+      if (err instanceof StanzaError) return this.bounce(s, el, err);
+      throw err;
+    }
+  }
+
+  /**
+   * XEP-0280: a copy of a message, wrapped as sent or received, to the
+   * account's resources other than those in `except` that enabled carbons.
+   */
+  private carbons(el: Element, kind: 'sent' | 'received', bare: string, except: string[]): void {
+    void this.d.registry.resources(bare).then(
+      (recs) => {
+        const others = recs.filter((r) => !except.includes(r.sid));
+        for (const rec of others) this.deliver(rec, carbonCopy(el, kind, bare, rec.jid), 'carbons');
+      },
+      (err: unknown) => log.debug('carbons: registry unavailable', { err: String(err) }),
+    );
   }
 
   private async route(el: Element, to: Jid, sender: Session | undefined): Promise<void> {
@@ -89,7 +153,11 @@ export class Router {
     const bareJid = `${to.local}@${to.domain}`;
     if (to.resource) {
       const rec = await this.d.registry.lookup(`${bareJid}/${to.resource}`);
-      if (rec) return this.deliver(rec, el);
+      if (rec) {
+        this.deliver(rec, el);
+        if (el.name === 'message' && carbonsEligible(el)) this.carbons(el, 'received', bareJid, [rec.sid]);
+        return;
+      }
       // RFC 6121 §8.5.3.2: no such resource.
       if (el.name === 'message') {
         if (el.attrs.type === 'groupchat') return this.reject(sender, el, new StanzaError('service-unavailable'));
@@ -121,7 +189,15 @@ export class Router {
     if (type === 'error') return;
     if (type === 'groupchat') return this.reject(sender, el, new StanzaError('service-unavailable'));
     if (available.length === 0) {
+      // §8.5.2.2.1: headline is dropped; normal and chat are stored (XEP-0160) or refused.
       if (type === 'headline') return;
+      if (shouldStore(el) && (await this.storeOffline(local, el))) {
+        // The account may have become available while this was stored, after
+        // its session took what was waiting: have it take again.
+        const now = (await this.available(bareJid)).filter((r) => r.priority >= 0);
+        if (now.length > 0) this.send(now[0], { t: 'offline', jid: now[0].jid, sid: now[0].sid });
+        return;
+      }
       return this.reject(sender, el, new StanzaError('service-unavailable', 'the recipient is offline'));
     }
     if (type === 'headline') {
@@ -130,7 +206,19 @@ export class Router {
     }
     // §8.5.2.1.1: normal and chat go to the most available resource(s).
     const top = Math.max(...available.map((r) => r.priority));
-    for (const r of available) if (r.priority === top) this.deliver(r, el);
+    const to = available.filter((r) => r.priority === top);
+    for (const r of to) this.deliver(r, el);
+    if (carbonsEligible(el)) this.carbons(el, 'received', bareJid, to.map((r) => r.sid));
+  }
+
+  /** XEP-0160 with a XEP-0203 stamp; false when the user's store is full (or failing). */
+  private async storeOffline(local: string, el: Element): Promise<boolean> {
+    try {
+      return await this.d.offline.push(local, stamp(el, this.d.domain, new Date()).toString(), this.d.maxOfflineMessages);
+    } catch (err) {
+      log.warn('offline storage failed', { user: local, err: String(err) });
+      return false;
+    }
   }
 
   private async toServer(el: Element, sender: Session | undefined): Promise<void> {
@@ -194,6 +282,22 @@ export class Router {
    * only where it lives: the envelope is marked and the receiving side drops
    * it for a session that has not requested the roster.
    */
+  /** Available resources of an account (PresenceRouting). */
+  async available(bare: string): Promise<SessionRecord[]> {
+    return (await this.d.registry.resources(bare)).filter((r) => r.available);
+  }
+
+  /** Asks a session, wherever it lives, for its presence (PresenceRouting). */
+  probe(rec: SessionRecord, answerTo: string): void {
+    this.send(rec, { t: 'probe', jid: rec.jid, sid: rec.sid, answerTo });
+  }
+
+  private send(rec: SessionRecord, env: Envelope): void {
+    if (rec.node !== this.d.node) void this.d.transport.toNode(rec.node, rec.worker, env);
+    else if (rec.worker === this.d.worker) this.onEnvelope(env);
+    else this.d.transport.toWorker(rec.worker, env);
+  }
+
   async pushRoster(bareJid: string, query: Element): Promise<void> {
     let recs: SessionRecord[];
     try {
@@ -206,29 +310,31 @@ export class Router {
       // No 'from': implicitly the account's bare JID (§2.1.6).
       const iq = new Element('iq', { type: 'set', id: `push-${randomBytes(6).toString('base64url')}`, to: rec.jid });
       iq.cnode(clone(query));
-      this.deliver(rec, iq, true);
+      this.deliver(rec, iq, 'roster');
     }
   }
 
-  deliver(rec: SessionRecord, el: Element, rosterPush = false): void {
+  /** To one session wherever it lives; `only` for a session that asked for that kind of stanza. */
+  deliver(rec: SessionRecord, el: Element, only?: Only): void {
     const xml = el.toString();
-    const env: Envelope = rosterPush ? { t: 'deliver', jid: rec.jid, sid: rec.sid, xml, roster: true } : { t: 'deliver', jid: rec.jid, sid: rec.sid, xml };
+    const env: Envelope = only ? { t: 'deliver', jid: rec.jid, sid: rec.sid, xml, only } : { t: 'deliver', jid: rec.jid, sid: rec.sid, xml };
     if (rec.node !== this.d.node) {
-      void this.d.transport.toNode(rec.node, rec.worker, env).then((ok) => ok || rosterPush || this.undeliverable(el));
+      void this.d.transport.toNode(rec.node, rec.worker, env).then((ok) => ok || only || this.undeliverable(el));
     } else if (rec.worker === this.d.worker) {
-      this.deliverLocal(rec.jid, rec.sid, xml, el, rosterPush);
+      this.deliverLocal(rec.jid, rec.sid, xml, el, only);
     } else {
       this.d.transport.toWorker(rec.worker, env);
     }
   }
 
-  private deliverLocal(jid: string, sid: string, xml: string, el?: Element, rosterPush = false): void {
+  private deliverLocal(jid: string, sid: string, xml: string, el?: Element, only?: Only): void {
     const s = this.d.sessions.get(sid);
     if (s && s.jid === jid) {
-      if (rosterPush && !s.rosterRequested) return; // not an interested resource
+      if (only === 'roster' && !s.rosterRequested) return; // not an interested resource (RFC 6121 §2.1.6)
+      if (only === 'carbons' && !s.carbons) return; // XEP-0280: carbons not enabled
       if (s.deliver(xml)) return;
     }
-    if (rosterPush) return; // the session left: nobody to answer
+    if (only) return; // the session left: nobody to answer
     this.undeliverable(el ?? parseStanza(xml));
   }
 
@@ -244,17 +350,17 @@ export class Router {
 
   /** An envelope from another worker or node for a session of this worker. */
   onEnvelope(env: Envelope): void {
-    if (env.t === 'deliver') return this.deliverLocal(env.jid, env.sid, env.xml, undefined, env.roster === true);
+    if (env.t === 'deliver') return this.deliverLocal(env.jid, env.sid, env.xml, undefined, env.only);
     const s = this.d.sessions.get(env.sid);
-    if (s && s.jid === env.jid) s.close({ condition: env.condition, text: env.text });
+    if (!s || s.jid !== env.jid) return;
+    if (env.t === 'probe') this.presence.answerProbe(s, env.answerTo);
+    else if (env.t === 'offline') void this.presence.flushOffline(s);
+    else s.close({ condition: env.condition, text: env.text });
   }
 
   /** Ends a session wherever it lives (conflict policy "new wins"). */
   kick(rec: SessionRecord, condition: 'conflict', text: string): void {
-    const env: Envelope = { t: 'kick', jid: rec.jid, sid: rec.sid, condition, text };
-    if (rec.node !== this.d.node) void this.d.transport.toNode(rec.node, rec.worker, env);
-    else if (rec.worker === this.d.worker) this.onEnvelope(env);
-    else this.d.transport.toWorker(rec.worker, env);
+    this.send(rec, { t: 'kick', jid: rec.jid, sid: rec.sid, condition, text });
   }
 }
 

@@ -51,6 +51,12 @@ export class Session {
   /** RFC 6121 §2.1.6: this resource requested the roster (an "interested resource"): it gets roster pushes. */
   rosterRequested = false;
   priority = 0;
+  /** The last available presence this session broadcast: the answer to probes (RFC 6121 §4.3.2). */
+  lastPresence: Element | undefined;
+  /** Who got directed presence from this session while available (RFC 6121 §4.6). */
+  readonly directed = new Set<string>();
+  /** XEP-0280: this resource gets carbon copies. */
+  carbons = false;
   readonly createdAt = Date.now();
   lastActivity = this.createdAt;
 
@@ -463,17 +469,6 @@ export class Session {
     if (reply) this.send(reply);
   }
 
-  // ---- presence of this session (RFC 6121 §4.2, §4.5) ----
-
-  async ownPresence(el: Element): Promise<void> {
-    const type = el.attrs.type;
-    if (type !== undefined && type !== 'unavailable') return; // subscriptions need a roster
-    this.available = type === undefined;
-    const p = Number.parseInt(el.getChildText('priority') ?? '0', 10);
-    this.priority = Number.isFinite(p) ? Math.max(-128, Math.min(127, p)) : 0;
-    await this.ctx.registry.setPresence(this.jid!, this.id, this.available, this.priority);
-  }
-
   // ---- output ----
 
   send(el: Element): void {
@@ -523,6 +518,8 @@ export class Session {
     this.ctx.all.delete(this);
     if (this.jid && this.ctx.sessions.delete(this.id)) {
       void this.ctx.registry.unbind(this.jid, this.id);
+      // RFC 6121 §4.5.2: gone without a word is unavailable all the same.
+      void this.ctx.router.presence.sessionEnded(this);
     }
     this.mailbox.length = 0;
   }

@@ -4,6 +4,7 @@ import type { SecureContext } from 'node:tls';
 import type { Config } from '../config/index.ts';
 import type { AccountStore } from '../accounts/store.ts';
 import type { RosterStore } from '../roster/store.ts';
+import type { OfflineStore } from '../offline/store.ts';
 import type { SessionRegistry } from '../registry/registry.ts';
 import type { Router } from '../router/router.ts';
 import type { Session } from '../session/session.ts';
@@ -13,6 +14,7 @@ export interface WorkerContext {
   secureContext: SecureContext;
   accounts: AccountStore;
   roster: RosterStore;
+  offline: OfflineStore;
   registry: SessionRegistry;
   router: Router;
   node: string;

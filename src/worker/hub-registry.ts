@@ -11,6 +11,7 @@ import type { FromHub, ToHub } from './wire.ts';
 export class HubRegistry implements SessionRegistry {
   private readonly replica = new MemoryRegistry();
   private readonly pending = new Map<number, (o: BindOutcome) => void>();
+  private readonly acks = new Map<number, () => void>();
   private nextQ = 1;
   private readonly hub: MessagePort;
 
@@ -28,6 +29,10 @@ export class HubRegistry implements SessionRegistry {
       case 'bound':
         this.pending.get(msg.q)?.(msg.outcome);
         this.pending.delete(msg.q);
+        return true;
+      case 'ack':
+        this.acks.get(msg.q)?.();
+        this.acks.delete(msg.q);
         return true;
       case 'put':
         this.replica.put(msg.rec);
@@ -52,9 +57,16 @@ export class HubRegistry implements SessionRegistry {
     this.send({ t: 'unbind', jid, sid });
   }
 
-  async setPresence(jid: string, sid: string, available: boolean, priority: number): Promise<void> {
-    this.send({ t: 'presence', jid, sid, available, priority });
+  /** Resolves once the hub has applied the change and sent it to every worker. */
+  setPresence(jid: string, sid: string, available: boolean, priority: number): Promise<void> {
+    const q = this.nextQ++;
+    return new Promise((resolve) => {
+      this.acks.set(q, resolve);
+      this.send({ t: 'presence', q, jid, sid, available, priority });
+    });
   }
+
+  async noteDirected(): Promise<void> {}
 
   async lookup(jid: string): Promise<SessionRecord | undefined> {
     return this.replica.lookup(jid);

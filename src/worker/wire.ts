@@ -3,6 +3,7 @@
 import { Packr } from 'msgpackr';
 import type { BindOutcome, BindRequest, SessionRecord } from '../registry/registry.ts';
 import type { StreamCondition } from '../xmpp/errors.ts';
+import type { Departed } from '../presence/presence.ts';
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
@@ -13,7 +14,7 @@ export const decode = <T>(buf: Uint8Array): T => packr.unpack(buf) as T;
 export type ToHub =
   | { t: 'bind'; q: number; req: BindRequest }
   | { t: 'unbind'; jid: string; sid: string }
-  | { t: 'presence'; jid: string; sid: string; available: boolean; priority: number }
+  | { t: 'presence'; q: number; jid: string; sid: string; available: boolean; priority: number }
   | { t: 'hello'; threadId: number }
   | { t: 'ready' }
   | { t: 'stopped' };
@@ -22,6 +23,8 @@ export type ToHub =
 export type FromHub =
   | { t: 'welcome'; index: number; workers: number }
   | { t: 'bound'; q: number; outcome: BindOutcome }
+  // a presence change was applied and sent to every worker
+  | { t: 'ack'; q: number }
   | { t: 'put'; rec: SessionRecord }
   | { t: 'del'; jid: string; sid: string }
   | { t: 'shutdown' }
@@ -29,9 +32,21 @@ export type FromHub =
   // Redis lost its data and local sessions must be registered again
   | { t: 'epoch'; epoch: string }
   | { t: 'fenced' }
-  | { t: 'reset' };
+  | { t: 'reset' }
+  // cluster mode: sessions of a dead node, whose unavailable presence this worker announces
+  | { t: 'departed'; list: Departed[] };
 
-/** Worker ↔ worker (and node ↔ node): delivery to one session. */
+/**
+ * Worker ↔ worker (and node ↔ node): delivery to one session. `only` marks a
+ * stanza meant only for a session that asked for that kind (a roster push
+ * for a resource that requested the roster, a carbon copy for one that
+ * enabled carbons): whether it did is known only where it lives.
+ */
+export type Only = 'roster' | 'carbons';
 export type Envelope =
-  | { t: 'deliver'; jid: string; sid: string; xml: string; roster?: true }
+  | { t: 'deliver'; jid: string; sid: string; xml: string; only?: Only }
+  // RFC 6121 §4.3.2: send your current presence to answerTo
+  | { t: 'probe'; jid: string; sid: string; answerTo: string }
+  // XEP-0160: a message was stored just as this session became available: take it
+  | { t: 'offline'; jid: string; sid: string }
   | { t: 'kick'; jid: string; sid: string; condition: StreamCondition; text?: string };

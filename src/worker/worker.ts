@@ -8,6 +8,7 @@ import type { Config } from '../config/index.ts';
 import type { TlsIdentity } from '../tls/certificate.ts';
 import { openAccountStore } from '../accounts/open.ts';
 import { openRosterStore } from '../roster/open.ts';
+import { openOfflineStore } from '../offline/open.ts';
 import { HubRegistry } from './hub-registry.ts';
 import { RedisRegistry, K } from '../registry/redis.ts';
 import { connectRedis } from '../cluster/redis.ts';
@@ -24,6 +25,8 @@ import { disco } from '../modules/disco.ts';
 import { register } from '../modules/register.ts';
 import { sessionLegacy } from '../modules/session-legacy.ts';
 import { roster, pushQuery } from '../modules/roster.ts';
+import { carbons } from '../modules/carbons.ts';
+import { NS_MSGOFFLINE } from '../xmpp/ns.ts';
 import type { ServerModule } from '../modules/module.ts';
 import { log, setLogLevel } from '../log.ts';
 
@@ -35,6 +38,8 @@ export interface WorkerData {
 export type Task = { t: 'join'; port: MessagePort } | { t: 'conn'; socket: net.Socket; directTls: boolean };
 
 const { config, tls: identity } = workerData as WorkerData;
+/** Entities one session may send directed presence to and have it tracked (RFC 6121 §4.6). */
+const MAX_DIRECTED_PRESENCE = 1000;
 setLogLevel(config.logLevel);
 
 let ctx: WorkerContext | undefined;
@@ -127,12 +132,15 @@ async function join(hub: MessagePort): Promise<void> {
   const registry = backend.registry;
   const peers = new Map<number, MessagePort>();
   const rosterStore = await openRosterStore(config);
+  const offline = await openOfflineStore(config);
   const modules: ServerModule[] = [
-    ping, version, register, sessionLegacy,
+    ping, version, register, sessionLegacy, carbons,
+    { features: config.maxOfflineMessages > 0 ? [NS_MSGOFFLINE] : [] },
     roster({
       store: rosterStore,
       maxItems: config.maxRosterItems,
       push: (user, item, ver) => void router.pushRoster(`${user}@${config.domain}`, pushQuery(item, ver)),
+      removed: (user, jid, before) => router.presence.itemRemoved(user, jid, before),
     }),
   ];
   modules.push(disco(() => modules));
@@ -153,12 +161,18 @@ async function join(hub: MessagePort): Promise<void> {
       toNode: backend.toNode,
     },
     modules,
+    roster: rosterStore,
+    offline,
+    maxRosterItems: config.maxRosterItems,
+    maxOfflineMessages: config.maxOfflineMessages,
+    maxDirectedPresence: MAX_DIRECTED_PRESENCE,
   });
   const c: WorkerContext = {
     config,
     secureContext: tls.createSecureContext({ cert: identity.cert, key: identity.key }),
     accounts,
     roster: rosterStore,
+    offline,
     registry,
     router,
     node: config.nodeId,
@@ -197,6 +211,9 @@ async function join(hub: MessagePort): Promise<void> {
         for (const s of [...c.all]) s.close({ condition: 'system-shutdown', text: 'this node lost its cluster membership; reconnect' });
         if (registry instanceof RedisRegistry) registry.invalidateAll();
         break;
+      case 'departed':
+        void router.presence.departed(msg.list);
+        break;
       case 'reset':
         if (registry instanceof RedisRegistry) registry.invalidateAll();
         void reregister(c).catch((err: unknown) => log.error('re-registration failed', { err: String(err) }));
@@ -207,6 +224,7 @@ async function join(hub: MessagePort): Promise<void> {
           clearInterval(sweeper);
           accounts.close();
           void rosterStore.close();
+          void offline.close();
           backend.close();
           stop();
         });

@@ -14,3 +14,12 @@ export const NS_VERSION = 'jabber:iq:version';
 export const NS_REGISTER = 'jabber:iq:register';
 export const NS_REGISTER_FEATURE = 'http://jabber.org/features/iq-register';
 export const NS_XML = 'http://www.w3.org/XML/1998/namespace';
+export const NS_CARBONS = 'urn:xmpp:carbons:2';
+export const NS_FORWARD = 'urn:xmpp:forward:0';
+export const NS_HINTS = 'urn:xmpp:hints';
+export const NS_RECEIPTS = 'urn:xmpp:receipts';
+export const NS_MARKERS = 'urn:xmpp:chat-markers:0';
+export const NS_CHATSTATES = 'http://jabber.org/protocol/chatstates';
+export const NS_DELAY = 'urn:xmpp:delay';
+/** XEP-0160 disco feature: offline messages are stored. */
+export const NS_MSGOFFLINE = 'msgoffline';

@@ -80,9 +80,17 @@ test.serial('kill -9 of a node: its sessions leave the registry within the lease
   // Bound: the lease, plus one heartbeat period to notice, plus slack for CI.
   t.true(took <= LEASE_MS * 2 + 1000, `removed after ${took} ms`);
   // A stanza to the dead session gets the unavailable handling.
-  const bounce = a.exchange(`<message to='${jb}' type='chat' id='to-dead'><body>hello?</body></message>`, /id=["']to-dead["'][^>]*>[\s\S]*?<service-unavailable|<service-unavailable[\s\S]*?id=["']to-dead["']/);
+  // A stanza to the dead session gets the unavailable handling: refused
+  // when it is not to be stored (XEP-0334 <no-store/>)...
+  const bounce = a.exchange(`<message to='${jb}' type='chat' id='to-dead'><body>hello?</body><no-store xmlns='urn:xmpp:hints'/></message>`, /id=["']to-dead["'][^>]*>[\s\S]*?<service-unavailable|<service-unavailable[\s\S]*?id=["']to-dead["']/);
   await bounce;
-  t.pass();
+  // ...and otherwise kept offline (XEP-0160), for bob's next session, on any node.
+  await a.exchange(`<message to='${jb}' type='chat' id='kept'><body>for later</body></message><iq type='get' id='after-kept' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`, /id=["']after-kept["']/);
+  t.false(/id=["']kept["']/.test(a.buffer), 'not bounced');
+  const { c: b2 } = await login(nodes[2].c2sPort, 'bob', 'bob-pw', 'back');
+  t.teardown(() => b2.destroy());
+  b2.send('<presence/>');
+  await b2.waitFor(/<body>for later<\/body>/);
   // The survivors' sessions are untouched and still talk across nodes.
   t.truthy(await r.hget('xmpp:s:alice@localhost', 'stay'));
   t.truthy(await r.hget('xmpp:s:carol@localhost', 'stay'));

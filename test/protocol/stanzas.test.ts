@@ -42,7 +42,8 @@ async function available(who: { c: RawClient; jid: string }, sender: { c: RawCli
   for (let n = 0; n < 100; n++) {
     const id = uid('probe');
     const from = sender.c.items.length;
-    sender.c.send(`<message to='${bare}' id='${id}' type='normal'><body>probe</body></message>`);
+    // Not to be stored offline (XEP-0334): until `who` is available it bounces.
+    sender.c.send(`<message to='${bare}' id='${id}' type='normal'><body>probe</body><no-store xmlns='urn:xmpp:hints'/></message>`);
     const delivered = await within(
       Promise.race([
         who.c.find((el) => el.attrs.id === id).then(() => true, () => false),
@@ -193,15 +194,17 @@ test('a message to an offline full JID goes to an available resource of the acco
   dave.c.destroy();
 });
 
-test('a message to a bare JID with no available resource → service-unavailable, not delivered', async (t) => {
+test('a message to a bare JID with no available resource, not to be stored → service-unavailable, not delivered', async (t) => {
   // carol is connected and bound, but has sent no presence: not available.
+  // The <no-store/> hint (XEP-0334) keeps the message out of offline storage
+  // (test/protocol/offline.test.ts covers storage).
   const carol = await online(server.c2sPort, 'carol', 'carol-pw', 'quiet');
   const id = uid('m');
-  const r = await request(alice.c, `<message to='carol@localhost' id='${id}' type='chat'><body>are you there?</body></message>`, id);
+  const r = await request(alice.c, `<message to='carol@localhost' id='${id}' type='chat'><body>are you there?</body><no-store xmlns='urn:xmpp:hints'/></message>`, id);
   checkError(t, r, 'message', id, 'cancel', 'service-unavailable', 'carol@localhost');
   // Also to an offline full JID of that account.
   const id2 = uid('m');
-  const r2 = await request(alice.c, `<message to='carol@localhost/elsewhere' id='${id2}' type='chat'><body>?</body></message>`, id2);
+  const r2 = await request(alice.c, `<message to='carol@localhost/elsewhere' id='${id2}' type='chat'><body>?</body><no-store xmlns='urn:xmpp:hints'/></message>`, id2);
   checkError(t, r2, 'message', id2, 'cancel', 'service-unavailable');
   await ping(carol.c);
   t.false(carol.c.items.some((i) => i.kind === 'el' && i.el.name === 'message'), 'carol received nothing');

@@ -208,7 +208,7 @@ test('a client that disconnects abruptly mid-stanza does not disturb others', as
   t.false(watcher.c.items.some((i) => i.kind === 'el' && i.el.attrs.id === 'cut'), 'the half stanza was not delivered');
   // The dead session's address is unavailable now: a message to it comes back as an error.
   const id = uid('gone');
-  talker.c.send(`<message to='${jid}' id='${id}' type='chat'><body>anyone?</body></message>`);
+  talker.c.send(`<message to='${jid}' id='${id}' type='chat'><body>anyone?</body><no-store xmlns='urn:xmpp:hints'/></message>`);
   const bounce = await within(talker.c.find((el) => el.attrs.id === id), 5000, 'bounce');
   t.is(bounce.attrs.type, 'error');
 });

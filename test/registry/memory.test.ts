@@ -8,6 +8,7 @@ function asRegistry(m: MemoryRegistry): SessionRegistry {
     bind: async (req) => m.bind(req),
     unbind: async (jid, sid) => void m.remove(jid, sid),
     setPresence: async (jid, sid, available, priority) => void m.setPresence(jid, sid, available, priority),
+    noteDirected: async () => {},
     lookup: async (jid) => m.lookup(jid),
     resources: async (bare) => m.resources(bare),
   };

@@ -1,7 +1,10 @@
 // The behaviour every RosterStore must have, run against each implementation
 // (the embedded SQLite store and the cluster's Redis store).
 import test, { type ExecutionContext } from 'ava';
-import { type RosterStore, type RosterItem, RosterFullError, EMPTY_VERSION } from '../../src/roster/store.ts';
+import {
+  type RosterStore, type RosterItem, type SubState, type TransitionTable, type TransitionResult,
+  RosterFullError, EMPTY_VERSION, SUB_STATES, splitState,
+} from '../../src/roster/store.ts';
 
 export interface Backend {
   /** A fresh, empty store; closed when the test ends. */
@@ -13,6 +16,69 @@ export interface Backend {
 export type OpenBackend = (t: ExecutionContext) => Promise<Backend>;
 
 const BIG = 1000;
+
+// RFC 6121 Appendix A: each event's effect, from the user's side (states not
+// listed do not change).
+/** A.2.1: the user sends subscribe. */
+export const OUT_SUBSCRIBE: TransitionTable = { 'none': 'none+out', 'none+in': 'none+out+in', 'from': 'from+out' };
+/** A.2.2: the user sends unsubscribe. */
+export const OUT_UNSUBSCRIBE: TransitionTable = {
+  'none+out': 'none', 'none+out+in': 'none+in', 'to': 'none', 'to+in': 'none+in', 'from+out': 'from', 'both': 'from',
+};
+/** A.2.3: the user sends subscribed (approves the contact's request). */
+export const OUT_SUBSCRIBED: TransitionTable = { 'none+in': 'from', 'none+out+in': 'from+out', 'to+in': 'both' };
+/** A.2.4: the user sends unsubscribed (denies or cancels). */
+export const OUT_UNSUBSCRIBED: TransitionTable = {
+  'none+in': 'none', 'none+out+in': 'none+out', 'to+in': 'to', 'from': 'none', 'from+out': 'none+out', 'both': 'to',
+};
+/** A.3.1: a subscribe comes in from the contact. */
+export const IN_SUBSCRIBE: TransitionTable = { 'none': 'none+in', 'none+out': 'none+out+in', 'to': 'to+in' };
+/** A.3.2: an unsubscribe comes in. */
+export const IN_UNSUBSCRIBE: TransitionTable = {
+  'none+in': 'none', 'none+out+in': 'none+out', 'to+in': 'to', 'from': 'none', 'from+out': 'none+out', 'both': 'to',
+};
+/** A.3.3: a subscribed comes in (the contact approved the user's request). */
+export const IN_SUBSCRIBED: TransitionTable = { 'none+out': 'to', 'none+out+in': 'to+in', 'from+out': 'both' };
+/** A.3.4: an unsubscribed comes in. */
+export const IN_UNSUBSCRIBED: TransitionTable = {
+  'none+out': 'none', 'none+out+in': 'none+in', 'to': 'none', 'to+in': 'none+in', 'from+out': 'from', 'both': 'from',
+};
+
+const TABLES: [string, TransitionTable][] = [
+  ['A.2.1 outbound subscribe', OUT_SUBSCRIBE],
+  ['A.2.2 outbound unsubscribe', OUT_UNSUBSCRIBE],
+  ['A.2.3 outbound subscribed', OUT_SUBSCRIBED],
+  ['A.2.4 outbound unsubscribed', OUT_UNSUBSCRIBED],
+  ['A.3.1 inbound subscribe', IN_SUBSCRIBE],
+  ['A.3.2 inbound unsubscribe', IN_UNSUBSCRIBE],
+  ['A.3.3 inbound subscribed', IN_SUBSCRIBED],
+  ['A.3.4 inbound unsubscribed', IN_UNSUBSCRIBED],
+];
+
+/** Events that take a new pair ('none') to each state. */
+const PATHS: Record<SubState, TransitionTable[]> = {
+  'none': [],
+  'none+out': [OUT_SUBSCRIBE],
+  'none+in': [IN_SUBSCRIBE],
+  'none+out+in': [OUT_SUBSCRIBE, IN_SUBSCRIBE],
+  'to': [OUT_SUBSCRIBE, IN_SUBSCRIBED],
+  'to+in': [OUT_SUBSCRIBE, IN_SUBSCRIBED, IN_SUBSCRIBE],
+  'from': [IN_SUBSCRIBE, OUT_SUBSCRIBED],
+  'from+out': [IN_SUBSCRIBE, OUT_SUBSCRIBED, OUT_SUBSCRIBE],
+  'both': [IN_SUBSCRIBE, OUT_SUBSCRIBED, OUT_SUBSCRIBE, IN_SUBSCRIBED],
+};
+
+const request = (from: string, id: string) => `<presence from='${from}' to='alice@example.com' type='subscribe' id='${id}'><status>hi\n"there"</status></presence>`;
+
+/** Brings a new pair to `state` through events, checking each step. */
+async function reach(t: ExecutionContext, s: RosterStore, user: string, jid: string, state: SubState): Promise<void> {
+  for (const [i, table] of PATHS[state].entries()) {
+    const r = await s.transition(user, jid, table, { max: BIG, request: request(jid, `setup${i}`) });
+    t.is(r.full, undefined);
+    t.not(r.after, r.before, `setup step ${i} towards ${state}`);
+  }
+  t.is(await s.state(user, jid), state);
+}
 
 export function rosterStoreContract(label: string, open: OpenBackend): void {
   const title = (s: string) => `${label}: ${s}`;
@@ -227,5 +293,231 @@ export function rosterStoreContract(label: string, open: OpenBackend): void {
     const final = (await a.item('alice', 'bob@x'))!;
     t.true(/^n\d+$/.test(final.name!), 'the name is one of the values written');
     t.is((await a.get('alice')).items.length, 1);
+  });
+  for (const [name, table] of TABLES) {
+    test(title(`transition, every state through ${name}`), async (t) => {
+      const { store: s } = await open(t);
+      for (const [n, state] of SUB_STATES.entries()) {
+        const user = `u${n}`;
+        const jid = 'contact@x';
+        await reach(t, s, user, jid, state);
+        // Name and groups must survive: give an existing item some.
+        if (await s.item(user, jid)) await s.set(user, { jid, name: 'Contact', groups: ['G'] }, BIG);
+        const itemBefore = await s.item(user, jid);
+        const versionBefore = (await s.get(user)).version;
+        const pendingBefore = await s.pendingRequests(user);
+
+        const r = await s.transition(user, jid, table, { max: BIG, request: request(jid, 'new') });
+        const expected = table[state] ?? state;
+        const at = `${name}: ${state} -> ${expected}`;
+        t.is(r.before, state, at);
+        t.is(r.after, expected, at);
+        t.is(r.full, undefined, at);
+        t.is(await s.state(user, jid), expected, at);
+
+        // The item: as before with the new subscription and ask; a new one is bare.
+        const next = splitState(expected);
+        const needsItem = itemBefore !== undefined || next.subscription !== 'none' || next.ask !== undefined;
+        const itemAfter = await s.item(user, jid);
+        const wanted: RosterItem | undefined = needsItem ? {
+          jid,
+          ...(itemBefore?.name !== undefined ? { name: itemBefore.name } : {}),
+          subscription: next.subscription,
+          ...(next.ask ? { ask: next.ask } : {}),
+          groups: itemBefore?.groups ?? [],
+        } : undefined;
+        t.deepEqual(itemAfter, wanted, at);
+        if (!itemBefore && itemAfter) t.false('name' in itemAfter, `${at}: a created item has no name`);
+
+        // A change (and a new version) exactly when the item's subscription or ask changed.
+        const itemChanged = itemBefore?.subscription !== itemAfter?.subscription || itemBefore?.ask !== itemAfter?.ask;
+        const { version } = await s.get(user);
+        if (itemChanged) {
+          t.truthy(r.change, `${at}: a change`);
+          t.deepEqual(r.change?.item, itemAfter, at);
+          t.is(r.change?.version, version, at);
+          t.not(version, versionBefore, `${at}: a new version`);
+        } else {
+          t.false('change' in r, `${at}: no change`);
+          t.is(version, versionBefore, `${at}: the version stays`);
+        }
+
+        // The pending request: kept as it came, dropped with '+in', a new one kept.
+        const beforeIn = splitState(state).pendingIn;
+        const pending = await s.pendingRequests(user);
+        if (!next.pendingIn) t.deepEqual(pending, [], at);
+        else if (beforeIn) t.deepEqual(pending, pendingBefore, `${at}: the first request stays`);
+        else t.deepEqual(pending, [{ jid, stanza: request(jid, 'new') }], `${at}: the new request is kept`);
+      }
+    });
+  }
+
+  test(title('state and pendingRequests of an unknown pair; an item alone is its subscription'), async (t) => {
+    const { store: s } = await open(t);
+    t.is(await s.state('alice', 'bob@x'), 'none');
+    t.deepEqual(await s.pendingRequests('alice'), []);
+    await s.set('alice', { jid: 'bob@x', name: 'Bob', groups: [] }, BIG);
+    t.is(await s.state('alice', 'bob@x'), 'none');
+    for (const [sub, ask, state] of [
+      ['none', 'subscribe', 'none+out'], ['to', undefined, 'to'], ['from', undefined, 'from'],
+      ['from', 'subscribe', 'from+out'], ['both', undefined, 'both'], ['none', undefined, 'none'],
+    ] as const) {
+      await s.setSubscription('alice', 'bob@x', sub, ask);
+      t.is(await s.state('alice', 'bob@x'), state);
+    }
+  });
+
+  test(title('transition: a pending request alone is no roster item; the first outbound subscribe creates a bare one'), async (t) => {
+    const { store: s } = await open(t);
+    const inn = await s.transition('alice', 'bob@x', IN_SUBSCRIBE, { max: BIG, request: 'R1' });
+    t.deepEqual(inn, { before: 'none', after: 'none+in' });
+    t.deepEqual(await s.get('alice'), { version: EMPTY_VERSION, items: [] }, 'no item, no version');
+    t.deepEqual(await s.pendingRequests('alice'), [{ jid: 'bob@x', stanza: 'R1' }]);
+
+    const out = await s.transition('alice', 'carol@x', OUT_SUBSCRIBE, { max: BIG });
+    t.is(out.after, 'none+out');
+    t.deepEqual(out.change?.item, { jid: 'carol@x', subscription: 'none', ask: 'subscribe', groups: [] });
+    t.deepEqual(await s.get('alice'), { version: out.change!.version, items: [out.change!.item] });
+
+    // Without a request stanza, an empty one is kept.
+    await s.transition('alice', 'dave@x', IN_SUBSCRIBE, { max: BIG });
+    t.deepEqual(await s.pendingRequests('alice'), [{ jid: 'bob@x', stanza: 'R1' }, { jid: 'dave@x', stanza: '' }]);
+
+    // Nothing in the table for this state: nothing written.
+    const v = (await s.get('alice')).version;
+    t.deepEqual(await s.transition('alice', 'carol@x', OUT_SUBSCRIBED, { max: 0 }), { before: 'none+out', after: 'none+out' });
+    t.deepEqual(await s.transition('alice', 'eve@x', {}, { max: 0 }), { before: 'none', after: 'none' });
+    t.is((await s.get('alice')).version, v);
+    t.is(await s.item('alice', 'eve@x'), undefined);
+
+    await t.throwsAsync(s.transition('alice', 'bob@x', { none: 'nope' as SubState }, { max: BIG }), { instanceOf: TypeError });
+    await t.throwsAsync(s.transition('alice', 'bob@x', { 'none+to': 'to' } as TransitionTable, { max: BIG }), { instanceOf: TypeError });
+    await t.throwsAsync(s.transition('alice', 'bob@x', IN_SUBSCRIBE, { max: -1 }), { instanceOf: RangeError });
+    t.is(await s.state('alice', 'bob@x'), 'none+in', 'refused calls change nothing');
+  });
+
+  test(title('transition: full when a new item or a new pending request needs room beyond max; nothing written'), async (t) => {
+    const { store: s } = await open(t);
+    const max = 2;
+    await s.set('alice', { jid: 'a@x', groups: [] }, max);
+    await s.set('alice', { jid: 'b@x', groups: [] }, max);
+    const version = (await s.get('alice')).version;
+    // The roster is full: an event needing a new item is refused ...
+    t.deepEqual(await s.transition('alice', 'c@x', OUT_SUBSCRIBE, { max }), { before: 'none', after: 'none', full: true });
+    t.is(await s.item('alice', 'c@x'), undefined);
+    // ... but a pending request is no item, and existing items still change.
+    t.is((await s.transition('alice', 'c@x', IN_SUBSCRIBE, { max, request: 'Rc' })).after, 'none+in');
+    t.deepEqual(await s.transition('alice', 'c@x', OUT_SUBSCRIBE, { max }), { before: 'none+in', after: 'none+in', full: true });
+    t.deepEqual(await s.transition('alice', 'c@x', OUT_SUBSCRIBED, { max }), { before: 'none+in', after: 'none+in', full: true });
+    t.is((await s.get('alice')).version, version, 'refused: the version stays');
+    t.deepEqual(await s.pendingRequests('alice'), [{ jid: 'c@x', stanza: 'Rc' }], 'refused: the request stays');
+    const a = await s.transition('alice', 'a@x', OUT_SUBSCRIBE, { max });
+    t.is(a.after, 'none+out');
+    t.truthy(a.change);
+
+    // The pending list is full: a new request is refused, other events are not.
+    t.is((await s.transition('alice', 'a@x', IN_SUBSCRIBE, { max, request: 'Ra' })).after, 'none+out+in');
+    t.deepEqual(await s.transition('alice', 'b@x', IN_SUBSCRIBE, { max, request: 'Rb' }), { before: 'none', after: 'none', full: true });
+    t.deepEqual(await s.transition('alice', 'd@x', IN_SUBSCRIBE, { max: 0, request: 'Rd' }), { before: 'none', after: 'none', full: true });
+    const sub = await s.transition('alice', 'a@x', IN_SUBSCRIBED, { max }); // none+out+in -> to+in, the request stays
+    t.is(sub.after, 'to+in');
+    t.is(sub.change?.item.subscription, 'to');
+    t.deepEqual(await s.pendingRequests('alice'), [{ jid: 'c@x', stanza: 'Rc' }, { jid: 'a@x', stanza: 'Ra' }]);
+    // Answering one makes room.
+    t.is((await s.transition('alice', 'c@x', OUT_UNSUBSCRIBED, { max })).after, 'none');
+    t.is((await s.transition('alice', 'b@x', IN_SUBSCRIBE, { max, request: 'Rb' })).after, 'none+in');
+    t.deepEqual(await s.pendingRequests('alice'), [{ jid: 'a@x', stanza: 'Ra' }, { jid: 'b@x', stanza: 'Rb' }]);
+    t.is(await s.state('alice', 'b@x'), 'none+in');
+    t.is(await s.state('alice', 'd@x'), 'none');
+  });
+
+  test(title('pending requests come in arrival order, per user; a repeated request keeps the first'), async (t) => {
+    const { store: s } = await open(t);
+    for (const jid of ['c@x', 'a@x', '\u{1F600}@x', 'b@x']) await s.transition('alice', jid, IN_SUBSCRIBE, { max: BIG, request: request(jid, '1') });
+    await s.transition('bob', 'z@x', IN_SUBSCRIBE, { max: BIG, request: 'for bob' });
+    t.deepEqual((await s.pendingRequests('alice')).map((p) => p.jid), ['c@x', 'a@x', '\u{1F600}@x', 'b@x']);
+    // A second subscribe from c@x changes nothing.
+    t.deepEqual(await s.transition('alice', 'c@x', IN_SUBSCRIBE, { max: BIG, request: request('c@x', '2') }), { before: 'none+in', after: 'none+in' });
+    // a@x is denied, then asks again: now the last.
+    await s.transition('alice', 'a@x', OUT_UNSUBSCRIBED, { max: BIG });
+    await s.transition('alice', 'a@x', IN_SUBSCRIBE, { max: BIG, request: request('a@x', '2') });
+    t.deepEqual(await s.pendingRequests('alice'), [
+      { jid: 'c@x', stanza: request('c@x', '1') },
+      { jid: '\u{1F600}@x', stanza: request('\u{1F600}@x', '1') },
+      { jid: 'b@x', stanza: request('b@x', '1') },
+      { jid: 'a@x', stanza: request('a@x', '2') },
+    ]);
+    t.deepEqual(await s.pendingRequests('bob'), [{ jid: 'z@x', stanza: 'for bob' }]);
+    // Withdrawn (inbound unsubscribe) and approved requests are gone.
+    await s.transition('alice', 'b@x', IN_UNSUBSCRIBE, { max: BIG });
+    await s.transition('alice', 'c@x', OUT_SUBSCRIBED, { max: BIG });
+    t.deepEqual((await s.pendingRequests('alice')).map((p) => p.jid), ['\u{1F600}@x', 'a@x']);
+    t.is(await s.state('alice', 'c@x'), 'from');
+  });
+
+  test(title('remove drops the contact\'s pending request; removeAll drops them all'), async (t) => {
+    const { store: s, another } = await open(t);
+    await reach(t, s, 'alice', 'bob@x', 'to+in');
+    await reach(t, s, 'alice', 'carol@x', 'none+in');
+    await reach(t, s, 'alice', 'dave@x', 'none+out+in');
+    await reach(t, s, 'zoe', 'bob@x', 'none+in');
+    const r = await s.remove('alice', 'bob@x');
+    t.is(r?.item.subscription, 'to');
+    t.is(await s.state('alice', 'bob@x'), 'none');
+    t.deepEqual((await s.pendingRequests('alice')).map((p) => p.jid), ['carol@x', 'dave@x']);
+    // A contact with only a pending request: no item, no version change, but the request goes.
+    const { version } = await s.get('alice');
+    t.is(await s.remove('alice', 'carol@x'), undefined);
+    t.is((await s.get('alice')).version, version);
+    t.deepEqual((await s.pendingRequests('alice')).map((p) => p.jid), ['dave@x']);
+    // A new request after remove is a fresh start.
+    t.is((await s.transition('alice', 'bob@x', IN_SUBSCRIBE, { max: BIG, request: 'again' })).after, 'none+in');
+    const b = await another();
+    await b.removeAll('alice');
+    t.deepEqual(await s.pendingRequests('alice'), []);
+    t.deepEqual(await s.get('alice'), { version: EMPTY_VERSION, items: [] });
+    for (const jid of ['bob@x', 'carol@x', 'dave@x']) t.is(await s.state('alice', jid), 'none');
+    t.deepEqual(await s.pendingRequests('zoe'), [{ jid: 'bob@x', stanza: request('bob@x', 'setup0') }], 'other users keep theirs');
+    t.is((await s.transition('alice', 'dave@x', IN_SUBSCRIBE, { max: 1, request: 'new' })).after, 'none+in');
+    t.deepEqual(await s.pendingRequests('alice'), [{ jid: 'dave@x', stanza: 'new' }]);
+  });
+
+  test(title('transitions on one pair from two instances at once end as some serial order would'), async (t) => {
+    const { store: a, another } = await open(t);
+    const b = await another();
+    const n = 20;
+    // Each instance sends its events in order: subscribe in, then subscribed out, n times over.
+    // Serially: the first inbound subscribe makes none+in, the next outbound subscribed makes
+    // 'from' (creating the item), and nothing changes after that.
+    const calls: Promise<TransitionResult>[] = [];
+    for (let i = 0; i < n; i++) {
+      const s = i % 2 ? a : b;
+      calls.push(s.transition('alice', 'bob@x', IN_SUBSCRIBE, { max: BIG, request: `R${i}` }));
+      calls.push(s.transition('alice', 'bob@x', OUT_SUBSCRIBED, { max: BIG }));
+    }
+    const results = await Promise.all(calls);
+    t.is(await a.state('alice', 'bob@x'), 'from');
+    const moved = results.filter((r) => r.after !== r.before);
+    t.deepEqual(moved.map((r) => `${r.before}>${r.after}`), ['none>none+in', 'none+in>from']);
+    t.true(results.every((r) => r.full === undefined));
+    const changes = results.filter((r) => r.change);
+    t.is(changes.length, 1, 'exactly one change');
+    t.deepEqual(changes[0]!.change!.item, { jid: 'bob@x', subscription: 'from', groups: [] });
+    t.deepEqual(await b.get('alice'), { version: changes[0]!.change!.version, items: [changes[0]!.change!.item] });
+    t.deepEqual(await b.pendingRequests('alice'), []);
+
+    // Many new contacts at once: the limits hold exactly, for items and for requests.
+    const max = 5;
+    const jids = Array.from({ length: 16 }, (_, i) => `c${String(i).padStart(2, '0')}@x`);
+    const outs = await Promise.all(jids.map((jid, i) => (i % 2 ? a : b).transition('carol', jid, OUT_SUBSCRIBE, { max })));
+    t.is(outs.filter((r) => r.after === 'none+out').length, max);
+    t.is(outs.filter((r) => r.full).length, jids.length - max);
+    t.is((await a.get('carol')).items.length, max);
+    t.is(new Set(outs.filter((r) => r.change).map((r) => r.change!.version)).size, max, 'a version per change');
+    const ins = await Promise.all(jids.map((jid, i) => (i % 2 ? a : b).transition('dave', jid, IN_SUBSCRIBE, { max, request: jid })));
+    const accepted = ins.flatMap((r, i) => (r.after === 'none+in' ? [jids[i]!] : []));
+    t.is(accepted.length, max);
+    t.deepEqual((await b.pendingRequests('dave')).map((p) => p.jid).sort(), accepted.sort());
+    t.deepEqual(await b.get('dave'), { version: EMPTY_VERSION, items: [] });
   });
 }

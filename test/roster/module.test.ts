@@ -281,6 +281,9 @@ test('a store failure reaches the router as it is (it answers internal-server-er
     set: () => Promise.reject(broken),
     remove: () => Promise.reject(broken),
     setSubscription: () => Promise.reject(broken),
+    transition: () => Promise.reject(broken),
+    state: () => Promise.reject(broken),
+    pendingRequests: () => Promise.reject(broken),
     removeAll: () => Promise.reject(broken),
     close: () => store.close(),
   };

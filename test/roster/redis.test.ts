@@ -11,7 +11,7 @@ import { openRosterStore } from '../../src/roster/open.ts';
 import { EMPTY_VERSION, RosterFullError } from '../../src/roster/store.ts';
 import { ready } from '../../src/cluster/redis.ts';
 import { RedisServer, freePort } from '../helpers/redis.ts';
-import { rosterStoreContract } from './contract.ts';
+import { rosterStoreContract, IN_SUBSCRIBE, OUT_SUBSCRIBE, OUT_SUBSCRIBED, OUT_UNSUBSCRIBED } from './contract.ts';
 
 let server: RedisServer;
 
@@ -64,6 +64,31 @@ test('key layout: one hash per user with the epoch, the counter and one field pe
   t.is(await r.exists('layout:roster:alice'), 0);
 });
 
+test('key layout: pending requests in a second hash, with an arrival counter; gone with the last request', async (t) => {
+  const s = await openStore(t, 'pending:');
+  const r = inspector(t);
+  t.is(s.pendingKey('alice'), 'pending:pending:alice');
+  await s.transition('alice', 'bob@x', IN_SUBSCRIBE, { max: 10, request: '<presence type="subscribe">\n</presence>' });
+  await s.transition('alice', 'carol@x', IN_SUBSCRIBE, { max: 10, request: 'R2' });
+  t.deepEqual(await r.keys('pending:*'), ['pending:pending:alice'], 'a pending request alone is no roster');
+  t.deepEqual(await r.hgetall('pending:pending:alice'), { '#n': '2', 'r:bob@x': '1\n<presence type="subscribe">\n</presence>', 'r:carol@x': '2\nR2' });
+  const out = await s.transition('alice', 'bob@x', OUT_SUBSCRIBED, { max: 10 });
+  t.is(out.after, 'from');
+  t.deepEqual(await r.hgetall('pending:roster:alice'), { '#e': out.change!.version.split('.')[0]!, '#v': '1', 'j:bob@x': 'from\n{"g":[]}' });
+  t.deepEqual(await r.hgetall('pending:pending:alice'), { '#n': '2', 'r:carol@x': '2\nR2' });
+  await s.transition('alice', 'carol@x', OUT_UNSUBSCRIBED, { max: 10 });
+  t.is(await r.exists('pending:pending:alice'), 0, 'the counter goes with the last request');
+  await s.transition('alice', 'dave@x', IN_SUBSCRIBE, { max: 10, request: 'R3' });
+  await s.removeAll('alice');
+  t.deepEqual(await r.keys('pending:*'), []);
+});
+
+test('a damaged pending request is reported, not misread', async (t) => {
+  const s = await openStore(t, 'damagedp:');
+  await inspector(t).hset('damagedp:pending:alice', 'r:bob@x', 'no separator');
+  await t.throwsAsync(s.pendingRequests('alice'), { message: /damaged/ });
+});
+
 test('a damaged item is reported, not misread', async (t) => {
   const s = await openStore(t, 'damaged:');
   await inspector(t).hset('damaged:roster:alice', 'j:bob@x', 'no separator');
@@ -79,6 +104,9 @@ test('scripts are loaded again after SCRIPT FLUSH', async (t) => {
   t.truthy(await s.remove('alice', 'a@x'));
   await inspector(t).script('FLUSH');
   t.true((await s.setSubscription('alice', 'b@x', 'to', undefined))!.changed);
+  await inspector(t).script('FLUSH');
+  t.is((await s.transition('alice', 'c@x', OUT_SUBSCRIBE, { max: 10 })).after, 'none+out');
+  await s.remove('alice', 'c@x');
   t.deepEqual((await s.get('alice')).items, [{ jid: 'b@x', subscription: 'to', groups: [] }]);
 });
 
@@ -124,6 +152,9 @@ test('losing Redis: every operation rejects at once; all works again once it is 
       ['remove', () => s.remove('alice', 'bob@x')],
       ['setSubscription', () => s.setSubscription('alice', 'bob@x', 'to', undefined)],
       ['removeAll', () => s.removeAll('alice')],
+      ['transition', () => s.transition('alice', 'bob@x', OUT_SUBSCRIBE, { max: 10 })],
+      ['state', () => s.state('alice', 'bob@x')],
+      ['pendingRequests', () => s.pendingRequests('alice')],
     ];
     for (const [name, op] of ops) {
       const started = Date.now();

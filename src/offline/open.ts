@@ -1,0 +1,18 @@
+// Picks the offline message store for this configuration: Redis in cluster
+// mode (XMPP_REDIS_URL set), so a message stored through one node reaches the
+// user on any node; otherwise offline.sqlite in the data directory.
+import { join } from 'node:path';
+import type { Config } from '../config/index.ts';
+import type { OfflineStore } from './store.ts';
+import { SqliteOfflineStore } from './sqlite.ts';
+import { RedisOfflineStore } from './redis.ts';
+
+export type OfflineStoreConfig = Pick<Config, 'redisUrl' | 'dataDir'> & Partial<Pick<Config, 'nodeId'>>;
+
+/** Rejects when Redis is configured but does not answer in time. */
+export async function openOfflineStore(config: OfflineStoreConfig): Promise<OfflineStore> {
+  if (config.redisUrl) {
+    return RedisOfflineStore.open(config.redisUrl, { name: config.nodeId ? `${config.nodeId}:offline` : 'offline' });
+  }
+  return SqliteOfflineStore.open(join(config.dataDir, 'offline.sqlite'));
+}

@@ -1,0 +1,116 @@
+// The SQLite offline store: the shared contract, then what only an embedded
+// file has (its place in the data directory, WAL, several threads on one
+// file at once).
+import test from 'ava';
+import { mkdtempSync, readdirSync, existsSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { SqliteOfflineStore } from '../../src/offline/sqlite.ts';
+import { openOfflineStore } from '../../src/offline/open.ts';
+import { offlineStoreContract, checkBatches } from './contract.ts';
+
+function tempDir(t: { teardown(fn: () => void): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'xmpp-offline-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function openStore(t: { teardown(fn: () => void): void }, file: string): SqliteOfflineStore {
+  const store = SqliteOfflineStore.open(file);
+  t.teardown(() => store.close());
+  return store;
+}
+
+offlineStoreContract('sqlite', async (t) => {
+  const file = join(tempDir(t), 'offline.sqlite');
+  return {
+    store: openStore(t, file),
+    another: async () => openStore(t, file),
+  };
+});
+
+test('openOfflineStore without Redis: offline.sqlite in the data directory, WAL, survives reopening', async (t) => {
+  const dataDir = join(tempDir(t), 'data');
+  const a = await openOfflineStore({ redisUrl: '', dataDir });
+  t.true(a instanceof SqliteOfflineStore);
+  t.true(existsSync(join(dataDir, 'offline.sqlite')));
+  t.true(await a.push('bob', '<message id="1"/>', 10));
+  t.true(readdirSync(dataDir).some((f) => f === 'offline.sqlite-wal'), 'WAL mode is on');
+  await a.close();
+  await a.close(); // idempotent
+  const b = await openOfflineStore({ redisUrl: '', dataDir });
+  t.teardown(() => b.close());
+  t.deepEqual(await b.take('bob'), ['<message id="1"/>']);
+});
+
+/**
+ * Runs `threads` worker threads on one file; each opens the store, waits
+ * for all the others to have opened theirs (so that they really run at the
+ * same time), runs `body` (the text of an async function of (store, n)
+ * whose result it posts back); the results come back in thread order.
+ */
+async function inThreads<T>(file: string, threads: number, body: string): Promise<T[]> {
+  const storeUrl = new URL('../../src/offline/sqlite.ts', import.meta.url).href;
+  const barrier = new Int32Array(new SharedArrayBuffer(4));
+  const code = `
+    const { workerData, parentPort } = require('node:worker_threads');
+    import(workerData.storeUrl).then(async ({ SqliteOfflineStore }) => {
+      const s = SqliteOfflineStore.open(workerData.file);
+      const b = workerData.barrier;
+      if (Atomics.add(b, 0, 1) + 1 === workerData.threads) Atomics.notify(b, 0);
+      for (let v; (v = Atomics.load(b, 0)) < workerData.threads; ) Atomics.wait(b, 0, v);
+      const result = await (${body})(s, workerData.n);
+      s.close();
+      parentPort.postMessage(result);
+    });`;
+  return Promise.all(Array.from({ length: threads }, (_, n) => new Promise<T>((resolve, reject) => {
+    const w = new Worker(code, { eval: true, workerData: { storeUrl, file, n, threads, barrier } });
+    w.once('message', resolve);
+    w.once('error', reject);
+    w.once('exit', (c) => { if (c !== 0) reject(new Error(`worker exited ${c}`)); });
+  })));
+}
+
+test('threads pushing at once never exceed the limit', async (t) => {
+  const file = join(tempDir(t), 'offline.sqlite');
+  const main = openStore(t, file);
+  const accepted = await inThreads<string[]>(file, 4, `async (s, n) => {
+    const ok = [];
+    for (let i = 0; i < 600; i++) {
+      const id = 'w' + n + '-' + i;
+      if (await s.push('bob', "<message id='" + id + "'/>", 1500)) ok.push(id);
+    }
+    return ok;
+  }`);
+  const all = accepted.flat();
+  t.is(all.length, 1500, 'exactly the limit accepted over all threads');
+  t.is(await main.count('bob'), 1500);
+  t.deepEqual((await main.take('bob')).map((x) => /id='([^']*)'/.exec(x)![1]).sort(), [...all].sort());
+});
+
+test('threads pushing and taking at once: each stanza handed out exactly once, in order', async (t) => {
+  const file = join(tempDir(t), 'offline.sqlite');
+  const main = openStore(t, file);
+  const results = await inThreads<{ pushed: string[]; batches: string[][] }>(file, 4, `async (s, n) => {
+    const pushed = [];
+    const batches = [];
+    for (let i = 0; i < 500; i++) {
+      const id = 'w' + n + '-' + i;
+      if (!(await s.push('bob', "<message id='" + id + "'/>", 1000000))) throw new Error('push refused');
+      pushed.push(id);
+      if (i % 7 === n) {
+        const got = await s.take('bob');
+        if (got.length > 0) batches.push(got.map((x) => /id='([^']*)'/.exec(x)[1]));
+      }
+    }
+    return { pushed, batches };
+  }`);
+  const batches = results.flatMap((r) => r.batches);
+  const rest = (await main.take('bob')).map((x) => /id='([^']*)'/.exec(x)![1]);
+  if (rest.length > 0) batches.push(rest);
+  const pushed = results.flatMap((r) => r.pushed);
+  t.is(pushed.length, 2000);
+  t.true(results.filter((r) => r.batches.length > 0).length >= 2, 'several threads took something');
+  checkBatches(t, batches, pushed);
+});
