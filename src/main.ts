@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Composition root and CLI: `start` runs a node; `user add|remove|passwd|list`
-// manages accounts in the same store the server uses.
+// manages accounts in the same store the server uses; `load` generates load
+// on a server (src/load/).
 import { createInterface } from 'node:readline';
 import { loadConfig, ConfigError, SETTINGS } from './config/index.ts';
 import type { Config } from './config/index.ts';
@@ -17,7 +18,8 @@ const USAGE = `usage: xmpp-server <command>
   user passwd <name> [password] change a password
   user remove <name>            delete an account
   user list                     list accounts
-  config                        print the settings and their environment variables`;
+  config                        print the settings and their environment variables
+  load <workload> [options]     generate load on a server: login, chat, idle or storm (load --help)`;
 
 async function readPassword(given: string | undefined): Promise<string> {
   if (given) return given;
@@ -109,6 +111,11 @@ async function main(argv: string[]): Promise<number | undefined> {
   if (cmd === 'config') {
     for (const s of SETTINGS) console.log(`${s.env.padEnd(26)} ${s.key.padEnd(24)} ${s.doc}`);
     return 0;
+  }
+  if (cmd === 'load') {
+    // The load tool needs no server configuration; loaded only when used.
+    const { runLoad } = await import('./load/cli.ts');
+    return runLoad(rest);
   }
   let config: Config;
   try {

@@ -1,0 +1,340 @@
+// A lean XMPP client connection for the load tool: one small state machine
+// per connection, from TCP connect through TLS (STARTTLS or direct, XEP-0368),
+// SASL (SCRAM-SHA-1, PLAIN, ANONYMOUS) and resource binding to an online
+// session; or, for provisioning, only up to the point where in-band
+// registration (XEP-0077) may be used. No DOM: see tokenizer.ts.
+import net from 'node:net';
+import tls from 'node:tls';
+import { Tokenizer, attr, childText, errorCondition, startTag } from './tokenizer.ts';
+import type { TokenSink } from './tokenizer.ts';
+import { ScramClient } from './scram.ts';
+
+export type TlsMode = 'starttls' | 'direct' | 'none';
+export type MechanismName = 'SCRAM-SHA-1' | 'PLAIN' | 'ANONYMOUS';
+
+export interface Target {
+  host: string;
+  port: number;
+  domain: string;
+  tls: TlsMode;
+  mechanism: MechanismName;
+  /** Connect to bound (or to ready, for registration) must take less than this. */
+  timeoutMs: number;
+}
+
+export interface ConnHandler {
+  /** Bound (or, for a registration connection, ready to register). */
+  ready(c: Conn): void;
+  /** A top-level element received once ready (a stanza). */
+  stanza(c: Conn, name: string, raw: string): void;
+  /** The connection is gone: `error` is undefined after a close we asked for. Called once. */
+  end(c: Conn, error: string | undefined): void;
+}
+
+type State = 'connecting' | 'tls' | 'features' | 'starttls' | 'sasl' | 'bind' | 'ready' | 'closing' | 'closed';
+
+const NS_TLS = 'urn:ietf:params:xml:ns:xmpp-tls';
+const NS_SASL = 'urn:ietf:params:xml:ns:xmpp-sasl';
+const NS_BIND = 'urn:ietf:params:xml:ns:xmpp-bind';
+const CLOSE_GRACE_MS = 3000;
+
+export const now = (): number => performance.now();
+
+// One TLS context for all connections of a thread: building one per
+// connection (what tls.connect does when given none) costs more than the rest
+// of a connection's set-up on the client side.
+let context: tls.SecureContext | undefined;
+const secureContext = () => (context ??= tls.createSecureContext());
+/** Wall-clock milliseconds with sub-millisecond precision, comparable across threads. */
+export const wallNow = (): number => performance.timeOrigin + performance.now();
+
+function escapeText(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+export function escapeAttr(s: string): string {
+  return escapeText(s).replace(/'/g, '&apos;').replace(/"/g, '&quot;');
+}
+
+export interface ConnOptions {
+  /** Username; ignored for ANONYMOUS. */
+  user: string;
+  password: string;
+  /** Resource to ask for; empty: the server picks one. */
+  resource: string;
+  /** Send initial presence once bound. */
+  presence: boolean;
+  /** Stop after TLS (for in-band registration) instead of authenticating. */
+  registerOnly?: boolean;
+}
+
+export class Conn implements TokenSink {
+  readonly target: Target;
+  readonly opts: ConnOptions;
+  readonly handler: ConnHandler;
+  /** Free for the workload's use. */
+  tag = 0;
+  user = 0;
+  state: State = 'connecting';
+  /** performance.now() at connect and at bind. */
+  readonly startedAt: number;
+  boundAt = 0;
+  jid = '';
+  private raw!: net.Socket;
+  private sock!: net.Socket;
+  private secure = false;
+  private authenticated = false;
+  private scram: ScramClient | undefined;
+  private readonly tok: Tokenizer;
+  private timer: NodeJS.Timeout | undefined;
+  private ended = false;
+
+  constructor(target: Target, opts: ConnOptions, handler: ConnHandler) {
+    this.target = target;
+    this.opts = opts;
+    this.handler = handler;
+    this.tok = new Tokenizer(this);
+    this.startedAt = now();
+    this.timer = setTimeout(() => this.fail('timeout'), target.timeoutMs);
+    if (target.tls === 'direct') {
+      this.state = 'tls';
+      const t = tls.connect({ host: target.host, port: target.port, servername: target.domain, secureContext: secureContext(), rejectUnauthorized: false, ALPNProtocols: ['xmpp-client'] });
+      this.raw = t;
+      this.sock = t;
+      t.setNoDelay(true);
+      t.on('secureConnect', () => {
+        this.secure = true;
+        this.state = 'features';
+        this.sendHeader();
+      });
+      t.setEncoding('utf8');
+      t.on('data', (s: string) => this.tok.write(s));
+    } else {
+      const s = net.connect({ host: target.host, port: target.port });
+      this.raw = s;
+      this.sock = s;
+      s.setNoDelay(true);
+      s.on('connect', () => {
+        this.state = 'features';
+        this.sendHeader();
+      });
+      if (target.tls === 'none') {
+        s.setEncoding('utf8');
+        s.on('data', (d: string) => this.tok.write(d));
+      } else {
+        // Plaintext before STARTTLS is ASCII; no decoder state to keep.
+        s.on('data', (d: Buffer) => this.tok.write(d.toString('latin1')));
+      }
+    }
+    this.raw.on('error', (err: NodeJS.ErrnoException) => this.socketError(err));
+    this.raw.on('close', () => this.closed());
+  }
+
+  private socketError(err: NodeJS.ErrnoException): void {
+    if (this.state === 'connecting') this.fail('connect');
+    else if (this.state === 'tls' || this.state === 'starttls') this.fail('tls');
+    else if (this.state === 'closing') this.finish(undefined);
+    else this.fail(err.code === 'ECONNRESET' || err.code === 'EPIPE' ? 'closed' : `socket:${err.code ?? 'error'}`);
+  }
+
+  private closed(): void {
+    if (this.state === 'closing' || this.state === 'closed') this.finish(undefined);
+    else if (this.state === 'connecting') this.fail('connect');
+    else if (this.state === 'tls' || this.state === 'starttls') this.fail('tls');
+    else this.fail('closed');
+  }
+
+  write(s: string): void {
+    if (this.state !== 'closed') this.sock.write(s);
+  }
+
+  private sendHeader(): void {
+    this.write(`<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='${escapeAttr(this.target.domain)}' version='1.0'>`);
+  }
+
+  // ---- TokenSink ----
+
+  header(_tag: string): void {
+    // The server's header needs no answer: its features follow.
+  }
+
+  end(): void {
+    if (this.state === 'closing') {
+      this.sock.end();
+      return;
+    }
+    this.fail('closed');
+  }
+
+  element(name: string, raw: string): void {
+    if (name === 'stream:error' || name.endsWith(':error') || name === 'error') {
+      this.fail(`stream-error:${errorCondition(raw)}`);
+      return;
+    }
+    switch (this.state) {
+      case 'ready':
+        this.handler.stanza(this, name, raw);
+        return;
+      case 'features':
+        if (name === 'stream:features' || name.endsWith(':features') || name === 'features') return this.features(raw);
+        break;
+      case 'starttls':
+        if (name === 'proceed') return this.startTls();
+        if (name === 'failure') return this.fail('tls');
+        break;
+      case 'sasl':
+        if (name === 'challenge') return this.challenge(raw);
+        if (name === 'success') return this.success(raw);
+        if (name === 'failure') return this.fail(`auth-failure:${errorCondition(raw)}`);
+        break;
+      case 'bind':
+        if (name === 'iq' && attr(startTag(raw), 'id') === 'bind1') return this.bound(raw);
+        if (name === 'iq' || name === 'message' || name === 'presence') return;
+        break;
+      case 'closing':
+        return;
+    }
+    this.fail(`unexpected:${name}`);
+  }
+
+  // ---- negotiation ----
+
+  private features(raw: string): void {
+    const t = this.target;
+    if (!this.secure && t.tls === 'starttls') {
+      if (!raw.includes('<starttls')) return this.fail('tls:not-offered');
+      this.state = 'starttls';
+      this.write(`<starttls xmlns='${NS_TLS}'/>`);
+      return;
+    }
+    if (!this.authenticated) {
+      if (this.opts.registerOnly) {
+        this.toReady();
+        return;
+      }
+      if (!raw.includes(`>${t.mechanism}<`)) return this.fail(`auth-failure:${t.mechanism}-not-offered`);
+      this.state = 'sasl';
+      let initial: string;
+      if (t.mechanism === 'SCRAM-SHA-1') {
+        this.scram = new ScramClient(this.opts.user, this.opts.password);
+        initial = this.scram.first();
+      } else if (t.mechanism === 'PLAIN') {
+        initial = Buffer.from(`\0${this.opts.user}\0${this.opts.password}`).toString('base64');
+      } else {
+        initial = '=';
+      }
+      this.write(`<auth xmlns='${NS_SASL}' mechanism='${t.mechanism}'>${initial}</auth>`);
+      return;
+    }
+    if (!raw.includes('<bind')) return this.fail('bind:not-offered');
+    this.state = 'bind';
+    const r = this.opts.resource;
+    this.write(`<iq type='set' id='bind1'><bind xmlns='${NS_BIND}'>${r ? `<resource>${escapeText(r)}</resource>` : ''}</bind></iq>`);
+  }
+
+  private startTls(): void {
+    this.state = 'starttls';
+    this.raw.removeAllListeners('data');
+    this.tok.reset();
+    const t = tls.connect({ socket: this.raw, servername: this.target.domain, secureContext: secureContext(), rejectUnauthorized: false });
+    this.sock = t;
+    t.setEncoding('utf8');
+    t.on('data', (s: string) => this.tok.write(s));
+    t.on('error', () => this.fail('tls'));
+    t.on('secureConnect', () => {
+      this.secure = true;
+      this.state = 'features';
+      this.sendHeader();
+    });
+  }
+
+  private challenge(raw: string): void {
+    const scram = this.scram;
+    if (!scram) return this.fail('auth-failure:unexpected-challenge');
+    const data = (childless(raw) ?? '').trim();
+    scram.final(data).then(
+      (resp) => {
+        if (this.state === 'sasl') this.write(`<response xmlns='${NS_SASL}'>${resp}</response>`);
+      },
+      () => this.fail('auth-failure:malformed-challenge'),
+    );
+  }
+
+  private success(raw: string): void {
+    if (this.scram) {
+      const data = (childless(raw) ?? '').trim();
+      if (!this.scram.verify(data)) return this.fail('auth-failure:bad-server-signature');
+      this.scram = undefined;
+    }
+    this.authenticated = true;
+    this.state = 'features';
+    this.tok.reset();
+    this.sendHeader();
+  }
+
+  private bound(raw: string): void {
+    const tag = startTag(raw);
+    if (attr(tag, 'type') !== 'result') return this.fail(`bind:${errorCondition(raw, 'error')}`);
+    this.jid = childText(raw, 'jid') ?? '';
+    this.boundAt = now();
+    if (this.opts.presence) this.write('<presence/>');
+    this.toReady();
+  }
+
+  private toReady(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.state = 'ready';
+    this.handler.ready(this);
+  }
+
+  // ---- ending ----
+
+  /** Closes the stream politely: our closing tag, then the server's, then the socket. */
+  close(): void {
+    if (this.state === 'closing' || this.state === 'closed') return;
+    if (this.state !== 'ready') {
+      this.fail('unfinished');
+      return;
+    }
+    this.state = 'closing';
+    this.sock.write('</stream:stream>');
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.raw.destroy();
+      this.finish(undefined);
+    }, CLOSE_GRACE_MS);
+  }
+
+  /** Drops the connection at once (no closing tag), as a network failure would. */
+  drop(): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    this.raw.destroy();
+    this.finish(undefined);
+  }
+
+  fail(kind: string): void {
+    if (this.ended) return;
+    this.state = 'closed';
+    this.raw.destroy();
+    this.finish(kind);
+  }
+
+  private finish(error: string | undefined): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.state = 'closed';
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.handler.end(this, error);
+  }
+}
+
+/** The text content of a childless element's raw text. */
+function childless(raw: string): string | undefined {
+  const gt = raw.indexOf('>');
+  if (gt === -1 || raw.charCodeAt(gt - 1) === 47) return '';
+  const end = raw.lastIndexOf('</');
+  return end > gt ? raw.slice(gt + 1, end) : '';
+}

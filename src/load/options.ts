@@ -1,0 +1,59 @@
+// The load tool's options and the messages between its main thread and its
+// worker threads.
+import type { MechanismName, TlsMode } from './client.ts';
+import type { StatsDelta } from './stats.ts';
+
+export const WORKLOADS = ['login', 'chat', 'idle', 'storm'] as const;
+export type Workload = (typeof WORKLOADS)[number];
+
+export interface LoadOptions {
+  workload: Workload;
+  /** An address (resolved once by the main thread). */
+  host: string;
+  /** The name given on the command line, for display. */
+  hostName: string;
+  port: number;
+  domain: string;
+  tls: TlsMode;
+  mechanism: MechanismName;
+  users: number;
+  userPrefix: string;
+  password: string;
+  provision: boolean;
+  workers: number;
+  durationS: number;
+  count: number;
+  rate: number;
+  rampS: number;
+  connections: number;
+  pid: number | undefined;
+  json: boolean;
+  report: string | undefined;
+  allowRemote: boolean;
+  timeoutS: number;
+  concurrency: number;
+  quiet: boolean;
+}
+
+/** The share of `total` that worker `w` of `n` takes. */
+export function shareOf(total: number, w: number, n: number): number {
+  if (!Number.isFinite(total)) return total;
+  return Math.floor(total / n) + (w < total % n ? 1 : 0);
+}
+
+export type ToWorker =
+  | { t: 'go' }
+  | { t: 'send'; peers: number[] }
+  | { t: 'storm' }
+  | { t: 'stop' }
+  | { t: 'close' };
+
+export type FromWorker =
+  | { t: 'stats'; d: StatsDelta }
+  | { t: 'provisioned'; created: number; existed: number; failed: number; errors: Record<string, number> }
+  | { t: 'ready'; online: number[] }
+  | { t: 'done' }
+  | { t: 'stopped' }
+  | { t: 'idle' }
+  | { t: 'rebound'; first: number; last: number; ok: number }
+  | { t: 'final'; d: StatsDelta };

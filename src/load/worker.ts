@@ -1,0 +1,423 @@
+// A load worker thread: it holds its share of the connections, runs its
+// share of the workload and reports to the main thread (see cli.ts for the
+// protocol's other side).
+import { parentPort, workerData } from 'node:worker_threads';
+import { Conn, now, wallNow, escapeAttr } from './client.ts';
+import type { ConnHandler, Target } from './client.ts';
+import { attr, childText, errorCondition, startTag } from './tokenizer.ts';
+import { Recorder, STATS_INTERVAL_MS } from './stats.ts';
+import { shareOf } from './options.ts';
+import type { FromWorker, LoadOptions, ToWorker } from './options.ts';
+
+const o = (workerData as { opts: LoadOptions; index: number }).opts;
+const w = (workerData as { index: number }).index;
+const W = o.workers;
+const port = parentPort!;
+const rec = new Recorder();
+const target: Target = { host: o.host, port: o.port, domain: o.domain, tls: o.tls, mechanism: o.mechanism, timeoutMs: o.timeoutS * 1000 };
+const TICK_MS = 5;
+
+/** Posts a message; a phase message goes after the figures up to now, so the main thread sees both in order. */
+function post(m: FromWorker): void {
+  if (m.t !== 'stats' && m.t !== 'final' && m.t !== 'provisioned') flush();
+  port.postMessage(m);
+}
+
+/** Every live connection of this worker. */
+const live = new Set<Conn>();
+
+const statsTimer = setInterval(() => flush(), STATS_INTERVAL_MS);
+function flush(): void {
+  rec.inflight = live.size;
+  port.postMessage({ t: 'stats', d: rec.take() } satisfies FromWorker);
+}
+
+const userName = (i: number) => `${o.userPrefix}${i}`;
+/** "%i" in --password stands for the user's number (as in Tsung's generated accounts). */
+const passwordOf = (i: number) => o.password.replaceAll('%i', String(i));
+/** The users (1-based) this worker owns: i ≡ w + 1 (mod W). */
+function localUsers(n: number): number[] {
+  const out: number[] = [];
+  for (let i = w + 1; i <= n; i += W) out.push(i);
+  return out;
+}
+
+/** A new connection for user number `user` (0: none, for registration or ANONYMOUS). */
+function open(user: number, resource: string, handler: ConnHandler, registerOnly = false): Conn {
+  const c = new Conn(target, { user: user ? userName(user) : '', password: user ? passwordOf(user) : '', resource, presence: true, registerOnly }, handler);
+  live.add(c);
+  return c;
+}
+
+/** Answers an iq request from the server (a ping, or anything else with an error). */
+function answerIq(c: Conn, raw: string): void {
+  const tag = startTag(raw);
+  const type = attr(tag, 'type');
+  if (type !== 'get' && type !== 'set') return;
+  const id = attr(tag, 'id') ?? '';
+  const from = attr(tag, 'from');
+  const to = from ? ` to='${from}'` : '';
+  if (raw.includes('urn:xmpp:ping')) c.write(`<iq type='result' id='${id}'${to}/>`);
+  else c.write(`<iq type='error' id='${id}'${to}><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`);
+}
+
+// ---- provisioning (XEP-0077), before the workload ----
+
+function provision(): Promise<void> {
+  const queue = localUsers(o.users);
+  const result = { created: 0, existed: 0, failed: 0, errors: {} as Record<string, number> };
+  const failed = (kind: string) => {
+    result.failed++;
+    result.errors[kind] = (result.errors[kind] ?? 0) + 1;
+  };
+  const pool = Math.min(8, queue.length);
+  return new Promise<void>((resolve) => {
+    let running = 0;
+    const finish = () => {
+      post({ t: 'provisioned', ...result });
+      resolve();
+    };
+    if (pool === 0) return finish();
+    const startOne = () => {
+      running++;
+      let current = 0;
+      let seq = 0;
+      let wasReady = false;
+      const next = (c: Conn) => {
+        wasReady = true;
+        current = queue.shift() ?? 0;
+        if (current === 0) return c.close();
+        c.write(`<iq type='set' id='reg${++seq}'><query xmlns='jabber:iq:register'><username>${escapeAttr(userName(current))}</username><password>${escapeAttr(passwordOf(current))}</password></query></iq>`);
+      };
+      open(0, '', {
+        ready: next,
+        stanza(c, name, raw) {
+          if (name !== 'iq' || current === 0) return;
+          const tag = startTag(raw);
+          if (attr(tag, 'id') !== `reg${seq}`) return;
+          const type = attr(tag, 'type');
+          if (type === 'result') result.created++;
+          else {
+            const cond = errorCondition(raw, 'error');
+            if (cond === 'conflict') result.existed++;
+            else failed(`register:${cond}`);
+          }
+          next(c);
+        },
+        end(c, error) {
+          live.delete(c);
+          running--;
+          if (error) {
+            // The user being registered fails with the connection; a connection
+            // that never got ready uses one up too, so that this ends.
+            if (current !== 0) failed(`register:${error}`);
+            else if (!wasReady && queue.length > 0) {
+              failed(`register:${error}`);
+              queue.shift();
+            }
+          }
+          if (queue.length > 0) startOne();
+          else if (running === 0) finish();
+        },
+      }, true);
+    };
+    for (let i = 0; i < pool; i++) startOne();
+  });
+}
+
+// ---- workloads ----
+
+interface Item {
+  /** User number. */
+  user: number;
+  resource: string;
+  tag: number;
+}
+
+/**
+ * Connects the given users, at most `limit` negotiating at once, and calls
+ * `done` once each is bound or has failed. Connect-to-bound latencies go to
+ * the histogram when `record` is set.
+ */
+function connectAll(items: Item[], limit: number, record: boolean, stanza: ConnHandler['stanza'], lost: (c: Conn, error: string | undefined) => void, done: (ok: Conn[]) => void): void {
+  const ok: Conn[] = [];
+  let next = 0;
+  let negotiating = 0;
+  let pending = items.length;
+  if (pending === 0) {
+    done(ok);
+    return;
+  }
+  const settle = () => {
+    negotiating--;
+    if (--pending === 0) done(ok);
+    else launch();
+  };
+  const h: ConnHandler = {
+    ready(c) {
+      if (record) rec.latency(c.boundAt - c.startedAt);
+      ok.push(c);
+      settle();
+    },
+    stanza,
+    end(c, error) {
+      live.delete(c);
+      if (c.boundAt === 0) {
+        rec.error(error ?? 'closed');
+        settle();
+        ended();
+      } else lost(c, error);
+    },
+  };
+  const launch = () => {
+    while (next < items.length && negotiating < limit && !closing) {
+      const it = items[next++];
+      negotiating++;
+      const c = open(it.user, it.resource, h);
+      c.tag = it.tag;
+      c.user = it.user;
+    }
+  };
+  launch();
+}
+
+let onMessage: (m: ToWorker) => void = () => {};
+/** Closes every live connection politely, then reports the last figures. */
+function closeAll(): void {
+  if (live.size === 0) return final();
+  for (const c of [...live]) c.close(); // a connection not bound yet fails as 'unfinished'
+}
+let finalSent = false;
+function final(): void {
+  if (finalSent) return;
+  finalSent = true;
+  clearInterval(statsTimer);
+  rec.inflight = 0;
+  post({ t: 'final', d: rec.take() });
+  port.close();
+}
+/** Called whenever a connection ends; when closing, the last one triggers the final report. */
+let closing = false;
+function ended(): void {
+  if (closing && live.size === 0) final();
+}
+
+function login(): void {
+  const share = shareOf(o.count, w, W);
+  const rate = o.rate / W;
+  const ramp = o.rampS;
+  // Arrivals expected by `t` seconds: a linear ramp from 0 to `rate` over `ramp` s, then flat.
+  const arrivals = (t: number) => (ramp > 0 && t < ramp ? (rate * t * t) / (2 * ramp) : ramp > 0 ? (rate * ramp) / 2 + rate * (t - ramp) : rate * t);
+  let launched = 0;
+  let stopped = false;
+  let reportedDone = false;
+  const t0 = now();
+  const checkDone = () => {
+    if (live.size > 0) return;
+    if (stopped) post({ t: 'idle' });
+    else if (launched >= share && !reportedDone) {
+      reportedDone = true;
+      post({ t: 'done' });
+    }
+  };
+  const handler: ConnHandler = {
+    ready(c) {
+      rec.latency(c.boundAt - c.startedAt);
+      c.close();
+    },
+    stanza(c, name, raw) {
+      if (name === 'iq') answerIq(c, raw);
+    },
+    end(c, error) {
+      live.delete(c);
+      if (error) rec.error(error);
+      else rec.completed++;
+      ended();
+      checkDone();
+    },
+  };
+  const tick = () => {
+    const due = Math.min(share, Math.floor(arrivals((now() - t0) / 1000)) + 1);
+    while (launched < due) {
+      const g = launched * W + w; // this arrival's number across all workers
+      launched++;
+      if (live.size >= o.concurrency) {
+        rec.error('skipped:concurrency-limit');
+        continue;
+      }
+      open((g % o.users) + 1, '', handler);
+    }
+    if (launched >= share) {
+      clearInterval(ticker);
+      checkDone();
+    }
+  };
+  const ticker = setInterval(tick, TICK_MS);
+  tick();
+  onMessage = (m) => {
+    if (m.t === 'stop') {
+      stopped = true;
+      clearInterval(ticker);
+      checkDone();
+    }
+  };
+}
+
+function chat(): void {
+  const mine = localUsers(o.users);
+  const online: Conn[] = [];
+  let peers: string[] = [];
+  let sending = false;
+  const share = shareOf(o.count, w, W);
+  let sent = 0;
+  let seq = 0;
+  let ticker: NodeJS.Timeout | undefined;
+  const jidOf = (i: number) => `${userName(i)}@${o.domain}/load`;
+  const stanza = (c: Conn, name: string, raw: string) => {
+    if (name === 'message') {
+      const tag = startTag(raw);
+      if (attr(tag, 'type') === 'error') {
+        rec.error(`message-error:${errorCondition(raw, 'error')}`);
+        return;
+      }
+      const body = childText(raw, 'body');
+      if (body === undefined || !body.startsWith('lt ')) return;
+      rec.latency(wallNow() - Number(body.slice(3)));
+      rec.delivered++;
+      rec.completed++;
+    } else if (name === 'iq') answerIq(c, raw);
+  };
+  const lost = (c: Conn, error: string | undefined) => {
+    const i = online.indexOf(c);
+    if (i !== -1) {
+      online[i] = online[online.length - 1];
+      online.pop();
+    }
+    if (error) rec.error(error);
+    ended();
+  };
+  onMessage = (m) => {
+    if (m.t === 'go') {
+      connectAll(mine.map((i) => ({ user: i, resource: 'load', tag: i })), o.concurrency, false, stanza, lost, (ok) => {
+        online.push(...ok);
+        post({ t: 'ready', online: ok.map((c) => c.tag) });
+      });
+    } else if (m.t === 'send') {
+      peers = m.peers.map(jidOf);
+      if (online.length === 0 || share <= 0) {
+        post({ t: 'done' });
+        return;
+      }
+      sending = true;
+      const t0 = now();
+      const perSecond = o.rate * online.length;
+      const batch = new Map<Conn, string>();
+      const tick = () => {
+        if (!sending) return;
+        const due = Math.min(share, Math.floor((perSecond * (now() - t0)) / 1000) + 1);
+        if (online.length > 0 && peers.length > 1) {
+          // One timestamp per tick: the messages of a tick leave together.
+          const body = `<body>lt ${wallNow().toFixed(3)}</body></message>`;
+          const before = sent;
+          while (sent < due) {
+            const from = online[(Math.random() * online.length) | 0];
+            let to = peers[(Math.random() * peers.length) | 0];
+            while (to === from.jid) to = peers[(Math.random() * peers.length) | 0];
+            const msg = `<message type='chat' to='${to}' id='m${++seq}'>${body}`;
+            const prev = batch.get(from);
+            batch.set(from, prev === undefined ? msg : prev + msg);
+            sent++;
+          }
+          for (const [c, s] of batch) c.write(s);
+          batch.clear();
+          rec.sent += sent - before;
+        } else if (online.length === 0) sent = share; // nobody left to send
+        if (sent >= share) {
+          sending = false;
+          clearInterval(ticker);
+          post({ t: 'done' });
+        }
+      };
+      ticker = setInterval(tick, TICK_MS);
+      tick();
+    } else if (m.t === 'stop') {
+      sending = false;
+      clearInterval(ticker);
+      post({ t: 'stopped' });
+    }
+  };
+}
+
+function idleOrStorm(storm: boolean): void {
+  const share = shareOf(Math.min(o.connections, o.count), w, W);
+  const items: Item[] = [];
+  for (let k = 0; k < share; k++) {
+    const g = k * W + w;
+    items.push({ user: (g % o.users) + 1, resource: `c${g}`, tag: g });
+  }
+  let conns: Conn[] = [];
+  let keepalive: NodeJS.Timeout | undefined;
+  const stanza = (c: Conn, name: string, raw: string) => {
+    if (name === 'iq') answerIq(c, raw);
+  };
+  const lost = (_c: Conn, error: string | undefined) => {
+    if (error) rec.error(error);
+    ended();
+  };
+  onMessage = (m) => {
+    if (m.t === 'go') {
+      connectAll(items, o.concurrency, !storm, stanza, lost, (ok) => {
+        conns = ok;
+        if (!storm) rec.completed += ok.length;
+        post({ t: 'ready', online: [] });
+        // Whitespace keepalives, so that a long idle run outlives the server's idle timeout.
+        keepalive = setInterval(() => {
+          for (const c of conns) if (c.state === 'ready') c.write(' ');
+        }, 60_000);
+        keepalive.unref();
+      });
+    } else if (m.t === 'storm') {
+      // Everyone drops at once (as on a network failure) and reconnects at once.
+      const again: Item[] = conns.map((c) => ({ user: c.user, resource: c.opts.resource, tag: c.tag }));
+      for (const c of conns) {
+        live.delete(c);
+        c.drop();
+      }
+      conns = [];
+      // Reconnection latency: from the drop to bound again.
+      const t0 = wallNow();
+      const start = now();
+      connectAll(again, Infinity, true, stanza, lost, (ok) => {
+        conns = ok;
+        let last = t0;
+        for (const c of ok) last = Math.max(last, t0 + (c.boundAt - start));
+        rec.completed += ok.length;
+        post({ t: 'rebound', first: t0, last, ok: ok.length });
+      });
+    }
+    if (m.t === 'close') clearInterval(keepalive);
+  };
+}
+
+port.on('message', (m: ToWorker) => {
+  if (m.t === 'close') {
+    closing = true;
+    onMessage(m);
+    closeAll();
+    return;
+  }
+  onMessage(m);
+});
+
+async function main(): Promise<void> {
+  if (o.provision && o.mechanism !== 'ANONYMOUS') await provision();
+  else post({ t: 'provisioned', created: 0, existed: 0, failed: 0, errors: {} });
+  if (o.workload === 'login') {
+    onMessage = (m) => {
+      if (m.t === 'go') login();
+    };
+  } else if (o.workload === 'chat') chat();
+  else idleOrStorm(o.workload === 'storm');
+}
+
+void main();

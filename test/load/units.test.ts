@@ -1,0 +1,155 @@
+// The load tool's pieces on their own: its tokenizer, its SCRAM-SHA-1
+// client, its option parsing and its report.
+import test from 'ava';
+import { Tokenizer, attr, childText, errorCondition, startTag } from '../../src/load/tokenizer.ts';
+import { ScramClient } from '../../src/load/scram.ts';
+import { parseLoadArgs } from '../../src/load/cli.ts';
+import { renderReport } from '../../src/load/report.ts';
+import { Aggregate, Recorder } from '../../src/load/stats.ts';
+
+type Ev = [string, string];
+
+function tokenize(chunks: string[]): Ev[] {
+  const out: Ev[] = [];
+  const tok = new Tokenizer({
+    header: (tag) => out.push(['header', tag]),
+    element: (name, raw) => out.push([name, raw]),
+    end: () => out.push(['end', '']),
+  });
+  for (const c of chunks) tok.write(c);
+  return out;
+}
+
+const STREAM =
+  `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='x' from='localhost' version='1.0'>` +
+  `<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-1</mechanism></mechanisms></stream:features>` +
+  ' \n' +
+  `<message from="a@localhost/r" to="b@localhost/load" type="chat" id="m1"><body>lt 1.5 &lt;&gt; &amp; a&gt;b</body><x a='1>2' b="q'q"/></message>` +
+  `<iq type="result" id="bind1"/>` +
+  `<message><body><![CDATA[ </message> <x> ]]></body></message>` +
+  '</stream:stream>';
+
+const EXPECTED: Ev[] = [
+  ['header', `<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='x' from='localhost' version='1.0'>`],
+  ['stream:features', `<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-1</mechanism></mechanisms></stream:features>`],
+  ['message', `<message from="a@localhost/r" to="b@localhost/load" type="chat" id="m1"><body>lt 1.5 &lt;&gt; &amp; a&gt;b</body><x a='1>2' b="q'q"/></message>`],
+  ['iq', `<iq type="result" id="bind1"/>`],
+  ['message', `<message><body><![CDATA[ </message> <x> ]]></body></message>`],
+  ['end', ''],
+];
+
+test('tokenizer: top-level elements of a stream, whole', (t) => {
+  t.deepEqual(tokenize([STREAM]), EXPECTED);
+});
+
+test('tokenizer: the same whatever the chunking, down to one character at a time', (t) => {
+  t.deepEqual(tokenize([...STREAM]), EXPECTED);
+  for (let size = 2; size < 40; size += 3) {
+    const chunks: string[] = [];
+    for (let i = 0; i < STREAM.length; i += size) chunks.push(STREAM.slice(i, i + size));
+    t.deepEqual(tokenize(chunks), EXPECTED, `chunks of ${size}`);
+  }
+});
+
+test('tokenizer: a restarted stream after reset()', (t) => {
+  const out: Ev[] = [];
+  const tok = new Tokenizer({
+    header: (tag) => out.push(['header', tag]),
+    element: (name, raw) => {
+      out.push([name, raw]);
+      if (name === 'success') tok.reset(); // what the client does: anything after belongs to a new stream
+    },
+    end: () => out.push(['end', '']),
+  });
+  tok.write(`<stream:stream xmlns:stream='http://etherx.jabber.org/streams'><success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>garbage that is dropped`);
+  tok.write(`<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' id='2'><stream:features><bind/></stream:features>`);
+  t.deepEqual(
+    out.map((e) => e[0]),
+    ['header', 'success', 'header', 'stream:features'],
+  );
+});
+
+test('tokenizer helpers: attributes, child text, error conditions', (t) => {
+  const m = `<message from="a@localhost/r" type='error' id="m1"><body>hi</body><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>`;
+  const tag = startTag(m);
+  t.is(tag, `<message from="a@localhost/r" type='error' id="m1">`);
+  t.is(attr(tag, 'type'), 'error');
+  t.is(attr(tag, 'from'), 'a@localhost/r');
+  t.is(attr(tag, 'to'), undefined);
+  t.is(childText(m, 'body'), 'hi');
+  t.is(childText(m, 'subject'), undefined);
+  t.is(errorCondition(m, 'error'), 'service-unavailable');
+  t.is(errorCondition(`<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/><text>no</text></failure>`), 'not-authorized');
+  t.is(errorCondition(`<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>`), 'conflict');
+  t.is(childText(`<iq type='result'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>u@d/r</jid></bind></iq>`, 'jid'), 'u@d/r');
+});
+
+test('SCRAM-SHA-1 client: the exchange of RFC 5802 section 5', async (t) => {
+  const c = new ScramClient('user', 'pencil', 'fyko+d2lbbFgONRv9qkxdawL');
+  t.is(Buffer.from(c.first(), 'base64').toString(), 'n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL');
+  const serverFirst = 'r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096';
+  const final = await c.final(Buffer.from(serverFirst).toString('base64'));
+  t.is(Buffer.from(final, 'base64').toString(), 'c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=');
+  t.true(c.verify(Buffer.from('v=rmF9pqV8S7suAoZWja4dJRkFsKQ=').toString('base64')));
+  t.false(c.verify(Buffer.from('v=AAAApqV8S7suAoZWja4dJRkFsKQ=').toString('base64')));
+});
+
+test('SCRAM-SHA-1 client: a server nonce that does not extend ours is refused', async (t) => {
+  const c = new ScramClient('user', 'pencil', 'abc');
+  await t.throwsAsync(c.final(Buffer.from('r=xyz,s=QSXCR+Q6sek8bf92,i=4096').toString('base64')));
+});
+
+test('options: defaults, per workload', (t) => {
+  const login = parseLoadArgs(['login']);
+  if (login === 'help') return t.fail();
+  t.like(login, { workload: 'login', host: '127.0.0.1', port: 5222, domain: 'localhost', tls: 'starttls', mechanism: 'SCRAM-SHA-1', users: 100, userPrefix: 'user', password: 'password', workers: 1, durationS: 60, count: 1_000_000, rate: 100 });
+  t.like(parseLoadArgs(['chat']), { rate: 1 });
+  t.like(parseLoadArgs(['idle', '--connections', '500']), { users: 500, connections: 500 });
+  t.like(parseLoadArgs(['storm', '--tls', 'direct', '--mechanism', 'plain']), { port: 5223, mechanism: 'PLAIN' });
+  t.is(parseLoadArgs(['--help']), 'help');
+});
+
+test('options: bad values are usage errors', (t) => {
+  for (const argv of [[], ['dance'], ['login', '--users', '0'], ['login', '--rate', 'x'], ['login', '--tls', 'ssl'], ['login', '--mechanism', 'DIGEST-MD5'], ['login', '--bogus'], ['login', 'extra'], ['login', '--port', '70000']]) {
+    t.throws(() => parseLoadArgs(argv), undefined, argv.join(' '));
+  }
+});
+
+test('stats: worker deltas merge into totals, percentiles in order', (t) => {
+  const agg = new Aggregate(0);
+  for (let w = 0; w < 2; w++) {
+    const r = new Recorder();
+    for (let i = 1; i <= 1000; i++) r.latency(i / 10 + w * 100); // 0.1..100 ms, then 100.1..200 ms
+    r.completed = 1000;
+    r.error('timeout');
+    agg.add(w, r.take(), 500);
+  }
+  t.is(agg.completed, 2000);
+  t.is(agg.failed, 2);
+  t.deepEqual(agg.errors, { timeout: 2 });
+  const l = agg.latency();
+  t.true(Math.abs(l.p50 - 100) < 1, `p50 ${l.p50}`);
+  t.true(l.p50 <= l.p95 && l.p95 <= l.p99 && l.p99 <= l.max);
+  t.true(Math.abs(l.max - 200) < 1, `max ${l.max}`);
+  const series = agg.series();
+  t.is(series.length, 1);
+  t.is(series[0].completed, 2000);
+});
+
+test('report: a self-contained HTML page with two SVG charts', (t) => {
+  const html = renderReport({
+    title: 'load <test>',
+    summary: { workload: 'chat', completed: 3, latencyMs: { p50: 1, p95: 2, p99: 3, max: 4, mean: 1.5 }, errors: { lost: 1 } },
+    series: [
+      { t: 0, completed: 1, failed: 0, sent: 1, delivered: 1, p50: 1, p99: 2, max: 3 },
+      { t: 1, completed: 2, failed: 1, sent: 3, delivered: 2, p50: 1, p99: 2, max: 4 },
+    ],
+    throughput: [{ key: 'delivered', label: 'delivered' }],
+    latencyLabel: 'sent to delivered',
+  });
+  t.regex(html, /^<!doctype html>/);
+  t.is(html.match(/<svg /g)?.length, 2);
+  t.is(html.match(/<polyline /g)?.length, 4);
+  t.true(html.includes('load &lt;test&gt;'));
+  t.false(/<script|src=|href=/.test(html), 'nothing loaded from elsewhere');
+});
