@@ -343,8 +343,13 @@ export class Router implements PresenceRouting {
     if (!el) return;
     const type = el.attrs.type;
     if ((el.name === 'iq' && (type === 'get' || type === 'set')) || (el.name === 'message' && type !== 'error' && type !== 'headline')) {
-      const reply = errorReply(el, new StanzaError('service-unavailable'), this.d.domain);
-      if (reply) void this.routeInternal(reply);
+      void (async () => {
+        // A message is kept offline as for any unavailable account (XEP-0160), when it may be.
+        const local = el.name === 'message' && shouldStore(el) ? localOf(el.attrs.to) : undefined;
+        if (local && (await this.d.accountExists(local).catch(() => false)) && (await this.storeOffline(local, el))) return;
+        const reply = errorReply(el, new StanzaError('service-unavailable'), this.d.domain);
+        if (reply) await this.routeInternal(reply);
+      })();
     }
   }
 
@@ -371,6 +376,15 @@ function sameJid(a: string, b: string): boolean {
     return x.local === y.local && x.domain === y.domain && (x.resource === '' || x.resource === y.resource);
   } catch {
     return false;
+  }
+}
+
+/** The localpart of an address of this server's accounts, if it is one. */
+function localOf(to: string | undefined): string | undefined {
+  try {
+    return to ? parseJid(to).local || undefined : undefined;
+  } catch {
+    return undefined;
   }
 }
 

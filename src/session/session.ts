@@ -237,17 +237,19 @@ export class Session {
     const m = /^(\d+)\.(\d+)$/.exec(version);
     if (!m) throw new StreamError('bad-format', `version ${JSON.stringify(version)} is not MAJOR.MINOR`);
     if (Number(m[1]) !== 1) throw new StreamError('unsupported-version', 'this server speaks version 1.0');
-    this.sendHeader();
     this.state = this.authenticated ? 'wait-bind' : 'negotiating';
-    this.write(this.features().toString());
+    // Header and features in one write (one TCP segment): some clients and
+    // load tools take the first packet after their request as its answer.
+    this.write(this.header() + this.features().toString());
   }
 
-  private sendHeader(): void {
-    if (this.headerSent) return;
+  /** Our stream header, once per stream; '' when it was sent already. */
+  private header(): string {
+    if (this.headerSent) return '';
     this.headerSent = true;
     const d = this.ctx.config.domain;
     const to = this.peer !== undefined ? ` to='${escapeXML(this.peer)}'` : '';
-    this.write(`<?xml version='1.0'?><stream:stream xmlns='${NS_CLIENT}' xmlns:stream='${NS_STREAM}' id='${randomBytes(12).toString('base64url')}' from='${d}'${to} version='1.0' xml:lang='en'>`);
+    return `<?xml version='1.0'?><stream:stream xmlns='${NS_CLIENT}' xmlns:stream='${NS_STREAM}' id='${randomBytes(12).toString('base64url')}' from='${d}'${to} version='1.0' xml:lang='en'>`;
   }
 
   private mechanismsOffered() {
@@ -498,12 +500,13 @@ export class Session {
   /** Ends the stream, with a stream error when a condition is given (RFC 6120 §4.9.1). */
   close(reason: CloseReason = {}): void {
     if (this.state === 'closed') return;
+    let out = '';
     if (reason.condition) {
-      this.sendHeader(); // §4.9.1.2: a stream error needs an open stream
-      this.write(new StreamError(reason.condition, reason.text).toElement().toString());
+      // §4.9.1.2: a stream error needs an open stream.
+      out = this.header() + new StreamError(reason.condition, reason.text).toElement().toString();
       log.info('stream error', { sid: this.id, jid: this.jid, condition: reason.condition, text: reason.text });
     }
-    this.write('</stream:stream>');
+    this.write(`${out}</stream:stream>`);
     this.state = 'closed';
     this.socket.end();
     // The peer should answer with its closing tag; do not wait forever.
