@@ -15,6 +15,7 @@ import type { WorkerData, Task } from '../worker/worker.ts';
 import { log, setLogLevel } from '../log.ts';
 import { connectRedis, ready } from '../cluster/redis.ts';
 import { Membership } from '../cluster/membership.ts';
+import type { Departed } from '../presence/presence.ts';
 
 export interface RunningServer {
   membership?: Membership;
@@ -46,11 +47,16 @@ export async function startServer(config: Config): Promise<RunningServer> {
 
   // Cluster mode: hold a lease (and its fencing epoch) before serving anyone.
   let membership: Membership | undefined;
+  const leftover: Departed[] = [];
   if (config.redisUrl) {
     const redis = connectRedis(config.redisUrl, `${config.nodeId}:membership`);
     await ready(redis);
     membership = new Membership(redis, config.nodeId, config.leaseMs);
+    // What a crashed predecessor under this name left is announced once the workers are up.
+    const onLeftover = (_node: string, _n: number, departed: Departed[]) => leftover.push(...departed);
+    membership.on('dead', onLeftover);
     await membership.join();
+    membership.off('dead', onLeftover);
   }
 
   const hub = new Hub();
@@ -68,6 +74,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     membership.start();
   }
   await hub.ready();
+  if (leftover.length > 0) hub.toAny({ t: 'departed', list: leftover });
 
   // Connection tasks in flight, so that shutdown waits for them to finish.
   const live = new Set<Promise<unknown>>();

@@ -43,11 +43,13 @@ local function clean(node, gone)
 end`;
 
 // ARGV: node, leaseMs. A node (re)starting under a name starts from a clean slate.
+// Returns {epoch, what clean() found}: sessions a crashed predecessor left.
 const JOIN = `${NOW}${CLEAN}
-clean(ARGV[1], nil)
+local gone = {}
+clean(ARGV[1], gone)
 local epoch = redis.call('HINCRBY', 'xmpp:epochs', ARGV[1], 1)
 redis.call('ZADD', 'xmpp:nodes', now + tonumber(ARGV[2]), ARGV[1])
-return tostring(epoch)`;
+return {tostring(epoch), gone}`;
 
 // ARGV: node, epoch, leaseMs
 const HEARTBEAT = `${NOW}
@@ -86,7 +88,7 @@ redis.call('HINCRBY', 'xmpp:epochs', ARGV[1], 1)
 return 1`;
 
 type Scripts = {
-  xmppJoin(...args: string[]): Promise<string>;
+  xmppJoin(...args: string[]): Promise<[string, string[]]>;
   xmppHeartbeat(...args: string[]): Promise<string>;
   xmppSweep(...args: string[]): Promise<[string, string, string[]][]>;
   xmppLeave(...args: string[]): Promise<number>;
@@ -120,8 +122,19 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.leaseMs = leaseMs;
   }
 
+  /**
+   * Takes a lease under this node's name, from a clean slate: the sessions a
+   * previous run under the same name left (it crashed before its lease
+   * lapsed) are removed, and announced with the 'dead' event.
+   */
   async join(): Promise<string> {
-    this.epoch = await this.r.xmppJoin(this.node, String(this.leaseMs));
+    const [epoch, gone] = await this.r.xmppJoin(this.node, String(this.leaseMs));
+    this.epoch = epoch;
+    const departed = parseGone(gone);
+    if (departed.length > 0) {
+      log.warn('removed the sessions a previous run of this node left', { node: this.node, sessions: departed.length });
+      this.emit('dead', this.node, departed.length, departed);
+    }
     this.healthySince = Date.now();
     log.info('joined the cluster', { node: this.node, epoch: this.epoch });
     this.emit('epoch', this.epoch);
@@ -155,19 +168,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       if (Date.now() - this.healthySince >= this.leaseMs) {
         for (const [node, n, gone] of await this.r.xmppSweep(this.node)) {
           log.warn('removed the sessions of a node whose lease lapsed', { node, sessions: Number(n) });
-          const departed: Departed[] = [];
-          for (let i = 0; i < gone.length; i += 3) {
-            const jid = gone[i];
-            let directed: string[] = [];
-            try {
-              const list: unknown = JSON.parse(gone[i + 2]);
-              if (Array.isArray(list)) directed = list.filter((x): x is string => typeof x === 'string');
-            } catch {
-              // a damaged list: nobody to tell
-            }
-            departed.push({ jid, bare: jid.slice(0, jid.indexOf('/')), available: gone[i + 1] === '1', directed });
-          }
-          this.emit('dead', node, Number(n), departed);
+          this.emit('dead', node, Number(n), parseGone(gone));
         }
       }
     } catch (err) {
@@ -183,4 +184,21 @@ export class Membership extends EventEmitter<MembershipEvents> {
     await this.r.xmppLeave(this.node, this.epoch).catch(() => {});
     this.r.disconnect();
   }
+}
+
+/** clean()'s flat list: full JID, available ('1'/'0'), JSON list of directed presence recipients. */
+function parseGone(gone: string[]): Departed[] {
+  const departed: Departed[] = [];
+  for (let i = 0; i + 2 < gone.length; i += 3) {
+    const jid = gone[i];
+    let directed: string[] = [];
+    try {
+      const list: unknown = JSON.parse(gone[i + 2]);
+      if (Array.isArray(list)) directed = list.filter((x): x is string => typeof x === 'string');
+    } catch {
+      // a damaged list: nobody to tell
+    }
+    departed.push({ jid, bare: jid.slice(0, jid.indexOf('/')), available: gone[i + 1] === '1', directed });
+  }
+  return departed;
 }
