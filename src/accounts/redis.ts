@@ -21,8 +21,9 @@
 // rejects at once (at worst after the timeout) instead of waiting; SASL turns
 // that into temporary-auth-failure. The client keeps reconnecting in the
 // background and operations work again as soon as Redis is back.
-import { randomBytes, createHash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { type Lua, closeClient, lua, runScript, whenReady } from '../storage/redis.ts';
 import { connectRedis } from '../cluster/redis.ts';
 import {
   type AccountStore, type ScramCredentials, type ScramHash,
@@ -43,14 +44,6 @@ export interface RedisAccountStoreOptions {
   connectTimeoutMs?: number;
 }
 
-interface Lua {
-  text: string;
-  sha: string;
-}
-
-function lua(text: string): Lua {
-  return { text, sha: createHash('sha1').update(text).digest('hex') };
-}
 
 // HSET of all eight verifier fields; ARGV[3..10] are the values in FIELDS order.
 const FIELDS = (['SHA-1', 'SHA-256'] as const).flatMap((h) => PARTS.map((p) => `${FIELD_PREFIX[h]}:${p}`));
@@ -82,29 +75,6 @@ function checkIterations(iterations: number): void {
   if (!Number.isSafeInteger(iterations) || iterations < 1) throw new RangeError(`invalid iteration count ${iterations}`);
 }
 
-/** Resolves when the client is ready; rejects after timeoutMs or when it gives up. */
-function whenReady(redis: Redis, timeoutMs: number): Promise<void> {
-  if (redis.status === 'ready') return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    let last: Error | undefined;
-    const onError = (err: Error) => { last = err; };
-    const onReady = () => { done(); resolve(); };
-    const onEnd = () => { done(); reject(new Error(`redis connection closed${last ? `: ${last.message}` : ''}`)); };
-    const timer = setTimeout(() => {
-      done();
-      reject(new Error(`redis not ready within ${timeoutMs} ms${last ? `: ${last.message}` : ''}`));
-    }, timeoutMs);
-    function done() {
-      clearTimeout(timer);
-      redis.off('error', onError);
-      redis.off('ready', onReady);
-      redis.off('end', onEnd);
-    }
-    redis.on('error', onError);
-    redis.once('ready', onReady);
-    redis.once('end', onEnd);
-  });
-}
 
 export class RedisAccountStore implements AccountStore {
   readonly iterations: number;
@@ -180,13 +150,8 @@ export class RedisAccountStore implements AccountStore {
     return this.secret;
   }
 
-  private async run(script: Lua, keys: string[], args: (string | Buffer | number)[]): Promise<unknown> {
-    try {
-      return await this.redis.evalsha(script.sha, keys.length, ...keys, ...args);
-    } catch (err) {
-      if (!/^NOSCRIPT/.test((err as Error).message)) throw err;
-      return this.redis.eval(script.text, keys.length, ...keys, ...args);
-    }
+  private run(script: Lua, keys: string[], args: (string | Buffer | number)[]): Promise<unknown> {
+    return runScript(this.redis, script, keys, args);
   }
 
   private async derive(password: string): Promise<Buffer[]> {
@@ -252,16 +217,7 @@ export class RedisAccountStore implements AccountStore {
   close(): Promise<void> {
     if (this.closed) return this.closed;
     this.redis.off('ready', this.onReady);
-    const redis = this.redis;
-    if (!this.owned || redis.status === 'end') {
-      this.closed = Promise.resolve();
-    } else if (redis.status !== 'ready') {
-      redis.disconnect(); // stops reconnecting; nothing to say goodbye to
-      this.closed = Promise.resolve();
-    } else {
-      const ended = new Promise<void>((resolve) => redis.once('end', () => resolve()));
-      this.closed = redis.quit().then(() => ended, () => { redis.disconnect(); });
-    }
+    this.closed = closeClient(this.redis, this.owned);
     return this.closed;
   }
 }

@@ -3,9 +3,8 @@
 // busy timeout makes writers wait for each other instead of failing.
 // Each account holds SCRAM verifiers for SHA-1 and SHA-256, each with its own
 // salt; never the password.
+import { openDatabase } from '../storage/sqlite.ts';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import { mkdirSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
   type AccountStore, type ScramCredentials, type ScramHash,
@@ -13,7 +12,6 @@ import {
   normalizeUsername, normalizedOrUndefined, deriveScram, preparePassword,
 } from './store.ts';
 
-const BUSY_TIMEOUT_MS = 10_000;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS accounts (
@@ -82,19 +80,8 @@ export class SqliteAccountStore implements AccountStore {
   /** Opens (creating file and directory if needed) the account database. */
   static open(file: string, iterations: number): SqliteAccountStore {
     if (!Number.isSafeInteger(iterations) || iterations < 1) throw new RangeError(`invalid iteration count ${iterations}`);
-    const memory = file === ':memory:';
-    if (!memory) mkdirSync(dirname(resolve(file)), { recursive: true, mode: 0o700 });
-    const db = new DatabaseSync(memory ? file : resolve(file), { timeout: BUSY_TIMEOUT_MS });
-    try {
-      db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
-      db.exec('PRAGMA journal_mode = WAL');
-      db.exec('PRAGMA synchronous = NORMAL');
-      db.exec(SCHEMA);
-      return new SqliteAccountStore(db, iterations);
-    } catch (err) {
-      db.close();
-      throw err;
-    }
+    const db = openDatabase(file, SCHEMA);
+    return new SqliteAccountStore(db, iterations);
   }
 
   fakeSaltKey(): Buffer {

@@ -16,8 +16,8 @@
 // Durability is Redis's: without persistence (AOF) a Redis restart loses the
 // queued messages. Like the account store, the connection fails fast while
 // Redis is unreachable: operations reject instead of waiting.
-import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { type Lua, closeClient, lua, runScript, whenReady } from '../storage/redis.ts';
 import { connectRedis } from '../cluster/redis.ts';
 import { type OfflineStore, checkMax } from './store.ts';
 
@@ -30,14 +30,6 @@ export interface RedisOfflineStoreOptions {
   connectTimeoutMs?: number;
 }
 
-interface Lua {
-  text: string;
-  sha: string;
-}
-
-function lua(text: string): Lua {
-  return { text, sha: createHash('sha1').update(text).digest('hex') };
-}
 
 // KEYS: the user's list. ARGV: stanza, limit. 1 when appended, 0 when full.
 const PUSH = lua(`
@@ -51,29 +43,6 @@ local all = redis.call('LRANGE', KEYS[1], 0, -1)
 redis.call('DEL', KEYS[1])
 return all`);
 
-/** Resolves when the client is ready; rejects after timeoutMs or when it gives up. */
-function whenReady(redis: Redis, timeoutMs: number): Promise<void> {
-  if (redis.status === 'ready') return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    let last: Error | undefined;
-    const onError = (err: Error) => { last = err; };
-    const onReady = () => { done(); resolve(); };
-    const onEnd = () => { done(); reject(new Error(`redis connection closed${last ? `: ${last.message}` : ''}`)); };
-    const timer = setTimeout(() => {
-      done();
-      reject(new Error(`redis not ready within ${timeoutMs} ms${last ? `: ${last.message}` : ''}`));
-    }, timeoutMs);
-    function done() {
-      clearTimeout(timer);
-      redis.off('error', onError);
-      redis.off('ready', onReady);
-      redis.off('end', onEnd);
-    }
-    redis.on('error', onError);
-    redis.once('ready', onReady);
-    redis.once('end', onEnd);
-  });
-}
 
 export class RedisOfflineStore implements OfflineStore {
   /** The connection in use (shared with the caller when given to fromClient). */
@@ -113,13 +82,8 @@ export class RedisOfflineStore implements OfflineStore {
     return this.prefix + user;
   }
 
-  private async run(script: Lua, key: string, args: (string | number)[]): Promise<unknown> {
-    try {
-      return await this.redis.evalsha(script.sha, 1, key, ...args);
-    } catch (err) {
-      if (!/^NOSCRIPT/.test((err as Error).message)) throw err;
-      return this.redis.eval(script.text, 1, key, ...args);
-    }
+  private run(script: Lua, key: string, args: (string | number)[]): Promise<unknown> {
+    return runScript(this.redis, script, [key], args);
   }
 
   async push(user: string, xml: string, max: number): Promise<boolean> {
@@ -144,16 +108,7 @@ export class RedisOfflineStore implements OfflineStore {
   /** Quits the connection when open() made it (resolving once it has ended); idempotent. */
   close(): Promise<void> {
     if (this.closed) return this.closed;
-    const redis = this.redis;
-    if (!this.owned || redis.status === 'end') {
-      this.closed = Promise.resolve();
-    } else if (redis.status !== 'ready') {
-      redis.disconnect(); // stops reconnecting; nothing to say goodbye to
-      this.closed = Promise.resolve();
-    } else {
-      const ended = new Promise<void>((resolve) => redis.once('end', () => resolve()));
-      this.closed = redis.quit().then(() => ended, () => { redis.disconnect(); });
-    }
+    this.closed = closeClient(this.redis, this.owned);
     return this.closed;
   }
 }

@@ -8,12 +8,10 @@
 // rows read for delivery, cannot change before the write that depends on
 // them. (A plain transaction would read a snapshot first and could fail with
 // SQLITE_BUSY_SNAPSHOT on upgrading, which the busy timeout does not retry.)
+import { openDatabase } from '../storage/sqlite.ts';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import { mkdirSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
 import { type OfflineStore, checkMax } from './store.ts';
 
-const BUSY_TIMEOUT_MS = 10_000;
 
 // seq is the rowid: always above every row present, so ORDER BY seq is the
 // order of arrival of what is queued. stored (ms since the epoch) is kept for
@@ -50,19 +48,8 @@ export class SqliteOfflineStore implements OfflineStore {
 
   /** Opens (creating file and directory if needed) the offline message database. */
   static open(file: string): SqliteOfflineStore {
-    const memory = file === ':memory:';
-    if (!memory) mkdirSync(dirname(resolve(file)), { recursive: true, mode: 0o700 });
-    const db = new DatabaseSync(memory ? file : resolve(file), { timeout: BUSY_TIMEOUT_MS });
-    try {
-      db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
-      db.exec('PRAGMA journal_mode = WAL');
-      db.exec('PRAGMA synchronous = NORMAL');
-      db.exec(SCHEMA);
-      return new SqliteOfflineStore(db);
-    } catch (err) {
-      db.close();
-      throw err;
-    }
+    const db = openDatabase(file, SCHEMA);
+    return new SqliteOfflineStore(db);
   }
 
   /** Runs `fn` holding the database's write lock; commits, or rolls back on a throw. */

@@ -19,8 +19,9 @@
 // Like the account store, the connection fails fast while Redis is away
 // (no offline queue, no retries, a command timeout): operations reject and
 // the roster module answers with an error instead of waiting.
-import { randomBytes, createHash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { type Lua, closeClient, lua, runScript, whenReady } from '../storage/redis.ts';
 import { connectRedis } from '../cluster/redis.ts';
 import {
   type RosterStore, type RosterItem, type RosterItemInput, type RosterChange, type Subscription, type SubscriptionChange,
@@ -37,14 +38,6 @@ export interface RedisRosterStoreOptions {
   connectTimeoutMs?: number;
 }
 
-interface Lua {
-  text: string;
-  sha: string;
-}
-
-function lua(text: string): Lua {
-  return { text, sha: createHash('sha1').update(text).digest('hex') };
-}
 
 const HELPERS = `
 local function bump(k, epoch)
@@ -211,29 +204,6 @@ function decodePending(jid: string, value: string): { seq: number; request: Pend
   return { seq, request: { jid, stanza: value.slice(nl + 1) } };
 }
 
-/** Resolves when the client is ready; rejects after timeoutMs or when it gives up. */
-function whenReady(redis: Redis, timeoutMs: number): Promise<void> {
-  if (redis.status === 'ready') return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    let last: Error | undefined;
-    const onError = (err: Error) => { last = err; };
-    const onReady = () => { done(); resolve(); };
-    const onEnd = () => { done(); reject(new Error(`redis connection closed${last ? `: ${last.message}` : ''}`)); };
-    const timer = setTimeout(() => {
-      done();
-      reject(new Error(`redis not ready within ${timeoutMs} ms${last ? `: ${last.message}` : ''}`));
-    }, timeoutMs);
-    function done() {
-      clearTimeout(timer);
-      redis.off('error', onError);
-      redis.off('ready', onReady);
-      redis.off('end', onEnd);
-    }
-    redis.on('error', onError);
-    redis.once('ready', onReady);
-    redis.once('end', onEnd);
-  });
-}
 
 export class RedisRosterStore implements RosterStore {
   /** The connection in use (shared with the caller when given to fromClient). */
@@ -275,13 +245,8 @@ export class RedisRosterStore implements RosterStore {
     return `${this.namespace}pending:${user}`;
   }
 
-  private async run(script: Lua, keys: string[], args: (string | number)[]): Promise<unknown> {
-    try {
-      return await this.redis.evalsha(script.sha, keys.length, ...keys, ...args);
-    } catch (err) {
-      if (!/^NOSCRIPT/.test((err as Error).message)) throw err;
-      return this.redis.eval(script.text, keys.length, ...keys, ...args);
-    }
+  private run(script: Lua, keys: string[], args: (string | number)[]): Promise<unknown> {
+    return runScript(this.redis, script, keys, args);
   }
 
   async get(user: string): Promise<{ version: string; items: RosterItem[] }> {
@@ -367,16 +332,7 @@ export class RedisRosterStore implements RosterStore {
   /** Quits the connection when open() made it (resolving once it has ended); idempotent. */
   close(): Promise<void> {
     if (this.closed) return this.closed;
-    const redis = this.redis;
-    if (!this.owned || redis.status === 'end') {
-      this.closed = Promise.resolve();
-    } else if (redis.status !== 'ready') {
-      redis.disconnect();
-      this.closed = Promise.resolve();
-    } else {
-      const ended = new Promise<void>((resolve) => redis.once('end', () => resolve()));
-      this.closed = redis.quit().then(() => ended, () => { redis.disconnect(); });
-    }
+    this.closed = closeClient(this.redis, this.owned);
     return this.closed;
   }
 }

@@ -7,9 +7,8 @@
 // of RFC 6121 Appendix A) live beside the items in roster_pending, in arrival
 // order (seq, per user), so a transition reads and writes both in the same
 // transaction.
+import { openDatabase } from '../storage/sqlite.ts';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import { mkdirSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
   type RosterStore, type RosterItem, type RosterItemInput, type RosterChange, type Subscription, type SubscriptionChange,
@@ -17,7 +16,6 @@ import {
   RosterFullError, EMPTY_VERSION, SUB_STATES, checkMax, checkSubscription, compareJids, composeState, decodeDetails, encodeDetails, makeItem, splitState,
 } from './store.ts';
 
-const BUSY_TIMEOUT_MS = 10_000;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS roster_versions (
@@ -112,19 +110,8 @@ export class SqliteRosterStore implements RosterStore {
 
   /** Opens (creating file and directory if needed) the roster database; ':memory:' for a private one. */
   static open(file: string): SqliteRosterStore {
-    const memory = file === ':memory:';
-    if (!memory) mkdirSync(dirname(resolve(file)), { recursive: true, mode: 0o700 });
-    const db = new DatabaseSync(memory ? file : resolve(file), { timeout: BUSY_TIMEOUT_MS });
-    try {
-      db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
-      db.exec('PRAGMA journal_mode = WAL');
-      db.exec('PRAGMA synchronous = NORMAL');
-      db.exec(SCHEMA);
-      return new SqliteRosterStore(db);
-    } catch (err) {
-      db.close();
-      throw err;
-    }
+    const db = openDatabase(file, SCHEMA);
+    return new SqliteRosterStore(db);
   }
 
   /** Runs fn in a transaction: IMMEDIATE (the write lock at once) for changes, deferred for reads. */
