@@ -11,24 +11,19 @@
 // the same stream, for what that stream's own session causes.
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import type { Element } from 'ltx';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { RedisServer } from '../helpers/redis.ts';
 import { NodeProcess, clusterCertificate } from '../helpers/cluster.ts';
-import type { RawClient } from '../helpers/raw.ts';
-import { online, pingIq, uid, within } from '../helpers/protocol.ts';
+import { uid } from '../helpers/protocol.ts';
+import { NS_DELAY, approve, barrier, carbons, checkCarbon, connect as connectTo, expect, fresh, isCarbon, isPresence, push, ready, rosterOf, subscribe, summary } from '../helpers/im.ts';
+import type { Peer } from '../helpers/im.ts';
 import { RedisAccountStore } from '../../src/accounts/redis.ts';
 
-const NS_ROSTER = 'jabber:iq:roster';
-const NS_CARBONS = 'urn:xmpp:carbons:2';
-const NS_FORWARD = 'urn:xmpp:forward:0';
-const NS_DELAY = 'urn:xmpp:delay';
 // Long enough that a loaded machine renews in time.
 const LEASE_MS = 3000;
-const WAIT = 10_000;
 
 let redis: RedisServer;
 /** n1, n2, n3 live throughout; doomed is killed by one test. */
@@ -56,83 +51,19 @@ test.after.always(async () => {
   if (certDir) rmSync(certDir, { recursive: true, force: true });
 });
 
-interface Peer {
-  c: RawClient;
-  jid: string;
-  bare: string;
-  name: string;
-}
-
-let n = 0;
 async function account(base: string): Promise<string> {
-  const name = `${base}${++n}x${process.pid}`;
+  const name = fresh(base);
   await accounts.create(name, `${name}-pw`);
   return name;
 }
 
-async function connect(t: ExecutionContext, node: NodeProcess, name: string, resource: string): Promise<Peer> {
-  const { c, jid } = await within(online(node.c2sPort, name, `${name}-pw`, resource), WAIT, `${name}/${resource} logging in to ${node.name}`);
-  t.teardown(() => c.destroy());
-  return { c, jid, bare: jid.split('/')[0], name };
-}
+const connect = (t: ExecutionContext, node: NodeProcess, name: string, resource: string) => connectTo(t, node.c2sPort, name, resource, `${name}/${resource} logging in to ${node.name}`);
 
 /** A new account logged in on `node`, roster requested and available. */
 async function user(t: ExecutionContext, node: NodeProcess, base: string, resource = node.name): Promise<Peer> {
   const p = await connect(t, node, await account(base), resource);
   await ready(p);
   return p;
-}
-
-function expect(p: Peer, what: string, pred: (el: Element) => boolean, from = 0, ms = WAIT): Promise<Element> {
-  return within(p.c.find(pred, from), ms, `${p.jid}: ${what}`);
-}
-
-const isPresence = (from: string, type?: string) => (el: Element) => el.name === 'presence' && el.attrs.from === from && el.attrs.type === type;
-const rosterItem = (el: Element) => el.getChild('query', NS_ROSTER)?.getChild('item');
-const isPush = (jid: string) => (el: Element) => el.name === 'iq' && el.attrs.type === 'set' && rosterItem(el)?.attrs.jid === jid;
-const summary = (items: Element[]) => items.map((i) => [i.attrs.jid, i.attrs.subscription, i.attrs.ask]);
-
-async function rosterOf(p: Peer): Promise<Element[]> {
-  const id = uid('roster');
-  const res = await within(p.c.request(`<iq type='get' id='${id}'><query xmlns='${NS_ROSTER}'/></iq>`, id), WAIT, `${p.jid}: roster`);
-  if (res.attrs.type !== 'result') throw new Error(res.toString());
-  return res.getChild('query', NS_ROSTER)!.getChildren('item');
-}
-
-/** Requests the roster and sends initial presence; waits for its echo (§4.2.2). */
-async function ready(p: Peer, presence = '<presence/>'): Promise<Element[]> {
-  const items = await rosterOf(p);
-  const from = p.c.items.length;
-  p.c.send(presence);
-  await expect(p, 'its own presence', isPresence(p.jid), from);
-  return items;
-}
-
-/** Waits for a roster push about `jid` in the given state and answers it; returns the index after it. */
-async function push(t: ExecutionContext, p: Peer, jid: string, subscription: string, ask: string | undefined, from: number): Promise<number> {
-  const el = await expect(p, `roster push for ${jid} (${subscription}${ask ? ` ask=${ask}` : ''})`, (e) => isPush(jid)(e) && rosterItem(e)!.attrs.subscription === subscription && rosterItem(e)!.attrs.ask === ask, from);
-  t.false('from' in el.attrs, 'a push comes from the account itself (no from)');
-  p.c.send(`<iq type='result' id='${el.attrs.id}'/>`);
-  return p.c.items.findIndex((it) => it.kind === 'el' && it.el === el) + 1;
-}
-
-/** Elements received after index `from` up to the answer of a ping sent now. */
-async function barrier(p: Peer, from: number): Promise<Element[]> {
-  const id = uid('barrier');
-  const reply = await within(p.c.request(pingIq(id), id), WAIT, `${p.jid}: barrier ping`);
-  const items = p.c.items;
-  const end = items.findIndex((it) => it.kind === 'el' && it.el === reply);
-  return items.slice(from, end).flatMap((it) => (it.kind === 'el' ? [it.el] : []));
-}
-
-/** a subscribes to b's presence and b approves (both online and ready). */
-async function subscribe(a: Peer, b: Peer): Promise<void> {
-  const [af, bf] = [a.c.items.length, b.c.items.length];
-  a.c.send(`<presence to='${b.bare}' type='subscribe'/>`);
-  await expect(b, `${a.bare}'s request`, isPresence(a.bare, 'subscribe'), bf);
-  b.c.send(`<presence to='${a.bare}' type='subscribed'/>`);
-  await expect(a, 'approval', isPresence(b.bare, 'subscribed'), af);
-  await expect(a, `${b.jid}'s presence`, isPresence(b.jid), af);
 }
 
 test('subscription handshake across nodes, both online: pushes, presence and "both" on both sides', async (t) => {
@@ -145,22 +76,18 @@ test('subscription handshake across nodes, both online: pushes, presence and "bo
   const req = await expect(bob, 'the request, through node 1', isPresence(alice.bare, 'subscribe'), b);
   t.is(req.attrs.to, bob.bare);
 
-  b = bob.c.items.length;
-  bob.c.send(`<presence to='${alice.bare}' type='subscribed'/>`);
-  b = await push(t, bob, alice.bare, 'from', undefined, b);
-  await push(t, alice, bob.bare, 'to', undefined, a);
+  // Bob's presence comes from node 2.
+  const approved = await approve(t, alice, bob, { requester: 'to', approver: 'from' }, a, bob.c.items.length);
   await expect(alice, 'subscribed', isPresence(bob.bare, 'subscribed'), a);
-  const p = await expect(alice, "bob's presence from node 2", isPresence(bob.jid), a);
-  t.is(p.attrs.to, alice.bare);
+  t.is(approved.presence.attrs.to, alice.bare);
 
+  // And back: alice's presence comes from node 1.
   a = alice.c.items.length;
+  b = approved.next;
   bob.c.send(`<presence to='${alice.bare}' type='subscribe'/>`);
   await expect(alice, "bob's request", isPresence(bob.bare, 'subscribe'), a);
-  alice.c.send(`<presence to='${bob.bare}' type='subscribed'/>`);
-  await push(t, alice, bob.bare, 'both', undefined, a);
-  await push(t, bob, alice.bare, 'both', undefined, b);
+  await approve(t, bob, alice, { requester: 'both', approver: 'both' }, b, a);
   await expect(bob, 'subscribed', isPresence(alice.bare, 'subscribed'), b);
-  await expect(bob, "alice's presence from node 1", isPresence(alice.jid), b);
   t.deepEqual(summary(await rosterOf(alice)), [[bob.bare, 'both', undefined]]);
   t.deepEqual(summary(await rosterOf(bob)), [[alice.bare, 'both', undefined]]);
 });
@@ -179,12 +106,9 @@ test('a request to an offline user, sent through node 1, is kept and delivered w
   const req = await expect(bob, 'the kept request', isPresence(alice.bare, 'subscribe'), from);
   t.is(req.getChildText('status'), 'from node 1');
 
-  const b = bob.c.items.length;
-  bob.c.send(`<presence to='${alice.bare}' type='subscribed'/>`);
-  await push(t, bob, alice.bare, 'from', undefined, b);
-  await push(t, alice, bobBare, 'to', undefined, a);
+  // Bob's presence comes from node 3.
+  await approve(t, alice, bob, { requester: 'to', approver: 'from' }, a, bob.c.items.length);
   await expect(alice, 'subscribed', isPresence(bobBare, 'subscribed'), a);
-  await expect(alice, "bob's presence from node 3", isPresence(bob.jid), a);
 });
 
 test('presence updates cross nodes to the subscriber; a new resource on node 3 probes and gets the contact on node 2', async (t) => {
@@ -288,29 +212,18 @@ test('carbons across nodes: two resources of one user on nodes 1 and 2, the cont
   await ready(gina2);
   const hal = await user(t, nodes[2], 'hal');
   for (const p of [gina, gina2]) {
-    const id = uid('carbons');
-    const res = await within(p.c.request(`<iq type='set' id='${id}'><enable xmlns='${NS_CARBONS}'/></iq>`, id), WAIT, `${p.jid}: enable carbons`);
+    const res = await carbons(p, 'enable');
     t.is(res.attrs.type, 'result', res.toString());
   }
 
   const [g1, g2, h] = [gina.c.items.length, gina2.c.items.length, hal.c.items.length];
   gina.c.send(`<message to='${hal.jid}' id='cs1' type='chat'><body>sent on node 1</body></message>`);
   await expect(hal, 'the chat', (el) => el.attrs.id === 'cs1', h);
-  const sent = await expect(gina2, '<sent/> carbon on node 2', (el) => el.name === 'message' && Boolean(el.getChild('sent', NS_CARBONS)), g2);
-  t.is(sent.attrs.from, gina.bare);
-  t.is(sent.attrs.to, gina2.jid);
-  const inner = sent.getChild('sent', NS_CARBONS)?.getChild('forwarded', NS_FORWARD)?.getChild('message');
-  t.is(inner?.attrs.from, gina.jid);
-  t.is(inner?.attrs.to, hal.jid);
-  t.is(inner?.getChildText('body'), 'sent on node 1');
+  const sent = await expect(gina2, '<sent/> carbon on node 2', isCarbon('sent'), g2);
+  checkCarbon(t, sent, 'sent', { from: gina.bare, to: gina2.jid }, { from: gina.jid, to: hal.jid, body: 'sent on node 1' });
 
   hal.c.send(`<message to='${gina.jid}' id='cr1' type='chat'><body>answer from node 3</body></message>`);
   await expect(gina, 'the answer', (el) => el.attrs.id === 'cr1', g1);
-  const received = await expect(gina2, '<received/> carbon on node 2', (el) => el.name === 'message' && Boolean(el.getChild('received', NS_CARBONS)), g2);
-  t.is(received.attrs.from, gina.bare);
-  t.is(received.attrs.to, gina2.jid);
-  const rin = received.getChild('received', NS_CARBONS)?.getChild('forwarded', NS_FORWARD)?.getChild('message');
-  t.is(rin?.attrs.from, hal.jid);
-  t.is(rin?.attrs.to, gina.jid);
-  t.is(rin?.getChildText('body'), 'answer from node 3');
+  const received = await expect(gina2, '<received/> carbon on node 2', isCarbon('received'), g2);
+  checkCarbon(t, received, 'received', { from: gina.bare, to: gina2.jid }, { from: hal.jid, to: gina.jid, body: 'answer from node 3' });
 });

@@ -17,14 +17,8 @@ import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { xmppClient } from '../helpers/xmpp-client.ts';
 import type { XmppClient } from '../helpers/xmpp-client.ts';
-import { within } from '../helpers/protocol.ts';
-
-const NS_ROSTER = 'jabber:iq:roster';
-const NS_CARBONS = 'urn:xmpp:carbons:2';
-const NS_FORWARD = 'urn:xmpp:forward:0';
-const NS_DELAY = 'urn:xmpp:delay';
-const STAMP = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/;
-const WAIT = 10_000;
+import { uid, within } from '../helpers/protocol.ts';
+import { NS_CARBONS, NS_DELAY, NS_ROSTER, STAMP, WAIT, checkCarbon, fresh, isCarbon, isPresence, isPush, rosterItem, summary } from '../helpers/im.ts';
 
 let server: TestServer;
 
@@ -78,10 +72,6 @@ interface User {
   bare: string;
 }
 
-let n = 0;
-/** A fresh account name for this test run. */
-const fresh = (base: string) => `${base}${++n}x${process.pid}`;
-
 /** What the tests use of @xmpp/client beyond src/types/xmpp-client.d.ts. */
 type Untyped = XmppClient & {
   socket: { socket?: { destroy(): void; _parent?: { destroy(): void } } } | null;
@@ -122,10 +112,6 @@ async function user(t: ExecutionContext, base: string, resource = 'r'): Promise<
   return u;
 }
 
-const isPresence = (from: string, type?: string) => (el: Element) => el.name === 'presence' && el.attrs.from === from && el.attrs.type === type;
-const rosterItem = (el: Element) => el.getChild('query', NS_ROSTER)?.getChild('item');
-const isPush = (jid: string) => (el: Element) => el.name === 'iq' && el.attrs.type === 'set' && rosterItem(el)?.attrs.jid === jid;
-
 function expect(u: User, what: string, pred: (el: Element) => boolean, from = 0): Promise<Element> {
   return within(u.inbox.find(pred, from), WAIT, `${u.jid}: ${what}`);
 }
@@ -134,8 +120,6 @@ async function rosterGet(u: User): Promise<Element[]> {
   const r = await within(u.xmpp.iqCaller.request(xml('iq', { type: 'get' }, xml('query', { xmlns: NS_ROSTER }))), WAIT, `${u.jid}: roster get`);
   return r.getChild('query', NS_ROSTER)!.getChildren('item');
 }
-
-const summary = (items: Element[]) => items.map((i) => [i.attrs.jid, i.attrs.subscription, i.attrs.ask]);
 
 /** Requests the roster (an "interested resource") and sends initial presence; waits for its echo (§4.2.2). */
 async function ready(u: User, presence = xml('presence')): Promise<Element[]> {
@@ -320,7 +304,7 @@ test('offline messages: kept while away, delivered at the next available presenc
   const daveName = await account('dave');
   const daveBare = `${daveName}@localhost`;
   const bodies = ['first', 'second: ünïcödé 🎉', 'third & <last>'];
-  const ids = bodies.map((_, i) => `off-${i}-${n}`);
+  const ids = bodies.map(() => uid('off'));
   const sentAt = Date.now();
   const start = alice.inbox.length;
   for (const [i, body] of bodies.entries()) await alice.xmpp.send(xml('message', { to: daveBare, type: 'chat', id: ids[i] }, xml('body', {}, body)));
@@ -372,25 +356,15 @@ test('carbons: a chat sent by one resource reaches the other as <sent/>, one rec
   await erin.xmpp.send(xml('message', { to: frank.jid, type: 'chat', id: 'c-sent' }, xml('body', {}, 'from the phone')));
   const m = await expect(frank, 'the chat', (el) => el.name === 'message' && el.attrs.id === 'c-sent', f);
   t.is(m.attrs.from, erin.jid);
-  const sent = await expect(erin2, '<sent/> carbon', (el) => el.name === 'message' && Boolean(el.getChild('sent', NS_CARBONS)), e2);
-  t.is(sent.attrs.from, erin.bare, 'a carbon comes from the bare JID');
-  t.is(sent.attrs.to, erin2.jid);
-  const inner = sent.getChild('sent', NS_CARBONS)?.getChild('forwarded', NS_FORWARD)?.getChild('message');
-  t.is(inner?.attrs.from, erin.jid);
-  t.is(inner?.attrs.to, frank.jid);
+  const sent = await expect(erin2, '<sent/> carbon', isCarbon('sent'), e2);
+  const inner = checkCarbon(t, sent, 'sent', { from: erin.bare, to: erin2.jid }, { from: erin.jid, to: frank.jid, body: 'from the phone' });
   t.is(inner?.attrs.id, 'c-sent');
-  t.is(inner?.getChildText('body'), 'from the phone');
 
   await frank.xmpp.send(xml('message', { to: erin.jid, type: 'chat', id: 'c-recv' }, xml('body', {}, 'to the phone')));
   const direct = await expect(erin, 'the answer', (el) => el.name === 'message' && el.attrs.id === 'c-recv', e1);
   t.falsy(direct.getChild('received', NS_CARBONS), 'the addressee gets the message itself');
-  const received = await expect(erin2, '<received/> carbon', (el) => el.name === 'message' && Boolean(el.getChild('received', NS_CARBONS)), e2);
-  t.is(received.attrs.from, erin.bare);
-  t.is(received.attrs.to, erin2.jid);
-  const rin = received.getChild('received', NS_CARBONS)?.getChild('forwarded', NS_FORWARD)?.getChild('message');
-  t.is(rin?.attrs.from, frank.jid);
-  t.is(rin?.attrs.to, erin.jid);
-  t.is(rin?.getChildText('body'), 'to the phone');
+  const received = await expect(erin2, '<received/> carbon', isCarbon('received'), e2);
+  checkCarbon(t, received, 'received', { from: erin.bare, to: erin2.jid }, { from: frank.jid, to: erin.jid, body: 'to the phone' });
   // The sending resource gets no copy of its own message.
   t.false((await barrier(erin, e1)).some((el) => Boolean(el.getChild('sent', NS_CARBONS) ?? el.getChild('received', NS_CARBONS))), 'no carbon to the resource involved');
 });

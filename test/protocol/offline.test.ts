@@ -14,14 +14,13 @@ import type { Element } from 'ltx';
 import { join } from 'node:path';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
-import type { RawClient } from '../helpers/raw.ts';
-import { online, pingIq, stanzaError, uid, within } from '../helpers/protocol.ts';
+import { stanzaError, uid } from '../helpers/protocol.ts';
+import { NS_DELAY, STAMP, barrier, connect, expect } from '../helpers/im.ts';
+import type { Peer } from '../helpers/im.ts';
 import { SqliteOfflineStore } from '../../src/offline/sqlite.ts';
 
-const NS_DELAY = 'urn:xmpp:delay';
 const NS_CHATSTATES = 'http://jabber.org/protocol/chatstates';
 const NS_HINTS = 'urn:xmpp:hints';
-const STAMP = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/;
 
 let server: TestServer; // default limit (100)
 let limited: TestServer; // XMPP_MAX_OFFLINE=2
@@ -35,44 +34,24 @@ test.after.always(async () => {
   await Promise.all([server?.stop(), limited?.stop()]);
 });
 
-type Client = { c: RawClient; jid: string };
-
-async function login(t: ExecutionContext, s: TestServer, user: string, resource: string): Promise<Client> {
-  const cl = await within(online(s.c2sPort, user, `${user}-pw`, resource), 10_000, `${user} logging in`);
-  t.teardown(() => cl.c.destroy());
-  return cl;
-}
-
-/**
- * Sends a ping to the server behind whatever was sent before and returns,
- * once it is answered, the elements received from item `from` up to that
- * answer: everything the earlier stanzas led to on this stream.
- */
-async function barrier(c: RawClient, from: number): Promise<Element[]> {
-  const id = uid('barrier');
-  const reply = await within(c.request(pingIq(id), id), 10_000, `answer to ping ${id}`);
-  if (reply.attrs.type !== 'result') throw new Error(`ping failed: ${reply.toString()}`);
-  const items = c.items;
-  const end = items.findIndex((it, i) => i >= from && it.kind === 'el' && it.el === reply);
-  return items.slice(from, end).flatMap((it) => (it.kind === 'el' ? [it.el] : []));
-}
+const login = (t: ExecutionContext, s: TestServer, user: string, resource: string) => connect(t, s.c2sPort, user, resource);
 
 const chat = (to: string, id: string, body: string, type = 'chat') =>
   `<message to='${to}' id='${id}' type='${type}'><body>${body}</body></message>`;
 
 /** Sends stanzas and checks, behind a ping, that none of them came back as an error. */
-async function sendAll(t: ExecutionContext, from: Client, stanzas: string[]): Promise<void> {
+async function sendAll(t: ExecutionContext, from: Peer, stanzas: string[]): Promise<void> {
   const start = from.c.items.length;
   for (const x of stanzas) from.c.send(x);
-  const back = await barrier(from.c, start);
+  const back = await barrier(from, start);
   t.deepEqual(back.map((el) => el.toString()), [], 'no error (nor anything else) came back to the sender');
 }
 
 /** Sends `presence` on a session, then a ping; returns the messages received in between. */
-async function present(c: RawClient, presence = '<presence/>'): Promise<Element[]> {
-  const start = c.items.length;
-  c.send(presence);
-  return (await barrier(c, start)).filter((el) => el.name === 'message');
+async function present(p: Peer, presence = '<presence/>'): Promise<Element[]> {
+  const start = p.c.items.length;
+  p.c.send(presence);
+  return (await barrier(p, start)).filter((el) => el.name === 'message');
 }
 
 function checkDelay(t: ExecutionContext, m: Element, after: number, before: number): number {
@@ -101,13 +80,13 @@ test('messages to an offline user are stored and delivered on available presence
 
   const bob = await login(t, server, 'bob', 'phone');
   // Bound but not yet available: nothing is handed over (XEP-0160 §2).
-  t.deepEqual(await barrier(bob.c, bob.c.items.length), []);
+  t.deepEqual(await barrier(bob, bob.c.items.length), []);
   const start = bob.c.items.length;
   bob.c.send('<presence/>');
   // Wait for the last one first, so that a delivery not finished before the
   // presence is answered still shows up; then nothing more behind a ping.
-  await within(bob.c.find((el) => el.attrs.id === ids[2], start), 10_000, 'the third offline message');
-  const got = (await barrier(bob.c, start)).filter((el) => el.name === 'message');
+  await expect(bob, 'the third offline message', (el) => el.attrs.id === ids[2], start);
+  const got = (await barrier(bob, start)).filter((el) => el.name === 'message');
   const receivedAt = Date.now();
   t.deepEqual(got.map((m) => m.attrs.id), ids, 'all three, in the order sent, each once');
   let last = 0;
@@ -125,7 +104,7 @@ test('messages to an offline user are stored and delivered on available presence
   // Delivered once: another login, later, gets none of them.
   bob.c.destroy();
   const again = await login(t, server, 'bob', 'laptop');
-  t.deepEqual((await present(again.c)).map((m) => m.toString()), [], 'a second login gets nothing');
+  t.deepEqual((await present(again)).map((m) => m.toString()), [], 'a second login gets nothing');
 });
 
 test('two sessions becoming available at once: the stored messages reach one of them, once', async (t) => {
@@ -136,7 +115,7 @@ test('two sessions becoming available at once: the stored messages reach one of 
   const [s1, s2] = [one.c.items.length, two.c.items.length];
   one.c.send('<presence/>');
   two.c.send('<presence/>');
-  const [got1, got2] = await Promise.all([barrier(one.c, s1), barrier(two.c, s2)]);
+  const [got1, got2] = await Promise.all([barrier(one, s1), barrier(two, s2)]);
   const ids1 = got1.filter((el) => el.name === 'message').map((m) => m.attrs.id);
   const ids2 = got2.filter((el) => el.name === 'message').map((m) => m.attrs.id);
   t.deepEqual([...ids1, ...ids2].sort(), [...ids].sort(), 'each message exactly once over both sessions');
@@ -149,7 +128,7 @@ test('past the limit (XMPP_MAX_OFFLINE=2) the sender gets service-unavailable; w
   const ids = [uid('lim'), uid('lim'), uid('lim')];
   const start = alice.c.items.length;
   for (const [i, id] of ids.entries()) alice.c.send(chat('carol@localhost', id, `n${i}`));
-  const back = await barrier(alice.c, start);
+  const back = await barrier(alice, start);
   t.deepEqual(back.map((el) => el.attrs.id), [ids[2]], 'only the third comes back');
   const err = back[0];
   t.is(err?.name, 'message');
@@ -160,7 +139,7 @@ test('past the limit (XMPP_MAX_OFFLINE=2) the sender gets service-unavailable; w
   t.is(await offlineCount(limited, 'carol'), 2);
 
   const carol = await login(t, limited, 'carol', 'home');
-  const got = await present(carol.c);
+  const got = await present(carol);
   t.deepEqual(got.map((m) => m.attrs.id), ids.slice(0, 2), 'the two stored ones, in order');
   t.deepEqual(got.map((m) => m.getChildText('body')), ['n0', 'n1']);
 });
@@ -173,7 +152,7 @@ test('a headline to an offline user is dropped: no error, not stored', async (t)
   await sendAll(t, alice, [chat('dave@localhost', headline, 'news', 'headline'), chat('dave@localhost', control, 'kept')]);
   t.is(await offlineCount(server, 'dave'), 1, 'only the chat message is stored');
   const dave = await login(t, server, 'dave', 'd');
-  const got = await present(dave.c);
+  const got = await present(dave);
   t.deepEqual(got.map((m) => m.attrs.id), [control], 'the headline never arrives');
 });
 
@@ -184,7 +163,7 @@ test('not stored, answered with service-unavailable: chat states only (XEP-0160)
   const start = alice.c.items.length;
   alice.c.send(`<message to='harry@localhost' id='${csn}' type='chat'><composing xmlns='${NS_CHATSTATES}'/></message>`);
   alice.c.send(`<message to='harry@localhost' id='${noStore}' type='chat'><body>ephemeral</body><no-store xmlns='${NS_HINTS}'/></message>`);
-  const back = await barrier(alice.c, start);
+  const back = await barrier(alice, start);
   t.deepEqual(back.map((el) => el.attrs.id), [csn, noStore]);
   for (const el of back) t.is(stanzaError(el).condition, 'service-unavailable', el.toString());
   t.is(await offlineCount(server, 'harry'), 0);
@@ -195,12 +174,12 @@ test('a negative priority does not collect offline messages; a later non-negativ
   const id = uid('neg');
   await sendAll(t, alice, [chat('frank@localhost', id, 'for frank')]);
   const frank = await login(t, server, 'frank', 'f');
-  t.deepEqual(await present(frank.c, '<presence><priority>-1</priority></presence>'), [], 'priority -1: nothing');
+  t.deepEqual(await present(frank, '<presence><priority>-1</priority></presence>'), [], 'priority -1: nothing');
   t.is(await offlineCount(server, 'frank'), 1);
   // Available with priority -1 is still "no resource of non-negative priority": stored too.
   const id2 = uid('neg');
   await sendAll(t, alice, [chat('frank@localhost', id2, 'another')]);
-  const got = await present(frank.c, '<presence><priority>0</priority></presence>');
+  const got = await present(frank, '<presence><priority>0</priority></presence>');
   t.deepEqual(got.map((m) => m.attrs.id), [id, id2]);
   for (const m of got) t.is(m.getChild('delay', NS_DELAY)?.attrs.from, 'localhost');
 });
@@ -210,7 +189,7 @@ test('a message to a full JID with no such resource is stored for the account (R
   const id = uid('full');
   await sendAll(t, alice, [chat('gina@localhost/gone', id, 'to a resource')]);
   const gina = await login(t, server, 'gina', 'new');
-  const got = await present(gina.c);
+  const got = await present(gina);
   t.deepEqual(got.map((m) => m.attrs.id), [id]);
   t.is(got[0]?.attrs.to, 'gina@localhost/gone', "the 'to' is left as the sender wrote it");
   t.is(got[0]?.getChildText('body'), 'to a resource');

@@ -9,16 +9,32 @@
 // the ping's answer comes after everything an earlier stanza led to on the
 // same stream.
 import test, { type ExecutionContext } from 'ava';
-import type { Element } from 'ltx';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
-import type { RawClient } from '../helpers/raw.ts';
-import { online, pingIq, stanzaError, uid, within, NS_DISCO_INFO } from '../helpers/protocol.ts';
-
-const NS_ROSTER = 'jabber:iq:roster';
-const NS_CARBONS = 'urn:xmpp:carbons:2';
-const NS_FORWARD = 'urn:xmpp:forward:0';
-const WAIT = 10_000;
+import { stanzaError, uid, within, NS_DISCO_INFO } from '../helpers/protocol.ts';
+import {
+  NS_CARBONS,
+  NS_DELAY,
+  NS_ROSTER,
+  WAIT,
+  approve,
+  barrier,
+  carbons,
+  carried,
+  checkCarbon,
+  connect as connectTo,
+  expect,
+  fresh,
+  isCarbon,
+  isPresence,
+  isPush,
+  push,
+  ready,
+  rosterOf,
+  subscribe,
+  summary,
+} from '../helpers/im.ts';
+import type { Peer } from '../helpers/im.ts';
 
 let server: TestServer;
 
@@ -29,22 +45,7 @@ test.after.always(async () => {
   await server?.stop();
 });
 
-interface Peer {
-  c: RawClient;
-  jid: string;
-  bare: string;
-  name: string;
-}
-
-let n = 0;
-/** A fresh account name for this test run. */
-const fresh = (base: string) => `${base}${++n}x${process.pid}`;
-
-async function connect(t: ExecutionContext, name: string, resource = 'r'): Promise<Peer> {
-  const { c, jid } = await within(online(server.c2sPort, name, `${name}-pw`, resource), WAIT, `${name} logging in`);
-  t.teardown(() => c.destroy());
-  return { c, jid, bare: jid.split('/')[0], name };
-}
+const connect = (t: ExecutionContext, name: string, resource = 'r') => connectTo(t, server.c2sPort, name, resource);
 
 /** A new account, logged in; with `ready`, it requested its roster (gets pushes) and is available. */
 async function user(t: ExecutionContext, base: string, opts: { resource?: string; ready?: boolean } = {}): Promise<Peer> {
@@ -53,60 +54,6 @@ async function user(t: ExecutionContext, base: string, opts: { resource?: string
   const p = await connect(t, name, opts.resource);
   if (opts.ready !== false) await ready(p);
   return p;
-}
-
-/** Requests the roster (RFC 6121 §2.1.3) and sends initial presence; waits for its echo (§4.2.2). */
-async function ready(p: Peer, presence = '<presence/>'): Promise<Element> {
-  const id = uid('roster');
-  const r = await within(p.c.request(`<iq type='get' id='${id}'><query xmlns='${NS_ROSTER}'/></iq>`, id), WAIT, 'roster');
-  if (r.attrs.type !== 'result') throw new Error(r.toString());
-  const from = p.c.items.length;
-  p.c.send(presence);
-  await within(p.c.find((el) => el.name === 'presence' && el.attrs.from === p.jid, from), WAIT, `${p.jid}'s own presence echo`);
-  return r.getChild('query', NS_ROSTER)!;
-}
-
-/** The first element on p's stream from index `from` that matches. */
-function expect(p: Peer, what: string, pred: (el: Element) => boolean, from = 0): Promise<Element> {
-  return within(p.c.find(pred, from), WAIT, `${p.jid}: ${what}`);
-}
-
-const isPush = (jid: string) => (el: Element) => el.name === 'iq' && el.attrs.type === 'set' && el.getChild('query', NS_ROSTER)?.getChild('item')?.attrs.jid === jid;
-const pushItem = (el: Element) => el.getChild('query', NS_ROSTER)!.getChild('item')!;
-const isPresence = (from: string, type?: string) => (el: Element) => el.name === 'presence' && el.attrs.from === from && el.attrs.type === type;
-
-/** Waits for a roster push about `jid` and checks its state (RFC 6121 §2.1.6); answers it. */
-async function push(t: ExecutionContext, p: Peer, jid: string, subscription: string, ask: string | undefined, from = 0): Promise<number> {
-  const el = await expect(p, `roster push for ${jid} (${subscription}${ask ? ` ask=${ask}` : ''})`, (e) => isPush(jid)(e) && pushItem(e).attrs.subscription === subscription && pushItem(e).attrs.ask === ask, from);
-  t.false('from' in el.attrs, 'a push comes from the account itself (no from)');
-  p.c.send(`<iq type='result' id='${el.attrs.id}'/>`);
-  return p.c.items.findIndex((it) => it.kind === 'el' && it.el === el) + 1;
-}
-
-/** Elements received after index `from` up to the answer of a ping sent now. */
-async function barrier(p: Peer, from: number): Promise<Element[]> {
-  const id = uid('barrier');
-  const reply = await within(p.c.request(pingIq(id), id), WAIT, 'barrier ping');
-  const items = p.c.items;
-  const end = items.findIndex((it) => it.kind === 'el' && it.el === reply);
-  return items.slice(from, end).flatMap((it) => (it.kind === 'el' ? [it.el] : []));
-}
-
-async function rosterOf(p: Peer): Promise<Element[]> {
-  const id = uid('roster');
-  const r = await within(p.c.request(`<iq type='get' id='${id}'><query xmlns='${NS_ROSTER}'/></iq>`, id), WAIT, 'roster');
-  return r.getChild('query', NS_ROSTER)!.getChildren('item');
-}
-
-/** a subscribes to b's presence and b approves: both online, both ready. */
-async function subscribe(t: ExecutionContext, a: Peer, b: Peer): Promise<void> {
-  const aFrom = a.c.items.length;
-  const bFrom = b.c.items.length;
-  a.c.send(`<presence to='${b.bare}' type='subscribe'/>`);
-  await expect(b, 'subscription request', isPresence(a.bare, 'subscribe'), bFrom);
-  b.c.send(`<presence to='${a.bare}' type='subscribed'/>`);
-  await expect(a, 'approval', isPresence(b.bare, 'subscribed'), aFrom);
-  await expect(a, `${b.jid}'s presence`, isPresence(b.jid), aFrom);
 }
 
 test('subscription handshake, both online: states, pushes and presence on both sides (RFC 6121 §3.1)', async (t) => {
@@ -118,18 +65,14 @@ test('subscription handshake, both online: states, pushes and presence on both s
   // §3.1.1–§3.1.3: the request; the server stamps the bare JIDs.
   alice.c.send(`<presence to='${bob.jid}' type='subscribe' id='sub1'><status>it is alice</status></presence>`);
   a = await push(t, alice, bob.bare, 'none', 'subscribe', a);
-  const req = await expect(bob, 'subscribe', isPresence(alice.bare, 'subscribe'), b).catch((e) => { console.log(bob.c.buffer, '\n---\n', alice.c.buffer); throw e; });
+  const req = await expect(bob, 'subscribe', isPresence(alice.bare, 'subscribe'), b);
   t.is(req.attrs.to, bob.bare, 'addressed to the bare JID');
   t.is(req.getChildText('status'), 'it is alice', 'the request keeps its content');
   t.deepEqual(await barrier(bob, b).then((els) => els.filter((e) => isPush(alice.bare)(e))), [], 'no roster push for a pending-in request');
 
   // §3.1.5, §3.1.6: approval: both rosters change, the approver's presence follows.
-  b = bob.c.items.length;
-  bob.c.send(`<presence to='${alice.bare}' type='subscribed'/>`);
-  await push(t, bob, alice.bare, 'from', undefined, b);
-  await push(t, alice, bob.bare, 'to', undefined, a);
+  const { presence: p } = await approve(t, alice, bob, { requester: 'to', approver: 'from' }, a, bob.c.items.length);
   await expect(alice, 'subscribed', isPresence(bob.bare, 'subscribed'));
-  const p = await expect(alice, "bob's presence", isPresence(bob.jid));
   t.is(p.attrs.to, alice.bare);
 
   // And the other way: both.
@@ -137,12 +80,9 @@ test('subscription handshake, both online: states, pushes and presence on both s
   a = alice.c.items.length;
   bob.c.send(`<presence to='${alice.bare}' type='subscribe'/>`);
   await expect(alice, 'subscribe', isPresence(bob.bare, 'subscribe'), a);
-  alice.c.send(`<presence to='${bob.bare}' type='subscribed'/>`);
-  await push(t, alice, bob.bare, 'both', undefined, a);
-  await push(t, bob, alice.bare, 'both', undefined, b);
-  await expect(bob, "alice's presence", isPresence(alice.jid), b);
-  t.deepEqual((await rosterOf(alice)).map((i) => [i.attrs.jid, i.attrs.subscription, i.attrs.ask]), [[bob.bare, 'both', undefined]]);
-  t.deepEqual((await rosterOf(bob)).map((i) => [i.attrs.jid, i.attrs.subscription, i.attrs.ask]), [[alice.bare, 'both', undefined]]);
+  await approve(t, bob, alice, { requester: 'both', approver: 'both' }, b, a);
+  t.deepEqual(summary(await rosterOf(alice)), [[bob.bare, 'both', undefined]]);
+  t.deepEqual(summary(await rosterOf(bob)), [[alice.bare, 'both', undefined]]);
 
   // §4.4: an update reaches the subscriber.
   b = bob.c.items.length;
@@ -169,7 +109,7 @@ test('a request to an offline contact is kept and delivered at its next presence
 
   const carol = await connect(t, carolName);
   const roster = await ready(carol);
-  t.deepEqual(roster.getChildren('item'), [], 'a pending request is not a roster item');
+  t.deepEqual(roster, [], 'a pending request is not a roster item');
   const req = await expect(carol, 'the kept request', isPresence(alice.bare, 'subscribe'));
   t.is(req.attrs.to, carolBare);
   // The request stays pending: another session of carol gets it too.
@@ -177,12 +117,8 @@ test('a request to an offline contact is kept and delivered at its next presence
   await ready(carol2);
   await expect(carol2, 'the kept request again', isPresence(alice.bare, 'subscribe'));
 
-  const c = carol.c.items.length;
-  carol.c.send(`<presence to='${alice.bare}' type='subscribed'/>`);
-  await push(t, carol, alice.bare, 'from', undefined, c);
-  await push(t, alice, carolBare, 'to', undefined, a);
+  await approve(t, alice, carol, { requester: 'to', approver: 'from' }, a, carol.c.items.length);
   await expect(alice, 'approval', isPresence(carolBare, 'subscribed'), a);
-  await expect(alice, "carol's presence", isPresence(carol.jid), a);
   await expect(alice, "carol's second resource's presence", isPresence(carol2.jid), a);
 
   // Answered: a new session no longer gets the request.
@@ -205,7 +141,7 @@ test('an approval while the requester is away shows at its next login: roster an
 
   const again = await connect(t, dave.name, 'back');
   const roster = await ready(again);
-  t.deepEqual(roster.getChildren('item').map((i) => [i.attrs.jid, i.attrs.subscription, i.attrs.ask]), [[erin.bare, 'to', undefined]]);
+  t.deepEqual(summary(roster), [[erin.bare, 'to', undefined]]);
   // §4.2.2: initial presence probes the contacts dave is subscribed to.
   const p = await expect(again, "erin's presence, answering the probe", isPresence(erin.jid));
   t.is(p.attrs.to, again.jid, 'a probe is answered to the probing resource');
@@ -214,8 +150,8 @@ test('an approval while the requester is away shows at its next login: roster an
 test("presence reaches every available resource of a subscriber, and a new resource gets its contacts' and its siblings' presence (§4.2, §4.4)", async (t) => {
   const alice = await user(t, 'alice', { resource: 'one' });
   const bob = await user(t, 'bob');
-  await subscribe(t, alice, bob);
-  await subscribe(t, bob, alice);
+  await subscribe(alice, bob);
+  await subscribe(bob, alice);
   const alice2 = await connect(t, alice.name, 'two');
   const probeFrom = alice2.c.items.length;
   await ready(alice2);
@@ -272,8 +208,8 @@ test('directed presence undone by explicit unavailable reaches the recipient onc
 test('unsubscribe, unsubscribed and roster removal cancel both sides (§3.2, §3.3, §2.5.2)', async (t) => {
   const alice = await user(t, 'alice');
   const bob = await user(t, 'bob');
-  await subscribe(t, alice, bob);
-  await subscribe(t, bob, alice);
+  await subscribe(alice, bob);
+  await subscribe(bob, alice);
 
   // §3.3: alice no longer wants bob's presence.
   let a = alice.c.items.length;
@@ -293,7 +229,7 @@ test('unsubscribe, unsubscribed and roster removal cancel both sides (§3.2, §3
   await expect(bob, "alice's unavailable (§3.2.2)", isPresence(alice.jid, 'unavailable'), b);
 
   // §2.5.2: removing an item with a subscription tells the contact.
-  await subscribe(t, alice, bob);
+  await subscribe(alice, bob);
   a = alice.c.items.length;
   b = bob.c.items.length;
   alice.c.send(`<iq type='set' id='rm'><query xmlns='${NS_ROSTER}'><item jid='${bob.bare}' subscription='remove'/></query></iq>`);
@@ -331,7 +267,7 @@ test('priorities: negative priority gets no bare-JID messages, which wait offlin
   t.false((await barrier(kim, k)).some((el) => el.attrs.id === 'm1'), 'm1 is not delivered to a negative-priority resource');
   kim.c.send('<presence><priority>1</priority></presence>');
   const m1 = await expect(kim, 'm1, from offline storage', (el) => el.attrs.id === 'm1', k);
-  t.truthy(m1.getChild('delay', 'urn:xmpp:delay'));
+  t.truthy(m1.getChild('delay', NS_DELAY));
 
   // Two resources of equal top priority both get a chat to the bare JID; a lower one does not.
   const kim2 = await connect(t, kim.name, 'two');
@@ -356,25 +292,19 @@ test('carbons (XEP-0280): sent and received copies reach the other resources tha
   await ready(mia3);
   const ned = await user(t, 'ned');
   for (const p of [mia, mia2]) {
-    const id = uid('carbons');
-    const r = await within(p.c.request(`<iq type='set' id='${id}'><enable xmlns='${NS_CARBONS}'/></iq>`, id), WAIT, 'enable');
+    const r = await carbons(p, 'enable');
     t.is(r.attrs.type, 'result', r.toString());
   }
   const [m2, m3] = [mia2.c.items.length, mia3.c.items.length];
   mia.c.send(`<message to='${ned.jid}' id='s1' type='chat'><body>sent from the phone</body></message>`);
   await expect(ned, 's1', (el) => el.attrs.id === 's1');
-  const sent = await expect(mia2, 'sent carbon', (el) => el.name === 'message' && Boolean(el.getChild('sent', NS_CARBONS)), m2);
-  t.is(sent.attrs.from, mia.bare);
-  t.is(sent.attrs.to, mia2.jid);
-  const inner = sent.getChild('sent', NS_CARBONS)!.getChild('forwarded', NS_FORWARD)!.getChild('message')!;
-  t.is(inner.attrs.from, mia.jid);
-  t.is(inner.attrs.to, ned.jid);
-  t.is(inner.getChildText('body'), 'sent from the phone');
+  const sent = await expect(mia2, 'sent carbon', isCarbon('sent'), m2);
+  checkCarbon(t, sent, 'sent', { from: mia.bare, to: mia2.jid }, { from: mia.jid, to: ned.jid, body: 'sent from the phone' });
 
   ned.c.send(`<message to='${mia.jid}' id='r1' type='chat'><body>to the phone</body></message>`);
   await expect(mia, 'r1', (el) => el.attrs.id === 'r1');
-  const received = await expect(mia2, 'received carbon', (el) => el.name === 'message' && Boolean(el.getChild('received', NS_CARBONS)), m2);
-  t.is(received.getChild('received', NS_CARBONS)!.getChild('forwarded', NS_FORWARD)!.getChild('message')!.attrs.id, 'r1');
+  const received = await expect(mia2, 'received carbon', isCarbon('received'), m2);
+  t.is(carried(received, 'received')!.attrs.id, 'r1');
 
   // <private/> keeps a message out of carbons and is not passed on.
   const m2b = mia2.c.items.length;
@@ -385,8 +315,7 @@ test('carbons (XEP-0280): sent and received copies reach the other resources tha
   t.false((await barrier(mia3, m3)).some((el) => Boolean(el.getChild('sent', NS_CARBONS) ?? el.getChild('received', NS_CARBONS))), 'no carbons without enabling them');
 
   // Disabled: no more copies.
-  const id = uid('carbons');
-  await within(mia2.c.request(`<iq type='set' id='${id}'><disable xmlns='${NS_CARBONS}'/></iq>`, id), WAIT, 'disable');
+  await carbons(mia2, 'disable');
   const m2c = mia2.c.items.length;
   mia.c.send(`<message to='${ned.jid}' id='s2' type='chat'><body>again</body></message>`);
   await expect(ned, 's2', (el) => el.attrs.id === 's2');
