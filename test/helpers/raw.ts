@@ -256,7 +256,12 @@ export async function login(port: number, user: string, password: string, resour
   await c.exchange(plainAuth(user, password), /<success[^>]*(\/>|<\/success>)/);
   c.resetReader();
   await c.exchange(header(), /<\/stream:features>/);
-  const m = await c.exchange(`<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>${resource}</resource></bind></iq>`, /<jid>([^<]+)<\/jid>/);
+  // The bound JID, or the bind's error (which leaves the stream open: waiting on for a <jid/> would never end).
+  const m = await c.exchange(`<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>${resource}</resource></bind></iq>`, /<jid>([^<]+)<\/jid>|<iq[^>]*type=["']error["'][\s\S]*?<\/iq>/);
+  if (m[1] === undefined) {
+    c.destroy();
+    throw new Error(`bind failed: ${m[0]}`);
+  }
   c.mark();
   return { c, jid: m[1] };
 }
