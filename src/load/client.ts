@@ -240,7 +240,9 @@ export class Conn implements TokenSink {
     this.sock = t;
     t.setEncoding('utf8');
     t.on('data', (s: string) => this.tok.write(s));
-    t.on('error', () => this.fail('tls'));
+    // The TLS layer's errors mean what the plain socket's do: a reset after
+    // our closing tag is the end of a finished session, not a TLS failure.
+    t.on('error', (err: NodeJS.ErrnoException) => this.socketError(err));
     t.on('secureConnect', () => {
       this.secure = true;
       this.state = 'features';
