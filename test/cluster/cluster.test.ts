@@ -1,11 +1,9 @@
 // Three real nodes joined through a real redis-server behave as one server.
 import test from 'ava';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { RedisServer } from '../helpers/redis.ts';
-import { NodeProcess, clusterCertificate } from '../helpers/cluster.ts';
+import type { RedisServer } from '../helpers/redis.ts';
+import { startCluster } from '../helpers/cluster.ts';
+import type { NodeProcess, TestCluster } from '../helpers/cluster.ts';
 import { login } from '../helpers/raw.ts';
 import { secured } from '../helpers/protocol.ts';
 import type { RawClient } from '../helpers/raw.ts';
@@ -13,17 +11,14 @@ import { RedisAccountStore } from '../../src/accounts/redis.ts';
 
 // Long enough that a loaded CI machine (the whole suite at once) renews in time.
 const LEASE_MS = 3000;
+let cluster: TestCluster;
 let redis: RedisServer;
 let nodes: NodeProcess[];
 let r: Redis;
-let certDir: string;
 
 test.before(async () => {
-  redis = await RedisServer.start();
-  certDir = mkdtempSync(join(tmpdir(), 'xmpp-cert-'));
-  const { cert, key } = clusterCertificate(certDir);
-  const env = { XMPP_REGISTRATION: 'true', XMPP_REDIS_URL: redis.url, XMPP_NODE_LEASE_MS: String(LEASE_MS), XMPP_TLS_CERT: cert, XMPP_TLS_KEY: key };
-  nodes = await Promise.all(['n1', 'n2', 'n3'].map((n) => NodeProcess.start(n, env)));
+  cluster = await startCluster(['n1', 'n2', 'n3'], { XMPP_REGISTRATION: 'true', XMPP_NODE_LEASE_MS: String(LEASE_MS) });
+  ({ redis, nodes } = cluster);
   const accounts = await RedisAccountStore.open(redis.url, 4096);
   for (const u of ['alice', 'bob', 'carol', 'race']) await accounts.create(u, `${u}-pw`);
   accounts.close();
@@ -32,9 +27,7 @@ test.before(async () => {
 
 test.after.always(async () => {
   r?.disconnect();
-  await Promise.all((nodes ?? []).map((n) => n.stop('SIGKILL')));
-  await redis?.destroy();
-  rmSync(certDir, { recursive: true, force: true });
+  await cluster?.stop();
 });
 
 const q = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');

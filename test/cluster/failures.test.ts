@@ -3,12 +3,10 @@
 // a node that lost its lease while paused cannot shadow a live session.
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { RedisServer } from '../helpers/redis.ts';
-import { NodeProcess, clusterCertificate } from '../helpers/cluster.ts';
+import type { RedisServer } from '../helpers/redis.ts';
+import { startCluster } from '../helpers/cluster.ts';
+import type { NodeProcess } from '../helpers/cluster.ts';
 import { login, plainAuth } from '../helpers/raw.ts';
 import { secured } from '../helpers/protocol.ts';
 import type { RawClient } from '../helpers/raw.ts';
@@ -24,20 +22,14 @@ interface Cluster {
 }
 
 async function cluster(t: ExecutionContext, count: number): Promise<Cluster> {
-  const redis = await RedisServer.start();
-  const certDir = mkdtempSync(join(tmpdir(), 'xmpp-cert-'));
-  const { cert, key } = clusterCertificate(certDir);
-  const env = { XMPP_REDIS_URL: redis.url, XMPP_NODE_LEASE_MS: String(LEASE_MS), XMPP_TLS_CERT: cert, XMPP_TLS_KEY: key };
-  const nodes = await Promise.all(Array.from({ length: count }, (_, i) => NodeProcess.start(`f${i + 1}`, env)));
-  await createUsers(redis.url);
-  const r = new Redis(redis.url);
+  const c = await startCluster(Array.from({ length: count }, (_, i) => `f${i + 1}`), { XMPP_NODE_LEASE_MS: String(LEASE_MS) });
+  await createUsers(c.redis.url);
+  const r = new Redis(c.redis.url);
   t.teardown(async () => {
     r.disconnect();
-    await Promise.all(nodes.map((n) => n.stop('SIGKILL')));
-    await redis.destroy();
-    rmSync(certDir, { recursive: true, force: true });
+    await c.stop();
   });
-  return { redis, nodes, r };
+  return { redis: c.redis, nodes: c.nodes, r };
 }
 
 async function createUsers(url: string): Promise<void> {

@@ -11,12 +11,10 @@
 // the same stream, for what that stream's own session causes.
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { RedisServer } from '../helpers/redis.ts';
-import { NodeProcess, clusterCertificate } from '../helpers/cluster.ts';
+import type { RedisServer } from '../helpers/redis.ts';
+import { startCluster } from '../helpers/cluster.ts';
+import type { NodeProcess, TestCluster } from '../helpers/cluster.ts';
 import { uid } from '../helpers/protocol.ts';
 import { NS_DELAY, approve, barrier, carbons, checkCarbon, connect as connectTo, expect, fresh, isCarbon, isPresence, push, ready, rosterOf, subscribe, summary } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
@@ -31,14 +29,12 @@ let nodes: NodeProcess[];
 let doomed: NodeProcess;
 let accounts: RedisAccountStore;
 let r: Redis;
-let certDir: string;
+let cluster: TestCluster;
 
 test.before(async () => {
-  redis = await RedisServer.start();
-  certDir = mkdtempSync(join(tmpdir(), 'xmpp-cert-'));
-  const { cert, key } = clusterCertificate(certDir);
-  const env = { XMPP_REDIS_URL: redis.url, XMPP_NODE_LEASE_MS: String(LEASE_MS), XMPP_TLS_CERT: cert, XMPP_TLS_KEY: key };
-  [doomed, ...nodes] = await Promise.all(['p0', 'p1', 'p2', 'p3'].map((name) => NodeProcess.start(name, env)));
+  cluster = await startCluster(['p0', 'p1', 'p2', 'p3'], { XMPP_NODE_LEASE_MS: String(LEASE_MS) });
+  redis = cluster.redis;
+  [doomed, ...nodes] = cluster.nodes;
   accounts = await RedisAccountStore.open(redis.url, 4096);
   r = new Redis(redis.url);
 });
@@ -46,9 +42,7 @@ test.before(async () => {
 test.after.always(async () => {
   r?.disconnect();
   await accounts?.close();
-  await Promise.all([...(nodes ?? []), doomed].filter(Boolean).map((node) => node.stop('SIGKILL')));
-  await redis?.destroy();
-  if (certDir) rmSync(certDir, { recursive: true, force: true });
+  await cluster?.stop();
 });
 
 async function account(base: string): Promise<string> {

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
-import { freePort } from './redis.ts';
+import { RedisServer, freePort } from './redis.ts';
 
 const MAIN = new URL('../../src/main.ts', import.meta.url).pathname;
 
@@ -82,4 +82,29 @@ export class NodeProcess {
     rmSync(this.dataDir, { recursive: true, force: true });
     return code;
   }
+}
+
+/** A redis-server of its own and nodes joined through it, sharing one certificate. */
+export interface TestCluster {
+  redis: RedisServer;
+  nodes: NodeProcess[];
+  /** SIGKILLs what is left of the nodes, destroys Redis and the certificate. */
+  stop(): Promise<void>;
+}
+
+export async function startCluster(names: string[], env: Record<string, string> = {}): Promise<TestCluster> {
+  const redis = await RedisServer.start();
+  const certDir = mkdtempSync(join(tmpdir(), 'xmpp-cert-'));
+  const { cert, key } = clusterCertificate(certDir);
+  const all = { XMPP_REDIS_URL: redis.url, XMPP_TLS_CERT: cert, XMPP_TLS_KEY: key, ...env };
+  const nodes = await Promise.all(names.map((name) => NodeProcess.start(name, all)));
+  return {
+    redis,
+    nodes,
+    async stop() {
+      await Promise.all(nodes.map((n) => n.stop('SIGKILL')));
+      await redis.destroy();
+      rmSync(certDir, { recursive: true, force: true });
+    },
+  };
 }
