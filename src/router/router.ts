@@ -9,7 +9,7 @@ import { parseJid, JidError } from '../xmpp/jid.ts';
 import type { Jid } from '../xmpp/jid.ts';
 import type { SessionRecord, SessionRegistry } from '../registry/registry.ts';
 import type { ServerModule, IqHandler } from '../modules/module.ts';
-import type { Session } from '../session/session.ts';
+import type { Session, CloseReason } from '../session/session.ts';
 import { NS_CARBONS } from '../xmpp/ns.ts';
 import type { Envelope, Only } from '../worker/wire.ts';
 import type { RosterStore } from '../roster/store.ts';
@@ -44,6 +44,10 @@ export interface RouterDeps {
 }
 
 const isElement = (c: Element | string): c is Element => typeof c !== 'string';
+
+/** How long, and how many, kicks for sessions still binding are kept. */
+const EARLY_KICK_MS = 30_000;
+const EARLY_KICK_MAX = 10_000;
 
 function table(modules: ServerModule[], pick: (m: ServerModule) => Record<string, IqHandler> | undefined) {
   const t = new Map<string, IqHandler>();
@@ -357,10 +361,33 @@ export class Router implements PresenceRouting {
   onEnvelope(env: Envelope): void {
     if (env.t === 'deliver') return this.deliverLocal(env.jid, env.sid, env.xml, undefined, env.only);
     const s = this.d.sessions.get(env.sid);
-    if (!s || s.jid !== env.jid) return;
+    if (!s || s.jid !== env.jid) {
+      // A session replaced before it finished binding here: the registry's
+      // answer to its bind and the kick from its successor travel different
+      // ways (another connection, another port) and the kick can come first.
+      if (env.t === 'kick') this.earlyKick(env.sid, { condition: env.condition, text: env.text });
+      return;
+    }
     if (env.t === 'probe') this.presence.answerProbe(s, env.answerTo);
     else if (env.t === 'offline') void this.presence.flushOffline(s);
     else s.close({ condition: env.condition, text: env.text });
+  }
+
+  private readonly early = new Map<string, { reason: CloseReason; at: number }>();
+
+  private earlyKick(sid: string, reason: CloseReason): void {
+    const now = Date.now();
+    // Kept for as long as a bind can take; bounded whatever happens.
+    for (const [k, v] of this.early) if (now - v.at > EARLY_KICK_MS || this.early.size >= EARLY_KICK_MAX) this.early.delete(k);
+    this.early.set(sid, { reason, at: now });
+  }
+
+  /** A kick that reached this worker before the session it was for finished binding; the session takes it once bound. */
+  takeEarlyKick(sid: string): CloseReason | undefined {
+    const k = this.early.get(sid);
+    if (!k) return undefined;
+    this.early.delete(sid);
+    return k.reason;
   }
 
   /** Ends a session wherever it lives (conflict policy "new wins"). */

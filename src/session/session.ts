@@ -458,6 +458,9 @@ export class Session {
       this.bare = bare;
       this.state = 'established';
       this.ctx.sessions.set(this.id, this);
+      // Replaced already, by a session whose kick arrived before our bind's answer.
+      const kicked = this.ctx.router.takeEarlyKick(this.id);
+      if (kicked) return this.close(kicked);
       const reply = new Element('iq', { type: 'result', id: iq.attrs.id });
       reply.c('bind', { xmlns: NS_BIND }).c('jid').t(this.jid);
       this.send(reply);

@@ -5,7 +5,7 @@ import type { RedisServer } from '../helpers/redis.ts';
 import { startCluster } from '../helpers/cluster.ts';
 import type { NodeProcess, TestCluster } from '../helpers/cluster.ts';
 import { login } from '../helpers/raw.ts';
-import { secured } from '../helpers/protocol.ts';
+import { secured, within } from '../helpers/protocol.ts';
 import type { RawClient } from '../helpers/raw.ts';
 import { RedisAccountStore } from '../../src/accounts/redis.ts';
 
@@ -76,13 +76,18 @@ test.serial('many concurrent binds of one full JID across the nodes leave exactl
   // which gets a <conflict/> stream error: wait for all but one of those.
   t.is(clients.length, attempts, results.map((r) => (r.status === 'rejected' ? String(r.reason) : 'ok')).join('; '));
   const conflicted = new Set<RawClient>();
-  await new Promise<void>((resolve) => {
-    for (const c of clients)
-      void c.waitFor(/<conflict xmlns=["']urn:ietf:params:xml:ns:xmpp-streams["']/).then(() => {
-        conflicted.add(c);
-        if (conflicted.size === clients.length - 1) resolve();
-      }, () => {});
-  });
+  // Bounded: a replaced session that never hears of it (a ghost) fails the test instead of hanging it.
+  await within(
+    new Promise<void>((resolve) => {
+      for (const c of clients)
+        void c.waitFor(/<conflict xmlns=["']urn:ietf:params:xml:ns:xmpp-streams["']/).then(() => {
+          conflicted.add(c);
+          if (conflicted.size === clients.length - 1) resolve();
+        }, () => {});
+    }),
+    20_000,
+    `${clients.length - 1} conflict stream errors (a replaced session was left running)`,
+  );
   const survivors = clients.filter((c) => !conflicted.has(c));
   t.is(survivors.length, 1, 'exactly one session holds race@localhost/same');
   await survivors[0].exchange(`<iq type='get' id='alive'><ping xmlns='urn:xmpp:ping'/></iq>`, /id=["']alive["']/);
