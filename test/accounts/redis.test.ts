@@ -13,25 +13,13 @@ import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
 import { openAccountStore } from '../../src/accounts/open.ts';
 import { verifyPassword, AccountExistsError, AccountNotFoundError } from '../../src/accounts/store.ts';
 import { ready } from '../../src/cluster/redis.ts';
-import { RedisServer, freePort } from '../helpers/redis.ts';
+import { RedisServer, freePort, inspector as inspect, sharedRedisServer } from '../helpers/redis.ts';
 import { accountStoreContract, assertNoPasswords } from './contract.ts';
 
-let server: RedisServer;
+const server = sharedRedisServer();
 
-test.before(async () => {
-  server = await RedisServer.start();
-});
-
-test.after.always(async () => {
-  await server?.destroy();
-});
-
-/** A plain client for looking at what the store wrote; closed at teardown. */
-function inspector(t: ExecutionContext, url = server.url): Redis {
-  const r = new Redis(url, { maxRetriesPerRequest: 0 });
-  t.teardown(() => { r.disconnect(); });
-  return r;
-}
+/** A plain client for looking at what the store wrote (this file's server unless told). */
+const inspector = (t: ExecutionContext, url = server.url): Redis => inspect(t, url);
 
 async function openStore(t: ExecutionContext, namespace?: string, url = server.url): Promise<RedisAccountStore> {
   const s = await RedisAccountStore.open(url, 4096, { namespace, name: 'test-accounts' });

@@ -7,6 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
 import { once } from 'node:events';
+import test, { type ExecutionContext } from 'ava';
+import { Redis } from 'ioredis';
 
 export async function freePort(): Promise<number> {
   const srv = net.createServer();
@@ -66,4 +68,32 @@ export class RedisServer {
     await this.stop();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** The redis-server one test file shares: started before its tests, destroyed after them. */
+export function sharedRedisServer(): { readonly url: string; readonly port: number } {
+  let server: RedisServer | undefined;
+  test.before(async () => {
+    server = await RedisServer.start();
+  });
+  test.after.always(async () => {
+    await server?.destroy();
+  });
+  return {
+    get url() {
+      return server!.url;
+    },
+    get port() {
+      return server!.port;
+    },
+  };
+}
+
+/** A plain client for looking at what a store wrote; closed at teardown. */
+export function inspector(t: ExecutionContext, url: string): Redis {
+  const r = new Redis(url, { maxRetriesPerRequest: 0 });
+  t.teardown(() => {
+    r.disconnect();
+  });
+  return r;
 }

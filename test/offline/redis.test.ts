@@ -9,25 +9,13 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { RedisOfflineStore } from '../../src/offline/redis.ts';
 import { openOfflineStore } from '../../src/offline/open.ts';
-import { RedisServer, freePort } from '../helpers/redis.ts';
+import { freePort, inspector as inspect, sharedRedisServer } from '../helpers/redis.ts';
 import { offlineStoreContract } from './contract.ts';
 
-let server: RedisServer;
+const server = sharedRedisServer();
 
-test.before(async () => {
-  server = await RedisServer.start();
-});
-
-test.after.always(async () => {
-  await server?.destroy();
-});
-
-/** A plain client for looking at what the store wrote; closed at teardown. */
-function inspector(t: ExecutionContext): Redis {
-  const r = new Redis(server.url, { maxRetriesPerRequest: 0 });
-  t.teardown(() => { r.disconnect(); });
-  return r;
-}
+/** A plain client for looking at what the store wrote (this file's server unless told). */
+const inspector = (t: ExecutionContext, url = server.url): Redis => inspect(t, url);
 
 async function openStore(t: ExecutionContext, namespace?: string): Promise<RedisOfflineStore> {
   const s = await RedisOfflineStore.open(server.url, { namespace, name: 'test-offline' });

@@ -10,25 +10,13 @@ import { RedisRosterStore } from '../../src/roster/redis.ts';
 import { openRosterStore } from '../../src/roster/open.ts';
 import { EMPTY_VERSION, RosterFullError } from '../../src/roster/store.ts';
 import { ready } from '../../src/cluster/redis.ts';
-import { RedisServer, freePort } from '../helpers/redis.ts';
+import { RedisServer, freePort, inspector as inspect, sharedRedisServer } from '../helpers/redis.ts';
 import { rosterStoreContract, IN_SUBSCRIBE, OUT_SUBSCRIBE, OUT_SUBSCRIBED, OUT_UNSUBSCRIBED } from './contract.ts';
 
-let server: RedisServer;
+const server = sharedRedisServer();
 
-test.before(async () => {
-  server = await RedisServer.start();
-});
-
-test.after.always(async () => {
-  await server?.destroy();
-});
-
-/** A plain client for looking at what the store wrote; closed at teardown. */
-function inspector(t: ExecutionContext, url = server.url): Redis {
-  const r = new Redis(url, { maxRetriesPerRequest: 0 });
-  t.teardown(() => { r.disconnect(); });
-  return r;
-}
+/** A plain client for looking at what the store wrote (this file's server unless told). */
+const inspector = (t: ExecutionContext, url = server.url): Redis => inspect(t, url);
 
 async function openStore(t: ExecutionContext, namespace?: string, url = server.url): Promise<RedisRosterStore> {
   const s = await RedisRosterStore.open(url, { namespace, name: 'test-roster' });
