@@ -29,11 +29,7 @@
 // matter to a user who was away. XEP-0160 asks for none; the per-user limit
 // bounds what such messages can cost.
 import { type Element, clone } from 'ltx';
-
-export const NS_HINTS = 'urn:xmpp:hints';
-export const NS_CHATSTATES = 'http://jabber.org/protocol/chatstates';
-export const NS_DELAY = 'urn:xmpp:delay';
-export const NS_SID = 'urn:xmpp:sid:0';
+import { NS_CHATSTATES, NS_DELAY, NS_HINTS, NS_SID } from '../xmpp/ns.ts';
 
 const isElement = (c: Element | string): c is Element => typeof c !== 'string';
 

@@ -21,5 +21,6 @@ export const NS_RECEIPTS = 'urn:xmpp:receipts';
 export const NS_MARKERS = 'urn:xmpp:chat-markers:0';
 export const NS_CHATSTATES = 'http://jabber.org/protocol/chatstates';
 export const NS_DELAY = 'urn:xmpp:delay';
+export const NS_SID = 'urn:xmpp:sid:0';
 /** XEP-0160 disco feature: offline messages are stored. */
 export const NS_MSGOFFLINE = 'msgoffline';

@@ -3,7 +3,9 @@
 import test from 'ava';
 import type { Element } from 'ltx';
 import { StreamParser } from '../../src/xml/parser.ts';
-import { shouldStore, stamp, onlyChatStates, NS_DELAY } from '../../src/offline/offline.ts';
+import { shouldStore, stamp, onlyChatStates } from '../../src/offline/offline.ts';
+
+const NS_DELAY = 'urn:xmpp:delay';
 
 /** Parses stanzas as a client stream would carry them: top-level, detached, no xmlns of their own. */
 function stanza(xml: string): Element {
