@@ -329,3 +329,27 @@ test('disco#info on the server lists carbons and offline storage', async (t) => 
   const features = r.getChild('query', NS_DISCO_INFO)!.getChildren('feature').map((f) => f.attrs.var);
   for (const f of [NS_CARBONS, 'msgoffline', NS_ROSTER]) t.true(features.includes(f), f);
 });
+
+test('bad presence and carbons requests get the right stanza error, and the session goes on', async (t) => {
+  const p = await user(t, 'pat');
+  const other = await user(t, 'quin');
+  const cases: [string, string, string][] = [
+    // [what, stanza (with id), expected condition]
+    ['unknown presence type', `<presence id='b1' type='bogus'/>`, 'bad-request'],
+    ['a subscription request to nobody', `<presence id='b2' type='subscribe'/>`, 'bad-request'],
+    ['a subscription request to the server', `<presence id='b3' to='localhost' type='subscribe'/>`, 'bad-request'],
+    ['subscribing to oneself', `<presence id='b4' to='${p.bare}' type='subscribe'/>`, 'bad-request'],
+    ['a malformed address', `<presence id='b5' to='a@b@c' type='subscribe'/>`, 'jid-malformed'],
+    ['carbons for another account', `<iq type='set' id='b6' to='${other.bare}'><enable xmlns='${NS_CARBONS}'/></iq>`, 'forbidden'],
+    ['a carbons request that is neither enable nor disable', `<iq type='set' id='b7'><toggle xmlns='${NS_CARBONS}'/></iq>`, 'bad-request'],
+  ];
+  for (const [what, xml, condition] of cases) {
+    const id = /id='([^']+)'/.exec(xml)![1];
+    const reply = await within(p.c.request(xml, id), WAIT, what);
+    t.is(reply.attrs.type, 'error', `${what}: ${reply.toString()}`);
+    t.is(stanzaError(reply).condition, condition, what);
+  }
+  // Nothing changed and the stream is fine: no roster item, and a request still works.
+  t.deepEqual(await rosterOf(p), []);
+  t.is((await carbons(p, 'enable')).attrs.type, 'result');
+});
