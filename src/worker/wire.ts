@@ -7,7 +7,12 @@ import type { Departed } from '../presence/presence.ts';
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
-export const encode = (msg: unknown): Uint8Array => packr.pack(msg);
+/**
+ * An exact-size copy: pack() returns a view into packr's working buffer (8 KiB
+ * and up), and postMessage clones a view's whole buffer, so each message
+ * between threads would allocate and copy that much instead of its own bytes.
+ */
+export const encode = (msg: unknown): Uint8Array => new Uint8Array(packr.pack(msg));
 export const decode = <T>(buf: Uint8Array): T => packr.unpack(buf) as T;
 
 /** Worker → main thread (the node's hub). */
