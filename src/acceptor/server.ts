@@ -13,6 +13,7 @@ import { decode } from '../worker/wire.ts';
 import type { ToHub } from '../worker/wire.ts';
 import type { WorkerData, Task } from '../worker/worker.ts';
 import { log, setLogLevel } from '../log.ts';
+import { collectWhenIdle } from '../idle-gc.ts';
 import { connectRedis, ready } from '../cluster/redis.ts';
 import { Membership } from '../cluster/membership.ts';
 import type { Departed } from '../presence/presence.ts';
@@ -80,13 +81,19 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const live = new Set<Promise<unknown>>();
   const run = (socket: net.Socket, directTls: boolean) => {
     const task: Task = { t: 'conn', socket, directTls };
+    const transferList = [socket];
     const p = pool
-      .run(task, { transferList: [socket] as never })
+      .run(task, { transferList: transferList as never })
       .catch((err: unknown) => {
         if (!stopping) log.error('connection task failed', { err: String(err) });
       })
       .finally(() => live.delete(p));
     live.add(p);
+    // Piscina keeps the transfer list as long as the task (the connection)
+    // lives; once the socket has been posted, what is left of it here is an
+    // empty shell (a few KiB per connection). Not when the task was queued:
+    // it is posted later, from this list.
+    if (pool.queueSize === 0) transferList.length = 0;
   };
   const listen = async (port: number, directTls: boolean) => {
     const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => run(socket, directTls));
@@ -101,10 +108,12 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const tlsPort = (direct.address() as net.AddressInfo).port;
   log.info('listening', { domain: config.domain, host: config.bindHost, c2sPort, tlsPort, workers: config.workers, node: config.nodeId, cluster: Boolean(config.redisUrl) });
 
+  const idle = collectWhenIdle(config.idleGcMs, log.debug);
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
       stopping = true;
+      idle?.stop();
       c2s.close();
       direct.close();
       const clean = await hub.shutdown(config.shutdownTimeoutMs);

@@ -31,6 +31,7 @@ export interface Config {
   maxAuthAttempts: number;
   maxOutboundBytes: number;
   readRateBytes: number;
+  idleGcMs: number;
   shutdownTimeoutMs: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   redisUrl: string;
@@ -73,6 +74,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'maxAuthAttempts', env: 'XMPP_MAX_AUTH_ATTEMPTS', kind: 'int', min: 1, doc: 'failed SASL attempts before the stream is closed', default: () => 3 },
   { key: 'maxOutboundBytes', env: 'XMPP_MAX_OUTBOUND_BYTES', kind: 'int', min: 65536, doc: 'unsent bytes queued for a slow reader before it is disconnected', default: () => 4 * 1024 * 1024 },
   { key: 'readRateBytes', env: 'XMPP_READ_RATE_BYTES', kind: 'int', min: 0, doc: 'bytes per second read from one connection before reading pauses (0: unlimited)', default: () => 1024 * 1024 },
+  { key: 'idleGcMs', env: 'XMPP_IDLE_GC_MS', kind: 'int', min: 0, doc: 'a thread quiet for this long after doing work runs a full garbage collection, giving the memory of a burst back (0: never)', default: () => 2_000 },
   { key: 'shutdownTimeoutMs', env: 'XMPP_SHUTDOWN_TIMEOUT_MS', kind: 'int', min: 1, doc: 'bound on graceful shutdown', default: () => 5_000 },
   { key: 'logLevel', env: 'XMPP_LOG_LEVEL', kind: 'enum', values: ['debug', 'info', 'warn', 'error'], doc: 'log verbosity', default: () => 'info' },
   { key: 'redisUrl', env: 'XMPP_REDIS_URL', kind: 'string', doc: 'join a cluster through this Redis; empty: single node', default: () => '' },

@@ -29,6 +29,7 @@ import { carbons } from '../modules/carbons.ts';
 import { NS_MSGOFFLINE } from '../xmpp/ns.ts';
 import type { ServerModule } from '../modules/module.ts';
 import { log, setLogLevel } from '../log.ts';
+import { collectWhenIdle } from '../idle-gc.ts';
 
 export interface WorkerData {
   config: Config;
@@ -41,6 +42,7 @@ const { config, tls: identity } = workerData as WorkerData;
 /** Entities one session may send directed presence to and have it tracked (RFC 6121 §4.6). */
 const MAX_DIRECTED_PRESENCE = 1000;
 setLogLevel(config.logLevel);
+collectWhenIdle(config.idleGcMs, log.debug);
 
 let ctx: WorkerContext | undefined;
 let joined: Promise<void> | undefined;

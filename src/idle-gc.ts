@@ -1,0 +1,82 @@
+// Gives memory back after a burst. V8 grows a thread's young generation (up
+// to tens of MB) and keeps the garbage of a burst (TLS handshakes, SASL,
+// binds) for as long as nothing more is allocated, and a server holding idle
+// connections allocates next to nothing: after a login storm the process would
+// keep its peak footprint indefinitely, with the native memory (sockets, TLS
+// state) that dead objects still hold. So each thread (the acceptor and every
+// worker) watches its event loop, and once it has been quiet for a whole
+// period after doing work, runs one full collection, after which V8 also
+// shrinks the young generation again. A busy thread is left to V8 alone.
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+
+/** Event-loop utilisation below which a period counts as quiet. */
+const QUIET_ELU = 0.05;
+
+export interface Collected {
+  /** How long the collection paused the thread. */
+  ms: number;
+  heapBefore: number;
+  heapAfter: number;
+}
+
+/** V8's gc extension, obtained without exposing it to the application's own contexts. */
+function gcFunction(): () => void {
+  v8.setFlagsFromString('--expose-gc');
+  try {
+    return vm.runInNewContext('gc') as () => void;
+  } finally {
+    v8.setFlagsFromString('--no-expose-gc');
+  }
+}
+
+/**
+ * Events: 'check' (utilisation of the period just ended), 'collect' (Collected).
+ * Its timer does not keep the thread alive.
+ */
+export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Collected] }> {
+  private readonly timer: NodeJS.Timeout;
+  private readonly gc = gcFunction();
+  private last = performance.eventLoopUtilization();
+  /** Work was done since the last collection. */
+  private dirty = true;
+
+  constructor(periodMs: number) {
+    super();
+    this.timer = setInterval(() => this.check(), periodMs).unref();
+  }
+
+  private check(): void {
+    const now = performance.eventLoopUtilization();
+    const elu = performance.eventLoopUtilization(now, this.last).utilization;
+    this.last = now;
+    this.emit('check', elu);
+    if (elu >= QUIET_ELU) {
+      this.dirty = true;
+      return;
+    }
+    if (!this.dirty) return;
+    this.dirty = false;
+    const heapBefore = process.memoryUsage().heapUsed;
+    const t = performance.now();
+    this.gc();
+    const ms = performance.now() - t;
+    this.emit('collect', { ms, heapBefore, heapAfter: process.memoryUsage().heapUsed });
+    // The collection's own time is not the application's work.
+    this.last = performance.eventLoopUtilization();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
+/** The collector a server thread runs (periodMs 0: none), logging each collection at debug level. */
+export function collectWhenIdle(periodMs: number, log: (msg: string, fields: Record<string, unknown>) => void): IdleCollector | undefined {
+  if (periodMs === 0) return undefined;
+  const c = new IdleCollector(periodMs);
+  c.on('collect', ({ ms, heapBefore, heapAfter }) => log('idle collection', { ms: Math.round(ms), heapBeforeMB: +(heapBefore / 2 ** 20).toFixed(1), heapAfterMB: +(heapAfter / 2 ** 20).toFixed(1) }));
+  return c;
+}

@@ -1,0 +1,93 @@
+// The idle collector: one full collection once a thread goes quiet after
+// work, none while it stays busy, none again until there is new work.
+import test from 'ava';
+import { once } from 'node:events';
+import { IdleCollector } from '../../src/idle-gc.ts';
+
+const PERIOD = 100;
+
+// The collector's timer does not keep a thread alive; the tests must.
+let keepAlive: NodeJS.Timeout;
+test.before(() => {
+  keepAlive = setInterval(() => {}, 1000);
+});
+test.after.always(() => clearInterval(keepAlive));
+
+/** Keeps this thread's event loop busy (spinning in macrotasks) until stopped. */
+function spin(): () => void {
+  let on = true;
+  const step = () => {
+    const until = performance.now() + 20;
+    while (performance.now() < until);
+    if (on) setImmediate(step);
+  };
+  setImmediate(step);
+  return () => (on = false);
+}
+
+type Ev = { k: 'check'; elu: number } | { k: 'collect'; ms: number; before: number; after: number };
+
+function record(c: IdleCollector): Ev[] {
+  const evs: Ev[] = [];
+  c.on('check', (elu) => evs.push({ k: 'check', elu }));
+  c.on('collect', ({ ms, heapBefore, heapAfter }) => evs.push({ k: 'collect', ms, before: heapBefore, after: heapAfter }));
+  return evs;
+}
+
+async function checks(c: IdleCollector, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await once(c, 'check');
+}
+
+test.serial('a busy thread is not collected; once it goes quiet it is, once', async (t) => {
+  const c = new IdleCollector(PERIOD);
+  const evs = record(c);
+  const stop = spin();
+  await checks(c, 4);
+  t.deepEqual(evs.filter((e) => e.k === 'collect'), [], 'no collection while busy');
+  t.true(evs.every((e) => e.k === 'check' && e.elu >= 0.05));
+  stop();
+  const [collected] = await once(c, 'collect');
+  t.true(collected.ms >= 0 && collected.heapBefore > 0 && collected.heapAfter > 0);
+  // Quiet from here on: no second collection without new work.
+  const from = evs.length;
+  await checks(c, 4);
+  const after = evs.slice(from);
+  const collects = after.filter((e) => e.k === 'collect').length;
+  t.true(collects === 0 || after.some((e) => e.k === 'check' && e.elu >= 0.05), 'no collection without work in between');
+  c.stop();
+});
+
+test.serial('new work after a collection leads to another one', async (t) => {
+  const c = new IdleCollector(PERIOD);
+  await once(c, 'collect'); // the first quiet period after start
+  const stop = spin();
+  await checks(c, 2);
+  stop();
+  const [again] = await once(c, 'collect');
+  t.true(again.ms >= 0);
+  c.stop();
+});
+
+test.serial('each collection comes after a quiet period, and between two of them there was work', async (t) => {
+  const c = new IdleCollector(PERIOD);
+  const evs = record(c);
+  for (let i = 0; i < 2; i++) {
+    const stop = spin();
+    await checks(c, 2);
+    stop();
+    await once(c, 'collect');
+  }
+  c.stop();
+  let workSinceLast = true;
+  for (let i = 0; i < evs.length; i++) {
+    const e = evs[i];
+    if (e.k === 'check' && e.elu >= 0.05) workSinceLast = true;
+    if (e.k === 'collect') {
+      const prev = evs[i - 1];
+      t.true(prev?.k === 'check' && prev.elu < 0.05, 'preceded by a quiet check');
+      t.true(workSinceLast, 'work since the last collection');
+      workSinceLast = false;
+    }
+  }
+  t.is(evs.filter((e) => e.k === 'collect').length >= 2, true);
+});
