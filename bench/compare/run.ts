@@ -439,7 +439,7 @@ const cpuDetail = (r: LoadResult | undefined) => (r ? { serverCpuPct: r.serverCp
 
 async function idle(server: Running, rep: number): Promise<void> {
   const c = S.connections;
-  type Idle = LoadResult['summary'] & { bytesPerConnection?: number | null; connections?: number; serverRssBytesBefore?: number; serverRssBytesAfter?: number };
+  type Idle = LoadResult['summary'] & { bytesPerConnection?: number | null; bytesPerConnectionSettled?: number | null; connections?: number; serverRssBytesBefore?: number; serverRssBytesAfter?: number; serverRssBytesSettled?: number };
   const r = await steady(
     () => load(server, ['idle', '--connections', String(c), '--users', String(c), '--pid', String(server.pid), '--duration', String(S.idleHoldS + Math.ceil(c / 100)), '--timeout', '30'], 'idle', { rep }),
     (x) => x.summary.failed === 0 && (x.summary as Idle).bytesPerConnection != null,
@@ -448,7 +448,10 @@ async function idle(server: Running, rep: number): Promise<void> {
   );
   const s = r.summary as Idle;
   const ok = s.failed === 0 && s.bytesPerConnection != null;
-  note(server.name, rep, 'idle', ok ? Math.round(s.bytesPerConnection! / 102.4) / 10 : null, { connections: s.connections, failed: s.failed, errors: s.errors, rssBefore: s.serverRssBytesBefore, rssAfter: s.serverRssBytesAfter, connectPerSecond: s.perSecond, connectP99Ms: s.latencyMs.p99, ...cpuDetail(r) });
+  const detail = { connections: s.connections, failed: s.failed, errors: s.errors, rssBefore: s.serverRssBytesBefore, rssAfter: s.serverRssBytesAfter, rssSettled: s.serverRssBytesSettled, connectPerSecond: s.perSecond, connectP99Ms: s.latencyMs.p99, ...cpuDetail(r) };
+  const kib = (b: number | null | undefined) => (ok && b != null ? Math.round(b / 102.4) / 10 : null);
+  note(server.name, rep, 'idle', kib(s.bytesPerConnection), detail);
+  note(server.name, rep, 'idleSettled', kib(s.bytesPerConnectionSettled), detail);
   if (!ok) failures.push(`${server.name} rep ${rep} idle: ${s.failed} failed ${JSON.stringify(s.errors)}`);
 }
 

@@ -1,12 +1,13 @@
 // The comparison's table (server × workload × figure, each run, the mean, the
 // spread and the ratio to ours) and the issue's goals checked against it.
 
-export type Figure = 'login' | 'chat' | 'idle' | 'storm';
+export type Figure = 'login' | 'chat' | 'idle' | 'idleSettled' | 'storm';
 
 export const FIGURES: Record<Figure, { label: string; unit: string; higherIsBetter: boolean }> = {
   login: { label: 'logins/s (p99 connect-to-bound < 500 ms)', unit: 'logins/s', higherIsBetter: true },
   chat: { label: 'chat msgs/s delivered at p99 < 50 ms', unit: 'msg/s', higherIsBetter: true },
-  idle: { label: 'memory per idle TLS connection', unit: 'KiB', higherIsBetter: false },
+  idle: { label: 'memory per idle TLS connection, 0.5 s after the last bind', unit: 'KiB', higherIsBetter: false },
+  idleSettled: { label: 'memory per idle TLS connection, settled (end of the hold)', unit: 'KiB', higherIsBetter: false },
   storm: { label: 'storm: all rebound after', unit: 'ms', higherIsBetter: false },
 };
 
@@ -85,7 +86,10 @@ export function evaluateGoals(records: RunRecord[]): { lines: string[]; met: Rec
   goal('login-ejabberd', 'logins/s >= ejabberd', m('ours', 'login'), m('ejabberd', 'login'), (o, t) => o >= t, times);
   goal('chat-prosody', 'chat msgs/s at p99 < 50 ms >= 2× Prosody', m('ours', 'chat'), m('prosody', 'chat'), (o, t) => o >= 2 * t, times);
   goal('chat-ejabberd', 'chat msgs/s at p99 < 50 ms >= 1.2× ejabberd', m('ours', 'chat'), m('ejabberd', 'chat'), (o, t) => o >= 1.2 * t, times);
-  goal('idle-ejabberd', "memory per idle TLS connection <= ejabberd's", m('ours', 'idle'), m('ejabberd', 'idle'), (o, t) => o <= t, (o, t) => `ours ${fmt(o)} KiB vs ${fmt(t)} KiB`);
+  // An idle connection is one that has been idle: the goal is read on the
+  // settled figure; the one taken 0.5 s after the last bind still holds the
+  // residue of the connection burst, and is shown beside it.
+  goal('idle-ejabberd', "memory per idle TLS connection (settled) <= ejabberd's", m('ours', 'idleSettled'), m('ejabberd', 'idleSettled'), (o, t) => o <= t, (o, t) => `ours ${fmt(o)} KiB vs ${fmt(t)} KiB`);
   goal('storm-prosody', 'storm: all rebound sooner than Prosody', m('ours', 'storm'), m('prosody', 'storm'), (o, t) => o < t, (o, t) => `ours ${fmt(o)} ms vs ${fmt(t)} ms`);
   goal('storm-ejabberd', 'storm: all rebound sooner than ejabberd', m('ours', 'storm'), m('ejabberd', 'storm'), (o, t) => o < t, (o, t) => `ours ${fmt(o)} ms vs ${fmt(t)} ms`);
   const relay = m('relay', 'chat');

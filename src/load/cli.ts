@@ -23,7 +23,8 @@ Workloads:
   chat    --users online users each sending --rate chat messages per second
           to random online peers; latency: sent to delivered
   idle    --connections authenticated connections held until --duration ends
-          (with --pid: the server's memory per connection)
+          (with --pid: the server's memory per connection, 0.5 s after the
+          last one is bound and again at the end of the hold)
   storm   --connections connections, then all dropped and reconnected at once:
           time until all are bound again
 
@@ -196,6 +197,9 @@ export interface Summary {
   serverRssBytesBefore?: number | null;
   serverRssBytesAfter?: number | null;
   bytesPerConnection?: number | null;
+  /** At the end of the hold: what the server keeps for connections that have been idle since. */
+  serverRssBytesSettled?: number | null;
+  bytesPerConnectionSettled?: number | null;
   rebindMs?: number | null;
 }
 
@@ -322,7 +326,9 @@ function human(s: Summary, o: LoadOptions): string {
   row('latency', `p50 ${l.p50} ms  p95 ${l.p95} ms  p99 ${l.p99} ms  max ${l.max} ms  mean ${l.mean} ms  (${label})`);
   if (s.workload === 'idle') {
     const mb = (b: number | null | undefined) => (b == null ? 'n/a' : `${(b / 1048576).toFixed(1)} MiB`);
-    row('server RSS', `before ${mb(s.serverRssBytesBefore)}, after ${mb(s.serverRssBytesAfter)}, ${s.bytesPerConnection == null ? 'n/a' : `${s.bytesPerConnection} bytes`} per connection`);
+    const per = (b: number | null | undefined) => (b == null ? 'n/a' : `${b} bytes`);
+    row('server RSS', `before ${mb(s.serverRssBytesBefore)}, after ${mb(s.serverRssBytesAfter)}, ${per(s.bytesPerConnection)} per connection`);
+    row('settled', `at the end of the hold ${mb(s.serverRssBytesSettled)}, ${per(s.bytesPerConnectionSettled)} per connection`);
   }
   if (s.workload === 'storm') row('rebind', s.rebindMs == null ? 'not all bound again before the time limit' : `all ${s.completed} bound again after ${s.rebindMs} ms`);
   const errs = Object.entries(s.errors).sort((a, b) => b[1] - a[1]);
@@ -404,6 +410,7 @@ export async function runLoad(argv: string[]): Promise<number> {
 
   const rssBefore = o.workload === 'idle' && o.pid !== undefined ? readRss(o.pid) : null;
   let rssAfter: number | null = null;
+  let rssSettled: number | null = null;
 
   const go = now();
   agg.origin = go;
@@ -457,6 +464,7 @@ export async function runLoad(argv: string[]): Promise<number> {
       rssAfter = readRss(o.pid);
     }
     await crew.sleepUntil(deadline);
+    if (ready && o.pid !== undefined) rssSettled = readRss(o.pid);
   } else {
     const ready = await crew.all('ready', deadline);
     if (ready) {
@@ -509,7 +517,10 @@ export async function runLoad(argv: string[]): Promise<number> {
     summary.connections = agg.completed;
     summary.serverRssBytesBefore = rssBefore;
     summary.serverRssBytesAfter = rssAfter;
-    summary.bytesPerConnection = rssBefore !== null && rssAfter !== null && agg.completed > 0 ? Math.round((rssAfter - rssBefore) / agg.completed) : null;
+    const perConn = (rss: number | null) => (rssBefore !== null && rss !== null && agg.completed > 0 ? Math.round((rss - rssBefore) / agg.completed) : null);
+    summary.bytesPerConnection = perConn(rssAfter);
+    summary.serverRssBytesSettled = rssSettled;
+    summary.bytesPerConnectionSettled = perConn(rssSettled);
   }
   if (o.workload === 'storm') {
     summary.connections = Math.min(o.connections, o.count);

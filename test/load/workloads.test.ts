@@ -82,6 +82,8 @@ test('idle: holds the connections until the duration ends; server memory per con
   t.is(typeof r.json.serverRssBytesBefore, 'number');
   t.is(typeof r.json.serverRssBytesAfter, 'number');
   t.is(typeof r.json.bytesPerConnection, 'number');
+  t.is(typeof r.json.serverRssBytesSettled, 'number');
+  t.is(r.json.bytesPerConnectionSettled, Math.round(((r.json.serverRssBytesSettled as number) - (r.json.serverRssBytesBefore as number)) / 20));
 });
 
 test('storm: all connections dropped and bound again', async (t) => {
