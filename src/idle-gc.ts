@@ -23,10 +23,10 @@ export interface Collected {
 }
 
 /** V8's gc extension, obtained without exposing it to the application's own contexts. */
-function gcFunction(): () => void {
+function gcFunction(): (options?: object) => void {
   v8.setFlagsFromString('--expose-gc');
   try {
-    return vm.runInNewContext('gc') as () => void;
+    return vm.runInNewContext('gc') as (options?: object) => void;
   } finally {
     v8.setFlagsFromString('--no-expose-gc');
   }
@@ -61,7 +61,11 @@ export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Col
     this.dirty = false;
     const heapBefore = process.memoryUsage().heapUsed;
     const t = performance.now();
-    this.gc();
+    // 'last-resort': the collection V8 runs under memory pressure (repeated
+    // until nothing more is freed, with compaction and the young generation
+    // shrunk); a regular full one often leaves the young generation at its
+    // burst size.
+    this.gc({ type: 'major', flavor: 'last-resort' });
     const ms = performance.now() - t;
     this.emit('collect', { ms, heapBefore, heapAfter: process.memoryUsage().heapUsed });
     // The collection's own time is not the application's work.
