@@ -45,6 +45,8 @@ interface Settings {
   loginStart: number;
   maxSteps: number;
   idleHoldS: number;
+  /** Quiet time before the idle run, so that "before" is a settled server too (not the registrations' garbage). */
+  idleSettleS: number;
   /** Repeats of disturbed runs allowed per server and repetition. */
   retries: number;
   chatP99Ms: number;
@@ -93,6 +95,7 @@ const S: Settings = {
   loginStart: 50,
   maxSteps: quick ? 6 : 7,
   idleHoldS: 6,
+  idleSettleS: quick ? 5 : 15,
   retries: quick ? 2 : 5,
   chatP99Ms: 50,
   loginP99Ms: 500,
@@ -440,6 +443,10 @@ const cpuDetail = (r: LoadResult | undefined) => (r ? { serverCpuPct: r.serverCp
 async function idle(server: Running, rep: number): Promise<void> {
   const c = S.connections;
   type Idle = LoadResult['summary'] & { bytesPerConnection?: number | null; bytesPerConnectionSettled?: number | null; connections?: number; serverRssBytesBefore?: number; serverRssBytesAfter?: number; serverRssBytesSettled?: number };
+  // The settled figure compares two settled states: without this pause the
+  // "before" of a server that collects when idle would still hold the
+  // registrations' garbage, which the end of the hold no longer does.
+  await new Promise((r) => setTimeout(r, S.idleSettleS * 1000));
   const r = await steady(
     () => load(server, ['idle', '--connections', String(c), '--users', String(c), '--pid', String(server.pid), '--duration', String(S.idleHoldS + Math.ceil(c / 100)), '--timeout', '30'], 'idle', { rep }),
     (x) => x.summary.failed === 0 && (x.summary as Idle).bytesPerConnection != null,
