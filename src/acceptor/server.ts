@@ -135,8 +135,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
 async function joinWorkers(pool: Piscina, hub: Hub, n: number): Promise<Promise<unknown>[]> {
   const seen = new Set<number>();
   const joins: Promise<unknown>[] = [];
-  for (let attempt = 0; seen.size < n; attempt++) {
-    if (attempt > n * 20) throw new Error(`could not reach ${n} distinct workers`);
+  // Bounded by time, not attempts: on a loaded machine a worker can take a
+  // while to be offered tasks, and declined joins return in microseconds.
+  const deadline = Date.now() + 30_000;
+  while (seen.size < n) {
+    if (Date.now() > deadline) throw new Error(`could not reach ${n} distinct workers within 30 s`);
     const { port1, port2 } = new MessageChannel();
     const hello = new Promise<number>((resolve) => port1.once('message', (raw: Uint8Array) => resolve(decode<ToHub & { t: 'hello' }>(raw).threadId)));
     const task: Task = { t: 'join', port: port2 };
@@ -144,6 +147,10 @@ async function joinWorkers(pool: Piscina, hub: Hub, n: number): Promise<Promise<
     const first = await Promise.race([hello, joined.then(() => -1)]);
     if (first === -1 || seen.has(first)) {
       port1.close();
+      // A worker that is not yet offered tasks comes with piscina's workerCreate.
+      const ac = new AbortController();
+      await Promise.race([once(pool, 'workerCreate', { signal: ac.signal }), new Promise((r) => setTimeout(r, 20))]).catch(() => {});
+      ac.abort();
       continue;
     }
     seen.add(first);
