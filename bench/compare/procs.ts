@@ -96,18 +96,6 @@ export function killAllNow(): void {
   for (const p of children) signalGroup(p, 'SIGKILL');
 }
 
-/** A TCP port free on 127.0.0.1 right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /**
  * Opens an XMPP stream on `port` and waits for the stream features: the
@@ -187,15 +175,6 @@ export function coreBusySeconds(): Map<number, number> {
   return out;
 }
 
-/** Resident memory of process `pid` in bytes, or undefined. */
-export function rssBytes(pid: number): number | undefined {
-  try {
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /** The full path of `name` on PATH (or the sbin directories root's PATH has), or undefined. */
 export function which(name: string): string | undefined {

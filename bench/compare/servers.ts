@@ -12,7 +12,8 @@
 import { mkdirSync, writeFileSync, readFileSync, existsSync, readdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { start, stop, waitReady, freePort, which, runQuiet } from './procs.ts';
+import { start, stop, waitReady, which, runQuiet } from './procs.ts';
+import { freePort } from '../../cluster/launch.ts';
 import type { Started } from './procs.ts';
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');

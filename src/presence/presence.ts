@@ -57,7 +57,6 @@ export interface PresenceDeps {
   registry: SessionRegistry;
   accountExists(local: string): Promise<boolean>;
   maxRosterItems: number;
-  maxOfflineMessages: number;
   /** Directed presence recipients tracked per session. */
   maxDirected: number;
 }
@@ -367,8 +366,10 @@ export class PresenceService {
     if (el.attrs.type === undefined) {
       // §4.6.2: tracked only while available, and only for entities the
       // broadcast does not reach already.
-      const subscriber = s.username !== null && to.local !== '' && to.domain === this.d.domain && sendsTo(await this.d.roster.state(s.username, bareTo));
-      if (s.available && !subscriber && bareTo !== s.bare && !s.directed.has(target) && s.directed.size < this.d.maxDirected) {
+      // The cheap conditions first: the roster is read only when tracking is possible.
+      const trackable = s.available && bareTo !== s.bare && !s.directed.has(target) && s.directed.size < this.d.maxDirected;
+      const subscriber = trackable && s.username !== null && to.local !== '' && to.domain === this.d.domain && sendsTo(await this.d.roster.state(s.username, bareTo));
+      if (trackable && !subscriber) {
         s.directed.add(target);
         await this.d.registry.noteDirected(s.jid!, s.id, [...s.directed]).catch(() => {});
       }

@@ -73,7 +73,6 @@ export class Router implements PresenceRouting {
         registry: deps.registry,
         accountExists: deps.accountExists,
         maxRosterItems: deps.maxRosterItems,
-        maxOfflineMessages: deps.maxOfflineMessages,
         maxDirected: deps.maxDirectedPresence,
       },
       this,
@@ -280,12 +279,6 @@ export class Router implements PresenceRouting {
     }
   }
 
-  /**
-   * RFC 6121 §2.1.6: a roster push to every interested resource of the
-   * account, wherever it lives. Whether a session is interested is known
-   * only where it lives: the envelope is marked and the receiving side drops
-   * it for a session that has not requested the roster.
-   */
   /** Available resources of an account (PresenceRouting). */
   async available(bare: string): Promise<SessionRecord[]> {
     return (await this.d.registry.resources(bare)).filter((r) => r.available);
@@ -302,6 +295,12 @@ export class Router implements PresenceRouting {
     else this.d.transport.toWorker(rec.worker, env);
   }
 
+  /**
+   * RFC 6121 §2.1.6: a roster push to every interested resource of the
+   * account, wherever it lives. Whether a session is interested is known
+   * only where it lives: the envelope is marked and the receiving side drops
+   * it for a session that has not requested the roster.
+   */
   async pushRoster(bareJid: string, query: Element): Promise<void> {
     let recs: SessionRecord[];
     try {

@@ -88,7 +88,8 @@ function cluster(): Backend {
     toNode: async (node, worker, env) => {
       try {
         // No subscriber means the node is gone: the caller treats it as unavailable.
-        return (await cmd.publish(K.channel(node, worker), Buffer.from(encode(env)))) > 0;
+        const bytes = encode(env); // already its own copy: a Buffer view over it, not another copy
+        return (await cmd.publish(K.channel(node, worker), Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))) > 0;
       } catch {
         return false;
       }
