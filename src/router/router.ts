@@ -10,7 +10,7 @@ import type { Jid } from '../xmpp/jid.ts';
 import type { SessionRecord, SessionRegistry } from '../registry/registry.ts';
 import type { ServerModule, IqHandler } from '../modules/module.ts';
 import type { Session, CloseReason } from '../session/session.ts';
-import { NS_CARBONS } from '../xmpp/ns.ts';
+import { NS_CARBONS, NS_DELAY } from '../xmpp/ns.ts';
 import type { Envelope, Only } from '../worker/wire.ts';
 import type { RosterStore } from '../roster/store.ts';
 import type { OfflineStore } from '../offline/store.ts';
@@ -107,6 +107,9 @@ export class Router implements PresenceRouting {
       }
     }
     if (el.name === 'message') {
+      // XEP-0203: a delay from this domain is the server's own mark (offline
+      // storage stamps one and keeps it); one a client wrote would pass for it.
+      for (const d of el.getChildren('delay', NS_DELAY)) if (d.attrs.from === this.d.domain) el.remove(d);
       // XEP-0280 §6: <private/> keeps a message out of carbons; it is not passed on.
       const priv = el.getChild('private', NS_CARBONS);
       if (priv) el.remove(priv);

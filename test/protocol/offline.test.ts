@@ -27,7 +27,7 @@ let limited: TestServer; // XMPP_MAX_OFFLINE=2
 
 test.before(async () => {
   [server, limited] = await Promise.all([startTestServer({}), startTestServer({ XMPP_MAX_OFFLINE: '2' })]);
-  for (const u of ['alice', 'bob', 'dave', 'erin', 'frank', 'gina', 'harry']) await server.addUser(u, `${u}-pw`);
+  for (const u of ['alice', 'bob', 'dave', 'erin', 'frank', 'gina', 'harry', 'ivy']) await server.addUser(u, `${u}-pw`);
   for (const u of ['alice', 'carol']) await limited.addUser(u, `${u}-pw`);
 });
 test.after.always(async () => {
@@ -105,6 +105,24 @@ test('messages to an offline user are stored and delivered on available presence
   bob.c.destroy();
   const again = await login(t, server, 'bob', 'laptop');
   t.deepEqual((await present(again)).map((m) => m.toString()), [], 'a second login gets nothing');
+});
+
+test("a client cannot forge the server's delay: one claiming to be from the domain is dropped, another entity's is kept", async (t) => {
+  const alice = await login(t, server, 'alice', 'forger');
+  const id = uid('forged');
+  const sentAt = Date.now();
+  const forged = `<message to='ivy@localhost' id='${id}' type='chat'><body>old news</body>` +
+    `<delay xmlns='${NS_DELAY}' from='localhost' stamp='1999-01-01T00:00:00Z'/>` +
+    `<delay xmlns='${NS_DELAY}' from='${alice.jid}' stamp='2001-01-01T00:00:00Z'/></message>`;
+  await sendAll(t, alice, [forged]);
+  const ivy = await login(t, server, 'ivy', 'i1');
+  const start = ivy.c.items.length;
+  ivy.c.send('<presence/>');
+  const m = await expect(ivy, 'the stored message', (el) => el.attrs.id === id, start);
+  const ours = m.getChildren('delay', NS_DELAY).filter((d) => d.attrs.from === 'localhost');
+  t.is(ours.length, 1, m.toString());
+  t.true(Date.parse(ours[0]?.attrs.stamp ?? '') >= sentAt - 1000, `the server's own stamp, not the forged one: ${ours[0]?.attrs.stamp}`);
+  t.deepEqual(m.getChildren('delay', NS_DELAY).filter((d) => d.attrs.from !== 'localhost').map((d) => d.attrs.stamp), ['2001-01-01T00:00:00Z'], "the client's own delay is its business");
 });
 
 test('two sessions becoming available at once: the stored messages reach one of them, once', async (t) => {
