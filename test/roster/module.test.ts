@@ -295,12 +295,23 @@ test('a store failure reaches the router as it is (it answers internal-server-er
   t.deepEqual(h.pushes, []);
 });
 
-test('a push callback that throws does not turn a stored change into an error', async (t) => {
+test.serial('a push callback that throws does not turn a stored change into an error; the failure is logged', async (t) => {
   const store = SqliteRosterStore.open(':memory:');
   const h = harness(t, { store, push: () => { throw new Error('no route'); } });
-  t.is(await h.set(iq('set', `<item jid='bob@x'/>`)), null);
-  t.is((await store.get('alice')).items.length, 1);
-  t.is(await h.set(iq('set', `<item jid='bob@x' subscription='remove'/>`)), null);
+  // The log goes to stderr: captured here, so that it is checked instead of printed.
+  const logged: string[] = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => (logged.push(String(chunk)), true)) as typeof process.stderr.write;
+  try {
+    t.is(await h.set(iq('set', `<item jid='bob@x'/>`)), null);
+    t.is((await store.get('alice')).items.length, 1);
+    t.is(await h.set(iq('set', `<item jid='bob@x' subscription='remove'/>`)), null);
+  } finally {
+    process.stderr.write = write;
+  }
+  const failures = logged.map((l) => JSON.parse(l) as { level: string; msg: string; err: string }).filter((l) => l.msg === 'roster push failed');
+  t.is(failures.length, 2, 'one line per failed push');
+  t.true(failures.every((l) => l.level === 'error' && l.err.includes('no route')));
 });
 
 test('push payloads: one item and the version; a removal carries only jid and subscription', (t) => {
