@@ -22,14 +22,16 @@ export interface Collected {
   heapAfter: number;
 }
 
-/** V8's gc extension, obtained without exposing it to the application's own contexts. */
+/**
+ * V8's gc extension. The flag is process-wide and read when a context is
+ * created, so it is set and left set: switching it back off raced with the
+ * other threads doing the same at start (one thread's "off" landing between
+ * another's "on" and its new context: "gc is not defined"). Contexts created
+ * afterwards (worker threads started later) see a global gc too.
+ */
 function gcFunction(): (options?: object) => void {
   v8.setFlagsFromString('--expose-gc');
-  try {
-    return vm.runInNewContext('gc') as (options?: object) => void;
-  } finally {
-    v8.setFlagsFromString('--no-expose-gc');
-  }
+  return vm.runInNewContext('gc') as (options?: object) => void;
 }
 
 /**

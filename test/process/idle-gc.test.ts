@@ -2,6 +2,7 @@
 // work, none while it stays busy, none again until there is new work.
 import test from 'ava';
 import { once } from 'node:events';
+import { Worker } from 'node:worker_threads';
 import { IdleCollector } from '../../src/idle-gc.ts';
 
 const PERIOD = 100;
@@ -90,4 +91,17 @@ test.serial('each collection comes after a quiet period, and between two of them
     }
   }
   t.is(evs.filter((e) => e.k === 'collect').length >= 2, true);
+});
+
+test.serial('threads starting collectors at the same time all get the gc function', async (t) => {
+  // The acceptor and its workers create their collectors at start, at once.
+  const url = new URL('../../src/idle-gc.ts', import.meta.url).href;
+  const code = `const { parentPort } = require('node:worker_threads');
+    import(${JSON.stringify(url)}).then((m) => { for (let i = 0; i < 200; i++) new m.IdleCollector(1000).stop(); parentPort.postMessage('ok'); },
+      (err) => parentPort.postMessage(String(err)));`;
+  const workers = Array.from({ length: 6 }, () => new Worker(code, { eval: true }));
+  const results = workers.map((w) => once(w, 'message').then(([m]) => m as string));
+  for (let i = 0; i < 200; i++) new IdleCollector(1000).stop();
+  t.deepEqual(await Promise.all(results), workers.map(() => 'ok'));
+  await Promise.all(workers.map((w) => w.terminate()));
 });
