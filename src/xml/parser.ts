@@ -116,7 +116,7 @@ function isNameStartHi(c: number): boolean {
     (c >= 0x2070 && c <= 0x218f) ||
     (c >= 0x2c00 && c <= 0x2fef) ||
     (c >= 0x3001 && c <= 0xdb7f) || // up to high surrogates of planes 1–14
-    (c >= 0xdc00 && c <= 0xdfff) || // low surrogates (always paired by the decoder)
+    (c >= 0xdc00 && c <= 0xdfff) || // low surrogates (always paired in valid UTF-8)
     (c >= 0xf900 && c <= 0xfdcf) ||
     (c >= 0xfdf0 && c <= 0xfffd)
   );
@@ -142,7 +142,7 @@ function isXmlChar(cp: number): boolean {
 }
 
 // Scanners: each stops at the next character needing attention. Lone
-// surrogates need no check: the fatal UTF-8 decoder cannot produce them.
+// surrogates need no check: valid UTF-8 cannot encode them.
 /* eslint-disable no-control-regex -- matching the characters XML forbids */
 const TEXT_RE = /[<&\]\r\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]/g;
 const CDATA_RE = /[\]\r\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]/g;
@@ -153,7 +153,25 @@ const XMLDECL_RE =
   /^[ \t\r\n]+version[ \t\r\n]*=[ \t\r\n]*(?:'1\.[0-9]+'|"1\.[0-9]+")(?:[ \t\r\n]+encoding[ \t\r\n]*=[ \t\r\n]*(?:'[A-Za-z][A-Za-z0-9._-]*'|"[A-Za-z][A-Za-z0-9._-]*"))?(?:[ \t\r\n]+standalone[ \t\r\n]*=[ \t\r\n]*(?:'(?:yes|no)'|"(?:yes|no)"))?[ \t\r\n]*$/;
 const ENCODING_RE = /[ \t\r\n]encoding[ \t\r\n]*=[ \t\r\n]*(["'])([^"']*)\1/;
 
-const STREAM = { stream: true } as const;
+/** Stateless (never given { stream: true }), so one serves every parser of the thread. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/**
+ * Length of the longest prefix of b that does not end inside a UTF-8
+ * sequence: what can be decoded now, the rest (at most 3 bytes) waiting for
+ * the next chunk. Invalid bytes stay in the prefix, for isUtf8 to reject.
+ */
+function completeLength(b: Uint8Array): number {
+  const n = b.length;
+  // The last byte that is not a continuation byte, within a sequence's reach.
+  for (let i = n - 1; i >= 0 && i >= n - 4; i--) {
+    const c = b[i];
+    if ((c & 0xc0) === 0x80) continue;
+    const need = c < 0xc0 ? 1 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+    return i + need > n ? i : n;
+  }
+  return n;
+}
 
 function clip(s: string): string {
   return s.length > 40 ? s.slice(0, 40) + '…' : s;
@@ -167,7 +185,12 @@ export class StreamParser {
   private readonly handler: StreamHandler;
   private readonly maxBytes: number;
   private readonly maxDepth: number;
-  private decoder = StreamParser.decoder();
+  /**
+   * The start of a UTF-8 sequence that the last chunk ended in (1–3 bytes,
+   * copied), completed by the next one. Decoding is stateless otherwise: a
+   * TextDecoder per connection would cost about 1 KB of native memory each.
+   */
+  private carry: Uint8Array | null = null;
 
   /** Bumped by reset(), end() and every error: run() stops when it changes. */
   private gen = 0;
@@ -220,25 +243,33 @@ export class StreamParser {
     this.maxDepth = options.maxDepth ?? 128;
   }
 
-  private static decoder(): TextDecoder {
-    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-  }
-
   /** Feeds raw bytes from the transport. Callbacks run synchronously from here. */
   write(chunk: Uint8Array): void {
     if (this.st === S_DONE || chunk.length === 0) return;
     if (this.head < 2 && !this.sniff(chunk)) return;
-    let s: string;
-    try {
-      s = this.decoder.decode(chunk, STREAM);
-    } catch {
-      this.fail('not-well-formed', 'invalid UTF-8');
-      return;
+    let bytes = chunk;
+    if (this.carry !== null) {
+      bytes = Buffer.concat([this.carry, chunk]);
+      this.carry = null;
     }
-    if (s.length === 0) return;
-    // An ASCII chunk cannot complete a sequence left open by the previous
-    // one (the decoder would have thrown), so it decodes to itself.
-    this.ascii = isAscii(chunk);
+    const end = completeLength(bytes);
+    if (end < bytes.length) {
+      this.carry = new Uint8Array(bytes.subarray(end)); // a copy: a view would keep the whole chunk
+      bytes = bytes.subarray(0, end);
+      if (end === 0) return;
+    }
+    // Decoded as a whole: invalid UTF-8 is not replaced, it is an error.
+    this.ascii = isAscii(bytes);
+    let s: string;
+    if (this.ascii) s = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('latin1');
+    else {
+      try {
+        s = UTF8.decode(bytes);
+      } catch {
+        this.fail('not-well-formed', 'invalid UTF-8');
+        return;
+      }
+    }
     this.run(s);
   }
 
@@ -252,7 +283,7 @@ export class StreamParser {
   reset(): void {
     if (this.ended) return;
     this.gen++;
-    this.decoder = StreamParser.decoder();
+    this.carry = null;
     this.st = S_TEXT;
     this.head = 0;
     this.rootOpen = false;
@@ -266,6 +297,7 @@ export class StreamParser {
   end(): void {
     this.gen++;
     this.ended = true;
+    this.carry = null;
     this.st = S_DONE;
     this.rootAttrs = null;
     this.clearTokens();

@@ -224,6 +224,16 @@ test('invalid UTF-8 is not-well-formed', (t) => {
   }
 });
 
+test('invalid UTF-8 fed one byte at a time is still not-well-formed', (t) => {
+  for (const bad of [[0xc3, 0x28], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0x80], [0xff], [0xf8, 0x80, 0x80, 0x80]]) {
+    const { parser, events } = setup();
+    const input = Buffer.concat([Buffer.from(HEADER + '<message><body>'), Buffer.from(bad), Buffer.from('</body></message>')]);
+    for (const byte of input) parser.write(Buffer.from([byte]));
+    t.deepEqual(errorOf(events), { condition: 'not-well-formed', text: 'invalid UTF-8' }, bad.join(','));
+    t.deepEqual(elements(events), []);
+  }
+});
+
 test('a multi-byte sequence left open by one chunk and not continued by the next is not-well-formed', (t) => {
   for (const next of ['(', '<', 'é']) {
     const { parser, events } = setup();
