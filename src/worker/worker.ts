@@ -17,6 +17,7 @@ import { Router } from '../router/router.ts';
 import type { Transport } from '../router/router.ts';
 import { Session } from '../session/session.ts';
 import { encode, decode } from './wire.ts';
+import { adoptSocket } from './socket.ts';
 import type { Envelope, FromHub } from './wire.ts';
 import type { WorkerContext } from './context.ts';
 import { ping } from '../modules/ping.ts';
@@ -248,22 +249,25 @@ async function shutdown(c: WorkerContext): Promise<void> {
   await new Promise<void>((r) => setImmediate(r));
 }
 
-export default async function handle(task: Task): Promise<string> {
+// Not an async function: a suspended frame per connection, for as long as it
+// lives, would only wait for what session.done already says.
+export default function handle(task: Task): Promise<string> {
   if (task.t === 'join') {
     if (joined) {
       task.port.close();
-      return 'declined';
+      return Promise.resolve('declined');
     }
     joined = join(task.port);
-    await joined;
-    return 'left';
+    return joined.then(() => 'left');
   }
   if (!ctx) {
     task.socket.destroy();
     log.error('connection reached a worker that has not joined the hub');
-    return 'refused';
+    return Promise.resolve('refused');
   }
+  // Piscina keeps the task for as long as it runs (the connection's
+  // lifetime): it must not keep the transferred shell alive with it.
+  task.socket = adoptSocket(task.socket);
   const session = new Session(ctx, task.socket, task.directTls);
-  await session.done;
-  return 'closed';
+  return session.done.then(() => 'closed');
 }
