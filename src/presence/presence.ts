@@ -34,8 +34,8 @@ export interface PresenceSession {
   priority: number;
   /** The last available presence broadcast, as sent (no 'to'); answers probes. */
   lastPresence: Element | undefined;
-  /** Entities that got directed presence from this session while it was available (RFC 6121 §4.6). */
-  directed: Set<string>;
+  /** Entities that got directed presence from this session while it was available (RFC 6121 §4.6); created on first use. */
+  directed: Set<string> | undefined;
   deliver(xml: string): boolean;
 }
 
@@ -306,8 +306,8 @@ export class PresenceService {
   /** Explicit unavailable presence, or (`ended`) the end of an available session (§4.5). */
   private async broadcastUnavailable(s: PresenceSession, el?: Element, ended = false): Promise<void> {
     const was = s.available;
-    const directed = [...s.directed];
-    s.directed.clear();
+    const directed = s.directed ? [...s.directed] : [];
+    s.directed = undefined;
     const unavailable = el ?? new Element('presence', { from: s.jid!, type: 'unavailable' });
     delete unavailable.attrs.to;
     if (was) {
@@ -328,7 +328,7 @@ export class PresenceService {
 
   /** A session ended without saying so (closed socket, error, kick): broadcast for it. */
   async sessionEnded(s: PresenceSession): Promise<void> {
-    if (!s.available && s.directed.size === 0) return;
+    if (!s.available && s.directed === undefined) return;
     try {
       await this.broadcastUnavailable(s, undefined, true);
     } catch (err) {
@@ -367,14 +367,16 @@ export class PresenceService {
       // §4.6.2: tracked only while available, and only for entities the
       // broadcast does not reach already.
       // The cheap conditions first: the roster is read only when tracking is possible.
-      const trackable = s.available && bareTo !== s.bare && !s.directed.has(target) && s.directed.size < this.d.maxDirected;
+      const trackable = s.available && bareTo !== s.bare && !s.directed?.has(target) && (s.directed?.size ?? 0) < this.d.maxDirected;
       const subscriber = trackable && s.username !== null && to.local !== '' && to.domain === this.d.domain && sendsTo(await this.d.roster.state(s.username, bareTo));
       if (trackable && !subscriber) {
-        s.directed.add(target);
+        (s.directed ??= new Set()).add(target);
         await this.d.registry.noteDirected(s.jid!, s.id, [...s.directed]).catch(() => {});
       }
-    } else if (s.directed.delete(target)) {
-      await this.d.registry.noteDirected(s.jid!, s.id, [...s.directed]).catch(() => {});
+    } else if (s.directed?.delete(target)) {
+      const left = [...s.directed];
+      if (left.length === 0) s.directed = undefined;
+      await this.d.registry.noteDirected(s.jid!, s.id, left.length > 0 ? left : null).catch(() => {});
     }
     await this.r.routeInternal(el);
   }

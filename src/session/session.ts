@@ -33,6 +33,9 @@ type Event =
   | { k: 'error'; condition: StreamCondition; text: string };
 
 const MAILBOX_HIGH = 64;
+/** Why reading is paused (bits of Session.paused): the read rate, a full mailbox. */
+const PAUSED_RATE = 1;
+const PAUSED_MAILBOX = 2;
 const CLOSE_GRACE_MS = 2000;
 const B64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
@@ -53,8 +56,8 @@ export class Session {
   priority = 0;
   /** The last available presence this session broadcast: the answer to probes (RFC 6121 §4.3.2). */
   lastPresence: Element | undefined;
-  /** Who got directed presence from this session while available (RFC 6121 §4.6). */
-  readonly directed = new Set<string>();
+  /** Who got directed presence from this session while available (RFC 6121 §4.6); created on first use, as most sessions send none. */
+  directed: Set<string> | undefined;
   /** XEP-0280: this resource gets carbon copies. */
   carbons = false;
   readonly createdAt = Date.now();
@@ -71,7 +74,8 @@ export class Session {
   private upgrading = false;
   private sasl: Mechanism | undefined;
   private authFailures = 0;
-  private readonly pauses = new Set<string>();
+  /** PAUSED_* bits: reading resumes when none is left. */
+  private paused = 0;
   private tokens: number;
   private refilledAt = Date.now();
   private resolveDone!: () => void;
@@ -150,27 +154,27 @@ export class Session {
     this.tokens = Math.min(rate, this.tokens + ((now - this.refilledAt) * rate) / 1000);
     this.refilledAt = now;
     this.tokens -= n;
-    if (this.tokens < 0 && !this.pauses.has('rate')) {
-      this.pause('rate');
-      setTimeout(() => this.unpause('rate'), Math.ceil((-this.tokens * 1000) / rate)).unref();
+    if (this.tokens < 0 && !(this.paused & PAUSED_RATE)) {
+      this.pause(PAUSED_RATE);
+      setTimeout(() => this.unpause(PAUSED_RATE), Math.ceil((-this.tokens * 1000) / rate)).unref();
     }
   }
 
-  private pause(why: string): void {
-    this.pauses.add(why);
+  private pause(why: number): void {
+    this.paused |= why;
     this.socket.pause();
   }
 
-  private unpause(why: string): void {
-    this.pauses.delete(why);
-    if (this.pauses.size === 0 && this.state !== 'closed') this.socket.resume();
+  private unpause(why: number): void {
+    this.paused &= ~why;
+    if (this.paused === 0 && this.state !== 'closed') this.socket.resume();
   }
 
   // ---- the mailbox: one event at a time, in order ----
 
   private post(ev: Event): void {
     this.mailbox.push(ev);
-    if (this.mailbox.length > MAILBOX_HIGH && !this.pauses.has('mailbox')) this.pause('mailbox');
+    if (this.mailbox.length > MAILBOX_HIGH && !(this.paused & PAUSED_MAILBOX)) this.pause(PAUSED_MAILBOX);
     if (!this.busy) void this.pump();
   }
 
@@ -191,7 +195,7 @@ export class Session {
       }
     } finally {
       this.busy = false;
-      if (this.pauses.has('mailbox') && this.mailbox.length === 0) this.unpause('mailbox');
+      if (this.paused & PAUSED_MAILBOX && this.mailbox.length === 0) this.unpause(PAUSED_MAILBOX);
     }
   }
 
