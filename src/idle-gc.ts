@@ -7,6 +7,12 @@
 // worker) watches its event loop, and once it has been quiet for a whole
 // period after doing work, runs one full collection, after which V8 also
 // shrinks the young generation again. A busy thread is left to V8 alone.
+//
+// Collecting frees the native memory dead objects held (sockets, TLS state,
+// buffers), but glibc keeps freed memory that lies between live allocations
+// (most of it, after thousands of handshakes interleaved with the sessions
+// that stay): so where the C library has malloc_trim, the next quiet period
+// after a collection hands those free pages back to the system as well.
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
@@ -14,6 +20,40 @@ import vm from 'node:vm';
 
 /** Event-loop utilisation below which a period counts as quiet. */
 const QUIET_ELU = 0.05;
+
+/**
+ * glibc's malloc_trim through node:ffi, or undefined where either is missing
+ * (musl, macOS, Node without FFI or run with --no-experimental-ffi). FFI is
+ * experimental in Node 26: its one-time warning is not printed for this use,
+ * a single call taking no pointers.
+ */
+async function loadMallocTrim(): Promise<((pad: bigint) => number) | undefined> {
+  const emitWarning = process.emitWarning;
+  process.emitWarning = function (this: unknown, warning: string | Error, ...rest: unknown[]) {
+    if (String(warning).includes('FFI')) return;
+    return (emitWarning as (...a: unknown[]) => void).call(this, warning, ...rest);
+  } as typeof process.emitWarning;
+  try {
+    const ffi = await import('node:ffi');
+    const { functions } = ffi.dlopen(null, { malloc_trim: { arguments: ['u64'], return: 'i32' } });
+    return functions.malloc_trim as (pad: bigint) => number;
+  } catch {
+    return undefined;
+  } finally {
+    process.emitWarning = emitWarning;
+  }
+}
+
+const mallocTrim = await loadMallocTrim();
+
+/** Whether this platform can hand freed native memory back (the collector then emits 'trim'). */
+export const canTrim = mallocTrim !== undefined;
+
+export interface Trimmed {
+  ms: number;
+  rssBefore: number;
+  rssAfter: number;
+}
 
 export interface Collected {
   /** How long the collection paused the thread. */
@@ -35,15 +75,18 @@ function gcFunction(): (options?: object) => void {
 }
 
 /**
- * Events: 'check' (utilisation of the period just ended), 'collect' (Collected).
- * Its timer does not keep the thread alive.
+ * Events: 'check' (utilisation of the period just ended), 'collect'
+ * (Collected), 'trim' (Trimmed: the quiet period after a collection, where
+ * canTrim). Its timer does not keep the thread alive.
  */
-export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Collected] }> {
+export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Collected]; trim: [Trimmed] }> {
   private readonly timer: NodeJS.Timeout;
   private readonly gc = gcFunction();
   private last = performance.eventLoopUtilization();
   /** Work was done since the last collection. */
   private dirty = true;
+  /** A collection ran in the last period: trim if this one was quiet too. */
+  private collected = false;
 
   constructor(periodMs: number) {
     super();
@@ -57,7 +100,14 @@ export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Col
     this.emit('check', elu);
     if (elu >= QUIET_ELU) {
       this.dirty = true;
+      this.collected = false;
       return;
+    }
+    if (this.collected) {
+      // A period later, so that the native memory released by the
+      // collection's finalizers (which run after it) is free by now.
+      this.collected = false;
+      this.trim();
     }
     if (!this.dirty) return;
     this.dirty = false;
@@ -70,7 +120,17 @@ export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Col
     this.gc({ type: 'major', flavor: 'last-resort' });
     const ms = performance.now() - t;
     this.emit('collect', { ms, heapBefore, heapAfter: process.memoryUsage().heapUsed });
+    this.collected = canTrim;
     // The collection's own time is not the application's work.
+    this.last = performance.eventLoopUtilization();
+  }
+
+  private trim(): void {
+    const rssBefore = process.memoryUsage.rss();
+    const t = performance.now();
+    mallocTrim!(0n);
+    const ms = performance.now() - t;
+    this.emit('trim', { ms, rssBefore, rssAfter: process.memoryUsage.rss() });
     this.last = performance.eventLoopUtilization();
   }
 
@@ -83,6 +143,8 @@ export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Col
 export function collectWhenIdle(periodMs: number, log: (msg: string, fields: Record<string, unknown>) => void): IdleCollector | undefined {
   if (periodMs === 0) return undefined;
   const c = new IdleCollector(periodMs);
-  c.on('collect', ({ ms, heapBefore, heapAfter }) => log('idle collection', { ms: Math.round(ms), heapBeforeMB: +(heapBefore / 2 ** 20).toFixed(1), heapAfterMB: +(heapAfter / 2 ** 20).toFixed(1) }));
+  const mb = (n: number) => +(n / 2 ** 20).toFixed(1);
+  c.on('collect', ({ ms, heapBefore, heapAfter }) => log('idle collection', { ms: Math.round(ms), heapBeforeMB: mb(heapBefore), heapAfterMB: mb(heapAfter) }));
+  c.on('trim', ({ ms, rssBefore, rssAfter }) => log('idle trim', { ms: Math.round(ms), rssBeforeMB: mb(rssBefore), rssAfterMB: mb(rssAfter) }));
   return c;
 }

@@ -3,7 +3,8 @@
 import test from 'ava';
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
-import { IdleCollector } from '../../src/idle-gc.ts';
+import { spawn } from 'node:child_process';
+import { IdleCollector, canTrim } from '../../src/idle-gc.ts';
 
 const PERIOD = 100;
 
@@ -104,4 +105,47 @@ test.serial('threads starting collectors at the same time all get the gc functio
   for (let i = 0; i < 200; i++) new IdleCollector(1000).stop();
   t.deepEqual(await Promise.all(results), workers.map(() => 'ok'));
   await Promise.all(workers.map((w) => w.terminate()));
+});
+
+/** Linux with glibc: where malloc_trim exists (musl and other systems have none). */
+const glibc = process.platform === 'linux' && Boolean((process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime);
+
+// In a fresh process, whose heap has no holes from earlier work: there the
+// small blocks kept between the big ones are carved in order, so freeing the
+// big ones leaves holes that free() cannot give back and a trim can.
+const trimChild = `
+import { once } from 'node:events';
+import { IdleCollector } from ${JSON.stringify(new URL('../../src/idle-gc.ts', import.meta.url).href)};
+const keepAlive = setInterval(() => {}, 1000);
+const c = new IdleCollector(${PERIOD});
+const events = [];
+c.on('collect', () => events.push('collect'));
+c.on('trim', () => events.push('trim'));
+const keep = [];
+let drop = [];
+for (let i = 0; i < 1024; i++) {
+  drop.push(Buffer.allocUnsafeSlow(64 * 1024).fill(1));
+  keep.push(Buffer.allocUnsafeSlow(64).fill(2));
+}
+drop = [];
+const [trimmed] = await once(c, 'trim');
+c.stop();
+clearInterval(keepAlive);
+console.log(JSON.stringify({ events, kept: keep.length, ...trimmed }));
+`;
+
+test.serial('with glibc, the quiet period after a collection hands freed native memory back', async (t) => {
+  t.is(canTrim, glibc, 'malloc_trim is found exactly where glibc is');
+  if (!glibc) return;
+  // 64 MiB in 64 KiB blocks (under glibc's mmap threshold, so from the
+  // heap), each followed by a small block that stays.
+  const child = spawn(process.execPath, ['--input-type=module', '-e', trimChild], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const [code] = (await once(child, 'close')) as [number];
+  t.is(code, 0);
+  const r = JSON.parse(out) as { events: string[]; kept: number; rssBefore: number; rssAfter: number };
+  t.deepEqual(r.events, ['collect', 'trim'], 'the trim comes in the quiet period after the collection');
+  t.is(r.kept, 1024);
+  t.true(r.rssBefore - r.rssAfter > 32 * 2 ** 20, `RSS ${r.rssBefore} -> ${r.rssAfter}`);
 });
