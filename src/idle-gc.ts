@@ -12,7 +12,9 @@
 // buffers), but glibc keeps freed memory that lies between live allocations
 // (most of it, after thousands of handshakes interleaved with the sessions
 // that stay): so where the C library has malloc_trim, the next quiet period
-// after a collection hands those free pages back to the system as well.
+// after a collection hands those free pages back to the system as well. It
+// waits for the whole process to be quiet, not only the thread: a trim walks
+// every thread's heap under that heap's lock.
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
@@ -76,13 +78,17 @@ function gcFunction(): (options?: object) => void {
 
 /**
  * Events: 'check' (utilisation of the period just ended), 'collect'
- * (Collected), 'trim' (Trimmed: the quiet period after a collection, where
- * canTrim). Its timer does not keep the thread alive.
+ * (Collected), 'trim' (Trimmed: where canTrim, the first period after a
+ * collection in which this thread and the whole process were quiet). Its
+ * timer does not keep the thread alive.
  */
 export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Collected]; trim: [Trimmed] }> {
   private readonly timer: NodeJS.Timeout;
   private readonly gc = gcFunction();
   private last = performance.eventLoopUtilization();
+  /** CPU time of the whole process (all threads) at the last check, and when. */
+  private cpu = process.cpuUsage();
+  private cpuAt = performance.now();
   /** Work was done since the last collection. */
   private dirty = true;
   /** A collection ran in the last period: trim if this one was quiet too. */
@@ -97,13 +103,19 @@ export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Col
     const now = performance.eventLoopUtilization();
     const elu = performance.eventLoopUtilization(now, this.last).utilization;
     this.last = now;
+    const cpu = process.cpuUsage();
+    const at = performance.now();
+    const used = cpu.user - this.cpu.user + cpu.system - this.cpu.system;
+    const processQuiet = used < (at - this.cpuAt) * 1000 * QUIET_ELU;
+    this.cpu = cpu;
+    this.cpuAt = at;
     this.emit('check', elu);
     if (elu >= QUIET_ELU) {
       this.dirty = true;
       this.collected = false;
       return;
     }
-    if (this.collected) {
+    if (this.collected && processQuiet) {
       // A period later, so that the native memory released by the
       // collection's finalizers (which run after it) is free by now.
       this.collected = false;
@@ -123,6 +135,8 @@ export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Col
     this.collected = canTrim;
     // The collection's own time is not the application's work.
     this.last = performance.eventLoopUtilization();
+    this.cpu = process.cpuUsage();
+    this.cpuAt = performance.now();
   }
 
   private trim(): void {
@@ -132,6 +146,8 @@ export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Col
     const ms = performance.now() - t;
     this.emit('trim', { ms, rssBefore, rssAfter: process.memoryUsage.rss() });
     this.last = performance.eventLoopUtilization();
+    this.cpu = process.cpuUsage();
+    this.cpuAt = performance.now();
   }
 
   stop(): void {

@@ -1,6 +1,7 @@
 // The idle collector: one full collection once a thread goes quiet after
 // work, none while it stays busy, none again until there is new work.
 import test from 'ava';
+import type { ExecutionContext } from 'ava';
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { spawn } from 'node:child_process';
@@ -113,8 +114,9 @@ const glibc = process.platform === 'linux' && Boolean((process.report.getReport(
 // In a fresh process, whose heap has no holes from earlier work: there the
 // small blocks kept between the big ones are carved in order, so freeing the
 // big ones leaves holes that free() cannot give back and a trim can.
-const trimChild = `
+const trimChild = (busyWorkerMs: number) => `
 import { once } from 'node:events';
+import { Worker } from 'node:worker_threads';
 import { IdleCollector } from ${JSON.stringify(new URL('../../src/idle-gc.ts', import.meta.url).href)};
 const keepAlive = setInterval(() => {}, 1000);
 const c = new IdleCollector(${PERIOD});
@@ -128,24 +130,43 @@ for (let i = 0; i < 1024; i++) {
   keep.push(Buffer.allocUnsafeSlow(64).fill(2));
 }
 drop = [];
+if (${busyWorkerMs} > 0) {
+  await once(c, 'collect');
+  // Another thread of the process is busy: this one is quiet, the process is not.
+  const w = new Worker('const end = Date.now() + ${busyWorkerMs}; while (Date.now() < end);', { eval: true });
+  w.on('exit', () => events.push('worker-exit'));
+}
 const [trimmed] = await once(c, 'trim');
 c.stop();
 clearInterval(keepAlive);
 console.log(JSON.stringify({ events, kept: keep.length, ...trimmed }));
 `;
 
+async function runTrimChild(t: ExecutionContext, busyWorkerMs: number) {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', trimChild(busyWorkerMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const [code] = (await once(child, 'close')) as [number];
+  t.is(code, 0);
+  return JSON.parse(out) as { events: string[]; kept: number; rssBefore: number; rssAfter: number };
+}
+
 test.serial('with glibc, the quiet period after a collection hands freed native memory back', async (t) => {
   t.is(canTrim, glibc, 'malloc_trim is found exactly where glibc is');
   if (!glibc) return;
   // 64 MiB in 64 KiB blocks (under glibc's mmap threshold, so from the
   // heap), each followed by a small block that stays.
-  const child = spawn(process.execPath, ['--input-type=module', '-e', trimChild], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  const [code] = (await once(child, 'close')) as [number];
-  t.is(code, 0);
-  const r = JSON.parse(out) as { events: string[]; kept: number; rssBefore: number; rssAfter: number };
+  const r = await runTrimChild(t, 0);
   t.deepEqual(r.events, ['collect', 'trim'], 'the trim comes in the quiet period after the collection');
   t.is(r.kept, 1024);
   t.true(r.rssBefore - r.rssAfter > 32 * 2 ** 20, `RSS ${r.rssBefore} -> ${r.rssAfter}`);
+});
+
+test.serial('no trim while another thread of the process is busy (a trim locks every thread\'s heap)', async (t) => {
+  if (!glibc) return t.is(canTrim, false);
+  const r = await runTrimChild(t, 10 * PERIOD);
+  const exit = r.events.indexOf('worker-exit');
+  t.true(exit > 0, r.events.join(' '));
+  t.is(r.events.at(-1), 'trim');
+  t.deepEqual(r.events.slice(0, exit).filter((e) => e === 'trim'), [], 'nothing trimmed while the worker spun');
 });
