@@ -28,7 +28,7 @@ import { connectRedis } from '../cluster/redis.ts';
 import {
   type AccountStore, type ScramCredentials, type ScramHash,
   AccountExistsError, AccountNotFoundError,
-  normalizeUsername, normalizedOrUndefined, deriveScram, preparePassword, hashInfo,
+  normalizeUsername, newUsername, normalizedOrUndefined, deriveScram, preparePassword, hashInfo,
 } from './store.ts';
 
 const FIELD_PREFIX: Record<ScramHash, string> = { 'SHA-1': 'sha1', 'SHA-256': 'sha256' };
@@ -161,7 +161,7 @@ export class RedisAccountStore implements AccountStore {
   }
 
   async create(username: string, password: string): Promise<void> {
-    const user = normalizeUsername(username);
+    const user = newUsername(username);
     // Cheap early answer before the PBKDF2 work; the script decides for real.
     if (await this.redis.exists(this.keys.account(user))) throw new AccountExistsError(`account ${user} already exists`);
     const verifiers = await this.derive(password);

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import {
   type AccountStore, type ScramCredentials, type ScramHash,
   AccountExistsError, AccountNotFoundError,
-  normalizeUsername, normalizedOrUndefined, deriveScram, preparePassword,
+  normalizeUsername, newUsername, normalizedOrUndefined, deriveScram, preparePassword,
 } from './store.ts';
 
 
@@ -98,7 +98,7 @@ export class SqliteAccountStore implements AccountStore {
   }
 
   async create(username: string, password: string): Promise<void> {
-    const user = normalizeUsername(username);
+    const user = newUsername(username);
     if (this.stmts.exists.get(user)) throw new AccountExistsError(`account ${user} already exists`);
     const [sha1, sha256] = await this.derive(password);
     const r = this.stmts.insert.run(user, Date.now(), ...SqliteAccountStore.params(sha1), ...SqliteAccountStore.params(sha256));

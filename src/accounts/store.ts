@@ -69,6 +69,20 @@ export function normalizeUsername(raw: string): string {
   return s;
 }
 
+/**
+ * The localpart prefix of ANONYMOUS sessions' JIDs (XEP-0175). No account may
+ * start with it: an anonymous JID must never name an account, and a session
+ * record (of a dead node, say) is known to be anonymous by its JID alone.
+ */
+export const ANON_PREFIX = 'anon-';
+
+/** normalizeUsername, for a new account: also refuses the anonymous prefix. */
+export function newUsername(raw: string): string {
+  const s = normalizeUsername(raw);
+  if (s.startsWith(ANON_PREFIX)) throw new InvalidUsernameError(`invalid username ${JSON.stringify(raw)}: "${ANON_PREFIX}" is reserved for anonymous sessions`);
+  return s;
+}
+
 /** Node's name for the hash and its output length in bytes. */
 export function hashInfo(hash: ScramHash): { algorithm: 'sha1' | 'sha256'; length: number } {
   switch (hash) {

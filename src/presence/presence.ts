@@ -21,6 +21,7 @@ import { StanzaError } from '../xmpp/errors.ts';
 import type { Jid } from '../xmpp/jid.ts';
 import { INBOUND, OUTBOUND, isSubscriptionType, receivesFrom, sendsTo } from './subscription.ts';
 import type { SubscriptionType } from './subscription.ts';
+import { ANON_PREFIX } from '../accounts/store.ts';
 import { log } from '../log.ts';
 
 /** What the presence service needs of a session. */
@@ -343,7 +344,8 @@ export class PresenceService {
       try {
         if (d.available) {
           const local = d.bare.split('@')[0];
-          const username = local.startsWith('anon-') ? null : local;
+          // No account starts with the anonymous prefix (newUsername).
+          const username = local.startsWith(ANON_PREFIX) ? null : local;
           const { subscribers } = await this.subscribers(username);
           await this.fanOut(unavailable, [...subscribers, d.bare]);
         }

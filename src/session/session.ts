@@ -14,6 +14,7 @@ import { normalizeDomain, normalizeResource, JidError } from '../xmpp/jid.ts';
 import { MECHANISMS } from '../sasl/mechanism.ts';
 import type { Mechanism, SaslResult } from '../sasl/mechanism.ts';
 import { randomResource } from '../registry/registry.ts';
+import { ANON_PREFIX } from '../accounts/store.ts';
 import { registerUnauthenticated } from '../modules/register.ts';
 import { NS_ROSTERVER } from '../modules/roster.ts';
 import type { WorkerContext } from '../worker/context.ts';
@@ -396,7 +397,7 @@ export class Session {
     this.authenticated = true;
     this.username = r.username;
     // XEP-0175: an anonymous user gets a bare JID unique on the domain.
-    if (r.username === null) this.anonLocal = `anon-${randomBytes(12).toString('hex')}`;
+    if (r.username === null) this.anonLocal = `${ANON_PREFIX}${randomBytes(12).toString('hex')}`;
     const data = r.data && r.data.length > 0 ? r.data.toString('base64') : '';
     this.write(data ? `<success xmlns='${NS_SASL}'>${data}</success>` : `<success xmlns='${NS_SASL}'/>`);
     this.restart(); // §6.4.6: both sides restart the stream
@@ -449,7 +450,7 @@ export class Session {
       }
       if (!outcome.ok) {
         if (this.username === null && outcome.condition === 'conflict' && attempt < 3) {
-          this.anonLocal = `anon-${randomBytes(12).toString('hex')}`;
+          this.anonLocal = `${ANON_PREFIX}${randomBytes(12).toString('hex')}`;
           continue;
         }
         if (outcome.condition === 'conflict') return this.bindError(iq, new StanzaError('conflict', 'the resource is in use'));

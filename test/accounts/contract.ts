@@ -76,6 +76,15 @@ export function accountStoreContract(label: string, open: OpenBackend): void {
     t.deepEqual(await s.list(), ['alice']);
   });
 
+  test(title('no account may take the prefix of anonymous JIDs, in any spelling'), async (t) => {
+    const { store: s } = await open(t);
+    for (const u of ['anon-1', 'ANON-x', 'ａｎｏｎ-y', 'anon-'])
+      await t.throwsAsync(s.create(u, 'pw'), { instanceOf: InvalidUsernameError, message: /reserved for anonymous sessions/ }, u);
+    await s.create('anon', 'pw');
+    await s.create('xanon-1', 'pw');
+    t.deepEqual(await s.list(), ['anon', 'xanon-1']);
+  });
+
   test(title('passwords must be usable SASLprep stored strings'), async (t) => {
     const { store: s } = await open(t);
     await t.throwsAsync(s.create('u', ''), { instanceOf: InvalidPasswordError });

@@ -82,6 +82,9 @@ test('in-band registration (XEP-0077), then login with the new account', async (
     credentials: async (auth: (c: { username: string; password: string }, m: string) => Promise<void>, mechanisms: string[]) => {
       const form = await reg.iqCaller.request(xml('iq', { type: 'get' }, xml('query', { xmlns: 'jabber:iq:register' })));
       t.truthy(form.getChild('query')?.getChild('username'));
+      // The prefix of anonymous JIDs is not for accounts.
+      const refused = await t.throwsAsync(reg.iqCaller.request(xml('iq', { type: 'set' }, xml('query', { xmlns: 'jabber:iq:register' }, xml('username', {}, 'Anon-dave'), xml('password', {}, 'dave-secret')))));
+      t.is((refused as Error & { condition?: string }).condition, 'not-acceptable');
       await reg.iqCaller.request(xml('iq', { type: 'set' }, xml('query', { xmlns: 'jabber:iq:register' }, xml('username', {}, 'dave'), xml('password', {}, 'dave-secret'))));
       await auth({ username: 'dave', password: 'dave-secret' }, mechanisms.find((m) => m !== 'ANONYMOUS')!);
     },
