@@ -60,7 +60,8 @@ Options:
 Exit code: 0 when the run completed, 1 when more than 1% of the operations
 failed, nothing completed or the target was unreachable, 2 on a usage error.`;
 
-class UsageError extends Error {}
+/** A bad command line: exit code 2 with the usage text. */
+export class UsageError extends Error {}
 
 function num(name: string, v: string | undefined, opts: { int?: boolean; min?: number } = {}): number | undefined {
   if (v === undefined) return undefined;

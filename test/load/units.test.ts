@@ -3,7 +3,7 @@
 import test from 'ava';
 import { Tokenizer, attr, childText, errorCondition, startTag } from '../../src/load/tokenizer.ts';
 import { ScramClient } from '../../src/load/scram.ts';
-import { parseLoadArgs } from '../../src/load/cli.ts';
+import { parseLoadArgs, UsageError } from '../../src/load/cli.ts';
 import { renderReport } from '../../src/load/report.ts';
 import { Aggregate, Recorder } from '../../src/load/stats.ts';
 
@@ -110,9 +110,19 @@ test('options: defaults, per workload', (t) => {
 });
 
 test('options: bad values are usage errors', (t) => {
-  for (const argv of [[], ['dance'], ['login', '--users', '0'], ['login', '--rate', 'x'], ['login', '--tls', 'ssl'], ['login', '--mechanism', 'DIGEST-MD5'], ['login', '--bogus'], ['login', 'extra'], ['login', '--port', '70000']]) {
-    t.throws(() => parseLoadArgs(argv), undefined, argv.join(' '));
-  }
+  const cases: [string[], RegExp][] = [
+    [[], /which workload/],
+    [['dance'], /unknown workload "dance"/],
+    [['login', '--users', '0'], /--users: "0" is not a whole number of at least 1/],
+    [['login', '--rate', 'x'], /--rate: "x" is not a number/],
+    [['login', '--tls', 'ssl'], /--tls: starttls, direct or none/],
+    [['login', '--mechanism', 'DIGEST-MD5'], /--mechanism: SCRAM-SHA-1, PLAIN or ANONYMOUS/],
+    [['login', '--bogus'], /bogus/],
+    [['login', 'extra'], /unexpected argument "extra"/],
+    [['login', '--port', '70000'], /--port: at most 65535/],
+    [['login', '--user-prefix', 'a@b'], /--user-prefix: not a valid localpart/],
+  ];
+  for (const [argv, message] of cases) t.throws(() => parseLoadArgs(argv), { instanceOf: UsageError, message }, argv.join(' '));
 });
 
 test('stats: worker deltas merge into totals, percentiles in order', (t) => {
