@@ -278,6 +278,7 @@ test('priorities: negative priority gets no bare-JID messages, which wait offlin
   leo.c.send(`<message to='${kim.bare}' id='m3' type='chat'><body>three</body></message>`);
   await expect(kim, 'm3', (el) => el.attrs.id === 'm3', k1);
   await expect(kim2, 'm3', (el) => el.attrs.id === 'm3', k2);
+  await barrier(leo, leo.c.items.length); // leo's session has routed m3 wherever it goes
   t.false((await barrier(kim3, k3)).some((el) => el.attrs.id === 'm3'));
   // A headline to the bare JID goes to every non-negative resource.
   leo.c.send(`<message to='${kim.bare}' id='h1' type='headline'><body>news</body></message>`);
@@ -311,6 +312,7 @@ test('carbons (XEP-0280): sent and received copies reach the other resources tha
   mia.c.send(`<message to='${ned.jid}' id='p1' type='chat'><body>secret</body><private xmlns='${NS_CARBONS}'/></message>`);
   const p1 = await expect(ned, 'p1', (el) => el.attrs.id === 'p1');
   t.is(p1.getChild('private', NS_CARBONS), undefined);
+  await barrier(mia, mia.c.items.length); // mia's session has sent every copy it was going to send
   t.false((await barrier(mia2, m2b)).some((el) => Boolean(el.getChild('sent', NS_CARBONS))), 'no carbon of a private message');
   t.false((await barrier(mia3, m3)).some((el) => Boolean(el.getChild('sent', NS_CARBONS) ?? el.getChild('received', NS_CARBONS))), 'no carbons without enabling them');
 
@@ -319,6 +321,7 @@ test('carbons (XEP-0280): sent and received copies reach the other resources tha
   const m2c = mia2.c.items.length;
   mia.c.send(`<message to='${ned.jid}' id='s2' type='chat'><body>again</body></message>`);
   await expect(ned, 's2', (el) => el.attrs.id === 's2');
+  await barrier(mia, mia.c.items.length);
   t.false((await barrier(mia2, m2c)).some((el) => Boolean(el.getChild('sent', NS_CARBONS))));
 });
 
