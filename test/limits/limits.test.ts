@@ -63,9 +63,16 @@ test.serial('a client that stops reading is disconnected once its queue passes t
     // <no-store/> (XEP-0334): once the reader is gone, bounce at once rather than fill its offline store.
     if (!socketOf(sender).write(`<message to='${jid}' type='chat' id='s${i++}'><body>${body}</body><no-store xmlns='urn:xmpp:hints'/></message>`)) {
       // Drained, or closed (then `bounced` rejects and the test fails with the reason).
+      // Whichever comes first; the other listener goes too (thousands of rounds).
       await new Promise<void>((r) => {
-        socketOf(sender).once('drain', () => r());
-        socketOf(sender).once('close', () => r());
+        const s = socketOf(sender);
+        const done = () => {
+          s.off('drain', done);
+          s.off('close', done);
+          r();
+        };
+        s.once('drain', done);
+        s.once('close', done);
       });
       if (socketOf(sender).destroyed) break;
     }
