@@ -17,6 +17,7 @@
 // every thread's heap under that heap's lock.
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
+import type { EventLoopUtilization } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 
@@ -85,10 +86,11 @@ function gcFunction(): (options?: object) => void {
 export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Collected]; trim: [Trimmed] }> {
   private readonly timer: NodeJS.Timeout;
   private readonly gc = gcFunction();
-  private last = performance.eventLoopUtilization();
-  /** CPU time of the whole process (all threads) at the last check, and when. */
-  private cpu = process.cpuUsage();
-  private cpuAt = performance.now();
+  // Where the current period started: this thread's event-loop time, and the
+  // CPU time of the whole process (all threads) with when it was read.
+  private last!: EventLoopUtilization;
+  private cpu!: NodeJS.CpuUsage;
+  private cpuAt!: number;
   /** Work was done since the last collection. */
   private dirty = true;
   /** A collection ran in the last period: trim if this one was quiet too. */
@@ -96,19 +98,22 @@ export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Col
 
   constructor(periodMs: number) {
     super();
+    this.mark();
     this.timer = setInterval(() => this.check(), periodMs).unref();
   }
 
+  /** Starts a new period (also after the collector's own work, which is not the application's). */
+  private mark(): void {
+    this.last = performance.eventLoopUtilization();
+    this.cpu = process.cpuUsage();
+    this.cpuAt = performance.now();
+  }
+
   private check(): void {
-    const now = performance.eventLoopUtilization();
-    const elu = performance.eventLoopUtilization(now, this.last).utilization;
-    this.last = now;
-    const cpu = process.cpuUsage();
-    const at = performance.now();
-    const used = cpu.user - this.cpu.user + cpu.system - this.cpu.system;
-    const processQuiet = used < (at - this.cpuAt) * 1000 * QUIET_ELU;
-    this.cpu = cpu;
-    this.cpuAt = at;
+    const elu = performance.eventLoopUtilization(this.last).utilization;
+    const used = process.cpuUsage(this.cpu);
+    const processQuiet = used.user + used.system < (performance.now() - this.cpuAt) * 1000 * QUIET_ELU;
+    this.mark();
     this.emit('check', elu);
     if (elu >= QUIET_ELU) {
       this.dirty = true;
@@ -133,10 +138,7 @@ export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Col
     const ms = performance.now() - t;
     this.emit('collect', { ms, heapBefore, heapAfter: process.memoryUsage().heapUsed });
     this.collected = canTrim;
-    // The collection's own time is not the application's work.
-    this.last = performance.eventLoopUtilization();
-    this.cpu = process.cpuUsage();
-    this.cpuAt = performance.now();
+    this.mark();
   }
 
   private trim(): void {
@@ -145,9 +147,7 @@ export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Col
     mallocTrim!(0n);
     const ms = performance.now() - t;
     this.emit('trim', { ms, rssBefore, rssAfter: process.memoryUsage.rss() });
-    this.last = performance.eventLoopUtilization();
-    this.cpu = process.cpuUsage();
-    this.cpuAt = performance.now();
+    this.mark();
   }
 
   stop(): void {
