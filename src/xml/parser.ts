@@ -159,7 +159,7 @@ const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 /**
  * Length of the longest prefix of b that does not end inside a UTF-8
  * sequence: what can be decoded now, the rest (at most 3 bytes) waiting for
- * the next chunk. Invalid bytes stay in the prefix, for isUtf8 to reject.
+ * the next chunk. Invalid bytes stay in the prefix, for the decoder to reject.
  */
 function completeLength(b: Uint8Array): number {
   const n = b.length;
@@ -259,17 +259,14 @@ export class StreamParser {
       if (end === 0) return;
     }
     // Decoded as a whole: invalid UTF-8 is not replaced, it is an error.
-    this.ascii = isAscii(bytes);
     let s: string;
-    if (this.ascii) s = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('latin1');
-    else {
-      try {
-        s = UTF8.decode(bytes);
-      } catch {
-        this.fail('not-well-formed', 'invalid UTF-8');
-        return;
-      }
+    try {
+      s = UTF8.decode(bytes);
+    } catch {
+      this.fail('not-well-formed', 'invalid UTF-8');
+      return;
     }
+    this.ascii = isAscii(bytes);
     this.run(s);
   }
 
