@@ -376,9 +376,8 @@ export class PresenceService {
         await this.d.registry.noteDirected(s.jid!, s.id, [...s.directed]).catch(() => {});
       }
     } else if (s.directed?.delete(target)) {
-      const left = [...s.directed];
-      if (left.length === 0) s.directed = undefined;
-      await this.d.registry.noteDirected(s.jid!, s.id, left.length > 0 ? left : null).catch(() => {});
+      if (s.directed.size === 0) s.directed = undefined;
+      await this.d.registry.noteDirected(s.jid!, s.id, s.directed ? [...s.directed] : null).catch(() => {});
     }
     await this.r.routeInternal(el);
   }

@@ -379,8 +379,12 @@ export class Router implements PresenceRouting {
 
   private earlyKick(sid: string, reason: CloseReason): void {
     const now = Date.now();
-    // Kept for as long as a bind can take; bounded whatever happens.
-    for (const [k, v] of this.early) if (now - v.at > EARLY_KICK_MS || this.early.size >= EARLY_KICK_MAX) this.early.delete(k);
+    // Kept for as long as a bind can take; bounded whatever happens. The map
+    // is in arrival order: drop from the oldest until one may stay.
+    for (const [k, v] of this.early) {
+      if (now - v.at <= EARLY_KICK_MS && this.early.size < EARLY_KICK_MAX) break;
+      this.early.delete(k);
+    }
     this.early.set(sid, { reason, at: now });
   }
 
