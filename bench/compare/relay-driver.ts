@@ -6,9 +6,10 @@
 // the bytes of the XMPP stanza the load tool would send, so the relay moves
 // as many bytes as the server does. Prints the load tool's JSON summary.
 //
-//   node bench/compare/relay-driver.ts --port P --users 100 --rate 10 --count 50000 --duration 10 [--timeout 30] --json
+//   node bench/compare/relay-driver.ts [chat] --port P --users 100 --rate 10 --count 50000 --duration 10 [--timeout 30] --json
 import tls from 'node:tls';
-import { parseArgs } from 'node:util';
+import { parseLoadArgs, UsageError } from '../../src/load/cli.ts';
+import type { LoadOptions } from '../../src/load/options.ts';
 import { Aggregate, Recorder } from '../../src/load/stats.ts';
 import { Framer, HEADER_BYTES, NO_SUCH_PEER, frame } from '../relay.ts';
 
@@ -17,32 +18,21 @@ const GRACE_MS = 5000;
 const now = () => performance.now();
 const wallNow = () => performance.timeOrigin + performance.now();
 
-// A leading "chat" (as the load tool takes its workload) is accepted and ignored.
-const { values: v } = parseArgs({
-  allowPositionals: true,
-  options: {
-    host: { type: 'string', default: '127.0.0.1' },
-    port: { type: 'string' },
-    domain: { type: 'string', default: 'localhost' },
-    users: { type: 'string', default: '100' },
-    rate: { type: 'string', default: '1' },
-    count: { type: 'string', default: '1000000' },
-    duration: { type: 'string', default: '60' },
-    timeout: { type: 'string', default: '30' },
-    json: { type: 'boolean', default: false },
-  },
-});
-if (!v.port) {
-  console.error('usage: node bench/compare/relay-driver.ts --port P [--users N] [--rate R] [--count N] [--duration S] [--timeout S] [--json]');
+// The load tool's own command line (its chat options, same defaults and
+// checks); the workload word may be left out.
+const argv = process.argv.slice(2);
+let o: LoadOptions;
+try {
+  const p = parseLoadArgs(argv[0] === 'chat' ? argv : ['chat', ...argv]);
+  if (p === 'help' || p.workload !== 'chat') throw new UsageError('the relay driver runs the chat workload only');
+  o = p;
+} catch (err) {
+  if (!(err instanceof UsageError)) throw err;
+  console.error(`relay-driver: ${err.message}`);
   process.exit(2);
 }
-const port = Number(v.port);
-const users = Number(v.users);
-const rate = Number(v.rate);
-const count = Number(v.count);
-const durationS = Number(v.duration);
-const domain = v.domain;
-const timeoutMs = Number(v.timeout) * 1000;
+const { port, users, rate, count, durationS, domain } = o;
+const timeoutMs = o.timeoutS * 1000;
 
 const rec = new Recorder();
 const start = now();
@@ -61,7 +51,7 @@ const context = tls.createSecureContext();
 
 function connect(id: number): Promise<Peer | undefined> {
   return new Promise((resolve) => {
-    const sock = tls.connect({ host: v.host, port, secureContext: context, rejectUnauthorized: false, servername: domain });
+    const sock = tls.connect({ host: o.hostName, port, secureContext: context, rejectUnauthorized: false, servername: domain });
     const p: Peer = { id, sock, ready: false };
     sock.setNoDelay(true);
     const timer = setTimeout(() => {
@@ -171,7 +161,7 @@ agg.addError('lost', agg.sent - agg.delivered - (agg.errors['message-error:no-su
 const durationS2 = Math.round(windowMs) / 1000;
 const summary = {
   workload: 'chat',
-  target: `${v.host}:${port}`,
+  target: `${o.hostName}:${port}`,
   durationS: durationS2,
   completed: agg.completed,
   failed: agg.failed,
@@ -181,6 +171,6 @@ const summary = {
   sent: agg.sent,
   delivered: agg.delivered,
 };
-if (v.json) console.log(JSON.stringify(summary));
+if (o.json) console.log(JSON.stringify(summary));
 else console.log(summary);
 process.exit(agg.completed === 0 || agg.failed > (agg.completed + agg.failed) * 0.01 ? 1 : 0);
