@@ -13,12 +13,12 @@ type WithHandle = { _handle: object | null };
  * A fresh Socket over the handle of a transferred one, in the same state:
  * paused, nothing read yet. The shell is emptied, not destroyed (destroying
  * it would close the handle), so nothing done to it reaches the connection.
- * A socket without a handle (already closed) is returned as it is.
+ * A transferred socket always arrives with its handle (Node refuses to
+ * deserialize one without).
  */
 export function adoptSocket(transferred: net.Socket): net.Socket {
   const shell = transferred as unknown as WithHandle;
   const handle = shell._handle;
-  if (handle === null) return transferred;
   shell._handle = null;
   // The options net.Server gives the sockets it accepts with pauseOnConnect.
   return new net.Socket({ handle, allowHalfOpen: transferred.allowHalfOpen, pauseOnCreate: true, readable: true, writable: true } as net.SocketConstructorOpts);
