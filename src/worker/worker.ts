@@ -11,7 +11,7 @@ import { openRosterStore } from '../roster/open.ts';
 import { openOfflineStore } from '../offline/open.ts';
 import { HubRegistry } from './hub-registry.ts';
 import { RedisRegistry, K } from '../registry/redis.ts';
-import { connectRedis } from '../cluster/redis.ts';
+import { connectRedis, ready } from '../cluster/redis.ts';
 import type { SessionRegistry } from '../registry/registry.ts';
 import { Router } from '../router/router.ts';
 import type { Transport } from '../router/router.ts';
@@ -103,7 +103,10 @@ function cluster(): Backend {
         if (channel.toString() === K.inv) registry.invalidate(message.toString());
         else router.onEnvelope(decode<Envelope>(message));
       });
-      await sub.subscribe(mine, K.inv);
+      // Ready only once binds can reach the registry too: the command
+      // connection queues nothing while it connects (enableOfflineQueue off),
+      // so a login right after start would be refused as if Redis were down.
+      await Promise.all([sub.subscribe(mine, K.inv), ready(cmd)]);
     },
     onHub(msg) {
       if (msg.t === 'epoch') {
