@@ -118,11 +118,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   let file: Record<string, unknown> = {};
   const path = env.XMPP_CONFIG ?? (existsSync('xmpp.config.json') ? 'xmpp.config.json' : undefined);
   if (path) {
+    let parsed: unknown;
     try {
-      file = JSON.parse(readFileSync(path, 'utf8'));
+      parsed = JSON.parse(readFileSync(path, 'utf8'));
     } catch (err) {
       throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
     }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError(`config file ${path} must hold a JSON object of settings, got ${JSON.stringify(parsed)}`);
+    file = parsed as Record<string, unknown>;
     const known = new Set(SETTINGS.map((s) => s.key as string));
     for (const k of Object.keys(file)) if (!known.has(k)) throw new ConfigError(`config file ${path}: unknown key "${k}"`);
   }

@@ -89,6 +89,17 @@ export async function authenticated(port: number, user: string, password: string
   return { c, features };
 }
 
+/** STARTTLS, SASL ANONYMOUS (XEP-0175) and the stream restart: ready to bind. Returns the post-SASL features. */
+export async function authenticatedAnonymously(port: number): Promise<{ c: RawClient; features: Element }> {
+  const { c } = await secured(port);
+  c.send(`<auth xmlns='${NS_SASL}' mechanism='ANONYMOUS'/>`);
+  const ok = await c.nextEl();
+  if (ok.name !== 'success') throw new Error(`expected <success/>, got ${ok.toString()}`);
+  c.send(header());
+  const { features } = await readStreamStart(c);
+  return { c, features };
+}
+
 export const bindIq = (id: string, resource?: string) =>
   resource === undefined
     ? `<iq type='set' id='${id}'><bind xmlns='${NS_BIND}'/></iq>`
@@ -108,6 +119,22 @@ export async function online(port: number, user: string, password: string, resou
   if (r.attrs.type !== 'result' || !jid) throw new Error(`bind failed: ${r.toString()}`);
   c.mark();
   return { c, jid };
+}
+
+/**
+ * The clients already logged in are unaffected by what another connection
+ * did: `watcher` is still connected, the server answers its ping, and a
+ * message from `talker` reaches it, stamped with the talker's JID.
+ */
+export async function othersUnaffected(t: ExecutionContext, watcher: { c: RawClient; jid: string }, talker: { c: RawClient; jid: string }): Promise<void> {
+  t.false(watcher.c.isClosed, 'the bystander is still connected');
+  const pong = await within(ping(watcher.c), 5000, 'bystander ping');
+  t.is(pong.attrs.type, 'result');
+  const id = uid('msg');
+  talker.c.send(`<message to='${watcher.jid}' id='${id}' type='chat'><body>still here</body></message>`);
+  const m = await within(watcher.c.find((el) => el.name === 'message' && el.attrs.id === id), 5000, 'bystander message');
+  t.is(m.attrs.from, talker.jid);
+  t.is(m.getChildText('body'), 'still here');
 }
 
 export const pingIq = (id: string, to = 'localhost') => `<iq type='get' id='${id}' to='${to}'><ping xmlns='${NS_PING}'/></iq>`;

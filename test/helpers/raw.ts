@@ -74,6 +74,8 @@ const show = (it: Item | undefined) => (it ? `${it.kind}: ${it.raw}` : 'nothing'
 
 export class RawClient {
   private sock: net.Socket;
+  /** The TCP connection under the (plain or TLS) stream. */
+  private readonly tcp: net.Socket;
   /** Everything received on the current (plain or TLS) stream, as text. */
   buffer = '';
   private waiters: (() => void)[] = [];
@@ -87,6 +89,7 @@ export class RawClient {
 
   private constructor(sock: net.Socket) {
     this.sock = sock;
+    this.tcp = sock;
     this.closed = this.attach(sock);
   }
 
@@ -202,6 +205,21 @@ export class RawClient {
 
   send(s: string | Buffer): void {
     this.sock.write(s);
+  }
+
+  /**
+   * Writes `s` on its own: Nagle's algorithm off, and resolves once the
+   * socket has handed it to the kernel, so that successive writes leave as
+   * separate TCP segments (and, over TLS, separate records).
+   */
+  write(s: string | Buffer): Promise<void> {
+    this.tcp.setNoDelay(true);
+    return new Promise((resolve, reject) => this.sock.write(s, (err) => (err ? reject(err) : resolve())));
+  }
+
+  /** Stops reading: what the server sends piles up in the kernel's buffers, then in the server's. */
+  pause(): void {
+    this.sock.pause();
   }
 
   /** Resolves with the first match of `re` in what arrived after `from` (default: anywhere). */

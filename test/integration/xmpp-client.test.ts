@@ -7,6 +7,7 @@ import type { Element } from 'ltx';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { xmppClient } from '../helpers/xmpp-client.ts';
+import { NS_SASL, NS_TLS } from '../helpers/protocol.ts';
 import type { XmppClient } from '../helpers/xmpp-client.ts';
 
 let server: TestServer;
@@ -44,8 +45,30 @@ function nextStanza(c: XmppClient, pred: (el: Element) => boolean): Promise<Elem
 }
 
 test('STARTTLS + SCRAM-SHA-1 + bind with @xmpp/client', async (t) => {
-  const c = await online({ username: 'alice', password: 'alice-secret', resource: 'laptop' });
+  const c = xmppClient(server, { username: 'alice', password: 'alice-secret', resource: 'laptop' });
+  c.reconnect.stop();
+  open.push(c);
+  // What went over the wire during negotiation, both ways.
+  const sent: Element[] = [];
+  const received: Element[] = [];
+  c.on('send', (el: Element) => sent.push(el));
+  c.on('element', (el: Element) => received.push(el));
+  await c.start();
   t.is(c.jid?.toString(), 'alice@localhost/laptop');
+  const text = (el: Element) => Buffer.from(el.getText(), 'base64').toString();
+  t.is(sent.filter((el) => el.is('starttls', NS_TLS)).length, 1, 'STARTTLS was asked for');
+  t.is(received.filter((el) => el.is('proceed', NS_TLS)).length, 1);
+  // The mechanism actually used, and a SCRAM-SHA-1 exchange (RFC 5802) behind it.
+  const auths = sent.filter((el) => el.is('auth', NS_SASL));
+  t.deepEqual(auths.map((a) => a.attrs.mechanism), ['SCRAM-SHA-1']);
+  t.regex(text(auths[0]), /^n,,n=alice,r=[^,]+$/, 'client-first-message');
+  const challenges = received.filter((el) => el.is('challenge', NS_SASL));
+  t.is(challenges.length, 1);
+  t.regex(text(challenges[0]), /^r=[^,]+,s=[^,]+,i=\d+$/, 'server-first-message');
+  t.regex(text(sent.find((el) => el.is('response', NS_SASL))!), /^c=biws,r=[^,]+,p=[^,]+$/, 'client-final-message');
+  const success = received.filter((el) => el.is('success', NS_SASL));
+  t.is(success.length, 1);
+  t.regex(text(success[0]), /^v=[A-Za-z0-9+/]+=*$/, 'server-final-message: the server signature');
   const pong = await c.iqCaller.request(xml('iq', { type: 'get', to: 'localhost' }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
   t.is(pong.attrs.type, 'result');
   await c.stop();

@@ -3,13 +3,16 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
 import { verifyPassword, SCRAM_HASHES } from '../../src/accounts/store.ts';
 import { SETTINGS } from '../../src/config/index.ts';
+import { startTestServer } from '../helpers/server.ts';
+import { NS_SASL, b64, scramClient, secured, within } from '../helpers/protocol.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -21,6 +24,8 @@ interface Result {
 
 interface Cli {
   dataDir: string;
+  /** The config file the runs name (XMPP_CONFIG): `{}` unless a test rewrites it. */
+  config: string;
   run(args: string[], opts?: { stdin?: string; env?: Record<string, string> }): Promise<Result>;
 }
 
@@ -41,6 +46,7 @@ function cli(t: ExecutionContext): Cli {
   Object.assign(base, { XMPP_CONFIG: config, XMPP_DATA_DIR: dataDir });
   return {
     dataDir,
+    config,
     run(args, opts = {}) {
       return new Promise((resolve, reject) => {
         const child = spawn(process.execPath, ['src/main.ts', ...args], { cwd: ROOT, env: { ...base, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -158,6 +164,81 @@ test('a configuration error exits non-zero and names the variable', async (t) =>
     t.is(r.stderr, 'configuration error: environment variable XMPP_C2S_PORT must be a whole number, got "abc"\n');
   }
   t.deepEqual(await c.run(['user', 'list']), { code: 0, stdout: '', stderr: '' }, 'nothing was created');
+});
+
+test('the config file named by XMPP_CONFIG is read', async (t) => {
+  const c = cli(t);
+  writeFileSync(c.config, '{"domain": "example.test"}\n');
+  t.deepEqual(await c.run(['user', 'add', 'alice', 'pw-123456']), { code: 0, stdout: 'added alice@example.test\n', stderr: '' });
+});
+
+test('a config file with an unknown key or an invalid value exits 78 and names the key', async (t) => {
+  const c = cli(t);
+  for (const [contents, message] of [
+    ['{"bogus": 1}\n', `config file ${c.config}: unknown key "bogus"`],
+    ['{"c2sPort": "x"}\n', 'config file key "c2sPort" must be a whole number, got "x"'],
+  ]) {
+    writeFileSync(c.config, contents);
+    for (const args of [['user', 'list'], ['user', 'add', 'alice', 'pw-123456'], ['start']]) {
+      t.deepEqual(await c.run(args), { code: 78, stdout: '', stderr: `configuration error: ${message}\n` }, `${contents.trim()}: ${args.join(' ')}`); // EX_CONFIG
+    }
+  }
+  t.false(existsSync(c.dataDir), 'nothing was created');
+});
+
+test('a missing or unparsable config file exits 78 and names the file', async (t) => {
+  const c = cli(t);
+  const missing = join(dirname(c.config), 'missing.json');
+  const r = await c.run(['start'], { env: { XMPP_CONFIG: missing } });
+  t.is(r.code, 78);
+  t.is(r.stdout, '');
+  t.true(r.stderr.startsWith(`configuration error: cannot read config file ${missing}: ENOENT`), r.stderr);
+  t.is(r.stderr.split('\n').length, 2, 'one line');
+
+  writeFileSync(c.config, '{"c2sPort": 5222,\n');
+  const bad = await c.run(['start']);
+  t.is(bad.code, 78);
+  t.is(bad.stdout, '');
+  t.true(bad.stderr.startsWith(`configuration error: cannot read config file ${c.config}: `), bad.stderr);
+  t.regex(bad.stderr, /JSON/);
+  t.is(bad.stderr.split('\n').length, 2, 'one line');
+  t.false(existsSync(c.dataDir), 'nothing was created');
+
+  for (const json of ['null', '"x"', '[1]', '7']) {
+    writeFileSync(c.config, `${json}\n`);
+    const notObject = await c.run(['start']);
+    t.is(notObject.code, 78, json);
+    t.is(notObject.stderr, `configuration error: config file ${c.config} must hold a JSON object of settings, got ${json}\n`);
+  }
+  t.false(existsSync(c.dataDir), 'nothing was created');
+});
+
+test('XMPP_SCRAM_ITERATIONS at `user add` is the count the server announces in SCRAM-SHA-1 and SCRAM-SHA-256', async (t) => {
+  const c = cli(t);
+  t.is((await c.run(['user', 'add', 'ivan', 'ivan-pw'], { env: { XMPP_SCRAM_ITERATIONS: '5000' } })).code, 0);
+  t.is((await c.run(['user', 'add', 'judy', 'judy-pw'])).code, 0);
+  // A server on that data directory, itself at the default count: what it
+  // announces can only come from what `user add` stored.
+  const server = await startTestServer({ XMPP_DATA_DIR: c.dataDir });
+  t.teardown(() => server.stop());
+  t.is(server.config.scramIterations, 4096);
+  for (const [mech, hash] of [['SCRAM-SHA-1', 'sha1'], ['SCRAM-SHA-256', 'sha256']] as const) {
+    for (const [user, iterations] of [['ivan', 5000], ['judy', 4096]] as const) {
+      const what = `${mech} for ${user}`;
+      const { c: x } = await within(secured(server.c2sPort), 15_000, `${what}: STARTTLS`);
+      t.teardown(() => x.destroy());
+      const clientFirstBare = `n=${user},r=${randomBytes(18).toString('base64')}`;
+      x.send(`<auth xmlns='${NS_SASL}' mechanism='${mech}'>${b64(`n,,${clientFirstBare}`)}</auth>`);
+      const serverFirst = Buffer.from((await within(x.nextEl('challenge'), 15_000, `${what}: challenge`)).getText(), 'base64').toString();
+      const { attrs, clientFinal, serverSignature } = scramClient(hash, `${user}-pw`, clientFirstBare, serverFirst, 'n,,');
+      t.is(attrs.i, String(iterations), `${what}: ${serverFirst}`);
+      // And the password verifies at that count, both ways.
+      x.send(`<response xmlns='${NS_SASL}'>${b64(clientFinal)}</response>`);
+      const ok = await within(x.nextEl('success'), 15_000, `${what}: success`);
+      t.is(Buffer.from(ok.getText(), 'base64').toString(), `v=${serverSignature.toString('base64')}`, what);
+      x.destroy();
+    }
+  }
 });
 
 test('usage errors exit 2 and print the usage', async (t) => {

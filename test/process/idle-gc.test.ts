@@ -162,7 +162,10 @@ test.serial('with glibc, the quiet period after a collection hands freed native 
   // 64 MiB in 64 KiB blocks (under glibc's mmap threshold, so from the
   // heap), each followed by a small block that stays.
   const r = await runTrimChild(t, 0);
-  t.deepEqual(r.events, ['collect', 'trim'], 'the trim comes in the quiet period after the collection');
+  // Exactly one trim, right after a collection. On a loaded machine the
+  // process may not be quiet at once, and another collection can come first.
+  t.deepEqual(r.events.slice(-2), ['collect', 'trim'], 'the trim comes in a quiet period after a collection');
+  t.is(r.events.filter((e) => e === 'trim').length, 1, r.events.join(' '));
   t.is(r.kept, 1024);
   t.true(r.rssBefore - r.rssAfter > 32 * 2 ** 20, `RSS ${r.rssBefore} -> ${r.rssAfter}`);
 });

@@ -4,17 +4,25 @@
 import test from 'ava';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
+import type { RawClient } from '../helpers/raw.ts';
 import {
-  NS_BIND, NS_SESSION, authenticated, bind, childEls, expectStreamError, online, ping, stanzaError, uid, until, within,
+  NS_BIND, NS_SESSION, authenticated, bind, childEls, expectStreamError, online, othersUnaffected, ping, stanzaError, uid, until, within,
 } from '../helpers/protocol.ts';
 
 let server: TestServer;
+/** Logged in before the tests: a bad bind on another stream must not reach them. */
+let watcher: { c: RawClient; jid: string };
+let talker: { c: RawClient; jid: string };
 
 test.before(async () => {
   server = await startTestServer({ XMPP_MAX_RESOURCES: '2' });
-  for (const u of ['alice', 'bob', 'carol', 'dave', 'erin']) await server.addUser(u, `${u}-pw`);
+  for (const u of ['alice', 'bob', 'carol', 'dave', 'erin', 'watcher', 'talker']) await server.addUser(u, `${u}-pw`);
+  watcher = await online(server.c2sPort, 'watcher', 'watcher-pw', 'w');
+  talker = await online(server.c2sPort, 'talker', 'talker-pw', 't');
 });
 test.after.always(async () => {
+  watcher?.c.destroy();
+  talker?.c.destroy();
   await server?.stop();
 });
 
@@ -38,6 +46,7 @@ for (const [what, resource] of [
     const ok = await bind(c, 'valid');
     t.is(ok.attrs.type, 'result');
     t.is(ok.getChild('bind', NS_BIND)?.getChildText('jid'), 'alice@localhost/valid');
+    await othersUnaffected(t, watcher, talker);
     c.destroy();
   });
 }

@@ -16,7 +16,7 @@ let bob: { c: RawClient; jid: string };
 
 test.before(async () => {
   server = await startTestServer({});
-  for (const u of ['alice', 'bob', 'carol', 'dave', 'erin', 'frank']) await server.addUser(u, `${u}-pw`);
+  for (const u of ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace', 'heidi']) await server.addUser(u, `${u}-pw`);
   alice = await online(server.c2sPort, 'alice', 'alice-pw', 'a');
   bob = await online(server.c2sPort, 'bob', 'bob-pw', 'b');
 });
@@ -76,6 +76,34 @@ test("the server stamps 'from' with the sender's full JID (none, bare or full gi
     t.is(m.attrs.from, 'alice@localhost/a', id);
     t.is(m.attrs.to, bob.jid);
   }
+});
+
+test('UTF-8 split inside 2-, 3- and 4-byte sequences across TCP segments arrives intact', async (t) => {
+  // Streams of their own: the pieces of one stanza must not interleave with other tests' stanzas.
+  const grace = await online(server.c2sPort, 'grace', 'grace-pw', 'g');
+  const heidi = await online(server.c2sPort, 'heidi', 'heidi-pw', 'h');
+  t.teardown(() => {
+    grace.c.destroy();
+    heidi.c.destroy();
+  });
+  const text = 'two é, three €, four 😀: done';
+  const id = uid('utf8');
+  const bytes = Buffer.from(`<message to='${heidi.jid}' id='${id}' type='chat'><body>${text}</body></message>`);
+  // Cut inside each character: after its first byte, and after every further byte but the last.
+  const cuts: number[] = [];
+  for (const ch of ['é', '€', '😀']) {
+    const at = bytes.indexOf(Buffer.from(ch));
+    for (let k = 1; k < Buffer.byteLength(ch); k++) cuts.push(at + k);
+  }
+  t.is(cuts.length, 1 + 2 + 3);
+  const pieces = [0, ...cuts].map((from, i) => bytes.subarray(from, cuts[i] ?? bytes.length));
+  t.not(pieces.map((p) => p.toString()).join(''), bytes.toString(), 'decoded piece by piece, the text would be damaged');
+  // One write at a time, each handed to the kernel (Nagle off) before the next: separate segments.
+  for (const p of pieces) await within(grace.c.write(p), 5000, 'a write');
+  const m = await within(heidi.c.find((el) => el.name === 'message' && el.attrs.id === id), 5000, 'the message at heidi');
+  t.is(m.attrs.from, grace.jid);
+  t.is(m.getChildText('body'), text);
+  t.is((await within(ping(grace.c), 5000, 'ping after the split message')).attrs.type, 'result', 'the sender is still served');
 });
 
 test('an iq to an online full JID is delivered, and its reply routed back, both stamped', async (t) => {

@@ -2,11 +2,10 @@
 // the stream error condition the RFC names, then </stream:stream>, then the
 // connection is closed, and the others on the server notice nothing.
 import test from 'ava';
-import type { ExecutionContext } from 'ava';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { RawClient, header } from '../helpers/raw.ts';
-import { NS_PING, authenticated, expectStreamError, online, ping, pingIq, readStreamStart, uid, within } from '../helpers/protocol.ts';
+import { NS_PING, authenticated, expectStreamError, online, othersUnaffected, ping, pingIq, readStreamStart, uid, within } from '../helpers/protocol.ts';
 
 let server: TestServer;
 let watcher: { c: RawClient; jid: string };
@@ -41,18 +40,6 @@ async function opened(): Promise<RawClient> {
   return c;
 }
 
-/** The already-logged-in clients still work: the server answers a ping, and a message gets through. */
-async function othersUnaffected(t: ExecutionContext): Promise<void> {
-  t.false(watcher.c.isClosed, 'the bystander is still connected');
-  const pong = await within(ping(watcher.c), 5000, 'bystander ping');
-  t.is(pong.attrs.type, 'result');
-  const id = uid('msg');
-  talker.c.send(`<message to='${watcher.jid}' id='${id}' type='chat'><body>still here</body></message>`);
-  const m = await within(watcher.c.find((el) => el.name === 'message' && el.attrs.id === id), 5000, 'bystander message');
-  t.is(m.attrs.from, talker.jid);
-  t.is(m.getChildText('body'), 'still here');
-}
-
 const BAD_HEADERS: [string, string, string][] = [
   ['invalid-namespace', 'wrong stream namespace', `<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams/wrong' to='localhost' version='1.0'>`],
   ['invalid-namespace', 'wrong content namespace', `<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>`],
@@ -72,7 +59,7 @@ for (const [condition, what, bytes] of BAD_HEADERS) {
     c.send(bytes);
     await expectStreamError(t, c, condition, { header: true });
     t.false(c.items.some((i) => i.kind === 'el' && i.el.name === 'stream:features'), 'no features on a refused stream');
-    await othersUnaffected(t);
+    await othersUnaffected(t, watcher, talker);
   });
 }
 
@@ -93,7 +80,7 @@ for (const [condition, what, bytes] of BAD_PRE_AUTH) {
     c.mark();
     c.send(bytes);
     await expectStreamError(t, c, condition);
-    await othersUnaffected(t);
+    await othersUnaffected(t, watcher, talker);
   });
 }
 
@@ -103,7 +90,7 @@ test('after SASL but before bind: a stanza → <not-authorized/> (RFC 6120 §7.1
   c.mark();
   c.send(`<message to='${watcher.jid}' id='unbound' type='chat'><body>no resource yet</body></message>`);
   await expectStreamError(t, c, 'not-authorized');
-  await othersUnaffected(t);
+  await othersUnaffected(t, watcher, talker);
   t.false(watcher.c.items.some((i) => i.kind === 'el' && i.el.attrs.id === 'unbound'), 'not delivered');
 });
 
@@ -111,21 +98,21 @@ test('after login: mismatched tags → <not-well-formed/>', async (t) => {
   const { c } = await newUser();
   c.send(`<message to='${watcher.jid}'><body>half</message>`);
   await expectStreamError(t, c, 'not-well-formed');
-  await othersUnaffected(t);
+  await othersUnaffected(t, watcher, talker);
 });
 
 test('after login: a comment inside a stanza → <restricted-xml/>', async (t) => {
   const { c } = await newUser();
   c.send(`<message to='${watcher.jid}'><!-- x --><body>x</body></message>`);
   await expectStreamError(t, c, 'restricted-xml');
-  await othersUnaffected(t);
+  await othersUnaffected(t, watcher, talker);
 });
 
 test('after login: a 10 KB stanza over XMPP_MAX_STANZA_BYTES=4096 → <policy-violation/>', async (t) => {
   const { c } = await newUser();
   c.send(`<message to='${watcher.jid}' id='big'><body>${'x'.repeat(10 * 1024)}</body></message>`);
   await expectStreamError(t, c, 'policy-violation');
-  await othersUnaffected(t);
+  await othersUnaffected(t, watcher, talker);
   t.false(watcher.c.items.some((i) => i.kind === 'el' && i.el.attrs.id === 'big'), 'the oversized stanza was not delivered');
 });
 
@@ -133,7 +120,7 @@ test('after login: a stanza with a forged from → <invalid-from/>', async (t) =
   const { c } = await newUser();
   c.send(`<message from='${talker.jid}' to='${watcher.jid}' id='forged' type='chat'><body>it is me, talker</body></message>`);
   await expectStreamError(t, c, 'invalid-from');
-  await othersUnaffected(t);
+  await othersUnaffected(t, watcher, talker);
   t.false(watcher.c.items.some((i) => i.kind === 'el' && i.el.attrs.id === 'forged'), 'the forged stanza was not delivered');
 });
 
@@ -141,14 +128,14 @@ test('after login: an unknown top-level element → <unsupported-stanza-type/>',
   const { c } = await newUser();
   c.send(`<foo xmlns='jabber:client'><bar/></foo>`);
   await expectStreamError(t, c, 'unsupported-stanza-type');
-  await othersUnaffected(t);
+  await othersUnaffected(t, watcher, talker);
 });
 
 test('after login: a stanza in the jabber:server namespace → <unsupported-stanza-type/>', async (t) => {
   const { c } = await newUser();
   c.send(`<message xmlns='jabber:server' to='${watcher.jid}' id='srv' type='chat'><body>x</body></message>`);
   await expectStreamError(t, c, 'unsupported-stanza-type');
-  await othersUnaffected(t);
+  await othersUnaffected(t, watcher, talker);
   t.false(watcher.c.items.some((i) => i.kind === 'el' && i.el.attrs.id === 'srv'), 'not delivered');
 });
 
@@ -185,7 +172,7 @@ test('after login: </stream:stream> is answered with </stream:stream> and a clos
   const it = await within(c.next(), 5000, 'closing tag');
   t.is(it.raw, '</stream:stream>', 'no stream error, just the closing tag');
   await within(c.closed, 1500, 'connection close');
-  await othersUnaffected(t);
+  await othersUnaffected(t, watcher, talker);
 });
 
 test('before authentication: </stream:stream> is answered with </stream:stream> and a close', async (t) => {
@@ -204,7 +191,7 @@ test('a client that disconnects abruptly mid-stanza does not disturb others', as
   t.is((await c.nextEl('iq')).attrs.id, 'before-cut');
   c.destroy();
   await c.closed;
-  await othersUnaffected(t);
+  await othersUnaffected(t, watcher, talker);
   t.false(watcher.c.items.some((i) => i.kind === 'el' && i.el.attrs.id === 'cut'), 'the half stanza was not delivered');
   // The dead session's address is unavailable now: a message to it comes back as an error.
   const id = uid('gone');

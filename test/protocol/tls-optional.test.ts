@@ -1,20 +1,29 @@
 // XMPP_TLS_REQUIRED=false: authentication is allowed on the plain stream,
 // but only with mechanisms that do not reveal the password (RFC 6120 §6.4.1,
-// §13.8): SCRAM is offered, PLAIN is neither offered nor accepted there.
+// §13.8): SCRAM is offered, PLAIN is neither offered nor accepted there. A
+// refused PLAIN leaves the clients already logged in unaffected.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { RawClient, header, plainAuth } from '../helpers/raw.ts';
-import { NS_BIND, NS_SASL, NS_TLS, b64, bind, nextSaslFailure, ping, readStreamStart, scramClient, secured } from '../helpers/protocol.ts';
+import { NS_BIND, NS_SASL, NS_TLS, b64, bind, nextSaslFailure, online, othersUnaffected, ping, readStreamStart, scramClient, secured } from '../helpers/protocol.ts';
 
 let server: TestServer;
+let watcher: { c: RawClient; jid: string };
+let talker: { c: RawClient; jid: string };
 
 test.before(async () => {
   server = await startTestServer({ XMPP_TLS_REQUIRED: 'false' });
   await server.addUser('alice', 'alice-pw');
+  await server.addUser('watcher', 'watcher-pw');
+  await server.addUser('talker', 'talker-pw');
+  watcher = await online(server.c2sPort, 'watcher', 'watcher-pw', 'w');
+  talker = await online(server.c2sPort, 'talker', 'talker-pw', 't');
 });
 test.after.always(async () => {
+  watcher?.c.destroy();
+  talker?.c.destroy();
   await server?.stop();
 });
 
@@ -41,6 +50,7 @@ test('plain stream: PLAIN anyway → <mechanism-too-weak/>', async (t) => {
   const { c } = await plainStream();
   c.send(plainAuth('alice', 'alice-pw'));
   t.is(await nextSaslFailure(t, c), 'mechanism-too-weak');
+  await othersUnaffected(t, watcher, talker);
   c.destroy();
 });
 
