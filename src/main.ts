@@ -81,7 +81,7 @@ async function start(config: Config): Promise<void> {
   // arrives while starting is acted on once the server is up; a second one
   // while starting exits at once.
   let requested: string | undefined;
-  let stop = (signal: string) => {
+  let stop = (signal: string, _code?: number) => {
     if (requested) process.exit(1);
     requested = signal;
   };
@@ -89,14 +89,16 @@ async function start(config: Config): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
   const server = await startServer(config);
   let stopping = false;
-  stop = (signal: string) => {
+  stop = (signal: string, code = 0) => {
     if (stopping) return;
     stopping = true;
     log.info('shutting down', { signal });
-    const hard = setTimeout(() => process.exit(1), config.shutdownTimeoutMs + 2000);
+    // After the deadline, leaving the cluster (a Redis command, 2 s at most)
+    // and stopping the workers still take a moment: only a hang exits 1.
+    const hard = setTimeout(() => process.exit(1), config.shutdownTimeoutMs + 5000);
     hard.unref();
     server.close().then(
-      () => process.exit(0),
+      () => process.exit(code),
       (err: unknown) => {
         log.error('shutdown failed', { err: String(err) });
         process.exit(1);
@@ -104,6 +106,8 @@ async function start(config: Config): Promise<void> {
     );
   };
   if (requested) stop(requested);
+  // Two processes must not serve under one node name: the older one yields.
+  server.membership?.on('superseded', () => stop('superseded', 1));
 }
 
 async function main(argv: string[]): Promise<number | undefined> {

@@ -61,13 +61,16 @@ export async function startServer(config: Config): Promise<RunningServer> {
   }
 
   const hub = new Hub();
-  const joins = await joinWorkers(pool, hub, config.workers);
+  const joins = await joinWorkers(pool, hub, config.workers, () => stopping);
   hub.wire();
   if (membership) {
     hub.broadcast({ t: 'epoch', epoch: membership.epoch });
     membership.on('epoch', (epoch) => hub.broadcast({ t: 'epoch', epoch }));
     membership.on('fenced', () => hub.broadcast({ t: 'fenced' }));
+    // The process that took our name announced our sessions as it joined.
+    membership.on('superseded', () => hub.broadcast({ t: 'fenced' }));
     membership.on('reset', () => hub.broadcast({ t: 'reset' }));
+    membership.on('recovered', () => hub.broadcast({ t: 'reconcile' }));
     // Its sessions cannot say they are gone: a worker here says it for them.
     membership.on('dead', (_node, _n, departed) => {
       if (departed.length > 0) hub.toAny({ t: 'departed', list: departed });
@@ -132,7 +135,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
  * Piscina sends a task to the least busy worker, so N pending joins land on N
  * workers; a worker that already joined declines, and the join is retried.
  */
-async function joinWorkers(pool: Piscina, hub: Hub, n: number): Promise<Promise<unknown>[]> {
+async function joinWorkers(pool: Piscina, hub: Hub, n: number, stopping: () => boolean): Promise<Promise<unknown>[]> {
   const seen = new Set<number>();
   const joins: Promise<unknown>[] = [];
   // Bounded by time, not attempts: on a loaded machine a worker can take a
@@ -155,7 +158,13 @@ async function joinWorkers(pool: Piscina, hub: Hub, n: number): Promise<Promise<
     }
     seen.add(first);
     hub.adopt(port1 as MessagePort, first);
-    joins.push(joined.catch((err: unknown) => log.error('worker left the hub', { err: String(err) })));
+    joins.push(
+      joined.catch((err: unknown) => {
+        // Past the shutdown deadline the pool stops workers still closing sessions.
+        if (stopping()) log.warn('worker stopped before its sessions were all closed', { err: String(err) });
+        else log.error('worker left the hub', { err: String(err) });
+      }),
+    );
   }
   return joins;
 }

@@ -5,8 +5,10 @@
 // write as if its sessions were still registered. It learns it was fenced
 // from its next heartbeat, closes its sessions and rejoins with a clean slate.
 import { EventEmitter } from 'node:events';
+import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Departed } from '../presence/presence.ts';
+import { parseGone } from '../registry/redis.ts';
 import { log } from '../log.ts';
 
 const NOW = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
@@ -42,24 +44,31 @@ local function clean(node, gone)
   return #members
 end`;
 
-// ARGV: node, leaseMs. A node (re)starting under a name starts from a clean slate.
+// ARGV: node, leaseMs, instance. A node (re)starting under a name starts
+// from a clean slate; the process that holds the name is recorded.
 // Returns {epoch, what clean() found}: sessions a crashed predecessor left.
 const JOIN = `${NOW}${CLEAN}
 local gone = {}
 clean(ARGV[1], gone)
 local epoch = redis.call('HINCRBY', 'xmpp:epochs', ARGV[1], 1)
 redis.call('ZADD', 'xmpp:nodes', now + tonumber(ARGV[2]), ARGV[1])
+redis.call('HSET', 'xmpp:instances', ARGV[1], ARGV[3])
 return {tostring(epoch), gone}`;
 
-// ARGV: node, epoch, leaseMs
+// ARGV: node, epoch, leaseMs, instance. 'superseded' when another process
+// has joined under this node's name since (a restart while this one was
+// paused, or two processes given one XMPP_NODE_ID).
 const HEARTBEAT = `${NOW}
 local e = redis.call('HGET', 'xmpp:epochs', ARGV[1])
 if not e then
   -- Redis lost its data (restarted without persistence): re-establish.
   redis.call('HSET', 'xmpp:epochs', ARGV[1], ARGV[2])
+  redis.call('HSET', 'xmpp:instances', ARGV[1], ARGV[4])
   redis.call('ZADD', 'xmpp:nodes', now + tonumber(ARGV[3]), ARGV[1])
   return 'reset'
 end
+local holder = redis.call('HGET', 'xmpp:instances', ARGV[1])
+if holder and holder ~= ARGV[4] then return 'superseded' end
 if e ~= ARGV[2] or not redis.call('ZSCORE', 'xmpp:nodes', ARGV[1]) then return 'fenced' end
 redis.call('ZADD', 'xmpp:nodes', now + tonumber(ARGV[3]), ARGV[1])
 return 'ok'`;
@@ -96,8 +105,14 @@ type Scripts = {
 
 export interface MembershipEvents {
   epoch: [epoch: string];
+  /** The node lost its lease: its sessions must close (without a word: join() announces them). */
   fenced: [];
+  /** Another process took this node's name: this one must stop serving. */
+  superseded: [];
+  /** Redis came back empty: local sessions must be registered again. */
   reset: [];
+  /** Redis came back with its data after an outage: local records must be reconciled. */
+  recovered: [];
   dead: [node: string, sessions: number, departed: Departed[]];
 }
 
@@ -110,6 +125,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /** Since when heartbeats have succeeded without a break (undefined: not now). */
   private healthySince: number | undefined;
   private beating = false;
+  /** This process, as opposed to another one given the same node name. */
+  private readonly instance = randomUUID();
 
   constructor(r: Redis, node: string, leaseMs: number) {
     super();
@@ -128,7 +145,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * lapsed) are removed, and announced with the 'dead' event.
    */
   async join(): Promise<string> {
-    const [epoch, gone] = await this.r.xmppJoin(this.node, String(this.leaseMs));
+    const [epoch, gone] = await this.r.xmppJoin(this.node, String(this.leaseMs), this.instance);
     this.epoch = epoch;
     const departed = parseGone(gone);
     if (departed.length > 0) {
@@ -151,8 +168,15 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (this.beating) return;
     this.beating = true;
     try {
-      const res = await this.r.xmppHeartbeat(this.node, this.epoch, String(this.leaseMs));
+      const res = await this.r.xmppHeartbeat(this.node, this.epoch, String(this.leaseMs), this.instance);
+      const wasDown = this.healthySince === undefined;
       this.healthySince ??= Date.now();
+      if (res === 'superseded') {
+        log.error('another process joined the cluster under this node\'s name (XMPP_NODE_ID); this one stops serving', { node: this.node });
+        clearInterval(this.timer);
+        this.emit('superseded');
+        return;
+      }
       if (res === 'fenced') {
         log.warn('this node lost its lease: closing its sessions and rejoining', { node: this.node, epoch: this.epoch });
         this.emit('fenced');
@@ -162,6 +186,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
       if (res === 'reset') {
         log.warn('the registry lost its data: re-registering local sessions', { node: this.node });
         this.emit('reset');
+      } else if (wasDown) {
+        log.info('the registry is back: reconciling local sessions with their records', { node: this.node });
+        this.emit('recovered');
       }
       // Judge others only after a whole lease of our own health, so that a
       // Redis outage that every node saw does not make them kill each other.
@@ -184,21 +211,4 @@ export class Membership extends EventEmitter<MembershipEvents> {
     await this.r.xmppLeave(this.node, this.epoch).catch(() => {});
     this.r.disconnect();
   }
-}
-
-/** clean()'s flat list: full JID, available ('1'/'0'), JSON list of directed presence recipients. */
-function parseGone(gone: string[]): Departed[] {
-  const departed: Departed[] = [];
-  for (let i = 0; i + 2 < gone.length; i += 3) {
-    const jid = gone[i];
-    let directed: string[] = [];
-    try {
-      const list: unknown = JSON.parse(gone[i + 2]);
-      if (Array.isArray(list)) directed = list.filter((x): x is string => typeof x === 'string');
-    } catch {
-      // a damaged list: nobody to tell
-    }
-    departed.push({ jid, bare: jid.slice(0, jid.indexOf('/')), available: gone[i + 1] === '1', directed });
-  }
-  return departed;
 }

@@ -14,6 +14,8 @@ import type { Redis } from 'ioredis';
 import type { BindOutcome, BindRequest, SessionRecord, SessionRegistry } from './registry.ts';
 import { randomResource } from './registry.ts';
 import { log } from '../log.ts';
+import { ready } from '../cluster/redis.ts';
+import type { Departed } from '../presence/presence.ts';
 
 export const K = {
   sessions: (bare: string) => `xmpp:s:${bare}`,
@@ -40,7 +42,7 @@ const BIND = `${NOW}${FENCE}
 local bare, node = ARGV[1], ARGV[7]
 if fenced(node, ARGV[8], now) then return {'fenced'} end
 local all = redis.call('HGETALL', KEYS[1])
-local live, count = {}, 0
+local live, count, fencedNow = {}, 0, {}
 for i = 1, #all, 2 do
   local rec = cjson.decode(all[i + 1])
   local lease = redis.call('ZSCORE', 'xmpp:nodes', rec.node)
@@ -48,9 +50,15 @@ for i = 1, #all, 2 do
     live[all[i]] = all[i + 1]
     count = count + 1
   else
-    -- a record of a node whose lease lapsed is stale: drop it on the way
+    -- A record of a node whose lease lapsed is stale: drop it on the way,
+    -- and fence that node (a new epoch), so that if it comes back before a
+    -- sweep, its next heartbeat tells it that it lost its sessions.
     redis.call('HDEL', KEYS[1], all[i])
     redis.call('SREM', 'xmpp:n:' .. rec.node, bare .. '/' .. all[i])
+    if lease and not fencedNow[rec.node] then
+      redis.call('HINCRBY', 'xmpp:epochs', rec.node, 1)
+      fencedNow[rec.node] = true
+    end
   end
 end
 if ARGV[6] == '1' and count > 0 then return {'conflict'} end
@@ -73,7 +81,10 @@ redis.call('SADD', 'xmpp:n:' .. node, bare .. '/' .. resource)
 redis.call('PUBLISH', 'xmpp:inv', bare)
 return {'ok', resource, replaced or ''}`;
 
-// KEYS[1] sessions hash; ARGV: bare, resource, sid, node
+// KEYS[1] sessions hash; ARGV: bare, resource, sid, node. Not fenced by
+// epoch: it removes only the record of the very session that ends (its sid),
+// which can never shadow another session, while a fenced unbind would leave
+// the record behind for nobody to remove.
 const UNBIND = `
 local cur = redis.call('HGET', KEYS[1], ARGV[2])
 if not cur then return 0 end
@@ -91,12 +102,76 @@ if fenced(ARGV[6], ARGV[7], now) then return -1 end
 local cur = redis.call('HGET', KEYS[1], ARGV[2])
 if not cur then return 0 end
 local rec = cjson.decode(cur)
-if rec.sid ~= ARGV[3] then return 0 end
+-- Another session holds the resource now: this one was replaced and its
+-- kick was lost (pub/sub delivers at most once). The caller ends it.
+if rec.sid ~= ARGV[3] then return -2 end
 rec.available = ARGV[4] == '1'
 rec.priority = tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], ARGV[2], cjson.encode(rec))
 redis.call('PUBLISH', 'xmpp:inv', ARGV[1])
 return 1`;
+
+// KEYS[1] sessions hash; ARGV: resource, sid, JSON list ('' forgets). Only
+// for a session that still holds its record: a late write after its record
+// was removed (its node swept) would leave a key nobody removes.
+const DIRECTED = `
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur or cjson.decode(cur).sid ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then redis.call('DEL', 'xmpp:dp:' .. ARGV[2])
+else redis.call('SET', 'xmpp:dp:' .. ARGV[2], ARGV[3]) end
+return 1`;
+
+// After a Redis outage in which Redis kept its data, one worker's sessions
+// against their records. ARGV: node, epoch, worker, then per live session:
+// full JID, sid, available ('1'/'0'), priority. Returns
+// {'ok', gone, replaced}: gone lists (full JID, available, directed JSON) of
+// records of sessions that ended while their unbind could not be written;
+// replaced lists (full JID, sid) of live sessions whose resource another
+// session took meanwhile (their kick was lost). A record missing altogether
+// is written again; one whose presence is out of date is brought up to date.
+const RECONCILE = `${NOW}${FENCE}
+local node, worker = ARGV[1], tonumber(ARGV[3])
+if fenced(node, ARGV[2], now) then return {'fenced'} end
+local live = {}
+for i = 4, #ARGV, 4 do live[ARGV[i]] = ARGV[i + 1] end
+local gone, replaced = {}, {}
+for _, full in ipairs(redis.call('SMEMBERS', 'xmpp:n:' .. node)) do
+  local j = string.find(full, '/', 1, true)
+  local bare, res = string.sub(full, 1, j - 1), string.sub(full, j + 1)
+  local cur = redis.call('HGET', 'xmpp:s:' .. bare, res)
+  local rec = cur and cjson.decode(cur)
+  if not rec or rec.node ~= node then
+    redis.call('SREM', 'xmpp:n:' .. node, full)
+  elseif rec.worker == worker and live[full] ~= rec.sid then
+    redis.call('HDEL', 'xmpp:s:' .. bare, res)
+    redis.call('SREM', 'xmpp:n:' .. node, full)
+    redis.call('PUBLISH', 'xmpp:inv', bare)
+    local dp = redis.call('GET', 'xmpp:dp:' .. rec.sid)
+    redis.call('DEL', 'xmpp:dp:' .. rec.sid)
+    table.insert(gone, full)
+    table.insert(gone, rec.available and '1' or '0')
+    table.insert(gone, dp or '[]')
+  end
+end
+for i = 4, #ARGV, 4 do
+  local full, sid = ARGV[i], ARGV[i + 1]
+  local j = string.find(full, '/', 1, true)
+  local bare, res = string.sub(full, 1, j - 1), string.sub(full, j + 1)
+  local cur = redis.call('HGET', 'xmpp:s:' .. bare, res)
+  local rec = cur and cjson.decode(cur)
+  if rec and rec.sid ~= sid then
+    table.insert(replaced, full)
+    table.insert(replaced, sid)
+  else
+    local available, priority = ARGV[i + 2] == '1', tonumber(ARGV[i + 3])
+    if not rec or rec.available ~= available or rec.priority ~= priority then
+      redis.call('HSET', 'xmpp:s:' .. bare, res, cjson.encode({sid = sid, node = node, worker = worker, priority = priority, available = available}))
+      redis.call('SADD', 'xmpp:n:' .. node, full)
+      redis.call('PUBLISH', 'xmpp:inv', bare)
+    end
+  end
+end
+return {'ok', gone, replaced}`;
 
 interface Stored {
   sid: string;
@@ -110,12 +185,16 @@ type Scripts = {
   xmppBind(key: string, ...args: string[]): Promise<string[]>;
   xmppUnbind(key: string, ...args: string[]): Promise<number>;
   xmppPresence(key: string, ...args: string[]): Promise<number>;
+  xmppDirected(key: string, ...args: string[]): Promise<number>;
+  xmppReconcile(...args: string[]): Promise<[string, string[]?, string[]?]>;
 };
 
 export function defineScripts(r: Redis): Redis & Scripts {
   r.defineCommand('xmppBind', { numberOfKeys: 1, lua: BIND });
   r.defineCommand('xmppUnbind', { numberOfKeys: 1, lua: UNBIND });
   r.defineCommand('xmppPresence', { numberOfKeys: 1, lua: PRESENCE });
+  r.defineCommand('xmppDirected', { numberOfKeys: 1, lua: DIRECTED });
+  r.defineCommand('xmppReconcile', { numberOfKeys: 0, lua: RECONCILE });
   return r as Redis & Scripts;
 }
 
@@ -143,6 +222,8 @@ export class RedisRegistry implements SessionRegistry {
   private gen = 0;
   /** Redis round trips made, for the figures the benchmarks report. */
   roundTrips = 0;
+  /** A session of this worker whose resource another session took (its kick was lost). */
+  onReplaced: ((jid: string, sid: string) => void) | undefined;
 
   constructor(r: Redis, node: string, epoch: () => string) {
     this.r = defineScripts(r);
@@ -195,17 +276,41 @@ export class RedisRegistry implements SessionRegistry {
     await this.r.xmppUnbind(K.sessions(bare), bare, resource, sid, this.node).catch(() => {});
   }
 
+  /**
+   * Unwritten while Redis is unreachable: reconcile() writes it once Redis
+   * is back. A session found replaced is reported to onReplaced.
+   */
   async setPresence(jid: string, sid: string, available: boolean, priority: number): Promise<void> {
     const [bare, resource] = split(jid);
     this.invalidate(bare);
     this.roundTrips++;
-    await this.r.xmppPresence(K.sessions(bare), bare, resource, sid, available ? '1' : '0', String(priority), this.node, this.epoch()).catch(() => {});
+    const res = await this.r.xmppPresence(K.sessions(bare), bare, resource, sid, available ? '1' : '0', String(priority), this.node, this.epoch()).catch(() => 0);
+    if (res === -2) this.onReplaced?.(jid, sid);
   }
 
-  async noteDirected(_jid: string, sid: string, recipients: string[] | null): Promise<void> {
+  async noteDirected(jid: string, sid: string, recipients: string[] | null): Promise<void> {
+    const [bare, resource] = split(jid);
     this.roundTrips++;
-    if (recipients && recipients.length > 0) await this.r.set(K.directed(sid), JSON.stringify(recipients));
-    else await this.r.del(K.directed(sid));
+    await this.r.xmppDirected(K.sessions(bare), resource, sid, recipients && recipients.length > 0 ? JSON.stringify(recipients) : '');
+  }
+
+  /**
+   * Brings this worker's records in line with its live sessions after an
+   * outage in which Redis kept its data (see RECONCILE). Undefined when this
+   * node is fenced: its heartbeat deals with that.
+   */
+  async reconcile(worker: number, live: { jid: string; sid: string; available: boolean; priority: number }[]): Promise<{ gone: Departed[]; replaced: { jid: string; sid: string }[] } | undefined> {
+    const args = [this.node, this.epoch(), String(worker)];
+    for (const s of live) args.push(s.jid, s.sid, s.available ? '1' : '0', String(s.priority));
+    // This connection may come back after the one that saw Redis return.
+    await ready(this.r);
+    this.roundTrips++;
+    const [status, gone = [], replaced = []] = await this.r.xmppReconcile(...args);
+    this.invalidateAll();
+    if (status !== 'ok') return undefined;
+    const pairs: { jid: string; sid: string }[] = [];
+    for (let i = 0; i + 1 < replaced.length; i += 2) pairs.push({ jid: replaced[i], sid: replaced[i + 1] });
+    return { gone: parseGone(gone), replaced: pairs };
   }
 
   async lookup(jid: string): Promise<SessionRecord | undefined> {
@@ -217,11 +322,29 @@ export class RedisRegistry implements SessionRegistry {
     const hit = this.cache.get(bare);
     if (hit) return hit;
     const before = this.generation.get(bare);
-    const all = await this.r.hgetall(K.sessions(bare)).catch(() => undefined);
+    // Unreachable: the caller must not take "no session" for an answer
+    // (it would store a message offline for a user who is online).
     this.roundTrips++;
-    if (!all) return [];
+    const all = await this.r.hgetall(K.sessions(bare));
     const recs = Object.entries(all).map(([res, json]) => toRecord(bare, res, json));
     if (this.generation.get(bare) === before) this.cache.set(bare, recs);
     return recs;
   }
+}
+
+/** The flat list clean() (membership.ts) and RECONCILE return: full JID, available ('1'/'0'), JSON list of directed presence recipients. */
+export function parseGone(gone: string[]): Departed[] {
+  const departed: Departed[] = [];
+  for (let i = 0; i + 2 < gone.length; i += 3) {
+    const jid = gone[i];
+    let directed: string[] = [];
+    try {
+      const list: unknown = JSON.parse(gone[i + 2]);
+      if (Array.isArray(list)) directed = list.filter((x): x is string => typeof x === 'string');
+    } catch {
+      // a damaged list: nobody to tell
+    }
+    departed.push({ jid, bare: jid.slice(0, jid.indexOf('/')), available: gone[i + 1] === '1', directed });
+  }
+  return departed;
 }

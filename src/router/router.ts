@@ -33,6 +33,8 @@ export interface RouterDeps {
   worker: number;
   registry: SessionRegistry;
   sessions: Map<string, Session>;
+  /** This worker's bound sessions by full JID. */
+  local: Map<string, Session>;
   accountExists: (local: string) => Promise<boolean>;
   transport: Transport;
   modules: ServerModule[];
@@ -79,8 +81,24 @@ export class Router implements PresenceRouting {
     );
   }
 
-  /** A stanza from an established session: validate, stamp 'from', route. */
+  /**
+   * A stanza from an established session. When a store or the registry
+   * fails (Redis unreachable, in a cluster), the stanza gets an error the
+   * client may retry on (RFC 6120 §8.3.2: type wait) and the session lives on.
+   */
   async fromClient(el: Element, s: Session): Promise<void> {
+    try {
+      await this.accept(el, s);
+    } catch (err) {
+      if (err instanceof StreamError) throw err;
+      log.warn('stanza not routed: a store or the registry failed', { jid: s.jid, stanza: el.name, err: String(err) });
+      // A broadcast presence has nobody to answer; anything addressed does.
+      if (el.name !== 'presence' || el.attrs.to !== undefined) this.bounce(s, el, new StanzaError('internal-server-error', 'the server cannot route this now; try again shortly', 'wait'));
+    }
+  }
+
+  /** Validates, stamps 'from' and routes. */
+  private async accept(el: Element, s: Session): Promise<void> {
     if (el.name === 'iq') {
       const type = el.attrs.type;
       // RFC 6120 §8.2.3: an iq MUST have an id and a known type; get/set exactly one payload.
@@ -158,7 +176,10 @@ export class Router implements PresenceRouting {
     }
     const bareJid = `${to.local}@${to.domain}`;
     if (to.resource) {
-      const rec = await this.d.registry.lookup(`${bareJid}/${to.resource}`);
+      const full = `${bareJid}/${to.resource}`;
+      // A session of this worker: no registry lookup (nor Redis) on the way.
+      const here = this.d.local.get(full);
+      const rec = here ? this.recordOf(here) : await this.d.registry.lookup(full);
       if (rec) {
         this.deliver(rec, el);
         if (el.name === 'message' && carbonsEligible(el)) this.carbons(el, 'received', bareJid, [rec.sid]);
@@ -213,7 +234,8 @@ export class Router implements PresenceRouting {
     // §8.5.2.1.1: normal and chat go to the most available resource(s).
     const top = Math.max(...available.map((r) => r.priority));
     const to = available.filter((r) => r.priority === top);
-    for (const r of to) this.deliver(r, el);
+    if (to.length === 1) this.deliver(to[0], el);
+    else this.deliverCopies(to, el);
     if (carbonsEligible(el)) this.carbons(el, 'received', bareJid, to.map((r) => r.sid));
   }
 
@@ -282,6 +304,10 @@ export class Router implements PresenceRouting {
     }
   }
 
+  private recordOf(s: Session): SessionRecord {
+    return { jid: s.jid!, bare: s.bare!, sid: s.id, node: this.d.node, worker: this.d.worker, priority: s.priority, available: s.available };
+  }
+
   /** Available resources of an account (PresenceRouting). */
   async available(bare: string): Promise<SessionRecord[]> {
     return (await this.d.registry.resources(bare)).filter((r) => r.available);
@@ -331,6 +357,28 @@ export class Router implements PresenceRouting {
     } else {
       this.d.transport.toWorker(rec.worker, env);
     }
+  }
+
+  /**
+   * One message to several resources: it is undeliverable (kept offline or
+   * bounced) only when no copy was taken, never once per lost copy, or the
+   * user would get it again at next login. A copy for another worker of
+   * this node is counted as taken (its session is gone only if it closed
+   * this very moment).
+   */
+  private deliverCopies(recs: SessionRecord[], el: Element): void {
+    const xml = el.toString();
+    const taken = recs.map((rec): boolean | Promise<boolean> => {
+      const env: Envelope = { t: 'deliver', jid: rec.jid, sid: rec.sid, xml, only: 'copy' };
+      if (rec.node !== this.d.node) return this.d.transport.toNode(rec.node, rec.worker, env);
+      if (rec.worker !== this.d.worker) {
+        this.d.transport.toWorker(rec.worker, env);
+        return true;
+      }
+      const s = this.d.sessions.get(rec.sid);
+      return s !== undefined && s.jid === rec.jid && s.deliver(xml);
+    });
+    void Promise.all(taken).then((oks) => oks.includes(true) || this.undeliverable(el));
   }
 
   private deliverLocal(jid: string, sid: string, xml: string, el?: Element, only?: Only): void {

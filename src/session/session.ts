@@ -25,6 +25,12 @@ export type State = 'wait-stream' | 'negotiating' | 'wait-bind' | 'established' 
 export interface CloseReason {
   condition?: StreamCondition;
   text?: string;
+  /**
+   * The cluster has already let go of this session (its node was fenced):
+   * its record is not this session's to remove, and its end is announced
+   * by whoever removes the record (membership's join or sweep), once.
+   */
+  forgotten?: boolean;
 }
 
 type Event =
@@ -303,14 +309,19 @@ export class Session {
       case 'negotiating':
         if (el.name === 'starttls' && ns === NS_TLS) return this.startTls();
         if (ns === NS_SASL) return this.onSasl(el);
-        if (el.name === 'iq' && this.ctx.config.registration && this.mayAuthenticate && el.getChild('query', NS_REGISTER)) return this.preAuthIq(el);
+        if (el.name === 'iq' && this.mayAuthenticate && el.getChild('query', NS_REGISTER)) {
+          if (this.ctx.config.registration) return this.preAuthIq(el);
+          // XEP-0077 §3.1: a host without in-band registration MUST answer service-unavailable.
+          // Without the payload: it may carry a password.
+          return this.replyError(new Element('iq', el.attrs), new StanzaError('service-unavailable', 'in-band registration is not offered here'));
+        }
         break;
       case 'wait-bind':
         if (el.name === 'iq' && el.attrs.type === 'set' && el.getChild('bind', NS_BIND)) return this.bind(el);
         break;
       case 'established':
         // RFC 6120 §7.7.2.1: one resource per stream here; binding another is not allowed.
-        if (el.name === 'iq' && el.attrs.type === 'set' && el.getChild('bind', NS_BIND)) return this.bindError(el, new StanzaError('not-allowed', 'a resource is already bound to this stream'));
+        if (el.name === 'iq' && el.attrs.type === 'set' && el.getChild('bind', NS_BIND)) return this.replyError(el, new StanzaError('not-allowed', 'a resource is already bound to this stream'));
         if (isStanza(el)) return this.ctx.router.fromClient(el, this);
         break;
       default:
@@ -436,7 +447,7 @@ export class Session {
       resource = requested ? normalizeResource(requested) : randomResource();
     } catch (err) {
       if (!(err instanceof JidError)) throw err;
-      return this.bindError(iq, new StanzaError('bad-request', err.message));
+      return this.replyError(iq, new StanzaError('bad-request', err.message));
     }
     const c = this.ctx.config;
     for (let attempt = 0; ; attempt++) {
@@ -453,16 +464,17 @@ export class Session {
           this.anonLocal = `${ANON_PREFIX}${randomBytes(12).toString('hex')}`;
           continue;
         }
-        if (outcome.condition === 'conflict') return this.bindError(iq, new StanzaError('conflict', 'the resource is in use'));
-        if (outcome.condition === 'resource-constraint') return this.bindError(iq, new StanzaError('resource-constraint', 'too many sessions for this account'));
+        if (outcome.condition === 'conflict') return this.replyError(iq, new StanzaError('conflict', 'the resource is in use'));
+        if (outcome.condition === 'resource-constraint') return this.replyError(iq, new StanzaError('resource-constraint', 'too many sessions for this account'));
         // The registry cannot be reached: refuse rather than risk a duplicate JID.
-        return this.bindError(iq, new StanzaError('resource-constraint', 'the session registry is unavailable; try again shortly'));
+        return this.replyError(iq, new StanzaError('resource-constraint', 'the session registry is unavailable; try again shortly'));
       }
       if (outcome.replaced) this.ctx.router.kick(outcome.replaced, 'conflict', 'replaced by a new session');
       this.jid = outcome.rec.jid;
       this.bare = bare;
       this.state = 'established';
       this.ctx.sessions.set(this.id, this);
+      this.ctx.local.set(this.jid, this);
       // Replaced already, by a session whose kick arrived before our bind's answer.
       const kicked = this.ctx.router.takeEarlyKick(this.id);
       if (kicked) return this.close(kicked);
@@ -474,7 +486,8 @@ export class Session {
     }
   }
 
-  private bindError(iq: Element, err: StanzaError): void {
+  /** A stanza error in answer to `iq`, on this stream. */
+  private replyError(iq: Element, err: StanzaError): void {
     const reply = errorReply(iq, err);
     if (reply) this.send(reply);
   }
@@ -519,15 +532,16 @@ export class Session {
     this.socket.end();
     // The peer should answer with its closing tag; do not wait forever.
     setTimeout(() => this.raw.destroy(), CLOSE_GRACE_MS).unref();
-    this.cleanup();
+    this.cleanup(reason.forgotten);
   }
 
-  private cleanup(): void {
+  private cleanup(forgotten = false): void {
     this.state = 'closed';
     if (this.cleaned) return;
     this.cleaned = true;
     this.ctx.all.delete(this);
-    if (this.jid && this.ctx.sessions.delete(this.id)) {
+    if (this.jid && this.ctx.local.get(this.jid) === this) this.ctx.local.delete(this.jid);
+    if (this.jid && this.ctx.sessions.delete(this.id) && !forgotten) {
       void this.ctx.registry.unbind(this.jid, this.id);
       // RFC 6121 §4.5.2: gone without a word is unavailable all the same.
       void this.ctx.router.presence.sessionEnded(this);

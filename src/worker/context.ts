@@ -21,6 +21,8 @@ export interface WorkerContext {
   index: number;
   /** Bound sessions of this worker by stream id: two streams may briefly claim one full JID while a conflict is resolved. */
   sessions: Map<string, Session>;
+  /** Bound sessions of this worker by full JID: the latest to bind it, so routing to them needs no registry lookup. */
+  local: Map<string, Session>;
   /** Every connection of this worker, bound or not. */
   all: Set<Session>;
 }

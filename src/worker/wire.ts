@@ -34,10 +34,12 @@ export type FromHub =
   | { t: 'del'; jid: string; sid: string }
   | { t: 'shutdown' }
   // cluster mode: the node's fencing token changed / the node was fenced /
-  // Redis lost its data and local sessions must be registered again
+  // Redis lost its data and local sessions must be registered again /
+  // Redis came back with its data and local records must be reconciled
   | { t: 'epoch'; epoch: string }
   | { t: 'fenced' }
   | { t: 'reset' }
+  | { t: 'reconcile' }
   // cluster mode: sessions of a dead node, whose unavailable presence this worker announces
   | { t: 'departed'; list: Departed[] };
 
@@ -47,7 +49,10 @@ export type FromHub =
  * for a resource that requested the roster, a carbon copy for one that
  * enabled carbons): whether it did is known only where it lives.
  */
-export type Only = 'roster' | 'carbons';
+// 'copy': one of several copies of a message to a bare JID (RFC 6121
+// §8.5.2.1.1): a copy that finds its session gone is dropped, since the
+// sender already knows whether any copy was taken.
+export type Only = 'roster' | 'carbons' | 'copy';
 export type Envelope =
   | { t: 'deliver'; jid: string; sid: string; xml: string; only?: Only }
   // RFC 6121 §4.3.2: send your current presence to answerTo

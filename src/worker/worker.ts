@@ -65,6 +65,8 @@ interface Backend {
   /** Called once the worker knows its index: start receiving. */
   listen(index: number, router: Router): Promise<void>;
   onHub(msg: FromHub): boolean;
+  /** Calls `fn` each time the registry is reachable again after an outage. */
+  onRecovered(fn: () => void): void;
   close(): void;
 }
 
@@ -75,6 +77,7 @@ function singleNode(hub: MessagePort): Backend {
     toNode: async () => false, // there is no other node
     listen: async () => {},
     onHub: (msg) => registry.onHubMessage(msg),
+    onRecovered: () => {},
     close: () => {},
   };
 }
@@ -108,6 +111,14 @@ function cluster(): Backend {
       // so a login right after start would be refused as if Redis were down.
       await Promise.all([sub.subscribe(mine, K.inv), ready(cmd)]);
     },
+    onRecovered(fn) {
+      // However short the outage: a write may have failed in it.
+      let seen = cmd.status === 'ready';
+      cmd.on('ready', () => {
+        if (seen) fn();
+        seen = true;
+      });
+    },
     onHub(msg) {
       if (msg.t === 'epoch') {
         epoch = msg.epoch;
@@ -134,6 +145,22 @@ async function reregister(c: WorkerContext): Promise<void> {
   }
 }
 
+/**
+ * After an outage in which Redis kept its data: what failed to be written
+ * meanwhile is written now. Sessions that ended are removed and announced
+ * (their unavailable presence could not be sent then); a session whose
+ * resource was taken by a newer one (its kick lost) ends with conflict.
+ */
+async function reconcile(c: WorkerContext): Promise<void> {
+  if (!(c.registry instanceof RedisRegistry)) return;
+  const live = [...c.sessions.values()].map((s) => ({ jid: s.jid!, sid: s.id, available: s.available, priority: s.priority }));
+  const out = await c.registry.reconcile(c.index, live);
+  if (!out) return; // fenced: the heartbeat closes everything
+  for (const r of out.replaced) c.sessions.get(r.sid)?.close({ condition: 'conflict', text: 'replaced by a new session while the registry was unreachable' });
+  if (out.gone.length > 0) await c.router.presence.departed(out.gone);
+  log.info('reconciled local sessions with the registry', { worker: c.index, live: live.length, gone: out.gone.length, replaced: out.replaced.length });
+}
+
 async function join(hub: MessagePort): Promise<void> {
   const backend = config.redisUrl ? cluster() : singleNode(hub);
   const registry = backend.registry;
@@ -153,6 +180,10 @@ async function join(hub: MessagePort): Promise<void> {
   modules.push(disco(() => modules));
   const accounts = await openAccountStore(config);
   const sessions = new Map<string, Session>();
+  const local = new Map<string, Session>();
+  if (registry instanceof RedisRegistry) {
+    registry.onReplaced = (_jid, sid) => sessions.get(sid)?.close({ condition: 'conflict', text: 'replaced by a new session' });
+  }
   let index = -1;
   const router = new Router({
     domain: config.domain,
@@ -162,6 +193,7 @@ async function join(hub: MessagePort): Promise<void> {
     },
     registry,
     sessions,
+    local,
     accountExists: (local) => accounts.exists(local),
     transport: {
       toWorker: (w, env) => peers.get(w)?.postMessage(encode(env)),
@@ -185,8 +217,13 @@ async function join(hub: MessagePort): Promise<void> {
     node: config.nodeId,
     index,
     sessions,
+    local,
     all: new Set(),
   };
+  // After an outage, from either side: this worker's connection came back,
+  // or the node's heartbeat did (after a lapse that refused the first try).
+  const reconcileNow = () => void reconcile(c).catch((err: unknown) => log.error('reconciliation failed', { err: String(err) }));
+  backend.onRecovered(reconcileNow);
   const sweeper = setInterval(sweep, Math.max(10, Math.min(1000, config.bindTimeoutMs / 4, config.idleTimeoutMs > 0 ? config.idleTimeoutMs / 4 : 1000)));
   sweeper.unref();
 
@@ -215,8 +252,11 @@ async function join(hub: MessagePort): Promise<void> {
         );
         break;
       case 'fenced':
-        for (const s of [...c.all]) s.close({ condition: 'system-shutdown', text: 'this node lost its cluster membership; reconnect' });
+        for (const s of [...c.all]) s.close({ condition: 'system-shutdown', text: 'this node lost its cluster membership; reconnect', forgotten: true });
         if (registry instanceof RedisRegistry) registry.invalidateAll();
+        break;
+      case 'reconcile':
+        reconcileNow();
         break;
       case 'departed':
         void router.presence.departed(msg.list);

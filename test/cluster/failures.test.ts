@@ -145,3 +145,104 @@ test.serial('a node paused past its lease is fenced: its ghost session never sha
   ghost.destroy();
   live.destroy();
 });
+
+/** Resolves once `conn` sees `pred` hold for the records of `bare`, checked on each invalidation. */
+async function recordsUntil(url: string, bare: string, pred: (recs: Record<string, { sid: string; available: boolean; priority: number }>) => boolean): Promise<void> {
+  const sub = new Redis(url);
+  const check = new Redis(url);
+  try {
+    await sub.subscribe('xmpp:inv');
+    const holds = async () => pred(Object.fromEntries(Object.entries(await check.hgetall(`xmpp:s:${bare}`)).map(([k, v]) => [k, JSON.parse(v)])));
+    if (await holds()) return;
+    await new Promise<void>((resolve) => {
+      sub.on('message', async (_ch: string, msg: string) => {
+        if (msg === bare && (await holds())) resolve();
+      });
+    });
+  } finally {
+    sub.disconnect();
+    check.disconnect();
+  }
+}
+
+/** Resolves once someone listens on a node's worker channel again (its subscriber reconnected). */
+async function subscribed(r: Redis, node: string): Promise<void> {
+  for (;;) {
+    const [, n] = (await r.pubsub('NUMSUB', `xmpp:c:${node}:0`)) as [string, number];
+    if (n > 0) return;
+    await new Promise<void>((resolve) => {
+      setTimeout(resolve, 25);
+    });
+  }
+}
+
+test.serial('Redis down and back with its data: local sessions are served meanwhile, and what could not be written is reconciled', async (t) => {
+  const { redis, nodes, r } = await cluster(t, 2);
+  const { c: a, jid: ja } = await login(nodes[0].c2sPort, 'alice', 'alice-pw', 'one');
+  const { c: b, jid: jb } = await login(nodes[0].c2sPort, 'bob', 'bob-pw', 'two');
+  const { c: c3, jid: jc } = await login(nodes[1].c2sPort, 'carol', 'carol-pw', 'three');
+  for (const x of [a, b]) x.send('<presence/>');
+  await recordsUntil(redis.url, 'bob@localhost', (recs) => recs.two?.available === true);
+  await recordsUntil(redis.url, 'alice@localhost', (recs) => recs.one?.available === true);
+  r.disconnect();
+  await redis.save();
+  await redis.stop();
+
+  // A session on the same worker is reached without the registry.
+  let mark = b.buffer.length;
+  a.send(`<message to='${jb}' type='chat' id='m1'><body>during the outage</body></message>`);
+  await b.waitFor(/<body>during the outage<\/body>/, mark);
+  // A presence change cannot be written or broadcast: the session lives on.
+  a.send('<presence><priority>7</priority></presence>');
+  // An address the node cannot resolve now: an error to retry on, not a lost message or a dropped stream.
+  mark = a.buffer.length;
+  a.send(`<message to='carol@localhost' type='chat' id='m2'><body>where are you</body></message>`);
+  await a.waitFor(/<message[^>]*id=["']m2["'][^>]*type=["']error["']|<message[^>]*type=["']error["'][^>]*id=["']m2["']/, mark);
+  t.regex(a.buffer.slice(mark), /<error type=["']wait["']>\s*<internal-server-error xmlns=["']urn:ietf:params:xml:ns:xmpp-stanzas["']\/>/);
+  await ping(a, 'down-a');
+  // A session that ends now cannot unbind.
+  b.destroy();
+  await nodes[0].waitForLog(/stanza not routed/);
+
+  await redis.resume(); // with its data, as a Redis with persistence comes back
+  // The node writes what it could not: bob's record goes, alice's presence is brought up to date.
+  await recordsUntil(redis.url, 'bob@localhost', (recs) => recs.two === undefined);
+  await recordsUntil(redis.url, 'alice@localhost', (recs) => recs.one?.available === true && recs.one.priority === 7);
+  await nodes[0].waitForLog(/reconciled local sessions/);
+  const r2 = new Redis(redis.url);
+  t.teardown(() => r2.disconnect());
+  t.deepEqual(await r2.smembers(`xmpp:n:${nodes[0].name}`), [ja]);
+  t.deepEqual(await r2.smembers(`xmpp:n:${nodes[1].name}`), [jc]);
+  // Routing across nodes resumes.
+  await subscribed(r2, nodes[1].name);
+  mark = c3.buffer.length;
+  a.send(`<message to='${jc}' type='chat'><body>back again</body></message>`);
+  await c3.waitFor(/<body>back again<\/body>/, mark);
+  t.false(a.isClosed);
+  a.destroy();
+  c3.destroy();
+});
+
+test.serial('a session whose resource another session took while its kick could not arrive is ended with conflict, not left as a ghost', async (t) => {
+  const { redis, nodes, r } = await cluster(t, 2);
+  const { c: a } = await login(nodes[0].c2sPort, 'alice', 'alice-pw', 'one');
+  const { c: b } = await login(nodes[0].c2sPort, 'bob', 'bob-pw', 'two');
+  const { c: live } = await login(nodes[1].c2sPort, 'carol', 'carol-pw', 'live');
+  // As a new-wins bind on node 2 would leave them had its kicks been lost.
+  const stolen = (sid: string) => JSON.stringify({ sid, node: nodes[1].name, worker: 0, priority: 0, available: false });
+  await r.hset('xmpp:s:alice@localhost', 'one', stolen('newer-alice'));
+  await r.hset('xmpp:s:bob@localhost', 'two', stolen('newer-bob'));
+  // Alice finds out at her next presence change.
+  a.send('<presence/>');
+  await a.waitFor(/<stream:error>\s*<conflict xmlns=["']urn:ietf:params:xml:ns:xmpp-streams["']\/>/);
+  // Bob says nothing; the reconciliation after an outage finds him out.
+  r.disconnect();
+  await redis.save();
+  await redis.stop();
+  await redis.resume();
+  await b.waitFor(/<stream:error>\s*<conflict xmlns=["']urn:ietf:params:xml:ns:xmpp-streams["']\/>/);
+  const r2 = new Redis(redis.url);
+  t.teardown(() => r2.disconnect());
+  t.is(JSON.parse((await r2.hget('xmpp:s:bob@localhost', 'two'))!).sid, 'newer-bob', 'the newer session keeps its record');
+  await ping(live, 'unaffected');
+});

@@ -5,10 +5,12 @@ import type { ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
+import tls from 'node:tls';
+import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { RawClient, header, login } from '../helpers/raw.ts';
 
@@ -261,4 +263,98 @@ test('a port already in use makes `start` exit 1 with a one-line reason', async 
   t.deepEqual(end, { code: 1, signal: null }, server.transcript());
   t.falsy(server.logs.find((l) => l.msg === 'listening'), server.transcript());
   t.deepEqual(server.other, [`cannot start: listen EADDRINUSE: address already in use 127.0.0.1:${c2sPort}`]);
+});
+
+/** Whether a new TCP connection to `port` is refused (resolves 'refused'), or what else became of it. */
+function connectOutcome(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1' });
+    s.on('connect', () => {
+      s.destroy();
+      resolve('accepted');
+    });
+    s.on('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED' ? 'refused' : `error ${err.code}`));
+  });
+}
+
+test('shutdown is bounded by XMPP_SHUTDOWN_TIMEOUT_MS when a client stops reading, and no new connection gets in meanwhile', async (t) => {
+  const SHUTDOWN_MS = 1000;
+  const { c2sPort, tlsPort, env } = await environment(t);
+  env.XMPP_SHUTDOWN_TIMEOUT_MS = String(SHUTDOWN_MS);
+  await addUser(t, env, 'alice', 'secret');
+  await addUser(t, env, 'bob', 'secret');
+  const server = startServer(t, process.execPath, ['src/main.ts', 'start'], env);
+  await within(server.waitForLog('listening'), START_MS, 'the "listening" log line');
+
+  // alice stops reading: she never sees <system-shutdown/>, never answers it,
+  // not even with the TCP FIN her socket would send back on its own.
+  const stuck = await within(login(c2sPort, 'alice', 'secret', 'stuck'), STEP_MS, 'alice to log in');
+  t.teardown(() => stuck.c.destroy());
+  const bob = await within(login(c2sPort, 'bob', 'secret', 'reader'), STEP_MS, 'bob to log in');
+  t.teardown(() => bob.c.destroy());
+  stuck.c.pause();
+  // Something for the server to write to her (1 MiB: under XMPP_MAX_OUTBOUND_BYTES, so she is not dropped as a slow reader).
+  const body = 'x'.repeat(16 * 1024);
+  for (let i = 0; i < 64; i++) bob.c.send(`<message to='${stuck.jid}' type='chat'><body>${body}</body></message>`);
+  await within(bob.c.exchange(`<iq type='get' id='sent' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`, /id=(["'])sent\1/), STEP_MS, "bob's messages taken");
+
+  const signalled = performance.now();
+  server.child.kill('SIGTERM');
+  await within(server.waitForLog('shutting down'), STEP_MS, 'the "shutting down" log line');
+  // Once shutdown has begun, the listeners are closed: new connections are refused.
+  t.is(await connectOutcome(c2sPort), 'refused', 'c2s port');
+  t.is(await connectOutcome(tlsPort), 'refused', 'direct-TLS port');
+  t.true(server.running, 'the connections were refused while the server was still shutting down');
+
+  // A client that reads gets the goodbye as usual.
+  await expectSystemShutdown(t, bob.c);
+  const end = await within(server.closed, SHUTDOWN_MS + 5000, 'the server to exit (XMPP_SHUTDOWN_TIMEOUT_MS + 5 s)');
+  const took = performance.now() - signalled;
+  t.deepEqual(end, { code: 0, signal: null }, server.transcript());
+  t.true(took < SHUTDOWN_MS + 5000, `exited ${Math.round(took)} ms after SIGTERM`);
+  // It was the deadline, not alice, that ended the wait.
+  t.truthy(server.logs.find((l) => l.level === 'warn' && l.msg === 'shutdown deadline reached with sessions still open'), server.transcript());
+  // Nothing failed on the way: the worker still waiting on alice at the
+  // deadline is stopped, which is a warning, not an error.
+  t.deepEqual(server.logs.filter((l) => l.level === 'error'), [], server.transcript());
+});
+
+/** The certificate a direct-TLS client is shown, verified against `ca` for the name `localhost`. */
+async function servedCertificate(port: number, ca: string): Promise<tls.PeerCertificate> {
+  const s = tls.connect({ port, host: '127.0.0.1', servername: 'localhost', ca });
+  try {
+    await within(new Promise<void>((resolve, reject) => s.once('secureConnect', resolve).once('error', reject)), STEP_MS, 'the TLS handshake');
+    return s.getPeerCertificate();
+  } finally {
+    s.destroy();
+  }
+}
+
+test('without XMPP_TLS_CERT, the self-signed certificate is generated on the first start and reused on the next', async (t) => {
+  const { dir, tlsPort, env } = await environment(t);
+  const files = { cert: join(dir, 'data', 'tls', 'localhost.crt'), key: join(dir, 'data', 'tls', 'localhost.key') };
+  const GENERATED = 'generated a self-signed certificate';
+
+  const first = startServer(t, process.execPath, ['src/main.ts', 'start'], env);
+  await within(first.waitForLog('listening'), START_MS, 'the first "listening" log line');
+  t.like(first.logs.find((l) => l.msg === GENERATED), { level: 'info', domain: 'localhost', path: files.cert }, first.transcript());
+  const cert = readFileSync(files.cert);
+  const key = readFileSync(files.key);
+  const x509 = new X509Certificate(cert);
+  t.regex(x509.subjectAltName ?? '', /(^|, )DNS:localhost(,|$)/, 'its SAN names the domain');
+  t.true(x509.checkPrivateKey(createPrivateKey(key)), 'the key is the certificate\'s');
+  // Verified for "localhost" against that very certificate: the server holds its key and the SAN matches.
+  const served = await servedCertificate(tlsPort, cert.toString());
+  t.deepEqual(served.raw, x509.raw, 'the server presents the generated certificate');
+  first.child.kill('SIGTERM');
+  t.deepEqual(await within(first.closed, START_MS, 'the first server to exit'), { code: 0, signal: null }, first.transcript());
+
+  const second = startServer(t, process.execPath, ['src/main.ts', 'start'], env);
+  await within(second.waitForLog('listening'), START_MS, 'the second "listening" log line');
+  t.is(second.logs.find((l) => l.msg === GENERATED), undefined, 'nothing generated the second time');
+  t.deepEqual(readFileSync(files.cert), cert, 'the certificate file is unchanged');
+  t.deepEqual(readFileSync(files.key), key, 'the key file is unchanged');
+  t.deepEqual((await servedCertificate(tlsPort, cert.toString())).raw, x509.raw, 'the same certificate is presented again');
+  second.child.kill('SIGTERM');
+  t.deepEqual(await within(second.closed, START_MS, 'the second server to exit'), { code: 0, signal: null }, second.transcript());
 });

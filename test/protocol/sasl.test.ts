@@ -1,25 +1,39 @@
 // STARTTLS and SASL when TLS is required (the default): what is offered
 // when, every SASL failure condition of RFC 6120 §6.5 the server can
 // produce, the retry limit, and a SCRAM-SHA-1 exchange computed here from
-// RFC 5802 with the server's signature verified.
+// RFC 5802 with the server's signature verified. In-band registration is off
+// by default: neither advertised nor served. Each failure leaves the clients
+// already logged in unaffected.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { RawClient, header, plainAuth } from '../helpers/raw.ts';
 import {
-  NS_BIND, NS_SASL, NS_TLS, b64, bind, childEls, expectStreamError, nextSaslFailure, online, ping, readStreamStart, scramClient, secured, within,
+  NS_BIND, NS_SASL, NS_TLS, b64, bind, childEls, expectStreamError, nextSaslFailure, online, othersUnaffected, ping, readStreamStart, scramClient, secured, stanzaError, within,
 } from '../helpers/protocol.ts';
 
+const NS_REGISTER = 'jabber:iq:register';
+const NS_REGISTER_FEATURE = 'http://jabber.org/features/iq-register';
+
 let server: TestServer;
+/** Logged in before the tests: what a failing connection does must not reach them. */
+let watcher: { c: RawClient; jid: string };
+let talker: { c: RawClient; jid: string };
 
 test.before(async () => {
   server = await startTestServer({});
   await server.addUser('alice', 'alice-pw');
   await server.addUser('bob', 'bob-pw');
   await server.addUser('carol', 'carol-pw');
+  await server.addUser('watcher', 'watcher-pw');
+  await server.addUser('talker', 'talker-pw');
+  watcher = await online(server.c2sPort, 'watcher', 'watcher-pw', 'w');
+  talker = await online(server.c2sPort, 'talker', 'talker-pw', 't');
 });
 test.after.always(async () => {
+  watcher?.c.destroy();
+  talker?.c.destroy();
   await server?.stop();
 });
 
@@ -51,6 +65,7 @@ test('<auth/> before STARTTLS when TLS is required → <encryption-required/>', 
   // The stream stays up: STARTTLS is still possible.
   c.send(`<starttls xmlns='${NS_TLS}'/>`);
   t.is((await c.next()).raw, `<proceed xmlns='${NS_TLS}'/>`);
+  await othersUnaffected(t, watcher, talker);
   c.destroy();
 });
 
@@ -82,6 +97,7 @@ test('an unknown mechanism → <invalid-mechanism/>, and the stream stays usable
   c.send(auth('X-NOT-A-MECHANISM', '='));
   t.is(await nextSaslFailure(t, c), 'invalid-mechanism');
   await retrySucceeds(t, c);
+  await othersUnaffected(t, watcher, talker);
   c.destroy();
 });
 
@@ -90,6 +106,7 @@ test('bad base64 → <incorrect-encoding/>', async (t) => {
   c.send(auth('PLAIN', 'not*base64!'));
   t.is(await nextSaslFailure(t, c), 'incorrect-encoding');
   await retrySucceeds(t, c);
+  await othersUnaffected(t, watcher, talker);
   c.destroy();
 });
 
@@ -98,6 +115,7 @@ test('PLAIN without NUL separators → <malformed-request/>', async (t) => {
   c.send(auth('PLAIN', b64('alicealice-pw')));
   t.is(await nextSaslFailure(t, c), 'malformed-request');
   await retrySucceeds(t, c);
+  await othersUnaffected(t, watcher, talker);
   c.destroy();
 });
 
@@ -108,6 +126,7 @@ test('<auth/> without a mechanism attribute → <invalid-mechanism/> (RFC 6120 �
   c.send(`<auth xmlns='${NS_SASL}'>${b64('\0alice\0alice-pw')}</auth>`);
   t.is(await nextSaslFailure(t, c), 'invalid-mechanism');
   await retrySucceeds(t, c);
+  await othersUnaffected(t, watcher, talker);
   c.destroy();
 });
 
@@ -118,6 +137,7 @@ test("PLAIN with another user's authzid → <invalid-authzid/>", async (t) => {
   // One's own bare JID as authzid is fine.
   c.send(auth('PLAIN', b64('alice@localhost\0alice\0alice-pw')));
   t.is((await c.nextEl()).name, 'success');
+  await othersUnaffected(t, watcher, talker);
   c.destroy();
 });
 
@@ -126,6 +146,7 @@ test('a wrong password → <not-authorized/>', async (t) => {
   c.send(plainAuth('alice', 'wrong'));
   t.is(await nextSaslFailure(t, c), 'not-authorized');
   await retrySucceeds(t, c);
+  await othersUnaffected(t, watcher, talker);
   c.destroy();
 });
 
@@ -133,6 +154,7 @@ test('an unknown user → <not-authorized/> (not distinguishable from a wrong pa
   const { c } = await secured(server.c2sPort);
   c.send(plainAuth('nobody', 'whatever'));
   t.is(await nextSaslFailure(t, c), 'not-authorized');
+  await othersUnaffected(t, watcher, talker);
   c.destroy();
 });
 
@@ -145,6 +167,7 @@ test('<abort/> in the middle of SCRAM → <aborted/>, then a fresh attempt succe
   c.send(`<abort xmlns='${NS_SASL}'/>`);
   t.is(await nextSaslFailure(t, c), 'aborted');
   await retrySucceeds(t, c);
+  await othersUnaffected(t, watcher, talker);
   c.destroy();
 });
 
@@ -158,6 +181,7 @@ test('after XMPP_MAX_AUTH_ATTEMPTS (3) failures the stream is closed with <polic
   t.is(await nextSaslFailure(t, c), 'not-authorized', 'the third failure is still reported');
   // RFC 6120 §6.4.5: past the retries, a stream error, which SHOULD be <policy-violation/>.
   await expectStreamError(t, c, 'policy-violation');
+  await othersUnaffected(t, watcher, talker);
   // Others can still log in.
   const { c: ok } = await online(server.c2sPort, 'carol', 'carol-pw', 'after');
   t.is((await ping(ok)).attrs.type, 'result');
@@ -201,5 +225,37 @@ test('SCRAM-SHA-1 with a wrong proof → <not-authorized/>', async (t) => {
   const { clientFinal } = scramClient('sha1', 'not-bobs-password', clientFirstBare, serverFirst, 'n,,');
   c.send(`<response xmlns='${NS_SASL}'>${b64(clientFinal)}</response>`);
   t.is(await within(nextSaslFailure(t, c), 5000, 'failure'), 'not-authorized');
+  await othersUnaffected(t, watcher, talker);
   c.destroy();
+});
+
+test('in-band registration is off by default: the secured stream does not advertise it (XEP-0077 §8)', async (t) => {
+  const { c, features } = await secured(server.c2sPort);
+  t.truthy(features.getChild('mechanisms', NS_SASL), 'these are the features of the secured, unauthenticated stream');
+  t.deepEqual(childEls(features).filter((e) => e.attrs.xmlns === NS_REGISTER_FEATURE || e.attrs.xmlns === NS_REGISTER), [], features.toString());
+  c.destroy();
+});
+
+test('in-band registration is off by default: a pre-auth jabber:iq:register get gets service-unavailable (XEP-0077 §3.1) and the stream goes on', async (t) => {
+  const { c } = await secured(server.c2sPort);
+  const reply = await c.request(`<iq type='get' id='reg1'><query xmlns='${NS_REGISTER}'/></iq>`, 'reg1');
+  t.is(reply.attrs.type, 'error');
+  t.like(stanzaError(reply), { type: 'cancel', condition: 'service-unavailable' });
+  // The stream is still negotiating: authentication works on it.
+  c.send(plainAuth('bob', 'bob-pw'));
+  await c.waitFor(/<success xmlns=["']urn:ietf:params:xml:ns:xmpp-sasl["']/);
+  await othersUnaffected(t, watcher, talker);
+  c.destroy();
+});
+
+test('in-band registration is off by default: a pre-auth registration set is refused and creates no account', async (t) => {
+  const { c } = await secured(server.c2sPort);
+  const reply = await c.request(`<iq type='set' id='reg2'><query xmlns='${NS_REGISTER}'><username>mallory</username><password>mallory-pw</password></query></iq>`, 'reg2');
+  t.like(stanzaError(reply), { type: 'cancel', condition: 'service-unavailable' });
+  t.false(reply.toString().includes('mallory-pw'), 'the password is not echoed back');
+  c.mark();
+  c.send(plainAuth('mallory', 'mallory-pw'));
+  t.is(await nextSaslFailure(t, c), 'not-authorized', 'there is no account mallory');
+  c.destroy();
+  await othersUnaffected(t, watcher, talker);
 });
