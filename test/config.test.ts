@@ -1,4 +1,5 @@
 import test from 'ava';
+import { execFileSync } from 'node:child_process';
 import { loadConfig, ConfigError } from '../src/config/index.ts';
 
 test('defaults give a single node on the standard ports', (t) => {
@@ -15,4 +16,19 @@ test('environment variables override defaults and are validated by name', (t) =>
   t.regex(err!.message, /XMPP_C2S_PORT/);
   t.regex(t.throws(() => loadConfig({ XMPP_SCRAM_ITERATIONS: '10' }))!.message, /XMPP_SCRAM_ITERATIONS.*at least 4096/);
   t.regex(t.throws(() => loadConfig({ XMPP_CONFLICT_POLICY: 'x' }))!.message, /XMPP_CONFLICT_POLICY/);
+});
+
+test('XMPP_NODE_ID unset: each load, and each process, gets its own id in the documented form (node- + 8 hex digits)', (t) => {
+  const FORM = /^node-[0-9a-f]{8}$/;
+  const ids = Array.from({ length: 100 }, () => loadConfig({}).nodeId);
+  for (const id of ids) t.regex(id, FORM);
+  t.is(new Set(ids).size, ids.length, 'no two loads share an id');
+  // Two processes, each loading the configuration the way a node does at start.
+  const script = `import { loadConfig } from ${JSON.stringify(new URL('../src/config/index.ts', import.meta.url).pathname)}; process.stdout.write(loadConfig({}).nodeId);`;
+  const run = () => execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  const [p1, p2] = [run(), run()];
+  t.regex(p1, FORM);
+  t.regex(p2, FORM);
+  t.not(p1, p2, 'two processes, two ids');
+  t.is(loadConfig({ XMPP_NODE_ID: 'edge-7' }).nodeId, 'edge-7', 'when set, it is used as is');
 });

@@ -88,6 +88,12 @@ export class NodeProcess {
 export interface TestCluster {
   redis: RedisServer;
   nodes: NodeProcess[];
+  /**
+   * Starts one more node joined through the same Redis with the same
+   * certificate (`env` added to the cluster's); also to restart a node under
+   * its old name once its process has exited. It is stopped with the rest.
+   */
+  add(name: string, env?: Record<string, string>): Promise<NodeProcess>;
   /** SIGKILLs what is left of the nodes, destroys Redis and the certificate. */
   stop(): Promise<void>;
 }
@@ -98,11 +104,17 @@ export async function startCluster(names: string[], env: Record<string, string> 
   const { cert, key } = clusterCertificate(certDir);
   const all = { XMPP_REDIS_URL: redis.url, XMPP_TLS_CERT: cert, XMPP_TLS_KEY: key, ...env };
   const nodes = await Promise.all(names.map((name) => NodeProcess.start(name, all)));
+  const added: NodeProcess[] = [];
   return {
     redis,
     nodes,
+    async add(name, extra = {}) {
+      const node = await NodeProcess.start(name, { ...all, ...extra });
+      added.push(node);
+      return node;
+    },
     async stop() {
-      await Promise.all(nodes.map((n) => n.stop('SIGKILL')));
+      await Promise.all([...nodes, ...added].map((n) => n.stop('SIGKILL')));
       await redis.destroy();
       rmSync(certDir, { recursive: true, force: true });
     },

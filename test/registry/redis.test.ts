@@ -1,6 +1,7 @@
 import test from 'ava';
-import { registryContract } from './contract.ts';
-import { RedisServer } from '../helpers/redis.ts';
+import { registryContract, rec } from './contract.ts';
+import { RedisServer, RedisMonitor, clientAddress } from '../helpers/redis.ts';
+import { within, uid } from '../helpers/protocol.ts';
 import { RedisRegistry } from '../../src/registry/redis.ts';
 import { Membership } from '../../src/cluster/membership.ts';
 import { connectRedis, ready } from '../../src/cluster/redis.ts';
@@ -10,20 +11,21 @@ let server: RedisServer;
 const clients: Redis[] = [];
 const fixture: { a?: RedisRegistry; b?: RedisRegistry } = {};
 
-async function member(node: string): Promise<RedisRegistry> {
+/** A node joined to the cluster, and its registry with the connection it runs on. */
+async function member(node: string): Promise<{ registry: RedisRegistry; conn: Redis }> {
   const m = connectRedis(server.url, `${node}:m`);
   const c = connectRedis(server.url, `${node}:c`);
   clients.push(m, c);
   await Promise.all([ready(m), ready(c)]);
   const membership = new Membership(m, node, 60_000);
   await membership.join();
-  return new RedisRegistry(c, node, () => membership.epoch);
+  return { registry: new RedisRegistry(c, node, () => membership.epoch), conn: c };
 }
 
 test.before(async () => {
   server = await RedisServer.start();
-  fixture.a = await member('ra');
-  fixture.b = await member('rb');
+  fixture.a = (await member('ra')).registry;
+  fixture.b = (await member('rb')).registry;
 });
 test.after.always(async () => {
   for (const c of clients) c.disconnect();
@@ -31,3 +33,68 @@ test.after.always(async () => {
 });
 
 registryContract('redis', async () => ({ registry: fixture.a!, node: 'ra', other: fixture.b!, otherNode: 'rb' }));
+
+test('ANONYMOUS: concurrent exclusive binds of one bare JID from two nodes, round after round, exactly one succeeds', async (t) => {
+  const regs = [fixture.a!, fixture.b!];
+  const nodes = ['ra', 'rb'];
+  for (let round = 0; round < 50; round++) {
+    const bare = `anon-excl${round}-${process.pid}@localhost`;
+    // Two binds from each node: another resource, and the same resource (new-wins would replace it, were the bare JID not exclusive).
+    const recs = ['x', 'y', 'x', 'y'].map((res, i) => rec(bare, res, nodes[i % 2], i));
+    const outs = await Promise.all(recs.map((r, i) => regs[i % 2].bind({ rec: r, policy: 'new-wins', maxResources: 10, exclusiveBare: true })));
+    const won = outs.flatMap((o, i) => (o.ok ? [i] : []));
+    t.is(won.length, 1, `round ${round}: ${JSON.stringify(outs)}`);
+    if (won.length !== 1) return;
+    for (const [i, o] of outs.entries()) if (i !== won[0]) t.deepEqual(o, { ok: false, condition: 'conflict' }, `round ${round}, bind ${i}`);
+    const winner = recs[won[0]];
+    for (const g of regs) t.deepEqual((await g.resources(bare)).map((r) => [r.jid, r.sid]), [[winner.jid, winner.sid]], `round ${round}: one session for the bare JID`);
+  }
+});
+
+test('round trips as Redis sees them: bind, unbind, setPresence and a cold lookup cost one command each, a warm lookup none', async (t) => {
+  const monitor = await RedisMonitor.open(server.port);
+  t.teardown(() => monitor.close());
+  const { registry: g, conn } = await member('rtrip');
+  const me = await clientAddress(conn);
+  /** The commands this registry's connection sent while `op` ran, and what its own counter says. */
+  const cost = async (op: () => Promise<unknown>) => {
+    const from = await within(monitor.mark(conn, uid('before')), 5000, 'MONITOR reporting the mark before');
+    const counted = g.roundTrips;
+    await op();
+    const to = await within(monitor.mark(conn, uid('after'), from), 5000, 'MONITOR reporting the mark after');
+    const sent = monitor.entries.slice(from + 1, to).filter((e) => e.source === me).map((e) => e.args[0].toLowerCase());
+    return { sent, counted: g.roundTrips - counted };
+  };
+  const bare = `rt${process.pid}@localhost`;
+  const r = rec(bare, 'one', 'rtrip');
+  const script = /^eval(sha)?$/;
+
+  const bind = await cost(() => g.bind({ rec: r, policy: 'new-wins', maxResources: 10, exclusiveBare: false }));
+  t.is(bind.sent.length, 1, `bind: ${bind.sent.join(' ')}`);
+  t.regex(bind.sent[0] ?? '', script);
+  t.is(bind.counted, 1);
+
+  const cold = await cost(() => g.lookup(r.jid));
+  t.deepEqual(cold.sent, ['hgetall'], 'a cold lookup: one HGETALL');
+  t.is(cold.counted, 1);
+
+  const warm = await cost(async () => t.is((await g.lookup(r.jid))?.sid, r.sid));
+  t.deepEqual(warm.sent, [], 'a warm lookup: nothing');
+  t.is(warm.counted, 0);
+  const warmAll = await cost(() => g.resources(bare));
+  t.deepEqual(warmAll.sent, [], 'warm resources(): nothing');
+
+  const presence = await cost(() => g.setPresence(r.jid, r.sid, true, 3));
+  t.is(presence.sent.length, 1, `setPresence: ${presence.sent.join(' ')}`);
+  t.regex(presence.sent[0] ?? '', script);
+  t.is(presence.counted, 1);
+
+  // setPresence changed the record: the next lookup fetches it again, once.
+  const again = await cost(async () => t.is((await g.lookup(r.jid))?.priority, 3));
+  t.deepEqual(again.sent, ['hgetall']);
+
+  const unbind = await cost(() => g.unbind(r.jid, r.sid));
+  t.is(unbind.sent.length, 1, `unbind: ${unbind.sent.join(' ')}`);
+  t.regex(unbind.sent[0] ?? '', script);
+  t.is(unbind.counted, 1);
+});
