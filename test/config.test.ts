@@ -31,4 +31,7 @@ test('XMPP_NODE_ID unset: each load, and each process, gets its own id in the do
   t.regex(p2, FORM);
   t.not(p1, p2, 'two processes, two ids');
   t.is(loadConfig({ XMPP_NODE_ID: 'edge-7' }).nodeId, 'edge-7', 'when set, it is used as is');
+  for (const bad of ['', 'a b', 'x:y', 'n'.repeat(65)]) {
+    t.throws(() => loadConfig({ XMPP_NODE_ID: bad }), { instanceOf: ConfigError, message: /^XMPP_NODE_ID must be 1 to 64 letters/ }, JSON.stringify(bad));
+  }
 });

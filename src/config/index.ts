@@ -140,6 +140,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const c = out as Config;
   if (!/^[a-z0-9.-]+$/i.test(c.domain) || c.domain.length > 1023) throw new ConfigError(`XMPP_DOMAIN must be a domain name, got ${JSON.stringify(c.domain)}`);
   c.domain = c.domain.toLowerCase();
+  // It names Redis keys and channels, and log lines: keep it plain.
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(c.nodeId)) throw new ConfigError(`XMPP_NODE_ID must be 1 to 64 letters, digits, '.', '_' or '-', got ${JSON.stringify(c.nodeId)}`);
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) throw new ConfigError('XMPP_TLS_CERT and XMPP_TLS_KEY must be set together');
   c.dataDir = resolve(c.dataDir);
   return c;
