@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
 import { once } from 'node:events';
-import test, { type ExecutionContext } from 'ava';
+// Types only: benchmark scripts use these helpers outside ava.
+import type { ExecutionContext, TestFn } from 'ava';
 import { Redis } from 'ioredis';
 
 export async function freePort(): Promise<number> {
@@ -81,7 +82,7 @@ export class RedisServer {
 }
 
 /** The redis-server one test file shares: started before its tests, destroyed after them. */
-export function sharedRedisServer(): { readonly url: string; readonly port: number } {
+export function sharedRedisServer(test: TestFn): { readonly url: string; readonly port: number } {
   let server: RedisServer | undefined;
   test.before(async () => {
     server = await RedisServer.start();

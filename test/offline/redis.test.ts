@@ -12,7 +12,7 @@ import { openOfflineStore } from '../../src/offline/open.ts';
 import { freePort, inspector as inspect, sharedRedisServer } from '../helpers/redis.ts';
 import { offlineStoreContract } from './contract.ts';
 
-const server = sharedRedisServer();
+const server = sharedRedisServer(test);
 
 /** A plain client for looking at what the store wrote (this file's server unless told). */
 const inspector = (t: ExecutionContext, url = server.url): Redis => inspect(t, url);

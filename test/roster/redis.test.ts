@@ -13,7 +13,7 @@ import { ready } from '../../src/cluster/redis.ts';
 import { RedisServer, freePort, inspector as inspect, sharedRedisServer } from '../helpers/redis.ts';
 import { rosterStoreContract, IN_SUBSCRIBE, OUT_SUBSCRIBE, OUT_SUBSCRIBED, OUT_UNSUBSCRIBED } from './contract.ts';
 
-const server = sharedRedisServer();
+const server = sharedRedisServer(test);
 
 /** A plain client for looking at what the store wrote (this file's server unless told). */
 const inspector = (t: ExecutionContext, url = server.url): Redis => inspect(t, url);
