@@ -6,7 +6,7 @@ import type { ExecutionContext } from 'ava';
 import { Redis } from 'ioredis';
 import type { RedisServer } from '../helpers/redis.ts';
 import { startCluster } from '../helpers/cluster.ts';
-import type { NodeProcess } from '../helpers/cluster.ts';
+import type { NodeProcess, TestCluster } from '../helpers/cluster.ts';
 import { login, plainAuth } from '../helpers/raw.ts';
 import { secured } from '../helpers/protocol.ts';
 import type { RawClient } from '../helpers/raw.ts';
@@ -19,6 +19,7 @@ interface Cluster {
   redis: RedisServer;
   nodes: NodeProcess[];
   r: Redis;
+  add: TestCluster['add'];
 }
 
 async function cluster(t: ExecutionContext, count: number): Promise<Cluster> {
@@ -29,7 +30,7 @@ async function cluster(t: ExecutionContext, count: number): Promise<Cluster> {
     r.disconnect();
     await c.stop();
   });
-  return { redis: c.redis, nodes: c.nodes, r };
+  return { redis: c.redis, nodes: c.nodes, r, add: (name, env) => c.add(name, { XMPP_NODE_LEASE_MS: String(LEASE_MS), ...env }) };
 }
 
 async function createUsers(url: string): Promise<void> {
@@ -38,23 +39,9 @@ async function createUsers(url: string): Promise<void> {
   accounts.close();
 }
 
-/** Resolves when the registry has (or no longer has) a record, watching xmpp:inv. */
-async function registryUntil(url: string, bare: string, resource: string, present: boolean): Promise<void> {
-  const sub = new Redis(url);
-  const check = new Redis(url);
-  try {
-    await sub.subscribe('xmpp:inv');
-    const has = async () => (await check.hget(`xmpp:s:${bare}`, resource)) !== null;
-    if ((await has()) === present) return;
-    await new Promise<void>((resolve) => {
-      sub.on('message', async (_ch: string, msg: string) => {
-        if (msg === bare && (await has()) === present) resolve();
-      });
-    });
-  } finally {
-    sub.disconnect();
-    check.disconnect();
-  }
+/** Resolves when the registry has (or no longer has) a record. */
+function registryUntil(url: string, bare: string, resource: string, present: boolean): Promise<void> {
+  return recordsUntil(url, bare, (recs) => (recs[resource] !== undefined) === present);
 }
 
 const ping = (c: RawClient, id: string) => c.exchange(`<iq type='get' id='${id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`, new RegExp(`id=["']${id}["']`));
@@ -245,4 +232,21 @@ test.serial('a session whose resource another session took while its kick could 
   t.teardown(() => r2.disconnect());
   t.is(JSON.parse((await r2.hget('xmpp:s:bob@localhost', 'two'))!).sid, 'newer-bob', 'the newer session keeps its record');
   await ping(live, 'unaffected');
+});
+
+test.serial('two processes under one node name: the newer one serves, the older one closes its streams and exits 1 instead of fencing it back', async (t) => {
+  const { nodes, r, add } = await cluster(t, 1);
+  const { c: old } = await login(nodes[0].c2sPort, 'alice', 'alice-pw', 'desk');
+  const twin = await add(nodes[0].name);
+  // The older process finds out at its next heartbeat.
+  await old.waitFor(/<stream:error>\s*<system-shutdown xmlns=["']urn:ietf:params:xml:ns:xmpp-streams["']\/>/);
+  t.is(await nodes[0].exited, 1);
+  t.regex(nodes[0].log, /another process joined the cluster under this node's name/);
+  // The newer one started from a clean slate under the name, and keeps it.
+  const { c: again, jid } = await login(twin.c2sPort, 'alice', 'alice-pw', 'desk');
+  t.is(jid, 'alice@localhost/desk');
+  t.like(JSON.parse((await r.hget('xmpp:s:alice@localhost', 'desk'))!), { node: nodes[0].name });
+  await ping(again, 'twin');
+  t.false(/lost its lease|another process joined/.test(twin.log), twin.log);
+  again.destroy();
 });
