@@ -122,8 +122,10 @@ else redis.call('SET', 'xmpp:dp:' .. ARGV[2], ARGV[3]) end
 return 1`;
 
 // After a Redis outage in which Redis kept its data, one worker's sessions
-// against their records. ARGV: node, epoch, worker, then per live session:
-// full JID, sid, available ('1'/'0'), priority. Returns
+// against their records. ARGV: node, epoch, worker, n, then n sids of
+// sessions that may be binding (their records are left alone: a bind may be
+// written before its answer arrives), then per live session: full JID, sid,
+// available ('1'/'0'), priority. Returns
 // {'ok', gone, replaced}: gone lists (full JID, available, directed JSON) of
 // records of sessions that ended while their unbind could not be written;
 // replaced lists (full JID, sid) of live sessions whose resource another
@@ -132,8 +134,10 @@ return 1`;
 const RECONCILE = `${NOW}${FENCE}
 local node, worker = ARGV[1], tonumber(ARGV[3])
 if fenced(node, ARGV[2], now) then return {'fenced'} end
+local binding, first = {}, 5 + tonumber(ARGV[4])
+for i = 5, first - 1 do binding[ARGV[i]] = true end
 local live = {}
-for i = 4, #ARGV, 4 do live[ARGV[i]] = ARGV[i + 1] end
+for i = first, #ARGV, 4 do live[ARGV[i]] = ARGV[i + 1] end
 local gone, replaced = {}, {}
 for _, full in ipairs(redis.call('SMEMBERS', 'xmpp:n:' .. node)) do
   local j = string.find(full, '/', 1, true)
@@ -142,7 +146,7 @@ for _, full in ipairs(redis.call('SMEMBERS', 'xmpp:n:' .. node)) do
   local rec = cur and cjson.decode(cur)
   if not rec or rec.node ~= node then
     redis.call('SREM', 'xmpp:n:' .. node, full)
-  elseif rec.worker == worker and live[full] ~= rec.sid then
+  elseif rec.worker == worker and live[full] ~= rec.sid and not binding[rec.sid] then
     redis.call('HDEL', 'xmpp:s:' .. bare, res)
     redis.call('SREM', 'xmpp:n:' .. node, full)
     redis.call('PUBLISH', 'xmpp:inv', bare)
@@ -153,7 +157,7 @@ for _, full in ipairs(redis.call('SMEMBERS', 'xmpp:n:' .. node)) do
     table.insert(gone, dp or '[]')
   end
 end
-for i = 4, #ARGV, 4 do
+for i = first, #ARGV, 4 do
   local full, sid = ARGV[i], ARGV[i + 1]
   local j = string.find(full, '/', 1, true)
   local bare, res = string.sub(full, 1, j - 1), string.sub(full, j + 1)
@@ -299,8 +303,8 @@ export class RedisRegistry implements SessionRegistry {
    * outage in which Redis kept its data (see RECONCILE). Undefined when this
    * node is fenced: its heartbeat deals with that.
    */
-  async reconcile(worker: number, live: { jid: string; sid: string; available: boolean; priority: number }[]): Promise<{ gone: Departed[]; replaced: { jid: string; sid: string }[] } | undefined> {
-    const args = [this.node, this.epoch(), String(worker)];
+  async reconcile(worker: number, live: { jid: string; sid: string; available: boolean; priority: number }[], binding: string[] = []): Promise<{ gone: Departed[]; replaced: { jid: string; sid: string }[] } | undefined> {
+    const args = [this.node, this.epoch(), String(worker), String(binding.length), ...binding];
     for (const s of live) args.push(s.jid, s.sid, s.available ? '1' : '0', String(s.priority));
     // This connection may come back after the one that saw Redis return.
     await ready(this.r);

@@ -154,7 +154,8 @@ async function reregister(c: WorkerContext): Promise<void> {
 async function reconcile(c: WorkerContext): Promise<void> {
   if (!(c.registry instanceof RedisRegistry)) return;
   const live = [...c.sessions.values()].map((s) => ({ jid: s.jid!, sid: s.id, available: s.available, priority: s.priority }));
-  const out = await c.registry.reconcile(c.index, live);
+  const binding = [...c.all].filter((s) => s.state === 'wait-bind').map((s) => s.id);
+  const out = await c.registry.reconcile(c.index, live, binding);
   if (!out) return; // fenced: the heartbeat closes everything
   for (const r of out.replaced) c.sessions.get(r.sid)?.close({ condition: 'conflict', text: 'replaced by a new session while the registry was unreachable' });
   if (out.gone.length > 0) await c.router.presence.departed(out.gone);

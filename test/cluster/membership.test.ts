@@ -130,7 +130,7 @@ test.serial('a heartbeat after an outage in which Redis kept its data reports "r
   t.deepEqual(a.events, ['reset']);
 });
 
-test.serial('reconcile: records of ended sessions go and are reported, a missing or outdated record is rewritten, a replaced session is reported, other workers untouched', async (t) => {
+test.serial('reconcile: records of ended sessions go and are reported, a missing or outdated record is rewritten, a replaced session is reported; records of other workers and binds in flight are untouched', async (t) => {
   const r = inspector(t, server.url);
   const a = await node(`mf${++seq}`);
   const b = await node(`mg${seq}`);
@@ -140,7 +140,8 @@ test.serial('reconcile: records of ended sessions go and are reported, a missing
   const missing = rec(u, 'missing', a.m.node, 0);
   const taken = rec(u, 'taken', a.m.node, 0);
   const otherWorker = rec(u, 'w1', a.m.node, 1);
-  for (const x of [live, ended, missing, taken, otherWorker]) t.true((await bind(a.registry, x)).ok);
+  const binding = rec(u, 'binding', a.m.node, 0);
+  for (const x of [live, ended, missing, taken, otherWorker, binding]) t.true((await bind(a.registry, x)).ok);
   await a.registry.setPresence(ended.jid, ended.sid, true, 0);
   await a.registry.noteDirected(ended.jid, ended.sid, [`dave${seq}@localhost`]);
   // What the outage left: 'missing' lost its record, 'taken' was replaced from
@@ -152,7 +153,7 @@ test.serial('reconcile: records of ended sessions go and are reported, a missing
     { jid: live.jid, sid: live.sid, available: true, priority: 3 },
     { jid: missing.jid, sid: missing.sid, available: false, priority: 0 },
     { jid: taken.jid, sid: taken.sid, available: true, priority: 0 },
-  ]);
+  ], [binding.sid, 'a-binding-session-with-nothing-written-yet']);
   t.deepEqual(out, {
     gone: [{ jid: ended.jid, bare: u, available: true, directed: [`dave${seq}@localhost`] }],
     replaced: [{ jid: taken.jid, sid: taken.sid }],
@@ -163,9 +164,10 @@ test.serial('reconcile: records of ended sessions go and are reported, a missing
   t.like(by('missing'), { sid: missing.sid, node: a.m.node, worker: 0 });
   t.like(by('taken'), { sid: newer.sid, node: b.m.node });
   t.like(by('w1'), { sid: otherWorker.sid, worker: 1 }, "another worker's record is its own business");
+  t.like(by('binding'), { sid: binding.sid }, 'a bind written before its answer arrived is kept');
   t.is(by('ended'), undefined);
   t.is(await r.exists(`xmpp:dp:${ended.sid}`), 0);
-  t.deepEqual((await r.smembers(`xmpp:n:${a.m.node}`)).sort(), [live.jid, missing.jid, otherWorker.jid].sort());
+  t.deepEqual((await r.smembers(`xmpp:n:${a.m.node}`)).sort(), [live.jid, missing.jid, otherWorker.jid, binding.jid].sort());
 });
 
 test.serial('reconcile and directed-presence notes refuse a fenced node or a session that no longer holds its record', async (t) => {
