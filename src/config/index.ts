@@ -79,7 +79,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'logLevel', env: 'XMPP_LOG_LEVEL', kind: 'enum', values: ['debug', 'info', 'warn', 'error'], doc: 'log verbosity', default: () => 'info' },
   { key: 'redisUrl', env: 'XMPP_REDIS_URL', kind: 'string', doc: 'join a cluster through this Redis; empty: single node', default: () => '' },
   { key: 'leaseMs', env: 'XMPP_NODE_LEASE_MS', kind: 'int', min: 100, doc: "cluster: a node silent this long is declared dead and its sessions removed", default: () => 10_000 },
-  { key: 'nodeId', env: 'XMPP_NODE_ID', kind: 'string', doc: "this node's name in a cluster", default: () => `node-${randomUUID().slice(0, 8)}` },
+  { key: 'nodeId', env: 'XMPP_NODE_ID', kind: 'string', doc: "this node's name in a cluster (1 to 64 letters, digits, '.', '_', '-')", default: () => `node-${randomUUID().slice(0, 8)}` },
 ];
 
 export class ConfigError extends Error {
