@@ -71,6 +71,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     membership.on('superseded', () => hub.broadcast({ t: 'fenced' }));
     membership.on('reset', () => hub.broadcast({ t: 'reset' }));
     membership.on('recovered', () => hub.broadcast({ t: 'reconcile' }));
+    membership.on('judging', (on) => hub.broadcast({ t: 'judging', on }));
     // Its sessions cannot say they are gone: a worker here says it for them.
     membership.on('dead', (_node, _n, departed) => {
       if (departed.length > 0) hub.toAny({ t: 'departed', list: departed });

@@ -44,10 +44,16 @@ local function clean(node, gone)
   return #members
 end`;
 
-// ARGV: node, leaseMs, instance. A node (re)starting under a name starts
-// from a clean slate; the process that holds the name is recorded.
+// ARGV: node, leaseMs, instance, rejoin. A node (re)starting under a name
+// starts from a clean slate; the process that holds the name is recorded.
 // Returns {epoch, what clean() found}: sessions a crashed predecessor left.
+// A fenced node rejoining finds {'superseded'} if another process has taken
+// its name since: it must not clean that one's sessions.
 const JOIN = `${NOW}${CLEAN}
+if ARGV[4] == '1' then
+  local holder = redis.call('HGET', 'xmpp:instances', ARGV[1])
+  if holder and holder ~= ARGV[3] then return {'superseded'} end
+end
 local gone = {}
 clean(ARGV[1], gone)
 local epoch = redis.call('HINCRBY', 'xmpp:epochs', ARGV[1], 1)
@@ -97,7 +103,7 @@ redis.call('HINCRBY', 'xmpp:epochs', ARGV[1], 1)
 return 1`;
 
 type Scripts = {
-  xmppJoin(...args: string[]): Promise<[string, string[]]>;
+  xmppJoin(...args: string[]): Promise<[string, string[]?]>;
   xmppHeartbeat(...args: string[]): Promise<string>;
   xmppSweep(...args: string[]): Promise<[string, string, string[]][]>;
   xmppLeave(...args: string[]): Promise<number>;
@@ -113,6 +119,13 @@ export interface MembershipEvents {
   reset: [];
   /** Redis came back with its data after an outage: local records must be reconciled. */
   recovered: [];
+  /**
+   * Whether this node may judge others dead (drop a lapsed node's records
+   * when it binds): only after a whole lease of its own successful
+   * heartbeats, so that right after an outage every node saw, nobody takes
+   * the others' lapsed leases for deaths.
+   */
+  judging: [on: boolean];
   dead: [node: string, sessions: number, departed: Departed[]];
 }
 
@@ -144,9 +157,14 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * previous run under the same name left (it crashed before its lease
    * lapsed) are removed, and announced with the 'dead' event.
    */
-  async join(): Promise<string> {
-    const [epoch, gone] = await this.r.xmppJoin(this.node, String(this.leaseMs), this.instance);
+  async join(rejoin = false): Promise<string> {
+    const [epoch, gone = []] = await this.r.xmppJoin(this.node, String(this.leaseMs), this.instance, rejoin ? '1' : '0');
+    if (epoch === 'superseded') {
+      this.supersede();
+      return this.epoch;
+    }
     this.epoch = epoch;
+    this.setJudging(false);
     const departed = parseGone(gone);
     if (departed.length > 0) {
       log.warn('removed the sessions a previous run of this node left', { node: this.node, sessions: departed.length });
@@ -171,16 +189,11 @@ export class Membership extends EventEmitter<MembershipEvents> {
       const res = await this.r.xmppHeartbeat(this.node, this.epoch, String(this.leaseMs), this.instance);
       const wasDown = this.healthySince === undefined;
       this.healthySince ??= Date.now();
-      if (res === 'superseded') {
-        log.error('another process joined the cluster under this node\'s name (XMPP_NODE_ID); this one stops serving', { node: this.node });
-        clearInterval(this.timer);
-        this.emit('superseded');
-        return;
-      }
+      if (res === 'superseded') return this.supersede();
       if (res === 'fenced') {
         log.warn('this node lost its lease: closing its sessions and rejoining', { node: this.node, epoch: this.epoch });
         this.emit('fenced');
-        await this.join();
+        await this.join(true);
         return;
       }
       if (res === 'reset') {
@@ -192,7 +205,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
       }
       // Judge others only after a whole lease of our own health, so that a
       // Redis outage that every node saw does not make them kill each other.
-      if (Date.now() - this.healthySince >= this.leaseMs) {
+      this.setJudging(Date.now() - this.healthySince >= this.leaseMs);
+      if (this.judging) {
         for (const [node, n, gone] of await this.r.xmppSweep(this.node)) {
           log.warn('removed the sessions of a node whose lease lapsed', { node, sessions: Number(n) });
           this.emit('dead', node, Number(n), parseGone(gone));
@@ -201,9 +215,25 @@ export class Membership extends EventEmitter<MembershipEvents> {
     } catch (err) {
       if (this.healthySince !== undefined) log.warn('heartbeat failed', { node: this.node, err: (err as Error).message });
       this.healthySince = undefined;
+      this.setJudging(false);
     } finally {
       this.beating = false;
     }
+  }
+
+  judging = false;
+
+  private setJudging(on: boolean): void {
+    if (on === this.judging) return;
+    this.judging = on;
+    this.emit('judging', on);
+  }
+
+  private supersede(): void {
+    log.error("another process joined the cluster under this node's name (XMPP_NODE_ID); this one stops serving", { node: this.node });
+    clearInterval(this.timer);
+    this.setJudging(false);
+    this.emit('superseded');
   }
 
   async leave(): Promise<void> {

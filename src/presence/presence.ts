@@ -38,6 +38,8 @@ export interface PresenceSession {
   /** Entities that got directed presence from this session while it was available (RFC 6121 §4.6); created on first use. */
   directed: Set<string> | undefined;
   deliver(xml: string): boolean;
+  /** False once the session has closed (it may close while a presence change is under way). */
+  readonly open: boolean;
 }
 
 /** The routing this service uses (the Router). */
@@ -267,12 +269,23 @@ export class PresenceService {
     const wasNegative = s.priority < 0;
     const p = Number.parseInt(el.getChildText('priority') ?? '0', 10);
     s.priority = Number.isFinite(p) ? Math.max(-128, Math.min(127, p)) : 0;
+    const before = { available: s.available, priority: s.priority, lastPresence: s.lastPresence };
     s.available = true;
     delete el.attrs.to;
     s.lastPresence = el;
     await this.d.registry.setPresence(s.jid!, s.id, true, s.priority);
+    // Found replaced by another session (and closed) on the way.
+    if (!s.open) return;
 
-    const { subscribers, subscribedTo } = await this.subscribers(s.username);
+    let subscribers: string[], subscribedTo: string[];
+    try {
+      ({ subscribers, subscribedTo } = await this.subscribers(s.username));
+    } catch (err) {
+      // Nothing was broadcast: as if this presence had not been sent, so
+      // that the client's next one is handled in full (initial or not).
+      Object.assign(s, before);
+      throw err;
+    }
     // §4.2.2 and §4.4.2: to the subscribers, and to all of the account's
     // available resources, this one included.
     await this.fanOut(el, [...subscribers, s.bare!], s, true);

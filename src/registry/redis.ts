@@ -37,49 +37,60 @@ local function fenced(node, epoch, now)
   return (not lease) or tonumber(lease) < now
 end`;
 
-// KEYS[1] sessions hash; ARGV: bare, resource, rec, policy, max, exclusive, node, epoch, alt
+// KEYS[1] sessions hash; ARGV: bare, resource, rec, policy, max, exclusive,
+// node, epoch, alt, judging. Returns {status, resource, replaced record,
+// dropped}: dropped lists (full JID, available, directed JSON) of the stale
+// records it removed, whose end the caller announces.
 const BIND = `${NOW}${FENCE}
 local bare, node = ARGV[1], ARGV[7]
 if fenced(node, ARGV[8], now) then return {'fenced'} end
 local all = redis.call('HGETALL', KEYS[1])
-local live, count, fencedNow = {}, 0, {}
+local live, count, fencedNow, dropped = {}, 0, {}, {}
 for i = 1, #all, 2 do
   local rec = cjson.decode(all[i + 1])
   local lease = redis.call('ZSCORE', 'xmpp:nodes', rec.node)
-  if lease and tonumber(lease) >= now then
+  if (lease and tonumber(lease) >= now) or (lease and ARGV[10] ~= '1') then
+    -- Live; or lapsed, but this node cannot tell a death from an outage
+    -- it has just come back from itself: kept as live.
     live[all[i]] = all[i + 1]
     count = count + 1
   else
-    -- A record of a node whose lease lapsed is stale: drop it on the way,
-    -- and fence that node (a new epoch), so that if it comes back before a
-    -- sweep, its next heartbeat tells it that it lost its sessions.
+    -- A record of a dead node is stale: dropped on the way (its end
+    -- announced by the caller), and that node fenced (a new epoch), so that
+    -- if it was only paused, its next heartbeat tells it it lost them.
     redis.call('HDEL', KEYS[1], all[i])
     redis.call('SREM', 'xmpp:n:' .. rec.node, bare .. '/' .. all[i])
+    local dp = redis.call('GET', 'xmpp:dp:' .. rec.sid)
+    redis.call('DEL', 'xmpp:dp:' .. rec.sid)
+    table.insert(dropped, bare .. '/' .. all[i])
+    table.insert(dropped, rec.available and '1' or '0')
+    table.insert(dropped, dp or '[]')
     if lease and not fencedNow[rec.node] then
       redis.call('HINCRBY', 'xmpp:epochs', rec.node, 1)
       fencedNow[rec.node] = true
     end
   end
 end
-if ARGV[6] == '1' and count > 0 then return {'conflict'} end
+if #dropped > 0 then redis.call('PUBLISH', 'xmpp:inv', bare) end
+if ARGV[6] == '1' and count > 0 then return {'conflict', '', '', dropped} end
 local resource, replaced = ARGV[2], false
 if live[resource] then
-  if ARGV[4] == 'old-wins' then return {'conflict'} end
+  if ARGV[4] == 'old-wins' then return {'conflict', '', '', dropped} end
   if ARGV[4] == 'assign' then
     resource = ARGV[9]
-    if live[resource] then return {'conflict'} end
+    if live[resource] then return {'conflict', '', '', dropped} end
   else
     replaced = live[resource]
   end
 end
-if count - (replaced and 1 or 0) >= tonumber(ARGV[5]) then return {'resource-constraint'} end
+if count - (replaced and 1 or 0) >= tonumber(ARGV[5]) then return {'resource-constraint', '', '', dropped} end
 if replaced then
   redis.call('SREM', 'xmpp:n:' .. cjson.decode(replaced).node, bare .. '/' .. resource)
 end
 redis.call('HSET', KEYS[1], resource, ARGV[3])
 redis.call('SADD', 'xmpp:n:' .. node, bare .. '/' .. resource)
 redis.call('PUBLISH', 'xmpp:inv', bare)
-return {'ok', resource, replaced or ''}`;
+return {'ok', resource, replaced or '', dropped}`;
 
 // KEYS[1] sessions hash; ARGV: bare, resource, sid, node. Not fenced by
 // epoch: it removes only the record of the very session that ends (its sid),
@@ -186,7 +197,7 @@ interface Stored {
 }
 
 type Scripts = {
-  xmppBind(key: string, ...args: string[]): Promise<string[]>;
+  xmppBind(key: string, ...args: string[]): Promise<[string, string?, string?, string[]?]>;
   xmppUnbind(key: string, ...args: string[]): Promise<number>;
   xmppPresence(key: string, ...args: string[]): Promise<number>;
   xmppDirected(key: string, ...args: string[]): Promise<number>;
@@ -226,6 +237,8 @@ export class RedisRegistry implements SessionRegistry {
   private gen = 0;
   /** Redis round trips made, for the figures the benchmarks report. */
   roundTrips = 0;
+  /** Whether this node may take other nodes' lapsed leases for deaths (Membership 'judging'). */
+  judging = false;
   /** A session of this worker whose resource another session took (its kick was lost). */
   onReplaced: ((jid: string, sid: string) => void) | undefined;
 
@@ -250,23 +263,25 @@ export class RedisRegistry implements SessionRegistry {
     const { rec } = req;
     const [, resource] = split(rec.jid);
     const stored: Stored = { sid: rec.sid, node: rec.node, worker: rec.worker, priority: rec.priority, available: rec.available };
-    let res: string[];
+    let res: [string, string?, string?, string[]?];
     try {
       this.roundTrips++;
-      res = await this.r.xmppBind(K.sessions(rec.bare), rec.bare, resource, JSON.stringify(stored), req.policy, String(req.maxResources), req.exclusiveBare ? '1' : '0', this.node, this.epoch(), randomResource());
+      res = await this.r.xmppBind(K.sessions(rec.bare), rec.bare, resource, JSON.stringify(stored), req.policy, String(req.maxResources), req.exclusiveBare ? '1' : '0', this.node, this.epoch(), randomResource(), this.judging ? '1' : '0');
     } catch (err) {
       log.warn('bind failed: registry unreachable', { jid: rec.jid, err: (err as Error).message });
       return { ok: false, condition: 'unavailable' };
     }
     this.invalidate(rec.bare);
-    switch (res[0]) {
+    const [status, bound = '', replaced = '', gone = []] = res;
+    const dropped = gone.length > 0 ? { dropped: parseGone(gone) } : {};
+    switch (status) {
       case 'ok': {
-        const bound = { ...rec, jid: `${rec.bare}/${res[1]}` };
-        return res[2] ? { ok: true, rec: bound, replaced: toRecord(rec.bare, res[1], res[2]) } : { ok: true, rec: bound };
+        const rec2 = { ...rec, jid: `${rec.bare}/${bound}` };
+        return replaced ? { ok: true, rec: rec2, replaced: toRecord(rec.bare, bound, replaced), ...dropped } : { ok: true, rec: rec2, ...dropped };
       }
       case 'conflict':
       case 'resource-constraint':
-        return { ok: false, condition: res[0] };
+        return { ok: false, condition: status, ...dropped };
       default:
         log.warn('bind refused: this node is fenced until it rejoins', { jid: rec.jid, epoch: this.epoch() });
         return { ok: false, condition: 'unavailable' };
@@ -298,6 +313,11 @@ export class RedisRegistry implements SessionRegistry {
     await this.r.xmppDirected(K.sessions(bare), resource, sid, recipients && recipients.length > 0 ? JSON.stringify(recipients) : '');
   }
 
+  /** Resolves once this registry's connection is up (it may come back after the one that saw Redis return). */
+  connected(): Promise<void> {
+    return ready(this.r);
+  }
+
   /**
    * Brings this worker's records in line with its live sessions after an
    * outage in which Redis kept its data (see RECONCILE). Undefined when this
@@ -306,8 +326,6 @@ export class RedisRegistry implements SessionRegistry {
   async reconcile(worker: number, live: { jid: string; sid: string; available: boolean; priority: number }[], binding: string[] = []): Promise<{ gone: Departed[]; replaced: { jid: string; sid: string }[] } | undefined> {
     const args = [this.node, this.epoch(), String(worker), String(binding.length), ...binding];
     for (const s of live) args.push(s.jid, s.sid, s.available ? '1' : '0', String(s.priority));
-    // This connection may come back after the one that saw Redis return.
-    await ready(this.r);
     this.roundTrips++;
     const [status, gone = [], replaced = []] = await this.r.xmppReconcile(...args);
     this.invalidateAll();

@@ -2,6 +2,7 @@
 // JID is bound at most once. Two implementations sit behind it: in memory
 // (single node) and Redis (cluster).
 import type { ConflictPolicy } from '../config/index.ts';
+import type { Departed } from '../presence/presence.ts';
 
 /** Where a session lives and what routing needs to know of it. */
 export interface SessionRecord {
@@ -22,9 +23,10 @@ export interface BindRequest {
   exclusiveBare: boolean;
 }
 
+/** `dropped`: stale records of a dead node the bind removed on the way; their end is the caller's to announce. */
 export type BindOutcome =
-  | { ok: true; rec: SessionRecord; replaced?: SessionRecord }
-  | { ok: false; condition: 'conflict' | 'resource-constraint' | 'unavailable' };
+  | { ok: true; rec: SessionRecord; replaced?: SessionRecord; dropped?: Departed[] }
+  | { ok: false; condition: 'conflict' | 'resource-constraint' | 'unavailable'; dropped?: Departed[] };
 
 export interface SessionRegistry {
   /** Atomic across the whole server: the conflict policy is applied exactly once. */

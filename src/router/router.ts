@@ -221,7 +221,8 @@ export class Router implements PresenceRouting {
       if (shouldStore(el) && (await this.storeOffline(local, el))) {
         // The account may have become available while this was stored, after
         // its session took what was waiting: have it take again.
-        const now = (await this.available(bareJid)).filter((r) => r.priority >= 0);
+        // Stored: a failed check must not make the sender send it again.
+        const now = (await this.available(bareJid).catch(() => [])).filter((r) => r.priority >= 0);
         if (now.length > 0) this.send(now[0], { t: 'offline', jid: now[0].jid, sid: now[0].sid });
         return;
       }

@@ -26,9 +26,11 @@ export interface CloseReason {
   condition?: StreamCondition;
   text?: string;
   /**
-   * The cluster has already let go of this session (its node was fenced):
-   * its record is not this session's to remove, and its end is announced
-   * by whoever removes the record (membership's join or sweep), once.
+   * The cluster has already let go of this session: its node was fenced
+   * (its end is announced by whoever removes the record, membership's join
+   * or sweep, once), or another session holds its full JID now (and an
+   * unavailable presence from that JID would be taken as the other's). No
+   * unbind, no presence broadcast.
    */
   forgotten?: boolean;
 }
@@ -50,6 +52,10 @@ export class Session {
   readonly ctx: WorkerContext;
   readonly id = randomBytes(9).toString('base64url');
   state: State = 'wait-stream';
+
+  get open(): boolean {
+    return this.state !== 'closed';
+  }
   secure: boolean;
   authenticated = false;
   /** Normalised localpart of the account; null for ANONYMOUS. */
@@ -455,6 +461,7 @@ export class Session {
       const bare = `${local}@${c.domain}`;
       const rec = { jid: `${bare}/${resource}`, bare, sid: this.id, node: this.ctx.node, worker: this.ctx.index, priority: 0, available: false };
       const outcome = await this.ctx.registry.bind({ rec, policy: c.conflictPolicy, maxResources: c.maxResourcesPerAccount, exclusiveBare: this.username === null });
+      if (outcome.dropped) void this.ctx.router.presence.departed(outcome.dropped);
       if (this.state === 'closed') {
         if (outcome.ok) void this.ctx.registry.unbind(outcome.rec.jid, this.id);
         return;

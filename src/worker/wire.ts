@@ -40,6 +40,8 @@ export type FromHub =
   | { t: 'fenced' }
   | { t: 'reset' }
   | { t: 'reconcile' }
+  // cluster mode: whether this node may take other nodes' lapsed leases for deaths
+  | { t: 'judging'; on: boolean }
   // cluster mode: sessions of a dead node, whose unavailable presence this worker announces
   | { t: 'departed'; list: Departed[] };
 

@@ -124,6 +124,10 @@ function cluster(): Backend {
         epoch = msg.epoch;
         return true;
       }
+      if (msg.t === 'judging') {
+        registry.judging = msg.on;
+        return true;
+      }
       return false;
     },
     close() {
@@ -153,11 +157,14 @@ async function reregister(c: WorkerContext): Promise<void> {
  */
 async function reconcile(c: WorkerContext): Promise<void> {
   if (!(c.registry instanceof RedisRegistry)) return;
+  // The list is taken once Redis can hear it, not before: what changes
+  // while the connection comes back must be in it.
+  await c.registry.connected();
   const live = [...c.sessions.values()].map((s) => ({ jid: s.jid!, sid: s.id, available: s.available, priority: s.priority }));
   const binding = [...c.all].filter((s) => s.state === 'wait-bind').map((s) => s.id);
   const out = await c.registry.reconcile(c.index, live, binding);
   if (!out) return; // fenced: the heartbeat closes everything
-  for (const r of out.replaced) c.sessions.get(r.sid)?.close({ condition: 'conflict', text: 'replaced by a new session while the registry was unreachable' });
+  for (const r of out.replaced) c.sessions.get(r.sid)?.close({ condition: 'conflict', text: 'replaced by a new session while the registry was unreachable', forgotten: true });
   if (out.gone.length > 0) await c.router.presence.departed(out.gone);
   log.info('reconciled local sessions with the registry', { worker: c.index, live: live.length, gone: out.gone.length, replaced: out.replaced.length });
 }
@@ -183,7 +190,9 @@ async function join(hub: MessagePort): Promise<void> {
   const sessions = new Map<string, Session>();
   const local = new Map<string, Session>();
   if (registry instanceof RedisRegistry) {
-    registry.onReplaced = (_jid, sid) => sessions.get(sid)?.close({ condition: 'conflict', text: 'replaced by a new session' });
+    // The record is the newer session's: no unbind, and no unavailable
+    // presence for a full JID that session holds and announced long ago.
+    registry.onReplaced = (_jid, sid) => sessions.get(sid)?.close({ condition: 'conflict', text: 'replaced by a new session', forgotten: true });
   }
   let index = -1;
   const router = new Router({
@@ -223,7 +232,22 @@ async function join(hub: MessagePort): Promise<void> {
   };
   // After an outage, from either side: this worker's connection came back,
   // or the node's heartbeat did (after a lapse that refused the first try).
-  const reconcileNow = () => void reconcile(c).catch((err: unknown) => log.error('reconciliation failed', { err: String(err) }));
+  // One at a time: a run asked for while one runs follows it, with a fresh list.
+  let reconciling: Promise<void> | undefined;
+  let again = false;
+  const reconcileNow = (): void => {
+    if (reconciling) {
+      again = true;
+      return;
+    }
+    reconciling = (async () => {
+      do {
+        again = false;
+        await reconcile(c).catch((err: unknown) => log.error('reconciliation failed', { err: String(err) }));
+      } while (again);
+      reconciling = undefined;
+    })();
+  };
   backend.onRecovered(reconcileNow);
   const sweeper = setInterval(sweep, Math.max(10, Math.min(1000, config.bindTimeoutMs / 4, config.idleTimeoutMs > 0 ? config.idleTimeoutMs / 4 : 1000)));
   sweeper.unref();

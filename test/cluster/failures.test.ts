@@ -35,7 +35,7 @@ async function cluster(t: ExecutionContext, count: number): Promise<Cluster> {
 
 async function createUsers(url: string): Promise<void> {
   const accounts = await RedisAccountStore.open(url, 4096);
-  for (const u of ['alice', 'bob', 'carol']) await accounts.create(u, `${u}-pw`).catch(() => {});
+  for (const u of ['alice', 'bob', 'carol', 'dave']) await accounts.create(u, `${u}-pw`).catch(() => {});
   accounts.close();
 }
 
@@ -166,8 +166,10 @@ async function subscribed(r: Redis, node: string): Promise<void> {
 test.serial('Redis down and back with its data: local sessions are served meanwhile, and what could not be written is reconciled', async (t) => {
   const { redis, nodes, r } = await cluster(t, 2);
   const { c: a, jid: ja } = await login(nodes[0].c2sPort, 'alice', 'alice-pw', 'one');
-  const { c: b, jid: jb } = await login(nodes[0].c2sPort, 'bob', 'bob-pw', 'two');
+  const { c: b } = await login(nodes[0].c2sPort, 'bob', 'bob-pw', 'two');
   const { c: c3, jid: jc } = await login(nodes[1].c2sPort, 'carol', 'carol-pw', 'three');
+  // Never looked up by anyone: nothing about dave is in the worker's cache.
+  const { c: d, jid: jd } = await login(nodes[0].c2sPort, 'dave', 'dave-pw', 'four');
   for (const x of [a, b]) x.send('<presence/>');
   await recordsUntil(redis.url, 'bob@localhost', (recs) => recs.two?.available === true);
   await recordsUntil(redis.url, 'alice@localhost', (recs) => recs.one?.available === true);
@@ -176,9 +178,9 @@ test.serial('Redis down and back with its data: local sessions are served meanwh
   await redis.stop();
 
   // A session on the same worker is reached without the registry.
-  let mark = b.buffer.length;
-  a.send(`<message to='${jb}' type='chat' id='m1'><body>during the outage</body></message>`);
-  await b.waitFor(/<body>during the outage<\/body>/, mark);
+  let mark = d.buffer.length;
+  a.send(`<message to='${jd}' type='chat' id='m1'><body>during the outage</body></message>`);
+  await d.waitFor(/<body>during the outage<\/body>/, mark);
   // A presence change cannot be written or broadcast: the session lives on.
   a.send('<presence><priority>7</priority></presence>');
   // An address the node cannot resolve now: an error to retry on, not a lost message or a dropped stream.
@@ -187,9 +189,9 @@ test.serial('Redis down and back with its data: local sessions are served meanwh
   await a.waitFor(/<message[^>]*id=["']m2["'][^>]*type=["']error["']|<message[^>]*type=["']error["'][^>]*id=["']m2["']/, mark);
   t.regex(a.buffer.slice(mark), /<error type=["']wait["']>\s*<internal-server-error xmlns=["']urn:ietf:params:xml:ns:xmpp-stanzas["']\/>/);
   await ping(a, 'down-a');
-  // A session that ends now cannot unbind.
+  // A session that ends now cannot unbind, nor say it is gone.
   b.destroy();
-  await nodes[0].waitForLog(/stanza not routed/);
+  await nodes[0].waitForLog(/"msg":"unavailable broadcast failed","jid":"bob@localhost\/two"/);
 
   await redis.resume(); // with its data, as a Redis with persistence comes back
   // The node writes what it could not: bob's record goes, alice's presence is brought up to date.
@@ -198,7 +200,7 @@ test.serial('Redis down and back with its data: local sessions are served meanwh
   await nodes[0].waitForLog(/reconciled local sessions/);
   const r2 = new Redis(redis.url);
   t.teardown(() => r2.disconnect());
-  t.deepEqual(await r2.smembers(`xmpp:n:${nodes[0].name}`), [ja]);
+  t.deepEqual((await r2.smembers(`xmpp:n:${nodes[0].name}`)).sort(), [ja, jd].sort());
   t.deepEqual(await r2.smembers(`xmpp:n:${nodes[1].name}`), [jc]);
   // Routing across nodes resumes.
   await subscribed(r2, nodes[1].name);
@@ -206,8 +208,7 @@ test.serial('Redis down and back with its data: local sessions are served meanwh
   a.send(`<message to='${jc}' type='chat'><body>back again</body></message>`);
   await c3.waitFor(/<body>back again<\/body>/, mark);
   t.false(a.isClosed);
-  a.destroy();
-  c3.destroy();
+  for (const x of [a, c3, d]) x.destroy();
 });
 
 test.serial('a session whose resource another session took while its kick could not arrive is ended with conflict, not left as a ghost', async (t) => {
@@ -235,8 +236,13 @@ test.serial('a session whose resource another session took while its kick could 
 });
 
 test.serial('two processes under one node name: the newer one serves, the older one closes its streams and exits 1 instead of fencing it back', async (t) => {
-  const { nodes, r, add } = await cluster(t, 1);
-  const { c: old } = await login(nodes[0].c2sPort, 'alice', 'alice-pw', 'desk');
+  const { redis, nodes, r, add } = await cluster(t, 2);
+  const { c: old, jid: jOld } = await login(nodes[0].c2sPort, 'alice', 'alice-pw', 'desk');
+  const { c: phone, jid: jPhone } = await login(nodes[1].c2sPort, 'alice', 'alice-pw', 'phone');
+  old.send('<presence/>');
+  phone.send('<presence/>');
+  await recordsUntil(redis.url, 'alice@localhost', (recs) => recs.desk?.available === true && recs.phone?.available === true);
+  const from = phone.buffer.length;
   const twin = await add(nodes[0].name);
   // The older process finds out at its next heartbeat.
   await old.waitFor(/<stream:error>\s*<system-shutdown xmlns=["']urn:ietf:params:xml:ns:xmpp-streams["']\/>/);
@@ -244,9 +250,16 @@ test.serial('two processes under one node name: the newer one serves, the older 
   t.regex(nodes[0].log, /another process joined the cluster under this node's name/);
   // The newer one started from a clean slate under the name, and keeps it.
   const { c: again, jid } = await login(twin.c2sPort, 'alice', 'alice-pw', 'desk');
-  t.is(jid, 'alice@localhost/desk');
+  t.is(jid, jOld);
   t.like(JSON.parse((await r.hget('xmpp:s:alice@localhost', 'desk'))!), { node: nodes[0].name });
-  await ping(again, 'twin');
   t.false(/lost its lease|another process joined/.test(twin.log), twin.log);
+  // The other resource heard that desk was gone exactly once: from the newer
+  // process's clean slate, not again from the older one closing its stream
+  // (which happened before it exited; this message comes after, through Redis).
+  again.send(`<message to='${jPhone}' type='chat'><body>barrier</body></message>`);
+  await phone.waitFor(/<body>barrier<\/body>/, from);
+  const heard = phone.buffer.slice(from).match(new RegExp(`<presence[^>]*from=["']${jOld}["'][^>]*type=["']unavailable["']|<presence[^>]*type=["']unavailable["'][^>]*from=["']${jOld}["']`, 'g')) ?? [];
+  t.is(heard.length, 1, phone.buffer.slice(from));
   again.destroy();
+  phone.destroy();
 });

@@ -75,9 +75,11 @@ test.serial('a bind that drops the records of a node whose lease lapsed fences t
   await lapsed(r, a.m.node);
   // No sweep has run (nobody beats here): the bind alone finds the stale record.
   const theirs = rec(mine.bare, 'phone', b.m.node);
+  b.registry.judging = true; // b has been healthy for a lease: it may take a lapse for a death
   const out = await bind(b.registry, theirs);
   t.true(out.ok);
   t.is(out.ok ? out.replaced : 'refused', undefined, 'a stale record is dropped, not replaced (nobody to kick)');
+  t.deepEqual(out.dropped, [{ jid: mine.jid, bare: mine.bare, available: false, directed: [] }], 'and reported, for its end to be announced');
   t.deepEqual(await r.smembers(`xmpp:n:${a.m.node}`), []);
   const before = a.m.epoch;
   await a.m.beat();
@@ -86,7 +88,22 @@ test.serial('a bind that drops the records of a node whose lease lapsed fences t
   t.is(JSON.parse((await r.hget(`xmpp:s:${mine.bare}`, 'phone'))!).sid, theirs.sid, 'the live session keeps the resource');
 });
 
-test.serial('a node whose lease lapsed but lost nothing renews it: a Redis outage every node saw does not fence them', async (t) => {
+test.serial('a node not yet judging (not healthy for a whole lease, as after an outage every node saw) keeps a lapsed record as live: no drop, no fence', async (t) => {
+  const r = inspector(t, server.url);
+  const a = await node(`mk${++seq}`, 300);
+  const b = await node(`ml${seq}`);
+  const mine = rec(`hank${seq}@localhost`, 'phone', a.m.node);
+  t.true((await bind(a.registry, mine)).ok);
+  await lapsed(r, a.m.node);
+  t.false(b.registry.judging);
+  const out = await bind(b.registry, rec(mine.bare, 'phone', b.m.node));
+  t.like(out, { ok: true, replaced: { sid: mine.sid } }, 'new-wins replaces it as a live session (its kick reaches it if it is alive)');
+  t.is(out.dropped, undefined);
+  await a.m.beat();
+  t.false(a.events.includes('fenced'), a.events.join(' '));
+});
+
+test.serial('a lapse alone (no bind dropped anything, no sweep) is renewed by the next heartbeat', async (t) => {
   const r = inspector(t, server.url);
   const a = await node(`mc${++seq}`, 300);
   const mine = rec(`bob${seq}@localhost`, 'desk', a.m.node);
@@ -107,6 +124,20 @@ test.serial('another process joining under the same node name supersedes the fir
   await second.m.beat();
   t.deepEqual(second.events, [], 'the newer process keeps its lease');
   const r = inspector(t, server.url);
+  t.is(await r.hget('xmpp:epochs', name), second.m.epoch);
+});
+
+test.serial('a fenced node rejoining after another process took its name does not clean that one\'s sessions', async (t) => {
+  const name = `mm${++seq}`;
+  const first = await node(name);
+  const second = await node(name);
+  const theirs = rec(`ivy${seq}@localhost`, 'r', name);
+  t.true((await bind(second.registry, theirs)).ok);
+  // As if its heartbeat had said 'fenced' just before the other one joined.
+  await first.m.join(true);
+  t.deepEqual(first.events, ['superseded']);
+  const r = inspector(t, server.url);
+  t.like(JSON.parse((await r.hget(`xmpp:s:${theirs.bare}`, 'r'))!), { sid: theirs.sid });
   t.is(await r.hget('xmpp:epochs', name), second.m.epoch);
 });
 
