@@ -119,21 +119,33 @@ const glibc = process.platform === 'linux' && Boolean((process.report.getReport(
 // In a fresh process, whose heap has no holes from earlier work: there the
 // small blocks kept between the big ones are carved in order, so freeing the
 // big ones leaves holes that free() cannot give back and a trim can.
-const trimChild = (busyWorkerMs: number) => `
+const trimChild = (busy: boolean) => `
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { IdleCollector } from ${JSON.stringify(new URL('../../src/idle-gc.ts', import.meta.url).href)};
 const keepAlive = setInterval(() => {}, 1000);
 const events = [];
-if (${busyWorkerMs} > 0) {
-  // Another thread of the process is busy (and known to be, before the
-  // collector starts): this one is quiet, the process is not.
-  const w = new Worker("process.getBuiltinModule('node:worker_threads').parentPort.postMessage('spinning'); const end = Date.now() + ${busyWorkerMs}; while (Date.now() < end);", { eval: true });
-  w.on('exit', () => events.push('worker-exit'));
+// Another thread of the process spins until told to stop (busy): this one
+// is quiet, the process is not. It is known to spin before the collector starts.
+const stop = new Int32Array(new SharedArrayBuffer(4));
+if (${busy}) {
+  const w = new Worker("const { parentPort, workerData } = process.getBuiltinModule('node:worker_threads'); parentPort.postMessage('spinning'); while (Atomics.load(workerData, 0) === 0);", { eval: true, workerData: stop });
   await once(w, 'message');
 }
 const c = new IdleCollector(${PERIOD});
-c.on('collect', () => events.push('collect'));
+let checksSinceCollect = -1;
+c.on('collect', () => {
+  events.push('collect');
+  checksSinceCollect = 0;
+});
+// Three quiet checks of this thread after a collection with the worker
+// still spinning: a trim would have come by now, had it not waited.
+c.on('check', () => {
+  if (${busy} && checksSinceCollect >= 0 && ++checksSinceCollect === 3 && Atomics.load(stop, 0) === 0) {
+    events.push('stop');
+    Atomics.store(stop, 0, 1);
+  }
+});
 c.on('trim', () => events.push('trim'));
 const keep = [];
 let drop = [];
@@ -148,8 +160,8 @@ clearInterval(keepAlive);
 console.log(JSON.stringify({ events, kept: keep.length, ...trimmed }));
 `;
 
-async function runTrimChild(t: ExecutionContext, busyWorkerMs: number) {
-  const child = spawn(process.execPath, ['--input-type=module', '-e', trimChild(busyWorkerMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+async function runTrimChild(t: ExecutionContext, busy: boolean) {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', trimChild(busy)], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   const [code] = (await once(child, 'close')) as [number];
@@ -162,7 +174,7 @@ test.serial('with glibc, the quiet period after a collection hands freed native 
   if (!glibc) return;
   // 64 MiB in 64 KiB blocks (under glibc's mmap threshold, so from the
   // heap), each followed by a small block that stays.
-  const r = await runTrimChild(t, 0);
+  const r = await runTrimChild(t, false);
   // Exactly one trim, right after a collection. On a loaded machine the
   // process may not be quiet at once, and another collection can come first.
   t.deepEqual(r.events.slice(-2), ['collect', 'trim'], 'the trim comes in a quiet period after a collection');
@@ -173,10 +185,9 @@ test.serial('with glibc, the quiet period after a collection hands freed native 
 
 test.serial('no trim while another thread of the process is busy (a trim locks every thread\'s heap)', async (t) => {
   if (!glibc) return t.is(canTrim, false);
-  const r = await runTrimChild(t, 20 * PERIOD);
-  const exit = r.events.indexOf('worker-exit');
-  // A collection came while the worker spun: the trim it calls for had to wait.
-  t.true(exit > 0 && r.events.slice(0, exit).includes('collect'), r.events.join(' '));
-  t.is(r.events.at(-1), 'trim');
-  t.deepEqual(r.events.slice(0, exit).filter((e) => e === 'trim'), [], 'nothing trimmed while the worker spun');
+  const r = await runTrimChild(t, true);
+  const stopped = r.events.indexOf('stop');
+  t.true(stopped > 0 && r.events.slice(0, stopped).includes('collect'), r.events.join(' '));
+  t.deepEqual(r.events.slice(0, stopped).filter((e) => e === 'trim'), [], 'nothing trimmed while the worker spun');
+  t.is(r.events.at(-1), 'trim', 'the trim came once the process was quiet');
 });
