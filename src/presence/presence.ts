@@ -265,27 +265,19 @@ export class PresenceService {
   }
 
   private async broadcastAvailable(el: Element, s: PresenceSession): Promise<void> {
+    // Read first: if the roster cannot be read, nothing has changed yet and
+    // the client's next presence is handled in full (initial or not).
+    const { subscribers, subscribedTo } = await this.subscribers(s.username);
     const initial = !s.available;
     const wasNegative = s.priority < 0;
     const p = Number.parseInt(el.getChildText('priority') ?? '0', 10);
     s.priority = Number.isFinite(p) ? Math.max(-128, Math.min(127, p)) : 0;
-    const before = { available: s.available, priority: s.priority, lastPresence: s.lastPresence };
     s.available = true;
     delete el.attrs.to;
     s.lastPresence = el;
-    await this.d.registry.setPresence(s.jid!, s.id, true, s.priority);
-    // Found replaced by another session (and closed) on the way.
-    if (!s.open) return;
+    // Not to be announced (fenced, or found replaced and closed on the way).
+    if (!(await this.d.registry.setPresence(s.jid!, s.id, true, s.priority)) || !s.open) return;
 
-    let subscribers: string[], subscribedTo: string[];
-    try {
-      ({ subscribers, subscribedTo } = await this.subscribers(s.username));
-    } catch (err) {
-      // Nothing was broadcast: as if this presence had not been sent, so
-      // that the client's next one is handled in full (initial or not).
-      Object.assign(s, before);
-      throw err;
-    }
     // §4.2.2 and §4.4.2: to the subscribers, and to all of the account's
     // available resources, this one included.
     await this.fanOut(el, [...subscribers, s.bare!], s, true);

@@ -85,7 +85,19 @@ if live[resource] then
 end
 if count - (replaced and 1 or 0) >= tonumber(ARGV[5]) then return {'resource-constraint', '', '', dropped} end
 if replaced then
-  redis.call('SREM', 'xmpp:n:' .. cjson.decode(replaced).node, bare .. '/' .. resource)
+  local old = cjson.decode(replaced)
+  redis.call('SREM', 'xmpp:n:' .. old.node, bare .. '/' .. resource)
+  local lease = redis.call('ZSCORE', 'xmpp:nodes', old.node)
+  if not lease or tonumber(lease) < now then
+    -- Replaced while its node's lease has lapsed (kept as live, since this
+    -- node is not judging): its kick may reach nobody, and no sweep will
+    -- find it now. Its end is announced with the dropped ones.
+    local dp = redis.call('GET', 'xmpp:dp:' .. old.sid)
+    redis.call('DEL', 'xmpp:dp:' .. old.sid)
+    table.insert(dropped, bare .. '/' .. resource)
+    table.insert(dropped, old.available and '1' or '0')
+    table.insert(dropped, dp or '[]')
+  end
 end
 redis.call('HSET', KEYS[1], resource, ARGV[3])
 redis.call('SADD', 'xmpp:n:' .. node, bare .. '/' .. resource)
@@ -299,12 +311,15 @@ export class RedisRegistry implements SessionRegistry {
    * Unwritten while Redis is unreachable: reconcile() writes it once Redis
    * is back. A session found replaced is reported to onReplaced.
    */
-  async setPresence(jid: string, sid: string, available: boolean, priority: number): Promise<void> {
+  async setPresence(jid: string, sid: string, available: boolean, priority: number): Promise<boolean> {
     const [bare, resource] = split(jid);
     this.invalidate(bare);
     this.roundTrips++;
     const res = await this.r.xmppPresence(K.sessions(bare), bare, resource, sid, available ? '1' : '0', String(priority), this.node, this.epoch()).catch(() => 0);
     if (res === -2) this.onReplaced?.(jid, sid);
+    // -1: this node is fenced; its heartbeat closes the session soon, and its
+    // end was (or will be) announced by whoever removed its record.
+    return res !== -1 && res !== -2;
   }
 
   async noteDirected(jid: string, sid: string, recipients: string[] | null): Promise<void> {

@@ -32,7 +32,12 @@ export interface SessionRegistry {
   /** Atomic across the whole server: the conflict policy is applied exactly once. */
   bind(req: BindRequest): Promise<BindOutcome>;
   unbind(jid: string, sid: string): Promise<void>;
-  setPresence(jid: string, sid: string, available: boolean, priority: number): Promise<void>;
+  /**
+   * False when this session must not announce the change: its node is
+   * fenced, or another session holds its full JID now. True otherwise,
+   * including when the change could not be written (it is written later).
+   */
+  setPresence(jid: string, sid: string, available: boolean, priority: number): Promise<boolean>;
   /**
    * Remembers who got directed presence from a session (RFC 6121 §4.6), so
    * that if its node dies the survivors can tell them it is gone; null

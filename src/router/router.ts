@@ -92,8 +92,8 @@ export class Router implements PresenceRouting {
     } catch (err) {
       if (err instanceof StreamError) throw err;
       log.warn('stanza not routed: a store or the registry failed', { jid: s.jid, stanza: el.name, err: String(err) });
-      // A broadcast presence has nobody to answer; anything addressed does.
-      if (el.name !== 'presence' || el.attrs.to !== undefined) this.bounce(s, el, new StanzaError('internal-server-error', 'the server cannot route this now; try again shortly', 'wait'));
+      // A broadcast presence too: the client learns it was not sent.
+      this.bounce(s, el, new StanzaError('internal-server-error', 'the server cannot route this now; try again shortly', 'wait'));
     }
   }
 

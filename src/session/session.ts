@@ -461,7 +461,9 @@ export class Session {
       const bare = `${local}@${c.domain}`;
       const rec = { jid: `${bare}/${resource}`, bare, sid: this.id, node: this.ctx.node, worker: this.ctx.index, priority: 0, available: false };
       const outcome = await this.ctx.registry.bind({ rec, policy: c.conflictPolicy, maxResources: c.maxResourcesPerAccount, exclusiveBare: this.username === null });
-      if (outcome.dropped) void this.ctx.router.presence.departed(outcome.dropped);
+      // Announced before this bind is answered: the end of a dropped record
+      // of this very full JID must reach contacts before its new presence.
+      if (outcome.dropped) await this.ctx.router.presence.departed(outcome.dropped);
       if (this.state === 'closed') {
         if (outcome.ok) void this.ctx.registry.unbind(outcome.rec.jid, this.id);
         return;

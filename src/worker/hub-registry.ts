@@ -58,10 +58,10 @@ export class HubRegistry implements SessionRegistry {
   }
 
   /** Resolves once the hub has applied the change and sent it to every worker. */
-  setPresence(jid: string, sid: string, available: boolean, priority: number): Promise<void> {
+  setPresence(jid: string, sid: string, available: boolean, priority: number): Promise<boolean> {
     const q = this.nextQ++;
     return new Promise((resolve) => {
-      this.acks.set(q, resolve);
+      this.acks.set(q, () => resolve(true));
       this.send({ t: 'presence', q, jid, sid, available, priority });
     });
   }

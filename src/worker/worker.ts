@@ -144,6 +144,7 @@ async function reregister(c: WorkerContext): Promise<void> {
     // "assign" cannot rename a live session: it loses, as under old-wins.
     const policy = config.conflictPolicy === 'new-wins' ? 'new-wins' : 'old-wins';
     const out = await c.registry.bind({ rec, policy, maxResources: config.maxResourcesPerAccount, exclusiveBare: false });
+    if (out.dropped) await c.router.presence.departed(out.dropped);
     if (out.ok && out.replaced && out.replaced.sid !== s.id) c.router.kick(out.replaced, 'conflict', 'replaced by a session re-registered after a registry outage');
     else if (!out.ok && out.condition === 'conflict') s.close({ condition: 'conflict', text: 'another session holds this resource' });
   }

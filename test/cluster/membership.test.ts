@@ -98,7 +98,7 @@ test.serial('a node not yet judging (not healthy for a whole lease, as after an 
   t.false(b.registry.judging);
   const out = await bind(b.registry, rec(mine.bare, 'phone', b.m.node));
   t.like(out, { ok: true, replaced: { sid: mine.sid } }, 'new-wins replaces it as a live session (its kick reaches it if it is alive)');
-  t.is(out.dropped, undefined);
+  t.deepEqual(out.dropped, [{ jid: mine.jid, bare: mine.bare, available: false, directed: [] }], 'and reported for announcement: no sweep will find it now');
   await a.m.beat();
   t.false(a.events.includes('fenced'), a.events.join(' '));
 });
@@ -222,6 +222,17 @@ test.serial('a presence update that finds its resource held by another session r
   t.true((await bind(b.registry, rec(x.bare, 'r', b.m.node))).ok);
   const replaced: string[] = [];
   a.registry.onReplaced = (jid, sid) => replaced.push(`${jid} ${sid}`);
-  await a.registry.setPresence(x.jid, x.sid, true, 0);
+  t.false(await a.registry.setPresence(x.jid, x.sid, true, 0), 'not to be announced');
   t.deepEqual(replaced, [`${x.jid} ${x.sid}`]);
+});
+
+test.serial('a presence update from a fenced node is refused and not to be announced; an ordinary one is', async (t) => {
+  const r = inspector(t, server.url);
+  const a = await node(`mn${++seq}`);
+  const x = rec(`jack${seq}@localhost`, 'r', a.m.node);
+  t.true((await bind(a.registry, x)).ok);
+  t.true(await a.registry.setPresence(x.jid, x.sid, true, 1));
+  await r.hincrby('xmpp:epochs', a.m.node, 1); // as a sweep or a judging bind does
+  t.false(await a.registry.setPresence(x.jid, x.sid, false, 1));
+  t.like(JSON.parse((await r.hget(`xmpp:s:${x.bare}`, 'r'))!), { available: true, priority: 1 }, 'nothing written');
 });

@@ -7,7 +7,7 @@ function asRegistry(m: MemoryRegistry): SessionRegistry {
   return {
     bind: async (req) => m.bind(req),
     unbind: async (jid, sid) => void m.remove(jid, sid),
-    setPresence: async (jid, sid, available, priority) => void m.setPresence(jid, sid, available, priority),
+    setPresence: async (jid, sid, available, priority) => (m.setPresence(jid, sid, available, priority), true),
     noteDirected: async () => {},
     lookup: async (jid) => m.lookup(jid),
     resources: async (bare) => m.resources(bare),
