@@ -179,10 +179,11 @@ export class Router implements PresenceRouting {
       const full = `${bareJid}/${to.resource}`;
       // A session of this worker: no registry lookup (nor Redis) on the way.
       const here = this.d.local.get(full);
-      const rec = here ? this.recordOf(here) : await this.d.registry.lookup(full);
-      if (rec) {
-        this.deliver(rec, el);
-        if (el.name === 'message' && carbonsEligible(el)) this.carbons(el, 'received', bareJid, [rec.sid]);
+      const rec = here ? undefined : await this.d.registry.lookup(full);
+      if (here || rec) {
+        if (!here) this.deliver(rec!, el);
+        else if (!here.deliver(el.toString())) this.undeliverable(el);
+        if (el.name === 'message' && carbonsEligible(el)) this.carbons(el, 'received', bareJid, [here?.id ?? rec!.sid]);
         return;
       }
       // RFC 6121 §8.5.3.2: no such resource.
@@ -305,10 +306,6 @@ export class Router implements PresenceRouting {
     }
   }
 
-  private recordOf(s: Session): SessionRecord {
-    return { jid: s.jid!, bare: s.bare!, sid: s.id, node: this.d.node, worker: this.d.worker, priority: s.priority, available: s.available };
-  }
-
   /** Available resources of an account (PresenceRouting). */
   async available(bare: string): Promise<SessionRecord[]> {
     return (await this.d.registry.resources(bare)).filter((r) => r.available);
@@ -349,48 +346,42 @@ export class Router implements PresenceRouting {
 
   /** To one session wherever it lives; `only` for a session that asked for that kind of stanza. */
   deliver(rec: SessionRecord, el: Element, only?: Only): void {
-    const xml = el.toString();
-    const env: Envelope = only ? { t: 'deliver', jid: rec.jid, sid: rec.sid, xml, only } : { t: 'deliver', jid: rec.jid, sid: rec.sid, xml };
-    if (rec.node !== this.d.node) {
-      void this.d.transport.toNode(rec.node, rec.worker, env).then((ok) => ok || only || this.undeliverable(el));
-    } else if (rec.worker === this.d.worker) {
-      this.deliverLocal(rec.jid, rec.sid, xml, el, only);
-    } else {
-      this.d.transport.toWorker(rec.worker, env);
-    }
+    const taken = this.offer(rec, el.toString(), only);
+    if (only || taken === true) return; // nobody to answer for a stanza only some sessions take
+    if (taken === false) return this.undeliverable(el);
+    void taken.then((ok) => ok || this.undeliverable(el));
   }
 
   /**
    * One message to several resources: it is undeliverable (kept offline or
    * bounced) only when no copy was taken, never once per lost copy, or the
-   * user would get it again at next login. A copy for another worker of
-   * this node is counted as taken (its session is gone only if it closed
-   * this very moment).
+   * user would get it again at next login.
    */
   private deliverCopies(recs: SessionRecord[], el: Element): void {
     const xml = el.toString();
-    const taken = recs.map((rec): boolean | Promise<boolean> => {
-      const env: Envelope = { t: 'deliver', jid: rec.jid, sid: rec.sid, xml, only: 'copy' };
-      if (rec.node !== this.d.node) return this.d.transport.toNode(rec.node, rec.worker, env);
-      if (rec.worker !== this.d.worker) {
-        this.d.transport.toWorker(rec.worker, env);
-        return true;
-      }
-      const s = this.d.sessions.get(rec.sid);
-      return s !== undefined && s.jid === rec.jid && s.deliver(xml);
-    });
-    void Promise.all(taken).then((oks) => oks.includes(true) || this.undeliverable(el));
+    void Promise.all(recs.map((rec) => this.offer(rec, xml, 'copy'))).then((oks) => oks.includes(true) || this.undeliverable(el));
   }
 
-  private deliverLocal(jid: string, sid: string, xml: string, el?: Element, only?: Only): void {
+  /**
+   * Hands a stanza to one session wherever it lives; whether it was taken.
+   * One for another worker of this node counts as taken: that worker
+   * answers for it if its session is gone (this very moment).
+   */
+  private offer(rec: SessionRecord, xml: string, only?: Only): boolean | Promise<boolean> {
+    if (rec.node === this.d.node && rec.worker === this.d.worker) return this.take(rec.jid, rec.sid, xml, only);
+    const env: Envelope = only ? { t: 'deliver', jid: rec.jid, sid: rec.sid, xml, only } : { t: 'deliver', jid: rec.jid, sid: rec.sid, xml };
+    if (rec.node !== this.d.node) return this.d.transport.toNode(rec.node, rec.worker, env);
+    this.d.transport.toWorker(rec.worker, env);
+    return true;
+  }
+
+  /** To a session of this worker: whether it took the stanza (false too when `only` leaves it out). */
+  private take(jid: string, sid: string, xml: string, only?: Only): boolean {
     const s = this.d.sessions.get(sid);
-    if (s && s.jid === jid) {
-      if (only === 'roster' && !s.rosterRequested) return; // not an interested resource (RFC 6121 §2.1.6)
-      if (only === 'carbons' && !s.carbons) return; // XEP-0280: carbons not enabled
-      if (s.deliver(xml)) return;
-    }
-    if (only) return; // the session left: nobody to answer
-    this.undeliverable(el ?? parseStanza(xml));
+    if (!s || s.jid !== jid) return false;
+    if (only === 'roster' && !s.rosterRequested) return false; // not an interested resource (RFC 6121 §2.1.6)
+    if (only === 'carbons' && !s.carbons) return false; // XEP-0280: carbons not enabled
+    return s.deliver(xml);
   }
 
   /** The session left between lookup and delivery: answer as for an unavailable resource. */
@@ -410,7 +401,11 @@ export class Router implements PresenceRouting {
 
   /** An envelope from another worker or node for a session of this worker. */
   onEnvelope(env: Envelope): void {
-    if (env.t === 'deliver') return this.deliverLocal(env.jid, env.sid, env.xml, undefined, env.only);
+    if (env.t === 'deliver') {
+      // Not taken: answered here, unless only some sessions take it (a copy, a push, a carbon).
+      if (!this.take(env.jid, env.sid, env.xml, env.only) && !env.only) this.undeliverable(parseStanza(env.xml));
+      return;
+    }
     const s = this.d.sessions.get(env.sid);
     if (!s || s.jid !== env.jid) {
       // A session replaced before it finished binding here: the registry's
