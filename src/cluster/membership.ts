@@ -8,35 +8,26 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Departed } from '../presence/presence.ts';
-import { parseGone } from '../registry/redis.ts';
+import { NOW, RECORDS, parseGone } from '../registry/redis.ts';
 import { log } from '../log.ts';
-
-const NOW = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 
 /**
  * Removes every session record a node left behind; returns how many, and
  * appends to \`gone\` what the survivors need to announce each one's end:
  * {full JID, available, JSON list of directed presence recipients}.
  */
-const CLEAN = `
+const CLEAN = `${RECORDS}
 local function clean(node, gone)
   local members = redis.call('SMEMBERS', 'xmpp:n:' .. node)
   for _, full in ipairs(members) do
-    local i = string.find(full, '/', 1, true)
-    local bare, res = string.sub(full, 1, i - 1), string.sub(full, i + 1)
+    local bare, res = splitJid(full)
     local cur = redis.call('HGET', 'xmpp:s:' .. bare, res)
     if cur then
       local rec = cjson.decode(cur)
       if rec.node == node then
         redis.call('HDEL', 'xmpp:s:' .. bare, res)
         redis.call('PUBLISH', 'xmpp:inv', bare)
-        local dp = redis.call('GET', 'xmpp:dp:' .. rec.sid)
-        redis.call('DEL', 'xmpp:dp:' .. rec.sid)
-        if gone then
-          table.insert(gone, full)
-          table.insert(gone, rec.available and '1' or '0')
-          table.insert(gone, dp or '[]')
-        end
+        forget(gone, full, rec)
       end
     end
   end

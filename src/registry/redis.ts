@@ -27,7 +27,30 @@ export const K = {
   channel: (node: string, worker: number) => `xmpp:c:${node}:${worker}`,
 };
 
-const NOW = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+/** Lua: Redis's clock in ms as \`now\` (leases are judged by one clock, Redis's). */
+export const NOW = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+
+/**
+ * Lua, for the scripts that remove session records (here and in
+ * membership.ts): splitJid(full) gives bare and resource; forget(gone, full,
+ * rec) deletes the session's directed-presence list and, when \`gone\` is a
+ * table, appends what announcing its end takes (see parseGone): full JID,
+ * available ('1'/'0'), the list (JSON).
+ */
+export const RECORDS = `
+local function splitJid(full)
+  local i = string.find(full, '/', 1, true)
+  return string.sub(full, 1, i - 1), string.sub(full, i + 1)
+end
+local function forget(gone, full, rec)
+  local dp = redis.call('GET', 'xmpp:dp:' .. rec.sid)
+  redis.call('DEL', 'xmpp:dp:' .. rec.sid)
+  if gone then
+    table.insert(gone, full)
+    table.insert(gone, rec.available and '1' or '0')
+    table.insert(gone, dp or '[]')
+  end
+end`;
 
 /** Fenced unless this node's epoch matches and its lease has not lapsed. */
 const FENCE = `
@@ -41,7 +64,7 @@ end`;
 // node, epoch, alt, judging. Returns {status, resource, replaced record,
 // dropped}: dropped lists (full JID, available, directed JSON) of the stale
 // records it removed, whose end the caller announces.
-const BIND = `${NOW}${FENCE}
+const BIND = `${NOW}${FENCE}${RECORDS}
 local bare, node = ARGV[1], ARGV[7]
 if fenced(node, ARGV[8], now) then return {'fenced'} end
 local all = redis.call('HGETALL', KEYS[1])
@@ -60,11 +83,7 @@ for i = 1, #all, 2 do
     -- if it was only paused, its next heartbeat tells it it lost them.
     redis.call('HDEL', KEYS[1], all[i])
     redis.call('SREM', 'xmpp:n:' .. rec.node, bare .. '/' .. all[i])
-    local dp = redis.call('GET', 'xmpp:dp:' .. rec.sid)
-    redis.call('DEL', 'xmpp:dp:' .. rec.sid)
-    table.insert(dropped, bare .. '/' .. all[i])
-    table.insert(dropped, rec.available and '1' or '0')
-    table.insert(dropped, dp or '[]')
+    forget(dropped, bare .. '/' .. all[i], rec)
     if lease and not fencedNow[rec.node] then
       redis.call('HINCRBY', 'xmpp:epochs', rec.node, 1)
       fencedNow[rec.node] = true
@@ -92,11 +111,7 @@ if replaced then
     -- Replaced while its node's lease has lapsed (kept as live, since this
     -- node is not judging): its kick may reach nobody, and no sweep will
     -- find it now. Its end is announced with the dropped ones.
-    local dp = redis.call('GET', 'xmpp:dp:' .. old.sid)
-    redis.call('DEL', 'xmpp:dp:' .. old.sid)
-    table.insert(dropped, bare .. '/' .. resource)
-    table.insert(dropped, old.available and '1' or '0')
-    table.insert(dropped, dp or '[]')
+    forget(dropped, bare .. '/' .. resource, old)
   end
 end
 redis.call('HSET', KEYS[1], resource, ARGV[3])
@@ -154,7 +169,7 @@ return 1`;
 // replaced lists (full JID, sid) of live sessions whose resource another
 // session took meanwhile (their kick was lost). A record missing altogether
 // is written again; one whose presence is out of date is brought up to date.
-const RECONCILE = `${NOW}${FENCE}
+const RECONCILE = `${NOW}${FENCE}${RECORDS}
 local node, worker = ARGV[1], tonumber(ARGV[3])
 if fenced(node, ARGV[2], now) then return {'fenced'} end
 local binding, first = {}, 5 + tonumber(ARGV[4])
@@ -163,8 +178,7 @@ local live = {}
 for i = first, #ARGV, 4 do live[ARGV[i]] = ARGV[i + 1] end
 local gone, replaced = {}, {}
 for _, full in ipairs(redis.call('SMEMBERS', 'xmpp:n:' .. node)) do
-  local j = string.find(full, '/', 1, true)
-  local bare, res = string.sub(full, 1, j - 1), string.sub(full, j + 1)
+  local bare, res = splitJid(full)
   local cur = redis.call('HGET', 'xmpp:s:' .. bare, res)
   local rec = cur and cjson.decode(cur)
   if not rec or rec.node ~= node then
@@ -173,17 +187,12 @@ for _, full in ipairs(redis.call('SMEMBERS', 'xmpp:n:' .. node)) do
     redis.call('HDEL', 'xmpp:s:' .. bare, res)
     redis.call('SREM', 'xmpp:n:' .. node, full)
     redis.call('PUBLISH', 'xmpp:inv', bare)
-    local dp = redis.call('GET', 'xmpp:dp:' .. rec.sid)
-    redis.call('DEL', 'xmpp:dp:' .. rec.sid)
-    table.insert(gone, full)
-    table.insert(gone, rec.available and '1' or '0')
-    table.insert(gone, dp or '[]')
+    forget(gone, full, rec)
   end
 end
 for i = first, #ARGV, 4 do
   local full, sid = ARGV[i], ARGV[i + 1]
-  local j = string.find(full, '/', 1, true)
-  local bare, res = string.sub(full, 1, j - 1), string.sub(full, j + 1)
+  local bare, res = splitJid(full)
   local cur = redis.call('HGET', 'xmpp:s:' .. bare, res)
   local rec = cur and cjson.decode(cur)
   if rec and rec.sid ~= sid then
@@ -369,7 +378,7 @@ export class RedisRegistry implements SessionRegistry {
   }
 }
 
-/** The flat list clean() (membership.ts) and RECONCILE return: full JID, available ('1'/'0'), JSON list of directed presence recipients. */
+/** The flat list forget() builds (clean() in membership.ts, BIND, RECONCILE): full JID, available ('1'/'0'), JSON list of directed presence recipients. */
 export function parseGone(gone: string[]): Departed[] {
   const departed: Departed[] = [];
   for (let i = 0; i + 2 < gone.length; i += 3) {
