@@ -52,10 +52,6 @@ export class Session {
   readonly ctx: WorkerContext;
   readonly id = randomBytes(9).toString('base64url');
   state: State = 'wait-stream';
-
-  get open(): boolean {
-    return this.state !== 'closed';
-  }
   secure: boolean;
   authenticated = false;
   /** Normalised localpart of the account; null for ANONYMOUS. */
@@ -525,6 +521,11 @@ export class Session {
       this.socket.destroy();
       this.cleanup();
     }
+  }
+
+  /** False once the stream is closed (PresenceSession). */
+  get open(): boolean {
+    return this.state !== 'closed';
   }
 
   /** Ends the stream, with a stream error when a condition is given (RFC 6120 §4.9.1). */

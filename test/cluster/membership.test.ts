@@ -4,6 +4,7 @@
 // process, the return of a Redis that kept its data, and the reconciliation
 // of one worker's records with its live sessions.
 import test from 'ava';
+import type { ExecutionContext } from 'ava';
 import { RedisServer, inspector } from '../helpers/redis.ts';
 import { rec } from '../registry/contract.ts';
 import { RedisRegistry } from '../../src/registry/redis.ts';
@@ -59,20 +60,29 @@ const bind = (g: RedisRegistry, r: ReturnType<typeof rec>) => g.bind({ rec: r, p
 async function lapsed(r: Redis, name: string): Promise<void> {
   for (;;) {
     const [score, [s, us]] = await Promise.all([r.zscore('xmpp:nodes', name), r.time()]);
-    if (score !== null && Number(score) < Number(s) * 1000 + Math.floor(Number(us) / 1000)) return;
+    if (score === null) throw new Error(`${name} holds no lease`);
+    const left = Number(score) - (Number(s) * 1000 + Math.floor(Number(us) / 1000));
+    if (left < 0) return;
+    // The event awaited is the passing of time itself, on Redis's clock.
     await new Promise<void>((resolve) => {
-      setTimeout(resolve, 20);
+      setTimeout(resolve, left + 1);
     });
   }
 }
 
-test.serial('a bind that drops the records of a node whose lease lapsed fences that node: it cannot renew as if it still had them', async (t) => {
+/** Node a (300 ms lease, never renewed here) holding one record, once that lease has lapsed; and node b. */
+async function lapsedRecord(t: ExecutionContext, user: string, resource: string) {
   const r = inspector(t, server.url);
   const a = await node(`ma${++seq}`, 300);
   const b = await node(`mb${seq}`);
-  const mine = rec(`alice${seq}@localhost`, 'phone', a.m.node);
+  const mine = rec(`${user}${seq}@localhost`, resource, a.m.node);
   t.true((await bind(a.registry, mine)).ok);
   await lapsed(r, a.m.node);
+  return { r, a, b, mine };
+}
+
+test.serial('a bind that drops the records of a node whose lease lapsed fences that node: it cannot renew as if it still had them', async (t) => {
+  const { r, a, b, mine } = await lapsedRecord(t, 'alice', 'phone');
   // No sweep has run (nobody beats here): the bind alone finds the stale record.
   const theirs = rec(mine.bare, 'phone', b.m.node);
   b.registry.judging = true; // b has been healthy for a lease: it may take a lapse for a death
@@ -89,12 +99,7 @@ test.serial('a bind that drops the records of a node whose lease lapsed fences t
 });
 
 test.serial('a node not yet judging (not healthy for a whole lease, as after an outage every node saw) keeps a lapsed record as live: no drop, no fence', async (t) => {
-  const r = inspector(t, server.url);
-  const a = await node(`mk${++seq}`, 300);
-  const b = await node(`ml${seq}`);
-  const mine = rec(`hank${seq}@localhost`, 'phone', a.m.node);
-  t.true((await bind(a.registry, mine)).ok);
-  await lapsed(r, a.m.node);
+  const { a, b, mine } = await lapsedRecord(t, 'hank', 'phone');
   t.false(b.registry.judging);
   const out = await bind(b.registry, rec(mine.bare, 'phone', b.m.node));
   t.like(out, { ok: true, replaced: { sid: mine.sid } }, 'new-wins replaces it as a live session (its kick reaches it if it is alive)');
@@ -104,11 +109,7 @@ test.serial('a node not yet judging (not healthy for a whole lease, as after an 
 });
 
 test.serial('a lapse alone (no bind dropped anything, no sweep) is renewed by the next heartbeat', async (t) => {
-  const r = inspector(t, server.url);
-  const a = await node(`mc${++seq}`, 300);
-  const mine = rec(`bob${seq}@localhost`, 'desk', a.m.node);
-  t.true((await bind(a.registry, mine)).ok);
-  await lapsed(r, a.m.node);
+  const { r, a, mine } = await lapsedRecord(t, 'bob', 'desk');
   await a.m.beat();
   t.deepEqual(a.events.filter((e) => e !== 'dead'), [], "renewed (it may sweep other nodes' lapsed leases)");
   t.truthy(await r.hget(`xmpp:s:${mine.bare}`, 'desk'));

@@ -10,14 +10,12 @@
 // what was awaited. "Nothing else arrived" is only checked behind a ping on
 // the same stream, for what that stream's own session causes.
 import test from 'ava';
-import type { ExecutionContext } from 'ava';
 import { Redis } from 'ioredis';
 import type { RedisServer } from '../helpers/redis.ts';
 import { startCluster } from '../helpers/cluster.ts';
 import type { NodeProcess, TestCluster } from '../helpers/cluster.ts';
 import { uid } from '../helpers/protocol.ts';
-import { NS_DELAY, approve, barrier, carbons, checkCarbon, connect as connectTo, expect, fresh, isCarbon, isPresence, push, ready, rosterOf, subscribe, summary } from '../helpers/im.ts';
-import type { Peer } from '../helpers/im.ts';
+import { NS_DELAY, approve, barrier, carbons, checkCarbon, clusterPeers, expect, isCarbon, isPresence, push, ready, rosterOf, subscribe, summary } from '../helpers/im.ts';
 import { RedisAccountStore } from '../../src/accounts/redis.ts';
 
 // Long enough that a loaded machine renews in time.
@@ -45,20 +43,7 @@ test.after.always(async () => {
   await cluster?.stop();
 });
 
-async function account(base: string): Promise<string> {
-  const name = fresh(base);
-  await accounts.create(name, `${name}-pw`);
-  return name;
-}
-
-const connect = (t: ExecutionContext, node: NodeProcess, name: string, resource: string) => connectTo(t, node.c2sPort, name, resource, `${name}/${resource} logging in to ${node.name}`);
-
-/** A new account logged in on `node`, roster requested and available. */
-async function user(t: ExecutionContext, node: NodeProcess, base: string, resource = node.name): Promise<Peer> {
-  const p = await connect(t, node, await account(base), resource);
-  await ready(p);
-  return p;
-}
+const { account, connect, user } = clusterPeers(() => accounts);
 
 test('subscription handshake across nodes, both online: pushes, presence and "both" on both sides', async (t) => {
   const alice = await user(t, nodes[0], 'alice');

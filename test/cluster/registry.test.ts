@@ -10,14 +10,13 @@
 // on time: each wait is for a stanza, a log line or a Redis state, bounded by
 // a timeout that fails with what was awaited.
 import test from 'ava';
-import type { ExecutionContext } from 'ava';
 import { Redis } from 'ioredis';
 import type { Element } from 'ltx';
 import { RedisMonitor } from '../helpers/redis.ts';
 import { startCluster } from '../helpers/cluster.ts';
 import type { NodeProcess, TestCluster } from '../helpers/cluster.ts';
 import { NS_BIND, authenticated, authenticatedAnonymously, bind, bindIq, ping, stanzaError, uid, within } from '../helpers/protocol.ts';
-import { NS_DELAY, STAMP, WAIT, barrier, connect as connectTo, expect, fresh, isPresence, ready, subscribe } from '../helpers/im.ts';
+import { NS_DELAY, STAMP, WAIT, barrier, clusterPeers, expect, isPresence, ready, subscribe } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 import { RedisAccountStore } from '../../src/accounts/redis.ts';
 
@@ -48,20 +47,7 @@ test.after.always(async () => {
   await cluster?.stop();
 });
 
-async function account(base: string): Promise<string> {
-  const name = fresh(base);
-  await accounts.create(name, `${name}-pw`);
-  return name;
-}
-
-const connect = (t: ExecutionContext, node: NodeProcess, name: string, resource: string) => connectTo(t, node.c2sPort, name, resource, `${name}/${resource} logging in to ${node.name}`);
-
-/** A new account logged in on `node`, roster requested and available. */
-async function user(t: ExecutionContext, node: NodeProcess, base: string, resource = node.name): Promise<Peer> {
-  const p = await connect(t, node, await account(base), resource);
-  await ready(p);
-  return p;
-}
+const { account, connect, user } = clusterPeers(() => accounts);
 
 /** The registry's records of an account, by resource. */
 async function records(bare: string): Promise<Record<string, { sid: string; node: string; priority: number; available: boolean }>> {

@@ -11,6 +11,8 @@
 import type { ExecutionContext } from 'ava';
 import type { Element } from 'ltx';
 import type { RawClient } from './raw.ts';
+import type { NodeProcess } from './cluster.ts';
+import type { AccountStore } from '../../src/accounts/store.ts';
 import { online, pingIq, uid, within } from './protocol.ts';
 
 export const NS_ROSTER = 'jabber:iq:roster';
@@ -43,6 +45,26 @@ export async function connect(t: ExecutionContext, port: number, name: string, r
   const { c, jid } = await within(online(port, name, `${name}-pw`, resource), WAIT, what);
   t.teardown(() => c.destroy());
   return { c, jid, bare: jid.split('/')[0], name };
+}
+
+/**
+ * For a file's tests on one cluster: fresh accounts in its account store
+ * (`store()`, opened once the cluster is up) and peers logged in on its
+ * nodes; `user` also requests the roster and sends initial presence.
+ */
+export function clusterPeers(store: () => AccountStore) {
+  const account = async (base: string): Promise<string> => {
+    const name = fresh(base);
+    await store().create(name, `${name}-pw`);
+    return name;
+  };
+  const connectTo = (t: ExecutionContext, node: NodeProcess, name: string, resource: string) => connect(t, node.c2sPort, name, resource, `${name}/${resource} logging in to ${node.name}`);
+  const user = async (t: ExecutionContext, node: NodeProcess, base: string, resource = node.name): Promise<Peer> => {
+    const p = await connectTo(t, node, await account(base), resource);
+    await ready(p);
+    return p;
+  };
+  return { account, connect: connectTo, user };
 }
 
 /** The first element on p's stream from index `from` that matches. */

@@ -6,6 +6,10 @@ import { RedisRegistry } from '../../src/registry/redis.ts';
 import { Membership } from '../../src/cluster/membership.ts';
 import { connectRedis, ready } from '../../src/cluster/redis.ts';
 import type { Redis } from 'ioredis';
+import { setLogLevel } from '../../src/log.ts';
+
+// Joining the cluster is logged at info: not news in this file's output.
+setLogLevel('warn');
 
 let server: RedisServer;
 const clients: Redis[] = [];
