@@ -234,19 +234,18 @@ async function join(hub: MessagePort): Promise<void> {
   // After an outage, from either side: this worker's connection came back,
   // or the node's heartbeat did (after a lapse that refused the first try).
   // One at a time: a run asked for while one runs follows it, with a fresh list.
-  let reconciling: Promise<void> | undefined;
+  let reconciling = false;
   let again = false;
   const reconcileNow = (): void => {
-    if (reconciling) {
-      again = true;
-      return;
-    }
-    reconciling = (async () => {
-      do {
+    again = true;
+    if (reconciling) return;
+    reconciling = true;
+    void (async () => {
+      while (again) {
         again = false;
         await reconcile(c).catch((err: unknown) => log.error('reconciliation failed', { err: String(err) }));
-      } while (again);
-      reconciling = undefined;
+      }
+      reconciling = false;
     })();
   };
   backend.onRecovered(reconcileNow);
