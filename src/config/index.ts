@@ -22,19 +22,28 @@ export interface Config {
   tlsKey: string;
   scramIterations: number;
   maxStanzaBytes: number;
+  maxStanzaElements: number;
   bindTimeoutMs: number;
   idleTimeoutMs: number;
   conflictPolicy: ConflictPolicy;
   maxResourcesPerAccount: number;
   maxRosterItems: number;
+  maxRosterGroups: number;
+  maxRosterBytes: number;
+  maxPendingRequests: number;
+  maxOutgoingRequests: number;
   maxOfflineMessages: number;
+  maxOfflineBytes: number;
   maxAuthAttempts: number;
   maxOutboundBytes: number;
   readRateBytes: number;
+  maxConnections: number;
+  maxConnectionsPerIp: number;
   idleGcMs: number;
   shutdownTimeoutMs: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   redisUrl: string;
+  redisStartupTimeoutMs: number;
   nodeId: string;
   leaseMs: number;
 }
@@ -65,19 +74,28 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'tlsKey', env: 'XMPP_TLS_KEY', kind: 'string', doc: 'PEM private key matching XMPP_TLS_CERT', default: () => '' },
   { key: 'scramIterations', env: 'XMPP_SCRAM_ITERATIONS', kind: 'int', min: 4096, doc: 'PBKDF2 iterations for new SCRAM hashes (RFC 7677: at least 4096)', default: () => 4096 },
   { key: 'maxStanzaBytes', env: 'XMPP_MAX_STANZA_BYTES', kind: 'int', min: 1024, doc: 'largest stanza accepted, in bytes', default: () => 256 * 1024 },
+  { key: 'maxStanzaElements', env: 'XMPP_MAX_STANZA_ELEMENTS', kind: 'int', min: 16, doc: 'most elements one stanza may hold (and, four times that, attributes); more is a policy-violation', default: () => 4096 },
   { key: 'bindTimeoutMs', env: 'XMPP_BIND_TIMEOUT_MS', kind: 'int', min: 1, doc: 'time allowed from connect to resource binding', default: () => 30_000 },
   { key: 'idleTimeoutMs', env: 'XMPP_IDLE_TIMEOUT_MS', kind: 'int', min: 0, doc: 'close established sessions silent this long (0: never)', default: () => 600_000 },
   { key: 'conflictPolicy', env: 'XMPP_CONFLICT_POLICY', kind: 'enum', values: ['new-wins', 'old-wins', 'assign'], doc: 'resource already bound: new session wins, old one wins, or server assigns another resource', default: () => 'new-wins' },
   { key: 'maxRosterItems', env: 'XMPP_MAX_ROSTER_ITEMS', kind: 'int', min: 1, doc: 'items one roster may hold', default: () => 1000 },
+  { key: 'maxRosterGroups', env: 'XMPP_MAX_ROSTER_GROUPS', kind: 'int', min: 1, doc: 'groups one roster item may be in', default: () => 32 },
+  { key: 'maxRosterBytes', env: 'XMPP_MAX_ROSTER_BYTES', kind: 'int', min: 65536, doc: "bytes one roster's items may take (JIDs, names and groups)", default: () => 1024 * 1024 },
+  { key: 'maxPendingRequests', env: 'XMPP_MAX_PENDING_REQUESTS', kind: 'int', min: 1, doc: 'unanswered subscription requests kept for one user from senders not in its roster; beyond it senders get resource-constraint', default: () => 100 },
+  { key: 'maxOutgoingRequests', env: 'XMPP_MAX_OUTGOING_REQUESTS', kind: 'int', min: 1, doc: 'unanswered subscription requests one user may have sent; beyond it the user gets policy-violation', default: () => 100 },
   { key: 'maxOfflineMessages', env: 'XMPP_MAX_OFFLINE', kind: 'int', min: 0, doc: 'messages kept for one offline user (XEP-0160); when full, senders get service-unavailable (0: no offline storage)', default: () => 100 },
+  { key: 'maxOfflineBytes', env: 'XMPP_MAX_OFFLINE_BYTES', kind: 'int', min: 1024, doc: "bytes of messages kept for one offline user; when full, senders get service-unavailable", default: () => 2 * 1024 * 1024 },
   { key: 'maxResourcesPerAccount', env: 'XMPP_MAX_RESOURCES', kind: 'int', min: 1, doc: 'sessions one account may bind at once', default: () => 10 },
   { key: 'maxAuthAttempts', env: 'XMPP_MAX_AUTH_ATTEMPTS', kind: 'int', min: 1, doc: 'failed SASL attempts before the stream is closed', default: () => 3 },
   { key: 'maxOutboundBytes', env: 'XMPP_MAX_OUTBOUND_BYTES', kind: 'int', min: 65536, doc: 'unsent bytes queued for a slow reader before it is disconnected', default: () => 4 * 1024 * 1024 },
   { key: 'readRateBytes', env: 'XMPP_READ_RATE_BYTES', kind: 'int', min: 0, doc: 'bytes per second read from one connection before reading pauses (0: unlimited)', default: () => 1024 * 1024 },
+  { key: 'maxConnections', env: 'XMPP_MAX_CONNECTIONS', kind: 'int', min: 0, doc: 'open client connections this node accepts; more are closed at once (0: derived from the open-file limit, keeping room for stores and peers)', default: () => 0 },
+  { key: 'maxConnectionsPerIp', env: 'XMPP_MAX_CONNECTIONS_PER_IP', kind: 'int', min: 0, doc: 'open connections from one IP address; more are closed at once (0: no per-address cap)', default: () => 0 },
   { key: 'idleGcMs', env: 'XMPP_IDLE_GC_MS', kind: 'int', min: 0, doc: 'a thread quiet for this long after doing work runs a full garbage collection, and with glibc trims the C heap a period later, giving the memory of a burst back (0: never)', default: () => 2_000 },
   { key: 'shutdownTimeoutMs', env: 'XMPP_SHUTDOWN_TIMEOUT_MS', kind: 'int', min: 1, doc: 'bound on graceful shutdown', default: () => 5_000 },
   { key: 'logLevel', env: 'XMPP_LOG_LEVEL', kind: 'enum', values: ['debug', 'info', 'warn', 'error'], doc: 'log verbosity', default: () => 'info' },
   { key: 'redisUrl', env: 'XMPP_REDIS_URL', kind: 'string', doc: 'join a cluster through this Redis; empty: single node', default: () => '' },
+  { key: 'redisStartupTimeoutMs', env: 'XMPP_REDIS_STARTUP_TIMEOUT_MS', kind: 'int', min: 0, doc: 'cluster: how long a starting node waits for Redis before giving up (0: forever)', default: () => 60_000 },
   { key: 'leaseMs', env: 'XMPP_NODE_LEASE_MS', kind: 'int', min: 100, doc: "cluster: a node silent this long is declared dead and its sessions removed", default: () => 10_000 },
   { key: 'nodeId', env: 'XMPP_NODE_ID', kind: 'string', doc: "this node's name in a cluster (1 to 64 letters, digits, '.', '_', '-')", default: () => `node-${randomUUID().slice(0, 8)}` },
 ];
