@@ -7,9 +7,15 @@ import { loadConfig, ConfigError, SETTINGS } from './config/index.ts';
 import type { Config } from './config/index.ts';
 import { startServer } from './acceptor/server.ts';
 import { openAccountStore } from './accounts/open.ts';
-import { normalizeUsername } from './accounts/store.ts';
 import { openRosterStore } from './roster/open.ts';
 import { openOfflineStore } from './offline/open.ts';
+import { removeAccount } from './accounts/removal.ts';
+import type { RemovalNotice } from './accounts/removal.ts';
+import { tellServer } from './admin/socket.ts';
+import { connectRedis } from './cluster/redis.ts';
+import { whenReady } from './storage/redis.ts';
+import { encode } from './worker/wire.ts';
+import { K } from './registry/redis.ts';
 import { log, setLogLevel } from './log.ts';
 
 const USAGE = `usage: xmpp-server <command>
@@ -49,18 +55,24 @@ async function user(config: Config, [sub, name, password]: string[]): Promise<nu
         return 0;
       case 'remove':
         if (!name) break;
-        if (!(await store.remove(name))) {
-          console.error(`error: no account ${name}`);
-          return 1;
-        }
         {
-          // The account's data goes with it.
+          // The account's data goes with it, its contacts' rosters change
+          // (RFC 6121 §2.5.2), and a running server ends its sessions and
+          // tells its contacts.
           const roster = await openRosterStore(config);
-          await roster.removeAll(normalizeUsername(name));
-          await roster.close();
           const offline = await openOfflineStore(config);
-          await offline.removeAll(normalizeUsername(name));
-          await offline.close();
+          let notice: RemovalNotice | undefined;
+          try {
+            notice = await removeAccount({ accounts: store, roster, offline }, config.domain, name, config.maxRosterItems);
+          } finally {
+            await roster.close();
+            await offline.close();
+          }
+          if (!notice) {
+            console.error(`error: no account ${name}`);
+            return 1;
+          }
+          await announceRemoval(config, notice);
         }
         console.log(`removed ${name}@${config.domain}`);
         return 0;
@@ -72,6 +84,22 @@ async function user(config: Config, [sub, name, password]: string[]): Promise<nu
     return 2;
   } finally {
     await store.close();
+  }
+}
+
+/** Tells the running server (a single node's admin socket) or every node (Redis) that an account is gone. */
+async function announceRemoval(config: Config, notice: RemovalNotice): Promise<void> {
+  if (!config.redisUrl) {
+    await tellServer(config.dataDir, { op: 'removed', notice });
+    return;
+  }
+  const r = connectRedis(config.redisUrl, 'cli');
+  try {
+    await whenReady(r, 10_000);
+    const bytes = encode(notice);
+    await r.publish(K.removed, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  } finally {
+    r.disconnect();
   }
 }
 

@@ -93,6 +93,9 @@ export class Hub {
         break;
       case 'hello':
         break;
+      case 'removed':
+        this.broadcast({ t: 'removed', notice: msg.notice });
+        break;
       case 'ready':
         if (++this.readyCount === this.links.length) for (const w of this.readyWaiters.splice(0)) w();
         break;

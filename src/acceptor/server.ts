@@ -17,6 +17,8 @@ import { collectWhenIdle } from '../idle-gc.ts';
 import { connectRedis, ready } from '../cluster/redis.ts';
 import { Membership } from '../cluster/membership.ts';
 import type { Departed } from '../presence/presence.ts';
+import { StorageThread } from '../storage/remote.ts';
+import { listenAdmin } from '../admin/socket.ts';
 
 export interface RunningServer {
   membership?: Membership;
@@ -60,8 +62,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
     membership.off('dead', onLeftover);
   }
 
+  // A single node keeps its durable data in SQLite files, which one thread
+  // holds for all workers; a cluster's workers reach Redis themselves.
+  const storage = config.redisUrl ? undefined : await StorageThread.start({ dataDir: config.dataDir, scramIterations: config.scramIterations, logLevel: config.logLevel });
   const hub = new Hub();
-  const joins = await joinWorkers(pool, hub, config.workers, () => stopping);
+  const joins = await joinWorkers(pool, hub, config.workers, () => stopping, storage);
   hub.wire();
   if (membership) {
     hub.broadcast({ t: 'epoch', epoch: membership.epoch });
@@ -112,6 +117,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const tlsPort = (direct.address() as net.AddressInfo).port;
   log.info('listening', { domain: config.domain, host: config.bindHost, c2sPort, tlsPort, workers: config.workers, node: config.nodeId, cluster: Boolean(config.redisUrl) });
 
+  // What the CLI changes in the stores of a single node, the node acts on at once.
+  const admin = config.redisUrl ? undefined : await listenAdmin(config.dataDir, (req) => hub.broadcast({ t: 'removed', notice: req.notice }));
   const idle = collectWhenIdle(config.idleGcMs, log.debug);
   let closing: Promise<void> | undefined;
   const close = () =>
@@ -120,6 +127,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       idle?.stop();
       c2s.close();
       direct.close();
+      admin?.close();
       const clean = await hub.shutdown(config.shutdownTimeoutMs);
       if (!clean) log.warn('shutdown deadline reached with sessions still open');
       await membership?.leave();
@@ -127,6 +135,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       await Promise.race([Promise.allSettled([...joins, ...live]), new Promise((r) => setTimeout(r, 1000).unref())]);
       hub.close();
       await pool.destroy();
+      await storage?.close();
     })());
   return { c2sPort, tlsPort, hub, membership, close };
 }
@@ -136,7 +145,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
  * Piscina sends a task to the least busy worker, so N pending joins land on N
  * workers; a worker that already joined declines, and the join is retried.
  */
-async function joinWorkers(pool: Piscina, hub: Hub, n: number, stopping: () => boolean): Promise<Promise<unknown>[]> {
+async function joinWorkers(pool: Piscina, hub: Hub, n: number, stopping: () => boolean, storage: StorageThread | undefined): Promise<Promise<unknown>[]> {
   const seen = new Set<number>();
   const joins: Promise<unknown>[] = [];
   // Bounded by time, not attempts: on a loaded machine a worker can take a
@@ -146,8 +155,9 @@ async function joinWorkers(pool: Piscina, hub: Hub, n: number, stopping: () => b
     if (Date.now() > deadline) throw new Error(`could not reach ${n} distinct workers within 30 s`);
     const { port1, port2 } = new MessageChannel();
     const hello = new Promise<number>((resolve) => port1.once('message', (raw: Uint8Array) => resolve(decode<ToHub & { t: 'hello' }>(raw).threadId)));
-    const task: Task = { t: 'join', port: port2 };
-    const joined = pool.run(task, { transferList: [port2] as never });
+    const store = storage?.give();
+    const task: Task = store ? { t: 'join', port: port2, store } : { t: 'join', port: port2 };
+    const joined = pool.run(task, { transferList: (store ? [port2, store] : [port2]) as never });
     const first = await Promise.race([hello, joined.then(() => -1)]);
     if (first === -1 || seen.has(first)) {
       port1.close();

@@ -4,8 +4,13 @@ import type { Element } from 'ltx';
 import type { StanzaError } from '../xmpp/errors.ts';
 import type { Session } from '../session/session.ts';
 
-/** Returns the result payload (or null for an empty result), or throws a StanzaError. */
-export type IqHandler = (iq: Element, session: Session) => Promise<Element | null> | Element | null;
+/**
+ * Returns the result payload (or null for an empty result), or throws a
+ * StanzaError. `after` runs once the result is on its way, for what must
+ * follow it on the wire (XEP-0077 §3.2: the result, then the stream closes).
+ */
+export type IqResult = Element | null | { payload: Element | null; after: () => void };
+export type IqHandler = (iq: Element, session: Session) => Promise<IqResult> | IqResult;
 
 export interface ServerModule {
   features: string[];

@@ -4,7 +4,8 @@
 import { Element } from 'ltx';
 import { NS_REGISTER } from '../xmpp/ns.ts';
 import { StanzaError } from '../xmpp/errors.ts';
-import type { ServerModule } from './module.ts';
+import type { ServerModule, IqResult } from './module.ts';
+import { parseJid, bare } from '../xmpp/jid.ts';
 import type { Session } from '../session/session.ts';
 
 function field(q: Element, name: string): string | undefined {
@@ -40,35 +41,65 @@ export async function registerUnauthenticated(iq: Element, session: Session): Pr
   return null;
 }
 
+/** §3.2, §3.3 concern the requester's own account: addressed to the server, to the account's bare JID, or to nobody (RFC 6120 §10.3). */
+function ownAccount(iq: Element, session: Session): void {
+  const to = iq.attrs.to;
+  if (to === undefined || to === session.ctx.config.domain) return;
+  let target: string;
+  try {
+    target = bare(parseJid(to));
+  } catch {
+    throw new StanzaError('forbidden', 'registration concerns the own account');
+  }
+  if (target !== session.bare && target !== session.ctx.config.domain) throw new StanzaError('forbidden', 'registration concerns the own account');
+}
+
+const registered = (iq: Element, session: Session) => {
+  ownAccount(iq, session);
+  const q = new Element('query', { xmlns: NS_REGISTER });
+  q.c('registered').up().c('username').t(session.username ?? '').up().c('password');
+  return q;
+};
+
+const change = async (iq: Element, session: Session): Promise<IqResult> => {
+  ownAccount(iq, session);
+  const q = iq.getChild('query', NS_REGISTER)!;
+  if (session.username === null) throw new StanzaError('not-allowed', 'anonymous sessions have no account');
+  if (q.getChild('remove')) {
+    // §3.2: the account goes with its data; its contacts are told.
+    const notice = await session.ctx.removeAccount(session.username);
+    if (!notice) throw new StanzaError('item-not-found', 'the account is already gone');
+    return {
+      payload: null,
+      // The result first, then the stream ends: it can no longer stay
+      // authenticated. Then every session of the account, wherever it is.
+      after: () => {
+        session.close({ condition: 'not-authorized', text: 'the account was removed' });
+        session.ctx.announceRemoval(notice);
+      },
+    };
+  }
+  const username = field(q, 'username');
+  const password = field(q, 'password');
+  if (!password) throw new StanzaError('bad-request', 'password is required');
+  if (username !== undefined && username.toLowerCase() !== session.username) throw new StanzaError('not-allowed', 'a password can only be changed for the own account');
+  try {
+    await session.ctx.accounts.setPassword(session.username, password);
+  } catch (err) {
+    throw accountError(err);
+  }
+  return null;
+};
+
+/** Once authenticated: to the server (§3.2, §3.3 examples) or on behalf of the account (an iq without 'to'). */
 export const register: ServerModule = {
   features: [NS_REGISTER],
   server: {
-    [`get ${NS_REGISTER}`]: (_iq, session) => {
-      const q = new Element('query', { xmlns: NS_REGISTER });
-      q.c('registered').up().c('username').t(session.username ?? '').up().c('password');
-      return q;
-    },
-    [`set ${NS_REGISTER}`]: async (iq, session) => {
-      const q = iq.getChild('query', NS_REGISTER)!;
-      if (session.username === null) throw new StanzaError('not-allowed', 'anonymous sessions have no account');
-      if (q.getChild('remove')) {
-        await session.ctx.accounts.remove(session.username);
-        await session.ctx.roster.removeAll(session.username);
-        await session.ctx.offline.removeAll(session.username);
-        // §3.2: the account is gone; the stream cannot stay authenticated.
-        queueMicrotask(() => session.close({ condition: 'not-authorized', text: 'account removed' }));
-        return null;
-      }
-      const username = field(q, 'username');
-      const password = field(q, 'password');
-      if (!password) throw new StanzaError('bad-request', 'password is required');
-      if (username !== undefined && username.toLowerCase() !== session.username) throw new StanzaError('not-allowed', 'a password can only be changed for the own account');
-      try {
-        await session.ctx.accounts.setPassword(session.username, password);
-      } catch (err) {
-        throw accountError(err);
-      }
-      return null;
-    },
+    [`get ${NS_REGISTER}`]: registered,
+    [`set ${NS_REGISTER}`]: change,
+  },
+  account: {
+    [`get ${NS_REGISTER}`]: registered,
+    [`set ${NS_REGISTER}`]: change,
   },
 };

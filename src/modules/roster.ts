@@ -34,6 +34,10 @@ export interface RosterDeps {
   removed?: (user: string, jid: string, before: SubState) => Promise<void>;
   maxNameBytes?: number;
   maxGroupBytes?: number;
+  /** Groups one item may be in. */
+  maxGroups?: number;
+  /** Bytes one roster's items may take (RosterStore.set). */
+  maxBytes?: number;
 }
 
 /**
@@ -117,6 +121,8 @@ function itemJid(item: Element): string {
 export function roster(deps: RosterDeps): ServerModule {
   const maxName = deps.maxNameBytes ?? MAX_NAME_BYTES;
   const maxGroup = deps.maxGroupBytes ?? MAX_GROUP_BYTES;
+  const maxGroups = deps.maxGroups ?? Number.MAX_SAFE_INTEGER;
+  const maxBytes = deps.maxBytes ?? Number.MAX_SAFE_INTEGER;
   const push = (user: string, item: RosterPushItem, version: string) => {
     try {
       deps.push(user, item, version);
@@ -165,7 +171,10 @@ export function roster(deps: RosterDeps): ServerModule {
     const name = rawName === undefined || rawName === '' ? undefined : rawName;
     if (name !== undefined && bytes(name) > maxName) throw new StanzaError('not-acceptable', `the name is longer than ${maxName} bytes`);
     const groups: string[] = [];
-    for (const g of item.getChildren('group', NS_ROSTER)) {
+    const given = item.getChildren('group', NS_ROSTER);
+    // §2.3.3: a roster set beyond the server's limits is not acceptable.
+    if (given.length > maxGroups) throw new StanzaError('not-acceptable', `an item may be in at most ${maxGroups} groups`);
+    for (const g of given) {
       const text = g.getText();
       if (text === '') throw new StanzaError('not-acceptable', 'a group name cannot be empty');
       if (bytes(text) > maxGroup) throw new StanzaError('not-acceptable', `a group name is longer than ${maxGroup} bytes`);
@@ -175,9 +184,10 @@ export function roster(deps: RosterDeps): ServerModule {
 
     let change;
     try {
-      change = await deps.store.set(user, name === undefined ? { jid, groups } : { jid, name, groups }, deps.maxItems);
+      change = await deps.store.set(user, name === undefined ? { jid, groups } : { jid, name, groups }, deps.maxItems, maxBytes);
     } catch (err) {
       if ((err as Error).name === 'RosterFullError') throw new StanzaError('policy-violation', `the roster is full (at most ${deps.maxItems} items)`);
+      if ((err as Error).name === 'RosterTooLargeError') throw new StanzaError('policy-violation', `the roster is full (at most ${maxBytes} bytes of names and groups)`);
       throw err;
     }
     push(user, change.item, change.version);

@@ -6,11 +6,8 @@
 // headline and error MUST be silently ignored), XEP-0160 §3 (which of them
 // to store) and the storage hints of XEP-0334 §4:
 //
-//   normal (or no type)  stored
-//   chat                 stored, except a message carrying only chat states
-//                        (XEP-0085): "typing…" is stale by the time it could
-//                        be read. The same holds for a normal one, so the
-//                        exception covers both.
+//   normal (or no type)  stored when it has content (below)
+//   chat                 the same
 //   unknown type         as normal (RFC 6121 §5.2.2)
 //   headline, groupchat, never: the RFC's MUSTs above leave no room for
 //   error                storage, so no hint overrides them (XEP-0334 itself
@@ -21,15 +18,18 @@
 //                         wins over <store/>
 //   <no-permanent-store/> stored: XEP-0334 §4.1 allows temporary storage for
 //                         delivery, which is what offline storage is
-//   <store/>              a normal or chat message is stored even if it
-//                         carries only chat states
+//   <store/>              stored even without content
 //
-// A body is not required: receipts (XEP-0184), chat markers (XEP-0333),
-// direct MUC invitations (XEP-0249) and encrypted payloads carry none and
-// matter to a user who was away. XEP-0160 asks for none; the per-user limit
-// bounds what such messages can cost.
+// Content: a body or subject, or any payload a user would miss (encrypted
+// payloads, invitations, out-of-band data...). A message carrying only chat
+// states (XEP-0085), delivery receipts (XEP-0184) or chat markers (XEP-0333),
+// with at most a thread, hints and stanza ids beside them, is content-less:
+// stale by the time it could be read (XEP-0160 §3, XEP-0085 §5.4). The
+// router neither stores nor bounces such a message for an offline or absent
+// user: it drops it, since an error would show in the sender's client for a
+// "typing..." that nobody missed.
 import { type Element, clone } from 'ltx';
-import { NS_CHATSTATES, NS_DELAY, NS_HINTS, NS_SID } from '../xmpp/ns.ts';
+import { NS_CHATSTATES, NS_DELAY, NS_HINTS, NS_MARKERS, NS_RECEIPTS, NS_SID } from '../xmpp/ns.ts';
 
 const isElement = (c: Element | string): c is Element => typeof c !== 'string';
 
@@ -38,6 +38,15 @@ function incidental(c: Element): boolean {
   const ns = c.getNS();
   if (ns === undefined || ns === 'jabber:client') return c.getName() === 'thread';
   return ns === NS_HINTS || ns === NS_SID;
+}
+
+/** Payloads that only say something about the conversation's state, stale once late. */
+const STATE_ONLY = new Set([NS_CHATSTATES, NS_RECEIPTS, NS_MARKERS]);
+
+/** True when a message carries no content (see above): only chat states, receipts, markers, and incidentals. */
+export function contentless(el: Element): boolean {
+  if (el.getName() !== 'message') return false;
+  return el.children.filter(isElement).every((c) => incidental(c) || STATE_ONLY.has(c.getNS() as string));
 }
 
 /** True when the message's only content is chat state notifications (XEP-0085). */
@@ -53,7 +62,7 @@ export function shouldStore(el: Element): boolean {
   if (type === 'error' || type === 'groupchat' || type === 'headline') return false;
   if (el.getChild('no-store', NS_HINTS)) return false;
   if (el.getChild('store', NS_HINTS)) return true;
-  return !onlyChatStates(el);
+  return !contentless(el);
 }
 
 /** XEP-0082 DateTime in UTC, as XEP-0203 requires of 'stamp'. */

@@ -1,54 +1,97 @@
 // Offline messages in SQLite (node:sqlite), in their own file beside the
-// accounts. Every worker thread (and a CLI process) may open the same file:
-// WAL lets readers run beside the one writer, and the busy timeout makes
-// writers wait for each other instead of failing.
+// accounts. On a running node one storage thread holds the file; the CLI (a
+// separate process) may open it too: WAL lets readers run beside the one
+// writer, and the busy timeout makes writers wait for each other.
 //
-// push() and take() each run in a BEGIN IMMEDIATE transaction: it takes the
-// write lock before reading, so the count checked against the limit, and the
-// rows read for delivery, cannot change before the write that depends on
-// them. (A plain transaction would read a snapshot first and could fail with
-// SQLITE_BUSY_SNAPSHOT on upgrading, which the busy timeout does not retry.)
+// push() and fetch() run in BEGIN IMMEDIATE transactions: the write lock is
+// taken before reading, so the size checked against the limits, and the
+// claim checked before reading the queue, cannot change before the write
+// that depends on them.
 import { openDatabase } from '../storage/sqlite.ts';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import { type OfflineStore, checkMax } from './store.ts';
+import { type OfflineLimits, type OfflineStore, type StoredMessage, checkFetch, checkLimits, utf8Bytes } from './store.ts';
 
 
-// seq is the rowid: always above every row present, so ORDER BY seq is the
-// order of arrival of what is queued. stored (ms since the epoch) is kept for
+// seq never repeats (AUTOINCREMENT: an emptied table does not start again
+// at 1), so ORDER BY seq is the order of arrival, and a message stored while
+// a session delivers the queue comes after the last one it read. stored (ms since the epoch) is kept for
 // inspection and a future expiry; the stanza carries its own delay stamp.
+// A claim (offline_claims) names the session delivering the queue and until
+// when (ms since the epoch).
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS offline (
-  seq INTEGER PRIMARY KEY,
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
   username TEXT NOT NULL,
   stanza TEXT NOT NULL,
   stored INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS offline_by_user ON offline (username, seq);
+CREATE TABLE IF NOT EXISTS offline_claims (
+  username TEXT PRIMARY KEY NOT NULL,
+  owner TEXT NOT NULL,
+  until INTEGER NOT NULL
+) STRICT;
 `;
+
+/** A file made before ids had to be increasing: the table is rebuilt with AUTOINCREMENT, rows and order kept. */
+function upgrade(db: DatabaseSync): void {
+  const row = db.prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'offline'").get();
+  if (!row || /AUTOINCREMENT/i.test(String(row.sql))) return;
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    db.exec(`ALTER TABLE offline RENAME TO offline_old;
+      DROP INDEX IF EXISTS offline_by_user;
+      ${SCHEMA}
+      INSERT INTO offline (seq, username, stanza, stored) SELECT seq, username, stanza, stored FROM offline_old ORDER BY seq;
+      DROP TABLE offline_old;`);
+    db.exec('COMMIT');
+  } catch (err) {
+    if (db.isTransaction) db.exec('ROLLBACK');
+    throw err;
+  }
+}
 
 export class SqliteOfflineStore implements OfflineStore {
   private readonly db: DatabaseSync;
   private readonly stmts: {
+    size: StatementSync;
     count: StatementSync;
     insert: StatementSync;
-    select: StatementSync;
-    remove: StatementSync;
+    after: StatementSync;
+    removeOne: StatementSync;
+    removeUser: StatementSync;
+    claim: StatementSync;
+    setClaim: StatementSync;
+    release: StatementSync;
+    releaseAll: StatementSync;
   };
   private closed = false;
 
   private constructor(db: DatabaseSync) {
     this.db = db;
     this.stmts = {
+      size: db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(CAST(stanza AS BLOB))), 0) AS bytes FROM offline WHERE username = ?'),
       count: db.prepare('SELECT COUNT(*) AS n FROM offline WHERE username = ?'),
       insert: db.prepare('INSERT INTO offline (username, stanza, stored) VALUES (?, ?, ?)'),
-      select: db.prepare('SELECT stanza FROM offline WHERE username = ? ORDER BY seq'),
-      remove: db.prepare('DELETE FROM offline WHERE username = ?'),
+      after: db.prepare('SELECT seq, stanza FROM offline WHERE username = ? AND seq > ? ORDER BY seq LIMIT ?'),
+      removeOne: db.prepare('DELETE FROM offline WHERE username = ? AND seq = ?'),
+      removeUser: db.prepare('DELETE FROM offline WHERE username = ?'),
+      claim: db.prepare('SELECT owner, until FROM offline_claims WHERE username = ?'),
+      setClaim: db.prepare('INSERT INTO offline_claims (username, owner, until) VALUES (?, ?, ?) ON CONFLICT (username) DO UPDATE SET owner = excluded.owner, until = excluded.until'),
+      release: db.prepare('DELETE FROM offline_claims WHERE username = ? AND owner = ?'),
+      releaseAll: db.prepare('DELETE FROM offline_claims WHERE username = ?'),
     };
   }
 
   /** Opens (creating file and directory if needed) the offline message database. */
   static open(file: string): SqliteOfflineStore {
     const db = openDatabase(file, SCHEMA);
+    try {
+      upgrade(db);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
     return new SqliteOfflineStore(db);
   }
 
@@ -65,21 +108,41 @@ export class SqliteOfflineStore implements OfflineStore {
     }
   }
 
-  async push(user: string, xml: string, max: number): Promise<boolean> {
-    if (checkMax(max) < 1) return false;
+  async push(user: string, xml: string, limits: OfflineLimits): Promise<boolean> {
+    const { max, maxBytes } = checkLimits(limits);
+    if (max < 1) return false;
+    const bytes = utf8Bytes(xml);
+    if (bytes > maxBytes) return false;
     return this.immediate(() => {
-      if (Number(this.stmts.count.get(user)!.n) >= max) return false;
+      const row = this.stmts.size.get(user)!;
+      if (Number(row.n) >= max || Number(row.bytes) + bytes > maxBytes) return false;
       this.stmts.insert.run(user, xml, Date.now());
       return true;
     });
   }
 
-  async take(user: string): Promise<string[]> {
+  async fetch(user: string, owner: string, after: string, limit: number, leaseMs: number): Promise<StoredMessage[] | null> {
+    checkFetch(limit, leaseMs);
+    const from = after === '' ? 0 : Number(after);
+    if (!Number.isSafeInteger(from)) throw new RangeError(`invalid message id ${JSON.stringify(after)}`);
     return this.immediate(() => {
-      const rows = this.stmts.select.all(user).map((r) => String(r.stanza));
-      if (rows.length > 0) this.stmts.remove.run(user);
-      return rows;
+      const now = Date.now();
+      const claim = this.stmts.claim.get(user);
+      if (claim && String(claim.owner) !== owner && Number(claim.until) > now) return null;
+      this.stmts.setClaim.run(user, owner, now + leaseMs);
+      return this.stmts.after.all(user, from, limit).map((r) => ({ id: String(r.seq), xml: String(r.stanza) }));
     });
+  }
+
+  async remove(user: string, ids: string[]): Promise<void> {
+    if (ids.length === 0) return;
+    this.immediate(() => {
+      for (const id of ids) this.stmts.removeOne.run(user, Number(id));
+    });
+  }
+
+  async release(user: string, owner: string): Promise<void> {
+    this.stmts.release.run(user, owner);
   }
 
   async count(user: string): Promise<number> {
@@ -87,7 +150,10 @@ export class SqliteOfflineStore implements OfflineStore {
   }
 
   async removeAll(user: string): Promise<void> {
-    this.stmts.remove.run(user);
+    this.immediate(() => {
+      this.stmts.removeUser.run(user);
+      this.stmts.releaseAll.run(user);
+    });
   }
 
   close(): void {

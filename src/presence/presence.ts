@@ -2,20 +2,28 @@
 // handling on both sides of a pair, broadcast of a session's presence to its
 // subscribers and to the account's own resources, probes, directed presence,
 // and the unavailable presence a session leaves behind however it ends.
-// Pending subscription requests and offline messages are handed over when a
-// session becomes available.
+// Pending subscription requests, contacts' presence and offline messages are
+// handed over when a session becomes available, paced by its reading.
 //
 // Both parties are accounts of this server, so the "user's server" and the
 // "contact's server" of the RFC are this one: an outbound subscription
 // stanza is applied to the sender's roster (Appendix A.2) and then, at once,
 // to the addressee's (A.3), wherever either of them is connected. The
-// rosters live in the shared store (SQLite file or Redis), and each
-// transition is atomic there.
+// rosters live in the shared store, and each transition is atomic there.
+//
+// What presence routing needs of a roster (who is subscribed to the account,
+// whom it is subscribed to) is kept in memory for each account with a
+// session on this worker, dropped whenever a roster push for the account
+// passes through here (every roster change sends one), and read again when
+// next needed: a presence stanza does not read the roster.
 import { Element, clone } from 'ltx';
 import type { RosterStore, SubState, TransitionResult } from '../roster/store.ts';
 import { splitState } from '../roster/store.ts';
 import type { OfflineStore } from '../offline/store.ts';
+import { OfflineDelivery } from '../offline/delivery.ts';
 import type { SessionRecord, SessionRegistry } from '../registry/registry.ts';
+import type { Only } from '../worker/wire.ts';
+import type { Out, Paced } from '../session/session.ts';
 import { pushQuery } from '../modules/roster.ts';
 import { StanzaError } from '../xmpp/errors.ts';
 import type { Jid } from '../xmpp/jid.ts';
@@ -23,6 +31,14 @@ import { INBOUND, OUTBOUND, isSubscriptionType, receivesFrom, sendsTo } from './
 import type { SubscriptionType } from './subscription.ts';
 import { ANON_PREFIX } from '../accounts/store.ts';
 import { log } from '../log.ts';
+
+export const NS_NICK = 'http://jabber.org/protocol/nick';
+/** What a subscription request may carry into the addressee's storage (UTF-16 units of text). */
+const MAX_REQUEST_STATUS = 1024;
+const MAX_REQUEST_NICK = 256;
+/** Contacts probed at a time at login, and pending requests handed over at a time. */
+const PROBE_BATCH = 32;
+const REQUEST_BATCH = 16;
 
 /** What the presence service needs of a session. */
 export interface PresenceSession {
@@ -37,20 +53,31 @@ export interface PresenceSession {
   lastPresence: Element | undefined;
   /** Entities that got directed presence from this session while it was available (RFC 6121 §4.6); created on first use. */
   directed: Set<string> | undefined;
-  deliver(xml: string): boolean;
+  deliver(xml: string, opts?: { live?: boolean }): boolean;
+  /** Output read only as the client reads (login burst). */
+  pace(src: Paced): void;
   /** False once the session has closed (it may close while a presence change is under way). */
   readonly open: boolean;
 }
 
+/** How a routed stanza is handed over (Router.deliver). */
+export interface DeliverOptions {
+  /** An answer the session asked for (a probe's answer): not counted against it as unsolicited output. */
+  solicited?: boolean;
+}
+
 /** The routing this service uses (the Router). */
 export interface PresenceRouting {
-  /** Available resources of a bare JID, wherever they are connected. */
+  /** Every bound resource of a bare JID, wherever it is connected (the owners judge availability). */
+  resources(bare: string): Promise<SessionRecord[]>;
+  /** Available resources of a bare JID, as the registry has them. */
   available(bare: string): Promise<SessionRecord[]>;
-  deliver(rec: SessionRecord, el: Element): void;
+  deliver(rec: SessionRecord, el: Element, only?: Only, opts?: DeliverOptions): void;
+  /** A roster push (RFC 6121 §2.1.6) for one resource, only if it is interested. */
+  pushTo(rec: SessionRecord, query: Element): void;
   /** Asks a session to send its current presence to `answerTo` (RFC 6121 §4.3.2). */
   probe(rec: SessionRecord, answerTo: string): void;
-  routeInternal(el: Element): Promise<void>;
-  pushRoster(bare: string, query: Element): Promise<void>;
+  routeInternal(el: Element, opts?: DeliverOptions): Promise<void>;
 }
 
 export interface PresenceDeps {
@@ -60,6 +87,10 @@ export interface PresenceDeps {
   registry: SessionRegistry;
   accountExists(local: string): Promise<boolean>;
   maxRosterItems: number;
+  /** Pending requests from strangers one user may hold (RosterStore.transition maxPending). */
+  maxPendingRequests: number;
+  /** Unanswered requests one user may have sent. */
+  maxOutgoingRequests: number;
   /** Directed presence recipients tracked per session. */
   maxDirected: number;
 }
@@ -72,13 +103,87 @@ export interface Departed {
   directed: string[];
 }
 
+/** What presence routing needs of a roster. */
+interface RosterView {
+  /** Contacts with a subscription to the account's presence ('from', 'both'). */
+  subscribers: string[];
+  /** Contacts whose presence the account is subscribed to ('to', 'both'). */
+  subscribedTo: string[];
+  subscriberSet: Set<string>;
+}
+
+/** Per account with sessions on this worker: how many, and its roster view once read. */
+interface Local {
+  sessions: number;
+  view?: RosterView;
+  /** Bumped by every roster change: a read that started before one is not kept. */
+  gen: number;
+}
+
 export class PresenceService {
   private readonly d: PresenceDeps;
   private readonly r: PresenceRouting;
+  private readonly locals = new Map<string, Local>();
+  /** Sessions delivering offline messages now. */
+  private readonly delivering = new WeakSet<PresenceSession>();
 
   constructor(deps: PresenceDeps, routing: PresenceRouting) {
     this.d = deps;
     this.r = routing;
+  }
+
+  // ---- the roster view (what a presence stanza needs, kept in memory) ----
+
+  /** A session of `username` bound on this worker. */
+  attach(s: PresenceSession): void {
+    if (s.username === null) return;
+    const l = this.locals.get(s.username);
+    if (l) l.sessions++;
+    else this.locals.set(s.username, { sessions: 1, gen: 0 });
+  }
+
+  /** A session of this worker ended. */
+  detach(s: PresenceSession): void {
+    if (s.username === null) return;
+    const l = this.locals.get(s.username);
+    if (l && --l.sessions <= 0) this.locals.delete(s.username);
+  }
+
+  /** The account's roster changed (a push for it passes through this worker). */
+  rosterChanged(username: string): void {
+    const l = this.locals.get(username);
+    if (!l) return;
+    l.view = undefined;
+    l.gen++;
+  }
+
+  /**
+   * The account was removed and its roster with it: what its sessions here
+   * still say (their last unavailable presence) goes to these subscribers.
+   */
+  primeView(username: string, subscribers: string[]): void {
+    const l = this.locals.get(username);
+    if (!l) return;
+    l.gen++;
+    l.view = { subscribers, subscribedTo: [], subscriberSet: new Set(subscribers) };
+  }
+
+  private async view(username: string | null): Promise<RosterView> {
+    if (username === null) return { subscribers: [], subscribedTo: [], subscriberSet: new Set() };
+    const l = this.locals.get(username);
+    if (l?.view) return l.view;
+    const gen = l?.gen;
+    const items = (await this.d.roster.get(username)).items;
+    const subscribers: string[] = [];
+    const subscribedTo: string[] = [];
+    for (const item of items) {
+      if (item.subscription === 'from' || item.subscription === 'both') subscribers.push(item.jid);
+      if (item.subscription === 'to' || item.subscription === 'both') subscribedTo.push(item.jid);
+    }
+    const v = { subscribers, subscribedTo, subscriberSet: new Set(subscribers) };
+    const now = this.locals.get(username);
+    if (now && now === l && now.gen === gen) now.view = v;
+    return v;
   }
 
   /** A presence stanza from a client, 'from' already stamped with its full JID; `to` parsed when present. */
@@ -112,33 +217,52 @@ export class PresenceService {
     if (user === null) throw new StanzaError('not-allowed', 'anonymous sessions have no roster to subscribe with');
     if (contact === s.bare) throw new StanzaError('bad-request', 'an account does not subscribe to itself');
     // §3.1.2 and the like: the server stamps the bare JIDs of both parties.
-    const stanza = new Element('presence', { from: s.bare!, to: contact, type });
-    for (const c of el.children) if (typeof c !== 'string') stanza.cnode(clone(c));
+    const stanza = subscriptionStanza(el, s.bare!, contact, type);
 
     let mine: TransitionResult;
     try {
-      mine = await this.d.roster.transition(user, contact, OUTBOUND[type], { max: this.d.maxRosterItems });
+      mine = await this.d.roster.transition(user, contact, OUTBOUND[type], { max: this.d.maxRosterItems, maxOutgoing: this.d.maxOutgoingRequests });
     } catch (err) {
       log.warn('subscription: roster store failed', { user, contact, err: String(err) });
       throw new StanzaError('internal-server-error', 'the roster cannot be changed now');
     }
-    if (mine.full) throw new StanzaError('policy-violation', `the roster is full (at most ${this.d.maxRosterItems} items)`);
-    if (mine.change) await this.r.pushRoster(s.bare!, pushQuery(mine.change.item, mine.change.version));
+    if (mine.full === 'items') throw new StanzaError('policy-violation', `the roster is full (at most ${this.d.maxRosterItems} items)`);
+    if (mine.full === 'outgoing') throw new StanzaError('policy-violation', `too many subscription requests are unanswered (at most ${this.d.maxOutgoingRequests})`);
+    const pushMine = () => (mine.change ? this.pushAll(s.bare!, pushQuery(mine.change.item, mine.change.version)) : Promise.resolve());
 
+    if (type === 'subscribe' || type === 'unsubscribe') {
+      // §3.1.2, §3.3.2: the user's roster shows the request (or its end), then the stanza goes.
+      await pushMine();
+      const theirs = await this.inboundSubscription(stanza, type, to.local, contact, s.bare!);
+      if (theirs === 'pending-full') {
+        // Not kept by the contact: the user's request is not pending either.
+        const undo = await this.d.roster.transition(user, contact, { [mine.after]: mine.before }, { max: this.d.maxRosterItems });
+        if (undo.change) await this.pushAll(s.bare!, pushQuery(undo.change.item, undo.change.version));
+        log.info('subscription request refused: the contact holds too many', { from: s.bare, to: contact });
+        throw new StanzaError('resource-constraint', `${contact} has too many subscription requests waiting; try again later`);
+      }
+      return;
+    }
+    // §3.1.5, §3.2.2: the approval (or cancellation) goes first, then the
+    // contact's own roster push.
     await this.inboundSubscription(stanza, type, to.local, contact, s.bare!);
-
+    await pushMine();
     // §3.1.5: approving sends the approver's current presence; §3.2.2:
     // cancelling sends unavailable from each of the user's resources.
     if (type === 'subscribed' && sendsTo(mine.after)) await this.presenceOfAccount(s.bare!, contact);
     if (type === 'unsubscribed' && sendsTo(mine.before)) await this.unavailableOfAccount(s.bare!, contact);
   }
 
-  /** The addressee's side (A.3): state change, roster push, delivery, auto-replies. */
-  private async inboundSubscription(stanza: Element, type: SubscriptionType, local: string, contact: string, userBare: string): Promise<void> {
+  /**
+   * The addressee's side (A.3): state change, delivery, roster push,
+   * auto-replies. 'pending-full' when a request was refused for the
+   * addressee's limit on pending requests.
+   */
+  private async inboundSubscription(stanza: Element, type: SubscriptionType, local: string, contact: string, userBare: string): Promise<'pending-full' | undefined> {
     if (!(await this.d.accountExists(local))) {
       // §3.1.3: a request to an account that does not exist is answered "unsubscribed".
       if (type === 'subscribe') await this.inboundSubscription(new Element('presence', { from: contact, to: userBare, type: 'unsubscribed' }), 'unsubscribed', userBare.split('@')[0], userBare, contact);
-      return;
+      return undefined;
     }
     if (type === 'subscribe') {
       const state = await this.d.roster.state(local, userBare);
@@ -147,27 +271,49 @@ export class PresenceService {
         const reply = new Element('presence', { from: contact, to: userBare, type: 'subscribed' });
         await this.inboundSubscription(reply, 'subscribed', userBare.split('@')[0], userBare, contact);
         await this.presenceOfAccount(contact, userBare);
-        return;
+        return undefined;
       }
     }
     const theirs = await this.d.roster.transition(local, userBare, INBOUND[type], {
       max: this.d.maxRosterItems,
+      maxPending: this.d.maxPendingRequests,
       ...(type === 'subscribe' ? { request: stanza.toString() } : {}),
     });
+    if (theirs.full === 'pending') return 'pending-full';
     if (theirs.full) {
-      log.warn('subscription request dropped: the contact has too many pending requests', { contact, from: userBare });
-      return;
+      log.warn('subscription change not applied: the roster is full', { contact, from: userBare, type });
+      return undefined;
     }
-    if (theirs.after === theirs.before) return; // A.3: no state change, nothing to deliver
-    if (theirs.change) await this.r.pushRoster(contact, pushQuery(theirs.change.item, theirs.change.version));
-    for (const rec of await this.r.available(contact)) this.r.deliver(rec, stanza);
+    if (theirs.after === theirs.before) return undefined; // A.3: no state change, nothing to deliver
+    const query = theirs.change ? pushQuery(theirs.change.item, theirs.change.version) : undefined;
+    // §3.1.3: a request goes to the available resources; §3.1.6, §3.2.3,
+    // §3.3.3: an approval or cancellation goes to the interested resources,
+    // and MUST arrive before the roster push it causes. Both go to each
+    // resource in that order, over the same path.
+    for (const rec of await this.r.resources(contact)) {
+      this.r.deliver(rec, stanza, type === 'subscribe' ? 'available' : 'subscription');
+      if (query) this.r.pushTo(rec, query);
+    }
     // §3.3.3: an unsubscribe makes the unsubscribed-from contact appear offline.
     if (type === 'unsubscribe') await this.unavailableOfAccount(contact, userBare);
+    return undefined;
+  }
+
+  /** A roster push to every interested resource of `bare`. */
+  private async pushAll(bare: string, query: Element): Promise<void> {
+    let recs: SessionRecord[];
+    try {
+      recs = await this.r.resources(bare);
+    } catch (err) {
+      log.warn('roster push: registry unavailable', { bare, err: String(err) });
+      return;
+    }
+    for (const rec of recs) this.r.pushTo(rec, query);
   }
 
   /** Presence of each available resource of `bare`, sent to `to` (a bare or full JID). */
   private async presenceOfAccount(bare: string, to: string): Promise<void> {
-    for (const rec of await this.r.available(bare)) this.r.probe(rec, to);
+    for (const rec of await this.r.resources(bare)) this.r.probe(rec, to);
   }
 
   private async unavailableOfAccount(bare: string, to: string): Promise<void> {
@@ -200,7 +346,7 @@ export class PresenceService {
   /** A probe from `fromFull` (of account `fromBare`) for the presence of `contact`. */
   private async probe(contact: string, contactLocal: string, fromFull: string, fromBare: string): Promise<void> {
     if (contact === fromBare) {
-      for (const rec of await this.r.available(contact)) if (rec.jid !== fromFull) this.r.probe(rec, fromFull);
+      for (const rec of await this.r.resources(contact)) if (rec.jid !== fromFull) this.r.probe(rec, fromFull);
       return;
     }
     if (!(await this.d.accountExists(contactLocal))) return;
@@ -209,109 +355,147 @@ export class PresenceService {
       // §4.3.2: no subscription, no presence. The "unsubscribed" tells the
       // prober its idea of the subscription is out of date.
       const reply = new Element('presence', { from: contact, to: fromBare, type: 'unsubscribed' });
-      return this.inboundSubscription(reply, 'unsubscribed', fromBare.split('@')[0], fromBare, contact);
+      await this.inboundSubscription(reply, 'unsubscribed', fromBare.split('@')[0], fromBare, contact);
+      return;
     }
-    const recs = await this.r.available(contact);
-    if (recs.length === 0) return this.r.routeInternal(new Element('presence', { from: contact, to: fromFull, type: 'unavailable' }));
+    const recs = await this.r.resources(contact);
+    if (!recs.some((r) => r.available)) {
+      await this.r.routeInternal(new Element('presence', { from: contact, to: fromFull, type: 'unavailable' }), { solicited: true });
+      return;
+    }
     for (const rec of recs) this.r.probe(rec, fromFull);
   }
 
-  /** A probe reached a session: its answer (§4.3.2). */
+  /** A probe reached a session: its answer (§4.3.2), which the prober asked for. */
   answerProbe(s: PresenceSession, answerTo: string): void {
     if (!s.available || !s.lastPresence) return;
     const p = clone(s.lastPresence);
     p.attrs.from = s.jid!;
     p.attrs.to = answerTo;
-    void this.r.routeInternal(p);
+    void this.r.routeInternal(p, { solicited: true });
   }
 
   // ---- broadcast (§4.2, §4.4, §4.5) ----
 
-  /** Contacts with a subscription to this account's presence. */
-  private async subscribers(username: string | null): Promise<{ subscribers: string[]; subscribedTo: string[] }> {
-    if (username === null) return { subscribers: [], subscribedTo: [] };
-    const items = (await this.d.roster.get(username)).items;
-    const subscribers: string[] = [];
-    const subscribedTo: string[] = [];
-    for (const item of items) {
-      if (item.subscription === 'from' || item.subscription === 'both') subscribers.push(item.jid);
-      if (item.subscription === 'to' || item.subscription === 'both') subscribedTo.push(item.jid);
-    }
-    return { subscribers, subscribedTo };
-  }
-
   /**
    * Sends `el` (from a full JID) to every available resource of each bare
-   * JID. The sending session `self` gets it only when `echo` is set,
-   * whatever the registry says of it yet (its own change may still be on the
-   * way there): RFC 6121 §4.2.2 sends initial presence back to its sender
-   * too; an unavailable one has no available resource left to go to.
+   * JID (each resource's worker judges whether it is available now). The
+   * sending session `self` gets it only when `echo` is set, whatever the
+   * registry says of it yet (its own change may still be on the way there):
+   * RFC 6121 §4.2.2 sends initial presence back to its sender too; an
+   * unavailable one has no available resource left to go to.
    */
   private async fanOut(el: Element, bares: string[], self?: PresenceSession, echo = false): Promise<void> {
     for (const bare of bares) {
-      const recs = bare.endsWith(`@${this.d.domain}`) ? await this.r.available(bare) : [];
+      const recs = bare.endsWith(`@${this.d.domain}`) ? await this.r.resources(bare) : [];
       for (const rec of recs) {
         if (rec.sid === self?.id) continue;
         const copy = clone(el);
         copy.attrs.to = bare;
-        this.r.deliver(rec, copy);
+        this.r.deliver(rec, copy, 'available');
       }
     }
     if (self && echo) {
       const copy = clone(el);
       copy.attrs.to = self.bare!;
-      self.deliver(copy.toString());
+      self.deliver(copy.toString(), { live: false });
     }
   }
 
   private async broadcastAvailable(el: Element, s: PresenceSession): Promise<void> {
     // Read first: if the roster cannot be read, nothing has changed yet and
     // the client's next presence is handled in full (initial or not).
-    const { subscribers, subscribedTo } = await this.subscribers(s.username);
+    const { subscribers, subscribedTo } = await this.view(s.username);
     const initial = !s.available;
     const wasNegative = s.priority < 0;
     const p = Number.parseInt(el.getChildText('priority') ?? '0', 10);
-    s.priority = Number.isFinite(p) ? Math.max(-128, Math.min(127, p)) : 0;
+    const priority = Number.isFinite(p) ? Math.max(-128, Math.min(127, p)) : 0;
+    // The registry first: a change it cannot record (Redis unreachable) is
+    // refused whole, and the session stays as it was. Not to be announced
+    // either when the session is fenced, or found replaced and closed.
+    if (!(await this.d.registry.setPresence(s.jid!, s.id, true, priority)) || !s.open) return;
+    s.priority = priority;
     s.available = true;
     delete el.attrs.to;
     s.lastPresence = el;
-    // Not to be announced (fenced, or found replaced and closed on the way).
-    if (!(await this.d.registry.setPresence(s.jid!, s.id, true, s.priority)) || !s.open) return;
 
     // §4.2.2 and §4.4.2: to the subscribers, and to all of the account's
     // available resources, this one included.
     await this.fanOut(el, [...subscribers, s.bare!], s, true);
     if (initial) {
-      // §4.2.2: probes for the presence of the contacts this account is
-      // subscribed to, and the presence of its other resources.
+      // §4.2.2: probes for the presence of the account's other resources
+      // and of the contacts it is subscribed to; §3.1.3: the requests that
+      // came while it was away. Both handed over as the client reads.
       await this.probe(s.bare!, '', s.jid!, s.bare!);
-      for (const contact of subscribedTo) await this.probe(contact, contact.split('@')[0], s.jid!, s.bare!);
-      // §3.1.3: requests that came while the account was away.
-      if (s.username !== null) for (const req of await this.d.roster.pendingRequests(s.username)) s.deliver(req.stanza);
+      if (subscribedTo.length > 0) s.pace(this.probes(s, subscribedTo));
+      if (s.username !== null) s.pace(this.pendingRequests(s.username));
     }
     // XEP-0160: offline messages go to the first resource that becomes
     // available with a non-negative priority (RFC 6121 §8.5.2.2.1).
-    if ((initial || wasNegative) && s.priority >= 0 && s.username !== null) await this.deliverOffline(s);
+    if ((initial || wasNegative) && s.priority >= 0 && s.username !== null) this.deliverOffline(s);
+  }
+
+  /** Probes the contacts a few at a time, as the client reads their answers (which it asked for). */
+  private probes(s: PresenceSession, contacts: string[]): Paced {
+    let i = 0;
+    return {
+      next: async () => {
+        if (i >= contacts.length || !s.open) return null;
+        const batch = contacts.slice(i, (i += PROBE_BATCH));
+        for (const contact of batch) {
+          try {
+            await this.probe(contact, contact.split('@')[0], s.jid!, s.bare!);
+          } catch (err) {
+            log.debug('probe failed', { jid: s.jid, contact, err: String(err) });
+          }
+        }
+        // Let the answers of this batch in before the next (those of
+        // sessions on this node come within the turn).
+        await new Promise<void>((r) => setImmediate(r));
+        return [];
+      },
+    };
+  }
+
+  /** The pending subscription requests (§3.1.3), a batch at a time. */
+  private pendingRequests(username: string): Paced {
+    let reqs: string[] | undefined;
+    let i = 0;
+    return {
+      next: async () => {
+        reqs ??= (await this.d.roster.pendingRequests(username)).map((r) => r.stanza);
+        if (i >= reqs.length) return null;
+        return reqs.slice(i, (i += REQUEST_BATCH)).map((xml): Out => ({ xml }));
+      },
+    };
   }
 
   /** Offline messages stored after this available session took them (a race with its presence). */
-  async flushOffline(s: PresenceSession): Promise<void> {
-    if (s.available && s.priority >= 0 && s.username !== null) await this.deliverOffline(s);
+  flushOffline(s: PresenceSession): void {
+    if (s.available && s.priority >= 0 && s.username !== null) this.deliverOffline(s);
   }
 
-  private async deliverOffline(s: PresenceSession): Promise<void> {
-    const stored = await this.d.offline.take(s.username!);
-    for (let i = 0; i < stored.length; i++) {
-      if (s.deliver(stored[i])) continue;
-      // The session went away meanwhile: put the rest back, in order.
-      for (const xml of stored.slice(i)) await this.d.offline.push(s.username!, xml, Number.MAX_SAFE_INTEGER);
-      return;
-    }
+  private deliverOffline(s: PresenceSession): void {
+    if (this.delivering.has(s)) return; // it reads on until the queue is empty
+    this.delivering.add(s);
+    const d = new OfflineDelivery(this.d.offline, s.username!, s.id);
+    d.onEnd = () => {
+      this.delivering.delete(s);
+      // Stored between its last read and the release: nobody else was told to take it.
+      if (s.open && s.available && s.priority >= 0) {
+        void this.d.offline.count(s.username!).then(
+          (n) => n > 0 && this.deliverOffline(s),
+          () => {},
+        );
+      }
+    };
+    s.pace(d);
   }
 
   /** Explicit unavailable presence, or (`ended`) the end of an available session (§4.5). */
   private async broadcastUnavailable(s: PresenceSession, el?: Element, ended = false): Promise<void> {
     const was = s.available;
+    if (was && !ended) await this.d.registry.setPresence(s.jid!, s.id, false, s.priority);
     const directed = s.directed ? [...s.directed] : [];
     s.directed = undefined;
     const unavailable = el ?? new Element('presence', { from: s.jid!, type: 'unavailable' });
@@ -319,8 +503,7 @@ export class PresenceService {
     if (was) {
       s.available = false;
       s.lastPresence = undefined;
-      if (!ended) await this.d.registry.setPresence(s.jid!, s.id, false, s.priority);
-      const { subscribers } = await this.subscribers(s.username);
+      const { subscribers } = await this.view(s.username);
       await this.fanOut(unavailable, [...subscribers, s.bare!], s);
     }
     // §4.6.3: whoever got directed presence learns it is over.
@@ -351,7 +534,7 @@ export class PresenceService {
           const local = d.bare.split('@')[0];
           // No account starts with the anonymous prefix (newUsername).
           const username = local.startsWith(ANON_PREFIX) ? null : local;
-          const { subscribers } = await this.subscribers(username);
+          const { subscribers } = await this.view(username);
           await this.fanOut(unavailable, [...subscribers, d.bare]);
         }
         for (const to of d.directed) {
@@ -373,9 +556,8 @@ export class PresenceService {
     if (el.attrs.type === undefined) {
       // §4.6.2: tracked only while available, and only for entities the
       // broadcast does not reach already.
-      // The cheap conditions first: the roster is read only when tracking is possible.
       const trackable = s.available && bareTo !== s.bare && !s.directed?.has(target) && (s.directed?.size ?? 0) < this.d.maxDirected;
-      const subscriber = trackable && s.username !== null && to.local !== '' && to.domain === this.d.domain && sendsTo(await this.d.roster.state(s.username, bareTo));
+      const subscriber = trackable && s.username !== null && to.local !== '' && to.domain === this.d.domain && (await this.view(s.username)).subscriberSet.has(bareTo);
       if (trackable && !subscriber) {
         (s.directed ??= new Set()).add(target);
         await this.d.registry.noteDirected(s.jid!, s.id, [...s.directed]).catch(() => {});
@@ -388,3 +570,26 @@ export class PresenceService {
   }
 }
 
+/**
+ * The subscription stanza as the server passes it on and keeps it (a
+ * request waits in the addressee's storage until answered): the bare JIDs
+ * of both parties (§3.1.2), and of what the sender put in, only a status
+ * and a nickname (XEP-0172), each cut to a few hundred characters. A
+ * stranger can make nothing large wait in another's account.
+ */
+export function subscriptionStanza(el: Element, from: string, to: string, type: SubscriptionType): Element {
+  const stanza = new Element('presence', { from, to, type });
+  if (el.attrs.id !== undefined) stanza.attrs.id = el.attrs.id;
+  const status = el.getChild('status');
+  if (status) stanza.c('status').t(cut(status.getText(), MAX_REQUEST_STATUS));
+  const nick = el.getChild('nick', NS_NICK);
+  if (nick) stanza.c('nick', { xmlns: NS_NICK }).t(cut(nick.getText(), MAX_REQUEST_NICK));
+  return stanza;
+}
+
+/** At most `n` UTF-16 units, not splitting a surrogate pair; a copy (never a slice of the input). */
+function cut(s: string, n: number): string {
+  let end = Math.min(s.length, n);
+  if (end < s.length && end > 0 && s.charCodeAt(end - 1) >= 0xd800 && s.charCodeAt(end - 1) <= 0xdbff) end--;
+  return Buffer.from(s.slice(0, end), 'utf8').toString('utf8');
+}

@@ -23,6 +23,8 @@ export const K = {
   nodes: 'xmpp:nodes',
   epochs: 'xmpp:epochs',
   inv: 'xmpp:inv',
+  /** channel: an account was removed (accounts/removal.ts), for every worker of every node */
+  removed: 'xmpp:removed',
   directed: (sid: string) => `xmpp:dp:${sid}`,
   channel: (node: string, worker: number) => `xmpp:c:${node}:${worker}`,
 };
@@ -317,14 +319,15 @@ export class RedisRegistry implements SessionRegistry {
   }
 
   /**
-   * Unwritten while Redis is unreachable: reconcile() writes it once Redis
-   * is back. A session found replaced is reported to onReplaced.
+   * Rejects while Redis is unreachable: the caller refuses the change (and
+   * reconcile() brings the record in line with the session once Redis is
+   * back). A session found replaced is reported to onReplaced.
    */
   async setPresence(jid: string, sid: string, available: boolean, priority: number): Promise<boolean> {
     const [bare, resource] = split(jid);
     this.invalidate(bare);
     this.roundTrips++;
-    const res = await this.r.xmppPresence(K.sessions(bare), bare, resource, sid, available ? '1' : '0', String(priority), this.node, this.epoch()).catch(() => 0);
+    const res = await this.r.xmppPresence(K.sessions(bare), bare, resource, sid, available ? '1' : '0', String(priority), this.node, this.epoch());
     if (res === -2) this.onReplaced?.(jid, sid);
     // -1: this node is fenced; its heartbeat closes the session soon, and its
     // end was (or will be) announced by whoever removed its record.

@@ -34,8 +34,8 @@ export interface SessionRegistry {
   unbind(jid: string, sid: string): Promise<void>;
   /**
    * False when this session must not announce the change: its node is
-   * fenced, or another session holds its full JID now. True otherwise,
-   * including when the change could not be written (it is written later).
+   * fenced, or another session holds its full JID now. Rejects when the
+   * registry cannot be reached: the change is refused.
    */
   setPresence(jid: string, sid: string, available: boolean, priority: number): Promise<boolean>;
   /**

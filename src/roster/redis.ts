@@ -25,8 +25,8 @@ import { type Lua, closeClient, lua, runScript, whenReady } from '../storage/red
 import { connectRedis } from '../cluster/redis.ts';
 import {
   type RosterStore, type RosterItem, type RosterItemInput, type RosterChange, type Subscription, type SubscriptionChange,
-  type SubState, type TransitionTable, type TransitionResult, type PendingRequest,
-  RosterFullError, EMPTY_VERSION, SUB_STATES, checkMax, checkSubscription, compareJids, composeState, decodeDetails, encodeDetails, makeItem,
+  type SubState, type TransitionTable, type TransitionResult, type PendingRequest, type TransitionOptions,
+  RosterFullError, RosterTooLargeError, EMPTY_VERSION, SUB_STATES, checkMax, checkSubscription, compareJids, composeState, decodeDetails, encodeDetails, makeItem, transitionLimits,
 } from './store.ts';
 
 export interface RedisRosterStoreOptions {
@@ -61,13 +61,26 @@ local function pcount(k)
   if redis.call('HEXISTS', k, '#n') == 1 then n = n - 1 end
   return n
 end
+-- Bytes of the roster's items (as itemBytes in store.ts), and how many ask.
+local function sizes(k)
+  local all = redis.call('HGETALL', k)
+  local bytes, asking = 0, 0
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 2) == 'j:' then
+      bytes = bytes + string.len(all[i]) - 2 + string.len(details(all[i + 1]))
+      local s = state(all[i + 1])
+      if s == 'none subscribe' or s == 'from subscribe' then asking = asking + 1 end
+    end
+  end
+  return bytes, asking
+end
 local function pdrop(k, field)
   if redis.call('HDEL', k, field) == 1 and pcount(k) == 0 then redis.call('DEL', k) end
 end
 `;
 
-// KEYS: roster. ARGV: field, details, max, epoch.
-// {0}: full; {1, version, value}.
+// KEYS: roster. ARGV: field, details, max, epoch, max bytes.
+// {0}: full; {-1}: too large; {1, version, value}.
 const SET = lua(`${HELPERS}
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local s = 'none'
@@ -76,6 +89,9 @@ if cur then
 elseif count(KEYS[1]) >= tonumber(ARGV[3]) then
   return {0}
 end
+local bytes = sizes(KEYS[1])
+if cur then bytes = bytes - (string.len(ARGV[1]) - 2 + string.len(details(cur))) end
+if bytes + string.len(ARGV[1]) - 2 + string.len(ARGV[2]) > tonumber(ARGV[5]) then return {-1} end
 local v = s .. '\\n' .. ARGV[2]
 redis.call('HSET', KEYS[1], ARGV[1], v)
 return {1, bump(KEYS[1], ARGV[4]), v}`);
@@ -107,8 +123,9 @@ redis.call('HSET', KEYS[1], ARGV[1], v)
 return {1, bump(KEYS[1], ARGV[5]), v}`);
 
 // KEYS: roster, pending. ARGV: field, pending field, max, epoch, request,
-// details of a new item, then the table as pairs: state, next state, ...
-// {before, after, 0}: no item change; {before, before, -1}: full;
+// details of a new item, max pending, max outgoing, then the table as
+// pairs: state, next state, ... {before, after, 0}: no item change;
+// {before, before, -1, what}: full (items, pending or outgoing);
 // {before, after, 1, version, value}: the item changed.
 const TRANSITION = lua(`${HELPERS}
 local rk, pk = KEYS[1], KEYS[2]
@@ -130,7 +147,7 @@ local before = sub
 if ask and (sub == 'none' or sub == 'from') then before = before .. '+out' end
 if pending and (sub == 'none' or sub == 'to') then before = before .. '+in' end
 local after = before
-for i = 7, #ARGV - 1, 2 do
+for i = 9, #ARGV - 1, 2 do
   if ARGV[i] == before then
     after = ARGV[i + 1]
     break
@@ -147,8 +164,14 @@ local create = (not cur) and nstate ~= 'none'
 local change = create or (cur and state(cur) ~= nstate)
 -- A request the state did not count before (none, or a stale one) is a new arrival.
 local add = nin and not string.find(before, '+in', 1, true)
-if create and count(rk) >= max then return {before, before, -1} end
-if add and not pending and pcount(pk) >= max then return {before, before, -1} end
+local addAsk = string.find(after, '+out', 1, true) and not string.find(before, '+out', 1, true)
+if create and count(rk) >= max then return {before, before, -1, 'items'} end
+-- A contact already in the roster is no stranger: its request is let in beyond the limit.
+if add and not pending and not cur and pcount(pk) >= tonumber(ARGV[7]) then return {before, before, -1, 'pending'} end
+if addAsk then
+  local _, asking = sizes(rk)
+  if asking >= tonumber(ARGV[8]) then return {before, before, -1, 'outgoing'} end
+end
 if add then
   local n = redis.call('HINCRBY', pk, '#n', 1)
   redis.call('HSET', pk, ARGV[2], n .. '\\n' .. ARGV[5])
@@ -267,11 +290,13 @@ export class RedisRosterStore implements RosterStore {
     return value === null ? undefined : decodeItem(jid, value);
   }
 
-  async set(user: string, input: RosterItemInput, max: number): Promise<RosterChange> {
+  async set(user: string, input: RosterItemInput, max: number, maxBytes = Number.MAX_SAFE_INTEGER): Promise<RosterChange> {
     checkUser(user);
     checkMax(max);
-    const r = (await this.run(SET, [this.key(user)], [FIELD + input.jid, encodeDetails(input), max, epoch()])) as [number, string?, string?];
+    checkMax(maxBytes);
+    const r = (await this.run(SET, [this.key(user)], [FIELD + input.jid, encodeDetails(input), max, epoch(), maxBytes])) as [number, string?, string?];
     if (r[0] === 0) throw new RosterFullError(max);
+    if (r[0] === -1) throw new RosterTooLargeError(maxBytes);
     return { version: r[1]!, item: decodeItem(input.jid, r[2]!) };
   }
 
@@ -297,13 +322,13 @@ export class RedisRosterStore implements RosterStore {
     await this.redis.del(this.key(user), this.pendingKey(user));
   }
 
-  async transition(user: string, jid: string, table: TransitionTable, opts: { max: number; request?: string }): Promise<TransitionResult> {
+  async transition(user: string, jid: string, table: TransitionTable, opts: TransitionOptions): Promise<TransitionResult> {
     checkUser(user);
-    checkMax(opts.max);
-    const args = [FIELD + jid, PENDING_FIELD + jid, opts.max, epoch(), opts.request ?? '', encodeDetails({ groups: [] }), ...tableArgs(table)];
+    const { max, maxPending, maxOutgoing } = transitionLimits(opts);
+    const args = [FIELD + jid, PENDING_FIELD + jid, max, epoch(), opts.request ?? '', encodeDetails({ groups: [] }), maxPending, maxOutgoing, ...tableArgs(table)];
     const r = (await this.run(TRANSITION, [this.key(user), this.pendingKey(user)], args)) as [SubState, SubState, number, string?, string?];
     const [before, after, kind] = r;
-    if (kind === -1) return { before, after: before, full: true };
+    if (kind === -1) return { before, after: before, full: r[3] as 'items' | 'pending' | 'outgoing' };
     if (kind === 0) return { before, after };
     return { before, after, change: { version: r[3]!, item: decodeItem(jid, r[4]!) } };
   }

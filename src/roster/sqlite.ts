@@ -12,8 +12,8 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { randomBytes } from 'node:crypto';
 import {
   type RosterStore, type RosterItem, type RosterItemInput, type RosterChange, type Subscription, type SubscriptionChange,
-  type SubState, type TransitionTable, type TransitionResult, type PendingRequest,
-  RosterFullError, EMPTY_VERSION, SUB_STATES, checkMax, checkSubscription, compareJids, composeState, decodeDetails, encodeDetails, makeItem, splitState,
+  type SubState, type TransitionTable, type TransitionResult, type PendingRequest, type TransitionOptions,
+  RosterFullError, RosterTooLargeError, EMPTY_VERSION, SUB_STATES, checkMax, checkSubscription, compareJids, composeState, decodeDetails, encodeDetails, itemBytes, makeItem, splitState, transitionLimits,
 } from './store.ts';
 
 
@@ -67,6 +67,8 @@ export class SqliteRosterStore implements RosterStore {
     items: StatementSync;
     item: StatementSync;
     count: StatementSync;
+    bytes: StatementSync;
+    asking: StatementSync;
     insert: StatementSync;
     updateDetails: StatementSync;
     updateSubscription: StatementSync;
@@ -91,6 +93,8 @@ export class SqliteRosterStore implements RosterStore {
       items: db.prepare('SELECT jid, details, subscription, ask FROM roster_items WHERE username = ?'),
       item: db.prepare('SELECT jid, details, subscription, ask FROM roster_items WHERE username = ? AND jid = ?'),
       count: db.prepare('SELECT COUNT(*) AS n FROM roster_items WHERE username = ?'),
+      bytes: db.prepare('SELECT COALESCE(SUM(LENGTH(CAST(jid AS BLOB)) + LENGTH(CAST(details AS BLOB))), 0) AS n FROM roster_items WHERE username = ?'),
+      asking: db.prepare("SELECT COUNT(*) AS n FROM roster_items WHERE username = ? AND ask = 'subscribe' AND subscription IN ('none', 'from')"),
       insert: db.prepare('INSERT INTO roster_items (username, jid, details, subscription, ask) VALUES (?, ?, ?, ?, ?)'),
       updateDetails: db.prepare('UPDATE roster_items SET details = ? WHERE username = ? AND jid = ?'),
       updateSubscription: db.prepare('UPDATE roster_items SET subscription = ?, ask = ? WHERE username = ? AND jid = ?'),
@@ -156,16 +160,19 @@ export class SqliteRosterStore implements RosterStore {
     return row ? rowToItem(row) : undefined;
   }
 
-  async set(user: string, input: RosterItemInput, max: number): Promise<RosterChange> {
+  async set(user: string, input: RosterItemInput, max: number, maxBytes = Number.MAX_SAFE_INTEGER): Promise<RosterChange> {
     checkUser(user);
     checkMax(max);
+    checkMax(maxBytes);
     const details = encodeDetails(input);
     return this.tx(true, () => {
       const row = this.stmts.item.get(user, input.jid);
+      if (!row && this.full(user, max)) throw new RosterFullError(max);
+      const others = Number(this.stmts.bytes.get(user)!.n) - (row ? itemBytes(input.jid, String(row.details)) : 0);
+      if (others + itemBytes(input.jid, details) > maxBytes) throw new RosterTooLargeError(maxBytes);
       if (row) {
         this.stmts.updateDetails.run(details, user, input.jid);
       } else {
-        if (this.full(user, max)) throw new RosterFullError(max);
         this.stmts.insert.run(user, input.jid, details, 'none', null);
       }
       const version = this.bump(user);
@@ -213,9 +220,9 @@ export class SqliteRosterStore implements RosterStore {
     });
   }
 
-  async transition(user: string, jid: string, table: TransitionTable, opts: { max: number; request?: string }): Promise<TransitionResult> {
+  async transition(user: string, jid: string, table: TransitionTable, opts: TransitionOptions): Promise<TransitionResult> {
     checkUser(user);
-    checkMax(opts.max);
+    const { max, maxPending, maxOutgoing } = transitionLimits(opts);
     checkTable(table);
     return this.tx(true, () => {
       const row = this.stmts.item.get(user, jid);
@@ -230,8 +237,11 @@ export class SqliteRosterStore implements RosterStore {
       // A request the state did not count before (none, or a stale one) is a new arrival.
       const addPending = next.pendingIn && !splitState(before).pendingIn;
       const dropPending = !next.pendingIn && pending;
-      if (createItem && this.full(user, opts.max)) return { before, after: before, full: true };
-      if (addPending && !pending && Number(this.stmts.pendingCount.get(user)!.n) >= opts.max) return { before, after: before, full: true };
+      const addAsk = next.ask !== undefined && !splitState(before).ask;
+      if (createItem && this.full(user, max)) return { before, after: before, full: 'items' };
+      // A contact already in the roster is no stranger: its request is let in beyond the limit.
+      if (addPending && !pending && !current && Number(this.stmts.pendingCount.get(user)!.n) >= maxPending) return { before, after: before, full: 'pending' };
+      if (addAsk && Number(this.stmts.asking.get(user)!.n) >= maxOutgoing) return { before, after: before, full: 'outgoing' };
       if (addPending) this.stmts.pendingInsert.run(user, jid, opts.request ?? '');
       if (dropPending) this.stmts.pendingRemove.run(user, jid);
       if (!changeItem) return { before, after };

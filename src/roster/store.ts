@@ -55,8 +55,28 @@ export interface TransitionResult {
   after: SubState;
   /** Set when the roster item's subscription or ask changed (or the item was created): the item as it is now and the new roster version, for a roster push. */
   change?: RosterChange;
-  /** The change needed room (a new roster item, or a new pending request) beyond `max`: nothing was written. */
-  full?: true;
+  /**
+   * The change needed room beyond a limit, and nothing was written: a new
+   * roster item beyond `max` ('items'), a new pending request beyond
+   * `maxPending` ('pending'), or a new outgoing request beyond `maxOutgoing`
+   * ('outgoing').
+   */
+  full?: 'items' | 'pending' | 'outgoing';
+}
+
+/** Limits a subscription transition applies (see RosterStore.transition). */
+export interface TransitionOptions {
+  /** Items one roster may hold. */
+  max: number;
+  /** The request stanza kept with a new pending request. */
+  request?: string;
+  /**
+   * Pending requests the user may hold; a request from a contact already in
+   * the user's roster is let in beyond it (it is no stranger). Default: max.
+   */
+  maxPending?: number;
+  /** Requests the user may have sent and not had answered (items with ask="subscribe"). Default: no limit. */
+  maxOutgoing?: number;
 }
 
 export interface PendingRequest {
@@ -77,10 +97,11 @@ export interface RosterStore {
   /**
    * Adds or updates an item: name and groups are replaced, subscription and
    * ask are kept (a new item has subscription "none"). Throws RosterFullError
-   * when adding would make the roster hold more than `max` items; updating
-   * an existing item never does.
+   * when adding would make the roster hold more than `max` items (updating
+   * an existing item never does), and RosterTooLargeError when the roster's
+   * items would take more than `maxBytes` (rosterBytes of each item).
    */
-  set(user: string, item: RosterItemInput, max: number): Promise<RosterChange>;
+  set(user: string, item: RosterItemInput, max: number, maxBytes?: number): Promise<RosterChange>;
   /** Removes an item, and any pending request from that contact; undefined (and no version change) when there was no item. */
   remove(user: string, jid: string): Promise<RosterChange | undefined>;
   /**
@@ -97,11 +118,12 @@ export interface RosterStore {
    * item, creating one (no name, no groups) when the state needs an item
    * and there is none, within `max` items (else `full`); the roster version
    * changes only when the item does. The '+in' part adds or drops the
-   * pending request: a new one keeps `request` (at most `max` pending
-   * requests per user, else `full`). The state of a pair with no item and
-   * no pending request is 'none'.
+   * pending request: a new one keeps `request`. The limits of `opts`
+   * (pending and outgoing requests) are checked in the same step; a change
+   * beyond one writes nothing and says which (`full`). The state of a pair
+   * with no item and no pending request is 'none'.
    */
-  transition(user: string, jid: string, table: TransitionTable, opts: { max: number; request?: string }): Promise<TransitionResult>;
+  transition(user: string, jid: string, table: TransitionTable, opts: TransitionOptions): Promise<TransitionResult>;
   /** The pair's current state (RFC 6121 Appendix A.1). */
   state(user: string, jid: string): Promise<SubState>;
   /** Subscription requests the user has not answered, in the order they came. */
@@ -110,6 +132,20 @@ export interface RosterStore {
   removeAll(user: string): Promise<void>;
   /** Releases the store; idempotent. */
   close(): void | Promise<void>;
+}
+
+/** What one item counts toward the roster's byte limit: its JID and its stored name and groups (UTF-8). */
+export function itemBytes(jid: string, details: string): number {
+  return Buffer.byteLength(jid, 'utf8') + Buffer.byteLength(details, 'utf8');
+}
+
+export class RosterTooLargeError extends Error {
+  override name = 'RosterTooLargeError';
+  readonly maxBytes: number;
+  constructor(maxBytes: number) {
+    super(`the roster is too large (at most ${maxBytes} bytes of names and groups)`);
+    this.maxBytes = maxBytes;
+  }
 }
 
 export class RosterFullError extends Error {
@@ -133,6 +169,14 @@ export function checkSubscription(subscription: Subscription, ask: 'subscribe' |
 
 export function checkMax(max: number): void {
   if (!Number.isSafeInteger(max) || max < 0) throw new RangeError(`invalid roster size limit ${max}`);
+}
+
+/** The limits of a transition, defaults applied and checked. */
+export function transitionLimits(opts: TransitionOptions): { max: number; maxPending: number; maxOutgoing: number } {
+  const maxPending = opts.maxPending ?? opts.max;
+  const maxOutgoing = opts.maxOutgoing ?? Number.MAX_SAFE_INTEGER;
+  for (const n of [opts.max, maxPending, maxOutgoing]) checkMax(n);
+  return { max: opts.max, maxPending, maxOutgoing };
 }
 
 /** The stored form of name and groups (without the subscription state). */

@@ -2,6 +2,13 @@
 // worker, on another worker of this node (over a direct MessagePort), or on
 // another node (through the cluster transport); the server itself; or an
 // error bounce. Delivery rules follow RFC 6120 §10 and RFC 6121 §8.5.
+//
+// Whether a session is available is known for sure only where it lives: a
+// session counts as available from the moment its initial presence is read
+// there, while the registry learns it a little later. So a message to a
+// bare JID that finds no available resource in the registry, but bound
+// ones, is offered to those, one after the other, and each one's worker
+// judges; only when none takes it is it stored offline.
 import { randomBytes } from 'node:crypto';
 import { Element, clone, parse as parseXml } from 'ltx';
 import { StanzaError, StreamError, errorReply } from '../xmpp/errors.ts';
@@ -9,15 +16,18 @@ import { parseJid, JidError } from '../xmpp/jid.ts';
 import type { Jid } from '../xmpp/jid.ts';
 import type { SessionRecord, SessionRegistry } from '../registry/registry.ts';
 import type { ServerModule, IqHandler } from '../modules/module.ts';
-import type { Session, CloseReason } from '../session/session.ts';
+import type { Session, CloseReason, Reroute } from '../session/session.ts';
 import { NS_CARBONS, NS_DELAY } from '../xmpp/ns.ts';
 import type { Envelope, Only } from '../worker/wire.ts';
 import type { RosterStore } from '../roster/store.ts';
 import type { OfflineStore } from '../offline/store.ts';
-import { shouldStore, stamp } from '../offline/offline.ts';
+import { contentless, shouldStore, stamp } from '../offline/offline.ts';
 import { PresenceService } from '../presence/presence.ts';
-import type { PresenceRouting } from '../presence/presence.ts';
+import type { DeliverOptions, PresenceRouting } from '../presence/presence.ts';
 import { carbonCopy, carbonsEligible } from '../modules/carbons.ts';
+import type { StreamCondition } from '../xmpp/errors.ts';
+import type { RemovalNotice } from '../accounts/removal.ts';
+import { pushQuery } from '../modules/roster.ts';
 import { log } from '../log.ts';
 
 /** How stanzas leave this worker: to another worker of the node, or another node. */
@@ -41,7 +51,10 @@ export interface RouterDeps {
   roster: RosterStore;
   offline: OfflineStore;
   maxRosterItems: number;
+  maxPendingRequests: number;
+  maxOutgoingRequests: number;
   maxOfflineMessages: number;
+  maxOfflineBytes: number;
   maxDirectedPresence: number;
 }
 
@@ -57,11 +70,23 @@ function table(modules: ServerModule[], pick: (m: ServerModule) => Record<string
   return t;
 }
 
+/** What becomes of a stanza whose session drops before writing it (see Reroute). */
+function rerouteOf(el: Element, only?: Only): Reroute | undefined {
+  const type = el.attrs.type;
+  if (el.name === 'iq') return type === 'get' || type === 'set' ? 'iq' : undefined;
+  if (el.name !== 'message' || type === 'error' || type === 'groupchat' || type === 'headline') return undefined;
+  if (only === 'copy') return 'copy';
+  if (only === undefined || only === 'available') return 'message';
+  return undefined;
+}
+
 export class Router implements PresenceRouting {
   private readonly d: RouterDeps;
   private readonly serverIq: Map<string, IqHandler>;
   private readonly accountIq: Map<string, IqHandler>;
   readonly presence: PresenceService;
+  /** Work started for stanzas that lost their session (rerouting, offline storage): shutdown waits for it. */
+  private readonly pending = new Set<Promise<void>>();
 
   constructor(deps: RouterDeps) {
     this.d = deps;
@@ -75,6 +100,8 @@ export class Router implements PresenceRouting {
         registry: deps.registry,
         accountExists: deps.accountExists,
         maxRosterItems: deps.maxRosterItems,
+        maxPendingRequests: deps.maxPendingRequests,
+        maxOutgoingRequests: deps.maxOutgoingRequests,
         maxDirected: deps.maxDirectedPresence,
       },
       this,
@@ -168,7 +195,7 @@ export class Router implements PresenceRouting {
     );
   }
 
-  private async route(el: Element, to: Jid, sender: Session | undefined): Promise<void> {
+  private async route(el: Element, to: Jid, sender: Session | undefined, opts: DeliverOptions = {}): Promise<void> {
     if (to.domain !== this.d.domain) return this.reject(sender, el, new StanzaError('remote-server-not-found', `${to.domain} is not served here and federation is off`));
     if (!to.local) {
       if (to.resource) return this.reject(sender, el, new StanzaError('service-unavailable'));
@@ -181,8 +208,8 @@ export class Router implements PresenceRouting {
       const here = this.d.local.get(full);
       const rec = here ? undefined : await this.d.registry.lookup(full);
       if (here || rec) {
-        if (!here) this.deliver(rec!, el);
-        else if (!here.deliver(el.toString())) this.undeliverable(el);
+        if (!here) this.deliver(rec!, el, undefined, opts);
+        else if (!here.deliver(el.toString(), { live: !opts.solicited, reroute: rerouteOf(el) })) this.undeliverable(el, here.id);
         if (el.name === 'message' && carbonsEligible(el)) this.carbons(el, 'received', bareJid, [here?.id ?? rec!.sid]);
         return;
       }
@@ -199,35 +226,34 @@ export class Router implements PresenceRouting {
     return this.toBare(el, to.local, bareJid, sender);
   }
 
-  /** RFC 6121 §8.5.2: addressed to an account's bare JID. */
-  private async toBare(el: Element, local: string, bareJid: string, sender: Session | undefined): Promise<void> {
-    const recs = await this.d.registry.resources(bareJid);
+  /**
+   * RFC 6121 §8.5.2: addressed to an account's bare JID. `exclude`: a
+   * session that could not write it (see rerouted), which must not get it
+   * again.
+   */
+  private async toBare(el: Element, local: string, bareJid: string, sender: Session | undefined, exclude?: string): Promise<void> {
+    const recs = (await this.d.registry.resources(bareJid)).filter((r) => r.sid !== exclude);
     if (recs.length === 0 && !(await this.d.accountExists(local))) {
       // §8.5.1: no such account.
-      if (el.name === 'presence') return;
+      if (el.name === 'presence' || (el.name === 'message' && contentless(el))) return;
       return this.reject(sender, el, new StanzaError('service-unavailable'));
     }
     if (el.name === 'iq') return this.toAccount(el, sender);
-    const available = recs.filter((r) => r.available && r.priority >= 0);
     if (el.name === 'presence') {
-      for (const r of recs.filter((r) => r.available)) this.deliver(r, el);
+      // To the available resources; each one's worker knows whether it is.
+      for (const r of recs) this.deliver(r, el, 'available');
       return;
     }
     const type = el.attrs.type ?? 'normal';
     if (type === 'error') return;
     if (type === 'groupchat') return this.reject(sender, el, new StanzaError('service-unavailable'));
+    const available = recs.filter((r) => r.available && r.priority >= 0);
     if (available.length === 0) {
       // §8.5.2.2.1: headline is dropped; normal and chat are stored (XEP-0160) or refused.
       if (type === 'headline') return;
-      if (shouldStore(el) && (await this.storeOffline(local, el))) {
-        // The account may have become available while this was stored, after
-        // its session took what was waiting: have it take again.
-        // Stored: a failed check must not make the sender send it again.
-        const now = (await this.available(bareJid).catch(() => [])).filter((r) => r.priority >= 0);
-        if (now.length > 0) this.send(now[0], { t: 'offline', jid: now[0].jid, sid: now[0].sid });
-        return;
-      }
-      return this.reject(sender, el, new StanzaError('service-unavailable', 'the recipient is offline'));
+      // Bound resources may have sent their initial presence already: they judge.
+      if (recs.length > 0 && exclude === undefined) return this.offerInTurn(recs, el);
+      return this.storeOrBounce(local, el, sender, exclude === undefined ? undefined : bareJid);
     }
     if (type === 'headline') {
       for (const r of available) this.deliver(r, el);
@@ -236,15 +262,48 @@ export class Router implements PresenceRouting {
     // §8.5.2.1.1: normal and chat go to the most available resource(s).
     const top = Math.max(...available.map((r) => r.priority));
     const to = available.filter((r) => r.priority === top);
+    if (exclude !== undefined) {
+      // Rerouted once already: if these cannot write it either, it is stored.
+      const xml = el.toString();
+      const oks = await Promise.all(to.map((r) => this.offer(r, xml, 'copy', { reroute: 'last' })));
+      if (!oks.includes(true)) await this.storeOrBounce(local, el, sender, bareJid);
+      return;
+    }
     if (to.length === 1) this.deliver(to[0], el);
     else this.deliverCopies(to, el);
     if (carbonsEligible(el)) this.carbons(el, 'received', bareJid, to.map((r) => r.sid));
   }
 
+  /**
+   * XEP-0160 with a XEP-0203 stamp, or else an error to the sender. A message
+   * with nothing to keep (chat states, receipts, markers: XEP-0085 §5.4,
+   * XEP-0334) is dropped without a word: an error would show as one in the
+   * sender's client for a "typing..." nobody missed. `bareJid` set: do not
+   * tell the account's sessions to take it (they just failed to).
+   */
+  private async storeOrBounce(local: string, el: Element, sender: Session | undefined, avoid?: string): Promise<void> {
+    if (shouldStore(el)) {
+      const stored = await this.storeOffline(local, el);
+      if (stored) {
+        // The account may have become available while this was stored, after
+        // its session took what was waiting: have it take again.
+        // Stored: a failed check must not make the sender send it again.
+        if (avoid === undefined) {
+          const now = (await this.available(`${local}@${this.d.domain}`).catch(() => [])).filter((r) => r.priority >= 0);
+          if (now.length > 0) this.send(now[0], { t: 'offline', jid: now[0].jid, sid: now[0].sid });
+        }
+        return;
+      }
+      return this.reject(sender, el, new StanzaError('service-unavailable', 'the recipient is offline and cannot take more messages'));
+    }
+    if (contentless(el)) return;
+    return this.reject(sender, el, new StanzaError('service-unavailable', 'the recipient is offline'));
+  }
+
   /** XEP-0160 with a XEP-0203 stamp; false when the user's store is full (or failing). */
   private async storeOffline(local: string, el: Element): Promise<boolean> {
     try {
-      return await this.d.offline.push(local, stamp(el, this.d.domain, new Date()).toString(), this.d.maxOfflineMessages);
+      return await this.d.offline.push(local, stamp(el, this.d.domain, new Date()).toString(), { max: this.d.maxOfflineMessages, maxBytes: this.d.maxOfflineBytes });
     } catch (err) {
       log.warn('offline storage failed', { user: local, err: String(err) });
       return false;
@@ -273,9 +332,14 @@ export class Router implements PresenceRouting {
     }
     try {
       const result = await handler(el, sender);
+      const after = result !== null && 'after' in result ? result.after : undefined;
+      const payloadOut = result !== null && 'after' in result ? result.payload : result;
+      // RFC 6120 §8.1.2.1: an answer on behalf of the account (an iq without
+      // 'to') has no 'from': implicitly the account's bare JID.
       const reply = new Element('iq', { type: 'result', id: el.attrs.id, to: el.attrs.from, ...(el.attrs.to ? { from: el.attrs.to } : {}) });
-      if (result) reply.cnode(result);
+      if (payloadOut) reply.cnode(payloadOut);
       sender.send(reply);
+      after?.();
     } catch (err) {
       if (err instanceof StanzaError) return this.reject(sender, el, err);
       log.error('iq handler failed', { ns, err: String(err) });
@@ -285,28 +349,33 @@ export class Router implements PresenceRouting {
 
   private bounce(s: Session, el: Element, err: StanzaError): void {
     el.attrs.from = s.jid!;
-    const reply = errorReply(el, err, this.d.domain);
+    const reply = errorReply(el, err);
     if (reply) s.send(reply);
   }
 
   /** An error back to the sender, wherever it is now (RFC 6120 §8.3.1). */
   private reject(sender: Session | undefined, el: Element, err: StanzaError): void {
-    const reply = errorReply(el, err, this.d.domain);
+    const reply = errorReply(el, err);
     if (!reply) return;
     if (sender && sender.jid === reply.attrs.to) return sender.send(reply);
     void this.routeInternal(reply);
   }
 
   /** Routes a stanza the server made or forwarded; never bounces errors further. */
-  async routeInternal(el: Element): Promise<void> {
+  async routeInternal(el: Element, opts: DeliverOptions = {}): Promise<void> {
     try {
-      await this.route(el, parseJid(el.attrs.to), undefined);
+      await this.route(el, parseJid(el.attrs.to), undefined, opts);
     } catch (err) {
       log.debug('internal route failed', { err: String(err) });
     }
   }
 
-  /** Available resources of an account (PresenceRouting). */
+  /** Bound resources of an account (PresenceRouting). */
+  resources(bare: string): Promise<SessionRecord[]> {
+    return this.d.registry.resources(bare);
+  }
+
+  /** Available resources of an account, as the registry has them (PresenceRouting). */
   async available(bare: string): Promise<SessionRecord[]> {
     return (await this.d.registry.resources(bare)).filter((r) => r.available);
   }
@@ -336,20 +405,23 @@ export class Router implements PresenceRouting {
       log.warn('roster push: registry unavailable', { bare: bareJid, err: String(err) });
       return;
     }
-    for (const rec of recs) {
-      // No 'from': implicitly the account's bare JID (§2.1.6).
-      const iq = new Element('iq', { type: 'set', id: `push-${randomBytes(6).toString('base64url')}`, to: rec.jid });
-      iq.cnode(clone(query));
-      this.deliver(rec, iq, 'roster');
-    }
+    for (const rec of recs) this.pushTo(rec, query);
+  }
+
+  /** A roster push for one resource (PresenceRouting); its worker also forgets the account's roster view. */
+  pushTo(rec: SessionRecord, query: Element): void {
+    // No 'from': implicitly the account's bare JID (§2.1.6).
+    const iq = new Element('iq', { type: 'set', id: `push-${randomBytes(6).toString('base64url')}`, to: rec.jid });
+    iq.cnode(clone(query));
+    this.deliver(rec, iq, 'roster');
   }
 
   /** To one session wherever it lives; `only` for a session that asked for that kind of stanza. */
-  deliver(rec: SessionRecord, el: Element, only?: Only): void {
-    const taken = this.offer(rec, el.toString(), only);
-    if (only || taken === true) return; // nobody to answer for a stanza only some sessions take
-    if (taken === false) return this.undeliverable(el);
-    void taken.then((ok) => ok || this.undeliverable(el));
+  deliver(rec: SessionRecord, el: Element, only?: Only, opts: DeliverOptions = {}): void {
+    const taken = this.offer(rec, el.toString(), only, { solicited: opts.solicited, reroute: rerouteOf(el, only) });
+    if (taken === true || only) return; // nobody to answer for a stanza only some sessions take
+    if (taken === false) return this.undeliverable(el, rec.sid);
+    void taken.then((ok) => ok || this.undeliverable(el, rec.sid));
   }
 
   /**
@@ -359,7 +431,13 @@ export class Router implements PresenceRouting {
    */
   private deliverCopies(recs: SessionRecord[], el: Element): void {
     const xml = el.toString();
-    void Promise.all(recs.map((rec) => this.offer(rec, xml, 'copy'))).then((oks) => oks.includes(true) || this.undeliverable(el));
+    void Promise.all(recs.map((rec) => this.offer(rec, xml, 'copy', { reroute: 'copy' }))).then((oks) => oks.includes(true) || this.undeliverable(el, recs[0].sid, 'last'));
+  }
+
+  /** A message to a bare JID offered to bound resources one after the other (see the file's head); the last one's worker stores it if none takes it. */
+  private offerInTurn(recs: SessionRecord[], el: Element): void {
+    const [first, ...rest] = recs;
+    this.send(first, { t: 'try', jid: first.jid, sid: first.sid, xml: el.toString(), rest });
   }
 
   /**
@@ -367,43 +445,106 @@ export class Router implements PresenceRouting {
    * One for another worker of this node counts as taken: that worker
    * answers for it if its session is gone (this very moment).
    */
-  private offer(rec: SessionRecord, xml: string, only?: Only): boolean | Promise<boolean> {
-    if (rec.node === this.d.node && rec.worker === this.d.worker) return this.take(rec.jid, rec.sid, xml, only);
-    const env: Envelope = only ? { t: 'deliver', jid: rec.jid, sid: rec.sid, xml, only } : { t: 'deliver', jid: rec.jid, sid: rec.sid, xml };
+  private offer(rec: SessionRecord, xml: string, only: Only | undefined, opts: { solicited?: boolean; reroute?: Reroute }): boolean | Promise<boolean> {
+    if (rec.node === this.d.node && rec.worker === this.d.worker) return this.take(rec.jid, rec.sid, xml, only, opts);
+    const env: Envelope = { t: 'deliver', jid: rec.jid, sid: rec.sid, xml };
+    if (only) env.only = only;
+    if (opts.solicited) env.solicited = true;
+    if (opts.reroute) env.reroute = opts.reroute;
     if (rec.node !== this.d.node) return this.d.transport.toNode(rec.node, rec.worker, env);
     this.d.transport.toWorker(rec.worker, env);
     return true;
   }
 
   /** To a session of this worker: whether it took the stanza (false too when `only` leaves it out). */
-  private take(jid: string, sid: string, xml: string, only?: Only): boolean {
+  private take(jid: string, sid: string, xml: string, only: Only | undefined, opts: { solicited?: boolean; reroute?: Reroute }): boolean {
     const s = this.d.sessions.get(sid);
     if (!s || s.jid !== jid) return false;
-    if (only === 'roster' && !s.rosterRequested) return false; // not an interested resource (RFC 6121 §2.1.6)
+    if (only === 'roster') {
+      // Every roster change comes by here: the account's view is read again.
+      if (s.username !== null) this.presence.rosterChanged(s.username);
+      if (!s.rosterRequested) return false; // not an interested resource (RFC 6121 §2.1.6)
+    }
     if (only === 'carbons' && !s.carbons) return false; // XEP-0280: carbons not enabled
-    return s.deliver(xml);
+    if (only === 'available' && !s.availableNow) return false;
+    if (only === 'subscription' && !s.availableNow && !s.rosterRequested) return false;
+    return s.deliver(xml, { live: !opts.solicited, reroute: opts.reroute });
   }
 
-  /** The session left between lookup and delivery: answer as for an unavailable resource. */
-  private undeliverable(el: Element | undefined): void {
+  /** The session `sid` left between lookup and delivery: answer as for an unavailable resource. */
+  private undeliverable(el: Element | undefined, sid: string, kind?: Reroute): void {
     if (!el) return;
-    const type = el.attrs.type;
-    if ((el.name === 'iq' && (type === 'get' || type === 'set')) || (el.name === 'message' && type !== 'error' && type !== 'headline')) {
-      void (async () => {
-        // A message is kept offline as for any unavailable account (XEP-0160), when it may be.
-        const local = el.name === 'message' && shouldStore(el) ? localOf(el.attrs.to) : undefined;
-        if (local && (await this.d.accountExists(local).catch(() => false)) && (await this.storeOffline(local, el))) return;
-        const reply = errorReply(el, new StanzaError('service-unavailable'), this.d.domain);
+    const k = kind ?? rerouteOf(el);
+    if (k) this.rerouteElement(el, k, sid);
+  }
+
+  /**
+   * A routed stanza a session took but never wrote (its connection dropped):
+   * RFC 6121 §8.5.3.2, as for a resource that is gone. A message goes to the
+   * account's other resources or offline storage, else back to its sender
+   * as an error; an iq request is answered with an error.
+   */
+  rerouted(xml: string, kind: Reroute, sid: string): void {
+    const el = parseStanza(xml);
+    if (el) this.rerouteElement(el, kind, sid);
+  }
+
+  private rerouteElement(el: Element, kind: Reroute, sid: string): void {
+    this.track(async () => {
+      if (kind === 'iq') {
+        const reply = errorReply(el, new StanzaError('service-unavailable'));
         if (reply) await this.routeInternal(reply);
-      })();
-    }
+        return;
+      }
+      let to: Jid;
+      try {
+        to = parseJid(el.attrs.to);
+      } catch {
+        return;
+      }
+      if (!to.local || to.domain !== this.d.domain) return;
+      const bareJid = `${to.local}@${to.domain}`;
+      if (kind === 'copy') {
+        // Another copy went to an equally available resource: if one is still there, it has it.
+        const left = (await this.available(bareJid)).filter((r) => r.sid !== sid && r.priority >= 0);
+        if (left.length > 0) return;
+      }
+      if (kind === 'last' || kind === 'copy') return this.storeOrBounce(to.local, el, undefined, bareJid);
+      return this.toBare(el, to.local, bareJid, undefined, sid);
+    });
+  }
+
+  private track(fn: () => Promise<void>): void {
+    const p = fn().catch((err: unknown) => log.warn('an undelivered stanza could not be rerouted', { err: String(err) }));
+    this.pending.add(p);
+    void p.finally(() => this.pending.delete(p));
+  }
+
+  /** Resolves once the rerouting under way is done (shutdown: before the stores close). */
+  async idle(): Promise<void> {
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
   }
 
   /** An envelope from another worker or node for a session of this worker. */
   onEnvelope(env: Envelope): void {
     if (env.t === 'deliver') {
       // Not taken: answered here, unless only some sessions take it (a copy, a push, a carbon).
-      if (!this.take(env.jid, env.sid, env.xml, env.only) && !env.only) this.undeliverable(parseStanza(env.xml));
+      const opts = { solicited: env.solicited, reroute: env.reroute };
+      if (!this.take(env.jid, env.sid, env.xml, env.only, opts) && !env.only) this.undeliverable(parseStanza(env.xml), env.sid, env.reroute);
+      return;
+    }
+    if (env.t === 'try') {
+      const s = this.d.sessions.get(env.sid);
+      if (s && s.jid === env.jid && s.takesBareMessages && s.deliver(env.xml, { reroute: 'message' })) return;
+      if (env.rest.length > 0) {
+        const [next, ...rest] = env.rest;
+        this.send(next, { t: 'try', jid: next.jid, sid: next.sid, xml: env.xml, rest });
+        return;
+      }
+      // None of them took it: as for an account with no available resource.
+      const el = parseStanza(env.xml);
+      const local = el ? localOf(el.attrs.to) : undefined;
+      if (el && local) this.track(() => this.storeOrBounce(local, el, undefined));
       return;
     }
     const s = this.d.sessions.get(env.sid);
@@ -415,7 +556,7 @@ export class Router implements PresenceRouting {
       return;
     }
     if (env.t === 'probe') this.presence.answerProbe(s, env.answerTo);
-    else if (env.t === 'offline') void this.presence.flushOffline(s);
+    else if (env.t === 'offline') this.presence.flushOffline(s);
     else s.close({ condition: env.condition, text: env.text });
   }
 
@@ -440,8 +581,30 @@ export class Router implements PresenceRouting {
     return k.reason;
   }
 
+  /**
+   * An account was removed (accounts/removal.ts): on this worker, its
+   * sessions' last broadcast goes to the contacts that were subscribed (its
+   * roster is gone), and its contacts' sessions get, in order, the
+   * cancellations (RFC 6121 §3.2.3, §3.3.3) and the roster push. The
+   * caller then ends the account's sessions here.
+   */
+  accountRemoved(n: RemovalNotice): void {
+    this.presence.primeView(n.user, n.contacts.filter((c) => c.sawPresence).map((c) => c.jid));
+    this.track(async () => {
+      for (const c of n.contacts) {
+        if (c.stanzas.length === 0 && !c.push) continue;
+        const here = (await this.d.registry.resources(c.jid)).filter((r) => r.node === this.d.node && r.worker === this.d.worker);
+        const query = c.push ? pushQuery(c.push.item, c.push.version) : undefined;
+        for (const rec of here) {
+          for (const type of c.stanzas) this.deliver(rec, new Element('presence', { from: n.bare, to: c.jid, type }), 'subscription');
+          if (query) this.pushTo(rec, query);
+        }
+      }
+    });
+  }
+
   /** Ends a session wherever it lives (conflict policy "new wins"). */
-  kick(rec: SessionRecord, condition: 'conflict', text: string): void {
+  kick(rec: SessionRecord, condition: StreamCondition, text: string): void {
     this.send(rec, { t: 'kick', jid: rec.jid, sid: rec.sid, condition, text });
   }
 }
@@ -472,4 +635,3 @@ function parseStanza(xml: string): Element | undefined {
     return undefined;
   }
 }
-

@@ -12,6 +12,8 @@ export type SaslResult =
 // Failures are thrown as SaslFailure carrying the RFC 6120 §6.5 condition.
 
 export interface Mechanism {
+  /** The username the client gave, once known (for the log of a failed attempt). */
+  readonly attempted?: string;
   /** initial: the initial response (null: none sent; empty Buffer: "=" was sent). */
   start(initial: Buffer | null): Promise<SaslResult>;
   step(response: Buffer): Promise<SaslResult>;

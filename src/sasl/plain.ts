@@ -13,6 +13,7 @@ const PROCESS_SECRET = randomBytes(32);
 export class PlainMechanism implements Mechanism {
   private readonly ctx: MechanismContext;
   private done = false;
+  attempted: string | undefined;
 
   constructor(ctx: MechanismContext) {
     this.ctx = ctx;
@@ -37,6 +38,7 @@ export class PlainMechanism implements Mechanism {
     if (parts.length !== 3) throw new SaslFailure('malformed-request', 'PLAIN message needs exactly two NUL separators');
     const [authzid, authcid, password] = parts;
     if (authcid.length === 0) throw new SaslFailure('malformed-request', 'empty authentication identity');
+    this.attempted = authcid;
     if (password.length === 0) throw new SaslFailure('malformed-request', 'empty password');
 
     let username: string | undefined;

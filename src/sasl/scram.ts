@@ -66,6 +66,7 @@ export class ScramMechanism implements Mechanism {
   private readonly ctx: MechanismContext;
   private readonly serverNonce: () => string;
   private state: State = { at: 'initial' };
+  attempted: string | undefined;
 
   constructor(hash: ScramHash, ctx: MechanismContext, options: ScramOptions = {}) {
     hashInfo(hash); // validates
@@ -107,6 +108,7 @@ export class ScramMechanism implements Mechanism {
     if (bare[0].startsWith('m=')) throw malformed('unsupported mandatory extension');
     if (!bare[0].startsWith('n=')) throw malformed('client-first-message has no username');
     const rawUser = decodeSaslname(bare[0].slice(2), 'username');
+    this.attempted = rawUser;
     if (!bare[1].startsWith('r=')) throw malformed('client-first-message has no nonce');
     const cnonce = bare[1].slice(2);
     if (!PRINTABLE.test(cnonce)) throw malformed('bad client nonce');

@@ -22,6 +22,39 @@ import { log } from '../log.ts';
 
 export type State = 'wait-stream' | 'negotiating' | 'wait-bind' | 'established' | 'closed';
 
+/**
+ * What a routed stanza is, should the connection drop before it is written:
+ * a message goes where undeliverable messages go (RFC 6121 §8.5.3.2: another
+ * resource, offline storage, or an error to its sender); 'copy' is one of
+ * several copies of a message to a bare JID (stored only if no resource is
+ * left); 'last' has been rerouted once already (stored or bounced, not
+ * routed again); an iq request is answered with an error.
+ */
+export type Reroute = 'message' | 'copy' | 'last' | 'iq';
+
+/** One piece of output on its way to the client, in order. */
+export interface Out {
+  xml: string;
+  /** Unsolicited (routed here by others): counts toward the slow-reader bound until written. */
+  live?: boolean;
+  /** A routed stanza that must not be lost if it is never written (see Reroute). */
+  reroute?: Reroute;
+  /** Called once it has been written to the socket (handed to the kernel). */
+  written?: () => void;
+}
+
+/**
+ * What the server itself has to send a client, read only as the client
+ * reads (pending requests, offline messages, contacts' presence at login):
+ * next() is called when the output has drained below a low-water mark.
+ */
+export interface Paced {
+  /** The next items (possibly none, after work that produces output elsewhere), or null when done. */
+  next(): Promise<Out[] | null>;
+  /** The connection is gone, every write completed or failed: release what the source holds. */
+  stop?(): void;
+}
+
 export interface CloseReason {
   condition?: StreamCondition;
   text?: string;
@@ -37,11 +70,17 @@ export interface CloseReason {
 
 type Event =
   | { k: 'start'; name: string; attrs: Record<string, string> }
-  | { k: 'el'; el: Element }
+  | { k: 'el'; el: Element; presence?: number }
   | { k: 'end' }
   | { k: 'error'; condition: StreamCondition; text: string };
 
 const MAILBOX_HIGH = 64;
+/** Bytes kept in the socket's own buffer; the rest waits in the session's queue. */
+const SOCKET_HWM = 64 * 1024;
+/** Paced sources are read only while less than this is queued. */
+const LOW_WATER = 32 * 1024;
+/** The client's own requests wait while this much output is queued for it (their answers would pile up). */
+const CONGESTED = 1024 * 1024;
 /** Why reading is paused (bits of Session.paused): the read rate, a full mailbox. */
 const PAUSED_RATE = 1;
 const PAUSED_MAILBOX = 2;
@@ -69,6 +108,13 @@ export class Session {
   directed: Set<string> | undefined;
   /** XEP-0280: this resource gets carbon copies. */
   carbons = false;
+  /**
+   * The broadcast presence received last and not yet processed (its
+   * availability and priority): routing sees it from the moment it is read
+   * (a message right after initial presence is delivered, not stored).
+   */
+  announced: { available: boolean; priority: number } | undefined;
+  private presenceSeq = 0;
   readonly createdAt = Date.now();
   lastActivity = this.createdAt;
 
@@ -82,6 +128,9 @@ export class Session {
   private peer: string | undefined;
   private upgrading = false;
   private sasl: Mechanism | undefined;
+  private saslName = '';
+  /** When the SASL exchange that authenticated this stream began (credentials are read from then on). */
+  private authStartedAt = 0;
   private authFailures = 0;
   /** PAUSED_* bits: reading resumes when none is left. */
   private paused = 0;
@@ -91,6 +140,21 @@ export class Session {
   /** Resolves when the connection is fully closed (what was written has been flushed or abandoned). */
   readonly done = new Promise<void>((r) => (this.resolveDone = r));
   private cleaned = false;
+  // Output: the queue not yet handed to the socket, its size, the size of
+  // unsolicited output not yet written, and the paced sources.
+  private readonly outq: Out[] = [];
+  private outqLen = 0;
+  private liveLen = 0;
+  private outClosed = false;
+  private waitingDrain = false;
+  private readonly sources: Paced[] = [];
+  private pulling = false;
+  private uncongested: (() => void)[] = [];
+  /** Waiting for the paced sources to be read to their end. */
+  private drained: (() => void)[] = [];
+  /** Why the session ended, for the log line. */
+  private endReason: string | undefined;
+  private streamStarted = false;
 
   constructor(ctx: WorkerContext, socket: net.Socket, directTls: boolean) {
     this.ctx = ctx;
@@ -104,7 +168,7 @@ export class Session {
           // Nothing after <starttls/> is read as plaintext (RFC 6120 §5.4.3.3).
           if (this.upgrading) return;
           if (el.name === 'starttls' && !this.secure) this.upgrading = true;
-          this.post({ k: 'el', el });
+          this.post({ k: 'el', el, presence: this.announce(el) });
         },
         streamEnd: () => this.post({ k: 'end' }),
         error: (condition, text) => this.post({ k: 'error', condition, text }),
@@ -114,7 +178,12 @@ export class Session {
     socket.setNoDelay(true);
     socket.on('error', (err) => log.debug('socket error', { sid: this.id, err: err.message }));
     socket.on('close', () => {
+      this.endReason ??= 'connection lost';
       this.cleanup();
+      this.logEnd();
+      // Every write has completed or failed by now: the sources may let go.
+      for (const src of this.sources.splice(0)) src.stop?.();
+      for (const w of [...this.uncongested.splice(0), ...this.drained.splice(0)]) w();
       this.resolveDone();
     });
     if (directTls) {
@@ -128,7 +197,10 @@ export class Session {
 
   private listen(sock: net.Socket): void {
     sock.on('data', (chunk: Buffer) => this.onData(chunk));
-    sock.on('end', () => this.close());
+    sock.on('end', () => {
+      this.endReason ??= 'closed by the client';
+      this.close();
+    });
     sock.resume();
   }
 
@@ -141,7 +213,10 @@ export class Session {
     });
     t.on('error', (err) => {
       // RFC 6120 §5.4.3.2: on TLS failure the server closes the TCP connection.
-      log.info('TLS negotiation failed', { sid: this.id, err: err.message });
+      // A connection that never opened a stream (a load balancer's health
+      // check, a port scan) is no news.
+      (this.streamStarted ? log.info : log.debug)('TLS negotiation failed', { sid: this.id, ip: this.raw.remoteAddress, port: this.raw.remotePort, err: err.message });
+      this.endReason ??= `TLS failed: ${err.message}`;
       this.raw.destroy();
     });
     this.listen(t);
@@ -191,10 +266,19 @@ export class Session {
     this.busy = true;
     try {
       while (this.mailbox.length > 0 && this.state !== 'closed') {
+        // A client that does not read its answers is not served more of them.
+        while (this.outqLen > CONGESTED && !this.socket.destroyed && !this.outClosed) await new Promise<void>((r) => this.uncongested.push(r));
+        if (this.outClosed) break;
         const ev = this.mailbox.shift()!;
         try {
           await this.handle(ev);
+          // Processed: the session's own state says it now.
+          if (ev.k === 'el' && ev.presence === this.presenceSeq) this.announced = undefined;
+          // What a stanza causes is written before the next is handled, the
+          // login burst included (paced: as fast as the client reads it).
+          while (this.sources.length > 0 && !this.outClosed && !this.socket.destroyed) await new Promise<void>((r) => this.drained.push(r));
         } catch (err) {
+          if (ev.k === 'el' && ev.presence === this.presenceSeq) this.announced = undefined;
           if (err instanceof StreamError) this.close({ condition: err.condition, text: err.message === err.condition ? undefined : err.message });
           else {
             log.error('session failed', { sid: this.id, err: (err as Error).stack ?? String(err) });
@@ -226,6 +310,7 @@ export class Session {
 
   private onStreamStart(name: string, attrs: Record<string, string>): void {
     if (this.state !== 'wait-stream') throw new StreamError('not-well-formed', 'a stream header inside the stream');
+    this.streamStarted = true;
     this.peer = attrs.from;
     const colon = name.indexOf(':');
     const prefix = colon === -1 ? '' : name.slice(0, colon);
@@ -346,6 +431,8 @@ export class Session {
     if (this.secure) {
       // §5.4.2.2: TLS cannot start (it is already in place): <failure/>, then close.
       this.write(`<failure xmlns='${NS_TLS}'/></stream:stream>`);
+      this.endReason = 'STARTTLS on a secure stream';
+      this.outClosed = true;
       this.state = 'closed';
       this.socket.end();
       this.cleanup();
@@ -375,6 +462,8 @@ export class Session {
       const initial = decodeSasl(el.getText());
       if (initial instanceof SaslFailure) return this.saslFail(initial);
       this.sasl = factory.create({ store: this.ctx.accounts, domain: this.ctx.config.domain, secure: this.secure });
+      this.saslName = factory.name;
+      this.authStartedAt = Date.now();
       return this.saslStep(() => this.sasl!.start(initial));
     }
     if (el.name === 'response') {
@@ -409,6 +498,7 @@ export class Session {
     this.sasl = undefined;
     this.authenticated = true;
     this.username = r.username;
+    log.info('authenticated', { sid: this.id, user: r.username ?? '(anonymous)', mechanism: this.saslName, ip: this.raw.remoteAddress, port: this.raw.remotePort });
     // XEP-0175: an anonymous user gets a bare JID unique on the domain.
     if (r.username === null) this.anonLocal = `${ANON_PREFIX}${randomBytes(12).toString('hex')}`;
     const data = r.data && r.data.length > 0 ? r.data.toString('base64') : '';
@@ -417,12 +507,18 @@ export class Session {
   }
 
   private saslFail(f: SaslFailure): void {
+    const attempted = this.sasl?.attempted;
     this.sasl = undefined;
     this.write(f.toElement().toString());
-    if (f.condition === 'aborted') return;
+    const fields = { sid: this.id, user: attempted, mechanism: this.saslName || undefined, ip: this.raw.remoteAddress, port: this.raw.remotePort, reason: f.message === f.condition ? f.condition : `${f.condition}: ${f.message}` };
+    if (f.condition === 'aborted') {
+      log.info('authentication aborted', fields);
+      return;
+    }
+    log.info('authentication failed', fields);
     // §6.4.5: a limited number of retries, then the stream is closed.
     if (++this.authFailures >= this.ctx.config.maxAuthAttempts) {
-      log.info('too many failed authentication attempts', { sid: this.id, ip: this.raw.remoteAddress });
+      log.warn('too many failed authentication attempts', { sid: this.id, ip: this.raw.remoteAddress, port: this.raw.remotePort });
       this.close({ condition: 'policy-violation', text: 'too many failed authentication attempts' });
     }
   }
@@ -480,9 +576,14 @@ export class Session {
       this.state = 'established';
       this.ctx.sessions.set(this.id, this);
       this.ctx.local.set(this.jid, this);
+      this.ctx.router.presence.attach(this);
       // Replaced already, by a session whose kick arrived before our bind's answer.
       const kicked = this.ctx.router.takeEarlyKick(this.id);
       if (kicked) return this.close(kicked);
+      // The account was removed while this stream authenticated: the removal
+      // ended the sessions there were, before this one was among them.
+      const removed = this.username === null ? undefined : this.ctx.removed.get(this.username);
+      if (removed !== undefined && removed >= this.authStartedAt) return this.close({ condition: 'not-authorized', text: 'the account was removed' });
       const reply = new Element('iq', { type: 'result', id: iq.attrs.id });
       reply.c('bind', { xmlns: NS_BIND }).c('jid').t(this.jid);
       this.send(reply);
@@ -498,29 +599,153 @@ export class Session {
   }
 
   // ---- output ----
+  //
+  // Everything for the client goes through one queue, in order. At most
+  // SOCKET_HWM bytes sit in the socket's buffer; the rest waits here and is
+  // written as the client reads. Only unsolicited output (stanzas routed
+  // here by others) counts toward the slow-reader bound: the client's own
+  // answers hold back its next requests instead (the mailbox waits), and
+  // what the server sends at login comes from paced sources, read only when
+  // the queue is low. A routed message that cannot be written is rerouted,
+  // never dropped.
 
+  /** An answer or a server-made stanza for this client. */
   send(el: Element): void {
-    this.write(el.toString());
+    this.put({ xml: el.toString() });
   }
 
-  /** Writes a routed stanza; false when this session can no longer take it. */
-  deliver(xml: string): boolean {
-    if (this.state !== 'established') return false;
-    this.write(xml);
+  /**
+   * A stanza routed to this session; false when it can no longer take one.
+   * `live` (default): unsolicited; `reroute`: what to do with it if it is
+   * never written.
+   */
+  deliver(xml: string, opts: { live?: boolean; reroute?: Reroute } = {}): boolean {
+    if (this.state !== 'established' || this.outClosed) return false;
+    this.put({ xml, live: opts.live ?? true, reroute: opts.reroute });
     return true;
   }
 
-  private write(s: string): void {
-    if (this.socket.destroyed) return;
-    this.socket.write(s);
-    const queued = this.socket.writableLength + (this.socket !== this.raw ? this.raw.writableLength : 0);
-    if (queued > this.ctx.config.maxOutboundBytes && this.state !== 'closed') {
-      // A reader this slow would make us buffer without bound: disconnect it.
-      log.warn('slow reader disconnected', { sid: this.id, jid: this.jid, queued });
-      this.state = 'closed';
-      this.socket.destroy();
-      this.cleanup();
+  /** Adds a paced source (see Paced), read after those added before it. */
+  pace(src: Paced): void {
+    if (this.state === 'closed') {
+      src.stop?.();
+      return;
     }
+    this.sources.push(src);
+    this.pull();
+  }
+
+  /** Whether a message to the bare JID may come here now (RFC 6121 §8.5.2.1), by the presence last received. */
+  get takesBareMessages(): boolean {
+    const a = this.announced;
+    return a ? a.available && a.priority >= 0 : this.available && this.priority >= 0;
+  }
+
+  /** Whether presence broadcasts and subscription requests come here now: available, by the presence last received (RFC 6121 §4.2). */
+  get availableNow(): boolean {
+    return this.announced ? this.announced.available : this.available;
+  }
+
+  /** Notes a broadcast presence as it is read (see `announced`); its sequence number, to clear it once processed. */
+  private announce(el: Element): number | undefined {
+    if (el.name !== 'presence' || el.attrs.to !== undefined || this.state !== 'established') return undefined;
+    const type = el.attrs.type;
+    if (type === undefined) {
+      const p = Number.parseInt(el.getChildText('priority') ?? '0', 10);
+      this.announced = { available: true, priority: Number.isFinite(p) ? Math.max(-128, Math.min(127, p)) : 0 };
+    } else if (type === 'unavailable') {
+      this.announced = { available: false, priority: this.priority };
+    } else return undefined;
+    return ++this.presenceSeq;
+  }
+
+  private write(s: string): void {
+    this.put({ xml: s });
+  }
+
+  private put(item: Out): void {
+    if (this.outClosed || this.socket.destroyed) {
+      this.unwritten(item);
+      return;
+    }
+    this.outq.push(item);
+    this.outqLen += item.xml.length;
+    if (item.live) {
+      this.liveLen += item.xml.length;
+      // A reader this slow would make us buffer without bound.
+      if (this.liveLen > this.ctx.config.maxOutboundBytes) return this.slowReader();
+    }
+    this.flush();
+  }
+
+  /** Hands queued output to the socket, up to SOCKET_HWM unless `all`. */
+  private flush(all = false): void {
+    const sock = this.socket;
+    if (sock.destroyed) return;
+    while (this.outq.length > 0 && (all || sock.writableLength < SOCKET_HWM)) {
+      const item = this.outq.shift()!;
+      this.outqLen -= item.xml.length;
+      sock.write(item.xml, (err) => this.afterWrite(item, err));
+    }
+    if (this.outq.length > 0 && !this.waitingDrain) {
+      this.waitingDrain = true;
+      sock.once('drain', () => {
+        this.waitingDrain = false;
+        this.flush();
+      });
+    }
+    if (this.outqLen <= CONGESTED) for (const w of this.uncongested.splice(0)) w();
+    this.pull();
+  }
+
+  private afterWrite(item: Out, err: Error | null | undefined): void {
+    if (item.live) this.liveLen -= item.xml.length;
+    if (!err) item.written?.();
+    else this.unwritten(item);
+  }
+
+  /** Output that will never be written: a routed stanza goes where undeliverable ones go. */
+  private unwritten(item: Out): void {
+    if (item.reroute) this.ctx.router.rerouted(item.xml, item.reroute, this.id);
+  }
+
+  /** Reads the first paced source when the output is low. */
+  private pull(): void {
+    if (this.sources.length === 0) for (const w of this.drained.splice(0)) w();
+    if (this.pulling || this.sources.length === 0 || this.outClosed || this.socket.destroyed) return;
+    if (this.outqLen + this.socket.writableLength >= LOW_WATER) return;
+    const src = this.sources[0];
+    this.pulling = true;
+    src.next().then(
+      (items) => {
+        this.pulling = false;
+        if (items === null) {
+          if (this.sources[0] === src) this.sources.shift();
+        } else for (const it of items) this.put(it);
+        this.pull();
+      },
+      (err: unknown) => {
+        this.pulling = false;
+        log.warn('paced output failed', { sid: this.id, jid: this.jid, err: String(err) });
+        if (this.sources[0] === src) this.sources.shift();
+        src.stop?.();
+        this.pull();
+      },
+    );
+  }
+
+  private slowReader(): void {
+    log.warn('slow reader disconnected', { sid: this.id, jid: this.jid, ip: this.raw.remoteAddress, port: this.raw.remotePort, queued: this.liveLen + this.outqLen });
+    this.endReason = 'slow reader';
+    this.state = 'closed';
+    this.outClosed = true;
+    // Out of the routing tables first: what is rerouted must not come back here.
+    this.cleanup();
+    const left = this.outq.splice(0);
+    this.outqLen = 0;
+    // Writes under way fail with the socket and are rerouted from afterWrite.
+    this.socket.destroy();
+    for (const item of left) this.unwritten(item);
   }
 
   /** False once the stream is closed (PresenceSession). */
@@ -528,16 +753,23 @@ export class Session {
     return this.state !== 'closed';
   }
 
-  /** Ends the stream, with a stream error when a condition is given (RFC 6120 §4.9.1). */
+  /**
+   * Ends the stream, with a stream error when a condition is given (RFC
+   * 6120 §4.9.1). What was queued is written first; what the client does
+   * not read within the grace period is rerouted.
+   */
   close(reason: CloseReason = {}): void {
     if (this.state === 'closed') return;
     let out = '';
     if (reason.condition) {
       // §4.9.1.2: a stream error needs an open stream.
       out = this.header() + new StreamError(reason.condition, reason.text).toElement().toString();
-      log.info('stream error', { sid: this.id, jid: this.jid, condition: reason.condition, text: reason.text });
+      (reason.condition === 'system-shutdown' || !this.jid ? log.debug : log.info)('stream error', { sid: this.id, jid: this.jid, condition: reason.condition, text: reason.text });
     }
-    this.write(`${out}</stream:stream>`);
+    this.endReason ??= reason.condition ? `stream error ${reason.condition}${reason.text ? `: ${reason.text}` : ''}` : 'closed by the server';
+    this.put({ xml: `${out}</stream:stream>` });
+    this.flush(true);
+    this.outClosed = true;
     this.state = 'closed';
     this.socket.end();
     // The peer should answer with its closing tag; do not wait forever.
@@ -556,7 +788,15 @@ export class Session {
       // RFC 6121 §4.5.2: gone without a word is unavailable all the same.
       void this.ctx.router.presence.sessionEnded(this);
     }
+    if (this.jid) this.ctx.router.presence.detach(this);
     this.mailbox.length = 0;
+  }
+
+  /** One line per session that bound a resource (an operator's record); others at debug level. */
+  private logEnd(): void {
+    const fields = { sid: this.id, jid: this.jid, ip: this.raw.remoteAddress, port: this.raw.remotePort, durationMs: Date.now() - this.createdAt, reason: this.endReason };
+    if (this.jid) log.info('session ended', fields);
+    else log.debug('connection ended', { ...fields, user: this.username ?? undefined });
   }
 }
 

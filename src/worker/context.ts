@@ -8,6 +8,7 @@ import type { OfflineStore } from '../offline/store.ts';
 import type { SessionRegistry } from '../registry/registry.ts';
 import type { Router } from '../router/router.ts';
 import type { Session } from '../session/session.ts';
+import type { RemovalNotice } from '../accounts/removal.ts';
 
 export interface WorkerContext {
   config: Config;
@@ -25,4 +26,10 @@ export interface WorkerContext {
   local: Map<string, Session>;
   /** Every connection of this worker, bound or not. */
   all: Set<Session>;
+  /** Removes an account and its data (accounts/removal.ts); undefined when there is none. */
+  removeAccount(user: string): Promise<RemovalNotice | undefined>;
+  /** Tells every worker of every node that an account was removed. */
+  announceRemoval(notice: RemovalNotice): void;
+  /** Accounts removed lately, and when: a session that authenticated before that ends at bind. */
+  removed: Map<string, number>;
 }

@@ -4,6 +4,8 @@ import { Packr } from 'msgpackr';
 import type { BindOutcome, BindRequest, SessionRecord } from '../registry/registry.ts';
 import type { StreamCondition } from '../xmpp/errors.ts';
 import type { Departed } from '../presence/presence.ts';
+import type { Reroute } from '../session/session.ts';
+import type { RemovalNotice } from '../accounts/removal.ts';
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
@@ -21,6 +23,8 @@ export type ToHub =
   | { t: 'unbind'; jid: string; sid: string }
   | { t: 'presence'; q: number; jid: string; sid: string; available: boolean; priority: number }
   | { t: 'hello'; threadId: number }
+  // an account was removed: to every worker
+  | { t: 'removed'; notice: RemovalNotice }
   | { t: 'ready' }
   | { t: 'stopped' };
 
@@ -43,20 +47,31 @@ export type FromHub =
   // cluster mode: whether this node may take other nodes' lapsed leases for deaths
   | { t: 'judging'; on: boolean }
   // cluster mode: sessions of a dead node, whose unavailable presence this worker announces
-  | { t: 'departed'; list: Departed[] };
+  | { t: 'departed'; list: Departed[] }
+  // an account was removed (in band, or by the CLI through the admin socket)
+  | { t: 'removed'; notice: RemovalNotice };
 
 /**
  * Worker ↔ worker (and node ↔ node): delivery to one session. `only` marks a
- * stanza meant only for a session that asked for that kind (a roster push
- * for a resource that requested the roster, a carbon copy for one that
- * enabled carbons): whether it did is known only where it lives.
+ * stanza meant only for a session in some state, which is known only where
+ * it lives: a roster push for a resource that requested the roster
+ * ('roster'), a carbon copy for one that enabled carbons ('carbons'),
+ * presence for an available resource ('available': available by the last
+ * presence it sent, processed or not), a subscription approval or
+ * cancellation for one available or interested ('subscription').
  */
 // 'copy': one of several copies of a message to a bare JID (RFC 6121
 // §8.5.2.1.1): a copy that finds its session gone is dropped, since the
 // sender already knows whether any copy was taken.
-export type Only = 'roster' | 'carbons' | 'copy';
+export type Only = 'roster' | 'carbons' | 'copy' | 'available' | 'subscription';
 export type Envelope =
-  | { t: 'deliver'; jid: string; sid: string; xml: string; only?: Only }
+  // solicited: an answer the session asked for (not unsolicited output);
+  // reroute: what to do with it if the session cannot write it (Reroute)
+  | { t: 'deliver'; jid: string; sid: string; xml: string; only?: Only; solicited?: boolean; reroute?: Reroute }
+  // a message to a bare JID with no resource available by the registry: the
+  // session takes it if it is available by the presence it last sent, else
+  // passes it to the next in `rest`; the last one stores it (XEP-0160)
+  | { t: 'try'; jid: string; sid: string; xml: string; rest: SessionRecord[] }
   // RFC 6121 §4.3.2: send your current presence to answerTo
   | { t: 'probe'; jid: string; sid: string; answerTo: string }
   // XEP-0160: a message was stored just as this session became available: take it

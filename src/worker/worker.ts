@@ -9,6 +9,10 @@ import type { TlsIdentity } from '../tls/certificate.ts';
 import { openAccountStore } from '../accounts/open.ts';
 import { openRosterStore } from '../roster/open.ts';
 import { openOfflineStore } from '../offline/open.ts';
+import { StorageClient, remoteStores } from '../storage/remote.ts';
+import type { AccountStore } from '../accounts/store.ts';
+import type { RosterStore } from '../roster/store.ts';
+import type { OfflineStore } from '../offline/store.ts';
 import { HubRegistry } from './hub-registry.ts';
 import { RedisRegistry, K } from '../registry/redis.ts';
 import { connectRedis, ready } from '../cluster/redis.ts';
@@ -29,6 +33,8 @@ import { roster, pushQuery } from '../modules/roster.ts';
 import { carbons } from '../modules/carbons.ts';
 import { NS_MSGOFFLINE } from '../xmpp/ns.ts';
 import type { ServerModule } from '../modules/module.ts';
+import { removeAccount } from '../accounts/removal.ts';
+import type { RemovalNotice } from '../accounts/removal.ts';
 import { log, setLogLevel } from '../log.ts';
 import { collectWhenIdle } from '../idle-gc.ts';
 
@@ -37,11 +43,14 @@ export interface WorkerData {
   tls: TlsIdentity;
 }
 
-export type Task = { t: 'join'; port: MessagePort } | { t: 'conn'; socket: net.Socket; directTls: boolean };
+/** A join carries the worker's port to the hub and, on a single node, its port to the storage thread. */
+export type Task = { t: 'join'; port: MessagePort; store?: MessagePort } | { t: 'conn'; socket: net.Socket; directTls: boolean };
 
 const { config, tls: identity } = workerData as WorkerData;
 /** Entities one session may send directed presence to and have it tracked (RFC 6121 §4.6). */
 const MAX_DIRECTED_PRESENCE = 1000;
+/** How long a removal is remembered for sessions that were authenticating while it happened. */
+const REMOVED_KEPT_MS = 5 * 60_000;
 setLogLevel(config.logLevel);
 collectWhenIdle(config.idleGcMs, log.debug);
 
@@ -62,8 +71,10 @@ function sweep(): void {
 interface Backend {
   registry: SessionRegistry;
   toNode: Transport['toNode'];
+  /** To every worker of every node, this one included. */
+  announceRemoval(notice: RemovalNotice): void;
   /** Called once the worker knows its index: start receiving. */
-  listen(index: number, router: Router): Promise<void>;
+  listen(index: number, router: Router, onRemoved: (notice: RemovalNotice) => void): Promise<void>;
   onHub(msg: FromHub): boolean;
   /** Calls `fn` each time the registry is reachable again after an outage. */
   onRecovered(fn: () => void): void;
@@ -75,6 +86,7 @@ function singleNode(hub: MessagePort): Backend {
   return {
     registry,
     toNode: async () => false, // there is no other node
+    announceRemoval: (notice) => hub.postMessage(encode({ t: 'removed', notice })),
     listen: async () => {},
     onHub: (msg) => registry.onHubMessage(msg),
     onRecovered: () => {},
@@ -98,18 +110,27 @@ function cluster(): Backend {
         return false;
       }
     },
-    async listen(index, router) {
+    announceRemoval(notice) {
+      const bytes = encode(notice);
+      cmd.publish(K.removed, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).catch((err: unknown) => {
+        // The account and its data are gone; its sessions elsewhere end at their next bind check or their node's restart.
+        log.error('account removal not announced to the cluster', { user: notice.user, err: String(err) });
+      });
+    },
+    async listen(index, router, onRemoved) {
       const mine = K.channel(config.nodeId, index);
       // Invalidations sent while we were disconnected are lost: start cold.
       sub.on('ready', () => registry.invalidateAll());
       sub.on('messageBuffer', (channel: Buffer, message: Buffer) => {
-        if (channel.toString() === K.inv) registry.invalidate(message.toString());
+        const name = channel.toString();
+        if (name === K.inv) registry.invalidate(message.toString());
+        else if (name === K.removed) onRemoved(decode<RemovalNotice>(message));
         else router.onEnvelope(decode<Envelope>(message));
       });
       // Ready only once binds can reach the registry too: the command
       // connection queues nothing while it connects (enableOfflineQueue off),
       // so a login right after start would be refused as if Redis were down.
-      await Promise.all([sub.subscribe(mine, K.inv), ready(cmd)]);
+      await Promise.all([sub.subscribe(mine, K.inv, K.removed), ready(cmd)]);
     },
     onRecovered(fn) {
       // However short the outage: a write may have failed in it.
@@ -170,24 +191,35 @@ async function reconcile(c: WorkerContext): Promise<void> {
   log.info('reconciled local sessions with the registry', { worker: c.index, live: live.length, gone: out.gone.length, replaced: out.replaced.length });
 }
 
-async function join(hub: MessagePort): Promise<void> {
+/** The durable stores: through the node's storage thread, or (in a cluster) Redis. */
+async function openStores(store: MessagePort | undefined): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore; close(): void }> {
+  if (store) {
+    const client = new StorageClient(store);
+    return { ...(await remoteStores(client)), close: () => client.close() };
+  }
+  const [accounts, roster, offline] = await Promise.all([openAccountStore(config), openRosterStore(config), openOfflineStore(config)]);
+  return { accounts, roster, offline, close: () => void Promise.all([accounts.close(), roster.close(), offline.close()]) };
+}
+
+async function join(hub: MessagePort, store: MessagePort | undefined): Promise<void> {
   const backend = config.redisUrl ? cluster() : singleNode(hub);
   const registry = backend.registry;
   const peers = new Map<number, MessagePort>();
-  const rosterStore = await openRosterStore(config);
-  const offline = await openOfflineStore(config);
+  const stores = await openStores(store);
+  const { roster: rosterStore, offline, accounts } = stores;
   const modules: ServerModule[] = [
     ping, version, register, sessionLegacy, carbons,
     { features: config.maxOfflineMessages > 0 ? [NS_MSGOFFLINE] : [] },
     roster({
       store: rosterStore,
       maxItems: config.maxRosterItems,
+      maxGroups: config.maxRosterGroups,
+      maxBytes: config.maxRosterBytes,
       push: (user, item, ver) => void router.pushRoster(`${user}@${config.domain}`, pushQuery(item, ver)),
       removed: (user, jid, before) => router.presence.itemRemoved(user, jid, before),
     }),
   ];
   modules.push(disco(() => modules));
-  const accounts = await openAccountStore(config);
   const sessions = new Map<string, Session>();
   const local = new Map<string, Session>();
   if (registry instanceof RedisRegistry) {
@@ -214,7 +246,10 @@ async function join(hub: MessagePort): Promise<void> {
     roster: rosterStore,
     offline,
     maxRosterItems: config.maxRosterItems,
+    maxPendingRequests: config.maxPendingRequests,
+    maxOutgoingRequests: config.maxOutgoingRequests,
     maxOfflineMessages: config.maxOfflineMessages,
+    maxOfflineBytes: config.maxOfflineBytes,
     maxDirectedPresence: MAX_DIRECTED_PRESENCE,
   });
   const c: WorkerContext = {
@@ -230,6 +265,17 @@ async function join(hub: MessagePort): Promise<void> {
     sessions,
     local,
     all: new Set(),
+    removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline }, config.domain, user, config.maxRosterItems),
+    announceRemoval: (notice) => backend.announceRemoval(notice),
+    removed: new Map(),
+  };
+  /** An account was removed somewhere: its sessions here end, its contacts here are told. */
+  const onRemoved = (notice: RemovalNotice): void => {
+    const now = Date.now();
+    for (const [u, at] of c.removed) if (now - at > REMOVED_KEPT_MS) c.removed.delete(u);
+    c.removed.set(notice.user, notice.at);
+    router.accountRemoved(notice);
+    for (const s of [...c.all]) if (s.username === notice.user) s.close({ condition: 'not-authorized', text: 'the account was removed' });
   };
   // After an outage, from either side: this worker's connection came back,
   // or the node's heartbeat did (after a lapse that refused the first try).
@@ -268,7 +314,7 @@ async function join(hub: MessagePort): Promise<void> {
       case 'welcome':
         index = msg.index;
         c.index = index;
-        void backend.listen(index, router).then(
+        void backend.listen(index, router, onRemoved).then(
           () => {
             ctx = c;
             hub.postMessage(encode({ t: 'ready' }));
@@ -286,6 +332,9 @@ async function join(hub: MessagePort): Promise<void> {
       case 'departed':
         void router.presence.departed(msg.list);
         break;
+      case 'removed':
+        onRemoved(msg.notice);
+        break;
       case 'reset':
         if (registry instanceof RedisRegistry) registry.invalidateAll();
         void reregister(c).catch((err: unknown) => log.error('re-registration failed', { err: String(err) }));
@@ -294,9 +343,7 @@ async function join(hub: MessagePort): Promise<void> {
         void shutdown(c).then(() => {
           hub.postMessage(encode({ t: 'stopped' }));
           clearInterval(sweeper);
-          accounts.close();
-          void rosterStore.close();
-          void offline.close();
+          stores.close();
           backend.close();
           stop();
         });
@@ -313,6 +360,8 @@ async function shutdown(c: WorkerContext): Promise<void> {
   const open = [...c.all];
   for (const s of open) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
   await Promise.all(open.map((s) => s.done));
+  // What the closed sessions could not write goes offline before the stores close.
+  await c.router.idle();
   // Let the unbinds the closes started reach the registry.
   await new Promise<void>((r) => setImmediate(r));
 }
@@ -323,9 +372,10 @@ export default function handle(task: Task): Promise<string> {
   if (task.t === 'join') {
     if (joined) {
       task.port.close();
+      task.store?.close();
       return Promise.resolve('declined');
     }
-    joined = join(task.port);
+    joined = join(task.port, task.store);
     return joined.then(() => 'left');
   }
   if (!ctx) {

@@ -81,16 +81,17 @@ export class SaslFailure extends Error {
 
 /**
  * Turns a stanza into the error reply to it (RFC 6120 §8.3.1): addresses
- * swapped, type "error", the original payload kept. Returns undefined for a
+ * swapped, type "error", the original payload kept. A stanza without 'to'
+ * was addressed to the sender's own account (§10.3): the answer comes on
+ * the account's behalf, without 'from' (§8.1.2.1). Returns undefined for a
  * stanza that must not be answered with an error (an error itself).
  */
-export function errorReply(stanza: Element, err: StanzaError, serverJid?: string): Element | undefined {
+export function errorReply(stanza: Element, err: StanzaError): Element | undefined {
   if (stanza.attrs.type === 'error') return undefined;
   const attrs: Record<string, string> = { type: 'error' };
   if (stanza.attrs.id !== undefined) attrs.id = stanza.attrs.id;
   if (stanza.attrs.from !== undefined) attrs.to = stanza.attrs.from;
-  const from = stanza.attrs.to ?? serverJid;
-  if (from !== undefined) attrs.from = from;
+  if (stanza.attrs.to !== undefined) attrs.from = stanza.attrs.to;
   const reply = new Element(stanza.name, attrs);
   // §8.3.1: an iq error SHOULD include the original payload; keep it for all kinds.
   for (const child of stanza.children) if (typeof child !== 'string') reply.cnode(child);

@@ -163,7 +163,7 @@ test('offline messages stored through node 1 are delivered, in order, stamped an
   const start = alice.c.items.length;
   for (const [i, id] of ids.entries()) alice.c.send(`<message to='${frankBare}' id='${id}' type='chat'><body>kept ${i}</body></message>`);
   t.deepEqual((await barrier(alice, start)).map((el) => el.toString()), [], 'stored, no error to the sender');
-  t.is(await r.llen(`xmpp:offline:${frankName}`), 3, 'three messages in Redis');
+  t.is(await r.xlen(`xmpp:offq:${frankName}`), 3, 'three messages in Redis');
 
   const frank = await connect(t, nodes[1], frankName, 'n2');
   const f = frank.c.items.length;
@@ -176,7 +176,7 @@ test('offline messages stored through node 1 are delivered, in order, stamped an
     t.is(m.getChildText('body'), `kept ${i}`);
     t.is(m.getChild('delay', NS_DELAY)?.attrs.from, 'localhost', m.toString());
   }
-  t.is(await r.llen(`xmpp:offline:${frankName}`), 0, 'nothing left');
+  t.is(await r.xlen(`xmpp:offq:${frankName}`), 0, 'nothing left');
 
   const again = await connect(t, nodes[2], frankName, 'n3');
   const g = again.c.items.length;

@@ -3,7 +3,7 @@
 import test from 'ava';
 import type { Element } from 'ltx';
 import { StreamParser } from '../../src/xml/parser.ts';
-import { shouldStore, stamp, onlyChatStates } from '../../src/offline/offline.ts';
+import { shouldStore, stamp, onlyChatStates, contentless } from '../../src/offline/offline.ts';
 
 const NS_DELAY = 'urn:xmpp:delay';
 
@@ -34,13 +34,18 @@ const cases: [string, Element, boolean][] = [
   ['headline', m(" type='headline'", '<body>news</body>'), false],
   ['groupchat', m(" type='groupchat'", '<body>room</body>'), false],
   ['error', m(" type='error'", `<error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>`), false],
-  ['chat with no body: a receipt (XEP-0184)', m(" type='chat'", `<received xmlns='urn:xmpp:receipts' id='x'/>`), true],
+  ['chat with no body: only a receipt (XEP-0184) is content-less', m(" type='chat'", `<received xmlns='urn:xmpp:receipts' id='x'/>`), false],
+  ['a chat marker beside an unknown payload: stored for the payload', m(" type='chat'", `<displayed xmlns='urn:xmpp:chat-markers:0' id='x'/><store xmlns='urn:example:not-a-hint'/>`), true],
+  ['only a chat marker, an origin id and a thread', m(" type='chat'", `<thread>t</thread><displayed xmlns='urn:xmpp:chat-markers:0' id='x'/><origin-id xmlns='urn:xmpp:sid:0' id='o'/>`), false],
+  ['a receipt with <store/> is stored', m(" type='chat'", `<received xmlns='urn:xmpp:receipts' id='x'/><store xmlns='${HINTS}'/>`), true],
+  ['an encrypted payload with no body (OMEMO)', m(" type='chat'", `<encrypted xmlns='eu.siacs.conversations.axolotl'><payload>x</payload></encrypted>`), true],
+  ['a subject only', m('', '<subject>s</subject>'), true],
   ['normal with no body: a direct MUC invitation (XEP-0249)', m('', `<x xmlns='jabber:x:conference' jid='room@muc.localhost'/>`), true],
   ['chat with only a chat state', m(" type='chat'", `<composing xmlns='${CSN}'/>`), false],
   ['chat with a chat state, a thread and hints only', m(" type='chat'", `<thread>t1</thread><paused xmlns='${CSN}'/><no-permanent-store xmlns='${HINTS}'/><origin-id xmlns='urn:xmpp:sid:0' id='o'/>`), false],
   ['normal with only a chat state', m('', `<active xmlns='${CSN}'/>`), false],
   ['chat with a chat state and a body', m(" type='chat'", `<active xmlns='${CSN}'/><body>hi</body>`), true],
-  ['chat with a chat state and a receipt request', m(" type='chat'", `<active xmlns='${CSN}'/><request xmlns='urn:xmpp:receipts'/>`), true],
+  ['chat with a chat state and a receipt request, no body', m(" type='chat'", `<active xmlns='${CSN}'/><request xmlns='urn:xmpp:receipts'/>`), false],
   ['<no-store/>', m(" type='chat'", `<body>secret</body><no-store xmlns='${HINTS}'/>`), false],
   ['<no-store/> with a prefix declared on the stanza', m(" type='chat' xmlns:h='urn:xmpp:hints'", '<body>secret</body><h:no-store/>'), false],
   ['<no-store/> beats <store/>', m('', `<body>x</body><store xmlns='${HINTS}'/><no-store xmlns='${HINTS}'/>`), false],
@@ -52,7 +57,7 @@ const cases: [string, Element, boolean][] = [
   ['a no-store element in another namespace is no hint', m(" type='chat'", `<body>x</body><no-store xmlns='urn:example:other'/>`), true],
   ['a hint nested deeper is no hint', m(" type='chat'", `<body>x</body><x xmlns='urn:example'><no-store xmlns='${HINTS}'/></x>`), true],
   ['a chatstates element in the jabber:client namespace is not a chat state', m(" type='chat'", '<composing/>'), true],
-  ['an empty message', m('', ''), true],
+  ['an empty message has no content', m('', ''), false],
   ['presence', stanza(`<presence to='bob@localhost'/>`), false],
   ['iq', stanza(`<iq type='get' id='1' to='bob@localhost'><ping xmlns='urn:xmpp:ping'/></iq>`), false],
 ];
@@ -62,6 +67,14 @@ for (const [what, el, expected] of cases) {
     t.is(shouldStore(el), expected, el.toString());
   });
 }
+
+test('contentless: only chat states, receipts, markers and incidentals; never presence or iq', (t) => {
+  t.true(contentless(m('', '')));
+  t.true(contentless(m(" type='chat'", `<composing xmlns='${CSN}'/><received xmlns='urn:xmpp:receipts' id='x'/>`)));
+  t.false(contentless(m(" type='chat'", `<composing xmlns='${CSN}'/><body>hi</body>`)));
+  t.false(contentless(m('', `<x xmlns='jabber:x:oob'><url>https://x</url></x>`)));
+  t.false(contentless(stanza(`<presence to='bob@localhost'/>`)));
+});
 
 test('onlyChatStates needs at least one chat state', (t) => {
   t.false(onlyChatStates(m('', '<thread>t</thread>')));

@@ -10,7 +10,10 @@ import { Redis } from 'ioredis';
 import { RedisOfflineStore } from '../../src/offline/redis.ts';
 import { openOfflineStore } from '../../src/offline/open.ts';
 import { freePort, inspector as inspect, sharedRedisServer } from '../helpers/redis.ts';
-import { offlineStoreContract } from './contract.ts';
+import { offlineStoreContract, drain } from './contract.ts';
+
+const LIM = { max: 10, maxBytes: 100_000 };
+const xmls = async (s: RedisOfflineStore, user: string) => (await drain(s, user, 'inspect')).map((m) => m.xml);
 
 const server = sharedRedisServer(test);
 
@@ -34,37 +37,54 @@ offlineStoreContract('redis', async (t) => {
   };
 });
 
-test('key layout: one list per user, oldest first; nothing left once taken', async (t) => {
+test('key layout: one stream per user with its byte count and claim; nothing left once delivered', async (t) => {
   const s = await openStore(t); // the default namespace: only this test uses it
   const r = inspector(t);
-  await s.push('bob', '<message id="1"/>', 10);
-  await s.push('bob', '<message id="2"/>', 10);
-  t.is(s.key('bob'), 'xmpp:offline:bob');
-  t.is(await r.type('xmpp:offline:bob'), 'list');
-  t.deepEqual(await r.lrange('xmpp:offline:bob', 0, -1), ['<message id="1"/>', '<message id="2"/>']);
-  t.deepEqual(await r.keys('xmpp:offline:b*'), ['xmpp:offline:bob']);
-  await s.take('bob');
-  t.is(await r.exists('xmpp:offline:bob'), 0, 'an empty queue leaves no key behind');
-  await s.push('bob', '<message id="3"/>', 10);
+  await s.push('bob', '<message id="1"/>', LIM);
+  await s.push('bob', '<message id="é"/>', LIM);
+  t.deepEqual(s.keys('bob'), { queue: 'xmpp:offq:bob', bytes: 'xmpp:offb:bob', old: 'xmpp:offline:bob', claim: 'xmpp:offc:bob' });
+  t.is(await r.type('xmpp:offq:bob'), 'stream');
+  t.deepEqual((await r.xrange('xmpp:offq:bob', '-', '+')).map(([, f]) => f), [['x', '<message id="1"/>'], ['x', '<message id="é"/>']]);
+  t.is(Number(await r.get('xmpp:offb:bob')), 17 + 18, 'bytes, not characters');
+  const batch = (await s.fetch('bob', 'owner-1', '', 10, 60_000))!;
+  t.is(await r.get('xmpp:offc:bob'), 'owner-1');
+  t.true((await r.pttl('xmpp:offc:bob')) > 0, 'the claim expires');
+  await s.remove('bob', batch.map((m) => m.id));
+  await s.release('bob', 'owner-1');
+  t.deepEqual(await r.keys('xmpp:off*b*'), [], 'an empty queue leaves no key behind');
+  await s.push('bob', '<message id="3"/>', LIM);
+  await s.fetch('bob', 'owner-2', '', 1, 60_000);
   await s.removeAll('bob');
-  t.is(await r.exists('xmpp:offline:bob'), 0);
+  t.deepEqual(await r.keys('xmpp:off*b*'), []);
+});
+
+test('a queue in the old layout (a plain list) is moved into the stream, in order, by the next operation', async (t) => {
+  const s = await openStore(t, 'old:');
+  const r = inspector(t);
+  await r.rpush('old:offline:bob', '<message id="o1"/>', '<message id="o2"/>');
+  t.is(await s.count('bob'), 2, 'counted before it is moved');
+  t.true(await s.push('bob', '<message id="n1"/>', LIM));
+  t.is(await r.exists('old:offline:bob'), 0);
+  t.deepEqual(await xmls(s, 'bob'), ['<message id="o1"/>', '<message id="o2"/>', '<message id="n1"/>']);
+  await r.rpush('old:offline:carol', '<message id="c1"/>');
+  t.deepEqual(await xmls(s, 'carol'), ['<message id="c1"/>'], 'fetch moves it too');
 });
 
 test('the scripts are loaded again after SCRIPT FLUSH', async (t) => {
   const s = await openStore(t, 'flush:');
-  t.true(await s.push('bob', 'a', 10));
+  t.true(await s.push('bob', 'a', LIM));
   await inspector(t).script('FLUSH');
-  t.true(await s.push('bob', 'b', 10));
+  t.true(await s.push('bob', 'b', LIM));
   await inspector(t).script('FLUSH');
-  t.deepEqual(await s.take('bob'), ['a', 'b']);
+  t.deepEqual(await xmls(s, 'bob'), ['a', 'b']);
 });
 
 test('fromClient uses a borrowed connection and leaves it open', async (t) => {
   const client = inspector(t);
   const s = RedisOfflineStore.fromClient(client, { namespace: 'borrowed:' });
   t.is(s.redis, client);
-  t.true(await s.push('bob', 'x', 10));
-  t.deepEqual(await (await openStore(t, 'borrowed:')).take('bob'), ['x']);
+  t.true(await s.push('bob', 'x', LIM));
+  t.deepEqual(await xmls(await openStore(t, 'borrowed:'), 'bob'), ['x']);
   await s.close();
   await s.close(); // idempotent
   t.is(await client.ping(), 'PONG');
@@ -72,11 +92,11 @@ test('fromClient uses a borrowed connection and leaves it open', async (t) => {
 
 test('close() quits the connection it opened; idempotent', async (t) => {
   const s = await RedisOfflineStore.open(server.url, { namespace: 'closing:' });
-  await s.push('bob', 'x', 10);
+  await s.push('bob', 'x', LIM);
   await s.close();
   await s.close();
   t.is(s.redis.status, 'end');
-  await t.throwsAsync(s.take('bob'));
+  await t.throwsAsync(s.fetch('bob', 'o', '', 1, 1000));
 });
 
 test('open() rejects, without hanging, when Redis is not there', async (t) => {
@@ -92,10 +112,10 @@ test('openOfflineStore with a Redis URL: the Redis store, nothing in the data di
   const s = await openOfflineStore({ redisUrl: server.url, dataDir, nodeId: 'n1' });
   t.teardown(() => s.close());
   t.true(s instanceof RedisOfflineStore);
-  t.true(await s.push('opened', 'x', 10));
-  t.deepEqual(await inspector(t).lrange('xmpp:offline:opened', 0, -1), ['x']);
+  t.true(await s.push('opened', 'x', LIM));
+  t.is(await inspector(t).xlen('xmpp:offq:opened'), 1);
   t.false(existsSync(join(dataDir, 'offline.sqlite')));
   const names = await inspector(t).client('LIST') as string;
   t.regex(names, /name=n1:offline/);
-  await s.take('opened');
+  await s.removeAll('opened');
 });

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { SqliteOfflineStore } from '../../src/offline/sqlite.ts';
 import { openOfflineStore } from '../../src/offline/open.ts';
-import { offlineStoreContract, checkBatches } from './contract.ts';
+import { offlineStoreContract, drain } from './contract.ts';
 
 function tempDir(t: { teardown(fn: () => void): void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'xmpp-offline-'));
@@ -35,13 +35,13 @@ test('openOfflineStore without Redis: offline.sqlite in the data directory, WAL,
   const a = await openOfflineStore({ redisUrl: '', dataDir });
   t.true(a instanceof SqliteOfflineStore);
   t.true(existsSync(join(dataDir, 'offline.sqlite')));
-  t.true(await a.push('bob', '<message id="1"/>', 10));
+  t.true(await a.push('bob', '<message id="1"/>', { max: 10, maxBytes: 1000 }));
   t.true(readdirSync(dataDir).some((f) => f === 'offline.sqlite-wal'), 'WAL mode is on');
   await a.close();
   await a.close(); // idempotent
   const b = await openOfflineStore({ redisUrl: '', dataDir });
   t.teardown(() => b.close());
-  t.deepEqual(await b.take('bob'), ['<message id="1"/>']);
+  t.deepEqual((await drain(b, 'bob', 'o')).map((m) => m.xml), ['<message id="1"/>']);
 });
 
 /**
@@ -79,38 +79,60 @@ test('threads pushing at once never exceed the limit', async (t) => {
     const ok = [];
     for (let i = 0; i < 600; i++) {
       const id = 'w' + n + '-' + i;
-      if (await s.push('bob', "<message id='" + id + "'/>", 1500)) ok.push(id);
+      if (await s.push('bob', "<message id='" + id + "'/>", { max: 1500, maxBytes: 1e9 })) ok.push(id);
     }
     return ok;
   }`);
   const all = accepted.flat();
   t.is(all.length, 1500, 'exactly the limit accepted over all threads');
   t.is(await main.count('bob'), 1500);
-  t.deepEqual((await main.take('bob')).map((x) => /id='([^']*)'/.exec(x)![1]).sort(), [...all].sort());
+  t.deepEqual((await drain(main, 'bob', 'o')).map((m) => /id='([^']*)'/.exec(m.xml)![1]).sort(), [...all].sort());
 });
 
-test('threads pushing and taking at once: each stanza handed out exactly once, in order', async (t) => {
+test('threads pushing and delivering at once: each stanza delivered exactly once, in order per thread', async (t) => {
   const file = join(tempDir(t), 'offline.sqlite');
   const main = openStore(t, file);
-  const results = await inThreads<{ pushed: string[]; batches: string[][] }>(file, 4, `async (s, n) => {
+  const results = await inThreads<{ pushed: string[]; delivered: string[] }>(file, 4, `async (s, n) => {
     const pushed = [];
-    const batches = [];
+    const delivered = [];
+    const owner = 'thread-' + n;
     for (let i = 0; i < 500; i++) {
       const id = 'w' + n + '-' + i;
-      if (!(await s.push('bob', "<message id='" + id + "'/>", 1000000))) throw new Error('push refused');
+      if (!(await s.push('bob', "<message id='" + id + "'/>", { max: 1000000, maxBytes: 1e9 }))) throw new Error('push refused');
       pushed.push(id);
       if (i % 7 === n) {
-        const got = await s.take('bob');
-        if (got.length > 0) batches.push(got.map((x) => /id='([^']*)'/.exec(x)[1]));
+        const got = await s.fetch('bob', owner, '', 20, 60000);
+        if (got !== null) {
+          delivered.push(...got.map((m) => /id='([^']*)'/.exec(m.xml)[1]));
+          await s.remove('bob', got.map((m) => m.id));
+          await s.release('bob', owner);
+        }
       }
     }
-    return { pushed, batches };
+    return { pushed, delivered };
   }`);
-  const batches = results.flatMap((r) => r.batches);
-  const rest = (await main.take('bob')).map((x) => /id='([^']*)'/.exec(x)![1]);
-  if (rest.length > 0) batches.push(rest);
+  const delivered = results.flatMap((r) => r.delivered);
+  delivered.push(...(await drain(main, 'bob', 'main')).map((m) => /id='([^']*)'/.exec(m.xml)![1]));
   const pushed = results.flatMap((r) => r.pushed);
   t.is(pushed.length, 2000);
-  t.true(results.filter((r) => r.batches.length > 0).length >= 2, 'several threads took something');
-  checkBatches(t, batches, pushed);
+  t.true(results.filter((r) => r.delivered.length > 0).length >= 2, 'several threads delivered something');
+  t.is(delivered.length, new Set(delivered).size, 'no stanza delivered twice');
+  t.deepEqual([...delivered].sort(), [...pushed].sort());
+});
+
+test('a file of the earlier layout (rowids that an emptied table reuses) is upgraded in place, messages and order kept', async (t) => {
+  const file = join(tempDir(t), 'offline.sqlite');
+  const { DatabaseSync } = await import('node:sqlite');
+  const old = new DatabaseSync(file);
+  old.exec(`CREATE TABLE offline (seq INTEGER PRIMARY KEY, username TEXT NOT NULL, stanza TEXT NOT NULL, stored INTEGER NOT NULL) STRICT;
+    CREATE INDEX offline_by_user ON offline (username, seq);`);
+  const insert = old.prepare('INSERT INTO offline (username, stanza, stored) VALUES (?, ?, 0)');
+  for (const x of ['a', 'b', 'c']) insert.run('bob', x);
+  old.close();
+  const s = openStore(t, file);
+  const first = (await s.fetch('bob', 'o', '', 10, 60_000))!;
+  t.deepEqual(first.map((m) => m.xml), ['a', 'b', 'c']);
+  await s.remove('bob', first.map((m) => m.id));
+  t.true(await s.push('bob', 'd', { max: 10, maxBytes: 1000 }));
+  t.deepEqual((await s.fetch('bob', 'o', first[2].id, 10, 60_000))!.map((m) => m.xml), ['d'], 'a new message comes after the last id read, even in an emptied table');
 });

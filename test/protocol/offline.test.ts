@@ -174,17 +174,37 @@ test('a headline to an offline user is dropped: no error, not stored', async (t)
   t.deepEqual(got.map((m) => m.attrs.id), [control], 'the headline never arrives');
 });
 
-test('not stored, answered with service-unavailable: chat states only (XEP-0160), <no-store/> (XEP-0334)', async (t) => {
+test('<no-store/> (XEP-0334) with content: not stored, answered with service-unavailable', async (t) => {
   const alice = await login(t, server, 'alice', 'a5');
-  const csn = uid('csn');
   const noStore = uid('nostore');
   const start = alice.c.items.length;
-  alice.c.send(`<message to='harry@localhost' id='${csn}' type='chat'><composing xmlns='${NS_CHATSTATES}'/></message>`);
   alice.c.send(`<message to='harry@localhost' id='${noStore}' type='chat'><body>ephemeral</body><no-store xmlns='${NS_HINTS}'/></message>`);
   const back = await barrier(alice, start);
-  t.deepEqual(back.map((el) => el.attrs.id), [csn, noStore]);
+  t.deepEqual(back.map((el) => el.attrs.id), [noStore]);
   for (const el of back) t.is(stanzaError(el).condition, 'service-unavailable', el.toString());
   t.is(await offlineCount(server, 'harry'), 0);
+});
+
+test('content-less messages (chat states, receipts, markers) to an offline user, to a gone resource or to no account: dropped, neither stored nor bounced (XEP-0085 §5.4, XEP-0160, XEP-0334)', async (t) => {
+  const alice = await login(t, server, 'alice', 'a5b');
+  const CONTENTLESS = [
+    `<composing xmlns='${NS_CHATSTATES}'/>`,
+    `<received xmlns='urn:xmpp:receipts' id='r1'/>`,
+    `<displayed xmlns='urn:xmpp:chat-markers:0' id='m1'/><origin-id xmlns='urn:xmpp:sid:0' id='o1'/>`,
+    `<active xmlns='${NS_CHATSTATES}'/><thread>t</thread><no-permanent-store xmlns='${NS_HINTS}'/>`,
+  ];
+  const stanzas: string[] = [];
+  for (const to of ['harry@localhost', 'harry@localhost/gone', 'nobody-here@localhost']) {
+    for (const inner of CONTENTLESS) stanzas.push(`<message to='${to}' id='${uid('cl')}' type='chat'>${inner}</message>`);
+  }
+  await sendAll(t, alice, stanzas);
+  t.is(await offlineCount(server, 'harry'), 0, 'nothing stored');
+  // The same with a body would be stored: the rule is about content, not about the address.
+  await sendAll(t, alice, [`<message to='harry@localhost' id='${uid('cl')}' type='chat'><composing xmlns='${NS_CHATSTATES}'/><body>with content</body></message>`]);
+  t.is(await offlineCount(server, 'harry'), 1);
+  const harry = await login(t, server, 'harry', 'h1');
+  const got = await present(harry);
+  t.deepEqual(got.map((m) => m.getChildText('body')), ['with content']);
 });
 
 test('a negative priority does not collect offline messages; a later non-negative presence does', async (t) => {

@@ -3,7 +3,7 @@
 import test, { type ExecutionContext } from 'ava';
 import {
   type RosterStore, type RosterItem, type SubState, type TransitionTable, type TransitionResult,
-  RosterFullError, EMPTY_VERSION, SUB_STATES, splitState,
+  RosterFullError, RosterTooLargeError, EMPTY_VERSION, SUB_STATES, splitState,
 } from '../../src/roster/store.ts';
 
 export interface Backend {
@@ -403,32 +403,76 @@ export function rosterStoreContract(label: string, open: OpenBackend): void {
     await s.set('alice', { jid: 'b@x', groups: [] }, max);
     const version = (await s.get('alice')).version;
     // The roster is full: an event needing a new item is refused ...
-    t.deepEqual(await s.transition('alice', 'c@x', OUT_SUBSCRIBE, { max }), { before: 'none', after: 'none', full: true });
+    t.deepEqual(await s.transition('alice', 'c@x', OUT_SUBSCRIBE, { max }), { before: 'none', after: 'none', full: 'items' });
     t.is(await s.item('alice', 'c@x'), undefined);
     // ... but a pending request is no item, and existing items still change.
     t.is((await s.transition('alice', 'c@x', IN_SUBSCRIBE, { max, request: 'Rc' })).after, 'none+in');
-    t.deepEqual(await s.transition('alice', 'c@x', OUT_SUBSCRIBE, { max }), { before: 'none+in', after: 'none+in', full: true });
-    t.deepEqual(await s.transition('alice', 'c@x', OUT_SUBSCRIBED, { max }), { before: 'none+in', after: 'none+in', full: true });
+    t.deepEqual(await s.transition('alice', 'c@x', OUT_SUBSCRIBE, { max }), { before: 'none+in', after: 'none+in', full: 'items' });
+    t.deepEqual(await s.transition('alice', 'c@x', OUT_SUBSCRIBED, { max }), { before: 'none+in', after: 'none+in', full: 'items' });
     t.is((await s.get('alice')).version, version, 'refused: the version stays');
     t.deepEqual(await s.pendingRequests('alice'), [{ jid: 'c@x', stanza: 'Rc' }], 'refused: the request stays');
     const a = await s.transition('alice', 'a@x', OUT_SUBSCRIBE, { max });
     t.is(a.after, 'none+out');
     t.truthy(a.change);
 
-    // The pending list is full: a new request is refused, other events are not.
+    // The pending list is full: a new request from a stranger is refused, other events are not.
+    t.is((await s.transition('alice', 'e@x', IN_SUBSCRIBE, { max, request: 'Re' })).after, 'none+in');
+    t.deepEqual(await s.transition('alice', 'f@x', IN_SUBSCRIBE, { max, request: 'Rf' }), { before: 'none', after: 'none', full: 'pending' });
+    t.deepEqual(await s.transition('alice', 'd@x', IN_SUBSCRIBE, { max: 0, request: 'Rd' }), { before: 'none', after: 'none', full: 'pending' });
+    // A contact already in the roster is no stranger: let in beyond the limit.
     t.is((await s.transition('alice', 'a@x', IN_SUBSCRIBE, { max, request: 'Ra' })).after, 'none+out+in');
-    t.deepEqual(await s.transition('alice', 'b@x', IN_SUBSCRIBE, { max, request: 'Rb' }), { before: 'none', after: 'none', full: true });
-    t.deepEqual(await s.transition('alice', 'd@x', IN_SUBSCRIBE, { max: 0, request: 'Rd' }), { before: 'none', after: 'none', full: true });
     const sub = await s.transition('alice', 'a@x', IN_SUBSCRIBED, { max }); // none+out+in -> to+in, the request stays
     t.is(sub.after, 'to+in');
     t.is(sub.change?.item.subscription, 'to');
-    t.deepEqual(await s.pendingRequests('alice'), [{ jid: 'c@x', stanza: 'Rc' }, { jid: 'a@x', stanza: 'Ra' }]);
+    t.deepEqual(await s.pendingRequests('alice'), [{ jid: 'c@x', stanza: 'Rc' }, { jid: 'e@x', stanza: 'Re' }, { jid: 'a@x', stanza: 'Ra' }]);
     // Answering one makes room.
     t.is((await s.transition('alice', 'c@x', OUT_UNSUBSCRIBED, { max })).after, 'none');
-    t.is((await s.transition('alice', 'b@x', IN_SUBSCRIBE, { max, request: 'Rb' })).after, 'none+in');
-    t.deepEqual(await s.pendingRequests('alice'), [{ jid: 'a@x', stanza: 'Ra' }, { jid: 'b@x', stanza: 'Rb' }]);
-    t.is(await s.state('alice', 'b@x'), 'none+in');
+    t.deepEqual(await s.transition('alice', 'f@x', IN_SUBSCRIBE, { max, request: 'Rf' }), { before: 'none', after: 'none', full: 'pending' }, 'three pending, one of them a contact: still full for strangers');
+    t.is((await s.transition('alice', 'e@x', OUT_UNSUBSCRIBED, { max })).after, 'none');
+    t.is((await s.transition('alice', 'f@x', IN_SUBSCRIBE, { max, request: 'Rf' })).after, 'none+in');
+    t.deepEqual(await s.pendingRequests('alice'), [{ jid: 'a@x', stanza: 'Ra' }, { jid: 'f@x', stanza: 'Rf' }]);
+    t.is(await s.state('alice', 'f@x'), 'none+in');
     t.is(await s.state('alice', 'd@x'), 'none');
+  });
+
+  test(title('transition: maxPending bounds pending requests apart from max, and maxOutgoing the requests a user has sent'), async (t) => {
+    const { store: s } = await open(t);
+    t.is((await s.transition('bob', 'p1@x', IN_SUBSCRIBE, { max: BIG, maxPending: 1, request: 'R1' })).after, 'none+in');
+    t.deepEqual(await s.transition('bob', 'p2@x', IN_SUBSCRIBE, { max: BIG, maxPending: 1, request: 'R2' }), { before: 'none', after: 'none', full: 'pending' });
+    t.is((await s.transition('bob', 'p2@x', IN_SUBSCRIBE, { max: BIG, maxPending: 2, request: 'R2' })).after, 'none+in');
+
+    // Outgoing: items with ask (none+out, from+out) count; an answered one does not.
+    const out = { max: BIG, maxOutgoing: 2 };
+    t.is((await s.transition('carol', 'o1@x', OUT_SUBSCRIBE, out)).after, 'none+out');
+    t.is((await s.transition('carol', 'o2@x', OUT_SUBSCRIBE, out)).after, 'none+out');
+    t.deepEqual(await s.transition('carol', 'o3@x', OUT_SUBSCRIBE, out), { before: 'none', after: 'none', full: 'outgoing' });
+    t.is(await s.item('carol', 'o3@x'), undefined, 'refused: no item was made');
+    t.deepEqual(await s.transition('carol', 'o1@x', OUT_SUBSCRIBE, out), { before: 'none+out', after: 'none+out' }, 'asking again is no new request');
+    t.is((await s.transition('carol', 'o1@x', IN_SUBSCRIBED, out)).after, 'to', 'o1 approved');
+    t.is((await s.transition('carol', 'o3@x', OUT_SUBSCRIBE, out)).after, 'none+out', 'room again');
+    // A contact with 'from' asking back counts too (from+out).
+    await s.transition('carol', 'o4@x', IN_SUBSCRIBE, { max: BIG, request: 'R4' });
+    t.is((await s.transition('carol', 'o4@x', OUT_SUBSCRIBED, out)).after, 'from');
+    t.deepEqual(await s.transition('carol', 'o4@x', OUT_SUBSCRIBE, out), { before: 'from', after: 'from', full: 'outgoing' });
+    await t.throwsAsync(s.transition('carol', 'o5@x', OUT_SUBSCRIBE, { max: BIG, maxOutgoing: -1 }), { instanceOf: RangeError });
+    await t.throwsAsync(s.transition('carol', 'o5@x', IN_SUBSCRIBE, { max: BIG, maxPending: 1.5 }), { instanceOf: RangeError });
+  });
+
+  test(title('set: the items of a roster may take at most maxBytes (JIDs, names, groups); an update counts its new size only'), async (t) => {
+    const { store: s } = await open(t);
+    const small = await s.set('dave', { jid: 'a@x', name: 'A', groups: ['G'] }, BIG, 1000);
+    t.is(small.item.name, 'A');
+    const version = (await s.get('dave')).version;
+    await t.throwsAsync(s.set('dave', { jid: 'b@x', name: 'é'.repeat(490), groups: [] }, BIG, 1000), { instanceOf: RosterTooLargeError }, 'UTF-8 bytes are counted');
+    t.is(await s.item('dave', 'b@x'), undefined);
+    t.is((await s.get('dave')).version, version, 'refused: the version stays');
+    await s.set('dave', { jid: 'b@x', name: 'b'.repeat(400), groups: [] }, BIG, 1000);
+    await t.throwsAsync(s.set('dave', { jid: 'b@x', name: 'b'.repeat(400), groups: ['g'.repeat(600)] }, BIG, 1000), { instanceOf: RosterTooLargeError });
+    await s.set('dave', { jid: 'b@x', name: 'b', groups: ['g'.repeat(500)] }, BIG, 1000); // replacing its old size
+    await t.throwsAsync(s.set('dave', { jid: 'a@x', name: 'a'.repeat(600), groups: [] }, BIG, 1000), { instanceOf: RosterTooLargeError });
+    t.is((await s.item('dave', 'a@x'))?.name, 'A');
+    await s.remove('dave', 'b@x');
+    await s.set('dave', { jid: 'a@x', name: 'a'.repeat(600), groups: [] }, BIG, 1000);
   });
 
   test(title('pending requests come in arrival order, per user; a repeated request keeps the first'), async (t) => {
@@ -511,7 +555,7 @@ export function rosterStoreContract(label: string, open: OpenBackend): void {
     const jids = Array.from({ length: 16 }, (_, i) => `c${String(i).padStart(2, '0')}@x`);
     const outs = await Promise.all(jids.map((jid, i) => (i % 2 ? a : b).transition('carol', jid, OUT_SUBSCRIBE, { max })));
     t.is(outs.filter((r) => r.after === 'none+out').length, max);
-    t.is(outs.filter((r) => r.full).length, jids.length - max);
+    t.is(outs.filter((r) => r.full === 'items').length, jids.length - max);
     t.is((await a.get('carol')).items.length, max);
     t.is(new Set(outs.filter((r) => r.change).map((r) => r.change!.version)).size, max, 'a version per change');
     const ins = await Promise.all(jids.map((jid, i) => (i % 2 ? a : b).transition('dave', jid, IN_SUBSCRIBE, { max, request: jid })));

@@ -49,7 +49,7 @@ function harness(t: ExecutionContext, opts: Partial<RosterDeps> = {}): Harness {
   const call = (type: 'get' | 'set') => async (xml: string, s: FakeSession = alice) => {
     const iq = parse(xml);
     iq.attrs.from = s.jid; // as the router stamps it
-    return module.account![`${type} ${NS_ROSTER}`](iq, s as unknown as Session);
+    return (await module.account![`${type} ${NS_ROSTER}`](iq, s as unknown as Session)) as Element | null;
   };
   return { module, store, pushes, get: call('get'), set: call('set'), alice };
 }

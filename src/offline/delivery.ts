@@ -1,0 +1,94 @@
+// Delivery of a user's offline messages (XEP-0160) to one session, paced by
+// the client's reading: a batch is fetched only when the session's output
+// is low, and each message is removed from the store once it was written to
+// the socket, so a connection that drops mid-way loses nothing (what was not
+// written stays stored for the next login). The session claims the queue
+// while it delivers, so that two resources becoming available at once do
+// not both deliver it (XEP-0160: the first one gets it).
+import type { OfflineStore } from './store.ts';
+import type { Out, Paced } from '../session/session.ts';
+import { log } from '../log.ts';
+
+/** Messages fetched at a time. */
+const BATCH = 16;
+/** How long a claim lasts without being renewed (each fetch renews it). */
+export const CLAIM_MS = 60_000;
+
+export class OfflineDelivery implements Paced {
+  private readonly store: OfflineStore;
+  private readonly user: string;
+  private readonly owner: string;
+  private after = '';
+  /** Messages handed to the session and not yet written (or failed). */
+  private outstanding = 0;
+  private written: string[] = [];
+  private removing: Promise<void> | undefined;
+  private stopped = false;
+  private released: Promise<void> | undefined;
+  private settled: (() => void) | undefined;
+  /** Called once the claim is released (the session may start another delivery after that). */
+  onEnd: (() => void) | undefined;
+
+  constructor(store: OfflineStore, user: string, owner: string) {
+    this.store = store;
+    this.user = user;
+    this.owner = owner;
+  }
+
+  async next(): Promise<Out[] | null> {
+    if (this.stopped) return null;
+    await this.removeWritten();
+    const batch = await this.store.fetch(this.user, this.owner, this.after, BATCH, CLAIM_MS);
+    if (batch === null || batch.length === 0) {
+      // null: another session of the account delivers them. Done once what
+      // was handed out is written and removed (or the session is gone).
+      if (this.outstanding > 0 && batch !== null) await new Promise<void>((r) => (this.settled = r));
+      await this.release();
+      return null;
+    }
+    this.after = batch[batch.length - 1].id;
+    this.outstanding += batch.length;
+    return batch.map((m) => ({
+      xml: m.xml,
+      written: () => {
+        this.written.push(m.id);
+        this.settle();
+      },
+    }));
+  }
+
+  /** One message handed out was written. */
+  private settle(): void {
+    this.outstanding--;
+    if (this.written.length > 0) void this.removeWritten();
+    if (this.outstanding === 0) this.settled?.();
+  }
+
+  /** Removes what was written, a batch at a time. */
+  private removeWritten(): Promise<void> {
+    if (this.removing) return this.removing.then(() => this.removeWritten());
+    if (this.written.length === 0) return Promise.resolve();
+    const ids = this.written.splice(0);
+    this.removing = this.store
+      .remove(this.user, ids)
+      .catch((err: unknown) => log.warn('offline messages delivered but not removed (they will come again)', { user: this.user, n: ids.length, err: String(err) }))
+      .finally(() => (this.removing = undefined));
+    return this.removing;
+  }
+
+  /** Removes what was written, then lets the claim go; once. */
+  private release(): Promise<void> {
+    this.released ??= this.removeWritten()
+      .then(() => this.store.release(this.user, this.owner))
+      .catch((err: unknown) => log.warn('offline claim not released (it lapses by itself)', { user: this.user, err: String(err) }))
+      .finally(() => this.onEnd?.());
+    return this.released;
+  }
+
+  /** The session is gone: every write has completed or failed; what was not written stays stored. */
+  stop(): void {
+    this.stopped = true;
+    this.settled?.();
+    void this.release();
+  }
+}

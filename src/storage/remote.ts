@@ -1,0 +1,139 @@
+// The worker's side of the storage thread (thread.ts): each store interface
+// (accounts, rosters, offline messages) as an object whose methods post a
+// request on the worker's port and resolve with the answer. Errors come back
+// with their name, message and limit fields, so callers that tell store
+// errors apart by name (AccountExistsError, RosterFullError...) work as with
+// a store in the same thread.
+import { Worker, MessageChannel } from 'node:worker_threads';
+import type { MessagePort } from 'node:worker_threads';
+import { once } from 'node:events';
+import type { AccountStore } from '../accounts/store.ts';
+import type { RosterStore } from '../roster/store.ts';
+import type { OfflineStore } from '../offline/store.ts';
+import { encode, decode } from '../worker/wire.ts';
+import type { FromStorage, StorageThreadData, ToStorage } from './thread.ts';
+
+export type StoreName = 'accounts' | 'roster' | 'offline' | 'info';
+export interface StoreRequest {
+  i: number;
+  s: StoreName;
+  m: string;
+  a: unknown[];
+}
+export type StoreAnswer = { i: number; v: unknown } | { i: number; e: { name: string; message: string; fields: Record<string, unknown> } };
+
+/** A store error rebuilt on this side of the port. */
+class RemoteStoreError extends Error {
+  constructor(name: string, message: string, fields: Record<string, unknown>) {
+    super(message);
+    this.name = name;
+    Object.assign(this, fields);
+  }
+}
+
+/** Binary values come back as Uint8Arrays: Buffers again, as the stores return them (salts, keys). */
+function buffers(v: unknown): unknown {
+  if (v instanceof Uint8Array) return Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+  if (Array.isArray(v)) return v.map(buffers);
+  if (v !== null && typeof v === 'object') {
+    for (const [k, x] of Object.entries(v)) (v as Record<string, unknown>)[k] = buffers(x);
+  }
+  return v;
+}
+
+/** One worker's connection to the storage thread. */
+export class StorageClient {
+  private port: MessagePort;
+  private next = 1;
+  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+
+  constructor(port: MessagePort) {
+    this.port = port;
+    this.listen(port);
+  }
+
+  private listen(port: MessagePort): void {
+    port.on('message', (buf: Uint8Array) => {
+      const a = decode<StoreAnswer>(buf);
+      const w = this.waiting.get(a.i);
+      if (!w) return;
+      this.waiting.delete(a.i);
+      if ('e' in a) w.reject(new RemoteStoreError(a.e.name, a.e.message, a.e.fields));
+      else w.resolve(buffers(a.v));
+    });
+  }
+
+  call(s: StoreName, m: string, a: unknown[]): Promise<unknown> {
+    const i = this.next++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(i, { resolve, reject });
+      try {
+        this.port.postMessage(encode({ i, s, m, a } satisfies StoreRequest));
+      } catch (err) {
+        this.waiting.delete(i);
+        reject(err as Error);
+      }
+    });
+  }
+
+  close(): void {
+    this.port.close();
+    for (const w of this.waiting.values()) w.reject(new Error('the storage thread is gone'));
+    this.waiting.clear();
+  }
+}
+
+function proxy<T extends object>(client: StorageClient, name: StoreName, local: Partial<T>): T {
+  return new Proxy(local, {
+    get(target, prop) {
+      if (prop in target) return target[prop as keyof T];
+      if (typeof prop !== 'string' || prop === 'then') return undefined;
+      return (...args: unknown[]) => client.call(name, prop, args);
+    },
+  }) as T;
+}
+
+/** The three stores, through the storage thread. */
+export async function remoteStores(client: StorageClient): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore }> {
+  const info = (await client.call('info', 'get', [])) as { iterations: number; fakeSaltKey: Uint8Array };
+  const key = Buffer.from(info.fakeSaltKey);
+  const close = () => {};
+  return {
+    accounts: proxy<AccountStore>(client, 'accounts', { iterations: info.iterations, fakeSaltKey: () => key, close }),
+    roster: proxy<RosterStore>(client, 'roster', { close }),
+    offline: proxy<OfflineStore>(client, 'offline', { close }),
+  };
+}
+
+/** The storage thread of a node, started by the acceptor; give() hands out a port for one more caller. */
+export class StorageThread {
+  private readonly worker: Worker;
+
+  private constructor(worker: Worker) {
+    this.worker = worker;
+  }
+
+  static async start(data: StorageThreadData): Promise<StorageThread> {
+    const worker = new Worker(new URL('./thread.ts', import.meta.url), { workerData: data, name: 'storage' });
+    const [msg] = (await Promise.race([once(worker, 'message'), once(worker, 'error').then(([err]) => Promise.reject(err as Error))])) as [FromStorage];
+    if (msg.t === 'failed') throw new Error(`cannot open the stores: ${msg.err}`);
+    return new StorageThread(worker);
+  }
+
+  /** A new port to the thread, for one worker. */
+  give(): MessagePort {
+    const { port1, port2 } = new MessageChannel();
+    this.worker.postMessage({ t: 'port', port: port1 } satisfies ToStorage, [port1]);
+    return port2;
+  }
+
+  get thread(): Worker {
+    return this.worker;
+  }
+
+  async close(): Promise<void> {
+    const exited = once(this.worker, 'exit');
+    this.worker.postMessage({ t: 'close' } satisfies ToStorage);
+    await exited;
+  }
+}

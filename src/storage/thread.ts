@@ -1,0 +1,84 @@
+// The storage thread of a single node: it alone opens the embedded SQLite
+// files, and the worker threads call it over MessagePorts. node:sqlite is
+// synchronous, so a query run on a worker would stall every connection of
+// that worker for as long as it takes (and, with several writers on one
+// file, for as long as SQLite's busy timeout makes it wait for the lock);
+// here only this thread waits, and the writers are serialised without
+// contention.
+//
+// Requests and answers are msgpackr-encoded (see remote.ts for the protocol).
+import { parentPort, workerData } from 'node:worker_threads';
+import type { MessagePort } from 'node:worker_threads';
+import { join } from 'node:path';
+import { SqliteAccountStore } from '../accounts/sqlite.ts';
+import { SqliteRosterStore } from '../roster/sqlite.ts';
+import { SqliteOfflineStore } from '../offline/sqlite.ts';
+import { encode, decode } from '../worker/wire.ts';
+import type { StoreRequest, StoreAnswer, StoreName } from './remote.ts';
+import { log, setLogLevel } from '../log.ts';
+
+export interface StorageThreadData {
+  dataDir: string;
+  scramIterations: number;
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+}
+
+/** What the thread says to its parent. */
+export type FromStorage = { t: 'ready' } | { t: 'failed'; err: string };
+/** What the parent says to the thread: a port for one more caller, or stop. */
+export type ToStorage = { t: 'port'; port: MessagePort } | { t: 'close' };
+
+const data = workerData as StorageThreadData;
+setLogLevel(data.logLevel);
+
+let stores: Record<StoreName, object>;
+try {
+  const accounts = SqliteAccountStore.open(join(data.dataDir, 'accounts.sqlite'), data.scramIterations);
+  stores = {
+    accounts,
+    roster: SqliteRosterStore.open(join(data.dataDir, 'roster.sqlite')),
+    offline: SqliteOfflineStore.open(join(data.dataDir, 'offline.sqlite')),
+    // What a caller needs synchronously (SCRAM's fake exchanges): asked once.
+    info: { async get() { return { iterations: accounts.iterations, fakeSaltKey: accounts.fakeSaltKey() }; } },
+  };
+} catch (err) {
+  parentPort!.postMessage({ t: 'failed', err: (err as Error).message } satisfies FromStorage);
+  throw err;
+}
+
+const ports = new Set<MessagePort>();
+
+async function answer(port: MessagePort, req: StoreRequest): Promise<void> {
+  let reply: StoreAnswer;
+  try {
+    const store = stores[req.s] as Record<string, (...a: unknown[]) => unknown>;
+    const method = store?.[req.m];
+    if (typeof method !== 'function' || req.m === 'close') throw new TypeError(`no such store call: ${req.s}.${req.m}`);
+    reply = { i: req.i, v: await method.apply(store, req.a) };
+  } catch (err) {
+    const e = err as Error & Record<string, unknown>;
+    const fields: Record<string, unknown> = {};
+    for (const k of ['max', 'maxBytes']) if (typeof e[k] === 'number') fields[k] = e[k];
+    reply = { i: req.i, e: { name: e.name ?? 'Error', message: e.message ?? String(err), fields } };
+  }
+  try {
+    port.postMessage(encode(reply));
+  } catch (err) {
+    // The caller's port closed (its worker died): nobody waits for this answer.
+    log.debug('storage answer not delivered', { err: String(err) });
+  }
+}
+
+parentPort!.on('message', (msg: ToStorage) => {
+  if (msg.t === 'port') {
+    const port = msg.port;
+    ports.add(port);
+    port.on('message', (buf: Uint8Array) => void answer(port, decode<StoreRequest>(buf)));
+    port.on('close', () => ports.delete(port));
+    return;
+  }
+  for (const p of ports) p.close();
+  for (const s of Object.values(stores)) (s as { close?: () => void }).close?.();
+  parentPort!.close();
+});
+parentPort!.postMessage({ t: 'ready' } satisfies FromStorage);
