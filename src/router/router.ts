@@ -536,6 +536,12 @@ export class Router implements PresenceRouting {
     if (env.t === 'try') {
       const s = this.d.sessions.get(env.sid);
       if (s && s.jid === env.jid && s.takesBareMessages && s.deliver(env.xml, { reroute: 'message' })) return;
+      if (s && s.jid === env.jid && !env.late) {
+        // Bytes of this session's that were ready when this envelope was are
+        // read in this turn of the event loop (its presence, say): judge after it.
+        setImmediate(() => this.onEnvelope({ ...env, late: true }));
+        return;
+      }
       if (env.rest.length > 0) {
         const [next, ...rest] = env.rest;
         this.send(next, { t: 'try', jid: next.jid, sid: next.sid, xml: env.xml, rest });

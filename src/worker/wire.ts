@@ -71,7 +71,7 @@ export type Envelope =
   // a message to a bare JID with no resource available by the registry: the
   // session takes it if it is available by the presence it last sent, else
   // passes it to the next in `rest`; the last one stores it (XEP-0160)
-  | { t: 'try'; jid: string; sid: string; xml: string; rest: SessionRecord[] }
+  | { t: 'try'; jid: string; sid: string; xml: string; rest: SessionRecord[]; late?: boolean }
   // RFC 6121 §4.3.2: send your current presence to answerTo
   | { t: 'probe'; jid: string; sid: string; answerTo: string }
   // XEP-0160: a message was stored just as this session became available: take it

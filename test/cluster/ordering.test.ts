@@ -1,0 +1,85 @@
+// The orders of test/protocol/ordering.test.ts across real cluster nodes
+// (separate processes joined through a real redis-server): an inbound
+// subscription approval or cancellation reaches the user before the roster
+// push it causes (RFC 6121 §3.1.6, §3.2.3, §3.3.3), and a message to the bare
+// JID sent once the server has read a session's initial presence is
+// delivered live, on another node, never stored offline.
+import test from 'ava';
+import type { Element } from 'ltx';
+import { Redis } from 'ioredis';
+import { startCluster } from '../helpers/cluster.ts';
+import type { NodeProcess, TestCluster } from '../helpers/cluster.ts';
+import { uid } from '../helpers/protocol.ts';
+import { NS_DELAY, barrier, clusterPeers, expect, isPresence, isPush, rosterItem, subscribe } from '../helpers/im.ts';
+import type { Peer } from '../helpers/im.ts';
+import { RedisAccountStore } from '../../src/accounts/redis.ts';
+
+let cluster: TestCluster;
+let nodes: NodeProcess[];
+let accounts: RedisAccountStore;
+let r: Redis;
+
+test.before(async () => {
+  cluster = await startCluster(['o1', 'o2']);
+  nodes = cluster.nodes;
+  accounts = await RedisAccountStore.open(cluster.redis.url, 4096);
+  r = new Redis(cluster.redis.url);
+});
+test.after.always(async () => {
+  r?.disconnect();
+  await accounts?.close();
+  await cluster?.stop();
+});
+
+const { user } = clusterPeers(() => accounts);
+
+async function indexOf(p: Peer, what: string, pred: (el: Element) => boolean, from: number): Promise<number> {
+  const el = await expect(p, what, pred, from);
+  return p.c.items.findIndex((it, i) => i >= from && it.kind === 'el' && it.el === el);
+}
+const pushed = (jid: string, subscription: string) => (el: Element) => isPush(jid)(el) && rosterItem(el)?.attrs.subscription === subscription;
+
+test('across nodes: an inbound approval, cancellation or unsubscribe comes before its roster push (RFC 6121 §3.1.6, §3.2.3, §3.3.3)', async (t) => {
+  const alice = await user(t, nodes[0], 'alice');
+  const bob = await user(t, nodes[1], 'bob');
+  alice.c.send(`<presence to='${bob.bare}' type='subscribe'/>`);
+  await expect(bob, 'the request', isPresence(alice.bare, 'subscribe'));
+  let a = alice.c.items.length;
+  bob.c.send(`<presence to='${alice.bare}' type='subscribed'/>`);
+  const approval = await indexOf(alice, 'subscribed', isPresence(bob.bare, 'subscribed'), a);
+  t.true(approval < (await indexOf(alice, 'push (to)', pushed(bob.bare, 'to'), a)), 'subscribed before the push');
+
+  const b = bob.c.items.length;
+  alice.c.send(`<presence to='${bob.bare}' type='unsubscribe'/>`);
+  const unsub = await indexOf(bob, 'unsubscribe', isPresence(alice.bare, 'unsubscribe'), b);
+  t.true(unsub < (await indexOf(bob, 'push (none)', pushed(alice.bare, 'none'), b)), 'unsubscribe before the push');
+
+  await subscribe(alice, bob);
+  a = alice.c.items.length;
+  bob.c.send(`<presence to='${alice.bare}' type='unsubscribed'/>`);
+  const cancel = await indexOf(alice, 'unsubscribed', isPresence(bob.bare, 'unsubscribed'), a);
+  t.true(cancel < (await indexOf(alice, 'push (none)', pushed(bob.bare, 'none'), a)), 'unsubscribed before the push');
+});
+
+test('across nodes: a message to the bare JID sent once initial presence was read is delivered live, never stored (50 rounds, no sleeps)', async (t) => {
+  const alice = await user(t, nodes[0], 'alice');
+  const bob = await user(t, nodes[1], 'bob');
+  const stored: string[] = [];
+  for (let round = 0; round < 50; round++) {
+    const a = alice.c.items.length;
+    alice.c.send(`<presence type='unavailable'/>`);
+    await barrier(alice, a);
+    // The iq and the presence in one write: when bob has the iq, node 1 has read the presence.
+    const go = uid('go');
+    const id = uid('live');
+    const from = alice.c.items.length;
+    const b = bob.c.items.length;
+    alice.c.send(`<iq type='get' id='${go}' to='${bob.jid}'><ping xmlns='urn:xmpp:ping'/></iq><presence/>`);
+    await expect(bob, `the iq ${go}`, (el) => el.name === 'iq' && el.attrs.id === go, b);
+    bob.c.send(`<message to='${alice.bare}' id='${id}' type='chat'><body>${round}</body></message>`);
+    const m = await expect(alice, `message ${id}`, (el) => el.name === 'message' && el.attrs.id === id, from);
+    if (m.getChild('delay', NS_DELAY)) stored.push(id);
+  }
+  t.deepEqual(stored, [], 'every message delivered live, none through offline storage');
+  t.is(await r.xlen(`xmpp:offq:${alice.name}`), 0);
+});
