@@ -71,12 +71,10 @@ const change = async (iq: Element, session: Session): Promise<IqResult> => {
     if (!notice) throw new StanzaError('item-not-found', 'the account is already gone');
     return {
       payload: null,
-      // The result first, then the stream ends: it can no longer stay
-      // authenticated. Then every session of the account, wherever it is.
-      after: () => {
-        session.close({ condition: 'not-authorized', text: 'the account was removed' });
-        session.ctx.announceRemoval(notice);
-      },
+      // The result first; then every session of the account, wherever it
+      // is and this one with it, ends with <not-authorized/>: it can no
+      // longer stay authenticated.
+      after: () => session.ctx.announceRemoval(notice),
     };
   }
   const username = field(q, 'username');

@@ -71,8 +71,8 @@ function sweep(): void {
 interface Backend {
   registry: SessionRegistry;
   toNode: Transport['toNode'];
-  /** To every worker of every node, this one included. */
-  announceRemoval(notice: RemovalNotice): void;
+  /** To every worker of every node, this one included; `here` is this worker's share, for when the others cannot be reached. */
+  announceRemoval(notice: RemovalNotice, here: (notice: RemovalNotice) => void): void;
   /** Called once the worker knows its index: start receiving. */
   listen(index: number, router: Router, onRemoved: (notice: RemovalNotice) => void): Promise<void>;
   onHub(msg: FromHub): boolean;
@@ -110,11 +110,13 @@ function cluster(): Backend {
         return false;
       }
     },
-    announceRemoval(notice) {
+    announceRemoval(notice, here) {
       const bytes = encode(notice);
       cmd.publish(K.removed, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).catch((err: unknown) => {
-        // The account and its data are gone; its sessions elsewhere end at their next bind check or their node's restart.
+        // The account and its data are gone, but the other nodes do not know:
+        // its sessions there stay until they close.
         log.error('account removal not announced to the cluster', { user: notice.user, err: String(err) });
+        here(notice);
       });
     },
     async listen(index, router, onRemoved) {
@@ -266,7 +268,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     local,
     all: new Set(),
     removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline }, config.domain, user, config.maxRosterItems),
-    announceRemoval: (notice) => backend.announceRemoval(notice),
+    announceRemoval: (notice) => backend.announceRemoval(notice, onRemoved),
     removed: new Map(),
   };
   /** An account was removed somewhere: its sessions here end, its contacts here are told. */
