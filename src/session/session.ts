@@ -154,7 +154,6 @@ export class Session {
   private drained: (() => void)[] = [];
   /** Why the session ended, for the log line. */
   private endReason: string | undefined;
-  private streamStarted = false;
 
   constructor(ctx: WorkerContext, socket: net.Socket, directTls: boolean) {
     this.ctx = ctx;
@@ -215,7 +214,7 @@ export class Session {
       // RFC 6120 §5.4.3.2: on TLS failure the server closes the TCP connection.
       // A connection that never opened a stream (a load balancer's health
       // check, a port scan) is no news.
-      (this.streamStarted ? log.info : log.debug)('TLS negotiation failed', { sid: this.id, ip: this.raw.remoteAddress, port: this.raw.remotePort, err: err.message });
+      (this.authenticated ? log.info : log.debug)('TLS negotiation failed', { sid: this.id, ip: this.raw.remoteAddress, port: this.raw.remotePort, err: err.message });
       this.endReason ??= `TLS failed: ${err.message}`;
       this.raw.destroy();
     });
@@ -310,7 +309,6 @@ export class Session {
 
   private onStreamStart(name: string, attrs: Record<string, string>): void {
     if (this.state !== 'wait-stream') throw new StreamError('not-well-formed', 'a stream header inside the stream');
-    this.streamStarted = true;
     this.peer = attrs.from;
     const colon = name.indexOf(':');
     const prefix = colon === -1 ? '' : name.slice(0, colon);

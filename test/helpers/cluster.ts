@@ -25,7 +25,7 @@ export class NodeProcess {
   readonly proc: ChildProcess;
   readonly exited: Promise<number | null>;
   log = '';
-  private readonly dataDir: string;
+  readonly dataDir: string;
 
   private constructor(name: string, c2sPort: number, tlsPort: number, proc: ChildProcess, dataDir: string) {
     this.name = name;
