@@ -76,6 +76,9 @@ async function user(config: Config, [sub, name, password]: string[]): Promise<nu
 }
 
 async function start(config: Config): Promise<void> {
+  // Reloading does not exist: a reload sent by a service manager
+  // (ExecReload=kill -HUP) must not be an outage.
+  process.on('SIGHUP', () => log.warn('SIGHUP ignored: the configuration is read only at start; restart the server to apply changes', { signal: 'SIGHUP' }));
   // The handlers go in before the server logs "listening": a signal sent as
   // soon as that line appears must still shut down gracefully. A signal that
   // arrives while starting is acted on once the server is up; a second one
