@@ -10,6 +10,7 @@ import { openAccountStore } from './accounts/open.ts';
 import { normalizeUsername } from './accounts/store.ts';
 import { openRosterStore } from './roster/open.ts';
 import { openOfflineStore } from './offline/open.ts';
+import { openToOthers } from './storage/files.ts';
 import { log, setLogLevel } from './log.ts';
 
 const USAGE = `usage: xmpp-server <command>
@@ -79,6 +80,7 @@ async function start(config: Config): Promise<void> {
   // Reloading does not exist: a reload sent by a service manager
   // (ExecReload=kill -HUP) must not be an outage.
   process.on('SIGHUP', () => log.warn('SIGHUP ignored: the configuration is read only at start; restart the server to apply changes', { signal: 'SIGHUP' }));
+  for (const entry of openToOthers(config.dataDir)) log.warn('data directory entry open to other users', { ...entry });
   // The handlers go in before the server logs "listening": a signal sent as
   // soon as that line appears must still shut down gracefully. A signal that
   // arrives while starting is acted on once the server is up; a second one
