@@ -6,6 +6,7 @@ import { createInterface } from 'node:readline';
 import { loadConfig, ConfigError, SETTINGS } from './config/index.ts';
 import type { Config } from './config/index.ts';
 import { startServer } from './acceptor/server.ts';
+import type { RunningServer } from './acceptor/server.ts';
 import { openAccountStore } from './accounts/open.ts';
 import { normalizeUsername } from './accounts/store.ts';
 import { openRosterStore } from './roster/open.ts';
@@ -82,22 +83,39 @@ async function start(config: Config): Promise<void> {
   process.on('SIGHUP', () => log.warn('SIGHUP ignored: the configuration is read only at start; restart the server to apply changes', { signal: 'SIGHUP' }));
   for (const entry of openToOthers(config.dataDir)) log.warn('data directory entry open to other users', { ...entry });
   // The handlers go in before the server logs "listening": a signal sent as
-  // soon as that line appears must still shut down gracefully. A signal that
-  // arrives while starting is acted on once the server is up; a second one
-  // while starting exits at once.
+  // soon as that line appears must still shut down gracefully. A signal while
+  // starting abandons a wait for Redis at once; any other step of the start
+  // runs to its end (bounded like a shutdown), then the server stops. A
+  // second signal exits at once.
+  const starting = new AbortController();
   let requested: string | undefined;
+  let cutShort: NodeJS.Timeout | undefined;
   let stop = (signal: string, _code?: number) => {
     if (requested) process.exit(1);
     requested = signal;
+    log.info('shutting down', { signal });
+    starting.abort(new Error(`stopped by ${signal} while starting`));
+    cutShort = setTimeout(() => {
+      log.error('the start did not end in time after the stop request');
+      process.exit(1);
+    }, config.shutdownTimeoutMs + 5000);
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
-  const server = await startServer(config);
+  let server: RunningServer;
+  try {
+    server = await startServer(config, { signal: starting.signal });
+  } catch (err) {
+    // Nothing was served yet: stopping now is the whole shutdown.
+    if (starting.signal.aborted) process.exit(0);
+    throw err;
+  }
+  clearTimeout(cutShort);
   let stopping = false;
   stop = (signal: string, code = 0) => {
     if (stopping) return;
     stopping = true;
-    log.info('shutting down', { signal });
+    if (signal !== requested) log.info('shutting down', { signal });
     // After the deadline, leaving the cluster (a Redis command, 2 s at most)
     // and stopping the workers still take a moment: only a hang exits 1.
     const hard = setTimeout(() => process.exit(1), config.shutdownTimeoutMs + 5000);

@@ -7,12 +7,15 @@ import type { RosterStore } from './store.ts';
 import { SqliteRosterStore } from './sqlite.ts';
 import { RedisRosterStore } from './redis.ts';
 
-export type RosterStoreConfig = Pick<Config, 'redisUrl' | 'dataDir'> & Partial<Pick<Config, 'nodeId'>>;
+export type RosterStoreConfig = Pick<Config, 'redisUrl' | 'dataDir'> & Partial<Pick<Config, 'nodeId' | 'redisStartupTimeoutMs'>>;
 
-/** Rejects when Redis is configured but does not answer in time. */
+/** Rejects when Redis is configured but does not answer within redisStartupTimeoutMs (default 10 s). */
 export async function openRosterStore(config: RosterStoreConfig): Promise<RosterStore> {
   if (config.redisUrl) {
-    return RedisRosterStore.open(config.redisUrl, { name: config.nodeId ? `${config.nodeId}:roster` : 'roster' });
+    return RedisRosterStore.open(config.redisUrl, {
+      name: config.nodeId ? `${config.nodeId}:roster` : 'roster',
+      connectTimeoutMs: config.redisStartupTimeoutMs,
+    });
   }
   return SqliteRosterStore.open(join(config.dataDir, 'roster.sqlite'));
 }

@@ -11,7 +11,7 @@ import { openRosterStore } from '../roster/open.ts';
 import { openOfflineStore } from '../offline/open.ts';
 import { HubRegistry } from './hub-registry.ts';
 import { RedisRegistry, K } from '../registry/redis.ts';
-import { connectRedis, ready } from '../cluster/redis.ts';
+import { connectRedis, ready, waitForRedis } from '../cluster/redis.ts';
 import type { SessionRegistry } from '../registry/registry.ts';
 import { Router } from '../router/router.ts';
 import type { Transport } from '../router/router.ts';
@@ -67,6 +67,8 @@ interface Backend {
   onHub(msg: FromHub): boolean;
   /** Calls `fn` each time the registry is reachable again after an outage. */
   onRecovered(fn: () => void): void;
+  /** Resolves once the connections are up; rejects past the start's bound on waiting for Redis. */
+  connected(): Promise<void>;
   close(): void;
 }
 
@@ -78,6 +80,7 @@ function singleNode(hub: MessagePort): Backend {
     listen: async () => {},
     onHub: (msg) => registry.onHubMessage(msg),
     onRecovered: () => {},
+    connected: async () => {},
     close: () => {},
   };
 }
@@ -110,6 +113,10 @@ function cluster(): Backend {
       // connection queues nothing while it connects (enableOfflineQueue off),
       // so a login right after start would be refused as if Redis were down.
       await Promise.all([sub.subscribe(mine, K.inv), ready(cmd)]);
+    },
+    async connected() {
+      const wait = { timeoutMs: config.redisStartupTimeoutMs, bound: 'XMPP_REDIS_STARTUP_TIMEOUT_MS' };
+      await Promise.all([waitForRedis(cmd, wait), waitForRedis(sub, wait)]);
     },
     onRecovered(fn) {
       // However short the outage: a write may have failed in it.
@@ -172,6 +179,8 @@ async function reconcile(c: WorkerContext): Promise<void> {
 
 async function join(hub: MessagePort): Promise<void> {
   const backend = config.redisUrl ? cluster() : singleNode(hub);
+  // Before the hello: a failure here fails the node's start.
+  await backend.connected();
   const registry = backend.registry;
   const peers = new Map<number, MessagePort>();
   const rosterStore = await openRosterStore(config);
