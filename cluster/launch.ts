@@ -294,7 +294,8 @@ export function nodeProcess(o: NodeProcessInput): { id: string; command: string;
     XMPP_TLS_KEY: o.keyFile,
   };
   const env = { ...(o.inherited ?? {}), ...o.shared, ...perNode } as Record<string, string>;
-  // cwd is the data directory: no xmpp.config.json of the working tree applies.
+  // cwd is the data directory. The repository's xmpp.config.json, if any,
+  // applies as it does to `npm start`; the environment set here wins over it.
   return { id, command: process.execPath, args: [join(ROOT, main), ...args], env, cwd: dataDir };
 }
 

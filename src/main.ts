@@ -3,33 +3,70 @@
 // manages accounts in the same store the server uses; `load` generates load
 // on a server (src/load/).
 import { createInterface } from 'node:readline';
-import { loadConfig, ConfigError, SETTINGS } from './config/index.ts';
+import { Writable } from 'node:stream';
+import { loadConfig, ConfigError, SETTINGS, pathRules } from './config/index.ts';
 import type { Config } from './config/index.ts';
-import { startServer } from './acceptor/server.ts';
-import { openAccountStore } from './accounts/open.ts';
-import { openRosterStore } from './roster/open.ts';
-import { openOfflineStore } from './offline/open.ts';
-import { removeAccount } from './accounts/removal.ts';
+import type { RunningServer } from './acceptor/server.ts';
+import type { AccountStore } from './accounts/store.ts';
 import type { RemovalNotice } from './accounts/removal.ts';
-import { tellServer } from './admin/socket.ts';
-import { connectRedis } from './cluster/redis.ts';
-import { whenReady } from './storage/redis.ts';
-import { encode } from './worker/wire.ts';
-import { K } from './registry/redis.ts';
+import { StoreMissingError } from './storage/sqlite.ts';
+import { openToOthers } from './storage/files.ts';
 import { log, setLogLevel } from './log.ts';
+// The server and the stores are imported by the commands that use them:
+// help, usage and configuration errors answer without loading them.
 
 const USAGE = `usage: xmpp-server <command>
   start                         run a server node (configuration: environment or xmpp.config.json)
-  user add <name> [password]    create an account (password read from stdin when omitted)
+  user add <name> [password]    create an account (password asked for, or read from stdin, when omitted)
   user passwd <name> [password] change a password
-  user remove <name>            delete an account
+  user remove <name>            delete an account, its roster and its offline messages
   user list                     list accounts
   config                        print the settings and their environment variables
-  load <workload> [options]     generate load on a server: login, chat, idle or storm (load --help)`;
+  load <workload> [options]     generate load on a server: login, chat, idle or storm (load --help)
+  help                          print this text (also --help, -h)`;
+
+const HELP_FLAGS = ['--help', '-h'];
+const HELP = ['help', ...HELP_FLAGS];
+
+/** The arguments each `user` subcommand takes: at least, at most. */
+const USER_ARGS = new Map<string | undefined, [number, number]>([['add', [1, 2]], ['passwd', [1, 2]], ['remove', [1, 1]], ['list', [0, 0]]]);
+
+/**
+ * Asks twice on the terminal, showing nothing of what is typed: an unseen
+ * typing mistake would otherwise lock the account out.
+ */
+async function askTwice(): Promise<string> {
+  // The terminal's line editing, without echo: readline puts the terminal in
+  // raw mode and writes what is typed to an output that drops it. One
+  // interface for both questions, so echo never comes back in between.
+  const mute = new Writable({ write: (_chunk, _enc, done) => done() });
+  const rl = createInterface({ input: process.stdin, output: mute, terminal: true });
+  // Raw mode turns Ctrl-C into a key: it must still interrupt.
+  rl.on('SIGINT', () => {
+    rl.close();
+    process.stderr.write('\n');
+    process.exit(130);
+  });
+  const lines = rl[Symbol.asyncIterator]();
+  const ask = async (prompt: string): Promise<string> => {
+    process.stderr.write(prompt);
+    const line = await lines.next();
+    process.stderr.write('\n'); // the Enter that was not echoed
+    if (line.done || !line.value) throw new Error('no password given');
+    return line.value as string;
+  };
+  try {
+    const first = await ask('password: ');
+    if ((await ask('password again: ')) !== first) throw new Error('the passwords do not match');
+    return first;
+  } finally {
+    rl.close();
+  }
+}
 
 async function readPassword(given: string | undefined): Promise<string> {
   if (given) return given;
-  if (process.stdin.isTTY) process.stderr.write('password: ');
+  if (process.stdin.isTTY) return askTwice();
   const rl = createInterface({ input: process.stdin });
   for await (const line of rl) {
     rl.close();
@@ -38,64 +75,47 @@ async function readPassword(given: string | undefined): Promise<string> {
   throw new Error('no password given');
 }
 
-async function user(config: Config, [sub, name, password]: string[]): Promise<number> {
-  // The store the server uses: the SQLite file, or Redis in cluster mode.
-  const store = await openAccountStore(config);
+/**
+ * Deletes an account and what the server keeps for it (roster, offline
+ * messages), changes its contacts' rosters (RFC 6121 §2.5.2), and tells the
+ * running server, which ends the account's sessions and tells its contacts.
+ * False when there is no such account.
+ */
+async function removeUser(config: Config, accounts: AccountStore, name: string): Promise<boolean> {
+  const { removeAccount } = await import('./accounts/removal.ts');
+  const { openRosterStore } = await import('./roster/open.ts');
+  const { openOfflineStore } = await import('./offline/open.ts');
+  // A store the server never created holds nothing for the account.
+  const existing = { existing: true };
+  const ifExists = <T,>(p: Promise<T>) => p.catch((err: unknown) => (err instanceof StoreMissingError ? undefined : Promise.reject(err)));
+  const roster = await ifExists(openRosterStore(config, existing));
+  const offline = await ifExists(openOfflineStore(config, existing));
+  let notice: RemovalNotice | undefined;
   try {
-    switch (sub) {
-      case 'add':
-        if (!name) break;
-        await store.create(name, await readPassword(password));
-        console.log(`added ${name}@${config.domain}`);
-        return 0;
-      case 'passwd':
-        if (!name) break;
-        await store.setPassword(name, await readPassword(password));
-        console.log(`changed the password of ${name}@${config.domain}`);
-        return 0;
-      case 'remove':
-        if (!name) break;
-        {
-          // The account's data goes with it, its contacts' rosters change
-          // (RFC 6121 §2.5.2), and a running server ends its sessions and
-          // tells its contacts.
-          const roster = await openRosterStore(config);
-          const offline = await openOfflineStore(config);
-          let notice: RemovalNotice | undefined;
-          try {
-            notice = await removeAccount({ accounts: store, roster, offline }, config.domain, name, config.maxRosterItems);
-          } finally {
-            await roster.close();
-            await offline.close();
-          }
-          if (!notice) {
-            console.error(`error: no account ${name}`);
-            return 1;
-          }
-          await announceRemoval(config, notice);
-        }
-        console.log(`removed ${name}@${config.domain}`);
-        return 0;
-      case 'list':
-        for (const u of await store.list()) console.log(`${u}@${config.domain}`);
-        return 0;
-    }
-    console.error(USAGE);
-    return 2;
+    notice = await removeAccount({ accounts, roster, offline }, config.domain, name, config.maxRosterItems);
   } finally {
-    await store.close();
+    await roster?.close();
+    await offline?.close();
   }
+  if (!notice) return false;
+  await announceRemoval(config, notice);
+  return true;
 }
 
 /** Tells the running server (a single node's admin socket) or every node (Redis) that an account is gone. */
 async function announceRemoval(config: Config, notice: RemovalNotice): Promise<void> {
   if (!config.redisUrl) {
+    const { tellServer } = await import('./admin/socket.ts');
     await tellServer(config.dataDir, { op: 'removed', notice });
     return;
   }
+  const { connectRedis } = await import('./cluster/redis.ts');
+  const { whenReady } = await import('./storage/redis.ts');
+  const { encode } = await import('./worker/wire.ts');
+  const { K } = await import('./registry/redis.ts');
   const r = connectRedis(config.redisUrl, 'cli');
   try {
-    await whenReady(r, 10_000);
+    await whenReady(r, config.redisStartupTimeoutMs);
     const bytes = encode(notice);
     await r.publish(K.removed, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
   } finally {
@@ -103,24 +123,77 @@ async function announceRemoval(config: Config, notice: RemovalNotice): Promise<v
   }
 }
 
+async function user(config: Config, [sub, name, password]: string[]): Promise<number> {
+  // The store the server uses (the SQLite file, or Redis in cluster mode),
+  // never a new one: a store created here would be one the server never reads.
+  const { openAccountStore } = await import('./accounts/open.ts');
+  const store = await openAccountStore(config, { existing: true });
+  try {
+    switch (sub) {
+      case 'add':
+        await store.create(name, await readPassword(password));
+        console.log(`added ${name}@${config.domain}`);
+        return 0;
+      case 'passwd':
+        await store.setPassword(name, await readPassword(password));
+        console.log(`changed the password of ${name}@${config.domain}`);
+        return 0;
+      case 'remove':
+        if (!(await removeUser(config, store, name))) {
+          console.error(`error: no account ${name}`);
+          return 1;
+        }
+        console.log(`removed ${name}@${config.domain}`);
+        return 0;
+      default:
+        for (const u of await store.list()) console.log(`${u}@${config.domain}`);
+        return 0;
+    }
+  } finally {
+    await store.close();
+  }
+}
+
 async function start(config: Config): Promise<void> {
+  // Reloading does not exist: a reload sent by a service manager
+  // (ExecReload=kill -HUP) must not be an outage.
+  process.on('SIGHUP', () => log.warn('SIGHUP ignored: the configuration is read only at start; restart the server to apply changes', { signal: 'SIGHUP' }));
+  for (const entry of openToOthers(config.dataDir)) log.warn('data directory entry open to other users', { ...entry });
   // The handlers go in before the server logs "listening": a signal sent as
-  // soon as that line appears must still shut down gracefully. A signal that
-  // arrives while starting is acted on once the server is up; a second one
-  // while starting exits at once.
+  // soon as that line appears must still shut down gracefully. A signal while
+  // starting abandons a wait for Redis at once; any other step of the start
+  // runs to its end (bounded like a shutdown), then the server stops. A
+  // second signal exits at once.
+  const starting = new AbortController();
   let requested: string | undefined;
+  let cutShort: NodeJS.Timeout | undefined;
   let stop = (signal: string, _code?: number) => {
     if (requested) process.exit(1);
     requested = signal;
+    log.info('shutting down', { signal });
+    starting.abort(new Error(`stopped by ${signal} while starting`));
+    cutShort = setTimeout(() => {
+      log.error('the start did not end in time after the stop request');
+      process.exit(1);
+    }, config.shutdownTimeoutMs + 5000);
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
-  const server = await startServer(config);
+  let server: RunningServer;
+  try {
+    const { startServer } = await import('./acceptor/server.ts');
+    server = await startServer(config, { signal: starting.signal });
+  } catch (err) {
+    // Nothing was served yet: stopping now is the whole shutdown.
+    if (starting.signal.aborted) process.exit(0);
+    throw err;
+  }
+  clearTimeout(cutShort);
   let stopping = false;
   stop = (signal: string, code = 0) => {
     if (stopping) return;
     stopping = true;
-    log.info('shutting down', { signal });
+    if (signal !== requested) log.info('shutting down', { signal });
     // After the deadline, leaving the cluster (a Redis command, 2 s at most)
     // and stopping the workers still take a moment: only a hang exits 1.
     const hard = setTimeout(() => process.exit(1), config.shutdownTimeoutMs + 5000);
@@ -138,16 +211,48 @@ async function start(config: Config): Promise<void> {
   server.membership?.on('superseded', () => stop('superseded', 1));
 }
 
+/** What is wrong with the command line, if anything (the usage is then printed). */
+function usageError(cmd: string, rest: string[]): boolean {
+  switch (cmd) {
+    case 'start':
+    case 'config':
+      return rest.length > 0;
+    case 'user': {
+      const bounds = USER_ARGS.get(rest[0]);
+      return !bounds || rest.length - 1 < bounds[0] || rest.length - 1 > bounds[1];
+    }
+    default:
+      return true;
+  }
+}
+
+function wantsHelp(cmd: string, rest: string[]): boolean {
+  if (HELP.includes(cmd)) return true;
+  if (cmd === 'start' || cmd === 'config') return rest.length === 1 && HELP_FLAGS.includes(rest[0]);
+  // `user help`, `user --help`, `user add --help` (a flag, not a name).
+  if (cmd === 'user') return HELP.includes(rest[0]) || (USER_ARGS.has(rest[0]) && HELP_FLAGS.includes(rest[1]));
+  return false;
+}
+
 async function main(argv: string[]): Promise<number | undefined> {
   const [cmd = 'start', ...rest] = argv;
-  if (cmd === 'config') {
-    for (const s of SETTINGS) console.log(`${s.env.padEnd(26)} ${s.key.padEnd(24)} ${s.doc}`);
-    return 0;
-  }
   if (cmd === 'load') {
     // The load tool needs no server configuration; loaded only when used.
     const { runLoad } = await import('./load/cli.ts');
     return runLoad(rest);
+  }
+  if (wantsHelp(cmd, rest)) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (usageError(cmd, rest)) {
+    console.error(USAGE);
+    return 2;
+  }
+  if (cmd === 'config') {
+    for (const s of SETTINGS) console.log(`${s.env.padEnd(26)} ${s.key.padEnd(24)} ${s.doc}`);
+    console.log(['', ...pathRules()].join('\n'));
+    return 0;
   }
   let config: Config;
   try {
@@ -164,23 +269,21 @@ async function main(argv: string[]): Promise<number | undefined> {
     try {
       await start(config);
     } catch (err) {
-      // A port in use, no openssl, an unreadable certificate: one clear line,
-      // and an exit that does not wait for the worker threads already started.
+      // A port in use, no openssl, an unreadable certificate, no Redis: one
+      // clear line, and an exit that does not wait for the worker threads.
       console.error(`cannot start: ${(err as Error).message}`);
       process.exit(1);
     }
     return undefined;
   }
-  if (cmd === 'user') {
-    try {
-      return await user(config, rest);
-    } catch (err) {
-      console.error(`error: ${(err as Error).message}`);
-      return 1;
-    }
+  try {
+    return await user(config, rest);
+  } catch (err) {
+    if (err instanceof StoreMissingError) {
+      console.error(`error: no account database at ${err.path}. The server creates it when it starts (npm start); if the server uses another data directory, set XMPP_DATA_DIR (or "dataDir" in the config file) to it`);
+    } else console.error(`error: ${(err as Error).message}`);
+    return 1;
   }
-  console.error(USAGE);
-  return 2;
 }
 
 main(process.argv.slice(2)).then((code) => {

@@ -1,6 +1,10 @@
 import test from 'ava';
+import type { ExecutionContext } from 'ava';
 import { execFileSync } from 'node:child_process';
-import { loadConfig, ConfigError } from '../src/config/index.ts';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { loadConfig, ConfigError, ROOT, SETTINGS } from '../src/config/index.ts';
 
 test('defaults give a single node on the standard ports', (t) => {
   const c = loadConfig({});
@@ -34,4 +38,76 @@ test('XMPP_NODE_ID unset: each load, and each process, gets its own id in the do
   for (const bad of ['', 'a b', 'x:y', 'n'.repeat(65)]) {
     t.throws(() => loadConfig({ XMPP_NODE_ID: bad }), { instanceOf: ConfigError, message: /^XMPP_NODE_ID must be 1 to 64 letters/ }, JSON.stringify(bad));
   }
+});
+
+test('relative paths never depend on the working directory: the installation directory for the environment and defaults, the file\'s directory for the config file', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'xmpp-config-'));
+  const cwd = process.cwd();
+  t.teardown(() => {
+    process.chdir(cwd);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  mkdirSync(join(dir, 'etc'));
+  const file = join(dir, 'etc', 'xmpp.json');
+  writeFileSync(file, JSON.stringify({ dataDir: 'state', tlsCert: '../tls/cert.pem', tlsKey: '/abs/key.pem' }));
+  for (const where of [dir, '/', ROOT]) {
+    process.chdir(where);
+    const d = loadConfig({});
+    t.is(d.dataDir, join(ROOT, 'data'), where);
+    t.is(d.tlsCert, '', 'empty stays empty (no certificate configured)');
+    const e = loadConfig({ XMPP_DATA_DIR: 'd', XMPP_TLS_CERT: 'c.pem', XMPP_TLS_KEY: 'k.pem' });
+    t.deepEqual([e.dataDir, e.tlsCert, e.tlsKey], [join(ROOT, 'd'), join(ROOT, 'c.pem'), join(ROOT, 'k.pem')], where);
+    // XMPP_CONFIG itself, relative: to the installation directory.
+    for (const name of [file, relative(ROOT, file)]) {
+      const f = loadConfig({ XMPP_CONFIG: name });
+      t.deepEqual([f.dataDir, f.tlsCert, f.tlsKey], [join(dir, 'etc', 'state'), join(dir, 'tls', 'cert.pem'), '/abs/key.pem'], `${where}: ${name}`);
+      // The environment wins, with its own base.
+      t.is(loadConfig({ XMPP_CONFIG: name, XMPP_DATA_DIR: 'd' }).dataDir, join(ROOT, 'd'));
+    }
+  }
+  t.true(existsSync(join(ROOT, 'package.json')), 'ROOT is the installation directory');
+});
+
+test('an unknown XMPP_ environment variable is a configuration error naming it, with the closest setting when one is close', (t) => {
+  const message = (env: Record<string, string>) => t.throws(() => loadConfig(env), { instanceOf: ConfigError })!.message;
+  t.is(message({ XMPP_DOMIAN: 'x' }), 'unknown environment variable XMPP_DOMIAN (did you mean XMPP_DOMAIN?); `config` lists the settings');
+  // The config file key's spelling, turned into a variable name.
+  t.is(message({ XMPP_MAX_OFFLINE_MESSAGES: '5' }), 'unknown environment variable XMPP_MAX_OFFLINE_MESSAGES (did you mean XMPP_MAX_OFFLINE?); `config` lists the settings');
+  t.is(message({ XMPP_REDIS_STARTUP_TIMEOUT: '5' }), 'unknown environment variable XMPP_REDIS_STARTUP_TIMEOUT (did you mean XMPP_REDIS_STARTUP_TIMEOUT_MS?); `config` lists the settings');
+  t.is(message({ XMPP_FROBNICATE: '1', XMPP_C2S_PROT: '1' }), 'unknown environment variables XMPP_C2S_PROT (did you mean XMPP_C2S_PORT?), XMPP_FROBNICATE; `config` lists the settings');
+  // Every setting, and XMPP_CONFIG, is known; other prefixes are none of our business.
+  const all: Record<string, string> = Object.fromEntries(SETTINGS.map((s) => [s.env, String(s.default({}))]));
+  t.notThrows(() => loadConfig({ ...all, XMPP_DATA_DIR: 'data', XMPP_TLS_CERT: '', XMPP_TLS_KEY: '', XMPP_NODE_ID: 'n1', XMPP_CONFIG: relative(ROOT, emptyConfig(t)), XMPPX: '1', MY_XMPP_THING: '1' }));
+});
+
+/** An empty config file, removed after the test. */
+function emptyConfig(t: ExecutionContext): string {
+  const dir = mkdtempSync(join(tmpdir(), 'xmpp-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'x.json'), '{}');
+  return join(dir, 'x.json');
+}
+
+test('nothing in the repository sets an XMPP_ variable that is not a setting', (t) => {
+  const known = new Set([...SETTINGS.map((s) => s.env), 'XMPP_CONFIG']);
+  // This file's and the CLI test's deliberate mistakes.
+  const deliberate = new Set(['XMPP_DOMIAN', 'XMPP_MAX_OFFLINE_MESSAGES', 'XMPP_REDIS_STARTUP_TIMEOUT', 'XMPP_FROBNICATE', 'XMPP_C2S_PROT']);
+  // The sources, tests, scripts and documents: not the dependencies, nor a local data directory.
+  const files: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of readdirSync(join(ROOT, dir), { withFileTypes: true })) {
+      const path = dir ? `${dir}/${e.name}` : e.name;
+      if (e.isDirectory() && !['node_modules', '.git', 'data'].includes(path)) walk(path);
+      else if (e.isFile() && !/\.(sqlite|sqlite-wal|sqlite-shm|key|crt)$/.test(e.name)) files.push(path);
+    }
+  };
+  walk('');
+  t.true(files.includes('docker-compose.yml') && files.includes('cluster/node.env'), 'the scan sees the deployment files');
+  const found = new Map<string, string>();
+  for (const f of files) {
+    for (const [name] of readFileSync(join(ROOT, f), 'utf8').matchAll(/\bXMPP_[A-Z0-9_]*[A-Z0-9]\b/g)) if (!found.has(name)) found.set(name, f);
+  }
+  t.true(found.has('XMPP_DOMAIN'), 'the scan finds the settings');
+  const stray = [...found].filter(([name]) => !known.has(name) && !deliberate.has(name));
+  t.deepEqual(stray, []);
 });

@@ -14,7 +14,8 @@ import type { ToHub } from '../worker/wire.ts';
 import type { WorkerData, Task } from '../worker/worker.ts';
 import { log, setLogLevel } from '../log.ts';
 import { collectWhenIdle } from '../idle-gc.ts';
-import { connectRedis, ready } from '../cluster/redis.ts';
+import { connectRedis, waitForRedis } from '../cluster/redis.ts';
+import type { Redis } from 'ioredis';
 import { Membership } from '../cluster/membership.ts';
 import type { Departed } from '../presence/presence.ts';
 import { StorageThread } from '../storage/remote.ts';
@@ -29,9 +30,26 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export async function startServer(config: Config): Promise<RunningServer> {
+export interface StartOptions {
+  /** Abandons the start while it waits for Redis (a signal to the process). */
+  signal?: AbortSignal;
+}
+
+export async function startServer(config: Config, { signal }: StartOptions = {}): Promise<RunningServer> {
   setLogLevel(config.logLevel);
   const tls = loadTlsIdentity(config);
+  // Cluster mode: nothing works without Redis, so the start waits for it
+  // first, saying what it waits for, within the configured bound.
+  let redis: Redis | undefined;
+  if (config.redisUrl) {
+    redis = connectRedis(config.redisUrl, `${config.nodeId}:membership`);
+    try {
+      await waitForRedis(redis, { timeoutMs: config.redisStartupTimeoutMs, signal, bound: 'XMPP_REDIS_STARTUP_TIMEOUT_MS' });
+    } catch (err) {
+      redis.disconnect();
+      throw err;
+    }
+  }
   const workerData: WorkerData = { config, tls };
   const pool = new Piscina({
     filename: new URL('../worker/worker.ts', import.meta.url).href,
@@ -51,9 +69,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   // Cluster mode: hold a lease (and its fencing epoch) before serving anyone.
   let membership: Membership | undefined;
   const leftover: Departed[] = [];
-  if (config.redisUrl) {
-    const redis = connectRedis(config.redisUrl, `${config.nodeId}:membership`);
-    await ready(redis);
+  if (redis) {
     membership = new Membership(redis, config.nodeId, config.leaseMs);
     // What a crashed predecessor under this name left is announced once the workers are up.
     const onLeftover = (_node: string, _n: number, departed: Departed[]) => leftover.push(...departed);

@@ -6,15 +6,29 @@ import type { Config } from '../config/index.ts';
 import type { AccountStore } from './store.ts';
 import { SqliteAccountStore } from './sqlite.ts';
 import { RedisAccountStore } from './redis.ts';
+import { requireDatabase } from '../storage/sqlite.ts';
 
-export type AccountStoreConfig = Pick<Config, 'redisUrl' | 'dataDir' | 'scramIterations'> & Partial<Pick<Config, 'nodeId'>>;
+export type AccountStoreConfig = Pick<Config, 'redisUrl' | 'dataDir' | 'scramIterations'> & Partial<Pick<Config, 'nodeId' | 'redisStartupTimeoutMs'>>;
 
-/** Rejects when Redis is configured but does not answer in time. */
-export async function openAccountStore(config: AccountStoreConfig): Promise<AccountStore> {
+export interface OpenOptions {
+  /** Only open a store that exists (StoreMissingError otherwise): the CLI must not create one the server never reads. */
+  existing?: boolean;
+}
+
+/** The SQLite file of a single node's accounts. */
+export function accountDatabase(config: Pick<Config, 'dataDir'>): string {
+  return join(config.dataDir, 'accounts.sqlite');
+}
+
+/** Rejects when Redis is configured but does not answer within redisStartupTimeoutMs (default 10 s). */
+export async function openAccountStore(config: AccountStoreConfig, { existing = false }: OpenOptions = {}): Promise<AccountStore> {
   if (config.redisUrl) {
     return RedisAccountStore.open(config.redisUrl, config.scramIterations, {
       name: config.nodeId ? `${config.nodeId}:accounts` : 'accounts',
+      connectTimeoutMs: config.redisStartupTimeoutMs,
     });
   }
-  return SqliteAccountStore.open(join(config.dataDir, 'accounts.sqlite'), config.scramIterations);
+  const file = accountDatabase(config);
+  if (existing) requireDatabase(file);
+  return SqliteAccountStore.open(file, config.scramIterations);
 }

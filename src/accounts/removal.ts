@@ -36,10 +36,11 @@ export interface RemovalNotice {
   contacts: ContactChange[];
 }
 
+/** The roster and offline stores may be missing (the CLI on a data directory the server never fully made). */
 export interface RemovalStores {
   accounts: AccountStore;
-  roster: RosterStore;
-  offline: OfflineStore;
+  roster?: RosterStore;
+  offline?: OfflineStore;
 }
 
 /**
@@ -51,33 +52,35 @@ export async function removeAccount(stores: RemovalStores, domain: string, name:
   if (user === undefined) return undefined;
   const bare = `${user}@${domain}`;
   // Every pair with a state: roster items, and requests from contacts not in the roster.
-  const { items } = await stores.roster.get(user);
+  const roster = stores.roster;
   const pairs = new Map<string, SubState>();
-  for (const item of items) pairs.set(item.jid, await stores.roster.state(user, item.jid));
-  for (const req of await stores.roster.pendingRequests(user)) pairs.set(req.jid, await stores.roster.state(user, req.jid));
+  if (roster) {
+    for (const item of (await roster.get(user)).items) pairs.set(item.jid, await roster.state(user, item.jid));
+    for (const req of await roster.pendingRequests(user)) pairs.set(req.jid, await roster.state(user, req.jid));
+  }
   // First the account itself: from now on nobody logs in as it.
   if (!(await stores.accounts.remove(user))) return undefined;
   const at = Date.now();
   const contacts: ContactChange[] = [];
-  for (const [jid, before] of pairs) {
+  for (const [jid, before] of roster ? pairs : []) {
     const i = jid.indexOf('@');
     if (i === -1 || jid.slice(i + 1) !== domain) continue; // not one of ours: nobody to tell (no federation)
     const local = jid.slice(0, i);
     const { ask, pendingIn } = splitState(before);
     const change: ContactChange = { jid, stanzas: [], sawPresence: sendsTo(before) };
     if (receivesFrom(before) || ask) {
-      const r = await stores.roster.transition(local, bare, INBOUND.unsubscribe, { max: maxRosterItems });
+      const r = await roster!.transition(local, bare, INBOUND.unsubscribe, { max: maxRosterItems });
       if (r.after !== r.before) change.stanzas.push('unsubscribe');
       if (r.change) change.push = r.change;
     }
     if (sendsTo(before) || pendingIn) {
-      const r = await stores.roster.transition(local, bare, INBOUND.unsubscribed, { max: maxRosterItems });
+      const r = await roster!.transition(local, bare, INBOUND.unsubscribed, { max: maxRosterItems });
       if (r.after !== r.before) change.stanzas.push('unsubscribed');
       if (r.change) change.push = r.change;
     }
     if (change.stanzas.length > 0 || change.sawPresence) contacts.push(change);
   }
-  await stores.roster.removeAll(user);
-  await stores.offline.removeAll(user);
+  await roster?.removeAll(user);
+  await stores.offline?.removeAll(user);
   return { user, bare, at, contacts };
 }

@@ -1,10 +1,26 @@
 // Typed configuration, validated once at start. Every setting has an
-// environment variable; a JSON file (XMPP_CONFIG or ./xmpp.config.json) may
-// set the same keys. Environment wins over the file, the file over defaults.
+// environment variable; a JSON file (XMPP_CONFIG or xmpp.config.json in the
+// installation directory) may set the same keys. Environment wins over the
+// file, the file over defaults.
+//
+// Relative paths never depend on the working directory, so that the server
+// and the CLI, started from anywhere, find the same files: those set in the
+// config file are relative to its directory, the others (environment,
+// defaults, XMPP_CONFIG itself) to the installation directory.
 import { readFileSync, existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+
+/** The installation directory (the repository root, where package.json is): the base of relative paths. */
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
+
+/** The config file read when XMPP_CONFIG is not set, if it exists. */
+export const DEFAULT_CONFIG_FILE = join(ROOT, 'xmpp.config.json');
+
+/** Environment variables that are not settings but are read all the same. */
+const OTHER_VARIABLES = ['XMPP_CONFIG'];
 
 export type ConflictPolicy = 'new-wins' | 'old-wins' | 'assign';
 
@@ -55,6 +71,8 @@ interface Setting {
   kind: Kind;
   values?: readonly string[];
   min?: number;
+  /** A file or directory: a relative value is resolved (see the top of this file). */
+  path?: true;
   doc: string;
   default: (c: Partial<Config>) => unknown;
 }
@@ -65,13 +83,13 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'bindHost', env: 'XMPP_BIND_HOST', kind: 'string', doc: 'address the listeners bind to', default: () => '127.0.0.1' },
   { key: 'c2sPort', env: 'XMPP_C2S_PORT', kind: 'port', doc: 'client port (STARTTLS); 0 picks a free port', default: () => 5222 },
   { key: 'tlsPort', env: 'XMPP_TLS_PORT', kind: 'port', doc: 'direct-TLS client port (XEP-0368); 0 picks a free port', default: () => 5223 },
-  { key: 'dataDir', env: 'XMPP_DATA_DIR', kind: 'string', doc: 'where accounts and the generated certificate live', default: () => resolve('data') },
+  { key: 'dataDir', env: 'XMPP_DATA_DIR', kind: 'string', path: true, doc: 'where accounts and the generated certificate live', default: () => 'data' },
   { key: 'workers', env: 'XMPP_WORKERS', kind: 'int', min: 1, doc: 'worker threads holding connections', default: () => availableParallelism() },
   { key: 'registration', env: 'XMPP_REGISTRATION', kind: 'bool', doc: 'in-band registration (XEP-0077)', default: () => false },
   { key: 'anonymous', env: 'XMPP_ANONYMOUS', kind: 'bool', doc: 'SASL ANONYMOUS (XEP-0175)', default: () => false },
   { key: 'tlsRequired', env: 'XMPP_TLS_REQUIRED', kind: 'bool', doc: 'require TLS before authentication', default: () => true },
-  { key: 'tlsCert', env: 'XMPP_TLS_CERT', kind: 'string', doc: 'PEM certificate; empty: self-signed one generated in the data directory', default: () => '' },
-  { key: 'tlsKey', env: 'XMPP_TLS_KEY', kind: 'string', doc: 'PEM private key matching XMPP_TLS_CERT', default: () => '' },
+  { key: 'tlsCert', env: 'XMPP_TLS_CERT', kind: 'string', path: true, doc: 'PEM certificate; empty: self-signed one generated in the data directory', default: () => '' },
+  { key: 'tlsKey', env: 'XMPP_TLS_KEY', kind: 'string', path: true, doc: 'PEM private key matching XMPP_TLS_CERT', default: () => '' },
   { key: 'scramIterations', env: 'XMPP_SCRAM_ITERATIONS', kind: 'int', min: 4096, doc: 'PBKDF2 iterations for new SCRAM hashes (RFC 7677: at least 4096)', default: () => 4096 },
   { key: 'maxStanzaBytes', env: 'XMPP_MAX_STANZA_BYTES', kind: 'int', min: 1024, doc: 'largest stanza accepted, in bytes', default: () => 256 * 1024 },
   { key: 'maxStanzaElements', env: 'XMPP_MAX_STANZA_ELEMENTS', kind: 'int', min: 16, doc: 'most elements one stanza may hold (and, four times that, attributes); more is a policy-violation', default: () => 4096 },
@@ -131,10 +149,47 @@ function coerce(s: Setting, raw: unknown, origin: string): unknown {
   }
 }
 
+/** How far apart two names are (Levenshtein): for "did you mean". */
+function distance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length];
+}
+
+/** The known variable an unknown one was probably meant to be, if any is close. */
+function closest(name: string): string | undefined {
+  const bare = name.slice('XMPP_'.length);
+  let best: { env: string; d: number } | undefined;
+  for (const s of SETTINGS) {
+    // Also the key's spelling (maxOfflineMessages: XMPP_MAX_OFFLINE_MESSAGES).
+    const fromKey = s.key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase();
+    const d = Math.min(distance(bare, s.env.slice('XMPP_'.length)), distance(bare, fromKey));
+    if (!best || d < best.d) best = { env: s.env, d };
+  }
+  return best && best.d <= Math.max(2, Math.floor(bare.length / 5)) ? best.env : undefined;
+}
+
+/** A misspelt variable would otherwise be ignored in silence, its setting left at the default. */
+function checkVariables(env: NodeJS.ProcessEnv): void {
+  const known = new Set([...SETTINGS.map((s) => s.env), ...OTHER_VARIABLES]);
+  const unknown = Object.keys(env).filter((k) => k.startsWith('XMPP_') && !known.has(k)).sort();
+  if (unknown.length === 0) return;
+  const named = unknown.map((k) => {
+    const guess = closest(k);
+    return guess ? `${k} (did you mean ${guess}?)` : k;
+  });
+  throw new ConfigError(`unknown environment variable${unknown.length > 1 ? 's' : ''} ${named.join(', ')}; \`config\` lists the settings`);
+}
+
 /** Builds the configuration from defaults, an optional JSON file and the environment. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  checkVariables(env);
   let file: Record<string, unknown> = {};
-  const path = env.XMPP_CONFIG ?? (existsSync('xmpp.config.json') ? 'xmpp.config.json' : undefined);
+  const path = env.XMPP_CONFIG !== undefined ? resolve(ROOT, env.XMPP_CONFIG) : existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined;
   if (path) {
     let parsed: unknown;
     try {
@@ -150,9 +205,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const out: Partial<Config> = {};
   for (const s of SETTINGS) {
     let v: unknown;
+    let base = ROOT;
     if (env[s.env] !== undefined) v = coerce(s, env[s.env], `environment variable ${s.env}`);
-    else if (file[s.key] !== undefined) v = coerce(s, file[s.key], `config file key "${s.key}"`);
-    else v = s.default(out);
+    else if (file[s.key] !== undefined) {
+      v = coerce(s, file[s.key], `config file key "${s.key}"`);
+      base = dirname(path!);
+    } else v = s.default(out);
+    // An empty path means "not set" (XMPP_TLS_CERT: generate one).
+    if (s.path && v !== '') v = resolve(base, v as string);
     (out as Record<string, unknown>)[s.key] = v;
   }
   const c = out as Config;
@@ -161,6 +221,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // It names Redis keys and channels, and log lines: keep it plain.
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(c.nodeId)) throw new ConfigError(`XMPP_NODE_ID must be 1 to 64 letters, digits, '.', '_' or '-', got ${JSON.stringify(c.nodeId)}`);
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) throw new ConfigError('XMPP_TLS_CERT and XMPP_TLS_KEY must be set together');
-  c.dataDir = resolve(c.dataDir);
   return c;
+}
+
+/** What `config` prints after the settings: where files are looked for. */
+export function pathRules(): string[] {
+  return [
+    `Relative paths (XMPP_DATA_DIR, XMPP_TLS_CERT, XMPP_TLS_KEY, XMPP_CONFIG) are resolved against ${ROOT},`,
+    'the installation directory, whatever the working directory; those set in a config file against',
+    `the file's directory. The config file is XMPP_CONFIG, else ${DEFAULT_CONFIG_FILE} when it exists.`,
+    `XMPP_DATA_DIR defaults to ${join(ROOT, 'data')}.`,
+  ];
 }

@@ -6,13 +6,20 @@ import type { Config } from '../config/index.ts';
 import type { OfflineStore } from './store.ts';
 import { SqliteOfflineStore } from './sqlite.ts';
 import { RedisOfflineStore } from './redis.ts';
+import { requireDatabase } from '../storage/sqlite.ts';
+import type { OpenOptions } from '../accounts/open.ts';
 
-export type OfflineStoreConfig = Pick<Config, 'redisUrl' | 'dataDir'> & Partial<Pick<Config, 'nodeId'>>;
+export type OfflineStoreConfig = Pick<Config, 'redisUrl' | 'dataDir'> & Partial<Pick<Config, 'nodeId' | 'redisStartupTimeoutMs'>>;
 
-/** Rejects when Redis is configured but does not answer in time. */
-export async function openOfflineStore(config: OfflineStoreConfig): Promise<OfflineStore> {
+/** Rejects when Redis is configured but does not answer within redisStartupTimeoutMs (default 10 s). */
+export async function openOfflineStore(config: OfflineStoreConfig, { existing = false }: OpenOptions = {}): Promise<OfflineStore> {
   if (config.redisUrl) {
-    return RedisOfflineStore.open(config.redisUrl, { name: config.nodeId ? `${config.nodeId}:offline` : 'offline' });
+    return RedisOfflineStore.open(config.redisUrl, {
+      name: config.nodeId ? `${config.nodeId}:offline` : 'offline',
+      connectTimeoutMs: config.redisStartupTimeoutMs,
+    });
   }
-  return SqliteOfflineStore.open(join(config.dataDir, 'offline.sqlite'));
+  const file = join(config.dataDir, 'offline.sqlite');
+  if (existing) requireDatabase(file);
+  return SqliteOfflineStore.open(file);
 }

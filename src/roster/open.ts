@@ -6,13 +6,20 @@ import type { Config } from '../config/index.ts';
 import type { RosterStore } from './store.ts';
 import { SqliteRosterStore } from './sqlite.ts';
 import { RedisRosterStore } from './redis.ts';
+import { requireDatabase } from '../storage/sqlite.ts';
+import type { OpenOptions } from '../accounts/open.ts';
 
-export type RosterStoreConfig = Pick<Config, 'redisUrl' | 'dataDir'> & Partial<Pick<Config, 'nodeId'>>;
+export type RosterStoreConfig = Pick<Config, 'redisUrl' | 'dataDir'> & Partial<Pick<Config, 'nodeId' | 'redisStartupTimeoutMs'>>;
 
-/** Rejects when Redis is configured but does not answer in time. */
-export async function openRosterStore(config: RosterStoreConfig): Promise<RosterStore> {
+/** Rejects when Redis is configured but does not answer within redisStartupTimeoutMs (default 10 s). */
+export async function openRosterStore(config: RosterStoreConfig, { existing = false }: OpenOptions = {}): Promise<RosterStore> {
   if (config.redisUrl) {
-    return RedisRosterStore.open(config.redisUrl, { name: config.nodeId ? `${config.nodeId}:roster` : 'roster' });
+    return RedisRosterStore.open(config.redisUrl, {
+      name: config.nodeId ? `${config.nodeId}:roster` : 'roster',
+      connectTimeoutMs: config.redisStartupTimeoutMs,
+    });
   }
-  return SqliteRosterStore.open(join(config.dataDir, 'roster.sqlite'));
+  const file = join(config.dataDir, 'roster.sqlite');
+  if (existing) requireDatabase(file);
+  return SqliteRosterStore.open(file);
 }

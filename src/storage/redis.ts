@@ -3,6 +3,7 @@
 // waiting for a connection with a deadline, and closing one politely.
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { waitForRedis } from '../cluster/redis.ts';
 
 export interface Lua {
   text: string;
@@ -23,28 +24,12 @@ export async function runScript(redis: Redis, script: Lua, keys: string[], args:
   }
 }
 
-/** Resolves when the client is ready; rejects after timeoutMs or when it gives up. */
+/**
+ * Resolves when the client is ready; rejects after timeoutMs (0: never) or
+ * when it gives up. Logs what it waits for meanwhile (waitForRedis).
+ */
 export function whenReady(redis: Redis, timeoutMs: number): Promise<void> {
-  if (redis.status === 'ready') return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    let last: Error | undefined;
-    const onError = (err: Error) => { last = err; };
-    const onReady = () => { done(); resolve(); };
-    const onEnd = () => { done(); reject(new Error(`redis connection closed${last ? `: ${last.message}` : ''}`)); };
-    const timer = setTimeout(() => {
-      done();
-      reject(new Error(`redis not ready within ${timeoutMs} ms${last ? `: ${last.message}` : ''}`));
-    }, timeoutMs);
-    function done() {
-      clearTimeout(timer);
-      redis.off('error', onError);
-      redis.off('ready', onReady);
-      redis.off('end', onEnd);
-    }
-    redis.on('error', onError);
-    redis.once('ready', onReady);
-    redis.once('end', onEnd);
-  });
+  return waitForRedis(redis, { timeoutMs });
 }
 
 /** Quits a connection the store owns, resolving once it has ended; one it was lent is left open. */

@@ -3,15 +3,38 @@
 // CLI). WAL lets readers run beside the one writer; the busy timeout makes
 // writers wait for each other instead of failing.
 import { DatabaseSync } from 'node:sqlite';
-import { mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { makePrivateDir, makePrivateFile } from './files.ts';
 
 export const BUSY_TIMEOUT_MS = 10_000;
 
-/** Opens (creating file and directory if needed; ':memory:' for a private one) and applies the schema. */
+/** A store that was to be opened only if it exists, and does not. */
+export class StoreMissingError extends Error {
+  override name = 'StoreMissingError';
+  readonly path: string;
+
+  constructor(path: string) {
+    super(`no database at ${path}`);
+    this.path = path;
+  }
+}
+
+/** Throws StoreMissingError unless the database file exists. */
+export function requireDatabase(file: string): void {
+  if (!existsSync(resolve(file))) throw new StoreMissingError(resolve(file));
+}
+
+/**
+ * Opens (creating file and directory if needed, for the owner only; ':memory:'
+ * for a private one) and applies the schema.
+ */
 export function openDatabase(file: string, schema: string): DatabaseSync {
   const memory = file === ':memory:';
-  if (!memory) mkdirSync(dirname(resolve(file)), { recursive: true, mode: 0o700 });
+  if (!memory) {
+    makePrivateDir(dirname(resolve(file)));
+    makePrivateFile(resolve(file));
+  }
   const db = new DatabaseSync(memory ? file : resolve(file), { timeout: BUSY_TIMEOUT_MS });
   try {
     db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);

@@ -15,7 +15,7 @@ import type { RosterStore } from '../roster/store.ts';
 import type { OfflineStore } from '../offline/store.ts';
 import { HubRegistry } from './hub-registry.ts';
 import { RedisRegistry, K } from '../registry/redis.ts';
-import { connectRedis, ready } from '../cluster/redis.ts';
+import { connectRedis, ready, waitForRedis } from '../cluster/redis.ts';
 import type { SessionRegistry } from '../registry/registry.ts';
 import { Router } from '../router/router.ts';
 import type { Transport } from '../router/router.ts';
@@ -78,6 +78,8 @@ interface Backend {
   onHub(msg: FromHub): boolean;
   /** Calls `fn` each time the registry is reachable again after an outage. */
   onRecovered(fn: () => void): void;
+  /** Resolves once the connections are up; rejects past the start's bound on waiting for Redis. */
+  connected(): Promise<void>;
   close(): void;
 }
 
@@ -90,6 +92,7 @@ function singleNode(hub: MessagePort): Backend {
     listen: async () => {},
     onHub: (msg) => registry.onHubMessage(msg),
     onRecovered: () => {},
+    connected: async () => {},
     close: () => {},
   };
 }
@@ -133,6 +136,10 @@ function cluster(): Backend {
       // connection queues nothing while it connects (enableOfflineQueue off),
       // so a login right after start would be refused as if Redis were down.
       await Promise.all([sub.subscribe(mine, K.inv, K.removed), ready(cmd)]);
+    },
+    async connected() {
+      const wait = { timeoutMs: config.redisStartupTimeoutMs, bound: 'XMPP_REDIS_STARTUP_TIMEOUT_MS' };
+      await Promise.all([waitForRedis(cmd, wait), waitForRedis(sub, wait)]);
     },
     onRecovered(fn) {
       // However short the outage: a write may have failed in it.
@@ -205,6 +212,8 @@ async function openStores(store: MessagePort | undefined): Promise<{ accounts: A
 
 async function join(hub: MessagePort, store: MessagePort | undefined): Promise<void> {
   const backend = config.redisUrl ? cluster() : singleNode(hub);
+  // Before the hello: a failure here fails the node's start.
+  await backend.connected();
   const registry = backend.registry;
   const peers = new Map<number, MessagePort>();
   const stores = await openStores(store);

@@ -2,173 +2,13 @@
 // process it starts, driven from outside through ports, logs and signals.
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import net from 'node:net';
 import tls from 'node:tls';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { RawClient, header, login } from '../helpers/raw.ts';
-
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-// Bounds on waits for events that should come quickly; they turn a hang
-// into a failure with a message, they are never waited out on success.
-const START_MS = 30_000;
-const STEP_MS = 15_000;
-
-/** Two distinct ports free right now: listen on port 0 twice, then close. */
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
-      const s = net.createServer();
-      s.once('error', reject);
-      s.listen({ port: 0, host: '127.0.0.1' }, () => resolve(s));
-    })),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
-
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
-}
-
-interface Env {
-  dir: string;
-  c2sPort: number;
-  tlsPort: number;
-  env: NodeJS.ProcessEnv;
-}
-
-/**
- * A fresh data directory and free ports. The inherited environment is kept
- * (PATH, npm's variables) but every XMPP_ variable is dropped and an empty
- * config file is named, so that neither the developer's shell nor an
- * xmpp.config.json in the repository changes what is tested.
- */
-async function environment(t: ExecutionContext): Promise<Env> {
-  const dir = mkdtempSync(join(tmpdir(), 'xmpp-process-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const config = join(dir, 'xmpp.config.json');
-  writeFileSync(config, '{}\n');
-  const [c2sPort, tlsPort] = await freePorts(2);
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('XMPP_')) env[k] = v;
-  Object.assign(env, {
-    XMPP_CONFIG: config,
-    XMPP_DATA_DIR: join(dir, 'data'),
-    XMPP_C2S_PORT: String(c2sPort),
-    XMPP_TLS_PORT: String(tlsPort),
-    // The default is one worker per CPU; two keep the test light on big machines.
-    XMPP_WORKERS: '2',
-    XMPP_LOG_LEVEL: 'info',
-  });
-  return { dir, c2sPort, tlsPort, env };
-}
-
-interface LogLine {
-  level: string;
-  msg: string;
-  [field: string]: unknown;
-}
-
-/** A spawned server: its JSON log lines from stderr, and its end. */
-class ServerProcess {
-  readonly child: ChildProcess;
-  readonly logs: LogLine[] = [];
-  /** stderr lines that are not JSON (npm's warnings, a crash's stack). */
-  readonly other: string[] = [];
-  /** Settles once the process has exited and every holder of its pipes has too. */
-  readonly closed: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  private waiters: (() => void)[] = [];
-  private ended = false;
-
-  constructor(command: string, args: string[], env: NodeJS.ProcessEnv) {
-    // Its own process group, so that a signal can reach npm, the shell it
-    // runs the script with, and node, as Ctrl-C in a terminal does.
-    this.child = spawn(command, args, { cwd: ROOT, env, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
-    createInterface({ input: this.child.stderr! }).on('line', (line) => {
-      try {
-        this.logs.push(JSON.parse(line) as LogLine);
-      } catch {
-        this.other.push(line);
-      }
-      this.wake();
-    });
-    this.closed = new Promise((resolve) => {
-      this.child.on('close', (code, signal) => {
-        this.ended = true;
-        this.wake();
-        resolve({ code, signal });
-      });
-    });
-  }
-
-  private wake(): void {
-    for (const w of this.waiters.splice(0)) w();
-  }
-
-  get running(): boolean {
-    return !this.ended;
-  }
-
-  /** The first log line with this message; fails if the process ends first. */
-  async waitForLog(msg: string): Promise<LogLine> {
-    for (;;) {
-      const line = this.logs.find((l) => l.msg === msg);
-      if (line) return line;
-      if (this.ended) throw new Error(`the server ended before logging "${msg}"; stderr:\n${this.transcript()}`);
-      await new Promise<void>((r) => this.waiters.push(r));
-    }
-  }
-
-  /** Signals the whole process group (npm, sh, node). */
-  signalGroup(signal: NodeJS.Signals): void {
-    process.kill(-this.child.pid!, signal);
-  }
-
-  transcript(): string {
-    return [...this.other, ...this.logs.map((l) => JSON.stringify(l))].join('\n');
-  }
-
-  /** Leaves nothing behind, whatever the test did. */
-  kill(): void {
-    if (!this.running) return;
-    try {
-      process.kill(-this.child.pid!, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-}
-
-function startServer(t: ExecutionContext, command: string, args: string[], env: NodeJS.ProcessEnv): ServerProcess {
-  const server = new ServerProcess(command, args, env);
-  t.teardown(() => server.kill());
-  return server;
-}
-
-/** Runs a command to completion: exit code and output. */
-function run(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+import { START_MS, STEP_MS, within, environment, spawnServer as startServer, run } from '../helpers/process.ts';
 
 async function addUser(t: ExecutionContext, env: NodeJS.ProcessEnv, name: string, password: string): Promise<void> {
   // The README's form: `npm run -s cli -- user add alice secret`.
@@ -190,11 +30,11 @@ async function expectSystemShutdown(t: ExecutionContext, c: RawClient): Promise<
 
 test('`npm start` (the README command) serves XMPP with STARTTLS required and shuts down gracefully on SIGTERM', async (t) => {
   const { c2sPort, tlsPort, env } = await environment(t);
-  await addUser(t, env, 'alice', 'secret');
-
   const server = startServer(t, 'npm', ['start'], env);
   const listening = await within(server.waitForLog('listening'), START_MS, 'the "listening" log line');
   t.like(listening, { level: 'info', domain: 'localhost', host: '127.0.0.1', c2sPort, tlsPort });
+  // The README's order: the server creates its stores, then accounts are added.
+  await addUser(t, env, 'alice', 'secret');
 
   // A client's first step, byte for byte.
   const raw = await RawClient.connect(c2sPort);
@@ -226,9 +66,9 @@ test('`npm start` (the README command) serves XMPP with STARTTLS required and sh
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   test(`the server process sends <system-shutdown/> to logged-in clients and exits 0 on ${signal}`, async (t) => {
     const { c2sPort, env } = await environment(t);
-    await addUser(t, env, 'alice', 'secret');
     const server = startServer(t, process.execPath, ['src/main.ts', 'start'], env);
     await within(server.waitForLog('listening'), START_MS, 'the "listening" log line');
+    await addUser(t, env, 'alice', 'secret');
 
     const { c } = await within(login(c2sPort, 'alice', 'secret'), STEP_MS, 'alice to log in');
     t.teardown(() => c.destroy());
@@ -241,6 +81,31 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     t.deepEqual(server.logs.filter((l) => l.level === 'error' || l.level === 'warn'), [], server.transcript());
   });
 }
+
+test('SIGHUP is logged and harmless: the server goes on serving, and stops on SIGTERM with exit 0', async (t) => {
+  // A service manager's `ExecReload=kill -HUP $MAINPID`, before reloading exists.
+  const { c2sPort, env } = await environment(t);
+  const server = startServer(t, process.execPath, ['src/main.ts', 'start'], env);
+  await within(server.waitForLog('listening'), START_MS, 'the "listening" log line');
+  await addUser(t, env, 'alice', 'secret');
+  const before = await within(login(c2sPort, 'alice', 'secret', 'before'), STEP_MS, 'alice to log in before the SIGHUP');
+  t.teardown(() => before.c.destroy());
+
+  server.child.kill('SIGHUP');
+  const ignored = await within(server.waitForLog('SIGHUP ignored: the configuration is read only at start; restart the server to apply changes'), STEP_MS, 'the SIGHUP log line');
+  t.like(ignored, { level: 'warn', signal: 'SIGHUP' });
+  t.true(server.running, server.transcript());
+  // A new login, and the session from before still answers.
+  const after = await within(login(c2sPort, 'alice', 'secret', 'after'), STEP_MS, 'alice to log in after the SIGHUP');
+  t.teardown(() => after.c.destroy());
+  t.is(after.jid, 'alice@localhost/after');
+  await within(before.c.exchange(`<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`, /id=(["'])p1\1/), STEP_MS, 'a ping answered on the older session');
+
+  server.child.kill('SIGTERM');
+  await expectSystemShutdown(t, after.c);
+  t.deepEqual(await within(server.closed, START_MS, 'the server to exit'), { code: 0, signal: null }, server.transcript());
+  t.deepEqual(server.logs.filter((l) => l.level === 'error'), [], server.transcript());
+});
 
 test('a signal sent as soon as "listening" is logged still shuts down gracefully', async (t) => {
   // A service manager may stop the server the moment it reports ready.
@@ -281,10 +146,10 @@ test('shutdown is bounded by XMPP_SHUTDOWN_TIMEOUT_MS when a client stops readin
   const SHUTDOWN_MS = 1000;
   const { c2sPort, tlsPort, env } = await environment(t);
   env.XMPP_SHUTDOWN_TIMEOUT_MS = String(SHUTDOWN_MS);
-  await addUser(t, env, 'alice', 'secret');
-  await addUser(t, env, 'bob', 'secret');
   const server = startServer(t, process.execPath, ['src/main.ts', 'start'], env);
   await within(server.waitForLog('listening'), START_MS, 'the "listening" log line');
+  await addUser(t, env, 'alice', 'secret');
+  await addUser(t, env, 'bob', 'secret');
 
   // alice stops reading: she never sees <system-shutdown/>, never answers it,
   // not even with the TCP FIN her socket would send back on its own.

@@ -1,0 +1,181 @@
+// A server process as a user runs it, driven from outside through ports,
+// logs and signals: fresh data directory and free ports, the JSON log lines
+// it writes on stderr, its end.
+import type { ExecutionContext } from 'ava';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+// Bounds on waits for events that should come quickly; they turn a hang
+// into a failure with a message, they are never waited out on success.
+export const START_MS = 30_000;
+export const STEP_MS = 15_000;
+
+/** Distinct ports free right now: listen on port 0 twice, then close. */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
+      const s = net.createServer();
+      s.once('error', reject);
+      s.listen({ port: 0, host: '127.0.0.1' }, () => resolve(s));
+    })),
+  );
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
+}
+
+export interface Env {
+  dir: string;
+  c2sPort: number;
+  tlsPort: number;
+  env: NodeJS.ProcessEnv;
+}
+
+/**
+ * A fresh data directory and free ports. The inherited environment is kept
+ * (PATH, npm's variables) but every XMPP_ variable is dropped and an empty
+ * config file is named, so that neither the developer's shell nor an
+ * xmpp.config.json in the repository changes what is tested.
+ */
+export async function environment(t: ExecutionContext): Promise<Env> {
+  const dir = mkdtempSync(join(tmpdir(), 'xmpp-process-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const config = join(dir, 'xmpp.config.json');
+  writeFileSync(config, '{}\n');
+  const [c2sPort, tlsPort] = await freePorts(2);
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('XMPP_')) env[k] = v;
+  Object.assign(env, {
+    XMPP_CONFIG: config,
+    XMPP_DATA_DIR: join(dir, 'data'),
+    XMPP_C2S_PORT: String(c2sPort),
+    XMPP_TLS_PORT: String(tlsPort),
+    // The default is one worker per CPU; two keep the test light on big machines.
+    XMPP_WORKERS: '2',
+    XMPP_LOG_LEVEL: 'info',
+  });
+  return { dir, c2sPort, tlsPort, env };
+}
+
+export interface LogLine {
+  level: string;
+  msg: string;
+  [field: string]: unknown;
+}
+
+/** A spawned server: its JSON log lines from stderr, and its end. */
+export class ServerProcess {
+  readonly child: ChildProcess;
+  readonly logs: LogLine[] = [];
+  /** stderr lines that are not JSON (npm's warnings, a crash's stack). */
+  readonly other: string[] = [];
+  /** Settles once the process has exited and every holder of its pipes has too. */
+  readonly closed: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private waiters: (() => void)[] = [];
+  private ended = false;
+
+  constructor(command: string, args: string[], env: NodeJS.ProcessEnv, cwd = ROOT) {
+    // Its own process group, so that a signal can reach npm, the shell it
+    // runs the script with, and node, as Ctrl-C in a terminal does.
+    this.child = spawn(command, args, { cwd, env, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+    createInterface({ input: this.child.stderr! }).on('line', (line) => {
+      try {
+        this.logs.push(JSON.parse(line) as LogLine);
+      } catch {
+        this.other.push(line);
+      }
+      this.wake();
+    });
+    this.closed = new Promise((resolve) => {
+      this.child.on('close', (code, signal) => {
+        this.ended = true;
+        this.wake();
+        resolve({ code, signal });
+      });
+    });
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  get running(): boolean {
+    return !this.ended;
+  }
+
+  /** The first log line with this message; fails if the process ends first. */
+  async waitForLog(msg: string): Promise<LogLine> {
+    return (await this.waitForLogs(msg, 1))[0];
+  }
+
+  /** The first `n` log lines with this message, once there are that many; fails if the process ends first. */
+  async waitForLogs(msg: string, n: number): Promise<LogLine[]> {
+    for (;;) {
+      const lines = this.logs.filter((l) => l.msg === msg);
+      if (lines.length >= n) return lines.slice(0, n);
+      if (this.ended) throw new Error(`the server ended before logging "${msg}" ${n} times; stderr:\n${this.transcript()}`);
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+  }
+
+  /** Signals the whole process group (npm, sh, node). */
+  signalGroup(signal: NodeJS.Signals): void {
+    process.kill(-this.child.pid!, signal);
+  }
+
+  transcript(): string {
+    return [...this.other, ...this.logs.map((l) => JSON.stringify(l))].join('\n');
+  }
+
+  /** Leaves nothing behind, whatever the test did. */
+  kill(): void {
+    if (!this.running) return;
+    try {
+      process.kill(-this.child.pid!, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+export function spawnServer(t: ExecutionContext, command: string, args: string[], env: NodeJS.ProcessEnv, cwd?: string): ServerProcess {
+  const server = new ServerProcess(command, args, env, cwd);
+  t.teardown(() => server.kill());
+  return server;
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to completion: exit code and output. */
+export function run(command: string, args: string[], env: NodeJS.ProcessEnv, opts: { cwd?: string; stdin?: string } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd: opts.cwd ?? ROOT, env, stdio: [opts.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    child.stdin?.end(opts.stdin);
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
