@@ -700,6 +700,8 @@ export class Session {
     if (item.live) this.liveLen -= item.xml.length;
     if (!err) item.written?.();
     else this.unwritten(item);
+    // The socket's buffer went down: a paced source may be read again.
+    if (this.sources.length > 0) this.pull();
   }
 
   /** Output that will never be written: a routed stanza goes where undeliverable ones go. */
