@@ -37,11 +37,19 @@ export interface CloseReason {
 
 type Event =
   | { k: 'start'; name: string; attrs: Record<string, string> }
-  | { k: 'el'; el: Element }
+  | { k: 'el'; el: Element; cost: number }
   | { k: 'end' }
   | { k: 'error'; condition: StreamCondition; text: string };
 
+/**
+ * Reading pauses while more events than MAILBOX_HIGH, or stanzas costing
+ * more than MAILBOX_HIGH_COST (their input bytes plus a cost per element
+ * and attribute: StreamHandler.element), wait to be handled: a client
+ * cannot queue unbounded work, and the memory one connection buffers stays
+ * within a few stanzas.
+ */
 const MAILBOX_HIGH = 64;
+const MAILBOX_HIGH_COST = 512 * 1024;
 /** Why reading is paused (bits of Session.paused): the read rate, a full mailbox. */
 const PAUSED_RATE = 1;
 const PAUSED_MAILBOX = 2;
@@ -76,6 +84,8 @@ export class Session {
   private socket: net.Socket;
   private readonly parser: StreamParser;
   private readonly mailbox: Event[] = [];
+  /** What the stanzas in the mailbox cost (StreamHandler.element). */
+  private mailboxCost = 0;
   private busy = false;
   private headerSent = false;
   /** The client's 'from', echoed as 'to' in our header (RFC 6120 §4.7.2). */
@@ -100,16 +110,16 @@ export class Session {
     this.parser = new StreamParser(
       {
         streamStart: (name, attrs) => this.post({ k: 'start', name, attrs }),
-        element: (el) => {
+        element: (el, cost) => {
           // Nothing after <starttls/> is read as plaintext (RFC 6120 §5.4.3.3).
           if (this.upgrading) return;
           if (el.name === 'starttls' && !this.secure) this.upgrading = true;
-          this.post({ k: 'el', el });
+          this.post({ k: 'el', el, cost });
         },
         streamEnd: () => this.post({ k: 'end' }),
         error: (condition, text) => this.post({ k: 'error', condition, text }),
       },
-      { maxStanzaBytes: ctx.config.maxStanzaBytes },
+      { maxStanzaBytes: ctx.config.maxStanzaBytes, maxStanzaElements: ctx.config.maxStanzaElements },
     );
     socket.setNoDelay(true);
     socket.on('error', (err) => log.debug('socket error', { sid: this.id, err: err.message }));
@@ -183,7 +193,8 @@ export class Session {
 
   private post(ev: Event): void {
     this.mailbox.push(ev);
-    if (this.mailbox.length > MAILBOX_HIGH && !(this.paused & PAUSED_MAILBOX)) this.pause(PAUSED_MAILBOX);
+    if (ev.k === 'el') this.mailboxCost += ev.cost;
+    if ((this.mailbox.length > MAILBOX_HIGH || this.mailboxCost > MAILBOX_HIGH_COST) && !(this.paused & PAUSED_MAILBOX)) this.pause(PAUSED_MAILBOX);
     if (!this.busy) void this.pump();
   }
 
@@ -192,6 +203,7 @@ export class Session {
     try {
       while (this.mailbox.length > 0 && this.state !== 'closed') {
         const ev = this.mailbox.shift()!;
+        if (ev.k === 'el') this.mailboxCost -= ev.cost;
         try {
           await this.handle(ev);
         } catch (err) {
