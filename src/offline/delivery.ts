@@ -23,9 +23,15 @@ export class OfflineDelivery implements Paced {
   private outstanding = 0;
   private written: string[] = [];
   private removing: Promise<void> | undefined;
-  private stopped = false;
+  private stopFlag = false;
   private released: Promise<void> | undefined;
   private settled: (() => void) | undefined;
+  /** Another session held the claim: it delivers them. */
+  claimedByOther = false;
+  /** Whether the session went away before the end. */
+  get stopped(): boolean {
+    return this.stopFlag;
+  }
   /** Called once the claim is released (the session may start another delivery after that). */
   onEnd: (() => void) | undefined;
 
@@ -36,9 +42,10 @@ export class OfflineDelivery implements Paced {
   }
 
   async next(): Promise<Out[] | null> {
-    if (this.stopped) return null;
+    if (this.stopFlag) return null;
     await this.removeWritten();
     const batch = await this.store.fetch(this.user, this.owner, this.after, BATCH, CLAIM_MS);
+    if (batch === null) this.claimedByOther = true;
     if (batch === null || batch.length === 0) {
       // null: another session of the account delivers them. Done once what
       // was handed out is written and removed (or the session is gone).
@@ -87,7 +94,7 @@ export class OfflineDelivery implements Paced {
 
   /** The session is gone: every write has completed or failed; what was not written stays stored. */
   stop(): void {
-    this.stopped = true;
+    this.stopFlag = true;
     this.settled?.();
     void this.release();
   }

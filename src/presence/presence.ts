@@ -30,6 +30,7 @@ import type { Jid } from '../xmpp/jid.ts';
 import { INBOUND, OUTBOUND, isSubscriptionType, receivesFrom, sendsTo } from './subscription.ts';
 import type { SubscriptionType } from './subscription.ts';
 import { ANON_PREFIX } from '../accounts/store.ts';
+import { retain, flat } from '../xml/retain.ts';
 import { log } from '../log.ts';
 
 export const NS_NICK = 'http://jabber.org/protocol/nick';
@@ -77,6 +78,8 @@ export interface PresenceRouting {
   pushTo(rec: SessionRecord, query: Element): void;
   /** Asks a session to send its current presence to `answerTo` (RFC 6121 §4.3.2). */
   probe(rec: SessionRecord, answerTo: string): void;
+  /** Tells a session, wherever it lives, that offline messages wait for it (XEP-0160). */
+  flushOffline(rec: SessionRecord): void;
   routeInternal(el: Element, opts?: DeliverOptions): Promise<void>;
 }
 
@@ -124,8 +127,9 @@ export class PresenceService {
   private readonly d: PresenceDeps;
   private readonly r: PresenceRouting;
   private readonly locals = new Map<string, Local>();
-  /** Sessions delivering offline messages now. */
+  /** Sessions delivering offline messages now, and those told meanwhile to take them. */
   private readonly delivering = new WeakSet<PresenceSession>();
+  private readonly again = new WeakSet<PresenceSession>();
 
   constructor(deps: PresenceDeps, routing: PresenceRouting) {
     this.d = deps;
@@ -417,7 +421,8 @@ export class PresenceService {
     s.priority = priority;
     s.available = true;
     delete el.attrs.to;
-    s.lastPresence = el;
+    // Kept for as long as the session: a copy, not slices of the chunk it came in.
+    s.lastPresence = retain(el);
 
     // §4.2.2 and §4.4.2: to the subscribers, and to all of the account's
     // available resources, this one included.
@@ -476,18 +481,33 @@ export class PresenceService {
   }
 
   private deliverOffline(s: PresenceSession): void {
-    if (this.delivering.has(s)) return; // it reads on until the queue is empty
+    if (this.delivering.has(s)) {
+      // It reads on until the queue is empty; unless it found the queue
+      // claimed by another, then it must try again once done.
+      this.again.add(s);
+      return;
+    }
     this.delivering.add(s);
     const d = new OfflineDelivery(this.d.offline, s.username!, s.id);
     d.onEnd = () => {
       this.delivering.delete(s);
-      // Stored between its last read and the release: nobody else was told to take it.
-      if (s.open && s.available && s.priority >= 0) {
-        void this.d.offline.count(s.username!).then(
-          (n) => n > 0 && this.deliverOffline(s),
-          () => {},
-        );
-      }
+      if (this.again.delete(s) && d.claimedByOther && !d.stopped) return this.deliverOffline(s);
+      // The one holding the claim tells the others when it lets go.
+      if (d.claimedByOther) return;
+      // Left: stored between the last read and the release, or not written
+      // before this session went. Another available resource takes them
+      // now, else the next one to come.
+      void this.d.offline.count(s.username!).then(
+        (n) => {
+          if (n === 0) return;
+          if (!d.stopped && s.open && s.available && s.priority >= 0) return this.deliverOffline(s);
+          void this.r.available(s.bare!).then((recs) => {
+            const next = recs.find((r) => r.sid !== s.id && r.priority >= 0);
+            if (next) this.r.flushOffline(next);
+          });
+        },
+        () => {},
+      );
     };
     s.pace(d);
   }
@@ -559,7 +579,7 @@ export class PresenceService {
       const trackable = s.available && bareTo !== s.bare && !s.directed?.has(target) && (s.directed?.size ?? 0) < this.d.maxDirected;
       const subscriber = trackable && s.username !== null && to.local !== '' && to.domain === this.d.domain && (await this.view(s.username)).subscriberSet.has(bareTo);
       if (trackable && !subscriber) {
-        (s.directed ??= new Set()).add(target);
+        (s.directed ??= new Set()).add(flat(target));
         await this.d.registry.noteDirected(s.jid!, s.id, [...s.directed]).catch(() => {});
       }
     } else if (s.directed?.delete(target)) {

@@ -13,6 +13,7 @@
 import type { Redis } from 'ioredis';
 import type { BindOutcome, BindRequest, SessionRecord, SessionRegistry } from './registry.ts';
 import { randomResource } from './registry.ts';
+import { flat } from '../xml/retain.ts';
 import { log } from '../log.ts';
 import { ready } from '../cluster/redis.ts';
 import type { Departed } from '../presence/presence.ts';
@@ -273,7 +274,7 @@ export class RedisRegistry implements SessionRegistry {
 
   invalidate(bare: string): void {
     this.cache.delete(bare);
-    this.generation.set(bare, ++this.gen);
+    this.generation.set(flat(bare), ++this.gen);
   }
 
   invalidateAll(): void {
@@ -376,7 +377,8 @@ export class RedisRegistry implements SessionRegistry {
     this.roundTrips++;
     const all = await this.r.hgetall(K.sessions(bare));
     const recs = Object.entries(all).map(([res, json]) => toRecord(bare, res, json));
-    if (this.generation.get(bare) === before) this.cache.set(bare, recs);
+    // A key kept until invalidated: a copy, not a slice of the stanza's input.
+    if (this.generation.get(bare) === before) this.cache.set(flat(bare), recs);
     return recs;
   }
 }

@@ -253,7 +253,7 @@ export class Router implements PresenceRouting {
       if (type === 'headline') return;
       // Bound resources may have sent their initial presence already: they judge.
       if (recs.length > 0 && exclude === undefined) return this.offerInTurn(recs, el);
-      return this.storeOrBounce(local, el, sender, exclude === undefined ? undefined : bareJid);
+      return this.storeOrBounce(local, el, sender, exclude);
     }
     if (type === 'headline') {
       for (const r of available) this.deliver(r, el);
@@ -266,7 +266,7 @@ export class Router implements PresenceRouting {
       // Rerouted once already: if these cannot write it either, it is stored.
       const xml = el.toString();
       const oks = await Promise.all(to.map((r) => this.offer(r, xml, 'copy', { reroute: 'last' })));
-      if (!oks.includes(true)) await this.storeOrBounce(local, el, sender, bareJid);
+      if (!oks.includes(true)) await this.storeOrBounce(local, el, sender, exclude);
       return;
     }
     if (to.length === 1) this.deliver(to[0], el);
@@ -278,20 +278,18 @@ export class Router implements PresenceRouting {
    * XEP-0160 with a XEP-0203 stamp, or else an error to the sender. A message
    * with nothing to keep (chat states, receipts, markers: XEP-0085 §5.4,
    * XEP-0334) is dropped without a word: an error would show as one in the
-   * sender's client for a "typing..." nobody missed. `bareJid` set: do not
-   * tell the account's sessions to take it (they just failed to).
+   * sender's client for a "typing..." nobody missed. `failed`: the session
+   * that could not take it, not to be told to fetch it.
    */
-  private async storeOrBounce(local: string, el: Element, sender: Session | undefined, avoid?: string): Promise<void> {
+  private async storeOrBounce(local: string, el: Element, sender: Session | undefined, failed?: string): Promise<void> {
     if (shouldStore(el)) {
       const stored = await this.storeOffline(local, el);
       if (stored) {
         // The account may have become available while this was stored, after
         // its session took what was waiting: have it take again.
         // Stored: a failed check must not make the sender send it again.
-        if (avoid === undefined) {
-          const now = (await this.available(`${local}@${this.d.domain}`).catch(() => [])).filter((r) => r.priority >= 0);
-          if (now.length > 0) this.send(now[0], { t: 'offline', jid: now[0].jid, sid: now[0].sid });
-        }
+        const now = (await this.available(`${local}@${this.d.domain}`).catch(() => [])).filter((r) => r.priority >= 0 && r.sid !== failed);
+        if (now.length > 0) this.flushOffline(now[0]);
         return;
       }
       return this.reject(sender, el, new StanzaError('service-unavailable', 'the recipient is offline and cannot take more messages'));
@@ -383,6 +381,11 @@ export class Router implements PresenceRouting {
   /** Asks a session, wherever it lives, for its presence (PresenceRouting). */
   probe(rec: SessionRecord, answerTo: string): void {
     this.send(rec, { t: 'probe', jid: rec.jid, sid: rec.sid, answerTo });
+  }
+
+  /** Tells a session, wherever it lives, that offline messages wait for it (PresenceRouting). */
+  flushOffline(rec: SessionRecord): void {
+    this.send(rec, { t: 'offline', jid: rec.jid, sid: rec.sid });
   }
 
   private send(rec: SessionRecord, env: Envelope): void {
@@ -509,7 +512,7 @@ export class Router implements PresenceRouting {
         const left = (await this.available(bareJid)).filter((r) => r.sid !== sid && r.priority >= 0);
         if (left.length > 0) return;
       }
-      if (kind === 'last' || kind === 'copy') return this.storeOrBounce(to.local, el, undefined, bareJid);
+      if (kind === 'last' || kind === 'copy') return this.storeOrBounce(to.local, el, undefined, sid);
       return this.toBare(el, to.local, bareJid, undefined, sid);
     });
   }

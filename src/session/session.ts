@@ -18,6 +18,7 @@ import { ANON_PREFIX } from '../accounts/store.ts';
 import { registerUnauthenticated } from '../modules/register.ts';
 import { NS_ROSTERVER } from '../modules/roster.ts';
 import type { WorkerContext } from '../worker/context.ts';
+import { flat } from '../xml/retain.ts';
 import { log } from '../log.ts';
 
 export type State = 'wait-stream' | 'negotiating' | 'wait-bind' | 'established' | 'closed';
@@ -70,11 +71,19 @@ export interface CloseReason {
 
 type Event =
   | { k: 'start'; name: string; attrs: Record<string, string> }
-  | { k: 'el'; el: Element; presence?: number }
+  | { k: 'el'; el: Element; cost: number; presence?: number }
   | { k: 'end' }
   | { k: 'error'; condition: StreamCondition; text: string };
 
+/**
+ * Reading pauses while more events than MAILBOX_HIGH, or stanzas costing
+ * more than MAILBOX_HIGH_COST (their input bytes plus a cost per element
+ * and attribute: StreamHandler.element), wait to be handled: a client
+ * cannot queue unbounded work, and the memory one connection buffers stays
+ * within a few stanzas.
+ */
 const MAILBOX_HIGH = 64;
+const MAILBOX_HIGH_COST = 512 * 1024;
 /** Bytes kept in the socket's own buffer; the rest waits in the session's queue. */
 const SOCKET_HWM = 64 * 1024;
 /** Paced sources are read only while less than this is queued. */
@@ -122,6 +131,8 @@ export class Session {
   private socket: net.Socket;
   private readonly parser: StreamParser;
   private readonly mailbox: Event[] = [];
+  /** What the stanzas in the mailbox cost (StreamHandler.element). */
+  private mailboxCost = 0;
   private busy = false;
   private headerSent = false;
   /** The client's 'from', echoed as 'to' in our header (RFC 6120 §4.7.2). */
@@ -163,16 +174,16 @@ export class Session {
     this.parser = new StreamParser(
       {
         streamStart: (name, attrs) => this.post({ k: 'start', name, attrs }),
-        element: (el) => {
+        element: (el, cost) => {
           // Nothing after <starttls/> is read as plaintext (RFC 6120 §5.4.3.3).
           if (this.upgrading) return;
           if (el.name === 'starttls' && !this.secure) this.upgrading = true;
-          this.post({ k: 'el', el, presence: this.announce(el) });
+          this.post({ k: 'el', el, cost, presence: this.announce(el) });
         },
         streamEnd: () => this.post({ k: 'end' }),
         error: (condition, text) => this.post({ k: 'error', condition, text }),
       },
-      { maxStanzaBytes: ctx.config.maxStanzaBytes },
+      { maxStanzaBytes: ctx.config.maxStanzaBytes, maxStanzaElements: ctx.config.maxStanzaElements },
     );
     socket.setNoDelay(true);
     socket.on('error', (err) => log.debug('socket error', { sid: this.id, err: err.message }));
@@ -257,7 +268,8 @@ export class Session {
 
   private post(ev: Event): void {
     this.mailbox.push(ev);
-    if (this.mailbox.length > MAILBOX_HIGH && !(this.paused & PAUSED_MAILBOX)) this.pause(PAUSED_MAILBOX);
+    if (ev.k === 'el') this.mailboxCost += ev.cost;
+    if ((this.mailbox.length > MAILBOX_HIGH || this.mailboxCost > MAILBOX_HIGH_COST) && !(this.paused & PAUSED_MAILBOX)) this.pause(PAUSED_MAILBOX);
     if (!this.busy) void this.pump();
   }
 
@@ -269,6 +281,7 @@ export class Session {
         while (this.outqLen > CONGESTED && !this.socket.destroyed && !this.outClosed) await new Promise<void>((r) => this.uncongested.push(r));
         if (this.outClosed) break;
         const ev = this.mailbox.shift()!;
+        if (ev.k === 'el') this.mailboxCost -= ev.cost;
         try {
           await this.handle(ev);
           // Processed: the session's own state says it now.
@@ -309,7 +322,7 @@ export class Session {
 
   private onStreamStart(name: string, attrs: Record<string, string>): void {
     if (this.state !== 'wait-stream') throw new StreamError('not-well-formed', 'a stream header inside the stream');
-    this.peer = attrs.from;
+    this.peer = attrs.from === undefined ? undefined : flat(attrs.from);
     const colon = name.indexOf(':');
     const prefix = colon === -1 ? '' : name.slice(0, colon);
     const local = colon === -1 ? name : name.slice(colon + 1);
@@ -569,8 +582,9 @@ export class Session {
         return this.replyError(iq, new StanzaError('resource-constraint', 'the session registry is unavailable; try again shortly'));
       }
       if (outcome.replaced) this.ctx.router.kick(outcome.replaced, 'conflict', 'replaced by a new session');
-      this.jid = outcome.rec.jid;
-      this.bare = bare;
+      // Kept for the session's life: copies, not slices of the chunk the bind came in.
+      this.jid = flat(outcome.rec.jid);
+      this.bare = flat(bare);
       this.state = 'established';
       this.ctx.sessions.set(this.id, this);
       this.ctx.local.set(this.jid, this);

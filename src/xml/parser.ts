@@ -14,8 +14,10 @@
 // Choices the RFC leaves open, made here:
 // - Characters XML 1.0 forbids (C0 controls other than TAB/LF/CR, U+FFFE,
 //   U+FFFF), directly or as character references, are 'not-well-formed'.
-// - Invalid UTF-8 is 'not-well-formed'; a UTF-16/UCS-4 byte pattern at the
-//   start of a stream or an XML declaration naming another encoding is
+// - Invalid UTF-8 is 'not-well-formed', reported where it occurs: what
+//   precedes it in the same chunk is parsed first, so the events never depend
+//   on how the bytes were split. A UTF-16/UCS-4 byte pattern at the start of
+//   a stream or an XML declaration naming another encoding is
 //   'unsupported-encoding'. U+FEFF is never a byte order mark (RFC 6120
 //   §11.6): before the stream header it is character data, hence
 //   'not-well-formed'.
@@ -25,16 +27,23 @@
 // - CDATA sections are allowed inside stanzas (RFC 6120 §11.1 does not
 //   restrict them) and join the surrounding text; at stream level they are
 //   character data, hence 'not-well-formed'.
-// - Namespace well-formedness is checked cheaply: QName syntax, every
-//   element and attribute prefix bound (on the element, its ancestors or
-//   the stream header), no undeclaring or rebinding of xml/xmlns.
-//   Duplicate expanded attribute names (a:x and b:x in one namespace) are
-//   not detected.
+// - Namespace well-formedness is checked (the prefixes only on tags with a
+//   colon somewhere, so plain tags cost nothing): QName syntax,
+//   every element and attribute prefix bound (on the element, its ancestors
+//   or the stream header), no undeclaring or rebinding of xml/xmlns, neither
+//   of their namespaces as the default one, and no two attributes with one
+//   expanded name (a:x and b:x with a and b bound to one namespace).
 // - Line ends are normalised (CR LF and lone CR to LF) and attribute values
 //   normalised (TAB, CR, LF to space) as XML 1.0 §2.11 and §3.3.3 require.
 // - Top-level elements are emitted detached (parent null) with their
 //   attributes as written: a stanza that inherits jabber:client from the
 //   stream header has no xmlns attribute.
+// - Besides its bytes, a stanza is bounded in elements and attributes (an
+//   empty element is four bytes of input but a few hundred of memory): more
+//   is a 'policy-violation', like too many bytes.
+// - Names, attribute values and text are slices of the decoded chunk: an
+//   element kept beyond its stanza keeps the whole chunk alive unless copied
+//   with retain() (./retain.ts).
 import { Element } from 'ltx';
 import { isAscii } from 'node:buffer';
 
@@ -49,8 +58,13 @@ export type XmlErrorCondition =
 export interface StreamHandler {
   /** The stream header: its qualified name and attributes as written (xmlns declarations included). */
   streamStart(name: string, attrs: Record<string, string>): void;
-  /** A complete top-level element (a child of the stream root). */
-  element(el: Element): void;
+  /**
+   * A complete top-level element (a child of the stream root), and what it
+   * costs to hold: its input bytes plus ELEMENT_COST per element and
+   * ATTRIBUTE_COST per attribute it holds, a rough measure of its memory
+   * for bounding what is buffered.
+   */
+  element(el: Element, cost: number): void;
   /** The stream's end tag. Further input is ignored until reset(). */
   streamEnd(): void;
   /** Fatal; the parser ignores further input until reset(). */
@@ -66,7 +80,23 @@ export interface StreamParserOptions {
   maxStanzaBytes: number;
   /** Deepest element nesting inside a stanza (default 128); deeper is a 'policy-violation'. */
   maxDepth?: number;
+  /**
+   * Most elements one top-level element may hold, itself included (default
+   * 4096), and four times that many attributes (the stream header's
+   * attributes too); more is a 'policy-violation', detected as the element
+   * or attribute beyond the bound is read.
+   */
+  maxStanzaElements?: number;
 }
+
+/**
+ * Memory of one parsed element beyond its input bytes, roughly: its ltx
+ * Element, attributes object and children array, and its slot in its
+ * parent's (measured at 150 bytes for an empty element, 300 with content).
+ */
+export const ELEMENT_COST = 256;
+/** The same for one attribute (measured at 40 to 65 bytes). */
+export const ATTRIBUTE_COST = 64;
 
 const NS_XML = 'http://www.w3.org/XML/1998/namespace';
 const NS_XMLNS = 'http://www.w3.org/2000/xmlns/';
@@ -173,6 +203,38 @@ function completeLength(b: Uint8Array): number {
   return n;
 }
 
+/** Length of the longest prefix of b made of whole, valid UTF-8 sequences (RFC 3629 §4). */
+function validUtf8Length(b: Uint8Array): number {
+  const n = b.length;
+  let i = 0;
+  while (i < n) {
+    const c = b[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    // The lead byte gives the length; it also narrows the second byte's range
+    // (no overlong forms, no surrogates, nothing above U+10FFFF).
+    let len: number;
+    let lo = 0x80;
+    let hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) len = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+      len = 3;
+      if (c === 0xe0) lo = 0xa0;
+      else if (c === 0xed) hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      len = 4;
+      if (c === 0xf0) lo = 0x90;
+      else if (c === 0xf4) hi = 0x8f;
+    } else return i;
+    if (i + len > n || b[i + 1] < lo || b[i + 1] > hi) return i;
+    for (let k = 2; k < len; k++) if ((b[i + k] & 0xc0) !== 0x80) return i;
+    i += len;
+  }
+  return n;
+}
+
 function clip(s: string): string {
   return s.length > 40 ? s.slice(0, 40) + '…' : s;
 }
@@ -185,6 +247,8 @@ export class StreamParser {
   private readonly handler: StreamHandler;
   private readonly maxBytes: number;
   private readonly maxDepth: number;
+  private readonly maxElements: number;
+  private readonly maxAttributes: number;
   /**
    * The start of a UTF-8 sequence that the last chunk ended in (1–3 bytes,
    * copied), completed by the next one. Decoding is stateless otherwise: a
@@ -235,12 +299,18 @@ export class StreamParser {
   private inUnit = false;
   private unitStart = 0;
   private unitBytes = 0;
+  /** Elements and attributes of the current unit so far. */
+  private elements = 0;
+  private attributes = 0;
 
   constructor(handler: StreamHandler, options: StreamParserOptions) {
     if (!(options.maxStanzaBytes > 0)) throw new RangeError('maxStanzaBytes must be positive');
     this.handler = handler;
     this.maxBytes = options.maxStanzaBytes;
     this.maxDepth = options.maxDepth ?? 128;
+    this.maxElements = options.maxStanzaElements ?? 4096;
+    if (!(this.maxElements > 0)) throw new RangeError('maxStanzaElements must be positive');
+    this.maxAttributes = 4 * this.maxElements;
   }
 
   /** Feeds raw bytes from the transport. Callbacks run synchronously from here. */
@@ -263,7 +333,16 @@ export class StreamParser {
     try {
       s = UTF8.decode(bytes);
     } catch {
-      this.fail('not-well-formed', 'invalid UTF-8');
+      // What precedes the bad sequence is parsed first, as it would have been
+      // had it come in a chunk of its own: the events must not depend on
+      // where the transport split the bytes.
+      const good = bytes.subarray(0, validUtf8Length(bytes));
+      const gen = this.gen;
+      if (good.length > 0) {
+        this.ascii = isAscii(good);
+        this.run(UTF8.decode(good));
+      }
+      if (this.gen === gen) this.fail('not-well-formed', 'invalid UTF-8');
       return;
     }
     this.ascii = isAscii(bytes);
@@ -319,6 +398,8 @@ export class StreamParser {
     this.inUnit = false;
     this.unitStart = 0;
     this.unitBytes = 0;
+    this.elements = 0;
+    this.attributes = 0;
   }
 
   private fail(condition: XmlErrorCondition, text: string): void {
@@ -427,16 +508,20 @@ export class StreamParser {
     this.fail('policy-violation', `stanza exceeds ${this.maxBytes} bytes (${bytes} so far)`);
   }
 
-  /** Closes the current unit at offset e; false (after failing) if it is too large. */
-  private endUnit(s: string, e: number): boolean {
+  /** Closes the current unit at offset e: its size in bytes, or -1 (after failing) if it is too large. */
+  private endUnit(s: string, e: number): number {
     const bytes = this.unitBytes + this.byteLength(s, this.unitStart, e);
     this.inUnit = false;
     this.unitBytes = 0;
     if (bytes > this.maxBytes) {
       this.tooBig(bytes);
-      return false;
+      return -1;
     }
-    return true;
+    return bytes;
+  }
+
+  private cost(bytes: number): number {
+    return bytes + this.elements * ELEMENT_COST + this.attributes * ATTRIBUTE_COST;
   }
 
   /** Between top-level elements (or before the header): whitespace only. */
@@ -447,6 +532,8 @@ export class StreamParser {
         this.inUnit = true;
         this.unitStart = i;
         this.unitBytes = 0;
+        this.elements = 0;
+        this.attributes = 0;
         this.st = S_LT;
         return i + 1;
       }
@@ -633,6 +720,10 @@ export class StreamParser {
       this.fail('not-well-formed', `duplicate attribute ${clip(name)}`);
       return n;
     }
+    if (++this.attributes > this.maxAttributes) {
+      this.fail('policy-violation', `${this.rootOpen ? 'stanza' : 'stream header'} has more than ${this.maxAttributes} attributes`);
+      return n;
+    }
     if (name.indexOf(':') >= 0) this.nsCheck = true;
     this.attrName = name;
     this.st = S_ATTR_EQ;
@@ -684,6 +775,11 @@ export class StreamParser {
       const c = s.charCodeAt(j);
       if (c === this.quote) {
         const name = this.attrName;
+        // Namespaces in XML 1.0 §3: neither namespace may be the default one.
+        if (name === 'xmlns' && (this.value === NS_XML || this.value === NS_XMLNS)) {
+          this.fail('not-well-formed', `illegal default namespace declaration xmlns='${this.value}'`);
+          return n;
+        }
         if (name === '__proto__') {
           Object.defineProperty(this.attrs, name, { value: this.value, enumerable: true, writable: true, configurable: true });
         } else {
@@ -747,7 +843,7 @@ export class StreamParser {
       this.rootOpen = true;
       this.rootName = name;
       this.rootAttrs = attrs;
-      if (!this.endUnit(s, i + 1)) return i;
+      if (this.endUnit(s, i + 1) < 0) return i;
       const gen = this.gen;
       this.handler.streamStart(name, attrs);
       if (selfClosing && this.gen === gen) {
@@ -756,12 +852,17 @@ export class StreamParser {
       }
       return i + 1;
     }
+    if (++this.elements > this.maxElements) {
+      this.fail('policy-violation', `stanza has more than ${this.maxElements} elements`);
+      return i;
+    }
     const el = new Element(name);
     el.attrs = attrs;
     const parent = this.cur;
     if (parent === null) {
       if (selfClosing) {
-        if (this.endUnit(s, i + 1)) this.handler.element(el);
+        const bytes = this.endUnit(s, i + 1);
+        if (bytes >= 0) this.handler.element(el, this.cost(bytes));
         return i + 1;
       }
       this.cur = el;
@@ -782,6 +883,7 @@ export class StreamParser {
 
   /** Namespaces in XML 1.0 §3–§5, for a tag with a colon somewhere. */
   private checkNamespaces(name: string, attrs: Record<string, string>): boolean {
+    let prefixed: string[] | null = null;
     for (const key in attrs) {
       if (key.startsWith('xmlns:')) {
         const prefix = key.slice(6);
@@ -794,17 +896,19 @@ export class StreamParser {
       } else if (key.indexOf(':') >= 0) {
         if (!this.isQName(key)) return false;
         const prefix = key.slice(0, key.indexOf(':'));
-        if (prefix !== 'xml' && !this.isBound(prefix, attrs)) {
+        if (prefix !== 'xml' && this.lookup(prefix, attrs) === undefined) {
           this.fail('not-well-formed', `unbound namespace prefix in attribute ${clip(key)}`);
           return false;
         }
+        (prefixed ??= []).push(key);
       }
     }
+    if (prefixed !== null && prefixed.length > 1 && !this.distinctExpandedNames(prefixed, attrs)) return false;
     const colon = name.indexOf(':');
     if (colon >= 0) {
       if (!this.isQName(name)) return false;
       const prefix = name.slice(0, colon);
-      if (prefix === 'xmlns' || (prefix !== 'xml' && !this.isBound(prefix, attrs))) {
+      if (prefix === 'xmlns' || (prefix !== 'xml' && this.lookup(prefix, attrs) === undefined)) {
         // RFC 6120 §4.9.3.2 gives exactly this, on the stream header, as its example.
         this.fail(this.rootOpen ? 'not-well-formed' : 'bad-namespace-prefix', `unbound namespace prefix in element ${clip(name)}`);
         return false;
@@ -822,11 +926,30 @@ export class StreamParser {
     return false;
   }
 
-  private isBound(prefix: string, attrs: Record<string, string>): boolean {
+  /** Namespaces in XML 1.0 §6.3: no two attributes of a tag may have the same local name and namespace. */
+  private distinctExpandedNames(keys: string[], attrs: Record<string, string>): boolean {
+    const seen = new Set<string>();
+    for (const key of keys) {
+      const colon = key.indexOf(':');
+      const prefix = key.slice(0, colon);
+      const uri = prefix === 'xml' ? NS_XML : this.lookup(prefix, attrs)!;
+      // A local name has no '\n': the key is unambiguous whatever the namespace name holds.
+      const expanded = uri + '\n' + key.slice(colon + 1);
+      if (seen.has(expanded)) {
+        this.fail('not-well-formed', `attribute ${clip(key)} repeats another attribute's expanded name`);
+        return false;
+      }
+      seen.add(expanded);
+    }
+    return true;
+  }
+
+  /** The namespace bound to `prefix` where the tag with `attrs` opens (the nearest declaration), if any. */
+  private lookup(prefix: string, attrs: Record<string, string>): string | undefined {
     const key = 'xmlns:' + prefix;
-    if (attrs[key] !== undefined) return true;
-    for (let e = this.cur; e !== null; e = e.parent) if (e.attrs[key] !== undefined) return true;
-    return this.rootAttrs !== null && this.rootAttrs[key] !== undefined;
+    if (attrs[key] !== undefined) return attrs[key];
+    for (let e = this.cur; e !== null; e = e.parent) if (e.attrs[key] !== undefined) return e.attrs[key];
+    return this.rootAttrs !== null ? this.rootAttrs[key] : undefined;
   }
 
   private endTagName(s: string, i: number, n: number): number {
@@ -864,7 +987,7 @@ export class StreamParser {
         this.fail('not-well-formed', `end tag </${clip(name)}> does not match <${clip(this.rootName)}>`);
         return i;
       }
-      if (!this.endUnit(s, i + 1)) return i;
+      if (this.endUnit(s, i + 1) < 0) return i;
       this.st = S_DONE;
       this.handler.streamEnd();
       return i + 1;
@@ -881,7 +1004,8 @@ export class StreamParser {
     }
     this.cur = null;
     this.depth = 0;
-    if (this.endUnit(s, i + 1)) this.handler.element(el);
+    const bytes = this.endUnit(s, i + 1);
+    if (bytes >= 0) this.handler.element(el, this.cost(bytes));
     return i + 1;
   }
 
@@ -994,7 +1118,7 @@ export class StreamParser {
     }
     this.declSeen = true;
     this.st = S_TEXT;
-    if (!this.endUnit(s, end)) return n;
+    if (this.endUnit(s, end) < 0) return n;
     return end;
   }
 

@@ -1,6 +1,6 @@
 import test from 'ava';
 import type { Element } from 'ltx';
-import { StreamParser } from '../../src/xml/parser.ts';
+import { StreamParser, ELEMENT_COST, ATTRIBUTE_COST } from '../../src/xml/parser.ts';
 import type { StreamHandler, StreamParserOptions, XmlErrorCondition } from '../../src/xml/parser.ts';
 
 type Event =
@@ -21,9 +21,9 @@ function setup(options: StreamParserOptions = { maxStanzaBytes: 65536 }, hooks: 
         events.push({ k: 'start', name, attrs });
         hooks.streamStart?.(name, attrs);
       },
-      element: (el) => {
+      element: (el, bytes) => {
         events.push({ k: 'el', xml: el.toString(), el });
-        hooks.element?.(el);
+        hooks.element?.(el, bytes);
       },
       streamEnd: () => events.push({ k: 'end' }),
       error: (condition, text) => events.push({ k: 'error', condition, text }),
@@ -234,6 +234,40 @@ test('invalid UTF-8 fed one byte at a time is still not-well-formed', (t) => {
   }
 });
 
+test('invalid UTF-8 in a chunk comes after the header and stanzas before it, as when the bytes arrive one by one', (t) => {
+  for (const bad of [[0xff], [0xc3, 0x28], [0xed, 0xa0, 0x80], [0xe2, 0x82]]) {
+    const input = Buffer.concat([Buffer.from(DECL + HEADER + "<message id='1'><body>é</body></message> <iq id='2'/><presence>"), Buffer.from(bad), Buffer.from('</presence>')]);
+    const whole = parse(input);
+    t.deepEqual(
+      summary(whole).map((e) => (e as { k: string }).k),
+      ['start', 'el', 'el', 'error'],
+      bad.join(','),
+    );
+    t.deepEqual(elements(whole), ['<message id="1"><body>é</body></message>', '<iq id="2"/>']);
+    t.deepEqual(errorOf(whole), { condition: 'not-well-formed', text: 'invalid UTF-8' });
+    for (const size of [1, 2, 3, 7]) t.deepEqual(summary(parse(input, size)), summary(whole), `${bad.join(',')} in chunks of ${size}`);
+  }
+  // A sequence left open by the previous chunk, then broken: the valid rest before the break is parsed too.
+  const { parser, events } = setup();
+  feed(parser, HEADER + '<a>');
+  parser.write(Buffer.from([0xe2]));
+  parser.write(Buffer.concat([Buffer.from([0x82, 0xac]), Buffer.from('</a><b/>'), Buffer.from([0x80])]));
+  t.deepEqual(elements(events), ['<a>€</a>', '<b/>']);
+  t.deepEqual(errorOf(events), { condition: 'not-well-formed', text: 'invalid UTF-8' });
+});
+
+test('invalid UTF-8 after a reset() in a callback is dropped with the rest of the chunk', (t) => {
+  const made = setup({ maxStanzaBytes: 65536 }, {
+    element: (el) => {
+      if (el.name === 'starttls') made.parser.reset();
+    },
+  });
+  made.parser.write(Buffer.concat([Buffer.from(HEADER + "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"), Buffer.from([0xff])]));
+  t.deepEqual(made.events.map((e) => e.k), ['start', 'el']);
+  feed(made.parser, HEADER + '<iq/>');
+  t.deepEqual(made.events.map((e) => e.k), ['start', 'el', 'start', 'el']);
+});
+
 test('a multi-byte sequence left open by one chunk and not continued by the next is not-well-formed', (t) => {
   for (const next of ['(', '<', 'é']) {
     const { parser, events } = setup();
@@ -394,6 +428,13 @@ const ILL_FORMED: [string, string, RegExp][] = [
   ['two colons in a name', HEADER + '<stream:a:b/>', /malformed qualified name stream:a:b/],
   ['undeclaring a prefix', HEADER + "<m xmlns:p=''/>", /illegal namespace declaration/],
   ['binding xmlns', HEADER + "<m xmlns:xmlns='urn:x'/>", /illegal namespace declaration/],
+  ['the xml namespace as the default one', HEADER + "<m xmlns='http://www.w3.org/XML/1998/namespace'/>", /illegal default namespace declaration/],
+  ['the xmlns namespace as the default one', HEADER + "<m><n xmlns='http://www.w3.org/2000/xmlns/'/></m>", /illegal default namespace declaration/],
+  ['the xml namespace as the default one, by references', HEADER + "<m xmlns='http://www.w3.org/XML/1998/&#110;amespace'/>", /illegal default namespace declaration/],
+  ['the xml namespace as the stream\'s default one', `<stream:stream xmlns:stream='${NS_STREAM}' xmlns='http://www.w3.org/XML/1998/namespace'>`, /illegal default namespace declaration/],
+  ['two prefixes of one namespace on one attribute name', HEADER + "<m xmlns:p='urn:x' xmlns:q='urn:x' p:a='1' q:a='2'/>", /attribute q:a repeats another attribute's expanded name/],
+  ['two prefixes of one namespace, declared on an ancestor and the header', HEADER + "<m xmlns:p='urn:x'><n xmlns:q='urn:x' q:a='1' p:a='2'/></m>", /attribute p:a repeats/],
+  ['a prefix bound like the xml one', HEADER + "<m xmlns:p='http://www.w3.org/XML/1998/namespace' xml:lang='en' p:lang='fr'/>", /illegal namespace declaration/],
   ['invalid markup after <!', HEADER + '<m><!ELEMENT x></m>', /illegal markup <!E/],
   ['malformed XML declaration', "<?xml encoding='UTF-8'?>" + HEADER, /malformed XML declaration/],
 ];
@@ -576,6 +617,79 @@ test('an element with an attribute named __proto__ keeps it as an own attribute'
   t.true(Object.hasOwn(ev.el.attrs, '__proto__'));
   t.is(Object.getPrototypeOf(ev.el.attrs), Object.prototype);
   t.is(ev.xml, '<m __proto__="x" id="1"/>');
+});
+
+test('attributes with one local name in different namespaces, or unprefixed, are distinct', (t) => {
+  const input =
+    `<stream:stream xmlns='jabber:client' xmlns:stream='${NS_STREAM}' xmlns:h='urn:h'>` +
+    "<m xmlns:p='urn:p' xmlns:q='urn:q' a='0' p:a='1' q:a='2' h:a='3' xml:a='4'><n xmlns:p='urn:q' p:b='5' h:b='6'/></m>";
+  for (const size of [Infinity, 1]) {
+    const events = parse(input, size);
+    t.is(errorOf(events), undefined);
+    t.is(elements(events).length, 1);
+  }
+});
+
+/** `n` empty children in one stanza. */
+const children = (n: number) => `<message>${'<a/>'.repeat(n - 1)}</message>`;
+/** One stanza of `n` attributes over its elements. */
+const attributes = (n: number) => `<m ${Array.from({ length: n }, (_, i) => `a${i}='x'`).join(' ')}/>`;
+
+test('a stanza of exactly maxStanzaElements elements passes; one more is a policy-violation', (t) => {
+  const opts = { maxStanzaBytes: 1 << 20, maxStanzaElements: 100 };
+  for (const size of [Infinity, 1, 5]) {
+    t.is(elements(parse(HEADER + children(100), size, opts)).length, 1, `chunk ${size}`);
+    const over = parse(HEADER + children(101), size, opts);
+    t.deepEqual(errorOf(over), { condition: 'policy-violation', text: 'stanza has more than 100 elements' }, `chunk ${size}`);
+    t.deepEqual(elements(over), []);
+    // Nested rather than side by side, and counted anew for each stanza.
+    t.is(elements(parse(HEADER + ('<a>'.repeat(50) + '</a>'.repeat(50)).repeat(2) + children(100).repeat(3), size, { ...opts, maxDepth: 64 })).length, 5);
+  }
+});
+
+test('attributes: four times maxStanzaElements per stanza and on the stream header', (t) => {
+  const opts = { maxStanzaBytes: 1 << 20, maxStanzaElements: 16 };
+  t.is(elements(parse(HEADER + attributes(64), Infinity, opts)).length, 1);
+  // Spread over several elements of one stanza.
+  const spread = `<m>${`<c ${Array.from({ length: 5 }, (_, i) => `b${i}='y'`).join(' ')}/>`.repeat(13)}</m>`;
+  t.deepEqual(errorOf(parse(HEADER + spread, Infinity, opts)), { condition: 'policy-violation', text: 'stanza has more than 64 attributes' });
+  for (const size of [Infinity, 1]) {
+    t.deepEqual(errorOf(parse(HEADER + attributes(65), size, opts)), { condition: 'policy-violation', text: 'stanza has more than 64 attributes' });
+  }
+  const header = (n: number) => `<stream:stream xmlns='jabber:client' xmlns:stream='${NS_STREAM}' ${Array.from({ length: n - 2 }, (_, i) => `h${i}='v'`).join(' ')}>`;
+  t.deepEqual(parse(header(64), Infinity, opts).map((e) => e.k), ['start']);
+  t.deepEqual(errorOf(parse(header(65), Infinity, opts)), { condition: 'policy-violation', text: 'stream header has more than 64 attributes' });
+});
+
+test('too many elements is caught as they stream in, long before the byte limit', (t) => {
+  const { parser, events } = setup({ maxStanzaBytes: 1 << 20, maxStanzaElements: 4096 });
+  feed(parser, HEADER + '<message>');
+  let written = 0;
+  while (events.length === 1 && written < 1 << 20) {
+    feed(parser, '<a/>'.repeat(256));
+    written += 1024;
+  }
+  t.deepEqual(errorOf(events), { condition: 'policy-violation', text: 'stanza has more than 4096 elements' });
+  t.true(written <= 4 * 4096 + 1024, `caught after ${written} bytes`);
+});
+
+test('each element comes with its cost: its input bytes and a cost per element and attribute it holds', (t) => {
+  const stanzas: [string, number, number][] = [
+    ["<message id='a'><body>café 😀</body></message>", 2, 1],
+    ['<iq/>', 1, 0],
+    [`<m>${'x'.repeat(5000)}</m>`, 1, 0],
+    [`<m>${"<a b='1' c='2'/>".repeat(1000)}</m>`, 1001, 2000],
+  ];
+  for (const size of [Infinity, 1, 100]) {
+    const costs: number[] = [];
+    const { parser } = setup({ maxStanzaBytes: 65536 }, { element: (_el, cost) => costs.push(cost) });
+    feed(parser, HEADER + stanzas.map(([x]) => x).join('\n '), size);
+    t.deepEqual(costs, stanzas.map(([x, els, attrs]) => Buffer.byteLength(x) + els * ELEMENT_COST + attrs * ATTRIBUTE_COST), `chunk ${size}`);
+  }
+});
+
+test('maxStanzaElements must be positive', (t) => {
+  t.throws(() => setup({ maxStanzaBytes: 1024, maxStanzaElements: 0 }), { instanceOf: RangeError });
 });
 
 test('maxStanzaBytes must be positive', (t) => {
