@@ -37,6 +37,7 @@ import { removeAccount } from '../accounts/removal.ts';
 import type { RemovalNotice } from '../accounts/removal.ts';
 import { log, setLogLevel } from '../log.ts';
 import { collectWhenIdle } from '../idle-gc.ts';
+import { logLoopDelay } from '../loop-delay.ts';
 
 export interface WorkerData {
   config: Config;
@@ -53,6 +54,7 @@ const MAX_DIRECTED_PRESENCE = 1000;
 const REMOVED_KEPT_MS = 5 * 60_000;
 setLogLevel(config.logLevel);
 collectWhenIdle(config.idleGcMs, log.debug);
+if (config.logLevel === 'debug') logLoopDelay(5000, log.debug);
 
 let ctx: WorkerContext | undefined;
 let joined: Promise<void> | undefined;
