@@ -4,7 +4,8 @@
 //
 // - RFC 6121 §3.1.6, §3.2.3, §3.3.3: an inbound subscription approval or
 //   cancellation reaches the user's resources before the roster push it
-//   causes ("This MUST occur before sending the roster push").
+//   causes ("This MUST occur before sending the roster push"), also when
+//   the cancellation comes from a removed roster item (§2.5.2).
 // - Issue 13 item 2: once the server has read a session's initial presence,
 //   a message to the bare JID sent right after it is delivered live, never
 //   stored offline, in a tight loop without sleeps.
@@ -51,7 +52,7 @@ async function indexOf(p: Peer, what: string, pred: (el: Element) => boolean, fr
 const pushed = (jid: string, subscription: string) => (el: Element) => isPush(jid)(el) && rosterItem(el)?.attrs.subscription === subscription;
 
 for (const [label, server] of [['one worker', () => one], ['two workers', () => two]] as const) {
-  test(`${label}: an inbound approval, cancellation or unsubscribe comes before its roster push (RFC 6121 §3.1.6, §3.2.3, §3.3.3)`, async (t) => {
+  test(`${label}: an inbound approval, cancellation or unsubscribe comes before its roster push (RFC 6121 §3.1.6, §3.2.3, §3.3.3, §2.5.2)`, async (t) => {
     const s = server();
     const alice = await user(t, s, 'alice');
     const bob = await user(t, s, 'bob', alice);
@@ -81,6 +82,17 @@ for (const [label, server] of [['one worker', () => one], ['two workers', () => 
     const cancel = await indexOf(alice, 'unsubscribed', isPresence(bob.bare, 'unsubscribed'), a);
     const push3 = await indexOf(alice, 'push (none)', pushed(bob.bare, 'none'), a);
     t.true(cancel < push3, `unsubscribed (#${cancel}) before the push (#${push3})`);
+
+    // §2.5.2: alice removes bob (both ways subscribed); at bob, the
+    // cancellations (§3.2.3, §3.3.3) come before his push (none).
+    await subscribe(alice, bob);
+    await subscribe(bob, alice);
+    const b2 = bob.c.items.length;
+    alice.c.send(`<iq type='set' id='${uid('rm')}'><query xmlns='jabber:iq:roster'><item jid='${bob.bare}' subscription='remove'/></query></iq>`);
+    const unsub2 = await indexOf(bob, 'unsubscribe', isPresence(alice.bare, 'unsubscribe'), b2);
+    const unsubd2 = await indexOf(bob, 'unsubscribed', isPresence(alice.bare, 'unsubscribed'), b2);
+    const push4 = await indexOf(bob, 'push (none)', pushed(alice.bare, 'none'), b2);
+    t.true(unsub2 < push4 && unsubd2 < push4, `unsubscribe (#${unsub2}) and unsubscribed (#${unsubd2}) before the push (#${push4})`);
   });
 
   test(`${label}: a message to the bare JID sent once initial presence was read is delivered live, never stored (100 rounds, no sleeps)`, async (t) => {
