@@ -29,7 +29,7 @@ import { roster, pushQuery } from '../modules/roster.ts';
 import { carbons } from '../modules/carbons.ts';
 import { NS_MSGOFFLINE } from '../xmpp/ns.ts';
 import type { ServerModule } from '../modules/module.ts';
-import { log, setLogLevel } from '../log.ts';
+import { log, setLogLevel, guarded, Throttled } from '../log.ts';
 import { collectWhenIdle } from '../idle-gc.ts';
 
 export interface WorkerData {
@@ -48,13 +48,19 @@ collectWhenIdle(config.idleGcMs, log.debug);
 let ctx: WorkerContext | undefined;
 let joined: Promise<void> | undefined;
 
+const sweepFailed = new Throttled('error', 'sweep failed for a session');
 function sweep(): void {
   if (!ctx) return;
   const now = Date.now();
   const { bindTimeoutMs, idleTimeoutMs } = config;
   for (const s of ctx.all) {
-    if (s.state !== 'established' && now - s.createdAt > bindTimeoutMs) s.close({ condition: 'connection-timeout', text: 'no resource bound in time' });
-    else if (s.state === 'established' && idleTimeoutMs > 0 && now - s.lastActivity > idleTimeoutMs) s.close({ condition: 'connection-timeout', text: 'idle for too long' });
+    // One session's failure must not spare the others their timeout.
+    try {
+      if (s.state !== 'established' && now - s.createdAt > bindTimeoutMs) s.close({ condition: 'connection-timeout', text: 'no resource bound in time' });
+      else if (s.state === 'established' && idleTimeoutMs > 0 && now - s.lastActivity > idleTimeoutMs) s.close({ condition: 'connection-timeout', text: 'idle for too long' });
+    } catch (err) {
+      sweepFailed.hit({ err: String(err), code: (err as NodeJS.ErrnoException).code });
+    }
   }
 }
 
@@ -249,7 +255,7 @@ async function join(hub: MessagePort): Promise<void> {
     })();
   };
   backend.onRecovered(reconcileNow);
-  const sweeper = setInterval(sweep, Math.max(10, Math.min(1000, config.bindTimeoutMs / 4, config.idleTimeoutMs > 0 ? config.idleTimeoutMs / 4 : 1000)));
+  const sweeper = setInterval(guarded('sweep', sweep), Math.max(10, Math.min(1000, config.bindTimeoutMs / 4, config.idleTimeoutMs > 0 ? config.idleTimeoutMs / 4 : 1000)));
   sweeper.unref();
 
   let stop!: () => void;
