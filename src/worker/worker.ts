@@ -1,5 +1,7 @@
 // The worker thread: piscina runs one long-lived task per connection (the
 // actor's lifetime) plus one "join" task that links it to the node's hub.
+// A worker that dies is replaced by piscina; its replacement joins the hub
+// the same way, under a new index.
 import type net from 'node:net';
 import tls from 'node:tls';
 import { workerData, threadId } from 'node:worker_threads';
@@ -18,7 +20,7 @@ import type { Transport } from '../router/router.ts';
 import { Session } from '../session/session.ts';
 import { encode, decode } from './wire.ts';
 import { adoptSocket } from './socket.ts';
-import type { Envelope, FromHub } from './wire.ts';
+import type { Envelope, FromHub, Peers, Welcome } from './wire.ts';
 import type { WorkerContext } from './context.ts';
 import { ping } from '../modules/ping.ts';
 import { version } from '../modules/version.ts';
@@ -45,8 +47,20 @@ const MAX_DIRECTED_PRESENCE = 1000;
 setLogLevel(config.logLevel);
 collectWhenIdle(config.idleGcMs, log.debug);
 
+/**
+ * Tests only: a worker started with XMPP_TEST_FAULTS=1 in its environment
+ * throws out of the thread when the hub sends it 'fault', as an uncaught
+ * EMFILE from a timer did (issue 14): the worker dies like a crashed one,
+ * without killing anything from outside. Elsewhere the message is ignored.
+ */
+const faults = process.env.XMPP_TEST_FAULTS === '1';
+
 let ctx: WorkerContext | undefined;
 let joined: Promise<void> | undefined;
+const onJoined: (() => void)[] = [];
+/** How long a connection handed to this worker before it joined waits for the join. */
+const JOIN_WAIT_MS = 10_000;
+const notJoined = new Throttled('error', 'connection closed: its worker did not join the hub in time');
 
 const sweepFailed = new Throttled('error', 'sweep failed for a session');
 function sweep(): void {
@@ -260,27 +274,24 @@ async function join(hub: MessagePort): Promise<void> {
 
   let stop!: () => void;
   const stopped = new Promise<void>((r) => (stop = r));
-  hub.on('message', (raw: Uint8Array | { t: 'peers'; peers: { index: number; port: MessagePort }[] }) => {
-    if (!(raw instanceof Uint8Array)) {
-      for (const p of raw.peers) {
-        peers.set(p.index, p.port);
-        p.port.on('message', (buf: Uint8Array) => router.onEnvelope(decode<Envelope>(buf)));
-      }
-      return;
+  const addPeers = (list: Peers['peers']) => {
+    for (const p of list) {
+      peers.get(p.index)?.close();
+      peers.set(p.index, p.port);
+      p.port.on('message', (buf: Uint8Array) => router.onEnvelope(decode<Envelope>(buf)));
     }
-    const msg = decode<FromHub>(raw);
+  };
+  const onHub = (msg: FromHub) => {
     if (backend.onHub(msg)) return;
     switch (msg.t) {
-      case 'welcome':
-        index = msg.index;
-        c.index = index;
-        void backend.listen(index, router).then(
-          () => {
-            ctx = c;
-            hub.postMessage(encode({ t: 'ready' }));
-          },
-          (err: unknown) => log.error('cannot subscribe to the cluster', { err: String(err) }),
-        );
+      case 'peer-gone':
+        peers.get(msg.index)?.close();
+        peers.delete(msg.index);
+        break;
+      case 'fault':
+        if (faults) setImmediate(() => {
+          throw Object.assign(new Error('EMFILE: too many open files (fault injected by a test: XMPP_TEST_FAULTS)'), { code: 'EMFILE' });
+        });
         break;
       case 'fenced':
         for (const s of [...c.all]) s.close({ condition: 'system-shutdown', text: 'this node lost its cluster membership; reconnect', forgotten: true });
@@ -308,6 +319,24 @@ async function join(hub: MessagePort): Promise<void> {
         });
         break;
     }
+  };
+  hub.on('message', (raw: Uint8Array | Welcome | Peers) => {
+    if (raw instanceof Uint8Array) return onHub(decode<FromHub>(raw));
+    if (raw.t === 'peers') return addPeers(raw.peers);
+    // Everything this worker needs to serve, given in one message.
+    index = raw.index;
+    c.index = index;
+    for (const msg of raw.state) onHub(msg);
+    for (const rec of raw.records) backend.onHub({ t: 'put', rec });
+    addPeers(raw.peers);
+    void backend.listen(index, router).then(
+      () => {
+        ctx = c;
+        for (const w of onJoined.splice(0)) w();
+        hub.postMessage(encode({ t: 'ready' }));
+      },
+      (err: unknown) => log.error('cannot subscribe to the cluster', { err: String(err) }),
+    );
   });
   hub.postMessage(encode({ t: 'hello', threadId }));
   await stopped;
@@ -331,17 +360,38 @@ export default function handle(task: Task): Promise<string> {
       task.port.close();
       return Promise.resolve('declined');
     }
-    joined = join(task.port);
-    return joined.then(() => 'left');
-  }
-  if (!ctx) {
-    task.socket.destroy();
-    log.error('connection reached a worker that has not joined the hub');
-    return Promise.resolve('refused');
+    const attempt = join(task.port);
+    joined = attempt;
+    // Failed before it said hello (a store that could not be opened): it
+    // may be asked again, and nothing of the attempt is left to leak.
+    attempt.catch(() => {
+      if (!ctx && joined === attempt) joined = undefined;
+    });
+    return attempt.then(() => 'left');
   }
   // Piscina keeps the task for as long as it runs (the connection's
   // lifetime): it must not keep the transferred shell alive with it.
   task.socket = adoptSocket(task.socket);
-  const session = new Session(ctx, task.socket, task.directTls);
+  if (ctx) return serve(ctx, task.socket, task.directTls);
+  // A connection reaches a worker that has not joined yet only when none had
+  // (the only worker died and its replacement is starting): it waits for the
+  // join rather than being dropped, within a bound.
+  const socket = task.socket;
+  return new Promise<WorkerContext | undefined>((resolve) => {
+    const timer = setTimeout(() => resolve(undefined), JOIN_WAIT_MS);
+    onJoined.push(() => {
+      clearTimeout(timer);
+      resolve(ctx);
+    });
+  }).then((c) => {
+    if (c) return serve(c, socket, task.directTls);
+    socket.destroy();
+    notJoined.hit({ waitedMs: JOIN_WAIT_MS });
+    return 'refused';
+  });
+}
+
+function serve(c: WorkerContext, socket: net.Socket, directTls: boolean): Promise<string> {
+  const session = new Session(c, socket, directTls);
   return session.done.then(() => 'closed');
 }
