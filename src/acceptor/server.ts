@@ -10,6 +10,7 @@ import type { Config } from '../config/index.ts';
 import { loadTlsIdentity } from '../tls/certificate.ts';
 import { Hub } from './hub.ts';
 import type { DropWorker, WorkerLink } from './hub.ts';
+import { connectionCap, addressKey, openFileLimit } from './limits.ts';
 import { decode } from '../worker/wire.ts';
 import type { ToHub } from '../worker/wire.ts';
 import type { WorkerData, Task } from '../worker/worker.ts';
@@ -23,6 +24,14 @@ import type { Departed } from '../presence/presence.ts';
 export interface ServerStats {
   /** Client connections open now. */
   connections: number;
+  /** The cap on them (XMPP_MAX_CONNECTIONS, or derived from the open-file limit). */
+  maxConnections: number;
+  /** Connections closed at once because the node was full. */
+  refusedFull: number;
+  /** Connections closed at once because their address had XMPP_MAX_CONNECTIONS_PER_IP open. */
+  refusedPerIp: number;
+  /** Errors from accept() (EMFILE...), each survived. */
+  acceptErrors: number;
   /** Worker threads that died (and were replaced). */
   workerDeaths: number;
   /** Workers joined to the hub now. */
@@ -214,9 +223,29 @@ export async function startServer(config: Config): Promise<RunningServer> {
 
   // Connection tasks in flight, so that shutdown waits for them to finish.
   const live = new Set<Promise<unknown>>();
+  // Connections: how many are open, from where, and what is refused.
+  const cap = connectionCap(config, config.maxConnections > 0 ? undefined : openFileLimit());
   let open = 0;
+  const byAddress = new Map<string, number>();
+  const refusedFull = new Throttled('warn', 'connection refused: the node is full (XMPP_MAX_CONNECTIONS)');
+  const refusedPerIp = new Throttled('warn', 'connection refused: too many from one address (XMPP_MAX_CONNECTIONS_PER_IP)');
+  const acceptFailed = new Throttled('error', 'accept failed');
+  const refuse = (socket: net.Socket, why: Throttled, address: string) => {
+    // At once and without a word: reading a stream header, or a TLS
+    // handshake, would spend what the cap is there to save. A reset leaves
+    // no TIME_WAIT behind on this side.
+    socket.resetAndDestroy();
+    why.hit({ address, open, max: cap.max });
+  };
   const run = (socket: net.Socket, directTls: boolean) => {
+    const address = socket.remoteAddress;
+    if (stopping || address === undefined) return void socket.destroy(); // already gone
+    const key = addressKey(address);
+    const fromThere = byAddress.get(key) ?? 0;
+    if (open >= cap.max) return refuse(socket, refusedFull, key);
+    if (config.maxConnectionsPerIp > 0 && fromThere >= config.maxConnectionsPerIp) return refuse(socket, refusedPerIp, key);
     open++;
+    byAddress.set(key, fromThere + 1);
     const place: Placement = {};
     const task = { t: 'conn', socket, directTls, [Piscina.queueOptionsSymbol]: place } as Task;
     const transferList = [socket];
@@ -229,6 +258,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
       .finally(() => {
         live.delete(p);
         open--;
+        const n = byAddress.get(key)! - 1;
+        if (n === 0) byAddress.delete(key);
+        else byAddress.set(key, n);
         const t = place.thread;
         const left = t === undefined ? undefined : perThread.get(t);
         if (left !== undefined) perThread.set(t!, left - 1);
@@ -243,9 +275,12 @@ export async function startServer(config: Config): Promise<RunningServer> {
   };
   const listen = async (port: number, directTls: boolean) => {
     const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => run(socket, directTls));
-    server.maxConnections = 1 << 20;
     server.listen({ port, host: config.bindHost, backlog: 4096 });
     await once(server, 'listening');
+    // Out of descriptors (the cap set above the limit, or files opened
+    // elsewhere), accept() fails: the listener stays and tries again with
+    // the next connection, and the process lives on.
+    server.on('error', (err: NodeJS.ErrnoException) => acceptFailed.hit({ port, code: err.code, err: err.message }));
     return server;
   };
   const c2s = await listen(config.c2sPort, false);
@@ -260,11 +295,19 @@ export async function startServer(config: Config): Promise<RunningServer> {
     workers: config.workers,
     node: config.nodeId,
     cluster: Boolean(config.redisUrl),
+    maxConnections: cap.max,
+    ...(cap.reserve !== undefined ? { openFileLimit: cap.limit ?? 'unknown', reservedDescriptors: cap.reserve } : {}),
+    maxConnectionsPerIp: config.maxConnectionsPerIp,
   });
+  if (cap.limit !== undefined && cap.reserve !== undefined && cap.limit - cap.reserve < 16) log.warn('the open-file limit leaves almost no room for connections: raise it (ulimit -n)', { openFileLimit: cap.limit, maxConnections: cap.max });
 
   const idle = collectWhenIdle(config.idleGcMs, log.debug);
   const stats = (): ServerStats => ({
     connections: open,
+    maxConnections: cap.max,
+    refusedFull: refusedFull.total,
+    refusedPerIp: refusedPerIp.total,
+    acceptErrors: acceptFailed.total,
     workerDeaths: h.deaths,
     workers: h.workers,
   });

@@ -1,8 +1,9 @@
 // Issue 14, item 1, scaled down: a flood of idle TCP connections from one
-// host runs the server out of file descriptors. Whatever thread next needed
-// one died: an idle collector reading its memory use threw EMFILE out of its
-// timer, killing a worker (and its connections) or, in the main thread, the
-// whole process. No timer throws now: the process lives on.
+// host runs the server out of file descriptors. Before, whatever thread
+// next needed one died: an idle collector reading its memory use threw
+// EMFILE out of its timer, killing a worker (and its connections) or, in
+// the main thread, the whole process. Now the acceptor refuses connections
+// past a cap derived from the open-file limit, and no timer throws.
 //
 // The server runs as its own process under `ulimit -n 256`, with the idle
 // collector every 100 ms so that it runs while the flood holds the
@@ -116,8 +117,22 @@ async function scenario(t: ExecutionContext, env: Record<string, string>): Promi
   return { server, flood, mark };
 }
 
-test('under `ulimit -n 256`, a flood of idle connections runs the process out of descriptors and it lives on', async (t) => {
-  const { flood } = await scenario(t, {});
+test('under `ulimit -n 256`, a flood of idle connections is capped at the derived default: refused at once, counted, logged at a bounded rate', async (t) => {
+  const { server, flood } = await scenario(t, {});
+  const listening = server.logs.find((l) => l.msg === 'listening')!;
+  t.like(listening, { openFileLimit: NOFILE });
+  const max = listening.maxConnections as number;
+  t.true(max > 0 && max < NOFILE - 64, `cap ${max}`);
+  // The bystanders hold two of the cap's connections.
+  t.is(flood.answered, max - 2);
+  const refused = server.logs.filter((l) => l.msg === 'connection refused: the node is full (XMPP_MAX_CONNECTIONS)');
+  t.true(refused.length >= 1 && refused.length <= 2, `${refused.length} lines for ${flood.closed} refusals`);
+  t.like(refused[0], { level: 'warn', address: '127.0.0.1', max });
+});
+
+test('with XMPP_MAX_CONNECTIONS above the open-file limit, the process runs out of descriptors and lives on', async (t) => {
+  const { server, flood } = await scenario(t, { XMPP_MAX_CONNECTIONS: '100000' });
+  t.like(server.logs.find((l) => l.msg === 'listening'), { maxConnections: 100000 });
   // Refused by libuv's last resort (a descriptor kept for this: accept and close).
   t.true(flood.closed > 0);
 });
