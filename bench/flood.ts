@@ -37,7 +37,6 @@ import { fileURLToPath } from 'node:url';
 import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
 import { online } from '../test/helpers/protocol.ts';
 import type { RawClient } from '../test/helpers/raw.ts';
-import { freePorts } from '../test/helpers/process.ts';
 
 const HERE = fileURLToPath(new URL('..', import.meta.url));
 const { values: o } = parseArgs({
@@ -74,7 +73,6 @@ const round = (n: number | null) => (n === null ? null : Math.round(n * 10) / 10
 
 const dir = mkdtempSync(join(tmpdir(), 'xmpp-flood-'));
 const dataDir = join(dir, 'data');
-const [c2sPort, tlsPort] = await freePorts(2);
 const pairs = num('pairs');
 const logins = Math.ceil(((num('before') + num('hold') + num('after')) * 1000) / 250) + 10;
 {
@@ -92,8 +90,9 @@ for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('XMPP_')) en
 Object.assign(env, {
   XMPP_CONFIG: config,
   XMPP_DATA_DIR: dataDir,
-  XMPP_C2S_PORT: String(c2sPort),
-  XMPP_TLS_PORT: String(tlsPort),
+  // Picked by the server (read from its listening line): no other socket can take them meanwhile.
+  XMPP_C2S_PORT: '0',
+  XMPP_TLS_PORT: '0',
   XMPP_WORKERS: o.workers,
   XMPP_LOG_LEVEL: 'info',
 });
@@ -128,6 +127,8 @@ const up = new Promise<void>((resolveUp, reject) => {
   });
 });
 await up;
+const c2sPort = listening!.c2sPort as number;
+const tlsPort = listening!.tlsPort as number;
 
 function rss(): number | null {
   try {

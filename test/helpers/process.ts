@@ -1,6 +1,8 @@
 // A server run as its own process (`node src/main.ts start`), as in
-// production: free ports, a fresh data directory, an optional open-file
-// limit, and its JSON log lines read from stderr as they come.
+// production: ports it picks itself (read from its "listening" line, so
+// that no other socket can take them in between), a fresh data directory,
+// an optional open-file limit, and its JSON log lines read from stderr as
+// they come.
 import type { ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -8,7 +10,7 @@ import { createInterface } from 'node:readline';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import net from 'node:net';
+import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
 
@@ -21,35 +23,20 @@ export interface LogLine {
   [field: string]: unknown;
 }
 
-/** Ports free right now: listen on port 0, then close. */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
-      const s = net.createServer();
-      s.once('error', reject);
-      s.listen({ port: 0, host: '127.0.0.1' }, () => resolve(s));
-    })),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
-
 export class ServerProcess {
   readonly child: ChildProcess;
   readonly logs: LogLine[] = [];
   /** stderr lines that are not JSON (a crash's stack). */
   readonly other: string[] = [];
   readonly closed: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  readonly c2sPort: number;
-  readonly tlsPort: number;
+  c2sPort = 0;
+  tlsPort = 0;
   readonly dataDir: string;
   private waiters: (() => void)[] = [];
   private ended = false;
 
-  private constructor(child: ChildProcess, ports: number[], dataDir: string) {
+  private constructor(child: ChildProcess, dataDir: string) {
     this.child = child;
-    [this.c2sPort, this.tlsPort] = ports;
     this.dataDir = dataDir;
     createInterface({ input: child.stderr! }).on('line', (line) => {
       try {
@@ -78,14 +65,13 @@ export class ServerProcess {
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const config = join(dir, 'xmpp.config.json');
     writeFileSync(config, '{}\n');
-    const ports = await freePorts(2);
     const full: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('XMPP_')) full[k] = v;
     Object.assign(full, {
       XMPP_CONFIG: config,
       XMPP_DATA_DIR: join(dir, 'data'),
-      XMPP_C2S_PORT: String(ports[0]),
-      XMPP_TLS_PORT: String(ports[1]),
+      XMPP_C2S_PORT: '0',
+      XMPP_TLS_PORT: '0',
       XMPP_WORKERS: '2',
       XMPP_LOG_LEVEL: 'info',
       ...env,
@@ -96,9 +82,11 @@ export class ServerProcess {
     const child = opts.nofile === undefined
       ? spawn(process.execPath, args, { cwd: ROOT, env: full, stdio: ['ignore', 'ignore', 'pipe'] })
       : spawn('/bin/sh', ['-c', `ulimit -n ${opts.nofile} && exec "$0" "$@"`, process.execPath, ...args], { cwd: ROOT, env: full, stdio: ['ignore', 'ignore', 'pipe'] });
-    const server = new ServerProcess(child, ports, join(dir, 'data'));
+    const server = new ServerProcess(child, join(dir, 'data'));
     t.teardown(() => server.kill());
-    await server.waitForLog((l) => l.msg === 'listening');
+    const listening = await server.waitForLog((l) => l.msg === 'listening');
+    server.c2sPort = listening.c2sPort as number;
+    server.tlsPort = listening.tlsPort as number;
     return server;
   }
 
@@ -138,8 +126,15 @@ export class ServerProcess {
     }
   }
 
+  /** Its last log lines, and on Linux how many descriptors it holds. */
   transcript(): string {
-    return [...this.other, ...this.logs.slice(-200).map((l) => JSON.stringify(l))].join('\n');
+    let fds = '';
+    try {
+      fds = `(${readdirSync(`/proc/${this.child.pid}/fd`).length} open descriptors now)\n`;
+    } catch {
+      // not Linux, or gone
+    }
+    return fds + [...this.other, ...this.logs.slice(-200).map((l) => JSON.stringify(l))].join('\n');
   }
 
   kill(): void {
