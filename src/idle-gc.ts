@@ -20,6 +20,7 @@ import { performance } from 'node:perf_hooks';
 import type { EventLoopUtilization } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
+import { guarded } from './log.ts';
 
 /** Event-loop utilisation below which a period counts as quiet. */
 const QUIET_ELU = 0.05;
@@ -78,6 +79,22 @@ function gcFunction(): (options?: object) => void {
 }
 
 /**
+ * The heap in use, from V8 alone: process.memoryUsage() also reads the
+ * resident set size from /proc/self/stat, which needs a file descriptor and
+ * throws EMFILE when the process has none left.
+ */
+const heapUsed = (): number => v8.getHeapStatistics().used_heap_size;
+
+/** The resident set size, NaN when it cannot be read (no descriptor left for /proc). */
+function rss(): number {
+  try {
+    return process.memoryUsage.rss();
+  } catch {
+    return NaN;
+  }
+}
+
+/**
  * Events: 'check' (utilisation of the period just ended), 'collect'
  * (Collected), 'trim' (Trimmed: where canTrim, the first period after a
  * collection in which this thread and the whole process were quiet). Its
@@ -99,7 +116,9 @@ export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Col
   constructor(periodMs: number) {
     super();
     this.mark();
-    this.timer = setInterval(() => this.check(), periodMs).unref();
+    // Out of descriptors or memory, a call here can throw (reading RSS opens
+    // /proc/self/stat): the collection is skipped and the thread lives on.
+    this.timer = setInterval(guarded('idle collector', () => this.check()), periodMs).unref();
   }
 
   /** Starts a new period (also after the collector's own work, which is not the application's). */
@@ -128,7 +147,7 @@ export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Col
     }
     if (!this.dirty) return;
     this.dirty = false;
-    const heapBefore = process.memoryUsage().heapUsed;
+    const heapBefore = heapUsed();
     const t = performance.now();
     // 'last-resort': the collection V8 runs under memory pressure (repeated
     // until nothing more is freed, with compaction and the young generation
@@ -136,17 +155,17 @@ export class IdleCollector extends EventEmitter<{ check: [number]; collect: [Col
     // burst size.
     this.gc({ type: 'major', flavor: 'last-resort' });
     const ms = performance.now() - t;
-    this.emit('collect', { ms, heapBefore, heapAfter: process.memoryUsage().heapUsed });
+    this.emit('collect', { ms, heapBefore, heapAfter: heapUsed() });
     this.collected = canTrim;
     this.mark();
   }
 
   private trim(): void {
-    const rssBefore = process.memoryUsage.rss();
+    const rssBefore = rss();
     const t = performance.now();
     mallocTrim!(0n);
     const ms = performance.now() - t;
-    this.emit('trim', { ms, rssBefore, rssAfter: process.memoryUsage.rss() });
+    this.emit('trim', { ms, rssBefore, rssAfter: rss() });
     this.mark();
   }
 

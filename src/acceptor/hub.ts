@@ -1,70 +1,203 @@
 // The node's hub, in the main thread: it owns the node's session registry,
 // wires the workers to each other (one MessageChannel per pair, so stanzas
 // between workers never pass through here) and relays control messages.
+//
+// Workers come and go: piscina replaces one that dies. Every worker, at
+// start or as a replacement, goes through admit(), the one place that gives
+// a joining worker everything it needs (its index, the registry, the cluster
+// state, a port to every other worker); lost() takes a dead one out and
+// removes its sessions, whose end the survivors announce.
+import { EventEmitter } from 'node:events';
 import { MessageChannel } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
 import { MemoryRegistry } from '../registry/memory.ts';
 import { encode, decode } from '../worker/wire.ts';
-import type { FromHub, ToHub } from '../worker/wire.ts';
+import type { FromHub, PeerPort, Peers, ToHub, Welcome } from '../worker/wire.ts';
+import type { Departed } from '../presence/presence.ts';
 import { log } from '../log.ts';
 
-interface WorkerLink {
+export interface WorkerLink {
   index: number;
   port: MessagePort;
   threadId: number;
+  /** Subscribed and serving: it said 'ready'. */
+  ready: boolean;
 }
 
-export class Hub {
+/** The messages that describe the cluster's state as it stands: a joining worker gets the last of each. */
+type Sticky = Extract<FromHub, { t: 'epoch' } | { t: 'judging' }>;
+
+/**
+ * Cluster mode: removes the records a dead worker left in Redis and returns
+ * what announcing their end takes; undefined when there is nothing to do
+ * (this node was fenced: whoever fenced it removed them). Throws when Redis
+ * cannot be reached: it is tried again.
+ */
+export type DropWorker = (index: number) => Promise<Departed[] | undefined>;
+
+/** 'joined', 'lost': a worker joined, died. 'removed': the sessions of a dead worker are out of the registry (how many). */
+export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]; removed: [index: number, sessions: number] }> {
   readonly registry = new MemoryRegistry();
-  private readonly links: WorkerLink[] = [];
+  /** Joined workers by index; a replacement gets a new index, never a dead one's. */
+  private readonly links = new Map<number, WorkerLink>();
+  private readonly servingThreads = new Set<number>();
+  private nextIndex = 0;
+  private readonly state = new Map<Sticky['t'], Sticky>();
   private stoppedWaiters: (() => void)[] = [];
   private stopped = new Set<number>();
-  private readyCount = 0;
-  private readyWaiters: (() => void)[] = [];
+  private readyWaiters: { n: number; resolve: () => void }[] = [];
+  /** Ends to announce once a worker can (none was ready when they came). */
+  private departed: Departed[] = [];
   private turn = 0;
+  /** Workers that died, since start. */
+  deaths = 0;
+  private readonly dropWorker: DropWorker | undefined;
+  /** Dead workers whose records are still in Redis (it was unreachable when they died). */
+  private readonly undropped = new Set<number>();
+  private retry: NodeJS.Timeout | undefined;
+  private closed = false;
+  private shuttingDown = false;
 
-  /** Adopts the hub end of a worker's join channel once the worker said hello. */
-  adopt(port: MessagePort, threadId: number): WorkerLink {
-    const link: WorkerLink = { index: this.links.length, port, threadId };
-    this.links.push(link);
+  constructor(dropWorker?: DropWorker) {
+    super();
+    this.dropWorker = dropWorker;
+  }
+
+  /**
+   * Takes in a worker that said hello on its join channel: gives it, in one
+   * message, everything it needs to serve, and links it with every other
+   * worker. The same for the first workers and for replacements.
+   */
+  admit(port: MessagePort, threadId: number): WorkerLink {
+    const link: WorkerLink = { index: this.nextIndex++, port, threadId, ready: false };
+    const peers: PeerPort[] = [];
+    for (const other of this.links.values()) {
+      const { port1, port2 } = new MessageChannel();
+      peers.push({ index: other.index, port: port1 });
+      const theirs: Peers = { t: 'peers', peers: [{ index: link.index, port: port2 }] };
+      other.port.postMessage(theirs, [port2]);
+    }
+    const welcome: Welcome = {
+      t: 'welcome',
+      index: link.index,
+      // Only a single node's registry lives here; in a cluster it is empty.
+      records: [...this.registry.all()],
+      state: [...this.state.values()],
+      peers,
+    };
+    port.postMessage(welcome, peers.map((p) => p.port));
+    this.links.set(link.index, link);
     port.on('message', (raw: Uint8Array) => this.onMessage(link, decode<ToHub>(raw)));
+    // Joined while the others were asked to close: it has nothing to close, but says so.
+    if (this.shuttingDown) this.send(link, { t: 'shutdown' });
+    this.emit('joined', link);
     return link;
   }
 
+  /** Joined workers (serving or about to). */
   get workers(): number {
-    return this.links.length;
+    return this.links.size;
   }
 
-  /** Gives every worker its index and a direct port to every other worker. */
-  wire(): void {
-    const n = this.links.length;
-    const peers: { index: number; port: MessagePort }[][] = this.links.map(() => []);
-    for (let i = 0; i < n; i++)
-      for (let j = i + 1; j < n; j++) {
-        const { port1, port2 } = new MessageChannel();
-        peers[i].push({ index: j, port: port1 });
-        peers[j].push({ index: i, port: port2 });
-      }
-    for (const link of this.links) {
-      this.send(link, { t: 'welcome', index: link.index, workers: n });
-      const list = peers[link.index];
-      link.port.postMessage({ t: 'peers', peers: list }, list.map((p) => p.port));
+  /** Whether the worker on this thread has joined and serves. */
+  serving(threadId: number): boolean {
+    return this.servingThreads.has(threadId);
+  }
+
+  /**
+   * A worker died: it is taken out, the others drop their port to it, and
+   * its sessions are removed from the registry and announced unavailable
+   * to their contacts by a surviving worker. Returns how many sessions it held
+   * on a single node; undefined in a cluster, where they are removed from
+   * Redis asynchronously (and counted in a log line of their own).
+   */
+  lost(link: WorkerLink): number | undefined {
+    if (this.links.get(link.index) !== link) return 0;
+    this.links.delete(link.index);
+    this.servingThreads.delete(link.threadId);
+    this.deaths++;
+    link.port.close();
+    this.emit('lost', link);
+    this.broadcast({ t: 'peer-gone', index: link.index });
+    // Shutdown waits for every worker: not for this one any more.
+    this.stopped.delete(link.index);
+    this.checkStopped();
+    let sessions = 0;
+    const gone: Departed[] = [];
+    for (const rec of [...this.registry.all()]) {
+      if (rec.worker !== link.index) continue;
+      this.registry.remove(rec.jid, rec.sid);
+      this.broadcast({ t: 'del', jid: rec.jid, sid: rec.sid });
+      // Directed presence is tracked by the session itself on a single node: it died with it.
+      gone.push({ jid: rec.jid, bare: rec.bare, available: rec.available, directed: [] });
+      sessions++;
     }
+    this.announce(gone);
+    if (!this.dropWorker) {
+      this.emit('removed', link.index, sessions);
+      return sessions;
+    }
+    this.undropped.add(link.index);
+    this.dropUndropped();
+    return undefined;
+  }
+
+  /** Cluster mode: removes what dead workers left in Redis, until it is done. */
+  private dropUndropped(): void {
+    if (this.retry || this.closed) return;
+    for (const index of [...this.undropped]) {
+      this.dropWorker!(index).then(
+        (gone) => {
+          if (!this.undropped.delete(index)) return; // a retry did it too
+          if (gone && gone.length > 0) {
+            log.warn('removed the sessions of a worker that died', { worker: index, sessions: gone.length });
+            this.announce(gone);
+          }
+          this.emit('removed', index, gone?.length ?? 0);
+        },
+        (err: unknown) => {
+          log.warn('cannot yet remove the sessions of a worker that died', { worker: index, err: String(err) });
+          this.retry ??= setTimeout(() => {
+            this.retry = undefined;
+            this.dropUndropped();
+          }, 2000).unref();
+        },
+      );
+    }
+  }
+
+  /** Has a worker announce these sessions' end (RFC 6121 §4.5.2 on their behalf), now or once one is ready. */
+  announce(list: Departed[]): void {
+    if (list.length === 0) return;
+    const ready = [...this.links.values()].filter((l) => l.ready);
+    if (ready.length === 0) {
+      this.departed.push(...list);
+      return;
+    }
+    this.send(ready[this.turn++ % ready.length], { t: 'departed', list });
   }
 
   private send(link: WorkerLink, msg: FromHub): void {
     link.port.postMessage(encode(msg));
   }
 
-  /** To one worker, taking turns. */
-  toAny(msg: FromHub): void {
-    if (this.links.length === 0) return;
-    this.send(this.links[this.turn++ % this.links.length], msg);
+  /** To one worker, by index (tests: 'fault'). */
+  sendTo(index: number, msg: FromHub): boolean {
+    const link = this.links.get(index);
+    if (!link) return false;
+    this.send(link, msg);
+    return true;
   }
 
   broadcast(msg: FromHub): void {
     const buf = encode(msg);
-    for (const link of this.links) link.port.postMessage(buf);
+    for (const link of this.links.values()) link.port.postMessage(buf);
+  }
+
+  /** Broadcasts a change of the cluster's state, which workers joining later get too. */
+  setState(msg: Sticky): void {
+    this.state.set(msg.t, msg);
+    this.broadcast(msg);
   }
 
   private onMessage(link: WorkerLink, msg: ToHub): void {
@@ -89,31 +222,42 @@ export class Hub {
       }
       case 'stopped':
         this.stopped.add(link.index);
-        if (this.stopped.size === this.links.length) for (const w of this.stoppedWaiters.splice(0)) w();
+        this.checkStopped();
         break;
       case 'hello':
         break;
       case 'removed':
         this.broadcast({ t: 'removed', notice: msg.notice });
         break;
-      case 'ready':
-        if (++this.readyCount === this.links.length) for (const w of this.readyWaiters.splice(0)) w();
+      case 'ready': {
+        link.ready = true;
+        this.servingThreads.add(link.threadId);
+        const waiting = this.departed.splice(0);
+        if (waiting.length > 0) this.send(link, { t: 'departed', list: waiting });
+        const serving = this.servingThreads.size;
+        this.readyWaiters = this.readyWaiters.filter((w) => (w.n <= serving ? (w.resolve(), false) : true));
         break;
+      }
       default:
         log.warn('unknown hub message', { msg });
     }
   }
 
-  /** Resolves once every worker can take connections. */
-  ready(): Promise<void> {
-    if (this.readyCount === this.links.length) return Promise.resolve();
-    return new Promise((r) => this.readyWaiters.push(r));
+  private checkStopped(): void {
+    if (this.stoppedWaiters.length > 0 && [...this.links.keys()].every((i) => this.stopped.has(i))) for (const w of this.stoppedWaiters.splice(0)) w();
+  }
+
+  /** Resolves once `n` workers serve. */
+  ready(n: number): Promise<void> {
+    if (this.servingThreads.size >= n) return Promise.resolve();
+    return new Promise((resolve) => this.readyWaiters.push({ n, resolve }));
   }
 
   /** Asks every worker to close its sessions; resolves when all have, or at the deadline. */
   shutdown(timeoutMs: number): Promise<boolean> {
     return new Promise((resolve) => {
-      if (this.links.length === 0) return resolve(true);
+      this.shuttingDown = true;
+      if (this.links.size === 0) return resolve(true);
       const timer = setTimeout(() => resolve(false), timeoutMs);
       this.stoppedWaiters.push(() => {
         clearTimeout(timer);
@@ -124,6 +268,8 @@ export class Hub {
   }
 
   close(): void {
-    for (const link of this.links) link.port.close();
+    this.closed = true;
+    clearTimeout(this.retry);
+    for (const link of this.links.values()) link.port.close();
   }
 }

@@ -9,25 +9,64 @@ import { Piscina } from 'piscina';
 import type { Config } from '../config/index.ts';
 import { loadTlsIdentity } from '../tls/certificate.ts';
 import { Hub } from './hub.ts';
+import type { DropWorker, WorkerLink } from './hub.ts';
+import { connectionCap, addressKey, openFileLimit } from './limits.ts';
 import { decode } from '../worker/wire.ts';
 import type { ToHub } from '../worker/wire.ts';
 import type { WorkerData, Task } from '../worker/worker.ts';
-import { log, setLogLevel } from '../log.ts';
+import { log, setLogLevel, Throttled } from '../log.ts';
 import { collectWhenIdle } from '../idle-gc.ts';
 import { connectRedis, waitForRedis } from '../cluster/redis.ts';
 import type { Redis } from 'ioredis';
 import { Membership } from '../cluster/membership.ts';
+import { RedisRegistry } from '../registry/redis.ts';
 import type { Departed } from '../presence/presence.ts';
 import { StorageThread } from '../storage/remote.ts';
 import { listenAdmin } from '../admin/socket.ts';
+
+export interface ServerStats {
+  /** Client connections open now. */
+  connections: number;
+  /** The cap on them (XMPP_MAX_CONNECTIONS, or derived from the open-file limit). */
+  maxConnections: number;
+  /** Connections closed at once because the node was full. */
+  refusedFull: number;
+  /** Connections closed at once because their address had XMPP_MAX_CONNECTIONS_PER_IP open. */
+  refusedPerIp: number;
+  /** Errors from accept() (EMFILE...), each survived. */
+  acceptErrors: number;
+  /** Worker threads that died (and were replaced). */
+  workerDeaths: number;
+  /** Workers joined to the hub now. */
+  workers: number;
+}
 
 export interface RunningServer {
   membership?: Membership;
   c2sPort: number;
   tlsPort: number;
   hub: Hub;
+  stats(): ServerStats;
   /** Graceful: stop accepting, <system-shutdown/> to every session, bounded by shutdownTimeoutMs. */
   close(): Promise<void>;
+}
+
+/**
+ * What the balancer reads on a task (through piscina's queue options, which
+ * are not sent to the worker) and writes back: the thread it chose.
+ */
+interface Placement {
+  join?: boolean;
+  thread?: number;
+}
+
+type Balancer = NonNullable<ConstructorParameters<typeof Piscina>[0]>['loadBalancer'];
+type PoolWorker = Parameters<NonNullable<Balancer>>[1][number];
+
+function leastBusy(workers: PoolWorker[]): PoolWorker | null {
+  let best: PoolWorker | null = null;
+  for (const w of workers) if (!w.terminating && !w.destroyed && (!best || w.currentUsage < best.currentUsage)) best = w;
+  return best;
 }
 
 export interface StartOptions {
@@ -50,7 +89,34 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
       throw err;
     }
   }
+  // A single node keeps its durable data in SQLite files, which one thread
+  // holds for all workers; a cluster's workers reach Redis themselves.
+  const storage = config.redisUrl ? undefined : await StorageThread.start({ dataDir: config.dataDir, scramIterations: config.scramIterations, logLevel: config.logLevel });
   const workerData: WorkerData = { config, tls };
+  let hub: Hub | undefined;
+  /** Threads that were given a join task (thread ids are never reused). */
+  const joinAsked = new Set<number>();
+  /** Connections placed on each thread, for the count a worker's death takes with it. */
+  const perThread = new Map<number, number>();
+  // Piscina's own balancer would send new connections to the least busy
+  // worker: a replacement that has not joined yet, which cannot serve them;
+  // and a join task to a worker that joined already. This one sends a join
+  // to a worker that was not asked yet, and a connection to the least busy
+  // of the workers that serve (any, only when none does: it waits there).
+  const loadBalancer: Balancer = (task, workers) => {
+    const place = (task as unknown as Record<symbol, Placement | null>)[Piscina.queueOptionsSymbol];
+    let pick: PoolWorker | null;
+    if (place?.join) {
+      pick = workers.find((w) => !w.terminating && !w.destroyed && !joinAsked.has(w.id)) ?? null;
+      if (pick) joinAsked.add(pick.id);
+      else pick = leastBusy(workers); // it declines
+    } else {
+      pick = leastBusy(workers.filter((w) => hub?.serving(w.id))) ?? leastBusy(workers);
+      if (place && pick) perThread.set(pick.id, (perThread.get(pick.id) ?? 0) + 1);
+    }
+    if (place && pick) place.thread = pick.id;
+    return pick;
+  };
   const pool = new Piscina({
     filename: new URL('../worker/worker.ts', import.meta.url).href,
     minThreads: config.workers,
@@ -61,81 +127,215 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     idleTimeout: Infinity,
     // Workers do asynchronous I/O between tasks; Atomics.wait would stall it.
     atomics: 'disabled',
+    loadBalancer,
     workerData,
   });
+  // A worker that fails with no task running (our workers always run their join).
   pool.on('error', (err) => log.error('worker failed', { err: String(err) }));
   let stopping = false;
+  // Every worker piscina starts, at first or in place of one that died, is
+  // given a join task once piscina can give it tasks (after this event).
+  // Those started before the hub exists are asked once it does.
+  let unasked = 0;
+  let started = false;
+  pool.on('workerCreate', () => {
+    if (started) setImmediate(requestJoin);
+    else unasked++;
+  });
 
   // Cluster mode: hold a lease (and its fencing epoch) before serving anyone.
   let membership: Membership | undefined;
+  let dropWorker: DropWorker | undefined;
   const leftover: Departed[] = [];
   if (redis) {
-    membership = new Membership(redis, config.nodeId, config.leaseMs);
+    const m = (membership = new Membership(redis, config.nodeId, config.leaseMs));
     // What a crashed predecessor under this name left is announced once the workers are up.
     const onLeftover = (_node: string, _n: number, departed: Departed[]) => leftover.push(...departed);
-    membership.on('dead', onLeftover);
-    await membership.join();
-    membership.off('dead', onLeftover);
+    m.on('dead', onLeftover);
+    await m.join();
+    m.off('dead', onLeftover);
+    // A dead worker's records, which its sessions can no longer remove:
+    // RECONCILE with no live session drops that worker's, and only its.
+    const registry = new RedisRegistry(redis, config.nodeId, () => m.epoch);
+    dropWorker = async (index) => (await registry.reconcile(index, [], []))?.gone;
   }
 
-  // A single node keeps its durable data in SQLite files, which one thread
-  // holds for all workers; a cluster's workers reach Redis themselves.
-  const storage = config.redisUrl ? undefined : await StorageThread.start({ dataDir: config.dataDir, scramIterations: config.scramIterations, logLevel: config.logLevel });
-  const hub = new Hub();
-  const joins = await joinWorkers(pool, hub, config.workers, () => stopping, storage);
-  hub.wire();
-  if (membership) {
-    hub.broadcast({ t: 'epoch', epoch: membership.epoch });
-    membership.on('epoch', (epoch) => hub.broadcast({ t: 'epoch', epoch }));
-    membership.on('fenced', () => hub.broadcast({ t: 'fenced' }));
-    // The process that took our name announced our sessions as it joined.
-    membership.on('superseded', () => hub.broadcast({ t: 'fenced' }));
-    membership.on('reset', () => hub.broadcast({ t: 'reset' }));
-    membership.on('recovered', () => hub.broadcast({ t: 'reconcile' }));
-    membership.on('judging', (on) => hub.broadcast({ t: 'judging', on }));
-    // Its sessions cannot say they are gone: a worker here says it for them.
-    membership.on('dead', (_node, _n, departed) => {
-      if (departed.length > 0) hub.toAny({ t: 'departed', list: departed });
+  const h = (hub = new Hub(dropWorker));
+  const joins = new Set<Promise<unknown>>();
+  const lostWithWorker = new Throttled('warn', 'connection lost with its worker');
+
+  /**
+   * One join task: it carries the worker's end of a channel to the hub and
+   * lasts as long as the worker serves. Its end says the worker is gone: a
+   * rejection after the worker joined is its death (piscina rejects every
+   * task of a worker that exits), with the cause.
+   */
+  function requestJoin(): void {
+    if (stopping) return;
+    const { port1, port2 } = new MessageChannel();
+    let link: WorkerLink | undefined;
+    port1.once('message', (raw: Uint8Array) => {
+      link = h.admit(port1 as MessagePort, decode<ToHub & { t: 'hello' }>(raw).threadId);
     });
+    const place: Placement = { join: true };
+    // On a single node, the worker's port to the storage thread comes with it.
+    const store = storage?.give();
+    const task = { t: 'join', port: port2, ...(store ? { store } : {}), [Piscina.queueOptionsSymbol]: place } as Task;
+    const p = pool.run(task, { transferList: (store ? [port2, store] : [port2]) as never }).then(
+      (result: string) => {
+        if (result === 'declined') return port1.close();
+        // The worker stopped as asked; its last word ('stopped', on the port)
+        // may still be on its way: the port is closed with the hub.
+        if (stopping) return;
+        if (link) h.lost(link);
+        log.warn('a worker left the hub', { worker: link?.index });
+      },
+      (err: unknown) => {
+        if (stopping) {
+          // Past the shutdown deadline the pool stops workers still closing sessions.
+          log.warn('worker stopped before its sessions were all closed', { err: String(err) });
+          return;
+        }
+        if (!link) {
+          // It failed before joining (a store it could not open): ask again.
+          port1.close();
+          if (place.thread !== undefined) joinAsked.delete(place.thread);
+          log.error('a worker could not join the hub; trying again', { err: String(err) });
+          setTimeout(requestJoin, 1000).unref();
+          return;
+        }
+        const connections = perThread.get(link.threadId) ?? 0;
+        perThread.delete(link.threadId);
+        const sessions = h.lost(link);
+        log.error('worker died', {
+          worker: link.index,
+          threadId: link.threadId,
+          cause: String(err),
+          stack: (err as Error | undefined)?.stack,
+          connections,
+          sessions,
+          deaths: h.deaths,
+        });
+      },
+    );
+    joins.add(p);
+    void p.finally(() => joins.delete(p));
+  }
+  started = true;
+  for (; unasked > 0; unasked--) requestJoin();
+
+  if (membership) {
+    h.setState({ t: 'epoch', epoch: membership.epoch });
+    membership.on('epoch', (epoch) => h.setState({ t: 'epoch', epoch }));
+    membership.on('fenced', () => h.broadcast({ t: 'fenced' }));
+    // The process that took our name announced our sessions as it joined.
+    membership.on('superseded', () => h.broadcast({ t: 'fenced' }));
+    membership.on('reset', () => h.broadcast({ t: 'reset' }));
+    membership.on('recovered', () => h.broadcast({ t: 'reconcile' }));
+    membership.on('judging', (on) => h.setState({ t: 'judging', on }));
+    // Its sessions cannot say they are gone: a worker here says it for them.
+    membership.on('dead', (_node, _n, departed) => h.announce(departed));
     membership.start();
   }
-  await hub.ready();
-  if (leftover.length > 0) hub.toAny({ t: 'departed', list: leftover });
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    h.ready(config.workers),
+    new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${config.workers} workers did not join within 30 s`)), 30_000))),
+  ]).finally(() => clearTimeout(timer));
+  h.announce(leftover);
 
   // Connection tasks in flight, so that shutdown waits for them to finish.
   const live = new Set<Promise<unknown>>();
+  // Connections: how many are open, from where, and what is refused.
+  const cap = connectionCap(config, config.maxConnections > 0 ? undefined : openFileLimit());
+  let open = 0;
+  const byAddress = new Map<string, number>();
+  const refusedFull = new Throttled('warn', 'connection refused: the node is full (XMPP_MAX_CONNECTIONS)');
+  const refusedPerIp = new Throttled('warn', 'connection refused: too many from one address (XMPP_MAX_CONNECTIONS_PER_IP)');
+  const acceptFailed = new Throttled('error', 'accept failed');
+  const refuse = (socket: net.Socket, why: Throttled, address: string) => {
+    // At once and without a word: reading a stream header, or a TLS
+    // handshake, would spend what the cap is there to save. A reset leaves
+    // no TIME_WAIT behind on this side.
+    socket.resetAndDestroy();
+    why.hit({ address, open, max: cap.max });
+  };
   const run = (socket: net.Socket, directTls: boolean) => {
-    const task: Task = { t: 'conn', socket, directTls };
+    const address = socket.remoteAddress;
+    if (stopping || address === undefined) return void socket.destroy(); // already gone
+    const key = addressKey(address);
+    const fromThere = byAddress.get(key) ?? 0;
+    if (open >= cap.max) return refuse(socket, refusedFull, key);
+    if (config.maxConnectionsPerIp > 0 && fromThere >= config.maxConnectionsPerIp) return refuse(socket, refusedPerIp, key);
+    open++;
+    byAddress.set(key, fromThere + 1);
+    const place: Placement = {};
+    const task = { t: 'conn', socket, directTls, [Piscina.queueOptionsSymbol]: place } as Task;
     const transferList = [socket];
     const p = pool
       .run(task, { transferList: transferList as never })
       .catch((err: unknown) => {
-        if (!stopping) log.error('connection task failed', { err: String(err) });
+        // Its worker died (logged once, with the cause and how many went with it).
+        if (!stopping) lostWithWorker.hit({ err: String(err) });
       })
-      .finally(() => live.delete(p));
+      .finally(() => {
+        live.delete(p);
+        open--;
+        const n = byAddress.get(key)! - 1;
+        if (n === 0) byAddress.delete(key);
+        else byAddress.set(key, n);
+        const t = place.thread;
+        const left = t === undefined ? undefined : perThread.get(t);
+        if (left !== undefined) perThread.set(t!, left - 1);
+      });
     live.add(p);
     // Piscina keeps the transfer list as long as the task (the connection)
     // lives; once the socket has been posted, what is left of it here is an
-    // empty shell (a few KiB per connection). Not when the task was queued:
-    // it is posted later, from this list.
-    if (pool.queueSize === 0) transferList.length = 0;
+    // empty shell (a few KiB per connection). Not when the task was queued
+    // (no worker at all, one being replaced): it is posted later, from this
+    // list. The balancer has placed it if it was posted.
+    if (place.thread !== undefined) transferList.length = 0;
   };
   const listen = async (port: number, directTls: boolean) => {
     const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => run(socket, directTls));
-    server.maxConnections = 1 << 20;
     server.listen({ port, host: config.bindHost, backlog: 4096 });
     await once(server, 'listening');
+    // Out of descriptors (the cap set above the limit, or files opened
+    // elsewhere), accept() fails: the listener stays and tries again with
+    // the next connection, and the process lives on.
+    server.on('error', (err: NodeJS.ErrnoException) => acceptFailed.hit({ port, code: err.code, err: err.message }));
     return server;
   };
   const c2s = await listen(config.c2sPort, false);
   const direct = await listen(config.tlsPort, true);
   const c2sPort = (c2s.address() as net.AddressInfo).port;
   const tlsPort = (direct.address() as net.AddressInfo).port;
-  log.info('listening', { domain: config.domain, host: config.bindHost, c2sPort, tlsPort, workers: config.workers, node: config.nodeId, cluster: Boolean(config.redisUrl) });
+  log.info('listening', {
+    domain: config.domain,
+    host: config.bindHost,
+    c2sPort,
+    tlsPort,
+    workers: config.workers,
+    node: config.nodeId,
+    cluster: Boolean(config.redisUrl),
+    maxConnections: cap.max,
+    ...(cap.reserve !== undefined ? { openFileLimit: cap.limit ?? 'unknown', reservedDescriptors: cap.reserve } : {}),
+    maxConnectionsPerIp: config.maxConnectionsPerIp,
+  });
+  if (cap.limit !== undefined && cap.reserve !== undefined && cap.limit - cap.reserve < 16) log.warn('the open-file limit leaves almost no room for connections: raise it (ulimit -n)', { openFileLimit: cap.limit, maxConnections: cap.max });
 
   // What the CLI changes in the stores of a single node, the node acts on at once.
-  const admin = config.redisUrl ? undefined : await listenAdmin(config.dataDir, (req) => hub.broadcast({ t: 'removed', notice: req.notice }));
+  const admin = config.redisUrl ? undefined : await listenAdmin(config.dataDir, (req) => h.broadcast({ t: 'removed', notice: req.notice }));
   const idle = collectWhenIdle(config.idleGcMs, log.debug);
+  const stats = (): ServerStats => ({
+    connections: open,
+    maxConnections: cap.max,
+    refusedFull: refusedFull.total,
+    refusedPerIp: refusedPerIp.total,
+    acceptErrors: acceptFailed.total,
+    workerDeaths: h.deaths,
+    workers: h.workers,
+  });
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
@@ -144,54 +344,14 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
       c2s.close();
       direct.close();
       admin?.close();
-      const clean = await hub.shutdown(config.shutdownTimeoutMs);
+      const clean = await h.shutdown(config.shutdownTimeoutMs);
       if (!clean) log.warn('shutdown deadline reached with sessions still open');
       await membership?.leave();
       // Each worker's tasks end once its sessions are closed and flushed.
       await Promise.race([Promise.allSettled([...joins, ...live]), new Promise((r) => setTimeout(r, 1000).unref())]);
-      hub.close();
+      h.close();
       await pool.destroy();
       await storage?.close();
     })());
-  return { c2sPort, tlsPort, hub, membership, close };
-}
-
-/**
- * Gives each worker one long-lived "join" task carrying its port to the hub.
- * Piscina sends a task to the least busy worker, so N pending joins land on N
- * workers; a worker that already joined declines, and the join is retried.
- */
-async function joinWorkers(pool: Piscina, hub: Hub, n: number, stopping: () => boolean, storage: StorageThread | undefined): Promise<Promise<unknown>[]> {
-  const seen = new Set<number>();
-  const joins: Promise<unknown>[] = [];
-  // Bounded by time, not attempts: on a loaded machine a worker can take a
-  // while to be offered tasks, and declined joins return in microseconds.
-  const deadline = Date.now() + 30_000;
-  while (seen.size < n) {
-    if (Date.now() > deadline) throw new Error(`could not reach ${n} distinct workers within 30 s`);
-    const { port1, port2 } = new MessageChannel();
-    const hello = new Promise<number>((resolve) => port1.once('message', (raw: Uint8Array) => resolve(decode<ToHub & { t: 'hello' }>(raw).threadId)));
-    const store = storage?.give();
-    const task: Task = store ? { t: 'join', port: port2, store } : { t: 'join', port: port2 };
-    const joined = pool.run(task, { transferList: (store ? [port2, store] : [port2]) as never });
-    const first = await Promise.race([hello, joined.then(() => -1)]);
-    if (first === -1 || seen.has(first)) {
-      port1.close();
-      // A worker that is not yet offered tasks comes with piscina's workerCreate.
-      const ac = new AbortController();
-      await Promise.race([once(pool, 'workerCreate', { signal: ac.signal }), new Promise((r) => setTimeout(r, 20))]).catch(() => {});
-      ac.abort();
-      continue;
-    }
-    seen.add(first);
-    hub.adopt(port1 as MessagePort, first);
-    joins.push(
-      joined.catch((err: unknown) => {
-        // Past the shutdown deadline the pool stops workers still closing sessions.
-        if (stopping()) log.warn('worker stopped before its sessions were all closed', { err: String(err) });
-        else log.error('worker left the hub', { err: String(err) });
-      }),
-    );
-  }
-  return joins;
+  return { c2sPort, tlsPort, hub: h, membership, stats, close };
 }

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Departed } from '../presence/presence.ts';
 import { NOW, RECORDS, parseGone } from '../registry/redis.ts';
-import { log } from '../log.ts';
+import { log, guarded } from '../log.ts';
 
 /**
  * Removes every session record a node left behind; returns how many, and
@@ -169,7 +169,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   start(): void {
     const every = Math.max(50, Math.floor(this.leaseMs / 5));
-    this.timer = setInterval(() => void this.beat(), every);
+    // beat() catches what Redis throws; guarded() also what a listener does.
+    this.timer = setInterval(guarded('heartbeat', () => this.beat()), every);
     this.timer.unref();
   }
 

@@ -20,7 +20,8 @@ export const ROOT = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/
 export const DEFAULT_CONFIG_FILE = join(ROOT, 'xmpp.config.json');
 
 /** Environment variables that are not settings but are read all the same. */
-const OTHER_VARIABLES = ['XMPP_CONFIG'];
+// XMPP_TEST_FAULTS: tests only, see src/worker/worker.ts ('fault').
+const OTHER_VARIABLES = ['XMPP_CONFIG', 'XMPP_TEST_FAULTS'];
 
 export type ConflictPolicy = 'new-wins' | 'old-wins' | 'assign';
 

@@ -64,6 +64,11 @@ export class MemoryRegistry {
     return m ? [...m.values()] : [];
   }
 
+  /** Every record: what a worker joining the hub starts its replica from. */
+  all(): IterableIterator<SessionRecord> {
+    return this.byJid.values();
+  }
+
   get size(): number {
     return this.byJid.size;
   }

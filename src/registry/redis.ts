@@ -368,8 +368,8 @@ export class RedisRegistry implements SessionRegistry {
     return (await this.resources(bare)).find((r) => r.jid === jid);
   }
 
-  async resources(bare: string): Promise<SessionRecord[]> {
-    const hit = this.cache.get(bare);
+  async resources(bare: string, fresh = false): Promise<SessionRecord[]> {
+    const hit = fresh ? undefined : this.cache.get(bare);
     if (hit) return hit;
     const before = this.generation.get(bare);
     // Unreachable: the caller must not take "no session" for an answer

@@ -46,7 +46,8 @@ export interface SessionRegistry {
    */
   noteDirected(jid: string, sid: string, recipients: string[] | null): Promise<void>;
   lookup(jid: string): Promise<SessionRecord | undefined>;
-  resources(bare: string): Promise<SessionRecord[]>;
+  /** `fresh`: read from the source, not from a cache (the cluster registry caches lookups). */
+  resources(bare: string, fresh?: boolean): Promise<SessionRecord[]>;
 }
 
 /** Server-assigned resource (RFC 6120 §7.6): unguessable and unique in practice. */

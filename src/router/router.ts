@@ -288,7 +288,8 @@ export class Router implements PresenceRouting {
         // The account may have become available while this was stored, after
         // its session took what was waiting: have it take again.
         // Stored: a failed check must not make the sender send it again.
-        const now = (await this.available(`${local}@${this.d.domain}`).catch(() => [])).filter((r) => r.priority >= 0 && r.sid !== failed);
+        // Read fresh: a session that just became available may not be in a cached view yet.
+        const now = (await this.d.registry.resources(`${local}@${this.d.domain}`, true).catch(() => [])).filter((r) => r.available && r.priority >= 0 && r.sid !== failed);
         if (now.length > 0) this.flushOffline(now[0]);
         return;
       }

@@ -1,6 +1,7 @@
 // Messages that cross a thread (and, in a cluster, a node) are msgpackr
 // encoded. Records are off so that any peer can decode without shared state.
 import { Packr } from 'msgpackr';
+import type { MessagePort } from 'node:worker_threads';
 import type { BindOutcome, BindRequest, SessionRecord } from '../registry/registry.ts';
 import type { StreamCondition } from '../xmpp/errors.ts';
 import type { Departed } from '../presence/presence.ts';
@@ -28,9 +29,36 @@ export type ToHub =
   | { t: 'ready' }
   | { t: 'stopped' };
 
+/** A direct link to another worker of the node, by its index. */
+export interface PeerPort {
+  index: number;
+  port: MessagePort;
+}
+
+/**
+ * Main thread → worker, once, when the worker joins the hub (at start, or
+ * as the replacement of one that died): everything it needs to serve, in
+ * one message. Structured-cloned rather than encoded, since it carries
+ * ports. `records`: the node's registry as it stands (single node), which
+ * the 'put' and 'del' messages that follow keep current. `state`: the last
+ * of each cluster-state message ('epoch', 'judging') sent so far.
+ */
+export interface Welcome {
+  t: 'welcome';
+  index: number;
+  records: SessionRecord[];
+  state: FromHub[];
+  peers: PeerPort[];
+}
+
+/** Main thread → worker, structured-cloned: a worker that joined after this one. */
+export interface Peers {
+  t: 'peers';
+  peers: PeerPort[];
+}
+
 /** Main thread → worker. */
 export type FromHub =
-  | { t: 'welcome'; index: number; workers: number }
   | { t: 'bound'; q: number; outcome: BindOutcome }
   // a presence change was applied and sent to every worker
   | { t: 'ack'; q: number }
@@ -46,10 +74,15 @@ export type FromHub =
   | { t: 'reconcile' }
   // cluster mode: whether this node may take other nodes' lapsed leases for deaths
   | { t: 'judging'; on: boolean }
-  // cluster mode: sessions of a dead node, whose unavailable presence this worker announces
+  // sessions of a dead node (cluster mode) or of a worker of this node that
+  // died, whose unavailable presence this worker announces
   | { t: 'departed'; list: Departed[] }
   // an account was removed (in band, or by the CLI through the admin socket)
-  | { t: 'removed'; notice: RemovalNotice };
+  | { t: 'removed'; notice: RemovalNotice }
+  // the worker with this index died: its port is closed
+  | { t: 'peer-gone'; index: number }
+  // tests only (honoured where XMPP_TEST_FAULTS=1): throw out of the thread, as a crash would
+  | { t: 'fault' };
 
 /**
  * Worker ↔ worker (and node ↔ node): delivery to one session. `only` marks a
