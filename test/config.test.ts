@@ -1,5 +1,8 @@
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { loadConfig, ConfigError } from '../src/config/index.ts';
 
 test('defaults give a single node on the standard ports', (t) => {
@@ -33,5 +36,22 @@ test('XMPP_NODE_ID unset: each load, and each process, gets its own id in the do
   t.is(loadConfig({ XMPP_NODE_ID: 'edge-7' }).nodeId, 'edge-7', 'when set, it is used as is');
   for (const bad of ['', 'a b', 'x:y', 'n'.repeat(65)]) {
     t.throws(() => loadConfig({ XMPP_NODE_ID: bad }), { instanceOf: ConfigError, message: /^XMPP_NODE_ID must be 1 to 64 letters/ }, JSON.stringify(bad));
+  }
+});
+
+test('XMPP_DOMAIN must be a JID domainpart (RFC 7622 §3.2), kept in its normalised form', (t) => {
+  t.is(loadConfig({ XMPP_DOMAIN: 'Chat.Example.' }).domain, 'chat.example');
+  t.is(loadConfig({ XMPP_DOMAIN: 'xn--mnchen-3ya.de' }).domain, 'münchen.de', 'U-labels, as in JIDs');
+  t.is(loadConfig({ XMPP_DOMAIN: '[::1]' }).domain, '[::1]');
+  for (const bad of ['chat..example', 'localhost:5222', '[::1', 'my domain', 'a_b.example', '', 'bob@example.com', '\u{1f600}.example']) {
+    t.throws(() => loadConfig({ XMPP_DOMAIN: bad }), { instanceOf: ConfigError, message: /^XMPP_DOMAIN must be a domain name/ }, JSON.stringify(bad));
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'xmpp-config-'));
+  try {
+    const file = join(dir, 'xmpp.config.json');
+    writeFileSync(file, JSON.stringify({ domain: 'chat..example' }));
+    t.throws(() => loadConfig({ XMPP_CONFIG: file }), { instanceOf: ConfigError, message: /^XMPP_DOMAIN must be a domain name.*empty label/ }, 'from the config file too');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
