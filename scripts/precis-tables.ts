@@ -22,7 +22,7 @@ const codePoints = async (path: string): Promise<Set<number>> => new Set<number>
 /** RFC 8264 §8 derived property values, one letter each. */
 export const P = { UNASSIGNED: 'U', DISALLOWED: 'D', PVALID: 'P', FREE_PVAL: 'F', CONTEXTJ: 'J', CONTEXTO: 'O' } as const;
 
-// RFC 8264 §9.2 (RFC 5892 §2.6): Exceptions (F).
+// RFC 8264 §9.6 (RFC 5892 §2.6): Exceptions (F).
 const EXCEPTIONS = new Map<number, string>([
   ...[0x00df, 0x03c2, 0x06fd, 0x06fe, 0x0f0b, 0x3007].map((cp) => [cp, P.PVALID] as const),
   ...[0x00b7, 0x0375, 0x05f3, 0x05f4, 0x30fb].map((cp) => [cp, P.CONTEXTO] as const),
@@ -30,7 +30,7 @@ const EXCEPTIONS = new Map<number, string>([
   ...range(0x06f0, 0x06f9).map((cp) => [cp, P.CONTEXTO] as const),
   ...[0x0640, 0x07fa, 0x302e, 0x302f, 0x3031, 0x3032, 0x3033, 0x3034, 0x3035, 0x303b].map((cp) => [cp, P.DISALLOWED] as const),
 ]);
-// RFC 8264 §9.5: OldHangulJamo (Hangul_Syllable_Type L, V or T), a stable set.
+// RFC 8264 §9.9: OldHangulJamo (Hangul_Syllable_Type L, V or T), a stable set.
 const OLD_HANGUL_JAMO: [number, number][] = [[0x1100, 0x11ff], [0xa960, 0xa97c], [0xd7b0, 0xd7c6], [0xd7cb, 0xd7fb]];
 
 function range(a: number, b: number): number[] {
