@@ -19,7 +19,7 @@ let talker: { c: RawClient; jid: string };
 
 test.before(async () => {
   server = await startTestServer({ XMPP_REGISTRATION: 'true' });
-  for (const u of ['bob', 'watcher', 'talker', 'alice']) await server.addUser(u, `${u}-pw`);
+  for (const u of ['bob', 'watcher', 'talker', 'alice', 'carol']) await server.addUser(u, `${u}-pw`);
   watcher = await online(server.c2sPort, 'watcher', 'watcher-pw', 'w');
   talker = await online(server.c2sPort, 'talker', 'talker-pw', 't');
 });
@@ -99,6 +99,15 @@ test('a right-to-left username that registration accepts also logs in with SASL 
   // Latin and Hebrew letters in one name break the Bidi Rule (rules 2 and 5).
   const mixed = await register('dov\u05d3', 'dov-pw');
   t.is(stanzaError(mixed).condition, 'not-acceptable', mixed.toString());
+});
+
+test('a password change names the own account in any spelling of it (XEP-0077 §3.3)', async (t) => {
+  const carol = await online(server.c2sPort, 'carol', 'carol-pw', 'pw');
+  const id = uid('pw');
+  const r = await within(carol.c.request(`<iq type='set' id='${id}' to='localhost'><query xmlns='${NS_REGISTER}'><username>ＣａＲＯＬ</username><password>carol-new</password></query></iq>`, id), 5000, 'password change');
+  t.is(r.attrs.type, 'result', r.toString());
+  carol.c.destroy();
+  t.is(await plain('carol', 'carol-new'), 'success');
 });
 
 test('a resource keeps spaces and symbols (OpaqueString) and refuses invisible code points', async (t) => {
