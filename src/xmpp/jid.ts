@@ -19,7 +19,8 @@ const LOCAL_FORBIDDEN = /["&'/:<>@]/;
 // below a quarter of its UTF-16 length, so longer input is refused unread.
 const MAX = 1023;
 
-const bytes = (s: string) => Buffer.byteLength(s, 'utf8');
+// A UTF-16 unit takes at most three UTF-8 bytes: short strings need no count.
+const bytes = (s: string) => (s.length * 3 <= MAX ? s.length : Buffer.byteLength(s, 'utf8'));
 
 export class JidError extends Error {
   override name = 'JidError';
@@ -53,6 +54,7 @@ export function normalizeResource(raw: string): string {
 // RFC 5890 §2.3.1: an NR-LDH label (lowercased). "xn--" and any other "??--"
 // label is reserved: A-labels go through IDNA below, the rest are refused.
 const NR_LDH = /^(?!-)(?!..--)[a-z0-9-]{1,63}(?<!-)$/;
+const HOST_NAME = /^(?:(?!-)(?!..--)[a-z0-9-]{1,63}(?<!-)\.)*(?!-)(?!..--)[a-z0-9-]{1,63}(?<!-)$/;
 const ASCII_DOMAIN = /^[\x21-\x7e]+$/;
 const IDNA = { checkHyphens: true, checkBidi: true, checkJoiners: true, useSTD3ASCIIRules: true, processingOption: 'nontransitional' } as const;
 const DNS_MAX = 253;
@@ -102,12 +104,12 @@ export function normalizeDomain(raw: string): string {
     if (s.endsWith(']') && /^[0-9A-Fa-f:.]+$/.test(ip) && isIPv6(ip)) return s.toLowerCase();
     throw new JidError(`invalid domainpart ${JSON.stringify(raw)}: not an IPv6 address in brackets`);
   }
-  if (isIPv4(s)) return s;
   if (s.length === 0) throw new JidError('invalid domainpart: empty');
   if (ASCII_DOMAIN.test(s)) {
     const d = s.toLowerCase();
+    if (d.length <= DNS_MAX && HOST_NAME.test(d)) return d;
+    if (isIPv4(s)) return s;
     const labels = d.split('.');
-    if (labels.every((l) => NR_LDH.test(l)) && d.length <= DNS_MAX) return d;
     if (!labels.some((l) => l.startsWith('xn--'))) throw new JidError(`invalid domainpart ${JSON.stringify(raw)}: ${asciiProblem(labels)}`);
   }
   let d = idnaCache.get(s);
