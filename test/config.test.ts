@@ -111,3 +111,20 @@ test('nothing in the repository sets an XMPP_ variable that is not a setting', (
   const stray = [...found].filter(([name]) => !known.has(name) && !deliberate.has(name));
   t.deepEqual(stray, []);
 });
+
+test('XMPP_DOMAIN must be a JID domainpart (RFC 7622 §3.2), kept in its normalised form', (t) => {
+  t.is(loadConfig({ XMPP_DOMAIN: 'Chat.Example.' }).domain, 'chat.example');
+  t.is(loadConfig({ XMPP_DOMAIN: 'xn--mnchen-3ya.de' }).domain, 'münchen.de', 'U-labels, as in JIDs');
+  t.is(loadConfig({ XMPP_DOMAIN: '[::1]' }).domain, '[::1]');
+  for (const bad of ['chat..example', 'localhost:5222', '[::1', 'my domain', 'a_b.example', '', 'bob@example.com', '\u{1f600}.example']) {
+    t.throws(() => loadConfig({ XMPP_DOMAIN: bad }), { instanceOf: ConfigError, message: /^XMPP_DOMAIN must be a domain name/ }, JSON.stringify(bad));
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'xmpp-config-'));
+  try {
+    const file = join(dir, 'xmpp.config.json');
+    writeFileSync(file, JSON.stringify({ domain: 'chat..example' }));
+    t.throws(() => loadConfig({ XMPP_CONFIG: file }), { instanceOf: ConfigError, message: /^XMPP_DOMAIN must be a domain name.*empty label/ }, 'from the config file too');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -4,6 +4,7 @@
 import { pbkdf2, randomBytes, createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
 import saslprep from 'saslprep';
+import { normalizeLocal, JidError } from '../xmpp/jid.ts';
 
 export type ScramHash = 'SHA-1' | 'SHA-256';
 export const SCRAM_HASHES: readonly ScramHash[] = ['SHA-1', 'SHA-256'];
@@ -52,21 +53,19 @@ export class AccountNotFoundError extends Error {
   override name = 'AccountNotFoundError';
 }
 
-const LOCAL_MAX_BYTES = 1023;
-// RFC 7622 §3.3.1: these may not appear in a localpart; nor whitespace or controls.
-const LOCAL_FORBIDDEN = /[\s"&'/:<>@\p{Cc}]/u;
-
 /**
- * The one spelling of a username: a JID localpart (RFC 7622 §3.3), width-
- * and case-folded (NFKC, lowercase; the same mapping as the JID code).
+ * The one spelling of a username: a JID localpart (RFC 7622 §3.3), prepared
+ * with the UsernameCaseMapped profile (RFC 8265 §3.3) by the JID code, so
+ * that SASL, the CLI, registration and stanza addresses agree.
  */
 export function normalizeUsername(raw: string): string {
-  if (typeof raw !== 'string' || !raw.isWellFormed()) throw new InvalidUsernameError('invalid username');
-  const s = raw.normalize('NFKC').toLowerCase();
-  if (s.length === 0) throw new InvalidUsernameError('empty username');
-  if (Buffer.byteLength(s, 'utf8') > LOCAL_MAX_BYTES) throw new InvalidUsernameError('username longer than 1023 bytes');
-  if (LOCAL_FORBIDDEN.test(s)) throw new InvalidUsernameError(`invalid username ${JSON.stringify(raw)}: contains a forbidden character`);
-  return s;
+  if (typeof raw !== 'string') throw new InvalidUsernameError('invalid username');
+  try {
+    return normalizeLocal(raw);
+  } catch (err) {
+    if (err instanceof JidError) throw new InvalidUsernameError(err.message.replace('localpart', 'username'));
+    throw err;
+  }
 }
 
 /**

@@ -22,6 +22,7 @@ export const DEFAULT_CONFIG_FILE = join(ROOT, 'xmpp.config.json');
 /** Environment variables that are not settings but are read all the same. */
 // XMPP_TEST_FAULTS: tests only, see src/worker/worker.ts ('fault').
 const OTHER_VARIABLES = ['XMPP_CONFIG', 'XMPP_TEST_FAULTS'];
+import { normalizeDomain, JidError } from '../xmpp/jid.ts';
 
 export type ConflictPolicy = 'new-wins' | 'old-wins' | 'assign';
 
@@ -80,7 +81,7 @@ interface Setting {
 
 /** The one table of settings: README's configuration section mirrors it. */
 export const SETTINGS: readonly Setting[] = [
-  { key: 'domain', env: 'XMPP_DOMAIN', kind: 'string', doc: 'the domain this server serves', default: () => 'localhost' },
+  { key: 'domain', env: 'XMPP_DOMAIN', kind: 'string', doc: 'the domain this server serves: a domain name (kept in lowercase U-labels) or an IP address, IPv6 in brackets (RFC 7622 §3.2)', default: () => 'localhost' },
   { key: 'bindHost', env: 'XMPP_BIND_HOST', kind: 'string', doc: 'address the listeners bind to', default: () => '127.0.0.1' },
   { key: 'c2sPort', env: 'XMPP_C2S_PORT', kind: 'port', doc: 'client port (STARTTLS); 0 picks a free port', default: () => 5222 },
   { key: 'tlsPort', env: 'XMPP_TLS_PORT', kind: 'port', doc: 'direct-TLS client port (XEP-0368); 0 picks a free port', default: () => 5223 },
@@ -217,8 +218,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     (out as Record<string, unknown>)[s.key] = v;
   }
   const c = out as Config;
-  if (!/^[a-z0-9.-]+$/i.test(c.domain) || c.domain.length > 1023) throw new ConfigError(`XMPP_DOMAIN must be a domain name, got ${JSON.stringify(c.domain)}`);
-  c.domain = c.domain.toLowerCase();
+  // RFC 7622 §3.2: the served domain is a JID domainpart, kept in the form
+  // every address naming it normalises to.
+  try {
+    c.domain = normalizeDomain(c.domain);
+  } catch (err) {
+    if (!(err instanceof JidError)) throw err;
+    throw new ConfigError(`XMPP_DOMAIN must be a domain name or an IP address (RFC 7622 §3.2): ${err.message}`);
+  }
   // It names Redis keys and channels, and log lines: keep it plain.
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(c.nodeId)) throw new ConfigError(`XMPP_NODE_ID must be 1 to 64 letters, digits, '.', '_' or '-', got ${JSON.stringify(c.nodeId)}`);
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) throw new ConfigError('XMPP_TLS_CERT and XMPP_TLS_KEY must be set together');

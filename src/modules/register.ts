@@ -4,6 +4,7 @@
 import { Element } from 'ltx';
 import { NS_REGISTER } from '../xmpp/ns.ts';
 import { StanzaError } from '../xmpp/errors.ts';
+import { normalizedOrUndefined } from '../accounts/store.ts';
 import type { ServerModule, IqResult } from './module.ts';
 import { parseJid, bare } from '../xmpp/jid.ts';
 import type { Session } from '../session/session.ts';
@@ -80,7 +81,7 @@ const change = async (iq: Element, session: Session): Promise<IqResult> => {
   const username = field(q, 'username');
   const password = field(q, 'password');
   if (!password) throw new StanzaError('bad-request', 'password is required');
-  if (username !== undefined && username.toLowerCase() !== session.username) throw new StanzaError('not-allowed', 'a password can only be changed for the own account');
+  if (username !== undefined && normalizedOrUndefined(username) !== session.username) throw new StanzaError('not-allowed', 'a password can only be changed for the own account');
   try {
     await session.ctx.accounts.setPassword(session.username, password);
   } catch (err) {

@@ -2,7 +2,6 @@
 // Only over TLS. The password is checked against the stored SCRAM-SHA-256
 // verifiers by deriving them again.
 import { randomBytes, createHmac } from 'node:crypto';
-import saslprep from 'saslprep';
 import { SaslFailure } from '../xmpp/errors.ts';
 import { normalizeUsername, verifyPassword, type ScramCredentials } from '../accounts/store.ts';
 import type { Mechanism, MechanismContext, MechanismFactory, SaslResult } from './mechanism.ts';
@@ -43,7 +42,7 @@ export class PlainMechanism implements Mechanism {
 
     let username: string | undefined;
     try {
-      username = normalizeUsername(saslprep(authcid, { allowUnassigned: true }));
+      username = normalizeUsername(authcid);
     } catch {
       username = undefined; // cannot be an account: fails below like an unknown one
     }

@@ -8,7 +8,6 @@
 // secret key, the store's iteration count) and fail only at the proof, so the
 // exchange does not tell whether an account exists.
 import { randomBytes, createHmac, timingSafeEqual } from 'node:crypto';
-import saslprep from 'saslprep';
 import { SaslFailure } from '../xmpp/errors.ts';
 import { normalizeUsername, hashInfo, hmac, digest, type ScramCredentials, type ScramHash } from '../accounts/store.ts';
 import type { Mechanism, MechanismContext, MechanismFactory, SaslResult } from './mechanism.ts';
@@ -114,15 +113,9 @@ export class ScramMechanism implements Mechanism {
     if (!PRINTABLE.test(cnonce)) throw malformed('bad client nonce');
     for (const ext of bare.slice(2)) if (!ATTR_VAL.test(ext)) throw malformed('bad extension');
 
-    let prepared: string;
-    try {
-      prepared = saslprep(rawUser, { allowUnassigned: true });
-    } catch {
-      prepared = rawUser;
-    }
     let username: string | undefined;
     try {
-      username = normalizeUsername(prepared);
+      username = normalizeUsername(rawUser);
     } catch {
       username = undefined; // never an account: continues like an unknown one
     }
@@ -132,7 +125,7 @@ export class ScramMechanism implements Mechanism {
 
     const store = this.ctx.store;
     const creds = username === undefined ? undefined : await fromStore(() => store.scram(username, this.hash));
-    const salt = creds?.salt ?? this.fakeSalt(username ?? prepared);
+    const salt = creds?.salt ?? this.fakeSalt(username ?? rawUser);
     const iterations = creds?.iterations ?? store.iterations ?? DEFAULT_ITERATIONS;
 
     const snonce = this.serverNonce();

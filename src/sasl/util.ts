@@ -2,6 +2,7 @@
 // mechanisms and the registry list do not import each other).
 import { SaslFailure } from '../xmpp/errors.ts';
 import { normalizeUsername } from '../accounts/store.ts';
+import { normalizeDomain } from '../xmpp/jid.ts';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
@@ -16,7 +17,7 @@ export function decodeUtf8(data: Buffer): string {
 
 /**
  * Whether an authorization identity names the authenticated user: the bare
- * JID username@domain (case-insensitively, as JIDs compare).
+ * JID username@domain (both parts normalised, as JIDs compare).
  */
 export function authzidMatches(authzid: string, username: string | undefined, domain: string): boolean {
   if (username === undefined) return false;
@@ -28,9 +29,13 @@ export function authzidMatches(authzid: string, username: string | undefined, do
   } catch {
     return false;
   }
-  let d = authzid.slice(at + 1);
-  if (d.endsWith('.')) d = d.slice(0, -1);
-  return local === username && d.normalize('NFKC').toLowerCase() === domain.toLowerCase();
+  let d: string;
+  try {
+    d = normalizeDomain(authzid.slice(at + 1));
+  } catch {
+    return false;
+  }
+  return local === username && d === domain;
 }
 
 /** Wraps a store call: its failures are temporary-auth-failure (RFC 6120 §6.5.10). */

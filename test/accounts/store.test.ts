@@ -5,16 +5,17 @@ import {
   InvalidUsernameError, InvalidPasswordError,
 } from '../../src/accounts/store.ts';
 
-test('normalizeUsername folds case and width (NFKC)', (t) => {
+test('normalizeUsername maps case and width (UsernameCaseMapped, RFC 8265 §3.3) and refuses compatibility characters', (t) => {
   t.is(normalizeUsername('Alice'), 'alice');
   t.is(normalizeUsername('ＵＳＥＲ'), 'user');
-  t.is(normalizeUsername('ﬁ'), 'fi');
   t.is(normalizeUsername('x,y=z'), 'x,y=z');
   t.is(normalizeUsername('Ωmega'), 'ωmega');
+  // NFKC used to fold these into "fi" and "bob"; PRECIS refuses them (HasCompat, RFC 8264 §9.17).
+  for (const compat of ['ﬁ', 'ᵇob']) t.throws(() => normalizeUsername(compat), { instanceOf: InvalidUsernameError, message: /is not allowed in an identifier/ }, compat);
 });
 
-test('normalizeUsername rejects forbidden characters, whitespace, controls and empty names', (t) => {
-  for (const bad of ['', 'a"b', 'a&b', "a'b", 'a/b', 'a:b', 'a<b', 'a>b', 'a@b', 'a b', 'a\tb', 'a\nb', 'a\u0001b', 'a\u007fb', 'a\u0085b', 'a\u00a0b', 'a\u3000b', '\ud800']) {
+test('normalizeUsername rejects forbidden characters, whitespace, controls, invisible characters and empty names', (t) => {
+  for (const bad of ['', 'a"b', 'a&b', "a'b", 'a/b', 'a:b', 'a<b', 'a>b', 'a@b', 'a b', 'a\tb', 'a\nb', 'a\u0001b', 'a\u007fb', 'a\u0085b', 'a\u00a0b', 'a\u3000b', '\ud800', 'bob\u200b', 'b\u00adob', '\u202ebob']) {
     t.throws(() => normalizeUsername(bad), { instanceOf: InvalidUsernameError }, JSON.stringify(bad));
   }
 });
