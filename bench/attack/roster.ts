@@ -138,8 +138,18 @@ const flooding = attackers.map(async (c) => {
   const sock = socketOf(c);
   sock.removeAllListeners('data');
   sock.on('data', () => {}); // reads and drops
-  for (let n = 0; running; n++) {
-    if (!sock.write(`<presence><status>${n}</status></presence>`)) await new Promise((r) => sock.once('drain', r));
+  for (let n = 0; running && !sock.destroyed; n++) {
+    if (!sock.write(`<presence><status>${n}</status></presence>`)) {
+      await new Promise<void>((r) => {
+        const done = () => {
+          sock.off('drain', done);
+          sock.off('close', done);
+          r();
+        };
+        sock.on('drain', done);
+        sock.on('close', done);
+      });
+    }
   }
 });
 
@@ -159,21 +169,26 @@ const logging = (async () => {
   }
 })();
 
+const floodStart = performance.now();
 let peak = 0;
 const sampler = setInterval(() => (peak = Math.max(peak, rss(pid))), 200);
 await new Promise((r) => setTimeout(r, DURATION_MS));
 running = false;
 clearInterval(sampler);
-await Promise.allSettled([...bystanding, ...flooding, logging]);
+// The attack stops: the attackers go, whatever the server still has of theirs.
 for (const c of attackers) c.destroy();
+await Promise.allSettled([...bystanding, ...flooding, logging]);
+const recoveredAt = performance.now();
 
 const after: number[] = [];
+const firstAfter = performance.now();
 for (let i = 20; i < 30; i++) {
   const t = performance.now();
   const { c } = await withTimeout(login(port, `late${i}`, PASSWORD, 'l'), TIMEOUT_MS, 'login after');
   after.push(performance.now() - t);
   c.destroy();
 }
+const afterDone = performance.now();
 await new Promise((r) => setTimeout(r, 5500)); // the last period's event-loop line
 const delays = server.log
   .slice(logMark)
@@ -182,7 +197,7 @@ const delays = server.log
   .map((l) => JSON.parse(l) as { p99Ms: number; maxMs: number });
 
 console.log(`bystanders: ${fmt(rtts)}, unanswered ${unanswered}`);
-console.log(`logins during the flood: ${fmt(during)}, failed ${failedDuring}; after: ${fmt(after)}`);
+console.log(`logins during the flood: ${fmt(during)}, failed ${failedDuring}; after: ${fmt(after)} (bystanders done ${((recoveredAt - floodStart) / 1000 - DURATION_MS / 1000).toFixed(1)} s after the end, ten logins after it took ${((afterDone - firstAfter) / 1000).toFixed(1)} s)`);
 console.log(`workers' event-loop delay in the flood: ${delays.length === 0 ? 'not logged by this server' : `p99 up to ${Math.max(...delays.map((d) => d.p99Ms))} ms, max ${Math.max(...delays.map((d) => d.maxMs))} ms (${delays.length} periods of 5 s)`}`);
 console.log(`RSS peak ${mb(peak)} MB`);
 for (const [a, , b] of pairs) {

@@ -94,6 +94,11 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
     return link;
   }
 
+  /** Calls `fn` for every joined worker. */
+  each(fn: (link: WorkerLink) => void): void {
+    for (const link of this.links.values()) fn(link);
+  }
+
   /** Joined workers (serving or about to). */
   get workers(): number {
     return this.links.size;

@@ -161,6 +161,11 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
   }
 
   const h = (hub = new Hub(dropWorker));
+  // A storage thread that died was started again: every worker gets a port to the new one.
+  storage?.on('restarted', () => h.each((link) => {
+    const port = storage.give();
+    link.port.postMessage({ t: 'store', port }, [port]);
+  }));
   const joins = new Set<Promise<unknown>>();
   const lostWithWorker = new Throttled('warn', 'connection lost with its worker');
 

@@ -14,6 +14,7 @@ import type { RosterStore, RosterItem, SubState } from '../roster/store.ts';
 import { splitState } from '../roster/store.ts';
 import type { OfflineStore } from '../offline/store.ts';
 import { INBOUND, receivesFrom, sendsTo } from '../presence/subscription.ts';
+import { log } from '../log.ts';
 
 /** What happened to one contact's roster: the stanzas it gets, in order, and the push for its item (if it changed). */
 export interface ContactChange {
@@ -37,6 +38,18 @@ export interface RemovalNotice {
 }
 
 /** The roster and offline stores may be missing (the CLI on a data directory the server never fully made). */
+/** Whether a value from outside (the admin socket, Redis) is a notice this code can act on. */
+export function isRemovalNotice(x: unknown): x is RemovalNotice {
+  const n = x as RemovalNotice;
+  if (typeof n !== 'object' || n === null || typeof n.user !== 'string' || typeof n.bare !== 'string' || typeof n.at !== 'number' || !Array.isArray(n.contacts)) return false;
+  return n.contacts.every((c) => {
+    if (typeof c !== 'object' || c === null || typeof c.jid !== 'string' || typeof c.sawPresence !== 'boolean' || !Array.isArray(c.stanzas)) return false;
+    if (!c.stanzas.every((t) => t === 'unsubscribe' || t === 'unsubscribed')) return false;
+    const p = c.push;
+    return p === undefined || (typeof p === 'object' && p !== null && typeof p.version === 'string' && typeof p.item?.jid === 'string' && typeof p.item.subscription === 'string' && Array.isArray(p.item.groups));
+  });
+}
+
 export interface RemovalStores {
   accounts: AccountStore;
   roster?: RosterStore;
@@ -60,27 +73,40 @@ export async function removeAccount(stores: RemovalStores, domain: string, name:
   }
   // First the account itself: from now on nobody logs in as it.
   if (!(await stores.accounts.remove(user))) return undefined;
-  const at = Date.now();
-  const contacts: ContactChange[] = [];
-  for (const [jid, before] of roster ? pairs : []) {
-    const i = jid.indexOf('@');
-    if (i === -1 || jid.slice(i + 1) !== domain) continue; // not one of ours: nobody to tell (no federation)
-    const local = jid.slice(0, i);
-    const { ask, pendingIn } = splitState(before);
-    const change: ContactChange = { jid, stanzas: [], sawPresence: sendsTo(before) };
-    if (receivesFrom(before) || ask) {
-      const r = await roster!.transition(local, bare, INBOUND.unsubscribe, { max: maxRosterItems });
-      if (r.after !== r.before) change.stanzas.push('unsubscribe');
-      if (r.change) change.push = r.change;
+  const notice: RemovalNotice = { user, bare, at: Date.now(), contacts: [] };
+  try {
+    if (roster) {
+      for (const [jid, before] of pairs) {
+        const change = await cancel(roster, domain, bare, jid, before, maxRosterItems);
+        if (change) notice.contacts.push(change);
+      }
+      await roster.removeAll(user);
     }
-    if (sendsTo(before) || pendingIn) {
-      const r = await roster!.transition(local, bare, INBOUND.unsubscribed, { max: maxRosterItems });
-      if (r.after !== r.before) change.stanzas.push('unsubscribed');
-      if (r.change) change.push = r.change;
-    }
-    if (change.stanzas.length > 0 || change.sawPresence) contacts.push(change);
+    await stores.offline?.removeAll(user);
+  } catch (err) {
+    // The account is gone: its sessions must end all the same. What could
+    // not be changed for its contacts is reported, not undone.
+    log.error('account removed, but its data and contacts were not all updated', { user, err: String(err) });
   }
-  await roster?.removeAll(user);
-  await stores.offline?.removeAll(user);
-  return { user, bare, at, contacts };
+  return notice;
+}
+
+/** RFC 6121 §2.5.2 on the contact's side of one pair; undefined when there is nobody to tell. */
+async function cancel(roster: RosterStore, domain: string, bare: string, jid: string, before: SubState, maxRosterItems: number): Promise<ContactChange | undefined> {
+  const i = jid.indexOf('@');
+  if (i === -1 || jid.slice(i + 1) !== domain) return undefined; // not one of ours: nobody to tell (no federation)
+  const local = jid.slice(0, i);
+  const { ask, pendingIn } = splitState(before);
+  const change: ContactChange = { jid, stanzas: [], sawPresence: sendsTo(before) };
+  if (receivesFrom(before) || ask) {
+    const r = await roster.transition(local, bare, INBOUND.unsubscribe, { max: maxRosterItems });
+    if (r.after !== r.before) change.stanzas.push('unsubscribe');
+    if (r.change) change.push = r.change;
+  }
+  if (sendsTo(before) || pendingIn) {
+    const r = await roster.transition(local, bare, INBOUND.unsubscribed, { max: maxRosterItems });
+    if (r.after !== r.before) change.stanzas.push('unsubscribed');
+    if (r.change) change.push = r.change;
+  }
+  return change.stanzas.length > 0 || change.sawPresence ? change : undefined;
 }

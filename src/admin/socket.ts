@@ -8,6 +8,7 @@ import net from 'node:net';
 import { existsSync, unlinkSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RemovalNotice } from '../accounts/removal.ts';
+import { isRemovalNotice } from '../accounts/removal.ts';
 import { log } from '../log.ts';
 
 export type AdminRequest = { op: 'removed'; notice: RemovalNotice };
@@ -44,7 +45,8 @@ export async function listenAdmin(dataDir: string, handle: (req: AdminRequest) =
         let answer: AdminAnswer;
         try {
           const req = JSON.parse(line) as AdminRequest;
-          if (req.op !== 'removed' || typeof req.notice?.user !== 'string') throw new Error(`unknown request ${JSON.stringify(req.op)}`);
+          if (req?.op !== 'removed') throw new Error(`unknown request ${JSON.stringify(req?.op)}`);
+          if (!isRemovalNotice(req.notice)) throw new Error('a removal notice without the fields it needs');
           handle(req);
           answer = { ok: true };
         } catch (err) {
@@ -102,7 +104,12 @@ export async function tellServer(dataDir: string, req: AdminRequest, timeoutMs =
       if (nl === -1) return;
       clearTimeout(timer);
       c.destroy();
-      const a = JSON.parse(buf.slice(0, nl)) as AdminAnswer;
+      let a: AdminAnswer;
+      try {
+        a = JSON.parse(buf.slice(0, nl)) as AdminAnswer;
+      } catch {
+        return reject(new Error(`the server's answer on ${path} is not understood`));
+      }
       if (a.ok) resolve(true);
       else reject(new Error(`the server refused: ${a.error}`));
     });

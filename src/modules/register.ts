@@ -19,6 +19,7 @@ function accountError(err: unknown): StanzaError {
   if (name === 'AccountExistsError') return new StanzaError('conflict', 'the username is taken');
   if (name === 'InvalidUsernameError') return new StanzaError('not-acceptable', 'the username is not a valid localpart');
   if (name === 'AccountNotFoundError') return new StanzaError('item-not-found');
+  if (name === 'InvalidPasswordError') return new StanzaError('not-acceptable', 'the password is not usable (empty, or characters SASLprep forbids)');
   return new StanzaError('internal-server-error');
 }
 

@@ -28,6 +28,9 @@ export class OfflineDelivery implements Paced {
   private settled: (() => void) | undefined;
   /** Another session held the claim: it delivers them. */
   claimedByOther = false;
+  /** The store failed: what is left waits for another try. */
+  failed = false;
+  private readonly track: (work: () => Promise<void>) => void;
   /** Whether the session went away before the end. */
   get stopped(): boolean {
     return this.stopFlag;
@@ -35,16 +38,28 @@ export class OfflineDelivery implements Paced {
   /** Called once the claim is released (the session may start another delivery after that). */
   onEnd: (() => void) | undefined;
 
-  constructor(store: OfflineStore, user: string, owner: string) {
+  /** `track`: work the worker must see done before its stores close (the claim's release). */
+  constructor(store: OfflineStore, user: string, owner: string, track: (work: () => Promise<void>) => void = (w) => void w()) {
     this.store = store;
     this.user = user;
     this.owner = owner;
+    this.track = track;
   }
 
   async next(): Promise<Out[] | null> {
+    try {
+      return await this.read();
+    } catch (err) {
+      this.failed = true;
+      throw err;
+    }
+  }
+
+  private async read(): Promise<Out[] | null> {
     if (this.stopFlag) return null;
     await this.removeWritten();
     const batch = await this.store.fetch(this.user, this.owner, this.after, BATCH, CLAIM_MS);
+    if (this.stopFlag) return null; // gone while reading: what was read stays stored
     if (batch === null) this.claimedByOther = true;
     if (batch === null || batch.length === 0) {
       // null: another session of the account delivers them. Done once what
@@ -85,10 +100,20 @@ export class OfflineDelivery implements Paced {
 
   /** Removes what was written, then lets the claim go; once. */
   private release(): Promise<void> {
-    this.released ??= this.removeWritten()
-      .then(() => this.store.release(this.user, this.owner))
-      .catch((err: unknown) => log.warn('offline claim not released (it lapses by itself)', { user: this.user, err: String(err) }))
-      .finally(() => this.onEnd?.());
+    if (!this.released) {
+      this.released = this.removeWritten()
+        .then(() => this.store.release(this.user, this.owner))
+        .catch((err: unknown) => log.warn('offline claim not released (it lapses by itself)', { user: this.user, err: String(err) }))
+        .finally(() => {
+          try {
+            this.onEnd?.();
+          } catch (err) {
+            log.warn('after an offline delivery', { user: this.user, err: String(err) });
+          }
+        });
+      const done = this.released;
+      this.track(() => done);
+    }
     return this.released;
   }
 

@@ -141,6 +141,15 @@ export class SqliteOfflineStore implements OfflineStore {
     });
   }
 
+  /**
+   * Drops every claim: for the one process that delivers from this file (a
+   * single node's storage thread), at its start, since the sessions that
+   * held them are gone with the process before.
+   */
+  clearClaims(): void {
+    this.db.exec('DELETE FROM offline_claims');
+  }
+
   async release(user: string, owner: string): Promise<void> {
     this.stmts.release.run(user, owner);
   }

@@ -20,7 +20,7 @@ import { Element, clone } from 'ltx';
 import type { RosterStore, SubState, TransitionResult } from '../roster/store.ts';
 import { splitState } from '../roster/store.ts';
 import type { OfflineStore } from '../offline/store.ts';
-import { OfflineDelivery } from '../offline/delivery.ts';
+import { OfflineDelivery, CLAIM_MS } from '../offline/delivery.ts';
 import type { SessionRecord, SessionRegistry } from '../registry/registry.ts';
 import type { Only } from '../worker/wire.ts';
 import type { Out, Paced } from '../session/session.ts';
@@ -80,6 +80,8 @@ export interface PresenceRouting {
   probe(rec: SessionRecord, answerTo: string): void;
   /** Tells a session, wherever it lives, that offline messages wait for it (XEP-0160). */
   flushOffline(rec: SessionRecord): void;
+  /** Work the worker must see done before its stores close at shutdown; its failure is logged. */
+  track(work: () => Promise<void>): void;
   routeInternal(el: Element, opts?: DeliverOptions): Promise<void>;
 }
 
@@ -130,6 +132,8 @@ export class PresenceService {
   /** Sessions delivering offline messages now, and those told meanwhile to take them. */
   private readonly delivering = new WeakSet<PresenceSession>();
   private readonly again = new WeakSet<PresenceSession>();
+  /** A later try at the offline messages, when another session's claim held them (it may have died) or the store failed. */
+  private readonly retries = new WeakMap<PresenceSession, NodeJS.Timeout>();
 
   constructor(deps: PresenceDeps, routing: PresenceRouting) {
     this.d = deps;
@@ -230,6 +234,7 @@ export class PresenceService {
       log.warn('subscription: roster store failed', { user, contact, err: String(err) });
       throw new StanzaError('internal-server-error', 'the roster cannot be changed now');
     }
+    if (mine.change) this.rosterChanged(user); // here at once; elsewhere with the push
     if (mine.full === 'items') throw new StanzaError('policy-violation', `the roster is full (at most ${this.d.maxRosterItems} items)`);
     if (mine.full === 'outgoing') throw new StanzaError('policy-violation', `too many subscription requests are unanswered (at most ${this.d.maxOutgoingRequests})`);
     const pushMine = () => (mine.change ? this.pushAll(s.bare!, pushQuery(mine.change.item, mine.change.version)) : Promise.resolve());
@@ -283,6 +288,7 @@ export class PresenceService {
       maxPending: this.d.maxPendingRequests,
       ...(type === 'subscribe' ? { request: stanza.toString() } : {}),
     });
+    if (theirs.change) this.rosterChanged(local);
     if (theirs.full === 'pending') return 'pending-full';
     if (theirs.full) {
       log.warn('subscription change not applied: the roster is full', { contact, from: userBare, type });
@@ -488,12 +494,22 @@ export class PresenceService {
       return;
     }
     this.delivering.add(s);
-    const d = new OfflineDelivery(this.d.offline, s.username!, s.id);
+    clearTimeout(this.retries.get(s));
+    const d = new OfflineDelivery(this.d.offline, s.username!, s.id, (work) => this.r.track(work));
     d.onEnd = () => {
       this.delivering.delete(s);
       if (this.again.delete(s) && d.claimedByOther && !d.stopped) return this.deliverOffline(s);
-      // The one holding the claim tells the others when it lets go.
-      if (d.claimedByOther) return;
+      if ((d.claimedByOther || d.failed) && s.open) {
+        // The one holding the claim tells the others when it lets go, but it
+        // may have died with its worker or node: try again once its claim
+        // has lapsed. A store that failed is tried again a little later.
+        const retry = setTimeout(() => {
+          if (s.open && s.available && s.priority >= 0) this.deliverOffline(s);
+        }, d.failed ? 5000 : CLAIM_MS + 1000);
+        retry.unref();
+        this.retries.set(s, retry);
+        return;
+      }
       // Left: stored between the last read and the release, or not written
       // before this session went. Another available resource takes them
       // now, else the next one to come.
@@ -501,10 +517,14 @@ export class PresenceService {
         (n) => {
           if (n === 0) return;
           if (!d.stopped && s.open && s.available && s.priority >= 0) return this.deliverOffline(s);
-          void this.r.available(s.bare!).then((recs) => {
-            const next = recs.find((r) => r.sid !== s.id && r.priority >= 0);
-            if (next) this.r.flushOffline(next);
-          });
+          // Every other bound resource is told: each one's worker knows
+          // whether it is available now (the registry may not say it yet).
+          void this.r.resources(s.bare!).then(
+            (recs) => {
+              for (const r of recs) if (r.sid !== s.id) this.r.flushOffline(r);
+            },
+            () => {}, // the registry is away: the next login takes them
+          );
         },
         () => {},
       );
@@ -535,14 +555,17 @@ export class PresenceService {
     if (directed.length > 0 && !ended) await this.d.registry.noteDirected(s.jid!, s.id, null).catch(() => {});
   }
 
-  /** A session ended without saying so (closed socket, error, kick): broadcast for it. */
-  async sessionEnded(s: PresenceSession): Promise<void> {
+  /** A session ended without saying so (closed socket, error, kick): broadcast for it, before the worker's stores close. */
+  sessionEnded(s: PresenceSession): void {
+    clearTimeout(this.retries.get(s));
     if (!s.available && s.directed === undefined) return;
-    try {
-      await this.broadcastUnavailable(s, undefined, true);
-    } catch (err) {
-      log.warn('unavailable broadcast failed', { jid: s.jid, err: String(err) });
-    }
+    this.r.track(async () => {
+      try {
+        await this.broadcastUnavailable(s, undefined, true);
+      } catch (err) {
+        log.warn('unavailable broadcast failed', { jid: s.jid, err: String(err) });
+      }
+    });
   }
 
   /** Sessions of a node that died: nobody else will say they are gone. */

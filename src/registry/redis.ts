@@ -252,13 +252,17 @@ function toRecord(bare: string, resource: string, json: string): SessionRecord {
  * cached until Redis says (on xmpp:inv) that its records changed; a fetch
  * that raced with an invalidation is not cached.
  */
+/** Accounts whose records one worker keeps in its cache. */
+const MAX_CACHED = 100_000;
+
 export class RedisRegistry implements SessionRegistry {
   private readonly r: Redis & Scripts;
   private readonly node: string;
   private readonly epoch: () => string;
+  /** Bare JIDs with sessions, as last read (bounded: cleared when full). */
   private readonly cache = new Map<string, SessionRecord[]>();
-  private readonly generation = new Map<string, number>();
-  private gen = 0;
+  /** Bare JIDs being read now, with a count of the changes announced meanwhile. */
+  private readonly reading = new Map<string, { n: number; changes: number }>();
   /** Redis round trips made, for the figures the benchmarks report. */
   roundTrips = 0;
   /** Whether this node may take other nodes' lapsed leases for deaths (Membership 'judging'). */
@@ -274,13 +278,13 @@ export class RedisRegistry implements SessionRegistry {
 
   invalidate(bare: string): void {
     this.cache.delete(bare);
-    this.generation.set(flat(bare), ++this.gen);
+    const r = this.reading.get(bare);
+    if (r) r.changes++;
   }
 
   invalidateAll(): void {
     this.cache.clear();
-    this.gen++;
-    this.generation.clear();
+    for (const r of this.reading.values()) r.changes++;
   }
 
   async bind(req: BindRequest): Promise<BindOutcome> {
@@ -371,14 +375,28 @@ export class RedisRegistry implements SessionRegistry {
   async resources(bare: string, fresh = false): Promise<SessionRecord[]> {
     const hit = fresh ? undefined : this.cache.get(bare);
     if (hit) return hit;
-    const before = this.generation.get(bare);
-    // Unreachable: the caller must not take "no session" for an answer
-    // (it would store a message offline for a user who is online).
-    this.roundTrips++;
-    const all = await this.r.hgetall(K.sessions(bare));
-    const recs = Object.entries(all).map(([res, json]) => toRecord(bare, res, json));
-    // A key kept until invalidated: a copy, not a slice of the stanza's input.
-    if (this.generation.get(bare) === before) this.cache.set(flat(bare), recs);
+    let r = this.reading.get(bare);
+    if (!r) this.reading.set(flat(bare), (r = { n: 0, changes: 0 }));
+    r.n++;
+    const before = r.changes;
+    let recs: SessionRecord[];
+    try {
+      // Unreachable: the caller must not take "no session" for an answer
+      // (it would store a message offline for a user who is online).
+      this.roundTrips++;
+      const all = await this.r.hgetall(K.sessions(bare));
+      recs = Object.entries(all).map(([res, json]) => toRecord(bare, res, json));
+    } finally {
+      if (--r.n === 0) this.reading.delete(bare);
+    }
+    // Kept unless it changed while being read; an account with no session is
+    // not kept (any address can be asked for: the cache would grow without
+    // bound); nor beyond MAX_CACHED accounts. The key is a copy, not a
+    // slice of the stanza's input.
+    if (r.changes === before && recs.length > 0) {
+      if (this.cache.size >= MAX_CACHED) this.cache.clear();
+      this.cache.set(flat(bare), recs);
+    }
     return recs;
   }
 }

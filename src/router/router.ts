@@ -32,7 +32,8 @@ import { log } from '../log.ts';
 
 /** How stanzas leave this worker: to another worker of the node, or another node. */
 export interface Transport {
-  toWorker(worker: number, env: Envelope): void;
+  /** False when that worker is gone (it died; its records are on their way out). */
+  toWorker(worker: number, env: Envelope): boolean;
   /** Resolves false when nobody on that node took the envelope. */
   toNode(node: string, worker: number, env: Envelope): Promise<boolean>;
 }
@@ -289,8 +290,10 @@ export class Router implements PresenceRouting {
         // its session took what was waiting: have it take again.
         // Stored: a failed check must not make the sender send it again.
         // Read fresh: a session that just became available may not be in a cached view yet.
-        const now = (await this.d.registry.resources(`${local}@${this.d.domain}`, true).catch(() => [])).filter((r) => r.available && r.priority >= 0 && r.sid !== failed);
-        if (now.length > 0) this.flushOffline(now[0]);
+        // Each bound resource is told (its worker knows whether it is
+        // available now); the first to claim the queue delivers it (XEP-0160).
+        const now = (await this.d.registry.resources(`${local}@${this.d.domain}`, true).catch(() => [])).filter((r) => r.sid !== failed);
+        for (const r of now) this.flushOffline(r);
         return;
       }
       return this.reject(sender, el, new StanzaError('service-unavailable', 'the recipient is offline and cannot take more messages'));
@@ -389,10 +392,30 @@ export class Router implements PresenceRouting {
     this.send(rec, { t: 'offline', jid: rec.jid, sid: rec.sid });
   }
 
-  private send(rec: SessionRecord, env: Envelope): void {
-    if (rec.node !== this.d.node) void this.d.transport.toNode(rec.node, rec.worker, env);
-    else if (rec.worker === this.d.worker) this.onEnvelope(env);
-    else this.d.transport.toWorker(rec.worker, env);
+  /** To the worker of a session, wherever it is; whether it got there (a node answers later). */
+  private send(rec: SessionRecord, env: Envelope): boolean | Promise<boolean> {
+    if (rec.node !== this.d.node) return this.d.transport.toNode(rec.node, rec.worker, env);
+    if (rec.worker === this.d.worker) {
+      this.onEnvelope(env);
+      return true;
+    }
+    return this.d.transport.toWorker(rec.worker, env);
+  }
+
+  /** A message offered in turn (see offerInTurn) to `rec`; if its worker or node is gone, to the next, or stored. */
+  private sendTry(rec: SessionRecord, xml: string, rest: SessionRecord[]): void {
+    const sent = this.send(rec, { t: 'try', jid: rec.jid, sid: rec.sid, xml, rest });
+    const lost = () => this.tryNext(xml, rest);
+    if (sent === false) lost();
+    else if (sent !== true) void sent.then((ok) => ok || lost(), lost);
+  }
+
+  /** None took it so far: the next in turn, or, as for an account with no available resource, storage. */
+  private tryNext(xml: string, rest: SessionRecord[]): void {
+    if (rest.length > 0) return this.sendTry(rest[0], xml, rest.slice(1));
+    const el = parseStanza(xml);
+    const local = el ? localOf(el.attrs.to) : undefined;
+    if (el && local) this.track(() => this.storeOrBounce(local, el, undefined));
   }
 
   /**
@@ -402,6 +425,9 @@ export class Router implements PresenceRouting {
    * it for a session that has not requested the roster.
    */
   async pushRoster(bareJid: string, query: Element): Promise<void> {
+    // Here at once, whatever becomes of the push.
+    const at = bareJid.lastIndexOf('@');
+    if (at > 0) this.presence.rosterChanged(bareJid.slice(0, at));
     let recs: SessionRecord[];
     try {
       recs = await this.d.registry.resources(bareJid);
@@ -425,7 +451,7 @@ export class Router implements PresenceRouting {
     const taken = this.offer(rec, el.toString(), only, { solicited: opts.solicited, reroute: rerouteOf(el, only) });
     if (taken === true || only) return; // nobody to answer for a stanza only some sessions take
     if (taken === false) return this.undeliverable(el, rec.sid);
-    void taken.then((ok) => ok || this.undeliverable(el, rec.sid));
+    void taken.then((ok) => ok || this.undeliverable(el, rec.sid), () => this.undeliverable(el, rec.sid));
   }
 
   /**
@@ -435,13 +461,13 @@ export class Router implements PresenceRouting {
    */
   private deliverCopies(recs: SessionRecord[], el: Element): void {
     const xml = el.toString();
-    void Promise.all(recs.map((rec) => this.offer(rec, xml, 'copy', { reroute: 'copy' }))).then((oks) => oks.includes(true) || this.undeliverable(el, recs[0].sid, 'last'));
+    const lost = () => this.undeliverable(el, recs[0].sid, 'last');
+    void Promise.all(recs.map((rec) => this.offer(rec, xml, 'copy', { reroute: 'copy' }))).then((oks) => oks.includes(true) || lost(), lost);
   }
 
   /** A message to a bare JID offered to bound resources one after the other (see the file's head); the last one's worker stores it if none takes it. */
   private offerInTurn(recs: SessionRecord[], el: Element): void {
-    const [first, ...rest] = recs;
-    this.send(first, { t: 'try', jid: first.jid, sid: first.sid, xml: el.toString(), rest });
+    this.sendTry(recs[0], el.toString(), recs.slice(1));
   }
 
   /**
@@ -456,8 +482,7 @@ export class Router implements PresenceRouting {
     if (opts.solicited) env.solicited = true;
     if (opts.reroute) env.reroute = opts.reroute;
     if (rec.node !== this.d.node) return this.d.transport.toNode(rec.node, rec.worker, env);
-    this.d.transport.toWorker(rec.worker, env);
-    return true;
+    return this.d.transport.toWorker(rec.worker, env);
   }
 
   /** To a session of this worker: whether it took the stanza (false too when `only` leaves it out). */
@@ -507,18 +532,22 @@ export class Router implements PresenceRouting {
         return;
       }
       if (!to.local || to.domain !== this.d.domain) return;
-      const bareJid = `${to.local}@${to.domain}`;
-      if (kind === 'copy') {
-        // Another copy went to an equally available resource: if one is still there, it has it.
-        const left = (await this.available(bareJid)).filter((r) => r.sid !== sid && r.priority >= 0);
-        if (left.length > 0) return;
+      if (kind === 'last') return this.storeOrBounce(to.local, el, undefined, sid);
+      // A message, or a copy of one (another copy may have reached another
+      // resource: then it comes twice, rather than not at all), goes as to
+      // the bare JID, to the resources left, else to storage.
+      try {
+        await this.toBare(el, to.local, `${to.local}@${to.domain}`, undefined, sid);
+      } catch (err) {
+        // The registry is away: storage, or an error to the sender.
+        log.debug('reroute: the registry failed; storing', { err: String(err) });
+        await this.storeOrBounce(to.local, el, undefined, sid);
       }
-      if (kind === 'last' || kind === 'copy') return this.storeOrBounce(to.local, el, undefined, sid);
-      return this.toBare(el, to.local, bareJid, undefined, sid);
     });
   }
 
-  private track(fn: () => Promise<void>): void {
+  /** Work started for a stanza or a session that is gone (PresenceRouting): logged if it fails, awaited by idle(). */
+  track(fn: () => Promise<void>): void {
     const p = fn().catch((err: unknown) => log.warn('an undelivered stanza could not be rerouted', { err: String(err) }));
     this.pending.add(p);
     void p.finally(() => this.pending.delete(p));
@@ -532,9 +561,10 @@ export class Router implements PresenceRouting {
   /** An envelope from another worker or node for a session of this worker. */
   onEnvelope(env: Envelope): void {
     if (env.t === 'deliver') {
-      // Not taken: answered here, unless only some sessions take it (a copy, a push, a carbon).
       const opts = { solicited: env.solicited, reroute: env.reroute };
-      if (!this.take(env.jid, env.sid, env.xml, env.only, opts) && !env.only) this.undeliverable(parseStanza(env.xml), env.sid, env.reroute);
+      // Not taken: answered here, unless only some sessions take it (a push,
+      // a carbon); a copy is answered when it must not be lost (its reroute).
+      if (!this.take(env.jid, env.sid, env.xml, env.only, opts) && (!env.only || (env.only === 'copy' && env.reroute))) this.undeliverable(parseStanza(env.xml), env.sid, env.reroute);
       return;
     }
     if (env.t === 'try') {
@@ -546,15 +576,7 @@ export class Router implements PresenceRouting {
         setImmediate(() => this.onEnvelope({ ...env, late: true }));
         return;
       }
-      if (env.rest.length > 0) {
-        const [next, ...rest] = env.rest;
-        this.send(next, { t: 'try', jid: next.jid, sid: next.sid, xml: env.xml, rest });
-        return;
-      }
-      // None of them took it: as for an account with no available resource.
-      const el = parseStanza(env.xml);
-      const local = el ? localOf(el.attrs.to) : undefined;
-      if (el && local) this.track(() => this.storeOrBounce(local, el, undefined));
+      this.tryNext(env.xml, env.rest);
       return;
     }
     const s = this.d.sessions.get(env.sid);

@@ -441,12 +441,8 @@ export class Session {
   private startTls(): void {
     if (this.secure) {
       // §5.4.2.2: TLS cannot start (it is already in place): <failure/>, then close.
-      this.write(`<failure xmlns='${NS_TLS}'/></stream:stream>`);
       this.endReason = 'STARTTLS on a secure stream';
-      this.outClosed = true;
-      this.state = 'closed';
-      this.socket.end();
-      this.cleanup();
+      this.finish(`<failure xmlns='${NS_TLS}'/></stream:stream>`);
       return;
     }
     this.write(`<proceed xmlns='${NS_TLS}'/>`);
@@ -595,7 +591,7 @@ export class Session {
       // The account was removed while this stream authenticated: the removal
       // ended the sessions there were, before this one was among them.
       const removed = this.username === null ? undefined : this.ctx.removed.get(this.username);
-      if (removed !== undefined && removed >= this.authStartedAt) return this.close({ condition: 'not-authorized', text: 'the account was removed' });
+      if (removed !== undefined && removed.at >= this.authStartedAt) return this.close({ condition: 'not-authorized', text: 'the account was removed' });
       const reply = new Element('iq', { type: 'result', id: iq.attrs.id });
       reply.c('bind', { xmlns: NS_BIND }).c('jid').t(this.jid);
       this.send(reply);
@@ -660,7 +656,8 @@ export class Session {
 
   /** Notes a broadcast presence as it is read (see `announced`); its sequence number, to clear it once processed. */
   private announce(el: Element): number | undefined {
-    if (el.name !== 'presence' || el.attrs.to !== undefined || this.state !== 'established') return undefined;
+    // Also while binding: a client may send its presence right behind its bind.
+    if (el.name !== 'presence' || el.attrs.to !== undefined || (this.state !== 'established' && this.state !== 'wait-bind')) return undefined;
     const type = el.attrs.type;
     if (type === undefined) {
       const p = Number.parseInt(el.getChildText('priority') ?? '0', 10);
@@ -730,22 +727,24 @@ export class Session {
     if (this.outqLen + this.socket.writableLength >= LOW_WATER) return;
     const src = this.sources[0];
     this.pulling = true;
-    src.next().then(
-      (items) => {
+    const failed = (err: unknown) => {
+      this.pulling = false;
+      log.warn('paced output failed', { sid: this.id, jid: this.jid, err: String(err) });
+      if (this.sources[0] === src) this.sources.shift();
+      src.stop?.();
+      this.pull();
+    };
+    src.next().then((items) => {
+      try {
         this.pulling = false;
         if (items === null) {
           if (this.sources[0] === src) this.sources.shift();
         } else for (const it of items) this.put(it);
         this.pull();
-      },
-      (err: unknown) => {
-        this.pulling = false;
-        log.warn('paced output failed', { sid: this.id, jid: this.jid, err: String(err) });
-        if (this.sources[0] === src) this.sources.shift();
-        src.stop?.();
-        this.pull();
-      },
-    );
+      } catch (err) {
+        failed(err);
+      }
+    }, failed);
   }
 
   private slowReader(): void {
@@ -781,14 +780,19 @@ export class Session {
       (reason.condition === 'system-shutdown' || !this.jid ? log.debug : log.info)('stream error', { sid: this.id, jid: this.jid, condition: reason.condition, text: reason.text });
     }
     this.endReason ??= reason.condition ? `stream error ${reason.condition}${reason.text ? `: ${reason.text}` : ''}` : 'closed by the server';
-    this.put({ xml: `${out}</stream:stream>` });
+    this.finish(`${out}</stream:stream>`, reason.forgotten);
+  }
+
+  /** Writes what is queued and `last`, ends the connection, and gives the peer CLOSE_GRACE_MS to read it. */
+  private finish(last: string, forgotten?: boolean): void {
+    this.put({ xml: last });
     this.flush(true);
     this.outClosed = true;
     this.state = 'closed';
     this.socket.end();
     // The peer should answer with its closing tag; do not wait forever.
     setTimeout(() => this.raw.destroy(), CLOSE_GRACE_MS).unref();
-    this.cleanup(reason.forgotten);
+    this.cleanup(forgotten);
   }
 
   private cleanup(forgotten = false): void {
@@ -800,7 +804,7 @@ export class Session {
     if (this.jid && this.ctx.sessions.delete(this.id) && !forgotten) {
       void this.ctx.registry.unbind(this.jid, this.id);
       // RFC 6121 §4.5.2: gone without a word is unavailable all the same.
-      void this.ctx.router.presence.sessionEnded(this);
+      this.ctx.router.presence.sessionEnded(this);
     }
     if (this.jid) this.ctx.router.presence.detach(this);
     this.mailbox.length = 0;

@@ -6,12 +6,13 @@
 // a store in the same thread.
 import { Worker, MessageChannel } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import type { AccountStore } from '../accounts/store.ts';
 import type { RosterStore } from '../roster/store.ts';
 import type { OfflineStore } from '../offline/store.ts';
 import { encode, decode } from '../worker/wire.ts';
 import type { FromStorage, StorageThreadData, ToStorage } from './thread.ts';
+import { log } from '../log.ts';
 
 export type StoreName = 'accounts' | 'roster' | 'offline' | 'info';
 export interface StoreRequest {
@@ -41,18 +42,40 @@ function buffers(v: unknown): unknown {
   return v;
 }
 
-/** One worker's connection to the storage thread. */
+/**
+ * One worker's connection to the storage thread. If the thread dies, what
+ * was asked of it fails at once (and so does what is asked until the new
+ * thread's port arrives through replace()), instead of waiting forever.
+ */
 export class StorageClient {
-  private port: MessagePort;
+  private port: MessagePort | undefined;
   private next = 1;
   private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
 
   constructor(port: MessagePort) {
+    this.replace(port);
+  }
+
+  /** A port to a (new) storage thread. */
+  replace(port: MessagePort): void {
+    const old = this.port;
     this.port = port;
+    old?.close();
+    this.failAll();
     this.listen(port);
   }
 
+  private failAll(): void {
+    for (const w of this.waiting.values()) w.reject(new Error('the storage thread is gone'));
+    this.waiting.clear();
+  }
+
   private listen(port: MessagePort): void {
+    port.on('close', () => {
+      if (this.port !== port) return;
+      this.port = undefined;
+      this.failAll();
+    });
     port.on('message', (buf: Uint8Array) => {
       const a = decode<StoreAnswer>(buf);
       const w = this.waiting.get(a.i);
@@ -66,6 +89,7 @@ export class StorageClient {
   call(s: StoreName, m: string, a: unknown[]): Promise<unknown> {
     const i = this.next++;
     return new Promise((resolve, reject) => {
+      if (!this.port) return reject(new Error('the storage thread is gone'));
       this.waiting.set(i, { resolve, reject });
       try {
         this.port.postMessage(encode({ i, s, m, a } satisfies StoreRequest));
@@ -77,9 +101,10 @@ export class StorageClient {
   }
 
   close(): void {
-    this.port.close();
-    for (const w of this.waiting.values()) w.reject(new Error('the storage thread is gone'));
-    this.waiting.clear();
+    const port = this.port;
+    this.port = undefined;
+    port?.close();
+    this.failAll();
   }
 }
 
@@ -105,19 +130,58 @@ export async function remoteStores(client: StorageClient): Promise<{ accounts: A
   };
 }
 
-/** The storage thread of a node, started by the acceptor; give() hands out a port for one more caller. */
-export class StorageThread {
-  private readonly worker: Worker;
+/**
+ * The storage thread of a node, started by the acceptor; give() hands out a
+ * port for one more caller. If the thread dies it is started again and
+ * 'restarted' tells the acceptor to give every worker a new port; if it
+ * cannot be, the process ends (a node without its stores serves nobody).
+ */
+export class StorageThread extends EventEmitter<{ restarted: [] }> {
+  private worker: Worker;
+  private readonly data: StorageThreadData;
+  private closing = false;
+  private exited = false;
 
-  private constructor(worker: Worker) {
+  private constructor(data: StorageThreadData, worker: Worker) {
+    super();
+    this.data = data;
     this.worker = worker;
+    this.watch(worker);
+  }
+
+  private static async spawn(data: StorageThreadData): Promise<Worker> {
+    const worker = new Worker(new URL('./thread.ts', import.meta.url), { workerData: data, name: 'storage' });
+    const failed = once(worker, 'error').then(([err]) => Promise.reject(err as Error));
+    failed.catch(() => {}); // once started, errors are the watcher's
+    const [msg] = (await Promise.race([once(worker, 'message'), failed])) as [FromStorage];
+    if (msg.t === 'failed') throw new Error(`cannot open the stores: ${msg.err}`);
+    return worker;
   }
 
   static async start(data: StorageThreadData): Promise<StorageThread> {
-    const worker = new Worker(new URL('./thread.ts', import.meta.url), { workerData: data, name: 'storage' });
-    const [msg] = (await Promise.race([once(worker, 'message'), once(worker, 'error').then(([err]) => Promise.reject(err as Error))])) as [FromStorage];
-    if (msg.t === 'failed') throw new Error(`cannot open the stores: ${msg.err}`);
-    return new StorageThread(worker);
+    return new StorageThread(data, await StorageThread.spawn(data));
+  }
+
+  private watch(worker: Worker): void {
+    worker.on('error', (err: Error) => log.error('the storage thread failed', { err: String(err), stack: err.stack }));
+    worker.on('exit', (code) => {
+      if (worker !== this.worker) return;
+      this.exited = true;
+      if (this.closing) return;
+      log.error('the storage thread died; starting another', { code });
+      StorageThread.spawn(this.data).then(
+        (next) => {
+          this.worker = next;
+          this.exited = false;
+          this.watch(next);
+          this.emit('restarted');
+        },
+        (err: unknown) => {
+          log.error('cannot start the storage thread again; exiting', { err: String(err) });
+          process.exit(1);
+        },
+      );
+    });
   }
 
   /** A new port to the thread, for one worker. */
@@ -127,11 +191,9 @@ export class StorageThread {
     return port2;
   }
 
-  get thread(): Worker {
-    return this.worker;
-  }
-
   async close(): Promise<void> {
+    this.closing = true;
+    if (this.exited) return;
     const exited = once(this.worker, 'exit');
     this.worker.postMessage({ t: 'close' } satisfies ToStorage);
     await exited;

@@ -34,10 +34,14 @@ setLogLevel(data.logLevel);
 let stores: Record<StoreName, object>;
 try {
   const accounts = SqliteAccountStore.open(join(data.dataDir, 'accounts.sqlite'), data.scramIterations);
+  const offline = SqliteOfflineStore.open(join(data.dataDir, 'offline.sqlite'));
+  // Claims on offline queues belong to sessions of this node, none of which
+  // outlives the thread: what a crash or a restart left would hold logins back.
+  offline.clearClaims();
   stores = {
     accounts,
     roster: SqliteRosterStore.open(join(data.dataDir, 'roster.sqlite')),
-    offline: SqliteOfflineStore.open(join(data.dataDir, 'offline.sqlite')),
+    offline,
     // What a caller needs synchronously (SCRAM's fake exchanges): asked once.
     info: { async get() { return { iterations: accounts.iterations, fakeSaltKey: accounts.fakeSaltKey() }; } },
   };
@@ -73,7 +77,16 @@ parentPort!.on('message', (msg: ToStorage) => {
   if (msg.t === 'port') {
     const port = msg.port;
     ports.add(port);
-    port.on('message', (buf: Uint8Array) => void answer(port, decode<StoreRequest>(buf)));
+    port.on('message', (buf: Uint8Array) => {
+      let req: StoreRequest;
+      try {
+        req = decode<StoreRequest>(buf);
+      } catch (err) {
+        log.error('storage request not understood', { err: String(err) });
+        return;
+      }
+      void answer(port, req);
+    });
     port.on('close', () => ports.delete(port));
     return;
   }

@@ -30,6 +30,6 @@ export interface WorkerContext {
   removeAccount(user: string): Promise<RemovalNotice | undefined>;
   /** Tells every worker of every node that an account was removed. */
   announceRemoval(notice: RemovalNotice): void;
-  /** Accounts removed lately, and when: a session that authenticated before that ends at bind. */
-  removed: Map<string, number>;
+  /** Accounts removed lately: when this worker learnt it (its own clock), and which notice (for its echo). */
+  removed: Map<string, { at: number; notice: number }>;
 }

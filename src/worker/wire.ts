@@ -57,6 +57,12 @@ export interface Peers {
   peers: PeerPort[];
 }
 
+/** Main thread → worker, structured-cloned: a port to a storage thread started again (the old one died). */
+export interface StorePort {
+  t: 'store';
+  port: MessagePort;
+}
+
 /** Main thread → worker. */
 export type FromHub =
   | { t: 'bound'; q: number; outcome: BindOutcome }

@@ -24,7 +24,7 @@ import type { Transport } from '../router/router.ts';
 import { Session } from '../session/session.ts';
 import { encode, decode } from './wire.ts';
 import { adoptSocket } from './socket.ts';
-import type { Envelope, FromHub, Peers, Welcome } from './wire.ts';
+import type { Envelope, FromHub, Peers, StorePort, Welcome } from './wire.ts';
 import type { WorkerContext } from './context.ts';
 import { ping } from '../modules/ping.ts';
 import { version } from '../modules/version.ts';
@@ -35,7 +35,7 @@ import { roster, pushQuery } from '../modules/roster.ts';
 import { carbons } from '../modules/carbons.ts';
 import { NS_MSGOFFLINE } from '../xmpp/ns.ts';
 import type { ServerModule } from '../modules/module.ts';
-import { removeAccount } from '../accounts/removal.ts';
+import { removeAccount, isRemovalNotice } from '../accounts/removal.ts';
 import type { RemovalNotice } from '../accounts/removal.ts';
 import { log, setLogLevel, guarded, Throttled } from '../log.ts';
 import { collectWhenIdle } from '../idle-gc.ts';
@@ -96,7 +96,7 @@ interface Backend {
   /** To every worker of every node, this one included; `here` is this worker's share, for when the others cannot be reached. */
   announceRemoval(notice: RemovalNotice, here: (notice: RemovalNotice) => void): void;
   /** Called once the worker knows its index: start receiving. */
-  listen(index: number, router: Router, onRemoved: (notice: RemovalNotice) => void): Promise<void>;
+  listen(index: number, router: Router, onRemoved: (notice: unknown) => void): Promise<void>;
   onHub(msg: FromHub): boolean;
   /** Calls `fn` each time the registry is reachable again after an outage. */
   onRecovered(fn: () => void): void;
@@ -151,7 +151,7 @@ function cluster(): Backend {
       sub.on('messageBuffer', (channel: Buffer, message: Buffer) => {
         const name = channel.toString();
         if (name === K.inv) registry.invalidate(message.toString());
-        else if (name === K.removed) onRemoved(decode<RemovalNotice>(message));
+        else if (name === K.removed) onRemoved(decode<unknown>(message));
         else router.onEnvelope(decode<Envelope>(message));
       });
       // Ready only once binds can reach the registry too: the command
@@ -223,13 +223,13 @@ async function reconcile(c: WorkerContext): Promise<void> {
 }
 
 /** The durable stores: through the node's storage thread, or (in a cluster) Redis. */
-async function openStores(store: MessagePort | undefined): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore; close(): void }> {
+async function openStores(store: MessagePort | undefined): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore; replace(port: MessagePort): void; close(): void }> {
   if (store) {
     const client = new StorageClient(store);
-    return { ...(await remoteStores(client)), close: () => client.close() };
+    return { ...(await remoteStores(client)), replace: (port) => client.replace(port), close: () => client.close() };
   }
   const [accounts, roster, offline] = await Promise.all([openAccountStore(config), openRosterStore(config), openOfflineStore(config)]);
-  return { accounts, roster, offline, close: () => void Promise.all([accounts.close(), roster.close(), offline.close()]) };
+  return { accounts, roster, offline, replace: (port) => port.close(), close: () => void Promise.all([accounts.close(), roster.close(), offline.close()]) };
 }
 
 async function join(hub: MessagePort, store: MessagePort | undefined): Promise<void> {
@@ -272,7 +272,12 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     local,
     accountExists: (local) => accounts.exists(local),
     transport: {
-      toWorker: (w, env) => peers.get(w)?.postMessage(encode(env)),
+      toWorker: (w, env) => {
+        const port = peers.get(w);
+        if (!port) return false; // that worker died
+        port.postMessage(encode(env));
+        return true;
+      },
       toNode: backend.toNode,
     },
     modules,
@@ -299,14 +304,27 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     local,
     all: new Set(),
     removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline }, config.domain, user, config.maxRosterItems),
-    announceRemoval: (notice) => backend.announceRemoval(notice, onRemoved),
+    // Here first, whatever becomes of the announcement; then everywhere.
+    announceRemoval: (notice) => {
+      onRemoved(notice);
+      backend.announceRemoval(notice, onRemoved);
+    },
     removed: new Map(),
   };
-  /** An account was removed somewhere: its sessions here end, its contacts here are told. */
-  const onRemoved = (notice: RemovalNotice): void => {
+  /**
+   * An account was removed somewhere: its sessions here end, its contacts
+   * here are told; once per removal (the echo of one made here is skipped).
+   * The time kept is this worker's own: no other clock is compared with it.
+   */
+  const onRemoved = (notice: unknown): void => {
+    if (!isRemovalNotice(notice)) {
+      log.error('an account removal notice not understood; ignored', { notice: JSON.stringify(notice).slice(0, 200) });
+      return;
+    }
     const now = Date.now();
-    for (const [u, at] of c.removed) if (now - at > REMOVED_KEPT_MS) c.removed.delete(u);
-    c.removed.set(notice.user, notice.at);
+    if (c.removed.get(notice.user)?.notice === notice.at) return;
+    for (const [u, r] of c.removed) if (now - r.at > REMOVED_KEPT_MS) c.removed.delete(u);
+    c.removed.set(notice.user, { at: now, notice: notice.at });
     router.accountRemoved(notice);
     for (const s of [...c.all]) if (s.username === notice.user) s.close({ condition: 'not-authorized', text: 'the account was removed' });
   };
@@ -380,9 +398,18 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
         break;
     }
   };
-  hub.on('message', (raw: Uint8Array | Welcome | Peers) => {
-    if (raw instanceof Uint8Array) return onHub(decode<FromHub>(raw));
+  hub.on('message', (raw: Uint8Array | Welcome | Peers | StorePort) => {
+    if (raw instanceof Uint8Array) {
+      try {
+        return onHub(decode<FromHub>(raw));
+      } catch (err) {
+        // One message's failure must not take the worker, and its sessions, down.
+        log.error('a message from the hub failed', { err: String(err), stack: (err as Error).stack });
+        return;
+      }
+    }
     if (raw.t === 'peers') return addPeers(raw.peers);
+    if (raw.t === 'store') return stores.replace(raw.port);
     // Everything this worker needs to serve, given in one message.
     index = raw.index;
     c.index = index;
