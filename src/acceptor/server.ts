@@ -46,6 +46,8 @@ export interface RunningServer {
   c2sPort: number;
   tlsPort: number;
   hub: Hub;
+  /** A single node's storage thread. */
+  storage?: StorageThread;
   stats(): ServerStats;
   /** Graceful: stop accepting, <system-shutdown/> to every session, bounded by shutdownTimeoutMs. */
   close(): Promise<void>;
@@ -358,5 +360,5 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
       await pool.destroy();
       await storage?.close();
     })());
-  return { c2sPort, tlsPort, hub: h, membership, stats, close };
+  return { c2sPort, tlsPort, hub: h, membership, storage, stats, close };
 }

@@ -184,6 +184,11 @@ export class StorageThread extends EventEmitter<{ restarted: [] }> {
     });
   }
 
+  /** The thread now (it changes when one dies). */
+  get thread(): Worker {
+    return this.worker;
+  }
+
   /** A new port to the thread, for one worker. */
   give(): MessagePort {
     const { port1, port2 } = new MessageChannel();

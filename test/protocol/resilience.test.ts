@@ -1,0 +1,115 @@
+// Failures inside one node that must not take its service down (found in
+// review, issue 14's spirit): the storage thread dying is survived (another
+// is started, the workers get a port to it, logins and offline storage work
+// again); a STARTTLS on a secure stream gets <failure/> and the end of the
+// connection; a removal notice the admin
+// socket cannot understand is refused and kills nothing; a claim on an
+// offline queue left by a node that stopped does not hold its user's
+// messages back after a restart.
+import test from 'ava';
+import net from 'node:net';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { startTestServer } from '../helpers/server.ts';
+import type { TestServer } from '../helpers/server.ts';
+import { NS_TLS, secured, uid, within } from '../helpers/protocol.ts';
+import { WAIT, barrier, connect, expect, fresh } from '../helpers/im.ts';
+import { environment, spawnServer, START_MS } from '../helpers/process.ts';
+import { SqliteOfflineStore } from '../../src/offline/sqlite.ts';
+import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
+import { adminSocketPath } from '../../src/admin/socket.ts';
+
+let server: TestServer;
+test.before(async () => {
+  server = await startTestServer({});
+});
+test.after.always(async () => {
+  await server?.stop();
+});
+
+test.serial('the storage thread dies: another is started, logins and offline storage work again, sessions stay', async (t) => {
+  const [a, b] = [fresh('alice'), fresh('bob')];
+  await server.addUser(a, `${a}-pw`);
+  await server.addUser(b, `${b}-pw`);
+  const alice = await connect(t, server.c2sPort, a);
+  const first = server.storage!.thread;
+  const exited = once(first, 'exit');
+  await first.terminate();
+  await exited;
+  // A new thread comes; until then calls fail at once (nothing waits forever).
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    try {
+      const bob = await connect(t, server.c2sPort, b, `r${Date.now()}`);
+      bob.c.destroy();
+      break;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+  }
+  t.not(server.storage!.thread, first, 'a new storage thread');
+  // The session from before still chats, and a message to the offline bob is stored.
+  const id = uid('after');
+  const from = alice.c.items.length;
+  alice.c.send(`<message to='${b}@localhost' id='${id}' type='chat'><body>kept</body></message>`);
+  t.deepEqual((await barrier(alice, from)).map((el) => el.toString()), [], 'no error: stored');
+  const bob = await connect(t, server.c2sPort, b, 'again');
+  const bf = bob.c.items.length;
+  bob.c.send('<presence/>');
+  await expect(bob, 'the stored message', (el) => el.attrs.id === id, bf);
+});
+
+test('STARTTLS on a secure stream: <failure/>, then the connection ends (RFC 6120 §5.4.2.2)', async (t) => {
+  const { c } = await secured(server.c2sPort);
+  t.teardown(() => c.destroy());
+  c.send(`<starttls xmlns='${NS_TLS}'/>`);
+  const failure = await c.nextEl('failure');
+  t.is(failure.attrs.xmlns, NS_TLS);
+  await within(c.closed, 5000, 'the server ends the connection');
+  t.pass();
+});
+
+test('a removal notice the admin socket cannot understand is refused; the workers live on', async (t) => {
+  const sock = net.connect(adminSocketPath(server.config.dataDir));
+  await once(sock, 'connect');
+  t.teardown(() => sock.destroy());
+  sock.setEncoding('utf8');
+  const answers: string[] = [];
+  sock.on('data', (d: string) => answers.push(d));
+  sock.write(`${JSON.stringify({ op: 'removed', notice: { user: 'someone' } })}\n`);
+  sock.write('not json\n');
+  while (answers.join('').split('\n').length < 3) await once(sock, 'data');
+  const [first, second] = answers.join('').split('\n').map((l) => (l ? (JSON.parse(l) as { ok: boolean }) : undefined));
+  t.false(first?.ok);
+  t.false(second?.ok);
+  const u = fresh('still');
+  await server.addUser(u, `${u}-pw`);
+  const p = await connect(t, server.c2sPort, u);
+  await barrier(p, 0);
+});
+
+test('a claim on an offline queue left by a node that stopped does not hold back its messages after a restart', async (t) => {
+  const { env, c2sPort, dir } = await environment(t);
+  const data = join(dir, 'data');
+  const first = spawnServer(t, process.execPath, ['src/main.ts', 'start'], env);
+  await within(first.waitForLog('listening'), START_MS, 'the start');
+  const accounts = SqliteAccountStore.open(join(data, 'accounts.sqlite'), 4096);
+  await accounts.create('bob', 'bob-pw');
+  accounts.close();
+  first.child.kill('SIGTERM');
+  await first.closed;
+  // What a session of a node that died left: a message, and its claim.
+  const offline = SqliteOfflineStore.open(join(data, 'offline.sqlite'));
+  await offline.push('bob', `<message to='bob@localhost' id='waiting' type='chat'><body>x</body></message>`, { max: 10, maxBytes: 10_000 });
+  t.not(await offline.fetch('bob', 'a-session-that-died', '', 10, 3_600_000), null);
+  offline.close();
+  const second = spawnServer(t, process.execPath, ['src/main.ts', 'start'], env);
+  await within(second.waitForLog('listening'), START_MS, 'the restart');
+  const bob = await connect(t, c2sPort, 'bob', 'r');
+  const from = bob.c.items.length;
+  bob.c.send('<presence/>');
+  await expect(bob, 'the message', (el) => el.attrs.id === 'waiting', from);
+  second.child.kill('SIGTERM');
+  await second.closed;
+});
+
