@@ -332,8 +332,8 @@ export async function launchCluster(options: LaunchOptions = {}): Promise<Cluste
   const stop = () =>
     (stopping ??= (async () => {
       // Nodes first, while Redis is up so that they leave the cluster cleanly;
-      // the server's own bound is the shutdown timeout plus 2 s.
-      await Promise.all(nodes.map((n) => n.stop(shutdownMs + 3000)));
+      // the server exits on its own by the shutdown timeout plus 5 s.
+      await Promise.all(nodes.map((n) => n.stop(shutdownMs + 6000)));
       await Promise.all([haproxy?.stop(5000), redis?.stop(10_000)]);
       process.off('exit', killAll);
       if (ownDir) rmSync(dir, { recursive: true, force: true });

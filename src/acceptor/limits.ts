@@ -45,7 +45,8 @@ export interface ConnectionCap {
  * XMPP_MAX_CONNECTIONS, or when 0 the open-file limit less a reserve for
  * everything else: 64 for the process itself (standard streams, event
  * loops, listeners, certificate and log files), 32 per worker thread (its
- * event loop, its SQLite files or Redis connections), and a tenth of the
+ * event loop and Redis connections, or on one node the storage thread's
+ * SQLite files), and a tenth of the
  * limit, at most 4096, for peers (Redis, other servers) and files opened
  * for a moment. Never below 16.
  */

@@ -9,8 +9,7 @@ import type { Element } from 'ltx';
 import { Redis } from 'ioredis';
 import { startCluster } from '../helpers/cluster.ts';
 import type { NodeProcess, TestCluster } from '../helpers/cluster.ts';
-import { uid } from '../helpers/protocol.ts';
-import { NS_DELAY, barrier, clusterPeers, expect, isPresence, isPush, rosterItem, subscribe } from '../helpers/im.ts';
+import { clusterPeers, expect, isPresence, isPush, messagesAfterPresence, rosterItem, subscribe } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 import { RedisAccountStore } from '../../src/accounts/redis.ts';
 
@@ -64,22 +63,7 @@ test('across nodes: an inbound approval, cancellation or unsubscribe comes befor
 test('across nodes: a message to the bare JID sent once initial presence was read is delivered live, never stored (50 rounds, no sleeps)', async (t) => {
   const alice = await user(t, nodes[0], 'alice');
   const bob = await user(t, nodes[1], 'bob');
-  const stored: string[] = [];
-  for (let round = 0; round < 50; round++) {
-    const a = alice.c.items.length;
-    alice.c.send(`<presence type='unavailable'/>`);
-    await barrier(alice, a);
-    // The iq and the presence in one write: when bob has the iq, node 1 has read the presence.
-    const go = uid('go');
-    const id = uid('live');
-    const from = alice.c.items.length;
-    const b = bob.c.items.length;
-    alice.c.send(`<iq type='get' id='${go}' to='${bob.jid}'><ping xmlns='urn:xmpp:ping'/></iq><presence/>`);
-    await expect(bob, `the iq ${go}`, (el) => el.name === 'iq' && el.attrs.id === go, b);
-    bob.c.send(`<message to='${alice.bare}' id='${id}' type='chat'><body>${round}</body></message>`);
-    const m = await expect(alice, `message ${id}`, (el) => el.name === 'message' && el.attrs.id === id, from);
-    if (m.getChild('delay', NS_DELAY)) stored.push(id);
-  }
+  const stored = await messagesAfterPresence(alice, bob, 50);
   t.deepEqual(stored, [], 'every message delivered live, none through offline storage');
   t.is(await r.xlen(`xmpp:offq:${alice.name}`), 0);
 });

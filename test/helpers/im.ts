@@ -170,3 +170,30 @@ export function checkCarbon(t: ExecutionContext, el: Element, kind: 'sent' | 're
   t.is(inner?.getChildText('body'), message.body);
   return inner;
 }
+
+/**
+ * Issue 13 item 2, one round at a time: `a` goes unavailable, then sends an
+ * iq to `b` and its initial presence in one write (one TLS record): when `b`
+ * has the iq, the server has read the presence behind it, though it handles
+ * it only after routing the iq. Then `b` sends a message to `a`'s bare JID.
+ * Returns the ids of the messages that came through offline storage (with a
+ * delay stamp) instead of live.
+ */
+export async function messagesAfterPresence(a: Peer, b: Peer, rounds: number): Promise<string[]> {
+  const stored: string[] = [];
+  for (let round = 0; round < rounds; round++) {
+    const start = a.c.items.length;
+    a.c.send(`<presence type='unavailable'/>`);
+    await barrier(a, start);
+    const go = uid('go');
+    const id = uid('live');
+    const from = a.c.items.length;
+    const at = b.c.items.length;
+    a.c.send(`<iq type='get' id='${go}' to='${b.jid}'><ping xmlns='urn:xmpp:ping'/></iq><presence/>`);
+    await expect(b, `the iq ${go}`, (el) => el.name === 'iq' && el.attrs.id === go, at);
+    b.c.send(`<message to='${a.bare}' id='${id}' type='chat'><body>${round}</body></message>`);
+    const m = await expect(a, `message ${id}`, (el) => el.name === 'message' && el.attrs.id === id, from);
+    if (m.getChild('delay', NS_DELAY)) stored.push(id);
+  }
+  return stored;
+}

@@ -123,6 +123,24 @@ export class ServerProcess {
     return (await this.waitForLogs(msg, 1))[0];
   }
 
+  /** The first log line from index `from` on that matches; fails if the process ends first. */
+  async waitForMatch(pred: (l: LogLine) => boolean, from = 0): Promise<LogLine> {
+    for (;;) {
+      const line = this.logs.slice(from).find(pred);
+      if (line) return line;
+      if (this.ended) throw new Error(`the server ended before the awaited log line; stderr:\n${this.transcript()}`);
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+  }
+
+  /** Resolves once `cond()` holds, checking at each new log line; fails if the process ends first. */
+  async waitUntil(cond: () => boolean, what: string): Promise<void> {
+    while (!cond()) {
+      if (this.ended) throw new Error(`the server ended before ${what}; stderr:\n${this.transcript()}`);
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+  }
+
   /** The first `n` log lines with this message, once there are that many; fails if the process ends first. */
   async waitForLogs(msg: string, n: number): Promise<LogLine[]> {
     for (;;) {

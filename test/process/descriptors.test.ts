@@ -12,7 +12,7 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import net from 'node:net';
-import { ServerProcess } from '../helpers/spawned.ts';
+import { LimitedServer } from '../helpers/spawned.ts';
 import type { LogLine } from '../helpers/spawned.ts';
 import { RawClient, header } from '../helpers/raw.ts';
 import { online, othersUnaffected, within } from '../helpers/protocol.ts';
@@ -80,8 +80,8 @@ async function loginOnceFree(port: number, name: string): Promise<{ c: RawClient
   }
 }
 
-async function scenario(t: ExecutionContext, env: Record<string, string>): Promise<{ server: ServerProcess; flood: Flood; mark: number }> {
-  const server = await ServerProcess.start(t, { XMPP_IDLE_GC_MS: '100', XMPP_LOG_LEVEL: 'debug', ...env }, { nofile: NOFILE });
+async function scenario(t: ExecutionContext, env: Record<string, string>): Promise<{ server: LimitedServer; flood: Flood; mark: number }> {
+  const server = await LimitedServer.start(t, { XMPP_IDLE_GC_MS: '100', XMPP_LOG_LEVEL: 'debug', ...env }, { nofile: NOFILE });
   for (const name of ['alice', 'bob', 'carol']) await server.addUser(name, `${name}-pw`);
   const alice = await within(online(server.c2sPort, 'alice', 'alice-pw'), WAIT, 'alice logging in');
   t.teardown(() => alice.c.destroy());

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { uid } from '../helpers/protocol.ts';
-import { NS_DELAY, barrier, connect, expect, fresh, isPresence, isPush, ready, rosterItem, subscribe } from '../helpers/im.ts';
+import { connect, expect, fresh, isPresence, isPush, messagesAfterPresence, ready, rosterItem, subscribe } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 import { SqliteOfflineStore } from '../../src/offline/sqlite.ts';
 
@@ -99,25 +99,7 @@ for (const [label, server] of [['one worker', () => one], ['two workers', () => 
     const s = server();
     const alice = await user(t, s, 'alice');
     const bob = await user(t, s, 'bob', alice);
-    const stored: string[] = [];
-    for (let round = 0; round < 100; round++) {
-      // Unavailable: a message now would be stored.
-      const a = alice.c.items.length;
-      alice.c.send(`<presence type='unavailable'/>`);
-      await barrier(alice, a);
-      // An iq to bob, then initial presence, in one write (one TLS record):
-      // when bob gets the iq, the server has read the presence behind it,
-      // though it handles it only after routing the iq.
-      const go = uid('go');
-      const id = uid('live');
-      const from = alice.c.items.length;
-      const b = bob.c.items.length;
-      alice.c.send(`<iq type='get' id='${go}' to='${bob.jid}'><ping xmlns='urn:xmpp:ping'/></iq><presence/>`);
-      await expect(bob, `the iq ${go}`, (el) => el.name === 'iq' && el.attrs.id === go, b);
-      bob.c.send(`<message to='${alice.bare}' id='${id}' type='chat'><body>${round}</body></message>`);
-      const m = await expect(alice, `message ${id}`, (el) => el.name === 'message' && el.attrs.id === id, from);
-      if (m.getChild('delay', NS_DELAY)) stored.push(id);
-    }
+    const stored = await messagesAfterPresence(alice, bob, 100);
     t.deepEqual(stored, [], 'every message delivered live, none through offline storage');
     const store = SqliteOfflineStore.open(join(s.config.dataDir, 'offline.sqlite'));
     t.teardown(() => store.close());
