@@ -58,6 +58,10 @@ export class OfflineDelivery implements Paced {
   private async read(): Promise<Out[] | null> {
     if (this.stopFlag) return null;
     await this.removeWritten();
+    // Gone meanwhile: its release may already be on its way, and a fetch
+    // after it would claim the queue again for a session that is no more
+    // (the next login would wait for the claim to lapse).
+    if (this.stopFlag) return null;
     const batch = await this.store.fetch(this.user, this.owner, this.after, BATCH, CLAIM_MS);
     if (this.stopFlag) return null; // gone while reading: what was read stays stored
     if (batch === null) this.claimedByOther = true;
