@@ -193,12 +193,15 @@ async function start(config: Config): Promise<void> {
   stop = (signal: string, code = 0) => {
     if (stopping) return;
     stopping = true;
-    if (signal !== requested) log.info('shutting down', { signal });
     // After the deadline, leaving the cluster (a Redis command, 2 s at most)
     // and stopping the workers still take a moment: only a hang exits 1.
     const hard = setTimeout(() => process.exit(1), config.shutdownTimeoutMs + 5000);
     hard.unref();
-    server.close().then(
+    // close() shuts the listeners before it first waits: once this line is
+    // out, no new connection gets in.
+    const closed = server.close();
+    if (signal !== requested) log.info('shutting down', { signal });
+    closed.then(
       () => process.exit(code),
       (err: unknown) => {
         log.error('shutdown failed', { err: String(err) });
