@@ -225,6 +225,11 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
         this.send(link, { t: 'ack', q: msg.q });
         break;
       }
+      case 'sync':
+        // Messages to one worker keep their order: the changes broadcast
+        // before this ack reach its replica first.
+        this.send(link, { t: 'ack', q: msg.q });
+        break;
       case 'stopped':
         this.stopped.add(link.index);
         this.checkStopped();

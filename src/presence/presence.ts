@@ -69,8 +69,8 @@ export interface DeliverOptions {
 
 /** The routing this service uses (the Router). */
 export interface PresenceRouting {
-  /** Every bound resource of a bare JID, wherever it is connected (the owners judge availability). */
-  resources(bare: string): Promise<SessionRecord[]>;
+  /** Every bound resource of a bare JID, wherever it is connected (the owners judge availability); `fresh`: not from a cache or replica. */
+  resources(bare: string, fresh?: boolean): Promise<SessionRecord[]>;
   /** Available resources of a bare JID, as the registry has them. */
   available(bare: string): Promise<SessionRecord[]>;
   deliver(rec: SessionRecord, el: Element, only?: Only, opts?: DeliverOptions): void;
@@ -519,7 +519,10 @@ export class PresenceService {
           if (!d.stopped && s.open && s.available && s.priority >= 0) return this.deliverOffline(s);
           // Every other bound resource is told: each one's worker knows
           // whether it is available now (the registry may not say it yet).
-          void this.r.resources(s.bare!).then(
+          // Fresh: one that found the queue claimed by this session has
+          // bound before this release, and must hear of it (the claim's
+          // lapse is a minute away).
+          void this.r.resources(s.bare!, true).then(
             (recs) => {
               for (const r of recs) if (r.sid !== s.id) this.r.flushOffline(r);
             },

@@ -46,7 +46,7 @@ export interface SessionRegistry {
    */
   noteDirected(jid: string, sid: string, recipients: string[] | null): Promise<void>;
   lookup(jid: string): Promise<SessionRecord | undefined>;
-  /** `fresh`: read from the source, not from a cache (the cluster registry caches lookups). */
+  /** `fresh`: read from the source, not from a cache (the cluster registry caches lookups) or a worker's replica of the node's. */
   resources(bare: string, fresh?: boolean): Promise<SessionRecord[]>;
 }
 

@@ -372,9 +372,9 @@ export class Router implements PresenceRouting {
     }
   }
 
-  /** Bound resources of an account (PresenceRouting). */
-  resources(bare: string): Promise<SessionRecord[]> {
-    return this.d.registry.resources(bare);
+  /** Bound resources of an account (PresenceRouting); `fresh`: not from a cache or replica. */
+  resources(bare: string, fresh = false): Promise<SessionRecord[]> {
+    return this.d.registry.resources(bare, fresh);
   }
 
   /** Available resources of an account, as the registry has them (PresenceRouting). */

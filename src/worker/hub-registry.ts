@@ -72,7 +72,19 @@ export class HubRegistry implements SessionRegistry {
     return this.replica.lookup(jid);
   }
 
-  async resources(bare: string): Promise<SessionRecord[]> {
+  /**
+   * From the replica; `fresh`: after a round trip to the hub, so that every
+   * bind and presence change the hub applied before it is in (the replica
+   * may lag behind a change another worker was already told of).
+   */
+  async resources(bare: string, fresh = false): Promise<SessionRecord[]> {
+    if (fresh) {
+      const q = this.nextQ++;
+      await new Promise<void>((resolve) => {
+        this.acks.set(q, resolve);
+        this.send({ t: 'sync', q });
+      });
+    }
     return this.replica.resources(bare);
   }
 }

@@ -23,6 +23,8 @@ export type ToHub =
   | { t: 'bind'; q: number; req: BindRequest }
   | { t: 'unbind'; jid: string; sid: string }
   | { t: 'presence'; q: number; jid: string; sid: string; available: boolean; priority: number }
+  // answered with an ack once every change the hub applied before has been sent to this worker
+  | { t: 'sync'; q: number }
   | { t: 'hello'; threadId: number }
   // an account was removed: to every worker
   | { t: 'removed'; notice: RemovalNotice }

@@ -219,9 +219,6 @@ test('cut off while its offline messages are delivered: each was either written 
   // The victim asks for them and stops reading: the server writes what the
   // kernel takes and waits. Live messages then pile up until it is cut off.
   const first = await login(t, victim, 'first');
-  // A reset would mean the kernel dropped what the server had written (told apart in failures).
-  let firstError = 'none';
-  socketOf(first.c).on('error', (err) => (firstError = err.message));
   socketOf(first.c).pause();
   first.c.send('<presence/>');
   const live: string[] = [];
@@ -251,7 +248,7 @@ test('cut off while its offline messages are delivered: each was either written 
     await within(
       Promise.race(either),
       WAIT,
-      `message ${id} at the second login, or an error for it to the sender (the first connection's error: ${firstError})`,
+      `message ${id} at the second login, or an error for it to the sender`,
     );
   }
   const later = (await barrier(second, from)).filter((el) => el.name === 'message').map((m) => m.attrs.id);
