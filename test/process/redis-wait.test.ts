@@ -11,20 +11,22 @@ import { WAIT_LOG_MS } from '../../src/cluster/redis.ts';
 
 const PASSWORD = 'redis-secret-4Qx9';
 
-/** A Redis port where nothing listens now, and a server that can be started on it later. */
+/** A Redis server, stopped by startNode, that can be started again on its port later. */
 async function downRedis(t: ExecutionContext): Promise<RedisServer> {
   const redis = await RedisServer.start();
   t.teardown(() => redis.destroy());
-  await redis.stop();
   return redis;
 }
 
 /**
- * A node pointed at that port; with a password in the URL unless Redis is to
- * come up (the test's Redis has none, and ioredis would complain of it).
+ * A node pointed at that Redis once it is down; with a password in the URL
+ * unless Redis is to come up (the test's Redis has none, and ioredis would
+ * complain of it). The node's ports are picked while Redis still holds its
+ * own, so that they cannot be the one Redis comes back on.
  */
 async function startNode(t: ExecutionContext, redis: RedisServer, extra: Record<string, string> = {}, password = true): Promise<{ server: ServerProcess; env: NodeJS.ProcessEnv; c2sPort: number }> {
   const { env, c2sPort } = await environment(t);
+  await redis.stop();
   Object.assign(env, { XMPP_REDIS_URL: `redis://${password ? `:${PASSWORD}@` : ''}127.0.0.1:${redis.port}`, XMPP_WORKERS: '1', ...extra });
   const server = spawnServer(t, process.execPath, ['src/main.ts', 'start'], env);
   return { server, env, c2sPort };
