@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
-import { RedisServer, freePort } from './redis.ts';
+import { RedisServer } from './redis.ts';
 
 const MAIN = new URL('../../src/main.ts', import.meta.url).pathname;
 
@@ -20,33 +20,36 @@ export function clusterCertificate(dir: string): { cert: string; key: string } {
 
 export class NodeProcess {
   readonly name: string;
-  readonly c2sPort: number;
-  readonly tlsPort: number;
+  /** The ports it picked itself (port 0), from its "listening" line; 0 until then. */
+  c2sPort = 0;
+  tlsPort = 0;
   readonly proc: ChildProcess;
   readonly exited: Promise<number | null>;
   log = '';
   readonly dataDir: string;
 
-  private constructor(name: string, c2sPort: number, tlsPort: number, proc: ChildProcess, dataDir: string) {
+  private constructor(name: string, proc: ChildProcess, dataDir: string) {
     this.name = name;
-    this.c2sPort = c2sPort;
-    this.tlsPort = tlsPort;
     this.proc = proc;
     this.dataDir = dataDir;
     this.exited = once(proc, 'exit').then(([code]) => code as number | null);
     proc.stderr!.on('data', (d: Buffer) => (this.log += d.toString()));
   }
 
+  /**
+   * A node on ports it picks itself (unless `env` names them): a port picked
+   * beforehand is free until the node binds it, and another test may take it
+   * meanwhile.
+   */
   static async start(name: string, env: Record<string, string>): Promise<NodeProcess> {
-    const [c2s, direct] = [await freePort(), await freePort()];
     const dataDir = mkdtempSync(join(tmpdir(), `xmpp-${name}-`));
     const proc = spawn(process.execPath, [MAIN, 'start'], {
       env: {
         ...process.env,
         XMPP_DOMAIN: 'localhost',
         XMPP_NODE_ID: name,
-        XMPP_C2S_PORT: String(c2s),
-        XMPP_TLS_PORT: String(direct),
+        XMPP_C2S_PORT: '0',
+        XMPP_TLS_PORT: '0',
         XMPP_DATA_DIR: dataDir,
         XMPP_WORKERS: '1',
         XMPP_LOG_LEVEL: 'info',
@@ -54,8 +57,12 @@ export class NodeProcess {
       },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
-    const node = new NodeProcess(name, c2s, direct, proc, dataDir);
+    const node = new NodeProcess(name, proc, dataDir);
     await node.waitForLog(/"msg":"listening"/);
+    const line = node.log.split('\n').find((l) => l.includes('"msg":"listening"'))!;
+    const { c2sPort, tlsPort } = JSON.parse(line) as { c2sPort: number; tlsPort: number };
+    node.c2sPort = c2sPort;
+    node.tlsPort = tlsPort;
     return node;
   }
 

@@ -8,7 +8,6 @@ import { createInterface } from 'node:readline';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -16,20 +15,6 @@ export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 // into a failure with a message, they are never waited out on success.
 export const START_MS = 30_000;
 export const STEP_MS = 15_000;
-
-/** Distinct ports free right now: listen on port 0 twice, then close. */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
-      const s = net.createServer();
-      s.once('error', reject);
-      s.listen({ port: 0, host: '127.0.0.1' }, () => resolve(s));
-    })),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
 
 export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -41,35 +26,35 @@ export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 export interface Env {
   dir: string;
-  c2sPort: number;
-  tlsPort: number;
   env: NodeJS.ProcessEnv;
 }
 
 /**
- * A fresh data directory and free ports. The inherited environment is kept
- * (PATH, npm's variables) but every XMPP_ variable is dropped and an empty
- * config file is named, so that neither the developer's shell nor an
- * xmpp.config.json in the repository changes what is tested.
+ * A fresh data directory, and ports the server picks itself when it listens
+ * (its "listening" line tells them: see ServerProcess.c2sPort): a port
+ * picked beforehand is free until the server binds it, and another test may
+ * take it meanwhile. The inherited environment is kept (PATH, npm's
+ * variables) but every XMPP_ variable is dropped and an empty config file is
+ * named, so that neither the developer's shell nor an xmpp.config.json in
+ * the repository changes what is tested.
  */
 export async function environment(t: ExecutionContext): Promise<Env> {
   const dir = mkdtempSync(join(tmpdir(), 'xmpp-process-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const config = join(dir, 'xmpp.config.json');
   writeFileSync(config, '{}\n');
-  const [c2sPort, tlsPort] = await freePorts(2);
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('XMPP_')) env[k] = v;
   Object.assign(env, {
     XMPP_CONFIG: config,
     XMPP_DATA_DIR: join(dir, 'data'),
-    XMPP_C2S_PORT: String(c2sPort),
-    XMPP_TLS_PORT: String(tlsPort),
+    XMPP_C2S_PORT: '0',
+    XMPP_TLS_PORT: '0',
     // The default is one worker per CPU; two keep the test light on big machines.
     XMPP_WORKERS: '2',
     XMPP_LOG_LEVEL: 'info',
   });
-  return { dir, c2sPort, tlsPort, env };
+  return { dir, env };
 }
 
 export interface LogLine {
@@ -116,6 +101,22 @@ export class ServerProcess {
 
   get running(): boolean {
     return !this.ended;
+  }
+
+  /** The port it listens on for STARTTLS, from its "listening" line (wait for that first). */
+  get c2sPort(): number {
+    return this.listening('c2sPort');
+  }
+
+  /** The port it listens on for direct TLS, from its "listening" line. */
+  get tlsPort(): number {
+    return this.listening('tlsPort');
+  }
+
+  private listening(field: 'c2sPort' | 'tlsPort'): number {
+    const line = this.logs.find((l) => l.msg === 'listening');
+    if (typeof line?.[field] !== 'number') throw new Error(`no "listening" line with ${field} yet`);
+    return line[field];
   }
 
   /** The first log line with this message; fails if the process ends first. */

@@ -12,8 +12,6 @@ import { ServerProcess, environment } from './process.ts';
 export type { LogLine } from './process.ts';
 
 export class LimitedServer extends ServerProcess {
-  c2sPort = 0;
-  tlsPort = 0;
   dataDir = '';
 
   /**
@@ -23,7 +21,7 @@ export class LimitedServer extends ServerProcess {
    */
   static async start(t: ExecutionContext, settings: Record<string, string>, opts: { nofile?: number } = {}): Promise<LimitedServer> {
     const { env, dir } = await environment(t);
-    Object.assign(env, { XMPP_C2S_PORT: '0', XMPP_TLS_PORT: '0' }, settings);
+    Object.assign(env, settings);
     // `ulimit -n` (POSIX sh) sets the soft and hard limits, which the server
     // cannot raise again; exec leaves node as the process the test watches.
     const args = ['src/main.ts', 'start'];
@@ -32,9 +30,7 @@ export class LimitedServer extends ServerProcess {
       : new LimitedServer('/bin/sh', ['-c', `ulimit -n ${opts.nofile} && exec "$0" "$@"`, process.execPath, ...args], env);
     t.teardown(() => server.kill());
     server.dataDir = join(dir, 'data');
-    const listening = await server.waitForMatch((l) => l.msg === 'listening');
-    server.c2sPort = listening.c2sPort as number;
-    server.tlsPort = listening.tlsPort as number;
+    await server.waitForLog('listening');
     return server;
   }
 

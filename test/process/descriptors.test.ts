@@ -88,6 +88,10 @@ async function scenario(t: ExecutionContext, env: Record<string, string>): Promi
   const bob = await within(online(server.c2sPort, 'bob', 'bob-pw'), WAIT, 'bob logging in');
   t.teardown(() => bob.c.destroy());
 
+  // Every thread's idle collector runs once the flood's burst has left it
+  // quiet, while the flood still holds its descriptors (it is held until the
+  // bystanders have chatted): lines from here on.
+  const mark = server.logs.length;
   const flood = new Flood(server.c2sPort, FLOOD);
   t.teardown(() => flood.end());
   // Every flood connection is answered or closed (one may stay in the
@@ -97,9 +101,6 @@ async function scenario(t: ExecutionContext, env: Record<string, string>): Promi
     throw new Error(`${err.message}: ${flood.connected} connected, ${flood.answered} answered, ${flood.closed} closed`);
   });
   t.true(flood.answered < NOFILE, `${flood.answered} flood connections accepted under a limit of ${NOFILE}`);
-  const mark = server.logs.length;
-  // Each thread's idle collector (the acceptor's and both workers') runs
-  // while the flood holds the descriptors.
   const collected = () => new Set(server.logs.slice(mark).filter((l) => l.msg === 'idle collection').map((l) => l.thread));
   await within(server.waitUntil(() => collected().size === 3 && collected().has(0), 'idle collections during the flood'), WAIT, 'an idle collection on every thread during the flood');
 

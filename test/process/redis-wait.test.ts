@@ -21,15 +21,15 @@ async function downRedis(t: ExecutionContext): Promise<RedisServer> {
 /**
  * A node pointed at that Redis once it is down; with a password in the URL
  * unless Redis is to come up (the test's Redis has none, and ioredis would
- * complain of it). The node's ports are picked while Redis still holds its
- * own, so that they cannot be the one Redis comes back on.
+ * complain of it). The node picks its own ports when it listens, which is
+ * once Redis is back: they cannot be the one Redis comes back on.
  */
-async function startNode(t: ExecutionContext, redis: RedisServer, extra: Record<string, string> = {}, password = true): Promise<{ server: ServerProcess; env: NodeJS.ProcessEnv; c2sPort: number }> {
-  const { env, c2sPort } = await environment(t);
+async function startNode(t: ExecutionContext, redis: RedisServer, extra: Record<string, string> = {}, password = true): Promise<{ server: ServerProcess; env: NodeJS.ProcessEnv }> {
+  const { env } = await environment(t);
   await redis.stop();
   Object.assign(env, { XMPP_REDIS_URL: `redis://${password ? `:${PASSWORD}@` : ''}127.0.0.1:${redis.port}`, XMPP_WORKERS: '1', ...extra });
   const server = spawnServer(t, process.execPath, ['src/main.ts', 'start'], env);
-  return { server, env, c2sPort };
+  return { server, env };
 }
 
 const shownUrl = (redis: RedisServer) => `redis://127.0.0.1:${redis.port}`;
@@ -65,7 +65,7 @@ test('with a short XMPP_REDIS_STARTUP_TIMEOUT_MS the node gives up with a clear 
 
 test('the node repeats the waiting line every few seconds and comes up once Redis is started', async (t) => {
   const redis = await downRedis(t);
-  const { server, env, c2sPort } = await startNode(t, redis, {}, false);
+  const { server, env } = await startNode(t, redis, {}, false);
   const [first, second] = await within(server.waitForLogs('waiting for redis', 2), START_MS, 'two "waiting for redis" lines');
   t.like(second, { url: shownUrl(redis) });
   // The first at the first refused attempt, then one every WAIT_LOG_MS of the wait.
@@ -78,7 +78,7 @@ test('the node repeats the waiting line every few seconds and comes up once Redi
   // It serves: an account created through Redis logs in.
   const add = await within(run(process.execPath, ['src/main.ts', 'user', 'add', 'alice', 'alice-pw'], env), STEP_MS, 'user add');
   t.is(add.code, 0, add.stderr);
-  const { c, jid } = await within(login(c2sPort, 'alice', 'alice-pw'), STEP_MS, 'alice to log in');
+  const { c, jid } = await within(login(server.c2sPort, 'alice', 'alice-pw'), STEP_MS, 'alice to log in');
   t.teardown(() => c.destroy());
   t.is(jid, 'alice@localhost/raw');
 

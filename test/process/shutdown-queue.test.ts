@@ -14,7 +14,7 @@ import { START_MS, within, environment, spawnServer } from '../helpers/process.t
 const socketOf = (c: unknown) => (c as { sock: import('node:net').Socket }).sock;
 
 test('messages queued for a client that does not read when the node stops are stored, and delivered after the restart', async (t) => {
-  const { env, c2sPort, dir } = await environment(t);
+  const { env, dir } = await environment(t);
   Object.assign(env, {
     XMPP_MAX_OUTBOUND_BYTES: String(64 * 1024 * 1024),
     XMPP_MAX_OFFLINE: '100000',
@@ -28,9 +28,9 @@ test('messages queued for a client that does not read when the node stops are st
   await accounts.create('sender', 'sender-pw');
   accounts.close();
 
-  const victim = await connect(t, c2sPort, 'victim', 'slow');
+  const victim = await connect(t, first.c2sPort, 'victim', 'slow');
   await ready(victim);
-  const sender = await connect(t, c2sPort, 'sender', 's');
+  const sender = await connect(t, first.c2sPort, 'sender', 's');
   socketOf(victim.c).pause();
   // Far more than the kernel's buffers take: the rest waits in the server.
   const sent: string[] = [];
@@ -54,7 +54,7 @@ test('messages queued for a client that does not read when the node stops are st
 
   const second = spawnServer(t, process.execPath, ['src/main.ts', 'start'], env);
   await within(second.waitForLog('listening'), START_MS, 'the restart');
-  const again = await connect(t, c2sPort, 'victim', 'again');
+  const again = await connect(t, second.c2sPort, 'victim', 'again');
   const from = again.c.items.length;
   again.c.send('<presence/>');
   const stored = (await barrier(again, from)).filter((el) => el.name === 'message').map((m) => m.attrs.id);

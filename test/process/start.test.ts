@@ -29,10 +29,12 @@ async function expectSystemShutdown(t: ExecutionContext, c: RawClient): Promise<
 }
 
 test('`npm start` (the README command) serves XMPP with STARTTLS required and shuts down gracefully on SIGTERM', async (t) => {
-  const { c2sPort, tlsPort, env } = await environment(t);
+  const { env } = await environment(t);
   const server = startServer(t, 'npm', ['start'], env);
   const listening = await within(server.waitForLog('listening'), START_MS, 'the "listening" log line');
-  t.like(listening, { level: 'info', domain: 'localhost', host: '127.0.0.1', c2sPort, tlsPort });
+  t.like(listening, { level: 'info', domain: 'localhost', host: '127.0.0.1' });
+  const { c2sPort, tlsPort } = server;
+  t.true(c2sPort > 0 && tlsPort > 0 && c2sPort !== tlsPort, `ports ${c2sPort} and ${tlsPort}`);
   // The README's order: the server creates its stores, then accounts are added.
   await addUser(t, env, 'alice', 'secret');
 
@@ -65,12 +67,12 @@ test('`npm start` (the README command) serves XMPP with STARTTLS required and sh
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   test(`the server process sends <system-shutdown/> to logged-in clients and exits 0 on ${signal}`, async (t) => {
-    const { c2sPort, env } = await environment(t);
+    const { env } = await environment(t);
     const server = startServer(t, process.execPath, ['src/main.ts', 'start'], env);
     await within(server.waitForLog('listening'), START_MS, 'the "listening" log line');
     await addUser(t, env, 'alice', 'secret');
 
-    const { c } = await within(login(c2sPort, 'alice', 'secret'), STEP_MS, 'alice to log in');
+    const { c } = await within(login(server.c2sPort, 'alice', 'secret'), STEP_MS, 'alice to log in');
     t.teardown(() => c.destroy());
 
     server.child.kill(signal);
@@ -84,9 +86,10 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 
 test('SIGHUP is logged and harmless: the server goes on serving, and stops on SIGTERM with exit 0', async (t) => {
   // A service manager's `ExecReload=kill -HUP $MAINPID`, before reloading exists.
-  const { c2sPort, env } = await environment(t);
+  const { env } = await environment(t);
   const server = startServer(t, process.execPath, ['src/main.ts', 'start'], env);
   await within(server.waitForLog('listening'), START_MS, 'the "listening" log line');
+  const { c2sPort } = server;
   await addUser(t, env, 'alice', 'secret');
   const before = await within(login(c2sPort, 'alice', 'secret', 'before'), STEP_MS, 'alice to log in before the SIGHUP');
   t.teardown(() => before.c.destroy());
@@ -119,10 +122,12 @@ test('a signal sent as soon as "listening" is logged still shuts down gracefully
 });
 
 test('a port already in use makes `start` exit 1 with a one-line reason', async (t) => {
-  const { env, c2sPort } = await environment(t);
+  const { env } = await environment(t);
   const blocker = net.createServer();
-  await new Promise<void>((resolve) => blocker.listen({ port: c2sPort, host: '127.0.0.1' }, resolve));
+  await new Promise<void>((resolve) => blocker.listen({ port: 0, host: '127.0.0.1' }, resolve));
   t.teardown(() => new Promise<void>((r) => blocker.close(() => r())));
+  const c2sPort = (blocker.address() as net.AddressInfo).port;
+  env.XMPP_C2S_PORT = String(c2sPort);
   const server = startServer(t, process.execPath, ['src/main.ts', 'start'], env);
   const end = await within(server.closed, START_MS, 'the server to exit');
   t.deepEqual(end, { code: 1, signal: null }, server.transcript());
@@ -144,10 +149,11 @@ function connectOutcome(port: number): Promise<string> {
 
 test('shutdown is bounded by XMPP_SHUTDOWN_TIMEOUT_MS when a client stops reading, and no new connection gets in meanwhile', async (t) => {
   const SHUTDOWN_MS = 1000;
-  const { c2sPort, tlsPort, env } = await environment(t);
+  const { env } = await environment(t);
   env.XMPP_SHUTDOWN_TIMEOUT_MS = String(SHUTDOWN_MS);
   const server = startServer(t, process.execPath, ['src/main.ts', 'start'], env);
   await within(server.waitForLog('listening'), START_MS, 'the "listening" log line');
+  const { c2sPort, tlsPort } = server;
   await addUser(t, env, 'alice', 'secret');
   await addUser(t, env, 'bob', 'secret');
 
@@ -196,7 +202,7 @@ async function servedCertificate(port: number, ca: string): Promise<tls.PeerCert
 }
 
 test('without XMPP_TLS_CERT, the self-signed certificate is generated on the first start and reused on the next', async (t) => {
-  const { dir, tlsPort, env } = await environment(t);
+  const { dir, env } = await environment(t);
   const files = { cert: join(dir, 'data', 'tls', 'localhost.crt'), key: join(dir, 'data', 'tls', 'localhost.key') };
   const GENERATED = 'generated a self-signed certificate';
 
@@ -209,7 +215,7 @@ test('without XMPP_TLS_CERT, the self-signed certificate is generated on the fir
   t.regex(x509.subjectAltName ?? '', /(^|, )DNS:localhost(,|$)/, 'its SAN names the domain');
   t.true(x509.checkPrivateKey(createPrivateKey(key)), 'the key is the certificate\'s');
   // Verified for "localhost" against that very certificate: the server holds its key and the SAN matches.
-  const served = await servedCertificate(tlsPort, cert.toString());
+  const served = await servedCertificate(first.tlsPort, cert.toString());
   t.deepEqual(served.raw, x509.raw, 'the server presents the generated certificate');
   first.child.kill('SIGTERM');
   t.deepEqual(await within(first.closed, START_MS, 'the first server to exit'), { code: 0, signal: null }, first.transcript());
@@ -219,7 +225,7 @@ test('without XMPP_TLS_CERT, the self-signed certificate is generated on the fir
   t.is(second.logs.find((l) => l.msg === GENERATED), undefined, 'nothing generated the second time');
   t.deepEqual(readFileSync(files.cert), cert, 'the certificate file is unchanged');
   t.deepEqual(readFileSync(files.key), key, 'the key file is unchanged');
-  t.deepEqual((await servedCertificate(tlsPort, cert.toString())).raw, x509.raw, 'the same certificate is presented again');
+  t.deepEqual((await servedCertificate(second.tlsPort, cert.toString())).raw, x509.raw, 'the same certificate is presented again');
   second.child.kill('SIGTERM');
   t.deepEqual(await within(second.closed, START_MS, 'the second server to exit'), { code: 0, signal: null }, second.transcript());
 });

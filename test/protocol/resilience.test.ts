@@ -89,7 +89,7 @@ test('a removal notice the admin socket cannot understand is refused; the worker
 });
 
 test('a claim on an offline queue left by a node that stopped does not hold back its messages after a restart', async (t) => {
-  const { env, c2sPort, dir } = await environment(t);
+  const { env, dir } = await environment(t);
   const data = join(dir, 'data');
   const first = spawnServer(t, process.execPath, ['src/main.ts', 'start'], env);
   await within(first.waitForLog('listening'), START_MS, 'the start');
@@ -105,7 +105,7 @@ test('a claim on an offline queue left by a node that stopped does not hold back
   offline.close();
   const second = spawnServer(t, process.execPath, ['src/main.ts', 'start'], env);
   await within(second.waitForLog('listening'), START_MS, 'the restart');
-  const bob = await connect(t, c2sPort, 'bob', 'r');
+  const bob = await connect(t, second.c2sPort, 'bob', 'r');
   const from = bob.c.items.length;
   bob.c.send('<presence/>');
   await expect(bob, 'the message', (el) => el.attrs.id === 'waiting', from);
