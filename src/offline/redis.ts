@@ -60,7 +60,6 @@ return 1`);
 const FETCH = lua(`${MIGRATE}
 local holder = redis.call('GET', KEYS[4])
 if holder and holder ~= ARGV[1] then return {0} end
-redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[4])
 local from = '-'
 if ARGV[2] ~= '' then from = '(' .. ARGV[2] end
 local out = {1}
@@ -68,6 +67,8 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', ARGV[3])) d
   table.insert(out, e[1])
   table.insert(out, e[2][2])
 end
+-- Nothing to deliver and no claim of its own: none is taken.
+if #out > 1 or holder then redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[4]) end
 return out`);
 
 // KEYS: stream, bytes. ARGV: ids. The byte count follows; an empty queue leaves no key.

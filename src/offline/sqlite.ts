@@ -128,9 +128,14 @@ export class SqliteOfflineStore implements OfflineStore {
     return this.immediate(() => {
       const now = Date.now();
       const claim = this.stmts.claim.get(user);
-      if (claim && String(claim.owner) !== owner && Number(claim.until) > now) return null;
-      this.stmts.setClaim.run(user, owner, now + leaseMs);
-      return this.stmts.after.all(user, from, limit).map((r) => ({ id: String(r.seq), xml: String(r.stanza) }));
+      const live = claim !== undefined && Number(claim.until) > now;
+      if (live && String(claim.owner) !== owner) return null;
+      const rows = this.stmts.after.all(user, from, limit).map((r) => ({ id: String(r.seq), xml: String(r.stanza) }));
+      // Nothing to deliver and no claim of its own: none is taken, so that a
+      // session that dies right after (most logins find nothing) holds
+      // nothing back for the lease.
+      if (rows.length > 0 || live) this.stmts.setClaim.run(user, owner, now + leaseMs);
+      return rows;
     });
   }
 

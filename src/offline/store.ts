@@ -36,7 +36,8 @@ export interface OfflineStore {
    * Claims the user's queue for `owner` (renewing the claim if `owner`
    * holds it already) for leaseMs, and returns up to `limit` messages that
    * came after `after` (an id from an earlier fetch; '' for the start),
-   * oldest first. Null when another owner holds a live claim.
+   * oldest first. Null when another owner holds a live claim. Finding
+   * nothing on a queue it did not hold, `owner` takes no claim.
    */
   fetch(user: string, owner: string, after: string, limit: number, leaseMs: number): Promise<StoredMessage[] | null>;
   /** Removes delivered messages by id (ids no longer there are ignored). */

@@ -146,6 +146,17 @@ export function offlineStoreContract(label: string, open: OpenBackend): void {
     t.is(await s.count('erin'), 0);
   });
 
+  test(title('a fetch that finds an unclaimed queue empty leaves no claim (a holder that dies then holds nothing back); a holder keeps its claim to the end'), async (t) => {
+    const { store: s } = await open(t);
+    t.deepEqual(await s.fetch('carol', 'gone', '', 10, LEASE), []);
+    await s.push('carol', msg('c-0'), LIMITS);
+    const batch = await s.fetch('carol', 'next', '', 10, LEASE);
+    t.deepEqual(ids(batch), ['c-0'], 'nothing claimed by the empty fetch');
+    // The holder reads past the end while its last message is not yet removed: still its own.
+    t.deepEqual(await s.fetch('carol', 'next', batch![0].id, 10, LEASE), []);
+    t.is(await s.fetch('carol', 'other', '', 10, LEASE), null, 'the holder keeps its claim past the end');
+  });
+
   test(title('one claim at a time: another owner gets null until released or lapsed; the holder renews it'), async (t) => {
     const { store: s } = await open(t);
     await s.push('bob', msg('m-0'), LIMITS);
