@@ -8,6 +8,8 @@ import type { Config } from '../../src/config/index.ts';
 import { startServer } from '../../src/acceptor/server.ts';
 import type { RunningServer } from '../../src/acceptor/server.ts';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
+import type { RawClient } from './raw.ts';
+import { online } from './protocol.ts';
 
 export interface TestServer extends RunningServer {
   config: Config;
@@ -41,6 +43,34 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     async stop() {
       await server.close();
       rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A logged-in client of a test server. */
+export interface Online {
+  c: RawClient;
+  jid: string;
+}
+
+/**
+ * A server for a file's tests with these accounts (password `<name>-pw`)
+ * and two bystanders logged in throughout, `watcher` and `talker`, for
+ * othersUnaffected; `stop()` ends them all.
+ */
+export async function startWithBystanders(env: Record<string, string>, users: string[]): Promise<{ server: TestServer; watcher: Online; talker: Online; stop: () => Promise<void> }> {
+  const server = await startTestServer(env);
+  for (const u of [...users, 'watcher', 'talker']) await server.addUser(u, `${u}-pw`);
+  const watcher = await online(server.c2sPort, 'watcher', 'watcher-pw', 'w');
+  const talker = await online(server.c2sPort, 'talker', 'talker-pw', 't');
+  return {
+    server,
+    watcher,
+    talker,
+    async stop() {
+      watcher.c.destroy();
+      talker.c.destroy();
+      await server.stop();
     },
   };
 }

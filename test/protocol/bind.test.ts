@@ -2,7 +2,7 @@
 // session wins) and XMPP_MAX_RESOURCES=2, plus RFC 3921 session
 // establishment kept for old clients (RFC 6121 Appendix E).
 import test from 'ava';
-import { startTestServer } from '../helpers/server.ts';
+import { startWithBystanders } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import type { RawClient } from '../helpers/raw.ts';
 import {
@@ -13,18 +13,11 @@ let server: TestServer;
 /** Logged in before the tests: a bad bind on another stream must not reach them. */
 let watcher: { c: RawClient; jid: string };
 let talker: { c: RawClient; jid: string };
-
+let stop: () => Promise<void>;
 test.before(async () => {
-  server = await startTestServer({ XMPP_MAX_RESOURCES: '2' });
-  for (const u of ['alice', 'bob', 'carol', 'dave', 'erin', 'watcher', 'talker']) await server.addUser(u, `${u}-pw`);
-  watcher = await online(server.c2sPort, 'watcher', 'watcher-pw', 'w');
-  talker = await online(server.c2sPort, 'talker', 'talker-pw', 't');
+  ({ server, watcher, talker, stop } = await startWithBystanders({ XMPP_MAX_RESOURCES: '2' }, ['alice', 'bob', 'carol', 'dave', 'erin']));
 });
-test.after.always(async () => {
-  watcher?.c.destroy();
-  talker?.c.destroy();
-  await server?.stop();
-});
+test.after.always(() => stop?.());
 
 test('features after SASL: <bind/> and <session><optional/></session>', async (t) => {
   const { c, features } = await authenticated(server.c2sPort, 'erin', 'erin-pw');

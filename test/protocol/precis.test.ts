@@ -4,7 +4,7 @@
 // that very account, and a malformed address gets jid-malformed.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { startTestServer } from '../helpers/server.ts';
+import { startWithBystanders } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { RawClient, header, login, plainAuth } from '../helpers/raw.ts';
 import {
@@ -16,18 +16,11 @@ const NS_REGISTER = 'jabber:iq:register';
 let server: TestServer;
 let watcher: { c: RawClient; jid: string };
 let talker: { c: RawClient; jid: string };
-
+let stop: () => Promise<void>;
 test.before(async () => {
-  server = await startTestServer({ XMPP_REGISTRATION: 'true' });
-  for (const u of ['bob', 'watcher', 'talker', 'alice', 'carol']) await server.addUser(u, `${u}-pw`);
-  watcher = await online(server.c2sPort, 'watcher', 'watcher-pw', 'w');
-  talker = await online(server.c2sPort, 'talker', 'talker-pw', 't');
+  ({ server, watcher, talker, stop } = await startWithBystanders({ XMPP_REGISTRATION: 'true' }, ['bob', 'alice', 'carol']));
 });
-test.after.always(async () => {
-  watcher?.c.destroy();
-  talker?.c.destroy();
-  await server?.stop();
-});
+test.after.always(() => stop?.());
 
 /** In-band registration (XEP-0077 §3.1) on a fresh secured stream; returns the reply. */
 async function register(username: string, password: string) {

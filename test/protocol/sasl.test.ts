@@ -6,7 +6,7 @@
 // already logged in unaffected.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { startTestServer } from '../helpers/server.ts';
+import { startWithBystanders } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { RawClient, header, plainAuth } from '../helpers/raw.ts';
 import {
@@ -20,22 +20,11 @@ let server: TestServer;
 /** Logged in before the tests: what a failing connection does must not reach them. */
 let watcher: { c: RawClient; jid: string };
 let talker: { c: RawClient; jid: string };
-
+let stop: () => Promise<void>;
 test.before(async () => {
-  server = await startTestServer({});
-  await server.addUser('alice', 'alice-pw');
-  await server.addUser('bob', 'bob-pw');
-  await server.addUser('carol', 'carol-pw');
-  await server.addUser('watcher', 'watcher-pw');
-  await server.addUser('talker', 'talker-pw');
-  watcher = await online(server.c2sPort, 'watcher', 'watcher-pw', 'w');
-  talker = await online(server.c2sPort, 'talker', 'talker-pw', 't');
+  ({ server, watcher, talker, stop } = await startWithBystanders({}, ['alice', 'bob', 'carol']));
 });
-test.after.always(async () => {
-  watcher?.c.destroy();
-  talker?.c.destroy();
-  await server?.stop();
-});
+test.after.always(() => stop?.());
 
 const auth = (mechanism: string, data = '') => `<auth xmlns='${NS_SASL}' mechanism='${mechanism}'>${data}</auth>`;
 

@@ -2,7 +2,7 @@
 // the stream error condition the RFC names, then </stream:stream>, then the
 // connection is closed, and the others on the server notice nothing.
 import test from 'ava';
-import { startTestServer } from '../helpers/server.ts';
+import { startWithBystanders } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { RawClient, header } from '../helpers/raw.ts';
 import { NS_PING, authenticated, expectStreamError, online, othersUnaffected, ping, pingIq, readStreamStart, uid, within } from '../helpers/protocol.ts';
@@ -11,20 +11,11 @@ let server: TestServer;
 let watcher: { c: RawClient; jid: string };
 let talker: { c: RawClient; jid: string };
 let users = 0;
-
+let stop: () => Promise<void>;
 test.before(async () => {
-  server = await startTestServer({ XMPP_MAX_STANZA_BYTES: '4096' });
-  await server.addUser('watcher', 'watcher-pw');
-  await server.addUser('talker', 'talker-pw');
-  for (let i = 0; i < 16; i++) await server.addUser(`u${i}`, `u${i}-pw`);
-  watcher = await online(server.c2sPort, 'watcher', 'watcher-pw', 'w');
-  talker = await online(server.c2sPort, 'talker', 'talker-pw', 't');
+  ({ server, watcher, talker, stop } = await startWithBystanders({ XMPP_MAX_STANZA_BYTES: '4096' }, [...Array.from({ length: 16 }, (_, i) => `u${i}`)]));
 });
-test.after.always(async () => {
-  watcher?.c.destroy();
-  talker?.c.destroy();
-  await server?.stop();
-});
+test.after.always(() => stop?.());
 
 /** A logged-in client of its own (a fresh account, so tests running together do not meet). */
 function newUser(): Promise<{ c: RawClient; jid: string }> {

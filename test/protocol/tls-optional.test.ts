@@ -4,28 +4,19 @@
 // refused PLAIN leaves the clients already logged in unaffected.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { startTestServer } from '../helpers/server.ts';
+import { startWithBystanders } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { RawClient, header, plainAuth } from '../helpers/raw.ts';
-import { NS_BIND, NS_SASL, NS_TLS, b64, bind, nextSaslFailure, online, othersUnaffected, ping, readStreamStart, scramClient, secured } from '../helpers/protocol.ts';
+import { NS_BIND, NS_SASL, NS_TLS, b64, bind, nextSaslFailure, othersUnaffected, ping, readStreamStart, scramClient, secured } from '../helpers/protocol.ts';
 
 let server: TestServer;
 let watcher: { c: RawClient; jid: string };
 let talker: { c: RawClient; jid: string };
-
+let stop: () => Promise<void>;
 test.before(async () => {
-  server = await startTestServer({ XMPP_TLS_REQUIRED: 'false' });
-  await server.addUser('alice', 'alice-pw');
-  await server.addUser('watcher', 'watcher-pw');
-  await server.addUser('talker', 'talker-pw');
-  watcher = await online(server.c2sPort, 'watcher', 'watcher-pw', 'w');
-  talker = await online(server.c2sPort, 'talker', 'talker-pw', 't');
+  ({ server, watcher, talker, stop } = await startWithBystanders({ XMPP_TLS_REQUIRED: 'false' }, ['alice']));
 });
-test.after.always(async () => {
-  watcher?.c.destroy();
-  talker?.c.destroy();
-  await server?.stop();
-});
+test.after.always(() => stop?.());
 
 async function plainStream(): Promise<{ c: RawClient; mechs: string[]; features: import('ltx').Element }> {
   const c = await RawClient.connect(server.c2sPort);
