@@ -29,13 +29,14 @@
 import net from 'node:net';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
 import { online } from '../test/helpers/protocol.ts';
+import { serverEnv } from '../test/helpers/process.ts';
 import type { RawClient } from '../test/helpers/raw.ts';
 
 const HERE = fileURLToPath(new URL('..', import.meta.url));
@@ -83,19 +84,8 @@ const logins = Math.ceil(((num('before') + num('hold') + num('after')) * 1000) /
   for (const n of names) await store.create(n, PASSWORD);
   store.close();
 }
-const config = join(dir, 'xmpp.config.json');
-writeFileSync(config, '{}\n');
-const env: NodeJS.ProcessEnv = {};
-for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('XMPP_')) env[k] = v;
-Object.assign(env, {
-  XMPP_CONFIG: config,
-  XMPP_DATA_DIR: dataDir,
-  // Picked by the server (read from its listening line): no other socket can take them meanwhile.
-  XMPP_C2S_PORT: '0',
-  XMPP_TLS_PORT: '0',
-  XMPP_WORKERS: o.workers,
-  XMPP_LOG_LEVEL: 'info',
-});
+// Ports picked by the server (read from its listening line): no other socket can take them meanwhile.
+const env = serverEnv(dir, { XMPP_WORKERS: o.workers });
 for (const kv of o.env) {
   const i = kv.indexOf('=');
   env[kv.slice(0, i)] = kv.slice(i + 1);

@@ -41,20 +41,28 @@ export interface Env {
 export async function environment(t: ExecutionContext): Promise<Env> {
   const dir = mkdtempSync(join(tmpdir(), 'xmpp-process-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // The default is one worker per CPU; two keep the test light on big machines.
+  return { dir, env: serverEnv(dir, { XMPP_WORKERS: '2' }) };
+}
+
+/**
+ * The environment of a server process whose files are in `dir` (an empty
+ * config file there, data in dir/data, ports of its own choosing, info
+ * level): the caller's without its XMPP_ variables, then `settings`.
+ */
+export function serverEnv(dir: string, settings: Record<string, string> = {}): NodeJS.ProcessEnv {
   const config = join(dir, 'xmpp.config.json');
   writeFileSync(config, '{}\n');
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('XMPP_')) env[k] = v;
-  Object.assign(env, {
+  return Object.assign(env, {
     XMPP_CONFIG: config,
     XMPP_DATA_DIR: join(dir, 'data'),
     XMPP_C2S_PORT: '0',
     XMPP_TLS_PORT: '0',
-    // The default is one worker per CPU; two keep the test light on big machines.
-    XMPP_WORKERS: '2',
     XMPP_LOG_LEVEL: 'info',
+    ...settings,
   });
-  return { dir, env };
 }
 
 export interface LogLine {
