@@ -100,20 +100,25 @@ function contextO(cps: number[], i: number): boolean {
  * when their rule holds); DISALLOWED and UNASSIGNED never are.
  */
 export function checkClass(s: string, freeform: boolean): void {
-  const cps = Array.from(s, (c) => c.codePointAt(0)!);
-  for (let i = 0; i < cps.length; i++) {
-    const cp = cps[i];
+  // Code points read in place; the array the context rules look around in
+  // is built only for the rare CONTEXTJ and CONTEXTO ones.
+  let cps: number[] | undefined;
+  for (let at = 0, i = 0; at < s.length; i++) {
+    const cp = s.codePointAt(at)!;
+    at += cp > 0xffff ? 2 : 1;
     if (cp >= 0x21 && cp <= 0x7e) continue; // ASCII7, PVALID (RFC 8264 §9.11)
     switch (property.get(cp)) {
       case 'P': continue;
       case 'F': if (freeform) continue; throw new PrecisError(`${u(cp)} is not allowed in an identifier`);
-      case 'J': if (contextJ(cps, i)) continue; throw new PrecisError(`${u(cp)} is not allowed here (RFC 5892 appendix A)`);
-      case 'O': if (contextO(cps, i)) continue; throw new PrecisError(`${u(cp)} is not allowed here (RFC 5892 appendix A)`);
+      case 'J': if (contextJ((cps ??= codePoints(s)), i)) continue; throw new PrecisError(`${u(cp)} is not allowed here (RFC 5892 appendix A)`);
+      case 'O': if (contextO((cps ??= codePoints(s)), i)) continue; throw new PrecisError(`${u(cp)} is not allowed here (RFC 5892 appendix A)`);
       case 'U': throw new PrecisError(`${u(cp)} is unassigned`);
       default: throw new PrecisError(`${u(cp)} is disallowed`);
     }
   }
 }
+
+const codePoints = (s: string): number[] => Array.from(s, (c) => c.codePointAt(0)!);
 
 /** RFC 5893 §2, for strings holding a right-to-left code point (R, AL) or an Arabic number (AN). */
 export function checkBidi(s: string): void {
