@@ -3,7 +3,7 @@
 // (RFC 8265, src/xmpp/precis.ts); domainparts are IDNA2008 domain names in
 // U-label form, or IP literals. Two spellings of one JID normalise alike, and
 // a look-alike either maps to the same JID or is refused.
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIPv6 } from 'node:net';
 import tr46 from 'tr46';
 import { usernameCaseMapped, opaqueString, checkClass, PrecisError } from './precis.ts';
 
@@ -19,8 +19,8 @@ const LOCAL_FORBIDDEN = /["&'/:<>@]/;
 // below a quarter of its UTF-16 length, so longer input is refused unread.
 const MAX = 1023;
 
-// A UTF-16 unit takes at most three UTF-8 bytes: short strings need no count.
-const bytes = (s: string) => (s.length * 3 <= MAX ? s.length : Buffer.byteLength(s, 'utf8'));
+// Longer than MAX UTF-8 bytes; a UTF-16 unit takes at most three, so short strings need no count.
+const tooLong = (s: string) => s.length * 3 > MAX && Buffer.byteLength(s, 'utf8') > MAX;
 
 export class JidError extends Error {
   override name = 'JidError';
@@ -35,7 +35,7 @@ function prepared(what: string, raw: string, profile: (s: string) => string): st
     if (err instanceof PrecisError) throw new JidError(`invalid ${what} ${JSON.stringify(raw)}: ${err.message}`);
     throw err;
   }
-  if (bytes(s) > MAX) throw new JidError(`invalid ${what}: longer than ${MAX} bytes`);
+  if (tooLong(s)) throw new JidError(`invalid ${what}: longer than ${MAX} bytes`);
   return s;
 }
 
@@ -107,8 +107,8 @@ export function normalizeDomain(raw: string): string {
   if (s.length === 0) throw new JidError('invalid domainpart: empty');
   if (ASCII_DOMAIN.test(s)) {
     const d = s.toLowerCase();
+    // A dotted-quad IPv4 address (§3.2.1) passes as a host name.
     if (d.length <= DNS_MAX && HOST_NAME.test(d)) return d;
-    if (isIPv4(s)) return s;
     const labels = d.split('.');
     if (!labels.some((l) => l.startsWith('xn--'))) throw new JidError(`invalid domainpart ${JSON.stringify(raw)}: ${asciiProblem(labels)}`);
   }
@@ -119,7 +119,7 @@ export function normalizeDomain(raw: string): string {
   } catch (err) {
     throw new JidError(`invalid domainpart ${JSON.stringify(raw)}: ${(err as Error).message}`);
   }
-  if (bytes(d) > MAX) throw new JidError('invalid domainpart: longer than 1023 bytes');
+  if (tooLong(d)) throw new JidError('invalid domainpart: longer than 1023 bytes');
   // UTS #46 processing costs tens of microseconds, and a few domains recur.
   if (idnaCache.size >= IDNA_CACHE_SIZE) idnaCache.clear();
   idnaCache.set(s, d);
