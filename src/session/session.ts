@@ -703,7 +703,7 @@ export class Session {
         this.flush();
       });
     }
-    if (this.outqLen <= CONGESTED) for (const w of this.uncongested.splice(0)) w();
+    if (this.outqLen <= CONGESTED && this.uncongested.length > 0) for (const w of this.uncongested.splice(0)) w();
     this.pull();
   }
 
@@ -722,7 +722,7 @@ export class Session {
 
   /** Reads the first paced source when the output is low. */
   private pull(): void {
-    if (this.sources.length === 0) for (const w of this.drained.splice(0)) w();
+    if (this.sources.length === 0 && this.drained.length > 0) for (const w of this.drained.splice(0)) w();
     if (this.pulling || this.sources.length === 0 || this.outClosed || this.socket.destroyed) return;
     if (this.outqLen + this.socket.writableLength >= LOW_WATER) return;
     const src = this.sources[0];
