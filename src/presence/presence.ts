@@ -398,12 +398,11 @@ export class PresenceService {
   private async fanOut(el: Element, bares: string[], self?: PresenceSession, echo = false): Promise<void> {
     for (const bare of bares) {
       const recs = bare.endsWith(`@${this.d.domain}`) ? await this.r.resources(bare) : [];
-      for (const rec of recs) {
-        if (rec.sid === self?.id) continue;
-        const copy = clone(el);
-        copy.attrs.to = bare;
-        this.r.deliver(rec, copy, 'available');
-      }
+      if (recs.length === 0) continue;
+      // One copy per contact: delivery only reads it.
+      const copy = clone(el);
+      copy.attrs.to = bare;
+      for (const rec of recs) if (rec.sid !== self?.id) this.r.deliver(rec, copy, 'available');
     }
     if (self && echo) {
       const copy = clone(el);
