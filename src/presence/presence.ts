@@ -76,6 +76,8 @@ export interface PresenceRouting {
   deliver(rec: SessionRecord, el: Element, only?: Only, opts?: DeliverOptions): void;
   /** A roster push (RFC 6121 §2.1.6) for one resource, only if it is interested. */
   pushTo(rec: SessionRecord, query: Element): void;
+  /** A roster push to every interested resource of the account, wherever it lives. */
+  pushRoster(bareJid: string, query: Element): Promise<void>;
   /** Asks a session to send its current presence to `answerTo` (RFC 6121 §4.3.2). */
   probe(rec: SessionRecord, answerTo: string): void;
   /** Tells a session, wherever it lives, that offline messages wait for it (XEP-0160). */
@@ -237,7 +239,7 @@ export class PresenceService {
     if (mine.change) this.rosterChanged(user); // here at once; elsewhere with the push
     if (mine.full === 'items') throw new StanzaError('policy-violation', `the roster is full (at most ${this.d.maxRosterItems} items)`);
     if (mine.full === 'outgoing') throw new StanzaError('policy-violation', `too many subscription requests are unanswered (at most ${this.d.maxOutgoingRequests})`);
-    const pushMine = () => (mine.change ? this.pushAll(s.bare!, pushQuery(mine.change.item, mine.change.version)) : Promise.resolve());
+    const pushMine = () => (mine.change ? this.r.pushRoster(s.bare!, pushQuery(mine.change.item, mine.change.version)) : Promise.resolve());
 
     if (type === 'subscribe' || type === 'unsubscribe') {
       // §3.1.2, §3.3.2: the user's roster shows the request (or its end), then the stanza goes.
@@ -246,7 +248,7 @@ export class PresenceService {
       if (theirs === 'pending-full') {
         // Not kept by the contact: the user's request is not pending either.
         const undo = await this.d.roster.transition(user, contact, { [mine.after]: mine.before }, { max: this.d.maxRosterItems });
-        if (undo.change) await this.pushAll(s.bare!, pushQuery(undo.change.item, undo.change.version));
+        if (undo.change) await this.r.pushRoster(s.bare!, pushQuery(undo.change.item, undo.change.version));
         log.info('subscription request refused: the contact holds too many', { from: s.bare, to: contact });
         throw new StanzaError('resource-constraint', `${contact} has too many subscription requests waiting; try again later`);
       }
@@ -307,18 +309,6 @@ export class PresenceService {
     // §3.3.3: an unsubscribe makes the unsubscribed-from contact appear offline.
     if (type === 'unsubscribe') await this.unavailableOfAccount(contact, userBare);
     return undefined;
-  }
-
-  /** A roster push to every interested resource of `bare`. */
-  private async pushAll(bare: string, query: Element): Promise<void> {
-    let recs: SessionRecord[];
-    try {
-      recs = await this.r.resources(bare);
-    } catch (err) {
-      log.warn('roster push: registry unavailable', { bare, err: String(err) });
-      return;
-    }
-    for (const rec of recs) this.r.pushTo(rec, query);
   }
 
   /** Presence of each available resource of `bare`, sent to `to` (a bare or full JID). */
