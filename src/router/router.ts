@@ -74,7 +74,8 @@ function table(modules: ServerModule[], pick: (m: ServerModule) => Record<string
 /** What becomes of a stanza whose session drops before writing it (see Reroute). */
 function rerouteOf(el: Element, only?: Only): Reroute | undefined {
   const type = el.attrs.type;
-  if (el.name === 'iq') return type === 'get' || type === 'set' ? 'iq' : undefined;
+  // A request only some sessions take (a roster push) is the server's own: nobody to answer.
+  if (el.name === 'iq') return (type === 'get' || type === 'set') && only === undefined ? 'iq' : undefined;
   if (el.name !== 'message' || type === 'error' || type === 'groupchat' || type === 'headline') return undefined;
   if (only === 'copy') return 'copy';
   if (only === undefined || only === 'available') return 'message';
