@@ -41,6 +41,15 @@ const MAX_REQUEST_NICK = 256;
 const PROBE_BATCH = 32;
 const REQUEST_BATCH = 16;
 
+/**
+ * RFC 6121 §4.7.2.3: an integer in -128..127, 0 when absent. Out of range is
+ * clamped and unreadable taken as 0 rather than refused, as servers commonly do.
+ */
+export function priorityOf(el: Element): number {
+  const p = Number.parseInt(el.getChildText('priority') ?? '0', 10);
+  return Number.isFinite(p) ? Math.max(-128, Math.min(127, p)) : 0;
+}
+
 /** What the presence service needs of a session. */
 export interface PresenceSession {
   readonly id: string;
@@ -407,8 +416,7 @@ export class PresenceService {
     const { subscribers, subscribedTo } = await this.view(s.username);
     const initial = !s.available;
     const wasNegative = s.priority < 0;
-    const p = Number.parseInt(el.getChildText('priority') ?? '0', 10);
-    const priority = Number.isFinite(p) ? Math.max(-128, Math.min(127, p)) : 0;
+    const priority = priorityOf(el);
     // The registry first: a change it cannot record (Redis unreachable) is
     // refused whole, and the session stays as it was. Not to be announced
     // either when the session is fenced, or found replaced and closed.

@@ -17,6 +17,7 @@ import { randomResource } from '../registry/registry.ts';
 import { ANON_PREFIX } from '../accounts/store.ts';
 import { registerUnauthenticated } from '../modules/register.ts';
 import { NS_ROSTERVER } from '../modules/roster.ts';
+import { priorityOf } from '../presence/presence.ts';
 import type { WorkerContext } from '../worker/context.ts';
 import { flat } from '../xml/retain.ts';
 import { log } from '../log.ts';
@@ -660,8 +661,7 @@ export class Session {
     if (el.name !== 'presence' || el.attrs.to !== undefined || (this.state !== 'established' && this.state !== 'wait-bind')) return undefined;
     const type = el.attrs.type;
     if (type === undefined) {
-      const p = Number.parseInt(el.getChildText('priority') ?? '0', 10);
-      this.announced = { available: true, priority: Number.isFinite(p) ? Math.max(-128, Math.min(127, p)) : 0 };
+      this.announced = { available: true, priority: priorityOf(el) };
     } else if (type === 'unavailable') {
       this.announced = { available: false, priority: this.priority };
     } else return undefined;
