@@ -49,12 +49,6 @@ export function contentless(el: Element): boolean {
   return el.children.filter(isElement).every((c) => incidental(c) || STATE_ONLY.has(c.getNS() as string));
 }
 
-/** True when the message's only content is chat state notifications (XEP-0085). */
-export function onlyChatStates(el: Element): boolean {
-  const kids = el.children.filter(isElement);
-  return kids.some((c) => c.getNS() === NS_CHATSTATES) && kids.every((c) => c.getNS() === NS_CHATSTATES || incidental(c));
-}
-
 /** Whether a message for an account with no available resource goes to offline storage (see above). */
 export function shouldStore(el: Element): boolean {
   if (el.getName() !== 'message') return false;

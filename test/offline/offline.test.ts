@@ -3,7 +3,7 @@
 import test from 'ava';
 import type { Element } from 'ltx';
 import { StreamParser } from '../../src/xml/parser.ts';
-import { shouldStore, stamp, onlyChatStates, contentless } from '../../src/offline/offline.ts';
+import { shouldStore, stamp, contentless } from '../../src/offline/offline.ts';
 
 const NS_DELAY = 'urn:xmpp:delay';
 
@@ -74,12 +74,6 @@ test('contentless: only chat states, receipts, markers and incidentals; never pr
   t.false(contentless(m(" type='chat'", `<composing xmlns='${CSN}'/><body>hi</body>`)));
   t.false(contentless(m('', `<x xmlns='jabber:x:oob'><url>https://x</url></x>`)));
   t.false(contentless(stanza(`<presence to='bob@localhost'/>`)));
-});
-
-test('onlyChatStates needs at least one chat state', (t) => {
-  t.false(onlyChatStates(m('', '<thread>t</thread>')));
-  t.false(onlyChatStates(m('', '')));
-  t.true(onlyChatStates(m('', `<inactive xmlns='${CSN}'/>`)));
 });
 
 test('stamp adds one XEP-0203 delay: from the server, UTC, XEP-0082 DateTime', (t) => {
