@@ -111,13 +111,12 @@ async function announceRemoval(config: Config, notice: RemovalNotice): Promise<v
   }
   const { connectRedis } = await import('./cluster/redis.ts');
   const { whenReady } = await import('./storage/redis.ts');
-  const { encode } = await import('./worker/wire.ts');
+  const { encodeBuffer } = await import('./worker/wire.ts');
   const { K } = await import('./registry/redis.ts');
   const r = connectRedis(config.redisUrl, 'cli');
   try {
     await whenReady(r, config.redisStartupTimeoutMs);
-    const bytes = encode(notice);
-    await r.publish(K.removed, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    await r.publish(K.removed, encodeBuffer(notice));
   } finally {
     r.disconnect();
   }

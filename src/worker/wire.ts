@@ -17,6 +17,11 @@ const packr = new Packr({ useRecords: false, moreTypes: false });
  */
 export const encode = (msg: unknown): Uint8Array => new Uint8Array(packr.pack(msg));
 export const decode = <T>(buf: Uint8Array): T => packr.unpack(buf) as T;
+/** encode() as a Buffer (what ioredis publishes): a view over that copy, not another copy. */
+export const encodeBuffer = (msg: unknown): Buffer => {
+  const bytes = encode(msg);
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+};
 
 /** Worker → main thread (the node's hub). */
 export type ToHub =

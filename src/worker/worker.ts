@@ -22,7 +22,7 @@ import type { SessionRegistry } from '../registry/registry.ts';
 import { Router } from '../router/router.ts';
 import type { Transport } from '../router/router.ts';
 import { Session } from '../session/session.ts';
-import { encode, decode } from './wire.ts';
+import { encode, encodeBuffer, decode } from './wire.ts';
 import { adoptSocket } from './socket.ts';
 import type { Envelope, FromHub, Peers, StorePort, Welcome } from './wire.ts';
 import type { WorkerContext } from './context.ts';
@@ -129,15 +129,13 @@ function cluster(): Backend {
     toNode: async (node, worker, env) => {
       try {
         // No subscriber means the node is gone: the caller treats it as unavailable.
-        const bytes = encode(env); // already its own copy: a Buffer view over it, not another copy
-        return (await cmd.publish(K.channel(node, worker), Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))) > 0;
+        return (await cmd.publish(K.channel(node, worker), encodeBuffer(env))) > 0;
       } catch {
         return false;
       }
     },
     announceRemoval(notice, here) {
-      const bytes = encode(notice);
-      cmd.publish(K.removed, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).catch((err: unknown) => {
+      cmd.publish(K.removed, encodeBuffer(notice)).catch((err: unknown) => {
         // The account and its data are gone, but the other nodes do not know:
         // its sessions there stay until they close.
         log.error('account removal not announced to the cluster', { user: notice.user, err: String(err) });
