@@ -91,6 +91,8 @@ export interface PresenceRouting {
   probe(rec: SessionRecord, answerTo: string): void;
   /** Tells a session, wherever it lives, that offline messages wait for it (XEP-0160). */
   flushOffline(rec: SessionRecord): void;
+  /** Tells every bound resource of an account but `except` that offline messages wait (a fresh read; never rejects). */
+  offlineWaiting(bare: string, except?: string): Promise<void>;
   /** Work the worker must see done before its stores close at shutdown; its failure is logged. */
   track(work: () => Promise<void>): void;
   routeInternal(el: Element, opts?: DeliverOptions): Promise<void>;
@@ -514,17 +516,10 @@ export class PresenceService {
         (n) => {
           if (n === 0) return;
           if (!d.stopped && s.open && s.available && s.priority >= 0) return this.deliverOffline(s);
-          // Every other bound resource is told: each one's worker knows
-          // whether it is available now (the registry may not say it yet).
-          // Fresh: one that found the queue claimed by this session has
-          // bound before this release, and must hear of it (the claim's
-          // lapse is a minute away).
-          void this.r.resources(s.bare!, true).then(
-            (recs) => {
-              for (const r of recs) if (r.sid !== s.id) this.r.flushOffline(r);
-            },
-            () => {}, // the registry is away: the next login takes them
-          );
+          // Every other bound resource is told, read fresh: one that found
+          // the queue claimed by this session has bound before this release,
+          // and must hear of it (the claim's lapse is a minute away).
+          return this.r.offlineWaiting(s.bare!, s.id);
         },
         () => {},
       );

@@ -290,11 +290,7 @@ export class Router implements PresenceRouting {
         // The account may have become available while this was stored, after
         // its session took what was waiting: have it take again.
         // Stored: a failed check must not make the sender send it again.
-        // Read fresh: a session that just became available may not be in a cached view yet.
-        // Each bound resource is told (its worker knows whether it is
-        // available now); the first to claim the queue delivers it (XEP-0160).
-        const now = (await this.d.registry.resources(`${local}@${this.d.domain}`, true).catch(() => [])).filter((r) => r.sid !== failed);
-        for (const r of now) this.flushOffline(r);
+        await this.offlineWaiting(`${local}@${this.d.domain}`, failed);
         return;
       }
       return this.reject(sender, el, new StanzaError('service-unavailable', 'the recipient is offline and cannot take more messages'));
@@ -391,6 +387,18 @@ export class Router implements PresenceRouting {
   /** Tells a session, wherever it lives, that offline messages wait for it (PresenceRouting). */
   flushOffline(rec: SessionRecord): void {
     this.send(rec, { t: 'offline', jid: rec.jid, sid: rec.sid });
+  }
+
+  /**
+   * Offline messages wait for `bare` (XEP-0160): each of its bound resources
+   * but `except` is told, since its worker knows whether it is available now
+   * and the registry may not say it yet; the first to claim the queue
+   * delivers it. Read fresh: one that just bound may not be in a cached view
+   * yet. With the registry away, the next login takes them (PresenceRouting).
+   */
+  async offlineWaiting(bare: string, except?: string): Promise<void> {
+    const recs = await this.d.registry.resources(bare, true).catch(() => []);
+    for (const r of recs) if (r.sid !== except) this.flushOffline(r);
   }
 
   /** To the worker of a session, wherever it is; whether it got there (a node answers later). */
