@@ -11,7 +11,7 @@
 import type { AccountStore } from './store.ts';
 import { normalizedOrUndefined } from './store.ts';
 import type { RosterStore, RosterItem, SubState } from '../roster/store.ts';
-import { splitState } from '../roster/store.ts';
+import { composeState, splitState } from '../roster/store.ts';
 import type { OfflineStore } from '../offline/store.ts';
 import { INBOUND, receivesFrom, sendsTo } from '../presence/subscription.ts';
 import { log } from '../log.ts';
@@ -37,7 +37,6 @@ export interface RemovalNotice {
   contacts: ContactChange[];
 }
 
-/** The roster and offline stores may be missing (the CLI on a data directory the server never fully made). */
 /** Whether a value from outside (the admin socket, Redis) is a notice this code can act on. */
 export function isRemovalNotice(x: unknown): x is RemovalNotice {
   const n = x as RemovalNotice;
@@ -50,6 +49,7 @@ export function isRemovalNotice(x: unknown): x is RemovalNotice {
   });
 }
 
+/** The roster and offline stores may be missing (the CLI on a data directory the server never fully made). */
 export interface RemovalStores {
   accounts: AccountStore;
   roster?: RosterStore;
@@ -66,11 +66,7 @@ export async function removeAccount(stores: RemovalStores, domain: string, name:
   const bare = `${user}@${domain}`;
   // Every pair with a state: roster items, and requests from contacts not in the roster.
   const roster = stores.roster;
-  const pairs = new Map<string, SubState>();
-  if (roster) {
-    for (const item of (await roster.get(user)).items) pairs.set(item.jid, await roster.state(user, item.jid));
-    for (const req of await roster.pendingRequests(user)) pairs.set(req.jid, await roster.state(user, req.jid));
-  }
+  const pairs = roster ? await pairStates(roster, user) : new Map<string, SubState>();
   // First the account itself: from now on nobody logs in as it.
   if (!(await stores.accounts.remove(user))) return undefined;
   const notice: RemovalNotice = { user, bare, at: Date.now(), contacts: [] };
@@ -89,6 +85,20 @@ export async function removeAccount(stores: RemovalStores, domain: string, name:
     log.error('account removed, but its data and contacts were not all updated', { user, err: String(err) });
   }
   return notice;
+}
+
+/**
+ * Every pair of the user's with a state (roster items, and requests from
+ * contacts not in the roster), as RosterStore.state gives it: two reads, not
+ * one per contact.
+ */
+export async function pairStates(roster: RosterStore, user: string): Promise<Map<string, SubState>> {
+  const pairs = new Map<string, SubState>();
+  const { items } = await roster.get(user);
+  const requests = new Set((await roster.pendingRequests(user)).map((r) => r.jid));
+  for (const item of items) pairs.set(item.jid, composeState(item, requests.has(item.jid)));
+  for (const jid of requests) if (!pairs.has(jid)) pairs.set(jid, composeState(undefined, true));
+  return pairs;
 }
 
 /** RFC 6121 §2.5.2 on the contact's side of one pair; undefined when there is nobody to tell. */

@@ -18,7 +18,8 @@ import type { Peer } from '../helpers/im.ts';
 import { SqliteOfflineStore } from '../../src/offline/sqlite.ts';
 import { SqliteRosterStore } from '../../src/roster/sqlite.ts';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
-import { removeAccount } from '../../src/accounts/removal.ts';
+import { pairStates, removeAccount } from '../../src/accounts/removal.ts';
+import { SUB_STATES } from '../../src/roster/store.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 let server: TestServer;
@@ -174,4 +175,18 @@ test('removal with no server running changes the contacts\' rosters in the store
   t.false(await s.accounts.exists(alice));
   t.is(await s.offline.count(alice), 0);
   t.is(await removeAccount(s, 'localhost', alice), undefined, 'removing again: nothing there');
+});
+
+test('the pairs a removal cancels carry the state the roster store gives each, in every state of RFC 6121 A.1', async (t) => {
+  const s = stores();
+  t.teardown(() => s.roster.close());
+  const alice = fresh('alice');
+  const contact = (state: string) => `${state.replaceAll('+', '-')}@elsewhere.example`;
+  // Each state from 'none' in one step: the table says where 'none' goes.
+  for (const state of SUB_STATES) await s.roster.transition(alice, contact(state), { none: state }, { max: 100, request: '<presence/>' });
+  const pairs = await pairStates(s.roster, alice);
+  const expected = new Map<string, string>();
+  for (const state of SUB_STATES) if (state !== 'none') expected.set(contact(state), state);
+  t.deepEqual(new Map([...pairs].sort()), new Map([...expected].sort()));
+  for (const [jid, state] of pairs) t.is(state, await s.roster.state(alice, jid), jid);
 });
