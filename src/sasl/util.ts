@@ -1,8 +1,7 @@
 // Helpers shared by the SASL mechanisms (kept apart from mechanism.ts so the
 // mechanisms and the registry list do not import each other).
 import { SaslFailure } from '../xmpp/errors.ts';
-import { normalizeUsername } from '../accounts/store.ts';
-import { normalizeDomain } from '../xmpp/jid.ts';
+import { parseJid, type Jid } from '../xmpp/jid.ts';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
@@ -21,21 +20,13 @@ export function decodeUtf8(data: Buffer): string {
  */
 export function authzidMatches(authzid: string, username: string | undefined, domain: string): boolean {
   if (username === undefined) return false;
-  const at = authzid.indexOf('@');
-  if (at <= 0 || authzid.includes('/')) return false;
-  let local: string;
+  let j: Jid;
   try {
-    local = normalizeUsername(authzid.slice(0, at));
+    j = parseJid(authzid);
   } catch {
     return false;
   }
-  let d: string;
-  try {
-    d = normalizeDomain(authzid.slice(at + 1));
-  } catch {
-    return false;
-  }
-  return local === username && d === domain;
+  return j.resource === '' && j.local === username && j.domain === domain;
 }
 
 /** Wraps a store call: its failures are temporary-auth-failure (RFC 6120 §6.5.10). */

@@ -72,7 +72,7 @@ test('malformed-request', async (t) => {
 
 test('invalid-authzid', async (t) => {
   const store = await setup(t);
-  for (const authzid of ['bob@example.com', 'alice@other.example', 'alice', 'alice@example.com/phone', 'example.com']) {
+  for (const authzid of ['bob@example.com', 'alice@other.example', 'alice', 'alice@example.com/phone', 'alice@example.com/', '@example.com', 'example.com']) {
     await fails(t, plain.create(ctx(store)).start(b(`${authzid}\0alice\0wonder land`)), 'invalid-authzid', authzid);
   }
 });
