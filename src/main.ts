@@ -109,13 +109,12 @@ async function announceRemoval(config: Config, notice: RemovalNotice): Promise<v
     await tellServer(config.dataDir, { op: 'removed', notice });
     return;
   }
-  const { connectRedis } = await import('./cluster/redis.ts');
-  const { whenReady } = await import('./storage/redis.ts');
+  const { connectRedis, waitForRedis } = await import('./cluster/redis.ts');
   const { encodeBuffer } = await import('./worker/wire.ts');
   const { K } = await import('./registry/redis.ts');
   const r = connectRedis(config.redisUrl, 'cli');
   try {
-    await whenReady(r, config.redisStartupTimeoutMs);
+    await waitForRedis(r, { timeoutMs: config.redisStartupTimeoutMs });
     await r.publish(K.removed, encodeBuffer(notice));
   } finally {
     r.disconnect();

@@ -23,7 +23,8 @@
 // background and operations work again as soon as Redis is back.
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { type Lua, closeClient, lua, runScript, whenReady } from '../storage/redis.ts';
+import { type Lua, closeClient, lua, runScript } from '../storage/redis.ts';
+import { waitForRedis } from '../cluster/redis.ts';
 import { connectRedis } from '../cluster/redis.ts';
 import {
   type AccountStore, type ScramCredentials, type ScramHash,
@@ -111,7 +112,7 @@ export class RedisAccountStore implements AccountStore {
     checkIterations(iterations);
     const redis = connectRedis(url, options.name ?? 'accounts');
     try {
-      await whenReady(redis, options.connectTimeoutMs ?? 10_000);
+      await waitForRedis(redis, { timeoutMs: options.connectTimeoutMs ?? 10_000 });
       return await RedisAccountStore.start(redis, iterations, true, options.namespace);
     } catch (err) {
       redis.disconnect();

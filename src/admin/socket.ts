@@ -9,6 +9,7 @@ import { existsSync, unlinkSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RemovalNotice } from '../accounts/removal.ts';
 import { isRemovalNotice } from '../accounts/removal.ts';
+import { PRIVATE_FILE_MODE } from '../storage/files.ts';
 import { log } from '../log.ts';
 
 export type AdminRequest = { op: 'removed'; notice: RemovalNotice };
@@ -61,7 +62,7 @@ export async function listenAdmin(dataDir: string, handle: (req: AdminRequest) =
     server.listen(path, () => resolve());
   });
   server.on('error', (err) => log.warn('administration socket failed', { err: err.message }));
-  chmodSync(path, 0o600);
+  chmodSync(path, PRIVATE_FILE_MODE);
   return server;
 }
 

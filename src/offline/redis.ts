@@ -20,7 +20,8 @@
 // queued messages. Like the account store, the connection fails fast while
 // Redis is unreachable: operations reject instead of waiting.
 import type { Redis } from 'ioredis';
-import { type Lua, closeClient, lua, runScript, whenReady } from '../storage/redis.ts';
+import { type Lua, closeClient, lua, runScript } from '../storage/redis.ts';
+import { waitForRedis } from '../cluster/redis.ts';
 import { connectRedis } from '../cluster/redis.ts';
 import { type OfflineLimits, type OfflineStore, type StoredMessage, checkFetch, checkLimits, utf8Bytes } from './store.ts';
 
@@ -108,7 +109,7 @@ export class RedisOfflineStore implements OfflineStore {
   static async open(url: string, options: RedisOfflineStoreOptions = {}): Promise<RedisOfflineStore> {
     const redis = connectRedis(url, options.name ?? 'offline');
     try {
-      await whenReady(redis, options.connectTimeoutMs ?? 10_000);
+      await waitForRedis(redis, { timeoutMs: options.connectTimeoutMs ?? 10_000 });
     } catch (err) {
       redis.disconnect();
       throw err;

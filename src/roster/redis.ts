@@ -21,7 +21,8 @@
 // the roster module answers with an error instead of waiting.
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { type Lua, closeClient, lua, runScript, whenReady } from '../storage/redis.ts';
+import { type Lua, closeClient, lua, runScript } from '../storage/redis.ts';
+import { waitForRedis } from '../cluster/redis.ts';
 import { connectRedis } from '../cluster/redis.ts';
 import {
   type RosterStore, type RosterItem, type RosterItemInput, type RosterChange, type Subscription, type SubscriptionChange,
@@ -245,7 +246,7 @@ export class RedisRosterStore implements RosterStore {
   static async open(url: string, options: RedisRosterStoreOptions = {}): Promise<RedisRosterStore> {
     const redis = connectRedis(url, options.name ?? 'roster');
     try {
-      await whenReady(redis, options.connectTimeoutMs ?? 10_000);
+      await waitForRedis(redis, { timeoutMs: options.connectTimeoutMs ?? 10_000 });
     } catch (err) {
       redis.disconnect();
       throw err;

@@ -1,9 +1,9 @@
 // What the Redis-backed stores (accounts, rosters, offline messages) share:
 // Lua scripts run by SHA with a fallback after a SCRIPT FLUSH or a restart,
-// waiting for a connection with a deadline, and closing one politely.
+// and closing a connection politely (waiting for one is cluster/redis.ts's
+// waitForRedis).
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { waitForRedis } from '../cluster/redis.ts';
 
 export interface Lua {
   text: string;
@@ -22,14 +22,6 @@ export async function runScript(redis: Redis, script: Lua, keys: string[], args:
     if (!/^NOSCRIPT/.test((err as Error).message)) throw err;
     return redis.eval(script.text, keys.length, ...keys, ...args);
   }
-}
-
-/**
- * Resolves when the client is ready; rejects after timeoutMs (0: never) or
- * when it gives up. Logs what it waits for meanwhile (waitForRedis).
- */
-export function whenReady(redis: Redis, timeoutMs: number): Promise<void> {
-  return waitForRedis(redis, { timeoutMs });
 }
 
 /** Quits a connection the store owns, resolving once it has ended; one it was lent is left open. */
