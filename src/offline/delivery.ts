@@ -25,6 +25,8 @@ export class OfflineDelivery implements Paced {
   private removing: Promise<void> | undefined;
   private stopFlag = false;
   private released: Promise<void> | undefined;
+  /** The claim may be this session's: a fetch took it, or is under way, or failed without saying. */
+  private mayHold = false;
   private settled: (() => void) | undefined;
   /** Another session held the claim: it delivers them. */
   claimedByOther = false;
@@ -62,7 +64,11 @@ export class OfflineDelivery implements Paced {
     // after it would claim the queue again for a session that is no more
     // (the next login would wait for the claim to lapse).
     if (this.stopFlag) return null;
+    const held = this.mayHold;
+    this.mayHold = true;
     const batch = await this.store.fetch(this.user, this.owner, this.after, BATCH, CLAIM_MS);
+    // An empty queue is not claimed (OfflineStore.fetch), nor one another session holds.
+    if (!held && (batch === null || batch.length === 0)) this.mayHold = false;
     if (this.stopFlag) return null; // gone while reading: what was read stays stored
     if (batch === null) this.claimedByOther = true;
     if (batch === null || batch.length === 0) {
@@ -102,11 +108,11 @@ export class OfflineDelivery implements Paced {
     return this.removing;
   }
 
-  /** Removes what was written, then lets the claim go; once. */
+  /** Removes what was written, then lets the claim go (if it may be this session's: a login with nothing waiting costs one read); once. */
   private release(): Promise<void> {
     if (!this.released) {
       this.released = this.removeWritten()
-        .then(() => this.store.release(this.user, this.owner))
+        .then(() => (this.mayHold ? this.store.release(this.user, this.owner) : undefined))
         .catch((err: unknown) => log.warn('offline claim not released (it lapses by itself)', { user: this.user, err: String(err) }))
         .finally(() => {
           try {

@@ -64,3 +64,54 @@ test('a session that goes while its next read waits for removals does not claim 
   const next = await store.fetch('alice', 'second', '', 16, CLAIM_MS);
   t.deepEqual(next?.map((m) => m.xml), ["<message id='m1'/>", "<message id='m2'/>"]);
 });
+
+test('a login with nothing waiting reads the queue once and has no claim to release', async (t) => {
+  const { store, calls } = heldStore(t);
+  const d = new OfflineDelivery(store, 'carol', 'only');
+  const ended = new Promise<void>((r) => (d.onEnd = r));
+  t.is(await d.next(), null);
+  await ended;
+  t.deepEqual(calls, ['fetch only']);
+});
+
+test('a queue another session holds is not released by the one that found it held', async (t) => {
+  const { store, calls } = heldStore(t);
+  t.true(await store.push('dave', `<message id='d1'/>`, LIMITS));
+  t.is((await store.fetch('dave', 'holder', '', 16, CLAIM_MS))?.length, 1);
+  calls.length = 0;
+  const d = new OfflineDelivery(store, 'dave', 'late');
+  const ended = new Promise<void>((r) => (d.onEnd = r));
+  t.is(await d.next(), null);
+  await ended;
+  t.true(d.claimedByOther);
+  t.deepEqual(calls, ['fetch late']);
+});
+
+test('a session that goes while its first read is under way releases what that read may claim', async (t) => {
+  const { store: inner, calls } = heldStore(t);
+  t.true(await inner.push('erin', `<message id='e1'/>`, LIMITS));
+  let letFetch!: () => void;
+  let fetching!: () => void;
+  const fetchHeld = new Promise<void>((r) => (letFetch = r));
+  const fetchStarted = new Promise<void>((r) => (fetching = r));
+  const store: OfflineStore = {
+    ...inner,
+    fetch: async (...a) => {
+      const read = inner.fetch(...a); // the claim is taken now; its answer is held
+      fetching();
+      await fetchHeld;
+      return read;
+    },
+  };
+  const d = new OfflineDelivery(store, 'erin', 'gone');
+  const ended = new Promise<void>((r) => (d.onEnd = r));
+  const reading = d.next();
+  await fetchStarted;
+  d.stop();
+  letFetch();
+  t.is(await reading, null);
+  await ended;
+  t.deepEqual(calls, ['fetch gone', 'release gone']);
+  // Released: another login takes the message at once.
+  t.deepEqual((await inner.fetch('erin', 'next', '', 16, CLAIM_MS))?.map((m) => m.xml), ["<message id='e1'/>"]);
+});
