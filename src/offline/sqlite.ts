@@ -7,7 +7,7 @@
 // taken before reading, so the size checked against the limits, and the
 // claim checked before reading the queue, cannot change before the write
 // that depends on them.
-import { openDatabase } from '../storage/sqlite.ts';
+import { openDatabase, transaction } from '../storage/sqlite.ts';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { type OfflineLimits, type OfflineStore, type StoredMessage, checkFetch, checkLimits, utf8Bytes } from './store.ts';
 
@@ -37,18 +37,13 @@ CREATE TABLE IF NOT EXISTS offline_claims (
 function upgrade(db: DatabaseSync): void {
   const row = db.prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'offline'").get();
   if (!row || /AUTOINCREMENT/i.test(String(row.sql))) return;
-  db.exec('BEGIN IMMEDIATE');
-  try {
+  transaction(db, true, () =>
     db.exec(`ALTER TABLE offline RENAME TO offline_old;
       DROP INDEX IF EXISTS offline_by_user;
       ${SCHEMA}
       INSERT INTO offline (seq, username, stanza, stored) SELECT seq, username, stanza, stored FROM offline_old ORDER BY seq;
-      DROP TABLE offline_old;`);
-    db.exec('COMMIT');
-  } catch (err) {
-    if (db.isTransaction) db.exec('ROLLBACK');
-    throw err;
-  }
+      DROP TABLE offline_old;`),
+  );
 }
 
 export class SqliteOfflineStore implements OfflineStore {
@@ -95,17 +90,9 @@ export class SqliteOfflineStore implements OfflineStore {
     return new SqliteOfflineStore(db);
   }
 
-  /** Runs `fn` holding the database's write lock; commits, or rolls back on a throw. */
+  /** Runs `fn` holding the database's write lock. */
   private immediate<T>(fn: () => T): T {
-    this.db.exec('BEGIN IMMEDIATE');
-    try {
-      const out = fn();
-      this.db.exec('COMMIT');
-      return out;
-    } catch (err) {
-      if (this.db.isTransaction) this.db.exec('ROLLBACK');
-      throw err;
-    }
+    return transaction(this.db, true, fn);
   }
 
   async push(user: string, xml: string, limits: OfflineLimits): Promise<boolean> {

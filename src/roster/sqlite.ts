@@ -7,7 +7,7 @@
 // of RFC 6121 Appendix A) live beside the items in roster_pending, in arrival
 // order (seq, per user), so a transition reads and writes both in the same
 // transaction.
-import { openDatabase } from '../storage/sqlite.ts';
+import { openDatabase, transaction } from '../storage/sqlite.ts';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { randomBytes } from 'node:crypto';
 import {
@@ -118,18 +118,8 @@ export class SqliteRosterStore implements RosterStore {
     return new SqliteRosterStore(db);
   }
 
-  /** Runs fn in a transaction: IMMEDIATE (the write lock at once) for changes, deferred for reads. */
   private tx<T>(write: boolean, fn: () => T): T {
-    this.db.exec(write ? 'BEGIN IMMEDIATE' : 'BEGIN');
-    let result: T;
-    try {
-      result = fn();
-    } catch (err) {
-      this.db.exec('ROLLBACK');
-      throw err;
-    }
-    this.db.exec('COMMIT');
-    return result;
+    return transaction(this.db, write, fn);
   }
 
   private currentVersion(user: string): string {

@@ -47,3 +47,20 @@ export function openDatabase(file: string, schema: string): DatabaseSync {
     throw err;
   }
 }
+
+/**
+ * Runs `fn` in a transaction and commits, or rolls back on a throw:
+ * IMMEDIATE (the write lock at once, so two writers never deadlock on an
+ * upgrade from reading) for changes, deferred for reads.
+ */
+export function transaction<T>(db: DatabaseSync, write: boolean, fn: () => T): T {
+  db.exec(write ? 'BEGIN IMMEDIATE' : 'BEGIN');
+  try {
+    const out = fn();
+    db.exec('COMMIT');
+    return out;
+  } catch (err) {
+    if (db.isTransaction) db.exec('ROLLBACK');
+    throw err;
+  }
+}
