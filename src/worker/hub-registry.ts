@@ -23,6 +23,15 @@ export class HubRegistry implements SessionRegistry {
     this.hub.postMessage(encode(msg));
   }
 
+  /** Sends a message numbered `q`; resolves on the hub's ack of that number (the hub acks in order, after broadcasting what it applied). */
+  private roundTrip(msg: (q: number) => ToHub): Promise<void> {
+    const q = this.nextQ++;
+    return new Promise((resolve) => {
+      this.acks.set(q, resolve);
+      this.send(msg(q));
+    });
+  }
+
   /** Applies a message from the hub; returns false if it was not a registry message. */
   onHubMessage(msg: FromHub): boolean {
     switch (msg.t) {
@@ -58,12 +67,9 @@ export class HubRegistry implements SessionRegistry {
   }
 
   /** Resolves once the hub has applied the change and sent it to every worker. */
-  setPresence(jid: string, sid: string, available: boolean, priority: number): Promise<boolean> {
-    const q = this.nextQ++;
-    return new Promise((resolve) => {
-      this.acks.set(q, () => resolve(true));
-      this.send({ t: 'presence', q, jid, sid, available, priority });
-    });
+  async setPresence(jid: string, sid: string, available: boolean, priority: number): Promise<boolean> {
+    await this.roundTrip((q) => ({ t: 'presence', q, jid, sid, available, priority }));
+    return true;
   }
 
   async noteDirected(): Promise<void> {}
@@ -78,13 +84,7 @@ export class HubRegistry implements SessionRegistry {
    * may lag behind a change another worker was already told of).
    */
   async resources(bare: string, fresh = false): Promise<SessionRecord[]> {
-    if (fresh) {
-      const q = this.nextQ++;
-      await new Promise<void>((resolve) => {
-        this.acks.set(q, resolve);
-        this.send({ t: 'sync', q });
-      });
-    }
+    if (fresh) await this.roundTrip((q) => ({ t: 'sync', q }));
     return this.replica.resources(bare);
   }
 }
