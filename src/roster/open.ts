@@ -1,25 +1,21 @@
 // Picks the roster store for this configuration, as for accounts: Redis in
 // cluster mode (XMPP_REDIS_URL set), so every node sees the same rosters;
 // otherwise roster.sqlite in the data directory.
-import { join } from 'node:path';
 import type { Config } from '../config/index.ts';
 import type { RosterStore } from './store.ts';
 import { SqliteRosterStore } from './sqlite.ts';
 import { RedisRosterStore } from './redis.ts';
-import { requireDatabase } from '../storage/sqlite.ts';
-import type { OpenOptions } from '../accounts/open.ts';
+import { storeFile, type OpenOptions } from '../storage/sqlite.ts';
 
 export type RosterStoreConfig = Pick<Config, 'redisUrl' | 'dataDir'> & Partial<Pick<Config, 'nodeId' | 'redisStartupTimeoutMs'>>;
 
 /** Rejects when Redis is configured but does not answer within redisStartupTimeoutMs (default 10 s). */
-export async function openRosterStore(config: RosterStoreConfig, { existing = false }: OpenOptions = {}): Promise<RosterStore> {
+export async function openRosterStore(config: RosterStoreConfig, opts: OpenOptions = {}): Promise<RosterStore> {
   if (config.redisUrl) {
     return RedisRosterStore.open(config.redisUrl, {
       name: config.nodeId ? `${config.nodeId}:roster` : 'roster',
       connectTimeoutMs: config.redisStartupTimeoutMs,
     });
   }
-  const file = join(config.dataDir, 'roster.sqlite');
-  if (existing) requireDatabase(file);
-  return SqliteRosterStore.open(file);
+  return SqliteRosterStore.open(storeFile(config.dataDir, 'roster', opts));
 }

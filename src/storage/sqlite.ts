@@ -4,7 +4,7 @@
 // writers wait for each other instead of failing.
 import { DatabaseSync } from 'node:sqlite';
 import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { makePrivateDir, makePrivateFile } from './files.ts';
 
 export const BUSY_TIMEOUT_MS = 10_000;
@@ -23,6 +23,18 @@ export class StoreMissingError extends Error {
 /** Throws StoreMissingError unless the database file exists. */
 export function requireDatabase(file: string): void {
   if (!existsSync(resolve(file))) throw new StoreMissingError(resolve(file));
+}
+
+export interface OpenOptions {
+  /** Only open a store that exists (StoreMissingError otherwise): the CLI must not create one the server never reads. */
+  existing?: boolean;
+}
+
+/** The file of the store `name` in the data directory; with `existing`, throws StoreMissingError when there is none. */
+export function storeFile(dataDir: string, name: string, { existing = false }: OpenOptions = {}): string {
+  const file = join(dataDir, `${name}.sqlite`);
+  if (existing) requireDatabase(file);
+  return file;
 }
 
 /**
