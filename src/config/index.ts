@@ -235,7 +235,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 /** What `config` prints after the settings: where files are looked for. */
 export function pathRules(): string[] {
   return [
-    `Relative paths (XMPP_DATA_DIR, XMPP_TLS_CERT, XMPP_TLS_KEY, XMPP_CONFIG) are resolved against ${ROOT},`,
+    `Relative paths (${[...SETTINGS.filter((s) => s.path).map((s) => s.env), 'XMPP_CONFIG'].join(', ')}) are resolved against ${ROOT},`,
     'the installation directory, whatever the working directory; those set in a config file against',
     `the file's directory. The config file is XMPP_CONFIG, else ${DEFAULT_CONFIG_FILE} when it exists.`,
     `XMPP_DATA_DIR defaults to ${join(ROOT, 'data')}.`,
