@@ -27,15 +27,18 @@ const isEl = (c: Element | string): c is Element => typeof c !== 'string';
 export const childEls = (el: Element): Element[] => el.children.filter(isEl);
 const reEscape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
-/** Rejects with a clear message if `p` has not settled within `ms` (a guard, never a wait). */
+/**
+ * Rejects with a clear message if `p` has not settled within `ms`: a bound
+ * on a wait for an event that should come quickly, turning a hang into a
+ * failure that says what was awaited; never waited out on success. The one
+ * implementation (process.ts re-exports it).
+ */
 export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
-    }),
-  ]);
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
 }
 
 /** Waits until `cond()` holds, checking on every turn of the event loop; fails after `ms`. */
