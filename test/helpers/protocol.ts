@@ -92,6 +92,24 @@ export async function authenticated(port: number, user: string, password: string
   return { c, features };
 }
 
+/**
+ * STARTTLS and SASL PLAIN on a fresh connection, which is then closed:
+ * 'success', or the condition of the server's <failure/> (RFC 6120 §6.5),
+ * so that a test expecting a login to fail can say why it must fail.
+ */
+export async function plainOutcome(port: number, user: string, password: string, ms = 10_000): Promise<string | undefined> {
+  const { c } = await within(secured(port), ms, `a secured stream to log ${JSON.stringify(user)} in`);
+  try {
+    c.send(plainAuth(user, password));
+    const el = await within(c.nextEl(), ms, `the outcome of SASL PLAIN as ${JSON.stringify(user)}`);
+    if (el.name === 'success') return 'success';
+    if (el.name !== 'failure' || el.attrs.xmlns !== NS_SASL) throw new Error(`expected <success/> or a SASL <failure/>, got ${el.toString()}`);
+    return saslCondition(el);
+  } finally {
+    c.destroy();
+  }
+}
+
 /** STARTTLS, SASL ANONYMOUS (XEP-0175) and the stream restart: ready to bind. Returns the post-SASL features. */
 export async function authenticatedAnonymously(port: number): Promise<{ c: RawClient; features: Element }> {
   const { c } = await secured(port);
