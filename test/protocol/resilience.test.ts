@@ -3,7 +3,9 @@
 // is started, the workers get a port to it, logins and offline storage work
 // again); a STARTTLS on a secure stream gets <failure/> and the end of the
 // connection; a removal notice the admin
-// socket cannot understand is refused and kills nothing; a claim on an
+// socket cannot understand is refused and kills nothing, and any other line
+// it cannot act on (unknown op, null, empty, not JSON) gets an error and
+// leaves the socket usable; a claim on an
 // offline queue left by a node that stopped does not hold its user's
 // messages back after a restart.
 import test, { type ExecutionContext } from 'ava';
@@ -12,7 +14,7 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
-import { NS_TLS, secured, uid, within } from '../helpers/protocol.ts';
+import { NS_STREAMS_ERR, NS_TLS, secured, uid, within } from '../helpers/protocol.ts';
 import { WAIT, barrier, connect, expect, fresh } from '../helpers/im.ts';
 import { environment, spawnServer, START_MS } from '../helpers/process.ts';
 import { SqliteOfflineStore } from '../../src/offline/sqlite.ts';
@@ -116,6 +118,42 @@ test('a removal notice the admin socket cannot understand is refused; the worker
   await server.addUser(u, `${u}-pw`);
   const p = await connect(t, server.c2sPort, u);
   await barrier(p, 0);
+});
+
+test('the admin socket answers an unknown op, null, an empty line and lines that are not JSON with an error, and stays usable', async (t) => {
+  const u = fresh('admin');
+  await server.addUser(u, `${u}-pw`);
+  const p = await connect(t, server.c2sPort, u);
+  const admin = await adminConnection(t);
+  const refused: [string, string | RegExp][] = [
+    [JSON.stringify({ op: 'frobnicate' }), 'unknown request "frobnicate"'],
+    ['null', 'unknown request undefined'],
+    ['{}', 'unknown request undefined'],
+    ['[]', 'unknown request undefined'],
+    ['', /^Unexpected end of JSON input/],
+    ['not json', /is not valid JSON/],
+    ['{"op": "removed", "notice"', /JSON/],
+    [JSON.stringify({ op: 'removed' }), 'a removal notice without the fields it needs'],
+  ];
+  for (const [line, error] of refused) {
+    const answer = await admin.ask(line);
+    t.is(answer.ok, false, `${JSON.stringify(line)}: ${JSON.stringify(answer)}`);
+    const text = answer.ok ? '' : answer.error;
+    if (typeof error === 'string') t.is(text, error, JSON.stringify(line));
+    else t.regex(text, error, JSON.stringify(line));
+  }
+  // The same connection still takes a request the server acts on: the
+  // account's session ends as for a removal.
+  const notice = { user: u, bare: `${u}@localhost`, at: Date.now(), contacts: [] };
+  t.deepEqual(await admin.ask(JSON.stringify({ op: 'removed', notice })), { ok: true });
+  const err = await expect(p, 'the stream error', (el) => el.name === 'stream:error');
+  t.truthy(err.getChild('not-authorized', NS_STREAMS_ERR), err.toString());
+  await within(p.c.closed, WAIT, 'the end of the stream');
+  // A new connection is answered too, and the workers live on.
+  t.deepEqual(await (await adminConnection(t)).ask('null'), { ok: false, error: 'unknown request undefined' });
+  const v = fresh('after');
+  await server.addUser(v, `${v}-pw`);
+  await barrier(await connect(t, server.c2sPort, v), 0);
 });
 
 test('a claim on an offline queue left by a node that stopped does not hold back its messages after a restart', async (t) => {
