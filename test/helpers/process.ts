@@ -15,14 +15,8 @@ export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 // into a failure with a message, they are never waited out on success.
 export const START_MS = 30_000;
 export const STEP_MS = 15_000;
-
-export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
-}
+// The same bound as the protocol tests' (one implementation).
+export { within } from './protocol.ts';
 
 export interface Env {
   dir: string;

@@ -27,15 +27,18 @@ const isEl = (c: Element | string): c is Element => typeof c !== 'string';
 export const childEls = (el: Element): Element[] => el.children.filter(isEl);
 const reEscape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
-/** Rejects with a clear message if `p` has not settled within `ms` (a guard, never a wait). */
+/**
+ * Rejects with a clear message if `p` has not settled within `ms`: a bound
+ * on a wait for an event that should come quickly, turning a hang into a
+ * failure that says what was awaited; never waited out on success. The one
+ * implementation (process.ts re-exports it).
+ */
 export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
-    }),
-  ]);
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
 }
 
 /** Waits until `cond()` holds, checking on every turn of the event loop; fails after `ms`. */
@@ -87,6 +90,24 @@ export async function authenticated(port: number, user: string, password: string
   c.send(header());
   const { features } = await readStreamStart(c);
   return { c, features };
+}
+
+/**
+ * STARTTLS and SASL PLAIN on a fresh connection, which is then closed:
+ * 'success', or the condition of the server's <failure/> (RFC 6120 §6.5),
+ * so that a test expecting a login to fail can say why it must fail.
+ */
+export async function plainOutcome(port: number, user: string, password: string, ms = 10_000): Promise<string | undefined> {
+  const { c } = await within(secured(port), ms, `a secured stream to log ${JSON.stringify(user)} in`);
+  try {
+    c.send(plainAuth(user, password));
+    const el = await within(c.nextEl(), ms, `the outcome of SASL PLAIN as ${JSON.stringify(user)}`);
+    if (el.name === 'success') return 'success';
+    if (el.name !== 'failure' || el.attrs.xmlns !== NS_SASL) throw new Error(`expected <success/> or a SASL <failure/>, got ${el.toString()}`);
+    return saslCondition(el);
+  } finally {
+    c.destroy();
+  }
 }
 
 /** STARTTLS, SASL ANONYMOUS (XEP-0175) and the stream restart: ready to bind. Returns the post-SASL features. */

@@ -23,6 +23,7 @@ import type { TestServer } from '../helpers/server.ts';
 import { RawClient } from '../helpers/raw.ts';
 import { stanzaError, uid, within } from '../helpers/protocol.ts';
 import { WAIT, barrier, connect, expect, fresh, isPresence, ready, rosterOf } from '../helpers/im.ts';
+import type { Peer } from '../helpers/im.ts';
 import { SqliteRosterStore } from '../../src/roster/sqlite.ts';
 import { SqliteOfflineStore } from '../../src/offline/sqlite.ts';
 
@@ -82,6 +83,30 @@ const stores = () => ({
 });
 
 const socketOf = (c: RawClient) => (c as unknown as { sock: import('node:net').Socket }).sock;
+
+/**
+ * `victim` has stopped reading (its socket paused): `sender` sends it 4 KB
+ * messages, 20 at a time, each batch handled before the next (the sender
+ * reads its errors), until the server gives up on the reader
+ * (XMPP_MAX_OUTBOUND_BYTES), at most 5000. Then the victim reads again
+ * until its connection ends. Returns the ids sent, in order.
+ */
+async function floodUntilCut(t: ExecutionContext, sender: Peer, victim: Peer, prefix: string): Promise<string[]> {
+  const sent: string[] = [];
+  while (server.hub.registry.lookup(victim.jid) !== undefined && sent.length < 5000) {
+    const from = sender.c.items.length;
+    for (let i = 0; i < 20; i++) {
+      const id = uid(prefix);
+      sent.push(id);
+      sender.c.send(`<message to='${victim.jid}' id='${id}' type='chat'><body>${'x'.repeat(4000)}</body></message>`);
+    }
+    await barrier(sender, from);
+  }
+  t.is(server.hub.registry.lookup(victim.jid), undefined, `the reader was cut off (${sent.length} messages sent)`);
+  socketOf(victim.c).resume();
+  await within(victim.c.closed, WAIT, `the end of ${victim.jid}'s connection`);
+  return sent;
+}
 
 test('strangers park large subscription requests: kept cut short, delivered at login as the victim reads, the victim is not cut off', async (t) => {
   const check = await bystanderPair(t);
@@ -221,19 +246,7 @@ test('cut off while its offline messages are delivered: each was either written 
   const first = await login(t, victim, 'first');
   socketOf(first.c).pause();
   first.c.send('<presence/>');
-  const live: string[] = [];
-  while (server.hub.registry.lookup(first.jid) !== undefined && live.length < 5000) {
-    const from = sender.c.items.length;
-    for (let i = 0; i < 20; i++) {
-      const id = uid('live');
-      live.push(id);
-      sender.c.send(`<message to='${first.jid}' id='${id}' type='chat'><body>${'l'.repeat(4000)}</body></message>`);
-    }
-    await barrier(sender, from);
-  }
-  t.is(server.hub.registry.lookup(first.jid), undefined, 'the reader was cut off');
-  socketOf(first.c).resume();
-  await within(first.c.closed, WAIT, 'the end of the first connection');
+  const live = await floodUntilCut(t, sender, first, 'live');
   const read = first.c.items.flatMap((it) => (it.kind === 'el' && it.el.name === 'message' ? [it.el.attrs.id] : []));
   const second = await login(t, victim, 'second');
   const from = second.c.items.length;
@@ -284,21 +297,7 @@ test('messages queued for a client that stops reading are not lost when it is cu
   await ready(victim);
   const sender = await login(t, await account('sender'));
   socketOf(victim.c).pause();
-  const sent: string[] = [];
-  // Until the server gives up on the reader (XMPP_MAX_OUTBOUND_BYTES), 20 at
-  // a time, each batch handled before the next (the sender reads its errors).
-  while (server.hub.registry.lookup(victim.jid) !== undefined && sent.length < 5000) {
-    const from = sender.c.items.length;
-    for (let i = 0; i < 20; i++) {
-      const id = uid('q');
-      sent.push(id);
-      sender.c.send(`<message to='${victim.jid}' id='${id}' type='chat'><body>${'q'.repeat(4000)}</body></message>`);
-    }
-    await barrier(sender, from);
-  }
-  t.is(server.hub.registry.lookup(victim.jid), undefined, 'the slow reader was cut off');
-  socketOf(victim.c).resume();
-  await within(victim.c.closed, WAIT, 'the end of the slow connection');
+  const sent = await floodUntilCut(t, sender, victim, 'q');
   const read = victim.c.items.flatMap((it) => (it.kind === 'el' && it.el.name === 'message' ? [it.el.attrs.id] : []));
   const bounced = (await barrier(sender, 0)).filter((el) => el.attrs.type === 'error').map((el) => el.attrs.id);
   const again = await login(t, victimName, 'again');

@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import { loadConfig } from '../../src/config/index.ts';
 import { Session } from '../../src/session/session.ts';
 import type { WorkerContext } from '../../src/worker/context.ts';
+import { within } from '../helpers/protocol.ts';
 
 const HEADER = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
 
@@ -64,12 +65,12 @@ test('reading pauses once the waiting stanzas cost more than the bound, and ever
   client.write(HEADER);
   for (const s of stanzas) client.write(s);
 
-  const first = await Promise.race([paused.then(() => 'paused'), everythingRead.then(() => 'read everything')]);
+  const first = await within(Promise.race([paused.then(() => 'paused'), everythingRead.then(() => 'read everything')]), 10_000, 'the session to pause reading or to read everything');
   t.is(first, 'paused', 'reading went on while the handling was held back');
   // Paused by cost: about 512 KiB of 100 KiB stanzas, far below the 64 events the count allows.
   t.true(atPause!.cost > 512 * 1024, `cost at pause ${atPause!.cost}`);
   t.true(atPause!.events <= 8, `${atPause!.events} events waiting at pause`);
   release();
-  await done;
+  await within(done, 10_000, `all ${n} stanzas handled once released`);
   t.deepEqual(handled, Array.from({ length: n }, (_, i) => `m${i}`));
 });

@@ -176,6 +176,16 @@ export function offlineStoreContract(label: string, open: OpenBackend): void {
     await t.throwsAsync(s.fetch('bob', 'third', '', 1, 0), { instanceOf: RangeError });
   });
 
+  test(title('fetch() after something that is no message id rejects, takes no claim and leaves the queue as it was'), async (t) => {
+    const { store: s } = await open(t);
+    for (let i = 0; i < 3; i++) await s.push('bob', msg(`m-${i}`), LIMITS);
+    for (const after of ['not-an-id', '1.5', 'Infinity', '99999999999999999999']) {
+      await t.throwsAsync(s.fetch('bob', 'bad', after, 10, LEASE), { message: /invalid (message|stream) id/i }, JSON.stringify(after));
+    }
+    t.deepEqual(ids(await s.fetch('bob', 'good', '', 10, LEASE)), ['m-0', 'm-1', 'm-2'], 'no claim was taken, nothing was read away');
+    t.is(await s.count('bob'), 3);
+  });
+
   test(title('another instance over the same data sees the same queues and claims'), async (t) => {
     const { store: a, another } = await open(t);
     const b = await another();

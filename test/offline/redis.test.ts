@@ -38,7 +38,7 @@ offlineStoreContract('redis', async (t) => {
 });
 
 test('key layout: one stream per user with its byte count and claim; nothing left once delivered', async (t) => {
-  const s = await openStore(t); // the default namespace: only this test uses it
+  const s = await openStore(t); // the default namespace, and bob: only this test uses both (openOfflineStore's test writes 'opened' there)
   const r = inspector(t);
   await s.push('bob', '<message id="1"/>', LIM);
   await s.push('bob', '<message id="é"/>', LIM);
@@ -51,11 +51,11 @@ test('key layout: one stream per user with its byte count and claim; nothing lef
   t.true((await r.pttl('xmpp:offc:bob')) > 0, 'the claim expires');
   await s.remove('bob', batch.map((m) => m.id));
   await s.release('bob', 'owner-1');
-  t.deepEqual(await r.keys('xmpp:off*b*'), [], 'an empty queue leaves no key behind');
+  t.deepEqual(await r.keys('xmpp:off*:bob'), [], 'an empty queue leaves no key behind (nor a claim, released)');
   await s.push('bob', '<message id="3"/>', LIM);
   await s.fetch('bob', 'owner-2', '', 1, 60_000);
   await s.removeAll('bob');
-  t.deepEqual(await r.keys('xmpp:off*b*'), []);
+  t.deepEqual(await r.keys('xmpp:off*:bob'), []);
 });
 
 test('a queue in the old layout (a plain list) is moved into the stream, in order, by the next operation', async (t) => {

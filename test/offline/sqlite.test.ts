@@ -92,7 +92,8 @@ test('threads pushing at once never exceed the limit', async (t) => {
 test('threads pushing and delivering at once: each stanza delivered exactly once, in order per thread', async (t) => {
   const file = join(tempDir(t), 'offline.sqlite');
   const main = openStore(t, file);
-  const results = await inThreads<{ pushed: string[]; delivered: string[] }>(file, 4, `async (s, n) => {
+  // Each delivered message as [its store id (the queue's order), its stanza's id].
+  const results = await inThreads<{ pushed: string[]; delivered: [number, string][] }>(file, 4, `async (s, n) => {
     const pushed = [];
     const delivered = [];
     const owner = 'thread-' + n;
@@ -103,7 +104,7 @@ test('threads pushing and delivering at once: each stanza delivered exactly once
       if (i % 7 === n) {
         const got = await s.fetch('bob', owner, '', 20, 60000);
         if (got !== null) {
-          delivered.push(...got.map((m) => /id='([^']*)'/.exec(m.xml)[1]));
+          delivered.push(...got.map((m) => [Number(m.id), /id='([^']*)'/.exec(m.xml)[1]]));
           await s.remove('bob', got.map((m) => m.id));
           await s.release('bob', owner);
         }
@@ -111,13 +112,19 @@ test('threads pushing and delivering at once: each stanza delivered exactly once
     }
     return { pushed, delivered };
   }`);
-  const delivered = results.flatMap((r) => r.delivered);
-  delivered.push(...(await drain(main, 'bob', 'main')).map((m) => /id='([^']*)'/.exec(m.xml)![1]));
+  const drained = (await drain(main, 'bob', 'main')).map((m): [number, string] => [Number(m.id), /id='([^']*)'/.exec(m.xml)![1]]);
+  const deliverers = [...results.map((r) => r.delivered), drained];
+  const delivered = deliverers.flat();
   const pushed = results.flatMap((r) => r.pushed);
   t.is(pushed.length, 2000);
   t.true(results.filter((r) => r.delivered.length > 0).length >= 2, 'several threads delivered something');
-  t.is(delivered.length, new Set(delivered).size, 'no stanza delivered twice');
-  t.deepEqual([...delivered].sort(), [...pushed].sort());
+  t.is(delivered.length, new Set(delivered.map(([, id]) => id)).size, 'no stanza delivered twice');
+  t.deepEqual(delivered.map(([, id]) => id).sort(), [...pushed].sort());
+  // In order: each deliverer got the queue oldest first, batch after batch,
+  // and the queue holds each thread's stanzas in the order it pushed them.
+  deliverers.forEach((d, i) => t.true(d.every(([seq], j) => j === 0 || seq > d[j - 1][0]), `deliverer ${i} read the queue in order`));
+  const queue = [...delivered].sort((a, b) => a[0] - b[0]).map(([, id]) => id);
+  results.forEach((r, n) => t.deepEqual(queue.filter((id) => id.startsWith(`w${n}-`)), r.pushed, `thread ${n}'s stanzas in the order it pushed them`));
 });
 
 test('a file of the earlier layout (rowids that an emptied table reuses) is upgraded in place, messages and order kept', async (t) => {

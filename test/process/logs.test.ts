@@ -10,7 +10,7 @@ import tls from 'node:tls';
 import { once } from 'node:events';
 import { NodeProcess } from '../helpers/cluster.ts';
 import { header } from '../helpers/raw.ts';
-import { online, within } from '../helpers/protocol.ts';
+import { online, plainOutcome, within } from '../helpers/protocol.ts';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
 
 interface Line {
@@ -53,7 +53,7 @@ test('authentications, session ends and health checks in the log', async (t) => 
     bare.destroy();
   }
   // A failed login, then a good one that ends.
-  await t.throwsAsync(online(node.c2sPort, 'alice', 'wrong', 'r'));
+  t.is(await plainOutcome(node.c2sPort, 'alice', 'wrong'), 'not-authorized');
   const { c, jid } = await online(node.c2sPort, 'alice', 'alice-pw', 'r');
   c.end();
   await c.closed;

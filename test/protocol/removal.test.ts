@@ -8,11 +8,13 @@
 // from the CLI with no server running.
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
-import { NS_STREAMS_ERR, online, uid, within } from '../helpers/protocol.ts';
+import { NS_SASL, NS_STREAMS_ERR, authenticated, b64, bindIq, expectStreamError, plainOutcome, readStreamStart, scramClient, secured, uid, within } from '../helpers/protocol.ts';
+import { header } from '../helpers/raw.ts';
 import { WAIT, barrier, connect, expect, fresh, isPresence, isPush, ready, rosterItem, rosterOf, subscribe, summary } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 import { SqliteOfflineStore } from '../../src/offline/sqlite.ts';
@@ -33,14 +35,20 @@ test.after.always(async () => {
 
 const workerOf = (jid: string) => server.hub.registry.lookup(jid)?.worker;
 
-/** A fresh account with `n` sessions spread over both workers, all ready. */
+/**
+ * A fresh account with `n` sessions spread over both workers (each on
+ * another worker than the one before), all ready; fails when 20 logins in a
+ * row land on the worker of the session before.
+ */
 async function account(t: ExecutionContext, base: string, n = 1): Promise<Peer[]> {
   const name = fresh(base);
   await server.addUser(name, `${name}-pw`);
   const peers: Peer[] = [];
   for (let i = 0; peers.length < n; i++) {
+    if (i === 20) throw new Error(`${name}: ${i} logins, none on another worker than ${peers[peers.length - 1].jid}'s (worker ${workerOf(peers[peers.length - 1].jid)})`);
     const p = await connect(t, server.c2sPort, name, `r${i}`);
-    if (peers.length > 0 && workerOf(p.jid) === workerOf(peers[peers.length - 1].jid) && i < 20) {
+    if (workerOf(p.jid) === undefined) throw new Error(`${p.jid} is bound but not in the hub's registry`);
+    if (peers.length > 0 && workerOf(p.jid) === workerOf(peers[peers.length - 1].jid)) {
       p.c.destroy();
       continue;
     }
@@ -89,22 +97,24 @@ async function gone(t: ExecutionContext, name: string): Promise<void> {
     s.roster.close();
     s.offline.close();
   }
-  await t.throwsAsync(online(server.c2sPort, name, `${name}-pw`, 'again'));
+  t.is(await plainOutcome(server.c2sPort, name, `${name}-pw`), 'not-authorized', 'the password of the removed account no longer logs in');
 }
 
+/** Runs the CLI on the server's data directory; bounded (a CLI that hangs fails the test with what it said). */
 function cli(args: string[]): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
+  return within(new Promise((resolve) => {
     const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, XMPP_DATA_DIR: server.config.dataDir, XMPP_DOMAIN: 'localhost', XMPP_LOG_LEVEL: 'warn' };
     const child = spawn(process.execPath, ['src/main.ts', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
     child.on('exit', (code) => resolve({ code, out }));
-  });
+  }), 30_000, `the CLI: ${args.join(' ')}`);
 }
 
 test('in-band cancellation ends every session of the account, on both workers, and tells its contact (XEP-0077 §3.2, RFC 6121 §2.5.2)', async (t) => {
   const alice = await account(t, 'alice', 2);
+  t.not(workerOf(alice[0].jid), workerOf(alice[1].jid), 'one session on each worker');
   const [bob] = await account(t, 'bob');
   await subscribe(alice[0], bob);
   await subscribe(bob, alice[0]);
@@ -127,6 +137,7 @@ test('in-band cancellation ends every session of the account, on both workers, a
 
 test('`user remove` while the server runs: the sessions end at once and the contact is told', async (t) => {
   const alice = await account(t, 'alice', 2);
+  t.not(workerOf(alice[0].jid), workerOf(alice[1].jid), 'one session on each worker');
   const [bob] = await account(t, 'bob');
   await subscribe(alice[1], bob);
   await subscribe(bob, alice[1]);
@@ -139,21 +150,36 @@ test('`user remove` while the server runs: the sessions end at once and the cont
   await gone(t, alice[0].name);
 });
 
-test('a session that authenticated just before the removal but binds after it is ended at bind', async (t) => {
-  const name = fresh('late');
-  await server.addUser(name, `${name}-pw`);
-  // Bound before: ended by the removal; authenticated before, bound after: ended at its bind.
-  const [first] = [await connect(t, server.c2sPort, name, 'first')];
-  const { authenticated } = await import('../helpers/protocol.ts');
-  const { c } = await authenticated(server.c2sPort, name, `${name}-pw`);
-  t.teardown(() => c.destroy());
+test('streams not bound yet when the account is removed end too: one authenticated at once, one mid-SASL at its bind', async (t) => {
+  // Bound sessions on both workers: once both have ended, each worker has the removal.
+  const bound = await account(t, 'late', 2);
+  const name = bound[0].name;
+  // Authenticated before the removal, not bound: the removal ends it, unasked.
+  const { c: authed } = await within(authenticated(server.c2sPort, name, `${name}-pw`), WAIT, 'the authenticated stream');
+  t.teardown(() => authed.destroy());
+  // Mid-SASL at the removal: SCRAM has read the credentials (the challenge
+  // came), the proof goes after the removal. SASL succeeds on what it read;
+  // the removal is caught at the bind.
+  const { c: mid } = await within(secured(server.c2sPort), WAIT, 'the mid-SASL stream');
+  t.teardown(() => mid.destroy());
+  const clientFirstBare = `n=${name},r=${randomBytes(12).toString('base64')}`;
+  mid.send(`<auth xmlns='${NS_SASL}' mechanism='SCRAM-SHA-256'>${b64('n,,' + clientFirstBare)}</auth>`);
+  const serverFirst = Buffer.from((await within(mid.nextEl('challenge'), WAIT, 'the SCRAM challenge')).getText(), 'base64').toString();
+
   const r = await cli(['user', 'remove', name]);
   t.is(r.code, 0, r.out);
-  await ended(t, first);
-  c.send(`<iq type='set' id='late-bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>late</resource></bind></iq>`);
-  await c.waitFor(/<not-authorized xmlns=["']urn:ietf:params:xml:ns:xmpp-streams["']/);
-  await within(c.closed, WAIT, 'the end of the late stream');
-  t.pass();
+  await Promise.all(bound.map((p) => ended(t, p)));
+  await expectStreamError(t, authed, 'not-authorized');
+
+  const { clientFinal } = scramClient('sha256', `${name}-pw`, clientFirstBare, serverFirst, 'n,,');
+  mid.send(`<response xmlns='${NS_SASL}'>${b64(clientFinal)}</response>`);
+  t.is((await within(mid.nextEl(), WAIT, 'the SCRAM outcome')).name, 'success', 'the removal did not end a stream that had not authenticated yet');
+  mid.send(header());
+  await within(readStreamStart(mid), WAIT, 'the restarted stream');
+  mid.send(bindIq('late-bind', 'late'));
+  // No bind result first: the stream error answers the bind.
+  await expectStreamError(t, mid, 'not-authorized');
+  t.is(server.hub.registry.lookup(`${name}@localhost/late`), undefined, 'no session left bound');
 });
 
 test('removal with no server running changes the contacts\' rosters in the stores all the same', async (t) => {
