@@ -117,7 +117,11 @@ test('threads pushing and delivering at once: each stanza delivered exactly once
   const delivered = deliverers.flat();
   const pushed = results.flatMap((r) => r.pushed);
   t.is(pushed.length, 2000);
-  t.true(results.filter((r) => r.delivered.length > 0).length >= 2, 'several threads delivered something');
+  // How many threads get to deliver is up to the scheduler (one may find the
+  // queue claimed at each of its fetches): that some delivery happened while
+  // pushes went on is certain, since a fetch follows each thread's own push.
+  t.true(results.some((r) => r.delivered.length > 0), 'the threads delivered while pushing');
+  t.log(`threads that delivered: ${results.filter((r) => r.delivered.length > 0).length} of ${results.length}`);
   t.is(delivered.length, new Set(delivered.map(([, id]) => id)).size, 'no stanza delivered twice');
   t.deepEqual(delivered.map(([, id]) => id).sort(), [...pushed].sort());
   // In order: each deliverer got the queue oldest first, batch after batch,
