@@ -81,8 +81,9 @@ const change = async (iq: Element, session: Session): Promise<IqResult> => {
   }
   const username = field(q, 'username');
   const password = field(q, 'password');
-  if (!password) throw new StanzaError('bad-request', 'password is required');
-  if (username !== undefined && normalizedOrUndefined(username) !== session.username) throw new StanzaError('not-allowed', 'a password can only be changed for the own account');
+  // XEP-0077 §3.3: both <username/> and <password/> are required (bad-request otherwise).
+  if (!username || !password) throw new StanzaError('bad-request', 'username and password are required');
+  if (normalizedOrUndefined(username) !== session.username) throw new StanzaError('not-allowed', 'a password can only be changed for the own account');
   try {
     await session.ctx.accounts.setPassword(session.username, password);
   } catch (err) {

@@ -147,9 +147,9 @@ for (const [label, fields] of [
   });
 }
 
-test('a password change without a password (XEP-0077 §3.3): <bad-request/>, and the password stays', async (t) => {
+test('a password change without a password or without a username (XEP-0077 §3.3): <bad-request/>, and the password stays', async (t) => {
   const { c, name } = await account(t, 'nopw');
-  for (const fields of [`<username>${name}</username>`, `<username>${name}</username><password/>`]) {
+  for (const fields of [`<username>${name}</username>`, `<username>${name}</username><password/>`, '<password>new-pw</password>', '<username/><password>new-pw</password>']) {
     const r = await change(c, fields);
     t.is(r.attrs.type, 'error', r.toString());
     t.like(stanzaError(r), { type: 'modify', condition: 'bad-request' }, fields);
