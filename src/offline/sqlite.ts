@@ -110,7 +110,8 @@ export class SqliteOfflineStore implements OfflineStore {
 
   async fetch(user: string, owner: string, after: string, limit: number, leaseMs: number): Promise<StoredMessage[] | null> {
     checkFetch(limit, leaseMs);
-    const from = after === '' ? 0 : Number(after);
+    // Only what fetch() hands out: decimal digits ('-1', ' ', '0x10', '1e3' are no ids).
+    const from = after === '' ? 0 : /^[0-9]{1,15}$/.test(after) ? Number(after) : NaN;
     if (!Number.isSafeInteger(from)) throw new RangeError(`invalid message id ${JSON.stringify(after)}`);
     return this.immediate(() => {
       const now = Date.now();

@@ -179,7 +179,7 @@ export function offlineStoreContract(label: string, open: OpenBackend): void {
   test(title('fetch() after something that is no message id rejects, takes no claim and leaves the queue as it was'), async (t) => {
     const { store: s } = await open(t);
     for (let i = 0; i < 3; i++) await s.push('bob', msg(`m-${i}`), LIMITS);
-    for (const after of ['not-an-id', '1.5', 'Infinity', '99999999999999999999']) {
+    for (const after of ['not-an-id', '1.5', 'Infinity', '99999999999999999999', '-1', ' ', '0x10', '1e3']) {
       await t.throwsAsync(s.fetch('bob', 'bad', after, 10, LEASE), { message: /invalid (message|stream) id/i }, JSON.stringify(after));
     }
     t.deepEqual(ids(await s.fetch('bob', 'good', '', 10, LEASE)), ['m-0', 'm-1', 'm-2'], 'no claim was taken, nothing was read away');
