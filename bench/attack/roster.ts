@@ -15,8 +15,7 @@
 // ordinary roster of 1,000 contacts).
 import type net from 'node:net';
 import type { Element } from 'ltx';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
@@ -24,6 +23,7 @@ import { NodeProcess } from '../../test/helpers/cluster.ts';
 import { login } from '../../test/helpers/raw.ts';
 import type { RawClient } from '../../test/helpers/raw.ts';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
+import { stopAtExit, tempDir } from '../lib.ts';
 
 const { values: opt } = parseArgs({
   options: {
@@ -71,7 +71,10 @@ function request(c: RawClient, xml: string, id: string): Promise<Element> {
   return withTimeout(c.request(xml, id), TIMEOUT_MS, id);
 }
 
-const dataDir = mkdtempSync(join(tmpdir(), 'xmpp-bench-roster-'));
+// The accounts are written before the server starts, so the data directory
+// is this script's (removed when it exits, even on an error), not the one
+// NodeProcess makes in start().
+const dataDir = tempDir('xmpp-bench-roster-');
 const users = [...Array.from({ length: ATTACKERS }, (_, i) => `attacker${i}`), ...Array.from({ length: BYSTANDERS }, (_, i) => `bystander${i}`), ...Array.from({ length: 40 }, (_, i) => `late${i}`)];
 {
   const store = SqliteAccountStore.open(join(dataDir, 'accounts.sqlite'), 4096);
@@ -81,6 +84,7 @@ const users = [...Array.from({ length: ATTACKERS }, (_, i) => `attacker${i}`), .
 const env: Record<string, string> = { XMPP_DATA_DIR: dataDir, XMPP_LOG_LEVEL: 'debug', XMPP_READ_RATE_BYTES: '0' };
 if (opt.workers) env.XMPP_WORKERS = opt.workers;
 const server = await NodeProcess.start('bench-roster', env);
+stopAtExit(server);
 const pid = server.proc.pid!;
 const port = server.c2sPort;
 console.log(`server pid ${pid}; ${ATTACKERS} attackers with ${ITEMS} items x ${GROUPS} groups of ${GROUP_BYTES} bytes; ${BYSTANDERS} bystanders; ${DURATION_MS / 1000} s`);
