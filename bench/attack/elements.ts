@@ -14,8 +14,7 @@
 // --reconnect is true (what a real attacker does), so the pressure stays.
 // The server is killed, and that reported, if its RSS passes --max-rss-mb.
 import type net from 'node:net';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
@@ -23,6 +22,7 @@ import { NodeProcess } from '../../test/helpers/cluster.ts';
 import { login } from '../../test/helpers/raw.ts';
 import type { RawClient } from '../../test/helpers/raw.ts';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
+import { stopAtExit, tempDir } from '../lib.ts';
 
 const { values: opt } = parseArgs({
   options: {
@@ -90,7 +90,10 @@ function discardInput(c: RawClient, onData: (s: string) => void = () => {}): net
   return sock;
 }
 
-const dataDir = mkdtempSync(join(tmpdir(), 'xmpp-bench-elements-'));
+// The accounts are written before the server starts, so the data directory
+// is this script's (removed when it exits, even on an error), not the one
+// NodeProcess makes in start().
+const dataDir = tempDir('xmpp-bench-elements-');
 const users = [...Array.from({ length: CONNECTIONS }, (_, i) => `attacker${i}`), ...Array.from({ length: BYSTANDERS }, (_, i) => `bystander${i}`), 'late'];
 {
   const store = SqliteAccountStore.open(join(dataDir, 'accounts.sqlite'), 4096);
@@ -100,6 +103,7 @@ const users = [...Array.from({ length: CONNECTIONS }, (_, i) => `attacker${i}`),
 const env: Record<string, string> = { XMPP_DATA_DIR: dataDir, XMPP_LOG_LEVEL: 'info' };
 if (opt.workers) env.XMPP_WORKERS = opt.workers;
 const server = await NodeProcess.start('bench-elements', env);
+stopAtExit(server);
 const pid = server.proc.pid!;
 const port = server.c2sPort;
 let killedForRss = false;
@@ -224,5 +228,4 @@ console.log(`bystander round trips: ${duringRtts.length} (${bystanderFailures} l
 console.log(`login during the attack: ${loginDuring}; after: ${loginAfter}`);
 console.log(`server RSS: baseline ${mb(baseline)} MB, peak sampled ${mb(peakSampled)} MB, VmHWM ${mb(hwm)} MB, at the end of the attack ${mb(rssAtEnd)} MB${killedForRss ? `; KILLED above --max-rss-mb` : ''}${exit !== null ? `; server exited (${exit})` : ''}`);
 await server.stop('SIGKILL');
-rmSync(dataDir, { recursive: true, force: true });
 process.exit(0);
