@@ -14,8 +14,7 @@ import type { RawClient } from '../test/helpers/raw.ts';
 import { RedisAccountStore } from '../src/accounts/redis.ts';
 import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
 import { join } from 'node:path';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tempDir } from './lib.ts';
 
 const N = Number(process.argv[2] ?? 20000);
 const socketOf = (c: RawClient) => (c as unknown as { sock: net.Socket }).sock;
@@ -75,7 +74,7 @@ async function measure(label: string, a: RawClient, b: RawClient, to: string): P
 
 const redis = await RedisServer.start();
 const common = { XMPP_READ_RATE_BYTES: '0' };
-const singleDir = mkdtempSync(join(tmpdir(), 'bench-'));
+const singleDir = tempDir('xmpp-bench-cluster-');
 const single = await NodeProcess.start('single', { ...common, XMPP_WORKERS: '2', XMPP_DATA_DIR: singleDir });
 const c1 = await NodeProcess.start('c1', { ...common, XMPP_REDIS_URL: redis.url });
 const c2 = await NodeProcess.start('c2', { ...common, XMPP_REDIS_URL: redis.url });
