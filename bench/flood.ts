@@ -29,8 +29,7 @@
 import net from 'node:net';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -38,6 +37,7 @@ import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
 import { online } from '../test/helpers/protocol.ts';
 import { serverEnv } from '../test/helpers/process.ts';
 import type { RawClient } from '../test/helpers/raw.ts';
+import { atExit, tempDir } from './lib.ts';
 
 const HERE = fileURLToPath(new URL('..', import.meta.url));
 const { values: o } = parseArgs({
@@ -72,7 +72,7 @@ const round = (n: number | null) => (n === null ? null : Math.round(n * 10) / 10
 
 // ---- the server ----
 
-const dir = mkdtempSync(join(tmpdir(), 'xmpp-flood-'));
+const dir = tempDir('xmpp-flood-');
 const dataDir = join(dir, 'data');
 const pairs = num('pairs');
 const logins = Math.ceil(((num('before') + num('hold') + num('after')) * 1000) / 250) + 10;
@@ -92,6 +92,7 @@ for (const kv of o.env) {
 }
 const serverDir = resolve(o.server);
 const child = spawn('/bin/sh', ['-c', `ulimit -n ${o.nofile} && exec "$0" src/main.ts start`, process.execPath], { cwd: serverDir, env, stdio: ['ignore', 'ignore', 'pipe'] });
+atExit(() => child.kill('SIGKILL')); // when the benchmark fails; at its end the server has exited
 const logCounts = new Map<string, number>();
 const crash: string[] = [];
 let listening: Record<string, unknown> | undefined;
@@ -252,7 +253,6 @@ const bystandersConnected = bystanders.filter((b) => !b.c.isClosed).length;
 for (const b of bystanders) b.c.destroy();
 if (survived) child.kill('SIGTERM');
 await new Promise((r) => (exited ? r(undefined) : child.once('exit', r)));
-rmSync(dir, { recursive: true, force: true });
 
 // ---- figures ----
 
