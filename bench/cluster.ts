@@ -14,14 +14,10 @@ import type { RawClient } from '../test/helpers/raw.ts';
 import { RedisAccountStore } from '../src/accounts/redis.ts';
 import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
 import { join } from 'node:path';
-import { tempDir } from './lib.ts';
+import { pct, tempDir } from './lib.ts';
 
 const N = Number(process.argv[2] ?? 20000);
 const socketOf = (c: RawClient) => (c as unknown as { sock: net.Socket }).sock;
-
-function pct(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
 
 /**
  * Sends `count` messages from a to b and measures delivery. `window` bounds

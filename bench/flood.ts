@@ -37,7 +37,7 @@ import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
 import { online } from '../test/helpers/protocol.ts';
 import { serverEnv } from '../test/helpers/process.ts';
 import type { RawClient } from '../test/helpers/raw.ts';
-import { atExit, tempDir } from './lib.ts';
+import { atExit, pct, tempDir } from './lib.ts';
 
 const HERE = fileURLToPath(new URL('..', import.meta.url));
 const { values: o } = parseArgs({
@@ -65,10 +65,8 @@ let phase: Phase = 'before';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const socketOf = (c: RawClient) => (c as unknown as { sock: net.Socket }).sock;
 
-function pct(sorted: number[], p: number): number | null {
-  return sorted.length === 0 ? null : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
-const round = (n: number | null) => (n === null ? null : Math.round(n * 10) / 10);
+// NaN, pct() of no samples, is null in the report as the missing figures are.
+const round = (n: number | null) => (n === null || Number.isNaN(n) ? null : Math.round(n * 10) / 10);
 
 // ---- the server ----
 

@@ -1,7 +1,7 @@
 // What several benchmarks need alike: cleanups that run however the
-// benchmark ends. Only types are imported besides node's own modules: a
-// benchmark that measures its own process should load nothing more than
-// what it measures.
+// benchmark ends, percentiles of their samples. Only types are imported
+// besides node's own modules: a benchmark that measures its own process
+// should load nothing more than what it measures.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,4 +40,14 @@ export function stopAtExit(server: NodeProcess): void {
     server.proc.kill('SIGKILL');
     rmSync(server.dataDir, { recursive: true, force: true });
   });
+}
+
+/** The p-th percentile (0 to 100) of `sorted` (ascending): the value at that rank, rounded down; NaN when there are none. */
+export function pct(sorted: number[], p: number): number {
+  return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/** The median of `xs`, in any order (of an even count, the upper middle one). */
+export function median(xs: number[]): number {
+  return pct([...xs].sort((a, b) => a - b), 50);
 }

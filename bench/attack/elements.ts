@@ -22,7 +22,7 @@ import { NodeProcess } from '../../test/helpers/cluster.ts';
 import { login } from '../../test/helpers/raw.ts';
 import type { RawClient } from '../../test/helpers/raw.ts';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
-import { stopAtExit, tempDir } from '../lib.ts';
+import { pct, stopAtExit, tempDir } from '../lib.ts';
 
 const { values: opt } = parseArgs({
   options: {
@@ -49,10 +49,6 @@ const PASSWORD = 'bench-pw';
 const socketOf = (c: RawClient) => (c as unknown as { sock: net.Socket }).sock;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const mb = (b: number) => (b / 1024 / 1024).toFixed(0);
-
-function pct(sorted: number[], p: number): number {
-  return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
 
 function status(pid: number): { rss: number; hwm: number } | undefined {
   try {

@@ -23,7 +23,7 @@ import { NodeProcess } from '../../test/helpers/cluster.ts';
 import { login } from '../../test/helpers/raw.ts';
 import type { RawClient } from '../../test/helpers/raw.ts';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
-import { stopAtExit, tempDir } from '../lib.ts';
+import { pct, stopAtExit, tempDir } from '../lib.ts';
 
 const { values: opt } = parseArgs({
   options: {
@@ -47,7 +47,6 @@ const TIMEOUT_MS = 60_000;
 
 const socketOf = (c: RawClient) => (c as unknown as { sock: net.Socket }).sock;
 const mb = (b: number) => (b / 1024 / 1024).toFixed(0);
-const pct = (sorted: number[], p: number) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]);
 const fmt = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return `p50 ${pct(s, 50).toFixed(0)} ms, p99 ${pct(s, 99).toFixed(0)} ms, max ${(s[s.length - 1] ?? NaN).toFixed(0)} ms (${s.length})`;
