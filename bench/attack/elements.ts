@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { NodeProcess } from '../../test/helpers/cluster.ts';
+import { within } from '../../test/helpers/process.ts';
 import { login } from '../../test/helpers/raw.ts';
 import type { RawClient } from '../../test/helpers/raw.ts';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
@@ -60,16 +61,11 @@ function status(pid: number): { rss: number; hwm: number } | undefined {
   }
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
-}
-
 /** A login timed, or why it failed. */
 async function timedLogin(port: number, user: string): Promise<string> {
   const t0 = performance.now();
   try {
-    const { c } = await withTimeout(login(port, user, PASSWORD, `r${Date.now()}`), LOGIN_TIMEOUT_MS, 'login');
+    const { c } = await within(login(port, user, PASSWORD, `r${Date.now()}`), LOGIN_TIMEOUT_MS, 'login');
     c.destroy();
     return `${(performance.now() - t0).toFixed(0)} ms`;
   } catch (err) {
@@ -154,7 +150,7 @@ for (let i = 0; i < BYSTANDERS; i += 2) {
         const echoed = new Promise<void>((resolve) => (waiting = { id: `id="${id}"`, resolve }));
         sa.write(`<message to='${b.jid}' id='${id}' type='chat'><body>ping</body></message>`);
         try {
-          await withTimeout(echoed, 60_000, 'echo');
+          await within(echoed, 60_000, 'echo');
           rtts.push(performance.now() - t0);
         } catch {
           bystanderFailures++;
@@ -179,7 +175,7 @@ async function attacker(i: number): Promise<void> {
     let c: RawClient;
     let jid: string;
     try {
-      ({ c, jid } = await withTimeout(login(port, `attacker${i}`, PASSWORD, 'x'), LOGIN_TIMEOUT_MS, 'attacker login'));
+      ({ c, jid } = await within(login(port, `attacker${i}`, PASSWORD, 'x'), LOGIN_TIMEOUT_MS, 'attacker login'));
       attackerLogins++;
     } catch {
       attackerLoginFailures++;

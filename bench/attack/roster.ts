@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { NodeProcess } from '../../test/helpers/cluster.ts';
+import { within } from '../../test/helpers/process.ts';
 import { login } from '../../test/helpers/raw.ts';
 import type { RawClient } from '../../test/helpers/raw.ts';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
@@ -60,14 +61,9 @@ function rss(pid: number): number {
   }
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
-}
-
 /** Sends and waits for the stanza with that id. */
 function request(c: RawClient, xml: string, id: string): Promise<Element> {
-  return withTimeout(c.request(xml, id), TIMEOUT_MS, id);
+  return within(c.request(xml, id), TIMEOUT_MS, id);
 }
 
 // The accounts are written before the server starts, so the data directory
@@ -126,7 +122,7 @@ const bystanding = pairs.map(async ([a, , b, bjid]) => {
     const got = b.find((el) => el.attrs.id === id);
     a.send(`<message to='${bjid}' id='${id}' type='chat'><body>ping</body></message>`);
     try {
-      await withTimeout(got, 30_000, id);
+      await within(got, 30_000, id);
       rtts.push(performance.now() - t);
     } catch {
       unanswered++;
@@ -163,7 +159,7 @@ const logging = (async () => {
   for (let i = 0; running && i < 20; i++) {
     const t = performance.now();
     try {
-      const { c } = await withTimeout(login(port, `late${i}`, PASSWORD, 'l'), TIMEOUT_MS, 'login');
+      const { c } = await within(login(port, `late${i}`, PASSWORD, 'l'), TIMEOUT_MS, 'login');
       during.push(performance.now() - t);
       c.destroy();
     } catch {
@@ -187,7 +183,7 @@ const after: number[] = [];
 const firstAfter = performance.now();
 for (let i = 20; i < 30; i++) {
   const t = performance.now();
-  const { c } = await withTimeout(login(port, `late${i}`, PASSWORD, 'l'), TIMEOUT_MS, 'login after');
+  const { c } = await within(login(port, `late${i}`, PASSWORD, 'l'), TIMEOUT_MS, 'login after');
   after.push(performance.now() - t);
   c.destroy();
 }
