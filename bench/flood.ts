@@ -29,11 +29,11 @@
 import net from 'node:net';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
+import { readRss } from '../src/load/cli.ts';
 import { online } from '../test/helpers/protocol.ts';
 import { serverEnv } from '../test/helpers/process.ts';
 import type { RawClient } from '../test/helpers/raw.ts';
@@ -119,16 +119,9 @@ await up;
 const c2sPort = listening!.c2sPort as number;
 const tlsPort = listening!.tlsPort as number;
 
-function rss(): number | null {
-  try {
-    return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))![1]) * 1024;
-  } catch {
-    return null;
-  }
-}
 const rssBy: Record<Phase, number[]> = { before: [], during: [], after: [] };
 const rssTimer = setInterval(() => {
-  const r = rss();
+  const r = readRss(child.pid!);
   if (r !== null) rssBy[phase].push(r);
 }, 250);
 

@@ -14,7 +14,6 @@
 // --reconnect is true (what a real attacker does), so the pressure stays.
 // The server is killed, and that reported, if its RSS passes --max-rss-mb.
 import type net from 'node:net';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
@@ -23,6 +22,7 @@ import { within } from '../../test/helpers/process.ts';
 import { login } from '../../test/helpers/raw.ts';
 import type { RawClient } from '../../test/helpers/raw.ts';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
+import { readRss } from '../../src/load/cli.ts';
 import { pct, stopAtExit, tempDir } from '../lib.ts';
 
 const { values: opt } = parseArgs({
@@ -50,16 +50,6 @@ const PASSWORD = 'bench-pw';
 const socketOf = (c: RawClient) => (c as unknown as { sock: net.Socket }).sock;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const mb = (b: number) => (b / 1024 / 1024).toFixed(0);
-
-function status(pid: number): { rss: number; hwm: number } | undefined {
-  try {
-    const s = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? NaN) * 1024;
-    return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
-  } catch {
-    return undefined;
-  }
-}
 
 /** A login timed, or why it failed. */
 async function timedLogin(port: number, user: string): Promise<string> {
@@ -100,12 +90,12 @@ const pid = server.proc.pid!;
 const port = server.c2sPort;
 let killedForRss = false;
 let peakSampled = 0;
-const baseline = status(pid)!.rss;
+const baseline = readRss(pid)!;
 const sampler = setInterval(() => {
-  const s = status(pid);
-  if (!s) return;
-  peakSampled = Math.max(peakSampled, s.rss);
-  if (s.rss > MAX_RSS && !killedForRss) {
+  const rss = readRss(pid);
+  if (rss === null) return;
+  peakSampled = Math.max(peakSampled, rss);
+  if (rss > MAX_RSS && !killedForRss) {
     killedForRss = true;
     server.proc.kill('SIGKILL');
   }
@@ -205,14 +195,14 @@ await sleep(DURATION_MS / 2);
 const loginDuring = await timedLogin(port, 'late');
 const elapsed = performance.now() - t0;
 if (elapsed < DURATION_MS) await sleep(DURATION_MS - elapsed);
-const rssAtEnd = status(pid)?.rss ?? NaN;
+const rssAtEnd = readRss(pid) ?? NaN;
 running = false;
 await Promise.all(attackers);
 const duringRtts = [...rtts].sort((x, y) => x - y);
 const loginAfter = killedForRss ? 'server killed' : await timedLogin(port, 'late');
 await Promise.all(pairs);
 clearInterval(sampler);
-const hwm = status(pid)?.hwm ?? NaN;
+const hwm = readRss(pid, 'VmHWM') ?? NaN;
 const exit = server.proc.exitCode ?? server.proc.signalCode;
 
 console.log(`attack: ${stanzasSent} stanzas handed to the attackers' sockets (${mb(bytesSent)} MB), ${attackerLogins} attacker logins (${attackerLoginFailures} failed), ${closedByServer} attacker streams closed by the server`);

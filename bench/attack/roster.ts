@@ -15,7 +15,6 @@
 // ordinary roster of 1,000 contacts).
 import type net from 'node:net';
 import type { Element } from 'ltx';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
@@ -24,6 +23,7 @@ import { within } from '../../test/helpers/process.ts';
 import { login } from '../../test/helpers/raw.ts';
 import type { RawClient } from '../../test/helpers/raw.ts';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
+import { readRss } from '../../src/load/cli.ts';
 import { pct, stopAtExit, tempDir } from '../lib.ts';
 
 const { values: opt } = parseArgs({
@@ -52,14 +52,6 @@ const fmt = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return `p50 ${pct(s, 50).toFixed(0)} ms, p99 ${pct(s, 99).toFixed(0)} ms, max ${(s[s.length - 1] ?? NaN).toFixed(0)} ms (${s.length})`;
 };
-
-function rss(pid: number): number {
-  try {
-    return Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN) * 1024;
-  } catch {
-    return NaN;
-  }
-}
 
 /** Sends and waits for the stanza with that id. */
 function request(c: RawClient, xml: string, id: string): Promise<Element> {
@@ -101,7 +93,7 @@ for (let a = 0; a < ATTACKERS; a++) {
     c.resetReader();
   }
 }
-console.log(`rosters built in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${accepted} items accepted, ${refused} refused; RSS ${mb(rss(pid))} MB`);
+console.log(`rosters built in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${accepted} items accepted, ${refused} refused; RSS ${mb(readRss(pid) ?? NaN)} MB`);
 await new Promise((r) => setTimeout(r, 6000)); // a quiet period of event-loop figures before the flood
 const logMark = server.log.length;
 
@@ -170,7 +162,7 @@ const logging = (async () => {
 
 const floodStart = performance.now();
 let peak = 0;
-const sampler = setInterval(() => (peak = Math.max(peak, rss(pid))), 200);
+const sampler = setInterval(() => (peak = Math.max(peak, readRss(pid) ?? NaN)), 200);
 await new Promise((r) => setTimeout(r, DURATION_MS));
 running = false;
 clearInterval(sampler);
