@@ -5,7 +5,6 @@
 //
 // Paths: same worker, two workers of one node (MessagePort), two nodes
 // (Redis pub/sub). Each server is real: separate processes on loopback.
-import type net from 'node:net';
 import { Redis } from 'ioredis';
 import { RedisServer } from '../test/helpers/redis.ts';
 import { NodeProcess } from '../test/helpers/cluster.ts';
@@ -15,10 +14,9 @@ import { RedisAccountStore } from '../src/accounts/redis.ts';
 import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
 import { join } from 'node:path';
 import { rmSync } from 'node:fs';
-import { atExit, pct, stopAtExit, tempDir } from './lib.ts';
+import { atExit, pct, socketOf, stopAtExit, tempDir } from './lib.ts';
 
 const N = Number(process.argv[2] ?? 20000);
-const socketOf = (c: RawClient) => (c as unknown as { sock: net.Socket }).sock;
 
 /**
  * Sends `count` messages from a to b and measures delivery. `window` bounds

@@ -37,7 +37,7 @@ import { readRss } from '../src/load/cli.ts';
 import { online } from '../test/helpers/protocol.ts';
 import { serverEnv } from '../test/helpers/process.ts';
 import type { RawClient } from '../test/helpers/raw.ts';
-import { atExit, pct, tempDir } from './lib.ts';
+import { atExit, pct, socketOf, tempDir } from './lib.ts';
 
 const HERE = fileURLToPath(new URL('..', import.meta.url));
 const { values: o } = parseArgs({
@@ -63,7 +63,6 @@ type Phase = 'before' | 'during' | 'after';
 const PHASES: Phase[] = ['before', 'during', 'after'];
 let phase: Phase = 'before';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const socketOf = (c: RawClient) => (c as unknown as { sock: net.Socket }).sock;
 
 // NaN, pct() of no samples, is null in the report as the missing figures are.
 const round = (n: number | null) => (n === null || Number.isNaN(n) ? null : Math.round(n * 10) / 10);

@@ -5,7 +5,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type net from 'node:net';
 import type { NodeProcess } from '../test/helpers/cluster.ts';
+import type { RawClient } from '../test/helpers/raw.ts';
 
 let signalsHandled = false;
 
@@ -40,6 +42,11 @@ export function stopAtExit(server: NodeProcess): void {
     server.proc.kill('SIGKILL');
     rmSync(server.dataDir, { recursive: true, force: true });
   });
+}
+
+/** The socket under a test client (its current one: the TLS socket after STARTTLS), to write to or read from directly. */
+export function socketOf(c: RawClient): net.Socket {
+  return (c as unknown as { sock: net.Socket }).sock;
 }
 
 /** The p-th percentile (0 to 100) of `sorted` (ascending): the value at that rank, rounded down; NaN when there are none. */

@@ -23,7 +23,7 @@ import { login } from '../../test/helpers/raw.ts';
 import type { RawClient } from '../../test/helpers/raw.ts';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
 import { readRss } from '../../src/load/cli.ts';
-import { pct, stopAtExit, tempDir } from '../lib.ts';
+import { pct, stopAtExit, socketOf, tempDir } from '../lib.ts';
 
 const { values: opt } = parseArgs({
   options: {
@@ -47,7 +47,6 @@ const MAX_RSS = Number(opt['max-rss-mb']) * 1024 * 1024;
 const LOGIN_TIMEOUT_MS = 60_000;
 const PASSWORD = 'bench-pw';
 
-const socketOf = (c: RawClient) => (c as unknown as { sock: net.Socket }).sock;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const mb = (b: number) => (b / 1024 / 1024).toFixed(0);
 

@@ -13,7 +13,6 @@
 // The issue's two cases: `--items 200 --groups 245` (a 47 MB roster where
 // the server accepts it) and `--items 1000 --groups 1 --group-bytes 10` (an
 // ordinary roster of 1,000 contacts).
-import type net from 'node:net';
 import type { Element } from 'ltx';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -24,7 +23,7 @@ import { login } from '../../test/helpers/raw.ts';
 import type { RawClient } from '../../test/helpers/raw.ts';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
 import { readRss } from '../../src/load/cli.ts';
-import { pct, stopAtExit, tempDir } from '../lib.ts';
+import { pct, stopAtExit, socketOf, tempDir } from '../lib.ts';
 
 const { values: opt } = parseArgs({
   options: {
@@ -46,7 +45,6 @@ const BYSTANDERS = Math.max(2, Number(opt.bystanders) & ~1);
 const PASSWORD = 'bench-pw';
 const TIMEOUT_MS = 60_000;
 
-const socketOf = (c: RawClient) => (c as unknown as { sock: net.Socket }).sock;
 const mb = (b: number) => (b / 1024 / 1024).toFixed(0);
 const fmt = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
