@@ -32,12 +32,12 @@ import { createInterface } from 'node:readline';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
 import { readRss } from '../src/load/cli.ts';
 import { online } from '../test/helpers/protocol.ts';
 import { serverEnv } from '../test/helpers/process.ts';
 import type { RawClient } from '../test/helpers/raw.ts';
 import { atExit, pct, socketOf, tempDir } from './lib.ts';
+import { createAccounts } from './server.ts';
 
 const HERE = fileURLToPath(new URL('..', import.meta.url));
 const { values: o } = parseArgs({
@@ -76,10 +76,8 @@ const logins = Math.ceil(((num('before') + num('hold') + num('after')) * 1000) /
 {
   // Accounts straight into the store: bystanders b1.., login attempts l1..,
   // and user1.. for the load tool (its default prefix and password).
-  const store = SqliteAccountStore.open(join(dataDir, 'accounts.sqlite'), 4096);
   const names = [...Array.from({ length: pairs * 2 }, (_, i) => `b${i + 1}`), ...Array.from({ length: logins }, (_, i) => `l${i + 1}`), ...Array.from({ length: num('auth') }, (_, i) => `user${i + 1}`)];
-  for (const n of names) await store.create(n, PASSWORD);
-  store.close();
+  await createAccounts(dataDir, names, PASSWORD);
 }
 // Ports picked by the server (read from its listening line): no other socket can take them meanwhile.
 const env = serverEnv(dir, { XMPP_WORKERS: o.workers });

@@ -14,16 +14,14 @@
 // --reconnect is true (what a real attacker does), so the pressure stays.
 // The server is killed, and that reported, if its RSS passes --max-rss-mb.
 import type net from 'node:net';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
-import { NodeProcess } from '../../test/helpers/cluster.ts';
 import { within } from '../../test/helpers/process.ts';
 import { login } from '../../test/helpers/raw.ts';
 import type { RawClient } from '../../test/helpers/raw.ts';
-import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
 import { readRss } from '../../src/load/cli.ts';
-import { pct, stopAtExit, socketOf, tempDir } from '../lib.ts';
+import { pct, socketOf } from '../lib.ts';
+import { startWithAccounts } from '../server.ts';
 
 const { values: opt } = parseArgs({
   options: {
@@ -71,20 +69,10 @@ function discardInput(c: RawClient, onData: (s: string) => void = () => {}): net
   return sock;
 }
 
-// The accounts are written before the server starts, so the data directory
-// is this script's (removed when it exits, even on an error), not the one
-// NodeProcess makes in start().
-const dataDir = tempDir('xmpp-bench-elements-');
 const users = [...Array.from({ length: CONNECTIONS }, (_, i) => `attacker${i}`), ...Array.from({ length: BYSTANDERS }, (_, i) => `bystander${i}`), 'late'];
-{
-  const store = SqliteAccountStore.open(join(dataDir, 'accounts.sqlite'), 4096);
-  for (const u of users) await store.create(u, PASSWORD);
-  store.close();
-}
-const env: Record<string, string> = { XMPP_DATA_DIR: dataDir, XMPP_LOG_LEVEL: 'info' };
+const env: Record<string, string> = { XMPP_LOG_LEVEL: 'info' };
 if (opt.workers) env.XMPP_WORKERS = opt.workers;
-const server = await NodeProcess.start('bench-elements', env);
-stopAtExit(server);
+const server = await startWithAccounts('bench-elements', users, PASSWORD, env);
 const pid = server.proc.pid!;
 const port = server.c2sPort;
 let killedForRss = false;

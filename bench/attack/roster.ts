@@ -14,16 +14,14 @@
 // the server accepts it) and `--items 1000 --groups 1 --group-bytes 10` (an
 // ordinary roster of 1,000 contacts).
 import type { Element } from 'ltx';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
-import { NodeProcess } from '../../test/helpers/cluster.ts';
 import { within } from '../../test/helpers/process.ts';
 import { login } from '../../test/helpers/raw.ts';
 import type { RawClient } from '../../test/helpers/raw.ts';
-import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
 import { readRss } from '../../src/load/cli.ts';
-import { pct, stopAtExit, socketOf, tempDir } from '../lib.ts';
+import { pct, socketOf } from '../lib.ts';
+import { startWithAccounts } from '../server.ts';
 
 const { values: opt } = parseArgs({
   options: {
@@ -56,20 +54,10 @@ function request(c: RawClient, xml: string, id: string): Promise<Element> {
   return within(c.request(xml, id), TIMEOUT_MS, id);
 }
 
-// The accounts are written before the server starts, so the data directory
-// is this script's (removed when it exits, even on an error), not the one
-// NodeProcess makes in start().
-const dataDir = tempDir('xmpp-bench-roster-');
 const users = [...Array.from({ length: ATTACKERS }, (_, i) => `attacker${i}`), ...Array.from({ length: BYSTANDERS }, (_, i) => `bystander${i}`), ...Array.from({ length: 40 }, (_, i) => `late${i}`)];
-{
-  const store = SqliteAccountStore.open(join(dataDir, 'accounts.sqlite'), 4096);
-  for (const u of users) await store.create(u, PASSWORD);
-  store.close();
-}
-const env: Record<string, string> = { XMPP_DATA_DIR: dataDir, XMPP_LOG_LEVEL: 'debug', XMPP_READ_RATE_BYTES: '0' };
+const env: Record<string, string> = { XMPP_LOG_LEVEL: 'debug', XMPP_READ_RATE_BYTES: '0' };
 if (opt.workers) env.XMPP_WORKERS = opt.workers;
-const server = await NodeProcess.start('bench-roster', env);
-stopAtExit(server);
+const server = await startWithAccounts('bench-roster', users, PASSWORD, env);
 const pid = server.proc.pid!;
 const port = server.c2sPort;
 console.log(`server pid ${pid}; ${ATTACKERS} attackers with ${ITEMS} items x ${GROUPS} groups of ${GROUP_BYTES} bytes; ${BYSTANDERS} bystanders; ${DURATION_MS / 1000} s`);
