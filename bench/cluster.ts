@@ -5,7 +5,6 @@
 //
 // Paths: same worker, two workers of one node (MessagePort), two nodes
 // (Redis pub/sub). Each server is real: separate processes on loopback.
-import type net from 'node:net';
 import { Redis } from 'ioredis';
 import { RedisServer } from '../test/helpers/redis.ts';
 import { NodeProcess } from '../test/helpers/cluster.ts';
@@ -14,15 +13,10 @@ import type { RawClient } from '../test/helpers/raw.ts';
 import { RedisAccountStore } from '../src/accounts/redis.ts';
 import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
 import { join } from 'node:path';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
+import { atExit, pct, socketOf, stopAtExit, tempDir } from './lib.ts';
 
 const N = Number(process.argv[2] ?? 20000);
-const socketOf = (c: RawClient) => (c as unknown as { sock: net.Socket }).sock;
-
-function pct(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
 
 /**
  * Sends `count` messages from a to b and measures delivery. `window` bounds
@@ -74,11 +68,19 @@ async function measure(label: string, a: RawClient, b: RawClient, to: string): P
 }
 
 const redis = await RedisServer.start();
+// On a failure the finally below may not run (an uncaught 'error' event, a
+// signal): then these do. stop() kills at once; its wait cannot end in an
+// exit handler, so the directory is removed here.
+atExit(() => {
+  void redis.stop();
+  rmSync(redis.dir, { recursive: true, force: true });
+});
 const common = { XMPP_READ_RATE_BYTES: '0' };
-const singleDir = mkdtempSync(join(tmpdir(), 'bench-'));
+const singleDir = tempDir('xmpp-bench-cluster-');
 const single = await NodeProcess.start('single', { ...common, XMPP_WORKERS: '2', XMPP_DATA_DIR: singleDir });
 const c1 = await NodeProcess.start('c1', { ...common, XMPP_REDIS_URL: redis.url });
 const c2 = await NodeProcess.start('c2', { ...common, XMPP_REDIS_URL: redis.url });
+for (const node of [single, c1, c2]) stopAtExit(node);
 try {
   const accounts = await RedisAccountStore.open(redis.url, 4096);
   for (const u of ['a', 'b', 'c']) await accounts.create(u, 'pw');

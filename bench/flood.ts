@@ -29,15 +29,15 @@
 import net from 'node:net';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
+import { readRss } from '../src/load/cli.ts';
 import { online } from '../test/helpers/protocol.ts';
 import { serverEnv } from '../test/helpers/process.ts';
 import type { RawClient } from '../test/helpers/raw.ts';
+import { atExit, pct, socketOf, tempDir } from './lib.ts';
+import { createAccounts } from './server.ts';
 
 const HERE = fileURLToPath(new URL('..', import.meta.url));
 const { values: o } = parseArgs({
@@ -63,26 +63,21 @@ type Phase = 'before' | 'during' | 'after';
 const PHASES: Phase[] = ['before', 'during', 'after'];
 let phase: Phase = 'before';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const socketOf = (c: RawClient) => (c as unknown as { sock: net.Socket }).sock;
 
-function pct(sorted: number[], p: number): number | null {
-  return sorted.length === 0 ? null : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
-const round = (n: number | null) => (n === null ? null : Math.round(n * 10) / 10);
+// NaN, pct() of no samples, is null in the report as the missing figures are.
+const round = (n: number | null) => (n === null || Number.isNaN(n) ? null : Math.round(n * 10) / 10);
 
 // ---- the server ----
 
-const dir = mkdtempSync(join(tmpdir(), 'xmpp-flood-'));
+const dir = tempDir('xmpp-flood-');
 const dataDir = join(dir, 'data');
 const pairs = num('pairs');
 const logins = Math.ceil(((num('before') + num('hold') + num('after')) * 1000) / 250) + 10;
 {
   // Accounts straight into the store: bystanders b1.., login attempts l1..,
   // and user1.. for the load tool (its default prefix and password).
-  const store = SqliteAccountStore.open(join(dataDir, 'accounts.sqlite'), 4096);
   const names = [...Array.from({ length: pairs * 2 }, (_, i) => `b${i + 1}`), ...Array.from({ length: logins }, (_, i) => `l${i + 1}`), ...Array.from({ length: num('auth') }, (_, i) => `user${i + 1}`)];
-  for (const n of names) await store.create(n, PASSWORD);
-  store.close();
+  await createAccounts(dataDir, names, PASSWORD);
 }
 // Ports picked by the server (read from its listening line): no other socket can take them meanwhile.
 const env = serverEnv(dir, { XMPP_WORKERS: o.workers });
@@ -92,6 +87,7 @@ for (const kv of o.env) {
 }
 const serverDir = resolve(o.server);
 const child = spawn('/bin/sh', ['-c', `ulimit -n ${o.nofile} && exec "$0" src/main.ts start`, process.execPath], { cwd: serverDir, env, stdio: ['ignore', 'ignore', 'pipe'] });
+atExit(() => child.kill('SIGKILL')); // when the benchmark fails; at its end the server has exited
 const logCounts = new Map<string, number>();
 const crash: string[] = [];
 let listening: Record<string, unknown> | undefined;
@@ -120,16 +116,9 @@ await up;
 const c2sPort = listening!.c2sPort as number;
 const tlsPort = listening!.tlsPort as number;
 
-function rss(): number | null {
-  try {
-    return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))![1]) * 1024;
-  } catch {
-    return null;
-  }
-}
 const rssBy: Record<Phase, number[]> = { before: [], during: [], after: [] };
 const rssTimer = setInterval(() => {
-  const r = rss();
+  const r = readRss(child.pid!);
   if (r !== null) rssBy[phase].push(r);
 }, 250);
 
@@ -252,7 +241,6 @@ const bystandersConnected = bystanders.filter((b) => !b.c.isClosed).length;
 for (const b of bystanders) b.c.destroy();
 if (survived) child.kill('SIGTERM');
 await new Promise((r) => (exited ? r(undefined) : child.once('exit', r)));
-rmSync(dir, { recursive: true, force: true });
 
 // ---- figures ----
 

@@ -6,6 +6,7 @@
 //
 //   npx node bench/jid.ts [iterations=200000] [rounds=7]
 import { parseJid } from '../src/xmpp/jid.ts';
+import { median } from './lib.ts';
 
 const iterations = Number(process.argv[2] ?? 200_000);
 const rounds = Number(process.argv[3] ?? 7);
@@ -18,11 +19,6 @@ const sets: [string, string[]][] = [
   ['IDN domain', ['jürgen@münchen.example/x', 'bob@xn--mnchen-3ya.example']],
   ['malformed', ['bob@localhost:5222', 'bob\u200b@localhost', 'a@b@c', 'bob@[::1']],
 ];
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 function run(jids: string[]): number {
   let ok = 0;

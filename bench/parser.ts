@@ -7,6 +7,7 @@
 //   npx node bench/parser.ts [megabytes=16] [rounds=7]
 import { Parser as LtxParser } from 'ltx';
 import { StreamParser } from '../src/xml/parser.ts';
+import { median } from './lib.ts';
 
 const CHUNK = 4096;
 const targetBytes = Number(process.argv[2] ?? 16) * 1024 * 1024;
@@ -96,11 +97,6 @@ function runLtx(): number {
   });
   for (const c of chunks) p.write(c);
   return n;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
 }
 
 function bench(label: string, fn: () => number): void {

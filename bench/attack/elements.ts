@@ -14,15 +14,14 @@
 // --reconnect is true (what a real attacker does), so the pressure stays.
 // The server is killed, and that reported, if its RSS passes --max-rss-mb.
 import type net from 'node:net';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
-import { NodeProcess } from '../../test/helpers/cluster.ts';
+import { within } from '../../test/helpers/process.ts';
 import { login } from '../../test/helpers/raw.ts';
 import type { RawClient } from '../../test/helpers/raw.ts';
-import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
+import { readRss } from '../../src/load/cli.ts';
+import { pct, socketOf } from '../lib.ts';
+import { startWithAccounts } from '../server.ts';
 
 const { values: opt } = parseArgs({
   options: {
@@ -46,34 +45,14 @@ const MAX_RSS = Number(opt['max-rss-mb']) * 1024 * 1024;
 const LOGIN_TIMEOUT_MS = 60_000;
 const PASSWORD = 'bench-pw';
 
-const socketOf = (c: RawClient) => (c as unknown as { sock: net.Socket }).sock;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const mb = (b: number) => (b / 1024 / 1024).toFixed(0);
-
-function pct(sorted: number[], p: number): number {
-  return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
-
-function status(pid: number): { rss: number; hwm: number } | undefined {
-  try {
-    const s = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? NaN) * 1024;
-    return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
-  } catch {
-    return undefined;
-  }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
-}
 
 /** A login timed, or why it failed. */
 async function timedLogin(port: number, user: string): Promise<string> {
   const t0 = performance.now();
   try {
-    const { c } = await withTimeout(login(port, user, PASSWORD, `r${Date.now()}`), LOGIN_TIMEOUT_MS, 'login');
+    const { c } = await within(login(port, user, PASSWORD, `r${Date.now()}`), LOGIN_TIMEOUT_MS, 'login');
     c.destroy();
     return `${(performance.now() - t0).toFixed(0)} ms`;
   } catch (err) {
@@ -90,26 +69,20 @@ function discardInput(c: RawClient, onData: (s: string) => void = () => {}): net
   return sock;
 }
 
-const dataDir = mkdtempSync(join(tmpdir(), 'xmpp-bench-elements-'));
 const users = [...Array.from({ length: CONNECTIONS }, (_, i) => `attacker${i}`), ...Array.from({ length: BYSTANDERS }, (_, i) => `bystander${i}`), 'late'];
-{
-  const store = SqliteAccountStore.open(join(dataDir, 'accounts.sqlite'), 4096);
-  for (const u of users) await store.create(u, PASSWORD);
-  store.close();
-}
-const env: Record<string, string> = { XMPP_DATA_DIR: dataDir, XMPP_LOG_LEVEL: 'info' };
+const env: Record<string, string> = { XMPP_LOG_LEVEL: 'info' };
 if (opt.workers) env.XMPP_WORKERS = opt.workers;
-const server = await NodeProcess.start('bench-elements', env);
+const server = await startWithAccounts('bench-elements', users, PASSWORD, env);
 const pid = server.proc.pid!;
 const port = server.c2sPort;
 let killedForRss = false;
 let peakSampled = 0;
-const baseline = status(pid)!.rss;
+const baseline = readRss(pid)!;
 const sampler = setInterval(() => {
-  const s = status(pid);
-  if (!s) return;
-  peakSampled = Math.max(peakSampled, s.rss);
-  if (s.rss > MAX_RSS && !killedForRss) {
+  const rss = readRss(pid);
+  if (rss === null) return;
+  peakSampled = Math.max(peakSampled, rss);
+  if (rss > MAX_RSS && !killedForRss) {
     killedForRss = true;
     server.proc.kill('SIGKILL');
   }
@@ -154,7 +127,7 @@ for (let i = 0; i < BYSTANDERS; i += 2) {
         const echoed = new Promise<void>((resolve) => (waiting = { id: `id="${id}"`, resolve }));
         sa.write(`<message to='${b.jid}' id='${id}' type='chat'><body>ping</body></message>`);
         try {
-          await withTimeout(echoed, 60_000, 'echo');
+          await within(echoed, 60_000, 'echo');
           rtts.push(performance.now() - t0);
         } catch {
           bystanderFailures++;
@@ -179,7 +152,7 @@ async function attacker(i: number): Promise<void> {
     let c: RawClient;
     let jid: string;
     try {
-      ({ c, jid } = await withTimeout(login(port, `attacker${i}`, PASSWORD, 'x'), LOGIN_TIMEOUT_MS, 'attacker login'));
+      ({ c, jid } = await within(login(port, `attacker${i}`, PASSWORD, 'x'), LOGIN_TIMEOUT_MS, 'attacker login'));
       attackerLogins++;
     } catch {
       attackerLoginFailures++;
@@ -209,14 +182,14 @@ await sleep(DURATION_MS / 2);
 const loginDuring = await timedLogin(port, 'late');
 const elapsed = performance.now() - t0;
 if (elapsed < DURATION_MS) await sleep(DURATION_MS - elapsed);
-const rssAtEnd = status(pid)?.rss ?? NaN;
+const rssAtEnd = readRss(pid) ?? NaN;
 running = false;
 await Promise.all(attackers);
 const duringRtts = [...rtts].sort((x, y) => x - y);
 const loginAfter = killedForRss ? 'server killed' : await timedLogin(port, 'late');
 await Promise.all(pairs);
 clearInterval(sampler);
-const hwm = status(pid)?.hwm ?? NaN;
+const hwm = readRss(pid, 'VmHWM') ?? NaN;
 const exit = server.proc.exitCode ?? server.proc.signalCode;
 
 console.log(`attack: ${stanzasSent} stanzas handed to the attackers' sockets (${mb(bytesSent)} MB), ${attackerLogins} attacker logins (${attackerLoginFailures} failed), ${closedByServer} attacker streams closed by the server`);
@@ -224,5 +197,4 @@ console.log(`bystander round trips: ${duringRtts.length} (${bystanderFailures} l
 console.log(`login during the attack: ${loginDuring}; after: ${loginAfter}`);
 console.log(`server RSS: baseline ${mb(baseline)} MB, peak sampled ${mb(peakSampled)} MB, VmHWM ${mb(hwm)} MB, at the end of the attack ${mb(rssAtEnd)} MB${killedForRss ? `; KILLED above --max-rss-mb` : ''}${exit !== null ? `; server exited (${exit})` : ''}`);
 await server.stop('SIGKILL');
-rmSync(dataDir, { recursive: true, force: true });
 process.exit(0);

@@ -13,17 +13,15 @@
 // The issue's two cases: `--items 200 --groups 245` (a 47 MB roster where
 // the server accepts it) and `--items 1000 --groups 1 --group-bytes 10` (an
 // ordinary roster of 1,000 contacts).
-import type net from 'node:net';
 import type { Element } from 'ltx';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
-import { NodeProcess } from '../../test/helpers/cluster.ts';
+import { within } from '../../test/helpers/process.ts';
 import { login } from '../../test/helpers/raw.ts';
 import type { RawClient } from '../../test/helpers/raw.ts';
-import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
+import { readRss } from '../../src/load/cli.ts';
+import { pct, socketOf } from '../lib.ts';
+import { startWithAccounts } from '../server.ts';
 
 const { values: opt } = parseArgs({
   options: {
@@ -45,42 +43,21 @@ const BYSTANDERS = Math.max(2, Number(opt.bystanders) & ~1);
 const PASSWORD = 'bench-pw';
 const TIMEOUT_MS = 60_000;
 
-const socketOf = (c: RawClient) => (c as unknown as { sock: net.Socket }).sock;
 const mb = (b: number) => (b / 1024 / 1024).toFixed(0);
-const pct = (sorted: number[], p: number) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]);
 const fmt = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return `p50 ${pct(s, 50).toFixed(0)} ms, p99 ${pct(s, 99).toFixed(0)} ms, max ${(s[s.length - 1] ?? NaN).toFixed(0)} ms (${s.length})`;
 };
 
-function rss(pid: number): number {
-  try {
-    return Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN) * 1024;
-  } catch {
-    return NaN;
-  }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
-}
-
 /** Sends and waits for the stanza with that id. */
 function request(c: RawClient, xml: string, id: string): Promise<Element> {
-  return withTimeout(c.request(xml, id), TIMEOUT_MS, id);
+  return within(c.request(xml, id), TIMEOUT_MS, id);
 }
 
-const dataDir = mkdtempSync(join(tmpdir(), 'xmpp-bench-roster-'));
 const users = [...Array.from({ length: ATTACKERS }, (_, i) => `attacker${i}`), ...Array.from({ length: BYSTANDERS }, (_, i) => `bystander${i}`), ...Array.from({ length: 40 }, (_, i) => `late${i}`)];
-{
-  const store = SqliteAccountStore.open(join(dataDir, 'accounts.sqlite'), 4096);
-  for (const u of users) await store.create(u, PASSWORD);
-  store.close();
-}
-const env: Record<string, string> = { XMPP_DATA_DIR: dataDir, XMPP_LOG_LEVEL: 'debug', XMPP_READ_RATE_BYTES: '0' };
+const env: Record<string, string> = { XMPP_LOG_LEVEL: 'debug', XMPP_READ_RATE_BYTES: '0' };
 if (opt.workers) env.XMPP_WORKERS = opt.workers;
-const server = await NodeProcess.start('bench-roster', env);
+const server = await startWithAccounts('bench-roster', users, PASSWORD, env);
 const pid = server.proc.pid!;
 const port = server.c2sPort;
 console.log(`server pid ${pid}; ${ATTACKERS} attackers with ${ITEMS} items x ${GROUPS} groups of ${GROUP_BYTES} bytes; ${BYSTANDERS} bystanders; ${DURATION_MS / 1000} s`);
@@ -102,7 +79,7 @@ for (let a = 0; a < ATTACKERS; a++) {
     c.resetReader();
   }
 }
-console.log(`rosters built in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${accepted} items accepted, ${refused} refused; RSS ${mb(rss(pid))} MB`);
+console.log(`rosters built in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${accepted} items accepted, ${refused} refused; RSS ${mb(readRss(pid) ?? NaN)} MB`);
 await new Promise((r) => setTimeout(r, 6000)); // a quiet period of event-loop figures before the flood
 const logMark = server.log.length;
 
@@ -123,7 +100,7 @@ const bystanding = pairs.map(async ([a, , b, bjid]) => {
     const got = b.find((el) => el.attrs.id === id);
     a.send(`<message to='${bjid}' id='${id}' type='chat'><body>ping</body></message>`);
     try {
-      await withTimeout(got, 30_000, id);
+      await within(got, 30_000, id);
       rtts.push(performance.now() - t);
     } catch {
       unanswered++;
@@ -160,7 +137,7 @@ const logging = (async () => {
   for (let i = 0; running && i < 20; i++) {
     const t = performance.now();
     try {
-      const { c } = await withTimeout(login(port, `late${i}`, PASSWORD, 'l'), TIMEOUT_MS, 'login');
+      const { c } = await within(login(port, `late${i}`, PASSWORD, 'l'), TIMEOUT_MS, 'login');
       during.push(performance.now() - t);
       c.destroy();
     } catch {
@@ -171,7 +148,7 @@ const logging = (async () => {
 
 const floodStart = performance.now();
 let peak = 0;
-const sampler = setInterval(() => (peak = Math.max(peak, rss(pid))), 200);
+const sampler = setInterval(() => (peak = Math.max(peak, readRss(pid) ?? NaN)), 200);
 await new Promise((r) => setTimeout(r, DURATION_MS));
 running = false;
 clearInterval(sampler);
@@ -184,7 +161,7 @@ const after: number[] = [];
 const firstAfter = performance.now();
 for (let i = 20; i < 30; i++) {
   const t = performance.now();
-  const { c } = await withTimeout(login(port, `late${i}`, PASSWORD, 'l'), TIMEOUT_MS, 'login after');
+  const { c } = await within(login(port, `late${i}`, PASSWORD, 'l'), TIMEOUT_MS, 'login after');
   after.push(performance.now() - t);
   c.destroy();
 }

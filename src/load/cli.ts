@@ -174,9 +174,14 @@ async function reachable(addresses: string[], port: number): Promise<{ address?:
   return { error };
 }
 
-function readRss(pid: number): number | null {
+/**
+ * A process's resident memory in bytes from /proc/<pid>/status (`field`
+ * VmHWM: its peak so far); null when the process is gone or there is no
+ * /proc. The benchmarks read their server's with it too.
+ */
+export function readRss(pid: number, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): number | null {
   try {
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) * 1024 : null;
   } catch {
     return null;
