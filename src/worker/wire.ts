@@ -107,8 +107,10 @@ export type FromHub =
  * cancellation for one available or interested ('subscription').
  */
 // 'copy': one of several copies of a message to a bare JID (RFC 6121
-// §8.5.2.1.1): a copy that finds its session gone is dropped, since the
-// sender already knows whether any copy was taken.
+// §8.5.2.1.1). One that finds its session gone on the sender's worker is
+// counted there with the other copies (undeliverable only if none was
+// taken); one that crossed to another worker or node is answered where it
+// lands, as its `reroute` says (Router.onEnvelope).
 export type Only = 'roster' | 'carbons' | 'copy' | 'available' | 'subscription';
 export type Envelope =
   // solicited: an answer the session asked for (not unsolicited output);
