@@ -44,6 +44,8 @@ export interface RouterDeps {
   worker: number;
   registry: SessionRegistry;
   sessions: Map<string, Session>;
+  /** Sessions that closed with writes under way (WorkerContext.closing). */
+  closing: Map<string, Session>;
   /** This worker's bound sessions by full JID. */
   local: Map<string, Session>;
   accountExists: (local: string) => Promise<boolean>;
@@ -496,7 +498,8 @@ export class Router implements PresenceRouting {
 
   /** To a session of this worker: whether it took the stanza (false too when `only` leaves it out). */
   private take(jid: string, sid: string, xml: string, only: Only | undefined, opts: { solicited?: boolean; reroute?: Reroute }): boolean {
-    const s = this.d.sessions.get(sid);
+    // A session closing with writes under way holds what it is sent behind them (Session.late).
+    const s = this.d.sessions.get(sid) ?? this.d.closing.get(sid);
     if (!s || s.jid !== jid) return false;
     if (only === 'roster') {
       // Every roster change comes by here: the account's view is read again.

@@ -158,6 +158,15 @@ export class Session {
   private outqLen = 0;
   private liveLen = 0;
   private outClosed = false;
+  /** Writes handed to the socket whose callback has not come yet. */
+  private writing = 0;
+  /**
+   * Output closed while writes were under way: routed stanzas that come for
+   * the session now (or were still queued) wait here, and are rerouted once
+   * those writes have ended, after what they reroute: in the order sent
+   * (RFC 6120 §10.1), not ahead of what came before them.
+   */
+  private late: Out[] | undefined;
   private waitingDrain = false;
   private readonly sources: Paced[] = [];
   private pulling = false;
@@ -629,7 +638,8 @@ export class Session {
    * never written.
    */
   deliver(xml: string, opts: { live?: boolean; reroute?: Reroute } = {}): boolean {
-    if (this.state !== 'established' || this.outClosed) return false;
+    // Closed: only held behind writes under way (see `late`), and only what has somewhere to go.
+    if ((this.state !== 'established' || this.outClosed) && (this.late === undefined || !opts.reroute)) return false;
     this.put({ xml, live: opts.live ?? true, reroute: opts.reroute });
     return true;
   }
@@ -694,6 +704,7 @@ export class Session {
     while (this.outq.length > 0 && (all || sock.writableLength < SOCKET_HWM)) {
       const item = this.outq.shift()!;
       this.outqLen -= item.xml.length;
+      this.writing++;
       sock.write(item.xml, (err) => this.afterWrite(item, err));
     }
     if (this.outq.length > 0 && !this.waitingDrain) {
@@ -708,16 +719,37 @@ export class Session {
   }
 
   private afterWrite(item: Out, err: Error | null | undefined): void {
+    this.writing--;
     if (item.live) this.liveLen -= item.xml.length;
     if (!err) item.written?.();
-    else this.unwritten(item);
+    else this.reroute(item); // ahead of anything held in `late`
+    if (this.writing === 0 && this.late) {
+      const held = this.late;
+      this.late = undefined;
+      this.ctx.closing.delete(this.id);
+      for (const it of held) this.reroute(it);
+    }
     // The socket's buffer went down: a paced source may be read again.
     if (this.sources.length > 0) this.pull();
   }
 
-  /** Output that will never be written: a routed stanza goes where undeliverable ones go. */
+  /** Output that will never be written: a routed stanza goes where undeliverable ones go, behind writes under way. */
   private unwritten(item: Out): void {
+    if (this.late && item.reroute) this.late.push(item);
+    else this.reroute(item);
+  }
+
+  private reroute(item: Out): void {
     if (item.reroute) this.ctx.router.rerouted(item.xml, item.reroute, this.id);
+  }
+
+  /** No more output; with writes still under way, what comes for the session now waits behind them (see `late`). */
+  private closeOutput(): void {
+    this.outClosed = true;
+    if (this.writing > 0 && this.late === undefined && this.jid) {
+      this.late = [];
+      this.ctx.closing.set(this.id, this);
+    }
   }
 
   /** Reads the first paced source when the output is low. */
@@ -751,7 +783,7 @@ export class Session {
     log.warn('slow reader disconnected', { sid: this.id, jid: this.jid, ip: this.raw.remoteAddress, port: this.raw.remotePort, queued: this.liveLen + this.outqLen });
     this.endReason = 'slow reader';
     this.state = 'closed';
-    this.outClosed = true;
+    this.closeOutput();
     // Out of the routing tables first: what is rerouted must not come back here.
     this.cleanup();
     const left = this.outq.splice(0);
@@ -787,7 +819,7 @@ export class Session {
   private finish(last: string, forgotten?: boolean): void {
     this.put({ xml: last });
     this.flush(true);
-    this.outClosed = true;
+    this.closeOutput();
     this.state = 'closed';
     this.socket.end();
     // The peer should answer with its closing tag; do not wait forever.

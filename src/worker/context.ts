@@ -24,6 +24,8 @@ export interface WorkerContext {
   sessions: Map<string, Session>;
   /** Bound sessions of this worker by full JID: the latest to bind it, so routing to them needs no registry lookup. */
   local: Map<string, Session>;
+  /** Sessions of this worker that closed with writes under way, by stream id: what reaches them meanwhile is rerouted after those writes. */
+  closing: Map<string, Session>;
   /** Every connection of this worker, bound or not. */
   all: Set<Session>;
   /** Removes an account and its data (accounts/removal.ts); undefined when there is none. */

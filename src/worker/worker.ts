@@ -252,6 +252,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   ];
   modules.push(disco(() => modules));
   const sessions = new Map<string, Session>();
+  const closing = new Map<string, Session>();
   const local = new Map<string, Session>();
   if (registry instanceof RedisRegistry) {
     // The record is the newer session's: no unbind, and no unavailable
@@ -267,6 +268,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     },
     registry,
     sessions,
+    closing,
     local,
     accountExists: (local) => accounts.exists(local),
     transport: {
@@ -299,6 +301,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     node: config.nodeId,
     index,
     sessions,
+    closing,
     local,
     all: new Set(),
     removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline }, config.domain, user, config.maxRosterItems),
