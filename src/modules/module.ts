@@ -1,8 +1,12 @@
 // Server features are modules, one per XEP: each advertises its disco
-// features and answers the iq payloads it owns, keyed "type namespace".
+// features and answers the iq payloads it owns, keyed "type namespace", and
+// may hook into a client stream: the stream features it offers once the
+// client is authenticated, the top-level elements that are not stanzas it
+// handles (XEP-0352's <active/>, XEP-0198's <r/>), and the routed stanzas on
+// their way to a client, which it may hold back and send later.
 import type { Element } from 'ltx';
 import type { StanzaError } from '../xmpp/errors.ts';
-import type { Session } from '../session/session.ts';
+import type { Out, Session } from '../session/session.ts';
 
 /**
  * Returns the result payload (or null for an empty result), or throws a
@@ -12,12 +16,42 @@ import type { Session } from '../session/session.ts';
 export type IqResult = Element | null | { payload: Element | null; after: () => void };
 export type IqHandler = (iq: Element, session: Session) => Promise<IqResult> | IqResult;
 
+/** A top-level element of a bound client's stream that is not a stanza; handled in order with the stanzas (it may throw a StreamError). */
+export type NonzaHandler = (el: Element, session: Session) => void | Promise<void>;
+/**
+ * A stanza routed to a client, before it is queued for writing: true when
+ * the hook took it (to send it later with Session.sendHeld, or never).
+ */
+export type OutboundHook = (session: Session, out: Out) => boolean;
+
 export interface ServerModule {
   features: string[];
   /** iq addressed to the server's domain, keyed "get urn:xmpp:ping". */
   server?: Record<string, IqHandler>;
   /** iq addressed to an account's bare JID, answered by the server on its behalf. */
   account?: Record<string, IqHandler>;
+  /** Stream features offered to a client once it is authenticated. */
+  streamFeatures?: (session: Session) => Element[];
+  /** Nonzas of a bound client's stream, keyed "name namespace". */
+  nonzas?: Record<string, NonzaHandler>;
+  outbound?: OutboundHook;
+}
+
+/** The modules' hooks, gathered once per worker. */
+export interface Hooks {
+  streamFeatures: ((session: Session) => Element[])[];
+  nonzas: Map<string, NonzaHandler>;
+  outbound: OutboundHook[];
+}
+
+export function hooksOf(modules: ServerModule[]): Hooks {
+  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), outbound: [] };
+  for (const m of modules) {
+    if (m.streamFeatures) hooks.streamFeatures.push(m.streamFeatures);
+    for (const [k, h] of Object.entries(m.nonzas ?? {})) hooks.nonzas.set(k, h);
+    if (m.outbound) hooks.outbound.push(m.outbound);
+  }
+  return hooks;
 }
 
 export type { StanzaError };

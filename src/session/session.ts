@@ -399,6 +399,7 @@ export class Session {
       f.c('ver', { xmlns: NS_ROSTERVER }); // RFC 6121 §2.6.1: roster versioning
       // RFC 3921's session establishment, optional for old clients (RFC 6121 Appendix E).
       f.c('session', { xmlns: NS_SESSION }).c('optional');
+      for (const offer of this.ctx.hooks.streamFeatures) for (const el of offer(this)) f.cnode(el);
     }
     return f;
   }
@@ -431,6 +432,10 @@ export class Session {
         // RFC 6120 §7.7.2.1: one resource per stream here; binding another is not allowed.
         if (el.name === 'iq' && el.attrs.type === 'set' && el.getChild('bind', NS_BIND)) return this.replyError(el, new StanzaError('not-allowed', 'a resource is already bound to this stream'));
         if (isStanza(el)) return this.ctx.router.fromClient(el, this);
+        {
+          const nonza = this.ctx.hooks.nonzas.get(`${el.name} ${ns}`);
+          if (nonza) return nonza(el, this);
+        }
         break;
       default:
         throw new StreamError('not-well-formed', 'element outside a stream');
@@ -640,8 +645,15 @@ export class Session {
   deliver(xml: string, opts: { live?: boolean; reroute?: Reroute } = {}): boolean {
     // Closed: only held behind writes under way (see `late`), and only what has somewhere to go.
     if ((this.state !== 'established' || this.outClosed) && (this.late === undefined || !opts.reroute)) return false;
-    this.put({ xml, live: opts.live ?? true, reroute: opts.reroute });
+    const out: Out = { xml, live: opts.live ?? true, reroute: opts.reroute };
+    if (!this.outClosed) for (const hook of this.ctx.hooks.outbound) if (hook(this, out)) return true;
+    this.put(out);
     return true;
+  }
+
+  /** A stanza an outbound hook held back (ServerModule.outbound), sent now. */
+  sendHeld(out: Out): void {
+    this.put(out);
   }
 
   /** Adds a paced source (see Paced), read after those added before it. */

@@ -9,6 +9,7 @@ import type { SessionRegistry } from '../registry/registry.ts';
 import type { Router } from '../router/router.ts';
 import type { Session } from '../session/session.ts';
 import type { RemovalNotice } from '../accounts/removal.ts';
+import type { Hooks } from '../modules/module.ts';
 
 export interface WorkerContext {
   config: Config;
@@ -18,6 +19,8 @@ export interface WorkerContext {
   offline: OfflineStore;
   registry: SessionRegistry;
   router: Router;
+  /** What the modules hook into client streams. */
+  hooks: Hooks;
   node: string;
   index: number;
   /** Bound sessions of this worker by stream id: two streams may briefly claim one full JID while a conflict is resolved. */

@@ -33,8 +33,9 @@ import { register } from '../modules/register.ts';
 import { sessionLegacy } from '../modules/session-legacy.ts';
 import { roster, pushQuery } from '../modules/roster.ts';
 import { carbons } from '../modules/carbons.ts';
+import { csi } from '../modules/csi.ts';
 import { NS_MSGOFFLINE } from '../xmpp/ns.ts';
-import type { ServerModule } from '../modules/module.ts';
+import { hooksOf, type ServerModule } from '../modules/module.ts';
 import { removeAccount, isRemovalNotice } from '../accounts/removal.ts';
 import type { RemovalNotice } from '../accounts/removal.ts';
 import { log, setLogLevel, guarded, Throttled } from '../log.ts';
@@ -239,7 +240,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const stores = await openStores(store);
   const { roster: rosterStore, offline, accounts } = stores;
   const modules: ServerModule[] = [
-    ping, version, register, sessionLegacy, carbons,
+    ping, version, register, sessionLegacy, carbons, csi(config.csiMaxHeld),
     { features: config.maxOfflineMessages > 0 ? [NS_MSGOFFLINE] : [] },
     roster({
       store: rosterStore,
@@ -298,6 +299,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     offline,
     registry,
     router,
+    hooks: hooksOf(modules),
     node: config.nodeId,
     index,
     sessions,

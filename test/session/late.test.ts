@@ -28,6 +28,7 @@ test('a message that comes while a closed session still writes is rerouted after
     closing: new Map(),
     local: new Map(),
     registry: { unbind: async () => {} },
+    hooks: { streamFeatures: [], nonzas: new Map(), outbound: [] },
     router: {
       rerouted: (xml: string) => reroute(/id='([^']*)'/.exec(xml)![1]),
       presence: { sessionEnded() {}, detach() {} },
