@@ -200,6 +200,13 @@ export class Session {
     socket.on('close', () => {
       this.endReason ??= 'connection lost';
       this.cleanup();
+      // Gone without our closing it (a reset, a write error): what still
+      // waited for room in the socket goes where undeliverable stanzas go,
+      // behind the writes that failed with it.
+      this.outClosed = true;
+      const left = this.outq.splice(0);
+      this.outqLen = 0;
+      for (const item of left) this.unwritten(item);
       this.logEnd();
       // Every write has completed or failed by now: the sources may let go.
       for (const src of this.sources.splice(0)) src.stop?.();

@@ -67,3 +67,41 @@ test('a message that comes while a closed session still writes is rerouted after
   t.true(failed.length > 0, 'writes were under way at the close');
   t.deepEqual(rerouted, [...ids.slice(ids.length - failed.length), 'late'], 'in the order they were delivered');
 });
+
+test('a connection reset with output still queued reroutes all of it, in order: what was in the socket, then what waited for room there', async (t) => {
+  const config = loadConfig({ XMPP_DOMAIN: 'localhost', XMPP_MAX_OUTBOUND_BYTES: String(1 << 30), XMPP_READ_RATE_BYTES: '0', XMPP_LOG_LEVEL: 'error' });
+  const rerouted: string[] = [];
+  const ctx = {
+    config,
+    all: new Set(),
+    sessions: new Map(),
+    closing: new Map(),
+    local: new Map(),
+    registry: { unbind: async () => {} },
+    hooks: { streamFeatures: [], nonzas: new Map(), outbound: [] },
+    router: {
+      rerouted: (xml: string) => rerouted.push(/id='([^']*)'/.exec(xml)![1]),
+      presence: { sessionEnded() {}, detach() {} },
+    },
+  } as unknown as WorkerContext;
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => server.close());
+  const accepted = once(server, 'connection');
+  const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  t.teardown(() => client.destroy());
+  client.pause();
+  const [sock] = (await accepted) as [net.Socket];
+  const session = new Session(ctx, sock, false);
+  Object.assign(session, { state: 'established', jid: 'victim@localhost/r' });
+  const body = 'x'.repeat(1 << 20);
+  const ids = Array.from({ length: 64 }, (_, i) => `m${i}`);
+  for (const id of ids) t.true(session.deliver(`<message id='${id}' type='chat'><body>${body}</body></message>`, { reroute: 'message' }));
+  const closed = new Promise((r) => sock.once('close', r));
+  await once(client, 'connect');
+  client.resetAndDestroy(); // no end of stream: the server's socket just closes
+  await within(closed, 10_000, 'the reset to close the connection');
+  t.true(rerouted.length > 0 && rerouted.length < ids.length, `some written, the rest rerouted (${rerouted.length})`);
+  t.deepEqual(rerouted, ids.slice(ids.length - rerouted.length), 'every message not written, in order');
+});
