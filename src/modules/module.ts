@@ -34,6 +34,12 @@ export interface ServerModule {
   streamFeatures?: (session: Session) => Element[];
   /** Nonzas of a bound client's stream, keyed "name namespace". */
   nonzas?: Record<string, NonzaHandler>;
+  /**
+   * Nonzas handled as soon as they are read, ahead of the stanzas waiting to
+   * be handled: for what only settles output already sent (XEP-0198's <a/>,
+   * and <r/>, whose answer counts what was handled so far).
+   */
+  immediate?: Record<string, NonzaHandler>;
   outbound?: OutboundHook;
 }
 
@@ -41,14 +47,16 @@ export interface ServerModule {
 export interface Hooks {
   streamFeatures: ((session: Session) => Element[])[];
   nonzas: Map<string, NonzaHandler>;
+  immediate: Map<string, NonzaHandler>;
   outbound: OutboundHook[];
 }
 
 export function hooksOf(modules: ServerModule[]): Hooks {
-  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), outbound: [] };
+  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), immediate: new Map(), outbound: [] };
   for (const m of modules) {
     if (m.streamFeatures) hooks.streamFeatures.push(m.streamFeatures);
     for (const [k, h] of Object.entries(m.nonzas ?? {})) hooks.nonzas.set(k, h);
+    for (const [k, h] of Object.entries(m.immediate ?? {})) hooks.immediate.set(k, h);
     if (m.outbound) hooks.outbound.push(m.outbound);
   }
   return hooks;

@@ -21,7 +21,12 @@ export class OfflineDelivery implements Paced {
   private after = '';
   /** Messages handed to the session and not yet written (or failed). */
   private outstanding = 0;
+  /** Messages the client has (written, or acknowledged with XEP-0198), to remove from the store. */
   private written: string[] = [];
+  /** Messages handed out that the client does not have yet (with XEP-0198: not acknowledged). */
+  private pending = 0;
+  /** Everything was read and written: the claim goes once the client has it all (`pending`), or the session goes. */
+  private finished = false;
   private removing: Promise<void> | undefined;
   private stopFlag = false;
   private released: Promise<void> | undefined;
@@ -75,24 +80,31 @@ export class OfflineDelivery implements Paced {
       // null: another session of the account delivers them. Done once what
       // was handed out is written and removed (or the session is gone).
       if (this.outstanding > 0 && batch !== null) await new Promise<void>((r) => (this.settled = r));
-      await this.release();
+      // Acknowledgements may be outstanding: the session goes on meanwhile,
+      // and the claim stays, or the messages would be read again.
+      if (this.pending > 0 && !this.stopFlag) this.finished = true;
+      else await this.release();
       return null;
     }
     this.after = batch[batch.length - 1].id;
     this.outstanding += batch.length;
+    this.pending += batch.length;
     return batch.map((m) => ({
       xml: m.xml,
-      written: () => {
+      // Removed once the client has it; the next batch comes once it is written.
+      delivered: () => {
         this.written.push(m.id);
-        this.settle();
+        this.pending--;
+        if (this.finished && this.pending === 0) void this.release();
+        else void this.removeWritten();
       },
+      written: () => this.settle(),
     }));
   }
 
   /** One message handed out was written. */
   private settle(): void {
     this.outstanding--;
-    if (this.written.length > 0) void this.removeWritten();
     if (this.outstanding === 0) this.settled?.();
   }
 

@@ -143,7 +143,7 @@ export class PresenceService {
   private readonly r: PresenceRouting;
   private readonly locals = new Map<string, Local>();
   /** Sessions delivering offline messages now, and those told meanwhile to take them. */
-  private readonly delivering = new WeakSet<PresenceSession>();
+  private readonly delivering = new WeakMap<PresenceSession, OfflineDelivery>();
   private readonly again = new WeakSet<PresenceSession>();
   /** A later try at the offline messages, when another session's claim held them (it may have died) or the store failed. */
   private readonly retries = new WeakMap<PresenceSession, NodeJS.Timeout>();
@@ -165,6 +165,8 @@ export class PresenceService {
 
   /** A session of this worker ended. */
   detach(s: PresenceSession): void {
+    // A delivery done reading may still wait for the client's acknowledgements (XEP-0198): it ends with the session.
+    this.delivering.get(s)?.stop();
     if (s.username === null) return;
     const l = this.locals.get(s.username);
     if (l && --l.sessions <= 0) this.locals.delete(s.username);
@@ -492,9 +494,9 @@ export class PresenceService {
       this.again.add(s);
       return;
     }
-    this.delivering.add(s);
     clearTimeout(this.retries.get(s));
     const d = new OfflineDelivery(this.d.offline, s.username!, s.id, (work) => this.r.track(work));
+    this.delivering.set(s, d);
     d.onEnd = () => {
       this.delivering.delete(s);
       if (this.again.delete(s) && d.claimedByOther && !d.stopped) return this.deliverOffline(s);

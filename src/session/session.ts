@@ -9,10 +9,11 @@ import { Element, escapeXML } from 'ltx';
 import { StreamParser } from '../xml/parser.ts';
 import { StreamError, StanzaError, SaslFailure, errorReply } from '../xmpp/errors.ts';
 import type { StreamCondition } from '../xmpp/errors.ts';
-import { NS_STREAM, NS_CLIENT, NS_TLS, NS_SASL, NS_BIND, NS_SESSION, NS_REGISTER, NS_REGISTER_FEATURE } from '../xmpp/ns.ts';
+import { NS_SM, NS_STREAM, NS_CLIENT, NS_TLS, NS_SASL, NS_BIND, NS_SESSION, NS_REGISTER, NS_REGISTER_FEATURE } from '../xmpp/ns.ts';
 import { normalizeDomain, normalizeResource, JidError } from '../xmpp/jid.ts';
 import { MECHANISMS } from '../sasl/mechanism.ts';
 import type { Mechanism, SaslResult } from '../sasl/mechanism.ts';
+import type { NonzaHandler } from '../modules/module.ts';
 import { randomResource } from '../registry/registry.ts';
 import { ANON_PREFIX } from '../accounts/store.ts';
 import { registerUnauthenticated } from '../modules/register.ts';
@@ -41,9 +42,38 @@ export interface Out {
   live?: boolean;
   /** A routed stanza that must not be lost if it is never written (see Reroute). */
   reroute?: Reroute;
-  /** Called once it has been written to the socket (handed to the kernel). */
+  /** Called once it has been written to the socket (handed to the kernel): what paces output. */
   written?: () => void;
+  /** Called once the client has it: written, or with XEP-0198 acknowledgements on, acknowledged. */
+  delivered?: () => void;
+  /** Not a stanza (stream-level protocol: XEP-0198's own elements, the closing tag): never counted, never acknowledged. */
+  nonza?: boolean;
+  /** Handed to the socket with acknowledgements on: settled by an ack, or rerouted when the connection ends. */
+  tracked?: boolean;
 }
+
+/** Stanzas counted mod 2^32 (XEP-0198 §4): how many lie between two counts. */
+export const countSince = (h: number, base: number): number => (h - base) >>> 0;
+
+/** XEP-0198 acknowledgements on one stream (Session.enableAcks). */
+interface Acks {
+  /** Stanzas handed to the socket and not yet acknowledged, in order. */
+  unacked: Out[];
+  unackedBytes: number;
+  /** The client's last acknowledged count (its h). */
+  acked: number;
+  /** Stanzas from the client handled since acknowledgements began (our h). */
+  handled: number;
+  /** Stanzas sent since we last asked for an acknowledgement. */
+  sinceRequest: number;
+  timer: NodeJS.Timeout | undefined;
+  /** Past the bound on unacknowledged bytes: the stream is being closed. */
+  overflow: boolean;
+}
+
+/** XEP-0198: we ask for an acknowledgement after this many stanzas, or this long after an unacknowledged one. */
+const ACK_EVERY = 5;
+const ACK_AFTER_MS = 5_000;
 
 /**
  * What the server itself has to send a client, read only as the client
@@ -167,6 +197,8 @@ export class Session {
    * (RFC 6120 §10.1), not ahead of what came before them.
    */
   private late: Out[] | undefined;
+  /** XEP-0198 acknowledgements, once the client enabled them. */
+  private acks: Acks | undefined;
   private waitingDrain = false;
   private readonly sources: Paced[] = [];
   private pulling = false;
@@ -188,6 +220,8 @@ export class Session {
           // Nothing after <starttls/> is read as plaintext (RFC 6120 §5.4.3.3).
           if (this.upgrading) return;
           if (el.name === 'starttls' && !this.secure) this.upgrading = true;
+          const now = this.state === 'established' ? this.ctx.hooks.immediate.get(`${el.name} ${el.attrs.xmlns}`) : undefined;
+          if (now) return this.immediately(now, el);
           this.post({ k: 'el', el, cost, presence: this.announce(el) });
         },
         streamEnd: () => this.post({ k: 'end' }),
@@ -206,7 +240,16 @@ export class Session {
       this.outClosed = true;
       const left = this.outq.splice(0);
       this.outqLen = 0;
-      for (const item of left) this.unwritten(item);
+      // What the client did not acknowledge (XEP-0198), then what never
+      // reached the socket, then what came for the session as it closed.
+      const unacked = this.acks ? this.acks.unacked.splice(0) : [];
+      if (this.acks?.timer) clearTimeout(this.acks.timer);
+      const held = this.late ?? [];
+      if (this.late) {
+        this.late = undefined;
+        this.ctx.closing.delete(this.id);
+      }
+      for (const item of [...unacked, ...left, ...held]) this.reroute(item);
       this.logEnd();
       // Every write has completed or failed by now: the sources may let go.
       for (const src of this.sources.splice(0)) src.stop?.();
@@ -321,6 +364,22 @@ export class Session {
     }
   }
 
+  /** A nonza handled as it is read (ServerModule.immediate). */
+  private immediately(handler: NonzaHandler, el: Element): void {
+    const failed = (err: unknown) => {
+      if (err instanceof StreamError) this.close({ condition: err.condition, text: err.message === err.condition ? undefined : err.message });
+      else {
+        log.error('session failed', { sid: this.id, err: (err as Error).stack ?? String(err) });
+        this.close({ condition: 'internal-server-error' });
+      }
+    };
+    try {
+      void Promise.resolve(handler(el, this)).catch(failed);
+    } catch (err) {
+      failed(err);
+    }
+  }
+
   private async handle(ev: Event): Promise<void> {
     switch (ev.k) {
       case 'start':
@@ -432,13 +491,20 @@ export class Session {
           return this.replyError(new Element('iq', el.attrs), new StanzaError('service-unavailable', 'in-band registration is not offered here'));
         }
         break;
-      case 'wait-bind':
+      case 'wait-bind': {
         if (el.name === 'iq' && el.attrs.type === 'set' && el.getChild('bind', NS_BIND)) return this.bind(el);
+        const nonza = this.ctx.hooks.nonzas.get(`${el.name} ${ns}`);
+        if (nonza) return nonza(el, this);
         break;
+      }
       case 'established':
         // RFC 6120 §7.7.2.1: one resource per stream here; binding another is not allowed.
         if (el.name === 'iq' && el.attrs.type === 'set' && el.getChild('bind', NS_BIND)) return this.replyError(el, new StanzaError('not-allowed', 'a resource is already bound to this stream'));
-        if (isStanza(el)) return this.ctx.router.fromClient(el, this);
+        if (isStanza(el)) {
+          await this.ctx.router.fromClient(el, this);
+          if (this.acks) this.acks.handled = (this.acks.handled + 1) >>> 0;
+          return;
+        }
         {
           const nonza = this.ctx.hooks.nonzas.get(`${el.name} ${ns}`);
           if (nonza) return nonza(el, this);
@@ -698,7 +764,58 @@ export class Session {
   }
 
   private write(s: string): void {
-    this.put({ xml: s });
+    this.put({ xml: s, nonza: true });
+  }
+
+  /** A stream-level element a module answers with (not a stanza: not counted by XEP-0198). */
+  sendNonza(xml: string): void {
+    this.put({ xml, nonza: true });
+  }
+
+  // ---- acknowledgements (XEP-0198 §4) ----
+
+  get acksEnabled(): boolean {
+    return this.acks !== undefined;
+  }
+
+  /** Stanzas from the client handled since acknowledgements began (the h we report). */
+  get handled(): number {
+    return this.acks?.handled ?? 0;
+  }
+
+  /**
+   * From now on a stanza sent to the client is done only once the client
+   * acknowledges it: until then it is kept, and if the connection ends
+   * first it goes where undeliverable stanzas go.
+   */
+  enableAcks(): void {
+    this.acks ??= { unacked: [], unackedBytes: 0, acked: 0, handled: 0, sinceRequest: 0, timer: undefined, overflow: false };
+  }
+
+  /** The client's <a h=.../>: what it acknowledged is done. */
+  ack(h: number): void {
+    const a = this.acks;
+    if (!a) return;
+    const n = countSince(h, a.acked);
+    // XEP-0198 §4: more than was sent is an error of the client's.
+    if (n > a.unacked.length) throw new StreamError('undefined-condition', `handled count too high: h=${h}, but ${a.unacked.length} unacknowledged after ${a.acked}`);
+    a.acked = h >>> 0;
+    for (const it of a.unacked.splice(0, n)) {
+      a.unackedBytes -= it.xml.length;
+      it.delivered?.();
+    }
+    if (a.unacked.length === 0 && a.timer) {
+      clearTimeout(a.timer);
+      a.timer = undefined;
+    }
+  }
+
+  private requestAck(): void {
+    const a = this.acks!;
+    a.sinceRequest = 0;
+    if (a.timer) clearTimeout(a.timer);
+    a.timer = undefined;
+    if (!this.outClosed) this.put({ xml: `<r xmlns='${NS_SM}'/>`, nonza: true });
   }
 
   private put(item: Out): void {
@@ -706,6 +823,8 @@ export class Session {
       this.unwritten(item);
       return;
     }
+    // Counted from <enabled/> on, in the order of the stream (XEP-0198 §4).
+    if (this.acks && !item.nonza) item.tracked = true;
     this.outq.push(item);
     this.outqLen += item.xml.length;
     if (item.live) {
@@ -724,7 +843,25 @@ export class Session {
       const item = this.outq.shift()!;
       this.outqLen -= item.xml.length;
       this.writing++;
+      const a = this.acks;
+      if (a && item.tracked) {
+        a.unacked.push(item);
+        a.unackedBytes += item.xml.length;
+        a.sinceRequest++;
+        a.timer ??= setTimeout(() => this.acks && this.acks.unacked.length > 0 && this.requestAck(), ACK_AFTER_MS).unref();
+      }
       sock.write(item.xml, (err) => this.afterWrite(item, err));
+    }
+    const a = this.acks;
+    if (a && !this.outClosed && !a.overflow) {
+      // A client that takes stanzas and never acknowledges them would make us keep them without bound.
+      if (a.unackedBytes > this.ctx.config.maxOutboundBytes) {
+        a.overflow = true;
+        this.endReason = 'too many unacknowledged stanzas';
+        this.close({ condition: 'policy-violation', text: 'too many unacknowledged stanzas' });
+        return;
+      }
+      if (a.sinceRequest >= ACK_EVERY) this.requestAck();
     }
     if (this.outq.length > 0 && !this.waitingDrain) {
       this.waitingDrain = true;
@@ -740,9 +877,12 @@ export class Session {
   private afterWrite(item: Out, err: Error | null | undefined): void {
     this.writing--;
     if (item.live) this.liveLen -= item.xml.length;
-    if (!err) item.written?.();
-    else this.reroute(item); // ahead of anything held in `late`
-    if (this.writing === 0 && this.late) {
+    if (!err) {
+      // A tracked stanza is the client's once it acknowledges it (or rerouted at the end).
+      if (!item.tracked) item.delivered?.();
+      item.written?.();
+    } else if (!item.tracked) this.reroute(item); // ahead of anything held in `late`
+    if (this.writing === 0 && this.late && !this.acks) {
       const held = this.late;
       this.late = undefined;
       this.ctx.closing.delete(this.id);
@@ -765,7 +905,8 @@ export class Session {
   /** No more output; with writes still under way, what comes for the session now waits behind them (see `late`). */
   private closeOutput(): void {
     this.outClosed = true;
-    if (this.writing > 0 && this.late === undefined && this.jid) {
+    // With acknowledgements, nothing is settled before the connection is gone.
+    if ((this.writing > 0 || this.acks) && this.late === undefined && this.jid) {
       this.late = [];
       this.ctx.closing.set(this.id, this);
     }
@@ -836,7 +977,7 @@ export class Session {
 
   /** Writes what is queued and `last`, ends the connection, and gives the peer CLOSE_GRACE_MS to read it. */
   private finish(last: string, forgotten?: boolean): void {
-    this.put({ xml: last });
+    this.put({ xml: last, nonza: true });
     this.flush(true);
     this.closeOutput();
     this.state = 'closed';

@@ -34,6 +34,7 @@ import { sessionLegacy } from '../modules/session-legacy.ts';
 import { roster, pushQuery } from '../modules/roster.ts';
 import { carbons } from '../modules/carbons.ts';
 import { csi } from '../modules/csi.ts';
+import { sm } from '../modules/sm.ts';
 import { NS_MSGOFFLINE } from '../xmpp/ns.ts';
 import { hooksOf, type ServerModule } from '../modules/module.ts';
 import { removeAccount, isRemovalNotice } from '../accounts/removal.ts';
@@ -240,7 +241,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const stores = await openStores(store);
   const { roster: rosterStore, offline, accounts } = stores;
   const modules: ServerModule[] = [
-    ping, version, register, sessionLegacy, carbons, csi(config.csiMaxHeld),
+    ping, version, register, sessionLegacy, carbons, csi(config.csiMaxHeld), sm,
     { features: config.maxOfflineMessages > 0 ? [NS_MSGOFFLINE] : [] },
     roster({
       store: rosterStore,

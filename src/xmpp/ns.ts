@@ -16,6 +16,7 @@ export const NS_REGISTER_FEATURE = 'http://jabber.org/features/iq-register';
 export const NS_XML = 'http://www.w3.org/XML/1998/namespace';
 export const NS_CARBONS = 'urn:xmpp:carbons:2';
 export const NS_CSI = 'urn:xmpp:csi:0';
+export const NS_SM = 'urn:xmpp:sm:3';
 export const NS_FORWARD = 'urn:xmpp:forward:0';
 export const NS_HINTS = 'urn:xmpp:hints';
 export const NS_RECEIPTS = 'urn:xmpp:receipts';

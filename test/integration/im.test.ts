@@ -76,6 +76,7 @@ interface User {
 type Untyped = XmppClient & {
   socket: { socket?: { destroy(): void; _parent?: { destroy(): void } } } | null;
   iqCallee: { set(ns: string, name: string, handler: () => unknown): void };
+  streamManagement: { enabled: boolean; inbound: number };
 };
 
 /** Ends the TCP connection at once: no </stream:stream>, no unavailable presence, no TLS close_notify. */
@@ -93,6 +94,15 @@ async function connect(t: ExecutionContext, name: string, resource = 'r'): Promi
   const inbox = new Inbox(xmpp);
   (xmpp as Untyped).iqCallee.set(NS_ROSTER, 'query', () => true);
   t.teardown(() => kill(xmpp));
+  // @xmpp/client enables stream management (XEP-0198), but the iq replies
+  // its iqCaller takes never reach its stream management counter (the
+  // caller's middleware runs first and does not pass them on): its h falls
+  // behind by one per reply, and the last stanzas before it closes stay
+  // unacknowledged, to come again at the next login. Counted for it here.
+  const sm = (xmpp as Untyped).streamManagement;
+  xmpp.on('element', (el: Element) => {
+    if (sm.enabled && el.name === 'iq' && (el.attrs.type === 'result' || el.attrs.type === 'error')) sm.inbound += 1;
+  });
   await within(xmpp.start(), WAIT, `${name}/${resource} logging in`);
   const jid = xmpp.jid!.toString();
   t.is(jid, `${name}@localhost/${resource}`);
