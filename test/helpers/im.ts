@@ -47,6 +47,20 @@ export async function connect(t: ExecutionContext, port: number, name: string, r
   return { c, jid, bare: jid.split('/')[0], name };
 }
 
+/** A fresh account on a test server (password `${name}-pw`); its name. */
+export async function newAccount(server: { addUser(name: string, password: string): Promise<void> }, base: string): Promise<string> {
+  const name = fresh(base);
+  await server.addUser(name, `${name}-pw`);
+  return name;
+}
+
+/** A fresh account logged in on a test server, its roster requested and its initial presence sent. */
+export async function newUser(t: ExecutionContext, server: { c2sPort: number; addUser(name: string, password: string): Promise<void> }, base: string, resource = 'r'): Promise<Peer> {
+  const p = await connect(t, server.c2sPort, await newAccount(server, base), resource);
+  await ready(p);
+  return p;
+}
+
 /**
  * For a file's tests on one cluster: fresh accounts in its account store
  * (`store()`, opened once the cluster is up) and peers logged in on its

@@ -7,12 +7,12 @@
 // time: stanzas from one sender reach a client in the order sent (RFC 6120
 // §10.1), so a presence that was not held would come before the message
 // its sender sent after it.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import type { Element } from 'ltx';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { authenticated, secured, uid, within } from '../helpers/protocol.ts';
-import { WAIT, barrier, connect, expect, fresh, isPresence, ready, subscribe } from '../helpers/im.ts';
+import { WAIT, barrier, connect, expect, fresh, isPresence, newUser, subscribe } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 
 const NS_CSI = 'urn:xmpp:csi:0';
@@ -26,13 +26,7 @@ test.after.always(async () => {
   await server?.stop();
 });
 
-async function user(t: Parameters<typeof connect>[0], base: string, resource = 'r'): Promise<Peer> {
-  const name = fresh(base);
-  await server.addUser(name, `${name}-pw`);
-  const p = await connect(t, server.c2sPort, name, resource);
-  await ready(p);
-  return p;
-}
+const user = (t: ExecutionContext, base: string, resource = 'r') => newUser(t, server, base, resource);
 
 /** Index of the first element after `from` that matches, or -1. */
 function indexOf(p: Peer, pred: (el: Element) => boolean, from = 0): number {

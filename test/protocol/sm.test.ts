@@ -4,12 +4,12 @@
 // requests, and what the feature is for: a connection that dies without a
 // word loses nothing the client did not acknowledge, which goes to offline
 // storage instead.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import type { Element } from 'ltx';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { authenticated, bind, pingIq, secured, uid, within } from '../helpers/protocol.ts';
-import { WAIT, barrier, connect, expect, fresh, ready } from '../helpers/im.ts';
+import { WAIT, barrier, connect, expect, newAccount, newUser } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 import { countSince } from '../../src/session/session.ts';
 
@@ -24,17 +24,9 @@ test.after.always(async () => {
   await server?.stop();
 });
 
-async function account(base: string): Promise<string> {
-  const name = fresh(base);
-  await server.addUser(name, `${name}-pw`);
-  return name;
-}
 
-async function user(t: Parameters<typeof connect>[0], base: string, resource = 'r'): Promise<Peer> {
-  const p = await connect(t, server.c2sPort, await account(base), resource);
-  await ready(p);
-  return p;
-}
+const user = (t: ExecutionContext, base: string, resource = 'r') => newUser(t, server, base, resource);
+const account = (base: string) => newAccount(server, base);
 
 const isSm = (name: string) => (el: Element) => el.name === name && el.attrs.xmlns === NS_SM;
 const isStanza = (el: Element) => el.name === 'message' || el.name === 'presence' || el.name === 'iq';
