@@ -124,3 +124,33 @@ test('an unknown nonza is still a stream error (unsupported-stanza-type)', async
   const err = await expect(a, 'the stream error', (el) => el.name === 'stream:error', from);
   t.truthy(err.getChild('unsupported-stanza-type'));
 });
+
+test('with stream management, a held presence is counted when it is sent, not when it was held (XEP-0352 with XEP-0198)', async (t) => {
+  const NS_SM = 'urn:xmpp:sm:3';
+  const a = await user(t, 'counted');
+  const b = await user(t, 'counter');
+  await subscribe(a, b);
+  let from = a.c.items.length;
+  a.c.send(`<inactive xmlns='urn:xmpp:csi:0'/>`);
+  await barrier(a, from); // inactive before the contact's presence comes
+  from = a.c.items.length;
+  a.c.send(`<enable xmlns='${NS_SM}'/>`);
+  await expect(a, '<enabled/>', (el) => el.name === 'enabled', from);
+  b.c.send('<presence><status>held</status></presence>');
+  b.c.send(`<message to='${a.jid}' type='chat'><body>now</body></message>`);
+  await expect(a, 'the message', isMessage(b.jid, 'now'), from);
+  // Sent since <enabled/>: the message only (the presence is held). The client acknowledges it.
+  a.c.send(`<a xmlns='${NS_SM}' h='1'/>`);
+  from = a.c.items.length;
+  a.c.send(`<active xmlns='urn:xmpp:csi:0'/>`);
+  await expect(a, 'the held presence', isPresence(b.jid), from);
+  // Now sent, and counted: acknowledging two in all is right (one more would be an error).
+  a.c.send(`<a xmlns='${NS_SM}' h='2'/>`);
+  const after = (await barrier(a, from)).filter((el) => el.name === 'stream:error');
+  t.deepEqual(after, [], 'h=2 accepted');
+  // Exactly two were counted, and the barrier's answer: a fourth is more than was sent.
+  from = a.c.items.length;
+  a.c.send(`<a xmlns='${NS_SM}' h='4'/>`);
+  const err = await expect(a, 'the stream error', (el) => el.name === 'stream:error', from);
+  t.truthy(err.getChild('undefined-condition'));
+});
