@@ -35,6 +35,8 @@ Options:
   --domain D          XMPP domain (default localhost)
   --tls MODE          starttls | direct | none (default starttls)
   --mechanism M       SCRAM-SHA-1 | PLAIN | ANONYMOUS (default SCRAM-SHA-1)
+  --sm                enable stream management (XEP-0198) after binding and
+                      acknowledge what the server asks for
   --users N           accounts <prefix>1..<prefix>N (default 100; idle and
                       storm: one per connection)
   --user-prefix S     default "user"
@@ -85,6 +87,7 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
         domain: { type: 'string', default: 'localhost' },
         tls: { type: 'string', default: 'starttls' },
         mechanism: { type: 'string', default: 'SCRAM-SHA-1' },
+        sm: { type: 'boolean', default: false },
         users: { type: 'string' },
         'user-prefix': { type: 'string', default: 'user' },
         password: { type: 'string', default: 'password' },
@@ -131,6 +134,7 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
     domain: v.domain,
     tls: tlsMode,
     mechanism,
+    sm: v.sm,
     users: num('users', v.users, { int: true, min: 1 }) ?? (wl === 'idle' || wl === 'storm' ? connections : 100),
     userPrefix: v['user-prefix'],
     password: v.password,
@@ -321,7 +325,7 @@ function progressLine(o: LoadOptions, agg: Aggregate, elapsedS: number, rate: nu
 function human(s: Summary, o: LoadOptions): string {
   const lines: string[] = [];
   const row = (k: string, v: string) => lines.push(`${k.padEnd(12)}${v}`);
-  row('workload', `${s.workload}  target ${s.target} (${o.tls}, ${o.mechanism}), ${o.workers} worker(s)`);
+  row('workload', `${s.workload}  target ${s.target} (${o.tls}, ${o.mechanism}${o.sm ? ', stream management' : ''}), ${o.workers} worker(s)`);
   row('duration', `${s.durationS.toFixed(2)} s`);
   const what = { login: 'logins', chat: 'messages delivered', idle: 'connections', storm: 'reconnections' }[s.workload];
   row('completed', `${s.completed} ${what} (${s.perSecond.toFixed(1)}/s)`);

@@ -31,11 +31,12 @@ export interface ConnHandler {
   end(c: Conn, error: string | undefined): void;
 }
 
-type State = 'connecting' | 'tls' | 'features' | 'starttls' | 'sasl' | 'bind' | 'ready' | 'closing' | 'closed';
+type State = 'connecting' | 'tls' | 'features' | 'starttls' | 'sasl' | 'bind' | 'sm' | 'ready' | 'closing' | 'closed';
 
 const NS_TLS = 'urn:ietf:params:xml:ns:xmpp-tls';
 const NS_SASL = 'urn:ietf:params:xml:ns:xmpp-sasl';
 const NS_BIND = 'urn:ietf:params:xml:ns:xmpp-bind';
+const NS_SM = 'urn:xmpp:sm:3';
 const CLOSE_GRACE_MS = 3000;
 
 export const now = (): number => performance.now();
@@ -66,6 +67,8 @@ export interface ConnOptions {
   presence: boolean;
   /** Stop after TLS (for in-band registration) instead of authenticating. */
   registerOnly?: boolean;
+  /** Enable XEP-0198 stream management after binding; then answer <r/> with what was received. */
+  sm?: boolean;
 }
 
 export class Conn implements TokenSink {
@@ -88,6 +91,8 @@ export class Conn implements TokenSink {
   private readonly tok: Tokenizer;
   private timer: NodeJS.Timeout | undefined;
   private ended = false;
+  /** XEP-0198: stanzas received since <enabled/> (mod 2^32). */
+  private handled = 0;
 
   constructor(target: Target, opts: ConnOptions, handler: ConnHandler) {
     this.target = target;
@@ -173,8 +178,18 @@ export class Conn implements TokenSink {
     }
     switch (this.state) {
       case 'ready':
+        if (this.opts.sm) {
+          if (name === 'r') return this.write(`<a xmlns='${NS_SM}' h='${this.handled}'/>`);
+          if (name === 'a') return;
+          if (name === 'iq' || name === 'message' || name === 'presence') this.handled = (this.handled + 1) >>> 0;
+        }
         this.handler.stanza(this, name, raw);
         return;
+      case 'sm':
+        if (name === 'enabled') return this.smEnabled();
+        if (name === 'failed') return this.fail('sm:failed');
+        if (name === 'iq' || name === 'message' || name === 'presence') return;
+        break;
       case 'features':
         if (name === 'stream:features' || name.endsWith(':features') || name === 'features') return this.features(raw);
         break;
@@ -279,6 +294,16 @@ export class Conn implements TokenSink {
     if (attr(tag, 'type') !== 'result') return this.fail(`bind:${errorCondition(raw, 'error')}`);
     this.jid = childText(raw, 'jid') ?? '';
     this.boundAt = now();
+    if (this.opts.sm) {
+      this.state = 'sm';
+      this.write(`<enable xmlns='${NS_SM}'/>`);
+      return;
+    }
+    if (this.opts.presence) this.write('<presence/>');
+    this.toReady();
+  }
+
+  private smEnabled(): void {
     if (this.opts.presence) this.write('<presence/>');
     this.toReady();
   }

@@ -16,6 +16,8 @@ export interface LoadOptions {
   domain: string;
   tls: TlsMode;
   mechanism: MechanismName;
+  /** Enable XEP-0198 stream management after binding and answer the server's ack requests. */
+  sm: boolean;
   users: number;
   userPrefix: string;
   password: string;

@@ -44,7 +44,7 @@ function localUsers(n: number): number[] {
 
 /** A new connection for user number `user` (0: none, for registration or ANONYMOUS). */
 function open(user: number, resource: string, handler: ConnHandler, registerOnly = false): Conn {
-  const c = new Conn(target, { user: user ? userName(user) : '', password: user ? passwordOf(user) : '', resource, presence: true, registerOnly }, handler);
+  const c = new Conn(target, { user: user ? userName(user) : '', password: user ? passwordOf(user) : '', resource, presence: true, registerOnly, sm: o.sm && !registerOnly }, handler);
   live.add(c);
   return c;
 }

@@ -72,6 +72,13 @@ test('chat: every message sent is delivered, with its latency; an HTML report', 
   t.regex(html, /delivered\/s/);
 });
 
+test('chat with --sm: stream management enabled on every connection, the server\'s ack requests answered, every message delivered', async (t) => {
+  const r = await runLoad(['chat', ...starttls(), '--sm', '--provision', '--user-prefix', 'sm', '--users', '10', '--rate', '5', '--count', '200', '--duration', '30', '--json']);
+  clean(t, r, 'chat');
+  // A connection whose <enable/> failed, or whose acks the server refused (a count too high), would have failed.
+  t.is(r.json.delivered, 200);
+});
+
 test('idle: holds the connections until the duration ends; server memory per connection', async (t) => {
   // The test server runs in this process: its memory is ours.
   const r = await runLoad(['idle', ...starttls(), '--provision', '--user-prefix', 'id', '--connections', '20', '--duration', '2', '--pid', String(process.pid), '--json']);
