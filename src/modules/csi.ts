@@ -5,8 +5,9 @@
 // at once: messages, iq requests it must answer, subscription requests,
 // errors, its own account's presence. <active/> sends what was held, in the
 // order of each contact's latest update; so does a held set that grows past
-// its bounds (contacts, or the slow-reader byte bound), so that holding
-// never lets one session keep more than its output queue would.
+// its bounds (contacts, or half the slow-reader byte bound, so that sending
+// it at once leaves room under that bound), so that holding never lets one
+// session keep more than its output queue would.
 import { Element, parse } from 'ltx';
 import { NS_CSI } from '../xmpp/ns.ts';
 import type { ServerModule } from './module.ts';
@@ -64,7 +65,8 @@ export function csi(maxHeld: number): ServerModule {
       }
       held.byFrom.set(from, out);
       held.bytes += out.xml.length;
-      if (held.byFrom.size > maxHeld || held.bytes > session.ctx.config.maxOutboundBytes) flush(session);
+      // Half the slow-reader bound at most: what is sent at once must leave room under it.
+      if (held.byFrom.size > maxHeld || held.bytes > session.ctx.config.maxOutboundBytes / 2) flush(session);
       return true;
     },
   };

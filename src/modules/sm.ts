@@ -41,8 +41,8 @@ export const sm: ServerModule = {
       session.sendNonza(`<enabled xmlns='${NS_SM}'/>`);
     },
     [`resume ${NS_SM}`]: (_el, session) => {
-      // §5: nothing to resume here; the client binds a new session.
-      session.sendNonza(failed('item-not-found'));
+      // §5: resumption is not offered (no 'resume' in <enabled/>): the client binds a new session.
+      session.sendNonza(failed('feature-not-implemented'));
     },
     // In order: h counts the stanzas handled before it.
     [`r ${NS_SM}`]: (el, session) => {

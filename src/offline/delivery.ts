@@ -139,6 +139,11 @@ export class OfflineDelivery implements Paced {
     return this.released;
   }
 
+  /** Done reading and writing, waiting only for the client's acknowledgements (XEP-0198). */
+  get awaitingAcks(): boolean {
+    return this.finished;
+  }
+
   /** The session is gone: every write has completed or failed; what was not written stays stored. */
   stop(): void {
     this.stopFlag = true;

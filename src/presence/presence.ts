@@ -165,8 +165,10 @@ export class PresenceService {
 
   /** A session of this worker ended. */
   detach(s: PresenceSession): void {
-    // A delivery done reading may still wait for the client's acknowledgements (XEP-0198): it ends with the session.
-    this.delivering.get(s)?.stop();
+    // A delivery done reading that waits for acknowledgements (XEP-0198) ends
+    // with the session; one still writing ends when its connection closes.
+    const d = this.delivering.get(s);
+    if (d?.awaitingAcks) d.stop();
     if (s.username === null) return;
     const l = this.locals.get(s.username);
     if (l && --l.sessions <= 0) this.locals.delete(s.username);

@@ -199,6 +199,8 @@ export class Session {
   private late: Out[] | undefined;
   /** XEP-0198 acknowledgements, once the client enabled them. */
   private acks: Acks | undefined;
+  /** The closing tag is queued (finish): nothing may follow it. */
+  private finishing = false;
   private waitingDrain = false;
   private readonly sources: Paced[] = [];
   private pulling = false;
@@ -499,9 +501,10 @@ export class Session {
       }
       case 'established':
         // RFC 6120 §7.7.2.1: one resource per stream here; binding another is not allowed.
-        if (el.name === 'iq' && el.attrs.type === 'set' && el.getChild('bind', NS_BIND)) return this.replyError(el, new StanzaError('not-allowed', 'a resource is already bound to this stream'));
         if (isStanza(el)) {
-          await this.ctx.router.fromClient(el, this);
+          if (el.name === 'iq' && el.attrs.type === 'set' && el.getChild('bind', NS_BIND)) this.replyError(el, new StanzaError('not-allowed', 'a resource is already bound to this stream'));
+          else await this.ctx.router.fromClient(el, this);
+          // XEP-0198 §4: every stanza handled counts, answered with an error or not.
           if (this.acks) this.acks.handled = (this.acks.handled + 1) >>> 0;
           return;
         }
@@ -853,7 +856,7 @@ export class Session {
       sock.write(item.xml, (err) => this.afterWrite(item, err));
     }
     const a = this.acks;
-    if (a && !this.outClosed && !a.overflow) {
+    if (a && !this.outClosed && !this.finishing && !a.overflow) {
       // A client that takes stanzas and never acknowledges them would make us keep them without bound.
       if (a.unackedBytes > this.ctx.config.maxOutboundBytes) {
         a.overflow = true;
@@ -978,6 +981,8 @@ export class Session {
   /** Writes what is queued and `last`, ends the connection, and gives the peer CLOSE_GRACE_MS to read it. */
   private finish(last: string, forgotten?: boolean): void {
     this.put({ xml: last, nonza: true });
+    // Nothing after the closing tag: no ack request, no second close (flush's checks).
+    this.finishing = true;
     this.flush(true);
     this.closeOutput();
     this.state = 'closed';
