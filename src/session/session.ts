@@ -90,6 +90,8 @@ export interface Paced {
 export interface CloseReason {
   condition?: StreamCondition;
   text?: string;
+  /** An application-specific condition (StreamError.app). */
+  app?: Element;
   /**
    * The cluster has already let go of this session: its node was fenced
    * (its end is announced by whoever removes the record, membership's join
@@ -353,7 +355,7 @@ export class Session {
           while (this.sources.length > 0 && !this.outClosed && !this.socket.destroyed) await new Promise<void>((r) => this.drained.push(r));
         } catch (err) {
           if (ev.k === 'el' && ev.presence === this.presenceSeq) this.announced = undefined;
-          if (err instanceof StreamError) this.close({ condition: err.condition, text: err.message === err.condition ? undefined : err.message });
+          if (err instanceof StreamError) this.close({ condition: err.condition, text: err.message === err.condition ? undefined : err.message, app: err.app });
           else {
             log.error('session failed', { sid: this.id, err: (err as Error).stack ?? String(err) });
             this.close({ condition: 'internal-server-error' });
@@ -369,7 +371,7 @@ export class Session {
   /** A nonza handled as it is read (ServerModule.immediate). */
   private immediately(handler: NonzaHandler, el: Element): void {
     const failed = (err: unknown) => {
-      if (err instanceof StreamError) this.close({ condition: err.condition, text: err.message === err.condition ? undefined : err.message });
+      if (err instanceof StreamError) this.close({ condition: err.condition, text: err.message === err.condition ? undefined : err.message, app: err.app });
       else {
         log.error('session failed', { sid: this.id, err: (err as Error).stack ?? String(err) });
         this.close({ condition: 'internal-server-error' });
@@ -801,7 +803,10 @@ export class Session {
     if (!a) return;
     const n = countSince(h, a.acked);
     // XEP-0198 §4: more than was sent is an error of the client's.
-    if (n > a.unacked.length) throw new StreamError('undefined-condition', `handled count too high: h=${h}, but ${a.unacked.length} unacknowledged after ${a.acked}`);
+    if (n > a.unacked.length) {
+      const sent = (a.acked + a.unacked.length) >>> 0;
+      throw new StreamError('undefined-condition', `handled count too high: h=${h}, but ${sent} sent`, new Element('handled-count-too-high', { xmlns: NS_SM, h: String(h), 'send-count': String(sent) }));
+    }
     a.acked = h >>> 0;
     for (const it of a.unacked.splice(0, n)) {
       a.unackedBytes -= it.xml.length;
@@ -971,7 +976,7 @@ export class Session {
     let out = '';
     if (reason.condition) {
       // §4.9.1.2: a stream error needs an open stream.
-      out = this.header() + new StreamError(reason.condition, reason.text).toElement().toString();
+      out = this.header() + new StreamError(reason.condition, reason.text, reason.app).toElement().toString();
       (reason.condition === 'system-shutdown' || !this.jid ? log.debug : log.info)('stream error', { sid: this.id, jid: this.jid, condition: reason.condition, text: reason.text });
     }
     this.endReason ??= reason.condition ? `stream error ${reason.condition}${reason.text ? `: ${reason.text}` : ''}` : 'closed by the server';

@@ -36,14 +36,18 @@ export type SaslCondition = (typeof SASL_CONDITIONS)[number];
 
 export class StreamError extends Error {
   readonly condition: StreamCondition;
-  constructor(condition: StreamCondition, text?: string) {
+  /** An application-specific condition beside the defined one (RFC 6120 §4.9.4). */
+  readonly app: Element | undefined;
+  constructor(condition: StreamCondition, text?: string, app?: Element) {
     super(text ?? condition);
     this.condition = condition;
+    this.app = app;
   }
   toElement(): Element {
     const el = new Element('stream:error');
     el.c(this.condition, { xmlns: NS_STREAMS_ERR });
     if (this.message !== this.condition) el.c('text', { xmlns: NS_STREAMS_ERR, 'xml:lang': 'en' }).t(this.message);
+    if (this.app) el.cnode(this.app);
     return el;
   }
 }

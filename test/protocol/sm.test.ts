@@ -112,6 +112,8 @@ test('an ack for more than was sent is a stream error (undefined-condition)', as
   p.c.send(`<a xmlns='${NS_SM}' h='1000'/>`);
   const err = await expect(p, 'the stream error', (el) => el.name === 'stream:error', from);
   t.truthy(err.getChild('undefined-condition'));
+  // §4: with what the server sent so far (nothing since <enabled/>).
+  t.deepEqual(err.getChild('handled-count-too-high', NS_SM)?.attrs, { xmlns: NS_SM, h: '1000', 'send-count': '0' });
 });
 
 test('a connection that dies without a word loses nothing unacknowledged: it is stored, and comes at the next login', async (t) => {
