@@ -224,7 +224,9 @@ export class Session {
           // Nothing after <starttls/> is read as plaintext (RFC 6120 §5.4.3.3).
           if (this.upgrading) return;
           if (el.name === 'starttls' && !this.secure) this.upgrading = true;
-          const now = this.state === 'established' ? this.ctx.hooks.immediate.get(`${el.name} ${el.attrs.xmlns}`) : undefined;
+          // Only a nonza carries a namespace of its own: a stanza costs no lookup here.
+          const ns = el.attrs.xmlns;
+          const now = this.state === 'established' && ns !== undefined && ns !== NS_CLIENT ? this.ctx.hooks.immediate.get(`${el.name} ${ns}`) : undefined;
           if (now) return this.immediately(now, el);
           this.post({ k: 'el', el, cost, presence: this.announce(el) });
         },
@@ -355,11 +357,7 @@ export class Session {
           while (this.sources.length > 0 && !this.outClosed && !this.socket.destroyed) await new Promise<void>((r) => this.drained.push(r));
         } catch (err) {
           if (ev.k === 'el' && ev.presence === this.presenceSeq) this.announced = undefined;
-          if (err instanceof StreamError) this.close({ condition: err.condition, text: err.message === err.condition ? undefined : err.message, app: err.app });
-          else {
-            log.error('session failed', { sid: this.id, err: (err as Error).stack ?? String(err) });
-            this.close({ condition: 'internal-server-error' });
-          }
+          this.failed(err);
         }
       }
     } finally {
@@ -370,17 +368,19 @@ export class Session {
 
   /** A nonza handled as it is read (ServerModule.immediate). */
   private immediately(handler: NonzaHandler, el: Element): void {
-    const failed = (err: unknown) => {
-      if (err instanceof StreamError) this.close({ condition: err.condition, text: err.message === err.condition ? undefined : err.message, app: err.app });
-      else {
-        log.error('session failed', { sid: this.id, err: (err as Error).stack ?? String(err) });
-        this.close({ condition: 'internal-server-error' });
-      }
-    };
     try {
-      void Promise.resolve(handler(el, this)).catch(failed);
+      void Promise.resolve(handler(el, this)).catch((err: unknown) => this.failed(err));
     } catch (err) {
-      failed(err);
+      this.failed(err);
+    }
+  }
+
+  /** What handling an element threw: its stream error, or internal-server-error (logged). */
+  private failed(err: unknown): void {
+    if (err instanceof StreamError) this.close({ condition: err.condition, text: err.message === err.condition ? undefined : err.message, app: err.app });
+    else {
+      log.error('session failed', { sid: this.id, err: (err as Error).stack ?? String(err) });
+      this.close({ condition: 'internal-server-error' });
     }
   }
 
