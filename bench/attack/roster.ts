@@ -17,7 +17,7 @@ import type { Element } from 'ltx';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { within } from '../../test/helpers/process.ts';
-import { login } from '../../test/helpers/raw.ts';
+import { drainedOrClosed, login } from '../../test/helpers/raw.ts';
 import type { RawClient } from '../../test/helpers/raw.ts';
 import { readRss } from '../../src/load/cli.ts';
 import { pct, socketOf } from '../lib.ts';
@@ -117,15 +117,7 @@ const flooding = attackers.map(async (c) => {
   sock.on('data', () => {}); // reads and drops
   for (let n = 0; running && !sock.destroyed; n++) {
     if (!sock.write(`<presence><status>${n}</status></presence>`)) {
-      await new Promise<void>((r) => {
-        const done = () => {
-          sock.off('drain', done);
-          sock.off('close', done);
-          r();
-        };
-        sock.on('drain', done);
-        sock.on('close', done);
-      });
+      await drainedOrClosed(sock);
     }
   }
 });

@@ -258,6 +258,19 @@ export class RawClient {
   }
 }
 
+/** Resolves once a socket that refused a write has drained, or has closed (whichever comes first; both listeners go). */
+export function drainedOrClosed(sock: net.Socket): Promise<void> {
+  return new Promise<void>((r) => {
+    const done = () => {
+      sock.off('drain', done);
+      sock.off('close', done);
+      r();
+    };
+    sock.once('drain', done);
+    sock.once('close', done);
+  });
+}
+
 export const header = (to = 'localhost') =>
   `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='${to}' version='1.0'>`;
 

@@ -3,7 +3,7 @@ import test from 'ava';
 import type net from 'node:net';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
-import { login } from '../helpers/raw.ts';
+import { drainedOrClosed, login } from '../helpers/raw.ts';
 import type { RawClient } from '../helpers/raw.ts';
 
 const RATE = 100 * 1024;
@@ -63,17 +63,7 @@ test.serial('a client that stops reading is disconnected once its queue passes t
     // <no-store/> (XEP-0334): once the reader is gone, bounce at once rather than fill its offline store.
     if (!socketOf(sender).write(`<message to='${jid}' type='chat' id='s${i++}'><body>${body}</body><no-store xmlns='urn:xmpp:hints'/></message>`)) {
       // Drained, or closed (then `bounced` rejects and the test fails with the reason).
-      // Whichever comes first; the other listener goes too (thousands of rounds).
-      await new Promise<void>((r) => {
-        const s = socketOf(sender);
-        const done = () => {
-          s.off('drain', done);
-          s.off('close', done);
-          r();
-        };
-        s.once('drain', done);
-        s.once('close', done);
-      });
+      await drainedOrClosed(socketOf(sender));
       if (socketOf(sender).destroyed) break;
     }
     if (i % 50 === 0) await new Promise<void>((r) => setImmediate(r));
