@@ -141,7 +141,7 @@ export class OfflineDelivery implements Paced {
 
   /** Done reading and writing, waiting only for the client's acknowledgements (XEP-0198). */
   get awaitingAcks(): boolean {
-    return this.finished;
+    return this.finished && this.pending > 0;
   }
 
   /** The session is gone: every write has completed or failed; what was not written stays stored. */
