@@ -14,6 +14,10 @@ import { RedisAccountStore } from '../../src/accounts/redis.ts';
 
 // Long enough that a loaded CI machine (the whole suite at once) renews in time.
 const LEASE_MS = 3000;
+// For the tests that stop Redis: longer than the outage can last on a loaded
+// machine (save, stop, the steps in between, a restart), since a lease key
+// that expired meanwhile would get the node fenced, which is not their subject.
+const OUTAGE_LEASE_MS = 30_000;
 
 interface Cluster {
   redis: RedisServer;
@@ -22,15 +26,15 @@ interface Cluster {
   add: TestCluster['add'];
 }
 
-async function cluster(t: ExecutionContext, count: number): Promise<Cluster> {
-  const c = await startCluster(Array.from({ length: count }, (_, i) => `f${i + 1}`), { XMPP_NODE_LEASE_MS: String(LEASE_MS) });
+async function cluster(t: ExecutionContext, count: number, leaseMs = LEASE_MS): Promise<Cluster> {
+  const c = await startCluster(Array.from({ length: count }, (_, i) => `f${i + 1}`), { XMPP_NODE_LEASE_MS: String(leaseMs) });
   await createUsers(c.redis.url);
   const r = new Redis(c.redis.url);
   t.teardown(async () => {
     r.disconnect();
     await c.stop();
   });
-  return { redis: c.redis, nodes: c.nodes, r, add: (name, env) => c.add(name, { XMPP_NODE_LEASE_MS: String(LEASE_MS), ...env }) };
+  return { redis: c.redis, nodes: c.nodes, r, add: (name, env) => c.add(name, { XMPP_NODE_LEASE_MS: String(leaseMs), ...env }) };
 }
 
 async function createUsers(url: string): Promise<void> {
@@ -164,7 +168,7 @@ async function subscribed(r: Redis, node: string): Promise<void> {
 }
 
 test.serial('Redis down and back with its data: local sessions are served meanwhile, and what could not be written is reconciled', async (t) => {
-  const { redis, nodes, r } = await cluster(t, 2);
+  const { redis, nodes, r } = await cluster(t, 2, OUTAGE_LEASE_MS);
   const { c: a, jid: ja } = await login(nodes[0].c2sPort, 'alice', 'alice-pw', 'one');
   const { c: b } = await login(nodes[0].c2sPort, 'bob', 'bob-pw', 'two');
   const { c: c3, jid: jc } = await login(nodes[1].c2sPort, 'carol', 'carol-pw', 'three');
@@ -216,7 +220,7 @@ test.serial('Redis down and back with its data: local sessions are served meanwh
 });
 
 test.serial('a session whose resource another session took while its kick could not arrive is ended with conflict, not left as a ghost', async (t) => {
-  const { redis, nodes, r } = await cluster(t, 2);
+  const { redis, nodes, r } = await cluster(t, 2, OUTAGE_LEASE_MS);
   const { c: a } = await login(nodes[0].c2sPort, 'alice', 'alice-pw', 'one');
   const { c: b } = await login(nodes[0].c2sPort, 'bob', 'bob-pw', 'two');
   const { c: live } = await login(nodes[1].c2sPort, 'carol', 'carol-pw', 'live');
