@@ -225,6 +225,12 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
         this.send(link, { t: 'ack', q: msg.q });
         break;
       }
+      case 'move': {
+        const rec = this.registry.move(msg.jid, msg.sid, msg.worker);
+        if (rec) this.broadcast({ t: 'put', rec });
+        this.send(link, { t: 'moved', q: msg.q, ok: rec !== undefined });
+        break;
+      }
       case 'sync':
         // Messages to one worker keep their order: the changes broadcast
         // before this ack reach its replica first.

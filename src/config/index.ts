@@ -55,6 +55,7 @@ export interface Config {
   maxAuthAttempts: number;
   maxOutboundBytes: number;
   csiMaxHeld: number;
+  smResumeTimeoutMs: number;
   readRateBytes: number;
   maxConnections: number;
   maxConnectionsPerIp: number;
@@ -110,6 +111,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'maxAuthAttempts', env: 'XMPP_MAX_AUTH_ATTEMPTS', kind: 'int', min: 1, doc: 'failed SASL attempts before the stream is closed', default: () => 3 },
   { key: 'maxOutboundBytes', env: 'XMPP_MAX_OUTBOUND_BYTES', kind: 'int', min: 65536, doc: 'unsent bytes queued for a slow reader before it is disconnected', default: () => 4 * 1024 * 1024 },
   { key: 'csiMaxHeld', env: 'XMPP_CSI_MAX_HELD', kind: 'int', min: 1, doc: "contacts whose presence is held for a client that said it is inactive (XEP-0352); one more and all of it is sent", default: () => 256 },
+  { key: 'smResumeTimeoutMs', env: 'XMPP_SM_RESUME_TIMEOUT_MS', kind: 'int', min: 1000, doc: "how long a session whose connection dropped waits, detached, for its client to resume it (XEP-0198); then it ends, its unacknowledged messages stored offline or bounced", default: () => 300_000 },
   { key: 'readRateBytes', env: 'XMPP_READ_RATE_BYTES', kind: 'int', min: 0, doc: 'bytes per second read from one connection before reading pauses (0: unlimited)', default: () => 1024 * 1024 },
   { key: 'maxConnections', env: 'XMPP_MAX_CONNECTIONS', kind: 'int', min: 0, doc: 'open client connections this node accepts; more are closed at once (0: derived from the open-file limit, keeping room for stores and peers)', default: () => 0 },
   { key: 'maxConnectionsPerIp', env: 'XMPP_MAX_CONNECTIONS_PER_IP', kind: 'int', min: 0, doc: 'open connections from one IP address; more are closed at once (0: no per-address cap)', default: () => 0 },

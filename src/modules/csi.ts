@@ -44,6 +44,11 @@ export function csi(maxHeld: number): ServerModule {
         inactive.delete(session);
       },
     },
+    // §5.2: the state is not kept across resumption; what was held is queued for the next stream.
+    detached: (session) => {
+      flush(session);
+      inactive.delete(session);
+    },
     outbound: (session, out) => {
       const held = inactive.get(session);
       if (!held || !out.xml.startsWith('<presence')) return false;

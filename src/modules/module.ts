@@ -41,6 +41,8 @@ export interface ServerModule {
    */
   immediate?: Record<string, NonzaHandler>;
   outbound?: OutboundHook;
+  /** The session loses its stream but lives on (XEP-0198 hibernation, or a move to another connection): what the module holds for the stream is released to the session's queue. */
+  detached?: (session: Session) => void;
 }
 
 /** The modules' hooks, gathered once per worker. */
@@ -49,15 +51,17 @@ export interface Hooks {
   nonzas: Map<string, NonzaHandler>;
   immediate: Map<string, NonzaHandler>;
   outbound: OutboundHook[];
+  detached: ((session: Session) => void)[];
 }
 
 export function hooksOf(modules: ServerModule[]): Hooks {
-  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), immediate: new Map(), outbound: [] };
+  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), immediate: new Map(), outbound: [], detached: [] };
   for (const m of modules) {
     if (m.streamFeatures) hooks.streamFeatures.push(m.streamFeatures);
     for (const [k, h] of Object.entries(m.nonzas ?? {})) hooks.nonzas.set(k, h);
     for (const [k, h] of Object.entries(m.immediate ?? {})) hooks.immediate.set(k, h);
     if (m.outbound) hooks.outbound.push(m.outbound);
+    if (m.detached) hooks.detached.push(m.detached);
   }
   return hooks;
 }

@@ -1,21 +1,25 @@
-// XEP-0198 Stream Management, acknowledgements only (resumption is not
-// offered yet): a client that enables it gets every stanza the server sends
-// kept until it acknowledges it, so that a connection that dies unnoticed
-// (a phone leaving Wi-Fi, a lid closed) loses nothing: what the client did
-// not acknowledge goes where undeliverable stanzas go (another resource,
-// offline storage, an error to the sender) once the connection is gone.
-// The counting, the server's own ack requests and the bound on what waits
-// for an ack are the session's (Session.enableAcks); this module speaks the
-// protocol.
+// XEP-0198 Stream Management: acknowledgements and resumption. A client
+// that enables it gets every stanza the server sends kept until it
+// acknowledges it. With resumption, a connection that dies unnoticed (a
+// phone leaving Wi-Fi, a lid closed) only detaches the session: it stays
+// bound and available, queues what comes for it, and the client's next
+// connection, on any worker of any node, resumes it and gets what it did
+// not acknowledge, in order (session/resumption.ts). Without resumption, or
+// when it runs out, what the client did not acknowledge goes where
+// undeliverable stanzas go (another resource, offline storage, an error to
+// the sender). The counting, the server's own ack requests and the bound on
+// what waits for an ack are the session's (Session.enableAcks); this module
+// speaks the protocol.
 import { Element } from 'ltx';
 import { StreamError } from '../xmpp/errors.ts';
 import { NS_SM } from '../xmpp/ns.ts';
 import type { ServerModule } from './module.ts';
 import type { Session } from '../session/session.ts';
+import { resumptionId } from '../session/resumption.ts';
 
 const NS_STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
 
-const failed = (condition: string, h?: number) => `<failed xmlns='${NS_SM}'${h === undefined ? '' : ` h='${h}'`}><${condition} xmlns='${NS_STANZAS}'/></failed>`;
+const failed = (condition: string, h?: number, extra = '') => `<failed xmlns='${NS_SM}'${h === undefined ? '' : ` h='${h}'`}><${condition} xmlns='${NS_STANZAS}'/>${extra}</failed>`;
 
 /** An h attribute: an unsigned 32-bit integer (XEP-0198 §4). */
 function count(el: Element): number {
@@ -30,19 +34,34 @@ const needsAcks = (el: Element, session: Session) => {
 
 export const sm: ServerModule = {
   features: [],
-  // §3: offered once the client is authenticated.
+  // §3: offered once the client is authenticated (before binding: resumption takes the place of a bind).
   streamFeatures: () => [new Element('sm', { xmlns: NS_SM })],
   nonzas: {
-    [`enable ${NS_SM}`]: (_el, session) => {
+    [`enable ${NS_SM}`]: (el, session) => {
       // §3: only after binding, and once.
       if (session.state !== 'established' || session.acksEnabled) return session.sendNonza(failed('unexpected-request'));
       session.enableAcks();
-      // No 'id' nor 'resume': resumption is not offered (§5: then neither may be sent).
-      session.sendNonza(`<enabled xmlns='${NS_SM}'/>`);
+      const resume = el.attrs.resume === 'true' || el.attrs.resume === '1';
+      // An anonymous identity lives as long as its stream (XEP-0175): nothing to resume.
+      if (!resume || session.username === null) return session.sendNonza(`<enabled xmlns='${NS_SM}'/>`);
+      // §5: the client may ask for less time than the server allows, not more.
+      let ms = session.ctx.config.smResumeTimeoutMs;
+      const asked = Number(el.attrs.max);
+      if (Number.isInteger(asked) && asked > 0 && asked * 1000 < ms) ms = Math.max(1000, asked * 1000);
+      const token = session.enableResumption(ms);
+      session.sendNonza(`<enabled xmlns='${NS_SM}' id='${resumptionId(session.jid!, token)}' resume='true' max='${Math.floor(ms / 1000)}'/>`);
     },
-    [`resume ${NS_SM}`]: (_el, session) => {
-      // §5: resumption is not offered (no 'resume' in <enabled/>): the client binds a new session.
-      session.sendNonza(failed('feature-not-implemented'));
+    [`resume ${NS_SM}`]: async (el, session) => {
+      // §5: in place of binding a resource, on an authenticated stream.
+      if (session.state !== 'wait-bind' || session.username === null) return session.sendNonza(failed(session.state === 'wait-bind' ? 'item-not-found' : 'unexpected-request'));
+      const previd = el.attrs.previd;
+      if (typeof previd !== 'string' || previd === '') return session.sendNonza(failed('item-not-found'));
+      const h = count(el);
+      const out = await session.ctx.resumption.resume(session, `${session.username}@${session.ctx.config.domain}`, previd, h);
+      if (!out) return;
+      if (out.condition === 'item-not-found') return session.sendNonza(failed('item-not-found'));
+      // §4: the client claims more than was sent.
+      session.sendNonza(failed('undefined-condition', undefined, `<handled-count-too-high xmlns='${NS_SM}' h='${h}' send-count='${out.sent}'/>`));
     },
     // In order: h counts the stanzas handled before it.
     [`r ${NS_SM}`]: (el, session) => {

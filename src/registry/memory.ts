@@ -55,6 +55,15 @@ export class MemoryRegistry {
     return next;
   }
 
+  /** The record of that stream, now at `worker` (of this node); undefined if it is not that stream's. */
+  move(jid: string, sid: string, worker: number): SessionRecord | undefined {
+    const rec = this.byJid.get(jid);
+    if (!rec || rec.sid !== sid) return undefined;
+    const next = { ...rec, worker };
+    this.put(next);
+    return next;
+  }
+
   lookup(jid: string): SessionRecord | undefined {
     return this.byJid.get(jid);
   }

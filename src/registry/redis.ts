@@ -152,6 +152,26 @@ redis.call('HSET', KEYS[1], ARGV[2], cjson.encode(rec))
 redis.call('PUBLISH', 'xmpp:inv', ARGV[1])
 return 1`;
 
+// KEYS[1] sessions hash; ARGV: bare, resource, sid, node, worker, epoch. A
+// session resumed on another node (XEP-0198 §5): its record, if still that
+// session's, now names the node and worker that hold it, and is listed
+// under that node (for the cleanup after a node's death). Fenced: a node
+// declared dead cannot take sessions.
+const MOVE = `${NOW}${FENCE}
+if fenced(ARGV[4], ARGV[6], now) then return -1 end
+local cur = redis.call('HGET', KEYS[1], ARGV[2])
+if not cur then return 0 end
+local rec = cjson.decode(cur)
+if rec.sid ~= ARGV[3] then return 0 end
+local full = ARGV[1] .. '/' .. ARGV[2]
+redis.call('SREM', 'xmpp:n:' .. rec.node, full)
+rec.node = ARGV[4]
+rec.worker = tonumber(ARGV[5])
+redis.call('HSET', KEYS[1], ARGV[2], cjson.encode(rec))
+redis.call('SADD', 'xmpp:n:' .. ARGV[4], full)
+redis.call('PUBLISH', 'xmpp:inv', ARGV[1])
+return 1`;
+
 // KEYS[1] sessions hash; ARGV: resource, sid, JSON list ('' forgets). Only
 // for a session that still holds its record: a late write after its record
 // was removed (its node swept) would leave a key nobody removes.
@@ -225,6 +245,7 @@ type Scripts = {
   xmppUnbind(key: string, ...args: string[]): Promise<number>;
   xmppPresence(key: string, ...args: string[]): Promise<number>;
   xmppDirected(key: string, ...args: string[]): Promise<number>;
+  xmppMove(key: string, ...args: string[]): Promise<number>;
   xmppReconcile(...args: string[]): Promise<[string, string[]?, string[]?]>;
 };
 
@@ -233,6 +254,7 @@ export function defineScripts(r: Redis): Redis & Scripts {
   r.defineCommand('xmppUnbind', { numberOfKeys: 1, lua: UNBIND });
   r.defineCommand('xmppPresence', { numberOfKeys: 1, lua: PRESENCE });
   r.defineCommand('xmppDirected', { numberOfKeys: 1, lua: DIRECTED });
+  r.defineCommand('xmppMove', { numberOfKeys: 1, lua: MOVE });
   r.defineCommand('xmppReconcile', { numberOfKeys: 0, lua: RECONCILE });
   return r as Redis & Scripts;
 }
@@ -343,6 +365,13 @@ export class RedisRegistry implements SessionRegistry {
     const [bare, resource] = split(jid);
     this.roundTrips++;
     await this.r.xmppDirected(K.sessions(bare), resource, sid, recipients && recipients.length > 0 ? JSON.stringify(recipients) : '');
+  }
+
+  async move(jid: string, sid: string, node: string, worker: number): Promise<boolean> {
+    const [bare, resource] = split(jid);
+    this.invalidate(bare);
+    this.roundTrips++;
+    return (await this.r.xmppMove(K.sessions(bare), bare, resource, sid, node, String(worker), this.epoch())) === 1;
   }
 
   /** Resolves once this registry's connection is up (it may come back after the one that saw Redis return). */

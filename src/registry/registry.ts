@@ -45,6 +45,12 @@ export interface SessionRegistry {
    * itself tells them, since nothing outlives the node.
    */
   noteDirected(jid: string, sid: string, recipients: string[] | null): Promise<void>;
+  /**
+   * A session resumed on another worker or node (XEP-0198 §5): its record
+   * follows it, if it is still that session's. False when another session
+   * holds the full JID now, or the record is gone.
+   */
+  move(jid: string, sid: string, node: string, worker: number): Promise<boolean>;
   lookup(jid: string): Promise<SessionRecord | undefined>;
   /** `fresh`: read from the source, not from a cache (the cluster registry caches lookups) or a worker's replica of the node's. */
   resources(bare: string, fresh?: boolean): Promise<SessionRecord[]>;

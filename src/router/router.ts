@@ -63,6 +63,15 @@ export interface RouterDeps {
 
 const isElement = (c: Element | string): c is Element => typeof c !== 'string';
 
+/** Where sessions handed to another worker or node went (XEP-0198 §5): what still comes here for them is passed on, for as long as a stale view of the registry may send it. */
+const MOVED_KEEP_MS = 60_000;
+
+/** A worker somewhere in the cluster. */
+export interface Place {
+  node: string;
+  worker: number;
+}
+
 /** How long, and how many, kicks for sessions still binding are kept. */
 const EARLY_KICK_MS = 30_000;
 const EARLY_KICK_MAX = 10_000;
@@ -91,6 +100,10 @@ export class Router implements PresenceRouting {
   readonly presence: PresenceService;
   /** Work started for stanzas that lost their session (rerouting, offline storage): shutdown waits for it. */
   private readonly pending = new Set<Promise<void>>();
+  /** Sessions that moved away from this worker, by id (see MOVED_KEEP_MS). */
+  private readonly moved = new Map<string, Place & { at: number }>();
+  /** Who answers resumption requests on this worker (session/resumption.ts). */
+  resumption: { onTake(env: Extract<Envelope, { t: 'take' }>): void; onTaken(env: Extract<Envelope, { t: 'taken' }>): void } | undefined;
 
   constructor(deps: RouterDeps) {
     this.d = deps;
@@ -403,8 +416,25 @@ export class Router implements PresenceRouting {
     for (const r of recs) if (r.sid !== except) this.flushOffline(r);
   }
 
+  /** A session of this worker now lives at `to`: what comes here for it is passed on. */
+  movedTo(sid: string, to: Place): void {
+    const now = Date.now();
+    for (const [k, v] of this.moved) {
+      if (now - v.at <= MOVED_KEEP_MS) break;
+      this.moved.delete(k);
+    }
+    this.moved.set(sid, { node: to.node, worker: to.worker, at: now });
+  }
+
+  /** Where a session that left this worker went, if it did. */
+  private movedAway(sid: string): Place | undefined {
+    if (this.d.sessions.has(sid)) return undefined;
+    const m = this.moved.get(sid);
+    return m && Date.now() - m.at <= MOVED_KEEP_MS ? m : undefined;
+  }
+
   /** To the worker of a session, wherever it is; whether it got there (a node answers later). */
-  private send(rec: SessionRecord, env: Envelope): boolean | Promise<boolean> {
+  send(rec: Place, env: Envelope): boolean | Promise<boolean> {
     if (rec.node !== this.d.node) return this.d.transport.toNode(rec.node, rec.worker, env);
     if (rec.worker === this.d.worker) {
       this.onEnvelope(env);
@@ -487,13 +517,18 @@ export class Router implements PresenceRouting {
    * answers for it if its session is gone (this very moment).
    */
   private offer(rec: SessionRecord, xml: string, only: Only | undefined, opts: { solicited?: boolean; reroute?: Reroute }): boolean | Promise<boolean> {
-    if (rec.node === this.d.node && rec.worker === this.d.worker) return this.take(rec.jid, rec.sid, xml, only, opts);
+    let to: Place = rec;
+    if (rec.node === this.d.node && rec.worker === this.d.worker) {
+      const away = this.movedAway(rec.sid);
+      if (!away) return this.take(rec.jid, rec.sid, xml, only, opts);
+      to = away;
+    }
     const env: Envelope = { t: 'deliver', jid: rec.jid, sid: rec.sid, xml };
     if (only) env.only = only;
     if (opts.solicited) env.solicited = true;
     if (opts.reroute) env.reroute = opts.reroute;
-    if (rec.node !== this.d.node) return this.d.transport.toNode(rec.node, rec.worker, env);
-    return this.d.transport.toWorker(rec.worker, env);
+    if (to.node !== this.d.node) return this.d.transport.toNode(to.node, to.worker, env);
+    return this.d.transport.toWorker(to.worker, env);
   }
 
   /** To a session of this worker: whether it took the stanza (false too when `only` leaves it out). */
@@ -572,6 +607,17 @@ export class Router implements PresenceRouting {
 
   /** An envelope from another worker or node for a session of this worker. */
   onEnvelope(env: Envelope): void {
+    if (env.t === 'take') return this.resumption?.onTake(env);
+    if (env.t === 'taken') return this.resumption?.onTaken(env);
+    // Sent by a view of the registry from before the session moved: passed on.
+    const away = this.movedAway(env.sid);
+    if (away) {
+      const sent = this.send(away, env);
+      const lost = () => this.onMovedLost(env);
+      if (sent === false) lost();
+      else if (sent !== true) void sent.then((ok) => ok || lost(), lost);
+      return;
+    }
     if (env.t === 'deliver') {
       const opts = { solicited: env.solicited, reroute: env.reroute };
       // Not taken: answered here, unless only some sessions take it (a push,
@@ -602,6 +648,12 @@ export class Router implements PresenceRouting {
     if (env.t === 'probe') this.presence.answerProbe(s, env.answerTo);
     else if (env.t === 'offline') this.presence.flushOffline(s);
     else s.close({ condition: env.condition, text: env.text });
+  }
+
+  /** An envelope passed on after its session, whose new place is gone: answered as for a session that is gone. */
+  private onMovedLost(env: Envelope): void {
+    if (env.t === 'deliver' && (!env.only || (env.only === 'copy' && env.reroute))) this.undeliverable(parseStanza(env.xml), env.sid, env.reroute);
+    else if (env.t === 'try') this.tryNext(env.xml, env.rest);
   }
 
   private readonly early = new Map<string, { reason: CloseReason; at: number }>();

@@ -5,7 +5,7 @@
 import type net from 'node:net';
 import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
-import { Element, escapeXML } from 'ltx';
+import { Element, escapeXML, parse as parseXml } from 'ltx';
 import { StreamParser } from '../xml/parser.ts';
 import { StreamError, StanzaError, SaslFailure, errorReply } from '../xmpp/errors.ts';
 import type { StreamCondition } from '../xmpp/errors.ts';
@@ -51,6 +51,35 @@ export interface Out {
   /** Handed to the socket with acknowledgements on: settled by an ack, or rerouted when the connection ends. */
   tracked?: boolean;
 }
+
+/**
+ * A session on its way from one connection to another (XEP-0198 §5), on
+ * this worker or across the cluster: everything the client's session is,
+ * apart from its connection. What waits in `queue` is what the client has
+ * not acknowledged, then what was never sent, in order.
+ */
+export interface Handoff {
+  sid: string;
+  jid: string;
+  bare: string;
+  available: boolean;
+  priority: number;
+  lastPresence?: string;
+  directed?: string[];
+  carbons: boolean;
+  rosterRequested: boolean;
+  createdAt: number;
+  token: string;
+  resumeMs: number;
+  /** Our h: stanzas from the client handled. */
+  handled: number;
+  /** The client's h, which the queue follows. */
+  acked: number;
+  queue: { xml: string; reroute?: Reroute }[];
+}
+
+/** Why a handoff was refused: the session is gone (or going), or the client claims more than was sent. */
+export type HandoffRefusal = { gone: true } | { gone: false; sent: number };
 
 /** Stanzas counted mod 2^32 (XEP-0198 §4): how many lie between two counts. */
 export const countSince = (h: number, base: number): number => (h - base) >>> 0;
@@ -131,7 +160,8 @@ const B64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 export class Session {
   readonly ctx: WorkerContext;
-  readonly id = randomBytes(9).toString('base64url');
+  /** The session's id, in the registry and in envelopes: a resumed session keeps its own (adopt). */
+  id = randomBytes(9).toString('base64url');
   state: State = 'wait-stream';
   secure: boolean;
   authenticated = false;
@@ -211,6 +241,20 @@ export class Session {
   private drained: (() => void)[] = [];
   /** Why the session ended, for the log line. */
   private endReason: string | undefined;
+  /** XEP-0198 §5: the secret half of this session's resumption id, once the client asked for resumption. */
+  private resumeToken: string | undefined;
+  /** How long this session waits, detached, for its client to resume it. */
+  private resumeMs = 0;
+  /** The connection is gone and the session waits to be resumed (hibernation): output queues up. */
+  detached = false;
+  private hibernation: NodeJS.Timeout | undefined;
+  /** Being handed to another connection: no second taker, no end of its own. */
+  private moving = false;
+  /** Handed to another connection: this object is an empty shell. */
+  private moved = false;
+  /** When this session got its current connection (bound or resumed): only a connection opened after that may take it over. */
+  private attachedAt = 0;
+  private pumpIdle: (() => void)[] = [];
 
   constructor(ctx: WorkerContext, socket: net.Socket, directTls: boolean) {
     this.ctx = ctx;
@@ -238,6 +282,16 @@ export class Session {
     socket.setNoDelay(true);
     socket.on('error', (err) => log.debug('socket error', { sid: this.id, err: err.message }));
     socket.on('close', () => {
+      if (this.moved) {
+        this.logEnd();
+        return this.resolveDone();
+      }
+      // A connection lost under a resumable session (not one we or the
+      // client ended): the session waits for the client to come back.
+      if (this.resumable) {
+        this.hibernate();
+        return this.resolveDone();
+      }
       this.endReason ??= 'connection lost';
       this.cleanup();
       // Gone without our closing it (a reset, a write error): what still
@@ -274,6 +328,8 @@ export class Session {
   private listen(sock: net.Socket): void {
     sock.on('data', (chunk: Buffer) => this.onData(chunk));
     sock.on('end', () => {
+      // Half-closed without a closing tag: lost, as far as resumption goes (XEP-0198 §5).
+      if (this.resumable) return void this.raw.destroy();
       this.endReason ??= 'closed by the client';
       this.close();
     });
@@ -363,7 +419,13 @@ export class Session {
     } finally {
       this.busy = false;
       if (this.paused & PAUSED_MAILBOX && this.mailbox.length === 0) this.unpause(PAUSED_MAILBOX);
+      for (const w of this.pumpIdle.splice(0)) w();
     }
+  }
+
+  /** Resolves once no event is being handled (the one under way, if any, is done). */
+  private idle(): Promise<void> {
+    return this.busy ? new Promise((r) => this.pumpIdle.push(r)) : Promise.resolve();
   }
 
   /** A nonza handled as it is read (ServerModule.immediate). */
@@ -675,6 +737,7 @@ export class Session {
       this.jid = flat(outcome.rec.jid);
       this.bare = flat(bare);
       this.state = 'established';
+      this.attachedAt = Date.now();
       this.ctx.sessions.set(this.id, this);
       this.ctx.local.set(this.jid, this);
       this.ctx.router.presence.attach(this);
@@ -797,6 +860,185 @@ export class Session {
     this.acks ??= { unacked: [], unackedBytes: 0, acked: 0, handled: 0, sinceRequest: 0, timer: undefined, overflow: false };
   }
 
+  /**
+   * XEP-0198 §5: this session may outlive its connection for `ms`, to be
+   * resumed by another; the secret of its resumption id.
+   */
+  enableResumption(ms: number): string {
+    this.resumeToken ??= randomBytes(18).toString('base64url');
+    this.resumeMs = ms;
+    return this.resumeToken;
+  }
+
+  /** Whether this session outlives a lost connection (XEP-0198 §5). */
+  get resumable(): boolean {
+    return this.resumeToken !== undefined && this.state === 'established' && !this.cleaned && !this.moving && !this.detached;
+  }
+
+  /** The resumption secret, for the one who presents it (compared by the caller in constant time). */
+  get resumptionToken(): string | undefined {
+    return this.resumeToken;
+  }
+
+  /**
+   * The connection is lost: the session stays bound and available (its
+   * contacts see nothing), keeps what the client did not acknowledge, and
+   * queues what comes for it, until it is resumed or resumeMs passes.
+   */
+  private hibernate(): void {
+    this.detached = true;
+    this.endReason = undefined;
+    this.mailbox.length = 0;
+    this.mailboxCost = 0;
+    const a = this.acks!;
+    if (a.timer) clearTimeout(a.timer);
+    a.timer = undefined;
+    // Sources read at the pace of a connection stop; the offline messages
+    // they handed out and nobody acknowledged are still stored (and come
+    // from storage once resumed).
+    for (const src of this.sources.splice(0)) src.stop?.();
+    for (const w of [...this.uncongested.splice(0), ...this.drained.splice(0)]) w();
+    this.ctx.all.delete(this);
+    this.ctx.detached.set(this.id, this);
+    // XEP-0352 §5.2: the client state ends with the stream; what it held is queued.
+    for (const hook of this.ctx.hooks.detached) hook(this);
+    this.hibernation = setTimeout(() => {
+      this.endReason = 'not resumed in time';
+      this.close();
+    }, this.resumeMs);
+    this.hibernation.unref();
+    log.info('session detached', { sid: this.id, jid: this.jid, ip: this.raw.remoteAddress, port: this.raw.remotePort, waitMs: this.resumeMs, unacked: a.unacked.length });
+  }
+
+  /** A detached session ends (not resumed in time, replaced, shut down): what it kept goes where undeliverable stanzas go. */
+  private endDetached(reason: CloseReason): void {
+    this.detached = false;
+    clearTimeout(this.hibernation);
+    this.ctx.detached.delete(this.id);
+    this.endReason ??= reason.condition ? `${reason.condition}${reason.text ? `: ${reason.text}` : ''} while detached` : 'ended while detached';
+    this.outClosed = true;
+    const items = [...(this.acks?.unacked.splice(0) ?? []), ...this.outq.splice(0)];
+    this.outqLen = 0;
+    this.cleanup(reason.forgotten);
+    for (const item of items) this.reroute(item);
+    this.logEnd();
+  }
+
+  /**
+   * Gives this session up to another connection that resumes it (XEP-0198
+   * §5), here or anywhere in the cluster, once: what the client
+   * acknowledged (`h`) is settled first, and the rest is handed over, in
+   * order. The session leaves this worker's tables without ending: no
+   * unbind, no unavailable presence. A connection it still has is closed.
+   * `into`, a connection of this worker, adopts it in the same step.
+   * `since`: when the taking connection was opened (by the wall clock).
+   */
+  async handOff(h: number, since: number, into?: (handoff: Handoff) => unknown): Promise<Handoff | HandoffRefusal> {
+    if (this.moving || this.resumeToken === undefined || (this.state !== 'established' && !this.detached) || this.cleaned) return { gone: true };
+    // Two connections racing for one session: the one that lost finds it on
+    // a connection newer than itself, which it must not take over.
+    if (!this.detached && since <= this.attachedAt) return { gone: true };
+    this.moving = true;
+    // The stanza being handled finishes first: it counts in our h.
+    this.mailbox.length = 0;
+    this.mailboxCost = 0;
+    await this.idle();
+    const a = this.acks!;
+    if (this.cleaned || this.state === 'closed') {
+      this.moving = false;
+      return { gone: true };
+    }
+    if (countSince(h, a.acked) > a.unacked.length) {
+      this.moving = false;
+      return { gone: false, sent: (a.acked + a.unacked.length) >>> 0 };
+    }
+    this.ack(h);
+    if (!this.detached) {
+      // XEP-0352 §5.2: held output joins the queue; the new stream begins active.
+      for (const hook of this.ctx.hooks.detached) hook(this);
+    }
+    const items = [...a.unacked.splice(0), ...this.outq.splice(0)];
+    this.outqLen = 0;
+    a.unackedBytes = 0;
+    if (a.timer) clearTimeout(a.timer);
+    clearTimeout(this.hibernation);
+    // Offline messages handed out and not acknowledged are still stored: they come again from there.
+    const queue = items.filter((it) => !it.nonza && !(it.delivered && !it.reroute)).map((it) => (it.reroute ? { xml: it.xml, reroute: it.reroute } : { xml: it.xml }));
+    const handoff: Handoff = {
+      sid: this.id,
+      jid: this.jid!,
+      bare: this.bare!,
+      available: this.available,
+      priority: this.priority,
+      lastPresence: this.lastPresence?.toString(),
+      directed: this.directed ? [...this.directed] : undefined,
+      carbons: this.carbons,
+      rosterRequested: this.rosterRequested,
+      createdAt: this.createdAt,
+      token: this.resumeToken,
+      resumeMs: this.resumeMs,
+      handled: a.handled,
+      acked: a.acked,
+      queue,
+    };
+    for (const src of this.sources.splice(0)) src.stop?.();
+    this.moved = true;
+    this.cleaned = true;
+    this.outClosed = true;
+    this.ctx.all.delete(this);
+    this.ctx.detached.delete(this.id);
+    if (this.ctx.sessions.get(this.id) === this) this.ctx.sessions.delete(this.id);
+    if (this.ctx.local.get(this.jid!) === this) this.ctx.local.delete(this.jid!);
+    this.ctx.router.presence.detach(this);
+    this.endReason = 'resumed on another connection';
+    if (this.detached) {
+      this.detached = false;
+      this.state = 'closed';
+      this.logEnd();
+    } else {
+      // §5: the old connection is replaced; it is told so, as far as it still reads.
+      this.state = 'closed';
+      const err = this.header() + new StreamError('conflict', 'this session was resumed on another connection').toElement().toString();
+      this.socket.end(`${err}</stream:stream>`);
+      setTimeout(() => this.raw.destroy(), CLOSE_GRACE_MS).unref();
+    }
+    // A taker on this worker adopts it before anything else runs.
+    into?.(handoff);
+    return handoff;
+  }
+
+  /**
+   * This connection, authenticated as the session's account and not bound,
+   * becomes the session handed over (XEP-0198 §5): its address, presence,
+   * roster interest, carbons and directed presence, and its counts. It
+   * answers <resumed/>, then sends again what the client did not
+   * acknowledge, in order, then live traffic.
+   */
+  adopt(h: Handoff, previd: string): void {
+    this.id = h.sid;
+    this.jid = h.jid;
+    this.bare = h.bare;
+    this.available = h.available;
+    this.priority = h.priority;
+    this.lastPresence = h.lastPresence === undefined ? undefined : parseXml(h.lastPresence);
+    this.directed = h.directed ? new Set(h.directed) : undefined;
+    this.carbons = h.carbons;
+    this.rosterRequested = h.rosterRequested;
+    this.resumeToken = h.token;
+    this.resumeMs = h.resumeMs;
+    this.acks = { unacked: [], unackedBytes: 0, acked: h.acked, handled: h.handled, sinceRequest: 0, timer: undefined, overflow: false };
+    this.state = 'established';
+    this.attachedAt = Date.now();
+    this.ctx.sessions.set(this.id, this);
+    this.ctx.local.set(this.jid, this);
+    this.ctx.router.presence.attach(this);
+    this.sendNonza(`<resumed xmlns='${NS_SM}' previd='${escapeXML(previd)}' h='${h.handled}'/>`);
+    for (const it of h.queue) this.put({ xml: it.xml, reroute: it.reroute });
+    // Offline messages handed out on the old stream and not acknowledged are still stored: they come again.
+    if (this.available) this.ctx.router.presence.flushOffline(this);
+    log.info('session resumed', { sid: this.id, jid: this.jid, ip: this.raw.remoteAddress, port: this.raw.remotePort, resent: h.queue.length });
+  }
+
   /** The client's <a h=.../>: what it acknowledged is done. */
   ack(h: number): void {
     const a = this.acks;
@@ -827,6 +1069,8 @@ export class Session {
   }
 
   private put(item: Out): void {
+    // The connection is gone and the session is about to wait for its client (its close event is on its way).
+    if (this.detached || (this.socket.destroyed && this.resumable)) return this.queueDetached(item);
     if (this.outClosed || this.socket.destroyed) {
       this.unwritten(item);
       return;
@@ -841,6 +1085,19 @@ export class Session {
       if (this.liveLen > this.ctx.config.maxOutboundBytes) return this.slowReader();
     }
     this.flush();
+  }
+
+  /** Output for a detached session: kept for the connection that resumes it, within the slow-reader bound. */
+  private queueDetached(item: Out): void {
+    if (item.nonza) return; // stream-level: for a stream that is gone
+    item.tracked = true;
+    item.live = false;
+    this.outq.push(item);
+    this.outqLen += item.xml.length;
+    if (this.outqLen + this.acks!.unackedBytes > this.ctx.config.maxOutboundBytes) {
+      this.endReason = 'too much queued while detached';
+      this.close();
+    }
   }
 
   /** Hands queued output to the socket, up to SOCKET_HWM unless `all`. */
@@ -961,6 +1218,17 @@ export class Session {
     for (const item of left) this.unwritten(item);
   }
 
+  /**
+   * A connection found dead (idle past the bound): a resumable session
+   * loses only its connection and waits for its client (XEP-0198 §5); any
+   * other ends with a stream error.
+   */
+  disconnect(condition: StreamCondition, text: string): void {
+    if (!this.resumable) return this.close({ condition, text });
+    log.info('connection dropped', { sid: this.id, jid: this.jid, condition, text });
+    this.raw.destroy();
+  }
+
   /** False once the stream is closed (PresenceSession). */
   get open(): boolean {
     return this.state !== 'closed';
@@ -972,6 +1240,7 @@ export class Session {
    * not read within the grace period is rerouted.
    */
   close(reason: CloseReason = {}): void {
+    if (this.detached) return this.endDetached(reason);
     if (this.state === 'closed') return;
     let out = '';
     if (reason.condition) {

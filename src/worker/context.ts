@@ -10,6 +10,7 @@ import type { Router } from '../router/router.ts';
 import type { Session } from '../session/session.ts';
 import type { RemovalNotice } from '../accounts/removal.ts';
 import type { Hooks } from '../modules/module.ts';
+import type { Resumption } from '../session/resumption.ts';
 
 export interface WorkerContext {
   config: Config;
@@ -29,6 +30,10 @@ export interface WorkerContext {
   local: Map<string, Session>;
   /** Sessions of this worker that closed with writes under way, by stream id: what reaches them meanwhile is rerouted after those writes. */
   closing: Map<string, Session>;
+  /** Sessions of this worker whose connection is gone, waiting to be resumed (XEP-0198 §5), by id. */
+  detached: Map<string, Session>;
+  /** Hands sessions between connections, here and across the cluster (XEP-0198 §5). */
+  resumption: Resumption;
   /** Every connection of this worker, bound or not. */
   all: Set<Session>;
   /** Removes an account and its data (accounts/removal.ts); undefined when there is none. */

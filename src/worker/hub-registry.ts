@@ -12,6 +12,7 @@ export class HubRegistry implements SessionRegistry {
   private readonly replica = new MemoryRegistry();
   private readonly pending = new Map<number, (o: BindOutcome) => void>();
   private readonly acks = new Map<number, () => void>();
+  private readonly moves = new Map<number, (ok: boolean) => void>();
   private nextQ = 1;
   private readonly hub: MessagePort;
 
@@ -43,6 +44,10 @@ export class HubRegistry implements SessionRegistry {
         this.acks.get(msg.q)?.();
         this.acks.delete(msg.q);
         return true;
+      case 'moved':
+        this.moves.get(msg.q)?.(msg.ok);
+        this.moves.delete(msg.q);
+        return true;
       case 'put':
         this.replica.put(msg.rec);
         return true;
@@ -70,6 +75,15 @@ export class HubRegistry implements SessionRegistry {
   async setPresence(jid: string, sid: string, available: boolean, priority: number): Promise<boolean> {
     await this.roundTrip((q) => ({ t: 'presence', q, jid, sid, available, priority }));
     return true;
+  }
+
+  /** One node: only the worker changes. */
+  move(jid: string, sid: string, _node: string, worker: number): Promise<boolean> {
+    const q = this.nextQ++;
+    return new Promise((resolve) => {
+      this.moves.set(q, resolve);
+      this.send({ t: 'move', q, jid, sid, worker });
+    });
   }
 
   async noteDirected(): Promise<void> {}

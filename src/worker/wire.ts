@@ -5,7 +5,7 @@ import type { MessagePort } from 'node:worker_threads';
 import type { BindOutcome, BindRequest, SessionRecord } from '../registry/registry.ts';
 import type { StreamCondition } from '../xmpp/errors.ts';
 import type { Departed } from '../presence/presence.ts';
-import type { Reroute } from '../session/session.ts';
+import type { Handoff, Reroute } from '../session/session.ts';
 import type { RemovalNotice } from '../accounts/removal.ts';
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
@@ -28,6 +28,8 @@ export type ToHub =
   | { t: 'bind'; q: number; req: BindRequest }
   | { t: 'unbind'; jid: string; sid: string }
   | { t: 'presence'; q: number; jid: string; sid: string; available: boolean; priority: number }
+  // a session resumed on another worker: its record follows it; answered with 'moved'
+  | { t: 'move'; q: number; jid: string; sid: string; worker: number }
   // answered with an ack once every change the hub applied before has been sent to this worker
   | { t: 'sync'; q: number }
   | { t: 'hello'; threadId: number }
@@ -75,6 +77,7 @@ export type FromHub =
   | { t: 'bound'; q: number; outcome: BindOutcome }
   // a presence change was applied and sent to every worker
   | { t: 'ack'; q: number }
+  | { t: 'moved'; q: number; ok: boolean }
   | { t: 'put'; rec: SessionRecord }
   | { t: 'del'; jid: string; sid: string }
   | { t: 'shutdown' }
@@ -124,4 +127,10 @@ export type Envelope =
   | { t: 'probe'; jid: string; sid: string; answerTo: string }
   // XEP-0160: a message was stored just as this session became available: take it
   | { t: 'offline'; jid: string; sid: string }
-  | { t: 'kick'; jid: string; sid: string; condition: StreamCondition; text?: string };
+  | { t: 'kick'; jid: string; sid: string; condition: StreamCondition; text?: string }
+  // XEP-0198 §5: a connection at (node, worker), opened at `since` (wall
+  // clock, ms), resumes this session with the client's h; the answer is a
+  // 'taken' numbered q, sent there
+  | { t: 'take'; jid: string; sid: string; token: string; h: number; since: number; q: number; node: string; worker: number }
+  // the session handed over, or why not: gone (neither), or h beyond `sent`
+  | { t: 'taken'; jid: string; sid: string; q: number; handoff?: Handoff; sent?: number };

@@ -22,6 +22,7 @@ import type { SessionRegistry } from '../registry/registry.ts';
 import { Router } from '../router/router.ts';
 import type { Transport } from '../router/router.ts';
 import { Session } from '../session/session.ts';
+import { Resumption } from '../session/resumption.ts';
 import { encode, encodeBuffer, decode } from './wire.ts';
 import { adoptSocket } from './socket.ts';
 import type { Envelope, FromHub, Peers, StorePort, Welcome } from './wire.ts';
@@ -84,7 +85,7 @@ function sweep(): void {
     // One session's failure must not spare the others their timeout.
     try {
       if (s.state !== 'established' && now - s.createdAt > bindTimeoutMs) s.close({ condition: 'connection-timeout', text: 'no resource bound in time' });
-      else if (s.state === 'established' && idleTimeoutMs > 0 && now - s.lastActivity > idleTimeoutMs) s.close({ condition: 'connection-timeout', text: 'idle for too long' });
+      else if (s.state === 'established' && idleTimeoutMs > 0 && now - s.lastActivity > idleTimeoutMs) s.disconnect('connection-timeout', 'idle for too long');
     } catch (err) {
       sweepFailed.hit({ err: String(err), code: (err as NodeJS.ErrnoException).code });
     }
@@ -292,6 +293,9 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     maxOfflineBytes: config.maxOfflineBytes,
     maxDirectedPresence: MAX_DIRECTED_PRESENCE,
   });
+  const detached = new Map<string, Session>();
+  const resumption = new Resumption({ node: config.nodeId, worker: () => index, local, sessions, registry, router });
+  router.resumption = resumption;
   const c: WorkerContext = {
     config,
     secureContext: tls.createSecureContext({ cert: identity.cert, key: identity.key }),
@@ -307,6 +311,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     closing,
     local,
     all: new Set(),
+    detached,
+    resumption,
     removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline }, config.domain, user, config.maxRosterItems),
     // Here first, whatever becomes of the announcement; then everywhere.
     announceRemoval: (notice) => {
@@ -330,7 +336,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     for (const [u, r] of c.removed) if (now - r.at > REMOVED_KEPT_MS) c.removed.delete(u);
     c.removed.set(notice.user, { at: now, notice: notice.at });
     router.accountRemoved(notice);
-    for (const s of [...c.all]) if (s.username === notice.user) s.close({ condition: 'not-authorized', text: 'the account was removed' });
+    for (const s of [...c.all, ...c.detached.values()]) if (s.username === notice.user) s.close({ condition: 'not-authorized', text: 'the account was removed' });
   };
   // After an outage, from either side: this worker's connection came back,
   // or the node's heartbeat did (after a lapse that refused the first try).
@@ -375,7 +381,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
         });
         break;
       case 'fenced':
-        for (const s of [...c.all]) s.close({ condition: 'system-shutdown', text: 'this node lost its cluster membership; reconnect', forgotten: true });
+        for (const s of [...c.all, ...c.detached.values()]) s.close({ condition: 'system-shutdown', text: 'this node lost its cluster membership; reconnect', forgotten: true });
         if (registry instanceof RedisRegistry) registry.invalidateAll();
         break;
       case 'reconcile':
@@ -437,6 +443,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
 
 async function shutdown(c: WorkerContext): Promise<void> {
   const open = [...c.all];
+  // Sessions waiting to be resumed end too: what they kept goes offline before the stores close.
+  for (const s of [...c.detached.values()]) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
   for (const s of open) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
   await Promise.all(open.map((s) => s.done));
   // What the closed sessions could not write goes offline before the stores close.

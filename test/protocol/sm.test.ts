@@ -1,5 +1,5 @@
-// XEP-0198 Stream Management over real streams, acknowledgements only
-// (resumption is not offered yet): the feature after authentication,
+// XEP-0198 Stream Management over real streams, acknowledgements (for
+// resumption, see resume.test.ts): the feature after authentication,
 // <enable/> and its failures, counting both ways, the server's own ack
 // requests, and what the feature is for: a connection that dies without a
 // word loses nothing the client did not acknowledge, which goes to offline
@@ -58,18 +58,18 @@ test('offered after authentication, not before (§3)', async (t) => {
   const after = await within(authenticated(server.c2sPort, name, `${name}-pw`), WAIT, 'authentication');
   t.teardown(() => after.c.destroy());
   t.truthy(after.features.getChild('sm', NS_SM));
-  // Before binding: <enable/> fails (unexpected-request), <resume/> is not offered (feature-not-implemented); binding still works.
+  // Before binding: <enable/> fails (unexpected-request), <resume/> of an unknown session fails (item-not-found); binding still works.
   after.c.send(`<enable xmlns='${NS_SM}'/>`);
   const f1 = await within(after.c.nextEl(), WAIT, '<failed/> to an early enable');
   t.true(isSm('failed')(f1) && Boolean(f1.getChild('unexpected-request')), f1.toString());
   after.c.send(`<resume xmlns='${NS_SM}' previd='nothing-here' h='0'/>`);
   const f2 = await within(after.c.nextEl(), WAIT, '<failed/> to a resume');
-  t.true(isSm('failed')(f2) && Boolean(f2.getChild('feature-not-implemented')), f2.toString());
+  t.true(isSm('failed')(f2) && Boolean(f2.getChild('item-not-found')), f2.toString());
   const bound = await within(bind(after.c, 'r'), WAIT, 'bind after the failures');
   t.is(bound.attrs.type, 'result');
 });
 
-test('enable once: <enabled/> without resumption; a second <enable/> fails (unexpected-request)', async (t) => {
+test('enable once: <enabled/> without resumption unless asked for; a second <enable/> fails (unexpected-request)', async (t) => {
   const p = await user(t, 'en');
   const next = await enable(p);
   const enabled = p.c.items[next - 1];

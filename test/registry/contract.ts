@@ -115,4 +115,23 @@ export function registryContract(label: string, open: () => Promise<Fixture>): v
     t.is((await regs[0].lookup(winner.jid))?.sid, winner.sid);
     t.is((await regs[1].lookup(winner.jid))?.sid, winner.sid);
   });
+
+  test(`${label}: a resumed session's record moves with it, only while it is that session's`, async (t) => {
+    const fx = await open();
+    const to = fx.otherNode ?? fx.node;
+    const b = bare();
+    const a = rec(b, 'm', fx.node, 0);
+    await fx.registry.bind(req(a));
+    t.false(await (fx.other ?? fx.registry).move(a.jid, 'not-its-sid', to, 3), 'another stream id moves nothing');
+    t.true(await (fx.other ?? fx.registry).move(a.jid, a.sid, to, 3));
+    for (const g of [fx.registry, fx.other ?? fx.registry]) {
+      const got = await g.lookup(a.jid);
+      t.is(got?.sid, a.sid);
+      t.is(got?.node, to);
+      t.is(got?.worker, 3);
+    }
+    await fx.registry.unbind(a.jid, a.sid);
+    t.false(await fx.registry.move(a.jid, a.sid, fx.node, 0), 'a record that is gone does not come back');
+    t.is(await fx.registry.lookup(a.jid), undefined);
+  });
 }

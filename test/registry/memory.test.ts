@@ -9,6 +9,7 @@ function asRegistry(m: MemoryRegistry): SessionRegistry {
     unbind: async (jid, sid) => void m.remove(jid, sid),
     setPresence: async (jid, sid, available, priority) => (m.setPresence(jid, sid, available, priority), true),
     noteDirected: async () => {},
+    move: async (jid, sid, _node, worker) => m.move(jid, sid, worker) !== undefined,
     lookup: async (jid) => m.lookup(jid),
     resources: async (bare) => m.resources(bare),
   };

@@ -1,0 +1,183 @@
+// XEP-0198 §5 stream resumption, wherever the session is: a session whose
+// connection dropped waits, detached, on the worker that held it; the
+// client's next connection may land on any worker of any node. The
+// connection asks the session's worker (found through the registry) to
+// hand the session over; exactly one request wins, since the session's
+// own worker hands it over once. The session moves as one message, with
+// what the client has not acknowledged; the registry record follows it,
+// and what the old worker still receives for it meanwhile is passed on
+// (Router.movedTo), so nothing routed during the move is lost.
+import { timingSafeEqual } from 'node:crypto';
+import type { Handoff, Session } from './session.ts';
+import type { SessionRegistry } from '../registry/registry.ts';
+import type { Envelope } from '../worker/wire.ts';
+import type { Place, Router } from '../router/router.ts';
+import { log } from '../log.ts';
+
+/** How long a connection waits for the session's worker to hand it over. */
+const TAKE_TIMEOUT_MS = 10_000;
+const TOKEN = /^[A-Za-z0-9_-]{24}$/;
+
+/**
+ * The resumption id given in <enabled/>: the session's full JID, so that
+ * any node can find it, and 18 random bytes, so that nobody can guess it.
+ * It is honoured only for the account that owns that JID.
+ */
+export function resumptionId(jid: string, token: string): string {
+  return `${Buffer.from(jid).toString('base64url')}.${token}`;
+}
+
+export function parseResumptionId(id: string): { jid: string; token: string } | undefined {
+  const dot = id.lastIndexOf('.');
+  if (dot <= 0 || id.length > 3200) return undefined;
+  const token = id.slice(dot + 1);
+  if (!TOKEN.test(token)) return undefined;
+  const jid = Buffer.from(id.slice(0, dot), 'base64url').toString('utf8');
+  const slash = jid.indexOf('/');
+  if (slash <= 0 || !jid.slice(0, slash).includes('@')) return undefined;
+  return { jid, token };
+}
+
+function sameToken(a: string | undefined, b: string): boolean {
+  if (a === undefined || a.length !== b.length) return false;
+  return timingSafeEqual(Buffer.from(a), Buffer.from(b));
+}
+
+/** Why a resumption failed (the <failed/> the client gets). */
+export type ResumeFailure = { condition: 'item-not-found' } | { condition: 'handled-count-too-high'; sent: number };
+
+export interface ResumptionDeps {
+  node: string;
+  worker: () => number;
+  local: Map<string, Session>;
+  sessions: Map<string, Session>;
+  registry: SessionRegistry;
+  router: Router;
+}
+
+type Taken = Extract<Envelope, { t: 'taken' }>;
+
+export class Resumption {
+  private readonly d: ResumptionDeps;
+  private readonly pending = new Map<number, (env: Taken | undefined) => void>();
+  private nextQ = 1;
+
+  constructor(deps: ResumptionDeps) {
+    this.d = deps;
+  }
+
+  private get here(): Place {
+    return { node: this.d.node, worker: this.d.worker() };
+  }
+
+  /**
+   * `conn` (authenticated as `bare`, not bound) resumes the session `previd`
+   * names, with the client's count `h`. Undefined once it is resumed
+   * (<resumed/> sent), else why not.
+   */
+  async resume(conn: Session, bare: string, previd: string, h: number): Promise<ResumeFailure | undefined> {
+    const id = parseResumptionId(previd);
+    // Another account's session is as unknown as one that never was.
+    if (!id || id.jid.slice(0, id.jid.indexOf('/')) !== bare) return { condition: 'item-not-found' };
+    const local = this.d.local.get(id.jid);
+    if (local) {
+      if (!sameToken(local.resumptionToken, id.token)) return { condition: 'item-not-found' };
+      // On this worker: handed over and adopted in one step, nothing routed in between.
+      const out = await local.handOff(h, conn.createdAt, (handoff) => conn.state === 'wait-bind' && conn.adopt(handoff, previd));
+      if ('queue' in out) {
+        if (conn.id !== out.sid) this.orphaned(out);
+        return undefined;
+      }
+      return out.gone ? { condition: 'item-not-found' } : { condition: 'handled-count-too-high', sent: out.sent };
+    }
+    let rec;
+    try {
+      rec = (await this.d.registry.resources(bare, true)).find((r) => r.jid === id.jid);
+    } catch (err) {
+      log.warn('resumption: the registry is unavailable', { jid: id.jid, err: String(err) });
+      return { condition: 'item-not-found' };
+    }
+    const me = this.here;
+    if (!rec || (rec.node === me.node && rec.worker === me.worker)) return { condition: 'item-not-found' };
+    log.debug('resumption: asking the worker that holds the session', { jid: id.jid, node: rec.node, worker: rec.worker });
+    const q = this.nextQ++;
+    const answer = await new Promise<Taken | undefined>((resolve) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(q);
+        resolve(undefined);
+      }, TAKE_TIMEOUT_MS);
+      this.pending.set(q, (env) => {
+        clearTimeout(timer);
+        this.pending.delete(q);
+        resolve(env);
+      });
+      const sent = this.d.router.send(rec, { t: 'take', jid: rec.jid, sid: rec.sid, token: id.token, h, since: conn.createdAt, q, node: me.node, worker: me.worker });
+      const lost = () => this.pending.get(q)?.(undefined);
+      if (sent === false) lost();
+      else if (sent !== true) void sent.then((ok) => ok || lost(), lost);
+    });
+    if (!answer?.handoff) return answer?.sent !== undefined ? { condition: 'handled-count-too-high', sent: answer.sent } : { condition: 'item-not-found' };
+    const handoff = answer.handoff;
+    // Adopted at once: what the old worker passes on from now on finds it.
+    if (conn.state !== 'wait-bind') {
+      this.orphaned(handoff);
+      return { condition: 'item-not-found' };
+    }
+    conn.adopt(handoff, previd);
+    let moved: boolean;
+    try {
+      moved = await this.d.registry.move(handoff.jid, handoff.sid, me.node, me.worker);
+    } catch (err) {
+      log.warn('resumption: the registry record could not follow the session', { jid: handoff.jid, err: String(err) });
+      moved = false;
+    }
+    // Replaced meanwhile (a new login took the resource), or this node was fenced.
+    if (!moved) conn.close({ condition: 'conflict', text: 'the session was replaced while it moved', forgotten: true });
+    return undefined;
+  }
+
+  /** On the session's worker: a connection elsewhere asks for it. */
+  onTake(env: Extract<Envelope, { t: 'take' }>): void {
+    const reply = (answer: Omit<Taken, 't' | 'jid' | 'sid' | 'q'>, handoff?: Handoff) => {
+      const sent = this.d.router.send({ node: env.node, worker: env.worker }, { t: 'taken', jid: env.jid, sid: env.sid, q: env.q, ...answer });
+      // The asking worker is gone: the session ends here, as if not resumed in time.
+      const lost = () => handoff && this.orphaned(handoff);
+      if (sent === false) lost();
+      else if (sent !== true) void sent.then((ok) => ok || lost(), lost);
+    };
+    const s = this.d.sessions.get(env.sid);
+    if (!s || s.jid !== env.jid || !sameToken(s.resumptionToken, env.token)) return reply({});
+    void s.handOff(env.h, env.since).then(
+      (out) => {
+        if (!('queue' in out)) return reply(out.gone ? {} : { sent: out.sent });
+        this.d.router.movedTo(env.sid, { node: env.node, worker: env.worker });
+        reply({ handoff: out }, out);
+      },
+      (err: unknown) => {
+        log.error('resumption: handing a session over failed', { jid: env.jid, err: String(err) });
+        reply({});
+      },
+    );
+  }
+
+  /** On the resuming connection's worker: the answer to its request. */
+  onTaken(env: Taken): void {
+    const waiting = this.pending.get(env.q);
+    if (waiting) return waiting(env);
+    // Came after the request gave up: nobody takes the session, which ends here.
+    if (env.handoff) this.orphaned(env.handoff);
+  }
+
+  /**
+   * A session handed over that no connection took: it ends as a detached
+   * session whose time ran out (its record removed, its contacts told, what
+   * the client did not acknowledge stored or bounced).
+   */
+  private orphaned(h: Handoff): void {
+    log.warn('a resumed session found no connection to take it; ending it', { jid: h.jid });
+    const router = this.d.router;
+    void this.d.registry.unbind(h.jid, h.sid).catch(() => {});
+    router.track(() => router.presence.departed([{ jid: h.jid, bare: h.bare, available: h.available, directed: h.directed ?? [] }]));
+    for (const it of h.queue) if (it.reroute) router.rerouted(it.xml, it.reroute, h.sid);
+  }
+}
