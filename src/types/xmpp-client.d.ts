@@ -9,7 +9,7 @@ declare module '@xmpp/client' {
     jid: { toString(): string; local: string; resource: string } | null;
     status: string;
     iqCaller: { request(el: Element, timeout?: number): Promise<Element>; get(el: Element, to?: string): Promise<Element> };
-    reconnect: { stop(): void };
+    reconnect: { start(): void; stop(): void; delay: number };
   }
   export function client(options: Record<string, unknown>): Client;
   export function xml(name: string, attrs?: Record<string, string> | null, ...children: (Element | string)[]): Element;

@@ -94,6 +94,8 @@ export class NodeProcess {
 /** A redis-server of its own and nodes joined through it, sharing one certificate. */
 export interface TestCluster {
   redis: RedisServer;
+  /** The cluster's certificate (PEM file), for clients that verify it. */
+  certFile: string;
   nodes: NodeProcess[];
   /**
    * Starts one more node joined through the same Redis with the same
@@ -114,6 +116,7 @@ export async function startCluster(names: string[], env: Record<string, string> 
   const added: NodeProcess[] = [];
   return {
     redis,
+    certFile: cert,
     nodes,
     async add(name, extra = {}) {
       const node = await NodeProcess.start(name, { ...all, ...extra });
