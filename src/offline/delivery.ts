@@ -145,9 +145,9 @@ export class OfflineDelivery implements Paced {
   }
 
   /** The session is gone: every write has completed or failed; what was not written stays stored. */
-  stop(): void {
+  stop(): Promise<void> {
     this.stopFlag = true;
     this.settled?.();
-    void this.release();
+    return this.release();
   }
 }

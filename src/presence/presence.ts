@@ -174,6 +174,16 @@ export class PresenceService {
     if (l && --l.sessions <= 0) this.locals.delete(s.username);
   }
 
+  /**
+   * The session moves to another connection (XEP-0198 §5): its offline
+   * delivery, if any, stops; resolves once its claim is released, so that
+   * the session's next delivery, wherever it resumes, finds it free.
+   */
+  async stopDelivery(s: PresenceSession): Promise<void> {
+    clearTimeout(this.retries.get(s));
+    await this.delivering.get(s)?.stop();
+  }
+
   /** The account's roster changed (a push for it passes through this worker). */
   rosterChanged(username: string): void {
     const l = this.locals.get(username);

@@ -426,6 +426,11 @@ export class Router implements PresenceRouting {
     this.moved.set(sid, { node: to.node, worker: to.worker, at: now });
   }
 
+  /** A session (back) on this worker: whatever this worker passed on for it before is over. */
+  arrived(sid: string): void {
+    this.moved.delete(sid);
+  }
+
   /** Where a session that left this worker went, if it did. */
   private movedAway(sid: string): Place | undefined {
     if (this.d.sessions.has(sid)) return undefined;
@@ -609,10 +614,11 @@ export class Router implements PresenceRouting {
   onEnvelope(env: Envelope): void {
     if (env.t === 'take') return this.resumption?.onTake(env);
     if (env.t === 'taken') return this.resumption?.onTaken(env);
-    // Sent by a view of the registry from before the session moved: passed on.
-    const away = this.movedAway(env.sid);
+    // Sent by a view of the registry from before the session moved: passed
+    // on, once (a session that moves on again is found by the registry).
+    const away = env.fwd ? undefined : this.movedAway(env.sid);
     if (away) {
-      const sent = this.send(away, env);
+      const sent = this.send(away, { ...env, fwd: true });
       const lost = () => this.onMovedLost(env);
       if (sent === false) lost();
       else if (sent !== true) void sent.then((ok) => ok || lost(), lost);

@@ -59,6 +59,7 @@ type Taken = Extract<Envelope, { t: 'taken' }>;
 
 export class Resumption {
   private readonly d: ResumptionDeps;
+  /** Requests waiting for their 'taken'; the answer is acted on as it arrives (see onTaken). */
   private readonly pending = new Map<number, (env: Taken | undefined) => void>();
   private nextQ = 1;
 
@@ -109,6 +110,12 @@ export class Resumption {
       this.pending.set(q, (env) => {
         clearTimeout(timer);
         this.pending.delete(q);
+        // Adopted as the answer is read, before anything the old worker
+        // passes on after it (it may come in the same read from Redis).
+        if (env?.handoff) {
+          if (conn.state === 'wait-bind') conn.adopt(env.handoff, previd);
+          else this.orphaned(env.handoff);
+        }
         resolve(env);
       });
       const sent = this.d.router.send(rec, { t: 'take', jid: rec.jid, sid: rec.sid, token: id.token, h, since: conn.createdAt, q, node: me.node, worker: me.worker });
@@ -118,21 +125,15 @@ export class Resumption {
     });
     if (!answer?.handoff) return answer?.sent !== undefined ? { condition: 'handled-count-too-high', sent: answer.sent } : { condition: 'item-not-found' };
     const handoff = answer.handoff;
-    // Adopted at once: what the old worker passes on from now on finds it.
-    if (conn.state !== 'wait-bind') {
-      this.orphaned(handoff);
-      return { condition: 'item-not-found' };
-    }
-    conn.adopt(handoff, previd);
-    let moved: boolean;
+    if (conn.id !== handoff.sid) return { condition: 'item-not-found' }; // closed meanwhile: orphaned above
     try {
-      moved = await this.d.registry.move(handoff.jid, handoff.sid, me.node, me.worker);
+      // Replaced meanwhile (a new login took the resource), or this node was fenced.
+      if (!(await this.d.registry.move(handoff.jid, handoff.sid, me.node, me.worker))) conn.close({ condition: 'conflict', text: 'the session was replaced while it moved', forgotten: true });
     } catch (err) {
-      log.warn('resumption: the registry record could not follow the session', { jid: handoff.jid, err: String(err) });
-      moved = false;
+      // The record still names the old place: the session ends, and its end removes the record (by its id).
+      log.warn('resumption: the registry record could not follow the session; ending it', { jid: handoff.jid, err: String(err) });
+      conn.close({ condition: 'internal-server-error', text: 'the session registry is unavailable; try again shortly' });
     }
-    // Replaced meanwhile (a new login took the resource), or this node was fenced.
-    if (!moved) conn.close({ condition: 'conflict', text: 'the session was replaced while it moved', forgotten: true });
     return undefined;
   }
 

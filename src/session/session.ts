@@ -255,6 +255,8 @@ export class Session {
   /** When this session got its current connection (bound or resumed): only a connection opened after that may take it over. */
   private attachedAt = 0;
   private pumpIdle: (() => void)[] = [];
+  /** The connection closed while the session was being handed over. */
+  private lostWhileMoving = false;
 
   constructor(ctx: WorkerContext, socket: net.Socket, directTls: boolean) {
     this.ctx = ctx;
@@ -284,6 +286,11 @@ export class Session {
     socket.on('close', () => {
       if (this.moved) {
         this.logEnd();
+        return this.resolveDone();
+      }
+      // Lost while being handed over: the handoff goes on (or, refused, the session detaches).
+      if (this.moving) {
+        this.lostWhileMoving = true;
         return this.resolveDone();
       }
       // A connection lost under a resumable session (not one we or the
@@ -400,8 +407,8 @@ export class Session {
     try {
       while (this.mailbox.length > 0 && this.state !== 'closed') {
         // A client that does not read its answers is not served more of them.
-        while (this.outqLen > CONGESTED && !this.socket.destroyed && !this.outClosed) await new Promise<void>((r) => this.uncongested.push(r));
-        if (this.outClosed) break;
+        while (this.outqLen > CONGESTED && !this.socket.destroyed && !this.outClosed && !this.moving) await new Promise<void>((r) => this.uncongested.push(r));
+        if (this.outClosed || this.moving) break;
         const ev = this.mailbox.shift()!;
         if (ev.k === 'el') this.mailboxCost -= ev.cost;
         try {
@@ -410,7 +417,7 @@ export class Session {
           if (ev.k === 'el' && ev.presence === this.presenceSeq) this.announced = undefined;
           // What a stanza causes is written before the next is handled, the
           // login burst included (paced: as fast as the client reads it).
-          while (this.sources.length > 0 && !this.outClosed && !this.socket.destroyed) await new Promise<void>((r) => this.drained.push(r));
+          while (this.sources.length > 0 && !this.outClosed && !this.socket.destroyed && !this.moving) await new Promise<void>((r) => this.drained.push(r));
         } catch (err) {
           if (ev.k === 'el' && ev.presence === this.presenceSeq) this.announced = undefined;
           this.failed(err);
@@ -938,24 +945,29 @@ export class Session {
     // Two connections racing for one session: the one that lost finds it on
     // a connection newer than itself, which it must not take over.
     if (!this.detached && since <= this.attachedAt) return { gone: true };
+    const a = this.acks!;
+    // §4: the client cannot have had more than was sent; refused before anything changes.
+    if (countSince(h, a.acked) > a.unacked.length) return { gone: false, sent: (a.acked + a.unacked.length) >>> 0 };
     this.moving = true;
-    // The stanza being handled finishes first: it counts in our h.
+    this.ack(h);
+    // The stanza being handled finishes first (it counts in our h); what
+    // waits behind it is the client's to send again. Output read at the
+    // pace of the old connection stops, and an offline delivery lets its
+    // claim go before the session's next one starts elsewhere.
     this.mailbox.length = 0;
     this.mailboxCost = 0;
+    for (const src of this.sources.splice(0)) src.stop?.();
+    for (const w of [...this.uncongested.splice(0), ...this.drained.splice(0)]) w();
     await this.idle();
-    const a = this.acks!;
-    if (this.cleaned || this.state === 'closed') {
-      this.moving = false;
-      return { gone: true };
-    }
-    if (countSince(h, a.acked) > a.unacked.length) {
-      this.moving = false;
-      return { gone: false, sent: (a.acked + a.unacked.length) >>> 0 };
-    }
-    this.ack(h);
-    if (!this.detached) {
+    await this.ctx.router.presence.stopDelivery(this);
+    if (!this.cleaned && !this.detached) {
       // XEP-0352 §5.2: held output joins the queue; the new stream begins active.
       for (const hook of this.ctx.hooks.detached) hook(this);
+    }
+    if (this.cleaned || this.state === 'closed') {
+      // Ended meanwhile (a kick, the outbound bound): nothing to hand over.
+      this.moving = false;
+      return { gone: true };
     }
     const items = [...a.unacked.splice(0), ...this.outq.splice(0)];
     this.outqLen = 0;
@@ -991,7 +1003,7 @@ export class Session {
     if (this.ctx.local.get(this.jid!) === this) this.ctx.local.delete(this.jid!);
     this.ctx.router.presence.detach(this);
     this.endReason = 'resumed on another connection';
-    if (this.detached) {
+    if (this.detached || this.lostWhileMoving) {
       this.detached = false;
       this.state = 'closed';
       this.logEnd();
@@ -1031,6 +1043,7 @@ export class Session {
     this.attachedAt = Date.now();
     this.ctx.sessions.set(this.id, this);
     this.ctx.local.set(this.jid, this);
+    this.ctx.router.arrived(this.id);
     this.ctx.router.presence.attach(this);
     this.sendNonza(`<resumed xmlns='${NS_SM}' previd='${escapeXML(previd)}' h='${h.handled}'/>`);
     for (const it of h.queue) this.put({ xml: it.xml, reroute: it.reroute });
@@ -1070,7 +1083,7 @@ export class Session {
 
   private put(item: Out): void {
     // The connection is gone and the session is about to wait for its client (its close event is on its way).
-    if (this.detached || (this.socket.destroyed && this.resumable)) return this.queueDetached(item);
+    if (this.detached || (this.socket.destroyed && (this.resumable || this.moving))) return this.queueDetached(item);
     if (this.outClosed || this.socket.destroyed) {
       this.unwritten(item);
       return;

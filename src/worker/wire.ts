@@ -115,7 +115,10 @@ export type FromHub =
 // taken); one that crossed to another worker or node is answered where it
 // lands, as its `reroute` says (Router.onEnvelope).
 export type Only = 'roster' | 'carbons' | 'copy' | 'available' | 'subscription';
-export type Envelope =
+// fwd: passed on by the worker a session moved away from (XEP-0198 §5), not
+// to be passed on again
+export type Envelope = SessionEnvelope | ResumeEnvelope;
+type SessionEnvelope = (
   // solicited: an answer the session asked for (not unsolicited output);
   // reroute: what to do with it if the session cannot write it (Reroute)
   | { t: 'deliver'; jid: string; sid: string; xml: string; only?: Only; solicited?: boolean; reroute?: Reroute }
@@ -128,9 +131,11 @@ export type Envelope =
   // XEP-0160: a message was stored just as this session became available: take it
   | { t: 'offline'; jid: string; sid: string }
   | { t: 'kick'; jid: string; sid: string; condition: StreamCondition; text?: string }
+) & { fwd?: true };
+type ResumeEnvelope =
   // XEP-0198 §5: a connection at (node, worker), opened at `since` (wall
   // clock, ms), resumes this session with the client's h; the answer is a
   // 'taken' numbered q, sent there
-  | { t: 'take'; jid: string; sid: string; token: string; h: number; since: number; q: number; node: string; worker: number }
+  | { t: 'take'; jid: string; sid: string; fwd?: undefined; token: string; h: number; since: number; q: number; node: string; worker: number }
   // the session handed over, or why not: gone (neither), or h beyond `sent`
-  | { t: 'taken'; jid: string; sid: string; q: number; handoff?: Handoff; sent?: number };
+  | { t: 'taken'; jid: string; sid: string; fwd?: undefined; q: number; handoff?: Handoff; sent?: number };

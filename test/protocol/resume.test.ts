@@ -239,4 +239,35 @@ test('resumed again and again, whichever worker the new connection lands on (oth
     sent.length = 0;
     id = answer.attrs.previd;
   }
+  // Ended where it last moved to: what comes for it now is stored, wherever it is routed from (no loop between workers).
+  peer.c.send('</stream:stream>');
+  await within(peer.c.closed, WAIT, 'the stream closed');
+  bob.c.send(`<message to='${alice.jid}' type='chat'><body>later</body></message>`);
+  t.deepEqual((await barrier(bob, bob.c.items.length)).filter((el) => el.attrs.type === 'error').map(String), []);
+  const fresh = await connect(t, server.c2sPort, alice.name, 'r');
+  const mark = fresh.c.items.length;
+  fresh.c.send('<presence/>');
+  await expect(fresh, '"later", stored', (el) => el.name === 'message' && el.getChildText('body') === 'later', mark);
+});
+
+test("client state indication starts over as active on the resumed stream (XEP-0352 §5.2): the contacts' presence it held comes then", async (t) => {
+  const alice = await user(t, 'sleepy');
+  const bob = await user(t, 'busy');
+  await subscribe(alice, bob);
+  const { id, next } = await enableResume(alice);
+  alice.c.send(`<inactive xmlns='urn:xmpp:csi:0'/>`);
+  await barrier(alice, next);
+  bob.c.send(`<presence><show>away</show></presence>`);
+  await expect(bob, 'its own presence', (el) => el.name === 'presence' && el.attrs.from === bob.jid && el.getChildText('show') === 'away');
+  t.deepEqual((await barrier(alice, next)).filter((el) => el.name === 'presence'), [], 'held while inactive');
+  alice.c.destroy();
+  const { c, answer } = await resume(t, alice.name, id, 0);
+  t.true(isSm('resumed')(answer), answer.toString());
+  const again: Peer = { c, jid: alice.jid, bare: alice.bare, name: alice.name };
+  const p = await expect(again, "bob's presence, held", (el) => el.name === 'presence' && el.attrs.from === bob.jid);
+  t.is(p.getChildText('show'), 'away');
+  // Active now: the next change comes at once.
+  const mark = c.items.length;
+  bob.c.send(`<presence><show>dnd</show></presence>`);
+  await expect(again, "bob's next presence, at once", (el) => el.name === 'presence' && el.attrs.from === bob.jid && el.getChildText('show') === 'dnd', mark);
 });
