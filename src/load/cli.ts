@@ -15,7 +15,7 @@ import { WORKLOADS } from './options.ts';
 import type { FromWorker, LoadOptions, ToWorker, Workload } from './options.ts';
 import { renderReport } from './report.ts';
 
-export const LOAD_USAGE = `usage: xmpp-server load <login|chat|idle|storm> [options]
+export const LOAD_USAGE = `usage: xmpp-server load <login|chat|idle|storm|flap> [options]
 
 Workloads:
   login   logins arriving at --rate per second (ramped up over --ramp s):
@@ -27,6 +27,10 @@ Workloads:
           last one is bound and again at the end of the hold)
   storm   --connections connections, then all dropped and reconnected at once:
           time until all are bound again
+  flap    chat with stream management and resumption (XEP-0198); a third of
+          the way into --duration, every connection is cut at once and its
+          session resumed on a new one (at --resume-port, e.g. another node):
+          time until all are resumed, messages lost (must be 0), duplicates
 
 Options:
   --host H            server address (default 127.0.0.1); must be loopback
@@ -37,6 +41,8 @@ Options:
   --mechanism M       SCRAM-SHA-1 | PLAIN | ANONYMOUS (default SCRAM-SHA-1)
   --sm                enable stream management (XEP-0198) after binding and
                       acknowledge what the server asks for
+  --resume-port P     flap: the port the cut connections resume on
+                      (default --port)
   --users N           accounts <prefix>1..<prefix>N (default 100; idle and
                       storm: one per connection)
   --user-prefix S     default "user"
@@ -101,6 +107,7 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
         concurrency: { type: 'string', default: '1000' },
         timeout: { type: 'string', default: '30' },
         pid: { type: 'string' },
+        'resume-port': { type: 'string' },
         json: { type: 'boolean', default: false },
         report: { type: 'string' },
         'allow-remote': { type: 'boolean', default: false },
@@ -114,7 +121,7 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
   const v = parsed.values;
   if (v.help) return 'help';
   const [workload, ...extra] = parsed.positionals;
-  if (!WORKLOADS.includes(workload as Workload)) throw new UsageError(workload ? `unknown workload ${JSON.stringify(workload)}` : 'which workload? login, chat, idle or storm');
+  if (!WORKLOADS.includes(workload as Workload)) throw new UsageError(workload ? `unknown workload ${JSON.stringify(workload)}` : 'which workload? login, chat, idle, storm or flap');
   if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);
   const tlsMode = v.tls as TlsMode;
   if (!['starttls', 'direct', 'none'].includes(tlsMode)) throw new UsageError(`--tls: starttls, direct or none, not ${JSON.stringify(v.tls)}`);
@@ -125,6 +132,8 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
   const port = num('port', v.port, { int: true, min: 1 }) ?? (tlsMode === 'direct' ? 5223 : 5222);
   if (port > 65535) throw new UsageError('--port: at most 65535');
   const pid = num('pid', v.pid, { int: true, min: 1 });
+  const resumePort = num('resume-port', v['resume-port'], { int: true, min: 1 });
+  if (resumePort !== undefined && resumePort > 65535) throw new UsageError('--resume-port: at most 65535');
   if (!/^[^\s"&'/:<>@]*$/.test(v['user-prefix'])) throw new UsageError('--user-prefix: not a valid localpart');
   return {
     workload: wl,
@@ -134,7 +143,8 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
     domain: v.domain,
     tls: tlsMode,
     mechanism,
-    sm: v.sm,
+    sm: v.sm || wl === 'flap',
+    resumePort,
     users: num('users', v.users, { int: true, min: 1 }) ?? (wl === 'idle' || wl === 'storm' ? connections : 100),
     userPrefix: v['user-prefix'],
     password: v.password,
@@ -142,7 +152,7 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
     workers: num('workers', v.workers, { int: true, min: 1 })!,
     durationS: num('duration', v.duration, { min: 0.1 })!,
     count: num('count', v.count, { int: true, min: 1 }) ?? 1_000_000,
-    rate: num('rate', v.rate, { min: 0.001 }) ?? (wl === 'chat' ? 1 : 100),
+    rate: num('rate', v.rate, { min: 0.001 }) ?? (wl === 'chat' || wl === 'flap' ? 1 : 100),
     rampS: num('ramp', v.ramp)!,
     connections,
     concurrency: num('concurrency', v.concurrency, { int: true, min: 1 })!,
@@ -211,6 +221,11 @@ export interface Summary {
   serverRssBytesSettled?: number | null;
   bytesPerConnectionSettled?: number | null;
   rebindMs?: number | null;
+  /** flap: from the cut to the last session resumed; how many were, and were not. */
+  resumeMs?: number | null;
+  resumed?: number;
+  resumeFailed?: number;
+  duplicates?: number;
 }
 
 /** Calls `f` once performance.now() has reached `deadline` (a timer may fire a little early), never synchronously; returns a cancel function. */
@@ -317,7 +332,7 @@ const rate = (n: number, seconds: number) => (seconds > 0 ? Math.round((n / seco
 
 function progressLine(o: LoadOptions, agg: Aggregate, elapsedS: number, rate: number, rate2: number): string {
   const t = `${elapsedS.toFixed(0).padStart(4)}s`;
-  if (o.workload === 'chat') return `[chat] ${t}  sent ${agg.sent} (${rate2.toFixed(0)}/s)  delivered ${agg.delivered} (${rate.toFixed(0)}/s)  connections ${agg.inflight}  errors ${agg.failed}`;
+  if (o.workload === 'chat' || o.workload === 'flap') return `[${o.workload}] ${t}  sent ${agg.sent} (${rate2.toFixed(0)}/s)  delivered ${agg.delivered} (${rate.toFixed(0)}/s)  connections ${agg.inflight}  errors ${agg.failed}`;
   if (o.workload === 'login') return `[login] ${t}  ${rate.toFixed(0)} logins/s  done ${agg.completed}  in flight ${agg.inflight}  errors ${agg.failed}`;
   return `[${o.workload}] ${t}  connections ${agg.inflight}  done ${agg.completed}  errors ${agg.failed}`;
 }
@@ -327,18 +342,22 @@ function human(s: Summary, o: LoadOptions): string {
   const row = (k: string, v: string) => lines.push(`${k.padEnd(12)}${v}`);
   row('workload', `${s.workload}  target ${s.target} (${o.tls}, ${o.mechanism}${o.sm ? ', stream management' : ''}), ${o.workers} worker(s)`);
   row('duration', `${s.durationS.toFixed(2)} s`);
-  const what = { login: 'logins', chat: 'messages delivered', idle: 'connections', storm: 'reconnections' }[s.workload];
+  const what = { login: 'logins', chat: 'messages delivered', idle: 'connections', storm: 'reconnections', flap: 'messages delivered' }[s.workload];
   row('completed', `${s.completed} ${what} (${s.perSecond.toFixed(1)}/s)`);
   row('failed', String(s.failed));
   if (s.sent !== undefined) row('sent', `${s.sent}, delivered ${s.delivered}`);
   const l = s.latencyMs;
-  const label = { login: 'connect to bound', chat: 'sent to delivered', idle: 'connect to bound', storm: 'drop to bound again' }[s.workload];
+  const label = { login: 'connect to bound', chat: 'sent to delivered', idle: 'connect to bound', storm: 'drop to bound again', flap: 'sent to delivered' }[s.workload];
   row('latency', `p50 ${l.p50} ms  p95 ${l.p95} ms  p99 ${l.p99} ms  max ${l.max} ms  mean ${l.mean} ms  (${label})`);
   if (s.workload === 'idle') {
     const mb = (b: number | null | undefined) => (b == null ? 'n/a' : `${(b / 1048576).toFixed(1)} MiB`);
     const per = (b: number | null | undefined) => (b == null ? 'n/a' : `${b} bytes`);
     row('server RSS', `before ${mb(s.serverRssBytesBefore)}, after ${mb(s.serverRssBytesAfter)}, ${per(s.bytesPerConnection)} per connection`);
     row('settled', `at the end of the hold ${mb(s.serverRssBytesSettled)}, ${per(s.bytesPerConnectionSettled)} per connection`);
+  }
+  if (s.workload === 'flap') {
+    row('resume', s.resumeMs == null ? `not all resumed before the time limit (${s.resumed ?? 0} resumed, ${s.resumeFailed ?? 0} failed)` : `all ${s.resumed} resumed ${s.resumeMs} ms after the cut (${s.resumeFailed} failed)`);
+    row('lost', `${s.errors.lost ?? 0}, duplicates ${s.duplicates ?? 0}`);
   }
   if (s.workload === 'storm') row('rebind', s.rebindMs == null ? 'not all bound again before the time limit' : `all ${s.completed} bound again after ${s.rebindMs} ms`);
   const errs = Object.entries(s.errors).sort((a, b) => b[1] - a[1]);
@@ -444,6 +463,7 @@ export async function runLoad(argv: string[]): Promise<number> {
   let windowMs = 0;
   let connectMs = 0;
   let rebindMs: number | null = null;
+  let flapped: { ok: number; failed: number; ms: number | null } | undefined;
   crew.send({ t: 'go' });
 
   if (o.workload === 'login') {
@@ -451,12 +471,32 @@ export async function runLoad(argv: string[]): Promise<number> {
     windowMs = now() - go;
     crew.send({ t: 'stop' });
     await crew.all('idle', now() + GRACE_MS);
-  } else if (o.workload === 'chat') {
+  } else if (o.workload === 'chat' || o.workload === 'flap') {
     const ready = await crew.all('ready', deadline);
     if (ready) {
       const peers = ready.flatMap((m) => (m.t === 'ready' ? m.online : []));
       const sendStart = now();
       crew.send({ t: 'send', peers });
+      if (o.workload === 'flap') {
+        // A third of the way in: traffic flows before, during and after the cut.
+        await crew.sleepUntil(sendStart + (deadline - sendStart) / 3);
+        say(`flap: cutting ${agg.inflight} connections at once; each resumes its session${o.resumePort !== undefined ? ` on port ${o.resumePort}` : ''}`);
+        crew.send({ t: 'flap' });
+        const resumed = await crew.all('resumed', deadline);
+        flapped = { ok: 0, failed: 0, ms: null };
+        if (resumed) {
+          let first = Infinity;
+          let lastAt = -Infinity;
+          for (const m of resumed) {
+            if (m.t !== 'resumed') continue;
+            first = Math.min(first, m.first);
+            lastAt = Math.max(lastAt, m.last);
+            flapped.ok += m.ok;
+            flapped.failed += m.failed;
+          }
+          flapped.ms = Math.round((lastAt - first) * 1000) / 1000;
+        }
+      }
       await crew.all('done', deadline);
       windowMs = now() - sendStart;
     }
@@ -503,7 +543,7 @@ export async function runLoad(argv: string[]): Promise<number> {
   await crew.stop();
   if (failure) return fail(`a worker failed: ${failure.stack ?? failure.message}`, 'internal');
 
-  if (o.workload === 'chat') agg.addError('lost', agg.sent - agg.delivered - Object.entries(agg.errors).reduce((n, [k, v]) => (k.startsWith('message-error:') ? n + v : n), 0));
+  if (o.workload === 'chat' || o.workload === 'flap') agg.addError('lost', agg.sent - agg.delivered - Object.entries(agg.errors).reduce((n, [k, v]) => (k.startsWith('message-error:') ? n + v : n), 0));
   // idle: the whole hold; storm without a complete rebind: up to the end.
   if (o.workload === 'idle' || (o.workload === 'storm' && rebindMs === null)) windowMs = now() - go;
 
@@ -519,9 +559,15 @@ export async function runLoad(argv: string[]): Promise<number> {
     latencyMs: agg.latency(),
     errors: agg.errors,
   };
-  if (o.workload === 'chat') {
+  if (o.workload === 'chat' || o.workload === 'flap') {
     summary.sent = agg.sent;
     summary.delivered = agg.delivered;
+  }
+  if (o.workload === 'flap') {
+    summary.resumeMs = flapped?.ms ?? null;
+    summary.resumed = flapped?.ok ?? 0;
+    summary.resumeFailed = flapped?.failed ?? 0;
+    summary.duplicates = agg.errors.duplicate ?? 0;
   }
   if (o.workload === 'idle') {
     summary.connections = agg.completed;
@@ -541,7 +587,7 @@ export async function runLoad(argv: string[]): Promise<number> {
   else console.log(human(summary, o));
   if (o.report) {
     const throughput =
-      o.workload === 'chat'
+      o.workload === 'chat' || o.workload === 'flap'
         ? [
             { key: 'sent' as const, label: 'sent' },
             { key: 'delivered' as const, label: 'delivered' },
@@ -551,7 +597,7 @@ export async function runLoad(argv: string[]): Promise<number> {
             { key: 'completed' as const, label: 'completed' },
             { key: 'failed' as const, label: 'failed' },
           ];
-    const latencyLabel = { login: 'connect to bound', chat: 'sent to delivered', idle: 'connect to bound', storm: 'drop to bound again' }[o.workload];
+    const latencyLabel = { login: 'connect to bound', chat: 'sent to delivered', idle: 'connect to bound', storm: 'drop to bound again', flap: 'sent to delivered' }[o.workload];
     writeFileSync(o.report, renderReport({ title: `XMPP load: ${o.workload} on ${target} (${new Date().toISOString()})`, summary: { ...summary }, series: agg.series(), throughput, latencyLabel }));
     say(`report written to ${o.report}`);
   }

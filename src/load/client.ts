@@ -31,13 +31,26 @@ export interface ConnHandler {
   end(c: Conn, error: string | undefined): void;
 }
 
-type State = 'connecting' | 'tls' | 'features' | 'starttls' | 'sasl' | 'bind' | 'sm' | 'ready' | 'closing' | 'closed';
+type State = 'connecting' | 'tls' | 'features' | 'starttls' | 'sasl' | 'bind' | 'sm' | 'resume' | 'ready' | 'closing' | 'closed';
 
 const NS_TLS = 'urn:ietf:params:xml:ns:xmpp-tls';
 const NS_SASL = 'urn:ietf:params:xml:ns:xmpp-sasl';
 const NS_BIND = 'urn:ietf:params:xml:ns:xmpp-bind';
 const NS_SM = 'urn:xmpp:sm:3';
 const CLOSE_GRACE_MS = 3000;
+/** XEP-0198: the client asks the server for its count after this many stanzas sent. */
+const ACK_EVERY = 5;
+
+/** What a client keeps of a stream management session to resume it on a new connection (XEP-0198 §5). */
+export interface ResumeState {
+  previd: string;
+  jid: string;
+  /** Stanzas received (our h). */
+  h: number;
+  /** Stanzas sent that the server has not acknowledged, in order, and the count before them. */
+  outbound: string[];
+  outAcked: number;
+}
 
 export const now = (): number => performance.now();
 
@@ -69,6 +82,10 @@ export interface ConnOptions {
   registerOnly?: boolean;
   /** Enable XEP-0198 stream management after binding; then answer <r/> with what was received. */
   sm?: boolean;
+  /** With sm: ask for resumption, and keep what was sent until the server acknowledges it. */
+  resume?: boolean;
+  /** Resume this session instead of binding a new one. */
+  resumeFrom?: ResumeState;
 }
 
 export class Conn implements TokenSink {
@@ -93,6 +110,11 @@ export class Conn implements TokenSink {
   private ended = false;
   /** XEP-0198: stanzas received since <enabled/> (mod 2^32). */
   private handled = 0;
+  /** XEP-0198 §5: the session's resumption id, and what the server has not acknowledged (with `resume`). */
+  private previd = '';
+  private outbound: string[] = [];
+  private outAcked = 0;
+  private sinceRequest = 0;
 
   constructor(target: Target, opts: ConnOptions, handler: ConnHandler) {
     this.target = target;
@@ -180,13 +202,13 @@ export class Conn implements TokenSink {
       case 'ready':
         if (this.opts.sm) {
           if (name === 'r') return this.write(`<a xmlns='${NS_SM}' h='${this.handled}'/>`);
-          if (name === 'a') return;
+          if (name === 'a') return this.acked(Number(attr(startTag(raw), 'h')));
           if (name === 'iq' || name === 'message' || name === 'presence') this.handled = (this.handled + 1) >>> 0;
         }
         this.handler.stanza(this, name, raw);
         return;
       case 'sm':
-        if (name === 'enabled') return this.smEnabled();
+        if (name === 'enabled') return this.smEnabled(raw);
         if (name === 'failed') return this.fail('sm:failed');
         if (name === 'iq' || name === 'message' || name === 'presence') return;
         break;
@@ -201,6 +223,10 @@ export class Conn implements TokenSink {
         if (name === 'challenge') return this.challenge(raw);
         if (name === 'success') return this.success(raw);
         if (name === 'failure') return this.fail(`auth-failure:${errorCondition(raw)}`);
+        break;
+      case 'resume':
+        if (name === 'resumed') return this.resumed(raw);
+        if (name === 'failed') return this.fail('sm:resume-failed');
         break;
       case 'bind':
         if (name === 'iq' && attr(startTag(raw), 'id') === 'bind1') return this.bound(raw);
@@ -239,6 +265,13 @@ export class Conn implements TokenSink {
         initial = '=';
       }
       this.write(`<auth xmlns='${NS_SASL}' mechanism='${t.mechanism}'>${initial}</auth>`);
+      return;
+    }
+    const from = this.opts.resumeFrom;
+    if (from) {
+      if (!raw.includes('<sm')) return this.fail('sm:not-offered');
+      this.state = 'resume';
+      this.write(`<resume xmlns='${NS_SM}' previd='${escapeAttr(from.previd)}' h='${from.h}'/>`);
       return;
     }
     if (!raw.includes('<bind')) return this.fail('bind:not-offered');
@@ -296,16 +329,65 @@ export class Conn implements TokenSink {
     this.boundAt = now();
     if (this.opts.sm) {
       this.state = 'sm';
-      this.write(`<enable xmlns='${NS_SM}'/>`);
+      this.write(this.opts.resume ? `<enable xmlns='${NS_SM}' resume='true'/>` : `<enable xmlns='${NS_SM}'/>`);
       return;
     }
     if (this.opts.presence) this.write('<presence/>');
     this.toReady();
   }
 
-  private smEnabled(): void {
-    if (this.opts.presence) this.write('<presence/>');
+  private smEnabled(raw: string): void {
+    this.previd = attr(startTag(raw), 'id') ?? '';
+    if (this.opts.resume && !this.previd) return this.fail('sm:resumption-not-granted');
+    if (this.opts.presence) this.sendStanzas(['<presence/>']);
     this.toReady();
+  }
+
+  /** <resumed/>: the counts go on; what the server did not get is sent again, in order. */
+  private resumed(raw: string): void {
+    const from = this.opts.resumeFrom!;
+    this.previd = from.previd;
+    this.jid = from.jid;
+    this.handled = from.h;
+    this.outbound = from.outbound;
+    this.outAcked = from.outAcked;
+    this.acked(Number(attr(startTag(raw), 'h')));
+    this.boundAt = now();
+    if (this.outbound.length > 0) this.write(this.outbound.join(''));
+    this.toReady();
+  }
+
+  /** The server's count: what it has is no longer kept. */
+  private acked(h: number): void {
+    if (!this.opts.resume || !Number.isInteger(h)) return;
+    const n = (h - this.outAcked) >>> 0;
+    if (n > this.outbound.length) return this.fail('sm:ack-too-high');
+    this.outbound.splice(0, n);
+    this.outAcked = h >>> 0;
+  }
+
+  /**
+   * Stanzas for the server, written at once; with resumption they are kept
+   * until acknowledged, and an acknowledgement is asked for every few.
+   */
+  sendStanzas(list: string[]): void {
+    if (this.state !== 'ready' && this.state !== 'sm') return;
+    let out = list.join('');
+    if (this.opts.resume) {
+      this.outbound.push(...list);
+      this.sinceRequest += list.length;
+      if (this.sinceRequest >= ACK_EVERY) {
+        this.sinceRequest = 0;
+        out += `<r xmlns='${NS_SM}'/>`;
+      }
+    }
+    this.write(out);
+  }
+
+  /** What resuming this session on a new connection takes (XEP-0198 §5); undefined without resumption. */
+  resumeState(): ResumeState | undefined {
+    if (!this.previd) return undefined;
+    return { previd: this.previd, jid: this.jid, h: this.handled, outbound: [...this.outbound], outAcked: this.outAcked };
   }
 
   private toReady(): void {

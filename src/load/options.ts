@@ -3,7 +3,7 @@
 import type { MechanismName, TlsMode } from './client.ts';
 import type { StatsDelta } from './stats.ts';
 
-export const WORKLOADS = ['login', 'chat', 'idle', 'storm'] as const;
+export const WORKLOADS = ['login', 'chat', 'idle', 'storm', 'flap'] as const;
 export type Workload = (typeof WORKLOADS)[number];
 
 export interface LoadOptions {
@@ -18,6 +18,8 @@ export interface LoadOptions {
   mechanism: MechanismName;
   /** Enable XEP-0198 stream management after binding and answer the server's ack requests. */
   sm: boolean;
+  /** flap: where the dropped connections resume (another node of a cluster); undefined: --port. */
+  resumePort: number | undefined;
   users: number;
   userPrefix: string;
   password: string;
@@ -47,6 +49,7 @@ export type ToWorker =
   | { t: 'go' }
   | { t: 'send'; peers: number[] }
   | { t: 'storm' }
+  | { t: 'flap' }
   | { t: 'stop' }
   | { t: 'close' };
 
@@ -58,4 +61,5 @@ export type FromWorker =
   | { t: 'stopped' }
   | { t: 'idle' }
   | { t: 'rebound'; first: number; last: number; ok: number }
+  | { t: 'resumed'; first: number; last: number; ok: number; failed: number }
   | { t: 'final'; d: StatsDelta };

@@ -3,7 +3,7 @@
 // protocol's other side).
 import { parentPort, workerData } from 'node:worker_threads';
 import { Conn, now, wallNow, escapeAttr } from './client.ts';
-import type { ConnHandler, Target } from './client.ts';
+import type { ConnHandler, ResumeState, Target } from './client.ts';
 import { attr, childText, errorCondition, startTag } from './tokenizer.ts';
 import { Recorder, STATS_INTERVAL_MS } from './stats.ts';
 import { shareOf } from './options.ts';
@@ -43,8 +43,10 @@ function localUsers(n: number): number[] {
 }
 
 /** A new connection for user number `user` (0: none, for registration or ANONYMOUS). */
-function open(user: number, resource: string, handler: ConnHandler, registerOnly = false): Conn {
-  const c = new Conn(target, { user: user ? userName(user) : '', password: user ? passwordOf(user) : '', resource, presence: true, registerOnly, sm: o.sm && !registerOnly }, handler);
+function open(user: number, resource: string, handler: ConnHandler, registerOnly = false, resumeFrom?: ResumeState): Conn {
+  const flap = o.workload === 'flap' && !registerOnly;
+  const to = resumeFrom && o.resumePort !== undefined ? { ...target, port: o.resumePort } : target;
+  const c = new Conn(to, { user: user ? userName(user) : '', password: user ? passwordOf(user) : '', resource, presence: true, registerOnly, sm: (o.sm || flap) && !registerOnly, resume: flap, resumeFrom }, handler);
   live.add(c);
   return c;
 }
@@ -57,8 +59,9 @@ function answerIq(c: Conn, raw: string): void {
   const id = attr(tag, 'id') ?? '';
   const from = attr(tag, 'from');
   const to = from ? ` to='${from}'` : '';
-  if (raw.includes('urn:xmpp:ping')) c.write(`<iq type='result' id='${id}'${to}/>`);
-  else c.write(`<iq type='error' id='${id}'${to}><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`);
+  // Through sendStanzas: with resumption, every stanza sent is counted (XEP-0198 §4).
+  if (raw.includes('urn:xmpp:ping')) c.sendStanzas([`<iq type='result' id='${id}'${to}/>`]);
+  else c.sendStanzas([`<iq type='error' id='${id}'${to}><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`]);
 }
 
 // ---- provisioning (XEP-0077), before the workload ----
@@ -263,8 +266,18 @@ function login(): void {
   };
 }
 
-function chat(): void {
+/**
+ * chat: users sending messages to each other. flap: the same, with stream
+ * management and resumption on, and once, every connection dropped at once
+ * and the session resumed on a new one (--resume-port: elsewhere); every
+ * message carries an id, so that one received twice is counted.
+ */
+function chat(flap: boolean): void {
   const mine = localUsers(o.users);
+  /** flap: ids of the messages received, to count duplicates. */
+  const seen = new Set<string>();
+  /** flap: the connections were cut and are resuming (nobody online is not the end). */
+  let resuming = false;
   const online: Conn[] = [];
   let peers: string[] = [];
   let sending = false;
@@ -282,6 +295,11 @@ function chat(): void {
       }
       const body = childText(raw, 'body');
       if (body === undefined || !body.startsWith('lt ')) return;
+      if (flap) {
+        const id = attr(tag, 'id') ?? '';
+        if (seen.has(id)) return rec.error('duplicate');
+        seen.add(id);
+      }
       rec.latency(wallNow() - Number(body.slice(3)));
       rec.delivered++;
       rec.completed++;
@@ -311,7 +329,7 @@ function chat(): void {
       sending = true;
       const t0 = now();
       const perSecond = o.rate * online.length;
-      const batch = new Map<Conn, string>();
+      const batch = new Map<Conn, string[]>();
       const tick = () => {
         if (!sending) return;
         const due = Math.min(share, Math.floor((perSecond * (now() - t0)) / 1000) + 1);
@@ -323,15 +341,16 @@ function chat(): void {
             const from = online[(Math.random() * online.length) | 0];
             let to = peers[(Math.random() * peers.length) | 0];
             while (to === from.jid) to = peers[(Math.random() * peers.length) | 0];
-            const msg = `<message type='chat' to='${to}' id='m${++seq}'>${body}`;
-            const prev = batch.get(from);
-            batch.set(from, prev === undefined ? msg : prev + msg);
+            const msg = `<message type='chat' to='${to}' id='w${w}m${++seq}'>${body}`;
+            const list = batch.get(from);
+            if (list) list.push(msg);
+            else batch.set(from, [msg]);
             sent++;
           }
-          for (const [c, s] of batch) c.write(s);
+          for (const [c, list] of batch) c.sendStanzas(list);
           batch.clear();
           rec.sent += sent - before;
-        } else if (online.length === 0) sent = share; // nobody left to send
+        } else if (online.length === 0 && !resuming) sent = share; // nobody left to send
         if (sent >= share) {
           sending = false;
           clearInterval(ticker);
@@ -340,6 +359,54 @@ function chat(): void {
       };
       ticker = setInterval(tick, TICK_MS);
       tick();
+    } else if (m.t === 'flap') {
+      // Every connection drops at once, as on a network failure, and resumes at once.
+      const states = online.map((c) => ({ c, state: c.resumeState() }));
+      online.length = 0;
+      for (const { c } of states) {
+        live.delete(c);
+        c.drop();
+      }
+      const t0 = wallNow();
+      const start = now();
+      let pending = states.length;
+      let last = t0;
+      let failed = 0;
+      resuming = true;
+      const settle = () => {
+        if (--pending > 0) return;
+        resuming = false;
+        post({ t: 'resumed', first: t0, last, ok: states.length - failed, failed });
+      };
+      if (pending === 0) return post({ t: 'resumed', first: t0, last, ok: 0, failed: 0 });
+      const handler: ConnHandler = {
+        ready(c) {
+          last = Math.max(last, t0 + (c.boundAt - start));
+          online.push(c);
+          settle();
+        },
+        stanza,
+        end(c, error) {
+          live.delete(c);
+          if (c.boundAt === 0) {
+            failed++;
+            rec.error(error ?? 'closed');
+            settle();
+            ended();
+          } else lost(c, error);
+        },
+      };
+      for (const { c, state } of states) {
+        if (!state) {
+          failed++;
+          rec.error('sm:no-resumption');
+          settle();
+          continue;
+        }
+        const n = open(c.user, c.opts.resource, handler, false, state);
+        n.tag = c.tag;
+        n.user = c.user;
+      }
     } else if (m.t === 'stop') {
       sending = false;
       clearInterval(ticker);
@@ -416,7 +483,7 @@ async function main(): Promise<void> {
     onMessage = (m) => {
       if (m.t === 'go') login();
     };
-  } else if (o.workload === 'chat') chat();
+  } else if (o.workload === 'chat' || o.workload === 'flap') chat(o.workload === 'flap');
   else idleOrStorm(o.workload === 'storm');
 }
 

@@ -79,6 +79,18 @@ test('chat with --sm: stream management enabled on every connection, the server\
   t.is(r.json.delivered, 200);
 });
 
+test('flap: with resumption, every connection cut at once resumes its session; every message delivered once', async (t) => {
+  const r = await runLoad(['flap', ...direct(), '--provision', '--user-prefix', 'fl', '--users', '12', '--rate', '10', '--workers', '2', '--duration', '3', '--json']);
+  clean(t, r, 'flap');
+  t.is(r.json.resumed, 12);
+  t.is(r.json.resumeFailed, 0);
+  t.is(r.json.duplicates, 0);
+  t.true(typeof r.json.resumeMs === 'number' && r.json.resumeMs > 0, `resumed after ${r.json.resumeMs} ms`);
+  // Messages flowed before and after the cut, and every one arrived (lost would be an error).
+  t.true((r.json.sent as number) > 100, `sent ${r.json.sent}`);
+  t.is(r.json.delivered, r.json.sent);
+});
+
 test('idle: holds the connections until the duration ends; server memory per connection', async (t) => {
   // The test server runs in this process: its memory is ours.
   const r = await runLoad(['idle', ...starttls(), '--provision', '--user-prefix', 'id', '--connections', '20', '--duration', '2', '--pid', String(process.pid), '--json']);
