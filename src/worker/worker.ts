@@ -18,6 +18,7 @@ import type { OfflineStore } from '../offline/store.ts';
 import { HubRegistry } from './hub-registry.ts';
 import { RedisRegistry, K } from '../registry/redis.ts';
 import { connectRedis, ready, waitForRedis } from '../cluster/redis.ts';
+import { NodeTransport } from '../cluster/transport.ts';
 import type { SessionRegistry } from '../registry/registry.ts';
 import { Router } from '../router/router.ts';
 import type { Transport } from '../router/router.ts';
@@ -127,16 +128,13 @@ function cluster(): Backend {
   const sub = connectRedis(config.redisUrl, `${config.nodeId}:sub`);
   let epoch = '';
   const registry = new RedisRegistry(cmd, config.nodeId, () => epoch);
+  let index = -1;
+  let onEnvelope: (env: Envelope) => void = () => {};
+  const transport = new NodeTransport(cmd, config.nodeId, () => index, (env) => onEnvelope(env));
   return {
     registry,
-    toNode: async (node, worker, env) => {
-      try {
-        // No subscriber means the node is gone: the caller treats it as unavailable.
-        return (await cmd.publish(K.channel(node, worker), encodeBuffer(env))) > 0;
-      } catch {
-        return false;
-      }
-    },
+    // Confirmed once handled there; false once nobody listens there (the node is gone).
+    toNode: (node, worker, env) => transport.send(node, worker, env),
     announceRemoval(notice, here) {
       cmd.publish(K.removed, encodeBuffer(notice)).catch((err: unknown) => {
         // The account and its data are gone, but the other nodes do not know:
@@ -145,7 +143,9 @@ function cluster(): Backend {
         here(notice);
       });
     },
-    async listen(index, router, onRemoved) {
+    async listen(i, router, onRemoved) {
+      index = i;
+      onEnvelope = (env) => router.onEnvelope(env);
       const mine = K.channel(config.nodeId, index);
       // Invalidations sent while we were disconnected are lost: start cold.
       sub.on('ready', () => registry.invalidateAll());
@@ -153,7 +153,7 @@ function cluster(): Backend {
         const name = channel.toString();
         if (name === K.inv) registry.invalidate(message.toString());
         else if (name === K.removed) onRemoved(decode<unknown>(message));
-        else router.onEnvelope(decode<Envelope>(message));
+        else transport.receive(message);
       });
       // Ready only once binds can reach the registry too: the command
       // connection queues nothing while it connects (enableOfflineQueue off),

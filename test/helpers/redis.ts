@@ -66,6 +66,11 @@ export class RedisServer {
     }
   }
 
+  /** Freezes (SIGSTOP) or thaws (SIGCONT) the server: connections stay open, commands wait unanswered. */
+  signal(sig: 'SIGSTOP' | 'SIGCONT'): void {
+    this.proc?.kill(sig);
+  }
+
   /** Stops the server (SIGKILL: no goodbye to clients) and waits for its exit. */
   async stop(): Promise<void> {
     const p = this.proc;
