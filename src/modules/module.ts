@@ -3,8 +3,13 @@
 // may hook into a client stream: the stream features it offers once the
 // client is authenticated, the top-level elements that are not stanzas it
 // handles (XEP-0352's <active/>, XEP-0198's <r/>), and the routed stanzas on
-// their way to a client, which it may hold back and send later.
+// their way to a client, which it may hold back and send later. It may also
+// hook into the stanza flow through the router: a stanza from a client
+// before it is routed (presence takes its own, carbons copy what is sent),
+// a message after routing decided who gets it (carbons copy what is
+// received), and a message no session can take (offline storage).
 import type { Element } from 'ltx';
+import type { SessionRecord } from '../registry/registry.ts';
 import type { StanzaError } from '../xmpp/errors.ts';
 import type { Out, Session } from '../session/session.ts';
 
@@ -24,6 +29,23 @@ export type NonzaHandler = (el: Element, session: Session) => void | Promise<voi
  */
 export type OutboundHook = (session: Session, out: Out) => boolean;
 
+/**
+ * A stanza from a client, its 'from' stamped and checked, before it is
+ * routed: the module may change it or act on it; true when it took the
+ * stanza (routing stops there). In module order.
+ */
+export type InboundHook = (el: Element, session: Session) => boolean | void | Promise<boolean | void>;
+/** A message to an account of this server, once routing decided which of its sessions get it (their records). */
+export type RoutedHook = (el: Element, bare: string, to: readonly Pick<SessionRecord, 'sid'>[]) => void;
+/**
+ * What became of a message no session of the account could take (RFC 6121
+ * §8.5.2.2.1): kept for later, refused because the account's store is full,
+ * dropped without a word (nothing in it to keep), or not kept (the sender
+ * gets an error).
+ */
+export type Kept = 'stored' | 'full' | 'dropped' | 'refused';
+export type OfflineHook = (local: string, el: Element) => Promise<Kept>;
+
 export interface ServerModule {
   features: string[];
   /** iq addressed to the server's domain, keyed "get urn:xmpp:ping". */
@@ -41,6 +63,10 @@ export interface ServerModule {
    */
   immediate?: Record<string, NonzaHandler>;
   outbound?: OutboundHook;
+  inbound?: InboundHook;
+  routed?: RoutedHook;
+  /** The one place undeliverable messages are kept (offline storage); the first module that has it. */
+  offline?: OfflineHook;
   /** The session loses its stream but lives on (XEP-0198 hibernation, or a move to another connection): what the module holds for the stream is released to the session's queue. */
   detached?: (session: Session) => void;
 }
@@ -52,16 +78,22 @@ export interface Hooks {
   immediate: Map<string, NonzaHandler>;
   outbound: OutboundHook[];
   detached: ((session: Session) => void)[];
+  inbound: InboundHook[];
+  routed: RoutedHook[];
+  offline: OfflineHook | undefined;
 }
 
 export function hooksOf(modules: ServerModule[]): Hooks {
-  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), immediate: new Map(), outbound: [], detached: [] };
+  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), immediate: new Map(), outbound: [], detached: [], inbound: [], routed: [], offline: undefined };
   for (const m of modules) {
     if (m.streamFeatures) hooks.streamFeatures.push(m.streamFeatures);
     for (const [k, h] of Object.entries(m.nonzas ?? {})) hooks.nonzas.set(k, h);
     for (const [k, h] of Object.entries(m.immediate ?? {})) hooks.immediate.set(k, h);
     if (m.outbound) hooks.outbound.push(m.outbound);
     if (m.detached) hooks.detached.push(m.detached);
+    if (m.inbound) hooks.inbound.push(m.inbound);
+    if (m.routed) hooks.routed.push(m.routed);
+    hooks.offline ??= m.offline;
   }
   return hooks;
 }

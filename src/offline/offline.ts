@@ -29,25 +29,10 @@
 // user: it drops it, since an error would show in the sender's client for a
 // "typing..." that nobody missed.
 import { type Element, clone } from 'ltx';
-import { NS_CHATSTATES, NS_DELAY, NS_HINTS, NS_MARKERS, NS_RECEIPTS, NS_SID } from '../xmpp/ns.ts';
+import { NS_DELAY, NS_HINTS } from '../xmpp/ns.ts';
+import { contentless } from '../xmpp/content.ts';
 
-const isElement = (c: Element | string): c is Element => typeof c !== 'string';
-
-/** A child carrying nothing a user would miss beside chat states: a thread id, a hint, an origin id. */
-function incidental(c: Element): boolean {
-  const ns = c.getNS();
-  if (ns === undefined || ns === 'jabber:client') return c.getName() === 'thread';
-  return ns === NS_HINTS || ns === NS_SID;
-}
-
-/** Payloads that only say something about the conversation's state, stale once late. */
-const STATE_ONLY = new Set([NS_CHATSTATES, NS_RECEIPTS, NS_MARKERS]);
-
-/** True when a message carries no content (see above): only chat states, receipts, markers, and incidentals. */
-export function contentless(el: Element): boolean {
-  if (el.getName() !== 'message') return false;
-  return el.children.filter(isElement).every((c) => incidental(c) || STATE_ONLY.has(c.getNS() as string));
-}
+export { contentless };
 
 /** Whether a message for an account with no available resource goes to offline storage (see above). */
 export function shouldStore(el: Element): boolean {

@@ -17,14 +17,11 @@ import type { Jid } from '../xmpp/jid.ts';
 import type { SessionRecord, SessionRegistry } from '../registry/registry.ts';
 import type { ServerModule, IqHandler } from '../modules/module.ts';
 import type { Session, CloseReason, Reroute } from '../session/session.ts';
-import { NS_CARBONS, NS_DELAY } from '../xmpp/ns.ts';
 import type { Envelope, Only } from '../worker/wire.ts';
-import type { RosterStore } from '../roster/store.ts';
-import type { OfflineStore } from '../offline/store.ts';
-import { contentless, shouldStore, stamp } from '../offline/offline.ts';
-import { PresenceService } from '../presence/presence.ts';
-import type { DeliverOptions, PresenceRouting } from '../presence/presence.ts';
-import { carbonCopy, carbonsEligible } from '../modules/carbons.ts';
+import { contentless } from '../xmpp/content.ts';
+import type { DeliverOptions, PresenceRouting, PresenceService } from '../presence/presence.ts';
+import { hooksOf } from '../modules/module.ts';
+import type { Hooks } from '../modules/module.ts';
 import type { StreamCondition } from '../xmpp/errors.ts';
 import type { RemovalNotice } from '../accounts/removal.ts';
 import { pushQuery } from '../modules/roster.ts';
@@ -50,15 +47,8 @@ export interface RouterDeps {
   local: Map<string, Session>;
   accountExists: (local: string) => Promise<boolean>;
   transport: Transport;
+  /** The server's modules: the iq payloads they answer, and their hooks into the stanza flow. */
   modules: ServerModule[];
-  roster: RosterStore;
-  offline: OfflineStore;
-  maxRosterItems: number;
-  maxPendingRequests: number;
-  maxOutgoingRequests: number;
-  maxOfflineMessages: number;
-  maxOfflineBytes: number;
-  maxDirectedPresence: number;
 }
 
 const isElement = (c: Element | string): c is Element => typeof c !== 'string';
@@ -97,7 +87,10 @@ export class Router implements PresenceRouting {
   private readonly d: RouterDeps;
   private readonly serverIq: Map<string, IqHandler>;
   private readonly accountIq: Map<string, IqHandler>;
-  readonly presence: PresenceService;
+  /** Presence and subscriptions (RFC 6121 §3, §4): given by whoever builds the router, which routes for it (PresenceRouting). */
+  presence!: PresenceService;
+  /** The modules' hooks into the stanza flow. */
+  private readonly hooks: Hooks;
   /** Work started for stanzas that lost their session (rerouting, offline storage): shutdown waits for it. */
   private readonly pending = new Set<Promise<void>>();
   /** Sessions that moved away from this worker, by id (see MOVED_KEEP_MS). */
@@ -109,20 +102,7 @@ export class Router implements PresenceRouting {
     this.d = deps;
     this.serverIq = table(deps.modules, (m) => m.server);
     this.accountIq = table(deps.modules, (m) => m.account);
-    this.presence = new PresenceService(
-      {
-        domain: deps.domain,
-        roster: deps.roster,
-        offline: deps.offline,
-        registry: deps.registry,
-        accountExists: deps.accountExists,
-        maxRosterItems: deps.maxRosterItems,
-        maxPendingRequests: deps.maxPendingRequests,
-        maxOutgoingRequests: deps.maxOutgoingRequests,
-        maxDirected: deps.maxDirectedPresence,
-      },
-      this,
-    );
+    this.hooks = hooksOf(deps.modules);
   }
 
   /**
@@ -154,8 +134,8 @@ export class Router implements PresenceRouting {
     const from = el.attrs.from;
     if (from !== undefined && from !== s.jid && from !== s.bare && !sameJid(from, s.jid!)) throw new StreamError('invalid-from', `${from} is not this stream's address`);
     el.attrs.from = s.jid!;
-
-    if (el.name === 'presence') return this.presenceFromClient(el, s);
+    // The modules first: presence takes its own, carbons copy what is sent, offline storage strips a forged stamp.
+    for (const hook of this.hooks.inbound) if (await hook(el, s)) return;
     let to: Jid;
     if (el.attrs.to === undefined) {
       // §10.3: no 'to' means the sender's own bare JID.
@@ -168,48 +148,7 @@ export class Router implements PresenceRouting {
         throw err;
       }
     }
-    if (el.name === 'message') {
-      // XEP-0203: a delay from this domain is the server's own mark (offline
-      // storage stamps one and keeps it); one a client wrote would pass for it.
-      for (const d of el.getChildren('delay', NS_DELAY)) if (d.attrs.from === this.d.domain) el.remove(d);
-      // XEP-0280 §6: <private/> keeps a message out of carbons; it is not passed on.
-      const priv = el.getChild('private', NS_CARBONS);
-      if (priv) el.remove(priv);
-      else if (carbonsEligible(el)) this.carbons(el, 'sent', s.bare!, [s.id]);
-    }
     return this.route(el, to, s);
-  }
-
-  private async presenceFromClient(el: Element, s: Session): Promise<void> {
-    let to: Jid | undefined;
-    if (el.attrs.to !== undefined) {
-      try {
-        to = parseJid(el.attrs.to);
-      } catch (err) {
-        if (err instanceof JidError) return this.bounce(s, el, new StanzaError('jid-malformed', err.message));
-        throw err;
-      }
-    }
-    try {
-      await this.presence.fromClient(el, s, to);
-    } catch (err) {
-      if (err instanceof StanzaError) return this.bounce(s, el, err);
-      throw err;
-    }
-  }
-
-  /**
-   * XEP-0280: a copy of a message, wrapped as sent or received, to the
-   * account's resources other than those in `except` that enabled carbons.
-   */
-  private carbons(el: Element, kind: 'sent' | 'received', bare: string, except: string[]): void {
-    void this.d.registry.resources(bare).then(
-      (recs) => {
-        const others = recs.filter((r) => !except.includes(r.sid));
-        for (const rec of others) this.deliver(rec, carbonCopy(el, kind, bare, rec.jid), 'carbons');
-      },
-      (err: unknown) => log.debug('carbons: registry unavailable', { err: String(err) }),
-    );
   }
 
   private async route(el: Element, to: Jid, sender: Session | undefined, opts: DeliverOptions = {}): Promise<void> {
@@ -227,7 +166,7 @@ export class Router implements PresenceRouting {
       if (here || rec) {
         if (!here) this.deliver(rec!, el, undefined, opts);
         else if (!here.deliver(el.toString(), { live: !opts.solicited, reroute: rerouteOf(el) })) this.undeliverable(el, here.id);
-        if (el.name === 'message' && carbonsEligible(el)) this.carbons(el, 'received', bareJid, [here?.id ?? rec!.sid]);
+        if (el.name === 'message') this.routed(el, bareJid, [{ sid: here?.id ?? rec!.sid }]);
         return;
       }
       // RFC 6121 §8.5.3.2: no such resource.
@@ -288,40 +227,33 @@ export class Router implements PresenceRouting {
     }
     if (to.length === 1) this.deliver(to[0], el);
     else this.deliverCopies(to, el);
-    if (carbonsEligible(el)) this.carbons(el, 'received', bareJid, to.map((r) => r.sid));
+    this.routed(el, bareJid, to);
+  }
+
+  /** A message to an account of this server was handed to these sessions: the modules' after-routing hooks (carbons copy it). */
+  private routed(el: Element, bare: string, to: readonly Pick<SessionRecord, 'sid'>[]): void {
+    for (const hook of this.hooks.routed) hook(el, bare, to);
   }
 
   /**
-   * XEP-0160 with a XEP-0203 stamp, or else an error to the sender. A message
-   * with nothing to keep (chat states, receipts, markers: XEP-0085 §5.4,
-   * XEP-0334) is dropped without a word: an error would show as one in the
-   * sender's client for a "typing..." nobody missed. `failed`: the session
-   * that could not take it, not to be told to fetch it.
+   * A message no session of the account takes: kept by the offline hook
+   * (XEP-0160), or dropped when it has nothing to keep (chat states,
+   * receipts, markers: XEP-0085 §5.4, XEP-0334; an error would show as one
+   * in the sender's client for a "typing..." nobody missed), or else an
+   * error to the sender. `failed`: the session that could not take it, not
+   * to be told to fetch it.
    */
   private async storeOrBounce(local: string, el: Element, sender: Session | undefined, failed?: string): Promise<void> {
-    if (shouldStore(el)) {
-      const stored = await this.storeOffline(local, el);
-      if (stored) {
-        // The account may have become available while this was stored, after
-        // its session took what was waiting: have it take again.
-        // Stored: a failed check must not make the sender send it again.
-        await this.offlineWaiting(`${local}@${this.d.domain}`, failed);
-        return;
-      }
-      return this.reject(sender, el, new StanzaError('service-unavailable', 'the recipient is offline and cannot take more messages'));
+    const kept = this.hooks.offline ? await this.hooks.offline(local, el) : contentless(el) ? 'dropped' : 'refused';
+    if (kept === 'stored') {
+      // The account may have become available while this was stored, after
+      // its session took what was waiting: have it take again.
+      // Stored: a failed check must not make the sender send it again.
+      await this.offlineWaiting(`${local}@${this.d.domain}`, failed);
+      return;
     }
-    if (contentless(el)) return;
-    return this.reject(sender, el, new StanzaError('service-unavailable', 'the recipient is offline'));
-  }
-
-  /** XEP-0160 with a XEP-0203 stamp; false when the user's store is full (or failing). */
-  private async storeOffline(local: string, el: Element): Promise<boolean> {
-    try {
-      return await this.d.offline.push(local, stamp(el, this.d.domain, new Date()).toString(), { max: this.d.maxOfflineMessages, maxBytes: this.d.maxOfflineBytes });
-    } catch (err) {
-      log.warn('offline storage failed', { user: local, err: String(err) });
-      return false;
-    }
+    if (kept === 'dropped') return;
+    return this.reject(sender, el, new StanzaError('service-unavailable', kept === 'full' ? 'the recipient is offline and cannot take more messages' : 'the recipient is offline'));
   }
 
   private async toServer(el: Element, sender: Session | undefined): Promise<void> {

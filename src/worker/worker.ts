@@ -35,9 +35,11 @@ import { register } from '../modules/register.ts';
 import { sessionLegacy } from '../modules/session-legacy.ts';
 import { roster, pushQuery } from '../modules/roster.ts';
 import { carbons } from '../modules/carbons.ts';
+import { offlineStorage } from '../modules/offline.ts';
+import { presence } from '../modules/presence.ts';
+import { PresenceService } from '../presence/presence.ts';
 import { csi } from '../modules/csi.ts';
 import { sm } from '../modules/sm.ts';
-import { NS_MSGOFFLINE } from '../xmpp/ns.ts';
 import { hooksOf, type ServerModule } from '../modules/module.ts';
 import { removeAccount, isRemovalNotice } from '../accounts/removal.ts';
 import type { RemovalNotice } from '../accounts/removal.ts';
@@ -242,8 +244,9 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const stores = await openStores(store);
   const { roster: rosterStore, offline, accounts } = stores;
   const modules: ServerModule[] = [
-    ping, version, register, sessionLegacy, carbons, csi(config.csiMaxHeld), sm,
-    { features: config.maxOfflineMessages > 0 ? [NS_MSGOFFLINE] : [] },
+    presence(() => router.presence),
+    ping, version, register, sessionLegacy, carbons(() => router), csi(config.csiMaxHeld), sm,
+    offlineStorage({ store: offline, domain: config.domain, max: config.maxOfflineMessages, maxBytes: config.maxOfflineBytes }),
     roster({
       store: rosterStore,
       maxItems: config.maxRosterItems,
@@ -284,15 +287,21 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       toNode: backend.toNode,
     },
     modules,
-    roster: rosterStore,
-    offline,
-    maxRosterItems: config.maxRosterItems,
-    maxPendingRequests: config.maxPendingRequests,
-    maxOutgoingRequests: config.maxOutgoingRequests,
-    maxOfflineMessages: config.maxOfflineMessages,
-    maxOfflineBytes: config.maxOfflineBytes,
-    maxDirectedPresence: MAX_DIRECTED_PRESENCE,
   });
+  router.presence = new PresenceService(
+    {
+      domain: config.domain,
+      roster: rosterStore,
+      offline,
+      registry,
+      accountExists: (local) => accounts.exists(local),
+      maxRosterItems: config.maxRosterItems,
+      maxPendingRequests: config.maxPendingRequests,
+      maxOutgoingRequests: config.maxOutgoingRequests,
+      maxDirected: MAX_DIRECTED_PRESENCE,
+    },
+    router,
+  );
   const detached = new Map<string, Session>();
   const resumption = new Resumption({ node: config.nodeId, worker: () => index, local, sessions, registry, router });
   router.resumption = resumption;

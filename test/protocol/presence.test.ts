@@ -292,7 +292,9 @@ test('carbons (XEP-0280): sent and received copies reach the other resources tha
   const mia3 = await connect(t, mia.name, 'old'); // never enables carbons
   await ready(mia3);
   const ned = await user(t, 'ned');
-  for (const p of [mia, mia2]) {
+  const ned2 = await connect(t, ned.name, 'tablet');
+  await ready(ned2);
+  for (const p of [mia, mia2, ned2]) {
     const r = await carbons(p, 'enable');
     t.is(r.attrs.type, 'result', r.toString());
   }
@@ -301,6 +303,9 @@ test('carbons (XEP-0280): sent and received copies reach the other resources tha
   await expect(ned, 's1', (el) => el.attrs.id === 's1');
   const sent = await expect(mia2, 'sent carbon', isCarbon('sent'), m2);
   checkCarbon(t, sent, 'sent', { from: mia.bare, to: mia2.jid }, { from: mia.jid, to: ned.jid, body: 'sent from the phone' });
+  // The recipient's other resource gets its received copy.
+  const got = await expect(ned2, 'received carbon at the recipient', isCarbon('received'));
+  checkCarbon(t, got, 'received', { from: ned.bare, to: ned2.jid }, { from: mia.jid, to: ned.jid, body: 'sent from the phone' });
 
   ned.c.send(`<message to='${mia.jid}' id='r1' type='chat'><body>to the phone</body></message>`);
   await expect(mia, 'r1', (el) => el.attrs.id === 'r1');
@@ -309,11 +314,14 @@ test('carbons (XEP-0280): sent and received copies reach the other resources tha
 
   // <private/> keeps a message out of carbons and is not passed on.
   const m2b = mia2.c.items.length;
+  const n2 = ned2.c.items.length;
   mia.c.send(`<message to='${ned.jid}' id='p1' type='chat'><body>secret</body><private xmlns='${NS_CARBONS}'/></message>`);
   const p1 = await expect(ned, 'p1', (el) => el.attrs.id === 'p1');
   t.is(p1.getChild('private', NS_CARBONS), undefined);
   await barrier(mia, mia.c.items.length); // mia's session has sent every copy it was going to send
   t.false((await barrier(mia2, m2b)).some((el) => Boolean(el.getChild('sent', NS_CARBONS))), 'no carbon of a private message');
+  await barrier(ned, ned.c.items.length); // the route to ned is done, and with it any received copy
+  t.false((await barrier(ned2, n2)).some((el) => Boolean(el.getChild('received', NS_CARBONS))), 'no received carbon of a private message either (§7)');
   t.false((await barrier(mia3, m3)).some((el) => Boolean(el.getChild('sent', NS_CARBONS) ?? el.getChild('received', NS_CARBONS))), 'no carbons without enabling them');
 
   // Disabled: no more copies.

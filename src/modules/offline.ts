@@ -1,0 +1,40 @@
+// XEP-0160 offline storage as a module: a message no session of its
+// account can take (RFC 6121 §8.5.2.2.1) is kept with a XEP-0203 stamp, up
+// to the account's bounds; one with nothing to keep is dropped without a
+// word; the rest is refused (the sender gets service-unavailable). It also
+// strips, from what clients send, a delay stamp claiming to be ours. The
+// rules of what is stored are in offline/offline.ts; delivery, at the
+// account's available presence, is the presence service's.
+import type { ServerModule } from './module.ts';
+import type { OfflineStore } from '../offline/store.ts';
+import { contentless, shouldStore, stamp } from '../offline/offline.ts';
+import { NS_DELAY, NS_MSGOFFLINE } from '../xmpp/ns.ts';
+import { log } from '../log.ts';
+
+export interface OfflineOptions {
+  store: OfflineStore;
+  domain: string;
+  /** Messages and bytes kept per account (0 messages: none kept). */
+  max: number;
+  maxBytes: number;
+}
+
+export function offlineStorage(o: OfflineOptions): ServerModule {
+  return {
+    features: o.max > 0 ? [NS_MSGOFFLINE] : [],
+    inbound: (el) => {
+      // XEP-0203: a delay from this domain is the server's own mark (offline
+      // storage stamps one and keeps it); one a client wrote would pass for it.
+      if (el.name === 'message') for (const d of el.getChildren('delay', NS_DELAY)) if (d.attrs.from === o.domain) el.remove(d);
+    },
+    offline: async (local, el) => {
+      if (!shouldStore(el)) return contentless(el) ? 'dropped' : 'refused';
+      try {
+        return (await o.store.push(local, stamp(el, o.domain, new Date()).toString(), { max: o.max, maxBytes: o.maxBytes })) ? 'stored' : 'full';
+      } catch (err) {
+        log.warn('offline storage failed', { user: local, err: String(err) });
+        return 'full';
+      }
+    },
+  };
+}
