@@ -20,6 +20,9 @@ test('environment variables override defaults and are validated by name', (t) =>
   t.regex(err!.message, /XMPP_C2S_PORT/);
   t.regex(t.throws(() => loadConfig({ XMPP_SCRAM_ITERATIONS: '10' }))!.message, /XMPP_SCRAM_ITERATIONS.*at least 4096/);
   t.regex(t.throws(() => loadConfig({ XMPP_CONFLICT_POLICY: 'x' }))!.message, /XMPP_CONFLICT_POLICY/);
+  // Durable stream management state is for a cluster: a single node has nothing to keep it for.
+  t.regex(t.throws(() => loadConfig({ XMPP_SM_DURABLE: 'true' }), { instanceOf: ConfigError })!.message, /XMPP_SM_DURABLE needs a cluster/);
+  t.is(loadConfig({ XMPP_SM_DURABLE: 'true', XMPP_REDIS_URL: 'redis://127.0.0.1:1' }).smDurable, true);
 });
 
 test('XMPP_NODE_ID unset: each load, and each process, gets its own id in the documented form (node- + 8 hex digits)', (t) => {

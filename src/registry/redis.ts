@@ -10,6 +10,8 @@
 //        xmpp:epochs     hash node -> epoch (fencing token)
 //        xmpp:dp:<sid>   JSON list of the entities a session sent directed presence to
 //        xmpp:inv        channel: a bare JID whose records changed (cache invalidation)
+//        xmpp:sm:<sid>, xmpp:smq:<sid>, xmpp:smj:<jid>
+//                        XMPP_SM_DURABLE: a resumable session's state (session/durable.ts)
 import type { Redis } from 'ioredis';
 import type { BindOutcome, BindRequest, SessionRecord, SessionRegistry } from './registry.ts';
 import { randomResource } from './registry.ts';
@@ -28,6 +30,9 @@ export const K = {
   removed: 'xmpp:removed',
   directed: (sid: string) => `xmpp:dp:${sid}`,
   channel: (node: string, worker: number) => `xmpp:c:${node}:${worker}`,
+  sm: (sid: string) => `xmpp:sm:${sid}`,
+  smq: (sid: string) => `xmpp:smq:${sid}`,
+  smj: (jid: string) => `xmpp:smj:${jid}`,
 };
 
 /** Lua: Redis's clock in ms as \`now\` (leases are judged by one clock, Redis's). */
@@ -38,7 +43,9 @@ export const NOW = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1
  * membership.ts): splitJid(full) gives bare and resource; forget(gone, full,
  * rec) deletes the session's directed-presence list and, when \`gone\` is a
  * table, appends what announcing its end takes (see parseGone): full JID,
- * available ('1'/'0'), the list (JSON).
+ * available ('1'/'0'), the list (JSON). A session with durable stream
+ * management state (session/durable.ts) keeps it for its resumption
+ * window, then it expires.
  */
 export const RECORDS = `
 local function splitJid(full)
@@ -48,6 +55,12 @@ end
 local function forget(gone, full, rec)
   local dp = redis.call('GET', 'xmpp:dp:' .. rec.sid)
   redis.call('DEL', 'xmpp:dp:' .. rec.sid)
+  local ms = redis.call('HGET', 'xmpp:sm:' .. rec.sid, 'resumeMs')
+  if ms then
+    redis.call('PEXPIRE', 'xmpp:sm:' .. rec.sid, ms)
+    redis.call('PEXPIRE', 'xmpp:smq:' .. rec.sid, ms)
+    redis.call('PEXPIRE', 'xmpp:smj:' .. full, ms)
+  end
   if gone then
     table.insert(gone, full)
     table.insert(gone, rec.available and '1' or '0')

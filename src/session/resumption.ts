@@ -7,8 +7,11 @@
 // what the client has not acknowledged; the registry record follows it,
 // and what the old worker still receives for it meanwhile is passed on
 // (Router.movedTo), so nothing routed during the move is lost.
-import { timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { parse as parseXml } from 'ltx';
 import type { Handoff, Session } from './session.ts';
+import type { DurableSessions } from './durable.ts';
+import { countSince } from '../stream/engine.ts';
 import type { SessionRegistry } from '../registry/registry.ts';
 import type { Envelope } from '../worker/wire.ts';
 import type { Place, Router } from '../router/router.ts';
@@ -53,6 +56,9 @@ export interface ResumptionDeps {
   sessions: Map<string, Session>;
   registry: SessionRegistry;
   router: Router;
+  /** XMPP_SM_DURABLE: where a session whose node died can still be found. */
+  durable: DurableSessions | undefined;
+  maxResources: number;
 }
 
 type Taken = Extract<Envelope, { t: 'taken' }>;
@@ -99,7 +105,9 @@ export class Resumption {
       return { condition: 'item-not-found' };
     }
     const me = this.here;
-    if (!rec || (rec.node === me.node && rec.worker === me.worker)) return { condition: 'item-not-found' };
+    if (rec && rec.node === me.node && rec.worker === me.worker) return { condition: 'item-not-found' };
+    // No worker holds it (its node died): only its durable state can bring it back.
+    if (!rec) return this.fromDurable(conn, id.jid, id.token, previd, h);
     log.debug('resumption: asking the worker that holds the session', { jid: id.jid, node: rec.node, worker: rec.worker });
     const q = this.nextQ++;
     const answer = await new Promise<Taken | undefined>((resolve) => {
@@ -123,7 +131,8 @@ export class Resumption {
       if (sent === false) lost();
       else if (sent !== true) void sent.then((ok) => ok || lost(), lost);
     });
-    if (!answer?.handoff) return answer?.sent !== undefined ? { condition: 'handled-count-too-high', sent: answer.sent } : { condition: 'item-not-found' };
+    if (!answer) return this.fromDurable(conn, id.jid, id.token, previd, h); // its worker never answered: gone
+    if (!answer.handoff) return answer.sent !== undefined ? { condition: 'handled-count-too-high', sent: answer.sent } : { condition: 'item-not-found' };
     const handoff = answer.handoff;
     if (conn.id !== handoff.sid) return { condition: 'item-not-found' }; // closed meanwhile: orphaned above
     try {
@@ -133,6 +142,74 @@ export class Resumption {
       // The record still names the old place: the session ends, and its end removes the record (by its id).
       log.warn('resumption: the registry record could not follow the session; ending it', { jid: handoff.jid, err: String(err) });
       conn.close({ condition: 'internal-server-error', text: 'the session registry is unavailable; try again shortly' });
+    }
+    return undefined;
+  }
+
+  /**
+   * XMPP_SM_DURABLE: the session's node died (or never answered), and its
+   * state in Redis comes back here, once: what the client did not
+   * acknowledge is sent again, what reached the cluster after the death is
+   * in offline storage and follows it, and the session is bound again (a
+   * new stream id: the dead node's own may still be swept) and, if it was
+   * available, says so again to its contacts, who may have seen it leave
+   * when its node was declared dead.
+   */
+  private async fromDurable(conn: Session, jid: string, token: string, previd: string, h: number): Promise<ResumeFailure | undefined> {
+    const durable = this.d.durable;
+    if (!durable) return { condition: 'item-not-found' };
+    let c;
+    try {
+      c = await durable.claim(jid, token);
+    } catch (err) {
+      log.warn('resumption: durable state unreachable', { jid, err: String(err) });
+      return { condition: 'item-not-found' };
+    }
+    if (!c) return { condition: 'item-not-found' };
+    const m = c.meta;
+    const old: Handoff = { sid: c.sid, jid, bare: m.bare, available: m.available, priority: m.priority, lastPresence: m.lastPresence, directed: m.directed, carbons: m.carbons, rosterRequested: m.rosterRequested, createdAt: m.createdAt, token, resumeMs: m.resumeMs, handled: c.handled, acked: c.acked, queue: c.queue.flatMap((e) => (e.o ? [] : [{ xml: e.x, reroute: e.r }])) };
+    const n = countSince(h, c.acked);
+    if (n > c.queue.length) {
+      // §4: more than was sent. The session is over; what it kept goes where undeliverable stanzas go.
+      this.orphaned(old);
+      return { condition: 'handled-count-too-high', sent: (c.acked + c.queue.length) >>> 0 };
+    }
+    // What the client has is dropped; offline messages it did not acknowledge are still stored, and come from there.
+    const handoff: Handoff = { ...old, sid: randomBytes(9).toString('base64url'), acked: h >>> 0, queue: c.queue.slice(n).flatMap((e) => (e.o ? [] : [{ xml: e.x, reroute: e.r }])) };
+    const me = this.here;
+    try {
+      // A new login took the resource meanwhile: it keeps it.
+      const now = (await this.d.registry.resources(m.bare, true)).find((r) => r.jid === jid);
+      if (now && now.sid !== c.sid) {
+        // Its end was announced when its node died; the full JID is the new session's now.
+        this.orphaned(old, false);
+        return { condition: 'item-not-found' };
+      }
+      const out = await this.d.registry.bind({ rec: { jid, bare: m.bare, sid: handoff.sid, node: me.node, worker: me.worker, priority: m.priority, available: m.available }, policy: 'new-wins', maxResources: this.d.maxResources, exclusiveBare: false });
+      if (out.dropped) await this.d.router.presence.departed(out.dropped);
+      if (!out.ok) {
+        this.orphaned(old);
+        return { condition: 'item-not-found' };
+      }
+      if (out.replaced && out.replaced.sid !== c.sid) this.d.router.kick(out.replaced, 'conflict', 'replaced by a resumed session');
+    } catch (err) {
+      log.warn('resumption: the registry is unavailable', { jid, err: String(err) });
+      this.orphaned(old);
+      return { condition: 'item-not-found' };
+    }
+    if (conn.state !== 'wait-bind') {
+      this.orphaned(handoff);
+      return { condition: 'item-not-found' };
+    }
+    conn.adopt(handoff, previd);
+    log.info('session resumed from its durable state', { jid, resent: handoff.queue.length });
+    if (handoff.directed) void this.d.registry.noteDirected(jid, handoff.sid, handoff.directed).catch(() => {});
+    if (m.available && m.lastPresence !== undefined) {
+      // Its contacts may have seen it leave with its node: it is back.
+      const presence = parseXml(m.lastPresence);
+      delete presence.attrs.to;
+      presence.attrs.from = jid;
+      void this.d.router.presence.fromClient(presence, conn, undefined).catch((err: unknown) => log.warn('presence after a durable resumption failed', { jid, err: String(err) }));
     }
     return undefined;
   }
@@ -174,11 +251,13 @@ export class Resumption {
    * session whose time ran out (its record removed, its contacts told, what
    * the client did not acknowledge stored or bounced).
    */
-  private orphaned(h: Handoff): void {
+  private orphaned(h: Handoff, announce = true): void {
     log.warn('a resumed session found no connection to take it; ending it', { jid: h.jid });
     const router = this.d.router;
-    void this.d.registry.unbind(h.jid, h.sid).catch(() => {});
-    router.track(() => router.presence.departed([{ jid: h.jid, bare: h.bare, available: h.available, directed: h.directed ?? [] }]));
+    if (announce) {
+      void this.d.registry.unbind(h.jid, h.sid).catch(() => {});
+      router.track(() => router.presence.departed([{ jid: h.jid, bare: h.bare, available: h.available, directed: h.directed ?? [] }]));
+    }
     for (const it of h.queue) if (it.reroute) router.rerouted(it.xml, it.reroute, h.sid);
   }
 }

@@ -24,6 +24,7 @@ import { priorityOf } from '../presence/presence.ts';
 import type { WorkerContext } from '../worker/context.ts';
 import { StreamEngine, countSince } from '../stream/engine.ts';
 import type { CloseReason, Event, Out, Reroute, State } from '../stream/engine.ts';
+import type { DurableMeta, DurableSession, Entry } from './durable.ts';
 import { flat } from '../xml/retain.ts';
 import { log } from '../log.ts';
 
@@ -59,7 +60,7 @@ export interface Handoff {
 /** Why a handoff was refused: the session is gone (or going), or the client claims more than was sent. */
 export type HandoffRefusal = { gone: true } | { gone: false; sent: number };
 
-export class Session extends StreamEngine {
+export class Session extends StreamEngine implements DurableSession {
   readonly ctx: WorkerContext;
   /** Normalised localpart of the account; null for ANONYMOUS. */
   username: string | null = null;
@@ -205,6 +206,44 @@ export class Session extends StreamEngine {
     super.connectionClosed();
   }
 
+  // ---- XMPP_SM_DURABLE: the state kept in Redis as it changes (session/durable.ts) ----
+
+  /** Where this session's state is kept, when it is resumable and the cluster keeps it. */
+  private get durable() {
+    return this.resumeToken !== undefined && !this.moved ? this.ctx.durable : undefined;
+  }
+
+  protected override tracked(item: Out): void {
+    this.durable?.push(this, this.resumeToken!, entryOf(item));
+  }
+
+  protected override acknowledged(n: number, h: number): void {
+    this.durable?.ack(this, this.resumeToken!, n, h);
+  }
+
+  durableMeta(): DurableMeta {
+    return {
+      jid: this.jid!,
+      bare: this.bare!,
+      available: this.available,
+      priority: this.priority,
+      lastPresence: this.lastPresence?.toString(),
+      directed: this.directed ? [...this.directed] : undefined,
+      carbons: this.carbons,
+      rosterRequested: this.rosterRequested,
+      createdAt: this.createdAt,
+      resumeMs: this.resumeMs,
+    };
+  }
+
+  durableCounts(): { handled: number; acked: number } {
+    return { handled: this.acks?.handled ?? 0, acked: this.acks?.acked ?? 0 };
+  }
+
+  durableQueue(): Entry[] {
+    return [...(this.acks?.unacked ?? []), ...this.outq].filter((it) => it.tracked).map(entryOf);
+  }
+
   /** The connection is gone and the session waits for its client (or is about to: its close event is on its way). */
   protected override divert(item: Out): boolean {
     if (!this.detached && !(this.socket.destroyed && (this.resumable || this.moving))) return false;
@@ -239,7 +278,10 @@ export class Session extends StreamEngine {
           if (el.name === 'iq' && el.attrs.type === 'set' && el.getChild('bind', NS_BIND)) this.replyError(el, new StanzaError('not-allowed', 'a resource is already bound to this stream'));
           else await this.ctx.router.fromClient(el, this);
           // XEP-0198 §4: every stanza handled counts, answered with an error or not.
-          if (this.acks) this.acks.handled = (this.acks.handled + 1) >>> 0;
+          if (this.acks) {
+            this.acks.handled = (this.acks.handled + 1) >>> 0;
+            this.durable?.handled(this, this.resumeToken!, this.acks.handled);
+          }
           return;
         }
         {
@@ -388,6 +430,7 @@ export class Session extends StreamEngine {
   enableResumption(ms: number): string {
     this.resumeToken ??= randomBytes(18).toString('base64url');
     this.resumeMs = ms;
+    this.durable?.open(this, this.resumeToken);
     return this.resumeToken;
   }
 
@@ -559,6 +602,8 @@ export class Session extends StreamEngine {
     this.ctx.router.arrived(this.id);
     this.ctx.router.presence.attach(this);
     this.sendNonza(`<resumed xmlns='${NS_SM}' previd='${escapeXML(previd)}' h='${h.handled}'/>`);
+    // Kept here from now on: written whole, then as it changes.
+    this.durable?.open(this, h.token);
     for (const it of h.queue) this.put({ xml: it.xml, reroute: it.reroute });
     // Offline messages handed out on the old stream and not acknowledged are still stored: they come again.
     if (this.available) this.ctx.router.presence.flushOffline(this);
@@ -569,6 +614,7 @@ export class Session extends StreamEngine {
   private queueDetached(item: Out): void {
     if (item.nonza) return; // stream-level: for a stream that is gone
     item.tracked = true;
+    this.tracked(item);
     item.live = false;
     this.outq.push(item);
     this.outqLen += item.xml.length;
@@ -595,6 +641,8 @@ export class Session extends StreamEngine {
   }
   /** The session ends: out of the worker's tables and the registry, its contacts told (unless forgotten). */
   protected ended(forgotten: boolean): void {
+    // Forgotten (this node was fenced): the survivors keep the state for the client to resume elsewhere.
+    if (this.jid && !forgotten) this.durable?.close(this, this.jid);
     this.ctx.all.delete(this);
     if (this.jid && this.ctx.local.get(this.jid) === this) this.ctx.local.delete(this.jid);
     if (this.jid && this.ctx.sessions.delete(this.id) && !forgotten) {
@@ -615,4 +663,13 @@ export class Session extends StreamEngine {
 
 function isStanza(el: Element): boolean {
   return (el.name === 'message' || el.name === 'presence' || el.name === 'iq') && (el.attrs.xmlns === undefined || el.attrs.xmlns === NS_CLIENT);
+}
+
+/** A queued stanza as the durable state keeps it (session/durable.ts). */
+function entryOf(item: Out): Entry {
+  const e: Entry = { x: item.xml };
+  if (item.reroute) e.r = item.reroute;
+  // From offline storage, where it stays until acknowledged: it comes again from there.
+  else if (item.delivered) e.o = 1;
+  return e;
 }

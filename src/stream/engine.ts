@@ -277,6 +277,12 @@ export abstract class StreamEngine {
     return false;
   }
 
+  /** A stanza queued for the peer is counted for XEP-0198 from now on (in stream order). */
+  protected tracked(_item: Out): void {}
+
+  /** The peer acknowledged `n` more stanzas, up to its count `h`. */
+  protected acknowledged(_n: number, _h: number): void {}
+
   /** The peer half-closed the connection without a closing tag. */
   protected halfClosed(): void {
     this.endReason ??= 'closed by the client';
@@ -682,6 +688,7 @@ export abstract class StreamEngine {
       throw new StreamError('undefined-condition', `handled count too high: h=${h}, but ${sent} sent`, new Element('handled-count-too-high', { xmlns: NS_SM, h: String(h), 'send-count': String(sent) }));
     }
     a.acked = h >>> 0;
+    if (n > 0) this.acknowledged(n, a.acked);
     for (const it of a.unacked.splice(0, n)) {
       a.unackedBytes -= it.xml.length;
       it.delivered?.();
@@ -707,7 +714,10 @@ export abstract class StreamEngine {
       return;
     }
     // Counted from <enabled/> on, in the order of the stream (XEP-0198 §4).
-    if (this.acks && !item.nonza) item.tracked = true;
+    if (this.acks && !item.nonza) {
+      item.tracked = true;
+      this.tracked(item);
+    }
     this.outq.push(item);
     this.outqLen += item.xml.length;
     if (item.live) {

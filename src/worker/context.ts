@@ -11,6 +11,7 @@ import type { Session } from '../session/session.ts';
 import type { RemovalNotice } from '../accounts/removal.ts';
 import type { Hooks } from '../modules/module.ts';
 import type { Resumption } from '../session/resumption.ts';
+import type { DurableSessions } from '../session/durable.ts';
 
 export interface WorkerContext {
   config: Config;
@@ -32,6 +33,8 @@ export interface WorkerContext {
   closing: Map<string, Session>;
   /** Sessions of this worker whose connection is gone, waiting to be resumed (XEP-0198 §5), by id. */
   detached: Map<string, Session>;
+  /** XMPP_SM_DURABLE (cluster): where resumable sessions' state is kept as it changes; undefined when off. */
+  durable: DurableSessions | undefined;
   /** Hands sessions between connections, here and across the cluster (XEP-0198 §5). */
   resumption: Resumption;
   /** Every connection of this worker, bound or not. */

@@ -24,6 +24,7 @@ import { Router } from '../router/router.ts';
 import type { Transport } from '../router/router.ts';
 import { Session } from '../session/session.ts';
 import { Resumption } from '../session/resumption.ts';
+import { DurableSessions } from '../session/durable.ts';
 import { encode, encodeBuffer, decode } from './wire.ts';
 import { adoptSocket } from './socket.ts';
 import type { Envelope, FromHub, Peers, StorePort, Welcome } from './wire.ts';
@@ -98,6 +99,8 @@ function sweep(): void {
 /** How this worker reaches the registry and the other nodes. */
 interface Backend {
   registry: SessionRegistry;
+  /** Cluster: where XMPP_SM_DURABLE keeps resumable sessions' state. */
+  durable?: DurableSessions;
   toNode: Transport['toNode'];
   /** To every worker of every node, this one included; `here` is this worker's share, for when the others cannot be reached. */
   announceRemoval(notice: RemovalNotice, here: (notice: RemovalNotice) => void): void;
@@ -135,6 +138,7 @@ function cluster(): Backend {
   const transport = new NodeTransport(cmd, config.nodeId, () => index, (env) => onEnvelope(env));
   return {
     registry,
+    durable: config.smDurable ? new DurableSessions(cmd) : undefined,
     // Confirmed once handled there; false once nobody listens there (the node is gone).
     toNode: (node, worker, env) => transport.send(node, worker, env),
     announceRemoval(notice, here) {
@@ -303,7 +307,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     router,
   );
   const detached = new Map<string, Session>();
-  const resumption = new Resumption({ node: config.nodeId, worker: () => index, local, sessions, registry, router });
+  const resumption = new Resumption({ node: config.nodeId, worker: () => index, local, sessions, registry, router, durable: backend.durable, maxResources: config.maxResourcesPerAccount });
   router.resumption = resumption;
   const c: WorkerContext = {
     config,
@@ -321,6 +325,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     local,
     all: new Set(),
     detached,
+    durable: backend.durable,
     resumption,
     removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline }, config.domain, user, config.maxRosterItems),
     // Here first, whatever becomes of the announcement; then everywhere.
