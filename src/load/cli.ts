@@ -41,6 +41,9 @@ Options:
   --mechanism M       SCRAM-SHA-1 | PLAIN | ANONYMOUS (default SCRAM-SHA-1)
   --sm                enable stream management (XEP-0198) after binding and
                       acknowledge what the server asks for
+  --resume            with --sm: ask for resumption too (XEP-0198 §5), and keep
+                      what is sent until the server acknowledges it (flap
+                      always does)
   --resume-port P     flap: the port the cut connections resume on
                       (default --port)
   --users N           accounts <prefix>1..<prefix>N (default 100; idle and
@@ -108,6 +111,7 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
         timeout: { type: 'string', default: '30' },
         pid: { type: 'string' },
         'resume-port': { type: 'string' },
+        resume: { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
         report: { type: 'string' },
         'allow-remote': { type: 'boolean', default: false },
@@ -143,7 +147,8 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
     domain: v.domain,
     tls: tlsMode,
     mechanism,
-    sm: v.sm || wl === 'flap',
+    sm: v.sm || v.resume || wl === 'flap',
+    resume: v.resume || wl === 'flap',
     resumePort,
     users: num('users', v.users, { int: true, min: 1 }) ?? (wl === 'idle' || wl === 'storm' ? connections : 100),
     userPrefix: v['user-prefix'],

@@ -18,6 +18,8 @@ export interface LoadOptions {
   mechanism: MechanismName;
   /** Enable XEP-0198 stream management after binding and answer the server's ack requests. */
   sm: boolean;
+  /** Ask for resumption with stream management (always for flap). */
+  resume: boolean;
   /** flap: where the dropped connections resume (another node of a cluster); undefined: --port. */
   resumePort: number | undefined;
   users: number;

@@ -44,9 +44,9 @@ function localUsers(n: number): number[] {
 
 /** A new connection for user number `user` (0: none, for registration or ANONYMOUS). */
 function open(user: number, resource: string, handler: ConnHandler, registerOnly = false, resumeFrom?: ResumeState): Conn {
-  const flap = o.workload === 'flap' && !registerOnly;
+  const resume = o.resume && !registerOnly;
   const to = resumeFrom && o.resumePort !== undefined ? { ...target, port: o.resumePort } : target;
-  const c = new Conn(to, { user: user ? userName(user) : '', password: user ? passwordOf(user) : '', resource, presence: true, registerOnly, sm: (o.sm || flap) && !registerOnly, resume: flap, resumeFrom }, handler);
+  const c = new Conn(to, { user: user ? userName(user) : '', password: user ? passwordOf(user) : '', resource, presence: true, registerOnly, sm: o.sm && !registerOnly, resume, resumeFrom }, handler);
   live.add(c);
   return c;
 }
