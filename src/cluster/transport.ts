@@ -22,8 +22,8 @@ export type NodeMessage =
   // an envelope from (node, worker) in its incarnation `inc` (a restarted
   // node numbers from 1 again), number `n` of that sender's to this channel
   | { t: 'env'; node: string; worker: number; inc: string; n: number; env: Envelope }
-  // envelopes this channel's worker sent to `to` that were handled there
-  | { t: 'ok'; node: string; worker: number; to: string; ns: number[] };
+  // envelopes this channel's worker sent, in its incarnation `inc`, to `to`, that were handled there
+  | { t: 'ok'; node: string; worker: number; inc: string; to: string; ns: number[] };
 
 /** First wait for a confirmation before publishing again; doubled up to RETRY_MAX_MS. */
 const RETRY_FIRST_MS = 1000;
@@ -62,8 +62,8 @@ export class NodeTransport {
   /** Sent and not confirmed, by "channel number". */
   private readonly pending = new Map<string, Pending>();
   private readonly seen = new Map<string, Seen>();
-  /** Confirmations to send, per sender channel. */
-  private readonly confirms = new Map<string, { node: string; worker: number; ns: number[] }>();
+  /** Confirmations to send, per sender channel and incarnation. */
+  private readonly confirms = new Map<string, { channel: string; inc: string; ns: number[] }>();
   private flushing = false;
   /** Envelopes published again (figures, tests). */
   resent = 0;
@@ -133,10 +133,12 @@ export class NodeTransport {
       return;
     }
     if (m.t === 'ok') {
+      // For an earlier incarnation of this worker (its numbers meant other envelopes): nothing of ours.
+      if (m.inc !== this.inc) return;
       for (const n of m.ns) this.settle(`${m.to} ${n}`, true);
       return;
     }
-    this.confirm(m.node, m.worker, m.n);
+    this.confirm(m.node, m.worker, m.inc, m.n);
     if (this.already(`${m.node} ${m.worker} ${m.inc}`, m.n)) {
       this.duplicates++;
       return;
@@ -149,6 +151,11 @@ export class NodeTransport {
     const now = Date.now();
     let s = this.seen.get(key);
     if (!s) {
+      // A sender first heard of. After this receiver restarted, a sender
+      // that knew its predecessor numbers on from where it was: those
+      // numbers gather in \`ahead\` until MAX_AHEAD, then collapse (a bounded
+      // cost), rather than a guess at where the numbering starts, which
+      // would drop a first copy that comes late as if it were a second.
       s = { floor: 0, ahead: new Set(), at: now };
       this.seen.set(key, s);
       if (this.seen.size % 64 === 0) this.forgetIdle(now);
@@ -173,19 +180,20 @@ export class NodeTransport {
   }
 
   /** Confirms to the sender, batched: one message per sender per turn of the event loop. */
-  private confirm(node: string, worker: number, n: number): void {
+  private confirm(node: string, worker: number, inc: string, n: number): void {
     const channel = K.channel(node, worker);
-    const c = this.confirms.get(channel);
+    const key = `${channel} ${inc}`;
+    const c = this.confirms.get(key);
     if (c) c.ns.push(n);
-    else this.confirms.set(channel, { node, worker, ns: [n] });
+    else this.confirms.set(key, { channel, inc, ns: [n] });
     if (this.flushing) return;
     this.flushing = true;
     setImmediate(() => {
       this.flushing = false;
       const to = K.channel(this.node, this.worker());
-      for (const [channel, c] of this.confirms) {
+      for (const c of this.confirms.values()) {
         // Lost or timed out: the sender publishes again, and is confirmed again.
-        this.cmd.publish(channel, encodeBuffer({ t: 'ok', node: this.node, worker: this.worker(), to, ns: c.ns } satisfies NodeMessage)).catch(() => {});
+        this.cmd.publish(c.channel, encodeBuffer({ t: 'ok', node: this.node, worker: this.worker(), inc: c.inc, to, ns: c.ns } satisfies NodeMessage)).catch(() => {});
       }
       this.confirms.clear();
     });

@@ -134,20 +134,24 @@ export class Router implements PresenceRouting {
     const from = el.attrs.from;
     if (from !== undefined && from !== s.jid && from !== s.bare && !sameJid(from, s.jid!)) throw new StreamError('invalid-from', `${from} is not this stream's address`);
     el.attrs.from = s.jid!;
-    // The modules first: presence takes its own, carbons copy what is sent, offline storage strips a forged stamp.
-    for (const hook of this.hooks.inbound) if (await hook(el, s)) return;
-    let to: Jid;
-    if (el.attrs.to === undefined) {
-      // §10.3: no 'to' means the sender's own bare JID.
-      to = { local: s.username ?? s.anonLocal!, domain: this.d.domain, resource: '' };
-    } else {
-      try {
-        to = parseJid(el.attrs.to);
-      } catch (err) {
-        if (err instanceof JidError) return this.bounce(s, el, new StanzaError('jid-malformed', err.message));
-        throw err;
+    // Presence is the presence module's whole (it reads its own 'to').
+    let to: Jid | undefined;
+    if (el.name !== 'presence') {
+      if (el.attrs.to === undefined) {
+        // §10.3: no 'to' means the sender's own bare JID.
+        to = { local: s.username ?? s.anonLocal!, domain: this.d.domain, resource: '' };
+      } else {
+        try {
+          to = parseJid(el.attrs.to);
+        } catch (err) {
+          if (err instanceof JidError) return this.bounce(s, el, new StanzaError('jid-malformed', err.message));
+          throw err;
+        }
       }
     }
+    // The modules, in order: presence takes its own, offline storage strips a forged stamp, carbons copy what is sent.
+    for (const hook of this.hooks.inbound) if (await hook(el, s)) return;
+    if (!to) return; // presence with no module to take it
     return this.route(el, to, s);
   }
 

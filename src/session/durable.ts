@@ -89,6 +89,8 @@ export class DurableSessions {
   private readonly broken = new WeakSet<DurableSession>();
   /** Pipelines sent (figures). */
   batches = 0;
+  /** The last pipeline sent, until it is answered. */
+  private inflight: Promise<unknown> = Promise.resolve();
 
   constructor(r: Redis) {
     r.defineCommand('xmppSmClaim', { numberOfKeys: 0, lua: CLAIM });
@@ -106,14 +108,15 @@ export class DurableSessions {
   }
 
   private send(): void {
-    const b = this.batch!;
+    const b = this.batch;
+    if (!b) return; // sent already (written())
     const touched = this.touched;
     this.batch = undefined;
     this.touched = new Set();
     // The state that goes with these writes (presence, carbons...), as it is now.
     for (const s of touched) if (!this.broken.has(s)) b.hset(K.sm(s.id), 'meta', JSON.stringify(s.durableMeta()));
     this.batches++;
-    b.exec().then(
+    this.inflight = b.exec().then(
       (results) => {
         if (results?.some(([err]) => err)) for (const s of touched) this.broken.add(s);
       },
@@ -122,6 +125,12 @@ export class DurableSessions {
         for (const s of touched) this.broken.add(s);
       },
     );
+  }
+
+  /** Resolves once what was written so far has reached Redis (or failed): before a session moves to another worker. */
+  async written(): Promise<void> {
+    if (this.batch) this.send();
+    await this.inflight;
   }
 
   /** Writes the session's whole state (resumption enabled, resumed here, or after a failed write). */

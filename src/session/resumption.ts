@@ -66,7 +66,7 @@ type Taken = Extract<Envelope, { t: 'taken' }>;
 export class Resumption {
   private readonly d: ResumptionDeps;
   /** Requests waiting for their 'taken'; the answer is acted on as it arrives (see onTaken). */
-  private readonly pending = new Map<number, (env: Taken | undefined) => void>();
+  private readonly pending = new Map<number, (env: Taken | 'gone' | undefined) => void>();
   private nextQ = 1;
 
   constructor(deps: ResumptionDeps) {
@@ -110,7 +110,8 @@ export class Resumption {
     if (!rec) return this.fromDurable(conn, id.jid, id.token, previd, h);
     log.debug('resumption: asking the worker that holds the session', { jid: id.jid, node: rec.node, worker: rec.worker });
     const q = this.nextQ++;
-    const answer = await new Promise<Taken | undefined>((resolve) => {
+    // 'gone': nobody listens where the session was (its node or worker died); undefined: no answer in time.
+    const answer = await new Promise<Taken | 'gone' | undefined>((resolve) => {
       const timer = setTimeout(() => {
         this.pending.delete(q);
         resolve(undefined);
@@ -120,18 +121,21 @@ export class Resumption {
         this.pending.delete(q);
         // Adopted as the answer is read, before anything the old worker
         // passes on after it (it may come in the same read from Redis).
-        if (env?.handoff) {
+        if (env !== undefined && env !== 'gone' && env.handoff) {
           if (conn.state === 'wait-bind') conn.adopt(env.handoff, previd);
           else this.orphaned(env.handoff);
         }
         resolve(env);
       });
       const sent = this.d.router.send(rec, { t: 'take', jid: rec.jid, sid: rec.sid, token: id.token, h, since: conn.createdAt, q, node: me.node, worker: me.worker });
-      const lost = () => this.pending.get(q)?.(undefined);
+      const lost = () => this.pending.get(q)?.('gone');
       if (sent === false) lost();
       else if (sent !== true) void sent.then((ok) => ok || lost(), lost);
     });
-    if (!answer) return this.fromDurable(conn, id.jid, id.token, previd, h); // its worker never answered: gone
+    // Its node died: only its durable state can bring it back. No answer in
+    // time is not death (a slow owner still holds it): that fails, and the client may try again.
+    if (answer === 'gone') return this.fromDurable(conn, id.jid, id.token, previd, h);
+    if (!answer) return { condition: 'item-not-found' };
     if (!answer.handoff) return answer.sent !== undefined ? { condition: 'handled-count-too-high', sent: answer.sent } : { condition: 'item-not-found' };
     const handoff = answer.handoff;
     if (conn.id !== handoff.sid) return { condition: 'item-not-found' }; // closed meanwhile: orphaned above

@@ -97,6 +97,8 @@ export class Session extends StreamEngine implements DurableSession {
   private attachedAt = 0;
   /** The connection closed while the session was being handed over. */
   private lostWhileMoving = false;
+  /** Ended by fencing: its durable state stays (see close). */
+  private keepDurable = false;
 
   constructor(ctx: WorkerContext, socket: net.Socket, directTls: boolean) {
     super(ctx, socket, directTls);
@@ -210,7 +212,7 @@ export class Session extends StreamEngine implements DurableSession {
 
   /** Where this session's state is kept, when it is resumable and the cluster keeps it. */
   private get durable() {
-    return this.resumeToken !== undefined && !this.moved ? this.ctx.durable : undefined;
+    return this.resumeToken !== undefined && !this.moved && !this.cleaned ? this.ctx.durable : undefined;
   }
 
   protected override tracked(item: Out): void {
@@ -507,6 +509,8 @@ export class Session extends StreamEngine implements DurableSession {
     if (countSince(h, a.acked) > a.unacked.length) return { gone: false, sent: (a.acked + a.unacked.length) >>> 0 };
     this.moving = true;
     this.ack(h);
+    // What this worker wrote of the session reaches Redis before the new owner writes it whole.
+    if (this.resumeToken !== undefined) await this.ctx.durable?.written();
     // The stanza being handled finishes first (it counts in our h); what
     // waits behind it is the client's to send again. Output read at the
     // pace of the old connection stops, and an offline delivery lets its
@@ -614,10 +618,10 @@ export class Session extends StreamEngine implements DurableSession {
   private queueDetached(item: Out): void {
     if (item.nonza) return; // stream-level: for a stream that is gone
     item.tracked = true;
-    this.tracked(item);
     item.live = false;
     this.outq.push(item);
     this.outqLen += item.xml.length;
+    this.tracked(item);
     if (this.outqLen + this.acks!.unackedBytes > this.ctx.config.maxOutboundBytes) {
       this.endReason = 'too much queued while detached';
       this.close();
@@ -636,13 +640,14 @@ export class Session extends StreamEngine implements DurableSession {
   }
   /** A detached session ends without a stream to close (see endDetached). */
   override close(reason: CloseReason = {}): void {
+    // This node lost its membership: the survivors keep the durable state for the client to resume elsewhere.
+    if (reason.fenced) this.keepDurable = true;
     if (this.detached) return this.endDetached(reason);
     super.close(reason);
   }
   /** The session ends: out of the worker's tables and the registry, its contacts told (unless forgotten). */
   protected ended(forgotten: boolean): void {
-    // Forgotten (this node was fenced): the survivors keep the state for the client to resume elsewhere.
-    if (this.jid && !forgotten) this.durable?.close(this, this.jid);
+    if (this.jid && this.resumeToken !== undefined && !this.keepDurable) this.ctx.durable?.close(this, this.jid);
     this.ctx.all.delete(this);
     if (this.jid && this.ctx.local.get(this.jid) === this) this.ctx.local.delete(this.jid);
     if (this.jid && this.ctx.sessions.delete(this.id) && !forgotten) {

@@ -107,6 +107,8 @@ export interface CloseReason {
    * unbind, no presence broadcast.
    */
   forgotten?: boolean;
+  /** This node lost its cluster membership (XMPP_SM_DURABLE: the session's durable state stays for the survivors). */
+  fenced?: boolean;
 }
 
 export type Event =
@@ -688,8 +690,10 @@ export abstract class StreamEngine {
       throw new StreamError('undefined-condition', `handled count too high: h=${h}, but ${sent} sent`, new Element('handled-count-too-high', { xmlns: NS_SM, h: String(h), 'send-count': String(sent) }));
     }
     a.acked = h >>> 0;
+    const done = a.unacked.splice(0, n);
+    // Said once the queue no longer holds them.
     if (n > 0) this.acknowledged(n, a.acked);
-    for (const it of a.unacked.splice(0, n)) {
+    for (const it of done) {
       a.unackedBytes -= it.xml.length;
       it.delivered?.();
     }
@@ -714,12 +718,11 @@ export abstract class StreamEngine {
       return;
     }
     // Counted from <enabled/> on, in the order of the stream (XEP-0198 §4).
-    if (this.acks && !item.nonza) {
-      item.tracked = true;
-      this.tracked(item);
-    }
+    if (this.acks && !item.nonza) item.tracked = true;
     this.outq.push(item);
     this.outqLen += item.xml.length;
+    // Said once the queue holds it.
+    if (item.tracked) this.tracked(item);
     if (item.live) {
       this.liveLen += item.xml.length;
       // A reader this slow would make us buffer without bound.

@@ -248,9 +248,10 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const stores = await openStores(store);
   const { roster: rosterStore, offline, accounts } = stores;
   const modules: ServerModule[] = [
+    // In this order in the stanza flow: presence takes its own, offline storage strips a forged delay before carbons copy a message.
     presence(() => router.presence),
-    ping, version, register, sessionLegacy, carbons(() => router), csi(config.csiMaxHeld), sm,
     offlineStorage({ store: offline, domain: config.domain, max: config.maxOfflineMessages, maxBytes: config.maxOfflineBytes }),
+    ping, version, register, sessionLegacy, carbons(() => router), csi(config.csiMaxHeld), sm,
     roster({
       store: rosterStore,
       maxItems: config.maxRosterItems,
@@ -395,7 +396,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
         });
         break;
       case 'fenced':
-        for (const s of [...c.all, ...c.detached.values()]) s.close({ condition: 'system-shutdown', text: 'this node lost its cluster membership; reconnect', forgotten: true });
+        for (const s of [...c.all, ...c.detached.values()]) s.close({ condition: 'system-shutdown', text: 'this node lost its cluster membership; reconnect', forgotten: true, fenced: true });
         if (registry instanceof RedisRegistry) registry.invalidateAll();
         break;
       case 'reconcile':
