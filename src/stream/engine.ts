@@ -202,7 +202,8 @@ export abstract class StreamEngine {
   protected endReason: string | undefined;
   /** The stream's session is being handed to another connection (XEP-0198 §5): the mailbox stops at the next event. */
   protected moving = false;
-  protected pumpIdle: (() => void)[] = [];
+  /** Waiting for the event under way to be handled (idle()); created on first use, as most streams never wait. */
+  protected pumpIdle: (() => void)[] | undefined;
 
   constructor(env: EngineEnv, socket: net.Socket, directTls: boolean) {
     this.env = env;
@@ -408,13 +409,13 @@ export abstract class StreamEngine {
     } finally {
       this.busy = false;
       if (this.paused & PAUSED_MAILBOX && this.mailbox.length === 0) this.unpause(PAUSED_MAILBOX);
-      for (const w of this.pumpIdle.splice(0)) w();
+      if (this.pumpIdle) for (const w of this.pumpIdle.splice(0)) w();
     }
   }
 
   /** Resolves once no event is being handled (the one under way, if any, is done). */
   protected idle(): Promise<void> {
-    return this.busy ? new Promise((r) => this.pumpIdle.push(r)) : Promise.resolve();
+    return this.busy ? new Promise((r) => (this.pumpIdle ??= []).push(r)) : Promise.resolve();
   }
 
   /** Work on an element as it is read, ahead of the mailbox (a policy's immediate nonzas); what it throws ends the stream as in the mailbox. */
