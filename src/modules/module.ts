@@ -56,6 +56,8 @@ export interface ServerModule {
   streamFeatures?: (session: Session) => Element[];
   /** Nonzas of a bound client's stream, keyed "name namespace". */
   nonzas?: Record<string, NonzaHandler>;
+  /** Nonzas a module answers before authentication (with a refusal its protocol defines), keyed "name namespace". */
+  negotiating?: Record<string, NonzaHandler>;
   /**
    * Nonzas handled as soon as they are read, ahead of the stanzas waiting to
    * be handled: for what only settles output already sent (XEP-0198's <a/>,
@@ -75,6 +77,7 @@ export interface ServerModule {
 export interface Hooks {
   streamFeatures: ((session: Session) => Element[])[];
   nonzas: Map<string, NonzaHandler>;
+  negotiating: Map<string, NonzaHandler>;
   immediate: Map<string, NonzaHandler>;
   outbound: OutboundHook[];
   detached: ((session: Session) => void)[];
@@ -84,10 +87,11 @@ export interface Hooks {
 }
 
 export function hooksOf(modules: ServerModule[]): Hooks {
-  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), immediate: new Map(), outbound: [], detached: [], inbound: [], routed: [], offline: undefined };
+  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), negotiating: new Map(), immediate: new Map(), outbound: [], detached: [], inbound: [], routed: [], offline: undefined };
   for (const m of modules) {
     if (m.streamFeatures) hooks.streamFeatures.push(m.streamFeatures);
     for (const [k, h] of Object.entries(m.nonzas ?? {})) hooks.nonzas.set(k, h);
+    for (const [k, h] of Object.entries(m.negotiating ?? {})) hooks.negotiating.set(k, h);
     for (const [k, h] of Object.entries(m.immediate ?? {})) hooks.immediate.set(k, h);
     if (m.outbound) hooks.outbound.push(m.outbound);
     if (m.detached) hooks.detached.push(m.detached);

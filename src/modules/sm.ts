@@ -61,13 +61,18 @@ export const sm: ServerModule = {
       if (!out) return;
       if (out.condition === 'item-not-found') return session.sendNonza(failed('item-not-found'));
       // §4: the client claims more than was sent.
-      session.sendNonza(failed('undefined-condition', undefined, `<handled-count-too-high xmlns='${NS_SM}' h='${h}' send-count='${out.sent}'/>`));
+      session.sendNonza(failed('undefined-condition', out.handled, `<handled-count-too-high xmlns='${NS_SM}' h='${h}' send-count='${out.sent}'/>`));
     },
     // In order: h counts the stanzas handled before it.
     [`r ${NS_SM}`]: (el, session) => {
       needsAcks(el, session);
       session.sendNonza(`<a xmlns='${NS_SM}' h='${session.handled}'/>`);
     },
+  },
+  // §3, §5: enabling or resuming before authentication is unexpected.
+  negotiating: {
+    [`enable ${NS_SM}`]: (_el, session) => session.sendNonza(failed('unexpected-request')),
+    [`resume ${NS_SM}`]: (_el, session) => session.sendNonza(failed('unexpected-request')),
   },
   // As it is read: an ack settles what was sent, which a login burst may be waiting for.
   immediate: {

@@ -47,7 +47,8 @@ function sameToken(a: string | undefined, b: string): boolean {
 }
 
 /** Why a resumption failed (the <failed/> the client gets). */
-export type ResumeFailure = { condition: 'item-not-found' } | { condition: 'handled-count-too-high'; sent: number };
+/** `handled`: the session's own h, when known (§5: the client learns which of its stanzas were handled). */
+export type ResumeFailure = { condition: 'item-not-found' } | { condition: 'handled-count-too-high'; sent: number; handled?: number };
 
 export interface ResumptionDeps {
   node: string;
@@ -95,7 +96,7 @@ export class Resumption {
         if (conn.id !== out.sid) this.orphaned(out);
         return undefined;
       }
-      return out.gone ? { condition: 'item-not-found' } : { condition: 'handled-count-too-high', sent: out.sent };
+      return out.gone ? { condition: 'item-not-found' } : { condition: 'handled-count-too-high', sent: out.sent, handled: out.handled };
     }
     let rec;
     try {
@@ -136,7 +137,7 @@ export class Resumption {
     // time is not death (a slow owner still holds it): that fails, and the client may try again.
     if (answer === 'gone') return this.fromDurable(conn, id.jid, id.token, previd, h);
     if (!answer) return { condition: 'item-not-found' };
-    if (!answer.handoff) return answer.sent !== undefined ? { condition: 'handled-count-too-high', sent: answer.sent } : { condition: 'item-not-found' };
+    if (!answer.handoff) return answer.sent !== undefined ? { condition: 'handled-count-too-high', sent: answer.sent, handled: answer.handled } : { condition: 'item-not-found' };
     const handoff = answer.handoff;
     if (conn.id !== handoff.sid) return { condition: 'item-not-found' }; // closed meanwhile: orphaned above
     try {
@@ -176,7 +177,7 @@ export class Resumption {
     if (n > c.queue.length) {
       // §4: more than was sent. The session is over; what it kept goes where undeliverable stanzas go.
       this.orphaned(old);
-      return { condition: 'handled-count-too-high', sent: (c.acked + c.queue.length) >>> 0 };
+      return { condition: 'handled-count-too-high', sent: (c.acked + c.queue.length) >>> 0, handled: c.handled };
     }
     // What the client has is dropped; offline messages it did not acknowledge are still stored, and come from there.
     const handoff: Handoff = { ...old, sid: randomBytes(9).toString('base64url'), acked: h >>> 0, queue: c.queue.slice(n).flatMap((e) => (e.o ? [] : [{ xml: e.x, reroute: e.r }])) };
@@ -231,7 +232,7 @@ export class Resumption {
     if (!s || s.jid !== env.jid || !sameToken(s.resumptionToken, env.token)) return reply({});
     void s.handOff(env.h, env.since).then(
       (out) => {
-        if (!('queue' in out)) return reply(out.gone ? {} : { sent: out.sent });
+        if (!('queue' in out)) return reply(out.gone ? {} : { sent: out.sent, handled: out.handled });
         this.d.router.movedTo(env.sid, { node: env.node, worker: env.worker });
         reply({ handoff: out }, out);
       },

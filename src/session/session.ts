@@ -58,7 +58,7 @@ export interface Handoff {
 }
 
 /** Why a handoff was refused: the session is gone (or going), or the client claims more than was sent. */
-export type HandoffRefusal = { gone: true } | { gone: false; sent: number };
+export type HandoffRefusal = { gone: true } | { gone: false; sent: number; handled: number };
 
 export class Session extends StreamEngine implements DurableSession {
   readonly ctx: WorkerContext;
@@ -259,8 +259,10 @@ export class Session extends StreamEngine implements DurableSession {
   protected async onElement(el: Element): Promise<void> {
     const ns = el.attrs.xmlns;
     switch (this.state) {
-      case 'negotiating':
+      case 'negotiating': {
         if (await this.negotiate(el)) return;
+        const early = this.ctx.hooks.negotiating.get(`${el.name} ${ns}`);
+        if (early) return early(el, this);
         if (el.name === 'iq' && this.mayAuthenticate && el.getChild('query', NS_REGISTER)) {
           if (this.ctx.config.registration) return this.preAuthIq(el);
           // XEP-0077 §3.1: a host without in-band registration MUST answer service-unavailable.
@@ -268,6 +270,7 @@ export class Session extends StreamEngine implements DurableSession {
           return this.replyError(new Element('iq', el.attrs), new StanzaError('service-unavailable', 'in-band registration is not offered here'));
         }
         break;
+      }
       case 'wait-bind': {
         if (el.name === 'iq' && el.attrs.type === 'set' && el.getChild('bind', NS_BIND)) return this.bind(el);
         const nonza = this.ctx.hooks.nonzas.get(`${el.name} ${ns}`);
@@ -506,7 +509,7 @@ export class Session extends StreamEngine implements DurableSession {
     if (!this.detached && since <= this.attachedAt) return { gone: true };
     const a = this.acks!;
     // §4: the client cannot have had more than was sent; refused before anything changes.
-    if (countSince(h, a.acked) > a.unacked.length) return { gone: false, sent: (a.acked + a.unacked.length) >>> 0 };
+    if (countSince(h, a.acked) > a.unacked.length) return { gone: false, sent: (a.acked + a.unacked.length) >>> 0, handled: a.handled };
     this.moving = true;
     this.ack(h);
     // What this worker wrote of the session reaches Redis before the new owner writes it whole.

@@ -137,5 +137,5 @@ type ResumeEnvelope =
   // clock, ms), resumes this session with the client's h; the answer is a
   // 'taken' numbered q, sent there
   | { t: 'take'; jid: string; sid: string; fwd?: undefined; token: string; h: number; since: number; q: number; node: string; worker: number }
-  // the session handed over, or why not: gone (neither), or h beyond `sent`
-  | { t: 'taken'; jid: string; sid: string; fwd?: undefined; q: number; handoff?: Handoff; sent?: number };
+  // the session handed over, or why not: gone (neither), or h beyond `sent` (and the session's own h, `handled`)
+  | { t: 'taken'; jid: string; sid: string; fwd?: undefined; q: number; handoff?: Handoff; sent?: number; handled?: number };

@@ -130,6 +130,7 @@ test('an h beyond what was sent fails the resumption (handled-count-too-high), a
   const bad = await resume(t, alice.name, id, 7);
   t.true(isSm('failed')(bad.answer) && Boolean(bad.answer.getChild('undefined-condition')), bad.answer.toString());
   t.deepEqual(bad.answer.getChild('handled-count-too-high', NS_SM)?.attrs, { xmlns: NS_SM, h: '7', 'send-count': '1' });
+  t.is(bad.answer.attrs.h, '0', "the session's own count: nothing of the client's was handled (§5)");
   const good = await resume(t, alice.name, id, 0);
   t.true(isSm('resumed')(good.answer), good.answer.toString());
   const again: Peer = { c: good.c, jid: alice.jid, bare: alice.bare, name: alice.name };

@@ -52,8 +52,14 @@ test('the countdown is mod 2^32 (§4)', (t) => {
 
 test('offered after authentication, not before (§3)', async (t) => {
   const { c, features } = await within(secured(server.c2sPort), WAIT, 'a secured stream');
-  c.destroy();
+  t.teardown(() => c.destroy());
   t.falsy(features.getChild('sm', NS_SM));
+  // §3, §5: enabling or resuming before authentication is unexpected, and the stream goes on.
+  for (const req of [`<enable xmlns='${NS_SM}'/>`, `<resume xmlns='${NS_SM}' previd='x' h='0'/>`]) {
+    c.send(req);
+    const f = await within(c.nextEl(), WAIT, `<failed/> to ${req}`);
+    t.true(isSm('failed')(f) && Boolean(f.getChild('unexpected-request')), f.toString());
+  }
   const name = await account('feat');
   const after = await within(authenticated(server.c2sPort, name, `${name}-pw`), WAIT, 'authentication');
   t.teardown(() => after.c.destroy());
