@@ -639,8 +639,10 @@ export class Session extends StreamEngine implements DurableSession {
   disconnect(condition: StreamCondition, text: string): void {
     if (!this.resumable) return this.close({ condition, text });
     log.info('connection dropped', { sid: this.id, jid: this.jid, condition, text });
-    this.raw.destroy();
+    // Told, as far as it still reads; what it did not acknowledge waits for its next connection.
+    this.abandon(`${this.header()}${new StreamError(condition, text).toElement().toString()}</stream:stream>`);
   }
+
   /** A detached session ends without a stream to close (see endDetached). */
   override close(reason: CloseReason = {}): void {
     // This node lost its membership: the survivors keep the durable state for the client to resume elsewhere.

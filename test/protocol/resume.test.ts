@@ -272,3 +272,23 @@ test("client state indication starts over as active on the resumed stream (XEP-0
   bob.c.send(`<presence><show>dnd</show></presence>`);
   await expect(again, "bob's next presence, at once", (el) => el.name === 'presence' && el.attrs.from === bob.jid && el.getChildText('show') === 'dnd', mark);
 });
+
+test('a connection idle past XMPP_IDLE_TIMEOUT_MS: a resumable session is told (connection-timeout) and only loses its connection; it resumes', async (t) => {
+  const quiet = await startTestServer({ XMPP_IDLE_TIMEOUT_MS: '1000' });
+  t.teardown(() => quiet.stop());
+  const name = await newAccount(quiet, 'idler');
+  const alice = await connect(t, quiet.c2sPort, name, 'r');
+  const { id, next } = await enableResume(alice);
+  // Silent from here: the sweep finds it idle.
+  const err = await expect(alice, 'the stream error', (el) => el.name === 'stream:error', next);
+  t.truthy(err.getChild('connection-timeout'));
+  await within(alice.c.closed, WAIT, 'the connection closed');
+  const { c } = await within(authenticated(quiet.c2sPort, name, `${name}-pw`), WAIT, 'authenticating again');
+  t.teardown(() => c.destroy());
+  c.send(`<resume xmlns='${NS_SM}' previd='${id}' h='0'/>`);
+  const answer = await within(c.nextEl(), WAIT, 'the answer to <resume/>');
+  t.true(isSm('resumed')(answer), answer.toString());
+  const again: Peer = { ...alice, c };
+  const pong = await barrier(again, 0);
+  t.deepEqual(pong.filter((el) => el.name === 'stream:error'), [], 'the same session, live again');
+});
