@@ -407,7 +407,8 @@ export class Conn implements TokenSink {
       return;
     }
     this.state = 'closing';
-    this.sock.write('</stream:stream>');
+    // XEP-0198 §4: what was received is acknowledged before the stream closes, or the server keeps it for the next login.
+    this.sock.write(this.opts.sm ? `<a xmlns='${NS_SM}' h='${this.handled}'/></stream:stream>` : '</stream:stream>');
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.raw.destroy();

@@ -91,6 +91,7 @@ export class OfflineDelivery implements Paced {
     this.pending += batch.length;
     return batch.map((m) => ({
       xml: m.xml,
+      stored: m.id,
       // Removed once the client has it; the next batch comes once it is written.
       delivered: () => {
         this.written.push(m.id);

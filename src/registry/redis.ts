@@ -185,6 +185,12 @@ redis.call('SADD', 'xmpp:n:' .. ARGV[4], full)
 redis.call('PUBLISH', 'xmpp:inv', ARGV[1])
 return 1`;
 
+// ARGV: node. 1 while its lease has not lapsed (by Redis's clock), else 0.
+const LEASE = `${NOW}
+local lease = redis.call('ZSCORE', 'xmpp:nodes', ARGV[1])
+if lease and tonumber(lease) >= now then return 1 end
+return 0`;
+
 // KEYS[1] sessions hash; ARGV: resource, sid, JSON list ('' forgets). Only
 // for a session that still holds its record: a late write after its record
 // was removed (its node swept) would leave a key nobody removes.
@@ -259,6 +265,7 @@ type Scripts = {
   xmppPresence(key: string, ...args: string[]): Promise<number>;
   xmppDirected(key: string, ...args: string[]): Promise<number>;
   xmppMove(key: string, ...args: string[]): Promise<number>;
+  xmppLease(node: string): Promise<number>;
   xmppReconcile(...args: string[]): Promise<[string, string[]?, string[]?]>;
 };
 
@@ -268,6 +275,7 @@ export function defineScripts(r: Redis): Redis & Scripts {
   r.defineCommand('xmppPresence', { numberOfKeys: 1, lua: PRESENCE });
   r.defineCommand('xmppDirected', { numberOfKeys: 1, lua: DIRECTED });
   r.defineCommand('xmppMove', { numberOfKeys: 1, lua: MOVE });
+  r.defineCommand('xmppLease', { numberOfKeys: 0, lua: LEASE });
   r.defineCommand('xmppReconcile', { numberOfKeys: 0, lua: RECONCILE });
   return r as Redis & Scripts;
 }
@@ -385,6 +393,12 @@ export class RedisRegistry implements SessionRegistry {
     this.invalidate(bare);
     this.roundTrips++;
     return (await this.r.xmppMove(K.sessions(bare), bare, resource, sid, node, String(worker), this.epoch())) === 1;
+  }
+
+  /** Whether `node` still holds its lease (by Redis's clock): a node that lapsed is dead to the cluster. */
+  async leaseHeld(node: string): Promise<boolean> {
+    this.roundTrips++;
+    return (await this.r.xmppLease(node)) === 1;
   }
 
   /** Resolves once this registry's connection is up (it may come back after the one that saw Redis return). */

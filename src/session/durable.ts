@@ -17,11 +17,11 @@ import { K } from '../registry/redis.ts';
 import type { Reroute } from '../stream/engine.ts';
 import { log } from '../log.ts';
 
-/** One queued stanza: its XML, what becomes of it if never delivered, and whether it came from offline storage (and is still there). */
+/** One queued stanza: its XML, what becomes of it if never delivered, and its id in offline storage if it came from there (and is still there). */
 export interface Entry {
   x: string;
   r?: Reroute;
-  o?: 1;
+  o?: string;
 }
 
 /** What the durable state says of a session besides its queue. */
@@ -169,6 +169,15 @@ export class DurableSessions {
     this.broken.delete(s);
     this.pipe(s).xmppSmClose(jid, s.id);
     this.touched.delete(s);
+  }
+
+  /** The state of a session that will never be resumed (handed over to nobody), if any. */
+  forget(jid: string, sid: string): void {
+    if (!this.batch) {
+      this.batch = this.r.pipeline() as ScriptedPipeline;
+      setImmediate(() => this.send());
+    }
+    this.batch.xmppSmClose(jid, sid);
   }
 
   /** Takes the state of the session `jid` if `token` is its own; it is gone from Redis then. */

@@ -11,6 +11,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { parse as parseXml } from 'ltx';
 import type { Handoff, Session } from './session.ts';
 import type { DurableSessions } from './durable.ts';
+import type { OfflineStore } from '../offline/store.ts';
 import { countSince } from '../stream/engine.ts';
 import type { SessionRegistry } from '../registry/registry.ts';
 import type { Envelope } from '../worker/wire.ts';
@@ -19,6 +20,8 @@ import { log } from '../log.ts';
 
 /** How long a connection waits for the session's worker to hand it over. */
 const TAKE_TIMEOUT_MS = 10_000;
+/** How often a connection asks again while the session's node is silent but holds its lease. */
+const DEATH_POLL_MS = 250;
 const TOKEN = /^[A-Za-z0-9_-]{24}$/;
 
 /**
@@ -57,8 +60,13 @@ export interface ResumptionDeps {
   sessions: Map<string, Session>;
   registry: SessionRegistry;
   router: Router;
-  /** XMPP_SM_DURABLE: where a session whose node died can still be found. */
+  /** XMPP_SM_DURABLE: where a session whose node died can still be found, and whether a node is dead. */
   durable: DurableSessions | undefined;
+  leaseHeld?: (node: string) => Promise<boolean>;
+  /** How long a resumption waits for a silent node to be declared dead (its lease, and a little more). */
+  deathWaitMs: number;
+  /** Offline storage: offline messages a durable session's client acknowledged leave it. */
+  offline: OfflineStore;
   maxResources: number;
 }
 
@@ -98,44 +106,33 @@ export class Resumption {
       }
       return out.gone ? { condition: 'item-not-found' } : { condition: 'handled-count-too-high', sent: out.sent, handled: out.handled };
     }
-    let rec;
-    try {
-      rec = (await this.d.registry.resources(bare, true)).find((r) => r.jid === id.jid);
-    } catch (err) {
-      log.warn('resumption: the registry is unavailable', { jid: id.jid, err: String(err) });
-      return { condition: 'item-not-found' };
-    }
     const me = this.here;
-    if (rec && rec.node === me.node && rec.worker === me.worker) return { condition: 'item-not-found' };
-    // No worker holds it (its node died): only its durable state can bring it back.
-    if (!rec) return this.fromDurable(conn, id.jid, id.token, previd, h);
-    log.debug('resumption: asking the worker that holds the session', { jid: id.jid, node: rec.node, worker: rec.worker });
-    const q = this.nextQ++;
-    // 'gone': nobody listens where the session was (its node or worker died); undefined: no answer in time.
-    const answer = await new Promise<Taken | 'gone' | undefined>((resolve) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(q);
-        resolve(undefined);
-      }, TAKE_TIMEOUT_MS);
-      this.pending.set(q, (env) => {
-        clearTimeout(timer);
-        this.pending.delete(q);
-        // Adopted as the answer is read, before anything the old worker
-        // passes on after it (it may come in the same read from Redis).
-        if (env !== undefined && env !== 'gone' && env.handoff) {
-          if (conn.state === 'wait-bind') conn.adopt(env.handoff, previd);
-          else this.orphaned(env.handoff);
-        }
-        resolve(env);
-      });
-      const sent = this.d.router.send(rec, { t: 'take', jid: rec.jid, sid: rec.sid, token: id.token, h, since: conn.createdAt, q, node: me.node, worker: me.worker });
-      const lost = () => this.pending.get(q)?.('gone');
-      if (sent === false) lost();
-      else if (sent !== true) void sent.then((ok) => ok || lost(), lost);
-    });
-    // Its node died: only its durable state can bring it back. No answer in
-    // time is not death (a slow owner still holds it): that fails, and the client may try again.
-    if (answer === 'gone') return this.fromDurable(conn, id.jid, id.token, previd, h);
+    const deadline = Date.now() + this.d.deathWaitMs;
+    let answer: Taken | 'gone' | undefined;
+    for (;;) {
+      let rec;
+      try {
+        rec = (await this.d.registry.resources(bare, true)).find((r) => r.jid === id.jid);
+      } catch (err) {
+        log.warn('resumption: the registry is unavailable', { jid: id.jid, err: String(err) });
+        return { condition: 'item-not-found' };
+      }
+      if (rec && rec.node === me.node && rec.worker === me.worker) return { condition: 'item-not-found' };
+      // No worker holds it (its node died and was swept): only its durable state can bring it back.
+      if (!rec) return this.fromDurable(conn, id.jid, id.token, previd, h);
+      answer = await this.take(conn, rec, id.token, h, previd);
+      if (answer !== 'gone') break;
+      // Nobody listens where it was. Its node is dead once its lease has
+      // lapsed; until then its subscription may be coming back (a Redis
+      // restart), and the session must not be taken from its durable state
+      // while it may still live: asked again until one or the other.
+      if (!this.d.durable) return { condition: 'item-not-found' };
+      const alive = await (this.d.leaseHeld?.(rec.node) ?? Promise.resolve(false)).catch(() => true);
+      if (!alive) return this.fromDurable(conn, id.jid, id.token, previd, h);
+      if (Date.now() > deadline || conn.state !== 'wait-bind') return { condition: 'item-not-found' };
+      await new Promise((r) => setTimeout(r, DEATH_POLL_MS));
+    }
+    // No answer in time is not death (a slow owner still holds it): that fails, and the client may try again.
     if (!answer) return { condition: 'item-not-found' };
     if (!answer.handoff) return answer.sent !== undefined ? { condition: 'handled-count-too-high', sent: answer.sent, handled: answer.handled } : { condition: 'item-not-found' };
     const handoff = answer.handoff;
@@ -179,7 +176,10 @@ export class Resumption {
       this.orphaned(old);
       return { condition: 'handled-count-too-high', sent: (c.acked + c.queue.length) >>> 0, handled: c.handled };
     }
-    // What the client has is dropped; offline messages it did not acknowledge are still stored, and come from there.
+    // What the client has is dropped (and offline messages among it leave storage: the dead node never heard the ack);
+    // offline messages it did not acknowledge are still stored, and come from there.
+    const had = c.queue.slice(0, n).flatMap((e) => (e.o === undefined ? [] : [e.o]));
+    if (had.length > 0) await this.d.offline.remove(m.bare.slice(0, m.bare.indexOf('@')), had).catch((err: unknown) => log.warn('offline messages acknowledged but not removed (they will come again)', { jid, err: String(err) }));
     const handoff: Handoff = { ...old, sid: randomBytes(9).toString('base64url'), acked: h >>> 0, queue: c.queue.slice(n).flatMap((e) => (e.o ? [] : [{ xml: e.x, reroute: e.r }])) };
     const me = this.here;
     try {
@@ -217,6 +217,37 @@ export class Resumption {
       void this.d.router.presence.fromClient(presence, conn, undefined).catch((err: unknown) => log.warn('presence after a durable resumption failed', { jid, err: String(err) }));
     }
     return undefined;
+  }
+
+  /**
+   * Asks the worker that holds the session for it. 'gone': nobody listens
+   * there (its node or worker died); undefined: no answer in time.
+   */
+  private take(conn: Session, rec: Place & { jid: string; sid: string }, token: string, h: number, previd: string): Promise<Taken | 'gone' | undefined> {
+    const me = this.here;
+    log.debug('resumption: asking the worker that holds the session', { jid: rec.jid, node: rec.node, worker: rec.worker });
+    const q = this.nextQ++;
+    return new Promise<Taken | 'gone' | undefined>((resolve) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(q);
+        resolve(undefined);
+      }, TAKE_TIMEOUT_MS);
+      this.pending.set(q, (env) => {
+        clearTimeout(timer);
+        this.pending.delete(q);
+        // Adopted as the answer is read, before anything the old worker
+        // passes on after it (it may come in the same read from Redis).
+        if (env !== undefined && env !== 'gone' && env.handoff) {
+          if (conn.state === 'wait-bind') conn.adopt(env.handoff, previd);
+          else this.orphaned(env.handoff);
+        }
+        resolve(env);
+      });
+      const sent = this.d.router.send(rec, { t: 'take', jid: rec.jid, sid: rec.sid, token, h, since: conn.createdAt, q, node: me.node, worker: me.worker });
+      const lost = () => this.pending.get(q)?.('gone');
+      if (sent === false) lost();
+      else if (sent !== true) void sent.then((ok) => ok || lost(), lost);
+    });
   }
 
   /** On the session's worker: a connection elsewhere asks for it. */
@@ -259,6 +290,7 @@ export class Resumption {
   private orphaned(h: Handoff, announce = true): void {
     log.warn('a resumed session found no connection to take it; ending it', { jid: h.jid });
     const router = this.d.router;
+    this.d.durable?.forget(h.jid, h.sid);
     if (announce) {
       void this.d.registry.unbind(h.jid, h.sid).catch(() => {});
       router.track(() => router.presence.departed([{ jid: h.jid, bare: h.bare, available: h.available, directed: h.directed ?? [] }]));

@@ -246,6 +246,12 @@ export class Session extends StreamEngine implements DurableSession {
     return [...(this.acks?.unacked ?? []), ...this.outq].filter((it) => it.tracked).map(entryOf);
   }
 
+  /** Fenced with its state kept in Redis: what the client did not acknowledge waits there for it, not rerouted as well. */
+  protected override reroute(item: Out): void {
+    if (item.tracked && this.keepDurable && this.ctx.durable && this.resumeToken !== undefined) return;
+    super.reroute(item);
+  }
+
   /** The connection is gone and the session waits for its client (or is about to: its close event is on its way). */
   protected override divert(item: Out): boolean {
     if (!this.detached && !(this.socket.destroyed && (this.resumable || this.moving))) return false;
@@ -441,7 +447,7 @@ export class Session extends StreamEngine implements DurableSession {
 
   /** Whether this session outlives a lost connection (XEP-0198 §5). */
   get resumable(): boolean {
-    return this.resumeToken !== undefined && this.state === 'established' && !this.cleaned && !this.moving && !this.detached;
+    return this.resumeToken !== undefined && this.state === 'established' && !this.cleaned && !this.moving && !this.detached && !this.peerClosed;
   }
 
   /** The resumption secret, for the one who presents it (compared by the caller in constant time). */
@@ -531,6 +537,11 @@ export class Session extends StreamEngine implements DurableSession {
     if (this.cleaned || this.state === 'closed') {
       // Ended meanwhile (a kick, the outbound bound): nothing to hand over.
       this.moving = false;
+      // Its connection went meanwhile too: what it kept goes where undeliverable stanzas go, now.
+      if (this.lostWhileMoving) {
+        this.lostWhileMoving = false;
+        super.connectionClosed();
+      }
       return { gone: true };
     }
     const items = [...a.unacked.splice(0), ...this.outq.splice(0)];
@@ -680,6 +691,6 @@ function entryOf(item: Out): Entry {
   const e: Entry = { x: item.xml };
   if (item.reroute) e.r = item.reroute;
   // From offline storage, where it stays until acknowledged: it comes again from there.
-  else if (item.delivered) e.o = 1;
+  else if (item.stored !== undefined) e.o = item.stored;
   return e;
 }

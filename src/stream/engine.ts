@@ -55,6 +55,8 @@ export interface Out {
   delivered?: () => void;
   /** Not a stanza (stream-level protocol: XEP-0198's own elements, the closing tag): never counted, never acknowledged. */
   nonza?: boolean;
+  /** Its id in offline storage, where it stays until the client has it (XEP-0160 with XEP-0198). */
+  stored?: string;
   /** Handed to the socket with acknowledgements on: settled by an ack, or rerouted when the connection ends. */
   tracked?: boolean;
 }
@@ -202,6 +204,8 @@ export abstract class StreamEngine {
   protected endReason: string | undefined;
   /** The stream's session is being handed to another connection (XEP-0198 §5): the mailbox stops at the next event. */
   protected moving = false;
+  /** The peer sent its closing tag (RFC 6120 §4.4): the stream is over, whatever is still to be handled before it. */
+  protected peerClosed = false;
   /** Waiting for the event under way to be handled (idle()); created on first use, as most streams never wait. */
   protected pumpIdle: (() => void)[] | undefined;
 
@@ -219,7 +223,10 @@ export abstract class StreamEngine {
           if (el.name === 'starttls' && !this.secure) this.upgrading = true;
           this.parsed(el, cost);
         },
-        streamEnd: () => this.post({ k: 'end' }),
+        streamEnd: () => {
+          this.peerClosed = true;
+          this.post({ k: 'end' });
+        },
         error: (condition, text) => this.post({ k: 'error', condition, text }),
       },
       { maxStanzaBytes: env.config.maxStanzaBytes, maxStanzaElements: env.config.maxStanzaElements },

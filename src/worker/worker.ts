@@ -308,7 +308,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     router,
   );
   const detached = new Map<string, Session>();
-  const resumption = new Resumption({ node: config.nodeId, worker: () => index, local, sessions, registry, router, durable: backend.durable, maxResources: config.maxResourcesPerAccount });
+  const resumption = new Resumption({ node: config.nodeId, worker: () => index, local, sessions, registry, router, durable: backend.durable, leaseHeld: registry instanceof RedisRegistry ? (node) => registry.leaseHeld(node) : undefined, offline, maxResources: config.maxResourcesPerAccount, deathWaitMs: config.leaseMs + 2000 });
   router.resumption = resumption;
   const c: WorkerContext = {
     config,
