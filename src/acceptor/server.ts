@@ -45,6 +45,8 @@ export interface RunningServer {
   membership?: Membership;
   c2sPort: number;
   tlsPort: number;
+  /** The external components' port (XEP-0114), when XMPP_COMPONENT_PORT is set. */
+  componentPort: number | undefined;
   hub: Hub;
   /** A single node's storage thread. */
   storage?: StorageThread;
@@ -267,7 +269,7 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     socket.resetAndDestroy();
     why.hit({ address, open, max: cap.max });
   };
-  const run = (socket: net.Socket, directTls: boolean) => {
+  const run = (socket: net.Socket, directTls: boolean, component = false) => {
     const address = socket.remoteAddress;
     if (stopping || address === undefined) return void socket.destroy(); // already gone
     const key = addressKey(address);
@@ -277,7 +279,7 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     open++;
     byAddress.set(key, fromThere + 1);
     const place: Placement = {};
-    const task = { t: 'conn', socket, directTls, [Piscina.queueOptionsSymbol]: place } as Task;
+    const task = { t: 'conn', socket, directTls, ...(component ? { component: true } : {}), [Piscina.queueOptionsSymbol]: place } as Task;
     const transferList = [socket];
     const p = pool
       .run(task, { transferList: transferList as never })
@@ -303,8 +305,8 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     // list. The balancer has placed it if it was posted.
     if (place.thread !== undefined) transferList.length = 0;
   };
-  const listen = async (port: number, directTls: boolean) => {
-    const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => run(socket, directTls));
+  const listen = async (port: number, directTls: boolean, component = false) => {
+    const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => run(socket, directTls, component));
     server.listen({ port, host: config.bindHost, backlog: 4096 });
     await once(server, 'listening');
     // Out of descriptors (the cap set above the limit, or files opened
@@ -315,13 +317,17 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
   };
   const c2s = await listen(config.c2sPort, false);
   const direct = await listen(config.tlsPort, true);
+  // External components (XEP-0114), when a port is set.
+  const comp = config.componentPort === '' ? undefined : await listen(Number(config.componentPort), false, true);
   const c2sPort = (c2s.address() as net.AddressInfo).port;
   const tlsPort = (direct.address() as net.AddressInfo).port;
+  const componentPort = comp ? (comp.address() as net.AddressInfo).port : undefined;
   log.info('listening', {
     domain: config.domain,
     host: config.bindHost,
     c2sPort,
     tlsPort,
+    ...(componentPort !== undefined ? { componentPort } : {}),
     workers: config.workers,
     node: config.nodeId,
     cluster: Boolean(config.redisUrl),
@@ -350,6 +356,7 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
       idle?.stop();
       c2s.close();
       direct.close();
+      comp?.close();
       admin?.close();
       const clean = await h.shutdown(config.shutdownTimeoutMs);
       if (!clean) log.warn('shutdown deadline reached with sessions still open');
@@ -360,5 +367,5 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
       await pool.destroy();
       await storage?.close();
     })());
-  return { c2sPort, tlsPort, hub: h, membership, storage, stats, close };
+  return { c2sPort, tlsPort, componentPort, hub: h, membership, storage, stats, close };
 }

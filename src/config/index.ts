@@ -57,6 +57,8 @@ export interface Config {
   csiMaxHeld: number;
   smResumeTimeoutMs: number;
   smDurable: boolean;
+  componentPort: string;
+  components: string;
   readRateBytes: number;
   maxConnections: number;
   maxConnectionsPerIp: number;
@@ -114,6 +116,8 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'csiMaxHeld', env: 'XMPP_CSI_MAX_HELD', kind: 'int', min: 1, doc: "contacts whose presence is held for a client that said it is inactive (XEP-0352); one more and all of it is sent", default: () => 256 },
   { key: 'smResumeTimeoutMs', env: 'XMPP_SM_RESUME_TIMEOUT_MS', kind: 'int', min: 1000, doc: "how long a session whose connection dropped waits, detached, for its client to resume it (XEP-0198); then it ends, its unacknowledged messages stored offline or bounced", default: () => 300_000 },
   { key: 'smDurable', env: 'XMPP_SM_DURABLE', kind: 'bool', doc: "cluster: keep each resumable session's unacknowledged stanzas and counts in Redis as they change, so that its client can resume it on another node after its node died (XEP-0198); costs Redis writes per stanza", default: () => false },
+  { key: 'componentPort', env: 'XMPP_COMPONENT_PORT', kind: 'string', doc: 'port for external components (XEP-0114) at XMPP_BIND_HOST; empty: no component listener; 0 picks a free port', default: () => '' },
+  { key: 'components', env: 'XMPP_COMPONENTS', kind: 'string', doc: "external components allowed to connect, as 'domain=secret,...' (XEP-0114 handshake secrets)", default: () => '' },
   { key: 'readRateBytes', env: 'XMPP_READ_RATE_BYTES', kind: 'int', min: 0, doc: 'bytes per second read from one connection before reading pauses (0: unlimited)', default: () => 1024 * 1024 },
   { key: 'maxConnections', env: 'XMPP_MAX_CONNECTIONS', kind: 'int', min: 0, doc: 'open client connections this node accepts; more are closed at once (0: derived from the open-file limit, keeping room for stores and peers)', default: () => 0 },
   { key: 'maxConnectionsPerIp', env: 'XMPP_MAX_CONNECTIONS_PER_IP', kind: 'int', min: 0, doc: 'open connections from one IP address; more are closed at once (0: no per-address cap)', default: () => 0 },
@@ -235,6 +239,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // It names Redis keys and channels, and log lines: keep it plain.
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(c.nodeId)) throw new ConfigError(`XMPP_NODE_ID must be 1 to 64 letters, digits, '.', '_' or '-', got ${JSON.stringify(c.nodeId)}`);
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) throw new ConfigError('XMPP_TLS_CERT and XMPP_TLS_KEY must be set together');
+  if (c.componentPort !== '' && !(/^\d{1,5}$/.test(c.componentPort) && Number(c.componentPort) <= 65535)) throw new ConfigError(`XMPP_COMPONENT_PORT must be a port number (0-65535) or empty, got ${JSON.stringify(c.componentPort)}`);
+  componentsOf(c);
   // Durable state is for a node that dies while others live: one node has nothing to keep it for.
   if (c.smDurable && !c.redisUrl) throw new ConfigError('XMPP_SM_DURABLE needs a cluster (XMPP_REDIS_URL): on a single node nothing outlives the process');
   return c;
@@ -248,4 +254,29 @@ export function pathRules(): string[] {
     `the file's directory. The config file is XMPP_CONFIG, else ${DEFAULT_CONFIG_FILE} when it exists.`,
     `XMPP_DATA_DIR defaults to ${join(ROOT, 'data')}.`,
   ];
+}
+
+/**
+ * XMPP_COMPONENTS as a map from component domain (normalised) to its
+ * handshake secret; throws a ConfigError for a malformed list, a domain
+ * that is not one, the server's own domain, or an empty secret.
+ */
+export function componentsOf(c: Pick<Config, 'components' | 'domain'>): Map<string, string> {
+  const out = new Map<string, string>();
+  if (c.components.trim() === '') return out;
+  for (const part of c.components.split(',')) {
+    const eq = part.indexOf('=');
+    const name = eq === -1 ? '' : part.slice(0, eq).trim();
+    const secret = eq === -1 ? '' : part.slice(eq + 1);
+    if (!name || !secret) throw new ConfigError(`XMPP_COMPONENTS must be 'domain=secret,...', got ${JSON.stringify(part.trim())}`);
+    let domain: string;
+    try {
+      domain = normalizeDomain(name);
+    } catch (err) {
+      throw new ConfigError(`XMPP_COMPONENTS: ${JSON.stringify(name)} is not a domain: ${(err as Error).message}`);
+    }
+    if (domain === c.domain) throw new ConfigError(`XMPP_COMPONENTS: ${domain} is the server's own domain`);
+    out.set(domain, secret);
+  }
+  return out;
 }

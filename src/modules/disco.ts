@@ -5,7 +5,8 @@ import { NS_DISCO_INFO, NS_DISCO_ITEMS } from '../xmpp/ns.ts';
 import { StanzaError } from '../xmpp/errors.ts';
 import type { ServerModule } from './module.ts';
 
-export function disco(modules: () => ServerModule[]): ServerModule {
+/** `services`: domains of the server's own that disco#items lists (its external components, XEP-0114). */
+export function disco(modules: () => ServerModule[], services: () => string[] = () => []): ServerModule {
   const info = (identity: Record<string, string>, features: () => string[]) => (iq: Element) => {
     const node = iq.getChild('query')!.attrs.node;
     if (node) throw new StanzaError('item-not-found');
@@ -21,7 +22,9 @@ export function disco(modules: () => ServerModule[]): ServerModule {
       [`get ${NS_DISCO_INFO}`]: info({ category: 'server', type: 'im', name: 'xmpp-server' }, all),
       [`get ${NS_DISCO_ITEMS}`]: (iq) => {
         if (iq.getChild('query')!.attrs.node) throw new StanzaError('item-not-found');
-        return new Element('query', { xmlns: NS_DISCO_ITEMS });
+        const q = new Element('query', { xmlns: NS_DISCO_ITEMS });
+        for (const jid of services()) q.c('item', { jid });
+        return q;
       },
     },
     account: {

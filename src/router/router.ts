@@ -22,6 +22,8 @@ import { contentless } from '../xmpp/content.ts';
 import type { DeliverOptions, PresenceRouting, PresenceService } from '../presence/presence.ts';
 import { hooksOf } from '../modules/module.ts';
 import type { Hooks } from '../modules/module.ts';
+import type { ComponentStream } from '../component/stream.ts';
+import { componentJid } from '../component/stream.ts';
 import type { StreamCondition } from '../xmpp/errors.ts';
 import type { RemovalNotice } from '../accounts/removal.ts';
 import { pushQuery } from '../modules/roster.ts';
@@ -49,6 +51,9 @@ export interface RouterDeps {
   transport: Transport;
   /** The server's modules: the iq payloads they answer, and their hooks into the stanza flow. */
   modules: ServerModule[];
+  /** External components (XEP-0114) connected to this worker, by stream id, and the domains configured for them. */
+  components: Map<string, ComponentStream>;
+  componentDomains: ReadonlySet<string>;
 }
 
 const isElement = (c: Element | string): c is Element => typeof c !== 'string';
@@ -155,8 +160,41 @@ export class Router implements PresenceRouting {
     return this.route(el, to, s);
   }
 
+  /**
+   * A stanza from an external component (XEP-0114), its 'from' checked to be
+   * of the component's domain: routed as any other, errors going back to it.
+   */
+  async fromComponent(el: Element, _c: ComponentStream): Promise<void> {
+    let to: Jid;
+    try {
+      to = parseJid(el.attrs.to);
+    } catch (err) {
+      if (!(err instanceof JidError)) throw err;
+      const reply = errorReply(el, new StanzaError('jid-malformed', err.message));
+      if (reply) await this.routeInternal(reply);
+      return;
+    }
+    try {
+      await this.route(el, to, undefined);
+    } catch (err) {
+      log.warn('stanza from a component not routed', { from: el.attrs.from, err: String(err) });
+      const reply = errorReply(el, new StanzaError('internal-server-error', 'the server cannot route this now; try again shortly', 'wait'));
+      if (reply) await this.routeInternal(reply);
+    }
+  }
+
+  /** To a component's domain: to the one connection that serves it, wherever it is. */
+  private async toComponent(el: Element, domain: string, sender: Session | undefined): Promise<void> {
+    const rec = await this.d.registry.lookup(componentJid(domain));
+    if (!rec) return this.reject(sender, el, new StanzaError('service-unavailable', `${domain} is not connected`));
+    this.deliver(rec, el);
+  }
+
   private async route(el: Element, to: Jid, sender: Session | undefined, opts: DeliverOptions = {}): Promise<void> {
-    if (to.domain !== this.d.domain) return this.reject(sender, el, new StanzaError('remote-server-not-found', `${to.domain} is not served here and federation is off`));
+    if (to.domain !== this.d.domain) {
+      if (this.d.componentDomains.has(to.domain)) return this.toComponent(el, to.domain, sender);
+      return this.reject(sender, el, new StanzaError('remote-server-not-found', `${to.domain} is not served here and federation is off`));
+    }
     if (!to.local) {
       if (to.resource) return this.reject(sender, el, new StanzaError('service-unavailable'));
       return this.toServer(el, sender);
@@ -474,6 +512,8 @@ export class Router implements PresenceRouting {
 
   /** To a session of this worker: whether it took the stanza (false too when `only` leaves it out). */
   private take(jid: string, sid: string, xml: string, only: Only | undefined, opts: { solicited?: boolean; reroute?: Reroute }): boolean {
+    const component = this.d.components.get(sid);
+    if (component) return component.jid === jid && component.deliver(xml, { live: !opts.solicited, reroute: opts.reroute });
     // A session closing with writes under way holds what it is sent behind them (Session.late).
     const s = this.d.sessions.get(sid) ?? this.d.closing.get(sid);
     if (!s || s.jid !== jid) return false;
@@ -519,7 +559,13 @@ export class Router implements PresenceRouting {
       } catch {
         return;
       }
-      if (!to.local || to.domain !== this.d.domain) return;
+      if (to.domain !== this.d.domain) {
+        // A component that went (XEP-0114): its sender learns it.
+        const reply = errorReply(el, new StanzaError('service-unavailable', `${to.domain} is not connected`));
+        if (reply) await this.routeInternal(reply);
+        return;
+      }
+      if (!to.local) return;
       if (kind === 'last') return this.storeOrBounce(to.local, el, undefined, sid);
       // A message, or a copy of one (another copy may have reached another
       // resource: then it comes twice, rather than not at all), goes as to

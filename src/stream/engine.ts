@@ -204,6 +204,8 @@ export abstract class StreamEngine {
   protected endReason: string | undefined;
   /** The stream's session is being handed to another connection (XEP-0198 §5): the mailbox stops at the next event. */
   protected moving = false;
+  /** The id of our current stream header (what a component's handshake hashes, XEP-0114). */
+  protected streamId = '';
   /** The peer sent its closing tag (RFC 6120 §4.4): the stream is over, whatever is still to be handled before it. */
   protected peerClosed = false;
   /** Waiting for the event under way to be handled (idle()); created on first use, as most streams never wait. */
@@ -273,6 +275,11 @@ export abstract class StreamEngine {
   protected abstract ended(forgotten: boolean): void;
   /** The log line for the end of the connection. */
   protected abstract logEnd(): void;
+
+  /** A kind of stream older than XMPP 1.0's negotiation (XEP-0114 components): no version, no features, no TLS or SASL. */
+  protected get prexmpp(): boolean {
+    return false;
+  }
 
   /** A parsed top-level element: queued for handling in order (a policy may handle some as they are read). */
   protected parsed(el: Element, cost: number): void {
@@ -479,6 +486,12 @@ export abstract class StreamEngine {
       }
       if (!this.serves(to)) throw new StreamError('host-unknown', `${attrs.to} is not served here`);
     }
+    if (this.prexmpp) {
+      // A stream of the kind that predates stream features (XEP-0114): no version, no features.
+      this.state = 'negotiating';
+      this.write(this.header());
+      return;
+    }
     // §4.7.5: a missing version means 0.9; we speak 1.x only.
     const version = attrs.version;
     if (version === undefined) throw new StreamError('unsupported-version', 'this server requires version 1.0');
@@ -497,7 +510,9 @@ export abstract class StreamEngine {
     this.headerSent = true;
     const d = this.localDomain;
     const to = this.peer !== undefined ? ` to='${escapeXML(this.peer)}'` : '';
-    return `<?xml version='1.0'?><stream:stream xmlns='${this.contentNamespace}' xmlns:stream='${NS_STREAM}' id='${randomBytes(12).toString('base64url')}' from='${d}'${to} version='1.0' xml:lang='en'>`;
+    this.streamId = randomBytes(12).toString('base64url');
+    const version = this.prexmpp ? '' : ` version='1.0'`;
+    return `<?xml version='1.0'?><stream:stream xmlns='${this.contentNamespace}' xmlns:stream='${NS_STREAM}' id='${this.streamId}' from='${escapeXML(d)}'${to}${version} xml:lang='en'>`;
   }
 
   /** Whether authentication may happen on this stream yet (RFC 6120 §5.3.1). */

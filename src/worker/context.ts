@@ -12,6 +12,7 @@ import type { RemovalNotice } from '../accounts/removal.ts';
 import type { Hooks } from '../modules/module.ts';
 import type { Resumption } from '../session/resumption.ts';
 import type { DurableSessions } from '../session/durable.ts';
+import type { ComponentStream } from '../component/stream.ts';
 
 export interface WorkerContext {
   config: Config;
@@ -37,6 +38,10 @@ export interface WorkerContext {
   durable: DurableSessions | undefined;
   /** Hands sessions between connections, here and across the cluster (XEP-0198 §5). */
   resumption: Resumption;
+  /** External components (XEP-0114) connected to this worker, by stream id. */
+  components: Map<string, ComponentStream>;
+  /** The configured components' domains and handshake secrets (XMPP_COMPONENTS). */
+  componentSecrets: Map<string, string>;
   /** Every connection of this worker, bound or not. */
   all: Set<Session>;
   /** Removes an account and its data (accounts/removal.ts); undefined when there is none. */

@@ -23,6 +23,8 @@ import type { SessionRegistry } from '../registry/registry.ts';
 import { Router } from '../router/router.ts';
 import type { Transport } from '../router/router.ts';
 import { Session } from '../session/session.ts';
+import { ComponentStream } from '../component/stream.ts';
+import { componentsOf } from '../config/index.ts';
 import { Resumption } from '../session/resumption.ts';
 import { DurableSessions } from '../session/durable.ts';
 import { encode, encodeBuffer, decode } from './wire.ts';
@@ -54,7 +56,7 @@ export interface WorkerData {
 }
 
 /** A join carries the worker's port to the hub and, on a single node, its port to the storage thread. */
-export type Task = { t: 'join'; port: MessagePort; store?: MessagePort } | { t: 'conn'; socket: net.Socket; directTls: boolean };
+export type Task = { t: 'join'; port: MessagePort; store?: MessagePort } | { t: 'conn'; socket: net.Socket; directTls: boolean; component?: boolean };
 
 const { config, tls: identity } = workerData as WorkerData;
 /** Entities one session may send directed presence to and have it tracked (RFC 6121 §4.6). */
@@ -261,8 +263,10 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       removed: (user, jid, before) => router.presence.itemRemoved(user, jid, before),
     }),
   ];
-  modules.push(disco(() => modules));
+  modules.push(disco(() => modules, () => [...componentSecrets.keys()]));
   const sessions = new Map<string, Session>();
+  const components = new Map<string, ComponentStream>();
+  const componentSecrets = componentsOf(config);
   const closing = new Map<string, Session>();
   const local = new Map<string, Session>();
   if (registry instanceof RedisRegistry) {
@@ -292,6 +296,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       toNode: backend.toNode,
     },
     modules,
+    components,
+    componentDomains: new Set(componentSecrets.keys()),
   });
   router.presence = new PresenceService(
     {
@@ -325,6 +331,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     closing,
     local,
     all: new Set(),
+    components,
+    componentSecrets,
     detached,
     durable: backend.durable,
     resumption,
@@ -461,6 +469,9 @@ async function shutdown(c: WorkerContext): Promise<void> {
   // Sessions waiting to be resumed end too: what they kept goes offline before the stores close.
   for (const s of [...c.detached.values()]) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
   for (const s of open) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
+  const comps = [...c.components.values()];
+  for (const s of comps) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
+  await Promise.all(comps.map((s) => s.done));
   await Promise.all(open.map((s) => s.done));
   // What the closed sessions could not write goes offline before the stores close.
   await c.router.idle();
@@ -489,7 +500,7 @@ export default function handle(task: Task): Promise<string> {
   // Piscina keeps the task for as long as it runs (the connection's
   // lifetime): it must not keep the transferred shell alive with it.
   task.socket = adoptSocket(task.socket);
-  if (ctx) return serve(ctx, task.socket, task.directTls);
+  if (ctx) return serve(ctx, task.socket, task.directTls, task.component);
   // A connection reaches a worker that has not joined yet only when none had
   // (the only worker died and its replacement is starting): it waits for the
   // join rather than being dropped, within a bound.
@@ -501,14 +512,15 @@ export default function handle(task: Task): Promise<string> {
       resolve(ctx);
     });
   }).then((c) => {
-    if (c) return serve(c, socket, task.directTls);
+    if (c) return serve(c, socket, task.directTls, task.component);
     socket.destroy();
     notJoined.hit({ waitedMs: JOIN_WAIT_MS });
     return 'refused';
   });
 }
 
-function serve(c: WorkerContext, socket: net.Socket, directTls: boolean): Promise<string> {
+function serve(c: WorkerContext, socket: net.Socket, directTls: boolean, component = false): Promise<string> {
+  if (component) return new ComponentStream(c, socket).done.then(() => 'closed');
   const session = new Session(c, socket, directTls);
   return session.done.then(() => 'closed');
 }

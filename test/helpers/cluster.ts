@@ -23,6 +23,8 @@ export class NodeProcess {
   /** The ports it picked itself (port 0), from its "listening" line; 0 until then. */
   c2sPort = 0;
   tlsPort = 0;
+  /** The external components' port, when XMPP_COMPONENT_PORT was given. */
+  componentPort: number | undefined;
   readonly proc: ChildProcess;
   readonly exited: Promise<number | null>;
   log = '';
@@ -60,9 +62,10 @@ export class NodeProcess {
     const node = new NodeProcess(name, proc, dataDir);
     await node.waitForLog(/"msg":"listening"/);
     const line = node.log.split('\n').find((l) => l.includes('"msg":"listening"'))!;
-    const { c2sPort, tlsPort } = JSON.parse(line) as { c2sPort: number; tlsPort: number };
+    const { c2sPort, tlsPort, componentPort } = JSON.parse(line) as { c2sPort: number; tlsPort: number; componentPort?: number };
     node.c2sPort = c2sPort;
     node.tlsPort = tlsPort;
+    node.componentPort = componentPort;
     return node;
   }
 
