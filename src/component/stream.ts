@@ -34,6 +34,12 @@ export class ComponentStream extends StreamEngine {
   constructor(ctx: WorkerContext, socket: net.Socket) {
     super(ctx, socket, false);
     this.ctx = ctx;
+    // A connection that never completes its handshake is not kept (as a client's that never binds).
+    setTimeout(() => {
+      if (!this.bound) this.close({ condition: 'connection-timeout', text: 'no handshake in time' });
+    }, ctx.config.bindTimeoutMs).unref();
+    // A component is long-lived and often silent: the kernel tells when its peer is gone.
+    socket.setKeepAlive(true, 60_000);
   }
 
   // ---- the engine's hooks ----
@@ -86,7 +92,10 @@ export class ComponentStream extends StreamEngine {
       return this.handshake(el.getText().trim());
     }
     if (this.state !== 'established') throw new StreamError('not-well-formed', 'element outside a stream');
-    if (el.name !== 'message' && el.name !== 'presence' && el.name !== 'iq') throw new StreamError('unsupported-stanza-type', `<${el.name}/> is not a stanza`);
+    // A stanza is in the stream's content namespace (said or inherited), and leaves it for the client streams it goes to.
+    const ns = el.attrs.xmlns;
+    if ((el.name !== 'message' && el.name !== 'presence' && el.name !== 'iq') || (ns !== undefined && ns !== NS_COMPONENT)) throw new StreamError('unsupported-stanza-type', `<${el.name}/> is not a stanza of ${NS_COMPONENT}`);
+    if (ns !== undefined) delete el.attrs.xmlns;
     // XEP-0114 §3: the component stamps 'from' itself, within its own domain.
     const from = el.attrs.from;
     let fromDomain: string | undefined;
@@ -115,7 +124,8 @@ export class ComponentStream extends StreamEngine {
       if (out.ok) void this.ctx.registry.unbind(rec.jid, this.id);
       return;
     }
-    if (!out.ok) throw new StreamError('conflict', out.condition === 'unavailable' ? 'the registry is unavailable; try again shortly' : `${domain} is connected already`);
+    // An outage is worth trying again after; another connection of the component is not.
+    if (!out.ok) throw out.condition === 'unavailable' ? new StreamError('internal-server-error', 'the registry is unavailable; try again shortly') : new StreamError('conflict', `${domain} is connected already`);
     this.bound = true;
     this.jid = rec.jid;
     this.authenticated = true;

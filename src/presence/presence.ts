@@ -580,6 +580,8 @@ export class PresenceService {
   /** Sessions of a node that died: nobody else will say they are gone. */
   async departed(list: Departed[]): Promise<void> {
     for (const d of list) {
+      // An external component's record (its domain, no account): nobody to tell.
+      if (!d.bare.includes('@')) continue;
       const unavailable = new Element('presence', { from: d.jid, type: 'unavailable' });
       try {
         if (d.available) {

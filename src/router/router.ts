@@ -19,6 +19,7 @@ import type { ServerModule, IqHandler } from '../modules/module.ts';
 import type { Session, CloseReason, Reroute } from '../session/session.ts';
 import type { Envelope, Only } from '../worker/wire.ts';
 import { contentless } from '../xmpp/content.ts';
+import { NS_CLIENT } from '../xmpp/ns.ts';
 import type { DeliverOptions, PresenceRouting, PresenceService } from '../presence/presence.ts';
 import { hooksOf } from '../modules/module.ts';
 import type { Hooks } from '../modules/module.ts';
@@ -187,6 +188,8 @@ export class Router implements PresenceRouting {
   private async toComponent(el: Element, domain: string, sender: Session | undefined): Promise<void> {
     const rec = await this.d.registry.lookup(componentJid(domain));
     if (!rec) return this.reject(sender, el, new StanzaError('service-unavailable', `${domain} is not connected`));
+    // Into the component's content namespace (jabber:component:accept, inherited from its stream).
+    if (el.attrs.xmlns === NS_CLIENT) delete el.attrs.xmlns;
     this.deliver(rec, el);
   }
 

@@ -209,6 +209,12 @@ async function reregister(c: WorkerContext): Promise<void> {
     if (out.ok && out.replaced && out.replaced.sid !== s.id) c.router.kick(out.replaced, 'conflict', 'replaced by a session re-registered after a registry outage');
     else if (!out.ok && out.condition === 'conflict') s.close({ condition: 'conflict', text: 'another session holds this resource' });
   }
+  // External components hold records too: one connection per component, as before the loss.
+  for (const comp of [...c.components.values()]) {
+    const rec = { jid: comp.jid!, bare: comp.domain!, sid: comp.id, node: c.node, worker: c.index, priority: 0, available: true };
+    const out = await c.registry.bind({ rec, policy: 'old-wins', maxResources: 1, exclusiveBare: false });
+    if (!out.ok && out.condition === 'conflict') comp.close({ condition: 'conflict', text: `${comp.domain} is connected elsewhere` });
+  }
 }
 
 /**
@@ -223,10 +229,12 @@ async function reconcile(c: WorkerContext): Promise<void> {
   // while the connection comes back must be in it.
   await c.registry.connected();
   const live = [...c.sessions.values()].map((s) => ({ jid: s.jid!, sid: s.id, available: s.available, priority: s.priority }));
+  // External components' records are this worker's live ones too.
+  for (const comp of c.components.values()) live.push({ jid: comp.jid!, sid: comp.id, available: true, priority: 0 });
   const binding = [...c.all].filter((s) => s.state === 'wait-bind').map((s) => s.id);
   const out = await c.registry.reconcile(c.index, live, binding);
   if (!out) return; // fenced: the heartbeat closes everything
-  for (const r of out.replaced) c.sessions.get(r.sid)?.close({ condition: 'conflict', text: 'replaced by a new session while the registry was unreachable', forgotten: true });
+  for (const r of out.replaced) (c.sessions.get(r.sid) ?? c.components.get(r.sid))?.close({ condition: 'conflict', text: 'replaced by a new session while the registry was unreachable', forgotten: true });
   if (out.gone.length > 0) await c.router.presence.departed(out.gone);
   log.info('reconciled local sessions with the registry', { worker: c.index, live: live.length, gone: out.gone.length, replaced: out.replaced.length });
 }
@@ -405,6 +413,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
         break;
       case 'fenced':
         for (const s of [...c.all, ...c.detached.values()]) s.close({ condition: 'system-shutdown', text: 'this node lost its cluster membership; reconnect', forgotten: true, fenced: true });
+        for (const comp of [...c.components.values()]) comp.close({ condition: 'system-shutdown', text: 'this node lost its cluster membership; reconnect', forgotten: true });
         if (registry instanceof RedisRegistry) registry.invalidateAll();
         break;
       case 'reconcile':

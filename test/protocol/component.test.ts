@@ -50,9 +50,11 @@ test('handshake, then messages both ways between a user and an address of the co
   const got = await within(comp.find((el: Element) => el.name === 'message' && el.attrs.id === 'to-bot', mark), WAIT, 'the message at the component');
   t.is(got.attrs.from, alice.jid, "the server stamped the user's full JID");
   t.is(got.getChildText('body'), 'hello bot');
-  comp.send(`<message from='echo@${DOMAIN}/r' to='${alice.jid}' type='chat' id='from-bot'><body>hello human</body></message>`);
+  // The component's namespace, said explicitly, is not what the client gets.
+  comp.send(`<message xmlns='jabber:component:accept' from='echo@${DOMAIN}/r' to='${alice.jid}' type='chat' id='from-bot'><body>hello human</body></message>`);
   const back = await expect(alice, 'the answer', (el) => el.name === 'message' && el.attrs.id === 'from-bot');
   t.is(back.attrs.from, `echo@${DOMAIN}/r`);
+  t.not(back.attrs.xmlns, 'jabber:component:accept');
   // An iq to the component's domain itself, answered by the component.
   const id = uid('ping');
   const at = comp.items.length;
@@ -105,4 +107,14 @@ test('a component that is not connected: its users get service-unavailable; disc
   const items = await within(alice.c.request(`<iq type='get' to='localhost' id='${id}'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>`, id), WAIT, 'disco#items');
   t.deepEqual(items.getChild('query')!.getChildren('item').map((i) => i.attrs.jid).sort(), [...DOMAINS, 'other.localhost'].sort());
   t.deepEqual((await barrier(alice, 0)).filter((el) => el.name === 'stream:error'), []);
+});
+
+test('a component connection that never completes its handshake is closed (connection-timeout)', async (t) => {
+  const quick = await startTestServer({ XMPP_COMPONENT_PORT: '0', XMPP_COMPONENTS: `${DOMAINS[0]}=${SECRET}`, XMPP_BIND_TIMEOUT_MS: '500' });
+  t.teardown(() => quick.stop());
+  const c = await RawClient.connect(quick.componentPort!);
+  t.teardown(() => c.destroy());
+  c.send(header(DOMAINS[0]));
+  await within(c.closed, WAIT, 'the connection closed');
+  t.regex(c.buffer, /<stream:error><connection-timeout /);
 });
