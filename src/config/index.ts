@@ -58,6 +58,7 @@ export interface Config {
   smResumeTimeoutMs: number;
   smDurable: boolean;
   componentPort: string;
+  tlsCa: string;
   components: string;
   readRateBytes: number;
   maxConnections: number;
@@ -97,6 +98,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'tlsRequired', env: 'XMPP_TLS_REQUIRED', kind: 'bool', doc: 'require TLS before authentication', default: () => true },
   { key: 'tlsCert', env: 'XMPP_TLS_CERT', kind: 'string', path: true, doc: 'PEM certificate; empty: self-signed one generated in the data directory', default: () => '' },
   { key: 'tlsKey', env: 'XMPP_TLS_KEY', kind: 'string', path: true, doc: 'PEM private key matching XMPP_TLS_CERT', default: () => '' },
+  { key: 'tlsCa', env: 'XMPP_TLS_CA', kind: 'string', path: true, doc: 'PEM file of extra trust anchors: a client certificate that validates against them, naming an account (XmppAddr), may log in with SASL EXTERNAL; empty: no client certificates asked for', default: () => '' },
   { key: 'scramIterations', env: 'XMPP_SCRAM_ITERATIONS', kind: 'int', min: 4096, doc: 'PBKDF2 iterations for new SCRAM hashes (RFC 7677: at least 4096)', default: () => 4096 },
   { key: 'maxStanzaBytes', env: 'XMPP_MAX_STANZA_BYTES', kind: 'int', min: 1024, doc: 'largest stanza accepted, in bytes', default: () => 256 * 1024 },
   { key: 'maxStanzaElements', env: 'XMPP_MAX_STANZA_ELEMENTS', kind: 'int', min: 16, doc: 'most elements one stanza may hold (and, four times that, attributes); more is a policy-violation', default: () => 4096 },
@@ -239,6 +241,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // It names Redis keys and channels, and log lines: keep it plain.
   if (!/^[A-Za-z0-9._-]{1,64}$/.test(c.nodeId)) throw new ConfigError(`XMPP_NODE_ID must be 1 to 64 letters, digits, '.', '_' or '-', got ${JSON.stringify(c.nodeId)}`);
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) throw new ConfigError('XMPP_TLS_CERT and XMPP_TLS_KEY must be set together');
+  if (c.tlsCa && !existsSync(c.tlsCa)) throw new ConfigError(`XMPP_TLS_CA: no such file ${c.tlsCa}`);
   if (c.componentPort !== '' && !(/^\d{1,5}$/.test(c.componentPort) && Number(c.componentPort) <= 65535)) throw new ConfigError(`XMPP_COMPONENT_PORT must be a port number (0-65535) or empty, got ${JSON.stringify(c.componentPort)}`);
   componentsOf(c);
   // Durable state is for a node that dies while others live: one node has nothing to keep it for.

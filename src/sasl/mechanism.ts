@@ -4,6 +4,7 @@ import type { AccountStore } from '../accounts/store.ts';
 import { scramSha1, scramSha256 } from './scram.ts';
 import { plain } from './plain.ts';
 import { anonymous } from './anonymous.ts';
+import { external } from './external.ts';
 
 export type SaslResult =
   | { kind: 'challenge'; data: Buffer }
@@ -24,15 +25,17 @@ export interface MechanismContext {
   domain: string;
   /** TLS in place */
   secure: boolean;
+  /** The JIDs (XmppAddr) of the client's certificate, when it presented one that validates (EXTERNAL). */
+  certificateJids?: string[];
   channelBinding?: never;
 }
 
 export interface MechanismFactory {
   name: string;
   /** Whether to offer it in this context. */
-  available(ctx: { secure: boolean; tlsRequired: boolean; anonymous: boolean }): boolean;
+  available(ctx: { secure: boolean; tlsRequired: boolean; anonymous: boolean; certificateJids?: string[] }): boolean;
   create(ctx: MechanismContext): Mechanism;
 }
 
 /** In preference order. */
-export const MECHANISMS: MechanismFactory[] = [scramSha256, scramSha1, plain, anonymous];
+export const MECHANISMS: MechanismFactory[] = [external, scramSha256, scramSha1, plain, anonymous];

@@ -126,11 +126,11 @@ export class Session extends StreamEngine implements DurableSession {
 
   protected saslMechanisms() {
     const c = this.ctx.config;
-    return { known: MECHANISMS, offered: MECHANISMS.filter((m) => m.available({ secure: this.secure, tlsRequired: c.tlsRequired, anonymous: c.anonymous })) };
+    return { known: MECHANISMS, offered: MECHANISMS.filter((m) => m.available({ secure: this.secure, tlsRequired: c.tlsRequired, anonymous: c.anonymous, certificateJids: this.certificateJids })) };
   }
 
   protected saslContext(): MechanismContext {
-    return { store: this.ctx.accounts, domain: this.ctx.config.domain, secure: this.secure };
+    return { store: this.ctx.accounts, domain: this.ctx.config.domain, secure: this.secure, certificateJids: this.certificateJids };
   }
 
   protected authenticatedAs(r: Extract<SaslResult, { kind: 'success' }>): void {

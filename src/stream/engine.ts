@@ -13,6 +13,7 @@ import type net from 'node:net';
 import tls from 'node:tls';
 import type { SecureContext } from 'node:tls';
 import { randomBytes } from 'node:crypto';
+import type { X509Certificate } from 'node:crypto';
 import { Element, escapeXML } from 'ltx';
 import { StreamParser } from '../xml/parser.ts';
 import { StreamError, SaslFailure } from '../xmpp/errors.ts';
@@ -26,8 +27,10 @@ import { log } from '../log.ts';
 
 /** What the engine needs of its surroundings: the limits it enforces and the TLS identity. */
 export interface EngineEnv {
-  config: Pick<Config, 'readRateBytes' | 'maxStanzaBytes' | 'maxStanzaElements' | 'maxOutboundBytes' | 'maxAuthAttempts' | 'tlsRequired'>;
+  config: Pick<Config, 'readRateBytes' | 'maxStanzaBytes' | 'maxStanzaElements' | 'maxOutboundBytes' | 'maxAuthAttempts' | 'tlsRequired' | 'tlsCa'>;
   secureContext: SecureContext;
+  /** XMPP_TLS_CA's certificates: what a peer's certificate must be issued by to count. */
+  trustAnchors?: X509Certificate[];
 }
 
 export type State = 'wait-stream' | 'negotiating' | 'wait-bind' | 'established' | 'closed';
@@ -204,6 +207,8 @@ export abstract class StreamEngine {
   protected endReason: string | undefined;
   /** The stream's session is being handed to another connection (XEP-0198 §5): the mailbox stops at the next event. */
   protected moving = false;
+  /** The JIDs (XmppAddr, RFC 6120 §13.7.1.4) of the peer's certificate, when it presented one that validates against XMPP_TLS_CA. */
+  protected certificateJids: string[] | undefined;
   /** The id of our current stream header (what a component's handshake hashes, XEP-0114). */
   protected streamId = '';
   /** The peer sent its closing tag (RFC 6120 §4.4): the stream is over, whatever is still to be handled before it. */
@@ -342,8 +347,14 @@ export abstract class StreamEngine {
   }
 
   protected wrapTls(): tls.TLSSocket {
-    const t = new tls.TLSSocket(this.raw, { isServer: true, secureContext: this.env.secureContext });
+    // With XMPP_TLS_CA, a certificate is asked for, not required: one that validates may stand for SASL EXTERNAL.
+    const ask = this.env.config.tlsCa !== '';
+    const t = new tls.TLSSocket(this.raw, { isServer: true, secureContext: this.env.secureContext, requestCert: ask, rejectUnauthorized: false });
     t.on('secure', () => {
+      if (ask) {
+        const peer = t.getPeerX509Certificate();
+        if (peer && issuedByAnchor(peer, this.env.trustAnchors ?? [])) this.certificateJids = xmppAddrs(peer.subjectAltName);
+      }
       this.secure = true;
       this.upgrading = false;
       this.restart();
@@ -929,4 +940,22 @@ function decodeSasl(text: string): Buffer | null | SaslFailure {
   if (t === '=') return Buffer.alloc(0);
   if (t.length % 4 !== 0 || !B64.test(t)) return new SaslFailure('incorrect-encoding', 'the data is not base64');
   return Buffer.from(t, 'base64');
+}
+
+/** The XmppAddr names of a certificate's subjectAltName, as OpenSSL prints them ("othername:XmppAddr:user@host"). */
+function xmppAddrs(san: string | undefined): string[] {
+  if (!san) return [];
+  return [...san.matchAll(/othername:XmppAddr:([^,\s]+)/g)].map((m) => m[1]);
+}
+
+/**
+ * Whether a peer certificate was issued and signed by one of the anchors
+ * and is within its validity period. A socket made outside a tls.Server
+ * does not verify its peer itself (its 'authorized' stays false): this does.
+ * Only certificates issued directly by an anchor count (no intermediates).
+ */
+function issuedByAnchor(peer: X509Certificate, anchors: X509Certificate[]): boolean {
+  const now = Date.now();
+  if (now < Date.parse(peer.validFrom) || now > Date.parse(peer.validTo)) return false;
+  return anchors.some((a) => peer.checkIssued(a) && peer.verify(a.publicKey));
 }

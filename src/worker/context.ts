@@ -1,6 +1,7 @@
 // What every actor of one worker shares: configuration, TLS context, the
 // account store, the registry view, the router and the local sessions.
 import type { SecureContext } from 'node:tls';
+import type { X509Certificate } from 'node:crypto';
 import type { Config } from '../config/index.ts';
 import type { AccountStore } from '../accounts/store.ts';
 import type { RosterStore } from '../roster/store.ts';
@@ -17,6 +18,8 @@ import type { ComponentStream } from '../component/stream.ts';
 export interface WorkerContext {
   config: Config;
   secureContext: SecureContext;
+  /** XMPP_TLS_CA's certificates (client certificates for SASL EXTERNAL). */
+  trustAnchors: X509Certificate[];
   accounts: AccountStore;
   roster: RosterStore;
   offline: OfflineStore;

@@ -4,6 +4,8 @@
 // the same way, under a new index.
 import type net from 'node:net';
 import tls from 'node:tls';
+import { readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
 import { workerData, threadId } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
 import type { Config } from '../config/index.ts';
@@ -326,7 +328,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   router.resumption = resumption;
   const c: WorkerContext = {
     config,
-    secureContext: tls.createSecureContext({ cert: identity.cert, key: identity.key }),
+    secureContext: tls.createSecureContext({ cert: identity.cert, key: identity.key, ...(config.tlsCa ? { ca: readFileSync(config.tlsCa, 'utf8') } : {}) }),
+    trustAnchors: config.tlsCa ? pemCertificates(readFileSync(config.tlsCa, 'utf8')) : [],
     accounts,
     roster: rosterStore,
     offline,
@@ -532,4 +535,9 @@ function serve(c: WorkerContext, socket: net.Socket, directTls: boolean, compone
   if (component) return new ComponentStream(c, socket).done.then(() => 'closed');
   const session = new Session(c, socket, directTls);
   return session.done.then(() => 'closed');
+}
+
+/** The certificates of a PEM bundle. */
+function pemCertificates(pem: string): X509Certificate[] {
+  return [...pem.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)].map((m) => new X509Certificate(m[0]));
 }

@@ -68,14 +68,14 @@ export async function readStreamStart(c: RawClient): Promise<{ attrs: Record<str
 }
 
 /** Connects and negotiates STARTTLS; returns the client with the features of the secured stream. */
-export async function secured(port: number): Promise<{ c: RawClient; features: Element }> {
+export async function secured(port: number, identity?: { cert: string; key: string }): Promise<{ c: RawClient; features: Element }> {
   const c = await RawClient.connect(port);
   c.send(header());
   await readStreamStart(c);
   c.send(STARTTLS);
   const it = await c.next();
   if (it.kind !== 'el' || it.raw !== PROCEED) throw new Error(`expected ${PROCEED}, got ${it.raw}`);
-  await c.starttls();
+  await c.starttls(identity);
   c.send(header());
   const { features } = await readStreamStart(c);
   return { c, features };

@@ -239,10 +239,11 @@ export class RawClient {
     return this.waitFor(re, from);
   }
 
-  async starttls(): Promise<void> {
+  /** `identity`: a client certificate and key (PEM) to present. */
+  async starttls(identity?: { cert: string; key: string }): Promise<void> {
     const plain = this.sock;
     plain.removeAllListeners('data');
-    const secure = tls.connect({ socket: plain, rejectUnauthorized: false, servername: 'localhost' });
+    const secure = tls.connect({ socket: plain, rejectUnauthorized: false, servername: 'localhost', ...identity });
     await once(secure, 'secureConnect');
     this.sock = secure;
     this.resetReader();
