@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import type { Element } from 'ltx';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { bind, secured, within } from '../helpers/protocol.ts';
 import { WAIT } from '../helpers/im.ts';
 
@@ -26,8 +28,8 @@ function ca(name: string): { key: string; cert: string } {
   return { key, cert };
 }
 
-/** A client certificate signed by `by`, naming `jids` as XmppAddr (RFC 6120 §13.7.1.4): its PEM and key. */
-function client(by: { key: string; cert: string }, name: string, jids: string[]): { cert: string; key: string } {
+/** A client certificate signed by `by`, naming `jids` as XmppAddr (RFC 6120 §13.7.1.4): its PEM and key (and their files). */
+function client(by: { key: string; cert: string }, name: string, jids: string[]): { cert: string; key: string; files: { cert: string; key: string } } {
   const key = join(dir, `${name}.key`);
   const csr = join(dir, `${name}.csr`);
   const cert = join(dir, `${name}.pem`);
@@ -35,7 +37,7 @@ function client(by: { key: string; cert: string }, name: string, jids: string[])
   writeFileSync(ext, `subjectAltName=${jids.map((j) => `otherName:1.3.6.1.5.5.7.8.5;UTF8:${j}`).join(',')}\n`);
   execFileSync('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', `/CN=${name}`, '-keyout', key, '-out', csr], { stdio: 'ignore' });
   execFileSync('openssl', ['x509', '-req', '-in', csr, '-CA', by.cert, '-CAkey', by.key, '-CAcreateserial', '-days', '2', '-out', cert, '-extfile', ext], { stdio: 'ignore' });
-  return { cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8') };
+  return { cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8'), files: { cert, key } };
 }
 
 const trusted = ca('trusted');
@@ -92,4 +94,23 @@ test('no EXTERNAL without a certificate, with one from another CA, or with one n
   const { c } = await within(secured(server.c2sPort, client(trusted, 'ghost', ['ghost@localhost'])), WAIT, 'a certificate for no account');
   t.teardown(() => c.destroy());
   await c.exchange(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>=</auth>`, /<failure[^>]*><not-authorized/);
+});
+
+test('slixmpp, a third-party client, logs in with EXTERNAL and its certificate', async (t) => {
+  const id = client(trusted, 'slix', ['carla@localhost']);
+  const script = fileURLToPath(new URL('../integration/peers/external_client.py', import.meta.url));
+  const serverCa = join(server.config.dataDir, 'tls', 'localhost.crt');
+  const proc = spawn('/usr/bin/python3', [script, '127.0.0.1', String(server.c2sPort), 'carla@localhost/slix', id.files.cert, id.files.key, serverCa], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => proc.kill('SIGKILL'));
+  let out = '';
+  let err = '';
+  proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const line = new Promise<string>((resolve, reject) => {
+    proc.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('\n')) resolve(out.split('\n')[0]);
+    });
+    proc.on('exit', (code) => reject(new Error(`slixmpp exited (${String(code)}) before a word: ${err}`)));
+  });
+  t.is(await within(line, WAIT * 2, 'the slixmpp client'), 'bound carla@localhost/slix');
 });
