@@ -65,9 +65,6 @@ export class NodeTransport {
   /** Confirmations to send, per sender channel and incarnation. */
   private readonly confirms = new Map<string, { channel: string; inc: string; ns: number[] }>();
   private flushing = false;
-  /** Envelopes published again (figures, tests). */
-  resent = 0;
-  duplicates = 0;
 
   constructor(cmd: Redis, node: string, worker: () => number, handle: (env: Envelope) => void) {
     this.cmd = cmd;
@@ -111,7 +108,6 @@ export class NodeTransport {
       log.error('an envelope to another node was never confirmed; taken as not delivered', { channel: p.channel, waitedMs: Date.now() - p.since });
       return this.settle(key, false);
     }
-    this.resent++;
     this.publish(key, p);
   }
 
@@ -139,11 +135,8 @@ export class NodeTransport {
       return;
     }
     this.confirm(m.node, m.worker, m.inc, m.n);
-    if (this.already(`${m.node} ${m.worker} ${m.inc}`, m.n)) {
-      this.duplicates++;
-      return;
-    }
-    this.handle(m.env);
+    // A copy of one handled already (a publish that timed out ran after all): confirmed again, not handled again.
+    if (!this.already(`${m.node} ${m.worker} ${m.inc}`, m.n)) this.handle(m.env);
   }
 
   /** Whether number n from that sender was handled; notes it if not. */
@@ -197,10 +190,5 @@ export class NodeTransport {
       }
       this.confirms.clear();
     });
-  }
-
-  /** Envelopes waiting for a confirmation. */
-  get inDoubt(): number {
-    return this.pending.size;
   }
 }

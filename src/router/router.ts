@@ -410,7 +410,8 @@ export class Router implements PresenceRouting {
 
   /** Where a session that left this worker went, if it did. */
   private movedAway(sid: string): Place | undefined {
-    if (this.d.sessions.has(sid)) return undefined;
+    // Every stanza for a session of this worker asks: nothing to look up while nothing moved.
+    if (this.moved.size === 0 || this.d.sessions.has(sid)) return undefined;
     const m = this.moved.get(sid);
     return m && Date.now() - m.at <= MOVED_KEEP_MS ? m : undefined;
   }
@@ -515,7 +516,7 @@ export class Router implements PresenceRouting {
 
   /** To a session of this worker: whether it took the stanza (false too when `only` leaves it out). */
   private take(jid: string, sid: string, xml: string, only: Only | undefined, opts: { solicited?: boolean; reroute?: Reroute }): boolean {
-    const component = this.d.components.get(sid);
+    const component = this.d.components.size > 0 ? this.d.components.get(sid) : undefined;
     if (component) return component.jid === jid && component.deliver(xml, { live: !opts.solicited, reroute: opts.reroute });
     // A session closing with writes under way holds what it is sent behind them (Session.late).
     const s = this.d.sessions.get(sid) ?? this.d.closing.get(sid);

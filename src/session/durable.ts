@@ -15,6 +15,7 @@ import { createHash } from 'node:crypto';
 import type { ChainableCommander, Redis } from 'ioredis';
 import { K } from '../registry/redis.ts';
 import type { Reroute } from '../stream/engine.ts';
+import type { SessionState } from './session.ts';
 import { log } from '../log.ts';
 
 /** One queued stanza: its XML, what becomes of it if never delivered, and its id in offline storage if it came from there (and is still there). */
@@ -24,24 +25,11 @@ export interface Entry {
   o?: string;
 }
 
-/** What the durable state says of a session besides its queue. */
-export interface DurableMeta {
-  jid: string;
-  bare: string;
-  available: boolean;
-  priority: number;
-  lastPresence?: string;
-  directed?: string[];
-  carbons: boolean;
-  rosterRequested: boolean;
-  createdAt: number;
-  resumeMs: number;
-}
 
 /** A session as the durable state needs it (Session implements it). */
 export interface DurableSession {
   readonly id: string;
-  durableMeta(): DurableMeta;
+  snapshot(): SessionState;
   durableCounts(): { handled: number; acked: number };
   durableQueue(): Entry[];
 }
@@ -49,7 +37,7 @@ export interface DurableSession {
 /** What a claim returns: everything to resume the session elsewhere. */
 export interface Claimed {
   sid: string;
-  meta: DurableMeta;
+  meta: SessionState;
   handled: number;
   acked: number;
   queue: Entry[];
@@ -87,8 +75,6 @@ export class DurableSessions {
   private touched = new Set<DurableSession>();
   /** Sessions whose last batch failed: written whole at their next change. */
   private readonly broken = new WeakSet<DurableSession>();
-  /** Pipelines sent (figures). */
-  batches = 0;
   /** The last pipeline sent, until it is answered. */
   private inflight: Promise<unknown> = Promise.resolve();
 
@@ -98,12 +84,13 @@ export class DurableSessions {
     this.r = r as Scripted;
   }
 
-  private pipe(s: DurableSession): ScriptedPipeline {
+  /** This turn's pipeline; `s`: a session whose state goes with it. */
+  private pipe(s?: DurableSession): ScriptedPipeline {
     if (!this.batch) {
       this.batch = this.r.pipeline() as ScriptedPipeline;
       setImmediate(() => this.send());
     }
-    this.touched.add(s);
+    if (s) this.touched.add(s);
     return this.batch;
   }
 
@@ -114,8 +101,7 @@ export class DurableSessions {
     this.batch = undefined;
     this.touched = new Set();
     // The state that goes with these writes (presence, carbons...), as it is now.
-    for (const s of touched) if (!this.broken.has(s)) b.hset(K.sm(s.id), 'meta', JSON.stringify(s.durableMeta()));
-    this.batches++;
+    for (const s of touched) if (!this.broken.has(s)) b.hset(K.sm(s.id), 'meta', JSON.stringify(s.snapshot()));
     this.inflight = b.exec().then(
       (results) => {
         if (results?.some(([err]) => err)) for (const s of touched) this.broken.add(s);
@@ -138,7 +124,7 @@ export class DurableSessions {
     this.broken.delete(s);
     const p = this.pipe(s);
     const { handled, acked } = s.durableCounts();
-    const meta = s.durableMeta();
+    const meta = s.snapshot();
     p.del(K.sm(s.id), K.smq(s.id));
     p.hset(K.sm(s.id), { token: hashToken(token), handled: String(handled), acked: String(acked), resumeMs: String(meta.resumeMs), meta: JSON.stringify(meta) });
     p.set(K.smj(meta.jid), s.id);
@@ -167,17 +153,14 @@ export class DurableSessions {
   /** The session ended (or will not be resumed): its state goes. */
   close(s: DurableSession, jid: string): void {
     this.broken.delete(s);
-    this.pipe(s).xmppSmClose(jid, s.id);
+    // Not touched: its state must not be written back after it.
     this.touched.delete(s);
+    this.pipe().xmppSmClose(jid, s.id);
   }
 
   /** The state of a session that will never be resumed (handed over to nobody), if any. */
   forget(jid: string, sid: string): void {
-    if (!this.batch) {
-      this.batch = this.r.pipeline() as ScriptedPipeline;
-      setImmediate(() => this.send());
-    }
-    this.batch.xmppSmClose(jid, sid);
+    this.pipe().xmppSmClose(jid, sid);
   }
 
   /** Takes the state of the session `jid` if `token` is its own; it is gone from Redis then. */
@@ -185,6 +168,6 @@ export class DurableSessions {
     const got = await this.r.xmppSmClaim(jid, hashToken(token));
     if (!got) return undefined;
     const [sid, meta, handled, acked, queue] = got;
-    return { sid, meta: JSON.parse(meta) as DurableMeta, handled: Number(handled), acked: Number(acked), queue: queue.map((e) => JSON.parse(e) as Entry) };
+    return { sid, meta: JSON.parse(meta) as SessionState, handled: Number(handled), acked: Number(acked), queue: queue.map((e) => JSON.parse(e) as Entry) };
   }
 }

@@ -10,7 +10,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { parse as parseXml } from 'ltx';
 import type { Handoff, Session } from './session.ts';
-import type { DurableSessions } from './durable.ts';
+import type { DurableSessions, Entry } from './durable.ts';
 import type { OfflineStore } from '../offline/store.ts';
 import { countSince } from '../stream/engine.ts';
 import type { SessionRegistry } from '../registry/registry.ts';
@@ -42,6 +42,11 @@ export function parseResumptionId(id: string): { jid: string; token: string } | 
   const slash = jid.indexOf('/');
   if (slash <= 0 || !jid.slice(0, slash).includes('@')) return undefined;
   return { jid, token };
+}
+
+/** Durable entries as a handoff's queue: those from offline storage come again from there, not from here. */
+function resendable(entries: Entry[]): Handoff['queue'] {
+  return entries.flatMap((e) => (e.o === undefined ? [{ xml: e.x, reroute: e.r }] : []));
 }
 
 function sameToken(a: string | undefined, b: string): boolean {
@@ -169,7 +174,7 @@ export class Resumption {
     }
     if (!c) return { condition: 'item-not-found' };
     const m = c.meta;
-    const old: Handoff = { sid: c.sid, jid, bare: m.bare, available: m.available, priority: m.priority, lastPresence: m.lastPresence, directed: m.directed, carbons: m.carbons, rosterRequested: m.rosterRequested, createdAt: m.createdAt, token, resumeMs: m.resumeMs, handled: c.handled, acked: c.acked, queue: c.queue.flatMap((e) => (e.o ? [] : [{ xml: e.x, reroute: e.r }])) };
+    const old: Handoff = { ...m, sid: c.sid, token, handled: c.handled, acked: c.acked, queue: resendable(c.queue) };
     const n = countSince(h, c.acked);
     if (n > c.queue.length) {
       // §4: more than was sent. The session is over; what it kept goes where undeliverable stanzas go.
@@ -180,7 +185,7 @@ export class Resumption {
     // offline messages it did not acknowledge are still stored, and come from there.
     const had = c.queue.slice(0, n).flatMap((e) => (e.o === undefined ? [] : [e.o]));
     if (had.length > 0) await this.d.offline.remove(m.bare.slice(0, m.bare.indexOf('@')), had).catch((err: unknown) => log.warn('offline messages acknowledged but not removed (they will come again)', { jid, err: String(err) }));
-    const handoff: Handoff = { ...old, sid: randomBytes(9).toString('base64url'), acked: h >>> 0, queue: c.queue.slice(n).flatMap((e) => (e.o ? [] : [{ xml: e.x, reroute: e.r }])) };
+    const handoff: Handoff = { ...old, sid: randomBytes(9).toString('base64url'), acked: h >>> 0, queue: resendable(c.queue.slice(n)) };
     const me = this.here;
     try {
       // A new login took the resource meanwhile: it keeps it.

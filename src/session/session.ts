@@ -24,21 +24,15 @@ import { priorityOf } from '../presence/presence.ts';
 import type { WorkerContext } from '../worker/context.ts';
 import { StreamEngine, countSince } from '../stream/engine.ts';
 import type { CloseReason, Event, Out, Reroute, State } from '../stream/engine.ts';
-import type { DurableMeta, DurableSession, Entry } from './durable.ts';
+import type { DurableSession, Entry } from './durable.ts';
 import { flat } from '../xml/retain.ts';
 import { log } from '../log.ts';
 
 export { countSince };
 export type { CloseReason, Out, Paced, Reroute, State } from '../stream/engine.ts';
 
-/**
- * A session on its way from one connection to another (XEP-0198 §5), on
- * this worker or across the cluster: everything the client's session is,
- * apart from its connection. What waits in `queue` is what the client has
- * not acknowledged, then what was never sent, in order.
- */
-export interface Handoff {
-  sid: string;
+/** What a client's session is besides its connection, its counts and its queue: what a handoff and the durable state carry. */
+export interface SessionState {
   jid: string;
   bare: string;
   available: boolean;
@@ -48,8 +42,18 @@ export interface Handoff {
   carbons: boolean;
   rosterRequested: boolean;
   createdAt: number;
-  token: string;
   resumeMs: number;
+}
+
+/**
+ * A session on its way from one connection to another (XEP-0198 §5), on
+ * this worker or across the cluster: everything the client's session is,
+ * apart from its connection. What waits in `queue` is what the client has
+ * not acknowledged, then what was never sent, in order.
+ */
+export interface Handoff extends SessionState {
+  sid: string;
+  token: string;
   /** Our h: stanzas from the client handled. */
   handled: number;
   /** The client's h, which the queue follows. */
@@ -223,7 +227,8 @@ export class Session extends StreamEngine implements DurableSession {
     this.durable?.ack(this, this.resumeToken!, n, h);
   }
 
-  durableMeta(): DurableMeta {
+  /** The session's state, as it moves or is kept (SessionState). */
+  snapshot(): SessionState {
     return {
       jid: this.jid!,
       bare: this.bare!,
@@ -550,20 +555,11 @@ export class Session extends StreamEngine implements DurableSession {
     if (a.timer) clearTimeout(a.timer);
     clearTimeout(this.hibernation);
     // Offline messages handed out and not acknowledged are still stored: they come again from there.
-    const queue = items.filter((it) => !it.nonza && !(it.delivered && !it.reroute)).map((it) => (it.reroute ? { xml: it.xml, reroute: it.reroute } : { xml: it.xml }));
+    const queue = items.filter((it) => !it.nonza && it.stored === undefined).map((it) => (it.reroute ? { xml: it.xml, reroute: it.reroute } : { xml: it.xml }));
     const handoff: Handoff = {
+      ...this.snapshot(),
       sid: this.id,
-      jid: this.jid!,
-      bare: this.bare!,
-      available: this.available,
-      priority: this.priority,
-      lastPresence: this.lastPresence?.toString(),
-      directed: this.directed ? [...this.directed] : undefined,
-      carbons: this.carbons,
-      rosterRequested: this.rosterRequested,
-      createdAt: this.createdAt,
       token: this.resumeToken,
-      resumeMs: this.resumeMs,
       handled: a.handled,
       acked: a.acked,
       queue,
