@@ -10,11 +10,10 @@ import { Redis } from 'ioredis';
 import { startCluster } from '../helpers/cluster.ts';
 import type { TestCluster } from '../helpers/cluster.ts';
 import { authenticated, within } from '../helpers/protocol.ts';
-import { WAIT, barrier, clusterPeers, expect, isPresence, subscribe } from '../helpers/im.ts';
+import { WAIT, barrier, clusterPeers, expect, isPresence, subscribe, NS_SM, isSm, isBody } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 import { RedisAccountStore } from '../../src/accounts/redis.ts';
 
-const NS_SM = 'urn:xmpp:sm:3';
 let cluster: TestCluster;
 let accounts: RedisAccountStore;
 let r: Redis;
@@ -31,8 +30,6 @@ test.after.always(async () => {
 });
 
 const { user } = clusterPeers(() => accounts);
-const isSm = (name: string) => (el: Element) => el.name === name && el.attrs.xmlns === NS_SM;
-const isBody = (body: string) => (el: Element) => el.name === 'message' && el.getChildText('body') === body;
 const isStanza = (el: Element) => el.name === 'message' || el.name === 'presence' || el.name === 'iq';
 const stanzas = (p: Peer, from: number) => p.c.items.slice(from).flatMap((it) => (it.kind === 'el' && isStanza(it.el) ? [it.el] : []));
 

@@ -12,13 +12,12 @@ import { xml } from '@xmpp/client';
 import { startCluster } from '../helpers/cluster.ts';
 import type { NodeProcess, TestCluster } from '../helpers/cluster.ts';
 import { authenticated, within } from '../helpers/protocol.ts';
-import { WAIT, barrier, clusterPeers, expect, isPresence, subscribe } from '../helpers/im.ts';
+import { WAIT, barrier, clusterPeers, expect, isPresence, subscribe, NS_SM, isSm, isBody } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 import { Inbox, countIqReplies, kill, xmppClient } from '../helpers/xmpp-client.ts';
 import type { Untyped } from '../helpers/xmpp-client.ts';
 import { RedisAccountStore } from '../../src/accounts/redis.ts';
 
-const NS_SM = 'urn:xmpp:sm:3';
 const LEASE_MS = 3000;
 
 let cluster: TestCluster;
@@ -37,8 +36,6 @@ test.after.always(async () => {
 });
 
 const { account, connect, user } = clusterPeers(() => accounts);
-const isSm = (name: string) => (el: Element) => el.name === name && el.attrs.xmlns === NS_SM;
-const isBody = (body: string) => (el: Element) => el.name === 'message' && el.getChildText('body') === body;
 const bodies = (p: Peer, from: number, sender: string) =>
   p.c.items.slice(from).flatMap((it) => (it.kind === 'el' && it.el.name === 'message' && it.el.attrs.from === sender ? [it.el.getChildText('body')] : []));
 

@@ -86,6 +86,11 @@ export function expect(p: Peer, what: string, pred: (el: Element) => boolean, fr
   return within(p.c.find(pred, from), ms, `${p.jid}: ${what}`);
 }
 
+export const NS_SM = 'urn:xmpp:sm:3';
+/** A stream management element (XEP-0198) of that name. */
+export const isSm = (name: string) => (el: Element) => el.name === name && el.attrs.xmlns === NS_SM;
+/** A message with that body. */
+export const isBody = (body: string) => (el: Element) => el.name === 'message' && el.getChildText('body') === body;
 export const isPresence = (from: string, type?: string) => (el: Element) => el.name === 'presence' && el.attrs.from === from && el.attrs.type === type;
 /** The item of a roster query (a push or a set). */
 export const rosterItem = (el: Element) => el.getChild('query', NS_ROSTER)?.getChild('item');

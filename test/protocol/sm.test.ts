@@ -9,11 +9,10 @@ import type { Element } from 'ltx';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { authenticated, bind, pingIq, secured, uid, within } from '../helpers/protocol.ts';
-import { WAIT, barrier, connect, expect, newAccount, newUser } from '../helpers/im.ts';
+import { WAIT, barrier, connect, expect, newAccount, newUser, NS_SM, isSm } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 import { countSince } from '../../src/session/session.ts';
 
-const NS_SM = 'urn:xmpp:sm:3';
 const MAX_OUTBOUND = 65536;
 let server: TestServer;
 
@@ -28,7 +27,6 @@ test.after.always(async () => {
 const user = (t: ExecutionContext, base: string, resource = 'r') => newUser(t, server, base, resource);
 const account = (base: string) => newAccount(server, base);
 
-const isSm = (name: string) => (el: Element) => el.name === name && el.attrs.xmlns === NS_SM;
 const isStanza = (el: Element) => el.name === 'message' || el.name === 'presence' || el.name === 'iq';
 const isMessage = (from: string, body: string) => (el: Element) => el.name === 'message' && el.attrs.from === from && el.getChildText('body') === body;
 
