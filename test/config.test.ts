@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { loadConfig, ConfigError, ROOT, SETTINGS } from '../src/config/index.ts';
+import { loadConfig, componentsOf, ConfigError, ROOT, SETTINGS } from '../src/config/index.ts';
 
 test('defaults give a single node on the standard ports', (t) => {
   const c = loadConfig({});
@@ -23,6 +23,17 @@ test('environment variables override defaults and are validated by name', (t) =>
   // Durable stream management state is for a cluster: a single node has nothing to keep it for.
   t.regex(t.throws(() => loadConfig({ XMPP_SM_DURABLE: 'true' }), { instanceOf: ConfigError })!.message, /XMPP_SM_DURABLE needs a cluster/);
   t.is(loadConfig({ XMPP_SM_DURABLE: 'true', XMPP_REDIS_URL: 'redis://127.0.0.1:1' }).smDurable, true);
+  // External components (XEP-0114) and client certificates: malformed values are refused at start.
+  for (const [env, re] of [
+    [{ XMPP_COMPONENT_PORT: 'abc' }, /XMPP_COMPONENT_PORT must be a port number/],
+    [{ XMPP_COMPONENT_PORT: '70000' }, /XMPP_COMPONENT_PORT must be a port number/],
+    [{ XMPP_COMPONENTS: 'bots.localhost' }, /XMPP_COMPONENTS must be 'domain=secret/],
+    [{ XMPP_COMPONENTS: 'bots.localhost=' }, /XMPP_COMPONENTS must be 'domain=secret/],
+    [{ XMPP_COMPONENTS: 'not a domain=x' }, /XMPP_COMPONENTS: "not a domain" is not a domain/],
+    [{ XMPP_COMPONENTS: 'localhost=x' }, /the server's own domain/],
+    [{ XMPP_TLS_CA: '/nonexistent/ca.pem' }, /XMPP_TLS_CA: no such file/],
+  ] as const) t.regex(t.throws(() => loadConfig(env), { instanceOf: ConfigError })!.message, re, JSON.stringify(env));
+  t.deepEqual([...componentsOf(loadConfig({ XMPP_COMPONENTS: 'Bots.Localhost=s1, gw.localhost=s=2' })).entries()], [['bots.localhost', 's1'], ['gw.localhost', 's=2']]);
 });
 
 test('XMPP_NODE_ID unset: each load, and each process, gets its own id in the documented form (node- + 8 hex digits)', (t) => {

@@ -89,6 +89,18 @@ test('a wrong secret is not-authorized; a domain not configured is host-unknown;
   await within(second.c.closed, WAIT, 'the refused connection closed');
 });
 
+test("a component's stanza without 'to' is improper-addressing", async (t) => {
+  const quiet = await startTestServer({ XMPP_COMPONENT_PORT: '0', XMPP_COMPONENTS: `${DOMAINS[2]}=${SECRET}` });
+  t.teardown(() => quiet.stop());
+  const c = await RawClient.connect(quiet.componentPort!);
+  t.teardown(() => c.destroy());
+  const m = await c.exchange(header(DOMAINS[2]), /<stream:stream[^>]*\bid=["']([^"']+)["'][^>]*>/);
+  await c.exchange(`<handshake>${createHash('sha1').update(m[1] + SECRET).digest('hex')}</handshake>`, /<handshake\s*\/>/);
+  c.send(`<message from='x@${DOMAINS[2]}'><body>to nobody</body></message>`);
+  await within(c.closed, WAIT, 'the connection closed');
+  t.regex(c.buffer, /<stream:error><improper-addressing /);
+});
+
 test("a component's stanza must come from its own domain (invalid-from)", async (t) => {
   const comp = await component(t, DOMAINS[2]);
   comp.send(`<message from='mallory@localhost' to='anyone@localhost'><body>spoof</body></message>`);

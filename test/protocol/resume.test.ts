@@ -11,11 +11,10 @@ import type { Element } from 'ltx';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { authenticated, uid, within } from '../helpers/protocol.ts';
-import { WAIT, barrier, connect, expect, isPresence, newAccount, newUser, subscribe } from '../helpers/im.ts';
+import { WAIT, barrier, connect, expect, isPresence, newAccount, newUser, subscribe, NS_SM, isSm, isBody } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 import type { RawClient } from '../helpers/raw.ts';
 
-const NS_SM = 'urn:xmpp:sm:3';
 let server: TestServer;
 
 test.before(async () => {
@@ -27,7 +26,6 @@ test.after.always(async () => {
 
 const user = (t: ExecutionContext, base: string, resource = 'r') => newUser(t, server, base, resource);
 
-const isSm = (name: string) => (el: Element) => el.name === name && el.attrs.xmlns === NS_SM;
 const isStanza = (el: Element) => el.name === 'message' || el.name === 'presence' || el.name === 'iq';
 const bodies = (p: Peer, from: number, sender: string) =>
   p.c.items.slice(from).flatMap((it) => (it.kind === 'el' && it.el.name === 'message' && it.el.attrs.from === sender ? [it.el.getChildText('body')] : []));
@@ -70,7 +68,7 @@ test('resumed after the connection dropped: what was not acknowledged and what c
   await subscribe(bob, alice);
   const { id, next } = await enableResume(alice);
   for (const body of ['m1', 'm2', 'm3']) bob.c.send(`<message to='${alice.jid}' type='chat'><body>${body}</body></message>`);
-  await expect(alice, 'm3', (el) => el.name === 'message' && el.getChildText('body') === 'm3', next);
+  await expect(alice, 'm3', isBody('m3'), next);
   // Read all three, acknowledged the first, one stanza of its own (the barrier's ping) handled; then the network goes.
   alice.c.send(`<a xmlns='${NS_SM}' h='1'/>`);
   await barrier(alice, alice.c.items.length);
@@ -84,16 +82,16 @@ test('resumed after the connection dropped: what was not acknowledged and what c
   t.is(answer.attrs.previd, id);
   t.is(answer.attrs.h, '1', 'the one stanza the server handled');
   const again: Peer = { c, jid: alice.jid, bare: alice.bare, name: alice.name };
-  await expect(again, 'm5', (el) => el.name === 'message' && el.getChildText('body') === 'm5').catch((e) => { console.log(c.buffer); throw e; });
+  await expect(again, 'm5', isBody('m5')).catch((e) => { console.log(c.buffer); throw e; });
   t.deepEqual(bodies(again, 0, bob.jid), ['m2', 'm3', 'm4', 'm5']);
   // The session is the same: its JID, its presence (bob saw it never leave), live traffic.
   t.deepEqual(bob.c.items.slice(bobMark).filter((it) => it.kind === 'el' && isPresence(alice.jid, 'unavailable')(it.el)), []);
   const mark = c.items.length;
   bob.c.send(`<message to='${alice.jid}' type='chat'><body>m6</body></message>`);
-  await expect(again, 'm6, live', (el) => el.name === 'message' && el.getChildText('body') === 'm6', mark);
+  await expect(again, 'm6, live', isBody('m6'), mark);
   const bm = bob.c.items.length;
   c.send(`<message to='${bob.jid}' type='chat'><body>back</body></message>`);
-  const m = await expect(bob, "alice's message from the resumed stream", (el) => el.name === 'message' && el.getChildText('body') === 'back', bm);
+  const m = await expect(bob, "alice's message from the resumed stream", isBody('back'), bm);
   t.is(m.attrs.from, alice.jid);
   // Counting goes on from where it was: the server's h counts the message just sent too.
   c.send(`<r xmlns='${NS_SM}'/>`);
@@ -125,7 +123,7 @@ test('an h beyond what was sent fails the resumption (handled-count-too-high), a
   const bob = await user(t, 'giver');
   const { id, next } = await enableResume(alice);
   bob.c.send(`<message to='${alice.jid}' type='chat'><body>only</body></message>`);
-  await expect(alice, 'only', (el) => el.name === 'message' && el.getChildText('body') === 'only', next);
+  await expect(alice, 'only', isBody('only'), next);
   alice.c.destroy();
   const bad = await resume(t, alice.name, id, 7);
   t.true(isSm('failed')(bad.answer) && Boolean(bad.answer.getChild('undefined-condition')), bad.answer.toString());
@@ -134,7 +132,7 @@ test('an h beyond what was sent fails the resumption (handled-count-too-high), a
   const good = await resume(t, alice.name, id, 0);
   t.true(isSm('resumed')(good.answer), good.answer.toString());
   const again: Peer = { c: good.c, jid: alice.jid, bare: alice.bare, name: alice.name };
-  await expect(again, '"only" again', (el) => el.name === 'message' && el.getChildText('body') === 'only');
+  await expect(again, '"only" again', isBody('only'));
 });
 
 test('two connections resume one session at once: one is resumed, the other gets item-not-found', async (t) => {
@@ -156,15 +154,15 @@ test('a resumption while the old connection still looks open takes the session o
   const bob = await user(t, 'witness');
   const { id, next } = await enableResume(alice);
   bob.c.send(`<message to='${alice.jid}' type='chat'><body>before</body></message>`);
-  await expect(alice, 'before', (el) => el.name === 'message' && el.getChildText('body') === 'before', next);
+  await expect(alice, 'before', isBody('before'), next);
   const { c, answer } = await resume(t, alice.name, id, 0);
   t.true(isSm('resumed')(answer), answer.toString());
   const err = await expect(alice, 'the old stream ends', (el) => el.name === 'stream:error', next);
   t.truthy(err.getChild('conflict'));
   const again: Peer = { c, jid: alice.jid, bare: alice.bare, name: alice.name };
-  await expect(again, '"before", unacknowledged, again', (el) => el.name === 'message' && el.getChildText('body') === 'before');
+  await expect(again, '"before", unacknowledged, again', isBody('before'));
   bob.c.send(`<message to='${alice.jid}' type='chat'><body>after</body></message>`);
-  await expect(again, '"after" on the new stream', (el) => el.name === 'message' && el.getChildText('body') === 'after');
+  await expect(again, '"after" on the new stream', isBody('after'));
   t.deepEqual(bodies(again, 0, bob.jid), ['before', 'after']);
 });
 
@@ -174,7 +172,7 @@ test('not resumed in time: contacts see it leave, its messages are stored, an iq
   await subscribe(bob, alice);
   const { id, next } = await enableResume(alice, 1);
   bob.c.send(`<message to='${alice.jid}' type='chat'><body>unread</body></message>`);
-  await expect(alice, 'unread', (el) => el.name === 'message' && el.getChildText('body') === 'unread', next);
+  await expect(alice, 'unread', isBody('unread'), next);
   const bobMark = bob.c.items.length;
   alice.c.destroy();
   const ask = uid('ask');
@@ -188,7 +186,7 @@ test('not resumed in time: contacts see it leave, its messages are stored, an iq
   const fresh = await connect(t, server.c2sPort, alice.name, 'r');
   const mark = fresh.c.items.length;
   fresh.c.send('<presence/>');
-  await expect(fresh, '"meanwhile", stored', (el) => el.name === 'message' && el.getChildText('body') === 'meanwhile', mark);
+  await expect(fresh, '"meanwhile", stored', isBody('meanwhile'), mark);
   await barrier(fresh, mark);
   t.deepEqual(bodies(fresh, mark, bob.jid), ['unread', 'meanwhile']);
 });
@@ -198,13 +196,13 @@ test('a new login with the resource of a detached session replaces it (new-wins)
   const bob = await user(t, 'sayer');
   const { id, next } = await enableResume(alice);
   bob.c.send(`<message to='${alice.jid}' type='chat'><body>kept</body></message>`);
-  await expect(alice, 'kept', (el) => el.name === 'message' && el.getChildText('body') === 'kept', next);
+  await expect(alice, 'kept', isBody('kept'), next);
   alice.c.destroy();
   const fresh = await connect(t, server.c2sPort, alice.name, 'r');
   t.is(fresh.jid, alice.jid);
   const mark = fresh.c.items.length;
   fresh.c.send('<presence/>');
-  await expect(fresh, '"kept"', (el) => el.name === 'message' && el.getChildText('body') === 'kept', mark);
+  await expect(fresh, '"kept"', isBody('kept'), mark);
   await barrier(fresh, mark);
   t.deepEqual(bodies(fresh, mark, bob.jid), ['kept']);
   const old = await resume(t, alice.name, id, 0);
@@ -225,14 +223,14 @@ test('resumed again and again, whichever worker the new connection lands on (oth
     const body = `r${round}`;
     sent.push(body);
     bob.c.send(`<message to='${alice.jid}' type='chat'><body>${body}</body></message>`);
-    await expect(peer, body, (el) => el.name === 'message' && el.getChildText('body') === body, base);
+    await expect(peer, body, isBody(body), base);
     peer.c.destroy();
     const { c, answer } = await resume(t, alice.name, id, acked);
     t.true(isSm('resumed')(answer), `round ${round}: ${answer.toString()}`);
     peer = { c, jid: alice.jid, bare: alice.bare, name: alice.name };
     base = 0;
     // Nothing acknowledged so far: every message comes again on each stream, in order.
-    await expect(peer, body, (el) => el.name === 'message' && el.getChildText('body') === body);
+    await expect(peer, body, isBody(body));
     t.deepEqual(bodies(peer, 0, bob.jid), sent);
     // Acknowledged now: the next stream gets only what follows.
     acked = received(peer, 0) + acked;
@@ -248,7 +246,7 @@ test('resumed again and again, whichever worker the new connection lands on (oth
   const fresh = await connect(t, server.c2sPort, alice.name, 'r');
   const mark = fresh.c.items.length;
   fresh.c.send('<presence/>');
-  await expect(fresh, '"later", stored', (el) => el.name === 'message' && el.getChildText('body') === 'later', mark);
+  await expect(fresh, '"later", stored', isBody('later'), mark);
 });
 
 test("client state indication starts over as active on the resumed stream (XEP-0352 §5.2): the contacts' presence it held comes then", async (t) => {
@@ -306,4 +304,17 @@ test('a stream the client closed (</stream:stream>) ends the session, even when 
   await expect(bob, "alice's unavailable presence", isPresence(alice.jid, 'unavailable'), mark);
   const late = await resume(t, alice.name, id, 0);
   t.true(isSm('failed')(late.answer) && Boolean(late.answer.getChild('item-not-found')), late.answer.toString());
+});
+
+test('a <resume/> with no previd is item-not-found; one whose h is not a count is a stream error (invalid-xml)', async (t) => {
+  const name = await newAccount(server, 'sloppy');
+  const { c } = await within(authenticated(server.c2sPort, name, `${name}-pw`), WAIT, 'authenticating');
+  t.teardown(() => c.destroy());
+  c.send(`<resume xmlns='${NS_SM}' h='0'/>`);
+  const f = await within(c.nextEl(), WAIT, 'the answer to a resume without previd');
+  t.true(isSm('failed')(f) && Boolean(f.getChild('item-not-found')), f.toString());
+  c.send(`<resume xmlns='${NS_SM}' previd='x.y' h='-1'/>`);
+  const err = await within(c.nextEl(), WAIT, 'the stream error');
+  t.is(err.name, 'stream:error');
+  t.truthy(err.getChild('invalid-xml'), err.toString());
 });
