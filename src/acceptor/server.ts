@@ -47,6 +47,9 @@ export interface RunningServer {
   tlsPort: number;
   /** The external components' port (XEP-0114), when XMPP_COMPONENT_PORT is set. */
   componentPort: number | undefined;
+  /** The server-to-server ports (STARTTLS, and direct TLS when XMPP_S2S_TLS_PORT is set), with federation on. */
+  s2sPort: number | undefined;
+  s2sTlsPort: number | undefined;
   hub: Hub;
   /** A single node's storage thread. */
   storage?: StorageThread;
@@ -269,7 +272,7 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     socket.resetAndDestroy();
     why.hit({ address, open, max: cap.max });
   };
-  const run = (socket: net.Socket, directTls: boolean, component = false) => {
+  const run = (socket: net.Socket, directTls: boolean, kind?: 'component' | 's2s') => {
     const address = socket.remoteAddress;
     if (stopping || address === undefined) return void socket.destroy(); // already gone
     const key = addressKey(address);
@@ -279,7 +282,7 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     open++;
     byAddress.set(key, fromThere + 1);
     const place: Placement = {};
-    const task = { t: 'conn', socket, directTls, ...(component ? { component: true } : {}), [Piscina.queueOptionsSymbol]: place } as Task;
+    const task = { t: 'conn', socket, directTls, ...(kind ? { kind } : {}), [Piscina.queueOptionsSymbol]: place } as Task;
     const transferList = [socket];
     const p = pool
       .run(task, { transferList: transferList as never })
@@ -305,9 +308,9 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     // list. The balancer has placed it if it was posted.
     if (place.thread !== undefined) transferList.length = 0;
   };
-  const listen = async (port: number, directTls: boolean, component = false) => {
-    const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => run(socket, directTls, component));
-    server.listen({ port, host: config.bindHost, backlog: 4096 });
+  const listen = async (port: number, directTls: boolean, kind?: 'component' | 's2s') => {
+    const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => run(socket, directTls, kind));
+    server.listen({ port, host: kind === 's2s' ? config.s2sBindHost : config.bindHost, backlog: 4096 });
     await once(server, 'listening');
     // Out of descriptors (the cap set above the limit, or files opened
     // elsewhere), accept() fails: the listener stays and tries again with
@@ -318,7 +321,12 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
   const c2s = await listen(config.c2sPort, false);
   const direct = await listen(config.tlsPort, true);
   // External components (XEP-0114), when a port is set.
-  const comp = config.componentPort === '' ? undefined : await listen(Number(config.componentPort), false, true);
+  const comp = config.componentPort === '' ? undefined : await listen(Number(config.componentPort), false, 'component');
+  // Peer servers (RFC 6120 s2s; XEP-0368 direct TLS), with federation on.
+  const s2s = config.s2s ? await listen(config.s2sPort, false, 's2s') : undefined;
+  const s2sDirect = config.s2s && config.s2sTlsPort !== '' ? await listen(Number(config.s2sTlsPort), true, 's2s') : undefined;
+  const s2sPort = s2s ? (s2s.address() as net.AddressInfo).port : undefined;
+  const s2sTlsPort = s2sDirect ? (s2sDirect.address() as net.AddressInfo).port : undefined;
   const c2sPort = (c2s.address() as net.AddressInfo).port;
   const tlsPort = (direct.address() as net.AddressInfo).port;
   const componentPort = comp ? (comp.address() as net.AddressInfo).port : undefined;
@@ -328,6 +336,8 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     c2sPort,
     tlsPort,
     ...(componentPort !== undefined ? { componentPort } : {}),
+    ...(s2sPort !== undefined ? { s2sPort } : {}),
+    ...(s2sTlsPort !== undefined ? { s2sTlsPort } : {}),
     workers: config.workers,
     node: config.nodeId,
     cluster: Boolean(config.redisUrl),
@@ -357,6 +367,8 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
       c2s.close();
       direct.close();
       comp?.close();
+      s2s?.close();
+      s2sDirect?.close();
       admin?.close();
       const clean = await h.shutdown(config.shutdownTimeoutMs);
       if (!clean) log.warn('shutdown deadline reached with sessions still open');
@@ -367,5 +379,5 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
       await pool.destroy();
       await storage?.close();
     })());
-  return { c2sPort, tlsPort, componentPort, hub: h, membership, storage, stats, close };
+  return { c2sPort, tlsPort, componentPort, s2sPort, s2sTlsPort, hub: h, membership, storage, stats, close };
 }

@@ -58,6 +58,17 @@ export interface Config {
   smResumeTimeoutMs: number;
   smDurable: boolean;
   componentPort: string;
+  s2s: boolean;
+  s2sPort: number;
+  s2sBindHost: string;
+  s2sTlsPort: string;
+  s2sHosts: string;
+  s2sSecureAuth: boolean;
+  s2sSecret: string;
+  s2sDnsTimeoutMs: number;
+  s2sConnectTimeoutMs: number;
+  s2sIdleTimeoutMs: number;
+  s2sMaxQueue: number;
   tlsCa: string;
   components: string;
   readRateBytes: number;
@@ -120,6 +131,17 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'smDurable', env: 'XMPP_SM_DURABLE', kind: 'bool', doc: "cluster: keep each resumable session's unacknowledged stanzas and counts in Redis as they change, so that its client can resume it on another node after its node died (XEP-0198); costs Redis writes per stanza", default: () => false },
   { key: 'componentPort', env: 'XMPP_COMPONENT_PORT', kind: 'string', doc: 'port for external components (XEP-0114) at XMPP_BIND_HOST; empty: no component listener; 0 picks a free port', default: () => '' },
   { key: 'components', env: 'XMPP_COMPONENTS', kind: 'string', doc: "external components allowed to connect, as 'domain=secret,...' (XEP-0114 handshake secrets)", default: () => '' },
+  { key: 's2s', env: 'XMPP_S2S', kind: 'bool', doc: 'federation with other servers (RFC 6120 server-to-server streams); false: stanzas to other domains get remote-server-not-found', default: () => true },
+  { key: 's2sPort', env: 'XMPP_S2S_PORT', kind: 'port', doc: 'server-to-server port (STARTTLS) at XMPP_S2S_BIND_HOST; 0 picks a free port', default: () => 5269 },
+  { key: 's2sBindHost', env: 'XMPP_S2S_BIND_HOST', kind: 'string', doc: 'address the server-to-server listeners bind to', default: (c) => c.bindHost },
+  { key: 's2sTlsPort', env: 'XMPP_S2S_TLS_PORT', kind: 'string', doc: 'direct-TLS server-to-server port (XEP-0368); empty: none; 0 picks a free port', default: () => '' },
+  { key: 's2sHosts', env: 'XMPP_S2S_HOSTS', kind: 'string', doc: "where peer servers are, as 'domain=host:port,...', instead of DNS SRV and A/AAAA lookups (private federations, tests)", default: () => '' },
+  { key: 's2sSecureAuth', env: 'XMPP_S2S_SECURE_AUTH', kind: 'bool', doc: 'accept and reach only peer servers whose certificate validates (system trust store plus XMPP_TLS_CA) for their domain; false: dialback over a connection with an unverified certificate is accepted', default: () => true },
+  { key: 's2sSecret', env: 'XMPP_S2S_SECRET', kind: 'string', doc: "secret dialback keys are derived from (XEP-0185); every node of a cluster must have the same; empty: derived from the TLS private key, which the nodes share", default: () => '' },
+  { key: 's2sDnsTimeoutMs', env: 'XMPP_S2S_DNS_TIMEOUT_MS', kind: 'int', min: 100, doc: "time allowed for the DNS lookups that find a peer server", default: () => 3_000 },
+  { key: 's2sConnectTimeoutMs', env: 'XMPP_S2S_CONNECT_TIMEOUT_MS', kind: 'int', min: 100, doc: "time allowed to connect to a peer server, secure and authenticate the stream; stanzas waiting for it then get remote-server-timeout", default: () => 15_000 },
+  { key: 's2sIdleTimeoutMs', env: 'XMPP_S2S_IDLE_TIMEOUT_MS', kind: 'int', min: 1000, doc: 'close an outgoing server-to-server stream that carried nothing for this long', default: () => 300_000 },
+  { key: 's2sMaxQueue', env: 'XMPP_S2S_MAX_QUEUE', kind: 'int', min: 1, doc: 'stanzas waiting for one peer server while its stream is set up; more get resource-constraint', default: () => 1000 },
   { key: 'readRateBytes', env: 'XMPP_READ_RATE_BYTES', kind: 'int', min: 0, doc: 'bytes per second read from one connection before reading pauses (0: unlimited)', default: () => 1024 * 1024 },
   { key: 'maxConnections', env: 'XMPP_MAX_CONNECTIONS', kind: 'int', min: 0, doc: 'open client connections this node accepts; more are closed at once (0: derived from the open-file limit, keeping room for stores and peers)', default: () => 0 },
   { key: 'maxConnectionsPerIp', env: 'XMPP_MAX_CONNECTIONS_PER_IP', kind: 'int', min: 0, doc: 'open connections from one IP address; more are closed at once (0: no per-address cap)', default: () => 0 },
@@ -244,6 +266,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (c.tlsCa && !existsSync(c.tlsCa)) throw new ConfigError(`XMPP_TLS_CA: no such file ${c.tlsCa}`);
   if (c.componentPort !== '' && !(/^\d{1,5}$/.test(c.componentPort) && Number(c.componentPort) <= 65535)) throw new ConfigError(`XMPP_COMPONENT_PORT must be a port number (0-65535) or empty, got ${JSON.stringify(c.componentPort)}`);
   componentsOf(c);
+  if (c.s2sTlsPort !== '' && !(/^\d{1,5}$/.test(c.s2sTlsPort) && Number(c.s2sTlsPort) <= 65535)) throw new ConfigError(`XMPP_S2S_TLS_PORT must be a port number (0-65535) or empty, got ${JSON.stringify(c.s2sTlsPort)}`);
+  s2sHostsOf(c);
   // Durable state is for a node that dies while others live: one node has nothing to keep it for.
   if (c.smDurable && !c.redisUrl) throw new ConfigError('XMPP_SM_DURABLE needs a cluster (XMPP_REDIS_URL): on a single node nothing outlives the process');
   return c;
@@ -280,6 +304,36 @@ export function componentsOf(c: Pick<Config, 'components' | 'domain'>): Map<stri
     }
     if (domain === c.domain) throw new ConfigError(`XMPP_COMPONENTS: ${domain} is the server's own domain`);
     out.set(domain, secret);
+  }
+  return out;
+}
+
+/** A peer server's address (XMPP_S2S_HOSTS, or what DNS gave). */
+export interface PeerAddress {
+  host: string;
+  port: number;
+  /** XEP-0368: TLS from the first byte (an _xmpps-server SRV record). */
+  directTls?: boolean;
+}
+
+/**
+ * XMPP_S2S_HOSTS as a map from peer domain (normalised) to its address;
+ * throws a ConfigError for a malformed list. A host may be an IPv6 address
+ * in brackets.
+ */
+export function s2sHostsOf(c: Pick<Config, 's2sHosts'>): Map<string, PeerAddress> {
+  const out = new Map<string, PeerAddress>();
+  if (c.s2sHosts.trim() === '') return out;
+  for (const part of c.s2sHosts.split(',')) {
+    const m = /^\s*([^=\s]+)\s*=\s*(\[[0-9A-Fa-f:.]+\]|[^:\s[\]]+):(\d{1,5})\s*$/.exec(part);
+    if (!m || Number(m[3]) < 1 || Number(m[3]) > 65535) throw new ConfigError(`XMPP_S2S_HOSTS must be 'domain=host:port,...', got ${JSON.stringify(part.trim())}`);
+    let domain: string;
+    try {
+      domain = normalizeDomain(m[1]);
+    } catch (err) {
+      throw new ConfigError(`XMPP_S2S_HOSTS: ${JSON.stringify(m[1])} is not a domain: ${(err as Error).message}`);
+    }
+    out.set(domain, { host: m[2].replace(/^\[|\]$/g, ''), port: Number(m[3]) });
   }
   return out;
 }

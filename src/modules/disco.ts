@@ -16,20 +16,19 @@ export function disco(modules: () => ServerModule[], services: () => string[] = 
     return q;
   };
   const all = () => [NS_DISCO_INFO, NS_DISCO_ITEMS, ...modules().flatMap((m) => m.features)];
-  return {
-    features: [],
-    server: {
-      [`get ${NS_DISCO_INFO}`]: info({ category: 'server', type: 'im', name: 'xmpp-server' }, all),
-      [`get ${NS_DISCO_ITEMS}`]: (iq) => {
-        if (iq.getChild('query')!.attrs.node) throw new StanzaError('item-not-found');
-        const q = new Element('query', { xmlns: NS_DISCO_ITEMS });
-        for (const jid of services()) q.c('item', { jid });
-        return q;
-      },
-    },
-    account: {
-      [`get ${NS_DISCO_INFO}`]: info({ category: 'account', type: 'registered' }, () => [NS_DISCO_INFO]),
-      [`get ${NS_DISCO_ITEMS}`]: () => new Element('query', { xmlns: NS_DISCO_ITEMS }),
+  const server = {
+    [`get ${NS_DISCO_INFO}`]: info({ category: 'server', type: 'im', name: 'xmpp-server' }, all),
+    [`get ${NS_DISCO_ITEMS}`]: (iq: Element) => {
+      if (iq.getChild('query')!.attrs.node) throw new StanzaError('item-not-found');
+      const q = new Element('query', { xmlns: NS_DISCO_ITEMS });
+      for (const jid of services()) q.c('item', { jid });
+      return q;
     },
   };
+  const account = {
+    [`get ${NS_DISCO_INFO}`]: info({ category: 'account', type: 'registered' }, () => [NS_DISCO_INFO]),
+    [`get ${NS_DISCO_ITEMS}`]: () => new Element('query', { xmlns: NS_DISCO_ITEMS }),
+  };
+  // Other servers' entities see the same (XEP-0030 does not depend on where the asker is).
+  return { features: [], server, account, remoteServer: server, remoteAccount: account };
 }

@@ -20,6 +20,8 @@ import type { Out, Session } from '../session/session.ts';
  */
 export type IqResult = Element | null | { payload: Element | null; after: () => void };
 export type IqHandler = (iq: Element, session: Session) => Promise<IqResult> | IqResult;
+/** An iq from a peer server's entity (no session of ours behind it): the result payload (or null), or a thrown StanzaError. */
+export type RemoteIqHandler = (iq: Element) => Promise<Element | null> | Element | null;
 
 /** A top-level element of a bound client's stream that is not a stanza; handled in order with the stanzas (it may throw a StreamError). */
 export type NonzaHandler = (el: Element, session: Session) => void | Promise<void>;
@@ -52,6 +54,9 @@ export interface ServerModule {
   server?: Record<string, IqHandler>;
   /** iq addressed to an account's bare JID, answered by the server on its behalf. */
   account?: Record<string, IqHandler>;
+  /** iq from other servers' entities (federation) to the server's domain, and to an account's bare JID: what needs no session of ours. */
+  remoteServer?: Record<string, RemoteIqHandler>;
+  remoteAccount?: Record<string, RemoteIqHandler>;
   /** Stream features offered to a client once it is authenticated. */
   streamFeatures?: (session: Session) => Element[];
   /** Nonzas of a bound client's stream, keyed "name namespace". */

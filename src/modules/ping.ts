@@ -6,4 +6,7 @@ export const ping: ServerModule = {
   features: [NS_PING],
   server: { [`get ${NS_PING}`]: () => null },
   account: { [`get ${NS_PING}`]: () => null },
+  // Between servers too (XEP-0199 §4.3).
+  remoteServer: { [`get ${NS_PING}`]: () => null },
+  remoteAccount: { [`get ${NS_PING}`]: () => null },
 };

@@ -5,11 +5,15 @@
 // Pending subscription requests, contacts' presence and offline messages are
 // handed over when a session becomes available, paced by its reading.
 //
-// Both parties are accounts of this server, so the "user's server" and the
-// "contact's server" of the RFC are this one: an outbound subscription
+// When both parties are accounts of this server, the "user's server" and
+// the "contact's server" of the RFC are this one: an outbound subscription
 // stanza is applied to the sender's roster (Appendix A.2) and then, at once,
 // to the addressee's (A.3), wherever either of them is connected. The
 // rosters live in the shared store, and each transition is atomic there.
+// When the other party is on a peer server (federation), our side of the
+// pair is applied here and the stanza goes to that server, which applies
+// its own; what it sends back (approvals, probes, presence) comes in
+// through fromRemote.
 //
 // What presence routing needs of a roster (who is subscribed to the account,
 // whom it is subscribed to) is kept in memory for each account with a
@@ -27,6 +31,7 @@ import type { Out, Paced } from '../session/session.ts';
 import { pushQuery } from '../modules/roster.ts';
 import { StanzaError } from '../xmpp/errors.ts';
 import type { Jid } from '../xmpp/jid.ts';
+import { parseJid } from '../xmpp/jid.ts';
 import { INBOUND, OUTBOUND, isSubscriptionType, receivesFrom, sendsTo } from './subscription.ts';
 import type { SubscriptionType } from './subscription.ts';
 import { ANON_PREFIX } from '../accounts/store.ts';
@@ -111,6 +116,8 @@ export interface PresenceDeps {
   maxOutgoingRequests: number;
   /** Directed presence recipients tracked per session. */
   maxDirected: number;
+  /** Whether stanzas to other domains go anywhere (XMPP_S2S). */
+  federation: boolean;
 }
 
 /** A session that ended in a place where no actor is left to speak for it (its node died). */
@@ -243,11 +250,60 @@ export class PresenceService {
     return this.directedPresence(el, s, to);
   }
 
+  /**
+   * Presence from a peer server's entity to an address of our domain: a
+   * subscription stanza is applied to the addressee's roster (A.3, A.4),
+   * and a probe is answered (§4.3.2); true when taken. Other presence is
+   * routed as any stanza (to the available resources of a bare JID).
+   */
+  async fromRemote(el: Element, to: Jid): Promise<boolean> {
+    const type = el.attrs.type;
+    const from = el.attrs.from;
+    // Checked by the stream it came on (s2s/incoming.ts).
+    const sender = parseJid(from);
+    const fromBare = sender.local ? `${sender.local}@${sender.domain}` : sender.domain;
+    if (isSubscriptionType(type)) {
+      // §3: subscriptions are between accounts.
+      if (!to.local || !sender.local) return true;
+      const contact = `${to.local}@${to.domain}`;
+      const stanza = subscriptionStanza(el, fromBare, contact, type);
+      const r = await this.inboundSubscription(stanza, type, to.local, contact, fromBare);
+      if (r === 'pending-full') {
+        const err = new Element('presence', { from: contact, to: fromBare, type: 'error' });
+        err.c('error', { type: 'wait' }).c('resource-constraint', { xmlns: 'urn:ietf:params:xml:ns:xmpp-stanzas' });
+        await this.r.routeInternal(err);
+      }
+      return true;
+    }
+    if (type === 'probe') {
+      if (to.local) await this.probe(`${to.local}@${to.domain}`, to.local, from, fromBare);
+      return true;
+    }
+    return false;
+  }
+
   // ---- subscriptions (RFC 6121 §3, Appendix A) ----
+
+  /** Whether a bare JID is an account of this server. */
+  private isLocal(bare: string): boolean {
+    const at = bare.indexOf('@');
+    return at > 0 && bare.slice(at + 1) === this.d.domain;
+  }
+
+  /**
+   * A subscription stanza to `toBare` from `fromBare`: applied to the
+   * addressee's roster here (A.3) when it is an account of ours, else sent
+   * to its server, which applies it there.
+   */
+  private async subscriptionTo(stanza: Element, type: SubscriptionType, toBare: string, fromBare: string): Promise<'pending-full' | undefined> {
+    if (this.isLocal(toBare)) return this.inboundSubscription(stanza, type, toBare.slice(0, toBare.indexOf('@')), toBare, fromBare);
+    await this.r.routeInternal(stanza);
+    return undefined;
+  }
 
   private async outboundSubscription(el: Element, type: SubscriptionType, s: PresenceSession, to: Jid): Promise<void> {
     const contact = `${to.local}@${to.domain}`;
-    if (to.domain !== this.d.domain) throw new StanzaError('remote-server-not-found', `${to.domain} is not served here and federation is off`);
+    if (to.domain !== this.d.domain && !this.d.federation) throw new StanzaError('remote-server-not-found', `${to.domain} is not served here and federation is off`);
     const user = s.username;
     if (user === null) throw new StanzaError('not-allowed', 'anonymous sessions have no roster to subscribe with');
     if (contact === s.bare) throw new StanzaError('bad-request', 'an account does not subscribe to itself');
@@ -269,7 +325,7 @@ export class PresenceService {
     if (type === 'subscribe' || type === 'unsubscribe') {
       // §3.1.2, §3.3.2: the user's roster shows the request (or its end), then the stanza goes.
       await pushMine();
-      const theirs = await this.inboundSubscription(stanza, type, to.local, contact, s.bare!);
+      const theirs = await this.subscriptionTo(stanza, type, contact, s.bare!);
       if (theirs === 'pending-full') {
         // Not kept by the contact: the user's request is not pending either.
         const undo = await this.d.roster.transition(user, contact, { [mine.after]: mine.before }, { max: this.d.maxRosterItems });
@@ -281,7 +337,7 @@ export class PresenceService {
     }
     // §3.1.5, §3.2.2: the approval (or cancellation) goes first, then the
     // contact's own roster push.
-    await this.inboundSubscription(stanza, type, to.local, contact, s.bare!);
+    await this.subscriptionTo(stanza, type, contact, s.bare!);
     await pushMine();
     // §3.1.5: approving sends the approver's current presence; §3.2.2:
     // cancelling sends unavailable from each of the user's resources.
@@ -297,7 +353,7 @@ export class PresenceService {
   private async inboundSubscription(stanza: Element, type: SubscriptionType, local: string, contact: string, userBare: string): Promise<'pending-full' | undefined> {
     if (!(await this.d.accountExists(local))) {
       // §3.1.3: a request to an account that does not exist is answered "unsubscribed".
-      if (type === 'subscribe') await this.inboundSubscription(new Element('presence', { from: contact, to: userBare, type: 'unsubscribed' }), 'unsubscribed', userBare.split('@')[0], userBare, contact);
+      if (type === 'subscribe') await this.subscriptionTo(new Element('presence', { from: contact, to: userBare, type: 'unsubscribed' }), 'unsubscribed', userBare, contact);
       return undefined;
     }
     if (type === 'subscribe') {
@@ -305,7 +361,7 @@ export class PresenceService {
       if (sendsTo(state)) {
         // §3.1.3: already subscribed: the server answers for the contact.
         const reply = new Element('presence', { from: contact, to: userBare, type: 'subscribed' });
-        await this.inboundSubscription(reply, 'subscribed', userBare.split('@')[0], userBare, contact);
+        await this.subscriptionTo(reply, 'subscribed', userBare, contact);
         await this.presenceOfAccount(contact, userBare);
         return undefined;
       }
@@ -353,23 +409,27 @@ export class PresenceService {
    */
   async itemRemoved(username: string, contact: string, before: SubState): Promise<void> {
     const userBare = `${username}@${this.d.domain}`;
-    const at = contact.indexOf('@');
-    if (at === -1 || contact.slice(at + 1) !== this.d.domain) return;
-    const local = contact.slice(0, at);
+    // A contact of a peer server's hears it from there (federation); one of a domain we cannot reach, from nobody.
+    if (!this.isLocal(contact) && (!this.d.federation || !contact.includes('@'))) return;
     const { ask, pendingIn } = splitState(before);
     if (receivesFrom(before) || ask) {
-      await this.inboundSubscription(new Element('presence', { from: userBare, to: contact, type: 'unsubscribe' }), 'unsubscribe', local, contact, userBare);
+      await this.subscriptionTo(new Element('presence', { from: userBare, to: contact, type: 'unsubscribe' }), 'unsubscribe', contact, userBare);
     }
     if (sendsTo(before) || pendingIn) {
-      await this.inboundSubscription(new Element('presence', { from: userBare, to: contact, type: 'unsubscribed' }), 'unsubscribed', local, contact, userBare);
+      await this.subscriptionTo(new Element('presence', { from: userBare, to: contact, type: 'unsubscribed' }), 'unsubscribed', contact, userBare);
       if (sendsTo(before)) await this.unavailableOfAccount(userBare, contact);
     }
   }
 
   // ---- probes (§4.3) ----
 
-  /** A probe from `fromFull` (of account `fromBare`) for the presence of `contact`. */
+  /** A probe from `fromFull` (of account `fromBare`, here or on a peer server) for the presence of `contact`. */
   private async probe(contact: string, contactLocal: string, fromFull: string, fromBare: string): Promise<void> {
+    if (!this.isLocal(contact)) {
+      // §4.3.1: a contact on a peer server is probed there, from the user's bare JID.
+      if (this.d.federation && this.isLocal(fromBare)) await this.r.routeInternal(new Element('presence', { from: fromBare, to: contact, type: 'probe' }));
+      return;
+    }
     if (contact === fromBare) {
       for (const rec of await this.r.resources(contact)) if (rec.jid !== fromFull) this.r.probe(rec, fromFull);
       return;
@@ -380,7 +440,7 @@ export class PresenceService {
       // §4.3.2: no subscription, no presence. The "unsubscribed" tells the
       // prober its idea of the subscription is out of date.
       const reply = new Element('presence', { from: contact, to: fromBare, type: 'unsubscribed' });
-      await this.inboundSubscription(reply, 'unsubscribed', fromBare.split('@')[0], fromBare, contact);
+      await this.subscriptionTo(reply, 'unsubscribed', fromBare, contact);
       return;
     }
     const recs = await this.r.resources(contact);
@@ -412,7 +472,16 @@ export class PresenceService {
    */
   private async fanOut(el: Element, bares: string[], self?: PresenceSession, echo = false): Promise<void> {
     for (const bare of bares) {
-      const recs = bare.endsWith(`@${this.d.domain}`) ? await this.r.resources(bare) : [];
+      if (!this.isLocal(bare)) {
+        // A subscriber on a peer server: one copy to its bare JID, which its server fans out (§4.2.2).
+        if (this.d.federation) {
+          const copy = clone(el);
+          copy.attrs.to = bare;
+          await this.r.routeInternal(copy);
+        }
+        continue;
+      }
+      const recs = await this.r.resources(bare);
       if (recs.length === 0) continue;
       // One copy per contact: delivery only reads it.
       const copy = clone(el);

@@ -15,7 +15,7 @@ import { StanzaError, StreamError, errorReply } from '../xmpp/errors.ts';
 import { parseJid, JidError } from '../xmpp/jid.ts';
 import type { Jid } from '../xmpp/jid.ts';
 import type { SessionRecord, SessionRegistry } from '../registry/registry.ts';
-import type { ServerModule, IqHandler } from '../modules/module.ts';
+import type { ServerModule, IqHandler, RemoteIqHandler } from '../modules/module.ts';
 import type { Session, CloseReason, Reroute } from '../session/session.ts';
 import type { Envelope, Only } from '../worker/wire.ts';
 import { contentless } from '../xmpp/content.ts';
@@ -24,6 +24,7 @@ import type { DeliverOptions, PresenceRouting, PresenceService } from '../presen
 import { hooksOf } from '../modules/module.ts';
 import type { Hooks } from '../modules/module.ts';
 import type { ComponentStream } from '../component/stream.ts';
+import type { Federation } from '../s2s/federation.ts';
 import { componentJid } from '../component/stream.ts';
 import type { StreamCondition } from '../xmpp/errors.ts';
 import type { RemovalNotice } from '../accounts/removal.ts';
@@ -78,6 +79,12 @@ function table(modules: ServerModule[], pick: (m: ServerModule) => Record<string
   return t;
 }
 
+function remoteTable(modules: ServerModule[], pick: (m: ServerModule) => Record<string, RemoteIqHandler> | undefined) {
+  const t = new Map<string, RemoteIqHandler>();
+  for (const m of modules) for (const [k, h] of Object.entries(pick(m) ?? {})) t.set(k, h);
+  return t;
+}
+
 /** What becomes of a stanza whose session drops before writing it (see Reroute). */
 function rerouteOf(el: Element, only?: Only): Reroute | undefined {
   const type = el.attrs.type;
@@ -101,6 +108,11 @@ export class Router implements PresenceRouting {
   private readonly pending = new Set<Promise<void>>();
   /** Sessions that moved away from this worker, by id (see MOVED_KEEP_MS). */
   private readonly moved = new Map<string, Place & { at: number }>();
+  /** Federation (s2s/federation.ts), when XMPP_S2S is on: where stanzas to other servers go. */
+  federation: Federation | undefined;
+  /** The iq a peer server's entities may ask of the server and of accounts (no session behind them). */
+  private readonly remoteServerIq: Map<string, RemoteIqHandler>;
+  private readonly remoteAccountIq: Map<string, RemoteIqHandler>;
   /** Who answers resumption requests on this worker (session/resumption.ts). */
   resumption: { onTake(env: Extract<Envelope, { t: 'take' }>): void; onTaken(env: Extract<Envelope, { t: 'taken' }>): void } | undefined;
 
@@ -108,6 +120,8 @@ export class Router implements PresenceRouting {
     this.d = deps;
     this.serverIq = table(deps.modules, (m) => m.server);
     this.accountIq = table(deps.modules, (m) => m.account);
+    this.remoteServerIq = remoteTable(deps.modules, (m) => m.remoteServer);
+    this.remoteAccountIq = remoteTable(deps.modules, (m) => m.remoteAccount);
     this.hooks = hooksOf(deps.modules);
   }
 
@@ -184,6 +198,53 @@ export class Router implements PresenceRouting {
     }
   }
 
+  /**
+   * A stanza from a peer server (s2s/incoming.ts), its 'from' checked to be
+   * of a domain the peer authenticated and its 'to' of a domain served
+   * here: routed as a local sender's would be (RFC 6121 §8), presence
+   * through the presence service, errors going back to the peer.
+   */
+  async fromRemote(el: Element): Promise<void> {
+    let to: Jid;
+    try {
+      to = parseJid(el.attrs.to);
+    } catch (err) {
+      if (!(err instanceof JidError)) throw err;
+      return this.reject(undefined, el, new StanzaError('jid-malformed', err.message));
+    }
+    try {
+      if (el.name === 'presence' && to.domain === this.d.domain && (await this.presence.fromRemote(el, to))) return;
+      if (el.name === 'iq' && to.domain === this.d.domain && !to.resource && (el.attrs.type === 'get' || el.attrs.type === 'set')) return await this.remoteIq(el, to);
+      await this.route(el, to, undefined);
+    } catch (err) {
+      log.warn('stanza from a peer server not routed', { from: el.attrs.from, to: el.attrs.to, err: String(err) });
+      this.reject(undefined, el, new StanzaError('internal-server-error', 'the server cannot route this now; try again shortly', 'wait'));
+    }
+  }
+
+  /** An iq from a peer server's entity to our domain or an account's bare JID: what may be asked without a session (ping, disco, version). */
+  private async remoteIq(el: Element, to: Jid): Promise<void> {
+    const payloads = el.children.filter(isElement);
+    // RFC 6120 §8.2.3: exactly one payload.
+    if (payloads.length !== 1) return this.reject(undefined, el, new StanzaError('bad-request', 'iq get/set carries exactly one payload'));
+    if (to.local) {
+      const recs = await this.d.registry.resources(`${to.local}@${to.domain}`);
+      if (recs.length === 0 && !(await this.d.accountExists(to.local))) return this.reject(undefined, el, new StanzaError('service-unavailable'));
+    }
+    const handler = (to.local ? this.remoteAccountIq : this.remoteServerIq).get(`${el.attrs.type} ${payloads[0].attrs.xmlns}`);
+    if (!handler) return this.reject(undefined, el, new StanzaError('service-unavailable'));
+    try {
+      const payload = await handler(el);
+      const reply = new Element('iq', { type: 'result', id: el.attrs.id, to: el.attrs.from, from: el.attrs.to });
+      if (payload) reply.cnode(payload);
+      await this.routeInternal(reply);
+    } catch (err) {
+      if (err instanceof StanzaError) return this.reject(undefined, el, err);
+      log.error('iq handler failed', { ns: payloads[0].attrs.xmlns, err: String(err) });
+      return this.reject(undefined, el, new StanzaError('internal-server-error'));
+    }
+  }
+
   /** To a component's domain: to the one connection that serves it, wherever it is. */
   private async toComponent(el: Element, domain: string, sender: Session | undefined): Promise<void> {
     const rec = await this.d.registry.lookup(componentJid(domain));
@@ -196,7 +257,12 @@ export class Router implements PresenceRouting {
   private async route(el: Element, to: Jid, sender: Session | undefined, opts: DeliverOptions = {}): Promise<void> {
     if (to.domain !== this.d.domain) {
       if (this.d.componentDomains.has(to.domain)) return this.toComponent(el, to.domain, sender);
-      return this.reject(sender, el, new StanzaError('remote-server-not-found', `${to.domain} is not served here and federation is off`));
+      if (!this.federation) return this.reject(sender, el, new StanzaError('remote-server-not-found', `${to.domain} is not served here and federation is off`));
+      // To a peer server, from our domain or one of our components'.
+      const local = domainOfJid(el.attrs.from) ?? this.d.domain;
+      if (el.attrs.xmlns === NS_CLIENT) delete el.attrs.xmlns;
+      this.federation.send(el, local, to.domain);
+      return;
     }
     if (!to.local) {
       if (to.resource) return this.reject(sender, el, new StanzaError('service-unavailable'));
@@ -598,6 +664,11 @@ export class Router implements PresenceRouting {
 
   /** An envelope from another worker or node for a session of this worker. */
   onEnvelope(env: Envelope): void {
+    if (env.t === 's2s' || env.t === 's2s-verify' || env.t === 's2s-verified') {
+      if (this.federation) this.federation.onEnvelope(env);
+      else if (env.t === 's2s') this.undeliverableRemote(env.xml);
+      return;
+    }
     if (env.t === 'take') return this.resumption?.onTake(env);
     if (env.t === 'taken') return this.resumption?.onTaken(env);
     // Sent by a view of the registry from before the session moved: passed
@@ -640,6 +711,13 @@ export class Router implements PresenceRouting {
     if (env.t === 'probe') this.presence.answerProbe(s, env.answerTo);
     else if (env.t === 'offline') this.presence.flushOffline(s);
     else s.close({ condition: env.condition, text: env.text });
+  }
+
+  /** A stanza for a peer server that reached a worker without federation (it is being turned off): its sender learns it. */
+  private undeliverableRemote(xml: string): void {
+    const el = parseStanza(xml);
+    const reply = el ? errorReply(el, new StanzaError('remote-server-not-found', 'federation is off')) : undefined;
+    if (reply) void this.routeInternal(reply);
   }
 
   /** An envelope passed on after its session, whose new place is gone: answered as for a session that is gone. */
@@ -704,6 +782,15 @@ function sameJid(a: string, b: string): boolean {
     return x.local === y.local && x.domain === y.domain && (x.resource === '' || x.resource === y.resource);
   } catch {
     return false;
+  }
+}
+
+/** The domain of a JID, if it is one. */
+function domainOfJid(jid: string | undefined): string | undefined {
+  try {
+    return jid ? parseJid(jid).domain : undefined;
+  } catch {
+    return undefined;
   }
 }
 

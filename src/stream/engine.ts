@@ -14,6 +14,7 @@ import tls from 'node:tls';
 import type { SecureContext } from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import type { X509Certificate } from 'node:crypto';
+import type { DetailedPeerCertificate } from 'node:tls';
 import { Element, escapeXML } from 'ltx';
 import { StreamParser } from '../xml/parser.ts';
 import { StreamError, SaslFailure } from '../xmpp/errors.ts';
@@ -23,6 +24,7 @@ import type { Mechanism, MechanismContext, MechanismFactory, SaslResult } from '
 import type { Config } from '../config/index.ts';
 import { normalizeDomain } from '../xmpp/jid.ts';
 import { flat } from '../xml/retain.ts';
+import { chainValid, peerChain, xmppAddrs } from '../tls/trust.ts';
 import { log } from '../log.ts';
 
 /** What the engine needs of its surroundings: the limits it enforces and the TLS identity. */
@@ -216,8 +218,22 @@ export abstract class StreamEngine {
   /** Waiting for the event under way to be handled (idle()); created on first use, as most streams never wait. */
   protected pumpIdle: (() => void)[] | undefined;
 
-  constructor(env: EngineEnv, socket: net.Socket, directTls: boolean) {
+  /**
+   * Which end of the stream this is (RFC 6120 §4.1): the receiving entity
+   * (a connection we accepted) answers headers with its own and offers
+   * features; the initiating entity (a stream we open to a peer server)
+   * sends its header first, reads the peer's features and negotiates as a
+   * client, TLS included.
+   */
+  protected readonly initiating: boolean;
+  /** The peer's certificate chain, when it presented one (see tlsEstablished). */
+  protected peerCertificate: DetailedPeerCertificate | undefined;
+  /** The id of the peer's stream header, on an initiating stream (what dialback keys are made of, XEP-0220 §2.1.1). */
+  protected peerStreamId = '';
+
+  constructor(env: EngineEnv, socket: net.Socket, directTls: boolean, initiating = false) {
     this.env = env;
+    this.initiating = initiating;
     this.raw = socket;
     this.secure = false;
     this.tokens = env.config.readRateBytes;
@@ -227,7 +243,8 @@ export abstract class StreamEngine {
         element: (el, cost) => {
           // Nothing after <starttls/> is read as plaintext (RFC 6120 §5.4.3.3).
           if (this.upgrading) return;
-          if (el.name === 'starttls' && !this.secure) this.upgrading = true;
+          // The receiving end stops at <starttls/>, the initiating one at <proceed/> (§5.4.2.3).
+          if (el.name === (this.initiating ? 'proceed' : 'starttls') && !this.secure) this.upgrading = true;
           this.parsed(el, cost);
         },
         streamEnd: () => {
@@ -247,6 +264,11 @@ export abstract class StreamEngine {
       this.socket = socket;
       this.listen(socket);
     }
+  }
+
+  /** §4.2: the initiating entity opens the stream (its policy calls this once its fields are set; over direct TLS, the handshake's end does). */
+  protected openStream(): void {
+    this.write(this.header());
   }
 
   // ---- the policy: what the subclass decides ----
@@ -280,6 +302,11 @@ export abstract class StreamEngine {
   protected abstract ended(forgotten: boolean): void;
   /** The log line for the end of the connection. */
   protected abstract logEnd(): void;
+
+  /** Namespace declarations a kind of stream adds to its header (s2s: the dialback prefix, XEP-0220 §2.1.1). */
+  protected get headerDeclarations(): string {
+    return '';
+  }
 
   /** A kind of stream older than XMPP 1.0's negotiation (XEP-0114 components): no version, no features, no TLS or SASL. */
   protected get prexmpp(): boolean {
@@ -346,15 +373,34 @@ export abstract class StreamEngine {
     sock.resume();
   }
 
+  /** Whether the TLS handshake asks the peer for a certificate (the receiving end; one that validates may stand for SASL EXTERNAL). */
+  protected get asksCertificate(): boolean {
+    return this.env.config.tlsCa !== '';
+  }
+
+  /** The server name an initiating stream asks for in its TLS handshake (SNI): the peer's domain. */
+  protected get serverName(): string | undefined {
+    return undefined;
+  }
+
+  /**
+   * TLS is in place: what the peer's certificate says. A client's names an
+   * account (XmppAddr) when it chains up to XMPP_TLS_CA; a peer server's is
+   * judged by its policy.
+   */
+  protected tlsEstablished(): void {
+    const chain = this.peerCertificate;
+    if (chain && this.asksCertificate && chainValid(chain, this.env.trustAnchors ?? [])) this.certificateJids = xmppAddrs(chain.subjectaltname);
+  }
+
   protected wrapTls(): tls.TLSSocket {
-    // With XMPP_TLS_CA, a certificate is asked for, not required: one that validates may stand for SASL EXTERNAL.
-    const ask = this.env.config.tlsCa !== '';
-    const t = new tls.TLSSocket(this.raw, { isServer: true, secureContext: this.env.secureContext, requestCert: ask, rejectUnauthorized: false });
-    t.on('secure', () => {
-      if (ask) {
-        const peer = t.getPeerX509Certificate();
-        if (peer && issuedByAnchor(peer, this.env.trustAnchors ?? [])) this.certificateJids = xmppAddrs(peer.subjectAltName);
-      }
+    const t = this.initiating
+      ? // Validated after the handshake (tls/trust.ts): a peer whose certificate does not validate may still be accepted by dialback (XMPP_S2S_SECURE_AUTH=false).
+        tls.connect({ socket: this.raw, secureContext: this.env.secureContext, servername: this.serverName, rejectUnauthorized: false })
+      : new tls.TLSSocket(this.raw, { isServer: true, secureContext: this.env.secureContext, requestCert: this.asksCertificate, rejectUnauthorized: false });
+    t.once(this.initiating ? 'secureConnect' : 'secure', () => {
+      this.peerCertificate = peerChain(t);
+      this.tlsEstablished();
       this.secure = true;
       this.upgrading = false;
       this.restart();
@@ -363,7 +409,7 @@ export abstract class StreamEngine {
       // RFC 6120 §5.4.3.2: on TLS failure the server closes the TCP connection.
       // A connection that never opened a stream (a load balancer's health
       // check, a port scan) is no news.
-      (this.authenticated ? log.info : log.debug)('TLS negotiation failed', { sid: this.id, ip: this.raw.remoteAddress, port: this.raw.remotePort, err: err.message });
+      (this.authenticated || this.initiating ? log.info : log.debug)('TLS negotiation failed', { sid: this.id, ip: this.raw.remoteAddress, port: this.raw.remotePort, err: err.message });
       this.endReason ??= `TLS failed: ${err.message}`;
       this.raw.destroy();
     });
@@ -479,7 +525,7 @@ export abstract class StreamEngine {
 
   protected onStreamStart(name: string, attrs: Record<string, string>): void {
     if (this.state !== 'wait-stream') throw new StreamError('not-well-formed', 'a stream header inside the stream');
-    this.peer = attrs.from === undefined ? undefined : flat(attrs.from);
+    if (!this.initiating) this.peer = attrs.from === undefined ? undefined : flat(attrs.from);
     const colon = name.indexOf(':');
     const prefix = colon === -1 ? '' : name.slice(0, colon);
     const local = colon === -1 ? name : name.slice(colon + 1);
@@ -496,6 +542,13 @@ export abstract class StreamEngine {
         throw new StreamError('improper-addressing', `'to' is not a domain`);
       }
       if (!this.serves(to)) throw new StreamError('host-unknown', `${attrs.to} is not served here`);
+    }
+    if (this.initiating) {
+      // The peer's answer to our header: its features follow, for the policy to act on.
+      if (attrs.version === undefined || !/^1\.\d+$/.test(attrs.version)) throw new StreamError('unsupported-version', 'this server speaks version 1.0');
+      this.peerStreamId = attrs.id ?? '';
+      this.state = this.authenticated ? this.afterAuthentication : 'negotiating';
+      return;
     }
     if (this.prexmpp) {
       // A stream of the kind that predates stream features (XEP-0114): no version, no features.
@@ -521,9 +574,10 @@ export abstract class StreamEngine {
     this.headerSent = true;
     const d = this.localDomain;
     const to = this.peer !== undefined ? ` to='${escapeXML(this.peer)}'` : '';
-    this.streamId = randomBytes(12).toString('base64url');
+    // §4.7.3: only the receiving entity gives the stream an id.
+    this.streamId = this.initiating ? '' : randomBytes(12).toString('base64url');
     const version = this.prexmpp ? '' : ` version='1.0'`;
-    return `<?xml version='1.0'?><stream:stream xmlns='${this.contentNamespace}' xmlns:stream='${NS_STREAM}' id='${this.streamId}' from='${escapeXML(d)}'${to}${version} xml:lang='en'>`;
+    return `<?xml version='1.0'?><stream:stream xmlns='${this.contentNamespace}' xmlns:stream='${NS_STREAM}'${this.headerDeclarations}${this.streamId ? ` id='${this.streamId}'` : ''} from='${escapeXML(d)}'${to}${version} xml:lang='en'>`;
   }
 
   /** Whether authentication may happen on this stream yet (RFC 6120 §5.3.1). */
@@ -551,6 +605,8 @@ export abstract class StreamEngine {
     this.state = 'wait-stream';
     this.headerSent = false;
     this.parser.reset();
+    // §5.4.3.3, §6.4.6: the initiating entity opens the new stream.
+    if (this.initiating) this.openStream();
   }
   /** While negotiating: STARTTLS and SASL are the engine's; true when the element was one of theirs. */
   protected async negotiate(el: Element): Promise<boolean> {
@@ -576,6 +632,11 @@ export abstract class StreamEngine {
       return;
     }
     this.write(`<proceed xmlns='${NS_TLS}'/>`);
+    this.upgradeToTls();
+  }
+
+  /** The TLS handshake begins on the connection (after <proceed/>, sent or read): nothing more is read in plaintext. */
+  protected upgradeToTls(): void {
     this.raw.removeAllListeners('data');
     this.raw.removeAllListeners('end');
     this.upgrading = true;
@@ -940,22 +1001,4 @@ function decodeSasl(text: string): Buffer | null | SaslFailure {
   if (t === '=') return Buffer.alloc(0);
   if (t.length % 4 !== 0 || !B64.test(t)) return new SaslFailure('incorrect-encoding', 'the data is not base64');
   return Buffer.from(t, 'base64');
-}
-
-/** The XmppAddr names of a certificate's subjectAltName, as OpenSSL prints them ("othername:XmppAddr:user@host"). */
-function xmppAddrs(san: string | undefined): string[] {
-  if (!san) return [];
-  return [...san.matchAll(/othername:XmppAddr:([^,\s]+)/g)].map((m) => m[1]);
-}
-
-/**
- * Whether a peer certificate was issued and signed by one of the anchors
- * and is within its validity period. A socket made outside a tls.Server
- * does not verify its peer itself (its 'authorized' stays false): this does.
- * Only certificates issued directly by an anchor count (no intermediates).
- */
-function issuedByAnchor(peer: X509Certificate, anchors: X509Certificate[]): boolean {
-  const now = Date.now();
-  if (now < Date.parse(peer.validFrom) || now > Date.parse(peer.validTo)) return false;
-  return anchors.some((a) => peer.checkIssued(a) && peer.verify(a.publicKey));
 }

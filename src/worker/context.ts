@@ -14,6 +14,7 @@ import type { Hooks } from '../modules/module.ts';
 import type { Resumption } from '../session/resumption.ts';
 import type { DurableSessions } from '../session/durable.ts';
 import type { ComponentStream } from '../component/stream.ts';
+import type { Federation } from '../s2s/federation.ts';
 
 export interface WorkerContext {
   config: Config;
@@ -45,6 +46,8 @@ export interface WorkerContext {
   components: Map<string, ComponentStream>;
   /** The configured components' domains and handshake secrets (XMPP_COMPONENTS). */
   componentSecrets: Map<string, string>;
+  /** Federation (XMPP_S2S): this worker's streams to and from peer servers; undefined when off. */
+  s2s: Federation | undefined;
   /** Every connection of this worker, bound or not. */
   all: Set<Session>;
   /** Removes an account and its data (accounts/removal.ts); undefined when there is none. */

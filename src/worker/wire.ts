@@ -117,7 +117,7 @@ export type FromHub =
 export type Only = 'roster' | 'carbons' | 'copy' | 'available' | 'subscription';
 // fwd: passed on by the worker a session moved away from (XEP-0198 §5), not
 // to be passed on again
-export type Envelope = SessionEnvelope | ResumeEnvelope;
+export type Envelope = SessionEnvelope | ResumeEnvelope | S2sEnvelope;
 type SessionEnvelope = (
   // solicited: an answer the session asked for (not unsolicited output);
   // reroute: what to do with it if the session cannot write it (Reroute)
@@ -139,3 +139,14 @@ type ResumeEnvelope =
   | { t: 'take'; jid: string; sid: string; fwd?: undefined; token: string; h: number; since: number; q: number; node: string; worker: number }
   // the session handed over, or why not: gone (neither), or h beyond `sent` (and the session's own h, `handled`)
   | { t: 'taken'; jid: string; sid: string; fwd?: undefined; q: number; handoff?: Handoff; sent?: number; handled?: number };
+
+/**
+ * Worker ↔ worker of one node (s2s/federation.ts): a stanza for a peer
+ * server, to the worker that owns the stream to it; a dialback key to
+ * verify over that stream (XEP-0220 §2.1.3), answered to the asking worker.
+ */
+export type S2sEnvelope = (
+  | { t: 's2s'; local: string; remote: string; xml: string }
+  | { t: 's2s-verify'; q: number; worker: number; local: string; remote: string; id: string; key: string }
+  | { t: 's2s-verified'; q: number; result: 'valid' | 'invalid' | 'error' }
+) & { jid?: undefined; sid?: undefined; fwd?: undefined };

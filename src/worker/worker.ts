@@ -5,7 +5,7 @@
 import type net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
-import { X509Certificate } from 'node:crypto';
+import { pemCertificates } from '../tls/trust.ts';
 import { workerData, threadId } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
 import type { Config } from '../config/index.ts';
@@ -26,6 +26,8 @@ import { Router } from '../router/router.ts';
 import type { Transport } from '../router/router.ts';
 import { Session } from '../session/session.ts';
 import { ComponentStream } from '../component/stream.ts';
+import { ServerIn } from '../s2s/incoming.ts';
+import { Federation } from '../s2s/federation.ts';
 import { componentsOf } from '../config/index.ts';
 import { Resumption } from '../session/resumption.ts';
 import { DurableSessions } from '../session/durable.ts';
@@ -58,7 +60,7 @@ export interface WorkerData {
 }
 
 /** A join carries the worker's port to the hub and, on a single node, its port to the storage thread. */
-export type Task = { t: 'join'; port: MessagePort; store?: MessagePort } | { t: 'conn'; socket: net.Socket; directTls: boolean; component?: boolean };
+export type Task = { t: 'join'; port: MessagePort; store?: MessagePort } | { t: 'conn'; socket: net.Socket; directTls: boolean; kind?: 'component' | 's2s' };
 
 const { config, tls: identity } = workerData as WorkerData;
 /** Entities one session may send directed presence to and have it tracked (RFC 6121 §4.6). */
@@ -320,6 +322,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       maxPendingRequests: config.maxPendingRequests,
       maxOutgoingRequests: config.maxOutgoingRequests,
       maxDirected: MAX_DIRECTED_PRESENCE,
+      federation: config.s2s,
     },
     router,
   );
@@ -354,7 +357,23 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       backend.announceRemoval(notice, onRemoved);
     },
     removed: new Map(),
+    s2s: undefined,
   };
+  if (config.s2s) {
+    c.s2s = new Federation({
+      ctx: c,
+      worker: () => index,
+      toWorker: (w, env) => {
+        const port = peers.get(w);
+        if (!port) return false;
+        port.postMessage(encode(env));
+        return true;
+      },
+      tlsKey: identity.key,
+      extraAnchors: c.trustAnchors,
+    });
+    router.federation = c.s2s;
+  }
   /**
    * An account was removed somewhere: its sessions here end, its contacts
    * here are told; once per removal (the echo of one made here is skipped).
@@ -483,6 +502,7 @@ async function shutdown(c: WorkerContext): Promise<void> {
   for (const s of open) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
   const comps = [...c.components.values()];
   for (const s of comps) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
+  c.s2s?.close();
   await Promise.all(comps.map((s) => s.done));
   await Promise.all(open.map((s) => s.done));
   // What the closed sessions could not write goes offline before the stores close.
@@ -512,7 +532,7 @@ export default function handle(task: Task): Promise<string> {
   // Piscina keeps the task for as long as it runs (the connection's
   // lifetime): it must not keep the transferred shell alive with it.
   task.socket = adoptSocket(task.socket);
-  if (ctx) return serve(ctx, task.socket, task.directTls, task.component);
+  if (ctx) return serve(ctx, task.socket, task.directTls, task.kind);
   // A connection reaches a worker that has not joined yet only when none had
   // (the only worker died and its replacement is starting): it waits for the
   // join rather than being dropped, within a bound.
@@ -524,20 +544,24 @@ export default function handle(task: Task): Promise<string> {
       resolve(ctx);
     });
   }).then((c) => {
-    if (c) return serve(c, socket, task.directTls, task.component);
+    if (c) return serve(c, socket, task.directTls, task.kind);
     socket.destroy();
     notJoined.hit({ waitedMs: JOIN_WAIT_MS });
     return 'refused';
   });
 }
 
-function serve(c: WorkerContext, socket: net.Socket, directTls: boolean, component = false): Promise<string> {
-  if (component) return new ComponentStream(c, socket).done.then(() => 'closed');
+function serve(c: WorkerContext, socket: net.Socket, directTls: boolean, kind?: 'component' | 's2s'): Promise<string> {
+  if (kind === 'component') return new ComponentStream(c, socket).done.then(() => 'closed');
+  if (kind === 's2s') {
+    // A peer server reached a node with federation off (a listener left from a configuration change): not served.
+    if (!c.s2s) {
+      socket.destroy();
+      return Promise.resolve('refused');
+    }
+    return new ServerIn(c, c.s2s, socket, directTls).done.then(() => 'closed');
+  }
   const session = new Session(c, socket, directTls);
   return session.done.then(() => 'closed');
 }
 
-/** The certificates of a PEM bundle. */
-function pemCertificates(pem: string): X509Certificate[] {
-  return [...pem.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)].map((m) => new X509Certificate(m[0]));
-}

@@ -25,6 +25,7 @@ export class NodeProcess {
   tlsPort = 0;
   /** The external components' port, when XMPP_COMPONENT_PORT was given. */
   componentPort: number | undefined;
+  s2sPort: number | undefined;
   readonly proc: ChildProcess;
   readonly exited: Promise<number | null>;
   log = '';
@@ -52,6 +53,8 @@ export class NodeProcess {
         XMPP_NODE_ID: name,
         XMPP_C2S_PORT: '0',
         XMPP_TLS_PORT: '0',
+        XMPP_S2S: 'false',
+        XMPP_S2S_PORT: '0',
         XMPP_DATA_DIR: dataDir,
         XMPP_WORKERS: '1',
         XMPP_LOG_LEVEL: 'info',
@@ -62,10 +65,11 @@ export class NodeProcess {
     const node = new NodeProcess(name, proc, dataDir);
     await node.waitForLog(/"msg":"listening"/);
     const line = node.log.split('\n').find((l) => l.includes('"msg":"listening"'))!;
-    const { c2sPort, tlsPort, componentPort } = JSON.parse(line) as { c2sPort: number; tlsPort: number; componentPort?: number };
+    const { c2sPort, tlsPort, componentPort, s2sPort } = JSON.parse(line) as { c2sPort: number; tlsPort: number; componentPort?: number; s2sPort?: number };
     node.c2sPort = c2sPort;
     node.tlsPort = tlsPort;
     node.componentPort = componentPort;
+    node.s2sPort = s2sPort;
     return node;
   }
 

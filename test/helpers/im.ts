@@ -41,8 +41,8 @@ export const fresh = (base: string) => `${base}${++n}x${process.pid}`;
  * connection is destroyed when the test ends. `what` names the login in a
  * timeout's message.
  */
-export async function connect(t: ExecutionContext, port: number, name: string, resource = 'r', what = `${name} logging in`): Promise<Peer> {
-  const { c, jid } = await within(online(port, name, `${name}-pw`, resource), WAIT, what);
+export async function connect(t: ExecutionContext, port: number, name: string, resource = 'r', what = `${name} logging in`, domain?: string): Promise<Peer> {
+  const { c, jid } = await within(online(port, name, `${name}-pw`, resource, domain), WAIT, what);
   t.teardown(() => c.destroy());
   return { c, jid, bare: jid.split('/')[0], name };
 }
@@ -55,8 +55,9 @@ export async function newAccount(server: { addUser(name: string, password: strin
 }
 
 /** A fresh account logged in on a test server, its roster requested and its initial presence sent. */
-export async function newUser(t: ExecutionContext, server: { c2sPort: number; addUser(name: string, password: string): Promise<void> }, base: string, resource = 'r'): Promise<Peer> {
-  const p = await connect(t, server.c2sPort, await newAccount(server, base), resource);
+export async function newUser(t: ExecutionContext, server: { c2sPort: number; addUser(name: string, password: string): Promise<void>; config?: { domain: string } }, base: string, resource = 'r'): Promise<Peer> {
+  const name = await newAccount(server, base);
+  const p = await connect(t, server.c2sPort, name, resource, `${name} logging in`, server.config?.domain);
   await ready(p);
   return p;
 }
@@ -131,7 +132,9 @@ export async function push(t: ExecutionContext, p: Peer, jid: string, subscripti
  */
 export async function barrier(p: Pick<Peer, 'c' | 'jid'>, from: number): Promise<Element[]> {
   const id = uid('barrier');
-  const reply = await within(p.c.request(pingIq(id), id), WAIT, `${p.jid}: barrier ping ${id}`);
+  // Its own server, whatever its domain.
+  const domain = p.jid.slice(p.jid.indexOf('@') + 1).split('/')[0];
+  const reply = await within(p.c.request(pingIq(id, domain), id), WAIT, `${p.jid}: barrier ping ${id}`);
   if (reply.attrs.type !== 'result') throw new Error(`ping failed: ${reply.toString()}`);
   const items = p.c.items;
   const end = items.findIndex((it, i) => i >= from && it.kind === 'el' && it.el === reply);

@@ -54,6 +54,7 @@ export function serverEnv(dir: string, settings: Record<string, string> = {}): N
     XMPP_DATA_DIR: join(dir, 'data'),
     XMPP_C2S_PORT: '0',
     XMPP_TLS_PORT: '0',
+    XMPP_S2S_PORT: '0',
     XMPP_LOG_LEVEL: 'info',
     ...settings,
   });

@@ -68,26 +68,26 @@ export async function readStreamStart(c: RawClient): Promise<{ attrs: Record<str
 }
 
 /** Connects and negotiates STARTTLS; returns the client with the features of the secured stream. */
-export async function secured(port: number, identity?: { cert: string; key: string }): Promise<{ c: RawClient; features: Element }> {
+export async function secured(port: number, identity?: { cert: string; key: string }, domain?: string): Promise<{ c: RawClient; features: Element }> {
   const c = await RawClient.connect(port);
-  c.send(header());
+  c.send(header(domain));
   await readStreamStart(c);
   c.send(STARTTLS);
   const it = await c.next();
   if (it.kind !== 'el' || it.raw !== PROCEED) throw new Error(`expected ${PROCEED}, got ${it.raw}`);
   await c.starttls(identity);
-  c.send(header());
+  c.send(header(domain));
   const { features } = await readStreamStart(c);
   return { c, features };
 }
 
 /** STARTTLS, SASL PLAIN and the stream restart: ready to bind. Returns the post-SASL features. */
-export async function authenticated(port: number, user: string, password: string): Promise<{ c: RawClient; features: Element }> {
-  const { c } = await secured(port);
+export async function authenticated(port: number, user: string, password: string, domain?: string): Promise<{ c: RawClient; features: Element }> {
+  const { c } = await secured(port, undefined, domain);
   c.send(plainAuth(user, password));
   const ok = await c.nextEl();
   if (ok.name !== 'success') throw new Error(`expected <success/>, got ${ok.toString()}`);
-  c.send(header());
+  c.send(header(domain));
   const { features } = await readStreamStart(c);
   return { c, features };
 }
@@ -133,8 +133,8 @@ export async function bind(c: RawClient, resource?: string): Promise<Element> {
 }
 
 /** Authenticates, binds `resource` and returns the client (positioned after the bind result) and its full JID. */
-export async function online(port: number, user: string, password: string, resource?: string): Promise<{ c: RawClient; jid: string }> {
-  const { c } = await authenticated(port, user, password);
+export async function online(port: number, user: string, password: string, resource?: string, domain?: string): Promise<{ c: RawClient; jid: string }> {
+  const { c } = await authenticated(port, user, password, domain);
   const r = await bind(c, resource);
   const jid = r.getChild('bind', NS_BIND)?.getChildText('jid');
   if (r.attrs.type !== 'result' || !jid) throw new Error(`bind failed: ${r.toString()}`);

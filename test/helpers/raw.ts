@@ -93,10 +93,11 @@ export class RawClient {
     this.closed = this.attach(sock);
   }
 
-  static async connect(port: number, opts: { directTls?: boolean } = {}): Promise<RawClient> {
+  static async connect(port: number, opts: { directTls?: boolean; host?: string } = {}): Promise<RawClient> {
+    const host = opts.host ?? '127.0.0.1';
     const sock = opts.directTls
-      ? tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false, servername: 'localhost' })
-      : net.connect({ port, host: '127.0.0.1' });
+      ? tls.connect({ port, host, rejectUnauthorized: false, servername: 'localhost' })
+      : net.connect({ port, host });
     await once(sock, opts.directTls ? 'secureConnect' : 'connect');
     return new RawClient(sock);
   }

@@ -23,6 +23,9 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     XMPP_DOMAIN: 'localhost',
     XMPP_C2S_PORT: '0',
     XMPP_TLS_PORT: '0',
+    // Federation is for the tests that say so (test/s2s): elsewhere other domains get remote-server-not-found at once.
+    XMPP_S2S: 'false',
+    XMPP_S2S_PORT: '0',
     XMPP_DATA_DIR: dataDir,
     XMPP_WORKERS: '2',
     XMPP_LOG_LEVEL: 'warn',

@@ -1,0 +1,301 @@
+// A stream we open to a peer server, on the stream engine as the
+// initiating entity: the initiating side of the seed's §5.4 flow. Our
+// header, the peer's features, STARTTLS (required: a peer that does not
+// offer it is not used), the restart, then authentication: SASL EXTERNAL
+// when the peer offers it (it found our certificate valid), else dialback
+// (XEP-0220) with a key made from the cluster's secret. Stanzas wait in a
+// bounded queue until the stream is authenticated, then go in order. The
+// stream also carries our requests to verify keys peers gave us
+// (db:verify), which need only TLS. A stream that fails, times out, or
+// stays idle ends; what it could not send goes back to its senders as an
+// error.
+import type net from 'node:net';
+import { Element } from 'ltx';
+import { StreamEngine } from '../stream/engine.ts';
+import type { Out, State } from '../stream/engine.ts';
+import type { MechanismContext, SaslResult } from '../sasl/mechanism.ts';
+import { StreamError } from '../xmpp/errors.ts';
+import type { StanzaCondition } from '../xmpp/errors.ts';
+import { NS_SASL, NS_TLS } from '../xmpp/ns.ts';
+import type { WorkerContext } from '../worker/context.ts';
+import { NS_DIALBACK, NS_DIALBACK_FEATURE, dialbackKey } from './dialback.ts';
+import { chainValid, validFor } from '../tls/trust.ts';
+import { NS_SERVER, dialbackOf, localName } from './names.ts';
+import type { Federation } from './federation.ts';
+import { log } from '../log.ts';
+
+export type VerifyResult = 'valid' | 'invalid' | 'error';
+
+/** A stanza waiting for the stream, and what becomes of it if it is never sent. */
+interface Waiting {
+  el: Element;
+  xml: string;
+}
+
+export class ServerOut extends StreamEngine {
+  readonly local: string;
+  readonly remote: string;
+  private readonly fed: Federation;
+  /** Stanzas waiting for authentication, in order. */
+  private readonly queue: Waiting[] = [];
+  /** Our db:verify requests (XEP-0220 §2.1.3) waiting to be sent (before TLS) or answered, by the id of the stream they are for. */
+  private readonly verifies = new Map<string, { from: string; id: string; key: string; sent: boolean; done: (r: VerifyResult) => void }>();
+  /** Authenticated: stanzas go as they come. */
+  ready = false;
+  private method = '';
+  private features: Element | undefined;
+  private certTrusted = false;
+  private dbPrefix = false;
+  private failedWith: StanzaCondition | undefined;
+  private readonly setupTimer: NodeJS.Timeout;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private lastSent = Date.now();
+
+  constructor(ctx: WorkerContext, fed: Federation, local: string, remote: string, socket: net.Socket, directTls: boolean) {
+    super(ctx, socket, directTls, true);
+    this.fed = fed;
+    this.local = local;
+    this.remote = remote;
+    this.peer = remote;
+    // Connecting, securing and authenticating are bounded together.
+    this.setupTimer = setTimeout(() => {
+      if (!this.ready) this.fail('remote-server-timeout', `no authenticated stream to ${remote} in time`);
+    }, ctx.config.s2sConnectTimeoutMs);
+    this.setupTimer.unref();
+    socket.setKeepAlive(true, 60_000);
+    if (!directTls) this.openStream();
+  }
+
+  // ---- what the federation asks of the stream ----
+
+  /** A stanza for the peer: sent now if the stream is authenticated, else queued; false when the queue is full. */
+  enqueue(el: Element): boolean {
+    if (this.ready) {
+      this.lastSent = Date.now();
+      this.put({ xml: el.toString(), reroute: 'message' });
+      return true;
+    }
+    if (this.queue.length >= this.fed.maxQueue) return false;
+    this.queue.push({ el, xml: el.toString() });
+    return true;
+  }
+
+  /** Asks the peer whether it made `key` for a stream `id` we received from it (XEP-0220 §2.1.3). */
+  verify(from: string, id: string, key: string): Promise<VerifyResult> {
+    return new Promise((done) => {
+      const prev = this.verifies.get(id);
+      if (prev) {
+        const was = prev.done;
+        prev.done = (r) => {
+          was(r);
+          done(r);
+        };
+        return;
+      }
+      this.verifies.set(id, { from, id, key, sent: false, done });
+      this.sendVerifies();
+    });
+  }
+
+  /** Whether the stream can still carry stanzas (authenticated or on its way). */
+  get usable(): boolean {
+    return this.open && this.failedWith === undefined;
+  }
+
+  // ---- the engine's hooks ----
+
+  protected get contentNamespace(): string {
+    return NS_SERVER;
+  }
+
+  protected override get headerDeclarations(): string {
+    return ` xmlns:db='${NS_DIALBACK}'`;
+  }
+
+  protected get localDomain(): string {
+    return this.local;
+  }
+
+  protected override get serverName(): string {
+    return this.remote;
+  }
+
+  protected serves(domain: string): boolean {
+    return domain === this.local;
+  }
+
+  protected override tlsEstablished(): void {
+    const chain = this.peerCertificate;
+    this.certTrusted = chain !== undefined && chainValid(chain, this.fed.anchors) && validFor(chain, this.remote);
+  }
+
+  protected override onStreamStart(name: string, attrs: Record<string, string>): void {
+    this.dbPrefix = attrs['xmlns:db'] === NS_DIALBACK;
+    super.onStreamStart(name, attrs);
+  }
+
+  protected get afterAuthentication(): State {
+    return 'established';
+  }
+
+  protected saslMechanisms() {
+    return { known: [], offered: [] };
+  }
+
+  protected saslContext(): MechanismContext {
+    throw new StreamError('policy-violation', 'this end does not offer SASL');
+  }
+
+  protected authenticatedAs(_r: Extract<SaslResult, { kind: 'success' }>): void {}
+
+  protected addFeatures(_f: Element): void {}
+
+  protected async onElement(el: Element): Promise<void> {
+    const name = localName(el);
+    const ns = el.attrs.xmlns;
+    if (name === 'features' && el.name !== 'features') return this.onFeatures(el);
+    if (name === 'error' && el.name.includes(':')) {
+      // The peer ended the stream with an error: §4.9.
+      const cond = el.children.find((c): c is Element => typeof c !== 'string' && c.name !== 'text');
+      this.endReason = `stream error from the peer: ${cond?.name ?? 'unknown'}`;
+      return this.fail('remote-server-not-found', `${this.remote} closed the stream: ${cond?.name ?? 'error'}`);
+    }
+    if (ns === NS_TLS) {
+      if (name === 'proceed') return this.upgradeToTls();
+      return this.fail('remote-server-not-found', `${this.remote} refused TLS`);
+    }
+    if (ns === NS_SASL) {
+      if (name === 'success') {
+        this.authenticated = true;
+        this.method = 'EXTERNAL';
+        this.restart(); // §6.4.6: a new stream, whose features end negotiation
+        return;
+      }
+      if (name === 'failure') {
+        log.info('SASL EXTERNAL refused by peer; trying dialback', { remote: this.remote, condition: el.children.find((c): c is Element => typeof c !== 'string')?.name });
+        if (this.features?.getChild('dialback', NS_DIALBACK_FEATURE)) return this.dialback();
+        return this.fail('remote-server-not-found', `${this.remote} refused our authentication`);
+      }
+      return;
+    }
+    const db = dialbackOf(el, this.dbPrefix);
+    if (db === 'result') {
+      const type = el.attrs.type;
+      if (type === 'valid') return this.established('dialback');
+      const cond = el.getChild('error')?.children.find((c): c is Element => typeof c !== 'string')?.name;
+      return this.fail('remote-server-not-found', `${this.remote} refused our dialback key${cond ? ` (${cond})` : ''}`);
+    }
+    if (db === 'verify') {
+      const v = this.verifies.get(el.attrs.id ?? '');
+      if (!v) return;
+      this.verifies.delete(v.id);
+      v.done(el.attrs.type === 'valid' ? 'valid' : el.attrs.type === 'invalid' ? 'invalid' : 'error');
+      return;
+    }
+    // Stanzas come to us on the peer's own stream (RFC 6120 §4.1: a stream is one-way).
+    log.debug('unexpected element on an outgoing server stream', { remote: this.remote, name: el.name });
+  }
+
+  private onFeatures(f: Element): void {
+    this.features = f;
+    if (this.authenticated) return this.established(this.method);
+    if (!this.secure) {
+      // §5.3.1: TLS is mandatory-to-negotiate; a peer that does not offer it is not used.
+      if (!f.getChild('starttls', NS_TLS)) return this.fail('remote-server-not-found', `${this.remote} does not offer TLS`);
+      this.write(`<starttls xmlns='${NS_TLS}'/>`);
+      return;
+    }
+    this.sendVerifies();
+    if (!this.certTrusted && this.fed.secureAuth) {
+      log.info('peer server not used: its certificate is not valid for its domain', { remote: this.remote });
+      return this.fail('remote-server-not-found', `the certificate of ${this.remote} is not valid for it`);
+    }
+    const mechs = f.getChild('mechanisms', NS_SASL);
+    if (mechs?.getChildren('mechanism').some((m) => m.getText().trim() === 'EXTERNAL')) {
+      // XEP-0178 §3: offered because our certificate is valid for our domain.
+      this.write(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>${Buffer.from(this.local).toString('base64')}</auth>`);
+      return;
+    }
+    this.dialback();
+  }
+
+  /** XEP-0220 §2.1.1: our key for this stream, made from the cluster's secret. */
+  private dialback(): void {
+    const key = dialbackKey(this.fed.secret, this.remote, this.local, this.peerStreamId);
+    this.write(`<db:result from='${this.local}' to='${this.remote}'>${key}</db:result>`);
+  }
+
+  private established(method: string): void {
+    if (this.ready) return;
+    this.ready = true;
+    this.state = 'established';
+    clearTimeout(this.setupTimer);
+    log.info('outgoing server stream authenticated', { sid: this.id, local: this.local, remote: this.remote, method, queued: this.queue.length });
+    this.lastSent = Date.now();
+    for (const w of this.queue.splice(0)) this.put({ xml: w.xml, reroute: 'message' });
+    this.idleTimer = setInterval(() => {
+      if (Date.now() - this.lastSent >= this.fed.idleMs && this.verifies.size === 0) {
+        this.endReason = 'idle';
+        this.close();
+      }
+    }, Math.min(this.fed.idleMs, 30_000));
+    this.idleTimer.unref();
+  }
+
+  /** db:verify goes once the stream is secure (the key is not for any eavesdropper). */
+  private sendVerifies(): void {
+    if (!this.secure || this.state === 'wait-stream' || !this.open) return;
+    for (const v of this.verifies.values()) {
+      if (v.sent) continue;
+      v.sent = true;
+      this.write(`<db:verify from='${v.from}' to='${this.remote}' id='${v.id}'>${v.key}</db:verify>`);
+    }
+  }
+
+  /**
+   * The stream cannot be used: what waits for it goes back to its senders
+   * with `condition` (RFC 6120 §8.3.3.16 and §8.3.3.17), verifications
+   * are answered 'error', and the stream closes.
+   */
+  fail(condition: StanzaCondition, text: string): void {
+    if (this.failedWith) return;
+    this.failedWith = condition;
+    log.info('outgoing server stream failed', { sid: this.id, local: this.local, remote: this.remote, condition, text });
+    this.fed.failed(this, condition, text);
+    this.release(condition, text);
+    if (this.open) this.close();
+    else this.raw.destroy();
+  }
+
+  private release(condition: StanzaCondition, text: string): void {
+    for (const w of this.queue.splice(0)) this.fed.bounce(w.el, condition, text);
+    for (const v of [...this.verifies.values()]) v.done('error');
+    this.verifies.clear();
+  }
+
+  /** A stanza that will never be written (the connection dropped first): back to its sender. */
+  protected undeliverable(item: Out): void {
+    this.fed.bounceXml(item.xml, 'remote-server-not-found', `the stream to ${this.remote} closed before this was sent`);
+  }
+
+  protected get routable(): boolean {
+    return false;
+  }
+
+  protected lateHeld(_held: boolean): void {}
+
+  protected get address(): string | undefined {
+    return this.remote;
+  }
+
+  protected ended(_forgotten: boolean): void {
+    clearTimeout(this.setupTimer);
+    if (this.idleTimer) clearInterval(this.idleTimer);
+    this.fed.ended(this);
+    this.release('remote-server-not-found', `the stream to ${this.remote} closed`);
+  }
+
+  protected logEnd(): void {
+    (this.ready ? log.info : log.debug)('outgoing server stream closed', { sid: this.id, local: this.local, remote: this.remote, reason: this.endReason });
+  }
+}

@@ -1,0 +1,150 @@
+// Federation between two servers of our own (RFC 6120 server-to-server
+// streams), each with a certificate for its domain from a test CA that both
+// trust: the streams are secured with STARTTLS and authenticated with SASL
+// EXTERNAL (XEP-0178). Messages both ways, to full and bare JIDs; iq across
+// (ping, disco, version); a subscription between users of the two servers
+// with presence, probes at login and unavailable at logout; and a peer that
+// goes away.
+import test from 'ava';
+import type { Element } from 'ltx';
+import { testCa, issue } from '../helpers/pki.ts';
+import { federation } from '../helpers/s2s.ts';
+import type { Federated } from '../helpers/s2s.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { uid, within, stanzaError } from '../helpers/protocol.ts';
+import { WAIT, barrier, connect, expect, isBody, isPresence, newUser, push, ready } from '../helpers/im.ts';
+import type { Peer } from '../helpers/im.ts';
+
+const pki = mkdtempSync(join(tmpdir(), 'xmpp-s2s-pki-'));
+const ca = testCa(pki, 'federation-ca');
+let a: Federated;
+let b: Federated;
+let stop: () => Promise<void>;
+
+test.before(async () => {
+  const f = await federation(
+    [
+      { domain: 'a.example', cert: issue(pki, ca, 'a.example', { dns: ['a.example'] }) },
+      { domain: 'b.example', cert: issue(pki, ca, 'b.example', { dns: ['b.example'] }) },
+    ],
+    { env: { XMPP_TLS_CA: ca.cert } },
+  );
+  [a, b] = f.servers;
+  stop = f.stop;
+});
+test.after.always(async () => {
+  await stop?.();
+  rmSync(pki, { recursive: true, force: true });
+});
+
+const user = (t: import('ava').ExecutionContext, s: Federated, base: string, resource = 'r') => newUser(t, s.server, base, resource);
+
+async function iq(p: Peer, to: string, payload: string, type = 'get'): Promise<Element> {
+  const id = uid('iq');
+  return within(p.c.request(`<iq type='${type}' id='${id}' to='${to}'>${payload}</iq>`, id), WAIT, `${p.jid}: iq to ${to}`);
+}
+
+test('messages go both ways, to full and bare JIDs, with the sender stamped', async (t) => {
+  const alice = await user(t, a, 'alice');
+  const bob = await user(t, b, 'bob');
+  alice.c.send(`<message to='${bob.jid}' type='chat' id='m1'><body>hello bob</body></message>`);
+  const got = await expect(bob, 'the message from a.example', isBody('hello bob'));
+  t.is(got.attrs.from, alice.jid);
+  t.is(got.attrs.to, bob.jid);
+  t.is(got.attrs.id, 'm1');
+  bob.c.send(`<message to='${alice.bare}' type='chat'><body>hello alice</body></message>`);
+  const back = await expect(alice, 'the answer from b.example', isBody('hello alice'));
+  t.is(back.attrs.from, bob.jid);
+});
+
+test('iq across: ping, disco and version of the peer server and of a remote account', async (t) => {
+  const alice = await user(t, a, 'alice');
+  const bob = await user(t, b, 'bob');
+  t.is((await iq(alice, 'b.example', "<ping xmlns='urn:xmpp:ping'/>")).attrs.type, 'result');
+  t.is((await iq(alice, bob.bare, "<ping xmlns='urn:xmpp:ping'/>")).attrs.type, 'result');
+  const info = await iq(alice, 'b.example', "<query xmlns='http://jabber.org/protocol/disco#info'/>");
+  t.is(info.attrs.type, 'result');
+  t.is(info.attrs.from, 'b.example');
+  t.true(info.getChild('query')!.getChildren('feature').some((f) => f.attrs.var === 'urn:xmpp:ping'));
+  const version = await iq(bob, 'a.example', "<query xmlns='jabber:iq:version'/>");
+  t.is(version.getChild('query')?.getChildText('name'), 'xmpp-server');
+  // A payload nobody answers between servers: service-unavailable, back over the other stream.
+  const refused = await iq(alice, 'b.example', "<query xmlns='jabber:iq:roster'/>");
+  t.is(stanzaError(refused).condition, 'service-unavailable');
+  // An iq to a full JID goes to that session, and its answer comes back.
+  const id = uid('direct');
+  alice.c.send(`<iq type='get' id='${id}' to='${bob.jid}'><query xmlns='jabber:iq:version'/></iq>`);
+  const asked = await expect(bob, 'the iq from alice', (el) => el.name === 'iq' && el.attrs.id === id);
+  t.is(asked.attrs.from, alice.jid);
+  bob.c.send(`<iq type='result' id='${id}' to='${alice.jid}'/>`);
+  t.is((await expect(alice, "bob's answer", (el) => el.name === 'iq' && el.attrs.id === id)).attrs.from, bob.jid);
+});
+
+test('an unknown account on the peer server: the error comes back', async (t) => {
+  const alice = await user(t, a, 'alice');
+  const id = uid('nobody');
+  alice.c.send(`<iq type='get' id='${id}' to='nobody-here@b.example/x'><ping xmlns='urn:xmpp:ping'/></iq>`);
+  const err = await expect(alice, 'the error from b.example', (el) => el.name === 'iq' && el.attrs.id === id);
+  t.is(err.attrs.type, 'error');
+  t.is(err.attrs.from, 'nobody-here@b.example/x');
+  t.is(stanzaError(err).condition, 'service-unavailable');
+});
+
+test('a subscription across servers: roster states, presence both ways, probes at login, unavailable at logout', async (t) => {
+  const alice = await user(t, a, 'alice');
+  const bob = await user(t, b, 'bob');
+  // Alice asks (RFC 6121 §3.1): her roster shows the pending request, bob gets it.
+  let af = alice.c.items.length;
+  alice.c.send(`<presence to='${bob.bare}' type='subscribe'/>`);
+  af = await push(t, alice, bob.bare, 'none', 'subscribe', af);
+  const req = await expect(bob, 'the request', isPresence(alice.bare, 'subscribe'));
+  t.is(req.attrs.to, bob.bare);
+  // Bob approves: alice gets the approval, her roster says 'to', and bob's presence follows (§3.1.5).
+  let bf = bob.c.items.length;
+  bob.c.send(`<presence to='${alice.bare}' type='subscribed'/>`);
+  bf = await push(t, bob, alice.bare, 'from', undefined, bf);
+  await expect(alice, 'the approval', isPresence(bob.bare, 'subscribed'), af);
+  af = await push(t, alice, bob.bare, 'to', undefined, af);
+  await expect(alice, "bob's presence after approving", isPresence(bob.jid), af);
+  // And the other way, so that both see each other.
+  bob.c.send(`<presence to='${alice.bare}' type='subscribe'/>`);
+  await expect(alice, "bob's request", isPresence(bob.bare, 'subscribe'), af);
+  alice.c.send(`<presence to='${bob.bare}' type='subscribed'/>`);
+  await push(t, bob, alice.bare, 'both', undefined, bf);
+  await expect(bob, "alice's presence after approving", isPresence(alice.jid), bf);
+  // A presence change reaches the subscriber on the other server.
+  const bf2 = bob.c.items.length;
+  alice.c.send(`<presence><show>away</show></presence>`);
+  const away = await expect(bob, "alice's new presence", (el) => isPresence(alice.jid)(el) && el.getChildText('show') === 'away', bf2);
+  t.is(away.attrs.to, bob.bare);
+  // A second resource of bob's logs in: its probe brings alice's presence (§4.3).
+  const bob2 = await newUserAs(t, b, bob.name, 'second');
+  await expect(bob2, "alice's presence, probed at login", (el) => isPresence(alice.jid)(el) && el.getChildText('show') === 'away');
+  // Alice logs out: both of bob's resources see her go (§4.5).
+  const f1 = bob.c.items.length;
+  const f2 = bob2.c.items.length;
+  alice.c.send('</stream:stream>');
+  await expect(bob, 'alice unavailable', isPresence(alice.jid, 'unavailable'), f1);
+  await expect(bob2, 'alice unavailable', isPresence(alice.jid, 'unavailable'), f2);
+  await barrier(bob, f1);
+});
+
+/** Another session of an existing account, ready (roster and initial presence). */
+async function newUserAs(t: import('ava').ExecutionContext, s: Federated, name: string, resource: string): Promise<Peer> {
+  const p = await connect(t, s.server.c2sPort, name, resource, `${name}/${resource} logging in`, s.domain);
+  await ready(p);
+  return p;
+}
+
+test('directed presence to a remote JID, and its unavailable when the session ends', async (t) => {
+  const alice = await user(t, a, 'alice');
+  const bob = await user(t, b, 'bob');
+  const from = bob.c.items.length;
+  alice.c.send(`<presence to='${bob.jid}'><status>just to you</status></presence>`);
+  const p = await expect(bob, 'the directed presence', (el) => isPresence(alice.jid)(el) && el.getChildText('status') === 'just to you', from);
+  t.is(p.attrs.to, bob.jid);
+  alice.c.destroy();
+  await expect(bob, 'unavailable after the session ended', isPresence(alice.jid, 'unavailable'), from);
+});
