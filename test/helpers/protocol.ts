@@ -197,14 +197,14 @@ export async function nextSaslFailure(t: ExecutionContext, c: RawClient): Promis
  * the connection. With `header`, the server's stream header must come
  * first (§4.9.1.2: the error answers an initial header or what precedes it).
  */
-export async function expectStreamError(t: ExecutionContext, c: RawClient, condition: string, opts: { header?: boolean } = {}): Promise<void> {
+export async function expectStreamError(t: ExecutionContext, c: RawClient, condition: string, opts: { header?: boolean; ns?: string } = {}): Promise<void> {
   let it = await within(c.next(), 5000, `stream error <${condition}/>`);
   if (opts.header) {
     if (it.kind === 'decl') it = await c.next();
     t.is(it.kind, 'open', `the server opens its stream before the error; got ${it.raw}`);
     if (it.kind === 'open') {
       t.is(it.attrs['xmlns:stream'], NS_STREAM);
-      t.is(it.attrs.xmlns, NS_CLIENT);
+      t.is(it.attrs.xmlns, opts.ns ?? NS_CLIENT);
     }
     it = await c.next();
   }
