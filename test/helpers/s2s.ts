@@ -26,15 +26,16 @@ export interface Federated {
 
 /**
  * Servers for these domains, each on its own loopback address and port
- * 5269, with its certificate, knowing where the others are (and `extra`
- * peers, such as a Prosody), and with `env` on top.
+ * 5269 (`addresses`, or fresh ones), with its certificate, knowing where
+ * the others are (and `extra` peers, such as a Prosody), and with `env` on
+ * top.
  */
 export async function federation(
   peers: { domain: string; cert?: CertFiles; env?: Record<string, string> }[],
-  opts: { env?: Record<string, string>; extra?: Record<string, string> } = {},
+  opts: { env?: Record<string, string>; extra?: Record<string, string>; addresses?: string[] } = {},
 ): Promise<{ servers: Federated[]; stop: () => Promise<void>; dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'xmpp-s2s-'));
-  const hosts = loopbackAddresses(peers.length);
+  const hosts = opts.addresses ?? loopbackAddresses(peers.length);
   const map = [...peers.map((p, i) => `${p.domain}=${hosts[i]}:5269`), ...Object.entries(opts.extra ?? {}).map(([d, a]) => `${d}=${a}`)].join(',');
   const servers: Federated[] = [];
   for (const [i, p] of peers.entries()) {

@@ -1,0 +1,158 @@
+// Federation with a real Prosody (Debian's prosody package), started by
+// the test on loopback addresses of its own. Two pairs:
+// - ours.example (certificate from a test CA, secure auth on) with
+//   prosody.example (same CA, s2s_secure_auth = true): TLS both ways and
+//   SASL EXTERNAL (XEP-0178) both ways;
+// - lax.example (self-signed, XMPP_S2S_SECURE_AUTH=false) with
+//   prosody2.example (self-signed, Prosody's default lax auth): dialback
+//   (XEP-0220) both ways, keys verified by connecting back.
+// Prosody's users are spoken for by a raw client on Prosody's c2s port.
+import test from 'ava';
+import type { ExecutionContext } from 'ava';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { testCa, issue, selfSigned } from '../helpers/pki.ts';
+import { federation, loopbackAddresses } from '../helpers/s2s.ts';
+import type { Federated } from '../helpers/s2s.ts';
+import { startProsody } from '../helpers/prosody.ts';
+import type { Prosody } from '../helpers/prosody.ts';
+import { stanzaError, uid, within } from '../helpers/protocol.ts';
+import { WAIT, barrier, connect, expect, isBody, isPresence, newUser, push, ready, rosterOf } from '../helpers/im.ts';
+import type { Peer } from '../helpers/im.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'xmpp-prosody-'));
+const ca = testCa(dir, 'interop-ca');
+const [oursAddr, laxAddr, prosodyAddr] = loopbackAddresses(3);
+let ours: Federated;
+let lax: Federated;
+let prosody: Prosody;
+let stop: () => Promise<void>;
+const USERS: Record<string, string> = Object.fromEntries(['pat', 'pam', 'pia', 'pol', 'pem'].map((u) => [u, `${u}-pw`]));
+
+test.before(async () => {
+  prosody = await startProsody({
+    dir: join(dir, 'prosody'),
+    address: prosodyAddr,
+    hosts: { 'ours.example': oursAddr, 'lax.example': laxAddr },
+    cafile: ca.cert,
+    vhosts: [
+      { domain: 'prosody.example', cert: issue(dir, ca, 'prosody.example', { dns: ['prosody.example'] }), secureAuth: true, users: USERS },
+      { domain: 'prosody2.example', cert: selfSigned(dir, 'prosody2.example'), users: USERS },
+    ],
+  });
+  const f = await federation(
+    [
+      { domain: 'ours.example', cert: issue(dir, ca, 'ours.example', { dns: ['ours.example'] }) },
+      { domain: 'lax.example', cert: selfSigned(dir, 'lax.example'), env: { XMPP_S2S_SECURE_AUTH: 'false' } },
+    ],
+    { env: { XMPP_TLS_CA: ca.cert }, addresses: [oursAddr, laxAddr], extra: { 'prosody.example': `${prosodyAddr}:5269`, 'prosody2.example': `${prosodyAddr}:5269` } },
+  );
+  [ours, lax] = f.servers;
+  stop = f.stop;
+});
+test.after.always(async () => {
+  await stop?.();
+  await prosody?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A Prosody user logged in over Prosody's c2s, roster requested and initial presence sent. */
+async function prosodyUser(t: ExecutionContext, name: string, domain = 'prosody.example', resource = 'p'): Promise<Peer> {
+  const p = await connect(t, prosody.c2sPort, name, resource, `${name}@${domain} logging in to Prosody`, domain);
+  await ready(p);
+  return p;
+}
+
+async function iq(p: Peer, to: string, payload: string): Promise<ReturnType<typeof within<import('ltx').Element>>> {
+  const id = uid('iq');
+  return within(p.c.request(`<iq type='get' id='${id}' to='${to}'>${payload}</iq>`, id), WAIT, `${p.jid}: iq to ${to}`);
+}
+
+test.serial('messages both ways with Prosody, to full and bare JIDs (TLS and SASL EXTERNAL between the servers)', async (t) => {
+  const me = await newUser(t, ours.server, 'me');
+  const pat = await prosodyUser(t, 'pat');
+  me.c.send(`<message to='${pat.jid}' type='chat'><body>hello prosody</body></message>`);
+  t.is((await expect(pat, 'our message at Prosody', isBody('hello prosody'))).attrs.from, me.jid);
+  pat.c.send(`<message to='${me.bare}' type='chat'><body>hello from prosody</body></message>`);
+  t.is((await expect(me, "Prosody's message", isBody('hello from prosody'))).attrs.from, pat.jid);
+  // Both streams were authenticated with EXTERNAL, as Prosody's log says: ours to it, and its to us.
+  t.truthy(await prosody.waitForLog(/Accepting SASL EXTERNAL identity from ours\.example/, WAIT));
+  t.truthy(await prosody.waitForLog(/Initiating SASL EXTERNAL with ours\.example/, WAIT));
+});
+
+test.serial('a subscription with a Prosody user: states, presence both ways, probes at login, unavailable at logout', async (t) => {
+  const me = await newUser(t, ours.server, 'me');
+  const pam = await prosodyUser(t, 'pam');
+  let mf = me.c.items.length;
+  me.c.send(`<presence to='${pam.bare}' type='subscribe'/>`);
+  mf = await push(t, me, pam.bare, 'none', 'subscribe', mf);
+  await expect(pam, 'our request at Prosody', isPresence(me.bare, 'subscribe'));
+  pam.c.send(`<presence to='${me.bare}' type='subscribed'/>`);
+  await expect(me, "Prosody's approval", isPresence(pam.bare, 'subscribed'), mf);
+  mf = await push(t, me, pam.bare, 'to', undefined, mf);
+  await expect(me, "pam's presence after approving", isPresence(pam.jid), mf);
+  // And back: pam subscribes to us, we approve.
+  const pf = pam.c.items.length;
+  pam.c.send(`<presence to='${me.bare}' type='subscribe'/>`);
+  await expect(me, "pam's request", isPresence(pam.bare, 'subscribe'), mf);
+  me.c.send(`<presence to='${pam.bare}' type='subscribed'/>`);
+  await push(t, me, pam.bare, 'both', undefined, mf);
+  await expect(pam, 'our presence after approving', isPresence(me.jid), pf);
+  t.deepEqual((await rosterOf(me)).filter((i) => i.attrs.jid === pam.bare).map((i) => i.attrs.subscription), ['both']);
+  // Our second resource logs in: its probe brings pam's presence from Prosody (RFC 6121 §4.3).
+  const me2 = await connect(t, ours.server.c2sPort, me.name, 'second', 'second resource', 'ours.example');
+  await ready(me2);
+  await expect(me2, "pam's presence, probed at login", isPresence(pam.jid));
+  // Prosody probes us when pam logs in again: our presence comes back.
+  const pam2 = await prosodyUser(t, 'pam', 'prosody.example', 'again');
+  await expect(pam2, 'our presence, probed by Prosody', isPresence(me.jid));
+  // We log out: Prosody's resources see us go.
+  const f1 = pam.c.items.length;
+  const f2 = pam2.c.items.length;
+  me.c.send('</stream:stream>');
+  await expect(pam, 'our unavailable at Prosody', isPresence(me.jid, 'unavailable'), f1);
+  await expect(pam2, 'our unavailable at Prosody', isPresence(me.jid, 'unavailable'), f2);
+  // And pam's going reaches our remaining resource.
+  const m2 = me2.c.items.length;
+  pam.c.send('</stream:stream>');
+  await expect(me2, "pam's unavailable", isPresence(pam.jid, 'unavailable'), m2);
+});
+
+test.serial('ping and disco across, both ways', async (t) => {
+  const me = await newUser(t, ours.server, 'me');
+  const pia = await prosodyUser(t, 'pia');
+  t.is((await iq(me, 'prosody.example', "<ping xmlns='urn:xmpp:ping'/>")).attrs.type, 'result');
+  const info = await iq(me, 'prosody.example', "<query xmlns='http://jabber.org/protocol/disco#info'/>");
+  t.true(info.getChild('query')!.getChildren('identity').some((i) => i.attrs.category === 'server'));
+  t.is((await iq(pia, 'ours.example', "<ping xmlns='urn:xmpp:ping'/>")).attrs.type, 'result');
+  const ourInfo = await iq(pia, 'ours.example', "<query xmlns='http://jabber.org/protocol/disco#info'/>");
+  t.is(ourInfo.attrs.type, 'result');
+  t.true(ourInfo.getChild('query')!.getChildren('feature').some((f) => f.attrs.var === 'urn:xmpp:ping'));
+  // Ping of an account's bare JID at each end.
+  t.is((await iq(pia, me.bare, "<ping xmlns='urn:xmpp:ping'/>")).attrs.type, 'result');
+  const unknown = await iq(pia, 'nobody@ours.example/x', "<ping xmlns='urn:xmpp:ping'/>");
+  t.is(stanzaError(unknown).condition, 'service-unavailable');
+  await barrier(me, 0);
+});
+
+test.serial('dialback with Prosody: self-signed certificates, lax auth on both sides, messages both ways', async (t) => {
+  const me = await newUser(t, lax.server, 'me');
+  const pol = await prosodyUser(t, 'pol', 'prosody2.example');
+  me.c.send(`<message to='${pol.jid}' type='chat'><body>over dialback</body></message>`);
+  t.is((await expect(pol, 'our message at Prosody, over dialback', isBody('over dialback'))).attrs.from, me.jid);
+  pol.c.send(`<message to='${me.bare}' type='chat'><body>dialback back</body></message>`);
+  t.is((await expect(me, "Prosody's message, over dialback", isBody('dialback back'))).attrs.from, pol.jid);
+  // Prosody's log: it verified our key by asking us (its stream to us), and we verified its key the same way.
+  t.truthy(await prosody.waitForLog(/Received\[s2sin_unauthed\]: <(db:)?result [^>]*from='lax\.example'/, WAIT));
+  t.truthy(await prosody.waitForLog(/Sending\[s2sin_unauthed\]: <db:verify [^>]*to='lax\.example'[^>]*type='valid'|Sending\[s2sin_unauthed\]: <db:verify [^>]*type='valid'[^>]*to='lax\.example'/, WAIT));
+  t.truthy(await prosody.waitForLog(/connection prosody2\.example->lax\.example is now authenticated/, WAIT));
+});
+
+test.serial('ours with secure auth on does not accept Prosody with a self-signed certificate: remote-server-not-found', async (t) => {
+  const me = await newUser(t, ours.server, 'me');
+  const id = uid('m');
+  me.c.send(`<message to='pem@prosody2.example' id='${id}' type='chat'><body>not to you</body></message>`);
+  const err = await expect(me, 'the error', (el) => el.attrs.id === id && el.attrs.type === 'error');
+  t.is(stanzaError(err).condition, 'remote-server-not-found');
+});
