@@ -67,13 +67,13 @@ export async function newUser(t: ExecutionContext, server: { c2sPort: number; ad
  * (`store()`, opened once the cluster is up) and peers logged in on its
  * nodes; `user` also requests the roster and sends initial presence.
  */
-export function clusterPeers(store: () => AccountStore) {
+export function clusterPeers(store: () => AccountStore, domain?: string) {
   const account = async (base: string): Promise<string> => {
     const name = fresh(base);
     await store().create(name, `${name}-pw`);
     return name;
   };
-  const connectTo = (t: ExecutionContext, node: NodeProcess, name: string, resource: string) => connect(t, node.c2sPort, name, resource, `${name}/${resource} logging in to ${node.name}`);
+  const connectTo = (t: ExecutionContext, node: NodeProcess, name: string, resource: string) => connect(t, node.c2sPort, name, resource, `${name}/${resource} logging in to ${node.name}`, domain);
   const user = async (t: ExecutionContext, node: NodeProcess, base: string, resource = node.name): Promise<Peer> => {
     const p = await connectTo(t, node, await account(base), resource);
     await ready(p);
