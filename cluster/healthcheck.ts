@@ -12,13 +12,15 @@ export interface ProbeOptions {
   domain: string;
   /** Direct TLS (XEP-0368) instead of a plain connection. */
   tls?: boolean;
+  /** The stream's namespace: jabber:server on a server-to-server port. */
+  ns?: 'jabber:client' | 'jabber:server';
   timeoutMs?: number;
 }
 
 /** Resolves once the server answers a stream header with its own; rejects on error, close or timeout. */
-export function probe({ host = '127.0.0.1', port, domain, tls: direct = false, timeoutMs = 3000 }: ProbeOptions): Promise<void> {
+export function probe({ host = '127.0.0.1', port, domain, tls: direct = false, ns = 'jabber:client', timeoutMs = 3000 }: ProbeOptions): Promise<void> {
   return new Promise((resolve, reject) => {
-    const header = `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='${domain}' version='1.0'>`;
+    const header = `<?xml version='1.0'?><stream:stream xmlns='${ns}' xmlns:stream='http://etherx.jabber.org/streams' to='${domain}' version='1.0'>`;
     const sock: net.Socket = direct
       ? tls.connect({ host, port, servername: domain, rejectUnauthorized: false }, () => sock.write(header))
       : net.connect({ host, port }, () => sock.write(header));

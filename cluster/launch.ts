@@ -29,10 +29,15 @@ const HOST = '127.0.0.1';
 export interface LaunchOptions {
   /** Number of nodes (default 3). */
   nodes?: number;
-  /** Load balancer ports (defaults 5222 and 5223); 0 picks a free port. */
+  /** Load balancer ports (defaults 5222, 5223 and 5269); 0 picks a free port. */
   c2sPort?: number;
   tlsPort?: number;
-  /** Node i (from 0) listens on portBase+2i (STARTTLS) and portBase+2i+1 (direct TLS); 0 (default): free ports. */
+  /** For peer servers (federation). */
+  s2sPort?: number;
+  /**
+   * Node i (from 0) listens on portBase+3i (STARTTLS), portBase+3i+1 (direct
+   * TLS) and portBase+3i+2 (peer servers); 0 (default): free ports.
+   */
   portBase?: number;
   /** Redis port; 0 (default) picks a free port. */
   redisPort?: number;
@@ -63,6 +68,8 @@ export interface ClusterProcess {
 export interface ClusterNode extends ClusterProcess {
   c2sPort: number;
   tlsPort: number;
+  /** Undefined with federation off (XMPP_S2S=false). */
+  s2sPort: number | undefined;
   dataDir: string;
 }
 
@@ -72,6 +79,8 @@ export interface Cluster {
   /** Load balancer: STARTTLS and direct-TLS ports on 127.0.0.1. */
   c2sPort: number;
   tlsPort: number;
+  /** Load balancer: the port for peer servers; undefined with federation off (XMPP_S2S=false). */
+  s2sPort: number | undefined;
   redisUrl: string;
   certFile: string;
   haproxyConfigFile: string;
@@ -224,6 +233,7 @@ class Child implements ClusterProcess {
 class NodeChild extends Child implements ClusterNode {
   c2sPort = 0;
   tlsPort = 0;
+  s2sPort: number | undefined = undefined;
   dataDir = '';
 }
 
@@ -237,11 +247,11 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 /** Probes through the load balancer until it forwards to a node (HAProxy has no readiness signal). */
-async function untilForwarding(haproxy: Child, port: number, domain: string, tls: boolean): Promise<void> {
+async function untilForwarding(haproxy: Child, port: number, domain: string, kind: 'c2s' | 'tls' | 's2s'): Promise<void> {
   for (;;) {
     if (!haproxy.running) throw new LaunchError(`haproxy exited; its output (${haproxy.logFile}):\n${haproxy.tail.trim()}`);
     try {
-      await probe({ port, domain, tls, timeoutMs: 2000 });
+      await probe({ port, domain, tls: kind === 'tls', ns: kind === 's2s' ? 'jabber:server' : 'jabber:client', timeoutMs: 2000 });
       return;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ECONNREFUSED') throw err;
@@ -287,8 +297,9 @@ export function nodeProcess(o: NodeProcessInput): { id: string; command: string;
     XMPP_NODE_ID: id,
     XMPP_REDIS_URL: o.redisUrl,
     XMPP_BIND_HOST: HOST,
-    XMPP_C2S_PORT: String(o.portBase ? o.portBase + 2 * o.index : 0),
-    XMPP_TLS_PORT: String(o.portBase ? o.portBase + 2 * o.index + 1 : 0),
+    XMPP_C2S_PORT: String(o.portBase ? o.portBase + 3 * o.index : 0),
+    XMPP_TLS_PORT: String(o.portBase ? o.portBase + 3 * o.index + 1 : 0),
+    XMPP_S2S_PORT: String(o.portBase ? o.portBase + 3 * o.index + 2 : 0),
     XMPP_DATA_DIR: dataDir,
     XMPP_TLS_CERT: o.certFile,
     XMPP_TLS_KEY: o.keyFile,
@@ -342,8 +353,12 @@ export async function launchCluster(options: LaunchOptions = {}): Promise<Cluste
   try {
     const c2sPort = options.c2sPort === 0 ? await freePort() : (options.c2sPort ?? 5222);
     const tlsPort = options.tlsPort === 0 ? await freePort() : (options.tlsPort ?? 5223);
+    // Checked even if the nodes turn out to run without federation: a node's
+    // configuration file may turn it on or off, and only its log line says.
+    let s2sPort: number | undefined = options.s2sPort === 0 ? await freePort() : (options.s2sPort ?? 5269);
     await assertFree(c2sPort, '--c2s-port');
     await assertFree(tlsPort, '--tls-port');
+    await assertFree(s2sPort, '--s2s-port');
     const redisPort = options.redisPort ? options.redisPort : await freePort();
     const url = redisUrl(HOST, redisPort);
 
@@ -375,7 +390,7 @@ export async function launchCluster(options: LaunchOptions = {}): Promise<Cluste
           const ports = await n.waitForLine((line) => {
             if (!line.includes('"listening"')) return undefined;
             try {
-              const rec = JSON.parse(line) as { msg?: string; c2sPort?: number; tlsPort?: number };
+              const rec = JSON.parse(line) as { msg?: string; c2sPort?: number; tlsPort?: number; s2sPort?: number };
               return rec.msg === 'listening' ? rec : undefined;
             } catch {
               return undefined;
@@ -383,15 +398,22 @@ export async function launchCluster(options: LaunchOptions = {}): Promise<Cluste
           }, 'listening');
           n.c2sPort = ports.c2sPort!;
           n.tlsPort = ports.tlsPort!;
+          n.s2sPort = ports.s2sPort;
         }),
       ),
       startTimeoutMs,
       'the nodes to listen',
     );
+    const federated = nodes.filter((n) => n.s2sPort !== undefined).length;
+    if (federated !== 0 && federated !== nodes.length) throw new LaunchError('some nodes listen for peer servers and some do not: XMPP_S2S must be the same on every node');
+    if (federated === 0) s2sPort = undefined;
 
     // HAProxy in front, its configuration from the spec with these nodes' ports.
     const haproxyConfigFile = join(dir, 'haproxy.cfg');
-    writeFileSync(haproxyConfigFile, haproxyConfig({ bind: HOST, c2sPort, tlsPort, servers: { static: nodes.map((n) => ({ name: n.name, host: HOST, c2sPort: n.c2sPort, tlsPort: n.tlsPort })) } }));
+    writeFileSync(
+      haproxyConfigFile,
+      haproxyConfig({ bind: HOST, c2sPort, tlsPort, s2sPort, servers: { static: nodes.map((n) => ({ name: n.name, host: HOST, c2sPort: n.c2sPort, tlsPort: n.tlsPort, s2sPort: n.s2sPort })) } }),
+    );
     const haproxyEnv = { ...inherited, XMPP_DOMAIN: domain };
     try {
       await execFileP('haproxy', ['-c', '-q', '-f', haproxyConfigFile], { env: haproxyEnv });
@@ -401,13 +423,11 @@ export async function launchCluster(options: LaunchOptions = {}): Promise<Cluste
     }
     haproxy = new Child('haproxy', 'haproxy', ['-db', '-f', haproxyConfigFile], { env: haproxyEnv, cwd: dir, logFile: join(dir, 'haproxy.log') });
     children.push(haproxy);
-    await within(
-      Promise.all([untilForwarding(haproxy, c2sPort, domain, false), untilForwarding(haproxy, tlsPort, domain, true)]),
-      startTimeoutMs,
-      `haproxy to forward on ${c2sPort} and ${tlsPort}`,
-    );
+    const forwarded = [untilForwarding(haproxy, c2sPort, domain, 'c2s'), untilForwarding(haproxy, tlsPort, domain, 'tls')];
+    if (s2sPort !== undefined) forwarded.push(untilForwarding(haproxy, s2sPort, domain, 's2s'));
+    await within(Promise.all(forwarded), startTimeoutMs, `haproxy to forward on ${[c2sPort, tlsPort, s2sPort].filter((p) => p !== undefined).join(', ')}`);
 
-    return { dir, domain, c2sPort, tlsPort, redisUrl: url, certFile, haproxyConfigFile, nodes, redis, haproxy, stop };
+    return { dir, domain, c2sPort, tlsPort, s2sPort, redisUrl: url, certFile, haproxyConfigFile, nodes, redis, haproxy, stop };
   } catch (err) {
     await stop();
     throw err;
@@ -422,7 +442,9 @@ Starts redis-server, N XMPP nodes and HAProxy in front of them on this machine
   --nodes N           number of nodes (default 3)
   --c2s-port P        load balancer's STARTTLS port (default 5222; 0: any free port)
   --tls-port P        load balancer's direct-TLS port (default 5223; 0: any free port)
-  --port-base P       node i (from 0) on P+2i and P+2i+1 (default: free ports)
+  --s2s-port P        load balancer's port for peer servers (default 5269; 0: any free port)
+  --port-base P       node i (from 0) on P+3i, P+3i+1 and P+3i+2 (STARTTLS, direct
+                      TLS, peer servers; default: free ports)
   --redis-port P      Redis port (default: a free port)
   --dir DIR           run directory, kept: certificate, Redis data (append-only
                       file), node data, logs; the same DIR again keeps the accounts
@@ -447,6 +469,7 @@ async function cli(argv: string[]): Promise<number> {
         nodes: { type: 'string' },
         'c2s-port': { type: 'string' },
         'tls-port': { type: 'string' },
+        's2s-port': { type: 'string' },
         'port-base': { type: 'string' },
         'redis-port': { type: 'string' },
         dir: { type: 'string' },
@@ -504,6 +527,7 @@ async function cli(argv: string[]): Promise<number> {
       nodes: values.nodes === undefined ? undefined : Number(values.nodes),
       c2sPort: port(values['c2s-port'], '--c2s-port'),
       tlsPort: port(values['tls-port'], '--tls-port'),
+      s2sPort: port(values['s2s-port'], '--s2s-port'),
       portBase: port(values['port-base'], '--port-base'),
       redisPort: port(values['redis-port'], '--redis-port'),
       dir: values.dir,
@@ -519,7 +543,8 @@ async function cli(argv: string[]): Promise<number> {
     console.log([
       `cluster up: ${c.nodes.length} node(s) behind haproxy, domain ${c.domain}`,
       `  clients connect to  ${HOST}:${c.c2sPort} (STARTTLS)  and  ${HOST}:${c.tlsPort} (direct TLS)`,
-      ...c.nodes.map((n) => `  ${n.name.padEnd(8)} pid ${String(n.pid).padEnd(8)} ${HOST}:${n.c2sPort} / ${n.tlsPort}   log ${n.logFile}`),
+      c.s2sPort === undefined ? '  federation off (XMPP_S2S): no port for peer servers' : `  peer servers connect to  ${HOST}:${c.s2sPort}`,
+      ...c.nodes.map((n) => `  ${n.name.padEnd(8)} pid ${String(n.pid).padEnd(8)} ${HOST}:${n.c2sPort} / ${n.tlsPort}${n.s2sPort === undefined ? '' : ` / s2s ${n.s2sPort}`}   log ${n.logFile}`),
       `  redis    pid ${String(c.redis.pid).padEnd(8)} ${c.redisUrl}   log ${c.redis.logFile}`,
       `  haproxy  pid ${String(c.haproxy.pid).padEnd(8)} ${c.haproxyConfigFile}   log ${c.haproxy.logFile}`,
       `  certificate (shared by all nodes): ${c.certFile}`,

@@ -25,6 +25,13 @@ export const NODE_ENV_FILE = 'cluster/node.env';
 /** Client ports: on every node inside its container, and on the load balancer. */
 export const C2S_PORT = 5222;
 export const TLS_PORT = 5223;
+/**
+ * Peer servers (RFC 6120 s2s): on every node, and on the load balancer. Any
+ * node may take an incoming stream, and a dialback verification request may
+ * land on any node (the keys come from a secret every node shares), so peers
+ * reach the cluster through the balancer like clients do.
+ */
+export const S2S_PORT = 5269;
 
 /** Names in docker-compose.yml. */
 export const SERVICES = { redis: 'redis', certs: 'certs', node: 'xmpp', lb: 'lb' } as const;
@@ -50,7 +57,7 @@ export const HAPROXY_CFG_PATH = '/usr/local/etc/haproxy/haproxy.cfg';
  * nodes share one machine; every other setting comes from node.env.
  */
 export const LAUNCHER_OVERRIDES = [
-  'XMPP_NODE_ID', 'XMPP_REDIS_URL', 'XMPP_BIND_HOST', 'XMPP_C2S_PORT', 'XMPP_TLS_PORT', 'XMPP_DATA_DIR', 'XMPP_TLS_CERT', 'XMPP_TLS_KEY',
+  'XMPP_NODE_ID', 'XMPP_REDIS_URL', 'XMPP_BIND_HOST', 'XMPP_C2S_PORT', 'XMPP_TLS_PORT', 'XMPP_S2S_PORT', 'XMPP_DATA_DIR', 'XMPP_TLS_CERT', 'XMPP_TLS_KEY',
 ] as const;
 
 /**
@@ -86,6 +93,8 @@ export interface StaticServer {
   host: string;
   c2sPort: number;
   tlsPort: number;
+  /** Undefined with federation off (XMPP_S2S=false). */
+  s2sPort?: number;
 }
 
 export interface HaproxyOptions {
@@ -93,12 +102,15 @@ export interface HaproxyOptions {
   bind: string;
   c2sPort: number;
   tlsPort: number;
+  /** Undefined: no s2s frontend (federation off). */
+  s2sPort?: number;
   /** Fixed servers (launcher), or the replicas of a compose service found through Docker's DNS. */
   servers: { static: StaticServer[] } | { dns: { service: string; max: number } };
 }
 
-/** Health check: open a stream and expect the node's stream header back. */
-const STREAM_HEADER = `<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='\${XMPP_DOMAIN}' version='1.0'>`;
+/** Health check: open a stream (client or server namespace) and expect the node's stream header back. */
+const streamHeader = (ns: 'jabber:client' | 'jabber:server') =>
+  `<stream:stream xmlns='${ns}' xmlns:stream='http://etherx.jabber.org/streams' to='\${XMPP_DOMAIN}' version='1.0'>`;
 
 /** Load balancer behaviour, one place for both set-ups. */
 export const HAPROXY_DEFAULTS = [
@@ -153,10 +165,14 @@ export function haproxyConfig(o: HaproxyOptions): string {
       '',
     );
   }
-  const backends: { name: string; port: number; tls: boolean }[] = [
-    { name: 'xmpp_c2s', port: o.c2sPort, tls: false },
-    { name: 'xmpp_tls', port: o.tlsPort, tls: true },
+  // Every pair passes TCP through: STARTTLS (clients, peer servers) happens
+  // end to end between the peer and the node.
+  const all: { name: string; port: number | undefined; tls: boolean; ns: 'jabber:client' | 'jabber:server'; nodePort: (s: StaticServer) => number | undefined; dnsPort: number }[] = [
+    { name: 'xmpp_c2s', port: o.c2sPort, tls: false, ns: 'jabber:client', nodePort: (s) => s.c2sPort, dnsPort: C2S_PORT },
+    { name: 'xmpp_tls', port: o.tlsPort, tls: true, ns: 'jabber:client', nodePort: (s) => s.tlsPort, dnsPort: TLS_PORT },
+    { name: 'xmpp_s2s', port: o.s2sPort, tls: false, ns: 'jabber:server', nodePort: (s) => s.s2sPort, dnsPort: S2S_PORT },
   ];
+  const backends = all.filter((b) => b.port !== undefined);
   for (const b of backends) {
     lines.push(`frontend ${b.name}`, `    bind ${o.bind}:${b.port}`, `    default_backend ${b.name}`, '');
   }
@@ -166,16 +182,19 @@ export function haproxyConfig(o: HaproxyOptions): string {
       '    option tcp-check',
       // Direct TLS (XEP-0368) passes through as TCP; only the check speaks TLS.
       b.tls ? '    tcp-check connect ssl' : '    tcp-check connect',
-      `    tcp-check send "${STREAM_HEADER}"`,
+      `    tcp-check send "${streamHeader(b.ns)}"`,
       '    tcp-check expect string "<stream:stream"',
     );
-    const nodePort = (s: StaticServer) => (b.tls ? s.tlsPort : s.c2sPort);
     const check = b.tls ? 'check verify none' : 'check';
     if ('dns' in o.servers) {
       const { service, max } = o.servers.dns;
-      lines.push(`    server-template ${service} 1-${max} ${service}:${b.tls ? TLS_PORT : C2S_PORT} ${check} resolvers docker resolve-prefer ipv4 init-addr none`);
+      lines.push(`    server-template ${service} 1-${max} ${service}:${b.dnsPort} ${check} resolvers docker resolve-prefer ipv4 init-addr none`);
     } else {
-      for (const s of o.servers.static) lines.push(`    server ${s.name} ${s.host}:${nodePort(s)} ${check}`);
+      for (const s of o.servers.static) {
+        const port = b.nodePort(s);
+        if (port === undefined) throw new Error(`${s.name} has no port for ${b.name}`);
+        lines.push(`    server ${s.name} ${s.host}:${port} ${check}`);
+      }
     }
     lines.push('');
   }
@@ -184,5 +203,5 @@ export function haproxyConfig(o: HaproxyOptions): string {
 
 /** The checked-in cluster/haproxy.cfg, used by the compose load balancer. */
 export function composeHaproxyConfig(): string {
-  return haproxyConfig({ bind: '', c2sPort: C2S_PORT, tlsPort: TLS_PORT, servers: { dns: { service: SERVICES.node, max: MAX_REPLICAS } } });
+  return haproxyConfig({ bind: '', c2sPort: C2S_PORT, tlsPort: TLS_PORT, s2sPort: S2S_PORT, servers: { dns: { service: SERVICES.node, max: MAX_REPLICAS } } });
 }

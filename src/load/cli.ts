@@ -46,6 +46,13 @@ Options:
                       always does)
   --resume-port P     flap: the port the cut connections resume on
                       (default --port)
+  --remote-domain D   chat across servers (federation): every user is also
+                      online on the server of domain D (same user names and
+                      password), and each message goes from a user on --port
+                      to a user of D, so that it crosses a server-to-server
+                      connection; latency: sent to delivered at D
+  --remote-host H     that server's address (default --host)
+  --remote-port P     its client port (default 5222)
   --users N           accounts <prefix>1..<prefix>N (default 100; idle and
                       storm: one per connection)
   --user-prefix S     default "user"
@@ -111,6 +118,9 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
         timeout: { type: 'string', default: '30' },
         pid: { type: 'string' },
         'resume-port': { type: 'string' },
+        'remote-domain': { type: 'string' },
+        'remote-host': { type: 'string' },
+        'remote-port': { type: 'string' },
         resume: { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
         report: { type: 'string' },
@@ -139,6 +149,10 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
   const resumePort = num('resume-port', v['resume-port'], { int: true, min: 1 });
   if (resumePort !== undefined && resumePort > 65535) throw new UsageError('--resume-port: at most 65535');
   if (!/^[^\s"&'/:<>@]*$/.test(v['user-prefix'])) throw new UsageError('--user-prefix: not a valid localpart');
+  const remotePort = num('remote-port', v['remote-port'], { int: true, min: 1 }) ?? 5222;
+  if (remotePort > 65535) throw new UsageError('--remote-port: at most 65535');
+  if ((v['remote-host'] !== undefined || v['remote-port'] !== undefined) && v['remote-domain'] === undefined) throw new UsageError('--remote-host and --remote-port go with --remote-domain');
+  if (v['remote-domain'] !== undefined && wl !== 'chat') throw new UsageError('--remote-domain: the chat workload only');
   return {
     workload: wl,
     host: v.host,
@@ -150,6 +164,7 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
     sm: v.sm || v.resume || wl === 'flap',
     resume: v.resume || wl === 'flap',
     resumePort,
+    remote: v['remote-domain'] === undefined ? undefined : { domain: v['remote-domain'], host: v['remote-host'] ?? v.host, port: remotePort },
     users: num('users', v.users, { int: true, min: 1 }) ?? (wl === 'idle' || wl === 'storm' ? connections : 100),
     userPrefix: v['user-prefix'],
     password: v.password,
@@ -409,6 +424,21 @@ export async function runLoad(argv: string[]): Promise<number> {
   const reach = await reachable(addresses, o.port);
   if (!reach.address) return fail(`cannot reach ${target}: ${reach.error}`, 'connect');
   o.host = reach.address; // resolved once, not once per connection
+  if (o.remote) {
+    let remote: string[];
+    try {
+      remote = (await lookup(o.remote.host, { all: true })).map((a) => a.address);
+    } catch (err) {
+      return fail(`cannot resolve ${o.remote.host}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 'resolve');
+    }
+    if (!o.allowRemote && !remote.every(isLoopback)) {
+      console.error(`load: refusing --remote-host ${o.remote.host}: not a loopback address (see --allow-remote)`);
+      return 2;
+    }
+    const r = await reachable(remote, o.remote.port);
+    if (!r.address) return fail(`cannot reach ${o.remote.host}:${o.remote.port}: ${r.error}`, 'connect');
+    o.remote.host = r.address;
+  }
   if (o.workload === 'idle' && o.pid !== undefined && readRss(o.pid) === null) {
     console.error(`load: cannot read /proc/${o.pid}/status`);
     return 2;

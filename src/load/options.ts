@@ -22,6 +22,8 @@ export interface LoadOptions {
   resume: boolean;
   /** flap: where the dropped connections resume (another node of a cluster); undefined: --port. */
   resumePort: number | undefined;
+  /** chat across servers: the receiving users' server (its domain, address and client port). */
+  remote?: { domain: string; host: string; port: number };
   users: number;
   userPrefix: string;
   password: string;

@@ -15,6 +15,8 @@ const W = o.workers;
 const port = parentPort!;
 const rec = new Recorder();
 const target: Target = { host: o.host, port: o.port, domain: o.domain, tls: o.tls, mechanism: o.mechanism, timeoutMs: o.timeoutS * 1000 };
+/** chat --remote-domain: the server of the receiving side (federation, the messages cross between servers). */
+const remoteTarget: Target | undefined = o.remote ? { ...target, ...o.remote } : undefined;
 const TICK_MS = 5;
 
 /** Posts a message; a phase message goes after the figures up to now, so the main thread sees both in order. */
@@ -43,9 +45,9 @@ function localUsers(n: number): number[] {
 }
 
 /** A new connection for user number `user` (0: none, for registration or ANONYMOUS). */
-function open(user: number, resource: string, handler: ConnHandler, registerOnly = false, resumeFrom?: ResumeState): Conn {
+function open(user: number, resource: string, handler: ConnHandler, registerOnly = false, resumeFrom?: ResumeState, remote = false): Conn {
   const resume = o.resume && !registerOnly;
-  const to = resumeFrom && o.resumePort !== undefined ? { ...target, port: o.resumePort } : target;
+  const to = remote && remoteTarget ? remoteTarget : resumeFrom && o.resumePort !== undefined ? { ...target, port: o.resumePort } : target;
   const c = new Conn(to, { user: user ? userName(user) : '', password: user ? passwordOf(user) : '', resource, presence: true, registerOnly, sm: o.sm && !registerOnly, resume, resumeFrom }, handler);
   live.add(c);
   return c;
@@ -135,6 +137,8 @@ interface Item {
   user: number;
   resource: string;
   tag: number;
+  /** On the remote server (chat --remote-domain). */
+  remote?: boolean;
 }
 
 /**
@@ -176,7 +180,7 @@ function connectAll(items: Item[], limit: number, record: boolean, stanza: ConnH
     while (next < items.length && negotiating < limit && !closing) {
       const it = items[next++];
       negotiating++;
-      const c = open(it.user, it.resource, h);
+      const c = open(it.user, it.resource, h, false, undefined, it.remote);
       c.tag = it.tag;
       c.user = it.user;
     }
@@ -285,7 +289,9 @@ function chat(flap: boolean): void {
   let sent = 0;
   let seq = 0;
   let ticker: NodeJS.Timeout | undefined;
-  const jidOf = (i: number) => `${userName(i)}@${o.domain}/load`;
+  // With --remote-domain, each user is online on both servers: it sends
+  // from ours and receives on the remote one, so every message crosses.
+  const jidOf = (i: number) => `${userName(i)}@${o.remote?.domain ?? o.domain}/load`;
   const stanza = (c: Conn, name: string, raw: string) => {
     if (name === 'message') {
       const tag = startTag(raw);
@@ -316,9 +322,13 @@ function chat(flap: boolean): void {
   };
   onMessage = (m) => {
     if (m.t === 'go') {
-      connectAll(mine.map((i) => ({ user: i, resource: 'load', tag: i })), o.concurrency, false, stanza, lost, (ok) => {
-        online.push(...ok);
-        post({ t: 'ready', online: ok.map((c) => c.tag) });
+      const items: Item[] = mine.map((i) => ({ user: i, resource: 'load', tag: i }));
+      if (o.remote) items.push(...mine.map((i) => ({ user: i, resource: 'load', tag: i, remote: true })));
+      connectAll(items, o.concurrency, false, stanza, lost, (ok) => {
+        // Senders are the connections to our server; peers, those that receive.
+        const receiving = o.remote ? ok.filter((c) => c.target === remoteTarget) : ok;
+        online.push(...(o.remote ? ok.filter((c) => c.target !== remoteTarget) : ok));
+        post({ t: 'ready', online: receiving.map((c) => c.tag) });
       });
     } else if (m.t === 'send') {
       peers = m.peers.map(jidOf);
@@ -333,7 +343,7 @@ function chat(flap: boolean): void {
       const tick = () => {
         if (!sending) return;
         const due = Math.min(share, Math.floor((perSecond * (now() - t0)) / 1000) + 1);
-        if (online.length > 0 && peers.length > 1) {
+        if (online.length > 0 && (peers.length > 1 || (o.remote && peers.length > 0))) {
           // One timestamp per tick: the messages of a tick leave together.
           const body = `<body>lt ${wallNow().toFixed(3)}</body></message>`;
           const before = sent;

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse } from 'yaml';
 import {
-  ROOT, NODE_COMMAND, CERTS_COMMAND, HEALTHCHECK_COMMAND, NODE_ENV_FILE, C2S_PORT, TLS_PORT, SERVICES, CERT_DIR, CERT_FILE, KEY_FILE,
+  ROOT, NODE_COMMAND, CERTS_COMMAND, HEALTHCHECK_COMMAND, NODE_ENV_FILE, C2S_PORT, TLS_PORT, S2S_PORT, SERVICES, CERT_DIR, CERT_FILE, KEY_FILE,
   DATA_DIR, REDIS_PORT, REDIS_ARGS, MAX_REPLICAS, HAPROXY_CFG_PATH, LAUNCHER_OVERRIDES,
   nodeEnv, parseEnvFile, redisUrl, haproxyConfig, composeHaproxyConfig,
 } from '../../cluster/spec.ts';
@@ -109,10 +109,10 @@ test('the certs service creates the one certificate the nodes are configured wit
   t.is(env.XMPP_TLS_KEY, `${CERT_DIR}/${KEY_FILE}`);
 });
 
-test('the load balancer publishes 5222 and 5223 and uses the checked-in haproxy.cfg', (t) => {
+test('the load balancer publishes 5222, 5223 and 5269 and uses the checked-in haproxy.cfg', (t) => {
   const lb = services[SERVICES.lb];
   t.regex(lb.image, /^haproxy:/);
-  t.deepEqual(lb.ports, [`${C2S_PORT}:${C2S_PORT}`, `${TLS_PORT}:${TLS_PORT}`]);
+  t.deepEqual(lb.ports, [`${C2S_PORT}:${C2S_PORT}`, `${TLS_PORT}:${TLS_PORT}`, `${S2S_PORT}:${S2S_PORT}`]);
   t.deepEqual(mounts(lb), [{ source: './cluster/haproxy.cfg', target: HAPROXY_CFG_PATH, ro: true }]);
   t.is(lb.env_file, NODE_ENV_FILE, 'XMPP_DOMAIN for the health check');
   t.deepEqual(Object.keys(lb.depends_on), [SERVICES.node]);
@@ -121,17 +121,27 @@ test('the load balancer publishes 5222 and 5223 and uses the checked-in haproxy.
 test('cluster/haproxy.cfg is what the spec generates, finds the replicas through DNS, and HAProxy accepts it', async (t) => {
   const cfg = read('cluster/haproxy.cfg');
   t.is(cfg, composeHaproxyConfig(), 'out of date: npm run -s cluster -- --write-compose-haproxy');
-  for (const port of [C2S_PORT, TLS_PORT]) {
+  for (const port of [C2S_PORT, TLS_PORT, S2S_PORT]) {
     t.true(cfg.includes(`\n    bind :${port}\n`), `frontend on ${port}`);
     t.true(cfg.includes(`server-template ${SERVICES.node} 1-${MAX_REPLICAS} ${SERVICES.node}:${port} check`), `replicas of ${SERVICES.node} on ${port}`);
   }
   t.regex(cfg, /nameserver \S+ 127\.0\.0\.11:53/);
   for (const line of ['mode tcp', 'balance leastconn', 'timeout client 1h', 'timeout server 1h', 'timeout tunnel 1h', 'tcp-check expect string "<stream:stream"', 'tcp-check connect ssl'])
     t.true(cfg.includes(line), line);
+  // Peer servers' backend: plain TCP (STARTTLS end to end), checked with a server stream header.
+  const s2s = /^backend xmpp_s2s\n((?: {4}.*\n?)*)/m.exec(cfg);
+  t.truthy(s2s, 'an s2s backend');
+  t.true(s2s![1].includes('    tcp-check connect\n'), 'no TLS on the s2s check');
+  t.true(s2s![1].includes(`tcp-check send "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='\${XMPP_DOMAIN}' version='1.0'>"`));
+  t.true(s2s![1].includes(`${SERVICES.node}:${S2S_PORT} check resolvers`));
   // The launcher's configuration differs only in where the servers are.
-  const launcher = haproxyConfig({ bind: '127.0.0.1', c2sPort: 1, tlsPort: 2, servers: { static: [{ name: 'node-1', host: '127.0.0.1', c2sPort: 3, tlsPort: 4 }] } });
+  const launcher = haproxyConfig({ bind: '127.0.0.1', c2sPort: 1, tlsPort: 2, s2sPort: 3, servers: { static: [{ name: 'node-1', host: '127.0.0.1', c2sPort: 4, tlsPort: 5, s2sPort: 6 }] } });
   const common = (s: string) => s.split('\n').filter((l) => !/^\s*(bind|server|server-template|nameserver|accepted_payload_size|hold)\b|^resolvers|^#/.test(l) && l.trim());
   t.deepEqual(common(launcher), common(cfg));
+  t.true(launcher.includes('\n    server node-1 127.0.0.1:6 check\n'), "the node's s2s port");
+  // Federation off in the launcher: no s2s pair.
+  const noS2s = haproxyConfig({ bind: '127.0.0.1', c2sPort: 1, tlsPort: 2, servers: { static: [{ name: 'node-1', host: '127.0.0.1', c2sPort: 4, tlsPort: 5 }] } });
+  t.false(noS2s.includes('xmpp_s2s'));
   const { stdout, stderr } = await run('haproxy', ['-c', '-f', join(ROOT, 'cluster/haproxy.cfg')], { env: { ...process.env, XMPP_DOMAIN: env.XMPP_DOMAIN } });
   t.regex(stdout + stderr, /Configuration file is valid/);
 });
@@ -144,6 +154,9 @@ test('node.env holds only known, valid settings and agrees with the spec', (t) =
   const config = loadConfig({ ...env });
   t.is(config.c2sPort, C2S_PORT);
   t.is(config.tlsPort, TLS_PORT);
+  t.true(config.s2s, 'federation on');
+  t.is(config.s2sPort, S2S_PORT);
+  t.is(config.s2sBindHost, '0.0.0.0', 'peer servers reach it from the load balancer container too');
   t.is(config.dataDir, DATA_DIR);
   t.is(config.bindHost, '0.0.0.0', 'reachable from the load balancer container');
   t.is(config.tlsCert, `${CERT_DIR}/${CERT_FILE}`);
@@ -162,7 +175,10 @@ test('the launcher runs the spec command with node.env, overriding only its per-
     t.deepEqual(Object.keys(s.env).filter((k) => k.startsWith('XMPP_')).sort(), [...new Set([...Object.keys(shared), ...LAUNCHER_OVERRIDES])].sort());
   }
   t.deepEqual(specs.map((s) => s.env.XMPP_NODE_ID), ['node-1', 'node-2']);
-  t.deepEqual(specs.map((s) => [s.env.XMPP_C2S_PORT, s.env.XMPP_TLS_PORT]), [['7000', '7001'], ['7002', '7003']]);
+  t.deepEqual(specs.map((s) => [s.env.XMPP_C2S_PORT, s.env.XMPP_TLS_PORT, s.env.XMPP_S2S_PORT]), [['7000', '7001', '7002'], ['7003', '7004', '7005']]);
+  // Without a base every node picks free ports.
+  const free = nodeProcess({ index: 1, dir: '/run/c', redisUrl: 'redis://127.0.0.1:1', certFile: 'c', keyFile: 'k', portBase: 0, shared });
+  t.deepEqual([free.env.XMPP_C2S_PORT, free.env.XMPP_TLS_PORT, free.env.XMPP_S2S_PORT], ['0', '0', '0']);
   t.not(specs[0].env.XMPP_DATA_DIR, specs[1].env.XMPP_DATA_DIR);
 });
 
@@ -176,7 +192,7 @@ test('the Dockerfile: Node 26, the spec command, non-root, ports, data volume, h
   t.truthy(hc, 'HEALTHCHECK CMD [...]');
   t.deepEqual(JSON.parse(hc![1]), [...HEALTHCHECK_COMMAND]);
   t.is(all('STOPSIGNAL').at(-1), 'SIGTERM');
-  t.deepEqual(all('EXPOSE').join(' ').split(/\s+/).map(Number).sort(), [C2S_PORT, TLS_PORT]);
+  t.deepEqual(all('EXPOSE').join(' ').split(/\s+/).map(Number).sort(), [C2S_PORT, TLS_PORT, S2S_PORT]);
   const user = all('USER').at(-1);
   t.truthy(user);
   t.not(user, 'root');

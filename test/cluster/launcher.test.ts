@@ -12,7 +12,7 @@ import { Redis } from 'ioredis';
 import { launchCluster, LaunchError, freePort } from '../../cluster/launch.ts';
 import type { ClusterProcess } from '../../cluster/launch.ts';
 import { ROOT, HEALTHCHECK_COMMAND } from '../../cluster/spec.ts';
-import { login, RawClient, header } from '../helpers/raw.ts';
+import { login, RawClient, header, parseAttrs } from '../helpers/raw.ts';
 
 const run = promisify(execFile);
 // Generous for a loaded CI machine; the failover below does not wait for it.
@@ -47,11 +47,11 @@ async function record(r: Redis, bare: string, resource: string): Promise<{ node:
 }
 
 test('two nodes behind haproxy: CLI account, logins spread by the balancer, messages, failover, clean stop', async (t) => {
-  const cluster = await launchCluster({ nodes: 2, c2sPort: 0, tlsPort: 0, env });
+  const cluster = await launchCluster({ nodes: 2, c2sPort: 0, tlsPort: 0, s2sPort: 0, env });
   t.teardown(() => cluster.stop());
   const all: ClusterProcess[] = [...cluster.nodes, cluster.redis, cluster.haproxy];
   t.deepEqual(cluster.nodes.map((n) => n.name), ['node-1', 'node-2']);
-  t.is(new Set(cluster.nodes.flatMap((n) => [n.c2sPort, n.tlsPort])).size, 4, 'distinct node ports');
+  t.is(new Set(cluster.nodes.flatMap((n) => [n.c2sPort, n.tlsPort, n.s2sPort])).size, 6, 'distinct node ports');
 
   // A cluster-wide account through the CLI, as the launcher's summary says.
   for (const u of ['alice', 'bob']) {
@@ -91,6 +91,17 @@ test('two nodes behind haproxy: CLI account, logins spread by the balancer, mess
   await d.exchange(header(), /<mechanism>PLAIN<\/mechanism>[\s\S]*<\/stream:features>/);
   d.destroy();
 
+  // A peer server's stream through the load balancer reaches a node, which
+  // answers as the cluster's domain (STARTTLS would follow, end to end).
+  const s = await RawClient.connect(cluster.s2sPort!);
+  t.teardown(() => s.destroy());
+  const [opened] = await s.exchange(
+    `<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='peer.example' to='${cluster.domain}' version='1.0'>`,
+    /<stream:stream\b[^>]*>/,
+  );
+  t.like(parseAttrs(opened), { xmlns: 'jabber:server', from: cluster.domain });
+  s.destroy();
+
   // Failover: kill -9 the node holding bob. His connection ends; logging in
   // again through the balancer lands on the survivor at once (the refused
   // connection is retried on another node), without waiting for the lease.
@@ -124,7 +135,7 @@ test('a node that cannot start fails the launch, and what was started is stopped
   const dir = mkdtempSync(join(tmpdir(), 'xmpp-launch-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const redisPort = await freePort();
-  const err = await t.throwsAsync(launchCluster({ nodes: 2, c2sPort: 0, tlsPort: 0, redisPort, dir, env: { XMPP_WORKERS: '0' } }), { instanceOf: LaunchError });
+  const err = await t.throwsAsync(launchCluster({ nodes: 2, c2sPort: 0, tlsPort: 0, s2sPort: 0, redisPort, dir, env: { XMPP_WORKERS: '0' } }), { instanceOf: LaunchError });
   t.regex(err!.message, /node-\d exited before listening[\s\S]*XMPP_WORKERS must be at least 1/);
   t.true(await refused(redisPort), 'redis-server was stopped');
   t.true(existsSync(join(dir, 'node-1.log')), 'a given run directory is kept, logs included');
@@ -135,7 +146,7 @@ test('settings the launcher owns cannot be passed through env', async (t) => {
 });
 
 test('npm run cluster: prints the summary, and on SIGINT stops everything and exits 0', async (t) => {
-  const cli = spawn(process.execPath, [join(ROOT, 'cluster/launch.ts'), '--nodes', '1', '--c2s-port', '0', '--tls-port', '0', '--env', 'XMPP_WORKERS=1'], {
+  const cli = spawn(process.execPath, [join(ROOT, 'cluster/launch.ts'), '--nodes', '1', '--c2s-port', '0', '--tls-port', '0', '--s2s-port', '0', '--env', 'XMPP_WORKERS=1'], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -155,6 +166,8 @@ test('npm run cluster: prints the summary, and on SIGINT stops everything and ex
   });
   const redisUrl = /XMPP_REDIS_URL=(redis:\/\/127\.0\.0\.1:\d+) XMPP_DOMAIN=localhost npm run -s cli -- user add alice/.exec(out);
   t.truthy(redisUrl, 'the exact command to add a user');
+  t.regex(out, /peer servers connect to {2}127\.0\.0\.1:\d+\n/);
+  t.regex(out, /^ {2}node-1 .* 127\.0\.0\.1:\d+ \/ \d+ \/ s2s \d+ /m);
   const pids = [...out.matchAll(/^\s+(node-1|redis|haproxy)\s+pid (\d+)/gm)].map((m) => Number(m[2]));
   t.is(pids.length, 3, out);
   // Should the launcher fail to stop them, they do not outlive the test.
@@ -181,14 +194,14 @@ test('a run directory given with dir keeps the accounts (Redis append-only file)
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const cli = (redisUrl: string, ...args: string[]) =>
     run(process.execPath, [join(ROOT, 'src/main.ts'), 'user', ...args], { cwd: dir, env: { ...process.env, XMPP_REDIS_URL: redisUrl } });
-  const first = await launchCluster({ nodes: 1, c2sPort: 0, tlsPort: 0, dir, env });
+  const first = await launchCluster({ nodes: 1, c2sPort: 0, tlsPort: 0, s2sPort: 0, dir, env });
   t.teardown(() => first.stop());
   await cli(first.redisUrl, 'add', 'carol', 'carol-pw');
   const cert = readFileSync(first.certFile, 'utf8');
   await first.stop();
   t.true(existsSync(join(dir, 'redis')), 'the run directory is kept');
 
-  const second = await launchCluster({ nodes: 1, c2sPort: 0, tlsPort: 0, dir, env });
+  const second = await launchCluster({ nodes: 1, c2sPort: 0, tlsPort: 0, s2sPort: 0, dir, env });
   t.teardown(() => second.stop());
   t.is((await cli(second.redisUrl, 'list')).stdout, 'carol@localhost\n');
   t.is(readFileSync(second.certFile, 'utf8'), cert, 'the same certificate');
@@ -203,5 +216,6 @@ test('a load balancer port in use fails the launch before anything starts', asyn
   await once(busy, 'listening');
   t.teardown(() => busy.close());
   const port = (busy.address() as net.AddressInfo).port;
-  await t.throwsAsync(launchCluster({ nodes: 1, c2sPort: port, tlsPort: 0, env }), { instanceOf: LaunchError, message: new RegExp(`port ${port} is not available .*--c2s-port`) });
+  await t.throwsAsync(launchCluster({ nodes: 1, c2sPort: port, tlsPort: 0, s2sPort: 0, env }), { instanceOf: LaunchError, message: new RegExp(`port ${port} is not available .*--c2s-port`) });
+  await t.throwsAsync(launchCluster({ nodes: 1, c2sPort: 0, tlsPort: 0, s2sPort: port, env }), { instanceOf: LaunchError, message: new RegExp(`port ${port} is not available .*--s2s-port`) });
 });

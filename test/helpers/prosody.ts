@@ -10,6 +10,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { once } from 'node:events';
+import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { freePort } from './redis.ts';
 import type { CertFiles } from './pki.ts';
@@ -35,7 +36,27 @@ export interface Prosody {
 
 const lua = (s: string) => JSON.stringify(s);
 
-export async function startProsody(opts: { dir: string; address: string; hosts: Record<string, string>; cafile: string; vhosts: ProsodyHost[] }): Promise<Prosody> {
+/** Prosody says nothing when it listens below info level: its ports are tried until they accept. */
+async function waitUntilListening(host: string, port: number, exited: () => boolean, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ host, port }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (exited()) throw new Error(`prosody exited before listening on ${host}:${port}`);
+    if (Date.now() > deadline) throw new Error(`prosody did not listen on ${host}:${port} within ${ms} ms`);
+    // Not bound yet: Prosody is still reading its configuration (it has no readiness signal).
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** `logLevel`: debug (the default: tests read Prosody's log) or less, for benchmarks. */
+export async function startProsody(opts: { dir: string; address: string; hosts: Record<string, string>; cafile: string; vhosts: ProsodyHost[]; logLevel?: 'debug' | 'info' | 'warn' }): Promise<Prosody> {
   const { dir } = opts;
   const data = join(dir, 'data');
   mkdirSync(join(dir, 'certs'), { recursive: true });
@@ -57,7 +78,7 @@ export async function startProsody(opts: { dir: string; address: string; hosts: 
       `pidfile = ${lua(join(dir, 'prosody.pid'))}`,
       `data_path = ${lua(data)}`,
       `certificates = ${lua(join(dir, 'certs'))}`,
-      'log = { { levels = { min = "debug" }, to = "console" } }',
+      `log = { { levels = { min = ${lua(opts.logLevel ?? 'debug')} }, to = "console" } }`,
       `interfaces = { ${lua(opts.address)} }`,
       'c2s_interfaces = { "127.0.0.1" }',
       `c2s_ports = { ${c2sPort} }`,
@@ -109,8 +130,8 @@ export async function startProsody(opts: { dir: string; address: string; hosts: 
       });
     }
   };
-  await waitForLog(/Activated service 's2s' on/);
-  await waitForLog(/Activated service 'c2s' on/);
+  await waitUntilListening(opts.address, 5269, () => exited);
+  await waitUntilListening('127.0.0.1', c2sPort, () => exited);
   return {
     c2sPort,
     log,

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { uid, within, stanzaError } from '../helpers/protocol.ts';
 import { WAIT, barrier, connect, expect, isBody, isPresence, newUser, push, ready } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
+import { runLoad } from '../load/run.ts';
 
 const pki = mkdtempSync(join(tmpdir(), 'xmpp-s2s-pki-'));
 const ca = testCa(pki, 'federation-ca');
@@ -147,4 +148,17 @@ test('directed presence to a remote JID, and its unavailable when the session en
   t.is(p.attrs.to, bob.jid);
   alice.c.destroy();
   await expect(bob, 'unavailable after the session ended', isPresence(alice.jid, 'unavailable'), from);
+});
+
+test('the load tool across servers (chat --remote-domain): every message crosses the s2s connection and is delivered once', async (t) => {
+  // The same accounts on both servers, as the load tool expects.
+  for (let i = 1; i <= 6; i++) {
+    await a.server.addUser(`fed${i}`, 'password');
+    await b.server.addUser(`fed${i}`, 'password');
+  }
+  const r = await runLoad(['chat', '--port', String(a.server.c2sPort), '--domain', 'a.example', '--remote-domain', 'b.example', '--remote-port', String(b.server.c2sPort), '--user-prefix', 'fed', '--users', '6', '--rate', '10', '--count', '200', '--duration', '30', '--json']);
+  t.is(r.code, 0, r.stderr);
+  t.is(r.json.sent, 200);
+  t.is(r.json.delivered, 200);
+  t.deepEqual(r.json.errors, {});
 });
