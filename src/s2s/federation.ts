@@ -33,6 +33,13 @@ import { log } from '../log.ts';
 
 const BACKOFF_MIN_MS = 1_000;
 const BACKOFF_MAX_MS = 5 * 60_000;
+/**
+ * Bounds on what users (stanzas to many domains) and peers (dialback
+ * requests) can make a worker hold: peers being looked up and connected to
+ * at once, and peers remembered as unreachable (the oldest forgotten first).
+ */
+const MAX_CONNECTING = 256;
+const MAX_BACKOFF = 10_000;
 
 /** A stream being connected (DNS, TCP): what waits for it. */
 interface Connecting {
@@ -56,6 +63,8 @@ export class Federation {
   readonly secureAuth: boolean;
   readonly maxQueue: number;
   readonly idleMs: number;
+  /** How long a db:verify waits for the peer's answer. */
+  readonly verifyTimeoutMs: number;
   /** What a peer's certificate must chain up to: the system's trust store and XMPP_TLS_CA. */
   readonly anchors: X509Certificate[];
   readonly incoming = new Set<ServerIn>();
@@ -76,6 +85,7 @@ export class Federation {
     this.secureAuth = c.s2sSecureAuth;
     this.maxQueue = c.s2sMaxQueue;
     this.idleMs = c.s2sIdleTimeoutMs;
+    this.verifyTimeoutMs = c.s2sConnectTimeoutMs;
     this.hosts = s2sHostsOf(c);
     this.anchors = [...systemAnchors(), ...deps.extraAnchors];
   }
@@ -145,6 +155,7 @@ export class Federation {
     }
     const b = this.backoff.get(key);
     if (b && Date.now() < b.until) return this.bounce(el, 'remote-server-not-found', `${remote} could not be reached lately; not trying again before ${new Date(b.until).toISOString()}`);
+    if (this.connecting.size >= MAX_CONNECTING) return this.bounce(el, 'remote-server-timeout', 'too many servers are being connected to; try again shortly');
     this.open(local, remote, { queue: [el], verifies: [] });
   }
 
@@ -163,7 +174,7 @@ export class Federation {
       }
       // A peer just found unreachable will not answer now either.
       const b = this.backoff.get(k);
-      if (b && Date.now() < b.until) return done('error');
+      if ((b && Date.now() < b.until) || this.connecting.size >= MAX_CONNECTING) return done('error');
       this.open(local, remote, { queue: [], verifies: [{ from: local, id, key, done }] });
     });
   }
@@ -209,7 +220,17 @@ export class Federation {
   private noteFailure(key: string): void {
     const prev = this.backoff.get(key);
     const delay = prev ? Math.min(BACKOFF_MAX_MS, prev.delay * 2) : BACKOFF_MIN_MS;
+    // Re-inserted: the map stays in the order of the last failure.
+    this.backoff.delete(key);
     this.backoff.set(key, { until: Date.now() + delay, delay });
+    if (this.backoff.size > MAX_BACKOFF) {
+      const now = Date.now();
+      for (const [k, v] of this.backoff) if (v.until + BACKOFF_MAX_MS < now) this.backoff.delete(k);
+      for (const k of this.backoff.keys()) {
+        if (this.backoff.size <= MAX_BACKOFF) break;
+        this.backoff.delete(k);
+      }
+    }
   }
 
   /** A stream could not be set up (refused, not authenticated, timed out). */

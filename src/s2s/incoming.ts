@@ -25,6 +25,14 @@ import { NS_SERVER, dialbackOf } from './names.ts';
 import type { Federation } from './federation.ts';
 import { log } from '../log.ts';
 
+/**
+ * What one peer stream may make us hold: domains authenticated on it
+ * (XEP-0220 piggybacking), and dialback keys being verified at once (each
+ * one a connection we open to the claimed domain).
+ */
+const MAX_DOMAINS = 100;
+const MAX_VERIFYING = 8;
+
 export class ServerIn extends StreamEngine {
   private readonly ctx: WorkerContext;
   private readonly fed: Federation;
@@ -120,6 +128,7 @@ export class ServerIn extends StreamEngine {
           throw new SaslFailure('invalid-authzid', 'the authorization identity is not a domain');
         }
         if (this.peer !== undefined && domain !== this.peer) throw new SaslFailure('invalid-authzid', "the authorization identity is not the stream's 'from'");
+        if (this.serves(domain)) throw new SaslFailure('not-authorized', `${domain} is served here`);
         if (!this.certValidFor(domain)) throw new SaslFailure('not-authorized', `the certificate is not valid for ${domain}`);
         this.peer = domain;
         return { kind: 'success', username: null };
@@ -190,7 +199,10 @@ export class ServerIn extends StreamEngine {
     if (!to || !this.serves(to)) return answer('error', 'item-not-found', `${el.attrs.to ?? ''} is not served here`);
     if (!from || !key) return answer('error', 'bad-request', "db:result needs 'from', 'to' and a key");
     if (this.verified.has(from)) return answer('valid');
+    // Our own domains come from us, never from a peer.
+    if (this.serves(from)) return answer('error', 'not-authorized', `${from} is served here`);
     if (this.verifying.has(from)) return answer('error', 'not-acceptable', `${from} is being verified already`);
+    if (this.verified.size + this.verifying.size >= MAX_DOMAINS || this.verifying.size >= MAX_VERIFYING) return answer('error', 'resource-constraint', 'too many domains on this stream');
     let result: 'valid' | 'invalid' | 'error';
     let why: string;
     if (this.certValidFor(from)) {

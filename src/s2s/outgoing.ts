@@ -72,7 +72,7 @@ export class ServerOut extends StreamEngine {
   enqueue(el: Element): boolean {
     if (this.ready) {
       this.lastSent = Date.now();
-      this.put({ xml: el.toString(), reroute: 'message' });
+      this.put({ xml: el.toString(), live: true, reroute: 'message' });
       return true;
     }
     if (this.queue.length >= this.fed.maxQueue) return false;
@@ -92,7 +92,15 @@ export class ServerOut extends StreamEngine {
         };
         return;
       }
-      this.verifies.set(id, { from, id, key, sent: false, done });
+      // A peer that never answers is taken as one that cannot say.
+      const timer = setTimeout(() => {
+        const v = this.verifies.get(id);
+        if (!v) return;
+        this.verifies.delete(id);
+        v.done('error');
+      }, this.fed.verifyTimeoutMs);
+      timer.unref();
+      this.verifies.set(id, { from, id, key, sent: false, done: (r) => (clearTimeout(timer), done(r)) });
       this.sendVerifies();
     });
   }
@@ -232,7 +240,8 @@ export class ServerOut extends StreamEngine {
     clearTimeout(this.setupTimer);
     log.info('outgoing server stream authenticated', { sid: this.id, local: this.local, remote: this.remote, method, queued: this.queue.length });
     this.lastSent = Date.now();
-    for (const w of this.queue.splice(0)) this.put({ xml: w.xml, reroute: 'message' });
+    // live: a peer that does not read what we send is a slow reader (XMPP_MAX_OUTBOUND_BYTES), disconnected, and what waited for it bounced.
+    for (const w of this.queue.splice(0)) this.put({ xml: w.xml, live: true, reroute: 'message' });
     this.idleTimer = setInterval(() => {
       if (Date.now() - this.lastSent >= this.fed.idleMs && this.verifies.size === 0) {
         this.endReason = 'idle';

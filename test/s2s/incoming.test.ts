@@ -146,7 +146,12 @@ test('dialback over a connection whose certificate proves the domain is valid at
   t.is(second.attrs.type, 'valid');
   t.is(second.attrs.from, 'a.example');
   t.is(second.attrs.to, 'two.example');
-  // A domain on this server that is not ours: an error, not a verdict (XEP-0220 §2.4).
+  // Our own domain, claimed by a peer: refused.
+  c.send(`<db:result from='a.example' to='a.example'>${'4'.repeat(64)}</db:result>`);
+  const own = await within(c.nextEl('db:result'), WAIT, 'dialback answer for our own domain');
+  t.is(own.attrs.type, 'error');
+  t.truthy(own.getChild('error')?.getChild('not-authorized'));
+    // A domain on this server that is not ours: an error, not a verdict (XEP-0220 §2.4).
   c.send(`<db:result from='one.example' to='nowhere.example'>${'3'.repeat(64)}</db:result>`);
   const err = await within(c.nextEl('db:result'), WAIT, 'dialback error');
   t.is(err.attrs.type, 'error');
