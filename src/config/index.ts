@@ -11,6 +11,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { randomUUID } from 'node:crypto';
+import { isIP } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 /** The installation directory (the repository root, where package.json is): the base of relative paths. */
@@ -66,6 +67,7 @@ export interface Config {
   s2sSecureAuth: boolean;
   s2sSecret: string;
   s2sDnsTimeoutMs: number;
+  s2sDnsServers: string;
   s2sConnectTimeoutMs: number;
   s2sIdleTimeoutMs: number;
   s2sMaxQueue: number;
@@ -139,6 +141,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 's2sSecureAuth', env: 'XMPP_S2S_SECURE_AUTH', kind: 'bool', doc: 'accept and reach only peer servers whose certificate validates (system trust store plus XMPP_TLS_CA) for their domain; false: dialback over a connection with an unverified certificate is accepted', default: () => true },
   { key: 's2sSecret', env: 'XMPP_S2S_SECRET', kind: 'string', doc: "secret dialback keys are derived from (XEP-0185); every node of a cluster must have the same; empty: derived from the TLS private key, which the nodes share", default: () => '' },
   { key: 's2sDnsTimeoutMs', env: 'XMPP_S2S_DNS_TIMEOUT_MS', kind: 'int', min: 100, doc: "time allowed for the DNS lookups that find a peer server", default: () => 3_000 },
+  { key: 's2sDnsServers', env: 'XMPP_S2S_DNS_SERVERS', kind: 'string', doc: "DNS servers for finding peer servers, as 'ip,ip:port,[ipv6]:port'; empty: the system's", default: () => '' },
   { key: 's2sConnectTimeoutMs', env: 'XMPP_S2S_CONNECT_TIMEOUT_MS', kind: 'int', min: 100, doc: "time allowed to connect to each address of a peer server, and then to secure and authenticate the stream; stanzas waiting for it then get remote-server-timeout", default: () => 15_000 },
   { key: 's2sIdleTimeoutMs', env: 'XMPP_S2S_IDLE_TIMEOUT_MS', kind: 'int', min: 1000, doc: 'close an outgoing server-to-server stream that carried nothing for this long', default: () => 300_000 },
   { key: 's2sMaxQueue', env: 'XMPP_S2S_MAX_QUEUE', kind: 'int', min: 1, doc: 'stanzas waiting for one peer server while its stream is set up; more get resource-constraint', default: () => 1000 },
@@ -268,6 +271,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   componentsOf(c);
   if (c.s2sTlsPort !== '' && !(/^\d{1,5}$/.test(c.s2sTlsPort) && Number(c.s2sTlsPort) <= 65535)) throw new ConfigError(`XMPP_S2S_TLS_PORT must be a port number (0-65535) or empty, got ${JSON.stringify(c.s2sTlsPort)}`);
   s2sHostsOf(c);
+  dnsServersOf(c);
   // Durable state is for a node that dies while others live: one node has nothing to keep it for.
   if (c.smDurable && !c.redisUrl) throw new ConfigError('XMPP_SM_DURABLE needs a cluster (XMPP_REDIS_URL): on a single node nothing outlives the process');
   return c;
@@ -336,4 +340,18 @@ export function s2sHostsOf(c: Pick<Config, 's2sHosts'>): Map<string, PeerAddress
     out.set(domain, { host: m[2].replace(/^\[|\]$/g, ''), port: Number(m[3]) });
   }
   return out;
+}
+
+/** XMPP_S2S_DNS_SERVERS as a list for Resolver.setServers; throws a ConfigError for an entry that is no address. */
+export function dnsServersOf(c: Pick<Config, 's2sDnsServers'>): string[] {
+  if (c.s2sDnsServers.trim() === '') return [];
+  return c.s2sDnsServers.split(',').map((part) => {
+    const p = part.trim();
+    const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+)|([0-9A-Fa-f:]+))(?::(\d{1,5}))?$/.exec(p);
+    const ip = m ? (m[1] ?? m[2] ?? m[3]) : undefined;
+    if (!m || !ip || !isIP(ip) || (m[4] !== undefined && (Number(m[4]) < 1 || Number(m[4]) > 65535)) || (m[3] !== undefined && m[4] !== undefined)) {
+      throw new ConfigError(`XMPP_S2S_DNS_SERVERS must be 'ip,ip:port,[ipv6]:port', got ${JSON.stringify(p)}`);
+    }
+    return p;
+  });
 }

@@ -20,7 +20,7 @@ import { StanzaError, errorReply } from '../xmpp/errors.ts';
 import type { StanzaCondition } from '../xmpp/errors.ts';
 import { parseJid } from '../xmpp/jid.ts';
 import type { PeerAddress } from '../config/index.ts';
-import { s2sHostsOf } from '../config/index.ts';
+import { dnsServersOf, s2sHostsOf } from '../config/index.ts';
 import type { WorkerContext } from '../worker/context.ts';
 import type { S2sEnvelope } from '../worker/wire.ts';
 import { resolvePeer } from './resolve.ts';
@@ -70,6 +70,7 @@ export class Federation {
   readonly incoming = new Set<ServerIn>();
   private readonly d: FederationDeps;
   private readonly hosts: Map<string, PeerAddress>;
+  private readonly dnsServers: string[];
   private readonly out = new Map<string, ServerOut>();
   private readonly connecting = new Map<string, Connecting>();
   private readonly backoff = new Map<string, { until: number; delay: number }>();
@@ -87,6 +88,7 @@ export class Federation {
     this.idleMs = c.s2sIdleTimeoutMs;
     this.verifyTimeoutMs = c.s2sConnectTimeoutMs;
     this.hosts = s2sHostsOf(c);
+    this.dnsServers = dnsServersOf(c);
     this.anchors = [...systemAnchors(), ...deps.extraAnchors];
   }
 
@@ -194,11 +196,11 @@ export class Federation {
     void (async () => {
       let addrs: PeerAddress[];
       try {
-        addrs = await resolvePeer(remote, this.hosts, c.s2sDnsTimeoutMs);
+        addrs = await resolvePeer(remote, this.hosts, { servers: this.dnsServers, timeoutMs: c.s2sDnsTimeoutMs });
       } catch (err) {
         return give('remote-server-not-found', `${remote} could not be looked up: ${(err as Error).message}`);
       }
-      if (addrs.length === 0) return give('remote-server-not-found', `${remote} offers no XMPP service`);
+      if (addrs.length === 0) return give('remote-server-not-found', `${remote} has no address, or offers no XMPP service`);
       let timedOut = false;
       for (const a of addrs) {
         if (this.closed) return give('remote-server-not-found', 'this server is shutting down');

@@ -1,23 +1,33 @@
 // Where a peer server is (RFC 6120 §3.2, XEP-0368): XMPP_S2S_HOSTS first;
 // else the SRV records _xmpps-server._tcp (direct TLS) and
 // _xmpp-server._tcp (STARTTLS), in priority order, weighted at random
-// within a priority; else the domain itself on 5269 (its A/AAAA records,
-// looked up when connecting). Every lookup has a short timeout: a stanza
-// for a domain whose DNS does not answer is bounced soon, not held.
-import { Resolver } from 'node:dns/promises';
+// within a priority; else the domain itself on 5269. Names are turned into
+// addresses here too (A and AAAA), so that every lookup has the short
+// timeout XMPP_S2S_DNS_TIMEOUT_MS and goes to XMPP_S2S_DNS_SERVERS when
+// set: a stanza for a domain whose DNS does not answer is bounced soon,
+// not held. A name DNS does not know is looked up as the system would
+// (/etc/hosts), within the same bound.
+import { Resolver, lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { SrvRecord } from 'node:dns';
 import type { PeerAddress } from '../config/index.ts';
 
 export const DEFAULT_S2S_PORT = 5269;
 
-/** The addresses to try for `domain`, best first; empty when the domain says it offers no XMPP service. */
-export async function resolvePeer(domain: string, hosts: ReadonlyMap<string, PeerAddress>, timeoutMs: number): Promise<PeerAddress[]> {
+/** How peers are looked up: the DNS servers (empty: the system's) and the bound on each lookup. */
+export interface LookupOptions {
+  servers: string[];
+  timeoutMs: number;
+}
+
+/** The addresses to try for `domain`, best first; empty when the domain says it offers no XMPP service, or has no address. */
+export async function resolvePeer(domain: string, hosts: ReadonlyMap<string, PeerAddress>, opts: LookupOptions): Promise<PeerAddress[]> {
   const fixed = hosts.get(domain);
   if (fixed) return [fixed];
   const bare = domain.replace(/^\[|\]$/g, '');
   if (isIP(bare)) return [{ host: bare, port: DEFAULT_S2S_PORT }];
-  const resolver = new Resolver({ timeout: timeoutMs, tries: 1 });
+  const resolver = new Resolver({ timeout: opts.timeoutMs, tries: 1 });
+  if (opts.servers.length > 0) resolver.setServers(opts.servers);
   const srv = async (name: string) => {
     try {
       return await resolver.resolveSrv(name);
@@ -29,17 +39,31 @@ export async function resolvePeer(domain: string, hosts: ReadonlyMap<string, Pee
   // RFC 6120 §3.2.1 (RFC 2782): a single record with target "." means no service.
   const none = (r: SrvRecord[] | undefined) => r !== undefined && r.length === 1 && (r[0].name === '.' || r[0].name === '');
   if (none(tls) && none(plain)) return [];
-  const out: PeerAddress[] = [];
-  for (const r of ordered([...(none(tls) ? [] : (tls ?? [])).map((r) => ({ ...r, directTls: true })), ...(none(plain) ? [] : (plain ?? []))])) {
-    out.push({ host: r.name.replace(/\.$/, ''), port: r.port, ...('directTls' in r ? { directTls: true } : {}) });
-  }
+  const targets: PeerAddress[] = ordered([...(none(tls) ? [] : (tls ?? [])).map((r) => ({ ...r, directTls: true })), ...(none(plain) ? [] : (plain ?? []))]).map((r) => ({
+    host: r.name.replace(/\.$/, ''),
+    port: r.port,
+    ...('directTls' in r ? { directTls: true } : {}),
+  }));
   // §3.2.2: no SRV record: the domain itself, on the default port.
-  if (out.length === 0) out.push({ host: domain, port: DEFAULT_S2S_PORT });
+  if (targets.length === 0) targets.push({ host: domain, port: DEFAULT_S2S_PORT });
+  const out: PeerAddress[] = [];
+  for (const t of targets) for (const address of await addressesOf(resolver, t.host, opts.timeoutMs)) out.push({ ...t, host: address });
   return out;
 }
 
+/** A name's IPv4 and IPv6 addresses from DNS, else from the system (/etc/hosts), within the bound. */
+async function addressesOf(resolver: Resolver, name: string, timeoutMs: number): Promise<string[]> {
+  if (isIP(name)) return [name];
+  const [v4, v6] = await Promise.all([resolver.resolve4(name).catch(() => [] as string[]), resolver.resolve6(name).catch(() => [] as string[])]);
+  if (v4.length + v6.length > 0) return [...v4, ...v6];
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<string[]>((resolve) => (timer = setTimeout(() => resolve([]), timeoutMs)));
+  const system = lookup(name, { all: true }).then((a) => a.map((x) => x.address), () => [] as string[]);
+  return Promise.race([system, late]).finally(() => clearTimeout(timer));
+}
+
 /** RFC 2782: by priority, then at random weighted by weight within one priority. */
-function ordered<T extends SrvRecord>(records: T[]): T[] {
+export function ordered<T extends SrvRecord>(records: T[]): T[] {
   const byPriority = new Map<number, T[]>();
   for (const r of records) byPriority.set(r.priority, [...(byPriority.get(r.priority) ?? []), r]);
   const out: T[] = [];
