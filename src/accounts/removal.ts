@@ -25,6 +25,8 @@ export interface ContactChange {
   push?: { item: RosterItem; version: string };
   /** The account's subscription to the contact's presence ended: the contact saw it available (§3.3.3 is for the other way). */
   sawPresence: boolean;
+  /** A contact of another server (federation): its server applies the stanzas to its roster; no push from here. */
+  remote?: boolean;
 }
 
 /** Sent to every worker of every node once the stores' part is done. */
@@ -44,6 +46,7 @@ export function isRemovalNotice(x: unknown): x is RemovalNotice {
   return n.contacts.every((c) => {
     if (typeof c !== 'object' || c === null || typeof c.jid !== 'string' || typeof c.sawPresence !== 'boolean' || !Array.isArray(c.stanzas)) return false;
     if (!c.stanzas.every((t) => t === 'unsubscribe' || t === 'unsubscribed')) return false;
+    if (c.remote !== undefined && typeof c.remote !== 'boolean') return false;
     const p = c.push;
     return p === undefined || (typeof p === 'object' && p !== null && typeof p.version === 'string' && typeof p.item?.jid === 'string' && typeof p.item.subscription === 'string' && Array.isArray(p.item.groups));
   });
@@ -104,9 +107,16 @@ export async function pairStates(roster: RosterStore, user: string): Promise<Map
 /** RFC 6121 §2.5.2 on the contact's side of one pair; undefined when there is nobody to tell. */
 async function cancel(roster: RosterStore, domain: string, bare: string, jid: string, before: SubState, maxRosterItems: number): Promise<ContactChange | undefined> {
   const i = jid.indexOf('@');
-  if (i === -1 || jid.slice(i + 1) !== domain) return undefined; // not one of ours: nobody to tell (no federation)
-  const local = jid.slice(0, i);
+  if (i === -1) return undefined; // a server's JID: nobody to tell
   const { ask, pendingIn } = splitState(before);
+  if (jid.slice(i + 1) !== domain) {
+    // A contact of another server: the stanzas go there (with federation on), which applies them.
+    const stanzas: ContactChange['stanzas'] = [];
+    if (receivesFrom(before) || ask) stanzas.push('unsubscribe');
+    if (sendsTo(before) || pendingIn) stanzas.push('unsubscribed');
+    return stanzas.length > 0 || sendsTo(before) ? { jid, stanzas, sawPresence: sendsTo(before), remote: true } : undefined;
+  }
+  const local = jid.slice(0, i);
   const change: ContactChange = { jid, stanzas: [], sawPresence: sendsTo(before) };
   if (receivesFrom(before) || ask) {
     const r = await roster.transition(local, bare, INBOUND.unsubscribe, { max: maxRosterItems });

@@ -758,6 +758,14 @@ export class Router implements PresenceRouting {
     this.presence.primeView(n.user, n.contacts.filter((c) => c.sawPresence).map((c) => c.jid));
     this.track(async () => {
       for (const c of n.contacts) {
+        if (c.remote) {
+          // To the contact's server, from one worker per node (the one that owns
+          // the stream there); a copy from another node changes nothing more
+          // there (RFC 6121 Appendix A.3: no state change, nothing delivered).
+          const domain = c.jid.slice(c.jid.indexOf('@') + 1);
+          if (this.federation?.owns(domain)) for (const type of c.stanzas) await this.routeInternal(new Element('presence', { from: n.bare, to: c.jid, type }));
+          continue;
+        }
         if (c.stanzas.length === 0 && !c.push) continue;
         const here = (await this.d.registry.resources(c.jid)).filter((r) => r.node === this.d.node && r.worker === this.d.worker);
         const query = c.push ? pushQuery(c.push.item, c.push.version) : undefined;

@@ -99,6 +99,11 @@ export class Federation {
     return (h >>> 0) % this.d.ctx.config.workers;
   }
 
+  /** Whether this worker owns the streams to `remote` on this node. */
+  owns(remote: string): boolean {
+    return this.owner(remote) === this.d.worker();
+  }
+
   /** A stanza from one of our domains to a remote one (its 'from' stamped, its 'to' parsed). */
   send(el: Element, local: string, remote: string): void {
     const owner = this.owner(remote);

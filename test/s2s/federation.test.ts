@@ -162,3 +162,37 @@ test('the load tool across servers (chat --remote-domain): every message crosses
   t.is(r.json.delivered, 200);
   t.deepEqual(r.json.errors, {});
 });
+
+test('removing a contact of the other server, and then an account: the other server applies the cancellations (RFC 6121 §2.5.2)', async (t) => {
+  const alice = await user(t, a, 'alice');
+  const bob = await user(t, b, 'bob');
+  const carol = await user(t, b, 'carol');
+  // alice ⇄ bob and alice ⇄ carol, both ways.
+  for (const other of [bob, carol]) {
+    const af = alice.c.items.length;
+    alice.c.send(`<presence to='${other.bare}' type='subscribe'/>`);
+    await expect(other, 'the request', isPresence(alice.bare, 'subscribe'));
+    other.c.send(`<presence to='${alice.bare}' type='subscribed'/>`);
+    await push(t, alice, other.bare, 'to', undefined, af);
+    other.c.send(`<presence to='${alice.bare}' type='subscribe'/>`);
+    await expect(alice, 'the request back', isPresence(other.bare, 'subscribe'), af);
+    const of = other.c.items.length;
+    alice.c.send(`<presence to='${other.bare}' type='subscribed'/>`);
+    await push(t, other, alice.bare, 'both', undefined, of);
+  }
+  // alice removes bob's item: bob's server hears unsubscribe and unsubscribed, and bob's roster says none.
+  let bf = bob.c.items.length;
+  const id = uid('remove');
+  alice.c.send(`<iq type='set' id='${id}'><query xmlns='jabber:iq:roster'><item jid='${bob.bare}' subscription='remove'/></query></iq>`);
+  await expect(bob, 'unsubscribe from alice', isPresence(alice.bare, 'unsubscribe'), bf);
+  await expect(bob, 'unsubscribed from alice', isPresence(alice.bare, 'unsubscribed'), bf);
+  bf = await push(t, bob, alice.bare, 'none', undefined, bf);
+  // alice deletes her account (XEP-0077 §3.2): carol's server hears the same, and carol sees alice go.
+  const cf = carol.c.items.length;
+  alice.c.send(`<iq type='set' id='${uid('unregister')}'><query xmlns='jabber:iq:register'><remove/></query></iq>`);
+  await expect(carol, 'unavailable from alice', isPresence(alice.jid, 'unavailable'), cf);
+  await expect(carol, 'unsubscribe from the removed account', isPresence(alice.bare, 'unsubscribe'), cf);
+  await expect(carol, 'unsubscribed from the removed account', isPresence(alice.bare, 'unsubscribed'), cf);
+  await push(t, carol, alice.bare, 'none', undefined, cf);
+  await barrier(bob, bf);
+});
