@@ -8,6 +8,8 @@ import { once } from 'node:events';
 import { Piscina } from 'piscina';
 import type { Config } from '../config/index.ts';
 import { loadTlsIdentity } from '../tls/certificate.ts';
+import { validFor } from '../tls/trust.ts';
+import { X509Certificate } from 'node:crypto';
 import { Hub } from './hub.ts';
 import type { DropWorker, WorkerLink } from './hub.ts';
 import { connectionCap, addressKey, openFileLimit } from './limits.ts';
@@ -84,6 +86,10 @@ export interface StartOptions {
 export async function startServer(config: Config, { signal }: StartOptions = {}): Promise<RunningServer> {
   setLogLevel(config.logLevel);
   const tls = loadTlsIdentity(config);
+  if (config.s2s && !validFor(new X509Certificate(tls.cert), config.domain)) {
+    // RFC 6120 §13.7.2.1: peers check that our certificate names our domain.
+    log.warn('the TLS certificate does not name the served domain: peer servers will refuse it', { domain: config.domain, subject: new X509Certificate(tls.cert).subject });
+  }
   // Cluster mode: nothing works without Redis, so the start waits for it
   // first, saying what it waits for, within the configured bound.
   let redis: Redis | undefined;

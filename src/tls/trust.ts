@@ -6,6 +6,7 @@
 // incoming and outgoing streams, clients and servers.
 import { X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
+import { isIP } from 'node:net';
 import type { PeerCertificate, DetailedPeerCertificate, TLSSocket } from 'node:tls';
 
 /** PEM text holding any number of certificates, as X509Certificate objects. */
@@ -66,18 +67,23 @@ export function xmppAddrs(san: string | undefined): string[] {
  * RFC 6120 §13.7.2.1 with RFC 6125 §6: whether a server certificate stands
  * for `domain`: a DNS-ID (a wildcard only as the whole leftmost label), an
  * SRV-ID for _xmpp-server or _xmpps-server, or an XmppAddr naming it; the
- * Common Name only when the certificate has no subjectAltName DNS names
- * (tls.checkServerIdentity's rule).
+ * Common Name only when the certificate has no such name.
  */
-export function validFor(cert: PeerCertificate, domain: string): boolean {
+export function validFor(cert: X509Certificate | PeerCertificate, domain: string): boolean {
+  const x = cert instanceof X509Certificate ? cert : new X509Certificate(cert.raw);
   const d = domain.toLowerCase();
-  const san = cert.subjectaltname ?? '';
+  const san = x.subjectAltName ?? '';
   if (xmppAddrs(san).some((a) => a.toLowerCase() === d)) return true;
   for (const m of san.matchAll(/othername:SRVName:([^,\s]+)/g)) {
     const srv = m[1].toLowerCase();
     if (srv === `_xmpp-server.${d}` || srv === `_xmpps-server.${d}`) return true;
   }
-  return tls.checkServerIdentity(d, cert) === undefined;
+  // A domain that is an IP address (RFC 7622 §3.2) is an iPAddress name.
+  const ip = d.replace(/^\[|\]$/g, '');
+  if (isIP(ip)) return x.checkIP(ip) !== undefined;
+  // RFC 6125 §6.4.4: the Common Name only when no other identifier is there.
+  const subject = /(^|, )(DNS:|othername:(SRVName|XmppAddr):)/.test(san) ? 'never' : 'default';
+  return x.checkHost(d, { subject, wildcards: true, partialWildcards: false, multiLabelWildcards: false, singleLabelSubdomains: false }) !== undefined;
 }
 
 /** The peer's certificate chain after the handshake, if it sent one. */
