@@ -680,7 +680,8 @@ export class PresenceService {
       // §4.6.2: tracked only while available, and only for entities the
       // broadcast does not reach already.
       const trackable = s.available && bareTo !== s.bare && !s.directed?.has(target) && (s.directed?.size ?? 0) < this.d.maxDirected;
-      const subscriber = trackable && s.username !== null && to.local !== '' && to.domain === this.d.domain && (await this.view(s.username)).subscriberSet.has(bareTo);
+      // A subscriber (here or on a peer server) hears the broadcast's unavailable: not tracked twice.
+      const subscriber = trackable && s.username !== null && to.local !== '' && (await this.view(s.username)).subscriberSet.has(bareTo);
       if (trackable && !subscriber) {
         (s.directed ??= new Set()).add(flat(target));
         await this.d.registry.noteDirected(s.jid!, s.id, [...s.directed]).catch(() => {});

@@ -4,14 +4,16 @@
 // remote domain; the other workers hand it their stanzas for that peer over
 // the node's worker links, so that a node opens one stream per pair and a
 // sender's stanzas (all from its session's worker) keep their order. Each
-// node of a cluster opens its own streams (see README, "Federation in a
-// cluster"): no lease to take, nothing lost with another node.
+// node of a cluster opens its own streams (see README, Federation, "In a
+// cluster"): no lease to take, no hop to another node.
 //
 // A stream is set up on demand: the peer is looked up (resolve.ts), each
 // address tried in turn, and stanzas wait in a bounded queue meanwhile. A
-// peer that cannot be reached is not tried again at once: for a while
-// (doubling up to a bound after each failure) its stanzas are answered
-// remote-server-not-found at once, as ejabberd does, rather than held.
+// peer that could not be reached or authenticated, or that dropped the
+// stream before it was authenticated, is not tried again at once: for a
+// while (doubling up to a bound after each failure) its stanzas are
+// answered remote-server-not-found at once, as ejabberd does, rather than
+// held.
 import net from 'node:net';
 import type { X509Certificate } from 'node:crypto';
 import { parse as parseXml } from 'ltx';
@@ -186,18 +188,28 @@ export class Federation {
     });
   }
 
-  /** Looks the peer up and connects, trying each address in turn; then the stream takes what waited. */
+  /**
+   * Looks the peer up and connects, trying each address in turn, all within
+   * one XMPP_S2S_CONNECT_TIMEOUT_MS; then the stream takes what waited
+   * (and has that long again to be secured and authenticated).
+   */
   private open(local: string, remote: string, pending: Connecting): void {
     const key = `${local} ${remote}`;
     this.connecting.set(key, pending);
     const c = this.d.ctx.config;
+    const deadline = Date.now() + c.s2sConnectTimeoutMs;
+    let given = false;
     const give = (condition: StanzaCondition, text: string) => {
+      if (given) return;
+      given = true;
       this.connecting.delete(key);
       this.noteFailure(key);
       log.info('peer server unreachable', { local, remote, condition, text });
       for (const el of pending.queue) this.bounce(el, condition, text);
       for (const v of pending.verifies) v.done('error');
     };
+    const timer = setTimeout(() => give('remote-server-timeout', `${remote} could not be reached in time`), c.s2sConnectTimeoutMs);
+    timer.unref();
     void (async () => {
       let addrs: PeerAddress[];
       try {
@@ -206,12 +218,17 @@ export class Federation {
         return give('remote-server-not-found', `${remote} could not be looked up: ${(err as Error).message}`);
       }
       if (addrs.length === 0) return give('remote-server-not-found', `${remote} has no address, or offers no XMPP service`);
-      let timedOut = false;
       for (const a of addrs) {
+        if (given) return;
         if (this.closed) return give('remote-server-not-found', 'this server is shutting down');
-        const r = await connect(a, c.s2sConnectTimeoutMs);
-        if (r === 'timeout') timedOut = true;
+        const r = await connect(a, deadline - Date.now());
         if (typeof r === 'string') continue;
+        if (given) {
+          r.destroy(); // too late: what waited was answered already
+          return;
+        }
+        given = true;
+        clearTimeout(timer);
         this.connecting.delete(key);
         const s = new ServerOut(this.d.ctx, this, local, remote, r, a.directTls === true);
         this.out.set(key, s);
@@ -220,8 +237,11 @@ export class Federation {
         for (const v of pending.verifies) void s.verify(v.from, v.id, v.key).then(v.done);
         return;
       }
-      give(timedOut ? 'remote-server-timeout' : 'remote-server-not-found', `${remote} could not be reached`);
-    })();
+      give('remote-server-not-found', `${remote} could not be reached`);
+    })().catch((err: unknown) => {
+      log.error('connecting to a peer server failed', { remote, err: String(err) });
+      give('remote-server-not-found', `${remote} could not be reached`);
+    });
   }
 
   private noteFailure(key: string): void {
@@ -247,11 +267,12 @@ export class Federation {
     if (!s.ready) this.noteFailure(key);
   }
 
-  /** A stream ended (idle, closed by the peer, failed). */
+  /** A stream ended (idle, closed by the peer, failed, dropped during set-up). */
   ended(s: ServerOut): void {
     const key = `${s.local} ${s.remote}`;
     if (this.out.get(key) === s) this.out.delete(key);
     if (s.ready) this.backoff.delete(key);
+    else if (!s.failedAlready) this.noteFailure(key); // a reset or a TLS failure before authentication is a failure too
   }
 
   /** An error back to the sender of a stanza that could not go to its peer server (RFC 6120 §8.3.1). */
@@ -265,11 +286,18 @@ export class Federation {
     if (el) this.bounce(el, condition, text);
   }
 
-  /** Shutdown: every stream is closed; stanzas still waiting go back to their senders. */
-  close(): void {
+  /**
+   * Shutdown, once the sessions have ended and their last presence is on its
+   * way: every stream is closed after what it has to write; stanzas still
+   * waiting go back to their senders. Resolves when the streams are gone.
+   */
+  async close(): Promise<void> {
     this.closed = true;
-    for (const s of [...this.out.values()]) s.close();
-    for (const s of [...this.incoming]) s.close({ condition: 'system-shutdown' });
+    const out = [...this.out.values()];
+    const incoming = [...this.incoming];
+    for (const s of out) s.close();
+    for (const s of incoming) s.close({ condition: 'system-shutdown' });
+    await Promise.all([...out, ...incoming].map((s) => s.done));
   }
 
   /** Streams open now, for the log and tests. */
@@ -280,6 +308,7 @@ export class Federation {
 
 /** A TCP connection to one address, or why not. */
 function connect(a: PeerAddress, timeoutMs: number): Promise<net.Socket | 'timeout' | 'failed'> {
+  if (timeoutMs <= 0) return Promise.resolve('timeout');
   return new Promise((resolve) => {
     const sock = net.connect({ host: a.host, port: a.port, noDelay: true });
     const timer = setTimeout(() => {

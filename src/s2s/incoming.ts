@@ -17,21 +17,23 @@ import type { Out, State } from '../stream/engine.ts';
 import type { Mechanism, MechanismContext, MechanismFactory, SaslResult } from '../sasl/mechanism.ts';
 import { SaslFailure, StreamError } from '../xmpp/errors.ts';
 import { JidError, normalizeDomain, parseJid } from '../xmpp/jid.ts';
-import { NS_STANZAS_ERR } from '../xmpp/ns.ts';
+import { NS_DELAY, NS_STANZAS_ERR } from '../xmpp/ns.ts';
 import type { WorkerContext } from '../worker/context.ts';
 import { NS_DIALBACK, NS_DIALBACK_FEATURE, keyValid } from './dialback.ts';
 import { chainValid, validFor } from '../tls/trust.ts';
-import { NS_SERVER, dialbackOf } from './names.ts';
+import { NS_SERVER, dialbackOf, safeDomain } from './names.ts';
 import type { Federation } from './federation.ts';
 import { log } from '../log.ts';
 
 /**
  * What one peer stream may make us hold: domains authenticated on it
  * (XEP-0220 piggybacking), and dialback keys being verified at once (each
- * one a connection we open to the claimed domain).
+ * one a stream we use or open to the claimed domain).
  */
 const MAX_DOMAINS = 100;
 const MAX_VERIFYING = 8;
+/** A dialback key as it may be: printable ASCII without markup characters, bounded (XEP-0185's are 64 hex digits). */
+const KEY = /^(?![^<>&'"]*[<>&'"])[\x21-\x7e]{1,256}$/;
 
 export class ServerIn extends StreamEngine {
   private readonly ctx: WorkerContext;
@@ -44,6 +46,8 @@ export class ServerIn extends StreamEngine {
   private certTrusted = false;
   /** The header declared the dialback prefix. */
   private dbPrefix = false;
+  /** The domain of ours the peer's header addressed. */
+  private addressed: string | undefined;
   private readonly external: MechanismFactory;
 
   constructor(ctx: WorkerContext, fed: Federation, socket: net.Socket, directTls: boolean) {
@@ -70,7 +74,7 @@ export class ServerIn extends StreamEngine {
   }
 
   protected get localDomain(): string {
-    return this.ctx.config.domain;
+    return this.addressed ?? this.ctx.config.domain;
   }
 
   protected serves(domain: string): boolean {
@@ -97,9 +101,18 @@ export class ServerIn extends StreamEngine {
     return this.secure;
   }
 
+  protected override get tlsMandatory(): boolean {
+    return true;
+  }
+
   protected override onStreamStart(name: string, attrs: Record<string, string>): void {
     this.dbPrefix = attrs['xmlns:db'] === NS_DIALBACK;
+    // §4.7.1: our header's 'from' is the domain the peer addressed (ours, or a component's).
+    const to = safeDomain(attrs.to);
+    if (to !== undefined && this.serves(to)) this.addressed = to;
     super.onStreamStart(name, attrs);
+    // Compared with what SASL and dialback name, in the same form.
+    if (this.peer !== undefined) this.peer = safeDomain(this.peer) ?? this.peer;
   }
 
   protected get afterAuthentication(): State {
@@ -175,19 +188,32 @@ export class ServerIn extends StreamEngine {
     } catch (err) {
       if (!(err instanceof JidError)) throw err;
     }
+    // §4.9.3.14: a stanza between servers carries both addresses.
+    if (el.attrs.from === undefined || el.attrs.to === undefined) throw new StreamError('improper-addressing', "a stanza between servers needs 'from' and 'to'");
     if (fromDomain === undefined || !this.verified.has(fromDomain)) throw new StreamError('invalid-from', `'from' must be an address of a domain authenticated on this stream`);
     if (toDomain === undefined) throw new StreamError('improper-addressing', "a stanza between servers needs a valid 'to'");
     if (!this.serves(toDomain)) throw new StreamError('host-unknown', `${toDomain} is not served here`);
     this.lastActivity = Date.now();
+    // A delay stamp in our name (XEP-0203: offline storage's) is ours to make, not a peer's.
+    el.children = el.children.filter((c) => typeof c === 'string' || c.name !== 'delay' || c.attrs.xmlns !== NS_DELAY || !this.serves(safeDomain(c.attrs.from) ?? ''));
     await this.ctx.router.fromRemote(el);
   }
 
-  /** XEP-0220 §2.1.2: the peer claims a domain with a key; the answer is db:result valid, invalid, or an error. */
-  private async onResult(el: Element): Promise<void> {
+  /**
+   * XEP-0220 §2.1.2: the peer claims a domain with a key; the answer is
+   * db:result valid, invalid, or an error. A key to verify with the peer's
+   * authoritative server is verified outside the stream's mailbox: the
+   * stream goes on meanwhile (stanzas of domains verified already, the
+   * peer's own db:verify requests, which two servers verifying each other
+   * at once would otherwise wait on for ever), and the answer follows when
+   * it comes.
+   */
+  private onResult(el: Element): void {
     const key = el.getText().trim();
     const to = safeDomain(el.attrs.to);
     const from = safeDomain(el.attrs.from);
     const answer = (type: string, error?: string, text?: string) => {
+      if (this.state === 'closed') return;
       const r = new Element('db:result', { from: el.attrs.to ?? '', to: el.attrs.from ?? '', type });
       if (error) {
         const e = r.c('error', { type: 'cancel' }).c(error, { xmlns: NS_STANZAS_ERR }).up();
@@ -197,39 +223,39 @@ export class ServerIn extends StreamEngine {
     };
     // XEP-0220 §2.4: errors for a domain we do not serve, or a request that makes no sense.
     if (!to || !this.serves(to)) return answer('error', 'item-not-found', `${el.attrs.to ?? ''} is not served here`);
-    if (!from || !key) return answer('error', 'bad-request', "db:result needs 'from', 'to' and a key");
+    if (!from || !KEY.test(key)) return answer('error', 'bad-request', "db:result needs 'from', 'to' and a key of printable characters");
     if (this.verified.has(from)) return answer('valid');
     // Our own domains come from us, never from a peer.
     if (this.serves(from)) return answer('error', 'not-authorized', `${from} is served here`);
     if (this.verifying.has(from)) return answer('error', 'not-acceptable', `${from} is being verified already`);
     if (this.verified.size + this.verifying.size >= MAX_DOMAINS || this.verifying.size >= MAX_VERIFYING) return answer('error', 'resource-constraint', 'too many domains on this stream');
-    let result: 'valid' | 'invalid' | 'error';
-    let why: string;
+    const settle = (result: 'valid' | 'invalid' | 'error', why: string) => {
+      if (this.state === 'closed') return;
+      if (result === 'error') return answer('error', 'remote-connection-failed', `${from} could not be asked to verify the key`);
+      answer(result);
+      if (result === 'valid') {
+        this.verified.add(from);
+        log.info('peer server authenticated', { sid: this.id, domain: from, method: why, ip: this.raw.remoteAddress });
+      } else log.info('peer server refused: dialback key not valid', { sid: this.id, domain: from, ip: this.raw.remoteAddress });
+    };
     if (this.certValidFor(from)) {
       // Dialback over a connection whose certificate already proves the
       // domain (XEP-0344 §4): nothing to ask the peer's server.
-      result = 'valid';
-      why = 'certificate';
-    } else if (this.fed.secureAuth) {
+      return settle('valid', 'certificate');
+    }
+    if (this.fed.secureAuth) {
       log.info('peer server refused: its certificate is not valid for its domain', { sid: this.id, domain: from, ip: this.raw.remoteAddress, trusted: this.certTrusted });
       return answer('error', 'not-authorized', `the certificate is not valid for ${from}, and this server accepts only authenticated peers`);
-    } else {
-      // §2.1.3: ask the authoritative server of `from` whether it made this key.
-      this.verifying.add(from);
-      try {
-        result = await this.fed.verify(to, from, this.streamId, key);
-      } finally {
-        this.verifying.delete(from);
-      }
-      why = 'dialback';
     }
-    if (this.state === 'closed') return;
-    if (result === 'error') return answer('error', 'remote-connection-failed', `${from} could not be asked to verify the key`);
-    answer(result);
-    if (result === 'valid') {
-      this.verified.add(from);
-      log.info('peer server authenticated', { sid: this.id, domain: from, method: why, ip: this.raw.remoteAddress });
-    } else log.info('peer server refused: dialback key not valid', { sid: this.id, domain: from, ip: this.raw.remoteAddress });
+    // §2.1.3: ask the authoritative server of `from` whether it made this key.
+    this.verifying.add(from);
+    void this.fed
+      .verify(to, from, this.streamId, key)
+      .catch(() => 'error' as const)
+      .then((result) => {
+        this.verifying.delete(from);
+        settle(result, 'dialback');
+      });
   }
 
   /** XEP-0220 §2.1.4: a receiving server asks whether we (any node of ours) made this key. */
@@ -265,14 +291,5 @@ export class ServerIn extends StreamEngine {
 
   protected logEnd(): void {
     (this.verified.size > 0 ? log.info : log.debug)('incoming server stream closed', { sid: this.id, domains: [...this.verified], ip: this.raw.remoteAddress, reason: this.endReason });
-  }
-}
-
-function safeDomain(d: string | undefined): string | undefined {
-  if (!d) return undefined;
-  try {
-    return normalizeDomain(d);
-  } catch {
-    return undefined;
   }
 }

@@ -3,6 +3,7 @@
 // header declares (XEP-0220 §2.1.1) or with a default namespace.
 import type { Element } from 'ltx';
 import { NS_DIALBACK } from './dialback.ts';
+import { normalizeDomain } from '../xmpp/jid.ts';
 
 export const NS_SERVER = 'jabber:server';
 
@@ -20,3 +21,13 @@ export function dialbackOf(el: Element, headerDb: boolean): 'result' | 'verify' 
 
 /** An element's name without its prefix. */
 export const localName = (el: Element): string => el.name.slice(el.name.indexOf(':') + 1);
+
+/** A domain in its normalised form, or undefined when it is none. */
+export function safeDomain(d: string | undefined): string | undefined {
+  if (!d) return undefined;
+  try {
+    return normalizeDomain(d);
+  } catch {
+    return undefined;
+  }
+}

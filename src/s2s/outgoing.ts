@@ -1,7 +1,9 @@
 // A stream we open to a peer server, on the stream engine as the
 // initiating entity: the initiating side of the seed's §5.4 flow. Our
 // header, the peer's features, STARTTLS (required: a peer that does not
-// offer it is not used), the restart, then authentication: SASL EXTERNAL
+// offer it is not used, and no answer we did not ask for is taken, so that
+// nothing but a secured, authenticated stream carries stanzas), the
+// restart, then authentication: SASL EXTERNAL
 // when the peer offers it (it found our certificate valid), else dialback
 // (XEP-0220) with a key made from the cluster's secret. Stanzas wait in a
 // bounded queue until the stream is authenticated, then go in order. The
@@ -10,6 +12,7 @@
 // stays idle ends; what it could not send goes back to its senders as an
 // error.
 import type net from 'node:net';
+import { domainToASCII } from 'node:url';
 import { Element } from 'ltx';
 import { StreamEngine } from '../stream/engine.ts';
 import type { Out, State } from '../stream/engine.ts';
@@ -20,7 +23,7 @@ import { NS_SASL, NS_TLS } from '../xmpp/ns.ts';
 import type { WorkerContext } from '../worker/context.ts';
 import { NS_DIALBACK, NS_DIALBACK_FEATURE, dialbackKey } from './dialback.ts';
 import { chainValid, validFor } from '../tls/trust.ts';
-import { NS_SERVER, dialbackOf, localName } from './names.ts';
+import { NS_SERVER, dialbackOf, localName, safeDomain } from './names.ts';
 import type { Federation } from './federation.ts';
 import { log } from '../log.ts';
 
@@ -50,20 +53,26 @@ export class ServerOut extends StreamEngine {
   private readonly setupTimer: NodeJS.Timeout;
   private idleTimer: NodeJS.Timeout | undefined;
   private lastSent = Date.now();
+  private readonly directTls: boolean;
+  /** What we asked of the peer: an answer to anything else is not taken (a <success/> we did not ask for must not authenticate anyone). */
+  private asked: 'starttls' | 'auth' | 'dialback' | undefined;
 
   constructor(ctx: WorkerContext, fed: Federation, local: string, remote: string, socket: net.Socket, directTls: boolean) {
-    super(ctx, socket, directTls, true);
+    // Direct TLS starts below, once the fields the handshake needs (the server name) are set.
+    super(ctx, socket, false, true);
     this.fed = fed;
     this.local = local;
     this.remote = remote;
     this.peer = remote;
+    this.directTls = directTls;
     // Connecting, securing and authenticating are bounded together.
     this.setupTimer = setTimeout(() => {
       if (!this.ready) this.fail('remote-server-timeout', `no authenticated stream to ${remote} in time`);
     }, ctx.config.s2sConnectTimeoutMs);
     this.setupTimer.unref();
     socket.setKeepAlive(true, 60_000);
-    if (!directTls) this.openStream();
+    if (directTls) this.upgradeToTls();
+    else this.openStream();
   }
 
   // ---- what the federation asks of the stream ----
@@ -105,6 +114,11 @@ export class ServerOut extends StreamEngine {
     });
   }
 
+  /** It failed (and the federation noted it). */
+  get failedAlready(): boolean {
+    return this.failedWith !== undefined;
+  }
+
   /** Whether the stream can still carry stanzas (authenticated or on its way). */
   get usable(): boolean {
     return this.open && this.failedWith === undefined;
@@ -125,7 +139,13 @@ export class ServerOut extends StreamEngine {
   }
 
   protected override get serverName(): string {
-    return this.remote;
+    // SNI carries the A-label form (RFC 6066 §3).
+    return domainToASCII(this.remote) || this.remote;
+  }
+
+  /** XEP-0368 §4: direct TLS between servers says which protocol it carries. */
+  protected override get alpn(): string[] | undefined {
+    return this.directTls ? ['xmpp-server'] : undefined;
   }
 
   protected serves(domain: string): boolean {
@@ -169,10 +189,14 @@ export class ServerOut extends StreamEngine {
       return this.fail('remote-server-not-found', `${this.remote} closed the stream: ${cond?.name ?? 'error'}`);
     }
     if (ns === NS_TLS) {
+      if (this.asked !== 'starttls' || this.secure) throw new StreamError('policy-violation', `<${name}/> was not asked for`);
+      this.asked = undefined;
       if (name === 'proceed') return this.upgradeToTls();
       return this.fail('remote-server-not-found', `${this.remote} refused TLS`);
     }
     if (ns === NS_SASL) {
+      if (this.asked !== 'auth') throw new StreamError('policy-violation', `<${name}/> was not asked for`);
+      this.asked = undefined;
       if (name === 'success') {
         this.authenticated = true;
         this.method = 'EXTERNAL';
@@ -188,6 +212,9 @@ export class ServerOut extends StreamEngine {
     }
     const db = dialbackOf(el, this.dbPrefix);
     if (db === 'result') {
+      // XEP-0220 §2.1.4: the answer to our key, for this pair of domains.
+      if (this.asked !== 'dialback' || safeDomain(el.attrs.from) !== this.remote || safeDomain(el.attrs.to) !== this.local) throw new StreamError('policy-violation', 'a dialback result that was not asked for');
+      this.asked = undefined;
       const type = el.attrs.type;
       if (type === 'valid') return this.established('dialback');
       const cond = el.getChild('error')?.children.find((c): c is Element => typeof c !== 'string')?.name;
@@ -210,6 +237,7 @@ export class ServerOut extends StreamEngine {
     if (!this.secure) {
       // §5.3.1: TLS is mandatory-to-negotiate; a peer that does not offer it is not used.
       if (!f.getChild('starttls', NS_TLS)) return this.fail('remote-server-not-found', `${this.remote} does not offer TLS`);
+      this.asked = 'starttls';
       this.write(`<starttls xmlns='${NS_TLS}'/>`);
       return;
     }
@@ -221,6 +249,7 @@ export class ServerOut extends StreamEngine {
     const mechs = f.getChild('mechanisms', NS_SASL);
     if (mechs?.getChildren('mechanism').some((m) => m.getText().trim() === 'EXTERNAL')) {
       // XEP-0178 §3: offered because our certificate is valid for our domain.
+      this.asked = 'auth';
       this.write(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>${Buffer.from(this.local).toString('base64')}</auth>`);
       return;
     }
@@ -230,11 +259,14 @@ export class ServerOut extends StreamEngine {
   /** XEP-0220 §2.1.1: our key for this stream, made from the cluster's secret. */
   private dialback(): void {
     const key = dialbackKey(this.fed.secret, this.remote, this.local, this.peerStreamId);
-    this.write(`<db:result from='${this.local}' to='${this.remote}'>${key}</db:result>`);
+    this.asked = 'dialback';
+    this.write(new Element('db:result', { from: this.local, to: this.remote }).t(key).toString());
   }
 
   private established(method: string): void {
     if (this.ready) return;
+    // Never without TLS, nor (with secure auth) with a certificate that does not prove the peer's domain.
+    if (!this.secure || (this.fed.secureAuth && !this.certTrusted)) throw new StreamError('policy-violation', 'not secured as required');
     this.ready = true;
     this.state = 'established';
     clearTimeout(this.setupTimer);
@@ -257,7 +289,8 @@ export class ServerOut extends StreamEngine {
     for (const v of this.verifies.values()) {
       if (v.sent) continue;
       v.sent = true;
-      this.write(`<db:verify from='${v.from}' to='${this.remote}' id='${v.id}'>${v.key}</db:verify>`);
+      // Built, not pasted: the key came from a peer.
+      this.write(new Element('db:verify', { from: v.from, to: this.remote, id: v.id }).t(v.key).toString());
     }
   }
 

@@ -5,14 +5,18 @@
 // addresses here too (A and AAAA), so that every lookup has the short
 // timeout XMPP_S2S_DNS_TIMEOUT_MS and goes to XMPP_S2S_DNS_SERVERS when
 // set: a stanza for a domain whose DNS does not answer is bounced soon,
-// not held. A name DNS does not know is looked up as the system would
-// (/etc/hosts), within the same bound.
-import { Resolver, lookup } from 'node:dns/promises';
+// not held. A name DNS does not know is looked up in /etc/hosts (read
+// here rather than through getaddrinfo, whose slow lookups would hold the
+// threads every worker of the process shares). At most MAX_ADDRESSES are
+// tried: whoever runs a domain's DNS cannot make us connect to hundreds.
+import { Resolver } from 'node:dns/promises';
+import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { SrvRecord } from 'node:dns';
 import type { PeerAddress } from '../config/index.ts';
 
 export const DEFAULT_S2S_PORT = 5269;
+export const MAX_ADDRESSES = 8;
 
 /** How peers are looked up: the DNS servers (empty: the system's) and the bound on each lookup. */
 export interface LookupOptions {
@@ -36,30 +40,61 @@ export async function resolvePeer(domain: string, hosts: ReadonlyMap<string, Pee
     }
   };
   const [tls, plain] = await Promise.all([srv(`_xmpps-server._tcp.${domain}`), srv(`_xmpp-server._tcp.${domain}`)]);
-  // RFC 6120 §3.2.1 (RFC 2782): a single record with target "." means no service.
+  // RFC 6120 §3.2.1 (RFC 2782): a single record with target "." means that service is not offered.
   const none = (r: SrvRecord[] | undefined) => r !== undefined && r.length === 1 && (r[0].name === '.' || r[0].name === '');
-  if (none(tls) && none(plain)) return [];
-  const targets: PeerAddress[] = ordered([...(none(tls) ? [] : (tls ?? [])).map((r) => ({ ...r, directTls: true })), ...(none(plain) ? [] : (plain ?? []))]).map((r) => ({
+  const usable = (r: SrvRecord[] | undefined) => (r === undefined || none(r) ? [] : r);
+  const targets: PeerAddress[] = ordered([...usable(tls).map((r) => ({ ...r, directTls: true })), ...usable(plain)]).map((r) => ({
     host: r.name.replace(/\.$/, ''),
     port: r.port,
     ...('directTls' in r ? { directTls: true } : {}),
   }));
-  // §3.2.2: no SRV record: the domain itself, on the default port.
-  if (targets.length === 0) targets.push({ host: domain, port: DEFAULT_S2S_PORT });
+  // §3.2.2: no SRV record at all: the domain itself, on the default port.
+  if (tls === undefined && plain === undefined) targets.push({ host: domain, port: DEFAULT_S2S_PORT });
   const out: PeerAddress[] = [];
-  for (const t of targets) for (const address of await addressesOf(resolver, t.host, opts.timeoutMs)) out.push({ ...t, host: address });
+  for (const t of targets) {
+    for (const address of await addressesOf(resolver, t.host)) {
+      out.push({ ...t, host: address });
+      if (out.length >= MAX_ADDRESSES) return out;
+    }
+  }
   return out;
 }
 
-/** A name's IPv4 and IPv6 addresses from DNS, else from the system (/etc/hosts), within the bound. */
-async function addressesOf(resolver: Resolver, name: string, timeoutMs: number): Promise<string[]> {
+/** A name's IPv4 and IPv6 addresses from DNS, else from /etc/hosts. */
+async function addressesOf(resolver: Resolver, name: string): Promise<string[]> {
   if (isIP(name)) return [name];
   const [v4, v6] = await Promise.all([resolver.resolve4(name).catch(() => [] as string[]), resolver.resolve6(name).catch(() => [] as string[])]);
   if (v4.length + v6.length > 0) return [...v4, ...v6];
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<string[]>((resolve) => (timer = setTimeout(() => resolve([]), timeoutMs)));
-  const system = lookup(name, { all: true }).then((a) => a.map((x) => x.address), () => [] as string[]);
-  return Promise.race([system, late]).finally(() => clearTimeout(timer));
+  return etcHosts().get(name.toLowerCase()) ?? [];
+}
+
+let hosts: { at: number; mtime: number; map: Map<string, string[]> } | undefined;
+/** /etc/hosts as name → addresses, read again when it changed (checked at most once a second). */
+function etcHosts(): Map<string, string[]> {
+  const now = Date.now();
+  if (hosts && now - hosts.at < 1000) return hosts.map;
+  let mtime = 0;
+  try {
+    mtime = statSync('/etc/hosts').mtimeMs;
+  } catch {
+    // no such file: no names
+  }
+  if (hosts && hosts.mtime === mtime) {
+    hosts.at = now;
+    return hosts.map;
+  }
+  const map = new Map<string, string[]>();
+  try {
+    for (const line of readFileSync('/etc/hosts', 'utf8').split('\n')) {
+      const [address, ...names] = line.replace(/#.*/, '').trim().split(/\s+/);
+      if (!address || isIP(address) === 0) continue;
+      for (const n of names) map.set(n.toLowerCase(), [...(map.get(n.toLowerCase()) ?? []), address]);
+    }
+  } catch {
+    // unreadable: no names
+  }
+  hosts = { at: now, mtime, map };
+  return map;
 }
 
 /** RFC 2782: by priority, then at random weighted by weight within one priority. */

@@ -383,6 +383,11 @@ export abstract class StreamEngine {
     return undefined;
   }
 
+  /** The protocols an initiating stream offers in its TLS handshake (ALPN; XEP-0368 for direct TLS). */
+  protected get alpn(): string[] | undefined {
+    return undefined;
+  }
+
   /**
    * TLS is in place: what the peer's certificate says. A client's names an
    * account (XmppAddr) when it chains up to XMPP_TLS_CA; a peer server's is
@@ -396,7 +401,7 @@ export abstract class StreamEngine {
   protected wrapTls(): tls.TLSSocket {
     const t = this.initiating
       ? // Validated after the handshake (tls/trust.ts): a peer whose certificate does not validate may still be accepted by dialback (XMPP_S2S_SECURE_AUTH=false).
-        tls.connect({ socket: this.raw, secureContext: this.env.secureContext, servername: this.serverName, rejectUnauthorized: false })
+        tls.connect({ socket: this.raw, secureContext: this.env.secureContext, servername: this.serverName, rejectUnauthorized: false, ...(this.alpn ? { ALPNProtocols: this.alpn } : {}) })
       : new tls.TLSSocket(this.raw, { isServer: true, secureContext: this.env.secureContext, requestCert: this.asksCertificate, rejectUnauthorized: false });
     t.once(this.initiating ? 'secureConnect' : 'secure', () => {
       this.peerCertificate = peerChain(t);
@@ -580,9 +585,14 @@ export abstract class StreamEngine {
     return `<?xml version='1.0'?><stream:stream xmlns='${this.contentNamespace}' xmlns:stream='${NS_STREAM}'${this.headerDeclarations}${this.streamId ? ` id='${this.streamId}'` : ''} from='${escapeXML(d)}'${to}${version} xml:lang='en'>`;
   }
 
+  /** Whether TLS is mandatory-to-negotiate on this stream (RFC 6120 §5.3.1): XMPP_TLS_REQUIRED for clients. */
+  protected get tlsMandatory(): boolean {
+    return this.env.config.tlsRequired;
+  }
+
   /** Whether authentication may happen on this stream yet (RFC 6120 §5.3.1). */
   protected get mayAuthenticate(): boolean {
-    return this.secure || !this.env.config.tlsRequired;
+    return this.secure || !this.tlsMandatory;
   }
   /** Header's features: STARTTLS and SASL before authentication, then the policy's (§4.3.2). */
   protected streamFeatures(): Element {
@@ -590,7 +600,7 @@ export abstract class StreamEngine {
     if (!this.authenticated) {
       if (!this.secure) {
         const st = f.c('starttls', { xmlns: NS_TLS });
-        if (this.env.config.tlsRequired) st.c('required');
+        if (this.tlsMandatory) st.c('required');
       }
       if (this.mayAuthenticate) {
         const mechs = f.c('mechanisms', { xmlns: NS_SASL });

@@ -7,6 +7,7 @@
 import { X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
 import { isIP } from 'node:net';
+import { domainToASCII } from 'node:url';
 import type { PeerCertificate, DetailedPeerCertificate, TLSSocket } from 'node:tls';
 
 /** PEM text holding any number of certificates, as X509Certificate objects. */
@@ -71,9 +72,11 @@ export function xmppAddrs(san: string | undefined): string[] {
  */
 export function validFor(cert: X509Certificate | PeerCertificate, domain: string): boolean {
   const x = cert instanceof X509Certificate ? cert : new X509Certificate(cert.raw);
-  const d = domain.toLowerCase();
+  // DNS names and SRV-IDs are in A-labels (RFC 6125 §6.2.1); an XmppAddr may be in either form.
+  const u = domain.toLowerCase();
+  const d = domainToASCII(u) || u;
   const san = x.subjectAltName ?? '';
-  if (xmppAddrs(san).some((a) => a.toLowerCase() === d)) return true;
+  if (xmppAddrs(san).some((a) => a.toLowerCase() === u || a.toLowerCase() === d)) return true;
   for (const m of san.matchAll(/othername:SRVName:([^,\s]+)/g)) {
     const srv = m[1].toLowerCase();
     if (srv === `_xmpp-server.${d}` || srv === `_xmpps-server.${d}`) return true;

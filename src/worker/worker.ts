@@ -502,11 +502,12 @@ async function shutdown(c: WorkerContext): Promise<void> {
   for (const s of open) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
   const comps = [...c.components.values()];
   for (const s of comps) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
-  c.s2s?.close();
   await Promise.all(comps.map((s) => s.done));
   await Promise.all(open.map((s) => s.done));
   // What the closed sessions could not write goes offline before the stores close.
   await c.router.idle();
+  // Then the peer servers' streams, after the sessions' unavailable presence went out on them.
+  await c.s2s?.close();
   // Let the unbinds the closes started reach the registry.
   await new Promise<void>((r) => setImmediate(r));
 }

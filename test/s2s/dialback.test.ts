@@ -103,3 +103,23 @@ test('a peer that goes away: its streams close, and what is sent to it next gets
   await leave.server.stop();
   t.is((await errorFor(a, b.jid)).condition, 'remote-server-not-found');
 });
+
+test('two servers verifying each other at once (both streams opened together) do not wait on each other', async (t) => {
+  const f = await federation(
+    [
+      { domain: 'east.example', cert: selfSigned(pki, 'east.example') },
+      { domain: 'west.example', cert: selfSigned(pki, 'west.example') },
+    ],
+    // A verification that waited on the other's would take this long, and fail.
+    { env: { XMPP_S2S_SECURE_AUTH: 'false', XMPP_S2S_CONNECT_TIMEOUT_MS: '20000' } },
+  );
+  t.teardown(() => f.stop());
+  const [east, west] = f.servers;
+  const e = await newUser(t, east.server, 'e');
+  const w = await newUser(t, west.server, 'w');
+  e.c.send(`<message to='${w.jid}' type='chat'><body>from east</body></message>`);
+  w.c.send(`<message to='${e.jid}' type='chat'><body>from west</body></message>`);
+  // Within the expectation's bound (10 s), shorter than a verification that waited on the other's.
+  await Promise.all([expect(w, "east's message", isBody('from east')), expect(e, "west's message", isBody('from west'))]);
+  t.pass();
+});

@@ -39,9 +39,10 @@ const zone = new Map<string, Answer[]>([
   ['A chat-host.srv.example', [{ type: 'A', name: 'chat-host.srv.example', data: srvAddr }]],
   // No SRV record: the domain's own address, port 5269.
   ['A plain.example', [{ type: 'A', name: 'plain.example', data: plainAddr }]],
-  // "No service here" (RFC 2782: a single record with target ".").
+  // "No service here" (RFC 2782: a single record with target "."), and no
+  // direct-TLS record: no fallback to the domain's address either.
   ['SRV _xmpp-server._tcp.none.example', [{ type: 'SRV', name: '_xmpp-server._tcp.none.example', data: { priority: 0, weight: 0, port: 0, target: '.' } }]],
-  ['SRV _xmpps-server._tcp.none.example', [{ type: 'SRV', name: '_xmpps-server._tcp.none.example', data: { priority: 0, weight: 0, port: 0, target: '.' } }]],
+  ['A none.example', [{ type: 'A', name: 'none.example', data: plainAddr }]],
 ]);
 
 test.before(async () => {

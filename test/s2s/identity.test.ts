@@ -48,3 +48,11 @@ test('a domain that is an IP address is matched against iPAddress names', (t) =>
   t.true(validFor(c, '[::1]'));
   t.false(validFor(c, '127.0.0.8'));
 });
+
+test('an internationalised domain matches the A-label form of DNS names (RFC 6125 §6.2.1)', (t) => {
+  const c = cert('idn', '/CN=x', 'DNS:xn--bcher-kva.example,DNS:*.xn--caf-dma.example');
+  t.true(validFor(c, 'bücher.example'));
+  t.true(validFor(c, 'xn--bcher-kva.example'));
+  t.true(validFor(c, 'menu.café.example'));
+  t.false(validFor(c, 'bucher.example'));
+});

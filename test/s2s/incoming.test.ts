@@ -170,3 +170,22 @@ test('verification requests are answered from the shared secret (XEP-0185): vali
   const err = await within(c.nextEl('db:verify'), WAIT, 'verify error');
   t.is(err.attrs.type, 'error');
 });
+
+test('a dialback key that is not plain printable text is refused (it would be written into our db:verify)', async (t) => {
+  const { c } = await securedAs(t, 'peer.example', peerCert);
+  c.send(`<db:result from='peer.example' to='a.example'>abc&lt;/db:verify&gt;&lt;message/&gt;</db:result>`);
+  const r = await within(c.nextEl('db:result'), WAIT, 'dialback answer');
+  t.is(r.attrs.type, 'error');
+  t.truthy(r.getChild('error')?.getChild('bad-request'));
+  c.send(`<db:result from='peer.example' to='a.example'>${'k'.repeat(300)}</db:result>`);
+  t.truthy((await within(c.nextEl('db:result'), WAIT, 'dialback answer')).getChild('error')?.getChild('bad-request'), 'nor one too long');
+});
+
+test('a stanza between servers without a from is improper-addressing', async (t) => {
+  const { c } = await securedAs(t, 'peer.example', peerCert);
+  c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>`);
+  t.is((await within(c.nextEl(), WAIT, 'SASL outcome')).name, 'success');
+  await opened(c, 'peer.example');
+  c.send(`<message to='someone@a.example'><body>who am I?</body></message>`);
+  await expectStreamError(t, c, 'improper-addressing');
+});

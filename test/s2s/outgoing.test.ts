@@ -20,9 +20,11 @@ import type { Peer } from '../helpers/im.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'xmpp-s2s-out-'));
 const ca = testCa(dir, 'out-ca');
-const fakeCert = issue(dir, ca, 'fake', { dns: ['notls.example', 'refuses.example', 'errors.example', 'deaf.example'] });
-const [ourAddr, ...fakeAddrs] = loopbackAddresses(5);
-const FAKES = ['notls', 'refuses', 'errors', 'deaf'] as const;
+const fakeCert = issue(dir, ca, 'fake', { dns: ['notls.example', 'refuses.example', 'errors.example', 'deaf.example', 'liar.example'] });
+const [ourAddr, ...fakeAddrs] = loopbackAddresses(6);
+const FAKES = ['notls', 'refuses', 'errors', 'deaf', 'liar'] as const;
+/** What the liar received: it must never see a stanza. */
+let liarGot = '';
 type Fake = (typeof FAKES)[number];
 let ours: Federated;
 let stop: () => Promise<void>;
@@ -39,6 +41,7 @@ function fakePeer(kind: Fake, domain: string, socket: net.Socket): void {
   let sock: net.Socket = socket;
   const on = (s: net.Socket) =>
     s.on('data', (d: Buffer) => {
+      if (kind === 'liar') liarGot += d.toString();
       buffer += d.toString();
       step();
     });
@@ -49,6 +52,8 @@ function fakePeer(kind: Fake, domain: string, socket: net.Socket): void {
       buffer = '';
       if (kind === 'notls') return sock.write(`${header(domain, 'n1')}<stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>`);
       if (kind === 'errors') return sock.write(`${header(domain, 'e1')}<stream:error><internal-server-error xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>`);
+      // liar: a SASL success and a dialback "valid" nobody asked for, before any TLS.
+      if (kind === 'liar') return sock.write(`${header(domain, 'l1')}<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/><db:result from='${domain}' to='ours.example' type='valid'/><stream:features/>`);
       sock.write(`${header(domain, 's1')}<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>`);
     } else if (phase === 1 && buffer.includes('<starttls')) {
       phase = 2;
@@ -142,4 +147,10 @@ test('a peer that stops reading is a slow reader: the stream is dropped, what it
   // The server still serves its users.
   senders[0].c.send(`<message to='${other.jid}' type='chat'><body>still here</body></message>`);
   await expect(other, 'a local message after the slow peer', isBody('still here'));
+});
+
+test('answers nobody asked for (a SASL success, a dialback result before TLS) authenticate nothing: no stanza goes to that peer', async (t) => {
+  const me = await newUser(t, ours.server, 'me');
+  t.is(await bounced(t, me, 'x@liar.example'), 'remote-server-not-found');
+  t.notRegex(liarGot, /<message/);
 });
