@@ -41,3 +41,15 @@ export function selfSigned(dir: string, domain: string): CertFiles {
   execFileSync('openssl', ['req', '-x509', ...newKey, '-days', '2', '-subj', `/CN=${domain}`, '-addext', `subjectAltName=DNS:${domain}`, '-keyout', key, '-out', cert], { stdio: 'ignore' });
   return { key, cert };
 }
+
+/** An intermediate CA issued by `ca` (basicConstraints CA:TRUE), to issue certificates in turn. */
+export function intermediateCa(dir: string, ca: CertFiles, name: string): CertFiles {
+  const key = join(dir, `${name}.key`);
+  const csr = join(dir, `${name}.csr`);
+  const cert = join(dir, `${name}.pem`);
+  const ext = join(dir, `${name}.ext`);
+  writeFileSync(ext, 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n');
+  execFileSync('openssl', ['req', ...newKey, '-subj', `/CN=${name}`, '-keyout', key, '-out', csr], { stdio: 'ignore' });
+  execFileSync('openssl', ['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-days', '2', '-out', cert, '-extfile', ext], { stdio: 'ignore' });
+  return { key, cert };
+}

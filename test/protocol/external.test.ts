@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Element } from 'ltx';
 import { startTestServer } from '../helpers/server.ts';
+import { intermediateCa, issue } from '../helpers/pki.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -94,6 +95,21 @@ test('no EXTERNAL without a certificate, with one from another CA, or with one n
   const { c } = await within(secured(server.c2sPort, client(trusted, 'ghost', ['ghost@localhost'])), WAIT, 'a certificate for no account');
   t.teardown(() => c.destroy());
   await c.exchange(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>=</auth>`, /<failure[^>]*><not-authorized/);
+});
+
+test('a certificate issued through an intermediate CA the client sends along chains up to the anchor: EXTERNAL', async (t) => {
+  const mid = intermediateCa(dir, { cert: trusted.cert, key: trusted.key }, 'mid-ca');
+  const leaf = issue(dir, mid, 'via-mid', { xmpp: ['dave@localhost'] });
+  // The client presents its certificate followed by the intermediate.
+  const identity = { cert: readFileSync(leaf.cert, 'utf8') + readFileSync(mid.cert, 'utf8'), key: readFileSync(leaf.key, 'utf8') };
+  const { c, features } = await within(secured(server.c2sPort, identity), WAIT, 'TLS with a chain');
+  t.teardown(() => c.destroy());
+  t.is(mechanisms(features)[0], 'EXTERNAL');
+  await c.exchange(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>=</auth>`, /<success/);
+  // Without the intermediate, the leaf alone leads nowhere.
+  const { c: d, features: f2 } = await within(secured(server.c2sPort, { cert: readFileSync(leaf.cert, 'utf8'), key: readFileSync(leaf.key, 'utf8') }), WAIT, 'TLS without the chain');
+  d.destroy();
+  t.false(mechanisms(f2).includes('EXTERNAL'));
 });
 
 test('slixmpp, a third-party client, logs in with EXTERNAL and its certificate', async (t) => {
