@@ -45,6 +45,9 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
   private readonly state = new Map<Sticky['t'], Sticky>();
   private stoppedWaiters: (() => void)[] = [];
   private stopped = new Set<number>();
+  /** Shutdown: workers whose sessions are closed; once all are, the streams to peer servers close. */
+  private drained = new Set<number>();
+  private peersClosed = false;
   private readyWaiters: { n: number; resolve: () => void }[] = [];
   /** Ends to announce once a worker can (none was ready when they came). */
   private departed: Departed[] = [];
@@ -126,7 +129,9 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
     this.broadcast({ t: 'peer-gone', index: link.index });
     // Shutdown waits for every worker: not for this one any more.
     this.stopped.delete(link.index);
+    this.drained.delete(link.index);
     this.checkStopped();
+    this.checkDrained();
     let sessions = 0;
     const gone: Departed[] = [];
     for (const rec of [...this.registry.all()]) {
@@ -236,6 +241,12 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
         // before this ack reach its replica first.
         this.send(link, { t: 'ack', q: msg.q });
         break;
+      case 'drained':
+        this.drained.add(link.index);
+        // One that joined during the shutdown, after the others were told.
+        if (this.peersClosed) this.send(link, { t: 'close-s2s' });
+        else this.checkDrained();
+        break;
       case 'stopped':
         this.stopped.add(link.index);
         this.checkStopped();
@@ -257,6 +268,12 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
       default:
         log.warn('unknown hub message', { msg });
     }
+  }
+
+  private checkDrained(): void {
+    if (!this.shuttingDown || this.peersClosed || ![...this.links.keys()].every((i) => this.drained.has(i))) return;
+    this.peersClosed = true;
+    this.broadcast({ t: 'close-s2s' });
   }
 
   private checkStopped(): void {

@@ -681,7 +681,7 @@ export class PresenceService {
       // broadcast does not reach already.
       const trackable = s.available && bareTo !== s.bare && !s.directed?.has(target) && (s.directed?.size ?? 0) < this.d.maxDirected;
       // A subscriber (here or on a peer server) hears the broadcast's unavailable: not tracked twice.
-      const subscriber = trackable && s.username !== null && to.local !== '' && (await this.view(s.username)).subscriberSet.has(bareTo);
+      const subscriber = trackable && s.username !== null && to.local !== '' && (this.isLocal(bareTo) || this.d.federation) && (await this.view(s.username)).subscriberSet.has(bareTo);
       if (trackable && !subscriber) {
         (s.directed ??= new Set()).add(flat(target));
         await this.d.registry.noteDirected(s.jid!, s.id, [...s.directed]).catch(() => {});

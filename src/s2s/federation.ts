@@ -43,10 +43,11 @@ const BACKOFF_MAX_MS = 5 * 60_000;
 const MAX_CONNECTING = 256;
 const MAX_BACKOFF = 10_000;
 
-/** A stream being connected (DNS, TCP): what waits for it. */
+/** A stream being connected (DNS, TCP): what waits for it, and how to give up on it. */
 interface Connecting {
   queue: Element[];
   verifies: { from: string; id: string; key: string; done: (r: VerifyResult) => void }[];
+  give?: (condition: StanzaCondition, text: string) => void;
 }
 
 export interface FederationDeps {
@@ -202,18 +203,21 @@ export class Federation {
     const give = (condition: StanzaCondition, text: string) => {
       if (given) return;
       given = true;
+      clearTimeout(timer);
       this.connecting.delete(key);
       this.noteFailure(key);
       log.info('peer server unreachable', { local, remote, condition, text });
       for (const el of pending.queue) this.bounce(el, condition, text);
       for (const v of pending.verifies) v.done('error');
     };
+    pending.give = give;
+    // give() reads it only later (from the timer or the lookup below).
     const timer = setTimeout(() => give('remote-server-timeout', `${remote} could not be reached in time`), c.s2sConnectTimeoutMs);
     timer.unref();
     void (async () => {
       let addrs: PeerAddress[];
       try {
-        addrs = await resolvePeer(remote, this.hosts, { servers: this.dnsServers, timeoutMs: c.s2sDnsTimeoutMs });
+        addrs = await resolvePeer(remote, this.hosts, { servers: this.dnsServers, timeoutMs: c.s2sDnsTimeoutMs, deadline });
       } catch (err) {
         return give('remote-server-not-found', `${remote} could not be looked up: ${(err as Error).message}`);
       }
@@ -223,14 +227,14 @@ export class Federation {
         if (this.closed) return give('remote-server-not-found', 'this server is shutting down');
         const r = await connect(a, deadline - Date.now());
         if (typeof r === 'string') continue;
-        if (given) {
-          r.destroy(); // too late: what waited was answered already
-          return;
+        if (given || this.closed) {
+          r.destroy(); // too late: what waited was answered already (or is, now)
+          return give('remote-server-not-found', 'this server is shutting down');
         }
+        const s = new ServerOut(this.d.ctx, this, local, remote, r, a.directTls === true);
         given = true;
         clearTimeout(timer);
         this.connecting.delete(key);
-        const s = new ServerOut(this.d.ctx, this, local, remote, r, a.directTls === true);
         this.out.set(key, s);
         log.debug('connected to peer server', { local, remote, host: a.host, port: a.port, directTls: a.directTls === true });
         for (const el of pending.queue) if (!s.enqueue(el)) this.bounce(el, 'resource-constraint', `too many stanzas wait for ${remote}`);
@@ -286,18 +290,25 @@ export class Federation {
     if (el) this.bounce(el, condition, text);
   }
 
+  /** Shutdown, first step: peers' streams end (system-shutdown), so that nothing new comes in; resolves when they are gone. */
+  async closeIncoming(): Promise<void> {
+    const incoming = [...this.incoming];
+    for (const s of incoming) s.close({ condition: 'system-shutdown' });
+    await Promise.all(incoming.map((s) => s.done));
+  }
+
   /**
-   * Shutdown, once the sessions have ended and their last presence is on its
-   * way: every stream is closed after what it has to write; stanzas still
-   * waiting go back to their senders. Resolves when the streams are gone.
+   * Shutdown, last step, once every worker's sessions have ended and their
+   * last presence is on its way: our streams close after what they have to
+   * write; what still waits goes back to its senders. Resolves when the
+   * streams are gone.
    */
   async close(): Promise<void> {
     this.closed = true;
+    for (const p of [...this.connecting.values()]) p.give?.('remote-server-not-found', 'this server is shutting down');
     const out = [...this.out.values()];
-    const incoming = [...this.incoming];
     for (const s of out) s.close();
-    for (const s of incoming) s.close({ condition: 'system-shutdown' });
-    await Promise.all([...out, ...incoming].map((s) => s.done));
+    await Promise.all(out.map((s) => s.done));
   }
 
   /** Streams open now, for the log and tests. */

@@ -17,7 +17,7 @@ import type { Out, State } from '../stream/engine.ts';
 import type { Mechanism, MechanismContext, MechanismFactory, SaslResult } from '../sasl/mechanism.ts';
 import { SaslFailure, StreamError } from '../xmpp/errors.ts';
 import { JidError, normalizeDomain, parseJid } from '../xmpp/jid.ts';
-import { NS_DELAY, NS_STANZAS_ERR } from '../xmpp/ns.ts';
+import { NS_DELAY, NS_SASL, NS_STANZAS_ERR } from '../xmpp/ns.ts';
 import type { WorkerContext } from '../worker/context.ts';
 import { NS_DIALBACK, NS_DIALBACK_FEATURE, keyValid } from './dialback.ts';
 import { chainValid, validFor } from '../tls/trust.ts';
@@ -110,9 +110,8 @@ export class ServerIn extends StreamEngine {
     // §4.7.1: our header's 'from' is the domain the peer addressed (ours, or a component's).
     const to = safeDomain(attrs.to);
     if (to !== undefined && this.serves(to)) this.addressed = to;
-    super.onStreamStart(name, attrs);
-    // Compared with what SASL and dialback name, in the same form.
-    if (this.peer !== undefined) this.peer = safeDomain(this.peer) ?? this.peer;
+    // The peer's domain in the form SASL and dialback name it, before the features are decided on it.
+    super.onStreamStart(name, attrs.from === undefined ? attrs : { ...attrs, from: safeDomain(attrs.from) ?? attrs.from });
   }
 
   protected get afterAuthentication(): State {
@@ -170,6 +169,8 @@ export class ServerIn extends StreamEngine {
       if (db === 'result') return this.onResult(el);
       return this.onVerify(el);
     }
+    // A SASL exchange restarts the stream: not while dialback answers are still to be written on this one.
+    if (this.verifying.size > 0 && el.name === 'auth' && el.attrs.xmlns === NS_SASL) throw new StreamError('policy-violation', 'SASL while dialback verifications are under way');
     if (this.state === 'negotiating' && (await this.negotiate(el))) return;
     const stanza = el.name === 'message' || el.name === 'presence' || el.name === 'iq';
     if (!stanza) throw new StreamError('unsupported-stanza-type', `<${el.name}/> is not a stanza of ${NS_SERVER}`);
@@ -255,7 +256,8 @@ export class ServerIn extends StreamEngine {
       .then((result) => {
         this.verifying.delete(from);
         settle(result, 'dialback');
-      });
+      })
+      .catch((err: unknown) => this.failed(err));
   }
 
   /** XEP-0220 §2.1.4: a receiving server asks whether we (any node of ours) made this key. */

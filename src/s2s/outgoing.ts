@@ -196,6 +196,11 @@ export class ServerOut extends StreamEngine {
     }
     if (ns === NS_SASL) {
       if (this.asked !== 'auth') throw new StreamError('policy-violation', `<${name}/> was not asked for`);
+      if (name === 'challenge') {
+        // RFC 6120 §6.4.2: an empty challenge (XEP-0178 without an authorization identity) gets an empty response.
+        this.write(`<response xmlns='${NS_SASL}'/>`);
+        return;
+      }
       this.asked = undefined;
       if (name === 'success') {
         this.authenticated = true;
@@ -274,6 +279,7 @@ export class ServerOut extends StreamEngine {
     this.lastSent = Date.now();
     // live: a peer that does not read what we send is a slow reader (XMPP_MAX_OUTBOUND_BYTES), disconnected, and what waited for it bounced.
     for (const w of this.queue.splice(0)) this.put({ xml: w.xml, live: true, reroute: 'message' });
+    this.sendVerifies();
     this.idleTimer = setInterval(() => {
       if (Date.now() - this.lastSent >= this.fed.idleMs && this.verifies.size === 0) {
         this.endReason = 'idle';
@@ -285,7 +291,8 @@ export class ServerOut extends StreamEngine {
 
   /** db:verify goes once the stream is secure (the key is not for any eavesdropper). */
   private sendVerifies(): void {
-    if (!this.secure || this.state === 'wait-stream' || !this.open) return;
+    // Not while a SASL exchange may restart the stream under it.
+    if (!this.secure || this.state === 'wait-stream' || !this.open || this.asked === 'auth') return;
     for (const v of this.verifies.values()) {
       if (v.sent) continue;
       v.sent = true;

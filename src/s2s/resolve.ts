@@ -18,10 +18,11 @@ import type { PeerAddress } from '../config/index.ts';
 export const DEFAULT_S2S_PORT = 5269;
 export const MAX_ADDRESSES = 8;
 
-/** How peers are looked up: the DNS servers (empty: the system's) and the bound on each lookup. */
+/** How peers are looked up: the DNS servers (empty: the system's), the bound on each lookup, and when to give up altogether (Date.now() time). */
 export interface LookupOptions {
   servers: string[];
   timeoutMs: number;
+  deadline?: number;
 }
 
 /** The addresses to try for `domain`, best first; empty when the domain says it offers no XMPP service, or has no address. */
@@ -32,6 +33,17 @@ export async function resolvePeer(domain: string, hosts: ReadonlyMap<string, Pee
   if (isIP(bare)) return [{ host: bare, port: DEFAULT_S2S_PORT }];
   const resolver = new Resolver({ timeout: opts.timeoutMs, tries: 1 });
   if (opts.servers.length > 0) resolver.setServers(opts.servers);
+  // Past the deadline, the lookups under way end (their callers get nothing).
+  const stop = opts.deadline === undefined ? undefined : setTimeout(() => resolver.cancel(), Math.max(0, opts.deadline - Date.now()));
+  stop?.unref();
+  try {
+    return await lookupPeer(resolver, domain);
+  } finally {
+    clearTimeout(stop);
+  }
+}
+
+async function lookupPeer(resolver: Resolver, domain: string): Promise<PeerAddress[]> {
   const srv = async (name: string) => {
     try {
       return await resolver.resolveSrv(name);
@@ -48,10 +60,10 @@ export async function resolvePeer(domain: string, hosts: ReadonlyMap<string, Pee
     port: r.port,
     ...('directTls' in r ? { directTls: true } : {}),
   }));
-  // §3.2.2: no SRV record at all: the domain itself, on the default port.
-  if (tls === undefined && plain === undefined) targets.push({ host: domain, port: DEFAULT_S2S_PORT });
+  // §3.2.2: no SRV record for STARTTLS and none usable for direct TLS: the domain itself, on the default port.
+  if (plain === undefined && usable(tls).length === 0) targets.push({ host: domain, port: DEFAULT_S2S_PORT });
   const out: PeerAddress[] = [];
-  for (const t of targets) {
+  for (const t of targets.slice(0, MAX_ADDRESSES)) {
     for (const address of await addressesOf(resolver, t.host)) {
       out.push({ ...t, host: address });
       if (out.length >= MAX_ADDRESSES) return out;

@@ -36,6 +36,8 @@ export type ToHub =
   // an account was removed: to every worker
   | { t: 'removed'; notice: RemovalNotice }
   | { t: 'ready' }
+  // shutdown: this worker's sessions are closed (the hub then says 'close-s2s' to all), and then everything
+  | { t: 'drained' }
   | { t: 'stopped' };
 
 /** A direct link to another worker of the node, by its index. */
@@ -81,6 +83,8 @@ export type FromHub =
   | { t: 'put'; rec: SessionRecord }
   | { t: 'del'; jid: string; sid: string }
   | { t: 'shutdown' }
+  // shutdown: every worker's sessions are closed; the streams to peer servers may close now
+  | { t: 'close-s2s' }
   // cluster mode: the node's fencing token changed / the node was fenced /
   // Redis lost its data and local sessions must be registered again /
   // Redis came back with its data and local records must be reconciled

@@ -414,6 +414,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
 
   let stop!: () => void;
   const stopped = new Promise<void>((r) => (stop = r));
+  let closePeers!: () => void;
+  const peersClosable = new Promise<void>((r) => (closePeers = r));
   const addPeers = (list: Peers['peers']) => {
     for (const p of list) {
       peers.get(p.index)?.close();
@@ -452,13 +454,25 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
         void reregister(c).catch((err: unknown) => log.error('re-registration failed', { err: String(err) }));
         break;
       case 'shutdown':
-        void shutdown(c).then(() => {
-          hub.postMessage(encode({ t: 'stopped' }));
-          clearInterval(sweeper);
-          stores.close();
-          backend.close();
-          stop();
-        });
+        void shutdown(c)
+          .then(() => {
+            // Every worker's sessions are closed before any stream to a peer
+            // server: their last presence may leave through another worker's.
+            hub.postMessage(encode({ t: 'drained' }));
+            return peersClosable;
+          })
+          .then(async () => {
+            await c.s2s?.close();
+            await c.router.idle();
+            hub.postMessage(encode({ t: 'stopped' }));
+            clearInterval(sweeper);
+            stores.close();
+            backend.close();
+            stop();
+          });
+        break;
+      case 'close-s2s':
+        closePeers();
         break;
     }
   };
@@ -502,12 +516,13 @@ async function shutdown(c: WorkerContext): Promise<void> {
   for (const s of open) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
   const comps = [...c.components.values()];
   for (const s of comps) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
+  // Peer servers' streams too: nothing new comes in (ours to them close last, once every worker is here).
+  const peers = c.s2s?.closeIncoming();
   await Promise.all(comps.map((s) => s.done));
   await Promise.all(open.map((s) => s.done));
+  await peers;
   // What the closed sessions could not write goes offline before the stores close.
   await c.router.idle();
-  // Then the peer servers' streams, after the sessions' unavailable presence went out on them.
-  await c.s2s?.close();
   // Let the unbinds the closes started reach the registry.
   await new Promise<void>((r) => setImmediate(r));
 }

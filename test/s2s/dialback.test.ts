@@ -15,7 +15,7 @@ import { selfSigned } from '../helpers/pki.ts';
 import { federation, loopbackAddresses } from '../helpers/s2s.ts';
 import type { Federated } from '../helpers/s2s.ts';
 import { stanzaError } from '../helpers/protocol.ts';
-import { expect, isBody, newUser } from '../helpers/im.ts';
+import { expect, isBody, isPresence, newUser } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 
 const pki = mkdtempSync(join(tmpdir(), 'xmpp-s2s-db-'));
@@ -121,5 +121,32 @@ test('two servers verifying each other at once (both streams opened together) do
   w.c.send(`<message to='${e.jid}' type='chat'><body>from west</body></message>`);
   // Within the expectation's bound (10 s), shorter than a verification that waited on the other's.
   await Promise.all([expect(w, "east's message", isBody('from east')), expect(e, "west's message", isBody('from west'))]);
+  t.pass();
+});
+
+test("a graceful shutdown: remote subscribers get every session's unavailable, from every worker, before the streams to them close", async (t) => {
+  const f = await federation(
+    [
+      { domain: 'going.example', cert: selfSigned(pki, 'going.example') },
+      { domain: 'staying.example', cert: selfSigned(pki, 'staying.example') },
+    ],
+    { env: { XMPP_S2S_SECURE_AUTH: 'false' } },
+  );
+  t.teardown(() => f.stop());
+  const [going, staying] = f.servers;
+  const watcher = await newUser(t, staying.server, 'watcher');
+  // Sessions spread over the going server's two workers: some of their
+  // presence leaves through the other worker's stream.
+  const users = await Promise.all(Array.from({ length: 4 }, () => newUser(t, going.server, 'leaver')));
+  for (const u of users) {
+    const wf = watcher.c.items.length;
+    watcher.c.send(`<presence to='${u.bare}' type='subscribe'/>`);
+    await expect(u, 'the request', isPresence(watcher.bare, 'subscribe'));
+    u.c.send(`<presence to='${watcher.bare}' type='subscribed'/>`);
+    await expect(watcher, "the user's presence after approving", isPresence(u.jid), wf);
+  }
+  const from = watcher.c.items.length;
+  await going.server.stop();
+  for (const u of users) await expect(watcher, `${u.jid} unavailable at shutdown`, isPresence(u.jid, 'unavailable'), from);
   t.pass();
 });
