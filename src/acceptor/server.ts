@@ -340,6 +340,9 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
   const c2sPort = (c2s.address() as net.AddressInfo).port;
   const tlsPort = (direct.address() as net.AddressInfo).port;
   const componentPort = comp ? (comp.address() as net.AddressInfo).port : undefined;
+  // What the CLI changes in the stores of a single node, the node acts on at once. Ready
+  // (and private, 0600) before "listening" says the node is.
+  const admin = config.redisUrl ? undefined : await listenAdmin(config.dataDir, (req) => h.broadcast({ t: 'removed', notice: req.notice }));
   log.info('listening', {
     domain: config.domain,
     host: config.bindHost,
@@ -357,8 +360,6 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
   });
   if (cap.limit !== undefined && cap.reserve !== undefined && cap.limit - cap.reserve < 16) log.warn('the open-file limit leaves almost no room for connections: raise it (ulimit -n)', { openFileLimit: cap.limit, maxConnections: cap.max });
 
-  // What the CLI changes in the stores of a single node, the node acts on at once.
-  const admin = config.redisUrl ? undefined : await listenAdmin(config.dataDir, (req) => h.broadcast({ t: 'removed', notice: req.notice }));
   const idle = collectWhenIdle(config.idleGcMs, log.debug);
   const stats = (): ServerStats => ({
     connections: open,

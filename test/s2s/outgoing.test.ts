@@ -14,15 +14,18 @@ import { join } from 'node:path';
 import { testCa, issue } from '../helpers/pki.ts';
 import { federation, loopbackAddresses } from '../helpers/s2s.ts';
 import type { Federated } from '../helpers/s2s.ts';
-import { stanzaError } from '../helpers/protocol.ts';
+import { stanzaError, within } from '../helpers/protocol.ts';
 import { expect, isBody, newUser } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'xmpp-s2s-out-'));
 const ca = testCa(dir, 'out-ca');
-const fakeCert = issue(dir, ca, 'fake', { dns: ['notls.example', 'refuses.example', 'errors.example', 'deaf.example', 'liar.example'] });
-const [ourAddr, ...fakeAddrs] = loopbackAddresses(6);
-const FAKES = ['notls', 'refuses', 'errors', 'deaf', 'liar'] as const;
+const FAKES = ['notls', 'refuses', 'errors', 'deaf', 'liar', 'quiet', 'stall'] as const;
+const fakeCert = issue(dir, ca, 'fake', { dns: FAKES.map((k) => `${k}.example`) });
+const [ourAddr, ...fakeAddrs] = loopbackAddresses(FAKES.length + 1);
+/** What the quiet peer received on its secured stream, and a wake-up for whoever waits on it. */
+let quietGot = '';
+let quietChanged: (() => void) | undefined;
 /** What the liar received: it must never see a stanza. */
 let liarGot = '';
 type Fake = (typeof FAKES)[number];
@@ -42,6 +45,10 @@ function fakePeer(kind: Fake, domain: string, socket: net.Socket): void {
   const on = (s: net.Socket) =>
     s.on('data', (d: Buffer) => {
       if (kind === 'liar') liarGot += d.toString();
+      if (kind === 'quiet' && phase >= 4) {
+        quietGot += d.toString();
+        quietChanged?.();
+      }
       buffer += d.toString();
       step();
     });
@@ -73,6 +80,10 @@ function fakePeer(kind: Fake, domain: string, socket: net.Socket): void {
       phase = 4;
       buffer = '';
       if (kind === 'refuses') return sock.write(`<db:result from='${domain}' to='ours.example' type='invalid'/>`);
+      // stall: never answers the key; the stream is never authenticated.
+      if (kind === 'stall') return;
+      // quiet: a good peer that reads everything.
+      if (kind === 'quiet') return sock.write(`<db:result from='${domain}' to='ours.example' type='valid'/>`);
       // deaf: says the key is valid, then reads nothing more.
       sock.write(`<db:result from='${domain}' to='ours.example' type='valid'/>`);
       sock.pause();
@@ -94,7 +105,7 @@ test.before(async () => {
   }
   const f = await federation([{ domain: 'ours.example', cert: issue(dir, ca, 'ours.example', { dns: ['ours.example'] }) }], {
     addresses: [ourAddr],
-    env: { XMPP_TLS_CA: ca.cert, XMPP_MAX_OUTBOUND_BYTES: '131072', XMPP_S2S_CONNECT_TIMEOUT_MS: '3000' },
+    env: { XMPP_TLS_CA: ca.cert, XMPP_MAX_OUTBOUND_BYTES: '131072', XMPP_S2S_CONNECT_TIMEOUT_MS: '3000', XMPP_S2S_IDLE_TIMEOUT_MS: '1000' },
     extra: Object.fromEntries(FAKES.map((k, i) => [`${k}.example`, `${fakeAddrs[i]}:5269`])),
   });
   [ours] = f.servers;
@@ -153,4 +164,38 @@ test('answers nobody asked for (a SASL success, a dialback result before TLS) au
   const me = await newUser(t, ours.server, 'me');
   t.is(await bounced(t, me, 'x@liar.example'), 'remote-server-not-found');
   t.notRegex(liarGot, /<message/);
+});
+
+test('an outgoing stream that carried nothing for XMPP_S2S_IDLE_TIMEOUT_MS is closed', async (t) => {
+  const me = await newUser(t, ours.server, 'me');
+  me.c.send(`<message to='x@quiet.example' type='chat'><body>one message</body></message>`);
+  // The peer reads the message, then our closing tag once the stream has been idle (1 s here).
+  await within(
+    new Promise<void>((resolve) => {
+      const check = () => {
+        if (/<body>one message<\/body>[\s\S]*<\/stream:stream>/.test(quietGot)) resolve();
+      };
+      quietChanged = check;
+      check();
+    }),
+    10_000,
+    'the message, then the closing tag of an idle stream',
+  );
+  t.pass();
+});
+
+test('while a stream is being set up, at most XMPP_S2S_MAX_QUEUE stanzas wait (the rest get resource-constraint); when it never authenticates, they get remote-server-timeout', async (t) => {
+  // A server of its own (the same domain, another address) with a queue of 5.
+  const f = await federation([{ domain: 'ours.example', cert: issue(dir, ca, 'ours-q.example', { dns: ['ours.example'] }) }], {
+    env: { XMPP_TLS_CA: ca.cert, XMPP_S2S_CONNECT_TIMEOUT_MS: '3000', XMPP_S2S_MAX_QUEUE: '5' },
+    extra: { 'stall.example': `${fakeAddrs[FAKES.indexOf('stall')]}:5269` },
+  });
+  t.teardown(() => f.stop());
+  const me = await newUser(t, f.servers[0].server, 'me');
+  const from = me.c.items.length;
+  for (let i = 0; i < 8; i++) me.c.send(`<message to='x@stall.example' id='q${i}' type='chat'><body>${i}</body></message>`);
+  const errors = await Promise.all(Array.from({ length: 8 }, (_, i) => expect(me, `the error for message ${i}`, (el) => el.attrs.id === `q${i}` && el.attrs.type === 'error', from, 15_000)));
+  const conditions = errors.map((e) => stanzaError(e).condition);
+  t.deepEqual(conditions.filter((c) => c === 'resource-constraint').length, 3, conditions.join(' '));
+  t.deepEqual(conditions.filter((c) => c === 'remote-server-timeout').length, 5, conditions.join(' '));
 });
