@@ -10,7 +10,7 @@
 // HAProxy and Redis; then it exits with code 0.
 import { spawn, execFile } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { accessSync, constants, createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { WriteStream } from 'node:fs';
 import { once } from 'node:events';
 import net from 'node:net';
@@ -119,6 +119,16 @@ export function checkTools(): void {
 }
 
 export async function freePort(): Promise<number> {
+  // Below the kernel's ephemeral range: a port the kernel hands out (a
+  // listener on port 0, the local end of an outgoing connection) cannot
+  // take it between now and when HAProxy or Redis binds it.
+  const [low] = ephemeralRange();
+  if (low > 2048) {
+    for (let i = 0; i < 50; i++) {
+      const port = 1024 + Math.floor(Math.random() * (low - 1024));
+      if (await canListen(port)) return port;
+    }
+  }
   const srv = net.createServer();
   srv.listen(0, HOST);
   await once(srv, 'listening');
@@ -126,6 +136,25 @@ export async function freePort(): Promise<number> {
   srv.close();
   await once(srv, 'close');
   return port;
+}
+
+/** The kernel's ephemeral port range (Linux), or the IANA one. */
+function ephemeralRange(): [number, number] {
+  try {
+    const [a, b] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (a > 0 && b >= a) return [a, b];
+  } catch {
+    // not Linux
+  }
+  return [49152, 65535];
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, HOST, () => srv.close(() => resolve(true)));
+  });
 }
 
 /** Throws unless `port` can be listened on (HAProxy's own error would come only once it is running). */

@@ -11,15 +11,9 @@ import { once } from 'node:events';
 import type { ExecutionContext, TestFn } from 'ava';
 import { Redis } from 'ioredis';
 
-export async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const { port } = srv.address() as net.AddressInfo;
-  srv.close();
-  await once(srv, 'close');
-  return port;
-}
+/** A port to give a server that cannot pick its own (redis-server, Prosody): the launcher's, outside the kernel's ephemeral range. */
+export { freePort } from '../../cluster/launch.ts';
+import { freePort } from '../../cluster/launch.ts';
 
 export class RedisServer {
   readonly port: number;
