@@ -200,8 +200,9 @@ for (const [mech, hash] of [['SCRAM-SHA-1', 'sha1'], ['SCRAM-SHA-256', 'sha256']
     c.send(header());
     const { features: f } = await readStreamStart(c);
     t.truthy(f.getChild('bind', NS_BIND));
-    const r = await bind(c, 'scram');
-    t.is(r.getChild('bind', NS_BIND)?.getChildText('jid'), 'bob@localhost/scram');
+    // One resource per mechanism: the two tests run at once, and the same full JID would replace the other's session.
+    const r = await bind(c, `scram-${hash}`);
+    t.is(r.getChild('bind', NS_BIND)?.getChildText('jid'), `bob@localhost/scram-${hash}`);
     c.destroy();
   });
 }
