@@ -1,5 +1,6 @@
 // The behaviour every AccountStore must have, run against each implementation
-// (the embedded SQLite store and the cluster's Redis store).
+// (the embedded SQLite store, the cluster's Redis store, and the PostgreSQL
+// store that is to replace Redis for durable data).
 import test, { type ExecutionContext } from 'ava';
 import {
   type AccountStore,

@@ -1,0 +1,34 @@
+// The PostgreSQL schema, as the migrations that build it, oldest first.
+// A migration is never edited once released: a change is a new one.
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'accounts',
+    // SHA-256 verifiers may be missing: accounts imported from servers that
+    // kept SHA-1 only (Prosody) get them the next time the password is known.
+    sql: `
+      CREATE TABLE accounts (
+        username text PRIMARY KEY,
+        created bigint NOT NULL,
+        sha1_salt bytea NOT NULL,
+        sha1_iterations integer NOT NULL,
+        sha1_stored_key bytea NOT NULL,
+        sha1_server_key bytea NOT NULL,
+        sha256_salt bytea,
+        sha256_iterations integer,
+        sha256_stored_key bytea,
+        sha256_server_key bytea
+      );
+      CREATE TABLE meta (
+        key text PRIMARY KEY,
+        value bytea NOT NULL
+      );
+    `,
+  },
+];

@@ -1,0 +1,69 @@
+// PostgreSQL for durable data in a cluster (node-postgres, a pool per
+// store): the schema is versioned, each version a migration applied in its
+// own transaction, recorded in schema_migrations. Nodes starting together
+// apply them one at a time under an advisory lock; a node that finds a
+// schema newer than it knows refuses to run on it (an older node after an
+// upgrade began would write what the new schema no longer means).
+import pg from 'pg';
+import { MIGRATIONS } from './postgres-schema.ts';
+import type { Migration } from './postgres-schema.ts';
+
+/** Any key of our own for pg_advisory_lock: every node agrees on it. */
+const MIGRATION_LOCK = 0x786d7070; // "xmpp"
+
+export class SchemaTooNewError extends Error {
+  override name = 'SchemaTooNewError';
+}
+
+/** A pool for `url`; `max` connections (statements are parameterised by the stores). */
+export function openPool(url: string, max = 10): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max, idleTimeoutMillis: 30_000 });
+  // An idle client that loses its connection must not take the process down; the next query gets a new one.
+  pool.on('error', () => {});
+  return pool;
+}
+
+/** The schema version the database is at (0: none yet). */
+export async function schemaVersion(db: pg.Pool | pg.PoolClient): Promise<number> {
+  const exists = await db.query<{ t: string | null }>("SELECT to_regclass('schema_migrations') AS t");
+  if (exists.rows[0].t === null) return 0;
+  const r = await db.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
+  return r.rows[0].v ?? 0;
+}
+
+/**
+ * Brings the database to the newest version this code knows, one node at a
+ * time; returns the versions applied. Throws SchemaTooNewError when the
+ * database is newer than this code.
+ */
+export async function migrate(pool: pg.Pool, migrations: readonly Migration[] = MIGRATIONS): Promise<number[]> {
+  const newest = migrations.at(-1)?.version ?? 0;
+  const client = await pool.connect();
+  try {
+    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+    try {
+      await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
+      const at = await schemaVersion(client);
+      if (at > newest) throw new SchemaTooNewError(`the database schema is at version ${at}, newer than this server knows (${newest}): run the newer server, or restore a backup`);
+      const applied: number[] = [];
+      for (const m of migrations) {
+        if (m.version <= at) continue;
+        await client.query('BEGIN');
+        try {
+          await client.query(m.sql);
+          await client.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+          await client.query('COMMIT');
+        } catch (err) {
+          await client.query('ROLLBACK');
+          throw new Error(`migration ${m.version} (${m.name}) failed: ${(err as Error).message}`);
+        }
+        applied.push(m.version);
+      }
+      return applied;
+    } finally {
+      await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]);
+    }
+  } finally {
+    client.release();
+  }
+}
