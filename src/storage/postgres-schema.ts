@@ -31,4 +31,33 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'rosters',
+    // As in SQLite: items by (user, contact), the version per user, and the
+    // requests the user has not answered, in arrival order (seq).
+    sql: `
+      CREATE TABLE roster_versions (
+        username text PRIMARY KEY,
+        epoch text NOT NULL,
+        counter bigint NOT NULL
+      );
+      CREATE TABLE roster_items (
+        username text NOT NULL,
+        jid text NOT NULL,
+        details text NOT NULL,
+        subscription text NOT NULL,
+        ask text,
+        PRIMARY KEY (username, jid)
+      );
+      CREATE TABLE roster_pending (
+        username text NOT NULL,
+        jid text NOT NULL,
+        stanza text NOT NULL,
+        seq bigint NOT NULL,
+        PRIMARY KEY (username, jid)
+      );
+      CREATE INDEX roster_pending_order ON roster_pending (username, seq);
+    `,
+  },
 ];

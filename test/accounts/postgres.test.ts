@@ -10,22 +10,12 @@ import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 import { migrate, openPool, schemaVersion, SchemaTooNewError } from '../../src/storage/postgres.ts';
 import { MIGRATIONS } from '../../src/storage/postgres-schema.ts';
 import { verifyPassword } from '../../src/accounts/store.ts';
-import { PostgresServer } from '../helpers/postgres.ts';
+import { sharedPostgresServer } from '../helpers/postgres.ts';
 import { accountStoreContract, assertNoPasswords } from './contract.ts';
 
-let server: PostgresServer;
-test.before(async () => {
-  server = await PostgresServer.start();
-});
-test.after.always(async () => {
-  await server?.destroy();
-});
-
-let n = 0;
+const pgServer = sharedPostgresServer(test);
 /** A fresh database of its own for one test. */
-async function database(): Promise<string> {
-  return server.createDatabase(`t${++n}_${process.pid}`);
-}
+const database = () => pgServer.database();
 
 async function openStore(t: ExecutionContext, url: string): Promise<PostgresAccountStore> {
   const s = await PostgresAccountStore.open(url, 4096);
@@ -47,7 +37,7 @@ async function dump(url: string): Promise<Buffer[]> {
   } finally {
     await c.end();
   }
-  const wal = join(server.dir, 'data', 'pg_wal');
+  const wal = join(pgServer.server.dir, 'data', 'pg_wal');
   for (const f of readdirSync(wal)) if (/^[0-9A-F]{24}$/.test(f)) out.push(readFileSync(join(wal, f)));
   return out;
 }

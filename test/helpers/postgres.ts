@@ -8,6 +8,7 @@ import { chmodSync, chownSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
+import type { TestFn } from 'ava';
 import { freePort } from '../../cluster/launch.ts';
 
 /** The directory of Debian's PostgreSQL binaries (the newest installed), or undefined. */
@@ -88,4 +89,26 @@ export class PostgresServer {
     await this.exited;
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * One private PostgreSQL for a test file, started before its tests and
+ * destroyed after them; `database()` gives each test a fresh empty database
+ * on it.
+ */
+export function sharedPostgresServer(test: TestFn): { database(): Promise<string>; readonly server: PostgresServer } {
+  let server: PostgresServer | undefined;
+  let n = 0;
+  test.before(async () => {
+    server = await PostgresServer.start();
+  });
+  test.after.always(async () => {
+    await server?.destroy();
+  });
+  return {
+    database: () => server!.createDatabase(`t${++n}_${process.pid}`),
+    get server() {
+      return server!;
+    },
+  };
 }
