@@ -60,4 +60,26 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX roster_pending_order ON roster_pending (username, seq);
     `,
   },
+  {
+    version: 3,
+    name: 'offline messages',
+    // seq from a sequence: increasing in arrival order and never repeated,
+    // so a message stored while a session delivers the queue comes after
+    // the last one it read. A claim names the session delivering a queue
+    // and until when (ms since the epoch).
+    sql: `
+      CREATE TABLE offline (
+        seq bigserial PRIMARY KEY,
+        username text NOT NULL,
+        stanza text NOT NULL,
+        stored bigint NOT NULL
+      );
+      CREATE INDEX offline_by_user ON offline (username, seq);
+      CREATE TABLE offline_claims (
+        username text PRIMARY KEY,
+        owner text NOT NULL,
+        until bigint NOT NULL
+      );
+    `,
+  },
 ];

@@ -1,5 +1,5 @@
 // The behaviour every OfflineStore must have, run against each implementation
-// (the embedded SQLite store and the cluster's Redis store): order kept, a
+// (the embedded SQLite store, the cluster's Redis store and PostgreSQL): order kept, a
 // message kept until removed, one claim at a time, the limits never
 // exceeded, even when two instances (two threads, two nodes) work on one
 // queue at the same time.

@@ -1,5 +1,5 @@
 // The behaviour every RosterStore must have, run against each implementation
-// (the embedded SQLite store and the cluster's Redis store).
+// (the embedded SQLite store, the cluster's Redis store and PostgreSQL).
 import test, { type ExecutionContext } from 'ava';
 import {
   type RosterStore, type RosterItem, type SubState, type TransitionTable, type TransitionResult,

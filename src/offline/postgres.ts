@@ -1,0 +1,104 @@
+// Offline messages in PostgreSQL, for a cluster: the SQLite store's tables
+// and rules. push() and fetch() run in a transaction holding a lock of the
+// user's queue (pg_advisory_xact_lock on the username), so the size checked
+// against the limits, and the claim checked before reading the queue,
+// cannot change before the write that depends on them; different users'
+// queues are written in parallel.
+import type pg from 'pg';
+import { openPool, migrate } from '../storage/postgres.ts';
+import { type OfflineLimits, type OfflineStore, type StoredMessage, checkFetch, checkLimits, utf8Bytes } from './store.ts';
+
+export class PostgresOfflineStore implements OfflineStore {
+  private readonly pool: pg.Pool;
+  private closing: Promise<void> | undefined;
+
+  private constructor(pool: pg.Pool) {
+    this.pool = pool;
+  }
+
+  static async open(url: string): Promise<PostgresOfflineStore> {
+    const pool = openPool(url);
+    try {
+      await migrate(pool);
+    } catch (err) {
+      await pool.end();
+      throw err;
+    }
+    return new PostgresOfflineStore(pool);
+  }
+
+  /** `fn` in one transaction holding the user's queue lock. */
+  private async locked<T>(user: string, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    const c = await this.pool.connect();
+    try {
+      await c.query('BEGIN');
+      await c.query("SELECT pg_advisory_xact_lock(hashtextextended('offline:' || $1, 0))", [user]);
+      const out = await fn(c);
+      await c.query('COMMIT');
+      return out;
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      c.release();
+    }
+  }
+
+  async push(user: string, xml: string, limits: OfflineLimits): Promise<boolean> {
+    const { max, maxBytes } = checkLimits(limits);
+    if (max < 1) return false;
+    const bytes = utf8Bytes(xml);
+    if (bytes > maxBytes) return false;
+    return this.locked(user, async (c) => {
+      const row = (await c.query<{ n: string; bytes: string }>('SELECT count(*) AS n, coalesce(sum(octet_length(stanza)), 0) AS bytes FROM offline WHERE username = $1', [user])).rows[0];
+      if (Number(row.n) >= max || Number(row.bytes) + bytes > maxBytes) return false;
+      await c.query('INSERT INTO offline (username, stanza, stored) VALUES ($1, $2, $3)', [user, xml, Date.now()]);
+      return true;
+    });
+  }
+
+  async fetch(user: string, owner: string, after: string, limit: number, leaseMs: number): Promise<StoredMessage[] | null> {
+    checkFetch(limit, leaseMs);
+    // Only what fetch() hands out: decimal digits ('-1', ' ', '0x10', '1e3' are no ids).
+    const from = after === '' ? 0 : /^[0-9]{1,15}$/.test(after) ? Number(after) : NaN;
+    if (!Number.isSafeInteger(from)) throw new RangeError(`invalid message id ${JSON.stringify(after)}`);
+    return this.locked(user, async (c) => {
+      const now = Date.now();
+      const claim = (await c.query<{ owner: string; until: string }>('SELECT owner, until FROM offline_claims WHERE username = $1', [user])).rows[0];
+      const live = claim !== undefined && Number(claim.until) > now;
+      if (live && claim.owner !== owner) return null;
+      const rows = (await c.query<{ seq: string; stanza: string }>('SELECT seq, stanza FROM offline WHERE username = $1 AND seq > $2 ORDER BY seq LIMIT $3', [user, from, limit])).rows.map((r) => ({ id: String(r.seq), xml: r.stanza }));
+      // Nothing to deliver and no claim of its own: none is taken (see the SQLite store).
+      if (rows.length > 0 || live) {
+        await c.query('INSERT INTO offline_claims (username, owner, until) VALUES ($1, $2, $3) ON CONFLICT (username) DO UPDATE SET owner = excluded.owner, until = excluded.until', [user, owner, now + leaseMs]);
+      }
+      return rows;
+    });
+  }
+
+  async remove(user: string, ids: string[]): Promise<void> {
+    const seqs = ids.filter((id) => /^[0-9]{1,15}$/.test(id)).map(Number);
+    if (seqs.length === 0) return;
+    await this.pool.query('DELETE FROM offline WHERE username = $1 AND seq = ANY($2::bigint[])', [user, seqs]);
+  }
+
+  async release(user: string, owner: string): Promise<void> {
+    await this.pool.query('DELETE FROM offline_claims WHERE username = $1 AND owner = $2', [user, owner]);
+  }
+
+  async count(user: string): Promise<number> {
+    return Number((await this.pool.query<{ n: string }>('SELECT count(*) AS n FROM offline WHERE username = $1', [user])).rows[0].n);
+  }
+
+  async removeAll(user: string): Promise<void> {
+    await this.locked(user, async (c) => {
+      await c.query('DELETE FROM offline WHERE username = $1', [user]);
+      await c.query('DELETE FROM offline_claims WHERE username = $1', [user]);
+    });
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.pool.end();
+    return this.closing;
+  }
+}
