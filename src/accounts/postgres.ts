@@ -4,7 +4,7 @@
 // process's users of it. The schema is the migrations' (storage/postgres.ts).
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
-import { openPool, migrate } from '../storage/postgres.ts';
+import { acquirePool } from '../storage/postgres.ts';
 import {
   type AccountStore, type ScramCredentials, type ScramHash,
   AccountExistsError, AccountNotFoundError,
@@ -26,11 +26,13 @@ interface Row {
 export class PostgresAccountStore implements AccountStore {
   readonly iterations: number;
   private readonly pool: pg.Pool;
+  private readonly releasePool: () => Promise<void>;
   private readonly secret: Buffer;
   private closing: Promise<void> | undefined;
 
-  private constructor(pool: pg.Pool, iterations: number, secret: Buffer) {
+  private constructor(pool: pg.Pool, release: () => Promise<void>, iterations: number, secret: Buffer) {
     this.pool = pool;
+    this.releasePool = release;
     this.iterations = iterations;
     this.secret = secret;
   }
@@ -38,14 +40,13 @@ export class PostgresAccountStore implements AccountStore {
   /** Connects, brings the schema up to date, and reads (or makes, once for all nodes) the fake-salt key. */
   static async open(url: string, iterations: number): Promise<PostgresAccountStore> {
     if (!Number.isSafeInteger(iterations) || iterations < 1) throw new RangeError(`invalid iteration count ${iterations}`);
-    const pool = openPool(url);
+    const { pool, release } = await acquirePool(url);
     try {
-      await migrate(pool);
       await pool.query('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', [FAKE_SALT_KEY, randomBytes(32)]);
       const r = await pool.query<{ value: Buffer }>('SELECT value FROM meta WHERE key = $1', [FAKE_SALT_KEY]);
-      return new PostgresAccountStore(pool, iterations, r.rows[0].value);
+      return new PostgresAccountStore(pool, release, iterations, r.rows[0].value);
     } catch (err) {
-      await pool.end();
+      await release();
       throw err;
     }
   }
@@ -122,7 +123,7 @@ export class PostgresAccountStore implements AccountStore {
   }
 
   close(): Promise<void> {
-    this.closing ??= this.pool.end();
+    this.closing ??= this.releasePool();
     return this.closing;
   }
 }

@@ -5,26 +5,23 @@
 // cannot change before the write that depends on them; different users'
 // queues are written in parallel.
 import type pg from 'pg';
-import { openPool, migrate } from '../storage/postgres.ts';
+import { acquirePool } from '../storage/postgres.ts';
 import { type OfflineLimits, type OfflineStore, type StoredMessage, checkFetch, checkLimits, utf8Bytes } from './store.ts';
 
 export class PostgresOfflineStore implements OfflineStore {
   private readonly pool: pg.Pool;
+  private readonly releasePool: () => Promise<void>;
   private closing: Promise<void> | undefined;
 
-  private constructor(pool: pg.Pool) {
+  private constructor(pool: pg.Pool, release: () => Promise<void>) {
     this.pool = pool;
+    this.releasePool = release;
   }
 
+  /** Opens the thread's shared pool (storage/postgres.ts), the schema brought up to date. */
   static async open(url: string): Promise<PostgresOfflineStore> {
-    const pool = openPool(url);
-    try {
-      await migrate(pool);
-    } catch (err) {
-      await pool.end();
-      throw err;
-    }
-    return new PostgresOfflineStore(pool);
+    const { pool, release } = await acquirePool(url);
+    return new PostgresOfflineStore(pool, release);
   }
 
   /** `fn` in one transaction holding the user's queue lock. */
@@ -98,7 +95,7 @@ export class PostgresOfflineStore implements OfflineStore {
   }
 
   close(): Promise<void> {
-    this.closing ??= this.pool.end();
+    this.closing ??= this.releasePool();
     return this.closing;
   }
 }

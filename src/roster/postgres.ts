@@ -6,7 +6,7 @@
 // users are written in parallel.
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
-import { openPool, migrate } from '../storage/postgres.ts';
+import { acquirePool } from '../storage/postgres.ts';
 import {
   type RosterStore, type RosterItem, type RosterItemInput, type RosterChange, type Subscription, type SubscriptionChange,
   type SubState, type TransitionTable, type TransitionResult, type PendingRequest, type TransitionOptions,
@@ -81,21 +81,18 @@ class Tx {
 
 export class PostgresRosterStore implements RosterStore {
   private readonly pool: pg.Pool;
+  private readonly releasePool: () => Promise<void>;
   private closing: Promise<void> | undefined;
 
-  private constructor(pool: pg.Pool) {
+  private constructor(pool: pg.Pool, release: () => Promise<void>) {
     this.pool = pool;
+    this.releasePool = release;
   }
 
+  /** Opens the thread's shared pool (storage/postgres.ts), the schema brought up to date. */
   static async open(url: string): Promise<PostgresRosterStore> {
-    const pool = openPool(url);
-    try {
-      await migrate(pool);
-    } catch (err) {
-      await pool.end();
-      throw err;
-    }
-    return new PostgresRosterStore(pool);
+    const { pool, release } = await acquirePool(url);
+    return new PostgresRosterStore(pool, release);
   }
 
   /** `fn` in one transaction holding the user's roster lock (writes), or a consistent snapshot (reads). */
@@ -243,7 +240,7 @@ export class PostgresRosterStore implements RosterStore {
   }
 
   close(): Promise<void> {
-    this.closing ??= this.pool.end();
+    this.closing ??= this.releasePool();
     return this.closing;
   }
 }

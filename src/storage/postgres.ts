@@ -23,6 +23,44 @@ export function openPool(url: string, max = 10): pg.Pool {
   return pool;
 }
 
+/** Connections one thread keeps to the database, shared by its stores. */
+export const POOL_SIZE = 8;
+
+const shared = new Map<string, { pool: pg.Pool; refs: number; ready: Promise<unknown> }>();
+
+/**
+ * The thread's pool for `url`, shared by every store that opens it (a
+ * worker's accounts, rosters and offline messages), the schema brought up
+ * to date once; release() when done, and the last one closes the pool.
+ */
+export async function acquirePool(url: string): Promise<{ pool: pg.Pool; release: () => Promise<void> }> {
+  let entry = shared.get(url);
+  if (!entry) {
+    const pool = openPool(url, POOL_SIZE);
+    entry = { pool, refs: 0, ready: migrate(pool) };
+    shared.set(url, entry);
+  }
+  const e = entry;
+  e.refs++;
+  let released = false;
+  const release = async () => {
+    if (released) return;
+    released = true;
+    if (--e.refs > 0) return;
+    if (shared.get(url) === e) shared.delete(url);
+    await e.pool.end();
+  };
+  try {
+    await e.ready;
+  } catch (err) {
+    // A failed start is not kept: the next open tries again.
+    if (shared.get(url) === e) shared.delete(url);
+    await release();
+    throw err;
+  }
+  return { pool: e.pool, release };
+}
+
 /** The schema version the database is at (0: none yet). */
 export async function schemaVersion(db: pg.Pool | pg.PoolClient): Promise<number> {
   const exists = await db.query<{ t: string | null }>("SELECT to_regclass('schema_migrations') AS t");
