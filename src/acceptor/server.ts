@@ -108,7 +108,8 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
   }
   // A single node keeps its durable data in SQLite files, which one thread
   // holds for all workers; a cluster's workers reach Redis themselves.
-  const storage = config.redisUrl ? undefined : await StorageThread.start({ dataDir: config.dataDir, scramIterations: config.scramIterations, logLevel: config.logLevel });
+  // A single node's SQLite files are held by one storage thread; PostgreSQL and Redis are reached by each worker.
+  const storage = config.redisUrl || config.databaseUrl ? undefined : await StorageThread.start({ dataDir: config.dataDir, scramIterations: config.scramIterations, logLevel: config.logLevel });
   const workerData: WorkerData = { config, tls };
   let hub: Hub | undefined;
   /** Threads that were given a join task (thread ids are never reused). */

@@ -80,6 +80,7 @@ export interface Config {
   shutdownTimeoutMs: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   redisUrl: string;
+  databaseUrl: string;
   redisStartupTimeoutMs: number;
   nodeId: string;
   leaseMs: number;
@@ -152,6 +153,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'shutdownTimeoutMs', env: 'XMPP_SHUTDOWN_TIMEOUT_MS', kind: 'int', min: 1, doc: 'bound on graceful shutdown', default: () => 5_000 },
   { key: 'logLevel', env: 'XMPP_LOG_LEVEL', kind: 'enum', values: ['debug', 'info', 'warn', 'error'], doc: 'log verbosity', default: () => 'info' },
   { key: 'redisUrl', env: 'XMPP_REDIS_URL', kind: 'string', doc: 'join a cluster through this Redis; empty: single node', default: () => '' },
+  { key: 'databaseUrl', env: 'XMPP_DATABASE_URL', kind: 'string', doc: "PostgreSQL for accounts, rosters and offline messages ('postgres://user:password@host:port/database'), instead of the SQLite files of a single node or Redis in a cluster", default: () => '' },
   { key: 'redisStartupTimeoutMs', env: 'XMPP_REDIS_STARTUP_TIMEOUT_MS', kind: 'int', min: 0, doc: 'cluster: how long a starting node waits for Redis before giving up (0: forever)', default: () => 60_000 },
   { key: 'leaseMs', env: 'XMPP_NODE_LEASE_MS', kind: 'int', min: 100, doc: "cluster: a node silent this long is declared dead and its sessions removed", default: () => 10_000 },
   { key: 'nodeId', env: 'XMPP_NODE_ID', kind: 'string', doc: "this node's name in a cluster (1 to 64 letters, digits, '.', '_', '-')", default: () => `node-${randomUUID().slice(0, 8)}` },
@@ -272,6 +274,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (c.s2sTlsPort !== '' && !(/^\d{1,5}$/.test(c.s2sTlsPort) && Number(c.s2sTlsPort) <= 65535)) throw new ConfigError(`XMPP_S2S_TLS_PORT must be a port number (0-65535) or empty, got ${JSON.stringify(c.s2sTlsPort)}`);
   s2sHostsOf(c);
   dnsServersOf(c);
+  if (c.databaseUrl !== '' && !/^postgres(ql)?:\/\//.test(c.databaseUrl)) throw new ConfigError(`XMPP_DATABASE_URL must be a postgres:// URL, got ${JSON.stringify(c.databaseUrl.replace(/:[^:@/]*@/, ':***@'))}`);
   // Durable state is for a node that dies while others live: one node has nothing to keep it for.
   if (c.smDurable && !c.redisUrl) throw new ConfigError('XMPP_SM_DURABLE needs a cluster (XMPP_REDIS_URL): on a single node nothing outlives the process');
   return c;
