@@ -21,6 +21,7 @@ const USAGE = `usage: xmpp-server <command>
   user passwd <name> [password] change a password
   user remove <name>            delete an account, its roster and its offline messages
   user list                     list accounts
+  db migrate                    bring the PostgreSQL schema (XMPP_DATABASE_URL) up to date, as a node does at start
   config                        print the settings and their environment variables
   load <workload> [options]     generate load on a server: login, chat, idle or storm (load --help)
   help                          print this text (also --help, -h)`;
@@ -212,12 +213,35 @@ async function start(config: Config): Promise<void> {
   server.membership?.on('superseded', () => stop('superseded', 1));
 }
 
+/** `db migrate`: the schema up to date (one node or command at a time: storage/postgres.ts). */
+async function migrateDatabase(config: Config): Promise<number> {
+  if (!config.databaseUrl) {
+    console.error('error: no database to migrate: XMPP_DATABASE_URL is not set (the SQLite files of a single node need no migration)');
+    return 1;
+  }
+  const { openPool, migrate, schemaVersion } = await import('./storage/postgres.ts');
+  const pool = openPool(config.databaseUrl, 1);
+  try {
+    const applied = await migrate(pool);
+    const at = await schemaVersion(pool);
+    console.log(applied.length > 0 ? `applied ${applied.map((v) => `version ${v}`).join(', ')}; the schema is at version ${at}` : `the schema is at version ${at}: nothing to apply`);
+    return 0;
+  } catch (err) {
+    console.error(`error: ${(err as Error).message}`);
+    return 1;
+  } finally {
+    await pool.end();
+  }
+}
+
 /** What is wrong with the command line, if anything (the usage is then printed). */
 function usageError(cmd: string, rest: string[]): boolean {
   switch (cmd) {
     case 'start':
     case 'config':
       return rest.length > 0;
+    case 'db':
+      return rest.length !== 1 || rest[0] !== 'migrate';
     case 'user': {
       const bounds = USER_ARGS.get(rest[0]);
       return !bounds || rest.length - 1 < bounds[0] || rest.length - 1 > bounds[1];
@@ -277,6 +301,7 @@ async function main(argv: string[]): Promise<number | undefined> {
     }
     return undefined;
   }
+  if (cmd === 'db') return migrateDatabase(config);
   try {
     return await user(config, rest);
   } catch (err) {

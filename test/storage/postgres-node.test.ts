@@ -7,6 +7,7 @@ import pg from 'pg';
 import { startTestServer } from '../helpers/server.ts';
 import { sharedPostgresServer } from '../helpers/postgres.ts';
 import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
+import { MIGRATIONS } from '../../src/storage/postgres-schema.ts';
 import { environment, run, STEP_MS, within } from '../helpers/process.ts';
 import { barrier, connect, expect, isBody, isPresence, push, ready, rosterOf, summary } from '../helpers/im.ts';
 
@@ -77,4 +78,18 @@ test('XMPP_DATABASE_URL must be a postgres:// URL (a configuration error), and o
   const down = await run(process.execPath, ['src/main.ts', 'user', 'list'], { ...env, XMPP_DATABASE_URL: 'postgres://xmpp@127.0.0.1:1/none' });
   t.is(down.code, 1);
   t.regex(down.stderr, /ECONNREFUSED/);
+});
+
+test('`db migrate` brings a database up to date (once), and says so', async (t) => {
+  const url = await pgServer.database();
+  const { env } = await environment(t);
+  const first = await within(run(process.execPath, ['src/main.ts', 'db', 'migrate'], { ...env, XMPP_DATABASE_URL: url }), STEP_MS, 'db migrate');
+  t.is(first.code, 0, first.stderr);
+  const newest = MIGRATIONS.at(-1)!.version;
+  t.is(first.stdout, `applied ${MIGRATIONS.map((m) => `version ${m.version}`).join(', ')}; the schema is at version ${newest}\n`);
+  const again = await within(run(process.execPath, ['src/main.ts', 'db', 'migrate'], { ...env, XMPP_DATABASE_URL: url }), STEP_MS, 'db migrate again');
+  t.is(again.stdout, `the schema is at version ${newest}: nothing to apply\n`);
+  const none = await run(process.execPath, ['src/main.ts', 'db', 'migrate'], env);
+  t.is(none.code, 1);
+  t.regex(none.stderr, /XMPP_DATABASE_URL is not set/);
 });
