@@ -22,6 +22,8 @@ const USAGE = `usage: xmpp-server <command>
   user remove <name>            delete an account, its roster and its offline messages
   user list                     list accounts
   db migrate                    bring the PostgreSQL schema (XMPP_DATABASE_URL) up to date, as a node does at start
+  db import-redis [--dry-run]   move accounts, rosters and offline messages from Redis (XMPP_REDIS_URL)
+                                into PostgreSQL (XMPP_DATABASE_URL); again is harmless; --dry-run counts only
   config                        print the settings and their environment variables
   load <workload> [options]     generate load on a server: login, chat, idle or storm (load --help)
   help                          print this text (also --help, -h)`;
@@ -234,6 +236,33 @@ async function migrateDatabase(config: Config): Promise<number> {
   }
 }
 
+/** `db import-redis`: the cluster's durable data from Redis into PostgreSQL (storage/import-redis.ts). */
+async function importFromRedis(config: Config, dryRun: boolean): Promise<number> {
+  if (!config.databaseUrl || !config.redisUrl) {
+    console.error('error: db import-redis moves data from XMPP_REDIS_URL into XMPP_DATABASE_URL: set both');
+    return 1;
+  }
+  const { openPool, migrate } = await import('./storage/postgres.ts');
+  const { importRedis } = await import('./storage/import-redis.ts');
+  const { connectRedis, waitForRedis } = await import('./cluster/redis.ts');
+  const pool = openPool(config.databaseUrl, 2);
+  const redis = connectRedis(config.redisUrl, 'import');
+  try {
+    await waitForRedis(redis, { timeoutMs: config.redisStartupTimeoutMs });
+    await migrate(pool);
+    const c = await importRedis(redis, pool, { dryRun });
+    const what = `${c.accounts} accounts, ${c.rosterItems} roster items, ${c.pending} pending subscription requests, ${c.offline} offline messages`;
+    console.log(dryRun ? `would move ${what}; ${c.skipped} already in the database` : `moved ${what}; ${c.skipped} already in the database, left as they were`);
+    return 0;
+  } catch (err) {
+    console.error(`error: ${(err as Error).message}`);
+    return 1;
+  } finally {
+    redis.disconnect();
+    await pool.end();
+  }
+}
+
 /** What is wrong with the command line, if anything (the usage is then printed). */
 function usageError(cmd: string, rest: string[]): boolean {
   switch (cmd) {
@@ -241,7 +270,7 @@ function usageError(cmd: string, rest: string[]): boolean {
     case 'config':
       return rest.length > 0;
     case 'db':
-      return rest.length !== 1 || rest[0] !== 'migrate';
+      return !((rest.length === 1 && rest[0] === 'migrate') || (rest[0] === 'import-redis' && (rest.length === 1 || (rest.length === 2 && rest[1] === '--dry-run'))));
     case 'user': {
       const bounds = USER_ARGS.get(rest[0]);
       return !bounds || rest.length - 1 < bounds[0] || rest.length - 1 > bounds[1];
@@ -301,7 +330,7 @@ async function main(argv: string[]): Promise<number | undefined> {
     }
     return undefined;
   }
-  if (cmd === 'db') return migrateDatabase(config);
+  if (cmd === 'db') return rest[0] === 'migrate' ? migrateDatabase(config) : importFromRedis(config, rest[1] === '--dry-run');
   try {
     return await user(config, rest);
   } catch (err) {

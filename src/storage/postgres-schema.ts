@@ -82,4 +82,14 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 4,
+    name: 'offline messages: where an imported one came from',
+    // A message moved from Redis (db import-redis) keeps its Redis id here,
+    // so that the import can run again without storing it twice.
+    sql: `
+      ALTER TABLE offline ADD COLUMN source text;
+      CREATE UNIQUE INDEX offline_source ON offline (source);
+    `,
+  },
 ];
