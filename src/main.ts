@@ -22,8 +22,9 @@ const USAGE = `usage: xmpp-server <command>
   user remove <name>            delete an account, its roster and its offline messages
   user list                     list accounts
   db migrate                    bring the PostgreSQL schema (XMPP_DATABASE_URL) up to date, as a node does at start
-  db import-redis [--dry-run]   move accounts, rosters and offline messages from Redis (XMPP_REDIS_URL)
-                                into PostgreSQL (XMPP_DATABASE_URL); again is harmless; --dry-run counts only
+  db import-redis [--dry-run|--force]
+                                move accounts, rosters and offline messages from Redis (XMPP_REDIS_URL)
+                                into PostgreSQL (XMPP_DATABASE_URL), once (--force: again); --dry-run counts only
   config                        print the settings and their environment variables
   load <workload> [options]     generate load on a server: login, chat, idle or storm (load --help)
   help                          print this text (also --help, -h)`;
@@ -237,22 +238,32 @@ async function migrateDatabase(config: Config): Promise<number> {
 }
 
 /** `db import-redis`: the cluster's durable data from Redis into PostgreSQL (storage/import-redis.ts). */
-async function importFromRedis(config: Config, dryRun: boolean): Promise<number> {
+async function importFromRedis(config: Config, dryRun: boolean, force: boolean): Promise<number> {
   if (!config.databaseUrl || !config.redisUrl) {
     console.error('error: db import-redis moves data from XMPP_REDIS_URL into XMPP_DATABASE_URL: set both');
     return 1;
   }
-  const { openPool, migrate } = await import('./storage/postgres.ts');
+  const { openPool, migrate, schemaVersion } = await import('./storage/postgres.ts');
+  const { MIGRATIONS } = await import('./storage/postgres-schema.ts');
   const { importRedis } = await import('./storage/import-redis.ts');
   const { connectRedis, waitForRedis } = await import('./cluster/redis.ts');
   const pool = openPool(config.databaseUrl, 2);
   const redis = connectRedis(config.redisUrl, 'import');
   try {
     await waitForRedis(redis, { timeoutMs: config.redisStartupTimeoutMs });
-    await migrate(pool);
-    const c = await importRedis(redis, pool, { dryRun });
+    // A dry run writes nothing, not even the schema: on a database without one, everything would move.
+    let empty = false;
+    if (dryRun) {
+      const at = await schemaVersion(pool);
+      const newest = MIGRATIONS.at(-1)!.version;
+      if (at > newest) throw new Error(`the database schema is at version ${at}, newer than this command knows (${newest})`);
+      if (at !== 0 && at < newest) throw new Error(`the database schema is at version ${at}: run db migrate first`);
+      empty = at === 0;
+    } else await migrate(pool);
+    const c = await importRedis(redis, pool, { dryRun, empty, force });
     const what = `${c.accounts} accounts, ${c.rosterItems} roster items, ${c.pending} pending subscription requests, ${c.offline} offline messages`;
     console.log(dryRun ? `would move ${what}; ${c.skipped} already in the database` : `moved ${what}; ${c.skipped} already in the database, left as they were`);
+    if (c.fakeSaltKeyDiffers) console.error("note: the database had its own key for SCRAM's fake salts, kept: unknown users' fake salts differ from before the move");
     return 0;
   } catch (err) {
     console.error(`error: ${(err as Error).message}`);
@@ -270,7 +281,7 @@ function usageError(cmd: string, rest: string[]): boolean {
     case 'config':
       return rest.length > 0;
     case 'db':
-      return !((rest.length === 1 && rest[0] === 'migrate') || (rest[0] === 'import-redis' && (rest.length === 1 || (rest.length === 2 && rest[1] === '--dry-run'))));
+      return !((rest.length === 1 && rest[0] === 'migrate') || (rest[0] === 'import-redis' && (rest.length === 1 || (rest.length === 2 && (rest[1] === '--dry-run' || rest[1] === '--force')))));
     case 'user': {
       const bounds = USER_ARGS.get(rest[0]);
       return !bounds || rest.length - 1 < bounds[0] || rest.length - 1 > bounds[1];
@@ -330,7 +341,7 @@ async function main(argv: string[]): Promise<number | undefined> {
     }
     return undefined;
   }
-  if (cmd === 'db') return rest[0] === 'migrate' ? migrateDatabase(config) : importFromRedis(config, rest[1] === '--dry-run');
+  if (cmd === 'db') return rest[0] === 'migrate' ? migrateDatabase(config) : importFromRedis(config, rest[1] === '--dry-run', rest[1] === '--force');
   try {
     return await user(config, rest);
   } catch (err) {

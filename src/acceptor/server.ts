@@ -109,6 +109,16 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
   // A single node keeps its durable data in SQLite files, which one thread
   // holds for all workers; a cluster's workers reach Redis themselves.
   // A single node's SQLite files are held by one storage thread; PostgreSQL and Redis are reached by each worker.
+  if (config.databaseUrl && !config.redisUrl) {
+    // One node delivering from the database: the claims of the process before are nobody's now (as the storage thread does for SQLite).
+    const { PostgresOfflineStore } = await import('../offline/postgres.ts');
+    const offline = await PostgresOfflineStore.open(config.databaseUrl);
+    try {
+      await offline.clearClaims();
+    } finally {
+      await offline.close();
+    }
+  }
   const storage = config.redisUrl || config.databaseUrl ? undefined : await StorageThread.start({ dataDir: config.dataDir, scramIterations: config.scramIterations, logLevel: config.logLevel });
   const workerData: WorkerData = { config, tls };
   let hub: Hub | undefined;

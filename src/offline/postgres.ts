@@ -79,6 +79,15 @@ export class PostgresOfflineStore implements OfflineStore {
     await this.pool.query('DELETE FROM offline WHERE username = $1 AND seq = ANY($2::bigint[])', [user, seqs]);
   }
 
+  /**
+   * Drops every claim: for a single node (no other node delivers from this
+   * database), at its start, since the sessions that held them are gone with
+   * the process before.
+   */
+  async clearClaims(): Promise<void> {
+    await this.pool.query('DELETE FROM offline_claims');
+  }
+
   async release(user: string, owner: string): Promise<void> {
     await this.pool.query('DELETE FROM offline_claims WHERE username = $1 AND owner = $2', [user, owner]);
   }

@@ -70,6 +70,10 @@ class Tx {
     return `${row.epoch}.${row.counter}`;
   }
 
+  async items(): Promise<ItemRow[]> {
+    return (await this.c.query<ItemRow>('SELECT jid, details, subscription, ask FROM roster_items WHERE username = $1', [this.user])).rows;
+  }
+
   async pending(jid: string): Promise<boolean> {
     return ((await this.c.query('SELECT 1 FROM roster_pending WHERE username = $1 AND jid = $2', [this.user, jid])).rowCount ?? 0) > 0;
   }
@@ -116,9 +120,9 @@ export class PostgresRosterStore implements RosterStore {
   async get(user: string): Promise<{ version: string; items: RosterItem[] }> {
     checkUser(user);
     return this.tx(user, false, async (t) => {
+      // Version and items from one snapshot, on the transaction's own connection.
       const version = await t.version();
-      const rows = (await this.pool.query<ItemRow>('SELECT jid, details, subscription, ask FROM roster_items WHERE username = $1', [user])).rows;
-      return { version, items: rows.map(rowToItem).sort((a, b) => compareJids(a.jid, b.jid)) };
+      return { version, items: (await t.items()).map(rowToItem).sort((a, b) => compareJids(a.jid, b.jid)) };
     });
   }
 

@@ -16,6 +16,15 @@ export interface ImportCounts {
   offline: number;
   /** Already in the database, left as they were. */
   skipped: number;
+  /** The key of SCRAM's fake salts in the database differs from Redis's (the database's was kept). */
+  fakeSaltKeyDiffers?: boolean;
+}
+
+/** Written in meta when an import completed: a later one would bring back what the nodes have deleted since. */
+export const IMPORTED = 'imported-from-redis';
+
+export class AlreadyImportedError extends Error {
+  override name = 'AlreadyImportedError';
 }
 
 const SCRAM = ['sha1', 'sha256'] as const;
@@ -33,10 +42,20 @@ async function scanKeys(redis: Redis, pattern: string): Promise<string[]> {
   return out;
 }
 
-export async function importRedis(redis: Redis, db: pg.Pool, opts: { dryRun: boolean; namespace?: string }): Promise<ImportCounts> {
+/**
+ * `empty`: the database has no schema yet (a dry run does not make one):
+ * nothing in it, everything would move. `force`: run even after a completed
+ * import (see IMPORTED).
+ */
+export async function importRedis(redis: Redis, db: pg.Pool, opts: { dryRun: boolean; namespace?: string; empty?: boolean; force?: boolean }): Promise<ImportCounts> {
   const ns = opts.namespace ?? 'xmpp:';
   const counts: ImportCounts = { accounts: 0, rosterItems: 0, pending: 0, offline: 0, skipped: 0 };
-  const exists = async (sql: string, params: unknown[]) => ((await db.query(sql, params)).rowCount ?? 0) > 0;
+  const exists = async (sql: string, params: unknown[]) => !opts.empty && ((await db.query(sql, params)).rowCount ?? 0) > 0;
+  if (!opts.empty && !opts.force) {
+    const done = (await db.query<{ value: Buffer }>('SELECT value FROM meta WHERE key = $1', [IMPORTED])).rows[0];
+    // Nodes that ran on the database since have removed accounts, items and delivered messages that Redis still has.
+    if (done) throw new AlreadyImportedError(`the data was imported from Redis already (${done.value.toString()}); importing again would bring back what was removed or delivered since: --force to do it all the same`);
+  }
   /** Inserts (or, dry, checks) one row; counts it as moved or skipped. */
   const put = async (kind: keyof Omit<ImportCounts, 'skipped'>, check: [string, unknown[]], insert: [string, unknown[]]) => {
     if (opts.dryRun) {
@@ -51,7 +70,11 @@ export async function importRedis(redis: Redis, db: pg.Pool, opts: { dryRun: boo
 
   // Accounts, and the key of SCRAM's fake salts (kept, so that unknown users look the same as before).
   const secret = await redis.getBuffer(`${ns}scram-fake-salt-key`);
-  if (secret && !opts.dryRun) await db.query('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', ['scram-fake-salt-key', secret]);
+  if (secret && !opts.empty) {
+    if (!opts.dryRun) await db.query('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', ['scram-fake-salt-key', secret]);
+    const kept = (await db.query<{ value: Buffer }>('SELECT value FROM meta WHERE key = $1', ['scram-fake-salt-key'])).rows[0];
+    if (kept && !kept.value.equals(secret)) counts.fakeSaltKeyDiffers = true;
+  }
   for (const user of await redis.smembers(`${ns}accounts`)) {
     const h = await redis.hgetallBuffer(`${ns}acct:${user}`);
     if (!h.created) continue; // removed meanwhile
@@ -118,5 +141,6 @@ export async function importRedis(redis: Redis, db: pg.Pool, opts: { dryRun: boo
       await put('offline', ['SELECT 1 FROM offline WHERE source = $1', [source]], ['INSERT INTO offline (username, stanza, stored, source) VALUES ($1, $2, $3, $4) ON CONFLICT (source) DO NOTHING', [user, x, Date.now(), source]]);
     }
   }
+  if (!opts.dryRun) await db.query('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [IMPORTED, Buffer.from(new Date().toISOString())]);
   return counts;
 }

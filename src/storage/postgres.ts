@@ -1,6 +1,6 @@
 // PostgreSQL for durable data in a cluster (node-postgres, a pool per
 // store): the schema is versioned, each version a migration applied in its
-// own transaction, recorded in schema_migrations. Nodes starting together
+// own transaction, recorded in xmpp_schema_migrations. Nodes starting together
 // apply them one at a time under an advisory lock; a node that finds a
 // schema newer than it knows refuses to run on it (an older node after an
 // upgrade began would write what the new schema no longer means).
@@ -17,7 +17,8 @@ export class SchemaTooNewError extends Error {
 
 /** A pool for `url`; `max` connections (statements are parameterised by the stores). */
 export function openPool(url: string, max = 10): pg.Pool {
-  const pool = new pg.Pool({ connectionString: url, max, idleTimeoutMillis: 30_000 });
+  // A pool with no connection free for this long fails the query rather than hang (the store answers with an error).
+  const pool = new pg.Pool({ connectionString: url, max, idleTimeoutMillis: 30_000, connectionTimeoutMillis: 10_000 });
   // An idle client that loses its connection must not take the process down; the next query gets a new one.
   pool.on('error', () => {});
   return pool;
@@ -63,9 +64,9 @@ export async function acquirePool(url: string): Promise<{ pool: pg.Pool; release
 
 /** The schema version the database is at (0: none yet). */
 export async function schemaVersion(db: pg.Pool | pg.PoolClient): Promise<number> {
-  const exists = await db.query<{ t: string | null }>("SELECT to_regclass('schema_migrations') AS t");
+  const exists = await db.query<{ t: string | null }>("SELECT to_regclass('xmpp_schema_migrations') AS t");
   if (exists.rows[0].t === null) return 0;
-  const r = await db.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
+  const r = await db.query<{ v: number | null }>('SELECT max(version) AS v FROM xmpp_schema_migrations');
   return r.rows[0].v ?? 0;
 }
 
@@ -77,10 +78,12 @@ export async function schemaVersion(db: pg.Pool | pg.PoolClient): Promise<number
 export async function migrate(pool: pg.Pool, migrations: readonly Migration[] = MIGRATIONS): Promise<number[]> {
   const newest = migrations.at(-1)?.version ?? 0;
   const client = await pool.connect();
+  let broken: Error | undefined;
   try {
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
     try {
-      await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
+      // A name of our own: other tools' schema_migrations may share the database.
+      await client.query('CREATE TABLE IF NOT EXISTS xmpp_schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
       const at = await schemaVersion(client);
       if (at > newest) throw new SchemaTooNewError(`the database schema is at version ${at}, newer than this server knows (${newest}): run the newer server, or restore a backup`);
       const applied: number[] = [];
@@ -89,19 +92,21 @@ export async function migrate(pool: pg.Pool, migrations: readonly Migration[] = 
         await client.query('BEGIN');
         try {
           await client.query(m.sql);
-          await client.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+          await client.query('INSERT INTO xmpp_schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
           await client.query('COMMIT');
         } catch (err) {
-          await client.query('ROLLBACK');
+          // The migration's error is the one to report, whatever the rollback does.
+          await client.query('ROLLBACK').catch((e: unknown) => (broken = e as Error));
           throw new Error(`migration ${m.version} (${m.name}) failed: ${(err as Error).message}`);
         }
         applied.push(m.version);
       }
       return applied;
     } finally {
-      await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]);
+      await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch((e: unknown) => (broken = e as Error));
     }
   } finally {
-    client.release();
+    // A connection that could not unlock (or roll back) is discarded, not reused with the lock held.
+    client.release(broken);
   }
 }

@@ -249,7 +249,15 @@ async function openStores(store: MessagePort | undefined): Promise<{ accounts: A
     const client = new StorageClient(store);
     return { ...(await remoteStores(client)), replace: (port) => client.replace(port), close: () => client.close() };
   }
-  const [accounts, roster, offline] = await Promise.all([openAccountStore(config), openRosterStore(config), openOfflineStore(config)]);
+  // All three, or none left open (a store that opened keeps the thread's database pool).
+  const opened = await Promise.allSettled([openAccountStore(config), openRosterStore(config), openOfflineStore(config)]);
+  const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    await Promise.all(opened.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
+    throw failed.reason;
+  }
+  const [a, r, o] = opened as [PromiseFulfilledResult<AccountStore>, PromiseFulfilledResult<RosterStore>, PromiseFulfilledResult<OfflineStore>];
+  const [accounts, roster, offline] = [a.value, r.value, o.value];
   return { accounts, roster, offline, replace: (port) => port.close(), close: () => void Promise.all([accounts.close(), roster.close(), offline.close()]) };
 }
 

@@ -64,7 +64,7 @@ test('migrations: applied once, in order, by one of several nodes starting toget
   // Exactly one node applied each version; the others found it done.
   t.deepEqual(applied.flat().sort(), MIGRATIONS.map((m) => m.version).sort());
   t.is(await schemaVersion(pools[0]), MIGRATIONS.at(-1)!.version);
-  const rows = (await pools[0].query<{ version: number; name: string }>('SELECT version, name FROM schema_migrations ORDER BY version')).rows;
+  const rows = (await pools[0].query<{ version: number; name: string }>('SELECT version, name FROM xmpp_schema_migrations ORDER BY version')).rows;
   t.deepEqual(rows.map((r) => [r.version, r.name]), MIGRATIONS.map((m) => [m.version, m.name]));
   t.deepEqual(await migrate(pools[1]), [], 'nothing left to apply');
 });
@@ -74,7 +74,7 @@ test('a schema newer than this code is refused, and a failed migration leaves no
   const pool = openPool(url, 2);
   t.teardown(() => pool.end());
   await migrate(pool);
-  await pool.query("INSERT INTO schema_migrations (version, name) VALUES (9999, 'from the future')");
+  await pool.query("INSERT INTO xmpp_schema_migrations (version, name) VALUES (9999, 'from the future')");
   await t.throwsAsync(migrate(pool), { instanceOf: SchemaTooNewError, message: /version 9999, newer than this server knows/ });
   await t.throwsAsync(PostgresAccountStore.open(url, 4096), { instanceOf: SchemaTooNewError });
   // A broken migration rolls back whole.

@@ -16,3 +16,12 @@ rosterStoreContract('postgres', async (t) => {
   };
   return { store: await open(), another: open };
 });
+
+test('many reads of rosters at once, more than the pool has connections, all complete (each read on one connection)', async (t) => {
+  const url = await pg.database();
+  const s = await PostgresRosterStore.open(url);
+  t.teardown(() => s.close());
+  await s.set('alice', { jid: 'bob@x', groups: [] }, 10);
+  const all = await Promise.all(Array.from({ length: 40 }, () => s.get('alice')));
+  t.true(all.every((r) => r.items.length === 1));
+});

@@ -49,7 +49,12 @@ test('a dry run counts, the move brings everything in order, and a second move c
   const moved = await cli();
   t.is(moved.code, 0, moved.stderr);
   t.is(moved.stdout, 'moved 2 accounts, 1 roster items, 2 pending subscription requests, 3 offline messages; 0 already in the database, left as they were\n');
-  const again = await cli();
+  // Once done, not again by mistake: the nodes may have removed or delivered since what Redis still has.
+  const refused = await cli();
+  t.is(refused.code, 1);
+  t.regex(refused.stderr, /imported from Redis already .*--force/);
+  const again = await cli('--force');
+  t.is(again.code, 0, again.stderr);
   t.is(again.stdout, 'moved 0 accounts, 0 roster items, 0 pending subscription requests, 0 offline messages; 8 already in the database, left as they were\n');
 
   // Read back through the PostgreSQL stores.
