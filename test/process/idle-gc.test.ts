@@ -162,6 +162,8 @@ console.log(JSON.stringify({ events, kept: keep.length, ...trimmed }));
 
 async function runTrimChild(t: ExecutionContext, busy: boolean) {
   const child = spawn(process.execPath, ['--input-type=module', '-e', trimChild(busy)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // A child left behind by a test that failed or timed out would spin a core for ever, slowing every later test.
+  t.teardown(() => child.kill('SIGKILL'));
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   const [code] = (await once(child, 'close')) as [number];
