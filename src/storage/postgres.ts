@@ -97,7 +97,7 @@ export async function migrate(pool: pg.Pool, migrations: readonly Migration[] = 
         } catch (err) {
           // The migration's error is the one to report, whatever the rollback does.
           await client.query('ROLLBACK').catch((e: unknown) => (broken = e as Error));
-          throw new Error(`migration ${m.version} (${m.name}) failed: ${(err as Error).message}`);
+          throw new Error(`migration ${m.version} (${m.name}) failed: ${(err as Error).message}`, { cause: err });
         }
         applied.push(m.version);
       }
