@@ -1,11 +1,14 @@
 // SASL PLAIN (RFC 4616): [authzid] NUL authcid NUL passwd, in one message.
 // Only over TLS. The password is checked against the stored SCRAM-SHA-256
-// verifiers by deriving them again.
+// verifiers by deriving them again; an account that has SCRAM-SHA-1 ones
+// only (imported from a server that never kept SHA-256) is checked against
+// those, and gets both from the password it just proved.
 import { randomBytes, createHmac } from 'node:crypto';
 import { SaslFailure } from '../xmpp/errors.ts';
 import { normalizeUsername, verifyPassword, type ScramCredentials } from '../accounts/store.ts';
 import type { Mechanism, MechanismContext, MechanismFactory, SaslResult } from './mechanism.ts';
 import { authzidMatches, decodeUtf8, fromStore } from './util.ts';
+import { log } from '../log.ts';
 
 const PROCESS_SECRET = randomBytes(32);
 
@@ -51,7 +54,12 @@ export class PlainMechanism implements Mechanism {
     }
 
     const store = this.ctx.store;
-    const creds = username === undefined ? undefined : await fromStore(() => store.scram(username, 'SHA-256'));
+    let hash: 'SHA-256' | 'SHA-1' = 'SHA-256';
+    let creds = username === undefined ? undefined : await fromStore(() => store.scram(username, 'SHA-256'));
+    if (!creds && username !== undefined) {
+      creds = await fromStore(() => store.scram(username, 'SHA-1'));
+      if (creds) hash = 'SHA-1';
+    }
     // Unknown users cost the same PBKDF2 work as known ones, against a verifier nothing matches.
     const target: ScramCredentials = creds ?? {
       salt: createHmac('sha256', store.fakeSaltKey?.() ?? PROCESS_SECRET).update(`PLAIN\0${authcid}`).digest().subarray(0, 16),
@@ -59,8 +67,13 @@ export class PlainMechanism implements Mechanism {
       storedKey: randomBytes(32),
       serverKey: randomBytes(32),
     };
-    const ok = await verifyPassword(target, 'SHA-256', password);
+    const ok = await verifyPassword(target, hash, password);
     if (!ok || !creds || username === undefined) throw new SaslFailure('not-authorized');
+    if (hash === 'SHA-1') {
+      // The password is known now: the account gets its SHA-256 verifiers (and new SHA-1 ones).
+      // The login stands if this fails (the store went away): the next one tries again.
+      await store.setPassword(username, password).catch((err: unknown) => log.warn('SHA-256 verifiers not added to an account that had SHA-1 ones only', { user: username, err: String(err) }));
+    }
     return { kind: 'success', username };
   }
 }

@@ -9,6 +9,7 @@ import { sharedPostgresServer } from '../helpers/postgres.ts';
 import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 import { MIGRATIONS } from '../../src/storage/postgres-schema.ts';
 import { environment, run, STEP_MS, within } from '../helpers/process.ts';
+import { plainOutcome } from '../helpers/protocol.ts';
 import { barrier, connect, expect, isBody, isPresence, push, ready, rosterOf, summary } from '../helpers/im.ts';
 
 const pgServer = sharedPostgresServer(test);
@@ -92,4 +93,25 @@ test('`db migrate` brings a database up to date (once), and says so', async (t) 
   const none = await run(process.execPath, ['src/main.ts', 'db', 'migrate'], env);
   t.is(none.code, 1);
   t.regex(none.stderr, /XMPP_DATABASE_URL is not set/);
+});
+
+test('an account with SCRAM-SHA-1 verifiers only logs in with PLAIN, which gives it SHA-256 ones', async (t) => {
+  const url = await pgServer.database();
+  const accounts = await PostgresAccountStore.open(url, 4096);
+  t.teardown(() => accounts.close());
+  await accounts.create('old', 'old-pw');
+  // As an import from a server that kept SHA-1 only leaves it.
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  await c.query("UPDATE accounts SET sha256_salt = NULL, sha256_iterations = NULL, sha256_stored_key = NULL, sha256_server_key = NULL WHERE username = 'old'");
+  await c.end();
+  t.is(await accounts.scram('old', 'SHA-256'), undefined);
+  const server = await startTestServer({ XMPP_DATABASE_URL: url });
+  t.teardown(() => server.stop());
+  // PLAIN (the test client's login) checks the SHA-1 verifiers, and the password proved gives both.
+  const p = await connect(t, server.c2sPort, 'old');
+  t.is(p.bare, 'old@localhost');
+  t.truthy(await accounts.scram('old', 'SHA-256'), 'SHA-256 verifiers added at the PLAIN login');
+  // A wrong password is still wrong.
+  t.is(await plainOutcome(server.c2sPort, 'old', 'not-the-password'), 'not-authorized');
 });
