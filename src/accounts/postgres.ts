@@ -8,7 +8,7 @@ import { acquirePool } from '../storage/postgres.ts';
 import {
   type AccountStore, type ScramCredentials, type ScramHash,
   AccountExistsError, AccountNotFoundError,
-  normalizeUsername, newUsername, normalizedOrUndefined, deriveScram, preparePassword,
+  normalizeUsername, newUsername, normalizedOrUndefined, deriveBoth, verifierColumns,
 } from './store.ts';
 
 const COLUMN: Record<ScramHash, string> = { 'SHA-1': 'sha1', 'SHA-256': 'sha256' };
@@ -55,13 +55,8 @@ export class PostgresAccountStore implements AccountStore {
     return this.secret;
   }
 
-  private async derive(password: string): Promise<[ScramCredentials, ScramCredentials]> {
-    preparePassword(password, true); // stored string rules: no unassigned code points
-    return Promise.all([deriveScram(password, 'SHA-1', this.iterations), deriveScram(password, 'SHA-256', this.iterations)]);
-  }
-
-  private static params(c: ScramCredentials): [Buffer, number, Buffer, Buffer] {
-    return [c.salt, c.iterations, c.storedKey, c.serverKey];
+  private derive(password: string): Promise<[ScramCredentials, ScramCredentials]> {
+    return deriveBoth(password, this.iterations);
   }
 
   async create(username: string, password: string): Promise<void> {
@@ -72,7 +67,7 @@ export class PostgresAccountStore implements AccountStore {
       const r = await this.pool.query(
         `INSERT INTO accounts (username, created, sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key, sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (username) DO NOTHING`,
-        [user, Date.now(), ...PostgresAccountStore.params(sha1), ...PostgresAccountStore.params(sha256)],
+        [user, Date.now(), ...verifierColumns(sha1), ...verifierColumns(sha256)],
       );
       if (r.rowCount === 0) throw new AccountExistsError(`account ${user} already exists`);
     } catch (err) {
@@ -94,7 +89,7 @@ export class PostgresAccountStore implements AccountStore {
     const r = await this.pool.query(
       `UPDATE accounts SET sha1_salt = $1, sha1_iterations = $2, sha1_stored_key = $3, sha1_server_key = $4,
          sha256_salt = $5, sha256_iterations = $6, sha256_stored_key = $7, sha256_server_key = $8 WHERE username = $9`,
-      [...PostgresAccountStore.params(sha1), ...PostgresAccountStore.params(sha256), user],
+      [...verifierColumns(sha1), ...verifierColumns(sha256), user],
     );
     if (r.rowCount === 0) throw new AccountNotFoundError(`no account ${user}`);
   }

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import {
   type AccountStore, type ScramCredentials, type ScramHash,
   AccountExistsError, AccountNotFoundError,
-  normalizeUsername, newUsername, normalizedOrUndefined, deriveScram, preparePassword,
+  normalizeUsername, newUsername, normalizedOrUndefined, deriveBoth, verifierColumns,
 } from './store.ts';
 
 
@@ -88,20 +88,15 @@ export class SqliteAccountStore implements AccountStore {
     return this.secret;
   }
 
-  private async derive(password: string): Promise<[ScramCredentials, ScramCredentials]> {
-    preparePassword(password, true); // stored string rules: no unassigned code points
-    return Promise.all([deriveScram(password, 'SHA-1', this.iterations), deriveScram(password, 'SHA-256', this.iterations)]);
-  }
-
-  private static params(c: ScramCredentials): [Buffer, number, Buffer, Buffer] {
-    return [c.salt, c.iterations, c.storedKey, c.serverKey];
+  private derive(password: string): Promise<[ScramCredentials, ScramCredentials]> {
+    return deriveBoth(password, this.iterations);
   }
 
   async create(username: string, password: string): Promise<void> {
     const user = newUsername(username);
     if (this.stmts.exists.get(user)) throw new AccountExistsError(`account ${user} already exists`);
     const [sha1, sha256] = await this.derive(password);
-    const r = this.stmts.insert.run(user, Date.now(), ...SqliteAccountStore.params(sha1), ...SqliteAccountStore.params(sha256));
+    const r = this.stmts.insert.run(user, Date.now(), ...verifierColumns(sha1), ...verifierColumns(sha256));
     if (r.changes === 0) throw new AccountExistsError(`account ${user} already exists`);
   }
 
@@ -115,7 +110,7 @@ export class SqliteAccountStore implements AccountStore {
     const user = normalizeUsername(username);
     if (!this.stmts.exists.get(user)) throw new AccountNotFoundError(`no account ${user}`);
     const [sha1, sha256] = await this.derive(password);
-    const r = this.stmts.update.run(...SqliteAccountStore.params(sha1), ...SqliteAccountStore.params(sha256), user);
+    const r = this.stmts.update.run(...verifierColumns(sha1), ...verifierColumns(sha256), user);
     if (r.changes === 0) throw new AccountNotFoundError(`no account ${user}`);
   }
 

@@ -159,3 +159,14 @@ export function normalizedOrUndefined(username: string): string | undefined {
     throw err;
   }
 }
+
+/** New verifiers for both hashes from a password that is to be stored (SASLprep's stored-string rules): what every store keeps. */
+export async function deriveBoth(password: string, iterations: number): Promise<[ScramCredentials, ScramCredentials]> {
+  preparePassword(password, true); // stored string rules: no unassigned code points
+  return Promise.all([deriveScram(password, 'SHA-1', iterations), deriveScram(password, 'SHA-256', iterations)]);
+}
+
+/** A verifier as a row's four columns: salt, iterations, StoredKey, ServerKey. */
+export function verifierColumns(c: ScramCredentials): [Buffer, number, Buffer, Buffer] {
+  return [c.salt, c.iterations, c.storedKey, c.serverKey];
+}

@@ -5,7 +5,7 @@
 // cannot change before the write that depends on them; different users'
 // queues are written in parallel.
 import type pg from 'pg';
-import { acquirePool } from '../storage/postgres.ts';
+import { acquirePool, transaction } from '../storage/postgres.ts';
 import { type OfflineLimits, type OfflineStore, type StoredMessage, checkFetch, checkLimits, utf8Bytes } from './store.ts';
 
 export class PostgresOfflineStore implements OfflineStore {
@@ -25,20 +25,8 @@ export class PostgresOfflineStore implements OfflineStore {
   }
 
   /** `fn` in one transaction holding the user's queue lock. */
-  private async locked<T>(user: string, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    const c = await this.pool.connect();
-    try {
-      await c.query('BEGIN');
-      await c.query("SELECT pg_advisory_xact_lock(hashtextextended('offline:' || $1, 0))", [user]);
-      const out = await fn(c);
-      await c.query('COMMIT');
-      return out;
-    } catch (err) {
-      await c.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      c.release();
-    }
+  private locked<T>(user: string, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    return transaction(this.pool, `offline:${user}`, fn);
   }
 
   async push(user: string, xml: string, limits: OfflineLimits): Promise<boolean> {

@@ -6,7 +6,7 @@
 // users are written in parallel.
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
-import { acquirePool } from '../storage/postgres.ts';
+import { acquirePool, transaction } from '../storage/postgres.ts';
 import {
   type RosterStore, type RosterItem, type RosterItemInput, type RosterChange, type Subscription, type SubscriptionChange,
   type SubState, type TransitionTable, type TransitionResult, type PendingRequest, type TransitionOptions,
@@ -100,21 +100,8 @@ export class PostgresRosterStore implements RosterStore {
   }
 
   /** `fn` in one transaction holding the user's roster lock (writes), or a consistent snapshot (reads). */
-  private async tx<T>(user: string, write: boolean, fn: (t: Tx) => Promise<T>): Promise<T> {
-    const c = await this.pool.connect();
-    try {
-      await c.query(write ? 'BEGIN' : 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      // The roster's lock, released at the end of the transaction.
-      if (write) await c.query("SELECT pg_advisory_xact_lock(hashtextextended('roster:' || $1, 0))", [user]);
-      const out = await fn(new Tx(c, user));
-      await c.query('COMMIT');
-      return out;
-    } catch (err) {
-      await c.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      c.release();
-    }
+  private tx<T>(user: string, write: boolean, fn: (t: Tx) => Promise<T>): Promise<T> {
+    return transaction(this.pool, write ? `roster:${user}` : undefined, (c) => fn(new Tx(c, user)));
   }
 
   async get(user: string): Promise<{ version: string; items: RosterItem[] }> {

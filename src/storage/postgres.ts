@@ -110,3 +110,24 @@ export async function migrate(pool: pg.Pool, migrations: readonly Migration[] = 
     client.release(broken);
   }
 }
+
+/**
+ * `fn` in one transaction on one connection of the pool: with `lock`, a
+ * writer holding that advisory lock until the end (one writer per key: a
+ * user's roster, a user's queue); without, a read-only consistent snapshot.
+ */
+export async function transaction<T>(pool: pg.Pool, lock: string | undefined, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  const c = await pool.connect();
+  try {
+    await c.query(lock === undefined ? 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY' : 'BEGIN');
+    if (lock !== undefined) await c.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [lock]);
+    const out = await fn(c);
+    await c.query('COMMIT');
+    return out;
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    c.release();
+  }
+}
