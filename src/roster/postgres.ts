@@ -10,7 +10,7 @@ import { acquirePool, transaction } from '../storage/postgres.ts';
 import {
   type RosterStore, type RosterItem, type RosterItemInput, type RosterChange, type Subscription, type SubscriptionChange,
   type SubState, type TransitionTable, type TransitionResult, type PendingRequest, type TransitionOptions,
-  RosterFullError, RosterTooLargeError, EMPTY_VERSION, SUB_STATES, checkMax, checkSubscription, compareJids, composeState, decodeDetails, encodeDetails, itemBytes, makeItem, splitState, transitionLimits,
+  RosterFullError, RosterTooLargeError, EMPTY_VERSION, checkMax, checkTable, planTransition, checkSubscription, compareJids, composeState, decodeDetails, encodeDetails, itemBytes, makeItem, transitionLimits,
 } from './store.ts';
 
 interface ItemRow {
@@ -26,11 +26,6 @@ function checkUser(user: string): void {
   if (typeof user !== 'string' || user.length === 0) throw new TypeError('a roster needs a username');
 }
 
-function checkTable(table: TransitionTable): void {
-  for (const [from, to] of Object.entries(table)) {
-    if (!SUB_STATES.includes(from as SubState) || !SUB_STATES.includes(to as SubState)) throw new TypeError(`invalid transition ${JSON.stringify(from)} -> ${JSON.stringify(to)}`);
-  }
-}
 
 /** One roster's statements inside its transaction. */
 class Tx {
@@ -185,16 +180,8 @@ export class PostgresRosterStore implements RosterStore {
       const row = await t.item(jid);
       const current = row ? rowToItem(row) : undefined;
       const pending = await t.pending(jid);
-      const before = composeState(current, pending);
-      const after = table[before] ?? before;
+      const { before, after, next, createItem, changeItem, addPending, dropPending, addAsk } = planTransition(current, pending, table);
       if (after === before) return { before, after };
-      const next = splitState(after);
-      const createItem = !current && (next.subscription !== 'none' || next.ask !== undefined);
-      const changeItem = current ? current.subscription !== next.subscription || current.ask !== next.ask : createItem;
-      // A request the state did not count before (none, or a stale one) is a new arrival.
-      const addPending = next.pendingIn && !splitState(before).pendingIn;
-      const dropPending = !next.pendingIn && pending;
-      const addAsk = next.ask !== undefined && !splitState(before).ask;
       if (createItem && (await t.full(max))) return { before, after: before, full: 'items' };
       // A contact already in the roster is no stranger: its request is let in beyond the limit.
       if (addPending && !pending && !current && (await t.count('SELECT count(*) AS n FROM roster_pending WHERE username = $1')) >= maxPending) return { before, after: before, full: 'pending' };

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import {
   type RosterStore, type RosterItem, type RosterItemInput, type RosterChange, type Subscription, type SubscriptionChange,
   type SubState, type TransitionTable, type TransitionResult, type PendingRequest, type TransitionOptions,
-  RosterFullError, RosterTooLargeError, EMPTY_VERSION, SUB_STATES, checkMax, checkSubscription, compareJids, composeState, decodeDetails, encodeDetails, itemBytes, makeItem, splitState, transitionLimits,
+  RosterFullError, RosterTooLargeError, EMPTY_VERSION, checkMax, checkTable, planTransition, checkSubscription, compareJids, composeState, decodeDetails, encodeDetails, itemBytes, makeItem, transitionLimits,
 } from './store.ts';
 
 
@@ -51,13 +51,6 @@ function checkUser(user: string): void {
   if (typeof user !== 'string' || user.length === 0) throw new TypeError('a roster needs a username');
 }
 
-function checkTable(table: TransitionTable): void {
-  for (const [from, to] of Object.entries(table)) {
-    if (!SUB_STATES.includes(from as SubState) || !SUB_STATES.includes(to as SubState)) {
-      throw new TypeError(`invalid transition ${JSON.stringify(from)} -> ${JSON.stringify(to)}`);
-    }
-  }
-}
 
 export class SqliteRosterStore implements RosterStore {
   private readonly db: DatabaseSync;
@@ -218,16 +211,8 @@ export class SqliteRosterStore implements RosterStore {
       const row = this.stmts.item.get(user, jid);
       const current = row ? rowToItem(row) : undefined;
       const pending = this.stmts.pending.get(user, jid) !== undefined;
-      const before = composeState(current, pending);
-      const after = table[before] ?? before;
+      const { before, after, next, createItem, changeItem, addPending, dropPending, addAsk } = planTransition(current, pending, table);
       if (after === before) return { before, after };
-      const next = splitState(after);
-      const createItem = !current && (next.subscription !== 'none' || next.ask !== undefined);
-      const changeItem = current ? current.subscription !== next.subscription || current.ask !== next.ask : createItem;
-      // A request the state did not count before (none, or a stale one) is a new arrival.
-      const addPending = next.pendingIn && !splitState(before).pendingIn;
-      const dropPending = !next.pendingIn && pending;
-      const addAsk = next.ask !== undefined && !splitState(before).ask;
       if (createItem && this.full(user, max)) return { before, after: before, full: 'items' };
       // A contact already in the roster is no stranger: its request is let in beyond the limit.
       if (addPending && !pending && !current && Number(this.stmts.pendingCount.get(user)!.n) >= maxPending) return { before, after: before, full: 'pending' };

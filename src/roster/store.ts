@@ -213,3 +213,41 @@ export function splitState(state: SubState): { subscription: Subscription; ask: 
   const [subscription, ...flags] = state.split('+') as [Subscription, ...string[]];
   return { subscription, ask: flags.includes('out') ? 'subscribe' : undefined, pendingIn: flags.includes('in') };
 }
+
+/** Throws for a table naming a state that is none of Appendix A.1's. */
+export function checkTable(table: TransitionTable): void {
+  for (const [from, to] of Object.entries(table)) {
+    if (!SUB_STATES.includes(from as SubState) || !SUB_STATES.includes(to as SubState)) throw new TypeError(`invalid transition ${JSON.stringify(from)} -> ${JSON.stringify(to)}`);
+  }
+}
+
+/** What one transition (RosterStore.transition) changes, worked out from the pair as it is; every store applies it under its own lock. */
+export interface TransitionPlan {
+  before: SubState;
+  after: SubState;
+  /** The item's part of `after`. */
+  next: ReturnType<typeof splitState>;
+  createItem: boolean;
+  changeItem: boolean;
+  /** A request the state did not count before (none, or a stale one) is a new arrival. */
+  addPending: boolean;
+  dropPending: boolean;
+  addAsk: boolean;
+}
+
+export function planTransition(current: RosterItem | undefined, pending: boolean, table: TransitionTable): TransitionPlan {
+  const before = composeState(current, pending);
+  const after = table[before] ?? before;
+  const next = splitState(after);
+  const createItem = !current && (next.subscription !== 'none' || next.ask !== undefined);
+  return {
+    before,
+    after,
+    next,
+    createItem,
+    changeItem: current ? current.subscription !== next.subscription || current.ask !== next.ask : createItem,
+    addPending: next.pendingIn && !splitState(before).pendingIn,
+    dropPending: !next.pendingIn && pending,
+    addAsk: next.ask !== undefined && !splitState(before).ask,
+  };
+}
