@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { loadConfig, componentsOf, ConfigError, ROOT, SETTINGS } from '../src/config/index.ts';
+import { loadConfig, componentsOf, s2sHostsOf, dnsServersOf, ConfigError, ROOT, SETTINGS } from '../src/config/index.ts';
 
 test('defaults give a single node on the standard ports', (t) => {
   const c = loadConfig({});
@@ -32,8 +32,19 @@ test('environment variables override defaults and are validated by name', (t) =>
     [{ XMPP_COMPONENTS: 'not a domain=x' }, /XMPP_COMPONENTS: "not a domain" is not a domain/],
     [{ XMPP_COMPONENTS: 'localhost=x' }, /the server's own domain/],
     [{ XMPP_TLS_CA: '/nonexistent/ca.pem' }, /XMPP_TLS_CA: no such file/],
+    // Federation and the database: malformed values are refused at start too.
+    [{ XMPP_S2S_TLS_PORT: 'x' }, /XMPP_S2S_TLS_PORT must be a port number/],
+    [{ XMPP_S2S_HOSTS: 'peer.example' }, /XMPP_S2S_HOSTS must be 'domain=host:port/],
+    [{ XMPP_S2S_HOSTS: 'peer.example=host' }, /XMPP_S2S_HOSTS must be 'domain=host:port/],
+    [{ XMPP_S2S_HOSTS: 'peer.example=host:99999' }, /XMPP_S2S_HOSTS must be 'domain=host:port/],
+    [{ XMPP_S2S_HOSTS: 'not a domain=h:1' }, /XMPP_S2S_HOSTS must be 'domain=host:port/],
+    [{ XMPP_S2S_DNS_SERVERS: 'dns.example' }, /XMPP_S2S_DNS_SERVERS must be/],
+    [{ XMPP_S2S_DNS_SERVERS: '[::1]:70000' }, /XMPP_S2S_DNS_SERVERS must be/],
+    [{ XMPP_DATABASE_URL: 'mysql://x' }, /XMPP_DATABASE_URL must be a postgres:\/\/ URL/],
   ] as const) t.regex(t.throws(() => loadConfig(env), { instanceOf: ConfigError })!.message, re, JSON.stringify(env));
   t.deepEqual([...componentsOf(loadConfig({ XMPP_COMPONENTS: 'Bots.Localhost=s1, gw.localhost=s=2' })).entries()], [['bots.localhost', 's1'], ['gw.localhost', 's=2']]);
+  t.deepEqual([...s2sHostsOf(loadConfig({ XMPP_S2S_HOSTS: 'Peer.Example=10.0.0.1:5269, v6.example=[::1]:5270' })).entries()], [['peer.example', { host: '10.0.0.1', port: 5269 }], ['v6.example', { host: '::1', port: 5270 }]]);
+  t.deepEqual(dnsServersOf(loadConfig({ XMPP_S2S_DNS_SERVERS: '10.0.0.53, 10.0.0.54:5353, [::1]:53' })), ['10.0.0.53', '10.0.0.54:5353', '[::1]:53']);
 });
 
 test('XMPP_NODE_ID unset: each load, and each process, gets its own id in the documented form (node- + 8 hex digits)', (t) => {
