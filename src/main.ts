@@ -89,17 +89,20 @@ async function removeUser(config: Config, accounts: AccountStore, name: string):
   const { removeAccount } = await import('./accounts/removal.ts');
   const { openRosterStore } = await import('./roster/open.ts');
   const { openOfflineStore } = await import('./offline/open.ts');
+  const { openArchiveStore } = await import('./mam/open.ts');
   // A store the server never created holds nothing for the account.
   const existing = { existing: true };
   const ifExists = <T,>(p: Promise<T>) => p.catch((err: unknown) => (err instanceof StoreMissingError ? undefined : Promise.reject(err)));
   const roster = await ifExists(openRosterStore(config, existing));
   const offline = await ifExists(openOfflineStore(config, existing));
+  const archive = await ifExists(openArchiveStore(config, existing));
   let notice: RemovalNotice | undefined;
   try {
-    notice = await removeAccount({ accounts, roster, offline }, config.domain, name, config.maxRosterItems);
+    notice = await removeAccount({ accounts, roster, offline, archive }, config.domain, name, config.maxRosterItems);
   } finally {
     await roster?.close();
     await offline?.close();
+    await archive?.close();
   }
   if (!notice) return false;
   await announceRemoval(config, notice);

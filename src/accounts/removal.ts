@@ -13,6 +13,7 @@ import { normalizedOrUndefined } from './store.ts';
 import type { RosterStore, RosterItem, SubState } from '../roster/store.ts';
 import { composeState, splitState } from '../roster/store.ts';
 import type { OfflineStore } from '../offline/store.ts';
+import type { ArchiveStore } from '../mam/store.ts';
 import { INBOUND, receivesFrom, sendsTo } from '../presence/subscription.ts';
 import { log } from '../log.ts';
 
@@ -52,11 +53,12 @@ export function isRemovalNotice(x: unknown): x is RemovalNotice {
   });
 }
 
-/** The roster and offline stores may be missing (the CLI on a data directory the server never fully made). */
+/** The roster, offline and archive stores may be missing (the CLI on a data directory the server never fully made). */
 export interface RemovalStores {
   accounts: AccountStore;
   roster?: RosterStore;
   offline?: OfflineStore;
+  archive?: ArchiveStore;
 }
 
 /**
@@ -82,6 +84,8 @@ export async function removeAccount(stores: RemovalStores, domain: string, name:
       await roster.removeAll(user);
     }
     await stores.offline?.removeAll(user);
+    // XEP-0313 archive: the account's own copy of its conversations (its contacts keep theirs).
+    await stores.archive?.removeAll(user);
   } catch (err) {
     // The account is gone: its sessions must end all the same. What could
     // not be changed for its contacts is reported, not undone.

@@ -53,6 +53,10 @@ export interface Config {
   maxOutgoingRequests: number;
   maxOfflineMessages: number;
   maxOfflineBytes: number;
+  mam: boolean;
+  mamDefault: 'always' | 'roster' | 'never';
+  mamRetentionDays: number;
+  mamMaxBuffered: number;
   maxAuthAttempts: number;
   maxOutboundBytes: number;
   csiMaxHeld: number;
@@ -126,6 +130,10 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'maxOutgoingRequests', env: 'XMPP_MAX_OUTGOING_REQUESTS', kind: 'int', min: 1, doc: 'unanswered subscription requests one user may have sent; beyond it the user gets policy-violation', default: () => 100 },
   { key: 'maxOfflineMessages', env: 'XMPP_MAX_OFFLINE', kind: 'int', min: 0, doc: 'messages kept for one offline user (XEP-0160); when full, senders get service-unavailable (0: no offline storage)', default: () => 100 },
   { key: 'maxOfflineBytes', env: 'XMPP_MAX_OFFLINE_BYTES', kind: 'int', min: 1024, doc: "bytes of messages kept for one offline user; when full, senders get service-unavailable", default: () => 2 * 1024 * 1024 },
+  { key: 'mam', env: 'XMPP_MAM', kind: 'bool', doc: "message archive (XEP-0313): one-to-one messages kept in both parties' archives for their clients to query", default: () => true },
+  { key: 'mamDefault', env: 'XMPP_MAM_DEFAULT', kind: 'enum', values: ['always', 'roster', 'never'], doc: "what an account that set no archiving preferences keeps: every message, only those with roster contacts, or none (XEP-0313 §6)", default: () => 'always' },
+  { key: 'mamRetentionDays', env: 'XMPP_MAM_RETENTION_DAYS', kind: 'int', min: 0, doc: 'archived messages older than this many days are removed in the background (0: kept for ever)', default: () => 0 },
+  { key: 'mamMaxBuffered', env: 'XMPP_MAM_MAX_BUFFERED', kind: 'int', min: 100, doc: "archive rows a worker holds while the database is slow or away; beyond it messages are refused with resource-constraint (and it is logged)", default: () => 20_000 },
   { key: 'maxResourcesPerAccount', env: 'XMPP_MAX_RESOURCES', kind: 'int', min: 1, doc: 'sessions one account may bind at once', default: () => 10 },
   { key: 'maxAuthAttempts', env: 'XMPP_MAX_AUTH_ATTEMPTS', kind: 'int', min: 1, doc: 'failed SASL attempts before the stream is closed', default: () => 3 },
   { key: 'maxOutboundBytes', env: 'XMPP_MAX_OUTBOUND_BYTES', kind: 'int', min: 65536, doc: 'unsent bytes queued for a slow reader before it is disconnected', default: () => 4 * 1024 * 1024 },

@@ -26,7 +26,7 @@ export function disco(modules: () => ServerModule[], services: () => string[] = 
     },
   };
   const account = {
-    [`get ${NS_DISCO_INFO}`]: info({ category: 'account', type: 'registered' }, () => [NS_DISCO_INFO]),
+    [`get ${NS_DISCO_INFO}`]: info({ category: 'account', type: 'registered' }, () => [NS_DISCO_INFO, ...modules().flatMap((m) => m.accountFeatures ?? [])]),
     [`get ${NS_DISCO_ITEMS}`]: () => new Element('query', { xmlns: NS_DISCO_ITEMS }),
   };
   // Other servers' entities see the same (XEP-0030 does not depend on where the asker is).

@@ -7,7 +7,9 @@
 // hook into the stanza flow through the router: a stanza from a client
 // before it is routed (presence takes its own, carbons copy what is sent),
 // a message after routing decided who gets it (carbons copy what is
-// received), and a message no session can take (offline storage).
+// received), a message about to reach an account (the archive stamps it),
+// a stanza from a peer server or component, and a message no session can
+// take (offline storage).
 import type { Element } from 'ltx';
 import type { SessionRecord } from '../registry/registry.ts';
 import type { StanzaError } from '../xmpp/errors.ts';
@@ -47,9 +49,20 @@ export type RoutedHook = (el: Element, bare: string, to: readonly Pick<SessionRe
  */
 export type Kept = 'stored' | 'full' | 'dropped' | 'refused';
 export type OfflineHook = (local: string, el: Element) => Promise<Kept>;
+/**
+ * A message on its way to an account of this server (its normalised
+ * localpart), known to exist, before any of its sessions or offline storage
+ * gets it: the module may change it (the archive stamps its id); a
+ * StanzaError refuses it (the sender gets it). In module order.
+ */
+export type DeliveringHook = (el: Element, local: string) => StanzaError | undefined | Promise<StanzaError | undefined>;
+/** A stanza from a peer server or a component, before it is routed: the module may change it (as inbound does for a client's). */
+export type ForeignHook = (el: Element) => void;
 
 export interface ServerModule {
   features: string[];
+  /** Features of every account's bare JID (disco#info to an account). */
+  accountFeatures?: string[];
   /** iq addressed to the server's domain, keyed "get urn:xmpp:ping". */
   server?: Record<string, IqHandler>;
   /** iq addressed to an account's bare JID, answered by the server on its behalf. */
@@ -72,6 +85,8 @@ export interface ServerModule {
   outbound?: OutboundHook;
   inbound?: InboundHook;
   routed?: RoutedHook;
+  delivering?: DeliveringHook;
+  foreign?: ForeignHook;
   /** The one place undeliverable messages are kept (offline storage); the first module that has it. */
   offline?: OfflineHook;
   /** The session loses its stream but lives on (XEP-0198 hibernation, or a move to another connection): what the module holds for the stream is released to the session's queue. */
@@ -88,11 +103,13 @@ export interface Hooks {
   detached: ((session: Session) => void)[];
   inbound: InboundHook[];
   routed: RoutedHook[];
+  delivering: DeliveringHook[];
+  foreign: ForeignHook[];
   offline: OfflineHook | undefined;
 }
 
 export function hooksOf(modules: ServerModule[]): Hooks {
-  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), negotiating: new Map(), immediate: new Map(), outbound: [], detached: [], inbound: [], routed: [], offline: undefined };
+  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), negotiating: new Map(), immediate: new Map(), outbound: [], detached: [], inbound: [], routed: [], delivering: [], foreign: [], offline: undefined };
   for (const m of modules) {
     if (m.streamFeatures) hooks.streamFeatures.push(m.streamFeatures);
     for (const [k, h] of Object.entries(m.nonzas ?? {})) hooks.nonzas.set(k, h);
@@ -102,6 +119,8 @@ export function hooksOf(modules: ServerModule[]): Hooks {
     if (m.detached) hooks.detached.push(m.detached);
     if (m.inbound) hooks.inbound.push(m.inbound);
     if (m.routed) hooks.routed.push(m.routed);
+    if (m.delivering) hooks.delivering.push(m.delivering);
+    if (m.foreign) hooks.foreign.push(m.foreign);
     hooks.offline ??= m.offline;
   }
   return hooks;

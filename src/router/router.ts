@@ -190,6 +190,7 @@ export class Router implements PresenceRouting {
       return;
     }
     try {
+      for (const hook of this.hooks.foreign) hook(el);
       await this.route(el, to, undefined);
     } catch (err) {
       log.warn('stanza from a component not routed', { from: el.attrs.from, err: String(err) });
@@ -213,6 +214,7 @@ export class Router implements PresenceRouting {
       return this.reject(undefined, el, new StanzaError('jid-malformed', err.message));
     }
     try {
+      for (const hook of this.hooks.foreign) hook(el);
       if (el.name === 'presence' && to.domain === this.d.domain && (await this.presence.fromRemote(el, to))) return;
       if (el.name === 'iq' && to.domain === this.d.domain && !to.resource && (el.attrs.type === 'get' || el.attrs.type === 'set')) return await this.remoteIq(el, to);
       await this.route(el, to, undefined);
@@ -275,6 +277,10 @@ export class Router implements PresenceRouting {
       const here = this.d.local.get(full);
       const rec = here ? undefined : await this.d.registry.lookup(full);
       if (here || rec) {
+        if (el.name === 'message') {
+          const refused = await this.delivering(el, to.local);
+          if (refused) return this.reject(sender, el, refused);
+        }
         if (!here) this.deliver(rec!, el, undefined, opts);
         else if (!here.deliver(el.toString(), { live: !opts.solicited, reroute: rerouteOf(el) })) this.undeliverable(el, here.id);
         if (el.name === 'message') this.routed(el, bareJid, [{ sid: here?.id ?? rec!.sid }]);
@@ -314,6 +320,8 @@ export class Router implements PresenceRouting {
     const type = el.attrs.type ?? 'normal';
     if (type === 'error') return;
     if (type === 'groupchat') return this.reject(sender, el, new StanzaError('service-unavailable'));
+    const refused = await this.delivering(el, local);
+    if (refused) return this.reject(sender, el, refused);
     const available = recs.filter((r) => r.available && r.priority >= 0);
     if (available.length === 0) {
       // §8.5.2.2.1: headline is dropped; normal and chat are stored (XEP-0160) or refused.
@@ -339,6 +347,15 @@ export class Router implements PresenceRouting {
     if (to.length === 1) this.deliver(to[0], el);
     else this.deliverCopies(to, el);
     this.routed(el, bareJid, to);
+  }
+
+  /** A message on its way to an existing account of this server: the modules' hooks (the archive stamps it), the first refusal stops it. */
+  private async delivering(el: Element, local: string): Promise<StanzaError | undefined> {
+    for (const hook of this.hooks.delivering) {
+      const refused = await hook(el, local);
+      if (refused) return refused;
+    }
+    return undefined;
   }
 
   /** A message to an account of this server was handed to these sessions: the modules' after-routing hooks (carbons copy it). */

@@ -92,4 +92,34 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE UNIQUE INDEX offline_source ON offline (source);
     `,
   },
+  {
+    version: 5,
+    name: 'message archive',
+    // XEP-0313: ids sort in the order the server received the messages
+    // (mam/store.ts), so (owner, id) orders every query; the body is
+    // indexed for full-text search (XEP-0431) with the 'simple'
+    // configuration: no stemming, the words as written, in any language.
+    sql: `
+      CREATE TABLE archive (
+        owner text NOT NULL,
+        id text NOT NULL,
+        stamp bigint NOT NULL,
+        with_bare text NOT NULL,
+        with_resource text NOT NULL,
+        outgoing boolean NOT NULL,
+        body text NOT NULL,
+        stanza text NOT NULL,
+        PRIMARY KEY (owner, id)
+      );
+      CREATE INDEX archive_with ON archive (owner, with_bare, id);
+      CREATE INDEX archive_stamp ON archive (stamp);
+      CREATE INDEX archive_text ON archive USING gin (to_tsvector('simple', body));
+      CREATE TABLE archive_prefs (
+        owner text PRIMARY KEY,
+        mode text NOT NULL,
+        always text[] NOT NULL,
+        never text[] NOT NULL
+      );
+    `,
+  },
 ];

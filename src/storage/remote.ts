@@ -1,5 +1,5 @@
 // The worker's side of the storage thread (thread.ts): each store interface
-// (accounts, rosters, offline messages) as an object whose methods post a
+// (accounts, rosters, offline messages, the message archive) as an object whose methods post a
 // request on the worker's port and resolve with the answer. Errors come back
 // with their name, message and limit fields, so callers that tell store
 // errors apart by name (AccountExistsError, RosterFullError...) work as with
@@ -10,11 +10,12 @@ import { EventEmitter, once } from 'node:events';
 import type { AccountStore } from '../accounts/store.ts';
 import type { RosterStore } from '../roster/store.ts';
 import type { OfflineStore } from '../offline/store.ts';
+import type { ArchiveStore } from '../mam/store.ts';
 import { encode, decode } from '../worker/wire.ts';
 import type { FromStorage, StorageThreadData, ToStorage } from './thread.ts';
 import { log } from '../log.ts';
 
-export type StoreName = 'accounts' | 'roster' | 'offline' | 'info';
+export type StoreName = 'accounts' | 'roster' | 'offline' | 'archive' | 'info';
 export interface StoreRequest {
   i: number;
   s: StoreName;
@@ -118,8 +119,8 @@ function proxy<T extends object>(client: StorageClient, name: StoreName, local: 
   }) as T;
 }
 
-/** The three stores, through the storage thread. */
-export async function remoteStores(client: StorageClient): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore }> {
+/** The stores, through the storage thread. */
+export async function remoteStores(client: StorageClient): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore; archive: ArchiveStore }> {
   const info = (await client.call('info', 'get', [])) as { iterations: number; fakeSaltKey: Uint8Array };
   const key = Buffer.from(info.fakeSaltKey);
   const close = () => {};
@@ -127,6 +128,7 @@ export async function remoteStores(client: StorageClient): Promise<{ accounts: A
     accounts: proxy<AccountStore>(client, 'accounts', { iterations: info.iterations, fakeSaltKey: () => key, close }),
     roster: proxy<RosterStore>(client, 'roster', { close }),
     offline: proxy<OfflineStore>(client, 'offline', { close }),
+    archive: proxy<ArchiveStore>(client, 'archive', { close }),
   };
 }
 

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { SqliteAccountStore } from '../accounts/sqlite.ts';
 import { SqliteRosterStore } from '../roster/sqlite.ts';
 import { SqliteOfflineStore } from '../offline/sqlite.ts';
+import { SqliteArchiveStore } from '../mam/sqlite.ts';
 import { encode, decode } from '../worker/wire.ts';
 import type { StoreRequest, StoreAnswer, StoreName } from './remote.ts';
 import { log, setLogLevel } from '../log.ts';
@@ -42,6 +43,7 @@ try {
     accounts,
     roster: SqliteRosterStore.open(join(data.dataDir, 'roster.sqlite')),
     offline,
+    archive: SqliteArchiveStore.open(join(data.dataDir, 'archive.sqlite')),
     // What a caller needs synchronously (SCRAM's fake exchanges): asked once.
     info: { async get() { return { iterations: accounts.iterations, fakeSaltKey: accounts.fakeSaltKey() }; } },
   };

@@ -13,6 +13,10 @@ import type { TlsIdentity } from '../tls/certificate.ts';
 import { openAccountStore } from '../accounts/open.ts';
 import { openRosterStore } from '../roster/open.ts';
 import { openOfflineStore } from '../offline/open.ts';
+import { openArchiveStore } from '../mam/open.ts';
+import type { ArchiveStore } from '../mam/store.ts';
+import { ArchiveWriter } from '../mam/writer.ts';
+import { mam } from '../modules/mam.ts';
 import { StorageClient, remoteStores } from '../storage/remote.ts';
 import type { AccountStore } from '../accounts/store.ts';
 import type { RosterStore } from '../roster/store.ts';
@@ -84,6 +88,22 @@ let joined: Promise<void> | undefined;
 const onJoined: (() => void)[] = [];
 /** How long a connection handed to this worker before it joined waits for the join. */
 const JOIN_WAIT_MS = 10_000;
+/** Archive rows per write (mam/writer.ts), and how often old ones are pruned. */
+const ARCHIVE_BATCH = 500;
+const PRUNE_EVERY_MS = 10 * 60_000;
+const PRUNE_CHUNK = 10_000;
+
+/** Removes archived messages older than the retention, a chunk at a time (no long lock on the database). */
+async function pruneArchive(archive: ArchiveStore, days: number): Promise<void> {
+  const before = Date.now() - days * 86_400_000;
+  let total = 0;
+  for (;;) {
+    const n = await archive.prune(before, PRUNE_CHUNK);
+    total += n;
+    if (n < PRUNE_CHUNK) break;
+  }
+  log.info('archive retention: old messages removed', { removed: total, days });
+}
 const notJoined = new Throttled('error', 'connection closed: its worker did not join the hub in time');
 
 const sweepFailed = new Throttled('error', 'sweep failed for a session');
@@ -244,21 +264,21 @@ async function reconcile(c: WorkerContext): Promise<void> {
 }
 
 /** The durable stores: through the node's storage thread, or (in a cluster) Redis. */
-async function openStores(store: MessagePort | undefined): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore; replace(port: MessagePort): void; close(): void }> {
+async function openStores(store: MessagePort | undefined): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore; archive: ArchiveStore; replace(port: MessagePort): void; close(): void }> {
   if (store) {
     const client = new StorageClient(store);
     return { ...(await remoteStores(client)), replace: (port) => client.replace(port), close: () => client.close() };
   }
-  // All three, or none left open (a store that opened keeps the thread's database pool).
-  const opened = await Promise.allSettled([openAccountStore(config), openRosterStore(config), openOfflineStore(config)]);
+  // All of them, or none left open (a store that opened keeps the thread's database pool).
+  const opened = await Promise.allSettled([openAccountStore(config), openRosterStore(config), openOfflineStore(config), openArchiveStore(config)]);
   const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) {
     await Promise.all(opened.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
     throw failed.reason;
   }
-  const [a, r, o] = opened as [PromiseFulfilledResult<AccountStore>, PromiseFulfilledResult<RosterStore>, PromiseFulfilledResult<OfflineStore>];
-  const [accounts, roster, offline] = [a.value, r.value, o.value];
-  return { accounts, roster, offline, replace: (port) => port.close(), close: () => void Promise.all([accounts.close(), roster.close(), offline.close()]) };
+  const [a, r, o, m] = opened as [PromiseFulfilledResult<AccountStore>, PromiseFulfilledResult<RosterStore>, PromiseFulfilledResult<OfflineStore>, PromiseFulfilledResult<ArchiveStore>];
+  const [accounts, roster, offline, archive] = [a.value, r.value, o.value, m.value];
+  return { accounts, roster, offline, archive, replace: (port) => port.close(), close: () => void Promise.all([accounts.close(), roster.close(), offline.close(), archive.close()]) };
 }
 
 async function join(hub: MessagePort, store: MessagePort | undefined): Promise<void> {
@@ -268,11 +288,15 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const registry = backend.registry;
   const peers = new Map<number, MessagePort>();
   const stores = await openStores(store);
-  const { roster: rosterStore, offline, accounts } = stores;
+  const { roster: rosterStore, offline, accounts, archive } = stores;
+  // Batches of archive rows, written off the stanzas' way (mam/writer.ts).
+  const archiveWriter = config.mam ? new ArchiveWriter({ store: archive, maxBuffered: config.mamMaxBuffered, batch: ARCHIVE_BATCH }) : undefined;
   const modules: ServerModule[] = [
-    // In this order in the stanza flow: presence takes its own, offline storage strips a forged delay before carbons copy a message.
+    // In this order in the stanza flow: presence takes its own, offline storage strips a forged delay, the archive
+    // takes the sender's copy (or refuses the message) before carbons copy it.
     presence(() => router.presence),
     offlineStorage({ store: offline, domain: config.domain, max: config.maxOfflineMessages, maxBytes: config.maxOfflineBytes }),
+    ...(archiveWriter ? [mam({ domain: config.domain, store: archive, writer: archiveWriter, roster: rosterStore, defaultMode: config.mamDefault })] : []),
     ping, version, register, sessionLegacy, carbons(() => router), csi(config.csiMaxHeld), sm,
     roster({
       store: rosterStore,
@@ -358,7 +382,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     detached,
     durable: backend.durable,
     resumption,
-    removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline }, config.domain, user, config.maxRosterItems),
+    removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline, archive }, config.domain, user, config.maxRosterItems),
     // Here first, whatever becomes of the announcement; then everywhere.
     announceRemoval: (notice) => {
       onRemoved(notice);
@@ -419,6 +443,18 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   backend.onRecovered(reconcileNow);
   const sweeper = setInterval(guarded('sweep', sweep), Math.max(10, Math.min(1000, config.bindTimeoutMs / 4, config.idleTimeoutMs > 0 ? config.idleTimeoutMs / 4 : 1000)));
   sweeper.unref();
+  // Retention (XMPP_MAM_RETENTION_DAYS): the first worker of each node prunes, at start and then
+  // every PRUNE_EVERY_MS; nodes pruning at once only share the work.
+  let pruner: NodeJS.Timeout | undefined;
+  if (config.mam && config.mamRetentionDays > 0) {
+    onJoined.push(() => {
+      if (index !== 0) return;
+      const prune = guarded('archive retention', () => pruneArchive(archive, config.mamRetentionDays));
+      prune();
+      pruner = setInterval(prune, PRUNE_EVERY_MS);
+      pruner.unref();
+    });
+  }
 
   let stop!: () => void;
   const stopped = new Promise<void>((r) => (stop = r));
@@ -472,8 +508,11 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
           .then(async () => {
             await c.s2s?.close();
             await c.router.idle();
+            // What the archive holds is written before the stores close.
+            await archiveWriter?.close(config.shutdownTimeoutMs / 2);
             hub.postMessage(encode({ t: 'stopped' }));
             clearInterval(sweeper);
+            if (pruner) clearInterval(pruner);
             stores.close();
             backend.close();
             stop();

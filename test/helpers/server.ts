@@ -18,7 +18,8 @@ export interface TestServer extends RunningServer {
 }
 
 export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'xmpp-test-'));
+  // A data directory of the test's own (prepared before the start) is used, and removed with the server.
+  const dataDir = env.XMPP_DATA_DIR ?? mkdtempSync(join(tmpdir(), 'xmpp-test-'));
   const config = loadConfig({
     XMPP_DOMAIN: 'localhost',
     XMPP_C2S_PORT: '0',
@@ -26,10 +27,10 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     // Federation is for the tests that say so (test/s2s): elsewhere other domains get remote-server-not-found at once.
     XMPP_S2S: 'false',
     XMPP_S2S_PORT: '0',
-    XMPP_DATA_DIR: dataDir,
     XMPP_WORKERS: '2',
     XMPP_LOG_LEVEL: 'warn',
     ...env,
+    XMPP_DATA_DIR: dataDir,
   });
   const server = await startServer(config);
   return {

@@ -1,0 +1,140 @@
+// The archive's write path, one per worker: messages are archived in
+// batches, off the stanza's way. A message is stamped with its id and
+// routed at once; its archive row joins a buffer that one write at a time
+// empties (whatever arrived while a write was under way goes in the next),
+// so a busy worker writes many rows per round trip and a quiet one writes
+// each row at once. A write that fails is retried with a growing pause;
+// rows are dropped only when the worker stops with the database still
+// failing, and that is logged with their number. The buffer is bounded:
+// when the database is too slow or away for that long, add() refuses and
+// the message is refused with it (MAM module), so routing never stalls and
+// nothing accepted goes unarchived without a word.
+import type { ArchivedMessage, ArchiveStore } from './store.ts';
+import { log } from '../log.ts';
+
+const RETRY_MIN_MS = 100;
+const RETRY_MAX_MS = 5000;
+/** At most one "buffer full" line in this long. */
+const FULL_LOG_MS = 10_000;
+
+export interface WriterOptions {
+  store: ArchiveStore;
+  /** Rows waiting at most. */
+  maxBuffered: number;
+  /** Rows per write at most. */
+  batch: number;
+}
+
+export class ArchiveWriter {
+  private readonly o: WriterOptions;
+  private buffer: ArchivedMessage[] = [];
+  /** Rows added and written so far: what flushed() waits for. */
+  private added = 0;
+  private written = 0;
+  private writing = false;
+  private scheduled = false;
+  private retry: NodeJS.Timeout | undefined;
+  private retryMs = 0;
+  private waiters: { upTo: number; resolve: () => void }[] = [];
+  private refused = 0;
+  private fullLogged = 0;
+  private closed = false;
+
+  constructor(o: WriterOptions) {
+    this.o = o;
+  }
+
+  /** Rows waiting to be written. */
+  get pending(): number {
+    return this.buffer.length;
+  }
+
+  /** False when the buffer is full (the caller refuses the message). */
+  add(rows: ArchivedMessage[]): boolean {
+    if (this.closed || this.buffer.length + rows.length > this.o.maxBuffered) {
+      this.refused += rows.length;
+      const now = Date.now();
+      if (now - this.fullLogged >= FULL_LOG_MS) {
+        this.fullLogged = now;
+        log.error('message archive: the write buffer is full (the database is slow or unreachable); messages are refused', { buffered: this.buffer.length, refused: this.refused });
+      }
+      return false;
+    }
+    this.buffer.push(...rows);
+    this.added += rows.length;
+    this.schedule();
+    return true;
+  }
+
+  /** Resolves once what was added before the call is written, or a write of it failed (a query then reads what is there). */
+  flushed(): Promise<void> {
+    if (this.written >= this.added) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ upTo: this.added, resolve }));
+  }
+
+  private schedule(): void {
+    if (this.writing || this.scheduled || this.retry) return;
+    this.scheduled = true;
+    // The rows of this turn of the event loop go together.
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.write();
+    });
+  }
+
+  private settle(all: boolean): void {
+    const keep = [];
+    for (const w of this.waiters) {
+      if (all || this.written >= w.upTo) w.resolve();
+      else keep.push(w);
+    }
+    this.waiters = keep;
+  }
+
+  private async write(): Promise<void> {
+    if (this.writing || this.buffer.length === 0) return;
+    this.writing = true;
+    const batch = this.buffer.slice(0, this.o.batch);
+    try {
+      await this.o.store.append(batch);
+      this.buffer.splice(0, batch.length);
+      this.written += batch.length;
+      if (this.retryMs > 0) log.info('message archive: writes succeed again', { buffered: this.buffer.length });
+      this.retryMs = 0;
+      this.settle(false);
+    } catch (err) {
+      this.retryMs = Math.min(Math.max(RETRY_MIN_MS, this.retryMs * 2), RETRY_MAX_MS);
+      log.warn('message archive: a write failed; retrying', { rows: batch.length, buffered: this.buffer.length, retryMs: this.retryMs, err: String(err) });
+      this.settle(true);
+      this.retry = setTimeout(() => {
+        this.retry = undefined;
+        this.schedule();
+      }, this.retryMs);
+    } finally {
+      this.writing = false;
+    }
+    if (this.buffer.length > 0) this.schedule();
+  }
+
+  /**
+   * Stops taking rows and writes what waits, for up to `timeoutMs`; what
+   * could not be written by then is logged with its number.
+   */
+  async close(timeoutMs: number): Promise<void> {
+    this.closed = true;
+    const deadline = Date.now() + timeoutMs;
+    while (this.buffer.length > 0 && Date.now() < deadline) {
+      if (this.retry) {
+        // A write failed: its pause, then again now rather than by the timer.
+        clearTimeout(this.retry);
+        this.retry = undefined;
+        await new Promise((r) => setTimeout(r, Math.min(this.retryMs, Math.max(0, deadline - Date.now()))));
+      }
+      if (this.writing) await this.flushed();
+      else await this.write();
+    }
+    if (this.retry) clearTimeout(this.retry);
+    if (this.buffer.length > 0) log.error('message archive: the worker stops with messages not archived (the database failed)', { lost: this.buffer.length });
+    this.settle(true);
+  }
+}
