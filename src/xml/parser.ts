@@ -69,6 +69,10 @@ export interface StreamHandler {
   streamEnd(): void;
   /** Fatal; the parser ignores further input until reset(). */
   error(condition: XmlErrorCondition, text: string): void;
+  /** A container (StreamParserOptions.container) opened at stream level: its attributes as written. */
+  containerStart?(name: string, attrs: Record<string, string>): void;
+  /** The innermost open container closed. */
+  containerEnd?(name: string): void;
 }
 
 export interface StreamParserOptions {
@@ -87,7 +91,18 @@ export interface StreamParserOptions {
    * or attribute beyond the bound is read.
    */
   maxStanzaElements?: number;
+  /**
+   * For documents rather than streams (an XEP-0227 export): an element
+   * opened at stream level for which this is true is no top-level element
+   * but a container of them, reported by containerStart and containerEnd,
+   * and its children are the top-level elements, each bounded as above. At
+   * most MAX_CONTAINERS deep; the root is never one.
+   */
+  container?: (name: string, attrs: Record<string, string>) => boolean;
 }
+
+/** Nesting of containers (StreamParserOptions.container) beyond which elements are top-level ones again. */
+export const MAX_CONTAINERS = 8;
 
 /**
  * Memory of one parsed element beyond its input bytes, roughly: its ltx
@@ -269,6 +284,9 @@ export class StreamParser {
   private rootName = '';
   private rootAttrs: Record<string, string> | null = null;
   private declSeen = false;
+  private readonly container: StreamParserOptions['container'];
+  /** Open containers, outermost first. */
+  private containers: { name: string; attrs: Record<string, string> }[] = [];
 
   /** The open element of the stanza being built (null at stream level). */
   private cur: Element | null = null;
@@ -311,6 +329,7 @@ export class StreamParser {
     this.maxElements = options.maxStanzaElements ?? 4096;
     if (!(this.maxElements > 0)) throw new RangeError('maxStanzaElements must be positive');
     this.maxAttributes = 4 * this.maxElements;
+    this.container = options.container;
   }
 
   /** Feeds raw bytes from the transport. Callbacks run synchronously from here. */
@@ -366,6 +385,7 @@ export class StreamParser {
     this.rootName = '';
     this.rootAttrs = null;
     this.declSeen = false;
+    this.containers = [];
     this.clearTokens();
   }
 
@@ -852,6 +872,15 @@ export class StreamParser {
       }
       return i + 1;
     }
+    if (this.container !== undefined && this.cur === null && this.containers.length < MAX_CONTAINERS && this.container(name, attrs)) {
+      if (this.endUnit(s, i + 1) < 0) return i;
+      const gen = this.gen;
+      this.handler.containerStart?.(name, attrs);
+      if (selfClosing) {
+        if (this.gen === gen) this.handler.containerEnd?.(name);
+      } else this.containers.push({ name, attrs });
+      return i + 1;
+    }
     if (++this.elements > this.maxElements) {
       this.fail('policy-violation', `stanza has more than ${this.maxElements} elements`);
       return i;
@@ -949,6 +978,7 @@ export class StreamParser {
     const key = 'xmlns:' + prefix;
     if (attrs[key] !== undefined) return attrs[key];
     for (let e = this.cur; e !== null; e = e.parent) if (e.attrs[key] !== undefined) return e.attrs[key];
+    for (let c = this.containers.length - 1; c >= 0; c--) if (this.containers[c].attrs[key] !== undefined) return this.containers[c].attrs[key];
     return this.rootAttrs !== null ? this.rootAttrs[key] : undefined;
   }
 
@@ -982,6 +1012,17 @@ export class StreamParser {
     const name = this.name;
     const el = this.cur;
     this.st = S_TEXT;
+    if (el === null && this.containers.length > 0) {
+      const open = this.containers[this.containers.length - 1];
+      if (name !== open.name) {
+        this.fail('not-well-formed', `end tag </${clip(name)}> does not match <${clip(open.name)}>`);
+        return i;
+      }
+      if (this.endUnit(s, i + 1) < 0) return i;
+      this.containers.pop();
+      this.handler.containerEnd?.(name);
+      return i + 1;
+    }
     if (el === null) {
       if (name !== this.rootName) {
         this.fail('not-well-formed', `end tag </${clip(name)}> does not match <${clip(this.rootName)}>`);
