@@ -8,7 +8,7 @@ import { acquirePool } from '../storage/postgres.ts';
 import {
   type AccountStore, type ScramCredentials, type ScramHash,
   AccountExistsError, AccountNotFoundError,
-  normalizeUsername, newUsername, normalizedOrUndefined, deriveBoth, verifierColumns,
+  normalizeUsername, newUsername, normalizedOrUndefined, deriveBoth, verifierColumns, importedColumns,
 } from './store.ts';
 
 const COLUMN: Record<ScramHash, string> = { 'SHA-1': 'sha1', 'SHA-256': 'sha256' };
@@ -25,6 +25,8 @@ interface Row {
 
 export class PostgresAccountStore implements AccountStore {
   readonly iterations: number;
+  /** The schema's sha1 columns are NOT NULL (migration 1): SHA-256 verifiers alone cannot be kept. */
+  readonly requiredHashes: readonly ScramHash[] = ['SHA-1'];
   private readonly pool: pg.Pool;
   private readonly releasePool: () => Promise<void>;
   private readonly secret: Buffer;
@@ -74,6 +76,17 @@ export class PostgresAccountStore implements AccountStore {
       if ((err as { code?: string }).code === UNIQUE_VIOLATION) throw new AccountExistsError(`account ${user} already exists`);
       throw err;
     }
+  }
+
+  async importAccount(username: string, verifiers: Partial<Record<ScramHash, ScramCredentials>>): Promise<boolean> {
+    const user = newUsername(username);
+    const columns = importedColumns(verifiers, this.requiredHashes);
+    const r = await this.pool.query(
+      `INSERT INTO accounts (username, created, sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key, sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (username) DO NOTHING`,
+      [user, Date.now(), ...columns],
+    );
+    return (r.rowCount ?? 0) > 0;
   }
 
   async remove(username: string): Promise<boolean> {

@@ -2,14 +2,16 @@
 // open the same file: WAL mode lets readers run beside the one writer and the
 // busy timeout makes writers wait for each other instead of failing.
 // Each account holds SCRAM verifiers for SHA-1 and SHA-256, each with its own
-// salt; never the password.
-import { openDatabase } from '../storage/sqlite.ts';
+// salt; never the password. An account imported from another server may
+// hold one hash's verifiers only (Prosody keeps SHA-1, an ejabberd set up
+// for it SHA-256): the other's columns are then null.
+import { openDatabase, transaction } from '../storage/sqlite.ts';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { randomBytes } from 'node:crypto';
 import {
   type AccountStore, type ScramCredentials, type ScramHash,
   AccountExistsError, AccountNotFoundError,
-  normalizeUsername, newUsername, normalizedOrUndefined, deriveBoth, verifierColumns,
+  normalizeUsername, newUsername, normalizedOrUndefined, deriveBoth, verifierColumns, importedColumns,
 } from './store.ts';
 
 
@@ -17,14 +19,14 @@ const SCHEMA = `
 CREATE TABLE IF NOT EXISTS accounts (
   username TEXT PRIMARY KEY NOT NULL,
   created INTEGER NOT NULL,
-  sha1_salt BLOB NOT NULL,
-  sha1_iterations INTEGER NOT NULL,
-  sha1_stored_key BLOB NOT NULL,
-  sha1_server_key BLOB NOT NULL,
-  sha256_salt BLOB NOT NULL,
-  sha256_iterations INTEGER NOT NULL,
-  sha256_stored_key BLOB NOT NULL,
-  sha256_server_key BLOB NOT NULL
+  sha1_salt BLOB,
+  sha1_iterations INTEGER,
+  sha1_stored_key BLOB,
+  sha1_server_key BLOB,
+  sha256_salt BLOB,
+  sha256_iterations INTEGER,
+  sha256_stored_key BLOB,
+  sha256_server_key BLOB
 ) STRICT;
 CREATE TABLE IF NOT EXISTS meta (
   key TEXT PRIMARY KEY NOT NULL,
@@ -33,6 +35,18 @@ CREATE TABLE IF NOT EXISTS meta (
 `;
 
 const COLUMN: Record<ScramHash, string> = { 'SHA-1': 'sha1', 'SHA-256': 'sha256' };
+
+/** A file made when every verifier was required: the table is rebuilt with nullable ones, rows kept. */
+function upgrade(db: DatabaseSync): void {
+  const row = db.prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'accounts'").get();
+  if (!row || !/sha1_salt BLOB NOT NULL/i.test(String(row.sql))) return;
+  transaction(db, true, () =>
+    db.exec(`ALTER TABLE accounts RENAME TO accounts_old;
+      ${SCHEMA}
+      INSERT INTO accounts SELECT * FROM accounts_old;
+      DROP TABLE accounts_old;`),
+  );
+}
 
 function toBuffer(v: unknown): Buffer {
   if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
@@ -81,6 +95,12 @@ export class SqliteAccountStore implements AccountStore {
   static open(file: string, iterations: number): SqliteAccountStore {
     if (!Number.isSafeInteger(iterations) || iterations < 1) throw new RangeError(`invalid iteration count ${iterations}`);
     const db = openDatabase(file, SCHEMA);
+    try {
+      upgrade(db);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
     return new SqliteAccountStore(db, iterations);
   }
 
@@ -98,6 +118,11 @@ export class SqliteAccountStore implements AccountStore {
     const [sha1, sha256] = await this.derive(password);
     const r = this.stmts.insert.run(user, Date.now(), ...verifierColumns(sha1), ...verifierColumns(sha256));
     if (r.changes === 0) throw new AccountExistsError(`account ${user} already exists`);
+  }
+
+  async importAccount(username: string, verifiers: Partial<Record<ScramHash, ScramCredentials>>): Promise<boolean> {
+    const user = newUsername(username);
+    return this.stmts.insert.run(user, Date.now(), ...importedColumns(verifiers)).changes > 0;
   }
 
   async remove(username: string): Promise<boolean> {
@@ -129,8 +154,9 @@ export class SqliteAccountStore implements AccountStore {
     const stmt = this.stmts.scram[hash];
     if (!stmt) throw new TypeError(`unknown SCRAM hash ${String(hash)}`);
     const row = stmt.get(user);
-    if (!row) return undefined;
     const h = COLUMN[hash];
+    // No verifiers of this hash (an import that had the other's only): none to offer.
+    if (!row || row[`${h}_salt`] === null || row[`${h}_stored_key`] === null) return undefined;
     return {
       salt: toBuffer(row[`${h}_salt`]),
       iterations: Number(row[`${h}_iterations`]),

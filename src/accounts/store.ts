@@ -28,6 +28,15 @@ export interface AccountStore {
   list(): Promise<string[]>;
   /** Undefined when there is no such account (or the name cannot be one). */
   scram(username: string, hash: ScramHash): Promise<ScramCredentials | undefined>;
+  /**
+   * Creates an account from verifiers made elsewhere (an XEP-0227 import):
+   * those of one hash or both, as given. False, and nothing written, when
+   * the account exists. Throws InvalidUsernameError, and TypeError when
+   * `requiredHashes` are missing. Stores that cannot (Redis) leave it out.
+   */
+  importAccount?(username: string, verifiers: Partial<Record<ScramHash, ScramCredentials>>): Promise<boolean>;
+  /** Hashes an account must have verifiers of (the schema requires them); default none beyond one of either. */
+  readonly requiredHashes?: readonly ScramHash[];
   /** Releases the store; a store backed by a connection resolves once it is closed. Idempotent. */
   close(): void | Promise<void>;
   /** PBKDF2 iterations used for new verifiers; SCRAM's fake exchange for unknown users announces the same. */
@@ -169,4 +178,20 @@ export async function deriveBoth(password: string, iterations: number): Promise<
 /** A verifier as a row's four columns: salt, iterations, StoredKey, ServerKey. */
 export function verifierColumns(c: ScramCredentials): [Buffer, number, Buffer, Buffer] {
   return [c.salt, c.iterations, c.storedKey, c.serverKey];
+}
+
+/** Checks verifiers given for an import: at least one hash, each well formed; the row's eight columns (null where a hash is missing). */
+export function importedColumns(verifiers: Partial<Record<ScramHash, ScramCredentials>>, required: readonly ScramHash[] = []): (Buffer | number | null)[] {
+  const given = SCRAM_HASHES.filter((h) => verifiers[h] !== undefined);
+  if (given.length === 0) throw new TypeError('no SCRAM verifiers');
+  for (const h of required) if (!verifiers[h]) throw new TypeError(`this store needs SCRAM-${h} verifiers`);
+  return SCRAM_HASHES.flatMap((h) => {
+    const c = verifiers[h];
+    if (!c) return [null, null, null, null];
+    const { length } = hashInfo(h);
+    if (!Number.isSafeInteger(c.iterations) || c.iterations < 1) throw new RangeError(`invalid SCRAM-${h} iteration count ${c.iterations}`);
+    if (c.storedKey.length !== length || c.serverKey.length !== length) throw new RangeError(`SCRAM-${h} keys must be ${length} bytes`);
+    if (c.salt.length === 0) throw new RangeError(`empty SCRAM-${h} salt`);
+    return verifierColumns(c);
+  });
 }

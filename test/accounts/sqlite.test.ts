@@ -94,3 +94,20 @@ test('several threads use one file at once', async (t) => {
   t.is((await s.list()).length, 75);
   t.true(await verifyPassword((await s.scram('w3-14', 'SHA-1'))!, 'SHA-1', 'pw14'));
 });
+
+test('a file made when both hashes were required is upgraded, accounts kept, and takes SHA-1-only imports', async (t) => {
+  const file = join(tempDir(t), 'accounts.sqlite');
+  const { DatabaseSync } = await import('node:sqlite');
+  const old = new DatabaseSync(file);
+  const cols = (h: string) => `${h}_salt BLOB NOT NULL, ${h}_iterations INTEGER NOT NULL, ${h}_stored_key BLOB NOT NULL, ${h}_server_key BLOB NOT NULL`;
+  old.exec(`CREATE TABLE accounts (username TEXT PRIMARY KEY NOT NULL, created INTEGER NOT NULL, ${cols('sha1')}, ${cols('sha256')}) STRICT`);
+  old.close();
+  const before = openStore(t, file);
+  await before.create('kept', 'kept-pw');
+  const sha1 = (await before.scram('kept', 'SHA-1'))!;
+  t.true(await before.importAccount('imported', { 'SHA-1': sha1 }));
+  t.false(await before.importAccount('imported', { 'SHA-1': sha1 }), 'an existing account is left alone');
+  t.is(await before.scram('imported', 'SHA-256'), undefined);
+  t.true(await verifyPassword((await before.scram('imported', 'SHA-1'))!, 'SHA-1', 'kept-pw'));
+  await t.throwsAsync(before.importAccount('none', {}), { message: /no SCRAM verifiers/ });
+});
