@@ -80,6 +80,14 @@ export class PostgresOfflineStore implements OfflineStore {
     await this.pool.query('DELETE FROM offline_claims WHERE username = $1 AND owner = $2', [user, owner]);
   }
 
+  async peek(user: string, after: string, limit: number): Promise<StoredMessage[]> {
+    checkFetch(limit, 1);
+    const from = after === '' ? 0 : /^[0-9]{1,15}$/.test(after) ? Number(after) : NaN;
+    if (!Number.isSafeInteger(from)) throw new RangeError(`invalid message id ${JSON.stringify(after)}`);
+    const r = await this.pool.query<{ seq: string; stanza: string }>('SELECT seq, stanza FROM offline WHERE username = $1 AND seq > $2 ORDER BY seq LIMIT $3', [user, from, limit]);
+    return r.rows.map((row) => ({ id: String(row.seq), xml: row.stanza }));
+  }
+
   async count(user: string): Promise<number> {
     return Number((await this.pool.query<{ n: string }>('SELECT count(*) AS n FROM offline WHERE username = $1', [user])).rows[0].n);
   }

@@ -147,6 +147,13 @@ export class SqliteOfflineStore implements OfflineStore {
     this.stmts.release.run(user, owner);
   }
 
+  async peek(user: string, after: string, limit: number): Promise<StoredMessage[]> {
+    checkFetch(limit, 1);
+    const from = after === '' ? 0 : /^[0-9]{1,15}$/.test(after) ? Number(after) : NaN;
+    if (!Number.isSafeInteger(from)) throw new RangeError(`invalid message id ${JSON.stringify(after)}`);
+    return this.stmts.after.all(user, from, limit).map((r) => ({ id: String(r.seq), xml: String(r.stanza) }));
+  }
+
   async count(user: string): Promise<number> {
     return Number(this.stmts.count.get(user)!.n);
   }

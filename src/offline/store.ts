@@ -45,6 +45,12 @@ export interface OfflineStore {
   /** Ends `owner`'s claim (no-op when it does not hold it). */
   release(user: string, owner: string): Promise<void>;
   count(user: string): Promise<number>;
+  /**
+   * Up to `limit` messages after `after` ('' for the start), oldest first,
+   * without claiming or removing anything: for an export, beside a server
+   * that may be delivering. Stores that cannot (Redis) leave it out.
+   */
+  peek?(user: string, after: string, limit: number): Promise<StoredMessage[]>;
   /** Drops the user's queue and any claim on it (e.g. when the account is removed). */
   removeAll(user: string): Promise<void>;
   /** Releases the store; a store backed by a connection resolves once it is closed. Idempotent. */
