@@ -2,7 +2,8 @@
 // Only over TLS. The password is checked against the stored SCRAM-SHA-256
 // verifiers by deriving them again; an account that has SCRAM-SHA-1 ones
 // only (imported from a server that never kept SHA-256) is checked against
-// those, and gets both from the password it just proved.
+// those; an account with one hash's verifiers only gets both from the
+// password it just proved.
 import { randomBytes, createHmac } from 'node:crypto';
 import { SaslFailure } from '../xmpp/errors.ts';
 import { normalizeUsername, verifyPassword, type ScramCredentials } from '../accounts/store.ts';
@@ -69,10 +70,12 @@ export class PlainMechanism implements Mechanism {
     };
     const ok = await verifyPassword(target, hash, password);
     if (!ok || !creds || username === undefined) throw new SaslFailure('not-authorized');
-    if (hash === 'SHA-1') {
-      // The password is known now: the account gets its SHA-256 verifiers (and new SHA-1 ones).
+    // An import may have left one hash's verifiers only (SHA-1 from Prosody, SHA-256 from an ejabberd set up so).
+    const other = hash === 'SHA-1' || !(await fromStore(() => store.scram(username, 'SHA-1')));
+    if (other) {
+      // The password is known now: the account gets verifiers of both hashes.
       // The login stands if this fails (the store went away): the next one tries again.
-      await store.setPassword(username, password).catch((err: unknown) => log.warn('SHA-256 verifiers not added to an account that had SHA-1 ones only', { user: username, err: String(err) }));
+      await store.setPassword(username, password).catch((err: unknown) => log.warn('verifiers of both hashes not given to an account that had one only', { user: username, err: String(err) }));
     }
     return { kind: 'success', username };
   }

@@ -7,6 +7,18 @@
 // Unknown users get a fake exchange (a salt derived from the username with a
 // secret key, the store's iteration count) and fail only at the proof, so the
 // exchange does not tell whether an account exists.
+//
+// An account imported with one hash's verifiers only (SCRAM-SHA-1 from
+// Prosody) is answered, for the other mechanism, as an unknown user is:
+// the fake exchange, then <not-authorized/>. Mechanisms are offered before
+// the client names itself (RFC 6120 §6.4.1), so SCRAM-SHA-256 stays offered
+// on every stream; RFC 6120 §6.5.10 makes not-authorized the condition for
+// a failure whose cause the server does not disclose (invalid-mechanism or
+// mechanism-too-weak, §6.5.5 and §6.5.8, would say the account exists, and
+// neither is true of the stream), and §6.4.5 lets the client retry on the
+// same stream and fall back to the next mechanism of its list: SCRAM-SHA-1
+// then succeeds (the engine allows XMPP_MAX_AUTH_ATTEMPTS tries). A PLAIN
+// login or a password change gives the account both hashes.
 import { randomBytes, createHmac, timingSafeEqual } from 'node:crypto';
 import { SaslFailure } from '../xmpp/errors.ts';
 import { normalizeUsername, hashInfo, hmac, digest, type ScramCredentials, type ScramHash } from '../accounts/store.ts';
