@@ -21,6 +21,12 @@ const USAGE = `usage: xmpp-server <command>
   user passwd <name> [password] change a password
   user remove <name>            delete an account, its roster and its offline messages
   user list                     list accounts
+  user export FILE              write every account (SCRAM hashes, never a password), its roster, pending
+                                subscription requests and offline messages to FILE (XEP-0227)
+  user import [--skip-existing|--dry-run] FILE|DIR...
+                                import accounts, rosters, pending requests and offline messages from XEP-0227
+                                files (ours, Prosody's prosody-migrator, ejabberd's export_piefxis); refused
+                                whole if an account exists here, unless --skip-existing; --dry-run checks only
   db migrate                    bring the PostgreSQL schema (XMPP_DATABASE_URL) up to date, as a node does at start
   db import-redis [--dry-run|--force]
                                 move accounts, rosters and offline messages from Redis (XMPP_REDIS_URL)
@@ -33,7 +39,9 @@ const HELP_FLAGS = ['--help', '-h'];
 const HELP = ['help', ...HELP_FLAGS];
 
 /** The arguments each `user` subcommand takes: at least, at most. */
-const USER_ARGS = new Map<string | undefined, [number, number]>([['add', [1, 2]], ['passwd', [1, 2]], ['remove', [1, 1]], ['list', [0, 0]]]);
+const USER_ARGS = new Map<string | undefined, [number, number]>([['add', [1, 2]], ['passwd', [1, 2]], ['remove', [1, 1]], ['list', [0, 0]], ['export', [1, 1]], ['import', [1, Infinity]]]);
+/** The flags `user import` takes. */
+const IMPORT_FLAGS = ['--skip-existing', '--dry-run'];
 
 /**
  * Asks twice on the terminal, showing nothing of what is typed: an unseen
@@ -128,13 +136,69 @@ async function announceRemoval(config: Config, notice: RemovalNotice): Promise<v
   }
 }
 
-async function user(config: Config, [sub, name, password]: string[]): Promise<number> {
+/** `user export` and `user import` (storage/xep0227.ts), on the stores the server uses. */
+async function portable(config: Config, accounts: AccountStore, sub: 'export' | 'import', args: string[]): Promise<number> {
+  const { openRosterStore } = await import('./roster/open.ts');
+  const { openOfflineStore } = await import('./offline/open.ts');
+  const { exportFile, importFiles, summary, Xep0227Error, ImportFailedError } = await import('./storage/xep0227.ts');
+  const roster = await openRosterStore(config, { existing: true });
+  const offline = await openOfflineStore(config, { existing: true }).catch(async (err: unknown) => {
+    await roster.close();
+    throw err;
+  });
+  const stores = { accounts, roster, offline };
+  try {
+    if (sub === 'export') {
+      const c = await exportFile(args[0], stores, config.domain);
+      console.log(`exported ${c.accounts} accounts, ${c.rosterItems} roster items, ${c.pending} pending subscription requests, ${c.offline} offline messages to ${args[0]}`);
+      return 0;
+    }
+    const files = args.filter((a) => !IMPORT_FLAGS.includes(a));
+    const dryRun = args.includes('--dry-run');
+    try {
+      const r = await importFiles(files, stores, {
+        domain: config.domain,
+        skipExisting: args.includes('--skip-existing'),
+        dryRun,
+        iterations: config.scramIterations,
+        maxRosterItems: config.maxRosterItems,
+        maxRosterBytes: config.maxRosterBytes,
+        maxOfflineMessages: config.maxOfflineMessages,
+        maxOfflineBytes: config.maxOfflineBytes,
+      });
+      console.log(`${dryRun ? 'would import' : 'imported'} ${summary(r)}`);
+      if (r.skipped.length > 0) console.log(`${dryRun ? 'would leave' : 'left'} ${r.skipped.length} existing account(s) as they were: ${r.skipped.join(', ')}`);
+      for (const [host, n] of r.otherHosts) console.error(`note: ${n} user(s) of ${host} left out: this server is ${config.domain}`);
+      if (r.leftOut.size > 0) console.error(`note: not kept by this server, left out: ${[...r.leftOut].map(([n, c]) => `<${n}> (${c} users)`).join(', ')}`);
+      if (r.offlineDropped > 0) console.error(`warning: ${r.offlineDropped} offline message(s) beyond XMPP_MAX_OFFLINE / XMPP_MAX_OFFLINE_BYTES not kept`);
+      return 0;
+    } catch (err) {
+      if (err instanceof Xep0227Error) {
+        console.error(`error: ${err.message}`);
+        return 1;
+      }
+      if (err instanceof ImportFailedError) {
+        console.error(`error: ${err.message}`);
+        return 1;
+      }
+      throw err;
+    }
+  } finally {
+    await roster.close();
+    await offline.close();
+  }
+}
+
+async function user(config: Config, [sub, name, password, ...more]: string[]): Promise<number> {
   // The store the server uses (the SQLite file, or Redis in cluster mode),
   // never a new one: a store created here would be one the server never reads.
   const { openAccountStore } = await import('./accounts/open.ts');
   const store = await openAccountStore(config, { existing: true });
   try {
     switch (sub) {
+      case 'export':
+      case 'import':
+        return await portable(config, store, sub, [name, password, ...more].filter((a) => a !== undefined));
       case 'add':
         await store.create(name, await readPassword(password));
         console.log(`added ${name}@${config.domain}`);
@@ -287,7 +351,8 @@ function usageError(cmd: string, rest: string[]): boolean {
       return !((rest.length === 1 && rest[0] === 'migrate') || (rest[0] === 'import-redis' && (rest.length === 1 || (rest.length === 2 && (rest[1] === '--dry-run' || rest[1] === '--force')))));
     case 'user': {
       const bounds = USER_ARGS.get(rest[0]);
-      return !bounds || rest.length - 1 < bounds[0] || rest.length - 1 > bounds[1];
+      const args = rest[0] === 'import' ? rest.slice(1).filter((a) => !IMPORT_FLAGS.includes(a)) : rest.slice(1);
+      return !bounds || args.length < bounds[0] || args.length > bounds[1];
     }
     default:
       return true;
