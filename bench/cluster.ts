@@ -1,5 +1,6 @@
 // Message latency and throughput on each routing path, and Redis round trips
-// per login. Prints figures; it asserts nothing.
+// per login (the accounts are in PostgreSQL, as in any cluster). Prints
+// figures; it asserts nothing.
 //
 //   npx node bench/cluster.ts [messages=20000]
 //
@@ -7,10 +8,11 @@
 // (Redis pub/sub). Each server is real: separate processes on loopback.
 import { Redis } from 'ioredis';
 import { RedisServer } from '../test/helpers/redis.ts';
+import { PostgresServer } from '../test/helpers/postgres.ts';
 import { NodeProcess } from '../test/helpers/cluster.ts';
 import { login } from '../test/helpers/raw.ts';
 import type { RawClient } from '../test/helpers/raw.ts';
-import { RedisAccountStore } from '../src/accounts/redis.ts';
+import { PostgresAccountStore } from '../src/accounts/postgres.ts';
 import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
 import { join } from 'node:path';
 import { rmSync } from 'node:fs';
@@ -67,22 +69,25 @@ async function measure(label: string, a: RawClient, b: RawClient, to: string): P
   console.log(`${label.padEnd(40)} ${String(thr.perSec).padStart(7)} msg/s (p99 ${thr.p99.toFixed(1)} ms with 1000 in flight)   one at a time: p50 ${lat.p50.toFixed(3)} ms, p99 ${lat.p99.toFixed(3)} ms`);
 }
 
-const redis = await RedisServer.start();
+const [redis, postgres] = await Promise.all([RedisServer.start(), PostgresServer.start()]);
 // On a failure the finally below may not run (an uncaught 'error' event, a
-// signal): then these do. stop() kills at once; its wait cannot end in an
-// exit handler, so the directory is removed here.
+// signal): then these do. stop() and destroy() signal at once; their waits
+// cannot end in an exit handler, so the directories are removed here.
 atExit(() => {
   void redis.stop();
+  void postgres.destroy();
   rmSync(redis.dir, { recursive: true, force: true });
+  rmSync(postgres.dir, { recursive: true, force: true });
 });
+const databaseUrl = await postgres.createDatabase('bench');
 const common = { XMPP_READ_RATE_BYTES: '0' };
 const singleDir = tempDir('xmpp-bench-cluster-');
 const single = await NodeProcess.start('single', { ...common, XMPP_WORKERS: '2', XMPP_DATA_DIR: singleDir });
-const c1 = await NodeProcess.start('c1', { ...common, XMPP_REDIS_URL: redis.url });
-const c2 = await NodeProcess.start('c2', { ...common, XMPP_REDIS_URL: redis.url });
+const c1 = await NodeProcess.start('c1', { ...common, XMPP_REDIS_URL: redis.url, XMPP_DATABASE_URL: databaseUrl });
+const c2 = await NodeProcess.start('c2', { ...common, XMPP_REDIS_URL: redis.url, XMPP_DATABASE_URL: databaseUrl });
 for (const node of [single, c1, c2]) stopAtExit(node);
 try {
-  const accounts = await RedisAccountStore.open(redis.url, 4096);
+  const accounts = await PostgresAccountStore.open(databaseUrl, 4096);
   for (const u of ['a', 'b', 'c']) await accounts.create(u, 'pw');
   await accounts.close();
   const local = SqliteAccountStore.open(join(singleDir, 'accounts.sqlite'), 4096);
@@ -104,7 +109,7 @@ try {
   await measure('cluster, same node (same worker)', x.c, y.c, y.jid);
   await measure('cluster, across nodes (Redis pub/sub)', x.c, z.c, z.jid);
 
-  // Redis round trips of one login (SASL + bind), from the node's connections.
+  // Redis round trips of one login (SASL + bind), from the node's connections: the credentials come from PostgreSQL.
   const mon = new Redis(redis.url);
   const admin = new Redis(redis.url);
   const names = new Map<string, string>();
@@ -117,18 +122,18 @@ try {
   const seen: string[] = [];
   monitor.on('monitor', (_time: string, args: string[], source: string) => {
     const name = names.get(source) ?? '';
-    if (name.endsWith(':cmd') || name.endsWith(':accounts')) seen.push(`${name} ${args[0]}`);
+    if (name.endsWith(':cmd')) seen.push(`${name} ${args[0]}`);
   });
   const l = await login(c1.c2sPort, 'c', 'pw', 'counted');
   await admin.ping();
   await new Promise((r) => setTimeout(r, 200));
   monitor.disconnect();
-  console.log(`Redis round trips for one login (SCRAM/PLAIN lookup + bind): ${seen.length} -> ${seen.join(', ')}`);
+  console.log(`Redis round trips for one login (bind): ${seen.length} -> ${seen.join(', ')}`);
   l.c.destroy();
   admin.disconnect();
   for (const c of [s1, s2, s3, x, y, z]) c.c.destroy();
 } finally {
   await Promise.all([single.stop('SIGKILL'), c1.stop('SIGKILL'), c2.stop('SIGKILL')]);
-  await redis.destroy();
+  await Promise.all([redis.destroy(), postgres.destroy()]);
 }
 process.exit(0);

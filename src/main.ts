@@ -190,7 +190,7 @@ async function portable(config: Config, accounts: AccountStore, sub: 'export' | 
 }
 
 async function user(config: Config, [sub, name, password, ...more]: string[]): Promise<number> {
-  // The store the server uses (the SQLite file, or Redis in cluster mode),
+  // The store the server uses (the SQLite file, or PostgreSQL with XMPP_DATABASE_URL),
   // never a new one: a store created here would be one the server never reads.
   const { openAccountStore } = await import('./accounts/open.ts');
   const store = await openAccountStore(config, { existing: true });

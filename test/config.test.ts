@@ -22,7 +22,11 @@ test('environment variables override defaults and are validated by name', (t) =>
   t.regex(t.throws(() => loadConfig({ XMPP_CONFLICT_POLICY: 'x' }))!.message, /XMPP_CONFLICT_POLICY/);
   // Durable stream management state is for a cluster: a single node has nothing to keep it for.
   t.regex(t.throws(() => loadConfig({ XMPP_SM_DURABLE: 'true' }), { instanceOf: ConfigError })!.message, /XMPP_SM_DURABLE needs a cluster/);
-  t.is(loadConfig({ XMPP_SM_DURABLE: 'true', XMPP_REDIS_URL: 'redis://127.0.0.1:1' }).smDurable, true);
+  t.is(loadConfig({ XMPP_SM_DURABLE: 'true', XMPP_REDIS_URL: 'redis://127.0.0.1:1', XMPP_DATABASE_URL: 'postgres://127.0.0.1:1/x' }).smDurable, true);
+  // A cluster keeps its durable data in PostgreSQL, never in Redis.
+  const cluster = t.throws(() => loadConfig({ XMPP_REDIS_URL: 'redis://127.0.0.1:1' }), { instanceOf: ConfigError })!.message;
+  t.regex(cluster, /^XMPP_REDIS_URL \(a cluster\) needs XMPP_DATABASE_URL: .*PostgreSQL.*"Running a cluster" in README\.md.*db import-redis/);
+  t.like(loadConfig({ XMPP_REDIS_URL: 'redis://127.0.0.1:1', XMPP_DATABASE_URL: 'postgres://127.0.0.1:1/x' }), { redisUrl: 'redis://127.0.0.1:1', databaseUrl: 'postgres://127.0.0.1:1/x' });
   // External components (XEP-0114) and client certificates: malformed values are refused at start.
   for (const [env, re] of [
     [{ XMPP_COMPONENT_PORT: 'abc' }, /XMPP_COMPONENT_PORT must be a port number/],

@@ -160,8 +160,8 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'idleGcMs', env: 'XMPP_IDLE_GC_MS', kind: 'int', min: 0, doc: 'a thread quiet for this long after doing work runs a full garbage collection, and with glibc trims the C heap a period later, giving the memory of a burst back (0: never)', default: () => 2_000 },
   { key: 'shutdownTimeoutMs', env: 'XMPP_SHUTDOWN_TIMEOUT_MS', kind: 'int', min: 1, doc: 'bound on graceful shutdown', default: () => 5_000 },
   { key: 'logLevel', env: 'XMPP_LOG_LEVEL', kind: 'enum', values: ['debug', 'info', 'warn', 'error'], doc: 'log verbosity', default: () => 'info' },
-  { key: 'redisUrl', env: 'XMPP_REDIS_URL', kind: 'string', doc: 'join a cluster through this Redis; empty: single node', default: () => '' },
-  { key: 'databaseUrl', env: 'XMPP_DATABASE_URL', kind: 'string', doc: "PostgreSQL for accounts, rosters and offline messages ('postgres://user:password@host:port/database'), instead of the SQLite files of a single node or Redis in a cluster", default: () => '' },
+  { key: 'redisUrl', env: 'XMPP_REDIS_URL', kind: 'string', doc: 'join a cluster through this Redis (the registry of sessions, leases, routes, resumption state; needs XMPP_DATABASE_URL); empty: single node', default: () => '' },
+  { key: 'databaseUrl', env: 'XMPP_DATABASE_URL', kind: 'string', doc: "PostgreSQL for accounts, rosters and offline messages ('postgres://user:password@host:port/database'), instead of the SQLite files of a single node; required in a cluster", default: () => '' },
   { key: 'redisStartupTimeoutMs', env: 'XMPP_REDIS_STARTUP_TIMEOUT_MS', kind: 'int', min: 0, doc: 'cluster: how long a starting node waits for Redis before giving up (0: forever)', default: () => 60_000 },
   { key: 'leaseMs', env: 'XMPP_NODE_LEASE_MS', kind: 'int', min: 100, doc: "cluster: a node silent this long is declared dead and its sessions removed", default: () => 10_000 },
   { key: 'nodeId', env: 'XMPP_NODE_ID', kind: 'string', doc: "this node's name in a cluster (1 to 64 letters, digits, '.', '_', '-')", default: () => `node-${randomUUID().slice(0, 8)}` },
@@ -283,6 +283,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   s2sHostsOf(c);
   dnsServersOf(c);
   if (c.databaseUrl !== '' && !/^postgres(ql)?:\/\//.test(c.databaseUrl)) throw new ConfigError(`XMPP_DATABASE_URL must be a postgres:// URL, got ${JSON.stringify(c.databaseUrl.replace(/:[^:@/]*@/, ':***@'))}`);
+  // Redis holds only what may be lost (registry, leases, resumption state, caches): a cluster's accounts, rosters and offline messages are in PostgreSQL.
+  if (c.redisUrl && !c.databaseUrl) throw new ConfigError('XMPP_REDIS_URL (a cluster) needs XMPP_DATABASE_URL: a cluster keeps accounts, rosters and offline messages in PostgreSQL, Redis only what is ephemeral; see "Running a cluster" in README.md (the data of a cluster that kept them in Redis moves with `db import-redis`)');
   // Durable state is for a node that dies while others live: one node has nothing to keep it for.
   if (c.smDurable && !c.redisUrl) throw new ConfigError('XMPP_SM_DURABLE needs a cluster (XMPP_REDIS_URL): on a single node nothing outlives the process');
   return c;

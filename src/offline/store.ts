@@ -1,7 +1,7 @@
 // Offline message storage (XEP-0160): messages for an account with no
 // available resource of non-negative priority wait here, as serialised
 // stanzas, until the account next becomes available. Two implementations:
-// SQLite in the data directory (one node) and Redis (cluster mode).
+// SQLite in the data directory (one node) and PostgreSQL (XMPP_DATABASE_URL; a cluster).
 //
 // `user` is the account's normalised localpart (what parseJid and SASL
 // produce), used as an opaque key.

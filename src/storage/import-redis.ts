@@ -1,11 +1,24 @@
-// The one-shot move of a cluster's durable data from Redis (the layout of
-// the Redis stores: accounts/redis.ts, roster/redis.ts, offline/redis.ts)
-// into PostgreSQL: accounts with their SCRAM verifiers, rosters with their
-// versions, pending subscription requests in arrival order, and offline
-// messages in order. Idempotent: what is already in the database (an
-// account, a roster item, a request, a message by its Redis id) is left as
-// it is, so the move can run again after an interruption. With `dryRun`,
-// nothing is written and the counts say what would be.
+// The one-shot move of a cluster's durable data from Redis, where nodes
+// before PostgreSQL kept it, into PostgreSQL: accounts with their SCRAM
+// verifiers, rosters with their versions, pending subscription requests in
+// arrival order, and offline messages in order. Idempotent: what is already
+// in the database (an account, a roster item, a request, a message by its
+// Redis id) is left as it is, so the move can run again after an
+// interruption. With `dryRun`, nothing is written and the counts say what
+// would be.
+//
+// The layout read (namespace "xmpp:"; <user> a normalised localpart, which
+// holds no ':'):
+//   xmpp:accounts              set     every username
+//   xmpp:acct:<user>           hash    created (ms), sha1:salt, sha1:iterations, sha1:storedKey,
+//                                      sha1:serverKey, sha256:... (binary values)
+//   xmpp:scram-fake-salt-key   string  the key of SCRAM's fake salts
+//   xmpp:roster:<user>         hash    '#e' epoch, '#v' change counter (the version is "<e>.<v>"),
+//                                      'j:<jid>' "<subscription>[ subscribe]\n<details: roster/store.ts encodeDetails>"
+//   xmpp:pending:<user>        hash    '#n' arrival counter, 'r:<jid>' "<arrival number>\n<request stanza>"
+//   xmpp:offq:<user>           stream  one entry per stanza (field 'x'), oldest first
+//   xmpp:offline:<user>        list    the stanzas of the layout before the stream
+// (and xmpp:offb:/offc: byte counts and claims, which have nothing to move).
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 

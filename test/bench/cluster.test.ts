@@ -12,6 +12,6 @@ test('bench/cluster.ts measures every routing path and counts the Redis commands
   const { stdout } = await promisify(execFile)(process.execPath, ['bench/cluster.ts', '300'], { cwd: ROOT, timeout: 50_000 });
   const paths = [...stdout.matchAll(/^(.+?)\s+(\d+) msg\/s .* one at a time: p50 ([\d.]+) ms/gm)].map((m) => m[1].trim());
   t.deepEqual(paths, ['same node, two workers (MessagePort)', 'same node, worker picked by the pool', 'cluster, same node (same worker)', 'cluster, across nodes (Redis pub/sub)'], stdout);
-  // One command to read the credentials, one script to bind.
-  t.regex(stdout, /^Redis round trips for one login \(SCRAM\/PLAIN lookup \+ bind\): 2 -> \S+:accounts hmget, \S+:cmd evalsha$/m);
+  // The credentials come from PostgreSQL: one script to bind.
+  t.regex(stdout, /^Redis round trips for one login \(bind\): 1 -> \S+:cmd evalsha$/m);
 });

@@ -7,7 +7,7 @@ import type { NodeProcess, TestCluster } from '../helpers/cluster.ts';
 import { login } from '../helpers/raw.ts';
 import { secured, within } from '../helpers/protocol.ts';
 import type { RawClient } from '../helpers/raw.ts';
-import { RedisAccountStore } from '../../src/accounts/redis.ts';
+import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 
 // Long enough that a loaded CI machine (the whole suite at once) renews in time.
 const LEASE_MS = 3000;
@@ -19,9 +19,9 @@ let r: Redis;
 test.before(async () => {
   cluster = await startCluster(['n1', 'n2', 'n3'], { XMPP_REGISTRATION: 'true', XMPP_NODE_LEASE_MS: String(LEASE_MS) });
   ({ redis, nodes } = cluster);
-  const accounts = await RedisAccountStore.open(redis.url, 4096);
+  const accounts = await PostgresAccountStore.open(cluster.databaseUrl, 4096);
   for (const u of ['alice', 'bob', 'carol', 'race']) await accounts.create(u, `${u}-pw`);
-  accounts.close();
+  await accounts.close();
   r = new Redis(redis.url);
 });
 

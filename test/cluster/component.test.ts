@@ -10,16 +10,16 @@ import type { TestCluster } from '../helpers/cluster.ts';
 import { RawClient } from '../helpers/raw.ts';
 import { within } from '../helpers/protocol.ts';
 import { WAIT, clusterPeers, expect } from '../helpers/im.ts';
-import { RedisAccountStore } from '../../src/accounts/redis.ts';
+import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 
 const DOMAIN = 'gw.localhost';
 const SECRET = 'gateway-secret';
 let cluster: TestCluster;
-let accounts: RedisAccountStore;
+let accounts: PostgresAccountStore;
 
 test.before(async () => {
   cluster = await startCluster(['c0', 'c1'], { XMPP_COMPONENT_PORT: '0', XMPP_COMPONENTS: `${DOMAIN}=${SECRET}` });
-  accounts = await RedisAccountStore.open(cluster.redis.url, 4096);
+  accounts = await PostgresAccountStore.open(cluster.databaseUrl, 4096);
 });
 test.after.always(async () => {
   await accounts?.close();

@@ -12,7 +12,7 @@ import type { TestCluster } from '../helpers/cluster.ts';
 import { login } from '../helpers/raw.ts';
 import type { RawClient } from '../helpers/raw.ts';
 import { until } from '../helpers/protocol.ts';
-import { RedisAccountStore } from '../../src/accounts/redis.ts';
+import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 
 /** Messages per second in the flow. */
 const RATE = 200;
@@ -20,7 +20,7 @@ const RATE = 200;
 async function cluster(t: ExecutionContext, names: string[], env: Record<string, string>): Promise<TestCluster> {
   const c = await startCluster(names, env);
   t.teardown(() => c.stop());
-  const accounts = await RedisAccountStore.open(c.redis.url, 4096);
+  const accounts = await PostgresAccountStore.open(c.databaseUrl, 4096);
   for (const u of ['alice', 'bob']) await accounts.create(u, `${u}-pw`);
   await accounts.close();
   return c;

@@ -12,15 +12,15 @@ import type { TestCluster } from '../helpers/cluster.ts';
 import { authenticated, within } from '../helpers/protocol.ts';
 import { WAIT, barrier, clusterPeers, expect, isPresence, subscribe, NS_SM, isSm, isBody } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
-import { RedisAccountStore } from '../../src/accounts/redis.ts';
+import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 
 let cluster: TestCluster;
-let accounts: RedisAccountStore;
+let accounts: PostgresAccountStore;
 let r: Redis;
 
 test.before(async () => {
   cluster = await startCluster(['u0', 'u1'], { XMPP_NODE_LEASE_MS: '3000', XMPP_SM_DURABLE: 'true' });
-  accounts = await RedisAccountStore.open(cluster.redis.url, 4096);
+  accounts = await PostgresAccountStore.open(cluster.databaseUrl, 4096);
   r = new Redis(cluster.redis.url);
 });
 test.after.always(async () => {

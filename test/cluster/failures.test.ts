@@ -7,10 +7,11 @@ import { Redis } from 'ioredis';
 import type { RedisServer } from '../helpers/redis.ts';
 import { startCluster } from '../helpers/cluster.ts';
 import type { NodeProcess, TestCluster } from '../helpers/cluster.ts';
-import { login, plainAuth } from '../helpers/raw.ts';
-import { secured } from '../helpers/protocol.ts';
+import { login } from '../helpers/raw.ts';
+import { authenticated, bind, stanzaError, within } from '../helpers/protocol.ts';
+import { STEP_MS } from '../helpers/process.ts';
 import type { RawClient } from '../helpers/raw.ts';
-import { RedisAccountStore } from '../../src/accounts/redis.ts';
+import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 
 // Long enough that a loaded CI machine (the whole suite at once) renews in time.
 const LEASE_MS = 3000;
@@ -28,7 +29,7 @@ interface Cluster {
 
 async function cluster(t: ExecutionContext, count: number, leaseMs = LEASE_MS): Promise<Cluster> {
   const c = await startCluster(Array.from({ length: count }, (_, i) => `f${i + 1}`), { XMPP_NODE_LEASE_MS: String(leaseMs) });
-  await createUsers(c.redis.url);
+  await createUsers(c.databaseUrl);
   const r = new Redis(c.redis.url);
   t.teardown(async () => {
     r.disconnect();
@@ -38,9 +39,9 @@ async function cluster(t: ExecutionContext, count: number, leaseMs = LEASE_MS): 
 }
 
 async function createUsers(url: string): Promise<void> {
-  const accounts = await RedisAccountStore.open(url, 4096);
+  const accounts = await PostgresAccountStore.open(url, 4096);
   for (const u of ['alice', 'bob', 'carol', 'dave']) await accounts.create(u, `${u}-pw`).catch(() => {});
-  accounts.close();
+  await accounts.close();
 }
 
 /** Resolves when the registry has (or no longer has) a record. */
@@ -94,12 +95,12 @@ test.serial('Redis stopped and restarted under live sessions: nothing lost or du
   // While Redis is down the nodes keep their sessions: the server still answers.
   await ping(a, 'down1');
   await ping(b, 'down2');
-  // New logins are refused with a clear, temporary answer rather than risked.
-  const { c: late } = await secured(nodes[0].c2sPort);
-  await late.exchange(plainAuth('carol', 'carol-pw'), /<failure[^>]*>\s*<temporary-auth-failure\/>/);
-  late.destroy();
-  await redis.resume(); // empty: it kept nothing
-  await createUsers(redis.url);
+  // A new login authenticates (the accounts are in PostgreSQL), but its bind
+  // is refused with a clear, temporary answer rather than risked.
+  const { c: late } = await within(authenticated(nodes[0].c2sPort, 'carol', 'carol-pw'), STEP_MS, 'carol to authenticate');
+  t.teardown(() => late.destroy());
+  t.deepEqual(stanzaError(await within(bind(late, 'late'), STEP_MS, 'the bind while Redis is down')), { type: 'wait', condition: 'resource-constraint', by: undefined });
+  await redis.resume(); // empty: it kept nothing, and nothing durable was there
   // The nodes notice the lost data and register their sessions again.
   await registryUntil(redis.url, 'alice@localhost', 'one', true);
   await registryUntil(redis.url, 'bob@localhost', 'two', true);
@@ -112,6 +113,9 @@ test.serial('Redis stopped and restarted under live sessions: nothing lost or du
   const mark = b.buffer.length;
   a.send(`<message to='${jb}' type='chat'><body>after the outage</body></message>`);
   await b.waitFor(/<body>after the outage<\/body>/, mark);
+  // Redis lost everything it held, and no account with it.
+  const { c: back } = await within(login(nodes[1].c2sPort, 'carol', 'carol-pw', 'back'), STEP_MS, 'carol to log in after the outage');
+  back.destroy();
   a.destroy();
   b.destroy();
 });
@@ -137,19 +141,34 @@ test.serial('a node paused past its lease is fenced: its ghost session never sha
   live.destroy();
 });
 
-/** Resolves once `conn` sees `pred` hold for the records of `bare`, checked on each invalidation. */
+/**
+ * Resolves once `pred` holds for the records of `bare`, checked at once and
+ * again on each invalidation; fails after STEP_MS with what it waited for.
+ * The listener is in place before the first check: an invalidation that
+ * arrives while the check is under way (its record written just after the
+ * check read) wakes the next check instead of being lost.
+ */
 async function recordsUntil(url: string, bare: string, pred: (recs: Record<string, { sid: string; available: boolean; priority: number }>) => boolean): Promise<void> {
   const sub = new Redis(url);
   const check = new Redis(url);
-  try {
+  let changed = false;
+  let wake: (() => void) | undefined;
+  sub.on('message', (_ch: string, msg: string) => {
+    if (msg !== bare) return;
+    changed = true;
+    wake?.();
+  });
+  const holds = async () => pred(Object.fromEntries(Object.entries(await check.hgetall(`xmpp:s:${bare}`)).map(([k, v]) => [k, JSON.parse(v)])));
+  const until = async () => {
     await sub.subscribe('xmpp:inv');
-    const holds = async () => pred(Object.fromEntries(Object.entries(await check.hgetall(`xmpp:s:${bare}`)).map(([k, v]) => [k, JSON.parse(v)])));
-    if (await holds()) return;
-    await new Promise<void>((resolve) => {
-      sub.on('message', async (_ch: string, msg: string) => {
-        if (msg === bare && (await holds())) resolve();
-      });
-    });
+    for (;;) {
+      changed = false;
+      if (await holds()) return;
+      if (!changed) await new Promise<void>((resolve) => (wake = resolve));
+    }
+  };
+  try {
+    await within(until(), STEP_MS, `the records of ${bare} to change as expected`);
   } finally {
     sub.disconnect();
     check.disconnect();
@@ -211,7 +230,7 @@ test.serial('Redis down and back with its data: local sessions are served meanwh
   t.deepEqual((await r2.smembers(`xmpp:n:${nodes[0].name}`)).sort(), [ja, jd].sort());
   t.deepEqual(await r2.smembers(`xmpp:n:${nodes[1].name}`), [jc]);
   // Routing across nodes resumes.
-  await subscribed(r2, nodes[1].name);
+  await within(subscribed(r2, nodes[1].name), STEP_MS, `${nodes[1].name} to subscribe again`);
   mark = c3.buffer.length;
   a.send(`<message to='${jc}' type='chat'><body>back again</body></message>`);
   await c3.waitFor(/<body>back again<\/body>/, mark);

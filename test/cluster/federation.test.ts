@@ -19,7 +19,7 @@ import { selfSigned } from '../helpers/pki.ts';
 import { federation, loopbackAddresses } from '../helpers/s2s.ts';
 import type { Federated } from '../helpers/s2s.ts';
 import { clusterPeers, expect, isBody, isPresence, newUser, push } from '../helpers/im.ts';
-import { RedisAccountStore } from '../../src/accounts/redis.ts';
+import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 
 const LEASE_MS = 3000;
 const dir = mkdtempSync(join(tmpdir(), 'xmpp-cluster-s2s-'));
@@ -30,7 +30,7 @@ let n2: NodeProcess;
 let doomed: NodeProcess;
 let peer: Federated;
 let stopPeer: () => Promise<void>;
-let accounts: RedisAccountStore;
+let accounts: PostgresAccountStore;
 
 test.before(async () => {
   const cert = selfSigned(dir, 'cl.example');
@@ -48,7 +48,7 @@ test.before(async () => {
   n1 = await cluster.add('f1', { XMPP_S2S_BIND_HOST: n1Addr });
   n2 = await cluster.add('f2', { XMPP_S2S_BIND_HOST: n2Addr });
   doomed = await cluster.add('f3', { XMPP_S2S_BIND_HOST: n3Addr });
-  accounts = await RedisAccountStore.open(cluster.redis.url, 4096);
+  accounts = await PostgresAccountStore.open(cluster.databaseUrl, 4096);
   const f = await federation([{ domain: 'peer.example', cert: selfSigned(dir, 'peer.example') }], { addresses: [peerAddr], extra: { 'cl.example': `${n1Addr}:5269` }, env: { XMPP_S2S_SECURE_AUTH: 'false' } });
   [peer] = f.servers;
   stopPeer = f.stop;

@@ -6,26 +6,27 @@
 // delivered live, on another node, never stored offline.
 import test from 'ava';
 import type { Element } from 'ltx';
-import { Redis } from 'ioredis';
 import { startCluster } from '../helpers/cluster.ts';
 import type { NodeProcess, TestCluster } from '../helpers/cluster.ts';
 import { clusterPeers, expect, isPresence, isPush, messagesAfterPresence, rosterItem, subscribe } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
-import { RedisAccountStore } from '../../src/accounts/redis.ts';
+import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
+import { PostgresOfflineStore } from '../../src/offline/postgres.ts';
 
 let cluster: TestCluster;
 let nodes: NodeProcess[];
-let accounts: RedisAccountStore;
-let r: Redis;
+let accounts: PostgresAccountStore;
+/** The cluster's offline messages, in PostgreSQL. */
+let offline: PostgresOfflineStore;
 
 test.before(async () => {
   cluster = await startCluster(['o1', 'o2']);
   nodes = cluster.nodes;
-  accounts = await RedisAccountStore.open(cluster.redis.url, 4096);
-  r = new Redis(cluster.redis.url);
+  accounts = await PostgresAccountStore.open(cluster.databaseUrl, 4096);
+  offline = await PostgresOfflineStore.open(cluster.databaseUrl);
 });
 test.after.always(async () => {
-  r?.disconnect();
+  await offline?.close();
   await accounts?.close();
   await cluster?.stop();
 });
@@ -65,5 +66,5 @@ test('across nodes: a message to the bare JID sent once initial presence was rea
   const bob = await user(t, nodes[1], 'bob');
   const stored = await messagesAfterPresence(alice, bob, 50);
   t.deepEqual(stored, [], 'every message delivered live, none through offline storage');
-  t.is(await r.xlen(`xmpp:offq:${alice.name}`), 0);
+  t.is(await offline.count(alice.name), 0);
 });

@@ -10,35 +10,33 @@
 // what was awaited. "Nothing else arrived" is only checked behind a ping on
 // the same stream, for what that stream's own session causes.
 import test from 'ava';
-import { Redis } from 'ioredis';
-import type { RedisServer } from '../helpers/redis.ts';
 import { startCluster } from '../helpers/cluster.ts';
 import type { NodeProcess, TestCluster } from '../helpers/cluster.ts';
 import { uid } from '../helpers/protocol.ts';
 import { NS_DELAY, approve, barrier, carbons, checkCarbon, clusterPeers, expect, isCarbon, isPresence, push, ready, rosterOf, subscribe, summary } from '../helpers/im.ts';
-import { RedisAccountStore } from '../../src/accounts/redis.ts';
+import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
+import { PostgresOfflineStore } from '../../src/offline/postgres.ts';
 
 // Long enough that a loaded machine renews in time.
 const LEASE_MS = 3000;
 
-let redis: RedisServer;
 /** n1, n2, n3 live throughout; doomed is killed by one test. */
 let nodes: NodeProcess[];
 let doomed: NodeProcess;
-let accounts: RedisAccountStore;
-let r: Redis;
+let accounts: PostgresAccountStore;
+/** The cluster's offline messages, in PostgreSQL. */
+let offline: PostgresOfflineStore;
 let cluster: TestCluster;
 
 test.before(async () => {
   cluster = await startCluster(['p0', 'p1', 'p2', 'p3'], { XMPP_NODE_LEASE_MS: String(LEASE_MS) });
-  redis = cluster.redis;
   [doomed, ...nodes] = cluster.nodes;
-  accounts = await RedisAccountStore.open(redis.url, 4096);
-  r = new Redis(redis.url);
+  accounts = await PostgresAccountStore.open(cluster.databaseUrl, 4096);
+  offline = await PostgresOfflineStore.open(cluster.databaseUrl);
 });
 
 test.after.always(async () => {
-  r?.disconnect();
+  await offline?.close();
   await accounts?.close();
   await cluster?.stop();
 });
@@ -163,7 +161,7 @@ test('offline messages stored through node 1 are delivered, in order, stamped an
   const start = alice.c.items.length;
   for (const [i, id] of ids.entries()) alice.c.send(`<message to='${frankBare}' id='${id}' type='chat'><body>kept ${i}</body></message>`);
   t.deepEqual((await barrier(alice, start)).map((el) => el.toString()), [], 'stored, no error to the sender');
-  t.is(await r.xlen(`xmpp:offq:${frankName}`), 3, 'three messages in Redis');
+  t.is(await offline.count(frankName), 3, 'three messages in PostgreSQL');
 
   const frank = await connect(t, nodes[1], frankName, 'n2');
   const f = frank.c.items.length;
@@ -176,7 +174,7 @@ test('offline messages stored through node 1 are delivered, in order, stamped an
     t.is(m.getChildText('body'), `kept ${i}`);
     t.is(m.getChild('delay', NS_DELAY)?.attrs.from, 'localhost', m.toString());
   }
-  t.is(await r.xlen(`xmpp:offq:${frankName}`), 0, 'nothing left');
+  t.is(await offline.count(frankName), 0, 'nothing left');
 
   const again = await connect(t, nodes[2], frankName, 'n3');
   const g = again.c.items.length;

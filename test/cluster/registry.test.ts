@@ -18,7 +18,7 @@ import type { NodeProcess, TestCluster } from '../helpers/cluster.ts';
 import { NS_BIND, authenticated, authenticatedAnonymously, bind, bindIq, ping, stanzaError, uid, within } from '../helpers/protocol.ts';
 import { NS_DELAY, STAMP, WAIT, barrier, clusterPeers, expect, isPresence, ready, subscribe } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
-import { RedisAccountStore } from '../../src/accounts/redis.ts';
+import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 
 // Long enough that a loaded machine renews in time.
 const LEASE_MS = 3000;
@@ -30,20 +30,20 @@ let cluster: TestCluster;
 let g1: NodeProcess;
 let g2: NodeProcess;
 let g3: NodeProcess;
-let accounts: RedisAccountStore;
+let accounts: PostgresAccountStore;
 let r: Redis;
 
 test.before(async () => {
   cluster = await startCluster(['g1', 'g2'], { XMPP_NODE_LEASE_MS: String(LEASE_MS), XMPP_ANONYMOUS: 'true' });
   [g1, g2] = cluster.nodes;
   g3 = await cluster.add('g3', { XMPP_NODE_LEASE_MS: String(LONG_LEASE_MS) });
-  accounts = await RedisAccountStore.open(cluster.redis.url, 4096);
+  accounts = await PostgresAccountStore.open(cluster.databaseUrl, 4096);
   r = new Redis(cluster.redis.url);
 });
 
 test.after.always(async () => {
   r?.disconnect();
-  accounts?.close();
+  await accounts?.close();
   await cluster?.stop();
 });
 

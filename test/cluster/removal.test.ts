@@ -10,17 +10,17 @@ import type { NodeProcess, TestCluster } from '../helpers/cluster.ts';
 import { NS_STREAMS_ERR, plainOutcome, uid, within } from '../helpers/protocol.ts';
 import { WAIT, clusterPeers, expect, isPresence, isPush, ready, rosterItem, subscribe } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
-import { RedisAccountStore } from '../../src/accounts/redis.ts';
+import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 let cluster: TestCluster;
 let nodes: NodeProcess[];
-let accounts: RedisAccountStore;
+let accounts: PostgresAccountStore;
 
 test.before(async () => {
   cluster = await startCluster(['r1', 'r2']);
   nodes = cluster.nodes;
-  accounts = await RedisAccountStore.open(cluster.redis.url, 4096);
+  accounts = await PostgresAccountStore.open(cluster.databaseUrl, 4096);
 });
 test.after.always(async () => {
   await accounts?.close();
@@ -79,7 +79,7 @@ test('`user remove` against the cluster: the sessions on both nodes end and the 
   const code = await new Promise<number | null>((resolve) => {
     const child = spawn(process.execPath, ['src/main.ts', 'user', 'remove', alice[0].name], {
       cwd: ROOT,
-      env: { PATH: process.env.PATH, XMPP_REDIS_URL: cluster.redis.url, XMPP_DOMAIN: 'localhost', XMPP_LOG_LEVEL: 'warn' },
+      env: { PATH: process.env.PATH, XMPP_REDIS_URL: cluster.redis.url, XMPP_DATABASE_URL: cluster.databaseUrl, XMPP_DOMAIN: 'localhost', XMPP_LOG_LEVEL: 'warn' },
       stdio: 'ignore',
     });
     child.on('exit', resolve);

@@ -16,19 +16,19 @@ import { WAIT, barrier, clusterPeers, expect, isPresence, subscribe, NS_SM, isSm
 import type { Peer } from '../helpers/im.ts';
 import { Inbox, countIqReplies, kill, xmppClient } from '../helpers/xmpp-client.ts';
 import type { Untyped } from '../helpers/xmpp-client.ts';
-import { RedisAccountStore } from '../../src/accounts/redis.ts';
+import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 
 const LEASE_MS = 3000;
 
 let cluster: TestCluster;
 let nodes: NodeProcess[];
 let doomed: NodeProcess;
-let accounts: RedisAccountStore;
+let accounts: PostgresAccountStore;
 
 test.before(async () => {
   cluster = await startCluster(['r0', 'r1', 'r2'], { XMPP_NODE_LEASE_MS: String(LEASE_MS) });
   [doomed, ...nodes] = cluster.nodes;
-  accounts = await RedisAccountStore.open(cluster.redis.url, 4096);
+  accounts = await PostgresAccountStore.open(cluster.databaseUrl, 4096);
 });
 test.after.always(async () => {
   await accounts?.close();

@@ -1,5 +1,6 @@
 // Real cluster nodes for tests: each node is its own process started the way
-// users start one (src/main.ts start), joined through a real redis-server.
+// users start one (src/main.ts start), joined through a real redis-server,
+// with its durable data in a real PostgreSQL (both private to the cluster).
 import { spawn, execFileSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -7,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { RedisServer } from './redis.ts';
+import { PostgresServer } from './postgres.ts';
 
 const MAIN = new URL('../../src/main.ts', import.meta.url).pathname;
 
@@ -98,9 +100,11 @@ export class NodeProcess {
   }
 }
 
-/** A redis-server of its own and nodes joined through it, sharing one certificate. */
+/** A redis-server and a PostgreSQL of its own, and nodes joined through them, sharing one certificate. */
 export interface TestCluster {
   redis: RedisServer;
+  /** XMPP_DATABASE_URL of the nodes: accounts, rosters and offline messages. */
+  databaseUrl: string;
   /** The cluster's certificate (PEM file), for clients that verify it. */
   certFile: string;
   nodes: NodeProcess[];
@@ -110,19 +114,34 @@ export interface TestCluster {
    * its old name once its process has exited. It is stopped with the rest.
    */
   add(name: string, env?: Record<string, string>): Promise<NodeProcess>;
-  /** SIGKILLs what is left of the nodes, destroys Redis and the certificate. */
+  /** SIGKILLs what is left of the nodes, destroys Redis, PostgreSQL and the certificate. */
   stop(): Promise<void>;
 }
 
 export async function startCluster(names: string[], env: Record<string, string> = {}): Promise<TestCluster> {
-  const redis = await RedisServer.start();
+  const [redis, postgres] = await Promise.all([RedisServer.start(), PostgresServer.start()]);
+  const databaseUrl = await postgres.createDatabase('xmpp');
   const certDir = mkdtempSync(join(tmpdir(), 'xmpp-cert-'));
   const { cert, key } = clusterCertificate(certDir);
-  const all = { XMPP_REDIS_URL: redis.url, XMPP_TLS_CERT: cert, XMPP_TLS_KEY: key, ...env };
-  const nodes = await Promise.all(names.map((name) => NodeProcess.start(name, all)));
+  const all = { XMPP_REDIS_URL: redis.url, XMPP_DATABASE_URL: databaseUrl, XMPP_TLS_CERT: cert, XMPP_TLS_KEY: key, ...env };
   const added: NodeProcess[] = [];
+  const stop = async () => {
+    await Promise.all(added.map((n) => n.stop('SIGKILL')));
+    await Promise.all([redis.destroy(), postgres.destroy()]);
+    rmSync(certDir, { recursive: true, force: true });
+  };
+  // A node that fails to start takes the others, Redis and PostgreSQL with it.
+  const started = await Promise.allSettled(names.map((name) => NodeProcess.start(name, all)));
+  const nodes = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+  added.push(...nodes);
+  const failed = started.find((s) => s.status === 'rejected');
+  if (failed) {
+    await stop();
+    throw failed.reason;
+  }
   return {
     redis,
+    databaseUrl,
     certFile: cert,
     nodes,
     async add(name, extra = {}) {
@@ -130,10 +149,6 @@ export async function startCluster(names: string[], env: Record<string, string> 
       added.push(node);
       return node;
     },
-    async stop() {
-      await Promise.all([...nodes, ...added].map((n) => n.stop('SIGKILL')));
-      await redis.destroy();
-      rmSync(certDir, { recursive: true, force: true });
-    },
+    stop,
   };
 }

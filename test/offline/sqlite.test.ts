@@ -30,16 +30,16 @@ offlineStoreContract('sqlite', async (t) => {
   };
 });
 
-test('openOfflineStore without Redis: offline.sqlite in the data directory, WAL, survives reopening', async (t) => {
+test('openOfflineStore without a database URL: offline.sqlite in the data directory, WAL, survives reopening', async (t) => {
   const dataDir = join(tempDir(t), 'data');
-  const a = await openOfflineStore({ redisUrl: '', dataDir });
+  const a = await openOfflineStore({ dataDir });
   t.true(a instanceof SqliteOfflineStore);
   t.true(existsSync(join(dataDir, 'offline.sqlite')));
   t.true(await a.push('bob', '<message id="1"/>', { max: 10, maxBytes: 1000 }));
   t.true(readdirSync(dataDir).some((f) => f === 'offline.sqlite-wal'), 'WAL mode is on');
   await a.close();
   await a.close(); // idempotent
-  const b = await openOfflineStore({ redisUrl: '', dataDir });
+  const b = await openOfflineStore({ dataDir });
   t.teardown(() => b.close());
   t.deepEqual((await drain(b, 'bob', 'o')).map((m) => m.xml), ['<message id="1"/>']);
 });

@@ -4,12 +4,15 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { RedisServer } from '../helpers/redis.ts';
+import { sharedPostgresServer } from '../helpers/postgres.ts';
 import { START_MS, STEP_MS, within, environment, spawnServer, run } from '../helpers/process.ts';
 import type { ServerProcess } from '../helpers/process.ts';
 import { login } from '../helpers/raw.ts';
 import { WAIT_LOG_MS } from '../../src/cluster/redis.ts';
 
 const PASSWORD = 'redis-secret-4Qx9';
+// A cluster's durable data: up all along, only Redis is down.
+const postgres = sharedPostgresServer(test);
 
 /** A Redis server, stopped by startNode, that can be started again on its port later. */
 async function downRedis(t: ExecutionContext): Promise<RedisServer> {
@@ -27,7 +30,7 @@ async function downRedis(t: ExecutionContext): Promise<RedisServer> {
 async function startNode(t: ExecutionContext, redis: RedisServer, extra: Record<string, string> = {}, password = true): Promise<{ server: ServerProcess; env: NodeJS.ProcessEnv }> {
   const { env } = await environment(t);
   await redis.stop();
-  Object.assign(env, { XMPP_REDIS_URL: `redis://${password ? `:${PASSWORD}@` : ''}127.0.0.1:${redis.port}`, XMPP_WORKERS: '1', ...extra });
+  Object.assign(env, { XMPP_REDIS_URL: `redis://${password ? `:${PASSWORD}@` : ''}127.0.0.1:${redis.port}`, XMPP_DATABASE_URL: await postgres.database(), XMPP_WORKERS: '1', ...extra });
   const server = spawnServer(t, process.execPath, ['src/main.ts', 'start'], env);
   return { server, env };
 }
@@ -75,7 +78,7 @@ test('the node repeats the waiting line every few seconds and comes up once Redi
   await redis.resume();
   t.like(await within(server.waitForLog('listening'), START_MS, 'the "listening" line once Redis is up'), { cluster: true });
   t.like(server.logs.find((l) => l.msg === 'redis reachable'), { url: shownUrl(redis) });
-  // It serves: an account created through Redis logs in.
+  // It serves: an account created by the CLI (in PostgreSQL) logs in.
   const add = await within(run(process.execPath, ['src/main.ts', 'user', 'add', 'alice', 'alice-pw'], env), STEP_MS, 'user add');
   t.is(add.code, 0, add.stderr);
   const { c, jid } = await within(login(server.c2sPort, 'alice', 'alice-pw'), STEP_MS, 'alice to log in');

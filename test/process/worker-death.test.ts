@@ -18,6 +18,7 @@ import { connect, expect, fresh, isPresence, ready, subscribe, WAIT } from '../h
 import type { Peer } from '../helpers/im.ts';
 import { othersUnaffected, within } from '../helpers/protocol.ts';
 import { inspector, sharedRedisServer } from '../helpers/redis.ts';
+import { sharedPostgresServer } from '../helpers/postgres.ts';
 import { openAccountStore } from '../../src/accounts/open.ts';
 import { K } from '../../src/registry/redis.ts';
 import type { WorkerLink } from '../../src/acceptor/hub.ts';
@@ -25,6 +26,7 @@ import type { Redis } from 'ioredis';
 
 process.env.XMPP_TEST_FAULTS = '1';
 const redis = sharedRedisServer(test);
+const postgres = sharedPostgresServer(test);
 
 /** The main thread's log lines (JSON on stderr) while `fn` runs, kept out of the test's output. */
 async function capturingLog<T>(lines: Record<string, unknown>[], fn: () => Promise<T>): Promise<T> {
@@ -53,7 +55,7 @@ async function server(t: ExecutionContext, env: Record<string, string> = {}): Pr
   return s;
 }
 
-/** A fresh account (in the server's own store: SQLite, or Redis in a cluster) logged in, roster requested and available. */
+/** A fresh account (in the server's own store: SQLite, or PostgreSQL in a cluster) logged in, roster requested and available. */
 async function user(t: ExecutionContext, s: TestServer, base: string): Promise<Peer> {
   const name = fresh(base);
   const store = await openAccountStore(s.config);
@@ -76,7 +78,7 @@ async function workerOf(s: TestServer, p: Peer, r?: Redis): Promise<number | und
 
 for (const mode of ['single node', 'cluster'] as const)
 test.serial(`${mode}: a worker that dies is replaced; the replacement joins and serves, the other worker's sessions keep chatting, the dead one's are announced unavailable`, async (t) => {
-  const s = await server(t, mode === 'cluster' ? { XMPP_REDIS_URL: redis.url, XMPP_NODE_ID: `death-${process.pid}` } : {});
+  const s = await server(t, mode === 'cluster' ? { XMPP_REDIS_URL: redis.url, XMPP_DATABASE_URL: await postgres.database(), XMPP_NODE_ID: `death-${process.pid}` } : {});
   const r = mode === 'cluster' ? inspector(t, redis.url) : undefined;
   // Connections go to the least busy worker that serves: logged in one
   // after the other, they alternate between the two.

@@ -156,9 +156,9 @@ test('several threads send subscription events at once: one serial outcome, the 
   t.is(results.reduce((n, r) => n + r.full, 0), 10);
 });
 
-test('openRosterStore: SQLite in the data directory when no Redis is configured', async (t) => {
+test('openRosterStore: SQLite in the data directory when no database URL is configured', async (t) => {
   const dataDir = tempDir(t);
-  const s = await openRosterStore({ redisUrl: '', dataDir });
+  const s = await openRosterStore({ dataDir });
   t.teardown(() => s.close());
   t.true(s instanceof SqliteRosterStore);
   t.true(existsSync(join(dataDir, 'roster.sqlite')));

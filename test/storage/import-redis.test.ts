@@ -1,19 +1,18 @@
-// `db import-redis`: a cluster's durable data written by the Redis stores
-// (a real redis-server) moved into PostgreSQL (a private one) by the CLI:
-// a dry run counts and writes nothing, the move brings every account,
-// roster item, version, pending request and offline message, in order, and
-// running it again moves nothing twice. The PostgreSQL stores then read it
-// all back: the old passwords verify.
+// `db import-redis`: a cluster's durable data in the layout the nodes kept
+// in Redis before PostgreSQL (written here as they wrote it, to a real
+// redis-server) moved into PostgreSQL (a private one) by the CLI: a dry run
+// counts and writes nothing, the move brings every account, roster item,
+// version, pending request and offline message, in order, and running it
+// again moves nothing twice. The PostgreSQL stores then read it all back:
+// the old passwords verify.
 import test from 'ava';
-import { RedisAccountStore } from '../../src/accounts/redis.ts';
-import { RedisRosterStore } from '../../src/roster/redis.ts';
-import { RedisOfflineStore } from '../../src/offline/redis.ts';
+import { randomBytes } from 'node:crypto';
 import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 import { PostgresRosterStore } from '../../src/roster/postgres.ts';
 import { PostgresOfflineStore } from '../../src/offline/postgres.ts';
-import { INBOUND, OUTBOUND } from '../../src/presence/subscription.ts';
-import { verifyPassword } from '../../src/accounts/store.ts';
-import { sharedRedisServer } from '../helpers/redis.ts';
+import { encodeDetails } from '../../src/roster/store.ts';
+import { deriveScram, verifyPassword } from '../../src/accounts/store.ts';
+import { inspector, sharedRedisServer } from '../helpers/redis.ts';
 import { sharedPostgresServer } from '../helpers/postgres.ts';
 import { environment, run, STEP_MS, within } from '../helpers/process.ts';
 
@@ -21,23 +20,25 @@ const redis = sharedRedisServer(test);
 const pgServer = sharedPostgresServer(test);
 
 test('a dry run counts, the move brings everything in order, and a second move changes nothing', async (t) => {
-  // The cluster's data, written by the Redis stores themselves.
-  const accounts = await RedisAccountStore.open(redis.url, 4096);
-  const rosters = await RedisRosterStore.open(redis.url);
-  const offline = await RedisOfflineStore.open(redis.url);
-  t.teardown(async () => {
-    await accounts.close();
-    await rosters.close();
-    await offline.close();
-  });
-  await accounts.create('alice', 'alice-pw');
-  await accounts.create('bob', 'bob-pw');
-  await rosters.set('alice', { jid: 'bob@localhost', name: 'Bob', groups: ['Friends'] }, 100);
-  await rosters.transition('alice', 'bob@localhost', OUTBOUND.subscribe, { max: 100 });
-  await rosters.transition('bob', 'alice@localhost', INBOUND.subscribe, { max: 100, request: "<presence from='alice@localhost' type='subscribe'/>" });
-  await rosters.transition('bob', 'carol@elsewhere.example', INBOUND.subscribe, { max: 100, request: "<presence from='carol@elsewhere.example' type='subscribe'/>" });
-  for (const n of [1, 2, 3]) await offline.push('bob', `<message id='m${n}'><body>${n}</body></message>`, { max: 10, maxBytes: 10_000 });
-  const aliceRoster = await rosters.get('alice');
+  // The cluster's data, in the layout of src/storage/import-redis.ts.
+  const r = inspector(t, redis.url);
+  const fakeSaltKey = randomBytes(32);
+  await r.set('xmpp:scram-fake-salt-key', fakeSaltKey);
+  for (const user of ['alice', 'bob']) {
+    const fields: (string | Buffer)[] = ['created', String(Date.now())];
+    for (const [hash, prefix] of [['SHA-1', 'sha1'], ['SHA-256', 'sha256']] as const) {
+      const c = await deriveScram(`${user}-pw`, hash, 4096);
+      fields.push(`${prefix}:salt`, c.salt, `${prefix}:iterations`, String(c.iterations), `${prefix}:storedKey`, c.storedKey, `${prefix}:serverKey`, c.serverKey);
+    }
+    await r.hset(`xmpp:acct:${user}`, ...fields);
+    await r.sadd('xmpp:accounts', user);
+  }
+  // Alice asked bob for his presence; bob has not answered, nor carol's request.
+  await r.hset('xmpp:roster:alice', '#e', 'Ep0ch', '#v', '2', 'j:bob@localhost', `none subscribe\n${encodeDetails({ name: 'Bob', groups: ['Friends'] })}`);
+  await r.hset('xmpp:pending:bob', '#n', '2', 'r:carol@elsewhere.example', "2\n<presence from='carol@elsewhere.example' type='subscribe'/>", 'r:alice@localhost', "1\n<presence from='alice@localhost' type='subscribe'/>");
+  for (const n of [1, 2, 3]) await r.xadd('xmpp:offq:bob', '*', 'x', `<message id='m${n}'><body>${n}</body></message>`);
+  // A queue still in the layout before streams.
+  await r.rpush('xmpp:offline:carol', "<message id='old'><body>old</body></message>");
 
   const url = await pgServer.database();
   const { env } = await environment(t);
@@ -45,17 +46,17 @@ test('a dry run counts, the move brings everything in order, and a second move c
 
   const dry = await cli('--dry-run');
   t.is(dry.code, 0, dry.stderr);
-  t.is(dry.stdout, 'would move 2 accounts, 1 roster items, 2 pending subscription requests, 3 offline messages; 0 already in the database\n');
+  t.is(dry.stdout, 'would move 2 accounts, 1 roster items, 2 pending subscription requests, 4 offline messages; 0 already in the database\n');
   const moved = await cli();
   t.is(moved.code, 0, moved.stderr);
-  t.is(moved.stdout, 'moved 2 accounts, 1 roster items, 2 pending subscription requests, 3 offline messages; 0 already in the database, left as they were\n');
+  t.is(moved.stdout, 'moved 2 accounts, 1 roster items, 2 pending subscription requests, 4 offline messages; 0 already in the database, left as they were\n');
   // Once done, not again by mistake: the nodes may have removed or delivered since what Redis still has.
   const refused = await cli();
   t.is(refused.code, 1);
   t.regex(refused.stderr, /imported from Redis already .*--force/);
   const again = await cli('--force');
   t.is(again.code, 0, again.stderr);
-  t.is(again.stdout, 'moved 0 accounts, 0 roster items, 0 pending subscription requests, 0 offline messages; 8 already in the database, left as they were\n');
+  t.is(again.stdout, 'moved 0 accounts, 0 roster items, 0 pending subscription requests, 0 offline messages; 9 already in the database, left as they were\n');
 
   // Read back through the PostgreSQL stores.
   const pa = await PostgresAccountStore.open(url, 4096);
@@ -68,16 +69,22 @@ test('a dry run counts, the move brings everything in order, and a second move c
   });
   t.deepEqual(await pa.list(), ['alice', 'bob']);
   for (const hash of ['SHA-1', 'SHA-256'] as const) t.true(await verifyPassword((await pa.scram('bob', hash))!, hash, 'bob-pw'), `bob's ${hash} verifiers`);
-  t.deepEqual(pa.fakeSaltKey(), accounts.fakeSaltKey?.(), "SCRAM's fake salts stay as they were");
-  t.deepEqual(await pr.get('alice'), aliceRoster, 'items and version as they were');
+  t.false(await verifyPassword((await pa.scram('alice', 'SHA-256'))!, 'SHA-256', 'bob-pw'));
+  t.deepEqual(pa.fakeSaltKey(), fakeSaltKey, "SCRAM's fake salts stay as they were");
+  t.deepEqual(await pr.get('alice'), { version: 'Ep0ch.2', items: [{ jid: 'bob@localhost', name: 'Bob', subscription: 'none', ask: 'subscribe', groups: ['Friends'] }] }, 'items and version as they were');
   t.deepEqual((await pr.pendingRequests('bob')).map((r) => r.jid), ['alice@localhost', 'carol@elsewhere.example'], 'requests in arrival order');
   t.is(await pr.state('bob', 'alice@localhost'), 'none+in');
   t.deepEqual((await po.fetch('bob', 'test', '', 10, 10_000))!.map((m) => m.xml), [1, 2, 3].map((n) => `<message id='m${n}'><body>${n}</body></message>`));
+  t.deepEqual((await po.fetch('carol', 'test', '', 10, 10_000))!.map((m) => m.xml), ["<message id='old'><body>old</body></message>"]);
 });
 
 test('db import-redis needs both XMPP_REDIS_URL and XMPP_DATABASE_URL', async (t) => {
   const { env } = await environment(t);
-  const r = await run(process.execPath, ['src/main.ts', 'db', 'import-redis'], { ...env, XMPP_REDIS_URL: redis.url });
-  t.is(r.code, 1);
-  t.regex(r.stderr, /set both/);
+  const noRedis = await run(process.execPath, ['src/main.ts', 'db', 'import-redis'], { ...env, XMPP_DATABASE_URL: await pgServer.database() });
+  t.is(noRedis.code, 1);
+  t.regex(noRedis.stderr, /set both/);
+  // Redis without a database is no configuration at all any more.
+  const noDatabase = await run(process.execPath, ['src/main.ts', 'db', 'import-redis'], { ...env, XMPP_REDIS_URL: redis.url });
+  t.is(noDatabase.code, 78);
+  t.regex(noDatabase.stderr, /XMPP_REDIS_URL \(a cluster\) needs XMPP_DATABASE_URL/);
 });
