@@ -1,25 +1,26 @@
 // A local cluster on this machine, for development and tests: one
-// redis-server, N nodes on distinct ports, and HAProxy in front of them with
-// health checks. The nodes run the command and environment of cluster/spec.ts
+// redis-server (what the nodes share that may be lost), one PostgreSQL (their
+// accounts, rosters and offline messages), N nodes on distinct ports, and
+// HAProxy in front of them with health checks. The nodes run the command and environment of cluster/spec.ts
 // and cluster/node.env, the same ones docker-compose.yml uses.
 //
 //   npm run cluster -- --nodes 3            (see --help)
 //
 // Ctrl-C (SIGINT), SIGTERM or SIGHUP stops everything: the nodes first (they
 // close their streams with system-shutdown and leave the cluster), then
-// HAProxy and Redis; then it exits with code 0.
-import { spawn, execFile } from 'node:child_process';
+// HAProxy, Redis and PostgreSQL; then it exits with code 0.
+import { spawn, execFile, execFileSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { accessSync, constants, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, chownSync, constants, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { WriteStream } from 'node:fs';
 import { once } from 'node:events';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import {
-  ROOT, NODE_COMMAND, REDIS_ARGS, CERT_FILE, KEY_FILE, LAUNCHER_OVERRIDES,
-  nodeEnv, redisUrl, haproxyConfig, composeHaproxyConfig,
+  ROOT, NODE_COMMAND, REDIS_ARGS, CERT_FILE, KEY_FILE, LAUNCHER_OVERRIDES, POSTGRES_USER, POSTGRES_DB,
+  nodeEnv, redisUrl, postgresUrl, haproxyConfig, composeHaproxyConfig,
 } from './spec.ts';
 import { ensureCertificate } from './certs.ts';
 import { probe } from './healthcheck.ts';
@@ -41,7 +42,9 @@ export interface LaunchOptions {
   portBase?: number;
   /** Redis port; 0 (default) picks a free port. */
   redisPort?: number;
-  /** Run directory (certificate, Redis data, node data, logs), kept after stop; default: a temporary one, removed on stop. */
+  /** PostgreSQL port; 0 (default) picks a free port. */
+  postgresPort?: number;
+  /** Run directory (certificate, Redis and PostgreSQL data, node data, logs), kept after stop; default: a temporary one, removed on stop. */
   dir?: string;
   /** Settings for every node on top of cluster/node.env (not the per-node ones the launcher sets). */
   env?: Record<string, string>;
@@ -82,12 +85,15 @@ export interface Cluster {
   /** Load balancer: the port for peer servers; undefined with federation off (XMPP_S2S=false). */
   s2sPort: number | undefined;
   redisUrl: string;
+  /** The nodes' XMPP_DATABASE_URL. */
+  databaseUrl: string;
   certFile: string;
   haproxyConfigFile: string;
   nodes: ClusterNode[];
   redis: ClusterProcess;
+  postgres: ClusterProcess;
   haproxy: ClusterProcess;
-  /** Stops everything (nodes first, then HAProxy and Redis); safe to call more than once. */
+  /** Stops everything (nodes first, then HAProxy, Redis and PostgreSQL); safe to call more than once. */
   stop(): Promise<void>;
 }
 
@@ -109,11 +115,34 @@ function onPath(cmd: string): boolean {
   return false;
 }
 
+/**
+ * The directory holding PostgreSQL's initdb and postgres: on PATH, else
+ * Debian's (the newest of /usr/lib/postgresql/<version>/bin, which the
+ * postgresql package does not put on PATH); undefined when neither has them.
+ */
+export function postgresBin(): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    try {
+      for (const cmd of ['initdb', 'postgres']) accessSync(join(dir, cmd), constants.X_OK);
+      return dir;
+    } catch {
+      // not both in this directory
+    }
+  }
+  try {
+    const versions = readdirSync('/usr/lib/postgresql').filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a));
+    return versions.length > 0 ? join('/usr/lib/postgresql', versions[0], 'bin') : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Throws a LaunchError naming what to install when a tool is missing; installs nothing. */
 export function checkTools(): void {
   const missing = Object.keys(TOOLS).filter((t) => !onPath(t));
+  if (postgresBin() === undefined) missing.push('PostgreSQL (initdb, postgres)');
   if (missing.length > 0) {
-    const pkgs = [...new Set(missing.map((t) => TOOLS[t]))].join(' ');
+    const pkgs = [...new Set(missing.map((t) => TOOLS[t] ?? 'postgresql'))].join(' ');
     throw new LaunchError(`missing on PATH: ${missing.join(', ')}. On Debian or Ubuntu: sudo apt-get install ${pkgs}`);
   }
 }
@@ -180,11 +209,11 @@ class Child implements ClusterProcess {
   /** The last lines of output, for error messages. */
   tail = '';
 
-  constructor(name: string, cmd: string, args: string[], opts: { env: NodeJS.ProcessEnv; cwd: string; logFile: string }) {
+  constructor(name: string, cmd: string, args: string[], opts: { env: NodeJS.ProcessEnv; cwd: string; logFile: string; user?: { uid: number; gid: number } }) {
     this.name = name;
     this.logFile = opts.logFile;
     const log: WriteStream = createWriteStream(opts.logFile, { flags: 'a' });
-    this.proc = spawn(cmd, args, { cwd: opts.cwd, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    this.proc = spawn(cmd, args, { cwd: opts.cwd, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...opts.user });
     const keep = (d: Buffer) => {
       log.write(d);
       this.tail = (this.tail + d.toString()).slice(-4000);
@@ -297,11 +326,60 @@ export function redisArgs(port: number, dir: string): string[] {
   return ['--port', String(port), '--bind', HOST, '--dir', dir, ...REDIS_ARGS];
 }
 
+/**
+ * PostgreSQL refuses to run as root: then it runs as the `postgres` user
+ * (Debian's package creates it), which must own its data directory and be
+ * able to reach it.
+ */
+function postgresUser(): { uid: number; gid: number } | undefined {
+  if (userInfo().uid !== 0) return undefined;
+  try {
+    const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }).trim());
+    return { uid: id('-u'), gid: id('-g') };
+  } catch {
+    throw new LaunchError('PostgreSQL does not run as root and there is no postgres user to run it as: run the launcher as another user');
+  }
+}
+
+/**
+ * PostgreSQL in `dataDir` (initdb the first time: role and database xmpp,
+ * trust authentication, UTF8), on 127.0.0.1 only and without a Unix socket;
+ * resolves once it accepts connections and the database exists.
+ */
+async function startPostgres(o: { dataDir: string; port: number; env: NodeJS.ProcessEnv; logFile: string; timeoutMs: number; started: (c: Child) => void }): Promise<void> {
+  const bin = postgresBin()!;
+  const user = postgresUser();
+  const fresh = !existsSync(join(o.dataDir, 'PG_VERSION'));
+  if (fresh) {
+    mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
+    if (user) chownSync(o.dataDir, user.uid, user.gid);
+    try {
+      await execFileP(join(bin, 'initdb'), ['-D', o.dataDir, '-U', POSTGRES_USER, '--auth=trust', '-E', 'UTF8', '--locale=C'], { env: o.env, cwd: o.dataDir, ...user });
+    } catch (err) {
+      const e = err as { stderr?: string; message: string };
+      throw new LaunchError(`initdb failed in ${o.dataDir}: ${(e.stderr || e.message).trim()}`);
+    }
+  }
+  const child = new Child('postgres', join(bin, 'postgres'), ['-D', o.dataDir, '-p', String(o.port), '-h', HOST, '-k', ''], { env: o.env, cwd: o.dataDir, logFile: o.logFile, user });
+  o.started(child);
+  await within(child.waitForLine((l) => (/database system is ready to accept connections/.test(l) ? true : undefined), 'being ready'), o.timeoutMs, 'postgres');
+  const { default: pg } = await import('pg');
+  const admin = new pg.Client({ connectionString: `postgres://${POSTGRES_USER}@${HOST}:${o.port}/postgres` });
+  await admin.connect();
+  try {
+    const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [POSTGRES_DB]);
+    if (exists.rowCount === 0) await admin.query(`CREATE DATABASE ${POSTGRES_DB}`);
+  } finally {
+    await admin.end();
+  }
+}
+
 export interface NodeProcessInput {
   /** From 0. */
   index: number;
   dir: string;
   redisUrl: string;
+  databaseUrl: string;
   certFile: string;
   keyFile: string;
   /** 0: the node picks free ports (and logs them). */
@@ -325,6 +403,7 @@ export function nodeProcess(o: NodeProcessInput): { id: string; command: string;
   const perNode: Record<(typeof LAUNCHER_OVERRIDES)[number], string> = {
     XMPP_NODE_ID: id,
     XMPP_REDIS_URL: o.redisUrl,
+    XMPP_DATABASE_URL: o.databaseUrl,
     XMPP_BIND_HOST: HOST,
     XMPP_C2S_PORT: String(o.portBase ? o.portBase + 3 * o.index : 0),
     XMPP_TLS_PORT: String(o.portBase ? o.portBase + 3 * o.index + 1 : 0),
@@ -368,13 +447,14 @@ export async function launchCluster(options: LaunchOptions = {}): Promise<Cluste
   let stopping: Promise<void> | undefined;
   const nodes: NodeChild[] = [];
   let redis: Child | undefined;
+  let postgres: Child | undefined;
   let haproxy: Child | undefined;
   const stop = () =>
     (stopping ??= (async () => {
-      // Nodes first, while Redis is up so that they leave the cluster cleanly;
-      // the server exits on its own by the shutdown timeout plus 5 s.
+      // Nodes first, while Redis and PostgreSQL are up so that they leave the
+      // cluster cleanly; the server exits on its own by the shutdown timeout plus 5 s.
       await Promise.all(nodes.map((n) => n.stop(shutdownMs + 6000)));
-      await Promise.all([haproxy?.stop(5000), redis?.stop(10_000)]);
+      await Promise.all([haproxy?.stop(5000), redis?.stop(10_000), postgres?.stop(10_000)]);
       process.off('exit', killAll);
       if (ownDir) rmSync(dir, { recursive: true, force: true });
     })());
@@ -390,6 +470,8 @@ export async function launchCluster(options: LaunchOptions = {}): Promise<Cluste
     await assertFree(s2sPort, '--s2s-port');
     const redisPort = options.redisPort ? options.redisPort : await freePort();
     const url = redisUrl(HOST, redisPort);
+    const postgresPort = options.postgresPort ? options.postgresPort : await freePort();
+    const databaseUrl = postgresUrl(HOST, postgresPort);
 
     const certFile = join(dir, 'certs', CERT_FILE);
     const keyFile = join(dir, 'certs', KEY_FILE);
@@ -404,9 +486,20 @@ export async function launchCluster(options: LaunchOptions = {}): Promise<Cluste
     children.push(redis);
     await within(redis.waitForLine((l) => (/Ready to accept connections/.test(l) ? true : undefined), 'being ready'), startTimeoutMs, 'redis-server');
 
+    // PostgreSQL, its data in <dir>/postgres (kept with --dir, as Redis's is).
+    // As root it runs as postgres, which must be able to reach the directory.
+    if (postgresUser()) chmodSync(dir, 0o711);
+    await startPostgres({
+      dataDir: join(dir, 'postgres'), port: postgresPort, env: inherited, logFile: join(dir, 'postgres.log'), timeoutMs: startTimeoutMs,
+      started: (c) => {
+        postgres = c;
+        children.push(c);
+      },
+    });
+
     // The nodes: the spec's command, run by this Node.js, each in its own data directory.
     for (let i = 0; i < count; i++) {
-      const spec = nodeProcess({ index: i, dir, redisUrl: url, certFile, keyFile, portBase: options.portBase ?? 0, shared, inherited });
+      const spec = nodeProcess({ index: i, dir, redisUrl: url, databaseUrl, certFile, keyFile, portBase: options.portBase ?? 0, shared, inherited });
       mkdirSync(spec.cwd, { recursive: true });
       const n = new NodeChild(spec.id, spec.command, spec.args, { env: spec.env, cwd: spec.cwd, logFile: join(dir, `${spec.id}.log`) });
       n.dataDir = spec.env.XMPP_DATA_DIR;
@@ -456,7 +549,7 @@ export async function launchCluster(options: LaunchOptions = {}): Promise<Cluste
     if (s2sPort !== undefined) forwarded.push(untilForwarding(haproxy, s2sPort, domain, 's2s'));
     await within(Promise.all(forwarded), startTimeoutMs, `haproxy to forward on ${[c2sPort, tlsPort, s2sPort].filter((p) => p !== undefined).join(', ')}`);
 
-    return { dir, domain, c2sPort, tlsPort, s2sPort, redisUrl: url, certFile, haproxyConfigFile, nodes, redis, haproxy, stop };
+    return { dir, domain, c2sPort, tlsPort, s2sPort, redisUrl: url, databaseUrl, certFile, haproxyConfigFile, nodes, redis, postgres: postgres!, haproxy, stop };
   } catch (err) {
     await stop();
     throw err;
@@ -465,8 +558,8 @@ export async function launchCluster(options: LaunchOptions = {}): Promise<Cluste
 
 const HELP = `usage: npm run cluster -- [options]
 
-Starts redis-server, N XMPP nodes and HAProxy in front of them on this machine
-(settings: cluster/node.env). Ctrl-C stops everything.
+Starts redis-server, PostgreSQL, N XMPP nodes and HAProxy in front of them on
+this machine (settings: cluster/node.env). Ctrl-C stops everything.
 
   --nodes N           number of nodes (default 3)
   --c2s-port P        load balancer's STARTTLS port (default 5222; 0: any free port)
@@ -475,9 +568,10 @@ Starts redis-server, N XMPP nodes and HAProxy in front of them on this machine
   --port-base P       node i (from 0) on P+3i, P+3i+1 and P+3i+2 (STARTTLS, direct
                       TLS, peer servers; default: free ports)
   --redis-port P      Redis port (default: a free port)
+  --postgres-port P   PostgreSQL port (default: a free port)
   --dir DIR           run directory, kept: certificate, Redis data (append-only
-                      file), node data, logs; the same DIR again keeps the accounts
-                      (default: a temporary directory, removed on exit)
+                      file), PostgreSQL data, node data, logs; the same DIR again
+                      keeps the accounts (default: a temporary directory, removed on exit)
   --env KEY=VALUE     a setting for every node on top of cluster/node.env (repeatable)
   --write-compose-haproxy   rewrite cluster/haproxy.cfg from cluster/spec.ts and exit
   -h, --help`;
@@ -501,6 +595,7 @@ async function cli(argv: string[]): Promise<number> {
         's2s-port': { type: 'string' },
         'port-base': { type: 'string' },
         'redis-port': { type: 'string' },
+        'postgres-port': { type: 'string' },
         dir: { type: 'string' },
         env: { type: 'string', multiple: true },
         'write-compose-haproxy': { type: 'boolean' },
@@ -543,7 +638,7 @@ async function cli(argv: string[]): Promise<number> {
       process.exit(1);
     }
     signalled = signal;
-    console.error(`${signal}: stopping the nodes, then haproxy and redis...`);
+    console.error(`${signal}: stopping the nodes, then haproxy, redis and postgres...`);
     wake?.();
   };
   for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal);
@@ -559,6 +654,7 @@ async function cli(argv: string[]): Promise<number> {
       s2sPort: port(values['s2s-port'], '--s2s-port'),
       portBase: port(values['port-base'], '--port-base'),
       redisPort: port(values['redis-port'], '--redis-port'),
+      postgresPort: port(values['postgres-port'], '--postgres-port'),
       dir: values.dir,
       env,
     });
@@ -575,17 +671,18 @@ async function cli(argv: string[]): Promise<number> {
       c.s2sPort === undefined ? '  federation off (XMPP_S2S): no port for peer servers' : `  peer servers connect to  ${HOST}:${c.s2sPort}`,
       ...c.nodes.map((n) => `  ${n.name.padEnd(8)} pid ${String(n.pid).padEnd(8)} ${HOST}:${n.c2sPort} / ${n.tlsPort}${n.s2sPort === undefined ? '' : ` / s2s ${n.s2sPort}`}   log ${n.logFile}`),
       `  redis    pid ${String(c.redis.pid).padEnd(8)} ${c.redisUrl}   log ${c.redis.logFile}`,
+      `  postgres pid ${String(c.postgres.pid).padEnd(8)} ${c.databaseUrl}   log ${c.postgres.logFile}`,
       `  haproxy  pid ${String(c.haproxy.pid).padEnd(8)} ${c.haproxyConfigFile}   log ${c.haproxy.logFile}`,
       `  certificate (shared by all nodes): ${c.certFile}`,
       `  run directory: ${c.dir}${values.dir === undefined ? ' (temporary: removed on exit; --dir keeps one)' : ''}`,
       '',
-      'add a user (cluster-wide: accounts live in Redis), from the repository root:',
-      `  XMPP_REDIS_URL=${c.redisUrl} XMPP_DOMAIN=${c.domain} npm run -s cli -- user add alice`,
+      'add a user (cluster-wide: accounts live in PostgreSQL), from the repository root:',
+      `  XMPP_REDIS_URL=${c.redisUrl} XMPP_DATABASE_URL=${c.databaseUrl} XMPP_DOMAIN=${c.domain} npm run -s cli -- user add alice`,
       '',
       'Ctrl-C stops the cluster.',
     ].join('\n'));
     // Report processes that end on their own (a crash, or one killed to try failover).
-    for (const p of [...c.nodes, c.redis, c.haproxy]) {
+    for (const p of [...c.nodes, c.redis, c.postgres, c.haproxy]) {
       void p.exited.then((e) => {
         if (!signalled) console.error(`${p.name} exited (${e.signal ?? `code ${e.code}`}); see ${p.logFile}`);
       });

@@ -34,7 +34,7 @@ export const TLS_PORT = 5223;
 export const S2S_PORT = 5269;
 
 /** Names in docker-compose.yml. */
-export const SERVICES = { redis: 'redis', certs: 'certs', node: 'xmpp', lb: 'lb' } as const;
+export const SERVICES = { redis: 'redis', postgres: 'postgres', certs: 'certs', node: 'xmpp', lb: 'lb' } as const;
 /** Where the shared certificate lives in the containers (a named volume). */
 export const CERT_DIR = '/certs';
 export const CERT_FILE = 'cluster.crt';
@@ -47,6 +47,18 @@ export const REDIS_PORT = 6379;
 export const REDIS_ARGS = ['--appendonly', 'yes'] as const;
 export const redisUrl = (host: string, port: number): string => `redis://${host}:${port}`;
 
+/**
+ * PostgreSQL: the nodes' accounts, rosters and offline messages (a cluster
+ * requires it). Its role and database are both named xmpp; compose gives the
+ * role a password (the server is not published outside compose's network),
+ * the launcher none (trust, on 127.0.0.1 only).
+ */
+export const POSTGRES_PORT = 5432;
+export const POSTGRES_USER = 'xmpp';
+export const POSTGRES_DB = 'xmpp';
+export const postgresUrl = (host: string, port: number, password?: string): string =>
+  `postgres://${POSTGRES_USER}${password === undefined ? '' : `:${encodeURIComponent(password)}`}@${host}:${port}/${POSTGRES_DB}`;
+
 /** How many replicas of the node service the compose load balancer can reach. */
 export const MAX_REPLICAS = 10;
 /** HAProxy's configuration in the official image. */
@@ -57,7 +69,7 @@ export const HAPROXY_CFG_PATH = '/usr/local/etc/haproxy/haproxy.cfg';
  * nodes share one machine; every other setting comes from node.env.
  */
 export const LAUNCHER_OVERRIDES = [
-  'XMPP_NODE_ID', 'XMPP_REDIS_URL', 'XMPP_BIND_HOST', 'XMPP_C2S_PORT', 'XMPP_TLS_PORT', 'XMPP_S2S_PORT', 'XMPP_DATA_DIR', 'XMPP_TLS_CERT', 'XMPP_TLS_KEY',
+  'XMPP_NODE_ID', 'XMPP_REDIS_URL', 'XMPP_DATABASE_URL', 'XMPP_BIND_HOST', 'XMPP_C2S_PORT', 'XMPP_TLS_PORT', 'XMPP_S2S_PORT', 'XMPP_DATA_DIR', 'XMPP_TLS_CERT', 'XMPP_TLS_KEY',
 ] as const;
 
 /**

@@ -10,8 +10,8 @@ import { promisify } from 'node:util';
 import { parse } from 'yaml';
 import {
   ROOT, NODE_COMMAND, CERTS_COMMAND, HEALTHCHECK_COMMAND, NODE_ENV_FILE, C2S_PORT, TLS_PORT, S2S_PORT, SERVICES, CERT_DIR, CERT_FILE, KEY_FILE,
-  DATA_DIR, REDIS_PORT, REDIS_ARGS, MAX_REPLICAS, HAPROXY_CFG_PATH, LAUNCHER_OVERRIDES,
-  nodeEnv, parseEnvFile, redisUrl, haproxyConfig, composeHaproxyConfig,
+  DATA_DIR, REDIS_PORT, REDIS_ARGS, MAX_REPLICAS, HAPROXY_CFG_PATH, LAUNCHER_OVERRIDES, POSTGRES_PORT, POSTGRES_USER, POSTGRES_DB,
+  nodeEnv, parseEnvFile, redisUrl, postgresUrl, haproxyConfig, composeHaproxyConfig,
 } from '../../cluster/spec.ts';
 import { nodeProcess, redisArgs, freePort } from '../../cluster/launch.ts';
 import { SETTINGS, loadConfig } from '../../src/config/index.ts';
@@ -51,7 +51,7 @@ function dockerfile(): { op: string; arg: string }[] {
     });
 }
 
-test('the services are redis, certs, xmpp (the nodes) and lb', (t) => {
+test('the services are redis, postgres, certs, xmpp (the nodes) and lb', (t) => {
   t.deepEqual(Object.keys(services).sort(), Object.values(SERVICES).sort());
   for (const [name, svc] of Object.entries(services)) t.is(svc.container_name, undefined, `${name}: no fixed container name`);
 });
@@ -71,12 +71,31 @@ test('redis persists its data: append-only file in a named volume, and a health 
   t.deepEqual(redisArgs(6380, '/tmp/x').slice(-REDIS_ARGS.length), [...REDIS_ARGS]);
 });
 
+test('postgres keeps the durable data: the official image, a named volume, a pg_isready health check, not published', (t) => {
+  const postgres = services[SERVICES.postgres];
+  t.regex(postgres.image, /^postgres:\d+$/, 'the official image, its major version pinned');
+  const data = mounts(postgres).find((m) => m.target === '/var/lib/postgresql/data');
+  t.truthy(data, "a volume at the image's data directory");
+  t.true(data!.source in (compose.volumes ?? {}), 'a named volume, declared at the top level');
+  t.false(data!.ro);
+  t.like(postgres.environment, { POSTGRES_USER, POSTGRES_DB });
+  t.truthy(postgres.environment.POSTGRES_PASSWORD, 'the image needs a password');
+  // Ready only once the real server listens on TCP, for the role and database the nodes use.
+  t.deepEqual(postgres.healthcheck.test, ['CMD', 'pg_isready', '-h', '127.0.0.1', '-U', POSTGRES_USER, '-d', POSTGRES_DB]);
+  t.is(postgres.ports, undefined, 'postgres is not published');
+});
+
 test('the xmpp service runs the spec command with node.env and scales: no names, ports or ids fixed', (t) => {
   const xmpp = services[SERVICES.node];
   t.deepEqual(xmpp.build, { context: '.', dockerfile: 'cluster/Dockerfile' });
   t.deepEqual(xmpp.command, [...NODE_COMMAND]);
   t.is(xmpp.env_file, NODE_ENV_FILE);
-  t.deepEqual(xmpp.environment, { XMPP_REDIS_URL: redisUrl(SERVICES.redis, REDIS_PORT) });
+  t.deepEqual(xmpp.environment, {
+    XMPP_REDIS_URL: redisUrl(SERVICES.redis, REDIS_PORT),
+    XMPP_DATABASE_URL: postgresUrl(SERVICES.postgres, POSTGRES_PORT, services[SERVICES.postgres].environment.POSTGRES_PASSWORD),
+  });
+  // What a node container is given is a valid cluster configuration (a cluster requires its database).
+  t.like(loadConfig({ ...env, ...xmpp.environment }), { redisUrl: xmpp.environment.XMPP_REDIS_URL, databaseUrl: xmpp.environment.XMPP_DATABASE_URL });
   t.is(xmpp.ports, undefined, 'no host ports: replicas would collide');
   t.is(xmpp.hostname, undefined);
   t.is(xmpp.deploy?.replicas, undefined, 'the replica count comes from --scale');
@@ -89,6 +108,7 @@ test('the xmpp service runs the spec command with node.env and scales: no names,
   t.true(certs!.source in (compose.volumes ?? {}));
   t.deepEqual(xmpp.depends_on, {
     [SERVICES.redis]: { condition: 'service_healthy' },
+    [SERVICES.postgres]: { condition: 'service_healthy' },
     [SERVICES.certs]: { condition: 'service_completed_successfully' },
   });
   // Compose must not kill a node before its own graceful-shutdown bound.
@@ -167,7 +187,7 @@ test('node.env holds only known, valid settings and agrees with the spec', (t) =
 
 test('the launcher runs the spec command with node.env, overriding only its per-node settings', (t) => {
   const shared = nodeEnv();
-  const specs = [0, 1].map((index) => nodeProcess({ index, dir: '/run/c', redisUrl: 'redis://127.0.0.1:1', certFile: '/run/c/certs/cluster.crt', keyFile: '/run/c/certs/cluster.key', portBase: 7000, shared }));
+  const specs = [0, 1].map((index) => nodeProcess({ index, dir: '/run/c', redisUrl: 'redis://127.0.0.1:1', databaseUrl: 'postgres://xmpp@127.0.0.1:2/xmpp', certFile: '/run/c/certs/cluster.crt', keyFile: '/run/c/certs/cluster.key', portBase: 7000, shared }));
   for (const s of specs) {
     t.is(s.command, process.execPath, '`node` is this Node.js');
     t.deepEqual(s.args, [join(ROOT, NODE_COMMAND[1]), ...NODE_COMMAND.slice(2)]);
@@ -177,7 +197,7 @@ test('the launcher runs the spec command with node.env, overriding only its per-
   t.deepEqual(specs.map((s) => s.env.XMPP_NODE_ID), ['node-1', 'node-2']);
   t.deepEqual(specs.map((s) => [s.env.XMPP_C2S_PORT, s.env.XMPP_TLS_PORT, s.env.XMPP_S2S_PORT]), [['7000', '7001', '7002'], ['7003', '7004', '7005']]);
   // Without a base every node picks free ports.
-  const free = nodeProcess({ index: 1, dir: '/run/c', redisUrl: 'redis://127.0.0.1:1', certFile: 'c', keyFile: 'k', portBase: 0, shared });
+  const free = nodeProcess({ index: 1, dir: '/run/c', redisUrl: 'redis://127.0.0.1:1', databaseUrl: 'postgres://xmpp@127.0.0.1:2/xmpp', certFile: 'c', keyFile: 'k', portBase: 0, shared });
   t.deepEqual([free.env.XMPP_C2S_PORT, free.env.XMPP_TLS_PORT, free.env.XMPP_S2S_PORT], ['0', '0', '0']);
   t.not(specs[0].env.XMPP_DATA_DIR, specs[1].env.XMPP_DATA_DIR);
 });

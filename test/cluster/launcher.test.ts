@@ -1,5 +1,5 @@
-// The local cluster launcher for real: redis-server, two nodes and HAProxy
-// on free ports; clients log in through the load balancer only.
+// The local cluster launcher for real: redis-server, PostgreSQL, two nodes
+// and HAProxy on free ports; clients log in through the load balancer only.
 import test from 'ava';
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
+import pg from 'pg';
 import { launchCluster, LaunchError, freePort } from '../../cluster/launch.ts';
 import type { ClusterProcess } from '../../cluster/launch.ts';
 import { ROOT, HEALTHCHECK_COMMAND } from '../../cluster/spec.ts';
@@ -49,18 +50,23 @@ async function record(r: Redis, bare: string, resource: string): Promise<{ node:
 test('two nodes behind haproxy: CLI account, logins spread by the balancer, messages, failover, clean stop', async (t) => {
   const cluster = await launchCluster({ nodes: 2, c2sPort: 0, tlsPort: 0, s2sPort: 0, env });
   t.teardown(() => cluster.stop());
-  const all: ClusterProcess[] = [...cluster.nodes, cluster.redis, cluster.haproxy];
+  const all: ClusterProcess[] = [...cluster.nodes, cluster.redis, cluster.postgres, cluster.haproxy];
+  t.regex(cluster.databaseUrl, /^postgres:\/\/xmpp@127\.0\.0\.1:\d+\/xmpp$/);
   t.deepEqual(cluster.nodes.map((n) => n.name), ['node-1', 'node-2']);
   t.is(new Set(cluster.nodes.flatMap((n) => [n.c2sPort, n.tlsPort, n.s2sPort])).size, 6, 'distinct node ports');
 
-  // A cluster-wide account through the CLI, as the launcher's summary says.
+  // A cluster-wide account through the CLI, as the launcher's summary says: in PostgreSQL, nothing of it in Redis.
   for (const u of ['alice', 'bob']) {
     const { stdout } = await run(process.execPath, [join(ROOT, 'src/main.ts'), 'user', 'add', u, `${u}-pw`], {
       cwd: cluster.dir,
-      env: { ...process.env, XMPP_REDIS_URL: cluster.redisUrl, XMPP_DOMAIN: cluster.domain },
+      env: { ...process.env, XMPP_REDIS_URL: cluster.redisUrl, XMPP_DATABASE_URL: cluster.databaseUrl, XMPP_DOMAIN: cluster.domain },
     });
     t.is(stdout.trim(), `added ${u}@localhost`);
   }
+  const db = new pg.Client({ connectionString: cluster.databaseUrl });
+  await db.connect();
+  t.deepEqual((await db.query<{ username: string }>('SELECT username FROM accounts ORDER BY username')).rows.map((row) => row.username), ['alice', 'bob']);
+  await db.end();
 
   // The container health check passes against a node and through the balancer.
   for (const port of [cluster.nodes[0].c2sPort, cluster.c2sPort]) {
@@ -75,6 +81,7 @@ test('two nodes behind haproxy: CLI account, logins spread by the balancer, mess
   t.teardown(() => b.destroy());
   const r = new Redis(cluster.redisUrl);
   t.teardown(() => r.disconnect());
+  t.deepEqual(await r.keys('xmpp:acct:*'), [], 'no account in Redis');
   const onA = (await record(r, 'alice@localhost', 'one')).node;
   const onB = (await record(r, 'bob@localhost', 'two')).node;
   t.deepEqual([onA, onB].sort(), ['node-1', 'node-2'], 'one session on each node');
@@ -134,10 +141,11 @@ test('two nodes behind haproxy: CLI account, logins spread by the balancer, mess
 test('a node that cannot start fails the launch, and what was started is stopped', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'xmpp-launch-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const redisPort = await freePort();
-  const err = await t.throwsAsync(launchCluster({ nodes: 2, c2sPort: 0, tlsPort: 0, s2sPort: 0, redisPort, dir, env: { XMPP_WORKERS: '0' } }), { instanceOf: LaunchError });
+  const [redisPort, postgresPort] = [await freePort(), await freePort()];
+  const err = await t.throwsAsync(launchCluster({ nodes: 2, c2sPort: 0, tlsPort: 0, s2sPort: 0, redisPort, postgresPort, dir, env: { XMPP_WORKERS: '0' } }), { instanceOf: LaunchError });
   t.regex(err!.message, /node-\d exited before listening[\s\S]*XMPP_WORKERS must be at least 1/);
   t.true(await refused(redisPort), 'redis-server was stopped');
+  t.true(await refused(postgresPort), 'postgres was stopped');
   t.true(existsSync(join(dir, 'node-1.log')), 'a given run directory is kept, logs included');
 });
 
@@ -164,12 +172,12 @@ test('npm run cluster: prints the summary, and on SIGINT stops everything and ex
     });
     cli.once('exit', (code) => reject(new Error(`launcher exited with ${code}:\n${out}${err}`)));
   });
-  const redisUrl = /XMPP_REDIS_URL=(redis:\/\/127\.0\.0\.1:\d+) XMPP_DOMAIN=localhost npm run -s cli -- user add alice/.exec(out);
-  t.truthy(redisUrl, 'the exact command to add a user');
+  const command = /XMPP_REDIS_URL=redis:\/\/127\.0\.0\.1:\d+ XMPP_DATABASE_URL=postgres:\/\/xmpp@127\.0\.0\.1:\d+\/xmpp XMPP_DOMAIN=localhost npm run -s cli -- user add alice/.exec(out);
+  t.truthy(command, 'the exact command to add a user');
   t.regex(out, /peer servers connect to {2}127\.0\.0\.1:\d+\n/);
   t.regex(out, /^ {2}node-1 .* 127\.0\.0\.1:\d+ \/ \d+ \/ s2s \d+ /m);
-  const pids = [...out.matchAll(/^\s+(node-1|redis|haproxy)\s+pid (\d+)/gm)].map((m) => Number(m[2]));
-  t.is(pids.length, 3, out);
+  const pids = [...out.matchAll(/^\s+(node-1|redis|postgres|haproxy)\s+pid (\d+)/gm)].map((m) => Number(m[2]));
+  t.is(pids.length, 4, out);
   // Should the launcher fail to stop them, they do not outlive the test.
   t.teardown(() => {
     for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
@@ -189,21 +197,21 @@ test('npm run cluster without redis-server and haproxy: says what to install, in
   t.regex(e.stderr, /missing on PATH: redis-server, haproxy, openssl\. On Debian or Ubuntu: sudo apt-get install redis-server haproxy openssl/);
 });
 
-test('a run directory given with dir keeps the accounts (Redis append-only file) and the certificate across launches', async (t) => {
+test('a run directory given with dir keeps the accounts (PostgreSQL data directory) and the certificate across launches', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'xmpp-launch-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const cli = (redisUrl: string, ...args: string[]) =>
-    run(process.execPath, [join(ROOT, 'src/main.ts'), 'user', ...args], { cwd: dir, env: { ...process.env, XMPP_REDIS_URL: redisUrl } });
+  const cli = (c: { redisUrl: string; databaseUrl: string }, ...args: string[]) =>
+    run(process.execPath, [join(ROOT, 'src/main.ts'), 'user', ...args], { cwd: dir, env: { ...process.env, XMPP_REDIS_URL: c.redisUrl, XMPP_DATABASE_URL: c.databaseUrl } });
   const first = await launchCluster({ nodes: 1, c2sPort: 0, tlsPort: 0, s2sPort: 0, dir, env });
   t.teardown(() => first.stop());
-  await cli(first.redisUrl, 'add', 'carol', 'carol-pw');
+  await cli(first, 'add', 'carol', 'carol-pw');
   const cert = readFileSync(first.certFile, 'utf8');
   await first.stop();
-  t.true(existsSync(join(dir, 'redis')), 'the run directory is kept');
+  t.true(existsSync(join(dir, 'postgres', 'PG_VERSION')), 'the database is kept in the run directory');
 
   const second = await launchCluster({ nodes: 1, c2sPort: 0, tlsPort: 0, s2sPort: 0, dir, env });
   t.teardown(() => second.stop());
-  t.is((await cli(second.redisUrl, 'list')).stdout, 'carol@localhost\n');
+  t.is((await cli(second, 'list')).stdout, 'carol@localhost\n');
   t.is(readFileSync(second.certFile, 'utf8'), cert, 'the same certificate');
   const { c } = await login(second.c2sPort, 'carol', 'carol-pw');
   c.destroy();
