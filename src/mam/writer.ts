@@ -39,6 +39,8 @@ export class ArchiveWriter {
   private refused = 0;
   private fullLogged = 0;
   private closed = false;
+  /** Closed and given up: no more writes, no more retries. */
+  private stopped = false;
 
   constructor(o: WriterOptions) {
     this.o = o;
@@ -68,12 +70,13 @@ export class ArchiveWriter {
 
   /** Resolves once what was added before the call is written, or a write of it failed (a query then reads what is there). */
   flushed(): Promise<void> {
-    if (this.written >= this.added) return Promise.resolve();
+    // Waiting out a failed write's pause would only delay a query that reads what is there.
+    if (this.written >= this.added || this.retry) return Promise.resolve();
     return new Promise((resolve) => this.waiters.push({ upTo: this.added, resolve }));
   }
 
   private schedule(): void {
-    if (this.writing || this.scheduled || this.retry) return;
+    if (this.stopped || this.writing || this.scheduled || this.retry) return;
     this.scheduled = true;
     // The rows of this turn of the event loop go together.
     setImmediate(() => {
@@ -106,7 +109,7 @@ export class ArchiveWriter {
       this.retryMs = Math.min(Math.max(RETRY_MIN_MS, this.retryMs * 2), RETRY_MAX_MS);
       log.warn('message archive: a write failed; retrying', { rows: batch.length, buffered: this.buffer.length, retryMs: this.retryMs, err: String(err) });
       this.settle(true);
-      this.retry = setTimeout(() => {
+      if (!this.stopped) this.retry = setTimeout(() => {
         this.retry = undefined;
         this.schedule();
       }, this.retryMs);
@@ -133,7 +136,9 @@ export class ArchiveWriter {
       if (this.writing) await this.flushed();
       else await this.write();
     }
+    this.stopped = true;
     if (this.retry) clearTimeout(this.retry);
+    this.retry = undefined;
     if (this.buffer.length > 0) log.error('message archive: the worker stops with messages not archived (the database failed)', { lost: this.buffer.length });
     this.settle(true);
   }

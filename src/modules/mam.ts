@@ -20,6 +20,7 @@ import { ANON_PREFIX } from '../accounts/store.ts';
 import { dateTime } from '../offline/offline.ts';
 import { type ArchiveDefault, type ArchivePrefs, type ArchiveQuery, type ArchiveStore, type ArchivedMessage, MAX_IDS, MAX_PAGE, MAX_PREF_JIDS, MAX_TEXT, archiveId, isArchiveId, prefsAllow, stampOf } from '../mam/store.ts';
 import type { ArchiveWriter } from '../mam/writer.ts';
+import { log } from '../log.ts';
 
 export const NS_MAM = 'urn:xmpp:mam:2';
 export const NS_MAM_EXTENDED = 'urn:xmpp:mam:2#extended';
@@ -42,6 +43,18 @@ export interface MamOptions {
 }
 
 const isElement = (c: Element | string): c is Element => typeof c !== 'string';
+
+/** How long archiving waits for what it must read (preferences, the roster) before the message is refused. */
+const READ_WAIT_MS = 2000;
+function bounded<T>(p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer in ${READ_WAIT_MS} ms`)), READ_WAIT_MS)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+function unavailable(err: unknown): StanzaError {
+  log.warn('message archive: cannot read archiving preferences; the message is refused', { err: String(err) });
+  return new StanzaError('resource-constraint', 'the message archive cannot be reached; try again shortly', 'wait');
+}
 
 /**
  * XEP-0313 §5.1.1 (and XEP-0334): what goes into a user's archive. A
@@ -74,9 +87,15 @@ export function mam(o: MamOptions): ServerModule {
   const prefsOf = async (owner: string): Promise<ArchivePrefs> => {
     const hit = prefsCache.get(owner);
     if (hit && Date.now() - hit.at < PREFS_TTL_MS) return hit.prefs;
-    const prefs = (await o.store.prefs(owner)) ?? defaults();
-    remember(owner, prefs);
-    return prefs;
+    try {
+      const prefs = (await bounded(o.store.prefs(owner))) ?? defaults();
+      remember(owner, prefs);
+      return prefs;
+    } catch (err) {
+      // A slow or unreachable database: the preferences last known, or the message waits for a retry.
+      if (hit) return hit.prefs;
+      throw unavailable(err);
+    }
   };
   const remember = (owner: string, prefs: ArchivePrefs) => {
     prefsCache.delete(owner);
@@ -86,7 +105,13 @@ export function mam(o: MamOptions): ServerModule {
 
   /** Whether the owner's preferences keep a message exchanged with `peer` (a bare JID). */
   const keeps = async (owner: string, peer: string): Promise<boolean> =>
-    prefsAllow(await prefsOf(owner), peer, async () => (await o.roster.item(owner, peer)) !== undefined);
+    prefsAllow(await prefsOf(owner), peer, async () => {
+      try {
+        return (await bounded(o.roster.item(owner, peer))) !== undefined;
+      } catch (err) {
+        throw unavailable(err);
+      }
+    });
 
   const row = (el: Element, owner: string, peer: string, outgoing: boolean): ArchivedMessage => {
     const id = archiveId();

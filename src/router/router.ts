@@ -135,6 +135,8 @@ export class Router implements PresenceRouting {
       await this.accept(el, s);
     } catch (err) {
       if (err instanceof StreamError) throw err;
+      // A module's refusal (the archive cannot be reached): its own condition.
+      if (err instanceof StanzaError) return this.bounce(s, el, err);
       log.warn('stanza not routed: a store or the registry failed', { jid: s.jid, stanza: el.name, err: String(err) });
       // A broadcast presence too: the client learns it was not sent.
       this.bounce(s, el, new StanzaError('internal-server-error', 'the server cannot route this now; try again shortly', 'wait'));
@@ -219,6 +221,7 @@ export class Router implements PresenceRouting {
       if (el.name === 'iq' && to.domain === this.d.domain && !to.resource && (el.attrs.type === 'get' || el.attrs.type === 'set')) return await this.remoteIq(el, to);
       await this.route(el, to, undefined);
     } catch (err) {
+      if (err instanceof StanzaError) return this.reject(undefined, el, err);
       log.warn('stanza from a peer server not routed', { from: el.attrs.from, to: el.attrs.to, err: String(err) });
       this.reject(undefined, el, new StanzaError('internal-server-error', 'the server cannot route this now; try again shortly', 'wait'));
     }

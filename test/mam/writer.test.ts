@@ -1,0 +1,106 @@
+// The archive's write path (mam/writer.ts) against a store whose writes the
+// test holds, fails or lets through: rows go in batches, in order; a full
+// buffer refuses instead of growing; a failed write is retried and loses
+// nothing; flushed() waits for what was added before it.
+import test from 'ava';
+import type { ArchiveStore, ArchivedMessage } from '../../src/mam/store.ts';
+import { ArchiveWriter } from '../../src/mam/writer.ts';
+import { msg } from './contract.ts';
+
+/** A store whose appends wait for the test: `gate()` lets the next one through, `fail()` makes it throw. */
+function heldStore() {
+  const batches: string[][] = [];
+  const waiting: { rows: ArchivedMessage[]; resolve: () => void; reject: (e: Error) => void }[] = [];
+  let arrived: (() => void) | undefined;
+  const store = {
+    append(rows: ArchivedMessage[]) {
+      return new Promise<void>((resolve, reject) => {
+        waiting.push({ rows, resolve, reject });
+        arrived?.();
+      });
+    },
+  } as unknown as ArchiveStore;
+  const next = async () => {
+    while (waiting.length === 0) await new Promise<void>((r) => (arrived = r));
+    return waiting.shift()!;
+  };
+  return {
+    store,
+    batches,
+    async pass() {
+      const w = await next();
+      batches.push(w.rows.map((r) => r.body));
+      w.resolve();
+    },
+    async fail() {
+      const w = await next();
+      w.reject(new Error('database unreachable'));
+    },
+  };
+}
+
+const rows = (n: number, from = 0) => Array.from({ length: n }, (_, i) => msg('alice', 'bob@example.com', `r${from + i}`));
+
+test('rows added while a write is under way go together in the next one, in order', async (t) => {
+  const s = heldStore();
+  const w = new ArchiveWriter({ store: s.store, maxBuffered: 100, batch: 10 });
+  t.true(w.add(rows(1, 0)));
+  const done = w.flushed();
+  await s.pass(); // r0 alone: the write started at once
+  await done;
+  t.true(w.add(rows(1, 1)));
+  for (let i = 2; i < 15; i++) t.true(w.add(rows(1, i)));
+  const all = w.flushed();
+  await s.pass();
+  await s.pass();
+  await all;
+  t.deepEqual(s.batches, [['r0'], ['r1', 'r2', 'r3', 'r4', 'r5', 'r6', 'r7', 'r8', 'r9', 'r10'], ['r11', 'r12', 'r13', 'r14']]);
+  t.is(w.pending, 0);
+});
+
+test('a full buffer refuses rows (and keeps what it holds); once written, rows are taken again', async (t) => {
+  const s = heldStore();
+  const w = new ArchiveWriter({ store: s.store, maxBuffered: 5, batch: 5 });
+  for (let i = 0; i < 5; i++) t.true(w.add(rows(1, i)));
+  t.false(w.add(rows(1, 5)), 'the sixth is refused');
+  t.is(w.pending, 5);
+  await s.pass();
+  await w.flushed();
+  t.true(w.add(rows(1, 6)));
+  await s.pass();
+  await w.flushed();
+  t.deepEqual(s.batches, [['r0', 'r1', 'r2', 'r3', 'r4'], ['r6']]);
+});
+
+test('a failed write is retried until it succeeds; nothing is lost or written twice', async (t) => {
+  const s = heldStore();
+  const w = new ArchiveWriter({ store: s.store, maxBuffered: 100, batch: 100 });
+  w.add(rows(3));
+  await s.fail();
+  // flushed() does not hang on a failing database: it resolves after the failed attempt.
+  await w.flushed();
+  t.is(w.pending, 3);
+  w.add(rows(1, 3));
+  await s.fail();
+  await s.pass();
+  await w.flushed();
+  t.deepEqual(s.batches, [['r0', 'r1', 'r2', 'r3']]);
+  t.is(w.pending, 0);
+});
+
+test('close writes what waits; with the database still failing it gives up at its deadline', async (t) => {
+  const s = heldStore();
+  const w = new ArchiveWriter({ store: s.store, maxBuffered: 100, batch: 100 });
+  w.add(rows(2));
+  const closing = w.close(5000);
+  await s.pass();
+  await closing;
+  t.deepEqual(s.batches, [['r0', 'r1']]);
+  t.false(w.add(rows(1, 2)), 'a closed writer takes nothing');
+
+  const failing = { append: () => Promise.reject(new Error('down')) } as unknown as ArchiveStore;
+  const w2 = new ArchiveWriter({ store: failing, maxBuffered: 100, batch: 100 });
+  w2.add(rows(2));
+  await w2.close(300);
+  t.is(w2.pending, 2, 'what could not be written is still counted (and logged)');
+});
