@@ -25,8 +25,8 @@ interface Row {
 
 export class PostgresAccountStore implements AccountStore {
   readonly iterations: number;
-  /** The schema's sha1 columns are NOT NULL (migration 1): SHA-256 verifiers alone cannot be kept. */
-  readonly requiredHashes: readonly ScramHash[] = ['SHA-1'];
+  /** Either hash's verifiers may be missing (migration 6), as in SQLite. */
+  readonly requiredHashes: readonly ScramHash[] = [];
   private readonly pool: pg.Pool;
   private readonly releasePool: () => Promise<void>;
   private readonly secret: Buffer;

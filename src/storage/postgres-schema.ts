@@ -122,4 +122,17 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 6,
+    name: 'accounts: SHA-1 verifiers may be missing too',
+    // Accounts imported from servers that kept SCRAM-SHA-256 only (XEP-0227
+    // exports): either set of verifiers may be missing, never both.
+    sql: `
+      ALTER TABLE accounts ALTER COLUMN sha1_salt DROP NOT NULL,
+        ALTER COLUMN sha1_iterations DROP NOT NULL,
+        ALTER COLUMN sha1_stored_key DROP NOT NULL,
+        ALTER COLUMN sha1_server_key DROP NOT NULL,
+        ADD CONSTRAINT accounts_some_verifiers CHECK (sha1_stored_key IS NOT NULL OR sha256_stored_key IS NOT NULL);
+    `,
+  },
 ];

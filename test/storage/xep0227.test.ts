@@ -177,6 +177,20 @@ test('an ejabberd export with SCRAM-SHA-256 only: its users log in (SCRAM-SHA-25
   t.truthy(await s.accounts.scram('bob', 'SHA-1'), 'SHA-1 verifiers added at the PLAIN login');
 });
 
+test('on PostgreSQL too, an account with SCRAM-SHA-256 verifiers only is kept (migration 6) and logs in', async (t) => {
+  const url = await pgServer.database();
+  const server = await startTestServer({ XMPP_DOMAIN: 'sha256.localhost', XMPP_DATABASE_URL: url });
+  t.teardown(() => server.stop());
+  const r = await cli(server, ['user', 'import', join(FIXTURES, 'ejabberd')], { XMPP_DATABASE_URL: url });
+  t.is(r.code, 0, r.stderr);
+  const accounts = await PostgresAccountStore.open(url, 4096);
+  t.teardown(() => accounts.close());
+  t.is(await accounts.scram('bob', 'SHA-1'), undefined);
+  t.truthy(await accounts.scram('bob', 'SHA-256'));
+  t.is(await scramLogin(server, 'bob', 'bob-pw-2', 'sha256', 'sha256.localhost'), 'success');
+  t.is(await scramLogin(server, 'bob', 'bob-pw-2', 'sha1', 'sha256.localhost'), 'not-authorized', 'no SHA-1 verifiers to check against');
+});
+
 /** SCRAM over STARTTLS on a fresh stream: 'success' (the server's signature checked) or the failure's condition. */
 async function scramLogin(server: TestServer, user: string, password: string, hash: 'sha1' | 'sha256', domain?: string): Promise<string> {
   const { c } = await within(secured(server.c2sPort, undefined, domain), WAIT, 'STARTTLS');
