@@ -196,3 +196,39 @@ test('removing a contact of the other server, and then an account: the other ser
   await push(t, carol, alice.bare, 'none', undefined, cf);
   await barrier(bob, bf);
 });
+
+test('messages to and from another server are archived (XEP-0313) on our side; stanza ids forged in either server’s name are removed', async (t) => {
+  const NS_SID = 'urn:xmpp:sid:0';
+  const NS_MAM = 'urn:xmpp:mam:2';
+  const alice = await user(t, a, 'alice');
+  const bob = await user(t, b, 'bob');
+  const from = bob.c.items.length;
+  alice.c.send(
+    `<message to='${bob.bare}' type='chat'><body>archived across</body><stanza-id xmlns='${NS_SID}' id='f1' by='${bob.bare}'/><stanza-id xmlns='${NS_SID}' id='f2' by='${alice.bare}'/></message>`,
+  );
+  const got = await expect(bob, 'the message', isBody('archived across'), from);
+  const sids = got.getChildren('stanza-id', NS_SID);
+  t.is(sids.length, 1, 'a.example removed the id claiming its own user, b.example the one claiming its own');
+  t.is(sids[0].attrs.by, bob.bare);
+  t.not(sids[0].attrs.id, 'f1');
+  const bodies = async (p: Peer) => {
+    const id = uid('mam');
+    const start = p.c.items.length;
+    const res = await within(p.c.request(`<iq type='set' id='${id}'><query xmlns='${NS_MAM}'/></iq>`, id), WAIT, `${p.jid}: archive`);
+    t.is(res.attrs.type, 'result');
+    return p.c.items.slice(start).flatMap((it) => (it.kind === 'el' && it.el.getChild('result', NS_MAM) ? [it.el.getChild('result', NS_MAM)!] : []));
+  };
+  // The sender's copy, written by the sender's worker (its query waits for that worker's writes).
+  const mine = await bodies(alice);
+  t.is(mine.length, 1);
+  const out = mine[0].getChild('forwarded', 'urn:xmpp:forward:0')!.getChild('message')!;
+  t.is(out.attrs.to, bob.bare);
+  t.is(out.getChildText('body'), 'archived across');
+  // The recipient's copy was written by the worker that took the peer's stream: it lands within a
+  // database round trip; asked again until it shows, within a bound.
+  let theirs: Element[] = [];
+  for (let i = 0; i < 50 && theirs.length === 0; i++) theirs = await bodies(bob);
+  t.is(theirs.length, 1);
+  t.is(theirs[0].attrs.id, sids[0].attrs.id, 'the archive id the message carried');
+  t.is(theirs[0].getChild('forwarded', 'urn:xmpp:forward:0')!.getChild('message')!.attrs.from, alice.jid);
+});
