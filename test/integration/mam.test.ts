@@ -44,9 +44,12 @@ test('slixmpp reads the archive: the query form, pages forwards and backwards, o
   await ready(carol);
   // bob is offline: the messages are archived for him and stored offline.
   const sent = ['a1', 'c1', 'a2', 'c2', 'a3'];
-  for (const b of sent) (b.startsWith('a') ? alice : carol).c.send(`<message to='bob@localhost' type='chat'><body>${b}</body></message>`);
-  await barrier(alice, 0);
-  await barrier(carol, 0);
+  // One after the other (a ping behind each): the archive's order is the order the server received them in.
+  for (const b of sent) {
+    const from = b.startsWith('a') ? alice : carol;
+    from.c.send(`<message to='bob@localhost' type='chat'><body>${b}</body></message>`);
+    await barrier(from, from.c.items.length);
+  }
   const lines = await slixmpp(t, 'bob@localhost/slix', 'bob-pw', 'alice@localhost');
   const get = (k: string) => lines.find((l) => k in l)?.[k];
   t.is(lines.find((l) => 'error' in l)?.error, undefined);
