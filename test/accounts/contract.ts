@@ -1,6 +1,6 @@
 // The behaviour every AccountStore must have, run against each implementation
-// (the embedded SQLite store, the cluster's Redis store, and the PostgreSQL
-// store that is to replace Redis for durable data).
+// (the embedded SQLite store of a single node, and PostgreSQL, which a
+// cluster requires).
 import test, { type ExecutionContext } from 'ava';
 import {
   type AccountStore,

@@ -29,12 +29,13 @@ interface Cluster {
 
 async function cluster(t: ExecutionContext, count: number, leaseMs = LEASE_MS): Promise<Cluster> {
   const c = await startCluster(Array.from({ length: count }, (_, i) => `f${i + 1}`), { XMPP_NODE_LEASE_MS: String(leaseMs) });
-  await createUsers(c.databaseUrl);
+  // Stopped whatever fails next: nodes, Redis and PostgreSQL left running would keep this process from exiting.
   const r = new Redis(c.redis.url);
   t.teardown(async () => {
     r.disconnect();
     await c.stop();
   });
+  await createUsers(c.databaseUrl);
   return { redis: c.redis, nodes: c.nodes, r, add: (name, env) => c.add(name, { XMPP_NODE_LEASE_MS: String(leaseMs), ...env }) };
 }
 

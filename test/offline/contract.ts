@@ -1,5 +1,5 @@
 // The behaviour every OfflineStore must have, run against each implementation
-// (the embedded SQLite store, the cluster's Redis store and PostgreSQL): order kept, a
+// (the embedded SQLite store and PostgreSQL): order kept, a
 // message kept until removed, one claim at a time, the limits never
 // exceeded, even when two instances (two threads, two nodes) work on one
 // queue at the same time.
@@ -167,7 +167,7 @@ export function offlineStoreContract(label: string, open: OpenBackend): void {
     t.deepEqual(ids(await s.fetch('bob', 'first', '', 10, LEASE)), ['m-0'], 'the holder reads again');
     await s.release('bob', 'first');
     t.deepEqual(ids(await s.fetch('bob', 'second', '', 10, 1)), ['m-0'], 'released: another may claim');
-    // A claim of 1 ms lapses once the clock has moved on (Redis's and the store's clocks alike).
+    // A claim of 1 ms lapses once the clock has moved on (the database's and the store's clocks alike).
     const until = Date.now() + 5;
     while (Date.now() <= until) await new Promise<void>((r) => setImmediate(r));
     t.deepEqual(ids(await s.fetch('bob', 'third', '', 10, LEASE)), ['m-0'], 'a lapsed claim does not block');

@@ -1,5 +1,5 @@
 // The behaviour every RosterStore must have, run against each implementation
-// (the embedded SQLite store, the cluster's Redis store and PostgreSQL).
+// (the embedded SQLite store of a single node, and PostgreSQL, which a cluster requires).
 import test, { type ExecutionContext } from 'ava';
 import {
   type RosterStore, type RosterItem, type SubState, type TransitionTable, type TransitionResult,
