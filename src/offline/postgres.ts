@@ -3,7 +3,10 @@
 // user's queue (pg_advisory_xact_lock on the username), so the size checked
 // against the limits, and the claim checked before reading the queue,
 // cannot change before the write that depends on them; different users'
-// queues are written in parallel.
+// queues are written in parallel. The pushes of one user go to the database
+// one after the other, in the order they were made: each on its own
+// connection, they would take the lock in whatever order their queries
+// arrive, and the queue would not keep the order the messages came in.
 import type pg from 'pg';
 import { acquirePool, transaction } from '../storage/postgres.ts';
 import { type OfflineLimits, type OfflineStore, type StoredMessage, checkFetch, checkLimits, utf8Bytes } from './store.ts';
@@ -12,6 +15,8 @@ export class PostgresOfflineStore implements OfflineStore {
   private readonly pool: pg.Pool;
   private readonly releasePool: () => Promise<void>;
   private closing: Promise<void> | undefined;
+  /** Each user's latest push, the next one waits for. */
+  private readonly pushing = new Map<string, Promise<unknown>>();
 
   private constructor(pool: pg.Pool, release: () => Promise<void>) {
     this.pool = pool;
@@ -34,12 +39,21 @@ export class PostgresOfflineStore implements OfflineStore {
     if (max < 1) return false;
     const bytes = utf8Bytes(xml);
     if (bytes > maxBytes) return false;
-    return this.locked(user, async (c) => {
-      const row = (await c.query<{ n: string; bytes: string }>('SELECT count(*) AS n, coalesce(sum(octet_length(stanza)), 0) AS bytes FROM offline WHERE username = $1', [user])).rows[0];
-      if (Number(row.n) >= max || Number(row.bytes) + bytes > maxBytes) return false;
-      await c.query('INSERT INTO offline (username, stanza, stored) VALUES ($1, $2, $3)', [user, xml, Date.now()]);
-      return true;
-    });
+    const before = this.pushing.get(user);
+    const mine = (before ?? Promise.resolve()).catch(() => {}).then(() =>
+      this.locked(user, async (c) => {
+        const row = (await c.query<{ n: string; bytes: string }>('SELECT count(*) AS n, coalesce(sum(octet_length(stanza)), 0) AS bytes FROM offline WHERE username = $1', [user])).rows[0];
+        if (Number(row.n) >= max || Number(row.bytes) + bytes > maxBytes) return false;
+        await c.query('INSERT INTO offline (username, stanza, stored) VALUES ($1, $2, $3)', [user, xml, Date.now()]);
+        return true;
+      }),
+    );
+    this.pushing.set(user, mine);
+    try {
+      return await mine;
+    } finally {
+      if (this.pushing.get(user) === mine) this.pushing.delete(user);
+    }
   }
 
   async fetch(user: string, owner: string, after: string, limit: number, leaseMs: number): Promise<StoredMessage[] | null> {

@@ -83,6 +83,13 @@ export function offlineStoreContract(label: string, open: OpenBackend): void {
     t.deepEqual(ids(b), ['b-0'], 'a message stored after the last id read comes after it');
   });
 
+  test(title('pushes for one user made at once are kept in the order they were made (a message to a session that is gone, then the next one)'), async (t) => {
+    const { store: s } = await open(t);
+    const stanzas = Array.from({ length: 20 }, (_, i) => msg(`c-${i}`));
+    t.deepEqual(await Promise.all(stanzas.map((x) => s.push('bob', x, LIMITS))), stanzas.map(() => true));
+    t.deepEqual((await drain(s, 'bob', 'o')).map((m) => m.xml), stanzas);
+  });
+
   test(title('queues are per user; removeAll() empties one only'), async (t) => {
     const { store: s } = await open(t);
     await s.push('alice', msg('a1'), LIMITS);
