@@ -22,9 +22,9 @@ const USAGE = `usage: xmpp-server <command>
   user remove <name>            delete an account, its roster and its offline messages
   user list                     list accounts
   user export FILE              write every account (SCRAM hashes, never a password), its roster, pending
-                                subscription requests and offline messages to FILE (XEP-0227)
+                                subscription requests, offline messages and message archive to FILE (XEP-0227)
   user import [--skip-existing|--dry-run] FILE|DIR...
-                                import accounts, rosters, pending requests and offline messages from XEP-0227
+                                import accounts, rosters, pending requests, offline messages and archives from XEP-0227
                                 files (ours, Prosody's prosody-migrator, ejabberd's export_piefxis); refused
                                 whole if an account exists here, unless --skip-existing; --dry-run checks only
   db migrate                    bring the PostgreSQL schema (XMPP_DATABASE_URL) up to date, as a node does at start
@@ -140,17 +140,23 @@ async function announceRemoval(config: Config, notice: RemovalNotice): Promise<v
 async function portable(config: Config, accounts: AccountStore, sub: 'export' | 'import', args: string[]): Promise<number> {
   const { openRosterStore } = await import('./roster/open.ts');
   const { openOfflineStore } = await import('./offline/open.ts');
+  const { openArchiveStore } = await import('./mam/open.ts');
   const { exportFile, importFiles, summary, Xep0227Error, ImportFailedError } = await import('./storage/xep0227.ts');
   const roster = await openRosterStore(config, { existing: true });
   const offline = await openOfflineStore(config, { existing: true }).catch(async (err: unknown) => {
     await roster.close();
     throw err;
   });
-  const stores = { accounts, roster, offline };
+  const archive = await openArchiveStore(config, { existing: true }).catch(async (err: unknown) => {
+    await roster.close();
+    await offline.close();
+    throw err;
+  });
+  const stores = { accounts, roster, offline, archive };
   try {
     if (sub === 'export') {
       const c = await exportFile(args[0], stores, config.domain);
-      console.log(`exported ${c.accounts} accounts, ${c.rosterItems} roster items, ${c.pending} pending subscription requests, ${c.offline} offline messages to ${args[0]}`);
+      console.log(`exported ${c.accounts} accounts, ${c.rosterItems} roster items, ${c.pending} pending subscription requests, ${c.offline} offline messages, ${c.archived} archived messages to ${args[0]}`);
       return 0;
     }
     const files = args.filter((a) => !IMPORT_FLAGS.includes(a));
@@ -186,6 +192,7 @@ async function portable(config: Config, accounts: AccountStore, sub: 'export' | 
   } finally {
     await roster.close();
     await offline.close();
+    await archive.close();
   }
 }
 

@@ -11,6 +11,9 @@
 //         <query xmlns='jabber:iq:roster'><item jid subscription ask name><group/></item></query>
 //         <presence type='subscribe' from='...'/>         a request the user has not answered
 //         <offline-messages><message>...<delay/></message></offline-messages>
+//         <archive xmlns='urn:xmpp:pie:0#mam'>              the message archive (XEP-0227 1.1 §"Message Archive"),
+//           <result xmlns='urn:xmpp:mam:2' id='...'>        oldest first, as a MAM query's results
+//             <forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp/><message xmlns='jabber:client'/></forwarded>
 //
 // What the real tools write, and is read here as they write it:
 // - ejabberd (export_piefxis) writes a <server-data> of <xi:include href/>
@@ -22,20 +25,30 @@
 // - A plaintext password (ejabberd with auth_password_format: plain) becomes
 //   SCRAM verifiers of both hashes; it is never stored.
 //
+// - Prosody 0.12 (the `archive` store) writes archives as the XEP does, with
+//   its own ids and stamps to the second; ejabberd 23.01 writes none.
+//
 // Files are read as a stream with the server's own parser (xml/parser.ts),
-// <server-data> and <host> as containers: one <user> at a time is held, and
-// each is bounded (maxUserBytes). Import reads the input twice: a first pass
-// checks all of it and the accounts already here, so that bad input or an
-// existing account (unless skipped) writes nothing; the second writes, user by
-// user, the account last, so that an account that exists was imported whole.
-// Vcards, private XML, PEP and archives are not kept by this server yet:
-// they are counted as left out.
+// <server-data>, <host>, <user> and <archive> as containers: of one <user>,
+// what is not its archive is held (bounded by maxUserBytes), and its archive
+// goes by one <result> at a time (each bounded alike), written in batches:
+// an archive of any length takes bounded memory. Import reads the input
+// twice: a first pass checks all of it and the accounts already here, so
+// that bad input or an existing account (unless skipped) writes nothing; the
+// second writes, user by user, the archive first and the account last, so
+// that an account that exists was imported whole.
+// An archived message keeps its id when it is one of ours whose time agrees
+// with its stamp (a round trip keeps the ids clients hold); any other gets a
+// new one from its stamp, so the archive's order is the stamps' order.
+// Archiving preferences (XEP-0313 §6) have no place in the format: they are
+// neither written nor read. Vcards, private XML and PEP are not kept by this
+// server yet: they are counted as left out.
 import { createReadStream, createWriteStream, renameSync, rmSync, statSync, readdirSync } from 'node:fs';
 import { once } from 'node:events';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { Element, clone } from 'ltx';
 import { StreamParser, type XmlErrorCondition } from '../xml/parser.ts';
-import { NS_CLIENT, NS_DELAY } from '../xmpp/ns.ts';
+import { NS_CLIENT, NS_DELAY, NS_FORWARD, NS_SID } from '../xmpp/ns.ts';
 import { parseJid, bare, normalizeDomain } from '../xmpp/jid.ts';
 import {
   type AccountStore, type ScramCredentials, type ScramHash, SCRAM_HASHES,
@@ -43,10 +56,13 @@ import {
 } from '../accounts/store.ts';
 import { type RosterStore, type RosterItem, type Subscription, SUBSCRIPTIONS, type TransitionTable } from '../roster/store.ts';
 import type { OfflineStore } from '../offline/store.ts';
-import { stamp } from '../offline/offline.ts';
+import { stamp, dateTime } from '../offline/offline.ts';
+import { type ArchiveStore, type ArchivedMessage, idAt, isArchiveId, stampOf } from '../mam/store.ts';
 
 export const NS_PIE = 'urn:xmpp:pie:0';
 export const NS_PIE_SCRAM = 'urn:xmpp:pie:0#scram';
+export const NS_PIE_MAM = 'urn:xmpp:pie:0#mam';
+export const NS_MAM = 'urn:xmpp:mam:2';
 export const NS_ROSTER = 'jabber:iq:roster';
 export const NS_XINCLUDE = 'http://www.w3.org/2001/XInclude';
 
@@ -59,6 +75,7 @@ export interface Xep0227Stores {
   accounts: AccountStore;
   roster: RosterStore;
   offline: OfflineStore;
+  archive: ArchiveStore;
 }
 
 export interface ImportOptions {
@@ -74,8 +91,10 @@ export interface ImportOptions {
   maxRosterBytes?: number;
   maxOfflineMessages: number;
   maxOfflineBytes: number;
-  /** Largest <user> element, in bytes (default 64 MiB). */
+  /** Largest <user> element, its <archive> aside, and largest archived message, in bytes (default 64 MiB). */
   maxUserBytes?: number;
+  /** Archived messages written at once (default ARCHIVE_BATCH). */
+  archiveBatch?: number;
   /** Told of each user once written (progress). */
   onUser?: (name: string) => void;
 }
@@ -91,6 +110,8 @@ export interface ImportReport {
   offline: number;
   /** Offline messages beyond the configured limits, not kept. */
   offlineDropped: number;
+  /** Messages of the users' archives (XEP-0313). */
+  archived: number;
   /** Accounts that existed here, left as they were (skipExisting). */
   skipped: string[];
   /** Hosts of the input that are not this server's, with their users' count. */
@@ -99,7 +120,7 @@ export interface ImportReport {
   leftOut: Map<string, number>;
 }
 
-/** What one <user> holds, checked. */
+/** What one <user> holds, checked, its archive aside. */
 interface UserData {
   name: string;
   password?: string;
@@ -115,25 +136,33 @@ interface UserData {
 const DEFAULT_MAX_USER_BYTES = 64 * 1024 * 1024;
 /** A document's elements are bounded per <user> in bytes; this only stops an absurd count of tiny ones. */
 const MAX_USER_ELEMENTS = 4 * 1024 * 1024;
+/** Archived messages per write on import, and per page read on export. */
+export const ARCHIVE_BATCH = 500;
+export const ARCHIVE_PAGE = 200;
 
 const where = (file: string, path: string) => `${basename(file)}: ${path}`;
 
 // ---------------------------------------------------------------------------
 // Reading
 
-interface HostUser {
-  host: string;
-  user: Element;
-  file: string;
-}
+/** What the reader reports of the input, in document order. */
+type Item =
+  /** A <user> of <host jid=host> opens. */
+  | { kind: 'user'; host: string; file: string; attrs: Record<string, string> }
+  /** A child of the open <user>, its <archive> aside. */
+  | { kind: 'child'; el: Element }
+  /** A child of the open <user>'s <archive xmlns='urn:xmpp:pie:0#mam'>. */
+  | { kind: 'archived'; el: Element }
+  /** The open <user> closes. */
+  | { kind: 'end' };
 
 /**
- * The input files' users, one at a time, in document order: `paths` are
- * files or directories (their *.xml files, sorted, skipping those included
- * by another). <xi:include href/> of a <server-data> is followed, to a file
- * of the same directory or below it.
+ * The input files' items, in document order: `paths` are files or
+ * directories (their *.xml files, sorted, skipping those included by
+ * another). <xi:include href/> of a <server-data> is followed, to a file of
+ * the same directory or below it.
  */
-async function* users(paths: string[], maxUserBytes: number): AsyncGenerator<HostUser> {
+async function* items(paths: string[], maxUserBytes: number): AsyncGenerator<Item> {
   const files: string[] = [];
   for (const p of paths) {
     const st = statSync(p);
@@ -159,13 +188,17 @@ async function* users(paths: string[], maxUserBytes: number): AsyncGenerator<Hos
   }
 }
 
-/** One file: its users, and the files it includes (depth 0 only). */
-async function* readFile(file: string, maxUserBytes: number, depth: number): AsyncGenerator<HostUser | { include: string }> {
-  const out: (HostUser | { include: string })[] = [];
+/** One file: its items, and the files it includes (depth 0 only). */
+async function* readFile(file: string, maxUserBytes: number, depth: number): AsyncGenerator<Item | { include: string }> {
+  const out: (Item | { include: string })[] = [];
   let failure: Xep0227Error | undefined;
   let root = '';
   let rootNs: string | undefined;
   let host: string | undefined;
+  /** The open <user> (its name as written), the cost of what of it is held, and whether its <archive> is open. */
+  let user: string | undefined;
+  let userCost = 0;
+  let inArchive = false;
   let ended = false;
   const fail = (msg: string) => {
     failure ??= new Xep0227Error(where(file, msg));
@@ -179,6 +212,7 @@ async function* readFile(file: string, maxUserBytes: number, depth: number): Asy
       fail(`<host jid=${JSON.stringify(jid)}>: not a domain`);
     }
   };
+  const pie = (attrs: Record<string, string>) => attrs.xmlns === undefined || attrs.xmlns === NS_PIE;
   const parser = new StreamParser(
     {
       streamStart(name, attrs) {
@@ -190,14 +224,35 @@ async function* readFile(file: string, maxUserBytes: number, depth: number): Asy
         else if (name !== 'server-data') fail(`the root element is <${name}>, not <server-data> or <host>`);
       },
       containerStart(name, attrs) {
+        if (failure) return;
         if (name === 'host') hostOf(attrs);
+        else if (name === 'user') {
+          user = attrs.name ?? '';
+          userCost = 0;
+          out.push({ kind: 'user', host: host!, file, attrs });
+        } else inArchive = true;
       },
       containerEnd(name) {
         if (name === 'host') host = undefined;
+        else if (name === 'user') {
+          user = undefined;
+          if (!failure) out.push({ kind: 'end' });
+        } else inArchive = false;
       },
-      element(el) {
+      element(el, cost) {
         if (failure) return;
         const ns = el.attrs.xmlns;
+        if (inArchive) {
+          out.push({ kind: 'archived', el });
+          return;
+        }
+        if (user !== undefined) {
+          // What is held of one user until it ends is bounded; its archive is not held.
+          userCost += cost;
+          if (userCost > maxUserBytes) return fail(`<user name=${JSON.stringify(user)}> is too large: more than ${maxUserBytes} bytes besides its <archive>`);
+          out.push({ kind: 'child', el });
+          return;
+        }
         if (root === 'server-data' && host === undefined) {
           if (el.name === 'xi:include' || (el.name === 'include' && ns === NS_XINCLUDE)) {
             const href = el.attrs.href;
@@ -210,20 +265,26 @@ async function* readFile(file: string, maxUserBytes: number, depth: number): Asy
           }
           return fail(`<${el.name}> where <host> was expected`);
         }
-        if (el.name !== 'user' || (ns !== undefined && ns !== NS_PIE)) return fail(`<${el.name}${ns ? ` xmlns='${ns}'` : ''}> in <host jid='${host}'> where <user> was expected`);
-        out.push({ host: host!, user: el, file });
+        fail(`<${el.name}${ns ? ` xmlns='${ns}'` : ''}> in <host jid='${host}'> where <user> was expected`);
       },
       streamEnd() {
         ended = true;
       },
       error(condition: XmlErrorCondition, text: string) {
-        fail(`${condition === 'policy-violation' ? 'too large' : 'not well-formed XML'}: ${text}`);
+        const at = user !== undefined ? `<user name=${JSON.stringify(user)}>${inArchive ? ': <archive>' : ''}: ` : '';
+        fail(`${at}${condition === 'policy-violation' ? 'too large' : 'not well-formed XML'}: ${text}`);
       },
     },
     {
       maxStanzaBytes: maxUserBytes,
       maxStanzaElements: MAX_USER_ELEMENTS,
-      container: (name, attrs) => name === 'host' && (attrs.xmlns === undefined || attrs.xmlns === NS_PIE) && root === 'server-data',
+      // <host> of a <server-data>, <user> of a <host>, <archive> of a <user>: their children come one at a time.
+      container: (name, attrs) => {
+        if (root !== 'server-data' && root !== 'host') return false;
+        if (name === 'host') return root === 'server-data' && host === undefined && pie(attrs);
+        if (name === 'user') return host !== undefined && user === undefined && pie(attrs);
+        return name === 'archive' && user !== undefined && !inArchive && attrs.xmlns === NS_PIE_MAM;
+      },
     },
   );
   const stream = createReadStream(file, { highWaterMark: 64 * 1024 });
@@ -231,8 +292,8 @@ async function* readFile(file: string, maxUserBytes: number, depth: number): Asy
     for await (const chunk of stream) {
       parser.write(chunk as Buffer);
       if (failure) throw failure;
-      // What this chunk completed, before reading more: at most a chunk's worth of users waits.
-      while (out.length > 0) yield out.shift()!;
+      // What this chunk completed, before reading more: at most a chunk's worth of items waits.
+      for (const item of out.splice(0)) yield item;
     }
   } finally {
     stream.destroy();
@@ -307,23 +368,114 @@ function asClientStanza(el: Element): Element {
   return copy;
 }
 
-/** A <user> checked and turned into what the stores take. */
-function readUser({ host, user, file }: HostUser, domain: string): UserData {
-  const nameAttr = user.attrs.name;
+/** An open <user> of this server's domain: its name checked. */
+interface UserStart {
+  name: string;
+  /** The element, for errors: the file and the name as written. */
+  at: string;
+  attrs: Record<string, string>;
+  file: string;
+}
+
+function userStart(host: string, file: string, attrs: Record<string, string>): UserStart {
+  const nameAttr = attrs.name;
   const at = where(file, `<user name=${JSON.stringify(nameAttr ?? '')}>`);
   if (!nameAttr) throw new Xep0227Error(where(file, `<user> without a name in <host jid='${host}'>`));
-  let name: string;
   try {
-    name = newUsername(nameAttr);
+    return { name: newUsername(nameAttr), at, attrs, file };
   } catch (err) {
     if (err instanceof InvalidUsernameError) throw new Xep0227Error(`${at}: ${err.message}`);
     throw err;
   }
+}
+
+/** XEP-0082 date-time, in ms since the epoch, within what an archive id holds. */
+function stampMs(v: string | undefined, what: string): number {
+  const ms = v !== undefined && /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/.test(v) ? Date.parse(v) : NaN;
+  if (!Number.isFinite(ms)) throw new Xep0227Error(`${what}: stamp=${JSON.stringify(v ?? '')} is not an XEP-0082 date-time`);
+  if (ms < 0 || ms >= 16 ** 12) throw new Xep0227Error(`${what}: stamp=${JSON.stringify(v)} is before 1970 or too far ahead`);
+  return Math.floor(ms);
+}
+
+/** The archive of one user as it is read: the ids made so far (their last ms and the count within it), what is left out. */
+interface ArchiveRead {
+  ms: number;
+  seq: number;
+  n: number;
+  leftOut: string[];
+}
+
+const newArchiveRead = (): ArchiveRead => ({ ms: -1, seq: 0, n: 0, leftOut: [] });
+
+/**
+ * A child of a user's <archive>, checked and made a row of the archive, or
+ * undefined for an element that is no XEP-0313 result (left out, and said).
+ */
+function archivedRow(el: Element, u: UserStart, domain: string, a: ArchiveRead): ArchivedMessage | undefined {
+  a.n++;
+  const ns = el.attrs.xmlns;
+  const what = `${u.at}: <archive>: <${el.name} id=${JSON.stringify(el.attrs.id ?? '')}> (item ${a.n})`;
+  if (el.name !== 'result') {
+    a.leftOut.push(`archive/${el.name}`);
+    return undefined;
+  }
+  if (ns !== NS_MAM) throw new Xep0227Error(`${what}: in ${JSON.stringify(ns ?? '')}, not ${NS_MAM}`);
+  const forwarded = el.getChild('forwarded', NS_FORWARD);
+  if (!forwarded) throw new Xep0227Error(`${what} has no <forwarded xmlns='${NS_FORWARD}'>`);
+  const delay = forwarded.getChild('delay', NS_DELAY);
+  if (!delay) throw new Xep0227Error(`${what} has no <delay xmlns='${NS_DELAY}'> in <forwarded>`);
+  const ms = stampMs(delay.attrs.stamp, `${what}: <delay>`);
+  const messages = forwarded.getChildElements().filter((c) => c.name === 'message');
+  if (messages.length !== 1) throw new Xep0227Error(`${what}: <forwarded> holds ${messages.length} <message> elements, not one`);
+  const msg = clone(messages[0]);
+  if (msg.attrs.xmlns !== undefined && msg.attrs.xmlns !== NS_CLIENT) throw new Xep0227Error(`${what}: <message xmlns='${msg.attrs.xmlns}'> is no client stanza`);
+  msg.attrs.xmlns = NS_CLIENT;
+  const jidAttr = (attr: 'from' | 'to') => {
+    const raw = msg.attrs[attr] as string | undefined;
+    if (raw === undefined) return undefined;
+    try {
+      return parseJid(raw);
+    } catch (err) {
+      throw new Xep0227Error(`${what}: <message ${attr}=${JSON.stringify(raw)}> is not a JID (${(err as Error).message})`);
+    }
+  };
+  const owner = `${u.name}@${domain}`;
+  const from = jidAttr('from');
+  const to = jidAttr('to');
+  // Relative to the owner: without 'from', sent by the owner's client; without 'to', to the owner (RFC 6120 §8.1.1.1).
+  const fromOwner = from === undefined || bare(from) === owner;
+  const toOwner = to === undefined || bare(to) === owner;
+  if (!fromOwner && !toOwner) throw new Xep0227Error(`${what}: the message is neither from nor to ${owner}`);
+  // Sent to another: outgoing; received, or to oneself: incoming, as the archive keeps them (modules/mam.ts).
+  const outgoing = fromOwner && !toOwner;
+  const peer = outgoing ? to! : (from ?? parseJid(owner));
+  // XEP-0359 §3.3: a stanza-id in our name is one this archive did not give.
+  for (const sid of msg.getChildren('stanza-id', NS_SID)) {
+    const by: string = sid.attrs.by ?? '';
+    if (by.slice(by.indexOf('@') + 1).split('/')[0] === domain) msg.remove(sid);
+  }
+  let id = el.attrs.id;
+  // One of ours, of the time of its stamp (to the second, as other tools write it), is kept; any other is made from the stamp.
+  if (id === undefined || !isArchiveId(id) || Math.floor(stampOf(id) / 1000) !== Math.floor(ms / 1000)) {
+    if (ms === a.ms) a.seq++;
+    else {
+      a.ms = ms;
+      a.seq = 0;
+    }
+    // More than 65536 in one ms borrow the next (as archiveId does).
+    id = idAt(ms + Math.floor(a.seq / 0x10000), a.seq);
+  }
+  const body = msg.getChild('body');
+  return { id, owner: u.name, stamp: stampOf(id), withBare: bare(peer), withResource: peer.resource, outgoing, body: body ? body.getText().slice(0, 64 * 1024) : '', xml: msg.toString() };
+}
+
+/** A <user> (what is held of it: all but its archive) checked and turned into what the stores take. */
+function readUser({ name, at, attrs }: UserStart, children: Element[], domain: string): UserData {
   const userBare = `${name}@${domain}`;
   const data: UserData = { name, verifiers: {}, items: [], pending: [], offline: [], leftOut: [] };
-  if (user.attrs.password !== undefined && user.attrs.password !== '') data.password = user.attrs.password;
+  if (attrs.password !== undefined && attrs.password !== '') data.password = attrs.password;
   const pendingFrom = new Set<string>();
-  for (const el of user.getChildElements()) {
+  for (const el of children) {
     const ns = el.attrs.xmlns;
     if (el.name === 'scram-credentials' && ns === NS_PIE_SCRAM) {
       const [hash, creds] = scramOf(el, at);
@@ -378,7 +530,7 @@ function readUser({ host, user, file }: HostUser, domain: string): UserData {
 // Import
 
 function emptyReport(): ImportReport {
-  return { accounts: 0, fromPassword: 0, sha1Only: 0, rosterItems: 0, pending: 0, offline: 0, offlineDropped: 0, skipped: [], otherHosts: new Map(), leftOut: new Map() };
+  return { accounts: 0, fromPassword: 0, sha1Only: 0, rosterItems: 0, pending: 0, offline: 0, offlineDropped: 0, archived: 0, skipped: [], otherHosts: new Map(), leftOut: new Map() };
 }
 
 /** Raised by importFiles when it stops part way: what was imported until then is in `report`. */
@@ -391,6 +543,49 @@ export class ImportFailedError extends Error {
   }
 }
 
+/** What a pass over the input does with each user of this domain, as it is read. */
+interface UserVisitor {
+  /** A <user> opens: its name checked. */
+  begin(u: UserStart): Promise<void>;
+  /** A message of its archive, checked. */
+  archived(row: ArchivedMessage): Promise<void>;
+  /** It closed: the rest of it, checked; `archived` is how many messages its archive held. */
+  end(u: UserData, start: UserStart, archived: number): Promise<void>;
+}
+
+/** Reads the input once, telling `v` of the users of `domain`; counts those of other hosts. Returns how many users of `domain` it held. */
+async function walk(paths: string[], maxUserBytes: number, domain: string, otherHosts: Map<string, number>, v: UserVisitor): Promise<number> {
+  let mine = 0;
+  let cur: { start: UserStart; children: Element[]; archive: ArchiveRead; rows: number } | undefined;
+  for await (const it of items(paths, maxUserBytes)) {
+    if (it.kind === 'user') {
+      cur = undefined;
+      if (it.host !== domain) {
+        otherHosts.set(it.host, (otherHosts.get(it.host) ?? 0) + 1);
+        continue;
+      }
+      mine++;
+      cur = { start: userStart(it.host, it.file, it.attrs), children: [], archive: newArchiveRead(), rows: 0 };
+      await v.begin(cur.start);
+    } else if (!cur) continue;
+    else if (it.kind === 'child') cur.children.push(it.el);
+    else if (it.kind === 'archived') {
+      const row = archivedRow(it.el, cur.start, domain, cur.archive);
+      if (row) {
+        cur.rows++;
+        await v.archived(row);
+      }
+    } else {
+      const u = readUser(cur.start, cur.children, domain);
+      u.leftOut.push(...new Set(cur.archive.leftOut));
+      const { start, rows } = cur;
+      cur = undefined;
+      await v.end(u, start, rows);
+    }
+  }
+  return mine;
+}
+
 /**
  * Imports the users of `opts.domain` from XEP-0227 files. Throws
  * Xep0227Error (nothing written) for bad input, for an account that exists
@@ -398,9 +593,10 @@ export class ImportFailedError extends Error {
  * ImportFailedError when a store fails part way.
  */
 export async function importFiles(paths: string[], stores: Xep0227Stores, opts: ImportOptions): Promise<ImportReport> {
-  const { accounts } = stores;
+  const { accounts, archive } = stores;
   if (!accounts.importAccount) throw new Xep0227Error('this account store cannot import accounts (a cluster keeps them in PostgreSQL: set XMPP_DATABASE_URL)');
   const maxUserBytes = opts.maxUserBytes ?? DEFAULT_MAX_USER_BYTES;
+  const batchSize = opts.archiveBatch ?? ARCHIVE_BATCH;
   const domain = normalizeDomain(opts.domain);
   const required = accounts.requiredHashes ?? [];
 
@@ -408,23 +604,21 @@ export async function importFiles(paths: string[], stores: Xep0227Stores, opts: 
   const check = emptyReport();
   const existing: string[] = [];
   const names = new Set<string>();
-  let mine = 0;
-  for await (const hu of users(paths, maxUserBytes)) {
-    if (hu.host !== domain) {
-      check.otherHosts.set(hu.host, (check.otherHosts.get(hu.host) ?? 0) + 1);
-      continue;
-    }
-    mine++;
-    const u = readUser(hu, domain);
-    if (names.has(u.name)) throw new Xep0227Error(where(hu.file, `<user name='${u.name}'> appears twice`));
-    names.add(u.name);
-    for (const h of required) {
-      if (!u.password && !u.verifiers[h]) throw new Xep0227Error(where(hu.file, `<user name='${u.name}'> has no SCRAM-${h} credentials, which this store requires (PostgreSQL: see the README, "user import")`));
-    }
-    if (u.items.length > opts.maxRosterItems) throw new Xep0227Error(where(hu.file, `<user name='${u.name}'>: ${u.items.length} roster items, more than XMPP_MAX_ROSTER_ITEMS (${opts.maxRosterItems})`));
-    if (await accounts.exists(u.name)) existing.push(u.name);
-    tally(check, u);
-  }
+  const mine = await walk(paths, maxUserBytes, domain, check.otherHosts, {
+    async begin({ name, file }) {
+      if (names.has(name)) throw new Xep0227Error(where(file, `<user name='${name}'> appears twice`));
+      names.add(name);
+      if (await accounts.exists(name)) existing.push(name);
+    },
+    async archived() {},
+    async end(u, { file }, archived) {
+      for (const h of required) {
+        if (!u.password && !u.verifiers[h]) throw new Xep0227Error(where(file, `<user name='${u.name}'> has no SCRAM-${h} credentials, which this store requires (PostgreSQL: see the README, "user import")`));
+      }
+      if (u.items.length > opts.maxRosterItems) throw new Xep0227Error(where(file, `<user name='${u.name}'>: ${u.items.length} roster items, more than XMPP_MAX_ROSTER_ITEMS (${opts.maxRosterItems})`));
+      tally(check, u, archived);
+    },
+  });
   if (mine === 0) {
     const others = [...check.otherHosts.keys()];
     throw new Xep0227Error(others.length > 0 ? `no user of ${domain} in the input (it holds ${others.join(', ')}): the domain must be this server's (XMPP_DOMAIN)` : 'no user in the input');
@@ -438,23 +632,49 @@ export async function importFiles(paths: string[], stores: Xep0227Stores, opts: 
     return check;
   }
 
-  // Second pass: user by user, the account last.
+  // Second pass: user by user, the archive first (as it is read, in batches), the account last.
   const report = emptyReport();
   report.otherHosts = check.otherHosts;
   const skip = new Set(existing);
   let current = '';
+  let writing = false;
+  let batch: ArchivedMessage[] = [];
+  let written = 0;
+  const flush = async () => {
+    if (batch.length === 0) return;
+    await archive.append(batch);
+    written += batch.length;
+    batch = [];
+  };
   try {
-    for await (const hu of users(paths, maxUserBytes)) {
-      if (hu.host !== domain) continue;
-      const u = readUser(hu, domain);
-      current = u.name;
-      if (skip.has(u.name) || (await accounts.exists(u.name))) {
-        report.skipped.push(u.name);
-        continue;
-      }
-      await writeUser(u, stores, opts, report);
-      opts.onUser?.(u.name);
-    }
+    await walk(paths, maxUserBytes, domain, new Map(), {
+      async begin({ name }) {
+        current = name;
+        writing = !skip.has(name) && !(await accounts.exists(name));
+        if (!writing) {
+          report.skipped.push(name);
+          return;
+        }
+        // No account: whatever the archive holds under the name is what an import stopped part way left.
+        await archive.removeAll(name);
+        batch = [];
+        written = 0;
+      },
+      async archived(row) {
+        if (!writing) return;
+        batch.push(row);
+        if (batch.length >= batchSize) await flush();
+      },
+      async end(u) {
+        if (!writing) return;
+        await flush();
+        if (await writeUser(u, stores, opts, report)) {
+          tally(report, u, written);
+          opts.onUser?.(u.name);
+        }
+        writing = false;
+      },
+    });
   } catch (err) {
     const done = `imported ${summary(report)}`;
     throw new ImportFailedError(`the import stopped at user ${current}: ${(err as Error).message}; ${done}; the rest was not imported (running the import again with --skip-existing takes up where it stopped)`, report, err);
@@ -462,17 +682,19 @@ export async function importFiles(paths: string[], stores: Xep0227Stores, opts: 
   return report;
 }
 
-function tally(r: ImportReport, u: UserData): void {
+function tally(r: ImportReport, u: UserData, archived: number): void {
   r.accounts++;
   if (u.password) r.fromPassword++;
   else if (!u.verifiers['SHA-256']) r.sha1Only++;
   r.rosterItems += u.items.length;
   r.pending += u.pending.length;
   r.offline += u.offline.length;
+  r.archived += archived;
   for (const n of u.leftOut) r.leftOut.set(n, (r.leftOut.get(n) ?? 0) + 1);
 }
 
-async function writeUser(u: UserData, { accounts, roster, offline }: Xep0227Stores, opts: ImportOptions, report: ImportReport): Promise<void> {
+/** Writes what is not the archive (written already), the account last; false when the account was created meanwhile. `u` is left with what was kept. */
+async function writeUser(u: UserData, { accounts, roster, offline, archive }: Xep0227Stores, opts: ImportOptions, report: ImportReport): Promise<boolean> {
   // No account: whatever a store holds under the name is what an import stopped part way left.
   await roster.removeAll(u.name);
   await offline.removeAll(u.name);
@@ -497,14 +719,17 @@ async function writeUser(u: UserData, { accounts, roster, offline }: Xep0227Stor
     // Created meanwhile (by a registration, say): its data stays as the server made it.
     await roster.removeAll(u.name).catch(() => {});
     await offline.removeAll(u.name).catch(() => {});
+    await archive.removeAll(u.name).catch(() => {});
     report.skipped.push(u.name);
-    return;
+    return false;
   }
-  tally(report, { ...u, pending: u.pending.slice(0, pending), offline: u.offline.slice(0, kept) });
+  u.pending = u.pending.slice(0, pending);
+  u.offline = u.offline.slice(0, kept);
+  return true;
 }
 
 export function summary(r: ImportReport): string {
-  return `${r.accounts} accounts (${r.fromPassword} from a plaintext password, ${r.sha1Only} with SCRAM-SHA-1 only), ${r.rosterItems} roster items, ${r.pending} pending subscription requests, ${r.offline} offline messages`;
+  return `${r.accounts} accounts (${r.fromPassword} from a plaintext password, ${r.sha1Only} with SCRAM-SHA-1 only), ${r.rosterItems} roster items, ${r.pending} pending subscription requests, ${r.offline} offline messages, ${r.archived} archived messages`;
 }
 
 // ---------------------------------------------------------------------------
@@ -515,6 +740,7 @@ export interface ExportCounts {
   rosterItems: number;
   pending: number;
   offline: number;
+  archived: number;
 }
 
 const escAttr = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;').replace(/"/g, '&quot;');
@@ -564,16 +790,23 @@ function rosterElement(items: RosterItem[]): string {
   return out.join('');
 }
 
+/** One archived message as a XEP-0313 result (XEP-0227 §"Message Archive"): its id, when it was received, the stanza. */
+function resultElement(m: ArchivedMessage): string {
+  return `<result xmlns='${NS_MAM}' id='${escAttr(m.id)}'><forwarded xmlns='${NS_FORWARD}'><delay xmlns='${NS_DELAY}' stamp='${dateTime(new Date(m.stamp))}'/>${withClientNs(m.xml)}</forwarded></result>`;
+}
+
 /**
  * Writes the accounts of `domain` (SCRAM verifiers, never a password),
- * their rosters, pending requests and offline messages to `file`, through a
- * temporary file renamed at the end (a failed export leaves no half file),
- * readable by its owner only. One user is held at a time.
+ * their rosters, pending requests, offline messages and message archives
+ * (not the archiving preferences: the format has no place for them) to
+ * `file`, through a temporary file renamed at the end (a failed export
+ * leaves no half file), readable by its owner only. One user is held at a
+ * time, and of its offline messages and archive one page at a time.
  */
 export async function exportFile(file: string, stores: Xep0227Stores, domain: string): Promise<ExportCounts> {
-  const { accounts, roster, offline } = stores;
+  const { accounts, roster, offline, archive } = stores;
   if (!offline.peek) throw new Error('this offline store cannot be read without delivering (a cluster keeps its data in PostgreSQL: set XMPP_DATABASE_URL)');
-  const counts: ExportCounts = { accounts: 0, rosterItems: 0, pending: 0, offline: 0 };
+  const counts: ExportCounts = { accounts: 0, rosterItems: 0, pending: 0, offline: 0, archived: 0 };
   const tmp = `${file}.${process.pid}.tmp`;
   const out = createWriteStream(tmp, { mode: 0o600, flags: 'wx' });
   const opened = once(out, 'open');
@@ -614,7 +847,19 @@ export async function exportFile(file: string, stores: Xep0227Stores, domain: st
         counts.offline += batch.length;
         after = batch[batch.length - 1].id;
       }
-      await write(`${first ? '' : '</offline-messages>'}</user>\n`);
+      if (!first) await write('</offline-messages>');
+      // The archive oldest first, a page at a time (ids sort as the messages were received).
+      let afterId: string | undefined;
+      for (;;) {
+        const page = await archive.query(name, { max: ARCHIVE_PAGE, last: false, ...(afterId !== undefined ? { afterId } : {}) });
+        if (page.items.length === 0) break;
+        if (afterId === undefined) await write(`<archive xmlns='${NS_PIE_MAM}'>`);
+        for (const m of page.items) await write(resultElement(m));
+        counts.archived += page.items.length;
+        afterId = page.items[page.items.length - 1].id;
+        if (page.complete) break;
+      }
+      await write(`${afterId === undefined ? '' : '</archive>'}</user>\n`);
       counts.accounts++;
     }
     await write('</host>\n</server-data>\n');

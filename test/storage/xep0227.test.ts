@@ -3,8 +3,11 @@
 // imported into a running server, then logged in to over XMPP with the old
 // passwords: rosters, pending subscription requests both ways and offline
 // messages arrive. A round trip (our export into a fresh server) on SQLite
-// and PostgreSQL, refusals, and accounts with SCRAM-SHA-1 verifiers only
-// (RFC 6120 §6.4.5: SCRAM-SHA-256 fails, SCRAM-SHA-1 on the same stream works).
+// and PostgreSQL, message archives included (filled over XMPP, compared by
+// MAM queries over XMPP: the same messages, order and ids), a hand-written
+// archive in the XEP's format, refusals, and accounts with SCRAM-SHA-1
+// verifiers only (RFC 6120 §6.4.5: SCRAM-SHA-256 fails, SCRAM-SHA-1 on the
+// same stream works).
 import test, { type ExecutionContext } from 'ava';
 import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,13 +19,17 @@ import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { sharedPostgresServer } from '../helpers/postgres.ts';
 import { xmppClient, type XmppClient } from '../helpers/xmpp-client.ts';
 import { ROOT, run, serverEnv, STEP_MS, within } from '../helpers/process.ts';
-import { b64, NS_SASL, plainOutcome, scramClient, secured } from '../helpers/protocol.ts';
+import { b64, NS_SASL, online, plainOutcome, scramClient, secured, uid } from '../helpers/protocol.ts';
+import { barrier, expect as expectEl, ready, type Peer } from '../helpers/im.ts';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
 import { SqliteRosterStore } from '../../src/roster/sqlite.ts';
 import { SqliteOfflineStore } from '../../src/offline/sqlite.ts';
+import { SqliteArchiveStore } from '../../src/mam/sqlite.ts';
 import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 import { PostgresRosterStore } from '../../src/roster/postgres.ts';
 import { PostgresOfflineStore } from '../../src/offline/postgres.ts';
+import { PostgresArchiveStore } from '../../src/mam/postgres.ts';
+import type { ArchivedMessage, ArchiveStore } from '../../src/mam/store.ts';
 import type { Xep0227Stores } from '../../src/storage/xep0227.ts';
 
 const FIXTURES = join(ROOT, 'test/fixtures/xep0227');
@@ -85,8 +92,18 @@ const isBody = (body: string) => (el: Element) => el.name === 'message' && el.ge
 
 function sqliteStores(server: TestServer): Xep0227Stores & { close(): void } {
   const d = server.config.dataDir;
-  const s = { accounts: SqliteAccountStore.open(join(d, 'accounts.sqlite'), 4096), roster: SqliteRosterStore.open(join(d, 'roster.sqlite')), offline: SqliteOfflineStore.open(join(d, 'offline.sqlite')) };
-  return { ...s, close: () => [s.accounts, s.roster, s.offline].forEach((x) => x.close()) };
+  const s = { accounts: SqliteAccountStore.open(join(d, 'accounts.sqlite'), 4096), roster: SqliteRosterStore.open(join(d, 'roster.sqlite')), offline: SqliteOfflineStore.open(join(d, 'offline.sqlite')), archive: SqliteArchiveStore.open(join(d, 'archive.sqlite')) };
+  return { ...s, close: () => [s.accounts, s.roster, s.offline, s.archive].forEach((x) => x.close()) };
+}
+
+/** Every row of an account's archive, in archive order, read from the store page by page. */
+async function archiveRows(archive: ArchiveStore, owner: string): Promise<ArchivedMessage[]> {
+  const rows: ArchivedMessage[] = [];
+  for (;;) {
+    const page = await archive.query(owner, { max: 250, last: false, ...(rows.length > 0 ? { afterId: rows[rows.length - 1].id } : {}) });
+    rows.push(...page.items);
+    if (page.complete) return rows;
+  }
 }
 
 /** What the stores hold for the four fixture users, comparable across servers. */
@@ -99,6 +116,7 @@ async function snapshot(s: Xep0227Stores) {
       roster: (await s.roster.get(u)).items,
       pending: (await s.roster.pendingRequests(u)).map((p) => p.jid),
       offline: (await s.offline.peek!(u, '', 100)).map((m) => m.xml),
+      archive: await archiveRows(s.archive, u),
     };
   }
   return out;
@@ -128,6 +146,100 @@ async function checkScenario(t: ExecutionContext, server: TestServer, opts: { of
   const carol = await login(t, server, 'carol', 'carol-pw-3', opts);
   t.deepEqual(items(await carol.roster()).map((i) => [i.jid, i.subscription]), [[`alice@${d}`, 'both']]);
   t.is(await scramLogin(server, 'alice', 'not-the-password', opts.plain ? 'sha256' : 'sha1', d), 'not-authorized', 'a wrong password is still wrong');
+}
+
+const NS_MAM = 'urn:xmpp:mam:2';
+const NS_FORWARD = 'urn:xmpp:forward:0';
+const NS_DELAY = 'urn:xmpp:delay';
+/** Messages erin sends frank: more than a page of the export (200) and of a MAM query (250), and more than one batch of the import (500) on either side. */
+const SENT = 520;
+
+/** Logged in over STARTTLS (SCRAM), its roster requested and its initial presence sent. */
+async function peer(t: ExecutionContext, server: TestServer, name: string, password: string, resource: string): Promise<Peer> {
+  const { c, jid } = await within(online(server.c2sPort, name, password, resource, server.config.domain), WAIT, `${name} logging in`);
+  t.teardown(() => c.destroy());
+  const p = { c, jid, bare: jid.split('/')[0], name };
+  await ready(p);
+  return p;
+}
+
+/**
+ * Fills archives over XMPP: erin and frank (made here) exchange messages,
+ * erin writes herself a note and writes to alice, who is offline (archived
+ * on both sides, and kept offline for her).
+ */
+async function converse(t: ExecutionContext, server: TestServer, env: Record<string, string> = {}) {
+  const d = server.config.domain;
+  for (const n of ['erin', 'frank']) {
+    const r = await cli(server, ['user', 'add', n, `${n}-pw`], env);
+    t.is(r.code, 0, r.stderr);
+  }
+  const erin = await peer(t, server, 'erin', 'erin-pw', 'desk');
+  const frank = await peer(t, server, 'frank', 'frank-pw', 'phone');
+  const seen = frank.c.items.length;
+  for (let i = 0; i < SENT; i++) {
+    const extra = i % 100 === 0 ? "<active xmlns='http://jabber.org/protocol/chatstates'/>" : '';
+    erin.c.send(`<message to='frank@${d}' type='chat' id='e${i}'><body>${i}: &lt;&amp;&gt; &apos;é&quot;</body>${extra}</message>`);
+  }
+  await expectEl(frank, 'the last of erin\'s messages', (el) => el.name === 'message' && el.getChildText('body') === `${SENT - 1}: <&> 'é"`, seen);
+  const back = erin.c.items.length;
+  frank.c.send(`<message to='${erin.jid}' type='chat' id='f1'><body>all ${SENT} here</body></message>`);
+  await expectEl(erin, "frank's answer", (el) => el.name === 'message' && el.getChildText('body') === `all ${SENT} here`, back);
+  erin.c.send(`<message to='erin@${d}' type='normal' id='e-self'><body>a note to myself</body></message>`);
+  erin.c.send(`<message to='alice@${d}' type='chat' id='e-alice'><body>for alice, offline</body></message>`);
+  await barrier(erin, erin.c.items.length);
+}
+
+interface Archived {
+  id: string;
+  stamp: string;
+  from: string;
+  body?: string;
+  message: string;
+}
+
+/** The account's whole archive over XMPP (XEP-0313), paged with RSM: each result's id, delay stamp and message. */
+async function archiveOf(p: Peer): Promise<Archived[]> {
+  const out: Archived[] = [];
+  let after: string | undefined;
+  for (;;) {
+    const id = uid('mam');
+    const from = p.c.items.length;
+    const iq = await within(p.c.request(`<iq type='set' id='${id}'><query xmlns='${NS_MAM}' queryid='${id}'><set xmlns='http://jabber.org/protocol/rsm'><max>250</max>${after ? `<after>${after}</after>` : ''}</set></query></iq>`, id), WAIT, `${p.jid}: archive query`);
+    if (iq.attrs.type !== 'result') throw new Error(`archive query failed: ${iq.toString()}`);
+    const results = p.c.items.slice(from).flatMap((it) => {
+      const r = it.kind === 'el' && it.el.name === 'message' ? it.el.getChild('result', NS_MAM) : undefined;
+      return r && r.attrs.queryid === id ? [r] : [];
+    });
+    for (const r of results) {
+      const f = r.getChild('forwarded', NS_FORWARD)!;
+      const m = f.getChild('message')!;
+      out.push({ id: r.attrs.id, stamp: f.getChild('delay', NS_DELAY)!.attrs.stamp, from: m.attrs.from, body: m.getChildText('body') ?? undefined, message: m.toString() });
+    }
+    if (iq.getChild('fin', NS_MAM)?.attrs.complete === 'true' || results.length === 0) return out;
+    after = results[results.length - 1].attrs.id;
+  }
+}
+
+/** The archives of erin, frank and alice, over XMPP. */
+async function archives(t: ExecutionContext, server: TestServer): Promise<Record<string, Archived[]>> {
+  const out: Record<string, Archived[]> = {};
+  for (const [name, password] of [['erin', 'erin-pw'], ['frank', 'frank-pw'], ['alice', 'alice-pw-1']]) out[name] = await archiveOf(await peer(t, server, name, password, 'mam'));
+  return out;
+}
+
+/** What converse() archived, as a MAM query shows it. */
+function checkArchives(t: ExecutionContext, a: Record<string, Archived[]>, d: string) {
+  t.is(a.erin.length, SENT + 3, "erin's: what she sent, frank's answer, her note, her message to alice");
+  t.is(a.frank.length, SENT + 1);
+  t.is(a.alice.length, 1);
+  const bodies = a.erin.map((m) => m.body);
+  t.deepEqual(bodies.slice(0, 3), ['0: <&> \'é"', '1: <&> \'é"', '2: <&> \'é"']);
+  t.deepEqual(bodies.slice(-3), [`all ${SENT} here`, 'a note to myself', 'for alice, offline']);
+  t.deepEqual(a.frank.map((m) => m.body).slice(SENT - 1), [`${SENT - 1}: <&> 'é"`, `all ${SENT} here`]);
+  for (const m of Object.values(a).flat()) t.regex(m.id, /^[0-9a-f]{24}$/);
+  t.true(a.erin.every((m, i) => i === 0 || a.erin[i - 1].id < m.id), 'in id order');
+  t.is(a.alice[0].from, `erin@${d}/desk`);
 }
 
 test('an ejabberd export (export_piefxis, SCRAM-SHA-1) imports, and its users log in with their old passwords', async (t) => {
@@ -243,49 +355,64 @@ test('SCRAM-SHA-1-only accounts: SCRAM-SHA-256 fails with not-authorized, SCRAM-
   t.is(await scramLogin(server, 'dave', 'dave-new-pw', 'sha256'), 'success');
 });
 
-test('a round trip on SQLite: our export imported into a fresh server holds the same data', async (t) => {
-  const a = await startTestServer();
+test('a round trip on SQLite: our export imported into a fresh server holds the same data, and the same archives over XMPP', async (t) => {
+  const a = await startTestServer({ XMPP_WORKERS: '1' });
   t.teardown(() => a.stop());
   t.is((await cli(a, ['user', 'import', join(FIXTURES, 'ejabberd')])).code, 0);
   t.is((await cli(a, ['user', 'passwd', 'carol', 'carol-pw-3'])).code, 0, 'one account with both hashes');
+  await converse(t, a);
+  // A query waits for its worker's writes (one worker): everything is in the store before the export.
+  const before = await archives(t, a);
+  checkArchives(t, before, 'localhost');
   const file = join(mkdtempSync(join(tmpdir(), 'xep0227-')), 'export.xml');
   t.teardown(() => rmSync(join(file, '..'), { recursive: true, force: true }));
   const e = await cli(a, ['user', 'export', file]);
   t.is(e.code, 0, e.stderr);
-  t.regex(e.stdout, /exported 4 accounts, 4 roster items, 2 pending subscription requests, 1 offline messages/);
-  t.false(readFileSync(file, 'utf8').includes('password'), 'no password attribute');
-  const b = await startTestServer();
+  t.regex(e.stdout, new RegExp(`exported 6 accounts, 4 roster items, 2 pending subscription requests, 1 offline messages, ${2 * SENT + 5} archived messages`), 'alice got her offline message when she logged in to query her archive');
+  const text = readFileSync(file, 'utf8');
+  t.false(text.includes('password'), 'no password attribute');
+  const shape = /<user name='erin'>.*?<archive xmlns='urn:xmpp:pie:0#mam'><result xmlns='urn:xmpp:mam:2' id='[0-9a-f]{24}'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z'\/><message [^>]*xmlns="jabber:client"/;
+  t.true(shape.test(text), "the archive as XEP-0227 §'Message Archive' has it");
+  const b = await startTestServer({ XMPP_WORKERS: '1' });
   t.teardown(() => b.stop());
   const i = await cli(b, ['user', 'import', file]);
   t.is(i.code, 0, i.stderr);
+  t.regex(i.stdout, new RegExp(`imported 6 accounts .* 1 offline messages, ${2 * SENT + 5} archived messages`));
   const sa = sqliteStores(a);
   const sb = sqliteStores(b);
   t.teardown(() => [sa, sb].forEach((s) => s.close()));
-  t.deepEqual(await snapshot(sb), await snapshot(sa));
+  t.deepEqual(await snapshot(sb), await snapshot(sa), 'every archived row as it was (ids, stamps, with, direction, body, stanza)');
+  t.deepEqual(await archives(t, b), before, 'the same messages, in the same order, with the same ids and stamps');
   await checkScenario(t, b, { offline: true });
 });
 
-test('a round trip on PostgreSQL: our export imported into a fresh database holds the same data', async (t) => {
-  const a = await startTestServer({ XMPP_DATABASE_URL: await pgServer.database() });
+test('a round trip on PostgreSQL: our export imported into a fresh database holds the same data, and the same archives over XMPP', async (t) => {
+  const a = await startTestServer({ XMPP_WORKERS: '1', XMPP_DATABASE_URL: await pgServer.database() });
   t.teardown(() => a.stop());
-  t.is((await cli(a, ['user', 'import', join(FIXTURES, 'ejabberd')], { XMPP_DATABASE_URL: a.config.databaseUrl! })).code, 0);
+  const envA = { XMPP_DATABASE_URL: a.config.databaseUrl! };
+  t.is((await cli(a, ['user', 'import', join(FIXTURES, 'ejabberd')], envA)).code, 0);
+  await converse(t, a, envA);
+  const before = await archives(t, a);
+  checkArchives(t, before, 'localhost');
   const file = join(mkdtempSync(join(tmpdir(), 'xep0227-')), 'export.xml');
   t.teardown(() => rmSync(join(file, '..'), { recursive: true, force: true }));
-  const e = await cli(a, ['user', 'export', file], { XMPP_DATABASE_URL: a.config.databaseUrl! });
+  const e = await cli(a, ['user', 'export', file], envA);
   t.is(e.code, 0, e.stderr);
-  const b = await startTestServer({ XMPP_DATABASE_URL: await pgServer.database() });
+  t.regex(e.stdout, new RegExp(`exported 6 accounts, .* ${2 * SENT + 5} archived messages`));
+  const b = await startTestServer({ XMPP_WORKERS: '1', XMPP_DATABASE_URL: await pgServer.database() });
   t.teardown(() => b.stop());
   const i = await cli(b, ['user', 'import', file], { XMPP_DATABASE_URL: b.config.databaseUrl! });
   t.is(i.code, 0, i.stderr);
-  const open = async (url: string) => ({ accounts: await PostgresAccountStore.open(url, 4096), roster: await PostgresRosterStore.open(url), offline: await PostgresOfflineStore.open(url) });
+  const open = async (url: string) => ({ accounts: await PostgresAccountStore.open(url, 4096), roster: await PostgresRosterStore.open(url), offline: await PostgresOfflineStore.open(url), archive: await PostgresArchiveStore.open(url) });
   const sa = await open(a.config.databaseUrl!);
   const sb = await open(b.config.databaseUrl!);
   t.teardown(async () => {
-    for (const s of [sa, sb]) for (const x of [s.accounts, s.roster, s.offline]) await x.close();
+    for (const s of [sa, sb]) for (const x of [s.accounts, s.roster, s.offline, s.archive]) await x.close();
   });
   const snap = await snapshot(sa);
-  t.is(Object.keys(snap).length, 4);
+  t.is(Object.keys(snap).length, 6);
   t.deepEqual(await snapshot(sb), snap);
+  t.deepEqual(await archives(t, b), before, 'the same messages, in the same order, with the same ids and stamps');
   await checkScenario(t, b, { offline: true });
 });
 
@@ -316,5 +443,73 @@ test('an import is refused whole when an account exists (unless --skip-existing)
   writeFileSync(bad, `<server-data xmlns='urn:xmpp:pie:0'><host jid='localhost'><user name='erin' password='x'></host></server-data>`);
   const w = await cli(server, ['user', 'import', bad]);
   t.is(w.code, 1);
-  t.regex(w.stderr, /bad\.xml: not well-formed XML: end tag <\/host> does not match <user>/);
+  t.regex(w.stderr, /bad\.xml: <user name="erin">: not well-formed XML: end tag <\/host> does not match <user>/);
+});
+
+test("a hand-written archive in XEP-0227's format (its example's) imports: the MAM query returns it in the stamps' order, with ids of this archive; a re-run replaces what a stopped one left", async (t) => {
+  const server = await startTestServer({ XMPP_DOMAIN: 'capulet.lit', XMPP_WORKERS: '1' });
+  t.teardown(() => server.stop());
+  const file = join(FIXTURES, 'handwritten', 'archive.xml');
+  const s = sqliteStores(server);
+  t.teardown(() => s.close());
+  const dry = await cli(server, ['user', 'import', '--dry-run', file]);
+  t.is(dry.code, 0, dry.stderr);
+  t.regex(dry.stdout, /would import 1 accounts \(1 from a plaintext password, 0 with SCRAM-SHA-1 only\), 0 roster items, 0 pending subscription requests, 0 offline messages, 3 archived messages/);
+  t.false(await s.accounts.exists('juliet'));
+  t.is(await s.archive.count('juliet', {}), 0, 'a dry run writes nothing');
+  const r = await cli(server, ['user', 'import', file]);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /imported 1 accounts .* 3 archived messages/);
+  t.is(r.stderr, '', 'nothing left out');
+
+  const juliet = await peer(t, server, 'juliet', 'juliet-pw', 'balcony');
+  const got = await archiveOf(juliet);
+  t.deepEqual(got.map((m) => [m.stamp, m.from, m.body]), [
+    ['2010-07-10T23:08:25.000Z', 'romeo@montague.lit/orchard', "Call me but love, and I'll be new baptized; Henceforth I never will be Romeo."],
+    ['2010-07-10T23:09:32.000Z', 'juliet@capulet.lit/balcony', "What man art thou that thus bescreen'd in night so stumblest on my counsel?"],
+    ['2010-07-10T23:09:32.000Z', 'romeo@montague.lit/orchard', 'By a name I know not how to tell thee who I am.'],
+  ], "the stamps' order, and the file's within one second");
+  for (const m of got) t.regex(m.id, /^[0-9a-f]{24}$/, "ids of this archive: the other server's are not ours to keep");
+  t.true(got[0].id < got[1].id && got[1].id < got[2].id);
+  t.regex(got[1].message, /id=["']8a54s["']/, 'the stanza as it was');
+  const rows = await archiveRows(s.archive, 'juliet');
+  t.deepEqual(rows.map((m) => [m.withBare, m.withResource, m.outgoing]), [['romeo@montague.lit', 'orchard', false], ['romeo@montague.lit', 'orchard', true], ['romeo@montague.lit', 'orchard', false]]);
+  t.deepEqual(rows.map((m) => m.id), got.map((m) => m.id));
+
+  // An import that stopped after the archive, before the account: run again, the archive it left is replaced, not doubled.
+  t.true(await s.accounts.remove('juliet'));
+  const again = await cli(server, ['user', 'import', file]);
+  t.is(again.code, 0, again.stderr);
+  t.is(await s.archive.count('juliet', {}), 3);
+  const skip = await cli(server, ['user', 'import', '--skip-existing', file]);
+  t.is(skip.code, 0, skip.stderr);
+  t.regex(skip.stdout, /imported 0 accounts[\s\S]*left 1 existing account\(s\) as they were: juliet/);
+  t.is(await s.archive.count('juliet', {}), 3, 'an account left as it is keeps its archive as it is');
+});
+
+test('a bad archive item is named, and nothing is imported', async (t) => {
+  const server = await startTestServer({ XMPP_DOMAIN: 'capulet.lit' });
+  t.teardown(() => server.stop());
+  const s = sqliteStores(server);
+  t.teardown(() => s.close());
+  const dir = mkdtempSync(join(tmpdir(), 'xep0227-bad-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const bad = join(dir, 'bad.xml');
+  const item = (id: string, delay: string, from: string, to: string) =>
+    `<result xmlns='urn:xmpp:mam:2' id='${id}'><forwarded xmlns='urn:xmpp:forward:0'>${delay}<message xmlns='jabber:client' from='${from}' to='${to}' type='chat'><body>${id}</body></message></forwarded></result>`;
+  const delay = "<delay xmlns='urn:xmpp:delay' stamp='2010-07-10T23:08:25Z'/>";
+  const doc = (items: string) => `<server-data xmlns='urn:xmpp:pie:0'><host jid='capulet.lit'><user name='nurse' password='x'><archive xmlns='urn:xmpp:pie:0#mam'>${items}</archive></user></host></server-data>`;
+  const cases: [string, RegExp][] = [
+    [doc(item('a1', delay, 'romeo@montague.lit', 'nurse@capulet.lit') + item('a2', '', 'romeo@montague.lit', 'nurse@capulet.lit')), /bad\.xml: <user name="nurse">: <archive>: <result id="a2"> \(item 2\) has no <delay xmlns='urn:xmpp:delay'> in <forwarded>/],
+    [doc(item('b1', delay.replace('2010-07-10T23:08:25Z', 'yesterday'), 'romeo@montague.lit', 'nurse@capulet.lit')), /<result id="b1"> \(item 1\): <delay>: stamp="yesterday" is not an XEP-0082 date-time/],
+    [doc(item('c1', delay, 'romeo@montague.lit', 'tybalt@capulet.lit')), /<result id="c1"> \(item 1\): the message is neither from nor to nurse@capulet\.lit/],
+  ];
+  for (const [text, error] of cases) {
+    writeFileSync(bad, text);
+    const r = await cli(server, ['user', 'import', bad]);
+    t.is(r.code, 1, r.stdout);
+    t.regex(r.stderr, error);
+  }
+  t.false(await s.accounts.exists('nurse'), 'nothing written');
+  t.is(await s.archive.count('nurse', {}), 0);
 });
