@@ -25,8 +25,6 @@ interface Row {
 
 export class PostgresAccountStore implements AccountStore {
   readonly iterations: number;
-  /** Either hash's verifiers may be missing (migration 6), as in SQLite. */
-  readonly requiredHashes: readonly ScramHash[] = [];
   private readonly pool: pg.Pool;
   private readonly releasePool: () => Promise<void>;
   private readonly secret: Buffer;
@@ -80,7 +78,7 @@ export class PostgresAccountStore implements AccountStore {
 
   async importAccount(username: string, verifiers: Partial<Record<ScramHash, ScramCredentials>>): Promise<boolean> {
     const user = newUsername(username);
-    const columns = importedColumns(verifiers, this.requiredHashes);
+    const columns = importedColumns(verifiers);
     const r = await this.pool.query(
       `INSERT INTO accounts (username, created, sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key, sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (username) DO NOTHING`,

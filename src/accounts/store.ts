@@ -32,11 +32,9 @@ export interface AccountStore {
    * Creates an account from verifiers made elsewhere (an XEP-0227 import):
    * those of one hash or both, as given. False, and nothing written, when
    * the account exists. Throws InvalidUsernameError, and TypeError when
-   * `requiredHashes` are missing. Stores that cannot (Redis) leave it out.
+   * there are none.
    */
-  importAccount?(username: string, verifiers: Partial<Record<ScramHash, ScramCredentials>>): Promise<boolean>;
-  /** Hashes an account must have verifiers of (the schema requires them); default none beyond one of either. */
-  readonly requiredHashes?: readonly ScramHash[];
+  importAccount(username: string, verifiers: Partial<Record<ScramHash, ScramCredentials>>): Promise<boolean>;
   /** Releases the store; a store backed by a connection resolves once it is closed. Idempotent. */
   close(): void | Promise<void>;
   /** PBKDF2 iterations used for new verifiers; SCRAM's fake exchange for unknown users announces the same. */
@@ -181,10 +179,9 @@ export function verifierColumns(c: ScramCredentials): [Buffer, number, Buffer, B
 }
 
 /** Checks verifiers given for an import: at least one hash, each well formed; the row's eight columns (null where a hash is missing). */
-export function importedColumns(verifiers: Partial<Record<ScramHash, ScramCredentials>>, required: readonly ScramHash[] = []): (Buffer | number | null)[] {
+export function importedColumns(verifiers: Partial<Record<ScramHash, ScramCredentials>>): (Buffer | number | null)[] {
   const given = SCRAM_HASHES.filter((h) => verifiers[h] !== undefined);
   if (given.length === 0) throw new TypeError('no SCRAM verifiers');
-  for (const h of required) if (!verifiers[h]) throw new TypeError(`this store needs SCRAM-${h} verifiers`);
   return SCRAM_HASHES.flatMap((h) => {
     const c = verifiers[h];
     if (!c) return [null, null, null, null];

@@ -48,9 +48,9 @@ export interface OfflineStore {
   /**
    * Up to `limit` messages after `after` ('' for the start), oldest first,
    * without claiming or removing anything: for an export, beside a server
-   * that may be delivering. Stores that cannot (Redis) leave it out.
+   * that may be delivering.
    */
-  peek?(user: string, after: string, limit: number): Promise<StoredMessage[]>;
+  peek(user: string, after: string, limit: number): Promise<StoredMessage[]>;
   /** Drops the user's queue and any claim on it (e.g. when the account is removed). */
   removeAll(user: string): Promise<void>;
   /** Releases the store; a store backed by a connection resolves once it is closed. Idempotent. */

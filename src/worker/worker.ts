@@ -263,7 +263,7 @@ async function reconcile(c: WorkerContext): Promise<void> {
   log.info('reconciled local sessions with the registry', { worker: c.index, live: live.length, gone: out.gone.length, replaced: out.replaced.length });
 }
 
-/** The durable stores: through the node's storage thread, or (in a cluster) Redis. */
+/** The durable stores: through the node's storage thread (SQLite), or PostgreSQL (XMPP_DATABASE_URL). */
 async function openStores(store: MessagePort | undefined): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore; archive: ArchiveStore; replace(port: MessagePort): void; close(): void }> {
   if (store) {
     const client = new StorageClient(store);

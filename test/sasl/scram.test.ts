@@ -15,7 +15,7 @@ const b = (s: string) => Buffer.from(s, 'utf8');
 function fixedStore(username: string, hash: ScramHash, creds: ScramCredentials): AccountStore {
   const no = () => Promise.reject(new Error('not in this stub'));
   return {
-    create: no, remove: no, setPassword: no, list: no, close() {},
+    create: no, importAccount: no, remove: no, setPassword: no, list: no, close() {},
     exists: async (u) => u === username,
     scram: async (u, h) => (u === username && h === hash ? creds : undefined),
   };
