@@ -37,6 +37,7 @@ const SENDER_IDLE_MS = 30 * 60_000;
 
 interface Pending {
   channel: string;
+  n: number;
   msg: Buffer;
   resolve: (taken: boolean) => void;
   since: number;
@@ -80,7 +81,7 @@ export class NodeTransport {
     this.numbers.set(channel, n);
     const msg = encodeBuffer({ t: 'env', node: this.node, worker: this.worker(), inc: this.inc, n, env } satisfies NodeMessage);
     return new Promise((resolve) => {
-      const p: Pending = { channel, msg, resolve, since: Date.now(), wait: RETRY_FIRST_MS, timer: undefined };
+      const p: Pending = { channel, n, msg, resolve, since: Date.now(), wait: RETRY_FIRST_MS, timer: undefined };
       const key = `${channel} ${n}`;
       this.pending.set(key, p);
       this.publish(key, p);
@@ -94,7 +95,7 @@ export class NodeTransport {
     this.cmd.publish(p.channel, p.msg).then(
       (listeners) => {
         // Nobody subscribed: that worker or node is gone (its sessions with it).
-        if (listeners === 0) this.settle(key, false);
+        if (listeners === 0) this.gone(p.channel, p.n);
       },
       // Timed out (it may still run) or not sent: the timer publishes again.
       () => {},
@@ -109,6 +110,18 @@ export class NodeTransport {
       return this.settle(key, false);
     }
     this.publish(key, p);
+  }
+
+  /**
+   * Nobody listens on `channel` any more: envelope `n` and every earlier one
+   * still unconfirmed there (an earlier publish may have counted the dead
+   * node's lingering subscription, and would learn it only at its next try)
+   * are not taken, earliest first, so that what their callers do instead
+   * (offline storage, another resource) keeps the order they were sent in.
+   */
+  private gone(channel: string, n: number): void {
+    const earlier = [...this.pending.values()].filter((p) => p.channel === channel && p.n <= n).sort((a, b) => a.n - b.n);
+    for (const p of earlier) this.settle(`${channel} ${p.n}`, false);
   }
 
   private settle(key: string, taken: boolean): void {
