@@ -6,9 +6,12 @@
 // each row at once. A write that fails is retried with a growing pause;
 // rows are dropped only when the worker stops with the database still
 // failing, and that is logged with their number. The buffer is bounded:
-// when the database is too slow or away for that long, add() refuses and
-// the message is refused with it (MAM module), so routing never stalls and
-// nothing accepted goes unarchived without a word.
+// past half of it, a sender's stream waits (admit) for writes to make room,
+// which paces a burst to what the database takes; when no write completes
+// for STALL_MS (the database is slow or away) nobody waits any more, the
+// rest of the buffer fills, and then the message is refused (MAM module),
+// so routing never stalls for long and nothing accepted goes unarchived
+// without a word.
 import type { ArchivedMessage, ArchiveStore } from './store.ts';
 import { log } from '../log.ts';
 
@@ -16,6 +19,8 @@ const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 5000;
 /** At most one "buffer full" line in this long. */
 const FULL_LOG_MS = 10_000;
+/** A sender waits for room at most this long without a write completing; then the writer counts as stalled until one does. */
+const STALL_MS = 1000;
 
 export interface WriterOptions {
   store: ArchiveStore;
@@ -36,6 +41,10 @@ export class ArchiveWriter {
   private retry: NodeJS.Timeout | undefined;
   private retryMs = 0;
   private waiters: { upTo: number; resolve: () => void }[] = [];
+  /** Senders waiting for room (admit): told when a write completes. */
+  private roomWaiters: ((progressed: boolean) => void)[] = [];
+  /** No write completed while a sender waited STALL_MS: nobody waits until one does. */
+  private stalled = false;
   private refused = 0;
   private fullLogged = 0;
   private closed = false;
@@ -51,7 +60,31 @@ export class ArchiveWriter {
     return this.buffer.length;
   }
 
-  /** False when the buffer is full (the caller refuses the message). */
+  /**
+   * Adds rows, first waiting (past half of the buffer) for writes to make
+   * room while the database makes progress; false when the buffer is full
+   * (the caller refuses the message).
+   */
+  async admit(rows: ArchivedMessage[]): Promise<boolean> {
+    const high = Math.floor(this.o.maxBuffered / 2);
+    while (!this.closed && !this.stalled && this.buffer.length + rows.length > high) {
+      const progressed = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => {
+          this.roomWaiters = this.roomWaiters.filter((w) => w !== done);
+          resolve(false);
+        }, STALL_MS);
+        const done = (p: boolean) => {
+          clearTimeout(timer);
+          resolve(p);
+        };
+        this.roomWaiters.push(done);
+      });
+      if (!progressed) this.stalled = true;
+    }
+    return this.add(rows);
+  }
+
+  /** Adds rows at once; false when the buffer is full (the caller refuses the message). */
   add(rows: ArchivedMessage[]): boolean {
     if (this.closed || this.buffer.length + rows.length > this.o.maxBuffered) {
       this.refused += rows.length;
@@ -104,7 +137,9 @@ export class ArchiveWriter {
       this.written += batch.length;
       if (this.retryMs > 0) log.info('message archive: writes succeed again', { buffered: this.buffer.length });
       this.retryMs = 0;
+      this.stalled = false;
       this.settle(false);
+      for (const w of this.roomWaiters.splice(0)) w(true);
     } catch (err) {
       this.retryMs = Math.min(Math.max(RETRY_MIN_MS, this.retryMs * 2), RETRY_MAX_MS);
       log.warn('message archive: a write failed; retrying', { rows: batch.length, buffered: this.buffer.length, retryMs: this.retryMs, err: String(err) });

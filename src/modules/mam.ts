@@ -220,7 +220,7 @@ export function mam(o: MamOptions): ServerModule {
       // To oneself: archived once, as received (the delivering hook).
       if (to === undefined || bareOf(to) === session.bare) return;
       if (!(await keeps(session.username, bareOf(peer)))) return;
-      if (o.writer.add([row(el, session.username, peer, true)])) return;
+      if (await o.writer.admit([row(el, session.username, peer, true)])) return;
       const reply = errorReply(el, full());
       if (reply) session.send(reply);
       return true;
@@ -234,7 +234,7 @@ export function mam(o: MamOptions): ServerModule {
       const from = el.attrs.from ?? '';
       if (!(await keeps(local, bareOf(from)))) return;
       const r = row(el, local, from, false);
-      if (!o.writer.add([r])) return full();
+      if (!(await o.writer.admit([r]))) return full();
       // XEP-0359: the archive id, on what the user's clients get.
       el.c('stanza-id', { xmlns: NS_SID, id: r.id, by: bare });
       return;

@@ -104,3 +104,27 @@ test('close writes what waits; with the database still failing it gives up at it
   await w2.close(300);
   t.is(w2.pending, 2, 'what could not be written is still counted (and logged)');
 });
+
+test('past half of the buffer a sender waits for writes to make room; with no write completing it stops waiting, fills the rest, then refuses', async (t) => {
+  const s = heldStore();
+  const w = new ArchiveWriter({ store: s.store, maxBuffered: 6, batch: 1 });
+  t.true(await w.admit(rows(2, 0)), 'up to half: at once');
+  // r0 is being written (held), r1 waits. Two more would pass half: the sender waits for a write.
+  let admitted = false;
+  const waiting = w.admit(rows(2, 2)).then((ok) => (admitted = ok));
+  await new Promise((r) => setImmediate(r));
+  t.false(admitted, 'waiting for room');
+  await s.pass(); // r0 written: room made, and the two go in
+  await waiting;
+  t.true(admitted);
+  // The database now stops answering: r1's write hangs. A sender waits one stall period, then nobody waits.
+  const started = Date.now();
+  t.true(await w.admit(rows(1, 4)), 'after the stall, the rest of the buffer fills');
+  t.true(Date.now() - started >= 900, 'it waited for a write first');
+  t.true(await w.admit(rows(2, 5)), 'stalled: no more waiting');
+  t.false(await w.admit(rows(1, 7)), 'then, full, refused at once');
+  // Writes resume: everything admitted is written, in order.
+  for (let i = 0; i < 6; i++) await s.pass();
+  await w.flushed();
+  t.deepEqual(s.batches.flat(), ['r0', 'r1', 'r2', 'r3', 'r4', 'r5', 'r6']);
+});
