@@ -2,10 +2,15 @@
 // per login (the accounts are in PostgreSQL, as in any cluster). Prints
 // figures; it asserts nothing.
 //
-//   npx node bench/cluster.ts [messages=20000]
+//   npx node bench/cluster.ts [messages=20000] [--archive on|off]
+//
+// --archive: the message archive (XEP-0313, XMPP_MAM) on every node (the
+// default, as the server's), or off: what archiving both sides of every
+// message costs (SQLite on the single node, PostgreSQL in the cluster).
 //
 // Paths: same worker, two workers of one node (MessagePort), two nodes
 // (Redis pub/sub). Each server is real: separate processes on loopback.
+import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { RedisServer } from '../test/helpers/redis.ts';
 import { PostgresServer } from '../test/helpers/postgres.ts';
@@ -18,7 +23,9 @@ import { join } from 'node:path';
 import { rmSync } from 'node:fs';
 import { atExit, pct, socketOf, stopAtExit, tempDir } from './lib.ts';
 
-const N = Number(process.argv[2] ?? 20000);
+const { values: flags, positionals } = parseArgs({ allowPositionals: true, options: { archive: { type: 'string', default: 'on' } } });
+const N = Number(positionals[0] ?? 20000);
+if (flags.archive !== 'on' && flags.archive !== 'off') throw new Error('--archive is on or off');
 
 /**
  * Sends `count` messages from a to b and measures delivery. `window` bounds
@@ -80,7 +87,7 @@ atExit(() => {
   rmSync(postgres.dir, { recursive: true, force: true });
 });
 const databaseUrl = await postgres.createDatabase('bench');
-const common = { XMPP_READ_RATE_BYTES: '0' };
+const common = { XMPP_READ_RATE_BYTES: '0', XMPP_MAM: flags.archive === 'on' ? 'true' : 'false' };
 const singleDir = tempDir('xmpp-bench-cluster-');
 const single = await NodeProcess.start('single', { ...common, XMPP_WORKERS: '2', XMPP_DATA_DIR: singleDir });
 const c1 = await NodeProcess.start('c1', { ...common, XMPP_REDIS_URL: redis.url, XMPP_DATABASE_URL: databaseUrl });
@@ -94,7 +101,7 @@ try {
   for (const u of ['a', 'b', 'c']) await local.create(u, 'pw');
   local.close();
 
-  console.log(`node ${process.version}, ${N} messages per throughput run, 1 worker per cluster node`);
+  console.log(`node ${process.version}, ${N} messages per throughput run, 1 worker per cluster node, message archive ${flags.archive}`);
   // Single node, 2 workers: the least busy worker takes each connection.
   const s1 = await login(single.c2sPort, 'a', 'pw', 'x');
   const s2 = await login(single.c2sPort, 'b', 'pw', 'y');

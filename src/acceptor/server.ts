@@ -119,7 +119,7 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
       await offline.close();
     }
   }
-  const storage = config.redisUrl || config.databaseUrl ? undefined : await StorageThread.start({ dataDir: config.dataDir, scramIterations: config.scramIterations, logLevel: config.logLevel });
+  const storage = config.redisUrl || config.databaseUrl ? undefined : await StorageThread.start({ dataDir: config.dataDir, scramIterations: config.scramIterations, mamFulltext: config.mam && config.mamFulltext, logLevel: config.logLevel });
   const workerData: WorkerData = { config, tls };
   let hub: Hub | undefined;
   /** Threads that were given a join task (thread ids are never reused). */

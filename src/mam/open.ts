@@ -4,10 +4,11 @@
 import type { Config } from '../config/index.ts';
 import type { ArchiveStore } from './store.ts';
 import { PostgresArchiveStore } from './postgres.ts';
-import { SqliteArchiveStore } from './sqlite.ts';
+import { SqliteArchiveStore, type ArchiveOpenOptions } from './sqlite.ts';
 import { storeFile, type OpenOptions } from '../storage/sqlite.ts';
 
-export async function openArchiveStore(config: Pick<Config, 'dataDir'> & Partial<Pick<Config, 'databaseUrl'>>, opts: OpenOptions = {}): Promise<ArchiveStore> {
-  if (config.databaseUrl) return PostgresArchiveStore.open(config.databaseUrl);
-  return SqliteArchiveStore.open(storeFile(config.dataDir, 'archive', opts));
+/** `fulltext`: the server's XMPP_MAM_FULLTEXT (the index made or dropped); the CLI leaves it out, and the index as it is. */
+export async function openArchiveStore(config: Pick<Config, 'dataDir'> & Partial<Pick<Config, 'databaseUrl'>>, opts: OpenOptions & ArchiveOpenOptions = {}): Promise<ArchiveStore> {
+  if (config.databaseUrl) return PostgresArchiveStore.open(config.databaseUrl, { fulltext: opts.fulltext });
+  return SqliteArchiveStore.open(storeFile(config.dataDir, 'archive', opts), { fulltext: opts.fulltext });
 }

@@ -1,9 +1,15 @@
 // The message archive in PostgreSQL, for a cluster: the SQLite store's rules
 // on the schema of migration 5 (storage/postgres-schema.ts). A batch is one
 // statement (arrays unnested into rows), so a node writes many messages per
-// round trip; every value is a parameter.
+// round trip; every value is a parameter. The full-text index (XEP-0431,
+// a GIN index of the bodies' tsvector in the 'simple' configuration: no
+// stemming, the words as written, in any language) exists while
+// XMPP_MAM_FULLTEXT is on: a node that starts with it on makes it, one
+// with it off drops it, one at a time (every node should say the same).
 import type pg from 'pg';
-import { acquirePool } from '../storage/postgres.ts';
+import { acquirePool, transaction } from '../storage/postgres.ts';
+import type { ArchiveOpenOptions } from './sqlite.ts';
+import { log } from '../log.ts';
 import { type ArchiveBounds, type ArchivedMessage, type ArchivePage, type ArchivePrefs, type ArchiveQuery, type ArchiveStore, sqlFilters } from './store.ts';
 
 interface Row {
@@ -19,6 +25,17 @@ interface Row {
 
 const toMessage = (r: Row): ArchivedMessage => ({ id: r.id, owner: r.owner, stamp: Number(r.stamp), withBare: r.with_bare, withResource: r.with_resource, outgoing: r.outgoing, body: r.body, xml: r.stanza });
 
+/** Makes or drops the full-text index, under a lock every node takes (one builds it, the others find it). */
+async function setFulltext(pool: pg.Pool, on: boolean): Promise<void> {
+  await transaction(pool, 'archive:fulltext', async (c) => {
+    const exists = (await c.query("SELECT 1 FROM pg_indexes WHERE tablename = 'archive' AND indexname = 'archive_text'")).rowCount! > 0;
+    if (on === exists) return;
+    const started = Date.now();
+    await c.query(on ? "CREATE INDEX archive_text ON archive USING gin (to_tsvector('simple', body))" : 'DROP INDEX archive_text');
+    log.info(on ? 'message archive: full-text index made' : 'message archive: full-text index dropped', { ms: Date.now() - started });
+  });
+}
+
 export class PostgresArchiveStore implements ArchiveStore {
   private readonly pool: pg.Pool;
   private readonly releasePool: () => Promise<void>;
@@ -30,8 +47,14 @@ export class PostgresArchiveStore implements ArchiveStore {
   }
 
   /** Opens the thread's shared pool (storage/postgres.ts), the schema brought up to date. */
-  static async open(url: string): Promise<PostgresArchiveStore> {
+  static async open(url: string, opts: ArchiveOpenOptions = {}): Promise<PostgresArchiveStore> {
     const { pool, release } = await acquirePool(url);
+    try {
+      if (opts.fulltext !== undefined) await setFulltext(pool, opts.fulltext);
+    } catch (err) {
+      await release();
+      throw err;
+    }
     return new PostgresArchiveStore(pool, release);
   }
 

@@ -6,8 +6,8 @@
 // Ids are made by the worker that archives a message (archiveId) before
 // it is written, since the recipient's copy carries it (XEP-0359) before
 // the batched write lands. They sort as the server received the messages:
-// the time in ms, then a per-worker counter, then random characters that
-// keep ids of different workers and nodes apart. Every query orders by id,
+// the time in ms, then a per-thread counter, then random characters drawn
+// once per thread that keep ids of different workers and nodes apart. Every query orders by id,
 // so every node answers in the same order; `start` and `end` compare ids
 // too (an id begins with its time), and one index serves them all.
 import { randomBytes } from 'node:crypto';
@@ -99,6 +99,8 @@ export const MAX_TEXT = 256;
 const TIME_DIGITS = 12; // hex ms: until the year 10889
 let lastMs = 0;
 let counter = 0;
+/** This thread's mark in the ids it makes (a random draw per id cost more than the rest of archiving a row). */
+const THREAD_TAG = randomBytes(4).toString('hex');
 
 /** A new id, greater than every id this thread made before (see the header). */
 export function archiveId(now = Date.now()): string {
@@ -110,12 +112,14 @@ export function archiveId(now = Date.now()): string {
     lastMs += 1;
     counter = 0;
   }
-  return idAt(lastMs, counter);
+  return hexTime(lastMs) + (counter & 0xffff).toString(16).padStart(4, '0') + THREAD_TAG;
 }
+
+const hexTime = (ms: number): string => Math.floor(ms).toString(16).padStart(TIME_DIGITS, '0');
 
 /** The id of the `seq`th message (0..65535) of the ms `ms`: what archiveId makes, for messages archived with a time of their own (imports). */
 export function idAt(ms: number, seq: number): string {
-  return Math.floor(ms).toString(16).padStart(TIME_DIGITS, '0') + (seq & 0xffff).toString(16).padStart(4, '0') + randomBytes(4).toString('hex');
+  return hexTime(ms) + (seq & 0xffff).toString(16).padStart(4, '0') + randomBytes(4).toString('hex');
 }
 
 /** When the message with this id was received (ms); NaN for what is no id of ours. */

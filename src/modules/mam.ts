@@ -40,6 +40,8 @@ export interface MamOptions {
   roster: RosterStore;
   /** The default of accounts that set no preferences (XMPP_MAM_DEFAULT). */
   defaultMode: ArchiveDefault;
+  /** Full-text search (XEP-0431) offered (XMPP_MAM_FULLTEXT: the store keeps the index). */
+  fulltext: boolean;
 }
 
 const isElement = (c: Element | string): c is Element => typeof c !== 'string';
@@ -134,7 +136,7 @@ export function mam(o: MamOptions): ServerModule {
 
   const query = async (iq: Element, session: Session, q: Element): Promise<Element> => {
     const owner = session.username!;
-    const parsed = parseQuery(q);
+    const parsed = parseQuery(q, o.fulltext);
     // A message archived on this worker a moment ago is in the answer.
     await o.writer.flushed();
     for (const id of parsed.mustExist) if (!(await o.store.has(owner, id))) throw new StanzaError('item-not-found', `no message ${id} in the archive`);
@@ -177,7 +179,7 @@ export function mam(o: MamOptions): ServerModule {
     const owner = session.username!;
     switch (payload.name) {
       case 'query':
-        return queryForm();
+        return queryForm(o.fulltext);
       case 'metadata': {
         // #extended: the archive's first and last message.
         await o.writer.flushed();
@@ -209,7 +211,7 @@ export function mam(o: MamOptions): ServerModule {
 
   return {
     features: [],
-    accountFeatures: [NS_MAM, NS_MAM_EXTENDED, NS_SID, NS_FULLTEXT],
+    accountFeatures: [NS_MAM, NS_MAM_EXTENDED, NS_SID, ...(o.fulltext ? [NS_FULLTEXT] : [])],
     account: { [`get ${NS_MAM}`]: get, [`set ${NS_MAM}`]: set },
     inbound: async (el, session) => {
       if (el.name !== 'message') return;
@@ -250,7 +252,7 @@ function ownArchive(iq: Element, session: Session): Element {
 }
 
 /** §4.1.1 (1.1): the fields a query may use. */
-function queryForm(): Element {
+function queryForm(fulltext: boolean): Element {
   const q = new Element('query', { xmlns: NS_MAM });
   const x = q.c('x', { xmlns: NS_DATA, type: 'form' });
   x.c('field', { var: 'FORM_TYPE', type: 'hidden' }).c('value').t(NS_MAM);
@@ -260,7 +262,7 @@ function queryForm(): Element {
   x.c('field', { var: 'before-id', type: 'text-single' });
   x.c('field', { var: 'after-id', type: 'text-single' });
   x.c('field', { var: 'ids', type: 'text-multi' });
-  x.c('field', { var: FULLTEXT_FIELD, type: 'text-single' });
+  if (fulltext) x.c('field', { var: FULLTEXT_FIELD, type: 'text-single' });
   return q;
 }
 
@@ -289,7 +291,7 @@ function timeOf(v: string, field: string): number {
   return ms;
 }
 
-export function parseQuery(q: Element): ParsedQuery {
+export function parseQuery(q: Element, fulltext: boolean): ParsedQuery {
   const query: ArchiveQuery = { max: DEFAULT_PAGE, last: false };
   const mustExist: string[] = [];
   let unpaged = true;
@@ -344,6 +346,8 @@ export function parseQuery(q: Element): ParsedQuery {
           query.ids = values.map((v) => v.trim()).filter(isArchiveId);
           break;
         case FULLTEXT_FIELD: {
+          // Without the index (XMPP_MAM_FULLTEXT off), a field the archive does not support.
+          if (!fulltext) throw new StanzaError('bad-request', `unsupported field ${JSON.stringify(name)}: full-text search is off here`);
           const text = one();
           if (text.length > MAX_TEXT) throw new StanzaError('policy-violation', `at most ${MAX_TEXT} characters of text to search`);
           // XEP-0431 §2.2: an empty value does not filter.

@@ -96,9 +96,9 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 5,
     name: 'message archive',
     // XEP-0313: ids sort in the order the server received the messages
-    // (mam/store.ts), so (owner, id) orders every query; the body is
-    // indexed for full-text search (XEP-0431) with the 'simple'
-    // configuration: no stemming, the words as written, in any language.
+    // (mam/store.ts), so (owner, id) orders every query. The full-text
+    // index (XEP-0431) is made or dropped by the store as XMPP_MAM_FULLTEXT
+    // says (mam/postgres.ts).
     sql: `
       CREATE TABLE archive (
         owner text NOT NULL,
@@ -113,7 +113,6 @@ export const MIGRATIONS: readonly Migration[] = [
       );
       CREATE INDEX archive_with ON archive (owner, with_bare, id);
       CREATE INDEX archive_stamp ON archive (stamp);
-      CREATE INDEX archive_text ON archive USING gin (to_tsvector('simple', body));
       CREATE TABLE archive_prefs (
         owner text PRIMARY KEY,
         mode text NOT NULL,

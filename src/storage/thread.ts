@@ -21,6 +21,8 @@ import { log, setLogLevel } from '../log.ts';
 export interface StorageThreadData {
   dataDir: string;
   scramIterations: number;
+  /** XMPP_MAM_FULLTEXT (and the archive on): the full-text index made, or emptied. */
+  mamFulltext: boolean;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
 
@@ -43,7 +45,7 @@ try {
     accounts,
     roster: SqliteRosterStore.open(join(data.dataDir, 'roster.sqlite')),
     offline,
-    archive: SqliteArchiveStore.open(join(data.dataDir, 'archive.sqlite')),
+    archive: SqliteArchiveStore.open(join(data.dataDir, 'archive.sqlite'), { fulltext: data.mamFulltext }),
     // What a caller needs synchronously (SCRAM's fake exchanges): asked once.
     info: { async get() { return { iterations: accounts.iterations, fakeSaltKey: accounts.fakeSaltKey() }; } },
   };

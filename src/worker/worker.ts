@@ -270,7 +270,7 @@ async function openStores(store: MessagePort | undefined): Promise<{ accounts: A
     return { ...(await remoteStores(client)), replace: (port) => client.replace(port), close: () => client.close() };
   }
   // All of them, or none left open (a store that opened keeps the thread's database pool).
-  const opened = await Promise.allSettled([openAccountStore(config), openRosterStore(config), openOfflineStore(config), openArchiveStore(config)]);
+  const opened = await Promise.allSettled([openAccountStore(config), openRosterStore(config), openOfflineStore(config), openArchiveStore(config, { fulltext: config.mam && config.mamFulltext })]);
   const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) {
     await Promise.all(opened.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
@@ -296,7 +296,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     // takes the sender's copy (or refuses the message) before carbons copy it.
     presence(() => router.presence),
     offlineStorage({ store: offline, domain: config.domain, max: config.maxOfflineMessages, maxBytes: config.maxOfflineBytes }),
-    ...(archiveWriter ? [mam({ domain: config.domain, store: archive, writer: archiveWriter, roster: rosterStore, defaultMode: config.mamDefault })] : []),
+    ...(archiveWriter ? [mam({ domain: config.domain, store: archive, writer: archiveWriter, roster: rosterStore, defaultMode: config.mamDefault, fulltext: config.mamFulltext })] : []),
     ping, version, register, sessionLegacy, carbons(() => router), csi(config.csiMaxHeld), sm,
     roster({
       store: rosterStore,

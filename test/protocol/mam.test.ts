@@ -26,10 +26,10 @@ const NS_RSM = 'http://jabber.org/protocol/rsm';
 const NS_HINTS = 'urn:xmpp:hints';
 
 let server: TestServer;
-let roster: TestServer; // XMPP_MAM_DEFAULT=roster
+let roster: TestServer; // XMPP_MAM_DEFAULT=roster, full-text search off (the default)
 
 test.before(async () => {
-  [server, roster] = await Promise.all([startTestServer({ XMPP_WORKERS: '1' }), startTestServer({ XMPP_WORKERS: '1', XMPP_MAM_DEFAULT: 'roster' })]);
+  [server, roster] = await Promise.all([startTestServer({ XMPP_WORKERS: '1', XMPP_MAM_FULLTEXT: 'true' }), startTestServer({ XMPP_WORKERS: '1', XMPP_MAM_DEFAULT: 'roster' })]);
 });
 test.after.always(async () => {
   await Promise.all([server?.stop(), roster?.stop()]);
@@ -236,6 +236,19 @@ test('full-text search over bodies (XEP-0431)', async (t) => {
   t.deepEqual((await query(bob, { '{urn:xmpp:fulltext:0}fulltext': 'LUNCH' })).bodies, ['Shall we meet for lunch?', 'lunch at noon then']);
   t.deepEqual((await query(bob, { '{urn:xmpp:fulltext:0}fulltext': 'lunch noon' })).bodies, ['lunch at noon then']);
   t.deepEqual((await query(bob, { '{urn:xmpp:fulltext:0}fulltext': '' })).bodies.length, 3, 'an empty search does not filter');
+});
+
+test('with full-text search off (XMPP_MAM_FULLTEXT, the default) it is neither advertised nor accepted', async (t) => {
+  const alice = await user(t, roster, 'alice');
+  const id = uid('disco');
+  const res = await alice.c.request(`<iq type='get' id='${id}' to='${alice.bare}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`, id);
+  const features = res.getChild('query')!.getChildren('feature').map((f) => f.attrs.var);
+  t.true(features.includes(NS_MAM));
+  t.false(features.includes('urn:xmpp:fulltext:0'));
+  const offered = await mamIq(alice, `<query xmlns='${NS_MAM}'/>`, 'get');
+  t.false(offered.iq.getChild('query', NS_MAM)!.getChild('x', 'jabber:x:data')!.getChildren('field').some((f) => f.attrs.var === '{urn:xmpp:fulltext:0}fulltext'));
+  const refused = await mamIq(alice, `<query xmlns='${NS_MAM}'>${form({ '{urn:xmpp:fulltext:0}fulltext': 'lunch' })}</query>`);
+  t.is(stanzaError(refused.iq).condition, 'bad-request');
 });
 
 test('metadata (#extended): the first and last message of the archive; empty for an empty one', async (t) => {
