@@ -19,6 +19,8 @@ const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 5000;
 /** At most one "buffer full" line in this long. */
 const FULL_LOG_MS = 10_000;
+/** Default bound on the bytes of stanzas a writer holds. */
+export const MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
 /** A sender waits for room at most this long without a write completing; then the writer counts as stalled until one does. */
 const STALL_MS = 1000;
 
@@ -26,6 +28,8 @@ export interface WriterOptions {
   store: ArchiveStore;
   /** Rows waiting at most. */
   maxBuffered: number;
+  /** Bytes of stanzas waiting at most (default MAX_BUFFERED_BYTES): big messages fill it before the row count does. */
+  maxBytes?: number;
   /** Rows per write at most. */
   batch: number;
 }
@@ -33,6 +37,7 @@ export interface WriterOptions {
 export class ArchiveWriter {
   private readonly o: WriterOptions;
   private buffer: ArchivedMessage[] = [];
+  private bytes = 0;
   /** Rows added and written so far: what flushed() waits for. */
   private added = 0;
   private written = 0;
@@ -45,6 +50,8 @@ export class ArchiveWriter {
   private roomWaiters: ((progressed: boolean) => void)[] = [];
   /** No write completed while a sender waited STALL_MS: nobody waits until one does. */
   private stalled = false;
+  /** The rows of the write under way. */
+  private inFlight = new Set<ArchivedMessage>();
   private refused = 0;
   private fullLogged = 0;
   private closed = false;
@@ -67,7 +74,8 @@ export class ArchiveWriter {
    */
   async admit(rows: ArchivedMessage[]): Promise<boolean> {
     const high = Math.floor(this.o.maxBuffered / 2);
-    while (!this.closed && !this.stalled && this.buffer.length + rows.length > high) {
+    const highBytes = this.maxBytes / 2;
+    while (!this.closed && !this.stalled && (this.buffer.length + rows.length > high || this.bytes > highBytes)) {
       const progressed = await new Promise<boolean>((resolve) => {
         const timer = setTimeout(() => {
           this.roomWaiters = this.roomWaiters.filter((w) => w !== done);
@@ -86,7 +94,9 @@ export class ArchiveWriter {
 
   /** Adds rows at once; false when the buffer is full (the caller refuses the message). */
   add(rows: ArchivedMessage[]): boolean {
-    if (this.closed || this.buffer.length + rows.length > this.o.maxBuffered) {
+    const size = rows.reduce((n, r) => n + r.xml.length + r.body.length, 0);
+    if (this.closed) return false;
+    if (this.buffer.length + rows.length > this.o.maxBuffered || this.bytes + size > this.maxBytes) {
       this.refused += rows.length;
       const now = Date.now();
       if (now - this.fullLogged >= FULL_LOG_MS) {
@@ -96,9 +106,29 @@ export class ArchiveWriter {
       return false;
     }
     this.buffer.push(...rows);
+    this.bytes += size;
     this.added += rows.length;
     this.schedule();
     return true;
+  }
+
+  private get maxBytes(): number {
+    return this.o.maxBytes ?? MAX_BUFFERED_BYTES;
+  }
+
+  /** Forgets the owner's rows that wait (its account was removed); a write under way is left to end. */
+  drop(owner: string): void {
+    const keep: ArchivedMessage[] = [];
+    for (const r of this.buffer) {
+      if (r.owner !== owner || this.inFlight.has(r)) keep.push(r);
+      else {
+        this.bytes -= r.xml.length + r.body.length;
+        // Settled, as far as flushed() is concerned.
+        this.written++;
+      }
+    }
+    this.buffer = keep;
+    this.settle(false);
   }
 
   /** Resolves once what was added before the call is written, or a write of it failed (a query then reads what is there). */
@@ -131,9 +161,13 @@ export class ArchiveWriter {
     if (this.writing || this.buffer.length === 0) return;
     this.writing = true;
     const batch = this.buffer.slice(0, this.o.batch);
+    this.inFlight = new Set(batch);
     try {
       await this.o.store.append(batch);
-      this.buffer.splice(0, batch.length);
+      // What was dropped meanwhile (drop) is out of the buffer already: take out what was written.
+      const written = new Set(batch);
+      this.buffer = this.buffer.filter((r) => !written.has(r));
+      this.bytes -= batch.reduce((n, r) => n + r.xml.length + r.body.length, 0);
       this.written += batch.length;
       if (this.retryMs > 0) log.info('message archive: writes succeed again', { buffered: this.buffer.length });
       this.retryMs = 0;
@@ -150,6 +184,7 @@ export class ArchiveWriter {
       }, this.retryMs);
     } finally {
       this.writing = false;
+      this.inFlight = new Set();
     }
     if (this.buffer.length > 0) this.schedule();
   }
@@ -168,8 +203,9 @@ export class ArchiveWriter {
         this.retry = undefined;
         await new Promise((r) => setTimeout(r, Math.min(this.retryMs, Math.max(0, deadline - Date.now()))));
       }
-      if (this.writing) await this.flushed();
-      else await this.write();
+      // A write the database never answers must not hold the stop past its deadline.
+      const left = new Promise<void>((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref());
+      await Promise.race([this.writing ? this.flushed() : this.write(), left]);
     }
     this.stopped = true;
     if (this.retry) clearTimeout(this.retry);

@@ -73,14 +73,20 @@ export function archivable(el: Element): boolean {
   return Boolean(el.getChild('body') || el.getChild('store', NS_HINTS));
 }
 
-const bareOf = (jid: string): string => {
-  const slash = jid.indexOf('/');
-  return slash < 0 ? jid : jid.slice(0, slash);
-};
-const resourceOf = (jid: string): string => {
-  const slash = jid.indexOf('/');
-  return slash < 0 ? '' : jid.slice(slash + 1);
-};
+/** A JID as the archive keeps and compares it: normalised (RFC 7622), bare and resource apart; undefined for one that does not parse. */
+function peerOf(jid: string | undefined): { bare: string; resource: string } | undefined {
+  if (jid === undefined) return undefined;
+  try {
+    const j = parseJid(jid);
+    return { bare: j.local ? `${j.local}@${j.domain}` : j.domain, resource: j.resource };
+  } catch (err) {
+    if (err instanceof JidError) return undefined;
+    throw err;
+  }
+}
+
+/** Ids younger than this may still be in a writer's buffer on another worker or node: a query may name them before they land. */
+const IN_FLIGHT_MS = 60_000;
 
 export function mam(o: MamOptions): ServerModule {
   const prefsCache = new Map<string, { prefs: ArchivePrefs; at: number }>();
@@ -115,12 +121,12 @@ export function mam(o: MamOptions): ServerModule {
       }
     });
 
-  const row = (el: Element, owner: string, peer: string, outgoing: boolean): ArchivedMessage => {
+  const row = (el: Element, owner: string, peer: { bare: string; resource: string }, outgoing: boolean): ArchivedMessage => {
     const id = archiveId();
     const body = el.getChild('body');
     const copy = clone(el);
     copy.attrs.xmlns = NS_CLIENT;
-    return { id, owner, stamp: stampOf(id), withBare: bareOf(peer), withResource: resourceOf(peer), outgoing, body: body ? body.getText().slice(0, 64 * 1024) : '', xml: copy.toString() };
+    return { id, owner, stamp: stampOf(id), withBare: peer.bare, withResource: peer.resource, outgoing, body: body ? body.getText().slice(0, 64 * 1024) : '', xml: copy.toString() };
   };
 
   /** XEP-0359 §3.3 (Security): a stanza-id claiming to be by one of our JIDs was not set by us: removed. */
@@ -128,7 +134,9 @@ export function mam(o: MamOptions): ServerModule {
     if (el.name !== 'message') return;
     for (const sid of el.getChildren('stanza-id', NS_SID)) {
       const by: string = sid.attrs.by ?? '';
-      if (by.slice(by.indexOf('@') + 1).split('/')[0] === o.domain) el.remove(sid);
+      const domain = peerOf(by)?.bare.split('@').pop();
+      // Compared as JIDs are (any case); one that does not parse but names our domain goes too.
+      if (domain === o.domain || (domain === undefined && by.toLowerCase().includes(o.domain))) el.remove(sid);
     }
   };
 
@@ -139,7 +147,9 @@ export function mam(o: MamOptions): ServerModule {
     const parsed = parseQuery(q, o.fulltext);
     // A message archived on this worker a moment ago is in the answer.
     await o.writer.flushed();
-    for (const id of parsed.mustExist) if (!(await o.store.has(owner, id))) throw new StanzaError('item-not-found', `no message ${id} in the archive`);
+    // An id of the last minute may be on its way from another worker's buffer: a bound, not a lookup.
+    const now = Date.now();
+    for (const id of parsed.mustExist) if (now - stampOf(id) > IN_FLIGHT_MS && !(await o.store.has(owner, id))) throw new StanzaError('item-not-found', `no message ${id} in the archive`);
     const queryid = q.attrs.queryid;
     const fin = new Element('fin', { xmlns: NS_MAM });
     const set = new Element('set', { xmlns: NS_RSM });
@@ -217,24 +227,36 @@ export function mam(o: MamOptions): ServerModule {
       if (el.name !== 'message') return;
       stripForged(el);
       if (!archivable(el) || !session.username) return;
-      const to = el.attrs.to;
-      const peer = to === undefined ? session.bare! : to;
+      // The router checked 'to' parses; the archive keeps it normalised.
+      const peer = peerOf(el.attrs.to);
       // To oneself: archived once, as received (the delivering hook).
-      if (to === undefined || bareOf(to) === session.bare) return;
-      if (!(await keeps(session.username, bareOf(peer)))) return;
+      if (!peer || peer.bare === session.bare) return;
+      if (!(await keeps(session.username, peer.bare))) return;
       if (await o.writer.admit([row(el, session.username, peer, true)])) return;
       const reply = errorReply(el, full());
       if (reply) session.send(reply);
       return true;
     },
     foreign: (el) => stripForged(el),
+    // A message the archive has for the account is kept, even when offline storage is full or off: no bounce (the sender would send it again).
+    keeps: (el, local) => el.getChildren('stanza-id', NS_SID).some((s) => s.attrs.by === `${local}@${o.domain}`),
+    // The account is gone: its rows still waiting here are dropped, and what was on its way is removed once written.
+    removed: (user) => {
+      prefsCache.delete(user);
+      o.writer.drop(user);
+      void o.writer
+        .flushed()
+        .then(() => o.store.removeAll(user))
+        .catch((err: unknown) => log.warn('message archive: the archive of a removed account was not cleared', { user, err: String(err) }));
+    },
     delivering: async (el, local) => {
       if (!archivable(el) || local.startsWith(ANON_PREFIX)) return;
       const bare = `${local}@${o.domain}`;
       // Archived on its first way here (it is being routed again).
       if (el.getChildren('stanza-id', NS_SID).some((s) => s.attrs.by === bare)) return;
-      const from = el.attrs.from ?? '';
-      if (!(await keeps(local, bareOf(from)))) return;
+      const from = peerOf(el.attrs.from);
+      if (!from) return;
+      if (!(await keeps(local, from.bare))) return;
       const r = row(el, local, from, false);
       if (!(await o.writer.admit([r]))) return full();
       // XEP-0359: the archive id, on what the user's clients get.
@@ -246,7 +268,7 @@ export function mam(o: MamOptions): ServerModule {
 
 /** The archive asked about must be the asker's own (an iq without 'to', or to its bare JID). */
 function ownArchive(iq: Element, session: Session): Element {
-  if (iq.attrs.to !== undefined && iq.attrs.to !== session.bare) throw new StanzaError('forbidden', "only the account's own archive can be queried");
+  if (iq.attrs.to !== undefined && peerOf(iq.attrs.to)?.bare !== session.bare) throw new StanzaError('forbidden', "only the account's own archive can be queried");
   if (!session.username) throw new StanzaError('forbidden', 'anonymous sessions have no archive');
   return iq.children.find(isElement)!;
 }

@@ -196,7 +196,7 @@ export class Router implements PresenceRouting {
       await this.route(el, to, undefined);
     } catch (err) {
       log.warn('stanza from a component not routed', { from: el.attrs.from, err: String(err) });
-      const reply = errorReply(el, new StanzaError('internal-server-error', 'the server cannot route this now; try again shortly', 'wait'));
+      const reply = errorReply(el, err instanceof StanzaError ? err : new StanzaError('internal-server-error', 'the server cannot route this now; try again shortly', 'wait'));
       if (reply) await this.routeInternal(reply);
     }
   }
@@ -384,6 +384,8 @@ export class Router implements PresenceRouting {
       return;
     }
     if (kept === 'dropped') return;
+    // Kept elsewhere for the account (the archive): the recipient reads it there; an error would make the sender send it again.
+    if (this.hooks.keeps.some((k) => k(el, local))) return;
     return this.reject(sender, el, new StanzaError('service-unavailable', kept === 'full' ? 'the recipient is offline and cannot take more messages' : 'the recipient is offline'));
   }
 

@@ -421,6 +421,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     for (const [u, r] of c.removed) if (now - r.at > REMOVED_KEPT_MS) c.removed.delete(u);
     c.removed.set(notice.user, { at: now, notice: notice.at });
     router.accountRemoved(notice);
+    for (const m of modules) m.removed?.(notice.user);
     for (const s of [...c.all, ...c.detached.values()]) if (s.username === notice.user) s.close({ condition: 'not-authorized', text: 'the account was removed' });
   };
   // After an outage, from either side: this worker's connection came back,

@@ -128,3 +128,41 @@ test('past half of the buffer a sender waits for writes to make room; with no wr
   await w.flushed();
   t.deepEqual(s.batches.flat(), ['r0', 'r1', 'r2', 'r3', 'r4', 'r5', 'r6']);
 });
+
+test('drop forgets the rows of a removed account that wait (not the one being written), and flushed() does not wait for them', async (t) => {
+  const s = heldStore();
+  const w = new ArchiveWriter({ store: s.store, maxBuffered: 100, batch: 1 });
+  w.add([msg('gone', 'bob@example.com', 'g0')]);
+  w.add([msg('stays', 'bob@example.com', 's0'), msg('gone', 'bob@example.com', 'g1'), msg('stays', 'bob@example.com', 's1')]);
+  await new Promise((r) => setImmediate(r)); // g0's write has started
+  w.drop('gone');
+  t.is(w.pending, 3, 'g0 (being written), s0, s1');
+  const all = w.flushed();
+  for (let i = 0; i < 3; i++) await s.pass();
+  await all;
+  t.deepEqual(s.batches.flat(), ['g0', 's0', 's1']);
+});
+
+test('a byte bound too: big rows fill the buffer before the row count does', async (t) => {
+  const s = heldStore();
+  const w = new ArchiveWriter({ store: s.store, maxBuffered: 100, batch: 100, maxBytes: 1000 });
+  const big = (body: string) => ({ ...msg('alice', 'bob@example.com', body), xml: 'x'.repeat(400) });
+  t.true(w.add([big('b0')]));
+  t.true(w.add([big('b1')]));
+  t.false(w.add([big('b2')]), 'a third 400-byte stanza would pass 1000 bytes');
+  await s.pass();
+  await w.flushed();
+  t.true(w.add([big('b3')]), 'written: room again');
+  await s.pass();
+});
+
+test('close gives up at its deadline on a write the database never answers', async (t) => {
+  const hung = { append: () => new Promise<void>(() => {}) } as unknown as ArchiveStore;
+  const w = new ArchiveWriter({ store: hung, maxBuffered: 100, batch: 100 });
+  w.add(rows(2));
+  await new Promise((r) => setImmediate(r));
+  const started = Date.now();
+  await w.close(300);
+  t.true(Date.now() - started < 2000);
+  t.is(w.pending, 2);
+});

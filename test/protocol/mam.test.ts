@@ -384,3 +384,48 @@ test('removing an account removes its archive; its contacts keep theirs', async 
   t.is(await store.count(bobName, {}), 0);
   t.deepEqual((await query(alice)).bodies, ['before you go']);
 });
+
+test('JIDs are compared as JIDs: preferences, the with filter, messages to oneself and the archive asked about ignore case', async (t) => {
+  const alice = await user(t, server, 'alice');
+  const bob = await user(t, server, 'bob');
+  const shout = (jid: string) => jid.toUpperCase();
+  // alice never archives bob, whom she then writes to in capitals.
+  await mamIq(alice, `<prefs xmlns='${NS_MAM}' default='always'><always/><never><jid>${bob.bare}</jid></never></prefs>`);
+  const from = bob.c.items.length;
+  alice.c.send(chat(shout(bob.bare), 'not for the record'));
+  alice.c.send(chat(alice.bare, 'to myself', '', 'normal'));
+  alice.c.send(chat(shout(alice.bare), 'to MYSELF'));
+  await expect(bob, 'the message', isBody('not for the record'), from);
+  await barrier(alice, alice.c.items.length);
+  t.deepEqual((await query(alice)).bodies, ['to myself', 'to MYSELF'], 'nothing with bob; each note to self once');
+  // bob archives alice: found by her JID in any case.
+  t.deepEqual((await query(bob, { with: shout(alice.bare) })).bodies, ['not for the record']);
+  // Asking one's own archive by one's bare JID in capitals is asking one's own.
+  const own = await mamIq(bob, `<query xmlns='${NS_MAM}'/>`, 'set', shout(bob.bare));
+  t.is(own.iq.attrs.type, 'result');
+  // A stanza-id forged in our name in capitals is removed too.
+  const f2 = bob.c.items.length;
+  alice.c.send(chat(bob.bare, 'forged loudly', `<stanza-id xmlns='${NS_SID}' id='fake' by='${shout(bob.bare)}'/>`));
+  const got = await expect(bob, 'the message', isBody('forged loudly'), f2);
+  t.deepEqual(stanzaIds(got).map((s) => s.attrs.by), [bob.bare]);
+});
+
+test('a message offline storage cannot take, but the archive has, is not bounced: the recipient reads it in the archive', async (t) => {
+  const s = await startTestServer({ XMPP_WORKERS: '1', XMPP_MAX_OFFLINE: '0' });
+  t.teardown(() => s.stop());
+  const alice = await user(t, s, 'alice');
+  const bobName = fresh('bob');
+  await s.addUser(bobName, `${bobName}-pw`);
+  const start = alice.c.items.length;
+  alice.c.send(chat(`${bobName}@localhost`, 'archived, not stored offline'));
+  t.deepEqual((await barrier(alice, start)).filter((el) => el.attrs.type === 'error').map((el) => el.toString()), [], 'no error to the sender');
+  const bob = await login(t, s, bobName, 'r');
+  t.deepEqual((await query(bob)).bodies, ['archived, not stored offline']);
+  // With the archive refusing it too (never), the sender is told.
+  await mamIq(bob, `<prefs xmlns='${NS_MAM}' default='never'/>`);
+  bob.c.destroy();
+  const again = alice.c.items.length;
+  alice.c.send(chat(`${bobName}@localhost`, 'kept nowhere'));
+  const back = await expect(alice, 'the error', (el) => el.attrs.type === 'error', again);
+  t.is(stanzaError(back).condition, 'service-unavailable');
+});
