@@ -85,7 +85,7 @@ export class PostgresArchiveStore implements ArchiveStore {
     return { items: page, complete };
   }
 
-  async count(owner: string, q: Omit<ArchiveQuery, 'max' | 'last' | 'afterId' | 'beforeId'>): Promise<number> {
+  async count(owner: string, q: Omit<ArchiveQuery, 'max' | 'last'>): Promise<number> {
     const { where, values } = this.select(owner, q);
     return Number((await this.pool.query<{ n: string }>(`SELECT count(*) AS n FROM archive WHERE ${where}`, values)).rows[0].n);
   }
@@ -113,8 +113,10 @@ export class PostgresArchiveStore implements ArchiveStore {
   }
 
   async removeAll(owner: string): Promise<void> {
-    await this.pool.query('DELETE FROM archive WHERE owner = $1', [owner]);
-    await this.pool.query('DELETE FROM archive_prefs WHERE owner = $1', [owner]);
+    await transaction(this.pool, `archive:${owner}`, async (c) => {
+      await c.query('DELETE FROM archive WHERE owner = $1', [owner]);
+      await c.query('DELETE FROM archive_prefs WHERE owner = $1', [owner]);
+    });
   }
 
   async prune(before: number, limit: number): Promise<number> {

@@ -128,7 +128,7 @@ export class SqliteArchiveStore implements ArchiveStore {
     return { items: page, complete };
   }
 
-  async count(owner: string, q: Omit<ArchiveQuery, 'max' | 'last' | 'afterId' | 'beforeId'>): Promise<number> {
+  async count(owner: string, q: Omit<ArchiveQuery, 'max' | 'last'>): Promise<number> {
     const { where, values } = this.select(owner, q);
     return Number((this.db.prepare(`SELECT COUNT(*) AS n FROM archive WHERE ${where}`).get(...values) as { n: number }).n);
   }

@@ -75,8 +75,8 @@ export interface ArchiveStore {
   /** Writes a batch; an id already there is kept as it is (a retried batch writes nothing twice). */
   append(items: ArchivedMessage[]): Promise<void>;
   query(owner: string, q: ArchiveQuery): Promise<ArchivePage>;
-  /** How many messages match the query's filters, paging aside. */
-  count(owner: string, q: Omit<ArchiveQuery, 'max' | 'last' | 'afterId' | 'beforeId'>): Promise<number>;
+  /** How many messages match the query's filters (the form's after-id and before-id among them; RSM paging is the caller's to leave out). */
+  count(owner: string, q: Omit<ArchiveQuery, 'max' | 'last'>): Promise<number>;
   /** Whether the archive holds this id. */
   has(owner: string, id: string): Promise<boolean>;
   bounds(owner: string): Promise<ArchiveBounds>;

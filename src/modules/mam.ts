@@ -154,8 +154,8 @@ export function mam(o: MamOptions): ServerModule {
     const fin = new Element('fin', { xmlns: NS_MAM });
     const set = new Element('set', { xmlns: NS_RSM });
     if (parsed.query.max === 0) {
-      // XEP-0059 §2.7: the number of items, none of them.
-      set.c('count').t(String(await o.store.count(owner, parsed.query)));
+      // XEP-0059 §2.7: the number of items of the whole set (the form's filters; RSM paging aside), none of them.
+      set.c('count').t(String(await o.store.count(owner, { ...parsed.query, afterId: parsed.formAfter, beforeId: parsed.formBefore })));
       fin.cnode(set);
       return fin;
     }
@@ -295,6 +295,9 @@ interface ParsedQuery {
   flip: boolean;
   /** Neither end of the selection cut by paging (RSM after/before). */
   unpaged: boolean;
+  /** The form's after-id and before-id alone (filters of the set, unlike RSM's paging). */
+  formAfter?: string;
+  formBefore?: string;
 }
 
 const later = (a: string | undefined, b: string): string => (a === undefined || b > a ? b : a);
@@ -317,6 +320,8 @@ export function parseQuery(q: Element, fulltext: boolean): ParsedQuery {
   const query: ArchiveQuery = { max: DEFAULT_PAGE, last: false };
   const mustExist: string[] = [];
   let unpaged = true;
+  let formAfter: string | undefined;
+  let formBefore: string | undefined;
   const form = q.getChild('x', NS_DATA);
   if (form) {
     if (form.attrs.type !== undefined && form.attrs.type !== 'submit') throw new StanzaError('bad-request', 'the query form must be of type submit');
@@ -353,12 +358,14 @@ export function parseQuery(q: Element, fulltext: boolean): ParsedQuery {
         case 'after-id': {
           const id = archiveIdOf(one(), 'after-id');
           query.afterId = later(query.afterId, id);
+          formAfter = id;
           mustExist.push(id);
           break;
         }
         case 'before-id': {
           const id = archiveIdOf(one(), 'before-id');
           query.beforeId = earlier(query.beforeId, id);
+          formBefore = id;
           mustExist.push(id);
           break;
         }
@@ -411,7 +418,7 @@ export function parseQuery(q: Element, fulltext: boolean): ParsedQuery {
       unpaged = false;
     }
   }
-  return { query, mustExist, flip: q.getChild('flip-page') !== undefined, unpaged };
+  return { query, mustExist, flip: q.getChild('flip-page') !== undefined, unpaged, formAfter, formBefore };
 }
 
 function prefsElement(p: ArchivePrefs): Element {

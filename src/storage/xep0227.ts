@@ -318,6 +318,9 @@ function undouble(once: Buffer, length: number): Buffer | undefined {
   return twice.length === length ? twice : undefined;
 }
 
+/** The most PBKDF2 iterations an imported account may carry (RFC 7677 asks at least 4096; servers use 4096 to a few hundred thousand). */
+const MAX_IMPORTED_ITERATIONS = 1_000_000;
+
 function scramOf(el: Element, what: string): [ScramHash, ScramCredentials] {
   const mechanism = el.attrs.mechanism ?? '';
   const hash = SCRAM_HASHES.find((h) => mechanism === `SCRAM-${h}` || mechanism === `SCRAM-${h}-PLUS`);
@@ -331,6 +334,8 @@ function scramOf(el: Element, what: string): [ScramHash, ScramCredentials] {
   const iterText = child('iter-count').trim();
   const iterations = /^[0-9]{1,9}$/.test(iterText) ? Number(iterText) : NaN;
   if (!(iterations >= 1)) throw new Xep0227Error(`${at}: <iter-count> ${JSON.stringify(iterText)} is not a positive count`);
+  // Each login (PLAIN, and the client's side of SCRAM) runs this many PBKDF2 rounds: an imported file must not make one take minutes.
+  if (iterations > MAX_IMPORTED_ITERATIONS) throw new Xep0227Error(`${at}: <iter-count> ${iterations} is more than ${MAX_IMPORTED_ITERATIONS} (a login would take too long)`);
   let salt = base64(child('salt'), `${at}: <salt>`);
   let storedKey = base64(child('stored-key'), `${at}: <stored-key>`);
   let serverKey = base64(child('server-key'), `${at}: <server-key>`);

@@ -101,6 +101,8 @@ async function pruneArchive(archive: ArchiveStore, days: number): Promise<void> 
     const n = await archive.prune(before, PRUNE_CHUNK);
     total += n;
     if (n < PRUNE_CHUNK) break;
+    // The database serves the stanzas between two chunks.
+    await new Promise((r) => setTimeout(r, 50));
   }
   log.info('archive retention: old messages removed', { removed: total, days });
 }
@@ -450,7 +452,17 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   if (config.mam && config.mamRetentionDays > 0) {
     onJoined.push(() => {
       if (index !== 0) return;
-      const prune = guarded('archive retention', () => pruneArchive(archive, config.mamRetentionDays));
+      // One run at a time: a run longer than the period is not doubled.
+      let running = false;
+      const prune = guarded('archive retention', async () => {
+        if (running) return;
+        running = true;
+        try {
+          await pruneArchive(archive, config.mamRetentionDays);
+        } finally {
+          running = false;
+        }
+      });
       prune();
       pruner = setInterval(prune, PRUNE_EVERY_MS);
       pruner.unref();

@@ -119,10 +119,26 @@ export interface TestCluster {
 }
 
 export async function startCluster(names: string[], env: Record<string, string> = {}): Promise<TestCluster> {
-  const [redis, postgres] = await Promise.all([RedisServer.start(), PostgresServer.start()]);
-  const databaseUrl = await postgres.createDatabase('xmpp');
-  const certDir = mkdtempSync(join(tmpdir(), 'xmpp-cert-'));
-  const { cert, key } = clusterCertificate(certDir);
+  // Either started, or neither left running (a test whose cluster failed to start must still end).
+  const services = await Promise.allSettled([RedisServer.start(), PostgresServer.start()]);
+  const broken = services.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (broken) {
+    await Promise.all(services.map((r) => (r.status === 'fulfilled' ? r.value.destroy() : undefined)));
+    throw broken.reason;
+  }
+  const [redis, postgres] = services.map((r) => (r as PromiseFulfilledResult<RedisServer | PostgresServer>).value) as [RedisServer, PostgresServer];
+  let databaseUrl: string;
+  let certDir: string;
+  let cert: string;
+  let key: string;
+  try {
+    databaseUrl = await postgres.createDatabase('xmpp');
+    certDir = mkdtempSync(join(tmpdir(), 'xmpp-cert-'));
+    ({ cert, key } = clusterCertificate(certDir));
+  } catch (err) {
+    await Promise.all([redis.destroy(), postgres.destroy()]);
+    throw err;
+  }
   const all = { XMPP_REDIS_URL: redis.url, XMPP_DATABASE_URL: databaseUrl, XMPP_TLS_CERT: cert, XMPP_TLS_KEY: key, ...env };
   const added: NodeProcess[] = [];
   const stop = async () => {

@@ -216,6 +216,9 @@ test('RSM paging forwards and from the end, flip-page, counts, and the fields st
   const count = await query(bob, {}, '<max>0</max>');
   t.deepEqual(count.bodies, []);
   t.is(fin(count).count, '7');
+  // The count is the whole set's: RSM paging does not cut it, the form's after-id does.
+  t.is(fin(await query(bob, {}, `<max>0</max><after>${all.ids[2]}</after>`)).count, '7');
+  t.is(fin(await query(bob, { 'after-id': all.ids[2] }, '<max>0</max>')).count, '4');
   // Form fields.
   const ids = [...all.ids, ...next.ids, ...end.ids];
   t.deepEqual((await query(bob, { 'after-id': ids[1], 'before-id': ids[5] })).bodies, ['m2', 'm3', 'm4']);

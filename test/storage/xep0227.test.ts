@@ -440,6 +440,10 @@ test('an import is refused whole when an account exists (unless --skip-existing)
   t.is(b.code, 1);
   t.regex(b.stderr, /bad\.xml: <user name="frank">: <scram-credentials mechanism='SCRAM-SHA-1'>: <iter-count> "many" is not a positive count/);
   t.false(await s.accounts.exists('erin'), 'nothing written, not even the good user before it');
+  writeFileSync(bad, `<server-data xmlns='urn:xmpp:pie:0'><host jid='localhost'><user name='frank'><scram-credentials xmlns='urn:xmpp:pie:0#scram' mechanism='SCRAM-SHA-1'><iter-count>2000000</iter-count><salt>c2FsdA==</salt><server-key>AAAAAAAAAAAAAAAAAAAAAAAAAAA=</server-key><stored-key>AAAAAAAAAAAAAAAAAAAAAAAAAAA=</stored-key></scram-credentials></user></host></server-data>`);
+  const slow = await cli(server, ['user', 'import', bad]);
+  t.is(slow.code, 1);
+  t.regex(slow.stderr, /<iter-count> 2000000 is more than 1000000 \(a login would take too long\)/);
   writeFileSync(bad, `<server-data xmlns='urn:xmpp:pie:0'><host jid='localhost'><user name='erin' password='x'></host></server-data>`);
   const w = await cli(server, ['user', 'import', bad]);
   t.is(w.code, 1);
