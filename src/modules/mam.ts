@@ -238,8 +238,6 @@ export function mam(o: MamOptions): ServerModule {
       return true;
     },
     foreign: (el) => stripForged(el),
-    // A message the archive has for the account is kept, even when offline storage is full or off: no bounce (the sender would send it again).
-    keeps: (el, local) => el.getChildren('stanza-id', NS_SID).some((s) => s.attrs.by === `${local}@${o.domain}`),
     // The account is gone: its rows still waiting here are dropped, and what was on its way is removed once written.
     removed: (user) => {
       prefsCache.delete(user);

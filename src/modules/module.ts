@@ -87,8 +87,6 @@ export interface ServerModule {
   routed?: RoutedHook;
   delivering?: DeliveringHook;
   foreign?: ForeignHook;
-  /** Whether the module keeps, for the account, a message offline storage refused (the archive has it): then it is not bounced. */
-  keeps?: (el: Element, local: string) => boolean;
   /** An account was removed (on any node): what the module holds for it goes. Run on every worker. */
   removed?: (user: string) => void;
   /** The one place undeliverable messages are kept (offline storage); the first module that has it. */
@@ -109,13 +107,12 @@ export interface Hooks {
   routed: RoutedHook[];
   delivering: DeliveringHook[];
   foreign: ForeignHook[];
-  keeps: ((el: Element, local: string) => boolean)[];
   removed: ((user: string) => void)[];
   offline: OfflineHook | undefined;
 }
 
 export function hooksOf(modules: ServerModule[]): Hooks {
-  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), negotiating: new Map(), immediate: new Map(), outbound: [], detached: [], inbound: [], routed: [], delivering: [], foreign: [], keeps: [], removed: [], offline: undefined };
+  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), negotiating: new Map(), immediate: new Map(), outbound: [], detached: [], inbound: [], routed: [], delivering: [], foreign: [], removed: [], offline: undefined };
   for (const m of modules) {
     if (m.streamFeatures) hooks.streamFeatures.push(m.streamFeatures);
     for (const [k, h] of Object.entries(m.nonzas ?? {})) hooks.nonzas.set(k, h);
@@ -127,7 +124,6 @@ export function hooksOf(modules: ServerModule[]): Hooks {
     if (m.routed) hooks.routed.push(m.routed);
     if (m.delivering) hooks.delivering.push(m.delivering);
     if (m.foreign) hooks.foreign.push(m.foreign);
-    if (m.keeps) hooks.keeps.push(m.keeps);
     if (m.removed) hooks.removed.push(m.removed);
     hooks.offline ??= m.offline;
   }

@@ -384,8 +384,6 @@ export class Router implements PresenceRouting {
       return;
     }
     if (kept === 'dropped') return;
-    // Kept elsewhere for the account (the archive): the recipient reads it there; an error would make the sender send it again.
-    if (this.hooks.keeps.some((k) => k(el, local))) return;
     return this.reject(sender, el, new StanzaError('service-unavailable', kept === 'full' ? 'the recipient is offline and cannot take more messages' : 'the recipient is offline'));
   }
 
