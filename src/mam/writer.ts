@@ -164,9 +164,8 @@ export class ArchiveWriter {
     this.inFlight = new Set(batch);
     try {
       await this.o.store.append(batch);
-      // What was dropped meanwhile (drop) is out of the buffer already: take out what was written.
-      const written = new Set(batch);
-      this.buffer = this.buffer.filter((r) => !written.has(r));
+      // The batch is still the buffer's head: drop() leaves the rows of a write under way.
+      this.buffer.splice(0, batch.length);
       this.bytes -= batch.reduce((n, r) => n + r.xml.length + r.body.length, 0);
       this.written += batch.length;
       if (this.retryMs > 0) log.info('message archive: writes succeed again', { buffered: this.buffer.length });

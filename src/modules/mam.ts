@@ -9,7 +9,7 @@
 // worker's ArchiveWriter (batched, bounded). Queries (form fields, RSM
 // paging, flip-page, ids, full text), the archive's first and last
 // message, and preferences are answered on the account's bare JID.
-import { Element, clone, parse as parseXml } from 'ltx';
+import { Element, parse as parseXml } from 'ltx';
 import type { ServerModule, IqHandler } from './module.ts';
 import type { Session } from '../session/session.ts';
 import type { RosterStore } from '../roster/store.ts';
@@ -124,9 +124,13 @@ export function mam(o: MamOptions): ServerModule {
   const row = (el: Element, owner: string, peer: { bare: string; resource: string }, outgoing: boolean): ArchivedMessage => {
     const id = archiveId();
     const body = el.getChild('body');
-    const copy = clone(el);
-    copy.attrs.xmlns = NS_CLIENT;
-    return { id, owner, stamp: stampOf(id), withBare: peer.bare, withResource: peer.resource, outgoing, body: body ? body.getText().slice(0, 64 * 1024) : '', xml: copy.toString() };
+    // Serialised as a stanza of its own (its namespace on it), without a copy.
+    const had = el.attrs.xmlns;
+    el.attrs.xmlns = NS_CLIENT;
+    const xml = el.toString();
+    if (had === undefined) delete el.attrs.xmlns;
+    else el.attrs.xmlns = had;
+    return { id, owner, stamp: stampOf(id), withBare: peer.bare, withResource: peer.resource, outgoing, body: body ? body.getText().slice(0, 64 * 1024) : '', xml };
   };
 
   /** XEP-0359 §3.3 (Security): a stanza-id claiming to be by one of our JIDs was not set by us: removed. */

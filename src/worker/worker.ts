@@ -89,7 +89,7 @@ const onJoined: (() => void)[] = [];
 /** How long a connection handed to this worker before it joined waits for the join. */
 const JOIN_WAIT_MS = 10_000;
 /** Archive rows per write (mam/writer.ts), and how often old ones are pruned. */
-const ARCHIVE_BATCH = 500;
+const ARCHIVE_BATCH = 2000;
 const PRUNE_EVERY_MS = 10 * 60_000;
 const PRUNE_CHUNK = 10_000;
 
