@@ -23,7 +23,8 @@ export const DEFAULT_CONFIG_FILE = join(ROOT, 'xmpp.config.json');
 /** Environment variables that are not settings but are read all the same. */
 // XMPP_TEST_FAULTS: tests only, see src/worker/worker.ts ('fault').
 const OTHER_VARIABLES = ['XMPP_CONFIG', 'XMPP_TEST_FAULTS'];
-import { normalizeDomain, JidError } from '../xmpp/jid.ts';
+import { normalizeDomain, parseJid, JidError } from '../xmpp/jid.ts';
+import type { Jid } from '../xmpp/jid.ts';
 
 export type ConflictPolicy = 'new-wins' | 'old-wins' | 'assign';
 
@@ -78,6 +79,7 @@ export interface Config {
   s2sMaxQueue: number;
   tlsCa: string;
   components: string;
+  admins: string;
   readRateBytes: number;
   maxConnections: number;
   maxConnectionsPerIp: number;
@@ -144,6 +146,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'smDurable', env: 'XMPP_SM_DURABLE', kind: 'bool', doc: "cluster: keep each resumable session's unacknowledged stanzas and counts in Redis as they change, so that its client can resume it on another node after its node died (XEP-0198); costs Redis writes per stanza", default: () => false },
   { key: 'componentPort', env: 'XMPP_COMPONENT_PORT', kind: 'string', doc: 'port for external components (XEP-0114) at XMPP_BIND_HOST; empty: no component listener; 0 picks a free port', default: () => '' },
   { key: 'components', env: 'XMPP_COMPONENTS', kind: 'string', doc: "external components allowed to connect, as 'domain=secret,...' (XEP-0114 handshake secrets)", default: () => '' },
+  { key: 'admins', env: 'XMPP_ADMINS', kind: 'string', doc: "bare JIDs of this domain's accounts that may run the service administration commands (XEP-0133), comma-separated; empty: nobody", default: () => '' },
   { key: 's2s', env: 'XMPP_S2S', kind: 'bool', doc: 'federation with other servers (RFC 6120 server-to-server streams); false: stanzas to other domains get remote-server-not-found', default: () => true },
   { key: 's2sPort', env: 'XMPP_S2S_PORT', kind: 'port', doc: 'server-to-server port (STARTTLS) at XMPP_S2S_BIND_HOST; 0 picks a free port', default: () => 5269 },
   { key: 's2sBindHost', env: 'XMPP_S2S_BIND_HOST', kind: 'string', doc: 'address the server-to-server listeners bind to', default: (c) => c.bindHost },
@@ -281,6 +284,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (c.tlsCa && !existsSync(c.tlsCa)) throw new ConfigError(`XMPP_TLS_CA: no such file ${c.tlsCa}`);
   if (c.componentPort !== '' && !(/^\d{1,5}$/.test(c.componentPort) && Number(c.componentPort) <= 65535)) throw new ConfigError(`XMPP_COMPONENT_PORT must be a port number (0-65535) or empty, got ${JSON.stringify(c.componentPort)}`);
   componentsOf(c);
+  adminsOf(c);
   if (c.s2sTlsPort !== '' && !(/^\d{1,5}$/.test(c.s2sTlsPort) && Number(c.s2sTlsPort) <= 65535)) throw new ConfigError(`XMPP_S2S_TLS_PORT must be a port number (0-65535) or empty, got ${JSON.stringify(c.s2sTlsPort)}`);
   s2sHostsOf(c);
   dnsServersOf(c);
@@ -323,6 +327,27 @@ export function componentsOf(c: Pick<Config, 'components' | 'domain'>): Map<stri
     }
     if (domain === c.domain) throw new ConfigError(`XMPP_COMPONENTS: ${domain} is the server's own domain`);
     out.set(domain, secret);
+  }
+  return out;
+}
+
+/**
+ * XMPP_ADMINS as a set of normalised bare JIDs; throws a ConfigError for an
+ * entry that is not a bare JID of an account of this domain.
+ */
+export function adminsOf(c: Pick<Config, 'admins' | 'domain'>): Set<string> {
+  const out = new Set<string>();
+  if (c.admins.trim() === '') return out;
+  for (const part of c.admins.split(',')) {
+    const raw = part.trim();
+    let j: Jid;
+    try {
+      j = parseJid(raw);
+    } catch (err) {
+      throw new ConfigError(`XMPP_ADMINS: ${JSON.stringify(raw)} is not a JID: ${(err as Error).message}`);
+    }
+    if (!j.local || j.resource || j.domain !== c.domain) throw new ConfigError(`XMPP_ADMINS must list bare JIDs of accounts of ${c.domain} (user@${c.domain}), got ${JSON.stringify(raw)}`);
+    out.add(`${j.local}@${j.domain}`);
   }
   return out;
 }

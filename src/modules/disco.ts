@@ -4,6 +4,7 @@ import { Element } from 'ltx';
 import { NS_DISCO_INFO, NS_DISCO_ITEMS } from '../xmpp/ns.ts';
 import { StanzaError } from '../xmpp/errors.ts';
 import type { ServerModule } from './module.ts';
+import type { Session } from '../session/session.ts';
 
 /** `services`: domains of the server's own that disco#items lists (its external components, XEP-0114). */
 export function disco(modules: () => ServerModule[], services: () => string[] = () => []): ServerModule {
@@ -16,14 +17,24 @@ export function disco(modules: () => ServerModule[], services: () => string[] = 
     return q;
   };
   const all = () => [NS_DISCO_INFO, NS_DISCO_ITEMS, ...modules().flatMap((m) => m.features)];
+  // A node of the server's JID is the module's that owns it (ad-hoc commands), else there is none.
+  const byNode = (kind: 'info' | 'items', then: (iq: Element) => Element) => async (iq: Element, session?: Session) => {
+    const node = iq.getChild('query')!.attrs.node;
+    if (!node) return then(iq);
+    for (const m of modules()) {
+      const q = await m.discoNode?.(kind, node, session);
+      if (q) return q;
+    }
+    throw new StanzaError('item-not-found');
+  };
   const server = {
-    [`get ${NS_DISCO_INFO}`]: info({ category: 'server', type: 'im', name: 'xmpp-server' }, all),
-    [`get ${NS_DISCO_ITEMS}`]: (iq: Element) => {
+    [`get ${NS_DISCO_INFO}`]: byNode('info', info({ category: 'server', type: 'im', name: 'xmpp-server' }, all)),
+    [`get ${NS_DISCO_ITEMS}`]: byNode('items', (iq: Element) => {
       if (iq.getChild('query')!.attrs.node) throw new StanzaError('item-not-found');
       const q = new Element('query', { xmlns: NS_DISCO_ITEMS });
       for (const jid of services()) q.c('item', { jid });
       return q;
-    },
+    }),
   };
   const account = {
     [`get ${NS_DISCO_INFO}`]: info({ category: 'account', type: 'registered' }, () => [NS_DISCO_INFO, ...modules().flatMap((m) => m.accountFeatures ?? [])]),

@@ -61,6 +61,13 @@ export type ForeignHook = (el: Element) => void;
 
 export interface ServerModule {
   features: string[];
+  /**
+   * XEP-0030 nodes of the server's JID the module owns (XEP-0050 §2.2: the
+   * commands node and each command's): the <query/> answering disco#info or
+   * disco#items on `node`, or undefined when the node is not the module's.
+   * `session`: undefined for a peer server's entity.
+   */
+  discoNode?: (kind: 'info' | 'items', node: string, session: Session | undefined) => Element | undefined | Promise<Element | undefined>;
   /** Features of every account's bare JID (disco#info to an account). */
   accountFeatures?: string[];
   /** iq addressed to the server's domain, keyed "get urn:xmpp:ping". */

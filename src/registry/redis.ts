@@ -251,6 +251,18 @@ for i = first, #ARGV, 4 do
 end
 return {'ok', gone, replaced}`;
 
+// ARGV: max. The full JIDs bound on the nodes whose lease holds (a dead
+// node's records are stale until swept), at most max of them.
+const ONLINE = `${NOW}
+local max, out = tonumber(ARGV[1]), {}
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', 'xmpp:nodes', now, '+inf')) do
+  for _, full in ipairs(redis.call('SMEMBERS', 'xmpp:n:' .. node)) do
+    if #out >= max then return out end
+    table.insert(out, full)
+  end
+end
+return out`;
+
 interface Stored {
   sid: string;
   node: string;
@@ -267,6 +279,7 @@ type Scripts = {
   xmppMove(key: string, ...args: string[]): Promise<number>;
   xmppLease(node: string): Promise<number>;
   xmppReconcile(...args: string[]): Promise<[string, string[]?, string[]?]>;
+  xmppOnline(max: string): Promise<string[]>;
 };
 
 export function defineScripts(r: Redis): Redis & Scripts {
@@ -277,6 +290,7 @@ export function defineScripts(r: Redis): Redis & Scripts {
   r.defineCommand('xmppMove', { numberOfKeys: 1, lua: MOVE });
   r.defineCommand('xmppLease', { numberOfKeys: 0, lua: LEASE });
   r.defineCommand('xmppReconcile', { numberOfKeys: 0, lua: RECONCILE });
+  r.defineCommand('xmppOnline', { numberOfKeys: 0, lua: ONLINE });
   return r as Redis & Scripts;
 }
 
@@ -421,6 +435,11 @@ export class RedisRegistry implements SessionRegistry {
     const pairs: { jid: string; sid: string }[] = [];
     for (let i = 0; i + 1 < replaced.length; i += 2) pairs.push({ jid: replaced[i], sid: replaced[i + 1] });
     return { gone: parseGone(gone), replaced: pairs };
+  }
+
+  async online(max: number): Promise<string[]> {
+    this.roundTrips++;
+    return this.r.xmppOnline(String(max));
   }
 
   async lookup(jid: string): Promise<SessionRecord | undefined> {

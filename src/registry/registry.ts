@@ -54,6 +54,12 @@ export interface SessionRegistry {
   lookup(jid: string): Promise<SessionRecord | undefined>;
   /** `fresh`: read from the source, not from a cache (the cluster registry caches lookups) or a worker's replica of the node's. */
   resources(bare: string, fresh?: boolean): Promise<SessionRecord[]>;
+  /**
+   * The full JIDs bound on the whole server (every node), at most `max` of
+   * them, for administration (XEP-0133), not routing: read from the source,
+   * not a cache. External components' records are included (no '@').
+   */
+  online?(max: number): Promise<string[]>;
 }
 
 /** Server-assigned resource (RFC 6120 §7.6): unguessable and unique in practice. */

@@ -101,4 +101,15 @@ export class HubRegistry implements SessionRegistry {
     if (fresh) await this.roundTrip((q) => ({ t: 'sync', q }));
     return this.replica.resources(bare);
   }
+
+  /** The node's records (the replica holds them all), after a round trip to the hub as for `fresh`. */
+  async online(max: number): Promise<string[]> {
+    await this.roundTrip((q) => ({ t: 'sync', q }));
+    const out: string[] = [];
+    for (const rec of this.replica.all()) {
+      if (out.length >= max) break;
+      out.push(rec.jid);
+    }
+    return out;
+  }
 }

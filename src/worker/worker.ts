@@ -32,7 +32,7 @@ import { Session } from '../session/session.ts';
 import { ComponentStream } from '../component/stream.ts';
 import { ServerIn } from '../s2s/incoming.ts';
 import { Federation } from '../s2s/federation.ts';
-import { componentsOf } from '../config/index.ts';
+import { componentsOf, adminsOf } from '../config/index.ts';
 import { Resumption } from '../session/resumption.ts';
 import { DurableSessions } from '../session/durable.ts';
 import { encode, encodeBuffer, decode } from './wire.ts';
@@ -50,6 +50,8 @@ import { offlineStorage } from '../modules/offline.ts';
 import { presence } from '../modules/presence.ts';
 import { PresenceService } from '../presence/presence.ts';
 import { csi } from '../modules/csi.ts';
+import { adhoc } from '../modules/adhoc.ts';
+import { adminCommands } from '../modules/admin.ts';
 import { sm } from '../modules/sm.ts';
 import { hooksOf, type ServerModule } from '../modules/module.ts';
 import { removeAccount, isRemovalNotice } from '../accounts/removal.ts';
@@ -309,6 +311,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       removed: (user, jid, before) => router.presence.itemRemoved(user, jid, before),
     }),
   ];
+  // XEP-0050 ad-hoc commands: XEP-0133 administration for XMPP_ADMINS.
+  modules.push(adhoc(adminCommands(adminsOf(config))));
   modules.push(disco(() => modules, () => [...componentSecrets.keys()]));
   const sessions = new Map<string, Session>();
   const components = new Map<string, ComponentStream>();

@@ -1,0 +1,319 @@
+// XEP-0133: Service Administration, as ad-hoc commands (adhoc.ts) on the
+// server's JID, for the accounts listed in XMPP_ADMINS only (§8: never for
+// users without service-level privileges). Every command acts on the whole
+// server, whichever node answers: accounts are in the shared store, online
+// sessions are read from the registry (Redis in a cluster), and sessions
+// are ended or reached wherever they live (Router.kick, routing to full
+// JIDs, the removal notice every worker of every node acts on).
+import { Element } from 'ltx';
+import { StanzaError } from '../xmpp/errors.ts';
+import { parseJid } from '../xmpp/jid.ts';
+import type { Jid } from '../xmpp/jid.ts';
+import { CommandError, NS_DATA } from './adhoc.ts';
+import type { Command, Step, Submitted, StageRequest } from './adhoc.ts';
+import type { Session } from '../session/session.ts';
+
+export const NS_ADMIN = 'http://jabber.org/protocol/admin';
+const node = (name: string) => `${NS_ADMIN}#${name}`;
+
+/** Full JIDs read from the registry to count or list online users (the answer is cut there). */
+const ONLINE_SCAN_MAX = 1_000_000;
+/** Bare JIDs one list answers with, whatever max_items says ('none' included). */
+const MAX_LIST = 10_000;
+/** Characters of one announcement. */
+const MAX_ANNOUNCEMENT_CHARS = 16_384;
+
+interface Field {
+  var: string;
+  type?: string;
+  label?: string;
+  required?: boolean;
+  values?: string[];
+  options?: string[];
+}
+
+/** A data form (XEP-0004) of FORM_TYPE http://jabber.org/protocol/admin (XEP-0133 §8.2). */
+function form(type: 'form' | 'result', fields: Field[], title?: string, instructions?: string): Element {
+  const x = new Element('x', { xmlns: NS_DATA, type });
+  if (title) x.c('title').t(title);
+  if (instructions) x.c('instructions').t(instructions);
+  x.c('field', { type: 'hidden', var: 'FORM_TYPE' }).c('value').t(NS_ADMIN);
+  for (const f of fields) {
+    const el = x.c('field', { var: f.var, ...(f.type ? { type: f.type } : {}), ...(f.label ? { label: f.label } : {}) });
+    if (f.required) el.c('required');
+    for (const o of f.options ?? []) el.c('option', { label: o }).c('value').t(o);
+    for (const v of f.values ?? []) el.c('value').t(v);
+  }
+  return x;
+}
+
+const asking = (f: Element): Step => ({ status: 'executing', form: f, actions: ['complete'], execute: 'complete' });
+
+/** The submitted form of this stage, checked against its FORM_TYPE and required fields. */
+function submitted(req: StageRequest, required: string[]): Submitted {
+  const f = req.forms[req.forms.length - 1];
+  const type = f.get('FORM_TYPE');
+  if (type && type[0] !== NS_ADMIN) throw new CommandError('bad-request', 'bad-payload', `FORM_TYPE is ${NS_ADMIN}`);
+  for (const name of required) {
+    const v = f.get(name);
+    if (!v || v.length === 0 || v.every((x) => x.trim() === '')) throw new CommandError('bad-request', 'bad-payload', `the field ${name} is required`);
+  }
+  return f;
+}
+
+/** An address of this server's accounts: bare only, unless `full` allows a resource. */
+function accountJid(session: Session, raw: string, full = false): Jid {
+  let j: Jid;
+  try {
+    j = parseJid(raw.trim());
+  } catch (err) {
+    throw new StanzaError('jid-malformed', `${JSON.stringify(raw)}: ${(err as Error).message}`);
+  }
+  const domain = session.ctx.config.domain;
+  if (!j.local || j.domain !== domain || (j.resource && !full)) throw new CommandError('bad-request', 'bad-payload', `${JSON.stringify(raw)} is not ${full ? 'the JID' : 'the bare JID'} of an account of ${domain}`);
+  return j;
+}
+
+function accountError(err: unknown): StanzaError {
+  switch ((err as Error).name) {
+    case 'AccountExistsError':
+      return new StanzaError('conflict', 'the account exists already');
+    case 'InvalidUsernameError':
+      return new StanzaError('not-acceptable', 'the username is not a valid localpart');
+    case 'InvalidPasswordError':
+      return new StanzaError('not-acceptable', 'the password is not usable (empty, or characters SASLprep forbids)');
+    case 'AccountNotFoundError':
+      return new StanzaError('item-not-found', 'no such account');
+    default:
+      return new StanzaError('internal-server-error');
+  }
+}
+
+async function mustExist(session: Session, j: Jid): Promise<void> {
+  if (!(await session.ctx.accounts.exists(j.local))) throw new StanzaError('item-not-found', `no account ${j.local}@${j.domain}`);
+}
+
+/** Bare JIDs with a session bound anywhere (components' records left out), sorted. */
+async function onlineUsers(session: Session): Promise<string[]> {
+  const registry = session.ctx.registry;
+  if (!registry.online) throw new StanzaError('feature-not-implemented', 'this registry cannot list sessions');
+  const bares = new Set<string>();
+  for (const jid of await registry.online(ONLINE_SCAN_MAX)) if (jid.includes('@')) bares.add(jid.slice(0, jid.indexOf('/')));
+  return [...bares].sort();
+}
+
+/** The account's sessions (all of them for a bare JID, the one for a full JID), read fresh from the registry. */
+async function sessionsOf(session: Session, j: Jid) {
+  const recs = await session.ctx.registry.resources(`${j.local}@${j.domain}`, true);
+  return j.resource ? recs.filter((r) => r.jid === `${j.local}@${j.domain}/${j.resource}`) : recs;
+}
+
+const jids = (values: string[] | undefined) => (values ?? []).filter((v) => v.trim() !== '');
+
+export function adminCommands(admins: ReadonlySet<string>): Command[] {
+  const allowed = (s: Session) => s.username !== null && s.bare !== undefined && admins.has(s.bare);
+  const jidsField = (label: string): Field => ({ var: 'accountjids', type: 'jid-multi', label, required: true });
+
+  const addUser: Command = {
+    node: node('add-user'),
+    name: 'Add a User',
+    allowed,
+    async step(req) {
+      if (req.forms.length === 0) {
+        return asking(form('form', [
+          { var: 'accountjid', type: 'jid-single', label: 'The Jabber ID for the account to be added', required: true },
+          { var: 'password', type: 'text-private', label: 'The password for this account', required: true },
+          { var: 'password-verify', type: 'text-private', label: 'Retype password' },
+        ], 'Adding a User', 'Fill out this form to add a user.'));
+      }
+      const f = submitted(req, ['accountjid', 'password']);
+      const j = accountJid(req.session, f.get('accountjid')![0]);
+      const password = f.get('password')![0];
+      const verify = f.get('password-verify');
+      if (verify && verify.length > 0 && verify[0] !== password) throw new CommandError('bad-request', 'bad-payload', 'the passwords do not match');
+      try {
+        await req.session.ctx.accounts.create(j.local, password);
+      } catch (err) {
+        throw accountError(err);
+      }
+      return { status: 'completed', note: { type: 'info', text: `${j.local}@${j.domain} was added` } };
+    },
+  };
+
+  /** Two stages: the accounts, then a confirmation (or 'complete' on the first: at once). */
+  const deleteUser: Command = {
+    node: node('delete-user'),
+    name: 'Delete a User',
+    allowed,
+    async step(req) {
+      if (req.forms.length === 0) {
+        return { status: 'executing', form: form('form', [jidsField('The Jabber ID(s) to delete')], 'Deleting a User', 'Fill out this form to delete a user.'), actions: ['next', 'complete'], execute: 'next' };
+      }
+      const f = req.forms.length === 1 ? submitted(req, ['accountjids']) : req.forms[0];
+      const targets = jids(f.get('accountjids')).map((v) => accountJid(req.session, v));
+      if (req.forms.length === 1 && req.action === 'next') {
+        const list = targets.map((j) => `${j.local}@${j.domain}`);
+        return {
+          status: 'executing',
+          form: form('form', [{ var: 'accountjids', type: 'jid-multi', label: 'The accounts to delete, with all their data', values: list }], 'Confirm the deletion', 'These accounts, their rosters, offline messages and archives will be removed, and their sessions ended. Complete to confirm.'),
+          actions: ['complete'],
+          execute: 'complete',
+          note: { type: 'warn', text: `${list.length} account(s) will be deleted` },
+        };
+      }
+      const missing: string[] = [];
+      let removed = 0;
+      for (const j of targets) {
+        // The removal path of the CLI and XEP-0077: the stores' part here, then the
+        // notice every worker of every node acts on (sessions end, contacts are told).
+        const notice = await req.session.ctx.removeAccount(j.local);
+        if (!notice) missing.push(`${j.local}@${j.domain}`);
+        else {
+          removed++;
+          req.session.ctx.announceRemoval(notice);
+        }
+      }
+      if (removed === 0 && missing.length > 0) throw new StanzaError('item-not-found', `no account ${missing.join(', ')}`);
+      return { status: 'completed', note: missing.length > 0 ? { type: 'warn', text: `${removed} deleted; not found: ${missing.join(', ')}` } : { type: 'info', text: `${removed} deleted` } };
+    },
+  };
+
+  const changePassword: Command = {
+    node: node('change-user-password'),
+    name: 'Change User Password',
+    allowed,
+    async step(req) {
+      if (req.forms.length === 0) {
+        return asking(form('form', [
+          { var: 'accountjid', type: 'jid-single', label: 'The Jabber ID for this account', required: true },
+          { var: 'password', type: 'text-private', label: 'The password for this account', required: true },
+        ], 'Changing a User Password', "Fill out this form to change a user's password."));
+      }
+      const f = submitted(req, ['accountjid', 'password']);
+      const j = accountJid(req.session, f.get('accountjid')![0]);
+      await mustExist(req.session, j);
+      try {
+        await req.session.ctx.accounts.setPassword(j.local, f.get('password')![0]);
+      } catch (err) {
+        throw accountError(err);
+      }
+      return { status: 'completed', note: { type: 'info', text: 'the password was changed' } };
+    },
+  };
+
+  const userStats: Command = {
+    node: node('user-stats'),
+    name: 'Get User Statistics',
+    allowed,
+    async step(req) {
+      if (req.forms.length === 0) {
+        return asking(form('form', [{ var: 'accountjid', type: 'jid-single', label: 'The Jabber ID for statistics', required: true }], 'Get User Statistics', 'Fill out this form to gather user statistics.'));
+      }
+      const f = submitted(req, ['accountjid']);
+      const j = accountJid(req.session, f.get('accountjid')![0]);
+      await mustExist(req.session, j);
+      const recs = await sessionsOf(req.session, j);
+      const { items } = await req.session.ctx.roster.get(j.local);
+      const resources = recs.map((r) => r.jid.slice(r.jid.indexOf('/') + 1)).sort();
+      return {
+        status: 'completed',
+        form: form('result', [
+          { var: 'accountjid', values: [`${j.local}@${j.domain}`] },
+          { var: 'onlineresources', label: "The names of an account's online sessions", values: resources },
+          { var: 'rostersize', label: 'Number of roster items for an account', values: [String(items.length)] },
+        ]),
+      };
+    },
+  };
+
+  const endSession: Command = {
+    node: node('end-user-session'),
+    name: 'End User Session',
+    allowed,
+    async step(req) {
+      if (req.forms.length === 0) return asking(form('form', [jidsField('The Jabber ID(s) for which to end sessions')], 'Ending a User Session', 'Fill out this form to end a user\'s session.'));
+      const f = submitted(req, ['accountjids']);
+      const targets = jids(f.get('accountjids')).map((v) => accountJid(req.session, v, true));
+      let ended = 0;
+      for (const j of targets) {
+        // XEP-0133 §4.5: a bare JID ends all of the user's sessions, a full JID only that one; on whatever node they are.
+        for (const rec of await sessionsOf(req.session, j)) {
+          req.session.ctx.router.kick(rec, 'policy-violation', 'your session was ended by an administrator');
+          ended++;
+        }
+      }
+      return { status: 'completed', note: { type: 'info', text: `${ended} session(s) ended` } };
+    },
+  };
+
+  const onlineList: Command = {
+    node: node('get-online-users-list'),
+    name: 'Get List of Online Users',
+    allowed,
+    async step(req) {
+      if (req.forms.length === 0) {
+        return asking(form('form', [{ var: 'max_items', type: 'list-single', label: 'Maximum number of items to show', options: ['25', '50', '75', '100', '150', '200', 'none'] }], 'Requesting List of Online Users', 'Fill out this form to request the online users of this service.'));
+      }
+      const f = submitted(req, []);
+      const raw = f.get('max_items')?.[0] ?? 'none';
+      const max = raw === 'none' ? MAX_LIST : Number(raw);
+      if (!Number.isSafeInteger(max) || max < 1) throw new CommandError('bad-request', 'bad-payload', 'max_items is a positive number or none');
+      const all = await onlineUsers(req.session);
+      const list = all.slice(0, Math.min(max, MAX_LIST));
+      return {
+        status: 'completed',
+        form: form('result', [{ var: 'onlineuserjids', type: 'jid-multi', label: 'The list of all online users', values: list }]),
+        ...(list.length < all.length ? { note: { type: 'info' as const, text: `${list.length} of ${all.length} shown` } } : {}),
+      };
+    },
+  };
+
+  const onlineNum: Command = {
+    node: node('get-online-users-num'),
+    name: 'Get Number of Online Users',
+    allowed,
+    async step(req) {
+      const n = (await onlineUsers(req.session)).length;
+      return { status: 'completed', form: form('result', [{ var: 'onlineusersnum', label: 'The number of online users', values: [String(n)] }]) };
+    },
+  };
+
+  const registeredNum: Command = {
+    node: node('get-registered-users-num'),
+    name: 'Get Number of Registered Users',
+    allowed,
+    async step(req) {
+      const n = (await req.session.ctx.accounts.list()).length;
+      return { status: 'completed', form: form('result', [{ var: 'registeredusersnum', label: 'The number of registered users', values: [String(n)] }]) };
+    },
+  };
+
+  const announce: Command = {
+    node: node('announce'),
+    name: 'Send Announcement to Online Users',
+    allowed,
+    async step(req) {
+      if (req.forms.length === 0) {
+        return asking(form('form', [{ var: 'announcement', type: 'text-multi', label: 'Announcement', required: true }], 'Making an Announcement', 'Fill out this form to make an announcement to all active users of this service.'));
+      }
+      const f = submitted(req, ['announcement']);
+      const text = f.get('announcement')!.join('\n');
+      if (text.length > MAX_ANNOUNCEMENT_CHARS) throw new CommandError('bad-request', 'bad-payload', `an announcement is at most ${MAX_ANNOUNCEMENT_CHARS} characters`);
+      const { registry, router, config } = req.session.ctx;
+      if (!registry.online) throw new StanzaError('feature-not-implemented', 'this registry cannot list sessions');
+      let sent = 0;
+      // To every session bound anywhere, routed to its full JID (its node and worker by the registry).
+      for (const jid of await registry.online(ONLINE_SCAN_MAX)) {
+        if (!jid.includes('@')) continue;
+        const msg = new Element('message', { from: config.domain, to: jid, type: 'headline' });
+        msg.c('body').t(text);
+        await router.routeInternal(msg);
+        sent++;
+      }
+      return { status: 'completed', note: { type: 'info', text: `sent to ${sent} session(s)` } };
+    },
+  };
+
+  return [addUser, deleteUser, changePassword, endSession, userStats, onlineList, onlineNum, registeredNum, announce];
+}
+
