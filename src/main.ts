@@ -98,19 +98,22 @@ async function removeUser(config: Config, accounts: AccountStore, name: string):
   const { openRosterStore } = await import('./roster/open.ts');
   const { openOfflineStore } = await import('./offline/open.ts');
   const { openArchiveStore } = await import('./mam/open.ts');
+  const { openPersonalStore } = await import('./personal/open.ts');
   // A store the server never created holds nothing for the account.
   const existing = { existing: true };
   const ifExists = <T,>(p: Promise<T>) => p.catch((err: unknown) => (err instanceof StoreMissingError ? undefined : Promise.reject(err)));
   const roster = await ifExists(openRosterStore(config, existing));
   const offline = await ifExists(openOfflineStore(config, existing));
   const archive = await ifExists(openArchiveStore(config, existing));
+  const personal = await ifExists(openPersonalStore(config, existing));
   let notice: RemovalNotice | undefined;
   try {
-    notice = await removeAccount({ accounts, roster, offline, archive }, config.domain, name, config.maxRosterItems);
+    notice = await removeAccount({ accounts, roster, offline, archive, personal }, config.domain, name, config.maxRosterItems);
   } finally {
     await roster?.close();
     await offline?.close();
     await archive?.close();
+    await personal?.close();
   }
   if (!notice) return false;
   await announceRemoval(config, notice);
@@ -141,6 +144,7 @@ async function portable(config: Config, accounts: AccountStore, sub: 'export' | 
   const { openRosterStore } = await import('./roster/open.ts');
   const { openOfflineStore } = await import('./offline/open.ts');
   const { openArchiveStore } = await import('./mam/open.ts');
+  const { openPersonalStore } = await import('./personal/open.ts');
   const { exportFile, importFiles, summary, Xep0227Error, ImportFailedError } = await import('./storage/xep0227.ts');
   const roster = await openRosterStore(config, { existing: true });
   const offline = await openOfflineStore(config, { existing: true }).catch(async (err: unknown) => {
@@ -152,11 +156,18 @@ async function portable(config: Config, accounts: AccountStore, sub: 'export' | 
     await offline.close();
     throw err;
   });
-  const stores = { accounts, roster, offline, archive };
+  // Made if missing: a server from before vCards has none yet, and an import fills it.
+  const personal = await openPersonalStore(config).catch(async (err: unknown) => {
+    await roster.close();
+    await offline.close();
+    await archive.close();
+    throw err;
+  });
+  const stores = { accounts, roster, offline, archive, personal };
   try {
     if (sub === 'export') {
       const c = await exportFile(args[0], stores, config.domain);
-      console.log(`exported ${c.accounts} accounts, ${c.rosterItems} roster items, ${c.pending} pending subscription requests, ${c.offline} offline messages, ${c.archived} archived messages to ${args[0]}`);
+      console.log(`exported ${c.accounts} accounts, ${c.rosterItems} roster items, ${c.pending} pending subscription requests, ${c.offline} offline messages, ${c.archived} archived messages, ${c.vcards} vCards, ${c.privateXml} namespaces of private XML to ${args[0]}`);
       return 0;
     }
     const files = args.filter((a) => !IMPORT_FLAGS.includes(a));
@@ -193,6 +204,7 @@ async function portable(config: Config, accounts: AccountStore, sub: 'export' | 
     await roster.close();
     await offline.close();
     await archive.close();
+    await personal.close();
   }
 }
 

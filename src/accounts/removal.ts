@@ -14,6 +14,7 @@ import type { RosterStore, RosterItem, SubState } from '../roster/store.ts';
 import { composeState, splitState } from '../roster/store.ts';
 import type { OfflineStore } from '../offline/store.ts';
 import type { ArchiveStore } from '../mam/store.ts';
+import type { PersonalStore } from '../personal/store.ts';
 import { INBOUND, receivesFrom, sendsTo } from '../presence/subscription.ts';
 import { log } from '../log.ts';
 
@@ -59,6 +60,7 @@ export interface RemovalStores {
   roster?: RosterStore;
   offline?: OfflineStore;
   archive?: ArchiveStore;
+  personal?: PersonalStore;
 }
 
 /**
@@ -86,6 +88,8 @@ export async function removeAccount(stores: RemovalStores, domain: string, name:
     await stores.offline?.removeAll(user);
     // XEP-0313 archive: the account's own copy of its conversations (its contacts keep theirs).
     await stores.archive?.removeAll(user);
+    // Its vCard and private XML (XEP-0054, XEP-0049).
+    await stores.personal?.removeAll(user);
   } catch (err) {
     // The account is gone: its sessions must end all the same. What could
     // not be changed for its contacts is reported, not undone.

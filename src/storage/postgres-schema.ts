@@ -134,4 +134,24 @@ export const MIGRATIONS: readonly Migration[] = [
         ADD CONSTRAINT accounts_some_verifiers CHECK (sha1_stored_key IS NOT NULL OR sha256_stored_key IS NOT NULL);
     `,
   },
+  {
+    version: 8,
+    name: 'vCards and private XML',
+    // XEP-0054 and XEP-0049 (personal/store.ts): one vCard per account, with
+    // the SHA-1 of its photo (XEP-0153), and one value per namespace of
+    // private XML.
+    sql: `
+      CREATE TABLE vcards (
+        username text PRIMARY KEY,
+        vcard text NOT NULL,
+        photo_hash text NOT NULL
+      );
+      CREATE TABLE private_xml (
+        username text NOT NULL,
+        ns text NOT NULL,
+        xml text NOT NULL,
+        PRIMARY KEY (username, ns)
+      );
+    `,
+  },
 ];

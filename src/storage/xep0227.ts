@@ -11,6 +11,8 @@
 //         <query xmlns='jabber:iq:roster'><item jid subscription ask name><group/></item></query>
 //         <presence type='subscribe' from='...'/>         a request the user has not answered
 //         <offline-messages><message>...<delay/></message></offline-messages>
+//         <vCard xmlns='vcard-temp'>...</vCard>              the vCard (XEP-0054), as the user set it
+//         <query xmlns='jabber:iq:private'>...</query>       private XML (XEP-0049), every namespace's elements
 //         <archive xmlns='urn:xmpp:pie:0#mam'>              the message archive (XEP-0227 1.1 §"Message Archive"),
 //           <result xmlns='urn:xmpp:mam:2' id='...'>        oldest first, as a MAM query's results
 //             <forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp/><message xmlns='jabber:client'/></forwarded>
@@ -41,8 +43,9 @@
 // with its stamp (a round trip keeps the ids clients hold); any other gets a
 // new one from its stamp, so the archive's order is the stamps' order.
 // Archiving preferences (XEP-0313 §6) have no place in the format: they are
-// neither written nor read. Vcards, private XML and PEP are not kept by this
-// server yet: they are counted as left out.
+// neither written nor read. PEP is not kept by this server yet: it is
+// counted as left out, as are private XML elements without a namespace of
+// their own or in a reserved one (modules/private.ts refuses them too).
 import { createReadStream, createWriteStream, renameSync, rmSync, statSync, readdirSync } from 'node:fs';
 import { once } from 'node:events';
 import { basename, dirname, join, resolve, sep } from 'node:path';
@@ -58,12 +61,17 @@ import { type RosterStore, type RosterItem, type Subscription, SUBSCRIPTIONS, ty
 import type { OfflineStore } from '../offline/store.ts';
 import { stamp, dateTime } from '../offline/offline.ts';
 import { type ArchiveStore, type ArchivedMessage, idAt, isArchiveId, stampOf } from '../mam/store.ts';
+import { type PersonalStore, type PrivateEntry, type StoredVcard, photoHash } from '../personal/store.ts';
 
 export const NS_PIE = 'urn:xmpp:pie:0';
 export const NS_PIE_SCRAM = 'urn:xmpp:pie:0#scram';
 export const NS_PIE_MAM = 'urn:xmpp:pie:0#mam';
 export const NS_MAM = 'urn:xmpp:mam:2';
 export const NS_ROSTER = 'jabber:iq:roster';
+export const NS_VCARD = 'vcard-temp';
+export const NS_PRIVATE = 'jabber:iq:private';
+/** Namespaces private XML is not kept under (as modules/private.ts). */
+const PRIVATE_RESERVED = new Set([NS_CLIENT, 'jabber:server', NS_PRIVATE]);
 export const NS_XINCLUDE = 'http://www.w3.org/2001/XInclude';
 
 /** Bad input: names the element (and the file) at fault. */
@@ -76,6 +84,7 @@ export interface Xep0227Stores {
   roster: RosterStore;
   offline: OfflineStore;
   archive: ArchiveStore;
+  personal: PersonalStore;
 }
 
 export interface ImportOptions {
@@ -112,6 +121,9 @@ export interface ImportReport {
   offlineDropped: number;
   /** Messages of the users' archives (XEP-0313). */
   archived: number;
+  /** vCards (XEP-0054), and namespaces of private XML (XEP-0049). */
+  vcards: number;
+  privateXml: number;
   /** Accounts that existed here, left as they were (skipExisting). */
   skipped: string[];
   /** Hosts of the input that are not this server's, with their users' count. */
@@ -130,6 +142,8 @@ interface UserData {
   pending: { jid: string; stanza: string }[];
   /** Serialised messages, stamped. */
   offline: string[];
+  vcard?: StoredVcard;
+  private: PrivateEntry[];
   leftOut: string[];
 }
 
@@ -477,7 +491,8 @@ function archivedRow(el: Element, u: UserStart, domain: string, a: ArchiveRead):
 /** A <user> (what is held of it: all but its archive) checked and turned into what the stores take. */
 function readUser({ name, at, attrs }: UserStart, children: Element[], domain: string): UserData {
   const userBare = `${name}@${domain}`;
-  const data: UserData = { name, verifiers: {}, items: [], pending: [], offline: [], leftOut: [] };
+  const data: UserData = { name, verifiers: {}, items: [], pending: [], offline: [], private: [], leftOut: [] };
+  const privateXml = new Map<string, string[]>();
   if (attrs.password !== undefined && attrs.password !== '') data.password = attrs.password;
   const pendingFrom = new Set<string>();
   for (const el of children) {
@@ -525,8 +540,22 @@ function readUser({ name, at, attrs }: UserStart, children: Element[], domain: s
         // Kept with the stamp it came with (XEP-0203: when it was first stored); one of ours when it has none.
         data.offline.push((msg.getChild('delay', NS_DELAY) ? msg : stamp(msg, domain, new Date())).toString());
       }
+    } else if (el.name === 'vCard' && ns === NS_VCARD) {
+      const v = clone(el);
+      v.attrs.xmlns = NS_VCARD;
+      data.vcard = { xml: v.toString(), photoHash: photoHash(v) };
+    } else if (el.name === 'query' && ns === NS_PRIVATE) {
+      for (const c of el.getChildElements()) {
+        const cns = c.name.includes(':') ? undefined : c.attrs.xmlns;
+        if (cns === undefined || cns === '' || PRIVATE_RESERVED.has(cns)) {
+          data.leftOut.push(`query/${c.name}`);
+          continue;
+        }
+        privateXml.set(cns, [...(privateXml.get(cns) ?? []), c.toString()]);
+      }
     } else data.leftOut.push(el.name);
   }
+  for (const [ns, list] of [...privateXml].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) data.private.push({ ns, xml: list.join('') });
   if (!data.password && Object.keys(data.verifiers).length === 0) throw new Xep0227Error(`${at}: no password and no <scram-credentials>: the account could never log in`);
   return data;
 }
@@ -535,7 +564,7 @@ function readUser({ name, at, attrs }: UserStart, children: Element[], domain: s
 // Import
 
 function emptyReport(): ImportReport {
-  return { accounts: 0, fromPassword: 0, sha1Only: 0, rosterItems: 0, pending: 0, offline: 0, offlineDropped: 0, archived: 0, skipped: [], otherHosts: new Map(), leftOut: new Map() };
+  return { accounts: 0, fromPassword: 0, sha1Only: 0, rosterItems: 0, pending: 0, offline: 0, offlineDropped: 0, archived: 0, vcards: 0, privateXml: 0, skipped: [], otherHosts: new Map(), leftOut: new Map() };
 }
 
 /** Raised by importFiles when it stops part way: what was imported until then is in `report`. */
@@ -690,14 +719,20 @@ function tally(r: ImportReport, u: UserData, archived: number): void {
   r.pending += u.pending.length;
   r.offline += u.offline.length;
   r.archived += archived;
+  if (u.vcard) r.vcards++;
+  r.privateXml += u.private.length;
   for (const n of u.leftOut) r.leftOut.set(n, (r.leftOut.get(n) ?? 0) + 1);
 }
 
 /** Writes what is not the archive (written already), the account last; false when the account was created meanwhile. `u` is left with what was kept. */
-async function writeUser(u: UserData, { accounts, roster, offline, archive }: Xep0227Stores, opts: ImportOptions, report: ImportReport): Promise<boolean> {
+async function writeUser(u: UserData, { accounts, roster, offline, archive, personal }: Xep0227Stores, opts: ImportOptions, report: ImportReport): Promise<boolean> {
   // No account: whatever a store holds under the name is what an import stopped part way left.
   await roster.removeAll(u.name);
   await offline.removeAll(u.name);
+  await personal.removeAll(u.name);
+  if (u.vcard) await personal.setVcard(u.name, u.vcard);
+  // The per-account limits are the protocol's (modules/private.ts): an import keeps what the old server kept.
+  if (u.private.length > 0) await personal.setPrivateXml(u.name, u.private, Number.MAX_SAFE_INTEGER);
   const max = opts.maxRosterItems;
   for (const item of u.items) {
     await roster.set(u.name, { jid: item.jid, ...(item.name !== undefined ? { name: item.name } : {}), groups: item.groups }, max, opts.maxRosterBytes);
@@ -720,6 +755,7 @@ async function writeUser(u: UserData, { accounts, roster, offline, archive }: Xe
     await roster.removeAll(u.name).catch(() => {});
     await offline.removeAll(u.name).catch(() => {});
     await archive.removeAll(u.name).catch(() => {});
+    await personal.removeAll(u.name).catch(() => {});
     report.skipped.push(u.name);
     return false;
   }
@@ -729,7 +765,7 @@ async function writeUser(u: UserData, { accounts, roster, offline, archive }: Xe
 }
 
 export function summary(r: ImportReport): string {
-  return `${r.accounts} accounts (${r.fromPassword} from a plaintext password, ${r.sha1Only} with SCRAM-SHA-1 only), ${r.rosterItems} roster items, ${r.pending} pending subscription requests, ${r.offline} offline messages, ${r.archived} archived messages`;
+  return `${r.accounts} accounts (${r.fromPassword} from a plaintext password, ${r.sha1Only} with SCRAM-SHA-1 only), ${r.rosterItems} roster items, ${r.pending} pending subscription requests, ${r.offline} offline messages, ${r.archived} archived messages, ${r.vcards} vCards, ${r.privateXml} namespaces of private XML`;
 }
 
 // ---------------------------------------------------------------------------
@@ -741,6 +777,8 @@ export interface ExportCounts {
   pending: number;
   offline: number;
   archived: number;
+  vcards: number;
+  privateXml: number;
 }
 
 const escAttr = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;').replace(/"/g, '&quot;');
@@ -797,15 +835,15 @@ function resultElement(m: ArchivedMessage): string {
 
 /**
  * Writes the accounts of `domain` (SCRAM verifiers, never a password),
- * their rosters, pending requests, offline messages and message archives
+ * their rosters, pending requests, offline messages, vCards, private XML and message archives
  * (not the archiving preferences: the format has no place for them) to
  * `file`, through a temporary file renamed at the end (a failed export
  * leaves no half file), readable by its owner only. One user is held at a
  * time, and of its offline messages and archive one page at a time.
  */
 export async function exportFile(file: string, stores: Xep0227Stores, domain: string): Promise<ExportCounts> {
-  const { accounts, roster, offline, archive } = stores;
-  const counts: ExportCounts = { accounts: 0, rosterItems: 0, pending: 0, offline: 0, archived: 0 };
+  const { accounts, roster, offline, archive, personal } = stores;
+  const counts: ExportCounts = { accounts: 0, rosterItems: 0, pending: 0, offline: 0, archived: 0, vcards: 0, privateXml: 0 };
   const tmp = `${file}.${process.pid}.tmp`;
   const out = createWriteStream(tmp, { mode: 0o600, flags: 'wx' });
   const opened = once(out, 'open');
@@ -834,6 +872,13 @@ export async function exportFile(file: string, stores: Xep0227Stores, domain: st
       for (const p of pending) parts.push(withClientNs(p.stanza));
       counts.rosterItems += r.items.length;
       counts.pending += pending.length;
+      // The vCard and private XML as the store keeps them: elements with their namespace written out.
+      const vcard = await personal.vcard(name);
+      if (vcard) parts.push(vcard.xml);
+      const priv = await personal.privateAll(name);
+      if (priv.length > 0) parts.push(`<query xmlns='${NS_PRIVATE}'>${priv.map((e) => e.xml).join('')}</query>`);
+      counts.vcards += vcard ? 1 : 0;
+      counts.privateXml += priv.length;
       await write(`<user name='${escAttr(name)}'>${parts.join('')}`);
       let after = '';
       let first = true;

@@ -17,6 +17,10 @@ import { openArchiveStore } from '../mam/open.ts';
 import type { ArchiveStore } from '../mam/store.ts';
 import { ArchiveWriter } from '../mam/writer.ts';
 import { mam } from '../modules/mam.ts';
+import { openPersonalStore } from '../personal/open.ts';
+import type { PersonalStore } from '../personal/store.ts';
+import { vcard } from '../modules/vcard.ts';
+import { privateStorage } from '../modules/private.ts';
 import { StorageClient, remoteStores } from '../storage/remote.ts';
 import type { AccountStore } from '../accounts/store.ts';
 import type { RosterStore } from '../roster/store.ts';
@@ -268,21 +272,21 @@ async function reconcile(c: WorkerContext): Promise<void> {
 }
 
 /** The durable stores: through the node's storage thread (SQLite), or PostgreSQL (XMPP_DATABASE_URL). */
-async function openStores(store: MessagePort | undefined): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore; archive: ArchiveStore; replace(port: MessagePort): void; close(): void }> {
+async function openStores(store: MessagePort | undefined): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore; archive: ArchiveStore; personal: PersonalStore; replace(port: MessagePort): void; close(): void }> {
   if (store) {
     const client = new StorageClient(store);
     return { ...(await remoteStores(client)), replace: (port) => client.replace(port), close: () => client.close() };
   }
   // All of them, or none left open (a store that opened keeps the thread's database pool).
-  const opened = await Promise.allSettled([openAccountStore(config), openRosterStore(config), openOfflineStore(config), openArchiveStore(config, { fulltext: config.mam && config.mamFulltext })]);
+  const opened = await Promise.allSettled([openAccountStore(config), openRosterStore(config), openOfflineStore(config), openArchiveStore(config, { fulltext: config.mam && config.mamFulltext }), openPersonalStore(config)]);
   const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) {
     await Promise.all(opened.map((r) => (r.status === 'fulfilled' ? r.value.close() : undefined)));
     throw failed.reason;
   }
-  const [a, r, o, m] = opened as [PromiseFulfilledResult<AccountStore>, PromiseFulfilledResult<RosterStore>, PromiseFulfilledResult<OfflineStore>, PromiseFulfilledResult<ArchiveStore>];
-  const [accounts, roster, offline, archive] = [a.value, r.value, o.value, m.value];
-  return { accounts, roster, offline, archive, replace: (port) => port.close(), close: () => void Promise.all([accounts.close(), roster.close(), offline.close(), archive.close()]) };
+  const [a, r, o, m, p] = opened as [PromiseFulfilledResult<AccountStore>, PromiseFulfilledResult<RosterStore>, PromiseFulfilledResult<OfflineStore>, PromiseFulfilledResult<ArchiveStore>, PromiseFulfilledResult<PersonalStore>];
+  const [accounts, roster, offline, archive, personal] = [a.value, r.value, o.value, m.value, p.value];
+  return { accounts, roster, offline, archive, personal, replace: (port) => port.close(), close: () => void Promise.all([accounts.close(), roster.close(), offline.close(), archive.close(), personal.close()]) };
 }
 
 async function join(hub: MessagePort, store: MessagePort | undefined): Promise<void> {
@@ -292,7 +296,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const registry = backend.registry;
   const peers = new Map<number, MessagePort>();
   const stores = await openStores(store);
-  const { roster: rosterStore, offline, accounts, archive } = stores;
+  const { roster: rosterStore, offline, accounts, archive, personal } = stores;
   // Batches of archive rows, written off the stanzas' way (mam/writer.ts).
   const archiveWriter = config.mam ? new ArchiveWriter({ store: archive, maxBuffered: config.mamMaxBuffered, batch: ARCHIVE_BATCH }) : undefined;
   const modules: ServerModule[] = [
@@ -302,6 +306,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     offlineStorage({ store: offline, domain: config.domain, max: config.maxOfflineMessages, maxBytes: config.maxOfflineBytes }),
     ...(archiveWriter ? [mam({ domain: config.domain, store: archive, writer: archiveWriter, roster: rosterStore, defaultMode: config.mamDefault, fulltext: config.mamFulltext })] : []),
     ping, version, register, sessionLegacy, carbons(() => router), csi(config.csiMaxHeld), sm,
+    vcard({ store: personal }), privateStorage({ store: personal }),
     roster({
       store: rosterStore,
       maxItems: config.maxRosterItems,
@@ -388,7 +393,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     detached,
     durable: backend.durable,
     resumption,
-    removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline, archive }, config.domain, user, config.maxRosterItems),
+    removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline, archive, personal }, config.domain, user, config.maxRosterItems),
     // Here first, whatever becomes of the announcement; then everywhere.
     announceRemoval: (notice) => {
       onRemoved(notice);

@@ -29,6 +29,8 @@ import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 import { PostgresRosterStore } from '../../src/roster/postgres.ts';
 import { PostgresOfflineStore } from '../../src/offline/postgres.ts';
 import { PostgresArchiveStore } from '../../src/mam/postgres.ts';
+import { SqlitePersonalStore } from '../../src/personal/sqlite.ts';
+import { PostgresPersonalStore } from '../../src/personal/postgres.ts';
 import type { ArchivedMessage, ArchiveStore } from '../../src/mam/store.ts';
 import type { Xep0227Stores } from '../../src/storage/xep0227.ts';
 
@@ -92,8 +94,8 @@ const isBody = (body: string) => (el: Element) => el.name === 'message' && el.ge
 
 function sqliteStores(server: TestServer): Xep0227Stores & { close(): void } {
   const d = server.config.dataDir;
-  const s = { accounts: SqliteAccountStore.open(join(d, 'accounts.sqlite'), 4096), roster: SqliteRosterStore.open(join(d, 'roster.sqlite')), offline: SqliteOfflineStore.open(join(d, 'offline.sqlite')), archive: SqliteArchiveStore.open(join(d, 'archive.sqlite')) };
-  return { ...s, close: () => [s.accounts, s.roster, s.offline, s.archive].forEach((x) => x.close()) };
+  const s = { accounts: SqliteAccountStore.open(join(d, 'accounts.sqlite'), 4096), roster: SqliteRosterStore.open(join(d, 'roster.sqlite')), offline: SqliteOfflineStore.open(join(d, 'offline.sqlite')), archive: SqliteArchiveStore.open(join(d, 'archive.sqlite')), personal: SqlitePersonalStore.open(join(d, 'personal.sqlite')) };
+  return { ...s, close: () => [s.accounts, s.roster, s.offline, s.archive, s.personal].forEach((x) => x.close()) };
 }
 
 /** Every row of an account's archive, in archive order, read from the store page by page. */
@@ -117,6 +119,8 @@ async function snapshot(s: Xep0227Stores) {
       pending: (await s.roster.pendingRequests(u)).map((p) => p.jid),
       offline: (await s.offline.peek!(u, '', 100)).map((m) => m.xml),
       archive: await archiveRows(s.archive, u),
+      vcard: await s.personal.vcard(u),
+      privateXml: await s.personal.privateAll(u),
     };
   }
   return out;
@@ -188,6 +192,30 @@ async function converse(t: ExecutionContext, server: TestServer, env: Record<str
   erin.c.send(`<message to='erin@${d}' type='normal' id='e-self'><body>a note to myself</body></message>`);
   erin.c.send(`<message to='alice@${d}' type='chat' id='e-alice'><body>for alice, offline</body></message>`);
   await barrier(erin, erin.c.items.length);
+  // Her vCard, with a photo (its hash kept too), and private XML of two namespaces (XEP-0049).
+  for (const inner of [
+    `<vCard xmlns='vcard-temp'><FN>Erin &amp; é</FN><PHOTO><TYPE>image/png</TYPE><BINVAL>${PHOTO}</BINVAL></PHOTO></vCard>`,
+    "<query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'><conference jid='room@muc.example.org' autojoin='true'><nick>erin</nick></conference></storage><x xmlns='example:prefs'>1</x><x xmlns='example:prefs'>2</x></query>",
+  ]) {
+    const id = uid('pd');
+    const r = await within(erin.c.request(`<iq type='set' id='${id}'>${inner}</iq>`, id), WAIT, 'erin: personal data');
+    t.is(r.attrs.type, 'result', r.toString());
+  }
+}
+
+const PHOTO = randomBytes(300).toString('base64');
+
+/** Erin's vCard and private XML over XMPP (XEP-0054, XEP-0049), serialised. */
+async function personalOf(t: ExecutionContext, server: TestServer): Promise<string[]> {
+  const erin = await peer(t, server, 'erin', 'erin-pw', 'personal');
+  const out: string[] = [];
+  for (const [type, inner] of [['get', "<vCard xmlns='vcard-temp'/>"], ['get', "<query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query>"], ['get', "<query xmlns='jabber:iq:private'><x xmlns='example:prefs'/></query>"]]) {
+    const id = uid('pd');
+    const r = await within(erin.c.request(`<iq type='${type}' id='${id}'>${inner}</iq>`, id), WAIT, 'erin: personal data');
+    t.is(r.attrs.type, 'result', r.toString());
+    out.push(r.children.map((c) => c.toString()).join(''));
+  }
+  return out;
 }
 
 interface Archived {
@@ -364,6 +392,8 @@ test('a round trip on SQLite: our export imported into a fresh server holds the 
   // A query waits for its worker's writes (one worker): everything is in the store before the export.
   const before = await archives(t, a);
   checkArchives(t, before, 'localhost');
+  const personal = await personalOf(t, a);
+  t.regex(personal[0], /<FN>Erin &amp; é<\/FN>/);
   const file = join(mkdtempSync(join(tmpdir(), 'xep0227-')), 'export.xml');
   t.teardown(() => rmSync(join(file, '..'), { recursive: true, force: true }));
   const e = await cli(a, ['user', 'export', file]);
@@ -373,16 +403,19 @@ test('a round trip on SQLite: our export imported into a fresh server holds the 
   t.false(text.includes('password'), 'no password attribute');
   const shape = /<user name='erin'>.*?<archive xmlns='urn:xmpp:pie:0#mam'><result xmlns='urn:xmpp:mam:2' id='[0-9a-f]{24}'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z'\/><message [^>]*xmlns="jabber:client"/;
   t.true(shape.test(text), "the archive as XEP-0227 §'Message Archive' has it");
+  t.regex(e.stdout, /, 1 vCards, 2 namespaces of private XML to /);
+  t.regex(text, /<user name='erin'>.*?<vCard xmlns="vcard-temp"><FN>Erin &amp; é<\/FN>.*?<\/vCard><query xmlns='jabber:iq:private'><x xmlns="example:prefs">1<\/x><x xmlns="example:prefs">2<\/x><storage xmlns="storage:bookmarks">/, 'the vCard and private XML in the user, as XEP-0227 has them');
   const b = await startTestServer({ XMPP_WORKERS: '1' });
   t.teardown(() => b.stop());
   const i = await cli(b, ['user', 'import', file]);
   t.is(i.code, 0, i.stderr);
-  t.regex(i.stdout, new RegExp(`imported 6 accounts .* 1 offline messages, ${2 * SENT + 5} archived messages`));
+  t.regex(i.stdout, new RegExp(`imported 6 accounts .* 1 offline messages, ${2 * SENT + 5} archived messages, 1 vCards, 2 namespaces of private XML`));
   const sa = sqliteStores(a);
   const sb = sqliteStores(b);
   t.teardown(() => [sa, sb].forEach((s) => s.close()));
   t.deepEqual(await snapshot(sb), await snapshot(sa), 'every archived row as it was (ids, stamps, with, direction, body, stanza)');
   t.deepEqual(await archives(t, b), before, 'the same messages, in the same order, with the same ids and stamps');
+  t.deepEqual(await personalOf(t, b), personal, 'the same vCard and private XML over XMPP');
   await checkScenario(t, b, { offline: true });
 });
 
@@ -394,25 +427,28 @@ test('a round trip on PostgreSQL: our export imported into a fresh database hold
   await converse(t, a, envA);
   const before = await archives(t, a);
   checkArchives(t, before, 'localhost');
+  const personal = await personalOf(t, a);
   const file = join(mkdtempSync(join(tmpdir(), 'xep0227-')), 'export.xml');
   t.teardown(() => rmSync(join(file, '..'), { recursive: true, force: true }));
   const e = await cli(a, ['user', 'export', file], envA);
   t.is(e.code, 0, e.stderr);
-  t.regex(e.stdout, new RegExp(`exported 6 accounts, .* ${2 * SENT + 5} archived messages`));
+  t.regex(e.stdout, new RegExp(`exported 6 accounts, .* ${2 * SENT + 5} archived messages, 1 vCards, 2 namespaces of private XML`));
   const b = await startTestServer({ XMPP_WORKERS: '1', XMPP_DATABASE_URL: await pgServer.database() });
   t.teardown(() => b.stop());
   const i = await cli(b, ['user', 'import', file], { XMPP_DATABASE_URL: b.config.databaseUrl! });
   t.is(i.code, 0, i.stderr);
-  const open = async (url: string) => ({ accounts: await PostgresAccountStore.open(url, 4096), roster: await PostgresRosterStore.open(url), offline: await PostgresOfflineStore.open(url), archive: await PostgresArchiveStore.open(url) });
+  const open = async (url: string) => ({ accounts: await PostgresAccountStore.open(url, 4096), roster: await PostgresRosterStore.open(url), offline: await PostgresOfflineStore.open(url), archive: await PostgresArchiveStore.open(url), personal: await PostgresPersonalStore.open(url) });
   const sa = await open(a.config.databaseUrl!);
   const sb = await open(b.config.databaseUrl!);
   t.teardown(async () => {
-    for (const s of [sa, sb]) for (const x of [s.accounts, s.roster, s.offline, s.archive]) await x.close();
+    for (const s of [sa, sb]) for (const x of [s.accounts, s.roster, s.offline, s.archive, s.personal]) await x.close();
   });
   const snap = await snapshot(sa);
   t.is(Object.keys(snap).length, 6);
   t.deepEqual(await snapshot(sb), snap);
+  t.truthy((snap.erin as { vcard?: { photoHash: string } }).vcard?.photoHash.match(/^[0-9a-f]{40}$/), "the photo's hash kept (XEP-0153)");
   t.deepEqual(await archives(t, b), before, 'the same messages, in the same order, with the same ids and stamps');
+  t.deepEqual(await personalOf(t, b), personal, 'the same vCard and private XML over XMPP');
   await checkScenario(t, b, { offline: true });
 });
 

@@ -1,0 +1,71 @@
+// The personal data store in PostgreSQL, for a cluster: the SQLite store's
+// tables and rules on the schema of migration 8 (storage/postgres-schema.ts).
+// setPrivateXml holds a lock of the account's private XML
+// (pg_advisory_xact_lock) for its transaction, so that the count of
+// namespaces checked against the limit is the one written to.
+import type pg from 'pg';
+import { acquirePool, transaction } from '../storage/postgres.ts';
+import { type PersonalStore, type PrivateEntry, type StoredVcard, PrivateStorageFullError } from './store.ts';
+
+export class PostgresPersonalStore implements PersonalStore {
+  private readonly pool: pg.Pool;
+  private readonly releasePool: () => Promise<void>;
+  private closing: Promise<void> | undefined;
+
+  private constructor(pool: pg.Pool, release: () => Promise<void>) {
+    this.pool = pool;
+    this.releasePool = release;
+  }
+
+  /** Opens the thread's shared pool (storage/postgres.ts), the schema brought up to date. */
+  static async open(url: string): Promise<PostgresPersonalStore> {
+    const { pool, release } = await acquirePool(url);
+    return new PostgresPersonalStore(pool, release);
+  }
+
+  async vcard(user: string): Promise<StoredVcard | undefined> {
+    const row = (await this.pool.query<{ vcard: string; photo_hash: string }>('SELECT vcard, photo_hash FROM vcards WHERE username = $1', [user])).rows[0];
+    return row ? { xml: row.vcard, photoHash: row.photo_hash } : undefined;
+  }
+
+  async setVcard(user: string, vcard: StoredVcard): Promise<void> {
+    await this.pool.query('INSERT INTO vcards (username, vcard, photo_hash) VALUES ($1, $2, $3) ON CONFLICT (username) DO UPDATE SET vcard = excluded.vcard, photo_hash = excluded.photo_hash', [user, vcard.xml, vcard.photoHash]);
+  }
+
+  async privateXml(user: string, ns: string): Promise<string | undefined> {
+    return (await this.pool.query<{ xml: string }>('SELECT xml FROM private_xml WHERE username = $1 AND ns = $2', [user, ns])).rows[0]?.xml;
+  }
+
+  async setPrivateXml(user: string, entries: PrivateEntry[], maxNamespaces: number): Promise<void> {
+    await transaction(this.pool, `private:${user}`, async (c) => {
+      let added = false;
+      for (const e of entries) {
+        if (e.xml === '') {
+          await c.query('DELETE FROM private_xml WHERE username = $1 AND ns = $2', [user, e.ns]);
+          continue;
+        }
+        const r = await c.query<{ inserted: boolean }>('INSERT INTO private_xml (username, ns, xml) VALUES ($1, $2, $3) ON CONFLICT (username, ns) DO UPDATE SET xml = excluded.xml RETURNING (xmax = 0) AS inserted', [user, e.ns, e.xml]);
+        if (r.rows[0].inserted) added = true;
+      }
+      // After the writes, which the throw rolls back.
+      if (added && Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM private_xml WHERE username = $1', [user])).rows[0].n) > maxNamespaces) throw new PrivateStorageFullError(maxNamespaces);
+    });
+  }
+
+  async privateAll(user: string): Promise<PrivateEntry[]> {
+    // COLLATE "C": the order SQLite gives (bytewise), whatever the database's collation.
+    return (await this.pool.query<PrivateEntry>('SELECT ns, xml FROM private_xml WHERE username = $1 ORDER BY ns COLLATE "C"', [user])).rows.map((r) => ({ ns: r.ns, xml: r.xml }));
+  }
+
+  async removeAll(user: string): Promise<void> {
+    await transaction(this.pool, `private:${user}`, async (c) => {
+      await c.query('DELETE FROM vcards WHERE username = $1', [user]);
+      await c.query('DELETE FROM private_xml WHERE username = $1', [user]);
+    });
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.releasePool();
+    return this.closing;
+  }
+}

@@ -1,0 +1,67 @@
+// The personal data store's contract (personal/store.ts: vCards and private
+// XML), run against every backend: SQLite (sqlite.test.ts) and PostgreSQL
+// (postgres.test.ts).
+import test from 'ava';
+import type { ExecutionContext } from 'ava';
+import type { PersonalStore } from '../../src/personal/store.ts';
+import { PrivateStorageFullError } from '../../src/personal/store.ts';
+
+export type OpenPersonal = (t: ExecutionContext) => Promise<PersonalStore>;
+
+const vcard = (fn: string) => ({ xml: `<vCard xmlns="vcard-temp"><FN>${fn}</FN></vCard>`, photoHash: '' });
+
+export function personalStoreContract(label: string, open: OpenPersonal): void {
+  const title = (s: string) => `${label}: ${s}`;
+
+  test(title('a vCard is kept per account and replaced whole'), async (t) => {
+    const s = await open(t);
+    t.is(await s.vcard('alice'), undefined);
+    await s.setVcard('alice', vcard('Alice'));
+    await s.setVcard('bob', { xml: '<vCard xmlns="vcard-temp"><FN>Bob</FN></vCard>', photoHash: 'ab'.repeat(20) });
+    t.deepEqual(await s.vcard('alice'), vcard('Alice'));
+    await s.setVcard('alice', vcard('Alice \u00e9 <&>'));
+    t.deepEqual(await s.vcard('alice'), vcard('Alice \u00e9 <&>'));
+    t.is((await s.vcard('bob'))?.photoHash, 'ab'.repeat(20));
+  });
+
+  test(title('private XML: one value per namespace, set several at once, an empty value removes the namespace'), async (t) => {
+    const s = await open(t);
+    t.is(await s.privateXml('alice', 'storage:bookmarks'), undefined);
+    await s.setPrivateXml('alice', [{ ns: 'storage:bookmarks', xml: '<storage xmlns="storage:bookmarks"/>' }, { ns: 'a:prefs', xml: '<p xmlns="a:prefs">1</p><p xmlns="a:prefs">2</p>' }], 10);
+    t.is(await s.privateXml('alice', 'a:prefs'), '<p xmlns="a:prefs">1</p><p xmlns="a:prefs">2</p>');
+    t.is(await s.privateXml('bob', 'a:prefs'), undefined, "another account's is its own");
+    await s.setPrivateXml('alice', [{ ns: 'a:prefs', xml: '<p xmlns="a:prefs">3</p>' }], 10);
+    t.is(await s.privateXml('alice', 'a:prefs'), '<p xmlns="a:prefs">3</p>');
+    t.deepEqual((await s.privateAll('alice')).map((e) => e.ns), ['a:prefs', 'storage:bookmarks'], 'sorted by namespace');
+    await s.setPrivateXml('alice', [{ ns: 'storage:bookmarks', xml: '' }], 10);
+    t.deepEqual(await s.privateAll('alice'), [{ ns: 'a:prefs', xml: '<p xmlns="a:prefs">3</p>' }]);
+  });
+
+  test(title('private XML: more namespaces than allowed changes nothing; replacing one at the limit is allowed'), async (t) => {
+    const s = await open(t);
+    await s.setPrivateXml('alice', [{ ns: 'n:1', xml: '<a xmlns="n:1"/>' }, { ns: 'n:2', xml: '<a xmlns="n:2"/>' }], 2);
+    const err = await t.throwsAsync(s.setPrivateXml('alice', [{ ns: 'n:2', xml: '<b xmlns="n:2"/>' }, { ns: 'n:3', xml: '<a xmlns="n:3"/>' }], 2));
+    t.is(err?.name, 'PrivateStorageFullError');
+    t.true(err instanceof PrivateStorageFullError);
+    t.is(await s.privateXml('alice', 'n:2'), '<a xmlns="n:2"/>', 'the whole set rolled back');
+    t.is(await s.privateXml('alice', 'n:3'), undefined);
+    await s.setPrivateXml('alice', [{ ns: 'n:2', xml: '<c xmlns="n:2"/>' }], 2);
+    t.is(await s.privateXml('alice', 'n:2'), '<c xmlns="n:2"/>');
+    // One removed and one added in a set: within the limit.
+    await s.setPrivateXml('alice', [{ ns: 'n:1', xml: '' }, { ns: 'n:3', xml: '<a xmlns="n:3"/>' }], 2);
+    t.deepEqual((await s.privateAll('alice')).map((e) => e.ns), ['n:2', 'n:3']);
+  });
+
+  test(title('removeAll takes the vCard and the private XML of that account only'), async (t) => {
+    const s = await open(t);
+    for (const u of ['alice', 'bob']) {
+      await s.setVcard(u, vcard(u));
+      await s.setPrivateXml(u, [{ ns: 'x:y', xml: `<z xmlns="x:y">${u}</z>` }], 10);
+    }
+    await s.removeAll('alice');
+    t.is(await s.vcard('alice'), undefined);
+    t.deepEqual(await s.privateAll('alice'), []);
+    t.deepEqual(await s.vcard('bob'), vcard('bob'));
+    t.is(await s.privateXml('bob', 'x:y'), '<z xmlns="x:y">bob</z>');
+  });
+}
