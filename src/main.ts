@@ -98,6 +98,7 @@ async function removeUser(config: Config, accounts: AccountStore, name: string):
   const { openRosterStore } = await import('./roster/open.ts');
   const { openOfflineStore } = await import('./offline/open.ts');
   const { openArchiveStore } = await import('./mam/open.ts');
+  const { openBlockStore } = await import('./blocking/open.ts');
   const { openPersonalStore } = await import('./personal/open.ts');
   // A store the server never created holds nothing for the account.
   const existing = { existing: true };
@@ -105,14 +106,16 @@ async function removeUser(config: Config, accounts: AccountStore, name: string):
   const roster = await ifExists(openRosterStore(config, existing));
   const offline = await ifExists(openOfflineStore(config, existing));
   const archive = await ifExists(openArchiveStore(config, existing));
+  const blocking = await ifExists(openBlockStore(config, existing));
   const personal = await ifExists(openPersonalStore(config, existing));
   let notice: RemovalNotice | undefined;
   try {
-    notice = await removeAccount({ accounts, roster, offline, archive, personal }, config.domain, name, config.maxRosterItems);
+    notice = await removeAccount({ accounts, roster, offline, archive, blocking, personal }, config.domain, name, config.maxRosterItems);
   } finally {
     await roster?.close();
     await offline?.close();
     await archive?.close();
+    await blocking?.close();
     await personal?.close();
   }
   if (!notice) return false;

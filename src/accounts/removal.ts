@@ -14,6 +14,7 @@ import type { RosterStore, RosterItem, SubState } from '../roster/store.ts';
 import { composeState, splitState } from '../roster/store.ts';
 import type { OfflineStore } from '../offline/store.ts';
 import type { ArchiveStore } from '../mam/store.ts';
+import type { BlockStore } from '../blocking/store.ts';
 import type { PersonalStore } from '../personal/store.ts';
 import { INBOUND, receivesFrom, sendsTo } from '../presence/subscription.ts';
 import { log } from '../log.ts';
@@ -60,6 +61,7 @@ export interface RemovalStores {
   roster?: RosterStore;
   offline?: OfflineStore;
   archive?: ArchiveStore;
+  blocking?: BlockStore;
   personal?: PersonalStore;
 }
 
@@ -88,6 +90,8 @@ export async function removeAccount(stores: RemovalStores, domain: string, name:
     await stores.offline?.removeAll(user);
     // XEP-0313 archive: the account's own copy of its conversations (its contacts keep theirs).
     await stores.archive?.removeAll(user);
+    // XEP-0191: its blocklist (every worker drops its copy through the modules' removed hook).
+    await stores.blocking?.unblockAll(user);
     // Its vCard and private XML (XEP-0054, XEP-0049).
     await stores.personal?.removeAll(user);
   } catch (err) {

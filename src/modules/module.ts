@@ -13,6 +13,7 @@
 import type { Element } from 'ltx';
 import type { SessionRecord } from '../registry/registry.ts';
 import type { StanzaError } from '../xmpp/errors.ts';
+import type { Jid } from '../xmpp/jid.ts';
 import type { Out, Session } from '../session/session.ts';
 
 /**
@@ -58,6 +59,14 @@ export type OfflineHook = (local: string, el: Element) => Promise<Kept>;
 export type DeliveringHook = (el: Element, local: string) => StanzaError | undefined | Promise<StanzaError | undefined>;
 /** A stanza from a peer server or a component, before it is routed: the module may change it (as inbound does for a client's). */
 export type ForeignHook = (el: Element) => void;
+/**
+ * What a module decides of a stanza about to be routed to `to` (from a
+ * client, a peer server, a component, or the server on an account's
+ * behalf): nothing, 'drop' (silently), or a StanzaError for its sender.
+ * Synchronous when nothing needs reading (the hot path).
+ */
+export type Verdict = undefined | 'drop' | StanzaError;
+export type GuardHook = (el: Element, to: Jid) => Verdict | Promise<Verdict>;
 
 export interface ServerModule {
   features: string[];
@@ -94,6 +103,10 @@ export interface ServerModule {
   routed?: RoutedHook;
   delivering?: DeliveringHook;
   foreign?: ForeignHook;
+  /** Every stanza routed to an address (XEP-0191: blocked ones refused or dropped). In module order; the first verdict stops it. */
+  guard?: GuardHook;
+  /** What the module keeps for an account changed on another worker or node (Router.changed), or ('*') anything may have: its copy goes. Run on every worker. */
+  changed?: (kind: string, user: string) => void;
   /** An account was removed (on any node): what the module holds for it goes. Run on every worker. */
   removed?: (user: string) => void;
   /** The one place undeliverable messages are kept (offline storage); the first module that has it. */
@@ -114,12 +127,14 @@ export interface Hooks {
   routed: RoutedHook[];
   delivering: DeliveringHook[];
   foreign: ForeignHook[];
+  guard: GuardHook[];
+  changed: ((kind: string, user: string) => void)[];
   removed: ((user: string) => void)[];
   offline: OfflineHook | undefined;
 }
 
 export function hooksOf(modules: ServerModule[]): Hooks {
-  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), negotiating: new Map(), immediate: new Map(), outbound: [], detached: [], inbound: [], routed: [], delivering: [], foreign: [], removed: [], offline: undefined };
+  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), negotiating: new Map(), immediate: new Map(), outbound: [], detached: [], inbound: [], routed: [], delivering: [], foreign: [], removed: [], guard: [], changed: [], offline: undefined };
   for (const m of modules) {
     if (m.streamFeatures) hooks.streamFeatures.push(m.streamFeatures);
     for (const [k, h] of Object.entries(m.nonzas ?? {})) hooks.nonzas.set(k, h);
@@ -131,6 +146,8 @@ export function hooksOf(modules: ServerModule[]): Hooks {
     if (m.routed) hooks.routed.push(m.routed);
     if (m.delivering) hooks.delivering.push(m.delivering);
     if (m.foreign) hooks.foreign.push(m.foreign);
+    if (m.guard) hooks.guard.push(m.guard);
+    if (m.changed) hooks.changed.push(m.changed);
     if (m.removed) hooks.removed.push(m.removed);
     hooks.offline ??= m.offline;
   }

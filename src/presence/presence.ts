@@ -118,6 +118,8 @@ export interface PresenceDeps {
   maxDirected: number;
   /** Whether stanzas to other domains go anywhere (XMPP_S2S). */
   federation: boolean;
+  /** XEP-0191: whether presence from `from` to `to` is blocked, either way (the blocking module); synchronous when nothing needs reading. */
+  blocked?: (from: string, to: string) => boolean | Promise<boolean>;
 }
 
 /** A session that ended in a place where no actor is left to speak for it (its node died). */
@@ -474,7 +476,7 @@ export class PresenceService {
     for (const bare of bares) {
       if (!this.isLocal(bare)) {
         // A subscriber on a peer server: one copy to its bare JID, which its server fans out (§4.2.2).
-        if (this.d.federation) {
+        if (this.d.federation && !(await this.isBlocked(el, bare))) {
           const copy = clone(el);
           copy.attrs.to = bare;
           await this.r.routeInternal(copy);
@@ -486,13 +488,24 @@ export class PresenceService {
       // One copy per contact: delivery only reads it.
       const copy = clone(el);
       copy.attrs.to = bare;
-      for (const rec of recs) if (rec.sid !== self?.id) this.r.deliver(rec, copy, 'available');
+      for (const rec of recs) {
+        if (rec.sid === self?.id) continue;
+        // Read nothing (no await) when neither side blocks anyone.
+        const blocked = this.isBlocked(el, rec.jid);
+        if (blocked === true || (blocked !== false && (await blocked))) continue;
+        this.r.deliver(rec, copy, 'available');
+      }
     }
     if (self && echo) {
       const copy = clone(el);
       copy.attrs.to = self.bare!;
       self.deliver(copy.toString(), { live: false });
     }
+  }
+
+  /** XEP-0191 §5.3: presence neither to nor from a blocked JID. */
+  private isBlocked(el: Element, to: string): boolean | Promise<boolean> {
+    return this.d.blocked ? this.d.blocked(el.attrs.from, to) : false;
   }
 
   private async broadcastAvailable(el: Element, s: PresenceSession): Promise<void> {

@@ -28,6 +28,8 @@ export const K = {
   inv: 'xmpp:inv',
   /** channel: an account was removed (accounts/removal.ts), for every worker of every node */
   removed: 'xmpp:removed',
+  /** channel: what a module keeps for an account changed (a blocklist, XEP-0191): every worker of every node drops its copy */
+  changed: 'xmpp:changed',
   directed: (sid: string) => `xmpp:dp:${sid}`,
   channel: (node: string, worker: number) => `xmpp:c:${node}:${worker}`,
   sm: (sid: string) => `xmpp:sm:${sid}`,

@@ -15,7 +15,7 @@ import { StanzaError, StreamError, errorReply } from '../xmpp/errors.ts';
 import { parseJid, JidError } from '../xmpp/jid.ts';
 import type { Jid } from '../xmpp/jid.ts';
 import type { SessionRecord, SessionRegistry } from '../registry/registry.ts';
-import type { ServerModule, IqHandler, RemoteIqHandler } from '../modules/module.ts';
+import type { ServerModule, IqHandler, RemoteIqHandler, Verdict } from '../modules/module.ts';
 import type { Session, CloseReason, Reroute } from '../session/session.ts';
 import type { Envelope, Only } from '../worker/wire.ts';
 import { contentless } from '../xmpp/content.ts';
@@ -217,6 +217,10 @@ export class Router implements PresenceRouting {
     }
     try {
       for (const hook of this.hooks.foreign) hook(el);
+      // The modules' guards (XEP-0191) first: presence and iq to an account are answered without route().
+      const verdict = await this.guarded(el, to);
+      if (verdict === 'drop') return;
+      if (verdict) return this.reject(undefined, el, verdict);
       if (el.name === 'presence' && to.domain === this.d.domain && (await this.presence.fromRemote(el, to))) return;
       if (el.name === 'iq' && to.domain === this.d.domain && !to.resource && (el.attrs.type === 'get' || el.attrs.type === 'set')) return await this.remoteIq(el, to);
       await this.route(el, to, undefined);
@@ -260,6 +264,13 @@ export class Router implements PresenceRouting {
   }
 
   private async route(el: Element, to: Jid, sender: Session | undefined, opts: DeliverOptions = {}): Promise<void> {
+    if (this.hooks.guard.length > 0) {
+      // The modules' guards (XEP-0191 blocking); synchronous when they need read nothing.
+      let verdict = this.guarded(el, to);
+      if (verdict instanceof Promise) verdict = await verdict;
+      if (verdict === 'drop') return;
+      if (verdict) return this.reject(sender, el, verdict);
+    }
     if (to.domain !== this.d.domain) {
       if (this.d.componentDomains.has(to.domain)) return this.toComponent(el, to.domain, sender);
       if (!this.federation) return this.reject(sender, el, new StanzaError('remote-server-not-found', `${to.domain} is not served here and federation is off`));
@@ -359,6 +370,31 @@ export class Router implements PresenceRouting {
       if (refused) return refused;
     }
     return undefined;
+  }
+
+  /** The modules' guards on a stanza about to be routed to `to` (ServerModule.guard): the first verdict. */
+  private guarded(el: Element, to: Jid): Verdict | Promise<Verdict> {
+    for (let i = 0; i < this.hooks.guard.length; i++) {
+      const v = this.hooks.guard[i](el, to);
+      if (v instanceof Promise) return this.guardedAsync(el, to, v, i);
+      if (v) return v;
+    }
+    return undefined;
+  }
+
+  private async guardedAsync(el: Element, to: Jid, first: Promise<Verdict>, at: number): Promise<Verdict> {
+    const v = await first;
+    if (v) return v;
+    for (let i = at + 1; i < this.hooks.guard.length; i++) {
+      const w = await this.hooks.guard[i](el, to);
+      if (w) return w;
+    }
+    return undefined;
+  }
+
+  /** What a module keeps for an account changed elsewhere (an envelope from another worker, a Redis notice): every module's copy goes. */
+  changed(kind: string, user: string): void {
+    for (const h of this.hooks.changed) h(kind, user);
   }
 
   /** A message to an account of this server was handed to these sessions: the modules' after-routing hooks (carbons copy it). */
@@ -613,6 +649,7 @@ export class Router implements PresenceRouting {
       if (!s.rosterRequested) return false; // not an interested resource (RFC 6121 §2.1.6)
     }
     if (only === 'carbons' && !s.carbons) return false; // XEP-0280: carbons not enabled
+    if (only === 'blocklist' && !s.blocklistRequested) return false; // XEP-0191 §5.3: only resources that requested the blocklist
     if (only === 'available' && !s.availableNow) return false;
     if (only === 'subscription' && !s.availableNow && !s.rosterRequested) return false;
     return s.deliver(xml, { live: !opts.solicited, reroute: opts.reroute });
@@ -689,6 +726,7 @@ export class Router implements PresenceRouting {
       else if (env.t === 's2s') this.undeliverableRemote(env.xml);
       return;
     }
+    if (env.t === 'changed') return this.changed(env.kind, env.user);
     if (env.t === 'take') return this.resumption?.onTake(env);
     if (env.t === 'taken') return this.resumption?.onTaken(env);
     // Sent by a view of the registry from before the session moved: passed

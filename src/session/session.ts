@@ -41,6 +41,8 @@ export interface SessionState {
   directed?: string[];
   carbons: boolean;
   rosterRequested: boolean;
+  /** XEP-0191 §5.2: this resource requested the blocklist: it gets blocklist pushes. */
+  blocklistRequested?: boolean;
   createdAt: number;
   resumeMs: number;
 }
@@ -74,6 +76,8 @@ export class Session extends StreamEngine implements DurableSession {
   available = false;
   /** RFC 6121 §2.1.6: this resource requested the roster (an "interested resource"): it gets roster pushes. */
   rosterRequested = false;
+  /** XEP-0191 §5.2: this resource requested the blocklist: it gets blocklist pushes. */
+  blocklistRequested = false;
   priority = 0;
   /** The last available presence this session broadcast: the answer to probes (RFC 6121 §4.3.2). */
   lastPresence: Element | undefined;
@@ -238,6 +242,7 @@ export class Session extends StreamEngine implements DurableSession {
       directed: this.directed ? [...this.directed] : undefined,
       carbons: this.carbons,
       rosterRequested: this.rosterRequested,
+      blocklistRequested: this.blocklistRequested,
       createdAt: this.createdAt,
       resumeMs: this.resumeMs,
     };
@@ -606,6 +611,7 @@ export class Session extends StreamEngine implements DurableSession {
     this.directed = h.directed ? new Set(h.directed) : undefined;
     this.carbons = h.carbons;
     this.rosterRequested = h.rosterRequested;
+    this.blocklistRequested = h.blocklistRequested === true;
     this.resumeToken = h.token;
     this.resumeMs = h.resumeMs;
     this.acks = { unacked: [], unackedBytes: 0, acked: h.acked, handled: h.handled, sinceRequest: 0, timer: undefined, overflow: false };

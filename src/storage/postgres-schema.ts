@@ -135,6 +135,21 @@ export const MIGRATIONS: readonly Migration[] = [
     `,
   },
   {
+    version: 7,
+    name: 'blocklists',
+    // XEP-0191: each account's blocked JIDs (normalised), in the order they
+    // were blocked (seq); the unique index serves the list and the count
+    // checked against the bound (blocking/postgres.ts).
+    sql: `
+      CREATE TABLE blocklist (
+        seq bigserial PRIMARY KEY,
+        owner text NOT NULL,
+        jid text NOT NULL,
+        UNIQUE (owner, jid)
+      );
+    `,
+  },
+  {
     version: 8,
     name: 'vCards and private XML',
     // XEP-0054 and XEP-0049 (personal/store.ts): one vCard per account, with

@@ -14,6 +14,7 @@ import { SqliteAccountStore } from '../accounts/sqlite.ts';
 import { SqliteRosterStore } from '../roster/sqlite.ts';
 import { SqliteOfflineStore } from '../offline/sqlite.ts';
 import { SqliteArchiveStore } from '../mam/sqlite.ts';
+import { SqliteBlockStore } from '../blocking/sqlite.ts';
 import { SqlitePersonalStore } from '../personal/sqlite.ts';
 import { encode, decode } from '../worker/wire.ts';
 import type { StoreRequest, StoreAnswer, StoreName } from './remote.ts';
@@ -47,6 +48,7 @@ try {
     roster: SqliteRosterStore.open(join(data.dataDir, 'roster.sqlite')),
     offline,
     archive: SqliteArchiveStore.open(join(data.dataDir, 'archive.sqlite'), { fulltext: data.mamFulltext }),
+    blocking: SqliteBlockStore.open(join(data.dataDir, 'blocklist.sqlite')),
     personal: SqlitePersonalStore.open(join(data.dataDir, 'personal.sqlite')),
     // What a caller needs synchronously (SCRAM's fake exchanges): asked once.
     info: { async get() { return { iterations: accounts.iterations, fakeSaltKey: accounts.fakeSaltKey() }; } },

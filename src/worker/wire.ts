@@ -113,15 +113,16 @@ export type FromHub =
  * presence it sent, processed or not), a subscription approval or
  * cancellation for one available or interested ('subscription').
  */
+// 'blocklist': a blocklist push (XEP-0191 §5.3) for a resource that requested the blocklist.
 // 'copy': one of several copies of a message to a bare JID (RFC 6121
 // §8.5.2.1.1). One that finds its session gone on the sender's worker is
 // counted there with the other copies (undeliverable only if none was
 // taken); one that crossed to another worker or node is answered where it
 // lands, as its `reroute` says (Router.onEnvelope).
-export type Only = 'roster' | 'carbons' | 'copy' | 'available' | 'subscription';
+export type Only = 'roster' | 'carbons' | 'copy' | 'available' | 'subscription' | 'blocklist';
 // fwd: passed on by the worker a session moved away from (XEP-0198 §5), not
 // to be passed on again
-export type Envelope = SessionEnvelope | ResumeEnvelope | S2sEnvelope;
+export type Envelope = SessionEnvelope | ResumeEnvelope | S2sEnvelope | ChangeEnvelope;
 type SessionEnvelope = (
   // solicited: an answer the session asked for (not unsolicited output);
   // reroute: what to do with it if the session cannot write it (Reroute)
@@ -154,3 +155,10 @@ export type S2sEnvelope = (
   | { t: 's2s-verify'; q: number; worker: number; local: string; remote: string; id: string; key: string }
   | { t: 's2s-verified'; q: number; result: 'valid' | 'invalid' | 'error' }
 ) & { jid?: undefined; sid?: undefined; fwd?: undefined };
+
+/**
+ * Worker → every other worker of the node (and, through Redis, of the
+ * cluster): what a module keeps for an account changed (a blocklist); each
+ * worker drops its copy (ServerModule.changed).
+ */
+export type ChangeEnvelope = { t: 'changed'; kind: string; user: string; jid?: undefined; sid?: undefined; fwd?: undefined };

@@ -17,6 +17,10 @@ import { openArchiveStore } from '../mam/open.ts';
 import type { ArchiveStore } from '../mam/store.ts';
 import { ArchiveWriter } from '../mam/writer.ts';
 import { mam } from '../modules/mam.ts';
+import { openBlockStore } from '../blocking/open.ts';
+import type { BlockStore } from '../blocking/store.ts';
+import { MAX_BLOCKED } from '../blocking/store.ts';
+import { blocking } from '../modules/blocking.ts';
 import { openPersonalStore } from '../personal/open.ts';
 import type { PersonalStore } from '../personal/store.ts';
 import { vcard } from '../modules/vcard.ts';
@@ -138,6 +142,8 @@ interface Backend {
   toNode: Transport['toNode'];
   /** To every worker of every node, this one included; `here` is this worker's share, for when the others cannot be reached. */
   announceRemoval(notice: RemovalNotice, here: (notice: RemovalNotice) => void): void;
+  /** Cluster: a change notice (Router.changed) to every worker of every node; resolves once Redis took it. */
+  publishChange?(kind: string, user: string): Promise<void>;
   /** Called once the worker knows its index: start receiving. */
   listen(index: number, router: Router, onRemoved: (notice: unknown) => void): Promise<void>;
   onHub(msg: FromHub): boolean;
@@ -183,22 +189,32 @@ function cluster(): Backend {
         here(notice);
       });
     },
+    async publishChange(kind, user) {
+      await cmd.publish(K.changed, encodeBuffer({ kind, user }));
+    },
     async listen(i, router, onRemoved) {
       index = i;
       onEnvelope = (env) => router.onEnvelope(env);
       const mine = K.channel(config.nodeId, index);
       // Invalidations sent while we were disconnected are lost: start cold.
-      sub.on('ready', () => registry.invalidateAll());
+      sub.on('ready', () => {
+        registry.invalidateAll();
+        router.changed('*', '');
+      });
       sub.on('messageBuffer', (channel: Buffer, message: Buffer) => {
         const name = channel.toString();
         if (name === K.inv) registry.invalidate(message.toString());
         else if (name === K.removed) onRemoved(decode<unknown>(message));
+        else if (name === K.changed) {
+          const n = decode<{ kind: string; user: string }>(message);
+          router.changed(n.kind, n.user);
+        }
         else transport.receive(message);
       });
       // Ready only once binds can reach the registry too: the command
       // connection queues nothing while it connects (enableOfflineQueue off),
       // so a login right after start would be refused as if Redis were down.
-      await Promise.all([sub.subscribe(mine, K.inv, K.removed), ready(cmd)]);
+      await Promise.all([sub.subscribe(mine, K.inv, K.removed, K.changed), ready(cmd)]);
     },
     async connected() {
       const wait = { timeoutMs: config.redisStartupTimeoutMs, bound: 'XMPP_REDIS_STARTUP_TIMEOUT_MS' };
@@ -297,11 +313,21 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const peers = new Map<number, MessagePort>();
   const stores = await openStores(store);
   const { roster: rosterStore, offline, accounts, archive, personal } = stores;
+  // XEP-0191 blocklists: the storage thread's (one node), or PostgreSQL's.
+  const blockStore: BlockStore = store ? (stores as Partial<{ blocking: BlockStore }>).blocking! : await openBlockStore(config);
+  /** A change to an account's blocklist, to every other worker of this node, and of the cluster (awaited: the answer to the client follows it). */
+  const announceChange = async (kind: string, user: string): Promise<void> => {
+    for (const p of peers.values()) p.postMessage(encode({ t: 'changed', kind, user } satisfies Envelope));
+    await backend.publishChange?.(kind, user);
+  };
+  const blocker = blocking({ domain: config.domain, store: blockStore, roster: rosterStore, max: MAX_BLOCKED, routing: () => router, announce: (user) => announceChange('blocklist', user) });
   // Batches of archive rows, written off the stanzas' way (mam/writer.ts).
   const archiveWriter = config.mam ? new ArchiveWriter({ store: archive, maxBuffered: config.mamMaxBuffered, batch: ARCHIVE_BATCH }) : undefined;
   const modules: ServerModule[] = [
     // In this order in the stanza flow: presence takes its own, offline storage strips a forged delay, the archive
     // takes the sender's copy (or refuses the message) before carbons copy it.
+    // First: a stanza to or from a blocked JID goes no further (XEP-0191), not even to the archive or carbons.
+    blocker,
     presence(() => router.presence),
     offlineStorage({ store: offline, domain: config.domain, max: config.maxOfflineMessages, maxBytes: config.maxOfflineBytes }),
     ...(archiveWriter ? [mam({ domain: config.domain, store: archive, writer: archiveWriter, roster: rosterStore, defaultMode: config.mamDefault, fulltext: config.mamFulltext })] : []),
@@ -366,6 +392,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       maxOutgoingRequests: config.maxOutgoingRequests,
       maxDirected: MAX_DIRECTED_PRESENCE,
       federation: config.s2s,
+      blocked: (from, to) => blocker.denies(from, to),
     },
     router,
   );
@@ -393,7 +420,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     detached,
     durable: backend.durable,
     resumption,
-    removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline, archive, personal }, config.domain, user, config.maxRosterItems),
+    removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline, archive, blocking: blockStore, personal }, config.domain, user, config.maxRosterItems),
     // Here first, whatever becomes of the announcement; then everywhere.
     announceRemoval: (notice) => {
       onRemoved(notice);
@@ -536,6 +563,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
             clearInterval(sweeper);
             if (pruner) clearInterval(pruner);
             stores.close();
+            void blockStore.close();
             backend.close();
             stop();
           });

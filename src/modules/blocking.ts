@@ -1,0 +1,374 @@
+// XEP-0191 Blocking Command (urn:xmpp:blocking): each account's blocklist,
+// read and changed on its bare JID (§5.2-§5.5), pushed to the account's
+// resources that requested it, wherever they are; and enforced for every
+// stanza, both ways, on every node: what a user sends to a blocked JID is
+// refused (message, iq: not-acceptable with <blocked/>) or dropped
+// (presence), what a blocked JID sends the user is refused as if the user
+// did not exist (message, iq get/set: service-unavailable) or dropped.
+//
+// Enforcement must cost nothing for the accounts that block nobody: each
+// worker keeps the set of accounts whose blocklist is not empty (read once
+// at start), so that a stanza to or from anyone else is let through on two
+// set lookups. The lists of those accounts are read once and kept; a change
+// reaches every other worker and node (Router.changed) before the client is
+// answered, and each drops its copy (and counts the account as a blocker
+// until it reads the list again).
+import { randomBytes } from 'node:crypto';
+import { Element, clone } from 'ltx';
+import type { ServerModule, IqHandler, Verdict } from './module.ts';
+import type { Session } from '../session/session.ts';
+import type { SessionRecord } from '../registry/registry.ts';
+import type { RosterStore } from '../roster/store.ts';
+import type { Only } from '../worker/wire.ts';
+import type { DeliverOptions } from '../presence/presence.ts';
+import { StanzaError, errorReply } from '../xmpp/errors.ts';
+import type { Jid } from '../xmpp/jid.ts';
+import { JidError } from '../xmpp/jid.ts';
+import { type BlockStore, BlocklistFullError, blocks, normalizeBlocked } from '../blocking/store.ts';
+import { log } from '../log.ts';
+
+export const NS_BLOCKING = 'urn:xmpp:blocking';
+export const NS_BLOCKING_ERRORS = 'urn:xmpp:blocking:errors';
+/** Blocklists kept per worker (those of the accounts that block someone and were read lately). */
+const LISTS_CACHED = 10_000;
+
+/** §5.3: not-acceptable, with the application condition <blocked/>. */
+export class BlockedError extends StanzaError {
+  constructor() {
+    super('not-acceptable', 'this address is blocked; unblock it first');
+  }
+  override toElement(by?: string): Element {
+    const el = super.toElement(by);
+    el.c('blocked', { xmlns: NS_BLOCKING_ERRORS });
+    return el;
+  }
+}
+
+/** What blocking needs of the router. */
+export interface BlockingRouting {
+  resources(bare: string): Promise<SessionRecord[]>;
+  available(bare: string): Promise<SessionRecord[]>;
+  deliver(rec: SessionRecord, el: Element, only?: Only): void;
+  routeInternal(el: Element, opts?: DeliverOptions): Promise<void>;
+  probe(rec: SessionRecord, answerTo: string): void;
+}
+
+export interface BlockingOptions {
+  domain: string;
+  store: BlockStore;
+  roster: RosterStore;
+  /** JIDs one account may block. */
+  max: number;
+  routing: () => BlockingRouting;
+  /** Tells every other worker and node that the account's blocklist changed; resolves once they will see it before anything sent after. */
+  announce: (user: string) => Promise<void>;
+}
+
+export interface BlockingModule extends ServerModule {
+  /** Whether presence from `from` to `to` (JIDs) is blocked either way, by an account of this server. */
+  denies(from: string, to: string): boolean | Promise<boolean>;
+}
+
+const isElement = (c: Element | string): c is Element => typeof c !== 'string';
+
+/** A JID as a blocklist compares it (normalised); undefined for one that does not parse. */
+function normalized(jid: string | undefined): string | undefined {
+  if (jid === undefined) return undefined;
+  try {
+    return normalizeBlocked(jid);
+  } catch (err) {
+    if (err instanceof JidError) return undefined;
+    throw err;
+  }
+}
+
+const bareOf = (jid: string): string => {
+  const slash = jid.indexOf('/');
+  return slash < 0 ? jid : jid.slice(0, slash);
+};
+
+/** §5.3: what the user's server does with a stanza from a JID the user blocked. */
+function inboundVerdict(el: Element): Verdict {
+  const type = el.attrs.type;
+  // Presence (notifications, subscriptions, probes): no answer, no error.
+  if (el.name === 'message') return type === 'error' ? 'drop' : new StanzaError('service-unavailable');
+  if (el.name === 'iq') return type === 'get' || type === 'set' ? new StanzaError('service-unavailable') : 'drop';
+  return 'drop';
+}
+
+export function blocking(o: BlockingOptions): BlockingModule {
+  /** Accounts whose blocklist is (or may be, since a change) not empty. */
+  const blockers = new Set<string>();
+  /** Their lists, as read (most recently used last). */
+  const lists = new Map<string, Set<string>>();
+  const reading = new Map<string, Promise<Set<string>>>();
+  /** Bumped by every change: a read that began before one is not kept. */
+  let changes = 0;
+  /** Stanzas the module sends itself that its own guard must let through (§5.3's unavailable presence). */
+  const exempt = new WeakSet<Element>();
+
+  let loaded = false;
+  let loading: Promise<void> = Promise.resolve();
+  const load = (): Promise<void> => {
+    const p = o.store.blockers().then(
+      (owners) => {
+        // What changed meanwhile was added already: a union errs on the side of reading a list.
+        for (const u of owners) blockers.add(u);
+        loaded = true;
+      },
+      (err: unknown) => {
+        log.error('blocking: the accounts that block someone cannot be read; trying again', { err: String(err) });
+        return new Promise<void>((r) => setTimeout(r, 1000).unref()).then(load);
+      },
+    );
+    loading = p;
+    return p;
+  };
+  void load();
+
+  const forget = (user: string): void => {
+    changes++;
+    lists.delete(user);
+    reading.delete(user);
+  };
+
+  const read = (user: string): Promise<Set<string>> => {
+    const pending = reading.get(user);
+    if (pending) return pending;
+    const at = changes;
+    const p = o.store.list(user).then((jids) => {
+      const set = new Set(jids);
+      if (reading.get(user) === p) reading.delete(user);
+      if (changes === at) {
+        if (set.size === 0) blockers.delete(user);
+        else {
+          if (lists.size >= LISTS_CACHED) lists.delete(lists.keys().next().value!);
+          lists.set(user, set);
+        }
+      }
+      return set;
+    });
+    reading.set(user, p);
+    p.catch(() => reading.delete(user));
+    return p;
+  };
+
+  /** The account's blocklist when it has one: synchronous once read; undefined (at once) for an account that blocks nobody. */
+  const listOf = (user: string): Set<string> | undefined | Promise<Set<string> | undefined> => {
+    if (!loaded) return loading.then(() => listOf(user));
+    if (!blockers.has(user)) return undefined;
+    const hit = lists.get(user);
+    if (hit) {
+      lists.delete(user);
+      lists.set(user, hit);
+      return hit;
+    }
+    return read(user);
+  };
+
+  /** The localpart of an address of this server's accounts (as stanzas carry it), if it is one. */
+  const localOf = (jid: string | undefined): string | undefined => {
+    if (jid === undefined) return undefined;
+    const at = jid.indexOf('@');
+    if (at <= 0) return undefined;
+    const slash = jid.indexOf('/', at);
+    const domain = slash < 0 ? jid.slice(at + 1) : jid.slice(at + 1, slash);
+    return domain === o.domain ? jid.slice(0, at) : undefined;
+  };
+
+  /** Whether `user`'s list blocks the address `jid` (raw). */
+  const userBlocks = (user: string | undefined, jid: string | undefined): boolean | Promise<boolean> => {
+    if (user === undefined || jid === undefined) return false;
+    if (loaded && !blockers.has(user)) return false;
+    const decide = (list: Set<string> | undefined): boolean => {
+      if (!list || list.size === 0) return false;
+      const j = normalized(jid);
+      // An account never blocks itself (its own resources, a list holding its own JID).
+      return j !== undefined && bareOf(j) !== `${user}@${o.domain}` && blocks(list, j);
+    };
+    const list = listOf(user);
+    return list instanceof Promise ? list.then(decide) : decide(list);
+  };
+
+  /** Either way between two JIDs: `from`'s account blocks `to`, or `to`'s blocks `from`. */
+  const denies = (from: string, to: string): boolean | Promise<boolean> => {
+    const out = userBlocks(localOf(from), to);
+    if (out === true) return true;
+    const back = () => userBlocks(localOf(to), from);
+    return out instanceof Promise ? out.then((b) => b || back()) : back();
+  };
+
+  const guard = (el: Element, to: Jid): Verdict | Promise<Verdict> => {
+    if (exempt.has(el)) return undefined;
+    const from = el.attrs.from as string | undefined;
+    // §5.3: nothing from a blocked JID reaches the user.
+    const inbound = to.local && to.domain === o.domain ? userBlocks(to.local, from) : false;
+    const outbound = (): Verdict | Promise<Verdict> => {
+      // Presence the server sends on a user's behalf (probe answers, directed
+      // and unavailable presence) does not go to a JID the user blocked; a
+      // client's message or iq was refused before routing (inbound hook).
+      if (el.name !== 'presence') return undefined;
+      const b = userBlocks(localOf(from), el.attrs.to);
+      return b instanceof Promise ? b.then((x) => (x ? 'drop' : undefined)) : b ? 'drop' : undefined;
+    };
+    if (inbound === true) return inboundVerdict(el);
+    if (inbound instanceof Promise) return inbound.then((b) => (b ? inboundVerdict(el) : outbound()));
+    return outbound();
+  };
+
+  /** The blocklist asked about must be the asker's own (an iq without 'to', or to its bare JID). */
+  const own = (iq: Element, session: Session): { user: string | null; payload: Element } => {
+    const to = iq.attrs.to;
+    if (to !== undefined && bareOf(normalized(to) ?? '') !== session.bare) throw new StanzaError('forbidden', "only the account's own blocklist can be read or changed");
+    return { user: session.username, payload: iq.children.find(isElement)! };
+  };
+
+  /** The items' JIDs, normalised; §5.3: bad-request for an item without one, jid-malformed for one that is no JID. */
+  const itemsOf = (payload: Element): string[] => {
+    const jids: string[] = [];
+    for (const item of payload.getChildren('item')) {
+      const raw = item.attrs.jid;
+      if (typeof raw !== 'string' || raw.trim() === '') throw new StanzaError('bad-request', 'an <item/> needs a jid');
+      try {
+        jids.push(normalizeBlocked(raw));
+      } catch (err) {
+        if (err instanceof JidError) throw new StanzaError('jid-malformed', `${raw}: ${err.message}`);
+        throw err;
+      }
+    }
+    return jids;
+  };
+
+  const listElement = (name: string, jids: string[]): Element => {
+    const el = new Element(name, { xmlns: NS_BLOCKING });
+    for (const j of jids) el.c('item', { jid: j });
+    return el;
+  };
+
+  /** §5.3, §5.4: a push to every resource of the account that requested the blocklist, wherever it is. */
+  const push = async (bare: string, payload: Element): Promise<void> => {
+    const r = o.routing();
+    for (const rec of await r.resources(bare)) {
+      const iq = new Element('iq', { type: 'set', id: `push-${randomBytes(6).toString('base64url')}`, to: rec.jid });
+      iq.cnode(clone(payload));
+      r.deliver(rec, iq, 'blocklist');
+    }
+  };
+
+  /** The account's contacts allowed to receive its presence (subscription from or both) that the JIDs cover. */
+  const subscribersCovered = async (user: string, jids: string[] | 'all'): Promise<string[]> => {
+    const { items } = await o.roster.get(user);
+    const set = jids === 'all' ? undefined : new Set(jids);
+    return items.filter((i) => (i.subscription === 'from' || i.subscription === 'both') && (!set || blocks(set, i.jid))).map((i) => i.jid);
+  };
+
+  /** After a change here: every other worker and node drops its copy before the client hears of it. */
+  const changed = async (user: string): Promise<void> => {
+    forget(user);
+    blockers.add(user);
+    await o.announce(user);
+  };
+
+  const get: IqHandler = async (iq, session) => {
+    const { user, payload } = own(iq, session);
+    if (payload.name !== 'blocklist') throw new StanzaError('bad-request', `<${payload.name}/> is not read with iq get`);
+    session.blocklistRequested = true;
+    // An anonymous session blocks nobody.
+    return listElement('blocklist', user === null ? [] : await o.store.list(user));
+  };
+
+  const set: IqHandler = async (iq, session) => {
+    const { user, payload } = own(iq, session);
+    if (user === null) throw new StanzaError('not-allowed', 'anonymous sessions have no blocklist');
+    const bare = `${user}@${o.domain}`;
+    const r = o.routing();
+    if (payload.name === 'block') {
+      const jids = itemsOf(payload);
+      // §5.3: a block without an item is a bad request.
+      if (jids.length === 0) throw new StanzaError('bad-request', '<block/> needs at least one <item/>');
+      let added: string[];
+      try {
+        added = await o.store.block(user, jids, o.max);
+      } catch (err) {
+        if (err instanceof BlocklistFullError || (err as Error).name === 'BlocklistFullError') throw new StanzaError('policy-violation', `at most ${o.max} JIDs can be blocked`);
+        throw err;
+      }
+      // §5.3: unavailable presence from each available resource to the contacts now blocked that could see it.
+      const contacts = added.length > 0 ? await subscribersCovered(user, added) : [];
+      const resources = contacts.length > 0 ? await r.available(bare) : [];
+      for (const contact of contacts) {
+        for (const rec of resources) {
+          const p = new Element('presence', { from: rec.jid, to: contact, type: 'unavailable' });
+          exempt.add(p);
+          await r.routeInternal(p);
+        }
+      }
+      await changed(user);
+      return { payload: null, after: () => void push(bare, listElement('block', jids)).catch((err: unknown) => log.warn('blocking: push failed', { err: String(err) })) };
+    }
+    if (payload.name === 'unblock') {
+      const jids = itemsOf(payload);
+      // §5.5: an empty unblock unblocks every JID.
+      const removed = jids.length === 0 ? await o.store.unblockAll(user) : await o.store.unblock(user, jids);
+      await changed(user);
+      // §5.4: the user's current presence to the contacts unblocked that may see it (each resource answers as to a probe).
+      if (removed.length > 0) {
+        const contacts = await subscribersCovered(user, removed);
+        if (contacts.length > 0) {
+          const resources = await r.available(bare);
+          for (const contact of contacts) for (const rec of resources) r.probe(rec, contact);
+        }
+      }
+      return { payload: null, after: () => void push(bare, listElement('unblock', jids)).catch((err: unknown) => log.warn('blocking: push failed', { err: String(err) })) };
+    }
+    throw new StanzaError('bad-request', `<${payload.name}/> is not changed with iq set`);
+  };
+
+  return {
+    // §5.1: the server's disco#info says it; so does the account's.
+    features: [NS_BLOCKING],
+    accountFeatures: [NS_BLOCKING],
+    account: { [`get ${NS_BLOCKING}`]: get, [`set ${NS_BLOCKING}`]: set },
+    // §5.3: what the user sends to a JID it blocked goes nowhere.
+    inbound: async (el, session) => {
+      const user = session.username ?? undefined;
+      const to = el.attrs.to as string | undefined;
+      if (to === undefined) return;
+      let out = userBlocks(user, to);
+      if (out instanceof Promise) out = await out;
+      if (out) {
+        const type = el.attrs.type;
+        if ((el.name === 'message' && type !== 'error') || (el.name === 'iq' && (type === 'get' || type === 'set'))) {
+          const reply = errorReply(el, new BlockedError());
+          if (reply) session.send(reply);
+        }
+        return true; // presence, iq results and errors: dropped
+      }
+      if (el.name !== 'presence') return;
+      // Presence to an account of ours that blocked the user (subscriptions
+      // and probes the presence service handles without routing): dropped.
+      let back = userBlocks(localOf(normalized(to)), el.attrs.from);
+      if (back instanceof Promise) back = await back;
+      return back || undefined;
+    },
+    guard,
+    denies,
+    changed: (kind, user) => {
+      if (kind === '*') {
+        // Notices may have been lost (Redis reconnected): everything is read again.
+        changes++;
+        lists.clear();
+        reading.clear();
+        void load();
+        return;
+      }
+      if (kind !== 'blocklist') return;
+      forget(user);
+      blockers.add(user);
+    },
+    removed: (user) => {
+      forget(user);
+      blockers.delete(user);
+    },
+  };
+}

@@ -1,0 +1,235 @@
+// XEP-0191 Blocking Command over real sockets with real TLS, on a node of
+// two workers (users land on either): the blocklist read and changed, its
+// pushes to the resources that asked for it, errors and the bound, and
+// enforcement both ways for messages, iq and presence (notifications,
+// directed presence, subscriptions, probes), by full, bare and domain JIDs,
+// from users and from an external component; the unavailable presence a
+// block sends and the presence an unblock sends; the list gone with its
+// account. "Nothing arrived" is checked behind a ping (barrier).
+import test from 'ava';
+import { createHash } from 'node:crypto';
+import type { Element } from 'ltx';
+import { startTestServer } from '../helpers/server.ts';
+import type { TestServer } from '../helpers/server.ts';
+import { RawClient } from '../helpers/raw.ts';
+import { stanzaError, uid, within, NS_DISCO_INFO } from '../helpers/protocol.ts';
+import { WAIT, barrier, connect, expect, isBody, isPresence, newUser, ready, subscribe } from '../helpers/im.ts';
+import type { Peer } from '../helpers/im.ts';
+import { MAX_BLOCKED } from '../../src/blocking/store.ts';
+
+const NS_BLOCKING = 'urn:xmpp:blocking';
+const NS_ERRORS = 'urn:xmpp:blocking:errors';
+const COMPONENT = 'bots.localhost';
+const SECRET = 'bl0ck-secret';
+
+let server: TestServer;
+
+test.before(async () => {
+  server = await startTestServer({ XMPP_COMPONENT_PORT: '0', XMPP_COMPONENTS: `${COMPONENT}=${SECRET}` });
+});
+test.after.always(async () => {
+  await server?.stop();
+});
+
+async function iq(p: Peer, type: 'get' | 'set', inner: string, to = ''): Promise<Element> {
+  const id = uid('blk');
+  return within(p.c.request(`<iq type='${type}' id='${id}'${to ? ` to='${to}'` : ''}>${inner}</iq>`, id), WAIT, `${p.jid}: ${inner.slice(0, 60)}`);
+}
+const items = (jids: string[]) => jids.map((j) => `<item jid='${j}'/>`).join('');
+async function block(p: Peer, ...jids: string[]): Promise<Element> {
+  return iq(p, 'set', `<block xmlns='${NS_BLOCKING}'>${items(jids)}</block>`);
+}
+async function unblock(p: Peer, ...jids: string[]): Promise<Element> {
+  return iq(p, 'set', `<unblock xmlns='${NS_BLOCKING}'>${items(jids)}</unblock>`);
+}
+async function blocklist(p: Peer): Promise<string[]> {
+  const res = await iq(p, 'get', `<blocklist xmlns='${NS_BLOCKING}'/>`);
+  if (res.attrs.type !== 'result') throw new Error(res.toString());
+  return res.getChild('blocklist', NS_BLOCKING)!.getChildren('item').map((i) => i.attrs.jid);
+}
+const isBlockPush = (name: 'block' | 'unblock') => (el: Element) => el.name === 'iq' && el.attrs.type === 'set' && el.getChild(name, NS_BLOCKING) !== undefined;
+/** Whether an error stanza carries XEP-0191's <blocked/>. */
+const blockedCondition = (el: Element) => el.getChild('error')?.getChild('blocked', NS_ERRORS) !== undefined;
+
+test('the server and every account advertise urn:xmpp:blocking (§5.1)', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  for (const to of ['localhost', alice.bare]) {
+    const res = await iq(alice, 'get', `<query xmlns='${NS_DISCO_INFO}'/>`, to);
+    t.true(res.getChild('query', NS_DISCO_INFO)!.getChildren('feature').some((f) => f.attrs.var === NS_BLOCKING), to);
+  }
+});
+
+test('blocklist, block, unblock, unblock all; pushes go to the resources that requested the blocklist, not to the others (§5.2-§5.5)', async (t) => {
+  const alice = await newUser(t, server, 'alice', 'one');
+  const two = await connect(t, server.c2sPort, alice.name, 'two');
+  const three = await connect(t, server.c2sPort, alice.name, 'three');
+  t.deepEqual(await blocklist(alice), []);
+  t.deepEqual(await blocklist(two), []);
+  const [f2, f3] = [two.c.items.length, three.c.items.length];
+  const res = await block(alice, 'Romeo@Montague.example', 'iago@shakespeare.example/Phone');
+  t.is(res.attrs.type, 'result');
+  const pushed = await expect(two, 'block push', isBlockPush('block'), f2);
+  t.deepEqual(pushed.getChild('block', NS_BLOCKING)!.getChildren('item').map((i) => i.attrs.jid), ['romeo@montague.example', 'iago@shakespeare.example/Phone']);
+  t.false('from' in pushed.attrs, 'a push comes from the account itself');
+  await expect(alice, 'block push to the resource that blocked', isBlockPush('block'));
+  t.false((await barrier(three, f3)).some(isBlockPush('block')), 'no push to a resource that never requested the blocklist');
+  t.deepEqual(await blocklist(three), ['romeo@montague.example', 'iago@shakespeare.example/Phone']);
+
+  const g2 = two.c.items.length;
+  t.is((await unblock(alice, 'romeo@montague.example')).attrs.type, 'result');
+  const up = await expect(two, 'unblock push', isBlockPush('unblock'), g2);
+  t.deepEqual(up.getChild('unblock', NS_BLOCKING)!.getChildren('item').map((i) => i.attrs.jid), ['romeo@montague.example']);
+  t.deepEqual(await blocklist(alice), ['iago@shakespeare.example/Phone']);
+
+  await block(alice, 'a.example', 'b@b.example');
+  const h3 = three.c.items.length;
+  t.is((await unblock(alice)).attrs.type, 'result');
+  const all = await expect(three, 'unblock-all push', isBlockPush('unblock'), h3);
+  t.is(all.getChild('unblock', NS_BLOCKING)!.getChildren('item').length, 0, 'an empty <unblock/> says every JID is unblocked');
+  t.deepEqual(await blocklist(alice), []);
+});
+
+test('errors: an empty block is bad-request, an item without jid bad-request, a malformed JID jid-malformed, another account\'s list forbidden', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  t.is(stanzaError(await iq(alice, 'set', `<block xmlns='${NS_BLOCKING}'/>`)).condition, 'bad-request');
+  t.is(stanzaError(await iq(alice, 'set', `<block xmlns='${NS_BLOCKING}'><item/></block>`)).condition, 'bad-request');
+  t.is(stanzaError(await block(alice, 'a@b@c')).condition, 'jid-malformed');
+  t.is(stanzaError(await iq(alice, 'get', `<blocklist xmlns='${NS_BLOCKING}'/>`, bob.bare)).condition, 'forbidden');
+  t.is(stanzaError(await iq(alice, 'set', `<block xmlns='${NS_BLOCKING}'>${items(['x@y.example'])}</block>`, bob.bare)).condition, 'forbidden');
+  t.deepEqual(await blocklist(alice), [], 'nothing was blocked');
+  t.deepEqual(await blocklist(bob), []);
+});
+
+test(`the bound: ${MAX_BLOCKED} JIDs, then policy-violation and nothing added`, async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const jids = Array.from({ length: MAX_BLOCKED }, (_, i) => `u${i}@many.example`);
+  for (let i = 0; i < jids.length; i += 250) t.is((await block(alice, ...jids.slice(i, i + 250))).attrs.type, 'result');
+  const over = await block(alice, 'one-more@many.example', 'u0@many.example');
+  t.is(stanzaError(over).condition, 'policy-violation');
+  const list = await blocklist(alice);
+  t.is(list.length, MAX_BLOCKED);
+  t.false(list.includes('one-more@many.example'));
+  // Blocking again what is blocked already passes: it adds nothing.
+  t.is((await block(alice, 'u1@many.example')).attrs.type, 'result');
+});
+
+test('outbound (§5.3): a message or iq to a blocked JID is not-acceptable with <blocked/>, presence to it is dropped', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  await block(alice, bob.bare);
+  const fb = bob.c.items.length;
+  alice.c.send(`<message to='${bob.bare}' type='chat' id='m1'><body>hello?</body></message>`);
+  const err = await expect(alice, 'the bounce', (el) => el.name === 'message' && el.attrs.id === 'm1' && el.attrs.type === 'error');
+  t.is(stanzaError(err).condition, 'not-acceptable');
+  t.true(blockedCondition(err));
+  const res = await iq(alice, 'get', `<ping xmlns='urn:xmpp:ping'/>`, bob.jid);
+  t.is(stanzaError(res).condition, 'not-acceptable');
+  t.true(blockedCondition(res));
+  alice.c.send(`<presence to='${bob.jid}'><status>directed</status></presence>`);
+  alice.c.send(`<presence to='${bob.bare}' type='subscribe'/>`);
+  await barrier(alice, 0);
+  const seen = await barrier(bob, fb);
+  t.false(seen.some((el) => el.attrs.from?.startsWith(alice.bare)), 'nothing from alice reached bob');
+});
+
+test('inbound (§5.3): from a blocked JID, messages and iq get/set are service-unavailable (no <blocked/>), presence of every kind is dropped without an answer', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  await block(alice, bob.bare);
+  const fa = alice.c.items.length;
+  const fb = bob.c.items.length;
+  bob.c.send(`<message to='${alice.bare}' type='chat' id='b1'><body>let me in</body></message>`);
+  const bounce = await expect(bob, 'the bounce', (el) => el.name === 'message' && el.attrs.id === 'b1' && el.attrs.type === 'error', fb);
+  t.is(stanzaError(bounce).condition, 'service-unavailable');
+  t.false(blockedCondition(bounce), 'the block is not revealed');
+  for (const to of [alice.jid, alice.bare]) {
+    const res = await iq(bob, 'get', `<ping xmlns='urn:xmpp:ping'/>`, to);
+    t.is(stanzaError(res).condition, 'service-unavailable', to);
+  }
+  const mark = bob.c.items.length;
+  bob.c.send(`<presence to='${alice.jid}'><status>directed</status></presence>`);
+  bob.c.send(`<presence to='${alice.bare}' type='subscribe'/>`);
+  bob.c.send(`<presence to='${alice.bare}' type='probe'/>`);
+  bob.c.send(`<iq type='result' id='stray' to='${alice.jid}'/>`);
+  const back = await barrier(bob, mark);
+  t.false(back.some((el) => el.name === 'presence'), 'no presence answer, no error');
+  const seen = await barrier(alice, fa);
+  t.false(seen.some((el) => el.attrs.from?.startsWith(bob.bare)), 'nothing from bob reached alice');
+});
+
+test('blocking a subscriber sends it unavailable and no more presence, either way; unblocking sends current presence (§5.3, §5.4)', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  await subscribe(alice, bob);
+  await subscribe(bob, alice);
+  let fb = bob.c.items.length;
+  await block(alice, bob.bare);
+  await expect(bob, "alice's unavailable presence", isPresence(alice.jid, 'unavailable'), fb);
+  fb = bob.c.items.length;
+  const fa = alice.c.items.length;
+  alice.c.send(`<presence><status>busy</status></presence>`);
+  bob.c.send(`<presence><status>here</status></presence>`);
+  await expect(alice, 'her own presence', (el) => isPresence(alice.jid)(el) && el.getChildText('status') === 'busy', fa);
+  await expect(bob, 'his own presence', (el) => isPresence(bob.jid)(el) && el.getChildText('status') === 'here', fb);
+  t.false((await barrier(bob, fb)).some(isPresence(alice.jid)), "alice's broadcast does not reach bob");
+  t.false((await barrier(alice, fa)).some(isPresence(bob.jid)), "bob's broadcast does not reach alice");
+  // A new login of bob probes alice: no answer.
+  const bob2 = await connect(t, server.c2sPort, bob.name, 'two');
+  await ready(bob2);
+  t.false((await barrier(bob2, 0)).some(isPresence(alice.jid)), "bob's probe gets nothing");
+  fb = bob.c.items.length;
+  await unblock(alice, bob.bare);
+  const back = await expect(bob, "alice's current presence", (el) => isPresence(alice.jid)(el), fb);
+  t.is(back.getChildText('status'), 'busy');
+});
+
+test('JID matching (§4): a full JID blocks one resource, a domain every address of it', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob', 'one');
+  const bob2 = await connect(t, server.c2sPort, bob.name, 'two');
+  await block(alice, bob.jid);
+  bob.c.send(`<message to='${alice.jid}' type='chat' id='from-one'><body>one</body></message>`);
+  await expect(bob, 'bounce', (el) => el.attrs.id === 'from-one' && el.attrs.type === 'error');
+  const fa = alice.c.items.length;
+  bob2.c.send(`<message to='${alice.jid}' type='chat' id='from-two'><body>two</body></message>`);
+  await expect(alice, 'the message from the other resource', isBody('two'), fa);
+  // A domain: the component's, and its users.
+  await block(alice, COMPONENT);
+  alice.c.send(`<message to='bot@${COMPONENT}' type='chat' id='to-comp'><body>x</body></message>`);
+  const err = await expect(alice, 'bounce', (el) => el.attrs.id === 'to-comp' && el.attrs.type === 'error');
+  t.true(blockedCondition(err));
+});
+
+test('a component: its stanzas to a user who blocked its domain are refused (message, iq) or dropped (presence)', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const comp = await RawClient.connect(server.componentPort!);
+  t.teardown(() => comp.destroy());
+  const m = await comp.exchange(`<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='${COMPONENT}'>`, /<stream:stream[^>]*\bid=["']([^"']+)["'][^>]*>/);
+  await comp.exchange(`<handshake>${createHash('sha1').update(m[1] + SECRET).digest('hex')}</handshake>`, /<handshake\s*\/>/);
+  // Before the block: delivered.
+  comp.send(`<message from='bot@${COMPONENT}' to='${alice.jid}' type='chat' id='c0'><body>before</body></message>`);
+  await expect(alice, 'the message before the block', isBody('before'));
+  await block(alice, `bot@${COMPONENT}`);
+  const fa = alice.c.items.length;
+  const mark = comp.items.length;
+  comp.send(`<message from='bot@${COMPONENT}' to='${alice.jid}' type='chat' id='c1'><body>after</body></message>`);
+  comp.send(`<iq from='bot@${COMPONENT}' to='${alice.jid}' type='get' id='c2'><ping xmlns='urn:xmpp:ping'/></iq>`);
+  comp.send(`<presence from='bot@${COMPONENT}' to='${alice.jid}'/>`);
+  const refusal = (id: string) => within(comp.find((el: Element) => el.attrs.id === id && el.attrs.type === 'error', mark), WAIT, `the refusal of ${id}`);
+  t.is(stanzaError(await refusal('c1')).condition, 'service-unavailable');
+  t.is(stanzaError(await refusal('c2')).condition, 'service-unavailable');
+  const seen = await barrier(alice, fa);
+  t.false(seen.some((el) => el.attrs.from?.startsWith(`bot@${COMPONENT}`)), 'nothing from the component reached alice');
+});
+
+test('a removed account loses its blocklist', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  await block(alice, 'someone@else.example');
+  const res = await iq(alice, 'set', `<query xmlns='jabber:iq:register'><remove/></query>`);
+  t.is(res.attrs.type, 'result');
+  await server.addUser(alice.name, `${alice.name}-pw`);
+  const again = await connect(t, server.c2sPort, alice.name, 'back');
+  t.deepEqual(await blocklist(again), []);
+});
+
