@@ -232,3 +232,29 @@ test('messages to and from another server are archived (XEP-0313) on our side; s
   t.is(theirs[0].attrs.id, sids[0].attrs.id, 'the archive id the message carried');
   t.is(theirs[0].getChild('forwarded', 'urn:xmpp:forward:0')!.getChild('message')!.attrs.from, alice.jid);
 });
+
+test('blocking (XEP-0191 §5.3) across servers: from a blocked remote JID messages and iq come back service-unavailable, presence is dropped; to it, not-acceptable with <blocked/>', async (t) => {
+  const NS_BLOCKING = 'urn:xmpp:blocking';
+  const alice = await user(t, a, 'alice');
+  const bob = await user(t, b, 'bob');
+  const blocked = await iq(alice, alice.bare, `<block xmlns='${NS_BLOCKING}'><item jid='${bob.bare}'/></block>`, 'set');
+  t.is(blocked.attrs.type, 'result');
+  // Inbound, over the s2s stream: the error comes back over the other stream, without <blocked/>.
+  const start = bob.c.items.length;
+  bob.c.send(`<message to='${alice.bare}' type='chat' id='blk1'><body>let me in</body></message>`);
+  const back = await expect(bob, 'the error', (el) => el.name === 'message' && el.attrs.id === 'blk1' && el.attrs.type === 'error', start);
+  t.is(stanzaError(back).condition, 'service-unavailable');
+  t.is(back.getChild('error')?.getChild('blocked', 'urn:xmpp:blocking:errors'), undefined, 'the block is not revealed');
+  const ping = await iq(bob, alice.bare, "<ping xmlns='urn:xmpp:ping'/>");
+  t.is(stanzaError(ping).condition, 'service-unavailable');
+  // Presence from the blocked JID, and the message, never reach alice.
+  bob.c.send(`<presence to='${alice.jid}'/>`);
+  const seen = await barrier(alice, 0);
+  t.false(seen.some((el) => el.attrs.from?.startsWith(bob.bare)), 'nothing from bob reached alice');
+  // Outbound: refused at home with <blocked/>.
+  const out = alice.c.items.length;
+  alice.c.send(`<message to='${bob.jid}' type='chat' id='blk2'><body>nor you out</body></message>`);
+  const refused = await expect(alice, 'the refusal', (el) => el.attrs.id === 'blk2' && el.attrs.type === 'error', out);
+  t.is(stanzaError(refused).condition, 'not-acceptable');
+  t.truthy(refused.getChild('error')?.getChild('blocked', 'urn:xmpp:blocking:errors'));
+});
