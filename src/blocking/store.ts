@@ -42,8 +42,9 @@ export function normalizeBlocked(raw: string): string {
 /**
  * Whether a list blocks the address `jid` (normalised, as stanzas carry it),
  * in the order of XEP-0191 §4 (as XEP-0016 §2.1): the full JID, the bare
- * JID, domain/resource, then the domain and every parent domain of it
- * (a blocked domain covers its users, its resources and its subdomains).
+ * JID, domain/resource, then the domain (a blocked domain covers its
+ * users and its resources, not its subdomains: XEP-0016 §2.1 matches the
+ * domain as it is).
  */
 export function blocks(list: ReadonlySet<string>, jid: string): boolean {
   if (list.size === 0) return false;
@@ -52,11 +53,5 @@ export function blocks(list: ReadonlySet<string>, jid: string): boolean {
   const bare = slash < 0 ? jid : jid.slice(0, slash);
   if (list.has(bare)) return true;
   const at = bare.indexOf('@');
-  let domain = at < 0 ? bare : bare.slice(at + 1);
-  for (;;) {
-    if (list.has(domain)) return true;
-    const dot = domain.indexOf('.');
-    if (dot < 0) return false;
-    domain = domain.slice(dot + 1);
-  }
+  return list.has(at < 0 ? bare : bare.slice(at + 1));
 }

@@ -31,6 +31,9 @@ export const NS_BLOCKING = 'urn:xmpp:blocking';
 export const NS_BLOCKING_ERRORS = 'urn:xmpp:blocking:errors';
 /** Blocklists kept per worker (those of the accounts that block someone and were read lately). */
 const LISTS_CACHED = 10_000;
+const CANCELLATIONS = new Set(['unsubscribe', 'unsubscribed']);
+/** How long a stanza waits for the blocklists to be read at start before it gets a temporary error. */
+const LOAD_WAIT_MS = 2000;
 
 /** §5.3: not-acceptable, with the application condition <blocked/>. */
 export class BlockedError extends StanzaError {
@@ -125,6 +128,13 @@ export function blocking(o: BlockingOptions): BlockingModule {
     return p;
   };
   void load();
+  const withinLoad = (p: Promise<void>): Promise<void> => {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new StanzaError('internal-server-error', 'blocklists cannot be read now; try again shortly', 'wait')), LOAD_WAIT_MS);
+    });
+    return Promise.race([p, late]).finally(() => clearTimeout(timer));
+  };
 
   const forget = (user: string): void => {
     changes++;
@@ -155,7 +165,8 @@ export function blocking(o: BlockingOptions): BlockingModule {
 
   /** The account's blocklist when it has one: synchronous once read; undefined (at once) for an account that blocks nobody. */
   const listOf = (user: string): Set<string> | undefined | Promise<Set<string> | undefined> => {
-    if (!loaded) return loading.then(() => listOf(user));
+    // Not read yet (the database is away at start): a bounded wait, then the stanza gets a temporary error rather than waiting for ever.
+    if (!loaded) return withinLoad(loading).then(() => listOf(user));
     if (!blockers.has(user)) return undefined;
     const hit = lists.get(user);
     if (hit) {
@@ -337,6 +348,9 @@ export function blocking(o: BlockingOptions): BlockingModule {
       let out = userBlocks(user, to);
       if (out instanceof Promise) out = await out;
       if (out) {
+        // The user cancelling a subscription with a JID it blocked (RFC 6121 §3.2, §3.3): the presence
+        // service changes both rosters as asked, or they would disagree once unblocked.
+        if (el.name === 'presence' && CANCELLATIONS.has(el.attrs.type)) return;
         const type = el.attrs.type;
         if ((el.name === 'message' && type !== 'error') || (el.name === 'iq' && (type === 'get' || type === 'set'))) {
           const reply = errorReply(el, new BlockedError());

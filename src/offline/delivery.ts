@@ -45,12 +45,16 @@ export class OfflineDelivery implements Paced {
   /** Called once the claim is released (the session may start another delivery after that). */
   onEnd: (() => void) | undefined;
 
+  /** Stored messages the user must not get any more (from a JID it blocked since, XEP-0191 §5.3): removed unseen. */
+  private readonly skip: ((xml: string) => boolean | Promise<boolean>) | undefined;
+
   /** `track`: work the worker must see done before its stores close (the claim's release). */
-  constructor(store: OfflineStore, user: string, owner: string, track: (work: () => Promise<void>) => void = (w) => void w()) {
+  constructor(store: OfflineStore, user: string, owner: string, track: (work: () => Promise<void>) => void = (w) => void w(), skip?: (xml: string) => boolean | Promise<boolean>) {
     this.store = store;
     this.user = user;
     this.owner = owner;
     this.track = track;
+    this.skip = skip;
   }
 
   async next(): Promise<Out[] | null> {
@@ -87,9 +91,16 @@ export class OfflineDelivery implements Paced {
       return null;
     }
     this.after = batch[batch.length - 1].id;
-    this.outstanding += batch.length;
-    this.pending += batch.length;
-    return batch.map((m) => ({
+    const kept = [];
+    for (const m of batch) {
+      // Taken as delivered: removed with what the client got.
+      if (this.skip && (await this.skip(m.xml))) this.written.push(m.id);
+      else kept.push(m);
+    }
+    if (kept.length === 0) return this.read();
+    this.outstanding += kept.length;
+    this.pending += kept.length;
+    return kept.map((m) => ({
       xml: m.xml,
       stored: m.id,
       // Removed once the client has it; the next batch comes once it is written.

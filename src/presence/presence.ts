@@ -20,7 +20,7 @@
 // session on this worker, dropped whenever a roster push for the account
 // passes through here (every roster change sends one), and read again when
 // next needed: a presence stanza does not read the roster.
-import { Element, clone } from 'ltx';
+import { Element, clone, parse as parseXml } from 'ltx';
 import type { RosterStore, SubState, TransitionResult } from '../roster/store.ts';
 import { splitState } from '../roster/store.ts';
 import type { OfflineStore } from '../offline/store.ts';
@@ -569,11 +569,24 @@ export class PresenceService {
     let i = 0;
     return {
       next: async () => {
-        reqs ??= (await this.d.roster.pendingRequests(username)).map((r) => r.stanza);
+        reqs ??= await this.unblockedRequests(username);
         if (i >= reqs.length) return null;
         return reqs.slice(i, (i += REQUEST_BATCH)).map((xml): Out => ({ xml }));
       },
     };
+  }
+
+  /** The stored requests (§3.1.3) but those from a JID the user has blocked since (XEP-0191 §5.3: nothing of it reaches the user). */
+  private async unblockedRequests(username: string): Promise<string[]> {
+    const reqs = await this.d.roster.pendingRequests(username);
+    if (!this.d.blocked) return reqs.map((r) => r.stanza);
+    const bare = `${username}@${this.d.domain}`;
+    const out: string[] = [];
+    for (const r of reqs) {
+      const blocked = this.d.blocked(r.jid, bare);
+      if (!(blocked === true || (blocked !== false && (await blocked)))) out.push(r.stanza);
+    }
+    return out;
   }
 
   /** Offline messages stored after this available session took them (a race with its presence). */
@@ -589,7 +602,10 @@ export class PresenceService {
       return;
     }
     clearTimeout(this.retries.get(s));
-    const d = new OfflineDelivery(this.d.offline, s.username!, s.id, (work) => this.r.track(work));
+    const bare = `${s.username}@${this.d.domain}`;
+    const blocked = this.d.blocked;
+    const skip = blocked ? (xml: string) => blocked(parseXml(xml).attrs.from ?? '', bare) : undefined;
+    const d = new OfflineDelivery(this.d.offline, s.username!, s.id, (work) => this.r.track(work), skip);
     this.delivering.set(s, d);
     d.onEnd = () => {
       this.delivering.delete(s);

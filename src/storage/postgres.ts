@@ -87,8 +87,10 @@ export async function migrate(pool: pg.Pool, migrations: readonly Migration[] = 
       const at = await schemaVersion(client);
       if (at > newest) throw new SchemaTooNewError(`the database schema is at version ${at}, newer than this server knows (${newest}): run the newer server, or restore a backup`);
       const applied: number[] = [];
+      // Every migration not recorded yet, in order: one numbered below the newest applied (added on a branch that met another) is applied too.
+      const done = new Set((await client.query<{ version: number }>('SELECT version FROM xmpp_schema_migrations')).rows.map((r) => r.version));
       for (const m of migrations) {
-        if (m.version <= at) continue;
+        if (done.has(m.version)) continue;
         await client.query('BEGIN');
         try {
           await client.query(m.sql);

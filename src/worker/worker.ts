@@ -215,6 +215,8 @@ function cluster(): Backend {
       // connection queues nothing while it connects (enableOfflineQueue off),
       // so a login right after start would be refused as if Redis were down.
       await Promise.all([sub.subscribe(mine, K.inv, K.removed, K.changed), ready(cmd)]);
+      // What the modules read before the subscription took (blocklists) may have changed unannounced meanwhile: read again.
+      router.changed('*', '');
     },
     async connected() {
       const wait = { timeoutMs: config.redisStartupTimeoutMs, bound: 'XMPP_REDIS_STARTUP_TIMEOUT_MS' };

@@ -17,7 +17,7 @@ blockStoreContract('sqlite', async (t) => {
   return store;
 });
 
-test('JID matching (XEP-0191 §4): full, bare, domain/resource, domain and its subdomains', (t) => {
+test('JID matching (XEP-0191 §4, XEP-0016 §2.1): full, bare, domain/resource, domain (not its subdomains)', (t) => {
   const list = new Set(['romeo@montague.example/phone', 'iago@shakespeare.example', 'chat.example/bot', 'evil.example']);
   t.true(blocks(list, 'romeo@montague.example/phone'));
   t.false(blocks(list, 'romeo@montague.example/laptop'), 'a full JID blocks only that resource');
@@ -30,7 +30,8 @@ test('JID matching (XEP-0191 §4): full, bare, domain/resource, domain and its s
   t.true(blocks(list, 'evil.example'));
   t.true(blocks(list, 'anyone@evil.example/r'));
   t.true(blocks(list, 'evil.example/r'));
-  t.true(blocks(list, 'x@sub.evil.example'), 'a domain covers its subdomains');
+  t.false(blocks(list, 'x@sub.evil.example'), 'a domain is not its subdomains (a MUC service, an upload service of it)');
+  t.false(blocks(new Set(['4.3.2.1']), '1.4.3.2.1'));
   t.false(blocks(list, 'x@notevil.example'));
   t.false(blocks(new Set(), 'a@b.example'));
   t.is(normalizeBlocked(' Romeo@Montague.Example/Phone '), 'romeo@montague.example/Phone');

@@ -13,7 +13,7 @@ import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { RawClient } from '../helpers/raw.ts';
 import { stanzaError, uid, within, NS_DISCO_INFO } from '../helpers/protocol.ts';
-import { WAIT, barrier, connect, expect, isBody, isPresence, newUser, ready, subscribe } from '../helpers/im.ts';
+import { WAIT, barrier, connect, expect, isBody, isPresence, newAccount, newUser, ready, subscribe } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 import { MAX_BLOCKED } from '../../src/blocking/store.ts';
 
@@ -233,3 +233,38 @@ test('a removed account loses its blocklist', async (t) => {
   t.deepEqual(await blocklist(again), []);
 });
 
+
+test('what a JID sent before it was blocked and that waits for the user (offline messages, a subscription request) is not delivered, and leaves the store (§5.3)', async (t) => {
+  const aliceName = await newAccount(server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const aliceBare = `${aliceName}@localhost`;
+  bob.c.send(`<message to='${aliceBare}' type='chat' id='early'><body>before the block</body></message>`);
+  bob.c.send(`<presence to='${aliceBare}' type='subscribe'/>`);
+  await barrier(bob, 0);
+  // alice logs in without presence, blocks bob, then comes online.
+  const alice = await connect(t, server.c2sPort, aliceName, 'r');
+  t.is((await block(alice, bob.bare)).attrs.type, 'result');
+  const from = alice.c.items.length;
+  alice.c.send('<presence/>');
+  await expect(alice, 'its own presence', isPresence(alice.jid), from);
+  const seen = await barrier(alice, from);
+  t.false(seen.some((el) => el.attrs.from?.startsWith(bob.bare)), 'neither the message nor the request');
+  // Unblocked and online again: the message is gone, not kept for later.
+  await unblock(alice, bob.bare);
+  const again = await connect(t, server.c2sPort, aliceName, 'again');
+  const f2 = again.c.items.length;
+  again.c.send('<presence/>');
+  await expect(again, 'its own presence', isPresence(again.jid), f2);
+  t.false((await barrier(again, f2)).some((el) => el.name === 'message' && el.attrs.id === 'early'));
+});
+
+test('the user may still cancel a subscription with a JID it blocked: both rosters change (RFC 6121 §3.3)', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  await subscribe(bob, alice);
+  await block(alice, bob.bare);
+  const from = alice.c.items.length;
+  alice.c.send(`<presence to='${bob.bare}' type='unsubscribed'/>`);
+  const pushed = await expect(alice, 'the roster push', (el) => el.name === 'iq' && el.attrs.type === 'set' && el.getChild('query', 'jabber:iq:roster')?.getChild('item')?.attrs.jid === bob.bare, from);
+  t.is(pushed.getChild('query', 'jabber:iq:roster')!.getChild('item')!.attrs.subscription, 'none');
+});
