@@ -100,6 +100,7 @@ async function removeUser(config: Config, accounts: AccountStore, name: string):
   const { openArchiveStore } = await import('./mam/open.ts');
   const { openBlockStore } = await import('./blocking/open.ts');
   const { openPersonalStore } = await import('./personal/open.ts');
+  const { openPepStore } = await import('./pep/open.ts');
   // A store the server never created holds nothing for the account.
   const existing = { existing: true };
   const ifExists = <T,>(p: Promise<T>) => p.catch((err: unknown) => (err instanceof StoreMissingError ? undefined : Promise.reject(err)));
@@ -108,15 +109,17 @@ async function removeUser(config: Config, accounts: AccountStore, name: string):
   const archive = await ifExists(openArchiveStore(config, existing));
   const blocking = await ifExists(openBlockStore(config, existing));
   const personal = await ifExists(openPersonalStore(config, existing));
+  const pep = await ifExists(openPepStore(config, existing));
   let notice: RemovalNotice | undefined;
   try {
-    notice = await removeAccount({ accounts, roster, offline, archive, blocking, personal }, config.domain, name, config.maxRosterItems);
+    notice = await removeAccount({ accounts, roster, offline, archive, blocking, personal, pep }, config.domain, name, config.maxRosterItems);
   } finally {
     await roster?.close();
     await offline?.close();
     await archive?.close();
     await blocking?.close();
     await personal?.close();
+    await pep?.close();
   }
   if (!notice) return false;
   await announceRemoval(config, notice);

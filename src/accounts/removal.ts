@@ -16,6 +16,7 @@ import type { OfflineStore } from '../offline/store.ts';
 import type { ArchiveStore } from '../mam/store.ts';
 import type { BlockStore } from '../blocking/store.ts';
 import type { PersonalStore } from '../personal/store.ts';
+import type { PepStore } from '../pep/store.ts';
 import { INBOUND, receivesFrom, sendsTo } from '../presence/subscription.ts';
 import { log } from '../log.ts';
 
@@ -63,6 +64,7 @@ export interface RemovalStores {
   archive?: ArchiveStore;
   blocking?: BlockStore;
   personal?: PersonalStore;
+  pep?: PepStore;
 }
 
 /**
@@ -94,6 +96,8 @@ export async function removeAccount(stores: RemovalStores, domain: string, name:
     await stores.blocking?.unblockAll(user);
     // Its vCard and private XML (XEP-0054, XEP-0049).
     await stores.personal?.removeAll(user);
+    // Its PEP nodes and items (XEP-0163).
+    await stores.pep?.removeAll(user);
   } catch (err) {
     // The account is gone: its sessions must end all the same. What could
     // not be changed for its contacts is reported, not undone.

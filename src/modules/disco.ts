@@ -8,11 +8,12 @@ import type { Session } from '../session/session.ts';
 
 /** `services`: domains of the server's own that disco#items lists (its external components, XEP-0114). */
 export function disco(modules: () => ServerModule[], services: () => string[] = () => []): ServerModule {
-  const info = (identity: Record<string, string>, features: () => string[]) => (iq: Element) => {
+  const info = (identity: Record<string, string>, features: () => string[], more: () => Record<string, string>[] = () => []) => (iq: Element) => {
     const node = iq.getChild('query')!.attrs.node;
     if (node) throw new StanzaError('item-not-found');
     const q = new Element('query', { xmlns: NS_DISCO_INFO });
     q.c('identity', identity);
+    for (const i of more()) q.c('identity', i);
     for (const f of [...new Set(features())].sort()) q.c('feature', { var: f });
     return q;
   };
@@ -37,7 +38,7 @@ export function disco(modules: () => ServerModule[], services: () => string[] = 
     }),
   };
   const account = {
-    [`get ${NS_DISCO_INFO}`]: info({ category: 'account', type: 'registered' }, () => [NS_DISCO_INFO, ...modules().flatMap((m) => m.accountFeatures ?? [])]),
+    [`get ${NS_DISCO_INFO}`]: info({ category: 'account', type: 'registered' }, () => [NS_DISCO_INFO, ...modules().flatMap((m) => m.accountFeatures ?? [])], () => modules().flatMap((m) => m.accountIdentities ?? [])),
     [`get ${NS_DISCO_ITEMS}`]: () => new Element('query', { xmlns: NS_DISCO_ITEMS }),
   };
   // Other servers' entities see the same (XEP-0030 does not depend on where the asker is).

@@ -79,6 +79,8 @@ export interface ServerModule {
   discoNode?: (kind: 'info' | 'items', node: string, session: Session | undefined) => Element | undefined | Promise<Element | undefined>;
   /** Features of every account's bare JID (disco#info to an account). */
   accountFeatures?: string[];
+  /** Identities of every account's bare JID besides account/registered (XEP-0163 §6.1: pubsub/pep). */
+  accountIdentities?: { category: string; type: string }[];
   /** iq addressed to the server's domain, keyed "get urn:xmpp:ping". */
   server?: Record<string, IqHandler>;
   /** iq addressed to an account's bare JID, answered by the server on its behalf. */
@@ -109,6 +111,8 @@ export interface ServerModule {
   changed?: (kind: string, user: string) => void;
   /** An account was removed (on any node): what the module holds for it goes. Run on every worker. */
   removed?: (user: string) => void;
+  /** Whether a session of this worker asked for notifications of a PEP node (XEP-0163 §4.2, its caps' NODE+notify): what the router delivers with `only: 'notify NODE'`. */
+  notify?: (session: Session, node: string) => boolean;
   /** The one place undeliverable messages are kept (offline storage); the first module that has it. */
   offline?: OfflineHook;
   /** The session loses its stream but lives on (XEP-0198 hibernation, or a move to another connection): what the module holds for the stream is released to the session's queue. */
@@ -130,11 +134,12 @@ export interface Hooks {
   guard: GuardHook[];
   changed: ((kind: string, user: string) => void)[];
   removed: ((user: string) => void)[];
+  notify: ((session: Session, node: string) => boolean)[];
   offline: OfflineHook | undefined;
 }
 
 export function hooksOf(modules: ServerModule[]): Hooks {
-  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), negotiating: new Map(), immediate: new Map(), outbound: [], detached: [], inbound: [], routed: [], delivering: [], foreign: [], removed: [], guard: [], changed: [], offline: undefined };
+  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), negotiating: new Map(), immediate: new Map(), outbound: [], detached: [], inbound: [], routed: [], delivering: [], foreign: [], removed: [], guard: [], changed: [], notify: [], offline: undefined };
   for (const m of modules) {
     if (m.streamFeatures) hooks.streamFeatures.push(m.streamFeatures);
     for (const [k, h] of Object.entries(m.nonzas ?? {})) hooks.nonzas.set(k, h);
@@ -149,6 +154,7 @@ export function hooksOf(modules: ServerModule[]): Hooks {
     if (m.guard) hooks.guard.push(m.guard);
     if (m.changed) hooks.changed.push(m.changed);
     if (m.removed) hooks.removed.push(m.removed);
+    if (m.notify) hooks.notify.push(m.notify);
     hooks.offline ??= m.offline;
   }
   return hooks;

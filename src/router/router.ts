@@ -651,6 +651,8 @@ export class Router implements PresenceRouting {
     if (only === 'carbons' && !s.carbons) return false; // XEP-0280: carbons not enabled
     if (only === 'blocklist' && !s.blocklistRequested) return false; // XEP-0191 §5.3: only resources that requested the blocklist
     if (only === 'available' && !s.availableNow) return false;
+    // XEP-0163 §4.2: a PEP notification only for a session whose caps asked for its node.
+    if (only !== undefined && only.startsWith('notify ') && !(s.availableNow && this.hooks.notify.some((h) => h(s, only.slice(7))))) return false;
     if (only === 'subscription' && !s.availableNow && !s.rosterRequested) return false;
     return s.deliver(xml, { live: !opts.solicited, reroute: opts.reroute });
   }

@@ -169,4 +169,27 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 9,
+    name: 'PEP nodes and items',
+    // XEP-0163 (pep/store.ts): each account's nodes with their configuration
+    // (JSON), and their items by id in publish order (seq).
+    sql: `
+      CREATE TABLE pep_nodes (
+        owner text NOT NULL,
+        node text NOT NULL,
+        config text NOT NULL,
+        PRIMARY KEY (owner, node)
+      );
+      CREATE TABLE pep_items (
+        seq bigserial PRIMARY KEY,
+        owner text NOT NULL,
+        node text NOT NULL,
+        id text NOT NULL,
+        xml text NOT NULL,
+        UNIQUE (owner, node, id)
+      );
+      CREATE INDEX pep_items_order ON pep_items (owner, node, seq);
+    `,
+  },
 ];

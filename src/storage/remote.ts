@@ -13,11 +13,12 @@ import type { OfflineStore } from '../offline/store.ts';
 import type { ArchiveStore } from '../mam/store.ts';
 import type { BlockStore } from '../blocking/store.ts';
 import type { PersonalStore } from '../personal/store.ts';
+import type { PepStore } from '../pep/store.ts';
 import { encode, decode } from '../worker/wire.ts';
 import type { FromStorage, StorageThreadData, ToStorage } from './thread.ts';
 import { log } from '../log.ts';
 
-export type StoreName = 'accounts' | 'roster' | 'offline' | 'archive' | 'blocking' | 'personal' | 'info';
+export type StoreName = 'accounts' | 'roster' | 'offline' | 'archive' | 'blocking' | 'personal' | 'pep' | 'info';
 export interface StoreRequest {
   i: number;
   s: StoreName;
@@ -122,7 +123,7 @@ function proxy<T extends object>(client: StorageClient, name: StoreName, local: 
 }
 
 /** The stores, through the storage thread. */
-export async function remoteStores(client: StorageClient): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore; archive: ArchiveStore; blocking: BlockStore; personal: PersonalStore }> {
+export async function remoteStores(client: StorageClient): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore; archive: ArchiveStore; blocking: BlockStore; personal: PersonalStore; pep: PepStore }> {
   const info = (await client.call('info', 'get', [])) as { iterations: number; fakeSaltKey: Uint8Array };
   const key = Buffer.from(info.fakeSaltKey);
   const close = () => {};
@@ -133,6 +134,7 @@ export async function remoteStores(client: StorageClient): Promise<{ accounts: A
     archive: proxy<ArchiveStore>(client, 'archive', { close }),
     blocking: proxy<BlockStore>(client, 'blocking', { close }),
     personal: proxy<PersonalStore>(client, 'personal', { close }),
+    pep: proxy<PepStore>(client, 'pep', { close }),
   };
 }
 

@@ -16,6 +16,7 @@ import { SqliteOfflineStore } from '../offline/sqlite.ts';
 import { SqliteArchiveStore } from '../mam/sqlite.ts';
 import { SqliteBlockStore } from '../blocking/sqlite.ts';
 import { SqlitePersonalStore } from '../personal/sqlite.ts';
+import { SqlitePepStore } from '../pep/sqlite.ts';
 import { encode, decode } from '../worker/wire.ts';
 import type { StoreRequest, StoreAnswer, StoreName } from './remote.ts';
 import { log, setLogLevel } from '../log.ts';
@@ -50,6 +51,7 @@ try {
     archive: SqliteArchiveStore.open(join(data.dataDir, 'archive.sqlite'), { fulltext: data.mamFulltext }),
     blocking: SqliteBlockStore.open(join(data.dataDir, 'blocklist.sqlite')),
     personal: SqlitePersonalStore.open(join(data.dataDir, 'personal.sqlite')),
+    pep: SqlitePepStore.open(join(data.dataDir, 'pep.sqlite')),
     // What a caller needs synchronously (SCRAM's fake exchanges): asked once.
     info: { async get() { return { iterations: accounts.iterations, fakeSaltKey: accounts.fakeSaltKey() }; } },
   };

@@ -114,12 +114,13 @@ export type FromHub =
  * cancellation for one available or interested ('subscription').
  */
 // 'blocklist': a blocklist push (XEP-0191 §5.3) for a resource that requested the blocklist.
+// 'notify NODE': a PEP notification (XEP-0163 §4.2) for an available resource whose caps ask for NODE.
 // 'copy': one of several copies of a message to a bare JID (RFC 6121
 // §8.5.2.1.1). One that finds its session gone on the sender's worker is
 // counted there with the other copies (undeliverable only if none was
 // taken); one that crossed to another worker or node is answered where it
 // lands, as its `reroute` says (Router.onEnvelope).
-export type Only = 'roster' | 'carbons' | 'copy' | 'available' | 'subscription' | 'blocklist';
+export type Only = 'roster' | 'carbons' | 'copy' | 'available' | 'subscription' | 'blocklist' | `notify ${string}`;
 // fwd: passed on by the worker a session moved away from (XEP-0198 §5), not
 // to be passed on again
 export type Envelope = SessionEnvelope | ResumeEnvelope | S2sEnvelope | ChangeEnvelope;

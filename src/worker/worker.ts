@@ -25,6 +25,9 @@ import { openPersonalStore } from '../personal/open.ts';
 import type { PersonalStore } from '../personal/store.ts';
 import { vcard } from '../modules/vcard.ts';
 import { privateStorage } from '../modules/private.ts';
+import { openPepStore } from '../pep/open.ts';
+import type { PepStore } from '../pep/store.ts';
+import { pep } from '../modules/pep.ts';
 import { StorageClient, remoteStores } from '../storage/remote.ts';
 import type { AccountStore } from '../accounts/store.ts';
 import type { RosterStore } from '../roster/store.ts';
@@ -317,6 +320,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const { roster: rosterStore, offline, accounts, archive, personal } = stores;
   // XEP-0191 blocklists: the storage thread's (one node), or PostgreSQL's.
   const blockStore: BlockStore = store ? (stores as Partial<{ blocking: BlockStore }>).blocking! : await openBlockStore(config);
+  // XEP-0163 PEP nodes: the storage thread's (one node), or PostgreSQL's.
+  const pepStore: PepStore = store ? (stores as Partial<{ pep: PepStore }>).pep! : await openPepStore(config);
   /** A change to an account's blocklist, to every other worker of this node, and of the cluster (awaited: the answer to the client follows it). */
   const announceChange = async (kind: string, user: string): Promise<void> => {
     for (const p of peers.values()) p.postMessage(encode({ t: 'changed', kind, user } satisfies Envelope));
@@ -330,6 +335,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     // takes the sender's copy (or refuses the message) before carbons copy it.
     // First: a stanza to or from a blocked JID goes no further (XEP-0191), not even to the archive or carbons.
     blocker,
+    // Before presence, which takes it: PEP reads the caps of broadcast presence (XEP-0163 §4.2).
+    pep({ domain: config.domain, store: pepStore, roster: rosterStore, routing: () => router, blocked: (from, to) => blocker.denies(from, to) }),
     presence(() => router.presence),
     offlineStorage({ store: offline, domain: config.domain, max: config.maxOfflineMessages, maxBytes: config.maxOfflineBytes }),
     ...(archiveWriter ? [mam({ domain: config.domain, store: archive, writer: archiveWriter, roster: rosterStore, defaultMode: config.mamDefault, fulltext: config.mamFulltext })] : []),
@@ -422,7 +429,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     detached,
     durable: backend.durable,
     resumption,
-    removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline, archive, blocking: blockStore, personal }, config.domain, user, config.maxRosterItems),
+    removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline, archive, blocking: blockStore, personal, pep: pepStore }, config.domain, user, config.maxRosterItems),
     // Here first, whatever becomes of the announcement; then everywhere.
     announceRemoval: (notice) => {
       onRemoved(notice);
@@ -566,6 +573,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
             if (pruner) clearInterval(pruner);
             stores.close();
             void blockStore.close();
+            void pepStore.close();
             backend.close();
             stop();
           });

@@ -1,0 +1,593 @@
+// XEP-0163 Personal Eventing Protocol: a pubsub service (XEP-0060) on every
+// account's bare JID, with the subset PEP needs: publish (creating the node
+// on first publish, §4.1 "auto-create"), publish-options (XEP-0060 §7.1.5),
+// retract, items, and the owner's create, configure, purge and delete.
+// Subscriptions are implicit (§4.3): a contact is subscribed to the owner's
+// nodes by its presence subscription, and gets notifications on a node when
+// its client says 'NODE+notify' in its entity capabilities (XEP-0115),
+// which the server reads from presence and asks of the client once per ver
+// (pep/caps.ts).
+//
+// Notifications are decided in two places: here, who may see a node (the
+// access model, read from the owner's roster); and where each contact's
+// session lives, whether that session asked for the node (its caps are
+// known only there): the router delivers with `only: 'notify NODE'`, and
+// the session's worker asks this module's notify hook.
+import { Element, parse as parseXml } from 'ltx';
+import { randomBytes } from 'node:crypto';
+import type { ServerModule, IqHandler, RemoteIqHandler, InboundHook } from './module.ts';
+import type { Session } from '../session/session.ts';
+import type { SessionRecord } from '../registry/registry.ts';
+import type { RosterStore, RosterItem } from '../roster/store.ts';
+import type { Only } from '../worker/wire.ts';
+import { StanzaError, type StanzaCondition } from '../xmpp/errors.ts';
+import { parseJid, JidError } from '../xmpp/jid.ts';
+import { NS_DISCO_INFO } from '../xmpp/ns.ts';
+import { type AccessModel, type NodeConfig, type PepItem, type PepStore, type SendLast, DEFAULT_CONFIG, MAX_ITEMS, MAX_ITEM_BYTES, MAX_NODES } from '../pep/store.ts';
+import { type Caps, CapsCache, capsOf, notifyNodes, verifies } from '../pep/caps.ts';
+import { log } from '../log.ts';
+
+export const NS_PUBSUB = 'http://jabber.org/protocol/pubsub';
+export const NS_PUBSUB_OWNER = `${NS_PUBSUB}#owner`;
+export const NS_PUBSUB_EVENT = `${NS_PUBSUB}#event`;
+export const NS_PUBSUB_ERRORS = `${NS_PUBSUB}#errors`;
+const NS_DATA = 'jabber:x:data';
+const NODE_CONFIG = `${NS_PUBSUB}#node_config`;
+const PUBLISH_OPTIONS = `${NS_PUBSUB}#publish-options`;
+/** The longest node name and item id taken. */
+const MAX_NAME = 1024;
+/** How long a client has to answer the server's disco#info for its caps. */
+const CAPS_TIMEOUT_MS = 10_000;
+
+/** XEP-0060 features this service has (§10, and the access models of §4.5). */
+const FEATURES = ['publish', 'publish-options', 'retract-items', 'retrieve-items', 'purge-nodes', 'delete-nodes', 'config-node', 'create-nodes', 'auto-create', 'access-presence', 'access-open', 'access-whitelist', 'access-roster', 'last-published', 'persistent-items', 'retrieve-default'].map((f) => `${NS_PUBSUB}#${f}`);
+
+/** A XEP-0060 error: a stanza condition with its pubsub#errors child (§7.1.3, §6.5.9...). */
+export class PubsubError extends StanzaError {
+  readonly pubsub: string | undefined;
+  readonly unsupported: string | undefined;
+  constructor(condition: StanzaCondition, pubsub?: string, text?: string, unsupported?: string) {
+    super(condition, text);
+    this.pubsub = pubsub;
+    this.unsupported = unsupported;
+  }
+  override toElement(by?: string): Element {
+    const el = super.toElement(by);
+    if (this.pubsub) el.c(this.pubsub, { xmlns: NS_PUBSUB_ERRORS, ...(this.unsupported ? { feature: this.unsupported } : {}) });
+    return el;
+  }
+}
+
+/** What the module needs of the router. */
+export interface PepRouting {
+  available(bare: string): Promise<SessionRecord[]>;
+  deliver(rec: SessionRecord, el: Element, only?: Only): void;
+}
+
+export interface PepOptions {
+  domain: string;
+  store: PepStore;
+  roster: RosterStore;
+  routing: () => PepRouting;
+  maxNodes?: number;
+  maxItemBytes?: number;
+  /** XEP-0191: whether stanzas between two JIDs are blocked, either way (the blocking module): no notification, no last item. */
+  blocked?: (from: string, to: string) => boolean | Promise<boolean>;
+}
+
+const isEl = (c: Element | string): c is Element => typeof c !== 'string';
+const bool = (v: string): boolean | undefined => (v === '1' || v === 'true' ? true : v === '0' || v === 'false' ? false : undefined);
+const ACCESS: readonly AccessModel[] = ['presence', 'open', 'whitelist', 'roster'];
+const SEND_LAST: readonly SendLast[] = ['never', 'on_sub', 'on_sub_and_presence'];
+
+/** The values of a submitted data form (XEP-0004), by var; undefined when there is no form of that FORM_TYPE. */
+function formValues(x: Element | undefined, formType: string): Map<string, string[]> | undefined {
+  if (!x) return undefined;
+  const out = new Map<string, string[]>();
+  for (const f of x.getChildren('field')) {
+    if (!f.attrs.var) continue;
+    out.set(f.attrs.var, f.getChildren('value').map((v) => v.getText()));
+  }
+  const ft = out.get('FORM_TYPE');
+  if (!ft || ft[0] !== formType) throw new StanzaError('bad-request', `the form's FORM_TYPE must be ${formType}`);
+  out.delete('FORM_TYPE');
+  return out;
+}
+
+/**
+ * A configuration changed by a form's fields; `bad` makes the error for a
+ * field not understood or a value not taken (XEP-0060 §8.2.5.3:
+ * not-acceptable; §7.1.5: precondition-not-met for publish-options).
+ */
+function applyForm(base: NodeConfig, values: Map<string, string[]>, bad: (why: string) => StanzaError): NodeConfig {
+  const c: NodeConfig = { ...base, rosterGroups: [...base.rosterGroups] };
+  for (const [k, vs] of values) {
+    const v = vs[0] ?? '';
+    switch (k) {
+      case 'pubsub#access_model':
+        if (!ACCESS.includes(v as AccessModel)) throw bad(`access model ${v} is not supported`);
+        c.accessModel = v as AccessModel;
+        break;
+      case 'pubsub#persist_items': {
+        const b = bool(v);
+        if (b === undefined) throw bad('pubsub#persist_items is a boolean');
+        c.persistItems = b;
+        break;
+      }
+      case 'pubsub#max_items': {
+        // XEP-0060 §16.4.3: 'max' is the service's own bound.
+        const n = v === 'max' ? MAX_ITEMS : /^\d+$/.test(v) ? Number(v) : NaN;
+        if (!(n >= 1 && n <= MAX_ITEMS)) throw bad(`pubsub#max_items is 1 to ${MAX_ITEMS}, or max`);
+        c.maxItems = n;
+        break;
+      }
+      case 'pubsub#send_last_published_item':
+        if (!SEND_LAST.includes(v as SendLast)) throw bad(`pubsub#send_last_published_item ${v} is not supported`);
+        c.sendLastPublishedItem = v as SendLast;
+        break;
+      case 'pubsub#notify_retract': {
+        const b = bool(v);
+        if (b === undefined) throw bad('pubsub#notify_retract is a boolean');
+        c.notifyRetract = b;
+        break;
+      }
+      case 'pubsub#roster_groups_allowed':
+        c.rosterGroups = [...new Set(vs)].slice(0, 100);
+        break;
+      default:
+        throw bad(`${k} is not supported`);
+    }
+  }
+  return c;
+}
+
+/** The same configuration, as a form of the given type (§8.2.1: a form; §8.2.4 submits one). */
+function configForm(c: NodeConfig): Element {
+  const x = new Element('x', { xmlns: NS_DATA, type: 'form' });
+  x.c('field', { var: 'FORM_TYPE', type: 'hidden' }).c('value').t(NODE_CONFIG);
+  const field = (v: string, type: string, label: string, values: string[], options?: string[]) => {
+    const f = x.c('field', { var: v, type, label });
+    for (const o of options ?? []) f.c('option').c('value').t(o);
+    for (const val of values) f.c('value').t(val);
+  };
+  field('pubsub#access_model', 'list-single', 'Who may subscribe and retrieve items', [c.accessModel], [...ACCESS]);
+  field('pubsub#persist_items', 'boolean', 'Persist items', [c.persistItems ? '1' : '0']);
+  field('pubsub#max_items', 'text-single', `Items kept (1 to ${MAX_ITEMS}, or max)`, [String(c.maxItems)]);
+  field('pubsub#send_last_published_item', 'list-single', 'When to send the last published item', [c.sendLastPublishedItem], [...SEND_LAST]);
+  field('pubsub#notify_retract', 'boolean', 'Notify subscribers when items are retracted', [c.notifyRetract ? '1' : '0']);
+  field('pubsub#roster_groups_allowed', 'list-multi', 'Roster groups allowed (access model roster)', c.rosterGroups);
+  return x;
+}
+
+/** Whether the publish-options asked for hold for the node's configuration (§7.1.5). */
+function sameOptions(node: NodeConfig, wanted: NodeConfig): boolean {
+  return node.accessModel === wanted.accessModel && node.persistItems === wanted.persistItems && node.maxItems === wanted.maxItems && node.sendLastPublishedItem === wanted.sendLastPublishedItem && node.notifyRetract === wanted.notifyRetract && node.rosterGroups.join('\n') === wanted.rosterGroups.join('\n');
+}
+
+/** The account a request is about: the 'to' of the iq (its bare JID), or the sender's own. */
+function ownerOf(iq: Element, session: Session): string {
+  if (iq.attrs.to !== undefined) {
+    try {
+      const j = parseJid(iq.attrs.to);
+      if (j.local && !j.resource) return j.local;
+    } catch (err) {
+      if (!(err instanceof JidError)) throw err;
+    }
+    throw new StanzaError('bad-request');
+  }
+  if (!session.username) throw new StanzaError('forbidden', 'anonymous sessions have no PEP service');
+  return session.username;
+}
+
+const nodeOf = (el: Element): string => {
+  const node = el.attrs.node;
+  // §7.1.3.3 and others: a request about a node must name it.
+  if (typeof node !== 'string' || node === '') throw new PubsubError('bad-request', 'nodeid-required');
+  if (node.length > MAX_NAME) throw new StanzaError('not-acceptable', `node names are at most ${MAX_NAME} characters`);
+  return node;
+};
+
+const bareOf = (jid: string): string => {
+  const slash = jid.indexOf('/');
+  return slash < 0 ? jid : jid.slice(0, slash);
+};
+
+/** One notification (XEP-0060 §7.1.2.1): a headline from the owner's bare JID. */
+function event(from: string, inner: Element): Element {
+  const m = new Element('message', { type: 'headline', from, id: randomBytes(9).toString('base64url') });
+  m.c('event', { xmlns: NS_PUBSUB_EVENT }).cnode(inner);
+  return m;
+}
+
+/** An <items/> of the given namespace's parent (pubsub or pubsub#event) holding stored items. */
+function itemsEl(ns: string, node: string, items: PepItem[]): Element {
+  const el = parseXml(`<items xmlns='${ns}' node='${escapeAttr(node)}'>${items.map((it) => `<item id='${escapeAttr(it.id)}'>${it.xml}</item>`).join('')}</items>`) as Element;
+  delete el.attrs.xmlns;
+  return el;
+}
+const itemsEvent = (node: string, items: PepItem[]): Element => itemsEl(NS_PUBSUB_EVENT, node, items);
+
+const escapeAttr = (s: string) => s.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;').replace(/"/g, '&quot;');
+
+/** What the module knows of a session of this worker: its caps, and whether it sent available presence. */
+interface Seen {
+  caps?: Caps;
+  /** The nodes it asked notifications of, once known (from the cache, or its own unverified answer). */
+  nodes?: ReadonlySet<string>;
+  available: boolean;
+}
+
+export function pep(o: PepOptions): ServerModule & { cache: CapsCache } {
+  const maxNodes = o.maxNodes ?? MAX_NODES;
+  const maxItemBytes = o.maxItemBytes ?? MAX_ITEM_BYTES;
+  const cache = new CapsCache();
+  const seen = new WeakMap<Session, Seen>();
+  /** Caps queries in flight, by ver: one per ver on this worker, whatever the number of sessions advertising it. */
+  const asking = new Map<string, Promise<ReadonlySet<string> | undefined>>();
+  /** The server's disco#info requests to clients, by id. */
+  const waiting = new Map<string, (answer: Element) => void>();
+
+  /** Whether `requester` (a bare JID) may see the owner's node (§4.5; XEP-0163 §4.3). */
+  const allowed = async (owner: string, config: NodeConfig, requester: string, item?: RosterItem): Promise<boolean> => {
+    if (requester === `${owner}@${o.domain}`) return true;
+    if (config.accessModel === 'open') return true;
+    if (config.accessModel === 'whitelist') return false; // only the owner: affiliations are not kept
+    const it = item ?? (await o.roster.item(owner, requester));
+    if (!it) return false;
+    if (config.accessModel === 'presence') return it.subscription === 'from' || it.subscription === 'both';
+    return it.groups.some((g) => config.rosterGroups.includes(g));
+  };
+
+  /** XEP-0060 §6.5.9 (and §4.5): why a requester may not see a node. */
+  const refusal = (config: NodeConfig): StanzaError => {
+    if (config.accessModel === 'presence') return new PubsubError('not-authorized', 'presence-subscription-required');
+    if (config.accessModel === 'roster') return new PubsubError('not-authorized', 'not-in-roster-group');
+    return new PubsubError('not-allowed', 'closed-node');
+  };
+
+  /**
+   * An event to whoever should have it (XEP-0163 §4.3): every available
+   * resource of the owner, and the available resources of contacts with a
+   * presence subscription the access model lets in, those whose client
+   * asked for the node (filtered where each session lives).
+   */
+  const notify = async (owner: string, node: string, config: NodeConfig, inner: Element): Promise<void> => {
+    const r = o.routing();
+    const ownerBare = `${owner}@${o.domain}`;
+    const el = event(ownerBare, inner);
+    for (const rec of await r.available(ownerBare)) r.deliver(rec, withTo(el, rec.jid), 'available');
+    if (config.accessModel === 'whitelist') return;
+    const { items } = await o.roster.get(owner);
+    for (const it of items) {
+      if (it.subscription !== 'from' && it.subscription !== 'both') continue;
+      // Contacts of other servers: not yet (their caps are known only to their server).
+      if (!it.jid.endsWith(`@${o.domain}`)) continue;
+      if (!(await allowed(owner, config, it.jid, it))) continue;
+      for (const rec of await r.available(it.jid)) {
+        if (await o.blocked?.(ownerBare, rec.jid)) continue;
+        r.deliver(rec, withTo(el, rec.jid), `notify ${node}`);
+      }
+    }
+  };
+  const withTo = (el: Element, to: string): Element => {
+    const m = new Element('message', { ...el.attrs, to });
+    for (const c of el.children) m.cnode(c as Element);
+    return m;
+  };
+  const notifyLater = (owner: string, node: string, config: NodeConfig, inner: Element): void => {
+    notify(owner, node, config, inner).catch((err: unknown) => log.warn('PEP notification not sent', { owner, node, err: String(err) }));
+  };
+
+  // --- requests -----------------------------------------------------------
+
+  const requireOwner = (owner: string, session: Session): void => {
+    // XEP-0163 §4.1: only the account publishes to (and manages) its own service.
+    if (owner !== session.username) throw new StanzaError('forbidden', "only the account's own PEP nodes can be changed");
+  };
+
+  const publish = async (owner: string, pubsub: Element, p: Element): Promise<Element> => {
+    const node = nodeOf(p);
+    const items = p.getChildren('item');
+    // §7.1.3.6: one item, with one payload (§7.1.3.7).
+    if (items.length !== 1) throw new PubsubError('bad-request', 'invalid-payload', 'publish exactly one item');
+    const payloads = items[0].children.filter(isEl);
+    if (payloads.length !== 1) throw new PubsubError('bad-request', 'invalid-payload', 'an item carries exactly one payload');
+    const id = items[0].attrs.id || randomBytes(12).toString('base64url');
+    if (id.length > MAX_NAME) throw new StanzaError('not-acceptable', `item ids are at most ${MAX_NAME} characters`);
+    const xml = payloads[0].toString();
+    // §7.1.3.4 payload-too-big.
+    if (Buffer.byteLength(xml, 'utf8') > maxItemBytes) throw new PubsubError('not-acceptable', 'payload-too-big', `an item may hold at most ${maxItemBytes} bytes`);
+    const optionsEl = pubsub.getChild('publish-options')?.getChild('x', NS_DATA);
+    const options = formValues(optionsEl, PUBLISH_OPTIONS);
+    const precondition = (why: string) => new PubsubError('conflict', 'precondition-not-met', why);
+    let create = DEFAULT_CONFIG;
+    if (options) {
+      const existing = await o.store.config(owner, node);
+      // §7.1.5: options that do not hold for an existing node refuse the publish; a new node takes them.
+      if (existing) {
+        if (!sameOptions(existing, applyForm(existing, options, precondition))) throw precondition('the node is configured otherwise');
+      } else create = applyForm(DEFAULT_CONFIG, options, precondition);
+    }
+    let config: NodeConfig;
+    try {
+      ({ config } = await o.store.publish(owner, node, { id, xml }, create, maxNodes));
+    } catch (err) {
+      if ((err as Error).name === 'PepNodesFullError') throw new StanzaError('policy-violation', `an account may have at most ${maxNodes} PEP nodes`);
+      throw err;
+    }
+    notifyLater(owner, node, config, itemsEvent(node, [{ id, xml }]));
+    const out = new Element('pubsub', { xmlns: NS_PUBSUB });
+    out.c('publish', { node }).c('item', { id });
+    return out;
+  };
+
+  const retract = async (owner: string, r: Element): Promise<null> => {
+    const node = nodeOf(r);
+    const ids = r.getChildren('item').map((i) => i.attrs.id).filter((i): i is string => typeof i === 'string' && i !== '');
+    // §7.2.3.3 item-required.
+    if (ids.length === 0) throw new PubsubError('bad-request', 'item-required');
+    const config = await o.store.config(owner, node);
+    if (!config) throw new StanzaError('item-not-found');
+    const gone = await o.store.retract(owner, node, ids);
+    // §7.2.3.5: no such item.
+    if (gone.length === 0) throw new StanzaError('item-not-found');
+    // §7.2.2.1: notify='true' asks for notifications; else the node's pubsub#notify_retract.
+    const asked = r.attrs.notify === undefined ? config.notifyRetract : bool(r.attrs.notify) === true;
+    if (asked) {
+      const inner = new Element('items', { node });
+      for (const id of gone) inner.c('retract', { id });
+      notifyLater(owner, node, config, inner);
+    }
+    return null;
+  };
+
+  const items = async (owner: string, session: Session | undefined, requester: string, i: Element): Promise<Element> => {
+    const node = nodeOf(i);
+    const config = await o.store.config(owner, node);
+    // §6.5.9.11: no such node.
+    if (!config) throw new StanzaError('item-not-found');
+    if (session?.username !== owner && !(await allowed(owner, config, requester))) throw refusal(config);
+    const ids = i.getChildren('item').map((x) => x.attrs.id).filter((x): x is string => typeof x === 'string');
+    let max: number | undefined;
+    if (i.attrs.max_items !== undefined) {
+      if (!/^\d+$/.test(i.attrs.max_items) || Number(i.attrs.max_items) < 1) throw new StanzaError('bad-request', 'max_items is a positive integer');
+      max = Math.min(Number(i.attrs.max_items), MAX_ITEMS);
+    }
+    const got = await o.store.items(owner, node, ids.length > 0 ? { ids } : { max });
+    // §6.5.8: asked by id, and not there.
+    if (ids.length > 0 && got.length === 0) throw new StanzaError('item-not-found');
+    const out = new Element('pubsub', { xmlns: NS_PUBSUB });
+    out.cnode(itemsEl(NS_PUBSUB, node, got));
+    return out;
+  };
+
+  const pubsubSet: IqHandler = async (iq, session) => {
+    const owner = ownerOf(iq, session);
+    const pubsub = iq.getChild('pubsub', NS_PUBSUB);
+    const action = pubsub?.children.filter(isEl).find((c) => c.name !== 'publish-options' && c.name !== 'configure');
+    if (!pubsub || !action) throw new StanzaError('bad-request');
+    switch (action.name) {
+      case 'publish':
+        requireOwner(owner, session);
+        return publish(owner, pubsub, action);
+      case 'retract':
+        requireOwner(owner, session);
+        return retract(owner, action);
+      case 'create': {
+        requireOwner(owner, session);
+        const node = nodeOf(action);
+        const form = formValues(pubsub.getChild('configure')?.getChild('x', NS_DATA), NODE_CONFIG);
+        const config = form ? applyForm(DEFAULT_CONFIG, form, (why) => new StanzaError('not-acceptable', why)) : DEFAULT_CONFIG;
+        let made: boolean;
+        try {
+          made = await o.store.create(owner, node, config, maxNodes);
+        } catch (err) {
+          if ((err as Error).name === 'PepNodesFullError') throw new StanzaError('policy-violation', `an account may have at most ${maxNodes} PEP nodes`);
+          throw err;
+        }
+        // §8.1.3: the node exists.
+        if (!made) throw new StanzaError('conflict', `${node} exists`);
+        return null;
+      }
+      default:
+        // Subscriptions are implicit in PEP (XEP-0163 §4.3); the rest is not implemented.
+        throw new PubsubError('feature-not-implemented', 'unsupported', `<${action.name}/> is not supported by this PEP service`, action.name === 'subscribe' ? 'subscribe' : action.name);
+    }
+  };
+
+  const pubsubGet: IqHandler = async (iq, session) => {
+    const owner = ownerOf(iq, session);
+    const action = iq.getChild('pubsub', NS_PUBSUB)?.children.filter(isEl)[0];
+    if (action?.name !== 'items') throw new PubsubError('feature-not-implemented', 'unsupported', undefined, action?.name === 'subscriptions' ? 'retrieve-subscriptions' : action?.name === 'affiliations' ? 'retrieve-affiliations' : undefined);
+    const requester = session.username ? `${session.username}@${o.domain}` : bareOf(session.jid!);
+    return items(owner, session, requester, action);
+  };
+
+  const ownerSet: IqHandler = async (iq, session) => {
+    const owner = ownerOf(iq, session);
+    requireOwner(owner, session);
+    const action = iq.getChild('pubsub', NS_PUBSUB_OWNER)?.children.filter(isEl)[0];
+    if (!action) throw new StanzaError('bad-request');
+    const node = nodeOf(action);
+    switch (action.name) {
+      case 'configure': {
+        const x = action.getChild('x', NS_DATA);
+        // §8.2.6: a cancelled form changes nothing.
+        if (x?.attrs.type === 'cancel') return null;
+        const config = await o.store.config(owner, node);
+        if (!config) throw new StanzaError('item-not-found');
+        const values = formValues(x, NODE_CONFIG);
+        if (!values) throw new StanzaError('bad-request', 'a configuration form is required');
+        const next = applyForm(config, values, (why) => new StanzaError('not-acceptable', why));
+        if (!(await o.store.configure(owner, node, next))) throw new StanzaError('item-not-found');
+        return null;
+      }
+      case 'purge': {
+        const config = await o.store.config(owner, node);
+        if (!config || !(await o.store.purge(owner, node))) throw new StanzaError('item-not-found');
+        // §8.5.2: subscribers are told.
+        notifyLater(owner, node, config, new Element('purge', { node }));
+        return null;
+      }
+      case 'delete': {
+        const config = await o.store.config(owner, node);
+        if (!config || !(await o.store.remove(owner, node))) throw new StanzaError('item-not-found');
+        // §8.4.2: subscribers are told.
+        notifyLater(owner, node, config, new Element('delete', { node }));
+        return null;
+      }
+      default:
+        throw new PubsubError('feature-not-implemented', 'unsupported', `<${action.name}/> is not supported by this PEP service`);
+    }
+  };
+
+  const ownerGet: IqHandler = async (iq, session) => {
+    const owner = ownerOf(iq, session);
+    requireOwner(owner, session);
+    const action = iq.getChild('pubsub', NS_PUBSUB_OWNER)?.children.filter(isEl)[0];
+    const out = new Element('pubsub', { xmlns: NS_PUBSUB_OWNER });
+    if (action?.name === 'default') {
+      // §8.3: the default configuration.
+      out.c('default').cnode(configForm(DEFAULT_CONFIG));
+      return out;
+    }
+    if (action?.name !== 'configure') throw new PubsubError('feature-not-implemented', 'unsupported', undefined, action?.name);
+    const node = nodeOf(action);
+    const config = await o.store.config(owner, node);
+    if (!config) throw new StanzaError('item-not-found');
+    out.c('configure', { node }).cnode(configForm(config));
+    return out;
+  };
+
+  // Another server's user: items of an open node, or one the owner's roster lets it see.
+  const remoteGet: RemoteIqHandler = async (iq) => {
+    const j = parseJid(iq.attrs.to);
+    const action = iq.getChild('pubsub', NS_PUBSUB)?.children.filter(isEl)[0];
+    if (action?.name !== 'items') throw new PubsubError('feature-not-implemented', 'unsupported');
+    return items(j.local, undefined, bareOf(iq.attrs.from), action);
+  };
+  const remoteForbidden: RemoteIqHandler = () => {
+    throw new StanzaError('forbidden', "only the account's own PEP nodes can be changed");
+  };
+
+  // --- caps and last published items ---------------------------------------
+
+  /** The nodes a session asked notifications of: from the cache, or asked of the client (once per ver on this worker). */
+  const nodesFor = (session: Session, caps: Caps): Promise<ReadonlySet<string> | undefined> => {
+    const known = cache.get(caps);
+    if (known) return Promise.resolve(known);
+    const key = `${caps.hash.toLowerCase()} ${caps.ver}`;
+    const shared = asking.get(key);
+    // Another session's question: its answer, if verified; if not, this session is asked for its own.
+    if (shared) return shared.then((nodes) => nodes ?? askCaps(session, caps));
+    const p = askCaps(session, caps).finally(() => asking.delete(key));
+    asking.set(key, p);
+    return p;
+  };
+
+  /** XEP-0115 §6.3: disco#info of node#ver asked of the client; verified (§5.4) before it is cached for others. */
+  const askCaps = async (session: Session, caps: Caps): Promise<ReadonlySet<string> | undefined> => {
+    const id = `caps-${randomBytes(9).toString('base64url')}`;
+    const answer = new Promise<Element | undefined>((resolve) => {
+      const timer = setTimeout(() => {
+        waiting.delete(id);
+        resolve(undefined);
+      }, CAPS_TIMEOUT_MS);
+      timer.unref();
+      waiting.set(id, (el) => {
+        clearTimeout(timer);
+        waiting.delete(id);
+        resolve(el);
+      });
+    });
+    const iq = new Element('iq', { type: 'get', id, from: o.domain, to: session.jid! });
+    iq.c('query', { xmlns: NS_DISCO_INFO, node: `${caps.node}#${caps.ver}` });
+    session.send(iq);
+    const el = await answer;
+    const query = el?.attrs.type === 'result' ? el.getChild('query', NS_DISCO_INFO) : undefined;
+    if (!query) return undefined;
+    const nodes = notifyNodes(query);
+    if (verifies(caps, query)) cache.set(caps, nodes);
+    else {
+      // Not what the ver says: this session's own answer, trusted for it alone.
+      const s = seen.get(session);
+      if (s && s.caps === caps) s.nodes = nodes;
+      return undefined;
+    }
+    return nodes;
+  };
+
+  /** The last published item of each node `session` may see and asked for (XEP-0163 §4.3.4 on presence; XEP-0060 pubsub#send_last_published_item). */
+  const sendLast = async (session: Session, nodes: ReadonlySet<string>): Promise<void> => {
+    if (nodes.size === 0 || !session.username) return;
+    const me = `${session.username}@${o.domain}`;
+    const { items: roster } = await o.roster.get(session.username);
+    // Its own nodes, and those of every local contact whose presence it receives.
+    const owners = [session.username, ...roster.filter((i) => (i.subscription === 'to' || i.subscription === 'both') && i.jid.endsWith(`@${o.domain}`)).map((i) => i.jid.slice(0, i.jid.indexOf('@')))];
+    for (const owner of owners) {
+      for (const { node, config } of await o.store.nodes(owner)) {
+        if (!nodes.has(node) || config.sendLastPublishedItem !== 'on_sub_and_presence') continue;
+        if (!(await allowed(owner, config, me)) || (owner !== session.username && (await o.blocked?.(`${owner}@${o.domain}`, session.jid!)))) continue;
+        const last = await o.store.items(owner, node, { max: 1 });
+        if (last.length === 0) continue;
+        const el = event(`${owner}@${o.domain}`, itemsEvent(node, last));
+        el.attrs.to = session.jid!;
+        session.send(el);
+      }
+    }
+  };
+
+  const inbound: InboundHook = (el, session) => {
+    if (el.name === 'iq' && (el.attrs.type === 'result' || el.attrs.type === 'error') && el.attrs.to === o.domain) {
+      const w = waiting.get(el.attrs.id);
+      if (!w) return false;
+      w(el);
+      return true;
+    }
+    // Broadcast presence (no 'to'): its caps, and on becoming available the last published items.
+    if (el.name !== 'presence' || el.attrs.to !== undefined || !session.username) return false;
+    const s = seen.get(session) ?? { available: false };
+    seen.set(session, s);
+    if (el.attrs.type === 'unavailable') {
+      s.available = false;
+      return false;
+    }
+    if (el.attrs.type !== undefined) return false;
+    const caps = capsOf(el);
+    const changed = caps !== undefined && (s.caps?.ver !== caps.ver || s.caps.hash !== caps.hash);
+    if (changed) {
+      s.caps = caps;
+      s.nodes = undefined;
+    }
+    const arriving = !s.available;
+    s.available = true;
+    if (!caps && !s.caps) return false;
+    const current = s.caps!;
+    void nodesFor(session, current)
+      .then(async (nodes) => {
+        if (s.caps !== current) return;
+        if (nodes) s.nodes = nodes;
+        if (arriving && s.nodes) await sendLast(session, s.nodes);
+      })
+      .catch((err: unknown) => log.warn('PEP: caps or last items failed', { jid: session.jid, err: String(err) }));
+    return false;
+  };
+
+  return {
+    cache,
+    features: [],
+    // XEP-0163 §6.1: the account's bare JID is a pubsub/pep service.
+    accountFeatures: [NS_PUBSUB, ...FEATURES],
+    accountIdentities: [{ category: 'pubsub', type: 'pep' }],
+    account: {
+      [`set ${NS_PUBSUB}`]: pubsubSet,
+      [`get ${NS_PUBSUB}`]: pubsubGet,
+      [`set ${NS_PUBSUB_OWNER}`]: ownerSet,
+      [`get ${NS_PUBSUB_OWNER}`]: ownerGet,
+    },
+    remoteAccount: { [`get ${NS_PUBSUB}`]: remoteGet, [`set ${NS_PUBSUB}`]: remoteForbidden, [`get ${NS_PUBSUB_OWNER}`]: remoteForbidden, [`set ${NS_PUBSUB_OWNER}`]: remoteForbidden },
+    inbound,
+    notify: (session, node) => seen.get(session)?.nodes?.has(node) ?? false,
+    removed: () => {},
+  };
+}

@@ -1,0 +1,109 @@
+// XEP-0115 entity capabilities as PEP reads them: the <c/> a client puts in
+// its presence names its disco#info by a hash (ver); the server asks a
+// client for it once per ver (XEP-0115 §6.3), checks that the answer hashes
+// to that ver (§5.4: a ver not verified is not cached for others, or a
+// client could poison what every client with that ver gets), and keeps the
+// nodes it asked notifications of ('NODE+notify', XEP-0163 §4.2). Kept per
+// worker, one entry per ver whatever the number of sessions advertising it.
+import { createHash } from 'node:crypto';
+import type { Element } from 'ltx';
+
+export const NS_CAPS = 'http://jabber.org/protocol/caps';
+const NS_DATA = 'jabber:x:data';
+const NOTIFY = '+notify';
+
+/** The IANA hash names XEP-0115 §5.1 uses, as node:crypto names them. */
+const HASHES: Record<string, string> = { 'sha-1': 'sha1', 'sha-224': 'sha224', 'sha-256': 'sha256', 'sha-384': 'sha384', 'sha-512': 'sha512' };
+
+export interface Caps {
+  hash: string;
+  node: string;
+  ver: string;
+}
+
+/** The caps a presence carries, if any. */
+export function capsOf(presence: Element): Caps | undefined {
+  const c = presence.getChild('c', NS_CAPS);
+  const { hash, node, ver } = c?.attrs ?? {};
+  if (typeof hash !== 'string' || typeof node !== 'string' || typeof ver !== 'string' || ver === '' || node === '') return undefined;
+  return { hash, node, ver };
+}
+
+const isEl = (c: Element | string): c is Element => typeof c !== 'string';
+/** i;octet ordering (RFC 4790), as §5.1 sorts by. */
+const octets = (a: string, b: string): number => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+
+/**
+ * XEP-0115 §5.1: the verification string of a disco#info <query/>, or
+ * undefined when §5.4 says to reject it (duplicate identities, features or
+ * forms; a form whose FORM_TYPE is not one hidden field).
+ */
+export function verificationString(query: Element): string | undefined {
+  const kids = query.children.filter(isEl);
+  const ids = kids.filter((k) => k.name === 'identity').map((i) => `${i.attrs.category ?? ''}/${i.attrs.type ?? ''}/${i.attrs['xml:lang'] ?? ''}/${i.attrs.name ?? ''}`);
+  const features = kids.filter((k) => k.name === 'feature').map((f) => String(f.attrs.var ?? ''));
+  if (new Set(ids).size !== ids.length || new Set(features).size !== features.length) return undefined;
+  let s = [...ids].sort(octets).map((i) => `${i}<`).join('') + [...features].sort(octets).map((f) => `${f}<`).join('');
+  const forms: { type: string; text: string }[] = [];
+  for (const x of kids.filter((k) => k.name === 'x' && k.attrs.xmlns === NS_DATA)) {
+    const fields = x.getChildren('field');
+    const ft = fields.filter((f) => f.attrs.var === 'FORM_TYPE');
+    // §5.4 3.6: a form without FORM_TYPE is ignored; with a FORM_TYPE that is not hidden, or several, rejected.
+    if (ft.length === 0) continue;
+    if (ft.length > 1 || ft[0].attrs.type !== 'hidden' || ft[0].getChildren('value').length !== 1) return undefined;
+    const type = ft[0].getChildText('value') ?? '';
+    const rest = fields.filter((f) => f.attrs.var !== 'FORM_TYPE').sort((a, b) => octets(String(a.attrs.var ?? ''), String(b.attrs.var ?? '')));
+    const text = `${type}<` + rest.map((f) => `${f.attrs.var ?? ''}<` + f.getChildren('value').map((v) => v.getText()).sort(octets).map((v) => `${v}<`).join('')).join('');
+    forms.push({ type, text });
+  }
+  if (new Set(forms.map((f) => f.type)).size !== forms.length) return undefined;
+  s += forms.sort((a, b) => octets(a.type, b.type)).map((f) => f.text).join('');
+  return s;
+}
+
+/** §5.1 steps 7-8: whether the answer hashes to the ver it was asked for. False for a hash function not known here. */
+export function verifies(caps: Pick<Caps, 'hash' | 'ver'>, query: Element): boolean {
+  const algo = HASHES[caps.hash.toLowerCase()];
+  const s = algo ? verificationString(query) : undefined;
+  return s !== undefined && createHash(algo).update(s, 'utf8').digest('base64') === caps.ver;
+}
+
+/** The nodes a disco#info <query/> asks notifications of (XEP-0163 §4.2: features 'NODE+notify'). */
+export function notifyNodes(query: Element): Set<string> {
+  const out = new Set<string>();
+  for (const f of query.getChildren('feature')) {
+    const v = String(f.attrs.var ?? '');
+    if (v.endsWith(NOTIFY) && v.length > NOTIFY.length) out.add(v.slice(0, -NOTIFY.length));
+  }
+  return out;
+}
+
+/** Verified vers and their +notify nodes, the least recently used dropped past `max`. */
+export class CapsCache {
+  private readonly map = new Map<string, ReadonlySet<string>>();
+  private readonly max: number;
+  constructor(max = 10_000) {
+    this.max = max;
+  }
+  private static key(c: Pick<Caps, 'hash' | 'ver'>): string {
+    return `${c.hash.toLowerCase()} ${c.ver}`;
+  }
+  get(c: Pick<Caps, 'hash' | 'ver'>): ReadonlySet<string> | undefined {
+    const k = CapsCache.key(c);
+    const v = this.map.get(k);
+    if (v) {
+      this.map.delete(k);
+      this.map.set(k, v);
+    }
+    return v;
+  }
+  set(c: Pick<Caps, 'hash' | 'ver'>, nodes: ReadonlySet<string>): void {
+    const k = CapsCache.key(c);
+    this.map.delete(k);
+    this.map.set(k, nodes);
+    if (this.map.size > this.max) this.map.delete(this.map.keys().next().value!);
+  }
+  get size(): number {
+    return this.map.size;
+  }
+}

@@ -1,0 +1,112 @@
+// PEP nodes and items in PostgreSQL, for a cluster: the SQLite store's rules
+// on the schema of migration 9 (storage/postgres-schema.ts). A change to an
+// account's nodes holds that account's advisory lock for its transaction,
+// so that the node count checked against the bound, and the items trimmed
+// to a node's, are those written to, whichever node of the cluster writes.
+import type pg from 'pg';
+import { acquirePool, transaction } from '../storage/postgres.ts';
+import { type NodeConfig, type PepItem, type PepStore, PepNodesFullError, configJson, kept, parseConfig } from './store.ts';
+
+const TRIM = 'DELETE FROM pep_items WHERE owner = $1 AND node = $2 AND seq NOT IN (SELECT seq FROM pep_items WHERE owner = $1 AND node = $2 ORDER BY seq DESC LIMIT $3)';
+
+export class PostgresPepStore implements PepStore {
+  private readonly pool: pg.Pool;
+  private readonly releasePool: () => Promise<void>;
+  private closing: Promise<void> | undefined;
+
+  private constructor(pool: pg.Pool, release: () => Promise<void>) {
+    this.pool = pool;
+    this.releasePool = release;
+  }
+
+  /** Opens the thread's shared pool (storage/postgres.ts), the schema brought up to date. */
+  static async open(url: string): Promise<PostgresPepStore> {
+    const { pool, release } = await acquirePool(url);
+    return new PostgresPepStore(pool, release);
+  }
+
+  async nodes(owner: string): Promise<{ node: string; config: NodeConfig }[]> {
+    // COLLATE "C": the order SQLite gives (bytewise), whatever the database's collation.
+    return (await this.pool.query<{ node: string; config: string }>('SELECT node, config FROM pep_nodes WHERE owner = $1 ORDER BY node COLLATE "C"', [owner])).rows.map((r) => ({ node: r.node, config: parseConfig(r.config) }));
+  }
+
+  async config(owner: string, node: string): Promise<NodeConfig | undefined> {
+    const row = (await this.pool.query<{ config: string }>('SELECT config FROM pep_nodes WHERE owner = $1 AND node = $2', [owner, node])).rows[0];
+    return row ? parseConfig(row.config) : undefined;
+  }
+
+  private async createIn(c: pg.PoolClient, owner: string, node: string, config: NodeConfig, maxNodes: number): Promise<NodeConfig | undefined> {
+    const row = (await c.query<{ config: string }>('SELECT config FROM pep_nodes WHERE owner = $1 AND node = $2', [owner, node])).rows[0];
+    if (row) return parseConfig(row.config);
+    if (Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM pep_nodes WHERE owner = $1', [owner])).rows[0].n) >= maxNodes) throw new PepNodesFullError(maxNodes);
+    await c.query('INSERT INTO pep_nodes (owner, node, config) VALUES ($1, $2, $3)', [owner, node, configJson(config)]);
+    return undefined;
+  }
+
+  async create(owner: string, node: string, config: NodeConfig, maxNodes: number): Promise<boolean> {
+    return transaction(this.pool, `pep:${owner}`, async (c) => (await this.createIn(c, owner, node, config, maxNodes)) === undefined);
+  }
+
+  async configure(owner: string, node: string, config: NodeConfig): Promise<boolean> {
+    return transaction(this.pool, `pep:${owner}`, async (c) => {
+      if ((await c.query('UPDATE pep_nodes SET config = $3 WHERE owner = $1 AND node = $2', [owner, node, configJson(config)])).rowCount === 0) return false;
+      await c.query(TRIM, [owner, node, kept(config)]);
+      return true;
+    });
+  }
+
+  async publish(owner: string, node: string, item: PepItem, create: NodeConfig, maxNodes: number): Promise<{ created: boolean; config: NodeConfig }> {
+    return transaction(this.pool, `pep:${owner}`, async (c) => {
+      const existing = await this.createIn(c, owner, node, create, maxNodes);
+      const config = existing ?? create;
+      await c.query('DELETE FROM pep_items WHERE owner = $1 AND node = $2 AND id = $3', [owner, node, item.id]);
+      await c.query('INSERT INTO pep_items (owner, node, id, xml) VALUES ($1, $2, $3, $4)', [owner, node, item.id, item.xml]);
+      await c.query(TRIM, [owner, node, kept(config)]);
+      return { created: existing === undefined, config };
+    });
+  }
+
+  async items(owner: string, node: string, opts: { ids?: string[]; max?: number } = {}): Promise<PepItem[]> {
+    if (opts.ids) {
+      const rows = (await this.pool.query<PepItem>('SELECT id, xml FROM pep_items WHERE owner = $1 AND node = $2 AND id = ANY($3::text[])', [owner, node, opts.ids])).rows;
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      return opts.ids.flatMap((id) => (byId.has(id) ? [{ id, xml: byId.get(id)!.xml }] : []));
+    }
+    const q = opts.max !== undefined
+      ? this.pool.query<PepItem>('SELECT id, xml FROM (SELECT seq, id, xml FROM pep_items WHERE owner = $1 AND node = $2 ORDER BY seq DESC LIMIT $3) t ORDER BY seq', [owner, node, opts.max])
+      : this.pool.query<PepItem>('SELECT id, xml FROM pep_items WHERE owner = $1 AND node = $2 ORDER BY seq', [owner, node]);
+    return (await q).rows.map((r) => ({ id: r.id, xml: r.xml }));
+  }
+
+  async retract(owner: string, node: string, ids: string[]): Promise<string[]> {
+    const gone = new Set((await this.pool.query<{ id: string }>('DELETE FROM pep_items WHERE owner = $1 AND node = $2 AND id = ANY($3::text[]) RETURNING id', [owner, node, ids])).rows.map((r) => r.id));
+    return ids.filter((id) => gone.has(id));
+  }
+
+  async purge(owner: string, node: string): Promise<boolean> {
+    return transaction(this.pool, `pep:${owner}`, async (c) => {
+      if ((await c.query('SELECT 1 FROM pep_nodes WHERE owner = $1 AND node = $2', [owner, node])).rowCount === 0) return false;
+      await c.query('DELETE FROM pep_items WHERE owner = $1 AND node = $2', [owner, node]);
+      return true;
+    });
+  }
+
+  async remove(owner: string, node: string): Promise<boolean> {
+    return transaction(this.pool, `pep:${owner}`, async (c) => {
+      await c.query('DELETE FROM pep_items WHERE owner = $1 AND node = $2', [owner, node]);
+      return ((await c.query('DELETE FROM pep_nodes WHERE owner = $1 AND node = $2', [owner, node])).rowCount ?? 0) > 0;
+    });
+  }
+
+  async removeAll(owner: string): Promise<void> {
+    await transaction(this.pool, `pep:${owner}`, async (c) => {
+      await c.query('DELETE FROM pep_items WHERE owner = $1', [owner]);
+      await c.query('DELETE FROM pep_nodes WHERE owner = $1', [owner]);
+    });
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.releasePool();
+    return this.closing;
+  }
+}

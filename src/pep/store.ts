@@ -1,0 +1,96 @@
+// PEP (XEP-0163): the nodes each account keeps on its bare JID, with their
+// configuration (XEP-0060 §16.4 pubsub#node_config, the subset PEP uses),
+// and their items, by id, in publish order. Two implementations of one
+// interface: SQLite in the data directory (one node, through the storage
+// thread) and PostgreSQL (a cluster, migration 9). Everything is bounded:
+// nodes per account (MAX_NODES), items per node (the node's
+// pubsub#max_items, at most MAX_ITEMS), bytes per item (MAX_ITEM_BYTES,
+// checked by modules/pep.ts on the way in). Items are kept as the client
+// sent them, serialised.
+
+/** XEP-0060 §4.5 access models PEP offers (authorize is not). */
+export type AccessModel = 'presence' | 'open' | 'whitelist' | 'roster';
+export type SendLast = 'never' | 'on_sub' | 'on_sub_and_presence';
+
+export interface NodeConfig {
+  accessModel: AccessModel;
+  persistItems: boolean;
+  /** Items kept (pubsub#max_items; 'max' is MAX_ITEMS). */
+  maxItems: number;
+  sendLastPublishedItem: SendLast;
+  notifyRetract: boolean;
+  /** pubsub#roster_groups_allowed: the access model 'roster' lets in contacts in these groups. */
+  rosterGroups: string[];
+}
+
+export interface PepItem {
+  id: string;
+  xml: string;
+}
+
+/** Nodes one account may have. OMEMO keeps one per device (its bundles). */
+export const MAX_NODES = 256;
+/** Items one node may keep: pubsub#max_items 'max'. */
+export const MAX_ITEMS = 256;
+/** The largest item kept, serialised (an avatar of XEP-0084 data fits). */
+export const MAX_ITEM_BYTES = 192 * 1024;
+
+/** XEP-0163 §4.1 and XEP-0060 defaults for a node created by a publish: presence access, one item kept, sent on presence. */
+export const DEFAULT_CONFIG: NodeConfig = {
+  accessModel: 'presence',
+  persistItems: true,
+  maxItems: 1,
+  sendLastPublishedItem: 'on_sub_and_presence',
+  notifyRetract: true,
+  rosterGroups: [],
+};
+
+/** A publish would create a node beyond MAX_NODES. */
+export class PepNodesFullError extends Error {
+  override name = 'PepNodesFullError';
+  readonly max: number;
+  constructor(max: number) {
+    super(`at most ${max} PEP nodes per account`);
+    this.max = max;
+  }
+}
+
+export interface PepStore {
+  /** The account's nodes and their configuration, sorted by name. */
+  nodes(owner: string): Promise<{ node: string; config: NodeConfig }[]>;
+  config(owner: string, node: string): Promise<NodeConfig | undefined>;
+  /** Creates the node; false (nothing changed) when it exists. Throws PepNodesFullError past `maxNodes`. */
+  create(owner: string, node: string, config: NodeConfig, maxNodes: number): Promise<boolean>;
+  /** Replaces the node's configuration, trimming its items to the new bound; false when there is no such node. */
+  configure(owner: string, node: string, config: NodeConfig): Promise<boolean>;
+  /**
+   * Publishes an item (one with the same id is replaced and becomes the
+   * newest), creating the node with `create` if it does not exist (PepNodesFullError
+   * past `maxNodes`); the oldest items beyond the node's bound go (one is
+   * kept, the last published, when items do not persist). Returns the
+   * node's configuration and whether it was created.
+   */
+  publish(owner: string, node: string, item: PepItem, create: NodeConfig, maxNodes: number): Promise<{ created: boolean; config: NodeConfig }>;
+  /** Items, oldest first: those with the given ids, or else the newest `max` (all when undefined). */
+  items(owner: string, node: string, opts?: { ids?: string[]; max?: number }): Promise<PepItem[]>;
+  /** Removes the items; returns the ids that were there. */
+  retract(owner: string, node: string, ids: string[]): Promise<string[]>;
+  /** Removes every item of the node; false when there is no such node. */
+  purge(owner: string, node: string): Promise<boolean>;
+  /** Removes the node and its items; false when there was none. */
+  remove(owner: string, node: string): Promise<boolean>;
+  /** Every node and item of the account (the account is removed). */
+  removeAll(owner: string): Promise<void>;
+  close(): void | Promise<void>;
+}
+
+/** How many items a node keeps: all up to its bound, or only the last published when they do not persist. */
+export const kept = (c: NodeConfig): number => (c.persistItems ? Math.min(Math.max(c.maxItems, 1), MAX_ITEMS) : 1);
+
+/** A configuration as stored (JSON), read back with defaults for anything missing. */
+export function parseConfig(json: string): NodeConfig {
+  const o = JSON.parse(json) as Partial<NodeConfig>;
+  return { ...DEFAULT_CONFIG, ...o, rosterGroups: [...(o.rosterGroups ?? [])] };
+}
+
+export const configJson = (c: NodeConfig): string => JSON.stringify({ accessModel: c.accessModel, persistItems: c.persistItems, maxItems: c.maxItems, sendLastPublishedItem: c.sendLastPublishedItem, notifyRetract: c.notifyRetract, rosterGroups: c.rosterGroups });

@@ -1,0 +1,48 @@
+// PEP (XEP-0163) in a cluster of two nodes on one PostgreSQL and a private
+// Redis: a publish on node 1 notifies a contact whose session is on node 2
+// (its caps known only there), and a contact logging in on node 2 gets the
+// last published item of a node published on node 1.
+import test from 'ava';
+import { startCluster } from '../helpers/cluster.ts';
+import type { TestCluster } from '../helpers/cluster.ts';
+import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
+import { clusterPeers, expect, ready, subscribe } from '../helpers/im.ts';
+import { NS_EVENT, answerCaps, capsPresence, isEvent, publish } from '../helpers/pep.ts';
+
+let cluster: TestCluster;
+let accounts: PostgresAccountStore;
+
+test.before(async () => {
+  cluster = await startCluster(['e1', 'e2']);
+  accounts = await PostgresAccountStore.open(cluster.databaseUrl, 4096);
+});
+test.after.always(async () => {
+  await accounts?.close();
+  await cluster?.stop();
+});
+
+const { user, connect } = clusterPeers(() => accounts);
+
+test('a publish on node 1 notifies a contact on node 2; its next login on node 2 gets the last item', async (t) => {
+  const [n1, n2] = cluster.nodes;
+  const alice = await user(t, n1, 'alice');
+  const bob = await user(t, n2, 'bob');
+  await subscribe(bob, alice);
+  const feats = ['urn:xmpp:avatar:metadata+notify'];
+  const from = bob.c.items.length;
+  answerCaps(bob, feats, from);
+  bob.c.send(capsPresence(feats));
+  await expect(bob, 'the caps query', (el) => el.name === 'iq' && el.attrs.type === 'get', from);
+  await new Promise((r) => setTimeout(r, 300));
+  const f = bob.c.items.length;
+  const res = await publish(alice, 'urn:xmpp:avatar:metadata', `<metadata xmlns='urn:xmpp:avatar:metadata'><info id='abc' bytes='10' type='image/png'/></metadata>`, { id: 'abc' });
+  t.is(res.attrs.type, 'result', res.toString());
+  const ev = await expect(bob, 'the notification across nodes', isEvent(alice.bare, 'urn:xmpp:avatar:metadata'), f);
+  t.is(ev.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!.attrs.id, 'abc');
+  bob.c.destroy();
+  const again = await connect(t, n2, bob.name, 'again');
+  answerCaps(again, feats, 0);
+  await ready(again, capsPresence(feats));
+  const last = await expect(again, 'the last item at login on node 2', isEvent(alice.bare, 'urn:xmpp:avatar:metadata'), 0);
+  t.is(last.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!.attrs.id, 'abc');
+});

@@ -1,0 +1,74 @@
+// PEP (XEP-0163) over a raw stream: pubsub requests, data forms, and a
+// client's entity capabilities (XEP-0115) with the answer to the server's
+// disco#info for them.
+import type { Element } from 'ltx';
+import { createHash } from 'node:crypto';
+import { uid, within } from './protocol.ts';
+import { WAIT, type Peer } from './im.ts';
+
+export const NS_PUBSUB = 'http://jabber.org/protocol/pubsub';
+export const NS_OWNER = `${NS_PUBSUB}#owner`;
+export const NS_EVENT = `${NS_PUBSUB}#event`;
+export const NS_ERRORS = `${NS_PUBSUB}#errors`;
+export const NODE_CONFIG = `${NS_PUBSUB}#node_config`;
+export const PUBLISH_OPTIONS = `${NS_PUBSUB}#publish-options`;
+const NS_DISCO_INFO = 'http://jabber.org/protocol/disco#info';
+
+export async function iq(p: Peer, type: 'get' | 'set', inner: string, to?: string): Promise<Element> {
+  const id = uid('pep');
+  return within(p.c.request(`<iq type='${type}' id='${id}'${to ? ` to='${to}'` : ''}>${inner}</iq>`, id), WAIT, `${p.jid}: pubsub ${type}`);
+}
+
+const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/'/g, '&apos;');
+
+/** A submitted data form (XEP-0004) of that FORM_TYPE. */
+export function form(type: string, fields: Record<string, string | string[]>): string {
+  const f = Object.entries(fields).map(([k, v]) => `<field var='${k}'>${(Array.isArray(v) ? v : [v]).map((x) => `<value>${esc(x)}</value>`).join('')}</field>`).join('');
+  return `<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>${type}</value></field>${f}</x>`;
+}
+
+export function publish(p: Peer, node: string, payload: string, opts: { id?: string; options?: Record<string, string | string[]>; to?: string } = {}): Promise<Element> {
+  const options = opts.options ? `<publish-options>${form(PUBLISH_OPTIONS, opts.options)}</publish-options>` : '';
+  return iq(p, 'set', `<pubsub xmlns='${NS_PUBSUB}'><publish node='${esc(node)}'><item${opts.id ? ` id='${esc(opts.id)}'` : ''}>${payload}</item></publish>${options}</pubsub>`, opts.to);
+}
+
+export function items(p: Peer, owner: string | undefined, node: string, inner = '', attrs = ''): Promise<Element> {
+  return iq(p, 'get', `<pubsub xmlns='${NS_PUBSUB}'><items node='${esc(node)}'${attrs}>${inner}</items></pubsub>`, owner);
+}
+
+/** The ids of a result's items, in order. */
+export const itemIds = (res: Element): string[] => (res.getChild('pubsub', NS_PUBSUB)?.getChild('items')?.getChildren('item') ?? []).map((i) => i.attrs.id);
+
+/** The pubsub#errors child of an error, by name. */
+export const pubsubError = (res: Element): string | undefined => res.getChild('error')?.children.find((c): c is Element => typeof c !== 'string' && c.attrs.xmlns === NS_ERRORS)?.name;
+
+/** A notification (XEP-0060 §7.1.2.1) from `from` about `node`. */
+export const isEvent = (from: string, node: string) => (el: Element) => el.name === 'message' && el.attrs.from === from && el.getChild('event', NS_EVENT)?.getChild('items')?.attrs.node === node;
+
+/** XEP-0115 §5.1 for a client of one identity: its verification string's SHA-1. */
+export function capsVer(features: string[]): string {
+  const s = 'client/pc//pep test<' + [...features].sort().map((f) => `${f}<`).join('');
+  return createHash('sha1').update(s).digest('base64');
+}
+
+/**
+ * Answers every disco#info the server asks of p for its caps node with
+ * these features (and `ver`'s identity); returns the count of questions.
+ */
+export function answerCaps(p: Peer, features: string[], from = 0): { asked: number } {
+  const counter = { asked: 0 };
+  let at = from;
+  void (async () => {
+    for (;;) {
+      const q = await p.c.find((el) => el.name === 'iq' && el.attrs.type === 'get' && Boolean(el.getChild('query', NS_DISCO_INFO)?.attrs.node?.startsWith('urn:pep-test#')), at);
+      at = p.c.items.findIndex((it) => it.kind === 'el' && it.el === q) + 1;
+      counter.asked++;
+      const node = q.getChild('query')!.attrs.node;
+      p.c.send(`<iq type='result' id='${q.attrs.id}' to='${q.attrs.from}'><query xmlns='${NS_DISCO_INFO}' node='${node}'><identity category='client' type='pc' name='pep test'/>${features.map((f) => `<feature var='${f}'/>`).join('')}</query></iq>`);
+    }
+  })().catch(() => {});
+  return counter;
+}
+
+/** A broadcast presence with caps (XEP-0115) naming `ver` (the right one for `features` unless given). */
+export const capsPresence = (features: string[], ver = capsVer(features)) => `<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:pep-test' ver='${ver}'/></presence>`;

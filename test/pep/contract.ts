@@ -1,0 +1,84 @@
+// The PEP store's contract (pep/store.ts), run against every backend:
+// SQLite (sqlite.test.ts) and PostgreSQL (postgres.test.ts).
+import test from 'ava';
+import type { ExecutionContext } from 'ava';
+import { type PepStore, DEFAULT_CONFIG, MAX_ITEMS } from '../../src/pep/store.ts';
+
+export type OpenPep = (t: ExecutionContext) => Promise<PepStore>;
+
+const item = (id: string, text = id) => ({ id, xml: `<x xmlns="urn:t">${text}</x>` });
+const ids = (items: { id: string }[]) => items.map((i) => i.id);
+
+export function pepStoreContract(label: string, open: OpenPep): void {
+  const title = (s: string) => `${label}: ${s}`;
+
+  test(title('a publish creates the node with the given configuration; items by id, newest max, in publish order'), async (t) => {
+    const s = await open(t);
+    t.is(await s.config('alice', 'n'), undefined);
+    const cfg = { ...DEFAULT_CONFIG, maxItems: 3, accessModel: 'open' as const, rosterGroups: ['Friends'] };
+    t.deepEqual(await s.publish('alice', 'n', item('a'), cfg, 10), { created: true, config: cfg });
+    // A later publish keeps the node's configuration, not the one offered for creation.
+    t.deepEqual(await s.publish('alice', 'n', item('b'), DEFAULT_CONFIG, 10), { created: false, config: cfg });
+    await s.publish('alice', 'n', item('c'), DEFAULT_CONFIG, 10);
+    t.deepEqual(ids(await s.items('alice', 'n')), ['a', 'b', 'c']);
+    // Republishing an id replaces it, and it becomes the newest.
+    await s.publish('alice', 'n', item('a', 'again'), DEFAULT_CONFIG, 10);
+    t.deepEqual(await s.items('alice', 'n'), [item('b'), item('c'), item('a', 'again')]);
+    await s.publish('alice', 'n', item('d'), DEFAULT_CONFIG, 10);
+    t.deepEqual(ids(await s.items('alice', 'n')), ['c', 'a', 'd'], 'the oldest goes beyond max_items');
+    t.deepEqual(ids(await s.items('alice', 'n', { max: 2 })), ['a', 'd']);
+    t.deepEqual(ids(await s.items('alice', 'n', { ids: ['d', 'zz', 'c'] })), ['d', 'c']);
+    t.deepEqual(await s.items('bob', 'n'), [], "another account's is its own");
+    t.deepEqual(await s.nodes('alice'), [{ node: 'n', config: cfg }]);
+  });
+
+  test(title('nodes per account are bounded; create says whether it made the node'), async (t) => {
+    const s = await open(t);
+    t.true(await s.create('alice', 'one', DEFAULT_CONFIG, 2));
+    t.false(await s.create('alice', 'one', DEFAULT_CONFIG, 2));
+    await s.publish('alice', 'two', item('x'), DEFAULT_CONFIG, 2);
+    const err = await t.throwsAsync(s.publish('alice', 'three', item('x'), DEFAULT_CONFIG, 2));
+    t.is(err?.name, 'PepNodesFullError');
+    t.is((err as Error & { max: number }).max, 2);
+    t.is(await s.config('alice', 'three'), undefined, 'nothing made');
+    await t.throwsAsync(s.create('alice', 'three', DEFAULT_CONFIG, 2), { name: 'PepNodesFullError' });
+    await s.publish('alice', 'two', item('y'), DEFAULT_CONFIG, 2);
+    t.true(await s.create('bob', 'three', DEFAULT_CONFIG, 2), 'the bound is per account');
+    t.deepEqual((await s.nodes('alice')).map((n) => n.node), ['one', 'two']);
+  });
+
+  test(title('configure trims to the new bound; items that do not persist keep only the last published'), async (t) => {
+    const s = await open(t);
+    t.false(await s.configure('alice', 'n', DEFAULT_CONFIG));
+    const big = { ...DEFAULT_CONFIG, maxItems: MAX_ITEMS };
+    for (const id of ['a', 'b', 'c', 'd']) await s.publish('alice', 'n', item(id), big, 10);
+    t.true(await s.configure('alice', 'n', { ...big, maxItems: 2 }));
+    t.deepEqual(ids(await s.items('alice', 'n')), ['c', 'd']);
+    t.is((await s.config('alice', 'n'))?.maxItems, 2);
+    t.true(await s.configure('alice', 'n', { ...big, persistItems: false }));
+    t.deepEqual(ids(await s.items('alice', 'n')), ['d']);
+    await s.publish('alice', 'n', item('e'), big, 10);
+    t.deepEqual(ids(await s.items('alice', 'n')), ['e']);
+  });
+
+  test(title('retract, purge, remove a node, remove everything of an account'), async (t) => {
+    const s = await open(t);
+    const cfg = { ...DEFAULT_CONFIG, maxItems: 10 };
+    for (const id of ['a', 'b', 'c']) await s.publish('alice', 'n', item(id), cfg, 10);
+    await s.publish('alice', 'm', item('z'), cfg, 10);
+    await s.publish('bob', 'n', item('a'), cfg, 10);
+    t.deepEqual(await s.retract('alice', 'n', ['b', 'nope']), ['b']);
+    t.deepEqual(ids(await s.items('alice', 'n')), ['a', 'c']);
+    t.true(await s.purge('alice', 'n'));
+    t.false(await s.purge('alice', 'none'));
+    t.deepEqual(await s.items('alice', 'n'), []);
+    t.truthy(await s.config('alice', 'n'), 'a purged node is still there');
+    t.true(await s.remove('alice', 'n'));
+    t.false(await s.remove('alice', 'n'));
+    t.is(await s.config('alice', 'n'), undefined);
+    await s.removeAll('alice');
+    t.deepEqual(await s.nodes('alice'), []);
+    t.deepEqual(await s.items('alice', 'm'), []);
+    t.deepEqual(ids(await s.items('bob', 'n')), ['a'], "others' stay");
+  });
+}

@@ -1,0 +1,327 @@
+// PEP (XEP-0163) end to end, over real sockets with real TLS: the account's
+// bare JID as a pubsub/pep service (§6.1); publish with auto-create (§4.1)
+// and generated ids, items (all, by id, max_items), retract, purge, delete,
+// node configuration and publish-options (XEP-0060 §7.1.5), the access
+// models, the bounds, and notifications (§4.3) to the owner's resources and
+// to contacts whose caps (XEP-0115) say NODE+notify, caps verified and asked
+// once per ver; the last published item on a contact's available presence;
+// an OMEMO-shaped device list and bundle; everything gone with the account.
+import test, { type ExecutionContext } from 'ava';
+import type { Element } from 'ltx';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { stanzaError, uid, within } from '../helpers/protocol.ts';
+import { WAIT, barrier, connect, expect, fresh, newUser, ready, subscribe, type Peer } from '../helpers/im.ts';
+import { NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, answerCaps, capsPresence, capsVer, form, iq, isEvent, itemIds, items, publish, pubsubError } from '../helpers/pep.ts';
+import { MAX_ITEM_BYTES, MAX_ITEMS, MAX_NODES } from '../../src/pep/store.ts';
+
+let server: TestServer;
+
+test.before(async () => {
+  server = await startTestServer({ XMPP_WORKERS: '2' });
+});
+test.after.always(async () => {
+  await server?.stop();
+});
+
+function ok(t: ExecutionContext, res: Element, what: string): void {
+  t.is(res.attrs.type, 'result', `${what}: ${res.toString()}`);
+}
+function refused(t: ExecutionContext, res: Element, condition: string, pubsub: string | undefined, what: string): void {
+  t.is(res.attrs.type, 'error', `${what}: ${res.toString()}`);
+  t.is(stanzaError(res).condition, condition, `${what}: ${res.toString()}`);
+  t.is(pubsubError(res), pubsub, `${what}: the pubsub#errors condition`);
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const configOf = async (p: Peer, node: string): Promise<Record<string, string[]>> => {
+  const res = await iq(p, 'get', `<pubsub xmlns='${NS_OWNER}'><configure node='${node}'/></pubsub>`);
+  if (res.attrs.type !== 'result') throw new Error(res.toString());
+  const out: Record<string, string[]> = {};
+  for (const f of res.getChild('pubsub', NS_OWNER)!.getChild('configure')!.getChild('x')!.getChildren('field')) out[f.attrs.var] = f.getChildren('value').map((v) => v.getText());
+  return out;
+};
+
+test('disco#info on the bare JID: the pubsub/pep identity (XEP-0163 §6.1) and the pubsub features', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const res = await iq(bob, 'get', `<query xmlns='http://jabber.org/protocol/disco#info'/>`, alice.bare);
+  ok(t, res, 'disco#info');
+  const q = res.getChild('query')!;
+  t.true(q.getChildren('identity').some((i) => i.attrs.category === 'pubsub' && i.attrs.type === 'pep'));
+  t.true(q.getChildren('identity').some((i) => i.attrs.category === 'account' && i.attrs.type === 'registered'));
+  const features = new Set(q.getChildren('feature').map((f) => f.attrs.var));
+  for (const f of ['publish', 'publish-options', 'retract-items', 'retrieve-items', 'purge-nodes', 'delete-nodes', 'config-node', 'access-presence', 'access-open', 'access-whitelist', 'access-roster', 'auto-create', 'last-published']) t.true(features.has(`${NS_PUBSUB}#${f}`), f);
+});
+
+test('publish creates the node (§4.1), generates an id when absent, replaces an item of the same id; items all, by id, max_items', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const first = await publish(alice, 'urn:test:notes', `<note xmlns='urn:test'>one</note>`, { options: { 'pubsub#max_items': '10' } });
+  ok(t, first, 'first publish');
+  const gen = first.getChild('pubsub', NS_PUBSUB)!.getChild('publish')!.getChild('item')!.attrs.id;
+  t.truthy(gen, 'XEP-0060 §7.1.2: the generated id is returned');
+  ok(t, await publish(alice, 'urn:test:notes', `<note xmlns='urn:test'>two</note>`, { id: 'two' }), 'second');
+  ok(t, await publish(alice, 'urn:test:notes', `<note xmlns='urn:test'>three</note>`, { id: 'three', to: alice.bare }), 'to the bare JID');
+  ok(t, await publish(alice, 'urn:test:notes', `<note xmlns='urn:test'>two again</note>`, { id: 'two' }), 'same id');
+  const all = await items(alice, undefined, 'urn:test:notes');
+  ok(t, all, 'items');
+  t.deepEqual(itemIds(all), [gen, 'three', 'two'], 'in publish order, a replaced item the newest');
+  t.is(all.getChild('pubsub')!.getChild('items')!.getChildren('item')[2].getChild('note', 'urn:test')!.getText(), 'two again');
+  t.deepEqual(itemIds(await items(alice, undefined, 'urn:test:notes', '', ` max_items='2'`)), ['three', 'two'], 'max_items: the newest');
+  t.deepEqual(itemIds(await items(alice, undefined, 'urn:test:notes', `<item id='three'/><item id='${gen}'/>`)), ['three', gen], 'by id');
+  refused(t, await items(alice, undefined, 'urn:test:notes', `<item id='nope'/>`), 'item-not-found', undefined, 'an id not there');
+  refused(t, await items(alice, undefined, 'urn:test:none'), 'item-not-found', undefined, 'no such node');
+  // The default node keeps one item (max_items 1).
+  await publish(alice, 'urn:test:one', `<x xmlns='urn:test'>a</x>`, { id: 'a' });
+  await publish(alice, 'urn:test:one', `<x xmlns='urn:test'>b</x>`, { id: 'b' });
+  t.deepEqual(itemIds(await items(alice, undefined, 'urn:test:one')), ['b']);
+  refused(t, await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><publish node='urn:test:one'><item><a xmlns='x'/><b xmlns='x'/></item></publish></pubsub>`), 'bad-request', 'invalid-payload', 'two payloads');
+  refused(t, await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><publish node=''><item><a xmlns='x'/></item></publish></pubsub>`), 'bad-request', 'nodeid-required', 'no node');
+});
+
+test("publish-options (XEP-0060 §7.1.5): a new node takes them; options that conflict with the node's configuration are precondition-not-met", async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  ok(t, await publish(alice, 'urn:test:po', `<x xmlns='urn:test'/>`, { options: { 'pubsub#access_model': 'open', 'pubsub#max_items': 'max', 'pubsub#persist_items': 'true' } }), 'new node');
+  const c = await configOf(alice, 'urn:test:po');
+  t.deepEqual(c['pubsub#access_model'], ['open']);
+  t.deepEqual(c['pubsub#max_items'], [String(MAX_ITEMS)], "'max' is the server's bound");
+  ok(t, await publish(alice, 'urn:test:po', `<x xmlns='urn:test'/>`, { options: { 'pubsub#access_model': 'open' } }), 'options that hold');
+  refused(t, await publish(alice, 'urn:test:po', `<x xmlns='urn:test'/>`, { options: { 'pubsub#access_model': 'whitelist' } }), 'conflict', 'precondition-not-met', 'a conflicting access model');
+  refused(t, await publish(alice, 'urn:test:po', `<x xmlns='urn:test'/>`, { options: { 'pubsub#some_option': '1' } }), 'conflict', 'precondition-not-met', 'an option not supported');
+  refused(t, await publish(alice, 'urn:test:po2', `<x xmlns='urn:test'/>`, { options: { 'pubsub#access_model': 'authorize' } }), 'conflict', 'precondition-not-met', 'an access model not supported');
+  refused(t, await items(alice, undefined, 'urn:test:po2'), 'item-not-found', undefined, 'the refused publish made no node');
+});
+
+test('node configuration (§8.2): owner only; values checked; max_items trims; errors for a node that is not there', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  for (const id of ['a', 'b', 'c']) await publish(alice, 'urn:test:cfg', `<x xmlns='urn:test'>${id}</x>`, { id, options: { 'pubsub#max_items': '5' } });
+  const c = await configOf(alice, 'urn:test:cfg');
+  t.deepEqual(c.FORM_TYPE, [NODE_CONFIG]);
+  t.deepEqual(c['pubsub#access_model'], ['presence'], 'XEP-0163 §4.1: presence by default');
+  t.deepEqual(c['pubsub#send_last_published_item'], ['on_sub_and_presence']);
+  const set = (fields: Record<string, string | string[]>, who = alice, node = 'urn:test:cfg') => iq(who, 'set', `<pubsub xmlns='${NS_OWNER}'><configure node='${node}'>${form(NODE_CONFIG, fields)}</configure></pubsub>`, who === alice ? undefined : alice.bare);
+  ok(t, await set({ 'pubsub#max_items': '2', 'pubsub#notify_retract': '0', 'pubsub#access_model': 'roster', 'pubsub#roster_groups_allowed': ['Friends'] }), 'configure');
+  const after = await configOf(alice, 'urn:test:cfg');
+  t.deepEqual(after['pubsub#max_items'], ['2']);
+  t.deepEqual(after['pubsub#notify_retract'], ['0']);
+  t.deepEqual(after['pubsub#roster_groups_allowed'], ['Friends']);
+  t.deepEqual(itemIds(await items(alice, undefined, 'urn:test:cfg')), ['b', 'c'], 'trimmed to the new bound');
+  refused(t, await set({ 'pubsub#max_items': String(MAX_ITEMS + 1) }), 'not-acceptable', undefined, 'beyond the bound');
+  refused(t, await set({ 'pubsub#access_model': 'authorize' }), 'not-acceptable', undefined, 'authorize');
+  refused(t, await set({ 'pubsub#unknown': 'x' }), 'not-acceptable', undefined, 'a field not supported');
+  refused(t, await set({ 'pubsub#max_items': '3' }, alice, 'urn:test:nothing'), 'item-not-found', undefined, 'no such node');
+  refused(t, await set({ 'pubsub#max_items': '3' }, bob), 'forbidden', undefined, "another's node");
+  refused(t, await iq(bob, 'get', `<pubsub xmlns='${NS_OWNER}'><configure node='urn:test:cfg'/></pubsub>`, alice.bare), 'forbidden', undefined, "another's configuration");
+  ok(t, await iq(alice, 'set', `<pubsub xmlns='${NS_OWNER}'><configure node='urn:test:cfg'><x xmlns='jabber:x:data' type='cancel'/></configure></pubsub>`), 'a cancelled form');
+  const def = await iq(alice, 'get', `<pubsub xmlns='${NS_OWNER}'><default/></pubsub>`);
+  ok(t, def, 'default configuration (§8.3)');
+});
+
+test('retract (with notify), purge and delete: owner only; item-not-found for what is not there; subscribers told', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  await subscribe(bob, alice);
+  const feats = ['urn:test:r+notify'];
+  const from = bob.c.items.length;
+  answerCaps(bob, feats, from);
+  bob.c.send(capsPresence(feats));
+  await expect(bob, 'the caps query', (el) => el.name === 'iq' && el.attrs.from === server.config.domain, from);
+  await sleep(200);
+  for (const id of ['a', 'b', 'c']) ok(t, await publish(alice, 'urn:test:r', `<x xmlns='urn:test'/>`, { id, options: { 'pubsub#max_items': '10', 'pubsub#notify_retract': '0' } }), `publish ${id}`);
+  await expect(bob, 'the last publish', (el) => isEvent(alice.bare, 'urn:test:r')(el) && el.getChild('event')!.getChild('items')!.getChild('item')?.attrs.id === 'c', from);
+  const retract = (id: string, notify?: string, who = alice) => iq(who, 'set', `<pubsub xmlns='${NS_PUBSUB}'><retract node='urn:test:r'${notify ? ` notify='${notify}'` : ''}><item id='${id}'/></retract></pubsub>`, who === alice ? undefined : alice.bare);
+  refused(t, await retract('a', undefined, bob), 'forbidden', undefined, "another's item");
+  refused(t, await retract('zz'), 'item-not-found', undefined, 'no such item');
+  refused(t, await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><retract node='urn:test:r'/></pubsub>`), 'bad-request', 'item-required', 'no item');
+  const f1 = bob.c.items.length;
+  ok(t, await retract('a', 'true'), 'retract with notify');
+  const ev = await expect(bob, 'the retraction (§7.2.2.1)', isEvent(alice.bare, 'urn:test:r'), f1);
+  t.is(ev.getChild('event', NS_EVENT)!.getChild('items')!.getChild('retract')?.attrs.id, 'a');
+  t.is(ev.attrs.type, 'headline');
+  const f2 = bob.c.items.length;
+  ok(t, await retract('b'), 'retract, notify_retract off');
+  await sleep(300);
+  t.false((await barrier(bob, f2)).some(isEvent(alice.bare, 'urn:test:r')), 'no notification');
+  t.deepEqual(itemIds(await items(alice, undefined, 'urn:test:r')), ['c']);
+  refused(t, await iq(bob, 'set', `<pubsub xmlns='${NS_OWNER}'><purge node='urn:test:r'/></pubsub>`, alice.bare), 'forbidden', undefined, "another's purge");
+  const f3 = bob.c.items.length;
+  ok(t, await iq(alice, 'set', `<pubsub xmlns='${NS_OWNER}'><purge node='urn:test:r'/></pubsub>`), 'purge');
+  await expect(bob, 'the purge (§8.5.2)', (el) => el.getChild('event', NS_EVENT)?.getChild('purge')?.attrs.node === 'urn:test:r', f3);
+  t.deepEqual(itemIds(await items(alice, undefined, 'urn:test:r')), []);
+  refused(t, await iq(alice, 'set', `<pubsub xmlns='${NS_OWNER}'><purge node='urn:test:none'/></pubsub>`), 'item-not-found', undefined, 'purge: no node');
+  ok(t, await iq(alice, 'set', `<pubsub xmlns='${NS_OWNER}'><delete node='urn:test:r'/></pubsub>`), 'delete');
+  await expect(bob, 'the deletion (§8.4.2)', (el) => el.getChild('event', NS_EVENT)?.getChild('delete')?.attrs.node === 'urn:test:r', f3);
+  refused(t, await items(alice, undefined, 'urn:test:r'), 'item-not-found', undefined, 'deleted');
+  refused(t, await iq(alice, 'set', `<pubsub xmlns='${NS_OWNER}'><delete node='urn:test:r'/></pubsub>`), 'item-not-found', undefined, 'delete twice');
+  refused(t, await publish(bob, 'urn:test:r', `<x xmlns='urn:test'/>`, { to: alice.bare }), 'forbidden', undefined, "publish to another's service");
+  refused(t, await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><subscribe node='urn:test:r' jid='${alice.jid}'/></pubsub>`), 'feature-not-implemented', 'unsupported', 'explicit subscriptions');
+});
+
+test('access models (§4.5): presence, open, whitelist, roster; refusals with their pubsub#errors', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const friend = await newUser(t, server, 'friend');
+  const stranger = await newUser(t, server, 'stranger');
+  await subscribe(friend, alice);
+  const nodes = { presence: 'urn:test:p', open: 'urn:test:o', whitelist: 'urn:test:w', roster: 'urn:test:ro' };
+  for (const [model, node] of Object.entries(nodes)) ok(t, await publish(alice, node, `<x xmlns='urn:test'/>`, { id: 'i', options: { 'pubsub#access_model': model, ...(model === 'roster' ? { 'pubsub#roster_groups_allowed': ['Friends'] } : {}) } }), model);
+  t.deepEqual(itemIds(await items(friend, alice.bare, nodes.presence)), ['i'], 'presence: a subscriber');
+  refused(t, await items(stranger, alice.bare, nodes.presence), 'not-authorized', 'presence-subscription-required', 'presence: a stranger');
+  t.deepEqual(itemIds(await items(stranger, alice.bare, nodes.open)), ['i'], 'open: anyone');
+  refused(t, await items(friend, alice.bare, nodes.whitelist), 'not-allowed', 'closed-node', 'whitelist: not the owner');
+  t.deepEqual(itemIds(await items(alice, undefined, nodes.whitelist)), ['i'], 'whitelist: the owner');
+  refused(t, await items(friend, alice.bare, nodes.roster), 'not-authorized', 'not-in-roster-group', 'roster: not in the group');
+  const id = uid('r');
+  await within(alice.c.request(`<iq type='set' id='${id}'><query xmlns='jabber:iq:roster'><item jid='${friend.bare}'><group>Friends</group></item></query></iq>`, id), WAIT, 'roster group');
+  t.deepEqual(itemIds(await items(friend, alice.bare, nodes.roster)), ['i'], 'roster: in the group');
+});
+
+test('bounds: bytes per item (payload-too-big), nodes per account (policy-violation)', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  refused(t, await publish(alice, 'urn:test:big', `<x xmlns='urn:test'>${'a'.repeat(MAX_ITEM_BYTES)}</x>`), 'not-acceptable', 'payload-too-big', 'too big');
+  for (let i = 0; i < MAX_NODES; i += 32) await Promise.all(Array.from({ length: Math.min(32, MAX_NODES - i) }, (_, k) => publish(alice, `urn:test:n${i + k}`, `<x xmlns='urn:test'/>`)));
+  refused(t, await publish(alice, 'urn:test:one-more', `<x xmlns='urn:test'/>`), 'policy-violation', undefined, 'one node too many');
+  ok(t, await publish(alice, 'urn:test:n0', `<x xmlns='urn:test'/>`), 'an existing node still takes items');
+});
+
+test('notifications (§4.3): the owner’s resources; contacts with a presence subscription whose caps say NODE+notify; nobody else', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const alice2 = await connect(t, server.c2sPort, alice.name, 'two');
+  await ready(alice2);
+  const bob = await newUser(t, server, 'bob');
+  const bobQuiet = await connect(t, server.c2sPort, bob.name, 'quiet');
+  await ready(bobQuiet);
+  const carol = await newUser(t, server, 'carol');
+  await subscribe(bob, alice);
+  const feats = ['urn:test:tune+notify', 'urn:xmpp:ping'];
+  for (const p of [bob, carol]) {
+    const f = p.c.items.length;
+    answerCaps(p, feats, f);
+    p.c.send(capsPresence(feats));
+  }
+  // bobQuiet's client asks for nothing.
+  answerCaps(bobQuiet, ['urn:xmpp:ping'], bobQuiet.c.items.length);
+  bobQuiet.c.send(capsPresence(['urn:xmpp:ping']));
+  await sleep(500);
+  const from = [alice, alice2, bob, bobQuiet, carol].map((p) => p.c.items.length);
+  ok(t, await publish(alice, 'urn:test:tune', `<tune xmlns='urn:test'><title>x</title></tune>`, { id: 'now' }), 'publish');
+  const ev = await expect(bob, 'the notification', isEvent(alice.bare, 'urn:test:tune'), from[2]);
+  t.is(ev.attrs.type, 'headline');
+  t.is(ev.attrs.to, bob.jid);
+  t.is(ev.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!.getChild('tune', 'urn:test')!.getChildText('title'), 'x');
+  await expect(alice, "the owner's resource", isEvent(alice.bare, 'urn:test:tune'), from[0]);
+  await expect(alice2, "the owner's other resource", isEvent(alice.bare, 'urn:test:tune'), from[1]);
+  await sleep(300);
+  t.false((await barrier(bobQuiet, from[3])).some(isEvent(alice.bare, 'urn:test:tune')), 'a resource without +notify gets none');
+  t.false((await barrier(carol, from[4])).some(isEvent(alice.bare, 'urn:test:tune')), 'no presence subscription, none');
+});
+
+test('a blocked contact (XEP-0191) gets neither notifications nor the last item, either way', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  await subscribe(bob, alice);
+  const feats = ['urn:test:b+notify'];
+  answerCaps(bob, feats, bob.c.items.length);
+  bob.c.send(capsPresence(feats));
+  await sleep(500);
+  const f0 = bob.c.items.length;
+  ok(t, await publish(alice, 'urn:test:b', `<x xmlns='urn:test'/>`, { id: 'one' }), 'publish');
+  await expect(bob, 'before the block', isEvent(alice.bare, 'urn:test:b'), f0);
+  ok(t, await iq(alice, 'set', `<block xmlns='urn:xmpp:blocking'><item jid='${bob.bare}'/></block>`), 'alice blocks bob');
+  const f1 = bob.c.items.length;
+  ok(t, await publish(alice, 'urn:test:b', `<x xmlns='urn:test'/>`, { id: 'two' }), 'publish while blocked');
+  await sleep(300);
+  t.false((await barrier(bob, f1)).some(isEvent(alice.bare, 'urn:test:b')), 'no notification');
+  const later = await connect(t, server.c2sPort, bob.name, 'later');
+  answerCaps(later, feats, 0);
+  await ready(later, capsPresence(feats));
+  await sleep(300);
+  t.false((await barrier(later, 0)).some(isEvent(alice.bare, 'urn:test:b')), 'no last item at login');
+});
+
+test('caps (XEP-0115): asked once per ver on a worker, verified before it is trusted for other sessions (§5.4)', async (t) => {
+  const one = await startTestServer({ XMPP_WORKERS: '1' });
+  t.teardown(() => one.stop());
+  const alice = await newUser(t, one, 'alice');
+  const feats = ['urn:test:v+notify'];
+  const sessions: Peer[] = [];
+  const counters: { asked: number }[] = [];
+  for (const r of ['a', 'b']) {
+    const p = await connect(t, one.c2sPort, alice.name, r);
+    counters.push(answerCaps(p, feats, 0));
+    await ready(p, capsPresence(feats));
+    await sleep(200);
+    sessions.push(p);
+  }
+  t.is(counters[0].asked + counters[1].asked, 1, 'a verified ver is asked once');
+  // A ver that does not hash to the answer: asked of each session, trusted for none but itself.
+  const bad = capsVer(['something else']);
+  const liars: { asked: number }[] = [];
+  for (const r of ['c', 'd']) {
+    const p = await connect(t, one.c2sPort, alice.name, r);
+    liars.push(answerCaps(p, feats, 0));
+    await ready(p, capsPresence(feats, bad));
+    await sleep(200);
+    sessions.push(p);
+  }
+  t.deepEqual(liars.map((c) => c.asked), [1, 1], 'not cached');
+  const from = sessions.map((p) => p.c.items.length);
+  ok(t, await publish(alice, 'urn:test:v', `<x xmlns='urn:test'/>`), 'publish');
+  for (const [i, p] of sessions.entries()) await expect(p, 'own notification', isEvent(alice.bare, 'urn:test:v'), from[i]);
+});
+
+test('the last published item on a contact’s available presence (send_last_published_item on_sub_and_presence), for its own nodes too', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  await subscribe(bob, alice);
+  await publish(alice, 'urn:test:mood', `<mood xmlns='urn:test'>happy</mood>`, { id: 'm1' });
+  await publish(alice, 'urn:test:never', `<x xmlns='urn:test'/>`, { options: { 'pubsub#send_last_published_item': 'never' } });
+  await publish(bob, 'urn:test:mood', `<mood xmlns='urn:test'>mine</mood>`, { id: 'own' });
+  bob.c.destroy();
+  const later = await connect(t, server.c2sPort, bob.name, 'later');
+  const feats = ['urn:test:mood+notify', 'urn:test:never+notify'];
+  answerCaps(later, feats, 0);
+  await ready(later, capsPresence(feats));
+  const ev = await expect(later, "alice's last item", isEvent(alice.bare, 'urn:test:mood'), 0);
+  t.is(ev.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!.attrs.id, 'm1');
+  const own = await expect(later, 'its own last item', isEvent(bob.bare, 'urn:test:mood'), 0);
+  t.is(own.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!.attrs.id, 'own');
+  await sleep(300);
+  t.false((await barrier(later, 0)).some(isEvent(alice.bare, 'urn:test:never')), 'not for a node that says never');
+});
+
+test('an OMEMO-shaped device list and bundle (open access) exchanged between two clients', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  await subscribe(alice, bob);
+  await subscribe(bob, alice);
+  const LIST = 'eu.siacs.conversations.axolotl.devicelist';
+  const feats = [`${LIST}+notify`];
+  answerCaps(bob, feats, bob.c.items.length);
+  bob.c.send(capsPresence(feats));
+  await sleep(500);
+  const open = { 'pubsub#access_model': 'open' };
+  const from = bob.c.items.length;
+  ok(t, await publish(alice, LIST, `<list xmlns='eu.siacs.conversations.axolotl'><device id='1234'/></list>`, { id: 'current', options: open }), 'device list');
+  ok(t, await publish(alice, 'eu.siacs.conversations.axolotl.bundles:1234', `<bundle xmlns='eu.siacs.conversations.axolotl'><signedPreKeyPublic signedPreKeyId='1'>AAAA</signedPreKeyPublic><identityKey>BBBB</identityKey><prekeys><preKeyPublic preKeyId='1'>CCCC</preKeyPublic></prekeys></bundle>`, { id: 'current', options: open }), 'bundle');
+  const ev = await expect(bob, 'the device list', isEvent(alice.bare, LIST), from);
+  const device = ev.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!.getChild('list', 'eu.siacs.conversations.axolotl')!.getChild('device')!.attrs.id;
+  t.is(device, '1234');
+  const bundle = await items(bob, alice.bare, `eu.siacs.conversations.axolotl.bundles:${device}`, '', ` max_items='1'`);
+  ok(t, bundle, 'bundle fetched');
+  t.is(bundle.getChild('pubsub')!.getChild('items')!.getChild('item')!.getChild('bundle', 'eu.siacs.conversations.axolotl')!.getChildText('identityKey'), 'BBBB');
+  // Open: a stranger reads it too.
+  const stranger = await newUser(t, server, 'stranger');
+  t.deepEqual(itemIds(await items(stranger, alice.bare, LIST)), ['current']);
+});
+
+test('PEP nodes go with the account', async (t) => {
+  const name = fresh('dora');
+  await server.addUser(name, `${name}-pw`);
+  const p = await connect(t, server.c2sPort, name, 'one');
+  ok(t, await publish(p, 'urn:test:gone', `<x xmlns='urn:test'/>`), 'publish');
+  const id = uid('unreg');
+  const removed = await within(p.c.request(`<iq type='set' id='${id}'><query xmlns='jabber:iq:register'><remove/></query></iq>`, id), WAIT, 'in-band removal');
+  t.is(removed.attrs.type, 'result', removed.toString());
+  await server.addUser(name, `${name}-pw`);
+  const again = await connect(t, server.c2sPort, name, 'two');
+  refused(t, await items(again, undefined, 'urn:test:gone'), 'item-not-found', undefined, 'a new account of the same name has no node');
+});
