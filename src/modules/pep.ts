@@ -24,7 +24,7 @@ import { StanzaError, type StanzaCondition } from '../xmpp/errors.ts';
 import { parseJid, JidError } from '../xmpp/jid.ts';
 import { NS_DISCO_INFO } from '../xmpp/ns.ts';
 import { type AccessModel, type NodeConfig, type PepItem, type PepStore, type SendLast, DEFAULT_CONFIG, MAX_ITEMS, MAX_ITEM_BYTES, MAX_NODES } from '../pep/store.ts';
-import { type Caps, CapsCache, capsOf, notifyNodes, verifies } from '../pep/caps.ts';
+import { type Caps, type SharedCaps, CapsCache, capsKey, capsOf, notifyNodes, verifies } from '../pep/caps.ts';
 import { log } from '../log.ts';
 
 export const NS_PUBSUB = 'http://jabber.org/protocol/pubsub';
@@ -36,6 +36,9 @@ const NODE_CONFIG = `${NS_PUBSUB}#node_config`;
 const PUBLISH_OPTIONS = `${NS_PUBSUB}#publish-options`;
 /** The longest node name and item id taken. */
 const MAX_NAME = 1024;
+/** How long, at most, an approval takes to reach the approver's roster before the last items are sent (APPROVAL_POLLS times APPROVAL_POLL_MS). */
+const APPROVAL_POLLS = 20;
+const APPROVAL_POLL_MS = 100;
 /** How long a client has to answer the server's disco#info for its caps. */
 const CAPS_TIMEOUT_MS = 10_000;
 
@@ -71,6 +74,8 @@ export interface PepOptions {
   routing: () => PepRouting;
   maxNodes?: number;
   maxItemBytes?: number;
+  /** Cluster: verified vers shared by every worker of every node (Redis), asked before the client. */
+  sharedCaps?: SharedCaps;
   /** XEP-0191: whether stanzas between two JIDs are blocked, either way (the blocking module): no notification, no last item. */
   blocked?: (from: string, to: string) => boolean | Promise<boolean>;
 }
@@ -472,17 +477,28 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache } {
 
   // --- caps and last published items ---------------------------------------
 
-  /** The nodes a session asked notifications of: from the cache, or asked of the client (once per ver on this worker). */
+  /** The nodes a session asked notifications of: from this worker's cache, the cluster's, or asked of the client (once per ver on this worker). */
   const nodesFor = (session: Session, caps: Caps): Promise<ReadonlySet<string> | undefined> => {
     const known = cache.get(caps);
     if (known) return Promise.resolve(known);
-    const key = `${caps.hash.toLowerCase()} ${caps.ver}`;
+    const key = capsKey(caps);
     const shared = asking.get(key);
     // Another session's question: its answer, if verified; if not, this session is asked for its own.
     if (shared) return shared.then((nodes) => nodes ?? askCaps(session, caps));
-    const p = askCaps(session, caps).finally(() => asking.delete(key));
+    const p = fromCluster(caps).then((nodes) => nodes ?? askCaps(session, caps)).finally(() => asking.delete(key));
     asking.set(key, p);
     return p;
+  };
+
+  /** A ver another worker or node verified (Redis, in a cluster), kept here too; undefined when there is none or Redis cannot say. */
+  const fromCluster = async (caps: Caps): Promise<ReadonlySet<string> | undefined> => {
+    if (!o.sharedCaps) return undefined;
+    const nodes = await o.sharedCaps.get(caps).catch((err: unknown) => {
+      log.debug('PEP: shared caps not read', { err: String(err) });
+      return undefined;
+    });
+    if (nodes) cache.set(caps, nodes);
+    return nodes;
   };
 
   /** XEP-0115 §6.3: disco#info of node#ver asked of the client; verified (§5.4) before it is cached for others. */
@@ -507,8 +523,10 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache } {
     const query = el?.attrs.type === 'result' ? el.getChild('query', NS_DISCO_INFO) : undefined;
     if (!query) return undefined;
     const nodes = notifyNodes(query);
-    if (verifies(caps, query)) cache.set(caps, nodes);
-    else {
+    if (verifies(caps, query)) {
+      cache.set(caps, nodes);
+      o.sharedCaps?.set(caps, nodes).catch((err: unknown) => log.debug('PEP: shared caps not written', { err: String(err) }));
+    } else {
       // Not what the ver says: this session's own answer, trusted for it alone.
       const s = seen.get(session);
       if (s && s.caps === caps) s.nodes = nodes;
@@ -537,12 +555,56 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache } {
     }
   };
 
+  /**
+   * The owner approved a subscription (RFC 6121 §3.1.5): once the approval
+   * is in its roster (the presence module, next in line, writes it), the
+   * contact's resources get the last item of each node they may see and
+   * asked for (XEP-0060 pubsub#send_last_published_item on_sub).
+   */
+  const approved = async (owner: string, to: string): Promise<void> => {
+    let j;
+    try {
+      j = parseJid(to);
+    } catch {
+      return;
+    }
+    if (!j.local || j.domain !== o.domain) return;
+    const contact = `${j.local}@${j.domain}`;
+    let item: RosterItem | undefined;
+    for (let i = 0; i < APPROVAL_POLLS; i++) {
+      item = await o.roster.item(owner, contact);
+      if (item && (item.subscription === 'from' || item.subscription === 'both')) break;
+      item = undefined;
+      await new Promise((r) => setTimeout(r, APPROVAL_POLL_MS));
+    }
+    if (!item) return;
+    const ownerBare = `${owner}@${o.domain}`;
+    const r = o.routing();
+    const recs = await r.available(contact);
+    if (recs.length === 0) return;
+    for (const { node, config } of await o.store.nodes(owner)) {
+      if (config.sendLastPublishedItem === 'never' || !(await allowed(owner, config, contact, item))) continue;
+      const last = await o.store.items(owner, node, { max: 1 });
+      if (last.length === 0) continue;
+      const el = event(ownerBare, itemsEvent(node, last));
+      for (const rec of recs) {
+        if (await o.blocked?.(ownerBare, rec.jid)) continue;
+        r.deliver(rec, withTo(el, rec.jid), `notify ${node}`);
+      }
+    }
+  };
+
   const inbound: InboundHook = (el, session) => {
     if (el.name === 'iq' && (el.attrs.type === 'result' || el.attrs.type === 'error') && el.attrs.to === o.domain) {
       const w = waiting.get(el.attrs.id);
       if (!w) return false;
       w(el);
       return true;
+    }
+    if (el.name === 'presence' && el.attrs.type === 'subscribed' && el.attrs.to !== undefined && session.username) {
+      const owner = session.username;
+      approved(owner, el.attrs.to).catch((err: unknown) => log.warn('PEP: last items on approval failed', { owner, err: String(err) }));
+      return false;
     }
     // Broadcast presence (no 'to'): its caps, and on becoming available the last published items.
     if (el.name !== 'presence' || el.attrs.to !== undefined || !session.username) return false;

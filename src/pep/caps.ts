@@ -7,6 +7,8 @@
 // worker, one entry per ver whatever the number of sessions advertising it.
 import { createHash } from 'node:crypto';
 import type { Element } from 'ltx';
+import type { Redis } from 'ioredis';
+import { K } from '../registry/redis.ts';
 
 export const NS_CAPS = 'http://jabber.org/protocol/caps';
 const NS_DATA = 'jabber:x:data';
@@ -78,6 +80,33 @@ export function notifyNodes(query: Element): Set<string> {
   return out;
 }
 
+/** The key of a ver, whatever the case of its hash's name. */
+export const capsKey = (c: Pick<Caps, 'hash' | 'ver'>): string => `${c.hash.toLowerCase()} ${c.ver}`;
+
+/** Verified vers and their +notify nodes, shared by every worker of a cluster: what one asked, none asks again. */
+export interface SharedCaps {
+  get(c: Pick<Caps, 'hash' | 'ver'>): Promise<ReadonlySet<string> | undefined>;
+  set(c: Pick<Caps, 'hash' | 'ver'>, nodes: ReadonlySet<string>): Promise<void>;
+}
+
+/** How long Redis keeps a ver no worker read (clients change their ver with each release). */
+export const SHARED_CAPS_TTL_S = 7 * 86_400;
+
+/** SharedCaps in Redis (cluster mode): one key per ver, its nodes as JSON, expiring SHARED_CAPS_TTL_S after it was last written. Only verified vers are written. */
+export function redisCaps(redis: Redis, ttlSeconds = SHARED_CAPS_TTL_S): SharedCaps {
+  return {
+    async get(c) {
+      const v = await redis.get(K.caps(capsKey(c)));
+      if (v === null) return undefined;
+      const list = JSON.parse(v) as unknown;
+      return Array.isArray(list) ? new Set(list.filter((x): x is string => typeof x === 'string')) : undefined;
+    },
+    async set(c, nodes) {
+      await redis.set(K.caps(capsKey(c)), JSON.stringify([...nodes]), 'EX', ttlSeconds);
+    },
+  };
+}
+
 /** Verified vers and their +notify nodes, the least recently used dropped past `max`. */
 export class CapsCache {
   private readonly map = new Map<string, ReadonlySet<string>>();
@@ -85,11 +114,8 @@ export class CapsCache {
   constructor(max = 10_000) {
     this.max = max;
   }
-  private static key(c: Pick<Caps, 'hash' | 'ver'>): string {
-    return `${c.hash.toLowerCase()} ${c.ver}`;
-  }
   get(c: Pick<Caps, 'hash' | 'ver'>): ReadonlySet<string> | undefined {
-    const k = CapsCache.key(c);
+    const k = capsKey(c);
     const v = this.map.get(k);
     if (v) {
       this.map.delete(k);
@@ -98,7 +124,7 @@ export class CapsCache {
     return v;
   }
   set(c: Pick<Caps, 'hash' | 'ver'>, nodes: ReadonlySet<string>): void {
-    const k = CapsCache.key(c);
+    const k = capsKey(c);
     this.map.delete(k);
     this.map.set(k, nodes);
     if (this.map.size > this.max) this.map.delete(this.map.keys().next().value!);

@@ -35,6 +35,8 @@ export const K = {
   sm: (sid: string) => `xmpp:sm:${sid}`,
   smq: (sid: string) => `xmpp:smq:${sid}`,
   smj: (jid: string) => `xmpp:smj:${jid}`,
+  /** the +notify nodes of a verified XEP-0115 ver (pep/caps.ts), for every worker of every node */
+  caps: (hashVer: string) => `xmpp:caps:${hashVer}`,
 };
 
 /** Lua: Redis's clock in ms as \`now\` (leases are judged by one clock, Redis's). */

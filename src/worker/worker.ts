@@ -28,6 +28,7 @@ import { privateStorage } from '../modules/private.ts';
 import { openPepStore } from '../pep/open.ts';
 import type { PepStore } from '../pep/store.ts';
 import { pep } from '../modules/pep.ts';
+import { redisCaps, type SharedCaps } from '../pep/caps.ts';
 import { StorageClient, remoteStores } from '../storage/remote.ts';
 import type { AccountStore } from '../accounts/store.ts';
 import type { RosterStore } from '../roster/store.ts';
@@ -142,6 +143,8 @@ interface Backend {
   registry: SessionRegistry;
   /** Cluster: where XMPP_SM_DURABLE keeps resumable sessions' state. */
   durable?: DurableSessions;
+  /** Cluster: XEP-0115 vers verified by any worker of any node (PEP). */
+  caps?: SharedCaps;
   toNode: Transport['toNode'];
   /** To every worker of every node, this one included; `here` is this worker's share, for when the others cannot be reached. */
   announceRemoval(notice: RemovalNotice, here: (notice: RemovalNotice) => void): void;
@@ -182,6 +185,7 @@ function cluster(): Backend {
   return {
     registry,
     durable: config.smDurable ? new DurableSessions(cmd) : undefined,
+    caps: redisCaps(cmd),
     // Confirmed once handled there; false once nobody listens there (the node is gone).
     toNode: (node, worker, env) => transport.send(node, worker, env),
     announceRemoval(notice, here) {
@@ -336,7 +340,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     // First: a stanza to or from a blocked JID goes no further (XEP-0191), not even to the archive or carbons.
     blocker,
     // Before presence, which takes it: PEP reads the caps of broadcast presence (XEP-0163 §4.2).
-    pep({ domain: config.domain, store: pepStore, roster: rosterStore, routing: () => router, blocked: (from, to) => blocker.denies(from, to) }),
+    pep({ domain: config.domain, store: pepStore, roster: rosterStore, routing: () => router, blocked: (from, to) => blocker.denies(from, to), sharedCaps: backend.caps }),
     presence(() => router.presence),
     offlineStorage({ store: offline, domain: config.domain, max: config.maxOfflineMessages, maxBytes: config.maxOfflineBytes }),
     ...(archiveWriter ? [mam({ domain: config.domain, store: archive, writer: archiveWriter, roster: rosterStore, defaultMode: config.mamDefault, fulltext: config.mamFulltext })] : []),

@@ -46,3 +46,24 @@ test('a publish on node 1 notifies a contact on node 2; its next login on node 2
   const last = await expect(again, 'the last item at login on node 2', isEvent(alice.bare, 'urn:xmpp:avatar:metadata'), 0);
   t.is(last.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!.attrs.id, 'abc');
 });
+
+test('caps verified on one node are not asked again on the other (Redis), and serve its sessions', async (t) => {
+  const [n1, n2] = cluster.nodes;
+  const alice = await user(t, n1, 'alice');
+  const first = await user(t, n1, 'carl');
+  await subscribe(first, alice);
+  const feats = ['urn:test:shared+notify', `urn:test:salt${Date.now()}`];
+  const asked1 = answerCaps(first, feats, first.c.items.length);
+  first.c.send(capsPresence(feats));
+  await expect(first, 'the caps query on node 1', (el) => el.name === 'iq' && el.attrs.type === 'get', 0);
+  await new Promise((r) => setTimeout(r, 300));
+  const second = await connect(t, n2, first.name, 'other');
+  const asked2 = answerCaps(second, feats, 0);
+  await ready(second, capsPresence(feats));
+  await new Promise((r) => setTimeout(r, 500));
+  t.is(asked1.asked, 1);
+  t.is(asked2.asked, 0, 'node 2 read the ver from Redis');
+  const from = second.c.items.length;
+  await publish(alice, 'urn:test:shared', `<x xmlns='urn:test'/>`, { id: 'x' });
+  await expect(second, 'the notification on node 2', isEvent(alice.bare, 'urn:test:shared'), from);
+});

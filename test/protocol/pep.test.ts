@@ -288,6 +288,23 @@ test('the last published item on a contact’s available presence (send_last_pub
   t.false((await barrier(later, 0)).some(isEvent(alice.bare, 'urn:test:never')), 'not for a node that says never');
 });
 
+test('the last published item on subscription approval (send_last_published_item on_sub), to the new subscriber’s resources that ask for it', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  await publish(alice, 'urn:test:status', `<s xmlns='urn:test'>here</s>`, { id: 's1', options: { 'pubsub#send_last_published_item': 'on_sub' } });
+  await publish(alice, 'urn:test:hidden', `<s xmlns='urn:test'/>`, { options: { 'pubsub#access_model': 'whitelist' } });
+  const feats = ['urn:test:status+notify', 'urn:test:hidden+notify'];
+  answerCaps(bob, feats, bob.c.items.length);
+  bob.c.send(capsPresence(feats));
+  await sleep(500);
+  const from = bob.c.items.length;
+  await subscribe(bob, alice);
+  const ev = await expect(bob, 'the last item on approval', isEvent(alice.bare, 'urn:test:status'), from);
+  t.is(ev.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!.attrs.id, 's1');
+  await sleep(300);
+  t.false((await barrier(bob, from)).some(isEvent(alice.bare, 'urn:test:hidden')), 'not a node it may not see');
+});
+
 test('an OMEMO-shaped device list and bundle (open access) exchanged between two clients', async (t) => {
   const alice = await newUser(t, server, 'alice');
   const bob = await newUser(t, server, 'bob');
