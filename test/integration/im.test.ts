@@ -24,8 +24,10 @@ import { NS_CARBONS, NS_DELAY, NS_ROSTER, STAMP, WAIT, checkCarbon, fresh, isCar
 let server: TestServer;
 
 test.before(async () => {
-  // @xmpp/client asks for resumption (XEP-0198): a killed client's session waits this long for it.
-  server = await startTestServer({ XMPP_WORKERS: '2', XMPP_SM_RESUME_TIMEOUT_MS: '1000' });
+  // @xmpp/client asks for resumption (XEP-0198): a killed client's session waits this long for it:
+  // long enough for a loaded machine's reconnection (TLS, SCRAM) to resume in time (1 s was not, under
+  // a full test run), short enough for the test that waits for the session to end.
+  server = await startTestServer({ XMPP_WORKERS: '2', XMPP_SM_RESUME_TIMEOUT_MS: '4000' });
 });
 test.after.always(async () => {
   await server?.stop();
