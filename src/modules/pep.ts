@@ -222,6 +222,22 @@ interface Seen {
   available: boolean;
 }
 
+/** Whether an element states its own namespace and declares every prefix it and its descendants use (xml: aside). */
+export function selfContained(el: Element, declared: ReadonlySet<string> = new Set(), top = true): boolean {
+  if (top && typeof el.attrs.xmlns !== 'string') return false;
+  const scope = new Set(declared);
+  for (const a of Object.keys(el.attrs)) if (a.startsWith('xmlns:')) scope.add(a.slice(6));
+  const used = (name: string) => {
+    const colon = name.indexOf(':');
+    if (colon < 0) return true;
+    const prefix = name.slice(0, colon);
+    return prefix === 'xml' || prefix === 'xmlns' || scope.has(prefix);
+  };
+  if (!used(el.name)) return false;
+  for (const a of Object.keys(el.attrs)) if (!used(a)) return false;
+  return el.children.every((c) => typeof c === 'string' || selfContained(c, scope, false));
+}
+
 export function pep(o: PepOptions): ServerModule & { cache: CapsCache } {
   const maxNodes = o.maxNodes ?? MAX_NODES;
   const maxItemBytes = o.maxItemBytes ?? MAX_ITEM_BYTES;
@@ -299,6 +315,9 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache } {
     if (payloads.length !== 1) throw new PubsubError('bad-request', 'invalid-payload', 'an item carries exactly one payload');
     const id = items[0].attrs.id || randomBytes(12).toString('base64url');
     if (id.length > MAX_NAME) throw new StanzaError('not-acceptable', `item ids are at most ${MAX_NAME} characters`);
+    // The payload is stored and sent on alone: it must say its own namespace and declare every prefix it uses
+    // (what an ancestor declared is not kept with it, and readers would get XML they cannot parse).
+    if (!selfContained(payloads[0])) throw new PubsubError('bad-request', 'invalid-payload', 'the payload must carry its own xmlns and declare every prefix it uses');
     const xml = payloads[0].toString();
     // §7.1.3.4 payload-too-big.
     if (Buffer.byteLength(xml, 'utf8') > maxItemBytes) throw new PubsubError('not-acceptable', 'payload-too-big', `an item may hold at most ${maxItemBytes} bytes`);
@@ -523,6 +542,8 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache } {
     const query = el?.attrs.type === 'result' ? el.getChild('query', NS_DISCO_INFO) : undefined;
     if (!query) return undefined;
     const nodes = notifyNodes(query);
+    // Past the bounds: no notifications for this session, nothing kept.
+    if (!nodes) return undefined;
     if (verifies(caps, query)) {
       cache.set(caps, nodes);
       o.sharedCaps?.set(caps, nodes).catch((err: unknown) => log.debug('PEP: shared caps not written', { err: String(err) }));

@@ -42,6 +42,9 @@ const octets = (a: string, b: string): number => Buffer.compare(Buffer.from(a, '
  */
 export function verificationString(query: Element): string | undefined {
   const kids = query.children.filter(isEl);
+  // '<' separates the parts of the string: one inside a part would let another answer hash the same
+  // (one identity name holding the features), the ambiguity XEP-0390 was made for. Refused.
+  if (hasSeparator(query)) return undefined;
   const ids = kids.filter((k) => k.name === 'identity').map((i) => `${i.attrs.category ?? ''}/${i.attrs.type ?? ''}/${i.attrs['xml:lang'] ?? ''}/${i.attrs.name ?? ''}`);
   const features = kids.filter((k) => k.name === 'feature').map((f) => String(f.attrs.var ?? ''));
   if (new Set(ids).size !== ids.length || new Set(features).size !== features.length) return undefined;
@@ -70,12 +73,31 @@ export function verifies(caps: Pick<Caps, 'hash' | 'ver'>, query: Element): bool
   return s !== undefined && createHash(algo).update(s, 'utf8').digest('base64') === caps.ver;
 }
 
-/** The nodes a disco#info <query/> asks notifications of (XEP-0163 §4.2: features 'NODE+notify'). */
-export function notifyNodes(query: Element): Set<string> {
+/** Whether any text the verification string is made of holds its separator '<'. */
+function hasSeparator(query: Element): boolean {
+  for (const k of query.children.filter(isEl)) {
+    for (const v of Object.values(k.attrs)) if (typeof v === 'string' && v.includes('<')) return true;
+    for (const f of k.getChildren('field')) {
+      if (String(f.attrs.var ?? '').includes('<')) return true;
+      for (const v of f.getChildren('value')) if (v.getText().includes('<')) return true;
+    }
+  }
+  return false;
+}
+
+/** Nodes one ver may ask notifications of, and the longest name kept: a client's features are not a store. */
+export const MAX_NOTIFY_NODES = 64;
+export const MAX_NOTIFY_NAME = 1024;
+
+/** The nodes a disco#info <query/> asks notifications of (XEP-0163 §4.2: features 'NODE+notify'); undefined past the bounds (such an answer is not cached). */
+export function notifyNodes(query: Element): Set<string> | undefined {
   const out = new Set<string>();
   for (const f of query.getChildren('feature')) {
     const v = String(f.attrs.var ?? '');
-    if (v.endsWith(NOTIFY) && v.length > NOTIFY.length) out.add(v.slice(0, -NOTIFY.length));
+    if (v.endsWith(NOTIFY) && v.length > NOTIFY.length) {
+      if (v.length - NOTIFY.length > MAX_NOTIFY_NAME || out.size >= MAX_NOTIFY_NODES) return undefined;
+      out.add(v.slice(0, -NOTIFY.length));
+    }
   }
   return out;
 }

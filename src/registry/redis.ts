@@ -36,7 +36,8 @@ export const K = {
   smq: (sid: string) => `xmpp:smq:${sid}`,
   smj: (jid: string) => `xmpp:smj:${jid}`,
   /** the +notify nodes of a verified XEP-0115 ver (pep/caps.ts), for every worker of every node */
-  caps: (hashVer: string) => `xmpp:caps:${hashVer}`,
+  // v2: vers verified before '<' in an answer was refused are not trusted.
+  caps: (hashVer: string) => `xmpp:caps2:${hashVer}`,
 };
 
 /** Lua: Redis's clock in ms as \`now\` (leases are judged by one clock, Redis's). */

@@ -2,7 +2,9 @@
 // §5.3 complex, with a data form), and the rejections of §5.4.
 import test from 'ava';
 import { type Element, parse } from 'ltx';
-import { CapsCache, capsOf, notifyNodes, verificationString, verifies } from '../../src/pep/caps.ts';
+import { CapsCache, MAX_NOTIFY_NODES, capsOf, notifyNodes, verificationString, verifies } from '../../src/pep/caps.ts';
+import { createHash } from 'node:crypto';
+import { selfContained } from '../../src/modules/pep.ts';
 
 const q = (inner: string) => parse(`<query xmlns='http://jabber.org/protocol/disco#info'>${inner}</query>`) as Element;
 const FEATURES = ['http://jabber.org/protocol/caps', 'http://jabber.org/protocol/disco#info', 'http://jabber.org/protocol/disco#items', 'http://jabber.org/protocol/muc'];
@@ -41,7 +43,10 @@ test('§5.4: duplicate identities or features, a FORM_TYPE that is not hidden, t
 test('caps from presence, +notify nodes, and the bounded cache', (t) => {
   t.deepEqual(capsOf(parse(`<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v'/></presence>`) as Element), { hash: 'sha-1', node: 'n', ver: 'v' });
   t.is(capsOf(parse(`<presence><c xmlns='http://jabber.org/protocol/caps' node='n' ver='v'/></presence>`) as Element), undefined, 'legacy caps without hash');
-  t.deepEqual([...notifyNodes(q(feats(['urn:xmpp:avatar:metadata+notify', 'urn:xmpp:ping', '+notify'])))], ['urn:xmpp:avatar:metadata']);
+  t.deepEqual([...notifyNodes(q(feats(['urn:xmpp:avatar:metadata+notify', 'urn:xmpp:ping', '+notify'])))!], ['urn:xmpp:avatar:metadata']);
+  // Bounded: past MAX_NOTIFY_NODES, or a name too long, the answer gives none (and is not cached).
+  t.is(notifyNodes(q(feats(Array.from({ length: MAX_NOTIFY_NODES + 1 }, (_, i) => `urn:n${i}+notify`)))), undefined);
+  t.is(notifyNodes(q(feats([`${'n'.repeat(2000)}+notify`]))), undefined);
   const c = new CapsCache(2);
   c.set({ hash: 'sha-1', ver: 'a' }, new Set(['x']));
   c.set({ hash: 'sha-1', ver: 'b' }, new Set());
@@ -50,4 +55,22 @@ test('caps from presence, +notify nodes, and the bounded cache', (t) => {
   t.is(c.size, 2);
   t.is(c.get({ hash: 'sha-1', ver: 'b' }), undefined, 'the least recently used went');
   t.truthy(c.get({ hash: 'sha-1', ver: 'a' }));
+});
+
+test("a '<' inside a part is refused: another answer could hash the same (one identity's name holding the features)", (t) => {
+  const honest = q(`<identity category='client' type='pc' name='C'/>${feats(['a+notify', 'b+notify'])}`);
+  const ver = createHash('sha1').update(verificationString(honest)!, 'utf8').digest('base64');
+  t.true(verifies({ hash: 'sha-1', ver }, honest));
+  // The same string from one identity whose name swallows the features: no +notify at all.
+  const forged = q(`<identity category='client' type='pc' name='C&lt;a+notify&lt;b+notify'/>`);
+  t.is(verificationString(forged), undefined);
+  t.false(verifies({ hash: 'sha-1', ver }, forged));
+});
+
+test('a payload stands alone: its own xmlns, and every prefix it uses declared inside it', (t) => {
+  t.true(selfContained(parse(`<tune xmlns='http://jabber.org/protocol/tune'><artist>x</artist></tune>`) as Element));
+  t.true(selfContained(parse(`<p xmlns='urn:a' xmlns:e='urn:e'><e:x e:y='1' xml:lang='en'/></p>`) as Element));
+  t.false(selfContained(parse(`<p><x/></p>`) as Element), 'no xmlns of its own');
+  const inherited = (parse(`<pubsub xmlns:e='urn:evil'><e:payload xmlns='urn:a' e:attr='1'/></pubsub>`) as Element).children[0] as Element;
+  t.false(selfContained(inherited), 'a prefix declared only by an ancestor');
 });
