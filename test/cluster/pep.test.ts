@@ -7,7 +7,7 @@ import { startCluster } from '../helpers/cluster.ts';
 import type { TestCluster } from '../helpers/cluster.ts';
 import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 import { clusterPeers, expect, ready, subscribe } from '../helpers/im.ts';
-import { NS_EVENT, answerCaps, capsPresence, isEvent, publish } from '../helpers/pep.ts';
+import { NS_EVENT, answerCaps, before, capsPresence, isCapsQuery, isEvent, isEventItem, publish, untilNotified } from '../helpers/pep.ts';
 
 let cluster: TestCluster;
 let accounts: PostgresAccountStore;
@@ -33,11 +33,12 @@ test('a publish on node 1 notifies a contact on node 2; its next login on node 2
   answerCaps(bob, feats, from);
   bob.c.send(capsPresence(feats));
   await expect(bob, 'the caps query', (el) => el.name === 'iq' && el.attrs.type === 'get', from);
-  await new Promise((r) => setTimeout(r, 300));
+  // The caps taken into account on node 2: alice's probes reach bob.
+  await untilNotified(alice, bob, 'urn:xmpp:avatar:metadata');
   const f = bob.c.items.length;
   const res = await publish(alice, 'urn:xmpp:avatar:metadata', `<metadata xmlns='urn:xmpp:avatar:metadata'><info id='abc' bytes='10' type='image/png'/></metadata>`, { id: 'abc' });
   t.is(res.attrs.type, 'result', res.toString());
-  const ev = await expect(bob, 'the notification across nodes', isEvent(alice.bare, 'urn:xmpp:avatar:metadata'), f);
+  const ev = await expect(bob, 'the notification across nodes', isEventItem(alice.bare, 'urn:xmpp:avatar:metadata', 'abc'), f);
   t.is(ev.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!.attrs.id, 'abc');
   bob.c.destroy();
   const again = await connect(t, n2, bob.name, 'again');
@@ -56,14 +57,17 @@ test('caps verified on one node are not asked again on the other (Redis), and se
   const asked1 = answerCaps(first, feats, first.c.items.length);
   first.c.send(capsPresence(feats));
   await expect(first, 'the caps query on node 1', (el) => el.name === 'iq' && el.attrs.type === 'get', 0);
-  await new Promise((r) => setTimeout(r, 300));
+  // Verified on node 1 (and written to Redis as it was): alice's probes reach carl there.
+  await untilNotified(alice, first, 'urn:test:shared');
   const second = await connect(t, n2, first.name, 'other');
   const asked2 = answerCaps(second, feats, 0);
   await ready(second, capsPresence(feats));
-  await new Promise((r) => setTimeout(r, 500));
+  // The last item of the node at login needs the caps known on node 2; had node 2 asked, its question would
+  // have come first (the item is sent once the answer is in).
+  t.false((await before(second, 'the last item at login on node 2', isEvent(alice.bare, 'urn:test:shared'), 0)).some(isCapsQuery), 'node 2 read the ver from Redis');
   t.is(asked1.asked, 1);
   t.is(asked2.asked, 0, 'node 2 read the ver from Redis');
   const from = second.c.items.length;
   await publish(alice, 'urn:test:shared', `<x xmlns='urn:test'/>`, { id: 'x' });
-  await expect(second, 'the notification on node 2', isEvent(alice.bare, 'urn:test:shared'), from);
+  await expect(second, 'the notification on node 2', isEventItem(alice.bare, 'urn:test:shared', 'x'), from);
 });

@@ -60,7 +60,7 @@ export function answerCaps(p: Peer, features: string[], from = 0): { asked: numb
   let at = from;
   void (async () => {
     for (;;) {
-      const q = await p.c.find((el) => el.name === 'iq' && el.attrs.type === 'get' && Boolean(el.getChild('query', NS_DISCO_INFO)?.attrs.node?.startsWith('urn:pep-test#')), at);
+      const q = await p.c.find(isCapsQuery, at);
       at = p.c.items.findIndex((it) => it.kind === 'el' && it.el === q) + 1;
       counter.asked++;
       const node = q.getChild('query')!.attrs.node;
@@ -72,3 +72,54 @@ export function answerCaps(p: Peer, features: string[], from = 0): { asked: numb
 
 /** A broadcast presence with caps (XEP-0115) naming `ver` (the right one for `features` unless given). */
 export const capsPresence = (features: string[], ver = capsVer(features)) => `<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:pep-test' ver='${ver}'/></presence>`;
+
+/** The server's disco#info for a client's caps (XEP-0115 §6.3). */
+export const isCapsQuery = (el: Element) => el.name === 'iq' && el.attrs.type === 'get' && Boolean(el.getChild('query', NS_DISCO_INFO)?.attrs.node?.startsWith('urn:pep-test#'));
+
+/** The id of the (first) item of a notification. */
+export const eventItemId = (el: Element): string | undefined => el.getChild('event', NS_EVENT)?.getChild('items')?.getChild('item')?.attrs.id;
+
+/** A notification from `from` about `node` carrying the item `id`. */
+export const isEventItem = (from: string, node: string, id: string) => (el: Element) => isEvent(from, node)(el) && eventItemId(el) === id;
+
+/**
+ * Waits until the server takes `subscriber`'s caps into account for `node`
+ * (it answered the server's disco#info, and the answer was processed):
+ * `owner` publishes a probe item (a fresh id) to `node` and the subscriber
+ * waits a short while for its notification, which the server sends only once
+ * it knows the caps ask for the node; repeated a bounded number of times.
+ * The probes are items of `node` (the last one its last published item).
+ * Returns the index on the subscriber's stream just after the notification.
+ */
+export async function untilNotified(owner: Peer, subscriber: Peer, node: string, opts: { tries?: number; each?: number; options?: Record<string, string | string[]> } = {}): Promise<number> {
+  const { tries = 40, each = 250 } = opts;
+  const start = subscriber.c.items.length;
+  const probes = new Set<string>();
+  const isProbe = (el: Element) => isEvent(owner.bare, node)(el) && probes.has(eventItemId(el) ?? '');
+  for (let i = 0; i < tries; i++) {
+    const id = uid('probe');
+    probes.add(id);
+    const res = await publish(owner, node, `<probe xmlns='urn:pep-test:probe'/>`, { id, options: opts.options });
+    if (res.attrs.type !== 'result') throw new Error(`probe publish to ${node}: ${res.toString()}`);
+    // Any probe so far: an earlier one's notification may come late.
+    const got = await within(subscriber.c.find(isProbe, start), each, 'probe').catch(() => undefined);
+    if (got) {
+      // The caps are known: the last probe's notification comes too; waited for, so that none comes later.
+      const last = await within(subscriber.c.find(isEventItem(owner.bare, node, id), start), WAIT, `${subscriber.jid}: probe ${id}`);
+      return subscriber.c.items.findIndex((it) => it.kind === 'el' && it.el === last) + 1;
+    }
+  }
+  throw new Error(`${subscriber.jid}: no notification of ${owner.bare}'s ${node} after ${tries} probes: its caps were never taken into account`);
+}
+
+/**
+ * The elements that reached p from index `from` up to, not including, the
+ * first that matches `control` (awaited): what arrived before a control
+ * event the test caused after the action it checks.
+ */
+export async function before(p: Peer, what: string, control: (el: Element) => boolean, from: number): Promise<Element[]> {
+  const c = await within(p.c.find(control, from), WAIT, `${p.jid}: ${what}`);
+  const items = p.c.items;
+  const end = items.findIndex((it, i) => i >= from && it.kind === 'el' && it.el === c);
+  return items.slice(from, end).flatMap((it) => (it.kind === 'el' ? [it.el] : []));
+}

@@ -11,7 +11,7 @@ import type { Element } from 'ltx';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { stanzaError, uid, within } from '../helpers/protocol.ts';
 import { WAIT, barrier, connect, expect, fresh, newUser, ready, subscribe, type Peer } from '../helpers/im.ts';
-import { NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, answerCaps, capsPresence, capsVer, form, iq, isEvent, itemIds, items, publish, pubsubError } from '../helpers/pep.ts';
+import { NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, answerCaps, before, capsPresence, capsVer, form, iq, isCapsQuery, isEvent, isEventItem, itemIds, items, publish, pubsubError, untilNotified } from '../helpers/pep.ts';
 import { MAX_ITEM_BYTES, MAX_ITEMS, MAX_NODES } from '../../src/pep/store.ts';
 
 let server: TestServer;
@@ -31,7 +31,6 @@ function refused(t: ExecutionContext, res: Element, condition: string, pubsub: s
   t.is(stanzaError(res).condition, condition, `${what}: ${res.toString()}`);
   t.is(pubsubError(res), pubsub, `${what}: the pubsub#errors condition`);
 }
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const configOf = async (p: Peer, node: string): Promise<Record<string, string[]>> => {
   const res = await iq(p, 'get', `<pubsub xmlns='${NS_OWNER}'><configure node='${node}'/></pubsub>`);
   if (res.attrs.type !== 'result') throw new Error(res.toString());
@@ -120,12 +119,13 @@ test('retract (with notify), purge and delete: owner only; item-not-found for wh
   const alice = await newUser(t, server, 'alice');
   const bob = await newUser(t, server, 'bob');
   await subscribe(bob, alice);
-  const feats = ['urn:test:r+notify'];
+  const feats = ['urn:test:r+notify', 'urn:test:rc+notify'];
   const from = bob.c.items.length;
   answerCaps(bob, feats, from);
   bob.c.send(capsPresence(feats));
   await expect(bob, 'the caps query', (el) => el.name === 'iq' && el.attrs.from === server.config.domain, from);
-  await sleep(200);
+  // The caps taken into account: alice's probes on the control node reach bob.
+  await untilNotified(alice, bob, 'urn:test:rc');
   for (const id of ['a', 'b', 'c']) ok(t, await publish(alice, 'urn:test:r', `<x xmlns='urn:test'/>`, { id, options: { 'pubsub#max_items': '10', 'pubsub#notify_retract': '0' } }), `publish ${id}`);
   await expect(bob, 'the last publish', (el) => isEvent(alice.bare, 'urn:test:r')(el) && el.getChild('event')!.getChild('items')!.getChild('item')?.attrs.id === 'c', from);
   const retract = (id: string, notify?: string, who = alice) => iq(who, 'set', `<pubsub xmlns='${NS_PUBSUB}'><retract node='urn:test:r'${notify ? ` notify='${notify}'` : ''}><item id='${id}'/></retract></pubsub>`, who === alice ? undefined : alice.bare);
@@ -139,8 +139,10 @@ test('retract (with notify), purge and delete: owner only; item-not-found for wh
   t.is(ev.attrs.type, 'headline');
   const f2 = bob.c.items.length;
   ok(t, await retract('b'), 'retract, notify_retract off');
-  await sleep(300);
-  t.false((await barrier(bob, f2)).some(isEvent(alice.bare, 'urn:test:r')), 'no notification');
+  // Control: a publish of alice's after the retract was answered. A notification the retract caused would have
+  // been sent before it, by the same worker to bob's session (whose stanzas go out in order), so it would precede it.
+  ok(t, await publish(alice, 'urn:test:rc', `<x xmlns='urn:test'/>`, { id: 'control' }), 'control publish');
+  t.false((await before(bob, 'the control notification', isEventItem(alice.bare, 'urn:test:rc', 'control'), f2)).some(isEvent(alice.bare, 'urn:test:r')), 'no notification');
   t.deepEqual(itemIds(await items(alice, undefined, 'urn:test:r')), ['c']);
   refused(t, await iq(bob, 'set', `<pubsub xmlns='${NS_OWNER}'><purge node='urn:test:r'/></pubsub>`, alice.bare), 'forbidden', undefined, "another's purge");
   const f3 = bob.c.items.length;
@@ -191,16 +193,22 @@ test('notifications (§4.3): the owner’s resources; contacts with a presence s
   await ready(bobQuiet);
   const carol = await newUser(t, server, 'carol');
   await subscribe(bob, alice);
-  const feats = ['urn:test:tune+notify', 'urn:xmpp:ping'];
+  // carol gets bob's presence (not alice's): bob's probes tell when her caps are known.
+  await subscribe(carol, bob);
+  const CTL = 'urn:test:ctl';
+  const feats = ['urn:test:tune+notify', 'urn:xmpp:ping', `${CTL}+notify`];
   for (const p of [bob, carol]) {
     const f = p.c.items.length;
     answerCaps(p, feats, f);
     p.c.send(capsPresence(feats));
   }
-  // bobQuiet's client asks for nothing.
-  answerCaps(bobQuiet, ['urn:xmpp:ping'], bobQuiet.c.items.length);
-  bobQuiet.c.send(capsPresence(['urn:xmpp:ping']));
-  await sleep(500);
+  // bobQuiet's client asks for no tune notifications (only the control node's).
+  const quiet = ['urn:xmpp:ping', `${CTL}+notify`];
+  answerCaps(bobQuiet, quiet, bobQuiet.c.items.length);
+  bobQuiet.c.send(capsPresence(quiet));
+  await untilNotified(alice, bob, CTL);
+  await untilNotified(alice, bobQuiet, CTL);
+  await untilNotified(bob, carol, CTL);
   const from = [alice, alice2, bob, bobQuiet, carol].map((p) => p.c.items.length);
   ok(t, await publish(alice, 'urn:test:tune', `<tune xmlns='urn:test'><title>x</title></tune>`, { id: 'now' }), 'publish');
   const ev = await expect(bob, 'the notification', isEvent(alice.bare, 'urn:test:tune'), from[2]);
@@ -209,32 +217,45 @@ test('notifications (§4.3): the owner’s resources; contacts with a presence s
   t.is(ev.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!.getChild('tune', 'urn:test')!.getChildText('title'), 'x');
   await expect(alice, "the owner's resource", isEvent(alice.bare, 'urn:test:tune'), from[0]);
   await expect(alice2, "the owner's other resource", isEvent(alice.bare, 'urn:test:tune'), from[1]);
-  await sleep(300);
-  t.false((await barrier(bobQuiet, from[3])).some(isEvent(alice.bare, 'urn:test:tune')), 'a resource without +notify gets none');
-  t.false((await barrier(carol, from[4])).some(isEvent(alice.bare, 'urn:test:tune')), 'no presence subscription, none');
+  // Controls, sent by alice after the publish was answered: a notification to bobQuiet or carol would have been
+  // sent before them, from alice's worker to their sessions (whose stanzas go out in order), so it would precede them.
+  ok(t, await publish(alice, CTL, `<x xmlns='urn:test'/>`, { id: 'control' }), 'control publish');
+  const ctl = uid('ctl');
+  alice.c.send(`<message to='${carol.jid}' id='${ctl}' type='chat'><body>control</body></message>`);
+  t.false((await before(bobQuiet, 'the control notification', isEventItem(alice.bare, CTL, 'control'), from[3])).some(isEvent(alice.bare, 'urn:test:tune')), 'a resource without +notify gets none');
+  t.false((await before(carol, 'the control message', (el) => el.name === 'message' && el.attrs.id === ctl, from[4])).some(isEvent(alice.bare, 'urn:test:tune')), 'no presence subscription, none');
 });
 
 test('a blocked contact (XEP-0191) gets neither notifications nor the last item, either way', async (t) => {
   const alice = await newUser(t, server, 'alice');
   const bob = await newUser(t, server, 'bob');
+  const carol = await newUser(t, server, 'carol');
   await subscribe(bob, alice);
+  await subscribe(bob, carol);
   const feats = ['urn:test:b+notify'];
   answerCaps(bob, feats, bob.c.items.length);
   bob.c.send(capsPresence(feats));
-  await sleep(500);
+  await untilNotified(alice, bob, 'urn:test:b');
   const f0 = bob.c.items.length;
   ok(t, await publish(alice, 'urn:test:b', `<x xmlns='urn:test'/>`, { id: 'one' }), 'publish');
-  await expect(bob, 'before the block', isEvent(alice.bare, 'urn:test:b'), f0);
-  ok(t, await iq(alice, 'set', `<block xmlns='urn:xmpp:blocking'><item jid='${bob.bare}'/></block>`), 'alice blocks bob');
+  await expect(bob, 'before the block', isEventItem(alice.bare, 'urn:test:b', 'one'), f0);
+  const block = (action: 'block' | 'unblock') => iq(alice, 'set', `<${action} xmlns='urn:xmpp:blocking'><item jid='${bob.bare}'/></${action}>`);
+  ok(t, await block('block'), 'alice blocks bob');
   const f1 = bob.c.items.length;
   ok(t, await publish(alice, 'urn:test:b', `<x xmlns='urn:test'/>`, { id: 'two' }), 'publish while blocked');
-  await sleep(300);
-  t.false((await barrier(bob, f1)).some(isEvent(alice.bare, 'urn:test:b')), 'no notification');
+  // Control: alice unblocks bob and publishes again, after the blocked publish was answered; its notification
+  // would have been sent before, from alice's worker to bob's session (whose stanzas go out in order).
+  ok(t, await block('unblock'), 'alice unblocks bob');
+  ok(t, await publish(alice, 'urn:test:b', `<x xmlns='urn:test'/>`, { id: 'three' }), 'publish once unblocked');
+  t.false((await before(bob, 'the notification once unblocked', isEventItem(alice.bare, 'urn:test:b', 'three'), f1)).some(isEvent(alice.bare, 'urn:test:b')), 'no notification');
+  ok(t, await block('block'), 'alice blocks bob again');
+  ok(t, await publish(carol, 'urn:test:b', `<x xmlns='urn:test'/>`, { id: 'carol' }), "carol's item");
   const later = await connect(t, server.c2sPort, bob.name, 'later');
   answerCaps(later, feats, 0);
   await ready(later, capsPresence(feats));
-  await sleep(300);
-  t.false((await barrier(later, 0)).some(isEvent(alice.bare, 'urn:test:b')), 'no last item at login');
+  // Control: carol's last item. The last items at login go to the session one contact after another in roster
+  // (JID) order, alice's before carol's: alice's, if sent, would precede it.
+  t.false((await before(later, "carol's last item at login", isEventItem(carol.bare, 'urn:test:b', 'carol'), 0)).some(isEvent(alice.bare, 'urn:test:b')), 'no last item at login');
 });
 
 test('caps (XEP-0115): asked once per ver on a worker, verified before it is trusted for other sessions (§5.4)', async (t) => {
@@ -244,14 +265,17 @@ test('caps (XEP-0115): asked once per ver on a worker, verified before it is tru
   const feats = ['urn:test:v+notify'];
   const sessions: Peer[] = [];
   const counters: { asked: number }[] = [];
+  // What the server asked of a session, up to a ping behind its presence: a question is sent while the
+  // presence is handled (the ver not known, or known unverified), before the ping is read.
+  const asked = async (p: Peer) => (await barrier(p, 0)).filter(isCapsQuery).length;
   for (const r of ['a', 'b']) {
     const p = await connect(t, one.c2sPort, alice.name, r);
     counters.push(answerCaps(p, feats, 0));
     await ready(p, capsPresence(feats));
-    await sleep(200);
     sessions.push(p);
   }
-  t.is(counters[0].asked + counters[1].asked, 1, 'a verified ver is asked once');
+  await expect(sessions[0], 'the caps query', isCapsQuery, 0);
+  t.is((await asked(sessions[0])) + (await asked(sessions[1])), 1, 'a verified ver is asked once');
   // A ver that does not hash to the answer: asked of each session, trusted for none but itself.
   const bad = capsVer(['something else']);
   const liars: { asked: number }[] = [];
@@ -259,10 +283,11 @@ test('caps (XEP-0115): asked once per ver on a worker, verified before it is tru
     const p = await connect(t, one.c2sPort, alice.name, r);
     liars.push(answerCaps(p, feats, 0));
     await ready(p, capsPresence(feats, bad));
-    await sleep(200);
+    // Asked once another session's answer did not verify: awaited.
+    await expect(p, 'the caps query', isCapsQuery, 0);
     sessions.push(p);
   }
-  t.deepEqual(liars.map((c) => c.asked), [1, 1], 'not cached');
+  t.deepEqual(await Promise.all(sessions.slice(2).map(asked)), [1, 1], 'not cached');
   const from = sessions.map((p) => p.c.items.length);
   ok(t, await publish(alice, 'urn:test:v', `<x xmlns='urn:test'/>`), 'publish');
   for (const [i, p] of sessions.entries()) await expect(p, 'own notification', isEvent(alice.bare, 'urn:test:v'), from[i]);
@@ -274,18 +299,21 @@ test('the last published item on a contact’s available presence (send_last_pub
   await subscribe(bob, alice);
   await publish(alice, 'urn:test:mood', `<mood xmlns='urn:test'>happy</mood>`, { id: 'm1' });
   await publish(alice, 'urn:test:never', `<x xmlns='urn:test'/>`, { options: { 'pubsub#send_last_published_item': 'never' } });
+  // A node named after 'never': its last item is sent after that node's would be (below).
+  await publish(alice, 'urn:test:z-control', `<x xmlns='urn:test'/>`, { id: 'z' });
   await publish(bob, 'urn:test:mood', `<mood xmlns='urn:test'>mine</mood>`, { id: 'own' });
   bob.c.destroy();
   const later = await connect(t, server.c2sPort, bob.name, 'later');
-  const feats = ['urn:test:mood+notify', 'urn:test:never+notify'];
+  const feats = ['urn:test:mood+notify', 'urn:test:never+notify', 'urn:test:z-control+notify'];
   answerCaps(later, feats, 0);
   await ready(later, capsPresence(feats));
   const ev = await expect(later, "alice's last item", isEvent(alice.bare, 'urn:test:mood'), 0);
   t.is(ev.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!.attrs.id, 'm1');
   const own = await expect(later, 'its own last item', isEvent(bob.bare, 'urn:test:mood'), 0);
   t.is(own.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!.attrs.id, 'own');
-  await sleep(300);
-  t.false((await barrier(later, 0)).some(isEvent(alice.bare, 'urn:test:never')), 'not for a node that says never');
+  // Control: the last items of a contact's nodes go to the session one after another in node name order,
+  // 'never' before 'z-control': the former's, if sent, would precede the latter's.
+  t.false((await before(later, 'the control node’s last item', isEventItem(alice.bare, 'urn:test:z-control', 'z'), 0)).some(isEvent(alice.bare, 'urn:test:never')), 'not for a node that says never');
 });
 
 test('the last published item on subscription approval (send_last_published_item on_sub), to the new subscriber’s resources that ask for it', async (t) => {
@@ -296,13 +324,17 @@ test('the last published item on subscription approval (send_last_published_item
   const feats = ['urn:test:status+notify', 'urn:test:hidden+notify'];
   answerCaps(bob, feats, bob.c.items.length);
   bob.c.send(capsPresence(feats));
-  await sleep(500);
+  // bob's caps taken into account: the probes of carol, whose presence he gets, reach him.
+  const carol = await newUser(t, server, 'carol');
+  await subscribe(bob, carol);
+  await untilNotified(carol, bob, 'urn:test:status');
   const from = bob.c.items.length;
   await subscribe(bob, alice);
   const ev = await expect(bob, 'the last item on approval', isEvent(alice.bare, 'urn:test:status'), from);
   t.is(ev.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!.attrs.id, 's1');
-  await sleep(300);
-  t.false((await barrier(bob, from)).some(isEvent(alice.bare, 'urn:test:hidden')), 'not a node it may not see');
+  // The status item is the control: the last items on approval go out one node after another in node name
+  // order, from the same worker to bob's session, 'hidden' before 'status'.
+  t.false((await before(bob, 'the last item on approval', isEvent(alice.bare, 'urn:test:status'), from)).some(isEvent(alice.bare, 'urn:test:hidden')), 'not a node it may not see');
 });
 
 test('an OMEMO-shaped device list and bundle (open access) exchanged between two clients', async (t) => {
@@ -314,12 +346,12 @@ test('an OMEMO-shaped device list and bundle (open access) exchanged between two
   const feats = [`${LIST}+notify`];
   answerCaps(bob, feats, bob.c.items.length);
   bob.c.send(capsPresence(feats));
-  await sleep(500);
   const open = { 'pubsub#access_model': 'open' };
+  await untilNotified(alice, bob, LIST, { options: open });
   const from = bob.c.items.length;
   ok(t, await publish(alice, LIST, `<list xmlns='eu.siacs.conversations.axolotl'><device id='1234'/></list>`, { id: 'current', options: open }), 'device list');
   ok(t, await publish(alice, 'eu.siacs.conversations.axolotl.bundles:1234', `<bundle xmlns='eu.siacs.conversations.axolotl'><signedPreKeyPublic signedPreKeyId='1'>AAAA</signedPreKeyPublic><identityKey>BBBB</identityKey><prekeys><preKeyPublic preKeyId='1'>CCCC</preKeyPublic></prekeys></bundle>`, { id: 'current', options: open }), 'bundle');
-  const ev = await expect(bob, 'the device list', isEvent(alice.bare, LIST), from);
+  const ev = await expect(bob, 'the device list', isEventItem(alice.bare, LIST, 'current'), from);
   const device = ev.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!.getChild('list', 'eu.siacs.conversations.axolotl')!.getChild('device')!.attrs.id;
   t.is(device, '1234');
   const bundle = await items(bob, alice.bare, `eu.siacs.conversations.axolotl.bundles:${device}`, '', ` max_items='1'`);
