@@ -197,6 +197,10 @@ const bareOf = (jid: string): string => {
   return slash < 0 ? jid : jid.slice(0, slash);
 };
 
+/** The most bytes of items one items answer holds (the default largest stanza a server takes, XMPP_MAX_STANZA_BYTES). */
+export const MAX_RESULT_BYTES = 256 * 1024;
+const NS_RSM = 'http://jabber.org/protocol/rsm';
+
 /** One notification (XEP-0060 §7.1.2.1): a headline from the owner's bare JID. */
 function event(from: string, inner: Element): Element {
   const m = new Element('message', { type: 'headline', from, id: randomBytes(9).toString('base64url') });
@@ -382,8 +386,15 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache } {
     const got = await o.store.items(owner, node, ids.length > 0 ? { ids } : { max });
     // §6.5.8: asked by id, and not there.
     if (ids.length > 0 && got.length === 0) throw new StanzaError('item-not-found');
+    // One answer holds at most MAX_RESULT_BYTES of items, the newest that fit (a node may hold far more than a
+    // reader takes in one stanza); XEP-0060 §6.5.4: a partial answer says, with RSM's <count/>, how many there are.
+    let bytes = 0;
+    let from = got.length;
+    while (from > 0 && bytes + Buffer.byteLength(got[from - 1].xml, 'utf8') <= MAX_RESULT_BYTES) bytes += Buffer.byteLength(got[--from].xml, 'utf8');
+    if (from === got.length && got.length > 0) from--; // the newest alone, however big (it was accepted at publish)
     const out = new Element('pubsub', { xmlns: NS_PUBSUB });
-    out.cnode(itemsEl(NS_PUBSUB, node, got));
+    out.cnode(itemsEl(NS_PUBSUB, node, got.slice(from)));
+    if (from > 0) out.c('set', { xmlns: NS_RSM }).c('count').t(String(got.length));
     return out;
   };
 

@@ -184,6 +184,18 @@ test('bounds: bytes per item (payload-too-big), nodes per account (policy-violat
   ok(t, await publish(alice, 'urn:test:n0', `<x xmlns='urn:test'/>`), 'an existing node still takes items');
 });
 
+test('an items answer holds at most MAX_RESULT_BYTES: the newest items that fit, and RSM <count/> of all (XEP-0060 §6.5.4)', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const big = (n: number) => `<x xmlns='urn:test'>${String(n).repeat(100 * 1024)}</x>`;
+  for (const n of [1, 2, 3]) ok(t, await publish(alice, 'urn:test:large', big(n), { id: `i${n}`, options: { 'pubsub#max_items': '10' } }), `publish ${n}`);
+  const res = await items(alice, undefined, 'urn:test:large');
+  t.deepEqual(itemIds(res), ['i2', 'i3'], 'three of 100 KiB pass 256 KiB: the newest two');
+  t.is(res.getChild('pubsub', NS_PUBSUB)!.getChild('set', 'http://jabber.org/protocol/rsm')?.getChildText('count'), '3');
+  const one = await items(alice, undefined, 'urn:test:large', '', " max_items='1'");
+  t.deepEqual(itemIds(one), ['i3']);
+  t.is(one.getChild('pubsub', NS_PUBSUB)!.getChild('set', 'http://jabber.org/protocol/rsm'), undefined, 'all asked for fit: no count');
+});
+
 test('notifications (§4.3): the owner’s resources; contacts with a presence subscription whose caps say NODE+notify; nobody else', async (t) => {
   const alice = await newUser(t, server, 'alice');
   const alice2 = await connect(t, server.c2sPort, alice.name, 'two');
