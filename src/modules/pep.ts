@@ -224,8 +224,6 @@ interface Seen {
   /** The nodes it asked notifications of, once known (from the cache, or its own unverified answer). */
   nodes?: ReadonlySet<string>;
   available: boolean;
-  /** It became available and has not had the last published items yet (they wait for its caps, XEP-0163 §4.3.4). */
-  lastDue?: boolean;
 }
 
 /** Whether an element states its own namespace and declares every prefix it and its descendants use (xml: aside). */
@@ -655,21 +653,18 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache } {
       s.caps = caps;
       s.nodes = undefined;
     }
-    if (!s.available) s.lastDue = true;
+    const arriving = !s.available;
     s.available = true;
     if (!caps && !s.caps) return false;
     // The same caps again (a status change): nothing to ask, nothing due.
-    if (!changed && s.nodes && !s.lastDue) return false;
+    if (!changed && s.nodes && !arriving) return false;
     const current = s.caps!;
     void nodesFor(session, current)
       .then(async (nodes) => {
-        // Newer caps came meanwhile: their own lookup sends what is due.
         if (s.caps !== current) return;
         if (nodes) s.nodes = nodes;
-        if (s.lastDue && s.nodes) {
-          s.lastDue = false;
-          await sendLast(session, s.nodes);
-        }
+        // Last items at the presence that made the session available (XEP-0163 §4.3.4), once its caps are known.
+        if (arriving && s.nodes) await sendLast(session, s.nodes);
       })
       .catch((err: unknown) => log.warn('PEP: caps or last items failed', { jid: session.jid, err: String(err) }));
     return false;
