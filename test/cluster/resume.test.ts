@@ -146,6 +146,10 @@ test('a node killed with -9: its detached sessions cannot be resumed, and what r
   const again = await connect(t, nodes[1], alice.name, 'r');
   const mark = again.c.items.length;
   again.c.send('<presence/>');
+  // Both stored, none lost. Their order is not kept across the node's death: the first may still be on its way
+  // to the dead node (its publish counted the lingering subscription, and learns better a retry later) when
+  // the second, the session's record gone by then, goes to offline storage directly.
+  await expect(again, 'after1, stored', isBody('after1'), mark);
   await expect(again, 'after2, stored', isBody('after2'), mark);
-  t.deepEqual(bodies(again, mark, bob.jid), ['after1', 'after2']);
+  t.deepEqual(bodies(again, mark, bob.jid).sort(), ['after1', 'after2']);
 });
