@@ -2,19 +2,11 @@
 // rules on the schema of migration 7 (storage/postgres-schema.ts). A change
 // to one account's list holds that account's advisory lock, so the bound
 // is checked against what concurrent blocks on other nodes wrote.
-import type pg from 'pg';
-import { acquirePool, transaction } from '../storage/postgres.ts';
+import { acquirePool, transaction, PooledStore } from '../storage/postgres.ts';
 import { type BlockStore, BlocklistFullError } from './store.ts';
 
-export class PostgresBlockStore implements BlockStore {
-  private readonly pool: pg.Pool;
-  private readonly releasePool: () => Promise<void>;
-  private closing: Promise<void> | undefined;
+export class PostgresBlockStore extends PooledStore implements BlockStore {
 
-  private constructor(pool: pg.Pool, release: () => Promise<void>) {
-    this.pool = pool;
-    this.releasePool = release;
-  }
 
   /** Opens the thread's shared pool (storage/postgres.ts), the schema brought up to date. */
   static async open(url: string): Promise<PostgresBlockStore> {
@@ -50,8 +42,4 @@ export class PostgresBlockStore implements BlockStore {
     return (await this.pool.query<{ owner: string }>('SELECT DISTINCT owner FROM blocklist')).rows.map((r) => r.owner);
   }
 
-  close(): Promise<void> {
-    this.closing ??= this.releasePool();
-    return this.closing;
-  }
 }

@@ -7,7 +7,7 @@
 // XMPP_MAM_FULLTEXT is on: a node that starts with it on makes it, one
 // with it off drops it, one at a time (every node should say the same).
 import type pg from 'pg';
-import { acquirePool, transaction } from '../storage/postgres.ts';
+import { acquirePool, transaction, PooledStore } from '../storage/postgres.ts';
 import type { ArchiveOpenOptions } from './sqlite.ts';
 import { log } from '../log.ts';
 import { type ArchiveBounds, type ArchivedMessage, type ArchivePage, type ArchivePrefs, type ArchiveQuery, type ArchiveStore, sqlFilters } from './store.ts';
@@ -36,15 +36,8 @@ async function setFulltext(pool: pg.Pool, on: boolean): Promise<void> {
   });
 }
 
-export class PostgresArchiveStore implements ArchiveStore {
-  private readonly pool: pg.Pool;
-  private readonly releasePool: () => Promise<void>;
-  private closing: Promise<void> | undefined;
+export class PostgresArchiveStore extends PooledStore implements ArchiveStore {
 
-  private constructor(pool: pg.Pool, release: () => Promise<void>) {
-    this.pool = pool;
-    this.releasePool = release;
-  }
 
   /** Opens the thread's shared pool (storage/postgres.ts), the schema brought up to date. */
   static async open(url: string, opts: ArchiveOpenOptions = {}): Promise<PostgresArchiveStore> {
@@ -124,8 +117,4 @@ export class PostgresArchiveStore implements ArchiveStore {
     return r.rowCount ?? 0;
   }
 
-  close(): Promise<void> {
-    this.closing ??= this.releasePool();
-    return this.closing;
-  }
 }

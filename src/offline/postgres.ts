@@ -8,20 +8,13 @@
 // connection, they would take the lock in whatever order their queries
 // arrive, and the queue would not keep the order the messages came in.
 import type pg from 'pg';
-import { acquirePool, transaction } from '../storage/postgres.ts';
+import { acquirePool, transaction, PooledStore } from '../storage/postgres.ts';
 import { type OfflineLimits, type OfflineStore, type StoredMessage, checkFetch, checkLimits, utf8Bytes } from './store.ts';
 
-export class PostgresOfflineStore implements OfflineStore {
-  private readonly pool: pg.Pool;
-  private readonly releasePool: () => Promise<void>;
-  private closing: Promise<void> | undefined;
+export class PostgresOfflineStore extends PooledStore implements OfflineStore {
   /** Each user's latest push, the next one waits for. */
   private readonly pushing = new Map<string, Promise<unknown>>();
 
-  private constructor(pool: pg.Pool, release: () => Promise<void>) {
-    this.pool = pool;
-    this.releasePool = release;
-  }
 
   /** Opens the thread's shared pool (storage/postgres.ts), the schema brought up to date. */
   static async open(url: string): Promise<PostgresOfflineStore> {
@@ -113,8 +106,4 @@ export class PostgresOfflineStore implements OfflineStore {
     });
   }
 
-  close(): Promise<void> {
-    this.closing ??= this.releasePool();
-    return this.closing;
-  }
 }

@@ -4,20 +4,13 @@
 // so that the node count checked against the bound, and the items trimmed
 // to a node's, are those written to, whichever node of the cluster writes.
 import type pg from 'pg';
-import { acquirePool, transaction } from '../storage/postgres.ts';
+import { acquirePool, transaction, PooledStore } from '../storage/postgres.ts';
 import { type NodeConfig, type PepItem, type PepStore, PepNodesFullError, configJson, kept, parseConfig } from './store.ts';
 
 const TRIM = 'DELETE FROM pep_items WHERE owner = $1 AND node = $2 AND seq NOT IN (SELECT seq FROM pep_items WHERE owner = $1 AND node = $2 ORDER BY seq DESC LIMIT $3)';
 
-export class PostgresPepStore implements PepStore {
-  private readonly pool: pg.Pool;
-  private readonly releasePool: () => Promise<void>;
-  private closing: Promise<void> | undefined;
+export class PostgresPepStore extends PooledStore implements PepStore {
 
-  private constructor(pool: pg.Pool, release: () => Promise<void>) {
-    this.pool = pool;
-    this.releasePool = release;
-  }
 
   /** Opens the thread's shared pool (storage/postgres.ts), the schema brought up to date. */
   static async open(url: string): Promise<PostgresPepStore> {
@@ -105,8 +98,4 @@ export class PostgresPepStore implements PepStore {
     });
   }
 
-  close(): Promise<void> {
-    this.closing ??= this.releasePool();
-    return this.closing;
-  }
 }

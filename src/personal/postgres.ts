@@ -3,19 +3,11 @@
 // setPrivateXml holds a lock of the account's private XML
 // (pg_advisory_xact_lock) for its transaction, so that the count of
 // namespaces checked against the limit is the one written to.
-import type pg from 'pg';
-import { acquirePool, transaction } from '../storage/postgres.ts';
+import { acquirePool, transaction, PooledStore } from '../storage/postgres.ts';
 import { type PersonalStore, type PrivateEntry, type StoredVcard, PrivateStorageFullError } from './store.ts';
 
-export class PostgresPersonalStore implements PersonalStore {
-  private readonly pool: pg.Pool;
-  private readonly releasePool: () => Promise<void>;
-  private closing: Promise<void> | undefined;
+export class PostgresPersonalStore extends PooledStore implements PersonalStore {
 
-  private constructor(pool: pg.Pool, release: () => Promise<void>) {
-    this.pool = pool;
-    this.releasePool = release;
-  }
 
   /** Opens the thread's shared pool (storage/postgres.ts), the schema brought up to date. */
   static async open(url: string): Promise<PostgresPersonalStore> {
@@ -64,8 +56,4 @@ export class PostgresPersonalStore implements PersonalStore {
     });
   }
 
-  close(): Promise<void> {
-    this.closing ??= this.releasePool();
-    return this.closing;
-  }
 }

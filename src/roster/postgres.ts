@@ -6,7 +6,7 @@
 // users are written in parallel.
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
-import { acquirePool, transaction } from '../storage/postgres.ts';
+import { acquirePool, transaction, PooledStore } from '../storage/postgres.ts';
 import {
   type RosterStore, type RosterItem, type RosterItemInput, type RosterChange, type Subscription, type SubscriptionChange,
   type SubState, type TransitionTable, type TransitionResult, type PendingRequest, type TransitionOptions,
@@ -78,15 +78,8 @@ class Tx {
   }
 }
 
-export class PostgresRosterStore implements RosterStore {
-  private readonly pool: pg.Pool;
-  private readonly releasePool: () => Promise<void>;
-  private closing: Promise<void> | undefined;
+export class PostgresRosterStore extends PooledStore implements RosterStore {
 
-  private constructor(pool: pg.Pool, release: () => Promise<void>) {
-    this.pool = pool;
-    this.releasePool = release;
-  }
 
   /** Opens the thread's shared pool (storage/postgres.ts), the schema brought up to date. */
   static async open(url: string): Promise<PostgresRosterStore> {
@@ -217,8 +210,4 @@ export class PostgresRosterStore implements RosterStore {
     return (await this.pool.query<PendingRequest>('SELECT jid, stanza FROM roster_pending WHERE username = $1 ORDER BY seq', [user])).rows.map((r) => ({ jid: r.jid, stanza: r.stanza }));
   }
 
-  close(): Promise<void> {
-    this.closing ??= this.releasePool();
-    return this.closing;
-  }
 }

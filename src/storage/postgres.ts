@@ -133,3 +133,21 @@ export async function transaction<T>(pool: pg.Pool, lock: string | undefined, fn
     c.release();
   }
 }
+
+/** What every PostgreSQL store holds: the thread's shared pool (acquirePool), released once when the store closes. */
+export abstract class PooledStore {
+  protected readonly pool: pg.Pool;
+  private readonly releasePool: () => Promise<void>;
+  private closing: Promise<void> | undefined;
+
+  protected constructor(pool: pg.Pool, release: () => Promise<void>) {
+    this.pool = pool;
+    this.releasePool = release;
+  }
+
+  /** Releases the store's hold on the pool; idempotent. */
+  close(): Promise<void> {
+    this.closing ??= this.releasePool();
+    return this.closing;
+  }
+}
