@@ -242,7 +242,20 @@ export function selfContained(el: Element, declared: ReadonlySet<string> = new S
   return el.children.every((c) => typeof c === 'string' || selfContained(c, scope, false));
 }
 
-export function pep(o: PepOptions): ServerModule & { cache: CapsCache } {
+/** What changed on an account's node, for modules that keep something in step with it (XEP-0398 avatars, XEP-0402 §5 bookmarks). */
+export type PepChange = { owner: string; node: string } & ({ kind: 'publish'; item: PepItem } | { kind: 'retract'; ids: string[] } | { kind: 'purge' } | { kind: 'delete' });
+
+/** The PEP service as other modules use it: changes made on the account's behalf (notified like a client's), and the changes clients make. */
+export interface PepApi {
+  /** Publishes as the account would (its node created with `create` if missing) and notifies; the listeners are told. */
+  publish(owner: string, node: string, item: PepItem, create?: NodeConfig): Promise<void>;
+  /** Retracts as the account would, with notifications as the node says; the listeners are told of what was there. */
+  retract(owner: string, node: string, ids: string[]): Promise<void>;
+  /** Called after each change to an account's nodes, whoever made it. */
+  listen(fn: (change: PepChange) => void): void;
+}
+
+export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepApi } {
   const maxNodes = o.maxNodes ?? MAX_NODES;
   const maxItemBytes = o.maxItemBytes ?? MAX_ITEM_BYTES;
   const cache = new CapsCache();
@@ -251,6 +264,16 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache } {
   const asking = new Map<string, Promise<ReadonlySet<string> | undefined>>();
   /** The server's disco#info requests to clients, by id. */
   const waiting = new Map<string, (answer: Element) => void>();
+  const listeners: ((change: PepChange) => void)[] = [];
+  const changed = (change: PepChange): void => {
+    for (const fn of listeners) {
+      try {
+        fn(change);
+      } catch (err) {
+        log.warn('PEP change listener failed', { owner: change.owner, node: change.node, err: String(err) });
+      }
+    }
+  };
 
   /** Whether `requester` (a bare JID) may see the owner's node (§4.5; XEP-0163 §4.3). */
   const allowed = async (owner: string, config: NodeConfig, requester: string, item?: RosterItem): Promise<boolean> => {
@@ -344,6 +367,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache } {
       throw err;
     }
     notifyLater(owner, node, config, itemsEvent(node, [{ id, xml }]));
+    changed({ owner, node, kind: 'publish', item: { id, xml } });
     const out = new Element('pubsub', { xmlns: NS_PUBSUB });
     out.c('publish', { node }).c('item', { id });
     return out;
@@ -359,6 +383,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache } {
     const gone = await o.store.retract(owner, node, ids);
     // §7.2.3.5: no such item.
     if (gone.length === 0) throw new StanzaError('item-not-found');
+    changed({ owner, node, kind: 'retract', ids: gone });
     // §7.2.2.1: notify='true' asks for notifications; else the node's pubsub#notify_retract.
     const asked = r.attrs.notify === undefined ? config.notifyRetract : bool(r.attrs.notify) === true;
     if (asked) {
@@ -462,6 +487,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache } {
         if (!config || !(await o.store.purge(owner, node))) throw new StanzaError('item-not-found');
         // §8.5.2: subscribers are told.
         notifyLater(owner, node, config, new Element('purge', { node }));
+        changed({ owner, node, kind: 'purge' });
         return null;
       }
       case 'delete': {
@@ -469,6 +495,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache } {
         if (!config || !(await o.store.remove(owner, node))) throw new StanzaError('item-not-found');
         // §8.4.2: subscribers are told.
         notifyLater(owner, node, config, new Element('delete', { node }));
+        changed({ owner, node, kind: 'delete' });
         return null;
       }
       default:
@@ -670,8 +697,30 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache } {
     return false;
   };
 
+  const api: PepApi = {
+    async publish(owner, node, item, create = DEFAULT_CONFIG) {
+      const { config } = await o.store.publish(owner, node, item, create, maxNodes);
+      notifyLater(owner, node, config, itemsEvent(node, [item]));
+      changed({ owner, node, kind: 'publish', item });
+    },
+    async retract(owner, node, ids) {
+      const config = await o.store.config(owner, node);
+      if (!config) return;
+      const gone = await o.store.retract(owner, node, ids);
+      if (gone.length === 0) return;
+      if (config.notifyRetract) {
+        const inner = new Element('items', { node });
+        for (const id of gone) inner.c('retract', { id });
+        notifyLater(owner, node, config, inner);
+      }
+      changed({ owner, node, kind: 'retract', ids: gone });
+    },
+    listen: (fn) => void listeners.push(fn),
+  };
+
   return {
     cache,
+    api,
     features: [],
     // XEP-0163 §6.1: the account's bare JID is a pubsub/pep service.
     accountFeatures: [NS_PUBSUB, ...FEATURES],

@@ -334,13 +334,15 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const blocker = blocking({ domain: config.domain, store: blockStore, roster: rosterStore, max: MAX_BLOCKED, routing: () => router, announce: (user) => announceChange('blocklist', user) });
   // Batches of archive rows, written off the stanzas' way (mam/writer.ts).
   const archiveWriter = config.mam ? new ArchiveWriter({ store: archive, maxBuffered: config.mamMaxBuffered, batch: ARCHIVE_BATCH }) : undefined;
+  // XEP-0163 PEP: its api is how other modules change an account's nodes (and hear of changes).
+  const pepModule = pep({ domain: config.domain, store: pepStore, roster: rosterStore, routing: () => router, blocked: (from, to) => blocker.denies(from, to), sharedCaps: backend.caps });
   const modules: ServerModule[] = [
     // In this order in the stanza flow: presence takes its own, offline storage strips a forged delay, the archive
     // takes the sender's copy (or refuses the message) before carbons copy it.
     // First: a stanza to or from a blocked JID goes no further (XEP-0191), not even to the archive or carbons.
     blocker,
     // Before presence, which takes it: PEP reads the caps of broadcast presence (XEP-0163 §4.2).
-    pep({ domain: config.domain, store: pepStore, roster: rosterStore, routing: () => router, blocked: (from, to) => blocker.denies(from, to), sharedCaps: backend.caps }),
+    pepModule,
     presence(() => router.presence),
     offlineStorage({ store: offline, domain: config.domain, max: config.maxOfflineMessages, maxBytes: config.maxOfflineBytes }),
     ...(archiveWriter ? [mam({ domain: config.domain, store: archive, writer: archiveWriter, roster: rosterStore, defaultMode: config.mamDefault, fulltext: config.mamFulltext })] : []),
