@@ -98,6 +98,8 @@ export async function removeAccount(stores: RemovalStores, domain: string, name:
     await stores.personal?.removeAll(user);
     // Its PEP nodes and items (XEP-0163).
     await stores.pep?.removeAll(user);
+    // Its subscriptions and affiliations on others' nodes (the pubsub service, XEP-0060).
+    await stores.pep?.forget(bare);
   } catch (err) {
     // The account is gone: its sessions must end all the same. What could
     // not be changed for its contacts is reported, not undone.

@@ -5,9 +5,14 @@
 // to a node's, are those written to, whichever node of the cluster writes.
 import type pg from 'pg';
 import { acquirePool, transaction, PooledStore } from '../storage/postgres.ts';
-import { type NodeConfig, type PepItem, type PepStore, PepNodesFullError, configJson, kept, parseConfig } from './store.ts';
+import { type Affiliation, type NodeConfig, type PepItem, type PepStore, type Subscription, PepNodesFullError, configJson, kept, parseConfig } from './store.ts';
+
+/** A bare JID's subscriptions and its full JIDs' ('/' sorts just before '0', bytewise). */
+const OF_BARE = `(jid = $2 OR (jid COLLATE "C" >= $2 || '/' AND jid COLLATE "C" < $2 || '0'))`;
 
 const TRIM = 'DELETE FROM pep_items WHERE owner = $1 AND node = $2 AND seq NOT IN (SELECT seq FROM pep_items WHERE owner = $1 AND node = $2 ORDER BY seq DESC LIMIT $3)';
+
+const sub = (r: Subscription): Subscription => ({ node: r.node, jid: r.jid, subid: r.subid });
 
 export class PostgresPepStore extends PooledStore implements PepStore {
 
@@ -87,6 +92,8 @@ export class PostgresPepStore extends PooledStore implements PepStore {
   async remove(owner: string, node: string): Promise<boolean> {
     return transaction(this.pool, `pep:${owner}`, async (c) => {
       await c.query('DELETE FROM pep_items WHERE owner = $1 AND node = $2', [owner, node]);
+      await c.query('DELETE FROM pep_affiliations WHERE owner = $1 AND node = $2', [owner, node]);
+      await c.query('DELETE FROM pep_subscriptions WHERE owner = $1 AND node = $2', [owner, node]);
       return ((await c.query('DELETE FROM pep_nodes WHERE owner = $1 AND node = $2', [owner, node])).rowCount ?? 0) > 0;
     });
   }
@@ -94,8 +101,55 @@ export class PostgresPepStore extends PooledStore implements PepStore {
   async removeAll(owner: string): Promise<void> {
     await transaction(this.pool, `pep:${owner}`, async (c) => {
       await c.query('DELETE FROM pep_items WHERE owner = $1', [owner]);
+      await c.query('DELETE FROM pep_affiliations WHERE owner = $1', [owner]);
+      await c.query('DELETE FROM pep_subscriptions WHERE owner = $1', [owner]);
       await c.query('DELETE FROM pep_nodes WHERE owner = $1', [owner]);
     });
+  }
+
+  async affiliations(owner: string, node: string): Promise<{ jid: string; affiliation: Affiliation }[]> {
+    return (await this.pool.query<{ jid: string; affiliation: Affiliation }>('SELECT jid, affiliation FROM pep_affiliations WHERE owner = $1 AND node = $2 ORDER BY jid COLLATE "C"', [owner, node])).rows.map((r) => ({ jid: r.jid, affiliation: r.affiliation }));
+  }
+
+  async setAffiliation(owner: string, node: string, jid: string, affiliation: Affiliation | 'none'): Promise<boolean> {
+    return transaction(this.pool, `pep:${owner}`, async (c) => {
+      if ((await c.query('SELECT 1 FROM pep_nodes WHERE owner = $1 AND node = $2', [owner, node])).rowCount === 0) return false;
+      if (affiliation === 'none') await c.query('DELETE FROM pep_affiliations WHERE owner = $1 AND node = $2 AND jid = $3', [owner, node, jid]);
+      else await c.query('INSERT INTO pep_affiliations (owner, node, jid, affiliation) VALUES ($1, $2, $3, $4) ON CONFLICT (owner, node, jid) DO UPDATE SET affiliation = excluded.affiliation', [owner, node, jid, affiliation]);
+      return true;
+    });
+  }
+
+  async affiliationsOf(owner: string, jid: string): Promise<{ node: string; affiliation: Affiliation }[]> {
+    return (await this.pool.query<{ node: string; affiliation: Affiliation }>('SELECT node, affiliation FROM pep_affiliations WHERE owner = $1 AND jid = $2 ORDER BY node COLLATE "C"', [owner, jid])).rows.map((r) => ({ node: r.node, affiliation: r.affiliation }));
+  }
+
+  async subscriptions(owner: string, node: string): Promise<Subscription[]> {
+    return (await this.pool.query<Subscription>('SELECT node, jid, subid FROM pep_subscriptions WHERE owner = $1 AND node = $2 ORDER BY seq', [owner, node])).rows.map(sub);
+  }
+
+  async subscriptionsOf(owner: string, bare: string): Promise<Subscription[]> {
+    return (await this.pool.query<Subscription>(`SELECT node, jid, subid FROM pep_subscriptions WHERE owner = $1 AND ${OF_BARE} ORDER BY seq`, [owner, bare])).rows.map(sub);
+  }
+
+  async subscribe(owner: string, node: string, jid: string, subid: string, max: number): Promise<Subscription | 'no-node' | 'full'> {
+    return transaction(this.pool, `pep:${owner}`, async (c) => {
+      if ((await c.query('SELECT 1 FROM pep_nodes WHERE owner = $1 AND node = $2', [owner, node])).rowCount === 0) return 'no-node';
+      const had = (await c.query<Subscription>('SELECT node, jid, subid FROM pep_subscriptions WHERE owner = $1 AND node = $2 AND jid = $3', [owner, node, jid])).rows[0];
+      if (had) return sub(had);
+      if (Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM pep_subscriptions WHERE owner = $1 AND node = $2', [owner, node])).rows[0].n) >= max) return 'full';
+      await c.query('INSERT INTO pep_subscriptions (owner, node, jid, subid) VALUES ($1, $2, $3, $4)', [owner, node, jid, subid]);
+      return { node, jid, subid };
+    });
+  }
+
+  async unsubscribe(owner: string, node: string, jid: string): Promise<boolean> {
+    return ((await this.pool.query('DELETE FROM pep_subscriptions WHERE owner = $1 AND node = $2 AND jid = $3', [owner, node, jid])).rowCount ?? 0) > 0;
+  }
+
+  async forget(bare: string): Promise<void> {
+    await this.pool.query('DELETE FROM pep_affiliations WHERE jid = $1', [bare]);
+    await this.pool.query(`DELETE FROM pep_subscriptions WHERE ${OF_BARE.replaceAll('$2', '$1')}`, [bare]);
   }
 
 }

@@ -4,7 +4,7 @@
 // the bound, the insert and the trim of the oldest items see one state.
 import { openDatabase, transaction } from '../storage/sqlite.ts';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { type NodeConfig, type PepItem, type PepStore, PepNodesFullError, configJson, kept, parseConfig } from './store.ts';
+import { type Affiliation, type NodeConfig, type PepItem, type PepStore, type Subscription, PepNodesFullError, configJson, kept, parseConfig } from './store.ts';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS pep_nodes (
@@ -22,9 +22,28 @@ CREATE TABLE IF NOT EXISTS pep_items (
   UNIQUE (owner, node, id)
 );
 CREATE INDEX IF NOT EXISTS pep_items_order ON pep_items (owner, node, seq);
+CREATE TABLE IF NOT EXISTS pep_affiliations (
+  owner TEXT NOT NULL,
+  node TEXT NOT NULL,
+  jid TEXT NOT NULL,
+  affiliation TEXT NOT NULL,
+  PRIMARY KEY (owner, node, jid)
+) STRICT;
+CREATE INDEX IF NOT EXISTS pep_affiliations_jid ON pep_affiliations (jid);
+CREATE TABLE IF NOT EXISTS pep_subscriptions (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  owner TEXT NOT NULL,
+  node TEXT NOT NULL,
+  jid TEXT NOT NULL,
+  subid TEXT NOT NULL,
+  UNIQUE (owner, node, jid)
+);
+CREATE INDEX IF NOT EXISTS pep_subscriptions_jid ON pep_subscriptions (jid);
 `;
 
-type Stmt = 'nodes' | 'config' | 'count' | 'insertNode' | 'setConfig' | 'delItem' | 'insertItem' | 'trim' | 'all' | 'newest' | 'byId' | 'purge' | 'delNode' | 'delAllItems' | 'delAllNodes';
+type Stmt = 'nodes' | 'config' | 'count' | 'insertNode' | 'setConfig' | 'delItem' | 'insertItem' | 'trim' | 'all' | 'newest' | 'byId' | 'purge' | 'delNode' | 'delAllItems' | 'delAllNodes' | 'affs' | 'setAff' | 'delAff' | 'affsOf' | 'subs' | 'subsOf' | 'sub' | 'subCount' | 'insSub' | 'unsub' | 'delNodeAffs' | 'delNodeSubs' | 'delAllAffs' | 'delAllSubs' | 'forgetAffs' | 'forgetSubs';
+
+const sub = (r: Subscription): Subscription => ({ node: r.node, jid: r.jid, subid: r.subid });
 
 export class SqlitePepStore implements PepStore {
   private readonly db: DatabaseSync;
@@ -49,6 +68,23 @@ export class SqlitePepStore implements PepStore {
       delNode: db.prepare('DELETE FROM pep_nodes WHERE owner = ? AND node = ?'),
       delAllItems: db.prepare('DELETE FROM pep_items WHERE owner = ?'),
       delAllNodes: db.prepare('DELETE FROM pep_nodes WHERE owner = ?'),
+      affs: db.prepare('SELECT jid, affiliation FROM pep_affiliations WHERE owner = ? AND node = ? ORDER BY jid'),
+      setAff: db.prepare('INSERT INTO pep_affiliations (owner, node, jid, affiliation) VALUES (?, ?, ?, ?) ON CONFLICT (owner, node, jid) DO UPDATE SET affiliation = excluded.affiliation'),
+      delAff: db.prepare('DELETE FROM pep_affiliations WHERE owner = ? AND node = ? AND jid = ?'),
+      affsOf: db.prepare('SELECT node, affiliation FROM pep_affiliations WHERE owner = ? AND jid = ? ORDER BY node'),
+      subs: db.prepare('SELECT node, jid, subid FROM pep_subscriptions WHERE owner = ? AND node = ? ORDER BY seq'),
+      // A bare JID's and its full JIDs' ('/' sorts just before '0').
+      subsOf: db.prepare("SELECT node, jid, subid FROM pep_subscriptions WHERE owner = ? AND (jid = ? OR (jid >= ? || '/' AND jid < ? || '0')) ORDER BY seq"),
+      sub: db.prepare('SELECT node, jid, subid FROM pep_subscriptions WHERE owner = ? AND node = ? AND jid = ?'),
+      subCount: db.prepare('SELECT count(*) AS n FROM pep_subscriptions WHERE owner = ? AND node = ?'),
+      insSub: db.prepare('INSERT INTO pep_subscriptions (owner, node, jid, subid) VALUES (?, ?, ?, ?)'),
+      unsub: db.prepare('DELETE FROM pep_subscriptions WHERE owner = ? AND node = ? AND jid = ?'),
+      delNodeAffs: db.prepare('DELETE FROM pep_affiliations WHERE owner = ? AND node = ?'),
+      delNodeSubs: db.prepare('DELETE FROM pep_subscriptions WHERE owner = ? AND node = ?'),
+      delAllAffs: db.prepare('DELETE FROM pep_affiliations WHERE owner = ?'),
+      delAllSubs: db.prepare('DELETE FROM pep_subscriptions WHERE owner = ?'),
+      forgetAffs: db.prepare('DELETE FROM pep_affiliations WHERE jid = ?'),
+      forgetSubs: db.prepare("DELETE FROM pep_subscriptions WHERE jid = ? OR (jid >= ? || '/' AND jid < ? || '0')"),
     };
   }
 
@@ -119,6 +155,8 @@ export class SqlitePepStore implements PepStore {
   async remove(owner: string, node: string): Promise<boolean> {
     return transaction(this.db, true, () => {
       this.s.purge.run(owner, node);
+      this.s.delNodeAffs.run(owner, node);
+      this.s.delNodeSubs.run(owner, node);
       return Number(this.s.delNode.run(owner, node).changes) > 0;
     });
   }
@@ -126,7 +164,56 @@ export class SqlitePepStore implements PepStore {
   async removeAll(owner: string): Promise<void> {
     transaction(this.db, true, () => {
       this.s.delAllItems.run(owner);
+      this.s.delAllAffs.run(owner);
+      this.s.delAllSubs.run(owner);
       this.s.delAllNodes.run(owner);
+    });
+  }
+
+  async affiliations(owner: string, node: string): Promise<{ jid: string; affiliation: Affiliation }[]> {
+    return (this.s.affs.all(owner, node) as { jid: string; affiliation: Affiliation }[]).map((r) => ({ jid: r.jid, affiliation: r.affiliation }));
+  }
+
+  async setAffiliation(owner: string, node: string, jid: string, affiliation: Affiliation | 'none'): Promise<boolean> {
+    return transaction(this.db, true, () => {
+      if (this.s.config.get(owner, node) === undefined) return false;
+      if (affiliation === 'none') this.s.delAff.run(owner, node, jid);
+      else this.s.setAff.run(owner, node, jid, affiliation);
+      return true;
+    });
+  }
+
+  async affiliationsOf(owner: string, jid: string): Promise<{ node: string; affiliation: Affiliation }[]> {
+    return (this.s.affsOf.all(owner, jid) as { node: string; affiliation: Affiliation }[]).map((r) => ({ node: r.node, affiliation: r.affiliation }));
+  }
+
+  async subscriptions(owner: string, node: string): Promise<Subscription[]> {
+    return (this.s.subs.all(owner, node) as unknown as Subscription[]).map(sub);
+  }
+
+  async subscriptionsOf(owner: string, bare: string): Promise<Subscription[]> {
+    return (this.s.subsOf.all(owner, bare, bare, bare) as unknown as Subscription[]).map(sub);
+  }
+
+  async subscribe(owner: string, node: string, jid: string, subid: string, max: number): Promise<Subscription | 'no-node' | 'full'> {
+    return transaction(this.db, true, () => {
+      if (this.s.config.get(owner, node) === undefined) return 'no-node';
+      const had = this.s.sub.get(owner, node, jid) as Subscription | undefined;
+      if (had) return sub(had);
+      if (Number((this.s.subCount.get(owner, node) as { n: number }).n) >= max) return 'full';
+      this.s.insSub.run(owner, node, jid, subid);
+      return { node, jid, subid };
+    });
+  }
+
+  async unsubscribe(owner: string, node: string, jid: string): Promise<boolean> {
+    return Number(this.s.unsub.run(owner, node, jid).changes) > 0;
+  }
+
+  async forget(bare: string): Promise<void> {
+    transaction(this.db, true, () => {
+      this.s.forgetAffs.run(bare);
+      this.s.forgetSubs.run(bare, bare, bare);
     });
   }
 

@@ -12,8 +12,23 @@
 export type AccessModel = 'presence' | 'open' | 'whitelist' | 'roster';
 export type SendLast = 'never' | 'on_sub' | 'on_sub_and_presence';
 
+/** XEP-0060 §4.1 affiliations kept (none is the absence of one). */
+export type Affiliation = 'owner' | 'publisher' | 'member' | 'outcast';
+export const AFFILIATIONS: readonly Affiliation[] = ['owner', 'publisher', 'member', 'outcast'];
+/** XEP-0060 §16.4.3 pubsub#publish_model: who may publish besides owners and publishers. */
+export type PublishModel = 'publishers' | 'subscribers' | 'open';
+
+/** A subscription to a node (XEP-0060 §6.1): one per JID and node (no multi-subscribe). */
+export interface Subscription {
+  node: string;
+  jid: string;
+  subid: string;
+}
+
 export interface NodeConfig {
   accessModel: AccessModel;
+  /** Who may publish (a pubsub service's nodes; on PEP only the owner publishes). */
+  publishModel: PublishModel;
   persistItems: boolean;
   /** Items kept (pubsub#max_items; 'max' is MAX_ITEMS). */
   maxItems: number;
@@ -38,6 +53,7 @@ export const MAX_ITEM_BYTES = 192 * 1024;
 /** XEP-0163 §4.1 and XEP-0060 defaults for a node created by a publish: presence access, one item kept, sent on presence. */
 export const DEFAULT_CONFIG: NodeConfig = {
   accessModel: 'presence',
+  publishModel: 'publishers',
   persistItems: true,
   maxItems: 1,
   sendLastPublishedItem: 'on_sub_and_presence',
@@ -81,6 +97,28 @@ export interface PepStore {
   remove(owner: string, node: string): Promise<boolean>;
   /** Every node and item of the account (the account is removed). */
   removeAll(owner: string): Promise<void>;
+
+  // Affiliations and subscriptions (XEP-0060 §4.1, §6.1): the pubsub service's
+  // nodes, and the whitelist of an account's own nodes. They go with their node.
+  /** The node's affiliations other than none, by bare JID. */
+  affiliations(owner: string, node: string): Promise<{ jid: string; affiliation: Affiliation }[]>;
+  /** Sets a JID's affiliation (none removes it); false when there is no such node. */
+  setAffiliation(owner: string, node: string, jid: string, affiliation: Affiliation | 'none'): Promise<boolean>;
+  /** One bare JID's affiliations on every node of the owner. */
+  affiliationsOf(owner: string, jid: string): Promise<{ node: string; affiliation: Affiliation }[]>;
+  /** The node's subscriptions, oldest first. */
+  subscriptions(owner: string, node: string): Promise<Subscription[]>;
+  /** The subscriptions of a bare JID and of its full JIDs on every node of the owner. */
+  subscriptionsOf(owner: string, bare: string): Promise<Subscription[]>;
+  /**
+   * Subscribes `jid` to the node: its subscription (the existing one when it
+   * had one), 'no-node', or 'full' when the node has `max` subscriptions.
+   */
+  subscribe(owner: string, node: string, jid: string, subid: string, max: number): Promise<Subscription | 'no-node' | 'full'>;
+  /** Ends the subscription of `jid`; false when it had none. */
+  unsubscribe(owner: string, node: string, jid: string): Promise<boolean>;
+  /** Every subscription and affiliation of a bare JID and its full JIDs, whoever's nodes (the account is removed). */
+  forget(bare: string): Promise<void>;
   close(): void | Promise<void>;
 }
 
@@ -93,4 +131,4 @@ export function parseConfig(json: string): NodeConfig {
   return { ...DEFAULT_CONFIG, ...o, rosterGroups: [...(o.rosterGroups ?? [])] };
 }
 
-export const configJson = (c: NodeConfig): string => JSON.stringify({ accessModel: c.accessModel, persistItems: c.persistItems, maxItems: c.maxItems, sendLastPublishedItem: c.sendLastPublishedItem, notifyRetract: c.notifyRetract, rosterGroups: c.rosterGroups });
+export const configJson = (c: NodeConfig): string => JSON.stringify({ accessModel: c.accessModel, publishModel: c.publishModel, persistItems: c.persistItems, maxItems: c.maxItems, sendLastPublishedItem: c.sendLastPublishedItem, notifyRetract: c.notifyRetract, rosterGroups: c.rosterGroups });

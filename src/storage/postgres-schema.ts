@@ -192,4 +192,29 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX pep_items_order ON pep_items (owner, node, seq);
     `,
   },
+  {
+    version: 10,
+    name: 'pubsub affiliations and subscriptions',
+    // XEP-0060 §4.1, §6.1 (pep/store.ts): the pubsub service's nodes, and the
+    // whitelist of an account's own nodes; they go with their node.
+    sql: `
+      CREATE TABLE pep_affiliations (
+        owner text NOT NULL,
+        node text NOT NULL,
+        jid text NOT NULL,
+        affiliation text NOT NULL,
+        PRIMARY KEY (owner, node, jid)
+      );
+      CREATE INDEX pep_affiliations_jid ON pep_affiliations (jid);
+      CREATE TABLE pep_subscriptions (
+        seq bigserial PRIMARY KEY,
+        owner text NOT NULL,
+        node text NOT NULL,
+        jid text NOT NULL,
+        subid text NOT NULL,
+        UNIQUE (owner, node, jid)
+      );
+      CREATE INDEX pep_subscriptions_jid ON pep_subscriptions (jid COLLATE "C");
+    `,
+  },
 ];

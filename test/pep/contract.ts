@@ -81,4 +81,44 @@ export function pepStoreContract(label: string, open: OpenPep): void {
     t.deepEqual(await s.items('alice', 'm'), []);
     t.deepEqual(ids(await s.items('bob', 'n')), ['a'], "others' stay");
   });
+
+  test(title('affiliations and subscriptions: set, list, one per JID, bounded, gone with their node and with forget'), async (t) => {
+    const s = await open(t);
+    const svc = '@pubsub.example.com';
+    t.false(await s.setAffiliation(svc, 'n', 'alice@example.com', 'owner'), 'no node, no affiliation');
+    t.is(await s.subscribe(svc, 'n', 'bob@example.com', 's0', 10), 'no-node');
+    await s.create(svc, 'n', DEFAULT_CONFIG, 10);
+    await s.create(svc, 'm', DEFAULT_CONFIG, 10);
+    t.true(await s.setAffiliation(svc, 'n', 'alice@example.com', 'owner'));
+    t.true(await s.setAffiliation(svc, 'n', 'bob@example.com', 'member'));
+    t.true(await s.setAffiliation(svc, 'n', 'bob@example.com', 'publisher'));
+    t.true(await s.setAffiliation(svc, 'm', 'bob@example.com', 'outcast'));
+    t.deepEqual(await s.affiliations(svc, 'n'), [{ jid: 'alice@example.com', affiliation: 'owner' }, { jid: 'bob@example.com', affiliation: 'publisher' }]);
+    t.deepEqual(await s.affiliationsOf(svc, 'bob@example.com'), [{ node: 'm', affiliation: 'outcast' }, { node: 'n', affiliation: 'publisher' }]);
+    t.true(await s.setAffiliation(svc, 'm', 'bob@example.com', 'none'));
+    t.deepEqual(await s.affiliations(svc, 'm'), []);
+
+    t.deepEqual(await s.subscribe(svc, 'n', 'bob@example.com', 's1', 2), { node: 'n', jid: 'bob@example.com', subid: 's1' });
+    t.deepEqual(await s.subscribe(svc, 'n', 'bob@example.com', 's2', 2), { node: 'n', jid: 'bob@example.com', subid: 's1' }, 'subscribed already: the same subscription');
+    t.deepEqual(await s.subscribe(svc, 'n', 'bob@example.com/phone', 's3', 2), { node: 'n', jid: 'bob@example.com/phone', subid: 's3' });
+    t.is(await s.subscribe(svc, 'n', 'carol@example.com', 's4', 2), 'full');
+    await s.subscribe(svc, 'm', 'bobby@example.com', 's5', 2);
+    await s.subscribe(svc, 'm', 'bob@example.com', 's6', 2);
+    t.deepEqual((await s.subscriptions(svc, 'n')).map((x) => x.jid), ['bob@example.com', 'bob@example.com/phone']);
+    t.deepEqual((await s.subscriptionsOf(svc, 'bob@example.com')).map((x) => x.subid), ['s1', 's3', 's6'], "a bare JID's and its full JIDs', not bobby's");
+    t.true(await s.unsubscribe(svc, 'n', 'bob@example.com/phone'));
+    t.false(await s.unsubscribe(svc, 'n', 'bob@example.com/phone'));
+
+    await s.forget('bob@example.com');
+    t.deepEqual(await s.subscriptionsOf(svc, 'bob@example.com'), []);
+    t.deepEqual(await s.affiliationsOf(svc, 'bob@example.com'), []);
+    t.deepEqual((await s.subscriptions(svc, 'm')).map((x) => x.jid), ['bobby@example.com']);
+    t.deepEqual(await s.affiliations(svc, 'n'), [{ jid: 'alice@example.com', affiliation: 'owner' }]);
+
+    t.true(await s.remove(svc, 'm'));
+    await s.create(svc, 'm', DEFAULT_CONFIG, 10);
+    t.deepEqual(await s.subscriptions(svc, 'm'), [], "a node made again has none of the old node's subscriptions");
+    await s.removeAll(svc);
+    t.deepEqual(await s.affiliationsOf(svc, 'alice@example.com'), []);
+  });
 }
