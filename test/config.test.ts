@@ -157,3 +157,15 @@ test('XMPP_DOMAIN must be a JID domainpart (RFC 7622 §3.2), kept in its normali
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('XMPP_PUBSUB_DOMAIN: pubsub.<domain> by default, none for an IP address or when a component has it, normalised, not the domain nor a component’s', (t) => {
+  t.is(loadConfig({ XMPP_DOMAIN: 'Example.ORG' }).pubsubDomain, 'pubsub.example.org');
+  t.is(loadConfig({ XMPP_DOMAIN: '127.0.0.1' }).pubsubDomain, '');
+  t.is(loadConfig({ XMPP_DOMAIN: '[::1]' }).pubsubDomain, '');
+  t.is(loadConfig({ XMPP_DOMAIN: 'example.org', XMPP_PUBSUB_DOMAIN: 'PS.Example.org' }).pubsubDomain, 'ps.example.org');
+  t.is(loadConfig({ XMPP_PUBSUB_DOMAIN: '' }).pubsubDomain, '');
+  t.regex(t.throws(() => loadConfig({ XMPP_DOMAIN: 'example.org', XMPP_PUBSUB_DOMAIN: 'example.org' }), { instanceOf: ConfigError })!.message, /XMPP_PUBSUB_DOMAIN must differ/);
+  // An external component at pubsub.<domain> keeps it: the service is not started.
+  t.is(loadConfig({ XMPP_DOMAIN: 'example.org', XMPP_COMPONENTS: 'pubsub.example.org=s3cret' }).pubsubDomain, '');
+  t.regex(t.throws(() => loadConfig({ XMPP_DOMAIN: 'example.org', XMPP_COMPONENTS: 'ps.example.org=s3cret', XMPP_PUBSUB_DOMAIN: 'ps.example.org' }), { instanceOf: ConfigError })!.message, /XMPP_PUBSUB_DOMAIN ps\.example\.org is also an external component/);
+});

@@ -68,7 +68,32 @@ export type ForeignHook = (el: Element) => void;
 export type Verdict = undefined | 'drop' | StanzaError;
 export type GuardHook = (el: Element, to: Jid) => Verdict | Promise<Verdict>;
 
+/**
+ * An iq to a hosted service: the result payload (or null), possibly with
+ * what must follow it on the wire, or a thrown StanzaError. `from`: the
+ * sender's address as stamped (a local session's full JID, or a peer
+ * server's entity).
+ */
+export type ServiceIqHandler = (iq: Element, from: Jid) => Promise<IqResult> | IqResult;
+
+/**
+ * A service of the server's own on a domain of its own (XEP-0060's
+ * pubsub.<domain>; group chat and HTTP upload later): every stanza to that
+ * domain, from a local session or a peer server's entity, is handed to it
+ * on the worker that routes it. Its state lives in the stores, so any
+ * worker of any node serves it.
+ */
+export interface HostedService {
+  domain: string;
+  /** iq get/set to the domain or any address of it, keyed "type namespace" (disco included: the service says what it is). */
+  iq: Record<string, ServiceIqHandler>;
+  /** Other stanzas to it (messages, presence, iq results and errors); dropped when absent. */
+  stanza?: (el: Element, from: Jid) => void | Promise<void>;
+}
+
 export interface ServerModule {
+  /** A service on a domain of the server's own (listed in the server's disco#items). */
+  service?: HostedService;
   features: string[];
   /**
    * XEP-0030 nodes of the server's JID the module owns (XEP-0050 §2.2: the

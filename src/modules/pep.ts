@@ -23,7 +23,7 @@ import type { Only } from '../worker/wire.ts';
 import { StanzaError, type StanzaCondition } from '../xmpp/errors.ts';
 import { parseJid, JidError } from '../xmpp/jid.ts';
 import { NS_DISCO_INFO } from '../xmpp/ns.ts';
-import { type AccessModel, type NodeConfig, type PepItem, type PepStore, type SendLast, DEFAULT_CONFIG, MAX_ITEMS, MAX_ITEM_BYTES, MAX_NODES } from '../pep/store.ts';
+import { type AccessModel, type NodeConfig, type PublishModel, type PepItem, type PepStore, type SendLast, DEFAULT_CONFIG, MAX_ITEMS, MAX_ITEM_BYTES, MAX_NODES } from '../pep/store.ts';
 import { type Caps, type SharedCaps, CapsCache, capsKey, capsOf, notifyNodes, verifies } from '../pep/caps.ts';
 import { log } from '../log.ts';
 
@@ -31,11 +31,11 @@ export const NS_PUBSUB = 'http://jabber.org/protocol/pubsub';
 export const NS_PUBSUB_OWNER = `${NS_PUBSUB}#owner`;
 export const NS_PUBSUB_EVENT = `${NS_PUBSUB}#event`;
 export const NS_PUBSUB_ERRORS = `${NS_PUBSUB}#errors`;
-const NS_DATA = 'jabber:x:data';
-const NODE_CONFIG = `${NS_PUBSUB}#node_config`;
-const PUBLISH_OPTIONS = `${NS_PUBSUB}#publish-options`;
+export const NS_DATA = 'jabber:x:data';
+export const NODE_CONFIG = `${NS_PUBSUB}#node_config`;
+export const PUBLISH_OPTIONS = `${NS_PUBSUB}#publish-options`;
 /** The longest node name and item id taken. */
-const MAX_NAME = 1024;
+export const MAX_NAME = 1024;
 /** How long, at most, an approval takes to reach the approver's roster before the last items are sent (APPROVAL_POLLS times APPROVAL_POLL_MS). */
 const APPROVAL_POLLS = 20;
 const APPROVAL_POLL_MS = 100;
@@ -80,13 +80,14 @@ export interface PepOptions {
   blocked?: (from: string, to: string) => boolean | Promise<boolean>;
 }
 
-const isEl = (c: Element | string): c is Element => typeof c !== 'string';
-const bool = (v: string): boolean | undefined => (v === '1' || v === 'true' ? true : v === '0' || v === 'false' ? false : undefined);
+export const isEl = (c: Element | string): c is Element => typeof c !== 'string';
+export const bool = (v: string): boolean | undefined => (v === '1' || v === 'true' ? true : v === '0' || v === 'false' ? false : undefined);
 const ACCESS: readonly AccessModel[] = ['presence', 'open', 'whitelist', 'roster'];
 const SEND_LAST: readonly SendLast[] = ['never', 'on_sub', 'on_sub_and_presence'];
+const PUBLISH_MODELS: readonly PublishModel[] = ['publishers', 'subscribers', 'open'];
 
 /** The values of a submitted data form (XEP-0004), by var; undefined when there is no form of that FORM_TYPE. */
-function formValues(x: Element | undefined, formType: string): Map<string, string[]> | undefined {
+export function formValues(x: Element | undefined, formType: string): Map<string, string[]> | undefined {
   if (!x) return undefined;
   const out = new Map<string, string[]>();
   for (const f of x.getChildren('field')) {
@@ -104,11 +105,16 @@ function formValues(x: Element | undefined, formType: string): Map<string, strin
  * field not understood or a value not taken (XEP-0060 §8.2.5.3:
  * not-acceptable; §7.1.5: precondition-not-met for publish-options).
  */
-function applyForm(base: NodeConfig, values: Map<string, string[]>, bad: (why: string) => StanzaError): NodeConfig {
+export function applyForm(base: NodeConfig, values: Map<string, string[]>, bad: (why: string) => StanzaError, service = false): NodeConfig {
   const c: NodeConfig = { ...base, rosterGroups: [...base.rosterGroups] };
   for (const [k, vs] of values) {
     const v = vs[0] ?? '';
     switch (k) {
+      case 'pubsub#publish_model':
+        // PEP: only the account publishes (XEP-0163 §4.1); a service's node chooses.
+        if (!(service ? PUBLISH_MODELS : ['publishers']).includes(v as PublishModel)) throw bad(`publish model ${v} is not supported`);
+        c.publishModel = v as PublishModel;
+        break;
       case 'pubsub#access_model':
         if (!ACCESS.includes(v as AccessModel)) throw bad(`access model ${v} is not supported`);
         c.accessModel = v as AccessModel;
@@ -147,7 +153,7 @@ function applyForm(base: NodeConfig, values: Map<string, string[]>, bad: (why: s
 }
 
 /** The same configuration, as a form of the given type (§8.2.1: a form; §8.2.4 submits one). */
-function configForm(c: NodeConfig): Element {
+export function configForm(c: NodeConfig, service = false): Element {
   const x = new Element('x', { xmlns: NS_DATA, type: 'form' });
   x.c('field', { var: 'FORM_TYPE', type: 'hidden' }).c('value').t(NODE_CONFIG);
   const field = (v: string, type: string, label: string, values: string[], options?: string[]) => {
@@ -161,12 +167,13 @@ function configForm(c: NodeConfig): Element {
   field('pubsub#send_last_published_item', 'list-single', 'When to send the last published item', [c.sendLastPublishedItem], [...SEND_LAST]);
   field('pubsub#notify_retract', 'boolean', 'Notify subscribers when items are retracted', [c.notifyRetract ? '1' : '0']);
   field('pubsub#roster_groups_allowed', 'list-multi', 'Roster groups allowed (access model roster)', c.rosterGroups);
+  if (service) field('pubsub#publish_model', 'list-single', 'Who may publish', [c.publishModel], [...PUBLISH_MODELS]);
   return x;
 }
 
 /** Whether the publish-options asked for hold for the node's configuration (§7.1.5). */
-function sameOptions(node: NodeConfig, wanted: NodeConfig): boolean {
-  return node.accessModel === wanted.accessModel && node.persistItems === wanted.persistItems && node.maxItems === wanted.maxItems && node.sendLastPublishedItem === wanted.sendLastPublishedItem && node.notifyRetract === wanted.notifyRetract && node.rosterGroups.join('\n') === wanted.rosterGroups.join('\n');
+export function sameOptions(node: NodeConfig, wanted: NodeConfig): boolean {
+  return node.accessModel === wanted.accessModel && node.publishModel === wanted.publishModel && node.persistItems === wanted.persistItems && node.maxItems === wanted.maxItems && node.sendLastPublishedItem === wanted.sendLastPublishedItem && node.notifyRetract === wanted.notifyRetract && node.rosterGroups.join('\n') === wanted.rosterGroups.join('\n');
 }
 
 /** The account a request is about: the 'to' of the iq (its bare JID), or the sender's own. */
@@ -184,7 +191,7 @@ function ownerOf(iq: Element, session: Session): string {
   return session.username;
 }
 
-const nodeOf = (el: Element): string => {
+export const nodeOf = (el: Element): string => {
   const node = el.attrs.node;
   // §7.1.3.3 and others: a request about a node must name it.
   if (typeof node !== 'string' || node === '') throw new PubsubError('bad-request', 'nodeid-required');
@@ -199,17 +206,17 @@ const bareOf = (jid: string): string => {
 
 /** The most bytes of items one items answer holds (the default largest stanza a server takes, XMPP_MAX_STANZA_BYTES). */
 export const MAX_RESULT_BYTES = 256 * 1024;
-const NS_RSM = 'http://jabber.org/protocol/rsm';
+export const NS_RSM = 'http://jabber.org/protocol/rsm';
 
 /** One notification (XEP-0060 §7.1.2.1): a headline from the owner's bare JID. */
-function event(from: string, inner: Element): Element {
+export function event(from: string, inner: Element): Element {
   const m = new Element('message', { type: 'headline', from, id: randomBytes(9).toString('base64url') });
   m.c('event', { xmlns: NS_PUBSUB_EVENT }).cnode(inner);
   return m;
 }
 
 /** An <items/> of the given namespace's parent (pubsub or pubsub#event) holding stored items. */
-function itemsEl(ns: string, node: string, items: PepItem[]): Element {
+export function itemsEl(ns: string, node: string, items: PepItem[]): Element {
   const el = parseXml(`<items xmlns='${ns}' node='${escapeAttr(node)}'>${items.map((it) => `<item id='${escapeAttr(it.id)}'>${it.xml}</item>`).join('')}</items>`) as Element;
   delete el.attrs.xmlns;
   return el;

@@ -15,7 +15,7 @@ import { StanzaError, StreamError, errorReply } from '../xmpp/errors.ts';
 import { parseJid, JidError } from '../xmpp/jid.ts';
 import type { Jid } from '../xmpp/jid.ts';
 import type { SessionRecord, SessionRegistry } from '../registry/registry.ts';
-import type { ServerModule, IqHandler, RemoteIqHandler, Verdict } from '../modules/module.ts';
+import type { HostedService, ServerModule, IqHandler, RemoteIqHandler, Verdict } from '../modules/module.ts';
 import type { Session, CloseReason, Reroute } from '../session/session.ts';
 import type { Envelope, Only } from '../worker/wire.ts';
 import { contentless } from '../xmpp/content.ts';
@@ -113,6 +113,8 @@ export class Router implements PresenceRouting {
   /** The iq a peer server's entities may ask of the server and of accounts (no session behind them). */
   private readonly remoteServerIq: Map<string, RemoteIqHandler>;
   private readonly remoteAccountIq: Map<string, RemoteIqHandler>;
+  /** The hosted services (XEP-0060 pubsub.<domain>...), by domain. */
+  private readonly services: Map<string, HostedService>;
   /** Who answers resumption requests on this worker (session/resumption.ts). */
   resumption: { onTake(env: Extract<Envelope, { t: 'take' }>): void; onTaken(env: Extract<Envelope, { t: 'taken' }>): void } | undefined;
 
@@ -123,6 +125,7 @@ export class Router implements PresenceRouting {
     this.remoteServerIq = remoteTable(deps.modules, (m) => m.remoteServer);
     this.remoteAccountIq = remoteTable(deps.modules, (m) => m.remoteAccount);
     this.hooks = hooksOf(deps.modules);
+    this.services = new Map(deps.modules.flatMap((m) => (m.service ? [[m.service.domain, m.service] as const] : [])));
   }
 
   /**
@@ -254,6 +257,42 @@ export class Router implements PresenceRouting {
     }
   }
 
+  /** To a hosted service's domain: answered here, whoever sent it (a session of any worker, a peer server). */
+  private async toService(service: HostedService, el: Element, sender: Session | undefined): Promise<void> {
+    let from: Jid;
+    try {
+      from = parseJid(el.attrs.from);
+    } catch {
+      return; // nobody to answer
+    }
+    const type = el.attrs.type;
+    if (el.name !== 'iq' || (type !== 'get' && type !== 'set')) {
+      await service.stanza?.(el, from);
+      return;
+    }
+    const payloads = el.children.filter(isElement);
+    // RFC 6120 §8.2.3: exactly one payload.
+    if (payloads.length !== 1) return this.reject(sender, el, new StanzaError('bad-request', 'iq get/set carries exactly one payload'));
+    const ns = payloads[0].attrs.xmlns;
+    const handler = service.iq[`${type} ${ns}`];
+    // RFC 6120 §8.4: a namespace not understood gets service-unavailable.
+    if (!handler) return this.reject(sender, el, new StanzaError(service.iq[`${type === 'get' ? 'set' : 'get'} ${ns}`] ? 'feature-not-implemented' : 'service-unavailable'));
+    try {
+      const result = await handler(el, from);
+      const after = result !== null && 'after' in result ? result.after : undefined;
+      const payloadOut = result !== null && 'after' in result ? result.payload : result;
+      const reply = new Element('iq', { type: 'result', id: el.attrs.id, to: el.attrs.from, from: el.attrs.to });
+      if (payloadOut) reply.cnode(payloadOut);
+      if (sender && sender.jid === el.attrs.from) sender.send(reply);
+      else await this.routeInternal(reply);
+      after?.();
+    } catch (err) {
+      if (err instanceof StanzaError) return this.reject(sender, el, err);
+      log.error('service iq handler failed', { service: service.domain, ns, err: String(err) });
+      return this.reject(sender, el, new StanzaError('internal-server-error'));
+    }
+  }
+
   /** To a component's domain: to the one connection that serves it, wherever it is. */
   private async toComponent(el: Element, domain: string, sender: Session | undefined): Promise<void> {
     const rec = await this.d.registry.lookup(componentJid(domain));
@@ -272,6 +311,8 @@ export class Router implements PresenceRouting {
       if (verdict) return this.reject(sender, el, verdict);
     }
     if (to.domain !== this.d.domain) {
+      const service = this.services.size > 0 ? this.services.get(to.domain) : undefined;
+      if (service) return this.toService(service, el, sender);
       if (this.d.componentDomains.has(to.domain)) return this.toComponent(el, to.domain, sender);
       if (!this.federation) return this.reject(sender, el, new StanzaError('remote-server-not-found', `${to.domain} is not served here and federation is off`));
       // To a peer server, from our domain or one of our components'.

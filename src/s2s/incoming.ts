@@ -10,6 +10,7 @@
 // requests of servers checking keys we made (db:verify), whatever node made
 // them. Stanzas then go to the router, from a verified domain to one we
 // serve.
+import { hostedDomains } from '../config/index.ts';
 import type net from 'node:net';
 import { Element } from 'ltx';
 import { StreamEngine } from '../stream/engine.ts';
@@ -78,7 +79,7 @@ export class ServerIn extends StreamEngine {
   }
 
   protected serves(domain: string): boolean {
-    return domain === this.ctx.config.domain || this.ctx.componentSecrets.has(domain);
+    return domain === this.ctx.config.domain || this.ctx.componentSecrets.has(domain) || hostedDomains(this.ctx.config).includes(domain);
   }
 
   /** RFC 6120 §13.7.2: a peer server's certificate is asked for, and judged for the domain it claims. */

@@ -25,6 +25,7 @@ import { openPersonalStore } from '../personal/open.ts';
 import type { PersonalStore } from '../personal/store.ts';
 import { vcard } from '../modules/vcard.ts';
 import { privateStorage } from '../modules/private.ts';
+import { pubsubService } from '../modules/pubsub.ts';
 import { openPepStore } from '../pep/open.ts';
 import type { PepStore } from '../pep/store.ts';
 import { pep } from '../modules/pep.ts';
@@ -357,9 +358,12 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       removed: (user, jid, before) => router.presence.itemRemoved(user, jid, before),
     }),
   ];
+  // XEP-0060: the publish-subscribe service on its own domain, on PEP's store.
+  if (config.pubsubDomain) modules.push(pubsubService({ domain: config.pubsubDomain, serverDomain: config.domain, store: pepStore, roster: rosterStore, send: (el) => void router.routeInternal(el) }));
   // XEP-0050 ad-hoc commands: XEP-0133 administration for XMPP_ADMINS.
   modules.push(adhoc(adminCommands(adminsOf(config))));
-  modules.push(disco(() => modules, () => [...componentSecrets.keys()]));
+  // The server's disco#items: its hosted services and its external components.
+  modules.push(disco(() => modules, () => [...modules.flatMap((m) => (m.service ? [m.service.domain] : [])), ...componentSecrets.keys()]));
   const sessions = new Map<string, Session>();
   const components = new Map<string, ComponentStream>();
   const componentSecrets = componentsOf(config);

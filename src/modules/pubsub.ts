@@ -1,0 +1,484 @@
+// XEP-0060 Publish-Subscribe: a generic pubsub service on a domain of the
+// server's own (pubsub.<domain> unless XMPP_PUBSUB_DOMAIN says otherwise),
+// on the same store and the same protocol pieces as PEP (modules/pep.ts):
+// local users create nodes and own them; anyone the node's access model lets
+// in subscribes, reads items, and gets notifications; owners and publishers
+// (and, as the node says, subscribers or anyone) publish; owners configure,
+// purge, delete, and manage affiliations and subscriptions.
+//
+// Its nodes are kept under the owner key '@' + its domain (an account's
+// localpart never holds an '@', RFC 7622 §3.3.1), and it holds nothing
+// between stanzas: any worker of any node answers it.
+import { Element } from 'ltx';
+import { randomBytes } from 'node:crypto';
+import type { ServerModule, ServiceIqHandler } from './module.ts';
+import type { RosterStore } from '../roster/store.ts';
+import { StanzaError } from '../xmpp/errors.ts';
+import { type Jid, parseJid, JidError } from '../xmpp/jid.ts';
+import { NS_DISCO_INFO, NS_DISCO_ITEMS } from '../xmpp/ns.ts';
+import { type Affiliation, type NodeConfig, type PepItem, type PepStore, AFFILIATIONS, DEFAULT_CONFIG, MAX_ITEMS, MAX_ITEM_BYTES } from '../pep/store.ts';
+import { NS_DATA, NS_PUBSUB, NS_PUBSUB_EVENT, NS_PUBSUB_OWNER, NS_RSM, MAX_NAME, MAX_RESULT_BYTES, NODE_CONFIG, PUBLISH_OPTIONS, PubsubError, applyForm, bool, configForm, event, formValues, isEl, itemsEl, nodeOf, sameOptions, selfContained } from './pep.ts';
+import { log } from '../log.ts';
+
+/** Nodes the service holds, in all. */
+export const MAX_SERVICE_NODES = 10_000;
+/** Nodes one user may own. */
+export const MAX_OWNED_NODES = 256;
+/** Subscriptions one node may have (each publish is one notification per subscription). */
+export const MAX_SUBSCRIPTIONS = 10_000;
+
+/** XEP-0060 §16.4 defaults of a node of the service: open, ten items kept, the last sent on subscription. */
+export const SERVICE_DEFAULT: NodeConfig = { ...DEFAULT_CONFIG, accessModel: 'open', publishModel: 'publishers', maxItems: 10, sendLastPublishedItem: 'on_sub' };
+
+/** XEP-0060 §10 features of the service. */
+const FEATURES = [
+  'create-nodes', 'instant-nodes', 'auto-create', 'create-and-configure', 'config-node', 'retrieve-default', 'delete-nodes', 'purge-nodes',
+  'publish', 'publish-options', 'retract-items', 'retrieve-items', 'persistent-items', 'last-published', 'item-ids',
+  'subscribe', 'retrieve-subscriptions', 'retrieve-affiliations', 'manage-subscriptions', 'modify-affiliations', 'publisher-affiliation', 'member-affiliation', 'outcast-affiliation',
+  'access-open', 'access-presence', 'access-roster', 'access-whitelist',
+].map((f) => `${NS_PUBSUB}#${f}`);
+
+export interface PubsubServiceOptions {
+  /** The service's domain (XMPP_PUBSUB_DOMAIN). */
+  domain: string;
+  /** The server's domain: its users create nodes. */
+  serverDomain: string;
+  store: PepStore;
+  /** The access models presence and roster read the node owners' rosters. */
+  roster: RosterStore;
+  /** Sends a stanza the service made (a notification) wherever its 'to' is. */
+  send: (el: Element) => void;
+  maxNodes?: number;
+  maxOwned?: number;
+  maxSubscriptions?: number;
+  maxItemBytes?: number;
+}
+
+const bareOf = (j: Jid): string => (j.local ? `${j.local}@${j.domain}` : j.domain);
+const fullOf = (j: Jid): string => (j.resource ? `${bareOf(j)}/${j.resource}` : bareOf(j));
+
+export function pubsubService(o: PubsubServiceOptions): ServerModule {
+  const key = `@${o.domain}`;
+  const maxNodes = o.maxNodes ?? MAX_SERVICE_NODES;
+  const maxOwned = o.maxOwned ?? MAX_OWNED_NODES;
+  const maxSubs = o.maxSubscriptions ?? MAX_SUBSCRIPTIONS;
+  const maxItemBytes = o.maxItemBytes ?? MAX_ITEM_BYTES;
+
+  const node = async (name: string): Promise<NodeConfig> => {
+    const config = await o.store.config(key, name);
+    // XEP-0060 §6.1.3.12, §6.5.9.11, §7.1.3.3...: no such node.
+    if (!config) throw new StanzaError('item-not-found', `no node ${name}`);
+    return config;
+  };
+  const affiliationOf = async (name: string, bare: string): Promise<Affiliation | 'none'> => (await o.store.affiliationsOf(key, bare)).find((a) => a.node === name)?.affiliation ?? 'none';
+  const requireOwner = async (name: string, from: Jid): Promise<void> => {
+    // §8: only an owner manages a node (§8.2.3.2, §8.4.3.1, §8.5.3.1, §8.8.1.2, §8.9.1.2: forbidden).
+    if ((await affiliationOf(name, bareOf(from))) !== 'owner') throw new StanzaError('forbidden', `only an owner of ${name} may do this`);
+  };
+
+  /** Whether `bare` may subscribe to and read the node (§4.5, §6.1.3, §6.5.9). */
+  const allowed = async (name: string, config: NodeConfig, bare: string, aff: Affiliation | 'none'): Promise<boolean> => {
+    if (aff === 'outcast') return false;
+    if (aff !== 'none' || config.accessModel === 'open') return true;
+    if (config.accessModel === 'whitelist') return false;
+    // presence and roster: as an owner's roster says (the owners that are this server's users).
+    for (const a of await o.store.affiliations(key, name)) {
+      if (a.affiliation !== 'owner' || !a.jid.endsWith(`@${o.serverDomain}`)) continue;
+      const it = await o.roster.item(a.jid.slice(0, a.jid.lastIndexOf('@')), bare);
+      if (!it) continue;
+      if (config.accessModel === 'presence' ? it.subscription === 'from' || it.subscription === 'both' : it.groups.some((g) => config.rosterGroups.includes(g))) return true;
+    }
+    return false;
+  };
+  const refusal = (config: NodeConfig, aff: Affiliation | 'none'): StanzaError => {
+    // §6.1.3.8: an outcast is blocked.
+    if (aff === 'outcast') return new StanzaError('forbidden', 'you are banned from this node');
+    if (config.accessModel === 'presence') return new PubsubError('not-authorized', 'presence-subscription-required');
+    if (config.accessModel === 'roster') return new PubsubError('not-authorized', 'not-in-roster-group');
+    return new PubsubError('not-allowed', 'closed-node');
+  };
+
+  /** An event to every subscriber of the node (§7.1.2.1), each subscription's JID its 'to'. */
+  const notify = async (name: string, inner: Element): Promise<void> => {
+    const el = event(o.domain, inner);
+    for (const s of await o.store.subscriptions(key, name)) {
+      const m = new Element('message', { ...el.attrs, to: s.jid });
+      for (const c of el.children) m.cnode(c as Element);
+      o.send(m);
+    }
+  };
+  const notifyLater = (name: string, inner: Element): void => {
+    notify(name, inner).catch((err: unknown) => log.warn('pubsub notification not sent', { node: name, err: String(err) }));
+  };
+  const itemsEvent = (name: string, items: PepItem[]): Element => itemsEl(NS_PUBSUB_EVENT, name, items);
+
+  /** Creates a node owned by `from`'s bare JID (§8.1), within the bounds. */
+  const create = async (name: string, from: Jid, config: NodeConfig): Promise<boolean> => {
+    // §8.1.3.1: only this server's users create nodes.
+    if (!from.local || from.domain !== o.serverDomain) throw new StanzaError('forbidden', `only users of ${o.serverDomain} create nodes here`);
+    const owner = bareOf(from);
+    if ((await o.store.affiliationsOf(key, owner)).filter((a) => a.affiliation === 'owner').length >= maxOwned) throw new StanzaError('policy-violation', `a user may own at most ${maxOwned} nodes`);
+    let made: boolean;
+    try {
+      made = await o.store.create(key, name, config, maxNodes);
+    } catch (err) {
+      if ((err as Error).name === 'PepNodesFullError') throw new StanzaError('resource-constraint', `this service holds at most ${maxNodes} nodes`, 'wait');
+      throw err;
+    }
+    if (made) await o.store.setAffiliation(key, name, owner, 'owner');
+    return made;
+  };
+
+  const publish = async (pubsub: Element, p: Element, from: Jid): Promise<Element> => {
+    const name = nodeOf(p);
+    const items = p.getChildren('item');
+    if (items.length !== 1) throw new PubsubError('bad-request', 'invalid-payload', 'publish exactly one item');
+    const payloads = items[0].children.filter(isEl);
+    // §7.1.3.6: a node of this service takes payloads (notification with payload).
+    if (payloads.length !== 1) throw new PubsubError('bad-request', payloads.length === 0 ? 'payload-required' : 'invalid-payload', 'an item carries exactly one payload');
+    const id = items[0].attrs.id || randomBytes(12).toString('base64url');
+    if (id.length > MAX_NAME) throw new StanzaError('not-acceptable', `item ids are at most ${MAX_NAME} characters`);
+    if (!selfContained(payloads[0])) throw new PubsubError('bad-request', 'invalid-payload', 'the payload must carry its own xmlns and declare every prefix it uses');
+    const xml = payloads[0].toString();
+    // §7.1.3.4
+    if (Buffer.byteLength(xml, 'utf8') > maxItemBytes) throw new PubsubError('not-acceptable', 'payload-too-big', `an item may hold at most ${maxItemBytes} bytes`);
+    const options = formValues(pubsub.getChild('publish-options')?.getChild('x', NS_DATA), PUBLISH_OPTIONS);
+    const precondition = (why: string) => new PubsubError('conflict', 'precondition-not-met', why);
+    let config = await o.store.config(key, name);
+    if (!config) {
+      // §7.1.4 auto-create, with the publish-options as its configuration (§7.1.5).
+      const wanted = options ? applyForm(SERVICE_DEFAULT, options, precondition, true) : SERVICE_DEFAULT;
+      await create(name, from, wanted);
+      config = await node(name);
+    } else if (options && !sameOptions(config, applyForm(config, options, precondition, true))) throw precondition('the node is configured otherwise');
+    const aff = await affiliationOf(name, bareOf(from));
+    // §7.1.3.1: who may publish is the node's publish model.
+    let may = aff === 'owner' || aff === 'publisher' || (aff !== 'outcast' && config.publishModel === 'open');
+    if (!may && aff !== 'outcast' && config.publishModel === 'subscribers') may = (await o.store.subscriptionsOf(key, bareOf(from))).some((s) => s.node === name);
+    if (!may) throw new StanzaError('forbidden', `you may not publish to ${name}`);
+    await o.store.publish(key, name, { id, xml }, config, maxNodes);
+    notifyLater(name, itemsEvent(name, [{ id, xml }]));
+    const out = new Element('pubsub', { xmlns: NS_PUBSUB });
+    out.c('publish', { node: name }).c('item', { id });
+    return out;
+  };
+
+  const retract = async (r: Element, from: Jid): Promise<null> => {
+    const name = nodeOf(r);
+    const ids = r.getChildren('item').map((i) => i.attrs.id).filter((i): i is string => typeof i === 'string' && i !== '');
+    // §7.2.3.3
+    if (ids.length === 0) throw new PubsubError('bad-request', 'item-required');
+    const config = await node(name);
+    const aff = await affiliationOf(name, bareOf(from));
+    // §7.2.3.1: owners and publishers retract.
+    if (aff !== 'owner' && aff !== 'publisher') throw new StanzaError('forbidden', `you may not retract from ${name}`);
+    const gone = await o.store.retract(key, name, ids);
+    if (gone.length === 0) throw new StanzaError('item-not-found');
+    // §7.2.2.1
+    if (r.attrs.notify === undefined ? config.notifyRetract : bool(r.attrs.notify) === true) {
+      const inner = new Element('items', { node: name });
+      for (const id of gone) inner.c('retract', { id });
+      notifyLater(name, inner);
+    }
+    return null;
+  };
+
+  const subscribe = async (s: Element, from: Jid): Promise<{ payload: Element; after: () => void }> => {
+    const name = nodeOf(s);
+    const jid = jidAttr(s, from);
+    const config = await node(name);
+    const aff = await affiliationOf(name, bareOf(from));
+    if (!(await allowed(name, config, bareOf(from), aff))) throw refusal(config, aff);
+    const sub = await o.store.subscribe(key, name, jid, randomBytes(9).toString('base64url'), maxSubs);
+    if (sub === 'no-node') throw new StanzaError('item-not-found');
+    if (sub === 'full') throw new StanzaError('resource-constraint', `${name} has ${maxSubs} subscriptions`, 'wait');
+    const out = new Element('pubsub', { xmlns: NS_PUBSUB });
+    out.c('subscription', { node: name, jid: sub.jid, subid: sub.subid, subscription: 'subscribed' });
+    return {
+      payload: out,
+      // §6.1.7: the last published item, once the subscription is confirmed.
+      after: () => {
+        if (config.sendLastPublishedItem === 'never') return;
+        void o.store.items(key, name, { max: 1 }).then((last) => {
+          if (last.length === 0) return;
+          const m = event(o.domain, itemsEvent(name, last));
+          m.attrs.to = sub.jid;
+          o.send(m);
+        }).catch((err: unknown) => log.warn('pubsub: last item not sent', { node: name, err: String(err) }));
+      },
+    };
+  };
+
+  const unsubscribe = async (u: Element, from: Jid): Promise<null> => {
+    const name = nodeOf(u);
+    const jid = jidAttr(u, from);
+    await node(name);
+    // §6.2.3.2: no such subscription.
+    if (!(await o.store.unsubscribe(key, name, jid))) throw new PubsubError('unexpected-request', 'not-subscribed');
+    return null;
+  };
+
+  const items = async (i: Element, from: Jid): Promise<Element> => {
+    const name = nodeOf(i);
+    const config = await node(name);
+    const aff = await affiliationOf(name, bareOf(from));
+    if (!(await allowed(name, config, bareOf(from), aff))) throw refusal(config, aff);
+    const ids = i.getChildren('item').map((x) => x.attrs.id).filter((x): x is string => typeof x === 'string');
+    let max: number | undefined;
+    if (i.attrs.max_items !== undefined) {
+      if (!/^\d+$/.test(i.attrs.max_items) || Number(i.attrs.max_items) < 1) throw new StanzaError('bad-request', 'max_items is a positive integer');
+      max = Math.min(Number(i.attrs.max_items), MAX_ITEMS);
+    }
+    const got = await o.store.items(key, name, ids.length > 0 ? { ids } : { max });
+    if (ids.length > 0 && got.length === 0) throw new StanzaError('item-not-found');
+    // At most MAX_RESULT_BYTES of the newest items; §6.5.4: RSM <count/> when it holds fewer.
+    let bytes = 0;
+    let start = got.length;
+    while (start > 0 && bytes + Buffer.byteLength(got[start - 1].xml, 'utf8') <= MAX_RESULT_BYTES) bytes += Buffer.byteLength(got[--start].xml, 'utf8');
+    if (start === got.length && got.length > 0) start--;
+    const out = new Element('pubsub', { xmlns: NS_PUBSUB });
+    out.cnode(itemsEl(NS_PUBSUB, name, got.slice(start)));
+    if (start > 0) out.c('set', { xmlns: NS_RSM }).c('count').t(String(got.length));
+    return out;
+  };
+
+  const pubsubSet: ServiceIqHandler = async (iq, from) => {
+    const pubsub = iq.getChild('pubsub', NS_PUBSUB)!;
+    const action = pubsub.children.filter(isEl).find((c) => c.name !== 'publish-options' && c.name !== 'configure' && c.name !== 'options');
+    if (!action) throw new StanzaError('bad-request');
+    switch (action.name) {
+      case 'publish':
+        return publish(pubsub, action, from);
+      case 'retract':
+        return retract(action, from);
+      case 'subscribe':
+        return subscribe(action, from);
+      case 'unsubscribe':
+        return unsubscribe(action, from);
+      case 'create': {
+        // §8.1.2: an instant node (no name) gets one of the service's making, returned.
+        const instant = action.attrs.node === undefined;
+        const name = instant ? randomBytes(12).toString('hex') : nodeOf(action);
+        const form = formValues(pubsub.getChild('configure')?.getChild('x', NS_DATA), NODE_CONFIG);
+        const config = form ? applyForm(SERVICE_DEFAULT, form, (why) => new StanzaError('not-acceptable', why), true) : SERVICE_DEFAULT;
+        // §8.1.3.3: the node exists.
+        if (!(await create(name, from, config))) throw new StanzaError('conflict', `${name} exists`);
+        if (!instant) return null;
+        const out = new Element('pubsub', { xmlns: NS_PUBSUB });
+        out.c('create', { node: name });
+        return out;
+      }
+      default:
+        throw new PubsubError('feature-not-implemented', 'unsupported', `<${action.name}/> is not supported`, action.name === 'options' ? 'subscription-options' : action.name);
+    }
+  };
+
+  const pubsubGet: ServiceIqHandler = async (iq, from) => {
+    const action = iq.getChild('pubsub', NS_PUBSUB)!.children.filter(isEl)[0];
+    const bare = bareOf(from);
+    switch (action?.name) {
+      case 'items':
+        return items(action, from);
+      case 'subscriptions': {
+        // §5.6: the requester's subscriptions, on one node or all.
+        const only = action.attrs.node;
+        const out = new Element('pubsub', { xmlns: NS_PUBSUB });
+        const subs = out.c('subscriptions', only !== undefined ? { node: only } : {});
+        for (const s of await o.store.subscriptionsOf(key, bare)) if (only === undefined || s.node === only) subs.c('subscription', { node: s.node, jid: s.jid, subid: s.subid, subscription: 'subscribed' });
+        return out;
+      }
+      case 'affiliations': {
+        // §5.7: the requester's affiliations.
+        const only = action.attrs.node;
+        const out = new Element('pubsub', { xmlns: NS_PUBSUB });
+        const affs = out.c('affiliations', only !== undefined ? { node: only } : {});
+        for (const a of await o.store.affiliationsOf(key, bare)) if (only === undefined || a.node === only) affs.c('affiliation', { node: a.node, affiliation: a.affiliation });
+        return out;
+      }
+      default:
+        throw new PubsubError('feature-not-implemented', 'unsupported', undefined, action?.name === 'default' ? 'retrieve-default' : action?.name);
+    }
+  };
+
+  const ownerSet: ServiceIqHandler = async (iq, from) => {
+    const action = iq.getChild('pubsub', NS_PUBSUB_OWNER)!.children.filter(isEl)[0];
+    if (!action) throw new StanzaError('bad-request');
+    const name = nodeOf(action);
+    const config = await node(name);
+    await requireOwner(name, from);
+    switch (action.name) {
+      case 'configure': {
+        const x = action.getChild('x', NS_DATA);
+        // §8.2.6
+        if (x?.attrs.type === 'cancel') return null;
+        const values = formValues(x, NODE_CONFIG);
+        if (!values) throw new StanzaError('bad-request', 'a configuration form is required');
+        if (!(await o.store.configure(key, name, applyForm(config, values, (why) => new StanzaError('not-acceptable', why), true)))) throw new StanzaError('item-not-found');
+        return null;
+      }
+      case 'purge':
+        if (!(await o.store.purge(key, name))) throw new StanzaError('item-not-found');
+        // §8.5.2
+        notifyLater(name, new Element('purge', { node: name }));
+        return null;
+      case 'delete': {
+        // §8.4.2: subscribers are told (read before the node and its subscriptions go).
+        const subs = await o.store.subscriptions(key, name);
+        if (!(await o.store.remove(key, name))) throw new StanzaError('item-not-found');
+        const el = event(o.domain, new Element('delete', { node: name }));
+        for (const s of subs) {
+          const m = new Element('message', { ...el.attrs, to: s.jid });
+          for (const c of el.children) m.cnode(c as Element);
+          o.send(m);
+        }
+        return null;
+      }
+      case 'affiliations': {
+        // §8.9.2: each <affiliation jid affiliation/> sets one; an owner is never left without an owner.
+        const changes = action.getChildren('affiliation').map((a) => ({ jid: bareJid(a.attrs.jid), affiliation: a.attrs.affiliation as Affiliation | 'none' }));
+        for (const c of changes) if (c.affiliation !== 'none' && !AFFILIATIONS.includes(c.affiliation)) throw new StanzaError('bad-request', `no affiliation ${String(c.affiliation)}`);
+        const current = new Map((await o.store.affiliations(key, name)).map((a) => [a.jid, a.affiliation] as const));
+        for (const c of changes) current.set(c.jid, c.affiliation as Affiliation);
+        if (![...current.values()].includes('owner')) throw new StanzaError('not-acceptable', 'a node keeps at least one owner');
+        for (const c of changes) await o.store.setAffiliation(key, name, c.jid, c.affiliation);
+        // An outcast's subscriptions end (§4.1: outcasts cannot subscribe).
+        for (const c of changes) if (c.affiliation === 'outcast') for (const s of await o.store.subscriptionsOf(key, c.jid)) if (s.node === name) await o.store.unsubscribe(key, name, s.jid);
+        return null;
+      }
+      case 'subscriptions': {
+        // §8.8.2: subscribed adds, none removes.
+        for (const s of action.getChildren('subscription')) {
+          const jid = fullJid(s.attrs.jid);
+          if (s.attrs.subscription === 'none') await o.store.unsubscribe(key, name, jid);
+          else if (s.attrs.subscription === 'subscribed') {
+            const r = await o.store.subscribe(key, name, jid, randomBytes(9).toString('base64url'), maxSubs);
+            if (r === 'full') throw new StanzaError('resource-constraint', `${name} has ${maxSubs} subscriptions`, 'wait');
+          } else throw new StanzaError('bad-request', 'subscription is subscribed or none');
+        }
+        return null;
+      }
+      default:
+        throw new PubsubError('feature-not-implemented', 'unsupported', `<${action.name}/> is not supported`);
+    }
+  };
+
+  const ownerGet: ServiceIqHandler = async (iq, from) => {
+    const action = iq.getChild('pubsub', NS_PUBSUB_OWNER)!.children.filter(isEl)[0];
+    const out = new Element('pubsub', { xmlns: NS_PUBSUB_OWNER });
+    if (action?.name === 'default') {
+      // §8.3
+      out.c('default').cnode(configForm(SERVICE_DEFAULT, true));
+      return out;
+    }
+    if (!action) throw new StanzaError('bad-request');
+    const name = nodeOf(action);
+    const config = await node(name);
+    await requireOwner(name, from);
+    switch (action.name) {
+      case 'configure':
+        out.c('configure', { node: name }).cnode(configForm(config, true));
+        return out;
+      case 'affiliations': {
+        // §8.9.1
+        const affs = out.c('affiliations', { node: name });
+        for (const a of await o.store.affiliations(key, name)) affs.c('affiliation', { jid: a.jid, affiliation: a.affiliation });
+        return out;
+      }
+      case 'subscriptions': {
+        // §8.8.1
+        const subs = out.c('subscriptions', { node: name });
+        for (const s of await o.store.subscriptions(key, name)) subs.c('subscription', { jid: s.jid, subid: s.subid, subscription: 'subscribed' });
+        return out;
+      }
+      default:
+        throw new PubsubError('feature-not-implemented', 'unsupported', undefined, action.name);
+    }
+  };
+
+  // XEP-0030 (XEP-0060 §5.1-§5.5): the service, its nodes, a node's items.
+  const discoInfo: ServiceIqHandler = async (iq) => {
+    const name = iq.getChild('query', NS_DISCO_INFO)!.attrs.node;
+    const q = new Element('query', { xmlns: NS_DISCO_INFO, ...(name !== undefined ? { node: name } : {}) });
+    if (name === undefined) {
+      q.c('identity', { category: 'pubsub', type: 'service', name: 'Publish-Subscribe' });
+      for (const f of [NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PUBSUB, ...FEATURES].sort()) q.c('feature', { var: f });
+      return q;
+    }
+    await node(name);
+    // §5.3: a leaf node.
+    q.c('identity', { category: 'pubsub', type: 'leaf' });
+    q.c('feature', { var: NS_PUBSUB });
+    return q;
+  };
+  const discoItems: ServiceIqHandler = async (iq, from) => {
+    const name = iq.getChild('query', NS_DISCO_ITEMS)!.attrs.node;
+    const q = new Element('query', { xmlns: NS_DISCO_ITEMS, ...(name !== undefined ? { node: name } : {}) });
+    const bare = bareOf(from);
+    if (name === undefined) {
+      // §5.2: the nodes the requester may see (an owner's, and those its access model lets it read).
+      const affs = new Map((await o.store.affiliationsOf(key, bare)).map((a) => [a.node, a.affiliation] as const));
+      for (const n of await o.store.nodes(key)) {
+        const aff = affs.get(n.node) ?? 'none';
+        if (aff === 'outcast' || (aff === 'none' && n.config.accessModel !== 'open')) continue;
+        q.c('item', { jid: o.domain, node: n.node });
+      }
+      return q;
+    }
+    // §5.5: a node's items, by id, for those who may read them.
+    const config = await node(name);
+    const aff = await affiliationOf(name, bare);
+    if (!(await allowed(name, config, bare, aff))) throw refusal(config, aff);
+    for (const it of await o.store.items(key, name)) q.c('item', { jid: o.domain, name: it.id });
+    return q;
+  };
+
+  return {
+    features: [],
+    service: {
+      domain: o.domain,
+      iq: {
+        [`get ${NS_DISCO_INFO}`]: discoInfo,
+        [`get ${NS_DISCO_ITEMS}`]: discoItems,
+        [`set ${NS_PUBSUB}`]: pubsubSet,
+        [`get ${NS_PUBSUB}`]: pubsubGet,
+        [`set ${NS_PUBSUB_OWNER}`]: ownerSet,
+        [`get ${NS_PUBSUB_OWNER}`]: ownerGet,
+      },
+      stanza: (el, from) => {
+        // A notification that bounced (§7.1.2.1: the subscriber is gone or refuses them): its subscription ends.
+        if (el.name !== 'message' || el.attrs.type !== 'error') return;
+        const cond = el.getChild('error')?.children.find(isEl)?.name;
+        if (cond !== 'item-not-found' && cond !== 'service-unavailable' && cond !== 'recipient-unavailable' && cond !== 'remote-server-not-found') return;
+        const full = fullOf(from);
+        void o.store.subscriptionsOf(key, bareOf(from)).then(async (subs) => {
+          for (const s of subs) if (s.jid === full) await o.store.unsubscribe(key, s.node, s.jid);
+        }).catch((err: unknown) => log.debug('pubsub: bounced subscriber kept', { err: String(err) }));
+      },
+    },
+  };
+}
+
+/** The 'jid' of a subscribe or unsubscribe (§6.1.3.1, §6.2.3.3): the requester's own bare or full JID, normalised. */
+function jidAttr(el: Element, from: Jid): string {
+  const raw = el.attrs.jid;
+  let j: Jid;
+  try {
+    j = parseJid(raw ?? '');
+  } catch (err) {
+    if (!(err instanceof JidError)) throw err;
+    throw new PubsubError('bad-request', 'invalid-jid');
+  }
+  if (bareOf(j) !== bareOf(from)) throw new PubsubError('bad-request', 'invalid-jid', 'the subscription is for your own address');
+  return fullOf(j);
+}
+
+const bareJid = (raw: string | undefined): string => bareOf(strict(raw));
+const fullJid = (raw: string | undefined): string => fullOf(strict(raw));
+function strict(raw: string | undefined): Jid {
+  try {
+    return parseJid(raw ?? '');
+  } catch (err) {
+    if (!(err instanceof JidError)) throw err;
+    throw new StanzaError('jid-malformed', `${raw ?? ''} is not a JID`);
+  }
+}

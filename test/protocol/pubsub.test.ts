@@ -1,0 +1,198 @@
+// The publish-subscribe service (XEP-0060) at pubsub.<domain>, over real
+// sockets with real TLS: discovery (§5), node creation by local users (§8.1,
+// instant nodes too), publish with the node's publish model (§7.1),
+// subscriptions (§6.1, §6.2) with the last item on subscription (§6.1.7),
+// notifications of publish, retract, purge and delete to subscribers,
+// items (§6.5), the access models open and whitelist with affiliations
+// (§4.1, §8.9), the owner's management of subscriptions (§8.8), the
+// requester's own subscriptions and affiliations (§5.6, §5.7), and the
+// bounds; subscriptions gone with the account.
+import test, { type ExecutionContext } from 'ava';
+import type { Element } from 'ltx';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { stanzaError } from '../helpers/protocol.ts';
+import { expect, newUser, type Peer } from '../helpers/im.ts';
+import { NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, before, form, iq, isEvent, isEventItem, itemIds, items, publish, pubsubError } from '../helpers/pep.ts';
+
+let server: TestServer;
+let service: string;
+
+test.before(async () => {
+  server = await startTestServer({ XMPP_WORKERS: '2' });
+  service = `pubsub.${server.config.domain}`;
+});
+test.after.always(async () => {
+  await server?.stop();
+});
+
+function ok(t: ExecutionContext, res: Element, what: string): void {
+  t.is(res.attrs.type, 'result', `${what}: ${res.toString()}`);
+}
+function refused(t: ExecutionContext, res: Element, condition: string, pubsub: string | undefined, what: string): void {
+  t.is(res.attrs.type, 'error', `${what}: ${res.toString()}`);
+  t.is(stanzaError(res).condition, condition, `${what}: ${res.toString()}`);
+  t.is(pubsubError(res), pubsub, `${what}: the pubsub#errors condition`);
+}
+let nodes = 0;
+const freshNode = () => `urn:test:node:${++nodes}:${process.pid}`;
+const create = (p: Peer, node: string, config?: Record<string, string | string[]>) => iq(p, 'set', `<pubsub xmlns='${NS_PUBSUB}'><create node='${node}'/>${config ? `<configure>${form(NODE_CONFIG, config)}</configure>` : ''}</pubsub>`, service);
+const sub = (p: Peer, node: string, jid = p.jid) => iq(p, 'set', `<pubsub xmlns='${NS_PUBSUB}'><subscribe node='${node}' jid='${jid}'/></pubsub>`, service);
+const unsub = (p: Peer, node: string, jid = p.jid) => iq(p, 'set', `<pubsub xmlns='${NS_PUBSUB}'><unsubscribe node='${node}' jid='${jid}'/></pubsub>`, service);
+const owner = (p: Peer, type: 'get' | 'set', inner: string) => iq(p, type, `<pubsub xmlns='${NS_OWNER}'>${inner}</pubsub>`, service);
+const pub = (p: Peer, node: string, id: string, opts: { options?: Record<string, string> } = {}) => publish(p, node, `<entry xmlns='urn:test'>${id}</entry>`, { id, to: service, ...opts });
+const isDeleted = (node: string) => (el: Element) => el.attrs.from === service && el.getChild('event', NS_EVENT)?.getChild('delete')?.attrs.node === node;
+
+test('discovery (§5): listed in the server’s disco#items; a pubsub/service identity with its features; nodes and their items', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const list = await iq(alice, 'get', `<query xmlns='http://jabber.org/protocol/disco#items'/>`, server.config.domain);
+  t.true(list.getChild('query')!.getChildren('item').some((i) => i.attrs.jid === service), list.toString());
+  const info = await iq(alice, 'get', `<query xmlns='http://jabber.org/protocol/disco#info'/>`, service);
+  ok(t, info, 'disco#info');
+  const q = info.getChild('query')!;
+  t.true(q.getChildren('identity').some((i) => i.attrs.category === 'pubsub' && i.attrs.type === 'service'));
+  const features = new Set(q.getChildren('feature').map((f) => f.attrs.var));
+  for (const f of ['create-nodes', 'instant-nodes', 'publish', 'subscribe', 'retrieve-items', 'retract-items', 'purge-nodes', 'delete-nodes', 'modify-affiliations', 'manage-subscriptions', 'access-whitelist']) t.true(features.has(`${NS_PUBSUB}#${f}`), f);
+  const node = freshNode();
+  ok(t, await create(alice, node), 'create');
+  ok(t, await pub(alice, node, 'one'), 'publish');
+  const nodeInfo = await iq(alice, 'get', `<query xmlns='http://jabber.org/protocol/disco#info' node='${node}'/>`, service);
+  t.true(nodeInfo.getChild('query')!.getChildren('identity').some((i) => i.attrs.type === 'leaf'), nodeInfo.toString());
+  refused(t, await iq(alice, 'get', `<query xmlns='http://jabber.org/protocol/disco#info' node='urn:test:none'/>`, service), 'item-not-found', undefined, 'no such node');
+  const all = await iq(alice, 'get', `<query xmlns='http://jabber.org/protocol/disco#items'/>`, service);
+  t.true(all.getChild('query')!.getChildren('item').some((i) => i.attrs.node === node && i.attrs.jid === service));
+  const its = await iq(alice, 'get', `<query xmlns='http://jabber.org/protocol/disco#items' node='${node}'/>`, service);
+  t.deepEqual(its.getChild('query')!.getChildren('item').map((i) => i.attrs.name), ['one']);
+});
+
+test('create (§8.1): named, instant (the service names it), conflict; publish (§7.1) owner only under the default model; auto-create', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const node = freshNode();
+  ok(t, await create(alice, node), 'create');
+  refused(t, await create(bob, node), 'conflict', undefined, 'exists');
+  const instant = await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><create/></pubsub>`, service);
+  ok(t, instant, 'instant');
+  const made = instant.getChild('pubsub', NS_PUBSUB)?.getChild('create')?.attrs.node;
+  t.truthy(made, 'the instant node’s name is returned (§8.1.2)');
+  ok(t, await pub(alice, made!, 'x'), 'publish to the instant node');
+  refused(t, await pub(bob, node, 'b'), 'forbidden', undefined, 'not a publisher');
+  const auto = freshNode();
+  ok(t, await pub(bob, auto, 'first'), 'auto-create (§7.1.4): bob owns what he made');
+  const affs = await iq(bob, 'get', `<pubsub xmlns='${NS_PUBSUB}'><affiliations/></pubsub>`, service);
+  t.true(affs.getChild('pubsub')!.getChild('affiliations')!.getChildren('affiliation').some((a) => a.attrs.node === auto && a.attrs.affiliation === 'owner'), affs.toString());
+  refused(t, await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><publish node='${node}'><item><a xmlns='x'/><b xmlns='x'/></item></publish></pubsub>`, service), 'bad-request', 'invalid-payload', 'two payloads');
+  refused(t, await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><publish node='${node}'><item/></publish></pubsub>`, service), 'bad-request', 'payload-required', 'no payload');
+  refused(t, await pub(alice, node, 'o', { options: { 'pubsub#access_model': 'whitelist' } }), 'conflict', 'precondition-not-met', 'publish-options the node does not have');
+  // The publish model (§16.4.3 pubsub#publish_model): open lets anyone publish.
+  ok(t, await owner(alice, 'set', `<configure node='${node}'>${form(NODE_CONFIG, { 'pubsub#publish_model': 'open' })}</configure>`), 'configure');
+  ok(t, await pub(bob, node, 'by-bob'), 'open publish model');
+  t.deepEqual(itemIds(await items(bob, service, node)), ['by-bob']);
+});
+
+test('subscribe (§6.1) with the last item (§6.1.7), notifications of publish and retract to the subscription’s JID, unsubscribe (§6.2)', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const node = freshNode();
+  ok(t, await create(alice, node, { 'pubsub#max_items': '5' }), 'create');
+  ok(t, await pub(alice, node, 'before'), 'an item before bob subscribes');
+  refused(t, await sub(bob, node, alice.jid), 'bad-request', 'invalid-jid', "another's JID (§6.1.3.1)");
+  refused(t, await sub(bob, 'urn:test:none'), 'item-not-found', undefined, 'no such node');
+  const f0 = bob.c.items.length;
+  const res = await sub(bob, node);
+  ok(t, res, 'subscribe');
+  const s = res.getChild('pubsub', NS_PUBSUB)!.getChild('subscription')!;
+  t.is(s.attrs.subscription, 'subscribed');
+  t.is(s.attrs.jid, bob.jid);
+  t.truthy(s.attrs.subid);
+  const last = await expect(bob, 'the last item on subscription', isEventItem(service, node, 'before'), f0);
+  t.is(last.attrs.from, service);
+  t.is(last.attrs.to, bob.jid);
+  const f1 = bob.c.items.length;
+  ok(t, await pub(alice, node, 'next'), 'publish');
+  const ev = await expect(bob, 'the notification', isEventItem(service, node, 'next'), f1);
+  t.is(ev.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!.getChild('entry', 'urn:test')!.getText(), 'next', 'with its payload');
+  ok(t, await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><retract node='${node}' notify='true'><item id='next'/></retract></pubsub>`, service), 'retract');
+  await expect(bob, 'the retraction', (el) => isEvent(service, node)(el) && el.getChild('event')!.getChild('items')!.getChild('retract')?.attrs.id === 'next', f1);
+  refused(t, await iq(bob, 'set', `<pubsub xmlns='${NS_PUBSUB}'><retract node='${node}'><item id='before'/></retract></pubsub>`, service), 'forbidden', undefined, 'a subscriber does not retract');
+  const mine = await iq(bob, 'get', `<pubsub xmlns='${NS_PUBSUB}'><subscriptions/></pubsub>`, service);
+  t.deepEqual(mine.getChild('pubsub')!.getChild('subscriptions')!.getChildren('subscription').map((x) => [x.attrs.node, x.attrs.jid]), [[node, bob.jid]], '§5.6');
+  ok(t, await unsub(bob, node), 'unsubscribe');
+  refused(t, await unsub(bob, node), 'unexpected-request', 'not-subscribed', 'twice (§6.2.3.2)');
+  const f2 = bob.c.items.length;
+  ok(t, await pub(alice, node, 'after'), 'publish after');
+  // Control: a subscription of bob's bare JID on another node, then a publish there; it reaches bob after anything the first publish caused.
+  const control = freshNode();
+  ok(t, await create(alice, control), 'control node');
+  ok(t, await sub(bob, control, bob.bare), 'a bare-JID subscription');
+  ok(t, await pub(alice, control, 'c'), 'control publish');
+  const seen = await before(bob, 'the control notification', isEventItem(service, control, 'c'), f2);
+  t.false(seen.some(isEventItem(service, node, 'after')), 'no notification after unsubscribing');
+});
+
+test('purge and delete (§8.5, §8.4): owners only, subscribers told; the node’s subscriptions go with it', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const node = freshNode();
+  ok(t, await create(alice, node), 'create');
+  ok(t, await sub(bob, node), 'subscribe');
+  ok(t, await pub(alice, node, 'a'), 'publish');
+  refused(t, await owner(bob, 'set', `<purge node='${node}'/>`), 'forbidden', undefined, 'purge by a subscriber');
+  refused(t, await owner(bob, 'set', `<delete node='${node}'/>`), 'forbidden', undefined, 'delete by a subscriber');
+  const f = bob.c.items.length;
+  ok(t, await owner(alice, 'set', `<purge node='${node}'/>`), 'purge');
+  await expect(bob, 'the purge', (el) => el.attrs.from === service && el.getChild('event', NS_EVENT)?.getChild('purge')?.attrs.node === node, f);
+  t.deepEqual(itemIds(await items(bob, service, node)), []);
+  ok(t, await owner(alice, 'set', `<delete node='${node}'/>`), 'delete');
+  await expect(bob, 'the deletion', isDeleted(node), f);
+  refused(t, await items(bob, service, node), 'item-not-found', undefined, 'deleted');
+  ok(t, await create(alice, node), 'made again');
+  const subs = await owner(alice, 'get', `<subscriptions node='${node}'/>`);
+  t.deepEqual(subs.getChild('pubsub', NS_OWNER)!.getChild('subscriptions')!.getChildren('subscription'), [], 'none of the old node’s');
+});
+
+test('access (§4.5, §4.1): whitelist refuses (closed-node) until the owner makes one a member; an outcast is forbidden and unsubscribed; a node keeps an owner', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const carol = await newUser(t, server, 'carol');
+  const node = freshNode();
+  ok(t, await create(alice, node, { 'pubsub#access_model': 'whitelist' }), 'create');
+  ok(t, await pub(alice, node, 'secret'), 'publish');
+  refused(t, await sub(bob, node), 'not-allowed', 'closed-node', 'subscribe, not on the whitelist');
+  refused(t, await items(bob, service, node), 'not-allowed', 'closed-node', 'items, not on the whitelist');
+  t.false((await iq(bob, 'get', `<query xmlns='http://jabber.org/protocol/disco#items'/>`, service)).getChild('query')!.getChildren('item').some((i) => i.attrs.node === node), 'not listed for him');
+  refused(t, await owner(bob, 'set', `<affiliations node='${node}'><affiliation jid='${bob.bare}' affiliation='owner'/></affiliations>`), 'forbidden', undefined, 'only an owner sets affiliations');
+  ok(t, await owner(alice, 'set', `<affiliations node='${node}'><affiliation jid='${bob.bare}' affiliation='member'/><affiliation jid='${carol.bare}' affiliation='publisher'/></affiliations>`), 'members');
+  t.deepEqual(itemIds(await items(bob, service, node)), ['secret'], 'a member reads');
+  ok(t, await sub(bob, node), 'a member subscribes');
+  ok(t, await pub(carol, node, 'by-carol'), 'a publisher publishes');
+  refused(t, await pub(bob, node, 'by-bob'), 'forbidden', undefined, 'a member does not publish');
+  const affs = await owner(alice, 'get', `<affiliations node='${node}'/>`);
+  t.deepEqual(affs.getChild('pubsub', NS_OWNER)!.getChild('affiliations')!.getChildren('affiliation').map((a) => [a.attrs.jid, a.attrs.affiliation]).sort(), [[alice.bare, 'owner'], [bob.bare, 'member'], [carol.bare, 'publisher']].sort());
+  ok(t, await owner(alice, 'set', `<affiliations node='${node}'><affiliation jid='${bob.bare}' affiliation='outcast'/></affiliations>`), 'outcast');
+  refused(t, await sub(bob, node), 'forbidden', undefined, 'an outcast subscribes (§6.1.3.8)');
+  const subs = await owner(alice, 'get', `<subscriptions node='${node}'/>`);
+  t.deepEqual(subs.getChild('pubsub', NS_OWNER)!.getChild('subscriptions')!.getChildren('subscription'), [], 'his subscription ended');
+  refused(t, await owner(alice, 'set', `<affiliations node='${node}'><affiliation jid='${alice.bare}' affiliation='none'/></affiliations>`), 'not-acceptable', undefined, 'the last owner');
+  // §8.8.2: the owner subscribes carol, and ends it.
+  ok(t, await owner(alice, 'set', `<subscriptions node='${node}'><subscription jid='${carol.jid}' subscription='subscribed'/></subscriptions>`), 'owner subscribes carol');
+  const f = carol.c.items.length;
+  ok(t, await pub(alice, node, 'to-carol'), 'publish');
+  await expect(carol, 'the notification', isEventItem(service, node, 'to-carol'), f);
+  ok(t, await owner(alice, 'set', `<subscriptions node='${node}'><subscription jid='${carol.jid}' subscription='none'/></subscriptions>`), 'owner ends it');
+  refused(t, await unsub(carol, node), 'unexpected-request', 'not-subscribed', 'ended by the owner');
+});
+
+test('a user’s subscriptions and affiliations go with the account', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const node = freshNode();
+  ok(t, await create(alice, node), 'create');
+  ok(t, await sub(bob, node), 'subscribe');
+  ok(t, await owner(alice, 'set', `<affiliations node='${node}'><affiliation jid='${bob.bare}' affiliation='publisher'/></affiliations>`), 'publisher');
+  // The account removed (XEP-0077 §3.3 cancel): its subscription and affiliation go.
+  ok(t, await iq(bob, 'set', `<query xmlns='jabber:iq:register'><remove/></query>`), 'remove account');
+  const subs = await owner(alice, 'get', `<subscriptions node='${node}'/>`);
+  t.deepEqual(subs.getChild('pubsub', NS_OWNER)!.getChild('subscriptions')!.getChildren('subscription'), []);
+  const affs = await owner(alice, 'get', `<affiliations node='${node}'/>`);
+  t.deepEqual(affs.getChild('pubsub', NS_OWNER)!.getChild('affiliations')!.getChildren('affiliation').map((a) => a.attrs.jid), [alice.bare]);
+});
