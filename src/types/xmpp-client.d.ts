@@ -8,7 +8,7 @@ declare module '@xmpp/client' {
     send(el: Element): Promise<void>;
     jid: { toString(): string; local: string; resource: string } | null;
     status: string;
-    iqCaller: { request(el: Element, timeout?: number): Promise<Element>; get(el: Element, to?: string): Promise<Element> };
+    iqCaller: { request(el: Element, timeout?: number): Promise<Element>; get(el: Element, to?: string): Promise<Element>; set(el: Element, to?: string): Promise<Element> };
     reconnect: { start(): void; stop(): void; delay: number };
   }
   export function client(options: Record<string, unknown>): Client;

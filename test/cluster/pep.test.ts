@@ -1,8 +1,15 @@
 // PEP (XEP-0163) in a cluster of two nodes on one PostgreSQL and a private
 // Redis: a publish on node 1 notifies a contact whose session is on node 2
 // (its caps known only there), and a contact logging in on node 2 gets the
-// last published item of a node published on node 1.
+// last published item of a node published on node 1; and the
+// publish-subscribe service (XEP-0060, pubsub.<domain>) driven by
+// @xmpp/client on both nodes: a node created on node 1, a subscription made
+// on node 2, the notification of a publish on node 1 reaching it there.
 import test from 'ava';
+import { xml } from '@xmpp/client';
+import type { Element } from 'ltx';
+import { xmppClient, type XmppClient } from '../helpers/xmpp-client.ts';
+import { within } from '../helpers/protocol.ts';
 import { startCluster } from '../helpers/cluster.ts';
 import type { TestCluster } from '../helpers/cluster.ts';
 import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
@@ -21,7 +28,42 @@ test.after.always(async () => {
   await cluster?.stop();
 });
 
-const { user, connect } = clusterPeers(() => accounts);
+const { user, connect, account } = clusterPeers(() => accounts);
+
+test('@xmpp/client on two nodes: the pubsub service (XEP-0060): a node made on node 1, subscribed to on node 2, its publish notified there', async (t) => {
+  const [n1, n2] = cluster.nodes;
+  const service = 'pubsub.localhost';
+  const NS = 'http://jabber.org/protocol/pubsub';
+  const clients: XmppClient[] = [];
+  t.teardown(() => Promise.allSettled(clients.map((c) => c.stop())).then(() => undefined));
+  const online = async (node: typeof n1, base: string): Promise<XmppClient> => {
+    const name = await account(base);
+    const c = xmppClient({ c2sPort: node.c2sPort, tlsPort: node.tlsPort, certFile: cluster.certFile }, { username: name, password: `${name}-pw`, resource: node.name });
+    c.reconnect.stop();
+    clients.push(c);
+    await within(c.start(), 15_000, `${name} logging in to ${node.name}`);
+    await c.send(xml('presence'));
+    return c;
+  };
+  const alice = await online(n1, 'alice');
+  const bob = await online(n2, 'bob');
+  const node = `urn:test:feed:${Date.now()}`;
+  await within(alice.iqCaller.set(xml('pubsub', { xmlns: NS }, xml('create', { node })), service), 10_000, 'create on node 1');
+  const bobJid = bob.jid!.toString();
+  const sub = await within(bob.iqCaller.set(xml("pubsub", { xmlns: NS }, xml("subscribe", { node, jid: bobJid })), service), 10_000, "subscribe on node 2");
+  t.is(sub.getChild('subscription')?.attrs.subscription, 'subscribed', sub.toString());
+  const notified = within(new Promise<Element>((resolve) => {
+    bob.on('stanza', (el: Element) => {
+      if (el.name === 'message' && el.attrs.from === service && el.getChild('event', NS_EVENT)?.getChild('items')?.attrs.node === node) resolve(el);
+    });
+  }), 10_000, 'the notification on node 2');
+  await within(alice.iqCaller.set(xml('pubsub', { xmlns: NS }, xml('publish', { node }, xml('item', { id: 'first' }, xml('entry', { xmlns: 'http://www.w3.org/2005/Atom' }, xml('title', {}, 'hello'))))), service), 10_000, 'publish on node 1');
+  const ev = await notified;
+  const item = ev.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!;
+  t.is(item.attrs.id, 'first');
+  t.is(item.getChild('entry', 'http://www.w3.org/2005/Atom')?.getChildText('title'), 'hello');
+  t.is(ev.attrs.to, bobJid);
+});
 
 test('a publish on node 1 notifies a contact on node 2; its next login on node 2 gets the last item', async (t) => {
   const [n1, n2] = cluster.nodes;
