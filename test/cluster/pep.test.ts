@@ -50,7 +50,7 @@ test('@xmpp/client on two nodes: the pubsub service (XEP-0060): a node made on n
   const node = `urn:test:feed:${Date.now()}`;
   await within(alice.iqCaller.set(xml('pubsub', { xmlns: NS }, xml('create', { node })), service), 10_000, 'create on node 1');
   const bobJid = bob.jid!.toString();
-  const sub = await within(bob.iqCaller.set(xml("pubsub", { xmlns: NS }, xml("subscribe", { node, jid: bobJid })), service), 10_000, "subscribe on node 2");
+  const sub = await within(bob.iqCaller.set(xml('pubsub', { xmlns: NS }, xml('subscribe', { node, jid: bobJid })), service), 10_000, 'subscribe on node 2');
   t.is(sub.getChild('subscription')?.attrs.subscription, 'subscribed', sub.toString());
   const notified = within(new Promise<Element>((resolve) => {
     bob.on('stanza', (el: Element) => {
