@@ -142,6 +142,8 @@ export interface ServerModule {
   offline?: OfflineHook;
   /** The session loses its stream but lives on (XEP-0198 hibernation, or a move to another connection): what the module holds for the stream is released to the session's queue. */
   detached?: (session: Session) => void;
+  /** A connection took the session over (XEP-0198 resumption, from this worker or another, or another node): what the module derives from the session's state is ready for it. */
+  resumed?: (session: Session) => void;
 }
 
 /** The modules' hooks, gathered once per worker. */
@@ -152,6 +154,7 @@ export interface Hooks {
   immediate: Map<string, NonzaHandler>;
   outbound: OutboundHook[];
   detached: ((session: Session) => void)[];
+  resumed: ((session: Session) => void)[];
   inbound: InboundHook[];
   routed: RoutedHook[];
   delivering: DeliveringHook[];
@@ -164,7 +167,7 @@ export interface Hooks {
 }
 
 export function hooksOf(modules: ServerModule[]): Hooks {
-  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), negotiating: new Map(), immediate: new Map(), outbound: [], detached: [], inbound: [], routed: [], delivering: [], foreign: [], removed: [], guard: [], changed: [], notify: [], offline: undefined };
+  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), negotiating: new Map(), immediate: new Map(), outbound: [], detached: [], resumed: [], inbound: [], routed: [], delivering: [], foreign: [], removed: [], guard: [], changed: [], notify: [], offline: undefined };
   for (const m of modules) {
     if (m.streamFeatures) hooks.streamFeatures.push(m.streamFeatures);
     for (const [k, h] of Object.entries(m.nonzas ?? {})) hooks.nonzas.set(k, h);
@@ -172,6 +175,7 @@ export function hooksOf(modules: ServerModule[]): Hooks {
     for (const [k, h] of Object.entries(m.immediate ?? {})) hooks.immediate.set(k, h);
     if (m.outbound) hooks.outbound.push(m.outbound);
     if (m.detached) hooks.detached.push(m.detached);
+    if (m.resumed) hooks.resumed.push(m.resumed);
     if (m.inbound) hooks.inbound.push(m.inbound);
     if (m.routed) hooks.routed.push(m.routed);
     if (m.delivering) hooks.delivering.push(m.delivering);

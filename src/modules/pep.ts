@@ -660,6 +660,30 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     }
   };
 
+  /**
+   * A session this worker has not seen broadcast presence: one that came
+   * from another connection (XEP-0198 resumption, on any worker or node).
+   * Its caps are in the presence it carried: known at once when this worker
+   * has the ver, else looked up (the cluster's cache, or the client) for the
+   * notifications after this one.
+   */
+  const adopted = (session: Session): Seen => {
+    const caps = session.lastPresence ? capsOf(session.lastPresence) : undefined;
+    const s: Seen = { available: session.available, caps };
+    seen.set(session, s);
+    if (!caps) return s;
+    const known = cache.get(caps);
+    if (known) s.nodes = known;
+    else {
+      void nodesFor(session, caps)
+        .then((nodes) => {
+          if (nodes && s.caps === caps) s.nodes = nodes;
+        })
+        .catch((err: unknown) => log.debug('PEP: caps of a resumed session not known', { jid: session.jid, err: String(err) }));
+    }
+    return s;
+  };
+
   const inbound: InboundHook = (el, session) => {
     if (el.name === 'iq' && (el.attrs.type === 'result' || el.attrs.type === 'error') && el.attrs.to === o.domain) {
       const w = waiting.get(el.attrs.id);
@@ -674,8 +698,8 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     }
     // Broadcast presence (no 'to'): its caps, and on becoming available the last published items.
     if (el.name !== 'presence' || el.attrs.to !== undefined || !session.username) return false;
-    const s = seen.get(session) ?? { available: false };
-    seen.set(session, s);
+    // A resumed session is not arriving: it was available already (its presence came with it).
+    const s = seen.get(session) ?? adopted(session);
     if (el.attrs.type === 'unavailable') {
       s.available = false;
       return false;
@@ -740,7 +764,12 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     },
     remoteAccount: { [`get ${NS_PUBSUB}`]: remoteGet, [`set ${NS_PUBSUB}`]: remoteForbidden, [`get ${NS_PUBSUB_OWNER}`]: remoteForbidden, [`set ${NS_PUBSUB_OWNER}`]: remoteForbidden },
     inbound,
-    notify: (session, node) => seen.get(session)?.nodes?.has(node) ?? false,
+    // Its caps looked up at once, so that they are known by the next notification.
+    resumed: (session) => void adopted(session),
+    notify: (session, node) => {
+      const s = seen.get(session) ?? adopted(session);
+      return s.nodes?.has(node) ?? false;
+    },
     removed: () => {},
   };
 }

@@ -624,6 +624,7 @@ export class Session extends StreamEngine implements DurableSession {
     this.sendNonza(`<resumed xmlns='${NS_SM}' previd='${escapeXML(previd)}' h='${h.handled}'/>`);
     // Kept here from now on: written whole, then as it changes.
     this.durable?.open(this, h.token);
+    for (const hook of this.ctx.hooks.resumed) hook(this);
     for (const it of h.queue) this.put({ xml: it.xml, reroute: it.reroute });
     // Offline messages handed out on the old stream and not acknowledged are still stored: they come again.
     if (this.available) this.ctx.router.presence.flushOffline(this);

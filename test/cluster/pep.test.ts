@@ -13,7 +13,7 @@ import { within } from '../helpers/protocol.ts';
 import { startCluster } from '../helpers/cluster.ts';
 import type { TestCluster } from '../helpers/cluster.ts';
 import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
-import { clusterPeers, expect, ready, subscribe } from '../helpers/im.ts';
+import { clusterPeers, enableResume, expect, isSm, ready, resumeOn, subscribe } from '../helpers/im.ts';
 import { NS_EVENT, answerCaps, before, capsPresence, isCapsQuery, isEvent, isEventItem, publish, untilNotified } from '../helpers/pep.ts';
 
 let cluster: TestCluster;
@@ -88,6 +88,27 @@ test('a publish on node 1 notifies a contact on node 2; its next login on node 2
   await ready(again, capsPresence(feats));
   const last = await expect(again, 'the last item at login on node 2', isEvent(alice.bare, 'urn:xmpp:avatar:metadata'), 0);
   t.is(last.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!.attrs.id, 'abc');
+});
+
+test('a session resumed on the other node (XEP-0198) keeps the caps its presence carried: notifications reach it there', async (t) => {
+  const [n1, n2] = cluster.nodes;
+  const alice = await user(t, n1, 'alice');
+  const bob = await user(t, n2, 'bob');
+  await subscribe(bob, alice);
+  const node = `urn:test:moved${Date.now()}`;
+  const feats = [`${node}+notify`];
+  answerCaps(bob, feats, bob.c.items.length);
+  bob.c.send(capsPresence(feats));
+  await untilNotified(alice, bob, node);
+  const { id } = await enableResume(bob);
+  bob.c.destroy();
+  // Resumed on node 1, where bob's caps were never read from a presence of his.
+  const { peer, answer } = await resumeOn(t, n1, bob, id, 0);
+  t.true(isSm('resumed')(answer), answer.toString());
+  const from = peer.c.items.length;
+  const res = await publish(alice, node, `<x xmlns='urn:test'/>`, { id: 'after-resume' });
+  t.is(res.attrs.type, 'result', res.toString());
+  await expect(peer, 'the notification on the node it was resumed on', isEventItem(alice.bare, node, 'after-resume'), from);
 });
 
 test('caps verified on one node are not asked again on the other (Redis), and serve its sessions', async (t) => {

@@ -6,13 +6,12 @@
 // to another node and resuming there; and a node killed with SIGKILL, whose
 // detached sessions cannot be resumed (their state lived there), while what
 // reaches the cluster for them afterwards is stored offline.
-import test, { type ExecutionContext } from 'ava';
-import type { Element } from 'ltx';
+import test from 'ava';
 import { xml } from '@xmpp/client';
 import { startCluster } from '../helpers/cluster.ts';
 import type { NodeProcess, TestCluster } from '../helpers/cluster.ts';
 import { authenticated, within } from '../helpers/protocol.ts';
-import { WAIT, barrier, clusterPeers, expect, isPresence, subscribe, NS_SM, isSm, isBody } from '../helpers/im.ts';
+import { WAIT, barrier, clusterPeers, enableResume, expect, isPresence, resumeOn, subscribe, NS_SM, isSm, isBody } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 import { Inbox, countIqReplies, kill, xmppClient } from '../helpers/xmpp-client.ts';
 import type { Untyped } from '../helpers/xmpp-client.ts';
@@ -38,22 +37,6 @@ test.after.always(async () => {
 const { account, connect, user } = clusterPeers(() => accounts);
 const bodies = (p: Peer, from: number, sender: string) =>
   p.c.items.slice(from).flatMap((it) => (it.kind === 'el' && it.el.name === 'message' && it.el.attrs.from === sender ? [it.el.getChildText('body')] : []));
-
-async function enableResume(p: Peer): Promise<{ id: string; next: number }> {
-  const from = p.c.items.length;
-  p.c.send(`<enable xmlns='${NS_SM}' resume='true'/>`);
-  const enabled = await expect(p, '<enabled/>', isSm('enabled'), from);
-  return { id: enabled.attrs.id, next: p.c.items.findIndex((it) => it.kind === 'el' && it.el === enabled) + 1 };
-}
-
-/** A new connection of p's account on `node` resumes `previd` with `h`: the peer on it, and the answer. */
-async function resumeOn(t: ExecutionContext, node: NodeProcess, p: Peer, previd: string, h: number): Promise<{ peer: Peer; answer: Element }> {
-  const { c } = await within(authenticated(node.c2sPort, p.name, `${p.name}-pw`), WAIT, `${p.name} authenticating on ${node.name}`);
-  t.teardown(() => c.destroy());
-  c.send(`<resume xmlns='${NS_SM}' previd='${previd}' h='${h}'/>`);
-  const answer = await within(c.nextEl(), WAIT, `the answer to <resume/> on ${node.name}`);
-  return { peer: { ...p, c }, answer };
-}
 
 test('detached on one node, resumed on another: what was not acknowledged and what came meanwhile, in order, once; contacts saw nothing; routing follows', async (t) => {
   const alice = await user(t, nodes[0], 'alice');

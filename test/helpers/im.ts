@@ -13,7 +13,7 @@ import type { Element } from 'ltx';
 import type { RawClient } from './raw.ts';
 import type { NodeProcess } from './cluster.ts';
 import type { AccountStore } from '../../src/accounts/store.ts';
-import { online, pingIq, uid, within } from './protocol.ts';
+import { authenticated, online, pingIq, uid, within } from './protocol.ts';
 
 export const NS_ROSTER = 'jabber:iq:roster';
 export const NS_CARBONS = 'urn:xmpp:carbons:2';
@@ -90,6 +90,23 @@ export function expect(p: Peer, what: string, pred: (el: Element) => boolean, fr
 export const NS_SM = 'urn:xmpp:sm:3';
 /** A stream management element (XEP-0198) of that name. */
 export const isSm = (name: string) => (el: Element) => el.name === name && el.attrs.xmlns === NS_SM;
+
+/** XEP-0198: p enables stream management with resumption; its resumption id, and the index on its stream after <enabled/>. */
+export async function enableResume(p: Peer): Promise<{ id: string; next: number }> {
+  const from = p.c.items.length;
+  p.c.send(`<enable xmlns='${NS_SM}' resume='true'/>`);
+  const enabled = await expect(p, '<enabled/>', isSm('enabled'), from);
+  return { id: enabled.attrs.id, next: p.c.items.findIndex((it) => it.kind === 'el' && it.el === enabled) + 1 };
+}
+
+/** A new connection of p's account on `node` resumes `previd` with `h`: the peer on it, and the answer. */
+export async function resumeOn(t: ExecutionContext, node: { c2sPort: number; name: string }, p: Peer, previd: string, h: number): Promise<{ peer: Peer; answer: Element }> {
+  const { c } = await within(authenticated(node.c2sPort, p.name, `${p.name}-pw`), WAIT, `${p.name} authenticating on ${node.name}`);
+  t.teardown(() => c.destroy());
+  c.send(`<resume xmlns='${NS_SM}' previd='${previd}' h='${h}'/>`);
+  const answer = await within(c.nextEl(), WAIT, `the answer to <resume/> on ${node.name}`);
+  return { peer: { ...p, c }, answer };
+}
 /** A message with that body. */
 export const isBody = (body: string) => (el: Element) => el.name === 'message' && el.getChildText('body') === body;
 export const isPresence = (from: string, type?: string) => (el: Element) => el.name === 'presence' && el.attrs.from === from && el.attrs.type === type;
