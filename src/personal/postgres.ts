@@ -20,6 +20,10 @@ export class PostgresPersonalStore extends PooledStore implements PersonalStore 
     return row ? { xml: row.vcard, photoHash: row.photo_hash } : undefined;
   }
 
+  async photoHash(user: string): Promise<string | undefined> {
+    return (await this.pool.query<{ photo_hash: string }>('SELECT photo_hash FROM vcards WHERE username = $1', [user])).rows[0]?.photo_hash;
+  }
+
   async setVcard(user: string, vcard: StoredVcard): Promise<void> {
     await this.pool.query('INSERT INTO vcards (username, vcard, photo_hash) VALUES ($1, $2, $3) ON CONFLICT (username) DO UPDATE SET vcard = excluded.vcard, photo_hash = excluded.photo_hash', [user, vcard.xml, vcard.photoHash]);
   }

@@ -22,13 +22,14 @@ CREATE TABLE IF NOT EXISTS private_xml (
 
 export class SqlitePersonalStore implements PersonalStore {
   private readonly db: DatabaseSync;
-  private readonly stmts: Record<'vcard' | 'setVcard' | 'priv' | 'setPriv' | 'delPriv' | 'has' | 'count' | 'all' | 'delVcards' | 'delAll', StatementSync>;
+  private readonly stmts: Record<'vcard' | 'hash' | 'setVcard' | 'priv' | 'setPriv' | 'delPriv' | 'has' | 'count' | 'all' | 'delVcards' | 'delAll', StatementSync>;
   private closed = false;
 
   private constructor(db: DatabaseSync) {
     this.db = db;
     this.stmts = {
       vcard: db.prepare('SELECT vcard, photo_hash FROM vcards WHERE username = ?'),
+      hash: db.prepare('SELECT photo_hash FROM vcards WHERE username = ?'),
       setVcard: db.prepare('INSERT INTO vcards (username, vcard, photo_hash) VALUES (?, ?, ?) ON CONFLICT (username) DO UPDATE SET vcard = excluded.vcard, photo_hash = excluded.photo_hash'),
       priv: db.prepare('SELECT xml FROM private_xml WHERE username = ? AND ns = ?'),
       setPriv: db.prepare('INSERT INTO private_xml (username, ns, xml) VALUES (?, ?, ?) ON CONFLICT (username, ns) DO UPDATE SET xml = excluded.xml'),
@@ -48,6 +49,10 @@ export class SqlitePersonalStore implements PersonalStore {
   async vcard(user: string): Promise<StoredVcard | undefined> {
     const row = this.stmts.vcard.get(user) as { vcard: string; photo_hash: string } | undefined;
     return row ? { xml: row.vcard, photoHash: row.photo_hash } : undefined;
+  }
+
+  async photoHash(user: string): Promise<string | undefined> {
+    return (this.stmts.hash.get(user) as { photo_hash: string } | undefined)?.photo_hash;
   }
 
   async setVcard(user: string, vcard: StoredVcard): Promise<void> {

@@ -40,6 +40,8 @@ export class PrivateStorageFullError extends Error {
 
 export interface PersonalStore {
   vcard(user: string): Promise<StoredVcard | undefined>;
+  /** The SHA-1 of the vCard's photo alone ('' for a vCard without one), undefined for no vCard: what presence needs (XEP-0398 §4), without the photo. */
+  photoHash(user: string): Promise<string | undefined>;
   /** Replaces the account's vCard. */
   setVcard(user: string, vcard: StoredVcard): Promise<void>;
   /** The value kept under one namespace, or undefined. */

@@ -22,6 +22,9 @@ export function personalStoreContract(label: string, open: OpenPersonal): void {
     await s.setVcard('alice', vcard('Alice \u00e9 <&>'));
     t.deepEqual(await s.vcard('alice'), vcard('Alice \u00e9 <&>'));
     t.is((await s.vcard('bob'))?.photoHash, 'ab'.repeat(20));
+    t.is(await s.photoHash('bob'), 'ab'.repeat(20), 'the hash alone');
+    t.is(await s.photoHash('alice'), '', 'a vCard without a photo');
+    t.is(await s.photoHash('carol'), undefined, 'no vCard');
   });
 
   test(title('private XML: one value per namespace, set several at once, an empty value removes the namespace'), async (t) => {
