@@ -249,17 +249,29 @@ export function selfContained(el: Element, declared: ReadonlySet<string> = new S
   return el.children.every((c) => typeof c === 'string' || selfContained(c, scope, false));
 }
 
-/** What changed on an account's node, for modules that keep something in step with it (XEP-0398 avatars, XEP-0402 §5 bookmarks). */
-export type PepChange = { owner: string; node: string } & ({ kind: 'publish'; item: PepItem } | { kind: 'retract'; ids: string[] } | { kind: 'purge' } | { kind: 'delete' });
+/**
+ * What changed on an account's node, for modules that keep something in step
+ * with it (XEP-0398 avatars, XEP-0402 §5 bookmarks); `by`: the module that
+ * made the change through the api (undefined for a client's), so that it
+ * does not take its own change back.
+ */
+export type PepChange = { owner: string; node: string; by?: string } & ({ kind: 'publish'; item: PepItem } | { kind: 'retract'; ids: string[] } | { kind: 'purge' } | { kind: 'delete' });
 
 /** The PEP service as other modules use it: changes made on the account's behalf (notified like a client's), and the changes clients make. */
 export interface PepApi {
   /** Publishes as the account would (its node created with `create` if missing) and notifies; the listeners are told. */
-  publish(owner: string, node: string, item: PepItem, create?: NodeConfig): Promise<void>;
+  publish(owner: string, node: string, item: PepItem, opts?: { create?: NodeConfig; by?: string }): Promise<void>;
   /** Retracts as the account would, with notifications as the node says; the listeners are told of what was there. */
-  retract(owner: string, node: string, ids: string[]): Promise<void>;
-  /** Called after each change to an account's nodes, whoever made it. */
-  listen(fn: (change: PepChange) => void): void;
+  retract(owner: string, node: string, ids: string[], by?: string): Promise<void>;
+  /** The node's items, oldest first (those with the given ids, or all); none when there is no such node. */
+  items(owner: string, node: string, ids?: string[]): Promise<PepItem[]>;
+  /**
+   * Called after each change to an account's nodes, whoever made it; what it
+   * returns is awaited before the client that made the change is answered
+   * (what it keeps in step is in step by then). Its failure is logged, and
+   * changes nothing for the client.
+   */
+  listen(fn: (change: PepChange) => void | Promise<void>): void;
 }
 
 export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepApi } {
@@ -271,15 +283,17 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
   const asking = new Map<string, Promise<ReadonlySet<string> | undefined>>();
   /** The server's disco#info requests to clients, by id. */
   const waiting = new Map<string, (answer: Element) => void>();
-  const listeners: ((change: PepChange) => void)[] = [];
-  const changed = (change: PepChange): void => {
-    for (const fn of listeners) {
-      try {
-        fn(change);
-      } catch (err) {
-        log.warn('PEP change listener failed', { owner: change.owner, node: change.node, err: String(err) });
-      }
-    }
+  const listeners: ((change: PepChange) => void | Promise<void>)[] = [];
+  const changed = async (change: PepChange): Promise<void> => {
+    await Promise.all(
+      listeners.map(async (fn) => {
+        try {
+          await fn(change);
+        } catch (err) {
+          log.warn('PEP change listener failed', { owner: change.owner, node: change.node, err: String(err) });
+        }
+      }),
+    );
   };
 
   /** Whether `requester` (a bare JID) may see the owner's node (§4.5; XEP-0163 §4.3). */
@@ -374,7 +388,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
       throw err;
     }
     notifyLater(owner, node, config, itemsEvent(node, [{ id, xml }]));
-    changed({ owner, node, kind: 'publish', item: { id, xml } });
+    await changed({ owner, node, kind: 'publish', item: { id, xml } });
     const out = new Element('pubsub', { xmlns: NS_PUBSUB });
     out.c('publish', { node }).c('item', { id });
     return out;
@@ -390,7 +404,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     const gone = await o.store.retract(owner, node, ids);
     // §7.2.3.5: no such item.
     if (gone.length === 0) throw new StanzaError('item-not-found');
-    changed({ owner, node, kind: 'retract', ids: gone });
+    await changed({ owner, node, kind: 'retract', ids: gone });
     // §7.2.2.1: notify='true' asks for notifications; else the node's pubsub#notify_retract.
     const asked = r.attrs.notify === undefined ? config.notifyRetract : bool(r.attrs.notify) === true;
     if (asked) {
@@ -494,7 +508,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
         if (!config || !(await o.store.purge(owner, node))) throw new StanzaError('item-not-found');
         // §8.5.2: subscribers are told.
         notifyLater(owner, node, config, new Element('purge', { node }));
-        changed({ owner, node, kind: 'purge' });
+        await changed({ owner, node, kind: 'purge' });
         return null;
       }
       case 'delete': {
@@ -502,7 +516,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
         if (!config || !(await o.store.remove(owner, node))) throw new StanzaError('item-not-found');
         // §8.4.2: subscribers are told.
         notifyLater(owner, node, config, new Element('delete', { node }));
-        changed({ owner, node, kind: 'delete' });
+        await changed({ owner, node, kind: 'delete' });
         return null;
       }
       default:
@@ -729,12 +743,12 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
   };
 
   const api: PepApi = {
-    async publish(owner, node, item, create = DEFAULT_CONFIG) {
+    async publish(owner, node, item, { create = DEFAULT_CONFIG, by } = {}) {
       const { config } = await o.store.publish(owner, node, item, create, maxNodes);
       notifyLater(owner, node, config, itemsEvent(node, [item]));
-      changed({ owner, node, kind: 'publish', item });
+      await changed({ owner, node, by, kind: 'publish', item });
     },
-    async retract(owner, node, ids) {
+    async retract(owner, node, ids, by) {
       const config = await o.store.config(owner, node);
       if (!config) return;
       const gone = await o.store.retract(owner, node, ids);
@@ -744,8 +758,9 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
         for (const id of gone) inner.c('retract', { id });
         notifyLater(owner, node, config, inner);
       }
-      changed({ owner, node, kind: 'retract', ids: gone });
+      await changed({ owner, node, by, kind: 'retract', ids: gone });
     },
+    items: (owner, node, ids) => o.store.items(owner, node, ids ? { ids } : {}),
     listen: (fn) => void listeners.push(fn),
   };
 
