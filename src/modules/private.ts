@@ -5,19 +5,35 @@
 // sessions may read or write it. Limits: MAX_PRIVATE_BYTES per namespace,
 // MAX_PRIVATE_NAMESPACES per account (personal/store.ts).
 //
-// Bookmarks stored here are not copied to XEP-0402 PEP bookmarks (its §5
-// compatibility): that needs PEP, which this server does not have yet.
+// XEP-0048 bookmarks stored here are kept in step with XEP-0402 PEP
+// bookmarks (its §5.3) by their own module (modules/bookmarks.ts), which
+// this one tells of every set (`api.listen`): it may refuse a value first,
+// and hears of it once stored, before the client is answered.
 import { Element, parse as parseXml } from 'ltx';
 import type { ServerModule, IqHandler, RemoteIqHandler } from './module.ts';
 import type { Session } from '../session/session.ts';
 import { StanzaError } from '../xmpp/errors.ts';
 import { parseJid, JidError } from '../xmpp/jid.ts';
 import { NS_CLIENT } from '../xmpp/ns.ts';
+import { log } from '../log.ts';
 import { type PersonalStore, type PrivateEntry, MAX_PRIVATE_BYTES, MAX_PRIVATE_NAMESPACES, utf8Bytes } from '../personal/store.ts';
 
 export const NS_PRIVATE = 'jabber:iq:private';
 /** Namespaces refused (XEP-0049 §2.3 lets a server refuse reserved ones): the stanzas' own, and this protocol's. */
 const RESERVED = new Set([NS_CLIENT, 'jabber:server', NS_PRIVATE]);
+
+/** What another module keeps in step with one namespace of private XML. */
+export interface PrivateListener {
+  ns: string;
+  /** Before a set is stored: a StanzaError thrown refuses the whole set (the elements of the namespace that it carries). */
+  check?(user: string, els: Element[]): void;
+  /** Once stored (the namespace's value, serialised; '' for none): awaited before the client is answered, its failure logged. */
+  changed(user: string, xml: string): void | Promise<void>;
+}
+
+export interface PrivateApi {
+  listen(l: PrivateListener): void;
+}
 
 export interface PrivateOptions {
   store: PersonalStore;
@@ -64,7 +80,8 @@ function children(query: Element): { el: Element; ns: string }[] {
   });
 }
 
-export function privateStorage(o: PrivateOptions): ServerModule {
+export function privateStorage(o: PrivateOptions): ServerModule & { api: PrivateApi } {
+  const listeners: PrivateListener[] = [];
   const maxBytes = o.maxBytes ?? MAX_PRIVATE_BYTES;
   const maxNamespaces = o.maxNamespaces ?? MAX_PRIVATE_NAMESPACES;
 
@@ -89,6 +106,10 @@ export function privateStorage(o: PrivateOptions): ServerModule {
     const user = owner(iq, session);
     const els = children(queryOf(iq));
     // §2.3: a set may hold several elements of one namespace; they are that namespace's value together.
+    for (const l of listeners) {
+      const mine = els.filter((e) => e.ns === l.ns).map((e) => e.el);
+      if (mine.length > 0) l.check?.(user, mine);
+    }
     const byNs = new Map<string, string[]>();
     for (const { el, ns } of els) {
       const list = byNs.get(ns) ?? [];
@@ -108,6 +129,16 @@ export function privateStorage(o: PrivateOptions): ServerModule {
       if ((err as Error).name === 'PrivateStorageFullError') throw new StanzaError('policy-violation', `an account may keep private XML under at most ${maxNamespaces} namespaces`);
       throw err;
     }
+    for (const e of entries) {
+      for (const l of listeners) {
+        if (l.ns !== e.ns) continue;
+        try {
+          await l.changed(user, e.xml);
+        } catch (err) {
+          log.warn('private XML listener failed', { user, ns: e.ns, err: String(err) });
+        }
+      }
+    }
     return null;
   };
 
@@ -117,6 +148,7 @@ export function privateStorage(o: PrivateOptions): ServerModule {
   };
 
   return {
+    api: { listen: (l) => void listeners.push(l) },
     features: [],
     account: { [`get ${NS_PRIVATE}`]: get, [`set ${NS_PRIVATE}`]: set },
     remoteAccount: { [`get ${NS_PRIVATE}`]: remote, [`set ${NS_PRIVATE}`]: remote },

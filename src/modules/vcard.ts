@@ -5,22 +5,31 @@
 // sent it (personal/store.ts), up to MAX_VCARD_BYTES, with the SHA-1 of its
 // photo (XEP-0153 §3.1).
 //
-// XEP-0153's rules (§4) are all the client's: the server has no part in
-// them, and adding a <x xmlns='vcard-temp:x:update'/> to a client's presence
-// would tell its other resources it follows them (§4.3, rule 1) when it may
-// not. Injecting the hash is XEP-0398 §4's rule, which comes with XEP-0398's
-// conversion to and from PEP avatars (XEP-0084): left until there is PEP.
+// XEP-0153's rules (§4) are the client's; what the server adds to them is
+// XEP-0398's, in its own module (modules/avatar.ts): the photo hash stamped
+// on the account's available presence (§4), and the photo kept in step with
+// the XEP-0084 avatar in PEP both ways (§3). This module tells it of every
+// vCard a client sets (`api.listen`), before the client is answered.
 import { Element, parse as parseXml } from 'ltx';
 import type { ServerModule, IqHandler, RemoteIqHandler } from './module.ts';
 import type { Session } from '../session/session.ts';
 import { StanzaError } from '../xmpp/errors.ts';
 import { parseJid, JidError } from '../xmpp/jid.ts';
+import { log } from '../log.ts';
 import { type PersonalStore, MAX_VCARD_BYTES, photoHash, utf8Bytes } from '../personal/store.ts';
 
 export const NS_VCARD = 'vcard-temp';
 
 export interface VcardOptions {
   store: PersonalStore;
+}
+
+/** What other modules hear of: a vCard a client set (its photo's hash as stored, '' for none). */
+export type VcardListener = (user: string, vcard: Element, photoHash: string) => void | Promise<void>;
+
+export interface VcardApi {
+  /** Called after each vCard a client sets, and awaited before the client is answered; its failure is logged and changes nothing for the client. */
+  listen(fn: VcardListener): void;
 }
 
 /** The account an iq is about: its localpart, normalised (the router found it exists). */
@@ -43,7 +52,8 @@ function payloadOf(iq: Element): Element {
   return p;
 }
 
-export function vcard(o: VcardOptions): ServerModule {
+export function vcard(o: VcardOptions): ServerModule & { api: VcardApi } {
+  const listeners: VcardListener[] = [];
   /** The account's vCard, or undefined for none. */
   const read = async (local: string): Promise<Element | undefined> => {
     const v = await o.store.vcard(local);
@@ -71,7 +81,16 @@ export function vcard(o: VcardOptions): ServerModule {
     const payload = payloadOf(iq);
     const xml = payload.toString();
     if (utf8Bytes(xml) > MAX_VCARD_BYTES) throw new StanzaError('not-acceptable', `a vCard may hold at most ${MAX_VCARD_BYTES} bytes; make the photo smaller`);
-    await o.store.setVcard(session.username, { xml, photoHash: photoHash(payload) });
+    const hash = photoHash(payload);
+    const user = session.username;
+    await o.store.setVcard(user, { xml, photoHash: hash });
+    for (const fn of listeners) {
+      try {
+        await fn(user, payload, hash);
+      } catch (err) {
+        log.warn('vCard listener failed', { user, err: String(err) });
+      }
+    }
     return null;
   };
 
@@ -88,6 +107,7 @@ export function vcard(o: VcardOptions): ServerModule {
   };
 
   return {
+    api: { listen: (fn) => void listeners.push(fn) },
     // §4: the server says it supports vcard-temp.
     features: [NS_VCARD],
     account: { [`get ${NS_VCARD}`]: get, [`set ${NS_VCARD}`]: set },
