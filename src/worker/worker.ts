@@ -26,6 +26,7 @@ import type { PersonalStore } from '../personal/store.ts';
 import { vcard } from '../modules/vcard.ts';
 import { privateStorage } from '../modules/private.ts';
 import { pubsubService } from '../modules/pubsub.ts';
+import { avatar } from '../modules/avatar.ts';
 import { openPepStore } from '../pep/open.ts';
 import type { PepStore } from '../pep/store.ts';
 import { pep } from '../modules/pep.ts';
@@ -327,7 +328,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const blockStore: BlockStore = store ? (stores as Partial<{ blocking: BlockStore }>).blocking! : await openBlockStore(config);
   // XEP-0163 PEP nodes: the storage thread's (one node), or PostgreSQL's.
   const pepStore: PepStore = store ? (stores as Partial<{ pep: PepStore }>).pep! : await openPepStore(config);
-  /** A change to an account's blocklist, to every other worker of this node, and of the cluster (awaited: the answer to the client follows it). */
+  /** A change to an account's blocklist or vCard, to every other worker of this node, and of the cluster (awaited: the answer to the client follows it). */
   const announceChange = async (kind: string, user: string): Promise<void> => {
     for (const p of peers.values()) p.postMessage(encode({ t: 'changed', kind, user } satisfies Envelope));
     await backend.publishChange?.(kind, user);
@@ -337,6 +338,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const archiveWriter = config.mam ? new ArchiveWriter({ store: archive, maxBuffered: config.mamMaxBuffered, batch: ARCHIVE_BATCH }) : undefined;
   // XEP-0163 PEP: its api is how other modules change an account's nodes (and hear of changes).
   const pepModule = pep({ domain: config.domain, store: pepStore, roster: rosterStore, routing: () => router, blocked: (from, to) => blocker.denies(from, to), sharedCaps: backend.caps });
+  const vcardModule = vcard({ store: personal });
+  const privateModule = privateStorage({ store: personal });
   const modules: ServerModule[] = [
     // In this order in the stanza flow: presence takes its own, offline storage strips a forged delay, the archive
     // takes the sender's copy (or refuses the message) before carbons copy it.
@@ -344,11 +347,13 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     blocker,
     // Before presence, which takes it: PEP reads the caps of broadcast presence (XEP-0163 §4.2).
     pepModule,
+    // Before presence too: XEP-0398 §4 stamps the photo hash on available presence; it keeps vCard and PEP avatars in step.
+    avatar({ store: personal, pep: pepModule.api, vcard: vcardModule.api, announce: (user) => announceChange('vcard', user) }),
     presence(() => router.presence),
     offlineStorage({ store: offline, domain: config.domain, max: config.maxOfflineMessages, maxBytes: config.maxOfflineBytes }),
     ...(archiveWriter ? [mam({ domain: config.domain, store: archive, writer: archiveWriter, roster: rosterStore, defaultMode: config.mamDefault, fulltext: config.mamFulltext })] : []),
     ping, version, register, sessionLegacy, carbons(() => router), csi(config.csiMaxHeld), sm,
-    vcard({ store: personal }), privateStorage({ store: personal }),
+    vcardModule, privateModule,
     roster({
       store: rosterStore,
       maxItems: config.maxRosterItems,
