@@ -226,6 +226,7 @@ export function avatar(o: AvatarOptions): ServerModule {
   };
 
   o.pep.listen((change) => {
+    // Its own changes are made within a turn of the account, which waits for this listener: not taken back, nor waited for.
     if (change.by === BY || change.node !== NS_AVATAR_METADATA) return;
     return turns.run(change.owner, () => fromPep(change));
   });

@@ -27,6 +27,7 @@ import { vcard } from '../modules/vcard.ts';
 import { privateStorage } from '../modules/private.ts';
 import { pubsubService } from '../modules/pubsub.ts';
 import { avatar } from '../modules/avatar.ts';
+import { bookmarks } from '../modules/bookmarks.ts';
 import { openPepStore } from '../pep/open.ts';
 import type { PepStore } from '../pep/store.ts';
 import { pep } from '../modules/pep.ts';
@@ -354,6 +355,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     ...(archiveWriter ? [mam({ domain: config.domain, store: archive, writer: archiveWriter, roster: rosterStore, defaultMode: config.mamDefault, fulltext: config.mamFulltext })] : []),
     ping, version, register, sessionLegacy, carbons(() => router), csi(config.csiMaxHeld), sm,
     vcardModule, privateModule,
+    // XEP-0402 §5.3: XEP-0048 bookmarks (private XML, the legacy PEP node) and PEP native bookmarks kept in step.
+    bookmarks({ store: personal, pep: pepModule.api, private: privateModule.api }),
     roster({
       store: rosterStore,
       maxItems: config.maxRosterItems,
