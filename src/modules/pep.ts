@@ -43,7 +43,7 @@ const APPROVAL_POLL_MS = 100;
 const CAPS_TIMEOUT_MS = 10_000;
 
 /** XEP-0060 features this service has (§10, and the access models of §4.5). */
-const FEATURES = ['publish', 'publish-options', 'retract-items', 'retrieve-items', 'purge-nodes', 'delete-nodes', 'config-node', 'create-nodes', 'auto-create', 'access-presence', 'access-open', 'access-whitelist', 'access-roster', 'last-published', 'persistent-items', 'retrieve-default'].map((f) => `${NS_PUBSUB}#${f}`);
+const FEATURES = ['publish', 'publish-options', 'retract-items', 'retrieve-items', 'purge-nodes', 'delete-nodes', 'config-node', 'config-node-max', 'create-nodes', 'auto-create', 'access-presence', 'access-open', 'access-whitelist', 'access-roster', 'last-published', 'persistent-items', 'retrieve-default'].map((f) => `${NS_PUBSUB}#${f}`);
 
 /** A XEP-0060 error: a stanza condition with its pubsub#errors child (§7.1.3, §6.5.9...). */
 export class PubsubError extends StanzaError {

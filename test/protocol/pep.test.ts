@@ -48,7 +48,7 @@ test('disco#info on the bare JID: the pubsub/pep identity (XEP-0163 §6.1) and t
   t.true(q.getChildren('identity').some((i) => i.attrs.category === 'pubsub' && i.attrs.type === 'pep'));
   t.true(q.getChildren('identity').some((i) => i.attrs.category === 'account' && i.attrs.type === 'registered'));
   const features = new Set(q.getChildren('feature').map((f) => f.attrs.var));
-  for (const f of ['publish', 'publish-options', 'retract-items', 'retrieve-items', 'purge-nodes', 'delete-nodes', 'config-node', 'access-presence', 'access-open', 'access-whitelist', 'access-roster', 'auto-create', 'last-published']) t.true(features.has(`${NS_PUBSUB}#${f}`), f);
+  for (const f of ['publish', 'publish-options', 'retract-items', 'retrieve-items', 'purge-nodes', 'delete-nodes', 'config-node', 'config-node-max', 'access-presence', 'access-open', 'access-whitelist', 'access-roster', 'auto-create', 'last-published']) t.true(features.has(`${NS_PUBSUB}#${f}`), f);
 });
 
 test('publish creates the node (§4.1), generates an id when absent, replaces an item of the same id; items all, by id, max_items', async (t) => {
