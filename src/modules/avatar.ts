@@ -153,7 +153,9 @@ export function avatar(o: AvatarOptions): ServerModule {
   const vcardChanged = async (user: string, hash: string): Promise<void> => {
     forget(user);
     keep(user, hash);
-    await o.announce(user);
+    // Not told (Redis unreachable): the other nodes stamp the hash they had until the next change, or until their own
+    // subscription comes back (Router.changed '*'); the conversion itself goes on.
+    await o.announce(user).catch((err: unknown) => log.warn('XEP-0398: a vCard change not announced to the other workers', { user, err: String(err) }));
   };
 
   // --- §3.1: PEP to vCard --------------------------------------------------
