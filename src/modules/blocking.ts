@@ -266,11 +266,24 @@ export function blocking(o: BlockingOptions): BlockingModule {
     }
   };
 
-  /** The account's contacts allowed to receive its presence (subscription from or both) that the JIDs cover. */
-  const subscribersCovered = async (user: string, jids: string[] | 'all'): Promise<string[]> => {
+  /**
+   * §5.3, §5.4: where the presence sent on a block or an unblock goes: the
+   * contacts allowed to receive the user's presence (subscription from or
+   * both, RFC 6121 §4.2.2) that the JIDs cover. A JID that covers the whole
+   * contact (its bare JID, its domain) sends to the contact's bare JID, which
+   * reaches every resource; a full JID (or domain/resource) only to that
+   * address, the one resource it blocks, be it here or on a peer server.
+   */
+  const presenceTargets = async (user: string, jids: string[]): Promise<string[]> => {
     const { items } = await o.roster.get(user);
-    const set = jids === 'all' ? undefined : new Set(jids);
-    return items.filter((i) => (i.subscription === 'from' || i.subscription === 'both') && (!set || blocks(set, i.jid))).map((i) => i.jid);
+    const subscribers = items.filter((i) => i.subscription === 'from' || i.subscription === 'both').map((i) => i.jid);
+    const set = new Set(jids);
+    const whole = subscribers.filter((s) => blocks(set, s));
+    const covered = new Set(whole);
+    const allowed = new Set(subscribers);
+    // One resource of a subscriber that is not covered whole already.
+    const resources = jids.filter((j) => j.includes('/') && allowed.has(bareOf(j)) && !covered.has(bareOf(j)));
+    return [...whole, ...resources];
   };
 
   /** After a change here: every other worker and node drops its copy before the client hears of it. */
@@ -305,7 +318,7 @@ export function blocking(o: BlockingOptions): BlockingModule {
         throw err;
       }
       // §5.3: unavailable presence from each available resource to the contacts now blocked that could see it.
-      const contacts = added.length > 0 ? await subscribersCovered(user, added) : [];
+      const contacts = added.length > 0 ? await presenceTargets(user, added) : [];
       const resources = contacts.length > 0 ? await r.available(bare) : [];
       for (const contact of contacts) {
         for (const rec of resources) {
@@ -324,7 +337,7 @@ export function blocking(o: BlockingOptions): BlockingModule {
       await changed(user);
       // §5.4: the user's current presence to the contacts unblocked that may see it (each resource answers as to a probe).
       if (removed.length > 0) {
-        const contacts = await subscribersCovered(user, removed);
+        const contacts = await presenceTargets(user, removed);
         if (contacts.length > 0) {
           const resources = await r.available(bare);
           for (const contact of contacts) for (const rec of resources) r.probe(rec, contact);

@@ -475,7 +475,8 @@ export class PresenceService {
   private async fanOut(el: Element, bares: string[], self?: PresenceSession, echo = false): Promise<void> {
     for (const bare of bares) {
       if (!this.isLocal(bare)) {
-        // A subscriber on a peer server: one copy to its bare JID, which its server fans out (§4.2.2).
+        // A subscriber on a peer server: one copy to its bare JID, which its server fans out (§4.2.2)
+        // to every resource, one the user blocked by its full JID (XEP-0191) included: that server decides.
         if (this.d.federation && !(await this.isBlocked(el, bare))) {
           const copy = clone(el);
           copy.attrs.to = bare;

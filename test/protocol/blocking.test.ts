@@ -184,6 +184,28 @@ test('blocking a subscriber sends it unavailable and no more presence, either wa
   t.is(back.getChildText('status'), 'busy');
 });
 
+test('blocking one resource of a subscriber (a full JID) sends unavailable to that resource only, and no more presence; unblocking it sends the current presence to it (§5.3, §5.4)', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob', 'one');
+  await subscribe(bob, alice);
+  const bob2 = await connect(t, server.c2sPort, bob.name, 'two');
+  await ready(bob2);
+  await expect(bob2, "alice's presence at login", isPresence(alice.jid));
+  let [f1, f2] = [bob.c.items.length, bob2.c.items.length];
+  t.is((await block(alice, bob.jid)).attrs.type, 'result');
+  await expect(bob, "alice's unavailable presence at the blocked resource", isPresence(alice.jid, 'unavailable'), f1);
+  t.false((await barrier(bob2, f2)).some(isPresence(alice.jid, 'unavailable')), 'the other resource still sees alice');
+  // Her next broadcast reaches the other resource only.
+  [f1, f2] = [bob.c.items.length, bob2.c.items.length];
+  alice.c.send(`<presence><status>later</status></presence>`);
+  await expect(bob2, 'her new presence at the other resource', (el) => isPresence(alice.jid)(el) && el.getChildText('status') === 'later', f2);
+  t.false((await barrier(bob, f1)).some(isPresence(alice.jid)), 'nothing at the blocked resource');
+  f1 = bob.c.items.length;
+  t.is((await unblock(alice, bob.jid)).attrs.type, 'result');
+  const back = await expect(bob, "alice's current presence at the unblocked resource", isPresence(alice.jid), f1);
+  t.is(back.getChildText('status'), 'later');
+});
+
 test('JID matching (§4): a full JID blocks one resource, a domain every address of it', async (t) => {
   const alice = await newUser(t, server, 'alice');
   const bob = await newUser(t, server, 'bob', 'one');

@@ -258,3 +258,26 @@ test('blocking (XEP-0191 §5.3) across servers: from a blocked remote JID messag
   t.is(stanzaError(refused).condition, 'not-acceptable');
   t.truthy(refused.getChild('error')?.getChild('blocked', 'urn:xmpp:blocking:errors'));
 });
+
+test('blocking one resource (a full JID) of a subscriber on the other server sends unavailable to that resource only; unblocking it, the current presence (XEP-0191 §5.3, §5.4)', async (t) => {
+  const NS_BLOCKING = 'urn:xmpp:blocking';
+  const alice = await user(t, a, 'alice');
+  const bob = await user(t, b, 'bob', 'phone');
+  // bob subscribes to alice's presence and she approves.
+  const bf = bob.c.items.length;
+  bob.c.send(`<presence to='${alice.bare}' type='subscribe'/>`);
+  await expect(alice, "bob's request", isPresence(bob.bare, 'subscribe'));
+  alice.c.send(`<presence to='${bob.bare}' type='subscribed'/>`);
+  await expect(bob, "alice's presence after approving", isPresence(alice.jid), bf);
+  const bob2 = await newUserAs(t, b, bob.name, 'desk');
+  await expect(bob2, "alice's presence, probed at login", isPresence(alice.jid));
+  const [f1, f2] = [bob.c.items.length, bob2.c.items.length];
+  t.is((await iq(alice, alice.bare, `<block xmlns='${NS_BLOCKING}'><item jid='${bob.jid}'/></block>`, 'set')).attrs.type, 'result');
+  const gone = await expect(bob, "alice's unavailable presence at the blocked resource", isPresence(alice.jid, 'unavailable'), f1);
+  t.is(gone.attrs.to, bob.jid, 'addressed to the blocked resource itself');
+  t.false((await barrier(bob2, f2)).some(isPresence(alice.jid, 'unavailable')), 'the other resource still sees alice');
+  const g1 = bob.c.items.length;
+  t.is((await iq(alice, alice.bare, `<unblock xmlns='${NS_BLOCKING}'><item jid='${bob.jid}'/></unblock>`, 'set')).attrs.type, 'result');
+  const back = await expect(bob, "alice's current presence at the unblocked resource", isPresence(alice.jid), g1);
+  t.is(back.attrs.to, bob.jid);
+});
