@@ -6,6 +6,21 @@
 // (presence), what a blocked JID sends the user is refused as if the user
 // did not exist (message, iq get/set: service-unavailable) or dropped.
 //
+// Subscription cancellations (RFC 6121 §3.2, §3.3, and those a roster
+// removal sends, §2.5.2) are where blocking and the rosters meet, and are
+// treated alike on every path (a client's presence, a roster removal; to an
+// account here or on a peer server):
+// - the user's own cancellations to a JID it blocked go: they are not
+//   communication but the end of the relation the block is about, and
+//   without them the other side's roster would go on claiming a
+//   subscription the user ended (RFC 6121 MUSTs, which §5.3's "MUST NOT
+//   route" is read as not overriding for these two types only);
+// - nothing from a JID the user blocked reaches the user, cancellations
+//   included (§5.3: "MUST NOT deliver any XML stanzas from the contact to
+//   the user", presence subscriptions named): the sender's roster changes
+//   as it asked, the user's stays as it was and hears nothing, as when the
+//   sender is on a peer server.
+//
 // Enforcement must cost nothing for the accounts that block nobody: each
 // worker keeps the set of accounts whose blocklist is not empty (read once
 // at start), so that a stanza to or from anyone else is let through on two
@@ -32,6 +47,7 @@ export const NS_BLOCKING_ERRORS = 'urn:xmpp:blocking:errors';
 /** Blocklists kept per worker (those of the accounts that block someone and were read lately). */
 const LISTS_CACHED = 10_000;
 const CANCELLATIONS = new Set(['unsubscribe', 'unsubscribed']);
+const SUBSCRIPTIONS = new Set(['subscribe', 'subscribed', 'unsubscribe', 'unsubscribed']);
 /** How long a stanza waits for the blocklists to be read at start before it gets a temporary error. */
 const LOAD_WAIT_MS = 2000;
 
@@ -70,6 +86,8 @@ export interface BlockingOptions {
 export interface BlockingModule extends ServerModule {
   /** Whether presence from `from` to `to` (JIDs) is blocked either way, by an account of this server. */
   denies(from: string, to: string): boolean | Promise<boolean>;
+  /** Whether the account of `to` (an address of this server) blocks `from`: nothing from `from` reaches it, subscription stanzas included. */
+  refuses(to: string, from: string): boolean | Promise<boolean>;
 }
 
 const isElement = (c: Element | string): c is Element => typeof c !== 'string';
@@ -219,6 +237,8 @@ export function blocking(o: BlockingOptions): BlockingModule {
       // and unavailable presence) does not go to a JID the user blocked; a
       // client's message or iq was refused before routing (inbound hook).
       if (el.name !== 'presence') return undefined;
+      // The user's cancellations go (see the file's head).
+      if (CANCELLATIONS.has(el.attrs.type)) return undefined;
       const b = userBlocks(localOf(from), el.attrs.to);
       return b instanceof Promise ? b.then((x) => (x ? 'drop' : undefined)) : b ? 'drop' : undefined;
     };
@@ -362,7 +382,7 @@ export function blocking(o: BlockingOptions): BlockingModule {
       if (out instanceof Promise) out = await out;
       if (out) {
         // The user cancelling a subscription with a JID it blocked (RFC 6121 §3.2, §3.3): the presence
-        // service changes both rosters as asked, or they would disagree once unblocked.
+        // service changes both rosters as asked (see the file's head).
         if (el.name === 'presence' && CANCELLATIONS.has(el.attrs.type)) return;
         const type = el.attrs.type;
         if ((el.name === 'message' && type !== 'error') || (el.name === 'iq' && (type === 'get' || type === 'set'))) {
@@ -372,14 +392,19 @@ export function blocking(o: BlockingOptions): BlockingModule {
         return true; // presence, iq results and errors: dropped
       }
       if (el.name !== 'presence') return;
-      // Presence to an account of ours that blocked the user (subscriptions
-      // and probes the presence service handles without routing): dropped.
+      // A subscription stanza to an account of ours that blocked the user:
+      // the presence service changes the user's own roster as asked and
+      // refuses the other side (refuses(), see the file's head).
+      if (SUBSCRIPTIONS.has(el.attrs.type)) return;
+      // Other presence to an account of ours that blocked the user (probes
+      // the presence service answers without routing): dropped.
       let back = userBlocks(localOf(normalized(to)), el.attrs.from);
       if (back instanceof Promise) back = await back;
       return back || undefined;
     },
     guard,
     denies,
+    refuses: (to, from) => userBlocks(localOf(to), from),
     changed: (kind, user) => {
       if (kind === '*') {
         // Notices may have been lost (Redis reconnected): everything is read again.

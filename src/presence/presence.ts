@@ -120,6 +120,8 @@ export interface PresenceDeps {
   federation: boolean;
   /** XEP-0191: whether presence from `from` to `to` is blocked, either way (the blocking module); synchronous when nothing needs reading. */
   blocked?: (from: string, to: string) => boolean | Promise<boolean>;
+  /** XEP-0191: whether the account of `to` (a bare JID of ours) blocks `from`; synchronous when nothing needs reading. */
+  refuses?: (to: string, from: string) => boolean | Promise<boolean>;
 }
 
 /** A session that ended in a place where no actor is left to speak for it (its node died). */
@@ -298,7 +300,15 @@ export class PresenceService {
    * to its server, which applies it there.
    */
   private async subscriptionTo(stanza: Element, type: SubscriptionType, toBare: string, fromBare: string): Promise<'pending-full' | undefined> {
-    if (this.isLocal(toBare)) return this.inboundSubscription(stanza, type, toBare.slice(0, toBare.indexOf('@')), toBare, fromBare);
+    if (this.isLocal(toBare)) {
+      // XEP-0191 §5.3: nothing from a JID the addressee blocked reaches it,
+      // subscription stanzas included (a client's, a roster removal's, the
+      // server's answers): its roster stays as it is, as the router's guard
+      // has it for the same stanza from a peer server.
+      const refused = this.d.refuses?.(toBare, fromBare);
+      if (refused === true || (refused instanceof Promise && (await refused))) return undefined;
+      return this.inboundSubscription(stanza, type, toBare.slice(0, toBare.indexOf('@')), toBare, fromBare);
+    }
     await this.r.routeInternal(stanza);
     return undefined;
   }

@@ -420,6 +420,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       maxDirected: MAX_DIRECTED_PRESENCE,
       federation: config.s2s,
       blocked: (from, to) => blocker.denies(from, to),
+      refuses: (to, from) => blocker.refuses(to, from),
     },
     router,
   );

@@ -13,7 +13,7 @@ import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { RawClient } from '../helpers/raw.ts';
 import { stanzaError, uid, within, NS_DISCO_INFO } from '../helpers/protocol.ts';
-import { WAIT, barrier, connect, expect, isBody, isPresence, newAccount, newUser, ready, subscribe } from '../helpers/im.ts';
+import { WAIT, barrier, connect, expect, isBody, isPresence, isPush, newAccount, newUser, ready, rosterItem, rosterOf, subscribe, summary } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 import { MAX_BLOCKED } from '../../src/blocking/store.ts';
 
@@ -286,7 +286,35 @@ test('the user may still cancel a subscription with a JID it blocked: both roste
   await subscribe(bob, alice);
   await block(alice, bob.bare);
   const from = alice.c.items.length;
+  const fb = bob.c.items.length;
   alice.c.send(`<presence to='${bob.bare}' type='unsubscribed'/>`);
   const pushed = await expect(alice, 'the roster push', (el) => el.name === 'iq' && el.attrs.type === 'set' && el.getChild('query', 'jabber:iq:roster')?.getChild('item')?.attrs.jid === bob.bare, from);
   t.is(pushed.getChild('query', 'jabber:iq:roster')!.getChild('item')!.attrs.subscription, 'none');
+  // Bob's side: the cancellation, then his roster push (RFC 6121 §3.2.3).
+  await expect(bob, 'the cancellation', isPresence(alice.bare, 'unsubscribed'), fb);
+  t.is(rosterItem(await expect(bob, "bob's roster push", isPush(alice.bare), fb))!.attrs.subscription, 'none');
+});
+
+test('cancellations from a JID the user blocked, sent by its client or by its roster removal, change its own roster only: nothing reaches the user, whose roster stays (§5.3)', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const carol = await newUser(t, server, 'carol');
+  for (const other of [bob, carol]) {
+    await subscribe(alice, other);
+    await subscribe(other, alice);
+  }
+  await block(alice, bob.bare, carol.bare);
+  const fa = alice.c.items.length;
+  // Bob's client cancels: his roster changes as he asked.
+  const fb = bob.c.items.length;
+  bob.c.send(`<presence to='${alice.bare}' type='unsubscribed'/>`);
+  const mine = await expect(bob, "bob's own roster push", isPush(alice.bare), fb);
+  t.is(rosterItem(mine)!.attrs.subscription, 'to');
+  // Carol removes alice from her roster (RFC 6121 §2.5.2: unsubscribe and unsubscribed on her behalf).
+  const id = uid('remove');
+  t.is((await within(carol.c.request(`<iq type='set' id='${id}'><query xmlns='jabber:iq:roster'><item jid='${alice.bare}' subscription='remove'/></query></iq>`, id), WAIT, 'the removal')).attrs.type, 'result');
+  const seen = await barrier(alice, fa);
+  t.false(seen.some((el) => el.attrs.from?.startsWith(bob.bare) || el.attrs.from?.startsWith(carol.bare)), 'no cancellation reached alice');
+  t.false(seen.some((el) => isPush(bob.bare)(el) || isPush(carol.bare)(el)), 'no roster push either');
+  t.deepEqual(summary((await rosterOf(alice)).filter((i) => i.attrs.jid !== alice.bare)).sort(), [[bob.bare, 'both', undefined], [carol.bare, 'both', undefined]].sort(), "alice's roster is as it was");
 });

@@ -281,3 +281,27 @@ test('blocking one resource (a full JID) of a subscriber on the other server sen
   const back = await expect(bob, "alice's current presence at the unblocked resource", isPresence(alice.jid), g1);
   t.is(back.attrs.to, bob.jid);
 });
+
+test('the user removes a contact of the other server it blocked: the cancellations go all the same, and that server applies them (XEP-0191 §5.3 and RFC 6121 §2.5.2, as for a contact here)', async (t) => {
+  const NS_BLOCKING = 'urn:xmpp:blocking';
+  const alice = await user(t, a, 'alice');
+  const bob = await user(t, b, 'bob');
+  let af = alice.c.items.length;
+  alice.c.send(`<presence to='${bob.bare}' type='subscribe'/>`);
+  await expect(bob, 'the request', isPresence(alice.bare, 'subscribe'));
+  bob.c.send(`<presence to='${alice.bare}' type='subscribed'/>`);
+  await push(t, alice, bob.bare, 'to', undefined, af);
+  bob.c.send(`<presence to='${alice.bare}' type='subscribe'/>`);
+  await expect(alice, 'the request back', isPresence(bob.bare, 'subscribe'), af);
+  let bf = bob.c.items.length;
+  alice.c.send(`<presence to='${bob.bare}' type='subscribed'/>`);
+  bf = await push(t, bob, alice.bare, 'both', undefined, bf);
+  t.is((await iq(alice, alice.bare, `<block xmlns='${NS_BLOCKING}'><item jid='${bob.bare}'/></block>`, 'set')).attrs.type, 'result');
+  af = alice.c.items.length;
+  const id = uid('remove');
+  alice.c.send(`<iq type='set' id='${id}'><query xmlns='jabber:iq:roster'><item jid='${bob.bare}' subscription='remove'/></query></iq>`);
+  await expect(alice, 'the removal answered', (el) => el.name === 'iq' && el.attrs.id === id && el.attrs.type === 'result', af);
+  await expect(bob, 'unsubscribe from alice', isPresence(alice.bare, 'unsubscribe'), bf);
+  await expect(bob, 'unsubscribed from alice', isPresence(alice.bare, 'unsubscribed'), bf);
+  await push(t, bob, alice.bare, 'none', undefined, bf);
+});
