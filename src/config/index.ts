@@ -21,8 +21,8 @@ export const ROOT = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/
 export const DEFAULT_CONFIG_FILE = join(ROOT, 'xmpp.config.json');
 
 /** Environment variables that are not settings but are read all the same. */
-// XMPP_TEST_FAULTS: tests only, see src/worker/worker.ts ('fault').
-const OTHER_VARIABLES = ['XMPP_CONFIG', 'XMPP_TEST_FAULTS'];
+// XMPP_TEST_FAULTS, XMPP_TEST_CHANGE_DELAY_MS: tests only, see src/worker/worker.ts.
+const OTHER_VARIABLES = ['XMPP_CONFIG', 'XMPP_TEST_FAULTS', 'XMPP_TEST_CHANGE_DELAY_MS'];
 import { normalizeDomain, parseJid, JidError } from '../xmpp/jid.ts';
 import type { Jid } from '../xmpp/jid.ts';
 

@@ -25,9 +25,10 @@
 // worker keeps the set of accounts whose blocklist is not empty (read once
 // at start), so that a stanza to or from anyone else is let through on two
 // set lookups. The lists of those accounts are read once and kept; a change
-// reaches every other worker and node (Router.changed) before the client is
-// answered, and each drops its copy (and counts the account as a blocker
-// until it reads the list again).
+// reaches every other worker and node (Router.changed), and each drops its
+// copy (and counts the account as a blocker until it reads the list again)
+// and acknowledges it before the client is answered (worker.ts
+// announceChange says what is guaranteed when one does not in time).
 import { randomBytes } from 'node:crypto';
 import { Element, clone } from 'ltx';
 import type { ServerModule, IqHandler, Verdict } from './module.ts';

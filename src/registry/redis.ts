@@ -30,6 +30,8 @@ export const K = {
   removed: 'xmpp:removed',
   /** channel: what a module keeps for an account changed (a blocklist, XEP-0191): every worker of every node drops its copy */
   changed: 'xmpp:changed',
+  /** channel: acknowledgements of this worker's change notices (the worker that applied one answers its id) */
+  changeAck: (node: string, worker: number) => `xmpp:ca:${node}:${worker}`,
   directed: (sid: string) => `xmpp:dp:${sid}`,
   channel: (node: string, worker: number) => `xmpp:c:${node}:${worker}`,
   sm: (sid: string) => `xmpp:sm:${sid}`,

@@ -770,6 +770,7 @@ export class Router implements PresenceRouting {
       return;
     }
     if (env.t === 'changed') return this.changed(env.kind, env.user);
+    if (env.t === 'changed-ok') return; // the worker's own (worker.ts): nothing for the router
     if (env.t === 'take') return this.resumption?.onTake(env);
     if (env.t === 'taken') return this.resumption?.onTaken(env);
     // Sent by a view of the registry from before the session moved: passed

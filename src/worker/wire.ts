@@ -123,7 +123,7 @@ export type FromHub =
 export type Only = 'roster' | 'carbons' | 'copy' | 'available' | 'subscription' | 'blocklist' | `notify ${string}`;
 // fwd: passed on by the worker a session moved away from (XEP-0198 §5), not
 // to be passed on again
-export type Envelope = SessionEnvelope | ResumeEnvelope | S2sEnvelope | ChangeEnvelope;
+export type Envelope = SessionEnvelope | ResumeEnvelope | S2sEnvelope | ChangeEnvelope | ChangeAckEnvelope;
 type SessionEnvelope = (
   // solicited: an answer the session asked for (not unsolicited output);
   // reroute: what to do with it if the session cannot write it (Reroute)
@@ -160,6 +160,9 @@ export type S2sEnvelope = (
 /**
  * Worker → every other worker of the node (and, through Redis, of the
  * cluster): what a module keeps for an account changed (a blocklist); each
- * worker drops its copy (ServerModule.changed).
+ * worker drops its copy (ServerModule.changed). With `q`, the receiving
+ * worker answers 'changed-ok' with it once its copy is gone: the sender
+ * waits for that before it answers the client (worker.ts announceChange).
  */
-export type ChangeEnvelope = { t: 'changed'; kind: string; user: string; jid?: undefined; sid?: undefined; fwd?: undefined };
+export type ChangeEnvelope = { t: 'changed'; kind: string; user: string; q?: number; jid?: undefined; sid?: undefined; fwd?: undefined };
+export type ChangeAckEnvelope = { t: 'changed-ok'; q: number; jid?: undefined; sid?: undefined; fwd?: undefined };

@@ -99,6 +99,41 @@ if (config.logLevel === 'debug') logLoopDelay(5000, log.debug);
  * without killing anything from outside. Elsewhere the message is ignored.
  */
 const faults = process.env.XMPP_TEST_FAULTS === '1';
+/**
+ * Tests only: a worker started with XMPP_TEST_CHANGE_DELAY_MS in its
+ * environment applies the change notices of other workers (a blocklist
+ * changed there) that much later, as a busy worker would, so that a test
+ * can see whether the answer to the change waits for them.
+ */
+const changeDelayMs = Math.max(0, Number(process.env.XMPP_TEST_CHANGE_DELAY_MS ?? 0) || 0);
+
+/**
+ * How long a change (a blocklist, XEP-0191) waits for every worker to
+ * acknowledge its notice before the client is answered all the same (see
+ * announceChange in join()).
+ */
+const CHANGE_ACK_MS = 3000;
+
+/** Whether `p` settles within `ms` (then its value), or false. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | false> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A change notice from another worker or node: each module drops its copy; then `done` (the acknowledgement). */
+function applyChange(router: Router, kind: string, user: string, done?: () => void): void {
+  const apply = () => {
+    router.changed(kind, user);
+    done?.();
+  };
+  if (changeDelayMs > 0) setTimeout(apply, changeDelayMs);
+  else apply();
+}
 
 let ctx: WorkerContext | undefined;
 let joined: Promise<void> | undefined;
@@ -151,8 +186,12 @@ interface Backend {
   toNode: Transport['toNode'];
   /** To every worker of every node, this one included; `here` is this worker's share, for when the others cannot be reached. */
   announceRemoval(notice: RemovalNotice, here: (notice: RemovalNotice) => void): void;
-  /** Cluster: a change notice (Router.changed) to every worker of every node; resolves once Redis took it. */
-  publishChange?(kind: string, user: string): Promise<void>;
+  /**
+   * Cluster: a change notice (Router.changed) to every worker of every
+   * node; resolves true once every worker subscribed when Redis took it has
+   * acknowledged having applied it, false if some had not within `waitMs`.
+   */
+  publishChange?(kind: string, user: string, waitMs: number): Promise<boolean>;
   /** Called once the worker knows its index: start receiving. */
   listen(index: number, router: Router, onRemoved: (notice: unknown) => void): Promise<void>;
   onHub(msg: FromHub): boolean;
@@ -185,6 +224,15 @@ function cluster(): Backend {
   let index = -1;
   let onEnvelope: (env: Envelope) => void = () => {};
   const transport = new NodeTransport(cmd, config.nodeId, () => index, (env) => onEnvelope(env));
+  /** This worker's change notices waiting for acknowledgements, by id: how many came, and how many Redis said it delivered to (once known). */
+  const awaitingAcks = new Map<string, { got: number; of: number; done: () => void }>();
+  let noticeSeq = 0;
+  const ackArrived = (id: string): void => {
+    const w = awaitingAcks.get(id);
+    if (!w) return;
+    w.got++;
+    if (w.of >= 0 && w.got >= w.of) w.done();
+  };
   return {
     registry,
     durable: config.smDurable ? new DurableSessions(cmd) : undefined,
@@ -199,13 +247,29 @@ function cluster(): Backend {
         here(notice);
       });
     },
-    async publishChange(kind, user) {
-      await cmd.publish(K.changed, encodeBuffer({ kind, user }));
+    async publishChange(kind, user, waitMs) {
+      // Redis answers PUBLISH with the number of connections it wrote the
+      // notice to (one subscriber connection per worker of every node, this
+      // one's too); each worker publishes the id back once it has applied it.
+      const id = `${++noticeSeq}`;
+      let done!: () => void;
+      const all = new Promise<void>((r) => (done = r));
+      const w = { got: 0, of: -1, done };
+      awaitingAcks.set(id, w);
+      const start = Date.now();
+      try {
+        w.of = await cmd.publish(K.changed, encodeBuffer({ kind, user, ack: K.changeAck(config.nodeId, index), id }));
+        if (w.got >= w.of) done();
+        return (await within(all.then(() => true), waitMs - (Date.now() - start))) === true;
+      } finally {
+        awaitingAcks.delete(id);
+      }
     },
     async listen(i, router, onRemoved) {
       index = i;
       onEnvelope = (env) => router.onEnvelope(env);
       const mine = K.channel(config.nodeId, index);
+      const acks = K.changeAck(config.nodeId, index);
       // Invalidations sent while we were disconnected are lost: start cold.
       sub.on('ready', () => {
         registry.invalidateAll();
@@ -216,15 +280,17 @@ function cluster(): Backend {
         if (name === K.inv) registry.invalidate(message.toString());
         else if (name === K.removed) onRemoved(decode<unknown>(message));
         else if (name === K.changed) {
-          const n = decode<{ kind: string; user: string }>(message);
-          router.changed(n.kind, n.user);
-        }
+          const n = decode<{ kind: string; user: string; ack?: string; id?: string }>(message);
+          applyChange(router, n.kind, n.user, () => {
+            if (n.ack !== undefined && n.id !== undefined) cmd.publish(n.ack, n.id).catch((err: unknown) => log.debug('a change notice could not be acknowledged', { err: String(err) }));
+          });
+        } else if (name === acks) ackArrived(message.toString());
         else transport.receive(message);
       });
       // Ready only once binds can reach the registry too: the command
       // connection queues nothing while it connects (enableOfflineQueue off),
       // so a login right after start would be refused as if Redis were down.
-      await Promise.all([sub.subscribe(mine, K.inv, K.removed, K.changed), ready(cmd)]);
+      await Promise.all([sub.subscribe(mine, K.inv, K.removed, K.changed, acks), ready(cmd)]);
       // What the modules read before the subscription took (blocklists) may have changed unannounced meanwhile: read again.
       router.changed('*', '');
     },
@@ -329,10 +395,53 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const blockStore: BlockStore = store ? (stores as Partial<{ blocking: BlockStore }>).blocking! : await openBlockStore(config);
   // XEP-0163 PEP nodes: the storage thread's (one node), or PostgreSQL's.
   const pepStore: PepStore = store ? (stores as Partial<{ pep: PepStore }>).pep! : await openPepStore(config);
-  /** A change to an account's blocklist or vCard, to every other worker of this node, and of the cluster (awaited: the answer to the client follows it). */
+  /** Change notices sent to the other workers of this node, by number: the workers yet to acknowledge, and what resolves the wait. */
+  const unacked = new Map<number, { left: Set<number>; done: () => void }>();
+  let changeSeq = 0;
+  const changeAcked = (q: number, worker: number): void => {
+    const w = unacked.get(q);
+    if (!w || !w.left.delete(worker) || w.left.size > 0) return;
+    unacked.delete(q);
+    w.done();
+  };
+  /**
+   * A change to an account's blocklist (XEP-0191) or vCard (XEP-0398), to every other worker of
+   * this node and of the cluster; the client is answered once this resolves.
+   *
+   * The guarantee: on this node, strict. Each other worker acknowledges the
+   * notice (over its direct port) once it has dropped its copy, and the
+   * answer waits for all of them: whatever a worker of this node routes
+   * after the client has its answer is judged by the new list.
+   *
+   * On the other nodes, strict while they are healthy, bounded otherwise.
+   * Redis pub/sub is asynchronous: PUBLISH answering says only that Redis
+   * wrote the notice to each subscribed connection, not that a node read
+   * it. So every worker that applies the notice publishes its id back, and
+   * the answer waits for as many acknowledgements as PUBLISH counted
+   * subscribers, for at most CHANGE_ACK_MS. A worker that did not
+   * acknowledge by then (a stalled node, one whose subscription is down)
+   * may route by its old copy until it reads the notice; one whose
+   * subscription was cut reads every list again when it reconnects, and a
+   * node cut off from Redis past its lease (XMPP_NODE_LEASE_MS) is fenced
+   * and closes its sessions. A node that subscribes only after PUBLISH
+   * reads the lists afresh anyway. So the stale window is at most
+   * CHANGE_ACK_MS past the answer on any node that is alive and reachable,
+   * and is logged when it is used.
+   */
   const announceChange = async (kind: string, user: string): Promise<void> => {
-    for (const p of peers.values()) p.postMessage(encode({ t: 'changed', kind, user } satisfies Envelope));
-    await backend.publishChange?.(kind, user);
+    const q = ++changeSeq;
+    const here = new Promise<void>((done) => {
+      const left = new Set(peers.keys());
+      if (left.size === 0) return done();
+      unacked.set(q, { left, done });
+      for (const p of peers.values()) p.postMessage(encode({ t: 'changed', kind, user, q } satisfies Envelope));
+    });
+    try {
+      const [nodeDone, clusterDone] = await Promise.all([within(here.then(() => true), CHANGE_ACK_MS), backend.publishChange?.(kind, user, CHANGE_ACK_MS) ?? true]);
+      if (!nodeDone || !clusterDone) log.warn('a change was answered before every worker acknowledged it; those that did not may route by their old copy a while', { kind, user, waitedMs: CHANGE_ACK_MS, thisNode: nodeDone, otherNodes: clusterDone });
+    } finally {
+      unacked.delete(q);
+    }
   };
   const blocker = blocking({ domain: config.domain, store: blockStore, roster: rosterStore, max: MAX_BLOCKED, routing: () => router, announce: (user) => announceChange('blocklist', user) });
   // Batches of archive rows, written off the stanzas' way (mam/writer.ts).
@@ -541,7 +650,16 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     for (const p of list) {
       peers.get(p.index)?.close();
       peers.set(p.index, p.port);
-      p.port.on('message', (buf: Uint8Array) => router.onEnvelope(decode<Envelope>(buf)));
+      p.port.on('message', (buf: Uint8Array) => {
+        const env = decode<Envelope>(buf);
+        if (env.t === 'changed-ok') return changeAcked(env.q, p.index);
+        if (env.t === 'changed') {
+          return applyChange(router, env.kind, env.user, () => {
+            if (env.q !== undefined) p.port.postMessage(encode({ t: 'changed-ok', q: env.q } satisfies Envelope));
+          });
+        }
+        router.onEnvelope(env);
+      });
     }
   };
   const onHub = (msg: FromHub) => {
@@ -550,6 +668,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       case 'peer-gone':
         peers.get(msg.index)?.close();
         peers.delete(msg.index);
+        // A dead worker holds no copy: its acknowledgements are not waited for.
+        for (const q of [...unacked.keys()]) changeAcked(q, msg.index);
         break;
       case 'fault':
         if (faults) setImmediate(() => {

@@ -3,7 +3,9 @@
 // is in force for the very next stanza node 2 routes (its copy of the list
 // was dropped before the client heard the result), both ways and for
 // presence; the push reaches the blocker's resource on the other node; an
-// unblock lets the next stanza through at once.
+// unblock lets the next stanza through at once. Every worker applies the
+// change notices of others late (XMPP_TEST_CHANGE_DELAY_MS, as a busy node
+// would): the answer waits for their acknowledgements all the same.
 import test from 'ava';
 import type { Element } from 'ltx';
 import { startCluster } from '../helpers/cluster.ts';
@@ -19,7 +21,7 @@ let cluster: TestCluster;
 let accounts: PostgresAccountStore;
 
 test.before(async () => {
-  cluster = await startCluster(['b1', 'b2']);
+  cluster = await startCluster(['b1', 'b2'], { XMPP_TEST_CHANGE_DELAY_MS: '500' });
   accounts = await PostgresAccountStore.open(cluster.databaseUrl, 4096);
 });
 test.after.always(async () => {
