@@ -45,8 +45,23 @@ import { log } from '../log.ts';
 
 export const NS_BLOCKING = 'urn:xmpp:blocking';
 export const NS_BLOCKING_ERRORS = 'urn:xmpp:blocking:errors';
-/** Blocklists kept per worker (those of the accounts that block someone and were read lately). */
-const LISTS_CACHED = 10_000;
+/**
+ * What the blocklists kept per worker (those of the accounts that block
+ * someone, read lately) may hold in all: JIDs, and bytes as counted by
+ * listBytes. Lists are dropped from the least recently used until a new one
+ * fits; the count of lists follows (a list costs LIST_BYTES at least).
+ */
+export const CACHE_MAX_ENTRIES = 200_000;
+export const CACHE_MAX_BYTES = 16 * 1024 * 1024;
+/** What one JID kept costs besides its characters (the set's slot, the string's header), and one list besides its JIDs. */
+const ENTRY_BYTES = 48;
+const LIST_BYTES = 256;
+/** An estimate of what a list holds in memory: its JIDs' UTF-16 units, two bytes each, and the overheads. */
+export function listBytes(user: string, list: ReadonlySet<string>): number {
+  let n = LIST_BYTES + 2 * user.length;
+  for (const j of list) n += ENTRY_BYTES + 2 * j.length;
+  return n;
+}
 const CANCELLATIONS = new Set(['unsubscribe', 'unsubscribed']);
 const SUBSCRIPTIONS = new Set(['subscribe', 'subscribed', 'unsubscribe', 'unsubscribed']);
 /** How long a stanza waits for the blocklists to be read at start before it gets a temporary error. */
@@ -82,6 +97,8 @@ export interface BlockingOptions {
   routing: () => BlockingRouting;
   /** Tells every other worker and node that the account's blocklist changed; resolves once they will see it before anything sent after. */
   announce: (user: string) => Promise<void>;
+  /** The bounds on the lists kept (CACHE_MAX_ENTRIES, CACHE_MAX_BYTES by default). */
+  cache?: { maxEntries: number; maxBytes: number };
 }
 
 export interface BlockingModule extends ServerModule {
@@ -89,6 +106,8 @@ export interface BlockingModule extends ServerModule {
   denies(from: string, to: string): boolean | Promise<boolean>;
   /** Whether the account of `to` (an address of this server) blocks `from`: nothing from `from` reaches it, subscription stanzas included. */
   refuses(to: string, from: string): boolean | Promise<boolean>;
+  /** What the lists kept on this worker hold now (within the cache bounds). */
+  cached(): { lists: number; entries: number; bytes: number };
 }
 
 const isElement = (c: Element | string): c is Element => typeof c !== 'string';
@@ -121,8 +140,33 @@ function inboundVerdict(el: Element): Verdict {
 export function blocking(o: BlockingOptions): BlockingModule {
   /** Accounts whose blocklist is (or may be, since a change) not empty. */
   const blockers = new Set<string>();
-  /** Their lists, as read (most recently used last). */
-  const lists = new Map<string, Set<string>>();
+  /** Their lists, as read (most recently used last), each with its size (listBytes); bounded in all by `maxEntries` and `maxBytes`. */
+  const lists = new Map<string, { set: Set<string>; bytes: number }>();
+  const { maxEntries, maxBytes } = o.cache ?? { maxEntries: CACHE_MAX_ENTRIES, maxBytes: CACHE_MAX_BYTES };
+  let entries = 0;
+  let bytes = 0;
+  const drop = (user: string): void => {
+    const c = lists.get(user);
+    if (!c) return;
+    lists.delete(user);
+    entries -= c.set.size;
+    bytes -= c.bytes;
+  };
+  const clearLists = (): void => {
+    lists.clear();
+    entries = 0;
+    bytes = 0;
+  };
+  /** Keeps a list read, the least recently used going until it fits; one larger than the whole bound is not kept (read again when needed). */
+  const keep = (user: string, set: Set<string>): void => {
+    drop(user);
+    const size = listBytes(user, set);
+    if (set.size > maxEntries || size > maxBytes) return;
+    while (lists.size > 0 && (entries + set.size > maxEntries || bytes + size > maxBytes)) drop(lists.keys().next().value!);
+    lists.set(user, { set, bytes: size });
+    entries += set.size;
+    bytes += size;
+  };
   const reading = new Map<string, Promise<Set<string>>>();
   /** Bumped by every change: a read that began before one is not kept. */
   let changes = 0;
@@ -157,7 +201,7 @@ export function blocking(o: BlockingOptions): BlockingModule {
 
   const forget = (user: string): void => {
     changes++;
-    lists.delete(user);
+    drop(user);
     reading.delete(user);
   };
 
@@ -170,10 +214,7 @@ export function blocking(o: BlockingOptions): BlockingModule {
       if (reading.get(user) === p) reading.delete(user);
       if (changes === at) {
         if (set.size === 0) blockers.delete(user);
-        else {
-          if (lists.size >= LISTS_CACHED) lists.delete(lists.keys().next().value!);
-          lists.set(user, set);
-        }
+        else keep(user, set);
       }
       return set;
     });
@@ -191,7 +232,7 @@ export function blocking(o: BlockingOptions): BlockingModule {
     if (hit) {
       lists.delete(user);
       lists.set(user, hit);
-      return hit;
+      return hit.set;
     }
     return read(user);
   };
@@ -406,11 +447,12 @@ export function blocking(o: BlockingOptions): BlockingModule {
     guard,
     denies,
     refuses: (to, from) => userBlocks(localOf(to), from),
+    cached: () => ({ lists: lists.size, entries, bytes }),
     changed: (kind, user) => {
       if (kind === '*') {
         // Notices may have been lost (Redis reconnected): everything is read again.
         changes++;
-        lists.clear();
+        clearLists();
         reading.clear();
         void load();
         return;
