@@ -433,7 +433,22 @@ export function blocking(o: BlockingOptions): BlockingModule {
         }
         return true; // presence, iq results and errors: dropped
       }
-      if (el.name !== 'presence') return;
+      if (el.name !== 'presence') {
+        // To an account here that blocked the user: refused now, as the
+        // router's guard would refuse it, and not later: the modules after
+        // this one (the archive, carbons) would have taken the sender's copy
+        // of a message that is not sent (§5.3). One to a peer server's user
+        // is that server's to refuse.
+        let back = userBlocks(localOf(normalized(to)), el.attrs.from);
+        if (back instanceof Promise) back = await back;
+        if (!back) return;
+        const v = inboundVerdict(el);
+        if (v instanceof StanzaError) {
+          const reply = errorReply(el, v);
+          if (reply) session.send(reply);
+        }
+        return true;
+      }
       // A subscription stanza to an account of ours that blocked the user:
       // the presence service changes the user's own roster as asked and
       // refuses the other side (refuses(), see the file's head).

@@ -13,7 +13,7 @@ import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { RawClient } from '../helpers/raw.ts';
 import { stanzaError, uid, within, NS_DISCO_INFO } from '../helpers/protocol.ts';
-import { WAIT, barrier, connect, expect, isBody, isPresence, isPush, newAccount, newUser, ready, rosterItem, rosterOf, subscribe, summary } from '../helpers/im.ts';
+import { WAIT, barrier, carbons, carried, connect, expect, isBody, isCarbon, isPresence, isPush, newAccount, newUser, ready, rosterItem, rosterOf, subscribe, summary } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 import { MAX_BLOCKED } from '../../src/blocking/store.ts';
 
@@ -317,4 +317,37 @@ test('cancellations from a JID the user blocked, sent by its client or by its ro
   t.false(seen.some((el) => el.attrs.from?.startsWith(bob.bare) || el.attrs.from?.startsWith(carol.bare)), 'no cancellation reached alice');
   t.false(seen.some((el) => isPush(bob.bare)(el) || isPush(carol.bare)(el)), 'no roster push either');
   t.deepEqual(summary((await rosterOf(alice)).filter((i) => i.attrs.jid !== alice.bare)).sort(), [[bob.bare, 'both', undefined], [carol.bare, 'both', undefined]].sort(), "alice's roster is as it was");
+});
+
+test('a message refused for a block, the recipient\'s or the sender\'s, is not archived nor carbon-copied as sent (§5.3)', async (t) => {
+  const NS_MAM = 'urn:xmpp:mam:2';
+  const alice = await newUser(t, server, 'alice', 'one');
+  const alice2 = await connect(t, server.c2sPort, alice.name, 'two');
+  await ready(alice2);
+  t.is((await carbons(alice2, 'enable')).attrs.type, 'result');
+  const bob = await newUser(t, server, 'bob');
+  const carol = await newUser(t, server, 'carol');
+  const dave = await newUser(t, server, 'dave');
+  await block(bob, alice.bare);
+  await block(alice, carol.bare);
+  const f2 = alice2.c.items.length;
+  const sent: [Peer, string, string][] = [[bob, 'to bob, who blocked alice', 'service-unavailable'], [carol, 'to carol, whom alice blocked', 'not-acceptable']];
+  for (const [to, body, condition] of sent) {
+    const id = uid('m');
+    alice.c.send(`<message to='${to.bare}' type='chat' id='${id}'><body>${body}</body></message>`);
+    const err = await expect(alice, `the refusal of ${id}`, (el) => el.attrs.id === id && el.attrs.type === 'error');
+    t.is(stanzaError(err).condition, condition);
+  }
+  // One that goes through, for comparison: carbon-copied and archived.
+  alice.c.send(`<message to='${dave.bare}' type='chat'><body>to dave</body></message>`);
+  await expect(dave, 'the message', isBody('to dave'));
+  await expect(alice2, 'the carbon of the message to dave', (el) => isCarbon('sent')(el) && carried(el, 'sent')?.getChildText('body') === 'to dave', f2);
+  const copies = (await barrier(alice2, f2)).filter(isCarbon('sent')).map((el) => carried(el, 'sent')?.getChildText('body'));
+  t.deepEqual(copies, ['to dave'], 'no carbon of a refused message');
+  const id = uid('mam');
+  const from = alice.c.items.length;
+  const res = await within(alice.c.request(`<iq type='set' id='${id}'><query xmlns='${NS_MAM}'/></iq>`, id), WAIT, 'the archive');
+  t.is(res.attrs.type, 'result');
+  const archived = alice.c.items.slice(from).flatMap((it) => (it.kind === 'el' && it.el.getChild('result', NS_MAM) ? [it.el.getChild('result', NS_MAM)!.getChild('forwarded', 'urn:xmpp:forward:0')!.getChild('message')!.getChildText('body')] : []));
+  t.deepEqual(archived, ['to dave'], 'no refused message in the archive');
 });
