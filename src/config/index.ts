@@ -81,6 +81,7 @@ export interface Config {
   components: string;
   pubsubDomain: string;
   admins: string;
+  adhocIdleMs: number;
   readRateBytes: number;
   maxConnections: number;
   maxConnectionsPerIp: number;
@@ -162,6 +163,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'components', env: 'XMPP_COMPONENTS', kind: 'string', doc: "external components allowed to connect, as 'domain=secret,...' (XEP-0114 handshake secrets)", default: () => '' },
   { key: 'pubsubDomain', env: 'XMPP_PUBSUB_DOMAIN', kind: 'string', doc: "domain of the publish-subscribe service (XEP-0060) the server hosts; empty: none", default: defaultPubsubDomain },
   { key: 'admins', env: 'XMPP_ADMINS', kind: 'string', doc: "bare JIDs of this domain's accounts that may run the service administration commands (XEP-0133), comma-separated; empty: nobody", default: () => '' },
+  { key: 'adhocIdleMs', env: 'XMPP_ADHOC_IDLE_MS', kind: 'int', min: 100, doc: "an ad-hoc command session (XEP-0050) with no request for this long ends; its sessionid then gets session-expired", default: () => 600_000 },
   { key: 's2s', env: 'XMPP_S2S', kind: 'bool', doc: 'federation with other servers (RFC 6120 server-to-server streams); false: stanzas to other domains get remote-server-not-found', default: () => true },
   { key: 's2sPort', env: 'XMPP_S2S_PORT', kind: 'port', doc: 'server-to-server port (STARTTLS) at XMPP_S2S_BIND_HOST; 0 picks a free port', default: () => 5269 },
   { key: 's2sBindHost', env: 'XMPP_S2S_BIND_HOST', kind: 'string', doc: 'address the server-to-server listeners bind to', default: (c) => c.bindHost },

@@ -7,7 +7,10 @@
 //
 // A command session lives on the worker that holds the requester's stream,
 // in memory: bounded per account and in all, and dropped once idle for
-// SESSION_IDLE_MS (a session resumed on another worker starts over).
+// SESSION_IDLE_MS (a session resumed on another worker starts over). The
+// ids of sessions that ended are kept a while longer (bounded too), to tell
+// a session that is over (session-expired) from one that never was
+// (bad-sessionid), as §4.6 asks.
 import { randomBytes } from 'node:crypto';
 import { Element } from 'ltx';
 import { StanzaError } from '../xmpp/errors.ts';
@@ -23,8 +26,11 @@ export const NS_DATA = 'jabber:x:data';
 export const MAX_SESSIONS_PER_ACCOUNT = 8;
 /** Command sessions open at once on one worker. */
 export const MAX_SESSIONS = 1000;
-/** A session with no request for this long is gone (§3.4.3: the responder may end it). */
+/** A session with no request for this long is gone (§3.4.3: the responder may end it); XMPP_ADHOC_IDLE_MS. */
 export const SESSION_IDLE_MS = 10 * 60_000;
+/** Ids of sessions that ended, kept to answer session-expired (§4.6): at most this many per worker, for this long. */
+export const MAX_ENDED = 4 * MAX_SESSIONS;
+export const ENDED_KEEP_MS = 60 * 60_000;
 /** Data form limits (XEP-0004): fields in a submission, values in a field, characters in a value. */
 export const MAX_FIELDS = 32;
 export const MAX_VALUES = 200;
@@ -111,15 +117,28 @@ export function readForm(x: Element | undefined): Submitted {
 }
 
 /** The XEP-0050 module over a set of commands, in the order they are listed. */
-export function adhoc(commands: Command[]): ServerModule {
+export function adhoc(commands: Command[], opts: { idleMs?: number } = {}): ServerModule {
   const byNode = new Map(commands.map((c) => [c.node, c]));
+  const idleMs = opts.idleMs ?? SESSION_IDLE_MS;
   const open = new Map<string, Open>();
+  /** Sessions that ended (completed, canceled, refused, idle too long), by id, oldest first: whose they were, for session-expired. */
+  const ended = new Map<string, { owner: string; command: Command; at: number }>();
+
+  /** The session is over: gone, its id remembered (within MAX_ENDED and ENDED_KEEP_MS). */
+  const end = (o: Open, now: number): void => {
+    open.delete(o.id);
+    ended.set(o.id, { owner: o.owner, command: o.command, at: now });
+    for (const [id, e] of ended) {
+      if (ended.size <= MAX_ENDED && now - e.at <= ENDED_KEEP_MS) break;
+      ended.delete(id);
+    }
+  };
 
   const sweep = (now: number) => {
     // In insertion order, touched sessions re-inserted: the oldest first.
-    for (const [id, s] of open) {
-      if (now - s.touched <= SESSION_IDLE_MS) break;
-      open.delete(id);
+    for (const s of open.values()) {
+      if (now - s.touched <= idleMs) break;
+      end(s, now);
     }
   };
 
@@ -150,7 +169,7 @@ export function adhoc(commands: Command[]): ServerModule {
   const run = async (o: Open, session: Session, action: 'next' | 'complete'): Promise<Element> => {
     const step = await o.command.step({ session, forms: o.forms, action });
     if (step.status === 'completed') {
-      open.delete(o.id);
+      end(o, Date.now());
       return payload(o, step, false);
     }
     o.steps.push(step);
@@ -185,10 +204,18 @@ export function adhoc(commands: Command[]): ServerModule {
       }
     }
     const o = open.get(sid);
-    // §6 bad-sessionid: unknown, expired, another command's, or another requester's (§3.3: bound to the full JID).
-    if (!o || o.command !== command || o.owner !== session.jid) throw new CommandError('bad-request', 'bad-sessionid', 'no such command session (it may have expired)');
+    if (!o || o.command !== command || o.owner !== session.jid) {
+      // §4.6 session-expired: this requester's session of this command that is no longer active (completed, canceled or timed out).
+      const e = o ? undefined : ended.get(sid);
+      if (e && e.command === command && e.owner === session.jid) throw new CommandError('not-allowed', 'session-expired', 'this command session is over (completed, canceled or idle too long); execute the command again');
+      // §4.6 bad-sessionid: one never issued, another command's, or another requester's (§3.3: bound to the full JID).
+      throw new CommandError('bad-request', 'bad-sessionid', 'no such command session');
+    }
     open.delete(sid);
-    if (action === 'cancel') return payload(o, { status: 'canceled' }, false);
+    if (action === 'cancel') {
+      end(o, now);
+      return payload(o, { status: 'canceled' }, false);
+    }
     o.touched = now;
     open.set(sid, o);
     const last = o.steps[o.steps.length - 1];
@@ -209,7 +236,7 @@ export function adhoc(commands: Command[]): ServerModule {
     } catch (err) {
       // A refused submission ends the session (the requester starts over):
       // sessions that failed do not pile up against the account's bound.
-      open.delete(sid);
+      end(o, Date.now());
       throw err;
     }
   };
@@ -244,6 +271,8 @@ export function adhoc(commands: Command[]): ServerModule {
     // The removed account's sessions go with it.
     removed: (user) => {
       for (const [id, s] of open) if (s.bare.slice(0, s.bare.lastIndexOf('@')) === user) open.delete(id);
+      const prefix = `${user}@`;
+      for (const [id, e] of ended) if (e.owner.startsWith(prefix)) ended.delete(id);
     },
   };
 }

@@ -478,7 +478,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   // XEP-0060: the publish-subscribe service on its own domain, on PEP's store.
   if (config.pubsubDomain) modules.push(pubsubService({ domain: config.pubsubDomain, serverDomain: config.domain, store: pepStore, roster: rosterStore, send: (el) => void router.routeInternal(el) }));
   // XEP-0050 ad-hoc commands: XEP-0133 administration for XMPP_ADMINS.
-  modules.push(adhoc(adminCommands(adminsOf(config))));
+  modules.push(adhoc(adminCommands(adminsOf(config)), { idleMs: config.adhocIdleMs }));
   // The server's disco#items: its hosted services and its external components.
   modules.push(disco(() => modules, () => [...modules.flatMap((m) => (m.service ? [m.service.domain] : [])), ...componentSecrets.keys()]));
   const sessions = new Map<string, Session>();

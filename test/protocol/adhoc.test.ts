@@ -102,7 +102,7 @@ test('discovery: the commands feature, every admin command listed for an admin a
   t.is(stanzaError(await iq(boss, `<query xmlns='${NS_DISCO_INFO}' node='urn:nothing'/>`)).condition, 'item-not-found');
 });
 
-test('errors of XEP-0050 §6: forbidden, item-not-found, malformed-action, bad-action, bad-sessionid, a session bound to its full JID', async (t) => {
+test('errors of XEP-0050 §4.6: forbidden, item-not-found, malformed-action, bad-action, bad-sessionid, session-expired, a session bound to its full JID', async (t) => {
   const [boss, other, alice] = await Promise.all([admin(t), admin(t), user(t, 'alice')]);
   const denied = await command(alice, 'get-registered-users-num');
   t.is(stanzaError(denied.iq).condition, 'forbidden');
@@ -134,13 +134,40 @@ test('errors of XEP-0050 §6: forbidden, item-not-found, malformed-action, bad-a
   const name = fresh('late');
   const done = await command(boss, 'add-user', { sessionid: sid, form: submit({ accountjid: `${name}@localhost`, password: 'pw1' }) });
   t.is(done.cmd?.attrs.status, 'completed', done.iq.toString());
-  t.is(specific((await command(boss, 'add-user', { sessionid: sid, form: submit({}) })).iq), 'bad-sessionid', 'a completed session is gone');
+  // §4.6: a session that is over is session-expired for its requester, and still no session of another's.
+  const over = await command(boss, 'add-user', { sessionid: sid, form: submit({}) });
+  t.is(stanzaError(over.iq).condition, 'not-allowed');
+  t.is(stanzaError(over.iq).type, 'cancel');
+  t.is(specific(over.iq), 'session-expired', 'a completed session is over');
+  t.is(specific((await command(other, 'add-user', { sessionid: sid, form: submit({}) })).iq), 'bad-sessionid');
   // A form that lacks a required field: refused, and the session ends with it.
   const again = await command(boss, 'add-user');
   const lacking = await command(boss, 'add-user', { sessionid: again.cmd!.attrs.sessionid, form: submit({ password: 'p' }) });
   t.is(stanzaError(lacking.iq).condition, 'bad-request');
   t.is(specific(lacking.iq), 'bad-payload');
-  t.is(specific((await command(boss, 'add-user', { sessionid: again.cmd!.attrs.sessionid, form: submit({ accountjid: `${fresh('z')}@localhost`, password: 'p' }) })).iq), 'bad-sessionid');
+  t.is(specific((await command(boss, 'add-user', { sessionid: again.cmd!.attrs.sessionid, form: submit({ accountjid: `${fresh('z')}@localhost`, password: 'p' }) })).iq), 'session-expired');
+  // A canceled one too.
+  const third = await command(boss, 'add-user');
+  t.is((await command(boss, 'add-user', { sessionid: third.cmd!.attrs.sessionid, action: 'cancel' })).cmd?.attrs.status, 'canceled');
+  t.is(specific((await command(boss, 'add-user', { sessionid: third.cmd!.attrs.sessionid, form: submit({}) })).iq), 'session-expired');
+});
+
+test('a session idle past XMPP_ADHOC_IDLE_MS ends: its id gets session-expired (§4.6), and the command starts again', async (t) => {
+  const IDLE_MS = 300;
+  const quick = await startTestServer({ XMPP_WORKERS: '1', XMPP_ADMINS: `${BOSS}@localhost`, XMPP_ADHOC_IDLE_MS: String(IDLE_MS) });
+  t.teardown(() => quick.stop());
+  await quick.addUser(BOSS, `${BOSS}-pw`);
+  const boss = await connect(t, quick.c2sPort, BOSS, 'idle');
+  const started = await command(boss, 'add-user');
+  const sid = started.cmd!.attrs.sessionid;
+  // The idle time is what the test is about: wait it out.
+  await new Promise((r) => setTimeout(r, IDLE_MS + 200));
+  const late = await command(boss, 'add-user', { sessionid: sid, form: submit({ accountjid: `${fresh('late')}@localhost`, password: 'p' }) });
+  t.is(stanzaError(late.iq).condition, 'not-allowed');
+  t.is(specific(late.iq), 'session-expired');
+  t.is(specific((await command(boss, 'add-user', { sessionid: 'add-user:never-issued', form: submit({}) })).iq), 'bad-sessionid');
+  const again = await command(boss, 'add-user');
+  t.is(again.cmd?.attrs.status, 'executing');
 });
 
 test('multi-stage: delete-user asks, confirms, goes back with prev, and completes; the user is gone and its session ended', async (t) => {
@@ -180,7 +207,7 @@ test.serial('cancel ends a session; sessions are bounded per account, and a canc
   const started = await command(boss, 'announce');
   const canceled = await command(boss, 'announce', { sessionid: started.cmd!.attrs.sessionid, action: 'cancel' });
   t.is(canceled.cmd?.attrs.status, 'canceled');
-  t.is(specific((await command(boss, 'announce', { sessionid: started.cmd!.attrs.sessionid, form: submit({ announcement: 'x' }) })).iq), 'bad-sessionid');
+  t.is(specific((await command(boss, 'announce', { sessionid: started.cmd!.attrs.sessionid, form: submit({ announcement: 'x' }) })).iq), 'session-expired');
   const sids: string[] = [];
   for (let i = 0; i < 8; i++) {
     const r = await command(boss, 'add-user');
