@@ -48,8 +48,8 @@ export interface Note {
 export type Step =
   /** More to do: a form to fill, the actions allowed next (§4.4; 'prev' is added where there is a stage to go back to), the one an 'execute' means. */
   | { status: 'executing'; form: Element; actions: ('next' | 'complete')[]; execute: 'next' | 'complete'; note?: Note }
-  /** Done: what it gives back, if anything. */
-  | { status: 'completed'; form?: Element; note?: Note };
+  /** Done: what it gives back, if anything; `after` runs once the answer is on its way (work that goes on in the background). */
+  | { status: 'completed'; form?: Element; note?: Note; after?: () => void };
 
 /** A submitted form, its fields by name. */
 export type Submitted = Map<string, string[]>;
@@ -166,11 +166,11 @@ export function adhoc(commands: Command[], opts: { idleMs?: number } = {}): Serv
     return command;
   };
 
-  const run = async (o: Open, session: Session, action: 'next' | 'complete'): Promise<Element> => {
+  const run = async (o: Open, session: Session, action: 'next' | 'complete'): Promise<IqResult> => {
     const step = await o.command.step({ session, forms: o.forms, action });
     if (step.status === 'completed') {
       end(o, Date.now());
-      return payload(o, step, false);
+      return step.after ? { payload: payload(o, step, false), after: step.after } : payload(o, step, false);
     }
     o.steps.push(step);
     return payload(o, step, o.steps.length > 1);

@@ -12,14 +12,24 @@ import type { Jid } from '../xmpp/jid.ts';
 import { CommandError, NS_DATA } from './adhoc.ts';
 import type { Command, Step, Submitted, StageRequest } from './adhoc.ts';
 import type { Session } from '../session/session.ts';
+import type { SessionRegistry } from '../registry/registry.ts';
+import type { Router } from '../router/router.ts';
+import { log } from '../log.ts';
 
 export const NS_ADMIN = 'http://jabber.org/protocol/admin';
 const node = (name: string) => `${NS_ADMIN}#${name}`;
 
-/** Full JIDs read from the registry to count or list online users (the answer is cut there). */
-const ONLINE_SCAN_MAX = 1_000_000;
+/**
+ * Users (bare JIDs) counted at most by get-online-users-num: past it the
+ * answer says "at least" (the registry is read a page at a time, and no
+ * more than needed: a list stops at its max_items).
+ */
+export const ONLINE_COUNT_MAX = 100_000;
 /** Bare JIDs one list answers with, whatever max_items says ('none' included). */
-const MAX_LIST = 10_000;
+export const MAX_LIST = 10_000;
+/** Announcements being sent at once by one worker (more: resource-constraint), and messages of one on their way at once. */
+const ANNOUNCEMENTS_AT_ONCE = 4;
+const ANNOUNCE_CONCURRENCY = 32;
 /** Characters of one announcement. */
 const MAX_ANNOUNCEMENT_CHARS = 16_384;
 
@@ -93,13 +103,61 @@ async function mustExist(session: Session, j: Jid): Promise<void> {
   if (!(await session.ctx.accounts.exists(j.local))) throw new StanzaError('item-not-found', `no account ${j.local}@${j.domain}`);
 }
 
-/** Bare JIDs with a session bound anywhere (components' records left out), sorted. */
-async function onlineUsers(session: Session): Promise<string[]> {
+/**
+ * Bare JIDs with a session bound anywhere (components' records left out),
+ * read a page at a time until `cap` are found, sorted; `more` when there
+ * are others (the reading stops there).
+ */
+async function onlineUsers(session: Session, cap: number): Promise<{ bares: string[]; more: boolean }> {
   const registry = session.ctx.registry;
-  if (!registry.online) throw new StanzaError('feature-not-implemented', 'this registry cannot list sessions');
+  if (!registry.onlinePages) throw new StanzaError('feature-not-implemented', 'this registry cannot list sessions');
   const bares = new Set<string>();
-  for (const jid of await registry.online(ONLINE_SCAN_MAX)) if (jid.includes('@')) bares.add(jid.slice(0, jid.indexOf('/')));
-  return [...bares].sort();
+  for await (const page of registry.onlinePages()) {
+    for (const jid of page) {
+      if (!jid.includes('@')) continue;
+      const bare = jid.slice(0, jid.indexOf('/'));
+      if (bares.has(bare)) continue;
+      if (bares.size >= cap) return { bares: [...bares].sort(), more: true };
+      bares.add(bare);
+    }
+  }
+  return { bares: [...bares].sort(), more: false };
+}
+
+/**
+ * An announcement to every session bound anywhere, each routed to its full
+ * JID (its node and worker by the registry), read from the registry a page
+ * at a time and sent ANNOUNCE_CONCURRENCY at a time; what could not be
+ * sent is counted and logged.
+ */
+async function fanOut(registry: SessionRegistry, router: Router, domain: string, text: string, by: string): Promise<void> {
+  let sent = 0;
+  let failed = 0;
+  let firstError: string | undefined;
+  const underway = new Set<Promise<void>>();
+  try {
+    for await (const page of registry.onlinePages!()) {
+      for (const jid of page) {
+        if (!jid.includes('@')) continue;
+        const msg = new Element('message', { from: domain, to: jid, type: 'headline' });
+        msg.c('body').t(text);
+        const p: Promise<void> = router.routeFromServer(msg).then(
+          () => void sent++,
+          (err: unknown) => {
+            failed++;
+            firstError ??= String(err);
+          },
+        ).finally(() => underway.delete(p));
+        underway.add(p);
+        if (underway.size >= ANNOUNCE_CONCURRENCY) await Promise.race(underway);
+      }
+    }
+  } catch (err) {
+    log.warn('announcement: the sessions online could not all be read; those not read yet get nothing', { by, sent, err: String(err) });
+  }
+  await Promise.all(underway);
+  if (failed > 0) log.warn('announcement: not every session could be sent it', { by, sent, failed, err: firstError });
+  else log.info('announcement sent', { by, sent });
 }
 
 /** The account's sessions (all of them for a bare JID, the one for a full JID), read fresh from the registry. */
@@ -111,6 +169,8 @@ async function sessionsOf(session: Session, j: Jid) {
 const jids = (values: string[] | undefined) => (values ?? []).filter((v) => v.trim() !== '');
 
 export function adminCommands(admins: ReadonlySet<string>): Command[] {
+  /** Announcements this worker is sending now (fanOut). */
+  let announcing = 0;
   const allowed = (s: Session) => s.username !== null && s.bare !== undefined && admins.has(s.bare);
   const jidsField = (label: string): Field => ({ var: 'accountjids', type: 'jid-multi', label, required: true });
 
@@ -258,12 +318,11 @@ export function adminCommands(admins: ReadonlySet<string>): Command[] {
       const raw = f.get('max_items')?.[0] ?? 'none';
       const max = raw === 'none' ? MAX_LIST : Number(raw);
       if (!Number.isSafeInteger(max) || max < 1) throw new CommandError('bad-request', 'bad-payload', 'max_items is a positive number or none');
-      const all = await onlineUsers(req.session);
-      const list = all.slice(0, Math.min(max, MAX_LIST));
+      const { bares, more } = await onlineUsers(req.session, Math.min(max, MAX_LIST));
       return {
         status: 'completed',
-        form: form('result', [{ var: 'onlineuserjids', type: 'jid-multi', label: 'The list of all online users', values: list }]),
-        ...(list.length < all.length ? { note: { type: 'info' as const, text: `${list.length} of ${all.length} shown` } } : {}),
+        form: form('result', [{ var: 'onlineuserjids', type: 'jid-multi', label: 'The list of all online users', values: bares }]),
+        ...(more ? { note: { type: 'info' as const, text: `${bares.length} shown; more users are online` } } : {}),
       };
     },
   };
@@ -273,8 +332,12 @@ export function adminCommands(admins: ReadonlySet<string>): Command[] {
     name: 'Get Number of Online Users',
     allowed,
     async step(req) {
-      const n = (await onlineUsers(req.session)).length;
-      return { status: 'completed', form: form('result', [{ var: 'onlineusersnum', label: 'The number of online users', values: [String(n)] }]) };
+      const { bares, more } = await onlineUsers(req.session, ONLINE_COUNT_MAX);
+      return {
+        status: 'completed',
+        form: form('result', [{ var: 'onlineusersnum', label: 'The number of online users', values: [String(bares.length)] }]),
+        ...(more ? { note: { type: 'warn' as const, text: `at least ${bares.length}: counting stops there` } } : {}),
+      };
     },
   };
 
@@ -300,17 +363,15 @@ export function adminCommands(admins: ReadonlySet<string>): Command[] {
       const text = f.get('announcement')!.join('\n');
       if (text.length > MAX_ANNOUNCEMENT_CHARS) throw new CommandError('bad-request', 'bad-payload', `an announcement is at most ${MAX_ANNOUNCEMENT_CHARS} characters`);
       const { registry, router, config } = req.session.ctx;
-      if (!registry.online) throw new StanzaError('feature-not-implemented', 'this registry cannot list sessions');
-      let sent = 0;
-      // To every session bound anywhere, routed to its full JID (its node and worker by the registry).
-      for (const jid of await registry.online(ONLINE_SCAN_MAX)) {
-        if (!jid.includes('@')) continue;
-        const msg = new Element('message', { from: config.domain, to: jid, type: 'headline' });
-        msg.c('body').t(text);
-        await router.routeInternal(msg);
-        sent++;
-      }
-      return { status: 'completed', note: { type: 'info', text: `sent to ${sent} session(s)` } };
+      if (!registry.onlinePages) throw new StanzaError('feature-not-implemented', 'this registry cannot list sessions');
+      if (announcing >= ANNOUNCEMENTS_AT_ONCE) throw new StanzaError('resource-constraint', 'other announcements are being sent; try again once they are out', 'wait');
+      const by = req.session.jid!;
+      // The admin is answered at once; the sessions get it in the background (fanOut), however many they are.
+      const after = () => {
+        announcing++;
+        void fanOut(registry, router, config.domain, text, by).finally(() => announcing--);
+      };
+      return { status: 'completed', note: { type: 'info', text: 'the announcement is being sent to every session online' }, after };
     },
   };
 

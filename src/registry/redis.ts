@@ -14,7 +14,7 @@
 //                        XMPP_SM_DURABLE: a resumable session's state (session/durable.ts)
 import type { Redis } from 'ioredis';
 import type { BindOutcome, BindRequest, SessionRecord, SessionRegistry } from './registry.ts';
-import { randomResource } from './registry.ts';
+import { ONLINE_PAGE, randomResource } from './registry.ts';
 import { flat } from '../xml/retain.ts';
 import { log } from '../log.ts';
 import { ready } from '../cluster/redis.ts';
@@ -258,17 +258,10 @@ for i = first, #ARGV, 4 do
 end
 return {'ok', gone, replaced}`;
 
-// ARGV: max. The full JIDs bound on the nodes whose lease holds (a dead
-// node's records are stale until swept), at most max of them.
-const ONLINE = `${NOW}
-local max, out = tonumber(ARGV[1]), {}
-for _, node in ipairs(redis.call('ZRANGEBYSCORE', 'xmpp:nodes', now, '+inf')) do
-  for _, full in ipairs(redis.call('SMEMBERS', 'xmpp:n:' .. node)) do
-    if #out >= max then return out end
-    table.insert(out, full)
-  end
-end
-return out`;
+// The nodes whose lease holds (a dead node's records are stale until
+// swept), by Redis's clock; their sessions are then read a page at a time.
+const LIVE_NODES = `${NOW}
+return redis.call('ZRANGEBYSCORE', 'xmpp:nodes', now, '+inf')`;
 
 interface Stored {
   sid: string;
@@ -286,7 +279,7 @@ type Scripts = {
   xmppMove(key: string, ...args: string[]): Promise<number>;
   xmppLease(node: string): Promise<number>;
   xmppReconcile(...args: string[]): Promise<[string, string[]?, string[]?]>;
-  xmppOnline(max: string): Promise<string[]>;
+  xmppLiveNodes(): Promise<string[]>;
 };
 
 export function defineScripts(r: Redis): Redis & Scripts {
@@ -297,7 +290,7 @@ export function defineScripts(r: Redis): Redis & Scripts {
   r.defineCommand('xmppMove', { numberOfKeys: 1, lua: MOVE });
   r.defineCommand('xmppLease', { numberOfKeys: 0, lua: LEASE });
   r.defineCommand('xmppReconcile', { numberOfKeys: 0, lua: RECONCILE });
-  r.defineCommand('xmppOnline', { numberOfKeys: 0, lua: ONLINE });
+  r.defineCommand('xmppLiveNodes', { numberOfKeys: 0, lua: LIVE_NODES });
   return r as Redis & Scripts;
 }
 
@@ -444,9 +437,24 @@ export class RedisRegistry implements SessionRegistry {
     return { gone: parseGone(gone), replaced: pairs };
   }
 
-  async online(max: number): Promise<string[]> {
+  /**
+   * One SSCAN per page of each live node's set of sessions: Redis serves
+   * other clients between pages, however many sessions there are. SSCAN
+   * returns every element present throughout the scan at least once (one
+   * may come twice if the set is resized meanwhile); COUNT is a hint, and
+   * a small set (listpack) comes whole in one page.
+   */
+  async *onlinePages(pageSize = ONLINE_PAGE): AsyncGenerator<string[]> {
     this.roundTrips++;
-    return this.r.xmppOnline(String(max));
+    for (const node of await this.r.xmppLiveNodes()) {
+      let cursor = '0';
+      do {
+        this.roundTrips++;
+        const [next, page] = await this.r.sscan(K.node(node), cursor, 'COUNT', pageSize);
+        cursor = next;
+        if (page.length > 0) yield page;
+      } while (cursor !== '0');
+    }
   }
 
   async lookup(jid: string): Promise<SessionRecord | undefined> {

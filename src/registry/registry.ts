@@ -55,12 +55,17 @@ export interface SessionRegistry {
   /** `fresh`: read from the source, not from a cache (the cluster registry caches lookups) or a worker's replica of the node's. */
   resources(bare: string, fresh?: boolean): Promise<SessionRecord[]>;
   /**
-   * The full JIDs bound on the whole server (every node), at most `max` of
-   * them, for administration (XEP-0133), not routing: read from the source,
-   * not a cache. External components' records are included (no '@').
+   * The full JIDs bound on the whole server (every node), a page of about
+   * `pageSize` at a time (ONLINE_PAGE by default), for administration
+   * (XEP-0133), not routing: read from the source, not a cache, and never
+   * more than a page in one command, so that the caller decides how much
+   * it reads. External components' records are included (no '@').
    */
-  online?(max: number): Promise<string[]>;
+  onlinePages?(pageSize?: number): AsyncIterable<string[]>;
 }
+
+/** Full JIDs read at a time by SessionRegistry.onlinePages. */
+export const ONLINE_PAGE = 1000;
 
 /** Server-assigned resource (RFC 6120 §7.6): unguessable and unique in practice. */
 export function randomResource(): string {

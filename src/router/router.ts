@@ -524,6 +524,11 @@ export class Router implements PresenceRouting {
     }
   }
 
+  /** Routes a stanza the server sends on its own (an announcement, XEP-0133); a failure (the registry away) is thrown, for the caller to count. */
+  async routeFromServer(el: Element): Promise<void> {
+    await this.route(el, parseJid(el.attrs.to), undefined);
+  }
+
   /** Bound resources of an account (PresenceRouting); `fresh`: not from a cache or replica. */
   resources(bare: string, fresh = false): Promise<SessionRecord[]> {
     return this.d.registry.resources(bare, fresh);

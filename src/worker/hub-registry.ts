@@ -5,6 +5,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import { MemoryRegistry } from '../registry/memory.ts';
 import type { BindOutcome, BindRequest, SessionRecord, SessionRegistry } from '../registry/registry.ts';
+import { ONLINE_PAGE } from '../registry/registry.ts';
 import { encode } from './wire.ts';
 import type { FromHub, ToHub } from './wire.ts';
 
@@ -102,14 +103,16 @@ export class HubRegistry implements SessionRegistry {
     return this.replica.resources(bare);
   }
 
-  /** The node's records (the replica holds them all), after a round trip to the hub as for `fresh`. */
-  async online(max: number): Promise<string[]> {
+  /** The node's records (the replica holds them all), after a round trip to the hub as for `fresh`, a page at a time. */
+  async *onlinePages(pageSize = ONLINE_PAGE): AsyncGenerator<string[]> {
     await this.roundTrip((q) => ({ t: 'sync', q }));
-    const out: string[] = [];
+    let page: string[] = [];
     for (const rec of this.replica.all()) {
-      if (out.length >= max) break;
-      out.push(rec.jid);
+      page.push(rec.jid);
+      if (page.length < pageSize) continue;
+      yield page;
+      page = [];
     }
-    return out;
+    if (page.length > 0) yield page;
   }
 }

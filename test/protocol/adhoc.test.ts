@@ -276,6 +276,7 @@ test.serial('online and registered users: list, numbers, user statistics', async
   t.is(new Set(online).size, online.length, 'each user once, whatever its resources');
   const cut = await run(boss, 'get-online-users-list', { max_items: '1' });
   t.is(values(cut.cmd!.getChild('x', 'jabber:x:data'), 'onlineuserjids').length, 1);
+  t.is(cut.cmd!.getChildText('note'), '1 shown; more users are online', 'the list stops at max_items, and says there are more');
 
   const num = await command(boss, 'get-online-users-num');
   t.is(num.cmd?.attrs.status, 'completed');
@@ -302,8 +303,13 @@ test('announce: a headline from the server reaches every online session', async 
   const b = await user(t, 'hear');
   const marks = [a, a2, b].map((p) => p.c.items.length);
   const text = `maintenance ${uid('ann')}`;
+  const bossFrom = boss.c.items.length;
   const sent = await run(boss, 'announce', { announcement: [text, 'second line'] });
   t.is(sent.cmd?.attrs.status, 'completed');
+  // The admin is answered before the announcement goes out: its own session, online too, gets it after the answer.
+  const own = await expect(boss, "the announcement at the admin's own session", (e) => e.name === 'message' && (e.getChildText('body') ?? '').startsWith(text), bossFrom);
+  const at = (el: Element) => boss.c.items.findIndex((it) => it.kind === 'el' && it.el === el);
+  t.true(at(sent.iq) < at(own), 'the answer first, then the announcement');
   for (const [i, p] of [a, a2, b].entries()) {
     const m = await expect(p, 'the announcement', (e) => e.name === 'message' && (e.getChildText('body') ?? '').startsWith(text), marks[i]);
     t.is(m.attrs.from, 'localhost');

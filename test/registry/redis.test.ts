@@ -102,3 +102,33 @@ test('round trips as Redis sees them: bind, unbind, setPresence and a cold looku
   t.regex(unbind.sent[0] ?? '', script);
   t.is(unbind.counted, 1);
 });
+
+test('onlinePages: the sessions of the live nodes a page at a time (SSCAN), never all of them in one command', async (t) => {
+  const monitor = await RedisMonitor.open(server.port);
+  t.teardown(() => monitor.close());
+  const { registry: g, conn } = await member('pages');
+  const me = await clientAddress(conn);
+  const n = 400;
+  const jids = new Set<string>();
+  for (let i = 0; i < n; i++) {
+    const r = rec(`page${i}-${process.pid}@localhost`, 'r', 'pages');
+    t.true((await g.bind({ rec: r, policy: 'new-wins', maxResources: 10, exclusiveBare: false })).ok);
+    jids.add(r.jid);
+  }
+  const from = await within(monitor.mark(conn, uid('before')), 5000, 'MONITOR reporting the mark before');
+  const pages: string[][] = [];
+  for await (const page of g.onlinePages!(50)) pages.push(page);
+  const to = await within(monitor.mark(conn, uid('after'), from), 5000, 'MONITOR reporting the mark after');
+  const seen = new Set(pages.flat());
+  t.true([...jids].every((j) => seen.has(j)), 'every session bound is read');
+  const ours = pages.map((p) => p.filter((j) => jids.has(j)).length).filter((k) => k > 0);
+  t.true(ours.length > 1, `several pages: ${ours.join(', ')}`);
+  t.true(Math.max(...ours) < n, 'no page holds them all');
+  const sent = monitor.entries.slice(from + 1, to).filter((e) => e.source === me).map((e) => e.args[0].toLowerCase());
+  t.true(sent.filter((c) => c === 'sscan').length >= ours.length, `one SSCAN a page: ${sent.join(' ')}`);
+  t.true(sent.every((c) => c === 'sscan' || /^eval(sha)?$/.test(c)), sent.join(' '));
+  // A reader that stops early reads no further.
+  const before = g.roundTrips;
+  for await (const page of g.onlinePages!(50)) if (page.length > 0) break;
+  t.true(g.roundTrips - before <= 2, 'the live nodes, then one page');
+});
