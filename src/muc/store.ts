@@ -74,36 +74,109 @@ export interface StoredRoom {
   room: string;
   config: RoomConfig;
   subject?: Subject;
-  /** Bare JID → affiliation (none: absent), with the reason given when it was set. */
+  /** Bare JID → affiliation (none: absent), with the reason given when it was set; sorted by JID (bytewise) when read. */
   affiliations: { jid: string; affiliation: Affiliation; reason?: string }[];
+  /** When the room was made (ms); kept from the first save. */
   created: number;
 }
 
 /** The most affiliations one room keeps (outcasts included). */
 export const MAX_AFFILIATIONS = 10_000;
+/** The most nicknames registered in one room (§7.10; registering usually makes a member, so as many as affiliations). */
+export const MAX_NICKS = MAX_AFFILIATIONS;
 /** The most rooms the service keeps. */
 export const MAX_ROOMS = 100_000;
+/** The longest nickname kept, in UTF-8 bytes (a resourcepart's bound, RFC 7622 §3.4). */
+export const MAX_NICK_BYTES = 1023;
 
+/** The bounds a store enforces; the constants above unless a test gives smaller ones. */
+export interface RoomBounds {
+  maxRooms: number;
+  maxAffiliations: number;
+  maxNicks: number;
+}
+export const ROOM_BOUNDS: RoomBounds = { maxRooms: MAX_ROOMS, maxAffiliations: MAX_AFFILIATIONS, maxNicks: MAX_NICKS };
+
+/**
+ * A room's affiliation list or its registered nicknames are at their bound:
+ * what would have added one more (a new JID) changed nothing. `max` comes
+ * back through the storage thread with the name.
+ */
+export class RoomListFullError extends Error {
+  override name = 'RoomListFullError';
+  readonly max: number;
+  constructor(what: 'affiliations' | 'nicknames', max: number) {
+    super(`at most ${max} ${what} per room`);
+    this.max = max;
+  }
+}
+
+/**
+ * Rooms by their normalised localpart. Nicknames are compared as given:
+ * the MUC module prepares them (PRECIS OpaqueString after the nickname
+ * rules of RFC 7700, as XEP-0045 asks) before any call here.
+ * JIDs are bare and prepared.
+ */
 export interface RoomStore {
   get(room: string): Promise<StoredRoom | undefined>;
-  /** Creates or replaces the room's configuration and subject (not its affiliations); false past MAX_ROOMS for a new room. */
+  /**
+   * Creates the room, or replaces an existing room's configuration and
+   * subject. A new room is made with the affiliations given (its owner with
+   * it, in one step; RoomListFullError past the bound); an existing room's
+   * affiliations are not touched (setAffiliation changes them), nor its
+   * `created`. False, and nothing made, for a new room past MAX_ROOMS.
+   */
   save(room: StoredRoom): Promise<boolean>;
-  /** Sets (none removes) one affiliation of an existing room; false when there is no such room. */
+  /**
+   * Sets (none removes) one affiliation of an existing room, with its reason
+   * (undefined: none kept); false when there is no such room. A JID not
+   * affiliated yet past MAX_AFFILIATIONS throws RoomListFullError (false
+   * means only "no room", so that the module tells the two apart).
+   */
   setAffiliation(room: string, jid: string, affiliation: Affiliation | 'none', reason?: string): Promise<boolean>;
-  /** Removes the room, its affiliations and registered nicknames. */
+  /** Removes the room, its affiliations and registered nicknames (§10.9 destroy, or a temporary room emptied). */
   remove(room: string): Promise<void>;
-  /** The public rooms' names and configurations, by name, at most `max`. */
-  listPublic(max: number): Promise<{ room: string; config: RoomConfig }[]>;
+  /** The public rooms' names and configurations, by room (bytewise), at most `max`, those after `after` (XEP-0059 paging of disco#items). */
+  listPublic(max: number, after?: string): Promise<{ room: string; config: RoomConfig }[]>;
   /** XEP-0045 §7.10: the nickname a bare JID registered in the room, if any. */
   nickOf(room: string, jid: string): Promise<string | undefined>;
   /** Who registered the nickname in the room, if anyone. */
   nickOwner(room: string, nick: string): Promise<string | undefined>;
-  /** Registers (undefined: cancels) a bare JID's nickname; false when another JID holds it. */
+  /**
+   * Registers (undefined: cancels) a bare JID's nickname in an existing
+   * room: one per JID (a new one replaces the JID's old one) and one JID per
+   * nickname. False when another JID holds it (§7.10: a conflict) or there
+   * is no such room. A JID with none yet past MAX_NICKS throws
+   * RoomListFullError; a nickname empty or longer than MAX_NICK_BYTES, a
+   * RangeError. Cancelling is always true.
+   */
   registerNick(room: string, jid: string, nick: string | undefined): Promise<boolean>;
+  /**
+   * Everything a bare JID holds in every room: its affiliations and its
+   * registered nicknames (its account is removed: a new account of the same
+   * name must not inherit them: it is someone else; so an outcast one goes
+   * too, and a local user banned from a room could come back that way,
+   * under a new account the server's admins let be made). A room whose only
+   * owner it was keeps no owner; the service's admins can still configure it
+   * and name another.
+   */
+  forget(jid: string): Promise<void>;
   close(): void | Promise<void>;
 }
 
 /** A configuration as stored (JSON), read back with defaults for anything missing. */
 export function parseRoomConfig(json: string): RoomConfig {
   return { ...DEFAULT_ROOM_CONFIG, ...(JSON.parse(json) as Partial<RoomConfig>) };
+}
+
+/** A configuration as stored: the known fields only, whatever else the object carries. */
+export function configJson(c: RoomConfig): string {
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(DEFAULT_ROOM_CONFIG) as (keyof RoomConfig)[]) out[k] = c[k];
+  return JSON.stringify(out);
+}
+
+/** Throws RangeError for a nickname the stores do not keep. */
+export function checkNick(nick: string): void {
+  if (nick === '' || (nick.length * 3 > MAX_NICK_BYTES && Buffer.byteLength(nick, 'utf8') > MAX_NICK_BYTES)) throw new RangeError(`a nickname is 1 to ${MAX_NICK_BYTES} bytes`);
 }
