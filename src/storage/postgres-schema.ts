@@ -217,4 +217,40 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX pep_subscriptions_jid ON pep_subscriptions (jid COLLATE "C");
     `,
   },
+  {
+    version: 11,
+    name: 'multi-user chat rooms',
+    // XEP-0045 (muc/store.ts): each room's configuration (JSON, its public
+    // flag beside it for the listing) and subject, its affiliations with
+    // their reasons, and the nicknames registered in it (§7.10: one per JID,
+    // one JID per nickname). Affiliations and nicknames go with their room.
+    sql: `
+      CREATE TABLE muc_rooms (
+        room text PRIMARY KEY,
+        config text NOT NULL,
+        public boolean NOT NULL,
+        subject text,
+        subject_by text,
+        subject_stamp bigint,
+        created bigint NOT NULL
+      );
+      CREATE INDEX muc_rooms_public ON muc_rooms (room COLLATE "C") WHERE public;
+      CREATE TABLE muc_affiliations (
+        room text NOT NULL,
+        jid text NOT NULL,
+        affiliation text NOT NULL,
+        reason text,
+        PRIMARY KEY (room, jid)
+      );
+      CREATE INDEX muc_affiliations_jid ON muc_affiliations (jid);
+      CREATE TABLE muc_nicks (
+        room text NOT NULL,
+        jid text NOT NULL,
+        nick text NOT NULL,
+        PRIMARY KEY (room, jid),
+        UNIQUE (room, nick)
+      );
+      CREATE INDEX muc_nicks_jid ON muc_nicks (jid);
+    `,
+  },
 ];
