@@ -101,6 +101,7 @@ async function removeUser(config: Config, accounts: AccountStore, name: string):
   const { openBlockStore } = await import('./blocking/open.ts');
   const { openPersonalStore } = await import('./personal/open.ts');
   const { openPepStore } = await import('./pep/open.ts');
+  const { openMucStore } = await import('./muc/open.ts');
   // A store the server never created holds nothing for the account.
   const existing = { existing: true };
   const ifExists = <T,>(p: Promise<T>) => p.catch((err: unknown) => (err instanceof StoreMissingError ? undefined : Promise.reject(err)));
@@ -110,9 +111,10 @@ async function removeUser(config: Config, accounts: AccountStore, name: string):
   const blocking = await ifExists(openBlockStore(config, existing));
   const personal = await ifExists(openPersonalStore(config, existing));
   const pep = await ifExists(openPepStore(config, existing));
+  const muc = await ifExists(openMucStore(config, existing));
   let notice: RemovalNotice | undefined;
   try {
-    notice = await removeAccount({ accounts, roster, offline, archive, blocking, personal, pep }, config.domain, name, config.maxRosterItems);
+    notice = await removeAccount({ accounts, roster, offline, archive, blocking, personal, pep, muc }, config.domain, name, config.maxRosterItems);
   } finally {
     await roster?.close();
     await offline?.close();
@@ -120,6 +122,7 @@ async function removeUser(config: Config, accounts: AccountStore, name: string):
     await blocking?.close();
     await personal?.close();
     await pep?.close();
+    await muc?.close();
   }
   if (!notice) return false;
   await announceRemoval(config, notice);

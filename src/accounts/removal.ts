@@ -17,6 +17,7 @@ import type { ArchiveStore } from '../mam/store.ts';
 import type { BlockStore } from '../blocking/store.ts';
 import type { PersonalStore } from '../personal/store.ts';
 import type { PepStore } from '../pep/store.ts';
+import type { RoomStore } from '../muc/store.ts';
 import { INBOUND, receivesFrom, sendsTo } from '../presence/subscription.ts';
 import { log } from '../log.ts';
 
@@ -65,6 +66,7 @@ export interface RemovalStores {
   blocking?: BlockStore;
   personal?: PersonalStore;
   pep?: PepStore;
+  muc?: RoomStore;
 }
 
 /**
@@ -100,6 +102,8 @@ export async function removeAccount(stores: RemovalStores, domain: string, name:
     await stores.pep?.removeAll(user);
     // Its subscriptions and affiliations on others' nodes (the pubsub service, XEP-0060).
     await stores.pep?.forget(bare);
+    // Its affiliations and registered nicknames in chat rooms (XEP-0045): a new account of the same name is someone else.
+    await stores.muc?.forget(bare);
   } catch (err) {
     // The account is gone: its sessions must end all the same. What could
     // not be changed for its contacts is reported, not undone.

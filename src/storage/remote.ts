@@ -1,5 +1,5 @@
 // The worker's side of the storage thread (thread.ts): each store interface
-// (accounts, rosters, offline messages, the message archive) as an object whose methods post a
+// (accounts, rosters, offline messages, the message archive, ...) as an object whose methods post a
 // request on the worker's port and resolve with the answer. Errors come back
 // with their name, message and limit fields, so callers that tell store
 // errors apart by name (AccountExistsError, RosterFullError...) work as with
@@ -14,11 +14,12 @@ import type { ArchiveStore } from '../mam/store.ts';
 import type { BlockStore } from '../blocking/store.ts';
 import type { PersonalStore } from '../personal/store.ts';
 import type { PepStore } from '../pep/store.ts';
+import type { RoomStore } from '../muc/store.ts';
 import { encode, decode } from '../worker/wire.ts';
 import type { FromStorage, StorageThreadData, ToStorage } from './thread.ts';
 import { log } from '../log.ts';
 
-export type StoreName = 'accounts' | 'roster' | 'offline' | 'archive' | 'blocking' | 'personal' | 'pep' | 'info';
+export type StoreName = 'accounts' | 'roster' | 'offline' | 'archive' | 'blocking' | 'personal' | 'pep' | 'muc' | 'info';
 export interface StoreRequest {
   i: number;
   s: StoreName;
@@ -123,7 +124,7 @@ function proxy<T extends object>(client: StorageClient, name: StoreName, local: 
 }
 
 /** The stores, through the storage thread. */
-export async function remoteStores(client: StorageClient): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore; archive: ArchiveStore; blocking: BlockStore; personal: PersonalStore; pep: PepStore }> {
+export async function remoteStores(client: StorageClient): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore; archive: ArchiveStore; blocking: BlockStore; personal: PersonalStore; pep: PepStore; muc: RoomStore }> {
   const info = (await client.call('info', 'get', [])) as { iterations: number; fakeSaltKey: Uint8Array };
   const key = Buffer.from(info.fakeSaltKey);
   const close = () => {};
@@ -135,6 +136,7 @@ export async function remoteStores(client: StorageClient): Promise<{ accounts: A
     blocking: proxy<BlockStore>(client, 'blocking', { close }),
     personal: proxy<PersonalStore>(client, 'personal', { close }),
     pep: proxy<PepStore>(client, 'pep', { close }),
+    muc: proxy<RoomStore>(client, 'muc', { close }),
   };
 }
 

@@ -17,6 +17,7 @@ import { SqliteArchiveStore } from '../mam/sqlite.ts';
 import { SqliteBlockStore } from '../blocking/sqlite.ts';
 import { SqlitePersonalStore } from '../personal/sqlite.ts';
 import { SqlitePepStore } from '../pep/sqlite.ts';
+import { SqliteRoomStore } from '../muc/sqlite.ts';
 import { encode, decode } from '../worker/wire.ts';
 import type { StoreRequest, StoreAnswer, StoreName } from './remote.ts';
 import { log, setLogLevel } from '../log.ts';
@@ -52,6 +53,7 @@ try {
     blocking: SqliteBlockStore.open(join(data.dataDir, 'blocklist.sqlite')),
     personal: SqlitePersonalStore.open(join(data.dataDir, 'personal.sqlite')),
     pep: SqlitePepStore.open(join(data.dataDir, 'pep.sqlite')),
+    muc: SqliteRoomStore.open(join(data.dataDir, 'muc.sqlite')),
     // What a caller needs synchronously (SCRAM's fake exchanges): asked once.
     info: { async get() { return { iterations: accounts.iterations, fakeSaltKey: accounts.fakeSaltKey() }; } },
   };

@@ -29,7 +29,9 @@ import { pubsubService } from '../modules/pubsub.ts';
 import { avatar } from '../modules/avatar.ts';
 import { bookmarks } from '../modules/bookmarks.ts';
 import { openPepStore } from '../pep/open.ts';
+import { openMucStore } from '../muc/open.ts';
 import type { PepStore } from '../pep/store.ts';
+import type { RoomStore } from '../muc/store.ts';
 import { pep } from '../modules/pep.ts';
 import { redisCaps, type SharedCaps } from '../pep/caps.ts';
 import { StorageClient, remoteStores } from '../storage/remote.ts';
@@ -395,6 +397,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const blockStore: BlockStore = store ? (stores as Partial<{ blocking: BlockStore }>).blocking! : await openBlockStore(config);
   // XEP-0163 PEP nodes: the storage thread's (one node), or PostgreSQL's.
   const pepStore: PepStore = store ? (stores as Partial<{ pep: PepStore }>).pep! : await openPepStore(config);
+  // XEP-0045 chat rooms: the storage thread's (one node), or PostgreSQL's.
+  const mucStore: RoomStore = store ? (stores as Partial<{ muc: RoomStore }>).muc! : await openMucStore(config);
   /** Change notices sent to the other workers of this node, by number: the workers yet to acknowledge, and what resolves the wait. */
   const unacked = new Map<number, { left: Set<number>; done: () => void }>();
   let changeSeq = 0;
@@ -557,7 +561,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     detached,
     durable: backend.durable,
     resumption,
-    removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline, archive, blocking: blockStore, personal, pep: pepStore }, config.domain, user, config.maxRosterItems),
+    removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline, archive, blocking: blockStore, personal, pep: pepStore, muc: mucStore }, config.domain, user, config.maxRosterItems),
     // Here first, whatever becomes of the announcement; then everywhere.
     announceRemoval: (notice) => {
       onRemoved(notice);
@@ -713,6 +717,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
             stores.close();
             void blockStore.close();
             void pepStore.close();
+            void mucStore.close();
             backend.close();
             stop();
           });
