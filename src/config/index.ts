@@ -80,6 +80,7 @@ export interface Config {
   tlsCa: string;
   components: string;
   pubsubDomain: string;
+  mucDomain: string;
   admins: string;
   adhocIdleMs: number;
   readRateBytes: number;
@@ -108,18 +109,18 @@ interface Setting {
   default: (c: Partial<Config>) => unknown;
 }
 
-/** pubsub.<domain>, unless the domain is an IP address or an external component (XMPP_COMPONENTS) has that domain already. */
-function defaultPubsubDomain(c: Partial<Config>): string {
+/** PREFIX.<domain> for a hosted service, unless the domain is an IP address or an external component (XMPP_COMPONENTS) has that domain already. */
+const defaultServiceDomain = (prefix: string) => (c: Partial<Config>): string => {
   const domain = String(c.domain ?? 'localhost');
   if (isIP(domain.replace(/^\[|\]$/g, ''))) return '';
-  const candidate = `pubsub.${domain}`;
+  const candidate = `${prefix}.${domain}`;
   try {
     if (componentsOf({ components: c.components ?? '', domain }).has(normalizeDomain(candidate))) return '';
   } catch {
     // A malformed XMPP_COMPONENTS or domain is reported by the checks below.
   }
   return candidate;
-}
+};
 
 /** The one table of settings: README's configuration section mirrors it. */
 export const SETTINGS: readonly Setting[] = [
@@ -161,7 +162,8 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'smDurable', env: 'XMPP_SM_DURABLE', kind: 'bool', doc: "cluster: keep each resumable session's unacknowledged stanzas and counts in Redis as they change, so that its client can resume it on another node after its node died (XEP-0198); costs Redis writes per stanza", default: () => false },
   { key: 'componentPort', env: 'XMPP_COMPONENT_PORT', kind: 'string', doc: 'port for external components (XEP-0114) at XMPP_BIND_HOST; empty: no component listener; 0 picks a free port', default: () => '' },
   { key: 'components', env: 'XMPP_COMPONENTS', kind: 'string', doc: "external components allowed to connect, as 'domain=secret,...' (XEP-0114 handshake secrets)", default: () => '' },
-  { key: 'pubsubDomain', env: 'XMPP_PUBSUB_DOMAIN', kind: 'string', doc: "domain of the publish-subscribe service (XEP-0060) the server hosts; empty: none", default: defaultPubsubDomain },
+  { key: 'pubsubDomain', env: 'XMPP_PUBSUB_DOMAIN', kind: 'string', doc: "domain of the publish-subscribe service (XEP-0060) the server hosts; empty: none", default: defaultServiceDomain('pubsub') },
+  { key: 'mucDomain', env: 'XMPP_MUC_DOMAIN', kind: 'string', doc: "domain of the multi-user chat service (XEP-0045) the server hosts; empty: none", default: defaultServiceDomain('conference') },
   { key: 'admins', env: 'XMPP_ADMINS', kind: 'string', doc: "bare JIDs of this domain's accounts that may run the service administration commands (XEP-0133), comma-separated; empty: nobody", default: () => '' },
   { key: 'adhocIdleMs', env: 'XMPP_ADHOC_IDLE_MS', kind: 'int', min: 100, doc: "an ad-hoc command session (XEP-0050) with no request for this long ends; its sessionid then gets session-expired", default: () => 600_000 },
   { key: 's2s', env: 'XMPP_S2S', kind: 'bool', doc: 'federation with other servers (RFC 6120 server-to-server streams); false: stanzas to other domains get remote-server-not-found', default: () => true },
@@ -300,16 +302,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) throw new ConfigError('XMPP_TLS_CERT and XMPP_TLS_KEY must be set together');
   if (c.tlsCa && !existsSync(c.tlsCa)) throw new ConfigError(`XMPP_TLS_CA: no such file ${c.tlsCa}`);
   if (c.componentPort !== '' && !(/^\d{1,5}$/.test(c.componentPort) && Number(c.componentPort) <= 65535)) throw new ConfigError(`XMPP_COMPONENT_PORT must be a port number (0-65535) or empty, got ${JSON.stringify(c.componentPort)}`);
-  if (c.pubsubDomain !== '') {
+  for (const [key, env] of [['pubsubDomain', 'XMPP_PUBSUB_DOMAIN'], ['mucDomain', 'XMPP_MUC_DOMAIN']] as const) {
+    if (c[key] === '') continue;
     try {
-      c.pubsubDomain = normalizeDomain(c.pubsubDomain);
+      c[key] = normalizeDomain(c[key]);
     } catch (err) {
       if (!(err instanceof JidError)) throw err;
-      throw new ConfigError(`XMPP_PUBSUB_DOMAIN must be a domain name (RFC 7622 §3.2): ${err.message}`);
+      throw new ConfigError(`${env} must be a domain name (RFC 7622 §3.2): ${err.message}`);
     }
-    if (c.pubsubDomain === c.domain) throw new ConfigError('XMPP_PUBSUB_DOMAIN must differ from XMPP_DOMAIN');
+    if (c[key] === c.domain) throw new ConfigError(`${env} must differ from XMPP_DOMAIN`);
+    if (componentsOf(c).has(c[key])) throw new ConfigError(`${env} ${c[key]} is also an external component's (XMPP_COMPONENTS): one or the other`);
   }
-  if (c.pubsubDomain !== '' && componentsOf(c).has(c.pubsubDomain)) throw new ConfigError(`XMPP_PUBSUB_DOMAIN ${c.pubsubDomain} is also an external component's (XMPP_COMPONENTS): one or the other`);
+  if (c.mucDomain !== '' && c.mucDomain === c.pubsubDomain) throw new ConfigError('XMPP_MUC_DOMAIN and XMPP_PUBSUB_DOMAIN must differ');
   componentsOf(c);
   adminsOf(c);
   if (c.s2sTlsPort !== '' && !(/^\d{1,5}$/.test(c.s2sTlsPort) && Number(c.s2sTlsPort) <= 65535)) throw new ConfigError(`XMPP_S2S_TLS_PORT must be a port number (0-65535) or empty, got ${JSON.stringify(c.s2sTlsPort)}`);
@@ -324,8 +328,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 }
 
 /** The domains of the services the server hosts itself (XEP-0060 pubsub...): served like its own to peer servers. */
-export function hostedDomains(c: Pick<Config, 'pubsubDomain'>): string[] {
-  return c.pubsubDomain ? [c.pubsubDomain] : [];
+export function hostedDomains(c: Pick<Config, 'pubsubDomain' | 'mucDomain'>): string[] {
+  return [c.pubsubDomain, c.mucDomain].filter((d) => d !== '');
 }
 
 /** What `config` prints after the settings: where files are looked for. */

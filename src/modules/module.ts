@@ -89,6 +89,10 @@ export interface HostedService {
   iq: Record<string, ServiceIqHandler>;
   /** Other stanzas to it (messages, presence, iq results and errors); dropped when absent. */
   stanza?: (el: Element, from: Jid) => void | Promise<void>;
+  /** Every stanza to it, instead of `iq` and `stanza`: for a service whose addresses are actors of their own (XEP-0045 rooms); errors are its own to send. */
+  handle?: (el: Element, to: Jid, from: Jid) => Promise<void>;
+  /** A stanza another worker passed on to this one (a 'svc' envelope, Router.toService's peers). */
+  envelope?: (el: Element) => void;
 }
 
 export interface ServerModule {

@@ -258,13 +258,14 @@ export class Router implements PresenceRouting {
   }
 
   /** To a hosted service's domain: answered here, whoever sent it (a session of any worker, a peer server). */
-  private async toService(service: HostedService, el: Element, sender: Session | undefined): Promise<void> {
+  private async toService(service: HostedService, el: Element, to: Jid, sender: Session | undefined): Promise<void> {
     let from: Jid;
     try {
       from = parseJid(el.attrs.from);
     } catch {
       return; // nobody to answer
     }
+    if (service.handle) return service.handle(el, to, from);
     const type = el.attrs.type;
     if (el.name !== 'iq' || (type !== 'get' && type !== 'set')) {
       await service.stanza?.(el, from);
@@ -312,7 +313,7 @@ export class Router implements PresenceRouting {
     }
     if (to.domain !== this.d.domain) {
       const service = this.services.size > 0 ? this.services.get(to.domain) : undefined;
-      if (service) return this.toService(service, el, sender);
+      if (service) return this.toService(service, el, to, sender);
       if (this.d.componentDomains.has(to.domain)) return this.toComponent(el, to.domain, sender);
       if (!this.federation) return this.reject(sender, el, new StanzaError('remote-server-not-found', `${to.domain} is not served here and federation is off`));
       // To a peer server, from our domain or one of our components'.
@@ -776,6 +777,11 @@ export class Router implements PresenceRouting {
     }
     if (env.t === 'changed') return this.changed(env.kind, env.user);
     if (env.t === 'changed-ok') return; // the worker's own (worker.ts): nothing for the router
+    if (env.t === 'svc') {
+      const el = parseStanza(env.xml);
+      if (el) this.services.get(env.domain)?.envelope?.(el);
+      return;
+    }
     if (env.t === 'take') return this.resumption?.onTake(env);
     if (env.t === 'taken') return this.resumption?.onTaken(env);
     // Sent by a view of the registry from before the session moved: passed

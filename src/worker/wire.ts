@@ -123,7 +123,7 @@ export type FromHub =
 export type Only = 'roster' | 'carbons' | 'copy' | 'available' | 'subscription' | 'blocklist' | `notify ${string}`;
 // fwd: passed on by the worker a session moved away from (XEP-0198 §5), not
 // to be passed on again
-export type Envelope = SessionEnvelope | ResumeEnvelope | S2sEnvelope | ChangeEnvelope | ChangeAckEnvelope;
+export type Envelope = SessionEnvelope | ResumeEnvelope | S2sEnvelope | ChangeEnvelope | ChangeAckEnvelope | ServiceEnvelope;
 type SessionEnvelope = (
   // solicited: an answer the session asked for (not unsolicited output);
   // reroute: what to do with it if the session cannot write it (Reroute)
@@ -166,3 +166,6 @@ export type S2sEnvelope = (
  */
 export type ChangeEnvelope = { t: 'changed'; kind: string; user: string; q?: number; jid?: undefined; sid?: undefined; fwd?: undefined };
 export type ChangeAckEnvelope = { t: 'changed-ok'; q: number; jid?: undefined; sid?: undefined; fwd?: undefined };
+
+/** Worker ↔ worker (and node ↔ node): a stanza to a hosted service's address, for the worker its actor lives on (XEP-0045 rooms). */
+export type ServiceEnvelope = { t: 'svc'; domain: string; xml: string; jid?: undefined; sid?: undefined; fwd?: undefined };

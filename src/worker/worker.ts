@@ -2,6 +2,7 @@
 // actor's lifetime) plus one "join" task that links it to the node's hub.
 // A worker that dies is replaced by piscina; its replacement joins the hub
 // the same way, under a new index.
+import { createHash } from 'node:crypto';
 import type net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
@@ -28,6 +29,8 @@ import { privateStorage } from '../modules/private.ts';
 import { pubsubService } from '../modules/pubsub.ts';
 import { avatar } from '../modules/avatar.ts';
 import { bookmarks } from '../modules/bookmarks.ts';
+import { muc, hashPlacement } from '../modules/muc.ts';
+import { RoomArchive } from '../muc/history.ts';
 import { openPepStore } from '../pep/open.ts';
 import { openMucStore } from '../muc/open.ts';
 import type { PepStore } from '../pep/store.ts';
@@ -481,6 +484,24 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   ];
   // XEP-0060: the publish-subscribe service on its own domain, on PEP's store.
   if (config.pubsubDomain) modules.push(pubsubService({ domain: config.pubsubDomain, serverDomain: config.domain, store: pepStore, roster: rosterStore, send: (el) => void router.routeInternal(el) }));
+  // XEP-0045: the multi-user chat service; each room an actor on one worker (one node for now: see muc/placement).
+  if (config.mucDomain && !config.redisUrl) {
+    const admins = adminsOf(config);
+    const roomArchive = new RoomArchive(archive, config.mucDomain);
+    modules.push(muc({
+      domain: config.mucDomain,
+      serverDomain: config.domain,
+      store: mucStore,
+      placement: hashPlacement(config.nodeId, () => index, config.workers),
+      send: (el) => void router.routeInternal(el),
+      forward: (place, xml) => router.send(place, { t: 'svc', domain: config.mucDomain, xml }),
+      archive: (room, el) => roomArchive.keep(room, el),
+      history: (room, max, since) => roomArchive.recent(room, max, since),
+      isServiceAdmin: (bare) => admins.has(bare),
+      // The same on every node (they share the key), unguessable without it.
+      secret: createHash('sha256').update('xmpp muc occupant ids\0').update(identity.key).digest('base64'),
+    }));
+  }
   // XEP-0050 ad-hoc commands: XEP-0133 administration for XMPP_ADMINS.
   modules.push(adhoc(adminCommands(adminsOf(config)), { idleMs: config.adhocIdleMs }));
   // The server's disco#items: its hosted services and its external components.

@@ -117,7 +117,7 @@ test('a component that is not connected: its users get service-unavailable; disc
   t.truthy(err.getChild('error')?.getChild('service-unavailable'));
   const id = uid('items');
   const items = await within(alice.c.request(`<iq type='get' to='localhost' id='${id}'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>`, id), WAIT, 'disco#items');
-  t.deepEqual(items.getChild('query')!.getChildren('item').map((i) => i.attrs.jid).sort(), [...DOMAINS, 'other.localhost', 'pubsub.localhost'].sort(), 'the components and the hosted pubsub service');
+  t.deepEqual(items.getChild('query')!.getChildren('item').map((i) => i.attrs.jid).sort(), [...DOMAINS, 'other.localhost', 'pubsub.localhost', 'conference.localhost'].sort(), 'the components and the hosted services');
   t.deepEqual((await barrier(alice, 0)).filter((el) => el.name === 'stream:error'), []);
 });
 

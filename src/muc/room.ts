@@ -1,0 +1,568 @@
+// One multi-user chat room (XEP-0045), as an actor: every stanza to the room
+// or one of its occupants is handled here, one at a time and in arrival
+// order, so that every occupant sees the room's presence and messages in
+// the same order. Its durable part (configuration, subject, affiliations)
+// is written through the room store before anything that depends on it is
+// sent; its occupants are kept here (and, in a cluster, mirrored so that
+// another node can take the room over, muc/occupants.ts). What the room
+// sends goes out through `send`, one stanza per recipient's full JID.
+//
+// The moderation and ownership use cases (muc#admin, muc#owner,
+// registration, voice requests, invitations) are in muc/admin.ts; history
+// and the room's archive in muc/history.ts.
+import { Element } from 'ltx';
+import { createHmac } from 'node:crypto';
+import type { Jid } from '../xmpp/jid.ts';
+import { StanzaError } from '../xmpp/errors.ts';
+import { type Affiliation, type RoomConfig, type RoomStore, type StoredRoom, type Subject, DEFAULT_ROOM_CONFIG } from './store.ts';
+
+export const NS_MUC = 'http://jabber.org/protocol/muc';
+export const NS_MUC_USER = `${NS_MUC}#user`;
+export const NS_MUC_ADMIN = `${NS_MUC}#admin`;
+export const NS_MUC_OWNER = `${NS_MUC}#owner`;
+export const NS_OCCUPANT_ID = 'urn:xmpp:occupant-id:0';
+export const NS_SID = 'urn:xmpp:sid:0';
+export const NS_DELAY = 'urn:xmpp:delay';
+
+/** XEP-0045 §5.1 roles. */
+export type Role = 'moderator' | 'participant' | 'visitor' | 'none';
+
+export interface Occupant {
+  nick: string;
+  /** The real bare JID. */
+  bare: string;
+  role: Role;
+  /** Its sessions' full JIDs (one nickname may be joined from several resources of one account), with the presence each last sent. */
+  sessions: Map<string, Element>;
+}
+
+/** What a room needs of its service. */
+export interface RoomDeps {
+  /** The service's domain (conference.<domain>). */
+  service: string;
+  /** The server's own domain: its users may create rooms. */
+  serverDomain: string;
+  store: RoomStore;
+  /** Sends a stanza the room made to its 'to' (a full JID, or the room's own answers to anyone). */
+  send(el: Element): void;
+  /** Keeps a groupchat message in the room's archive (before it is sent to anyone); its stanza id, or undefined when it is not kept. */
+  archive(room: string, el: Element, by: string): Promise<string | undefined>;
+  /** The room's newest archived messages for a joining occupant (XEP-0045 §7.2.15), oldest first, each with its stamp. */
+  history(room: string, max: number, since?: number): Promise<{ el: Element; stamp: number }[]>;
+  /** Who administers the service (XMPP_ADMINS): owners of every room. */
+  isServiceAdmin(bare: string): boolean;
+  /** The occupants changed (a cluster mirrors them for another node to take the room over). */
+  occupantsChanged?(room: string, occupants: readonly Occupant[]): void;
+  /** The room is gone (destroyed, or a temporary room whose last occupant left). */
+  closed(room: string): void;
+  /** A secret the whole service shares, for occupant ids (XEP-0421). */
+  secret: string;
+  /** The most occupants one room takes. */
+  maxOccupants: number;
+}
+
+const bareOf = (j: Jid): string => (j.local ? `${j.local}@${j.domain}` : j.domain);
+const fullOf = (j: Jid): string => (j.resource ? `${bareOf(j)}/${j.resource}` : bareOf(j));
+const isEl = (c: Element | string): c is Element => typeof c !== 'string';
+
+/** An error stanza in answer to `el` from the address it was sent to (XEP-0045 errors, RFC 6120 §8.3). */
+export function errorTo(el: Element, err: StanzaError): Element {
+  const reply = new Element(el.name, { type: 'error', from: el.attrs.to, to: el.attrs.from, ...(el.attrs.id !== undefined ? { id: el.attrs.id } : {}) });
+  // §7.2.6 and others: the <x/> of the request comes back with the error.
+  for (const c of el.children) if (isEl(c) && c.attrs.xmlns === NS_MUC) reply.cnode(c);
+  reply.cnode(err.toElement());
+  return reply;
+}
+
+/** Rank of affiliations and roles, for "may act on" checks (§5.1.2, §5.2.1). */
+const AFF_RANK: Record<Affiliation | 'none', number> = { outcast: 0, none: 1, member: 2, admin: 3, owner: 4 };
+
+export class Room {
+  readonly name: string;
+  readonly jid: string;
+  readonly d: RoomDeps;
+  stored: StoredRoom;
+  /** Affiliations by bare JID (none: absent). */
+  readonly affiliations = new Map<string, Affiliation>();
+  /** Occupants by nickname. */
+  readonly occupants = new Map<string, Occupant>();
+  /** Full JID → nickname. */
+  readonly byJid = new Map<string, string>();
+  /** §10.1.1: a room just created waits, locked, for its owner's configuration (or an instant room's empty form). */
+  locked = false;
+  /** Whether it is written in the store (a room being created is not, until its first occupant is in). */
+  saved: boolean;
+  private queue: Promise<void> = Promise.resolve();
+  /** Set once the room is destroyed: what arrives later is answered as for a room that does not exist. */
+  gone = false;
+
+  constructor(d: RoomDeps, stored: StoredRoom, saved: boolean) {
+    this.d = d;
+    this.name = stored.room;
+    this.jid = `${stored.room}@${d.service}`;
+    this.stored = stored;
+    this.saved = saved;
+    for (const a of stored.affiliations) this.affiliations.set(a.jid, a.affiliation);
+  }
+
+  static fresh(d: RoomDeps, room: string): Room {
+    return new Room(d, { room, config: { ...DEFAULT_ROOM_CONFIG }, affiliations: [], created: Date.now() }, false);
+  }
+
+  get config(): RoomConfig {
+    return this.stored.config;
+  }
+
+  /** Handles a stanza to the room (nick undefined) or to one of its occupants, after every one before it. */
+  handle(el: Element, from: Jid, nick: string | undefined): Promise<void> {
+    const next = this.queue.then(() => this.dispatch(el, from, nick));
+    this.queue = next.catch(() => {});
+    return next;
+  }
+
+  /** Runs `fn` in the room's order (for what the service does on its own: a dead node's occupants removed). */
+  enqueue(fn: () => Promise<void> | void): Promise<void> {
+    const next = this.queue.then(fn);
+    this.queue = next.catch(() => {});
+    return next;
+  }
+
+  // Set by muc/admin.ts and muc/history.ts (kept apart to keep this file about occupants and messages).
+  static iqHandlers: Record<string, (room: Room, iq: Element, from: Jid) => Promise<Element | null>> = {};
+  static messageHandlers: ((room: Room, el: Element, from: Jid) => Promise<boolean>)[] = [];
+
+  private async dispatch(el: Element, from: Jid, nick: string | undefined): Promise<void> {
+    if (this.gone) {
+      if (el.attrs.type !== 'error' && el.attrs.type !== 'result') this.d.send(errorTo(el, new StanzaError('item-not-found', 'the room is gone')));
+      return;
+    }
+    try {
+      if (el.name === 'presence') return await this.presence(el, from, nick);
+      if (el.name === 'message') return await this.message(el, from, nick);
+      if (el.name === 'iq') return await this.iq(el, from, nick);
+    } catch (err) {
+      if (!(err instanceof StanzaError)) throw err;
+      if (el.attrs.type !== 'error' && el.attrs.type !== 'result') this.d.send(errorTo(el, err));
+    }
+  }
+
+  // --- who is who ---------------------------------------------------------
+
+  affiliationOf(bare: string): Affiliation | 'none' {
+    if (this.d.isServiceAdmin(bare)) return 'owner';
+    return this.affiliations.get(bare) ?? 'none';
+  }
+
+  /** §5.1.2: the role an affiliation gets on entering. */
+  defaultRole(aff: Affiliation | 'none'): Role {
+    if (aff === 'owner' || aff === 'admin') return 'moderator';
+    if (aff === 'outcast') return 'none';
+    if (this.config.moderated && aff === 'none') return 'visitor';
+    return 'participant';
+  }
+
+  occupantOf(full: string): Occupant | undefined {
+    const nick = this.byJid.get(full);
+    return nick === undefined ? undefined : this.occupants.get(nick);
+  }
+
+  /** XEP-0421: an occupant's id, the same for the same real bare JID in the room, unguessable from it. */
+  occupantId(o: Occupant): string {
+    return createHmac('sha256', this.d.secret).update(`${this.jid}\0${o.bare}`).digest('base64url').slice(0, 22);
+  }
+
+  /** Whether `viewer` may see occupants' real JIDs (§7.2.3: non-anonymous rooms, or moderators of semi-anonymous ones). */
+  seesJids(viewer: Occupant): boolean {
+    return this.config.whois === 'anyone' || viewer.role === 'moderator';
+  }
+
+  /** The <x xmlns=muc#user/> of an occupant's presence as `viewer` sees it. */
+  userX(o: Occupant, viewer: Occupant | undefined, session: string | undefined, codes: number[] = [], extra?: (item: Element) => void): Element {
+    const x = new Element('x', { xmlns: NS_MUC_USER });
+    const item = x.c('item', { affiliation: this.affiliationOf(o.bare), role: o.role });
+    if (viewer && this.seesJids(viewer)) item.attrs.jid = session ?? o.bare;
+    extra?.(item);
+    for (const c of codes) x.c('status', { code: String(c) });
+    return x;
+  }
+
+  /** An occupant's presence (the last one of `session`) as `viewer` gets it, to `to`. */
+  presenceOf(o: Occupant, session: string, viewer: Occupant | undefined, to: string, codes: number[] = [], type?: string, extra?: (item: Element) => void): Element {
+    const last = o.sessions.get(session);
+    const p = new Element('presence', { from: `${this.jid}/${o.nick}`, to, ...(type ? { type } : {}) });
+    if (last && type === undefined) {
+      // What the occupant said of itself (show, status, priority, caps, vCard hash...), not its MUC or addressing.
+      for (const c of last.children) if (isEl(c) && c.attrs.xmlns !== NS_MUC && c.attrs.xmlns !== NS_MUC_USER && c.attrs.xmlns !== NS_OCCUPANT_ID) p.cnode(c);
+    }
+    p.cnode(this.userX(o, viewer, session, codes, extra));
+    if (this.config.occupantIds) p.c('occupant-id', { xmlns: NS_OCCUPANT_ID, id: this.occupantId(o) });
+    return p;
+  }
+
+  /** Every session of every occupant. */
+  *sessions(): Generator<{ o: Occupant; full: string }> {
+    for (const o of this.occupants.values()) for (const full of o.sessions.keys()) yield { o, full };
+  }
+
+  /** Sends an occupant's presence (each of its sessions') to every occupant; `codesFor` adds status codes per recipient. */
+  broadcastPresence(o: Occupant, type?: string, codesFor: (to: Occupant, full: string) => number[] = () => [], extra?: (item: Element) => void, only?: string): void {
+    const sessions = only !== undefined ? [only] : [...o.sessions.keys()];
+    for (const { o: to, full } of this.sessions()) {
+      for (const s of sessions) {
+        const codes = codesFor(to, full);
+        // §7.2.3: the occupant's own presence carries 110 (self), to each of its sessions.
+        if (to === o && !codes.includes(110)) codes.unshift(110);
+        this.d.send(this.presenceOf(o, s, to, full, codes, type, extra));
+      }
+    }
+  }
+
+  // --- presence: join, change, nickname change, leave ----------------------
+
+  private async presence(el: Element, from: Jid, nick: string | undefined): Promise<void> {
+    const full = fullOf(from);
+    const type = el.attrs.type;
+    if (type === 'error') {
+      // §7.2.? / XEP-0410 §3.2: an occupant whose client answers with an error is gone.
+      const o = this.occupantOf(full);
+      if (o) await this.leave(o, full, [333]);
+      return;
+    }
+    if (type !== undefined && type !== 'unavailable') return; // subscriptions are not for rooms
+    const o = this.occupantOf(full);
+    if (type === 'unavailable') {
+      if (o) await this.leave(o, full, [], el);
+      return;
+    }
+    // §7.2.1: a nickname is needed to enter.
+    if (nick === undefined || nick === '') throw new StanzaError('jid-malformed', 'a nickname is needed: send presence to room@service/nick');
+    if (!o) return this.join(el, from, nick);
+    o.sessions.set(full, el);
+    if (o.nick === nick) {
+      // §7.7: a change of availability or status, to everyone.
+      this.broadcastPresence(o, undefined, undefined, undefined, full);
+      this.changed();
+      return;
+    }
+    return this.changeNick(o, full, nick, el);
+  }
+
+  private async join(el: Element, from: Jid, nick: string): Promise<void> {
+    const full = fullOf(from);
+    const bare = bareOf(from);
+    const creating = !this.saved;
+    if (creating) {
+      // §10.1.1: the server's own users create rooms; the creator is the owner.
+      if (from.domain !== this.d.serverDomain || !from.local) throw new StanzaError('not-allowed', 'only users of this server create rooms here');
+      this.affiliations.set(bare, 'owner');
+      this.stored.affiliations = [{ jid: bare, affiliation: 'owner' }];
+      // The room and its owner in one write.
+      let made: boolean;
+      try {
+        made = await this.d.store.save(this.stored);
+      } catch (err) {
+        if ((err as Error).name !== 'RoomListFullError') throw err;
+        made = false;
+      }
+      if (!made) {
+        this.affiliations.clear();
+        throw new StanzaError('resource-constraint', 'this service holds all the rooms it can', 'wait');
+      }
+      this.saved = true;
+      // §10.1.2: locked until configured, unless the client asks for an instant room (an empty form) at once.
+      this.locked = true;
+    }
+    const aff = this.affiliationOf(bare);
+    // §7.2.9: the room is locked to all but its owner until configured.
+    if (this.locked && aff !== 'owner') throw new StanzaError('item-not-found', 'the room is being created; try again once its owner configured it');
+    // §7.2.7: banned.
+    if (aff === 'outcast') throw new StanzaError('forbidden', 'you are banned from this room');
+    // §7.2.6: members only.
+    if (this.config.membersOnly && aff === 'none') throw new StanzaError('registration-required', 'this room is for members only');
+    // §7.2.5: password.
+    if (this.config.password !== '' && aff !== 'owner' && aff !== 'admin') {
+      const given = el.getChild('x', NS_MUC)?.getChildText('password');
+      if (given !== this.config.password) throw new StanzaError('not-authorized', 'a password is needed to enter this room');
+    }
+    const holder = this.occupants.get(nick);
+    // §7.2.8: a nickname taken by someone else; one's own from another resource is joined as another session.
+    if (holder && holder.bare !== bare) throw new StanzaError('conflict', 'that nickname is taken in this room');
+    if (!holder) {
+      // §7.10: a nickname registered by another JID is theirs.
+      const owner = await this.d.store.nickOwner(this.name, nick);
+      if (owner !== undefined && owner !== bare) throw new StanzaError('conflict', 'that nickname is registered to someone else');
+    }
+    // §7.2.10: the room is full (owners and admins still enter).
+    const max = this.config.maxUsers > 0 ? Math.min(this.config.maxUsers, this.d.maxOccupants) : this.d.maxOccupants;
+    if (!holder && this.occupants.size >= max && AFF_RANK[aff] < AFF_RANK.admin) throw new StanzaError('service-unavailable', 'the room is full', 'wait');
+
+    // §7.2.3: the presence of those in the room, to the newcomer first.
+    let o = holder;
+    const viewerRole = o?.role ?? this.defaultRole(aff);
+    const viewer: Occupant = o ?? { nick, bare, role: viewerRole, sessions: new Map() };
+    for (const other of this.occupants.values()) {
+      if (other === o) continue;
+      for (const s of other.sessions.keys()) this.d.send(this.presenceOf(other, s, viewer, full));
+    }
+    if (!o) {
+      o = viewer;
+      this.occupants.set(nick, o);
+    }
+    o.sessions.set(full, el);
+    this.byJid.set(full, nick);
+    // Then the newcomer's, to everyone; its own copy (the last presence of the sequence) with the status codes about the room.
+    const selfCodes: number[] = [110];
+    if (this.config.whois === 'anyone') selfCodes.push(100);
+    if (this.config.archive) selfCodes.push(170);
+    if (creating) selfCodes.push(201);
+    for (const { o: to, full: toFull } of this.sessions()) {
+      if (toFull === full) continue;
+      this.d.send(this.presenceOf(o, full, to, toFull, to === o ? [110] : []));
+    }
+    this.d.send(this.presenceOf(o, full, o, full, selfCodes));
+    this.changed();
+    if (creating) return; // §10.1.2: nothing more until the room is configured
+    await this.sendHistory(el, full);
+    this.sendSubject(full);
+  }
+
+  /** §7.2.15, §7.2.16: the room's recent messages, as the joining client's <history/> limits them. */
+  private async sendHistory(el: Element, full: string): Promise<void> {
+    const h = el.getChild('x', NS_MUC)?.getChild('history');
+    let max = this.config.historyLength;
+    if (h?.attrs.maxstanzas !== undefined && /^\d+$/.test(h.attrs.maxstanzas)) max = Math.min(max, Number(h.attrs.maxstanzas));
+    let since: number | undefined;
+    if (h?.attrs.seconds !== undefined && /^\d+$/.test(h.attrs.seconds)) since = Date.now() - Number(h.attrs.seconds) * 1000;
+    if (h?.attrs.since !== undefined) {
+      const t = Date.parse(h.attrs.since);
+      if (!Number.isNaN(t)) since = Math.max(since ?? 0, t);
+    }
+    const maxChars = h?.attrs.maxchars !== undefined && /^\d+$/.test(h.attrs.maxchars) ? Number(h.attrs.maxchars) : undefined;
+    if (max <= 0 || maxChars === 0 || !this.config.archive) return;
+    let msgs = await this.d.history(this.name, max, since);
+    if (maxChars !== undefined) {
+      // The newest that fit in maxchars, counting each stanza's XML.
+      let total = 0;
+      let start = msgs.length;
+      while (start > 0 && total + msgs[start - 1].el.toString().length <= maxChars) total += msgs[--start].el.toString().length;
+      msgs = msgs.slice(start);
+    }
+    for (const m of msgs) {
+      const out = new Element('message', { ...m.el.attrs, to: full });
+      for (const c of m.el.children) if (isEl(c)) out.cnode(c);
+      out.c('delay', { xmlns: NS_DELAY, from: this.jid, stamp: new Date(m.stamp).toISOString() });
+      this.d.send(out);
+    }
+  }
+
+  /** §7.2.15: the subject, after the history (an empty one when there is none), to one session or all. */
+  sendSubject(full: string): void {
+    const s: Subject | undefined = this.stored.subject;
+    const m = new Element('message', { type: 'groupchat', from: s && s.by ? `${this.jid}/${s.by}` : this.jid, to: full });
+    m.c('subject').t(s?.text ?? '');
+    if (s) m.c('delay', { xmlns: NS_DELAY, from: this.jid, stamp: new Date(s.stamp).toISOString() });
+    this.d.send(m);
+  }
+
+  /** §7.6: a new nickname; §7.6.3: unavailable with 303 and the new nick, then available under it. */
+  private async changeNick(o: Occupant, full: string, nick: string, el: Element): Promise<void> {
+    const holder = this.occupants.get(nick);
+    if (holder) throw new StanzaError('conflict', 'that nickname is taken in this room');
+    const owner = await this.d.store.nickOwner(this.name, nick);
+    if (owner !== undefined && owner !== o.bare) throw new StanzaError('conflict', 'that nickname is registered to someone else');
+    const old = o.nick;
+    this.broadcastPresence(o, 'unavailable', () => [303], (item) => (item.attrs.nick = nick));
+    this.occupants.delete(old);
+    o.nick = nick;
+    o.sessions.set(full, el);
+    this.occupants.set(nick, o);
+    for (const s of o.sessions.keys()) this.byJid.set(s, nick);
+    this.broadcastPresence(o);
+    this.changed();
+  }
+
+  /** §7.14: a session leaves (its unavailable presence to all, itself included); the occupant goes with its last session. */
+  async leave(o: Occupant, full: string, codes: number[], el?: Element): Promise<void> {
+    if (!o.sessions.has(full)) return;
+    const status = el?.getChildText('status');
+    // Its own copy first, then the others', each the same presence.
+    const unavailable = (to: string, viewer: Occupant) => {
+      const p = this.presenceOf(o, full, viewer, to, to === full ? [110, ...codes] : [...codes], 'unavailable');
+      if (status) p.c('status').t(status);
+      return p;
+    };
+    this.d.send(unavailable(full, o));
+    o.sessions.delete(full);
+    this.byJid.delete(full);
+    if (o.sessions.size === 0) this.occupants.delete(o.nick);
+    for (const { o: to, full: toFull } of this.sessions()) this.d.send(unavailable(toFull, to));
+    this.changed();
+    await this.emptied();
+  }
+
+  /** Removes an occupant altogether (kick, ban, membership lost), every session told, with the codes and the actor's reason. */
+  remove(o: Occupant, codes: number[], reason?: string, actor?: string): void {
+    const extra = (item: Element) => {
+      if (actor) item.c('actor', { nick: actor });
+      if (reason) item.c('reason').t(reason);
+    };
+    const savedRole = o.role;
+    o.role = 'none';
+    for (const { o: to, full } of this.sessions()) for (const s of o.sessions.keys()) this.d.send(this.presenceOf(o, s, to, full, to === o ? [110, ...codes] : [...codes], 'unavailable', extra));
+    void savedRole;
+    for (const s of o.sessions.keys()) this.byJid.delete(s);
+    this.occupants.delete(o.nick);
+    this.changed();
+  }
+
+  /** A temporary room whose last occupant left is destroyed (§10.1.3); a persistent one stays. */
+  async emptied(): Promise<void> {
+    if (this.occupants.size > 0) return;
+    if (this.config.persistent && !this.locked) return;
+    this.gone = true;
+    await this.d.store.remove(this.name);
+    this.d.closed(this.name);
+  }
+
+  changed(): void {
+    this.d.occupantsChanged?.(this.name, [...this.occupants.values()]);
+  }
+
+  // --- messages --------------------------------------------------------------
+
+  private async message(el: Element, from: Jid, nick: string | undefined): Promise<void> {
+    const type = el.attrs.type ?? 'normal';
+    const full = fullOf(from);
+    const o = this.occupantOf(full);
+    if (type === 'error') {
+      // §? an occupant whose client bounces the room's messages is gone (as XEP-0410 §3.2 has it for errors).
+      if (o && nick === undefined) {
+        const cond = el.getChild('error')?.children.find(isEl)?.name;
+        if (cond === 'service-unavailable' || cond === 'item-not-found' || cond === 'recipient-unavailable' || cond === 'remote-server-not-found' || cond === 'gone') await this.leave(o, full, [333]);
+      }
+      return;
+    }
+    if (nick !== undefined) {
+      // §7.5: private messages go to an occupant; groupchat to one is an error.
+      if (type === 'groupchat') throw new StanzaError('bad-request', 'groupchat messages go to the room');
+      return this.privateMessage(el, o, nick);
+    }
+    if (type !== 'groupchat') {
+      for (const h of Room.messageHandlers) if (await h(this, el, from)) return;
+      throw new StanzaError('bad-request', 'messages to the room are groupchat, invitations or voice requests');
+    }
+    // §7.4: only occupants speak; visitors not in a moderated room (§7.4, §8.4).
+    if (!o) throw new StanzaError('not-acceptable', 'only occupants may send messages to the room');
+    if (o.role === 'visitor' || o.role === 'none') throw new StanzaError('forbidden', 'you have no voice in this room');
+    const subject = el.getChild('subject');
+    if (subject && !el.getChild('body')) return this.changeSubject(el, o, subject.getText());
+    await this.groupchat(el, o);
+  }
+
+  /** §8.1: a new subject, by moderators, or participants when the room allows it; kept and sent to all. */
+  private async changeSubject(el: Element, o: Occupant, text: string): Promise<void> {
+    if (o.role !== 'moderator' && !(this.config.changeSubject && o.role === 'participant')) throw new StanzaError('forbidden', 'only moderators change the subject here');
+    this.stored.subject = { text, by: o.nick, stamp: Date.now() };
+    await this.d.store.save(this.stored);
+    for (const { full } of this.sessions()) {
+      const m = new Element('message', { type: 'groupchat', from: `${this.jid}/${o.nick}`, to: full, ...(el.attrs.id ? { id: el.attrs.id } : {}) });
+      m.c('subject').t(text);
+      this.d.send(m);
+    }
+  }
+
+  /** §7.4: a message to all occupants, from the sender's occupant JID, archived first (XEP-0313, with its XEP-0359 id by the room). */
+  private async groupchat(el: Element, o: Occupant): Promise<void> {
+    const msg = new Element('message', { type: 'groupchat', from: `${this.jid}/${o.nick}`, ...(el.attrs.id ? { id: el.attrs.id } : {}), ...(el.attrs['xml:lang'] ? { 'xml:lang': el.attrs['xml:lang'] } : {}) });
+    for (const c of el.children) {
+      if (!isEl(c)) continue;
+      // XEP-0359 §5 and XEP-0421 §5: ids by the room are the room's to give; a sender's would be forged.
+      if (c.name === 'stanza-id' && c.attrs.xmlns === NS_SID && c.attrs.by === this.jid) continue;
+      if (c.attrs.xmlns === NS_OCCUPANT_ID) continue;
+      msg.cnode(c);
+    }
+    if (this.config.occupantIds) msg.c('occupant-id', { xmlns: NS_OCCUPANT_ID, id: this.occupantId(o) });
+    // Kept before anyone gets it: a message the room accepted survives the death of the node it runs on.
+    const id = this.config.archive ? await this.d.archive(this.name, msg, this.jid) : undefined;
+    if (id) msg.c('stanza-id', { xmlns: NS_SID, id, by: this.jid });
+    for (const { full } of this.sessions()) {
+      const copy = new Element('message', { ...msg.attrs, to: full });
+      for (const c of msg.children) copy.cnode(c as Element);
+      this.d.send(copy);
+    }
+  }
+
+  /** §7.5: a private message, to every session of the occupant it names, from the sender's occupant JID. */
+  private privateMessage(el: Element, o: Occupant | undefined, nick: string): void {
+    if (!o) throw new StanzaError('not-acceptable', 'only occupants may send private messages');
+    const pm = this.config.allowPm;
+    const may = pm === 'anyone' || (pm === 'participants' && o.role !== 'visitor') || (pm === 'moderators' && o.role === 'moderator');
+    if (!may) throw new StanzaError('forbidden', 'private messages are not allowed here');
+    const to = this.occupants.get(nick);
+    if (!to) throw new StanzaError('item-not-found', `nobody is called ${nick} here`);
+    for (const s of to.sessions.keys()) {
+      const m = new Element('message', { ...el.attrs, from: `${this.jid}/${o.nick}`, to: s });
+      for (const c of el.children) if (isEl(c) && c.attrs.xmlns !== NS_MUC_USER) m.cnode(c);
+      // §7.5: marked as coming through the room.
+      m.c('x', { xmlns: NS_MUC_USER });
+      this.d.send(m);
+    }
+  }
+
+  // --- iq ----------------------------------------------------------------------
+
+  private async iq(el: Element, from: Jid, nick: string | undefined): Promise<void> {
+    const type = el.attrs.type;
+    if (type !== 'get' && type !== 'set') return;
+    const payload = el.children.find(isEl);
+    const ns = payload?.attrs.xmlns;
+    const full = fullOf(from);
+    if (nick !== undefined) {
+      const o = this.occupantOf(full);
+      // XEP-0410 §3: a ping to one's own occupant JID is answered by the room: joined, or not-acceptable.
+      if (ns === 'urn:xmpp:ping') {
+        if (!o) throw new StanzaError('not-acceptable', 'you are not joined to this room');
+        if (o.nick === nick) return this.result(el);
+      }
+      // §7.? iq to another occupant: not relayed by this service.
+      throw new StanzaError(this.occupants.has(nick) ? 'service-unavailable' : 'item-not-found');
+    }
+    const handler = Room.iqHandlers[`${type} ${ns}`];
+    if (!handler) throw new StanzaError('service-unavailable');
+    const answer = await handler(this, el, from);
+    this.result(el, answer ?? undefined);
+  }
+
+  result(iq: Element, payload?: Element): void {
+    const r = new Element('iq', { type: 'result', id: iq.attrs.id, from: iq.attrs.to, to: iq.attrs.from });
+    if (payload) r.cnode(payload);
+    this.d.send(r);
+  }
+
+  /** Saves the configuration and subject (after a change of them). */
+  async save(): Promise<void> {
+    await this.d.store.save(this.stored);
+  }
+
+  /** Sets an affiliation, stored first; occupants' presence follows as the caller decides. */
+  async setAffiliation(bare: string, aff: Affiliation | 'none', reason?: string): Promise<void> {
+    let ok: boolean;
+    try {
+      ok = await this.d.store.setAffiliation(this.name, bare, aff, reason);
+    } catch (err) {
+      if ((err as Error).name === 'RoomListFullError') throw new StanzaError('policy-violation', 'the room keeps no more affiliations');
+      throw err;
+    }
+    if (!ok) throw new StanzaError('item-not-found', 'the room is gone');
+    if (aff === 'none') this.affiliations.delete(bare);
+    else this.affiliations.set(bare, aff);
+    this.stored.affiliations = [...this.affiliations].map(([jid, affiliation]) => ({ jid, affiliation }));
+  }
+
+  /** Occupants of a real bare JID. */
+  occupantsOf(bare: string): Occupant[] {
+    return [...this.occupants.values()].filter((o) => o.bare === bare);
+  }
+
+  static rank = AFF_RANK;
+}
