@@ -206,14 +206,14 @@ export class Room {
 
   /** Sends an occupant's presence (each of its sessions') to every occupant; `codesFor` adds status codes per recipient. */
   broadcastPresence(o: Occupant, type?: string, codesFor: (to: Occupant, full: string) => number[] = () => [], extra?: (item: Element) => void, only?: string): void {
-    const sessions = only !== undefined ? [only] : [...o.sessions.keys()];
+    // One presence per recipient: the session that changed (or the occupant's first); its own sessions each get their own.
+    const shown = only ?? o.sessions.keys().next().value;
+    if (shown === undefined) return;
     for (const { o: to, full } of this.sessions()) {
-      for (const s of sessions) {
-        const codes = codesFor(to, full);
-        // §7.2.3: the occupant's own presence carries 110 (self), to each of its sessions.
-        if (to === o && !codes.includes(110)) codes.unshift(110);
-        this.d.send(this.presenceOf(o, s, to, full, codes, type, extra));
-      }
+      const codes = codesFor(to, full);
+      // §7.2.3: the occupant's own presence carries 110 (self), to each of its sessions.
+      if (to === o && !codes.includes(110)) codes.unshift(110);
+      this.d.send(this.presenceOf(o, to === o && o.sessions.has(full) && only === undefined ? full : shown, to, full, codes, type, extra));
     }
   }
 
@@ -394,7 +394,12 @@ export class Room {
     this.d.send(unavailable(full, o));
     o.sessions.delete(full);
     this.byJid.delete(full);
-    if (o.sessions.size === 0) this.occupants.delete(o.nick);
+    // The occupant stays while another of its sessions is in: the others see nothing leave.
+    if (o.sessions.size > 0) {
+      this.changed();
+      return;
+    }
+    this.occupants.delete(o.nick);
     for (const { o: to, full: toFull } of this.sessions()) this.d.send(unavailable(toFull, to));
     this.changed();
     await this.emptied();
@@ -406,10 +411,9 @@ export class Room {
       if (actor) item.c('actor', { nick: actor });
       if (reason) item.c('reason').t(reason);
     };
-    const savedRole = o.role;
     o.role = 'none';
-    for (const { o: to, full } of this.sessions()) for (const s of o.sessions.keys()) this.d.send(this.presenceOf(o, s, to, full, to === o ? [110, ...codes] : [...codes], 'unavailable', extra));
-    void savedRole;
+    const shown = o.sessions.keys().next().value ?? '';
+    for (const { o: to, full } of this.sessions()) this.d.send(this.presenceOf(o, to === o ? full : shown, to, full, to === o ? [110, ...codes] : [...codes], 'unavailable', extra));
     for (const s of o.sessions.keys()) this.byJid.delete(s);
     this.occupants.delete(o.nick);
     this.changed();

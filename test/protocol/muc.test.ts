@@ -9,7 +9,8 @@
 import test from 'ava';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { stanzaError } from '../helpers/protocol.ts';
-import { barrier, expect, newUser } from '../helpers/im.ts';
+import { barrier, connect, expect, newUser } from '../helpers/im.ts';
+import { before } from '../helpers/pep.ts';
 import { NS_MUC_OWNER, NS_MUC_USER, codes, createRoom, freshRoom, iq, isGroupchat, isOccupant, isSelf, isSubject, itemOf, join, sendJoin } from '../helpers/muc.ts';
 
 let server: TestServer;
@@ -190,4 +191,25 @@ test('a temporary room goes with its last occupant; a persistent one stays', asy
   t.is(stanzaError(gone).condition, 'item-not-found');
   const still = await iq(alice, 'get', kept, `<query xmlns='http://jabber.org/protocol/disco#info'/>`);
   t.is(still.attrs.type, 'result');
+});
+
+test('one account in a room from two resources under one nickname: the others see one occupant, who leaves with the last session', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const phone = await connect(t, server.c2sPort, bob.name, 'phone');
+  const room = await createRoom(alice, service, 'Alice');
+  await join(bob, room, 'Bob');
+  const fa = alice.c.items.length;
+  await join(phone, room, 'Bob');
+  // Control: alice's own message reflected after the second session came in.
+  alice.c.send(`<message to='${room}' type='groupchat'><body>control</body></message>`);
+  await expect(alice, 'the control', isGroupchat(room, 'control'), fa);
+  const fb = alice.c.items.length;
+  phone.c.send(`<presence to='${room}/Bob' type='unavailable'/>`);
+  await expect(phone, 'its own unavailable', isSelf(room, 'unavailable'), 0);
+  alice.c.send(`<message to='${room}' type='groupchat'><body>control2</body></message>`);
+  t.false((await before(alice, 'the second control', isGroupchat(room, 'control2'), fb)).some(isOccupant(room, 'Bob', 'unavailable')), 'Bob is still in through his other session');
+  const f2 = alice.c.items.length;
+  bob.c.send(`<presence to='${room}/Bob' type='unavailable'/>`);
+  await expect(alice, 'Bob leaving with his last session', isOccupant(room, 'Bob', 'unavailable'), f2);
 });
