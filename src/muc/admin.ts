@@ -6,10 +6,11 @@
 // (§7.8.2) are in muc/moderation.ts.
 import { Element } from 'ltx';
 import { StanzaError } from '../xmpp/errors.ts';
-import type { Jid } from '../xmpp/jid.ts';
+import { type Jid, JidError, parseJid } from '../xmpp/jid.ts';
 import { NS_DISCO_INFO, NS_DISCO_ITEMS } from '../xmpp/ns.ts';
-import { type RoomConfig } from './store.ts';
+import { type Affiliation, type RoomConfig } from './store.ts';
 import { NS_MUC, NS_MUC_OWNER, NS_MUC_USER, NS_OCCUPANT_ID, Room } from './room.ts';
+import { affiliationChanged, keepsOwner } from './moderation.ts';
 
 const NS_DATA = 'jabber:x:data';
 const ROOMCONFIG = 'http://jabber.org/protocol/muc#roomconfig';
@@ -20,8 +21,8 @@ const bareOf = (j: Jid): string => (j.local ? `${j.local}@${j.domain}` : j.domai
 /** The most characters of a room's name, description or password. */
 const MAX_TEXT = 1024;
 
-/** §10.2: the configuration form, filled with the room's values. */
-export function configForm(c: RoomConfig, maxOccupants: number): Element {
+/** §10.2: the configuration form, filled with the room's values (and its owners and admins: each a full list when submitted). */
+export function configForm(c: RoomConfig, maxOccupants: number, owners: string[] = [], admins: string[] = []): Element {
   const x = new Element('x', { xmlns: NS_DATA, type: 'form' });
   x.c('title').t('Room configuration');
   x.c('field', { var: 'FORM_TYPE', type: 'hidden' }).c('value').t(ROOMCONFIG);
@@ -46,10 +47,30 @@ export function configForm(c: RoomConfig, maxOccupants: number): Element {
   field('muc#roomconfig_allowinvites', 'boolean', 'Participants may invite', [b(c.allowInvites)]);
   field('muc#roomconfig_allowpm', 'list-single', 'Who may send private messages', [c.allowPm], [['anyone', 'Anyone'], ['participants', 'Participants'], ['moderators', 'Moderators'], ['none', 'Nobody']]);
   field('muc#roomconfig_enablelogging', 'boolean', 'Archive the room (XEP-0313)', [b(c.archive)]);
-  field('muc#roomconfig_getmemberlist', 'list-multi', 'Roles that may get the member list', ['moderator', 'participant'], [['moderator', 'Moderator'], ['participant', 'Participant'], ['visitor', 'Visitor']]);
-  field('muc#roomconfig_roomowners', 'jid-multi', 'Owners', []);
-  field('muc#roomconfig_roomadmins', 'jid-multi', 'Admins', []);
+  field('muc#roomconfig_roomowners', 'jid-multi', 'Owners', owners);
+  field('muc#roomconfig_roomadmins', 'jid-multi', 'Admins', admins);
   return x;
+}
+
+/** The most JIDs in the owner or admin field of one form. */
+const MAX_LISTED = 1000;
+
+/** A jid-multi field's values as normalised bare JIDs, each once. */
+function jids(field: string, values: string[]): string[] {
+  if (values.length > MAX_LISTED) throw new StanzaError('not-acceptable', `${field} holds at most ${MAX_LISTED} JIDs`);
+  const out = new Set<string>();
+  for (const v of values) {
+    if (v.trim() === '') continue;
+    let j: Jid;
+    try {
+      j = parseJid(v.trim());
+    } catch (err) {
+      if (!(err instanceof JidError)) throw err;
+      throw new StanzaError('jid-malformed', `${v} in ${field} is not a JID`);
+    }
+    out.add(j.local ? `${j.local}@${j.domain}` : j.domain);
+  }
+  return [...out];
 }
 
 const bool = (v: string | undefined): boolean | undefined => (v === '1' || v === 'true' ? true : v === '0' || v === 'false' ? false : undefined);
@@ -100,8 +121,8 @@ export function applyConfig(base: RoomConfig, x: Element, maxOccupants: number):
         c.allowPm = v;
         break;
       case 'muc#roomconfig_enablelogging': c.archive = flag(); break;
-      case 'muc#roomconfig_roomowners': owners = values; break;
-      case 'muc#roomconfig_roomadmins': admins = values; break;
+      case 'muc#roomconfig_roomowners': owners = jids(f.attrs.var, values); break;
+      case 'muc#roomconfig_roomadmins': admins = jids(f.attrs.var, values); break;
       default:
         break;
     }
@@ -139,7 +160,8 @@ export async function destroy(room: Room, alternate?: string, reason?: string, p
 async function ownerGet(room: Room, iq: Element, from: Jid): Promise<Element> {
   if (room.affiliationOf(bareOf(from)) !== 'owner') throw new StanzaError('forbidden', 'only owners configure the room');
   const q = new Element('query', { xmlns: NS_MUC_OWNER });
-  q.cnode(configForm(room.config, room.d.maxOccupants));
+  const holding = (a: string) => [...room.affiliations].filter(([, x]) => x === a).map(([j]) => j);
+  q.cnode(configForm(room.config, room.d.maxOccupants, holding('owner'), holding('admin')));
   return q;
 }
 
@@ -165,10 +187,26 @@ async function ownerSet(room: Room, iq: Element, from: Jid): Promise<null> {
   if (formType !== undefined && formType !== ROOMCONFIG) throw new StanzaError('bad-request', `the form's FORM_TYPE is ${ROOMCONFIG}`);
   const before = room.config;
   const { config, owners, admins } = applyConfig(before, x, room.d.maxOccupants);
+  // §10.2: muc#roomconfig_roomowners and _roomadmins are each the whole list (unlike muc#admin's deltas, §10.5);
+  // those left out of a list lose that affiliation. Checked before anything is applied: the room keeps an owner.
+  const changes = new Map<string, Affiliation | 'none'>();
+  if (admins) {
+    for (const [jid, a] of room.affiliations) if (a === 'admin' && !admins.includes(jid)) changes.set(jid, 'none');
+    for (const jid of admins) if (room.affiliations.get(jid) !== 'admin') changes.set(jid, 'admin');
+  }
+  if (owners) {
+    for (const [jid, a] of room.affiliations) if (a === 'owner' && !owners.includes(jid)) changes.set(jid, admins?.includes(jid) ? 'admin' : 'none');
+    for (const jid of owners) if (room.affiliations.get(jid) !== 'owner') changes.set(jid, 'owner');
+    else changes.delete(jid);
+  }
+  keepsOwner(room, [...changes].map(([jid, aff]) => ({ jid, aff })));
   room.stored.config = config;
   await room.save();
-  for (const jid of owners ?? []) await room.setAffiliation(jid, 'owner');
-  for (const jid of admins ?? []) await room.setAffiliation(jid, 'admin');
+  const actor = room.occupantOf(`${bare}${from.resource ? `/${from.resource}` : ''}`)?.nick;
+  for (const [jid, aff] of changes) {
+    await room.setAffiliation(jid, aff);
+    affiliationChanged(room, jid, actor);
+  }
   const wasLocked = room.locked;
   room.locked = false;
   if (wasLocked) {
@@ -186,7 +224,7 @@ async function ownerSet(room: Room, iq: Element, from: Jid): Promise<null> {
     for (const c of codes) ux.c('status', { code: String(c) });
     room.d.send(m);
   }
-  // §10.2: a room made members-only removes who is not a member (322).
+  // §10.2: a room made members-only MUST remove who is not a member (322).
   if (!before.membersOnly && config.membersOnly) for (const o of [...room.occupants.values()]) if (room.affiliationOf(o.bare) === 'none') room.remove(o, [322]);
   return null;
 }

@@ -19,15 +19,18 @@ const fullOf = (j: Jid): string => (j.resource ? `${bareOf(j)}/${j.resource}` : 
 const rank = Room.rank;
 /** The most characters of a nickname registered. */
 const MAX_NICK = 1023;
+/** The most items of one muc#admin request. */
+const MAX_ITEMS = 100;
 
-function bareJid(raw: string | undefined): string {
+function jidOf(raw: string | undefined): Jid {
   try {
-    return bareOf(parseJid(raw ?? ''));
+    return parseJid(raw ?? '');
   } catch (err) {
     if (!(err instanceof JidError)) throw err;
     throw new StanzaError('jid-malformed', `${raw ?? ''} is not a JID`);
   }
 }
+const bareJid = (raw: string | undefined): string => bareOf(jidOf(raw));
 
 /** The values of a submitted form of that FORM_TYPE, by var; undefined when it is not one. */
 function formValues(x: Element | undefined, type: string): Map<string, string[]> | undefined {
@@ -48,56 +51,125 @@ function announce(room: Room, o: Occupant, actor?: string, reason?: string): voi
   room.changed();
 }
 
+/**
+ * What an affiliation just set (and stored) means for the occupants of
+ * that bare JID: banned ones are removed (§9.1, 301), so are those who are
+ * no longer members of a members-only room (§9.4, 321); the others' role
+ * follows (§5.1.2: owners and admins moderate, a member of a moderated room
+ * has voice, a lost admin or owner is a participant again) and everyone
+ * gets their new presence (§9.3, §10.3...).
+ */
+export function affiliationChanged(room: Room, bare: string, actor?: string, reason?: string): void {
+  const aff = room.affiliationOf(bare);
+  for (const o of room.occupantsOf(bare)) {
+    if (aff === 'outcast') room.remove(o, [301], reason, actor);
+    else if (aff === 'none' && room.config.membersOnly) room.remove(o, [321], reason, actor);
+    else {
+      const role = room.defaultRole(aff);
+      if (role === 'moderator' || o.role === 'moderator' || (o.role === 'visitor' && role === 'participant')) o.role = role;
+      announce(room, o, actor, reason);
+    }
+  }
+}
+
+/** The occupant an item names: by nick (§8), or by the full or bare JID of one of its sessions (§9.9: the moderator list by JID). */
+function occupantNamed(room: Room, item: Element): Occupant | undefined {
+  if (item.attrs.nick !== undefined) return room.occupants.get(item.attrs.nick);
+  if (item.attrs.jid === undefined) return undefined;
+  let j: Jid;
+  try {
+    j = parseJid(item.attrs.jid);
+  } catch (err) {
+    if (!(err instanceof JidError)) throw err;
+    throw new StanzaError('jid-malformed', `${item.attrs.jid} is not a JID`);
+  }
+  if (j.resource) return room.occupantOf(fullOf(j));
+  return room.occupantsOf(bareOf(j))[0];
+}
+
+/**
+ * Whether the sender may give `o` that role; throws the XEP's error when
+ * not. §8 (intro): role changes are for moderators (forbidden); §8.2 kick:
+ * not an occupant of a higher affiliation (not-allowed); §9.6, §9.7:
+ * granting or revoking moderator is for admins and owners (forbidden),
+ * never from an admin or owner (not-allowed); §8.4: voice is never revoked
+ * from an admin or owner, nor from a higher affiliation (not-allowed).
+ */
+function mayGiveRole(room: Room, me: Occupant | undefined, myAff: Affiliation | 'none', o: Occupant, role: Role): void {
+  if (me?.role !== 'moderator' && rank[myAff] < rank.admin) throw new StanzaError('forbidden', 'only moderators change roles');
+  const theirs = room.affiliationOf(o.bare);
+  const higher = rank[theirs] > rank[myAff];
+  if (role === 'none') {
+    if (higher) throw new StanzaError('not-allowed', `${o.nick} has a higher affiliation than yours`);
+    return;
+  }
+  const moderation = role === 'moderator' || o.role === 'moderator';
+  if (moderation && rank[myAff] < rank.admin) throw new StanzaError('forbidden', 'only admins and owners grant or revoke moderator');
+  if (role !== 'moderator' && (theirs === 'owner' || theirs === 'admin')) throw new StanzaError('not-allowed', `${o.nick} is an ${theirs}: a moderator with voice`);
+  if (role === 'visitor' && higher) throw new StanzaError('not-allowed', `${o.nick} has a higher affiliation than yours`);
+}
+
+/**
+ * Whether the sender may set that affiliation of `jid`; throws the XEP's
+ * error when not. §9: admins and owners change affiliations (forbidden);
+ * §10.3, §10.6: only owners make owners and admins (forbidden); §9.1, §10.4,
+ * §10.7: only owners change those of owners and admins (not-allowed);
+ * §9.1: nobody bans himself (conflict).
+ */
+function mayGiveAffiliation(room: Room, myBare: string, myAff: Affiliation | 'none', jid: string, aff: Affiliation | 'none'): void {
+  if (rank[myAff] < rank.admin) throw new StanzaError('forbidden', 'only admins and owners change affiliations');
+  if ((aff === 'owner' || aff === 'admin') && myAff !== 'owner') throw new StanzaError('forbidden', 'only owners make owners and admins');
+  if (aff === 'outcast' && jid === myBare) throw new StanzaError('conflict', 'you cannot ban yourself');
+  const theirs = room.affiliationOf(jid);
+  if ((theirs === 'owner' || theirs === 'admin') && myAff !== 'owner') throw new StanzaError('not-allowed', `${jid} is an ${theirs}`);
+}
+
+/** §10.5, §10.2: whether the room keeps an owner once these affiliations are set; conflict when not. */
+export function keepsOwner(room: Room, changes: Iterable<{ jid: string; aff: Affiliation | 'none' }>): void {
+  const owners = new Set([...room.affiliations].filter(([, a]) => a === 'owner').map(([j]) => j));
+  for (const c of changes) {
+    if (c.aff === 'owner') owners.add(c.jid);
+    else owners.delete(c.jid);
+  }
+  if (owners.size === 0) throw new StanzaError('conflict', 'the room would have no owner');
+}
+
 async function adminSet(room: Room, iq: Element, from: Jid): Promise<null> {
+  const myBare = bareOf(from);
   const me = room.occupantOf(fullOf(from));
-  const myAff = room.affiliationOf(bareOf(from));
+  const myAff = room.affiliationOf(myBare);
   const items = iq.getChild('query', NS_MUC_ADMIN)!.getChildren('item');
   if (items.length === 0) throw new StanzaError('bad-request', 'no <item/>');
-  // Every change checked before any is made: one request is all or nothing (§9.1.2...).
+  if (items.length > MAX_ITEMS) throw new StanzaError('policy-violation', `at most ${MAX_ITEMS} items at once`);
+  // Every change checked before any is made: one request is all or nothing.
   const roleChanges: { o: Occupant; role: Role; reason?: string }[] = [];
   const affChanges: { jid: string; aff: Affiliation | 'none'; reason?: string }[] = [];
   for (const item of items) {
     const reason = item.getChildText('reason') ?? undefined;
-    if (item.attrs.role !== undefined) {
+    if (item.attrs.role !== undefined && item.attrs.affiliation === undefined) {
       const role = item.attrs.role as Role;
       if (!ROLES.includes(role)) throw new StanzaError('bad-request', `no role ${item.attrs.role}`);
-      const o = room.occupants.get(item.attrs.nick ?? '');
-      if (!o) throw new StanzaError('item-not-found', `nobody is called ${item.attrs.nick ?? ''} here`);
-      // §8: moderators change roles; §9.6, §9.7: granting or revoking moderator is for admins and owners.
-      if (me?.role !== 'moderator' && rank[myAff] < rank.admin) throw new StanzaError('forbidden', 'only moderators change roles');
-      const theirAff = room.affiliationOf(o.bare);
-      if (role === 'moderator' || o.role === 'moderator') {
-        if (rank[myAff] < rank.admin) throw new StanzaError('forbidden', 'only admins and owners grant or revoke moderator');
-      }
-      // §8.2, §8.5, §9.7: nobody acts on an occupant of a higher affiliation, nor (but owners) on an admin.
-      if (role !== 'moderator' && (rank[theirAff] > rank[myAff] || (theirAff === 'admin' && myAff !== 'owner') || (theirAff === 'owner' && o.bare !== bareOf(from)))) throw new StanzaError('not-allowed', `${o.nick} cannot be changed by you`);
+      const o = occupantNamed(room, item);
+      if (!o) throw new StanzaError('item-not-found', `${item.attrs.nick ?? item.attrs.jid ?? 'nobody'} is not in this room`);
+      mayGiveRole(room, me, myAff, o, role);
       roleChanges.push({ o, role, reason });
     } else if (item.attrs.affiliation !== undefined) {
       const aff = item.attrs.affiliation as Affiliation | 'none';
       if (aff !== 'none' && !AFFILIATIONS.includes(aff)) throw new StanzaError('bad-request', `no affiliation ${item.attrs.affiliation}`);
+      // §9: by bare JID; §9.3: or by the nick of an occupant.
       const jid = item.attrs.jid !== undefined ? bareJid(item.attrs.jid) : room.occupants.get(item.attrs.nick ?? '')?.bare;
-      if (jid === undefined) throw new StanzaError('bad-request', 'an affiliation item names a jid (or an occupant’s nick)');
-      const theirs = room.affiliationOf(jid);
-      // §9: admins change member and outcast of those below them; §10.3-10.7: owners change owner and admin.
-      if (rank[myAff] < rank.admin) throw new StanzaError('forbidden', 'only admins and owners change affiliations');
-      if ((aff === 'owner' || aff === 'admin' || theirs === 'owner' || theirs === 'admin') && myAff !== 'owner') throw new StanzaError('not-allowed', 'only owners change owners and admins');
+      if (jid === undefined) throw new StanzaError(item.attrs.nick !== undefined ? 'item-not-found' : 'bad-request', 'an affiliation item names a jid (or an occupant’s nick)');
+      mayGiveAffiliation(room, myBare, myAff, jid, aff);
       affChanges.push({ jid, aff, reason });
     } else throw new StanzaError('bad-request', 'an item sets a role or an affiliation');
   }
-  // §10.5: the room keeps an owner.
-  if (affChanges.length > 0) {
-    const owners = new Set([...room.affiliations].filter(([, a]) => a === 'owner').map(([j]) => j));
-    for (const c of affChanges) {
-      if (c.aff === 'owner') owners.add(c.jid);
-      else owners.delete(c.jid);
-    }
-    if (owners.size === 0) throw new StanzaError('conflict', 'the room would have no owner');
-  }
+  // §10.4, §10.5: the room keeps an owner.
+  if (affChanges.length > 0) keepsOwner(room, affChanges);
   const actor = me?.nick;
   for (const c of roleChanges) {
+    if (!room.occupants.has(c.o.nick) || room.occupants.get(c.o.nick) !== c.o) continue; // removed by an item before
     if (c.role === 'none') {
-      // §8.2: kicked (307).
-      room.remove(c.o, [307], c.reason, actor);
+      room.remove(c.o, [307], c.reason, actor); // §8.2: kicked
       continue;
     }
     c.o.role = c.role;
@@ -105,16 +177,9 @@ async function adminSet(room: Room, iq: Element, from: Jid): Promise<null> {
   }
   for (const c of affChanges) {
     await room.setAffiliation(c.jid, c.aff, c.reason);
-    for (const o of room.occupantsOf(c.jid)) {
-      if (c.aff === 'outcast') room.remove(o, [301], c.reason, actor); // §9.1: banned
-      else if (c.aff === 'none' && room.config.membersOnly) room.remove(o, [321], c.reason, actor); // §9.4: not a member any more
-      else {
-        // The role follows the new affiliation (§5.1.2): owners and admins moderate; others keep theirs unless it was moderator.
-        const role = room.defaultRole(c.aff);
-        if (role === 'moderator' || o.role === 'moderator' || (o.role === 'visitor' && role === 'participant' && c.aff === 'member')) o.role = role;
-        announce(room, o, actor, c.reason);
-      }
-    }
+    // §9.1: SHOULD remove a banned user's registered nickname.
+    if (c.aff === 'outcast') await room.d.store.registerNick(room.name, c.jid, undefined);
+    affiliationChanged(room, c.jid, actor, c.reason);
   }
   return null;
 }
@@ -126,15 +191,26 @@ async function adminGet(room: Room, iq: Element, from: Jid): Promise<Element> {
   const q = new Element('query', { xmlns: NS_MUC_ADMIN });
   if (want?.attrs.role !== undefined) {
     // §8.5, §9.8: the voice and moderator lists, for moderators.
+    if (!ROLES.includes(want.attrs.role as Role)) throw new StanzaError('bad-request', `no role ${want.attrs.role}`);
     if (me?.role !== 'moderator' && rank[myAff] < rank.admin) throw new StanzaError('forbidden', 'only moderators see the role lists');
     for (const o of room.occupants.values()) if (o.role === want.attrs.role) q.c('item', { nick: o.nick, role: o.role, affiliation: room.affiliationOf(o.bare), jid: o.bare });
     return q;
   }
   const aff = want?.attrs.affiliation;
   if (aff === undefined || !AFFILIATIONS.includes(aff as Affiliation)) throw new StanzaError('bad-request', 'ask for a role or an affiliation list');
-  // §9.2, §9.5: admins see the outcast and member lists; §10.5, §10.8: owners and admins see the owner and admin lists.
-  if (rank[myAff] < rank.admin) throw new StanzaError('forbidden', 'only admins and owners see the affiliation lists');
-  for (const [jid, a] of room.affiliations) if (a === aff) q.c('item', { jid, affiliation: a });
+  if (aff === 'owner' || aff === 'admin') {
+    // §10.5, §10.8: the owner and admin lists are the owners'.
+    if (myAff !== 'owner') throw new StanzaError('forbidden', 'only owners see the owner and admin lists');
+  } else if (rank[myAff] < rank.admin) {
+    // §9.2, §9.5: the ban and member lists are the admins'; §9.5: a members-only room's member list is its occupants' too.
+    if (!(aff === 'member' && room.config.membersOnly && me)) throw new StanzaError('forbidden', 'only admins and owners see this list');
+  }
+  for (const [jid, a] of room.affiliations) {
+    if (a !== aff) continue;
+    const item = q.c('item', { jid, affiliation: a });
+    const there = room.occupantsOf(jid)[0];
+    if (there) Object.assign(item.attrs, { nick: there.nick, role: there.role });
+  }
   return q;
 }
 
@@ -161,8 +237,12 @@ async function registerSet(room: Room, iq: Element, from: Jid): Promise<null> {
   const q = iq.getChild('query', NS_REGISTER)!;
   const aff = room.affiliationOf(bare);
   if (q.getChild('remove')) {
+    // XEP-0077 §3.2 in a room: the registration, and the membership it gave, go.
     await room.d.store.registerNick(room.name, bare, undefined);
-    if (aff === 'member') await room.setAffiliation(bare, 'none');
+    if (aff === 'member') {
+      await room.setAffiliation(bare, 'none');
+      affiliationChanged(room, bare);
+    }
     return null;
   }
   if (aff === 'outcast') throw new StanzaError('forbidden', 'you are banned from this room');
@@ -189,8 +269,11 @@ async function registerSet(room: Room, iq: Element, from: Jid): Promise<null> {
     throw err;
   }
   if (!registered) throw new StanzaError('conflict', 'that nickname is registered to someone else');
-  // Registering makes one a member (§7.10).
-  if (aff === 'none') await room.setAffiliation(bare, 'member');
+  // §7.10: registering makes one a member, and the room says so if one is in it.
+  if (aff === 'none') {
+    await room.setAffiliation(bare, 'member');
+    affiliationChanged(room, bare);
+  }
   return null;
 }
 
@@ -207,7 +290,10 @@ async function roomMessage(room: Room, el: Element, from: Jid): Promise<boolean>
       // §8.6: a moderator's answer.
       if (me.role !== 'moderator') throw new StanzaError('forbidden', 'only moderators approve voice requests');
       if (allow === '1' || allow === 'true') {
-        const o = room.occupants.get(request.get('muc#roomnick')?.[0] ?? '');
+        const nick = request.get('muc#roomnick')?.[0];
+        const jid = request.get('muc#jid')?.[0];
+        let o = nick !== undefined ? room.occupants.get(nick) : undefined;
+        if (!o && jid !== undefined) o = room.occupantOf(jid) ?? room.occupantsOf(jid)[0];
         if (o && o.role === 'visitor') {
           o.role = 'participant';
           announce(room, o, me.nick);
@@ -242,14 +328,21 @@ async function roomMessage(room: Room, el: Element, from: Jid): Promise<boolean>
     if (room.config.membersOnly && rank[aff] < rank.admin && !room.config.allowInvites) throw new StanzaError('forbidden', 'only admins invite to this room');
     if (invites.length > 20) throw new StanzaError('policy-violation', 'at most 20 invitations at once');
     for (const inv of invites) {
-      const to = bareJid(inv.attrs.to);
+      // §7.8.2: to the invitee's bare or full JID, as given; in a members-only room the invitee becomes a member (§9.5).
+      const to = jidOf(inv.attrs.to);
+      const toBare = bareOf(to);
       const reason = inv.getChildText('reason') ?? undefined;
-      // The room makes an invitee of a members-only room a member.
-      if (room.config.membersOnly && room.affiliationOf(to) === 'none') await room.setAffiliation(to, 'member');
-      const m = new Element('message', { from: room.jid, to });
+      if (room.config.membersOnly && room.affiliationOf(toBare) === 'none') {
+        await room.setAffiliation(toBare, 'member');
+        affiliationChanged(room, toBare, me.nick);
+      }
+      const m = new Element('message', { from: room.jid, to: fullOf(to) });
       const x = m.c('x', { xmlns: NS_MUC_USER });
-      const i = x.c('invite', { from: room.config.whois === 'anyone' ? full : `${room.jid}/${me.nick}` });
+      // The inviter by its bare JID: an invitee outside the room could do nothing with an occupant JID, and declines go there.
+      const i = x.c('invite', { from: me.bare });
       if (reason) i.c('reason').t(reason);
+      if (inv.getChild('continue')) i.c('continue');
+      // §7.8.2: the password of a password-protected room.
       if (room.config.password) x.c('password').t(room.config.password);
       m.c('body').t(`${me.nick} invites you to the room ${room.jid}${reason ? `: ${reason}` : ''}`);
       room.d.send(m);
@@ -258,13 +351,18 @@ async function roomMessage(room: Room, el: Element, from: Jid): Promise<boolean>
   }
   const decline = ux.getChild('decline');
   if (decline) {
-    // §7.8.3: passed on to the inviter, from the room.
-    const to = bareJid(decline.attrs.to);
-    const m = new Element('message', { from: room.jid, to });
-    const d = m.c('x', { xmlns: NS_MUC_USER }).c('decline', { from: bareOf(from) });
-    const reason = decline.getChildText('reason');
-    if (reason) d.c('reason').t(reason);
-    room.d.send(m);
+    // §7.8.2: passed on to the inviter, from the room, with the decliner's bare JID; an occupant named by its occupant JID gets it at its sessions.
+    const to = jidOf(decline.attrs.to);
+    const occupant = bareOf(to) === room.jid ? room.occupants.get(to.resource) : undefined;
+    if (bareOf(to) === room.jid && !occupant) throw new StanzaError('item-not-found', 'nobody is called that in this room');
+    const targets = occupant ? [...occupant.sessions.keys()] : [fullOf(to)];
+    for (const target of targets) {
+      const m = new Element('message', { from: room.jid, to: target });
+      const d = m.c('x', { xmlns: NS_MUC_USER }).c('decline', { from: bareOf(from) });
+      const reason = decline.getChildText('reason');
+      if (reason) d.c('reason').t(reason);
+      room.d.send(m);
+    }
     return true;
   }
   return false;

@@ -74,6 +74,19 @@ export function errorTo(el: Element, err: StanzaError): Element {
   return reply;
 }
 
+/** An error that says the occupant's client (or its session) is not there any more, rather than that it refused one stanza. */
+function kickable(el: Element): boolean {
+  const cond = el.getChild('error')?.children.find(isEl)?.name;
+  return cond === undefined || ['gone', 'internal-server-error', 'item-not-found', 'jid-malformed', 'recipient-unavailable', 'redirect', 'remote-server-not-found', 'remote-server-timeout', 'service-unavailable'].includes(cond);
+}
+
+/** A stanza's copy with new addresses. */
+function copyOf(el: Element, from: string, to: string): Element {
+  const c = new Element(el.name, { ...el.attrs, from, to });
+  for (const ch of el.children) if (isEl(ch)) c.cnode(ch);
+  return c;
+}
+
 /** Rank of affiliations and roles, for "may act on" checks (§5.1.2, §5.2.1). */
 const AFF_RANK: Record<Affiliation | 'none', number> = { outcast: 0, none: 1, member: 2, admin: 3, owner: 4 };
 
@@ -223,9 +236,9 @@ export class Room {
     const full = fullOf(from);
     const type = el.attrs.type;
     if (type === 'error') {
-      // §7.2.? / XEP-0410 §3.2: an occupant whose client answers with an error is gone.
+      // An occupant whose client answers the room's presence with an error is gone (333, as for messages below).
       const o = this.occupantOf(full);
-      if (o) await this.leave(o, full, [333]);
+      if (o && kickable(el)) await this.leave(o, full, [333]);
       return;
     }
     if (type !== undefined && type !== 'unavailable') return; // subscriptions are not for rooms
@@ -381,13 +394,16 @@ export class Room {
     this.changed();
   }
 
-  /** §7.14: a session leaves (its unavailable presence to all, itself included); the occupant goes with its last session. */
+  /**
+   * §7.14: a session leaves: it gets its unavailable presence (110, role
+   * none). The occupant goes with its last session, and everyone is told.
+   */
   async leave(o: Occupant, full: string, codes: number[], el?: Element): Promise<void> {
     if (!o.sessions.has(full)) return;
     const status = el?.getChildText('status');
-    // Its own copy first, then the others', each the same presence.
+    const gone = (item: Element) => (item.attrs.role = 'none');
     const unavailable = (to: string, viewer: Occupant) => {
-      const p = this.presenceOf(o, full, viewer, to, to === full ? [110, ...codes] : [...codes], 'unavailable');
+      const p = this.presenceOf(o, full, viewer, to, to === full ? [110, ...codes] : [...codes], 'unavailable', gone);
       if (status) p.c('status').t(status);
       return p;
     };
@@ -405,7 +421,12 @@ export class Room {
     await this.emptied();
   }
 
-  /** Removes an occupant altogether (kick, ban, membership lost), every session told, with the codes and the actor's reason. */
+  /**
+   * Removes an occupant altogether (kick §8.2, ban §9.1, membership lost
+   * §9.4, a room made members-only §10.2): each of its sessions gets its
+   * unavailable presence with 110, the codes, the actor and the reason;
+   * every other occupant gets one.
+   */
   remove(o: Occupant, codes: number[], reason?: string, actor?: string): void {
     const extra = (item: Element) => {
       if (actor) item.c('actor', { nick: actor });
@@ -439,11 +460,16 @@ export class Room {
     const full = fullOf(from);
     const o = this.occupantOf(full);
     if (type === 'error') {
-      // §? an occupant whose client bounces the room's messages is gone (as XEP-0410 §3.2 has it for errors).
-      if (o && nick === undefined) {
-        const cond = el.getChild('error')?.children.find(isEl)?.name;
-        if (cond === 'service-unavailable' || cond === 'item-not-found' || cond === 'recipient-unavailable' || cond === 'remote-server-not-found' || cond === 'gone') await this.leave(o, full, [333]);
-      }
+      if (!o) return;
+      // A message of the room bounced by the occupant's client, or by its
+      // server for a session that is gone (RFC 6121 §8.5.3.2.1: groupchat
+      // to a resource that is not there gets service-unavailable, from that
+      // full JID to the sender's occupant JID): the occupant is removed, with
+      // 333 (XEP-0045 status codes: removed because of an error reply).
+      if (kickable(el)) return this.leave(o, full, [333]);
+      // Another error (a private message refused by its client): to the occupant it answers, from this one.
+      const to = nick === undefined ? undefined : this.occupants.get(nick);
+      if (to) for (const s of to.sessions.keys()) this.d.send(copyOf(el, `${this.jid}/${o.nick}`, s));
       return;
     }
     if (nick !== undefined) {
