@@ -21,7 +21,7 @@ import type { SessionRecord } from '../registry/registry.ts';
 import type { RosterStore, RosterItem } from '../roster/store.ts';
 import type { Only } from '../worker/wire.ts';
 import { StanzaError, type StanzaCondition } from '../xmpp/errors.ts';
-import { parseJid, JidError } from '../xmpp/jid.ts';
+import { parseJid, JidError, bare as bareJid, full as fullJid } from '../xmpp/jid.ts';
 import { NS_DISCO_INFO } from '../xmpp/ns.ts';
 import { type AccessModel, type NodeConfig, type PublishModel, type PepItem, type PepStore, type SendLast, DEFAULT_CONFIG, MAX_ITEMS, MAX_ITEM_BYTES, MAX_NODES } from '../pep/store.ts';
 import { type Caps, type SharedCaps, CapsCache, capsKey, capsOf, notifyNodes, verifies } from '../pep/caps.ts';
@@ -204,6 +204,17 @@ const bareOf = (jid: string): string => {
   return slash < 0 ? jid : jid.slice(0, slash);
 };
 
+/** A JID as the server compares it (RFC 7622 §3: each part prepared), or undefined when it is not one. */
+function normalJid(jid: string | undefined): string | undefined {
+  if (jid === undefined) return undefined;
+  try {
+    return fullJid(parseJid(jid));
+  } catch (err) {
+    if (err instanceof JidError) return undefined;
+    throw err;
+  }
+}
+
 /** The most bytes of items one items answer holds (the default largest stanza a server takes, XMPP_MAX_STANZA_BYTES). */
 export const MAX_RESULT_BYTES = 256 * 1024;
 export const NS_RSM = 'http://jabber.org/protocol/rsm';
@@ -281,8 +292,15 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
   const seen = new WeakMap<Session, Seen>();
   /** Caps queries in flight, by ver: one per ver on this worker, whatever the number of sessions advertising it. */
   const asking = new Map<string, Promise<ReadonlySet<string> | undefined>>();
-  /** The server's disco#info requests to clients, by id. */
-  const waiting = new Map<string, (answer: Element) => void>();
+  /** The server's disco#info requests to clients, by id: whom each was asked of (a normalised full JID), and what takes the answer. */
+  const waiting = new Map<string, { jid: string; done: (answer: Element) => void }>();
+  /** An answer to one of them: taken only from the entity it was asked of (its 'from' as the server stamped or checked it). */
+  const answered = (el: Element): boolean => {
+    const w = waiting.get(el.attrs.id);
+    if (!w || normalJid(el.attrs.from) !== w.jid) return false;
+    w.done(el);
+    return true;
+  };
   const listeners: ((change: PepChange) => void | Promise<void>)[] = [];
   const changed = async (change: PepChange): Promise<void> => {
     await Promise.all(
@@ -547,7 +565,15 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     const j = parseJid(iq.attrs.to);
     const action = iq.getChild('pubsub', NS_PUBSUB)?.children.filter(isEl)[0];
     if (action?.name !== 'items') throw new PubsubError('feature-not-implemented', 'unsupported');
-    return items(j.local, undefined, bareOf(iq.attrs.from), action);
+    // The roster keeps JIDs prepared (RFC 7622 §3): the sender's, as its server spelt it, is compared once prepared too.
+    let requester: string;
+    try {
+      requester = bareJid(parseJid(iq.attrs.from));
+    } catch (err) {
+      if (err instanceof JidError) throw new StanzaError('jid-malformed');
+      throw err;
+    }
+    return items(j.local, undefined, requester, action);
   };
   const remoteForbidden: RemoteIqHandler = () => {
     throw new StanzaError('forbidden', "only the account's own PEP nodes can be changed");
@@ -588,10 +614,13 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
         resolve(undefined);
       }, CAPS_TIMEOUT_MS);
       timer.unref();
-      waiting.set(id, (el) => {
-        clearTimeout(timer);
-        waiting.delete(id);
-        resolve(el);
+      waiting.set(id, {
+        jid: normalJid(session.jid) ?? '',
+        done: (el) => {
+          clearTimeout(timer);
+          waiting.delete(id);
+          resolve(el);
+        },
       });
     });
     const iq = new Element('iq', { type: 'get', id, from: o.domain, to: session.jid! });
@@ -699,12 +728,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
   };
 
   const inbound: InboundHook = (el, session) => {
-    if (el.name === 'iq' && (el.attrs.type === 'result' || el.attrs.type === 'error') && el.attrs.to === o.domain) {
-      const w = waiting.get(el.attrs.id);
-      if (!w) return false;
-      w(el);
-      return true;
-    }
+    if (el.name === 'iq' && (el.attrs.type === 'result' || el.attrs.type === 'error') && el.attrs.to === o.domain) return answered(el);
     if (el.name === 'presence' && el.attrs.type === 'subscribed' && el.attrs.to !== undefined && session.username) {
       const owner = session.username;
       approved(owner, el.attrs.to).catch((err: unknown) => log.warn('PEP: last items on approval failed', { owner, err: String(err) }));

@@ -93,6 +93,11 @@ export class RawClient {
     this.closed = this.attach(sock);
   }
 
+  /** The accepting end of a connection (a scripted peer server's): what the other end sends, read the same way. */
+  static adopt(sock: net.Socket): RawClient {
+    return new RawClient(sock);
+  }
+
   static async connect(port: number, opts: { directTls?: boolean; host?: string } = {}): Promise<RawClient> {
     const host = opts.host ?? '127.0.0.1';
     const sock = opts.directTls
@@ -249,6 +254,17 @@ export class RawClient {
     this.sock = secure;
     this.resetReader();
     this.attach(secure);
+  }
+
+  /** STARTTLS as the accepting end, presenting `identity`; resolves once the handshake is done. */
+  async starttlsServer(identity: { cert: string; key: string }): Promise<void> {
+    const plain = this.sock;
+    plain.removeAllListeners('data');
+    const secure = new tls.TLSSocket(plain, { isServer: true, ...identity });
+    this.sock = secure;
+    this.resetReader();
+    this.attach(secure);
+    await once(secure, 'secure');
   }
 
   end(): void {

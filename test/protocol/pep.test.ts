@@ -310,6 +310,30 @@ test('caps (XEP-0115): asked once per ver on a worker, verified before it is tru
   for (const [i, p] of sessions.entries()) await expect(p, 'own notification', isEvent(alice.bare, 'urn:test:v'), from[i]);
 });
 
+test('a caps answer is taken only from the session it was asked of (XEP-0115 §6.3): another that learnt the id cannot answer for it', async (t) => {
+  // One worker: mallory's session is where bob's question waits.
+  const one = await startTestServer({ XMPP_WORKERS: '1' });
+  t.teardown(() => one.stop());
+  const alice = await newUser(t, one, 'alice');
+  const bob = await newUser(t, one, 'bob');
+  const mallory = await newUser(t, one, 'mallory');
+  await subscribe(bob, alice);
+  const feats = ['urn:test:real+notify'];
+  const from = bob.c.items.length;
+  bob.c.send(capsPresence(feats));
+  const q = await expect(bob, 'the caps query', isCapsQuery, from);
+  const node = q.getChild('query')!.attrs.node;
+  // mallory, told the id, answers first: a node of her choosing, which bob's ver does not hash to (the kind of
+  // answer a session is trusted with for itself alone), then bob answers.
+  mallory.c.send(`<iq type='result' id='${q.attrs.id}' to='${q.attrs.from}'><query xmlns='http://jabber.org/protocol/disco#info' node='${node}'><identity category='client' type='pc' name='pep test'/><feature var='urn:test:evil+notify'/></query></iq>`);
+  // Her answer was handled before the ping behind it was answered.
+  await barrier(mallory, mallory.c.items.length);
+  bob.c.send(`<iq type='result' id='${q.attrs.id}' to='${q.attrs.from}'><query xmlns='http://jabber.org/protocol/disco#info' node='${node}'><identity category='client' type='pc' name='pep test'/>${feats.map((f) => `<feature var='${f}'/>`).join('')}</query></iq>`);
+  // bob's own answer counts: alice's probes on the node his client asked for reach him.
+  await untilNotified(alice, bob, 'urn:test:real');
+  t.pass();
+});
+
 test('the last published item on a contact’s available presence (send_last_published_item on_sub_and_presence), for its own nodes too', async (t) => {
   const alice = await newUser(t, server, 'alice');
   const bob = await newUser(t, server, 'bob');
