@@ -14,6 +14,7 @@ import { MemoryRegistry } from '../registry/memory.ts';
 import { encode, decode } from '../worker/wire.ts';
 import type { FromHub, PeerPort, Peers, ToHub, Welcome } from '../worker/wire.ts';
 import type { Departed } from '../presence/presence.ts';
+import { PepShared } from '../pep/remote.ts';
 import { log } from '../log.ts';
 
 export interface WorkerLink {
@@ -38,6 +39,8 @@ export type DropWorker = (index: number) => Promise<Departed[] | undefined>;
 /** 'joined', 'lost': a worker joined, died. 'removed': the sessions of a dead worker are out of the registry (how many). */
 export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]; removed: [index: number, sessions: number] }> {
   readonly registry = new MemoryRegistry();
+  /** A single node's shared PEP state: remote contacts' resources and verified caps (pep/remote.ts). */
+  readonly pep = new PepShared();
   /** Joined workers by index; a replacement gets a new index, never a dead one's. */
   private readonly links = new Map<number, WorkerLink>();
   private readonly servingThreads = new Set<number>();
@@ -253,6 +256,17 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
         break;
       case 'hello':
         break;
+      case 'pep': {
+        const q = msg.q;
+        this.pep.call(msg.m, msg.a).then(
+          (v) => this.send(link, { t: 'pep', q, v: v ?? null }),
+          (err: unknown) => {
+            log.warn('PEP hub call failed', { m: msg.m, err: String(err) });
+            this.send(link, { t: 'pep', q, v: null });
+          },
+        );
+        break;
+      }
       case 'removed':
         this.broadcast({ t: 'removed', notice: msg.notice });
         break;

@@ -136,6 +136,14 @@ export interface ServerModule {
   foreign?: ForeignHook;
   /** Every stanza routed to an address (XEP-0191: blocked ones refused or dropped). In module order; the first verdict stops it. */
   guard?: GuardHook;
+  /** Presence from a peer server's entity to an address of this domain, past the guards, before the presence service takes it (XEP-0163 §4.3: a remote contact's resources and caps). */
+  remotePresence?: (el: Element, to: Jid) => void;
+  /**
+   * An iq result or error from a peer server's entity answering a request
+   * the server sent for a module (its id from Router.requestId), on the
+   * worker that sent it: true when the module took it.
+   */
+  answer?: (el: Element) => boolean;
   /** What the module keeps for an account changed on another worker or node (Router.changed), or ('*') anything may have: its copy goes. Run on every worker. */
   changed?: (kind: string, user: string) => void;
   /** An account was removed (on any node): what the module holds for it goes. Run on every worker. */
@@ -164,6 +172,8 @@ export interface Hooks {
   delivering: DeliveringHook[];
   foreign: ForeignHook[];
   guard: GuardHook[];
+  remotePresence: ((el: Element, to: Jid) => void)[];
+  answer: ((el: Element) => boolean)[];
   changed: ((kind: string, user: string) => void)[];
   removed: ((user: string) => void)[];
   notify: ((session: Session, node: string) => boolean)[];
@@ -171,7 +181,7 @@ export interface Hooks {
 }
 
 export function hooksOf(modules: ServerModule[]): Hooks {
-  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), negotiating: new Map(), immediate: new Map(), outbound: [], detached: [], resumed: [], inbound: [], routed: [], delivering: [], foreign: [], removed: [], guard: [], changed: [], notify: [], offline: undefined };
+  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), negotiating: new Map(), immediate: new Map(), outbound: [], detached: [], resumed: [], inbound: [], routed: [], delivering: [], foreign: [], removed: [], guard: [], remotePresence: [], answer: [], changed: [], notify: [], offline: undefined };
   for (const m of modules) {
     if (m.streamFeatures) hooks.streamFeatures.push(m.streamFeatures);
     for (const [k, h] of Object.entries(m.nonzas ?? {})) hooks.nonzas.set(k, h);
@@ -185,6 +195,8 @@ export function hooksOf(modules: ServerModule[]): Hooks {
     if (m.delivering) hooks.delivering.push(m.delivering);
     if (m.foreign) hooks.foreign.push(m.foreign);
     if (m.guard) hooks.guard.push(m.guard);
+    if (m.remotePresence) hooks.remotePresence.push(m.remotePresence);
+    if (m.answer) hooks.answer.push(m.answer);
     if (m.changed) hooks.changed.push(m.changed);
     if (m.removed) hooks.removed.push(m.removed);
     if (m.notify) hooks.notify.push(m.notify);

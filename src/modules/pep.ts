@@ -13,6 +13,15 @@
 // session lives, whether that session asked for the node (its caps are
 // known only there): the router delivers with `only: 'notify NODE'`, and
 // the session's worker asks this module's notify hook.
+//
+// Contacts of other servers (federation): their server sends the account
+// their resources' presence, caps included (XEP-0163 §4.3.4 example); the
+// caps are asked of the remote client over the server-to-server stream once
+// per ver (and verified, XEP-0115 §5.4, as for local clients), each resource
+// and its caps kept where every worker and node finds them (pep/remote.ts),
+// and a publish sends the notification to each of the contact's resources
+// whose caps ask for the node; a resource gets the last items at its first
+// presence with caps, and is forgotten at its unavailable presence.
 import { Element, parse as parseXml } from 'ltx';
 import { randomBytes } from 'node:crypto';
 import type { ServerModule, IqHandler, RemoteIqHandler, InboundHook } from './module.ts';
@@ -21,10 +30,11 @@ import type { SessionRecord } from '../registry/registry.ts';
 import type { RosterStore, RosterItem } from '../roster/store.ts';
 import type { Only } from '../worker/wire.ts';
 import { StanzaError, type StanzaCondition } from '../xmpp/errors.ts';
-import { parseJid, JidError, bare as bareJid, full as fullJid } from '../xmpp/jid.ts';
+import { parseJid, JidError, bare as bareJid, full as fullJid, type Jid } from '../xmpp/jid.ts';
 import { NS_DISCO_INFO } from '../xmpp/ns.ts';
 import { type AccessModel, type NodeConfig, type PublishModel, type PepItem, type PepStore, type SendLast, DEFAULT_CONFIG, MAX_ITEMS, MAX_ITEM_BYTES, MAX_NODES } from '../pep/store.ts';
 import { type Caps, type SharedCaps, CapsCache, capsKey, capsOf, notifyNodes, verifies } from '../pep/caps.ts';
+import { type RemoteResources, MemoryRemoteResources, capsOfKey } from '../pep/remote.ts';
 import { log } from '../log.ts';
 
 export const NS_PUBSUB = 'http://jabber.org/protocol/pubsub';
@@ -65,6 +75,10 @@ export class PubsubError extends StanzaError {
 export interface PepRouting {
   available(bare: string): Promise<SessionRecord[]>;
   deliver(rec: SessionRecord, el: Element, only?: Only): void;
+  /** A stanza the server made, to wherever its 'to' is (another server's entity). */
+  routeInternal(el: Element): Promise<void>;
+  /** An id for a request to another server's entity whose answer must come back to this worker. */
+  requestId(): string;
 }
 
 export interface PepOptions {
@@ -74,8 +88,10 @@ export interface PepOptions {
   routing: () => PepRouting;
   maxNodes?: number;
   maxItemBytes?: number;
-  /** Cluster: verified vers shared by every worker of every node (Redis), asked before the client. */
+  /** Verified vers shared by the node's workers (its hub), or by every worker of every node (Redis), asked before the client. */
   sharedCaps?: SharedCaps;
+  /** Contacts of other servers: their resources and caps, as every worker (and node) sees them; in this worker's memory when not given. */
+  remote?: RemoteResources;
   /** XEP-0191: whether stanzas between two JIDs are blocked, either way (the blocking module): no notification, no last item. */
   blocked?: (from: string, to: string) => boolean | Promise<boolean>;
 }
@@ -289,6 +305,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
   const maxNodes = o.maxNodes ?? MAX_NODES;
   const maxItemBytes = o.maxItemBytes ?? MAX_ITEM_BYTES;
   const cache = new CapsCache();
+  const remote = o.remote ?? new MemoryRemoteResources();
   const seen = new WeakMap<Session, Seen>();
   /** Caps queries in flight, by ver: one per ver on this worker, whatever the number of sessions advertising it. */
   const asking = new Map<string, Promise<ReadonlySet<string> | undefined>>();
@@ -345,15 +362,35 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     for (const rec of await r.available(ownerBare)) r.deliver(rec, withTo(el, rec.jid), 'available');
     if (config.accessModel === 'whitelist') return;
     const { items } = await o.roster.get(owner);
+    const others = new Set<string>();
     for (const it of items) {
       if (it.subscription !== 'from' && it.subscription !== 'both') continue;
-      // Contacts of other servers: not yet (their caps are known only to their server).
-      if (!it.jid.endsWith(`@${o.domain}`)) continue;
       if (!(await allowed(owner, config, it.jid, it))) continue;
+      // Contacts of other servers: below, by the resources their server told us of.
+      if (!it.jid.endsWith(`@${o.domain}`)) {
+        others.add(it.jid);
+        continue;
+      }
       for (const rec of await r.available(it.jid)) {
         if (await o.blocked?.(ownerBare, rec.jid)) continue;
         r.deliver(rec, withTo(el, rec.jid), `notify ${node}`);
       }
+    }
+    if (others.size > 0) await notifyRemote(owner, node, el, (jid) => others.has(jid));
+  };
+
+  /**
+   * XEP-0163 §4.3.2 for contacts of other servers: one notification to each
+   * full JID of theirs (`contact` says which bare JIDs may have it) whose
+   * caps ask for the node, through the router to its server; in JID order.
+   */
+  const notifyRemote = async (owner: string, node: string, el: Element, contact: (bare: string) => boolean): Promise<void> => {
+    const r = o.routing();
+    const ownerBare = `${owner}@${o.domain}`;
+    const resources = (await remote.list(owner)).filter((x) => x.caps !== '' && contact(bareOf(x.jid))).sort((a, b) => (a.jid < b.jid ? -1 : a.jid > b.jid ? 1 : 0));
+    for (const x of resources) {
+      if (!(await knownNodes(x.caps))?.has(node) || (await o.blocked?.(ownerBare, x.jid))) continue;
+      await r.routeInternal(withTo(el, x.jid));
     }
   };
   const withTo = (el: Element, to: string): Element => {
@@ -581,21 +618,47 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
 
   // --- caps and last published items ---------------------------------------
 
-  /** The nodes a session asked notifications of: from this worker's cache, the cluster's, or asked of the client (once per ver on this worker). */
-  const nodesFor = (session: Session, caps: Caps): Promise<ReadonlySet<string> | undefined> => {
+  /**
+   * Whom caps are asked of: a session of this worker, or a resource of
+   * another server's (reached through the router); `own` takes an answer
+   * that does not verify, trusted for that entity alone (none for a remote one).
+   */
+  interface Asked {
+    jid: string;
+    send(iq: Element): void;
+    own?(nodes: ReadonlySet<string>): void;
+  }
+  const askedOf = (session: Session, caps: Caps): Asked => ({
+    jid: session.jid!,
+    send: (iq) => session.send(iq),
+    own: (nodes) => {
+      const s = seen.get(session);
+      if (s && s.caps === caps) s.nodes = nodes;
+    },
+  });
+
+  /** The nodes an entity asked notifications of: from this worker's cache, the shared one, or asked of the entity (once per ver on this worker). */
+  const nodesFor = (target: Asked, caps: Caps): Promise<ReadonlySet<string> | undefined> => {
     const known = cache.get(caps);
     if (known) return Promise.resolve(known);
     const key = capsKey(caps);
     const shared = asking.get(key);
-    // Another session's question: its answer, if verified; if not, this session is asked for its own.
-    if (shared) return shared.then((nodes) => nodes ?? askCaps(session, caps));
-    const p = fromCluster(caps).then((nodes) => nodes ?? askCaps(session, caps)).finally(() => asking.delete(key));
+    // Another entity's question: its answer, if verified; if not, this one is asked for its own.
+    if (shared) return shared.then((nodes) => nodes ?? askCaps(target, caps));
+    const p = fromCluster(caps).then((nodes) => nodes ?? askCaps(target, caps)).finally(() => asking.delete(key));
     asking.set(key, p);
     return p;
   };
 
-  /** A ver another worker or node verified (Redis, in a cluster), kept here too; undefined when there is none or Redis cannot say. */
-  const fromCluster = async (caps: Caps): Promise<ReadonlySet<string> | undefined> => {
+  /** The nodes of a verified ver, as a remote resource's caps are kept (capsKey): this worker's cache, or the shared one; undefined when neither knows it. */
+  const knownNodes = async (key: string): Promise<ReadonlySet<string> | undefined> => {
+    const caps = capsOfKey(key);
+    if (!caps) return undefined;
+    return cache.get(caps) ?? (await fromCluster(caps));
+  };
+
+  /** A ver another worker (or node) verified, kept here too; undefined when there is none or it cannot be read. */
+  const fromCluster = async (caps: Pick<Caps, 'hash' | 'ver'>): Promise<ReadonlySet<string> | undefined> => {
     if (!o.sharedCaps) return undefined;
     const nodes = await o.sharedCaps.get(caps).catch((err: unknown) => {
       log.debug('PEP: shared caps not read', { err: String(err) });
@@ -606,8 +669,9 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
   };
 
   /** XEP-0115 §6.3: disco#info of node#ver asked of the client; verified (§5.4) before it is cached for others. */
-  const askCaps = async (session: Session, caps: Caps): Promise<ReadonlySet<string> | undefined> => {
-    const id = `caps-${randomBytes(9).toString('base64url')}`;
+  const askCaps = async (target: Asked, caps: Caps): Promise<ReadonlySet<string> | undefined> => {
+    // Named after this worker: a remote client's answer comes in wherever its server's stream to us does.
+    const id = o.routing().requestId();
     const answer = new Promise<Element | undefined>((resolve) => {
       const timer = setTimeout(() => {
         waiting.delete(id);
@@ -615,7 +679,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
       }, CAPS_TIMEOUT_MS);
       timer.unref();
       waiting.set(id, {
-        jid: normalJid(session.jid) ?? '',
+        jid: normalJid(target.jid) ?? '',
         done: (el) => {
           clearTimeout(timer);
           waiting.delete(id);
@@ -623,9 +687,9 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
         },
       });
     });
-    const iq = new Element('iq', { type: 'get', id, from: o.domain, to: session.jid! });
+    const iq = new Element('iq', { type: 'get', id, from: o.domain, to: target.jid });
     iq.c('query', { xmlns: NS_DISCO_INFO, node: `${caps.node}#${caps.ver}` });
-    session.send(iq);
+    target.send(iq);
     const el = await answer;
     const query = el?.attrs.type === 'result' ? el.getChild('query', NS_DISCO_INFO) : undefined;
     if (!query) return undefined;
@@ -636,9 +700,8 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
       cache.set(caps, nodes);
       o.sharedCaps?.set(caps, nodes).catch((err: unknown) => log.debug('PEP: shared caps not written', { err: String(err) }));
     } else {
-      // Not what the ver says: this session's own answer, trusted for it alone.
-      const s = seen.get(session);
-      if (s && s.caps === caps) s.nodes = nodes;
+      // Not what the ver says: this entity's own answer, trusted for it alone.
+      target.own?.(nodes);
       return undefined;
     }
     return nodes;
@@ -661,6 +724,68 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
         el.attrs.to = session.jid!;
         session.send(el);
       }
+    }
+  };
+
+  // --- contacts of other servers ---------------------------------------------
+
+  /** A resource of another server's, asked for its caps through the router (the answer comes back to this worker: requestId). */
+  const remoteAsked = (jid: string): Asked => ({ jid, send: (iq) => void o.routing().routeInternal(iq) });
+
+  /**
+   * Presence from another server's entity to an account of ours (XEP-0163
+   * §4.3.4): an available resource of a contact is kept with its caps, and
+   * forgotten when it says it is unavailable (a bare JID's unavailable, all
+   * of that contact's).
+   */
+  const remotePresence = (el: Element, to: Jid): void => {
+    const type = el.attrs.type;
+    if (!to.local || (type !== undefined && type !== 'unavailable')) return;
+    let from: Jid;
+    try {
+      from = parseJid(el.attrs.from);
+    } catch {
+      return;
+    }
+    if (!from.local || from.domain === o.domain) return;
+    const owner = to.local;
+    if (type === 'unavailable') {
+      remote.unavailable(owner, fullJid(from)).catch((err: unknown) => log.warn('PEP: a remote resource not forgotten', { owner, err: String(err) }));
+      return;
+    }
+    if (!from.resource) return;
+    remoteAvailable(owner, fullJid(from), bareJid(from), capsOf(el)).catch((err: unknown) => log.warn('PEP: remote caps or last items failed', { owner, err: String(err) }));
+  };
+
+  const remoteAvailable = async (owner: string, jid: string, contact: string, caps: Caps | undefined): Promise<void> => {
+    // Only a contact the account shares its presence with is ever notified (XEP-0163 §4): nothing is kept of others.
+    const item = await o.roster.item(owner, contact);
+    if (!item || (item.subscription !== 'from' && item.subscription !== 'both')) return;
+    const key = caps ? capsKey(caps) : '';
+    const before = await remote.available(owner, jid, key);
+    // The same caps again (a status change), known: nothing to ask, nothing due.
+    if (!caps || (before === key && (await knownNodes(key)))) return;
+    const nodes = await nodesFor(remoteAsked(jid), caps);
+    // XEP-0163 §4.3.3: the last items at its first presence with caps (this one, or a later one when the first had none).
+    if (nodes && !before) await lastItemsTo(owner, contact, item, jid, nodes, 'presence');
+  };
+
+  /**
+   * The last item of each of the owner's nodes `contact` may see and `jid`
+   * (a resource of the contact's, on another server) asked for, when the
+   * node says to send it then (pubsub#send_last_published_item: at
+   * presence, on_sub_and_presence; at subscription, either).
+   */
+  const lastItemsTo = async (owner: string, contact: string, item: RosterItem, jid: string, nodes: ReadonlySet<string>, when: 'presence' | 'subscription'): Promise<void> => {
+    const ownerBare = `${owner}@${o.domain}`;
+    if (await o.blocked?.(ownerBare, jid)) return;
+    const r = o.routing();
+    for (const { node, config } of await o.store.nodes(owner)) {
+      if (!nodes.has(node) || config.sendLastPublishedItem === 'never' || (when === 'presence' && config.sendLastPublishedItem !== 'on_sub_and_presence')) continue;
+      if (!(await allowed(owner, config, contact, item))) continue;
+      const last = await o.store.items(owner, node, { max: 1 });
+      if (last.length === 0) continue;
+      await r.routeInternal(withTo(event(ownerBare, itemsEvent(node, last)), jid));
     }
   };
 
@@ -718,7 +843,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     const known = cache.get(caps);
     if (known) s.nodes = known;
     else {
-      void nodesFor(session, caps)
+      void nodesFor(askedOf(session, caps), caps)
         .then((nodes) => {
           if (nodes && s.caps === caps) s.nodes = nodes;
         })
@@ -755,7 +880,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     // The same caps again (a status change): nothing to ask, nothing due.
     if (!changed && s.nodes && !arriving) return false;
     const current = s.caps!;
-    void nodesFor(session, current)
+    void nodesFor(askedOf(session, current), current)
       .then(async (nodes) => {
         if (s.caps !== current) return;
         if (nodes) s.nodes = nodes;
@@ -803,6 +928,8 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     },
     remoteAccount: { [`get ${NS_PUBSUB}`]: remoteGet, [`set ${NS_PUBSUB}`]: remoteForbidden, [`get ${NS_PUBSUB_OWNER}`]: remoteForbidden, [`set ${NS_PUBSUB_OWNER}`]: remoteForbidden },
     inbound,
+    remotePresence,
+    answer: answered,
     // Its caps looked up at once, so that they are known by the next notification.
     resumed: (session) => void adopted(session),
     notify: (session, node) => {

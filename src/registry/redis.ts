@@ -40,6 +40,8 @@ export const K = {
   /** the +notify nodes of a verified XEP-0115 ver (pep/caps.ts), for every worker of every node */
   // v2: vers verified before '<' in an answer was refused are not trusted.
   caps: (hashVer: string) => `xmpp:caps2:${hashVer}`,
+  /** an account's resources of contacts on other servers, with their caps (pep/remote.ts) */
+  pepRemote: (owner: string) => `xmpp:pepr:${owner}`,
 };
 
 /** Lua: Redis's clock in ms as \`now\` (leases are judged by one clock, Redis's). */

@@ -69,6 +69,9 @@ export interface Place {
   worker: number;
 }
 
+/** The prefix of the ids of requests the server sends peer servers' entities (Router.requestId). */
+const REQUEST = 'srv~';
+
 /** How long, and how many, kicks for sessions still binding are kept. */
 const EARLY_KICK_MS = 30_000;
 const EARLY_KICK_MAX = 10_000;
@@ -224,7 +227,12 @@ export class Router implements PresenceRouting {
       const verdict = await this.guarded(el, to);
       if (verdict === 'drop') return;
       if (verdict) return this.reject(undefined, el, verdict);
-      if (el.name === 'presence' && to.domain === this.d.domain && (await this.presence.fromRemote(el, to))) return;
+      if (el.name === 'presence' && to.domain === this.d.domain) {
+        for (const hook of this.hooks.remotePresence) hook(el, to);
+        if (await this.presence.fromRemote(el, to)) return;
+      }
+      // The answer to a request the server sent for a module: to the worker that sent it.
+      if (el.name === 'iq' && (el.attrs.type === 'result' || el.attrs.type === 'error') && to.domain === this.d.domain && !to.local && !to.resource && this.answered(el)) return;
       if (el.name === 'iq' && to.domain === this.d.domain && !to.resource && (el.attrs.type === 'get' || el.attrs.type === 'set')) return await this.remoteIq(el, to);
       await this.route(el, to, undefined);
     } catch (err) {
@@ -232,6 +240,32 @@ export class Router implements PresenceRouting {
       log.warn('stanza from a peer server not routed', { from: el.attrs.from, to: el.attrs.to, err: String(err) });
       this.reject(undefined, el, new StanzaError('internal-server-error', 'the server cannot route this now; try again shortly', 'wait'));
     }
+  }
+
+  /**
+   * An id for an iq the server sends a peer server's entity for a module
+   * (from the server's domain): it names this worker, so that the answer,
+   * read wherever the peer's stream to us comes in, finds its way back here.
+   */
+  requestId(): string {
+    return `${REQUEST}${this.d.node}~${this.d.worker}~${randomBytes(9).toString('base64url')}`;
+  }
+
+  /** An answer to the server's domain: passed to the worker that asked (requestId), or to the modules if this is it; false when its id is not one of ours. */
+  private answered(el: Element): boolean {
+    const id = el.attrs.id;
+    if (typeof id !== 'string' || !id.startsWith(REQUEST)) return false;
+    const [node, worker] = id.slice(REQUEST.length).split('~');
+    const place = { node, worker: Number(worker) };
+    if (!Number.isInteger(place.worker)) return false;
+    if (place.node === this.d.node && place.worker === this.d.worker) {
+      for (const hook of this.hooks.answer) if (hook(el)) break;
+      return true;
+    }
+    // Gone (its worker died, its node left): nobody waits for it.
+    const sent = this.send(place, { t: 'answer', xml: el.toString() });
+    if (sent !== true && sent !== false) void sent.catch(() => false);
+    return true;
   }
 
   /** An iq from a peer server's entity to our domain or an account's bare JID: what may be asked without a session (ping, disco, version). */
@@ -780,6 +814,11 @@ export class Router implements PresenceRouting {
     if (env.t === 'svc') {
       const el = parseStanza(env.xml);
       if (el) this.services.get(env.domain)?.envelope?.(el);
+      return;
+    }
+    if (env.t === 'answer') {
+      const el = parseStanza(env.xml);
+      if (el) for (const hook of this.hooks.answer) if (hook(el)) break;
       return;
     }
     if (env.t === 'take') return this.resumption?.onTake(env);

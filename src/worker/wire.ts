@@ -36,6 +36,8 @@ export type ToHub =
   // an account was removed: to every worker
   | { t: 'removed'; notice: RemovalNotice }
   | { t: 'ready' }
+  // PEP state the node's workers share (pep/remote.ts PepShared): a call by name, answered with 'pep'
+  | { t: 'pep'; q: number; m: string; a: unknown[] }
   // shutdown: this worker's sessions are closed (the hub then says 'close-s2s' to all), and then everything
   | { t: 'drained' }
   | { t: 'stopped' };
@@ -101,6 +103,8 @@ export type FromHub =
   | { t: 'removed'; notice: RemovalNotice }
   // the worker with this index died: its port is closed
   | { t: 'peer-gone'; index: number }
+  // the answer to a 'pep' call
+  | { t: 'pep'; q: number; v: unknown }
   // tests only (honoured where XMPP_TEST_FAULTS=1): throw out of the thread, as a crash would
   | { t: 'fault' };
 
@@ -123,7 +127,7 @@ export type FromHub =
 export type Only = 'roster' | 'carbons' | 'copy' | 'available' | 'subscription' | 'blocklist' | `notify ${string}`;
 // fwd: passed on by the worker a session moved away from (XEP-0198 §5), not
 // to be passed on again
-export type Envelope = SessionEnvelope | ResumeEnvelope | S2sEnvelope | ChangeEnvelope | ChangeAckEnvelope | ServiceEnvelope;
+export type Envelope = SessionEnvelope | ResumeEnvelope | S2sEnvelope | ChangeEnvelope | ChangeAckEnvelope | ServiceEnvelope | AnswerEnvelope;
 type SessionEnvelope = (
   // solicited: an answer the session asked for (not unsolicited output);
   // reroute: what to do with it if the session cannot write it (Reroute)
@@ -169,3 +173,11 @@ export type ChangeAckEnvelope = { t: 'changed-ok'; q: number; jid?: undefined; s
 
 /** Worker ↔ worker (and node ↔ node): a stanza to a hosted service's address, for the worker its actor lives on (XEP-0045 rooms). */
 export type ServiceEnvelope = { t: 'svc'; domain: string; xml: string; jid?: undefined; sid?: undefined; fwd?: undefined };
+
+/**
+ * Worker → worker (or node → node): an iq result or error from a peer
+ * server's entity answering a request the server sent on a module's behalf
+ * (Router.requestId), read where the peer's stream came in: to the worker
+ * that asked.
+ */
+export type AnswerEnvelope = { t: 'answer'; xml: string; jid?: undefined; sid?: undefined; fwd?: undefined };

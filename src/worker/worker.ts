@@ -37,6 +37,7 @@ import type { PepStore } from '../pep/store.ts';
 import type { RoomStore } from '../muc/store.ts';
 import { pep } from '../modules/pep.ts';
 import { redisCaps, type SharedCaps } from '../pep/caps.ts';
+import { HubPep, redisRemoteResources, type RemoteResources } from '../pep/remote.ts';
 import { StorageClient, remoteStores } from '../storage/remote.ts';
 import type { AccountStore } from '../accounts/store.ts';
 import type { RosterStore } from '../roster/store.ts';
@@ -186,8 +187,10 @@ interface Backend {
   registry: SessionRegistry;
   /** Cluster: where XMPP_SM_DURABLE keeps resumable sessions' state. */
   durable?: DurableSessions;
-  /** Cluster: XEP-0115 vers verified by any worker of any node (PEP). */
-  caps?: SharedCaps;
+  /** XEP-0115 vers verified by any worker (PEP): the node's hub, or Redis for every node of a cluster. */
+  caps: SharedCaps;
+  /** PEP: contacts of other servers' resources and caps, seen by every worker (the hub), or every node (Redis). */
+  remote: RemoteResources;
   toNode: Transport['toNode'];
   /** To every worker of every node, this one included; `here` is this worker's share, for when the others cannot be reached. */
   announceRemoval(notice: RemovalNotice, here: (notice: RemovalNotice) => void): void;
@@ -209,12 +212,19 @@ interface Backend {
 
 function singleNode(hub: MessagePort): Backend {
   const registry = new HubRegistry(hub);
+  const pepShared = new HubPep((q, m, a) => hub.postMessage(encode({ t: 'pep', q, m, a })));
   return {
     registry,
+    caps: pepShared,
+    remote: pepShared,
     toNode: async () => false, // there is no other node
     announceRemoval: (notice) => hub.postMessage(encode({ t: 'removed', notice })),
     listen: async () => {},
-    onHub: (msg) => registry.onHubMessage(msg),
+    onHub: (msg) => {
+      if (msg.t !== 'pep') return registry.onHubMessage(msg);
+      pepShared.answered(msg.q, msg.v);
+      return true;
+    },
     onRecovered: () => {},
     connected: async () => {},
     close: () => {},
@@ -242,6 +252,7 @@ function cluster(): Backend {
     registry,
     durable: config.smDurable ? new DurableSessions(cmd) : undefined,
     caps: redisCaps(cmd),
+    remote: redisRemoteResources(cmd),
     // Confirmed once handled there; false once nobody listens there (the node is gone).
     toNode: (node, worker, env) => transport.send(node, worker, env),
     announceRemoval(notice, here) {
@@ -454,7 +465,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   // Batches of archive rows, written off the stanzas' way (mam/writer.ts).
   const archiveWriter = config.mam ? new ArchiveWriter({ store: archive, maxBuffered: config.mamMaxBuffered, batch: ARCHIVE_BATCH }) : undefined;
   // XEP-0163 PEP: its api is how other modules change an account's nodes (and hear of changes).
-  const pepModule = pep({ domain: config.domain, store: pepStore, roster: rosterStore, routing: () => router, blocked: (from, to) => blocker.denies(from, to), sharedCaps: backend.caps });
+  const pepModule = pep({ domain: config.domain, store: pepStore, roster: rosterStore, routing: () => router, blocked: (from, to) => blocker.denies(from, to), sharedCaps: backend.caps, remote: backend.remote });
   const vcardModule = vcard({ store: personal });
   const privateModule = privateStorage({ store: personal });
   const modules: ServerModule[] = [

@@ -7,9 +7,13 @@
 //   peer checks node 2's dialback key by connecting back, to node 1, which
 //   verifies a key it did not make (XEP-0185: the secret is the cluster's);
 // - when node 2 dies, its users' remote subscribers get their unavailable
-//   presence from the survivors, within the lease bound.
+//   presence from the survivors, within the lease bound;
+// - PEP (XEP-0163): a peer's user's presence and caps come in on node 1,
+//   where its client is asked what its ver means; a publish on node 2
+//   notifies it (the remote resources and verified vers are in Redis).
 // Dialback is what is tested here: self-signed certificates, secure auth off.
 import test from 'ava';
+import type { ExecutionContext } from 'ava';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,7 +22,8 @@ import type { NodeProcess, TestCluster } from '../helpers/cluster.ts';
 import { selfSigned } from '../helpers/pki.ts';
 import { federation, loopbackAddresses } from '../helpers/s2s.ts';
 import type { Federated } from '../helpers/s2s.ts';
-import { clusterPeers, expect, isBody, isPresence, newUser, push } from '../helpers/im.ts';
+import { clusterPeers, connect, expect, isBody, isPresence, newUser, push, ready } from '../helpers/im.ts';
+import { answerCaps, capsPresence, isCapsQuery, isEventItem, publish, untilNotified } from '../helpers/pep.ts';
 import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 
 const LEASE_MS = 3000;
@@ -94,3 +99,42 @@ test("a node killed with SIGKILL: its users' remote subscribers get their unavai
   const took = Date.now() - killedAt;
   t.true(took <= bound, `announced after ${took} ms`);
 });
+
+test('PEP: a peer user whose presence comes in on node 1 is notified of a publish on node 2, its caps asked once', async (t) => {
+  const bob = await user(t, n2, 'bob');
+  const pat = await newUser(t, peer.server, 'pat');
+  // Presence both ways.
+  const bf = bob.c.items.length;
+  let pf = pat.c.items.length;
+  pat.c.send(`<presence to='${bob.bare}' type='subscribe'/>`);
+  await expect(bob, "pat's request", isPresence(pat.bare, 'subscribe'), bf);
+  bob.c.send(`<presence to='${pat.bare}' type='subscribed'/>`);
+  pf = await push(t, pat, bob.bare, 'to', undefined, pf);
+  bob.c.send(`<presence to='${pat.bare}' type='subscribe'/>`);
+  await expect(pat, "bob's request", isPresence(bob.bare, 'subscribe'), pf);
+  pat.c.send(`<presence to='${bob.bare}' type='subscribed'/>`);
+  await push(t, bob, pat.bare, 'both', undefined, bf);
+  const feats = ['urn:test:tune+notify', 'urn:test:probe+notify'];
+  answerCaps(pat, feats, pat.c.items.length);
+  pat.c.send(capsPresence(feats));
+  await expect(pat, 'the caps query from the cluster', (el) => isCapsQuery(el) && el.attrs.from === 'cl.example');
+  await untilNotified(bob, pat, 'urn:test:probe');
+  const f = pat.c.items.length;
+  t.is((await publish(bob, 'urn:test:tune', `<tune xmlns='urn:test'/>`, { id: 't1' })).attrs.type, 'result');
+  t.is((await expect(pat, 'the notification from node 2', isEventItem(bob.bare, 'urn:test:tune', 't1'), f)).attrs.to, pat.jid);
+  // A second resource of pat's: its last item (sent by node 1, where its presence comes in), the ver known.
+  const pat2 = await newUserAs(t, pat.name, 'second');
+  answerCaps(pat2, feats, 0);
+  pat2.c.send(capsPresence(feats));
+  await expect(pat2, 'the last item', isEventItem(bob.bare, 'urn:test:tune', 't1'));
+  // Its own server asks it too (its own PEP service): ours, once.
+  const ours = (p: typeof pat) => p.c.items.filter((it) => it.kind === 'el' && isCapsQuery(it.el) && it.el.attrs.from === 'cl.example').length;
+  t.is(ours(pat), 1, 'asked once');
+  t.is(ours(pat2), 0, 'not asked of the second resource');
+});
+
+async function newUserAs(t: ExecutionContext, name: string, resource: string) {
+  const p = await connect(t, peer.server.c2sPort, name, resource, `${name}/${resource}`, 'peer.example');
+  await ready(p);
+  return p;
+}

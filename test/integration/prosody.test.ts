@@ -6,7 +6,9 @@
 // - lax.example (self-signed, XMPP_S2S_SECURE_AUTH=false) with
 //   prosody2.example (self-signed, Prosody's default lax auth): dialback
 //   (XEP-0220) both ways, keys verified by connecting back.
-// Prosody's users are spoken for by a raw client on Prosody's c2s port.
+// Prosody's users are spoken for by a raw client on Prosody's c2s port,
+// which also plays their client for PEP (XEP-0163): its caps answered to
+// our server's question, our notifications received through Prosody.
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -19,6 +21,7 @@ import { startProsody } from '../helpers/prosody.ts';
 import type { Prosody } from '../helpers/prosody.ts';
 import { stanzaError, uid, within } from '../helpers/protocol.ts';
 import { WAIT, barrier, connect, expect, isBody, isPresence, newUser, push, ready, rosterOf } from '../helpers/im.ts';
+import { answerCaps, capsPresence, isCapsQuery, isEventItem, publish, untilNotified } from '../helpers/pep.ts';
 import type { Peer } from '../helpers/im.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'xmpp-prosody-'));
@@ -28,7 +31,7 @@ let ours: Federated;
 let lax: Federated;
 let prosody: Prosody;
 let stop: () => Promise<void>;
-const USERS: Record<string, string> = Object.fromEntries(['pat', 'pam', 'pia', 'pol', 'pem'].map((u) => [u, `${u}-pw`]));
+const USERS: Record<string, string> = Object.fromEntries(['pat', 'pam', 'pia', 'pol', 'pem', 'pip'].map((u) => [u, `${u}-pw`]));
 
 test.before(async () => {
   prosody = await startProsody({
@@ -155,4 +158,39 @@ test.serial('ours with secure auth on does not accept Prosody with a self-signed
   me.c.send(`<message to='pem@prosody2.example' id='${id}' type='chat'><body>not to you</body></message>`);
   const err = await expect(me, 'the error', (el) => el.attrs.id === id && el.attrs.type === 'error');
   t.is(stanzaError(err).condition, 'remote-server-not-found');
+});
+
+test.serial("PEP to a Prosody user (XEP-0163 §4.3): its client's caps asked over the federation, notifications and the last item to its resources", async (t) => {
+  const me = await newUser(t, ours.server, 'me');
+  const pip = await prosodyUser(t, 'pip');
+  // Presence both ways (RFC 6121 §3).
+  let mf = me.c.items.length;
+  me.c.send(`<presence to='${pip.bare}' type='subscribe'/>`);
+  mf = await push(t, me, pip.bare, 'none', 'subscribe', mf);
+  await expect(pip, 'our request at Prosody', isPresence(me.bare, 'subscribe'));
+  pip.c.send(`<presence to='${me.bare}' type='subscribed'/>`);
+  mf = await push(t, me, pip.bare, 'to', undefined, mf);
+  pip.c.send(`<presence to='${me.bare}' type='subscribe'/>`);
+  await expect(me, "pip's request", isPresence(pip.bare, 'subscribe'), mf);
+  me.c.send(`<presence to='${pip.bare}' type='subscribed'/>`);
+  await push(t, me, pip.bare, 'both', undefined, mf);
+  // pip's client says, in its caps, that it wants tunes; our server asks it (through Prosody) what its ver means.
+  const feats = ['urn:test:tune+notify', 'urn:test:probe+notify'];
+  const asked = answerCaps(pip, feats, pip.c.items.length);
+  pip.c.send(capsPresence(feats));
+  const q = await expect(pip, 'our caps query, through Prosody', isCapsQuery);
+  t.is(q.attrs.from, 'ours.example');
+  await untilNotified(me, pip, 'urn:test:probe');
+  const pf = pip.c.items.length;
+  t.is((await publish(me, 'urn:test:tune', `<tune xmlns='urn:test'><title>over there</title></tune>`, { id: 't1' })).attrs.type, 'result');
+  const ev = await expect(pip, 'the notification, through Prosody', isEventItem(me.bare, 'urn:test:tune', 't1'), pf);
+  t.is(ev.attrs.to, pip.jid);
+  // Another resource of pip's, same client: its last item at its first presence, its ver not asked again.
+  const pip2 = await connect(t, prosody.c2sPort, 'pip', 'second', 'pip/second logging in to Prosody', 'prosody.example');
+  answerCaps(pip2, feats, 0);
+  await ready(pip2, capsPresence(feats));
+  const last = await expect(pip2, 'the last item at its first presence', isEventItem(me.bare, 'urn:test:tune', 't1'));
+  t.is(last.attrs.to, pip2.jid);
+  t.is(asked.asked, 1, 'the ver was asked once');
+  t.false(pip2.c.items.some((it) => it.kind === 'el' && isCapsQuery(it.el)), 'nor of the second resource');
 });

@@ -18,7 +18,7 @@ import type { RawClient } from '../helpers/raw.ts';
 import { uid, within } from '../helpers/protocol.ts';
 import { WAIT, expect, newUser, push } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
-import { NS_PUBSUB, itemIds, publish } from '../helpers/pep.ts';
+import { NS_PUBSUB, capsVer, isEvent, isEventItem, itemIds, publish } from '../helpers/pep.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'xmpp-s2s-pep-'));
 const ca = testCa(dir, 'pep-ca');
@@ -82,3 +82,92 @@ test("an items request from a peer's user whose address its server spelt in capi
   t.is(res.attrs.type, 'result', res.toString());
   t.deepEqual(itemIds(res), ['m1']);
 });
+
+const NS_CAPS = 'http://jabber.org/protocol/caps';
+const NS_DISCO_INFO = 'http://jabber.org/protocol/disco#info';
+/** A peer's user's presence to `to`, with caps for `features` (XEP-0115), or none. */
+const presenceOf = (from: string, to: string, features?: string[]) => `<presence from='${from}' to='${to}'>${features ? `<c xmlns='${NS_CAPS}' hash='sha-1' node='urn:pep-test' ver='${capsVer(features)}'/>` : ''}</presence>`;
+/** Our server's disco#info for caps, to `jid`. */
+const isCapsQueryTo = (jid: string) => (el: Element) => el.name === 'iq' && el.attrs.type === 'get' && el.attrs.to === jid && Boolean(el.getChild('query', NS_DISCO_INFO)?.attrs.node?.startsWith('urn:pep-test#'));
+/** The peer's user's client answers it (from `from`, the one asked unless said otherwise). */
+const answer = (q: Element, features: string[], from = q.attrs.to) =>
+  peer.incoming.send(`<iq type='result' id='${q.attrs.id}' from='${from}' to='${q.attrs.from}'><query xmlns='${NS_DISCO_INFO}' node='${q.getChild('query')!.attrs.node}'><identity category='client' type='pc' name='pep test'/>${features.map((f) => `<feature var='${f}'/>`).join('')}</query></iq>`);
+/** A notification from `owner` about `node` with item `id`, to `to`. */
+const isEventTo = (owner: string, node: string, id: string, to: string) => (el: Element) => isEventItem(owner, node, id)(el) && el.attrs.to === to;
+
+test("notifications and last items to a peer's users (XEP-0163 §4.3): caps asked of the remote client once per ver, over the federation; each resource that asks for the node; forgotten when unavailable", async (t) => {
+  const alice = await newUser(t, ours.server, 'alice');
+  const carol = `carol-${uid('c')}@peer.example`;
+  await contacts(t, alice, carol);
+  const feats = ['urn:test:tune+notify', `urn:test:other+notify-${uid('v')}`];
+  t.is((await publish(alice, 'urn:test:tune', `<tune xmlns='urn:test'/>`, { id: 't1' })).attrs.type, 'result');
+  // a-phone comes online: its caps are asked of it, and it gets the last item (§4.3.3) once they are known.
+  let from = await mark();
+  peer.incoming.send(presenceOf(`${carol}/a-phone`, alice.bare, feats));
+  const q = await sent('the caps query to a-phone', isCapsQueryTo(`${carol}/a-phone`), from);
+  t.is(q.attrs.from, 'a.example');
+  answer(q, feats);
+  await sent("a-phone's last item", isEventTo(alice.bare, 'urn:test:tune', 't1', `${carol}/a-phone`), from);
+  // b-tablet, same client version: not asked again (the ver was verified), the last item at once.
+  from = await mark();
+  peer.incoming.send(presenceOf(`${carol}/b-tablet`, alice.bare, feats));
+  const tabletLast = await sent("b-tablet's last item", isEventTo(alice.bare, 'urn:test:tune', 't1', `${carol}/b-tablet`), from);
+  t.false(out.items.slice(from, out.items.findIndex((it) => it.kind === 'el' && it.el === tabletLast)).some((it) => it.kind === 'el' && isCapsQueryTo(`${carol}/b-tablet`)(it.el)), 'a verified ver is not asked again');
+  // c-laptop says nothing of its caps at first: its last item comes with the first presence that does.
+  from = await mark();
+  peer.incoming.send(presenceOf(`${carol}/c-laptop`, alice.bare));
+  peer.incoming.send(presenceOf(`${carol}/c-laptop`, alice.bare, feats));
+  await sent("c-laptop's last item", isEventTo(alice.bare, 'urn:test:tune', 't1', `${carol}/c-laptop`), from);
+  // A publish: each of them.
+  from = await mark();
+  t.is((await publish(alice, 'urn:test:tune', `<tune xmlns='urn:test'/>`, { id: 't2' })).attrs.type, 'result');
+  for (const r of ['a-phone', 'b-tablet', 'c-laptop']) await sent(`t2 to ${r}`, isEventTo(alice.bare, 'urn:test:tune', 't2', `${carol}/${r}`), from);
+  // a-phone leaves (alice sees it go: its end was read before). The next publish goes to the others; a-phone's
+  // would have gone first (the resources are notified in JID order, over the one stream to the peer).
+  let af = alice.c.items.length;
+  peer.incoming.send(`<presence from='${carol}/a-phone' to='${alice.bare}' type='unavailable'/>`);
+  await expect(alice, "a-phone's unavailable", (el) => el.name === 'presence' && el.attrs.from === `${carol}/a-phone` && el.attrs.type === 'unavailable', af);
+  from = await mark();
+  t.is((await publish(alice, 'urn:test:tune', `<tune xmlns='urn:test'/>`, { id: 't3' })).attrs.type, 'result');
+  const t3 = await sent('t3 to b-tablet', isEventTo(alice.bare, 'urn:test:tune', 't3', `${carol}/b-tablet`), from);
+  const before = out.items.slice(from, out.items.findIndex((it) => it.kind === 'el' && it.el === t3));
+  t.false(before.some((it) => it.kind === 'el' && isEventTo(alice.bare, 'urn:test:tune', 't3', `${carol}/a-phone`)(it.el)), 'none to a resource that left');
+  await sent('t3 to c-laptop', isEventTo(alice.bare, 'urn:test:tune', 't3', `${carol}/c-laptop`), from);
+  // A node its client did not ask for: nothing. Control: a publish of the tune node after it.
+  af = await mark();
+  t.is((await publish(alice, 'urn:test:mood', `<mood xmlns='urn:test'/>`, { id: 'm1' })).attrs.type, 'result');
+  t.is((await publish(alice, 'urn:test:tune', `<tune xmlns='urn:test'/>`, { id: 't4' })).attrs.type, 'result');
+  const t4 = await sent('t4 to b-tablet', isEventTo(alice.bare, 'urn:test:tune', 't4', `${carol}/b-tablet`), af);
+  t.false(out.items.slice(af, out.items.findIndex((it) => it.kind === 'el' && it.el === t4)).some((it) => it.kind === 'el' && isEvent(alice.bare, 'urn:test:mood')(it.el)), 'no notification of a node not asked for');
+});
+
+test("a peer's caps answer counts only from the resource asked; a stranger's presence asks nothing", async (t) => {
+  const alice = await newUser(t, ours.server, 'alice');
+  const dave = `dave-${uid('d')}@peer.example`;
+  await contacts(t, alice, dave);
+  const stranger = `eve-${uid('e')}@peer.example`;
+  const feats = ['urn:test:geo+notify', `urn:test:other+notify-${uid('v')}`];
+  const from = await mark();
+  // A stranger first (no subscription), then the contact: what the stranger's presence caused would come first.
+  peer.incoming.send(presenceOf(`${stranger}/x`, alice.bare, [...feats, 'urn:test:stranger']));
+  peer.incoming.send(presenceOf(`${dave}/home`, alice.bare, feats));
+  const q = await sent("the caps query to dave's resource", isCapsQueryTo(`${dave}/home`), from);
+  t.false(out.items.slice(from, out.items.findIndex((it) => it.kind === 'el' && it.el === q)).some((it) => it.kind === 'el' && isCapsQueryTo(`${stranger}/x`)(it.el)), 'nothing asked of a stranger');
+  // Another resource of the peer answers first, claiming nothing: not taken; then the one asked.
+  answer(q, [], `${dave}/other`);
+  answer(q, feats);
+  await untilRemoteNotified(alice, `${dave}/home`, 'urn:test:geo');
+  t.pass();
+});
+
+/** alice publishes probes to `node` until one reaches `jid` (a peer's resource whose caps are being learnt). */
+async function untilRemoteNotified(owner: Peer, jid: string, node: string): Promise<void> {
+  const start = await mark();
+  for (let i = 0; i < 40; i++) {
+    const id = uid('probe');
+    const res = await publish(owner, node, `<probe xmlns='urn:pep-test:probe'/>`, { id });
+    if (res.attrs.type !== 'result') throw new Error(res.toString());
+    if (await within(out.find(isEventTo(owner.bare, node, id, jid), start), 250, 'probe').catch(() => undefined)) return;
+  }
+  throw new Error(`no notification of ${node} reached ${jid}`);
+}
