@@ -49,6 +49,8 @@ export const MAX_NAME = 1024;
 /** How long, at most, an approval takes to reach the approver's roster before the last items are sent (APPROVAL_POLLS times APPROVAL_POLL_MS). */
 const APPROVAL_POLLS = 20;
 const APPROVAL_POLL_MS = 100;
+/** How many times, at most, a last item is read again because a notification of its node went out meanwhile (see sendLast). */
+const MAX_LAST_READS = 4;
 /** How long a client has to answer the server's disco#info for its caps. */
 const CAPS_TIMEOUT_MS = 10_000;
 
@@ -258,6 +260,10 @@ interface Seen {
   /** The nodes it asked notifications of, once known (from the cache, or its own unverified answer). */
   nodes?: ReadonlySet<string>;
   available: boolean;
+  /** It became available and has not had the last published items yet: they wait for its caps (XEP-0163 §4.3.3). */
+  lastDue?: boolean;
+  /** Notifications it was handed, by node, since its caps last changed (see sendLast). */
+  live?: Map<string, number>;
 }
 
 /** Whether an element states its own namespace and declares every prefix it and its descendants use (xml: aside). */
@@ -707,9 +713,16 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     return nodes;
   };
 
-  /** The last published item of each node `session` may see and asked for (XEP-0163 §4.3.4 on presence; XEP-0060 pubsub#send_last_published_item). */
-  const sendLast = async (session: Session, nodes: ReadonlySet<string>): Promise<void> => {
+  /**
+   * The last published item of each node `session` may see and asked for
+   * (XEP-0163 §4.3.4 on presence; XEP-0060 pubsub#send_last_published_item).
+   * Live notifications flow while these are read: an item read while one
+   * of its node reached the session is read again, so that what follows a
+   * notification is never older than it (the same item twice at worst).
+   */
+  const sendLast = async (session: Session, s: Seen, nodes: ReadonlySet<string>): Promise<void> => {
     if (nodes.size === 0 || !session.username) return;
+    const handed = (node: string) => s.live?.get(node) ?? 0;
     const me = `${session.username}@${o.domain}`;
     const { items: roster } = await o.roster.get(session.username);
     // Its own nodes, and those of every local contact whose presence it receives.
@@ -718,8 +731,15 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
       for (const { node, config } of await o.store.nodes(owner)) {
         if (!nodes.has(node) || config.sendLastPublishedItem !== 'on_sub_and_presence') continue;
         if (!(await allowed(owner, config, me)) || (owner !== session.username && (await o.blocked?.(`${owner}@${o.domain}`, session.jid!)))) continue;
-        const last = await o.store.items(owner, node, { max: 1 });
-        if (last.length === 0) continue;
+        let before: number;
+        let last: PepItem[];
+        let reads = 0;
+        do {
+          before = handed(node);
+          last = await o.store.items(owner, node, { max: 1 });
+        } while (handed(node) !== before && ++reads < MAX_LAST_READS);
+        // Gone unavailable meanwhile: nothing more is due to it.
+        if (last.length === 0 || !s.available) continue;
         const el = event(`${owner}@${o.domain}`, itemsEvent(node, last));
         el.attrs.to = session.jid!;
         session.send(el);
@@ -837,7 +857,8 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
    */
   const adopted = (session: Session): Seen => {
     const caps = session.lastPresence ? capsOf(session.lastPresence) : undefined;
-    const s: Seen = { available: session.available, caps };
+    // It had its last items where it was.
+    const s: Seen = { available: session.available, caps, lastDue: false };
     seen.set(session, s);
     if (!caps) return s;
     const known = cache.get(caps);
@@ -865,6 +886,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     const s = seen.get(session) ?? adopted(session);
     if (el.attrs.type === 'unavailable') {
       s.available = false;
+      s.lastDue = false;
       return false;
     }
     if (el.attrs.type !== undefined) return false;
@@ -873,19 +895,25 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     if (changed) {
       s.caps = caps;
       s.nodes = undefined;
+      s.live = undefined;
     }
-    const arriving = !s.available;
+    // XEP-0163 §4.3.3: a newly available resource gets the last items, once its caps say which nodes it wants;
+    // they are due from the presence that makes it available until the first one whose caps are known.
+    if (!s.available) s.lastDue = true;
     s.available = true;
     if (!caps && !s.caps) return false;
-    // The same caps again (a status change): nothing to ask, nothing due.
-    if (!changed && s.nodes && !arriving) return false;
+    // The same caps again (a status change), known, and nothing due.
+    if (!changed && s.nodes && !s.lastDue) return false;
     const current = s.caps!;
     void nodesFor(askedOf(session, current), current)
       .then(async (nodes) => {
+        // Newer caps came meanwhile: their own lookup takes over.
         if (s.caps !== current) return;
         if (nodes) s.nodes = nodes;
-        // Last items at the presence that made the session available (XEP-0163 §4.3.4), once its caps are known.
-        if (arriving && s.nodes) await sendLast(session, s.nodes);
+        // Once per availability: the first lookup to know the caps takes what is due.
+        if (!s.lastDue || !s.available || !s.nodes) return;
+        s.lastDue = false;
+        await sendLast(session, s, s.nodes);
       })
       .catch((err: unknown) => log.warn('PEP: caps or last items failed', { jid: session.jid, err: String(err) }));
     return false;
@@ -934,7 +962,10 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     resumed: (session) => void adopted(session),
     notify: (session, node) => {
       const s = seen.get(session) ?? adopted(session);
-      return s.nodes?.has(node) ?? false;
+      if (!s.nodes?.has(node)) return false;
+      // Counted for sendLast (bounded by the nodes its caps name).
+      (s.live ??= new Map()).set(node, (s.live.get(node) ?? 0) + 1);
+      return true;
     },
     removed: () => {},
   };

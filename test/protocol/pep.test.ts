@@ -357,6 +357,27 @@ test('the last published item on a contact’s available presence (send_last_pub
   t.false((await before(later, 'the control node’s last item', isEventItem(alice.bare, 'urn:test:z-control', 'z'), 0)).some(isEvent(alice.bare, 'urn:test:never')), 'not for a node that says never');
 });
 
+test('the last published item when the caps come in a later presence than the one that made the session available (XEP-0163 §4.3.3), once', async (t) => {
+  // The account's own node: no subscription (and no approval, which sends last items of its own) involved.
+  const bob = await newUser(t, server, 'bob');
+  ok(t, await publish(bob, 'urn:test:late', `<x xmlns='urn:test'/>`, { id: 'l1' }), 'publish');
+  // A new session of bob's becomes available without caps; they come with its next presence, a status.
+  const later = await connect(t, server.c2sPort, bob.name, 'later');
+  await ready(later);
+  const feats = ['urn:test:late+notify'];
+  const from = later.c.items.length;
+  answerCaps(later, feats, from);
+  const status = (show: string) => `<presence><show>${show}</show><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:pep-test' ver='${capsVer(feats)}'/></presence>`;
+  later.c.send(status('away'));
+  await expect(later, 'the last item, once the caps are known', isEventItem(bob.bare, 'urn:test:late', 'l1'), from);
+  // Had once: another status with the same caps, then a publish (the control), bring no second copy of l1.
+  later.c.send(status('xa'));
+  await barrier(later, from);
+  ok(t, await publish(bob, 'urn:test:late', `<x xmlns='urn:test'/>`, { id: 'l2' }), 'control publish');
+  const got = await before(later, 'the control notification', isEventItem(bob.bare, 'urn:test:late', 'l2'), from);
+  t.is(got.filter(isEventItem(bob.bare, 'urn:test:late', 'l1')).length, 1, 'one last item');
+});
+
 test('the last published item on subscription approval (send_last_published_item on_sub), to the new subscriber’s resources that ask for it', async (t) => {
   const alice = await newUser(t, server, 'alice');
   const bob = await newUser(t, server, 'bob');
