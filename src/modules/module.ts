@@ -15,6 +15,7 @@ import type { SessionRecord } from '../registry/registry.ts';
 import type { StanzaError } from '../xmpp/errors.ts';
 import type { Jid } from '../xmpp/jid.ts';
 import type { Out, Session } from '../session/session.ts';
+import type { RosterItem } from '../roster/store.ts';
 
 /**
  * Returns the result payload (or null for an empty result), or throws a
@@ -136,6 +137,13 @@ export interface ServerModule {
   foreign?: ForeignHook;
   /** Every stanza routed to an address (XEP-0191: blocked ones refused or dropped). In module order; the first verdict stops it. */
   guard?: GuardHook;
+  /**
+   * An account approved a contact's subscription (RFC 6121 §3.1.5): its
+   * roster item, as the presence service just wrote it, went from not
+   * sending the account's presence to the contact to sending it (a
+   * repeated approval, which changes nothing, is not one).
+   */
+  approved?: (user: string, item: RosterItem) => void;
   /** Presence from a peer server's entity to an address of this domain, past the guards, before the presence service takes it (XEP-0163 §4.3: a remote contact's resources and caps). */
   remotePresence?: (el: Element, to: Jid) => void;
   /**

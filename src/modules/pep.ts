@@ -46,9 +46,6 @@ export const NODE_CONFIG = `${NS_PUBSUB}#node_config`;
 export const PUBLISH_OPTIONS = `${NS_PUBSUB}#publish-options`;
 /** The longest node name and item id taken. */
 export const MAX_NAME = 1024;
-/** How long, at most, an approval takes to reach the approver's roster before the last items are sent (APPROVAL_POLLS times APPROVAL_POLL_MS). */
-const APPROVAL_POLLS = 20;
-const APPROVAL_POLL_MS = 100;
 /** How many times, at most, a last item is read again because a notification of its node went out meanwhile (see sendLast). */
 const MAX_LAST_READS = 4;
 /** How long a client has to answer the server's disco#info for its caps. */
@@ -778,9 +775,10 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
   };
 
   const remoteAvailable = async (owner: string, jid: string, contact: string, caps: Caps | undefined): Promise<void> => {
-    // Only a contact the account shares its presence with is ever notified (XEP-0163 §4): nothing is kept of others.
+    // Only contacts are kept (those whose presence the account gets, or that get its own, which an approval may
+    // make notified: XEP-0163 §4), nothing of others.
     const item = await o.roster.item(owner, contact);
-    if (!item || (item.subscription !== 'from' && item.subscription !== 'both')) return;
+    if (!item || item.subscription === 'none') return;
     const key = caps ? capsKey(caps) : '';
     const before = await remote.available(owner, jid, key);
     // The same caps again (a status change), known: nothing to ask, nothing due.
@@ -798,7 +796,8 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
    */
   const lastItemsTo = async (owner: string, contact: string, item: RosterItem, jid: string, nodes: ReadonlySet<string>, when: 'presence' | 'subscription'): Promise<void> => {
     const ownerBare = `${owner}@${o.domain}`;
-    if (await o.blocked?.(ownerBare, jid)) return;
+    // XEP-0163 §4: only a contact with a subscription to the owner's presence is subscribed to its nodes.
+    if ((item.subscription !== 'from' && item.subscription !== 'both') || (await o.blocked?.(ownerBare, jid))) return;
     const r = o.routing();
     for (const { node, config } of await o.store.nodes(owner)) {
       if (!nodes.has(node) || config.sendLastPublishedItem === 'never' || (when === 'presence' && config.sendLastPublishedItem !== 'on_sub_and_presence')) continue;
@@ -810,30 +809,26 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
   };
 
   /**
-   * The owner approved a subscription (RFC 6121 §3.1.5): once the approval
-   * is in its roster (the presence module, next in line, writes it), the
-   * contact's resources get the last item of each node they may see and
-   * asked for (XEP-0060 pubsub#send_last_published_item on_sub).
+   * The owner approved a subscription (RFC 6121 §3.1.5), its roster item
+   * now saying so (`item`, as the presence service wrote it; a repeated
+   * approval changes nothing and comes not here): the contact's available
+   * resources get the last item of each node they may see and asked for
+   * (XEP-0060 pubsub#send_last_published_item on_sub): a local contact's
+   * filtered by their caps where they live; another server's, those its
+   * server told us of.
    */
-  const approved = async (owner: string, to: string): Promise<void> => {
-    let j;
-    try {
-      j = parseJid(to);
-    } catch {
-      return;
-    }
-    if (!j.local || j.domain !== o.domain) return;
-    const contact = `${j.local}@${j.domain}`;
-    let item: RosterItem | undefined;
-    for (let i = 0; i < APPROVAL_POLLS; i++) {
-      item = await o.roster.item(owner, contact);
-      if (item && (item.subscription === 'from' || item.subscription === 'both')) break;
-      item = undefined;
-      await new Promise((r) => setTimeout(r, APPROVAL_POLL_MS));
-    }
-    if (!item) return;
+  const approved = async (owner: string, item: RosterItem): Promise<void> => {
+    const contact = item.jid;
     const ownerBare = `${owner}@${o.domain}`;
     const r = o.routing();
+    if (!contact.endsWith(`@${o.domain}`)) {
+      for (const x of await remote.list(owner)) {
+        if (x.caps === '' || bareOf(x.jid) !== contact) continue;
+        const nodes = await knownNodes(x.caps);
+        if (nodes) await lastItemsTo(owner, contact, item, x.jid, nodes, 'subscription');
+      }
+      return;
+    }
     const recs = await r.available(contact);
     if (recs.length === 0) return;
     for (const { node, config } of await o.store.nodes(owner)) {
@@ -875,11 +870,6 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
 
   const inbound: InboundHook = (el, session) => {
     if (el.name === 'iq' && (el.attrs.type === 'result' || el.attrs.type === 'error') && el.attrs.to === o.domain) return answered(el);
-    if (el.name === 'presence' && el.attrs.type === 'subscribed' && el.attrs.to !== undefined && session.username) {
-      const owner = session.username;
-      approved(owner, el.attrs.to).catch((err: unknown) => log.warn('PEP: last items on approval failed', { owner, err: String(err) }));
-      return false;
-    }
     // Broadcast presence (no 'to'): its caps, and on becoming available the last published items.
     if (el.name !== 'presence' || el.attrs.to !== undefined || !session.username) return false;
     // A resumed session is not arriving: it was available already (its presence came with it).
@@ -958,6 +948,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     inbound,
     remotePresence,
     answer: answered,
+    approved: (owner, item) => void approved(owner, item).catch((err: unknown) => log.warn('PEP: last items on approval failed', { owner, err: String(err) })),
     // Its caps looked up at once, so that they are known by the next notification.
     resumed: (session) => void adopted(session),
     notify: (session, node) => {

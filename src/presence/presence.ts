@@ -21,7 +21,7 @@
 // passes through here (every roster change sends one), and read again when
 // next needed: a presence stanza does not read the roster.
 import { Element, clone, parse as parseXml } from 'ltx';
-import type { RosterStore, SubState, TransitionResult } from '../roster/store.ts';
+import type { RosterItem, RosterStore, SubState, TransitionResult } from '../roster/store.ts';
 import { splitState } from '../roster/store.ts';
 import type { OfflineStore } from '../offline/store.ts';
 import { OfflineDelivery, CLAIM_MS } from '../offline/delivery.ts';
@@ -122,6 +122,8 @@ export interface PresenceDeps {
   blocked?: (from: string, to: string) => boolean | Promise<boolean>;
   /** XEP-0191: whether the account of `to` (a bare JID of ours) blocks `from`; synchronous when nothing needs reading. */
   refuses?: (to: string, from: string) => boolean | Promise<boolean>;
+  /** `user` approved `item`'s subscription, now in its roster (the modules' approved hooks: PEP's last items on subscription). */
+  approved?: (user: string, item: RosterItem) => void;
 }
 
 /** A session that ended in a place where no actor is left to speak for it (its node died). */
@@ -354,6 +356,8 @@ export class PresenceService {
     // §3.1.5: approving sends the approver's current presence; §3.2.2:
     // cancelling sends unavailable from each of the user's resources.
     if (type === 'subscribed' && sendsTo(mine.after)) await this.presenceOfAccount(s.bare!, contact);
+    // An approval that changed the roster (not one repeated): what follows one is up to the modules.
+    if (type === 'subscribed' && !sendsTo(mine.before) && sendsTo(mine.after) && mine.change) this.d.approved?.(user, mine.change.item);
     if (type === 'unsubscribed' && sendsTo(mine.before)) await this.unavailableOfAccount(s.bare!, contact);
   }
 

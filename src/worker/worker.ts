@@ -566,6 +566,9 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       federation: config.s2s,
       blocked: (from, to) => blocker.denies(from, to),
       refuses: (to, from) => blocker.refuses(to, from),
+      approved: (user, item) => {
+        for (const m of modules) m.approved?.(user, item);
+      },
     },
     router,
   );

@@ -399,6 +399,25 @@ test('the last published item on subscription approval (send_last_published_item
   t.false((await before(bob, 'the last item on approval', isEvent(alice.bare, 'urn:test:status'), from)).some(isEvent(alice.bare, 'urn:test:hidden')), 'not a node it may not see');
 });
 
+test('a repeated approval, which changes no roster, sends no last item again (XEP-0060 on_sub: when the subscription is made)', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  ok(t, await publish(alice, 'urn:test:status', `<s xmlns='urn:test'/>`, { id: 's1', options: { 'pubsub#send_last_published_item': 'on_sub' } }), 'publish');
+  const CTL = 'urn:test:zz-ctl';
+  const feats = ['urn:test:status+notify', `${CTL}+notify`];
+  answerCaps(bob, feats, bob.c.items.length);
+  bob.c.send(capsPresence(feats));
+  await subscribe(bob, alice);
+  await untilNotified(alice, bob, CTL);
+  const from = bob.c.items.length;
+  alice.c.send(`<presence to='${bob.bare}' type='subscribed'/>`);
+  // Control: a publish of alice's after it. The last items of an approval are read and sent one node after another
+  // in name order, 'status' before 'zz-ctl', while alice's next stanza waits for the approval's own handling: one
+  // sent for the repeated approval would come before the control's notification.
+  ok(t, await publish(alice, CTL, `<x xmlns='urn:test'/>`, { id: 'control' }), 'control publish');
+  t.false((await before(bob, 'the control notification', isEventItem(alice.bare, CTL, 'control'), from)).some(isEvent(alice.bare, 'urn:test:status')), 'no last item');
+});
+
 test('an OMEMO-shaped device list and bundle (open access) exchanged between two clients', async (t) => {
   const alice = await newUser(t, server, 'alice');
   const bob = await newUser(t, server, 'bob');

@@ -171,3 +171,37 @@ async function untilRemoteNotified(owner: Peer, jid: string, node: string): Prom
   }
   throw new Error(`no notification of ${node} reached ${jid}`);
 }
+
+test("the last item on approving a peer's user's subscription (on_sub), to its resources whose presence came before; a repeated approval sends none", async (t) => {
+  const alice = await newUser(t, ours.server, 'alice');
+  const fred = `fred-${uid('f')}@peer.example`;
+  ok(t, await publish(alice, 'urn:test:status', `<s xmlns='urn:test'/>`, { id: 's1', options: { 'pubsub#send_last_published_item': 'on_sub' } }));
+  // alice gets fred's presence ('to'): his resource and caps are learnt, but he is not subscribed to her yet.
+  let f = alice.c.items.length;
+  alice.c.send(`<presence to='${fred}' type='subscribe'/>`);
+  f = await push(t, alice, fred, 'none', 'subscribe', f);
+  peer.incoming.send(`<presence from='${fred}' to='${alice.bare}' type='subscribed'/>`);
+  f = await push(t, alice, fred, 'to', undefined, f);
+  const feats = ['urn:test:status+notify', `urn:test:other+notify-${uid('v')}`];
+  let from = await mark();
+  peer.incoming.send(presenceOf(`${fred}/desk`, alice.bare, feats));
+  answer(await sent('the caps query', isCapsQueryTo(`${fred}/desk`), from), feats);
+  await expect(alice, "fred's presence", (el) => el.name === 'presence' && el.attrs.from === `${fred}/desk`, f);
+  // He asks, alice approves: the last item follows.
+  peer.incoming.send(`<presence from='${fred}' to='${alice.bare}' type='subscribe'/>`);
+  await expect(alice, "fred's request", (el) => el.name === 'presence' && el.attrs.type === 'subscribe' && el.attrs.from === fred, f);
+  from = await mark();
+  alice.c.send(`<presence to='${fred}' type='subscribed'/>`);
+  await sent('the last item on approval', isEventTo(alice.bare, 'urn:test:status', 's1', `${fred}/desk`), from);
+  // Again, changing nothing: a publish after it is the control (both go out on the one stream to the peer, the
+  // repeated approval's last item, if any, first).
+  from = await mark();
+  alice.c.send(`<presence to='${fred}' type='subscribed'/>`);
+  ok(t, await publish(alice, 'urn:test:status', `<s xmlns='urn:test'/>`, { id: 's2' }));
+  const s2 = await sent('the control notification', isEventTo(alice.bare, 'urn:test:status', 's2', `${fred}/desk`), from);
+  t.false(out.items.slice(from, out.items.findIndex((it) => it.kind === 'el' && it.el === s2)).some((it) => it.kind === 'el' && isEventTo(alice.bare, 'urn:test:status', 's1', `${fred}/desk`)(it.el)), 'no second last item');
+});
+
+function ok(t: ExecutionContext, res: Element): void {
+  t.is(res.attrs.type, 'result', res.toString());
+}
