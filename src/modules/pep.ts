@@ -187,6 +187,31 @@ export function configForm(c: NodeConfig, service = false): Element {
 }
 
 /** Whether the publish-options asked for hold for the node's configuration (§7.1.5). */
+/** The fields of a configuration form, by the NodeConfig key each sets (applyForm). */
+const FORM_KEYS: Record<string, keyof NodeConfig> = {
+  'pubsub#publish_model': 'publishModel',
+  'pubsub#access_model': 'accessModel',
+  'pubsub#persist_items': 'persistItems',
+  'pubsub#max_items': 'maxItems',
+  'pubsub#send_last_published_item': 'sendLastPublishedItem',
+  'pubsub#notify_retract': 'notifyRetract',
+  'pubsub#roster_groups_allowed': 'rosterGroups',
+};
+
+/**
+ * What publish-options require of an existing node (XEP-0060 §7.1.5, for
+ * PublishOptions.require): the fields the form named, with the values
+ * `applied` (applyForm of the same form) took from it.
+ */
+export function requiredBy(values: Map<string, string[]>, applied: NodeConfig): Partial<NodeConfig> {
+  const out: Record<string, unknown> = {};
+  for (const k of values.keys()) {
+    const key = FORM_KEYS[k];
+    if (key) out[key] = applied[key];
+  }
+  return out as Partial<NodeConfig>;
+}
+
 export function sameOptions(node: NodeConfig, wanted: NodeConfig): boolean {
   return node.accessModel === wanted.accessModel && node.publishModel === wanted.publishModel && node.persistItems === wanted.persistItems && node.maxItems === wanted.maxItems && node.sendLastPublishedItem === wanted.sendLastPublishedItem && node.notifyRetract === wanted.notifyRetract && node.rosterGroups.join('\n') === wanted.rosterGroups.join('\n');
 }
@@ -430,19 +455,16 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     const optionsEl = pubsub.getChild('publish-options')?.getChild('x', NS_DATA);
     const options = formValues(optionsEl, PUBLISH_OPTIONS);
     const precondition = (why: string) => new PubsubError('conflict', 'precondition-not-met', why);
-    let create = DEFAULT_CONFIG;
-    if (options) {
-      const existing = await o.store.config(owner, node);
-      // §7.1.5: options that do not hold for an existing node refuse the publish; a new node takes them.
-      if (existing) {
-        if (!sameOptions(existing, applyForm(existing, options, precondition))) throw precondition('the node is configured otherwise');
-      } else create = applyForm(DEFAULT_CONFIG, options, precondition);
-    }
+    // §7.1.5: options that do not hold for an existing node refuse the publish (checked by the store in the
+    // publish's own transaction, so that no configure comes between); a new node takes them.
+    const create = options ? applyForm(DEFAULT_CONFIG, options, precondition) : DEFAULT_CONFIG;
+    const require = options ? requiredBy(options, create) : undefined;
     let config: NodeConfig;
     try {
-      ({ config } = await o.store.publish(owner, node, { id, xml }, create, maxNodes));
+      ({ config } = await o.store.publish(owner, node, { id, xml }, create, maxNodes, { require }));
     } catch (err) {
       if ((err as Error).name === 'PepNodesFullError') throw new StanzaError('policy-violation', `an account may have at most ${maxNodes} PEP nodes`);
+      if ((err as Error).name === 'PepPreconditionError') throw precondition('the node is configured otherwise');
       throw err;
     }
     notifyLater(owner, node, config, itemsEvent(node, [{ id, xml }]));

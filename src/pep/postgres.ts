@@ -5,7 +5,7 @@
 // to a node's, are those written to, whichever node of the cluster writes.
 import type pg from 'pg';
 import { acquirePool, transaction, PooledStore } from '../storage/postgres.ts';
-import { type Affiliation, type NodeConfig, type PepItem, type PepStore, type Subscription, PepNodesFullError, configJson, kept, parseConfig } from './store.ts';
+import { type Affiliation, type NodeConfig, type PepItem, type PepStore, type PublishOptions, type Subscription, PepNodesFullError, PepPreconditionError, configJson, kept, parseConfig, satisfies } from './store.ts';
 
 /** A bare JID's subscriptions and its full JIDs' ('/' sorts just before '0', bytewise). */
 const OF_BARE = `(jid = $2 OR (jid COLLATE "C" >= $2 || '/' AND jid COLLATE "C" < $2 || '0'))`;
@@ -53,10 +53,12 @@ export class PostgresPepStore extends PooledStore implements PepStore {
     });
   }
 
-  async publish(owner: string, node: string, item: PepItem, create: NodeConfig, maxNodes: number): Promise<{ created: boolean; config: NodeConfig }> {
+  async publish(owner: string, node: string, item: PepItem, create: NodeConfig, maxNodes: number, opts: PublishOptions = {}): Promise<{ created: boolean; config: NodeConfig }> {
     return transaction(this.pool, `pep:${owner}`, async (c) => {
       const existing = await this.createIn(c, owner, node, create, maxNodes);
       const config = existing ?? create;
+      // Under the account's lock, which configure takes too: the node as this publish writes to it.
+      if (existing && opts.require && !satisfies(existing, opts.require)) throw new PepPreconditionError();
       await c.query('DELETE FROM pep_items WHERE owner = $1 AND node = $2 AND id = $3', [owner, node, item.id]);
       await c.query('INSERT INTO pep_items (owner, node, id, xml) VALUES ($1, $2, $3, $4)', [owner, node, item.id, item.xml]);
       await c.query(TRIM, [owner, node, kept(config)]);

@@ -4,7 +4,7 @@
 // the bound, the insert and the trim of the oldest items see one state.
 import { openDatabase, transaction } from '../storage/sqlite.ts';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { type Affiliation, type NodeConfig, type PepItem, type PepStore, type Subscription, PepNodesFullError, configJson, kept, parseConfig } from './store.ts';
+import { type Affiliation, type NodeConfig, type PepItem, type PepStore, type PublishOptions, type Subscription, PepNodesFullError, PepPreconditionError, configJson, kept, parseConfig, satisfies } from './store.ts';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS pep_nodes (
@@ -121,10 +121,11 @@ export class SqlitePepStore implements PepStore {
     });
   }
 
-  async publish(owner: string, node: string, item: PepItem, create: NodeConfig, maxNodes: number): Promise<{ created: boolean; config: NodeConfig }> {
+  async publish(owner: string, node: string, item: PepItem, create: NodeConfig, maxNodes: number, opts: PublishOptions = {}): Promise<{ created: boolean; config: NodeConfig }> {
     return transaction(this.db, true, () => {
       const created = this.createIn(owner, node, create, maxNodes);
       const config = created ? create : parseConfig((this.s.config.get(owner, node) as { config: string }).config);
+      if (!created && opts.require && !satisfies(config, opts.require)) throw new PepPreconditionError();
       this.s.delItem.run(owner, node, item.id);
       this.s.insertItem.run(owner, node, item.id, item.xml);
       this.s.trim.run(owner, node, owner, node, kept(config));

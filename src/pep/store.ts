@@ -61,6 +61,35 @@ export const DEFAULT_CONFIG: NodeConfig = {
   rosterGroups: [],
 };
 
+/** A publish's options (XEP-0060 §7.1.5) do not hold for the node as it is. */
+export class PepPreconditionError extends Error {
+  override name = 'PepPreconditionError';
+  constructor() {
+    super("the node's configuration is not what the publish requires");
+  }
+}
+
+/** What a publish asks of the store besides the item. */
+export interface PublishOptions {
+  /**
+   * XEP-0060 §7.1.5 publish-options: the configuration an existing node must
+   * have, field by field, checked in the publish's own transaction (a
+   * configure cannot come between the check and the write);
+   * PepPreconditionError otherwise, and nothing is written. A node the
+   * publish creates takes `create`, which should satisfy it.
+   */
+  require?: Partial<NodeConfig>;
+}
+
+/** Whether a configuration has every field `want` names, with that value. */
+export function satisfies(config: NodeConfig, want: Partial<NodeConfig>): boolean {
+  for (const [k, v] of Object.entries(want)) {
+    const have: unknown = config[k as keyof NodeConfig];
+    if (Array.isArray(v) ? !Array.isArray(have) || have.join('\n') !== v.join('\n') : have !== v) return false;
+  }
+  return true;
+}
+
 /** A publish would create a node beyond MAX_NODES. */
 export class PepNodesFullError extends Error {
   override name = 'PepNodesFullError';
@@ -84,9 +113,10 @@ export interface PepStore {
    * newest), creating the node with `create` if it does not exist (PepNodesFullError
    * past `maxNodes`); the oldest items beyond the node's bound go (one is
    * kept, the last published, when items do not persist). Returns the
-   * node's configuration and whether it was created.
+   * node's configuration and whether it was created. `opts`: see
+   * PublishOptions.
    */
-  publish(owner: string, node: string, item: PepItem, create: NodeConfig, maxNodes: number): Promise<{ created: boolean; config: NodeConfig }>;
+  publish(owner: string, node: string, item: PepItem, create: NodeConfig, maxNodes: number, opts?: PublishOptions): Promise<{ created: boolean; config: NodeConfig }>;
   /** Items, oldest first: those with the given ids, or else the newest `max` (all when undefined). */
   items(owner: string, node: string, opts?: { ids?: string[]; max?: number }): Promise<PepItem[]>;
   /** Removes the items; returns the ids that were there. */

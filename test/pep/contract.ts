@@ -32,6 +32,26 @@ export function pepStoreContract(label: string, open: OpenPep): void {
     t.deepEqual(await s.nodes('alice'), [{ node: 'n', config: cfg }]);
   });
 
+  test(title('publish with required options (XEP-0060 §7.1.5): checked against the node as the publish finds it; refused whole, or the node created with its configuration'), async (t) => {
+    const s = await open(t);
+    const open_ = { ...DEFAULT_CONFIG, accessModel: 'open' as const, maxItems: 5 };
+    // A new node: created with the configuration given (which the options made).
+    t.deepEqual(await s.publish('alice', 'n', item('a'), open_, 10, { require: { accessModel: 'open', maxItems: 5 } }), { created: true, config: open_ });
+    t.deepEqual(await s.publish('alice', 'n', item('b'), DEFAULT_CONFIG, 10, { require: { accessModel: 'open' } }), { created: false, config: open_ }, 'options that hold');
+    // Configured otherwise since: the same options are refused, and nothing is written.
+    t.true(await s.configure('alice', 'n', { ...open_, accessModel: 'whitelist', rosterGroups: ['A', 'B'] }));
+    await t.throwsAsync(s.publish('alice', 'n', item('c'), open_, 10, { require: { accessModel: 'open' } }), { name: 'PepPreconditionError' });
+    t.deepEqual(ids(await s.items('alice', 'n')), ['a', 'b'], 'nothing published');
+    await t.throwsAsync(s.publish('alice', 'n', item('c'), open_, 10, { require: { rosterGroups: ['B', 'A'] } }), { name: 'PepPreconditionError' });
+    await s.publish('alice', 'n', item('c'), open_, 10, { require: { accessModel: 'whitelist', rosterGroups: ['A', 'B'], maxItems: 5 } });
+    t.deepEqual(ids(await s.items('alice', 'n')), ['a', 'b', 'c']);
+    // A publish and a configure at once: whichever comes first, the publish is checked against what it writes to.
+    const racing = await Promise.allSettled([s.configure('alice', 'n', open_), s.publish('alice', 'n', item('d'), open_, 10, { require: { accessModel: 'whitelist' } })]);
+    const published = racing[1].status === 'fulfilled';
+    t.is(ids(await s.items('alice', 'n')).includes('d'), published);
+    if (published) t.is(((racing[1] as PromiseFulfilledResult<{ config: { accessModel: string } }>).value.config.accessModel), 'whitelist', 'published to the node as it was then');
+  });
+
   test(title('nodes per account are bounded; create says whether it made the node'), async (t) => {
     const s = await open(t);
     t.true(await s.create('alice', 'one', DEFAULT_CONFIG, 2));
