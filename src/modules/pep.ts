@@ -32,7 +32,7 @@ import type { Only } from '../worker/wire.ts';
 import { StanzaError, type StanzaCondition } from '../xmpp/errors.ts';
 import { parseJid, JidError, bare as bareJid, full as fullJid, type Jid } from '../xmpp/jid.ts';
 import { NS_DISCO_INFO } from '../xmpp/ns.ts';
-import { type AccessModel, type NodeConfig, type PublishModel, type PepItem, type PepStore, type SendLast, DEFAULT_CONFIG, MAX_ITEMS, MAX_ITEM_BYTES, MAX_NODES } from '../pep/store.ts';
+import { type AccessModel, type NodeConfig, type PublishModel, type PepItem, type PepStore, type SendLast, DEFAULT_CONFIG, MAX_ACCOUNT_BYTES, MAX_ITEMS, MAX_ITEM_BYTES, MAX_NODES } from '../pep/store.ts';
 import { type Caps, type SharedCaps, CapsCache, capsKey, capsOf, notifyNodes, verifies } from '../pep/caps.ts';
 import { type RemoteResources, MemoryRemoteResources, capsOfKey } from '../pep/remote.ts';
 import { log } from '../log.ts';
@@ -87,6 +87,8 @@ export interface PepOptions {
   routing: () => PepRouting;
   maxNodes?: number;
   maxItemBytes?: number;
+  /** The most bytes of items one account keeps (MAX_ACCOUNT_BYTES). */
+  maxAccountBytes?: number;
   /** Verified vers shared by the node's workers (its hub), or by every worker of every node (Redis), asked before the client. */
   sharedCaps?: SharedCaps;
   /** Contacts of other servers: their resources and caps, as every worker (and node) sees them; in this worker's memory when not given. */
@@ -332,6 +334,7 @@ export interface PepApi {
 export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepApi } {
   const maxNodes = o.maxNodes ?? MAX_NODES;
   const maxItemBytes = o.maxItemBytes ?? MAX_ITEM_BYTES;
+  const maxAccountBytes = o.maxAccountBytes ?? MAX_ACCOUNT_BYTES;
   const cache = new CapsCache();
   const remote = o.remote ?? new MemoryRemoteResources();
   const seen = new WeakMap<Session, Seen>();
@@ -461,9 +464,12 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     const require = options ? requiredBy(options, create) : undefined;
     let config: NodeConfig;
     try {
-      ({ config } = await o.store.publish(owner, node, { id, xml }, create, maxNodes, { require }));
+      ({ config } = await o.store.publish(owner, node, { id, xml }, create, maxNodes, { require, maxBytes: maxAccountBytes }));
     } catch (err) {
       if ((err as Error).name === 'PepNodesFullError') throw new StanzaError('policy-violation', `an account may have at most ${maxNodes} PEP nodes`);
+      // XEP-0060 has no condition for a service's storage bound (§7.1.3.4's payload-too-big is about the one item):
+      // a local service policy, RFC 6120 §8.3.3.12, as for the number of nodes.
+      if ((err as Error).name === 'PepQuotaError') throw new StanzaError('policy-violation', `an account may keep at most ${maxAccountBytes} bytes of PEP items; retract or purge some first`);
       if ((err as Error).name === 'PepPreconditionError') throw precondition('the node is configured otherwise');
       throw err;
     }
@@ -933,7 +939,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
 
   const api: PepApi = {
     async publish(owner, node, item, { create = DEFAULT_CONFIG, by } = {}) {
-      const { config } = await o.store.publish(owner, node, item, create, maxNodes);
+      const { config } = await o.store.publish(owner, node, item, create, maxNodes, { maxBytes: maxAccountBytes });
       notifyLater(owner, node, config, itemsEvent(node, [item]));
       await changed({ owner, node, by, kind: 'publish', item });
     },

@@ -5,7 +5,7 @@
 // to a node's, are those written to, whichever node of the cluster writes.
 import type pg from 'pg';
 import { acquirePool, transaction, PooledStore } from '../storage/postgres.ts';
-import { type Affiliation, type NodeConfig, type PepItem, type PepStore, type PublishOptions, type Subscription, PepNodesFullError, PepPreconditionError, configJson, kept, parseConfig, satisfies } from './store.ts';
+import { type Affiliation, type NodeConfig, type PepItem, type PepStore, type PublishOptions, type Subscription, PepNodesFullError, PepPreconditionError, PepQuotaError, configJson, kept, parseConfig, satisfies } from './store.ts';
 
 /** A bare JID's subscriptions and its full JIDs' ('/' sorts just before '0', bytewise). */
 const OF_BARE = `(jid = $2 OR (jid COLLATE "C" >= $2 || '/' AND jid COLLATE "C" < $2 || '0'))`;
@@ -62,6 +62,8 @@ export class PostgresPepStore extends PooledStore implements PepStore {
       await c.query('DELETE FROM pep_items WHERE owner = $1 AND node = $2 AND id = $3', [owner, node, item.id]);
       await c.query('INSERT INTO pep_items (owner, node, id, xml) VALUES ($1, $2, $3, $4)', [owner, node, item.id, item.xml]);
       await c.query(TRIM, [owner, node, kept(config)]);
+      // What the account keeps once this is in (octet_length reads a long item's size without its text).
+      if (opts.maxBytes !== undefined && Number((await c.query<{ n: string }>('SELECT coalesce(sum(octet_length(xml)), 0) AS n FROM pep_items WHERE owner = $1', [owner])).rows[0].n) > opts.maxBytes) throw new PepQuotaError(opts.maxBytes);
       return { created: existing === undefined, config };
     });
   }

@@ -4,7 +4,7 @@
 // the bound, the insert and the trim of the oldest items see one state.
 import { openDatabase, transaction } from '../storage/sqlite.ts';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { type Affiliation, type NodeConfig, type PepItem, type PepStore, type PublishOptions, type Subscription, PepNodesFullError, PepPreconditionError, configJson, kept, parseConfig, satisfies } from './store.ts';
+import { type Affiliation, type NodeConfig, type PepItem, type PepStore, type PublishOptions, type Subscription, PepNodesFullError, PepPreconditionError, PepQuotaError, configJson, kept, parseConfig, satisfies } from './store.ts';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS pep_nodes (
@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS pep_subscriptions (
 CREATE INDEX IF NOT EXISTS pep_subscriptions_jid ON pep_subscriptions (jid);
 `;
 
-type Stmt = 'nodes' | 'config' | 'count' | 'insertNode' | 'setConfig' | 'delItem' | 'insertItem' | 'trim' | 'all' | 'newest' | 'byId' | 'purge' | 'delNode' | 'delAllItems' | 'delAllNodes' | 'affs' | 'setAff' | 'delAff' | 'affsOf' | 'subs' | 'subsOf' | 'sub' | 'subCount' | 'insSub' | 'unsub' | 'delNodeAffs' | 'delNodeSubs' | 'delAllAffs' | 'delAllSubs' | 'forgetAffs' | 'forgetSubs';
+type Stmt = 'bytes' | 'nodes' | 'config' | 'count' | 'insertNode' | 'setConfig' | 'delItem' | 'insertItem' | 'trim' | 'all' | 'newest' | 'byId' | 'purge' | 'delNode' | 'delAllItems' | 'delAllNodes' | 'affs' | 'setAff' | 'delAff' | 'affsOf' | 'subs' | 'subsOf' | 'sub' | 'subCount' | 'insSub' | 'unsub' | 'delNodeAffs' | 'delNodeSubs' | 'delAllAffs' | 'delAllSubs' | 'forgetAffs' | 'forgetSubs';
 
 const sub = (r: Subscription): Subscription => ({ node: r.node, jid: r.jid, subid: r.subid });
 
@@ -68,6 +68,8 @@ export class SqlitePepStore implements PepStore {
       delNode: db.prepare('DELETE FROM pep_nodes WHERE owner = ? AND node = ?'),
       delAllItems: db.prepare('DELETE FROM pep_items WHERE owner = ?'),
       delAllNodes: db.prepare('DELETE FROM pep_nodes WHERE owner = ?'),
+      // octet_length: the UTF-8 bytes of each item, which SQLite knows without reading the text.
+      bytes: db.prepare('SELECT coalesce(sum(octet_length(xml)), 0) AS n FROM pep_items WHERE owner = ?'),
       affs: db.prepare('SELECT jid, affiliation FROM pep_affiliations WHERE owner = ? AND node = ? ORDER BY jid'),
       setAff: db.prepare('INSERT INTO pep_affiliations (owner, node, jid, affiliation) VALUES (?, ?, ?, ?) ON CONFLICT (owner, node, jid) DO UPDATE SET affiliation = excluded.affiliation'),
       delAff: db.prepare('DELETE FROM pep_affiliations WHERE owner = ? AND node = ? AND jid = ?'),
@@ -129,6 +131,8 @@ export class SqlitePepStore implements PepStore {
       this.s.delItem.run(owner, node, item.id);
       this.s.insertItem.run(owner, node, item.id, item.xml);
       this.s.trim.run(owner, node, owner, node, kept(config));
+      // What the account keeps once this is in (a replaced item, and those trimmed, no longer count).
+      if (opts.maxBytes !== undefined && Number((this.s.bytes.get(owner) as { n: number }).n) > opts.maxBytes) throw new PepQuotaError(opts.maxBytes);
       return { created, config };
     });
   }

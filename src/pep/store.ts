@@ -5,7 +5,8 @@
 // thread) and PostgreSQL (a cluster, migration 9). Everything is bounded:
 // nodes per account (MAX_NODES), items per node (the node's
 // pubsub#max_items, at most MAX_ITEMS), bytes per item (MAX_ITEM_BYTES,
-// checked by modules/pep.ts on the way in). Items are kept as the client
+// checked by modules/pep.ts on the way in), bytes of items per account
+// (MAX_ACCOUNT_BYTES, checked by the store in the publish's transaction). Items are kept as the client
 // sent them, serialised.
 
 /** XEP-0060 §4.5 access models PEP offers (authorize is not). */
@@ -50,6 +51,9 @@ export const MAX_ITEMS = 256;
 /** The largest item kept, serialised (an avatar of XEP-0084 data fits). */
 export const MAX_ITEM_BYTES = 192 * 1024;
 
+/** The most bytes of items one account keeps on all its nodes, serialised (without a bound, 256 nodes of 256 items of 192 KiB). */
+export const MAX_ACCOUNT_BYTES = 4 * 1024 * 1024;
+
 /** XEP-0163 §4.1 and XEP-0060 defaults for a node created by a publish: presence access, one item kept, sent on presence. */
 export const DEFAULT_CONFIG: NodeConfig = {
   accessModel: 'presence',
@@ -79,6 +83,18 @@ export interface PublishOptions {
    * publish creates takes `create`, which should satisfy it.
    */
   require?: Partial<NodeConfig>;
+  /** The most bytes of items (serialised, UTF-8) the owner may keep once this one is in: PepQuotaError beyond, and nothing is written. */
+  maxBytes?: number;
+}
+
+/** A publish would take the owner's items past its bound in bytes. */
+export class PepQuotaError extends Error {
+  override name = 'PepQuotaError';
+  readonly maxBytes: number;
+  constructor(maxBytes: number) {
+    super(`at most ${maxBytes} bytes of PEP items per account`);
+    this.maxBytes = maxBytes;
+  }
 }
 
 /** Whether a configuration has every field `want` names, with that value. */

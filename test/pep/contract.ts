@@ -52,6 +52,29 @@ export function pepStoreContract(label: string, open: OpenPep): void {
     if (published) t.is(((racing[1] as PromiseFulfilledResult<{ config: { accessModel: string } }>).value.config.accessModel), 'whitelist', 'published to the node as it was then');
   });
 
+  test(title("the bytes of an account's items are bounded (maxBytes): a publish past it is refused whole; what is replaced or trimmed no longer counts"), async (t) => {
+    const s = await open(t);
+    const big = (id: string) => ({ id, xml: `<x xmlns="urn:t">${'é'.repeat(100)}</x>` }); // 221 bytes in UTF-8
+    const keep = { ...DEFAULT_CONFIG, maxItems: 10 };
+    await s.publish('alice', 'n', big('a'), keep, 10, { maxBytes: 500 });
+    await s.publish('alice', 'm', big('b'), keep, 10, { maxBytes: 500 });
+    // A third would make 663 bytes, on a node of its own: neither the item nor the node stays.
+    await t.throwsAsync(s.publish('alice', 'o', big('c'), keep, 10, { maxBytes: 500 }), { name: 'PepQuotaError' });
+    t.is(await s.config('alice', 'o'), undefined);
+    // The same id again replaces: still 442.
+    await s.publish('alice', 'n', big('a'), keep, 10, { maxBytes: 500 });
+    const err = await t.throwsAsync(s.publish('alice', 'n', big('c'), keep, 10, { maxBytes: 500 }));
+    t.is(err?.name, 'PepQuotaError');
+    t.is((err as Error & { maxBytes: number }).maxBytes, 500);
+    t.deepEqual(ids(await s.items('alice', 'n')), ['a']);
+    // A node that keeps one item: its older one is trimmed in the same publish.
+    await s.publish('alice', 'one', big('x'), DEFAULT_CONFIG, 10, { maxBytes: 700 });
+    await s.publish('alice', 'one', big('y'), DEFAULT_CONFIG, 10, { maxBytes: 700 });
+    t.deepEqual(ids(await s.items('alice', 'one')), ['y']);
+    await s.publish('bob', 'n', big('a'), keep, 10, { maxBytes: 300 });
+    t.pass('the bound is per account');
+  });
+
   test(title('nodes per account are bounded; create says whether it made the node'), async (t) => {
     const s = await open(t);
     t.true(await s.create('alice', 'one', DEFAULT_CONFIG, 2));

@@ -12,7 +12,7 @@ import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { stanzaError, uid, within } from '../helpers/protocol.ts';
 import { WAIT, barrier, connect, expect, fresh, newUser, ready, subscribe, type Peer } from '../helpers/im.ts';
 import { NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, answerCaps, before, capsPresence, capsVer, form, iq, isCapsQuery, isEvent, isEventItem, itemIds, items, publish, pubsubError, untilNotified } from '../helpers/pep.ts';
-import { MAX_ITEM_BYTES, MAX_ITEMS, MAX_NODES } from '../../src/pep/store.ts';
+import { MAX_ACCOUNT_BYTES, MAX_ITEM_BYTES, MAX_ITEMS, MAX_NODES } from '../../src/pep/store.ts';
 
 let server: TestServer;
 
@@ -186,6 +186,19 @@ test('bounds: bytes per item (payload-too-big), nodes per account (policy-violat
   for (let i = 0; i < MAX_NODES; i += 32) await Promise.all(Array.from({ length: Math.min(32, MAX_NODES - i) }, (_, k) => publish(alice, `urn:test:n${i + k}`, `<x xmlns='urn:test'/>`)));
   refused(t, await publish(alice, 'urn:test:one-more', `<x xmlns='urn:test'/>`), 'policy-violation', undefined, 'one node too many');
   ok(t, await publish(alice, 'urn:test:n0', `<x xmlns='urn:test'/>`), 'an existing node still takes items');
+});
+
+test("bytes per account (MAX_ACCOUNT_BYTES): a publish that would keep more is policy-violation; a retract makes room", async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const payload = `<x xmlns='urn:test'>${'a'.repeat(190 * 1024)}</x>`;
+  // As kept: serialised again (double quotes), the same length.
+  const fits = Math.floor(MAX_ACCOUNT_BYTES / Buffer.byteLength(payload));
+  for (let i = 0; i < fits; i++) ok(t, await publish(alice, `urn:test:quota${i % 2}`, payload, { id: `i${i}`, options: { 'pubsub#max_items': 'max' } }), `item ${i}`);
+  refused(t, await publish(alice, 'urn:test:quota0', payload, { id: 'over' }), 'policy-violation', undefined, 'one more');
+  refused(t, await items(alice, undefined, 'urn:test:quota0', `<item id='over'/>`), 'item-not-found', undefined, 'not kept');
+  ok(t, await publish(alice, 'urn:test:quota0', payload, { id: 'i0' }), 'an item replaced: the same bytes');
+  ok(t, await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><retract node='urn:test:quota1'><item id='i1'/></retract></pubsub>`), 'retract');
+  ok(t, await publish(alice, 'urn:test:quota0', payload, { id: 'over' }), 'room again');
 });
 
 test('an items answer holds at most MAX_RESULT_BYTES: the newest items that fit, and RSM <count/> of all (XEP-0060 §6.5.4)', async (t) => {
