@@ -235,11 +235,29 @@ function ownerOf(iq: Element, session: Session): string {
 
 export const nodeOf = (el: Element): string => {
   const node = el.attrs.node;
-  // §7.1.3.3 and others: a request about a node must name it.
+  // A request about a node must name it: XEP-0060 says nodeid-required for a retract (§7.2.3.3) or a configure
+  // (§8.2.3.3) without one; so for the others (a publish, an items request, a purge, a delete).
   if (typeof node !== 'string' || node === '') throw new PubsubError('bad-request', 'nodeid-required');
   if (node.length > MAX_NAME) throw new StanzaError('not-acceptable', `node names are at most ${MAX_NAME} characters`);
   return node;
 };
+
+/**
+ * The XEP-0060 feature of each request this service does not do, by
+ * namespace and element: what <unsupported/> names (its 'feature' is one of
+ * the features XEP-0060's schema lists).
+ */
+const UNSUPPORTED: Record<string, Record<string, string>> = {
+  [NS_PUBSUB]: { subscribe: 'subscribe', unsubscribe: 'subscribe', options: 'subscription-options', default: 'subscription-options', subscriptions: 'retrieve-subscriptions', affiliations: 'retrieve-affiliations' },
+  [NS_PUBSUB_OWNER]: { subscriptions: 'manage-subscriptions', affiliations: 'modify-affiliations' },
+};
+
+/** A request this service does not do: feature-not-implemented with <unsupported/> naming its feature, or bad-request for one that is no pubsub request. */
+function notDone(ns: string, name: string | undefined): StanzaError {
+  const feature = name === undefined ? undefined : UNSUPPORTED[ns]?.[name];
+  if (!feature) return new StanzaError('bad-request', name === undefined ? 'no request in <pubsub/>' : `<${name}/> is not a request this service knows`);
+  return new PubsubError('feature-not-implemented', 'unsupported', `<${name}/> is not supported by this PEP service`, feature);
+}
 
 const bareOf = (jid: string): string => {
   const slash = jid.indexOf('/');
@@ -443,10 +461,13 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
   const publish = async (owner: string, pubsub: Element, p: Element): Promise<Element> => {
     const node = nodeOf(p);
     const items = p.getChildren('item');
-    // §7.1.3.6: one item, with one payload (§7.1.3.7).
-    if (items.length !== 1) throw new PubsubError('bad-request', 'invalid-payload', 'publish exactly one item');
+    // §7.1.3.6: the nodes here persist items and carry payloads: an item is required, and a payload in it.
+    if (items.length === 0) throw new PubsubError('bad-request', 'item-required');
+    if (items.length > 1) throw new StanzaError('bad-request', 'publish one item at a time');
     const payloads = items[0].children.filter(isEl);
-    if (payloads.length !== 1) throw new PubsubError('bad-request', 'invalid-payload', 'an item carries exactly one payload');
+    if (payloads.length === 0) throw new PubsubError('bad-request', 'payload-required');
+    // §7.1.3.5: more than one payload.
+    if (payloads.length > 1) throw new PubsubError('bad-request', 'invalid-payload', 'an item carries exactly one payload');
     const id = items[0].attrs.id || randomBytes(12).toString('base64url');
     if (id.length > MAX_NAME) throw new StanzaError('not-acceptable', `item ids are at most ${MAX_NAME} characters`);
     // The payload is stored and sent on alone: it must say its own namespace and declare every prefix it uses
@@ -482,18 +503,19 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
 
   const retract = async (owner: string, r: Element): Promise<null> => {
     const node = nodeOf(r);
-    const ids = r.getChildren('item').map((i) => i.attrs.id).filter((i): i is string => typeof i === 'string' && i !== '');
-    // §7.2.3.3 item-required.
-    if (ids.length === 0) throw new PubsubError('bad-request', 'item-required');
+    const asked = r.getChildren('item').map((i): unknown => i.attrs.id);
+    // §7.2.3.4: an item is required, and each says its id.
+    if (asked.length === 0 || asked.some((i) => typeof i !== 'string' || i === '')) throw new PubsubError('bad-request', 'item-required');
+    const ids = asked as string[];
     const config = await o.store.config(owner, node);
+    // §7.2.3.2: no such node, or no such item.
     if (!config) throw new StanzaError('item-not-found');
     const gone = await o.store.retract(owner, node, ids);
-    // §7.2.3.5: no such item.
     if (gone.length === 0) throw new StanzaError('item-not-found');
     await changed({ owner, node, kind: 'retract', ids: gone });
     // §7.2.2.1: notify='true' asks for notifications; else the node's pubsub#notify_retract.
-    const asked = r.attrs.notify === undefined ? config.notifyRetract : bool(r.attrs.notify) === true;
-    if (asked) {
+    const tell = r.attrs.notify === undefined ? config.notifyRetract : bool(r.attrs.notify) === true;
+    if (tell) {
       const inner = new Element('items', { node });
       for (const id of gone) inner.c('retract', { id });
       notifyLater(owner, node, config, inner);
@@ -558,14 +580,14 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
       }
       default:
         // Subscriptions are implicit in PEP (XEP-0163 §4.3); the rest is not implemented.
-        throw new PubsubError('feature-not-implemented', 'unsupported', `<${action.name}/> is not supported by this PEP service`, action.name === 'subscribe' ? 'subscribe' : action.name);
+        throw notDone(NS_PUBSUB, action.name);
     }
   };
 
   const pubsubGet: IqHandler = async (iq, session) => {
     const owner = ownerOf(iq, session);
     const action = iq.getChild('pubsub', NS_PUBSUB)?.children.filter(isEl)[0];
-    if (action?.name !== 'items') throw new PubsubError('feature-not-implemented', 'unsupported', undefined, action?.name === 'subscriptions' ? 'retrieve-subscriptions' : action?.name === 'affiliations' ? 'retrieve-affiliations' : undefined);
+    if (action?.name !== 'items') throw notDone(NS_PUBSUB, action?.name);
     const requester = session.username ? `${session.username}@${o.domain}` : bareOf(session.jid!);
     return items(owner, session, requester, action);
   };
@@ -575,6 +597,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     requireOwner(owner, session);
     const action = iq.getChild('pubsub', NS_PUBSUB_OWNER)?.children.filter(isEl)[0];
     if (!action) throw new StanzaError('bad-request');
+    if (action.name !== 'configure' && action.name !== 'purge' && action.name !== 'delete') throw notDone(NS_PUBSUB_OWNER, action.name);
     const node = nodeOf(action);
     switch (action.name) {
       case 'configure': {
@@ -606,7 +629,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
         return null;
       }
       default:
-        throw new PubsubError('feature-not-implemented', 'unsupported', `<${action.name}/> is not supported by this PEP service`);
+        throw notDone(NS_PUBSUB_OWNER, action.name);
     }
   };
 
@@ -620,7 +643,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
       out.c('default').cnode(configForm(DEFAULT_CONFIG));
       return out;
     }
-    if (action?.name !== 'configure') throw new PubsubError('feature-not-implemented', 'unsupported', undefined, action?.name);
+    if (action?.name !== 'configure') throw notDone(NS_PUBSUB_OWNER, action?.name);
     const node = nodeOf(action);
     const config = await o.store.config(owner, node);
     if (!config) throw new StanzaError('item-not-found');
@@ -632,7 +655,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
   const remoteGet: RemoteIqHandler = async (iq) => {
     const j = parseJid(iq.attrs.to);
     const action = iq.getChild('pubsub', NS_PUBSUB)?.children.filter(isEl)[0];
-    if (action?.name !== 'items') throw new PubsubError('feature-not-implemented', 'unsupported');
+    if (action?.name !== 'items') throw notDone(NS_PUBSUB, action?.name);
     // The roster keeps JIDs prepared (RFC 7622 §3): the sender's, as its server spelt it, is compared once prepared too.
     let requester: string;
     try {

@@ -76,6 +76,35 @@ test('publish creates the node (§4.1), generates an id when absent, replaces an
   refused(t, await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><publish node=''><item><a xmlns='x'/></item></publish></pubsub>`), 'bad-request', 'nodeid-required', 'no node');
 });
 
+test('malformed requests get the conditions XEP-0060 names: nodeid-required, item-required, payload-required, invalid-payload; what is not done, <unsupported/> with its feature', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const set = (inner: string, ns = NS_PUBSUB) => iq(alice, 'set', `<pubsub xmlns='${ns}'>${inner}</pubsub>`);
+  const get = (inner: string, ns = NS_PUBSUB) => iq(alice, 'get', `<pubsub xmlns='${ns}'>${inner}</pubsub>`);
+  refused(t, await set(`<publish><item><x xmlns='urn:test'/></item></publish>`), 'bad-request', 'nodeid-required', 'a publish without a node');
+  refused(t, await set(`<publish node='urn:test:m'/>`), 'bad-request', 'item-required', 'a publish without an item (§7.1.3.6)');
+  refused(t, await set(`<publish node='urn:test:m'><item id='a'/></publish>`), 'bad-request', 'payload-required', 'an item without a payload (§7.1.3.6)');
+  refused(t, await set(`<publish node='urn:test:m'><item><x xmlns='urn:test'/><y xmlns='urn:test'/></item></publish>`), 'bad-request', 'invalid-payload', 'two payloads (§7.1.3.5)');
+  refused(t, await set(`<publish node='urn:test:m'><item><x xmlns='urn:test'/></item><item><x xmlns='urn:test'/></item></publish>`), 'bad-request', undefined, 'two items');
+  refused(t, await items(alice, undefined, 'urn:test:none', '', ''), 'item-not-found', undefined, 'items of no node');
+  refused(t, await get(`<items/>`), 'bad-request', 'nodeid-required', 'items without a node');
+  ok(t, await publish(alice, 'urn:test:m', `<x xmlns='urn:test'/>`, { id: 'a' }), 'publish');
+  refused(t, await set(`<retract><item id='a'/></retract>`), 'bad-request', 'nodeid-required', 'a retract without a node (§7.2.3.3)');
+  refused(t, await set(`<retract node='urn:test:m'><item id='a'/><item/></retract>`), 'bad-request', 'item-required', 'an item without an id (§7.2.3.4)');
+  t.deepEqual(itemIds(await items(alice, undefined, 'urn:test:m')), ['a'], 'nothing retracted');
+  const unsupported = async (res: Element, feature: string, what: string) => {
+    refused(t, res, 'feature-not-implemented', 'unsupported', what);
+    t.is(res.getChild('error')?.getChild('unsupported', 'http://jabber.org/protocol/pubsub#errors')?.attrs.feature, feature, `${what}: the feature`);
+  };
+  await unsupported(await set(`<subscribe node='urn:test:m' jid='${alice.jid}'/>`), 'subscribe', 'subscribe');
+  await unsupported(await set(`<unsubscribe node='urn:test:m' jid='${alice.jid}'/>`), 'subscribe', 'unsubscribe');
+  await unsupported(await get(`<subscriptions/>`), 'retrieve-subscriptions', 'subscriptions');
+  await unsupported(await get(`<affiliations/>`), 'retrieve-affiliations', 'affiliations');
+  await unsupported(await get(`<options node='urn:test:m' jid='${alice.jid}'/>`), 'subscription-options', 'subscription options');
+  await unsupported(await get(`<subscriptions node='urn:test:m'/>`, NS_OWNER), 'manage-subscriptions', "the node's subscriptions");
+  await unsupported(await set(`<affiliations node='urn:test:m'><affiliation jid='x@y' affiliation='member'/></affiliations>`, NS_OWNER), 'modify-affiliations', "the node's affiliations");
+  refused(t, await get(`<nonsense/>`), 'bad-request', undefined, 'no such request');
+});
+
 test("publish-options (XEP-0060 §7.1.5): a new node takes them; options that conflict with the node's configuration are precondition-not-met", async (t) => {
   const alice = await newUser(t, server, 'alice');
   ok(t, await publish(alice, 'urn:test:po', `<x xmlns='urn:test'/>`, { options: { 'pubsub#access_model': 'open', 'pubsub#max_items': 'max', 'pubsub#persist_items': 'true' } }), 'new node');
