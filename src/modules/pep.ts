@@ -679,6 +679,8 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
    */
   interface Asked {
     jid: string;
+    /** Another server's: its answer may come in on any worker (Router.requestId names this one). */
+    remote?: boolean;
     send(iq: Element): void;
     own?(nodes: ReadonlySet<string>): void;
   }
@@ -724,8 +726,8 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
 
   /** XEP-0115 §6.3: disco#info of node#ver asked of the client; verified (§5.4) before it is cached for others. */
   const askCaps = async (target: Asked, caps: Caps): Promise<ReadonlySet<string> | undefined> => {
-    // Named after this worker: a remote client's answer comes in wherever its server's stream to us does.
-    const id = o.routing().requestId();
+    // A remote client's answer comes in wherever its server's stream to us does: the id names this worker.
+    const id = target.remote ? o.routing().requestId() : `caps-${randomBytes(9).toString('base64url')}`;
     const answer = new Promise<Element | undefined>((resolve) => {
       const timer = setTimeout(() => {
         waiting.delete(id);
@@ -798,7 +800,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
   // --- contacts of other servers ---------------------------------------------
 
   /** A resource of another server's, asked for its caps through the router (the answer comes back to this worker: requestId). */
-  const remoteAsked = (jid: string): Asked => ({ jid, send: (iq) => void o.routing().routeInternal(iq) });
+  const remoteAsked = (jid: string): Asked => ({ jid, remote: true, send: (iq) => void o.routing().routeInternal(iq) });
 
   /**
    * Presence from another server's entity to an account of ours (XEP-0163
