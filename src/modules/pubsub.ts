@@ -17,7 +17,7 @@ import { StanzaError } from '../xmpp/errors.ts';
 import { type Jid, parseJid, JidError } from '../xmpp/jid.ts';
 import { NS_DISCO_INFO, NS_DISCO_ITEMS } from '../xmpp/ns.ts';
 import { type Affiliation, type NodeConfig, type PepItem, type PepStore, AFFILIATIONS, DEFAULT_CONFIG, MAX_ITEMS, MAX_ITEM_BYTES } from '../pep/store.ts';
-import { NS_DATA, NS_PUBSUB, NS_PUBSUB_EVENT, NS_PUBSUB_OWNER, NS_RSM, MAX_NAME, MAX_RESULT_BYTES, NODE_CONFIG, PUBLISH_OPTIONS, PubsubError, applyForm, bool, configForm, event, formValues, isEl, itemsEl, nodeOf, sameOptions, selfContained } from './pep.ts';
+import { NS_DATA, NS_PUBSUB, NS_PUBSUB_EVENT, NS_PUBSUB_OWNER, NS_RSM, MAX_NAME, MAX_RESULT_BYTES, NODE_CONFIG, PUBLISH_OPTIONS, PubsubError, applyForm, bool, configForm, event, formValues, isEl, itemsEl, nodeOf, requiredBy, selfContained } from './pep.ts';
 import { log } from '../log.ts';
 
 /** Nodes the service holds, in all. */
@@ -150,13 +150,20 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
       const wanted = options ? applyForm(SERVICE_DEFAULT, options, precondition, true) : SERVICE_DEFAULT;
       await create(name, from, wanted);
       config = await node(name);
-    } else if (options && !sameOptions(config, applyForm(config, options, precondition, true))) throw precondition('the node is configured otherwise');
+    }
+    // §7.1.5: checked by the store in the publish's own transaction (no configure comes between).
+    const require = options ? requiredBy(options, applyForm(config, options, precondition, true)) : undefined;
     const aff = await affiliationOf(name, bareOf(from));
     // §7.1.3.1: who may publish is the node's publish model.
     let may = aff === 'owner' || aff === 'publisher' || (aff !== 'outcast' && config.publishModel === 'open');
     if (!may && aff !== 'outcast' && config.publishModel === 'subscribers') may = (await o.store.subscriptionsOf(key, bareOf(from))).some((s) => s.node === name);
     if (!may) throw new StanzaError('forbidden', `you may not publish to ${name}`);
-    await o.store.publish(key, name, { id, xml }, config, maxNodes);
+    try {
+      await o.store.publish(key, name, { id, xml }, config, maxNodes, { require });
+    } catch (err) {
+      if ((err as Error).name === 'PepPreconditionError') throw precondition('the node is configured otherwise');
+      throw err;
+    }
     notifyLater(name, itemsEvent(name, [{ id, xml }]));
     const out = new Element('pubsub', { xmlns: NS_PUBSUB });
     out.c('publish', { node: name }).c('item', { id });
