@@ -52,7 +52,7 @@ const MAX_LAST_READS = 4;
 const CAPS_TIMEOUT_MS = 10_000;
 
 /** XEP-0060 features this service has (§10, and the access models of §4.5). */
-const FEATURES = ['publish', 'publish-options', 'retract-items', 'retrieve-items', 'purge-nodes', 'delete-nodes', 'config-node', 'config-node-max', 'create-nodes', 'auto-create', 'access-presence', 'access-open', 'access-whitelist', 'access-roster', 'last-published', 'persistent-items', 'retrieve-default'].map((f) => `${NS_PUBSUB}#${f}`);
+const FEATURES = ['publish', 'publish-options', 'retract-items', 'retrieve-items', 'purge-nodes', 'delete-nodes', 'config-node', 'config-node-max', 'create-nodes', 'auto-create', 'access-presence', 'access-open', 'access-whitelist', 'modify-affiliations', 'member-affiliation', 'access-roster', 'last-published', 'persistent-items', 'retrieve-default'].map((f) => `${NS_PUBSUB}#${f}`);
 
 /** A XEP-0060 error: a stanza condition with its pubsub#errors child (§7.1.3, §6.5.9...). */
 export class PubsubError extends StanzaError {
@@ -276,6 +276,9 @@ function normalJid(jid: string | undefined): string | undefined {
 }
 
 /** The most bytes of items one items answer holds (the default largest stanza a server takes, XMPP_MAX_STANZA_BYTES). */
+/** The most JIDs on one PEP node's whitelist. */
+const MAX_WHITELIST = 1000;
+
 export const MAX_RESULT_BYTES = 256 * 1024;
 export const NS_RSM = 'http://jabber.org/protocol/rsm';
 
@@ -381,10 +384,11 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
   };
 
   /** Whether `requester` (a bare JID) may see the owner's node (§4.5; XEP-0163 §4.3). */
-  const allowed = async (owner: string, config: NodeConfig, requester: string, item?: RosterItem): Promise<boolean> => {
+  const allowed = async (owner: string, node: string, config: NodeConfig, requester: string, item?: RosterItem): Promise<boolean> => {
     if (requester === `${owner}@${o.domain}`) return true;
     if (config.accessModel === 'open') return true;
-    if (config.accessModel === 'whitelist') return false; // only the owner: affiliations are not kept
+    // §4.5: the owner and those it made members (§8.9).
+    if (config.accessModel === 'whitelist') return (await o.store.affiliationsOf(owner, requester)).some((a) => a.node === node && (a.affiliation === 'member' || a.affiliation === 'publisher'));
     const it = item ?? (await o.roster.item(owner, requester));
     if (!it) return false;
     if (config.accessModel === 'presence') return it.subscription === 'from' || it.subscription === 'both';
@@ -409,12 +413,11 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     const ownerBare = `${owner}@${o.domain}`;
     const el = event(ownerBare, inner);
     for (const rec of await r.available(ownerBare)) r.deliver(rec, withTo(el, rec.jid), 'available');
-    if (config.accessModel === 'whitelist') return;
     const { items } = await o.roster.get(owner);
     const others = new Set<string>();
     for (const it of items) {
       if (it.subscription !== 'from' && it.subscription !== 'both') continue;
-      if (!(await allowed(owner, config, it.jid, it))) continue;
+      if (!(await allowed(owner, node, config, it.jid, it))) continue;
       // Contacts of other servers: below, by the resources their server told us of.
       if (!it.jid.endsWith(`@${o.domain}`)) {
         others.add(it.jid);
@@ -528,7 +531,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     const config = await o.store.config(owner, node);
     // §6.5.9.11: no such node.
     if (!config) throw new StanzaError('item-not-found');
-    if (session?.username !== owner && !(await allowed(owner, config, requester))) throw refusal(config);
+    if (session?.username !== owner && !(await allowed(owner, node, config, requester))) throw refusal(config);
     const ids = i.getChildren('item').map((x) => x.attrs.id).filter((x): x is string => typeof x === 'string');
     let max: number | undefined;
     if (i.attrs.max_items !== undefined) {
@@ -597,9 +600,30 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     requireOwner(owner, session);
     const action = iq.getChild('pubsub', NS_PUBSUB_OWNER)?.children.filter(isEl)[0];
     if (!action) throw new StanzaError('bad-request');
-    if (action.name !== 'configure' && action.name !== 'purge' && action.name !== 'delete') throw notDone(NS_PUBSUB_OWNER, action.name);
+    if (action.name !== 'configure' && action.name !== 'purge' && action.name !== 'delete' && action.name !== 'affiliations') throw notDone(NS_PUBSUB_OWNER, action.name);
     const node = nodeOf(action);
     switch (action.name) {
+      case 'affiliations': {
+        // §8.9.2: the whitelist of a node (access model whitelist): members, or none. Only the account publishes to
+        // its PEP nodes (XEP-0163 §4.1), so publisher, owner and outcast are not taken.
+        if (!(await o.store.config(owner, node))) throw new StanzaError('item-not-found');
+        const changes = action.getChildren('affiliation').map((a) => {
+          let jid: string;
+          try {
+            const j = parseJid(a.attrs.jid ?? '');
+            jid = j.local ? `${j.local}@${j.domain}` : j.domain;
+          } catch {
+            throw new StanzaError('jid-malformed', `${a.attrs.jid ?? ''} is not a JID`);
+          }
+          if (a.attrs.affiliation !== 'member' && a.attrs.affiliation !== 'none') throw new PubsubError('not-acceptable', 'unsupported', 'a PEP node takes member and none', 'modify-affiliations');
+          if (jid === `${owner}@${o.domain}`) throw new StanzaError('not-acceptable', "the account's own affiliation is owner");
+          return { jid, affiliation: a.attrs.affiliation as 'member' | 'none' };
+        });
+        if (changes.length > MAX_WHITELIST) throw new StanzaError('policy-violation', `at most ${MAX_WHITELIST} affiliations at once`);
+        if (changes.some((c) => c.affiliation === 'member') && (await o.store.affiliations(owner, node)).length + changes.length > MAX_WHITELIST) throw new StanzaError('policy-violation', `a node's whitelist holds at most ${MAX_WHITELIST} JIDs`);
+        for (const c of changes) await o.store.setAffiliation(owner, node, c.jid, c.affiliation);
+        return null;
+      }
       case 'configure': {
         const x = action.getChild('x', NS_DATA);
         // §8.2.6: a cancelled form changes nothing.
@@ -643,10 +667,17 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
       out.c('default').cnode(configForm(DEFAULT_CONFIG));
       return out;
     }
-    if (action?.name !== 'configure') throw notDone(NS_PUBSUB_OWNER, action?.name);
+    if (action?.name !== 'configure' && action?.name !== 'affiliations') throw notDone(NS_PUBSUB_OWNER, action?.name);
     const node = nodeOf(action);
     const config = await o.store.config(owner, node);
     if (!config) throw new StanzaError('item-not-found');
+    if (action.name === 'affiliations') {
+      // §8.9.1: the owner, and the members of the whitelist.
+      const affs = out.c('affiliations', { node });
+      affs.c('affiliation', { jid: `${owner}@${o.domain}`, affiliation: 'owner' });
+      for (const a of await o.store.affiliations(owner, node)) affs.c('affiliation', { jid: a.jid, affiliation: a.affiliation });
+      return out;
+    }
     out.c('configure', { node }).cnode(configForm(config));
     return out;
   };
@@ -780,7 +811,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     for (const owner of owners) {
       for (const { node, config } of await o.store.nodes(owner)) {
         if (!nodes.has(node) || config.sendLastPublishedItem !== 'on_sub_and_presence') continue;
-        if (!(await allowed(owner, config, me)) || (owner !== session.username && (await o.blocked?.(`${owner}@${o.domain}`, session.jid!)))) continue;
+        if (!(await allowed(owner, node, config, me)) || (owner !== session.username && (await o.blocked?.(`${owner}@${o.domain}`, session.jid!)))) continue;
         let before: number;
         let last: PepItem[];
         let reads = 0;
@@ -854,7 +885,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     const r = o.routing();
     for (const { node, config } of await o.store.nodes(owner)) {
       if (!nodes.has(node) || config.sendLastPublishedItem === 'never' || (when === 'presence' && config.sendLastPublishedItem !== 'on_sub_and_presence')) continue;
-      if (!(await allowed(owner, config, contact, item))) continue;
+      if (!(await allowed(owner, node, config, contact, item))) continue;
       const last = await o.store.items(owner, node, { max: 1 });
       if (last.length === 0) continue;
       await r.routeInternal(withTo(event(ownerBare, itemsEvent(node, last)), jid));
@@ -885,7 +916,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     const recs = await r.available(contact);
     if (recs.length === 0) return;
     for (const { node, config } of await o.store.nodes(owner)) {
-      if (config.sendLastPublishedItem === 'never' || !(await allowed(owner, config, contact, item))) continue;
+      if (config.sendLastPublishedItem === 'never' || !(await allowed(owner, node, config, contact, item))) continue;
       const last = await o.store.items(owner, node, { max: 1 });
       if (last.length === 0) continue;
       const el = event(ownerBare, itemsEvent(node, last));

@@ -209,6 +209,24 @@ test('access models (§4.5): presence, open, whitelist, roster; refusals with th
   t.deepEqual(itemIds(await items(friend, alice.bare, nodes.roster)), ['i'], 'roster: in the group');
 });
 
+test('whitelist (§4.5) with affiliations (§8.9): the owner makes a JID a member, who may then read; the list; member and none only', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const friend = await newUser(t, server, 'friend');
+  const stranger = await newUser(t, server, 'stranger');
+  ok(t, await publish(alice, 'urn:test:wl', `<x xmlns='urn:test'/>`, { id: 'i', options: { 'pubsub#access_model': 'whitelist' } }), 'publish');
+  refused(t, await items(friend, alice.bare, 'urn:test:wl'), 'not-allowed', 'closed-node', 'not yet a member');
+  const affs = (inner: string, who = alice) => iq(who, 'set', `<pubsub xmlns='${NS_OWNER}'><affiliations node='urn:test:wl'>${inner}</affiliations></pubsub>`, who === alice ? undefined : alice.bare);
+  refused(t, await affs(`<affiliation jid='${friend.bare}' affiliation='member'/>`, friend), 'forbidden', undefined, 'only the owner');
+  ok(t, await affs(`<affiliation jid='${friend.bare}' affiliation='member'/>`), 'make a member');
+  t.deepEqual(itemIds(await items(friend, alice.bare, 'urn:test:wl')), ['i'], 'a member reads');
+  refused(t, await items(stranger, alice.bare, 'urn:test:wl'), 'not-allowed', 'closed-node', 'a stranger still not');
+  const list = await iq(alice, 'get', `<pubsub xmlns='${NS_OWNER}'><affiliations node='urn:test:wl'/></pubsub>`);
+  t.deepEqual(list.getChild('pubsub', NS_OWNER)!.getChild('affiliations')!.getChildren('affiliation').map((a) => [a.attrs.jid, a.attrs.affiliation]), [[alice.bare, 'owner'], [friend.bare, 'member']]);
+  refused(t, await affs(`<affiliation jid='${stranger.bare}' affiliation='publisher'/>`), 'not-acceptable', 'unsupported', 'only the account publishes to its PEP nodes');
+  ok(t, await affs(`<affiliation jid='${friend.bare}' affiliation='none'/>`), 'no longer a member');
+  refused(t, await items(friend, alice.bare, 'urn:test:wl'), 'not-allowed', 'closed-node', 'removed from the whitelist');
+});
+
 test('bounds: bytes per item (payload-too-big), nodes per account (policy-violation)', async (t) => {
   const alice = await newUser(t, server, 'alice');
   refused(t, await publish(alice, 'urn:test:big', `<x xmlns='urn:test'>${'a'.repeat(MAX_ITEM_BYTES)}</x>`), 'not-acceptable', 'payload-too-big', 'too big');
