@@ -14,15 +14,14 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
-import { stanzaError, uid, within } from '../helpers/protocol.ts';
-import { NS_CARBONS, NS_FORWARD, NS_DELAY, STAMP, WAIT, barrier, connect, expect, fresh, isBody, ready, subscribe } from '../helpers/im.ts';
+import { stanzaError, uid } from '../helpers/protocol.ts';
+import { NS_CARBONS, NS_FORWARD, NS_DELAY, STAMP, barrier, connect, expect, fresh, isBody, ready, subscribe } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 import { SqliteArchiveStore } from '../../src/mam/sqlite.ts';
 import { idAt } from '../../src/mam/store.ts';
+import { NS_MAM, fin, form, forwarded, mamIq, query, rsm } from '../helpers/mam.ts';
 
-const NS_MAM = 'urn:xmpp:mam:2';
 const NS_SID = 'urn:xmpp:sid:0';
-const NS_RSM = 'http://jabber.org/protocol/rsm';
 const NS_HINTS = 'urn:xmpp:hints';
 
 let server: TestServer;
@@ -49,39 +48,7 @@ async function login(t: ExecutionContext, s: TestServer, name: string, resource:
 
 const chat = (to: string, body: string, extra = '', type = 'chat') => `<message to='${to}' type='${type}' id='${uid('m')}'><body>${body}</body>${extra}</message>`;
 
-interface Answer {
-  iq: Element;
-  results: Element[];
-  fin?: Element;
-}
-
-/** Sends a MAM iq (a <query/> inside, or anything else) and gathers the result messages that came before its answer. */
-async function mamIq(p: Peer, inner: string, type = 'set', to = ''): Promise<Answer> {
-  const id = uid('mam');
-  const from = p.c.items.length;
-  const iq = await within(p.c.request(`<iq type='${type}' id='${id}'${to ? ` to='${to}'` : ''}>${inner}</iq>`, id), WAIT, `${p.jid}: mam ${inner.slice(0, 60)}`);
-  const results = p.c.items.slice(from).flatMap((it) => (it.kind === 'el' && it.el.name === 'message' && it.el.getChild('result', NS_MAM) ? [it.el] : []));
-  return { iq, results, fin: iq.getChild('fin', NS_MAM) };
-}
-
-function form(fields: Record<string, string | string[]>): string {
-  const f = Object.entries(fields).map(([k, v]) => `<field var='${k}'>${(Array.isArray(v) ? v : [v]).map((x) => `<value>${x}</value>`).join('')}</field>`).join('');
-  return `<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>${NS_MAM}</value></field>${f}</x>`;
-}
-
-const rsm = (inner: string) => `<set xmlns='${NS_RSM}'>${inner}</set>`;
-
-async function query(p: Peer, fields: Record<string, string | string[]> = {}, paging = '', extra = ''): Promise<Answer & { bodies: string[]; ids: string[] }> {
-  const qid = uid('q');
-  const a = await mamIq(p, `<query xmlns='${NS_MAM}' queryid='${qid}'>${form(fields)}${paging ? rsm(paging) : ''}${extra}</query>`);
-  if (a.iq.attrs.type !== 'result') return { ...a, bodies: [], ids: [] };
-  for (const r of a.results) if (r.getChild('result', NS_MAM)!.attrs.queryid !== qid) throw new Error(`result of another query: ${r.toString()}`);
-  return { ...a, bodies: a.results.map((r) => forwarded(r).getChildText('body') ?? ''), ids: a.results.map((r) => r.getChild('result', NS_MAM)!.attrs.id) };
-}
-
-const forwarded = (r: Element) => r.getChild('result', NS_MAM)!.getChild('forwarded', NS_FORWARD)!.getChild('message')!;
 const stanzaIds = (m: Element) => m.getChildren('stanza-id', NS_SID);
-const fin = (a: Answer) => ({ complete: a.fin?.attrs.complete, first: a.fin?.getChild('set', NS_RSM)?.getChildText('first'), last: a.fin?.getChild('set', NS_RSM)?.getChildText('last'), count: a.fin?.getChild('set', NS_RSM)?.getChildText('count') ?? undefined });
 
 test('a message is archived on both sides; the recipient gets its archive id (XEP-0359) and a query finds it', async (t) => {
   const alice = await user(t, server, 'alice');
