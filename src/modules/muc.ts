@@ -16,6 +16,7 @@ import { NS_MUC, Room, errorTo, type RoomDeps } from '../muc/room.ts';
 import { log } from '../log.ts';
 import '../muc/admin.ts';
 import '../muc/moderation.ts';
+import '../muc/mam.ts';
 
 /** The most occupants one room takes (muc#roomconfig_maxusers lowers it). */
 export const MAX_OCCUPANTS = 1000;
@@ -43,12 +44,12 @@ export interface MucOptions {
   serverDomain: string;
   store: RoomStore;
   placement: RoomPlacement;
-  /** Routes a stanza the service made. */
-  send: (el: Element) => void;
+  /** Routes a stanza the service made (resolves once it is on its way: what is sent after it follows it). */
+  send: (el: Element) => void | Promise<void>;
   /** Passes a stanza to the worker the room lives on (Router.send with a 'svc' envelope). */
   forward: (place: { node: string; worker: number }, xml: string) => boolean | Promise<boolean>;
+  /** The rooms' message archive. */
   archive: RoomDeps['archive'];
-  history: RoomDeps['history'];
   isServiceAdmin: (bare: string) => boolean;
   secret: string;
   maxOccupants?: number;
@@ -68,7 +69,6 @@ export function muc(o: MucOptions): ServerModule & { rooms: Map<string, Room> } 
     store: o.store,
     send: o.send,
     archive: o.archive,
-    history: o.history,
     isServiceAdmin: o.isServiceAdmin,
     closed: (room) => void rooms.delete(room),
     secret: o.secret,
@@ -79,6 +79,8 @@ export function muc(o: MucOptions): ServerModule & { rooms: Map<string, Room> } 
   const roomFor = async (name: string, creating: boolean): Promise<Room | undefined> => {
     const here = rooms.get(name);
     if (here && !here.gone) return here;
+    // A room on its way out finishes going first (its archive and store row removed): read before that, it would come back.
+    if (here) await here.enqueue(() => {});
     let p = loading.get(name);
     if (!p) {
       p = o.store.get(name).then((stored) => {
@@ -136,7 +138,8 @@ export function muc(o: MucOptions): ServerModule & { rooms: Map<string, Room> } 
     const q = new Element('query', { xmlns: NS_DISCO_INFO });
     if (iq.getChild('query')!.attrs.node !== undefined) throw new StanzaError('item-not-found');
     q.c('identity', { category: 'conference', type: 'text', name: 'Chatrooms' });
-    for (const f of [NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, 'http://jabber.org/protocol/muc#unique', 'urn:xmpp:mam:2', 'urn:xmpp:occupant-id:0', 'urn:xmpp:ping'].sort()) q.c('feature', { var: f });
+    // The rooms have archives (XEP-0313 §7: advertised on each room's JID that keeps one), the service has none.
+    for (const f of [NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, 'http://jabber.org/protocol/muc#unique', 'urn:xmpp:occupant-id:0', 'urn:xmpp:ping'].sort()) q.c('feature', { var: f });
     return q;
   };
   const discoItems = async (iq: Element): Promise<Element> => {

@@ -9,8 +9,9 @@ import { StanzaError } from '../xmpp/errors.ts';
 import { type Jid, JidError, parseJid } from '../xmpp/jid.ts';
 import { NS_DISCO_INFO, NS_DISCO_ITEMS } from '../xmpp/ns.ts';
 import { type Affiliation, type RoomConfig } from './store.ts';
-import { NS_MUC, NS_MUC_OWNER, NS_MUC_USER, NS_OCCUPANT_ID, Room } from './room.ts';
+import { NS_MUC, NS_MUC_OWNER, NS_MUC_USER, NS_OCCUPANT_ID, NS_SID, Room } from './room.ts';
 import { affiliationChanged, keepsOwner } from './moderation.ts';
+import { NS_FULLTEXT, NS_MAM, NS_MAM_EXTENDED } from '../mam/query.ts';
 
 const NS_DATA = 'jabber:x:data';
 const ROOMCONFIG = 'http://jabber.org/protocol/muc#roomconfig';
@@ -150,10 +151,9 @@ export async function destroy(room: Room, alternate?: string, reason?: string, p
   }
   room.occupants.clear();
   room.byJid.clear();
-  room.gone = true;
   room.changed();
-  await room.d.store.remove(room.name);
-  room.d.closed(room.name);
+  // Its archive goes with it (XEP-0313 on the room's JID, the history).
+  await room.dispose();
 }
 
 /** §10.2 and §10.9: the owner's requests. */
@@ -244,7 +244,8 @@ async function discoInfo(room: Room, iq: Element): Promise<Element> {
     c.moderated ? 'muc_moderated' : 'muc_unmoderated',
     c.password !== '' ? 'muc_passwordprotected' : 'muc_unsecured',
     c.whois === 'anyone' ? 'muc_nonanonymous' : 'muc_semianonymous',
-    ...(c.archive ? ['urn:xmpp:mam:2'] : []),
+    // XEP-0313 §7: the archive's features on the room's JID only while it archives (its ids, XEP-0359, with it).
+    ...(c.archive ? [NS_MAM, NS_MAM_EXTENDED, NS_SID, ...(room.d.archive.access(room.name).fulltext ? [NS_FULLTEXT] : [])] : []),
     ...(c.occupantIds ? [NS_OCCUPANT_ID] : []),
     'jabber:iq:register',
   ];

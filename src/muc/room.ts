@@ -15,6 +15,8 @@ import { createHmac } from 'node:crypto';
 import type { Jid } from '../xmpp/jid.ts';
 import { StanzaError } from '../xmpp/errors.ts';
 import { type Affiliation, type RoomConfig, type RoomStore, type StoredRoom, type Subject, DEFAULT_ROOM_CONFIG } from './store.ts';
+import { type RoomArchive, present } from './history.ts';
+import { log } from '../log.ts';
 
 export const NS_MUC = 'http://jabber.org/protocol/muc';
 export const NS_MUC_USER = `${NS_MUC}#user`;
@@ -43,12 +45,10 @@ export interface RoomDeps {
   /** The server's own domain: its users may create rooms. */
   serverDomain: string;
   store: RoomStore;
-  /** Sends a stanza the room made to its 'to' (a full JID, or the room's own answers to anyone). */
-  send(el: Element): void;
-  /** Keeps a groupchat message in the room's archive (before it is sent to anyone); its stanza id, or undefined when it is not kept. */
-  archive(room: string, el: Element, by: string): Promise<string | undefined>;
-  /** The room's newest archived messages for a joining occupant (XEP-0045 §7.2.15), oldest first, each with its stamp. */
-  history(room: string, max: number, since?: number): Promise<{ el: Element; stamp: number }[]>;
+  /** Sends a stanza the room made to its 'to' (a full JID, or the room's own answers to anyone); awaited where order against what follows matters (MAM results before the query's answer). */
+  send(el: Element): void | Promise<void>;
+  /** The rooms' message archive (XEP-0313 on the room's JID, the history on entering). */
+  archive: RoomArchive;
   /** Who administers the service (XMPP_ADMINS): owners of every room. */
   isServiceAdmin(bare: string): boolean;
   /** The occupants changed (a cluster mirrors them for another node to take the room over). */
@@ -64,6 +64,8 @@ export interface RoomDeps {
 const bareOf = (j: Jid): string => (j.local ? `${j.local}@${j.domain}` : j.domain);
 const fullOf = (j: Jid): string => (j.resource ? `${bareOf(j)}/${j.resource}` : bareOf(j));
 const isEl = (c: Element | string): c is Element => typeof c !== 'string';
+/** An XEP-0082 DateTime (a date alone is not one). */
+const XEP82 = /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/;
 
 /** An error stanza in answer to `el` from the address it was sent to (XEP-0045 errors, RFC 6120 §8.3). */
 export function errorTo(el: Element, err: StanzaError): Element {
@@ -140,8 +142,9 @@ export class Room {
     return next;
   }
 
-  // Set by muc/admin.ts and muc/history.ts (kept apart to keep this file about occupants and messages).
-  static iqHandlers: Record<string, (room: Room, iq: Element, from: Jid) => Promise<Element | null>> = {};
+  // Set by muc/admin.ts, muc/moderation.ts and muc/mam.ts (kept apart to keep this file about occupants and messages).
+  /** An iq handler's answer: the result's payload, null for an empty result, undefined when the handler answers on its own (later, off the room's turn). */
+  static iqHandlers: Record<string, (room: Room, iq: Element, from: Jid) => Promise<Element | null | undefined>> = {};
   static messageHandlers: ((room: Room, el: Element, from: Jid) => Promise<boolean>)[] = [];
 
   private async dispatch(el: Element, from: Jid, nick: string | undefined): Promise<void> {
@@ -282,6 +285,8 @@ export class Room {
         throw new StanzaError('resource-constraint', 'this service holds all the rooms it can', 'wait');
       }
       this.saved = true;
+      // Whatever a former room of this name left in the archive (its removal failed) is not this room's.
+      await this.d.archive.removeAll(this.name);
       // §10.1.2: locked until configured, unless the client asks for an instant room (an empty form) at once.
       this.locked = true;
     }
@@ -339,33 +344,47 @@ export class Room {
     this.sendSubject(full);
   }
 
-  /** §7.2.15, §7.2.16: the room's recent messages, as the joining client's <history/> limits them. */
+  /**
+   * §7.2.15, §7.2.16: the room's recent messages, from its archive, as the
+   * room's history length and the joining client's <history/> limit them:
+   * the fewest that meet every limit given (maxstanzas, seconds, since,
+   * maxchars), the newest kept. Each as the occupants got it, with its
+   * archive id (XEP-0359) and <delay/> (XEP-0203) by the room. A room that
+   * does not archive has none.
+   */
   private async sendHistory(el: Element, full: string): Promise<void> {
+    if (!this.config.archive) return;
     const h = el.getChild('x', NS_MUC)?.getChild('history');
+    const count = (v: string | undefined): number | undefined => (v !== undefined && /^\d{1,9}$/.test(v.trim()) ? Number(v.trim()) : undefined);
     let max = this.config.historyLength;
-    if (h?.attrs.maxstanzas !== undefined && /^\d+$/.test(h.attrs.maxstanzas)) max = Math.min(max, Number(h.attrs.maxstanzas));
+    const maxStanzas = count(h?.attrs.maxstanzas);
+    if (maxStanzas !== undefined) max = Math.min(max, maxStanzas);
+    const maxChars = count(h?.attrs.maxchars);
+    // §7.2.16: maxchars='0' is how a client asks for none.
+    if (max <= 0 || maxChars === 0) return;
     let since: number | undefined;
-    if (h?.attrs.seconds !== undefined && /^\d+$/.test(h.attrs.seconds)) since = Date.now() - Number(h.attrs.seconds) * 1000;
-    if (h?.attrs.since !== undefined) {
-      const t = Date.parse(h.attrs.since);
-      if (!Number.isNaN(t)) since = Math.max(since ?? 0, t);
+    const seconds = count(h?.attrs.seconds);
+    if (seconds !== undefined) since = Date.now() - seconds * 1000;
+    // A 'since' that is no XEP-0082 DateTime limits nothing.
+    const t = h?.attrs.since !== undefined && XEP82.test(h.attrs.since.trim()) ? Date.parse(h.attrs.since.trim()) : NaN;
+    if (Number.isFinite(t)) since = Math.max(since ?? -Infinity, t);
+    const out: Element[] = [];
+    for (const m of await this.d.archive.recent(this.name, max, since)) {
+      const stored = present(m.el, false);
+      const msg = new Element('message', { ...stored.attrs, to: full });
+      for (const c of stored.children) if (isEl(c) && !(c.name === 'stanza-id' && c.attrs.xmlns === NS_SID)) msg.cnode(c);
+      msg.c('stanza-id', { xmlns: NS_SID, id: m.id, by: this.jid });
+      msg.c('delay', { xmlns: NS_DELAY, from: this.jid, stamp: new Date(m.stamp).toISOString() });
+      out.push(msg);
     }
-    const maxChars = h?.attrs.maxchars !== undefined && /^\d+$/.test(h.attrs.maxchars) ? Number(h.attrs.maxchars) : undefined;
-    if (max <= 0 || maxChars === 0 || !this.config.archive) return;
-    let msgs = await this.d.history(this.name, max, since);
+    let first = 0;
     if (maxChars !== undefined) {
-      // The newest that fit in maxchars, counting each stanza's XML.
+      // §7.2.16: whole stanzas only, counted as the client gets them (their XML, not only their text), the newest that fit.
       let total = 0;
-      let start = msgs.length;
-      while (start > 0 && total + msgs[start - 1].el.toString().length <= maxChars) total += msgs[--start].el.toString().length;
-      msgs = msgs.slice(start);
+      first = out.length;
+      while (first > 0 && total + out[first - 1].toString().length <= maxChars) total += out[--first].toString().length;
     }
-    for (const m of msgs) {
-      const out = new Element('message', { ...m.el.attrs, to: full });
-      for (const c of m.el.children) if (isEl(c)) out.cnode(c);
-      out.c('delay', { xmlns: NS_DELAY, from: this.jid, stamp: new Date(m.stamp).toISOString() });
-      this.d.send(out);
-    }
+    for (const msg of out.slice(first)) this.d.send(msg);
   }
 
   /** §7.2.15: the subject, after the history (an empty one when there is none), to one session or all. */
@@ -444,7 +463,23 @@ export class Room {
   async emptied(): Promise<void> {
     if (this.occupants.size > 0) return;
     if (this.config.persistent && !this.locked) return;
+    await this.dispose();
+  }
+
+  /**
+   * The room goes (destroyed, or temporary and empty), its archive with it:
+   * first, while the room still holds its name in the store, so that a new
+   * room of the same name (created only once the name is free) never loses
+   * messages to this removal. Should the archive's removal fail, a new room
+   * of that name clears it before it keeps anything (join).
+   */
+  async dispose(): Promise<void> {
     this.gone = true;
+    try {
+      await this.d.archive.removeAll(this.name);
+    } catch (err) {
+      log.warn('MUC: the archive of a room that is gone was not removed', { room: this.jid, err: String(err) });
+    }
     await this.d.store.remove(this.name);
     this.d.closed(this.name);
   }
@@ -486,7 +521,7 @@ export class Room {
     if (o.role === 'visitor' || o.role === 'none') throw new StanzaError('forbidden', 'you have no voice in this room');
     const subject = el.getChild('subject');
     if (subject && !el.getChild('body')) return this.changeSubject(el, o, subject.getText());
-    await this.groupchat(el, o);
+    await this.groupchat(el, o, full);
   }
 
   /** §8.1: a new subject, by moderators, or participants when the room allows it; kept and sent to all. */
@@ -502,19 +537,24 @@ export class Room {
   }
 
   /** §7.4: a message to all occupants, from the sender's occupant JID, archived first (XEP-0313, with its XEP-0359 id by the room). */
-  private async groupchat(el: Element, o: Occupant): Promise<void> {
+  private async groupchat(el: Element, o: Occupant, sender: string): Promise<void> {
     const msg = new Element('message', { type: 'groupchat', from: `${this.jid}/${o.nick}`, ...(el.attrs.id ? { id: el.attrs.id } : {}), ...(el.attrs['xml:lang'] ? { 'xml:lang': el.attrs['xml:lang'] } : {}) });
     for (const c of el.children) {
       if (!isEl(c)) continue;
       // XEP-0359 §5 and XEP-0421 §5: ids by the room are the room's to give; a sender's would be forged.
-      if (c.name === 'stanza-id' && c.attrs.xmlns === NS_SID && c.attrs.by === this.jid) continue;
+      if (c.name === 'stanza-id' && c.attrs.xmlns === NS_SID && c.attrs.by?.toLowerCase() === this.jid) continue;
       if (c.attrs.xmlns === NS_OCCUPANT_ID) continue;
+      // XEP-0313 §8.4: a muc#user <x/> is the room's to give (the real JID of MAM results); a sender's could claim anyone's.
+      if (c.name === 'x' && c.attrs.xmlns === NS_MUC_USER) continue;
       msg.cnode(c);
     }
     if (this.config.occupantIds) msg.c('occupant-id', { xmlns: NS_OCCUPANT_ID, id: this.occupantId(o) });
     // Kept before anyone gets it: a message the room accepted survives the death of the node it runs on.
-    const id = this.config.archive ? await this.d.archive(this.name, msg, this.jid) : undefined;
-    if (id) msg.c('stanza-id', { xmlns: NS_SID, id, by: this.jid });
+    // XEP-0313 §3.5 and XEP-0359: the archive id, by the room's bare JID, on every copy (the sender's too).
+    if (this.config.archive) {
+      const id = await this.d.archive.keep(this.name, msg, sender);
+      msg.c('stanza-id', { xmlns: NS_SID, id, by: this.jid });
+    }
     for (const { full } of this.sessions()) {
       const copy = new Element('message', { ...msg.attrs, to: full });
       for (const c of msg.children) copy.cnode(c as Element);
@@ -560,7 +600,7 @@ export class Room {
     const handler = Room.iqHandlers[`${type} ${ns}`];
     if (!handler) throw new StanzaError('service-unavailable');
     const answer = await handler(this, el, from);
-    this.result(el, answer ?? undefined);
+    if (answer !== undefined) this.result(el, answer ?? undefined);
   }
 
   result(iq: Element, payload?: Element): void {

@@ -498,16 +498,16 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   // XEP-0045: the multi-user chat service; each room an actor on one worker (one node for now: see muc/placement).
   if (config.mucDomain && !config.redisUrl) {
     const admins = adminsOf(config);
-    const roomArchive = new RoomArchive(archive, config.mucDomain);
+    // XEP-0313 on rooms' JIDs: full-text search where the archive keeps its index.
+    const roomArchive = new RoomArchive(archive, config.mucDomain, { fulltext: config.mam && config.mamFulltext });
     modules.push(muc({
       domain: config.mucDomain,
       serverDomain: config.domain,
       store: mucStore,
       placement: hashPlacement(config.nodeId, () => index, config.workers),
-      send: (el) => void router.routeInternal(el),
+      send: (el) => router.routeInternal(el),
       forward: (place, xml) => router.send(place, { t: 'svc', domain: config.mucDomain, xml }),
-      archive: (room, el) => roomArchive.keep(room, el),
-      history: (room, max, since) => roomArchive.recent(room, max, since),
+      archive: roomArchive,
       isServiceAdmin: (bare) => admins.has(bare),
       // The same on every node (they share the key), unguessable without it.
       secret: createHash('sha256').update('xmpp muc occupant ids\0').update(identity.key).digest('base64'),
@@ -659,9 +659,10 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const sweeper = setInterval(guarded('sweep', sweep), Math.max(10, Math.min(1000, config.bindTimeoutMs / 4, config.idleTimeoutMs > 0 ? config.idleTimeoutMs / 4 : 1000)));
   sweeper.unref();
   // Retention (XMPP_MAM_RETENTION_DAYS): the first worker of each node prunes, at start and then
-  // every PRUNE_EVERY_MS; nodes pruning at once only share the work.
+  // every PRUNE_EVERY_MS; nodes pruning at once only share the work. Every archive goes by the same
+  // rule, accounts' and rooms' alike (rooms archive with XMPP_MAM off too).
   let pruner: NodeJS.Timeout | undefined;
-  if (config.mam && config.mamRetentionDays > 0) {
+  if (config.mamRetentionDays > 0) {
     onJoined.push(() => {
       if (index !== 0) return;
       // One run at a time: a run longer than the period is not doubled.
