@@ -129,6 +129,36 @@ async function removeUser(config: Config, accounts: AccountStore, name: string):
   return true;
 }
 
+/**
+ * Tells the running server (a single node's admin socket) or every node
+ * (Redis, on one connection made at the first notice) that what their
+ * workers keep of an account changed in the stores.
+ */
+function changeAnnouncer(config: Config): { announce(kind: 'blocklist', user: string): Promise<void>; close(): void } {
+  let redis: Promise<{ publish(channel: string, message: Buffer): Promise<unknown>; disconnect(): void }> | undefined;
+  return {
+    async announce(kind, user) {
+      if (!config.redisUrl) {
+        const { tellServer } = await import('./admin/socket.ts');
+        await tellServer(config.dataDir, { op: 'changed', kind, user });
+        return;
+      }
+      const { encodeBuffer } = await import('./worker/wire.ts');
+      const { K } = await import('./registry/redis.ts');
+      redis ??= (async () => {
+        const { connectRedis, waitForRedis } = await import('./cluster/redis.ts');
+        const r = connectRedis(config.redisUrl!, 'cli');
+        await waitForRedis(r, { timeoutMs: config.redisStartupTimeoutMs });
+        return r;
+      })();
+      await (await redis).publish(K.changed, encodeBuffer({ kind, user }));
+    },
+    close() {
+      void redis?.then((r) => r.disconnect(), () => {});
+    },
+  };
+}
+
 /** Tells the running server (a single node's admin socket) or every node (Redis) that an account is gone. */
 async function announceRemoval(config: Config, notice: RemovalNotice): Promise<void> {
   if (!config.redisUrl) {
@@ -154,29 +184,33 @@ async function portable(config: Config, accounts: AccountStore, sub: 'export' | 
   const { openOfflineStore } = await import('./offline/open.ts');
   const { openArchiveStore } = await import('./mam/open.ts');
   const { openPersonalStore } = await import('./personal/open.ts');
+  const { openPepStore } = await import('./pep/open.ts');
+  const { openBlockStore } = await import('./blocking/open.ts');
   const { exportFile, importFiles, summary, Xep0227Error, ImportFailedError } = await import('./storage/xep0227.ts');
-  const roster = await openRosterStore(config, { existing: true });
-  const offline = await openOfflineStore(config, { existing: true }).catch(async (err: unknown) => {
-    await roster.close();
-    throw err;
-  });
-  const archive = await openArchiveStore(config, { existing: true }).catch(async (err: unknown) => {
-    await roster.close();
-    await offline.close();
-    throw err;
-  });
-  // Made if missing: a server from before vCards has none yet, and an import fills it.
-  const personal = await openPersonalStore(config).catch(async (err: unknown) => {
-    await roster.close();
-    await offline.close();
-    await archive.close();
-    throw err;
-  });
-  const stores = { accounts, roster, offline, archive, personal };
+  const opened: { close(): void | Promise<void> }[] = [];
+  const open = async <T extends { close(): void | Promise<void> }>(p: Promise<T>): Promise<T> => {
+    try {
+      const store = await p;
+      opened.push(store);
+      return store;
+    } catch (err) {
+      for (const s of opened) await s.close();
+      throw err;
+    }
+  };
+  const roster = await open(openRosterStore(config, { existing: true }));
+  const offline = await open(openOfflineStore(config, { existing: true }));
+  const archive = await open(openArchiveStore(config, { existing: true }));
+  // Made if missing: a server from before vCards, PEP or blocking has none yet, and an import fills them.
+  const personal = await open(openPersonalStore(config));
+  const pep = await open(openPepStore(config));
+  const blocking = await open(openBlockStore(config));
+  const stores = { accounts, roster, offline, archive, personal, pep, blocking };
+  const changes = changeAnnouncer(config);
   try {
     if (sub === 'export') {
       const c = await exportFile(args[0], stores, config.domain);
-      console.log(`exported ${c.accounts} accounts, ${c.rosterItems} roster items, ${c.pending} pending subscription requests, ${c.offline} offline messages, ${c.archived} archived messages, ${c.vcards} vCards, ${c.privateXml} namespaces of private XML to ${args[0]}`);
+      console.log(`exported ${c.accounts} accounts, ${c.rosterItems} roster items, ${c.pending} pending subscription requests, ${c.offline} offline messages, ${c.archived} archived messages, ${c.vcards} vCards, ${c.privateXml} namespaces of private XML, ${c.pepNodes} PEP nodes with ${c.pepItems} items, ${c.blocked} blocked JIDs to ${args[0]}`);
       return 0;
     }
     const files = args.filter((a) => !IMPORT_FLAGS.includes(a));
@@ -191,12 +225,15 @@ async function portable(config: Config, accounts: AccountStore, sub: 'export' | 
         maxRosterBytes: config.maxRosterBytes,
         maxOfflineMessages: config.maxOfflineMessages,
         maxOfflineBytes: config.maxOfflineBytes,
+        announceBlocklist: (user) => changes.announce('blocklist', user),
       });
       console.log(`${dryRun ? 'would import' : 'imported'} ${summary(r)}`);
       if (r.skipped.length > 0) console.log(`${dryRun ? 'would leave' : 'left'} ${r.skipped.length} existing account(s) as they were: ${r.skipped.join(', ')}`);
       for (const [host, n] of r.otherHosts) console.error(`note: ${n} user(s) of ${host} left out: this server is ${config.domain}`);
       if (r.leftOut.size > 0) console.error(`note: not kept by this server, left out: ${[...r.leftOut].map(([n, c]) => `<${n}> (${c} users)`).join(', ')}`);
+      for (const [n, c] of r.notes) console.error(`note: ${n}: ${c} user(s)`);
       if (r.offlineDropped > 0) console.error(`warning: ${r.offlineDropped} offline message(s) beyond XMPP_MAX_OFFLINE / XMPP_MAX_OFFLINE_BYTES not kept`);
+      if (r.pepDropped > 0) console.error(`warning: ${r.pepDropped} PEP item(s) not kept: beyond their node's pubsub#max_items, larger than 192 KiB, or without one payload in a namespace of its own`);
       return 0;
     } catch (err) {
       if (err instanceof Xep0227Error) {
@@ -210,10 +247,8 @@ async function portable(config: Config, accounts: AccountStore, sub: 'export' | 
       throw err;
     }
   } finally {
-    await roster.close();
-    await offline.close();
-    await archive.close();
-    await personal.close();
+    changes.close();
+    for (const s of opened) await s.close();
   }
 }
 

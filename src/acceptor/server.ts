@@ -353,7 +353,7 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
   const componentPort = comp ? (comp.address() as net.AddressInfo).port : undefined;
   // What the CLI changes in the stores of a single node, the node acts on at once. Ready
   // (and private, 0600) before "listening" says the node is.
-  const admin = config.redisUrl ? undefined : await listenAdmin(config.dataDir, (req) => h.broadcast({ t: 'removed', notice: req.notice }));
+  const admin = config.redisUrl ? undefined : await listenAdmin(config.dataDir, (req) => h.broadcast(req.op === 'removed' ? { t: 'removed', notice: req.notice } : { t: 'changed', kind: req.kind, user: req.user }));
   log.info('listening', {
     domain: config.domain,
     host: config.bindHost,

@@ -2,7 +2,7 @@
 // (mode 0600, like the data), through which the CLI, run beside a single
 // node, tells the running server what it changed in the stores, so that the
 // server acts on it at once (an account removed: its sessions end, its
-// contacts are told). One JSON object per line each way. In a cluster the
+// contacts are told; a blocklist imported: the workers read it). One JSON object per line each way. In a cluster the
 // CLI reaches every node through Redis instead.
 import net from 'node:net';
 import { existsSync, unlinkSync, chmodSync } from 'node:fs';
@@ -12,7 +12,10 @@ import { isRemovalNotice } from '../accounts/removal.ts';
 import { PRIVATE_FILE_MODE } from '../storage/files.ts';
 import { log } from '../log.ts';
 
-export type AdminRequest = { op: 'removed'; notice: RemovalNotice };
+export type AdminRequest =
+  | { op: 'removed'; notice: RemovalNotice }
+  // what the workers keep of an account changed in the stores (an imported blocklist): they read it again
+  | { op: 'changed'; kind: 'blocklist'; user: string };
 export type AdminAnswer = { ok: true } | { ok: false; error: string };
 
 /** Where the socket lives for a data directory. */
@@ -46,8 +49,11 @@ export async function listenAdmin(dataDir: string, handle: (req: AdminRequest) =
         let answer: AdminAnswer;
         try {
           const req = JSON.parse(line) as AdminRequest;
-          if (req?.op !== 'removed') throw new Error(`unknown request ${JSON.stringify(req?.op)}`);
-          if (!isRemovalNotice(req.notice)) throw new Error('a removal notice without the fields it needs');
+          if (req?.op === 'removed') {
+            if (!isRemovalNotice(req.notice)) throw new Error('a removal notice without the fields it needs');
+          } else if (req?.op === 'changed') {
+            if (req.kind !== 'blocklist' || typeof req.user !== 'string' || req.user === '') throw new Error('a change notice without the fields it needs');
+          } else throw new Error(`unknown request ${JSON.stringify((req as { op?: unknown } | null)?.op)}`);
           handle(req);
           answer = { ok: true };
         } catch (err) {

@@ -13,6 +13,15 @@
 //         <offline-messages><message>...<delay/></message></offline-messages>
 //         <vCard xmlns='vcard-temp'>...</vCard>              the vCard (XEP-0054), as the user set it
 //         <query xmlns='jabber:iq:private'>...</query>       private XML (XEP-0049), every namespace's elements
+//         <query xmlns='jabber:iq:privacy'>                 the blocklist (XEP-0191) as the default privacy list (below)
+//           <default name='blocklist'/><list name='blocklist'><item type='jid' value='...' action='deny' order='1'/>...</list>
+//         </query>
+//         <pubsub xmlns='http://jabber.org/protocol/pubsub#owner'>   PEP (XEP-0227 1.1 §"Personal Eventing Protocol"):
+//           <configure node='...'><x xmlns='jabber:x:data'/></configure>   each node's configuration, a pubsub#node_config form
+//         </pubsub>
+//         <pubsub xmlns='http://jabber.org/protocol/pubsub'>
+//           <items node='...'><item id='...'>payload</item></items>        and its items, oldest first
+//         </pubsub>
 //         <archive xmlns='urn:xmpp:pie:0#mam'>              the message archive (XEP-0227 1.1 §"Message Archive"),
 //           <result xmlns='urn:xmpp:mam:2' id='...'>        oldest first, as a MAM query's results
 //             <forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp/><message xmlns='jabber:client'/></forwarded>
@@ -43,9 +52,46 @@
 // with its stamp (a round trip keeps the ids clients hold); any other gets a
 // new one from its stamp, so the archive's order is the stamps' order.
 // Archiving preferences (XEP-0313 §6) have no place in the format: they are
-// neither written nor read. PEP is not kept by this server yet: it is
-// counted as left out, as are private XML elements without a namespace of
-// their own or in a reserved one (modules/private.ts refuses them too).
+// neither written nor read. Private XML elements without a namespace of
+// their own or in a reserved one are left out (modules/private.ts refuses
+// them too), and said.
+//
+// PEP, as XEP-0227 1.1 has it: a node's configuration carries what the
+// store keeps (pubsub#access_model, persist_items, max_items,
+// send_last_published_item, notify_retract, roster_groups_allowed); other
+// fields are not read (pubsub#publish_model too: only the owner publishes
+// to its PEP nodes here, XEP-0163 §4.1); a field left empty (as
+// Prosody writes the ones never set) is the default (XEP-0163 §4.1). An
+// access model this server lacks ('authorize') becomes 'whitelist' (only
+// the owner: no affiliations are kept), and a max_items above MAX_ITEMS is
+// MAX_ITEMS; both are said. A node with items and no configuration (the XEP
+// asks for one) gets the defaults. Of a node's items, those a node of that
+// configuration would keep are kept (the newest; a repeated id once, where
+// it was last); items without exactly one payload that states its own
+// namespace, or larger than MAX_ITEM_BYTES, are not (as a publish would be
+// refused), and are counted. More than MAX_NODES nodes, a node name or item
+// id longer than MAX_NAME, or an item without an id is bad input.
+// Affiliations other than the owner's and subscriptions are not kept
+// (presence subscriptions are PEP's) and are said. Prosody 0.12 writes PEP
+// so (the 'pep' store); ejabberd 23.01's export_piefxis writes none. The
+// pubsub service's nodes (modules/pubsub.ts, in the same store) are not
+// exported: XEP-0227 leaves services out.
+//
+// Blocklists: XEP-0227 has no element for XEP-0191's blocklist, only
+// §"Privacy Lists" (XEP-0016, jabber:iq:privacy), and a blocklist is a
+// privacy list of JIDs denied every kind of stanza. So it is written as the
+// user's default privacy list, named 'blocklist', one deny item per JID in
+// the list's order; this is also what ejabberd 23.01 writes for its
+// blocklists (mod_blocking keeps them as the default privacy list, 'Blocked
+// contacts') and reads back. On import the default list becomes the
+// blocklist as far as it is one: in XEP-0016 §2.2's order (ties as
+// written), each item of type 'jid' that denies everything blocks its JID,
+// up to the first item without a type (which decides for everyone else and
+// ends the list); items that allow, that are about groups or subscription
+// states, that deny only some stanzas, a fall-through that denies, and lists
+// other than the default are not kept, and are said. More than MAX_BLOCKED
+// JIDs, or one that is no JID, is bad input. Prosody 0.12's XEP-0227 writer
+// has no blocklist (its 'blocklist' store is unsupported there).
 import { createReadStream, createWriteStream, renameSync, rmSync, statSync, readdirSync } from 'node:fs';
 import { once } from 'node:events';
 import { basename, dirname, join, resolve, sep } from 'node:path';
@@ -62,6 +108,9 @@ import type { OfflineStore } from '../offline/store.ts';
 import { stamp, dateTime } from '../offline/offline.ts';
 import { type ArchiveStore, type ArchivedMessage, idAt, isArchiveId, stampOf } from '../mam/store.ts';
 import { type PersonalStore, type PrivateEntry, type StoredVcard, photoHash } from '../personal/store.ts';
+import { type PepStore, type PepItem, type NodeConfig, type AccessModel, type SendLast, DEFAULT_CONFIG, MAX_ITEMS, MAX_ITEM_BYTES, MAX_NODES, kept } from '../pep/store.ts';
+import { type BlockStore, MAX_BLOCKED, normalizeBlocked } from '../blocking/store.ts';
+import { MAX_NAME, selfContained } from '../modules/pep.ts';
 
 export const NS_PIE = 'urn:xmpp:pie:0';
 export const NS_PIE_SCRAM = 'urn:xmpp:pie:0#scram';
@@ -70,6 +119,13 @@ export const NS_MAM = 'urn:xmpp:mam:2';
 export const NS_ROSTER = 'jabber:iq:roster';
 export const NS_VCARD = 'vcard-temp';
 export const NS_PRIVATE = 'jabber:iq:private';
+export const NS_PRIVACY = 'jabber:iq:privacy';
+export const NS_PUBSUB = 'http://jabber.org/protocol/pubsub';
+export const NS_PUBSUB_OWNER = `${NS_PUBSUB}#owner`;
+const NS_DATA = 'jabber:x:data';
+const NODE_CONFIG = `${NS_PUBSUB}#node_config`;
+/** The name of the privacy list a blocklist is written as. */
+export const BLOCKLIST_NAME = 'blocklist';
 /** Namespaces private XML is not kept under (as modules/private.ts). */
 const PRIVATE_RESERVED = new Set([NS_CLIENT, 'jabber:server', NS_PRIVATE]);
 export const NS_XINCLUDE = 'http://www.w3.org/2001/XInclude';
@@ -85,6 +141,8 @@ export interface Xep0227Stores {
   offline: OfflineStore;
   archive: ArchiveStore;
   personal: PersonalStore;
+  pep: PepStore;
+  blocking: BlockStore;
 }
 
 export interface ImportOptions {
@@ -106,6 +164,8 @@ export interface ImportOptions {
   archiveBatch?: number;
   /** Told of each user once written (progress). */
   onUser?: (name: string) => void;
+  /** Tells the running server of a user written with a blocklist (its workers keep which accounts block anyone). */
+  announceBlocklist?: (name: string) => Promise<void>;
 }
 
 export interface ImportReport {
@@ -124,12 +184,28 @@ export interface ImportReport {
   /** vCards (XEP-0054), and namespaces of private XML (XEP-0049). */
   vcards: number;
   privateXml: number;
+  /** PEP nodes and their items (XEP-0163). */
+  pepNodes: number;
+  pepItems: number;
+  /** PEP items not kept: beyond their node's bound, too large, or without one self-contained payload. */
+  pepDropped: number;
+  /** JIDs of the users' blocklists (XEP-0191). */
+  blocked: number;
   /** Accounts that existed here, left as they were (skipExisting). */
   skipped: string[];
   /** Hosts of the input that are not this server's, with their users' count. */
   otherHosts: Map<string, number>;
   /** Elements of a user this server does not keep, by name, with their count. */
   leftOut: Map<string, number>;
+  /** What was kept otherwise than written, or left out, that is no element of its own (privacy list items, PEP configuration values), with the count of users. */
+  notes: Map<string, number>;
+}
+
+/** A PEP node as read, checked, with the items it keeps. */
+interface PepNode {
+  node: string;
+  config: NodeConfig;
+  items: PepItem[];
 }
 
 /** What one <user> holds, checked, its archive aside. */
@@ -144,7 +220,13 @@ interface UserData {
   offline: string[];
   vcard?: StoredVcard;
   private: PrivateEntry[];
+  pep: PepNode[];
+  /** Items of its PEP nodes not kept. */
+  pepDropped: number;
+  /** Its blocklist, normalised, in order. */
+  blocked: string[];
   leftOut: string[];
+  notes: string[];
 }
 
 const DEFAULT_MAX_USER_BYTES = 64 * 1024 * 1024;
@@ -488,11 +570,132 @@ function archivedRow(el: Element, u: UserStart, domain: string, a: ArchiveRead):
   return { id, owner: u.name, stamp: stampOf(id), withBare: bare(peer), withResource: peer.resource, outgoing, body: body ? body.getText().slice(0, 64 * 1024) : '', xml: msg.toString() };
 }
 
+const ACCESS_MODELS: readonly AccessModel[] = ['presence', 'open', 'whitelist', 'roster'];
+const SEND_LAST: readonly SendLast[] = ['never', 'on_sub', 'on_sub_and_presence'];
+/** Roster groups a node keeps in pubsub#roster_groups_allowed (as modules/pep.ts). */
+const MAX_ROSTER_GROUPS_ALLOWED = 100;
+
+function pepNodeName(raw: string | undefined, what: string): string {
+  if (!raw) throw new Xep0227Error(`${what} has no node attribute`);
+  if (raw.length > MAX_NAME) throw new Xep0227Error(`${what}: a node name is at most ${MAX_NAME} characters`);
+  return raw;
+}
+
+/**
+ * A node's configuration from its pubsub#node_config form (XEP-0060 §16.4),
+ * on the defaults; what this server keeps otherwise than written goes to
+ * `notes`. Throws Xep0227Error for a value no PEP service has.
+ */
+function nodeConfig(x: Element | undefined, what: string, notes: string[]): NodeConfig {
+  const c: NodeConfig = { ...DEFAULT_CONFIG, rosterGroups: [] };
+  if (!x) return c;
+  const values = new Map<string, string[]>();
+  for (const f of x.getChildren('field')) if (f.attrs.var) values.set(f.attrs.var, f.getChildren('value').map((v) => v.getText().trim()));
+  const formType = values.get('FORM_TYPE')?.[0];
+  if (formType !== undefined && formType !== NODE_CONFIG) throw new Xep0227Error(`${what}: a form of FORM_TYPE ${JSON.stringify(formType)}, not ${NODE_CONFIG}`);
+  // A field without a value is one the old server left at its default (Prosody writes them all).
+  const one = (v: string): string | undefined => {
+    const got = values.get(v)?.[0];
+    return got === undefined || got === '' ? undefined : got;
+  };
+  const bool = (v: string): boolean | undefined => {
+    const got = one(v);
+    if (got === undefined) return undefined;
+    if (got === '1' || got === 'true') return true;
+    if (got === '0' || got === 'false') return false;
+    throw new Xep0227Error(`${what}: ${v} ${JSON.stringify(got)} is not a boolean`);
+  };
+  const access = one('pubsub#access_model');
+  if (access === 'authorize') {
+    // Nobody is let in until the owner approves: only the owner, as 'whitelist' without members.
+    c.accessModel = 'whitelist';
+    notes.push("PEP nodes with pubsub#access_model 'authorize' (made 'whitelist')");
+  } else if (access !== undefined) {
+    if (!ACCESS_MODELS.includes(access as AccessModel)) throw new Xep0227Error(`${what}: pubsub#access_model ${JSON.stringify(access)}`);
+    c.accessModel = access as AccessModel;
+  }
+  c.persistItems = bool('pubsub#persist_items') ?? c.persistItems;
+  const max = one('pubsub#max_items');
+  if (max !== undefined) {
+    // XEP-0060 §16.4.3: 'max' is the service's own bound.
+    const n = max === 'max' ? MAX_ITEMS : /^\d{1,9}$/.test(max) ? Number(max) : NaN;
+    if (Number.isNaN(n)) throw new Xep0227Error(`${what}: pubsub#max_items ${JSON.stringify(max)} is neither a count nor max`);
+    if (n > MAX_ITEMS) notes.push(`PEP nodes with pubsub#max_items above ${MAX_ITEMS} (made ${MAX_ITEMS})`);
+    c.maxItems = Math.min(Math.max(n, 1), MAX_ITEMS);
+  }
+  const sendLast = one('pubsub#send_last_published_item');
+  if (sendLast !== undefined) {
+    if (!SEND_LAST.includes(sendLast as SendLast)) throw new Xep0227Error(`${what}: pubsub#send_last_published_item ${JSON.stringify(sendLast)}`);
+    c.sendLastPublishedItem = sendLast as SendLast;
+  }
+  c.notifyRetract = bool('pubsub#notify_retract') ?? c.notifyRetract;
+  c.rosterGroups = [...new Set((values.get('pubsub#roster_groups_allowed') ?? []).filter((g) => g !== ''))].slice(0, MAX_ROSTER_GROUPS_ALLOWED);
+  return c;
+}
+
+/** An <item> of a node's <items>, as PEP keeps it, or undefined for one a publish would have been refused (counted by the caller). */
+function pepItem(item: Element, what: string): PepItem | undefined {
+  const id = item.attrs.id as string | undefined;
+  if (!id) throw new Xep0227Error(`${what}: an <item> without an id`);
+  if (id.length > MAX_NAME) throw new Xep0227Error(`${what}: an item id is at most ${MAX_NAME} characters`);
+  // XEP-0060 §7.1.3.7: one payload; stored and sent on alone, it must state its namespace and declare its prefixes (as modules/pep.ts).
+  const payloads = item.getChildElements();
+  if (payloads.length !== 1 || !selfContained(payloads[0])) return undefined;
+  const xml = payloads[0].toString();
+  if (Buffer.byteLength(xml, 'utf8') > MAX_ITEM_BYTES) return undefined;
+  return { id, xml };
+}
+
+/**
+ * The blocklist a user's default privacy list amounts to (see the head of
+ * this file): the JIDs its items deny everything, in the order XEP-0016
+ * §2.2 applies them, up to its first item without a type.
+ */
+function blockedFrom(list: Element, what: string, notes: string[]): string[] {
+  const rules = list.getChildren('item').map((it, i) => {
+    const order = /^\d{1,10}$/.test(it.attrs.order ?? '') ? Number(it.attrs.order) : Number.POSITIVE_INFINITY;
+    return { it, i, order };
+  });
+  rules.sort((a, b) => a.order - b.order || a.i - b.i);
+  const out = new Set<string>();
+  for (const { it } of rules) {
+    const { type, action, value } = it.attrs as Record<string, string | undefined>;
+    if (action !== 'allow' && action !== 'deny') throw new Xep0227Error(`${what}: <item action=${JSON.stringify(action ?? '')}>: neither allow nor deny`);
+    if (type === undefined) {
+      // The fall-through: it decides for everyone else, and nothing after it is reached (§2.2, rule 6).
+      if (action === 'deny') notes.push('privacy lists that deny everyone not allowed before (not kept)');
+      break;
+    }
+    if (type !== 'jid') {
+      notes.push(`privacy list items of type ${type === 'group' || type === 'subscription' ? type : 'other than jid'} (not kept)`);
+      continue;
+    }
+    if (it.getChildElements().length > 0) {
+      notes.push('privacy list items about some kinds of stanza only (not kept)');
+      continue;
+    }
+    if (action === 'allow') {
+      notes.push('privacy list items that allow a JID (not kept)');
+      continue;
+    }
+    let jid: string;
+    try {
+      jid = normalizeBlocked(value ?? '');
+    } catch (err) {
+      throw new Xep0227Error(`${what}: <item type='jid' value=${JSON.stringify(value ?? '')}>: not a JID (${(err as Error).message})`);
+    }
+    out.add(jid);
+  }
+  return [...out];
+}
+
 /** A <user> (what is held of it: all but its archive) checked and turned into what the stores take. */
 function readUser({ name, at, attrs }: UserStart, children: Element[], domain: string): UserData {
   const userBare = `${name}@${domain}`;
-  const data: UserData = { name, verifiers: {}, items: [], pending: [], offline: [], private: [], leftOut: [] };
+  const data: UserData = { name, verifiers: {}, items: [], pending: [], offline: [], private: [], pep: [], pepDropped: 0, blocked: [], leftOut: [], notes: [] };
   const privateXml = new Map<string, string[]>();
+  const pepConfigs = new Map<string, NodeConfig>();
+  const pepItems = new Map<string, Element[]>();
   if (attrs.password !== undefined && attrs.password !== '') data.password = attrs.password;
   const pendingFrom = new Set<string>();
   for (const el of children) {
@@ -553,7 +756,61 @@ function readUser({ name, at, attrs }: UserStart, children: Element[], domain: s
         }
         privateXml.set(cns, [...(privateXml.get(cns) ?? []), c.toString()]);
       }
+    } else if (el.name === 'query' && ns === NS_PRIVACY) {
+      const def = el.getChild('default')?.attrs.name as string | undefined;
+      for (const list of el.getChildren('list')) {
+        const what = `${at}: <query xmlns='${NS_PRIVACY}'>: <list name=${JSON.stringify(list.attrs.name ?? '')}>`;
+        // Only the default list applies to the user as a whole (XEP-0016 §2.2, rule 2); the others apply to the sessions that choose them.
+        if (def === undefined || list.attrs.name !== def) {
+          data.notes.push('privacy lists other than the default (not kept)');
+          continue;
+        }
+        data.blocked = blockedFrom(list, what, data.notes);
+      }
+      if (data.blocked.length > MAX_BLOCKED) throw new Xep0227Error(`${at}: a blocklist of ${data.blocked.length} JIDs, more than ${MAX_BLOCKED}`);
+    } else if (el.name === 'pubsub' && ns === NS_PUBSUB_OWNER) {
+      for (const c of el.getChildElements()) {
+        const what = `${at}: <pubsub xmlns='${NS_PUBSUB_OWNER}'>: <${c.name} node=${JSON.stringify(c.attrs.node ?? '')}>`;
+        if (c.name === 'configure') {
+          const node = pepNodeName(c.attrs.node, what);
+          if (pepConfigs.has(node)) throw new Xep0227Error(`${what}: the node is configured twice`);
+          pepConfigs.set(node, nodeConfig(c.getChild('x', NS_DATA), what, data.notes));
+        } else if (c.name === 'affiliations') {
+          // The owner's own affiliation goes without saying; others (whitelist members) are not kept.
+          if (c.getChildren('affiliation').some((a) => bareJid(a.attrs.jid, `${what}: <affiliation>`) !== userBare)) data.leftOut.push('pubsub/affiliations');
+        } else data.leftOut.push(`pubsub/${c.name}`);
+      }
+    } else if (el.name === 'pubsub' && ns === NS_PUBSUB) {
+      for (const c of el.getChildElements()) {
+        if (c.name !== 'items') {
+          data.leftOut.push(`pubsub/${c.name}`);
+          continue;
+        }
+        const node = pepNodeName(c.attrs.node, `${at}: <pubsub xmlns='${NS_PUBSUB}'>: <items>`);
+        pepItems.set(node, [...(pepItems.get(node) ?? []), ...c.getChildren('item')]);
+      }
     } else data.leftOut.push(el.name);
+  }
+  const nodes = [...new Set([...pepConfigs.keys(), ...pepItems.keys()])].sort();
+  if (nodes.length > MAX_NODES) throw new Xep0227Error(`${at}: ${nodes.length} PEP nodes, more than ${MAX_NODES}`);
+  for (const node of nodes) {
+    // XEP-0227 1.1 asks a configuration of every node with items; without one, it has the defaults of a node a publish creates.
+    const config = pepConfigs.get(node) ?? DEFAULT_CONFIG;
+    const byId = new Map<string, PepItem>();
+    for (const el of pepItems.get(node) ?? []) {
+      const item = pepItem(el, `${at}: <items node=${JSON.stringify(node)}>`);
+      if (!item) {
+        data.pepDropped++;
+        continue;
+      }
+      // A repeated id replaces the item, newest where it was last (as a publish does).
+      byId.delete(item.id);
+      byId.set(item.id, item);
+    }
+    const all = [...byId.values()];
+    const keep = kept(config);
+    data.pepDropped += Math.max(0, all.length - keep);
+    data.pep.push({ node, config, items: all.slice(Math.max(0, all.length - keep)) });
   }
   for (const [ns, list] of [...privateXml].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) data.private.push({ ns, xml: list.join('') });
   if (!data.password && Object.keys(data.verifiers).length === 0) throw new Xep0227Error(`${at}: no password and no <scram-credentials>: the account could never log in`);
@@ -564,7 +821,7 @@ function readUser({ name, at, attrs }: UserStart, children: Element[], domain: s
 // Import
 
 function emptyReport(): ImportReport {
-  return { accounts: 0, fromPassword: 0, sha1Only: 0, rosterItems: 0, pending: 0, offline: 0, offlineDropped: 0, archived: 0, vcards: 0, privateXml: 0, skipped: [], otherHosts: new Map(), leftOut: new Map() };
+  return { accounts: 0, fromPassword: 0, sha1Only: 0, rosterItems: 0, pending: 0, offline: 0, offlineDropped: 0, archived: 0, vcards: 0, privateXml: 0, pepNodes: 0, pepItems: 0, pepDropped: 0, blocked: 0, skipped: [], otherHosts: new Map(), leftOut: new Map(), notes: new Map() };
 }
 
 /** Raised by importFiles when it stops part way: what was imported until then is in `report`. */
@@ -721,15 +978,28 @@ function tally(r: ImportReport, u: UserData, archived: number): void {
   r.archived += archived;
   if (u.vcard) r.vcards++;
   r.privateXml += u.private.length;
-  for (const n of u.leftOut) r.leftOut.set(n, (r.leftOut.get(n) ?? 0) + 1);
+  r.pepNodes += u.pep.length;
+  for (const n of u.pep) r.pepItems += n.items.length;
+  r.pepDropped += u.pepDropped;
+  r.blocked += u.blocked.length;
+  for (const n of new Set(u.leftOut)) r.leftOut.set(n, (r.leftOut.get(n) ?? 0) + 1);
+  for (const n of new Set(u.notes)) r.notes.set(n, (r.notes.get(n) ?? 0) + 1);
 }
 
 /** Writes what is not the archive (written already), the account last; false when the account was created meanwhile. `u` is left with what was kept. */
-async function writeUser(u: UserData, { accounts, roster, offline, archive, personal }: Xep0227Stores, opts: ImportOptions, report: ImportReport): Promise<boolean> {
+async function writeUser(u: UserData, { accounts, roster, offline, archive, personal, pep, blocking }: Xep0227Stores, opts: ImportOptions, report: ImportReport): Promise<boolean> {
   // No account: whatever a store holds under the name is what an import stopped part way left.
   await roster.removeAll(u.name);
   await offline.removeAll(u.name);
   await personal.removeAll(u.name);
+  await pep.removeAll(u.name);
+  await blocking.unblockAll(u.name);
+  for (const n of u.pep) {
+    await pep.create(u.name, n.node, n.config, MAX_NODES);
+    // Oldest first, each the newest when published: the node's order as it was.
+    for (const item of n.items) await pep.publish(u.name, n.node, item, n.config, MAX_NODES);
+  }
+  if (u.blocked.length > 0) await blocking.block(u.name, u.blocked, MAX_BLOCKED);
   if (u.vcard) await personal.setVcard(u.name, u.vcard);
   // The per-account limits are the protocol's (modules/private.ts): an import keeps what the old server kept.
   if (u.private.length > 0) await personal.setPrivateXml(u.name, u.private, Number.MAX_SAFE_INTEGER);
@@ -756,16 +1026,20 @@ async function writeUser(u: UserData, { accounts, roster, offline, archive, pers
     await offline.removeAll(u.name).catch(() => {});
     await archive.removeAll(u.name).catch(() => {});
     await personal.removeAll(u.name).catch(() => {});
+    await pep.removeAll(u.name).catch(() => {});
+    await blocking.unblockAll(u.name).catch(() => {});
     report.skipped.push(u.name);
     return false;
   }
+  // The server's workers know which accounts block anyone (modules/blocking.ts): this one does now.
+  if (u.blocked.length > 0) await opts.announceBlocklist?.(u.name);
   u.pending = u.pending.slice(0, pending);
   u.offline = u.offline.slice(0, kept);
   return true;
 }
 
 export function summary(r: ImportReport): string {
-  return `${r.accounts} accounts (${r.fromPassword} from a plaintext password, ${r.sha1Only} with SCRAM-SHA-1 only), ${r.rosterItems} roster items, ${r.pending} pending subscription requests, ${r.offline} offline messages, ${r.archived} archived messages, ${r.vcards} vCards, ${r.privateXml} namespaces of private XML`;
+  return `${r.accounts} accounts (${r.fromPassword} from a plaintext password, ${r.sha1Only} with SCRAM-SHA-1 only), ${r.rosterItems} roster items, ${r.pending} pending subscription requests, ${r.offline} offline messages, ${r.archived} archived messages, ${r.vcards} vCards, ${r.privateXml} namespaces of private XML, ${r.pepNodes} PEP nodes with ${r.pepItems} items, ${r.blocked} blocked JIDs`;
 }
 
 // ---------------------------------------------------------------------------
@@ -779,6 +1053,9 @@ export interface ExportCounts {
   archived: number;
   vcards: number;
   privateXml: number;
+  pepNodes: number;
+  pepItems: number;
+  blocked: number;
 }
 
 const escAttr = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;').replace(/"/g, '&quot;');
@@ -828,6 +1105,26 @@ function rosterElement(items: RosterItem[]): string {
   return out.join('');
 }
 
+/** The blocklist as XEP-0227 §"Privacy Lists" has a user's lists: the default one, denying each JID everything, in order. */
+function privacyElement(jids: string[]): string {
+  const items = jids.map((j, i) => `<item type='jid' value='${escAttr(j)}' action='deny' order='${i + 1}'/>`).join('');
+  return `<query xmlns='${NS_PRIVACY}'><default name='${BLOCKLIST_NAME}'/><list name='${BLOCKLIST_NAME}'>${items}</list></query>`;
+}
+
+/** A node's configuration as a pubsub#node_config form (XEP-0227 §"PEP node configuration"), what the store keeps of it. */
+function configureElement(node: string, c: NodeConfig): string {
+  const field = (v: string, values: string[]) => `<field var='${v}'>${values.map((x) => `<value>${escAttr(x)}</value>`).join('')}</field>`;
+  return `<configure node='${escAttr(node)}'><x xmlns='${NS_DATA}' type='submit'><field var='FORM_TYPE' type='hidden'><value>${NODE_CONFIG}</value></field>${[
+    field('pubsub#access_model', [c.accessModel]),
+    field('pubsub#persist_items', [c.persistItems ? '1' : '0']),
+    field('pubsub#max_items', [String(c.maxItems)]),
+    field('pubsub#send_last_published_item', [c.sendLastPublishedItem]),
+    field('pubsub#notify_retract', [c.notifyRetract ? '1' : '0']),
+    // Empty is the default: no field, as for a server that has none (Prosody 0.12).
+    c.rosterGroups.length > 0 ? field('pubsub#roster_groups_allowed', c.rosterGroups) : '',
+  ].join('')}</x></configure>`;
+}
+
 /** One archived message as a XEP-0313 result (XEP-0227 §"Message Archive"): its id, when it was received, the stanza. */
 function resultElement(m: ArchivedMessage): string {
   return `<result xmlns='${NS_MAM}' id='${escAttr(m.id)}'><forwarded xmlns='${NS_FORWARD}'><delay xmlns='${NS_DELAY}' stamp='${dateTime(new Date(m.stamp))}'/>${withClientNs(m.xml)}</forwarded></result>`;
@@ -835,15 +1132,16 @@ function resultElement(m: ArchivedMessage): string {
 
 /**
  * Writes the accounts of `domain` (SCRAM verifiers, never a password),
- * their rosters, pending requests, offline messages, vCards, private XML and message archives
+ * their rosters, pending requests, offline messages, vCards, private XML,
+ * blocklists, PEP nodes and message archives
  * (not the archiving preferences: the format has no place for them) to
  * `file`, through a temporary file renamed at the end (a failed export
  * leaves no half file), readable by its owner only. One user is held at a
  * time, and of its offline messages and archive one page at a time.
  */
 export async function exportFile(file: string, stores: Xep0227Stores, domain: string): Promise<ExportCounts> {
-  const { accounts, roster, offline, archive, personal } = stores;
-  const counts: ExportCounts = { accounts: 0, rosterItems: 0, pending: 0, offline: 0, archived: 0, vcards: 0, privateXml: 0 };
+  const { accounts, roster, offline, archive, personal, pep, blocking } = stores;
+  const counts: ExportCounts = { accounts: 0, rosterItems: 0, pending: 0, offline: 0, archived: 0, vcards: 0, privateXml: 0, pepNodes: 0, pepItems: 0, blocked: 0 };
   const tmp = `${file}.${process.pid}.tmp`;
   const out = createWriteStream(tmp, { mode: 0o600, flags: 'wx' });
   const opened = once(out, 'open');
@@ -879,7 +1177,23 @@ export async function exportFile(file: string, stores: Xep0227Stores, domain: st
       if (priv.length > 0) parts.push(`<query xmlns='${NS_PRIVATE}'>${priv.map((e) => e.xml).join('')}</query>`);
       counts.vcards += vcard ? 1 : 0;
       counts.privateXml += priv.length;
+      const blocked = await blocking.list(name);
+      if (blocked.length > 0) parts.push(privacyElement(blocked));
+      counts.blocked += blocked.length;
+      const nodes = await pep.nodes(name);
+      if (nodes.length > 0) parts.push(`<pubsub xmlns='${NS_PUBSUB_OWNER}'>${nodes.map((n) => configureElement(n.node, n.config)).join('')}</pubsub>`);
       await write(`<user name='${escAttr(name)}'>${parts.join('')}`);
+      // PEP items one node at a time (at most MAX_ITEMS of MAX_ITEM_BYTES held), oldest first.
+      if (nodes.length > 0) {
+        await write(`<pubsub xmlns='${NS_PUBSUB}'>`);
+        for (const { node } of nodes) {
+          const items = await pep.items(name, node);
+          await write(`<items node='${escAttr(node)}'>${items.map((it) => `<item id='${escAttr(it.id)}'>${it.xml}</item>`).join('')}</items>`);
+          counts.pepItems += items.length;
+        }
+        await write('</pubsub>');
+        counts.pepNodes += nodes.length;
+      }
       let after = '';
       let first = true;
       for (;;) {

@@ -101,6 +101,8 @@ export type FromHub =
   | { t: 'departed'; list: Departed[] }
   // an account was removed (in band, or by the CLI through the admin socket)
   | { t: 'removed'; notice: RemovalNotice }
+  // what the modules keep of an account changed in the stores (the CLI, through the admin socket)
+  | { t: 'changed'; kind: string; user: string }
   // the worker with this index died: its port is closed
   | { t: 'peer-gone'; index: number }
   // the answer to a 'pep' call

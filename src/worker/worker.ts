@@ -730,6 +730,9 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       case 'removed':
         onRemoved(msg.notice);
         break;
+      case 'changed':
+        applyChange(router, msg.kind, msg.user);
+        break;
       case 'reset':
         if (registry instanceof RedisRegistry) registry.invalidateAll();
         void reregister(c).catch((err: unknown) => log.error('re-registration failed', { err: String(err) }));

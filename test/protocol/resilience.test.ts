@@ -134,6 +134,8 @@ test('the admin socket answers an unknown op, null, an empty line and lines that
     ['not json', /is not valid JSON/],
     ['{"op": "removed", "notice"', /JSON/],
     [JSON.stringify({ op: 'removed' }), 'a removal notice without the fields it needs'],
+    [JSON.stringify({ op: 'changed', kind: 'blocklist' }), 'a change notice without the fields it needs'],
+    [JSON.stringify({ op: 'changed', kind: 'roster', user: u }), 'a change notice without the fields it needs'],
   ];
   for (const [line, error] of refused) {
     const answer = await admin.ask(line);

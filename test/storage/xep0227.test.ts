@@ -31,6 +31,11 @@ import { PostgresOfflineStore } from '../../src/offline/postgres.ts';
 import { PostgresArchiveStore } from '../../src/mam/postgres.ts';
 import { SqlitePersonalStore } from '../../src/personal/sqlite.ts';
 import { PostgresPersonalStore } from '../../src/personal/postgres.ts';
+import { SqlitePepStore } from '../../src/pep/sqlite.ts';
+import { PostgresPepStore } from '../../src/pep/postgres.ts';
+import { SqliteBlockStore } from '../../src/blocking/sqlite.ts';
+import { PostgresBlockStore } from '../../src/blocking/postgres.ts';
+import { NS_OWNER, NS_PUBSUB, NODE_CONFIG, form, iq as pubsubIq, itemIds, items as pepItems, publish } from '../helpers/pep.ts';
 import type { ArchivedMessage, ArchiveStore } from '../../src/mam/store.ts';
 import type { Xep0227Stores } from '../../src/storage/xep0227.ts';
 
@@ -94,8 +99,8 @@ const isBody = (body: string) => (el: Element) => el.name === 'message' && el.ge
 
 function sqliteStores(server: TestServer): Xep0227Stores & { close(): void } {
   const d = server.config.dataDir;
-  const s = { accounts: SqliteAccountStore.open(join(d, 'accounts.sqlite'), 4096), roster: SqliteRosterStore.open(join(d, 'roster.sqlite')), offline: SqliteOfflineStore.open(join(d, 'offline.sqlite')), archive: SqliteArchiveStore.open(join(d, 'archive.sqlite')), personal: SqlitePersonalStore.open(join(d, 'personal.sqlite')) };
-  return { ...s, close: () => [s.accounts, s.roster, s.offline, s.archive, s.personal].forEach((x) => x.close()) };
+  const s = { accounts: SqliteAccountStore.open(join(d, 'accounts.sqlite'), 4096), roster: SqliteRosterStore.open(join(d, 'roster.sqlite')), offline: SqliteOfflineStore.open(join(d, 'offline.sqlite')), archive: SqliteArchiveStore.open(join(d, 'archive.sqlite')), personal: SqlitePersonalStore.open(join(d, 'personal.sqlite')), pep: SqlitePepStore.open(join(d, 'pep.sqlite')), blocking: SqliteBlockStore.open(join(d, 'blocklist.sqlite')) };
+  return { ...s, close: () => [s.accounts, s.roster, s.offline, s.archive, s.personal, s.pep, s.blocking].forEach((x) => x.close()) };
 }
 
 /** Every row of an account's archive, in archive order, read from the store page by page. */
@@ -121,6 +126,8 @@ async function snapshot(s: Xep0227Stores) {
       archive: await archiveRows(s.archive, u),
       vcard: await s.personal.vcard(u),
       privateXml: await s.personal.privateAll(u),
+      pep: await Promise.all((await s.pep.nodes(u)).map(async (n) => ({ ...n, items: await s.pep.items(u, n.node) }))),
+      blocked: await s.blocking.list(u),
     };
   }
   return out;
@@ -201,6 +208,35 @@ async function converse(t: ExecutionContext, server: TestServer, env: Record<str
     const r = await within(erin.c.request(`<iq type='set' id='${id}'>${inner}</iq>`, id), WAIT, 'erin: personal data');
     t.is(r.attrs.type, 'result', r.toString());
   }
+  // PEP: a node of XEP-0402's options, one made with a configuration of every field kept (more items published than it keeps), one of the defaults.
+  const ok = (r: Element) => t.is(r.attrs.type, 'result', r.toString());
+  const bookmarks = { 'pubsub#persist_items': 'true', 'pubsub#max_items': 'max', 'pubsub#send_last_published_item': 'never', 'pubsub#access_model': 'whitelist' };
+  ok(await publish(erin, 'urn:xmpp:bookmarks:1', "<conference xmlns='urn:xmpp:bookmarks:1' name='The Play&apos;s &amp; é' autojoin='true'><nick>erin</nick></conference>", { id: 'play@muc.example.org', options: bookmarks }));
+  ok(await publish(erin, 'urn:xmpp:bookmarks:1', "<conference xmlns='urn:xmpp:bookmarks:1' name='Orchard'/>", { id: 'orchard@muc.example.org', options: bookmarks }));
+  const notes = { 'pubsub#access_model': 'roster', 'pubsub#roster_groups_allowed': ['Friends', 'Family & co'], 'pubsub#max_items': '3', 'pubsub#notify_retract': '0', 'pubsub#send_last_published_item': 'on_sub' };
+  ok(await pubsubIq(erin, 'set', `<pubsub xmlns='${NS_PUBSUB}'><create node='urn:example:notes'/><configure>${form(NODE_CONFIG, notes)}</configure></pubsub>`));
+  for (let i = 1; i <= 4; i++) ok(await publish(erin, 'urn:example:notes', `<note xmlns='urn:example:notes' xmlns:x='urn:example:x' x:n='${i}'>note ${i}</note>`, { id: `n${i}` }));
+  ok(await publish(erin, 'http://jabber.org/protocol/tune', "<tune xmlns='http://jabber.org/protocol/tune'><title>Ode</title></tune>"));
+  // Her blocklist (XEP-0191), in this order.
+  const id = uid('bl');
+  ok(await within(erin.c.request(`<iq type='set' id='${id}'><block xmlns='urn:xmpp:blocking'><item jid='mallory@example.org'/><item jid='spam.example'/><item jid='Mallet@Example.ORG/Phone'/></block></iq>`, id), WAIT, 'erin: block'));
+}
+
+const PEP_NODES = ['http://jabber.org/protocol/tune', 'urn:example:notes', 'urn:xmpp:bookmarks:1'];
+
+/** Erin's blocklist, and of each of her PEP nodes its configuration and items, over XMPP, serialised. */
+async function pepOf(t: ExecutionContext, server: TestServer): Promise<string[]> {
+  const erin = await peer(t, server, 'erin', 'erin-pw', 'pep');
+  const id = uid('bl');
+  const list = await within(erin.c.request(`<iq type='get' id='${id}'><blocklist xmlns='urn:xmpp:blocking'/></iq>`, id), WAIT, 'erin: blocklist');
+  const out = [list.getChild('blocklist')!.toString()];
+  for (const node of PEP_NODES) {
+    const config = await pubsubIq(erin, 'get', `<pubsub xmlns='${NS_OWNER}'><configure node='${node}'/></pubsub>`);
+    const got = await pepItems(erin, undefined, node);
+    t.is(got.attrs.type, 'result', got.toString());
+    out.push(config.getChild('pubsub')!.toString(), got.getChild('pubsub')!.toString());
+  }
+  return out;
 }
 
 const PHOTO = randomBytes(300).toString('base64');
@@ -288,6 +324,69 @@ test('a Prosody export (prosody-migrator to xep0227) imports, and its users log 
   t.regex(r.stdout, /imported 4 accounts .* 4 roster items, 2 pending subscription requests, 0 offline messages/);
   // Prosody 0.12's XEP-0227 writer has no offline messages (fixtures README).
   await checkScenario(t, server, { offline: false });
+});
+
+/** The values of a node's configuration form (an owner's configure answer), by var. */
+function configValues(res: Element): Record<string, string[]> {
+  const x = res.getChild('pubsub', NS_OWNER)?.getChild('configure')?.getChild('x', 'jabber:x:data');
+  return Object.fromEntries((x?.getChildren('field') ?? []).filter((f) => f.attrs.var !== 'FORM_TYPE').map((f) => [f.attrs.var, f.getChildren('value').map((v) => v.getText())]));
+}
+
+const PEP_DEFAULTS = { 'pubsub#access_model': ['presence'], 'pubsub#persist_items': ['1'], 'pubsub#max_items': ['1'], 'pubsub#send_last_published_item': ['on_sub_and_presence'], 'pubsub#notify_retract': ['1'], 'pubsub#roster_groups_allowed': [] };
+
+test('PEP from a Prosody export (prosody-migrator, its pep store): the nodes, their configuration and items, served over XMPP as they were', async (t) => {
+  const server = await startTestServer();
+  t.teardown(() => server.stop());
+  const r = await cli(server, ['user', 'import', join(FIXTURES, 'prosody-pep')]);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /imported 2 accounts .*, 4 PEP nodes with 7 items, 0 blocked JIDs/);
+  t.is(r.stderr, '', "nothing left out (the owner's own affiliation goes without saying)");
+  const alice = await peer(t, server, 'alice', 'alice-pw-1', 'pep');
+  const owned = async (node: string) => ({ ids: itemIds(await pepItems(alice, undefined, node)), config: configValues(await pubsubIq(alice, 'get', `<pubsub xmlns='${NS_OWNER}'><configure node='${node}'/></pubsub>`)) });
+  t.deepEqual(await owned('urn:xmpp:bookmarks:1'), {
+    ids: ['theplay@conference.shakespeare.lit', 'orchard@conference.shakespeare.lit'],
+    config: { ...PEP_DEFAULTS, 'pubsub#access_model': ['whitelist'], 'pubsub#max_items': ['256'], 'pubsub#send_last_published_item': ['never'] },
+  }, "XEP-0402's options; max_items 'max' is this server's bound");
+  t.deepEqual(await owned('urn:example:notes'), {
+    ids: ['r1', 'r2', 'r3'],
+    config: { ...PEP_DEFAULTS, 'pubsub#max_items': ['5'], 'pubsub#send_last_published_item': ['on_sub'], 'pubsub#notify_retract': ['0'] },
+  });
+  t.deepEqual(await owned('http://jabber.org/protocol/tune'), { ids: ['tune-1'], config: PEP_DEFAULTS }, 'fields Prosody left empty are the defaults');
+  t.deepEqual((await owned('http://jabber.org/protocol/nick')).config['pubsub#access_model'], ['open']);
+  const orchard = (await pepItems(alice, undefined, 'urn:xmpp:bookmarks:1', "<item id='orchard@conference.shakespeare.lit'/>")).getChild('pubsub')!.getChild('items')!.getChild('item')!;
+  t.is(orchard.getChild('conference', 'urn:xmpp:bookmarks:1')?.getChildText('password'), '<secret>', 'the payload as published');
+  // The access models hold: bob (no subscription) reads the open node, not the whitelisted one.
+  const bob = await peer(t, server, 'bob', 'bob-pw-2', 'pep');
+  t.deepEqual(itemIds(await pepItems(bob, 'alice@localhost', 'http://jabber.org/protocol/nick')), ['current']);
+  t.is((await pepItems(bob, 'alice@localhost', 'urn:xmpp:bookmarks:1')).attrs.type, 'error');
+});
+
+test('blocklists from an ejabberd export (export_piefxis: the default privacy lists mod_blocking keeps) are enforced by the running server at once; what is no plain block is said', async (t) => {
+  const server = await startTestServer();
+  t.teardown(() => server.stop());
+  const r = await cli(server, ['user', 'import', join(FIXTURES, 'ejabberd-pep')]);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /imported 2 accounts .*, 0 PEP nodes with 0 items, 3 blocked JIDs/, 'ejabberd 23.01 writes no PEP');
+  t.regex(r.stderr, /note: privacy list items of type group \(not kept\): 1 user\(s\)/);
+  t.regex(r.stderr, /note: privacy list items about some kinds of stanza only \(not kept\): 1 user\(s\)/);
+  const blocklist = async (p: Peer) => {
+    const id = uid('bl');
+    const res = await within(p.c.request(`<iq type='get' id='${id}'><blocklist xmlns='urn:xmpp:blocking'/></iq>`, id), WAIT, 'blocklist');
+    return res.getChild('blocklist')!.getChildren('item').map((i) => i.attrs.jid);
+  };
+  const alice = await peer(t, server, 'alice', 'alice-pw-1', 'blocking');
+  t.deepEqual(await blocklist(alice), ['mallory@example.org', 'spam.example']);
+  const bob = await peer(t, server, 'bob', 'bob-pw-2', 'blocking');
+  t.deepEqual(await blocklist(bob), ['tybalt@example.com'], "the one item of bob's list that denies a JID everything");
+  // The workers, started before alice existed, were told: a message to a blocked JID is refused (XEP-0191 §5.3).
+  for (const to of ['mallory@example.org', 'anyone@spam.example']) {
+    const from = alice.c.items.length;
+    alice.c.send(`<message to='${to}' id='m-${to}' type='chat'><body>hi</body></message>`);
+    const err = await expectEl(alice, `the error for ${to}`, (el) => el.name === 'message' && el.attrs.id === `m-${to}`, from);
+    t.is(err.attrs.type, 'error');
+    t.truthy(err.getChild('error')?.getChild('not-acceptable', 'urn:ietf:params:xml:ns:xmpp-stanzas'), err.toString());
+    t.truthy(err.getChild('error')?.getChild('blocked', 'urn:xmpp:blocking:errors'), err.toString());
+  }
 });
 
 test("ejabberd's plaintext passwords become SCRAM verifiers of both hashes, and are not stored", async (t) => {
@@ -394,6 +493,9 @@ test('a round trip on SQLite: our export imported into a fresh server holds the 
   checkArchives(t, before, 'localhost');
   const personal = await personalOf(t, a);
   t.regex(personal[0], /<FN>Erin &amp; é<\/FN>/);
+  const pepBefore = await pepOf(t, a);
+  t.regex(pepBefore[0], /<item jid="mallory@example\.org"\/><item jid="spam\.example"\/><item jid="mallet@example\.org\/Phone"\/>/, 'the blocklist, normalised, in order');
+  t.deepEqual([...pepBefore[4].matchAll(/<item id="([^"]+)"/g)].map((m) => m[1]), ['n2', 'n3', 'n4'], 'what the node keeps (pubsub#max_items 3)');
   const file = join(mkdtempSync(join(tmpdir(), 'xep0227-')), 'export.xml');
   t.teardown(() => rmSync(join(file, '..'), { recursive: true, force: true }));
   const e = await cli(a, ['user', 'export', file]);
@@ -403,19 +505,22 @@ test('a round trip on SQLite: our export imported into a fresh server holds the 
   t.false(text.includes('password'), 'no password attribute');
   const shape = /<user name='erin'>.*?<archive xmlns='urn:xmpp:pie:0#mam'><result xmlns='urn:xmpp:mam:2' id='[0-9a-f]{24}'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z'\/><message [^>]*xmlns="jabber:client"/;
   t.true(shape.test(text), "the archive as XEP-0227 §'Message Archive' has it");
-  t.regex(e.stdout, /, 1 vCards, 2 namespaces of private XML to /);
+  t.regex(e.stdout, /, 1 vCards, 2 namespaces of private XML, 3 PEP nodes with 6 items, 3 blocked JIDs to /);
   t.regex(text, /<user name='erin'>.*?<vCard xmlns="vcard-temp"><FN>Erin &amp; é<\/FN>.*?<\/vCard><query xmlns='jabber:iq:private'><x xmlns="example:prefs">1<\/x><x xmlns="example:prefs">2<\/x><storage xmlns="storage:bookmarks">/, 'the vCard and private XML in the user, as XEP-0227 has them');
+  t.regex(text, /<user name='erin'>.*?<query xmlns='jabber:iq:privacy'><default name='blocklist'\/><list name='blocklist'><item type='jid' value='mallory@example\.org' action='deny' order='1'\/><item type='jid' value='spam\.example' action='deny' order='2'\/>/, "the blocklist as the default privacy list (XEP-0227 §'Privacy Lists')");
+  t.regex(text, /<user name='erin'>.*?<pubsub xmlns='http:\/\/jabber\.org\/protocol\/pubsub#owner'><configure node='http:\/\/jabber\.org\/protocol\/tune'><x xmlns='jabber:x:data' type='submit'>.*?<\/pubsub><pubsub xmlns='http:\/\/jabber\.org\/protocol\/pubsub'><items node='http:\/\/jabber\.org\/protocol\/tune'><item id='[^']+'><tune xmlns="http:\/\/jabber\.org\/protocol\/tune">/, "PEP as XEP-0227 §'Personal Eventing Protocol' has it");
   const b = await startTestServer({ XMPP_WORKERS: '1' });
   t.teardown(() => b.stop());
   const i = await cli(b, ['user', 'import', file]);
   t.is(i.code, 0, i.stderr);
-  t.regex(i.stdout, new RegExp(`imported 6 accounts .* 1 offline messages, ${2 * SENT + 5} archived messages, 1 vCards, 2 namespaces of private XML`));
+  t.regex(i.stdout, new RegExp(`imported 6 accounts .* 1 offline messages, ${2 * SENT + 5} archived messages, 1 vCards, 2 namespaces of private XML, 3 PEP nodes with 6 items, 3 blocked JIDs`));
   const sa = sqliteStores(a);
   const sb = sqliteStores(b);
   t.teardown(() => [sa, sb].forEach((s) => s.close()));
   t.deepEqual(await snapshot(sb), await snapshot(sa), 'every archived row as it was (ids, stamps, with, direction, body, stanza)');
   t.deepEqual(await archives(t, b), before, 'the same messages, in the same order, with the same ids and stamps');
   t.deepEqual(await personalOf(t, b), personal, 'the same vCard and private XML over XMPP');
+  t.deepEqual(await pepOf(t, b), pepBefore, 'the same blocklist, PEP configurations and items over XMPP');
   await checkScenario(t, b, { offline: true });
 });
 
@@ -428,20 +533,21 @@ test('a round trip on PostgreSQL: our export imported into a fresh database hold
   const before = await archives(t, a);
   checkArchives(t, before, 'localhost');
   const personal = await personalOf(t, a);
+  const pepBefore = await pepOf(t, a);
   const file = join(mkdtempSync(join(tmpdir(), 'xep0227-')), 'export.xml');
   t.teardown(() => rmSync(join(file, '..'), { recursive: true, force: true }));
   const e = await cli(a, ['user', 'export', file], envA);
   t.is(e.code, 0, e.stderr);
-  t.regex(e.stdout, new RegExp(`exported 6 accounts, .* ${2 * SENT + 5} archived messages, 1 vCards, 2 namespaces of private XML`));
+  t.regex(e.stdout, new RegExp(`exported 6 accounts, .* ${2 * SENT + 5} archived messages, 1 vCards, 2 namespaces of private XML, 3 PEP nodes with 6 items, 3 blocked JIDs`));
   const b = await startTestServer({ XMPP_WORKERS: '1', XMPP_DATABASE_URL: await pgServer.database() });
   t.teardown(() => b.stop());
   const i = await cli(b, ['user', 'import', file], { XMPP_DATABASE_URL: b.config.databaseUrl! });
   t.is(i.code, 0, i.stderr);
-  const open = async (url: string) => ({ accounts: await PostgresAccountStore.open(url, 4096), roster: await PostgresRosterStore.open(url), offline: await PostgresOfflineStore.open(url), archive: await PostgresArchiveStore.open(url), personal: await PostgresPersonalStore.open(url) });
+  const open = async (url: string) => ({ accounts: await PostgresAccountStore.open(url, 4096), roster: await PostgresRosterStore.open(url), offline: await PostgresOfflineStore.open(url), archive: await PostgresArchiveStore.open(url), personal: await PostgresPersonalStore.open(url), pep: await PostgresPepStore.open(url), blocking: await PostgresBlockStore.open(url) });
   const sa = await open(a.config.databaseUrl!);
   const sb = await open(b.config.databaseUrl!);
   t.teardown(async () => {
-    for (const s of [sa, sb]) for (const x of [s.accounts, s.roster, s.offline, s.archive, s.personal]) await x.close();
+    for (const s of [sa, sb]) for (const x of [s.accounts, s.roster, s.offline, s.archive, s.personal, s.pep, s.blocking]) await x.close();
   });
   const snap = await snapshot(sa);
   t.is(Object.keys(snap).length, 6);
@@ -449,6 +555,8 @@ test('a round trip on PostgreSQL: our export imported into a fresh database hold
   t.truthy((snap.erin as { vcard?: { photoHash: string } }).vcard?.photoHash.match(/^[0-9a-f]{40}$/), "the photo's hash kept (XEP-0153)");
   t.deepEqual(await archives(t, b), before, 'the same messages, in the same order, with the same ids and stamps');
   t.deepEqual(await personalOf(t, b), personal, 'the same vCard and private XML over XMPP');
+  t.deepEqual(await pepOf(t, b), pepBefore, 'the same blocklist, PEP configurations and items over XMPP');
+  t.is((snap.erin as { pep: unknown[] }).pep.length, 3);
   await checkScenario(t, b, { offline: true });
 });
 
