@@ -18,35 +18,37 @@ export interface FakePeer {
   domain: string;
   /** Its stream to our server, authenticated: what the test sends as the peer. */
   incoming: RawClient;
-  /** Our server's stream to it, once authenticated (the first one our server opens). */
-  outgoing(): Promise<RawClient>;
+  /** Our server's stream to it, once authenticated: the first one our server opens, or the one from `domain` (ours has one per domain of its that sends). */
+  outgoing(domain?: string): Promise<RawClient>;
   stop(): Promise<void>;
 }
 
 const header = (from: string, to: string, id?: string) =>
   `<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' from='${from}' to='${to}'${id ? ` id='${id}'` : ''} version='1.0'>`;
 
-/** The next stream header on `c` (an XML declaration before it skipped). */
-async function opened(c: RawClient, what: string): Promise<void> {
+/** The next stream header on `c` (an XML declaration before it skipped): its attributes. */
+async function opened(c: RawClient, what: string): Promise<Record<string, string>> {
   let it = await within(c.next(), WAIT, what);
   if (it.kind === 'decl') it = await within(c.next(), WAIT, what);
   if (it.kind !== 'open') throw new Error(`${what}: expected a stream header, got ${it.raw}`);
+  return it.attrs;
 }
 
 /** Our server's side of a stream it opened to the peer, up to its dialback key, taken as valid. */
-async function accept(sock: net.Socket, domain: string, ours: string, cert: { cert: string; key: string }): Promise<RawClient> {
+async function accept(sock: net.Socket, domain: string, ours: string, cert: { cert: string; key: string }): Promise<{ c: RawClient; from: string }> {
   const c = RawClient.adopt(sock);
-  await opened(c, "our server's header");
-  c.send(`${header(domain, ours, 'fake-1')}<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>`);
+  // Answered to the domain of ours that opened it (one stream per sending domain, RFC 6120 §4.7.1).
+  const { from = ours } = await opened(c, "our server's header");
+  c.send(`${header(domain, from, 'fake-1')}<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>`);
   await within(c.nextEl('starttls'), WAIT, '<starttls/>');
   c.send(`<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>`);
   await c.starttlsServer(cert);
   await opened(c, "our server's header over TLS");
-  c.send(`${header(domain, ours, 'fake-2')}<stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>`);
+  c.send(`${header(domain, from, 'fake-2')}<stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>`);
   const key = await within(c.nextEl('db:result'), WAIT, 'the dialback key');
   c.send(`<db:result from='${domain}' to='${key.attrs.from}' type='valid'/>`);
   c.mark();
-  return c;
+  return { c, from };
 }
 
 /**
@@ -56,7 +58,7 @@ async function accept(sock: net.Socket, domain: string, ours: string, cert: { ce
  */
 export async function fakePeer(opts: { domain: string; address: string; cert: CertFiles; server: { host: string; domain: string } }): Promise<FakePeer> {
   const identity = { cert: readFileSync(opts.cert.cert, 'utf8'), key: readFileSync(opts.cert.key, 'utf8') };
-  const accepted: Promise<RawClient>[] = [];
+  const accepted: Promise<{ c: RawClient; from: string }>[] = [];
   let wake: (() => void) | undefined;
   const sockets = new Set<net.Socket>();
   const listener = net.createServer((sock) => {
@@ -93,9 +95,12 @@ export async function fakePeer(opts: { domain: string; address: string; cert: Ce
   return {
     domain: opts.domain,
     incoming: c,
-    async outgoing() {
-      while (accepted.length === 0) await within(new Promise<void>((r) => (wake = r)), WAIT, `our server's stream to ${opts.domain}`);
-      return within(accepted[0], WAIT, `our server's stream to ${opts.domain}, authenticated`);
+    async outgoing(domain?: string) {
+      for (let n = 0; ; n++) {
+        while (accepted.length <= n) await within(new Promise<void>((r) => (wake = r)), WAIT, `our server's stream${domain ? ` from ${domain}` : ''} to ${opts.domain}`);
+        const s = await within(accepted[n], WAIT, `our server's stream to ${opts.domain}, authenticated`);
+        if (domain === undefined || s.from === domain) return s.c;
+      }
     },
     async stop() {
       c.destroy();

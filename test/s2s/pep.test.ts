@@ -205,3 +205,29 @@ test("the last item on approving a peer's user's subscription (on_sub), to its r
 function ok(t: ExecutionContext, res: Element): void {
   t.is(res.attrs.type, 'result', res.toString());
 }
+
+test("the pubsub service (XEP-0060) for a peer's user: a subscription over the federation, and the notification from pubsub.<domain> on a stream of that domain's own", async (t) => {
+  const alice = await newUser(t, ours.server, 'alice');
+  const service = 'pubsub.a.example';
+  const node = `urn:test:feed:${uid('n')}`;
+  const made = await within(alice.c.request(`<iq type='set' id='mk' to='${service}'><pubsub xmlns='${NS_PUBSUB}'><create node='${node}'/></pubsub></iq>`, 'mk'), WAIT, 'create');
+  t.is(made.attrs.type, 'result', made.toString());
+  const dave = `dave-${uid('d')}@peer.example/laptop`;
+  const id = uid('sub');
+  peer.incoming.send(`<iq type='set' id='${id}' from='${dave}' to='${service}'><pubsub xmlns='${NS_PUBSUB}'><subscribe node='${node}' jid='${dave}'/></pubsub></iq>`);
+  // The answer comes from pubsub.a.example, on our server's stream of that domain to the peer.
+  const svc = await peer.outgoing(service);
+  const res = await within(svc.find((el) => el.name === 'iq' && el.attrs.id === id), WAIT, 'the subscription result');
+  t.is(res.attrs.type, 'result', res.toString());
+  t.is(res.attrs.from, service);
+  t.is(res.getChild('pubsub', NS_PUBSUB)?.getChild('subscription')?.attrs.subscription, 'subscribed');
+  // Someone of another server may not create nodes here (§8.1.3.1: only the server's users).
+  const id2 = uid('mk');
+  peer.incoming.send(`<iq type='set' id='${id2}' from='${dave}' to='${service}'><pubsub xmlns='${NS_PUBSUB}'><create node='urn:test:theirs'/></pubsub></iq>`);
+  const refused = await within(svc.find((el) => el.name === 'iq' && el.attrs.id === id2), WAIT, 'the refusal');
+  t.is(refused.getChild('error')?.getChild('forbidden', 'urn:ietf:params:xml:ns:xmpp-stanzas') !== undefined, true, refused.toString());
+  const at = svc.items.length;
+  t.is((await publish(alice, node, `<entry xmlns='urn:test'>hi</entry>`, { id: 'e1', to: service })).attrs.type, 'result');
+  const ev = await within(svc.find(isEventTo(service, node, 'e1', dave), at), WAIT, 'the notification to the peer');
+  t.is(ev.getChild('event')!.getChild('items')!.getChild('item')!.getChild('entry', 'urn:test')?.getText(), 'hi');
+});
