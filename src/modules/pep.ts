@@ -615,7 +615,10 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
           } catch {
             throw new StanzaError('jid-malformed', `${a.attrs.jid ?? ''} is not a JID`);
           }
-          if (a.attrs.affiliation !== 'member' && a.attrs.affiliation !== 'none') throw new PubsubError('not-acceptable', 'unsupported', 'a PEP node takes member and none', 'modify-affiliations');
+          const aff = a.attrs.affiliation;
+          // §8.9.2.4: an affiliation the service does not support is unsupported, with its feature.
+          if (aff === 'publisher' || aff === 'outcast' || aff === 'publish-only') throw new PubsubError('feature-not-implemented', 'unsupported', 'a PEP node takes member and none', `${aff}-affiliation`);
+          if (aff !== 'member' && aff !== 'none') throw new StanzaError('not-acceptable', 'a PEP node takes member and none');
           if (jid === `${owner}@${o.domain}`) throw new StanzaError('not-acceptable', "the account's own affiliation is owner");
           return { jid, affiliation: a.attrs.affiliation as 'member' | 'none' };
         });

@@ -101,7 +101,8 @@ test('malformed requests get the conditions XEP-0060 names: nodeid-required, ite
   await unsupported(await get(`<affiliations/>`), 'retrieve-affiliations', 'affiliations');
   await unsupported(await get(`<options node='urn:test:m' jid='${alice.jid}'/>`), 'subscription-options', 'subscription options');
   await unsupported(await get(`<subscriptions node='urn:test:m'/>`, NS_OWNER), 'manage-subscriptions', "the node's subscriptions");
-  await unsupported(await set(`<affiliations node='urn:test:m'><affiliation jid='x@y' affiliation='member'/></affiliations>`, NS_OWNER), 'modify-affiliations', "the node's affiliations");
+  await unsupported(await set(`<subscriptions node='urn:test:m'><subscription jid='x@y' subscription='subscribed'/></subscriptions>`, NS_OWNER), 'manage-subscriptions', "changing the node's subscriptions");
+  await unsupported(await set(`<affiliations node='urn:test:m'><affiliation jid='x@y' affiliation='publisher'/></affiliations>`, NS_OWNER), 'publisher-affiliation', 'an affiliation other than member or none');
   refused(t, await get(`<nonsense/>`), 'bad-request', undefined, 'no such request');
 });
 
@@ -222,7 +223,7 @@ test('whitelist (§4.5) with affiliations (§8.9): the owner makes a JID a membe
   refused(t, await items(stranger, alice.bare, 'urn:test:wl'), 'not-allowed', 'closed-node', 'a stranger still not');
   const list = await iq(alice, 'get', `<pubsub xmlns='${NS_OWNER}'><affiliations node='urn:test:wl'/></pubsub>`);
   t.deepEqual(list.getChild('pubsub', NS_OWNER)!.getChild('affiliations')!.getChildren('affiliation').map((a) => [a.attrs.jid, a.attrs.affiliation]), [[alice.bare, 'owner'], [friend.bare, 'member']]);
-  refused(t, await affs(`<affiliation jid='${stranger.bare}' affiliation='publisher'/>`), 'not-acceptable', 'unsupported', 'only the account publishes to its PEP nodes');
+  refused(t, await affs(`<affiliation jid='${stranger.bare}' affiliation='publisher'/>`), 'feature-not-implemented', 'unsupported', 'only the account publishes to its PEP nodes');
   ok(t, await affs(`<affiliation jid='${friend.bare}' affiliation='none'/>`), 'no longer a member');
   refused(t, await items(friend, alice.bare, 'urn:test:wl'), 'not-allowed', 'closed-node', 'removed from the whitelist');
 });
