@@ -8,6 +8,10 @@
 // archive in the XEP's format, refusals, and accounts with SCRAM-SHA-1
 // verifiers only (RFC 6120 §6.4.5: SCRAM-SHA-256 fails, SCRAM-SHA-1 on the
 // same stream works).
+//
+// One test at a time: each starts servers of its own (and imports run the
+// CLI, with its own process), and thirteen of them at once on a two-core
+// machine starved the logins they wait for past their time limit.
 import test, { type ExecutionContext } from 'ava';
 import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -318,7 +322,7 @@ function checkArchives(t: ExecutionContext, a: Record<string, Archived[]>, d: st
   t.is(a.alice[0].from, `erin@${d}/desk`);
 }
 
-test('an ejabberd export (export_piefxis, SCRAM-SHA-1) imports, and its users log in with their old passwords', async (t) => {
+test.serial('an ejabberd export (export_piefxis, SCRAM-SHA-1) imports, and its users log in with their old passwords', async (t) => {
   const server = await startTestServer();
   t.teardown(() => server.stop());
   const r = await cli(server, ['user', 'import', join(FIXTURES, 'ejabberd')]);
@@ -328,7 +332,7 @@ test('an ejabberd export (export_piefxis, SCRAM-SHA-1) imports, and its users lo
   await checkScenario(t, server, { offline: true });
 });
 
-test('a Prosody export (prosody-migrator to xep0227) imports, and its users log in with their old passwords', async (t) => {
+test.serial('a Prosody export (prosody-migrator to xep0227) imports, and its users log in with their old passwords', async (t) => {
   const server = await startTestServer();
   t.teardown(() => server.stop());
   const r = await cli(server, ['user', 'import', ...['alice', 'bob', 'carol', 'dave'].map((u) => join(FIXTURES, 'prosody', `${u}@localhost.xml`))]);
@@ -346,7 +350,7 @@ function configValues(res: Element): Record<string, string[]> {
 
 const PEP_DEFAULTS = { 'pubsub#access_model': ['presence'], 'pubsub#persist_items': ['1'], 'pubsub#max_items': ['1'], 'pubsub#send_last_published_item': ['on_sub_and_presence'], 'pubsub#notify_retract': ['1'], 'pubsub#roster_groups_allowed': [] };
 
-test('PEP from a Prosody export (prosody-migrator, its pep store): the nodes, their configuration and items, served over XMPP as they were', async (t) => {
+test.serial('PEP from a Prosody export (prosody-migrator, its pep store): the nodes, their configuration and items, served over XMPP as they were', async (t) => {
   const server = await startTestServer();
   t.teardown(() => server.stop());
   const r = await cli(server, ['user', 'import', join(FIXTURES, 'prosody-pep')]);
@@ -373,7 +377,7 @@ test('PEP from a Prosody export (prosody-migrator, its pep store): the nodes, th
   t.is((await pepItems(bob, 'alice@localhost', 'urn:xmpp:bookmarks:1')).attrs.type, 'error');
 });
 
-test('blocklists from an ejabberd export (export_piefxis: the default privacy lists mod_blocking keeps) are enforced by the running server at once; what is no plain block is said', async (t) => {
+test.serial('blocklists from an ejabberd export (export_piefxis: the default privacy lists mod_blocking keeps) are enforced by the running server at once; what is no plain block is said', async (t) => {
   const server = await startTestServer();
   t.teardown(() => server.stop());
   const r = await cli(server, ['user', 'import', join(FIXTURES, 'ejabberd-pep')]);
@@ -401,7 +405,7 @@ test('blocklists from an ejabberd export (export_piefxis: the default privacy li
   }
 });
 
-test("ejabberd's plaintext passwords become SCRAM verifiers of both hashes, and are not stored", async (t) => {
+test.serial("ejabberd's plaintext passwords become SCRAM verifiers of both hashes, and are not stored", async (t) => {
   const server = await startTestServer({ XMPP_DOMAIN: 'plain.localhost' });
   t.teardown(() => server.stop());
   const r = await cli(server, ['user', 'import', join(FIXTURES, 'ejabberd', '20261206-024612.xml')]);
@@ -414,7 +418,7 @@ test("ejabberd's plaintext passwords become SCRAM verifiers of both hashes, and 
   t.false(readFileSync(join(server.config.dataDir, 'accounts.sqlite')).includes('alice-pw-1'), 'no password in the file');
 });
 
-test('an ejabberd export with SCRAM-SHA-256 only: its users log in (SCRAM-SHA-256 and PLAIN), and PLAIN gives them SHA-1 too', async (t) => {
+test.serial('an ejabberd export with SCRAM-SHA-256 only: its users log in (SCRAM-SHA-256 and PLAIN), and PLAIN gives them SHA-1 too', async (t) => {
   const server = await startTestServer({ XMPP_DOMAIN: 'sha256.localhost' });
   t.teardown(() => server.stop());
   const r = await cli(server, ['user', 'import', join(FIXTURES, 'ejabberd')]);
@@ -428,7 +432,7 @@ test('an ejabberd export with SCRAM-SHA-256 only: its users log in (SCRAM-SHA-25
   t.truthy(await s.accounts.scram('bob', 'SHA-1'), 'SHA-1 verifiers added at the PLAIN login');
 });
 
-test('on PostgreSQL too, an account with SCRAM-SHA-256 verifiers only is kept (migration 6) and logs in', async (t) => {
+test.serial('on PostgreSQL too, an account with SCRAM-SHA-256 verifiers only is kept (migration 6) and logs in', async (t) => {
   const url = await pgServer.database();
   const server = await startTestServer({ XMPP_DOMAIN: 'sha256.localhost', XMPP_DATABASE_URL: url });
   t.teardown(() => server.stop());
@@ -466,7 +470,7 @@ async function scramOn(c: Awaited<ReturnType<typeof secured>>['c'], user: string
   return (end.children.find((x) => typeof x !== 'string') as Element | undefined)?.name ?? end.toString();
 }
 
-test('SCRAM-SHA-1-only accounts: SCRAM-SHA-256 fails with not-authorized, SCRAM-SHA-1 on the same stream succeeds (RFC 6120 §6.4.5); a password change gives both hashes', async (t) => {
+test.serial('SCRAM-SHA-1-only accounts: SCRAM-SHA-256 fails with not-authorized, SCRAM-SHA-1 on the same stream succeeds (RFC 6120 §6.4.5); a password change gives both hashes', async (t) => {
   const server = await startTestServer();
   t.teardown(() => server.stop());
   const r = await cli(server, ['user', 'import', join(FIXTURES, 'prosody')]);
@@ -494,7 +498,7 @@ test('SCRAM-SHA-1-only accounts: SCRAM-SHA-256 fails with not-authorized, SCRAM-
   t.is(await scramLogin(server, 'dave', 'dave-new-pw', 'sha256'), 'success');
 });
 
-test('a round trip on SQLite: our export imported into a fresh server holds the same data, and the same archives over XMPP', async (t) => {
+test.serial('a round trip on SQLite: our export imported into a fresh server holds the same data, and the same archives over XMPP', async (t) => {
   const a = await startTestServer({ XMPP_WORKERS: '1' });
   t.teardown(() => a.stop());
   t.is((await cli(a, ['user', 'import', join(FIXTURES, 'ejabberd')])).code, 0);
@@ -538,7 +542,7 @@ test('a round trip on SQLite: our export imported into a fresh server holds the 
   await checkScenario(t, b, { offline: true });
 });
 
-test('a round trip on PostgreSQL: our export imported into a fresh database holds the same data, and the same archives over XMPP', async (t) => {
+test.serial('a round trip on PostgreSQL: our export imported into a fresh database holds the same data, and the same archives over XMPP', async (t) => {
   const a = await startTestServer({ XMPP_WORKERS: '1', XMPP_DATABASE_URL: await pgServer.database() });
   t.teardown(() => a.stop());
   const envA = { XMPP_DATABASE_URL: a.config.databaseUrl! };
@@ -576,7 +580,7 @@ test('a round trip on PostgreSQL: our export imported into a fresh database hold
   await checkScenario(t, b, { offline: true });
 });
 
-test('an import is refused whole when an account exists (unless --skip-existing), and bad input is named', async (t) => {
+test.serial('an import is refused whole when an account exists (unless --skip-existing), and bad input is named', async (t) => {
   const server = await startTestServer();
   t.teardown(() => server.stop());
   await server.addUser('bob', 'someone-else');
@@ -610,7 +614,7 @@ test('an import is refused whole when an account exists (unless --skip-existing)
   t.regex(w.stderr, /bad\.xml: <user name="erin">: not well-formed XML: end tag <\/host> does not match <user>/);
 });
 
-test("a hand-written archive in XEP-0227's format (its example's) imports: the MAM query returns it in the stamps' order, with ids of this archive; a re-run replaces what a stopped one left", async (t) => {
+test.serial("a hand-written archive in XEP-0227's format (its example's) imports: the MAM query returns it in the stamps' order, with ids of this archive; a re-run replaces what a stopped one left", async (t) => {
   const server = await startTestServer({ XMPP_DOMAIN: 'capulet.lit', XMPP_WORKERS: '1' });
   t.teardown(() => server.stop());
   const file = join(FIXTURES, 'handwritten', 'archive.xml');
@@ -651,7 +655,7 @@ test("a hand-written archive in XEP-0227's format (its example's) imports: the M
   t.is(await s.archive.count('juliet', {}), 3, 'an account left as it is keeps its archive as it is');
 });
 
-test('a bad archive item is named, and nothing is imported', async (t) => {
+test.serial('a bad archive item is named, and nothing is imported', async (t) => {
   const server = await startTestServer({ XMPP_DOMAIN: 'capulet.lit' });
   t.teardown(() => server.stop());
   const s = sqliteStores(server);
