@@ -15,6 +15,9 @@ const open: XmppClient[] = [];
 const WAIT = 10_000;
 const NS_PUBSUB = 'http://jabber.org/protocol/pubsub';
 const NODE = 'http://jabber.org/protocol/tune';
+/** XEP-0172 user nickname and XEP-0107 user mood: plain nodes too. */
+const NICK = 'http://jabber.org/protocol/nick';
+const MOOD = 'http://jabber.org/protocol/mood';
 
 test.before(async () => {
   server = await startTestServer({ XMPP_WORKERS: '2' });
@@ -44,11 +47,11 @@ const waitFor = (c: XmppClient, what: string, pred: (el: Element) => boolean) =>
     c.on('stanza', on);
   }), WAIT, what);
 
-test('@xmpp/client: a publish by one account notifies the other, whose caps ask for the node', async (t) => {
+test('@xmpp/client: a publish by one account notifies the other, whose caps ask for the node: a tune, a nickname (XEP-0172), a mood (XEP-0107)', async (t) => {
   const tina = await online('tina', 'tina-secret');
   const ray = await online('ray', 'ray-secret');
   // Ray answers disco#info for his caps node (XEP-0115 §6.3) with his own handler.
-  const features = ['http://jabber.org/protocol/disco#info', `${NODE}+notify`];
+  const features = ['http://jabber.org/protocol/disco#info', `${NODE}+notify`, `${NICK}+notify`, `${MOOD}+notify`];
   const ver = createHash('sha1').update(`client/pc//ray<${[...features].sort().map((f) => `${f}<`).join('')}`).digest('base64');
   let asked = 0;
   (ray as Untyped & { iqCallee: { get(ns: string, name: string, h: (ctx: { stanza: Element }) => Element): void } }).iqCallee.get('http://jabber.org/protocol/disco#info', 'query', (ctx) => {
@@ -79,4 +82,14 @@ test('@xmpp/client: a publish by one account notifies the other, whose caps ask 
   const rc = ray.iqCaller as unknown as { get(el: Element, to?: string): Promise<Element> };
   const got = await within(rc.get(xml('pubsub', { xmlns: NS_PUBSUB }, xml('items', { node: NODE })), 'tina@localhost'), WAIT, 'items');
   t.is(got.getChild('items')!.getChild('item')!.attrs.id, 'now');
+  // A nickname (XEP-0172) and a mood (XEP-0107), each notified with its payload.
+  const of = (node: string) => (el: Element) => el.name === 'message' && el.getChild('event', `${NS_PUBSUB}#event`)?.getChild('items')?.attrs.node === node;
+  const nickEvent = waitFor(ray, 'the nickname', of(NICK));
+  await within(caller.set(xml('pubsub', { xmlns: NS_PUBSUB }, xml('publish', { node: NICK }, xml('item', {}, xml('nick', { xmlns: NICK }, 'Tina T.'))))), WAIT, 'publish the nickname');
+  t.is((await nickEvent).getChild('event', `${NS_PUBSUB}#event`)!.getChild('items')!.getChild('item')!.getChildText('nick', NICK), 'Tina T.');
+  const moodEvent = waitFor(ray, 'the mood', of(MOOD));
+  await within(caller.set(xml('pubsub', { xmlns: NS_PUBSUB }, xml('publish', { node: MOOD }, xml('item', {}, xml('mood', { xmlns: MOOD }, xml('happy'), xml('text', {}, 'sunny')))))), WAIT, 'publish the mood');
+  const mood = (await moodEvent).getChild('event', `${NS_PUBSUB}#event`)!.getChild('items')!.getChild('item')!.getChild('mood', MOOD)!;
+  t.truthy(mood.getChild('happy'));
+  t.is(mood.getChildText('text'), 'sunny');
 });
