@@ -26,7 +26,7 @@ export interface WorkerLink {
 }
 
 /** The messages that describe the cluster's state as it stands: a joining worker gets the last of each. */
-type Sticky = Extract<FromHub, { t: 'epoch' } | { t: 'judging' }>;
+type Sticky = Extract<FromHub, { t: 'epoch' } | { t: 'judging' } | { t: 'lease' }>;
 
 /**
  * Cluster mode: removes the records a dead worker left in Redis and returns
@@ -54,6 +54,8 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
   private readyWaiters: { n: number; resolve: () => void }[] = [];
   /** Ends to announce once a worker can (none was ready when they came). */
   private departed: Departed[] = [];
+  /** Dead nodes whose rooms no worker was ready to look for yet. */
+  private deadNodes: string[] = [];
   private turn = 0;
   /** Workers that died, since start. */
   deaths = 0;
@@ -190,6 +192,18 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
     this.send(ready[this.turn++ % ready.length], { t: 'departed', list });
   }
 
+  /**
+   * Cluster mode: a node was judged dead (or this one took a new epoch):
+   * every worker forgets what it knew of that node's room claims, and one
+   * ready worker (or the first to be ready) looks for its rooms.
+   */
+  nodeDead(node: string): void {
+    const ready = [...this.links.values()].filter((l) => l.ready);
+    const scanner = ready.length > 0 ? ready[this.turn++ % ready.length] : undefined;
+    for (const link of this.links.values()) this.send(link, { t: 'node-dead', node, scan: link === scanner });
+    if (!scanner) this.deadNodes.push(node);
+  }
+
   private send(link: WorkerLink, msg: FromHub): void {
     link.port.postMessage(encode(msg));
   }
@@ -275,6 +289,7 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
         this.servingThreads.add(link.threadId);
         const waiting = this.departed.splice(0);
         if (waiting.length > 0) this.send(link, { t: 'departed', list: waiting });
+        for (const node of this.deadNodes.splice(0)) this.send(link, { t: 'node-dead', node, scan: true });
         const serving = this.servingThreads.size;
         this.readyWaiters = this.readyWaiters.filter((w) => (w.n <= serving ? (w.resolve(), false) : true));
         break;

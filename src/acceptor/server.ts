@@ -258,8 +258,15 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
   for (; unasked > 0; unasked--) requestJoin();
 
   if (membership) {
-    h.setState({ t: 'epoch', epoch: membership.epoch });
-    membership.on('epoch', (epoch) => h.setState({ t: 'epoch', epoch }));
+    const m = membership;
+    h.setState({ t: 'epoch', epoch: m.epoch });
+    h.setState({ t: 'lease', until: m.leaseUntil });
+    m.on('lease', (until) => h.setState({ t: 'lease', until }));
+    // A new epoch (rejoining after being fenced): the rooms claimed under the old one are free, and looked for.
+    m.on('epoch', (epoch) => {
+      h.setState({ t: 'epoch', epoch });
+      h.nodeDead(m.node);
+    });
     membership.on('fenced', () => h.broadcast({ t: 'fenced' }));
     // The process that took our name announced our sessions as it joined.
     membership.on('superseded', () => h.broadcast({ t: 'fenced' }));
@@ -267,7 +274,11 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     membership.on('recovered', () => h.broadcast({ t: 'reconcile' }));
     membership.on('judging', (on) => h.setState({ t: 'judging', on }));
     // Its sessions cannot say they are gone: a worker here says it for them.
-    membership.on('dead', (_node, _n, departed) => h.announce(departed));
+    membership.on('dead', (node, _n, departed) => {
+      h.announce(departed);
+      // Its rooms (XEP-0045) are taken over, those with occupants at once.
+      h.nodeDead(node);
+    });
     membership.start();
   }
   let timer: NodeJS.Timeout | undefined;
@@ -276,6 +287,8 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${config.workers} workers did not join within 30 s`)), 30_000))),
   ]).finally(() => clearTimeout(timer));
   h.announce(leftover);
+  // The rooms a previous run under this name held (claims of an older epoch) are free: those with occupants are taken over.
+  if (membership) h.nodeDead(membership.node);
 
   // Connection tasks in flight, so that shutdown waits for them to finish.
   const live = new Set<Promise<unknown>>();

@@ -117,6 +117,12 @@ export interface MembershipEvents {
    * the others' lapsed leases for deaths.
    */
   judging: [on: boolean];
+  /**
+   * The lease was taken or renewed: it holds at least until then, by this
+   * process's clock (measured from before the command was sent, so never
+   * later than what Redis holds, clocks running at the same rate).
+   */
+  lease: [until: number];
   dead: [node: string, sessions: number, departed: Departed[]];
 }
 
@@ -125,6 +131,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
   readonly node: string;
   private readonly leaseMs: number;
   epoch = '';
+  /** The last deadline of the lease this node knows (see the 'lease' event); 0 before it joined. */
+  leaseUntil = 0;
   private timer: NodeJS.Timeout | undefined;
   /** Since when heartbeats have succeeded without a break (undefined: not now). */
   private healthySince: number | undefined;
@@ -149,6 +157,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * lapsed) are removed, and announced with the 'dead' event.
    */
   async join(rejoin = false): Promise<string> {
+    const sent = Date.now();
     const [epoch, gone = []] = await this.r.xmppJoin(this.node, String(this.leaseMs), this.instance, rejoin ? '1' : '0');
     if (epoch === 'superseded') {
       this.supersede();
@@ -156,6 +165,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     }
     this.epoch = epoch;
     this.setJudging(false);
+    this.renewed(sent);
     const departed = parseGone(gone);
     if (departed.length > 0) {
       log.warn('removed the sessions a previous run of this node left', { node: this.node, sessions: departed.length });
@@ -178,6 +188,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (this.beating) return;
     this.beating = true;
     try {
+      const sent = Date.now();
       const res = await this.r.xmppHeartbeat(this.node, this.epoch, String(this.leaseMs), this.instance);
       const wasDown = this.healthySince === undefined;
       this.healthySince ??= Date.now();
@@ -188,6 +199,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
         await this.join(true);
         return;
       }
+      this.renewed(sent);
       if (res === 'reset') {
         log.warn('the registry lost its data: re-registering local sessions', { node: this.node });
         this.emit('reset');
@@ -214,6 +226,11 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   judging = false;
+
+  private renewed(sent: number): void {
+    this.leaseUntil = sent + this.leaseMs;
+    this.emit('lease', this.leaseUntil);
+  }
 
   private setJudging(on: boolean): void {
     if (on === this.judging) return;

@@ -16,6 +16,7 @@ import type { StanzaError } from '../xmpp/errors.ts';
 import type { Jid } from '../xmpp/jid.ts';
 import type { Out, Session } from '../session/session.ts';
 import type { RosterItem } from '../roster/store.ts';
+import type { ServiceControlEnvelope } from '../worker/wire.ts';
 
 /**
  * Returns the result payload (or null for an empty result), or throws a
@@ -94,6 +95,15 @@ export interface HostedService {
   handle?: (el: Element, to: Jid, from: Jid) => Promise<void>;
   /** A stanza another worker passed on to this one (a 'svc' envelope, Router.toService's peers). */
   envelope?: (el: Element) => void;
+  /** What another worker's copy of the service asked of an actor of this one (a 'svc-ctl' envelope). */
+  control?: (env: ServiceControlEnvelope) => void;
+  /**
+   * A session that ended without a word (its node or worker died) had sent
+   * directed presence to `to`, an address of this service: the service says
+   * it for it (XEP-0045: the occupant leaves with status 333) instead of the
+   * plain unavailable presence. False when the address is not one it tracks.
+   */
+  gone?: (full: string, to: Jid) => boolean;
 }
 
 export interface ServerModule {

@@ -101,6 +101,8 @@ export interface PresenceRouting {
   /** Work the worker must see done before its stores close at shutdown; its failure is logged. */
   track(work: () => Promise<void>): void;
   routeInternal(el: Element, opts?: DeliverOptions): Promise<void>;
+  /** A departed session had sent directed presence to `to`: true when a hosted service says it is gone for it (XEP-0045 rooms). */
+  sessionGone?(from: string, to: string): boolean;
 }
 
 export interface PresenceDeps {
@@ -705,6 +707,8 @@ export class PresenceService {
           await this.fanOut(unavailable, [...subscribers, d.bare]);
         }
         for (const to of d.directed) {
+          // A room removes it with the status of an error (XEP-0045 333) rather than as if it had left.
+          if (this.r.sessionGone?.(d.jid, to)) continue;
           const copy = clone(unavailable);
           copy.attrs.to = to;
           await this.r.routeInternal(copy);

@@ -821,6 +821,8 @@ export class Router implements PresenceRouting {
       if (el) for (const hook of this.hooks.answer) if (hook(el)) break;
       return;
     }
+    if (env.t === 'svc-ctl') return this.services.get(env.domain)?.control?.(env);
+    if (env.t === 'svc-fan') return this.fanIn(env.xml, env.to);
     if (env.t === 'take') return this.resumption?.onTake(env);
     if (env.t === 'taken') return this.resumption?.onTaken(env);
     // Sent by a view of the registry from before the session moved: passed
@@ -863,6 +865,46 @@ export class Router implements PresenceRouting {
     if (env.t === 'probe') this.presence.answerProbe(s, env.answerTo);
     else if (env.t === 'offline') this.presence.flushOffline(s);
     else s.close({ condition: env.condition, text: env.text });
+  }
+
+  /**
+   * One stanza of a service's actor (a room) for sessions of this node
+   * ('svc-fan'): a copy routed to each, the envelopes of one actor one
+   * after the other, so that each session gets the actor's stanzas in the
+   * order it sent them.
+   */
+  private fanIn(xml: string, to: string[]): void {
+    const el = parseStanza(xml);
+    if (!el) return;
+    const from = el.attrs.from ?? '';
+    const actor = from.includes('/') ? from.slice(0, from.indexOf('/')) : from;
+    const next = (this.fans.get(actor) ?? Promise.resolve()).then(() => Promise.all(to.map((full) => {
+      const copy = clone(el);
+      copy.attrs.to = full;
+      return this.routeInternal(copy);
+    }))).then(() => {});
+    this.fans.set(actor, next);
+    void next.finally(() => {
+      if (this.fans.get(actor) === next) this.fans.delete(actor);
+    });
+  }
+
+  private readonly fans = new Map<string, Promise<void>>();
+
+  /**
+   * A session that ended without a word had sent directed presence to `to`
+   * (PresenceRouting): a hosted service that tracks its visitors says it
+   * for it (XEP-0045 rooms); false when none does.
+   */
+  sessionGone(from: string, to: string): boolean {
+    if (this.services.size === 0) return false;
+    let jid: Jid;
+    try {
+      jid = parseJid(to);
+    } catch {
+      return false;
+    }
+    return this.services.get(jid.domain)?.gone?.(from, jid) ?? false;
   }
 
   /** A stanza for a peer server that reached a worker without federation (it is being turned off): its sender learns it. */

@@ -96,6 +96,12 @@ export type FromHub =
   | { t: 'reconcile' }
   // cluster mode: whether this node may take other nodes' lapsed leases for deaths
   | { t: 'judging'; on: boolean }
+  // cluster mode: this node's lease holds until then at least (this process's
+  // clock, ms; measured from before the heartbeat that renewed it was sent)
+  | { t: 'lease'; until: number }
+  // cluster mode: a node was judged dead (or this one started under a new
+  // epoch): claims on it are void; `scan`: this worker looks for its rooms
+  | { t: 'node-dead'; node: string; scan: boolean }
   // sessions of a dead node (cluster mode) or of a worker of this node that
   // died, whose unavailable presence this worker announces
   | { t: 'departed'; list: Departed[] }
@@ -129,7 +135,7 @@ export type FromHub =
 export type Only = 'roster' | 'carbons' | 'copy' | 'available' | 'subscription' | 'blocklist' | `notify ${string}`;
 // fwd: passed on by the worker a session moved away from (XEP-0198 §5), not
 // to be passed on again
-export type Envelope = SessionEnvelope | ResumeEnvelope | S2sEnvelope | ChangeEnvelope | ChangeAckEnvelope | ServiceEnvelope | AnswerEnvelope;
+export type Envelope = SessionEnvelope | ResumeEnvelope | S2sEnvelope | ChangeEnvelope | ChangeAckEnvelope | ServiceEnvelope | AnswerEnvelope | ServiceControlEnvelope | ServiceFanEnvelope;
 type SessionEnvelope = (
   // solicited: an answer the session asked for (not unsolicited output);
   // reroute: what to do with it if the session cannot write it (Reroute)
@@ -183,3 +189,17 @@ export type ServiceEnvelope = { t: 'svc'; domain: string; xml: string; jid?: und
  * that asked.
  */
 export type AnswerEnvelope = { t: 'answer'; xml: string; jid?: undefined; sid?: undefined; fwd?: undefined };
+
+/**
+ * Worker ↔ worker (and node ↔ node): what a hosted service asks of one of
+ * its actors on its own (XEP-0045: a room looks for occupants whose node
+ * died, 'sweep'; a session that ended without a word is removed, 'gone').
+ */
+export type ServiceControlEnvelope = { t: 'svc-ctl'; domain: string; room: string; op: 'sweep' | 'gone'; full?: string; jid?: undefined; sid?: undefined; fwd?: undefined };
+/**
+ * Node → node: one stanza of a hosted service's actor (a room's message or
+ * presence, without 'to') for several sessions of the receiving node, by
+ * full JID: a room fans out once per node, not once per occupant; the
+ * receiving worker routes a copy to each, in the order the envelopes came.
+ */
+export type ServiceFanEnvelope = { t: 'svc-fan'; domain: string; xml: string; to: string[]; jid?: undefined; sid?: undefined; fwd?: undefined };
