@@ -4,8 +4,10 @@
 // the same order. Its durable part (configuration, subject, affiliations)
 // is written through the room store before anything that depends on it is
 // sent; its occupants are kept here (and, in a cluster, mirrored so that
-// another node can take the room over, muc/occupants.ts). What the room
-// sends goes out through `send`, one stanza per recipient's full JID.
+// another node can take the room over, muc/occupants.ts: the room waits
+// for each change to be written before its next stanza). What the room
+// sends goes out through `send`, one stanza per recipient's full JID (the
+// service groups them by node, modules/muc.ts).
 //
 // The moderation and ownership use cases (muc#admin, muc#owner,
 // registration, voice requests, invitations) are in muc/admin.ts; history
@@ -17,6 +19,7 @@ import { StanzaError } from '../xmpp/errors.ts';
 import { type Affiliation, type RoomConfig, type RoomStore, type StoredRoom, type Subject, DEFAULT_ROOM_CONFIG } from './store.ts';
 import { type RoomArchive, present } from './history.ts';
 import { log } from '../log.ts';
+import type { MirroredSession } from './occupants.ts';
 
 export const NS_MUC = 'http://jabber.org/protocol/muc';
 export const NS_MUC_USER = `${NS_MUC}#user`;
@@ -51,8 +54,15 @@ export interface RoomDeps {
   archive: RoomArchive;
   /** Who administers the service (XMPP_ADMINS): owners of every room. */
   isServiceAdmin(bare: string): boolean;
-  /** The occupants changed (a cluster mirrors them for another node to take the room over). */
-  occupantsChanged?(room: string, occupants: readonly Occupant[]): void;
+  /** The occupants changed (a cluster mirrors them for another node to take the room over); the room's next stanza waits for what it returns. */
+  occupantsChanged?(room: string, occupants: readonly Occupant[]): Promise<void> | void;
+  /**
+   * Whether this node may act for its rooms now (a cluster: its lease holds
+   * by its own clock, muc/placement.ts); absent: always.
+   */
+  mayAct?(): boolean;
+  /** The room stopped running here (its claim is another node's now): a stanza still queued for it is passed to wherever it runs. */
+  elsewhere?(el: Element, from: Jid, nick: string | undefined): void;
   /** The room is gone (destroyed, or a temporary room whose last occupant left). */
   closed(room: string): void;
   /** A secret the whole service shares, for occupant ids (XEP-0421). */
@@ -110,6 +120,17 @@ export class Room {
   private queue: Promise<void> = Promise.resolve();
   /** Set once the room is destroyed: what arrives later is answered as for a room that does not exist. */
   gone = false;
+  /** Set once the room runs elsewhere (a cluster: its claim was lost): what arrives later is passed on. */
+  evicted = false;
+  /** The mirror of the last change of occupants (a cluster), which the next stanza waits for. */
+  private mirrored: Promise<void> | undefined;
+  /** Stanzas and work queued or running. */
+  private depth = 0;
+
+  /** Whether anything is queued for the room or running in it. */
+  get busy(): boolean {
+    return this.depth > 0;
+  }
 
   constructor(d: RoomDeps, stored: StoredRoom, saved: boolean) {
     this.d = d;
@@ -130,16 +151,50 @@ export class Room {
 
   /** Handles a stanza to the room (nick undefined) or to one of its occupants, after every one before it. */
   handle(el: Element, from: Jid, nick: string | undefined): Promise<void> {
-    const next = this.queue.then(() => this.dispatch(el, from, nick));
+    return this.enqueue(() => this.dispatch(el, from, nick), true);
+  }
+
+  /**
+   * Runs `fn` in the room's order (for what the service does on its own: a
+   * dead node's occupants removed); the next waits for the occupants it
+   * changed to be mirrored. Skipped once the room runs elsewhere, unless
+   * `always` (a stanza, which is then passed on).
+   */
+  enqueue(fn: () => Promise<void> | void, always = false): Promise<void> {
+    this.depth++;
+    const next = this.queue.then(async () => {
+      try {
+        if (this.evicted && !always) return;
+        await fn();
+      } finally {
+        const m = this.mirrored;
+        this.mirrored = undefined;
+        await m?.catch(() => {});
+        this.depth--;
+      }
+    });
     this.queue = next.catch(() => {});
     return next;
   }
 
-  /** Runs `fn` in the room's order (for what the service does on its own: a dead node's occupants removed). */
-  enqueue(fn: () => Promise<void> | void): Promise<void> {
-    const next = this.queue.then(fn);
-    this.queue = next.catch(() => {});
-    return next;
+  /** Occupants read back from the mirror (a room taken over from a node that died): they are in, as they were. */
+  restore(sessions: readonly MirroredSession[]): void {
+    for (const s of sessions) {
+      let o = this.occupants.get(s.nick);
+      // One nickname, one real JID (§7.2.8): a damaged mirror's second claimant is left out.
+      if (o && o.bare !== s.bare) continue;
+      if (!o) {
+        o = { nick: s.nick, bare: s.bare, role: s.role, sessions: new Map() };
+        this.occupants.set(s.nick, o);
+      }
+      o.sessions.set(s.full, s.presence);
+      this.byJid.set(s.full, s.nick);
+    }
+  }
+
+  /** Whether this node may act for the room now; a StanzaError (wait) to throw if not. */
+  private checkActing(): void {
+    if (this.d.mayAct && !this.d.mayAct()) throw new StanzaError('service-unavailable', 'the room is moving to another node; try again shortly', 'wait');
   }
 
   // Set by muc/admin.ts, muc/moderation.ts and muc/mam.ts (kept apart to keep this file about occupants and messages).
@@ -148,11 +203,13 @@ export class Room {
   static messageHandlers: ((room: Room, el: Element, from: Jid) => Promise<boolean>)[] = [];
 
   private async dispatch(el: Element, from: Jid, nick: string | undefined): Promise<void> {
+    if (this.evicted && this.d.elsewhere) return this.d.elsewhere(el, from, nick);
     if (this.gone) {
       if (el.attrs.type !== 'error' && el.attrs.type !== 'result') this.d.send(errorTo(el, new StanzaError('item-not-found', 'the room is gone')));
       return;
     }
     try {
+      this.checkActing();
       if (el.name === 'presence') return await this.presence(el, from, nick);
       if (el.name === 'message') return await this.message(el, from, nick);
       if (el.name === 'iq') return await this.iq(el, from, nick);
@@ -485,7 +542,8 @@ export class Room {
   }
 
   changed(): void {
-    this.d.occupantsChanged?.(this.name, [...this.occupants.values()]);
+    const m = this.d.occupantsChanged?.(this.name, [...this.occupants.values()]);
+    if (m) this.mirrored = m;
   }
 
   // --- messages --------------------------------------------------------------
@@ -555,6 +613,8 @@ export class Room {
       const id = await this.d.archive.keep(this.name, msg, sender);
       msg.c('stanza-id', { xmlns: NS_SID, id, by: this.jid });
     }
+    // The archive write took a while: if another node may have taken the room meanwhile, only it fans out (muc/placement.ts).
+    this.checkActing();
     for (const { full } of this.sessions()) {
       const copy = new Element('message', { ...msg.attrs, to: full });
       for (const c of msg.children) copy.cnode(c as Element);

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { pemCertificates } from '../tls/trust.ts';
 import { workerData, threadId } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
+import type { Redis } from 'ioredis';
 import type { Config } from '../config/index.ts';
 import type { TlsIdentity } from '../tls/certificate.ts';
 import { openAccountStore } from '../accounts/open.ts';
@@ -29,7 +30,8 @@ import { privateStorage } from '../modules/private.ts';
 import { pubsubService } from '../modules/pubsub.ts';
 import { avatar } from '../modules/avatar.ts';
 import { bookmarks } from '../modules/bookmarks.ts';
-import { muc, hashPlacement } from '../modules/muc.ts';
+import { muc, hashPlacement, type MucEvents } from '../modules/muc.ts';
+import { ClusterRooms } from '../muc/placement.ts';
 import { RoomArchive } from '../muc/history.ts';
 import { openPepStore } from '../pep/open.ts';
 import { openMucStore } from '../muc/open.ts';
@@ -191,6 +193,8 @@ interface Backend {
   caps: SharedCaps;
   /** PEP: contacts of other servers' resources and caps, seen by every worker (the hub), or every node (Redis). */
   remote: RemoteResources;
+  /** Cluster: what the MUC service's rooms need of it (muc/placement.ts). */
+  muc?: { redis: Redis; epoch(): string; mayAct(): boolean };
   toNode: Transport['toNode'];
   /** To every worker of every node, this one included; `here` is this worker's share, for when the others cannot be reached. */
   announceRemoval(notice: RemovalNotice, here: (notice: RemovalNotice) => void): void;
@@ -235,6 +239,7 @@ function cluster(): Backend {
   const cmd = connectRedis(config.redisUrl, `${config.nodeId}:cmd`);
   const sub = connectRedis(config.redisUrl, `${config.nodeId}:sub`);
   let epoch = '';
+  let leaseUntil = 0;
   const registry = new RedisRegistry(cmd, config.nodeId, () => epoch);
   let index = -1;
   let onEnvelope: (env: Envelope) => void = () => {};
@@ -253,6 +258,7 @@ function cluster(): Backend {
     durable: config.smDurable ? new DurableSessions(cmd) : undefined,
     caps: redisCaps(cmd),
     remote: redisRemoteResources(cmd),
+    muc: { redis: cmd, epoch: () => epoch, mayAct: () => Date.now() < leaseUntil },
     // Confirmed once handled there; false once nobody listens there (the node is gone).
     toNode: (node, worker, env) => transport.send(node, worker, env),
     announceRemoval(notice, here) {
@@ -329,6 +335,10 @@ function cluster(): Backend {
       }
       if (msg.t === 'judging') {
         registry.judging = msg.on;
+        return true;
+      }
+      if (msg.t === 'lease') {
+        leaseUntil = msg.until;
         return true;
       }
       return false;
@@ -495,23 +505,49 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   ];
   // XEP-0060: the publish-subscribe service on its own domain, on PEP's store.
   if (config.pubsubDomain) modules.push(pubsubService({ domain: config.pubsubDomain, serverDomain: config.domain, store: pepStore, roster: rosterStore, send: (el) => void router.routeInternal(el) }));
-  // XEP-0045: the multi-user chat service; each room an actor on one worker (one node for now: see muc/placement).
-  if (config.mucDomain && !config.redisUrl) {
+  // XEP-0045: the multi-user chat service; each room an actor on one worker
+  // (a hash of its name on one node; in a cluster, where its claim in Redis
+  // says: muc/placement.ts).
+  let mucEvents: MucEvents | undefined;
+  if (config.mucDomain) {
     const admins = adminsOf(config);
     // XEP-0313 on rooms' JIDs: full-text search where the archive keeps its index.
     const roomArchive = new RoomArchive(archive, config.mucDomain, { fulltext: config.mam && config.mamFulltext });
-    modules.push(muc({
+    const shared = backend.muc;
+    const rooms = shared && registry instanceof RedisRegistry
+      ? new ClusterRooms({ redis: shared.redis, node: config.nodeId, epoch: shared.epoch, worker: () => index, workers: () => [index, ...peers.keys()] })
+      : undefined;
+    const service = muc({
       domain: config.mucDomain,
       serverDomain: config.domain,
       store: mucStore,
-      placement: hashPlacement(config.nodeId, () => index, config.workers),
+      placement: rooms ?? hashPlacement(config.nodeId, () => index, config.workers),
       send: (el) => router.routeInternal(el),
-      forward: (place, xml) => router.send(place, { t: 'svc', domain: config.mucDomain, xml }),
+      forward: (place, env) => router.send(place, env),
       archive: roomArchive,
       isServiceAdmin: (bare) => admins.has(bare),
       // The same on every node (they share the key), unguessable without it.
       secret: createHash('sha256').update('xmpp muc occupant ids\0').update(identity.key).digest('base64'),
-    }));
+      ...(rooms && shared && registry instanceof RedisRegistry
+        ? {
+          cluster: {
+            node: config.nodeId,
+            rooms,
+            locate: async (full: string, fresh?: boolean) => {
+              const bare = full.slice(0, full.indexOf('/'));
+              const rec = (await registry.resources(bare, fresh)).find((r) => r.jid === full);
+              return rec ? { node: rec.node, worker: rec.worker } : undefined;
+            },
+            nodeLive: (node: string) => registry.leaseHeld(node),
+            mayAct: shared.mayAct,
+            // A stanza to a room of a node that died waits for the lease to lapse, and a little more.
+            stallMs: config.leaseMs + 2000,
+          },
+        }
+        : {}),
+    });
+    mucEvents = service.events;
+    modules.push(service);
   }
   // XEP-0050 ad-hoc commands: XEP-0133 administration for XMPP_ADMINS.
   modules.push(adhoc(adminCommands(adminsOf(config)), { idleMs: config.adhocIdleMs }));
@@ -708,6 +744,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       case 'peer-gone':
         peers.get(msg.index)?.close();
         peers.delete(msg.index);
+        // Its rooms go to another worker of this node; the lowest live one looks for them.
+        mucEvents?.workerDead(msg.index, [...peers.keys()].every((p) => p > index));
         // A dead worker holds no copy: its acknowledgements are not waited for.
         for (const q of [...unacked.keys()]) changeAcked(q, msg.index);
         break;
@@ -716,7 +754,12 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
           throw Object.assign(new Error('EMFILE: too many open files (fault injected by a test: XMPP_TEST_FAULTS)'), { code: 'EMFILE' });
         });
         break;
+      case 'node-dead':
+        mucEvents?.nodeDead(msg.node, msg.scan);
+        break;
       case 'fenced':
+        // Its rooms run elsewhere now (or again here, claimed under the new epoch).
+        mucEvents?.fenced();
         for (const s of [...c.all, ...c.detached.values()]) s.close({ condition: 'system-shutdown', text: 'this node lost its cluster membership; reconnect', forgotten: true, fenced: true });
         for (const comp of [...c.components.values()]) comp.close({ condition: 'system-shutdown', text: 'this node lost its cluster membership; reconnect', forgotten: true });
         if (registry instanceof RedisRegistry) registry.invalidateAll();
