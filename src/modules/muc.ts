@@ -303,7 +303,7 @@ export function muc(o: MucOptions): ServerModule & { rooms: Map<string, Room>; e
     let wait = 50;
     for (;;) {
       await new Promise((r) => setTimeout(r, wait));
-      wait = Math.min(wait * 2, 500);
+      wait = Math.min(wait * 2, 200);
       let place: 'here' | Place | undefined;
       try {
         place = await o.placement.place(name, { fresh: true });
