@@ -89,8 +89,8 @@ export interface HostedService {
   domain: string;
   /** iq get/set to the domain or any address of it, keyed "type namespace" (disco included: the service says what it is). */
   iq: Record<string, ServiceIqHandler>;
-  /** Other stanzas to it (messages, presence, iq results and errors); dropped when absent. */
-  stanza?: (el: Element, from: Jid) => void | Promise<void>;
+  /** Other stanzas to it (messages, presence, iq results and errors): true when it took the stanza; a message it did not take is answered service-unavailable. */
+  stanza?: (el: Element, from: Jid) => boolean | void | Promise<boolean | void>;
   /** Every stanza to it, instead of `iq` and `stanza`: for a service whose addresses are actors of their own (XEP-0045 rooms); errors are its own to send. */
   handle?: (el: Element, to: Jid, from: Jid) => Promise<void>;
   /** A stanza another worker passed on to this one (a 'svc' envelope, Router.toService's peers). */

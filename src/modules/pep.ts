@@ -253,10 +253,10 @@ const UNSUPPORTED: Record<string, Record<string, string>> = {
 };
 
 /** A request this service does not do: feature-not-implemented with <unsupported/> naming its feature, or bad-request for one that is no pubsub request. */
-function notDone(ns: string, name: string | undefined): StanzaError {
+export function notDone(ns: string, name: string | undefined): StanzaError {
   const feature = name === undefined ? undefined : UNSUPPORTED[ns]?.[name];
   if (!feature) return new StanzaError('bad-request', name === undefined ? 'no request in <pubsub/>' : `<${name}/> is not a request this service knows`);
-  return new PubsubError('feature-not-implemented', 'unsupported', `<${name}/> is not supported by this PEP service`, feature);
+  return new PubsubError('feature-not-implemented', 'unsupported', `<${name}/> is not supported by this service`, feature);
 }
 
 const bareOf = (jid: string): string => {

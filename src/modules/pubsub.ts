@@ -17,15 +17,24 @@ import { StanzaError } from '../xmpp/errors.ts';
 import { type Jid, parseJid, JidError } from '../xmpp/jid.ts';
 import { NS_DISCO_INFO, NS_DISCO_ITEMS } from '../xmpp/ns.ts';
 import { type Affiliation, type NodeConfig, type PepItem, type PepStore, AFFILIATIONS, DEFAULT_CONFIG, MAX_ITEMS, MAX_ITEM_BYTES } from '../pep/store.ts';
-import { NS_DATA, NS_PUBSUB, NS_PUBSUB_EVENT, NS_PUBSUB_OWNER, NS_RSM, MAX_NAME, MAX_RESULT_BYTES, NODE_CONFIG, PUBLISH_OPTIONS, PubsubError, applyForm, bool, configForm, event, formValues, isEl, itemsEl, nodeOf, requiredBy, selfContained } from './pep.ts';
+import { NS_DATA, NS_PUBSUB, NS_PUBSUB_EVENT, NS_PUBSUB_OWNER, NS_RSM, MAX_NAME, MAX_RESULT_BYTES, NODE_CONFIG, PUBLISH_OPTIONS, PubsubError, applyForm, bool, configForm, event, formValues, isEl, itemsEl, nodeOf, notDone, requiredBy, selfContained } from './pep.ts';
 import { log } from '../log.ts';
 
 /** Nodes the service holds, in all. */
 export const MAX_SERVICE_NODES = 10_000;
 /** Nodes one user may own. */
-export const MAX_OWNED_NODES = 256;
+export const MAX_OWNED_NODES = 64;
+/** Bytes of items one node keeps (with MAX_OWNED_NODES, 64 MiB per user; with MAX_SERVICE_NODES, 10 GiB for the service at worst). */
+export const MAX_NODE_BYTES = 1024 * 1024;
+/** Affiliations one node keeps. */
+export const MAX_NODE_AFFILIATIONS = 1000;
 /** Subscriptions one node may have (each publish is one notification per subscription). */
 export const MAX_SUBSCRIPTIONS = 10_000;
+/** Subscriptions of one bare JID (its full JIDs counted with it) to one node, and to the whole service: a JID's resources cost nothing. */
+export const MAX_SUBSCRIPTIONS_PER_JID_NODE = 4;
+export const MAX_SUBSCRIPTIONS_PER_JID = 1000;
+/** The most nodes, or subscriptions, one listing holds (with RSM's <count/> of all when it holds fewer). */
+const MAX_LISTED = 500;
 
 /** XEP-0060 §16.4 defaults of a node of the service: open, ten items kept, the last sent on subscription. */
 export const SERVICE_DEFAULT: NodeConfig = { ...DEFAULT_CONFIG, accessModel: 'open', publishModel: 'publishers', maxItems: 10, sendLastPublishedItem: 'on_sub' };
@@ -52,6 +61,7 @@ export interface PubsubServiceOptions {
   maxOwned?: number;
   maxSubscriptions?: number;
   maxItemBytes?: number;
+  maxNodeBytes?: number;
 }
 
 const bareOf = (j: Jid): string => (j.local ? `${j.local}@${j.domain}` : j.domain);
@@ -62,6 +72,8 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
   const maxNodes = o.maxNodes ?? MAX_SERVICE_NODES;
   const maxOwned = o.maxOwned ?? MAX_OWNED_NODES;
   const maxSubs = o.maxSubscriptions ?? MAX_SUBSCRIPTIONS;
+  const bounds = { perNode: maxSubs, perBareOnNode: MAX_SUBSCRIPTIONS_PER_JID_NODE, perBare: MAX_SUBSCRIPTIONS_PER_JID };
+  const maxNodeBytes = o.maxNodeBytes ?? MAX_NODE_BYTES;
   const maxItemBytes = o.maxItemBytes ?? MAX_ITEM_BYTES;
 
   const node = async (name: string): Promise<NodeConfig> => {
@@ -76,13 +88,13 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
     if ((await affiliationOf(name, bareOf(from))) !== 'owner') throw new StanzaError('forbidden', `only an owner of ${name} may do this`);
   };
 
-  /** Whether `bare` may subscribe to and read the node (§4.5, §6.1.3, §6.5.9). */
-  const allowed = async (name: string, config: NodeConfig, bare: string, aff: Affiliation | 'none'): Promise<boolean> => {
+  /** Whether `bare` may subscribe to and read the node (§4.5, §6.1.3, §6.5.9); `affs`: the node's, when already read. */
+  const allowed = async (name: string, config: NodeConfig, bare: string, aff: Affiliation | 'none', affs?: { jid: string; affiliation: Affiliation }[]): Promise<boolean> => {
     if (aff === 'outcast') return false;
     if (aff !== 'none' || config.accessModel === 'open') return true;
     if (config.accessModel === 'whitelist') return false;
     // presence and roster: as an owner's roster says (the owners that are this server's users).
-    for (const a of await o.store.affiliations(key, name)) {
+    for (const a of affs ?? (await o.store.affiliations(key, name))) {
       if (a.affiliation !== 'owner' || !a.jid.endsWith(`@${o.serverDomain}`)) continue;
       const it = await o.roster.item(a.jid.slice(0, a.jid.lastIndexOf('@')), bare);
       if (!it) continue;
@@ -98,10 +110,22 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
     return new PubsubError('not-allowed', 'closed-node');
   };
 
-  /** An event to every subscriber of the node (§7.1.2.1), each subscription's JID its 'to'. */
+  /**
+   * An event to every subscriber of the node (§7.1.2.1), each subscription's
+   * JID its 'to', that the node's access model lets in now (§4.5: a node
+   * made whitelist, or an owner's contact gone, stops what an earlier
+   * subscription would get).
+   */
   const notify = async (name: string, inner: Element): Promise<void> => {
+    const config = await o.store.config(key, name);
+    if (!config) return;
+    const affs = await o.store.affiliations(key, name);
+    const affOf = new Map(affs.map((a) => [a.jid, a.affiliation] as const));
     const el = event(o.domain, inner);
     for (const s of await o.store.subscriptions(key, name)) {
+      const slash = s.jid.indexOf('/');
+      const bare = slash < 0 ? s.jid : s.jid.slice(0, slash);
+      if (!(await allowed(name, config, bare, affOf.get(bare) ?? 'none', affs))) continue;
       const m = new Element('message', { ...el.attrs, to: s.jid });
       for (const c of el.children) m.cnode(c as Element);
       o.send(m);
@@ -116,26 +140,26 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
   const create = async (name: string, from: Jid, config: NodeConfig): Promise<boolean> => {
     // §8.1.3.1: only this server's users create nodes.
     if (!from.local || from.domain !== o.serverDomain) throw new StanzaError('forbidden', `only users of ${o.serverDomain} create nodes here`);
-    const owner = bareOf(from);
-    if ((await o.store.affiliationsOf(key, owner)).filter((a) => a.affiliation === 'owner').length >= maxOwned) throw new StanzaError('policy-violation', `a user may own at most ${maxOwned} nodes`);
-    let made: boolean;
     try {
-      made = await o.store.create(key, name, config, maxNodes);
+      // The creator owns it from the same write, within the bound of nodes one user owns.
+      return await o.store.create(key, name, config, maxNodes, { jid: bareOf(from), maxOwned });
     } catch (err) {
       if ((err as Error).name === 'PepNodesFullError') throw new StanzaError('resource-constraint', `this service holds at most ${maxNodes} nodes`, 'wait');
+      if ((err as Error).name === 'PepOwnedFullError') throw new StanzaError('policy-violation', `a user may own at most ${maxOwned} nodes`);
       throw err;
     }
-    if (made) await o.store.setAffiliation(key, name, owner, 'owner');
-    return made;
   };
 
   const publish = async (pubsub: Element, p: Element, from: Jid): Promise<Element> => {
     const name = nodeOf(p);
     const items = p.getChildren('item');
-    if (items.length !== 1) throw new PubsubError('bad-request', 'invalid-payload', 'publish exactly one item');
+    // §7.1.3.6: the nodes here persist items and carry payloads: an item is required, and a payload in it.
+    if (items.length === 0) throw new PubsubError('bad-request', 'item-required');
+    if (items.length > 1) throw new StanzaError('bad-request', 'publish one item at a time');
     const payloads = items[0].children.filter(isEl);
-    // §7.1.3.6: a node of this service takes payloads (notification with payload).
-    if (payloads.length !== 1) throw new PubsubError('bad-request', payloads.length === 0 ? 'payload-required' : 'invalid-payload', 'an item carries exactly one payload');
+    if (payloads.length === 0) throw new PubsubError('bad-request', 'payload-required');
+    // §7.1.3.5: more than one payload.
+    if (payloads.length > 1) throw new PubsubError('bad-request', 'invalid-payload', 'an item carries exactly one payload');
     const id = items[0].attrs.id || randomBytes(12).toString('base64url');
     if (id.length > MAX_NAME) throw new StanzaError('not-acceptable', `item ids are at most ${MAX_NAME} characters`);
     if (!selfContained(payloads[0])) throw new PubsubError('bad-request', 'invalid-payload', 'the payload must carry its own xmlns and declare every prefix it uses');
@@ -159,9 +183,11 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
     if (!may && aff !== 'outcast' && config.publishModel === 'subscribers') may = (await o.store.subscriptionsOf(key, bareOf(from))).some((s) => s.node === name);
     if (!may) throw new StanzaError('forbidden', `you may not publish to ${name}`);
     try {
-      await o.store.publish(key, name, { id, xml }, config, maxNodes, { require });
+      await o.store.publish(key, name, { id, xml }, config, maxNodes, { require, maxNodeBytes });
     } catch (err) {
       if ((err as Error).name === 'PepPreconditionError') throw precondition('the node is configured otherwise');
+      // XEP-0060 has no condition for a node's storage bound: a service policy (RFC 6120 §8.3.3.12).
+      if ((err as Error).name === 'PepQuotaError') throw new StanzaError('policy-violation', `a node keeps at most ${maxNodeBytes} bytes of items; retract or purge some first`);
       throw err;
     }
     notifyLater(name, itemsEvent(name, [{ id, xml }]));
@@ -173,7 +199,7 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
   const retract = async (r: Element, from: Jid): Promise<null> => {
     const name = nodeOf(r);
     const ids = r.getChildren('item').map((i) => i.attrs.id).filter((i): i is string => typeof i === 'string' && i !== '');
-    // §7.2.3.3
+    // §7.2.3.4
     if (ids.length === 0) throw new PubsubError('bad-request', 'item-required');
     const config = await node(name);
     const aff = await affiliationOf(name, bareOf(from));
@@ -192,13 +218,13 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
 
   const subscribe = async (s: Element, from: Jid): Promise<{ payload: Element; after: () => void }> => {
     const name = nodeOf(s);
-    const jid = jidAttr(s, from);
+    const jid = jidAttr(s, from, 'subscribe');
     const config = await node(name);
     const aff = await affiliationOf(name, bareOf(from));
     if (!(await allowed(name, config, bareOf(from), aff))) throw refusal(config, aff);
-    const sub = await o.store.subscribe(key, name, jid, randomBytes(9).toString('base64url'), maxSubs);
+    const sub = await o.store.subscribe(key, name, jid, randomBytes(9).toString('base64url'), bounds);
     if (sub === 'no-node') throw new StanzaError('item-not-found');
-    if (sub === 'full') throw new StanzaError('resource-constraint', `${name} has ${maxSubs} subscriptions`, 'wait');
+    if (sub === 'full') throw new StanzaError('policy-violation', `a node has at most ${maxSubs} subscriptions, ${MAX_SUBSCRIPTIONS_PER_JID_NODE} of one address and its resources, which may have ${MAX_SUBSCRIPTIONS_PER_JID} here in all`);
     const out = new Element('pubsub', { xmlns: NS_PUBSUB });
     out.c('subscription', { node: name, jid: sub.jid, subid: sub.subid, subscription: 'subscribed' });
     return {
@@ -218,7 +244,7 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
 
   const unsubscribe = async (u: Element, from: Jid): Promise<null> => {
     const name = nodeOf(u);
-    const jid = jidAttr(u, from);
+    const jid = jidAttr(u, from, 'unsubscribe');
     await node(name);
     // §6.2.3.2: no such subscription.
     if (!(await o.store.unsubscribe(key, name, jid))) throw new PubsubError('unexpected-request', 'not-subscribed');
@@ -251,8 +277,10 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
 
   const pubsubSet: ServiceIqHandler = async (iq, from) => {
     const pubsub = iq.getChild('pubsub', NS_PUBSUB)!;
-    const action = pubsub.children.filter(isEl).find((c) => c.name !== 'publish-options' && c.name !== 'configure' && c.name !== 'options');
-    if (!action) throw new StanzaError('bad-request');
+    const children = pubsub.children.filter(isEl);
+    // publish-options, configure and options go with a request; alone, options is one (§6.3) this service does not do.
+    const action = children.find((c) => c.name !== 'publish-options' && c.name !== 'configure' && c.name !== 'options') ?? children.find((c) => c.name === 'options');
+    if (!action) throw new StanzaError('bad-request', 'no request in <pubsub/>');
     switch (action.name) {
       case 'publish':
         return publish(pubsub, action, from);
@@ -276,7 +304,7 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
         return out;
       }
       default:
-        throw new PubsubError('feature-not-implemented', 'unsupported', `<${action.name}/> is not supported`, action.name === 'options' ? 'subscription-options' : action.name);
+        throw notDone(NS_PUBSUB, action.name);
     }
   };
 
@@ -303,7 +331,7 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
         return out;
       }
       default:
-        throw new PubsubError('feature-not-implemented', 'unsupported', undefined, action?.name === 'default' ? 'retrieve-default' : action?.name);
+        throw notDone(NS_PUBSUB, action?.name);
     }
   };
 
@@ -341,31 +369,40 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
         return null;
       }
       case 'affiliations': {
-        // §8.9.2: each <affiliation jid affiliation/> sets one; an owner is never left without an owner.
-        const changes = action.getChildren('affiliation').map((a) => ({ jid: bareJid(a.attrs.jid), affiliation: a.attrs.affiliation as Affiliation | 'none' }));
-        for (const c of changes) if (c.affiliation !== 'none' && !AFFILIATIONS.includes(c.affiliation)) throw new StanzaError('bad-request', `no affiliation ${String(c.affiliation)}`);
-        const current = new Map((await o.store.affiliations(key, name)).map((a) => [a.jid, a.affiliation] as const));
-        for (const c of changes) current.set(c.jid, c.affiliation as Affiliation);
-        if (![...current.values()].includes('owner')) throw new StanzaError('not-acceptable', 'a node keeps at least one owner');
-        for (const c of changes) await o.store.setAffiliation(key, name, c.jid, c.affiliation);
+        // §8.9.2: each <affiliation jid affiliation/> sets one, all or none; a node keeps an owner, and at most MAX_NODE_AFFILIATIONS.
+        const changes = action.getChildren('affiliation').map((a) => {
+          const aff = a.attrs.affiliation;
+          // §8.9.2.4: an affiliation this service does not do.
+          if (aff === 'publish-only') throw new PubsubError('feature-not-implemented', 'unsupported', 'publish-only is not an affiliation here', 'publish-only-affiliation');
+          if (aff !== 'none' && !AFFILIATIONS.includes(aff as Affiliation)) throw new StanzaError('bad-request', `no affiliation ${String(aff)}`);
+          return { jid: bareJid(a.attrs.jid), affiliation: aff as Affiliation | 'none' };
+        });
+        if (changes.length > MAX_NODE_AFFILIATIONS) throw new StanzaError('policy-violation', `at most ${MAX_NODE_AFFILIATIONS} affiliations at once`);
+        try {
+          if (!(await o.store.setAffiliations(key, name, changes, { max: MAX_NODE_AFFILIATIONS, keepOwner: true }))) throw new StanzaError('item-not-found');
+        } catch (err) {
+          if ((err as Error).name === 'PepOwnerlessError') throw new StanzaError('not-acceptable', 'a node keeps at least one owner');
+          if ((err as Error).name === 'PepAffiliationsFullError') throw new StanzaError('policy-violation', `a node keeps at most ${MAX_NODE_AFFILIATIONS} affiliations`);
+          throw err;
+        }
         // An outcast's subscriptions end (§4.1: outcasts cannot subscribe).
         for (const c of changes) if (c.affiliation === 'outcast') for (const s of await o.store.subscriptionsOf(key, c.jid)) if (s.node === name) await o.store.unsubscribe(key, name, s.jid);
         return null;
       }
       case 'subscriptions': {
-        // §8.8.2: subscribed adds, none removes.
+        // §8.8.2: the owner ends subscriptions (none); it does not subscribe others (an owner could otherwise aim
+        // every publish at anyone, here or on another server): 'subscribed' holds only for one that exists.
         for (const s of action.getChildren('subscription')) {
           const jid = fullJid(s.attrs.jid);
           if (s.attrs.subscription === 'none') await o.store.unsubscribe(key, name, jid);
           else if (s.attrs.subscription === 'subscribed') {
-            const r = await o.store.subscribe(key, name, jid, randomBytes(9).toString('base64url'), maxSubs);
-            if (r === 'full') throw new StanzaError('resource-constraint', `${name} has ${maxSubs} subscriptions`, 'wait');
+            if (!(await o.store.subscriptions(key, name)).some((x) => x.jid === jid)) throw new StanzaError('not-allowed', 'only the subscriber subscribes itself');
           } else throw new StanzaError('bad-request', 'subscription is subscribed or none');
         }
         return null;
       }
       default:
-        throw new PubsubError('feature-not-implemented', 'unsupported', `<${action.name}/> is not supported`);
+        throw notDone(NS_PUBSUB_OWNER, action.name);
     }
   };
 
@@ -392,13 +429,15 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
         return out;
       }
       case 'subscriptions': {
-        // §8.8.1
+        // §8.8.1: at most MAX_LISTED, with RSM's <count/> of all when there are more.
         const subs = out.c('subscriptions', { node: name });
-        for (const s of await o.store.subscriptions(key, name)) subs.c('subscription', { jid: s.jid, subid: s.subid, subscription: 'subscribed' });
+        const all = await o.store.subscriptions(key, name);
+        for (const s of all.slice(0, MAX_LISTED)) subs.c('subscription', { jid: s.jid, subid: s.subid, subscription: 'subscribed' });
+        if (all.length > MAX_LISTED) out.c('set', { xmlns: NS_RSM }).c('count').t(String(all.length));
         return out;
       }
       default:
-        throw new PubsubError('feature-not-implemented', 'unsupported', undefined, action.name);
+        throw notDone(NS_PUBSUB_OWNER, action.name);
     }
   };
 
@@ -423,12 +462,15 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
     const bare = bareOf(from);
     if (name === undefined) {
       // §5.2: the nodes the requester may see (an owner's, and those its access model lets it read).
+      // At most MAX_LISTED, with RSM's <count/> of all when there are more.
       const affs = new Map((await o.store.affiliationsOf(key, bare)).map((a) => [a.node, a.affiliation] as const));
+      let seen = 0;
       for (const n of await o.store.nodes(key)) {
         const aff = affs.get(n.node) ?? 'none';
         if (aff === 'outcast' || (aff === 'none' && n.config.accessModel !== 'open')) continue;
-        q.c('item', { jid: o.domain, node: n.node });
+        if (++seen <= MAX_LISTED) q.c('item', { jid: o.domain, node: n.node });
       }
+      if (seen > MAX_LISTED) q.c('set', { xmlns: NS_RSM }).c('count').t(String(seen));
       return q;
     }
     // §5.5: a node's items, by id, for those who may read them.
@@ -453,20 +495,21 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
       },
       stanza: (el, from) => {
         // A notification that bounced (§7.1.2.1: the subscriber is gone or refuses them): its subscription ends.
-        if (el.name !== 'message' || el.attrs.type !== 'error') return;
+        if (el.name !== 'message' || el.attrs.type !== 'error') return false;
         const cond = el.getChild('error')?.children.find(isEl)?.name;
-        if (cond !== 'item-not-found' && cond !== 'service-unavailable' && cond !== 'recipient-unavailable' && cond !== 'remote-server-not-found') return;
+        if (cond !== 'item-not-found' && cond !== 'service-unavailable' && cond !== 'recipient-unavailable' && cond !== 'remote-server-not-found') return true;
         const full = fullOf(from);
         void o.store.subscriptionsOf(key, bareOf(from)).then(async (subs) => {
           for (const s of subs) if (s.jid === full) await o.store.unsubscribe(key, s.node, s.jid);
         }).catch((err: unknown) => log.debug('pubsub: bounced subscriber kept', { err: String(err) }));
+        return true;
       },
     },
   };
 }
 
-/** The 'jid' of a subscribe or unsubscribe (§6.1.3.1, §6.2.3.3): the requester's own bare or full JID, normalised. */
-function jidAttr(el: Element, from: Jid): string {
+/** The 'jid' of a subscribe or unsubscribe: the requester's own bare or full JID, normalised (§6.1.3.1: invalid-jid; §6.2.3.3: forbidden). */
+function jidAttr(el: Element, from: Jid, what: 'subscribe' | 'unsubscribe'): string {
   const raw = el.attrs.jid;
   let j: Jid;
   try {
@@ -475,7 +518,7 @@ function jidAttr(el: Element, from: Jid): string {
     if (!(err instanceof JidError)) throw err;
     throw new PubsubError('bad-request', 'invalid-jid');
   }
-  if (bareOf(j) !== bareOf(from)) throw new PubsubError('bad-request', 'invalid-jid', 'the subscription is for your own address');
+  if (bareOf(j) !== bareOf(from)) throw what === 'subscribe' ? new PubsubError('bad-request', 'invalid-jid', 'the subscription is for your own address') : new StanzaError('forbidden', "you may not end another's subscription");
   return fullOf(j);
 }
 

@@ -5,7 +5,7 @@
 // to a node's, are those written to, whichever node of the cluster writes.
 import type pg from 'pg';
 import { acquirePool, transaction, PooledStore } from '../storage/postgres.ts';
-import { type Affiliation, type NodeConfig, type PepItem, type PepStore, type PublishOptions, type Subscription, PepNodesFullError, PepPreconditionError, PepQuotaError, configJson, kept, parseConfig, satisfies } from './store.ts';
+import { type Affiliation, type Creator, type NodeConfig, type PepItem, type PepStore, type PublishOptions, type Subscription, type SubscriptionBounds, PepAffiliationsFullError, PepOwnerlessError, PepNodesFullError, PepOwnedFullError, PepPreconditionError, PepQuotaError, configJson, kept, parseConfig, satisfies } from './store.ts';
 
 /** A bare JID's subscriptions and its full JIDs' ('/' sorts just before '0', bytewise). */
 const OF_BARE = `(jid = $2 OR (jid COLLATE "C" >= $2 || '/' AND jid COLLATE "C" < $2 || '0'))`;
@@ -41,8 +41,17 @@ export class PostgresPepStore extends PooledStore implements PepStore {
     return undefined;
   }
 
-  async create(owner: string, node: string, config: NodeConfig, maxNodes: number): Promise<boolean> {
-    return transaction(this.pool, `pep:${owner}`, async (c) => (await this.createIn(c, owner, node, config, maxNodes)) === undefined);
+  async create(owner: string, node: string, config: NodeConfig, maxNodes: number, creator?: Creator): Promise<boolean> {
+    return transaction(this.pool, `pep:${owner}`, async (c) => {
+      if (creator && (await c.query('SELECT 1 FROM pep_nodes WHERE owner = $1 AND node = $2', [owner, node])).rowCount === 0) {
+        const n = Number((await c.query<{ n: string }>("SELECT count(*) AS n FROM pep_affiliations WHERE owner = $1 AND jid = $2 AND affiliation = 'owner'", [owner, creator.jid])).rows[0].n);
+        if (n >= creator.maxOwned) throw new PepOwnedFullError();
+      }
+      const made = (await this.createIn(c, owner, node, config, maxNodes)) === undefined;
+      // The creator owns it from the same write: never a node without an owner.
+      if (made && creator) await c.query("INSERT INTO pep_affiliations (owner, node, jid, affiliation) VALUES ($1, $2, $3, 'owner') ON CONFLICT (owner, node, jid) DO UPDATE SET affiliation = 'owner'", [owner, node, creator.jid]);
+      return made;
+    });
   }
 
   async configure(owner: string, node: string, config: NodeConfig): Promise<boolean> {
@@ -64,6 +73,7 @@ export class PostgresPepStore extends PooledStore implements PepStore {
       await c.query(TRIM, [owner, node, kept(config)]);
       // What the account keeps once this is in (octet_length reads a long item's size without its text).
       if (opts.maxBytes !== undefined && Number((await c.query<{ n: string }>('SELECT coalesce(sum(octet_length(xml)), 0) AS n FROM pep_items WHERE owner = $1', [owner])).rows[0].n) > opts.maxBytes) throw new PepQuotaError(opts.maxBytes);
+      if (opts.maxNodeBytes !== undefined && Number((await c.query<{ n: string }>('SELECT coalesce(sum(octet_length(xml)), 0) AS n FROM pep_items WHERE owner = $1 AND node = $2', [owner, node])).rows[0].n) > opts.maxNodeBytes) throw new PepQuotaError(opts.maxNodeBytes);
       return { created: existing === undefined, config };
     });
   }
@@ -124,6 +134,24 @@ export class PostgresPepStore extends PooledStore implements PepStore {
     });
   }
 
+  async setAffiliations(owner: string, node: string, changes: { jid: string; affiliation: Affiliation | 'none' }[], opts: { max: number; keepOwner: boolean }): Promise<boolean> {
+    return transaction(this.pool, `pep:${owner}`, async (c) => {
+      if ((await c.query('SELECT 1 FROM pep_nodes WHERE owner = $1 AND node = $2', [owner, node])).rowCount === 0) return false;
+      const now = new Map((await c.query<{ jid: string; affiliation: Affiliation }>('SELECT jid, affiliation FROM pep_affiliations WHERE owner = $1 AND node = $2', [owner, node])).rows.map((r) => [r.jid, r.affiliation] as const));
+      for (const ch of changes) {
+        if (ch.affiliation === 'none') now.delete(ch.jid);
+        else now.set(ch.jid, ch.affiliation);
+      }
+      if (now.size > opts.max) throw new PepAffiliationsFullError();
+      if (opts.keepOwner && ![...now.values()].includes('owner')) throw new PepOwnerlessError();
+      for (const ch of changes) {
+        if (ch.affiliation === 'none') await c.query('DELETE FROM pep_affiliations WHERE owner = $1 AND node = $2 AND jid = $3', [owner, node, ch.jid]);
+        else await c.query('INSERT INTO pep_affiliations (owner, node, jid, affiliation) VALUES ($1, $2, $3, $4) ON CONFLICT (owner, node, jid) DO UPDATE SET affiliation = excluded.affiliation', [owner, node, ch.jid, ch.affiliation]);
+      }
+      return true;
+    });
+  }
+
   async affiliationsOf(owner: string, jid: string): Promise<{ node: string; affiliation: Affiliation }[]> {
     return (await this.pool.query<{ node: string; affiliation: Affiliation }>('SELECT node, affiliation FROM pep_affiliations WHERE owner = $1 AND jid = $2 ORDER BY node COLLATE "C"', [owner, jid])).rows.map((r) => ({ node: r.node, affiliation: r.affiliation }));
   }
@@ -136,12 +164,16 @@ export class PostgresPepStore extends PooledStore implements PepStore {
     return (await this.pool.query<Subscription>(`SELECT node, jid, subid FROM pep_subscriptions WHERE owner = $1 AND ${OF_BARE} ORDER BY seq`, [owner, bare])).rows.map(sub);
   }
 
-  async subscribe(owner: string, node: string, jid: string, subid: string, max: number): Promise<Subscription | 'no-node' | 'full'> {
+  async subscribe(owner: string, node: string, jid: string, subid: string, bounds: SubscriptionBounds): Promise<Subscription | 'no-node' | 'full'> {
     return transaction(this.pool, `pep:${owner}`, async (c) => {
       if ((await c.query('SELECT 1 FROM pep_nodes WHERE owner = $1 AND node = $2', [owner, node])).rowCount === 0) return 'no-node';
       const had = (await c.query<Subscription>('SELECT node, jid, subid FROM pep_subscriptions WHERE owner = $1 AND node = $2 AND jid = $3', [owner, node, jid])).rows[0];
       if (had) return sub(had);
-      if (Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM pep_subscriptions WHERE owner = $1 AND node = $2', [owner, node])).rows[0].n) >= max) return 'full';
+      if (Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM pep_subscriptions WHERE owner = $1 AND node = $2', [owner, node])).rows[0].n) >= bounds.perNode) return 'full';
+      const slash = jid.indexOf('/');
+      const bare = slash < 0 ? jid : jid.slice(0, slash);
+      const mine = (await c.query<Subscription>(`SELECT node, jid, subid FROM pep_subscriptions WHERE owner = $1 AND ${OF_BARE}`, [owner, bare])).rows;
+      if (mine.length >= bounds.perBare || mine.filter((m) => m.node === node).length >= bounds.perBareOnNode) return 'full';
       await c.query('INSERT INTO pep_subscriptions (owner, node, jid, subid) VALUES ($1, $2, $3, $4)', [owner, node, jid, subid]);
       return { node, jid, subid };
     });
@@ -152,8 +184,12 @@ export class PostgresPepStore extends PooledStore implements PepStore {
   }
 
   async forget(bare: string): Promise<void> {
+    // A node this JID alone owned goes (a pubsub service's: nobody could manage it any more).
+    const sole = (await this.pool.query<{ owner: string; node: string }>("SELECT a.owner, a.node FROM pep_affiliations a WHERE a.jid = $1 AND a.affiliation = 'owner' AND NOT EXISTS (SELECT 1 FROM pep_affiliations b WHERE b.owner = a.owner AND b.node = a.node AND b.affiliation = 'owner' AND b.jid <> a.jid)", [bare])).rows;
+    for (const r of sole) await this.remove(r.owner, r.node);
     await this.pool.query('DELETE FROM pep_affiliations WHERE jid = $1', [bare]);
     await this.pool.query(`DELETE FROM pep_subscriptions WHERE ${OF_BARE.replaceAll('$2', '$1')}`, [bare]);
   }
+
 
 }

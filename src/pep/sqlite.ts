@@ -4,7 +4,7 @@
 // the bound, the insert and the trim of the oldest items see one state.
 import { openDatabase, transaction } from '../storage/sqlite.ts';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { type Affiliation, type NodeConfig, type PepItem, type PepStore, type PublishOptions, type Subscription, PepNodesFullError, PepPreconditionError, PepQuotaError, configJson, kept, parseConfig, satisfies } from './store.ts';
+import { type Affiliation, type Creator, type NodeConfig, type PepItem, type PepStore, type PublishOptions, type Subscription, type SubscriptionBounds, PepAffiliationsFullError, PepOwnerlessError, PepNodesFullError, PepOwnedFullError, PepPreconditionError, PepQuotaError, configJson, kept, parseConfig, satisfies } from './store.ts';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS pep_nodes (
@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS pep_subscriptions (
 CREATE INDEX IF NOT EXISTS pep_subscriptions_jid ON pep_subscriptions (jid);
 `;
 
-type Stmt = 'bytes' | 'nodes' | 'config' | 'count' | 'insertNode' | 'setConfig' | 'delItem' | 'insertItem' | 'trim' | 'all' | 'newest' | 'byId' | 'purge' | 'delNode' | 'delAllItems' | 'delAllNodes' | 'affs' | 'setAff' | 'delAff' | 'affsOf' | 'subs' | 'subsOf' | 'sub' | 'subCount' | 'insSub' | 'unsub' | 'delNodeAffs' | 'delNodeSubs' | 'delAllAffs' | 'delAllSubs' | 'forgetAffs' | 'forgetSubs';
+type Stmt = 'bytes' | 'nodes' | 'config' | 'count' | 'insertNode' | 'setConfig' | 'delItem' | 'insertItem' | 'trim' | 'all' | 'newest' | 'byId' | 'purge' | 'delNode' | 'delAllItems' | 'delAllNodes' | 'affs' | 'setAff' | 'delAff' | 'affsOf' | 'subs' | 'subsOf' | 'sub' | 'subCount' | 'insSub' | 'unsub' | 'delNodeAffs' | 'delNodeSubs' | 'delAllAffs' | 'delAllSubs' | 'forgetAffs' | 'forgetSubs' | 'nodeBytes' | 'owned' | 'soleOwned';
 
 const sub = (r: Subscription): Subscription => ({ node: r.node, jid: r.jid, subid: r.subid });
 
@@ -70,6 +70,9 @@ export class SqlitePepStore implements PepStore {
       delAllNodes: db.prepare('DELETE FROM pep_nodes WHERE owner = ?'),
       // octet_length: the UTF-8 bytes of each item, which SQLite knows without reading the text.
       bytes: db.prepare('SELECT coalesce(sum(octet_length(xml)), 0) AS n FROM pep_items WHERE owner = ?'),
+      nodeBytes: db.prepare('SELECT coalesce(sum(octet_length(xml)), 0) AS n FROM pep_items WHERE owner = ? AND node = ?'),
+      owned: db.prepare("SELECT count(*) AS n FROM pep_affiliations WHERE owner = ? AND jid = ? AND affiliation = 'owner'"),
+      soleOwned: db.prepare("SELECT a.owner, a.node FROM pep_affiliations a WHERE a.jid = ? AND a.affiliation = 'owner' AND NOT EXISTS (SELECT 1 FROM pep_affiliations b WHERE b.owner = a.owner AND b.node = a.node AND b.affiliation = 'owner' AND b.jid <> a.jid)"),
       affs: db.prepare('SELECT jid, affiliation FROM pep_affiliations WHERE owner = ? AND node = ? ORDER BY jid'),
       setAff: db.prepare('INSERT INTO pep_affiliations (owner, node, jid, affiliation) VALUES (?, ?, ?, ?) ON CONFLICT (owner, node, jid) DO UPDATE SET affiliation = excluded.affiliation'),
       delAff: db.prepare('DELETE FROM pep_affiliations WHERE owner = ? AND node = ? AND jid = ?'),
@@ -111,8 +114,14 @@ export class SqlitePepStore implements PepStore {
     return true;
   }
 
-  async create(owner: string, node: string, config: NodeConfig, maxNodes: number): Promise<boolean> {
-    return transaction(this.db, true, () => this.createIn(owner, node, config, maxNodes));
+  async create(owner: string, node: string, config: NodeConfig, maxNodes: number, creator?: Creator): Promise<boolean> {
+    return transaction(this.db, true, () => {
+      if (creator && this.s.config.get(owner, node) === undefined && Number((this.s.owned.get(owner, creator.jid) as { n: number }).n) >= creator.maxOwned) throw new PepOwnedFullError();
+      const made = this.createIn(owner, node, config, maxNodes);
+      // The creator owns it from the same write: never a node without an owner.
+      if (made && creator) this.s.setAff.run(owner, node, creator.jid, 'owner');
+      return made;
+    });
   }
 
   async configure(owner: string, node: string, config: NodeConfig): Promise<boolean> {
@@ -133,6 +142,7 @@ export class SqlitePepStore implements PepStore {
       this.s.trim.run(owner, node, owner, node, kept(config));
       // What the account keeps once this is in (a replaced item, and those trimmed, no longer count).
       if (opts.maxBytes !== undefined && Number((this.s.bytes.get(owner) as { n: number }).n) > opts.maxBytes) throw new PepQuotaError(opts.maxBytes);
+      if (opts.maxNodeBytes !== undefined && Number((this.s.nodeBytes.get(owner, node) as { n: number }).n) > opts.maxNodeBytes) throw new PepQuotaError(opts.maxNodeBytes);
       return { created, config };
     });
   }
@@ -188,6 +198,24 @@ export class SqlitePepStore implements PepStore {
     });
   }
 
+  async setAffiliations(owner: string, node: string, changes: { jid: string; affiliation: Affiliation | 'none' }[], opts: { max: number; keepOwner: boolean }): Promise<boolean> {
+    return transaction(this.db, true, () => {
+      if (this.s.config.get(owner, node) === undefined) return false;
+      const now = new Map((this.s.affs.all(owner, node) as { jid: string; affiliation: Affiliation }[]).map((r) => [r.jid, r.affiliation] as const));
+      for (const c of changes) {
+        if (c.affiliation === 'none') now.delete(c.jid);
+        else now.set(c.jid, c.affiliation);
+      }
+      if (now.size > opts.max) throw new PepAffiliationsFullError();
+      if (opts.keepOwner && ![...now.values()].includes('owner')) throw new PepOwnerlessError();
+      for (const c of changes) {
+        if (c.affiliation === 'none') this.s.delAff.run(owner, node, c.jid);
+        else this.s.setAff.run(owner, node, c.jid, c.affiliation);
+      }
+      return true;
+    });
+  }
+
   async affiliationsOf(owner: string, jid: string): Promise<{ node: string; affiliation: Affiliation }[]> {
     return (this.s.affsOf.all(owner, jid) as { node: string; affiliation: Affiliation }[]).map((r) => ({ node: r.node, affiliation: r.affiliation }));
   }
@@ -200,12 +228,16 @@ export class SqlitePepStore implements PepStore {
     return (this.s.subsOf.all(owner, bare, bare, bare) as unknown as Subscription[]).map(sub);
   }
 
-  async subscribe(owner: string, node: string, jid: string, subid: string, max: number): Promise<Subscription | 'no-node' | 'full'> {
+  async subscribe(owner: string, node: string, jid: string, subid: string, bounds: SubscriptionBounds): Promise<Subscription | 'no-node' | 'full'> {
     return transaction(this.db, true, () => {
       if (this.s.config.get(owner, node) === undefined) return 'no-node';
       const had = this.s.sub.get(owner, node, jid) as Subscription | undefined;
       if (had) return sub(had);
-      if (Number((this.s.subCount.get(owner, node) as { n: number }).n) >= max) return 'full';
+      if (Number((this.s.subCount.get(owner, node) as { n: number }).n) >= bounds.perNode) return 'full';
+      const slash = jid.indexOf('/');
+      const bare = slash < 0 ? jid : jid.slice(0, slash);
+      const mine = this.s.subsOf.all(owner, bare, bare, bare) as unknown as Subscription[];
+      if (mine.length >= bounds.perBare || mine.filter((m) => m.node === node).length >= bounds.perBareOnNode) return 'full';
       this.s.insSub.run(owner, node, jid, subid);
       return { node, jid, subid };
     });
@@ -217,6 +249,13 @@ export class SqlitePepStore implements PepStore {
 
   async forget(bare: string): Promise<void> {
     transaction(this.db, true, () => {
+      // A node this JID alone owned goes (a pubsub service's: nobody could manage it any more).
+      for (const r of this.s.soleOwned.all(bare) as { owner: string; node: string }[]) {
+        this.s.purge.run(r.owner, r.node);
+        this.s.delNodeAffs.run(r.owner, r.node);
+        this.s.delNodeSubs.run(r.owner, r.node);
+        this.s.delNode.run(r.owner, r.node);
+      }
       this.s.forgetAffs.run(bare);
       this.s.forgetSubs.run(bare, bare, bare);
     });

@@ -83,11 +83,53 @@ export interface PublishOptions {
    * publish creates takes `create`, which should satisfy it.
    */
   require?: Partial<NodeConfig>;
+  /** The most bytes of items (serialised, UTF-8) the node may keep once this one is in: PepQuotaError beyond (a pubsub service's nodes). */
+  maxNodeBytes?: number;
   /** The most bytes of items (serialised, UTF-8) the owner may keep once this one is in: PepQuotaError beyond, and nothing is written. */
   maxBytes?: number;
 }
 
 /** A publish would take the owner's items past its bound in bytes. */
+/** An affiliation list would pass its bound (PepStore.setAffiliations). */
+export class PepAffiliationsFullError extends Error {
+  override name = 'PepAffiliationsFullError';
+  constructor() {
+    super('the affiliation list is full');
+  }
+}
+
+/** A node would be left without an owner (PepStore.setAffiliations). */
+export class PepOwnerlessError extends Error {
+  override name = 'PepOwnerlessError';
+  constructor() {
+    super('the node would have no owner');
+  }
+}
+
+/** A user of a pubsub service owns as many nodes as it may (PepStore.create's `creator`). */
+export class PepOwnedFullError extends Error {
+  override name = 'PepOwnedFullError';
+  constructor() {
+    super('the user owns as many nodes as it may');
+  }
+}
+
+/** Who creates a node of a pubsub service: made its owner in the same transaction, within the bound of nodes one user owns. */
+export interface Creator {
+  jid: string;
+  maxOwned: number;
+}
+
+/** Bounds on subscriptions, checked where they are written (PepStore.subscribe). */
+export interface SubscriptionBounds {
+  /** Subscriptions of the node in all. */
+  perNode: number;
+  /** Subscriptions of one bare JID (and its full JIDs) to the node. */
+  perBareOnNode: number;
+  /** Subscriptions of one bare JID (and its full JIDs) on all the owner's nodes. */
+  perBare: number;
+}
+
 export class PepQuotaError extends Error {
   override name = 'PepQuotaError';
   readonly maxBytes: number;
@@ -121,7 +163,7 @@ export interface PepStore {
   nodes(owner: string): Promise<{ node: string; config: NodeConfig }[]>;
   config(owner: string, node: string): Promise<NodeConfig | undefined>;
   /** Creates the node; false (nothing changed) when it exists. Throws PepNodesFullError past `maxNodes`. */
-  create(owner: string, node: string, config: NodeConfig, maxNodes: number): Promise<boolean>;
+  create(owner: string, node: string, config: NodeConfig, maxNodes: number, creator?: Creator): Promise<boolean>;
   /** Replaces the node's configuration, trimming its items to the new bound; false when there is no such node. */
   configure(owner: string, node: string, config: NodeConfig): Promise<boolean>;
   /**
@@ -150,6 +192,12 @@ export interface PepStore {
   affiliations(owner: string, node: string): Promise<{ jid: string; affiliation: Affiliation }[]>;
   /** Sets a JID's affiliation (none removes it); false when there is no such node. */
   setAffiliation(owner: string, node: string, jid: string, affiliation: Affiliation | 'none'): Promise<boolean>;
+  /**
+   * Several changes at once, all or none: PepAffiliationsFullError when the
+   * node would hold more than `max` affiliations, PepOwnerlessError when
+   * `keepOwner` and no owner would be left; false when there is no such node.
+   */
+  setAffiliations(owner: string, node: string, changes: { jid: string; affiliation: Affiliation | 'none' }[], opts: { max: number; keepOwner: boolean }): Promise<boolean>;
   /** One bare JID's affiliations on every node of the owner. */
   affiliationsOf(owner: string, jid: string): Promise<{ node: string; affiliation: Affiliation }[]>;
   /** The node's subscriptions, oldest first. */
@@ -160,10 +208,10 @@ export interface PepStore {
    * Subscribes `jid` to the node: its subscription (the existing one when it
    * had one), 'no-node', or 'full' when the node has `max` subscriptions.
    */
-  subscribe(owner: string, node: string, jid: string, subid: string, max: number): Promise<Subscription | 'no-node' | 'full'>;
+  subscribe(owner: string, node: string, jid: string, subid: string, bounds: SubscriptionBounds): Promise<Subscription | 'no-node' | 'full'>;
   /** Ends the subscription of `jid`; false when it had none. */
   unsubscribe(owner: string, node: string, jid: string): Promise<boolean>;
-  /** Every subscription and affiliation of a bare JID and its full JIDs, whoever's nodes (the account is removed). */
+  /** Every subscription and affiliation of a bare JID and its full JIDs, whoever's nodes (the account is removed); a node it was the only owner of goes, with its items (nobody could manage it any more). */
   forget(bare: string): Promise<void>;
   close(): void | Promise<void>;
 }

@@ -302,9 +302,13 @@ export class Router implements PresenceRouting {
     if (service.handle) return service.handle(el, to, from);
     const type = el.attrs.type;
     if (el.name !== 'iq' || (type !== 'get' && type !== 'set')) {
-      await service.stanza?.(el, from);
+      if ((await service.stanza?.(el, from)) === true) return;
+      // A message the service does not take is answered, not dropped (RFC 6120 §8.3: service-unavailable); presence is not.
+      if (el.name === 'message' && type !== 'error') this.reject(sender, el, new StanzaError('service-unavailable', `${service.domain} takes no messages`));
       return;
     }
+    // The service is its domain; no address of it has a local part or a resource.
+    if (to.local !== '' || to.resource !== '') return this.reject(sender, el, new StanzaError('service-unavailable'));
     const payloads = el.children.filter(isElement);
     // RFC 6120 §8.2.3: exactly one payload.
     if (payloads.length !== 1) return this.reject(sender, el, new StanzaError('bad-request', 'iq get/set carries exactly one payload'));

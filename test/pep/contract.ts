@@ -8,6 +8,8 @@ export type OpenPep = (t: ExecutionContext) => Promise<PepStore>;
 
 const item = (id: string, text = id) => ({ id, xml: `<x xmlns="urn:t">${text}</x>` });
 const ids = (items: { id: string }[]) => items.map((i) => i.id);
+/** Subscription bounds with this many per node, and room enough otherwise. */
+const per = (perNode: number) => ({ perNode, perBareOnNode: 10, perBare: 100 });
 
 export function pepStoreContract(label: string, open: OpenPep): void {
   const title = (s: string) => `${label}: ${s}`;
@@ -129,7 +131,7 @@ export function pepStoreContract(label: string, open: OpenPep): void {
     const s = await open(t);
     const svc = '@pubsub.example.com';
     t.false(await s.setAffiliation(svc, 'n', 'alice@example.com', 'owner'), 'no node, no affiliation');
-    t.is(await s.subscribe(svc, 'n', 'bob@example.com', 's0', 10), 'no-node');
+    t.is(await s.subscribe(svc, 'n', 'bob@example.com', 's0', per(10)), 'no-node');
     await s.create(svc, 'n', DEFAULT_CONFIG, 10);
     await s.create(svc, 'm', DEFAULT_CONFIG, 10);
     t.true(await s.setAffiliation(svc, 'n', 'alice@example.com', 'owner'));
@@ -141,12 +143,12 @@ export function pepStoreContract(label: string, open: OpenPep): void {
     t.true(await s.setAffiliation(svc, 'm', 'bob@example.com', 'none'));
     t.deepEqual(await s.affiliations(svc, 'm'), []);
 
-    t.deepEqual(await s.subscribe(svc, 'n', 'bob@example.com', 's1', 2), { node: 'n', jid: 'bob@example.com', subid: 's1' });
-    t.deepEqual(await s.subscribe(svc, 'n', 'bob@example.com', 's2', 2), { node: 'n', jid: 'bob@example.com', subid: 's1' }, 'subscribed already: the same subscription');
-    t.deepEqual(await s.subscribe(svc, 'n', 'bob@example.com/phone', 's3', 2), { node: 'n', jid: 'bob@example.com/phone', subid: 's3' });
-    t.is(await s.subscribe(svc, 'n', 'carol@example.com', 's4', 2), 'full');
-    await s.subscribe(svc, 'm', 'bobby@example.com', 's5', 2);
-    await s.subscribe(svc, 'm', 'bob@example.com', 's6', 2);
+    t.deepEqual(await s.subscribe(svc, 'n', 'bob@example.com', 's1', per(2)), { node: 'n', jid: 'bob@example.com', subid: 's1' });
+    t.deepEqual(await s.subscribe(svc, 'n', 'bob@example.com', 's2', per(2)), { node: 'n', jid: 'bob@example.com', subid: 's1' }, 'subscribed already: the same subscription');
+    t.deepEqual(await s.subscribe(svc, 'n', 'bob@example.com/phone', 's3', per(2)), { node: 'n', jid: 'bob@example.com/phone', subid: 's3' });
+    t.is(await s.subscribe(svc, 'n', 'carol@example.com', 's4', per(2)), 'full');
+    await s.subscribe(svc, 'm', 'bobby@example.com', 's5', per(2));
+    await s.subscribe(svc, 'm', 'bob@example.com', 's6', per(2));
     t.deepEqual((await s.subscriptions(svc, 'n')).map((x) => x.jid), ['bob@example.com', 'bob@example.com/phone']);
     t.deepEqual((await s.subscriptionsOf(svc, 'bob@example.com')).map((x) => x.subid), ['s1', 's3', 's6'], "a bare JID's and its full JIDs', not bobby's");
     t.true(await s.unsubscribe(svc, 'n', 'bob@example.com/phone'));
@@ -163,5 +165,49 @@ export function pepStoreContract(label: string, open: OpenPep): void {
     t.deepEqual(await s.subscriptions(svc, 'm'), [], "a node made again has none of the old node's subscriptions");
     await s.removeAll(svc);
     t.deepEqual(await s.affiliationsOf(svc, 'alice@example.com'), []);
+  });
+
+  test(title('a pubsub service: the creator owns a node from its creation, within its bound; affiliations changed all or none, bounded, never ownerless; subscriptions bounded per bare JID; bytes per node; a sole owner forgotten takes its nodes along'), async (t) => {
+    const s = await open(t);
+    const svc = '@pubsub.example.org';
+    const alice = { jid: 'alice@example.org', maxOwned: 2 };
+    t.true(await s.create(svc, 'a1', DEFAULT_CONFIG, 10, alice));
+    t.deepEqual(await s.affiliations(svc, 'a1'), [{ jid: 'alice@example.org', affiliation: 'owner' }]);
+    t.false(await s.create(svc, 'a1', DEFAULT_CONFIG, 10, alice), 'exists: nothing made');
+    t.true(await s.create(svc, 'a2', DEFAULT_CONFIG, 10, alice));
+    const full = await t.throwsAsync(s.create(svc, 'a3', DEFAULT_CONFIG, 10, alice));
+    t.is(full?.name, 'PepOwnedFullError');
+    t.is(await s.config(svc, 'a3'), undefined);
+
+    t.true(await s.setAffiliations(svc, 'a1', [{ jid: 'bob@example.org', affiliation: 'member' }, { jid: 'carol@example.org', affiliation: 'publisher' }], { max: 3, keepOwner: true }));
+    const over = await t.throwsAsync(s.setAffiliations(svc, 'a1', [{ jid: 'dave@example.org', affiliation: 'member' }, { jid: 'erin@example.org', affiliation: 'member' }], { max: 3, keepOwner: true }));
+    t.is(over?.name, 'PepAffiliationsFullError');
+    const ownerless = await t.throwsAsync(s.setAffiliations(svc, 'a1', [{ jid: 'alice@example.org', affiliation: 'none' }, { jid: 'bob@example.org', affiliation: 'none' }], { max: 3, keepOwner: true }));
+    t.is(ownerless?.name, 'PepOwnerlessError');
+    t.deepEqual((await s.affiliations(svc, 'a1')).map((a) => a.jid), ['alice@example.org', 'bob@example.org', 'carol@example.org'], 'nothing changed by a refused request');
+    t.false(await s.setAffiliations(svc, 'none', [], { max: 3, keepOwner: true }));
+
+    const bounds = { perNode: 10, perBareOnNode: 2, perBare: 3 };
+    t.not(await s.subscribe(svc, 'a1', 'eve@evil.example/1', 'x1', bounds), 'full');
+    t.not(await s.subscribe(svc, 'a1', 'eve@evil.example/2', 'x2', bounds), 'full');
+    t.is(await s.subscribe(svc, 'a1', 'eve@evil.example/3', 'x3', bounds), 'full', 'per bare JID on a node');
+    t.not(await s.subscribe(svc, 'a2', 'eve@evil.example', 'x4', bounds), 'full');
+    t.is(await s.subscribe(svc, 'a2', 'eve@evil.example/5', 'x5', bounds), 'full', 'per bare JID on the service');
+
+    const big = { id: 'big', xml: `<x xmlns="urn:t">${'y'.repeat(100)}</x>` };
+    const cfg = { ...DEFAULT_CONFIG, maxItems: 10 };
+    await s.publish(svc, 'bytes', big, cfg, 10, { maxNodeBytes: 300 });
+    await s.publish(svc, 'bytes', { ...big, id: 'big2' }, cfg, 10, { maxNodeBytes: 300 });
+    const q = await t.throwsAsync(s.publish(svc, 'bytes', { ...big, id: 'big3' }, cfg, 10, { maxNodeBytes: 300 }));
+    t.is(q?.name, 'PepQuotaError');
+    t.deepEqual(ids(await s.items(svc, 'bytes')), ['big', 'big2'], 'nothing written past the bound');
+    await s.publish(svc, 'a2', big, DEFAULT_CONFIG, 10);
+
+    // carol co-owns a1; alice alone owns a2: forgetting alice keeps a1 (carol's), removes a2.
+    await s.setAffiliations(svc, 'a1', [{ jid: 'carol@example.org', affiliation: 'owner' }], { max: 10, keepOwner: true });
+    await s.forget('alice@example.org');
+    t.truthy(await s.config(svc, 'a1'));
+    t.is(await s.config(svc, 'a2'), undefined, 'a node nobody owns any more is gone');
+    t.deepEqual(await s.items(svc, 'a2'), []);
   });
 }

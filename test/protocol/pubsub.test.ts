@@ -11,7 +11,7 @@ import test, { type ExecutionContext } from 'ava';
 import type { Element } from 'ltx';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { stanzaError } from '../helpers/protocol.ts';
-import { expect, newUser, type Peer } from '../helpers/im.ts';
+import { connect, expect, fresh, newUser, type Peer } from '../helpers/im.ts';
 import { NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, before, form, iq, isEvent, isEventItem, itemIds, items, publish, pubsubError } from '../helpers/pep.ts';
 
 let server: TestServer;
@@ -173,8 +173,9 @@ test('access (§4.5, §4.1): whitelist refuses (closed-node) until the owner mak
   const subs = await owner(alice, 'get', `<subscriptions node='${node}'/>`);
   t.deepEqual(subs.getChild('pubsub', NS_OWNER)!.getChild('subscriptions')!.getChildren('subscription'), [], 'his subscription ended');
   refused(t, await owner(alice, 'set', `<affiliations node='${node}'><affiliation jid='${alice.bare}' affiliation='none'/></affiliations>`), 'not-acceptable', undefined, 'the last owner');
-  // §8.8.2: the owner subscribes carol, and ends it.
-  ok(t, await owner(alice, 'set', `<subscriptions node='${node}'><subscription jid='${carol.jid}' subscription='subscribed'/></subscriptions>`), 'owner subscribes carol');
+  // §8.8.2: the owner ends a subscription; it does not subscribe anyone.
+  refused(t, await owner(alice, 'set', `<subscriptions node='${node}'><subscription jid='${carol.jid}' subscription='subscribed'/></subscriptions>`), 'not-allowed', undefined, 'the owner subscribing carol');
+  ok(t, await sub(carol, node), 'carol subscribes herself (a publisher)');
   const f = carol.c.items.length;
   ok(t, await pub(alice, node, 'to-carol'), 'publish');
   await expect(carol, 'the notification', isEventItem(service, node, 'to-carol'), f);
@@ -195,4 +196,78 @@ test('a user’s subscriptions and affiliations go with the account', async (t) 
   t.deepEqual(subs.getChild('pubsub', NS_OWNER)!.getChild('subscriptions')!.getChildren('subscription'), []);
   const affs = await owner(alice, 'get', `<affiliations node='${node}'/>`);
   t.deepEqual(affs.getChild('pubsub', NS_OWNER)!.getChild('affiliations')!.getChildren('affiliation').map((a) => a.attrs.jid), [alice.bare]);
+});
+
+test('bounds: subscriptions of one address and its resources (policy-violation); affiliation changes all or none; bytes per node', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const node = freshNode();
+  ok(t, await create(alice, node, { 'pubsub#max_items': '100' }), 'create');
+  for (let i = 1; i <= 4; i++) ok(t, await sub(bob, node, `${bob.bare}/r${i}`), `resource ${i}`);
+  refused(t, await sub(bob, node, `${bob.bare}/r5`), 'policy-violation', undefined, 'a fifth resource of the same address');
+  // All or none: a request that would leave no owner changes nothing, the member in it included.
+  refused(t, await owner(alice, 'set', `<affiliations node='${node}'><affiliation jid='${bob.bare}' affiliation='member'/><affiliation jid='${alice.bare}' affiliation='none'/></affiliations>`), 'not-acceptable', undefined, 'no owner left');
+  const affs = await owner(alice, 'get', `<affiliations node='${node}'/>`);
+  t.deepEqual(affs.getChild('pubsub', NS_OWNER)!.getChild('affiliations')!.getChildren('affiliation').map((a) => a.attrs.jid), [alice.bare], 'nothing changed');
+  refused(t, await owner(alice, 'set', `<affiliations node='${node}'><affiliation jid='${bob.bare}' affiliation='publish-only'/></affiliations>`), 'feature-not-implemented', 'unsupported', 'publish-only');
+  // 1 MiB per node: items of 150 KiB, the seventh too many.
+  const big = 'x'.repeat(150 * 1024);
+  for (let i = 1; i <= 6; i++) ok(t, await publish(alice, node, `<blob xmlns='urn:test'>${big}</blob>`, { id: `b${i}`, to: service }), `item ${i}`);
+  refused(t, await publish(alice, node, `<blob xmlns='urn:test'>${big}</blob>`, { id: 'b7', to: service }), 'policy-violation', undefined, 'past the node’s bytes');
+  const kept = await iq(alice, 'get', `<query xmlns='http://jabber.org/protocol/disco#items' node='${node}'/>`, service);
+  t.deepEqual(kept.getChild('query')!.getChildren('item').map((i) => i.attrs.name), ['b1', 'b2', 'b3', 'b4', 'b5', 'b6'], 'nothing written past the bound');
+});
+
+test('a node whose access model changes stops notifying subscribers it no longer lets in (§4.5)', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const carol = await newUser(t, server, 'carol');
+  const node = freshNode();
+  ok(t, await create(alice, node), 'create');
+  ok(t, await sub(bob, node), 'bob subscribes');
+  ok(t, await sub(carol, node), 'carol subscribes');
+  ok(t, await owner(alice, 'set', `<configure node='${node}'>${form(NODE_CONFIG, { 'pubsub#access_model': 'whitelist' })}</configure>`), 'whitelist');
+  ok(t, await owner(alice, 'set', `<affiliations node='${node}'><affiliation jid='${carol.bare}' affiliation='member'/></affiliations>`), 'carol a member');
+  const fb = bob.c.items.length;
+  ok(t, await pub(alice, node, 'secret'), 'publish');
+  await expect(carol, 'the member’s notification', isEventItem(service, node, 'secret'), 0);
+  // Control: a notification of another node to bob, published after; what the first publish sent bob would precede it.
+  const control = freshNode();
+  ok(t, await create(alice, control), 'control node');
+  ok(t, await sub(bob, control), 'bob subscribes to the control');
+  ok(t, await pub(alice, control, 'c'), 'control publish');
+  t.false((await before(bob, 'the control', isEventItem(service, control, 'c'), fb)).some(isEventItem(service, node, 'secret')), 'bob, no longer let in, got nothing');
+});
+
+test('the service’s other addresses and messages: service-unavailable; a lone <options/>, unsubscribing another, a publish without an item: the errors XEP-0060 names', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const node = freshNode();
+  ok(t, await create(alice, node), 'create');
+  ok(t, await sub(alice, node), 'alice subscribes');
+  refused(t, await iq(alice, 'get', `<query xmlns='http://jabber.org/protocol/disco#info'/>`, `x@${service}`), 'service-unavailable', undefined, 'a local part');
+  refused(t, await iq(alice, 'get', `<query xmlns='http://jabber.org/protocol/disco#info'/>`, `${service}/r`), 'service-unavailable', undefined, 'a resource');
+  const f = alice.c.items.length;
+  alice.c.send(`<message to='${service}'><body>hello?</body></message>`);
+  const bounced = await expect(alice, 'the bounce', (el) => el.name === 'message' && el.attrs.type === 'error', f);
+  t.is(stanzaError(bounced).condition, 'service-unavailable');
+  refused(t, await iq(bob, 'set', `<pubsub xmlns='${NS_PUBSUB}'><options node='${node}' jid='${bob.jid}'/></pubsub>`, service), 'feature-not-implemented', 'unsupported', 'subscription options');
+  refused(t, await unsub(bob, node, alice.jid), 'forbidden', undefined, 'another’s subscription (§6.2.3.3)');
+  refused(t, await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><publish node='${node}'/></pubsub>`, service), 'bad-request', 'item-required', 'no item (§7.1.3.6)');
+});
+
+test('an account’s removal takes the nodes it alone owned; a co-owned node stays with its other owner', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const name = fresh('dora');
+  await server.addUser(name, `${name}-pw`);
+  const dora = await connect(t, server.c2sPort, name, 'r');
+  const mine = freshNode();
+  const shared = freshNode();
+  ok(t, await create(dora, mine), 'dora’s node');
+  ok(t, await create(dora, shared), 'a shared node');
+  ok(t, await owner(dora, 'set', `<affiliations node='${shared}'><affiliation jid='${alice.bare}' affiliation='owner'/></affiliations>`), 'alice co-owns it');
+  ok(t, await iq(dora, 'set', `<query xmlns='jabber:iq:register'><remove/></query>`), 'remove the account');
+  refused(t, await items(alice, service, mine), 'item-not-found', undefined, 'gone with its only owner');
+  const affs = await owner(alice, 'get', `<affiliations node='${shared}'/>`);
+  t.deepEqual(affs.getChild('pubsub', NS_OWNER)!.getChild('affiliations')!.getChildren('affiliation').map((a) => a.attrs.jid), [alice.bare], 'the other owner keeps it');
 });
