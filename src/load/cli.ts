@@ -15,7 +15,7 @@ import { WORKLOADS } from './options.ts';
 import type { FromWorker, LoadOptions, ToWorker, Workload } from './options.ts';
 import { renderReport } from './report.ts';
 
-export const LOAD_USAGE = `usage: xmpp-server load <login|chat|idle|storm|flap> [options]
+export const LOAD_USAGE = `usage: xmpp-server load <login|chat|idle|storm|flap|muc> [options]
 
 Workloads:
   login   logins arriving at --rate per second (ramped up over --ramp s):
@@ -31,6 +31,11 @@ Workloads:
           the way into --duration, every connection is cut at once and its
           session resumed on a new one (at --resume-port, e.g. another node):
           time until all are resumed, messages lost (must be 0), duplicates
+  muc     --rooms rooms (XEP-0045) of --occupants occupants each: the first
+          creates the room (an instant room), the others enter it; then
+          --rate groupchat messages per second per room, from its occupants
+          in turn; latency: sent to received, for every occupant; deliveries
+          fanned out per second, lost (after --drain) and duplicated
 
 Options:
   --host H            server address (default 127.0.0.1); must be loopback
@@ -54,7 +59,8 @@ Options:
   --remote-host H     that server's address (default --host)
   --remote-port P     its client port (default 5222)
   --users N           accounts <prefix>1..<prefix>N (default 100; idle and
-                      storm: one per connection)
+                      storm: one per connection; muc: one per occupant, and
+                      at least --occupants)
   --user-prefix S     default "user"
   --password S        the accounts' password (default "password"); "%i" in it
                       stands for the user's number, as in Tsung's accounts
@@ -64,9 +70,16 @@ Options:
   --count N           hard limit of operations: logins, messages, connections
                       (default 1000000)
   --rate R            login: arrivals per second (default 100);
-                      chat: messages per second per user (default 1)
+                      chat: messages per second per user (default 1);
+                      muc: messages per second per room (default 1)
   --ramp S            login: seconds to ramp up to --rate (default 0)
   --connections C     idle, storm: connections (default 100)
+  --rooms R           muc: rooms (default 10), named <room-prefix>1..R
+  --occupants O       muc: occupants per room (default 10)
+  --room-prefix S     muc: default "loadroom"
+  --muc-domain D      muc: the rooms' service (default conference.<domain>)
+  --drain S           muc: seconds what was sent may take to arrive once
+                      sending stops, before it counts as lost (default 5)
   --concurrency N     negotiations in progress at once, per worker (default 1000)
   --timeout S         connect-to-bound time limit per connection (default 30)
   --pid PID           idle: the server's process, to read its memory
@@ -114,6 +127,11 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
         rate: { type: 'string' },
         ramp: { type: 'string', default: '0' },
         connections: { type: 'string', default: '100' },
+        rooms: { type: 'string', default: '10' },
+        occupants: { type: 'string', default: '10' },
+        'room-prefix': { type: 'string', default: 'loadroom' },
+        'muc-domain': { type: 'string' },
+        drain: { type: 'string', default: '5' },
         concurrency: { type: 'string', default: '1000' },
         timeout: { type: 'string', default: '30' },
         pid: { type: 'string' },
@@ -135,7 +153,7 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
   const v = parsed.values;
   if (v.help) return 'help';
   const [workload, ...extra] = parsed.positionals;
-  if (!WORKLOADS.includes(workload as Workload)) throw new UsageError(workload ? `unknown workload ${JSON.stringify(workload)}` : 'which workload? login, chat, idle, storm or flap');
+  if (!WORKLOADS.includes(workload as Workload)) throw new UsageError(workload ? `unknown workload ${JSON.stringify(workload)}` : 'which workload? login, chat, idle, storm, flap or muc');
   if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);
   const tlsMode = v.tls as TlsMode;
   if (!['starttls', 'direct', 'none'].includes(tlsMode)) throw new UsageError(`--tls: starttls, direct or none, not ${JSON.stringify(v.tls)}`);
@@ -153,6 +171,15 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
   if (remotePort > 65535) throw new UsageError('--remote-port: at most 65535');
   if ((v['remote-host'] !== undefined || v['remote-port'] !== undefined) && v['remote-domain'] === undefined) throw new UsageError('--remote-host and --remote-port go with --remote-domain');
   if (v['remote-domain'] !== undefined && wl !== 'chat') throw new UsageError('--remote-domain: the chat workload only');
+  const rooms = num('rooms', v.rooms, { int: true, min: 1 })!;
+  const occupants = num('occupants', v.occupants, { int: true, min: 1 })!;
+  // Room names and nicknames go into JIDs unescaped: a plain lowercase localpart.
+  if (!/^[a-z0-9._-]+$/.test(v['room-prefix'])) throw new UsageError('--room-prefix: lowercase letters, digits, ".", "_" or "-"');
+  const mucDomain = v['muc-domain'] ?? `conference.${v.domain}`;
+  if (!/^[^\s"&'/:<>@]+$/.test(mucDomain)) throw new UsageError('--muc-domain: not a domain');
+  const users = num('users', v.users, { int: true, min: 1 }) ?? (wl === 'idle' || wl === 'storm' ? connections : wl === 'muc' ? rooms * occupants : 100);
+  // One account is in a room once: the occupants of a room are distinct accounts.
+  if (wl === 'muc' && users < occupants) throw new UsageError(`--users: at least --occupants (${occupants}), so that no account is twice in one room`);
   return {
     workload: wl,
     host: v.host,
@@ -165,16 +192,21 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
     resume: v.resume || wl === 'flap',
     resumePort,
     remote: v['remote-domain'] === undefined ? undefined : { domain: v['remote-domain'], host: v['remote-host'] ?? v.host, port: remotePort },
-    users: num('users', v.users, { int: true, min: 1 }) ?? (wl === 'idle' || wl === 'storm' ? connections : 100),
+    users,
     userPrefix: v['user-prefix'],
     password: v.password,
     provision: v.provision,
     workers: num('workers', v.workers, { int: true, min: 1 })!,
     durationS: num('duration', v.duration, { min: 0.1 })!,
     count: num('count', v.count, { int: true, min: 1 }) ?? 1_000_000,
-    rate: num('rate', v.rate, { min: 0.001 }) ?? (wl === 'chat' || wl === 'flap' ? 1 : 100),
+    rate: num('rate', v.rate, { min: 0.001 }) ?? (wl === 'chat' || wl === 'flap' || wl === 'muc' ? 1 : 100),
     rampS: num('ramp', v.ramp)!,
     connections,
+    rooms,
+    occupants,
+    roomPrefix: v['room-prefix'],
+    mucDomain,
+    drainS: num('drain', v.drain)!,
     concurrency: num('concurrency', v.concurrency, { int: true, min: 1 })!,
     timeoutS: num('timeout', v.timeout, { min: 0.1 })!,
     pid,
@@ -246,6 +278,15 @@ export interface Summary {
   resumed?: number;
   resumeFailed?: number;
   duplicates?: number;
+  /** muc: rooms and occupants per room; occupants in their rooms, and when the last got in (ms from the start). */
+  rooms?: number;
+  occupants?: number;
+  joined?: number;
+  joinMs?: number | null;
+  /** muc: deliveries the rooms owed (messages sent × occupants), those never received, and groupchat messages sent per second. */
+  expected?: number;
+  lost?: number;
+  messagesPerSecond?: number;
 }
 
 /** Calls `f` once performance.now() has reached `deadline` (a timer may fire a little early), never synchronously; returns a cancel function. */
@@ -352,22 +393,24 @@ const rate = (n: number, seconds: number) => (seconds > 0 ? Math.round((n / seco
 
 function progressLine(o: LoadOptions, agg: Aggregate, elapsedS: number, rate: number, rate2: number): string {
   const t = `${elapsedS.toFixed(0).padStart(4)}s`;
-  if (o.workload === 'chat' || o.workload === 'flap') return `[${o.workload}] ${t}  sent ${agg.sent} (${rate2.toFixed(0)}/s)  delivered ${agg.delivered} (${rate.toFixed(0)}/s)  connections ${agg.inflight}  errors ${agg.failed}`;
+  if (o.workload === 'chat' || o.workload === 'flap' || o.workload === 'muc') return `[${o.workload}] ${t}  sent ${agg.sent} (${rate2.toFixed(0)}/s)  delivered ${agg.delivered} (${rate.toFixed(0)}/s)  connections ${agg.inflight}  errors ${agg.failed}`;
   if (o.workload === 'login') return `[login] ${t}  ${rate.toFixed(0)} logins/s  done ${agg.completed}  in flight ${agg.inflight}  errors ${agg.failed}`;
   return `[${o.workload}] ${t}  connections ${agg.inflight}  done ${agg.completed}  errors ${agg.failed}`;
 }
+
+const LATENCY_LABEL: Record<Workload, string> = { login: 'connect to bound', chat: 'sent to delivered', idle: 'connect to bound', storm: 'drop to bound again', flap: 'sent to delivered', muc: 'sent to received, per occupant' };
 
 function human(s: Summary, o: LoadOptions): string {
   const lines: string[] = [];
   const row = (k: string, v: string) => lines.push(`${k.padEnd(12)}${v}`);
   row('workload', `${s.workload}  target ${s.target} (${o.tls}, ${o.mechanism}${o.sm ? ', stream management' : ''}), ${o.workers} worker(s)`);
   row('duration', `${s.durationS.toFixed(2)} s`);
-  const what = { login: 'logins', chat: 'messages delivered', idle: 'connections', storm: 'reconnections', flap: 'messages delivered' }[s.workload];
+  const what = { login: 'logins', chat: 'messages delivered', idle: 'connections', storm: 'reconnections', flap: 'messages delivered', muc: 'deliveries (fanned out)' }[s.workload];
   row('completed', `${s.completed} ${what} (${s.perSecond.toFixed(1)}/s)`);
   row('failed', String(s.failed));
   if (s.sent !== undefined) row('sent', `${s.sent}, delivered ${s.delivered}`);
   const l = s.latencyMs;
-  const label = { login: 'connect to bound', chat: 'sent to delivered', idle: 'connect to bound', storm: 'drop to bound again', flap: 'sent to delivered' }[s.workload];
+  const label = LATENCY_LABEL[s.workload];
   row('latency', `p50 ${l.p50} ms  p95 ${l.p95} ms  p99 ${l.p99} ms  max ${l.max} ms  mean ${l.mean} ms  (${label})`);
   if (s.workload === 'idle') {
     const mb = (b: number | null | undefined) => (b == null ? 'n/a' : `${(b / 1048576).toFixed(1)} MiB`);
@@ -378,6 +421,11 @@ function human(s: Summary, o: LoadOptions): string {
   if (s.workload === 'flap') {
     row('resume', s.resumeMs == null ? `not all resumed before the time limit (${s.resumed ?? 0} resumed, ${s.resumeFailed ?? 0} failed)` : `all ${s.resumed} resumed ${s.resumeMs} ms after the cut (${s.resumeFailed} failed)`);
     row('lost', `${s.errors.lost ?? 0}, duplicates ${s.duplicates ?? 0}`);
+  }
+  if (s.workload === 'muc') {
+    row('rooms', `${s.rooms} × ${s.occupants} occupants: ${s.joined} of ${s.rooms! * s.occupants!} in their rooms ${s.joinMs == null ? 'before the time limit' : `after ${(s.joinMs / 1000).toFixed(2)} s`}`);
+    row('messages', `${s.sent} sent (${s.messagesPerSecond?.toFixed(1)}/s), ${s.expected} deliveries owed, ${s.delivered} made`);
+    row('lost', `${s.lost}, duplicates ${s.duplicates}`);
   }
   if (s.workload === 'storm') row('rebind', s.rebindMs == null ? 'not all bound again before the time limit' : `all ${s.completed} bound again after ${s.rebindMs} ms`);
   const errs = Object.entries(s.errors).sort((a, b) => b[1] - a[1]);
@@ -499,6 +547,9 @@ export async function runLoad(argv: string[]): Promise<number> {
   let connectMs = 0;
   let rebindMs: number | null = null;
   let flapped: { ok: number; failed: number; ms: number | null } | undefined;
+  let joined = 0;
+  let joinMs: number | null = null;
+  let expected = 0;
   crew.send({ t: 'go' });
 
   if (o.workload === 'login') {
@@ -540,6 +591,20 @@ export async function runLoad(argv: string[]): Promise<number> {
     // Let what is on its way arrive.
     const bounced = () => Object.entries(agg.errors).reduce((n, [k, v]) => (k.startsWith('message-error:') ? n + v : n), 0);
     await crew.until(() => agg.delivered + bounced() >= agg.sent, now() + GRACE_MS);
+  } else if (o.workload === 'muc') {
+    const ready = await crew.all('ready', deadline);
+    if (ready) {
+      joinMs = Math.round(now() - go);
+      for (const m of ready) if (m.t === 'ready') joined += m.joined ?? 0;
+      const sendStart = now();
+      crew.send({ t: 'send', peers: [] });
+      await crew.all('done', deadline);
+      windowMs = now() - sendStart;
+    }
+    // Each worker waits (up to --drain) for what its rooms still owe, then says what they owed.
+    crew.send({ t: 'stop' });
+    const stopped = await crew.all('stopped', now() + o.drainS * 1000 + GRACE_MS);
+    for (const m of stopped ?? []) if (m.t === 'stopped') expected += m.expected ?? 0;
   } else if (o.workload === 'idle') {
     const ready = await crew.all('ready', deadline);
     connectMs = now() - go;
@@ -613,6 +678,18 @@ export async function runLoad(argv: string[]): Promise<number> {
     summary.serverRssBytesSettled = rssSettled;
     summary.bytesPerConnectionSettled = perConn(rssSettled);
   }
+  if (o.workload === 'muc') {
+    summary.rooms = o.rooms;
+    summary.occupants = o.occupants;
+    summary.joined = joined;
+    summary.joinMs = joinMs;
+    summary.sent = agg.sent;
+    summary.delivered = agg.delivered;
+    summary.expected = expected;
+    summary.lost = agg.errors.lost ?? 0;
+    summary.duplicates = agg.errors.duplicate ?? 0;
+    summary.messagesPerSecond = rate(agg.sent, durationS);
+  }
   if (o.workload === 'storm') {
     summary.connections = Math.min(o.connections, o.count);
     summary.rebindMs = rebindMs;
@@ -622,7 +699,7 @@ export async function runLoad(argv: string[]): Promise<number> {
   else console.log(human(summary, o));
   if (o.report) {
     const throughput =
-      o.workload === 'chat' || o.workload === 'flap'
+      o.workload === 'chat' || o.workload === 'flap' || o.workload === 'muc'
         ? [
             { key: 'sent' as const, label: 'sent' },
             { key: 'delivered' as const, label: 'delivered' },
@@ -632,8 +709,7 @@ export async function runLoad(argv: string[]): Promise<number> {
             { key: 'completed' as const, label: 'completed' },
             { key: 'failed' as const, label: 'failed' },
           ];
-    const latencyLabel = { login: 'connect to bound', chat: 'sent to delivered', idle: 'connect to bound', storm: 'drop to bound again', flap: 'sent to delivered' }[o.workload];
-    writeFileSync(o.report, renderReport({ title: `XMPP load: ${o.workload} on ${target} (${new Date().toISOString()})`, summary: { ...summary }, series: agg.series(), throughput, latencyLabel }));
+    writeFileSync(o.report, renderReport({ title: `XMPP load: ${o.workload} on ${target} (${new Date().toISOString()})`, summary: { ...summary }, series: agg.series(), throughput, latencyLabel: LATENCY_LABEL[o.workload] }));
     say(`report written to ${o.report}`);
   }
   const attempted = agg.completed + agg.failed;

@@ -3,7 +3,7 @@
 import type { MechanismName, TlsMode } from './client.ts';
 import type { StatsDelta } from './stats.ts';
 
-export const WORKLOADS = ['login', 'chat', 'idle', 'storm', 'flap'] as const;
+export const WORKLOADS = ['login', 'chat', 'idle', 'storm', 'flap', 'muc'] as const;
 export type Workload = (typeof WORKLOADS)[number];
 
 export interface LoadOptions {
@@ -31,8 +31,16 @@ export interface LoadOptions {
   workers: number;
   durationS: number;
   count: number;
+  /** login: arrivals per second; chat: messages per second per user; muc: messages per second per room. */
   rate: number;
   rampS: number;
+  /** muc: rooms, occupants in each, the rooms' names (<prefix><n>) and their service's domain. */
+  rooms: number;
+  occupants: number;
+  roomPrefix: string;
+  mucDomain: string;
+  /** muc: how long what was sent may take to arrive once sending stops, before it counts as lost. */
+  drainS: number;
   connections: number;
   pid: number | undefined;
   json: boolean;
@@ -60,9 +68,11 @@ export type ToWorker =
 export type FromWorker =
   | { t: 'stats'; d: StatsDelta }
   | { t: 'provisioned'; created: number; existed: number; failed: number; errors: Record<string, number> }
-  | { t: 'ready'; online: number[] }
+  /** muc: `joined` occupants are in their rooms. */
+  | { t: 'ready'; online: number[]; joined?: number }
   | { t: 'done' }
-  | { t: 'stopped' }
+  /** muc: the deliveries this worker's rooms should have made (messages sent × occupants). */
+  | { t: 'stopped'; expected?: number }
   | { t: 'idle' }
   | { t: 'rebound'; first: number; last: number; ok: number }
   | { t: 'resumed'; first: number; last: number; ok: number; failed: number }

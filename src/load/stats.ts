@@ -41,10 +41,11 @@ export class Recorder {
     this.recorded++;
   }
 
-  /** Counts an error of this kind; `failure` also counts a failed operation. */
-  error(kind: string, failure = true): void {
-    this.errors[kind] = (this.errors[kind] ?? 0) + 1;
-    if (failure) this.failed++;
+  /** Counts `n` errors of this kind; `failure` also counts them as failed operations. */
+  error(kind: string, failure = true, n = 1): void {
+    if (n <= 0) return;
+    this.errors[kind] = (this.errors[kind] ?? 0) + n;
+    if (failure) this.failed += n;
   }
 
   /** What happened since the last call. */

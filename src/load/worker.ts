@@ -7,6 +7,7 @@ import type { ConnHandler, ResumeState, Target } from './client.ts';
 import { attr, childText, errorCondition, startTag } from './tokenizer.ts';
 import { Recorder, STATS_INTERVAL_MS } from './stats.ts';
 import { shareOf } from './options.ts';
+import { Receipts, instantRoom, joinPresence, lostDeliveries, mucBody, parseMucBody, roomCreated } from './muc.ts';
 import type { FromWorker, LoadOptions, ToWorker } from './options.ts';
 
 const o = (workerData as { opts: LoadOptions; index: number }).opts;
@@ -476,6 +477,300 @@ function idleOrStorm(storm: boolean): void {
   };
 }
 
+/**
+ * muc: --rooms rooms (XEP-0045) of --occupants occupants each. A room lives
+ * on one worker with all its occupants (room r on worker r mod W), so that
+ * the worker knows what each occupant should receive. The first occupant
+ * creates the room as an instant room, the others enter once it is open;
+ * then each room gets --rate groupchat messages per second, sent by its
+ * occupants in turn, each carrying the room's sequence number and its send
+ * time. Every occupant records each message once (latency: sent to
+ * received); one received twice is a duplicate, one never received, lost.
+ */
+function muc(): void {
+  interface Room {
+    jid: string;
+    occupants: Occupant[];
+    /** Entered by its creator, and configured when it was new: the others may enter. */
+    open: boolean;
+    /** Messages to send (of --count), sent so far, and bounced (errors from the room). */
+    share: number;
+    sent: number;
+    bounced: number;
+    /** When in each 1/rate interval the room sends (0..1): the rooms' messages are spread, not sent in bursts. */
+    phase: number;
+    /** The next sender, in turn. */
+    turn: number;
+    /** The occupant that creates the room (or enters first, when it exists). */
+    creator: Occupant | undefined;
+    /** Occupants that got in (known once every one has settled). */
+    joined: number;
+  }
+  interface Occupant {
+    room: Room;
+    nick: string;
+    /** Its occupant JID, room@service/nick. */
+    full: string;
+    conn: Conn | undefined;
+    joined: boolean;
+    /** Joined, or failed to: no longer waited for. */
+    settled: boolean;
+    /** Still connected and in the room (it may send). */
+    present: boolean;
+    got: Receipts;
+    /** The occupants whose presence it received (by number), and whether that is all who got in. */
+    seen: Receipts;
+    synced: boolean;
+  }
+  const rooms: Room[] = [];
+  const everyone: Occupant[] = [];
+  for (let r = w; r < o.rooms; r += W) {
+    const room: Room = { jid: `${o.roomPrefix}${r + 1}@${o.mucDomain}`, occupants: [], open: false, share: shareOf(o.count, r, o.rooms), sent: 0, bounced: 0, phase: r / o.rooms, turn: 0, creator: undefined, joined: 0 };
+    for (let k = 0; k < o.occupants; k++) {
+      const nick = `o${k + 1}`;
+      const occ: Occupant = { room, nick, full: `${room.jid}/${nick}`, conn: undefined, joined: false, settled: false, present: false, got: new Receipts(), seen: new Receipts(), synced: false };
+      room.occupants.push(occ);
+      everyone.push(occ);
+    }
+    rooms.push(room);
+  }
+  const CONFIG_ID = 'muc-config';
+  /** How long, once all have entered, the last presence broadcasts may take before sending starts anyway. */
+  const SYNC_MS = 10_000;
+  let unsettled = everyone.length;
+  /** Occupants in, that have not yet seen every other one in. */
+  let unsynced = 0;
+  let syncTimer: NodeJS.Timeout | undefined;
+  let readyPosted = false;
+  /** Messages are counted from the first sent until the figures are final. */
+  let counting = false;
+  let sending = false;
+  let ticker: NodeJS.Timeout | undefined;
+  let drainTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Ready once every occupant has settled, and each one in has received the
+   * presence of every other one in (§7.2.3): the rooms' presence broadcasts
+   * are over, and do not weigh on the first messages' latency.
+   */
+  const postReady = () => {
+    if (readyPosted) return;
+    readyPosted = true;
+    clearTimeout(syncTimer);
+    rec.error('muc-join:presences-missing', false, unsynced);
+    post({ t: 'ready', online: [], joined: everyone.filter((x) => x.joined).length });
+  };
+  const checkReady = () => {
+    if (readyPosted || unsettled > 0) return;
+    if (!syncTimer) {
+      for (const room of rooms) room.joined = room.occupants.filter((x) => x.joined).length;
+      for (const occ of everyone) sync(occ);
+      unsynced = everyone.filter((x) => x.joined && !x.synced).length;
+      syncTimer = setTimeout(postReady, SYNC_MS);
+    }
+    if (unsynced === 0) postReady();
+  };
+  const sync = (occ: Occupant) => {
+    if (unsettled > 0 || !occ.joined || occ.synced || occ.seen.received < occ.room.joined) return;
+    occ.synced = true;
+    if (syncTimer) unsynced--;
+  };
+  const settle = (occ: Occupant, joined: boolean, error?: string) => {
+    if (occ.settled) return;
+    occ.settled = true;
+    occ.joined = joined;
+    occ.present = joined;
+    if (error) rec.error(error);
+    unsettled--;
+    checkReady();
+  };
+  const enter = (occ: Occupant) => occ.conn!.sendStanzas([joinPresence(occ.room.jid, occ.nick)]);
+  const openRoom = (room: Room) => {
+    room.open = true;
+    for (const occ of room.occupants) if (!occ.settled && occ.conn) enter(occ);
+  };
+  /** The room was refused to its creator: nobody else enters. */
+  const abandon = (room: Room) => {
+    for (const occ of room.occupants) settle(occ, false, 'muc-join:room-not-created');
+  };
+  /** The first of its occupants still connected creates the room (or enters it, when it exists). */
+  const createRoom = (room: Room) => {
+    room.creator = room.occupants.find((x) => !x.settled && x.conn);
+    if (room.creator) enter(room.creator);
+  };
+
+  const stanza = (c: Conn, name: string, raw: string) => {
+    const occ = everyone[c.tag];
+    if (name === 'message') {
+      const tag = startTag(raw);
+      const type = attr(tag, 'type');
+      if (type === 'error') {
+        occ.room.bounced++;
+        rec.error(`message-error:${errorCondition(raw, 'error')}`);
+        return;
+      }
+      if (type !== 'groupchat' || !counting) return;
+      const body = childText(raw, 'body');
+      if (body === undefined) return; // the subject
+      const m = parseMucBody(body);
+      // History (delayed) is not this run's; a number not sent yet is not ours either.
+      if (!m || m.seq > occ.room.sent || raw.includes('urn:xmpp:delay') || !attr(tag, 'from')?.startsWith(`${occ.room.jid}/`)) return;
+      if (!occ.got.mark(m.seq)) return rec.error('duplicate');
+      rec.latency(wallNow() - m.sentAt);
+      rec.delivered++;
+      rec.completed++;
+    } else if (name === 'presence') {
+      const tag = startTag(raw);
+      const from = attr(tag, 'from') ?? '';
+      const type = attr(tag, 'type');
+      const prefix = `${occ.room.jid}/o`;
+      if (type === undefined && from.startsWith(prefix)) {
+        // An occupant in the room (its own presence too), by its number.
+        const k = Number(from.slice(prefix.length));
+        if (Number.isInteger(k) && k >= 1 && k <= o.occupants) {
+          occ.seen.mark(k);
+          if (syncTimer && !occ.synced) {
+            sync(occ);
+            checkReady();
+          }
+        }
+      }
+      if (from !== occ.full) return; // another occupant
+      if (!occ.settled) {
+        if (type === 'error') {
+          settle(occ, false, `muc-join:${errorCondition(raw, 'error')}`);
+          if (!occ.room.open) abandon(occ.room);
+        } else if (type === undefined) {
+          if (occ.room.open) settle(occ, true);
+          // The creator: a new room is locked until its owner configures it.
+          else if (roomCreated(raw)) c.sendStanzas([instantRoom(occ.room.jid, CONFIG_ID)]);
+          else {
+            settle(occ, true);
+            openRoom(occ.room);
+          }
+        }
+      } else if (type === 'unavailable' && occ.present) {
+        occ.present = false;
+        rec.error('muc:removed');
+      }
+    } else if (name === 'iq') {
+      const tag = startTag(raw);
+      if (attr(tag, 'id') === CONFIG_ID && attr(tag, 'from') === occ.room.jid) {
+        if (attr(tag, 'type') === 'result') {
+          settle(occ, true);
+          openRoom(occ.room);
+        } else {
+          settle(occ, false, `muc-config:${errorCondition(raw, 'error')}`);
+          abandon(occ.room);
+        }
+      } else answerIq(c, raw);
+    }
+  };
+  const lost = (c: Conn, error: string | undefined) => {
+    const occ = everyone[c.tag];
+    occ.present = false;
+    occ.conn = undefined;
+    if (!occ.settled) {
+      settle(occ, false, error ?? 'closed');
+      // The creator went before the room was open: the next occupant creates it.
+      if (!occ.room.open && occ.room.creator === occ) createRoom(occ.room);
+    } else if (error) rec.error(error);
+    ended();
+  };
+
+  /** Deliveries still awaited: each occupant that joined should get every message its room accepted. */
+  const awaited = () => {
+    let n = 0;
+    for (const room of rooms) {
+      const accepted = room.sent - room.bounced;
+      for (const occ of room.occupants) if (occ.joined) n += Math.max(0, accepted - occ.got.received);
+    }
+    return n;
+  };
+  const expected = () => rooms.reduce((n, room) => n + room.sent * room.occupants.filter((x) => x.joined).length, 0);
+
+  onMessage = (m) => {
+    if (m.t === 'go') {
+      const items: Item[] = everyone.map((occ, i) => {
+        const g = rooms.indexOf(occ.room) * W + w; // the room's number, from 0
+        const k = occ.room.occupants.indexOf(occ);
+        return { user: ((g * o.occupants + k) % o.users) + 1, resource: `muc${g + 1}-${k + 1}`, tag: i };
+      });
+      connectAll(items, o.concurrency, false, stanza, lost, (ok) => {
+        for (const c of ok) everyone[c.tag].conn = c;
+        for (const occ of everyone) if (!occ.conn) settle(occ, false); // its connection's error is counted
+        for (const room of rooms) createRoom(room);
+        checkReady();
+      });
+    } else if (m.t === 'send') {
+      counting = true;
+      sending = true;
+      const t0 = now();
+      const batch = new Map<Conn, string[]>();
+      const tick = () => {
+        if (!sending) return;
+        const intervals = (o.rate * (now() - t0)) / 1000;
+        const sentAt = wallNow().toFixed(3);
+        let left = 0;
+        for (const room of rooms) {
+          if (!room.open) continue;
+          const due = Math.min(room.share, Math.floor(intervals + 1 - room.phase));
+          const before = room.sent;
+          while (room.sent < due) {
+            // The next occupant still present sends: XEP-0045 §7.4.
+            let sender: Occupant | undefined;
+            for (let i = 0; i < room.occupants.length && !sender; i++) {
+              const x = room.occupants[room.turn++ % room.occupants.length];
+              if (x.present) sender = x;
+            }
+            if (!sender) {
+              room.share = room.sent; // nobody left to send
+              break;
+            }
+            const seq = ++room.sent;
+            const msg = `<message type='groupchat' to='${room.jid}' id='m${seq}'><body>${mucBody(seq, sentAt)}</body></message>`;
+            const c = sender.conn!;
+            const list = batch.get(c);
+            if (list) list.push(msg);
+            else batch.set(c, [msg]);
+          }
+          rec.sent += room.sent - before;
+          if (room.sent < room.share) left++;
+        }
+        for (const [c, list] of batch) c.sendStanzas(list);
+        batch.clear();
+        if (left === 0) {
+          sending = false;
+          clearInterval(ticker);
+          post({ t: 'done' });
+        }
+      };
+      ticker = setInterval(tick, TICK_MS);
+      tick();
+    } else if (m.t === 'stop') {
+      sending = false;
+      clearInterval(ticker);
+      // What was sent gets up to --drain seconds to arrive.
+      const until = now() + o.drainS * 1000;
+      const check = () => {
+        if (awaited() > 0 && now() < until) return;
+        clearInterval(drainTimer);
+        post({ t: 'stopped', expected: expected() });
+      };
+      drainTimer = setInterval(check, 10);
+      check();
+    } else if (m.t === 'close') {
+      clearInterval(ticker);
+      clearInterval(drainTimer);
+      clearTimeout(syncTimer);
+      readyPosted = true;
+      // The figures are final before the connections close (leaving rooms is no loss).
+      counting = false;
+      for (const room of rooms) rec.error('lost', true, lostDeliveries(room.sent, room.bounced, room.occupants.filter((x) => x.joined).map((x) => x.got)));
+    }
+  };
+}
+
 port.on('message', (m: ToWorker) => {
   if (m.t === 'close') {
     closing = true;
@@ -494,6 +789,7 @@ async function main(): Promise<void> {
       if (m.t === 'go') login();
     };
   } else if (o.workload === 'chat' || o.workload === 'flap') chat(o.workload === 'flap');
+  else if (o.workload === 'muc') muc();
   else idleOrStorm(o.workload === 'storm');
 }
 

@@ -6,6 +6,7 @@ import { ScramClient } from '../../src/load/scram.ts';
 import { parseLoadArgs, UsageError } from '../../src/load/cli.ts';
 import { renderReport } from '../../src/load/report.ts';
 import { Aggregate, Recorder } from '../../src/load/stats.ts';
+import { Receipts, instantRoom, joinPresence, lostDeliveries, mucBody, parseMucBody, roomCreated } from '../../src/load/muc.ts';
 
 type Ev = [string, string];
 
@@ -106,6 +107,8 @@ test('options: defaults, per workload', (t) => {
   t.like(parseLoadArgs(['chat']), { rate: 1 });
   t.like(parseLoadArgs(['idle', '--connections', '500']), { users: 500, connections: 500 });
   t.like(parseLoadArgs(['storm', '--tls', 'direct', '--mechanism', 'plain']), { port: 5223, mechanism: 'PLAIN' });
+  t.like(parseLoadArgs(['muc', '--rooms', '3', '--occupants', '7']), { rooms: 3, occupants: 7, users: 21, rate: 1, roomPrefix: 'loadroom', mucDomain: 'conference.localhost', drainS: 5 });
+  t.like(parseLoadArgs(['muc', '--domain', 'example.org', '--users', '7', '--occupants', '7']), { users: 7, mucDomain: 'conference.example.org' });
   t.is(parseLoadArgs(['--help']), 'help');
 });
 
@@ -121,6 +124,10 @@ test('options: bad values are usage errors', (t) => {
     [['login', 'extra'], /unexpected argument "extra"/],
     [['login', '--port', '70000'], /--port: at most 65535/],
     [['login', '--user-prefix', 'a@b'], /--user-prefix: not a valid localpart/],
+    [['muc', '--occupants', '5', '--users', '4'], /--users: at least --occupants \(5\)/],
+    [['muc', '--rooms', '0'], /--rooms: "0" is not a whole number of at least 1/],
+    [['muc', '--room-prefix', 'Room'], /--room-prefix: lowercase/],
+    [['muc', '--muc-domain', 'a/b'], /--muc-domain: not a domain/],
   ];
   for (const [argv, message] of cases) t.throws(() => parseLoadArgs(argv), { instanceOf: UsageError, message }, argv.join(' '));
 });
@@ -162,4 +169,33 @@ test('report: a self-contained HTML page with two SVG charts', (t) => {
   t.is(html.match(/<polyline /g)?.length, 4);
   t.true(html.includes('load &lt;test&gt;'));
   t.false(/<script|src=|href=/.test(html), 'nothing loaded from elsewhere');
+});
+
+test('muc: the body carries the sequence number and the send time; anything else is not ours', (t) => {
+  t.deepEqual(parseMucBody(mucBody(42, '1700000000123.456')), { seq: 42, sentAt: 1700000000123.456 });
+  for (const body of ['hello', 'lm', 'lm 5', 'lm x 1', 'lm 0 1', 'lm -1 1', 'lm 1.5 1', 'lm 3 now', 'lt 1 2']) t.is(parseMucBody(body), undefined, body);
+});
+
+test('muc: each message received once; a second time is a duplicate, what never came is lost', (t) => {
+  const a = new Receipts();
+  const b = new Receipts();
+  t.true(a.mark(1));
+  t.true(a.mark(1000)); // beyond the first allocation: it grows
+  t.false(a.mark(1));
+  t.false(a.mark(1000));
+  for (let seq = 2; seq <= 10; seq++) t.true(a.mark(seq));
+  t.is(a.received, 11);
+  for (const seq of [1, 2, 3]) b.mark(seq);
+  // 10 sent, none bounced: a has all of 1..10 (and one beyond), b misses 7.
+  t.is(lostDeliveries(10, 0, [a, b]), 7);
+  // 2 came back as errors: 8 accepted; b misses 5.
+  t.is(lostDeliveries(10, 2, [a, b]), 5);
+  t.is(lostDeliveries(0, 0, [new Receipts()]), 0);
+});
+
+test('muc: entering without history, the instant room form, and the creation status', (t) => {
+  t.is(joinPresence('r1@conference.localhost', 'o1'), `<presence to='r1@conference.localhost/o1'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>`);
+  t.regex(instantRoom('r1@conference.localhost', 'c1'), /^<iq type='set' id='c1' to='r1@conference.localhost'><query xmlns='http:\/\/jabber.org\/protocol\/muc#owner'><x xmlns='jabber:x:data' type='submit'\/><\/query><\/iq>$/);
+  t.true(roomCreated(`<presence from='r@c/o1'><x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='owner' role='moderator'/><status code='110'/><status code="201"/></x></presence>`));
+  t.false(roomCreated(`<presence from='r@c/o1'><x xmlns='http://jabber.org/protocol/muc#user'><status code='110'/><status code='2010'/></x></presence>`));
 });

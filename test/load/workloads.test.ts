@@ -91,6 +91,26 @@ test('flap: with resumption, every connection cut at once resumes its session; e
   t.is(r.json.delivered, r.json.sent);
 });
 
+test('muc: rooms created and entered, every groupchat message fanned out to every occupant once', async (t) => {
+  // 3 rooms of 4 over 5 accounts: an account is in several rooms (one connection each), never twice in one.
+  const r = await runLoad(['muc', ...starttls(), '--provision', '--user-prefix', 'mu', '--users', '5', '--rooms', '3', '--occupants', '4', '--room-prefix', 'lr', '--rate', '10', '--count', '60', '--workers', '2', '--duration', '30', '--json']);
+  clean(t, r, 'muc');
+  t.like(r.json, { rooms: 3, occupants: 4, joined: 12, sent: 60, expected: 240, delivered: 240, completed: 240, lost: 0, duplicates: 0 });
+  t.true(typeof r.json.joinMs === 'number' && r.json.joinMs > 0, `joined after ${r.json.joinMs} ms`);
+  t.true((r.json.messagesPerSecond as number) > 0);
+  t.is(r.json.perSecond, Math.round((240 / r.json.durationS) * 10) / 10);
+});
+
+test('muc: a room that cannot be created is counted, nothing sent to it', async (t) => {
+  // No such service: every join is refused, and the run fails.
+  const r = await runLoad(['muc', ...starttls(), '--provision', '--user-prefix', 'mx', '--users', '2', '--rooms', '1', '--occupants', '2', '--muc-domain', 'nowhere.localhost', '--count', '5', '--duration', '10', '--json']);
+  t.is(r.code, 1);
+  t.like(r.json, { joined: 0, sent: 0, delivered: 0, lost: 0 });
+  t.is(r.json.failed, 2);
+  t.is(Object.keys(r.json.errors).length, 2, JSON.stringify(r.json.errors));
+  t.is(r.json.errors['muc-join:room-not-created'], 1);
+});
+
 test('idle: holds the connections until the duration ends; server memory per connection', async (t) => {
   // The test server runs in this process: its memory is ours.
   const r = await runLoad(['idle', ...starttls(), '--provision', '--user-prefix', 'id', '--connections', '20', '--duration', '2', '--pid', String(process.pid), '--json']);
