@@ -1,9 +1,10 @@
 // The side-by-side benchmark: ours, Prosody and ejabberd under the same
-// workloads of the load tool (src/load), each server alone on one core and
+// workloads of the load tool (src/load: login, chat, idle, storm, and muc on
+// each server's XEP-0045 service), each server alone on one core and
 // the load tool on another, plus the chat workload through a bare TLS relay
 // (bench/relay.ts) for the runtime's ceiling. See docs/benchmarks.md.
 //
-//   npm run bench:compare -- [--quick] [--out DIR] [--reps N] [--servers ours,prosody,ejabberd,relay]
+//   npm run bench:compare -- [--quick] [--out DIR] [--reps N] [--servers ours,prosody,ejabberd,relay] [--workloads idle,storm,chat,login,muc]
 //
 // It installs nothing: a missing prosody or ejabberd is reported with the
 // command that installs it, and that server is skipped.
@@ -24,8 +25,12 @@ const USAGE = `usage: npm run bench:compare -- [options]
                       (default: a new directory under ${tmpdir()})
   --reps N            repetitions of everything (default 2; --quick: 1)
   --servers LIST      comma-separated subset of ours,prosody,ejabberd,relay
+  --workloads LIST    comma-separated subset of idle,storm,chat,login,muc
+                      (default: all; the relay only runs chat)
   --connections C     idle and storm connections (default 2000; --quick: 300)
   --chat-users N      chat workload users (default 100)
+  --muc-rooms R       muc workload rooms (default 20)
+  --muc-occupants O   occupants per room (default 20)
   --server-cpu N      core for the server under test (default: the first allowed)
   --load-cpu N        core for the load tool (default: the second allowed)
   --tls MODE          direct (XEP-0368, the default) or starttls for every client
@@ -37,12 +42,18 @@ interface Settings {
   quick: boolean;
   reps: number;
   servers: string[];
+  workloads: string[];
   connections: number;
   chatUsers: number;
   /** Seconds of sending per chat step, of arrivals per login step. */
   stepS: number;
   chatStart: number;
   loginStart: number;
+  mucRooms: number;
+  mucOccupants: number;
+  /** Messages per second per room of the muc search's first step, and seconds of sending per step (longer than chat's: fewer messages fan out to as many deliveries, and p99 needs enough of them). */
+  mucStart: number;
+  mucStepS: number;
   maxSteps: number;
   idleHoldS: number;
   /** Quiet time before the idle run, so that "before" is a settled server too (not the registrations' garbage). */
@@ -51,15 +62,21 @@ interface Settings {
   retries: number;
   chatP99Ms: number;
   loginP99Ms: number;
+  mucP99Ms: number;
   keep: boolean;
   tls: 'starttls' | 'direct';
 }
+
+const WORKLOADS = ['idle', 'storm', 'chat', 'login', 'muc'];
 
 const OPTIONS = {
   quick: { type: 'boolean', default: false },
   out: { type: 'string' },
   reps: { type: 'string' },
   servers: { type: 'string', default: 'ours,prosody,ejabberd,relay' },
+  workloads: { type: 'string', default: 'idle,storm,chat,login,muc' },
+  'muc-rooms': { type: 'string' },
+  'muc-occupants': { type: 'string' },
   connections: { type: 'string' },
   'chat-users': { type: 'string' },
   'server-cpu': { type: 'string' },
@@ -88,17 +105,23 @@ const S: Settings = {
   quick,
   reps: Number(v.reps ?? (quick ? 1 : 2)),
   servers: v.servers.split(',').map((s) => s.trim()).filter(Boolean),
+  workloads: v.workloads.split(',').map((s) => s.trim()).filter(Boolean),
   connections: Number(v.connections ?? (quick ? 300 : 2000)),
   chatUsers: Number(v['chat-users'] ?? 100),
   stepS: quick ? 2 : 3,
   chatStart: 25,
   loginStart: 50,
+  mucRooms: Number(v['muc-rooms'] ?? 20),
+  mucOccupants: Number(v['muc-occupants'] ?? 20),
+  mucStart: 5,
+  mucStepS: quick ? 3 : 5,
   maxSteps: quick ? 6 : 7,
   idleHoldS: 6,
   idleSettleS: quick ? 5 : 15,
   retries: quick ? 2 : 5,
   chatP99Ms: 50,
   loginP99Ms: 500,
+  mucP99Ms: 50,
   keep: v.keep,
   tls: v.tls === 'starttls' ? 'starttls' : 'direct',
 };
@@ -112,8 +135,14 @@ for (const s of S.servers) {
     process.exit(2);
   }
 }
-if (!(S.reps >= 1) || !(S.connections >= 2) || !(S.chatUsers >= 2)) {
-  console.error(`bench:compare: bad --reps, --connections or --chat-users\n\n${USAGE}`);
+for (const w of S.workloads) {
+  if (!WORKLOADS.includes(w)) {
+    console.error(`bench:compare: unknown workload ${JSON.stringify(w)} (${WORKLOADS.join(', ')})`);
+    process.exit(2);
+  }
+}
+if (!(S.reps >= 1) || !(S.connections >= 2) || !(S.chatUsers >= 2) || !Number.isInteger(S.mucRooms) || S.mucRooms < 1 || !Number.isInteger(S.mucOccupants) || S.mucOccupants < 2) {
+  console.error(`bench:compare: bad --reps, --connections, --chat-users, --muc-rooms or --muc-occupants\n\n${USAGE}`);
   process.exit(2);
 }
 
@@ -543,6 +572,47 @@ async function chat(server: Running, rep: number): Promise<void> {
   });
 }
 
+/**
+ * muc: R rooms of O occupants on the server's XEP-0045 service; the same
+ * search on the rate per room, passing when p99 sent-to-received latency
+ * (per occupant) is under 50 ms, every occupant is in its room, nothing is
+ * lost or duplicated, at most 1 % of the deliveries fail otherwise, and 90 %
+ * of the deliveries owed are made within the step's time. The figure is the
+ * deliveries fanned out per second (messages × occupants).
+ */
+async function muc(server: Running, rep: number): Promise<void> {
+  const R = S.mucRooms;
+  const O = S.mucOccupants;
+  let step = 0;
+  const { best, steps } = await search(S.mucStart, S.maxSteps, (r) => Math.round(r * 10) / 10, async (rate) => {
+    const count = Math.max(1, Math.round(rate * R * S.mucStepS));
+    type Muc = LoadResult['summary'] & { sent?: number; delivered?: number; joined?: number; lost?: number; duplicates?: number; messagesPerSecond?: number };
+    const verdict = (r: LoadResult) => {
+      const s = r.summary as Muc;
+      const why: string[] = [];
+      if ((s.joined ?? 0) < R * O) why.push(`${s.joined}/${R * O} in their rooms`);
+      if ((s.lost ?? 0) > 0 || (s.duplicates ?? 0) > 0) why.push(`${s.lost} lost, ${s.duplicates} duplicated`);
+      if (s.failed > count * O * FAIL_SHARE) why.push(`${s.failed} failed ${JSON.stringify(s.errors)}`);
+      if ((s.sent ?? 0) < count) why.push(`${s.sent}/${count} sent`);
+      if (s.latencyMs.p99 >= S.mucP99Ms) why.push(`p99 ${s.latencyMs.p99} ms >= ${S.mucP99Ms}`);
+      if (s.perSecond < rate * R * O * 0.9) why.push(`${s.perSecond}/s < 90% of ${Math.round(rate * R * O)}/s`);
+      return why;
+    };
+    // Fresh room names for every step: nothing of the last one (occupants still leaving) is in the way.
+    const args = () => ['muc', '--users', String(R * O), '--rooms', String(R), '--occupants', String(O), '--room-prefix', `s${++step}r`, '--rate', String(rate), '--count', String(count), '--duration', String(Math.ceil(S.mucStepS * 3 + 40)), '--timeout', '15'];
+    const r = await steady(() => load(server, args(), `muc-${rate}`, { rep, rate }), (x) => verdict(x).length === 0, `muc ${rate}/s/room`);
+    const s = r.summary as Muc;
+    const why = verdict(r);
+    say(`${elapsed()}   ${server.name} muc ${rate}/s/room (${Math.round(rate * R)} msg/s, ${Math.round(rate * R * O)} deliveries/s): ${s.perSecond}/s delivered, p99 ${s.latencyMs.p99} ms, ${cpuNote(r)}${why.length ? ` -- ${why.join(', ')}` : ''}`);
+    return { rate, pass: why.length === 0, figure: s.perSecond, why: why.join(', '), res: r };
+  });
+  const detail = (x: Step) => {
+    const s = x.res.summary as LoadResult['summary'] & { messagesPerSecond?: number; lost?: number; duplicates?: number; joinMs?: number };
+    return { ratePerRoom: x.rate, perSecond: s.perSecond, messagesPerSecond: s.messagesPerSecond, p50Ms: s.latencyMs.p50, p99Ms: s.latencyMs.p99, lost: s.lost, duplicates: s.duplicates, joinMs: s.joinMs, failed: s.failed, errors: s.errors, pass: x.pass, why: x.why, ...cpuDetail(x.res) };
+  };
+  note(server.name, rep, 'muc', best ? best.figure : null, { rooms: R, occupants: O, best: best ? detail(best) : undefined, steps: steps.map(detail) });
+}
+
 const settle = () => new Promise((r) => setTimeout(r, 1000));
 
 /** Accounts for the login workload (the chat users are the first of them). */
@@ -562,13 +632,17 @@ const loginUsers = () => Math.max(S.chatUsers, Math.min(S.connections, 500));
  */
 async function runServer(kind: ServerKind, rep: number): Promise<void> {
   retriesLeft = S.retries;
-  const lives: { tag: string; users: number; restart: boolean; workloads: [string, (s: Running, rep: number) => Promise<void>][] }[] =
+  type Life = { tag: string; users: number; restart: boolean; workloads: [string, (s: Running, rep: number) => Promise<void>][] };
+  const all: Life[] =
     kind.name === 'relay'
       ? [{ tag: 'a', users: 0, restart: false, workloads: [['chat', chat]] }]
       : [
           { tag: 'a', users: S.connections, restart: true, workloads: [['idle', idle], ['storm', storm]] },
           { tag: 'b', users: loginUsers(), restart: false, workloads: [['chat', chat], ['login', login]] },
+          // A server of its own: rooms and their occupants, nothing left by the others.
+          { tag: 'c', users: S.mucRooms * S.mucOccupants, restart: false, workloads: [['muc', muc]] },
         ];
+  const lives = all.map((l) => ({ ...l, workloads: l.workloads.filter(([n]) => S.workloads.includes(n)) })).filter((l) => l.workloads.length > 0);
   for (const life of lives) {
     const dir = join(work, `${kind.name}-rep${rep}${life.tag}`);
     mkdirSync(dir);

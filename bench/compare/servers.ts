@@ -8,7 +8,9 @@
 // key, SCRAM-SHA-1 with 4096 PBKDF2 iterations (PLAIN offered too), in-band
 // registration open, no rate limits or traffic shapers, the same stanza size
 // limit (256 KiB), a listen backlog of 511, and the same features loaded:
-// disco, ping, version, register, roster, presence, carbons, offline storage.
+// disco, ping, version, register, roster, presence, carbons, offline storage,
+// and multi-user chat (XEP-0045) at conference.<domain>, each with its own
+// defaults for rooms (history, archiving).
 import { mkdirSync, writeFileSync, readFileSync, existsSync, readdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -95,7 +97,8 @@ export const ours: ServerKind = {
     `XMPP_DOMAIN=${DOMAIN} XMPP_BIND_HOST=127.0.0.1 XMPP_WORKERS=1 XMPP_REGISTRATION=true XMPP_TLS_REQUIRED=true`,
     `XMPP_READ_RATE_BYTES=0 XMPP_SCRAM_ITERATIONS=${SCRAM_ITERATIONS} XMPP_LOG_LEVEL=warn XMPP_TLS_CERT=<cert> XMPP_TLS_KEY=<key>`,
     'XMPP_DATA_DIR=<tmp> XMPP_C2S_PORT=<port> XMPP_TLS_PORT=<port>; everything else at its default',
-    '(max stanza 256 KiB, 10 resources per account, offline storage on, SQLite account store).',
+    '(max stanza 256 KiB, 10 resources per account, offline storage on, SQLite account store;',
+    `multi-user chat at conference.${DOMAIN}, 1000 occupants per room, every groupchat message written to the room's archive in SQLite before it is sent, history from it).`,
     'The whole process (acceptor main thread, one worker thread, libuv pool) pinned to the server core.',
   ].join(' '),
   async start(dir, cert, pins) {
@@ -139,6 +142,7 @@ export const prosody: ServerKind = {
     'c2s_require_encryption = true, authentication "internal_hashed" (SCRAM-SHA-1 hashes) with',
     `default_iteration_count = ${SCRAM_ITERATIONS}, storage "internal" (files),`,
     'modules: disco roster saslauth tls ping register version carbons (+ auto-loaded c2s presence message iq offline);',
+    `Component "conference.${DOMAIN}" "muc" with its defaults (rooms locked until configured, 20 messages of history in memory, no archive);`,
     'mod_limits not loaded (no c2s rate limit), allow_registration = true, registration throttling off',
     '(min_seconds_between_registrations = 0, registration_throttle_max huge, 127.0.0.1 allow-listed), log level warn.',
   ].join(' '),
@@ -180,6 +184,8 @@ ssl = { certificate = ${q(cert.cert)}, key = ${q(cert.key)} }
 log = { { levels = { min = "warn" }, to = "file", filename = ${q(join(dir, 'prosody-internal.log'))} } }
 
 VirtualHost "${DOMAIN}"
+
+Component "conference.${DOMAIN}" "muc"
 `;
     const file = join(dir, 'prosody.cfg.lua');
     writeFileSync(file, cfg);
@@ -241,8 +247,9 @@ export const ejabberd: ServerKind = {
     'max_stanza_size: 262144, certfiles: the same certificate and key, auth_method: internal (Mnesia),',
     'auth_password_format: scram, auth_scram_hash: sha (SCRAM-SHA-1, 4096 iterations, its default), max_fsm_queue: 1000000,',
     'registration_timeout: infinity, mod_register with access and ip_access "all", no welcome message,',
-    'modules: mod_disco mod_ping mod_version mod_register mod_roster mod_carboncopy mod_offline (no mod_stream_mgmt,',
-    'mod_fail2ban, mod_pres_counter, MUC, PubSub, HTTP, MQTT, STUN), max_user_sessions 10, loglevel warning.',
+    'modules: mod_disco mod_ping mod_version mod_register mod_roster mod_carboncopy mod_offline, and mod_muc',
+    `(at conference.${DOMAIN}, its default; max_users: 1000, as ours; otherwise its defaults: 20 messages of history in memory, no archive)`,
+    '(no mod_stream_mgmt, mod_fail2ban, mod_pres_counter, PubSub, HTTP, MQTT, STUN), max_user_sessions 10, loglevel warning.',
   ].join(' '),
   async start(dir, cert, pins) {
     const setup = erlangSetup()!;
@@ -295,6 +302,8 @@ shaper_rules:
 modules:
   mod_carboncopy: {}
   mod_disco: {}
+  mod_muc:
+    max_users: 1000
   mod_offline:
     access_max_user_messages: max_user_offline_messages
   mod_ping: {}

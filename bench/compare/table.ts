@@ -1,11 +1,12 @@
 // The comparison's table (server × workload × figure, each run, the mean, the
 // spread and the ratio to ours) and the goals checked against it.
 
-export type Figure = 'login' | 'chat' | 'idle' | 'idleSettled' | 'storm';
+export type Figure = 'login' | 'chat' | 'muc' | 'idle' | 'idleSettled' | 'storm';
 
 export const FIGURES: Record<Figure, { label: string; unit: string; higherIsBetter: boolean }> = {
   login: { label: 'logins/s (p99 connect-to-bound < 500 ms)', unit: 'logins/s', higherIsBetter: true },
   chat: { label: 'chat msgs/s delivered at p99 < 50 ms', unit: 'msg/s', higherIsBetter: true },
+  muc: { label: 'muc deliveries/s fanned out at p99 < 50 ms', unit: 'deliveries/s', higherIsBetter: true },
   idle: { label: 'memory per idle TLS connection, 0.5 s after the last bind', unit: 'KiB', higherIsBetter: false },
   idleSettled: { label: 'memory per idle TLS connection, settled (end of the hold)', unit: 'KiB', higherIsBetter: false },
   storm: { label: 'storm: all rebound after', unit: 'ms', higherIsBetter: false },
