@@ -619,8 +619,9 @@ const settle = () => new Promise((r) => setTimeout(r, 1000));
 const loginUsers = () => Math.max(S.chatUsers, Math.min(S.connections, 500));
 
 /**
- * One server, one repetition, in two lives, each from a fresh directory:
- * idle and storm on the first, chat, then login, on the second (so that the
+ * One server, one repetition, in up to three lives (those of the selected
+ * workloads), each from a fresh directory: idle and storm on the first,
+ * chat, then login, on the second, muc on the third (so that the
  * throughput figures are not weighed down by what thousands of connections
  * left behind: Prosody, for one, delivers with a much higher p95 after an
  * idle phase of 2000 connections than before it). On the first, the server is
