@@ -20,6 +20,16 @@
 // from the other (the vCard's photo hash against the metadata's id), so
 // that a change made on one side is carried to the other once.
 //
+// Devices of one account on several workers or nodes change its avatar or
+// vCard at once, each conversion running where its device is connected
+// (runs for an account take turns on one worker: personal/turns.ts). Across
+// them: the vCard is written only over the one read (a swap, personal/
+// store.ts), else read again, so that a vCard set meanwhile keeps its
+// other fields; each side follows the other as it is when read, not as the
+// change that called said; and a run reads its source again after writing,
+// running once more when it changed meanwhile: of two runs carrying
+// opposite ways, the one that reads last writes what both sides end with.
+//
 // The photo hash of each account with sessions on this worker is kept here
 // (a hash, not the vCard), read again after any change to the account's
 // vCard, wherever it was made: every vCard change is announced to every
@@ -31,7 +41,7 @@
 import { Element, parse as parseXml } from 'ltx';
 import { createHash } from 'node:crypto';
 import type { ServerModule, InboundHook } from './module.ts';
-import type { PepApi, PepChange } from './pep.ts';
+import type { PepApi } from './pep.ts';
 import type { VcardApi } from './vcard.ts';
 import { NS_VCARD } from './vcard.ts';
 import type { PepItem } from '../pep/store.ts';
@@ -45,6 +55,8 @@ export const NS_AVATAR_METADATA = 'urn:xmpp:avatar:metadata';
 export const NS_VCARD_UPDATE = 'vcard-temp:x:update';
 /** How this module's own PEP changes are marked (PepChange.by). */
 const BY = 'xep-0398';
+/** How many times a conversion reads its source again because another device changed it meanwhile (then it leaves it to the next change). */
+const MAX_ROUNDS = 10;
 /** Accounts whose photo hash one worker keeps (the least recently used go first). */
 const MAX_KEPT = 50_000;
 
@@ -160,31 +172,39 @@ export function avatar(o: AvatarOptions): ServerModule {
 
   // --- §3.1: PEP to vCard --------------------------------------------------
 
-  /** Puts the photo in the account's vCard (or takes it out), unless it is there already. */
+  /**
+   * Puts the photo in the account's vCard (or takes it out), unless it is
+   * there already; the vCard written back only over the one read (a swap:
+   * a vCard set meanwhile, here or on another worker or node, is read again
+   * and the photo put in it), personal/store.ts, Compare-and-set.
+   */
   const setPhoto = async (user: string, photo: { b64: string; type: string | undefined; hash: string } | undefined): Promise<void> => {
-    const stored = await o.store.vcard(user);
-    if ((stored?.photoHash ?? '') === (photo?.hash ?? '')) return;
-    const v = stored ? (parseXml(stored.xml) as Element) : new Element('vCard', { xmlns: NS_VCARD });
-    v.children = v.children.filter((c) => !(isEl(c) && c.name === 'PHOTO'));
-    if (photo) {
-      const p = v.c('PHOTO');
-      if (photo.type) p.c('TYPE').t(photo.type);
-      p.c('BINVAL').t(photo.b64);
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      const stored = await o.store.vcard(user);
+      if ((stored?.photoHash ?? '') === (photo?.hash ?? '')) return;
+      const v = stored ? (parseXml(stored.xml) as Element) : new Element('vCard', { xmlns: NS_VCARD });
+      v.children = v.children.filter((c) => !(isEl(c) && c.name === 'PHOTO'));
+      if (photo) {
+        const p = v.c('PHOTO');
+        if (photo.type) p.c('TYPE').t(photo.type);
+        p.c('BINVAL').t(photo.b64);
+      }
+      const xml = v.toString();
+      if (utf8Bytes(xml) > maxVcardBytes) {
+        log.info('XEP-0398: the avatar does not fit in the vCard; the vCard is left as it was', { user, bytes: utf8Bytes(xml) });
+        return;
+      }
+      const hash = photoHash(v);
+      if (await o.store.swapVcard(user, stored?.xml, { xml, photoHash: hash })) {
+        await vcardChanged(user, hash);
+        return;
+      }
     }
-    const xml = v.toString();
-    if (utf8Bytes(xml) > maxVcardBytes) {
-      log.info('XEP-0398: the avatar does not fit in the vCard; the vCard is left as it was', { user, bytes: utf8Bytes(xml) });
-      return;
-    }
-    const hash = photoHash(v);
-    await o.store.setVcard(user, { xml, photoHash: hash });
-    await vcardChanged(user, hash);
+    log.warn('XEP-0398: the vCard kept changing under the avatar written to it; left to the next change', { user, rounds: MAX_ROUNDS });
   };
 
-  const fromPep = async (change: PepChange): Promise<void> => {
-    const user = change.owner;
-    // What the metadata node says now: the item just published, or else its newest.
-    const item = change.kind === 'publish' ? change.item : (await o.pep.items(user, NS_AVATAR_METADATA)).at(-1);
+  /** The vCard made to say what the metadata item says (the image of its data item), or nothing when it says nothing usable. */
+  const metadataToVcard = async (user: string, item: PepItem | undefined): Promise<void> => {
     const now = current(item);
     if (now === undefined) return;
     if (now === 'none') return setPhoto(user, undefined);
@@ -204,9 +224,28 @@ export function avatar(o: AvatarOptions): ServerModule {
     await setPhoto(user, { b64: image.b64, type: now.type ?? sniff(image.bytes), hash });
   };
 
+  /**
+   * §3.1 for a change of the metadata node: the vCard follows what the node
+   * says now (its newest item; not the change's: another device's publish
+   * may have come since, its run ahead of this one), read again after the
+   * vCard was written until it held still meanwhile.
+   */
+  const fromPep = async (user: string): Promise<void> => {
+    const newest = async () => (await o.pep.items(user, NS_AVATAR_METADATA)).at(-1);
+    let item = await newest();
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      await metadataToVcard(user, item);
+      const now = await newest();
+      if (now?.id === item?.id && now?.xml === item?.xml) return;
+      item = now;
+    }
+    log.warn('XEP-0398: the avatar metadata kept changing while the vCard followed it; left to the next change', { user, rounds: MAX_ROUNDS });
+  };
+
   // --- §3.2: vCard to PEP --------------------------------------------------
 
-  const fromVcard = async (user: string, vcard: Element, hash: string): Promise<void> => {
+  /** PEP's avatar made to be the vCard's photo (an empty <metadata/> for none), unless it is already. */
+  const vcardToPep = async (user: string, vcard: Element, hash: string): Promise<void> => {
     const [last] = (await o.pep.items(user, NS_AVATAR_METADATA)).slice(-1);
     const now = last ? current(last) : undefined;
     if (hash === '') {
@@ -227,14 +266,32 @@ export function avatar(o: AvatarOptions): ServerModule {
     await o.pep.publish(user, NS_AVATAR_METADATA, { id: hash, xml: meta.toString() }, { by: BY });
   };
 
+  /**
+   * §3.2 for a vCard set: PEP follows the vCard as it is stored now (a set
+   * made meanwhile on another device may be newer than the one that called),
+   * read again after PEP was written until it held still meanwhile.
+   */
+  const fromVcard = async (user: string): Promise<void> => {
+    let stored = await o.store.vcard(user);
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      // No vCard (the account removed meanwhile): nothing to follow.
+      if (!stored) return;
+      await vcardToPep(user, parseXml(stored.xml) as Element, stored.photoHash);
+      const now = await o.store.vcard(user);
+      if (now?.xml === stored.xml) return;
+      stored = now;
+    }
+    log.warn('XEP-0398: the vCard kept changing while PEP followed it; left to the next change', { user, rounds: MAX_ROUNDS });
+  };
+
   o.pep.listen((change) => {
     // Its own changes are made within a turn of the account, which waits for this listener: not taken back, nor waited for.
     if (change.by === BY || change.node !== NS_AVATAR_METADATA) return;
-    return turns.run(change.owner, () => fromPep(change));
+    return turns.run(change.owner, () => fromPep(change.owner));
   });
-  o.vcard.listen(async (user, vcard, hash) => {
+  o.vcard.listen(async (user, _vcard, hash) => {
     await vcardChanged(user, hash);
-    await turns.run(user, () => fromVcard(user, vcard, hash));
+    await turns.run(user, () => fromVcard(user));
   });
 
   // --- §4: the hash in presence --------------------------------------------

@@ -25,6 +25,19 @@
 // taken back, and its writes to private XML go to the store, not through
 // the private module: a change is carried once.
 //
+// Several devices of an account, on several workers or nodes, change its
+// bookmarks at once, and each change runs this module where its device is
+// connected. Runs for one account take turns on one worker (personal/
+// turns.ts); across workers and nodes nothing is locked: an edit of the
+// legacy list in private XML is written only over the value it read (a
+// swap, personal/store.ts), else read and redone, so that two devices'
+// rooms both stay; a room is carried as the XEP-0402 node holds it when the
+// run reads it (not as the change said); and what follows the legacy list
+// (the XEP-0402 items, the legacy node) is made again from the list read
+// anew until it held still while they were written. Every run ends with
+// the stores agreeing as of its last read, and the last run to write
+// reads last.
+//
 // Nodes the module creates: XEP-0402's with whitelist access (owner only),
 // items kept up to the service's 'max', persisted, never sent as last item
 // (XEP-0402 §3 publish-options); the legacy one with whitelist access and
@@ -54,6 +67,8 @@ export const FEATURE_COMPAT_PEP = `${NS_BOOKMARKS}#compat-pep`;
 const BY = 'xep-0402';
 /** The legacy node's one item (XEP-0048 §3.3). */
 const LEGACY_ITEM = 'current';
+/** How many times a run reads the legacy list again because another device's run changed it meanwhile (then it leaves it to the next change). */
+const MAX_ROUNDS = 10;
 
 const NODE_CONFIG: NodeConfig = { ...DEFAULT_CONFIG, accessModel: 'whitelist', persistItems: true, maxItems: MAX_ITEMS, sendLastPublishedItem: 'never' };
 const LEGACY_CONFIG: NodeConfig = { ...DEFAULT_CONFIG, accessModel: 'whitelist', persistItems: true };
@@ -203,47 +218,106 @@ export function bookmarks(o: BookmarksOptions): ServerModule {
     await o.pep.publish(user, NS_LEGACY_BOOKMARKS, { id: LEGACY_ITEM, xml }, { create: LEGACY_CONFIG, by: BY });
   };
 
-  /** The legacy list written to private XML; false when it does not fit. */
-  const writePrivate = async (user: string, storage: Element): Promise<boolean> => {
+  /**
+   * The legacy list written to private XML: over `expected` alone when given
+   * (a swap: 'conflict' when another writer came between), else over
+   * whatever is there; 'refused' when it does not fit.
+   */
+  const writePrivate = async (user: string, storage: Element, expected?: { xml: string | undefined }): Promise<'written' | 'conflict' | 'refused'> => {
     const xml = storage.children.length > 0 ? storage.toString() : '';
     if (utf8Bytes(xml) > maxPrivateBytes) {
       log.info('XEP-0402: the bookmarks do not fit in private XML storage; it is left as it was', { user, bytes: utf8Bytes(xml) });
-      return false;
+      return 'refused';
     }
     try {
-      await o.store.setPrivateXml(user, [{ ns: NS_LEGACY_BOOKMARKS, xml }], MAX_PRIVATE_NAMESPACES);
+      if (!expected) await o.store.setPrivateXml(user, [{ ns: NS_LEGACY_BOOKMARKS, xml }], MAX_PRIVATE_NAMESPACES);
+      else if (!(await o.store.swapPrivateXml(user, NS_LEGACY_BOOKMARKS, expected.xml, xml, MAX_PRIVATE_NAMESPACES))) return 'conflict';
     } catch (err) {
       if ((err as Error).name !== 'PrivateStorageFullError') throw err;
       log.info('XEP-0402: private XML storage holds as many namespaces as it may; bookmarks not written there', { user });
-      return false;
+      return 'refused';
     }
-    return true;
+    return 'written';
   };
 
-  /** §5.3.1: an XEP-0402 change carried to the legacy list, that room alone (or every room, for a purge or delete). */
+  /**
+   * The legacy list in private XML changed by `edit` (which changes the list
+   * it is given, read just before), and written back only over what was
+   * read: when another device's run (on another worker or node) wrote in
+   * between, read and edited again (personal/store.ts, Compare-and-set).
+   * Whether it wrote a change.
+   */
+  const editPrivate = async (user: string, edit: (storage: Element) => Promise<void>): Promise<boolean> => {
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      const before = await o.store.privateXml(user, NS_LEGACY_BOOKMARKS);
+      const storage = storageOf(before);
+      const was = storage.toString();
+      await edit(storage);
+      if (storage.toString() === was) return false;
+      const done = await writePrivate(user, storage, { xml: before });
+      if (done !== 'conflict') return done === 'written';
+    }
+    log.warn('XEP-0402: the legacy bookmarks kept changing under an edit; left to the next change', { user, rounds: MAX_ROUNDS });
+    return false;
+  };
+
+  /**
+   * `sync` (the XEP-0402 items, or the legacy node, made to follow a legacy
+   * list) run on the list private XML holds, and again while that changed
+   * meanwhile: a run that followed an older list than another device's
+   * later one is followed by one on the newer list.
+   */
+  const following = async (user: string, sync: (user: string, storage: Element) => Promise<void>): Promise<void> => {
+    let xml = await o.store.privateXml(user, NS_LEGACY_BOOKMARKS);
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      await sync(user, storageOf(xml));
+      const now = await o.store.privateXml(user, NS_LEGACY_BOOKMARKS);
+      if (now === xml) return;
+      xml = now;
+    }
+    log.warn('XEP-0402: the legacy bookmarks kept changing while PEP followed them; left to the next change', { user, rounds: MAX_ROUNDS });
+  };
+
+  /**
+   * §5.3.1: an XEP-0402 change carried to the legacy list, that room alone
+   * (or every room, for a purge or delete). Each room it names is taken as
+   * the node holds it now, not as the change said: another device's change
+   * of the same room may have come since, and its run may have come first.
+   */
   const fromPep = async (change: PepChange): Promise<void> => {
     const user = change.owner;
-    const before = await o.store.privateXml(user, NS_LEGACY_BOOKMARKS);
-    const storage = storageOf(before);
-    const drop = (keys: Set<string | undefined> | 'all') => {
-      storage.children = storage.children.filter((c) => !(isEl(c) && c.name === 'conference' && (keys === 'all' || keys.has(key(c.attrs.jid)))));
-    };
-    if (change.kind === 'publish') {
-      const b = fromItem(change.item);
-      if (!b) return;
-      const k = key(b.jid);
-      const at = storage.children.findIndex((c) => isEl(c) && c.name === 'conference' && key(c.attrs.jid) === k);
-      drop(new Set([k]));
-      const el = toLegacy(b);
-      // In its place in the list, if it was there.
-      if (at >= 0) {
-        storage.children.splice(at, 0, el);
-        el.parent = storage;
-      } else storage.cnode(el);
-    } else if (change.kind === 'retract') drop(new Set(change.ids.map(key)));
-    else drop('all');
-    if (storage.toString() === storageOf(before).toString()) return;
-    if (await writePrivate(user, storage)) await toLegacyNode(user, storage);
+    const ids = change.kind === 'publish' ? [change.item.id] : change.kind === 'retract' ? change.ids : undefined;
+    const written = await editPrivate(user, async (storage) => {
+      const items = await o.pep.items(user, NS_BOOKMARKS, ids);
+      const isRoom = (c: Element | string, k?: string): c is Element => isEl(c) && c.name === 'conference' && (k === undefined || key(c.attrs.jid) === k);
+      if (!ids) {
+        // A purge or delete: the rooms of the list are those the node holds (none, unless published since).
+        storage.children = storage.children.filter((c) => !isRoom(c));
+        for (const item of items) {
+          const b = fromItem(item);
+          if (b) storage.cnode(toLegacy(b));
+        }
+        return;
+      }
+      for (const id of ids) {
+        const k = key(id);
+        if (k === undefined) continue;
+        const item = items.find((i) => i.id === id);
+        const b = item && fromItem(item);
+        // An item that is not a bookmark leaves the list as it was.
+        if (item && !b) continue;
+        const at = storage.children.findIndex((c) => isRoom(c, k));
+        storage.children = storage.children.filter((c) => !isRoom(c, k));
+        if (!b) continue;
+        const el = toLegacy(b);
+        // In its place in the list, if it was there.
+        if (at >= 0) {
+          storage.children.splice(at, 0, el);
+          el.parent = storage;
+        } else storage.cnode(el);
+      }
+    });
+    if (written) await following(user, toLegacyNode);
   };
 
   /** §5.3.2: a replacement list from an XEP-0048 client through its PEP node: private XML takes it, and the XEP-0402 items follow. */
@@ -251,8 +325,13 @@ export function bookmarks(o: BookmarksOptions): ServerModule {
     const s = parsed(item.xml);
     if (s?.name !== 'storage' || s.attrs.xmlns !== NS_LEGACY_BOOKMARKS) return;
     const storage = storageOf(s.toString());
-    if (storageOf(await o.store.privateXml(user, NS_LEGACY_BOOKMARKS)).toString() !== storage.toString()) await writePrivate(user, storage);
-    await toPep(user, storage);
+    // A replacement: written over whatever is there.
+    if (storageOf(await o.store.privateXml(user, NS_LEGACY_BOOKMARKS)).toString() !== storage.toString() && (await writePrivate(user, storage)) === 'refused') {
+      // Not kept in private XML: the XEP-0402 items follow the client's list all the same.
+      await toPep(user, storage);
+      return;
+    }
+    await following(user, toPep);
   };
 
   o.pep.listen((change) => {
@@ -270,11 +349,10 @@ export function bookmarks(o: BookmarksOptions): ServerModule {
       if (rooms > MAX_ITEMS) throw new StanzaError('policy-violation', `at most ${MAX_ITEMS} bookmarked rooms`);
     },
     // §5.3.2 through private XML: the XEP-0402 items and the legacy node follow.
-    changed: (user, xml) =>
+    changed: (user) =>
       turns.run(user, async () => {
-        const storage = storageOf(xml);
-        await toPep(user, storage);
-        await toLegacyNode(user, storage);
+        await following(user, toPep);
+        await following(user, toLegacyNode);
       }),
   });
 

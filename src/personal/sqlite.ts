@@ -1,7 +1,8 @@
 // The personal data store in SQLite (node:sqlite), personal.sqlite beside
 // the other stores; on a running node the storage thread alone writes it.
 // setPrivateXml runs in a BEGIN IMMEDIATE transaction: the count of
-// namespaces checked against the limit cannot change before the write.
+// namespaces checked against the limit cannot change before the write; the
+// swaps compare and write in one too (store.ts, Compare-and-set).
 import { openDatabase, transaction } from '../storage/sqlite.ts';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { type PersonalStore, type PrivateEntry, type StoredVcard, PrivateStorageFullError } from './store.ts';
@@ -59,25 +60,44 @@ export class SqlitePersonalStore implements PersonalStore {
     this.stmts.setVcard.run(user, vcard.xml, vcard.photoHash);
   }
 
+  async swapVcard(user: string, expected: string | undefined, vcard: StoredVcard): Promise<boolean> {
+    return transaction(this.db, true, () => {
+      if ((this.stmts.vcard.get(user) as { vcard: string } | undefined)?.vcard !== expected) return false;
+      this.stmts.setVcard.run(user, vcard.xml, vcard.photoHash);
+      return true;
+    });
+  }
+
   async privateXml(user: string, ns: string): Promise<string | undefined> {
     const row = this.stmts.priv.get(user, ns) as { xml: string } | undefined;
     return row?.xml;
   }
 
   async setPrivateXml(user: string, entries: PrivateEntry[], maxNamespaces: number): Promise<void> {
-    transaction(this.db, true, () => {
-      let added = false;
-      for (const e of entries) {
-        if (e.xml === '') {
-          this.stmts.delPriv.run(user, e.ns);
-          continue;
-        }
-        if (this.stmts.has.get(user, e.ns) === undefined) added = true;
-        this.stmts.setPriv.run(user, e.ns, e.xml);
-      }
-      // Checked after the writes, which the throw rolls back: one count however many entries.
-      if (added && Number((this.stmts.count.get(user) as { n: number }).n) > maxNamespaces) throw new PrivateStorageFullError(maxNamespaces);
+    transaction(this.db, true, () => this.writePrivate(user, entries, maxNamespaces));
+  }
+
+  async swapPrivateXml(user: string, ns: string, expected: string | undefined, xml: string, maxNamespaces: number): Promise<boolean> {
+    return transaction(this.db, true, () => {
+      if ((this.stmts.priv.get(user, ns) as { xml: string } | undefined)?.xml !== expected) return false;
+      this.writePrivate(user, [{ ns, xml }], maxNamespaces);
+      return true;
     });
+  }
+
+  /** Within a write transaction. */
+  private writePrivate(user: string, entries: PrivateEntry[], maxNamespaces: number): void {
+    let added = false;
+    for (const e of entries) {
+      if (e.xml === '') {
+        this.stmts.delPriv.run(user, e.ns);
+        continue;
+      }
+      if (this.stmts.has.get(user, e.ns) === undefined) added = true;
+      this.stmts.setPriv.run(user, e.ns, e.xml);
+    }
+    // Checked after the writes, which the throw rolls back: one count however many entries.
+    if (added && Number((this.stmts.count.get(user) as { n: number }).n) > maxNamespaces) throw new PrivateStorageFullError(maxNamespaces);
   }
 
   async privateAll(user: string): Promise<PrivateEntry[]> {

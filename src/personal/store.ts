@@ -6,6 +6,19 @@
 // node, through the storage thread) and PostgreSQL (a cluster, migration 8).
 // Values are kept as serialised XML: the server checks them on the way in
 // (modules/vcard.ts, modules/private.ts) and gives them back as they were.
+//
+// Compare-and-set: what keeps a copy of this data in step with PEP
+// (modules/avatar.ts, modules/bookmarks.ts) reads a value, changes a part
+// of it and writes it back, and may run for one account on several workers
+// and nodes at once (two devices, each changing its own bookmark). Its
+// writes are swaps: they happen only if the value is still the one read,
+// else the bridge reads again and redoes its change. The value itself is
+// the tag compared (a changed value is another string): no version column,
+// so no migration, and a value changed and changed back is as good as
+// unchanged for a change computed from that value alone. A lock across
+// nodes was the other way; it would hold a PostgreSQL connection (or a
+// lease in the storage thread) for the length of a bridge's PEP calls, and
+// need clearing when its holder dies; a failed swap costs one more read.
 import { createHash } from 'node:crypto';
 import type { Element } from 'ltx';
 
@@ -44,6 +57,13 @@ export interface PersonalStore {
   photoHash(user: string): Promise<string | undefined>;
   /** Replaces the account's vCard. */
   setVcard(user: string, vcard: StoredVcard): Promise<void>;
+  /**
+   * Replaces the vCard only if the stored one is still `expected` (its xml,
+   * compared whole; undefined: no vCard); false, changing nothing, when
+   * another write came between: a read, change and write back that loses
+   * no one else's change (see Compare-and-set above).
+   */
+  swapVcard(user: string, expected: string | undefined, vcard: StoredVcard): Promise<boolean>;
   /** The value kept under one namespace, or undefined. */
   privateXml(user: string, ns: string): Promise<string | undefined>;
   /**
@@ -52,6 +72,12 @@ export interface PersonalStore {
    * changes nothing, when the account would keep more than `maxNamespaces`.
    */
   setPrivateXml(user: string, entries: PrivateEntry[], maxNamespaces: number): Promise<void>;
+  /**
+   * Replaces one namespace's value only if it is still `expected`
+   * (undefined: not set; `xml` '' removes it); false, changing nothing, when
+   * another write came between. PrivateStorageFullError as setPrivateXml.
+   */
+  swapPrivateXml(user: string, ns: string, expected: string | undefined, xml: string, maxNamespaces: number): Promise<boolean>;
   /** Every namespace the account keeps, sorted by namespace (XEP-0227 export). */
   privateAll(user: string): Promise<PrivateEntry[]>;
   /** The account's vCard and private XML (the account is removed). */

@@ -2,7 +2,10 @@
 // one PostgreSQL: what a user sets through one node is what any user reads
 // through the other, at once (the iq result comes once it is written); the
 // photo hash XEP-0398 stamps on presence follows a change made on the other
-// node.
+// node; two devices of one account, one on each node, adding XEP-0402
+// bookmarks at the same time lose none of them in private XML (XEP-0402
+// §5.3.1), and publishing avatars at the same time leave the vCard with the
+// avatar PEP holds.
 import test from 'ava';
 import type { Element } from 'ltx';
 import { startCluster } from '../helpers/cluster.ts';
@@ -69,4 +72,48 @@ test('XEP-0398 across nodes: an avatar published on node 1 is the hash a session
   t.is(await photo(alice), hash, 'node 1 too');
   await iq(alice2, 'set', "<vCard xmlns='vcard-temp'><FN>No photo</FN></vCard>");
   t.is(await photo(alice), '', 'the removal made on node 2, stamped on node 1');
+});
+
+test('XEP-0402 §5.3.1 across nodes: a device on each node adding bookmarks at the same time; private XML keeps every room', async (t) => {
+  const [n1, n2] = cluster.nodes;
+  const desk = await user(t, n1, 'alice');
+  const phone = await connect(t, n2, desk.name, 'phone');
+  await ready(phone);
+  const ROOMS = 12;
+  // XEP-0402 §3.3's publish-options, as its clients publish (the node keeps every room).
+  const field = (v: string, value: string) => `<field var='${v}'><value>${value}</value></field>`;
+  const options = `<publish-options><x xmlns='jabber:x:data' type='submit'>${field('FORM_TYPE', 'http://jabber.org/protocol/pubsub#publish-options')}${field('pubsub#persist_items', 'true')}${field('pubsub#max_items', 'max')}${field('pubsub#send_last_published_item', 'never')}${field('pubsub#access_model', 'whitelist')}</x></publish-options>`;
+  const add = async (p: Peer, tag: string) => {
+    for (let i = 0; i < ROOMS; i++) await iq(p, 'set', `<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:xmpp:bookmarks:1'><item id='${tag}${i}@conf.example'><conference xmlns='urn:xmpp:bookmarks:1' name='${tag} ${i}'/></item></publish>${options}</pubsub>`);
+  };
+  await Promise.all([add(desk, 'desk'), add(phone, 'phone')]);
+  const want = ['desk', 'phone'].flatMap((tag) => Array.from({ length: ROOMS }, (_, i) => `${tag}${i}@conf.example`)).sort();
+  const priv = await iq(desk, 'get', "<query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query>");
+  const rooms = (priv.getChild('query', 'jabber:iq:private')?.getChild('storage', 'storage:bookmarks')?.getChildren('conference') ?? []).map((c) => c.attrs.jid).sort();
+  t.deepEqual(rooms, want);
+  const legacy = await iq(phone, 'get', "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='storage:bookmarks'/></pubsub>");
+  const copy = legacy.getChild('pubsub')?.getChild('items')?.getChild('item')?.getChild('storage', 'storage:bookmarks');
+  t.deepEqual((copy?.getChildren('conference') ?? []).map((c) => c.attrs.jid).sort(), want, 'the legacy node: the same list');
+});
+
+test('XEP-0398 across nodes: a device on each node publishing an avatar at the same time; the vCard ends with the avatar PEP ends with', async (t) => {
+  const [n1, n2] = cluster.nodes;
+  const desk = await user(t, n1, 'alice');
+  const phone = await connect(t, n2, desk.name, 'phone');
+  await ready(phone);
+  const pubsub = (inner: string) => `<pubsub xmlns='http://jabber.org/protocol/pubsub'>${inner}</pubsub>`;
+  // The data node keeps both images of a round.
+  const options = "<publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field><field var='pubsub#max_items'><value>4</value></field></x></publish-options>";
+  for (let round = 0; round < 10; round++) {
+    const images = [0, 1].map(() => Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), randomBytes(300)]));
+    const hashes = images.map((b) => createHash('sha1').update(b).digest('hex'));
+    await iq(desk, 'set', pubsub(`<publish node='urn:xmpp:avatar:data'><item id='${hashes[0]}'><data xmlns='urn:xmpp:avatar:data'>${images[0].toString('base64')}</data></item></publish>${options}`));
+    await iq(phone, 'set', pubsub(`<publish node='urn:xmpp:avatar:data'><item id='${hashes[1]}'><data xmlns='urn:xmpp:avatar:data'>${images[1].toString('base64')}</data></item></publish>${options}`));
+    const meta = (p: Peer, i: number) => iq(p, 'set', pubsub(`<publish node='urn:xmpp:avatar:metadata'><item id='${hashes[i]}'><metadata xmlns='urn:xmpp:avatar:metadata'><info bytes='${images[i].length}' id='${hashes[i]}' type='image/png'/></metadata></item></publish>`));
+    await Promise.all([meta(desk, 0), meta(phone, 1)]);
+    const pep = (await iq(desk, 'get', pubsub("<items node='urn:xmpp:avatar:metadata'/>"))).getChild('pubsub')?.getChild('items')?.getChildren('item').at(-1)?.attrs.id;
+    const binval = (await iq(phone, 'get', "<vCard xmlns='vcard-temp'/>")).getChild('vCard', 'vcard-temp')?.getChild('PHOTO')?.getChildText('BINVAL');
+    t.true(hashes.includes(pep ?? ''), `round ${round}: PEP holds one of the two`);
+    t.is(binval ? createHash('sha1').update(Buffer.from(binval, 'base64')).digest('hex') : '', pep ?? '', `round ${round}: the vCard's photo is PEP's avatar`);
+  }
 });

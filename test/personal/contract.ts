@@ -55,6 +55,46 @@ export function personalStoreContract(label: string, open: OpenPersonal): void {
     t.deepEqual((await s.privateAll('alice')).map((e) => e.ns), ['n:2', 'n:3']);
   });
 
+  test(title('a vCard swap writes only over the value it names, none for no vCard'), async (t) => {
+    const s = await open(t);
+    t.false(await s.swapVcard('alice', vcard('Other').xml, vcard('Alice')), 'no vCard is not the one named');
+    t.is(await s.vcard('alice'), undefined);
+    t.true(await s.swapVcard('alice', undefined, vcard('Alice')), 'none, as named');
+    t.false(await s.swapVcard('alice', undefined, vcard('Again')), 'there is one now');
+    t.deepEqual(await s.vcard('alice'), vcard('Alice'));
+    const photo = { xml: '<vCard xmlns="vcard-temp"><FN>Alice</FN><PHOTO/></vCard>', photoHash: 'cd'.repeat(20) };
+    t.true(await s.swapVcard('alice', vcard('Alice').xml, photo));
+    t.deepEqual(await s.vcard('alice'), photo);
+    // Another writer's change between the read and the swap: the swap changes nothing.
+    await s.setVcard('alice', vcard('Changed meanwhile'));
+    t.false(await s.swapVcard('alice', photo.xml, vcard('Stale')));
+    t.deepEqual(await s.vcard('alice'), vcard('Changed meanwhile'));
+    t.is(await s.photoHash('alice'), '');
+    t.is(await s.vcard('bob'), undefined, "another account's untouched");
+  });
+
+  test(title('a private XML swap writes only over the value it names; an empty value removes; the namespace limit holds'), async (t) => {
+    const s = await open(t);
+    const ns = 'storage:bookmarks';
+    const a = '<storage xmlns="storage:bookmarks"><conference jid="a@c"/></storage>';
+    const b = '<storage xmlns="storage:bookmarks"><conference jid="b@c"/></storage>';
+    t.false(await s.swapPrivateXml('alice', ns, a, b, 10), 'not set is not the value named');
+    t.true(await s.swapPrivateXml('alice', ns, undefined, a, 10));
+    t.false(await s.swapPrivateXml('alice', ns, undefined, b, 10), 'set now');
+    await s.setPrivateXml('alice', [{ ns, xml: b }], 10);
+    t.false(await s.swapPrivateXml('alice', ns, a, `${a}${b}`, 10), 'changed between the read and the swap');
+    t.is(await s.privateXml('alice', ns), b);
+    t.true(await s.swapPrivateXml('alice', ns, b, `${b}${a}`, 10));
+    t.is(await s.privateXml('alice', ns), `${b}${a}`);
+    t.true(await s.swapPrivateXml('alice', ns, `${b}${a}`, '', 10), 'emptied');
+    t.is(await s.privateXml('alice', ns), undefined);
+    t.is(await s.privateXml('bob', ns), undefined);
+    await s.setPrivateXml('alice', [{ ns: 'n:1', xml: '<a xmlns="n:1"/>' }], 1);
+    const err = await t.throwsAsync(s.swapPrivateXml('alice', ns, undefined, a, 1));
+    t.is(err?.name, 'PrivateStorageFullError');
+    t.is(await s.privateXml('alice', ns), undefined, 'nothing written');
+  });
+
   test(title('removeAll takes the vCard and the private XML of that account only'), async (t) => {
     const s = await open(t);
     for (const u of ['alice', 'bob']) {

@@ -198,3 +198,62 @@ test('removal: an empty <metadata/> (XEP-0084) takes the PHOTO out of the vCard;
   alice.c.send('<presence/>');
   t.is(photoOf(await expect(alice, 'its presence', isPresence(alice.jid), f)), '');
 });
+
+/** A second session of `p`'s account, on the other worker than p's. */
+async function onOtherWorker(t: ExecutionContext, p: Peer): Promise<Peer> {
+  const workerOf = (x: Peer) => server.hub.registry.lookup(x.jid)?.worker;
+  for (let i = 0; i < 20; i++) {
+    const q = await connect(t, server.c2sPort, p.name, `other${i}`);
+    if (workerOf(q) !== undefined && workerOf(q) !== workerOf(p)) {
+      await ready(q);
+      return q;
+    }
+    q.c.destroy();
+  }
+  throw new Error(`20 logins of ${p.name}, none on another worker than ${p.jid}'s`);
+}
+
+/** The SHA-1 of the vCard's photo ('' for none), and the id its newest metadata points to ('' for an empty one, or none). */
+async function bothSides(p: Peer): Promise<{ vcard: string; pep: string; fn: string | null }> {
+  const v = await getVcard(p);
+  const binval = v.getChild('PHOTO')?.getChildText('BINVAL');
+  const meta = (await items(p, undefined, NS_METADATA)).getChild('pubsub')?.getChild('items')?.getChildren('item').at(-1)?.getChild('metadata', NS_METADATA);
+  return { vcard: binval ? createHash('sha1').update(Buffer.from(binval, 'base64')).digest('hex') : '', pep: meta?.getChild('info')?.attrs.id ?? '', fn: v.getChildText('FN') };
+}
+
+test('two devices on two workers publishing avatars at the same time: the vCard ends with the avatar PEP ends with', async (t) => {
+  const desk = await newUser(t, server, 'alice');
+  const phone = await onOtherWorker(t, desk);
+  // The data node keeps both images of a round (one item by default).
+  const options = { 'pubsub#max_items': '4' };
+  for (let round = 0; round < 8; round++) {
+    const [a, b] = [image(), image()];
+    ok(t, await publish(desk, NS_DATA, `<data xmlns='${NS_DATA}'>${a.b64}</data>`, { id: a.hash, options }), 'data a');
+    ok(t, await publish(phone, NS_DATA, `<data xmlns='${NS_DATA}'>${b.b64}</data>`, { id: b.hash, options }), 'data b');
+    const meta = (p: Peer, img: ReturnType<typeof image>) => publish(p, NS_METADATA, `<metadata xmlns='${NS_METADATA}'><info bytes='${img.bytes}' id='${img.hash}' type='image/png'/></metadata>`, { id: img.hash });
+    // Each answered once its conversion is done.
+    for (const res of await Promise.all([meta(desk, a), meta(phone, b)])) ok(t, res, 'metadata');
+    const now = await bothSides(desk);
+    t.true([a.hash, b.hash].includes(now.pep), `round ${round}: PEP says one of the two`);
+    t.is(now.vcard, now.pep, `round ${round}: the vCard's photo is PEP's avatar`);
+  }
+});
+
+test("a vCard set on one device while the other publishes an avatar: the vCard set is not lost, and the vCard and PEP agree", async (t) => {
+  const desk = await newUser(t, server, 'alice');
+  const phone = await onOtherWorker(t, desk);
+  for (let round = 0; round < 8; round++) {
+    const a = image();
+    ok(t, await publish(desk, NS_DATA, `<data xmlns='${NS_DATA}'>${a.b64}</data>`, { id: a.hash }), 'data');
+    const [avatar, vcard] = await Promise.all([
+      publish(desk, NS_METADATA, `<metadata xmlns='${NS_METADATA}'><info bytes='${a.bytes}' id='${a.hash}' type='image/png'/></metadata>`, { id: a.hash }),
+      setVcard(phone, `<FN>round ${round}</FN>`),
+    ]);
+    ok(t, avatar, 'metadata');
+    ok(t, vcard, 'vCard');
+    const now = await bothSides(desk);
+    t.is(now.fn, `round ${round}`, `round ${round}: the vCard set kept`);
+    t.true(['', a.hash].includes(now.pep), `round ${round}: PEP says the avatar, or none`);
+    t.is(now.vcard, now.pep, `round ${round}: the vCard's photo is PEP's avatar`);
+  }
+});

@@ -8,12 +8,13 @@
 // replacement list when a client publishes it; an XEP-0402 client's
 // publish-options hold on the node the server made; the features on the
 // account (§5.3); the bounds; a contact cannot read them; nothing bounces
-// back (notifications counted).
+// back (notifications counted); two devices of one account on the two
+// workers adding rooms at the same time lose none of them.
 import test, { type ExecutionContext } from 'ava';
 import type { Element } from 'ltx';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { stanzaError, uid, within } from '../helpers/protocol.ts';
-import { WAIT, barrier, expect, newUser, subscribe, type Peer } from '../helpers/im.ts';
+import { WAIT, barrier, connect, expect, newUser, ready, subscribe, type Peer } from '../helpers/im.ts';
 import { NS_EVENT, NS_OWNER, iq, isEvent, isEventItem, itemIds, items, publish, pubsubError } from '../helpers/pep.ts';
 import { MAX_ITEMS } from '../../src/pep/store.ts';
 
@@ -186,4 +187,30 @@ test('bounds: a private XML list of more rooms than a node keeps is refused, and
   t.is(stanzaError(res).condition, 'policy-violation');
   t.deepEqual(rooms(await legacy(alice)), [['keep@conf.example', undefined, false, undefined]]);
   t.deepEqual([...(await pepBookmarks(alice)).keys()], ['keep@conf.example']);
+});
+
+test('two devices of one account on two workers, each adding rooms at the same time: private XML and the legacy node keep every room', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const workerOf = (p: Peer) => server.hub.registry.lookup(p.jid)?.worker;
+  let phone: Peer | undefined;
+  for (let i = 0; !phone; i++) {
+    if (i === 20) throw new Error(`20 logins of ${alice.name}, none on another worker than ${alice.jid}'s`);
+    const p = await connect(t, server.c2sPort, alice.name, `phone${i}`);
+    if (workerOf(p) !== undefined && workerOf(p) !== workerOf(alice)) phone = p;
+    else p.c.destroy();
+  }
+  await ready(phone);
+  t.not(workerOf(phone), workerOf(alice), 'the two devices on two workers');
+  // Each device adds its rooms one after the other, both at once: each bridge run reads the list, adds its room and
+  // writes it back, while the other worker's does the same.
+  const ROOMS = 15;
+  const add = async (p: Peer, tag: string) => {
+    for (let i = 0; i < ROOMS; i++) ok(t, await publish(p, NS_B2, `<conference xmlns='${NS_B2}' name='${tag} ${i}'/>`, { id: `${tag}${i}@conf.example`, options: OPTIONS }), `${tag} ${i}`);
+  };
+  await Promise.all([add(alice, 'desk'), add(phone, 'phone')]);
+  const all = [...Array.from({ length: ROOMS }, (_, i) => `desk${i}@conf.example`), ...Array.from({ length: ROOMS }, (_, i) => `phone${i}@conf.example`)].sort();
+  t.deepEqual([...(await pepBookmarks(alice)).keys()].sort(), all, 'the XEP-0402 node');
+  t.deepEqual(rooms(await legacy(alice)).map((r) => r[0]).sort(), all, 'private XML: no room lost');
+  const copy = (await items(phone, undefined, NS_LEGACY)).getChild('pubsub')!.getChild('items')!.getChild('item')!.getChild('storage', NS_LEGACY)!;
+  t.deepEqual(rooms(copy).map((r) => r[0]).sort(), all, 'the legacy node: the same list');
 });
