@@ -98,6 +98,8 @@ export interface PepOptions {
 }
 
 export const isEl = (c: Element | string): c is Element => typeof c !== 'string';
+/** An affiliation that lets a JID see a whitelist node (§4.5). */
+const isMember = (a: string): boolean => a === 'member' || a === 'publisher';
 export const bool = (v: string): boolean | undefined => (v === '1' || v === 'true' ? true : v === '0' || v === 'false' ? false : undefined);
 const ACCESS: readonly AccessModel[] = ['presence', 'open', 'whitelist', 'roster'];
 const SEND_LAST: readonly SendLast[] = ['never', 'on_sub', 'on_sub_and_presence'];
@@ -383,12 +385,16 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     );
   };
 
-  /** Whether `requester` (a bare JID) may see the owner's node (§4.5; XEP-0163 §4.3). */
-  const allowed = async (owner: string, node: string, config: NodeConfig, requester: string, item?: RosterItem): Promise<boolean> => {
+  /**
+   * Whether `requester` (a bare JID) may see the owner's node (§4.5; XEP-0163
+   * §4.3); `members`: a whitelist's members as read before (the node is
+   * being deleted, its affiliations with it), else read from the store.
+   */
+  const allowed = async (owner: string, node: string, config: NodeConfig, requester: string, item?: RosterItem, members?: ReadonlySet<string>): Promise<boolean> => {
     if (requester === `${owner}@${o.domain}`) return true;
     if (config.accessModel === 'open') return true;
     // §4.5: the owner and those it made members (§8.9).
-    if (config.accessModel === 'whitelist') return (await o.store.affiliationsOf(owner, requester)).some((a) => a.node === node && (a.affiliation === 'member' || a.affiliation === 'publisher'));
+    if (config.accessModel === 'whitelist') return members ? members.has(requester) : (await o.store.affiliationsOf(owner, requester)).some((a) => a.node === node && isMember(a.affiliation));
     const it = item ?? (await o.roster.item(owner, requester));
     if (!it) return false;
     if (config.accessModel === 'presence') return it.subscription === 'from' || it.subscription === 'both';
@@ -408,7 +414,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
    * presence subscription the access model lets in, those whose client
    * asked for the node (filtered where each session lives).
    */
-  const notify = async (owner: string, node: string, config: NodeConfig, inner: Element): Promise<void> => {
+  const notify = async (owner: string, node: string, config: NodeConfig, inner: Element, members?: ReadonlySet<string>): Promise<void> => {
     const r = o.routing();
     const ownerBare = `${owner}@${o.domain}`;
     const el = event(ownerBare, inner);
@@ -417,7 +423,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     const others = new Set<string>();
     for (const it of items) {
       if (it.subscription !== 'from' && it.subscription !== 'both') continue;
-      if (!(await allowed(owner, node, config, it.jid, it))) continue;
+      if (!(await allowed(owner, node, config, it.jid, it, members))) continue;
       // Contacts of other servers: below, by the resources their server told us of.
       if (!it.jid.endsWith(`@${o.domain}`)) {
         others.add(it.jid);
@@ -450,8 +456,8 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     for (const c of el.children) m.cnode(c as Element);
     return m;
   };
-  const notifyLater = (owner: string, node: string, config: NodeConfig, inner: Element): void => {
-    notify(owner, node, config, inner).catch((err: unknown) => log.warn('PEP notification not sent', { owner, node, err: String(err) }));
+  const notifyLater = (owner: string, node: string, config: NodeConfig, inner: Element, members?: ReadonlySet<string>): void => {
+    notify(owner, node, config, inner, members).catch((err: unknown) => log.warn('PEP notification not sent', { owner, node, err: String(err) }));
   };
 
   // --- requests -----------------------------------------------------------
@@ -649,9 +655,12 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
       }
       case 'delete': {
         const config = await o.store.config(owner, node);
-        if (!config || !(await o.store.remove(owner, node))) throw new StanzaError('item-not-found');
-        // §8.4.2: subscribers are told.
-        notifyLater(owner, node, config, new Element('delete', { node }));
+        if (!config) throw new StanzaError('item-not-found');
+        // §8.4.2: subscribers are told; those of a whitelist node are its members, whose affiliations go with the
+        // node: read before it is removed, for the notification that follows.
+        const members = config.accessModel === 'whitelist' ? new Set((await o.store.affiliations(owner, node)).filter((a) => isMember(a.affiliation)).map((a) => a.jid)) : undefined;
+        if (!(await o.store.remove(owner, node))) throw new StanzaError('item-not-found');
+        notifyLater(owner, node, config, new Element('delete', { node }), members);
         await changed({ owner, node, kind: 'delete' });
         return null;
       }

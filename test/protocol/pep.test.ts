@@ -2,9 +2,9 @@
 // bare JID as a pubsub/pep service (§6.1); publish with auto-create (§4.1)
 // and generated ids, items (all, by id, max_items), retract, purge, delete,
 // node configuration and publish-options (XEP-0060 §7.1.5), the access
-// models, the bounds, and notifications (§4.3) to the owner's resources and
-// to contacts whose caps (XEP-0115) say NODE+notify, caps verified and asked
-// once per ver; the last published item on a contact's available presence;
+// models (a whitelist node's deletion told to its members), the bounds,
+// and notifications (§4.3) to the owner's resources and to contacts whose
+// caps (XEP-0115) say NODE+notify, caps verified and asked once per ver; the last published item on a contact's available presence;
 // an OMEMO-shaped device list and bundle; everything gone with the account.
 import test, { type ExecutionContext } from 'ava';
 import type { Element } from 'ltx';
@@ -226,6 +226,34 @@ test('whitelist (§4.5) with affiliations (§8.9): the owner makes a JID a membe
   refused(t, await affs(`<affiliation jid='${stranger.bare}' affiliation='publisher'/>`), 'feature-not-implemented', 'unsupported', 'only the account publishes to its PEP nodes');
   ok(t, await affs(`<affiliation jid='${friend.bare}' affiliation='none'/>`), 'no longer a member');
   refused(t, await items(friend, alice.bare, 'urn:test:wl'), 'not-allowed', 'closed-node', 'removed from the whitelist');
+});
+
+test('delete of a whitelist node (§8.4.2): its members are told, as they were of its items; a contact not on the list is not', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const carol = await newUser(t, server, 'carol');
+  await subscribe(bob, alice);
+  await subscribe(carol, alice);
+  const NODE = 'urn:test:wd';
+  const CTL = 'urn:test:wdc';
+  const feats = [`${NODE}+notify`, `${CTL}+notify`];
+  for (const p of [bob, carol]) {
+    answerCaps(p, feats, p.c.items.length);
+    p.c.send(capsPresence(feats));
+  }
+  const whitelist = { 'pubsub#access_model': 'whitelist' };
+  ok(t, await publish(alice, NODE, `<x xmlns='urn:test'/>`, { id: 'i', options: whitelist }), 'publish');
+  ok(t, await iq(alice, 'set', `<pubsub xmlns='${NS_OWNER}'><affiliations node='${NODE}'><affiliation jid='${bob.bare}' affiliation='member'/></affiliations></pubsub>`), 'bob a member');
+  // bob's caps known, and his membership honoured: alice's probes on the node itself reach him.
+  await untilNotified(alice, bob, NODE, { options: whitelist });
+  await untilNotified(alice, carol, CTL);
+  const from = [bob, carol].map((p) => p.c.items.length);
+  ok(t, await iq(alice, 'set', `<pubsub xmlns='${NS_OWNER}'><delete node='${NODE}'/></pubsub>`), 'delete');
+  const isDelete = (el: Element) => el.attrs.from === alice.bare && el.getChild('event', NS_EVENT)?.getChild('delete')?.attrs.node === NODE;
+  await expect(bob, 'the deletion, to a member', isDelete, from[0]);
+  // Control, after the delete was answered: a deletion to carol would have been sent before it, by alice's worker.
+  ok(t, await publish(alice, CTL, `<x xmlns='urn:test'/>`, { id: 'control' }), 'control publish');
+  t.false((await before(carol, 'the control notification', isEventItem(alice.bare, CTL, 'control'), from[1])).some(isDelete), 'not on the whitelist: no deletion');
 });
 
 test('bounds: bytes per item (payload-too-big), nodes per account (policy-violation)', async (t) => {
