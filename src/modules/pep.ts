@@ -279,7 +279,7 @@ function normalJid(jid: string | undefined): string | undefined {
 
 /** The most bytes of items one items answer holds (the default largest stanza a server takes, XMPP_MAX_STANZA_BYTES). */
 /** The most JIDs on one PEP node's whitelist. */
-const MAX_WHITELIST = 1000;
+export const MAX_WHITELIST = 1000;
 
 export const MAX_RESULT_BYTES = 256 * 1024;
 export const NS_RSM = 'http://jabber.org/protocol/rsm';

@@ -18,6 +18,7 @@
 //         </query>
 //         <pubsub xmlns='http://jabber.org/protocol/pubsub#owner'>   PEP (XEP-0227 1.1 §"Personal Eventing Protocol"):
 //           <configure node='...'><x xmlns='jabber:x:data'/></configure>   each node's configuration, a pubsub#node_config form
+//           <affiliations node='...'><affiliation jid affiliation='owner|member'/></affiliations>   its whitelist, if any
 //         </pubsub>
 //         <pubsub xmlns='http://jabber.org/protocol/pubsub'>
 //           <items node='...'><item id='...'>payload</item></items>        and its items, oldest first
@@ -63,16 +64,24 @@
 // to its PEP nodes here, XEP-0163 §4.1); a field left empty (as
 // Prosody writes the ones never set) is the default (XEP-0163 §4.1). An
 // access model this server lacks ('authorize') becomes 'whitelist' (only
-// the owner: no affiliations are kept), and a max_items above MAX_ITEMS is
-// MAX_ITEMS; both are said. A node with items and no configuration (the XEP
+// the owner, and the members the file names), and a max_items above
+// MAX_ITEMS is MAX_ITEMS; both are said. A node with items and no configuration (the XEP
 // asks for one) gets the defaults. Of a node's items, those a node of that
 // configuration would keep are kept (the newest; a repeated id once, where
 // it was last); items without exactly one payload that states its own
 // namespace, or larger than MAX_ITEM_BYTES, are not (as a publish would be
 // refused), and are counted. More than MAX_NODES nodes, a node name or item
-// id longer than MAX_NAME, or an item without an id is bad input.
-// Affiliations other than the owner's and subscriptions are not kept
-// (presence subscriptions are PEP's) and are said. Prosody 0.12 writes PEP
+// id longer than MAX_NAME, or an item without an id is bad input. An
+// account's items past MAX_ACCOUNT_BYTES (the bound a publish checks) are
+// trimmed, each node keeping its newest first (fitAccountBytes), and said.
+// A node's whitelist (XEP-0060 §8.9) is written and read as Prosody 0.12's
+// writer has it: <affiliations node> beside <configure> in the owner's
+// <pubsub>, with <affiliation jid affiliation/> for the owner (implied, not
+// kept) and each member; a publisher is kept as a member (only the account
+// publishes to PEP nodes here, XEP-0163 §4.1), other affiliations are not
+// kept, both said; more than MAX_WHITELIST members on a node is bad input.
+// Subscriptions are not kept (presence subscriptions are PEP's) and are
+// said. Prosody 0.12 writes PEP
 // so (the 'pep' store); ejabberd 23.01's export_piefxis writes none. The
 // pubsub service's nodes (modules/pubsub.ts, in the same store) are not
 // exported: XEP-0227 leaves services out.
@@ -108,9 +117,9 @@ import type { OfflineStore } from '../offline/store.ts';
 import { stamp, dateTime } from '../offline/offline.ts';
 import { type ArchiveStore, type ArchivedMessage, idAt, isArchiveId, stampOf } from '../mam/store.ts';
 import { type PersonalStore, type PrivateEntry, type StoredVcard, photoHash } from '../personal/store.ts';
-import { type PepStore, type PepItem, type NodeConfig, type AccessModel, type SendLast, DEFAULT_CONFIG, MAX_ITEMS, MAX_ITEM_BYTES, MAX_NODES, kept } from '../pep/store.ts';
+import { type PepStore, type PepItem, type NodeConfig, type AccessModel, type SendLast, DEFAULT_CONFIG, MAX_ACCOUNT_BYTES, MAX_ITEMS, MAX_ITEM_BYTES, MAX_NODES, kept } from '../pep/store.ts';
 import { type BlockStore, MAX_BLOCKED, normalizeBlocked } from '../blocking/store.ts';
-import { MAX_NAME, selfContained } from '../modules/pep.ts';
+import { MAX_NAME, MAX_WHITELIST, selfContained } from '../modules/pep.ts';
 
 export const NS_PIE = 'urn:xmpp:pie:0';
 export const NS_PIE_SCRAM = 'urn:xmpp:pie:0#scram';
@@ -206,6 +215,8 @@ interface PepNode {
   node: string;
   config: NodeConfig;
   items: PepItem[];
+  /** Its whitelist (XEP-0060 §8.9): the bare JIDs of its members. */
+  members: string[];
 }
 
 /** What one <user> holds, checked, its archive aside. */
@@ -633,6 +644,41 @@ function nodeConfig(x: Element | undefined, what: string, notes: string[]): Node
   return c;
 }
 
+/**
+ * The user's PEP items brought within the account's bound in bytes
+ * (MAX_ACCOUNT_BYTES, which a publish checks: an account imported past it
+ * could publish nothing). Past it, each node keeps its newest items first:
+ * the newest of every node, then the second newest of every node, and so
+ * on while they fit (a node whose next item does not fit keeps no older
+ * one); the rest is counted as dropped, and said.
+ */
+function fitAccountBytes(data: UserData, maxBytes = MAX_ACCOUNT_BYTES): void {
+  const size = (it: PepItem) => Buffer.byteLength(it.xml, 'utf8');
+  if (data.pep.reduce((sum, n) => sum + n.items.reduce((s, it) => s + size(it), 0), 0) <= maxBytes) return;
+  const keep = data.pep.map(() => 0);
+  const full = data.pep.map(() => false);
+  let used = 0;
+  for (let rank = 0, more = true; more; rank++) {
+    more = false;
+    data.pep.forEach((n, i) => {
+      if (full[i] || rank >= n.items.length) return;
+      const b = size(n.items[n.items.length - 1 - rank]);
+      if (used + b > maxBytes) {
+        full[i] = true;
+        return;
+      }
+      used += b;
+      keep[i]++;
+      more = true;
+    });
+  }
+  data.pep.forEach((n, i) => {
+    data.pepDropped += n.items.length - keep[i];
+    n.items = n.items.slice(n.items.length - keep[i]);
+  });
+  data.notes.push(`PEP items past the account's ${maxBytes} bytes (the oldest of each node not kept)`);
+}
+
 /** An <item> of a node's <items>, as PEP keeps it, or undefined for one a publish would have been refused (counted by the caller). */
 function pepItem(item: Element, what: string): PepItem | undefined {
   const id = item.attrs.id as string | undefined;
@@ -696,6 +742,7 @@ function readUser({ name, at, attrs }: UserStart, children: Element[], domain: s
   const privateXml = new Map<string, string[]>();
   const pepConfigs = new Map<string, NodeConfig>();
   const pepItems = new Map<string, Element[]>();
+  const pepMembers = new Map<string, Set<string>>();
   if (attrs.password !== undefined && attrs.password !== '') data.password = attrs.password;
   const pendingFrom = new Set<string>();
   for (const el of children) {
@@ -776,8 +823,22 @@ function readUser({ name, at, attrs }: UserStart, children: Element[], domain: s
           if (pepConfigs.has(node)) throw new Xep0227Error(`${what}: the node is configured twice`);
           pepConfigs.set(node, nodeConfig(c.getChild('x', NS_DATA), what, data.notes));
         } else if (c.name === 'affiliations') {
-          // The owner's own affiliation goes without saying; others (whitelist members) are not kept.
-          if (c.getChildren('affiliation').some((a) => bareJid(a.attrs.jid, `${what}: <affiliation>`) !== userBare)) data.leftOut.push('pubsub/affiliations');
+          const node = pepNodeName(c.attrs.node, what);
+          const members = pepMembers.get(node) ?? new Set<string>();
+          pepMembers.set(node, members);
+          for (const a of c.getChildren('affiliation')) {
+            const jid = bareJid(a.attrs.jid, `${what}: <affiliation>`);
+            const aff = a.attrs.affiliation as string | undefined;
+            // The owner's own affiliation goes without saying (Prosody writes it); 'none' is no affiliation.
+            if (jid === userBare || aff === 'none') continue;
+            if (aff === 'member') members.add(jid);
+            else if (aff === 'publisher') {
+              // XEP-0060 §4.1: a publisher may read as a member may; publishing is the owner's alone here (XEP-0163 §4.1).
+              members.add(jid);
+              data.notes.push('PEP publisher affiliations (kept as member: only the account publishes to its PEP nodes)');
+            } else data.notes.push(`PEP ${aff === 'owner' || aff === 'outcast' || aff === 'publish-only' ? aff : 'other'} affiliations (not kept: only members are let in)`);
+          }
+          if (members.size > MAX_WHITELIST) throw new Xep0227Error(`${what}: a whitelist of ${members.size} JIDs, more than ${MAX_WHITELIST}`);
         } else data.leftOut.push(`pubsub/${c.name}`);
       }
     } else if (el.name === 'pubsub' && ns === NS_PUBSUB) {
@@ -810,8 +871,10 @@ function readUser({ name, at, attrs }: UserStart, children: Element[], domain: s
     const all = [...byId.values()];
     const keep = kept(config);
     data.pepDropped += Math.max(0, all.length - keep);
-    data.pep.push({ node, config, items: all.slice(Math.max(0, all.length - keep)) });
+    data.pep.push({ node, config, items: all.slice(Math.max(0, all.length - keep)), members: [...(pepMembers.get(node) ?? [])].sort() });
   }
+  if ([...pepMembers].some(([node, m]) => m.size > 0 && !pepConfigs.has(node) && !pepItems.has(node))) data.notes.push('PEP affiliations of a node that is not there (not kept)');
+  fitAccountBytes(data);
   for (const [ns, list] of [...privateXml].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) data.private.push({ ns, xml: list.join('') });
   if (!data.password && Object.keys(data.verifiers).length === 0) throw new Xep0227Error(`${at}: no password and no <scram-credentials>: the account could never log in`);
   return data;
@@ -998,6 +1061,7 @@ async function writeUser(u: UserData, { accounts, roster, offline, archive, pers
     await pep.create(u.name, n.node, n.config, MAX_NODES);
     // Oldest first, each the newest when published: the node's order as it was.
     for (const item of n.items) await pep.publish(u.name, n.node, item, n.config, MAX_NODES);
+    for (const jid of n.members) await pep.setAffiliation(u.name, n.node, jid, 'member');
   }
   if (u.blocked.length > 0) await blocking.block(u.name, u.blocked, MAX_BLOCKED);
   if (u.vcard) await personal.setVcard(u.name, u.vcard);
@@ -1125,6 +1189,16 @@ function configureElement(node: string, c: NodeConfig): string {
   ].join('')}</x></configure>`;
 }
 
+/**
+ * A node's whitelist as Prosody's XEP-0227 writer has it (and XEP-0060
+ * §8.9.1's answer): <affiliations node> beside its <configure>, the owner
+ * first, then each member; nothing for a node without members.
+ */
+function affiliationsElement(node: string, owner: string, affs: { jid: string; affiliation: string }[]): string {
+  if (affs.length === 0) return '';
+  return `<affiliations node='${escAttr(node)}'><affiliation jid='${escAttr(owner)}' affiliation='owner'/>${affs.map((a) => `<affiliation jid='${escAttr(a.jid)}' affiliation='${escAttr(a.affiliation)}'/>`).join('')}</affiliations>`;
+}
+
 /** One archived message as a XEP-0313 result (XEP-0227 §"Message Archive"): its id, when it was received, the stanza. */
 function resultElement(m: ArchivedMessage): string {
   return `<result xmlns='${NS_MAM}' id='${escAttr(m.id)}'><forwarded xmlns='${NS_FORWARD}'><delay xmlns='${NS_DELAY}' stamp='${dateTime(new Date(m.stamp))}'/>${withClientNs(m.xml)}</forwarded></result>`;
@@ -1181,7 +1255,11 @@ export async function exportFile(file: string, stores: Xep0227Stores, domain: st
       if (blocked.length > 0) parts.push(privacyElement(blocked));
       counts.blocked += blocked.length;
       const nodes = await pep.nodes(name);
-      if (nodes.length > 0) parts.push(`<pubsub xmlns='${NS_PUBSUB_OWNER}'>${nodes.map((n) => configureElement(n.node, n.config)).join('')}</pubsub>`);
+      if (nodes.length > 0) {
+        const owner: string[] = [];
+        for (const n of nodes) owner.push(configureElement(n.node, n.config), affiliationsElement(n.node, `${name}@${domain}`, await pep.affiliations(name, n.node)));
+        parts.push(`<pubsub xmlns='${NS_PUBSUB_OWNER}'>${owner.join('')}</pubsub>`);
+      }
       await write(`<user name='${escAttr(name)}'>${parts.join('')}`);
       // PEP items one node at a time (at most MAX_ITEMS of MAX_ITEM_BYTES held), oldest first.
       if (nodes.length > 0) {

@@ -1,6 +1,6 @@
 // XEP-0227 import of PEP nodes and of blocklists (written as privacy
 // lists), on the stores directly: what is kept of a configuration, which
-// items a node keeps, what of a default privacy list becomes the blocklist,
+// items a node keeps, its whitelist, what fits the account's byte bound, what of a default privacy list becomes the blocklist,
 // what is said, and the input refused (nothing written) past the bounds.
 // Over XMPP, with the files Prosody and ejabberd wrote and round trips on
 // both backends: xep0227.test.ts.
@@ -16,8 +16,9 @@ import { SqlitePersonalStore } from '../../src/personal/sqlite.ts';
 import { SqlitePepStore } from '../../src/pep/sqlite.ts';
 import { SqliteBlockStore } from '../../src/blocking/sqlite.ts';
 import { importFiles, type ImportOptions, type Xep0227Stores } from '../../src/storage/xep0227.ts';
-import { DEFAULT_CONFIG, MAX_ITEM_BYTES, MAX_ITEMS, MAX_NODES } from '../../src/pep/store.ts';
+import { DEFAULT_CONFIG, MAX_ACCOUNT_BYTES, MAX_ITEM_BYTES, MAX_ITEMS, MAX_NODES } from '../../src/pep/store.ts';
 import { MAX_BLOCKED } from '../../src/blocking/store.ts';
+import { MAX_WHITELIST } from '../../src/modules/pep.ts';
 
 const SCRAM = "<scram-credentials xmlns='urn:xmpp:pie:0#scram' mechanism='SCRAM-SHA-1'><iter-count>4096</iter-count><salt>c2FsdA==</salt><server-key>AAAAAAAAAAAAAAAAAAAAAAAAAAA=</server-key><stored-key>AAAAAAAAAAAAAAAAAAAAAAAAAAA=</stored-key></scram-credentials>";
 const doc = (user: string) => `<server-data xmlns='urn:xmpp:pie:0'><host jid='capulet.lit'><user name='juliet'>${SCRAM}${user}</user></host></server-data>`;
@@ -68,7 +69,9 @@ test('PEP: what a configuration keeps, which items each node keeps, and what is 
       configure('urn:example:asked', { 'pubsub#access_model': ['authorize'], 'pubsub#max_items': ['1000'], 'pubsub#title': ['not kept'], 'pubsub#deliver_payloads': ['0'] })
       + configure('urn:example:roster', { 'pubsub#access_model': ['roster'], 'pubsub#roster_groups_allowed': ['Friends', 'Family', 'Friends', ''], 'pubsub#max_items': ['2'], 'pubsub#persist_items': ['true'], 'pubsub#notify_retract': ['false'], 'pubsub#send_last_published_item': ['never'] })
       + configure('urn:example:volatile', { 'pubsub#persist_items': ['0'], 'pubsub#max_items': ['10'] })
-      + "<affiliations node='urn:example:asked'><affiliation jid='juliet@capulet.lit' affiliation='owner'/><affiliation jid='nurse@capulet.lit' affiliation='member'/></affiliations>"
+      // Prosody's form (its 'pep' store): the owner's own affiliation, the whitelist's members; a publisher reads as a member does.
+      + "<affiliations node='urn:example:asked'><affiliation jid='juliet@capulet.lit' affiliation='owner'/><affiliation jid='Nurse@Capulet.lit/Chamber' affiliation='member'/><affiliation jid='friar@verona.lit' affiliation='publisher'/><affiliation jid='tybalt@capulet.lit' affiliation='outcast'/></affiliations>"
+      + "<affiliations node='urn:example:gone'><affiliation jid='nurse@capulet.lit' affiliation='member'/></affiliations>"
       + "<subscriptions node='urn:example:asked'><subscription jid='romeo@montague.lit' subscription='subscribed'/></subscriptions>",
     )
     + pubsub(
@@ -83,8 +86,14 @@ test('PEP: what a configuration keeps, which items each node keeps, and what is 
   t.is(r.pepNodes, 4);
   t.is(r.pepItems, 1 + 2 + 1 + 1);
   t.is(r.pepDropped, 4 + 1 + 1, 'empty, two payloads, no namespace of its own, too big; r2 beyond the bound; v1 (items not persisted: the last one is kept)');
-  t.deepEqual([...r.leftOut.keys()].sort(), ['pubsub/affiliations', 'pubsub/subscriptions']);
-  t.deepEqual([...r.notes.keys()].sort(), [`PEP nodes with pubsub#access_model 'authorize' (made 'whitelist')`, `PEP nodes with pubsub#max_items above ${MAX_ITEMS} (made ${MAX_ITEMS})`]);
+  t.deepEqual([...r.leftOut.keys()].sort(), ['pubsub/subscriptions']);
+  t.deepEqual([...r.notes.keys()].sort(), [
+    `PEP nodes with pubsub#access_model 'authorize' (made 'whitelist')`,
+    `PEP nodes with pubsub#max_items above ${MAX_ITEMS} (made ${MAX_ITEMS})`,
+    'PEP outcast affiliations (not kept: only members are let in)',
+    'PEP publisher affiliations (kept as member: only the account publishes to its PEP nodes)',
+    'PEP affiliations of a node that is not there (not kept)',
+  ].sort());
   const { pep } = f.stores;
   t.deepEqual(await pep.nodes('juliet'), [
     { node: 'urn:example:asked', config: { ...DEFAULT_CONFIG, accessModel: 'whitelist', maxItems: MAX_ITEMS } },
@@ -98,6 +107,38 @@ test('PEP: what a configuration keeps, which items each node keeps, and what is 
   t.deepEqual((await pep.items('juliet', 'urn:example:roster'))[0].xml, '<note xmlns="urn:example:notes">1 again</note>');
   t.deepEqual(await ids('urn:example:volatile'), ['v2']);
   t.deepEqual(await ids('urn:example:bare'), ['b1']);
+  t.deepEqual(await pep.affiliations('juliet', 'urn:example:asked'), [{ jid: 'friar@verona.lit', affiliation: 'member' }, { jid: 'nurse@capulet.lit', affiliation: 'member' }], 'the whitelist, bare JIDs prepared');
+  t.deepEqual(await pep.affiliations('juliet', 'urn:example:roster'), []);
+});
+
+test("PEP items past the account's byte bound (MAX_ACCOUNT_BYTES) are trimmed, each node's newest kept first, and said; a publish after fits", async (t) => {
+  const f = fixture(t);
+  // 3 nodes of 12 items of some 150 KB: 5.4 MB, past the 4 MiB bound.
+  const nodes = ['urn:example:a', 'urn:example:b', 'urn:example:c'];
+  const SIZE = 150_000;
+  const payload = (node: string, i: number) => `<data xmlns='urn:example:data'>${node.slice(-1)}${String(i).padStart(2, '0')}${'x'.repeat(SIZE)}</data>`;
+  const r = await f.run(doc(
+    owner(nodes.map((n) => configure(n, { 'pubsub#max_items': ['20'] })).join(''))
+    + pubsub(nodes.map((n) => `<items node='${n}'>${Array.from({ length: 12 }, (_, i) => `<item id='i${i}'>${payload(n, i)}</item>`).join('')}</items>`).join('')),
+  ));
+  const { pep } = f.stores;
+  let bytes = 0;
+  const kept: number[] = [];
+  for (const n of nodes) {
+    const items = await pep.items('juliet', n);
+    bytes += items.reduce((sum, it) => sum + Buffer.byteLength(it.xml, 'utf8'), 0);
+    // The newest of each node, in their order.
+    t.deepEqual(items.map((it) => it.id), Array.from({ length: items.length }, (_, i) => `i${12 - items.length + i}`), `${n}: its newest items`);
+    kept.push(items.length);
+  }
+  t.true(bytes <= MAX_ACCOUNT_BYTES, `${bytes} bytes kept, at most ${MAX_ACCOUNT_BYTES}`);
+  t.true(Math.max(...kept) - Math.min(...kept) <= 1, `every node keeps its share: ${kept.join(', ')}`);
+  t.true(bytes + 2 * SIZE > MAX_ACCOUNT_BYTES, 'as much as fits');
+  t.is(r.pepItems, kept.reduce((a, b) => a + b, 0));
+  t.is(r.pepDropped, 36 - r.pepItems);
+  t.true(r.notes.has(`PEP items past the account's ${MAX_ACCOUNT_BYTES} bytes (the oldest of each node not kept)`), [...r.notes.keys()].join('; '));
+  // What the server's publish checks (modules/pep.ts): the account is within its bound, and takes a new item.
+  await t.notThrowsAsync(pep.publish('juliet', 'urn:example:more', { id: 'x', xml: "<x xmlns='urn:example'/>" }, DEFAULT_CONFIG, MAX_NODES, { maxBytes: MAX_ACCOUNT_BYTES }));
 });
 
 test('blocklists: the default privacy list as far as it denies JIDs everything, in its order; the rest is said', async (t) => {
@@ -149,6 +190,8 @@ test('bad or unbounded PEP and privacy input is refused whole, naming the elemen
     [owner(configure('urn:example:x', { 'pubsub#persist_items': ['maybe'] })), /pubsub#persist_items "maybe" is not a boolean/],
     [owner(configure('urn:example:x', {}) + configure('urn:example:x', {})), /the node is configured twice/],
     [jids(MAX_BLOCKED + 1), new RegExp(`a blocklist of ${MAX_BLOCKED + 1} JIDs, more than ${MAX_BLOCKED}`)],
+    [owner(configure('urn:example:x', {}) + `<affiliations node='urn:example:x'>${Array.from({ length: MAX_WHITELIST + 1 }, (_, i) => `<affiliation jid='m${i}@example.org' affiliation='member'/>`).join('')}</affiliations>`), new RegExp(`<affiliations node="urn:example:x">: a whitelist of ${MAX_WHITELIST + 1} JIDs, more than ${MAX_WHITELIST}`)],
+    [owner(`<affiliations node='urn:example:x'><affiliation jid='a@b@c' affiliation='member'/></affiliations>`), /<affiliations node="urn:example:x">: <affiliation>: "a@b@c" is not a JID/],
     ["<query xmlns='jabber:iq:privacy'><default name='l'/><list name='l'><item type='jid' value='a@b@c' action='deny' order='1'/></list></query>", /<list name="l">: <item type='jid' value="a@b@c">: not a JID/],
     ["<query xmlns='jabber:iq:privacy'><default name='l'/><list name='l'><item type='jid' value='a@b' action='block' order='1'/></list></query>", /<item action="block">: neither allow nor deny/],
   ];

@@ -5,7 +5,8 @@
 // messages arrive. A round trip (our export into a fresh server) on SQLite
 // and PostgreSQL, message archives included (filled over XMPP, compared by
 // MAM queries over XMPP: the same messages, order and ids), a hand-written
-// archive in the XEP's format, refusals, and accounts with SCRAM-SHA-1
+// archive in the XEP's format, PEP whitelists and the account's PEP byte
+// bound, refusals, and accounts with SCRAM-SHA-1
 // verifiers only (RFC 6120 §6.4.5: SCRAM-SHA-256 fails, SCRAM-SHA-1 on the
 // same stream works).
 //
@@ -375,6 +376,49 @@ test.serial('PEP from a Prosody export (prosody-migrator, its pep store): the no
   const bob = await peer(t, server, 'bob', 'bob-pw-2', 'pep');
   t.deepEqual(itemIds(await pepItems(bob, 'alice@localhost', 'http://jabber.org/protocol/nick')), ['current']);
   t.is((await pepItems(bob, 'alice@localhost', 'urn:xmpp:bookmarks:1')).attrs.type, 'error');
+});
+
+test.serial("PEP whitelists (Prosody's <affiliations/>) imported, exported and imported again: the members read over XMPP; an account past its PEP bytes is trimmed at import, and publishes after", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'xep0227-wl-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const field = (v: string, value: string) => `<field var='${v}'><value>${value}</value></field>`;
+  const configure = (node: string, fields: string) => `<configure node='${node}'><x xmlns='jabber:x:data' type='submit'>${field('FORM_TYPE', NODE_CONFIG)}${fields}</x></configure>`;
+  // Three nodes of 12 items of some 150 KB: past the account's 4 MiB (MAX_ACCOUNT_BYTES).
+  const big = ['a', 'b', 'c'].map((x) => `urn:example:big-${x}`);
+  const juliet = `<user name='juliet' password='juliet-pw'><pubsub xmlns='${NS_OWNER}'>`
+    + configure('urn:example:secret', field('pubsub#access_model', 'whitelist'))
+    + "<affiliations node='urn:example:secret'><affiliation jid='juliet@localhost' affiliation='owner'/><affiliation jid='nurse@localhost' affiliation='member'/></affiliations>"
+    + big.map((n) => configure(n, field('pubsub#max_items', '20'))).join('')
+    + `</pubsub><pubsub xmlns='${NS_PUBSUB}'><items node='urn:example:secret'><item id='s1'><note xmlns='urn:example:notes'>for the nurse</note></item></items>`
+    + big.map((n) => `<items node='${n}'>${Array.from({ length: 12 }, (_, i) => `<item id='i${i}'><data xmlns='urn:example:data'>${'x'.repeat(150_000)}</data></item>`).join('')}</items>`).join('')
+    + '</pubsub></user>';
+  const file = join(dir, 'in.xml');
+  writeFileSync(file, `<server-data xmlns='urn:xmpp:pie:0'><host jid='localhost'>${juliet}<user name='nurse' password='nurse-pw'/><user name='tybalt' password='tybalt-pw'/></host></server-data>`);
+  const a = await startTestServer({ XMPP_WORKERS: '1' });
+  t.teardown(() => a.stop());
+  const r = await cli(a, ['user', 'import', file]);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stderr, /note: PEP items past the account's 4194304 bytes \(the oldest of each node not kept\): 1 user\(s\)/);
+  const whitelisted = async (server: TestServer) => {
+    const nurse = await peer(t, server, 'nurse', 'nurse-pw', 'wl');
+    const tybalt = await peer(t, server, 'tybalt', 'tybalt-pw', 'wl');
+    return { nurse: itemIds(await pepItems(nurse, 'juliet@localhost', 'urn:example:secret')), tybalt: (await pepItems(tybalt, 'juliet@localhost', 'urn:example:secret')).attrs.type };
+  };
+  t.deepEqual(await whitelisted(a), { nurse: ['s1'], tybalt: 'error' }, 'the member reads, another account does not');
+  // Within its bound: the account publishes (past it, every publish would be policy-violation).
+  const j = await peer(t, a, 'juliet', 'juliet-pw', 'pub');
+  const res = await publish(j, 'urn:example:new', "<x xmlns='urn:example'/>", { id: 'n1' });
+  t.is(res.attrs.type, 'result', res.toString());
+
+  const out = join(dir, 'export.xml');
+  const e = await cli(a, ['user', 'export', out]);
+  t.is(e.code, 0, e.stderr);
+  t.true(readFileSync(out, 'utf8').includes("<affiliations node='urn:example:secret'><affiliation jid='juliet@localhost' affiliation='owner'/><affiliation jid='nurse@localhost' affiliation='member'/></affiliations>"), 'the whitelist as Prosody writes it');
+  const b = await startTestServer({ XMPP_WORKERS: '1' });
+  t.teardown(() => b.stop());
+  const i = await cli(b, ['user', 'import', out]);
+  t.is(i.code, 0, i.stderr);
+  t.deepEqual(await whitelisted(b), { nurse: ['s1'], tybalt: 'error' }, 'and after the round trip');
 });
 
 test.serial('blocklists from an ejabberd export (export_piefxis: the default privacy lists mod_blocking keeps) are enforced by the running server at once; what is no plain block is said', async (t) => {
