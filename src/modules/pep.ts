@@ -50,6 +50,15 @@ export const MAX_NAME = 1024;
 const MAX_LAST_READS = 4;
 /** How long a client has to answer the server's disco#info for its caps. */
 const CAPS_TIMEOUT_MS = 10_000;
+/**
+ * Caps lookups in flight (the shared cache read, then the question to the
+ * entity) for one JID, and on one worker: past either, none is started,
+ * and the session (or remote resource) gets no notifications until a later
+ * presence of its looks its caps up again. A client that sends presence
+ * after presence with new vers cannot make the worker hold questions.
+ */
+export const MAX_CAPS_LOOKUPS_PER_JID = 4;
+export const MAX_CAPS_LOOKUPS = 1000;
 
 /** XEP-0060 features this service has (§10, and the access models of §4.5). */
 const FEATURES = ['publish', 'publish-options', 'retract-items', 'retrieve-items', 'purge-nodes', 'delete-nodes', 'config-node', 'config-node-max', 'create-nodes', 'auto-create', 'access-presence', 'access-open', 'access-whitelist', 'modify-affiliations', 'member-affiliation', 'access-roster', 'last-published', 'persistent-items', 'retrieve-default'].map((f) => `${NS_PUBSUB}#${f}`);
@@ -363,6 +372,29 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
   const seen = new WeakMap<Session, Seen>();
   /** Caps queries in flight, by ver: one per ver on this worker, whatever the number of sessions advertising it. */
   const asking = new Map<string, Promise<ReadonlySet<string> | undefined>>();
+  /** Caps lookups in flight by the JID they are for (normalised), and their number: bounded (MAX_CAPS_LOOKUPS_PER_JID, MAX_CAPS_LOOKUPS). */
+  const lookups = new Map<string, number>();
+  let lookupsInFlight = 0;
+  /** A slot for a lookup for `jid`, its release; undefined past a bound. */
+  const admit = (jid: string): (() => void) | undefined => {
+    const k = normalJid(jid) ?? jid;
+    const n = lookups.get(k) ?? 0;
+    if (n >= MAX_CAPS_LOOKUPS_PER_JID || lookupsInFlight >= MAX_CAPS_LOOKUPS) {
+      log.debug('PEP: caps lookups past their bound; none for this presence', { jid, forJid: n, inFlight: lookupsInFlight });
+      return undefined;
+    }
+    lookups.set(k, n + 1);
+    lookupsInFlight++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      lookupsInFlight--;
+      const left = (lookups.get(k) ?? 1) - 1;
+      if (left > 0) lookups.set(k, left);
+      else lookups.delete(k);
+    };
+  };
   /** The server's disco#info requests to clients, by id: whom each was asked of (a normalised full JID), and what takes the answer. */
   const waiting = new Map<string, { jid: string; done: (answer: Element) => void }>();
   /** An answer to one of them: taken only from the entity it was asked of (its 'from' as the server stamped or checked it). */
@@ -742,9 +774,22 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     if (known) return Promise.resolve(known);
     const key = capsKey(caps);
     const shared = asking.get(key);
-    // Another entity's question: its answer, if verified; if not, this one is asked for its own.
-    if (shared) return shared.then((nodes) => nodes ?? askCaps(target, caps));
-    const p = fromCluster(caps).then((nodes) => nodes ?? askCaps(target, caps)).finally(() => asking.delete(key));
+    // Another entity's question: its answer, if verified; if not, this one is asked for its own (within its bounds).
+    if (shared) {
+      return shared.then((nodes) => {
+        if (nodes) return nodes;
+        const release = admit(target.jid);
+        return release ? askCaps(target, caps).finally(release) : undefined;
+      });
+    }
+    const release = admit(target.jid);
+    if (!release) return Promise.resolve(undefined);
+    const p = fromCluster(caps)
+      .then((nodes) => nodes ?? askCaps(target, caps))
+      .finally(() => {
+        asking.delete(key);
+        release();
+      });
     asking.set(key, p);
     return p;
   };

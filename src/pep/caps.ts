@@ -5,6 +5,16 @@
 // client could poison what every client with that ver gets), and keeps the
 // nodes it asked notifications of ('NODE+notify', XEP-0163 §4.2). Kept per
 // worker, one entry per ver whatever the number of sessions advertising it.
+//
+// What a client can make the server keep: a ver it makes up costs it one
+// answer that hashes to it, so verified vers are as many as clients care
+// to make. Each is bounded (MAX_NOTIFY_NODES names, MAX_NOTIFY_BYTES in
+// all), and so is their number: CapsCache per worker and in a single
+// node's hub, and in Redis (a cluster) MAX_SHARED_CAPS vers, the least
+// recently written or read going first (an index in the order of their
+// last use, kept with them by one script), each also expiring
+// SHARED_CAPS_TTL_S after its last use. An unverified answer is never shared: it serves the session
+// that gave it, in that worker's memory, until its caps change.
 import { createHash } from 'node:crypto';
 import type { Element } from 'ltx';
 import type { Redis } from 'ioredis';
@@ -85,18 +95,22 @@ function hasSeparator(query: Element): boolean {
   return false;
 }
 
-/** Nodes one ver may ask notifications of, and the longest name kept: a client's features are not a store. */
+/** Nodes one ver may ask notifications of, the longest name kept, and their names' bytes in all: a client's features are not a store. */
 export const MAX_NOTIFY_NODES = 64;
 export const MAX_NOTIFY_NAME = 1024;
+export const MAX_NOTIFY_BYTES = 8 * 1024;
 
 /** The nodes a disco#info <query/> asks notifications of (XEP-0163 §4.2: features 'NODE+notify'); undefined past the bounds (such an answer is not cached). */
 export function notifyNodes(query: Element): Set<string> | undefined {
   const out = new Set<string>();
+  let bytes = 0;
   for (const f of query.getChildren('feature')) {
     const v = String(f.attrs.var ?? '');
     if (v.endsWith(NOTIFY) && v.length > NOTIFY.length) {
-      if (v.length - NOTIFY.length > MAX_NOTIFY_NAME || out.size >= MAX_NOTIFY_NODES) return undefined;
-      out.add(v.slice(0, -NOTIFY.length));
+      const name = v.slice(0, -NOTIFY.length);
+      bytes += Buffer.byteLength(name, 'utf8');
+      if (name.length > MAX_NOTIFY_NAME || out.size >= MAX_NOTIFY_NODES || bytes > MAX_NOTIFY_BYTES) return undefined;
+      out.add(name);
     }
   }
   return out;
@@ -111,20 +125,78 @@ export interface SharedCaps {
   set(c: Pick<Caps, 'hash' | 'ver'>, nodes: ReadonlySet<string>): Promise<void>;
 }
 
-/** How long Redis keeps a ver no worker read (clients change their ver with each release). */
+/** How long Redis keeps a ver no worker wrote or read (clients change their ver with each release). */
 export const SHARED_CAPS_TTL_S = 7 * 86_400;
+/** How many vers Redis keeps for the cluster (each at most MAX_NOTIFY_BYTES of names): the least recently used go first. */
+export const MAX_SHARED_CAPS = 10_000;
 
-/** SharedCaps in Redis (cluster mode): one key per ver, its nodes as JSON, expiring SHARED_CAPS_TTL_S after it was last written. Only verified vers are written. */
-export function redisCaps(redis: Redis, ttlSeconds = SHARED_CAPS_TTL_S): SharedCaps {
+/**
+ * Lua: the ver ARGV[1] marked as the most recently used in the index
+ * KEYS[1] (its score one above the highest: an order, not a clock, so that
+ * two uses in one millisecond are told apart), which lives as long as the
+ * vers do (ARGV[2], seconds).
+ */
+const TOUCH = `
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('ZADD', KEYS[1], (top[2] and tonumber(top[2]) or 0) + 1, ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+`;
+
+/**
+ * Lua: set() of one ver. KEYS[1] the index, KEYS[2] the ver's key; ARGV:
+ * capsKey, the TTL in seconds, the nodes (JSON), the bound, the prefix of
+ * the vers' keys. Past the bound the least recently used go, with their
+ * keys (those expired meanwhile are the least recently used: they go
+ * first).
+ */
+const SET = `
+redis.call('SET', KEYS[2], ARGV[3], 'EX', tonumber(ARGV[2]))
+${TOUCH}
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
+if over > 0 then
+  local gone = redis.call('ZPOPMIN', KEYS[1], over)
+  for i = 1, #gone, 2 do redis.call('DEL', ARGV[5] .. gone[i]) end
+end
+`;
+
+/** Lua: get() of one ver, which counts as a use (its place in the index, its TTL). KEYS, ARGV[1] and ARGV[2] as SET's. */
+const GET = `
+local v = redis.call('GET', KEYS[2])
+if not v then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return false
+end
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
+${TOUCH}
+return v
+`;
+
+type CapsScripts = {
+  xmppCapsSet(index: string, key: string, hashVer: string, ttl: string, nodes: string, max: string, prefix: string): Promise<unknown>;
+  xmppCapsGet(index: string, key: string, hashVer: string, ttl: string): Promise<string | null>;
+};
+
+/**
+ * SharedCaps in Redis (cluster mode): one key per ver, its nodes as JSON,
+ * expiring `ttlSeconds` after it was last written or read, at most `max`
+ * of them (K.capsIndex). Only verified vers are written.
+ */
+export function redisCaps(redis: Redis, ttlSeconds = SHARED_CAPS_TTL_S, max = MAX_SHARED_CAPS): SharedCaps {
+  const r = redis as Redis & Partial<CapsScripts>;
+  if (!r.xmppCapsSet) redis.defineCommand('xmppCapsSet', { numberOfKeys: 2, lua: SET });
+  if (!r.xmppCapsGet) redis.defineCommand('xmppCapsGet', { numberOfKeys: 2, lua: GET });
+  const scripts = redis as Redis & CapsScripts;
   return {
     async get(c) {
-      const v = await redis.get(K.caps(capsKey(c)));
+      const k = capsKey(c);
+      const v = await scripts.xmppCapsGet(K.capsIndex, K.caps(k), k, String(ttlSeconds));
       if (v === null) return undefined;
       const list = JSON.parse(v) as unknown;
       return Array.isArray(list) ? new Set(list.filter((x): x is string => typeof x === 'string')) : undefined;
     },
     async set(c, nodes) {
-      await redis.set(K.caps(capsKey(c)), JSON.stringify([...nodes]), 'EX', ttlSeconds);
+      const k = capsKey(c);
+      await scripts.xmppCapsSet(K.capsIndex, K.caps(k), k, String(ttlSeconds), JSON.stringify([...nodes]), String(max), K.caps(''));
     },
   };
 }

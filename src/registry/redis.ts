@@ -40,6 +40,8 @@ export const K = {
   /** the +notify nodes of a verified XEP-0115 ver (pep/caps.ts), for every worker of every node */
   // v2: vers verified before '<' in an answer was refused are not trusted.
   caps: (hashVer: string) => `xmpp:caps2:${hashVer}`,
+  /** sorted set: the vers kept under caps(), by when one was last written or read (the least recently used go past the bound) */
+  capsIndex: 'xmpp:caps2-index',
   /** an account's resources of contacts on other servers, with their caps (pep/remote.ts) */
   pepRemote: (owner: string) => `xmpp:pepr:${owner}`,
 };

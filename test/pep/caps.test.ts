@@ -2,7 +2,7 @@
 // §5.3 complex, with a data form), and the rejections of §5.4.
 import test from 'ava';
 import { type Element, parse } from 'ltx';
-import { CapsCache, MAX_NOTIFY_NODES, capsOf, notifyNodes, verificationString, verifies } from '../../src/pep/caps.ts';
+import { CapsCache, MAX_NOTIFY_BYTES, MAX_NOTIFY_NODES, capsOf, notifyNodes, verificationString, verifies } from '../../src/pep/caps.ts';
 import { createHash } from 'node:crypto';
 import { selfContained } from '../../src/modules/pep.ts';
 
@@ -47,6 +47,11 @@ test('caps from presence, +notify nodes, and the bounded cache', (t) => {
   // Bounded: past MAX_NOTIFY_NODES, or a name too long, the answer gives none (and is not cached).
   t.is(notifyNodes(q(feats(Array.from({ length: MAX_NOTIFY_NODES + 1 }, (_, i) => `urn:n${i}+notify`)))), undefined);
   t.is(notifyNodes(q(feats([`${'n'.repeat(2000)}+notify`]))), undefined);
+  // And past MAX_NOTIFY_BYTES of names in all (what one ver can make a cache, or Redis, keep).
+  const long = (i: number) => `urn:${String(i).padStart(4, '0')}:${'n'.repeat(1000)}+notify`;
+  const fit = Math.floor(MAX_NOTIFY_BYTES / (long(0).length - '+notify'.length));
+  t.is(notifyNodes(q(feats(Array.from({ length: fit }, (_, i) => long(i)))))?.size, fit);
+  t.is(notifyNodes(q(feats(Array.from({ length: fit + 1 }, (_, i) => long(i))))), undefined);
   const c = new CapsCache(2);
   c.set({ hash: 'sha-1', ver: 'a' }, new Set(['x']));
   c.set({ hash: 'sha-1', ver: 'b' }, new Set());

@@ -1,13 +1,15 @@
 // The remote contacts' resources PEP keeps (pep/remote.ts), in memory (a
 // single node's hub, reached through HubPep's messages) and in Redis (a
 // cluster): one contract for both, and the bounds (per account, in all),
-// the least recently seen going first.
+// the least recently seen going first; and the verified vers Redis keeps
+// for the cluster, bounded in number, the least recently used going first.
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { MemoryRemoteResources, PepShared, HubPep, redisRemoteResources, type RemoteResources } from '../../src/pep/remote.ts';
 import { sharedRedisServer, inspector } from '../helpers/redis.ts';
 import { uid } from '../helpers/protocol.ts';
 import { K } from '../../src/registry/redis.ts';
+import { redisCaps } from '../../src/pep/caps.ts';
 
 const redis = sharedRedisServer(test);
 
@@ -78,4 +80,21 @@ test('hub: verified caps shared by the workers (SharedCaps)', async (t) => {
   t.is(await hub.get({ hash: 'sha-1', ver: 'V' }), undefined);
   await hub.set({ hash: 'SHA-1', ver: 'V' }, new Set(['urn:a', 'urn:b']));
   t.deepEqual([...((await hub.get({ hash: 'sha-1', ver: 'V' })) ?? [])].sort(), ['urn:a', 'urn:b']);
+});
+
+test('redis: verified vers kept for the cluster are at most the bound, the least recently written or read dropped with their keys; each expires after its last use', async (t) => {
+  const conn = inspector(t, redis.url);
+  const caps = redisCaps(conn, 100, 3);
+  const ver = (x: string) => ({ hash: 'sha-1', ver: uid(x) });
+  const [a, b, c, d] = ['a', 'b', 'c', 'd'].map(ver);
+  for (const v of [a, b, c]) await caps.set(v, new Set([`urn:${v.ver}`]));
+  // a read: b is now the least recently used.
+  t.deepEqual([...((await caps.get(a)) ?? [])], [`urn:${a.ver}`]);
+  await caps.set(d, new Set());
+  t.is(await caps.get(b), undefined, 'b dropped');
+  t.is(await conn.exists(K.caps(`sha-1 ${b.ver}`)), 0, 'its key with it');
+  for (const v of [a, c, d]) t.truthy(await caps.get(v), v.ver);
+  t.is(await conn.zcard(K.capsIndex), 3);
+  const ttl = await conn.ttl(K.caps(`sha-1 ${a.ver}`));
+  t.true(ttl > 0 && ttl <= 100, `ttl ${ttl}`);
 });

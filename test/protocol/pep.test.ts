@@ -13,6 +13,7 @@ import { stanzaError, uid, within } from '../helpers/protocol.ts';
 import { WAIT, barrier, connect, expect, fresh, newUser, ready, subscribe, type Peer } from '../helpers/im.ts';
 import { NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, answerCaps, before, capsPresence, capsVer, form, iq, isCapsQuery, isEvent, isEventItem, itemIds, items, publish, pubsubError, untilNotified } from '../helpers/pep.ts';
 import { MAX_ACCOUNT_BYTES, MAX_ITEM_BYTES, MAX_ITEMS, MAX_NODES } from '../../src/pep/store.ts';
+import { MAX_CAPS_LOOKUPS_PER_JID } from '../../src/modules/pep.ts';
 
 let server: TestServer;
 
@@ -397,6 +398,28 @@ test('caps (XEP-0115): asked once per ver on a worker, verified before it is tru
   const from = sessions.map((p) => p.c.items.length);
   ok(t, await publish(alice, 'urn:test:v', `<x xmlns='urn:test'/>`), 'publish');
   for (const [i, p] of sessions.entries()) await expect(p, 'own notification', isEvent(alice.bare, 'urn:test:v'), from[i]);
+});
+
+test('caps lookups in flight are bounded per JID (MAX_CAPS_LOOKUPS_PER_JID): presences with new vers past it ask nothing; a later one asks once they are answered', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const from = alice.c.items.length;
+  // Ten vers, one presence each, no answer yet: as many questions as the bound, then none.
+  const vers = Array.from({ length: 10 }, (_, i) => capsVer([`urn:test:flood${i}+notify`]));
+  for (const ver of vers) alice.c.send(capsPresence([], ver));
+  const verOf = (q: Element) => q.getChild('query')!.attrs.node.split('#')[1];
+  const questions: Element[] = [];
+  for (let i = 0; i < MAX_CAPS_LOOKUPS_PER_JID; i++) questions.push(await expect(alice, `caps question ${i + 1}`, (el) => isCapsQuery(el) && !questions.includes(el), from));
+  // Answered (as not known): the lookups are over.
+  for (const q of questions) alice.c.send(`<iq type='error' id='${q.attrs.id}' to='${q.attrs.from}'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`);
+  await barrier(alice, from);
+  // A later presence with new caps is looked up again.
+  const later = capsVer(['urn:test:later+notify']);
+  alice.c.send(capsPresence(['urn:test:later+notify']));
+  await expect(alice, 'the question for the later ver', (el) => isCapsQuery(el) && verOf(el) === later, from);
+  const asked = (await barrier(alice, from)).filter(isCapsQuery).map(verOf);
+  t.deepEqual(asked.filter((v) => v !== later).sort(), questions.map(verOf).sort(), `only ${MAX_CAPS_LOOKUPS_PER_JID} of the ten vers were asked`);
+  t.is(asked.length, MAX_CAPS_LOOKUPS_PER_JID + 1);
+  t.true(questions.every((q) => vers.includes(verOf(q))));
 });
 
 test('a caps answer is taken only from the session it was asked of (XEP-0115 §6.3): another that learnt the id cannot answer for it', async (t) => {
