@@ -28,7 +28,9 @@ export const ONLINE_COUNT_MAX = 100_000;
 /** Bare JIDs one list answers with, whatever max_items says ('none' included). */
 export const MAX_LIST = 10_000;
 /** Announcements being sent at once by one worker (more: resource-constraint), and messages of one on their way at once. */
-const ANNOUNCEMENTS_AT_ONCE = 4;
+export const ANNOUNCEMENTS_AT_ONCE = 4;
+/** How long an accepted announcement holds its place waiting for its answer to go out (its `after`), should that never happen. */
+const ANNOUNCE_START_MS = 60_000;
 const ANNOUNCE_CONCURRENCY = 32;
 /** Characters of one announcement. */
 const MAX_ANNOUNCEMENT_CHARS = 16_384;
@@ -169,7 +171,7 @@ async function sessionsOf(session: Session, j: Jid) {
 const jids = (values: string[] | undefined) => (values ?? []).filter((v) => v.trim() !== '');
 
 export function adminCommands(admins: ReadonlySet<string>): Command[] {
-  /** Announcements this worker is sending now (fanOut). */
+  /** Announcements this worker accepted and is sending, or about to (fanOut). */
   let announcing = 0;
   const allowed = (s: Session) => s.username !== null && s.bare !== undefined && admins.has(s.bare);
   const jidsField = (label: string): Field => ({ var: 'accountjids', type: 'jid-multi', label, required: true });
@@ -365,10 +367,23 @@ export function adminCommands(admins: ReadonlySet<string>): Command[] {
       const { registry, router, config } = req.session.ctx;
       if (!registry.onlinePages) throw new StanzaError('feature-not-implemented', 'this registry cannot list sessions');
       if (announcing >= ANNOUNCEMENTS_AT_ONCE) throw new StanzaError('resource-constraint', 'other announcements are being sent; try again once they are out', 'wait');
+      // Its place taken here, where it is checked, not when it starts: requests accepted before any of them has
+      // started (their answers on their way) count too.
+      announcing++;
+      let started = false;
+      // An answer that never went out (its `after` not run) gives the place back.
+      const lapse = setTimeout(() => {
+        if (started) return;
+        started = true;
+        announcing--;
+      }, ANNOUNCE_START_MS);
+      lapse.unref();
       const by = req.session.jid!;
       // The admin is answered at once; the sessions get it in the background (fanOut), however many they are.
       const after = () => {
-        announcing++;
+        if (started) return;
+        started = true;
+        clearTimeout(lapse);
         void fanOut(registry, router, config.domain, text, by).finally(() => announcing--);
       };
       return { status: 'completed', note: { type: 'info', text: 'the announcement is being sent to every session online' }, after };

@@ -2,7 +2,9 @@
 // sockets with real TLS: discovery per role (an admin sees every command, a
 // user none), multi-stage sessions (next, prev, complete), cancel, the
 // errors of XEP-0050 §6, the bounds on open sessions, and every admin
-// command with its effect seen from the affected users' own streams.
+// command with its effect seen from the affected users' own streams; and,
+// driven directly (the protocol cannot make the steps of several requests
+// run before the first one's answer is out), the bound on announcements.
 import test, { type ExecutionContext } from 'ava';
 import type { Element } from 'ltx';
 import { startTestServer } from '../helpers/server.ts';
@@ -11,6 +13,10 @@ import { NS_DISCO_INFO, NS_DISCO_ITEMS, NS_STREAMS_ERR, childEls, plainOutcome, 
 import { WAIT, connect, expect, fresh, ready } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
 import { ConfigError, adminsOf, loadConfig } from '../../src/config/index.ts';
+import { ANNOUNCEMENTS_AT_ONCE, adminCommands } from '../../src/modules/admin.ts';
+import { readForm, type StageRequest } from '../../src/modules/adhoc.ts';
+import type { Session } from '../../src/session/session.ts';
+import { parse as parseXml } from 'ltx';
 
 const NS_COMMANDS = 'http://jabber.org/protocol/commands';
 const NS_ADMIN = 'http://jabber.org/protocol/admin';
@@ -317,6 +323,42 @@ test('announce: a headline from the server reaches every online session', async 
     t.is(m.getChildText('body'), `${text}\nsecond line`);
   }
   t.is(stanzaError((await run(boss, 'announce', { announcement: 'x'.repeat(20_000) })).iq).condition, 'bad-request');
+});
+
+test('announce: requests accepted together count against the bound before any has started; a place is given back once its announcement is out', async (t) => {
+  // The command's steps driven as the adhoc module drives them, for requests whose steps all run before the
+  // first answer is out (its `after`, which starts the sending): each takes its place when it is accepted.
+  const announce = adminCommands(new Set(['boss@localhost'])).find((c) => c.node.endsWith('#announce'))!;
+  let open!: () => void;
+  const gate = new Promise<void>((r) => (open = r));
+  const routed: string[] = [];
+  let allRouted!: () => void;
+  const done = new Promise<void>((r) => (allRouted = r));
+  const session = {
+    jid: 'boss@localhost/desk',
+    ctx: {
+      config: { domain: 'localhost' },
+      // Each announcement is under way until the gate opens.
+      registry: { async *onlinePages() { await gate; yield ['someone@localhost/r']; } },
+      router: { async routeFromServer(m: Element) { routed.push(m.getChildText('body')!); if (routed.length === ANNOUNCEMENTS_AT_ONCE) allRouted(); } },
+    },
+  } as unknown as Session;
+  const req = (text: string): StageRequest => ({ session, action: 'complete', forms: [readForm(parseXml(submit({ announcement: text })) as Element)] });
+  const step = async (text: string) => announce.step(req(text));
+  const steps = await Promise.allSettled(Array.from({ length: ANNOUNCEMENTS_AT_ONCE + 2 }, (_, i) => step(`a${i}`)));
+  const accepted = steps.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+  t.is(accepted.length, ANNOUNCEMENTS_AT_ONCE, 'as many as the bound, though none had started');
+  for (const s of steps.filter((x) => x.status === 'rejected')) t.is(((s as PromiseRejectedResult).reason as Error & { condition?: string }).condition, 'resource-constraint');
+  for (const s of accepted) if (s.status === 'completed') s.after?.();
+  // Under way: still none more.
+  await t.throwsAsync(step('more'), { message: /other announcements are being sent/ });
+  open();
+  await done;
+  // Each gives its place back as its sending ends (the turn after its last message).
+  await new Promise((r) => setImmediate(r));
+  const again = await step('later');
+  t.is(again.status, 'completed');
+  if (again.status === 'completed') again.after?.();
 });
 
 test('XMPP_ADMINS: bare JIDs of this domain, normalised; anything else stops the start with a ConfigError', (t) => {
