@@ -363,6 +363,31 @@ export interface PepApi {
   listen(fn: (change: PepChange) => void | Promise<void>): void;
 }
 
+/**
+ * The item of a <publish/> as it is kept: its id (one made when it has
+ * none) and its one payload, serialised; a StanzaError for what XEP-0060
+ * refuses. Both PEP and the pubsub service keep items and their payloads.
+ */
+export function publishedItem(p: Element, maxItemBytes: number): PepItem {
+  const items = p.getChildren('item');
+  // §7.1.3.6: the nodes here persist items and carry payloads: an item is required, and a payload in it.
+  if (items.length === 0) throw new PubsubError('bad-request', 'item-required');
+  if (items.length > 1) throw new StanzaError('bad-request', 'publish one item at a time');
+  const payloads = items[0].children.filter(isEl);
+  if (payloads.length === 0) throw new PubsubError('bad-request', 'payload-required');
+  // §7.1.3.5: more than one payload.
+  if (payloads.length > 1) throw new PubsubError('bad-request', 'invalid-payload', 'an item carries exactly one payload');
+  const id = items[0].attrs.id || randomBytes(12).toString('base64url');
+  if (id.length > MAX_NAME) throw new StanzaError('not-acceptable', `item ids are at most ${MAX_NAME} characters`);
+  // The payload is stored and sent on alone: it must say its own namespace and declare every prefix it uses
+  // (what an ancestor declared is not kept with it, and readers would get XML they cannot parse).
+  if (!selfContained(payloads[0])) throw new PubsubError('bad-request', 'invalid-payload', 'the payload must carry its own xmlns and declare every prefix it uses');
+  const xml = payloads[0].toString();
+  // §7.1.3.4 payload-too-big.
+  if (Buffer.byteLength(xml, 'utf8') > maxItemBytes) throw new PubsubError('not-acceptable', 'payload-too-big', `an item may hold at most ${maxItemBytes} bytes`);
+  return { id, xml };
+}
+
 export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepApi } {
   const maxNodes = o.maxNodes ?? MAX_NODES;
   const maxItemBytes = o.maxItemBytes ?? MAX_ITEM_BYTES;
@@ -501,22 +526,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
 
   const publish = async (owner: string, pubsub: Element, p: Element): Promise<Element> => {
     const node = nodeOf(p);
-    const items = p.getChildren('item');
-    // §7.1.3.6: the nodes here persist items and carry payloads: an item is required, and a payload in it.
-    if (items.length === 0) throw new PubsubError('bad-request', 'item-required');
-    if (items.length > 1) throw new StanzaError('bad-request', 'publish one item at a time');
-    const payloads = items[0].children.filter(isEl);
-    if (payloads.length === 0) throw new PubsubError('bad-request', 'payload-required');
-    // §7.1.3.5: more than one payload.
-    if (payloads.length > 1) throw new PubsubError('bad-request', 'invalid-payload', 'an item carries exactly one payload');
-    const id = items[0].attrs.id || randomBytes(12).toString('base64url');
-    if (id.length > MAX_NAME) throw new StanzaError('not-acceptable', `item ids are at most ${MAX_NAME} characters`);
-    // The payload is stored and sent on alone: it must say its own namespace and declare every prefix it uses
-    // (what an ancestor declared is not kept with it, and readers would get XML they cannot parse).
-    if (!selfContained(payloads[0])) throw new PubsubError('bad-request', 'invalid-payload', 'the payload must carry its own xmlns and declare every prefix it uses');
-    const xml = payloads[0].toString();
-    // §7.1.3.4 payload-too-big.
-    if (Buffer.byteLength(xml, 'utf8') > maxItemBytes) throw new PubsubError('not-acceptable', 'payload-too-big', `an item may hold at most ${maxItemBytes} bytes`);
+    const { id, xml } = publishedItem(p, maxItemBytes);
     const optionsEl = pubsub.getChild('publish-options')?.getChild('x', NS_DATA);
     const options = formValues(optionsEl, PUBLISH_OPTIONS);
     const precondition = (why: string) => new PubsubError('conflict', 'precondition-not-met', why);

@@ -17,7 +17,7 @@ import { StanzaError } from '../xmpp/errors.ts';
 import { type Jid, parseJid, JidError } from '../xmpp/jid.ts';
 import { NS_DISCO_INFO, NS_DISCO_ITEMS } from '../xmpp/ns.ts';
 import { type Affiliation, type NodeConfig, type PepItem, type PepStore, AFFILIATIONS, DEFAULT_CONFIG, MAX_ITEMS, MAX_ITEM_BYTES } from '../pep/store.ts';
-import { NS_DATA, NS_PUBSUB, NS_PUBSUB_EVENT, NS_PUBSUB_OWNER, NS_RSM, MAX_NAME, MAX_RESULT_BYTES, NODE_CONFIG, PUBLISH_OPTIONS, PubsubError, applyForm, bool, configForm, event, formValues, isEl, itemsEl, nodeOf, notDone, requiredBy, selfContained } from './pep.ts';
+import { NS_DATA, NS_PUBSUB, NS_PUBSUB_EVENT, NS_PUBSUB_OWNER, NS_RSM, MAX_RESULT_BYTES, NODE_CONFIG, PUBLISH_OPTIONS, PubsubError, applyForm, bool, configForm, event, formValues, isEl, itemsEl, nodeOf, notDone, publishedItem, requiredBy } from './pep.ts';
 import { log } from '../log.ts';
 
 /** Nodes the service holds, in all. */
@@ -152,20 +152,7 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
 
   const publish = async (pubsub: Element, p: Element, from: Jid): Promise<Element> => {
     const name = nodeOf(p);
-    const items = p.getChildren('item');
-    // §7.1.3.6: the nodes here persist items and carry payloads: an item is required, and a payload in it.
-    if (items.length === 0) throw new PubsubError('bad-request', 'item-required');
-    if (items.length > 1) throw new StanzaError('bad-request', 'publish one item at a time');
-    const payloads = items[0].children.filter(isEl);
-    if (payloads.length === 0) throw new PubsubError('bad-request', 'payload-required');
-    // §7.1.3.5: more than one payload.
-    if (payloads.length > 1) throw new PubsubError('bad-request', 'invalid-payload', 'an item carries exactly one payload');
-    const id = items[0].attrs.id || randomBytes(12).toString('base64url');
-    if (id.length > MAX_NAME) throw new StanzaError('not-acceptable', `item ids are at most ${MAX_NAME} characters`);
-    if (!selfContained(payloads[0])) throw new PubsubError('bad-request', 'invalid-payload', 'the payload must carry its own xmlns and declare every prefix it uses');
-    const xml = payloads[0].toString();
-    // §7.1.3.4
-    if (Buffer.byteLength(xml, 'utf8') > maxItemBytes) throw new PubsubError('not-acceptable', 'payload-too-big', `an item may hold at most ${maxItemBytes} bytes`);
+    const { id, xml } = publishedItem(p, maxItemBytes);
     const options = formValues(pubsub.getChild('publish-options')?.getChild('x', NS_DATA), PUBLISH_OPTIONS);
     const precondition = (why: string) => new PubsubError('conflict', 'precondition-not-met', why);
     let config = await o.store.config(key, name);

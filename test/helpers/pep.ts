@@ -2,8 +2,9 @@
 // client's entity capabilities (XEP-0115) with the answer to the server's
 // disco#info for them.
 import type { Element } from 'ltx';
+import type { ExecutionContext } from 'ava';
 import { createHash } from 'node:crypto';
-import { uid, within } from './protocol.ts';
+import { stanzaError, uid, within } from './protocol.ts';
 import { WAIT, type Peer } from './im.ts';
 
 export const NS_PUBSUB = 'http://jabber.org/protocol/pubsub';
@@ -122,4 +123,16 @@ export async function before(p: Peer, what: string, control: (el: Element) => bo
   const items = p.c.items;
   const end = items.findIndex((it, i) => i >= from && it.kind === 'el' && it.el === c);
   return items.slice(from, end).flatMap((it) => (it.kind === 'el' ? [it.el] : []));
+}
+
+/** The iq was answered with a result. */
+export function ok(t: ExecutionContext, res: Element, what: string): void {
+  t.is(res.attrs.type, 'result', `${what}: ${res.toString()}`);
+}
+
+/** The iq was refused with this condition, and this pubsub#errors child (or none). */
+export function refused(t: ExecutionContext, res: Element, condition: string, pubsub: string | undefined, what: string): void {
+  t.is(res.attrs.type, 'error', `${what}: ${res.toString()}`);
+  t.is(stanzaError(res).condition, condition, `${what}: ${res.toString()}`);
+  t.is(pubsubError(res), pubsub, `${what}: the pubsub#errors condition`);
 }

@@ -10,12 +10,12 @@
 // account (§5.3); the bounds; a contact cannot read them; nothing bounces
 // back (notifications counted); two devices of one account on the two
 // workers adding rooms at the same time lose none of them.
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import type { Element } from 'ltx';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { stanzaError, uid, within } from '../helpers/protocol.ts';
 import { WAIT, barrier, connect, expect, newUser, ready, subscribe, type Peer } from '../helpers/im.ts';
-import { NS_EVENT, NS_OWNER, iq, isEvent, isEventItem, itemIds, items, publish, pubsubError } from '../helpers/pep.ts';
+import { iq, isEvent, isEventItem, itemIds, items, NS_EVENT, NS_OWNER, ok, publish, pubsubError } from '../helpers/pep.ts';
 import { MAX_ITEMS } from '../../src/pep/store.ts';
 
 const NS_PRIVATE = 'jabber:iq:private';
@@ -34,9 +34,6 @@ test.after.always(async () => {
   await server?.stop();
 });
 
-function ok(t: ExecutionContext, res: Element, what: string): void {
-  t.is(res.attrs.type, 'result', `${what}: ${res.toString()}`);
-}
 
 async function privateIq(p: Peer, type: 'get' | 'set', inner: string): Promise<Element> {
   const id = uid('priv');

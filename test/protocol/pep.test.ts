@@ -6,12 +6,12 @@
 // and notifications (§4.3) to the owner's resources and to contacts whose
 // caps (XEP-0115) say NODE+notify, caps verified and asked once per ver; the last published item on a contact's available presence;
 // an OMEMO-shaped device list and bundle; everything gone with the account.
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import type { Element } from 'ltx';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
-import { stanzaError, uid, within } from '../helpers/protocol.ts';
+import { uid, within } from '../helpers/protocol.ts';
 import { WAIT, barrier, connect, expect, fresh, newUser, ready, subscribe, type Peer } from '../helpers/im.ts';
-import { NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, answerCaps, before, capsPresence, capsVer, form, iq, isCapsQuery, isEvent, isEventItem, itemIds, items, publish, pubsubError, untilNotified } from '../helpers/pep.ts';
+import { answerCaps, before, capsPresence, capsVer, form, iq, isCapsQuery, isEvent, isEventItem, itemIds, items, NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, ok, publish, refused, untilNotified } from '../helpers/pep.ts';
 import { MAX_ACCOUNT_BYTES, MAX_ITEM_BYTES, MAX_ITEMS, MAX_NODES } from '../../src/pep/store.ts';
 import { MAX_CAPS_LOOKUPS_PER_JID } from '../../src/modules/pep.ts';
 
@@ -24,14 +24,6 @@ test.after.always(async () => {
   await server?.stop();
 });
 
-function ok(t: ExecutionContext, res: Element, what: string): void {
-  t.is(res.attrs.type, 'result', `${what}: ${res.toString()}`);
-}
-function refused(t: ExecutionContext, res: Element, condition: string, pubsub: string | undefined, what: string): void {
-  t.is(res.attrs.type, 'error', `${what}: ${res.toString()}`);
-  t.is(stanzaError(res).condition, condition, `${what}: ${res.toString()}`);
-  t.is(pubsubError(res), pubsub, `${what}: the pubsub#errors condition`);
-}
 const configOf = async (p: Peer, node: string): Promise<Record<string, string[]>> => {
   const res = await iq(p, 'get', `<pubsub xmlns='${NS_OWNER}'><configure node='${node}'/></pubsub>`);
   if (res.attrs.type !== 'result') throw new Error(res.toString());

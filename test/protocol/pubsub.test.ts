@@ -7,12 +7,12 @@
 // (§4.1, §8.9), the owner's management of subscriptions (§8.8), the
 // requester's own subscriptions and affiliations (§5.6, §5.7), and the
 // bounds; subscriptions gone with the account.
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import type { Element } from 'ltx';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { stanzaError } from '../helpers/protocol.ts';
 import { connect, expect, fresh, newUser, type Peer } from '../helpers/im.ts';
-import { NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, before, form, iq, isEvent, isEventItem, itemIds, items, publish, pubsubError } from '../helpers/pep.ts';
+import { before, form, iq, isEvent, isEventItem, itemIds, items, NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, ok, publish, refused } from '../helpers/pep.ts';
 
 let server: TestServer;
 let service: string;
@@ -25,14 +25,6 @@ test.after.always(async () => {
   await server?.stop();
 });
 
-function ok(t: ExecutionContext, res: Element, what: string): void {
-  t.is(res.attrs.type, 'result', `${what}: ${res.toString()}`);
-}
-function refused(t: ExecutionContext, res: Element, condition: string, pubsub: string | undefined, what: string): void {
-  t.is(res.attrs.type, 'error', `${what}: ${res.toString()}`);
-  t.is(stanzaError(res).condition, condition, `${what}: ${res.toString()}`);
-  t.is(pubsubError(res), pubsub, `${what}: the pubsub#errors condition`);
-}
 let nodes = 0;
 const freshNode = () => `urn:test:node:${++nodes}:${process.pid}`;
 const create = (p: Peer, node: string, config?: Record<string, string | string[]>) => iq(p, 'set', `<pubsub xmlns='${NS_PUBSUB}'><create node='${node}'/>${config ? `<configure>${form(NODE_CONFIG, config)}</configure>` : ''}</pubsub>`, service);
