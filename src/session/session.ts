@@ -8,6 +8,7 @@
 // detached, it queues what comes for it, and another connection, here or
 // on another worker or node, adopts it (session/resumption.ts).
 import type net from 'node:net';
+import type { FramedTransport } from '../stream/transport.ts';
 import { randomBytes } from 'node:crypto';
 import { Element, escapeXML, parse as parseXml } from 'ltx';
 import { StreamError, StanzaError, errorReply } from '../xmpp/errors.ts';
@@ -108,8 +109,8 @@ export class Session extends StreamEngine implements DurableSession {
   /** Ended by fencing: its durable state stays (see close). */
   private keepDurable = false;
 
-  constructor(ctx: WorkerContext, socket: net.Socket, directTls: boolean) {
-    super(ctx, socket, directTls);
+  constructor(ctx: WorkerContext, conn: net.Socket | FramedTransport, directTls: boolean) {
+    super(ctx, conn, directTls);
     this.ctx = ctx;
     ctx.all.add(this);
   }
@@ -587,7 +588,7 @@ export class Session extends StreamEngine implements DurableSession {
       // §5: the old connection is replaced; it is told so, as far as it still reads.
       this.state = 'closed';
       const err = this.header() + new StreamError('conflict', 'this session was resumed on another connection').toElement().toString();
-      this.abandon(`${err}</stream:stream>`);
+      this.abandon(`${err}${this.footer}`);
     }
     // A taker on this worker adopts it before anything else runs.
     into?.(handoff);
@@ -654,7 +655,7 @@ export class Session extends StreamEngine implements DurableSession {
     if (!this.resumable) return this.close({ condition, text });
     log.info('connection dropped', { sid: this.id, jid: this.jid, condition, text });
     // Told, as far as it still reads; what it did not acknowledge waits for its next connection.
-    this.abandon(`${this.header()}${new StreamError(condition, text).toElement().toString()}</stream:stream>`);
+    this.abandon(`${this.header()}${new StreamError(condition, text).toElement().toString()}${this.footer}`);
   }
 
   /** A detached session ends without a stream to close (see endDetached). */

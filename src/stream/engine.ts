@@ -26,6 +26,8 @@ import { normalizeDomain } from '../xmpp/jid.ts';
 import { flat } from '../xml/retain.ts';
 import { chainValid, peerChain, xmppAddrs } from '../tls/trust.ts';
 import { log } from '../log.ts';
+import { isFramed } from './transport.ts';
+import type { FramedTransport, Peer, Wire } from './transport.ts';
 
 /** What the engine needs of its surroundings: the limits it enforces and the TLS identity. */
 export interface EngineEnv {
@@ -156,9 +158,16 @@ export abstract class StreamEngine {
   readonly createdAt = Date.now();
   lastActivity = this.createdAt;
 
-  protected readonly raw: net.Socket;
-  protected socket!: net.Socket;
-  protected readonly parser: StreamParser;
+  /** The connection: the TCP socket, or the framed transport. */
+  protected readonly raw: Peer;
+  /** Where output goes: the TCP socket, the TLS socket over it, or the framed transport. */
+  protected socket!: Wire;
+  /** A byte stream's TCP socket, which the engine parses and may secure (none on a framed transport). */
+  protected readonly tcp: net.Socket | undefined;
+  /** A framed transport (RFC 7395): whole elements in, each element out in a frame of its own. */
+  protected readonly framed: FramedTransport | undefined;
+  /** A byte stream's parser (a framed transport parses its messages itself). */
+  protected readonly parser: StreamParser | undefined;
   protected readonly mailbox: Event[] = [];
   /** What the stanzas in the mailbox cost (StreamHandler.element). */
   protected mailboxCost = 0;
@@ -231,12 +240,39 @@ export abstract class StreamEngine {
   /** The id of the peer's stream header, on an initiating stream (what dialback keys are made of, XEP-0220 §2.1.1). */
   protected peerStreamId = '';
 
-  constructor(env: EngineEnv, socket: net.Socket, directTls: boolean, initiating = false) {
+  constructor(env: EngineEnv, conn: net.Socket | FramedTransport, directTls: boolean, initiating = false) {
     this.env = env;
     this.initiating = initiating;
-    this.raw = socket;
+    this.raw = conn;
     this.secure = false;
     this.tokens = env.config.readRateBytes;
+    if (isFramed(conn)) {
+      this.tcp = undefined;
+      this.parser = undefined;
+      this.framed = conn;
+      this.socket = conn;
+      // RFC 7395 §3.9: TLS, if any, is the WebSocket's; there is no STARTTLS.
+      this.secure = conn.secure;
+      conn.onClose(() => this.connectionClosed());
+      conn.attach({
+        read: (n) => {
+          if (this.state === 'closed') return;
+          this.lastActivity = Date.now();
+          this.throttle(n);
+        },
+        open: (attrs) => this.post({ k: 'start', name: 'open', attrs }),
+        element: (el, cost) => this.parsed(el, cost),
+        close: () => {
+          this.peerClosed = true;
+          this.post({ k: 'end' });
+        },
+        error: (condition, text) => this.post({ k: 'error', condition, text }),
+      });
+      return;
+    }
+    const socket = conn;
+    this.tcp = socket;
+    this.framed = undefined;
     this.parser = new StreamParser(
       {
         streamStart: (name, attrs) => this.post({ k: 'start', name, attrs }),
@@ -259,7 +295,7 @@ export abstract class StreamEngine {
     socket.on('error', (err) => log.debug('socket error', { sid: this.id, err: err.message }));
     socket.on('close', () => this.connectionClosed());
     if (directTls) {
-      this.socket = this.wrapTls();
+      this.socket = this.wrapTls(socket);
     } else {
       this.socket = socket;
       this.listen(socket);
@@ -398,11 +434,11 @@ export abstract class StreamEngine {
     if (chain && this.asksCertificate && chainValid(chain, this.env.trustAnchors ?? [])) this.certificateJids = xmppAddrs(chain.subjectaltname);
   }
 
-  protected wrapTls(): tls.TLSSocket {
+  protected wrapTls(raw: net.Socket): tls.TLSSocket {
     const t = this.initiating
       ? // Validated after the handshake (tls/trust.ts): a peer whose certificate does not validate may still be accepted by dialback (XMPP_S2S_SECURE_AUTH=false).
-        tls.connect({ socket: this.raw, secureContext: this.env.secureContext, servername: this.serverName, rejectUnauthorized: false, ...(this.alpn ? { ALPNProtocols: this.alpn } : {}) })
-      : new tls.TLSSocket(this.raw, { isServer: true, secureContext: this.env.secureContext, requestCert: this.asksCertificate, rejectUnauthorized: false });
+        tls.connect({ socket: raw, secureContext: this.env.secureContext, servername: this.serverName, rejectUnauthorized: false, ...(this.alpn ? { ALPNProtocols: this.alpn } : {}) })
+      : new tls.TLSSocket(raw, { isServer: true, secureContext: this.env.secureContext, requestCert: this.asksCertificate, rejectUnauthorized: false });
     t.once(this.initiating ? 'secureConnect' : 'secure', () => {
       this.peerCertificate = peerChain(t);
       this.tlsEstablished();
@@ -426,7 +462,7 @@ export abstract class StreamEngine {
     if (this.state === 'closed' || this.upgrading) return;
     this.lastActivity = Date.now();
     this.throttle(chunk.length);
-    this.parser.write(chunk);
+    this.parser!.write(chunk);
   }
 
   /** Shapes reading to readRateBytes per second: a flood is slowed, not dropped. */
@@ -531,14 +567,17 @@ export abstract class StreamEngine {
   protected onStreamStart(name: string, attrs: Record<string, string>): void {
     if (this.state !== 'wait-stream') throw new StreamError('not-well-formed', 'a stream header inside the stream');
     if (!this.initiating) this.peer = attrs.from === undefined ? undefined : flat(attrs.from);
-    const colon = name.indexOf(':');
-    const prefix = colon === -1 ? '' : name.slice(0, colon);
-    const local = colon === -1 ? name : name.slice(colon + 1);
-    const streamNs = prefix ? attrs[`xmlns:${prefix}`] : attrs.xmlns;
-    if (prefix && streamNs === undefined) throw new StreamError('bad-namespace-prefix', `prefix ${prefix} is not declared`);
-    if (local !== 'stream' || streamNs !== NS_STREAM) throw new StreamError('invalid-namespace', `the stream element must be <stream xmlns='${NS_STREAM}'>`);
-    // §4.8.2: the content namespace is the kind of stream's.
-    if (prefix && attrs.xmlns !== this.contentNamespace) throw new StreamError('invalid-namespace', `the content namespace must be ${this.contentNamespace}`);
+    // A framed transport's header is its <open/>, whose namespace it checked (RFC 7395 §3.3.2).
+    if (!this.framed) {
+      const colon = name.indexOf(':');
+      const prefix = colon === -1 ? '' : name.slice(0, colon);
+      const local = colon === -1 ? name : name.slice(colon + 1);
+      const streamNs = prefix ? attrs[`xmlns:${prefix}`] : attrs.xmlns;
+      if (prefix && streamNs === undefined) throw new StreamError('bad-namespace-prefix', `prefix ${prefix} is not declared`);
+      if (local !== 'stream' || streamNs !== NS_STREAM) throw new StreamError('invalid-namespace', `the stream element must be <stream xmlns='${NS_STREAM}'>`);
+      // §4.8.2: the content namespace is the kind of stream's.
+      if (prefix && attrs.xmlns !== this.contentNamespace) throw new StreamError('invalid-namespace', `the content namespace must be ${this.contentNamespace}`);
+    }
     if (attrs.to !== undefined) {
       let to: string;
       try {
@@ -582,7 +621,14 @@ export abstract class StreamEngine {
     // §4.7.3: only the receiving entity gives the stream an id.
     this.streamId = this.initiating ? '' : randomBytes(12).toString('base64url');
     const version = this.prexmpp ? '' : ` version='1.0'`;
-    return `<?xml version='1.0'?><stream:stream xmlns='${this.contentNamespace}' xmlns:stream='${NS_STREAM}'${this.headerDeclarations}${this.streamId ? ` id='${this.streamId}'` : ''} from='${escapeXML(d)}'${to}${version} xml:lang='en'>`;
+    const attrs = `${this.streamId ? ` id='${this.streamId}'` : ''} from='${escapeXML(d)}'${to}${version} xml:lang='en'`;
+    if (this.framed) return this.framed.header(attrs);
+    return `<?xml version='1.0'?><stream:stream xmlns='${this.contentNamespace}' xmlns:stream='${NS_STREAM}'${this.headerDeclarations}${attrs}>`;
+  }
+
+  /** The end of our stream (RFC 6120 §4.4; RFC 7395 §3.6 on a framed transport). */
+  protected get footer(): string {
+    return this.framed ? this.framed.footer : '</stream:stream>';
   }
 
   /** Whether TLS is mandatory-to-negotiate on this stream (RFC 6120 §5.3.1): XMPP_TLS_REQUIRED for clients. */
@@ -598,7 +644,8 @@ export abstract class StreamEngine {
   protected streamFeatures(): Element {
     const f = new Element('stream:features');
     if (!this.authenticated) {
-      if (!this.secure) {
+      // RFC 7395 §3.9: never STARTTLS on a framed transport.
+      if (!this.secure && !this.framed) {
         const st = f.c('starttls', { xmlns: NS_TLS });
         if (this.tlsMandatory) st.c('required');
       }
@@ -614,7 +661,7 @@ export abstract class StreamEngine {
   protected restart(): void {
     this.state = 'wait-stream';
     this.headerSent = false;
-    this.parser.reset();
+    this.parser?.reset();
     // §5.4.3.3, §6.4.6: the initiating entity opens the new stream.
     if (this.initiating) this.openStream();
   }
@@ -635,10 +682,10 @@ export abstract class StreamEngine {
   // ---- STARTTLS (RFC 6120 §5.4) ----
 
   protected startTls(): void {
-    if (this.secure) {
-      // §5.4.2.2: TLS cannot start (it is already in place): <failure/>, then close.
-      this.endReason = 'STARTTLS on a secure stream';
-      this.finish(`<failure xmlns='${NS_TLS}'/></stream:stream>`);
+    if (this.secure || this.framed) {
+      // §5.4.2.2: TLS cannot start (it is already in place, or belongs to the framing, RFC 7395 §3.9): <failure/>, then close.
+      this.endReason = this.framed ? 'STARTTLS on a framed transport' : 'STARTTLS on a secure stream';
+      this.finish(`<failure xmlns='${NS_TLS}'/>${this.footer}`);
       return;
     }
     this.write(`<proceed xmlns='${NS_TLS}'/>`);
@@ -647,10 +694,11 @@ export abstract class StreamEngine {
 
   /** The TLS handshake begins on the connection (after <proceed/>, sent or read): nothing more is read in plaintext. */
   protected upgradeToTls(): void {
-    this.raw.removeAllListeners('data');
-    this.raw.removeAllListeners('end');
+    const tcp = this.tcp!;
+    tcp.removeAllListeners('data');
+    tcp.removeAllListeners('end');
     this.upgrading = true;
-    this.socket = this.wrapTls();
+    this.socket = this.wrapTls(tcp);
   }
 
   // ---- SASL (RFC 6120 §6) ----
@@ -972,7 +1020,7 @@ export abstract class StreamEngine {
       (reason.condition === 'system-shutdown' || !this.address ? log.debug : log.info)('stream error', { sid: this.id, jid: this.address, condition: reason.condition, text: reason.text });
     }
     this.endReason ??= reason.condition ? `stream error ${reason.condition}${reason.text ? `: ${reason.text}` : ''}` : 'closed by the server';
-    this.finish(`${out}</stream:stream>`, reason.forgotten);
+    this.finish(`${out}${this.footer}`, reason.forgotten);
   }
 
   /** Writes what is queued and `last`, ends the connection, and gives the peer CLOSE_GRACE_MS to read it. */

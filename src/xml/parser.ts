@@ -389,6 +389,14 @@ export class StreamParser {
     this.clearTokens();
   }
 
+  /**
+   * Whether the input so far ends between top-level elements: nothing of
+   * one is pending (a framed transport's message must hold whole elements).
+   */
+  get atStreamLevel(): boolean {
+    return this.st === S_TEXT && this.cur === null && !this.inUnit && this.carry === null;
+  }
+
   /** The transport is gone: drops all state; no callbacks, later input ignored. */
   end(): void {
     this.gen++;
