@@ -25,6 +25,7 @@ import { RedisRegistry } from '../registry/redis.ts';
 import type { Departed } from '../presence/presence.ts';
 import { StorageThread } from '../storage/remote.ts';
 import { listenAdmin } from '../admin/socket.ts';
+import type { HttpPorts } from '../web/http.ts';
 
 export interface ServerStats {
   /** Client connections open now. */
@@ -52,6 +53,9 @@ export interface RunningServer {
   /** The server-to-server ports (STARTTLS, and direct TLS when XMPP_S2S_TLS_PORT is set), with federation on. */
   s2sPort: number | undefined;
   s2sTlsPort: number | undefined;
+  /** The web clients' ports (WebSocket, XEP-0156), when XMPP_HTTP_PORT or XMPP_HTTPS_PORT is set. */
+  httpPort: number | undefined;
+  httpsPort: number | undefined;
   hub: Hub;
   /** A single node's storage thread. */
   storage?: StorageThread;
@@ -306,7 +310,9 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     socket.resetAndDestroy();
     why.hit({ address, open, max: cap.max });
   };
-  const run = (socket: net.Socket, directTls: boolean, kind?: 'component' | 's2s') => {
+  /** What the web listeners got, for host-meta (XEP-0156) to announce. */
+  const httpPorts: HttpPorts = {};
+  const run = (socket: net.Socket, directTls: boolean, kind?: 'component' | 's2s' | 'http') => {
     const address = socket.remoteAddress;
     if (stopping || address === undefined) return void socket.destroy(); // already gone
     const key = addressKey(address);
@@ -316,7 +322,7 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     open++;
     byAddress.set(key, fromThere + 1);
     const place: Placement = {};
-    const task = { t: 'conn', socket, directTls, ...(kind ? { kind } : {}), [Piscina.queueOptionsSymbol]: place } as Task;
+    const task = { t: 'conn', socket, directTls, ...(kind ? { kind } : {}), ...(kind === 'http' ? { ports: { ...httpPorts } } : {}), [Piscina.queueOptionsSymbol]: place } as Task;
     const transferList = [socket];
     const p = pool
       .run(task, { transferList: transferList as never })
@@ -342,7 +348,7 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     // list. The balancer has placed it if it was posted.
     if (place.thread !== undefined) transferList.length = 0;
   };
-  const listen = async (port: number, directTls: boolean, kind?: 'component' | 's2s') => {
+  const listen = async (port: number, directTls: boolean, kind?: 'component' | 's2s' | 'http') => {
     const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => run(socket, directTls, kind));
     server.listen({ port, host: kind === 's2s' ? config.s2sBindHost : config.bindHost, backlog: 4096 });
     await once(server, 'listening');
@@ -364,6 +370,13 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
   const c2sPort = (c2s.address() as net.AddressInfo).port;
   const tlsPort = (direct.address() as net.AddressInfo).port;
   const componentPort = comp ? (comp.address() as net.AddressInfo).port : undefined;
+  // Web clients (RFC 7395 WebSocket, XEP-0156 discovery): plain HTTP and HTTPS, when set; served in the workers too.
+  const web = config.httpPort === '' ? undefined : await listen(Number(config.httpPort), false, 'http');
+  const webTls = config.httpsPort === '' ? undefined : await listen(Number(config.httpsPort), true, 'http');
+  const httpPort = web ? (web.address() as net.AddressInfo).port : undefined;
+  const httpsPort = webTls ? (webTls.address() as net.AddressInfo).port : undefined;
+  if (httpPort !== undefined) httpPorts.http = httpPort;
+  if (httpsPort !== undefined) httpPorts.https = httpsPort;
   // What the CLI changes in the stores of a single node, the node acts on at once. Ready
   // (and private, 0600) before "listening" says the node is.
   const admin = config.redisUrl ? undefined : await listenAdmin(config.dataDir, (req) => h.broadcast(req.op === 'removed' ? { t: 'removed', notice: req.notice } : { t: 'changed', kind: req.kind, user: req.user }));
@@ -373,6 +386,8 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     c2sPort,
     tlsPort,
     ...(componentPort !== undefined ? { componentPort } : {}),
+    ...(httpPort !== undefined ? { httpPort } : {}),
+    ...(httpsPort !== undefined ? { httpsPort } : {}),
     ...(s2sPort !== undefined ? { s2sPort } : {}),
     ...(s2sTlsPort !== undefined ? { s2sTlsPort } : {}),
     workers: config.workers,
@@ -402,6 +417,8 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
       c2s.close();
       direct.close();
       comp?.close();
+      web?.close();
+      webTls?.close();
       s2s?.close();
       s2sDirect?.close();
       admin?.close();
@@ -414,5 +431,5 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
       await pool.destroy();
       await storage?.close();
     })());
-  return { c2sPort, tlsPort, componentPort, s2sPort, s2sTlsPort, hub: h, membership, storage, stats, close };
+  return { c2sPort, tlsPort, componentPort, s2sPort, s2sTlsPort, httpPort, httpsPort, hub: h, membership, storage, stats, close };
 }

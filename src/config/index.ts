@@ -11,7 +11,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { isIP } from 'node:net';
+import { isIP, BlockList } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 /** The installation directory (the repository root, where package.json is): the base of relative paths. */
@@ -65,6 +65,10 @@ export interface Config {
   smResumeTimeoutMs: number;
   smDurable: boolean;
   componentPort: string;
+  httpPort: string;
+  httpsPort: string;
+  httpTrustedProxies: string;
+  httpPublicUrl: string;
   s2s: boolean;
   s2sPort: number;
   s2sBindHost: string;
@@ -161,6 +165,10 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'smResumeTimeoutMs', env: 'XMPP_SM_RESUME_TIMEOUT_MS', kind: 'int', min: 1000, doc: "how long a session whose connection dropped waits, detached, for its client to resume it (XEP-0198); then it ends, its unacknowledged messages stored offline or bounced", default: () => 300_000 },
   { key: 'smDurable', env: 'XMPP_SM_DURABLE', kind: 'bool', doc: "cluster: keep each resumable session's unacknowledged stanzas and counts in Redis as they change, so that its client can resume it on another node after its node died (XEP-0198); costs Redis writes per stanza", default: () => false },
   { key: 'componentPort', env: 'XMPP_COMPONENT_PORT', kind: 'string', doc: 'port for external components (XEP-0114) at XMPP_BIND_HOST; empty: no component listener; 0 picks a free port', default: () => '' },
+  { key: 'httpPort', env: 'XMPP_HTTP_PORT', kind: 'string', doc: "plain HTTP port at XMPP_BIND_HOST for web clients (WebSocket at /xmpp-websocket, XEP-0156 host-meta); authentication over it only from loopback or a trusted proxy (XMPP_HTTP_TRUSTED_PROXIES); empty: none; 0 picks a free port", default: () => '' },
+  { key: 'httpsPort', env: 'XMPP_HTTPS_PORT', kind: 'string', doc: "HTTPS port at XMPP_BIND_HOST for web clients (WebSocket at /xmpp-websocket, XEP-0156 host-meta), with the server's certificate; empty: none; 0 picks a free port", default: () => '' },
+  { key: 'httpTrustedProxies', env: 'XMPP_HTTP_TRUSTED_PROXIES', kind: 'string', doc: "addresses or CIDR blocks of TLS-terminating reverse proxies in front of XMPP_HTTP_PORT, comma-separated: a plain connection from one counts as secure when it says X-Forwarded-Proto: https, and its X-Forwarded-For names the client; empty: none", default: () => '' },
+  { key: 'httpPublicUrl', env: 'XMPP_HTTP_PUBLIC_URL', kind: 'string', doc: "the https:// URL (scheme, host, optional port and path) at which browsers reach the HTTPS listener, as host-meta announces it (behind a proxy: the proxy's); empty: https://<domain>:<XMPP_HTTPS_PORT>", default: () => '' },
   { key: 'components', env: 'XMPP_COMPONENTS', kind: 'string', doc: "external components allowed to connect, as 'domain=secret,...' (XEP-0114 handshake secrets)", default: () => '' },
   { key: 'pubsubDomain', env: 'XMPP_PUBSUB_DOMAIN', kind: 'string', doc: "domain of the publish-subscribe service (XEP-0060) the server hosts; empty: none", default: defaultServiceDomain('pubsub') },
   { key: 'mucDomain', env: 'XMPP_MUC_DOMAIN', kind: 'string', doc: "domain of the multi-user chat service (XEP-0045) the server hosts; empty: none", default: defaultServiceDomain('conference') },
@@ -316,6 +324,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (c.mucDomain !== '' && c.mucDomain === c.pubsubDomain) throw new ConfigError('XMPP_MUC_DOMAIN and XMPP_PUBSUB_DOMAIN must differ');
   componentsOf(c);
   adminsOf(c);
+  for (const [key, env] of [['httpPort', 'XMPP_HTTP_PORT'], ['httpsPort', 'XMPP_HTTPS_PORT']] as const) {
+    if (c[key] !== '' && !(/^\d{1,5}$/.test(c[key]) && Number(c[key]) <= 65535)) throw new ConfigError(`${env} must be a port number (0-65535) or empty, got ${JSON.stringify(c[key])}`);
+  }
+  trustedProxiesOf(c);
+  publicUrlOf(c);
   if (c.s2sTlsPort !== '' && !(/^\d{1,5}$/.test(c.s2sTlsPort) && Number(c.s2sTlsPort) <= 65535)) throw new ConfigError(`XMPP_S2S_TLS_PORT must be a port number (0-65535) or empty, got ${JSON.stringify(c.s2sTlsPort)}`);
   s2sHostsOf(c);
   dnsServersOf(c);
@@ -325,6 +338,37 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // Durable state is for a node that dies while others live: one node has nothing to keep it for.
   if (c.smDurable && !c.redisUrl) throw new ConfigError('XMPP_SM_DURABLE needs a cluster (XMPP_REDIS_URL): on a single node nothing outlives the process');
   return c;
+}
+
+/** XMPP_HTTP_TRUSTED_PROXIES as a list of addresses and CIDR blocks (net.BlockList). */
+export function trustedProxiesOf(c: Pick<Config, 'httpTrustedProxies'>): BlockList {
+  const list = new BlockList();
+  for (const raw of c.httpTrustedProxies.split(',')) {
+    const entry = raw.trim();
+    if (entry === '') continue;
+    const slash = entry.indexOf('/');
+    const address = slash < 0 ? entry : entry.slice(0, slash);
+    const family = isIP(address);
+    const bits = slash < 0 ? undefined : /^\d{1,3}$/.test(entry.slice(slash + 1)) ? Number(entry.slice(slash + 1)) : NaN;
+    if (family === 0 || (bits !== undefined && !(bits <= (family === 4 ? 32 : 128)))) throw new ConfigError(`XMPP_HTTP_TRUSTED_PROXIES must list IP addresses or CIDR blocks (10.0.0.0/8, fd00::/8), got ${JSON.stringify(entry)}`);
+    const type = family === 4 ? 'ipv4' : 'ipv6';
+    if (bits === undefined) list.addAddress(address, type);
+    else list.addSubnet(address, bits, type);
+  }
+  return list;
+}
+
+/** XMPP_HTTP_PUBLIC_URL checked: an https:// URL with no query or fragment, without its trailing slash; '' when not set. */
+export function publicUrlOf(c: Pick<Config, 'httpPublicUrl'>): string {
+  if (c.httpPublicUrl === '') return '';
+  let url: URL;
+  try {
+    url = new URL(c.httpPublicUrl);
+  } catch {
+    throw new ConfigError(`XMPP_HTTP_PUBLIC_URL must be an https:// URL, got ${JSON.stringify(c.httpPublicUrl)}`);
+  }
+  if (url.protocol !== 'https:' || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') throw new ConfigError(`XMPP_HTTP_PUBLIC_URL must be an https:// URL without query, fragment or credentials, got ${JSON.stringify(c.httpPublicUrl)}`);
+  return `${url.origin}${url.pathname}`.replace(/\/+$/, '');
 }
 
 /** The domains of the services the server hosts itself (XEP-0060 pubsub...): served like its own to peer servers. */

@@ -60,6 +60,8 @@ import { Resumption } from '../session/resumption.ts';
 import { DurableSessions } from '../session/durable.ts';
 import { encode, encodeBuffer, decode } from './wire.ts';
 import { adoptSocket } from './socket.ts';
+import { WebServer } from '../web/http.ts';
+import type { HttpPorts } from '../web/http.ts';
 import type { Envelope, FromHub, Peers, StorePort, Welcome } from './wire.ts';
 import type { WorkerContext } from './context.ts';
 import { ping } from '../modules/ping.ts';
@@ -89,7 +91,7 @@ export interface WorkerData {
 }
 
 /** A join carries the worker's port to the hub and, on a single node, its port to the storage thread. */
-export type Task = { t: 'join'; port: MessagePort; store?: MessagePort } | { t: 'conn'; socket: net.Socket; directTls: boolean; kind?: 'component' | 's2s' };
+export type Task = { t: 'join'; port: MessagePort; store?: MessagePort } | { t: 'conn'; socket: net.Socket; directTls: boolean; kind?: 'component' | 's2s' | 'http'; ports?: HttpPorts };
 
 const { config, tls: identity } = workerData as WorkerData;
 /** Entities one session may send directed presence to and have it tracked (RFC 6121 §4.6). */
@@ -881,7 +883,7 @@ export default function handle(task: Task): Promise<string> {
   // Piscina keeps the task for as long as it runs (the connection's
   // lifetime): it must not keep the transferred shell alive with it.
   task.socket = adoptSocket(task.socket);
-  if (ctx) return serve(ctx, task.socket, task.directTls, task.kind);
+  if (ctx) return serve(ctx, task);
   // A connection reaches a worker that has not joined yet only when none had
   // (the only worker died and its replacement is starting): it waits for the
   // join rather than being dropped, within a bound.
@@ -893,14 +895,22 @@ export default function handle(task: Task): Promise<string> {
       resolve(ctx);
     });
   }).then((c) => {
-    if (c) return serve(c, socket, task.directTls, task.kind);
+    if (c) return serve(c, task);
     socket.destroy();
     notJoined.hit({ waitedMs: JOIN_WAIT_MS });
     return 'refused';
   });
 }
 
-function serve(c: WorkerContext, socket: net.Socket, directTls: boolean, kind?: 'component' | 's2s'): Promise<string> {
+/** This worker's HTTP server (web clients), made on its first HTTP connection. */
+let web: WebServer | undefined;
+
+function serve(c: WorkerContext, task: Task & { t: 'conn' }): Promise<string> {
+  const { socket, directTls, kind } = task;
+  if (kind === 'http') {
+    web ??= new WebServer({ config: c.config, secureContext: c.secureContext, session: (transport) => void new Session(c, transport, false) });
+    return web.serve(socket, directTls, task.ports ?? {});
+  }
   if (kind === 'component') return new ComponentStream(c, socket).done.then(() => 'closed');
   if (kind === 's2s') {
     // A peer server reached a node with federation off (a listener left from a configuration change): not served.

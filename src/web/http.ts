@@ -1,0 +1,199 @@
+// The HTTP listener's connections, served in the worker the acceptor
+// handed them to, as it hands a client's TCP connection: this worker reads
+// the request (TLS first on the HTTPS port), answers the XEP-0156
+// discovery documents, and upgrades /xmpp-websocket to a WebSocket whose
+// stream is a client session like any other (web/websocket.ts). The
+// acceptor only accepts.
+import http from 'node:http';
+import tls from 'node:tls';
+import { isIP } from 'node:net';
+import type net from 'node:net';
+import type { BlockList } from 'node:net';
+import type { SecureContext } from 'node:tls';
+import { WebSocketServer } from 'ws';
+import type { Config } from '../config/index.ts';
+import { trustedProxiesOf, publicUrlOf } from '../config/index.ts';
+import { WebSocketTransport } from './websocket.ts';
+import { log } from '../log.ts';
+
+export const WEBSOCKET_PATH = '/xmpp-websocket';
+/** XEP-0156 §3: the link relation of a WebSocket endpoint. */
+const REL_WEBSOCKET = 'urn:xmpp:alt-connections:websocket';
+const NS_XRD = 'http://docs.oasis-open.org/ns/xri/xrd-1.0';
+/** A connection that has not sent a whole request for this long, or idles between requests, is closed. */
+const HTTP_IDLE_MS = 30_000;
+
+/** The ports the HTTP listeners got (0 in the configuration picks one): what host-meta announces. */
+export interface HttpPorts {
+  http?: number;
+  https?: number;
+}
+
+export interface WebEnv {
+  config: Pick<Config, 'domain' | 'maxStanzaBytes' | 'maxStanzaElements' | 'httpTrustedProxies' | 'httpPublicUrl'>;
+  secureContext: SecureContext;
+  /** A WebSocket ready to carry a stream: the worker makes it a client session. */
+  session(transport: WebSocketTransport): void;
+}
+
+/**
+ * Whether a plain (ws://) connection counts as secure for authentication
+ * (RFC 7395 §6; RFC 6120 §5.3.1 wants TLS before it), and who the client
+ * is. From a configured TLS-terminating proxy it is secure when the proxy
+ * says the client came over TLS (X-Forwarded-Proto), and X-Forwarded-For's
+ * last address, the one the proxy added, is the client's. From loopback
+ * it never left the machine: secure, unless a proxy there (not configured
+ * as trusted) says the client came in plain text.
+ */
+export function plainTrust(remote: string | undefined, headers: http.IncomingHttpHeaders, proxies: BlockList): { secure: boolean; client: string | undefined } {
+  const proto = lastValue(headers['x-forwarded-proto'])?.toLowerCase();
+  const tlsSaid = proto === 'https' || proto === 'wss';
+  const address = remote === undefined ? undefined : unmapped(remote);
+  if (address !== undefined && isIP(address) !== 0 && proxies.check(address, isIP(address) === 6 ? 'ipv6' : 'ipv4')) {
+    const forwarded = lastValue(headers['x-forwarded-for']);
+    return { secure: tlsSaid, client: forwarded !== undefined && isIP(unmapped(forwarded)) !== 0 ? forwarded : remote };
+  }
+  return { secure: remote !== undefined && isLoopback(remote) && (proto === undefined || tlsSaid), client: remote };
+}
+
+/** The last of a header's comma-separated values (the one the nearest proxy wrote), if any. */
+function lastValue(h: string | string[] | undefined): string | undefined {
+  const v = Array.isArray(h) ? h[h.length - 1] : h;
+  if (v === undefined) return undefined;
+  const last = v.slice(v.lastIndexOf(',') + 1).trim();
+  return last === '' ? undefined : last;
+}
+
+/** An IPv4 address as an IPv6 socket reports it (::ffff:a.b.c.d) in its own form. */
+function unmapped(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+function isLoopback(address: string): boolean {
+  const a = unmapped(address);
+  return a === '::1' || a.startsWith('127.');
+}
+
+/** The WebSocket endpoints host-meta lists: the TLS one; the plain one only when there is no other (a local set-up). */
+export function websocketEndpoints(config: WebEnv['config'], ports: HttpPorts): string[] {
+  const base = publicUrlOf(config);
+  if (base !== '') return [`wss${base.slice('https'.length)}${WEBSOCKET_PATH}`];
+  const host = config.domain.includes(':') && !config.domain.startsWith('[') ? `[${config.domain}]` : config.domain;
+  if (ports.https !== undefined) return [`wss://${host}:${ports.https}${WEBSOCKET_PATH}`];
+  if (ports.http !== undefined) return [`ws://${host}:${ports.http}${WEBSOCKET_PATH}`];
+  return [];
+}
+
+/** XEP-0156 §3.2 host-meta (XRD) and host-meta.json (JRD). BOSH's endpoint (urn:xmpp:alt-connections:xbosh) joins them once served. */
+export function hostMeta(endpoints: string[]): { xml: string; json: string } {
+  const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;');
+  const links = endpoints.map((href) => ({ rel: REL_WEBSOCKET, href }));
+  const xml = `<?xml version='1.0' encoding='utf-8'?>\n<XRD xmlns='${NS_XRD}'>\n${links.map((l) => `  <Link rel='${l.rel}' href='${esc(l.href)}'/>\n`).join('')}</XRD>\n`;
+  return { xml, json: `${JSON.stringify({ links })}\n` };
+}
+
+/** Headers that let a web page of any origin read the discovery documents (XEP-0156 §3.2 asks for CORS). */
+const CORS = { 'Access-Control-Allow-Origin': '*', 'Access-Control-Allow-Methods': 'GET, HEAD, OPTIONS', 'Access-Control-Allow-Headers': 'Content-Type' };
+
+export class WebServer {
+  private readonly env: WebEnv;
+  private readonly http: http.Server;
+  private readonly wss: WebSocketServer;
+  private readonly proxies: BlockList;
+  private ports: HttpPorts = {};
+  private docs: { xml: string; json: string } | undefined;
+
+  constructor(env: WebEnv) {
+    this.env = env;
+    this.proxies = trustedProxiesOf(env.config);
+    // Never listens: the acceptor hands it connections. Node's defaults bound headers (16 KiB) and URLs.
+    this.http = http.createServer({ keepAliveTimeout: 5_000 }, (req, res) => this.request(req, res));
+    this.http.timeout = HTTP_IDLE_MS;
+    this.http.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.upgrade(req, socket, head));
+    this.http.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
+      log.debug('bad HTTP request', { ip: socket.remoteAddress, err: err.code ?? err.message });
+      if (socket.writable && err.code !== 'ECONNRESET') socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      else socket.destroy();
+    });
+    this.wss = new WebSocketServer({
+      noServer: true,
+      clientTracking: false,
+      // Compression would hold a zlib context per connection; XMPP's stanzas are small.
+      perMessageDeflate: false,
+      // A message past the stanza bound but within twice it is read and
+      // refused by the parser with a policy-violation stream error; one
+      // larger is cut off by the WebSocket itself (close code 1009) before
+      // it is buffered.
+      maxPayload: 2 * env.config.maxStanzaBytes,
+      // RFC 7395 §3.1: the server answers with the xmpp subprotocol (upgrade() refused the others).
+      handleProtocols: () => 'xmpp',
+    });
+  }
+
+  /** Serves one connection of the HTTP (`secure` false) or HTTPS listener; resolves when it is closed. */
+  serve(socket: net.Socket, secure: boolean, ports: HttpPorts): Promise<string> {
+    if (ports.http !== this.ports.http || ports.https !== this.ports.https) {
+      this.ports = ports;
+      this.docs = undefined;
+    }
+    const closed = new Promise<string>((resolve) => socket.once('close', () => resolve('closed')));
+    socket.on('error', (err) => log.debug('HTTP connection error', { ip: socket.remoteAddress, err: err.message }));
+    if (secure) {
+      const t = new tls.TLSSocket(socket, { isServer: true, secureContext: this.env.secureContext, ALPNProtocols: ['http/1.1'] });
+      // A failed handshake (a scanner, a client that does not trust the certificate) is no news.
+      t.on('error', (err) => {
+        log.debug('HTTPS connection failed', { ip: socket.remoteAddress, err: err.message });
+        socket.destroy();
+      });
+      this.http.emit('connection', t);
+    } else {
+      this.http.emit('connection', socket);
+    }
+    socket.resume();
+    return closed;
+  }
+
+  private request(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const path = (req.url ?? '/').split('?', 1)[0];
+    if (path === '/.well-known/host-meta' || path === '/.well-known/host-meta.json') {
+      if (req.method === 'OPTIONS') return void res.writeHead(204, { ...CORS, 'Access-Control-Max-Age': '86400' }).end();
+      if (req.method !== 'GET' && req.method !== 'HEAD') return void res.writeHead(405, { ...CORS, Allow: 'GET, HEAD, OPTIONS' }).end();
+      this.docs ??= hostMeta(websocketEndpoints(this.env.config, this.ports));
+      const json = path.endsWith('.json');
+      const body = json ? this.docs.json : this.docs.xml;
+      res.writeHead(200, { ...CORS, 'Content-Type': json ? 'application/json' : 'application/xrd+xml; charset=utf-8', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'max-age=3600' });
+      return void res.end(req.method === 'HEAD' ? undefined : body);
+    }
+    if (path === WEBSOCKET_PATH) {
+      const body = 'a WebSocket endpoint (RFC 7395): connect with the xmpp subprotocol\n';
+      return void res.writeHead(426, { Upgrade: 'websocket', Connection: 'Upgrade', 'Content-Type': 'text/plain', 'Content-Length': Buffer.byteLength(body) }).end(body);
+    }
+    res.writeHead(404, { 'Content-Type': 'text/plain', 'Content-Length': 10 }).end('not found\n');
+  }
+
+  private upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
+    socket.setTimeout(0);
+    const path = (req.url ?? '/').split('?', 1)[0];
+    if (path !== WEBSOCKET_PATH || (req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return refuse(socket, 404, 'Not Found', 'not found\n');
+    const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
+    // RFC 7395 §3.1: only the xmpp subprotocol carries XMPP; a WebSocket without it is not served.
+    if (!offered.includes('xmpp')) return refuse(socket, 400, 'Bad Request', 'the xmpp WebSocket subprotocol is required (RFC 7395)\n');
+    const encrypted = (socket as tls.TLSSocket).encrypted === true;
+    const trust = encrypted ? { secure: true, client: socket.remoteAddress } : plainTrust(socket.remoteAddress, req.headers, this.proxies);
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      const c = this.env.config;
+      const transport = new WebSocketTransport(ws, socket, {
+        secure: trust.secure,
+        remoteAddress: trust.client,
+        remotePort: trust.client === socket.remoteAddress ? socket.remotePort : undefined,
+        maxStanzaBytes: c.maxStanzaBytes,
+        maxStanzaElements: c.maxStanzaElements,
+      });
+      this.env.session(transport);
+    });
+  }
+}
+
+function refuse(socket: net.Socket, code: number, reason: string, body: string): void {
+  socket.end(`HTTP/1.1 ${code} ${reason}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+}
