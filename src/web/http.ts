@@ -22,6 +22,9 @@ const REL_WEBSOCKET = 'urn:xmpp:alt-connections:websocket';
 const NS_XRD = 'http://docs.oasis-open.org/ns/xri/xrd-1.0';
 /** A connection that has not sent a whole request for this long, or idles between requests, is closed. */
 const HTTP_IDLE_MS = 30_000;
+/** A request's headers must all have come within this (else 408), and the whole request within the next. */
+const HTTP_HEADERS_MS = 20_000;
+const HTTP_REQUEST_MS = 30_000;
 
 /** The ports the HTTP listeners got (0 in the configuration picks one): what host-meta announces. */
 export interface HttpPorts {
@@ -107,7 +110,11 @@ export class WebServer {
     this.env = env;
     this.proxies = trustedProxiesOf(env.config);
     // Never listens: the acceptor hands it connections. Node's defaults bound headers (16 KiB) and URLs.
-    this.http = http.createServer({ keepAliveTimeout: 5_000 }, (req, res) => this.request(req, res));
+    this.http = http.createServer({ keepAliveTimeout: 5_000, headersTimeout: HTTP_HEADERS_MS, requestTimeout: HTTP_REQUEST_MS, connectionsCheckingInterval: 5_000 }, (req, res) => this.request(req, res));
+    // Node enforces the two bounds above (a request sent a byte at a time)
+    // from a timer it starts when the server says it listens: said here, as
+    // the acceptor listens for it. A WebSocket leaves their reach once upgraded.
+    this.http.emit('listening');
     this.http.timeout = HTTP_IDLE_MS;
     this.http.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.upgrade(req, socket, head));
     this.http.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
@@ -128,6 +135,11 @@ export class WebServer {
       // RFC 7395 §3.1: the server answers with the xmpp subprotocol (upgrade() refused the others).
       handleProtocols: () => 'xmpp',
     });
+  }
+
+  /** Shutdown: HTTP connections between or in requests end now (WebSockets end with their sessions). */
+  close(): void {
+    this.http.closeAllConnections();
   }
 
   /** Serves one connection of the HTTP (`secure` false) or HTTPS listener; resolves when it is closed. */

@@ -845,6 +845,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
 }
 
 async function shutdown(c: WorkerContext): Promise<void> {
+  web?.close();
   const open = [...c.all];
   // Sessions waiting to be resumed end too: what they kept goes offline before the stores close.
   for (const s of [...c.detached.values()]) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
