@@ -8,7 +8,10 @@
 // the subclass's policy: which domains it serves, what it offers after
 // authentication, what an element means once negotiated, and what becomes
 // of output that can no longer be written. The engine calls these hooks,
-// as ejabberd's xmpp_stream_in calls its callback module.
+// as ejabberd's xmpp_stream_in calls its callback module. Under it is a
+// byte stream it parses and secures itself (TCP), or a framed transport
+// that hands it whole elements and frames its output (WebSocket; see
+// transport.ts): the rest is the same over either.
 import type net from 'node:net';
 import tls from 'node:tls';
 import type { SecureContext } from 'node:tls';

@@ -77,6 +77,8 @@ export class WebSocketTransport implements FramedTransport {
   attach(sink: FrameSink): void {
     this.sink = sink;
     this.ws.on('message', (data, isBinary) => this.message(data, isBinary));
+    // §3.8: a WebSocket ping is a keepalive (ws answers it): activity, as a whitespace keepalive is on TCP.
+    this.ws.on('ping', () => sink.read(0));
   }
 
   onClose(fn: () => void): void {

@@ -10,7 +10,7 @@ import type { Element } from 'ltx';
 import { client, xml } from '@xmpp/client';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
-import { online, within, uid, NS_SASL, NS_TLS, NS_STREAMS_ERR } from '../helpers/protocol.ts';
+import { authenticated, online, within, uid, NS_SASL, NS_TLS, NS_STREAMS_ERR } from '../helpers/protocol.ts';
 import { NS_SM } from '../helpers/im.ts';
 import { trustServer, Inbox } from '../helpers/xmpp-client.ts';
 import { WsClient, OPEN, CLOSE, NS_FRAMING, openStream, scramLogin, serverCa, wsBind, wsOnline } from '../helpers/ws.ts';
@@ -173,6 +173,27 @@ test('stream management over WebSocket: enabled with resumption, the connection 
   t.is((await again.find((e) => e.name === 'message')).getChildText('body'), 'three');
 });
 
+test('a session detached from a WebSocket resumes on TCP, with what was not acknowledged', async (t) => {
+  const { c, jid } = await wsOnline(server, 'carol', 'carol-pw', 'to-tcp');
+  t.teardown(() => c.close());
+  c.send(`<enable xmlns='${NS_SM}' resume='true'/>`);
+  const enabled = await c.find((el) => el.name === 'enabled');
+  const bob = await online(server.c2sPort, 'bob', 'bob-pw', uid('t'));
+  t.teardown(() => bob.c.destroy());
+  bob.c.send(`<message to='${jid}' type='chat'><body>kept</body></message>`);
+  await c.find((el) => el.name === 'message');
+  c.kill();
+  await c.closed;
+  const { c: tcp } = await authenticated(server.c2sPort, 'carol', 'carol-pw');
+  t.teardown(() => tcp.destroy());
+  tcp.send(`<resume xmlns='${NS_SM}' previd='${enabled.attrs.id}' h='0'/>`);
+  const resumed = await within(tcp.nextEl(), 10_000, 'the answer to <resume/>');
+  t.is(resumed.name, 'resumed', resumed.toString());
+  const again = await within(tcp.find((el) => el.name === 'message'), 10_000, 'the message again');
+  t.is(again.getChildText('body'), 'kept');
+  t.is(again.attrs.to, jid);
+});
+
 test('<close/> from the client is answered with <close/>, then the WebSocket closes normally (RFC 7395 §3.6)', async (t) => {
   const { c, jid } = await wsOnline(server, 'dave', 'dave-pw', 'close');
   const bob = await online(server.c2sPort, 'bob', 'bob-pw', uid('c'));
@@ -297,4 +318,27 @@ test('an open from another domain is host-unknown, as on TCP', async (t) => {
   const err = await c.find((el) => el.name === 'stream:error');
   t.truthy(err.getChild('host-unknown', NS_STREAMS_ERR), err.toString());
   await within(c.closed, 10_000, 'closed');
+});
+
+test('idle past XMPP_IDLE_TIMEOUT_MS: a silent WebSocket session gets connection-timeout; WebSocket pings keep one alive (RFC 7395 §3.8)', async (t) => {
+  const idle = await startTestServer({ XMPP_HTTPS_PORT: '0', XMPP_IDLE_TIMEOUT_MS: '1500' });
+  t.teardown(() => idle.stop());
+  for (const u of ['quiet', 'pinger']) await idle.addUser(u, `${u}-pw`);
+  // The pinger's last stanza comes first: without its pings it would time out no later than the other.
+  const pinger = await wsOnline(idle, 'pinger', 'pinger-pw', 'p');
+  t.teardown(() => pinger.c.close());
+  const pings = setInterval(() => pinger.c.ws.ping(), 300);
+  t.teardown(() => clearInterval(pings));
+  const quiet = await wsOnline(idle, 'quiet', 'quiet-pw', 'q');
+  const err = await quiet.c.find((el) => el.name === 'stream:error', 15_000);
+  t.truthy(err.getChild('connection-timeout', NS_STREAMS_ERR), err.toString());
+  await within(quiet.c.closed, 10_000, 'the silent one closed');
+  // Another silent one, logged in only now, times out too: by then the
+  // pinger has sent no stanza for more than twice the bound, whatever the
+  // phase of each worker's sweep.
+  const later = await wsOnline(idle, 'quiet', 'quiet-pw', 'q2');
+  await within(later.c.closed, 15_000, 'the second silent one closed');
+  t.is(pinger.c.closeCode, undefined);
+  pinger.c.send(`<iq xmlns='jabber:client' type='get' id='alive'><ping xmlns='urn:xmpp:ping'/></iq>`);
+  t.is((await pinger.c.find((el) => el.attrs.id === 'alive')).attrs.type, 'result');
 });
