@@ -299,7 +299,7 @@ test('@xmpp/client over wss:// logs in and exchanges messages with a TCP user', 
   xmpp.on('error', () => {});
   t.teardown(() => xmpp.stop().catch(() => {}));
   const inbox = new Inbox(xmpp);
-  const address = await within(xmpp.start(), 20_000, '@xmpp/client online over WebSocket');
+  const address = await within(xmpp.start(), 45_000, '@xmpp/client online over WebSocket');
   t.is(String(address), 'gina@localhost/xmppjs');
   const bob = await online(server.c2sPort, 'bob', 'bob-pw', uid('x'));
   t.teardown(() => bob.c.destroy());
