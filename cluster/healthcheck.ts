@@ -5,6 +5,7 @@
 //   node cluster/healthcheck.ts    checks 127.0.0.1:$XMPP_C2S_PORT (default 5222); exit 0 or 1
 import net from 'node:net';
 import tls from 'node:tls';
+import https from 'node:https';
 
 export interface ProbeOptions {
   host?: string;
@@ -39,6 +40,19 @@ export function probe({ host = '127.0.0.1', port, domain, tls: direct = false, n
     });
     sock.on('error', (err) => done(err));
     sock.on('close', () => done(new Error(`${host}:${port} closed the connection before its stream header${got ? `: ${got.slice(0, 200)}` : ''}`)));
+  });
+}
+
+/** Resolves once the HTTPS listener at `port` answers its host-meta (XEP-0156) with 200; rejects on error, another status or timeout. */
+export function probeHttps(port: number, domain: string, timeoutMs = 3000, host = '127.0.0.1'): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = https.get({ host, port, path: '/.well-known/host-meta', servername: domain, rejectUnauthorized: false, timeout: timeoutMs, agent: false }, (res) => {
+      res.resume();
+      if (res.statusCode === 200) resolve();
+      else reject(new Error(`${host}:${port} answered host-meta with ${res.statusCode}`));
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${host}:${port} within ${timeoutMs} ms`)));
+    req.on('error', reject);
   });
 }
 

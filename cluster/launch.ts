@@ -23,7 +23,7 @@ import {
   nodeEnv, redisUrl, postgresUrl, haproxyConfig, composeHaproxyConfig,
 } from './spec.ts';
 import { ensureCertificate } from './certs.ts';
-import { probe } from './healthcheck.ts';
+import { probe, probeHttps } from './healthcheck.ts';
 
 const HOST = '127.0.0.1';
 
@@ -35,9 +35,12 @@ export interface LaunchOptions {
   tlsPort?: number;
   /** For peer servers (federation). */
   s2sPort?: number;
+  /** For web clients (WebSocket over HTTPS; default 5443). */
+  httpsPort?: number;
   /**
-   * Node i (from 0) listens on portBase+3i (STARTTLS), portBase+3i+1 (direct
-   * TLS) and portBase+3i+2 (peer servers); 0 (default): free ports.
+   * Node i (from 0) listens on portBase+4i (STARTTLS), portBase+4i+1 (direct
+   * TLS), portBase+4i+2 (peer servers) and portBase+4i+3 (HTTPS); 0
+   * (default): free ports.
    */
   portBase?: number;
   /** Redis port; 0 (default) picks a free port. */
@@ -73,6 +76,8 @@ export interface ClusterNode extends ClusterProcess {
   tlsPort: number;
   /** Undefined with federation off (XMPP_S2S=false). */
   s2sPort: number | undefined;
+  /** Undefined without web clients (XMPP_HTTPS_PORT empty). */
+  httpsPort: number | undefined;
   dataDir: string;
 }
 
@@ -84,6 +89,8 @@ export interface Cluster {
   tlsPort: number;
   /** Load balancer: the port for peer servers; undefined with federation off (XMPP_S2S=false). */
   s2sPort: number | undefined;
+  /** Load balancer: the web clients' HTTPS port (wss://.../xmpp-websocket); undefined without them (XMPP_HTTPS_PORT empty). */
+  httpsPort: number | undefined;
   redisUrl: string;
   /** The nodes' XMPP_DATABASE_URL. */
   databaseUrl: string;
@@ -292,6 +299,7 @@ class NodeChild extends Child implements ClusterNode {
   c2sPort = 0;
   tlsPort = 0;
   s2sPort: number | undefined = undefined;
+  httpsPort: number | undefined = undefined;
   dataDir = '';
 }
 
@@ -305,11 +313,12 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 /** Probes through the load balancer until it forwards to a node (HAProxy has no readiness signal). */
-async function untilForwarding(haproxy: Child, port: number, domain: string, kind: 'c2s' | 'tls' | 's2s'): Promise<void> {
+async function untilForwarding(haproxy: Child, port: number, domain: string, kind: 'c2s' | 'tls' | 's2s' | 'https'): Promise<void> {
   for (;;) {
     if (!haproxy.running) throw new LaunchError(`haproxy exited; its output (${haproxy.logFile}):\n${haproxy.tail.trim()}`);
     try {
-      await probe({ port, domain, tls: kind === 'tls', ns: kind === 's2s' ? 'jabber:server' : 'jabber:client', timeoutMs: 2000 });
+      if (kind === 'https') await probeHttps(port, domain, 2000);
+      else await probe({ port, domain, tls: kind === 'tls', ns: kind === 's2s' ? 'jabber:server' : 'jabber:client', timeoutMs: 2000 });
       return;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ECONNREFUSED') throw err;
@@ -388,6 +397,8 @@ export interface NodeProcessInput {
   shared: Record<string, string>;
   /** The launcher's own environment without XMPP_* settings. */
   inherited?: Record<string, string | undefined>;
+  /** The load balancer's HTTPS port, which host-meta announces (XMPP_HTTP_PUBLIC_URL); undefined without web clients. */
+  publicHttpsPort?: number;
 }
 
 /**
@@ -405,9 +416,12 @@ export function nodeProcess(o: NodeProcessInput): { id: string; command: string;
     XMPP_REDIS_URL: o.redisUrl,
     XMPP_DATABASE_URL: o.databaseUrl,
     XMPP_BIND_HOST: HOST,
-    XMPP_C2S_PORT: String(o.portBase ? o.portBase + 3 * o.index : 0),
-    XMPP_TLS_PORT: String(o.portBase ? o.portBase + 3 * o.index + 1 : 0),
-    XMPP_S2S_PORT: String(o.portBase ? o.portBase + 3 * o.index + 2 : 0),
+    XMPP_C2S_PORT: String(o.portBase ? o.portBase + 4 * o.index : 0),
+    XMPP_TLS_PORT: String(o.portBase ? o.portBase + 4 * o.index + 1 : 0),
+    XMPP_S2S_PORT: String(o.portBase ? o.portBase + 4 * o.index + 2 : 0),
+    // Web clients when node.env (or --env) asks for them; host-meta names the balancer, not the node.
+    XMPP_HTTPS_PORT: o.shared.XMPP_HTTPS_PORT === undefined || o.shared.XMPP_HTTPS_PORT === '' ? '' : String(o.portBase ? o.portBase + 4 * o.index + 3 : 0),
+    XMPP_HTTP_PUBLIC_URL: o.publicHttpsPort === undefined ? '' : `https://${o.shared.XMPP_DOMAIN ?? 'localhost'}:${o.publicHttpsPort}`,
     XMPP_DATA_DIR: dataDir,
     XMPP_TLS_CERT: o.certFile,
     XMPP_TLS_KEY: o.keyFile,
@@ -465,9 +479,13 @@ export async function launchCluster(options: LaunchOptions = {}): Promise<Cluste
     // Checked even if the nodes turn out to run without federation: a node's
     // configuration file may turn it on or off, and only its log line says.
     let s2sPort: number | undefined = options.s2sPort === 0 ? await freePort() : (options.s2sPort ?? 5269);
+    // Web clients, when the nodes serve them.
+    const web = shared.XMPP_HTTPS_PORT !== undefined && shared.XMPP_HTTPS_PORT !== '';
+    const httpsPort = !web ? undefined : options.httpsPort === 0 ? await freePort() : (options.httpsPort ?? 5443);
     await assertFree(c2sPort, '--c2s-port');
     await assertFree(tlsPort, '--tls-port');
     await assertFree(s2sPort, '--s2s-port');
+    if (httpsPort !== undefined) await assertFree(httpsPort, '--https-port');
     const redisPort = options.redisPort ? options.redisPort : await freePort();
     const url = redisUrl(HOST, redisPort);
     const postgresPort = options.postgresPort ? options.postgresPort : await freePort();
@@ -499,7 +517,7 @@ export async function launchCluster(options: LaunchOptions = {}): Promise<Cluste
 
     // The nodes: the spec's command, run by this Node.js, each in its own data directory.
     for (let i = 0; i < count; i++) {
-      const spec = nodeProcess({ index: i, dir, redisUrl: url, databaseUrl, certFile, keyFile, portBase: options.portBase ?? 0, shared, inherited });
+      const spec = nodeProcess({ index: i, dir, redisUrl: url, databaseUrl, certFile, keyFile, portBase: options.portBase ?? 0, shared, inherited, publicHttpsPort: httpsPort });
       mkdirSync(spec.cwd, { recursive: true });
       const n = new NodeChild(spec.id, spec.command, spec.args, { env: spec.env, cwd: spec.cwd, logFile: join(dir, `${spec.id}.log`) });
       n.dataDir = spec.env.XMPP_DATA_DIR;
@@ -512,7 +530,7 @@ export async function launchCluster(options: LaunchOptions = {}): Promise<Cluste
           const ports = await n.waitForLine((line) => {
             if (!line.includes('"listening"')) return undefined;
             try {
-              const rec = JSON.parse(line) as { msg?: string; c2sPort?: number; tlsPort?: number; s2sPort?: number };
+              const rec = JSON.parse(line) as { msg?: string; c2sPort?: number; tlsPort?: number; s2sPort?: number; httpsPort?: number };
               return rec.msg === 'listening' ? rec : undefined;
             } catch {
               return undefined;
@@ -521,6 +539,7 @@ export async function launchCluster(options: LaunchOptions = {}): Promise<Cluste
           n.c2sPort = ports.c2sPort!;
           n.tlsPort = ports.tlsPort!;
           n.s2sPort = ports.s2sPort;
+          n.httpsPort = ports.httpsPort;
         }),
       ),
       startTimeoutMs,
@@ -534,7 +553,7 @@ export async function launchCluster(options: LaunchOptions = {}): Promise<Cluste
     const haproxyConfigFile = join(dir, 'haproxy.cfg');
     writeFileSync(
       haproxyConfigFile,
-      haproxyConfig({ bind: HOST, c2sPort, tlsPort, s2sPort, servers: { static: nodes.map((n) => ({ name: n.name, host: HOST, c2sPort: n.c2sPort, tlsPort: n.tlsPort, s2sPort: n.s2sPort })) } }),
+      haproxyConfig({ bind: HOST, c2sPort, tlsPort, s2sPort, httpsPort, servers: { static: nodes.map((n) => ({ name: n.name, host: HOST, c2sPort: n.c2sPort, tlsPort: n.tlsPort, s2sPort: n.s2sPort, httpsPort: n.httpsPort })) } }),
     );
     const haproxyEnv = { ...inherited, XMPP_DOMAIN: domain };
     try {
@@ -547,9 +566,10 @@ export async function launchCluster(options: LaunchOptions = {}): Promise<Cluste
     children.push(haproxy);
     const forwarded = [untilForwarding(haproxy, c2sPort, domain, 'c2s'), untilForwarding(haproxy, tlsPort, domain, 'tls')];
     if (s2sPort !== undefined) forwarded.push(untilForwarding(haproxy, s2sPort, domain, 's2s'));
-    await within(Promise.all(forwarded), startTimeoutMs, `haproxy to forward on ${[c2sPort, tlsPort, s2sPort].filter((p) => p !== undefined).join(', ')}`);
+    if (httpsPort !== undefined) forwarded.push(untilForwarding(haproxy, httpsPort, domain, 'https'));
+    await within(Promise.all(forwarded), startTimeoutMs, `haproxy to forward on ${[c2sPort, tlsPort, s2sPort, httpsPort].filter((p) => p !== undefined).join(', ')}`);
 
-    return { dir, domain, c2sPort, tlsPort, s2sPort, redisUrl: url, databaseUrl, certFile, haproxyConfigFile, nodes, redis, postgres: postgres!, haproxy, stop };
+    return { dir, domain, c2sPort, tlsPort, s2sPort, httpsPort, redisUrl: url, databaseUrl, certFile, haproxyConfigFile, nodes, redis, postgres: postgres!, haproxy, stop };
   } catch (err) {
     await stop();
     throw err;
@@ -565,8 +585,10 @@ this machine (settings: cluster/node.env). Ctrl-C stops everything.
   --c2s-port P        load balancer's STARTTLS port (default 5222; 0: any free port)
   --tls-port P        load balancer's direct-TLS port (default 5223; 0: any free port)
   --s2s-port P        load balancer's port for peer servers (default 5269; 0: any free port)
-  --port-base P       node i (from 0) on P+3i, P+3i+1 and P+3i+2 (STARTTLS, direct
-                      TLS, peer servers; default: free ports)
+  --https-port P      load balancer's port for web clients (WebSocket over HTTPS;
+                      default 5443; 0: any free port)
+  --port-base P       node i (from 0) on P+4i, P+4i+1, P+4i+2 and P+4i+3 (STARTTLS,
+                      direct TLS, peer servers, HTTPS; default: free ports)
   --redis-port P      Redis port (default: a free port)
   --postgres-port P   PostgreSQL port (default: a free port)
   --dir DIR           run directory, kept: certificate, Redis data (append-only
@@ -593,6 +615,7 @@ async function cli(argv: string[]): Promise<number> {
         'c2s-port': { type: 'string' },
         'tls-port': { type: 'string' },
         's2s-port': { type: 'string' },
+        'https-port': { type: 'string' },
         'port-base': { type: 'string' },
         'redis-port': { type: 'string' },
         'postgres-port': { type: 'string' },
@@ -652,6 +675,7 @@ async function cli(argv: string[]): Promise<number> {
       c2sPort: port(values['c2s-port'], '--c2s-port'),
       tlsPort: port(values['tls-port'], '--tls-port'),
       s2sPort: port(values['s2s-port'], '--s2s-port'),
+      httpsPort: port(values['https-port'], '--https-port'),
       portBase: port(values['port-base'], '--port-base'),
       redisPort: port(values['redis-port'], '--redis-port'),
       postgresPort: port(values['postgres-port'], '--postgres-port'),
@@ -669,7 +693,8 @@ async function cli(argv: string[]): Promise<number> {
       `cluster up: ${c.nodes.length} node(s) behind haproxy, domain ${c.domain}`,
       `  clients connect to  ${HOST}:${c.c2sPort} (STARTTLS)  and  ${HOST}:${c.tlsPort} (direct TLS)`,
       c.s2sPort === undefined ? '  federation off (XMPP_S2S): no port for peer servers' : `  peer servers connect to  ${HOST}:${c.s2sPort}`,
-      ...c.nodes.map((n) => `  ${n.name.padEnd(8)} pid ${String(n.pid).padEnd(8)} ${HOST}:${n.c2sPort} / ${n.tlsPort}${n.s2sPort === undefined ? '' : ` / s2s ${n.s2sPort}`}   log ${n.logFile}`),
+      ...(c.httpsPort === undefined ? [] : [`  web clients connect to  wss://${c.domain}:${c.httpsPort}/xmpp-websocket`]),
+      ...c.nodes.map((n) => `  ${n.name.padEnd(8)} pid ${String(n.pid).padEnd(8)} ${HOST}:${n.c2sPort} / ${n.tlsPort}${n.s2sPort === undefined ? '' : ` / s2s ${n.s2sPort}`}${n.httpsPort === undefined ? '' : ` / https ${n.httpsPort}`}   log ${n.logFile}`),
       `  redis    pid ${String(c.redis.pid).padEnd(8)} ${c.redisUrl}   log ${c.redis.logFile}`,
       `  postgres pid ${String(c.postgres.pid).padEnd(8)} ${c.databaseUrl}   log ${c.postgres.logFile}`,
       `  haproxy  pid ${String(c.haproxy.pid).padEnd(8)} ${c.haproxyConfigFile}   log ${c.haproxy.logFile}`,

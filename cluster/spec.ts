@@ -32,6 +32,11 @@ export const TLS_PORT = 5223;
  * reach the cluster through the balancer like clients do.
  */
 export const S2S_PORT = 5269;
+/**
+ * Web clients (WebSocket, XEP-0156 host-meta) over HTTPS: on every node, and
+ * on the load balancer, which passes TLS through as it does for direct TLS.
+ */
+export const HTTPS_PORT = 5443;
 
 /** Names in docker-compose.yml. */
 export const SERVICES = { redis: 'redis', postgres: 'postgres', certs: 'certs', node: 'xmpp', lb: 'lb' } as const;
@@ -69,7 +74,7 @@ export const HAPROXY_CFG_PATH = '/usr/local/etc/haproxy/haproxy.cfg';
  * nodes share one machine; every other setting comes from node.env.
  */
 export const LAUNCHER_OVERRIDES = [
-  'XMPP_NODE_ID', 'XMPP_REDIS_URL', 'XMPP_DATABASE_URL', 'XMPP_BIND_HOST', 'XMPP_C2S_PORT', 'XMPP_TLS_PORT', 'XMPP_S2S_PORT', 'XMPP_DATA_DIR', 'XMPP_TLS_CERT', 'XMPP_TLS_KEY',
+  'XMPP_NODE_ID', 'XMPP_REDIS_URL', 'XMPP_DATABASE_URL', 'XMPP_BIND_HOST', 'XMPP_C2S_PORT', 'XMPP_TLS_PORT', 'XMPP_S2S_PORT', 'XMPP_HTTPS_PORT', 'XMPP_HTTP_PUBLIC_URL', 'XMPP_DATA_DIR', 'XMPP_TLS_CERT', 'XMPP_TLS_KEY',
 ] as const;
 
 /**
@@ -107,6 +112,8 @@ export interface StaticServer {
   tlsPort: number;
   /** Undefined with federation off (XMPP_S2S=false). */
   s2sPort?: number;
+  /** Undefined without web clients (XMPP_HTTPS_PORT unset). */
+  httpsPort?: number;
 }
 
 export interface HaproxyOptions {
@@ -116,6 +123,8 @@ export interface HaproxyOptions {
   tlsPort: number;
   /** Undefined: no s2s frontend (federation off). */
   s2sPort?: number;
+  /** Undefined: no HTTPS frontend (no web clients). */
+  httpsPort?: number;
   /** Fixed servers (launcher), or the replicas of a compose service found through Docker's DNS. */
   servers: { static: StaticServer[] } | { dns: { service: string; max: number } };
 }
@@ -123,6 +132,9 @@ export interface HaproxyOptions {
 /** Health check: open a stream (client or server namespace) and expect the node's stream header back. */
 const streamHeader = (ns: 'jabber:client' | 'jabber:server') =>
   `<stream:stream xmlns='${ns}' xmlns:stream='http://etherx.jabber.org/streams' to='\${XMPP_DOMAIN}' version='1.0'>`;
+/** The same question and answer for a node's HTTPS listener: its host-meta (XEP-0156). */
+const streamCheck = (ns: 'jabber:client' | 'jabber:server') => [`tcp-check send "${streamHeader(ns)}"`, 'tcp-check expect string "<stream:stream"'];
+const httpCheck = ['tcp-check send "GET /.well-known/host-meta HTTP/1.0\\r\\n\\r\\n"', 'tcp-check expect string "HTTP/1.1 200"'];
 
 /** Load balancer behaviour, one place for both set-ups. */
 export const HAPROXY_DEFAULTS = [
@@ -179,10 +191,13 @@ export function haproxyConfig(o: HaproxyOptions): string {
   }
   // Every pair passes TCP through: STARTTLS (clients, peer servers) happens
   // end to end between the peer and the node.
-  const all: { name: string; port: number | undefined; tls: boolean; ns: 'jabber:client' | 'jabber:server'; nodePort: (s: StaticServer) => number | undefined; dnsPort: number }[] = [
-    { name: 'xmpp_c2s', port: o.c2sPort, tls: false, ns: 'jabber:client', nodePort: (s) => s.c2sPort, dnsPort: C2S_PORT },
-    { name: 'xmpp_tls', port: o.tlsPort, tls: true, ns: 'jabber:client', nodePort: (s) => s.tlsPort, dnsPort: TLS_PORT },
-    { name: 'xmpp_s2s', port: o.s2sPort, tls: false, ns: 'jabber:server', nodePort: (s) => s.s2sPort, dnsPort: S2S_PORT },
+  // Web clients' HTTPS passes through too (TLS ends on the node, with the
+  // cluster's certificate); the check asks for host-meta.
+  const all: { name: string; port: number | undefined; tls: boolean; check: string[]; nodePort: (s: StaticServer) => number | undefined; dnsPort: number }[] = [
+    { name: 'xmpp_c2s', port: o.c2sPort, tls: false, check: streamCheck('jabber:client'), nodePort: (s) => s.c2sPort, dnsPort: C2S_PORT },
+    { name: 'xmpp_tls', port: o.tlsPort, tls: true, check: streamCheck('jabber:client'), nodePort: (s) => s.tlsPort, dnsPort: TLS_PORT },
+    { name: 'xmpp_s2s', port: o.s2sPort, tls: false, check: streamCheck('jabber:server'), nodePort: (s) => s.s2sPort, dnsPort: S2S_PORT },
+    { name: 'xmpp_https', port: o.httpsPort, tls: true, check: httpCheck, nodePort: (s) => s.httpsPort, dnsPort: HTTPS_PORT },
   ];
   const backends = all.filter((b) => b.port !== undefined);
   for (const b of backends) {
@@ -194,8 +209,7 @@ export function haproxyConfig(o: HaproxyOptions): string {
       '    option tcp-check',
       // Direct TLS (XEP-0368) passes through as TCP; only the check speaks TLS.
       b.tls ? '    tcp-check connect ssl' : '    tcp-check connect',
-      `    tcp-check send "${streamHeader(b.ns)}"`,
-      '    tcp-check expect string "<stream:stream"',
+      ...b.check.map((l) => `    ${l}`),
     );
     const check = b.tls ? 'check verify none' : 'check';
     if ('dns' in o.servers) {
@@ -215,5 +229,5 @@ export function haproxyConfig(o: HaproxyOptions): string {
 
 /** The checked-in cluster/haproxy.cfg, used by the compose load balancer. */
 export function composeHaproxyConfig(): string {
-  return haproxyConfig({ bind: '', c2sPort: C2S_PORT, tlsPort: TLS_PORT, s2sPort: S2S_PORT, servers: { dns: { service: SERVICES.node, max: MAX_REPLICAS } } });
+  return haproxyConfig({ bind: '', c2sPort: C2S_PORT, tlsPort: TLS_PORT, s2sPort: S2S_PORT, httpsPort: HTTPS_PORT, servers: { dns: { service: SERVICES.node, max: MAX_REPLICAS } } });
 }

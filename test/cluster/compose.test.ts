@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse } from 'yaml';
 import {
-  ROOT, NODE_COMMAND, CERTS_COMMAND, HEALTHCHECK_COMMAND, NODE_ENV_FILE, C2S_PORT, TLS_PORT, S2S_PORT, SERVICES, CERT_DIR, CERT_FILE, KEY_FILE,
+  ROOT, NODE_COMMAND, CERTS_COMMAND, HEALTHCHECK_COMMAND, NODE_ENV_FILE, C2S_PORT, TLS_PORT, S2S_PORT, HTTPS_PORT, SERVICES, CERT_DIR, CERT_FILE, KEY_FILE,
   DATA_DIR, REDIS_PORT, REDIS_ARGS, MAX_REPLICAS, HAPROXY_CFG_PATH, LAUNCHER_OVERRIDES, POSTGRES_PORT, POSTGRES_USER, POSTGRES_DB,
   nodeEnv, parseEnvFile, redisUrl, postgresUrl, haproxyConfig, composeHaproxyConfig,
 } from '../../cluster/spec.ts';
@@ -129,10 +129,10 @@ test('the certs service creates the one certificate the nodes are configured wit
   t.is(env.XMPP_TLS_KEY, `${CERT_DIR}/${KEY_FILE}`);
 });
 
-test('the load balancer publishes 5222, 5223 and 5269 and uses the checked-in haproxy.cfg', (t) => {
+test('the load balancer publishes 5222, 5223, 5269 and 5443 and uses the checked-in haproxy.cfg', (t) => {
   const lb = services[SERVICES.lb];
   t.regex(lb.image, /^haproxy:/);
-  t.deepEqual(lb.ports, [`${C2S_PORT}:${C2S_PORT}`, `${TLS_PORT}:${TLS_PORT}`, `${S2S_PORT}:${S2S_PORT}`]);
+  t.deepEqual(lb.ports, [`${C2S_PORT}:${C2S_PORT}`, `${TLS_PORT}:${TLS_PORT}`, `${S2S_PORT}:${S2S_PORT}`, `${HTTPS_PORT}:${HTTPS_PORT}`]);
   t.deepEqual(mounts(lb), [{ source: './cluster/haproxy.cfg', target: HAPROXY_CFG_PATH, ro: true }]);
   t.is(lb.env_file, NODE_ENV_FILE, 'XMPP_DOMAIN for the health check');
   t.deepEqual(Object.keys(lb.depends_on), [SERVICES.node]);
@@ -141,7 +141,7 @@ test('the load balancer publishes 5222, 5223 and 5269 and uses the checked-in ha
 test('cluster/haproxy.cfg is what the spec generates, finds the replicas through DNS, and HAProxy accepts it', async (t) => {
   const cfg = read('cluster/haproxy.cfg');
   t.is(cfg, composeHaproxyConfig(), 'out of date: npm run -s cluster -- --write-compose-haproxy');
-  for (const port of [C2S_PORT, TLS_PORT, S2S_PORT]) {
+  for (const port of [C2S_PORT, TLS_PORT, S2S_PORT, HTTPS_PORT]) {
     t.true(cfg.includes(`\n    bind :${port}\n`), `frontend on ${port}`);
     t.true(cfg.includes(`server-template ${SERVICES.node} 1-${MAX_REPLICAS} ${SERVICES.node}:${port} check`), `replicas of ${SERVICES.node} on ${port}`);
   }
@@ -154,8 +154,14 @@ test('cluster/haproxy.cfg is what the spec generates, finds the replicas through
   t.true(s2s![1].includes('    tcp-check connect\n'), 'no TLS on the s2s check');
   t.true(s2s![1].includes(`tcp-check send "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='\${XMPP_DOMAIN}' version='1.0'>"`));
   t.true(s2s![1].includes(`${SERVICES.node}:${S2S_PORT} check resolvers`));
+  // Web clients' backend: TLS passed through, checked by asking for host-meta over TLS.
+  const web = /^backend xmpp_https\n((?: {4}.*\n?)*)/m.exec(cfg);
+  t.truthy(web, 'an https backend');
+  t.true(web![1].includes('    tcp-check connect ssl\n'));
+  t.true(web![1].includes('tcp-check send "GET /.well-known/host-meta HTTP/1.0\\r\\n\\r\\n"'));
+  t.true(web![1].includes(`${SERVICES.node}:${HTTPS_PORT} check verify none resolvers`));
   // The launcher's configuration differs only in where the servers are.
-  const launcher = haproxyConfig({ bind: '127.0.0.1', c2sPort: 1, tlsPort: 2, s2sPort: 3, servers: { static: [{ name: 'node-1', host: '127.0.0.1', c2sPort: 4, tlsPort: 5, s2sPort: 6 }] } });
+  const launcher = haproxyConfig({ bind: '127.0.0.1', c2sPort: 1, tlsPort: 2, s2sPort: 3, httpsPort: 7, servers: { static: [{ name: 'node-1', host: '127.0.0.1', c2sPort: 4, tlsPort: 5, s2sPort: 6, httpsPort: 8 }] } });
   const common = (s: string) => s.split('\n').filter((l) => !/^\s*(bind|server|server-template|nameserver|accepted_payload_size|hold)\b|^resolvers|^#/.test(l) && l.trim());
   t.deepEqual(common(launcher), common(cfg));
   t.true(launcher.includes('\n    server node-1 127.0.0.1:6 check\n'), "the node's s2s port");
@@ -176,6 +182,7 @@ test('node.env holds only known, valid settings and agrees with the spec', (t) =
   t.is(config.tlsPort, TLS_PORT);
   t.true(config.s2s, 'federation on');
   t.is(config.s2sPort, S2S_PORT);
+  t.is(config.httpsPort, String(HTTPS_PORT), 'web clients, through the load balancer');
   t.is(config.s2sBindHost, '0.0.0.0', 'peer servers reach it from the load balancer container too');
   t.is(config.dataDir, DATA_DIR);
   t.is(config.bindHost, '0.0.0.0', 'reachable from the load balancer container');
@@ -195,10 +202,13 @@ test('the launcher runs the spec command with node.env, overriding only its per-
     t.deepEqual(Object.keys(s.env).filter((k) => k.startsWith('XMPP_')).sort(), [...new Set([...Object.keys(shared), ...LAUNCHER_OVERRIDES])].sort());
   }
   t.deepEqual(specs.map((s) => s.env.XMPP_NODE_ID), ['node-1', 'node-2']);
-  t.deepEqual(specs.map((s) => [s.env.XMPP_C2S_PORT, s.env.XMPP_TLS_PORT, s.env.XMPP_S2S_PORT]), [['7000', '7001', '7002'], ['7003', '7004', '7005']]);
+  t.deepEqual(specs.map((s) => [s.env.XMPP_C2S_PORT, s.env.XMPP_TLS_PORT, s.env.XMPP_S2S_PORT, s.env.XMPP_HTTPS_PORT]), [['7000', '7001', '7002', '7003'], ['7004', '7005', '7006', '7007']]);
+  // host-meta names the balancer's HTTPS port, which the launcher gives every node.
+  const lb = nodeProcess({ index: 0, dir: '/run/c', redisUrl: 'redis://127.0.0.1:1', databaseUrl: 'postgres://xmpp@127.0.0.1:2/xmpp', certFile: 'c', keyFile: 'k', portBase: 0, shared, publicHttpsPort: 6443 });
+  t.is(lb.env.XMPP_HTTP_PUBLIC_URL, `https://${shared.XMPP_DOMAIN}:6443`);
   // Without a base every node picks free ports.
   const free = nodeProcess({ index: 1, dir: '/run/c', redisUrl: 'redis://127.0.0.1:1', databaseUrl: 'postgres://xmpp@127.0.0.1:2/xmpp', certFile: 'c', keyFile: 'k', portBase: 0, shared });
-  t.deepEqual([free.env.XMPP_C2S_PORT, free.env.XMPP_TLS_PORT, free.env.XMPP_S2S_PORT], ['0', '0', '0']);
+  t.deepEqual([free.env.XMPP_C2S_PORT, free.env.XMPP_TLS_PORT, free.env.XMPP_S2S_PORT, free.env.XMPP_HTTPS_PORT], ['0', '0', '0', '0']);
   t.not(specs[0].env.XMPP_DATA_DIR, specs[1].env.XMPP_DATA_DIR);
 });
 
@@ -212,7 +222,7 @@ test('the Dockerfile: Node 26, the spec command, non-root, ports, data volume, h
   t.truthy(hc, 'HEALTHCHECK CMD [...]');
   t.deepEqual(JSON.parse(hc![1]), [...HEALTHCHECK_COMMAND]);
   t.is(all('STOPSIGNAL').at(-1), 'SIGTERM');
-  t.deepEqual(all('EXPOSE').join(' ').split(/\s+/).map(Number).sort(), [C2S_PORT, TLS_PORT, S2S_PORT]);
+  t.deepEqual(all('EXPOSE').join(' ').split(/\s+/).map(Number).sort(), [C2S_PORT, TLS_PORT, S2S_PORT, HTTPS_PORT]);
   const user = all('USER').at(-1);
   t.truthy(user);
   t.not(user, 'root');

@@ -4,6 +4,7 @@ import test from 'ava';
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import https from 'node:https';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +15,7 @@ import { launchCluster, LaunchError, freePort } from '../../cluster/launch.ts';
 import type { ClusterProcess } from '../../cluster/launch.ts';
 import { ROOT, HEALTHCHECK_COMMAND } from '../../cluster/spec.ts';
 import { login, RawClient, header, parseAttrs } from '../helpers/raw.ts';
+import { WsClient, openStream, scramLogin, wsBind } from '../helpers/ws.ts';
 
 const run = promisify(execFile);
 // Generous for a loaded CI machine; the failover below does not wait for it.
@@ -48,12 +50,12 @@ async function record(r: Redis, bare: string, resource: string): Promise<{ node:
 }
 
 test('two nodes behind haproxy: CLI account, logins spread by the balancer, messages, failover, clean stop', async (t) => {
-  const cluster = await launchCluster({ nodes: 2, c2sPort: 0, tlsPort: 0, s2sPort: 0, env });
+  const cluster = await launchCluster({ nodes: 2, c2sPort: 0, tlsPort: 0, s2sPort: 0, httpsPort: 0, env });
   t.teardown(() => cluster.stop());
   const all: ClusterProcess[] = [...cluster.nodes, cluster.redis, cluster.postgres, cluster.haproxy];
   t.regex(cluster.databaseUrl, /^postgres:\/\/xmpp@127\.0\.0\.1:\d+\/xmpp$/);
   t.deepEqual(cluster.nodes.map((n) => n.name), ['node-1', 'node-2']);
-  t.is(new Set(cluster.nodes.flatMap((n) => [n.c2sPort, n.tlsPort, n.s2sPort])).size, 6, 'distinct node ports');
+  t.is(new Set(cluster.nodes.flatMap((n) => [n.c2sPort, n.tlsPort, n.s2sPort, n.httpsPort])).size, 8, 'distinct node ports');
 
   // A cluster-wide account through the CLI, as the launcher's summary says: in PostgreSQL, nothing of it in Redis.
   for (const u of ['alice', 'bob']) {
@@ -97,6 +99,30 @@ test('two nodes behind haproxy: CLI account, logins spread by the balancer, mess
   t.truthy(d.tlsProtocol);
   await d.exchange(header(), /<mechanism>PLAIN<\/mechanism>[\s\S]*<\/stream:features>/);
   d.destroy();
+
+  // A web client through the load balancer: host-meta names the balancer's
+  // wss:// endpoint, and a WebSocket session there talks to a TCP one (on
+  // whichever node each landed).
+  const ca = readFileSync(cluster.certFile);
+  const meta = await new Promise<string>((resolve, reject) => {
+    https.get({ host: '127.0.0.1', port: cluster.httpsPort, path: '/.well-known/host-meta.json', servername: cluster.domain, ca }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve(body));
+    }).on('error', reject);
+  });
+  t.deepEqual(JSON.parse(meta).links, [{ rel: 'urn:xmpp:alt-connections:websocket', href: `wss://${cluster.domain}:${cluster.httpsPort}/xmpp-websocket` }]);
+  const web = await WsClient.connect(`wss://${cluster.domain}:${cluster.httpsPort}/xmpp-websocket`, { ca });
+  t.teardown(() => web.close());
+  await openStream(web);
+  await scramLogin(web, 'alice', 'alice-pw');
+  const webJid = await wsBind(web, 'web');
+  const markW = b.buffer.length;
+  web.send(`<message xmlns='jabber:client' to='${jb}' type='chat'><body>from the web</body></message>`);
+  await b.waitFor(/<body>from the web<\/body>/, markW);
+  b.send(`<message to='${webJid}' type='chat'><body>to the web</body></message>`);
+  t.is((await web.find((el) => el.name === 'message')).getChildText('body'), 'to the web');
+  await web.close();
 
   // A peer server's stream through the load balancer reaches a node, which
   // answers as the cluster's domain (STARTTLS would follow, end to end).
@@ -142,7 +168,7 @@ test('a node that cannot start fails the launch, and what was started is stopped
   const dir = mkdtempSync(join(tmpdir(), 'xmpp-launch-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const [redisPort, postgresPort] = [await freePort(), await freePort()];
-  const err = await t.throwsAsync(launchCluster({ nodes: 2, c2sPort: 0, tlsPort: 0, s2sPort: 0, redisPort, postgresPort, dir, env: { XMPP_WORKERS: '0' } }), { instanceOf: LaunchError });
+  const err = await t.throwsAsync(launchCluster({ nodes: 2, c2sPort: 0, tlsPort: 0, s2sPort: 0, httpsPort: 0, redisPort, postgresPort, dir, env: { XMPP_WORKERS: '0' } }), { instanceOf: LaunchError });
   t.regex(err!.message, /node-\d exited before listening[\s\S]*XMPP_WORKERS must be at least 1/);
   t.true(await refused(redisPort), 'redis-server was stopped');
   t.true(await refused(postgresPort), 'postgres was stopped');
@@ -154,7 +180,7 @@ test('settings the launcher owns cannot be passed through env', async (t) => {
 });
 
 test('npm run cluster: prints the summary, and on SIGINT stops everything and exits 0', async (t) => {
-  const cli = spawn(process.execPath, [join(ROOT, 'cluster/launch.ts'), '--nodes', '1', '--c2s-port', '0', '--tls-port', '0', '--s2s-port', '0', '--env', 'XMPP_WORKERS=1'], {
+  const cli = spawn(process.execPath, [join(ROOT, 'cluster/launch.ts'), '--nodes', '1', '--c2s-port', '0', '--tls-port', '0', '--s2s-port', '0', '--https-port', '0', '--env', 'XMPP_WORKERS=1'], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -175,7 +201,8 @@ test('npm run cluster: prints the summary, and on SIGINT stops everything and ex
   const command = /XMPP_REDIS_URL=redis:\/\/127\.0\.0\.1:\d+ XMPP_DATABASE_URL=postgres:\/\/xmpp@127\.0\.0\.1:\d+\/xmpp XMPP_DOMAIN=localhost npm run -s cli -- user add alice/.exec(out);
   t.truthy(command, 'the exact command to add a user');
   t.regex(out, /peer servers connect to {2}127\.0\.0\.1:\d+\n/);
-  t.regex(out, /^ {2}node-1 .* 127\.0\.0\.1:\d+ \/ \d+ \/ s2s \d+ /m);
+  t.regex(out, /web clients connect to {2}wss:\/\/localhost:\d+\/xmpp-websocket\n/);
+  t.regex(out, /^ {2}node-1 .* 127\.0\.0\.1:\d+ \/ \d+ \/ s2s \d+ \/ https \d+ /m);
   const pids = [...out.matchAll(/^\s+(node-1|redis|postgres|haproxy)\s+pid (\d+)/gm)].map((m) => Number(m[2]));
   t.is(pids.length, 4, out);
   // Should the launcher fail to stop them, they do not outlive the test.
@@ -202,14 +229,14 @@ test('a run directory given with dir keeps the accounts (PostgreSQL data directo
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const cli = (c: { redisUrl: string; databaseUrl: string }, ...args: string[]) =>
     run(process.execPath, [join(ROOT, 'src/main.ts'), 'user', ...args], { cwd: dir, env: { ...process.env, XMPP_REDIS_URL: c.redisUrl, XMPP_DATABASE_URL: c.databaseUrl } });
-  const first = await launchCluster({ nodes: 1, c2sPort: 0, tlsPort: 0, s2sPort: 0, dir, env });
+  const first = await launchCluster({ nodes: 1, c2sPort: 0, tlsPort: 0, s2sPort: 0, httpsPort: 0, dir, env });
   t.teardown(() => first.stop());
   await cli(first, 'add', 'carol', 'carol-pw');
   const cert = readFileSync(first.certFile, 'utf8');
   await first.stop();
   t.true(existsSync(join(dir, 'postgres', 'PG_VERSION')), 'the database is kept in the run directory');
 
-  const second = await launchCluster({ nodes: 1, c2sPort: 0, tlsPort: 0, s2sPort: 0, dir, env });
+  const second = await launchCluster({ nodes: 1, c2sPort: 0, tlsPort: 0, s2sPort: 0, httpsPort: 0, dir, env });
   t.teardown(() => second.stop());
   t.is((await cli(second, 'list')).stdout, 'carol@localhost\n');
   t.is(readFileSync(second.certFile, 'utf8'), cert, 'the same certificate');
@@ -224,6 +251,6 @@ test('a load balancer port in use fails the launch before anything starts', asyn
   await once(busy, 'listening');
   t.teardown(() => busy.close());
   const port = (busy.address() as net.AddressInfo).port;
-  await t.throwsAsync(launchCluster({ nodes: 1, c2sPort: port, tlsPort: 0, s2sPort: 0, env }), { instanceOf: LaunchError, message: new RegExp(`port ${port} is not available .*--c2s-port`) });
-  await t.throwsAsync(launchCluster({ nodes: 1, c2sPort: 0, tlsPort: 0, s2sPort: port, env }), { instanceOf: LaunchError, message: new RegExp(`port ${port} is not available .*--s2s-port`) });
+  await t.throwsAsync(launchCluster({ nodes: 1, c2sPort: port, tlsPort: 0, s2sPort: 0, httpsPort: 0, env }), { instanceOf: LaunchError, message: new RegExp(`port ${port} is not available .*--c2s-port`) });
+  await t.throwsAsync(launchCluster({ nodes: 1, c2sPort: 0, tlsPort: 0, s2sPort: port, httpsPort: 0, env }), { instanceOf: LaunchError, message: new RegExp(`port ${port} is not available .*--s2s-port`) });
 });
