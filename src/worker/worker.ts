@@ -245,8 +245,7 @@ function cluster(): Backend {
   const registry = new RedisRegistry(cmd, config.nodeId, () => epoch);
   let index = -1;
   let onEnvelope: (env: Envelope) => void = () => {};
-  const durable = config.smDurable ? new DurableSessions(cmd) : undefined;
-  const transport = new NodeTransport(cmd, config.nodeId, () => index, (env) => onEnvelope(env), durable && (() => durable.flush()));
+  const transport = new NodeTransport(cmd, config.nodeId, () => index, (env) => onEnvelope(env));
   /** This worker's change notices waiting for acknowledgements, by id: how many came, and how many Redis said it delivered to (once known). */
   const awaitingAcks = new Map<string, { got: number; of: number; done: () => void }>();
   let noticeSeq = 0;
@@ -258,7 +257,7 @@ function cluster(): Backend {
   };
   return {
     registry,
-    durable,
+    durable: config.smDurable ? new DurableSessions(cmd) : undefined,
     caps: redisCaps(cmd),
     remote: redisRemoteResources(cmd),
     muc: { redis: cmd, epoch: () => epoch, mayAct: () => Date.now() < leaseUntil },
