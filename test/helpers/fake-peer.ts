@@ -59,7 +59,8 @@ async function accept(sock: net.Socket, domain: string, ours: string, cert: { ce
 export async function fakePeer(opts: { domain: string; address: string; cert: CertFiles; server: { host: string; domain: string } }): Promise<FakePeer> {
   const identity = { cert: readFileSync(opts.cert.cert, 'utf8'), key: readFileSync(opts.cert.key, 'utf8') };
   const accepted: Promise<{ c: RawClient; from: string }>[] = [];
-  let wake: (() => void) | undefined;
+  // Every caller waiting for the next stream: tests of a file run at once and may all be waiting.
+  const waiting = new Set<() => void>();
   const sockets = new Set<net.Socket>();
   const listener = net.createServer((sock) => {
     sockets.add(sock);
@@ -68,7 +69,8 @@ export async function fakePeer(opts: { domain: string; address: string; cert: Ce
     const p = accept(sock, opts.domain, opts.server.domain, identity);
     p.catch(() => sock.destroy());
     accepted.push(p);
-    wake?.();
+    for (const w of waiting) w();
+    waiting.clear();
   });
   listener.listen(5269, opts.address);
   await once(listener, 'listening');
@@ -97,7 +99,7 @@ export async function fakePeer(opts: { domain: string; address: string; cert: Ce
     incoming: c,
     async outgoing(domain?: string) {
       for (let n = 0; ; n++) {
-        while (accepted.length <= n) await within(new Promise<void>((r) => (wake = r)), WAIT, `our server's stream${domain ? ` from ${domain}` : ''} to ${opts.domain}`);
+        while (accepted.length <= n) await within(new Promise<void>((r) => waiting.add(r)), WAIT, `our server's stream${domain ? ` from ${domain}` : ''} to ${opts.domain}`);
         const s = await within(accepted[n], WAIT, `our server's stream to ${opts.domain}, authenticated`);
         if (domain === undefined || s.from === domain) return s.c;
       }
