@@ -197,6 +197,8 @@ export abstract class StreamEngine {
   protected readonly outq: Out[] = [];
   protected outqLen = 0;
   protected liveLen = 0;
+  /** A check of the slow-reader bound is due once pending writes have had their turn (see put). */
+  protected slowCheck = false;
   protected outClosed = false;
   /** Writes handed to the socket whose callback has not come yet. */
   protected writing = 0;
@@ -881,8 +883,21 @@ export abstract class StreamEngine {
     if (item.tracked) this.tracked(item);
     if (item.live) {
       this.liveLen += item.xml.length;
-      // A reader this slow would make us buffer without bound.
-      if (this.liveLen > this.env.config.maxOutboundBytes) return this.slowReader();
+      // A reader this slow would make us buffer without bound. Stanzas that
+      // come together (a batch from another worker, a burst of rerouted
+      // ones) sit in TLS's buffer until the writes under way complete, even
+      // for a reader that takes everything: the bound is judged once those
+      // writes had their turn, and past four times it at once, so that no
+      // burst makes the buffer unbounded.
+      const bound = this.env.config.maxOutboundBytes;
+      if (this.liveLen > 4 * bound) return this.slowReader();
+      if (this.liveLen > bound && !this.slowCheck) {
+        this.slowCheck = true;
+        setImmediate(() => {
+          this.slowCheck = false;
+          if (this.liveLen > bound && !this.outClosed && !this.socket.destroyed) this.slowReader();
+        });
+      }
     }
     this.flush();
   }
