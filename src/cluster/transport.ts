@@ -67,11 +67,20 @@ export class NodeTransport {
   private readonly confirms = new Map<string, { channel: string; inc: string; ns: number[] }>();
   private flushing = false;
 
-  constructor(cmd: Redis, node: string, worker: () => number, handle: (env: Envelope) => void) {
+  /**
+   * Writes what handling envelopes left to write to Redis (XMPP_SM_DURABLE:
+   * a resumable session's queue), on the connection the confirmations go
+   * on, so that Redis has it before a confirmation tells the sender to
+   * forget the envelope.
+   */
+  private readonly beforeConfirm: (() => void) | undefined;
+
+  constructor(cmd: Redis, node: string, worker: () => number, handle: (env: Envelope) => void, beforeConfirm?: () => void) {
     this.cmd = cmd;
     this.node = node;
     this.worker = worker;
     this.handle = handle;
+    this.beforeConfirm = beforeConfirm;
   }
 
   /** Resolves true once the envelope was handled there, false once nobody listens on that channel. */
@@ -196,6 +205,11 @@ export class NodeTransport {
     this.flushing = true;
     setImmediate(() => {
       this.flushing = false;
+      // A stanza a resumable session took is the sender's to forget only once
+      // it is in the session's durable queue: were this node killed between
+      // the confirmation and that write, neither would have it. Both go on
+      // the same connection, and Redis runs them in the order written.
+      this.beforeConfirm?.();
       const to = K.channel(this.node, this.worker());
       for (const c of this.confirms.values()) {
         // Lost or timed out: the sender publishes again, and is confirmed again.

@@ -5,12 +5,14 @@
 // what waits to be sent (xmpp:smq:<sid>, in order: pushed as queued,
 // trimmed from the head as acknowledged), and an index from its full JID
 // (xmpp:smj:<jid>), which is what a resumption id names. The writes of one
-// turn of the event loop go in one pipeline; should one fail, the session's
-// state is written whole at its next change. When a node's sessions are
-// swept after its death, their durable state expires after their
-// resumption window (registry/redis.ts, forget()); a session that ends
-// normally deletes it. Only the cluster has it: on a single node nothing
-// survives the process anyway.
+// turn of the event loop go in one pipeline, sent ahead of the cluster
+// transport's confirmations of the envelopes that queued them (so a sender
+// forgets a stanza only once it is kept here); should one fail, the
+// session's state is written whole at its next change. When a node's
+// sessions are swept after its death, their durable state expires after
+// their resumption window (registry/redis.ts, forget()); a session that
+// ends normally deletes it. Only the cluster has it: on a single node
+// nothing survives the process anyway.
 import { createHash } from 'node:crypto';
 import type { ChainableCommander, Redis } from 'ioredis';
 import { K } from '../registry/redis.ts';
@@ -113,9 +115,14 @@ export class DurableSessions {
     );
   }
 
+  /** Sends this turn's writes now, ahead of whatever is sent after them on the same connection (cluster/transport.ts: confirmations). */
+  flush(): void {
+    if (this.batch) this.send();
+  }
+
   /** Resolves once what was written so far has reached Redis (or failed): before a session moves to another worker. */
   async written(): Promise<void> {
-    if (this.batch) this.send();
+    this.flush();
     await this.inflight;
   }
 

@@ -245,7 +245,8 @@ function cluster(): Backend {
   const registry = new RedisRegistry(cmd, config.nodeId, () => epoch);
   let index = -1;
   let onEnvelope: (env: Envelope) => void = () => {};
-  const transport = new NodeTransport(cmd, config.nodeId, () => index, (env) => onEnvelope(env));
+  const durable = config.smDurable ? new DurableSessions(cmd) : undefined;
+  const transport = new NodeTransport(cmd, config.nodeId, () => index, (env) => onEnvelope(env), durable && (() => durable.flush()));
   /** This worker's change notices waiting for acknowledgements, by id: how many came, and how many Redis said it delivered to (once known). */
   const awaitingAcks = new Map<string, { got: number; of: number; done: () => void }>();
   let noticeSeq = 0;
@@ -257,7 +258,7 @@ function cluster(): Backend {
   };
   return {
     registry,
-    durable: config.smDurable ? new DurableSessions(cmd) : undefined,
+    durable,
     caps: redisCaps(cmd),
     remote: redisRemoteResources(cmd),
     muc: { redis: cmd, epoch: () => epoch, mayAct: () => Date.now() < leaseUntil },

@@ -7,6 +7,9 @@
 import test from 'ava';
 import type { Redis } from 'ioredis';
 import { NodeTransport } from '../../src/cluster/transport.ts';
+import { DurableSessions } from '../../src/session/durable.ts';
+import type { DurableSession } from '../../src/session/durable.ts';
+import type { SessionState } from '../../src/session/session.ts';
 import { K } from '../../src/registry/redis.ts';
 import { encodeBuffer } from '../../src/worker/wire.ts';
 
@@ -44,4 +47,39 @@ test('an envelope confirmed is taken; "nobody listens" on another channel leaves
   // n2's worker confirms number 1 of n1/0.
   transport.receive(encodeBuffer({ t: 'ok', node: 'n2', worker: 0, inc: (transport as unknown as { inc: string }).inc, to: K.channel('n2', 0), ns: [1] }));
   t.true(await toN2);
+});
+
+test('XMPP_SM_DURABLE: a delivery is confirmed to its sender only behind the durable write of what it queued', async (t) => {
+  // One connection, as in a worker: Redis runs its commands in the order they are written to it.
+  const written: string[] = [];
+  let confirmed!: () => void;
+  const confirmation = new Promise<void>((r) => (confirmed = r));
+  const redis = {
+    defineCommand: () => {},
+    publish: async (channel: string) => {
+      written.push(`publish ${channel}`);
+      if (channel === K.channel('n1', 0)) confirmed();
+      return 1;
+    },
+    pipeline: () => {
+      const queued: string[] = [];
+      const p = {
+        rpush: (key: string) => (queued.push(`rpush ${key}`), p),
+        hset: (key: string) => (queued.push(`hset ${key}`), p),
+        exec: async () => {
+          written.push(...queued);
+          return queued.map(() => [null, 1]);
+        },
+      };
+      return p;
+    },
+  } as unknown as Redis;
+  const durable = new DurableSessions(redis);
+  const session: DurableSession = { id: 's', snapshot: () => ({}) as SessionState, durableCounts: () => ({ handled: 0, acked: 0 }), durableQueue: () => [] };
+  // The session takes the stanza as the envelope is handled: its queue grows, to be written to Redis.
+  const transport = new NodeTransport(redis, 'n2', () => 0, (env) => env.t === 'deliver' && durable.push(session, 'token', { x: env.xml }), () => durable.flush());
+  transport.receive(encodeBuffer({ t: 'env', node: 'n1', worker: 0, inc: 'i', n: 1, env: { t: 'deliver', jid: 'a@localhost/r', sid: 's', xml: '<message/>' } }));
+  await confirmation;
+  t.deepEqual(written.slice(0, 2), [`rpush ${K.smq('s')}`, `hset ${K.sm('s')}`], 'the queued stanza reached Redis first');
+  t.is(written[2], `publish ${K.channel('n1', 0)}`);
 });
