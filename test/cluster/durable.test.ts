@@ -5,6 +5,7 @@
 // durable state, what reached the cluster after the death from offline
 // storage, in that order, each once; and it is available again.
 import test, { type ExecutionContext } from 'ava';
+import { parse as parseXml } from 'ltx';
 import type { Element } from 'ltx';
 import { Redis } from 'ioredis';
 import { startCluster } from '../helpers/cluster.ts';
@@ -48,14 +49,25 @@ test('a node killed with -9: its client resumes on a surviving node, with what i
   const got = stanzas(alice, next);
   const h = got.findIndex(isBody('m1')) + 1;
   alice.c.send(`<a xmlns='${NS_SM}' h='${h}'/>`);
-  // Written to Redis (a pipeline per turn of the event loop): the list holds what was not acknowledged.
-  const want = got.length - h;
-  const kept = async () => r.llen(`xmpp:smq:${await r.get(`xmpp:smj:${alice.jid}`)}`);
+  // Written to Redis (a pipeline per turn of the event loop): the count
+  // acknowledged is h, and the list holds exactly the stanzas read and not
+  // acknowledged, in order.
+  const unacked = got.slice(h).map((el) => el.getChildText('body') ?? el.name);
+  const durable = async () => {
+    const sid = await r.get(`xmpp:smj:${alice.jid}`);
+    const [acked, q] = await Promise.all([r.hget(`xmpp:sm:${sid}`, 'acked'), r.lrange(`xmpp:smq:${sid}`, 0, -1)]);
+    const bodies = q.map((e) => {
+      const el = parseXml((JSON.parse(e) as { x: string }).x) as Element;
+      return el.getChildText('body') ?? el.name;
+    });
+    return { acked: Number(acked), bodies };
+  };
   const deadline = Date.now() + WAIT;
-  while ((await kept()) !== want) {
-    if (Date.now() > deadline) throw new Error(`the durable queue never held ${want}: ${await kept()}`);
+  for (let d = await durable(); d.acked !== h || JSON.stringify(d.bodies) !== JSON.stringify(unacked); d = await durable()) {
+    if (Date.now() > deadline) throw new Error(`the durable state never held acked=${h}, ${JSON.stringify(unacked)}: ${JSON.stringify(d)}`);
     await new Promise((res) => setTimeout(res, 10));
   }
+  t.true(unacked.includes('m2') && unacked.includes('m3'), 'm2 and m3 kept');
 
   doomed.proc.kill('SIGKILL');
   await doomed.exited;
