@@ -388,6 +388,8 @@ class Crew {
 }
 
 const GRACE_MS = 5000;
+/** flap: how long the cut connections have to resume, from the cut. */
+const RESUME_WAIT_MS = 30_000;
 
 const rate = (n: number, seconds: number) => (seconds > 0 ? Math.round((n / seconds) * 10) / 10 : 0);
 
@@ -567,9 +569,13 @@ export async function runLoad(argv: string[]): Promise<number> {
         // A third of the way in: traffic flows before, during and after the cut.
         await crew.sleepUntil(sendStart + (deadline - sendStart) / 3);
         say(`flap: cutting ${agg.inflight} connections at once; each resumes its session${o.resumePort !== undefined ? ` on port ${o.resumePort}` : ''}`);
+        const cut = agg.inflight;
         crew.send({ t: 'flap' });
-        const resumed = await crew.all('resumed', deadline);
-        flapped = { ok: 0, failed: 0, ms: null };
+        // The resumptions are waited for on their own bound, not the traffic's
+        // end: on a loaded machine they may finish after it, and a resumption
+        // that never answers is a failure, not nothing.
+        const resumed = await crew.all('resumed', Math.max(deadline, now() + RESUME_WAIT_MS));
+        flapped = { ok: 0, failed: resumed ? 0 : cut, ms: null };
         if (resumed) {
           let first = Infinity;
           let lastAt = -Infinity;
