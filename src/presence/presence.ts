@@ -699,7 +699,12 @@ export class PresenceService {
       if (!d.bare.includes('@')) continue;
       const unavailable = new Element('presence', { from: d.jid, type: 'unavailable' });
       try {
-        if (d.available) {
+        // Resumed elsewhere meanwhile (XMPP_SM_DURABLE), or its resource
+        // bound by a new login: the full JID is live again and its own
+        // presence is what its contacts are to see, not this end coming late.
+        // (The registry away: the end is said, as before there was a check.)
+        const again = d.available && (await this.d.registry.resources(d.bare, true).catch(() => [])).some((r) => r.jid === d.jid);
+        if (d.available && !again) {
           const local = d.bare.split('@')[0];
           // No account starts with the anonymous prefix (newUsername).
           const username = local.startsWith(ANON_PREFIX) ? null : local;
