@@ -119,6 +119,12 @@ export interface CloseReason {
    * unbind, no presence broadcast.
    */
   forgotten?: boolean;
+  /**
+   * On a framed transport that can say it (WebSocket), where the client is
+   * to reconnect: the stream ends with <close see-other-uri/> (RFC 7395
+   * §3.6.1) instead of the stream error. A byte stream gets the error.
+   */
+  seeOtherUri?: string;
   /** This node lost its cluster membership (XMPP_SM_DURABLE: the session's durable state stays for the survivors). */
   fenced?: boolean;
 }
@@ -1031,6 +1037,12 @@ export abstract class StreamEngine {
    */
   close(reason: CloseReason = {}): void {
     if (this.state === 'closed') return;
+    const redirect = reason.seeOtherUri !== undefined ? this.framed?.redirect?.(reason.seeOtherUri) : undefined;
+    if (redirect !== undefined) {
+      log.debug('stream redirected', { sid: this.id, jid: this.address, to: reason.seeOtherUri, why: reason.condition });
+      this.endReason ??= `redirected to ${reason.seeOtherUri}${reason.condition ? ` (${reason.condition})` : ''}`;
+      return this.finish(redirect, reason.forgotten);
+    }
     let out = '';
     if (reason.condition) {
       // §4.9.1.2: a stream error needs an open stream.

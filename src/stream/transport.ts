@@ -68,6 +68,8 @@ export interface FramedTransport extends Wire, Peer {
   header(attrs: string): string;
   /** The end of our stream. */
   readonly footer: string;
+  /** The end of our stream telling the client to reconnect at `uri` (RFC 7395 §3.6.1 see-other-uri), where the framing has it. */
+  redirect?(uri: string): string;
 }
 
 export function isFramed(conn: object): conn is FramedTransport {

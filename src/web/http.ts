@@ -87,6 +87,18 @@ export function websocketEndpoints(config: WebEnv['config'], ports: HttpPorts): 
   return [];
 }
 
+/**
+ * Where a web client of a cluster node that stops serving it (shutdown, or
+ * the node fenced) is to reconnect: the cluster's public WebSocket
+ * endpoint (XMPP_HTTP_PUBLIC_URL, the load balancer), which a living node
+ * answers (RFC 7395 §3.6.1, "for load-balancing purposes"). None for a
+ * single node: it has no other to send the client to.
+ */
+export function elsewhereUri(config: WebEnv['config'] & Pick<Config, 'redisUrl'>): string | undefined {
+  if (config.redisUrl === '' || publicUrlOf(config) === '') return undefined;
+  return websocketEndpoints(config, {})[0];
+}
+
 /** XEP-0156 §3.2 host-meta (XRD) and host-meta.json (JRD). BOSH's endpoint (urn:xmpp:alt-connections:xbosh) joins them once served. */
 export function hostMeta(endpoints: string[]): { xml: string; json: string } {
   const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;');

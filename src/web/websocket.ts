@@ -39,6 +39,12 @@ export class WebSocketTransport implements FramedTransport {
   readonly remoteAddress: string | undefined;
   readonly remotePort: number | undefined;
   readonly footer = `<close xmlns='${NS_FRAMING}'/>`;
+
+  /** §3.6.1: the client is to open a new WebSocket at `uri`; no stream error goes with it. */
+  redirect(uri: string): string {
+    const esc = uri.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;');
+    return `<close xmlns='${NS_FRAMING}' see-other-uri='${esc}'/>`;
+  }
   private readonly ws: WebSocket;
   /** The connection the WebSocket runs on (TCP, or TLS over it): what output waits in. */
   private readonly socket: net.Socket;

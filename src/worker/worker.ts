@@ -60,7 +60,7 @@ import { Resumption } from '../session/resumption.ts';
 import { DurableSessions } from '../session/durable.ts';
 import { encode, encodeBuffer, decode } from './wire.ts';
 import { adoptSocket } from './socket.ts';
-import { WebServer } from '../web/http.ts';
+import { WebServer, elsewhereUri } from '../web/http.ts';
 import type { HttpPorts } from '../web/http.ts';
 import type { Envelope, FromHub, Peers, StorePort, Welcome } from './wire.ts';
 import type { WorkerContext } from './context.ts';
@@ -763,7 +763,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       case 'fenced':
         // Its rooms run elsewhere now (or again here, claimed under the new epoch).
         mucEvents?.fenced();
-        for (const s of [...c.all, ...c.detached.values()]) s.close({ condition: 'system-shutdown', text: 'this node lost its cluster membership; reconnect', forgotten: true, fenced: true });
+        for (const s of [...c.all, ...c.detached.values()]) s.close({ condition: 'system-shutdown', text: 'this node lost its cluster membership; reconnect', forgotten: true, fenced: true, seeOtherUri: elsewhereUri(c.config) });
         for (const comp of [...c.components.values()]) comp.close({ condition: 'system-shutdown', text: 'this node lost its cluster membership; reconnect', forgotten: true });
         if (registry instanceof RedisRegistry) registry.invalidateAll();
         break;
@@ -850,7 +850,8 @@ async function shutdown(c: WorkerContext): Promise<void> {
   const open = [...c.all];
   // Sessions waiting to be resumed end too: what they kept goes offline before the stores close.
   for (const s of [...c.detached.values()]) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
-  for (const s of open) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
+  // Web clients of a cluster are sent to the cluster's public endpoint, which another node serves.
+  for (const s of open) s.close({ condition: 'system-shutdown', text: 'the server is shutting down', seeOtherUri: elsewhereUri(c.config) });
   const comps = [...c.components.values()];
   for (const s of comps) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
   // Peer servers' streams too: nothing new comes in (ours to them close last, once every worker is here).

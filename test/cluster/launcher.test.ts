@@ -15,7 +15,7 @@ import { launchCluster, LaunchError, freePort } from '../../cluster/launch.ts';
 import type { ClusterProcess } from '../../cluster/launch.ts';
 import { ROOT, HEALTHCHECK_COMMAND } from '../../cluster/spec.ts';
 import { login, RawClient, header, parseAttrs } from '../helpers/raw.ts';
-import { WsClient, openStream, scramLogin, wsBind } from '../helpers/ws.ts';
+import { NS_FRAMING, WsClient, openStream, scramLogin, wsBind } from '../helpers/ws.ts';
 
 const run = promisify(execFile);
 // Generous for a loaded CI machine; the failover below does not wait for it.
@@ -149,11 +149,23 @@ test('two nodes behind haproxy: CLI account, logins spread by the balancer, mess
   a.send(`<message to='${jb2}' type='chat'><body>after failover</body></message>`);
   await b2.waitFor(/<body>after failover<\/body>/, mark2);
 
-  // Stop: every process exits, the survivor gracefully (streams closed with system-shutdown).
+  // Stop: every process exits, the survivor gracefully (streams closed with
+  // system-shutdown; a web client's with <close see-other-uri/> naming the
+  // balancer's endpoint, RFC 7395 §3.6.1).
+  const survivorNode = cluster.nodes.find((n) => n.name === onA)!;
+  const web2 = await WsClient.connect(`wss://${cluster.domain}:${survivorNode.httpsPort}/xmpp-websocket`, { ca });
+  t.teardown(() => web2.close());
+  await openStream(web2);
+  await scramLogin(web2, 'alice', 'alice-pw');
+  await wsBind(web2, 'web2');
   const closing = a.waitFor(/<system-shutdown/);
+  const redirected = web2.find((el) => el.name === 'close', 30_000);
   r.disconnect();
   await cluster.stop();
   await closing;
+  const close = await redirected;
+  t.is(close.attrs.xmlns, NS_FRAMING);
+  t.is(close.attrs['see-other-uri'], `wss://${cluster.domain}:${cluster.httpsPort}/xmpp-websocket`);
   for (const p of all) {
     t.false(p.running, `${p.name} exited`);
     t.false(alive(p.pid), `${p.name} (pid ${p.pid}) is gone`);
