@@ -253,4 +253,27 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX muc_nicks_jid ON muc_nicks (jid);
     `,
   },
+  {
+    version: 12,
+    name: 'HTTP upload slots',
+    // XEP-0363 (upload/store.ts): each slot by its token, its owner's
+    // (for the quota), and what the cleanup looks for: files by upload
+    // time, slots never put by the end of their window. Times in ms.
+    sql: `
+      CREATE TABLE upload_slots (
+        token text PRIMARY KEY,
+        owner text NOT NULL,
+        filename text NOT NULL,
+        size bigint NOT NULL,
+        type text NOT NULL,
+        created bigint NOT NULL,
+        put_until bigint NOT NULL,
+        state text NOT NULL,
+        uploaded bigint NOT NULL
+      );
+      CREATE INDEX upload_slots_owner ON upload_slots (owner);
+      CREATE INDEX upload_slots_done ON upload_slots (uploaded) WHERE state = 'done';
+      CREATE INDEX upload_slots_open ON upload_slots (put_until) WHERE state <> 'done';
+    `,
+  },
 ];

@@ -15,11 +15,12 @@ import type { BlockStore } from '../blocking/store.ts';
 import type { PersonalStore } from '../personal/store.ts';
 import type { PepStore } from '../pep/store.ts';
 import type { RoomStore } from '../muc/store.ts';
+import type { UploadStore } from '../upload/store.ts';
 import { encode, decode } from '../worker/wire.ts';
 import type { FromStorage, StorageThreadData, ToStorage } from './thread.ts';
 import { log } from '../log.ts';
 
-export type StoreName = 'accounts' | 'roster' | 'offline' | 'archive' | 'blocking' | 'personal' | 'pep' | 'muc' | 'info';
+export type StoreName = 'accounts' | 'roster' | 'offline' | 'archive' | 'blocking' | 'personal' | 'pep' | 'muc' | 'upload' | 'info';
 export interface StoreRequest {
   i: number;
   s: StoreName;
@@ -124,7 +125,7 @@ function proxy<T extends object>(client: StorageClient, name: StoreName, local: 
 }
 
 /** The stores, through the storage thread. */
-export async function remoteStores(client: StorageClient): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore; archive: ArchiveStore; blocking: BlockStore; personal: PersonalStore; pep: PepStore; muc: RoomStore }> {
+export async function remoteStores(client: StorageClient): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore; archive: ArchiveStore; blocking: BlockStore; personal: PersonalStore; pep: PepStore; muc: RoomStore; upload: UploadStore }> {
   const info = (await client.call('info', 'get', [])) as { iterations: number; fakeSaltKey: Uint8Array };
   const key = Buffer.from(info.fakeSaltKey);
   const close = () => {};
@@ -137,6 +138,7 @@ export async function remoteStores(client: StorageClient): Promise<{ accounts: A
     personal: proxy<PersonalStore>(client, 'personal', { close }),
     pep: proxy<PepStore>(client, 'pep', { close }),
     muc: proxy<RoomStore>(client, 'muc', { close }),
+    upload: proxy<UploadStore>(client, 'upload', { close }),
   };
 }
 

@@ -18,6 +18,7 @@ import { SqliteBlockStore } from '../blocking/sqlite.ts';
 import { SqlitePersonalStore } from '../personal/sqlite.ts';
 import { SqlitePepStore } from '../pep/sqlite.ts';
 import { SqliteRoomStore } from '../muc/sqlite.ts';
+import { SqliteUploadStore } from '../upload/sqlite.ts';
 import { encode, decode } from '../worker/wire.ts';
 import type { StoreRequest, StoreAnswer, StoreName } from './remote.ts';
 import { log, setLogLevel } from '../log.ts';
@@ -54,6 +55,7 @@ try {
     personal: SqlitePersonalStore.open(join(data.dataDir, 'personal.sqlite')),
     pep: SqlitePepStore.open(join(data.dataDir, 'pep.sqlite')),
     muc: SqliteRoomStore.open(join(data.dataDir, 'muc.sqlite')),
+    upload: SqliteUploadStore.open(join(data.dataDir, 'upload.sqlite')),
     // What a caller needs synchronously (SCRAM's fake exchanges): asked once.
     info: { async get() { return { iterations: accounts.iterations, fakeSaltKey: accounts.fakeSaltKey() }; } },
   };
@@ -74,7 +76,7 @@ async function answer(port: MessagePort, req: StoreRequest): Promise<void> {
   } catch (err) {
     const e = err as Error & Record<string, unknown>;
     const fields: Record<string, unknown> = {};
-    for (const k of ['max', 'maxBytes']) if (typeof e[k] === 'number') fields[k] = e[k];
+    for (const k of ['max', 'maxBytes', 'retryAt']) if (typeof e[k] === 'number') fields[k] = e[k];
     reply = { i: req.i, e: { name: e.name ?? 'Error', message: e.message ?? String(err), fields } };
   }
   try {
