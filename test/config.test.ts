@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { loadConfig, componentsOf, s2sHostsOf, dnsServersOf, ConfigError, ROOT, SETTINGS } from '../src/config/index.ts';
+import { loadConfig, componentsOf, s2sHostsOf, dnsServersOf, uploadTypesOf, ConfigError, ROOT, SETTINGS } from '../src/config/index.ts';
 
 test('defaults give a single node on the standard ports', (t) => {
   const c = loadConfig({});
@@ -169,3 +169,22 @@ test('XMPP_PUBSUB_DOMAIN: pubsub.<domain> by default, none for an IP address or 
   t.is(loadConfig({ XMPP_DOMAIN: 'example.org', XMPP_COMPONENTS: 'pubsub.example.org=s3cret' }).pubsubDomain, '');
   t.regex(t.throws(() => loadConfig({ XMPP_DOMAIN: 'example.org', XMPP_COMPONENTS: 'ps.example.org=s3cret', XMPP_PUBSUB_DOMAIN: 'ps.example.org' }), { instanceOf: ConfigError })!.message, /XMPP_PUBSUB_DOMAIN ps\.example\.org is also an external component/);
 });
+
+test('XMPP_UPLOAD_DOMAIN: upload.<domain> by default once uploads can be served over HTTPS, none otherwise; set without such a listener, an error', (t) => {
+  t.is(loadConfig({ XMPP_DOMAIN: 'example.org' }).uploadDomain, '', 'no HTTP listener');
+  t.is(loadConfig({ XMPP_DOMAIN: 'example.org', XMPP_HTTP_PORT: '5280' }).uploadDomain, '', 'plain HTTP alone is not TLS');
+  t.is(loadConfig({ XMPP_DOMAIN: 'example.org', XMPP_HTTPS_PORT: '5443' }).uploadDomain, 'upload.example.org');
+  t.is(loadConfig({ XMPP_DOMAIN: 'example.org', XMPP_HTTP_PORT: '5280', XMPP_HTTP_PUBLIC_URL: 'https://chat.example.org' }).uploadDomain, 'upload.example.org', 'behind a TLS-terminating proxy');
+  t.is(loadConfig({ XMPP_DOMAIN: '127.0.0.1', XMPP_HTTPS_PORT: '5443' }).uploadDomain, '');
+  t.is(loadConfig({ XMPP_DOMAIN: 'example.org', XMPP_HTTPS_PORT: '5443', XMPP_UPLOAD_DOMAIN: 'Files.Example.org' }).uploadDomain, 'files.example.org');
+  t.regex(t.throws(() => loadConfig({ XMPP_DOMAIN: 'example.org', XMPP_UPLOAD_DOMAIN: 'files.example.org' }), { instanceOf: ConfigError })!.message, /XMPP_UPLOAD_DOMAIN needs an HTTPS listener/);
+  t.regex(t.throws(() => loadConfig({ XMPP_DOMAIN: 'example.org', XMPP_HTTPS_PORT: '5443', XMPP_UPLOAD_DOMAIN: 'pubsub.example.org' }), { instanceOf: ConfigError })!.message, /must differ/);
+  t.is(loadConfig({ XMPP_DATA_DIR: '/srv/xmpp' }).uploadDir, '/srv/xmpp/upload', 'in the data directory by default');
+});
+
+test('XMPP_UPLOAD_TYPES: media types or whole types, lowercase; anything else refused at start', (t) => {
+  t.deepEqual(uploadTypesOf({ uploadTypes: '' }), []);
+  t.deepEqual(uploadTypesOf({ uploadTypes: 'Image/*, application/PDF' }), [{ type: 'image', subtype: '*' }, { type: 'application', subtype: 'pdf' }]);
+  for (const bad of ['image', '*/*', 'image/', 'a b/c', 'image/png,']) t.throws(() => loadConfig({ XMPP_UPLOAD_TYPES: bad }), { instanceOf: ConfigError, message: /XMPP_UPLOAD_TYPES/ }, bad);
+});
+

@@ -377,6 +377,8 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
   const httpsPort = webTls ? (webTls.address() as net.AddressInfo).port : undefined;
   if (httpPort !== undefined) httpPorts.http = httpPort;
   if (httpsPort !== undefined) httpPorts.https = httpsPort;
+  // The workers make upload URLs (XEP-0363) on the HTTPS port it got.
+  if (httpPort !== undefined || httpsPort !== undefined) h.setState({ t: 'http-ports', ports: { ...httpPorts } });
   // What the CLI changes in the stores of a single node, the node acts on at once. Ready
   // (and private, 0600) before "listening" says the node is.
   const admin = config.redisUrl ? undefined : await listenAdmin(config.dataDir, (req) => h.broadcast(req.op === 'removed' ? { t: 'removed', notice: req.notice } : { t: 'changed', kind: req.kind, user: req.user }));

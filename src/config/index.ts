@@ -85,6 +85,12 @@ export interface Config {
   components: string;
   pubsubDomain: string;
   mucDomain: string;
+  uploadDomain: string;
+  uploadDir: string;
+  uploadMaxBytes: number;
+  uploadQuotaBytes: number;
+  uploadTypes: string;
+  uploadExpireDays: number;
   admins: string;
   adhocIdleMs: number;
   readRateBytes: number;
@@ -125,6 +131,9 @@ const defaultServiceDomain = (prefix: string) => (c: Partial<Config>): string =>
   }
   return candidate;
 };
+
+/** Whether an HTTP listener can serve uploads: HTTPS, or plain HTTP behind a TLS-terminating proxy at XMPP_HTTP_PUBLIC_URL (XEP-0363 §4: the host MUST provide TLS). */
+const uploadListener = (c: Partial<Config>): boolean => (c.httpsPort ?? '') !== '' || ((c.httpPort ?? '') !== '' && (c.httpPublicUrl ?? '') !== '');
 
 /** The one table of settings: README's configuration section mirrors it. */
 export const SETTINGS: readonly Setting[] = [
@@ -172,6 +181,12 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'components', env: 'XMPP_COMPONENTS', kind: 'string', doc: "external components allowed to connect, as 'domain=secret,...' (XEP-0114 handshake secrets)", default: () => '' },
   { key: 'pubsubDomain', env: 'XMPP_PUBSUB_DOMAIN', kind: 'string', doc: "domain of the publish-subscribe service (XEP-0060) the server hosts; empty: none", default: defaultServiceDomain('pubsub') },
   { key: 'mucDomain', env: 'XMPP_MUC_DOMAIN', kind: 'string', doc: "domain of the multi-user chat service (XEP-0045) the server hosts; empty: none", default: defaultServiceDomain('conference') },
+  { key: 'uploadDomain', env: 'XMPP_UPLOAD_DOMAIN', kind: 'string', doc: "domain of the HTTP file upload service (XEP-0363) the server hosts, its files put and got on the HTTPS listener (or on XMPP_HTTP_PORT behind XMPP_HTTP_PUBLIC_URL); empty: none", default: (c) => (uploadListener(c) ? defaultServiceDomain('upload')(c) : '') },
+  { key: 'uploadDir', env: 'XMPP_UPLOAD_DIR', kind: 'string', path: true, doc: 'where uploaded files (XEP-0363) are kept; in a cluster, a directory every node shares (a network or shared volume): a node serves only what it finds there', default: (c) => join(String(c.dataDir ?? 'data'), 'upload') },
+  { key: 'uploadMaxBytes', env: 'XMPP_UPLOAD_MAX_BYTES', kind: 'int', min: 1, doc: 'largest file one upload slot may be for (XEP-0363 max-file-size); a request for more gets file-too-large', default: () => 10 * 1024 * 1024 },
+  { key: 'uploadQuotaBytes', env: 'XMPP_UPLOAD_QUOTA_BYTES', kind: 'int', min: 0, doc: "bytes of uploaded files (and slots being uploaded) one account may hold at once; a slot beyond it gets resource-constraint until older files expire (0: no per-account quota)", default: () => 1024 * 1024 * 1024 },
+  { key: 'uploadTypes', env: 'XMPP_UPLOAD_TYPES', kind: 'string', doc: "media types a file may be uploaded as, comma-separated, 'type/*' for a whole type (image/*,video/*,audio/*,application/pdf); others get not-acceptable; empty: any", default: () => '' },
+  { key: 'uploadExpireDays', env: 'XMPP_UPLOAD_EXPIRE_DAYS', kind: 'int', min: 0, doc: 'uploaded files are removed this many days after their upload, and their URLs then get 404 (0: kept for ever)', default: () => 30 },
   { key: 'admins', env: 'XMPP_ADMINS', kind: 'string', doc: "bare JIDs of this domain's accounts that may run the service administration commands (XEP-0133), comma-separated; empty: nobody", default: () => '' },
   { key: 'adhocIdleMs', env: 'XMPP_ADHOC_IDLE_MS', kind: 'int', min: 100, doc: "an ad-hoc command session (XEP-0050) with no request for this long ends; its sessionid then gets session-expired", default: () => 600_000 },
   { key: 's2s', env: 'XMPP_S2S', kind: 'bool', doc: 'federation with other servers (RFC 6120 server-to-server streams); false: stanzas to other domains get remote-server-not-found', default: () => true },
@@ -310,7 +325,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (Boolean(c.tlsCert) !== Boolean(c.tlsKey)) throw new ConfigError('XMPP_TLS_CERT and XMPP_TLS_KEY must be set together');
   if (c.tlsCa && !existsSync(c.tlsCa)) throw new ConfigError(`XMPP_TLS_CA: no such file ${c.tlsCa}`);
   if (c.componentPort !== '' && !(/^\d{1,5}$/.test(c.componentPort) && Number(c.componentPort) <= 65535)) throw new ConfigError(`XMPP_COMPONENT_PORT must be a port number (0-65535) or empty, got ${JSON.stringify(c.componentPort)}`);
-  for (const [key, env] of [['pubsubDomain', 'XMPP_PUBSUB_DOMAIN'], ['mucDomain', 'XMPP_MUC_DOMAIN']] as const) {
+  for (const [key, env] of [['pubsubDomain', 'XMPP_PUBSUB_DOMAIN'], ['mucDomain', 'XMPP_MUC_DOMAIN'], ['uploadDomain', 'XMPP_UPLOAD_DOMAIN']] as const) {
     if (c[key] === '') continue;
     try {
       c[key] = normalizeDomain(c[key]);
@@ -321,7 +336,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (c[key] === c.domain) throw new ConfigError(`${env} must differ from XMPP_DOMAIN`);
     if (componentsOf(c).has(c[key])) throw new ConfigError(`${env} ${c[key]} is also an external component's (XMPP_COMPONENTS): one or the other`);
   }
-  if (c.mucDomain !== '' && c.mucDomain === c.pubsubDomain) throw new ConfigError('XMPP_MUC_DOMAIN and XMPP_PUBSUB_DOMAIN must differ');
+  const services = hostedDomains(c);
+  if (new Set(services).size !== services.length) throw new ConfigError('XMPP_PUBSUB_DOMAIN, XMPP_MUC_DOMAIN and XMPP_UPLOAD_DOMAIN must differ');
+  if (c.uploadDomain !== '' && !uploadListener(c)) throw new ConfigError('XMPP_UPLOAD_DOMAIN needs an HTTPS listener (XMPP_HTTPS_PORT), or XMPP_HTTP_PORT behind a TLS-terminating proxy at XMPP_HTTP_PUBLIC_URL: uploads and downloads go over HTTPS (XEP-0363 §4)');
+  uploadTypesOf(c);
   componentsOf(c);
   adminsOf(c);
   for (const [key, env] of [['httpPort', 'XMPP_HTTP_PORT'], ['httpsPort', 'XMPP_HTTPS_PORT']] as const) {
@@ -372,8 +390,31 @@ export function publicUrlOf(c: Pick<Config, 'httpPublicUrl'>): string {
 }
 
 /** The domains of the services the server hosts itself (XEP-0060 pubsub...): served like its own to peer servers. */
-export function hostedDomains(c: Pick<Config, 'pubsubDomain' | 'mucDomain'>): string[] {
-  return [c.pubsubDomain, c.mucDomain].filter((d) => d !== '');
+export function hostedDomains(c: Pick<Config, 'pubsubDomain' | 'mucDomain' | 'uploadDomain'>): string[] {
+  return [c.pubsubDomain, c.mucDomain, c.uploadDomain].filter((d) => d !== '');
+}
+
+/** One media type a file may be uploaded as (XMPP_UPLOAD_TYPES): 'image/png', or 'image/*' for the whole type. */
+export interface MediaPattern {
+  type: string;
+  /** '*' for any. */
+  subtype: string;
+}
+
+/** RFC 9110 §5.6.2: a token (the characters a media type's type and subtype are made of). */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** XMPP_UPLOAD_TYPES as a list (lowercase); empty for any type. */
+export function uploadTypesOf(c: Pick<Config, 'uploadTypes'>): MediaPattern[] {
+  if (c.uploadTypes.trim() === '') return [];
+  return c.uploadTypes.split(',').map((raw) => {
+    const entry = raw.trim().toLowerCase();
+    const slash = entry.indexOf('/');
+    const type = entry.slice(0, slash);
+    const subtype = entry.slice(slash + 1);
+    if (slash < 0 || !TOKEN.test(type) || type === '*' || !(subtype === '*' || TOKEN.test(subtype))) throw new ConfigError(`XMPP_UPLOAD_TYPES must list media types ('image/png') or whole types ('image/*'), comma-separated, got ${JSON.stringify(raw.trim())}`);
+    return { type, subtype };
+  });
 }
 
 /** What `config` prints after the settings: where files are looked for. */

@@ -1,9 +1,10 @@
 // The HTTP listener's connections, served in the worker the acceptor
 // handed them to, as it hands a client's TCP connection: this worker reads
 // the request (TLS first on the HTTPS port), answers the XEP-0156
-// discovery documents, and upgrades /xmpp-websocket to a WebSocket whose
-// stream is a client session like any other (web/websocket.ts). The
-// acceptor only accepts.
+// discovery documents, upgrades /xmpp-websocket to a WebSocket whose
+// stream is a client session like any other (web/websocket.ts), and serves
+// the PUT and GET URLs of HTTP upload (upload/http.ts). The acceptor only
+// accepts.
 import http from 'node:http';
 import tls from 'node:tls';
 import { isIP } from 'node:net';
@@ -14,6 +15,8 @@ import { WebSocketServer } from 'ws';
 import type { Config } from '../config/index.ts';
 import { trustedProxiesOf, publicUrlOf } from '../config/index.ts';
 import { WebSocketTransport } from './websocket.ts';
+import { UPLOAD_PATH, UPLOAD_WRITE_MS } from '../upload/http.ts';
+import type { UploadHttp } from '../upload/http.ts';
 import { log } from '../log.ts';
 
 export const WEBSOCKET_PATH = '/xmpp-websocket';
@@ -37,6 +40,8 @@ export interface WebEnv {
   secureContext: SecureContext;
   /** A WebSocket ready to carry a stream: the worker makes it a client session. */
   session(transport: WebSocketTransport): void;
+  /** HTTP upload's URLs (XEP-0363), when the service is on. */
+  upload?: UploadHttp;
 }
 
 /**
@@ -122,7 +127,14 @@ export class WebServer {
     this.env = env;
     this.proxies = trustedProxiesOf(env.config);
     // Never listens: the acceptor hands it connections. Node's defaults bound headers (16 KiB) and URLs.
-    this.http = http.createServer({ keepAliveTimeout: 5_000, headersTimeout: HTTP_HEADERS_MS, requestTimeout: HTTP_REQUEST_MS, connectionsCheckingInterval: 5_000 }, (req, res) => this.request(req, res));
+    // With uploads on, a request may take as long as a PUT of a large file over a slow link may.
+    const requestTimeout = env.upload ? UPLOAD_WRITE_MS : HTTP_REQUEST_MS;
+    this.http = http.createServer({ keepAliveTimeout: 5_000, headersTimeout: HTTP_HEADERS_MS, requestTimeout, connectionsCheckingInterval: 5_000 }, (req, res) => this.request(req, res));
+    // 'Expect: 100-continue' (large PUTs): the upload decides whether to go on before the body is sent; other requests go on at once.
+    this.http.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      if (!(this.env.upload && (req.url ?? '').startsWith(UPLOAD_PATH))) res.writeContinue();
+      this.request(req, res);
+    });
     // Node enforces the two bounds above (a request sent a byte at a time)
     // from a timer it starts when the server says it listens: said here, as
     // the acceptor listens for it. A WebSocket leaves their reach once upgraded.
@@ -188,6 +200,7 @@ export class WebServer {
       res.writeHead(200, { ...CORS, 'Content-Type': json ? 'application/json' : 'application/xrd+xml; charset=utf-8', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'max-age=3600' });
       return void res.end(req.method === 'HEAD' ? undefined : body);
     }
+    if (this.env.upload && path.startsWith(UPLOAD_PATH)) return this.env.upload.handle(req, res, path);
     if (path === WEBSOCKET_PATH) {
       const body = 'a WebSocket endpoint (RFC 7395): connect with the xmpp subprotocol\n';
       return void res.writeHead(426, { Upgrade: 'websocket', Connection: 'Upgrade', 'Content-Type': 'text/plain', 'Content-Length': Buffer.byteLength(body) }).end(body);

@@ -15,6 +15,7 @@ import type { Resumption } from '../session/resumption.ts';
 import type { DurableSessions } from '../session/durable.ts';
 import type { ComponentStream } from '../component/stream.ts';
 import type { Federation } from '../s2s/federation.ts';
+import type { UploadHttp } from '../upload/http.ts';
 
 export interface WorkerContext {
   config: Config;
@@ -48,6 +49,8 @@ export interface WorkerContext {
   componentSecrets: Map<string, string>;
   /** Federation (XMPP_S2S): this worker's streams to and from peer servers; undefined when off. */
   s2s: Federation | undefined;
+  /** The PUT and GET URLs of HTTP upload (XEP-0363), when the upload service is on. */
+  upload: UploadHttp | undefined;
   /** Every connection of this worker, bound or not. */
   all: Set<Session>;
   /** Removes an account and its data (accounts/removal.ts); undefined when there is none. */

@@ -7,6 +7,7 @@ import type { StreamCondition } from '../xmpp/errors.ts';
 import type { Departed } from '../presence/presence.ts';
 import type { Handoff, Reroute } from '../session/session.ts';
 import type { RemovalNotice } from '../accounts/removal.ts';
+import type { HttpPorts } from '../web/http.ts';
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
@@ -114,7 +115,9 @@ export type FromHub =
   // the answer to a 'pep' call
   | { t: 'pep'; q: number; v: unknown }
   // tests only (honoured where XMPP_TEST_FAULTS=1): throw out of the thread, as a crash would
-  | { t: 'fault' };
+  | { t: 'fault' }
+  // the ports the HTTP listeners got (sticky: workers that join later get it too), for the URLs of uploads (XEP-0363)
+  | { t: 'http-ports'; ports: HttpPorts };
 
 /**
  * Worker ↔ worker (and node ↔ node): delivery to one session. `only` marks a

@@ -28,6 +28,10 @@ import type { PersonalStore } from '../personal/store.ts';
 import { vcard } from '../modules/vcard.ts';
 import { privateStorage } from '../modules/private.ts';
 import { pubsubService } from '../modules/pubsub.ts';
+import { uploadService } from '../modules/upload.ts';
+import { openUploadStore } from '../upload/open.ts';
+import type { UploadStore } from '../upload/store.ts';
+import { UploadHttp } from '../upload/http.ts';
 import { avatar } from '../modules/avatar.ts';
 import { bookmarks } from '../modules/bookmarks.ts';
 import { muc, hashPlacement, type MucEvents } from '../modules/muc.ts';
@@ -55,7 +59,7 @@ import { Session } from '../session/session.ts';
 import { ComponentStream } from '../component/stream.ts';
 import { ServerIn } from '../s2s/incoming.ts';
 import { Federation } from '../s2s/federation.ts';
-import { componentsOf, adminsOf } from '../config/index.ts';
+import { componentsOf, adminsOf, publicUrlOf, uploadTypesOf } from '../config/index.ts';
 import { Resumption } from '../session/resumption.ts';
 import { DurableSessions } from '../session/durable.ts';
 import { encode, encodeBuffer, decode } from './wire.ts';
@@ -426,6 +430,10 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const pepStore: PepStore = store ? (stores as Partial<{ pep: PepStore }>).pep! : await openPepStore(config);
   // XEP-0045 chat rooms: the storage thread's (one node), or PostgreSQL's.
   const mucStore: RoomStore = store ? (stores as Partial<{ muc: RoomStore }>).muc! : await openMucStore(config);
+  // XEP-0363 upload slots: the storage thread's (one node), or PostgreSQL's; with the service on.
+  const uploadStore: UploadStore | undefined = !config.uploadDomain ? undefined : store ? (stores as Partial<{ upload: UploadStore }>).upload! : await openUploadStore(config);
+  /** The ports the node's HTTP listeners got (the hub's 'http-ports'). */
+  let httpPorts: HttpPorts = {};
   /** Change notices sent to the other workers of this node, by number: the workers yet to acknowledge, and what resolves the wait. */
   const unacked = new Map<number, { left: Set<number>; done: () => void }>();
   let changeSeq = 0;
@@ -508,6 +516,32 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   ];
   // XEP-0060: the publish-subscribe service on its own domain, on PEP's store.
   if (config.pubsubDomain) modules.push(pubsubService({ domain: config.pubsubDomain, serverDomain: config.domain, store: pepStore, roster: rosterStore, send: (el) => void router.routeInternal(el) }));
+  // XEP-0363: the HTTP upload service on its own domain; its URLs on the HTTP listener.
+  const uploadTypes = uploadTypesOf(config);
+  const uploadExpireMs = config.uploadExpireDays * 86_400_000;
+  const upload = uploadStore ? new UploadHttp({ store: uploadStore, dir: config.uploadDir, types: uploadTypes, expireMs: uploadExpireMs }) : undefined;
+  if (upload && uploadStore) {
+    await upload.prepare();
+    const publicUrl = publicUrlOf(config);
+    const host = config.domain.includes(':') && !config.domain.startsWith('[') ? `[${config.domain}]` : config.domain;
+    const configured = config.httpsPort !== '' && Number(config.httpsPort) !== 0 ? Number(config.httpsPort) : undefined;
+    modules.push(uploadService({
+      domain: config.uploadDomain,
+      serverDomain: config.domain,
+      store: uploadStore,
+      dir: config.uploadDir,
+      maxBytes: config.uploadMaxBytes,
+      quotaBytes: config.uploadQuotaBytes,
+      types: uploadTypes,
+      expireMs: uploadExpireMs,
+      // Behind a proxy, its address; else the HTTPS listener's (its port known once it listens: 'http-ports').
+      baseUrl: () => {
+        if (publicUrl !== '') return publicUrl;
+        const port = httpPorts.https ?? configured;
+        return port === undefined ? undefined : `https://${host}:${port}`;
+      },
+    }));
+  }
   // XEP-0045: the multi-user chat service; each room an actor on one worker
   // (a hash of its name on one node; in a cluster, where its claim in Redis
   // says: muc/placement.ts).
@@ -643,6 +677,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     },
     removed: new Map(),
     s2s: undefined,
+    upload,
   };
   if (config.s2s) {
     c.s2s = new Federation({
@@ -701,6 +736,27 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   // every PRUNE_EVERY_MS; nodes pruning at once only share the work. Every archive goes by the same
   // rule, accounts' and rooms' alike (rooms archive with XMPP_MAM off too).
   let pruner: NodeJS.Timeout | undefined;
+  // Uploads past their life (XMPP_UPLOAD_EXPIRE_DAYS) and slots never used: the first worker of each node, the same way.
+  let uploadSweeper: NodeJS.Timeout | undefined;
+  if (upload) {
+    onJoined.push(() => {
+      if (index !== 0) return;
+      let running = false;
+      const sweepUploads = guarded('upload cleanup', async () => {
+        if (running) return;
+        running = true;
+        try {
+          const removed = await upload.sweep();
+          if (removed > 0) log.info('uploads removed: expired files and slots never used', { removed });
+        } finally {
+          running = false;
+        }
+      });
+      sweepUploads();
+      uploadSweeper = setInterval(sweepUploads, PRUNE_EVERY_MS);
+      uploadSweeper.unref();
+    });
+  }
   if (config.mamRetentionDays > 0) {
     onJoined.push(() => {
       if (index !== 0) return;
@@ -799,16 +855,21 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
             hub.postMessage(encode({ t: 'stopped' }));
             clearInterval(sweeper);
             if (pruner) clearInterval(pruner);
+            if (uploadSweeper) clearInterval(uploadSweeper);
             stores.close();
             void blockStore.close();
             void pepStore.close();
             void mucStore.close();
+            void uploadStore?.close();
             backend.close();
             stop();
           });
         break;
       case 'close-s2s':
         closePeers();
+        break;
+      case 'http-ports':
+        httpPorts = msg.ports;
         break;
     }
   };
@@ -911,7 +972,7 @@ let web: WebServer | undefined;
 function serve(c: WorkerContext, task: Task & { t: 'conn' }): Promise<string> {
   const { socket, directTls, kind } = task;
   if (kind === 'http') {
-    web ??= new WebServer({ config: c.config, secureContext: c.secureContext, session: (transport) => void new Session(c, transport, false) });
+    web ??= new WebServer({ config: c.config, secureContext: c.secureContext, session: (transport) => void new Session(c, transport, false), upload: c.upload });
     return web.serve(socket, directTls, task.ports ?? {});
   }
   if (kind === 'component') return new ComponentStream(c, socket).done.then(() => 'closed');

@@ -1,0 +1,249 @@
+// XEP-0363 HTTP File Upload against a real server: slot requests over XMPP
+// (raw protocol, then @xmpp/client), PUT and GET over HTTPS with the
+// server's certificate verified (fetch, with the test server's certificate
+// trusted), and what each refuses.
+import test from 'ava';
+import https from 'node:https';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import type { Element } from 'ltx';
+import { xml } from '@xmpp/client';
+import { startTestServer } from '../helpers/server.ts';
+import type { TestServer } from '../helpers/server.ts';
+import { online, stanzaError, uid, within, NS_DISCO_INFO, NS_DISCO_ITEMS } from '../helpers/protocol.ts';
+import type { RawClient } from '../helpers/raw.ts';
+import { trustServer, xmppClient, Inbox } from '../helpers/xmpp-client.ts';
+import { serverCa } from '../helpers/ws.ts';
+
+const NS_UPLOAD = 'urn:xmpp:http:upload:0';
+const MAX = 100_000;
+const QUOTA = 250_000;
+const UPLOAD = 'upload.localhost';
+
+let server: TestServer;
+test.before(async () => {
+  server = await startTestServer({ XMPP_HTTPS_PORT: '0', XMPP_UPLOAD_MAX_BYTES: String(MAX), XMPP_UPLOAD_QUOTA_BYTES: String(QUOTA), XMPP_UPLOAD_TYPES: 'image/*,text/*,video/mp4,application/octet-stream' });
+  for (const u of ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'gina', 'hugo']) await server.addUser(u, `${u}-pw`);
+  // fetch (undici) verifies the server's certificate against the default CAs, the test server's among them.
+  trustServer(server);
+});
+test.after.always(() => server?.stop());
+
+/** Asks for a slot; returns the answer (result or error). */
+async function requestSlot(c: RawClient, attrs: Record<string, string>, to = UPLOAD): Promise<Element> {
+  const id = uid('slot');
+  const a = Object.entries(attrs).map(([k, v]) => ` ${k}="${v.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;')}"`).join('');
+  return c.request(`<iq type='get' id='${id}' to='${to}'><request xmlns='${NS_UPLOAD}'${a}/></iq>`, id);
+}
+
+/** A slot's PUT and GET URLs, or the test fails. */
+function urls(reply: Element): { put: string; get: string } {
+  const slot = reply.getChild('slot', NS_UPLOAD);
+  if (reply.attrs.type !== 'result' || !slot) throw new Error(`no slot: ${reply.toString()}`);
+  return { put: slot.getChild('put')!.attrs.url, get: slot.getChild('get')!.attrs.url };
+}
+
+/** A PUT with exactly these headers and body (https.request, so that a wrong Content-Length can be sent): status and body. */
+function rawPut(url: string, body: Buffer, headers: Record<string, string | number>): Promise<{ status: number; body: string; headers: Record<string, unknown> }> {
+  return within(
+    new Promise((resolve, reject) => {
+      const req = https.request(url, { method: 'PUT', headers, ca: serverCa(server) }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode!, body: text, headers: res.headers }));
+      });
+      // A refusal may come, and the connection close, before the body is all sent.
+      req.on('error', (err) => (req.destroyed ? undefined : reject(err)));
+      req.end(body);
+    }),
+    10_000,
+    `PUT ${url}`,
+  );
+}
+
+test('the server lists the upload service; it says it is one (XEP-0363 §3), with the largest file in a XEP-0128 form', async (t) => {
+  const { c } = await online(server.c2sPort, 'alice', 'alice-pw', 'disco');
+  t.teardown(() => c.destroy());
+  const items = await c.request(`<iq type='get' id='i1' to='localhost'><query xmlns='${NS_DISCO_ITEMS}'/></iq>`, 'i1');
+  t.true(items.getChild('query')!.getChildren('item').some((i) => i.attrs.jid === UPLOAD), items.toString());
+  const info = await c.request(`<iq type='get' id='i2' to='${UPLOAD}'><query xmlns='${NS_DISCO_INFO}'/></iq>`, 'i2');
+  const q = info.getChild('query', NS_DISCO_INFO)!;
+  t.deepEqual(q.getChild('identity')?.attrs, { category: 'store', type: 'file', name: 'HTTP File Upload' });
+  t.true(q.getChildren('feature').some((f) => f.attrs.var === NS_UPLOAD));
+  const form = q.getChild('x', 'jabber:x:data')!;
+  t.is(form.attrs.type, 'result');
+  const field = (v: string) => form.getChildren('field').find((f) => f.attrs.var === v);
+  t.is(field('FORM_TYPE')?.attrs.type, 'hidden');
+  t.is(field('FORM_TYPE')?.getChildText('value'), NS_UPLOAD);
+  t.is(field('max-file-size')?.getChildText('value'), String(MAX));
+});
+
+test('slot requests the service refuses: too large (not-acceptable with file-too-large and the largest size, §5), no or a bad name or size, a type not accepted or not a type', async (t) => {
+  const { c } = await online(server.c2sPort, 'bob', 'bob-pw', 'errors');
+  t.teardown(() => c.destroy());
+  const large = await requestSlot(c, { filename: 'big.jpg', size: String(MAX + 1), 'content-type': 'image/jpeg' });
+  t.deepEqual(stanzaError(large), { type: 'modify', condition: 'not-acceptable', by: undefined });
+  t.is(large.getChild('error')!.getChild('file-too-large', NS_UPLOAD)?.getChildText('max-file-size'), String(MAX));
+  t.is(large.getChild('request', NS_UPLOAD)?.attrs.filename, 'big.jpg', 'the request is given back');
+  const refused = async (attrs: Record<string, string>, condition: string) => t.is(stanzaError(await requestSlot(c, attrs)).condition, condition, JSON.stringify(attrs));
+  await refused({ size: '10' }, 'bad-request');
+  await refused({ filename: 'a.txt' }, 'bad-request');
+  await refused({ filename: 'a.txt', size: '-1' }, 'bad-request');
+  await refused({ filename: 'a.txt', size: 'ten' }, 'bad-request');
+  await refused({ filename: '../../etc/passwd', size: '10' }, 'bad-request');
+  await refused({ filename: '..', size: '10' }, 'bad-request');
+  await refused({ filename: 'a\\b.txt', size: '10' }, 'bad-request');
+  await refused({ filename: 'x'.repeat(256), size: '10' }, 'bad-request');
+  await refused({ filename: 'a.exe', size: '10', 'content-type': 'application/x-msdownload' }, 'not-acceptable');
+  await refused({ filename: 'a.txt', size: '10', 'content-type': 'not a type' }, 'bad-request');
+  // A slot is asked for with a get; something else in the namespace is not a request.
+  const id = uid('odd');
+  t.is(stanzaError(await c.request(`<iq type='get' id='${id}' to='${UPLOAD}'><slot xmlns='${NS_UPLOAD}'/></iq>`, id)).condition, 'bad-request');
+  const id2 = uid('set');
+  t.is(stanzaError(await c.request(`<iq type='set' id='${id2}' to='${UPLOAD}'><request xmlns='${NS_UPLOAD}' filename='a.txt' size='1'/></iq>`, id2)).condition, 'feature-not-implemented');
+  // Within the bounds: a slot, its URLs HTTPS ones on the server's listener.
+  const ok = urls(await requestSlot(c, { filename: 'ok.txt', size: String(MAX), 'content-type': 'text/plain' }));
+  t.regex(ok.put, new RegExp(`^https://localhost:${server.httpsPort}/upload/[A-Za-z0-9_-]{43}/ok\\.txt$`));
+  t.is(ok.get, ok.put);
+});
+
+test('the per-account quota: slots not put yet count; one more is refused with resource-constraint and a retry stamp (§5); other accounts are not affected', async (t) => {
+  const { c } = await online(server.c2sPort, 'carol', 'carol-pw', 'quota');
+  t.teardown(() => c.destroy());
+  const asked = Date.now();
+  urls(await requestSlot(c, { filename: 'a.bin', size: String(MAX) }));
+  urls(await requestSlot(c, { filename: 'b.bin', size: String(MAX) }));
+  const over = await requestSlot(c, { filename: 'c.bin', size: String(QUOTA - 2 * MAX + 1) });
+  t.deepEqual(stanzaError(over), { type: 'wait', condition: 'resource-constraint', by: undefined });
+  const stamp = over.getChild('error')!.getChild('retry', NS_UPLOAD)?.attrs.stamp;
+  t.regex(String(stamp), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/, 'XEP-0082, in UTC');
+  // The first slot stops counting when no PUT of it can still run: its window (5 min) and a PUT's time (10 min) after it was asked.
+  t.true(Date.parse(stamp!) >= asked + 15 * 60_000 - 1000 && Date.parse(stamp!) <= Date.now() + 15 * 60_000 + 1000, stamp);
+  urls(await requestSlot(c, { filename: 'c.bin', size: String(QUOTA - 2 * MAX) }));
+  const { c: d } = await online(server.c2sPort, 'dave', 'dave-pw', 'quota');
+  t.teardown(() => d.destroy());
+  urls(await requestSlot(d, { filename: 'a.bin', size: String(MAX) }));
+});
+
+test('PUT then GET over HTTPS: 201, then the same bytes with the type asked for, shown inline, not sniffed, readable from any origin; a second PUT is refused', async (t) => {
+  const { c } = await online(server.c2sPort, 'erin', 'erin-pw', 'put');
+  t.teardown(() => c.destroy());
+  const bytes = Buffer.from(Array.from({ length: 5000 }, (_, i) => i % 251));
+  const name = 'photo of me é.png';
+  const slot = urls(await requestSlot(c, { filename: name, size: String(bytes.length), 'content-type': 'image/png' }));
+  // §4: the name kept, percent-encoded.
+  t.true(slot.put.endsWith(`/${encodeURIComponent(name)}`), slot.put);
+  t.is((await fetch(slot.get)).status, 404, 'nothing to get before the PUT');
+  const put = await fetch(slot.put, { method: 'PUT', body: bytes, headers: { 'Content-Type': 'image/png' } });
+  t.is(put.status, 201);
+  t.is(put.headers.get('access-control-allow-origin'), '*');
+  const got = await fetch(slot.get);
+  t.is(got.status, 200);
+  t.deepEqual(Buffer.from(await got.arrayBuffer()), bytes);
+  t.is(got.headers.get('content-type'), 'image/png');
+  t.is(got.headers.get('content-length'), String(bytes.length));
+  t.regex(String(got.headers.get('content-disposition')), /^inline; filename="photo of me _\.png"; filename\*=UTF-8''photo%20of%20me%20%C3%A9\.png$/);
+  t.is(got.headers.get('x-content-type-options'), 'nosniff');
+  t.is(got.headers.get('access-control-allow-origin'), '*');
+  const head = await fetch(slot.get, { method: 'HEAD' });
+  t.is(head.status, 200);
+  t.is(head.headers.get('content-length'), String(bytes.length));
+  // A browser's preflight for its PUT.
+  const pre = await fetch(slot.put, { method: 'OPTIONS', headers: { Origin: 'https://web.example', 'Access-Control-Request-Method': 'PUT', 'Access-Control-Request-Headers': 'content-type' } });
+  t.is(pre.status, 204);
+  t.regex(String(pre.headers.get('access-control-allow-methods')), /PUT/);
+  t.regex(String(pre.headers.get('access-control-allow-headers')), /Content-Type/i);
+  // Once only.
+  t.is((await fetch(slot.put, { method: 'PUT', body: bytes, headers: { 'Content-Type': 'image/png' } })).status, 409);
+  t.deepEqual(Buffer.from(await (await fetch(slot.get)).arrayBuffer()), bytes, 'unchanged');
+  // The URL without its name, with another name, or another token: nothing.
+  const token = new URL(slot.get).pathname.split('/')[2];
+  t.is((await fetch(`https://localhost:${server.httpsPort}/upload/${token}/other.png`)).status, 404);
+  t.is((await fetch(`https://localhost:${server.httpsPort}/upload/${'A'.repeat(43)}/${encodeURIComponent(name)}`)).status, 404);
+  t.is((await fetch(`https://localhost:${server.httpsPort}/upload/${token}`)).status, 404);
+});
+
+test('a PUT whose Content-Length is not the slot size is refused (§6: MUST), as is one of another type (§6: SHOULD); the slot stays usable', async (t) => {
+  const { c } = await online(server.c2sPort, 'frank', 'frank-pw', 'length');
+  t.teardown(() => c.destroy());
+  const body = Buffer.from('0123456789');
+  const slot = urls(await requestSlot(c, { filename: 'n.txt', size: '10', 'content-type': 'text/plain' }));
+  t.is((await rawPut(slot.put, Buffer.from('0123456789X'), { 'Content-Type': 'text/plain', 'Content-Length': 11 })).status, 413);
+  t.is((await rawPut(slot.put, Buffer.from('012345678'), { 'Content-Type': 'text/plain', 'Content-Length': 9 })).status, 400);
+  t.is((await rawPut(slot.put, body, { 'Content-Type': 'text/plain', 'Transfer-Encoding': 'chunked' })).status, 411);
+  t.is((await rawPut(slot.put, body, { 'Content-Type': 'image/png', 'Content-Length': 10 })).status, 415);
+  t.is((await fetch(slot.get)).status, 404, 'nothing was stored');
+  const ok = await rawPut(slot.put, body, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': 10, Expect: '100-continue' });
+  t.is(ok.status, 201, ok.body);
+  const got = await fetch(slot.get);
+  t.is(await got.text(), '0123456789');
+  t.is(got.headers.get('content-type'), 'text/plain', 'the type of the slot');
+});
+
+test('a slot whose window is over is refused (410) and nothing is stored', async (t) => {
+  const { c } = await online(server.c2sPort, 'gina', 'gina-pw', 'expired');
+  t.teardown(() => c.destroy());
+  const slot = urls(await requestSlot(c, { filename: 'late.txt', size: '4', 'content-type': 'text/plain' }));
+  const token = new URL(slot.put).pathname.split('/')[2];
+  // The slot's window closed (as five minutes would): the store says so.
+  const db = new DatabaseSync(join(server.config.dataDir, 'upload.sqlite'), { timeout: 10_000 });
+  try {
+    t.is(Number(db.prepare('UPDATE upload_slots SET put_until = 0 WHERE token = ?').run(token).changes), 1);
+  } finally {
+    db.close();
+  }
+  const put = await fetch(slot.put, { method: 'PUT', body: 'late', headers: { 'Content-Type': 'text/plain' } });
+  t.is(put.status, 410);
+  t.is((await fetch(slot.get)).status, 404);
+});
+
+test('what could run in the browser (HTML, SVG) is served as an attachment, under a sandboxing CSP; a slot named no type takes the PUT\'s', async (t) => {
+  const { c } = await online(server.c2sPort, 'hugo', 'hugo-pw', 'active');
+  t.teardown(() => c.destroy());
+  for (const [name, type, body] of [['x.html', 'text/html', '<script>alert(1)</script>'], ['x.svg', 'image/svg+xml', '<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>']]) {
+    const slot = urls(await requestSlot(c, { filename: name, size: String(Buffer.byteLength(body)), 'content-type': type }));
+    t.is((await fetch(slot.put, { method: 'PUT', body, headers: { 'Content-Type': type } })).status, 201);
+    const got = await fetch(slot.get);
+    t.is(got.headers.get('content-type'), type);
+    t.regex(String(got.headers.get('content-disposition')), new RegExp(`^attachment; filename="${name.replace('.', '\\.')}"`));
+    t.is(got.headers.get('x-content-type-options'), 'nosniff');
+    t.regex(String(got.headers.get('content-security-policy')), /default-src 'none'.*sandbox/);
+  }
+  const untyped = urls(await requestSlot(c, { filename: 'movie.mp4', size: '3' }));
+  t.is((await fetch(untyped.put, { method: 'PUT', body: 'abc', headers: { 'Content-Type': 'video/mp4' } })).status, 201);
+  t.is((await fetch(untyped.get)).headers.get('content-type'), 'video/mp4');
+  // Without a type on either side: application/octet-stream, an attachment.
+  const bare = urls(await requestSlot(c, { filename: 'blob', size: '3' }));
+  t.is((await rawPut(bare.put, Buffer.from('abc'), { 'Content-Length': 3 })).status, 201);
+  const blob = await fetch(bare.get);
+  t.is(blob.headers.get('content-type'), 'application/octet-stream');
+  t.regex(String(blob.headers.get('content-disposition')), /^attachment/);
+  // A type outside XMPP_UPLOAD_TYPES, named only in the PUT: refused there.
+  const sneaky = urls(await requestSlot(c, { filename: 'a.exe', size: '3' }));
+  t.is((await fetch(sneaky.put, { method: 'PUT', body: 'abc', headers: { 'Content-Type': 'application/x-msdownload' } })).status, 415);
+});
+
+test('@xmpp/client: one user asks for a slot and uploads, sends the URL; the other downloads the same bytes', async (t) => {
+  const alice = xmppClient(server, { username: 'alice', password: 'alice-pw', resource: 'phone' });
+  const bob = xmppClient(server, { username: 'bob', password: 'bob-pw', resource: 'laptop' });
+  t.teardown(async () => {
+    await alice.stop().catch(() => {});
+    await bob.stop().catch(() => {});
+  });
+  const inbox = new Inbox(bob);
+  await Promise.all([alice.start(), bob.start()]);
+  await bob.send(xml('presence'));
+  const bytes = Buffer.from('a picture, more or less\n'.repeat(100));
+  const reply = await alice.iqCaller.request(xml('iq', { type: 'get', to: UPLOAD }, xml('request', { xmlns: NS_UPLOAD, filename: 'cat.jpg', size: String(bytes.length), 'content-type': 'image/jpeg' })));
+  const slot = reply.getChild('slot', NS_UPLOAD)!;
+  const put = await fetch(slot.getChild('put')!.attrs.url, { method: 'PUT', body: bytes, headers: { 'Content-Type': 'image/jpeg' } });
+  t.is(put.status, 201);
+  const url = slot.getChild('get')!.attrs.url;
+  await alice.send(xml('message', { to: 'bob@localhost/laptop', type: 'chat' }, xml('body', {}, url), xml('x', { xmlns: 'jabber:x:oob' }, xml('url', {}, url))));
+  const msg = await within(inbox.find((el) => el.name === 'message' && el.getChildText('body') === url), 10_000, 'bob getting the URL');
+  const got = await fetch(msg.getChild('x', 'jabber:x:oob')!.getChildText('url')!);
+  t.is(got.status, 200);
+  t.deepEqual(Buffer.from(await got.arrayBuffer()), bytes);
+  t.is(got.headers.get('content-type'), 'image/jpeg');
+});
