@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { loadConfig, componentsOf, s2sHostsOf, dnsServersOf, uploadTypesOf, ConfigError, ROOT, SETTINGS } from '../src/config/index.ts';
+import { loadConfig, componentsOf, s2sHostsOf, dnsServersOf, uploadTypesOf, extdiscoServicesOf, ConfigError, ROOT, SETTINGS } from '../src/config/index.ts';
 
 test('defaults give a single node on the standard ports', (t) => {
   const c = loadConfig({});
@@ -188,3 +188,15 @@ test('XMPP_UPLOAD_TYPES: media types or whole types, lowercase; anything else re
   for (const bad of ['image', '*/*', 'image/', 'a b/c', 'image/png,']) t.throws(() => loadConfig({ XMPP_UPLOAD_TYPES: bad }), { instanceOf: ConfigError, message: /XMPP_UPLOAD_TYPES/ }, bad);
 });
 
+test('XMPP_EXTDISCO_SERVICES: STUN and TURN URIs (RFC 7064, RFC 7065), with their default ports and transports', (t) => {
+  t.deepEqual(extdiscoServicesOf({ extdiscoServices: 'stun:stun.example.org, turn:turn.example.org:3479?transport=tcp,turns:[2001:db8::1],STUNS:s.example.org:443,turn:192.0.2.1' }), [
+    { type: 'stun', host: 'stun.example.org', port: 3478, transport: 'udp' },
+    { type: 'turn', host: 'turn.example.org', port: 3479, transport: 'tcp' },
+    { type: 'turns', host: '2001:db8::1', port: 5349, transport: 'tcp' },
+    { type: 'stuns', host: 's.example.org', port: 443, transport: 'tcp' },
+    { type: 'turn', host: '192.0.2.1', port: 3478, transport: 'udp' },
+  ]);
+  for (const bad of ['stun.example.org', 'http://x', 'stun:x?transport=udp', 'turns:x?transport=udp', 'turn:x:0', 'turn:x:99999', 'turn:user@x', 'turn:']) {
+    t.throws(() => loadConfig({ XMPP_EXTDISCO_SERVICES: bad }), { instanceOf: ConfigError, message: /XMPP_EXTDISCO_SERVICES/ }, bad);
+  }
+});

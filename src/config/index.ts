@@ -91,6 +91,9 @@ export interface Config {
   uploadQuotaBytes: number;
   uploadTypes: string;
   uploadExpireDays: number;
+  extdiscoServices: string;
+  turnSecret: string;
+  turnTtlSeconds: number;
   admins: string;
   adhocIdleMs: number;
   readRateBytes: number;
@@ -187,6 +190,9 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'uploadQuotaBytes', env: 'XMPP_UPLOAD_QUOTA_BYTES', kind: 'int', min: 0, doc: "bytes of uploaded files (and slots being uploaded) one account may hold at once; a slot beyond it gets resource-constraint until older files expire (0: no per-account quota)", default: () => 1024 * 1024 * 1024 },
   { key: 'uploadTypes', env: 'XMPP_UPLOAD_TYPES', kind: 'string', doc: "media types a file may be uploaded as, comma-separated, 'type/*' for a whole type (image/*,video/*,audio/*,application/pdf); others get not-acceptable; empty: any", default: () => '' },
   { key: 'uploadExpireDays', env: 'XMPP_UPLOAD_EXPIRE_DAYS', kind: 'int', min: 0, doc: 'uploaded files are removed this many days after their upload, and their URLs then get 404 (0: kept for ever)', default: () => 30 },
+  { key: 'extdiscoServices', env: 'XMPP_EXTDISCO_SERVICES', kind: 'string', doc: "STUN and TURN servers announced to the server's users (XEP-0215), as URIs, comma-separated: 'stun:host[:port]', 'turn:host[:port][?transport=udp|tcp]', 'stuns:', 'turns:' (RFC 7064, RFC 7065); empty: none", default: () => '' },
+  { key: 'turnSecret', env: 'XMPP_TURN_SECRET', kind: 'string', doc: "secret shared with the TURN servers (coturn's static-auth-secret): each user gets time-limited credentials made with it (the TURN REST API scheme); empty: TURN servers are announced without credentials", default: () => '' },
+  { key: 'turnTtlSeconds', env: 'XMPP_TURN_TTL_SECONDS', kind: 'int', min: 60, doc: 'how long TURN credentials given to a user stay valid', default: () => 86_400 },
   { key: 'admins', env: 'XMPP_ADMINS', kind: 'string', doc: "bare JIDs of this domain's accounts that may run the service administration commands (XEP-0133), comma-separated; empty: nobody", default: () => '' },
   { key: 'adhocIdleMs', env: 'XMPP_ADHOC_IDLE_MS', kind: 'int', min: 100, doc: "an ad-hoc command session (XEP-0050) with no request for this long ends; its sessionid then gets session-expired", default: () => 600_000 },
   { key: 's2s', env: 'XMPP_S2S', kind: 'bool', doc: 'federation with other servers (RFC 6120 server-to-server streams); false: stanzas to other domains get remote-server-not-found', default: () => true },
@@ -340,6 +346,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (new Set(services).size !== services.length) throw new ConfigError('XMPP_PUBSUB_DOMAIN, XMPP_MUC_DOMAIN and XMPP_UPLOAD_DOMAIN must differ');
   if (c.uploadDomain !== '' && !uploadListener(c)) throw new ConfigError('XMPP_UPLOAD_DOMAIN needs an HTTPS listener (XMPP_HTTPS_PORT), or XMPP_HTTP_PORT behind a TLS-terminating proxy at XMPP_HTTP_PUBLIC_URL: uploads and downloads go over HTTPS (XEP-0363 §4)');
   uploadTypesOf(c);
+  extdiscoServicesOf(c);
   componentsOf(c);
   adminsOf(c);
   for (const [key, env] of [['httpPort', 'XMPP_HTTP_PORT'], ['httpsPort', 'XMPP_HTTPS_PORT']] as const) {
@@ -414,6 +421,36 @@ export function uploadTypesOf(c: Pick<Config, 'uploadTypes'>): MediaPattern[] {
     const subtype = entry.slice(slash + 1);
     if (slash < 0 || !TOKEN.test(type) || type === '*' || !(subtype === '*' || TOKEN.test(subtype))) throw new ConfigError(`XMPP_UPLOAD_TYPES must list media types ('image/png') or whole types ('image/*'), comma-separated, got ${JSON.stringify(raw.trim())}`);
     return { type, subtype };
+  });
+}
+
+/** One external service (XEP-0215 §2): a STUN or TURN server. */
+export interface ExternalService {
+  type: 'stun' | 'stuns' | 'turn' | 'turns';
+  host: string;
+  port: number;
+  transport: 'udp' | 'tcp';
+}
+
+/**
+ * XMPP_EXTDISCO_SERVICES as a list: STUN and TURN URIs (RFC 7064 §3.1,
+ * RFC 7065 §3.1): the port defaults to 3478 (5349 for the TLS schemes), the
+ * transport to UDP (TCP for the TLS schemes, which have no other).
+ */
+export function extdiscoServicesOf(c: Pick<Config, 'extdiscoServices'>): ExternalService[] {
+  if (c.extdiscoServices.trim() === '') return [];
+  return c.extdiscoServices.split(',').map((raw) => {
+    const entry = raw.trim();
+    const m = /^(stuns?|turns?):(\[[0-9A-Fa-f:.]+\]|[^:?[\]\s/@]+)(?::(\d{1,5}))?(?:\?transport=(udp|tcp))?$/i.exec(entry);
+    const bad = () => new ConfigError(`XMPP_EXTDISCO_SERVICES must list 'stun:host[:port]', 'turn:host[:port][?transport=udp|tcp]', 'stuns:' or 'turns:' URIs, comma-separated, got ${JSON.stringify(entry)}`);
+    if (!m) throw bad();
+    const type = m[1].toLowerCase() as ExternalService['type'];
+    const secure = type.endsWith('s');
+    const port = m[3] === undefined ? (secure ? 5349 : 3478) : Number(m[3]);
+    const transport = (m[4]?.toLowerCase() ?? (secure ? 'tcp' : 'udp')) as ExternalService['transport'];
+    // RFC 7064 §3.1: a stun URI has no transport; RFC 7065 §3.1: turns runs over TLS, on TCP only.
+    if (port < 1 || port > 65535 || (m[4] !== undefined && type.startsWith('stun')) || (secure && transport === 'udp')) throw bad();
+    return { type, host: m[2].replace(/^\[|\]$/g, ''), port, transport };
   });
 }
 

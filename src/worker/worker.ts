@@ -29,6 +29,7 @@ import { vcard } from '../modules/vcard.ts';
 import { privateStorage } from '../modules/private.ts';
 import { pubsubService } from '../modules/pubsub.ts';
 import { uploadService } from '../modules/upload.ts';
+import { extdisco } from '../modules/extdisco.ts';
 import { openUploadStore } from '../upload/open.ts';
 import type { UploadStore } from '../upload/store.ts';
 import { UploadHttp } from '../upload/http.ts';
@@ -59,7 +60,7 @@ import { Session } from '../session/session.ts';
 import { ComponentStream } from '../component/stream.ts';
 import { ServerIn } from '../s2s/incoming.ts';
 import { Federation } from '../s2s/federation.ts';
-import { componentsOf, adminsOf, publicUrlOf, uploadTypesOf } from '../config/index.ts';
+import { componentsOf, adminsOf, publicUrlOf, uploadTypesOf, extdiscoServicesOf } from '../config/index.ts';
 import { Resumption } from '../session/resumption.ts';
 import { DurableSessions } from '../session/durable.ts';
 import { encode, encodeBuffer, decode } from './wire.ts';
@@ -542,6 +543,9 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       },
     }));
   }
+  // XEP-0215: STUN and TURN servers for the server's users.
+  const externalServices = extdiscoServicesOf(config);
+  if (externalServices.length > 0) modules.push(extdisco({ services: externalServices, secret: config.turnSecret, ttlSeconds: config.turnTtlSeconds }));
   // XEP-0045: the multi-user chat service; each room an actor on one worker
   // (a hash of its name on one node; in a cluster, where its claim in Redis
   // says: muc/placement.ts).
