@@ -423,6 +423,8 @@ export function nodeProcess(o: NodeProcessInput): { id: string; command: string;
     XMPP_HTTPS_PORT: o.shared.XMPP_HTTPS_PORT === undefined || o.shared.XMPP_HTTPS_PORT === '' ? '' : String(o.portBase ? o.portBase + 4 * o.index + 3 : 0),
     XMPP_HTTP_PUBLIC_URL: o.publicHttpsPort === undefined ? '' : `https://${o.shared.XMPP_DOMAIN ?? 'localhost'}:${o.publicHttpsPort}`,
     XMPP_DATA_DIR: dataDir,
+    // One directory for every node's uploads, as a shared volume would be.
+    XMPP_UPLOAD_DIR: join(o.dir, 'uploads'),
     XMPP_TLS_CERT: o.certFile,
     XMPP_TLS_KEY: o.keyFile,
   };

@@ -46,6 +46,12 @@ export const CERT_FILE = 'cluster.crt';
 export const KEY_FILE = 'cluster.key';
 /** Data directory of a node in its container (an anonymous volume per replica). */
 export const DATA_DIR = '/data';
+/**
+ * Uploaded files (XEP-0363, XMPP_UPLOAD_DIR): one directory every node
+ * shares, since any node may take a file's PUT and any its GET (a named
+ * volume in compose; one directory of the launcher's for its nodes).
+ */
+export const UPLOAD_DIR = '/uploads';
 
 /** Redis: the arguments after `redis-server` (persistence: append-only file). */
 export const REDIS_PORT = 6379;
@@ -74,7 +80,7 @@ export const HAPROXY_CFG_PATH = '/usr/local/etc/haproxy/haproxy.cfg';
  * nodes share one machine; every other setting comes from node.env.
  */
 export const LAUNCHER_OVERRIDES = [
-  'XMPP_NODE_ID', 'XMPP_REDIS_URL', 'XMPP_DATABASE_URL', 'XMPP_BIND_HOST', 'XMPP_C2S_PORT', 'XMPP_TLS_PORT', 'XMPP_S2S_PORT', 'XMPP_HTTPS_PORT', 'XMPP_HTTP_PUBLIC_URL', 'XMPP_DATA_DIR', 'XMPP_TLS_CERT', 'XMPP_TLS_KEY',
+  'XMPP_NODE_ID', 'XMPP_REDIS_URL', 'XMPP_DATABASE_URL', 'XMPP_BIND_HOST', 'XMPP_C2S_PORT', 'XMPP_TLS_PORT', 'XMPP_S2S_PORT', 'XMPP_HTTPS_PORT', 'XMPP_HTTP_PUBLIC_URL', 'XMPP_DATA_DIR', 'XMPP_UPLOAD_DIR', 'XMPP_TLS_CERT', 'XMPP_TLS_KEY',
 ] as const;
 
 /**

@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { parse } from 'yaml';
 import {
   ROOT, NODE_COMMAND, CERTS_COMMAND, HEALTHCHECK_COMMAND, NODE_ENV_FILE, C2S_PORT, TLS_PORT, S2S_PORT, HTTPS_PORT, SERVICES, CERT_DIR, CERT_FILE, KEY_FILE,
-  DATA_DIR, REDIS_PORT, REDIS_ARGS, MAX_REPLICAS, HAPROXY_CFG_PATH, LAUNCHER_OVERRIDES, POSTGRES_PORT, POSTGRES_USER, POSTGRES_DB,
+  DATA_DIR, UPLOAD_DIR, REDIS_PORT, REDIS_ARGS, MAX_REPLICAS, HAPROXY_CFG_PATH, LAUNCHER_OVERRIDES, POSTGRES_PORT, POSTGRES_USER, POSTGRES_DB,
   nodeEnv, parseEnvFile, redisUrl, postgresUrl, haproxyConfig, composeHaproxyConfig,
 } from '../../cluster/spec.ts';
 import { nodeProcess, redisArgs, freePort } from '../../cluster/launch.ts';
@@ -102,6 +102,12 @@ test('the xmpp service runs the spec command with node.env and scales: no names,
   t.false('XMPP_NODE_ID' in env, 'no node id in node.env: each replica picks a random one');
   // Data per replica: the image's anonymous volume, never a named (shared) one at the data directory.
   t.false(mounts(xmpp).some((m) => m.target === DATA_DIR), 'no shared volume at the data directory');
+  // Uploads (XEP-0363): one named volume every replica shares, where node.env puts them.
+  const uploads = mounts(xmpp).find((m) => m.target === UPLOAD_DIR);
+  t.truthy(uploads, 'the shared uploads volume');
+  t.false(uploads!.ro);
+  t.true(uploads!.source in (compose.volumes ?? {}), 'a named volume, declared at the top level');
+  t.is(env.XMPP_UPLOAD_DIR, UPLOAD_DIR);
   const certs = mounts(xmpp).find((m) => m.target === CERT_DIR);
   t.truthy(certs, 'the shared certificate volume');
   t.true(certs!.ro);
@@ -210,6 +216,8 @@ test('the launcher runs the spec command with node.env, overriding only its per-
   const free = nodeProcess({ index: 1, dir: '/run/c', redisUrl: 'redis://127.0.0.1:1', databaseUrl: 'postgres://xmpp@127.0.0.1:2/xmpp', certFile: 'c', keyFile: 'k', portBase: 0, shared });
   t.deepEqual([free.env.XMPP_C2S_PORT, free.env.XMPP_TLS_PORT, free.env.XMPP_S2S_PORT, free.env.XMPP_HTTPS_PORT], ['0', '0', '0', '0']);
   t.not(specs[0].env.XMPP_DATA_DIR, specs[1].env.XMPP_DATA_DIR);
+  t.is(specs[0].env.XMPP_UPLOAD_DIR, specs[1].env.XMPP_UPLOAD_DIR, 'one uploads directory for every node');
+  t.is(specs[0].env.XMPP_UPLOAD_DIR, '/run/c/uploads');
 });
 
 test('the Dockerfile: Node 26, the spec command, non-root, ports, data volume, health check', (t) => {
@@ -228,6 +236,8 @@ test('the Dockerfile: Node 26, the spec command, non-root, ports, data volume, h
   t.not(user, 'root');
   t.not(user, '0');
   t.true(all('VOLUME').some((v) => v.includes(`"${DATA_DIR}"`) || v === DATA_DIR));
+  // The shared uploads volume starts out writable by the node user (a named volume takes the image directory's owner).
+  t.true(all('RUN').some((r) => new RegExp(`mkdir -p .*${UPLOAD_DIR}\\b.*chown node:node .*${UPLOAD_DIR}\\b`).test(r)), 'the uploads directory made and given to the node user');
   // ENV defaults agree with node.env where both set a value.
   const dockerEnv = Object.fromEntries(all('ENV').flatMap((a) => [...a.matchAll(/(\w+)=(\S+)/g)].map((m) => [m[1], m[2]])));
   t.is(dockerEnv.XMPP_DATA_DIR, DATA_DIR);

@@ -28,6 +28,8 @@ export class NodeProcess {
   /** The external components' port, when XMPP_COMPONENT_PORT was given. */
   componentPort: number | undefined;
   s2sPort: number | undefined;
+  /** The HTTPS listener's port, when XMPP_HTTPS_PORT was given. */
+  httpsPort: number | undefined;
   readonly proc: ChildProcess;
   readonly exited: Promise<number | null>;
   log = '';
@@ -67,11 +69,12 @@ export class NodeProcess {
     const node = new NodeProcess(name, proc, dataDir);
     await node.waitForLog(/"msg":"listening"/);
     const line = node.log.split('\n').find((l) => l.includes('"msg":"listening"'))!;
-    const { c2sPort, tlsPort, componentPort, s2sPort } = JSON.parse(line) as { c2sPort: number; tlsPort: number; componentPort?: number; s2sPort?: number };
+    const { c2sPort, tlsPort, componentPort, s2sPort, httpsPort } = JSON.parse(line) as { c2sPort: number; tlsPort: number; componentPort?: number; s2sPort?: number; httpsPort?: number };
     node.c2sPort = c2sPort;
     node.tlsPort = tlsPort;
     node.componentPort = componentPort;
     node.s2sPort = s2sPort;
+    node.httpsPort = httpsPort;
     return node;
   }
 
