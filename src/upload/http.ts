@@ -207,7 +207,8 @@ export class UploadHttp {
     headers['Content-Length'] = size === 0 ? 0 : last - start + 1;
     res.writeHead(status, headers);
     if (req.method === 'HEAD' || size === 0) return void res.end();
-    await pipeline(createReadStream(file, { start, end: last }), res);
+    // A client that goes away mid-download is no fault of the server's.
+    await pipeline(createReadStream(file, { start, end: last }), res).catch((err: NodeJS.ErrnoException) => log.debug('download cut short', { token: token.slice(0, 8), err: err.code ?? err.message }));
   }
 
   /** Whether a slot's file is served now: put, and not past its life. */

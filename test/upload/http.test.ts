@@ -139,3 +139,16 @@ test('byte ranges: one range is served as 206, a range past the end is 416', asy
   t.is(await tail.text(), '789');
   t.is((await fetch(`${h.base}${a.path}`, { headers: { Range: 'bytes=10-' } })).status, 416);
 });
+
+test('what is not an upload URL gets 404 (no token, a malformed one, a name that does not decode or is not the slot\'s); other methods 405; nothing outside the directory is reached', async (t) => {
+  const h = await harness(t);
+  const a = await h.slot('a.txt', 2);
+  t.is((await put(h, a.path, 'hi')).status, 201);
+  for (const p of [`${UPLOAD_PATH}`, `${UPLOAD_PATH}x/a.txt`, `${UPLOAD_PATH}${a.token}`, `${UPLOAD_PATH}${a.token}/`, `${UPLOAD_PATH}${a.token}/%E0%A4%A`, `${UPLOAD_PATH}${a.token}/..%2Fupload.sqlite`, `${UPLOAD_PATH}..%2F..%2Fupload.sqlite/a.txt`, `${UPLOAD_PATH}${a.token}/A.TXT`]) {
+    t.is((await get(h, p)).status, 404, p);
+  }
+  const del = await fetch(`${h.base}${a.path}`, { method: 'DELETE' });
+  t.is(del.status, 405);
+  t.regex(String(del.headers.get('allow')), /PUT/);
+  t.is(await (await get(h, a.path)).text(), 'hi');
+});
