@@ -740,6 +740,25 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   // every PRUNE_EVERY_MS; nodes pruning at once only share the work. Every archive goes by the same
   // rule, accounts' and rooms' alike (rooms archive with XMPP_MAM off too).
   let pruner: NodeJS.Timeout | undefined;
+  if (config.mamRetentionDays > 0) {
+    onJoined.push(() => {
+      if (index !== 0) return;
+      // One run at a time: a run longer than the period is not doubled.
+      let running = false;
+      const prune = guarded('archive retention', async () => {
+        if (running) return;
+        running = true;
+        try {
+          await pruneArchive(archive, config.mamRetentionDays);
+        } finally {
+          running = false;
+        }
+      });
+      prune();
+      pruner = setInterval(prune, PRUNE_EVERY_MS);
+      pruner.unref();
+    });
+  }
   // Uploads past their life (XMPP_UPLOAD_EXPIRE_DAYS) and slots never used: the first worker of each node, the same way.
   let uploadSweeper: NodeJS.Timeout | undefined;
   if (upload) {
@@ -759,25 +778,6 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       sweepUploads();
       uploadSweeper = setInterval(sweepUploads, PRUNE_EVERY_MS);
       uploadSweeper.unref();
-    });
-  }
-  if (config.mamRetentionDays > 0) {
-    onJoined.push(() => {
-      if (index !== 0) return;
-      // One run at a time: a run longer than the period is not doubled.
-      let running = false;
-      const prune = guarded('archive retention', async () => {
-        if (running) return;
-        running = true;
-        try {
-          await pruneArchive(archive, config.mamRetentionDays);
-        } finally {
-          running = false;
-        }
-      });
-      prune();
-      pruner = setInterval(prune, PRUNE_EVERY_MS);
-      pruner.unref();
     });
   }
 
