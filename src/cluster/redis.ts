@@ -3,7 +3,10 @@
 // serving local sessions and refuses what needs the cluster. Only a start
 // waits for Redis (waitForRedis), saying what it waits for.
 import { Redis } from 'ioredis';
+import type { Command } from 'ioredis';
+import { performance } from 'node:perf_hooks';
 import { log } from '../log.ts';
+import { redisCommand } from '../metrics/metrics.ts';
 
 /** How often a start still waiting for Redis says so. */
 export const WAIT_LOG_MS = 5000;
@@ -33,6 +36,7 @@ export function connectRedis(url: string, name: string): Redis {
     lazyConnect: false,
   });
   shown.set(r, redactUrl(url));
+  timeCommands(r);
   // Before the first connection, whoever waits for it (waitForRedis) reports.
   let connected = false;
   let down = false;
@@ -46,6 +50,28 @@ export function connectRedis(url: string, name: string): Redis {
     down = false;
   });
   return r;
+}
+
+/**
+ * Every command of the connection, timed from when it is sent to its answer
+ * or failure, for /metrics: ioredis sends each one through sendCommand
+ * (pipelines and transactions too). A command sent again after a
+ * reconnection is timed once, from its first sending.
+ */
+function timeCommands(r: Redis): void {
+  const send = r.sendCommand.bind(r) as (command: Command, stream?: unknown) => unknown;
+  const timed = new WeakSet<Command>();
+  r.sendCommand = ((command: Command, stream?: unknown) => {
+    if (timed.has(command)) return send(command, stream);
+    timed.add(command);
+    const start = performance.now();
+    const out = send(command, stream);
+    command.promise.then(
+      () => redisCommand((performance.now() - start) / 1000, false),
+      () => redisCommand((performance.now() - start) / 1000, true),
+    );
+    return out;
+  }) as Redis['sendCommand'];
 }
 
 /** Resolves once the connection is ready, however long it takes. */

@@ -16,6 +16,7 @@ import { StanzaError, StreamError, errorReply } from '../xmpp/errors.ts';
 import { JidError, parseJid } from '../xmpp/jid.ts';
 import type { WorkerContext } from '../worker/context.ts';
 import { log } from '../log.ts';
+import type { StreamKind } from '../metrics/metrics.ts';
 
 export const NS_COMPONENT = 'jabber:component:accept';
 
@@ -43,6 +44,10 @@ export class ComponentStream extends StreamEngine {
   }
 
   // ---- the engine's hooks ----
+
+  get kind(): StreamKind {
+    return 'component';
+  }
 
   protected get contentNamespace(): string {
     return NS_COMPONENT;

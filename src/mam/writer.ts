@@ -14,6 +14,7 @@
 // without a word.
 import type { ArchivedMessage, ArchiveStore } from './store.ts';
 import { log } from '../log.ts';
+import * as metrics from '../metrics/metrics.ts';
 
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 5000;
@@ -98,6 +99,7 @@ export class ArchiveWriter {
     if (this.closed) return false;
     if (this.buffer.length + rows.length > this.o.maxBuffered || this.bytes + size > this.maxBytes) {
       this.refused += rows.length;
+      metrics.archiveRefusedRows(rows.length);
       const now = Date.now();
       if (now - this.fullLogged >= FULL_LOG_MS) {
         this.fullLogged = now;
@@ -164,6 +166,7 @@ export class ArchiveWriter {
     this.inFlight = new Set(batch);
     try {
       await this.o.store.append(batch);
+      metrics.archiveWritten(batch.length);
       // The batch is still the buffer's head: drop() leaves the rows of a write under way.
       this.buffer.splice(0, batch.length);
       this.bytes -= batch.reduce((n, r) => n + r.xml.length + r.body.length, 0);
@@ -175,6 +178,7 @@ export class ArchiveWriter {
       for (const w of this.roomWaiters.splice(0)) w(true);
     } catch (err) {
       this.retryMs = Math.min(Math.max(RETRY_MIN_MS, this.retryMs * 2), RETRY_MAX_MS);
+      metrics.archiveFailed();
       log.warn('message archive: a write failed; retrying', { rows: batch.length, buffered: this.buffer.length, retryMs: this.retryMs, err: String(err) });
       this.settle(true);
       if (!this.stopped) this.retry = setTimeout(() => {

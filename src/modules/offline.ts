@@ -10,6 +10,7 @@ import type { OfflineStore } from '../offline/store.ts';
 import { contentless, shouldStore, stamp } from '../offline/offline.ts';
 import { NS_DELAY, NS_MSGOFFLINE } from '../xmpp/ns.ts';
 import { log } from '../log.ts';
+import * as metrics from '../metrics/metrics.ts';
 
 export interface OfflineOptions {
   store: OfflineStore;
@@ -28,11 +29,18 @@ export function offlineStorage(o: OfflineOptions): ServerModule {
       if (el.name === 'message') for (const d of el.getChildren('delay', NS_DELAY)) if (d.attrs.from === o.domain) el.remove(d);
     },
     offline: async (local, el) => {
-      if (!shouldStore(el)) return contentless(el) ? 'dropped' : 'refused';
+      if (!shouldStore(el)) {
+        const outcome = contentless(el) ? 'dropped' : 'refused';
+        metrics.offlineMessage(outcome);
+        return outcome;
+      }
       try {
-        return (await o.store.push(local, stamp(el, o.domain, new Date()).toString(), { max: o.max, maxBytes: o.maxBytes })) ? 'stored' : 'full';
+        const stored = await o.store.push(local, stamp(el, o.domain, new Date()).toString(), { max: o.max, maxBytes: o.maxBytes });
+        metrics.offlineMessage(stored ? 'stored' : 'full');
+        return stored ? 'stored' : 'full';
       } catch (err) {
         log.warn('offline storage failed', { user: local, err: String(err) });
+        metrics.offlineMessage('error');
         return 'full';
       }
     },

@@ -16,6 +16,7 @@ import { NS_SM } from '../xmpp/ns.ts';
 import type { ServerModule } from './module.ts';
 import type { Session } from '../session/session.ts';
 import { resumptionId } from '../session/resumption.ts';
+import * as metrics from '../metrics/metrics.ts';
 
 const NS_STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
 
@@ -55,9 +56,13 @@ export const sm: ServerModule = {
       // §5: in place of binding a resource, on an authenticated stream.
       if (session.state !== 'wait-bind' || session.username === null) return session.sendNonza(failed(session.state === 'wait-bind' ? 'item-not-found' : 'unexpected-request'));
       const previd = el.attrs.previd;
-      if (typeof previd !== 'string' || previd === '') return session.sendNonza(failed('item-not-found'));
+      if (typeof previd !== 'string' || previd === '') {
+        metrics.resumption('item-not-found');
+        return session.sendNonza(failed('item-not-found'));
+      }
       const h = count(el);
       const out = await session.ctx.resumption.resume(session, `${session.username}@${session.ctx.config.domain}`, previd, h);
+      metrics.resumption(out?.condition ?? 'resumed');
       if (!out) return;
       if (out.condition === 'item-not-found') return session.sendNonza(failed('item-not-found'));
       // §4: the client claims more than was sent.

@@ -30,6 +30,7 @@ import type { StreamCondition } from '../xmpp/errors.ts';
 import type { RemovalNotice } from '../accounts/removal.ts';
 import { pushQuery } from '../modules/roster.ts';
 import { log } from '../log.ts';
+import * as metrics from '../metrics/metrics.ts';
 
 /** How stanzas leave this worker: to another worker of the node, or another node. */
 export interface Transport {
@@ -139,6 +140,7 @@ export class Router implements PresenceRouting {
    * client may retry on (RFC 6120 §8.3.2: type wait) and the session lives on.
    */
   async fromClient(el: Element, s: Session): Promise<void> {
+    const timed = metrics.routingTimer('c2s');
     try {
       await this.accept(el, s);
     } catch (err) {
@@ -148,6 +150,8 @@ export class Router implements PresenceRouting {
       log.warn('stanza not routed: a store or the registry failed', { jid: s.jid, stanza: el.name, err: String(err) });
       // A broadcast presence too: the client learns it was not sent.
       this.bounce(s, el, new StanzaError('internal-server-error', 'the server cannot route this now; try again shortly', 'wait'));
+    } finally {
+      timed();
     }
   }
 
@@ -190,6 +194,15 @@ export class Router implements PresenceRouting {
    * of the component's domain: routed as any other, errors going back to it.
    */
   async fromComponent(el: Element, _c: ComponentStream): Promise<void> {
+    const timed = metrics.routingTimer('component');
+    try {
+      await this.componentStanza(el);
+    } finally {
+      timed();
+    }
+  }
+
+  private async componentStanza(el: Element): Promise<void> {
     let to: Jid;
     try {
       to = parseJid(el.attrs.to);
@@ -216,6 +229,15 @@ export class Router implements PresenceRouting {
    * through the presence service, errors going back to the peer.
    */
   async fromRemote(el: Element): Promise<void> {
+    const timed = metrics.routingTimer('s2s');
+    try {
+      await this.remoteStanza(el);
+    } finally {
+      timed();
+    }
+  }
+
+  private async remoteStanza(el: Element): Promise<void> {
     let to: Jid;
     try {
       to = parseJid(el.attrs.to);

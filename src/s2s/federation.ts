@@ -32,6 +32,7 @@ import type { ServerIn } from './incoming.ts';
 import { systemAnchors } from '../tls/trust.ts';
 import { secretFromKey } from './dialback.ts';
 import { log } from '../log.ts';
+import * as metrics from '../metrics/metrics.ts';
 
 const BACKOFF_MIN_MS = 1_000;
 const BACKOFF_MAX_MS = 5 * 60_000;
@@ -206,6 +207,7 @@ export class Federation {
       clearTimeout(timer);
       this.connecting.delete(key);
       this.noteFailure(key);
+      metrics.s2sFailure('out', condition);
       log.info('peer server unreachable', { local, remote, condition, text });
       for (const el of pending.queue) this.bounce(el, condition, text);
       for (const v of pending.verifies) v.done('error');
@@ -276,7 +278,11 @@ export class Federation {
     const key = `${s.local} ${s.remote}`;
     if (this.out.get(key) === s) this.out.delete(key);
     if (s.ready) this.backoff.delete(key);
-    else if (!s.failedAlready) this.noteFailure(key); // a reset or a TLS failure before authentication is a failure too
+    else if (!s.failedAlready) {
+      // A reset or a TLS failure before authentication is a failure too.
+      this.noteFailure(key);
+      metrics.s2sFailure('out', 'remote-connection-failed');
+    }
   }
 
   /** An error back to the sender of a stanza that could not go to its peer server (RFC 6120 §8.3.1). */

@@ -25,6 +25,8 @@ import { chainValid, validFor } from '../tls/trust.ts';
 import { NS_SERVER, dialbackOf, safeDomain } from './names.ts';
 import type { Federation } from './federation.ts';
 import { log } from '../log.ts';
+import type { StreamKind } from '../metrics/metrics.ts';
+import * as metrics from '../metrics/metrics.ts';
 
 /**
  * What one peer stream may make us hold: domains authenticated on it
@@ -65,6 +67,10 @@ export class ServerIn extends StreamEngine {
   }
 
   // ---- the engine's hooks ----
+
+  get kind(): StreamKind {
+    return 's2s_in';
+  }
 
   protected get contentNamespace(): string {
     return NS_SERVER;
@@ -154,6 +160,7 @@ export class ServerIn extends StreamEngine {
 
   protected authenticatedAs(_r: Extract<SaslResult, { kind: 'success' }>): void {
     this.verified.add(this.peer!);
+    metrics.s2sAuthenticatedDomain('in');
     log.info('peer server authenticated', { sid: this.id, domain: this.peer, method: 'EXTERNAL', ip: this.raw.remoteAddress });
   }
 
@@ -237,8 +244,12 @@ export class ServerIn extends StreamEngine {
       answer(result);
       if (result === 'valid') {
         this.verified.add(from);
+        metrics.s2sAuthenticatedDomain('in');
         log.info('peer server authenticated', { sid: this.id, domain: from, method: why, ip: this.raw.remoteAddress });
-      } else log.info('peer server refused: dialback key not valid', { sid: this.id, domain: from, ip: this.raw.remoteAddress });
+      } else {
+        metrics.s2sFailure('in', 'not-authorized');
+        log.info('peer server refused: dialback key not valid', { sid: this.id, domain: from, ip: this.raw.remoteAddress });
+      }
     };
     if (this.certValidFor(from)) {
       // Dialback over a connection whose certificate already proves the
@@ -246,6 +257,7 @@ export class ServerIn extends StreamEngine {
       return settle('valid', 'certificate');
     }
     if (this.fed.secureAuth) {
+      metrics.s2sFailure('in', 'not-authorized');
       log.info('peer server refused: its certificate is not valid for its domain', { sid: this.id, domain: from, ip: this.raw.remoteAddress, trusted: this.certTrusted });
       return answer('error', 'not-authorized', `the certificate is not valid for ${from}, and this server accepts only authenticated peers`);
     }

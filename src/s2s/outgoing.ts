@@ -26,6 +26,8 @@ import { chainValid, validFor } from '../tls/trust.ts';
 import { NS_SERVER, dialbackOf, localName, safeDomain } from './names.ts';
 import type { Federation } from './federation.ts';
 import { log } from '../log.ts';
+import type { StreamKind } from '../metrics/metrics.ts';
+import * as metrics from '../metrics/metrics.ts';
 
 export type VerifyResult = 'valid' | 'invalid' | 'error';
 
@@ -125,6 +127,10 @@ export class ServerOut extends StreamEngine {
   }
 
   // ---- the engine's hooks ----
+
+  get kind(): StreamKind {
+    return 's2s_out';
+  }
 
   protected get contentNamespace(): string {
     return NS_SERVER;
@@ -275,6 +281,7 @@ export class ServerOut extends StreamEngine {
     this.ready = true;
     this.state = 'established';
     clearTimeout(this.setupTimer);
+    metrics.s2sAuthenticatedDomain('out');
     log.info('outgoing server stream authenticated', { sid: this.id, local: this.local, remote: this.remote, method, queued: this.queue.length });
     this.lastSent = Date.now();
     // live: a peer that does not read what we send is a slow reader (XMPP_MAX_OUTBOUND_BYTES), disconnected, and what waited for it bounced.
@@ -309,6 +316,7 @@ export class ServerOut extends StreamEngine {
   fail(condition: StanzaCondition, text: string): void {
     if (this.failedWith) return;
     this.failedWith = condition;
+    metrics.s2sFailure('out', condition);
     log.info('outgoing server stream failed', { sid: this.id, local: this.local, remote: this.remote, condition, text });
     this.fed.failed(this, condition, text);
     this.release(condition, text);

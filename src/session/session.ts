@@ -28,6 +28,7 @@ import type { CloseReason, Event, Out, Reroute, State } from '../stream/engine.t
 import type { DurableSession, Entry } from './durable.ts';
 import { flat } from '../xml/retain.ts';
 import { log } from '../log.ts';
+import type { StreamKind } from '../metrics/metrics.ts';
 
 export { countSince };
 export type { CloseReason, Out, Paced, Reroute, State } from '../stream/engine.ts';
@@ -116,6 +117,10 @@ export class Session extends StreamEngine implements DurableSession {
   }
 
   // ---- the engine's hooks: the c2s policy ----
+
+  get kind(): StreamKind {
+    return 'c2s';
+  }
 
   protected get contentNamespace(): string {
     return NS_CLIENT;

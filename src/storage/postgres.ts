@@ -5,6 +5,8 @@
 // schema newer than it knows refuses to run on it (an older node after an
 // upgrade began would write what the new schema no longer means).
 import pg from 'pg';
+import { performance } from 'node:perf_hooks';
+import { databaseCall } from '../metrics/metrics.ts';
 import { MIGRATIONS } from './postgres-schema.ts';
 import type { Migration } from './postgres-schema.ts';
 
@@ -21,7 +23,38 @@ export function openPool(url: string, max = 10): pg.Pool {
   const pool = new pg.Pool({ connectionString: url, max, idleTimeoutMillis: 30_000, connectionTimeoutMillis: 10_000 });
   // An idle client that loses its connection must not take the process down; the next query gets a new one.
   pool.on('error', () => {});
+  pool.on('connect', timeQueries);
   return pool;
+}
+
+/** SQLSTATE class 23, integrity constraint violation: an answer the stores act on (an account that exists), not a failure of the database. */
+const refusal = (err: unknown): boolean => typeof (err as { code?: unknown }).code === 'string' && (err as { code: string }).code.startsWith('23');
+
+/**
+ * Every statement a pooled connection runs, timed for /metrics: the pool's
+ * own queries (pool.query) and those of transactions, with a callback or a
+ * promise. A streamed query (a Submittable) is not timed.
+ */
+function timeQueries(client: pg.PoolClient): void {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+    const first = args[0] as { submit?: unknown; callback?: unknown } | undefined;
+    if (typeof first?.submit === 'function' || typeof first?.callback === 'function') return query(...args);
+    const start = performance.now();
+    const done = (err: unknown) => databaseCall('postgres', (performance.now() - start) / 1000, err !== undefined && err !== null && !refusal(err));
+    const last = args.length - 1;
+    if (typeof args[last] === 'function') {
+      const cb = args[last] as (err: unknown, res: unknown) => void;
+      args[last] = (err: unknown, res: unknown) => {
+        done(err);
+        cb(err, res);
+      };
+      return query(...args);
+    }
+    const p = query(...args) as Promise<unknown>;
+    p.then(() => done(undefined), done);
+    return p;
+  };
 }
 
 /** Connections one thread keeps to the database, shared by its stores. */

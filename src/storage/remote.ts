@@ -19,6 +19,11 @@ import type { UploadStore } from '../upload/store.ts';
 import { encode, decode } from '../worker/wire.ts';
 import type { FromStorage, StorageThreadData, ToStorage } from './thread.ts';
 import { log } from '../log.ts';
+import { performance } from 'node:perf_hooks';
+import { databaseCall } from '../metrics/metrics.ts';
+
+/** Errors of no class of a store's own: SQLite's, the thread's absence, a bug. */
+const GENERIC_ERRORS = new Set(['Error', 'TypeError', 'RangeError', 'ReferenceError', 'SyntaxError']);
 
 export type StoreName = 'accounts' | 'roster' | 'offline' | 'archive' | 'blocking' | 'personal' | 'pep' | 'muc' | 'upload' | 'info';
 export interface StoreRequest {
@@ -93,6 +98,17 @@ export class StorageClient {
   }
 
   call(s: StoreName, m: string, a: unknown[]): Promise<unknown> {
+    const start = performance.now();
+    const p = this.request(s, m, a);
+    // Timed for /metrics; a store's refusal (an error of its own class: AccountExistsError...) is an answer, not a failure.
+    p.then(
+      () => databaseCall('sqlite', (performance.now() - start) / 1000, false),
+      (err: Error) => databaseCall('sqlite', (performance.now() - start) / 1000, GENERIC_ERRORS.has(err.name)),
+    );
+    return p;
+  }
+
+  private request(s: StoreName, m: string, a: unknown[]): Promise<unknown> {
     const i = this.next++;
     return new Promise((resolve, reject) => {
       if (!this.port) return reject(new Error('the storage thread is gone'));

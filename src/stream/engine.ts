@@ -31,6 +31,8 @@ import { chainValid, peerChain, xmppAddrs } from '../tls/trust.ts';
 import { log } from '../log.ts';
 import { isFramed } from './transport.ts';
 import type { FramedTransport, Peer, Wire } from './transport.ts';
+import * as metrics from '../metrics/metrics.ts';
+import type { StreamKind } from '../metrics/metrics.ts';
 
 /** What the engine needs of its surroundings: the limits it enforces and the TLS identity. */
 export interface EngineEnv {
@@ -157,6 +159,9 @@ const PAUSED_MAILBOX = 2;
 const CLOSE_GRACE_MS = 2000;
 const B64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
+/** This thread's streams whose connection is open, of every kind: what /metrics counts by kind and state (metrics/worker.ts). */
+export const liveStreams = new Set<StreamEngine>();
+
 export abstract class StreamEngine {
   protected readonly env: EngineEnv;
   /** The stream's id (a client session's, in the registry and in envelopes: a resumed session keeps its own). */
@@ -187,6 +192,8 @@ export abstract class StreamEngine {
   protected upgrading = false;
   protected sasl: Mechanism | undefined;
   protected saslName = '';
+  /** The mechanism the current SASL attempt named, known or not (for the metrics). */
+  private saslAttempt = '';
   /** When the SASL exchange that authenticated this stream began (credentials are read from then on). */
   protected authStartedAt = 0;
   protected authFailures = 0;
@@ -258,6 +265,8 @@ export abstract class StreamEngine {
     this.secure = false;
     this.tokens = env.config.readRateBytes;
     if (isFramed(conn)) {
+      liveStreams.add(this);
+      conn.onClose(() => liveStreams.delete(this));
       this.tcp = undefined;
       this.parser = undefined;
       this.framed = conn;
@@ -284,6 +293,10 @@ export abstract class StreamEngine {
     const socket = conn;
     this.tcp = socket;
     this.framed = undefined;
+    if (!socket.closed) {
+      liveStreams.add(this);
+      socket.once('close', () => liveStreams.delete(this));
+    }
     this.parser = new StreamParser(
       {
         streamStart: (name, attrs) => this.post({ k: 'start', name, attrs }),
@@ -319,6 +332,14 @@ export abstract class StreamEngine {
   }
 
   // ---- the policy: what the subclass decides ----
+
+  /** What kind of stream this is, for the metrics. */
+  abstract get kind(): StreamKind;
+
+  /** What carries it, for the metrics: a byte stream (TCP) or WebSocket frames. */
+  get transport(): 'tcp' | 'websocket' {
+    return this.framed ? 'websocket' : 'tcp';
+  }
 
   /** The content namespace of this kind of stream (RFC 6120 §4.8.2): jabber:client, jabber:server... */
   protected abstract get contentNamespace(): string;
@@ -504,7 +525,10 @@ export abstract class StreamEngine {
 
   protected post(ev: Event): void {
     this.mailbox.push(ev);
-    if (ev.k === 'el') this.mailboxCost += ev.cost;
+    if (ev.k === 'el') {
+      this.mailboxCost += ev.cost;
+      metrics.stanzaIn(ev.el.name, metrics.sourceOf(this.kind));
+    }
     if ((this.mailbox.length > MAILBOX_HIGH || this.mailboxCost > MAILBOX_HIGH_COST) && !(this.paused & PAUSED_MAILBOX)) this.pause(PAUSED_MAILBOX);
     if (!this.busy) void this.pump();
   }
@@ -717,6 +741,7 @@ export abstract class StreamEngine {
   protected async onSasl(el: Element): Promise<void> {
     if (el.name === 'auth') {
       if (this.sasl) return this.saslFail(new SaslFailure('malformed-request', 'an exchange is already in progress'));
+      this.saslAttempt = el.attrs.mechanism ?? '';
       if (!this.mayAuthenticate) return this.saslFail(new SaslFailure('encryption-required', 'negotiate TLS first'));
       const name = el.attrs.mechanism;
       // RFC 6120 §6.5.7: no mechanism named is invalid-mechanism.
@@ -765,6 +790,7 @@ export abstract class StreamEngine {
     }
     this.sasl = undefined;
     this.authenticated = true;
+    metrics.login(this.saslName, this.kind);
     this.authenticatedAs(r);
     const data = r.data && r.data.length > 0 ? r.data.toString('base64') : '';
     this.write(data ? `<success xmlns='${NS_SASL}'>${data}</success>` : `<success xmlns='${NS_SASL}'/>`);
@@ -776,6 +802,7 @@ export abstract class StreamEngine {
     this.sasl = undefined;
     this.write(f.toElement().toString());
     const fields = { sid: this.id, user: attempted, mechanism: this.saslName || undefined, ip: this.raw.remoteAddress, port: this.raw.remotePort, reason: f.message === f.condition ? f.condition : `${f.condition}: ${f.message}` };
+    metrics.loginFailure(this.saslAttempt, f.condition, this.kind);
     if (f.condition === 'aborted') {
       log.info('authentication aborted', fields);
       return;
@@ -923,6 +950,7 @@ export abstract class StreamEngine {
         a.sinceRequest++;
         a.timer ??= setTimeout(() => this.acks && this.acks.unacked.length > 0 && this.requestAck(), ACK_AFTER_MS).unref();
       }
+      if (!item.nonza) metrics.stanzaOut(item.xml, metrics.sourceOf(this.kind));
       sock.write(item.xml, (err) => this.afterWrite(item, err));
     }
     const a = this.acks;
