@@ -65,6 +65,11 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
   private retry: NodeJS.Timeout | undefined;
   private closed = false;
   private shuttingDown = false;
+  /** Metrics asked of the workers, by number: what takes each answer (collectMetrics). */
+  private readonly collecting = new Map<number, (index: number, m: unknown) => void>();
+  private collectSeq = 0;
+  /** The node's /metrics text (metrics/node.ts), for a worker whose HTTP client asked for it. */
+  metricsSource: (() => Promise<string>) | undefined;
 
   constructor(dropWorker?: DropWorker) {
     super();
@@ -105,6 +110,42 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
   /** Calls `fn` for every joined worker. */
   each(fn: (link: WorkerLink) => void): void {
     for (const link of this.links.values()) fn(link);
+  }
+
+  /** Whether the worker with this index is joined (not dead). */
+  has(index: number): boolean {
+    return this.links.has(index);
+  }
+
+  /**
+   * Asks every serving worker for its metrics (prom-client JSON); resolves
+   * with those that answered within `timeoutMs`, by index.
+   */
+  collectMetrics(timeoutMs: number): Promise<Map<number, unknown>> {
+    const got = new Map<number, unknown>();
+    const asked = [...this.links.values()].filter((l) => l.ready);
+    if (asked.length === 0) return Promise.resolve(got);
+    const q = ++this.collectSeq;
+    const left = new Set(asked.map((l) => l.index));
+    return new Promise((resolve) => {
+      const finish = () => {
+        clearTimeout(timer);
+        this.collecting.delete(q);
+        this.off('lost', onLost);
+        resolve(got);
+      };
+      const timer = setTimeout(finish, timeoutMs).unref();
+      const onLost = (link: WorkerLink) => {
+        if (left.delete(link.index) && left.size === 0) finish();
+      };
+      this.on('lost', onLost);
+      this.collecting.set(q, (index, m) => {
+        if (!left.delete(index)) return;
+        got.set(index, m);
+        if (left.size === 0) finish();
+      });
+      for (const l of asked) this.send(l, { t: 'collect', q });
+    });
   }
 
   /** Joined workers (serving or about to). */
@@ -284,6 +325,25 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
       case 'removed':
         this.broadcast({ t: 'removed', notice: msg.notice });
         break;
+      case 'collected':
+        this.collecting.get(msg.q)?.(link.index, msg.m);
+        break;
+      case 'metrics': {
+        const q = msg.q;
+        const source = this.metricsSource;
+        if (!source) {
+          this.send(link, { t: 'metrics', q, error: 'no metrics here' });
+          break;
+        }
+        source().then(
+          (text) => this.send(link, { t: 'metrics', q, text }),
+          (err: unknown) => {
+            log.warn('metrics could not be gathered', { err: String(err) });
+            this.send(link, { t: 'metrics', q, error: String(err) });
+          },
+        );
+        break;
+      }
       case 'ready': {
         link.ready = true;
         this.servingThreads.add(link.threadId);

@@ -26,6 +26,7 @@ import type { Departed } from '../presence/presence.ts';
 import { StorageThread } from '../storage/remote.ts';
 import { listenAdmin } from '../admin/socket.ts';
 import type { HttpPorts } from '../web/http.ts';
+import { NodeMetrics } from '../metrics/node.ts';
 
 export interface ServerStats {
   /** Client connections open now. */
@@ -411,6 +412,9 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     workerDeaths: h.deaths,
     workers: h.workers,
   });
+  // /metrics, asked by a worker's HTTP client: this thread's figures and every worker's. A cluster's series carry the node's id.
+  const nodeMetrics = new NodeMetrics(h, stats, config.redisUrl ? config.nodeId : undefined);
+  h.metricsSource = () => nodeMetrics.render();
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {

@@ -69,6 +69,7 @@ export interface Config {
   httpsPort: string;
   httpTrustedProxies: string;
   httpPublicUrl: string;
+  metrics: string;
   s2s: boolean;
   s2sPort: number;
   s2sBindHost: string;
@@ -181,6 +182,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'httpsPort', env: 'XMPP_HTTPS_PORT', kind: 'string', doc: "HTTPS port at XMPP_BIND_HOST for web clients (WebSocket at /xmpp-websocket, XEP-0156 host-meta), with the server's certificate; empty: none; 0 picks a free port", default: () => '' },
   { key: 'httpTrustedProxies', env: 'XMPP_HTTP_TRUSTED_PROXIES', kind: 'string', doc: "addresses or CIDR blocks of TLS-terminating reverse proxies in front of XMPP_HTTP_PORT, comma-separated: a plain connection from one counts as secure when it says X-Forwarded-Proto: https, and its X-Forwarded-For names the client; empty: none", default: () => '' },
   { key: 'httpPublicUrl', env: 'XMPP_HTTP_PUBLIC_URL', kind: 'string', doc: "the https:// URL (scheme, host, optional port and path) at which browsers reach the HTTPS listener, as host-meta announces it (behind a proxy: the proxy's); empty: https://<domain>:<XMPP_HTTPS_PORT>", default: () => '' },
+  { key: 'metrics', env: 'XMPP_METRICS', kind: 'string', doc: "addresses or CIDR blocks (comma-separated) allowed to read /metrics, the node's Prometheus metrics, on the HTTP and HTTPS listeners; a request relayed by a proxy counts from the client's address when the proxy is in XMPP_HTTP_TRUSTED_PROXIES, and is refused otherwise; empty: /metrics is not served", default: () => '' },
   { key: 'components', env: 'XMPP_COMPONENTS', kind: 'string', doc: "external components allowed to connect, as 'domain=secret,...' (XEP-0114 handshake secrets)", default: () => '' },
   { key: 'pubsubDomain', env: 'XMPP_PUBSUB_DOMAIN', kind: 'string', doc: "domain of the publish-subscribe service (XEP-0060) the server hosts; empty: none", default: defaultServiceDomain('pubsub') },
   { key: 'mucDomain', env: 'XMPP_MUC_DOMAIN', kind: 'string', doc: "domain of the multi-user chat service (XEP-0045) the server hosts; empty: none", default: defaultServiceDomain('conference') },
@@ -353,6 +355,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (c[key] !== '' && !(/^\d{1,5}$/.test(c[key]) && Number(c[key]) <= 65535)) throw new ConfigError(`${env} must be a port number (0-65535) or empty, got ${JSON.stringify(c[key])}`);
   }
   trustedProxiesOf(c);
+  metricsAllowedOf(c);
   publicUrlOf(c);
   if (c.s2sTlsPort !== '' && !(/^\d{1,5}$/.test(c.s2sTlsPort) && Number(c.s2sTlsPort) <= 65535)) throw new ConfigError(`XMPP_S2S_TLS_PORT must be a port number (0-65535) or empty, got ${JSON.stringify(c.s2sTlsPort)}`);
   s2sHostsOf(c);
@@ -367,15 +370,25 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 
 /** XMPP_HTTP_TRUSTED_PROXIES as a list of addresses and CIDR blocks (net.BlockList). */
 export function trustedProxiesOf(c: Pick<Config, 'httpTrustedProxies'>): BlockList {
+  return addressList(c.httpTrustedProxies, 'XMPP_HTTP_TRUSTED_PROXIES');
+}
+
+/** XMPP_METRICS as a list of addresses and CIDR blocks (net.BlockList); empty when /metrics is not served. */
+export function metricsAllowedOf(c: Pick<Config, 'metrics'>): BlockList {
+  return addressList(c.metrics, 'XMPP_METRICS');
+}
+
+/** A comma-separated list of IP addresses and CIDR blocks, as a net.BlockList; throws a ConfigError naming `env`. */
+function addressList(value: string, env: string): BlockList {
   const list = new BlockList();
-  for (const raw of c.httpTrustedProxies.split(',')) {
+  for (const raw of value.split(',')) {
     const entry = raw.trim();
     if (entry === '') continue;
     const slash = entry.indexOf('/');
     const address = slash < 0 ? entry : entry.slice(0, slash);
     const family = isIP(address);
     const bits = slash < 0 ? undefined : /^\d{1,3}$/.test(entry.slice(slash + 1)) ? Number(entry.slice(slash + 1)) : NaN;
-    if (family === 0 || (bits !== undefined && !(bits <= (family === 4 ? 32 : 128)))) throw new ConfigError(`XMPP_HTTP_TRUSTED_PROXIES must list IP addresses or CIDR blocks (10.0.0.0/8, fd00::/8), got ${JSON.stringify(entry)}`);
+    if (family === 0 || (bits !== undefined && !(bits <= (family === 4 ? 32 : 128)))) throw new ConfigError(`${env} must list IP addresses or CIDR blocks (10.0.0.0/8, fd00::/8), got ${JSON.stringify(entry)}`);
     const type = family === 4 ? 'ipv4' : 'ipv6';
     if (bits === undefined) list.addAddress(address, type);
     else list.addSubnet(address, bits, type);

@@ -13,7 +13,7 @@ import type { BlockList } from 'node:net';
 import type { SecureContext } from 'node:tls';
 import { WebSocketServer } from 'ws';
 import type { Config } from '../config/index.ts';
-import { trustedProxiesOf, publicUrlOf } from '../config/index.ts';
+import { trustedProxiesOf, publicUrlOf, metricsAllowedOf } from '../config/index.ts';
 import { WebSocketTransport } from './websocket.ts';
 import { UPLOAD_PATH, UPLOAD_WRITE_MS } from '../upload/http.ts';
 import type { UploadHttp } from '../upload/http.ts';
@@ -36,13 +36,20 @@ export interface HttpPorts {
 }
 
 export interface WebEnv {
-  config: Pick<Config, 'domain' | 'maxStanzaBytes' | 'maxStanzaElements' | 'httpTrustedProxies' | 'httpPublicUrl'>;
+  config: Pick<Config, 'domain' | 'maxStanzaBytes' | 'maxStanzaElements' | 'httpTrustedProxies' | 'httpPublicUrl' | 'metrics'>;
   secureContext: SecureContext;
   /** A WebSocket ready to carry a stream: the worker makes it a client session. */
   session(transport: WebSocketTransport): void;
   /** HTTP upload's URLs (XEP-0363), when the service is on. */
   upload?: UploadHttp;
+  /** The node's metrics in the Prometheus text format (gathered from every thread by the hub). */
+  metrics(): Promise<string>;
+  /** Why the node should not be given new connections now (/readyz); undefined when it should. */
+  readiness(): Promise<string | undefined>;
 }
+
+/** The Prometheus text exposition format, version 0.0.4 (what prom-client writes). */
+const METRICS_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
 /**
  * Whether a plain (ws://) connection counts as secure for authentication
@@ -83,7 +90,7 @@ function isLoopback(address: string): boolean {
 }
 
 /** The WebSocket endpoints host-meta lists: the TLS one; the plain one only when there is no other (a local set-up). */
-export function websocketEndpoints(config: WebEnv['config'], ports: HttpPorts): string[] {
+export function websocketEndpoints(config: Pick<Config, 'domain' | 'httpPublicUrl'>, ports: HttpPorts): string[] {
   const base = publicUrlOf(config);
   if (base !== '') return [`wss${base.slice('https'.length)}${WEBSOCKET_PATH}`];
   const host = config.domain.includes(':') && !config.domain.startsWith('[') ? `[${config.domain}]` : config.domain;
@@ -120,12 +127,17 @@ export class WebServer {
   private readonly http: http.Server;
   private readonly wss: WebSocketServer;
   private readonly proxies: BlockList;
+  /** XMPP_METRICS: who may read /metrics; served at all only when it lists someone. */
+  private readonly metricsAllowed: BlockList;
+  private readonly metricsServed: boolean;
   private ports: HttpPorts = {};
   private docs: { xml: string; json: string } | undefined;
 
   constructor(env: WebEnv) {
     this.env = env;
     this.proxies = trustedProxiesOf(env.config);
+    this.metricsAllowed = metricsAllowedOf(env.config);
+    this.metricsServed = env.config.metrics.trim() !== '';
     // Never listens: the acceptor hands it connections. Node's defaults bound headers (16 KiB) and URLs.
     // With uploads on, a request may take as long as a PUT of a large file over a slow link may.
     const requestTimeout = env.upload ? UPLOAD_WRITE_MS : HTTP_REQUEST_MS;
@@ -201,11 +213,55 @@ export class WebServer {
       return void res.end(req.method === 'HEAD' ? undefined : body);
     }
     if (this.env.upload && path.startsWith(UPLOAD_PATH)) return this.env.upload.handle(req, res, path);
+    if (path === '/healthz' || path === '/readyz' || (path === '/metrics' && this.metricsServed)) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') return void res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Length': 0 }).end();
+      if (path === '/healthz') return text(res, req, 200, 'ok\n');
+      if (path === '/readyz') {
+        void this.env.readiness().then(
+          (why) => (why === undefined ? text(res, req, 200, 'ready\n') : text(res, req, 503, `not ready: ${why}\n`)),
+          (err: unknown) => {
+            log.warn('readiness could not be checked', { err: String(err) });
+            text(res, req, 503, 'not ready: the check failed\n');
+          },
+        );
+        return;
+      }
+      if (!this.mayScrape(req)) return text(res, req, 403, 'metrics are not served to this address (XMPP_METRICS)\n');
+      void this.env.metrics().then(
+        (body) => text(res, req, 200, body, METRICS_TYPE),
+        (err: unknown) => {
+          log.warn('metrics could not be served', { err: String(err) });
+          text(res, req, 503, 'metrics are unavailable now\n');
+        },
+      );
+      return;
+    }
     if (path === WEBSOCKET_PATH) {
       const body = 'a WebSocket endpoint (RFC 7395): connect with the xmpp subprotocol\n';
       return void res.writeHead(426, { Upgrade: 'websocket', Connection: 'Upgrade', 'Content-Type': 'text/plain', 'Content-Length': Buffer.byteLength(body) }).end(body);
     }
     res.writeHead(404, { 'Content-Type': 'text/plain', 'Content-Length': 10 }).end('not found\n');
+  }
+
+  /**
+   * Whether this request may read /metrics: its client's address is in
+   * XMPP_METRICS. A request relayed by a proxy in XMPP_HTTP_TRUSTED_PROXIES
+   * counts from the address the proxy names (X-Forwarded-For's last);
+   * one that says it was relayed (a forwarding header) by a proxy not
+   * trusted is refused, whatever the proxy's address: a reverse proxy on
+   * loopback would otherwise pass every client off as local.
+   */
+  private mayScrape(req: http.IncomingMessage): boolean {
+    const remote = req.socket.remoteAddress;
+    if (remote === undefined) return false;
+    let client = unmapped(remote);
+    const forwarded = lastValue(req.headers['x-forwarded-for']);
+    const family = (a: string) => (isIP(a) === 6 ? 'ipv6' : 'ipv4');
+    if (isIP(client) === 0) return false;
+    if (this.proxies.check(client, family(client))) {
+      if (forwarded !== undefined) client = unmapped(forwarded);
+    } else if (forwarded !== undefined || req.headers.forwarded !== undefined || req.headers['x-real-ip'] !== undefined) return false;
+    return isIP(client) !== 0 && this.metricsAllowed.check(client, family(client));
   }
 
   private upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
@@ -229,6 +285,12 @@ export class WebServer {
       this.env.session(transport);
     });
   }
+}
+
+/** A short answer that is never cached (health and metrics change by the second). */
+function text(res: http.ServerResponse, req: http.IncomingMessage, status: number, body: string, type = 'text/plain; charset=utf-8'): void {
+  if (res.writableEnded || res.destroyed) return;
+  res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' }).end(req.method === 'HEAD' ? undefined : body);
 }
 
 function refuse(socket: net.Socket, code: number, reason: string, body: string): void {

@@ -39,6 +39,10 @@ export type ToHub =
   | { t: 'ready' }
   // PEP state the node's workers share (pep/remote.ts PepShared): a call by name, answered with 'pep'
   | { t: 'pep'; q: number; m: string; a: unknown[] }
+  // the answer to 'collect': this worker's metrics (prom-client's getMetricsAsJSON)
+  | { t: 'collected'; q: number; m: unknown }
+  // an HTTP client of this worker asked for /metrics: the node's, answered with 'metrics'
+  | { t: 'metrics'; q: number }
   // shutdown: this worker's sessions are closed (the hub then says 'close-s2s' to all), and then everything
   | { t: 'drained' }
   | { t: 'stopped' };
@@ -114,6 +118,10 @@ export type FromHub =
   | { t: 'peer-gone'; index: number }
   // the answer to a 'pep' call
   | { t: 'pep'; q: number; v: unknown }
+  // a scrape of /metrics: this worker's metrics, please (answered with 'collected')
+  | { t: 'collect'; q: number }
+  // the node's /metrics text a worker asked for, or why there is none
+  | { t: 'metrics'; q: number; text?: string; error?: string }
   // tests only (honoured where XMPP_TEST_FAULTS=1): throw out of the thread, as a crash would
   | { t: 'fault' }
   // the ports the HTTP listeners got (sticky: workers that join later get it too), for the URLs of uploads (XEP-0363)

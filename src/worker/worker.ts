@@ -89,6 +89,9 @@ import type { RemovalNotice } from '../accounts/removal.ts';
 import { log, setLogLevel, guarded, Throttled } from '../log.ts';
 import { collectWhenIdle } from '../idle-gc.ts';
 import { logLoopDelay } from '../loop-delay.ts';
+import { registry as metricsRegistry } from '../metrics/metrics.ts';
+import { workerGauges } from '../metrics/worker.ts';
+import { acquirePool } from '../storage/postgres.ts';
 
 export interface WorkerData {
   config: Config;
@@ -128,6 +131,14 @@ const changeDelayMs = Math.max(0, Number(process.env.XMPP_TEST_CHANGE_DELAY_MS ?
  * announceChange in join()).
  */
 const CHANGE_ACK_MS = 3000;
+
+/** How long /readyz waits for the registry or the database to answer. */
+const HEALTH_MS = 2000;
+/** How long /metrics waits for the node's answer (the hub waits up to 3 s for the workers'). */
+const METRICS_MS = 10_000;
+
+/** What the HTTP listener's /metrics and /readyz ask of this worker, once it has joined. */
+let ops: { metrics(): Promise<string>; readiness(): Promise<string | undefined> } | undefined;
 
 /** Whether `p` settles within `ms` (then its value), or false. */
 async function within<T>(p: Promise<T>, ms: number): Promise<T | false> {
@@ -216,6 +227,8 @@ interface Backend {
   onHub(msg: FromHub): boolean;
   /** Calls `fn` each time the registry is reachable again after an outage. */
   onRecovered(fn: () => void): void;
+  /** Why this worker cannot serve the cluster now (/readyz): the registry unreachable, the lease lapsed; undefined when it can. */
+  health(): Promise<string | undefined>;
   /** Resolves once the connections are up; rejects past the start's bound on waiting for Redis. */
   connected(): Promise<void>;
   close(): void;
@@ -237,6 +250,8 @@ function singleNode(hub: MessagePort): Backend {
       return true;
     },
     onRecovered: () => {},
+    // The registry is the hub's, in this process.
+    health: async () => undefined,
     connected: async () => {},
     close: () => {},
   };
@@ -328,6 +343,13 @@ function cluster(): Backend {
       const wait = { timeoutMs: config.redisStartupTimeoutMs, bound: 'XMPP_REDIS_STARTUP_TIMEOUT_MS' };
       await Promise.all([waitForRedis(cmd, wait), waitForRedis(sub, wait)]);
     },
+    async health() {
+      // A node that lost its lease is fenced, or about to be: its sessions are closed, new ones would be too.
+      if (Date.now() >= leaseUntil) return 'cluster membership lease not held';
+      // Asked, not read from the connection's status: a connection that went silent still says ready.
+      const ok = await within(cmd.ping().then(() => true, () => false), HEALTH_MS);
+      return ok ? undefined : 'registry (Redis) unreachable';
+    },
     onRecovered(fn) {
       // However short the outage: a write may have failed in it.
       let seen = cmd.status === 'ready';
@@ -400,10 +422,11 @@ async function reconcile(c: WorkerContext): Promise<void> {
 }
 
 /** The durable stores: through the node's storage thread (SQLite), or PostgreSQL (XMPP_DATABASE_URL). */
-async function openStores(store: MessagePort | undefined): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore; archive: ArchiveStore; personal: PersonalStore; replace(port: MessagePort): void; close(): void }> {
+async function openStores(store: MessagePort | undefined): Promise<{ accounts: AccountStore; roster: RosterStore; offline: OfflineStore; archive: ArchiveStore; personal: PersonalStore; replace(port: MessagePort): void; ping(): Promise<void>; close(): void }> {
   if (store) {
     const client = new StorageClient(store);
-    return { ...(await remoteStores(client)), replace: (port) => client.replace(port), close: () => client.close() };
+    // The storage thread answers (it holds the SQLite files open).
+    return { ...(await remoteStores(client)), replace: (port) => client.replace(port), ping: async () => void (await client.call('info', 'get', [])), close: () => client.close() };
   }
   // All of them, or none left open (a store that opened keeps the thread's database pool).
   const opened = await Promise.allSettled([openAccountStore(config), openRosterStore(config), openOfflineStore(config), openArchiveStore(config, { fulltext: config.mam && config.mamFulltext }), openPersonalStore(config)]);
@@ -414,7 +437,18 @@ async function openStores(store: MessagePort | undefined): Promise<{ accounts: A
   }
   const [a, r, o, m, p] = opened as [PromiseFulfilledResult<AccountStore>, PromiseFulfilledResult<RosterStore>, PromiseFulfilledResult<OfflineStore>, PromiseFulfilledResult<ArchiveStore>, PromiseFulfilledResult<PersonalStore>];
   const [accounts, roster, offline, archive, personal] = [a.value, r.value, o.value, m.value, p.value];
-  return { accounts, roster, offline, archive, personal, replace: (port) => port.close(), close: () => void Promise.all([accounts.close(), roster.close(), offline.close(), archive.close(), personal.close()]) };
+  // The thread's pool, which the stores share: a statement through it says PostgreSQL answers.
+  const db = await acquirePool(config.databaseUrl);
+  return {
+    accounts,
+    roster,
+    offline,
+    archive,
+    personal,
+    replace: (port) => port.close(),
+    ping: async () => void (await db.pool.query('SELECT 1')),
+    close: () => void Promise.all([accounts.close(), roster.close(), offline.close(), archive.close(), personal.close(), db.release()]),
+  };
 }
 
 async function join(hub: MessagePort, store: MessagePort | undefined): Promise<void> {
@@ -734,6 +768,34 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     })();
   };
   backend.onRecovered(reconcileNow);
+  workerGauges({ index: () => index, sessions: c.sessions });
+  /** /metrics requests sent to the hub, by number. */
+  const metricsAsked = new Map<number, (answer: { text?: string; error?: string }) => void>();
+  let metricsSeq = 0;
+  let shuttingDown = false;
+  ops = {
+    metrics: async () => {
+      const q = ++metricsSeq;
+      const answer = new Promise<{ text?: string; error?: string }>((resolve) => metricsAsked.set(q, resolve));
+      hub.postMessage(encode({ t: 'metrics', q }));
+      try {
+        const a = await within(answer, METRICS_MS);
+        if (a === false) throw new Error('the node did not gather its metrics in time');
+        if (a.text === undefined) throw new Error(a.error ?? 'no metrics');
+        return a.text;
+      } finally {
+        metricsAsked.delete(q);
+      }
+    },
+    readiness: async () => {
+      if (shuttingDown) return 'shutting down';
+      const [registryDown, dbDown] = await Promise.all([
+        backend.health(),
+        within(stores.ping().then(() => false, () => true), HEALTH_MS).then((down) => down !== false),
+      ]);
+      return registryDown ?? (dbDown ? 'database unreachable' : undefined);
+    },
+  };
   const sweeper = setInterval(guarded('sweep', sweep), Math.max(10, Math.min(1000, config.bindTimeoutMs / 4, config.idleTimeoutMs > 0 ? config.idleTimeoutMs / 4 : 1000)));
   sweeper.unref();
   // Retention (XMPP_MAM_RETENTION_DAYS): the first worker of each node prunes, at start and then
@@ -812,6 +874,17 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
         // A dead worker holds no copy: its acknowledgements are not waited for.
         for (const q of [...unacked.keys()]) changeAcked(q, msg.index);
         break;
+      case 'collect': {
+        const q = msg.q;
+        metricsRegistry.getMetricsAsJSON().then(
+          (m) => hub.postMessage(encode({ t: 'collected', q, m })),
+          (err: unknown) => log.warn('metrics could not be collected', { err: String(err) }),
+        );
+        break;
+      }
+      case 'metrics':
+        metricsAsked.get(msg.q)?.(msg);
+        break;
       case 'fault':
         if (faults) setImmediate(() => {
           throw Object.assign(new Error('EMFILE: too many open files (fault injected by a test: XMPP_TEST_FAULTS)'), { code: 'EMFILE' });
@@ -844,6 +917,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
         void reregister(c).catch((err: unknown) => log.error('re-registration failed', { err: String(err) }));
         break;
       case 'shutdown':
+        shuttingDown = true;
         void shutdown(c)
           .then(() => {
             // Every worker's sessions are closed before any stream to a peer
@@ -976,7 +1050,14 @@ let web: WebServer | undefined;
 function serve(c: WorkerContext, task: Task & { t: 'conn' }): Promise<string> {
   const { socket, directTls, kind } = task;
   if (kind === 'http') {
-    web ??= new WebServer({ config: c.config, secureContext: c.secureContext, session: (transport) => void new Session(c, transport, false), upload: c.upload });
+    web ??= new WebServer({
+      config: c.config,
+      secureContext: c.secureContext,
+      session: (transport) => void new Session(c, transport, false),
+      metrics: () => ops!.metrics(),
+      readiness: () => ops!.readiness(),
+      upload: c.upload,
+    });
     return web.serve(socket, directTls, task.ports ?? {});
   }
   if (kind === 'component') return new ComponentStream(c, socket).done.then(() => 'closed');
