@@ -1,10 +1,14 @@
-// Is a node (or the load balancer) answering XMPP? Opens a stream and waits
-// for the stream header in reply; used by the container HEALTHCHECK and by
-// the launcher to know that the load balancer forwards to a live node.
+// Is a node (or the load balancer) answering? The container HEALTHCHECK
+// asks the node's /readyz when it has an HTTP listener (200: it accepts,
+// and reaches the registry and the database), else opens an XMPP stream and
+// waits for the stream header in reply; the launcher opens streams through
+// the load balancer to know that it forwards to a live node.
 //
-//   node cluster/healthcheck.ts    checks 127.0.0.1:$XMPP_C2S_PORT (default 5222); exit 0 or 1
+//   node cluster/healthcheck.ts    GET /readyz on 127.0.0.1:$XMPP_HTTPS_PORT (or $XMPP_HTTP_PORT),
+//                                  else a stream to 127.0.0.1:$XMPP_C2S_PORT (default 5222); exit 0 or 1
 import net from 'node:net';
 import tls from 'node:tls';
+import http from 'node:http';
 import https from 'node:https';
 
 export interface ProbeOptions {
@@ -56,9 +60,26 @@ export function probeHttps(port: number, domain: string, timeoutMs = 3000, host 
   });
 }
 
+/** Resolves once the node's /readyz answers 200 (over TLS with `secure`); rejects with its answer otherwise, on error or timeout. */
+export function probeReady(port: number, secure: boolean, timeoutMs = 3000, host = '127.0.0.1'): Promise<void> {
+  return new Promise((resolve, reject) => {
+    // The node's own certificate, whatever it names: its health is asked, not its identity.
+    const opts = { host, port, path: '/readyz', timeout: timeoutMs, agent: false, ...(secure ? { rejectUnauthorized: false } : {}) };
+    const req = (secure ? https : http).get(opts, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body = (body + d).slice(0, 200)));
+      res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`${host}:${port} /readyz answered ${res.statusCode}: ${body.trim()}`))));
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${host}:${port} within ${timeoutMs} ms`)));
+    req.on('error', reject);
+  });
+}
+
 if (import.meta.main) {
   const port = Number(process.env.XMPP_C2S_PORT ?? 5222);
-  probe({ port, domain: process.env.XMPP_DOMAIN ?? 'localhost' }).then(
+  const web = [[process.env.XMPP_HTTPS_PORT, true], [process.env.XMPP_HTTP_PORT, false]].find(([p]) => p !== undefined && /^[1-9]\d*$/.test(p as string)) as [string, boolean] | undefined;
+  (web ? probeReady(Number(web[0]), web[1]) : probe({ port, domain: process.env.XMPP_DOMAIN ?? 'localhost' })).then(
     () => process.exit(0),
     (err: Error) => {
       console.error(`unhealthy: ${err.message}`);

@@ -3,6 +3,9 @@
 // cluster/spec.ts and cluster/node.env say, which is what the local launcher runs.
 import test from 'ava';
 import { execFile } from 'node:child_process';
+import http from 'node:http';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -152,28 +155,31 @@ test('cluster/haproxy.cfg is what the spec generates, finds the replicas through
     t.true(cfg.includes(`server-template ${SERVICES.node} 1-${MAX_REPLICAS} ${SERVICES.node}:${port} check`), `replicas of ${SERVICES.node} on ${port}`);
   }
   t.regex(cfg, /nameserver \S+ 127\.0\.0\.11:53/);
-  for (const line of ['mode tcp', 'balance leastconn', 'timeout client 1h', 'timeout server 1h', 'timeout tunnel 1h', 'tcp-check expect string "<stream:stream"', 'tcp-check connect ssl'])
+  for (const line of ['mode tcp', 'balance leastconn', 'timeout client 1h', 'timeout server 1h', 'timeout tunnel 1h'])
     t.true(cfg.includes(line), line);
-  // Peer servers' backend: plain TCP (STARTTLS end to end), checked with a server stream header.
-  const s2s = /^backend xmpp_s2s\n((?: {4}.*\n?)*)/m.exec(cfg);
-  t.truthy(s2s, 'an s2s backend');
-  t.true(s2s![1].includes('    tcp-check connect\n'), 'no TLS on the s2s check');
-  t.true(s2s![1].includes(`tcp-check send "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='\${XMPP_DOMAIN}' version='1.0'>"`));
-  t.true(s2s![1].includes(`${SERVICES.node}:${S2S_PORT} check resolvers`));
-  // Web clients' backend: TLS passed through, checked by asking for host-meta over TLS.
-  const web = /^backend xmpp_https\n((?: {4}.*\n?)*)/m.exec(cfg);
-  t.truthy(web, 'an https backend');
-  t.true(web![1].includes('    tcp-check connect ssl\n'));
-  t.true(web![1].includes('tcp-check send "GET /.well-known/host-meta HTTP/1.0\\r\\n\\r\\n"'));
-  t.true(web![1].includes(`${SERVICES.node}:${HTTPS_PORT} check verify none resolvers`));
+  // Every backend is checked by the node's /readyz on its HTTPS port (it
+  // accepts, reaches Redis and PostgreSQL), not by opening an XMPP stream.
+  for (const name of ['xmpp_c2s', 'xmpp_tls', 'xmpp_s2s', 'xmpp_https']) {
+    const b = new RegExp(`^backend ${name}\\n((?: {4}.*\\n?)*)`, 'm').exec(cfg);
+    t.truthy(b, `a ${name} backend`);
+    t.true(b![1].includes('    option httpchk GET /readyz\n    http-check expect status 200\n'), name);
+    t.true(b![1].includes(` check port ${HTTPS_PORT} check-ssl verify none resolvers`), name);
+    t.false(b![1].includes('tcp-check'), name);
+  }
   // The launcher's configuration differs only in where the servers are.
   const launcher = haproxyConfig({ bind: '127.0.0.1', c2sPort: 1, tlsPort: 2, s2sPort: 3, httpsPort: 7, servers: { static: [{ name: 'node-1', host: '127.0.0.1', c2sPort: 4, tlsPort: 5, s2sPort: 6, httpsPort: 8 }] } });
   const common = (s: string) => s.split('\n').filter((l) => !/^\s*(bind|server|server-template|nameserver|accepted_payload_size|hold)\b|^resolvers|^#/.test(l) && l.trim());
   t.deepEqual(common(launcher), common(cfg));
-  t.true(launcher.includes('\n    server node-1 127.0.0.1:6 check\n'), "the node's s2s port");
-  // Federation off in the launcher: no s2s pair.
+  t.true(launcher.includes('\n    server node-1 127.0.0.1:6 check port 8 check-ssl verify none\n'), "the node's s2s port, checked on its HTTPS port");
+  // Federation and web clients off in the launcher: no s2s pair, and no
+  // HTTPS port to ask: a check opens a stream (client namespace; over TLS
+  // for direct TLS) and expects the node's header.
   const noS2s = haproxyConfig({ bind: '127.0.0.1', c2sPort: 1, tlsPort: 2, servers: { static: [{ name: 'node-1', host: '127.0.0.1', c2sPort: 4, tlsPort: 5 }] } });
   t.false(noS2s.includes('xmpp_s2s'));
+  t.false(noS2s.includes('readyz'));
+  t.true(noS2s.includes(`    tcp-check connect\n    tcp-check send "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='\${XMPP_DOMAIN}' version='1.0'>"\n    tcp-check expect string "<stream:stream"\n    server node-1 127.0.0.1:4 check\n`));
+  t.true(noS2s.includes('    tcp-check connect ssl\n'));
+  t.true(noS2s.includes('    server node-1 127.0.0.1:5 check verify none\n'));
   const { stdout, stderr } = await run('haproxy', ['-c', '-f', join(ROOT, 'cluster/haproxy.cfg')], { env: { ...process.env, XMPP_DOMAIN: env.XMPP_DOMAIN } });
   t.regex(stdout + stderr, /Configuration file is valid/);
 });
@@ -269,7 +275,29 @@ test('cluster/certs.ts (the certs service) creates the pair once, then keeps it'
 
 test('cluster/healthcheck.ts (the container health check) fails when nothing answers', async (t) => {
   const port = await freePort();
-  const err = await t.throwsAsync(run(process.execPath, [join(ROOT, HEALTHCHECK_COMMAND[1])], { env: { ...process.env, XMPP_C2S_PORT: String(port) } }));
+  const err = await t.throwsAsync(run(process.execPath, [join(ROOT, HEALTHCHECK_COMMAND[1])], { env: { ...process.env, XMPP_C2S_PORT: String(port), XMPP_HTTP_PORT: '', XMPP_HTTPS_PORT: '' } }));
   t.is((err as unknown as { code: number }).code, 1);
   t.regex((err as unknown as { stderr: string }).stderr, /unhealthy: .*ECONNREFUSED/);
+});
+
+test('cluster/healthcheck.ts asks /readyz when the node has an HTTP listener: 200 is healthy, 503 is not', async (t) => {
+  // What a node answers, ready or not (the node's own answers are tested in test/cluster/health.test.ts).
+  let status = 200;
+  const asked: string[] = [];
+  const server = http.createServer((req, res) => {
+    asked.push(`${req.method} ${req.url}`);
+    res.writeHead(status, { 'Content-Type': 'text/plain' }).end(status === 200 ? 'ready\n' : 'not ready: database unreachable\n');
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => server.close());
+  const port = String((server.address() as AddressInfo).port);
+  // No stream is opened: the c2s port given leads nowhere.
+  const env = { ...process.env, XMPP_HTTP_PORT: port, XMPP_HTTPS_PORT: '', XMPP_C2S_PORT: String(await freePort()) };
+  await run(process.execPath, [join(ROOT, HEALTHCHECK_COMMAND[1])], { env });
+  t.deepEqual(asked, ['GET /readyz']);
+  status = 503;
+  const err = await t.throwsAsync(run(process.execPath, [join(ROOT, HEALTHCHECK_COMMAND[1])], { env }));
+  t.is((err as unknown as { code: number }).code, 1);
+  t.regex((err as unknown as { stderr: string }).stderr, /unhealthy: .*\/readyz answered 503: not ready: database unreachable/);
 });

@@ -3,6 +3,7 @@
 import test from 'ava';
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { watch } from 'node:fs/promises';
 import net from 'node:net';
 import https from 'node:https';
 import { once } from 'node:events';
@@ -16,6 +17,7 @@ import type { ClusterProcess } from '../../cluster/launch.ts';
 import { ROOT, HEALTHCHECK_COMMAND } from '../../cluster/spec.ts';
 import { login, RawClient, header, parseAttrs } from '../helpers/raw.ts';
 import { NS_FRAMING, WsClient, openStream, scramLogin, wsBind } from '../helpers/ws.ts';
+import { within } from '../helpers/protocol.ts';
 
 const run = promisify(execFile);
 // Generous for a loaded CI machine; the failover below does not wait for it.
@@ -40,6 +42,21 @@ async function refused(port: number): Promise<boolean> {
     return (err as NodeJS.ErrnoException).code === 'ECONNREFUSED';
   } finally {
     sock.destroy();
+  }
+}
+
+/** Resolves once `file` (a process's log) holds a line matching `re`, read again each time it changes. */
+async function logged(file: string, re: RegExp, what: string): Promise<void> {
+  const stop = new AbortController();
+  const seen = (async () => {
+    if (re.test(readFileSync(file, 'utf8'))) return;
+    for await (const _ of watch(file, { signal: stop.signal })) if (re.test(readFileSync(file, 'utf8'))) return;
+  })();
+  try {
+    await within(seen, 30_000, what);
+  } finally {
+    stop.abort();
+    await seen.catch(() => {});
   }
 }
 
@@ -70,10 +87,11 @@ test('two nodes behind haproxy: CLI account, logins spread by the balancer, mess
   t.deepEqual((await db.query<{ username: string }>('SELECT username FROM accounts ORDER BY username')).rows.map((row) => row.username), ['alice', 'bob']);
   await db.end();
 
-  // The container health check passes against a node and through the balancer.
+  // The container health check passes against a node and through the balancer (a stream), and with the node's /readyz.
   for (const port of [cluster.nodes[0].c2sPort, cluster.c2sPort]) {
-    await t.notThrowsAsync(run(process.execPath, [join(ROOT, HEALTHCHECK_COMMAND[1])], { env: { ...process.env, XMPP_C2S_PORT: String(port) } }));
+    await t.notThrowsAsync(run(process.execPath, [join(ROOT, HEALTHCHECK_COMMAND[1])], { env: { ...process.env, XMPP_C2S_PORT: String(port), XMPP_HTTP_PORT: '', XMPP_HTTPS_PORT: '' } }));
   }
+  await t.notThrowsAsync(run(process.execPath, [join(ROOT, HEALTHCHECK_COMMAND[1])], { env: { ...process.env, XMPP_HTTPS_PORT: String(cluster.nodes[0].httpsPort), XMPP_C2S_PORT: '1' } }));
 
   // Both logins go through the load balancer; leastconn puts the second
   // (while the first is open) on the other node.
@@ -134,6 +152,22 @@ test('two nodes behind haproxy: CLI account, logins spread by the balancer, mess
   );
   t.like(parseAttrs(opened), { xmlns: 'jabber:server', from: cluster.domain });
   s.destroy();
+
+  // The balancer asks every node's /readyz: with PostgreSQL refusing
+  // connections, each node says 503 and is taken out of every backend;
+  // once PostgreSQL is back, they are put back. Sessions stay where they are.
+  const admin = new pg.Client({ connectionString: cluster.databaseUrl.replace(/\/xmpp$/, '/postgres') });
+  admin.on('error', () => {});
+  await admin.connect();
+  await admin.query('ALTER DATABASE xmpp WITH ALLOW_CONNECTIONS false');
+  await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'xmpp'");
+  for (const n of cluster.nodes) await logged(cluster.haproxy.logFile, new RegExp(`xmpp_c2s/${n.name} is DOWN, reason: Layer7 wrong status, code: 503`), `haproxy to take ${n.name} out`);
+  await admin.query('ALTER DATABASE xmpp WITH ALLOW_CONNECTIONS true');
+  await admin.end();
+  for (const n of cluster.nodes) await logged(cluster.haproxy.logFile, new RegExp(`xmpp_c2s/${n.name} is UP`), `haproxy to put ${n.name} back`);
+  const mark1 = b.buffer.length;
+  a.send(`<message to='${jb}' type='chat'><body>still here</body></message>`);
+  await b.waitFor(/<body>still here<\/body>/, mark1);
 
   // Failover: kill -9 the node holding bob. His connection ends; logging in
   // again through the balancer lands on the survivor at once (the refused
