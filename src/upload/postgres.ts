@@ -60,4 +60,8 @@ export class PostgresUploadStore extends PooledStore implements UploadStore {
     if (tokens.length === 0) return;
     await this.pool.query('DELETE FROM upload_slots WHERE token = ANY($1)', [tokens]);
   }
+
+  async removeOwner(owner: string): Promise<string[]> {
+    return (await this.pool.query<{ token: string }>('DELETE FROM upload_slots WHERE owner = $1 RETURNING token', [owner])).rows.map((r) => r.token);
+  }
 }

@@ -52,7 +52,7 @@ export const slotOf = (r: Row): UploadSlot => ({ token: r.token, owner: r.owner,
 
 export class SqliteUploadStore implements UploadStore {
   private readonly db: DatabaseSync;
-  private readonly stmts: Record<'holding' | 'insert' | 'slot' | 'claim' | 'release' | 'complete' | 'expired' | 'remove', StatementSync>;
+  private readonly stmts: Record<'holding' | 'insert' | 'slot' | 'claim' | 'release' | 'complete' | 'expired' | 'remove' | 'removeOwner', StatementSync>;
   private closed = false;
 
   private constructor(db: DatabaseSync) {
@@ -66,6 +66,7 @@ export class SqliteUploadStore implements UploadStore {
       complete: db.prepare("UPDATE upload_slots SET state = 'done', type = ?, uploaded = ? WHERE token = ? AND state = 'writing'"),
       expired: db.prepare(EXPIRED),
       remove: db.prepare('DELETE FROM upload_slots WHERE token = ?'),
+      removeOwner: db.prepare('DELETE FROM upload_slots WHERE owner = ? RETURNING token'),
     };
   }
 
@@ -108,6 +109,10 @@ export class SqliteUploadStore implements UploadStore {
     transaction(this.db, true, () => {
       for (const t of tokens) this.stmts.remove.run(t);
     });
+  }
+
+  async removeOwner(owner: string): Promise<string[]> {
+    return (this.stmts.removeOwner.all(owner) as { token: string }[]).map((r) => r.token);
   }
 
   close(): void {

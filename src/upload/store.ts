@@ -84,6 +84,8 @@ export interface UploadStore {
   expired(rules: UploadRules, limit: number): Promise<UploadSlot[]>;
   /** Removes these slots (their files are gone). */
   remove(tokens: string[]): Promise<void>;
+  /** Removes every slot of the owner, whatever its state (its account is removed); returns their tokens, whose files are to go. */
+  removeOwner(owner: string): Promise<string[]>;
   close(): void | Promise<void>;
 }
 

@@ -124,6 +124,26 @@ export function uploadStoreContract(label: string, open: OpenUpload): void {
     await s.remove([]);
   });
 
+  test(title('removeOwner: every slot of the owner goes, put, being written or pending, and its tokens are returned; others stay'), async (t) => {
+    const s = await open(t);
+    const r = rules(T0);
+    const done = slot('alice', 5);
+    const writing = slot('alice', 5);
+    const pending = slot('alice', 5);
+    const bobs = slot('bob', 5);
+    for (const x of [done, writing, pending, bobs]) await s.reserve(x, bounds(0), r);
+    t.true(await s.claim(done.token, T0));
+    t.true(await s.complete(done.token, 'text/plain', T0));
+    t.true(await s.claim(writing.token, T0));
+    t.deepEqual((await s.removeOwner('alice')).sort(), [done.token, writing.token, pending.token].sort());
+    for (const x of [done, writing, pending]) t.is(await s.slot(x.token), undefined);
+    t.false(await s.complete(writing.token, 'text/plain', T0 + 1), 'a PUT under way finds its slot gone');
+    t.is((await s.slot(bobs.token))?.state, 'pending');
+    t.deepEqual(await s.removeOwner('alice'), [], 'nothing left');
+    // The name is free: a new account of it holds nothing.
+    await s.reserve(slot('alice', 5), bounds(5, 1), r);
+  });
+
   test(title('two slot requests at once within room for one: one is added, the other refused'), async (t) => {
     const s = await open(t);
     const outcomes = await Promise.allSettled([s.reserve(slot('alice', 600), bounds(1000), rules(T0)), s.reserve(slot('alice', 600), bounds(1000), rules(T0))]);
