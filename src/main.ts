@@ -102,6 +102,7 @@ async function removeUser(config: Config, accounts: AccountStore, name: string):
   const { openPersonalStore } = await import('./personal/open.ts');
   const { openPepStore } = await import('./pep/open.ts');
   const { openMucStore } = await import('./muc/open.ts');
+  const { openUploadStore } = await import('./upload/open.ts');
   // A store the server never created holds nothing for the account.
   const existing = { existing: true };
   const ifExists = <T,>(p: Promise<T>) => p.catch((err: unknown) => (err instanceof StoreMissingError ? undefined : Promise.reject(err)));
@@ -112,9 +113,10 @@ async function removeUser(config: Config, accounts: AccountStore, name: string):
   const personal = await ifExists(openPersonalStore(config, existing));
   const pep = await ifExists(openPepStore(config, existing));
   const muc = await ifExists(openMucStore(config, existing));
+  const upload = await ifExists(openUploadStore(config, existing));
   let notice: RemovalNotice | undefined;
   try {
-    notice = await removeAccount({ accounts, roster, offline, archive, blocking, personal, pep, muc }, config.domain, name, config.maxRosterItems);
+    notice = await removeAccount({ accounts, roster, offline, archive, blocking, personal, pep, muc, uploads: upload && { store: upload, dir: config.uploadDir } }, config.domain, name, config.maxRosterItems);
   } finally {
     await roster?.close();
     await offline?.close();
@@ -123,6 +125,7 @@ async function removeUser(config: Config, accounts: AccountStore, name: string):
     await personal?.close();
     await pep?.close();
     await muc?.close();
+    await upload?.close();
   }
   if (!notice) return false;
   await announceRemoval(config, notice);

@@ -18,6 +18,8 @@ import type { BlockStore } from '../blocking/store.ts';
 import type { PersonalStore } from '../personal/store.ts';
 import type { PepStore } from '../pep/store.ts';
 import type { RoomStore } from '../muc/store.ts';
+import type { UploadStore } from '../upload/store.ts';
+import { removeOwnerUploads } from '../upload/http.ts';
 import { INBOUND, receivesFrom, sendsTo } from '../presence/subscription.ts';
 import { log } from '../log.ts';
 
@@ -67,6 +69,8 @@ export interface RemovalStores {
   personal?: PersonalStore;
   pep?: PepStore;
   muc?: RoomStore;
+  /** XEP-0363 slots, and XMPP_UPLOAD_DIR where their files are. */
+  uploads?: { store: UploadStore; dir: string };
 }
 
 /**
@@ -104,6 +108,8 @@ export async function removeAccount(stores: RemovalStores, domain: string, name:
     await stores.pep?.forget(bare);
     // Its affiliations and registered nicknames in chat rooms (XEP-0045): a new account of the same name is someone else.
     await stores.muc?.forget(bare);
+    // Its uploaded files (XEP-0363), which its URLs no longer get.
+    if (stores.uploads) await removeOwnerUploads(stores.uploads.store, stores.uploads.dir, user);
   } catch (err) {
     // The account is gone: its sessions must end all the same. What could
     // not be changed for its contacts is reported, not undone.

@@ -224,11 +224,9 @@ export class UploadHttp {
   async sweep(): Promise<number> {
     let total = 0;
     for (;;) {
-      const gone = await this.o.store.expired(this.rules(), SWEEP_CHUNK);
-      for (const s of gone) await unlink(join(this.o.dir, s.token)).catch((err: NodeJS.ErrnoException) => {
-        if (err.code !== 'ENOENT') throw err;
-      });
-      await this.o.store.remove(gone.map((s) => s.token));
+      const gone = (await this.o.store.expired(this.rules(), SWEEP_CHUNK)).map((s) => s.token);
+      await unlinkFiles(this.o.dir, gone);
+      await this.o.store.remove(gone);
       total += gone.length;
       if (gone.length < SWEEP_CHUNK) break;
     }
@@ -241,6 +239,32 @@ export class UploadHttp {
     }
     return total;
   }
+}
+
+/** Deletes the files of these tokens from the upload directory; one already gone is no error. */
+async function unlinkFiles(dir: string, tokens: string[]): Promise<void> {
+  for (const token of tokens) await unlink(join(dir, token)).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+  });
+}
+
+/**
+ * Removes what an account put (its account is removed): its slots first,
+ * so that from then on no worker of any node serves them or takes a PUT
+ * for them, then their files from XMPP_UPLOAD_DIR (shared by every node of
+ * a cluster, so once is enough). A PUT under way finds its slot gone as it
+ * completes and deletes what it wrote. Returns how many slots went.
+ */
+export async function removeOwnerUploads(store: UploadStore, dir: string, owner: string): Promise<number> {
+  const tokens = await store.removeOwner(owner);
+  if (tokens.length === 0) return 0;
+  // Where the directory is not (the CLI run on a host without the shared volume), the files stay: said, not silently skipped.
+  if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) {
+    log.warn('the files of a removed account stay in XMPP_UPLOAD_DIR: it is not here to delete them from', { dir, files: tokens.length });
+    return tokens.length;
+  }
+  await unlinkFiles(dir, tokens);
+  return tokens.length;
 }
 
 function notFound(req: http.IncomingMessage, res: http.ServerResponse): void {

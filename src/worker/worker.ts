@@ -465,8 +465,9 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const pepStore: PepStore = store ? (stores as Partial<{ pep: PepStore }>).pep! : await openPepStore(config);
   // XEP-0045 chat rooms: the storage thread's (one node), or PostgreSQL's.
   const mucStore: RoomStore = store ? (stores as Partial<{ muc: RoomStore }>).muc! : await openMucStore(config);
-  // XEP-0363 upload slots: the storage thread's (one node), or PostgreSQL's; with the service on.
-  const uploadStore: UploadStore | undefined = !config.uploadDomain ? undefined : store ? (stores as Partial<{ upload: UploadStore }>).upload! : await openUploadStore(config);
+  // XEP-0363 upload slots: the storage thread's (one node), or PostgreSQL's; with the service off too,
+  // since what an account put while it was on goes with the account.
+  const uploadStore: UploadStore = store ? (stores as Partial<{ upload: UploadStore }>).upload! : await openUploadStore(config);
   /** The ports the node's HTTP listeners got (the hub's 'http-ports'). */
   let httpPorts: HttpPorts = {};
   /** Change notices sent to the other workers of this node, by number: the workers yet to acknowledge, and what resolves the wait. */
@@ -554,8 +555,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   // XEP-0363: the HTTP upload service on its own domain; its URLs on the HTTP listener.
   const uploadTypes = uploadTypesOf(config);
   const uploadExpireMs = config.uploadExpireDays * 86_400_000;
-  const upload = uploadStore ? new UploadHttp({ store: uploadStore, dir: config.uploadDir, types: uploadTypes, expireMs: uploadExpireMs }) : undefined;
-  if (upload && uploadStore) {
+  const upload = config.uploadDomain ? new UploadHttp({ store: uploadStore, dir: config.uploadDir, types: uploadTypes, expireMs: uploadExpireMs }) : undefined;
+  if (upload) {
     await upload.prepare();
     const publicUrl = publicUrlOf(config);
     const host = config.domain.includes(':') && !config.domain.startsWith('[') ? `[${config.domain}]` : config.domain;
@@ -707,7 +708,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     detached,
     durable: backend.durable,
     resumption,
-    removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline, archive, blocking: blockStore, personal, pep: pepStore, muc: mucStore }, config.domain, user, config.maxRosterItems),
+    removeAccount: (user) => removeAccount({ accounts, roster: rosterStore, offline, archive, blocking: blockStore, personal, pep: pepStore, muc: mucStore, uploads: { store: uploadStore, dir: config.uploadDir } }, config.domain, user, config.maxRosterItems),
     // Here first, whatever becomes of the announcement; then everywhere.
     announceRemoval: (notice) => {
       onRemoved(notice);
@@ -938,7 +939,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
             void blockStore.close();
             void pepStore.close();
             void mucStore.close();
-            void uploadStore?.close();
+            void uploadStore.close();
             backend.close();
             stop();
           });

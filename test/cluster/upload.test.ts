@@ -5,7 +5,7 @@
 // file the others have. Real processes, real HTTPS with the cluster's
 // certificate.
 import test from 'ava';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCluster, type TestCluster } from '../helpers/cluster.ts';
@@ -25,6 +25,7 @@ test.before(async () => {
   const accounts = await PostgresAccountStore.open(cluster.databaseUrl, 4096);
   try {
     await accounts.create('alice', 'alice-pw');
+    await accounts.create('zoe', 'zoe-pw');
   } finally {
     await accounts.close();
   }
@@ -61,4 +62,20 @@ test('a slot asked for on one node is put through the other, got from both, once
   const u3 = await cluster.add('u3', { XMPP_UPLOAD_DIR: apart });
   t.is((await fetch(on(u3.httpsPort))).status, 404);
   await u3.waitForLog(/recorded but not on this node's disk/);
+});
+
+test('an account removed in band on one node takes the file it put through the other along: gone from the shared directory, 404 on both', async (t) => {
+  const [u1, u2] = cluster.nodes;
+  const { c } = await online(u1.c2sPort, 'zoe', 'zoe-pw', 'phone');
+  t.teardown(() => c.destroy());
+  const id = uid('slot');
+  const reply = await c.request(`<iq type='get' id='${id}' to='upload.localhost'><request xmlns='${NS_UPLOAD}' filename='bye.txt' size='3' content-type='text/plain'/></iq>`, id);
+  const path = new URL(reply.getChild('slot', NS_UPLOAD)!.getChild('put')!.attrs.url).pathname;
+  t.is((await fetch(`https://localhost:${u2.httpsPort}${path}`, { method: 'PUT', body: 'bye', headers: { 'Content-Type': 'text/plain' } })).status, 201);
+  const file = join(shared, path.split('/')[2]);
+  t.true(existsSync(file));
+  const rid = uid('remove');
+  t.is((await c.request(`<iq type='set' id='${rid}'><query xmlns='jabber:iq:register'><remove/></query></iq>`, rid)).attrs.type, 'result');
+  t.false(existsSync(file), 'removed from the shared directory');
+  for (const node of [u1, u2]) t.is((await fetch(`https://localhost:${node.httpsPort}${path}`)).status, 404, node.name);
 });

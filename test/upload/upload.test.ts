@@ -4,7 +4,10 @@
 // trusted), and what each refuses.
 import test from 'ava';
 import https from 'node:https';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { DatabaseSync } from 'node:sqlite';
 import type { Element } from 'ltx';
 import { xml } from '@xmpp/client';
@@ -19,6 +22,7 @@ const NS_UPLOAD = 'urn:xmpp:http:upload:0';
 const MAX = 100_000;
 const QUOTA = 250_000;
 const UPLOAD = 'upload.localhost';
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 let server: TestServer;
 test.before(async () => {
@@ -246,4 +250,62 @@ test('@xmpp/client: one user asks for a slot and uploads, sends the URL; the oth
   t.is(got.status, 200);
   t.deepEqual(Buffer.from(await got.arrayBuffer()), bytes);
   t.is(got.headers.get('content-type'), 'image/jpeg');
+});
+
+/** Puts `body` through a fresh slot of the client's: the GET URL and where the file is on disk. */
+async function putFile(c: RawClient, filename: string, body: string): Promise<{ url: string; file: string }> {
+  const slot = urls(await requestSlot(c, { filename, size: String(Buffer.byteLength(body)), 'content-type': 'text/plain' }));
+  const put = await fetch(slot.put, { method: 'PUT', body, headers: { 'Content-Type': 'text/plain' } });
+  if (put.status !== 201) throw new Error(`PUT: ${put.status}`);
+  return { url: slot.get, file: join(server.config.uploadDir, new URL(slot.get).pathname.split('/')[2]) };
+}
+
+/** The CLI against the running server's data directory (its admin socket tells the server). */
+function cli(args: string[]): Promise<{ code: number | null; out: string }> {
+  return within(
+    new Promise((resolve) => {
+      const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, XMPP_DATA_DIR: server.config.dataDir, XMPP_DOMAIN: 'localhost', XMPP_LOG_LEVEL: 'warn' };
+      const child = spawn(process.execPath, ['src/main.ts', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      child.on('exit', (code) => resolve({ code, out }));
+    }),
+    30_000,
+    `the CLI: ${args.join(' ')}`,
+  );
+}
+
+for (const how of ['in band (XEP-0077 §3.2)', 'by `user remove` while the server runs'] as const)
+test(`an account removed ${how} takes its uploads along: the URLs get 404 and the files are gone from disk; another's stay`, async (t) => {
+  const name = uid('leaving').replace(/-/g, '');
+  await server.addUser(name, `${name}-pw`);
+  const { c } = await online(server.c2sPort, name, `${name}-pw`, 'files');
+  t.teardown(() => c.destroy());
+  const mine = [await putFile(c, 'one.txt', 'first file'), await putFile(c, 'two.txt', 'second file')];
+  // A slot asked for and not put yet goes too.
+  const open = urls(await requestSlot(c, { filename: 'later.txt', size: '5', 'content-type': 'text/plain' }));
+  const stays = uid('staying').replace(/-/g, '');
+  await server.addUser(stays, `${stays}-pw`);
+  const { c: other } = await online(server.c2sPort, stays, `${stays}-pw`, 'stays');
+  t.teardown(() => other.destroy());
+  const theirs = await putFile(other, 'keep.txt', 'not removed');
+  for (const f of mine) t.true(existsSync(f.file), f.file);
+
+  if (how === 'in band (XEP-0077 §3.2)') {
+    const id = uid('remove');
+    const reply = await c.request(`<iq type='set' id='${id}'><query xmlns='jabber:iq:register'><remove/></query></iq>`, id);
+    t.is(reply.attrs.type, 'result', reply.toString());
+  } else {
+    const r = await cli(['user', 'remove', name]);
+    t.is(r.code, 0, r.out);
+  }
+  for (const f of mine) {
+    t.is((await fetch(f.url)).status, 404, f.url);
+    t.false(existsSync(f.file), `${f.file} removed`);
+  }
+  t.is((await fetch(open.put, { method: 'PUT', body: 'later', headers: { 'Content-Type': 'text/plain' } })).status, 404, 'the open slot went too');
+  t.false(existsSync(join(server.config.uploadDir, new URL(open.put).pathname.split('/')[2])));
+  t.is(await (await fetch(theirs.url)).text(), 'not removed');
+  t.true(existsSync(theirs.file));
 });
