@@ -36,6 +36,19 @@ type Sticky = Extract<FromHub, { t: 'epoch' } | { t: 'judging' } | { t: 'lease' 
  */
 export type DropWorker = (index: number) => Promise<Departed[] | undefined>;
 
+/** How often the node's upkeep runs (archive retention, expired uploads). */
+export const UPKEEP_EVERY_MS = 10 * 60_000;
+
+/** What one run of the node's upkeep removed (a part that is off, or failed, is absent). */
+export interface Upkept {
+  /** The worker that ran it. */
+  worker: number;
+  /** Archived messages past XMPP_MAM_RETENTION_DAYS. */
+  archive?: number;
+  /** Upload slots past their life or never put, with their files. */
+  uploads?: number;
+}
+
 /** 'joined', 'lost': a worker joined, died. 'removed': the sessions of a dead worker are out of the registry (how many). */
 export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]; removed: [index: number, sessions: number] }> {
   readonly registry = new MemoryRegistry();
@@ -70,6 +83,11 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
   private collectSeq = 0;
   /** The node's /metrics text (metrics/node.ts), for a worker whose HTTP client asked for it. */
   metricsSource: (() => Promise<string>) | undefined;
+  /** The upkeep under way: the worker running it, and what settles its promise. */
+  private upkeepRun: { link: WorkerLink; done: Promise<Upkept>; settle: (r: Upkept | Error) => void } | undefined;
+  private upkeepTimer: NodeJS.Timeout | undefined;
+  /** The upkeep was due while no worker served: the first to serve runs it. */
+  private upkeepOwed = false;
 
   constructor(dropWorker?: DropWorker) {
     super();
@@ -170,6 +188,8 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
     this.links.delete(link.index);
     this.servingThreads.delete(link.threadId);
     this.deaths++;
+    // Its upkeep is not finished: the next period's goes to a living worker.
+    if (this.upkeepRun?.link === link) this.upkeepRun.settle(new Error(`worker ${link.index} died during the upkeep`));
     link.port.close();
     this.emit('lost', link);
     this.broadcast({ t: 'peer-gone', index: link.index });
@@ -243,6 +263,50 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
     const scanner = ready.length > 0 ? ready[this.turn++ % ready.length] : undefined;
     for (const link of this.links.values()) this.send(link, { t: 'node-dead', node, scan: link === scanner });
     if (!scanner) this.deadNodes.push(node);
+  }
+
+  /**
+   * The node's upkeep (archive retention, expired uploads) every `everyMs`,
+   * and as soon as a worker serves. The hub drives it, not a worker of a
+   * given number: a worker that dies is replaced under a new number, and
+   * the upkeep goes on with whichever worker serves.
+   */
+  scheduleUpkeep(everyMs: number): void {
+    clearInterval(this.upkeepTimer);
+    this.upkeepTimer = setInterval(() => this.upkeepNow(), everyMs).unref();
+    this.upkeepNow();
+  }
+
+  private upkeepNow(): void {
+    this.upkeep().catch((err: unknown) => log.warn('upkeep not done; the next period tries again', { err: String(err) }));
+  }
+
+  /**
+   * Has the ready worker with the lowest number run the upkeep now (the same
+   * one each time while it lives); resolves with what it removed once it is
+   * done. Undefined when no worker serves (the first that does runs it) or
+   * the node is stopping. One run at a time: asked during one, that one.
+   */
+  upkeep(): Promise<Upkept | undefined> {
+    if (this.upkeepRun) return this.upkeepRun.done;
+    if (this.shuttingDown || this.closed) return Promise.resolve(undefined);
+    let link: WorkerLink | undefined;
+    for (const l of this.links.values()) if (l.ready && (!link || l.index < link.index)) link = l;
+    if (!link) {
+      this.upkeepOwed = true;
+      return Promise.resolve(undefined);
+    }
+    let settle!: (r: Upkept | Error) => void;
+    const done = new Promise<Upkept>((resolve, reject) => {
+      settle = (r) => {
+        this.upkeepRun = undefined;
+        if (r instanceof Error) reject(r);
+        else resolve(r);
+      };
+    });
+    this.upkeepRun = { link, done, settle };
+    this.send(link, { t: 'upkeep' });
+    return done;
   }
 
   private send(link: WorkerLink, msg: FromHub): void {
@@ -344,12 +408,19 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
         );
         break;
       }
+      case 'upkept':
+        if (this.upkeepRun?.link === link) this.upkeepRun.settle({ worker: link.index, ...msg.removed });
+        break;
       case 'ready': {
         link.ready = true;
         this.servingThreads.add(link.threadId);
         const waiting = this.departed.splice(0);
         if (waiting.length > 0) this.send(link, { t: 'departed', list: waiting });
         for (const node of this.deadNodes.splice(0)) this.send(link, { t: 'node-dead', node, scan: true });
+        if (this.upkeepOwed) {
+          this.upkeepOwed = false;
+          this.upkeepNow();
+        }
         const serving = this.servingThreads.size;
         this.readyWaiters = this.readyWaiters.filter((w) => (w.n <= serving ? (w.resolve(), false) : true));
         break;
@@ -392,6 +463,7 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
   close(): void {
     this.closed = true;
     clearTimeout(this.retry);
+    clearInterval(this.upkeepTimer);
     for (const link of this.links.values()) link.port.close();
   }
 }

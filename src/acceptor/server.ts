@@ -10,7 +10,7 @@ import type { Config } from '../config/index.ts';
 import { loadTlsIdentity } from '../tls/certificate.ts';
 import { validFor } from '../tls/trust.ts';
 import { X509Certificate } from 'node:crypto';
-import { Hub } from './hub.ts';
+import { Hub, UPKEEP_EVERY_MS } from './hub.ts';
 import type { DropWorker, WorkerLink } from './hub.ts';
 import { connectionCap, addressKey, openFileLimit } from './limits.ts';
 import { decode } from '../worker/wire.ts';
@@ -194,6 +194,8 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
   }
 
   const h = (hub = new Hub(dropWorker));
+  // Archive retention and expired uploads: at start and then every ten minutes, by whichever worker serves.
+  if (config.mamRetentionDays > 0 || config.uploadDomain !== '') h.scheduleUpkeep(UPKEEP_EVERY_MS);
   // A storage thread that died was started again: every worker gets a port to the new one.
   storage?.on('restarted', () => h.each((link) => {
     const port = storage.give();

@@ -37,6 +37,8 @@ export type ToHub =
   // an account was removed: to every worker
   | { t: 'removed'; notice: RemovalNotice }
   | { t: 'ready' }
+  // the upkeep the hub asked for is done: what it removed (a part that is off, or failed, absent)
+  | { t: 'upkept'; removed: { archive?: number; uploads?: number } }
   // PEP state the node's workers share (pep/remote.ts PepShared): a call by name, answered with 'pep'
   | { t: 'pep'; q: number; m: string; a: unknown[] }
   // the answer to 'collect': this worker's metrics (prom-client's getMetricsAsJSON)
@@ -122,6 +124,8 @@ export type FromHub =
   | { t: 'collect'; q: number }
   // the node's /metrics text a worker asked for, or why there is none
   | { t: 'metrics'; q: number; text?: string; error?: string }
+  // run the node's upkeep (archive retention, expired uploads) and say 'upkept': the hub asks one worker at a time
+  | { t: 'upkeep' }
   // tests only (honoured where XMPP_TEST_FAULTS=1): throw out of the thread, as a crash would
   | { t: 'fault' }
   // the ports the HTTP listeners got (sticky: workers that join later get it too), for the URLs of uploads (XEP-0363)

@@ -67,7 +67,7 @@ import { encode, encodeBuffer, decode } from './wire.ts';
 import { adoptSocket } from './socket.ts';
 import { WebServer, elsewhereUri } from '../web/http.ts';
 import type { HttpPorts } from '../web/http.ts';
-import type { Envelope, FromHub, Peers, StorePort, Welcome } from './wire.ts';
+import type { Envelope, FromHub, Peers, StorePort, ToHub, Welcome } from './wire.ts';
 import type { WorkerContext } from './context.ts';
 import { ping } from '../modules/ping.ts';
 import { version } from '../modules/version.ts';
@@ -166,13 +166,12 @@ let joined: Promise<void> | undefined;
 const onJoined: (() => void)[] = [];
 /** How long a connection handed to this worker before it joined waits for the join. */
 const JOIN_WAIT_MS = 10_000;
-/** Archive rows per write (mam/writer.ts), and how often old ones are pruned. */
+/** Archive rows per write (mam/writer.ts), and archived messages the retention removes at a time. */
 const ARCHIVE_BATCH = 2000;
-const PRUNE_EVERY_MS = 10 * 60_000;
 const PRUNE_CHUNK = 10_000;
 
-/** Removes archived messages older than the retention, a chunk at a time (no long lock on the database). */
-async function pruneArchive(archive: ArchiveStore, days: number): Promise<void> {
+/** Removes archived messages older than the retention, a chunk at a time (no long lock on the database); returns how many. */
+async function pruneArchive(archive: ArchiveStore, days: number): Promise<number> {
   const before = Date.now() - days * 86_400_000;
   let total = 0;
   for (;;) {
@@ -183,6 +182,7 @@ async function pruneArchive(archive: ArchiveStore, days: number): Promise<void> 
     await new Promise((r) => setTimeout(r, 50));
   }
   log.info('archive retention: old messages removed', { removed: total, days });
+  return total;
 }
 const notJoined = new Throttled('error', 'connection closed: its worker did not join the hub in time');
 
@@ -799,50 +799,34 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   };
   const sweeper = setInterval(guarded('sweep', sweep), Math.max(10, Math.min(1000, config.bindTimeoutMs / 4, config.idleTimeoutMs > 0 ? config.idleTimeoutMs / 4 : 1000)));
   sweeper.unref();
-  // Retention (XMPP_MAM_RETENTION_DAYS): the first worker of each node prunes, at start and then
-  // every PRUNE_EVERY_MS; nodes pruning at once only share the work. Every archive goes by the same
-  // rule, accounts' and rooms' alike (rooms archive with XMPP_MAM off too).
-  let pruner: NodeJS.Timeout | undefined;
-  if (config.mamRetentionDays > 0) {
-    onJoined.push(() => {
-      if (index !== 0) return;
-      // One run at a time: a run longer than the period is not doubled.
-      let running = false;
-      const prune = guarded('archive retention', async () => {
-        if (running) return;
-        running = true;
-        try {
-          await pruneArchive(archive, config.mamRetentionDays);
-        } finally {
-          running = false;
-        }
-      });
-      prune();
-      pruner = setInterval(prune, PRUNE_EVERY_MS);
-      pruner.unref();
-    });
-  }
-  // Uploads past their life (XMPP_UPLOAD_EXPIRE_DAYS) and slots never used: the first worker of each node, the same way.
-  let uploadSweeper: NodeJS.Timeout | undefined;
-  if (upload) {
-    onJoined.push(() => {
-      if (index !== 0) return;
-      let running = false;
-      const sweepUploads = guarded('upload cleanup', async () => {
-        if (running) return;
-        running = true;
-        try {
-          const removed = await upload.sweep();
-          if (removed > 0) log.info('uploads removed: expired files and slots never used', { removed });
-        } finally {
-          running = false;
-        }
-      });
-      sweepUploads();
-      uploadSweeper = setInterval(sweepUploads, PRUNE_EVERY_MS);
-      uploadSweeper.unref();
-    });
-  }
+  /**
+   * The node's upkeep, run when the hub asks this worker (hub.ts upkeep(),
+   * every UPKEEP_EVERY_MS, one worker at a time): archived messages past
+   * XMPP_MAM_RETENTION_DAYS, every archive by the same rule, accounts' and
+   * rooms' alike (rooms archive with XMPP_MAM off too); uploads past
+   * XMPP_UPLOAD_EXPIRE_DAYS, slots never used and what a crash left. Nodes
+   * of a cluster running theirs at once only share the work. A part that
+   * fails is logged, and the other still runs.
+   */
+  const upkeep = async (): Promise<{ archive?: number; uploads?: number }> => {
+    const removed: { archive?: number; uploads?: number } = {};
+    if (config.mamRetentionDays > 0) {
+      try {
+        removed.archive = await pruneArchive(archive, config.mamRetentionDays);
+      } catch (err) {
+        log.error('archive retention failed', { err: String(err) });
+      }
+    }
+    if (upload) {
+      try {
+        removed.uploads = await upload.sweep();
+        if (removed.uploads > 0) log.info('uploads removed: expired files and slots never used', { removed: removed.uploads });
+      } catch (err) {
+        log.error('upload cleanup failed', { err: String(err) });
+      }
+    }
+    return removed;
+  };
 
   let stop!: () => void;
   const stopped = new Promise<void>((r) => (stop = r));
@@ -885,6 +869,9 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       }
       case 'metrics':
         metricsAsked.get(msg.q)?.(msg);
+        break;
+      case 'upkeep':
+        void upkeep().then((removed) => hub.postMessage(encode({ t: 'upkept', removed } satisfies ToHub)));
         break;
       case 'fault':
         if (faults) setImmediate(() => {
@@ -933,8 +920,6 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
             await archiveWriter?.close(config.shutdownTimeoutMs / 2);
             hub.postMessage(encode({ t: 'stopped' }));
             clearInterval(sweeper);
-            if (pruner) clearInterval(pruner);
-            if (uploadSweeper) clearInterval(uploadSweeper);
             stores.close();
             void blockStore.close();
             void pepStore.close();

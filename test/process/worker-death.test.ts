@@ -12,16 +12,20 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { connect, expect, fresh, isPresence, ready, subscribe, WAIT } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
-import { othersUnaffected, within } from '../helpers/protocol.ts';
+import { online, othersUnaffected, uid, within } from '../helpers/protocol.ts';
+import { trustServer } from '../helpers/xmpp-client.ts';
 import { inspector, sharedRedisServer } from '../helpers/redis.ts';
 import { sharedPostgresServer } from '../helpers/postgres.ts';
 import { openAccountStore } from '../../src/accounts/open.ts';
 import { K } from '../../src/registry/redis.ts';
-import type { WorkerLink } from '../../src/acceptor/hub.ts';
+import type { Upkept, WorkerLink } from '../../src/acceptor/hub.ts';
 import type { Redis } from 'ioredis';
 
 process.env.XMPP_TEST_FAULTS = '1';
@@ -160,4 +164,59 @@ test.serial('with a single worker, a login made while it is being replaced waits
   await othersUnaffected(t, p, other);
   t.like(s.stats(), { workerDeaths: 1, workers: 1 });
   t.deepEqual(lines.filter((l) => l.msg !== 'worker died' && l.msg !== 'connection lost with its worker'), [], 'nothing else went wrong');
+});
+
+test.serial('the upkeep (expired uploads, archive retention) goes on when the worker that ran it dies: the hub has a living worker run it, whatever its number', async (t) => {
+  const s = await server(t, { XMPP_HTTPS_PORT: '0', XMPP_MAM_RETENTION_DAYS: '1' });
+  trustServer(s);
+  await within(s.hub.ready(2), WAIT, 'both workers to serve');
+  // Whatever the start's run was doing is done.
+  await within(s.hub.upkeep(), WAIT, "the start's upkeep");
+  const name = fresh('keeper');
+  await s.addUser(name, `${name}-pw`);
+
+  /** A file put through a slot of `name`'s, then made older than its life (30 days by default), as time would: its URL and its place on disk. */
+  const expiredFile = async (): Promise<{ url: string; file: string }> => {
+    const { c } = await online(s.c2sPort, name, `${name}-pw`, uid('r'));
+    try {
+      const id = uid('slot');
+      const reply = await c.request(`<iq type='get' id='${id}' to='upload.localhost'><request xmlns='urn:xmpp:http:upload:0' filename='old.txt' size='3' content-type='text/plain'/></iq>`, id);
+      const url = reply.getChild('slot', 'urn:xmpp:http:upload:0')!.getChild('put')!.attrs.url;
+      t.is((await fetch(url, { method: 'PUT', body: 'old', headers: { 'Content-Type': 'text/plain' } })).status, 201);
+      const token = new URL(url).pathname.split('/')[2];
+      const db = new DatabaseSync(join(s.config.dataDir, 'upload.sqlite'), { timeout: 10_000 });
+      try {
+        t.is(Number(db.prepare('UPDATE upload_slots SET uploaded = 1 WHERE token = ?').run(token).changes), 1);
+      } finally {
+        db.close();
+      }
+      return { url, file: join(s.config.uploadDir, token) };
+    } finally {
+      c.destroy();
+    }
+  };
+  const swept = async (f: { url: string; file: string }, r: Upkept | undefined): Promise<Upkept> => {
+    t.truthy(r, 'a worker ran it');
+    t.like(r, { uploads: 1, archive: 0 }, 'both parts ran');
+    t.false(existsSync(f.file), 'the file is gone');
+    t.is((await fetch(f.url)).status, 404);
+    return r!;
+  };
+
+  const first = await expiredFile();
+  const before = await swept(first, await within(s.hub.upkeep(), WAIT, 'the upkeep'));
+  // The worker that ran it dies; its replacement gets another number.
+  const lines: Record<string, unknown>[] = [];
+  await capturingLog(lines, async () => {
+    const lost = once(s.hub, 'lost');
+    const joined = once(s.hub, 'joined') as Promise<[WorkerLink]>;
+    t.true(s.hub.sendTo(before.worker, { t: 'fault' }));
+    await within(lost, WAIT, 'the worker to be taken out');
+    const [link] = await within(joined, WAIT, 'a replacement to join');
+    t.not(link.index, before.worker);
+    await within(s.hub.ready(2), WAIT, 'the replacement to serve');
+  });
+  const second = await expiredFile();
+  const after = await swept(second, await within(s.hub.upkeep(), WAIT, 'the upkeep after the death'));
+  t.not(after.worker, before.worker, 'run by a living worker');
 });
