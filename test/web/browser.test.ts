@@ -6,13 +6,16 @@
 // with --ignore-certificate-errors-spki-list holding the hash of that
 // certificate's public key (a certificate with another key would still be
 // refused), rather than ignoring every certificate error. Nothing leaves
-// loopback: every request a page makes elsewhere is aborted (and the test
-// fails if Converse needed one).
+// loopback: Chromium resolves no host name but localhost
+// (--host-resolver-rules), and every request a page makes elsewhere is
+// recorded (the test fails if Converse made one). Requests are watched, not
+// intercepted: Playwright answers the CORS preflight of a request it
+// intercepts itself, allowing everything, and the server's own answer
+// would never be asked for.
 //
 // openConverse() starts one Converse page with the connection options a test
-// gives (websocket_url today; bosh_service_url for a BOSH login; the upload
-// test needs only another page and a file input), each in a browser context
-// of its own (its own storage), with accounts of its own.
+// gives (websocket_url today; bosh_service_url for a BOSH login), each in a
+// browser context of its own (its own storage), with accounts of its own.
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import http from 'node:http';
@@ -88,7 +91,11 @@ test.before(async () => {
   pageUrl = `http://127.0.0.1:${(pages.address() as AddressInfo).port}/`;
   browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--no-sandbox', `--ignore-certificate-errors-spki-list=${spkiHash(join(server.config.dataDir, 'tls', `${server.config.domain}.crt`))}`],
+    args: [
+      '--no-sandbox',
+      `--ignore-certificate-errors-spki-list=${spkiHash(join(server.config.dataDir, 'tls', `${server.config.domain}.crt`))}`,
+      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1',
+    ],
   });
 });
 test.after.always(async () => {
@@ -106,7 +113,7 @@ interface ConversePage {
   context: BrowserContext;
   /** The page's console (Converse's log, with the XML it sends and receives) and its failed loads. */
   log: string[];
-  /** Requests the page made beyond loopback (aborted). */
+  /** Requests the page made beyond loopback (which found no address). */
   outside: string[];
 }
 
@@ -128,13 +135,10 @@ async function openConverse(t: ExecutionContext, options: Record<string, unknown
     if (!t.passed) t.log(`Converse's console:\n${log.join('\n')}`);
     await context.close();
   });
-  await context.route(
-    (url) => url.hostname !== '127.0.0.1' && url.hostname !== 'localhost',
-    (route) => {
-      outside.push(route.request().url());
-      return route.abort('blockedbyclient');
-    },
-  );
+  context.on('request', (r) => {
+    const url = new URL(r.url());
+    if (/^(https?|wss?):$/.test(url.protocol) && url.hostname !== '127.0.0.1' && url.hostname !== 'localhost') outside.push(r.url());
+  });
   const page = await context.newPage();
   page.on('console', (m) => log.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => log.push(`pageerror: ${e.message}`));
