@@ -11,11 +11,13 @@
 // recorded (the test fails if Converse made one). Requests are watched, not
 // intercepted: Playwright answers the CORS preflight of a request it
 // intercepts itself, allowing everything, and the server's own answer
-// would never be asked for.
+// (what the upload test checks) would never be asked for.
 //
 // openConverse() starts one Converse page with the connection options a test
 // gives (websocket_url today; bosh_service_url for a BOSH login), each in a
 // browser context of its own (its own storage), with accounts of its own.
+// The upload test sends a file through Converse's own file input, from the
+// page's origin to the server's HTTPS one (CORS).
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import http from 'node:http';
@@ -267,5 +269,49 @@ test('Converse.js joins the room of an XEP-0402 bookmark with autojoin at login,
   await say(muc, 'Thank you, Dave');
   const heard = await within(dave.inbox.find((el) => el.name === 'message' && el.attrs.type === 'groupchat' && el.getChildText('body') === 'Thank you, Dave', fd), WAIT, 'Dave hearing Carol');
   t.is(heard.attrs.from, `${room}/Carol`);
+  t.deepEqual(c.outside, [], 'nothing asked of the network beyond loopback');
+});
+
+const NS_OOB = 'jabber:x:oob';
+/** A 1×1 PNG: a file Converse shows as a picture. */
+const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==', 'base64');
+
+test('Converse.js sends a file through HTTP upload (XEP-0363): picked in its file input, put from the page\'s origin (CORS), and the @xmpp/client user gets its URL and the same bytes over HTTPS', async (t) => {
+  const erin = await account('erin');
+  const erinJid = `${erin}@localhost`;
+  const frank = await tcpUser(await account('frank'));
+  const c = await openConverse(t, { websocket_url: wssUrl(), jid: erinJid, password: `${erin}-pw` });
+  await loggedIn(c, erinJid);
+  // Frank writes first: Converse opens their chat.
+  await frank.c.send(xml('message', { to: erinJid, type: 'chat', id: uid('m') }, xml('body', {}, 'Send me the picture?')));
+  const chat = c.page.locator(`converse-chat[jid="${frank.jid.split('/')[0]}"]`);
+  await chat.locator('.chat-msg__text', { hasText: 'Send me the picture?' }).waitFor({ timeout: WAIT });
+
+  // Its toolbar has a file input once Converse found the upload service (disco#items, then disco#info of upload.localhost).
+  const input = chat.locator('converse-chat-toolbar input.fileupload');
+  await input.waitFor({ state: 'attached', timeout: WAIT });
+  const from = frank.inbox.length;
+  const put = c.page.waitForResponse((r) => r.request().method() === 'PUT' && new URL(r.url()).pathname.startsWith('/upload/'), { timeout: WAIT });
+  await input.setInputFiles({ name: 'picture.png', mimeType: 'image/png', buffer: PNG });
+  // The page (http://127.0.0.1:<port>) puts to https://localhost:<https port>: cross-origin, preflighted, and allowed.
+  const response = await put;
+  t.is(response.status(), 201, await response.text());
+  t.is(await response.headerValue('access-control-allow-origin'), '*');
+
+  // Converse sends the GET URL as the body, and (XEP-0066) in an OOB element.
+  const msg = await within(frank.inbox.find((el) => el.name === 'message' && (el.getChildText('body') ?? '').includes('/upload/'), from), WAIT, 'Frank receiving the URL');
+  const url = msg.getChildText('body')!;
+  t.regex(url, new RegExp(`^https://localhost:${server.httpsPort}/upload/[A-Za-z0-9_-]{43}/picture\\.png$`));
+  t.is(response.url(), url, 'the URL it put to is the one it sent');
+  t.is(msg.getChild('x', NS_OOB)?.getChildText('url'), url, msg.toString());
+  t.regex(msg.attrs.from, new RegExp(`^${erinJid}/.+`), 'from her browser session');
+
+  // Frank gets the same bytes, of the type Converse asked for.
+  const got = await fetch(url);
+  t.is(got.status, 200);
+  t.is(got.headers.get('content-type'), 'image/png');
+  t.deepEqual(Buffer.from(await got.arrayBuffer()), PNG);
+  // Her chat shows the picture she sent.
+  await chat.locator(`img[src="${url}"]`).waitFor({ state: 'attached', timeout: WAIT });
   t.deepEqual(c.outside, [], 'nothing asked of the network beyond loopback');
 });
