@@ -70,6 +70,9 @@ export interface Config {
   httpTrustedProxies: string;
   httpPublicUrl: string;
   metrics: string;
+  boshMaxWait: number;
+  boshInactivity: number;
+  boshMaxPause: number;
   s2s: boolean;
   s2sPort: number;
   s2sBindHost: string;
@@ -178,11 +181,14 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'smResumeTimeoutMs', env: 'XMPP_SM_RESUME_TIMEOUT_MS', kind: 'int', min: 1000, doc: "how long a session whose connection dropped waits, detached, for its client to resume it (XEP-0198); then it ends, its unacknowledged messages stored offline or bounced", default: () => 300_000 },
   { key: 'smDurable', env: 'XMPP_SM_DURABLE', kind: 'bool', doc: "cluster: keep each resumable session's unacknowledged stanzas and counts in Redis as they change, so that its client can resume it on another node after its node died (XEP-0198); costs Redis writes per stanza", default: () => false },
   { key: 'componentPort', env: 'XMPP_COMPONENT_PORT', kind: 'string', doc: 'port for external components (XEP-0114) at XMPP_BIND_HOST; empty: no component listener; 0 picks a free port', default: () => '' },
-  { key: 'httpPort', env: 'XMPP_HTTP_PORT', kind: 'string', doc: "plain HTTP port at XMPP_BIND_HOST for web clients (WebSocket at /xmpp-websocket, XEP-0156 host-meta); authentication over it only from loopback or a trusted proxy (XMPP_HTTP_TRUSTED_PROXIES); empty: none; 0 picks a free port", default: () => '' },
-  { key: 'httpsPort', env: 'XMPP_HTTPS_PORT', kind: 'string', doc: "HTTPS port at XMPP_BIND_HOST for web clients (WebSocket at /xmpp-websocket, XEP-0156 host-meta), with the server's certificate; empty: none; 0 picks a free port", default: () => '' },
+  { key: 'httpPort', env: 'XMPP_HTTP_PORT', kind: 'string', doc: "plain HTTP port at XMPP_BIND_HOST for web clients (WebSocket at /xmpp-websocket, BOSH at /http-bind, XEP-0156 host-meta); authentication over it only from loopback or a trusted proxy (XMPP_HTTP_TRUSTED_PROXIES); empty: none; 0 picks a free port", default: () => '' },
+  { key: 'httpsPort', env: 'XMPP_HTTPS_PORT', kind: 'string', doc: "HTTPS port at XMPP_BIND_HOST for web clients (WebSocket at /xmpp-websocket, BOSH at /http-bind, XEP-0156 host-meta), with the server's certificate; empty: none; 0 picks a free port", default: () => '' },
   { key: 'httpTrustedProxies', env: 'XMPP_HTTP_TRUSTED_PROXIES', kind: 'string', doc: "addresses or CIDR blocks of TLS-terminating reverse proxies in front of XMPP_HTTP_PORT, comma-separated: a plain connection from one counts as secure when it says X-Forwarded-Proto: https, and its X-Forwarded-For names the client; empty: none", default: () => '' },
   { key: 'httpPublicUrl', env: 'XMPP_HTTP_PUBLIC_URL', kind: 'string', doc: "the https:// URL (scheme, host, optional port and path) at which browsers reach the HTTPS listener, as host-meta announces it (behind a proxy: the proxy's); empty: https://<domain>:<XMPP_HTTPS_PORT>", default: () => '' },
   { key: 'metrics', env: 'XMPP_METRICS', kind: 'string', doc: "addresses or CIDR blocks (comma-separated) allowed to read /metrics, the node's Prometheus metrics, on the HTTP and HTTPS listeners; a request relayed by a proxy counts from the client's address when the proxy is in XMPP_HTTP_TRUSTED_PROXIES, and is refused otherwise; empty: /metrics is not served", default: () => '' },
+  { key: 'boshMaxWait', env: 'XMPP_BOSH_MAX_WAIT', kind: 'int', min: 1, doc: "BOSH (XEP-0124) at /http-bind: longest a request is held, in seconds, whatever longer 'wait' the client asks for", default: () => 60 },
+  { key: 'boshInactivity', env: 'XMPP_BOSH_INACTIVITY', kind: 'int', min: 1, doc: 'BOSH: a session with no request for this long, in seconds, has lost its client (its stream ends as a lost connection would: resumable with XEP-0198)', default: () => 60 },
+  { key: 'boshMaxPause', env: 'XMPP_BOSH_MAX_PAUSE', kind: 'int', min: 1, doc: "BOSH: longest pause, in seconds, a client may ask for (XEP-0124 'maxpause'), during which it sends no request", default: () => 120 },
   { key: 'components', env: 'XMPP_COMPONENTS', kind: 'string', doc: "external components allowed to connect, as 'domain=secret,...' (XEP-0114 handshake secrets)", default: () => '' },
   { key: 'pubsubDomain', env: 'XMPP_PUBSUB_DOMAIN', kind: 'string', doc: "domain of the publish-subscribe service (XEP-0060) the server hosts; empty: none", default: defaultServiceDomain('pubsub') },
   { key: 'mucDomain', env: 'XMPP_MUC_DOMAIN', kind: 'string', doc: "domain of the multi-user chat service (XEP-0045) the server hosts; empty: none", default: defaultServiceDomain('conference') },

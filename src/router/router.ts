@@ -852,6 +852,8 @@ export class Router implements PresenceRouting {
 
   /** An envelope from another worker or node for a session of this worker. */
   onEnvelope(env: Envelope): void {
+    // BOSH's are web/bosh.ts's (worker.ts hands them there): never here.
+    if (env.t === 'bosh' || env.t === 'bosh-res') return;
     if (env.t === 's2s' || env.t === 's2s-verify' || env.t === 's2s-verified') {
       if (this.federation) this.federation.onEnvelope(env);
       else if (env.t === 's2s') this.undeliverableRemote(env.xml);

@@ -2,9 +2,10 @@
 // handed them to, as it hands a client's TCP connection: this worker reads
 // the request (TLS first on the HTTPS port), answers the XEP-0156
 // discovery documents, upgrades /xmpp-websocket to a WebSocket whose
-// stream is a client session like any other (web/websocket.ts), and serves
-// the PUT and GET URLs of HTTP upload (upload/http.ts). The acceptor only
-// accepts.
+// stream is a client session like any other (web/websocket.ts), hands the
+// requests to /http-bind to BOSH (web/bosh.ts), whose sessions are client
+// sessions too, and serves the PUT and GET URLs of HTTP upload
+// (upload/http.ts). The acceptor only accepts.
 import http from 'node:http';
 import tls from 'node:tls';
 import { isIP } from 'node:net';
@@ -17,11 +18,14 @@ import { trustedProxiesOf, publicUrlOf, metricsAllowedOf } from '../config/index
 import { WebSocketTransport } from './websocket.ts';
 import { UPLOAD_PATH, UPLOAD_WRITE_MS } from '../upload/http.ts';
 import type { UploadHttp } from '../upload/http.ts';
+import { BOSH_PATH, bodyLimit, terminateBody } from './bosh.ts';
+import type { RequestInfo, Responder } from './bosh.ts';
 import { log } from '../log.ts';
 
 export const WEBSOCKET_PATH = '/xmpp-websocket';
-/** XEP-0156 §3: the link relation of a WebSocket endpoint. */
+/** XEP-0156 §3: the link relations of a WebSocket and a BOSH endpoint. */
 const REL_WEBSOCKET = 'urn:xmpp:alt-connections:websocket';
+const REL_BOSH = 'urn:xmpp:alt-connections:xbosh';
 const NS_XRD = 'http://docs.oasis-open.org/ns/xri/xrd-1.0';
 /** A connection that has not sent a whole request for this long, or idles between requests, is closed. */
 const HTTP_IDLE_MS = 30_000;
@@ -36,10 +40,12 @@ export interface HttpPorts {
 }
 
 export interface WebEnv {
-  config: Pick<Config, 'domain' | 'maxStanzaBytes' | 'maxStanzaElements' | 'httpTrustedProxies' | 'httpPublicUrl' | 'metrics'>;
+  config: Pick<Config, 'domain' | 'maxStanzaBytes' | 'maxStanzaElements' | 'httpTrustedProxies' | 'httpPublicUrl' | 'metrics' | 'boshMaxWait'>;
   secureContext: SecureContext;
   /** A WebSocket ready to carry a stream: the worker makes it a client session. */
   session(transport: WebSocketTransport): void;
+  /** A BOSH request's body (web/bosh.ts BoshService.request). */
+  bosh(body: Buffer, info: RequestInfo, to: Responder): void;
   /** HTTP upload's URLs (XEP-0363), when the service is on. */
   upload?: UploadHttp;
   /** The node's metrics in the Prometheus text format (gathered from every thread by the hub). */
@@ -89,13 +95,13 @@ function isLoopback(address: string): boolean {
   return a === '::1' || a.startsWith('127.');
 }
 
-/** The WebSocket endpoints host-meta lists: the TLS one; the plain one only when there is no other (a local set-up). */
-export function websocketEndpoints(config: Pick<Config, 'domain' | 'httpPublicUrl'>, ports: HttpPorts): string[] {
+/** The endpoints host-meta lists, with `path`: the TLS one; the plain one only when there is no other (a local set-up). */
+function endpoints(config: Pick<Config, 'domain' | 'httpPublicUrl'>, ports: HttpPorts, path: string, tlsScheme: string, plainScheme: string): string[] {
   const base = publicUrlOf(config);
-  if (base !== '') return [`wss${base.slice('https'.length)}${WEBSOCKET_PATH}`];
+  if (base !== '') return [`${tlsScheme}${base.slice('https'.length)}${path}`];
   const host = config.domain.includes(':') && !config.domain.startsWith('[') ? `[${config.domain}]` : config.domain;
-  if (ports.https !== undefined) return [`wss://${host}:${ports.https}${WEBSOCKET_PATH}`];
-  if (ports.http !== undefined) return [`ws://${host}:${ports.http}${WEBSOCKET_PATH}`];
+  if (ports.https !== undefined) return [`${tlsScheme}://${host}:${ports.https}${path}`];
+  if (ports.http !== undefined) return [`${plainScheme}://${host}:${ports.http}${path}`];
   return [];
 }
 
@@ -111,16 +117,28 @@ export function elsewhereUri(config: WebEnv['config'] & Pick<Config, 'redisUrl'>
   return websocketEndpoints(config, {})[0];
 }
 
-/** XEP-0156 §3.2 host-meta (XRD) and host-meta.json (JRD). BOSH's endpoint (urn:xmpp:alt-connections:xbosh) joins them once served. */
-export function hostMeta(endpoints: string[]): { xml: string; json: string } {
+/** The WebSocket endpoints host-meta lists (wss://, or ws:// in a local set-up). */
+export function websocketEndpoints(config: Pick<Config, 'domain' | 'httpPublicUrl'>, ports: HttpPorts): string[] {
+  return endpoints(config, ports, WEBSOCKET_PATH, 'wss', 'ws');
+}
+
+/** The BOSH endpoints host-meta lists (https://, or http:// in a local set-up). */
+export function boshEndpoints(config: Pick<Config, 'domain' | 'httpPublicUrl'>, ports: HttpPorts): string[] {
+  return endpoints(config, ports, BOSH_PATH, 'https', 'http');
+}
+
+/** XEP-0156 §3.2 host-meta (XRD) and host-meta.json (JRD): the WebSocket endpoints, then the BOSH ones. */
+export function hostMeta(websocket: string[], bosh: string[] = []): { xml: string; json: string } {
   const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;');
-  const links = endpoints.map((href) => ({ rel: REL_WEBSOCKET, href }));
+  const links = [...websocket.map((href) => ({ rel: REL_WEBSOCKET, href })), ...bosh.map((href) => ({ rel: REL_BOSH, href }))];
   const xml = `<?xml version='1.0' encoding='utf-8'?>\n<XRD xmlns='${NS_XRD}'>\n${links.map((l) => `  <Link rel='${l.rel}' href='${esc(l.href)}'/>\n`).join('')}</XRD>\n`;
   return { xml, json: `${JSON.stringify({ links })}\n` };
 }
 
 /** Headers that let a web page of any origin read the discovery documents (XEP-0156 §3.2 asks for CORS). */
 const CORS = { 'Access-Control-Allow-Origin': '*', 'Access-Control-Allow-Methods': 'GET, HEAD, OPTIONS', 'Access-Control-Allow-Headers': 'Content-Type' };
+/** The same for BOSH's POSTs, which carry no credentials (the session id is in the body). */
+const BOSH_CORS = { 'Access-Control-Allow-Origin': '*', 'Access-Control-Allow-Methods': 'POST, OPTIONS', 'Access-Control-Allow-Headers': 'Content-Type' };
 
 export class WebServer {
   private readonly env: WebEnv;
@@ -206,7 +224,7 @@ export class WebServer {
     if (path === '/.well-known/host-meta' || path === '/.well-known/host-meta.json') {
       if (req.method === 'OPTIONS') return void res.writeHead(204, { ...CORS, 'Access-Control-Max-Age': '86400' }).end();
       if (req.method !== 'GET' && req.method !== 'HEAD') return void res.writeHead(405, { ...CORS, Allow: 'GET, HEAD, OPTIONS' }).end();
-      this.docs ??= hostMeta(websocketEndpoints(this.env.config, this.ports));
+      this.docs ??= hostMeta(websocketEndpoints(this.env.config, this.ports), boshEndpoints(this.env.config, this.ports));
       const json = path.endsWith('.json');
       const body = json ? this.docs.json : this.docs.xml;
       res.writeHead(200, { ...CORS, 'Content-Type': json ? 'application/json' : 'application/xrd+xml; charset=utf-8', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'max-age=3600' });
@@ -240,6 +258,7 @@ export class WebServer {
       const body = 'a WebSocket endpoint (RFC 7395): connect with the xmpp subprotocol\n';
       return void res.writeHead(426, { Upgrade: 'websocket', Connection: 'Upgrade', 'Content-Type': 'text/plain', 'Content-Length': Buffer.byteLength(body) }).end(body);
     }
+    if (path === BOSH_PATH) return this.bosh(req, res);
     res.writeHead(404, { 'Content-Type': 'text/plain', 'Content-Length': 10 }).end('not found\n');
   }
 
@@ -262,6 +281,50 @@ export class WebServer {
       if (forwarded !== undefined) client = unmapped(forwarded);
     } else if (forwarded !== undefined || req.headers.forwarded !== undefined || req.headers['x-real-ip'] !== undefined) return false;
     return isIP(client) !== 0 && this.metricsAllowed.check(client, family(client));
+  }
+
+  /** XEP-0124 §5: a BOSH request is a POST whose body is one <body/>; the answer may be held up to the session's 'wait'. */
+  private bosh(req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (req.method === 'OPTIONS') return void res.writeHead(204, { ...BOSH_CORS, 'Access-Control-Max-Age': '86400' }).end();
+    if (req.method !== 'POST') {
+      const body = 'a BOSH endpoint (XEP-0124, XEP-0206): POST a <body/>\n';
+      return void res.writeHead(405, { ...BOSH_CORS, Allow: 'POST, OPTIONS', 'Content-Type': 'text/plain', 'Content-Length': Buffer.byteLength(body) }).end(req.method === 'HEAD' ? undefined : body);
+    }
+    const socket = req.socket;
+    const limit = bodyLimit(this.env.config);
+    const tooLarge = () => {
+      // No session is touched: its id is in the body not read. The connection closes, its unread rest with it.
+      log.info('BOSH request body too large: refused', { ip: socket.remoteAddress, limit });
+      const body = terminateBody('policy-violation');
+      res.writeHead(413, { ...BOSH_CORS, 'Content-Type': 'text/xml; charset=utf-8', 'Content-Length': Buffer.byteLength(body), Connection: 'close' }).end(body);
+      req.removeAllListeners('data');
+      req.resume();
+    };
+    const declared = Number(req.headers['content-length']);
+    if (declared > limit) return tooLarge();
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) return tooLarge();
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (size > limit) return;
+      const encrypted = (socket as tls.TLSSocket).encrypted === true;
+      const trust = encrypted ? { secure: true, client: socket.remoteAddress } : plainTrust(socket.remoteAddress, req.headers, this.proxies);
+      // A held request waits for up to the session's 'wait' with no byte on its connection: longer than the idle bound.
+      socket.setTimeout((this.env.config.boshMaxWait + 30) * 1000);
+      const to: Responder = {
+        send: (body, status, type) => {
+          if (res.headersSent || res.destroyed) return;
+          socket.setTimeout(HTTP_IDLE_MS);
+          res.writeHead(status, { ...BOSH_CORS, 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff' }).end(body);
+        },
+        close: () => socket.destroy(),
+      };
+      this.env.bosh(Buffer.concat(chunks), { secure: trust.secure, client: trust.client, port: trust.client === socket.remoteAddress ? socket.remotePort : undefined }, to);
+    });
   }
 
   private upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {

@@ -8,6 +8,7 @@ import type { Departed } from '../presence/presence.ts';
 import type { Handoff, Reroute } from '../session/session.ts';
 import type { RemovalNotice } from '../accounts/removal.ts';
 import type { HttpPorts } from '../web/http.ts';
+import type { BoshEnvelope } from '../web/bosh.ts';
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
@@ -150,7 +151,8 @@ export type FromHub =
 export type Only = 'roster' | 'carbons' | 'copy' | 'available' | 'subscription' | 'blocklist' | `notify ${string}`;
 // fwd: passed on by the worker a session moved away from (XEP-0198 §5), not
 // to be passed on again
-export type Envelope = SessionEnvelope | ResumeEnvelope | S2sEnvelope | ChangeEnvelope | ChangeAckEnvelope | ServiceEnvelope | AnswerEnvelope | ServiceControlEnvelope | ServiceFanEnvelope;
+// bosh, bosh-res: a BOSH request for the worker its session lives on, and the answer back (web/bosh.ts)
+export type Envelope = SessionEnvelope | ResumeEnvelope | S2sEnvelope | ChangeEnvelope | ChangeAckEnvelope | ServiceEnvelope | AnswerEnvelope | ServiceControlEnvelope | ServiceFanEnvelope | BoshEnvelope;
 type SessionEnvelope = (
   // solicited: an answer the session asked for (not unsolicited output);
   // reroute: what to do with it if the session cannot write it (Reroute)

@@ -66,6 +66,7 @@ import { DurableSessions } from '../session/durable.ts';
 import { encode, encodeBuffer, decode } from './wire.ts';
 import { adoptSocket } from './socket.ts';
 import { WebServer, elsewhereUri } from '../web/http.ts';
+import { BoshService } from '../web/bosh.ts';
 import type { HttpPorts } from '../web/http.ts';
 import type { Envelope, FromHub, Peers, StorePort, ToHub, Welcome } from './wire.ts';
 import type { WorkerContext } from './context.ts';
@@ -222,8 +223,8 @@ interface Backend {
    * acknowledged having applied it, false if some had not within `waitMs`.
    */
   publishChange?(kind: string, user: string, waitMs: number): Promise<boolean>;
-  /** Called once the worker knows its index: start receiving. */
-  listen(index: number, router: Router, onRemoved: (notice: unknown) => void): Promise<void>;
+  /** Called once the worker knows its index: start receiving (envelopes go to `deliver`). */
+  listen(index: number, router: Router, onRemoved: (notice: unknown) => void, deliver: (env: Envelope) => void): Promise<void>;
   onHub(msg: FromHub): boolean;
   /** Calls `fn` each time the registry is reachable again after an outage. */
   onRecovered(fn: () => void): void;
@@ -310,9 +311,9 @@ function cluster(): Backend {
         awaitingAcks.delete(id);
       }
     },
-    async listen(i, router, onRemoved) {
+    async listen(i, router, onRemoved, deliver) {
       index = i;
-      onEnvelope = (env) => router.onEnvelope(env);
+      onEnvelope = deliver;
       const mine = K.channel(config.nodeId, index);
       const acks = K.changeAck(config.nodeId, index);
       // Invalidations sent while we were disconnected are lost: start cold.
@@ -718,6 +719,25 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     s2s: undefined,
     upload,
   };
+  /** Envelopes from other workers and nodes: BOSH's (web/bosh.ts), and the router's. */
+  const deliver = (env: Envelope): void => {
+    if (env.t === 'bosh' || env.t === 'bosh-res') return boshService.onEnvelope(env);
+    router.onEnvelope(env);
+  };
+  const boshService = new BoshService({
+    config,
+    node: config.nodeId,
+    worker: () => index,
+    session: (transport) => void new Session(c, transport, false),
+    send: (node, w, env) => {
+      if (node !== config.nodeId) return backend.toNode(node, w, env);
+      const port = peers.get(w);
+      if (!port) return false; // that worker died, its sessions with it
+      port.postMessage(encode(env));
+      return true;
+    },
+  });
+  bosh = boshService;
   if (config.s2s) {
     c.s2s = new Federation({
       ctx: c,
@@ -844,7 +864,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
             if (env.q !== undefined) p.port.postMessage(encode({ t: 'changed-ok', q: env.q } satisfies Envelope));
           });
         }
-        router.onEnvelope(env);
+        deliver(env);
       });
     }
   };
@@ -955,7 +975,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     for (const msg of raw.state) onHub(msg);
     for (const rec of raw.records) backend.onHub({ t: 'put', rec });
     addPeers(raw.peers);
-    void backend.listen(index, router, onRemoved).then(
+    void backend.listen(index, router, onRemoved, deliver).then(
       () => {
         ctx = c;
         for (const w of onJoined.splice(0)) w();
@@ -1032,6 +1052,8 @@ export default function handle(task: Task): Promise<string> {
 
 /** This worker's HTTP server (web clients), made on its first HTTP connection. */
 let web: WebServer | undefined;
+/** This worker's BOSH sessions (web/bosh.ts), made when it joins: requests for them may come from other workers. */
+let bosh: BoshService | undefined;
 
 function serve(c: WorkerContext, task: Task & { t: 'conn' }): Promise<string> {
   const { socket, directTls, kind } = task;
@@ -1040,6 +1062,7 @@ function serve(c: WorkerContext, task: Task & { t: 'conn' }): Promise<string> {
       config: c.config,
       secureContext: c.secureContext,
       session: (transport) => void new Session(c, transport, false),
+      bosh: (body, info, to) => bosh!.request(body, info, to),
       metrics: () => ops!.metrics(),
       readiness: () => ops!.readiness(),
       upload: c.upload,

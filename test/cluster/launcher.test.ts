@@ -129,7 +129,10 @@ test('two nodes behind haproxy: CLI account, logins spread by the balancer, mess
       res.on('end', () => resolve(body));
     }).on('error', reject);
   });
-  t.deepEqual(JSON.parse(meta).links, [{ rel: 'urn:xmpp:alt-connections:websocket', href: `wss://${cluster.domain}:${cluster.httpsPort}/xmpp-websocket` }]);
+  t.deepEqual(JSON.parse(meta).links, [
+    { rel: 'urn:xmpp:alt-connections:websocket', href: `wss://${cluster.domain}:${cluster.httpsPort}/xmpp-websocket` },
+    { rel: 'urn:xmpp:alt-connections:xbosh', href: `https://${cluster.domain}:${cluster.httpsPort}/http-bind` },
+  ]);
   const web = await WsClient.connect(`wss://${cluster.domain}:${cluster.httpsPort}/xmpp-websocket`, { ca });
   t.teardown(() => web.close());
   await openStream(web);

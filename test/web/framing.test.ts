@@ -6,7 +6,7 @@ import { BlockList } from 'node:net';
 import { parse as parseXml } from 'ltx';
 import type { Element } from 'ltx';
 import { frames } from '../../src/web/websocket.ts';
-import { plainTrust, websocketEndpoints, hostMeta } from '../../src/web/http.ts';
+import { plainTrust, websocketEndpoints, boshEndpoints, hostMeta } from '../../src/web/http.ts';
 import { loadConfig, ConfigError, trustedProxiesOf } from '../../src/config/index.ts';
 
 const NS_STREAM = 'http://etherx.jabber.org/streams';
@@ -52,15 +52,27 @@ test('plain connections: secure from loopback unless a proxy there says plain HT
   t.deepEqual(plainTrust('192.0.2.2', { 'x-forwarded-proto': 'https' }, proxies).secure, false);
 });
 
-test('host-meta lists the TLS endpoint, or the public URL behind a proxy; the plain one only when there is no other', (t) => {
-  const config = { domain: 'chat.example', maxStanzaBytes: 1, maxStanzaElements: 1, httpTrustedProxies: '', httpPublicUrl: '' };
+test('host-meta lists the TLS endpoints, or the public URL behind a proxy; the plain ones only when there is no other', (t) => {
+  const config = { domain: 'chat.example', httpPublicUrl: '' };
   t.deepEqual(websocketEndpoints(config, { http: 5280, https: 5443 }), ['wss://chat.example:5443/xmpp-websocket']);
   t.deepEqual(websocketEndpoints(config, { http: 5280 }), ['ws://chat.example:5280/xmpp-websocket']);
   t.deepEqual(websocketEndpoints({ ...config, httpPublicUrl: 'https://chat.example/xmpp/' }, { http: 5280, https: 5443 }), ['wss://chat.example/xmpp/xmpp-websocket']);
-  const { xml, json } = hostMeta(['wss://chat.example:5443/xmpp-websocket']);
+  t.deepEqual(boshEndpoints(config, { http: 5280, https: 5443 }), ['https://chat.example:5443/http-bind']);
+  t.deepEqual(boshEndpoints(config, { http: 5280 }), ['http://chat.example:5280/http-bind']);
+  t.deepEqual(boshEndpoints({ ...config, httpPublicUrl: 'https://chat.example/xmpp/' }, { https: 5443 }), ['https://chat.example/xmpp/http-bind']);
+  t.deepEqual(boshEndpoints(config, {}), []);
+  const { xml, json } = hostMeta(['wss://chat.example:5443/xmpp-websocket'], ['https://chat.example:5443/http-bind']);
   const doc = parseXml(xml) as Element;
-  t.is(doc.getChild('Link')?.attrs.href, 'wss://chat.example:5443/xmpp-websocket');
-  t.deepEqual(JSON.parse(json), { links: [{ rel: 'urn:xmpp:alt-connections:websocket', href: 'wss://chat.example:5443/xmpp-websocket' }] });
+  t.deepEqual(doc.getChildren('Link').map((l) => [l.attrs.rel, l.attrs.href]), [
+    ['urn:xmpp:alt-connections:websocket', 'wss://chat.example:5443/xmpp-websocket'],
+    ['urn:xmpp:alt-connections:xbosh', 'https://chat.example:5443/http-bind'],
+  ]);
+  t.deepEqual(JSON.parse(json), {
+    links: [
+      { rel: 'urn:xmpp:alt-connections:websocket', href: 'wss://chat.example:5443/xmpp-websocket' },
+      { rel: 'urn:xmpp:alt-connections:xbosh', href: 'https://chat.example:5443/http-bind' },
+    ],
+  });
 });
 
 test('the web settings are checked at start', (t) => {

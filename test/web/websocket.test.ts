@@ -47,8 +47,9 @@ function get(url: string, opts: { method?: string; ca?: Buffer } = {}): Promise<
 
 const mechanisms = (features: Element) => features.getChild('mechanisms', NS_SASL)?.getChildren('mechanism').map((m) => m.getText()) ?? [];
 
-test('host-meta and host-meta.json (XEP-0156) on both ports list the wss:// endpoint, readable from any origin (CORS)', async (t) => {
+test('host-meta and host-meta.json (XEP-0156) on both ports list the wss:// and the BOSH https:// endpoints, readable from any origin (CORS)', async (t) => {
   const endpoint = `wss://localhost:${server.httpsPort}/xmpp-websocket`;
+  const bosh = `https://localhost:${server.httpsPort}/http-bind`;
   for (const base of [`http://127.0.0.1:${server.httpPort}`, `https://localhost:${server.httpsPort}`]) {
     const ca = serverCa(server);
     const xrd = await get(`${base}/.well-known/host-meta`, { ca });
@@ -58,12 +59,12 @@ test('host-meta and host-meta.json (XEP-0156) on both ports list the wss:// endp
     const doc = parseXml(xrd.body) as Element;
     t.is(doc.name, 'XRD');
     t.is(doc.attrs.xmlns, 'http://docs.oasis-open.org/ns/xri/xrd-1.0');
-    t.deepEqual(doc.getChildren('Link').map((l) => [l.attrs.rel, l.attrs.href]), [['urn:xmpp:alt-connections:websocket', endpoint]]);
+    t.deepEqual(doc.getChildren('Link').map((l) => [l.attrs.rel, l.attrs.href]), [['urn:xmpp:alt-connections:websocket', endpoint], ['urn:xmpp:alt-connections:xbosh', bosh]]);
     const jrd = await get(`${base}/.well-known/host-meta.json`, { ca });
     t.is(jrd.status, 200);
     t.is(jrd.headers['access-control-allow-origin'], '*');
     t.regex(String(jrd.headers['content-type']), /^application\/json/);
-    t.deepEqual(JSON.parse(jrd.body), { links: [{ rel: 'urn:xmpp:alt-connections:websocket', href: endpoint }] });
+    t.deepEqual(JSON.parse(jrd.body), { links: [{ rel: 'urn:xmpp:alt-connections:websocket', href: endpoint }, { rel: 'urn:xmpp:alt-connections:xbosh', href: bosh }] });
     // A browser's preflight.
     const pre = await get(`${base}/.well-known/host-meta.json`, { method: 'OPTIONS', ca });
     t.is(pre.status, 204);
@@ -75,7 +76,7 @@ test('host-meta and host-meta.json (XEP-0156) on both ports list the wss:// endp
 test('other paths get 404; the WebSocket endpoint asked without an upgrade gets 426', async (t) => {
   t.is((await get(`http://127.0.0.1:${server.httpPort}/`)).status, 404);
   t.is((await get(`http://127.0.0.1:${server.httpPort}/.well-known/host-meta.xml`)).status, 404);
-  t.is((await get(`https://localhost:${server.httpsPort}/http-bind`, { ca: serverCa(server) })).status, 404);
+  t.is((await get(`https://localhost:${server.httpsPort}/xmpp-websocket/x`, { ca: serverCa(server) })).status, 404);
   t.is((await get(`http://127.0.0.1:${server.httpPort}/xmpp-websocket`)).status, 426);
   // A WebSocket to another path is not upgraded.
   await t.throwsAsync(WsClient.connect(`ws://127.0.0.1:${server.httpPort}/other`), { message: /HTTP 404/ });
