@@ -56,7 +56,8 @@ export function post(url: string, text: string, opts: { ca?: Buffer; agent?: htt
 export const payloads = (body: Element | undefined): Element[] => (body ? body.children.filter((c): c is Element => typeof c !== 'string') : []);
 
 export class BoshClient {
-  readonly url: string;
+  /** Where the next request goes (a test may point it at another node). */
+  url: string;
   readonly ca: Buffer | undefined;
   /** The next rid. */
   rid: number;
