@@ -9,7 +9,8 @@ import { parse as parseXml } from 'ltx';
 import type { Element } from 'ltx';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
-import { online, within, uid, NS_SASL, NS_TLS, NS_STREAMS_ERR } from '../helpers/protocol.ts';
+import { online, authenticated, within, uid, NS_SASL, NS_TLS, NS_STREAMS_ERR } from '../helpers/protocol.ts';
+import { NS_SM } from '../helpers/im.ts';
 import { serverCa } from '../helpers/ws.ts';
 import { BoshClient, NS_HTTPBIND, NS_XBOSH, boshBind, boshOnline, boshScram, payloads, post } from '../helpers/bosh.ts';
 
@@ -17,7 +18,7 @@ const MAX_STANZA = 4096;
 let server: TestServer;
 test.before(async () => {
   server = await startTestServer({ XMPP_HTTP_PORT: '0', XMPP_HTTPS_PORT: '0', XMPP_MAX_STANZA_BYTES: String(MAX_STANZA) });
-  for (const u of ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'gina', 'hank', 'ivy']) await server.addUser(u, `${u}-pw`);
+  for (const u of ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'gina', 'hank', 'ivy', 'sam', 'tom']) await server.addUser(u, `${u}-pw`);
 });
 test.after.always(() => server?.stop());
 
@@ -223,6 +224,11 @@ test('bad requests: no rid, not a <body/>, an unknown sid', async (t) => {
   t.is(notBody.body?.attrs.condition, 'bad-request');
   const garbage = await post(httpsUrl(), `not xml`, { ca: serverCa(server) });
   t.is(garbage.body?.attrs.condition, 'bad-request');
+  // The stream's own errors at creation: remote-stream-error with the stream error (XEP-0206 §6).
+  const elsewhere = await post(httpsUrl(), `<body xmlns='${NS_HTTPBIND}' rid='77' to='elsewhere.example' ver='1.11' wait='5' hold='1'/>`, { ca: serverCa(server) });
+  t.is(elsewhere.body?.attrs.type, 'terminate');
+  t.is(elsewhere.body?.attrs.condition, 'remote-stream-error');
+  t.truthy(elsewhere.body?.getChild('host-unknown', NS_STREAMS_ERR), elsewhere.text);
   for (const sid of ['nope', `${'A'.repeat(22)}.0.node-x`, `${'A'.repeat(22)}.1.${server.config.nodeId}`, `${'A'.repeat(22)}.7.${server.config.nodeId}`]) {
     const r = await post(httpsUrl(), `<body xmlns='${NS_HTTPBIND}' sid='${sid}' rid='5'/>`, { ca: serverCa(server) });
     t.is(r.body?.attrs.type, 'terminate', sid);
@@ -374,4 +380,25 @@ test('inactivity (§10): a session with no request for XMPP_BOSH_INACTIVITY ends
   t.is(gone.attrs.type, 'unavailable');
   const after = await c.raw(c.wrap({ rid: c.rid++ }));
   t.is(after.body?.attrs.condition, 'item-not-found');
+});
+
+test('stream management (XEP-0198) over BOSH: enabled with resumption, and the session resumed on TCP with what it had not acknowledged', async (t) => {
+  const { c, jid } = await boshOnline(server, 'sam', 'sam-pw', 'sm');
+  t.teardown(() => c.close());
+  await c.send(`<enable xmlns='${NS_SM}' resume='true'/>`);
+  const enabled = await c.find((el) => el.name === 'enabled');
+  t.is(enabled.attrs.resume, 'true');
+  const tom = await online(server.c2sPort, 'tom', 'tom-pw', 'tcp');
+  t.teardown(() => tom.c.destroy());
+  tom.c.send(`<message to='${jid}' type='chat'><body>kept</body></message>`);
+  await c.find((el) => el.name === 'message' && el.getChildText('body') === 'kept');
+  // Never acknowledged: a TCP connection takes the session over.
+  const { c: tcp } = await authenticated(server.c2sPort, 'sam', 'sam-pw');
+  t.teardown(() => tcp.destroy());
+  tcp.send(`<resume xmlns='${NS_SM}' previd='${enabled.attrs.id}' h='0'/>`);
+  const resumed = await within(tcp.find((el) => el.name === 'resumed' || el.name === 'failed'), 10_000, 'the answer to <resume/>');
+  t.is(resumed.name, 'resumed', resumed.toString());
+  const again = await within(tcp.find((el) => el.name === 'message'), 10_000, 'the message again');
+  t.is(again.getChildText('body'), 'kept');
+  t.is(again.attrs.to, jid);
 });
