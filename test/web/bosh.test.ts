@@ -3,6 +3,7 @@
 // users it talks to.
 import test from 'ava';
 import http from 'node:http';
+import https from 'node:https';
 import tls from 'node:tls';
 import { once } from 'node:events';
 import { parse as parseXml } from 'ltx';
@@ -401,4 +402,66 @@ test('stream management (XEP-0198) over BOSH: enabled with resumption, and the s
   const again = await within(tcp.find((el) => el.name === 'message'), 10_000, 'the message again');
   t.is(again.getChildText('body'), 'kept');
   t.is(again.attrs.to, jid);
+});
+
+/**
+ * Strophe.js (what Converse.js speaks BOSH with) in Node: its Node entry
+ * installs a DOM (@xmldom/xmldom); XMLHttpRequest is xhr2's, given a
+ * responseXML (xhr2 has none, and Strophe 5 drops a response it had to
+ * parse itself) and an agent that trusts the server's certificate.
+ */
+async function strophe(ca: Buffer): Promise<typeof import('strophe.js')> {
+  const { default: Xhr } = (await import('xhr2' as string)) as { default: { new (): { responseText: string }; nodejsSet(o: { httpsAgent: https.Agent }): void } };
+  const { DOMParser } = await import('@xmldom/xmldom');
+  class WithXml extends Xhr {
+    get responseXML(): unknown {
+      return this.responseText ? new DOMParser().parseFromString(this.responseText, 'text/xml') : null;
+    }
+  }
+  Xhr.nodejsSet({ httpsAgent: new https.Agent({ ca, keepAlive: true }) });
+  (globalThis as { XMLHttpRequest?: unknown }).XMLHttpRequest = WithXml;
+  return import('strophe.js');
+}
+
+test('Strophe.js over https:// BOSH: logs in (SCRAM), binds, exchanges messages with a TCP user, and disconnects', async (t) => {
+  const { Strophe, $msg } = await strophe(serverCa(server));
+  const conn = new Strophe.Connection(httpsUrl());
+  const seen: number[] = [];
+  const statusIs = (wanted: number[]) =>
+    new Promise<number>((resolve) => {
+      const check = () => {
+        const s = seen.find((x) => wanted.includes(x));
+        if (s !== undefined) resolve(s);
+        else setImmediate(check);
+      };
+      check();
+    });
+  conn.connect('ivy@localhost/strophe', 'ivy-pw', (status: number) => void seen.push(status));
+  const s = await within(statusIs([Strophe.Status.CONNECTED, Strophe.Status.CONNFAIL, Strophe.Status.AUTHFAIL]), 30_000, 'Strophe connecting');
+  t.is(s, Strophe.Status.CONNECTED, `statuses: ${seen.join(',')}`);
+  t.is(conn.jid, 'ivy@localhost/strophe');
+  t.is(conn.authenticated, true);
+
+  const bob = await online(server.c2sPort, 'bob', 'bob-pw', uid('st'));
+  t.teardown(() => bob.c.destroy());
+  conn.send($msg({ to: bob.jid, type: 'chat' }).c('body').t('from Strophe'));
+  const got = await within(bob.c.find((el) => el.name === 'message' && el.getChildText('body') === 'from Strophe'), 10_000, 'bob receiving');
+  t.is(got.attrs.from, 'ivy@localhost/strophe');
+  const received = new Promise<string>((resolve) =>
+    conn.addHandler(
+      (m: { getElementsByTagName(name: string): ArrayLike<{ textContent: string | null }> }) => {
+        resolve(m.getElementsByTagName('body')[0]?.textContent ?? '');
+        return false;
+      },
+      null,
+      'message',
+    ),
+  );
+  bob.c.send(`<message to='ivy@localhost/strophe' type='chat'><body>to Strophe</body></message>`);
+  t.is(await within(received, 10_000, 'Strophe receiving'), 'to Strophe');
+  conn.disconnect('done');
+  await within(statusIs([Strophe.Status.DISCONNECTED]), 15_000, 'Strophe disconnecting');
+  // Its termination ended the session (§13): its full JID is gone.
+  bob.c.send(`<iq type='get' id='gone' to='ivy@localhost/strophe'><ping xmlns='urn:xmpp:ping'/></iq>`);
+  t.is((await within(bob.c.find((el) => el.attrs.id === 'gone'), 10_000, 'the answer')).attrs.type, 'error');
 });
