@@ -465,3 +465,26 @@ test('Strophe.js over https:// BOSH: logs in (SCRAM), binds, exchanges messages 
   bob.c.send(`<iq type='get' id='gone' to='ivy@localhost/strophe'><ping xmlns='urn:xmpp:ping'/></iq>`);
   t.is((await within(bob.c.find((el) => el.attrs.id === 'gone'), 10_000, 'the answer')).attrs.type, 'error');
 });
+
+test('sessions from one address are bounded (XMPP_MAX_CONNECTIONS_PER_IP, per worker): one more is refused with policy-violation, the others live on', async (t) => {
+  const own = await startTestServer({ XMPP_HTTPS_PORT: '0', XMPP_MAX_CONNECTIONS_PER_IP: '3', XMPP_WORKERS: '1' });
+  t.teardown(() => own.stop());
+  // One kept-alive connection creates them all: a session costs no connection of its own.
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: serverCa(own) });
+  t.teardown(() => agent.destroy());
+  const url = `https://localhost:${own.httpsPort}/http-bind`;
+  const create = (rid: number) => post(url, `<body xmlns='${NS_HTTPBIND}' rid='${rid}' to='localhost' ver='1.11' wait='1' hold='1'/>`, { agent });
+  const sids: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const a = await create(100 + i);
+    t.truthy(a.body?.attrs.sid, a.text);
+    sids.push(a.body!.attrs.sid);
+  }
+  const refused = await create(200);
+  t.is(refused.body?.attrs.type, 'terminate');
+  t.is(refused.body?.attrs.condition, 'policy-violation');
+  // The first still answers (empty, once its 'wait' is over).
+  const alive = await post(url, `<body xmlns='${NS_HTTPBIND}' sid='${sids[0]}' rid='101'/>`, { agent });
+  t.is(alive.status, 200);
+  t.is(alive.body?.attrs.type as string | undefined, undefined, alive.text);
+});
