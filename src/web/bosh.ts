@@ -52,6 +52,8 @@ const MAX_HOLD = 2;
 const POLLING_S = 5;
 /** Payload bytes put in one answer (at least one element, whatever its size): more waits for the next request. */
 const ANSWER_BYTES = 64 * 1024;
+/** §14.3: answers kept for a client that acknowledges them (§9.2), until it does; the oldest go past this. */
+const UNACKED_KEPT = 8;
 /** §9.2: a response the client has not acknowledged this long after it was sent is reported as missing. */
 const REPORT_AFTER_MS = 2000;
 /**
@@ -288,10 +290,6 @@ export class BoshSession implements FramedTransport {
     this.gone = gone;
   }
 
-  get open(): boolean {
-    return !this.finished;
-  }
-
   // ---- requests ----
 
   /** A request of this session (its first creates it). */
@@ -316,7 +314,11 @@ export class BoshSession implements FramedTransport {
     if (rid < this.expected) {
       // §14.3: a request sent again (its connection broke): the answer again, or, not yet answered, the answer when it comes.
       const cached = this.answered.get(rid);
-      if (cached) return void to.send(cached.body, 200, this.p.contentType);
+      if (cached) {
+        to.send(cached.body, 200, this.p.contentType);
+        // Nothing new is pending: the inactivity bound runs again.
+        return this.idleCheck();
+      }
       const pending = this.held.find((r) => r.rid === rid) ?? this.queue.find((r) => r.rid === rid);
       if (pending) return void pending.to.push(to);
       // §14.3: the answer is no longer kept: item-not-found (MUST).
@@ -465,10 +467,13 @@ export class BoshSession implements FramedTransport {
     if (req.report) attrs += ` report='${req.report.rid}' time='${req.report.time}'`;
     if (end) attrs += ` type='terminate'${end.condition ? ` condition='${end.condition}'` : ''}`;
     const body = wrap(attrs, content + (end?.content ?? ''));
-    // §14.3: kept for a request sent again, but not a pause's answer; as many as 'requests' (or those not acknowledged).
+    // §14.3: kept for a request sent again, but not a pause's answer: as
+    // many as 'requests', or with acknowledgements those not acknowledged
+    // (§9.2), up to a bound.
     if (!req.pause) {
       this.answered.set(req.rid, { body, at: Date.now() });
-      if (this.answered.size > this.requests) for (const rid of this.answered.keys()) if (this.answered.size > this.requests) this.answered.delete(rid);
+      const keep = this.p.acks ? Math.max(this.requests, UNACKED_KEPT) : this.requests;
+      for (const rid of this.answered.keys()) if (this.answered.size > keep) this.answered.delete(rid);
     }
     this.lastAnswerEmpty = content === '';
     for (const to of req.to) to.send(body, 200, this.p.contentType);

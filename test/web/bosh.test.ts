@@ -488,3 +488,24 @@ test('sessions from one address are bounded (XMPP_MAX_CONNECTIONS_PER_IP, per wo
   t.is(alive.status, 200);
   t.is(alive.body?.attrs.type as string | undefined, undefined, alive.text);
 });
+
+test("a response the client says it lacks (§9.2) is reported at once: 'report' names its rid and 'time' its age", async (t) => {
+  const c = client();
+  t.teardown(() => c.close());
+  await c.create({ ack: 1, wait: 3 });
+  const n = c.rid;
+  // Two empty requests, each answered once its 'wait' is over; the client
+  // says it has nothing after n - 1 (the answer to n lost): just sent, that
+  // answer is not reported yet.
+  await c.send('', { ack: n - 1 });
+  const early = await c.send('', { ack: n - 1 });
+  t.is(early.attrs.report as string | undefined, undefined);
+  // 3 s later it is.
+  const reported = await c.send('', { ack: n - 1 });
+  t.is(reported.attrs.report, String(n));
+  t.true(Number(reported.attrs.time) >= 2000, reported.toString());
+  // Sent again, n gets its answer again (§14.3).
+  const again = await c.raw(c.wrap({ rid: n }));
+  t.is(again.status, 200);
+  t.is(again.body?.attrs.type as string | undefined, undefined, again.text);
+});
