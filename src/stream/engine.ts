@@ -10,7 +10,7 @@
 // of output that can no longer be written. The engine calls these hooks,
 // as ejabberd's xmpp_stream_in calls its callback module. Under it is a
 // byte stream it parses and secures itself (TCP), or a framed transport
-// that hands it whole elements and frames its output (WebSocket; see
+// that hands it whole elements and frames its output (WebSocket, BOSH; see
 // transport.ts): the rest is the same over either.
 import type net from 'node:net';
 import tls from 'node:tls';

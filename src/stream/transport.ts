@@ -3,8 +3,9 @@
 // for the whole stream (RFC 6120 §4). A framed transport carries the
 // stream as whole elements instead, each a document of its own, the
 // stream's header and end being elements too: WebSocket (RFC 7395), and
-// BOSH (XEP-0206) when it comes. The engine negotiates, bounds and
-// paces the same over either.
+// BOSH (XEP-0206, web/bosh.ts), whose header and end are the session's
+// creation and termination. The engine negotiates, bounds and paces the
+// same over either.
 import type { Element } from 'ltx';
 import type { XmlErrorCondition } from '../xml/parser.ts';
 
