@@ -379,7 +379,6 @@ export class BoshSession implements FramedTransport {
       this.key = a.newkey ?? a.key ?? this.key;
       this.sink!.read(req.p.bytes);
       if (a.ack !== undefined && this.p.acks) this.clientAcked(req, ridOf(a.ack));
-      // A request that is not well-formed inside ends the stream as on TCP (held, it gets the termination).
       if (!this.started || xbosh(a, 'restart') === 'true') {
         // XEP-0206 §3, §5: the session's creation, and a restart after SASL, open a stream.
         const attrs: Record<string, string> = { version: xbosh(a, 'version') ?? '1.0' };
@@ -388,6 +387,7 @@ export class BoshSession implements FramedTransport {
         this.sink!.open(attrs);
       }
       for (const { el, cost } of req.p.els) this.sink!.element(el, cost);
+      // Payloads not well-formed, or over the limits, end the stream as on TCP (this request, held, gets the termination).
       if (req.p.error) this.sink!.error(req.p.error.condition, req.p.error.text);
       // §13: the payloads first (MUST), then the stream ends.
       else if (req.terminate) this.sink!.close();
@@ -408,7 +408,11 @@ export class BoshSession implements FramedTransport {
   /** §8: no more held than 'hold'; queued output answers the oldest; §9.2: a report is sent at once. */
   private settle(): void {
     if (this.finished) return;
-    while (this.held.length > this.p.hold || (this.held.length > 0 && this.held.some((r) => r.report))) this.answer();
+    while (this.held.length > this.p.hold || (this.held.length > 0 && this.held.some((r) => r.report))) {
+      // §13: a termination waits for the end of the stream, even in a polling session.
+      if (this.held[0].terminate && !this.ending) break;
+      this.answer();
+    }
     if (this.held.length > 0 && (this.out.length > 0 || this.ending)) this.soon();
     this.idleCheck();
   }
