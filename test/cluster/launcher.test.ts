@@ -18,6 +18,7 @@ import { ROOT, HEALTHCHECK_COMMAND } from '../../cluster/spec.ts';
 import { login, RawClient, header, parseAttrs } from '../helpers/raw.ts';
 import { NS_FRAMING, WsClient, openStream, scramLogin, wsBind } from '../helpers/ws.ts';
 import { within } from '../helpers/protocol.ts';
+import { BoshClient, boshBind, boshScram } from '../helpers/bosh.ts';
 
 const run = promisify(execFile);
 // Generous for a loaded CI machine; the failover below does not wait for it.
@@ -144,6 +145,24 @@ test('two nodes behind haproxy: CLI account, logins spread by the balancer, mess
   b.send(`<message to='${webJid}' type='chat'><body>to the web</body></message>`);
   t.is((await web.find((el) => el.name === 'message')).getChildText('body'), 'to the web');
   await web.close();
+
+  // BOSH through the load balancer: its connections go to any node, and
+  // each request reaches the node its session lives on (forwarded there).
+  const bosh = new BoshClient(`https://${cluster.domain}:${cluster.httpsPort}/http-bind`, { ca, agents: 3 });
+  t.teardown(() => bosh.close());
+  await bosh.create({ to: cluster.domain });
+  await boshScram(bosh, 'alice', 'alice-pw');
+  const boshJid = await boshBind(bosh, 'bosh');
+  for (let i = 0; i < 6; i++) {
+    await bosh.send(`<iq xmlns='jabber:client' type='get' id='lb${i}'><ping xmlns='urn:xmpp:ping'/></iq>`);
+    t.is((await bosh.find((el) => el.attrs.id === `lb${i}`)).attrs.type, 'result');
+  }
+  const markB = b.buffer.length;
+  const sending = bosh.send(`<message xmlns='jabber:client' to='${jb}' type='chat'><body>from BOSH</body></message>`);
+  await b.waitFor(/<body>from BOSH<\/body>/, markB);
+  b.send(`<message to='${boshJid}' type='chat'><body>to BOSH</body></message>`);
+  t.is((await bosh.find((el) => el.name === 'message')).getChildText('body'), 'to BOSH');
+  await sending;
 
   // A peer server's stream through the load balancer reaches a node, which
   // answers as the cluster's domain (STARTTLS would follow, end to end).

@@ -62,6 +62,8 @@ export class BoshClient {
   /** The next rid. */
   rid: number;
   sid = '';
+  /** The domain the session was created for ('to'). */
+  domain = 'localhost';
   /** Payloads received and not yet taken by find(). */
   readonly inbox: Element[] = [];
   readonly agents: http.Agent[];
@@ -99,9 +101,10 @@ export class BoshClient {
 
   /** §7.1: creates a session; the creation answer. */
   async create(attrs: Record<string, string | number> = {}): Promise<Element> {
-    const body = await this.send('', { to: 'localhost', wait: 10, hold: 1, ver: '1.11', 'xml:lang': 'en', 'xmlns:xmpp': NS_XBOSH, 'xmpp:version': '1.0', ...attrs });
+    const body = await this.send('', { to: this.domain, wait: 10, hold: 1, ver: '1.11', 'xml:lang': 'en', 'xmlns:xmpp': NS_XBOSH, 'xmpp:version': '1.0', ...attrs });
     if (body.attrs.type === 'terminate') throw new Error(`session refused: ${body.toString()}`);
     this.sid = body.attrs.sid;
+    if (attrs.to !== undefined) this.domain = String(attrs.to);
     return body;
   }
 
@@ -133,7 +136,7 @@ export async function boshScram(c: BoshClient, user: string, password: string): 
   await c.send(`<response xmlns='${NS_SASL}'>${b64(clientFinal)}</response>`);
   const success = await c.find((el) => el.attrs.xmlns === NS_SASL);
   if (success.name !== 'success' || Buffer.from(success.getText(), 'base64').toString() !== `v=${serverSignature.toString('base64')}`) throw new Error(`SCRAM failed: ${success.toString()}`);
-  await c.send('', { to: 'localhost', 'xml:lang': 'en', 'xmlns:xmpp': NS_XBOSH, 'xmpp:restart': 'true' });
+  await c.send('', { to: c.domain, 'xml:lang': 'en', 'xmlns:xmpp': NS_XBOSH, 'xmpp:restart': 'true' });
   return c.find((el) => el.name === 'stream:features');
 }
 
