@@ -266,6 +266,33 @@ test('terminate (§13): the payloads are sent, the answer is type terminate, the
   t.is(gone.getChildText('status'), 'bye', 'the payload of the termination was sent');
   const after = await c.raw(c.wrap({ rid: c.rid++ }));
   t.is(after.body?.attrs.condition, 'item-not-found');
+
+  // A polling session (hold 0) is answered at once, but its termination only once the stream ended.
+  const p = client();
+  t.teardown(() => p.close());
+  await p.create({ hold: 0, wait: 0 });
+  const ended = await p.send('', { type: 'terminate' });
+  t.is(ended.attrs.type, 'terminate', ended.toString());
+});
+
+test('output larger than one answer is spread over several (64 KiB each), in order, none lost', async (t) => {
+  const { c, jid } = await boshOnline(server, 'frank', 'frank-pw', 'bulk');
+  t.teardown(() => c.close());
+  const bob = await online(server.c2sPort, 'bob', 'bob-pw', uid('bulk'));
+  t.teardown(() => bob.c.destroy());
+  const n = 40;
+  for (let i = 0; i < n; i++) bob.c.send(`<message to='${jid}' type='chat'><body>${i} ${'z'.repeat(3000)}</body></message>`);
+  const got: number[] = [];
+  let answers = 0;
+  while (got.length < n) {
+    const body = await c.send();
+    answers++;
+    t.true(Buffer.byteLength(body.toString()) < 64 * 1024 + 4096, `an answer of ${Buffer.byteLength(body.toString())} bytes`);
+    for (const el of payloads(body)) if (el.name === 'message') got.push(Number(el.getChildText('body')!.split(' ')[0]));
+    c.inbox.length = 0;
+  }
+  t.deepEqual(got, [...Array(n).keys()]);
+  t.true(answers >= 2, `${answers} answers`);
 });
 
 test('a pause (§10) answers what is held at once, without payloads', async (t) => {
