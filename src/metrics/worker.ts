@@ -17,7 +17,7 @@ export interface WorkerView {
   sessions: ReadonlyMap<string, { detached: boolean }>;
 }
 
-const KINDS = [['c2s', 'tcp'], ['c2s', 'websocket'], ['s2s_in', 'tcp'], ['s2s_out', 'tcp'], ['component', 'tcp']] as const;
+const KINDS = [['c2s', 'tcp'], ['c2s', 'websocket'], ['c2s', 'bosh'], ['s2s_in', 'tcp'], ['s2s_out', 'tcp'], ['component', 'tcp']] as const;
 const STATES: readonly State[] = ['wait-stream', 'negotiating', 'wait-bind', 'established', 'closed'];
 
 /** Registers the worker's gauges; they read `view` when collected. Once per worker thread. */
@@ -25,7 +25,7 @@ export function workerGauges(view: WorkerView): void {
   const registers = [registry];
   new Gauge({
     name: 'xmpp_connections',
-    help: 'Open connections, by kind of stream (c2s, s2s_in, s2s_out, component), transport (tcp, websocket) and stream state (wait-stream, negotiating, wait-bind, established, closed: closing).',
+    help: 'Open connections, by kind of stream (c2s, s2s_in, s2s_out, component), transport (tcp, websocket, bosh) and stream state (wait-stream, negotiating, wait-bind, established, closed: closing).',
     labelNames: ['kind', 'transport', 'state'],
     registers,
     collect() {

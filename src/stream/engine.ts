@@ -336,9 +336,9 @@ export abstract class StreamEngine {
   /** What kind of stream this is, for the metrics. */
   abstract get kind(): StreamKind;
 
-  /** What carries it, for the metrics: a byte stream (TCP) or WebSocket frames. */
-  get transport(): 'tcp' | 'websocket' {
-    return this.framed ? 'websocket' : 'tcp';
+  /** What carries it, for the metrics: a byte stream (TCP), WebSocket frames or BOSH requests. */
+  get transport(): 'tcp' | FramedTransport['kind'] {
+    return this.framed ? this.framed.kind : 'tcp';
   }
 
   /** The content namespace of this kind of stream (RFC 6120 §4.8.2): jabber:client, jabber:server... */

@@ -52,8 +52,8 @@ export interface FrameSink {
  * an error and the end): the transport frames each on its own.
  */
 export interface FramedTransport extends Wire, Peer {
-  /** What kind of transport, for the log. */
-  readonly kind: string;
+  /** What kind of transport, for the log and the metrics. */
+  readonly kind: 'websocket' | 'bosh';
   /**
    * Whether authentication may happen without more (RFC 6120 §5.3.1): TLS
    * protects the connection, or its plain form is trusted (loopback, a

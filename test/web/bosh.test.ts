@@ -536,3 +536,23 @@ test("a response the client says it lacks (§9.2) is reported at once: 'report' 
   t.is(again.status, 200);
   t.is(again.body?.attrs.type as string | undefined, undefined, again.text);
 });
+
+test('a BOSH session is counted in the metrics as a connection of its own transport', async (t) => {
+  const own = await startTestServer({ XMPP_HTTPS_PORT: '0', XMPP_HTTP_PORT: '0', XMPP_METRICS: '127.0.0.1' });
+  t.teardown(() => own.stop());
+  await own.addUser('meg', 'meg-pw');
+  const { c } = await boshOnline(own, 'meg', 'meg-pw', 'm');
+  t.teardown(() => c.close());
+  const scrape = () =>
+    new Promise<string>((resolve, reject) => {
+      http.get(`http://127.0.0.1:${own.httpPort}/metrics`, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve(body));
+      }).on('error', reject);
+    });
+  const text = await within(scrape(), 10_000, 'the metrics');
+  const line = text.split('\n').find((l) => l.startsWith('xmpp_connections{') && l.includes('transport="bosh"') && l.includes('state="established"'));
+  t.truthy(line, text.split('\n').filter((l) => l.startsWith('xmpp_connections{')).join('\n'));
+  t.is(Number(line!.split(' ').pop()), 1);
+});
