@@ -531,7 +531,7 @@ export class BoshSession implements FramedTransport {
     if (this.finished) return;
     this.finished = true;
     this.clearIdle();
-    const body = terminateBody(end?.condition);
+    const body = terminateBody(end?.condition, end?.content);
     for (const r of [...this.held.splice(0), ...this.queue.splice(0), ...this.early.values()]) {
       clearTimeout(r.timer);
       for (const to of r.to) to.send(body, 200, this.p.contentType);
@@ -792,6 +792,15 @@ export class BoshService {
     log.debug('BOSH session created', { sid: s.sid, ip: info.client, wait: params.wait, hold: params.hold });
     this.env.session(s);
     s.receive(p, info, to);
+  }
+
+  /**
+   * Shutdown, once every session was closed: what is held got its
+   * termination; the sessions that have no request to carry it end now
+   * (their clients cannot come back for it: the listeners are closing).
+   */
+  close(): void {
+    for (const s of [...this.sessions.values()]) s.destroy();
   }
 
   private ended(s: BoshSession): void {

@@ -991,12 +991,15 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
 }
 
 async function shutdown(c: WorkerContext): Promise<void> {
-  web?.close();
   const open = [...c.all];
   // Sessions waiting to be resumed end too: what they kept goes offline before the stores close.
   for (const s of [...c.detached.values()]) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
   // Web clients of a cluster are sent to the cluster's public endpoint, which another node serves.
   for (const s of open) s.close({ condition: 'system-shutdown', text: 'the server is shutting down', seeOtherUri: elsewhereUri(c.config) });
+  // BOSH sessions answer what they hold with the stream's end now, before
+  // the HTTP connections close (they carry those answers).
+  bosh?.close();
+  web?.close();
   const comps = [...c.components.values()];
   for (const s of comps) s.close({ condition: 'system-shutdown', text: 'the server is shutting down' });
   // Peer servers' streams too: nothing new comes in (ours to them close last, once every worker is here).

@@ -556,3 +556,22 @@ test('a BOSH session is counted in the metrics as a connection of its own transp
   t.truthy(line, text.split('\n').filter((l) => l.startsWith('xmpp_connections{')).join('\n'));
   t.is(Number(line!.split(' ').pop()), 1);
 });
+
+test('shutdown: a held request is answered with the end of the stream (system-shutdown) before the connections close', async (t) => {
+  const own = await startTestServer({ XMPP_HTTPS_PORT: '0' });
+  let stopped = false;
+  t.teardown(() => (stopped ? undefined : own.stop()));
+  await own.addUser('pat', 'pat-pw');
+  const { c } = await boshOnline(own, 'pat', 'pat-pw', 'down', { attrs: { hold: 2 }, agents: 3 });
+  t.teardown(() => c.close());
+  // Two held at once (hold 2): the ping's result is the answer to the first, in rid order; the second (the ping) stays held.
+  const first = c.send();
+  const second = c.send(ping('before'));
+  t.truthy(payloads(await first).find((el) => el.attrs.id === 'before'));
+  await own.stop();
+  stopped = true;
+  const end = await second;
+  t.is(end.attrs.type, 'terminate', end.toString());
+  t.is(end.attrs.condition, 'remote-stream-error');
+  t.truthy(end.getChild('system-shutdown', NS_STREAMS_ERR), end.toString());
+});
