@@ -491,6 +491,7 @@ export class BoshSession implements FramedTransport {
     const p = this.p;
     let a = ` sid='${p.sid}' wait='${p.wait}' hold='${p.hold}' requests='${this.requests}' inactivity='${p.inactivity}' polling='${POLLING_S}' maxpause='${p.maxpause}'`;
     if (p.ver !== undefined) a += ` ver='${p.ver}'`;
+    // §9.1: answers that carry 'ack' start with the creation's (MUST).
     if (p.acks) a += ` ack='${p.rid}'`;
     if (this.secure) a += ` secure='true'`;
     a += ` xmlns:xmpp='${NS_XBOSH}' xmpp:version='1.0'`;
@@ -768,6 +769,7 @@ export class BoshService {
     }
     const ver = versionOf(a.ver);
     const params: SessionParams = {
+      // §7.2, §19.3: opaque, unpredictable and unique (MUST): 128 random bits, and where the session lives.
       sid: `${randomBytes(16).toString('base64url')}.${this.env.worker()}.${this.env.node}`,
       rid,
       // §7.2: no longer than the client asked (MUST), nor than we allow.
