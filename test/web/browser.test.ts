@@ -14,7 +14,7 @@
 // (what the upload test checks) would never be asked for.
 //
 // openConverse() starts one Converse page with the connection options a test
-// gives (websocket_url today; bosh_service_url for a BOSH login), each in a
+// gives (websocket_url, or bosh_service_url for the BOSH login), each in a
 // browser context of its own (its own storage), with accounts of its own.
 // The upload test sends a file through Converse's own file input, from the
 // page's origin to the server's HTTPS one (CORS).
@@ -117,6 +117,8 @@ interface ConversePage {
   log: string[];
   /** Requests the page made beyond loopback (which found no address). */
   outside: string[];
+  /** Every request the page made (WebSocket handshakes included), by URL. */
+  requests: string[];
 }
 
 /**
@@ -133,15 +135,19 @@ async function openConverse(t: ExecutionContext, options: Record<string, unknown
   const context = await browser.newContext();
   const log: string[] = [];
   const outside: string[] = [];
+  const requests: string[] = [];
   t.teardown(async () => {
     if (!t.passed) t.log(`Converse's console:\n${log.join('\n')}`);
     await context.close();
   });
   context.on('request', (r) => {
+    requests.push(r.url());
     const url = new URL(r.url());
     if (/^(https?|wss?):$/.test(url.protocol) && url.hostname !== '127.0.0.1' && url.hostname !== 'localhost') outside.push(r.url());
   });
   const page = await context.newPage();
+  // WebSocket handshakes are not among the context's requests.
+  page.on('websocket', (ws) => requests.push(ws.url()));
   page.on('console', (m) => log.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => log.push(`pageerror: ${e.message}`));
   page.on('requestfailed', (r) => log.push(`requestfailed: ${r.url()} ${r.failure()?.errorText}`));
@@ -158,7 +164,7 @@ async function openConverse(t: ExecutionContext, options: Record<string, unknown
     loglevel: 'debug',
     ...options,
   });
-  return { page, context, log, outside };
+  return { page, context, log, outside, requests };
 }
 
 /** Waits until Converse shows its user online: logged in, bound, initial presence sent. */
@@ -192,11 +198,19 @@ async function tcpUser(name: string, resource = 'tcp'): Promise<{ c: XmppClient;
   return { c, inbox, jid };
 }
 
-test('Converse.js over WebSocket: logs in and exchanges chat messages both ways with an @xmpp/client user on TCP', async (t) => {
+const boshUrl = () => `https://localhost:${server.httpsPort}/http-bind`;
+
+const transports: [string, () => Record<string, unknown>][] = [
+  ['WebSocket', () => ({ websocket_url: wssUrl() })],
+  // XEP-0206 from a page of another origin: every request a CORS one.
+  ['BOSH', () => ({ bosh_service_url: boshUrl() })],
+];
+
+for (const [name, connection] of transports) test(`Converse.js over ${name}: logs in and exchanges chat messages both ways with an @xmpp/client user on TCP`, async (t) => {
   const alice = await account('alice');
   const bob = await tcpUser(await account('bob'));
   const aliceJid = `${alice}@localhost`;
-  const c = await openConverse(t, { websocket_url: wssUrl(), jid: aliceJid, password: `${alice}-pw` });
+  const c = await openConverse(t, { ...connection(), jid: aliceJid, password: `${alice}-pw` });
   await loggedIn(c, aliceJid);
 
   // TCP → browser: Converse opens a chat with Bob (not in her roster) and shows it.
@@ -214,6 +228,9 @@ test('Converse.js over WebSocket: logs in and exchanges chat messages both ways 
   await chat.locator('.chat-msg__text', { hasText: 'Hello from the browser' }).waitFor({ timeout: WAIT });
   t.is(await chat.locator('.chat-msg__text', { hasText: 'Hello from TCP' }).count(), 1);
   t.deepEqual(c.outside, [], 'nothing asked of the network beyond loopback');
+  // The transport named, and only it.
+  const used = (path: string) => c.requests.some((u) => new URL(u).pathname === path);
+  t.deepEqual([used('/xmpp-websocket'), used('/http-bind')], name === 'BOSH' ? [false, true] : [true, false]);
 });
 
 const codes = (el: Element): string[] => (el.getChild('x', NS_MUC_USER)?.getChildren('status') ?? []).map((s) => s.attrs.code);
