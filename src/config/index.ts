@@ -103,6 +103,16 @@ export interface Config {
   readRateBytes: number;
   maxConnections: number;
   maxConnectionsPerIp: number;
+  connectionRatePerIp: number;
+  perIpExempt: string;
+  authFailuresPerIp: number;
+  authFailuresPerAccount: number;
+  authLockoutMs: number;
+  authFailDelayMs: number;
+  registrationRate: string;
+  hashConcurrency: number;
+  hashQueue: number;
+  maxReadsPerSecond: number;
   idleGcMs: number;
   shutdownTimeoutMs: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
@@ -218,6 +228,16 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'readRateBytes', env: 'XMPP_READ_RATE_BYTES', kind: 'int', min: 0, doc: 'bytes per second read from one connection before reading pauses (0: unlimited)', default: () => 1024 * 1024 },
   { key: 'maxConnections', env: 'XMPP_MAX_CONNECTIONS', kind: 'int', min: 0, doc: 'open client connections this node accepts; more are closed at once (0: derived from the open-file limit, keeping room for stores and peers)', default: () => 0 },
   { key: 'maxConnectionsPerIp', env: 'XMPP_MAX_CONNECTIONS_PER_IP', kind: 'int', min: 0, doc: 'open connections from one IP address; more are closed at once (0: no per-address cap)', default: () => 0 },
+  { key: 'connectionRatePerIp', env: 'XMPP_CONNECTION_RATE_PER_IP', kind: 'int', min: 0, doc: 'new connections per second from one IP address (a burst of as many again is let in); more are closed at once (0: no limit)', default: () => 20 },
+  { key: 'perIpExempt', env: 'XMPP_PER_IP_EXEMPT', kind: 'string', doc: "addresses or CIDR blocks, comma-separated, to which the per-address limits on connection rate, failed authentications and registrations do not apply (a load balancer that hides clients' addresses: 0.0.0.0/0,::/0); empty: none", default: () => '127.0.0.1,::1' },
+  { key: 'authFailuresPerIp', env: 'XMPP_AUTH_FAILURES_PER_IP', kind: 'int', min: 0, doc: 'failed authentications from one IP address (IPv6: one /64) within XMPP_AUTH_LOCKOUT_MS after which its attempts are refused with temporary-auth-failure for XMPP_AUTH_LOCKOUT_MS (0: no per-address limit)', default: () => 10 },
+  { key: 'authFailuresPerAccount', env: 'XMPP_AUTH_FAILURES_PER_ACCOUNT', kind: 'int', min: 0, doc: 'failed authentications as one username within XMPP_AUTH_LOCKOUT_MS after which its attempts are refused the same way, except from addresses it logged in from lately (0: no per-account limit)', default: () => 10 },
+  { key: 'authLockoutMs', env: 'XMPP_AUTH_LOCKOUT_MS', kind: 'int', min: 1000, doc: 'how long failed authentications are remembered, and a refusal lasts', default: () => 300_000 },
+  { key: 'authFailDelayMs', env: 'XMPP_AUTH_FAIL_DELAY_MS', kind: 'int', min: 0, doc: 'delay before the answer to the 4th failed authentication of an address or account, doubled with each further one up to 16 times this (0: none)', default: () => 250 },
+  { key: 'registrationRate', env: 'XMPP_REGISTRATION_RATE', kind: 'string', doc: "in-band registrations allowed from one IP address, as 'N/SECONDS': a burst of N, then N per SECONDS (Prosody's registration_throttle_max and registration_throttle_period); more get policy-violation; 0: no limit", default: () => '3/60' },
+  { key: 'hashConcurrency', env: 'XMPP_HASH_CONCURRENCY', kind: 'int', min: 1, doc: 'password hashings (PBKDF2: SASL PLAIN, registration, password change) one worker runs at once; the others wait in its queue', default: () => 2 },
+  { key: 'hashQueue', env: 'XMPP_HASH_QUEUE', kind: 'int', min: 0, doc: 'password hashings that may wait per worker; beyond it a PLAIN login is closed with resource-constraint, a registration or password change gets resource-constraint', default: () => 128 },
+  { key: 'maxReadsPerSecond', env: 'XMPP_MAX_READS_PER_SECOND', kind: 'int', min: 0, doc: 'reads (TLS records, or TCP reads without TLS) per second from one connection; more ends the stream with policy-violation (0: no limit)', default: () => 1000 },
   { key: 'idleGcMs', env: 'XMPP_IDLE_GC_MS', kind: 'int', min: 0, doc: 'a thread quiet for this long after doing work runs a full garbage collection, and with glibc trims the C heap a period later, giving the memory of a burst back (0: never)', default: () => 2_000 },
   { key: 'shutdownTimeoutMs', env: 'XMPP_SHUTDOWN_TIMEOUT_MS', kind: 'int', min: 1, doc: 'bound on graceful shutdown', default: () => 5_000 },
   { key: 'logLevel', env: 'XMPP_LOG_LEVEL', kind: 'enum', values: ['debug', 'info', 'warn', 'error'], doc: 'log verbosity', default: () => 'info' },
@@ -362,6 +382,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   trustedProxiesOf(c);
   metricsAllowedOf(c);
+  perIpExemptOf(c);
+  registrationRateOf(c);
   publicUrlOf(c);
   if (c.s2sTlsPort !== '' && !(/^\d{1,5}$/.test(c.s2sTlsPort) && Number(c.s2sTlsPort) <= 65535)) throw new ConfigError(`XMPP_S2S_TLS_PORT must be a port number (0-65535) or empty, got ${JSON.stringify(c.s2sTlsPort)}`);
   s2sHostsOf(c);
@@ -377,6 +399,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 /** XMPP_HTTP_TRUSTED_PROXIES as a list of addresses and CIDR blocks (net.BlockList). */
 export function trustedProxiesOf(c: Pick<Config, 'httpTrustedProxies'>): BlockList {
   return addressList(c.httpTrustedProxies, 'XMPP_HTTP_TRUSTED_PROXIES');
+}
+
+/** XMPP_PER_IP_EXEMPT as a list of addresses and CIDR blocks (net.BlockList). */
+export function perIpExemptOf(c: Pick<Config, 'perIpExempt'>): BlockList {
+  return addressList(c.perIpExempt, 'XMPP_PER_IP_EXEMPT');
+}
+
+/** XMPP_REGISTRATION_RATE as a burst and a period: undefined for no limit. */
+export function registrationRateOf(c: Pick<Config, 'registrationRate'>): { burst: number; periodMs: number } | undefined {
+  const v = c.registrationRate.trim();
+  if (v === '0' || v === '') return undefined;
+  const m = /^(\d{1,6})\s*\/\s*(\d{1,7})$/.exec(v);
+  if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) throw new ConfigError(`XMPP_REGISTRATION_RATE must be 'N/SECONDS' (3/60: three at once, then three a minute) or 0, got ${JSON.stringify(c.registrationRate)}`);
+  return { burst: Number(m[1]), periodMs: Number(m[2]) * 1000 };
 }
 
 /** XMPP_METRICS as a list of addresses and CIDR blocks (net.BlockList); empty when /metrics is not served. */
