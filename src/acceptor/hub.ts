@@ -15,6 +15,7 @@ import { encode, decode } from '../worker/wire.ts';
 import type { FromHub, PeerPort, Peers, ToHub, Welcome } from '../worker/wire.ts';
 import type { Departed } from '../presence/presence.ts';
 import { PepShared } from '../pep/remote.ts';
+import type { Guard } from './guard.ts';
 import { log } from '../log.ts';
 
 export interface WorkerLink {
@@ -89,9 +90,13 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
   /** The upkeep was due while no worker served: the first to serve runs it. */
   private upkeepOwed = false;
 
-  constructor(dropWorker?: DropWorker) {
+  /** The node's record of failed authentications and registrations, when the server keeps one. */
+  readonly guard: Guard | undefined;
+
+  constructor(dropWorker?: DropWorker, guard?: Guard) {
     super();
     this.dropWorker = dropWorker;
+    this.guard = guard;
   }
 
   /**
@@ -384,6 +389,16 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
             this.send(link, { t: 'pep', q, v: null });
           },
         );
+        break;
+      }
+      case 'guard': {
+        let v: unknown = null;
+        try {
+          v = this.guard?.call(msg.m, msg.a) ?? null;
+        } catch (err) {
+          log.warn('guard call failed', { m: msg.m, err: String(err) });
+        }
+        if (msg.q !== 0) this.send(link, { t: 'guard', q: msg.q, v: v ?? null });
         break;
       }
       case 'removed':

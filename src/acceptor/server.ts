@@ -11,6 +11,8 @@ import { loadTlsIdentity } from '../tls/certificate.ts';
 import { validFor } from '../tls/trust.ts';
 import { X509Certificate } from 'node:crypto';
 import { Hub, UPKEEP_EVERY_MS } from './hub.ts';
+import { Guard } from './guard.ts';
+import type { GuardCounters } from './guard.ts';
 import type { DropWorker, WorkerLink } from './hub.ts';
 import { connectionCap, addressKey, openFileLimit } from './limits.ts';
 import { decode } from '../worker/wire.ts';
@@ -37,6 +39,10 @@ export interface ServerStats {
   refusedFull: number;
   /** Connections closed at once because their address had XMPP_MAX_CONNECTIONS_PER_IP open. */
   refusedPerIp: number;
+  /** Connections closed at once because their address opened more than XMPP_CONNECTION_RATE_PER_IP a second. */
+  refusedRate: number;
+  /** Failed authentications, refusals and registrations counted by the node (acceptor/guard.ts). */
+  guard: GuardCounters;
   /** Errors from accept() (EMFILE...), each survived. */
   acceptErrors: number;
   /** Worker threads that died (and were replaced). */
@@ -81,6 +87,41 @@ function leastBusy(workers: PoolWorker[]): PoolWorker | null {
   let best: PoolWorker | null = null;
   for (const w of workers) if (!w.terminating && !w.destroyed && (!best || w.currentUsage < best.currentUsage)) best = w;
   return best;
+}
+
+/**
+ * New connections per address: a token bucket per address key holding one
+ * second's worth beyond the second under way, refilled at `rate` a second;
+ * the buckets of addresses quiet for two seconds are full again and
+ * dropped, so that the table holds only the addresses of the last ones.
+ */
+export class ConnectionRate {
+  private readonly rate: number;
+  private buckets = new Map<string, { tokens: number; at: number }>();
+  private swept = 0;
+  private readonly now: () => number;
+
+  constructor(rate: number, now: () => number = () => performance.now()) {
+    this.rate = rate;
+    this.now = now;
+  }
+
+  /** Counts a new connection from `key`: false when it is one too many. */
+  take(key: string): boolean {
+    if (this.rate === 0) return true;
+    const now = this.now();
+    if (now - this.swept > 2000) {
+      for (const [k, b] of this.buckets) if (now - b.at > 2000) this.buckets.delete(k);
+      this.swept = now;
+    }
+    const b = this.buckets.get(key) ?? { tokens: 2 * this.rate, at: now };
+    b.tokens = Math.min(2 * this.rate, b.tokens + ((now - b.at) * this.rate) / 1000);
+    b.at = now;
+    this.buckets.set(key, b);
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
 }
 
 export interface StartOptions {
@@ -193,7 +234,8 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     dropWorker = async (index) => (await registry.reconcile(index, [], []))?.gone;
   }
 
-  const h = (hub = new Hub(dropWorker));
+  const guard = new Guard(config);
+  const h = (hub = new Hub(dropWorker, guard));
   // Archive retention and expired uploads: at start and then every ten minutes, by whichever worker serves.
   if (config.mamRetentionDays > 0 || config.uploadDomain !== '') h.scheduleUpkeep(UPKEEP_EVERY_MS);
   // A storage thread that died was started again: every worker gets a port to the new one.
@@ -305,6 +347,8 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
   const byAddress = new Map<string, number>();
   const refusedFull = new Throttled('warn', 'connection refused: the node is full (XMPP_MAX_CONNECTIONS)');
   const refusedPerIp = new Throttled('warn', 'connection refused: too many from one address (XMPP_MAX_CONNECTIONS_PER_IP)');
+  const refusedRate = new Throttled('warn', 'connection refused: too many new ones from one address (XMPP_CONNECTION_RATE_PER_IP)');
+  const newConnections = new ConnectionRate(config.connectionRatePerIp);
   const acceptFailed = new Throttled('error', 'accept failed');
   const refuse = (socket: net.Socket, why: Throttled, address: string) => {
     // At once and without a word: reading a stream header, or a TLS
@@ -322,6 +366,7 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     const fromThere = byAddress.get(key) ?? 0;
     if (open >= cap.max) return refuse(socket, refusedFull, key);
     if (config.maxConnectionsPerIp > 0 && fromThere >= config.maxConnectionsPerIp) return refuse(socket, refusedPerIp, key);
+    if (config.connectionRatePerIp > 0 && !guard.exempted(address) && !newConnections.take(key)) return refuse(socket, refusedRate, key);
     open++;
     byAddress.set(key, fromThere + 1);
     const place: Placement = {};
@@ -410,6 +455,8 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     maxConnections: cap.max,
     refusedFull: refusedFull.total,
     refusedPerIp: refusedPerIp.total,
+    refusedRate: refusedRate.total,
+    guard: { ...guard.counters },
     acceptErrors: acceptFailed.total,
     workerDeaths: h.deaths,
     workers: h.workers,

@@ -16,6 +16,8 @@ import type { DurableSessions } from '../session/durable.ts';
 import type { ComponentStream } from '../component/stream.ts';
 import type { Federation } from '../s2s/federation.ts';
 import type { UploadHttp } from '../upload/http.ts';
+import type { NodeGuard } from './guard.ts';
+import type { HashGate } from '../accounts/hashing.ts';
 
 export interface WorkerContext {
   config: Config;
@@ -59,4 +61,8 @@ export interface WorkerContext {
   announceRemoval(notice: RemovalNotice): void;
   /** Accounts removed lately: when this worker learnt it (its own clock), and which notice (for its echo). */
   removed: Map<string, { at: number; notice: number }>;
+  /** The node's record of failed authentications and registrations (throttling, shared by its workers). */
+  guard: NodeGuard;
+  /** This worker's bound on password hashing in flight (PLAIN, registration, password change). */
+  hashing: HashGate;
 }

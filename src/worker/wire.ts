@@ -46,6 +46,8 @@ export type ToHub =
   | { t: 'collected'; q: number; m: unknown }
   // an HTTP client of this worker asked for /metrics: the node's, answered with 'metrics'
   | { t: 'metrics'; q: number }
+  // the node's record of failed authentications and registrations (acceptor/guard.ts): a call by name, answered with 'guard' unless q is 0
+  | { t: 'guard'; q: number; m: string; a: unknown[] }
   // shutdown: this worker's sessions are closed (the hub then says 'close-s2s' to all), and then everything
   | { t: 'drained' }
   | { t: 'stopped' };
@@ -127,6 +129,8 @@ export type FromHub =
   | { t: 'metrics'; q: number; text?: string; error?: string }
   // run the node's upkeep (archive retention, expired uploads) and say 'upkept': the hub asks one worker at a time
   | { t: 'upkeep' }
+  // the answer to a 'guard' call
+  | { t: 'guard'; q: number; v: unknown }
   // tests only (honoured where XMPP_TEST_FAULTS=1): throw out of the thread, as a crash would
   | { t: 'fault' }
   // the ports the HTTP listeners got (sticky: workers that join later get it too), for the URLs of uploads (XEP-0363)

@@ -45,6 +45,8 @@ import type { RoomStore } from '../muc/store.ts';
 import { pep } from '../modules/pep.ts';
 import { redisCaps, type SharedCaps } from '../pep/caps.ts';
 import { HubPep, redisRemoteResources, type RemoteResources } from '../pep/remote.ts';
+import { HubGuard } from './guard.ts';
+import { HashGate } from '../accounts/hashing.ts';
 import { StorageClient, remoteStores } from '../storage/remote.ts';
 import type { AccountStore } from '../accounts/store.ts';
 import type { RosterStore } from '../roster/store.ts';
@@ -454,6 +456,9 @@ async function openStores(store: MessagePort | undefined): Promise<{ accounts: A
 
 async function join(hub: MessagePort, store: MessagePort | undefined): Promise<void> {
   const backend = config.redisUrl ? cluster() : singleNode(hub);
+  // The node's record of failed authentications and registrations, in the main thread (acceptor/guard.ts).
+  const guard = new HubGuard((q, m, a) => hub.postMessage(encode({ t: 'guard', q, m, a })));
+  const hashing = new HashGate(config.hashConcurrency, config.hashQueue, () => guard.count('hashRefused'));
   // Before the hello: a failure here fails the node's start.
   await backend.connected();
   const registry = backend.registry;
@@ -718,6 +723,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     removed: new Map(),
     s2s: undefined,
     upload,
+    guard,
+    hashing,
   };
   /** Envelopes from other workers and nodes: BOSH's (web/bosh.ts), and the router's. */
   const deliver = (env: Envelope): void => {
@@ -869,6 +876,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     }
   };
   const onHub = (msg: FromHub) => {
+    if (msg.t === 'guard') return guard.answered(msg.q, msg.v);
     if (backend.onHub(msg)) return;
     switch (msg.t) {
       case 'peer-gone':

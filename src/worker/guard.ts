@@ -1,0 +1,68 @@
+// A worker's view of the node's Guard (acceptor/guard.ts): each call a
+// message to the main thread and its answer, so that every worker of the
+// node counts failed authentications and registrations in one place.
+
+/** What the streams ask of the node's guard. */
+export interface NodeGuard {
+  /** Before an exchange: how long this address is still refused (0: it may try). */
+  check(address: string): Promise<number>;
+  /** Once the username is known: how long attempts as `user` from this address are still refused (0: go on). */
+  admit(address: string, user: string): Promise<number>;
+  /** A failed authentication: how long to wait before answering it. */
+  failed(address: string, user: string | null): Promise<number>;
+  succeeded(address: string, user: string): void;
+  /** An in-band registration: whether the rate lets it through. */
+  register(address: string): Promise<boolean>;
+  /** Counts an event (GuardCounters). */
+  count(name: 'hashRefused' | 'readsExceeded'): void;
+}
+
+export class HubGuard implements NodeGuard {
+  private readonly post: (q: number, m: string, a: unknown[]) => void;
+  private readonly waiting = new Map<number, (v: unknown) => void>();
+  private next = 1;
+
+  /** `post`: sends a call to the hub; q 0 asks for no answer. */
+  constructor(post: (q: number, m: string, a: unknown[]) => void) {
+    this.post = post;
+  }
+
+  /** The hub's answer to call `q`. */
+  answered(q: number, v: unknown): void {
+    this.waiting.get(q)?.(v);
+    this.waiting.delete(q);
+  }
+
+  private call(m: string, a: unknown[]): Promise<unknown> {
+    const q = this.next++;
+    return new Promise((resolve) => {
+      this.waiting.set(q, resolve);
+      this.post(q, m, a);
+    });
+  }
+
+  async check(address: string): Promise<number> {
+    return Number(await this.call('check', [address]));
+  }
+
+  async admit(address: string, user: string): Promise<number> {
+    return Number(await this.call('admit', [address, user]));
+  }
+
+  async failed(address: string, user: string | null): Promise<number> {
+    return Number(await this.call('failed', [address, user]));
+  }
+
+  succeeded(address: string, user: string): void {
+    this.post(0, 'succeeded', [address, user]);
+  }
+
+  async register(address: string): Promise<boolean> {
+    // null: the hub keeps no record (a hub made without one, in tests).
+    return (await this.call('register', [address])) !== false;
+  }
+
+  count(name: 'hashRefused' | 'readsExceeded'): void {
+    this.post(0, 'count', [name]);
+  }
+}
