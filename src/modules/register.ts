@@ -8,6 +8,7 @@ import { normalizedOrUndefined } from '../accounts/store.ts';
 import type { ServerModule, IqResult } from './module.ts';
 import { parseJid, bare } from '../xmpp/jid.ts';
 import type { Session } from '../session/session.ts';
+import { Saturated } from '../accounts/hashing.ts';
 
 function field(q: Element, name: string): string | undefined {
   const el = q.getChild(name);
@@ -19,7 +20,7 @@ function accountError(err: unknown): StanzaError {
   if (name === 'AccountExistsError') return new StanzaError('conflict', 'the username is taken');
   if (name === 'InvalidUsernameError') return new StanzaError('not-acceptable', 'the username is not a valid localpart');
   if (name === 'AccountNotFoundError') return new StanzaError('item-not-found');
-  if (name === 'InvalidPasswordError') return new StanzaError('not-acceptable', 'the password is not usable (empty, or characters SASLprep forbids)');
+  if (name === 'InvalidPasswordError') return new StanzaError('not-acceptable', 'the password is not usable (empty, longer than 1024 bytes, or characters SASLprep forbids)');
   return new StanzaError('internal-server-error');
 }
 
@@ -35,12 +36,28 @@ export async function registerUnauthenticated(iq: Element, session: Session): Pr
   const username = field(q, 'username');
   const password = field(q, 'password');
   if (!username || !password) throw new StanzaError('not-acceptable', 'username and password are required');
+  // One account per stream: a client registers, then logs in (XEP-0077 §3.1); a stream making accounts in a loop is not one.
+  if (session.registeredHere) throw new StanzaError('not-allowed', 'an account was registered on this stream already: log in, or open another stream');
+  // Per address, as Prosody's registration_throttle_max (XMPP_REGISTRATION_RATE): the attempt counts, whatever its outcome.
+  if (!(await session.ctx.guard.register(session.clientAddress))) throw new StanzaError('policy-violation', 'too many registrations from your address recently: try again later', 'wait');
   try {
-    await session.ctx.accounts.create(username, password);
+    await hashed(session, () => session.ctx.accounts.create(username, password));
   } catch (err) {
+    if (err instanceof StanzaError) throw err;
     throw accountError(err);
   }
+  session.registeredHere = true;
   return null;
+}
+
+/** A store call that hashes a password, within the worker's bound (accounts/hashing.ts): refused with resource-constraint when its queue is full. */
+async function hashed(session: Session, fn: () => Promise<void>): Promise<void> {
+  try {
+    await session.ctx.hashing.run('change', fn);
+  } catch (err) {
+    if (err instanceof Saturated) throw new StanzaError('resource-constraint', 'the server is too busy to hash passwords now: try again later');
+    throw err;
+  }
 }
 
 /** §3.2, §3.3 concern the requester's own account: addressed to the server, to the account's bare JID, or to nobody (RFC 6120 §10.3). */
@@ -84,9 +101,11 @@ const change = async (iq: Element, session: Session): Promise<IqResult> => {
   // XEP-0077 §3.3: both <username/> and <password/> are required (bad-request otherwise).
   if (!username || !password) throw new StanzaError('bad-request', 'username and password are required');
   if (normalizedOrUndefined(username) !== session.username) throw new StanzaError('not-allowed', 'a password can only be changed for the own account');
+  const user = session.username;
   try {
-    await session.ctx.accounts.setPassword(session.username, password);
+    await hashed(session, () => session.ctx.accounts.setPassword(user, password));
   } catch (err) {
+    if (err instanceof StanzaError) throw err;
     throw accountError(err);
   }
   return null;

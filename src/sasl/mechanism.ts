@@ -28,6 +28,13 @@ export interface MechanismContext {
   /** The JIDs (XmppAddr) of the client's certificate, when it presented one that validates (EXTERNAL). */
   certificateJids?: string[];
   channelBinding?: never;
+  /**
+   * Once the client named itself: how long attempts as this account (its
+   * accountKey) are still refused here (0: go on). None: no throttling.
+   */
+  admit?(user: string): Promise<number>;
+  /** Runs a password hashing within the worker's bound (accounts/hashing.ts); throws Saturated when it is full. None: at once. */
+  hashing?<T>(fn: () => Promise<T>): Promise<T>;
 }
 
 export interface MechanismFactory {

@@ -6,12 +6,14 @@
 // password it just proved.
 import { randomBytes, createHmac } from 'node:crypto';
 import { SaslFailure } from '../xmpp/errors.ts';
-import { normalizeUsername, verifyPassword, type ScramCredentials } from '../accounts/store.ts';
+import { normalizeUsername, verifyPassword, MAX_PASSWORD_BYTES, type ScramCredentials } from '../accounts/store.ts';
 import type { Mechanism, MechanismContext, MechanismFactory, SaslResult } from './mechanism.ts';
-import { authzidMatches, decodeUtf8, fromStore } from './util.ts';
+import { admitAccount, authzidMatches, decodeUtf8, fromStore } from './util.ts';
 import { log } from '../log.ts';
 
 const PROCESS_SECRET = randomBytes(32);
+/** A localpart is at most 1023 bytes (RFC 7622 §3.3.1); RFC 4616 §2 asks for 255 at least. */
+const MAX_AUTHCID_BYTES = 1023;
 
 export class PlainMechanism implements Mechanism {
   private readonly ctx: MechanismContext;
@@ -41,8 +43,12 @@ export class PlainMechanism implements Mechanism {
     if (parts.length !== 3) throw new SaslFailure('malformed-request', 'PLAIN message needs exactly two NUL separators');
     const [authzid, authcid, password] = parts;
     if (authcid.length === 0) throw new SaslFailure('malformed-request', 'empty authentication identity');
+    // RFC 4616 §2 asks a server to take identities and passwords of 255 octets at least; longer than any account can have is refused before any hashing.
+    if (Buffer.byteLength(authcid) > MAX_AUTHCID_BYTES) throw new SaslFailure('malformed-request', `authentication identity longer than ${MAX_AUTHCID_BYTES} bytes`);
     this.attempted = authcid;
     if (password.length === 0) throw new SaslFailure('malformed-request', 'empty password');
+    if (Buffer.byteLength(password) > MAX_PASSWORD_BYTES) throw new SaslFailure('malformed-request', `password longer than ${MAX_PASSWORD_BYTES} bytes`);
+    await admitAccount(this.ctx, authcid);
 
     let username: string | undefined;
     try {
@@ -68,7 +74,7 @@ export class PlainMechanism implements Mechanism {
       storedKey: randomBytes(32),
       serverKey: randomBytes(32),
     };
-    const ok = await verifyPassword(target, hash, password);
+    const ok = await (this.ctx.hashing ? this.ctx.hashing(() => verifyPassword(target, hash, password)) : verifyPassword(target, hash, password));
     if (!ok || !creds || username === undefined) throw new SaslFailure('not-authorized');
     // An import may have left one hash's verifiers only (SHA-1 from Prosody, SHA-256 from an ejabberd set up so).
     const other = hash === 'SHA-1' || !(await fromStore(() => store.scram(username, 'SHA-1')));

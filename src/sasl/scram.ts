@@ -23,7 +23,7 @@ import { randomBytes, createHmac, timingSafeEqual } from 'node:crypto';
 import { SaslFailure } from '../xmpp/errors.ts';
 import { normalizeUsername, hashInfo, hmac, digest, type ScramCredentials, type ScramHash } from '../accounts/store.ts';
 import type { Mechanism, MechanismContext, MechanismFactory, SaslResult } from './mechanism.ts';
-import { authzidMatches, decodeUtf8, fromStore } from './util.ts';
+import { admitAccount, authzidMatches, decodeUtf8, fromStore } from './util.ts';
 
 const PROCESS_SECRET = randomBytes(32);
 const DEFAULT_ITERATIONS = 4096;
@@ -120,6 +120,7 @@ export class ScramMechanism implements Mechanism {
     if (!bare[0].startsWith('n=')) throw malformed('client-first-message has no username');
     const rawUser = decodeSaslname(bare[0].slice(2), 'username');
     this.attempted = rawUser;
+    await admitAccount(this.ctx, rawUser);
     if (!bare[1].startsWith('r=')) throw malformed('client-first-message has no nonce');
     const cnonce = bare[1].slice(2);
     if (!PRINTABLE.test(cnonce)) throw malformed('bad client nonce');

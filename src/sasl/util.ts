@@ -2,6 +2,7 @@
 // mechanisms and the registry list do not import each other).
 import { SaslFailure } from '../xmpp/errors.ts';
 import { parseJid, type Jid } from '../xmpp/jid.ts';
+import { normalizedOrUndefined } from '../accounts/store.ts';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
@@ -29,11 +30,26 @@ export function authzidMatches(authzid: string, username: string | undefined, do
   return j.resource === '' && j.local === username && j.domain === domain;
 }
 
-/** Wraps a store call: its failures are temporary-auth-failure (RFC 6120 §6.5.10). */
+/** Wraps a store call: its failures are temporary-auth-failure (RFC 6120 §6.5.11). */
 export async function fromStore<T>(call: () => Promise<T>): Promise<T> {
   try {
     return await call();
   } catch (err) {
     throw new SaslFailure('temporary-auth-failure', `account store unavailable: ${(err as Error).message}`);
   }
+}
+
+/** What failed authentications are counted under: the account's normalised name, or the name as given when it cannot be one. */
+export function accountKey(raw: string): string {
+  return normalizedOrUndefined(raw) ?? raw;
+}
+
+/**
+ * Asks the context whether attempts as `user` are refused for a while
+ * (too many failures for that account lately: XMPP_AUTH_FAILURES_PER_ACCOUNT);
+ * throws temporary-auth-failure (RFC 6120 §6.5.11) if so, before any work.
+ */
+export async function admitAccount(ctx: { admit?: (user: string) => Promise<number> }, raw: string): Promise<void> {
+  const left = (await ctx.admit?.(accountKey(raw))) ?? 0;
+  if (left > 0) throw new SaslFailure('temporary-auth-failure', `too many failed attempts for this account: try again in ${Math.ceil(left / 1000)} s`);
 }

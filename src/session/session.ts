@@ -109,6 +109,8 @@ export class Session extends StreamEngine implements DurableSession {
   private lostWhileMoving = false;
   /** Ended by fencing: its durable state stays (see close). */
   private keepDurable = false;
+  /** An account was registered in-band on this stream (one per stream). */
+  registeredHere = false;
 
   constructor(ctx: WorkerContext, conn: net.Socket | FramedTransport, directTls: boolean) {
     super(ctx, conn, directTls);
@@ -144,7 +146,29 @@ export class Session extends StreamEngine implements DurableSession {
   }
 
   protected saslContext(): MechanismContext {
-    return { store: this.ctx.accounts, domain: this.ctx.config.domain, secure: this.secure, certificateJids: this.certificateJids };
+    const { guard, hashing } = this.ctx;
+    const address = this.peerAddress;
+    return {
+      store: this.ctx.accounts,
+      domain: this.ctx.config.domain,
+      secure: this.secure,
+      certificateJids: this.certificateJids,
+      admit: (user) => guard.admit(address, user),
+      hashing: (fn) => hashing.run('login', fn),
+    };
+  }
+
+  protected override get authGuard() {
+    return this.ctx.guard;
+  }
+
+  protected override readsExceeded(): void {
+    this.ctx.guard.count('readsExceeded');
+  }
+
+  /** The client's address (behind a trusted proxy, the one it names), as the per-address limits count it. */
+  get clientAddress(): string {
+    return this.peerAddress;
   }
 
   protected authenticatedAs(r: Extract<SaslResult, { kind: 'success' }>): void {

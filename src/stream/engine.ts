@@ -33,10 +33,13 @@ import { isFramed } from './transport.ts';
 import type { FramedTransport, Peer, Wire } from './transport.ts';
 import * as metrics from '../metrics/metrics.ts';
 import type { StreamKind } from '../metrics/metrics.ts';
+import type { NodeGuard } from '../worker/guard.ts';
+import { Saturated } from '../accounts/hashing.ts';
+import { accountKey } from '../sasl/util.ts';
 
 /** What the engine needs of its surroundings: the limits it enforces and the TLS identity. */
 export interface EngineEnv {
-  config: Pick<Config, 'readRateBytes' | 'maxStanzaBytes' | 'maxStanzaElements' | 'maxOutboundBytes' | 'maxAuthAttempts' | 'tlsRequired' | 'tlsCa'>;
+  config: Pick<Config, 'readRateBytes' | 'maxReadsPerSecond' | 'maxStanzaBytes' | 'maxStanzaElements' | 'maxOutboundBytes' | 'maxAuthAttempts' | 'tlsRequired' | 'tlsCa'>;
   secureContext: SecureContext;
   /** XMPP_TLS_CA's certificates: what a peer's certificate must be issued by to count. */
   trustAnchors?: X509Certificate[];
@@ -158,6 +161,13 @@ const PAUSED_RATE = 1;
 const PAUSED_MAILBOX = 2;
 const CLOSE_GRACE_MS = 2000;
 const B64 = /^[A-Za-z0-9+/]*={0,2}$/;
+/**
+ * The largest SASL message taken, decoded (RFC 6120 §6.4.2 leaves it to the
+ * server): far above what any mechanism offered here needs (RFC 4616 asks
+ * PLAIN to take 255-octet identities and passwords; SCRAM's messages are a
+ * few hundred bytes), and small enough that a huge one costs nothing.
+ */
+export const MAX_SASL_BYTES = 4096;
 
 /** This thread's streams whose connection is open, of every kind: what /metrics counts by kind and state (metrics/worker.ts). */
 export const liveStreams = new Set<StreamEngine>();
@@ -201,6 +211,9 @@ export abstract class StreamEngine {
   protected paused = 0;
   protected tokens: number;
   protected refilledAt = Date.now();
+  /** Reads (TLS records, TCP reads) in the current second, and when it began (XMPP_MAX_READS_PER_SECOND). */
+  protected reads = 0;
+  protected readsSince = 0;
   protected resolveDone!: () => void;
   /** Resolves when the connection is fully closed (what was written has been flushed or abandoned). */
   readonly done = new Promise<void>((r) => (this.resolveDone = r));
@@ -471,6 +484,8 @@ export abstract class StreamEngine {
       ? // Validated after the handshake (tls/trust.ts): a peer whose certificate does not validate may still be accepted by dialback (XMPP_S2S_SECURE_AUTH=false).
         tls.connect({ socket: raw, secureContext: this.env.secureContext, servername: this.serverName, rejectUnauthorized: false, ...(this.alpn ? { ALPNProtocols: this.alpn } : {}) })
       : new tls.TLSSocket(raw, { isServer: true, secureContext: this.env.secureContext, requestCert: this.asksCertificate, rejectUnauthorized: false });
+    // A client's renegotiation (TLS 1.2 and older) costs a handshake each time and is never needed: refused, as Prosody does (the connection ends).
+    if (!this.initiating) t.disableRenegotiation();
     t.once(this.initiating ? 'secureConnect' : 'secure', () => {
       this.peerCertificate = peerChain(t);
       this.tlsEstablished();
@@ -493,9 +508,36 @@ export abstract class StreamEngine {
   protected onData(chunk: Buffer): void {
     if (this.state === 'closed' || this.upgrading) return;
     this.lastActivity = Date.now();
+    if (this.tooManyReads()) return;
     this.throttle(chunk.length);
     this.parser!.write(chunk);
   }
+
+  /**
+   * Counts a read (each TLS record is one): a client sending records of a
+   * byte or two makes every byte cost a decryption, an event and a parse,
+   * which the byte rate does not see. Past XMPP_MAX_READS_PER_SECOND in one
+   * second the stream ends with policy-violation (logged); true then.
+   */
+  protected tooManyReads(): boolean {
+    const max = this.env.config.maxReadsPerSecond;
+    if (max === 0) return false;
+    const now = this.lastActivity;
+    if (now - this.readsSince >= 1000) {
+      this.readsSince = now;
+      this.reads = 0;
+    }
+    if (++this.reads <= max) return false;
+    log.warn('too many reads per second: disconnected', { sid: this.id, jid: this.address, ip: this.raw.remoteAddress, port: this.raw.remotePort, reads: this.reads, max });
+    this.readsExceeded();
+    this.socket.pause();
+    this.endReason = 'too many reads per second';
+    this.close({ condition: 'policy-violation', text: `more than ${max} reads (TLS records) in a second` });
+    return true;
+  }
+
+  /** A policy's note that a connection was ended for too many reads (counted by the node). */
+  protected readsExceeded(): void {}
 
   /** Shapes reading to readRateBytes per second: a flood is slowed, not dropped. */
   protected throttle(n: number): void {
@@ -738,6 +780,16 @@ export abstract class StreamEngine {
 
   // ---- SASL (RFC 6120 §6) ----
 
+  /** The node's record of failed authentications (client streams): a growing delay, then a temporary refusal; undefined: none. */
+  protected get authGuard(): NodeGuard | undefined {
+    return undefined;
+  }
+
+  /** The peer's address as the guard counts it: the client's, also behind a trusted proxy. */
+  protected get peerAddress(): string {
+    return this.raw.remoteAddress ?? '';
+  }
+
   protected async onSasl(el: Element): Promise<void> {
     if (el.name === 'auth') {
       if (this.sasl) return this.saslFail(new SaslFailure('malformed-request', 'an exchange is already in progress'));
@@ -754,6 +806,10 @@ export abstract class StreamEngine {
       }
       const initial = decodeSasl(el.getText());
       if (initial instanceof SaslFailure) return this.saslFail(initial);
+      // An address that failed too often lately is refused before any work (RFC 6120 §6.5.11: try again later).
+      const left = (await this.authGuard?.check(this.peerAddress)) ?? 0;
+      if (this.state === 'closed') return;
+      if (left > 0) return this.saslFail(new SaslFailure('temporary-auth-failure', `too many failed attempts from your address: try again in ${Math.ceil(left / 1000)} s`));
       this.sasl = factory.create(this.saslContext());
       this.saslName = factory.name;
       this.authStartedAt = Date.now();
@@ -780,6 +836,11 @@ export abstract class StreamEngine {
       r = await step();
     } catch (err) {
       if (err instanceof SaslFailure) return this.saslFail(err);
+      // The worker's password hashings are queued to the bound: refused at once rather than left to time out (RFC 6120 §4.9.3.17).
+      if (err instanceof Saturated) {
+        this.endReason = 'the server is busy (password hashing queue full)';
+        throw new StreamError('resource-constraint', 'the server is too busy to check passwords now: try again later');
+      }
       log.error('SASL mechanism failed', { sid: this.id, err: String(err) });
       return this.saslFail(new SaslFailure('temporary-auth-failure'));
     }
@@ -791,18 +852,24 @@ export abstract class StreamEngine {
     this.sasl = undefined;
     this.authenticated = true;
     metrics.login(this.saslName, this.kind);
+    if (r.username !== null) this.authGuard?.succeeded(this.peerAddress, r.username);
     this.authenticatedAs(r);
     const data = r.data && r.data.length > 0 ? r.data.toString('base64') : '';
     this.write(data ? `<success xmlns='${NS_SASL}'>${data}</success>` : `<success xmlns='${NS_SASL}'/>`);
     this.restart(); // §6.4.6: both sides restart the stream
   }
 
-  protected saslFail(f: SaslFailure): void {
+  protected async saslFail(f: SaslFailure): Promise<void> {
     const attempted = this.sasl?.attempted;
     this.sasl = undefined;
-    this.write(f.toElement().toString());
-    const fields = { sid: this.id, user: attempted, mechanism: this.saslName || undefined, ip: this.raw.remoteAddress, port: this.raw.remotePort, reason: f.message === f.condition ? f.condition : `${f.condition}: ${f.message}` };
     metrics.loginFailure(this.saslAttempt, f.condition, this.kind);
+    // Wrong credentials count against the address and the account; past a few, the answer waits longer each time.
+    const guard = f.condition === 'not-authorized' ? this.authGuard : undefined;
+    const delayMs = guard ? await guard.failed(this.peerAddress, attempted === undefined ? null : accountKey(attempted)) : 0;
+    if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+    if (this.state === 'closed') return;
+    this.write(f.toElement().toString());
+    const fields = { sid: this.id, user: attempted, mechanism: this.saslName || undefined, ip: this.raw.remoteAddress, port: this.raw.remotePort, reason: f.message === f.condition ? f.condition : `${f.condition}: ${f.message}`, ...(delayMs > 0 ? { delayMs } : {}) };
     if (f.condition === 'aborted') {
       log.info('authentication aborted', fields);
       return;
@@ -1115,6 +1182,8 @@ function decodeSasl(text: string): Buffer | null | SaslFailure {
   const t = text.trim();
   if (t === '') return null;
   if (t === '=') return Buffer.alloc(0);
+  // Refused before it is decoded: what a mechanism's message may be is bounded (see MAX_SASL_BYTES).
+  if (t.length > Math.ceil(MAX_SASL_BYTES / 3) * 4) return new SaslFailure('malformed-request', `SASL messages are limited to ${MAX_SASL_BYTES} bytes`);
   if (t.length % 4 !== 0 || !B64.test(t)) return new SaslFailure('incorrect-encoding', 'the data is not base64');
   return Buffer.from(t, 'base64');
 }

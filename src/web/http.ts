@@ -206,6 +206,8 @@ export class WebServer {
     socket.on('error', (err) => log.debug('HTTP connection error', { ip: socket.remoteAddress, err: err.message }));
     if (secure) {
       const t = new tls.TLSSocket(socket, { isServer: true, secureContext: this.env.secureContext, ALPNProtocols: ['http/1.1'] });
+      // No client-initiated renegotiation (TLS 1.2), as on the XMPP ports.
+      t.disableRenegotiation();
       // A failed handshake (a scanner, a client that does not trust the certificate) is no news.
       t.on('error', (err) => {
         log.debug('HTTPS connection failed', { ip: socket.remoteAddress, err: err.message });
