@@ -98,11 +98,11 @@ export class RawClient {
     return new RawClient(sock);
   }
 
-  static async connect(port: number, opts: { directTls?: boolean; host?: string } = {}): Promise<RawClient> {
+  static async connect(port: number, opts: { directTls?: boolean; host?: string; localAddress?: string } = {}): Promise<RawClient> {
     const host = opts.host ?? '127.0.0.1';
     const sock = opts.directTls
-      ? tls.connect({ port, host, rejectUnauthorized: false, servername: 'localhost' })
-      : net.connect({ port, host });
+      ? tls.connect({ port, host, rejectUnauthorized: false, servername: 'localhost', ...(opts.localAddress ? { socket: net.connect({ port, host, localAddress: opts.localAddress }) } : {}) })
+      : net.connect({ port, host, localAddress: opts.localAddress });
     await once(sock, opts.directTls ? 'secureConnect' : 'connect');
     return new RawClient(sock);
   }
