@@ -28,6 +28,7 @@ import type { Config } from '../config/index.ts';
 import { normalizeDomain } from '../xmpp/jid.ts';
 import { flat } from '../xml/retain.ts';
 import { chainValid, peerChain, xmppAddrs } from '../tls/trust.ts';
+import { refuseRenegotiation } from '../tls/renegotiation.ts';
 import { log } from '../log.ts';
 import { isFramed } from './transport.ts';
 import type { FramedTransport, Peer, Wire } from './transport.ts';
@@ -485,7 +486,13 @@ export abstract class StreamEngine {
         tls.connect({ socket: raw, secureContext: this.env.secureContext, servername: this.serverName, rejectUnauthorized: false, ...(this.alpn ? { ALPNProtocols: this.alpn } : {}) })
       : new tls.TLSSocket(raw, { isServer: true, secureContext: this.env.secureContext, requestCert: this.asksCertificate, rejectUnauthorized: false });
     // A client's renegotiation (TLS 1.2 and older) costs a handshake each time and is never needed: refused, as Prosody does (the connection ends).
-    if (!this.initiating) t.disableRenegotiation();
+    if (!this.initiating) {
+      refuseRenegotiation(t, (err) => {
+        log.info('TLS renegotiation refused: disconnected', { sid: this.id, jid: this.address, ip: this.raw.remoteAddress, port: this.raw.remotePort, err: err.message });
+        this.endReason ??= 'TLS renegotiation refused';
+        this.raw.destroy();
+      });
+    }
     t.once(this.initiating ? 'secureConnect' : 'secure', () => {
       this.peerCertificate = peerChain(t);
       this.tlsEstablished();

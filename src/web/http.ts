@@ -8,6 +8,7 @@
 // (upload/http.ts). The acceptor only accepts.
 import http from 'node:http';
 import tls from 'node:tls';
+import { refuseRenegotiation } from '../tls/renegotiation.ts';
 import { isIP } from 'node:net';
 import type net from 'node:net';
 import type { BlockList } from 'node:net';
@@ -207,7 +208,10 @@ export class WebServer {
     if (secure) {
       const t = new tls.TLSSocket(socket, { isServer: true, secureContext: this.env.secureContext, ALPNProtocols: ['http/1.1'] });
       // No client-initiated renegotiation (TLS 1.2), as on the XMPP ports.
-      t.disableRenegotiation();
+      refuseRenegotiation(t, (err) => {
+        log.info('TLS renegotiation refused: disconnected', { ip: socket.remoteAddress, err: err.message });
+        socket.destroy();
+      });
       // A failed handshake (a scanner, a client that does not trust the certificate) is no news.
       t.on('error', (err) => {
         log.debug('HTTPS connection failed', { ip: socket.remoteAddress, err: err.message });
