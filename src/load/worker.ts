@@ -102,8 +102,12 @@ function provision(): Promise<void> {
           const tag = startTag(raw);
           if (attr(tag, 'id') !== `reg${seq}`) return;
           const type = attr(tag, 'type');
-          if (type === 'result') result.created++;
-          else {
+          if (type === 'result') {
+            result.created++;
+            // One account per stream (as a client registers, then logs in; this server refuses a second): the next on a new one.
+            current = 0;
+            return c.close();
+          } else {
             const cond = errorCondition(raw, 'error');
             if (cond === 'conflict') result.existed++;
             else failed(`register:${cond}`);
