@@ -89,6 +89,8 @@ export class Guard {
   /** Per account, the addresses it logged in from lately: its refusal does not apply to them. */
   private readonly trusted = new Recent<string[]>(MAX_ENTRIES);
   private readonly buckets = new Recent<{ tokens: number; at: number }>(MAX_ENTRIES);
+  /** Accounts with sessions on this node waiting to be resumed (XEP-0198), how many: their logins' hashing goes first. */
+  private readonly waitingResumption = new Map<string, number>();
   private readonly refusedIp = new Throttled('warn', 'authentication refused: too many failures from this address');
   private readonly refusedAccount = new Throttled('warn', 'authentication refused: too many failures for this account');
   private readonly refusedRegistration = new Throttled('warn', 'registration refused: too many from this address (XMPP_REGISTRATION_RATE)');
@@ -128,20 +130,33 @@ export class Guard {
     return left;
   }
 
-  /** Once the username is known: how long attempts as `user` from this address are still refused (0: go on). */
-  admit(address: string, user: string): number {
-    if (this.config.authFailuresPerAccount === 0) return 0;
+  /**
+   * Once the username is known: how long attempts as `user` from this
+   * address are still refused (left 0: go on), and whether the account has
+   * a session here waiting to be resumed (its client is likely logging in
+   * to resume it).
+   */
+  admit(address: string, user: string): { left: number; resuming: boolean } {
+    const resuming = this.waitingResumption.has(user);
+    if (this.config.authFailuresPerAccount === 0) return { left: 0, resuming };
     const e = this.accounts.get(user);
     const left = e ? e.until - this.now() : 0;
-    if (left <= 0 || this.isTrusted(user, addressKey(address))) return 0;
+    if (left <= 0 || this.isTrusted(user, addressKey(address))) return { left: 0, resuming };
     this.counters.authRefusedAccount++;
     this.refusedAccount.hit({ user, ip: addressKey(address), leftMs: left });
-    return left;
+    return { left, resuming };
+  }
+
+  /** A session of `user` on this node started (true) or stopped (false) waiting to be resumed. */
+  detached(user: string, waiting: boolean): void {
+    const n = (this.waitingResumption.get(user) ?? 0) + (waiting ? 1 : -1);
+    if (n > 0) this.waitingResumption.set(user, n);
+    else this.waitingResumption.delete(user);
   }
 
   private bump(table: Recent<Failures>, key: string, limit: number, now: number): Failures {
     let e = table.get(key);
-    if (!e || now - e.last > this.config.authLockoutMs) e = { n: 0, last: now, until: 0 };
+    if (!e || now - e.last >= this.config.authLockoutMs) e = { n: 0, last: now, until: 0 };
     e.n++;
     e.last = now;
     if (e.n >= limit && e.until <= now) e.until = now + this.config.authLockoutMs;
@@ -235,6 +250,8 @@ export class Guard {
         return this.register(s(0));
       case 'count':
         return this.count(s(0));
+      case 'detached':
+        return this.detached(s(0), a[1] === true);
       default:
         throw new TypeError(`no such guard call: ${m}`);
     }

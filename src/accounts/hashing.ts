@@ -3,8 +3,10 @@
 // lookups and file access: unbounded, a storm of PLAIN logins or
 // registrations queues thousands of hashings there and takes the cores
 // from the established sessions. A worker runs XMPP_HASH_CONCURRENCY at
-// once; up to XMPP_HASH_QUEUE more wait, logins ahead of registrations and
-// password changes; past that a job is refused at once (Saturated), for
+// once; up to XMPP_HASH_QUEUE more wait, the logins of accounts with a
+// session waiting to be resumed (XEP-0198) first, then other logins, then
+// registrations and password changes; past that a job is refused at once
+// (Saturated), or takes the place of the latest of a lower class, for
 // the stream to say so (resource-constraint) instead of letting the client
 // time out.
 
@@ -13,8 +15,9 @@ export class Saturated extends Error {
   override name = 'Saturated';
 }
 
-/** What a hashing is for: a login waits ahead of a change (registration, new password). */
-export type HashPriority = 'login' | 'change';
+/** What a hashing is for, first served first: a login that will likely resume a session, another login, a change (registration, new password). */
+export type HashPriority = 'resume' | 'login' | 'change';
+const ORDER: readonly HashPriority[] = ['resume', 'login', 'change'];
 
 interface Waiting {
   start: () => void;
@@ -26,8 +29,7 @@ export class HashGate {
   private readonly queueMax: number;
   private readonly onRefused: () => void;
   private running = 0;
-  private readonly logins: Waiting[] = [];
-  private readonly changes: Waiting[] = [];
+  private readonly queues: Record<HashPriority, Waiting[]> = { resume: [], login: [], change: [] };
 
   constructor(concurrency: number, queueMax: number, onRefused: () => void = () => {}) {
     this.concurrency = concurrency;
@@ -37,7 +39,7 @@ export class HashGate {
 
   /** Jobs waiting now. */
   get waiting(): number {
-    return this.logins.length + this.changes.length;
+    return this.queues.resume.length + this.queues.login.length + this.queues.change.length;
   }
 
   get active(): number {
@@ -61,19 +63,20 @@ export class HashGate {
     return new Promise<void>((resolve, reject) => {
       const w: Waiting = { start: resolve, refuse: () => reject(new Saturated('too many password hashings waiting')) };
       if (this.waiting >= this.queueMax) {
-        // A login takes the place of the latest change waiting, if any; otherwise it is refused.
-        const bumped = priority === 'login' ? this.changes.pop() : undefined;
+        // It takes the place of the latest waiting job of the lowest class below its own, if any; otherwise it is refused.
+        const lower = ORDER.slice(ORDER.indexOf(priority) + 1).reverse();
+        const bumped = lower.map((p) => this.queues[p]).find((q) => q.length > 0)?.pop();
         this.onRefused();
         if (!bumped) return w.refuse();
         bumped.refuse();
       }
-      (priority === 'login' ? this.logins : this.changes).push(w);
+      this.queues[priority].push(w);
     });
   }
 
   private startNext(): void {
     if (this.running >= this.concurrency) return;
-    const next = this.logins.shift() ?? this.changes.shift();
+    const next = this.queues.resume.shift() ?? this.queues.login.shift() ?? this.queues.change.shift();
     if (!next) return;
     this.running++;
     next.start();

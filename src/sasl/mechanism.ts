@@ -30,11 +30,12 @@ export interface MechanismContext {
   channelBinding?: never;
   /**
    * Once the client named itself: how long attempts as this account (its
-   * accountKey) are still refused here (0: go on). None: no throttling.
+   * accountKey) are still refused here (left 0: go on), and whether it has
+   * a session waiting to be resumed. None: no throttling.
    */
-  admit?(user: string): Promise<number>;
-  /** Runs a password hashing within the worker's bound (accounts/hashing.ts); throws Saturated when it is full. None: at once. */
-  hashing?<T>(fn: () => Promise<T>): Promise<T>;
+  admit?(user: string): Promise<{ left: number; resuming: boolean }>;
+  /** Runs a password hashing within the worker's bound (accounts/hashing.ts), first when `resuming`; throws Saturated when it is full. None: at once. */
+  hashing?<T>(fn: () => Promise<T>, resuming: boolean): Promise<T>;
 }
 
 export interface MechanismFactory {

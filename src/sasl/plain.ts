@@ -48,7 +48,7 @@ export class PlainMechanism implements Mechanism {
     this.attempted = authcid;
     if (password.length === 0) throw new SaslFailure('malformed-request', 'empty password');
     if (Buffer.byteLength(password) > MAX_PASSWORD_BYTES) throw new SaslFailure('malformed-request', `password longer than ${MAX_PASSWORD_BYTES} bytes`);
-    await admitAccount(this.ctx, authcid);
+    const { resuming } = await admitAccount(this.ctx, authcid);
 
     let username: string | undefined;
     try {
@@ -74,7 +74,7 @@ export class PlainMechanism implements Mechanism {
       storedKey: randomBytes(32),
       serverKey: randomBytes(32),
     };
-    const ok = await (this.ctx.hashing ? this.ctx.hashing(() => verifyPassword(target, hash, password)) : verifyPassword(target, hash, password));
+    const ok = await (this.ctx.hashing ? this.ctx.hashing(() => verifyPassword(target, hash, password), resuming) : verifyPassword(target, hash, password));
     if (!ok || !creds || username === undefined) throw new SaslFailure('not-authorized');
     // An import may have left one hash's verifiers only (SHA-1 from Prosody, SHA-256 from an ejabberd set up so).
     const other = hash === 'SHA-1' || !(await fromStore(() => store.scram(username, 'SHA-1')));

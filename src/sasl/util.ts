@@ -48,8 +48,10 @@ export function accountKey(raw: string): string {
  * Asks the context whether attempts as `user` are refused for a while
  * (too many failures for that account lately: XMPP_AUTH_FAILURES_PER_ACCOUNT);
  * throws temporary-auth-failure (RFC 6120 §6.5.11) if so, before any work.
+ * Otherwise says whether the account has a session waiting to be resumed.
  */
-export async function admitAccount(ctx: { admit?: (user: string) => Promise<number> }, raw: string): Promise<void> {
-  const left = (await ctx.admit?.(accountKey(raw))) ?? 0;
+export async function admitAccount(ctx: { admit?: (user: string) => Promise<{ left: number; resuming: boolean }> }, raw: string): Promise<{ resuming: boolean }> {
+  const { left, resuming } = (await ctx.admit?.(accountKey(raw))) ?? { left: 0, resuming: false };
   if (left > 0) throw new SaslFailure('temporary-auth-failure', `too many failed attempts for this account: try again in ${Math.ceil(left / 1000)} s`);
+  return { resuming };
 }

@@ -154,7 +154,7 @@ export class Session extends StreamEngine implements DurableSession {
       secure: this.secure,
       certificateJids: this.certificateJids,
       admit: (user) => guard.admit(address, user),
-      hashing: (fn) => hashing.run('login', fn),
+      hashing: (fn, resuming) => hashing.run(resuming ? 'resume' : 'login', fn),
     };
   }
 
@@ -515,6 +515,8 @@ export class Session extends StreamEngine implements DurableSession {
     for (const w of [...this.uncongested.splice(0), ...this.drained.splice(0)]) w();
     this.ctx.all.delete(this);
     this.ctx.detached.set(this.id, this);
+    // The node's guard lets its client's next login hash first (a login storm after a network outage is mostly such clients).
+    if (this.username) this.ctx.guard.detached(this.username, true);
     // XEP-0352 §5.2: the client state ends with the stream; what it held is queued.
     for (const hook of this.ctx.hooks.detached) hook(this);
     this.hibernation = setTimeout(() => {
@@ -529,7 +531,7 @@ export class Session extends StreamEngine implements DurableSession {
   private endDetached(reason: CloseReason): void {
     this.detached = false;
     clearTimeout(this.hibernation);
-    this.ctx.detached.delete(this.id);
+    if (this.ctx.detached.delete(this.id) && this.username) this.ctx.guard.detached(this.username, false);
     this.endReason ??= reason.condition ? `${reason.condition}${reason.text ? `: ${reason.text}` : ''} while detached` : 'ended while detached';
     this.outClosed = true;
     const items = [...(this.acks?.unacked.splice(0) ?? []), ...this.outq.splice(0)];
@@ -604,7 +606,7 @@ export class Session extends StreamEngine implements DurableSession {
     this.cleaned = true;
     this.outClosed = true;
     this.ctx.all.delete(this);
-    this.ctx.detached.delete(this.id);
+    if (this.ctx.detached.delete(this.id) && this.username) this.ctx.guard.detached(this.username, false);
     if (this.ctx.sessions.get(this.id) === this) this.ctx.sessions.delete(this.id);
     if (this.ctx.local.get(this.jid!) === this) this.ctx.local.delete(this.jid!);
     this.ctx.router.presence.detach(this);

@@ -6,8 +6,10 @@
 export interface NodeGuard {
   /** Before an exchange: how long this address is still refused (0: it may try). */
   check(address: string): Promise<number>;
-  /** Once the username is known: how long attempts as `user` from this address are still refused (0: go on). */
-  admit(address: string, user: string): Promise<number>;
+  /** Once the username is known: how long attempts as `user` from this address are still refused (left 0: go on), and whether it has a session here waiting to be resumed. */
+  admit(address: string, user: string): Promise<{ left: number; resuming: boolean }>;
+  /** A session of `user` started (true) or stopped (false) waiting to be resumed (XEP-0198). */
+  detached(user: string, waiting: boolean): void;
   /** A failed authentication: how long to wait before answering it. */
   failed(address: string, user: string | null): Promise<number>;
   succeeded(address: string, user: string): void;
@@ -45,8 +47,13 @@ export class HubGuard implements NodeGuard {
     return Number(await this.call('check', [address]));
   }
 
-  async admit(address: string, user: string): Promise<number> {
-    return Number(await this.call('admit', [address, user]));
+  async admit(address: string, user: string): Promise<{ left: number; resuming: boolean }> {
+    const v = (await this.call('admit', [address, user])) as { left?: number; resuming?: boolean } | null;
+    return { left: Number(v?.left ?? 0), resuming: v?.resuming === true };
+  }
+
+  detached(user: string, waiting: boolean): void {
+    this.post(0, 'detached', [user, waiting]);
   }
 
   async failed(address: string, user: string | null): Promise<number> {

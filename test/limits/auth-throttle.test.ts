@@ -12,7 +12,9 @@
 // (XMPP_PER_IP_EXEMPT).
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
+import type { Element } from 'ltx';
 import { startWithBystanders } from '../helpers/server.ts';
+import { online } from '../helpers/protocol.ts';
 import { secured, within, othersUnaffected, saslCondition, NS_SASL, b64, until, childEls, NS_STREAMS_ERR } from '../helpers/protocol.ts';
 import type { RawClient } from '../helpers/raw.ts';
 import { plainAuth } from '../helpers/raw.ts';
@@ -142,5 +144,40 @@ test('a worker whose password hashings are queued to the bound closes further PL
   t.true(outcomes.filter((o) => o === 'not-authorized').length >= 3, `the running one and those queued were checked: ${outcomes.join(', ')}`);
   t.is(outcomes.filter((o) => o !== 'resource-constraint' && o !== 'not-authorized').length, 0, outcomes.join(', '));
   await until(() => server.stats().guard.hashRefused === refused, WAIT, 'the refusals counted');
+  await othersUnaffected(t, watcher, talker);
+});
+
+test('a saturated worker lets the login of an account with a session waiting to be resumed (XEP-0198) take the place of another, and it resumes', async (t) => {
+  const { server, watcher, talker, stop } = await startWithBystanders({ XMPP_WORKERS: '1', XMPP_HASH_CONCURRENCY: '1', XMPP_HASH_QUEUE: '1', XMPP_SCRAM_ITERATIONS: '300000', XMPP_AUTH_FAILURES_PER_ACCOUNT: '0', XMPP_LOG_LEVEL: 'error' }, ['alice']);
+  t.teardown(stop);
+  const port = server.c2sPort;
+  // alice's session asks for resumption (XEP-0198 §5), then loses its connection: it waits, detached.
+  const alice = await online(port, 'alice', 'alice-pw', 'phone');
+  alice.c.send(`<enable xmlns='urn:xmpp:sm:3' resume='true'/>`);
+  const enabled = await within(alice.c.find((el) => el.name === 'enabled'), WAIT, '<enabled/>');
+  alice.c.destroy();
+  await until(() => server.hub.guard!.admit('127.0.0.9', 'alice').resuming, WAIT, 'the session detached');
+  // Six logins at once: one hashes, one waits, four are refused (seen: the queue is full).
+  const streams = await Promise.all(Array.from({ length: 6 }, () => stream(t, port, '127.0.0.1')));
+  const answers = streams.map((c) => within(c.nextEl(), 60_000, 'an answer'));
+  for (const [i, c] of streams.entries()) c.send(plainAuth(`nobody${i}`, 'pw'));
+  const cond = (el: Element) => (el.name === 'stream:error' ? childEls(el).find((x) => x.name !== 'text')?.name : el.name === 'failure' ? saslCondition(el) : el.name);
+  const settled: string[] = [];
+  for (const a of answers) void a.then((el) => settled.push(cond(el) ?? '?'));
+  await until(() => settled.filter((o) => o === 'resource-constraint').length === 4, WAIT, 'four refused');
+  // alice's client logs in to resume: its hashing takes the waiting one's place.
+  const back = await stream(t, port, '127.0.0.1');
+  back.send(plainAuth('alice', 'alice-pw'));
+  const ok = await within(back.nextEl(), 60_000, "alice's login");
+  t.is(ok.name, 'success', ok.toString());
+  const all = await Promise.all(answers.map((a) => a.then(cond)));
+  t.is(all.filter((o) => o === 'resource-constraint').length, 5, all.join(', '));
+  t.is(all.filter((o) => o === 'not-authorized').length, 1, all.join(', '));
+  back.resetReader();
+  back.send(`<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>`);
+  await within(back.find((el) => el.name === 'stream:features'), WAIT, 'features after SASL');
+  back.send(`<resume xmlns='urn:xmpp:sm:3' previd='${enabled.attrs.id}' h='0'/>`);
+  const resumed = await within(back.find((el) => el.name === 'resumed' || el.name === 'failed'), WAIT, 'the resumption');
+  t.is(resumed.name, 'resumed', resumed.toString());
   await othersUnaffected(t, watcher, talker);
 });
