@@ -64,7 +64,12 @@ export class NodeMetrics {
           else labels.forEach((l, i) => this.inc(l, values[i]));
         },
       });
-    counter('xmpp_connections_refused_total', 'Connections closed at once by the acceptor: the node was full (XMPP_MAX_CONNECTIONS), or the address had XMPP_MAX_CONNECTIONS_PER_IP open.', [{ reason: 'node_full' }, { reason: 'per_ip' }], (s) => [s.refusedFull, s.refusedPerIp]);
+    counter('xmpp_connections_refused_total', 'Connections closed at once by the acceptor: the node was full (XMPP_MAX_CONNECTIONS), the address had XMPP_MAX_CONNECTIONS_PER_IP open, or opened more than XMPP_CONNECTION_RATE_PER_IP a second.', [{ reason: 'node_full' }, { reason: 'per_ip' }, { reason: 'rate' }], (s) => [s.refusedFull, s.refusedPerIp, s.refusedRate]);
+    // The node's guard (acceptor/guard.ts): password guessing, registrations, and what the workers report to it.
+    counter('xmpp_auth_throttle_total', 'Failed authentications (wrong credentials) counted per address and account, those answered after a delay, attempts refused because their address or account failed too often, and the lock-outs themselves.', ['failure', 'delayed', 'refused_ip', 'refused_account', 'lockout_ip', 'lockout_account'].map((event) => ({ event })), (s) => [s.guard.authFailures, s.guard.authDelayed, s.guard.authRefusedIp, s.guard.authRefusedAccount, s.guard.ipLockouts, s.guard.accountLockouts]);
+    counter('xmpp_registrations_total', 'In-band registrations (XEP-0077) let through or refused by XMPP_REGISTRATION_RATE.', [{ outcome: 'allowed' }, { outcome: 'rate_limited' }], (s) => [s.guard.registrations, s.guard.registrationsRefused]);
+    counter('xmpp_hashing_refused_total', "Password hashings refused because a worker's queue was full (XMPP_HASH_QUEUE): PLAIN logins closed, registrations and password changes refused.", [], (s) => [s.guard.hashRefused]);
+    counter('xmpp_reads_exceeded_total', 'Connections ended for more than XMPP_MAX_READS_PER_SECOND reads (TLS records) in a second.', [], (s) => [s.guard.readsExceeded]);
     counter('xmpp_accept_errors_total', 'Errors from accept() (out of file descriptors...), each survived.', [], (s) => [s.acceptErrors]);
     counter('xmpp_worker_deaths_total', 'Worker threads that died (and were replaced).', [], (s) => [s.workerDeaths]);
     hub.on('lost', (link) => {
