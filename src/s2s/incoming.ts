@@ -43,6 +43,11 @@ export class ServerIn extends StreamEngine {
   private readonly fed: Federation;
   /** Domains the peer authenticated on this stream (SASL EXTERNAL, dialback). */
   readonly verified = new Set<string>();
+
+  /** A peer server that authenticated may send many small stanzas a second: reads are bounded only until then. */
+  protected override get readsBounded(): boolean {
+    return this.verified.size === 0;
+  }
   /** Dialback requests being verified, by originating domain (one at a time each). */
   private readonly verifying = new Set<string>();
   /** Whether the peer's certificate chains up to a trust anchor (then judged per domain). */

@@ -40,6 +40,11 @@ interface Waiting {
 export class ServerOut extends StreamEngine {
   readonly local: string;
   readonly remote: string;
+
+  /** The peer server, once it is authenticated, may send many small stanzas a second: reads are bounded only until then. */
+  protected override get readsBounded(): boolean {
+    return !this.authenticated;
+  }
   private readonly fed: Federation;
   /** Stanzas waiting for authentication, in order. */
   private readonly queue: Waiting[] = [];

@@ -528,7 +528,7 @@ export abstract class StreamEngine {
    */
   protected tooManyReads(): boolean {
     const max = this.env.config.maxReadsPerSecond;
-    if (max === 0) return false;
+    if (max === 0 || !this.readsBounded) return false;
     const now = this.lastActivity;
     if (now - this.readsSince >= 1000) {
       this.readsSince = now;
@@ -540,6 +540,16 @@ export abstract class StreamEngine {
     this.socket.pause();
     this.endReason = 'too many reads per second';
     this.close({ condition: 'policy-violation', text: `more than ${max} reads (TLS records) in a second` });
+    return true;
+  }
+
+  /**
+   * Whether XMPP_MAX_READS_PER_SECOND applies: to every stream, except a
+   * server-to-server one once its peer is authenticated, which may carry
+   * many small stanzas of many users a second (and whose bytes are still
+   * bounded by the read rate).
+   */
+  protected get readsBounded(): boolean {
     return true;
   }
 
