@@ -125,7 +125,7 @@ test('SASL messages over 4096 bytes and PLAIN passwords over 1024 bytes are malf
 
 test('a worker whose password hashings are queued to the bound closes further PLAIN logins at once with resource-constraint; all are answered; bystanders unaffected', async (t) => {
   // One worker, one hashing at a time, two waiting; slow hashing (PBKDF2 with many iterations).
-  const { server, watcher, talker, stop } = await startWithBystanders({ XMPP_WORKERS: '1', XMPP_HASH_CONCURRENCY: '1', XMPP_HASH_QUEUE: '2', XMPP_SCRAM_ITERATIONS: '300000', XMPP_AUTH_FAILURES_PER_ACCOUNT: '0', XMPP_LOG_LEVEL: 'error' }, []);
+  const { server, watcher, talker, stop } = await startWithBystanders({ XMPP_WORKERS: '1', XMPP_HASH_CONCURRENCY: '1', XMPP_HASH_QUEUE: '2', XMPP_SCRAM_ITERATIONS: '1000000', XMPP_AUTH_FAILURES_PER_ACCOUNT: '0', XMPP_LOG_LEVEL: 'error' }, []);
   t.teardown(stop);
   const port = server.c2sPort;
   // Secured first, so that the logins reach the worker together: unknown users cost the same hashing as known ones.
@@ -148,7 +148,8 @@ test('a worker whose password hashings are queued to the bound closes further PL
 });
 
 test('a saturated worker lets the login of an account with a session waiting to be resumed (XEP-0198) take the place of another, and it resumes', async (t) => {
-  const { server, watcher, talker, stop } = await startWithBystanders({ XMPP_WORKERS: '1', XMPP_HASH_CONCURRENCY: '1', XMPP_HASH_QUEUE: '1', XMPP_SCRAM_ITERATIONS: '300000', XMPP_AUTH_FAILURES_PER_ACCOUNT: '0', XMPP_LOG_LEVEL: 'error' }, ['alice']);
+  // Hashings slow enough (a second or so each) that the queue is still full when alice's login comes.
+  const { server, watcher, talker, stop } = await startWithBystanders({ XMPP_WORKERS: '1', XMPP_HASH_CONCURRENCY: '1', XMPP_HASH_QUEUE: '1', XMPP_SCRAM_ITERATIONS: '1500000', XMPP_AUTH_FAILURES_PER_ACCOUNT: '0', XMPP_LOG_LEVEL: 'error' }, ['alice']);
   t.teardown(stop);
   const port = server.c2sPort;
   // alice's session asks for resumption (XEP-0198 §5), then loses its connection: it waits, detached.
@@ -157,7 +158,9 @@ test('a saturated worker lets the login of an account with a session waiting to 
   const enabled = await within(alice.c.find((el) => el.name === 'enabled'), WAIT, '<enabled/>');
   alice.c.destroy();
   await until(() => server.hub.guard!.admit('127.0.0.9', 'alice').resuming, WAIT, 'the session detached');
-  // Six logins at once: one hashes, one waits, four are refused (seen: the queue is full).
+  // Six logins at once: one hashes, one waits, four are refused (seen: the queue is full). alice's
+  // stream is secured beforehand, so that her login follows the refusals at once, well within a hashing.
+  const back = await stream(t, port, '127.0.0.1');
   const streams = await Promise.all(Array.from({ length: 6 }, () => stream(t, port, '127.0.0.1')));
   const answers = streams.map((c) => within(c.nextEl(), 60_000, 'an answer'));
   for (const [i, c] of streams.entries()) c.send(plainAuth(`nobody${i}`, 'pw'));
@@ -166,7 +169,6 @@ test('a saturated worker lets the login of an account with a session waiting to 
   for (const a of answers) void a.then((el) => settled.push(cond(el) ?? '?'));
   await until(() => settled.filter((o) => o === 'resource-constraint').length === 4, WAIT, 'four refused');
   // alice's client logs in to resume: its hashing takes the waiting one's place.
-  const back = await stream(t, port, '127.0.0.1');
   back.send(plainAuth('alice', 'alice-pw'));
   const ok = await within(back.nextEl(), 60_000, "alice's login");
   t.is(ok.name, 'success', ok.toString());
