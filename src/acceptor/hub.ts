@@ -441,7 +441,7 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
         break;
       }
       default:
-        log.warn('unknown hub message', { msg });
+        log.warn('unknown hub message', { message: msg });
     }
   }
 

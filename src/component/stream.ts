@@ -15,7 +15,6 @@ import type { MechanismContext, SaslResult } from '../sasl/mechanism.ts';
 import { StanzaError, StreamError, errorReply } from '../xmpp/errors.ts';
 import { JidError, parseJid } from '../xmpp/jid.ts';
 import type { WorkerContext } from '../worker/context.ts';
-import { log } from '../log.ts';
 import type { StreamKind } from '../metrics/metrics.ts';
 
 export const NS_COMPONENT = 'jabber:component:accept';
@@ -119,7 +118,7 @@ export class ComponentStream extends StreamEngine {
     const want = createHash('sha1').update(this.streamId + this.secret).digest('hex');
     const got = Buffer.from(digest.toLowerCase());
     if (got.length !== want.length || !timingSafeEqual(got, Buffer.from(want))) {
-      log.info('component handshake failed', { domain: this.domain, ip: this.raw.remoteAddress });
+      this.log.info('component handshake failed', { domain: this.domain, ip: this.raw.remoteAddress });
       throw new StreamError('not-authorized', 'wrong handshake');
     }
     const domain = this.domain!;
@@ -137,7 +136,7 @@ export class ComponentStream extends StreamEngine {
     this.state = 'established';
     this.ctx.components.set(this.id, this);
     this.write('<handshake/>');
-    log.info('component connected', { domain, sid: this.id, ip: this.raw.remoteAddress });
+    this.log.info('component connected', { domain, ip: this.raw.remoteAddress });
   }
 
   /** A stanza routed to the component's domain; false when it can no longer take one. */
@@ -175,6 +174,6 @@ export class ComponentStream extends StreamEngine {
   }
 
   protected logEnd(): void {
-    (this.bound ? log.info : log.debug)('component disconnected', { domain: this.domain, sid: this.id, reason: this.endReason });
+    (this.bound ? this.log.info : this.log.debug)('component disconnected', { domain: this.domain, reason: this.endReason });
   }
 }

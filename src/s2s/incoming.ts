@@ -24,7 +24,6 @@ import { NS_DIALBACK, NS_DIALBACK_FEATURE, keyValid } from './dialback.ts';
 import { chainValid, validFor } from '../tls/trust.ts';
 import { NS_SERVER, dialbackOf, safeDomain } from './names.ts';
 import type { Federation } from './federation.ts';
-import { log } from '../log.ts';
 import type { StreamKind } from '../metrics/metrics.ts';
 import * as metrics from '../metrics/metrics.ts';
 
@@ -166,7 +165,7 @@ export class ServerIn extends StreamEngine {
   protected authenticatedAs(_r: Extract<SaslResult, { kind: 'success' }>): void {
     this.verified.add(this.peer!);
     metrics.s2sAuthenticatedDomain('in');
-    log.info('peer server authenticated', { sid: this.id, domain: this.peer, method: 'EXTERNAL', ip: this.raw.remoteAddress });
+    this.log.info('peer server authenticated', { domain: this.peer, method: 'EXTERNAL', ip: this.raw.remoteAddress });
   }
 
   protected addFeatures(f: Element): void {
@@ -250,10 +249,10 @@ export class ServerIn extends StreamEngine {
       if (result === 'valid') {
         this.verified.add(from);
         metrics.s2sAuthenticatedDomain('in');
-        log.info('peer server authenticated', { sid: this.id, domain: from, method: why, ip: this.raw.remoteAddress });
+        this.log.info('peer server authenticated', { domain: from, method: why, ip: this.raw.remoteAddress });
       } else {
         metrics.s2sFailure('in', 'not-authorized');
-        log.info('peer server refused: dialback key not valid', { sid: this.id, domain: from, ip: this.raw.remoteAddress });
+        this.log.info('peer server refused: dialback key not valid', { domain: from, ip: this.raw.remoteAddress });
       }
     };
     if (this.certValidFor(from)) {
@@ -263,7 +262,7 @@ export class ServerIn extends StreamEngine {
     }
     if (this.fed.secureAuth) {
       metrics.s2sFailure('in', 'not-authorized');
-      log.info('peer server refused: its certificate is not valid for its domain', { sid: this.id, domain: from, ip: this.raw.remoteAddress, trusted: this.certTrusted });
+      this.log.info('peer server refused: its certificate is not valid for its domain', { domain: from, ip: this.raw.remoteAddress, trusted: this.certTrusted });
       return answer('error', 'not-authorized', `the certificate is not valid for ${from}, and this server accepts only authenticated peers`);
     }
     // §2.1.3: ask the authoritative server of `from` whether it made this key.
@@ -310,6 +309,6 @@ export class ServerIn extends StreamEngine {
   }
 
   protected logEnd(): void {
-    (this.verified.size > 0 ? log.info : log.debug)('incoming server stream closed', { sid: this.id, domains: [...this.verified], ip: this.raw.remoteAddress, reason: this.endReason });
+    (this.verified.size > 0 ? this.log.info : this.log.debug)('incoming server stream closed', { domains: [...this.verified], ip: this.raw.remoteAddress, reason: this.endReason });
   }
 }

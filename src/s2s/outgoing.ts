@@ -25,7 +25,6 @@ import { NS_DIALBACK, NS_DIALBACK_FEATURE, dialbackKey } from './dialback.ts';
 import { chainValid, validFor } from '../tls/trust.ts';
 import { NS_SERVER, dialbackOf, localName, safeDomain } from './names.ts';
 import type { Federation } from './federation.ts';
-import { log } from '../log.ts';
 import type { StreamKind } from '../metrics/metrics.ts';
 import * as metrics from '../metrics/metrics.ts';
 
@@ -220,7 +219,7 @@ export class ServerOut extends StreamEngine {
         return;
       }
       if (name === 'failure') {
-        log.info('SASL EXTERNAL refused by peer; trying dialback', { remote: this.remote, condition: el.children.find((c): c is Element => typeof c !== 'string')?.name });
+        this.log.info('SASL EXTERNAL refused by peer; trying dialback', { remote: this.remote, condition: el.children.find((c): c is Element => typeof c !== 'string')?.name });
         if (this.features?.getChild('dialback', NS_DIALBACK_FEATURE)) return this.dialback();
         return this.fail('remote-server-not-found', `${this.remote} refused our authentication`);
       }
@@ -244,7 +243,7 @@ export class ServerOut extends StreamEngine {
       return;
     }
     // Stanzas come to us on the peer's own stream (RFC 6120 §4.1: a stream is one-way).
-    log.debug('unexpected element on an outgoing server stream', { remote: this.remote, name: el.name });
+    this.log.debug('unexpected element on an outgoing server stream', { remote: this.remote, name: el.name });
   }
 
   private onFeatures(f: Element): void {
@@ -259,7 +258,7 @@ export class ServerOut extends StreamEngine {
     }
     this.sendVerifies();
     if (!this.certTrusted && this.fed.secureAuth) {
-      log.info('peer server not used: its certificate is not valid for its domain', { remote: this.remote });
+      this.log.info('peer server not used: its certificate is not valid for its domain', { remote: this.remote });
       return this.fail('remote-server-not-found', `the certificate of ${this.remote} is not valid for it`);
     }
     const mechs = f.getChild('mechanisms', NS_SASL);
@@ -287,7 +286,7 @@ export class ServerOut extends StreamEngine {
     this.state = 'established';
     clearTimeout(this.setupTimer);
     metrics.s2sAuthenticatedDomain('out');
-    log.info('outgoing server stream authenticated', { sid: this.id, local: this.local, remote: this.remote, method, queued: this.queue.length });
+    this.log.info('outgoing server stream authenticated', { local: this.local, remote: this.remote, method, queued: this.queue.length });
     this.lastSent = Date.now();
     // live: a peer that does not read what we send is a slow reader (XMPP_MAX_OUTBOUND_BYTES), disconnected, and what waited for it bounced.
     for (const w of this.queue.splice(0)) this.put({ xml: w.xml, live: true, reroute: 'message' });
@@ -322,7 +321,7 @@ export class ServerOut extends StreamEngine {
     if (this.failedWith) return;
     this.failedWith = condition;
     metrics.s2sFailure('out', condition);
-    log.info('outgoing server stream failed', { sid: this.id, local: this.local, remote: this.remote, condition, text });
+    this.log.info('outgoing server stream failed', { local: this.local, remote: this.remote, condition, text });
     this.fed.failed(this, condition, text);
     this.release(condition, text);
     if (this.open) this.close();
@@ -358,6 +357,6 @@ export class ServerOut extends StreamEngine {
   }
 
   protected logEnd(): void {
-    (this.ready ? log.info : log.debug)('outgoing server stream closed', { sid: this.id, local: this.local, remote: this.remote, reason: this.endReason });
+    (this.ready ? this.log.info : this.log.debug)('outgoing server stream closed', { local: this.local, remote: this.remote, reason: this.endReason });
   }
 }

@@ -27,7 +27,6 @@ import { StreamEngine, countSince } from '../stream/engine.ts';
 import type { CloseReason, Event, Out, Reroute, State } from '../stream/engine.ts';
 import type { DurableSession, Entry } from './durable.ts';
 import { flat } from '../xml/retain.ts';
-import { log } from '../log.ts';
 import type { StreamKind } from '../metrics/metrics.ts';
 
 export { countSince };
@@ -173,7 +172,7 @@ export class Session extends StreamEngine implements DurableSession {
 
   protected authenticatedAs(r: Extract<SaslResult, { kind: 'success' }>): void {
     this.username = r.username;
-    log.info('authenticated', { sid: this.id, user: r.username ?? '(anonymous)', mechanism: this.saslName, ip: this.raw.remoteAddress, port: this.raw.remotePort });
+    this.log.info('authenticated', { user: r.username ?? '(anonymous)', mechanism: this.saslName, ip: this.raw.remoteAddress, port: this.raw.remotePort });
     // XEP-0175: an anonymous user gets a bare JID unique on the domain.
     if (r.username === null) this.anonLocal = `${ANON_PREFIX}${randomBytes(12).toString('hex')}`;
   }
@@ -420,7 +419,7 @@ export class Session extends StreamEngine implements DurableSession {
       const reply = new Element('iq', { type: 'result', id: iq.attrs.id });
       reply.c('bind', { xmlns: NS_BIND }).c('jid').t(this.jid);
       this.send(reply);
-      log.debug('bound', { sid: this.id, jid: this.jid });
+      this.log.debug('bound', { jid: this.jid });
       return;
     }
   }
@@ -524,7 +523,7 @@ export class Session extends StreamEngine implements DurableSession {
       this.close();
     }, this.resumeMs);
     this.hibernation.unref();
-    log.info('session detached', { sid: this.id, jid: this.jid, ip: this.raw.remoteAddress, port: this.raw.remotePort, waitMs: this.resumeMs, unacked: a.unacked.length });
+    this.log.info('session detached', { jid: this.jid, ip: this.raw.remoteAddress, port: this.raw.remotePort, waitMs: this.resumeMs, unacked: a.unacked.length });
   }
 
   /** A detached session ends (not resumed in time, replaced, shut down): what it kept goes where undeliverable stanzas go. */
@@ -660,7 +659,7 @@ export class Session extends StreamEngine implements DurableSession {
     for (const it of h.queue) this.put({ xml: it.xml, reroute: it.reroute });
     // Offline messages handed out on the old stream and not acknowledged are still stored: they come again.
     if (this.available) this.ctx.router.presence.flushOffline(this);
-    log.info('session resumed', { sid: this.id, jid: this.jid, ip: this.raw.remoteAddress, port: this.raw.remotePort, resent: h.queue.length });
+    this.log.info('session resumed', { jid: this.jid, ip: this.raw.remoteAddress, port: this.raw.remotePort, resent: h.queue.length });
   }
 
   /** Output for a detached session: kept for the connection that resumes it, within the slow-reader bound. */
@@ -684,7 +683,7 @@ export class Session extends StreamEngine implements DurableSession {
    */
   disconnect(condition: StreamCondition, text: string): void {
     if (!this.resumable) return this.close({ condition, text });
-    log.info('connection dropped', { sid: this.id, jid: this.jid, condition, text });
+    this.log.info('connection dropped', { jid: this.jid, condition, text });
     // Told, as far as it still reads; what it did not acknowledge waits for its next connection.
     this.abandon(`${this.header()}${new StreamError(condition, text).toElement().toString()}${this.footer}`);
   }
@@ -711,9 +710,9 @@ export class Session extends StreamEngine implements DurableSession {
 
   /** One line per session that bound a resource (an operator's record); others at debug level. */
   protected logEnd(): void {
-    const fields = { sid: this.id, jid: this.jid, ip: this.raw.remoteAddress, port: this.raw.remotePort, durationMs: Date.now() - this.createdAt, reason: this.endReason };
-    if (this.jid) log.info('session ended', fields);
-    else log.debug('connection ended', { ...fields, user: this.username ?? undefined });
+    const fields = { jid: this.jid, ip: this.raw.remoteAddress, port: this.raw.remotePort, durationMs: Date.now() - this.createdAt, reason: this.endReason };
+    if (this.jid) this.log.info('session ended', fields);
+    else this.log.debug('connection ended', { ...fields, user: this.username ?? undefined });
   }
 }
 

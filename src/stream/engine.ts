@@ -30,6 +30,7 @@ import { flat } from '../xml/retain.ts';
 import { chainValid, peerChain, xmppAddrs } from '../tls/trust.ts';
 import { refuseRenegotiation } from '../tls/renegotiation.ts';
 import { log } from '../log.ts';
+import type { Logger } from '../log.ts';
 import { isFramed } from './transport.ts';
 import type { FramedTransport, Peer, Wire } from './transport.ts';
 import * as metrics from '../metrics/metrics.ts';
@@ -267,6 +268,9 @@ export abstract class StreamEngine {
    * client, TLS included.
    */
   protected readonly initiating: boolean;
+  /** This stream's logger (see log), made on its first line, and the id it was made for. */
+  private logger: Logger | undefined;
+  private loggedAs: string | undefined;
   /** The peer's certificate chain, when it presented one (see tlsEstablished). */
   protected peerCertificate: DetailedPeerCertificate | undefined;
   /** The id of the peer's stream header, on an initiating stream (what dialback keys are made of, XEP-0220 §2.1.1). */
@@ -330,7 +334,7 @@ export abstract class StreamEngine {
       { maxStanzaBytes: env.config.maxStanzaBytes, maxStanzaElements: env.config.maxStanzaElements },
     );
     socket.setNoDelay(true);
-    socket.on('error', (err) => log.debug('socket error', { sid: this.id, err: err.message }));
+    socket.on('error', (err) => this.log.debug('socket error', { err: err.message }));
     socket.on('close', () => this.connectionClosed());
     if (directTls) {
       this.socket = this.wrapTls(socket);
@@ -338,6 +342,19 @@ export abstract class StreamEngine {
       this.socket = socket;
       this.listen(socket);
     }
+  }
+
+  /**
+   * A child logger whose lines carry this stream's sid: made on the first
+   * line the stream logs (most log two or three in their life), and again
+   * when the id changes (a resumed session takes its predecessor's).
+   */
+  protected get log(): Logger {
+    if (this.loggedAs !== this.id || !this.logger) {
+      this.logger = log.child({ sid: this.id });
+      this.loggedAs = this.id;
+    }
+    return this.logger;
   }
 
   /** §4.2: the initiating entity opens the stream (its policy calls this once its fields are set; over direct TLS, the handshake's end does). */
@@ -504,7 +521,7 @@ export abstract class StreamEngine {
       // RFC 6120 §5.4.3.2: on TLS failure the server closes the TCP connection.
       // A connection that never opened a stream (a load balancer's health
       // check, a port scan) is no news.
-      (this.authenticated || this.initiating ? log.info : log.debug)('TLS negotiation failed', { sid: this.id, ip: this.raw.remoteAddress, port: this.raw.remotePort, err: err.message });
+      (this.authenticated || this.initiating ? this.log.info : this.log.debug)('TLS negotiation failed', { ip: this.raw.remoteAddress, port: this.raw.remotePort, err: err.message });
       this.endReason ??= `TLS failed: ${err.message}`;
       this.raw.destroy();
     });
@@ -637,7 +654,7 @@ export abstract class StreamEngine {
   protected failed(err: unknown): void {
     if (err instanceof StreamError) this.close({ condition: err.condition, text: err.message === err.condition ? undefined : err.message, app: err.app });
     else {
-      log.error('session failed', { sid: this.id, err: (err as Error).stack ?? String(err) });
+      this.log.error('session failed', { err: (err as Error).stack ?? String(err) });
       this.close({ condition: 'internal-server-error' });
     }
   }
@@ -858,7 +875,7 @@ export abstract class StreamEngine {
         this.endReason = 'the server is busy (password hashing queue full)';
         throw new StreamError('resource-constraint', 'the server is too busy to check passwords now: try again later');
       }
-      log.error('SASL mechanism failed', { sid: this.id, err: String(err) });
+      this.log.error('SASL mechanism failed', { err: String(err) });
       return this.saslFail(new SaslFailure('temporary-auth-failure'));
     }
     if (this.state === 'closed') return;
@@ -886,15 +903,15 @@ export abstract class StreamEngine {
     if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
     if (this.state === 'closed') return;
     this.write(f.toElement().toString());
-    const fields = { sid: this.id, user: attempted, mechanism: this.saslName || undefined, ip: this.raw.remoteAddress, port: this.raw.remotePort, reason: f.message === f.condition ? f.condition : `${f.condition}: ${f.message}`, ...(delayMs > 0 ? { delayMs } : {}) };
+    const fields = { user: attempted, mechanism: this.saslName || undefined, ip: this.raw.remoteAddress, port: this.raw.remotePort, reason: f.message === f.condition ? f.condition : `${f.condition}: ${f.message}`, ...(delayMs > 0 ? { delayMs } : {}) };
     if (f.condition === 'aborted') {
-      log.info('authentication aborted', fields);
+      this.log.info('authentication aborted', fields);
       return;
     }
-    log.info('authentication failed', fields);
+    this.log.info('authentication failed', fields);
     // §6.4.5: a limited number of retries, then the stream is closed.
     if (++this.authFailures >= this.env.config.maxAuthAttempts) {
-      log.warn('too many failed authentication attempts', { sid: this.id, ip: this.raw.remoteAddress, port: this.raw.remotePort });
+      this.log.warn('too many failed authentication attempts', { ip: this.raw.remoteAddress, port: this.raw.remotePort });
       this.close({ condition: 'policy-violation', text: 'too many failed authentication attempts' });
     }
   }
@@ -1105,7 +1122,7 @@ export abstract class StreamEngine {
     this.pulling = true;
     const failed = (err: unknown) => {
       this.pulling = false;
-      log.warn('paced output failed', { sid: this.id, jid: this.address, err: String(err) });
+      this.log.warn('paced output failed', { jid: this.address, err: String(err) });
       if (this.sources[0] === src) this.sources.shift();
       src.stop?.();
       this.pull();
@@ -1124,7 +1141,7 @@ export abstract class StreamEngine {
   }
 
   protected slowReader(): void {
-    log.warn('slow reader disconnected', { sid: this.id, jid: this.address, ip: this.raw.remoteAddress, port: this.raw.remotePort, queued: this.liveLen + this.outqLen });
+    this.log.warn('slow reader disconnected', { jid: this.address, ip: this.raw.remoteAddress, port: this.raw.remotePort, queued: this.liveLen + this.outqLen });
     this.endReason = 'slow reader';
     this.state = 'closed';
     this.closeOutput();
@@ -1151,7 +1168,7 @@ export abstract class StreamEngine {
     if (this.state === 'closed') return;
     const redirect = reason.seeOtherUri !== undefined ? this.framed?.redirect?.(reason.seeOtherUri) : undefined;
     if (redirect !== undefined) {
-      log.debug('stream redirected', { sid: this.id, jid: this.address, to: reason.seeOtherUri, why: reason.condition });
+      this.log.debug('stream redirected', { jid: this.address, to: reason.seeOtherUri, why: reason.condition });
       this.endReason ??= `redirected to ${reason.seeOtherUri}${reason.condition ? ` (${reason.condition})` : ''}`;
       return this.finish(redirect, reason.forgotten);
     }
@@ -1159,7 +1176,7 @@ export abstract class StreamEngine {
     if (reason.condition) {
       // §4.9.1.2: a stream error needs an open stream.
       out = this.header() + new StreamError(reason.condition, reason.text, reason.app).toElement().toString();
-      (reason.condition === 'system-shutdown' || !this.address ? log.debug : log.info)('stream error', { sid: this.id, jid: this.address, condition: reason.condition, text: reason.text });
+      (reason.condition === 'system-shutdown' || !this.address ? this.log.debug : this.log.info)('stream error', { jid: this.address, condition: reason.condition, text: reason.text });
     }
     this.endReason ??= reason.condition ? `stream error ${reason.condition}${reason.text ? `: ${reason.text}` : ''}` : 'closed by the server';
     this.finish(`${out}${this.footer}`, reason.forgotten);

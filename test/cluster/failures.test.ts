@@ -219,7 +219,7 @@ test.serial('Redis down and back with its data: local sessions are served meanwh
   await ping(a, 'down-a');
   // A session that ends now cannot unbind, nor say it is gone.
   b.destroy();
-  await nodes[0].waitForLog(/"msg":"unavailable broadcast failed","jid":"bob@localhost\/two"/);
+  await nodes[0].waitForLog(/"jid":"bob@localhost\/two".*"msg":"unavailable broadcast failed"/);
 
   await redis.resume(); // with its data, as a Redis with persistence comes back
   // The node writes what it could not: bob's record goes.

@@ -12,6 +12,7 @@ import { NodeProcess } from '../helpers/cluster.ts';
 import { header } from '../helpers/raw.ts';
 import { online, plainOutcome, within } from '../helpers/protocol.ts';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
+import { run } from '../helpers/process.ts';
 
 interface Line {
   level: string;
@@ -73,4 +74,40 @@ test('authentications, session ends and health checks in the log', async (t) => 
   // start, the login's lines and the end.
   const others = log.filter((l) => !['listening', 'generated a self-signed certificate', 'authenticated', 'authentication failed', 'session ended'].includes(l.msg) && l.level !== 'debug');
   t.deepEqual(others.map((l) => l.msg), [], JSON.stringify(others));
+});
+
+/**
+ * The logger's own contract, in a process of its own (as a thread's logger
+ * is per process): one JSON line per event with the level as a word, the
+ * time, the thread; credentials never printed, wherever they are passed;
+ * child loggers' bindings on their lines, and a level change reaching the
+ * children made before it; a worker thread's lines on the same stderr.
+ */
+test('log lines: format, redaction of credentials, child loggers, levels, worker threads', async (t) => {
+  const script = `
+    import { log, setLogLevel } from ${JSON.stringify(new URL('../../src/log.ts', import.meta.url).href)};
+    import { Worker } from 'node:worker_threads';
+    log.info('login', { user: 'alice', password: 'hunter2', payload: 'AGFsaWNlAGh1bnRlcjI=' });
+    log.warn('nested', { req: { password: 'hunter3', token: 'tok-1' }, url: 'redis://app:redis-pw@db:6379/0', s2sSecret: 'dialback-secret' });
+    const child = log.child({ sid: 'S1' });
+    child.debug('hidden at info');
+    setLogLevel('debug');
+    child.debug('shown at debug', { jid: 'alice@localhost/r' });
+    setLogLevel('warn');
+    child.info('hidden at warn');
+    const w = new Worker("import { log } from " + JSON.stringify(${JSON.stringify(new URL('../../src/log.ts', import.meta.url).href)}) + "; log.info('from a worker', { password: 'in-thread' });", { eval: true, env: { XMPP_LOG_LEVEL: 'info' } });
+    w.on('exit', () => {});
+  `;
+  const r = await run(process.execPath, ['--input-type=module', '-e', script], { ...process.env, XMPP_LOG_LEVEL: 'info' });
+  t.is(r.code, 0, r.stderr);
+  for (const secret of ['hunter2', 'hunter3', 'AGFsaWNlAGh1bnRlcjI=', 'tok-1', 'redis-pw', 'dialback-secret', 'in-thread']) t.false(r.stderr.includes(secret), `${secret} printed:\n${r.stderr}`);
+  const got = r.stderr.trim().split('\n').map((l) => JSON.parse(l) as Line);
+  t.deepEqual(got.map((l) => l.msg), ['login', 'nested', 'shown at debug', 'from a worker'], r.stderr);
+  const [login, nested, debug, worker] = got;
+  t.like(login, { level: 'info', thread: 0, user: 'alice', password: '[redacted]', payload: '[redacted]' });
+  t.true(!Number.isNaN(Date.parse(String(login.t))), 'an ISO time');
+  t.like(nested, { level: 'warn', req: { password: '[redacted]', token: '[redacted]' }, url: 'redis://app:***@db:6379/0', s2sSecret: '[redacted]' });
+  t.like(debug, { level: 'debug', sid: 'S1', jid: 'alice@localhost/r' });
+  t.like(worker, { level: 'info', password: '[redacted]' });
+  t.not(worker.thread, 0, "a worker's thread id");
 });
