@@ -4,7 +4,7 @@
 // on a server (src/load/).
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
-import { loadConfig, ConfigError, SETTINGS, pathRules } from './config/index.ts';
+import { loadConfig, ConfigError, SETTINGS, RELOADABLE, pathRules } from './config/index.ts';
 import type { Config } from './config/index.ts';
 import type { RunningServer } from './acceptor/server.ts';
 import type { AccountStore } from './accounts/store.ts';
@@ -290,9 +290,19 @@ async function user(config: Config, [sub, name, password, ...more]: string[]): P
 }
 
 async function start(config: Config): Promise<void> {
-  // Reloading does not exist: a reload sent by a service manager
-  // (ExecReload=kill -HUP) must not be an outage.
-  process.on('SIGHUP', () => log.warn('SIGHUP ignored: the configuration is read only at start; restart the server to apply changes', { signal: 'SIGHUP' }));
+  // SIGHUP reloads what may change without a restart (the config file, the
+  // certificate files); a reload that fails changes nothing and never stops
+  // the server (a service manager's ExecReload must not be an outage).
+  const now: { running?: RunningServer; ending?: boolean } = {};
+  process.on('SIGHUP', () => {
+    const { running, ending } = now;
+    if (!running || ending) return log.warn('SIGHUP ignored: the server is starting or stopping', { signal: 'SIGHUP' });
+    try {
+      running.reload();
+    } catch (err) {
+      log.error('reload refused: nothing was changed', { signal: 'SIGHUP', err: (err as Error).message });
+    }
+  });
   for (const entry of openToOthers(config.dataDir)) log.warn('data directory entry open to other users', { ...entry });
   // The handlers go in before the server logs "listening": a signal sent as
   // soon as that line appears must still shut down gracefully. A signal while
@@ -324,10 +334,12 @@ async function start(config: Config): Promise<void> {
     throw err;
   }
   clearTimeout(cutShort);
+  now.running = server;
   let stopping = false;
   stop = (signal: string, code = 0) => {
     if (stopping) return;
     stopping = true;
+    now.ending = true;
     // After the deadline, leaving the cluster (a Redis command, 2 s at most)
     // and stopping the workers still take a moment: only a hang exits 1.
     const hard = setTimeout(() => process.exit(1), config.shutdownTimeoutMs + 5000);
@@ -449,7 +461,8 @@ async function main(argv: string[]): Promise<number | undefined> {
     return 2;
   }
   if (cmd === 'config') {
-    for (const s of SETTINGS) console.log(`${s.env.padEnd(26)} ${s.key.padEnd(24)} ${s.doc}`);
+    // (reload): a reload (SIGHUP, `reload`) applies it to the running server.
+    for (const s of SETTINGS) console.log(`${s.env.padEnd(26)} ${s.key.padEnd(24)} ${s.doc}${RELOADABLE.has(s.key) ? ' (reload)' : ''}`);
     console.log(['', ...pathRules()].join('\n'));
     return 0;
   }

@@ -27,7 +27,7 @@ export interface WorkerLink {
 }
 
 /** The messages that describe the cluster's state as it stands: a joining worker gets the last of each. */
-type Sticky = Extract<FromHub, { t: 'epoch' } | { t: 'judging' } | { t: 'lease' } | { t: 'http-ports' }>;
+type Sticky = Extract<FromHub, { t: 'epoch' } | { t: 'judging' } | { t: 'lease' } | { t: 'http-ports' } | { t: 'reload' }>;
 
 /**
  * Cluster mode: removes the records a dead worker left in Redis and returns

@@ -7,7 +7,11 @@ import type { MessagePort } from 'node:worker_threads';
 import { once } from 'node:events';
 import { Piscina } from 'piscina';
 import type { Config } from '../config/index.ts';
+import { reloadConfig, RELOADABLE } from '../config/index.ts';
 import { loadTlsIdentity } from '../tls/certificate.ts';
+import type { TlsIdentity } from '../tls/certificate.ts';
+import tls from 'node:tls';
+import { readFileSync } from 'node:fs';
 import { validFor } from '../tls/trust.ts';
 import { X509Certificate } from 'node:crypto';
 import { Hub, UPKEEP_EVERY_MS } from './hub.ts';
@@ -51,6 +55,17 @@ export interface ServerStats {
   workers: number;
 }
 
+/** What a reload did (environment variable names). */
+export interface ReloadOutcome {
+  applied: string[];
+  /** Changed in the configuration, but they take a restart: left as they were. */
+  needRestart: string[];
+  /** Set in the config file, but the environment (fixed for the process) sets them too, and wins. */
+  overridden: string[];
+  /** The certificate new connections get now. */
+  certificate: { subject: string; validTo: string; fingerprint256: string };
+}
+
 export interface RunningServer {
   membership?: Membership;
   c2sPort: number;
@@ -67,6 +82,13 @@ export interface RunningServer {
   /** A single node's storage thread. */
   storage?: StorageThread;
   stats(): ServerStats;
+  /**
+   * Reads the configuration file and the certificate files again and applies
+   * what may change without a restart (config/index.ts RELOADABLE); throws,
+   * changing nothing, when the new configuration or certificate is not
+   * usable.
+   */
+  reload(): ReloadOutcome;
   /** Graceful: stop accepting, <system-shutdown/> to every session, bounded by shutdownTimeoutMs. */
   close(): Promise<void>;
 }
@@ -131,10 +153,10 @@ export interface StartOptions {
 
 export async function startServer(config: Config, { signal }: StartOptions = {}): Promise<RunningServer> {
   setLogLevel(config.logLevel);
-  const tls = loadTlsIdentity(config);
-  if (config.s2s && !validFor(new X509Certificate(tls.cert), config.domain)) {
+  const identity = loadTlsIdentity(config);
+  if (config.s2s && !validFor(new X509Certificate(identity.cert), config.domain)) {
     // RFC 6120 §13.7.2.1: peers check that our certificate names our domain.
-    log.warn('the TLS certificate does not name the served domain: peer servers will refuse it', { domain: config.domain, subject: new X509Certificate(tls.cert).subject });
+    log.warn('the TLS certificate does not name the served domain: peer servers will refuse it', { domain: config.domain, subject: new X509Certificate(identity.cert).subject });
   }
   if (config.s2s && config.redisUrl && !config.s2sSecret && !config.tlsCert) {
     // XEP-0185: every node must derive the same dialback secret; a key generated per node gives each its own.
@@ -166,7 +188,7 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     }
   }
   const storage = config.redisUrl || config.databaseUrl ? undefined : await StorageThread.start({ dataDir: config.dataDir, scramIterations: config.scramIterations, mamFulltext: config.mam && config.mamFulltext, logLevel: config.logLevel });
-  const workerData: WorkerData = { config, tls };
+  const workerData: WorkerData = { config, tls: identity };
   let hub: Hub | undefined;
   /** Threads that were given a join task (thread ids are never reused). */
   const joinAsked = new Set<number>();
@@ -342,7 +364,8 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
   // Connection tasks in flight, so that shutdown waits for them to finish.
   const live = new Set<Promise<unknown>>();
   // Connections: how many are open, from where, and what is refused.
-  const cap = connectionCap(config, config.maxConnections > 0 ? undefined : openFileLimit());
+  // A reload may change it (XMPP_MAX_CONNECTIONS).
+  let cap = connectionCap(config, config.maxConnections > 0 ? undefined : openFileLimit());
   let open = 0;
   const byAddress = new Map<string, number>();
   const refusedFull = new Throttled('warn', 'connection refused: the node is full (XMPP_MAX_CONNECTIONS)');
@@ -464,6 +487,30 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
   // /metrics, asked by a worker's HTTP client: this thread's figures and every worker's. A cluster's series carry the node's id.
   const nodeMetrics = new NodeMetrics(h, stats, config.redisUrl ? config.nodeId : undefined);
   h.metricsSource = () => nodeMetrics.render();
+  const reload = (): ReloadOutcome => {
+    // Everything is read and checked before anything changes: a reload applies whole or not at all.
+    const { next, applied, needRestart, overridden } = reloadConfig(config);
+    const id: TlsIdentity = loadTlsIdentity(next);
+    const ca = next.tlsCa ? readFileSync(next.tlsCa, 'utf8') : undefined;
+    // A key that does not match the certificate, or PEM that is not one, throws here rather than in every worker.
+    tls.createSecureContext({ cert: id.cert, key: id.key, ...(ca ? { ca } : {}) });
+    const cert = new X509Certificate(id.cert);
+    for (const k of RELOADABLE) (config as unknown as Record<string, unknown>)[k] = next[k];
+    setLogLevel(config.logLevel);
+    storage?.setLogLevel(config.logLevel);
+    cap = connectionCap(config, config.maxConnections > 0 ? undefined : openFileLimit());
+    // Sticky: a worker started from now on (in place of one that dies) gets it on joining. Its workerData keeps
+    // the certificate of the start, from which what must stay the same for the process's life is derived
+    // (MUC occupant ids).
+    h.setState({ t: 'reload', config: Object.fromEntries([...RELOADABLE].map((k) => [k, config[k]])) as Partial<Config>, tls: { ...id, ...(ca ? { ca } : {}) } });
+    if (config.s2s && !validFor(cert, config.domain)) log.warn('the TLS certificate does not name the served domain: peer servers will refuse it', { domain: config.domain, subject: cert.subject });
+    const certificate = { subject: cert.subject, validTo: cert.validTo, fingerprint256: cert.fingerprint256 };
+    log.info('configuration reloaded', { applied, certificate, maxConnections: cap.max });
+    // Named, so that an operator knows the change is not in effect yet.
+    if (needRestart.length > 0) log.warn('configuration changes that take a restart were not applied', { settings: needRestart });
+    if (overridden.length > 0) log.warn('config file keys overridden by environment variables (fixed for the process): changing them in the file has no effect', { keys: overridden });
+    return { applied, needRestart, overridden, certificate };
+  };
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
@@ -486,5 +533,5 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
       await pool.destroy();
       await storage?.close();
     })());
-  return { c2sPort, tlsPort, componentPort, s2sPort, s2sTlsPort, httpPort, httpsPort, hub: h, membership, storage, stats, close };
+  return { c2sPort, tlsPort, componentPort, s2sPort, s2sTlsPort, httpPort, httpsPort, hub: h, membership, storage, stats, reload, close };
 }

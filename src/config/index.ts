@@ -248,6 +248,57 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'nodeId', env: 'XMPP_NODE_ID', kind: 'string', doc: "this node's name in a cluster (1 to 64 letters, digits, '.', '_', '-')", default: () => `node-${randomUUID().slice(0, 8)}` },
 ];
 
+/**
+ * The settings a reload (SIGHUP, `xmpp-server reload`) applies to the
+ * running server, for new connections and from the next use on (the
+ * certificate and key files are read again too, even under the same
+ * paths). Every other setting takes a restart: a reload that changes one
+ * says so in the log and leaves it as it was.
+ */
+export const RELOADABLE: ReadonlySet<keyof Config> = new Set<keyof Config>([
+  'logLevel',
+  'tlsCert', 'tlsKey', 'tlsCa', 'tlsRequired',
+  'registration', 'anonymous', 'admins',
+  'maxStanzaBytes', 'maxStanzaElements', 'bindTimeoutMs', 'idleTimeoutMs', 'conflictPolicy', 'maxResourcesPerAccount',
+  'maxRosterItems', 'maxRosterGroups', 'maxRosterBytes', 'maxPendingRequests', 'maxOutgoingRequests',
+  'maxOfflineMessages', 'maxOfflineBytes', 'mamDefault', 'maxAuthAttempts', 'maxOutboundBytes', 'csiMaxHeld', 'smResumeTimeoutMs',
+  'readRateBytes', 'maxConnections', 'maxConnectionsPerIp', 'shutdownTimeoutMs',
+  's2sHosts', 's2sSecureAuth', 's2sSecret', 's2sDnsTimeoutMs', 's2sDnsServers', 's2sConnectTimeoutMs', 's2sIdleTimeoutMs', 's2sMaxQueue',
+]);
+
+/** What a reload would do: the settings it applies, and those that changed but take a restart (environment variable names). */
+export interface ConfigChange {
+  /** The new configuration (the restart-only settings kept as they were). */
+  next: Config;
+  applied: string[];
+  needRestart: string[];
+  /** Keys the config file sets that the environment overrides: changing them in the file does nothing. */
+  overridden: string[];
+}
+
+/**
+ * Reads the configuration again (the environment is the process's, fixed
+ * since it started: what changes is the config file) and sets it against
+ * the running one. Throws a ConfigError as loadConfig does.
+ */
+export function reloadConfig(current: Config, env: NodeJS.ProcessEnv = process.env): ConfigChange {
+  const { config: read, file } = readConfig(env);
+  // A node id left to its default is a random one: the running one stays.
+  if (env.XMPP_NODE_ID === undefined && file.nodeId === undefined) read.nodeId = current.nodeId;
+  const next = { ...current };
+  const applied: string[] = [];
+  const needRestart: string[] = [];
+  for (const s of SETTINGS) {
+    if (read[s.key] === current[s.key]) continue;
+    if (RELOADABLE.has(s.key)) {
+      (next as unknown as Record<string, unknown>)[s.key] = read[s.key];
+      applied.push(s.env);
+    } else needRestart.push(s.env);
+  }
+  const overridden = SETTINGS.filter((s) => env[s.env] !== undefined && file[s.key] !== undefined).map((s) => s.key);
+  return { next, applied, needRestart, overridden };
+}
+
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
@@ -317,6 +368,11 @@ function checkVariables(env: NodeJS.ProcessEnv): void {
 
 /** Builds the configuration from defaults, an optional JSON file and the environment. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  return readConfig(env).config;
+}
+
+/** loadConfig, and what the config file said. */
+function readConfig(env: NodeJS.ProcessEnv): { config: Config; file: Record<string, unknown> } {
   checkVariables(env);
   let file: Record<string, unknown> = {};
   const path = env.XMPP_CONFIG !== undefined ? resolve(ROOT, env.XMPP_CONFIG) : existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined;
@@ -393,7 +449,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (c.redisUrl && !c.databaseUrl) throw new ConfigError('XMPP_REDIS_URL (a cluster) needs XMPP_DATABASE_URL: a cluster keeps accounts, rosters and offline messages in PostgreSQL, Redis only what is ephemeral; see "Running a cluster" in README.md (the data of a cluster that kept them in Redis moves with `db import-redis`)');
   // Durable state is for a node that dies while others live: one node has nothing to keep it for.
   if (c.smDurable && !c.redisUrl) throw new ConfigError('XMPP_SM_DURABLE needs a cluster (XMPP_REDIS_URL): on a single node nothing outlives the process');
-  return c;
+  return { config: c, file };
 }
 
 /** XMPP_HTTP_TRUSTED_PROXIES as a list of addresses and CIDR blocks (net.BlockList). */

@@ -19,7 +19,8 @@ interface Held {
   bytes: number;
 }
 
-export function csi(maxHeld: number): ServerModule {
+/** `maxHeld`: read at each use (a reload may change it). */
+export function csi(maxHeld: () => number): ServerModule {
   /** Sessions that said they are inactive; the state ends with the session (not restored on resumption, XEP-0352 §5.2). */
   const inactive = new WeakMap<Session, Held>();
 
@@ -71,7 +72,7 @@ export function csi(maxHeld: number): ServerModule {
       held.byFrom.set(from, out);
       held.bytes += out.xml.length;
       // Half the slow-reader bound at most: what is sent at once must leave room under it.
-      if (held.byFrom.size > maxHeld || held.bytes > session.ctx.config.maxOutboundBytes / 2) flush(session);
+      if (held.byFrom.size > maxHeld() || held.bytes > session.ctx.config.maxOutboundBytes / 2) flush(session);
       return true;
     },
   };

@@ -121,8 +121,6 @@ function itemJid(item: Element): string {
 export function roster(deps: RosterDeps): ServerModule {
   const maxName = deps.maxNameBytes ?? MAX_NAME_BYTES;
   const maxGroup = deps.maxGroupBytes ?? MAX_GROUP_BYTES;
-  const maxGroups = deps.maxGroups ?? Number.MAX_SAFE_INTEGER;
-  const maxBytes = deps.maxBytes ?? Number.MAX_SAFE_INTEGER;
   const push = (user: string, item: RosterPushItem, version: string) => {
     try {
       deps.push(user, item, version);
@@ -173,6 +171,9 @@ export function roster(deps: RosterDeps): ServerModule {
     const groups: string[] = [];
     const given = item.getChildren('group', NS_ROSTER);
     // §2.3.3: a roster set beyond the server's limits is not acceptable.
+    // Read at each use: a reload (SIGHUP) may change the limits.
+    const maxGroups = deps.maxGroups ?? Number.MAX_SAFE_INTEGER;
+    const maxBytes = deps.maxBytes ?? Number.MAX_SAFE_INTEGER;
     if (given.length > maxGroups) throw new StanzaError('not-acceptable', `an item may be in at most ${maxGroups} groups`);
     for (const g of given) {
       const text = g.getText();

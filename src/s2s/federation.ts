@@ -63,18 +63,19 @@ export interface FederationDeps {
 }
 
 export class Federation {
-  readonly secret: string;
-  readonly secureAuth: boolean;
-  readonly maxQueue: number;
-  readonly idleMs: number;
+  // The settings below are the configuration's, read again by reconfigure() (a reload): streams opened from then on use the new ones.
+  secret!: string;
+  secureAuth!: boolean;
+  maxQueue!: number;
+  idleMs!: number;
   /** How long a db:verify waits for the peer's answer. */
-  readonly verifyTimeoutMs: number;
+  verifyTimeoutMs!: number;
   /** What a peer's certificate must chain up to: the system's trust store and XMPP_TLS_CA. */
-  readonly anchors: X509Certificate[];
+  anchors!: X509Certificate[];
   readonly incoming = new Set<ServerIn>();
   private readonly d: FederationDeps;
-  private readonly hosts: Map<string, PeerAddress>;
-  private readonly dnsServers: string[];
+  private hosts!: Map<string, PeerAddress>;
+  private dnsServers!: string[];
   private readonly out = new Map<string, ServerOut>();
   private readonly connecting = new Map<string, Connecting>();
   private readonly backoff = new Map<string, { until: number; delay: number }>();
@@ -85,15 +86,20 @@ export class Federation {
 
   constructor(deps: FederationDeps) {
     this.d = deps;
-    const c = deps.ctx.config;
-    this.secret = c.s2sSecret || secretFromKey(deps.tlsKey);
+    this.reconfigure(deps.tlsKey, deps.extraAnchors);
+  }
+
+  /** Reads the s2s settings from the configuration (at start, and after a reload), with the TLS key and XMPP_TLS_CA's certificates of now. */
+  reconfigure(tlsKey: string, extraAnchors: X509Certificate[]): void {
+    const c = this.d.ctx.config;
+    this.secret = c.s2sSecret || secretFromKey(tlsKey);
     this.secureAuth = c.s2sSecureAuth;
     this.maxQueue = c.s2sMaxQueue;
     this.idleMs = c.s2sIdleTimeoutMs;
     this.verifyTimeoutMs = c.s2sConnectTimeoutMs;
     this.hosts = s2sHostsOf(c);
     this.dnsServers = dnsServersOf(c);
-    this.anchors = [...systemAnchors(), ...deps.extraAnchors];
+    this.anchors = [...systemAnchors(), ...extraAnchors];
   }
 
   /** The worker of this node that owns the streams to `remote`. */
@@ -309,6 +315,11 @@ export class Federation {
    * write; what still waits goes back to its senders. Resolves when the
    * streams are gone.
    */
+  /** Streams to peer servers open now (stats). */
+  get outgoingCount(): number {
+    return this.out.size;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     for (const p of [...this.connecting.values()]) p.give?.('remote-server-not-found', 'this server is shutting down');

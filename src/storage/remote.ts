@@ -217,6 +217,12 @@ export class StorageThread extends EventEmitter<{ restarted: [] }> {
     return this.worker;
   }
 
+  /** A reload changed the log level: this thread's, and that of one started in its place later. */
+  setLogLevel(level: StorageThreadData['logLevel']): void {
+    this.data.logLevel = level;
+    this.worker.postMessage({ t: 'log-level', level } satisfies ToStorage);
+  }
+
   /** A new port to the thread, for one worker. */
   give(): MessagePort {
     const { port1, port2 } = new MessageChannel();

@@ -33,8 +33,8 @@ export interface StorageThreadData {
 
 /** What the thread says to its parent. */
 export type FromStorage = { t: 'ready' } | { t: 'failed'; err: string };
-/** What the parent says to the thread: a port for one more caller, or stop. */
-export type ToStorage = { t: 'port'; port: MessagePort } | { t: 'close' };
+/** What the parent says to the thread: a port for one more caller, a new log level (a reload), or stop. */
+export type ToStorage = { t: 'port'; port: MessagePort } | { t: 'log-level'; level: StorageThreadData['logLevel'] } | { t: 'close' };
 
 const data = workerData as StorageThreadData;
 setLogLevel(data.logLevel);
@@ -104,6 +104,7 @@ parentPort!.on('message', (msg: ToStorage) => {
     port.on('close', () => ports.delete(port));
     return;
   }
+  if (msg.t === 'log-level') return setLogLevel(msg.level);
   for (const p of ports) p.close();
   for (const s of Object.values(stores)) (s as { close?: () => void }).close?.();
   parentPort!.close();

@@ -9,6 +9,8 @@ import type { Handoff, Reroute } from '../session/session.ts';
 import type { RemovalNotice } from '../accounts/removal.ts';
 import type { HttpPorts } from '../web/http.ts';
 import type { BoshEnvelope } from '../web/bosh.ts';
+import type { Config } from '../config/index.ts';
+import type { TlsIdentity } from '../tls/certificate.ts';
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
@@ -131,6 +133,10 @@ export type FromHub =
   | { t: 'upkeep' }
   // the answer to a 'guard' call
   | { t: 'guard'; q: number; v: unknown }
+  // a reload (SIGHUP): the settings that may change without a restart
+  // (config/index.ts RELOADABLE), all of them, and the certificate, key and
+  // XMPP_TLS_CA as read by the main thread; a worker that joins later gets it too
+  | { t: 'reload'; config: Partial<Config>; tls: TlsIdentity & { ca?: string } }
   // tests only (honoured where XMPP_TEST_FAULTS=1): throw out of the thread, as a crash would
   | { t: 'fault' }
   // the ports the HTTP listeners got (sticky: workers that join later get it too), for the URLs of uploads (XEP-0363)

@@ -104,14 +104,25 @@ export interface WorkerData {
 /** A join carries the worker's port to the hub and, on a single node, its port to the storage thread. */
 export type Task = { t: 'join'; port: MessagePort; store?: MessagePort } | { t: 'conn'; socket: net.Socket; directTls: boolean; kind?: 'component' | 's2s' | 'http'; ports?: HttpPorts };
 
-const { config, tls: identity } = workerData as WorkerData;
+const { config } = workerData as WorkerData;
+/** The certificate and key: a reload may bring new ones (see 'reload' in join()). */
+let identity = (workerData as WorkerData).tls;
 /** Entities one session may send directed presence to and have it tracked (RFC 6121 §4.6). */
 const MAX_DIRECTED_PRESENCE = 1000;
 /** How long a removal is remembered for sessions that were authenticating while it happened. */
 const REMOVED_KEPT_MS = 5 * 60_000;
 setLogLevel(config.logLevel);
 collectWhenIdle(config.idleGcMs, log.debug);
-if (config.logLevel === 'debug') logLoopDelay(5000, log.debug);
+/** The event-loop delay lines, at debug level only (a reload may turn them on or off). */
+let loopDelay: (() => void) | undefined;
+const watchLoopDelay = (): void => {
+  if (config.logLevel === 'debug') loopDelay ??= logLoopDelay(5000, log.debug);
+  else {
+    loopDelay?.();
+    loopDelay = undefined;
+  }
+};
+watchLoopDelay();
 
 /**
  * Tests only: a worker started with XMPP_TEST_FAULTS=1 in its environment
@@ -476,6 +487,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const uploadStore: UploadStore = store ? (stores as Partial<{ upload: UploadStore }>).upload! : await openUploadStore(config);
   /** The ports the node's HTTP listeners got (the hub's 'http-ports'). */
   let httpPorts: HttpPorts = {};
+  /** XMPP_ADMINS (XEP-0133 commands, the MUC service's admins): one set, refilled by a reload. */
+  const admins = new Set(adminsOf(config));
   /** Change notices sent to the other workers of this node, by number: the workers yet to acknowledge, and what resolves the wait. */
   const unacked = new Map<number, { left: Set<number>; done: () => void }>();
   let changeSeq = 0;
@@ -541,17 +554,18 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     // Before presence too: XEP-0398 §4 stamps the photo hash on available presence; it keeps vCard and PEP avatars in step.
     avatar({ store: personal, pep: pepModule.api, vcard: vcardModule.api, announce: (user) => announceChange('vcard', user) }),
     presence(() => router.presence),
-    offlineStorage({ store: offline, domain: config.domain, max: config.maxOfflineMessages, maxBytes: config.maxOfflineBytes }),
-    ...(archiveWriter ? [mam({ domain: config.domain, store: archive, writer: archiveWriter, roster: rosterStore, defaultMode: config.mamDefault, fulltext: config.mamFulltext })] : []),
-    ping, version, register, sessionLegacy, carbons(() => router), csi(config.csiMaxHeld), sm,
+    // Limits read at each use (getters): a reload changes them.
+    offlineStorage({ store: offline, domain: config.domain, get max() { return config.maxOfflineMessages; }, get maxBytes() { return config.maxOfflineBytes; } }),
+    ...(archiveWriter ? [mam({ domain: config.domain, store: archive, writer: archiveWriter, roster: rosterStore, get defaultMode() { return config.mamDefault; }, fulltext: config.mamFulltext })] : []),
+    ping, version, register, sessionLegacy, carbons(() => router), csi(() => config.csiMaxHeld), sm,
     vcardModule, privateModule,
     // XEP-0402 §5.3: XEP-0048 bookmarks (private XML, the legacy PEP node) and PEP native bookmarks kept in step.
     bookmarks({ store: personal, pep: pepModule.api, private: privateModule.api }),
     roster({
       store: rosterStore,
-      maxItems: config.maxRosterItems,
-      maxGroups: config.maxRosterGroups,
-      maxBytes: config.maxRosterBytes,
+      get maxItems() { return config.maxRosterItems; },
+      get maxGroups() { return config.maxRosterGroups; },
+      get maxBytes() { return config.maxRosterBytes; },
       push: (user, item, ver) => void router.pushRoster(`${user}@${config.domain}`, pushQuery(item, ver)),
       removed: (user, jid, before) => router.presence.itemRemoved(user, jid, before),
     }),
@@ -592,7 +606,6 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   // says: muc/placement.ts).
   let mucEvents: MucEvents | undefined;
   if (config.mucDomain) {
-    const admins = adminsOf(config);
     // XEP-0313 on rooms' JIDs: full-text search where the archive keeps its index.
     const roomArchive = new RoomArchive(archive, config.mucDomain, { fulltext: config.mam && config.mamFulltext });
     const shared = backend.muc;
@@ -632,7 +645,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     modules.push(service);
   }
   // XEP-0050 ad-hoc commands: XEP-0133 administration for XMPP_ADMINS.
-  modules.push(adhoc(adminCommands(adminsOf(config)), { idleMs: config.adhocIdleMs }));
+  modules.push(adhoc(adminCommands(admins), { idleMs: config.adhocIdleMs }));
   // The server's disco#items: its hosted services and its external components.
   modules.push(disco(() => modules, () => [...modules.flatMap((m) => (m.service ? [m.service.domain] : [])), ...componentSecrets.keys()]));
   const sessions = new Map<string, Session>();
@@ -677,9 +690,9 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       offline,
       registry,
       accountExists: (local) => accounts.exists(local),
-      maxRosterItems: config.maxRosterItems,
-      maxPendingRequests: config.maxPendingRequests,
-      maxOutgoingRequests: config.maxOutgoingRequests,
+      get maxRosterItems() { return config.maxRosterItems; },
+      get maxPendingRequests() { return config.maxPendingRequests; },
+      get maxOutgoingRequests() { return config.maxOutgoingRequests; },
       maxDirected: MAX_DIRECTED_PRESENCE,
       federation: config.s2s,
       blocked: (from, to) => blocker.denies(from, to),
@@ -691,7 +704,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     router,
   );
   const detached = new Map<string, Session>();
-  const resumption = new Resumption({ node: config.nodeId, worker: () => index, local, sessions, registry, router, durable: backend.durable, leaseHeld: registry instanceof RedisRegistry ? (node) => registry.leaseHeld(node) : undefined, offline, maxResources: config.maxResourcesPerAccount, deathWaitMs: config.leaseMs + 2000 });
+  const resumption = new Resumption({ node: config.nodeId, worker: () => index, local, sessions, registry, router, durable: backend.durable, leaseHeld: registry instanceof RedisRegistry ? (node) => registry.leaseHeld(node) : undefined, offline, get maxResources() { return config.maxResourcesPerAccount; }, deathWaitMs: config.leaseMs + 2000 });
   router.resumption = resumption;
   const c: WorkerContext = {
     config,
@@ -760,6 +773,24 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     });
     router.federation = c.s2s;
   }
+  /**
+   * A reload: the settings that may change (read at each use from `config`,
+   * this thread's copy, so they apply from now on), the admins, and a TLS
+   * context with the certificate and key given (new connections get it;
+   * those open keep theirs), XMPP_TLS_CA's anchors, and the s2s settings.
+   */
+  const reload = (msg: Extract<FromHub, { t: 'reload' }>): void => {
+    Object.assign(config, msg.config);
+    setLogLevel(config.logLevel);
+    watchLoopDelay();
+    admins.clear();
+    for (const a of adminsOf(config)) admins.add(a);
+    identity = { cert: msg.tls.cert, key: msg.tls.key };
+    c.secureContext = tls.createSecureContext({ cert: identity.cert, key: identity.key, ...(msg.tls.ca ? { ca: msg.tls.ca } : {}) });
+    c.trustAnchors = msg.tls.ca ? pemCertificates(msg.tls.ca) : [];
+    c.s2s?.reconfigure(identity.key, c.trustAnchors);
+    log.debug('configuration reloaded', { worker: index });
+  };
   /**
    * An account was removed somewhere: its sessions here end, its contacts
    * here are told; once per removal (the echo of one made here is skipped).
@@ -963,6 +994,9 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       case 'http-ports':
         httpPorts = msg.ports;
         break;
+      case 'reload':
+        reload(msg);
+        break;
     }
   };
   hub.on('message', (raw: Uint8Array | Welcome | Peers | StorePort) => {
@@ -1069,9 +1103,12 @@ let bosh: BoshService | undefined;
 function serve(c: WorkerContext, task: Task & { t: 'conn' }): Promise<string> {
   const { socket, directTls, kind } = task;
   if (kind === 'http') {
+    // The TLS context of now for each connection: a reload replaces it.
     web ??= new WebServer({
       config: c.config,
-      secureContext: c.secureContext,
+      get secureContext() {
+        return c.secureContext;
+      },
       session: (transport) => void new Session(c, transport, false),
       bosh: (body, info, to) => bosh!.request(body, info, to),
       metrics: () => ops!.metrics(),
