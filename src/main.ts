@@ -6,7 +6,9 @@ import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import { loadConfig, ConfigError, SETTINGS, RELOADABLE, pathRules } from './config/index.ts';
 import type { Config } from './config/index.ts';
-import type { RunningServer } from './acceptor/server.ts';
+import type { RunningServer, ReloadOutcome } from './acceptor/server.ts';
+import type { SessionInfo, WorkerStats } from './admin/tasks.ts';
+import { parseJid } from './xmpp/jid.ts';
 import type { AccountStore } from './accounts/store.ts';
 import type { RemovalNotice } from './accounts/removal.ts';
 import { StoreMissingError } from './storage/sqlite.ts';
@@ -31,9 +33,21 @@ const USAGE = `usage: xmpp-server <command>
   db import-redis [--dry-run|--force]
                                 move accounts, rosters and offline messages from Redis (XMPP_REDIS_URL)
                                 into PostgreSQL (XMPP_DATABASE_URL), once (--force: again); --dry-run counts only
+  reload                        make the running node read its config file and certificate files again (as SIGHUP)
+  sessions list [--user JID] [--json]
+                                the sessions online on every node: JID, address, since, node, worker, transport
+  sessions kick JID             end a session (full JID), or every session of an account (bare JID), wherever it is
+  stats [--json]                connections and sessions of every node and worker
+  announce MESSAGE...           send a message to every session online (as XEP-0133's announcement)
   config                        print the settings and their environment variables
   load <workload> [options]     generate load on a server: login, chat, idle or storm (load --help)
   help                          print this text (also --help, -h)`;
+
+/** One node's `stats` answer (acceptor/server.ts): its acceptor's counts and each worker's (or why a worker has none). */
+interface NodeStats {
+  connections: number;
+  workers: (WorkerStats & { err?: string })[];
+}
 
 const HELP_FLAGS = ['--help', '-h'];
 const HELP = ['help', ...HELP_FLAGS];
@@ -361,6 +375,118 @@ async function start(config: Config): Promise<void> {
   server.membership?.on('superseded', () => stop('superseded', 1));
 }
 
+/** An address the administrator typed: a JID, or a bare username of the served domain. */
+function accountJid(config: Config, raw: string): string {
+  const j = parseJid(raw.includes('@') ? raw : `${raw}@${config.domain}`);
+  if (!j.local || j.domain !== config.domain) throw new Error(`${JSON.stringify(raw)} is not the JID of an account of ${config.domain}`);
+  return `${j.local}@${j.domain}${j.resource ? `/${j.resource}` : ''}`;
+}
+
+/** Columns, each as wide as its widest cell. */
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]))).join('  ')).join('\n');
+}
+
+interface NodeAnswers<T> {
+  answers: { node: string; v?: T; err?: string }[];
+  missing: number;
+}
+
+/** What did not answer, on stderr: a list or a count that leaves nodes out must say so. */
+function reportGaps(a: NodeAnswers<{ failed?: { worker: number; err: string }[] }>): boolean {
+  let gaps = false;
+  for (const n of a.answers) {
+    if (n.err !== undefined) console.error(`warning: node ${n.node} could not answer: ${n.err}`);
+    for (const f of n.v?.failed ?? []) console.error(`warning: node ${n.node}, worker ${f.worker} could not answer: ${f.err}`);
+    gaps ||= n.err !== undefined || (n.v?.failed?.length ?? 0) > 0;
+  }
+  if (a.missing > 0) console.error(`warning: ${a.missing} node(s) did not answer in time: they are left out`);
+  return gaps || a.missing > 0;
+}
+
+/**
+ * Runtime administration (reload, sessions, stats, announce): asked of the
+ * node running on this data directory, over its administration socket;
+ * in a cluster that node asks the others (admin/cluster.ts) or acts
+ * wherever the sessions are.
+ */
+async function administer(config: Config, cmd: string, rest: string[]): Promise<number> {
+  const { askServer, NoServerError } = await import('./admin/socket.ts');
+  const json = rest.includes('--json');
+  const args = rest.filter((a) => a !== '--json');
+  try {
+    switch (cmd) {
+      case 'reload': {
+        const r = (await askServer(config.dataDir, { op: 'reload' }, 30_000)) as unknown as ReloadOutcome;
+        if (json) {
+          console.log(JSON.stringify(r));
+          return 0;
+        }
+        console.log(`reloaded; applied: ${r.applied.length > 0 ? r.applied.join(', ') : 'no setting changed'}`);
+        console.log(`certificate: ${r.certificate.subject.replace(/\n/g, ', ')}, valid to ${r.certificate.validTo}, SHA-256 ${r.certificate.fingerprint256}`);
+        if (r.needRestart.length > 0) console.error(`warning: changed but not applied until a restart: ${r.needRestart.join(', ')}`);
+        if (r.overridden.length > 0) console.error(`warning: set in the config file but overridden by the environment: ${r.overridden.join(', ')}`);
+        return 0;
+      }
+      case 'sessions': {
+        if (args[0] === 'kick') {
+          const jid = accountJid(config, args[1]);
+          const { ended } = (await askServer(config.dataDir, { op: 'kick', jid }, 30_000)) as { ended: number };
+          if (json) console.log(JSON.stringify({ jid, ended }));
+          else console.log(`ended ${ended} session(s) of ${jid}`);
+          if (ended === 0) console.error(`error: no session of ${jid} is online`);
+          return ended > 0 ? 0 : 1;
+        }
+        const user = args[1] === '--user' ? accountJid(config, args[2]) : undefined;
+        const a = (await askServer(config.dataDir, { op: 'sessions', ...(user ? { user } : {}) }, 30_000)) as unknown as NodeAnswers<{ sessions: SessionInfo[]; total: number; failed?: { worker: number; err: string }[] }>;
+        const all = a.answers.flatMap((n) => n.v?.sessions ?? []).sort((x, y) => (x.jid < y.jid ? -1 : x.jid > y.jid ? 1 : 0));
+        if (json) console.log(JSON.stringify({ sessions: all, nodes: a.answers.map((n) => ({ node: n.node, total: n.v?.total ?? 0, ...(n.err !== undefined ? { err: n.err } : {}) })), missing: a.missing }));
+        else if (all.length > 0) {
+          console.log(table([
+            ['JID', 'ADDRESS', 'SINCE', 'NODE', 'WORKER', 'TRANSPORT'],
+            ...all.map((x) => [x.jid, x.detached ? '(detached)' : `${x.ip ?? '?'}:${x.port ?? '?'}`, x.since, x.node, String(x.worker), `${x.transport}${x.secure ? '' : ' (plain)'}${x.resumable ? ', resumable' : ''}`]),
+          ]));
+        }
+        for (const n of a.answers) if (n.v && n.v.total > n.v.sessions.length) console.error(`note: node ${n.node} has ${n.v.total} sessions; ${n.v.sessions.length} listed`);
+        if (!json) console.error(`${all.length} session(s)${user ? ` of ${user}` : ''} on ${a.answers.length} node(s)`);
+        return reportGaps(a) ? 1 : 0;
+      }
+      case 'stats': {
+        const a = (await askServer(config.dataDir, { op: 'stats' }, 30_000)) as unknown as NodeAnswers<NodeStats>;
+        if (json) console.log(JSON.stringify(a));
+        else {
+          const columns: ((w: WorkerStats) => number)[] = [(w) => w.connections, (w) => w.sessions, (w) => w.detached, (w) => w.s2sIncoming, (w) => w.s2sOutgoing, (w) => w.components];
+          const answered = (n: NodeStats) => n.workers.filter((w) => w.err === undefined);
+          const rows = [['NODE', 'WORKER', 'CONNECTIONS', 'SESSIONS', 'DETACHED', 'S2S IN', 'S2S OUT', 'COMPONENTS']];
+          for (const n of a.answers) {
+            if (!n.v) continue;
+            const v = n.v;
+            rows.push([n.node, 'all', ...columns.map((f) => String(answered(v).reduce((t, w) => t + f(w), 0)))]);
+            for (const w of v.workers) rows.push(['', String(w.worker), ...(w.err !== undefined ? [`(${w.err})`, '', '', '', '', ''] : columns.map((f) => String(f(w))))]);
+          }
+          console.log(table(rows));
+          const total = (f: (w: WorkerStats) => number) => a.answers.reduce((t, n) => t + (n.v ? answered(n.v).reduce((u, w) => u + f(w), 0) : 0), 0);
+          console.log(`total: ${total((w) => w.connections)} connections, ${total((w) => w.sessions)} sessions on ${a.answers.length} node(s)`);
+        }
+        const failed = (n: NodeStats) => n.workers.filter((w) => w.err !== undefined).map((w) => ({ worker: w.worker, err: w.err! }));
+        return reportGaps({ missing: a.missing, answers: a.answers.map((n) => ({ node: n.node, err: n.err, ...(n.v ? { v: { failed: failed(n.v) } } : {}) })) }) ? 1 : 0;
+      }
+      default: {
+        const text = args.join(' ');
+        const r = (await askServer(config.dataDir, { op: 'announce', text }, 6 * 60_000)) as { sent: number; failed: number };
+        if (json) console.log(JSON.stringify(r));
+        else console.log(`announced to ${r.sent} session(s)${r.failed > 0 ? `; ${r.failed} could not be sent it` : ''}`);
+        return r.failed > 0 ? 1 : 0;
+      }
+    }
+  } catch (err) {
+    if (err instanceof NoServerError) console.error(`error: ${err.message}. Run this command where the node runs, with its configuration (XMPP_DATA_DIR); the node creates its administration socket when it starts`);
+    else console.error(`error: ${(err as Error).message}`);
+    return 1;
+  }
+}
+
 /** `db migrate`: the schema up to date (one node or command at a time: storage/postgres.ts). */
 async function migrateDatabase(config: Config): Promise<number> {
   if (!config.databaseUrl) {
@@ -427,6 +553,17 @@ function usageError(cmd: string, rest: string[]): boolean {
       return rest.length > 0;
     case 'db':
       return !((rest.length === 1 && rest[0] === 'migrate') || (rest[0] === 'import-redis' && (rest.length === 1 || (rest.length === 2 && (rest[1] === '--dry-run' || rest[1] === '--force')))));
+    case 'reload':
+      return rest.filter((a) => a !== '--json').length > 0;
+    case 'stats':
+      return rest.filter((a) => a !== '--json').length > 0;
+    case 'announce':
+      return rest.length === 0 || rest.join(' ').trim() === '';
+    case 'sessions': {
+      const args = rest.filter((a) => a !== '--json');
+      if (args[0] === 'kick') return args.length !== 2;
+      return !(args[0] === 'list' && (args.length === 1 || (args.length === 3 && args[1] === '--user')));
+    }
     case 'user': {
       const bounds = USER_ARGS.get(rest[0]);
       const args = rest[0] === 'import' ? rest.slice(1).filter((a) => !IMPORT_FLAGS.includes(a)) : rest.slice(1);
@@ -439,7 +576,8 @@ function usageError(cmd: string, rest: string[]): boolean {
 
 function wantsHelp(cmd: string, rest: string[]): boolean {
   if (HELP.includes(cmd)) return true;
-  if (cmd === 'start' || cmd === 'config') return rest.length === 1 && HELP_FLAGS.includes(rest[0]);
+  if (cmd === 'start' || cmd === 'config' || cmd === 'reload' || cmd === 'stats') return rest.length === 1 && HELP_FLAGS.includes(rest[0]);
+  if (cmd === 'sessions' || cmd === 'announce') return HELP.includes(rest[0]) || (['list', 'kick'].includes(rest[0]) && HELP_FLAGS.includes(rest[1]));
   // `user help`, `user --help`, `user add --help` (a flag, not a name).
   if (cmd === 'user') return HELP.includes(rest[0]) || (USER_ARGS.has(rest[0]) && HELP_FLAGS.includes(rest[1]));
   return false;
@@ -489,6 +627,7 @@ async function main(argv: string[]): Promise<number | undefined> {
     return undefined;
   }
   if (cmd === 'db') return rest[0] === 'migrate' ? migrateDatabase(config) : importFromRedis(config, rest[1] === '--dry-run', rest[1] === '--force');
+  if (['reload', 'sessions', 'stats', 'announce'].includes(cmd)) return administer(config, cmd, rest);
   try {
     return await user(config, rest);
   } catch (err) {

@@ -14,6 +14,7 @@ import { MemoryRegistry } from '../registry/memory.ts';
 import { encode, decode } from '../worker/wire.ts';
 import type { FromHub, PeerPort, Peers, ToHub, Welcome } from '../worker/wire.ts';
 import type { Departed } from '../presence/presence.ts';
+import type { AdminTask } from '../admin/tasks.ts';
 import { PepShared } from '../pep/remote.ts';
 import type { Guard } from './guard.ts';
 import { log } from '../log.ts';
@@ -89,6 +90,9 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
   private upkeepTimer: NodeJS.Timeout | undefined;
   /** The upkeep was due while no worker served: the first to serve runs it. */
   private upkeepOwed = false;
+  /** Administration tasks asked of workers (admin/tasks.ts), by number: the worker asked, and who waits. */
+  private readonly asked = new Map<number, { worker: number; resolve: (v: unknown) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
+  private askSeq = 0;
 
   /** The node's record of failed authentications and registrations, when the server keeps one. */
   readonly guard: Guard | undefined;
@@ -196,6 +200,12 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
     // Its upkeep is not finished: the next period's goes to a living worker.
     if (this.upkeepRun?.link === link) this.upkeepRun.settle(new Error(`worker ${link.index} died during the upkeep`));
     link.port.close();
+    for (const [q, a] of this.asked) {
+      if (a.worker !== link.index) continue;
+      this.asked.delete(q);
+      clearTimeout(a.timer);
+      a.reject(new Error(`worker ${link.index} died`));
+    }
     this.emit('lost', link);
     this.broadcast({ t: 'peer-gone', index: link.index });
     // Shutdown waits for every worker: not for this one any more.
@@ -245,6 +255,32 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
         },
       );
     }
+  }
+
+  /**
+   * Runs an administration task on one worker: the one given, or a ready
+   * one in turn. Rejects when it fails there, when the worker dies, or
+   * past `timeoutMs`.
+   */
+  ask(task: AdminTask, timeoutMs: number, index?: number): Promise<unknown> {
+    const ready = [...this.links.values()].filter((l) => l.ready);
+    const link = index === undefined ? ready[this.turn++ % Math.max(1, ready.length)] : this.links.get(index);
+    if (!link) return Promise.reject(new Error('no worker is serving'));
+    const q = ++this.askSeq;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.asked.delete(q);
+        reject(new Error(`worker ${link.index} did not answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.asked.set(q, { worker: link.index, resolve, reject, timer });
+      this.send(link, { t: 'admin', q, task });
+    });
+  }
+
+  /** ask() of every serving worker at once: each one's value, or why it has none. */
+  askAll(task: AdminTask, timeoutMs: number): Promise<{ worker: number; v?: unknown; err?: string }[]> {
+    const ready = [...this.links.values()].filter((l) => l.ready);
+    return Promise.all(ready.map((l) => this.ask(task, timeoutMs, l.index).then((v) => ({ worker: l.index, v }), (err: Error) => ({ worker: l.index, err: err.message }))));
   }
 
   /** Has a worker announce these sessions' end (RFC 6121 §4.5.2 on their behalf), now or once one is ready. */
@@ -426,6 +462,15 @@ export class Hub extends EventEmitter<{ joined: [WorkerLink]; lost: [WorkerLink]
       case 'upkept':
         if (this.upkeepRun?.link === link) this.upkeepRun.settle({ worker: link.index, ...msg.removed });
         break;
+      case 'admin': {
+        const a = this.asked.get(msg.q);
+        if (!a) break; // answered too late
+        this.asked.delete(msg.q);
+        clearTimeout(a.timer);
+        if (msg.err !== undefined) a.reject(new Error(msg.err));
+        else a.resolve(msg.v);
+        break;
+      }
       case 'ready': {
         link.ready = true;
         this.servingThreads.add(link.threadId);

@@ -31,6 +31,10 @@ import { RedisRegistry } from '../registry/redis.ts';
 import type { Departed } from '../presence/presence.ts';
 import { StorageThread } from '../storage/remote.ts';
 import { listenAdmin } from '../admin/socket.ts';
+import { ClusterAdmin } from '../admin/cluster.ts';
+import type { NodeQuestion } from '../admin/cluster.ts';
+import { MAX_LISTED } from '../admin/tasks.ts';
+import type { SessionInfo } from '../admin/tasks.ts';
 import type { HttpPorts } from '../web/http.ts';
 import { NodeMetrics } from '../metrics/node.ts';
 
@@ -145,6 +149,10 @@ export class ConnectionRate {
     return true;
   }
 }
+
+/** How long the workers have to answer an administration question, and to send an announcement to every session. */
+const ADMIN_TASK_MS = 10_000;
+const ANNOUNCE_TASK_MS = 5 * 60_000;
 
 export interface StartOptions {
   /** Abandons the start while it waits for Redis (a signal to the process). */
@@ -450,9 +458,53 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
   if (httpsPort !== undefined) httpPorts.https = httpsPort;
   // The workers make upload URLs (XEP-0363) on the HTTPS port it got.
   if (httpPort !== undefined || httpsPort !== undefined) h.setState({ t: 'http-ports', ports: { ...httpPorts } });
-  // What the CLI changes in the stores of a single node, the node acts on at once. Ready
-  // (and private, 0600) before "listening" says the node is.
-  const admin = config.redisUrl ? undefined : await listenAdmin(config.dataDir, (req) => h.broadcast(req.op === 'removed' ? { t: 'removed', notice: req.notice } : { t: 'changed', kind: req.kind, user: req.user }));
+  // Administration from the command line (admin/socket.ts): what the CLI changed in the stores of a single
+  // node, which the node acts on at once; runtime administration, cluster-wide on any node. Ready (and
+  // private, 0600) before "listening" says the node is.
+  /** This node's answer to an administration question: its workers' sessions, or its counts. */
+  const nodeAnswer = async (q: NodeQuestion): Promise<unknown> => {
+    if (q.op === 'sessions') {
+      const per = await h.askAll({ op: 'sessions', max: MAX_LISTED, ...(q.user ? { user: q.user } : {}) }, ADMIN_TASK_MS);
+      const sessions: SessionInfo[] = [];
+      let total = 0;
+      for (const p of per) {
+        const v = p.v as { sessions: SessionInfo[]; total: number } | undefined;
+        total += v?.total ?? 0;
+        for (const x of v?.sessions ?? []) if (sessions.length < MAX_LISTED) sessions.push(x);
+      }
+      const failed = per.filter((p) => p.err !== undefined).map((p) => ({ worker: p.worker, err: p.err }));
+      return { sessions, total, ...(failed.length > 0 ? { failed } : {}) };
+    }
+    const per = await h.askAll({ op: 'stats' }, ADMIN_TASK_MS);
+    const { connections, maxConnections, refusedFull, refusedPerIp, acceptErrors, workerDeaths } = stats();
+    return { connections, maxConnections, refusedFull, refusedPerIp, acceptErrors, workerDeaths, uptimeMs: Math.round(performance.now()), workers: per.map((p) => p.v ?? { worker: p.worker, err: p.err }) };
+  };
+  let clusterAdmin: ClusterAdmin | undefined;
+  if (redis) {
+    clusterAdmin = new ClusterAdmin(redis, connectRedis(config.redisUrl, `${config.nodeId}:admin`), config.nodeId, nodeAnswer);
+    await clusterAdmin.start();
+  }
+  /** The question asked of every node (a cluster) or of this one. */
+  const everyNode = async (q: NodeQuestion) => (clusterAdmin ? clusterAdmin.ask(q, ADMIN_TASK_MS + 2000) : { answers: [{ node: config.nodeId, v: await nodeAnswer(q) }], missing: 0 });
+  const admin = await listenAdmin(config.dataDir, async (req) => {
+    switch (req.op) {
+      case 'removed':
+        return h.broadcast({ t: 'removed', notice: req.notice });
+      case 'changed':
+        return h.broadcast({ t: 'changed', kind: req.kind, user: req.user });
+      case 'reload':
+        return { ...reload() };
+      case 'sessions':
+        return everyNode({ op: 'sessions', ...(req.user ? { user: req.user } : {}) });
+      case 'stats':
+        return everyNode({ op: 'stats' });
+      case 'kick':
+        // From a worker of this node, as XEP-0133's end-user-session: the registry says where the sessions are, on any node.
+        return (await h.ask({ op: 'kick', jid: req.jid, text: 'your session was ended by an administrator' }, ADMIN_TASK_MS)) as Record<string, unknown>;
+      case 'announce':
+        return (await h.ask({ op: 'announce', text: req.text }, ANNOUNCE_TASK_MS)) as Record<string, unknown>;
+    }
+  });
   log.info('listening', {
     domain: config.domain,
     host: config.bindHost,
@@ -524,6 +576,7 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
       s2s?.close();
       s2sDirect?.close();
       admin?.close();
+      clusterAdmin?.close();
       const clean = await h.shutdown(config.shutdownTimeoutMs);
       if (!clean) log.warn('shutdown deadline reached with sessions still open');
       await membership?.leave();

@@ -33,7 +33,7 @@ export const ANNOUNCEMENTS_AT_ONCE = 4;
 const ANNOUNCE_START_MS = 60_000;
 const ANNOUNCE_CONCURRENCY = 32;
 /** Characters of one announcement. */
-const MAX_ANNOUNCEMENT_CHARS = 16_384;
+export const MAX_ANNOUNCEMENT_CHARS = 16_384;
 
 interface Field {
   var: string;
@@ -132,7 +132,7 @@ async function onlineUsers(session: Session, cap: number): Promise<{ bares: stri
  * at a time and sent ANNOUNCE_CONCURRENCY at a time; what could not be
  * sent is counted and logged.
  */
-async function fanOut(registry: SessionRegistry, router: Router, domain: string, text: string, by: string): Promise<void> {
+export async function fanOut(registry: SessionRegistry, router: Router, domain: string, text: string, by: string): Promise<{ sent: number; failed: number }> {
   let sent = 0;
   let failed = 0;
   let firstError: string | undefined;
@@ -160,12 +160,28 @@ async function fanOut(registry: SessionRegistry, router: Router, domain: string,
   await Promise.all(underway);
   if (failed > 0) log.warn('announcement: not every session could be sent it', { by, sent, failed, err: firstError });
   else log.info('announcement sent', { by, sent });
+  return { sent, failed };
 }
 
 /** The account's sessions (all of them for a bare JID, the one for a full JID), read fresh from the registry. */
-async function sessionsOf(session: Session, j: Jid) {
-  const recs = await session.ctx.registry.resources(`${j.local}@${j.domain}`, true);
+async function sessionsOf(registry: SessionRegistry, j: Jid) {
+  const recs = await registry.resources(`${j.local}@${j.domain}`, true);
   return j.resource ? recs.filter((r) => r.jid === `${j.local}@${j.domain}/${j.resource}`) : recs;
+}
+
+/**
+ * Ends sessions with a policy-violation stream error (XEP-0133 §4.5): every
+ * session of a bare JID, the one session of a full JID, on whatever node
+ * they are (the registry says where; Router.kick reaches it). How many.
+ * Also what the CLI's `sessions kick` runs.
+ */
+export async function endSessions(d: { registry: SessionRegistry; router: Router }, j: Jid, text = 'your session was ended by an administrator'): Promise<number> {
+  let ended = 0;
+  for (const rec of await sessionsOf(d.registry, j)) {
+    d.router.kick(rec, 'policy-violation', text);
+    ended++;
+  }
+  return ended;
 }
 
 const jids = (values: string[] | undefined) => (values ?? []).filter((v) => v.trim() !== '');
@@ -274,7 +290,7 @@ export function adminCommands(admins: ReadonlySet<string>): Command[] {
       const f = submitted(req, ['accountjid']);
       const j = accountJid(req.session, f.get('accountjid')![0]);
       await mustExist(req.session, j);
-      const recs = await sessionsOf(req.session, j);
+      const recs = await sessionsOf(req.session.ctx.registry, j);
       const { items } = await req.session.ctx.roster.get(j.local);
       const resources = recs.map((r) => r.jid.slice(r.jid.indexOf('/') + 1)).sort();
       return {
@@ -297,13 +313,8 @@ export function adminCommands(admins: ReadonlySet<string>): Command[] {
       const f = submitted(req, ['accountjids']);
       const targets = jids(f.get('accountjids')).map((v) => accountJid(req.session, v, true));
       let ended = 0;
-      for (const j of targets) {
-        // XEP-0133 §4.5: a bare JID ends all of the user's sessions, a full JID only that one; on whatever node they are.
-        for (const rec of await sessionsOf(req.session, j)) {
-          req.session.ctx.router.kick(rec, 'policy-violation', 'your session was ended by an administrator');
-          ended++;
-        }
-      }
+      // XEP-0133 §4.5: a bare JID ends all of the user's sessions, a full JID only that one; on whatever node they are.
+      for (const j of targets) ended += await endSessions(req.session.ctx, j);
       return { status: 'completed', note: { type: 'info', text: `${ended} session(s) ended` } };
     },
   };

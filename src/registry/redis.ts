@@ -30,6 +30,10 @@ export const K = {
   removed: 'xmpp:removed',
   /** channel: what a module keeps for an account changed (a blocklist, XEP-0191): every worker of every node drops its copy */
   changed: 'xmpp:changed',
+  /** channel: administration questions (admin/cluster.ts) to every node's main thread */
+  admin: 'xmpp:admin',
+  /** channel: the answers to a node's administration questions */
+  adminReply: (node: string) => `xmpp:ar:${node}`,
   /** channel: acknowledgements of this worker's change notices (the worker that applied one answers its id) */
   changeAck: (node: string, worker: number) => `xmpp:ca:${node}:${worker}`,
   directed: (sid: string) => `xmpp:dp:${sid}`,

@@ -8,6 +8,7 @@
 // detached, it queues what comes for it, and another connection, here or
 // on another worker or node, adopts it (session/resumption.ts).
 import type net from 'node:net';
+import type { SessionInfo } from '../admin/tasks.ts';
 import type { FramedTransport } from '../stream/transport.ts';
 import { randomBytes } from 'node:crypto';
 import { Element, escapeXML, parse as parseXml } from 'ltx';
@@ -115,6 +116,19 @@ export class Session extends StreamEngine implements DurableSession {
     super(ctx, conn, directTls);
     this.ctx = ctx;
     ctx.all.add(this);
+  }
+
+  /** What an operator's session list shows of it (admin/tasks.ts adds where it lives). */
+  describe(): Omit<SessionInfo, 'node' | 'worker'> {
+    return {
+      jid: this.jid ?? '',
+      ...(this.detached ? {} : { ip: this.raw.remoteAddress, port: this.raw.remotePort }),
+      since: new Date(this.createdAt).toISOString(),
+      transport: this.transportName,
+      secure: this.secure,
+      resumable: this.resumeToken !== undefined,
+      detached: this.detached,
+    };
   }
 
   // ---- the engine's hooks: the c2s policy ----

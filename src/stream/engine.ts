@@ -276,8 +276,12 @@ export abstract class StreamEngine {
   /** The id of the peer's stream header, on an initiating stream (what dialback keys are made of, XEP-0220 §2.1.1). */
   protected peerStreamId = '';
 
+  /** TLS from the first byte (XEP-0368), not STARTTLS. */
+  protected readonly tlsFromStart: boolean;
+
   constructor(env: EngineEnv, conn: net.Socket | FramedTransport, directTls: boolean, initiating = false) {
     this.env = env;
+    this.tlsFromStart = directTls;
     this.initiating = initiating;
     this.raw = conn;
     this.secure = false;
@@ -355,6 +359,11 @@ export abstract class StreamEngine {
       this.loggedAs = this.id;
     }
     return this.logger;
+  }
+
+  /** What the stream runs over, for an operator: tcp (STARTTLS or not), tls (direct TLS), or the framed transport's kind (websocket, bosh). */
+  get transportName(): string {
+    return this.framed ? this.framed.kind : this.tlsFromStart ? 'tls' : 'tcp';
   }
 
   /** §4.2: the initiating entity opens the stream (its policy calls this once its fields are set; over direct TLS, the handshake's end does). */

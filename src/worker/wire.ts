@@ -11,6 +11,7 @@ import type { HttpPorts } from '../web/http.ts';
 import type { BoshEnvelope } from '../web/bosh.ts';
 import type { Config } from '../config/index.ts';
 import type { TlsIdentity } from '../tls/certificate.ts';
+import type { AdminTask } from '../admin/tasks.ts';
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
@@ -52,7 +53,9 @@ export type ToHub =
   | { t: 'guard'; q: number; m: string; a: unknown[] }
   // shutdown: this worker's sessions are closed (the hub then says 'close-s2s' to all), and then everything
   | { t: 'drained' }
-  | { t: 'stopped' };
+  | { t: 'stopped' }
+  // the outcome of an 'admin' task: its value, or why it failed
+  | { t: 'admin'; q: number; v?: unknown; err?: string };
 
 /** A direct link to another worker of the node, by its index. */
 export interface PeerPort {
@@ -133,6 +136,8 @@ export type FromHub =
   | { t: 'upkeep' }
   // the answer to a 'guard' call
   | { t: 'guard'; q: number; v: unknown }
+  // the administration socket (admin/tasks.ts): a task for this worker, answered with 'admin' and its q
+  | { t: 'admin'; q: number; task: AdminTask }
   // a reload (SIGHUP): the settings that may change without a restart
   // (config/index.ts RELOADABLE), all of them, and the certificate, key and
   // XMPP_TLS_CA as read by the main thread; a worker that joins later gets it too

@@ -85,6 +85,7 @@ import { PresenceService } from '../presence/presence.ts';
 import { csi } from '../modules/csi.ts';
 import { adhoc } from '../modules/adhoc.ts';
 import { adminCommands } from '../modules/admin.ts';
+import { runAdminTask } from '../admin/tasks.ts';
 import { sm } from '../modules/sm.ts';
 import { hooksOf, type ServerModule } from '../modules/module.ts';
 import { removeAccount, isRemovalNotice } from '../accounts/removal.ts';
@@ -997,6 +998,14 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
       case 'reload':
         reload(msg);
         break;
+      case 'admin': {
+        const q = msg.q;
+        runAdminTask(c, msg.task).then(
+          (v) => hub.postMessage(encode({ t: 'admin', q, v: v ?? null })),
+          (err: unknown) => hub.postMessage(encode({ t: 'admin', q, err: (err as Error).message ?? String(err) })),
+        );
+        break;
+      }
     }
   };
   hub.on('message', (raw: Uint8Array | Welcome | Peers | StorePort) => {
