@@ -246,6 +246,11 @@ export class RawClient {
   }
 
   /** `identity`: a client certificate and key (PEM) to present. */
+  /** The certificate the server presented on this connection's TLS (STARTTLS or direct), if any. */
+  get peerCertificate(): tls.PeerCertificate | undefined {
+    return this.sock instanceof tls.TLSSocket ? this.sock.getPeerCertificate() : undefined;
+  }
+
   async starttls(identity?: { cert: string; key: string }): Promise<void> {
     const plain = this.sock;
     plain.removeAllListeners('data');
