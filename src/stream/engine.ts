@@ -514,7 +514,7 @@ export abstract class StreamEngine {
     // A client's renegotiation (TLS 1.2 and older) costs a handshake each time and is never needed: refused, as Prosody does (the connection ends).
     if (!this.initiating) {
       refuseRenegotiation(t, (err) => {
-        log.info('TLS renegotiation refused: disconnected', { sid: this.id, jid: this.address, ip: this.raw.remoteAddress, port: this.raw.remotePort, err: err.message });
+        this.log.info('TLS renegotiation refused: disconnected', { jid: this.address, ip: this.raw.remoteAddress, port: this.raw.remotePort, err: err.message });
         this.endReason ??= 'TLS renegotiation refused';
         this.raw.destroy();
       });
@@ -561,7 +561,7 @@ export abstract class StreamEngine {
       this.reads = 0;
     }
     if (++this.reads <= max) return false;
-    log.warn('too many reads per second: disconnected', { sid: this.id, jid: this.address, ip: this.raw.remoteAddress, port: this.raw.remotePort, reads: this.reads, max });
+    this.log.warn('too many reads per second: disconnected', { jid: this.address, ip: this.raw.remoteAddress, port: this.raw.remotePort, reads: this.reads, max });
     this.readsExceeded();
     this.socket.pause();
     this.endReason = 'too many reads per second';
