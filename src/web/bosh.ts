@@ -54,6 +54,13 @@ const POLLING_S = 5;
 const ANSWER_BYTES = 64 * 1024;
 /** §14.3: answers kept for a client that acknowledges them (§9.2), until it does; the oldest go past this. */
 const UNACKED_KEPT = 8;
+/**
+ * §14.3: connections one unanswered request waits on at once, the first and
+ * the latest sending of it (a client sends a request again when its
+ * connection broke); an older one is closed. Without a bound, one request
+ * sent again and again held a connection and its HTTP objects each.
+ */
+const MAX_WAITING = 2;
 /** §9.2: a response the client has not acknowledged this long after it was sent is reported as missing. */
 const REPORT_AFTER_MS = 2000;
 /**
@@ -203,6 +210,12 @@ interface Req {
   report?: { rid: number; time: number };
 }
 
+/** A request sent again while unanswered: this connection waits for its answer too, within MAX_WAITING (the oldest sending after the first is closed). */
+function waitOn(req: Req, to: Responder): void {
+  req.to.push(to);
+  while (req.to.length > MAX_WAITING) req.to.splice(1, 1)[0].close();
+}
+
 /** Output on its way to the client: whole elements, and the engine's callback once it is in an answer. */
 interface Chunk {
   xml: string;
@@ -320,7 +333,7 @@ export class BoshSession implements FramedTransport {
         return this.idleCheck();
       }
       const pending = this.held.find((r) => r.rid === rid) ?? this.queue.find((r) => r.rid === rid);
-      if (pending) return void pending.to.push(to);
+      if (pending) return waitOn(pending, to);
       // §14.3: the answer is no longer kept: item-not-found (MUST).
       return this.fail('item-not-found', `rid ${rid} repeated, its answer no longer kept`, to);
     }
@@ -331,7 +344,7 @@ export class BoshSession implements FramedTransport {
     // §14.2: beyond the window of expected rids: item-not-found (MUST).
     if (rid > this.expected - 1 + this.requests + extra) return this.fail('item-not-found', `rid ${rid} beyond the window (expected ${this.expected})`, to);
     const again = this.early.get(rid);
-    if (again) return void again.to.push(to);
+    if (again) return waitOn(again, to);
     // §11: more requests unanswered than 'requests' allows.
     const outstanding = this.early.size + this.queue.length + this.held.length + 1;
     if (outstanding > this.requests + extra) return this.fail('policy-violation', `${outstanding} requests unanswered at once (requests='${this.requests}')`, to);

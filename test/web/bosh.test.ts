@@ -215,6 +215,36 @@ test('a repeated rid gets the answer it got (§14.3), one not answered yet gets 
   t.is((await d.raw(d.wrap({ rid: d.rid }))).body?.attrs.condition, 'item-not-found', 'terminated');
 });
 
+test('one unanswered request sent again and again (§14.3) holds two connections at most: the sendings between the first and the latest are closed', async (t) => {
+  const { c } = await boshOnline(server, 'dave', 'dave-pw', 'resent');
+  t.teardown(() => c.close());
+  // Held (nothing to answer it with), then sent again on three more connections of their own.
+  const rid = c.rid++;
+  let closed = 0;
+  let twoClosed!: () => void;
+  const closing = new Promise<void>((resolve) => (twoClosed = resolve));
+  const sendings = Array.from({ length: 4 }, () =>
+    post(c.url, c.wrap({ rid }), { ca: c.ca }).then(
+      (a) => ({ text: a.text }),
+      (err: Error) => {
+        if (++closed === 2) twoClosed();
+        return { err: err.message };
+      },
+    ),
+  );
+  // Without a bound all four wait for the answer, which comes after 'wait' (10 s).
+  await Promise.race([closing, Promise.all(sendings)]);
+  await c.send(ping('wake'));
+  const all = await Promise.all(sendings);
+  const answered = all.filter((r): r is { text: string } => 'text' in r);
+  t.is(closed, 2, JSON.stringify(all));
+  t.is(answered.length, 2);
+  t.is(answered[0].text, answered[1].text);
+  // The session lives on.
+  await c.send(ping('after'));
+  await c.find((el) => el.attrs.id === 'after');
+});
+
 test('bad requests: no rid, not a <body/>, an unknown sid', async (t) => {
   const noRid = await post(httpsUrl(), `<body xmlns='${NS_HTTPBIND}' to='localhost' ver='1.11'/>`, { ca: serverCa(server) });
   t.is(noRid.status, 200);
