@@ -567,9 +567,14 @@ export class BoshSession implements FramedTransport {
     this.idleTimer = undefined;
   }
 
-  /** §10: with nothing pending, the client has 'inactivity' seconds (or its pause) to send a request, or it is gone. */
+  /**
+   * §10: with nothing pending, the client has 'inactivity' seconds (or its
+   * pause) to send a request, or it is gone. Requests that arrived ahead of
+   * a lower rid (§14.2) do not count as pending: until that one comes none
+   * is read, and a client that never sends it would keep the session for ever.
+   */
   private idleCheck(): void {
-    if (this.finished || this.idleTimer || this.held.length + this.queue.length + this.early.size > 0) return;
+    if (this.finished || this.idleTimer || this.held.length + this.queue.length > 0) return;
     const s = this.pauseS ?? this.p.inactivity;
     this.idleTimer = setTimeout(() => {
       this.idleTimer = undefined;

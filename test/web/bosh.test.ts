@@ -440,6 +440,20 @@ test('inactivity (§10): a session with no request for XMPP_BOSH_INACTIVITY ends
   t.is(after.body?.attrs.condition, 'item-not-found');
 });
 
+test('inactivity (§10) also ends a session whose client sent a request ahead of one it never sends (§14.2): that request gets the termination', async (t) => {
+  // The stream's own bound (binding) far away: only BOSH's inactivity can end it.
+  const own = await startTestServer({ XMPP_HTTPS_PORT: '0', XMPP_BOSH_INACTIVITY: '1', XMPP_BIND_TIMEOUT_MS: '600000' });
+  t.teardown(() => own.stop());
+  const c = new BoshClient(`https://localhost:${own.httpsPort}/http-bind`, { ca: serverCa(own) });
+  t.teardown(() => c.close());
+  await c.create();
+  // rid + 1 within the window, rid itself never sent: nothing is read, nothing held.
+  const ahead = await c.raw(c.wrap({ rid: c.rid + 1 }), 15_000);
+  t.is(ahead.body?.attrs.type, 'terminate', ahead.text);
+  const after = await c.raw(c.wrap({ rid: c.rid }));
+  t.is(after.body?.attrs.condition, 'item-not-found', 'the session is gone');
+});
+
 test('stream management (XEP-0198) over BOSH: enabled with resumption, and the session resumed on TCP with what it had not acknowledged', async (t) => {
   const { c, jid } = await boshOnline(server, 'sam', 'sam-pw', 'sm');
   t.teardown(() => c.close());
