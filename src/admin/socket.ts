@@ -36,7 +36,8 @@ export type AdminAnswer = ({ ok: true } & Record<string, unknown>) | { ok: false
 
 /** The request's fields checked (throws with what is wrong): a request reaches the server only whole. */
 function check(req: AdminRequest): void {
-  const bad = (what: string) => new Error(`a ${req.op} request ${what}`);
+  const name = req?.op === 'removed' ? 'removal notice' : req?.op === 'changed' ? 'change notice' : `${req?.op} request`;
+  const bad = (what: string) => new Error(`a ${name} ${what}`);
   const str = (v: unknown, max: number) => typeof v === 'string' && v !== '' && v.length <= max;
   switch (req?.op) {
     case 'removed':

@@ -7,7 +7,7 @@
 import test from 'ava';
 import { join } from 'node:path';
 import { SqliteAccountStore } from '../../src/accounts/sqlite.ts';
-import { barrier, connect, ready } from '../helpers/im.ts';
+import { barrier, connect, expect, ready } from '../helpers/im.ts';
 import { uid } from '../helpers/protocol.ts';
 import { START_MS, within, environment, spawnServer } from '../helpers/process.ts';
 
@@ -57,6 +57,9 @@ test('messages queued for a client that does not read when the node stops are st
   const again = await connect(t, second.c2sPort, 'victim', 'again');
   const from = again.c.items.length;
   again.c.send('<presence/>');
+  // Offline messages come paced, and the barrier's answer may pass them: the
+  // last one sent, which was never read, is waited for first.
+  await expect(again, 'the last message sent, stored', (el) => el.name === 'message' && el.attrs.id === sent[sent.length - 1], from);
   const stored = (await barrier(again, from)).filter((el) => el.name === 'message').map((m) => m.attrs.id);
   // What was read is the start of what was sent, in order; what was stored
   // is its end, in order, from at most where the reading stopped. The two
