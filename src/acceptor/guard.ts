@@ -8,7 +8,7 @@
 import type { BlockList } from 'node:net';
 import type { Config } from '../config/index.ts';
 import { perIpExemptOf, registrationRateOf } from '../config/index.ts';
-import { addressKey } from './limits.ts';
+import { addressKey, listed } from './limits.ts';
 import { log, Throttled } from '../log.ts';
 
 /** Failures answered at once, before delays begin: a user's typos. */
@@ -105,10 +105,7 @@ export class Guard {
 
   /** Whether XMPP_PER_IP_EXEMPT names this address (an IPv4-mapped IPv6 one as its IPv4 address). */
   exempted(address: string): boolean {
-    const ip = address.replace(/%.*$/, '');
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
-    if (mapped) return this.exempt.check(mapped[1], 'ipv4');
-    return this.exempt.check(ip, ip.includes(':') ? 'ipv6' : 'ipv4');
+    return listed(this.exempt, address);
   }
 
   private perIp(address: string): string | undefined {

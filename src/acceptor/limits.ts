@@ -5,6 +5,7 @@
 // else the process opens.
 import { readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import type { BlockList } from 'node:net';
 import type { Config } from '../config/index.ts';
 
 /** Assumed when the limit cannot be read: the usual default soft limit. */
@@ -73,4 +74,12 @@ export function addressKey(address: string): string {
   const t = groups(tail);
   const all = tail === undefined ? h : [...h, ...Array<string>(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
   return `${all.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
+}
+
+/** Whether `list` names this address (an IPv4-mapped IPv6 one as its IPv4 address, a scoped one without its zone). */
+export function listed(list: BlockList, address: string): boolean {
+  const ip = address.replace(/%.*$/, '');
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped) return list.check(mapped[1], 'ipv4');
+  return list.check(ip, ip.includes(':') ? 'ipv6' : 'ipv4');
 }

@@ -18,7 +18,10 @@ import { Hub, UPKEEP_EVERY_MS } from './hub.ts';
 import { Guard } from './guard.ts';
 import type { GuardCounters } from './guard.ts';
 import type { DropWorker, WorkerLink } from './hub.ts';
-import { connectionCap, addressKey, openFileLimit } from './limits.ts';
+import { connectionCap, addressKey, openFileLimit, listed } from './limits.ts';
+import { readProxyHeader, PROXY_HEADER_TIMEOUT_MS } from './proxy.ts';
+import type { ProxiedFrom } from './proxy.ts';
+import { proxyProtocolFromOf } from '../config/index.ts';
 import { decode } from '../worker/wire.ts';
 import type { ToHub } from '../worker/wire.ts';
 import type { WorkerData, Task } from '../worker/worker.ts';
@@ -49,6 +52,8 @@ export interface ServerStats {
   refusedPerIp: number;
   /** Connections closed at once because their address opened more than XMPP_CONNECTION_RATE_PER_IP a second. */
   refusedRate: number;
+  /** Connections from a load balancer of XMPP_PROXY_PROTOCOL_FROM closed without a valid PROXY header. */
+  refusedProxyHeader: number;
   /** Failed authentications, refusals and registrations counted by the node (acceptor/guard.ts). */
   guard: GuardCounters;
   /** Errors from accept() (EMFILE...), each survived. */
@@ -390,8 +395,37 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
   };
   /** What the web listeners got, for host-meta (XEP-0156) to announce. */
   const httpPorts: HttpPorts = {};
-  const run = (socket: net.Socket, directTls: boolean, kind?: 'component' | 's2s' | 'http') => {
-    const address = socket.remoteAddress;
+  // Load balancers that say in a PROXY header whom each connection is from.
+  const proxyFrom = config.proxyProtocolFrom.trim() === '' ? undefined : proxyProtocolFromOf(config);
+  const refusedProxyHeader = new Throttled('warn', 'connection closed: no valid PROXY protocol header from a load balancer (XMPP_PROXY_PROTOCOL_FROM)');
+  /**
+   * A new connection. From a load balancer of XMPP_PROXY_PROTOCOL_FROM
+   * (on every listener but the components'), its PROXY header is read
+   * first: the client it names is the one every check here and everything
+   * in the worker sees. It counts as open while the header is awaited (it
+   * holds a descriptor), against no address's share yet.
+   */
+  const accept = (socket: net.Socket, directTls: boolean, kind?: 'component' | 's2s' | 'http') => {
+    const balancer = socket.remoteAddress;
+    if (!proxyFrom || kind === 'component' || balancer === undefined || !listed(proxyFrom, balancer)) return run(socket, directTls, kind);
+    if (stopping) return void socket.destroy();
+    if (open >= cap.max) return refuse(socket, refusedFull, addressKey(balancer));
+    open++;
+    const port = socket.remotePort;
+    readProxyHeader(socket, PROXY_HEADER_TIMEOUT_MS).then(
+      ({ socket: s, from }) => {
+        open--;
+        // A connection of the balancer's own (its health checks: LOCAL) is from the balancer.
+        run(s, directTls, kind, from);
+      },
+      (err: unknown) => {
+        open--;
+        refusedProxyHeader.hit({ balancer, port, err: (err as Error).message });
+      },
+    );
+  };
+  const run = (socket: net.Socket, directTls: boolean, kind?: 'component' | 's2s' | 'http', peer?: ProxiedFrom) => {
+    const address = peer?.address ?? socket.remoteAddress;
     if (stopping || address === undefined) return void socket.destroy(); // already gone
     const key = addressKey(address);
     const fromThere = byAddress.get(key) ?? 0;
@@ -401,7 +435,7 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     open++;
     byAddress.set(key, fromThere + 1);
     const place: Placement = {};
-    const task = { t: 'conn', socket, directTls, ...(kind ? { kind } : {}), ...(kind === 'http' ? { ports: { ...httpPorts } } : {}), [Piscina.queueOptionsSymbol]: place } as Task;
+    const task = { t: 'conn', socket, directTls, ...(kind ? { kind } : {}), ...(kind === 'http' ? { ports: { ...httpPorts } } : {}), ...(peer ? { peer } : {}), [Piscina.queueOptionsSymbol]: place } as Task;
     const transferList = [socket];
     const p = pool
       .run(task, { transferList: transferList as never })
@@ -428,7 +462,7 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     if (place.thread !== undefined) transferList.length = 0;
   };
   const listen = async (port: number, directTls: boolean, kind?: 'component' | 's2s' | 'http') => {
-    const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => run(socket, directTls, kind));
+    const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => accept(socket, directTls, kind));
     server.listen({ port, host: kind === 's2s' ? config.s2sBindHost : config.bindHost, backlog: 4096 });
     await once(server, 'listening');
     // Out of descriptors (the cap set above the limit, or files opened
@@ -531,6 +565,7 @@ export async function startServer(config: Config, { signal }: StartOptions = {})
     refusedFull: refusedFull.total,
     refusedPerIp: refusedPerIp.total,
     refusedRate: refusedRate.total,
+    refusedProxyHeader: refusedProxyHeader.total,
     guard: { ...guard.counters },
     acceptErrors: acceptFailed.total,
     workerDeaths: h.deaths,

@@ -105,6 +105,7 @@ export interface Config {
   maxConnectionsPerIp: number;
   connectionRatePerIp: number;
   perIpExempt: string;
+  proxyProtocolFrom: string;
   authFailuresPerIp: number;
   authFailuresPerAccount: number;
   authLockoutMs: number;
@@ -230,6 +231,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'maxConnectionsPerIp', env: 'XMPP_MAX_CONNECTIONS_PER_IP', kind: 'int', min: 0, doc: 'open connections from one IP address; more are closed at once (0: no per-address cap)', default: () => 0 },
   { key: 'connectionRatePerIp', env: 'XMPP_CONNECTION_RATE_PER_IP', kind: 'int', min: 0, doc: 'new connections per second from one IP address (a burst of as many again is let in); more are closed at once (0: no limit)', default: () => 20 },
   { key: 'perIpExempt', env: 'XMPP_PER_IP_EXEMPT', kind: 'string', doc: "addresses or CIDR blocks, comma-separated, to which the per-address limits on connection rate, failed authentications and registrations do not apply (a load balancer that hides clients' addresses: 0.0.0.0/0,::/0); empty: none", default: () => '127.0.0.1,::1' },
+  { key: 'proxyProtocolFrom', env: 'XMPP_PROXY_PROTOCOL_FROM', kind: 'string', doc: "addresses or CIDR blocks, comma-separated, of load balancers that begin every connection with a PROXY protocol header (v1 or v2: HAProxy's send-proxy, send-proxy-v2), on the client, server-to-server and HTTP listeners: the address it names is the client's for every limit, log line and metric; a connection from one of them without a valid header within 5 s is closed; empty: none (no header expected)", default: () => '' },
   { key: 'authFailuresPerIp', env: 'XMPP_AUTH_FAILURES_PER_IP', kind: 'int', min: 0, doc: 'failed authentications from one IP address (IPv6: one /64) within XMPP_AUTH_LOCKOUT_MS after which its attempts are refused with temporary-auth-failure for XMPP_AUTH_LOCKOUT_MS (0: no per-address limit)', default: () => 10 },
   { key: 'authFailuresPerAccount', env: 'XMPP_AUTH_FAILURES_PER_ACCOUNT', kind: 'int', min: 0, doc: 'failed authentications as one username within XMPP_AUTH_LOCKOUT_MS after which its attempts are refused the same way, except from addresses it logged in from lately (0: no per-account limit)', default: () => 10 },
   { key: 'authLockoutMs', env: 'XMPP_AUTH_LOCKOUT_MS', kind: 'int', min: 1000, doc: 'how long failed authentications are remembered, and a refusal lasts', default: () => 300_000 },
@@ -439,6 +441,7 @@ function readConfig(env: NodeJS.ProcessEnv): { config: Config; file: Record<stri
   trustedProxiesOf(c);
   metricsAllowedOf(c);
   perIpExemptOf(c);
+  proxyProtocolFromOf(c);
   registrationRateOf(c);
   publicUrlOf(c);
   if (c.s2sTlsPort !== '' && !(/^\d{1,5}$/.test(c.s2sTlsPort) && Number(c.s2sTlsPort) <= 65535)) throw new ConfigError(`XMPP_S2S_TLS_PORT must be a port number (0-65535) or empty, got ${JSON.stringify(c.s2sTlsPort)}`);
@@ -460,6 +463,11 @@ export function trustedProxiesOf(c: Pick<Config, 'httpTrustedProxies'>): BlockLi
 /** XMPP_PER_IP_EXEMPT as a list of addresses and CIDR blocks (net.BlockList). */
 export function perIpExemptOf(c: Pick<Config, 'perIpExempt'>): BlockList {
   return addressList(c.perIpExempt, 'XMPP_PER_IP_EXEMPT');
+}
+
+/** XMPP_PROXY_PROTOCOL_FROM as a list of addresses and CIDR blocks (net.BlockList). */
+export function proxyProtocolFromOf(c: Pick<Config, 'proxyProtocolFrom'>): BlockList {
+  return addressList(c.proxyProtocolFrom, 'XMPP_PROXY_PROTOCOL_FROM');
 }
 
 /** XMPP_REGISTRATION_RATE as a burst and a period: undefined for no limit. */

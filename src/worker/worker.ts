@@ -67,6 +67,7 @@ import { Resumption } from '../session/resumption.ts';
 import { DurableSessions } from '../session/durable.ts';
 import { encode, encodeBuffer, decode } from './wire.ts';
 import { adoptSocket } from './socket.ts';
+import type { Peer } from './socket.ts';
 import { WebServer, elsewhereUri } from '../web/http.ts';
 import { BoshService } from '../web/bosh.ts';
 import type { HttpPorts } from '../web/http.ts';
@@ -103,7 +104,7 @@ export interface WorkerData {
 }
 
 /** A join carries the worker's port to the hub and, on a single node, its port to the storage thread. */
-export type Task = { t: 'join'; port: MessagePort; store?: MessagePort } | { t: 'conn'; socket: net.Socket; directTls: boolean; kind?: 'component' | 's2s' | 'http'; ports?: HttpPorts };
+export type Task = { t: 'join'; port: MessagePort; store?: MessagePort } | { t: 'conn'; socket: net.Socket; directTls: boolean; kind?: 'component' | 's2s' | 'http'; ports?: HttpPorts; peer?: Peer };
 
 const { config } = workerData as WorkerData;
 /** The certificate and key: a reload may bring new ones (see 'reload' in join()). */
@@ -1084,7 +1085,8 @@ export default function handle(task: Task): Promise<string> {
   }
   // Piscina keeps the task for as long as it runs (the connection's
   // lifetime): it must not keep the transferred shell alive with it.
-  task.socket = adoptSocket(task.socket);
+  // The client a load balancer named in a PROXY header, if it did (acceptor/proxy.ts).
+  task.socket = adoptSocket(task.socket, task.peer);
   if (ctx) return serve(ctx, task);
   // A connection reaches a worker that has not joined yet only when none had
   // (the only worker died and its replacement is starting): it waits for the

@@ -2,6 +2,7 @@
 // requests, the Prometheus text format read back into samples, and
 // Prometheus's own checker (promtool, Debian's prometheus package) run on it.
 import http from 'node:http';
+import net from 'node:net';
 import { spawn } from 'node:child_process';
 import { within } from './protocol.ts';
 
@@ -11,11 +12,20 @@ export interface Answer {
   body: string;
 }
 
-/** One HTTP request to 127.0.0.1 (or `host`), bounded in time. */
-export function get(port: number, path: string, opts: { method?: string; headers?: Record<string, string>; host?: string; localAddress?: string } = {}): Promise<Answer> {
+/** One HTTP request to 127.0.0.1 (or `host`), bounded in time; `prefix`: bytes sent before it (a load balancer's PROXY protocol header). */
+export function get(port: number, path: string, opts: { method?: string; headers?: Record<string, string>; host?: string; localAddress?: string; prefix?: Buffer } = {}): Promise<Answer> {
+  const prefix = opts.prefix;
+  // Without an agent (a fresh agent would make its own connection).
+  const createConnection = prefix
+    ? () => {
+        const s = net.connect({ host: opts.host ?? '127.0.0.1', port, localAddress: opts.localAddress });
+        s.write(prefix);
+        return s;
+      }
+    : undefined;
   return within(
     new Promise((resolve, reject) => {
-      const req = http.request({ host: opts.host ?? '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, localAddress: opts.localAddress, agent: false }, (res) => {
+      const req = http.request({ host: opts.host ?? '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, localAddress: opts.localAddress, ...(createConnection ? { createConnection } : { agent: false }) }, (res) => {
         let body = '';
         res.setEncoding('utf8');
         res.on('data', (d: string) => (body += d));

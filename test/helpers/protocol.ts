@@ -68,8 +68,8 @@ export async function readStreamStart(c: RawClient): Promise<{ attrs: Record<str
 }
 
 /** Connects and negotiates STARTTLS; returns the client with the features of the secured stream. */
-export async function secured(port: number, identity?: { cert: string; key: string }, domain?: string, localAddress?: string): Promise<{ c: RawClient; features: Element }> {
-  const c = await RawClient.connect(port, { localAddress });
+export async function secured(port: number, identity?: { cert: string; key: string }, domain?: string, localAddress?: string, prefix?: Buffer): Promise<{ c: RawClient; features: Element }> {
+  const c = await RawClient.connect(port, { localAddress, prefix });
   c.send(header(domain));
   await readStreamStart(c);
   c.send(STARTTLS);

@@ -98,11 +98,17 @@ export class RawClient {
     return new RawClient(sock);
   }
 
-  static async connect(port: number, opts: { directTls?: boolean; host?: string; localAddress?: string } = {}): Promise<RawClient> {
+  /** `prefix`: bytes sent first, before TLS too (a load balancer's PROXY protocol header). */
+  static async connect(port: number, opts: { directTls?: boolean; host?: string; localAddress?: string; prefix?: Buffer } = {}): Promise<RawClient> {
     const host = opts.host ?? '127.0.0.1';
+    const tcp = () => {
+      const s = net.connect({ port, host, localAddress: opts.localAddress });
+      if (opts.prefix) s.write(opts.prefix);
+      return s;
+    };
     const sock = opts.directTls
-      ? tls.connect({ port, host, rejectUnauthorized: false, servername: 'localhost', ...(opts.localAddress ? { socket: net.connect({ port, host, localAddress: opts.localAddress }) } : {}) })
-      : net.connect({ port, host, localAddress: opts.localAddress });
+      ? tls.connect({ port, host, rejectUnauthorized: false, servername: 'localhost', ...(opts.localAddress || opts.prefix ? { socket: tcp() } : {}) })
+      : tcp();
     await once(sock, opts.directTls ? 'secureConnect' : 'connect');
     return new RawClient(sock);
   }
