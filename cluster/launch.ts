@@ -427,6 +427,8 @@ export function nodeProcess(o: NodeProcessInput): { id: string; command: string;
     XMPP_UPLOAD_DIR: join(o.dir, 'uploads'),
     XMPP_TLS_CERT: o.certFile,
     XMPP_TLS_KEY: o.keyFile,
+    // HAProxy reaches the nodes from 127.0.0.1, each connection beginning with a PROXY header (cluster/spec.ts).
+    XMPP_PROXY_PROTOCOL_FROM: HOST,
   };
   const env = { ...(o.inherited ?? {}), ...o.shared, ...perNode } as Record<string, string>;
   // cwd is the data directory. The repository's xmpp.config.json, if any,

@@ -80,7 +80,7 @@ export const HAPROXY_CFG_PATH = '/usr/local/etc/haproxy/haproxy.cfg';
  * nodes share one machine; every other setting comes from node.env.
  */
 export const LAUNCHER_OVERRIDES = [
-  'XMPP_NODE_ID', 'XMPP_REDIS_URL', 'XMPP_DATABASE_URL', 'XMPP_BIND_HOST', 'XMPP_C2S_PORT', 'XMPP_TLS_PORT', 'XMPP_S2S_PORT', 'XMPP_HTTPS_PORT', 'XMPP_HTTP_PUBLIC_URL', 'XMPP_DATA_DIR', 'XMPP_UPLOAD_DIR', 'XMPP_TLS_CERT', 'XMPP_TLS_KEY',
+  'XMPP_NODE_ID', 'XMPP_REDIS_URL', 'XMPP_DATABASE_URL', 'XMPP_BIND_HOST', 'XMPP_C2S_PORT', 'XMPP_TLS_PORT', 'XMPP_S2S_PORT', 'XMPP_HTTPS_PORT', 'XMPP_HTTP_PUBLIC_URL', 'XMPP_DATA_DIR', 'XMPP_UPLOAD_DIR', 'XMPP_TLS_CERT', 'XMPP_TLS_KEY', 'XMPP_PROXY_PROTOCOL_FROM',
 ] as const;
 
 /**
@@ -145,8 +145,9 @@ const READYZ = ['option httpchk GET /readyz', 'http-check expect status 200'];
 /** Without them: open a stream (client or server namespace) and expect the node's stream header back (the node lives, nothing more). */
 const streamHeader = (ns: 'jabber:client' | 'jabber:server') =>
   `<stream:stream xmlns='${ns}' xmlns:stream='http://etherx.jabber.org/streams' to='\${XMPP_DOMAIN}' version='1.0'>`;
-const streamCheck = (ns: 'jabber:client' | 'jabber:server') => ['option tcp-check', 'tcp-check connect', `tcp-check send "${streamHeader(ns)}"`, 'tcp-check expect string "<stream:stream"'];
-const tlsStreamCheck = (ns: 'jabber:client' | 'jabber:server') => ['option tcp-check', 'tcp-check connect ssl', `tcp-check send "${streamHeader(ns)}"`, 'tcp-check expect string "<stream:stream"'];
+// An explicit `tcp-check connect` does not take the server line's check-send-proxy: it says send-proxy itself.
+const streamCheck = (ns: 'jabber:client' | 'jabber:server') => ['option tcp-check', 'tcp-check connect send-proxy', `tcp-check send "${streamHeader(ns)}"`, 'tcp-check expect string "<stream:stream"'];
+const tlsStreamCheck = (ns: 'jabber:client' | 'jabber:server') => ['option tcp-check', 'tcp-check connect send-proxy ssl', `tcp-check send "${streamHeader(ns)}"`, 'tcp-check expect string "<stream:stream"'];
 
 /** Load balancer behaviour, one place for both set-ups. */
 export const HAPROXY_DEFAULTS = [
@@ -202,7 +203,12 @@ export function haproxyConfig(o: HaproxyOptions): string {
     );
   }
   // Every pair passes TCP through: STARTTLS (clients, peer servers) happens
-  // end to end between the peer and the node.
+  // end to end between the peer and the node. Each connection to a node
+  // begins with a PROXY protocol header naming the client (send-proxy-v2),
+  // its health checks' too (check-send-proxy: they go to another port than
+  // the server's, which HAProxy would otherwise send them without): the
+  // nodes list the balancer in XMPP_PROXY_PROTOCOL_FROM, so that their
+  // per-address limits and logs see the clients.
   // Web clients' HTTPS passes through too (TLS ends on the node, with the
   // cluster's certificate).
   // Every node has an HTTPS port when the balancer has one (node.env sets it for all).
@@ -220,7 +226,7 @@ export function haproxyConfig(o: HaproxyOptions): string {
   for (const b of backends) {
     // Direct TLS (XEP-0368) passes through as TCP; only a check speaks TLS (the node's certificate is not verified: it is the node's health that counts).
     lines.push(`backend ${b.name}`, ...(readyz ? READYZ : b.check).map((l) => `    ${l}`));
-    const check = (healthPort: number | undefined) => (readyz ? `check port ${healthPort} check-ssl verify none` : b.name === 'xmpp_tls' ? 'check verify none' : 'check');
+    const check = (healthPort: number | undefined) => `send-proxy-v2 ${readyz ? `check port ${healthPort} check-ssl verify none check-send-proxy` : b.name === 'xmpp_tls' ? 'check verify none' : 'check'}`;
     if ('dns' in o.servers) {
       const { service, max } = o.servers.dns;
       lines.push(`    server-template ${service} 1-${max} ${service}:${b.dnsPort} ${check(HTTPS_PORT)} resolvers docker resolve-prefer ipv4 init-addr none`);

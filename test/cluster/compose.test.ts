@@ -6,9 +6,9 @@ import { execFile } from 'node:child_process';
 import http from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse } from 'yaml';
 import {
@@ -17,7 +17,7 @@ import {
   nodeEnv, parseEnvFile, redisUrl, postgresUrl, haproxyConfig, composeHaproxyConfig,
 } from '../../cluster/spec.ts';
 import { nodeProcess, redisArgs, freePort } from '../../cluster/launch.ts';
-import { SETTINGS, loadConfig } from '../../src/config/index.ts';
+import { SETTINGS, loadConfig, proxyProtocolFromOf } from '../../src/config/index.ts';
 
 const run = promisify(execFile);
 const read = (p: string) => readFileSync(join(ROOT, p), 'utf8');
@@ -152,7 +152,7 @@ test('cluster/haproxy.cfg is what the spec generates, finds the replicas through
   t.is(cfg, composeHaproxyConfig(), 'out of date: npm run -s cluster -- --write-compose-haproxy');
   for (const port of [C2S_PORT, TLS_PORT, S2S_PORT, HTTPS_PORT]) {
     t.true(cfg.includes(`\n    bind :${port}\n`), `frontend on ${port}`);
-    t.true(cfg.includes(`server-template ${SERVICES.node} 1-${MAX_REPLICAS} ${SERVICES.node}:${port} check`), `replicas of ${SERVICES.node} on ${port}`);
+    t.true(cfg.includes(`server-template ${SERVICES.node} 1-${MAX_REPLICAS} ${SERVICES.node}:${port} send-proxy-v2 check`), `replicas of ${SERVICES.node} on ${port}`);
   }
   t.regex(cfg, /nameserver \S+ 127\.0\.0\.11:53/);
   for (const line of ['mode tcp', 'balance leastconn', 'timeout client 1h', 'timeout server 1h', 'timeout tunnel 1h'])
@@ -163,23 +163,30 @@ test('cluster/haproxy.cfg is what the spec generates, finds the replicas through
     const b = new RegExp(`^backend ${name}\\n((?: {4}.*\\n?)*)`, 'm').exec(cfg);
     t.truthy(b, `a ${name} backend`);
     t.true(b![1].includes('    option httpchk GET /readyz\n    http-check expect status 200\n'), name);
-    t.true(b![1].includes(` check port ${HTTPS_PORT} check-ssl verify none resolvers`), name);
+    // A PROXY protocol header before every connection's bytes, the health checks' too.
+    t.true(b![1].includes(` send-proxy-v2 check port ${HTTPS_PORT} check-ssl verify none check-send-proxy resolvers`), name);
     t.false(b![1].includes('tcp-check'), name);
   }
   // The launcher's configuration differs only in where the servers are.
   const launcher = haproxyConfig({ bind: '127.0.0.1', c2sPort: 1, tlsPort: 2, s2sPort: 3, httpsPort: 7, servers: { static: [{ name: 'node-1', host: '127.0.0.1', c2sPort: 4, tlsPort: 5, s2sPort: 6, httpsPort: 8 }] } });
   const common = (s: string) => s.split('\n').filter((l) => !/^\s*(bind|server|server-template|nameserver|accepted_payload_size|hold)\b|^resolvers|^#/.test(l) && l.trim());
   t.deepEqual(common(launcher), common(cfg));
-  t.true(launcher.includes('\n    server node-1 127.0.0.1:6 check port 8 check-ssl verify none\n'), "the node's s2s port, checked on its HTTPS port");
+  t.true(launcher.includes('\n    server node-1 127.0.0.1:6 send-proxy-v2 check port 8 check-ssl verify none check-send-proxy\n'), "the node's s2s port, checked on its HTTPS port");
   // Federation and web clients off in the launcher: no s2s pair, and no
   // HTTPS port to ask: a check opens a stream (client namespace; over TLS
   // for direct TLS) and expects the node's header.
   const noS2s = haproxyConfig({ bind: '127.0.0.1', c2sPort: 1, tlsPort: 2, servers: { static: [{ name: 'node-1', host: '127.0.0.1', c2sPort: 4, tlsPort: 5 }] } });
   t.false(noS2s.includes('xmpp_s2s'));
   t.false(noS2s.includes('readyz'));
-  t.true(noS2s.includes(`    tcp-check connect\n    tcp-check send "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='\${XMPP_DOMAIN}' version='1.0'>"\n    tcp-check expect string "<stream:stream"\n    server node-1 127.0.0.1:4 check\n`));
-  t.true(noS2s.includes('    tcp-check connect ssl\n'));
-  t.true(noS2s.includes('    server node-1 127.0.0.1:5 check verify none\n'));
+  t.true(noS2s.includes(`    tcp-check connect send-proxy\n    tcp-check send "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='\${XMPP_DOMAIN}' version='1.0'>"\n    tcp-check expect string "<stream:stream"\n    server node-1 127.0.0.1:4 send-proxy-v2 check\n`));
+  t.true(noS2s.includes('    tcp-check connect send-proxy ssl\n'));
+  t.true(noS2s.includes('    server node-1 127.0.0.1:5 send-proxy-v2 check verify none\n'));
+  // HAProxy accepts that form too.
+  const noS2sFile = join(mkdtempSync(join(tmpdir(), 'haproxy-')), 'haproxy.cfg');
+  t.teardown(() => rmSync(dirname(noS2sFile), { recursive: true, force: true }));
+  writeFileSync(noS2sFile, noS2s);
+  const checked = await run('haproxy', ['-c', '-f', noS2sFile], { env: { ...process.env, XMPP_DOMAIN: env.XMPP_DOMAIN } });
+  t.regex(checked.stdout + checked.stderr, /Configuration file is valid/);
   const { stdout, stderr } = await run('haproxy', ['-c', '-f', join(ROOT, 'cluster/haproxy.cfg')], { env: { ...process.env, XMPP_DOMAIN: env.XMPP_DOMAIN } });
   t.regex(stdout + stderr, /Configuration file is valid/);
 });
@@ -199,6 +206,12 @@ test('node.env holds only known, valid settings and agrees with the spec', (t) =
   t.is(config.dataDir, DATA_DIR);
   t.is(config.bindHost, '0.0.0.0', 'reachable from the load balancer container');
   t.is(config.tlsCert, `${CERT_DIR}/${CERT_FILE}`);
+  // The load balancer says whom each connection is from (PROXY protocol),
+  // from some address of compose's network: Docker's private ranges.
+  t.false('XMPP_PER_IP_EXEMPT' in env, 'per-address limits apply: the nodes see the clients');
+  const balancers = proxyProtocolFromOf(config);
+  for (const lb of ['172.18.0.5', '192.168.16.3', '10.5.0.2']) t.true(balancers.check(lb, 'ipv4'), lb);
+  t.false(balancers.check('127.0.0.1', 'ipv4'), "a node's own health check (127.0.0.1) sends no header");
   t.throws(() => parseEnvFile('A="quoted"'), { message: /quotes/ });
   t.throws(() => parseEnvFile('A=1 # note'), { message: /trailing comments/ });
   t.throws(() => parseEnvFile('export A=1'), { message: /KEY=VALUE/ });
@@ -224,6 +237,7 @@ test('the launcher runs the spec command with node.env, overriding only its per-
   t.not(specs[0].env.XMPP_DATA_DIR, specs[1].env.XMPP_DATA_DIR);
   t.is(specs[0].env.XMPP_UPLOAD_DIR, specs[1].env.XMPP_UPLOAD_DIR, 'one uploads directory for every node');
   t.is(specs[0].env.XMPP_UPLOAD_DIR, '/run/c/uploads');
+  t.is(specs[0].env.XMPP_PROXY_PROTOCOL_FROM, '127.0.0.1', "the launcher's HAProxy, on 127.0.0.1");
 });
 
 test('the Dockerfile: Node 26, the spec command, non-root, ports, data volume, health check', (t) => {

@@ -15,14 +15,17 @@ import pg from 'pg';
 import { launchCluster, LaunchError, freePort } from '../../cluster/launch.ts';
 import type { ClusterProcess } from '../../cluster/launch.ts';
 import { ROOT, HEALTHCHECK_COMMAND } from '../../cluster/spec.ts';
-import { login, RawClient, header, parseAttrs } from '../helpers/raw.ts';
+import { login, RawClient, header, parseAttrs, plainAuth } from '../helpers/raw.ts';
 import { NS_FRAMING, WsClient, openStream, scramLogin, wsBind } from '../helpers/ws.ts';
-import { within } from '../helpers/protocol.ts';
+import { within, secured, saslCondition } from '../helpers/protocol.ts';
 import { BoshClient, boshBind, boshScram } from '../helpers/bosh.ts';
 
 const run = promisify(execFile);
 // Generous for a loaded CI machine; the failover below does not wait for it.
-const env = { XMPP_WORKERS: '1', XMPP_NODE_LEASE_MS: '3000' };
+// Two failed authentications lock an address out, to see the per-address
+// limits apply behind the balancer.
+const env = { XMPP_WORKERS: '1', XMPP_NODE_LEASE_MS: '3000', XMPP_AUTH_FAILURES_PER_IP: '2' };
+const onLinux = process.platform === 'linux';
 
 /** Is a process with this pid still there? */
 function alive(pid: number): boolean {
@@ -88,11 +91,16 @@ test('two nodes behind haproxy: CLI account, logins spread by the balancer, mess
   t.deepEqual((await db.query<{ username: string }>('SELECT username FROM accounts ORDER BY username')).rows.map((row) => row.username), ['alice', 'bob']);
   await db.end();
 
-  // The container health check passes against a node and through the balancer (a stream), and with the node's /readyz.
-  for (const port of [cluster.nodes[0].c2sPort, cluster.c2sPort]) {
-    await t.notThrowsAsync(run(process.execPath, [join(ROOT, HEALTHCHECK_COMMAND[1])], { env: { ...process.env, XMPP_C2S_PORT: String(port), XMPP_HTTP_PORT: '', XMPP_HTTPS_PORT: '' } }));
-  }
-  await t.notThrowsAsync(run(process.execPath, [join(ROOT, HEALTHCHECK_COMMAND[1])], { env: { ...process.env, XMPP_HTTPS_PORT: String(cluster.nodes[0].httpsPort), XMPP_C2S_PORT: '1' } }));
+  // The container health check passes through the balancer, with a stream and with the nodes' /readyz.
+  await t.notThrowsAsync(run(process.execPath, [join(ROOT, HEALTHCHECK_COMMAND[1])], { env: { ...process.env, XMPP_C2S_PORT: String(cluster.c2sPort), XMPP_HTTP_PORT: '', XMPP_HTTPS_PORT: '' } }));
+  await t.notThrowsAsync(run(process.execPath, [join(ROOT, HEALTHCHECK_COMMAND[1])], { env: { ...process.env, XMPP_HTTPS_PORT: String(cluster.httpsPort), XMPP_C2S_PORT: '1' } }));
+  // The nodes take connections from 127.0.0.1 (the balancer's address) only
+  // with a PROXY protocol header: a stream straight to a node is closed unanswered.
+  const around = await RawClient.connect(cluster.nodes[0].c2sPort);
+  t.teardown(() => around.destroy());
+  around.send(header());
+  await within(around.closed, 30_000, 'a stream around the balancer to be closed');
+  t.is(around.buffer, '');
 
   // Both logins go through the load balancer; leastconn puts the second
   // (while the first is open) on the other node.
@@ -175,6 +183,36 @@ test('two nodes behind haproxy: CLI account, logins spread by the balancer, mess
   t.like(parseAttrs(opened), { xmlns: 'jabber:server', from: cluster.domain });
   s.destroy();
 
+  // The nodes see each client's address, which the balancer's PROXY header
+  // names (every 127/8 address is the loopback on Linux; without the header
+  // they would all be 127.0.0.1): their logs name it, and their per-address
+  // limits count it. 127.0.0.3 is refused once it has failed twice on a node
+  // (each node counts its own: within 2 x 2 + 1 attempts), while 127.0.0.1
+  // (exempt by default) and 127.0.0.2 log in.
+  if (onLinux) {
+    const named = await within(secured(cluster.c2sPort, undefined, undefined, '127.0.0.2'), 30_000, 'a stream from 127.0.0.2');
+    t.teardown(() => named.c.destroy());
+    named.c.send(plainAuth('bob', 'bob-pw'));
+    t.is((await named.c.nextEl()).name, 'success');
+    const line = /"msg":"authenticated","sid":"[^"]*","user":"bob","mechanism":"PLAIN","ip":"127\.0\.0\.2"/;
+    await Promise.any(cluster.nodes.map((n) => logged(n.logFile, line, `a node to log bob's login from 127.0.0.2`)));
+    named.c.destroy();
+    const outcomes: (string | undefined)[] = [];
+    while (outcomes.length < 5 && !outcomes.includes('temporary-auth-failure')) {
+      const { c } = await within(secured(cluster.c2sPort, undefined, undefined, '127.0.0.3'), 30_000, 'a stream from 127.0.0.3');
+      c.send(plainAuth('alice', `guess-${outcomes.length}`));
+      outcomes.push(saslCondition(await c.nextEl()));
+      c.destroy();
+    }
+    t.is(outcomes.at(-1), 'temporary-auth-failure', `outcomes from 127.0.0.3: ${outcomes.join(', ')}`);
+    t.true(outcomes.slice(0, -1).every((o) => o === 'not-authorized'));
+    await Promise.any(cluster.nodes.map((n) => logged(n.logFile, /too many failed authentications from one address[^\n]*"ip":"127\.0\.0\.3"/, 'a node to log the lock-out of 127.0.0.3')));
+    const again = await within(secured(cluster.c2sPort, undefined, undefined, '127.0.0.2'), 30_000, 'a stream from 127.0.0.2');
+    again.c.send(plainAuth('alice', 'alice-pw'));
+    t.is((await again.c.nextEl()).name, 'success');
+    again.c.destroy();
+  }
+
   // The balancer asks every node's /readyz: with PostgreSQL refusing
   // connections, each node says 503 and is taken out of every backend;
   // once PostgreSQL is back, they are put back. Sessions stay where they are.
@@ -208,8 +246,8 @@ test('two nodes behind haproxy: CLI account, logins spread by the balancer, mess
   // Stop: every process exits, the survivor gracefully (streams closed with
   // system-shutdown; a web client's with <close see-other-uri/> naming the
   // balancer's endpoint, RFC 7395 §3.6.1).
-  const survivorNode = cluster.nodes.find((n) => n.name === onA)!;
-  const web2 = await WsClient.connect(`wss://${cluster.domain}:${survivorNode.httpsPort}/xmpp-websocket`, { ca });
+  // (Through the balancer: the survivor is the only node left.)
+  const web2 = await WsClient.connect(`wss://${cluster.domain}:${cluster.httpsPort}/xmpp-websocket`, { ca });
   t.teardown(() => web2.close());
   await openStream(web2);
   await scramLogin(web2, 'alice', 'alice-pw');
