@@ -78,6 +78,13 @@ onLinux('behind a PROXY protocol balancer: the client it names is the one logged
   t.is(await plain(d, 'bob', 'bob-pw'), 'success');
   t.like(await authenticated(server, 'bob', mark), { ip: '192.0.2.10', port: 40010 });
 
+  // A peer server's stream through the balancer (the server-to-server port).
+  const s2sPort = server.logs.find((l) => l.msg === 'listening')!.s2sPort as number;
+  const peer = await RawClient.connect(s2sPort, { prefix: proxyV2('192.0.2.30', 40030) });
+  t.teardown(() => peer.destroy());
+  await peer.exchange("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='peer.example' to='localhost' version='1.0'>", /<stream:stream\b[^>]*>/);
+  peer.destroy();
+
   // An IPv6 client, and the text version of the header (send-proxy).
   mark = server.logs.length;
   t.is(await plain(await through(t, c2s, proxyV2('2001:db8::5', 5)), 'alice', 'alice-pw'), 'success');
