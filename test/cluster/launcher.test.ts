@@ -194,7 +194,7 @@ test('two nodes behind haproxy: CLI account, logins spread by the balancer, mess
     t.teardown(() => named.c.destroy());
     named.c.send(plainAuth('bob', 'bob-pw'));
     t.is((await named.c.nextEl()).name, 'success');
-    const line = /"msg":"authenticated","sid":"[^"]*","user":"bob","mechanism":"PLAIN","ip":"127\.0\.0\.2"/;
+    const line = /^(?=.*"msg":"authenticated")(?=.*"user":"bob")(?=.*"ip":"127\.0\.0\.2").*$/m;
     await Promise.any(cluster.nodes.map((n) => logged(n.logFile, line, `a node to log bob's login from 127.0.0.2`)));
     named.c.destroy();
     const outcomes: (string | undefined)[] = [];
@@ -206,7 +206,7 @@ test('two nodes behind haproxy: CLI account, logins spread by the balancer, mess
     }
     t.is(outcomes.at(-1), 'temporary-auth-failure', `outcomes from 127.0.0.3: ${outcomes.join(', ')}`);
     t.true(outcomes.slice(0, -1).every((o) => o === 'not-authorized'));
-    await Promise.any(cluster.nodes.map((n) => logged(n.logFile, /too many failed authentications from one address[^\n]*"ip":"127\.0\.0\.3"/, 'a node to log the lock-out of 127.0.0.3')));
+    await Promise.any(cluster.nodes.map((n) => logged(n.logFile, /^(?=.*too many failed authentications from one address)(?=.*"ip":"127\.0\.0\.3").*$/m, 'a node to log the lock-out of 127.0.0.3')));
     const again = await within(secured(cluster.c2sPort, undefined, undefined, '127.0.0.2'), 30_000, 'a stream from 127.0.0.2');
     again.c.send(plainAuth('alice', 'alice-pw'));
     t.is((await again.c.nextEl()).name, 'success');
