@@ -11,7 +11,9 @@ import { Aggregate } from './stats.ts';
 import type { LatencySummary, StatsDelta } from './stats.ts';
 import { now } from './client.ts';
 import type { MechanismName, TlsMode } from './client.ts';
-import { WORKLOADS } from './options.ts';
+import { WORKLOADS, webUrl } from './options.ts';
+import { TRANSPORTS } from './web.ts';
+import type { Transport } from './web.ts';
 import type { FromWorker, LoadOptions, ToWorker, Workload } from './options.ts';
 import { renderReport } from './report.ts';
 
@@ -42,7 +44,16 @@ Options:
                       unless --allow-remote
   --port P            default 5222, or 5223 with --tls direct
   --domain D          XMPP domain (default localhost)
-  --tls MODE          starttls | direct | none (default starttls)
+  --tls MODE          starttls | direct | none (default starttls); with
+                      --transport websocket or bosh: direct (wss://,
+                      https://, the default) or none (ws://, http://)
+  --transport T       tcp | websocket | bosh (default tcp): XMPP over
+                      WebSocket (RFC 7395) at /xmpp-websocket, or BOSH
+                      (XEP-0124, XEP-0206) at /http-bind, on the server's
+                      HTTP(S) port (--port, or --url); login, chat and idle
+  --url URL           with --transport websocket or bosh: the endpoint
+                      (ws:// or wss://; http:// or https://), instead of
+                      --host, --port, --tls and the default path
   --mechanism M       SCRAM-SHA-1 | PLAIN | ANONYMOUS (default SCRAM-SHA-1)
   --sm                enable stream management (XEP-0198) after binding and
                       acknowledge what the server asks for
@@ -114,7 +125,9 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
         host: { type: 'string', default: '127.0.0.1' },
         port: { type: 'string' },
         domain: { type: 'string', default: 'localhost' },
-        tls: { type: 'string', default: 'starttls' },
+        tls: { type: 'string' },
+        transport: { type: 'string', default: 'tcp' },
+        url: { type: 'string' },
         mechanism: { type: 'string', default: 'SCRAM-SHA-1' },
         sm: { type: 'boolean', default: false },
         users: { type: 'string' },
@@ -155,13 +168,43 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
   const [workload, ...extra] = parsed.positionals;
   if (!WORKLOADS.includes(workload as Workload)) throw new UsageError(workload ? `unknown workload ${JSON.stringify(workload)}` : 'which workload? login, chat, idle, storm, flap or muc');
   if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);
-  const tlsMode = v.tls as TlsMode;
+  const transport = v.transport as Transport;
+  if (!TRANSPORTS.includes(transport)) throw new UsageError(`--transport: tcp, websocket or bosh, not ${JSON.stringify(v.transport)}`);
+  const webT = transport !== 'tcp';
+  let tlsMode = (v.tls ?? (webT ? 'direct' : 'starttls')) as TlsMode;
   if (!['starttls', 'direct', 'none'].includes(tlsMode)) throw new UsageError(`--tls: starttls, direct or none, not ${JSON.stringify(v.tls)}`);
+  if (webT && tlsMode === 'starttls') throw new UsageError(`--tls: direct or none with --transport ${transport} (no STARTTLS over HTTP)`);
+  if (v.url !== undefined && !webT) throw new UsageError('--url goes with --transport websocket or bosh');
+  let host = v.host;
+  let urlPort: number | undefined;
+  let web: LoadOptions['web'];
+  if (webT) {
+    if (!['login', 'chat', 'idle'].includes(workload!)) throw new UsageError(`--transport ${transport}: the login, chat and idle workloads only`);
+    if (v['remote-domain'] !== undefined || v['resume-port'] !== undefined) throw new UsageError(`--transport ${transport}: not with --remote-domain or --resume-port`);
+    if (v.url !== undefined) {
+      let u: URL;
+      try {
+        u = new URL(v.url);
+      } catch {
+        throw new UsageError(`--url: not a URL: ${JSON.stringify(v.url)}`);
+      }
+      const schemes = transport === 'websocket' ? ['ws:', 'wss:'] : ['http:', 'https:'];
+      if (!schemes.includes(u.protocol)) throw new UsageError(`--url: ${schemes.map((x) => `${x}//`).join(' or ')} for --transport ${transport}`);
+      const secure = u.protocol === 'wss:' || u.protocol === 'https:';
+      tlsMode = secure ? 'direct' : 'none';
+      host = u.hostname.replace(/^\[|\]$/g, '');
+      urlPort = u.port === '' ? (secure ? 443 : 80) : Number(u.port);
+      web = { secure, path: u.pathname + u.search };
+    } else {
+      if (v.port === undefined) throw new UsageError(`--transport ${transport}: which HTTP port? --port (the server's XMPP_HTTPS_PORT, or XMPP_HTTP_PORT with --tls none) or --url`);
+      web = { secure: tlsMode === 'direct', path: transport === 'websocket' ? '/xmpp-websocket' : '/http-bind' };
+    }
+  }
   const mechanism = v.mechanism.toUpperCase() as MechanismName;
   if (!['SCRAM-SHA-1', 'PLAIN', 'ANONYMOUS'].includes(mechanism)) throw new UsageError(`--mechanism: SCRAM-SHA-1, PLAIN or ANONYMOUS, not ${JSON.stringify(v.mechanism)}`);
   const wl = workload as Workload;
   const connections = num('connections', v.connections, { int: true, min: 1 })!;
-  const port = num('port', v.port, { int: true, min: 1 }) ?? (tlsMode === 'direct' ? 5223 : 5222);
+  const port = urlPort ?? num('port', v.port, { int: true, min: 1 }) ?? (tlsMode === 'direct' ? 5223 : 5222);
   if (port > 65535) throw new UsageError('--port: at most 65535');
   const pid = num('pid', v.pid, { int: true, min: 1 });
   const resumePort = num('resume-port', v['resume-port'], { int: true, min: 1 });
@@ -182,11 +225,13 @@ export function parseLoadArgs(argv: string[]): LoadOptions | 'help' {
   if (wl === 'muc' && users < occupants) throw new UsageError(`--users: at least --occupants (${occupants}), so that no account is twice in one room`);
   return {
     workload: wl,
-    host: v.host,
-    hostName: v.host,
+    host,
+    hostName: host,
     port,
     domain: v.domain,
     tls: tlsMode,
+    transport,
+    web,
     mechanism,
     sm: v.sm || v.resume || wl === 'flap',
     resume: v.resume || wl === 'flap',
@@ -405,7 +450,7 @@ const LATENCY_LABEL: Record<Workload, string> = { login: 'connect to bound', cha
 function human(s: Summary, o: LoadOptions): string {
   const lines: string[] = [];
   const row = (k: string, v: string) => lines.push(`${k.padEnd(12)}${v}`);
-  row('workload', `${s.workload}  target ${s.target} (${o.tls}, ${o.mechanism}${o.sm ? ', stream management' : ''}), ${o.workers} worker(s)`);
+  row('workload', `${s.workload}  target ${s.target} (${o.transport === 'tcp' ? o.tls : o.transport}, ${o.mechanism}${o.sm ? ', stream management' : ''}), ${o.workers} worker(s)`);
   row('duration', `${s.durationS.toFixed(2)} s`);
   const what = { login: 'logins', chat: 'messages delivered', idle: 'connections', storm: 'reconnections', flap: 'messages delivered', muc: 'deliveries (fanned out)' }[s.workload];
   row('completed', `${s.completed} ${what} (${s.perSecond.toFixed(1)}/s)`);
@@ -450,7 +495,7 @@ export async function runLoad(argv: string[]): Promise<number> {
     console.error(`load: ${err.message}\n\n${LOAD_USAGE}`);
     return 2;
   }
-  const target = `${o.hostName}:${o.port}`;
+  const target = webUrl({ ...o, host: o.hostName }) ?? `${o.hostName}:${o.port}`;
   const fail = (message: string, kind: string): number => {
     console.error(`load: ${message}`);
     if (o.json) {

@@ -8,6 +8,8 @@ import tls from 'node:tls';
 import { Tokenizer, attr, childText, errorCondition, startTag } from './tokenizer.ts';
 import type { TokenSink } from './tokenizer.ts';
 import { ScramClient } from './scram.ts';
+import { BoshLink, WsLink } from './web.ts';
+import type { Link, LinkOwner, Transport } from './web.ts';
 
 export type TlsMode = 'starttls' | 'direct' | 'none';
 export type MechanismName = 'SCRAM-SHA-1' | 'PLAIN' | 'ANONYMOUS';
@@ -18,6 +20,9 @@ export interface Target {
   domain: string;
   tls: TlsMode;
   mechanism: MechanismName;
+  /** TCP (host, port, tls), or a web transport at `url` (then host, port and tls are not used). */
+  transport?: Transport;
+  url?: string;
   /** Connect to bound (or to ready, for registration) must take less than this. */
   timeoutMs: number;
 }
@@ -88,7 +93,7 @@ export interface ConnOptions {
   resumeFrom?: ResumeState;
 }
 
-export class Conn implements TokenSink {
+export class Conn implements TokenSink, LinkOwner {
   readonly target: Target;
   readonly opts: ConnOptions;
   readonly handler: ConnHandler;
@@ -102,6 +107,8 @@ export class Conn implements TokenSink {
   jid = '';
   private raw!: net.Socket;
   private sock!: net.Socket;
+  /** A web transport (WebSocket, BOSH) instead of the sockets. */
+  private link: Link | undefined;
   private secure = false;
   private authenticated = false;
   private scram: ScramClient | undefined;
@@ -123,6 +130,18 @@ export class Conn implements TokenSink {
     this.tok = new Tokenizer(this);
     this.startedAt = now();
     this.timer = setTimeout(() => this.fail('timeout'), target.timeoutMs);
+    if (target.transport === 'websocket' || target.transport === 'bosh') {
+      // No STARTTLS on a web transport: the URL's scheme says whether it is TLS.
+      this.secure = true;
+      this.tok.reset(true);
+      const web = { url: target.url!, domain: target.domain, secureContext: secureContext() };
+      if (target.transport === 'websocket') this.link = new WsLink(web, this);
+      else {
+        this.link = new BoshLink(web, this);
+        this.link.open();
+      }
+      return;
+    }
     if (target.tls === 'direct') {
       this.state = 'tls';
       const t = tls.connect({ host: target.host, port: target.port, servername: target.domain, secureContext: secureContext(), rejectUnauthorized: false, ALPNProtocols: ['xmpp-client'] });
@@ -161,7 +180,52 @@ export class Conn implements TokenSink {
     if (this.state === 'connecting') this.fail('connect');
     else if (this.state === 'tls' || this.state === 'starttls') this.fail('tls');
     else if (this.state === 'closing') this.finish(undefined);
-    else this.fail(err.code === 'ECONNRESET' || err.code === 'EPIPE' ? 'closed' : `socket:${err.code ?? 'error'}`);
+    else this.fail(err.code === 'ECONNRESET' || err.code === 'EPIPE' ? 'closed' : err.code?.startsWith('bosh:') ? err.code : `socket:${err.code ?? 'error'}`);
+  }
+
+  // ---- LinkOwner (web transports) ----
+
+  linkOpened(header: boolean): void {
+    if (this.state !== 'connecting') return;
+    this.state = 'features';
+    if (header) this.sendHeader();
+  }
+
+  linkFrame(text: string): void {
+    // RFC 7395 §3.4, §3.6: the framing's stream header and end are elements of their own.
+    if (text.startsWith('<open')) return;
+    if (text.startsWith('<close')) {
+      if (text.includes('see-other-uri')) return this.fail('see-other-uri');
+      return this.end();
+    }
+    this.tok.write(text);
+  }
+
+  linkData(text: string): void {
+    this.tok.write(text);
+  }
+
+  linkError(code: string | undefined): void {
+    const err = new Error(code ?? 'error') as NodeJS.ErrnoException;
+    err.code = code;
+    this.socketError(err);
+  }
+
+  linkClosed(error?: string): void {
+    if (error && this.state !== 'closing') this.fail(error);
+    else this.closed();
+  }
+
+  private destroyTransport(): void {
+    if (this.link) this.link.destroy();
+    else this.raw.destroy();
+  }
+
+  /** Whitespace on TCP; a WebSocket ping; nothing on BOSH, whose held request is renewed anyway. */
+  keepalive(): void {
+    if (this.state !== 'ready') return;
+    if (this.link) this.link.keepalive();
+    else this.write(' ');
   }
 
   private closed(): void {
@@ -171,11 +235,21 @@ export class Conn implements TokenSink {
     else this.fail('closed');
   }
 
+  /** One element (or, on TCP, any text). */
   write(s: string): void {
-    if (this.state !== 'closed') this.sock.write(s);
+    if (this.state === 'closed') return;
+    if (this.link) this.link.send([s]);
+    else this.sock.write(s);
+  }
+
+  private writeList(list: string[]): void {
+    if (this.state === 'closed') return;
+    if (this.link) this.link.send(list);
+    else this.sock.write(list.join(''));
   }
 
   private sendHeader(): void {
+    if (this.link) return this.link.open();
     this.write(`<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='${escapeAttr(this.target.domain)}' version='1.0'>`);
   }
 
@@ -187,7 +261,8 @@ export class Conn implements TokenSink {
 
   end(): void {
     if (this.state === 'closing') {
-      this.sock.end();
+      if (this.link) this.link.end();
+      else this.sock.end();
       return;
     }
     this.fail('closed');
@@ -318,7 +393,7 @@ export class Conn implements TokenSink {
     }
     this.authenticated = true;
     this.state = 'features';
-    this.tok.reset();
+    this.tok.reset(this.link !== undefined);
     this.sendHeader();
   }
 
@@ -353,7 +428,7 @@ export class Conn implements TokenSink {
     this.outAcked = from.outAcked;
     this.acked(Number(attr(startTag(raw), 'h')));
     this.boundAt = now();
-    if (this.outbound.length > 0) this.write(this.outbound.join(''));
+    if (this.outbound.length > 0) this.writeList(this.outbound);
     this.toReady();
   }
 
@@ -372,16 +447,15 @@ export class Conn implements TokenSink {
    */
   sendStanzas(list: string[]): void {
     if (this.state !== 'ready' && this.state !== 'sm') return;
-    let out = list.join('');
     if (this.opts.resume) {
       this.outbound.push(...list);
       this.sinceRequest += list.length;
       if (this.sinceRequest >= ACK_EVERY) {
         this.sinceRequest = 0;
-        out += `<r xmlns='${NS_SM}'/>`;
+        list = [...list, `<r xmlns='${NS_SM}'/>`];
       }
     }
-    this.write(out);
+    this.writeList(list);
   }
 
   /** What resuming this session on a new connection takes (XEP-0198 §5); undefined without resumption. */
@@ -408,10 +482,12 @@ export class Conn implements TokenSink {
     }
     this.state = 'closing';
     // XEP-0198 §4: what was received is acknowledged before the stream closes, or the server keeps it for the next login.
-    this.sock.write(this.opts.sm ? `<a xmlns='${NS_SM}' h='${this.handled}'/></stream:stream>` : '</stream:stream>');
+    const ack = this.opts.sm ? [`<a xmlns='${NS_SM}' h='${this.handled}'/>`] : [];
+    if (this.link) this.link.close(ack);
+    else this.sock.write(`${ack.join('')}</stream:stream>`);
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
-      this.raw.destroy();
+      this.destroyTransport();
       this.finish(undefined);
     }, CLOSE_GRACE_MS);
   }
@@ -420,14 +496,14 @@ export class Conn implements TokenSink {
   drop(): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
-    this.raw.destroy();
+    this.destroyTransport();
     this.finish(undefined);
   }
 
   fail(kind: string): void {
     if (this.ended) return;
     this.state = 'closed';
-    this.raw.destroy();
+    this.destroyTransport();
     this.finish(kind);
   }
 

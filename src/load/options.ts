@@ -2,6 +2,7 @@
 // worker threads.
 import type { MechanismName, TlsMode } from './client.ts';
 import type { StatsDelta } from './stats.ts';
+import type { Transport } from './web.ts';
 
 export const WORKLOADS = ['login', 'chat', 'idle', 'storm', 'flap', 'muc'] as const;
 export type Workload = (typeof WORKLOADS)[number];
@@ -15,6 +16,9 @@ export interface LoadOptions {
   port: number;
   domain: string;
   tls: TlsMode;
+  /** tcp; or WebSocket (RFC 7395) or BOSH (XEP-0206) at host:port with `web`'s scheme and path. */
+  transport: Transport;
+  web?: { secure: boolean; path: string };
   mechanism: MechanismName;
   /** Enable XEP-0198 stream management after binding and answer the server's ack requests. */
   sm: boolean;
@@ -49,6 +53,14 @@ export interface LoadOptions {
   timeoutS: number;
   concurrency: number;
   quiet: boolean;
+}
+
+/** A web transport's URL, at the (resolved) host and port; undefined for tcp. */
+export function webUrl(o: Pick<LoadOptions, 'transport' | 'web' | 'host' | 'port'>): string | undefined {
+  if (o.transport === 'tcp' || !o.web) return undefined;
+  const scheme = o.transport === 'websocket' ? (o.web.secure ? 'wss' : 'ws') : o.web.secure ? 'https' : 'http';
+  const host = o.host.includes(':') ? `[${o.host}]` : o.host;
+  return `${scheme}://${host}:${o.port}${o.web.path}`;
 }
 
 /** The share of `total` that worker `w` of `n` takes. */

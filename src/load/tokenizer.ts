@@ -70,12 +70,17 @@ export class Tokenizer {
     this.sink = sink;
   }
 
-  /** Forgets everything (a stream restart after TLS or SASL). */
-  reset(): void {
+  /**
+   * Forgets everything (a stream restart after TLS or SASL). `inStream`:
+   * what follows are top-level elements with no header before them (the
+   * framed transports, WebSocket and BOSH, whose stream header is not XML
+   * text around the elements).
+   */
+  reset(inStream = false): void {
     this.generation++;
     this.buf = '';
     this.pos = 0;
-    this.depth = 0;
+    this.depth = inStream ? 1 : 0;
     this.elStart = -1;
   }
 

@@ -6,7 +6,7 @@ import { Conn, now, wallNow, escapeAttr } from './client.ts';
 import type { ConnHandler, ResumeState, Target } from './client.ts';
 import { attr, childText, errorCondition, startTag } from './tokenizer.ts';
 import { Recorder, STATS_INTERVAL_MS } from './stats.ts';
-import { shareOf } from './options.ts';
+import { shareOf, webUrl } from './options.ts';
 import { Receipts, instantRoom, joinPresence, lostDeliveries, mucBody, parseMucBody, roomCreated } from './muc.ts';
 import type { FromWorker, LoadOptions, ToWorker } from './options.ts';
 
@@ -15,7 +15,7 @@ const w = (workerData as { index: number }).index;
 const W = o.workers;
 const port = parentPort!;
 const rec = new Recorder();
-const target: Target = { host: o.host, port: o.port, domain: o.domain, tls: o.tls, mechanism: o.mechanism, timeoutMs: o.timeoutS * 1000 };
+const target: Target = { host: o.host, port: o.port, domain: o.domain, tls: o.tls, mechanism: o.mechanism, timeoutMs: o.timeoutS * 1000, transport: o.transport, url: webUrl(o) };
 /** chat --remote-domain: the server of the receiving side (federation, the messages cross between servers). */
 const remoteTarget: Target | undefined = o.remote ? { ...target, ...o.remote } : undefined;
 const TICK_MS = 5;
@@ -454,7 +454,7 @@ function idleOrStorm(storm: boolean): void {
         post({ t: 'ready', online: [] });
         // Whitespace keepalives, so that a long idle run outlives the server's idle timeout.
         keepalive = setInterval(() => {
-          for (const c of conns) if (c.state === 'ready') c.write(' ');
+          for (const c of conns) c.keepalive();
         }, 60_000);
         keepalive.unref();
       });
