@@ -36,6 +36,10 @@ const USAGE = `usage: npm run bench:compare -- [options]
   --tls MODE          direct (XEP-0368, the default) or starttls for every client
                       (with starttls, the load tool counts a reset that follows
                       ejabberd's stream close as a 'tls' failure)
+  --transport T       tcp (the default), websocket or bosh: every client of
+                      our server over XMPP over WebSocket (RFC 7395) or BOSH
+                      (XEP-0206) on its HTTPS listener instead of TCP; ours
+                      only, and the idle, chat and login workloads only
   --keep              keep the servers' working directories (data, configs)`;
 
 interface Settings {
@@ -65,6 +69,7 @@ interface Settings {
   mucP99Ms: number;
   keep: boolean;
   tls: 'starttls' | 'direct';
+  transport: 'tcp' | 'websocket' | 'bosh';
 }
 
 const WORKLOADS = ['idle', 'storm', 'chat', 'login', 'muc'];
@@ -83,6 +88,7 @@ const OPTIONS = {
   'load-cpu': { type: 'string' },
   keep: { type: 'boolean', default: false },
   tls: { type: 'string', default: 'direct' },
+  transport: { type: 'string', default: 'tcp' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
@@ -124,7 +130,16 @@ const S: Settings = {
   mucP99Ms: 50,
   keep: v.keep,
   tls: v.tls === 'starttls' ? 'starttls' : 'direct',
+  transport: v.transport as Settings['transport'],
 };
+if (!['tcp', 'websocket', 'bosh'].includes(S.transport)) {
+  console.error(`bench:compare: --transport: tcp, websocket or bosh, not ${JSON.stringify(v.transport)}`);
+  process.exit(2);
+}
+if (S.transport !== 'tcp' && (S.servers.some((s) => s !== 'ours') || S.workloads.some((w) => !['idle', 'chat', 'login'].includes(w)))) {
+  console.error(`bench:compare: --transport ${S.transport}: --servers ours and --workloads among idle,chat,login`);
+  process.exit(2);
+}
 if (v.tls !== 'starttls' && v.tls !== 'direct') {
   console.error(`bench:compare: --tls: starttls or direct, not ${JSON.stringify(v.tls)}`);
   process.exit(2);
@@ -271,7 +286,7 @@ const meta = {
 };
 writeFileSync(join(out, 'meta.json'), JSON.stringify(meta, null, 2));
 say(`bench:compare: ${meta.date}, ${meta.nproc} CPUs (${cpuModel}), node ${meta.node}, ${kinds.map((k) => `${k.name} ${meta.versions[k.name]}`).join(', ')}`);
-say(`bench:compare: server on core ${pins.serverCpu}, load tool on core ${pins.loadCpu}; results in ${out}`);
+say(`bench:compare: server on core ${pins.serverCpu}, load tool on core ${pins.loadCpu}; clients over ${S.transport === 'tcp' ? `TCP (${S.tls} TLS)` : `${S.transport} (TLS)`}; results in ${out}`);
 
 // ---------------------------------------------------------------- one load run
 
@@ -334,8 +349,12 @@ async function load(server: Running, args: string[], label: string, record: RunR
   const isRelay = server.name === 'relay';
   const script = isRelay ? [join(REPO, 'bench', 'compare', 'relay-driver.ts')] : [join(REPO, 'src', 'main.ts'), 'load'];
   const direct = !isRelay && S.tls === 'direct';
-  const full = [...script, ...args, '--host', '127.0.0.1', '--port', String(direct ? server.directPort : server.port), '--domain', DOMAIN, '--json'];
-  if (direct) full.push('--tls', 'direct');
+  const web = !isRelay && S.transport !== 'tcp';
+  if (web && server.httpsPort === undefined) throw new Error(`${server.name} has no HTTPS listener for --transport ${S.transport}`);
+  const full = [...script, ...args, '--host', '127.0.0.1', '--port', String(web ? server.httpsPort : direct ? server.directPort : server.port), '--domain', DOMAIN, '--json'];
+  // The web transports are over TLS (wss://, https://) by default.
+  if (web) full.push('--transport', S.transport);
+  else if (direct) full.push('--tls', 'direct');
   const cmd = pins.taskset ? [pins.taskset, '-c', pins.loadCpu, process.execPath, ...full] : [process.execPath, ...full];
   const logFile = join(out, 'logs', `load-${String(++runSeq).padStart(3, '0')}-${server.name}-${label}.log`);
   await awaitQuiet(server);

@@ -37,6 +37,8 @@ export interface Running {
   port: number;
   /** Direct-TLS port (XEP-0368); the relay's one port. */
   directPort: number;
+  /** Ours: the HTTPS port of its web transports (WebSocket, BOSH), for --transport. */
+  httpsPort?: number;
   dir: string;
   log: string;
   stop(): Promise<void>;
@@ -96,13 +98,13 @@ export const ours: ServerKind = {
   settings: [
     `XMPP_DOMAIN=${DOMAIN} XMPP_BIND_HOST=127.0.0.1 XMPP_WORKERS=1 XMPP_REGISTRATION=true XMPP_TLS_REQUIRED=true`,
     `XMPP_READ_RATE_BYTES=0 XMPP_SCRAM_ITERATIONS=${SCRAM_ITERATIONS} XMPP_LOG_LEVEL=warn XMPP_TLS_CERT=<cert> XMPP_TLS_KEY=<key>`,
-    'XMPP_DATA_DIR=<tmp> XMPP_C2S_PORT=<port> XMPP_TLS_PORT=<port>; everything else at its default',
+    'XMPP_DATA_DIR=<tmp> XMPP_C2S_PORT=<port> XMPP_TLS_PORT=<port> XMPP_HTTPS_PORT=<port> (WebSocket and BOSH, for --transport; idle otherwise); everything else at its default',
     '(max stanza 256 KiB, 10 resources per account, offline storage on, SQLite account store;',
     `multi-user chat at conference.${DOMAIN}, 1000 occupants per room, every groupchat message written to the room's archive in SQLite before it is sent, history from it).`,
     'The whole process (acceptor main thread, one worker thread, libuv pool) pinned to the server core.',
   ].join(' '),
   async start(dir, cert, pins) {
-    const [c2s, direct] = [await freePort(), await freePort()];
+    const [c2s, direct, web] = [await freePort(), await freePort(), await freePort()];
     const data = join(dir, 'data');
     mkdirSync(data, { recursive: true });
     const env = cleanEnv({
@@ -111,6 +113,7 @@ export const ours: ServerKind = {
       XMPP_DATA_DIR: data,
       XMPP_C2S_PORT: String(c2s),
       XMPP_TLS_PORT: String(direct),
+      XMPP_HTTPS_PORT: String(web),
       XMPP_WORKERS: '1',
       XMPP_REGISTRATION: 'true',
       XMPP_TLS_REQUIRED: 'true',
@@ -120,7 +123,7 @@ export const ours: ServerKind = {
       XMPP_TLS_CERT: cert.cert,
       XMPP_TLS_KEY: cert.key,
     });
-    return launch('ours', dir, process.execPath, [join(REPO, 'src', 'main.ts'), 'start'], env, c2s, direct, pins);
+    return { ...(await launch('ours', dir, process.execPath, [join(REPO, 'src', 'main.ts'), 'start'], env, c2s, direct, pins)), httpsPort: web };
   },
 };
 
