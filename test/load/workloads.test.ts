@@ -28,7 +28,7 @@ const direct = () => ['--tls', 'direct', '--port', String(server.tlsPort)];
 
 /** A clean run: exit 0, nothing failed, latency figures present and in order. */
 function clean(t: ExecutionContext, r: LoadRun, workload: string): void {
-  t.is(r.code, 0, r.stderr);
+  t.is(r.code, 0, `${r.stderr}\n${r.stdout}`);
   t.truthy(r.json, `stdout is one JSON object: ${r.stdout}`);
   t.is(r.json.workload, workload);
   t.is(r.json.failed, 0, JSON.stringify(r.json.errors));
