@@ -341,6 +341,12 @@ export class RedisRegistry implements SessionRegistry {
     this.epoch = epoch;
   }
 
+  /** The nodes whose lease holds now, by Redis's clock. */
+  liveNodes(): Promise<string[]> {
+    this.roundTrips++;
+    return this.r.xmppLiveNodes();
+  }
+
   invalidate(bare: string): void {
     this.cache.delete(bare);
     const r = this.reading.get(bare);

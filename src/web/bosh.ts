@@ -21,7 +21,8 @@
 // the worker's direct port to a worker of the same node, over the cluster
 // transport (cluster/transport.ts, Redis, sent until confirmed) to another
 // node. The id carries the owner, so routing costs no registry lookup and
-// no shared state; the random part (128 bits) is what makes it
+// no shared state (but for the list of live nodes, read at most once a
+// second, which an id naming another node must be in); the random part (128 bits) is what makes it
 // unguessable (§19.3). A session dies with its worker or node, as a TCP
 // connection does (with XEP-0198 resumption its client resumes it
 // elsewhere).
@@ -670,6 +671,13 @@ export interface BoshEnv {
   worker(): number;
   /** A new session, ready to carry a stream: the worker makes it a client session. */
   session(transport: BoshSession): void;
+  /**
+   * Cluster: whether another node is a member whose lease holds (as last
+   * read, read again at most once a second). A session id is the client's
+   * to write: one naming a node that is not would otherwise cost a Redis
+   * publish, and an entry in the transport's numbering kept for ever.
+   */
+  alive?(node: string): boolean | Promise<boolean>;
   /** To a worker of this node or another: whether it was taken (false: that worker or node is gone). */
   send(node: string, worker: number, env: BoshEnvelope): boolean | Promise<boolean>;
 }
@@ -705,7 +713,12 @@ export class BoshService {
     // §17.2: a sid that is not one: item-not-found.
     if (!owner) return void to.send(terminateBody('item-not-found'), 200, DEFAULT_CONTENT_TYPE);
     if (owner.node === this.env.node && owner.worker === this.env.worker()) return this.local(sid, p, info, to);
-    this.forward(owner, body, info, to);
+    if (owner.node === this.env.node || !this.env.alive) return this.forward(owner, body, info, to);
+    const notFound = () => to.send(terminateBody('item-not-found'), 200, DEFAULT_CONTENT_TYPE);
+    const alive = this.env.alive(owner.node);
+    if (alive === true) return this.forward(owner, body, info, to);
+    if (alive === false) return notFound();
+    void alive.then((yes) => (yes ? this.forward(owner, body, info, to) : notFound()), notFound);
   }
 
   private local(sid: string, p: Parsed, info: RequestInfo, to: Responder): void {

@@ -148,6 +148,9 @@ const changeDelayMs = Math.max(0, Number(process.env.XMPP_TEST_CHANGE_DELAY_MS ?
  */
 const CHANGE_ACK_MS = 3000;
 
+/** How long a read of the cluster's live nodes stands for a node not in it (web/bosh.ts BoshEnv.alive). */
+const LIVE_NODES_MS = 1000;
+
 /** How long /readyz waits for the registry or the database to answer. */
 const HEALTH_MS = 2000;
 /** How long /metrics waits for the node's answer (the hub waits up to 3 s for the workers'). */
@@ -230,6 +233,8 @@ interface Backend {
   /** Cluster: what the MUC service's rooms need of it (muc/placement.ts). */
   muc?: { redis: Redis; epoch(): string; mayAct(): boolean };
   toNode: Transport['toNode'];
+  /** Cluster: whether another node is a live member (web/bosh.ts BoshEnv.alive). */
+  alive?(node: string): boolean | Promise<boolean>;
   /** To every worker of every node, this one included; `here` is this worker's share, for when the others cannot be reached. */
   announceRemoval(notice: RemovalNotice, here: (notice: RemovalNotice) => void): void;
   /**
@@ -286,6 +291,16 @@ function cluster(): Backend {
   /** This worker's change notices waiting for acknowledgements, by id: how many came, and how many Redis said it delivered to (once known). */
   const awaitingAcks = new Map<string, { got: number; of: number; done: () => void }>();
   let noticeSeq = 0;
+  /** The live nodes as last read, when, and the read under way: one read a second at most, however many names are asked about. */
+  let live = { nodes: new Set<string>(), at: 0 };
+  let reading: Promise<Set<string>> | undefined;
+  const readLive = (): Promise<Set<string>> =>
+    (reading ??= registry.liveNodes().then(
+      (nodes) => {
+        live = { nodes: new Set(nodes), at: Date.now() };
+        return live.nodes;
+      },
+    ).finally(() => (reading = undefined)));
   const ackArrived = (id: string): void => {
     const w = awaitingAcks.get(id);
     if (!w) return;
@@ -300,6 +315,12 @@ function cluster(): Backend {
     muc: { redis: cmd, epoch: () => epoch, mayAct: () => Date.now() < leaseUntil },
     // Confirmed once handled there; false once nobody listens there (the node is gone).
     toNode: (node, worker, env) => transport.send(node, worker, env),
+    alive(node) {
+      // A node read as live: yes (one that died since finds nobody listening, and is "not taken").
+      if (live.nodes.has(node)) return true;
+      if (Date.now() - live.at < LIVE_NODES_MS) return false;
+      return readLive().then((nodes) => nodes.has(node));
+    },
     announceRemoval(notice, here) {
       cmd.publish(K.removed, encodeBuffer(notice)).catch((err: unknown) => {
         // The account and its data are gone, but the other nodes do not know:
@@ -751,6 +772,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     node: config.nodeId,
     worker: () => index,
     session: (transport) => void new Session(c, transport, false),
+    ...(backend.alive ? { alive: backend.alive } : {}),
     send: (node, w, env) => {
       if (node !== config.nodeId) return backend.toNode(node, w, env);
       const port = peers.get(w);

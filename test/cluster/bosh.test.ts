@@ -4,6 +4,7 @@
 // are forwarded there over the cluster transport (web/bosh.ts).
 import test from 'ava';
 import { readFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
 import { startCluster, type TestCluster } from '../helpers/cluster.ts';
 import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 import { online, within } from '../helpers/protocol.ts';
@@ -57,4 +58,26 @@ test('a session created on one node is served from the other: login, bind and me
   // Nor does a session of b1 exist on b2 under b2's name.
   const other = await post(url(1), `<body xmlns='${NS_HTTPBIND}' sid='${c.sid.replace(/b1$/, 'b2')}' rid='${c.rid}'/>`, { ca });
   t.is(other.body?.attrs.condition, 'item-not-found');
+});
+
+test('session ids naming nodes that are not members are refused without a message to Redis for them: a client cannot make a node publish, and keep numbering, for names it makes up', async (t) => {
+  const ca = readFileSync(cluster.certFile);
+  const other = new Redis(cluster.redis.url);
+  const m = await other.monitor();
+  t.teardown(() => {
+    m.disconnect();
+    other.disconnect();
+  });
+  const seen: string[] = [];
+  m.on('monitor', (_time: string, args: string[]) => seen.push(args.join(' ')));
+  for (const name of ['ghost1', 'ghost2', 'ghost3']) {
+    const a = await post(url(1), `<body xmlns='${NS_HTTPBIND}' sid='${'A'.repeat(22)}.0.${name}' rid='7'/>`, { ca });
+    t.is(a.body?.attrs.condition, 'item-not-found', name);
+  }
+  // Everything sent to Redis before the marker has reached the monitor once the marker has.
+  const marker = `marker-${Date.now()}`;
+  const arrived = new Promise<void>((resolve) => m.on('monitor', (_time: string, args: string[]) => args.includes(marker) && resolve()));
+  await other.echo(marker);
+  await arrived;
+  t.deepEqual(seen.filter((c) => /^publish /i.test(c) && /ghost/.test(c)), [], 'no publish to a made-up node');
 });
