@@ -70,6 +70,7 @@ export interface Config {
   httpTrustedProxies: string;
   httpPublicUrl: string;
   metrics: string;
+  httpRequestTimeoutMs: number;
   boshMaxWait: number;
   boshInactivity: number;
   boshMaxPause: number;
@@ -197,6 +198,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'httpTrustedProxies', env: 'XMPP_HTTP_TRUSTED_PROXIES', kind: 'string', doc: "addresses or CIDR blocks of TLS-terminating reverse proxies in front of XMPP_HTTP_PORT, comma-separated: a plain connection from one counts as secure when it says X-Forwarded-Proto: https, and its X-Forwarded-For names the client; empty: none", default: () => '' },
   { key: 'httpPublicUrl', env: 'XMPP_HTTP_PUBLIC_URL', kind: 'string', doc: "the https:// URL (scheme, host, optional port and path) at which browsers reach the HTTPS listener, as host-meta announces it (behind a proxy: the proxy's); empty: https://<domain>:<XMPP_HTTPS_PORT>", default: () => '' },
   { key: 'metrics', env: 'XMPP_METRICS', kind: 'string', doc: "addresses or CIDR blocks (comma-separated) allowed to read /metrics, the node's Prometheus metrics, on the HTTP and HTTPS listeners; a request relayed by a proxy counts from the client's address when the proxy is in XMPP_HTTP_TRUSTED_PROXIES, and is refused otherwise; empty: /metrics is not served", default: () => '' },
+  { key: 'httpRequestTimeoutMs', env: 'XMPP_HTTP_REQUEST_TIMEOUT_MS', kind: 'int', min: 100, doc: "time allowed for an HTTP request's headers and body to arrive, on the HTTP and HTTPS listeners, but for an upload's PUT (XEP-0363), which has 10 minutes; a request still arriving then is answered 408 and its connection closed", default: () => 30_000 },
   { key: 'boshMaxWait', env: 'XMPP_BOSH_MAX_WAIT', kind: 'int', min: 1, doc: "BOSH (XEP-0124) at /http-bind: longest a request is held, in seconds, whatever longer 'wait' the client asks for", default: () => 60 },
   { key: 'boshInactivity', env: 'XMPP_BOSH_INACTIVITY', kind: 'int', min: 1, doc: 'BOSH: a session with no request for this long, in seconds, has lost its client (its stream ends as a lost connection would: resumable with XEP-0198)', default: () => 60 },
   { key: 'boshMaxPause', env: 'XMPP_BOSH_MAX_PAUSE', kind: 'int', min: 1, doc: "BOSH: longest pause, in seconds, a client may ask for (XEP-0124 'maxpause'), during which it sends no request", default: () => 120 },

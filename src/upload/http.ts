@@ -27,7 +27,7 @@ import { log, Throttled } from '../log.ts';
 export const UPLOAD_PATH = '/upload/';
 /** How long after its request a slot's PUT may start (XEP-0363 §7 recommends a short window: a client uploads at once). */
 export const SLOT_WINDOW_MS = 300_000;
-/** How long one PUT may take once started (the HTTP listener's bound on a request while uploads are on). */
+/** How long one PUT may take once started (the HTTP listener's bound on an upload PUT's arrival; other requests keep XMPP_HTTP_REQUEST_TIMEOUT_MS). */
 export const UPLOAD_WRITE_MS = 600_000;
 /** Where files are written as they arrive, under the upload directory. */
 const TMP = 'tmp';

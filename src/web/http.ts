@@ -30,9 +30,8 @@ const REL_BOSH = 'urn:xmpp:alt-connections:xbosh';
 const NS_XRD = 'http://docs.oasis-open.org/ns/xri/xrd-1.0';
 /** A connection that has not sent a whole request for this long, or idles between requests, is closed. */
 const HTTP_IDLE_MS = 30_000;
-/** A request's headers must all have come within this (else 408), and the whole request within the next. */
+/** A request's headers must all have come within this (else 408), and the whole request within XMPP_HTTP_REQUEST_TIMEOUT_MS. */
 const HTTP_HEADERS_MS = 20_000;
-const HTTP_REQUEST_MS = 30_000;
 
 /** The ports the HTTP listeners got (0 in the configuration picks one): what host-meta announces. */
 export interface HttpPorts {
@@ -41,7 +40,7 @@ export interface HttpPorts {
 }
 
 export interface WebEnv {
-  config: Pick<Config, 'domain' | 'maxStanzaBytes' | 'maxStanzaElements' | 'httpTrustedProxies' | 'httpPublicUrl' | 'metrics' | 'boshMaxWait'>;
+  config: Pick<Config, 'domain' | 'maxStanzaBytes' | 'maxStanzaElements' | 'httpTrustedProxies' | 'httpPublicUrl' | 'metrics' | 'boshMaxWait' | 'httpRequestTimeoutMs'>;
   secureContext: SecureContext;
   /** A WebSocket ready to carry a stream: the worker makes it a client session. */
   session(transport: WebSocketTransport): void;
@@ -150,6 +149,8 @@ export class WebServer {
   private readonly metricsAllowed: BlockList;
   private readonly metricsServed: boolean;
   private ports: HttpPorts = {};
+  /** XMPP_HTTP_REQUEST_TIMEOUT_MS. */
+  private readonly requestMs: number;
   private docs: { xml: string; json: string } | undefined;
 
   constructor(env: WebEnv) {
@@ -158,9 +159,14 @@ export class WebServer {
     this.metricsAllowed = metricsAllowedOf(env.config);
     this.metricsServed = env.config.metrics.trim() !== '';
     // Never listens: the acceptor hands it connections. Node's defaults bound headers (16 KiB) and URLs.
-    // With uploads on, a request may take as long as a PUT of a large file over a slow link may.
-    const requestTimeout = env.upload ? UPLOAD_WRITE_MS : HTTP_REQUEST_MS;
-    this.http = http.createServer({ keepAliveTimeout: 5_000, headersTimeout: HTTP_HEADERS_MS, requestTimeout, connectionsCheckingInterval: 5_000 }, (req, res) => this.request(req, res));
+    // Node's bound is the server's, for every request: with uploads on it is
+    // the upload PUT's, and every other request gets XMPP_HTTP_REQUEST_TIMEOUT_MS
+    // from timed() (else any client could trickle a BOSH body for as long).
+    this.requestMs = env.config.httpRequestTimeoutMs;
+    const requestTimeout = env.upload ? Math.max(UPLOAD_WRITE_MS, this.requestMs) : this.requestMs;
+    const headersTimeout = Math.min(HTTP_HEADERS_MS, this.requestMs);
+    const check = Math.min(5_000, Math.max(50, Math.floor(this.requestMs / 4)));
+    this.http = http.createServer({ keepAliveTimeout: 5_000, headersTimeout, requestTimeout, connectionsCheckingInterval: check }, (req, res) => this.request(req, res));
     // 'Expect: 100-continue' (large PUTs): the upload decides whether to go on before the body is sent; other requests go on at once.
     this.http.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
       if (!(this.env.upload && (req.url ?? '').startsWith(UPLOAD_PATH))) res.writeContinue();
@@ -227,6 +233,7 @@ export class WebServer {
 
   private request(req: http.IncomingMessage, res: http.ServerResponse): void {
     const path = (req.url ?? '/').split('?', 1)[0];
+    if (this.env.upload && !(req.method === 'PUT' && path.startsWith(UPLOAD_PATH))) this.timed(req, res);
     if (path === '/.well-known/host-meta' || path === '/.well-known/host-meta.json') {
       if (req.method === 'OPTIONS') return void res.writeHead(204, { ...CORS, 'Access-Control-Max-Age': '86400' }).end();
       if (req.method !== 'GET' && req.method !== 'HEAD') return void res.writeHead(405, { ...CORS, Allow: 'GET, HEAD, OPTIONS' }).end();
@@ -266,6 +273,26 @@ export class WebServer {
     }
     if (path === BOSH_PATH) return this.bosh(req, res);
     res.writeHead(404, { 'Content-Type': 'text/plain', 'Content-Length': 10 }).end('not found\n');
+  }
+
+  /**
+   * With uploads on, Node's bound on a request's arrival is the upload
+   * PUT's (10 minutes): any other request that is not whole within
+   * XMPP_HTTP_REQUEST_TIMEOUT_MS of its headers gets what Node would have
+   * answered, 408, and its connection is closed.
+   */
+  private timed(req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (req.complete) return;
+    const timer = setTimeout(() => {
+      if (req.complete) return;
+      log.debug('HTTP request not whole in time: connection closed', { ip: req.socket.remoteAddress, path: (req.url ?? '/').split('?', 1)[0], ms: this.requestMs });
+      if (!res.headersSent && !res.destroyed) res.writeHead(408, { Connection: 'close', 'Content-Length': 0 }).end(() => req.socket.destroy());
+      else req.socket.destroy();
+    }, this.requestMs);
+    timer.unref();
+    const clear = () => clearTimeout(timer);
+    req.once('end', clear);
+    req.once('close', clear);
   }
 
   /**

@@ -4,6 +4,8 @@
 // trusted), and what each refuses.
 import test from 'ava';
 import https from 'node:https';
+import tls from 'node:tls';
+import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -22,11 +24,13 @@ const NS_UPLOAD = 'urn:xmpp:http:upload:0';
 const MAX = 100_000;
 const QUOTA = 250_000;
 const UPLOAD = 'upload.localhost';
+/** XMPP_HTTP_REQUEST_TIMEOUT_MS here: short, so that a request trickled past it is seen cut without a long wait. */
+const REQUEST_MS = 1500;
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 let server: TestServer;
 test.before(async () => {
-  server = await startTestServer({ XMPP_HTTPS_PORT: '0', XMPP_UPLOAD_MAX_BYTES: String(MAX), XMPP_UPLOAD_QUOTA_BYTES: String(QUOTA), XMPP_UPLOAD_TYPES: 'image/*,text/*,video/mp4,application/octet-stream' });
+  server = await startTestServer({ XMPP_HTTPS_PORT: '0', XMPP_UPLOAD_MAX_BYTES: String(MAX), XMPP_UPLOAD_QUOTA_BYTES: String(QUOTA), XMPP_UPLOAD_TYPES: 'image/*,text/*,video/mp4,application/octet-stream', XMPP_HTTP_REQUEST_TIMEOUT_MS: String(REQUEST_MS) });
   for (const u of ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'gina', 'hugo']) await server.addUser(u, `${u}-pw`);
   // fetch (undici) verifies the server's certificate against the default CAs, the test server's among them.
   trustServer(server);
@@ -308,4 +312,38 @@ test(`an account removed ${how} takes its uploads along: the URLs get 404 and th
   t.false(existsSync(join(server.config.uploadDir, new URL(open.put).pathname.split('/')[2])));
   t.is(await (await fetch(theirs.url)).text(), 'not removed');
   t.true(existsSync(theirs.file));
+});
+
+test('with uploads on, only an upload PUT may take longer than XMPP_HTTP_REQUEST_TIMEOUT_MS to arrive: a BOSH body trickled past it gets 408 and its connection closed, while a PUT sent as slowly completes (201)', async (t) => {
+  const { c } = await online(server.c2sPort, 'gina', 'gina-pw', 'slow');
+  t.teardown(() => c.destroy());
+  const bytes = Buffer.from('a file sent in two halves, the second well after the request bound');
+  const slot = urls(await requestSlot(c, { filename: 'slow.txt', size: String(bytes.length), 'content-type': 'text/plain' }));
+  const open = async () => {
+    const s = tls.connect({ host: 'localhost', port: server.httpsPort, ca: serverCa(server), servername: 'localhost' });
+    await once(s, 'secureConnect');
+    t.teardown(() => s.destroy());
+    let text = '';
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => (text += d));
+    s.on('error', () => {});
+    const closed = new Promise<string>((resolve) => s.once('close', () => resolve(text)));
+    return { s, closed, text: () => text };
+  };
+  const u = new URL(slot.put);
+  const upload = await open();
+  upload.s.write(`PUT ${u.pathname} HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: ${bytes.length}\r\n\r\n`);
+  upload.s.write(bytes.subarray(0, 10));
+  // Its headers in, the bound runs for both from about now.
+  const bosh = await open();
+  const body = `<body xmlns='http://jabber.org/protocol/httpbind' rid='1' to='localhost' wait='10' hold='1' ver='1.6'/>`;
+  bosh.s.write(`POST /http-bind HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/xml\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 10)}`);
+  const cut = await within(bosh.closed, 20_000, 'the trickled BOSH request cut');
+  t.regex(cut, /^HTTP\/1\.1 408 /, 'answered 408');
+  // The upload, begun before the BOSH request, is older than the bound by now: it goes on.
+  t.false(upload.s.destroyed, 'the upload is still open');
+  upload.s.write(bytes.subarray(10));
+  await within(new Promise<void>((resolve) => upload.s.on('data', () => /\r\n\r\n/.test(upload.text()) && resolve())), 10_000, 'the PUT answered');
+  t.regex(upload.text(), /^HTTP\/1\.1 201 /);
+  t.deepEqual(Buffer.from(await (await fetch(slot.get)).arrayBuffer()), bytes);
 });
