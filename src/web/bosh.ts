@@ -668,6 +668,13 @@ export class BoshSession implements FramedTransport {
 export interface BoshEnv {
   config: Pick<Config, 'domain' | 'maxStanzaBytes' | 'maxStanzaElements' | 'boshMaxWait' | 'boshInactivity' | 'boshMaxPause' | 'maxConnectionsPerIp'>;
   node: string;
+  /**
+   * Sessions this worker may hold at once: its share of the node's
+   * connection cap (XMPP_MAX_CONNECTIONS, or the one derived from the
+   * open-file limit). A BOSH session holds no connection of its own, so the
+   * acceptor's cap never counts it.
+   */
+  maxSessions: number;
   worker(): number;
   /** A new session, ready to carry a stream: the worker makes it a client session. */
   session(transport: BoshSession): void;
@@ -683,6 +690,7 @@ export interface BoshEnv {
 }
 
 const refusedPerAddress = new Throttled('warn', 'BOSH session refused: too many from one address');
+const refusedFull = new Throttled('warn', "BOSH session refused: this worker holds its share of the node's connection cap");
 
 /** One worker's BOSH: its sessions, and requests on their way to and from other workers. */
 export class BoshService {
@@ -791,6 +799,11 @@ export class BoshService {
     if (rid === undefined) return refuse('bad-request', 'no valid rid');
     const asked = { wait: seconds(a.wait), hold: seconds(a.hold) };
     if ((a.wait !== undefined && asked.wait === undefined) || (a.hold !== undefined && asked.hold === undefined)) return refuse('bad-request', "'wait' and 'hold' are whole numbers of seconds and requests");
+    if (this.sessions.size >= this.env.maxSessions) {
+      refusedFull.hit({ sessions: this.sessions.size });
+      // §17.2: remote-connection-failed, the connection manager could not reach the server: here, the server has no room for the stream.
+      return refuse('remote-connection-failed', 'the server has no room for another session');
+    }
     const key = addressKey(info.client ?? 'unknown');
     const cap = c.maxConnectionsPerIp > 0 ? c.maxConnectionsPerIp : DEFAULT_SESSIONS_PER_ADDRESS;
     const n = this.perAddress.get(key) ?? 0;

@@ -70,6 +70,7 @@ import { adoptSocket } from './socket.ts';
 import type { Peer } from './socket.ts';
 import { WebServer, elsewhereUri } from '../web/http.ts';
 import { BoshService } from '../web/bosh.ts';
+import { connectionCap, openFileLimit } from '../acceptor/limits.ts';
 import type { HttpPorts } from '../web/http.ts';
 import type { Envelope, FromHub, Peers, StorePort, ToHub, Welcome } from './wire.ts';
 import type { WorkerContext } from './context.ts';
@@ -770,6 +771,8 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
   const boshService = new BoshService({
     config,
     node: config.nodeId,
+    // The acceptor spreads connections over the workers: each takes its share of the cap for BOSH sessions.
+    maxSessions: Math.max(1, Math.floor(connectionCap(config, config.maxConnections > 0 ? undefined : openFileLimit()).max / config.workers)),
     worker: () => index,
     session: (transport) => void new Session(c, transport, false),
     ...(backend.alive ? { alive: backend.alive } : {}),

@@ -560,6 +560,29 @@ test('sessions from one address are bounded (XMPP_MAX_CONNECTIONS_PER_IP, per wo
   t.is(alive.body?.attrs.type as string | undefined, undefined, alive.text);
 });
 
+test("BOSH sessions count against the node's connection cap (XMPP_MAX_CONNECTIONS, a share per worker): one more is refused with remote-connection-failed, and one ending makes room", async (t) => {
+  const own = await startTestServer({ XMPP_HTTPS_PORT: '0', XMPP_MAX_CONNECTIONS: '3', XMPP_WORKERS: '1' });
+  t.teardown(() => own.stop());
+  // One kept-alive connection creates them all: the acceptor's cap, which counts connections, lets it in.
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: serverCa(own) });
+  t.teardown(() => agent.destroy());
+  const url = `https://localhost:${own.httpsPort}/http-bind`;
+  const create = (rid: number) => post(url, `<body xmlns='${NS_HTTPBIND}' rid='${rid}' to='localhost' ver='1.11' wait='1' hold='1'/>`, { agent });
+  const sids: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const a = await create(100 + i);
+    t.truthy(a.body?.attrs.sid, a.text);
+    sids.push(a.body!.attrs.sid);
+  }
+  const refused = await create(200);
+  t.is(refused.body?.attrs.type, 'terminate', refused.text);
+  t.is(refused.body?.attrs.condition, 'remote-connection-failed');
+  const ended = await post(url, `<body xmlns='${NS_HTTPBIND}' sid='${sids[0]}' rid='101' type='terminate'/>`, { agent });
+  t.is(ended.body?.attrs.type, 'terminate', ended.text);
+  const again = await create(300);
+  t.truthy(again.body?.attrs.sid, again.text);
+});
+
 test("a response the client says it lacks (§9.2) is reported at once: 'report' names its rid and 'time' its age", async (t) => {
   const c = client();
   t.teardown(() => c.close());
