@@ -14,6 +14,7 @@ import { NS_DATA } from './pep.ts';
 import { NS_DISCO_INFO, NS_DISCO_ITEMS } from '../xmpp/ns.ts';
 import { SLOT_WINDOW_MS, UPLOAD_PATH, UPLOAD_WRITE_MS, newToken } from '../upload/http.ts';
 import { parseMediaType, typeAllowed, validFilename } from '../upload/media.ts';
+import { ANON_PREFIX } from '../accounts/store.ts';
 import { log } from '../log.ts';
 
 export const NS_UPLOAD = 'urn:xmpp:http:upload:0';
@@ -90,6 +91,9 @@ export function uploadService(o: UploadServiceOptions): ServerModule {
   const request: ServiceIqHandler = async (iq, from) => {
     // Slots are for the server's own users (§5: not-allowed for others).
     if (!from.local || from.domain !== o.serverDomain) throw new StanzaError('not-allowed', `only users of ${o.serverDomain} may upload here`, 'cancel');
+    // An anonymous session (XEP-0175) is a new identity at each login: a
+    // quota of its own each time would bound nothing (§5: not-allowed).
+    if (from.local.startsWith(ANON_PREFIX)) throw new StanzaError('not-allowed', 'anonymous sessions may not upload', 'cancel');
     const r = iq.getChild('request', NS_UPLOAD);
     if (!r) throw new StanzaError('bad-request', 'a <request/> is expected');
     // §4: the request MUST carry the file's name and size; its type is OPTIONAL.
@@ -108,12 +112,14 @@ export function uploadService(o: UploadServiceOptions): ServerModule {
     }
     const base = o.baseUrl();
     if (base === undefined) throw new StanzaError('service-unavailable', 'the HTTP listener is not up yet', 'wait');
+    const t = now();
     const free = await statfs(o.dir).then((s) => s.bavail * s.bsize, (err: unknown) => {
       log.error('the upload directory cannot be read', { dir: o.dir, err: String(err) });
       return -1;
     });
-    if (free - size < DISK_RESERVE_BYTES) throw new StanzaError('resource-constraint', 'the server has no room for this file now', 'wait');
-    const t = now();
+    // Slots handed out and not yet written will take their room too: what is free is free of them.
+    const promised = free < 0 ? 0 : await o.store.openBytes({ now: t, writeMs: UPLOAD_WRITE_MS, expireMs: o.expireMs });
+    if (free - promised - size < DISK_RESERVE_BYTES) throw new StanzaError('resource-constraint', 'the server has no room for this file now', 'wait');
     const token = newToken();
     try {
       await o.store.reserve(

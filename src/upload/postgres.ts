@@ -35,6 +35,11 @@ export class PostgresUploadStore extends PooledStore implements UploadStore {
     });
   }
 
+  async openBytes(rules: UploadRules): Promise<number> {
+    const q = "SELECT coalesce(sum(size), 0) AS bytes FROM upload_slots WHERE state <> 'done' AND put_until > $1::bigint - $2::bigint";
+    return Number((await this.pool.query<{ bytes: string }>(q, [rules.now, rules.writeMs])).rows[0].bytes);
+  }
+
   async slot(token: string): Promise<UploadSlot | undefined> {
     const row = (await this.pool.query('SELECT * FROM upload_slots WHERE token = $1', [token])).rows[0];
     return row ? slotOf(row) : undefined;

@@ -52,13 +52,15 @@ export const slotOf = (r: Row): UploadSlot => ({ token: r.token, owner: r.owner,
 
 export class SqliteUploadStore implements UploadStore {
   private readonly db: DatabaseSync;
-  private readonly stmts: Record<'holding' | 'insert' | 'slot' | 'claim' | 'release' | 'complete' | 'expired' | 'remove' | 'removeOwner', StatementSync>;
+  private readonly stmts: Record<'holding' | 'open' | 'insert' | 'slot' | 'claim' | 'release' | 'complete' | 'expired' | 'remove' | 'removeOwner', StatementSync>;
   private closed = false;
 
   private constructor(db: DatabaseSync) {
     this.db = db;
     this.stmts = {
       holding: db.prepare(HOLDING),
+      // ?1 now, ?2 write time; put_until alone on one side, for the index of open slots.
+      open: db.prepare("SELECT coalesce(sum(size), 0) AS bytes FROM upload_slots WHERE state <> 'done' AND put_until > ?1 - ?2"),
       insert: db.prepare("INSERT INTO upload_slots (token, owner, filename, size, type, created, put_until, state, uploaded) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0)"),
       slot: db.prepare('SELECT * FROM upload_slots WHERE token = ?'),
       claim: db.prepare("UPDATE upload_slots SET state = 'writing' WHERE token = ? AND state = 'pending' AND put_until > ?"),
@@ -81,6 +83,10 @@ export class SqliteUploadStore implements UploadStore {
       checkQuota(held, slot.size, bounds);
       this.stmts.insert.run(slot.token, slot.owner, slot.filename, slot.size, slot.type, slot.created, slot.putUntil);
     });
+  }
+
+  async openBytes(rules: UploadRules): Promise<number> {
+    return Number((this.stmts.open.get(rules.now, rules.writeMs) as { bytes: number }).bytes);
   }
 
   async slot(token: string): Promise<UploadSlot | undefined> {

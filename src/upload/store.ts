@@ -74,6 +74,12 @@ export interface UploadStore {
   reserve(slot: NewSlot, bounds: UploadBounds, rules: UploadRules): Promise<void>;
   /** A slot by its token, whatever its state (expired ones until they are removed). */
   slot(token: string): Promise<UploadSlot | undefined>;
+  /**
+   * Bytes promised and not yet on disk: the sizes of every owner's slots
+   * that may still be put or are being written (within their window and
+   * the time a PUT may take), which the free-space check sets aside.
+   */
+  openBytes(rules: UploadRules): Promise<number>;
   /** Takes a pending slot whose window is open for one PUT ('writing'): false when it is not pending, or its window closed. */
   claim(token: string, now: number): Promise<boolean>;
   /** A PUT that failed: the slot is pending again. */

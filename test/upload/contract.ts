@@ -80,6 +80,22 @@ export function uploadStoreContract(label: string, open: OpenUpload): void {
     await s.reserve(slot('alice', 10 ** 12, after.now), bounds(0), after);
   });
 
+  test(title("openBytes: the sizes of every owner's slots not yet put, or being written, within their window and write time; not files, nor slots past that"), async (t) => {
+    const s = await open(t);
+    t.is(await s.openBytes(rules(T0)), 0);
+    const a = slot('alice', 100);
+    const b = slot('bob', 20);
+    const c = slot('carol', 3);
+    for (const x of [a, b, c]) await s.reserve(x, bounds(0), rules(T0));
+    t.is(await s.openBytes(rules(T0 + 1)), 123);
+    t.true(await s.claim(b.token, T0 + 2));
+    t.is(await s.openBytes(rules(T0 + 3)), 123, 'being written: still not all on disk');
+    t.true(await s.claim(c.token, T0 + 4));
+    t.true(await s.complete(c.token, 'image/jpeg', T0 + 5));
+    t.is(await s.openBytes(rules(T0 + 6)), 120, 'a file put is on disk');
+    t.is(await s.openBytes(rules(T0 + WINDOW + WRITE)), 0, 'past the window and the write time, nothing is promised');
+  });
+
   test(title('a bound on files: one more is refused; files kept for ever give no retry time'), async (t) => {
     const s = await open(t);
     const r = rules(T0, 0);

@@ -8,6 +8,7 @@ import tls from 'node:tls';
 import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DatabaseSync } from 'node:sqlite';
@@ -15,7 +16,7 @@ import type { Element } from 'ltx';
 import { xml } from '@xmpp/client';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
-import { online, stanzaError, uid, within, NS_DISCO_INFO, NS_DISCO_ITEMS } from '../helpers/protocol.ts';
+import { authenticatedAnonymously, bind, online, stanzaError, uid, within, NS_DISCO_INFO, NS_DISCO_ITEMS } from '../helpers/protocol.ts';
 import type { RawClient } from '../helpers/raw.ts';
 import { trustServer, xmppClient, Inbox } from '../helpers/xmpp-client.ts';
 import { serverCa } from '../helpers/ws.ts';
@@ -346,4 +347,23 @@ test('with uploads on, only an upload PUT may take longer than XMPP_HTTP_REQUEST
   await within(new Promise<void>((resolve) => upload.s.on('data', () => /\r\n\r\n/.test(upload.text()) && resolve())), 10_000, 'the PUT answered');
   t.regex(upload.text(), /^HTTP\/1\.1 201 /);
   t.deepEqual(Buffer.from(await (await fetch(slot.get)).arrayBuffer()), bytes);
+});
+
+test('the room kept free on disk counts the slots handed out and not yet put; anonymous sessions (XEP-0175), a new identity at each login, get no slots (not-allowed)', async (t) => {
+  const own = await startTestServer({ XMPP_HTTPS_PORT: '0', XMPP_UPLOAD_MAX_BYTES: String(2 ** 50), XMPP_UPLOAD_QUOTA_BYTES: '0', XMPP_ANONYMOUS: 'true' });
+  t.teardown(() => own.stop());
+  await own.addUser('alice', 'alice-pw');
+  const anon = await authenticatedAnonymously(own.c2sPort);
+  t.teardown(() => anon.c.destroy());
+  t.is((await bind(anon.c)).attrs.type, 'result');
+  t.deepEqual(stanzaError(await requestSlot(anon.c, { filename: 'a.txt', size: '10' })), { type: 'cancel', condition: 'not-allowed', by: undefined });
+  const { c } = await online(own.c2sPort, 'alice', 'alice-pw', 'big');
+  t.teardown(() => c.destroy());
+  // The server keeps 256 MiB free; the disk's other users may change what is free by less than that meanwhile.
+  const MiB = 1024 * 1024;
+  const s = await statfs(own.config.uploadDir);
+  const free = s.bavail * s.bsize;
+  t.is((await requestSlot(c, { filename: 'most.bin', size: String(free - 512 * MiB) })).attrs.type, 'result', 'a slot for all but 512 MiB');
+  const more = await requestSlot(c, { filename: 'more.bin', size: String(512 * MiB) });
+  t.deepEqual(stanzaError(more), { type: 'wait', condition: 'resource-constraint', by: undefined }, 'the first slot, not yet put, takes its room');
 });
