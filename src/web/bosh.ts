@@ -189,6 +189,15 @@ function seconds(s: string | undefined): number | undefined {
   return s !== undefined && /^\d{1,6}$/.test(s) ? Number(s) : undefined;
 }
 
+/**
+ * A session id as logs show it: 48 bits of its hash, enough to follow one
+ * session through the log, not to take it over, and its worker and node.
+ */
+export function sidTag(sid: string): string {
+  const owner = sid.indexOf('.');
+  return `${createHash('sha256').update(sid).digest('base64url').slice(0, 8)}${owner < 0 ? '' : sid.slice(owner)}`;
+}
+
 /** The worker (and node) a session id names as its owner. */
 export function ownerOf(sid: string): { node: string; worker: number } | undefined {
   const m = /^[A-Za-z0-9_-]{22}\.(\d{1,4})\.([A-Za-z0-9._-]{1,64})$/.exec(sid);
@@ -255,6 +264,8 @@ export class BoshSession implements FramedTransport {
   readonly remotePort: number | undefined;
   readonly footer = FOOTER;
   readonly sid: string;
+  /** What the log says of the session: the sid is its credential (§19.3), so only a hash of it, and where it lives. */
+  readonly tag: string;
   private readonly p: SessionParams;
   /** §7.2 'requests': requests the client may have unanswered at once. */
   private readonly requests: number;
@@ -295,6 +306,7 @@ export class BoshSession implements FramedTransport {
   constructor(p: SessionParams, gone: (s: BoshSession) => void) {
     this.p = p;
     this.sid = p.sid;
+    this.tag = sidTag(p.sid);
     this.secure = p.secure;
     this.remoteAddress = p.client;
     this.remotePort = p.port;
@@ -318,7 +330,7 @@ export class BoshSession implements FramedTransport {
     // connection is never continued over a plain one; that connection is
     // closed, the session kept (closing it would let anyone end it).
     if (this.secure && !info.secure) {
-      log.info('BOSH request over a plain connection for a secure session: connection closed', { sid: this.sid, ip: info.client });
+      log.info('BOSH request over a plain connection for a secure session: connection closed', { sid: this.tag, ip: info.client });
       return to.close();
     }
     const rid = ridOf(p.attrs.rid);
@@ -515,7 +527,7 @@ export class BoshSession implements FramedTransport {
 
   /** A terminal binding condition (§17.2) for the session, caused by `cause` (a request, or the responder of one not taken in). */
   private fail(condition: BindingCondition, text: string, cause: Req | Responder): void {
-    log.info('BOSH session terminated', { sid: this.sid, ip: this.remoteAddress, condition, text });
+    log.info('BOSH session terminated', { sid: this.tag, ip: this.remoteAddress, condition, text });
     const status = this.p.ver === undefined ? LEGACY_STATUS[condition] : undefined;
     const body = terminateBody(condition);
     const all = [...this.held, ...this.queue, ...this.early.values()];
@@ -580,7 +592,7 @@ export class BoshSession implements FramedTransport {
     this.idleTimer = setTimeout(() => {
       this.idleTimer = undefined;
       // §10: the client is taken as gone, without a word (it has no request to be told on).
-      log.debug('BOSH session inactive: its client is gone', { sid: this.sid, ip: this.remoteAddress, seconds: s });
+      log.debug('BOSH session inactive: its client is gone', { sid: this.tag, ip: this.remoteAddress, seconds: s });
       this.finish(undefined);
     }, s * 1000);
     this.idleTimer.unref();
@@ -835,7 +847,7 @@ export class BoshService {
     this.sessions.set(s.sid, s);
     this.perAddress.set(key, n + 1);
     this.addressOf.set(s, key);
-    log.debug('BOSH session created', { sid: s.sid, ip: info.client, wait: params.wait, hold: params.hold });
+    log.debug('BOSH session created', { sid: s.tag, ip: info.client, wait: params.wait, hold: params.hold });
     this.env.session(s);
     s.receive(p, info, to);
   }

@@ -13,6 +13,7 @@ import type { TestServer } from '../helpers/server.ts';
 import { online, authenticated, within, uid, NS_SASL, NS_TLS, NS_STREAMS_ERR } from '../helpers/protocol.ts';
 import { NS_SM } from '../helpers/im.ts';
 import { serverCa } from '../helpers/ws.ts';
+import { environment, spawnServer, START_MS } from '../helpers/process.ts';
 import { BoshClient, NS_HTTPBIND, NS_XBOSH, boshBind, boshOnline, boshScram, payloads, post } from '../helpers/bosh.ts';
 
 const MAX_STANZA = 4096;
@@ -581,6 +582,27 @@ test("BOSH sessions count against the node's connection cap (XMPP_MAX_CONNECTION
   t.is(ended.body?.attrs.type, 'terminate', ended.text);
   const again = await create(300);
   t.truthy(again.body?.attrs.sid, again.text);
+});
+
+test('the log never shows a session id whole (it is the session\'s credential, §19.3): its creation, its termination and its end name it by a hash', async (t) => {
+  const { env } = await environment(t);
+  const proc = spawnServer(t, process.execPath, ['src/main.ts', 'start'], { ...env, XMPP_HTTP_PORT: '0', XMPP_WORKERS: '1', XMPP_LOG_LEVEL: 'debug' });
+  const listening = await within(proc.waitForLog('listening'), START_MS, 'the "listening" log line');
+  const url = `http://127.0.0.1:${listening.httpPort as number}/http-bind`;
+  const created = await post(url, `<body xmlns='${NS_HTTPBIND}' rid='10' to='localhost' ver='1.11' wait='1' hold='1'/>`);
+  const sid = created.body!.attrs.sid;
+  t.truthy(sid, created.text);
+  // No valid rid: the session ends with bad-request, and says so at info.
+  const ended = await post(url, `<body xmlns='${NS_HTTPBIND}' sid='${sid}' rid='x'/>`);
+  t.is(ended.body?.attrs.condition, 'bad-request');
+  const [c] = await within(proc.waitForLogs('BOSH session created', 1), 10_000, 'the creation logged');
+  const [e] = await within(proc.waitForLogs('BOSH session terminated', 1), 10_000, 'the termination logged');
+  t.is(c.sid, e.sid, 'one session, one name in the log');
+  t.regex(String(c.sid), /^[A-Za-z0-9_-]{8}\.0\./);
+  const secret = sid.split('.')[0];
+  t.false(proc.transcript().includes(secret), 'the random part of the sid is nowhere in the log');
+  proc.child.kill('SIGTERM');
+  await within(proc.closed, START_MS, 'the server to exit');
 });
 
 test("a response the client says it lacks (§9.2) is reported at once: 'report' names its rid and 'time' its age", async (t) => {
