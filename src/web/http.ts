@@ -54,6 +54,9 @@ export interface WebEnv {
   readiness(): Promise<string | undefined>;
 }
 
+/** How long a /readyz check's answer stands for the requests after it. */
+const READY_CACHE_MS = 1000;
+
 /** The Prometheus text exposition format, version 0.0.4 (what prom-client writes). */
 const METRICS_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
@@ -149,6 +152,8 @@ export class WebServer {
   private readonly metricsAllowed: BlockList;
   private readonly metricsServed: boolean;
   private ports: HttpPorts = {};
+  /** /readyz's last check: under way (no `at`), or done at `at`. */
+  private ready: { p: Promise<string | undefined>; at: number | undefined } | undefined;
   /** XMPP_HTTP_REQUEST_TIMEOUT_MS. */
   private readonly requestMs: number;
   private docs: { xml: string; json: string } | undefined;
@@ -248,7 +253,7 @@ export class WebServer {
       if (req.method !== 'GET' && req.method !== 'HEAD') return void res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Length': 0 }).end();
       if (path === '/healthz') return text(res, req, 200, 'ok\n');
       if (path === '/readyz') {
-        void this.env.readiness().then(
+        void this.readiness().then(
           (why) => (why === undefined ? text(res, req, 200, 'ready\n') : text(res, req, 503, `not ready: ${why}\n`)),
           (err: unknown) => {
             log.warn('readiness could not be checked', { err: String(err) });
@@ -273,6 +278,21 @@ export class WebServer {
     }
     if (path === BOSH_PATH) return this.bosh(req, res);
     res.writeHead(404, { 'Content-Type': 'text/plain', 'Content-Length': 10 }).end('not found\n');
+  }
+
+  /**
+   * /readyz's answer: one check (a database ping and a registry check) at
+   * a time, its answer kept READY_CACHE_MS, however many ask: the path is
+   * not authenticated, and each check costs a round trip to the stores.
+   */
+  private readiness(): Promise<string | undefined> {
+    const now = Date.now();
+    if (this.ready && (this.ready.at === undefined || now - this.ready.at < READY_CACHE_MS)) return this.ready.p;
+    const entry: { p: Promise<string | undefined>; at: number | undefined } = { p: this.env.readiness(), at: undefined };
+    const done = () => (entry.at = Date.now());
+    entry.p.then(done, done);
+    this.ready = entry;
+    return entry.p;
   }
 
   /**
