@@ -110,8 +110,6 @@ export class Router implements PresenceRouting {
   private readonly hooks: Hooks;
   /** Work started for stanzas that lost their session (rerouting, offline storage): shutdown waits for it. */
   private readonly pending = new Set<Promise<void>>();
-  /** The last rerouting queued for each addressee's bare JID, while it runs (see rerouteElement). */
-  private readonly rerouting = new Map<string, Promise<void>>();
   /** Sessions that moved away from this worker, by id (see MOVED_KEEP_MS). */
   private readonly moved = new Map<string, Place & { at: number }>();
   /** Federation (s2s/federation.ts), when XMPP_S2S is on: where stanzas to other servers go. */
@@ -785,57 +783,37 @@ export class Router implements PresenceRouting {
   }
 
   private rerouteElement(el: Element, kind: Reroute, sid: string): void {
-    // One after the other for each addressee: two messages that lost their
-    // session together (its node died before confirming them) would race
-    // through the lookups below, and offline storage would keep the later
-    // one first. In the order they were sent, as the transport reports them.
-    const key = String(el.attrs.to ?? '').split('/')[0];
-    this.track(() => this.inTurn(key, () => this.rerouteNow(el, kind, sid)));
-  }
-
-  /** `fn` once the work queued before it for `key` is done (failed or not). */
-  private inTurn(key: string, fn: () => Promise<void>): Promise<void> {
-    const before = this.rerouting.get(key);
-    const mine = before ? before.then(fn) : fn();
-    const done = mine.catch(() => {});
-    this.rerouting.set(key, done);
-    void done.then(() => {
-      if (this.rerouting.get(key) === done) this.rerouting.delete(key);
+    this.track(async () => {
+      if (kind === 'iq') {
+        const reply = errorReply(el, new StanzaError('service-unavailable'));
+        if (reply) await this.routeInternal(reply);
+        return;
+      }
+      let to: Jid;
+      try {
+        to = parseJid(el.attrs.to);
+      } catch {
+        return;
+      }
+      if (to.domain !== this.d.domain) {
+        // A component that went (XEP-0114): its sender learns it.
+        const reply = errorReply(el, new StanzaError('service-unavailable', `${to.domain} is not connected`));
+        if (reply) await this.routeInternal(reply);
+        return;
+      }
+      if (!to.local) return;
+      if (kind === 'last') return this.storeOrBounce(to.local, el, undefined, sid);
+      // A message, or a copy of one (another copy may have reached another
+      // resource: then it comes twice, rather than not at all), goes as to
+      // the bare JID, to the resources left, else to storage.
+      try {
+        await this.toBare(el, to.local, `${to.local}@${to.domain}`, undefined, sid);
+      } catch (err) {
+        // The registry is away: storage, or an error to the sender.
+        log.debug('reroute: the registry failed; storing', { err: String(err) });
+        await this.storeOrBounce(to.local, el, undefined, sid);
+      }
     });
-    return mine;
-  }
-
-  /** RFC 6121 §8.5.3.2 for a stanza whose session is gone (see rerouted). */
-  private async rerouteNow(el: Element, kind: Reroute, sid: string): Promise<void> {
-    if (kind === 'iq') {
-      const reply = errorReply(el, new StanzaError('service-unavailable'));
-      if (reply) await this.routeInternal(reply);
-      return;
-    }
-    let to: Jid;
-    try {
-      to = parseJid(el.attrs.to);
-    } catch {
-      return;
-    }
-    if (to.domain !== this.d.domain) {
-      // A component that went (XEP-0114): its sender learns it.
-      const reply = errorReply(el, new StanzaError('service-unavailable', `${to.domain} is not connected`));
-      if (reply) await this.routeInternal(reply);
-      return;
-    }
-    if (!to.local) return;
-    if (kind === 'last') return this.storeOrBounce(to.local, el, undefined, sid);
-    // A message, or a copy of one (another copy may have reached another
-    // resource: then it comes twice, rather than not at all), goes as to
-    // the bare JID, to the resources left, else to storage.
-    try {
-      await this.toBare(el, to.local, `${to.local}@${to.domain}`, undefined, sid);
-    } catch (err) {
-      // The registry is away: storage, or an error to the sender.
-      log.debug('reroute: the registry failed; storing', { err: String(err) });
-      await this.storeOrBounce(to.local, el, undefined, sid);
-    }
   }
 
   /** Work started for a stanza or a session that is gone (PresenceRouting): logged if it fails, awaited by idle(). */
