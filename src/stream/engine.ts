@@ -162,6 +162,8 @@ const CONGESTED = 1024 * 1024;
 const PAUSED_RATE = 1;
 const PAUSED_MAILBOX = 2;
 const CLOSE_GRACE_MS = 2000;
+/** A read shorter than this counts against XMPP_MAX_READS_PER_SECOND (see tooManyReads). */
+const SMALL_READ = 64;
 const B64 = /^[A-Za-z0-9+/]*={0,2}$/;
 /**
  * The largest SASL message taken, decoded (RFC 6120 §6.4.2 leaves it to the
@@ -541,20 +543,23 @@ export abstract class StreamEngine {
   protected onData(chunk: Buffer): void {
     if (this.state === 'closed' || this.upgrading) return;
     this.lastActivity = Date.now();
-    if (this.tooManyReads()) return;
+    if (this.tooManyReads(chunk.length)) return;
     this.throttle(chunk.length);
     this.parser!.write(chunk);
   }
 
   /**
-   * Counts a read (each TLS record is one): a client sending records of a
-   * byte or two makes every byte cost a decryption, an event and a parse,
-   * which the byte rate does not see. Past XMPP_MAX_READS_PER_SECOND in one
-   * second the stream ends with policy-violation (logged); true then.
+   * Counts a small read (each TLS record is a read): a client sending
+   * records of a byte or two makes every byte cost a decryption, an event
+   * and a parse, which the byte rate does not see. Past
+   * XMPP_MAX_READS_PER_SECOND small ones in one second the stream ends with
+   * policy-violation (logged); true then. Reads of SMALL_READ bytes or more
+   * are not counted: a client sending thousands of stanzas a second (a
+   * bridge, a bot) sends a record per stanza, and the byte rate bounds those.
    */
-  protected tooManyReads(): boolean {
+  protected tooManyReads(bytes: number): boolean {
     const max = this.env.config.maxReadsPerSecond;
-    if (max === 0 || !this.readsBounded) return false;
+    if (max === 0 || bytes >= SMALL_READ || !this.readsBounded) return false;
     const now = this.lastActivity;
     if (now - this.readsSince >= 1000) {
       this.readsSince = now;
