@@ -19,7 +19,10 @@ export function refuseRenegotiation(t: TLSSocket, refused: (err: Error) => void)
     done = true;
     refused(err);
   };
-  t.on('_tlsError', (err: Error) => once(err));
+  // Every TLS error passes there (a write cancelled at the close too): only a refused renegotiation is one of ours.
+  t.on('_tlsError', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'ERR_TLS_RENEGOTIATION_DISABLED') once(err);
+  });
   let handshakes = 0;
   t.on('secure', () => {
     if (++handshakes > 1) once(new Error('TLS renegotiation is not allowed'));
