@@ -10,8 +10,8 @@ import { parse as parseXml } from 'ltx';
 import type { Element } from 'ltx';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
-import { online, authenticated, within, uid, NS_SASL, NS_TLS, NS_STREAMS_ERR } from '../helpers/protocol.ts';
-import { NS_SM } from '../helpers/im.ts';
+import { online, authenticated, within, until, uid, NS_SASL, NS_TLS, NS_STREAMS_ERR } from '../helpers/protocol.ts';
+import { NS_SM, isBody } from '../helpers/im.ts';
 import { serverCa } from '../helpers/ws.ts';
 import { environment, spawnServer, START_MS } from '../helpers/process.ts';
 import { BoshClient, NS_HTTPBIND, NS_XBOSH, boshBind, boshOnline, boshScram, payloads, post } from '../helpers/bosh.ts';
@@ -474,6 +474,52 @@ test('stream management (XEP-0198) over BOSH: enabled with resumption, and the s
   const again = await within(tcp.find((el) => el.name === 'message'), 10_000, 'the message again');
   t.is(again.getChildText('body'), 'kept');
   t.is(again.attrs.to, jid);
+});
+
+test('a BOSH client that vanished (its session ended by inactivity, §10) resumes the XMPP session over a new BOSH session (XEP-0198): what it did not acknowledge, then what came while it was away, in order, once', async (t) => {
+  const own = await startTestServer({ XMPP_HTTPS_PORT: '0', XMPP_BOSH_INACTIVITY: '1' });
+  t.teardown(() => own.stop());
+  for (const u of ['gone', 'talker']) await own.addUser(u, `${u}-pw`);
+  const talker = await online(own.c2sPort, 'talker', 'talker-pw', 'tcp');
+  t.teardown(() => talker.c.destroy());
+  const { c, jid } = await boshOnline(own, 'gone', 'gone-pw', 'web');
+  t.teardown(() => c.close());
+  await c.send(`<enable xmlns='${NS_SM}' resume='true'/>`);
+  const enabled = await c.find((el) => el.name === 'enabled');
+  t.is(enabled.attrs.resume, 'true');
+  const say = (body: string) => talker.c.send(`<message to='${jid}' type='chat'><body>${body}</body></message>`);
+  say('k1');
+  await c.find(isBody('k1'));
+  say('k2');
+  await c.find(isBody('k2'));
+  // Then no request at all: the BOSH session ends after XMPP_BOSH_INACTIVITY, and the XMPP session waits, detached.
+  c.close();
+  await until(() => own.hub.guard!.admit('127.0.0.1', 'gone').resuming, 20_000, 'the session detached once its BOSH session was inactive');
+  const old = await post(c.url, c.wrap({ rid: c.rid }), { ca: c.ca });
+  t.is(old.body?.attrs.condition, 'item-not-found', 'the old BOSH session is over');
+  say('k3');
+
+  // A new BOSH session: logged in, and <resume/> in place of a bind, having handled k1 only.
+  const again = new BoshClient(`https://localhost:${own.httpsPort}/http-bind`, { ca: serverCa(own) });
+  t.teardown(() => again.close());
+  await again.create();
+  await boshScram(again, 'gone', 'gone-pw');
+  await again.send(`<resume xmlns='${NS_SM}' previd='${enabled.attrs.id}' h='1'/>`);
+  const answer = await again.find((el) => el.name === 'resumed' || el.name === 'failed');
+  t.is(answer.name, 'resumed', answer.toString());
+  t.is(answer.attrs.previd, enabled.attrs.id);
+  const bodies: string[] = [];
+  const next = async () => {
+    const m = await again.find((el) => el.name === 'message');
+    t.is(m.attrs.to, jid, 'to the same full JID');
+    bodies.push(m.getChildText('body') ?? '');
+  };
+  while (bodies.length < 2) await next();
+  t.deepEqual(bodies, ['k2', 'k3']);
+  // Live again, and nothing came twice.
+  say('k4');
+  await next();
+  t.deepEqual(bodies, ['k2', 'k3', 'k4']);
 });
 
 /**
