@@ -24,8 +24,9 @@
 // no shared state (but for the list of live nodes, read at most once a
 // second, which an id naming another node must be in); the random part (128 bits) is what makes it
 // unguessable (§19.3). A session dies with its worker or node, as a TCP
-// connection does (with XEP-0198 resumption its client resumes it
-// elsewhere).
+// connection does: what outlives it is the XMPP session, which its client
+// resumes with XEP-0198 from a new BOSH session on any node (after the
+// death of its node, with XMPP_SM_DURABLE).
 import { randomBytes, createHash } from 'node:crypto';
 import { parse as parseXml, escapeXML } from 'ltx';
 import type { Element } from 'ltx';
