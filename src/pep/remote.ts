@@ -19,6 +19,7 @@ import type { Redis } from 'ioredis';
 import { K } from '../registry/redis.ts';
 import { CapsCache } from './caps.ts';
 import type { Caps, SharedCaps } from './caps.ts';
+import { HubCaller } from '../worker/hub-call.ts';
 
 /** A resource of a contact on another server whose presence an account receives. */
 export interface RemoteResource {
@@ -205,29 +206,7 @@ export class PepShared {
 }
 
 /** A worker's view of the hub's PepShared: each call a message to the main thread and its answer. */
-export class HubPep implements RemoteResources, SharedCaps {
-  private readonly post: (q: number, m: string, a: unknown[]) => void;
-  private readonly waiting = new Map<number, (v: unknown) => void>();
-  private next = 1;
-
-  constructor(post: (q: number, m: string, a: unknown[]) => void) {
-    this.post = post;
-  }
-
-  /** The hub's answer to call `q`. */
-  answered(q: number, v: unknown): void {
-    this.waiting.get(q)?.(v);
-    this.waiting.delete(q);
-  }
-
-  private call(m: string, a: unknown[]): Promise<unknown> {
-    const q = this.next++;
-    return new Promise((resolve) => {
-      this.waiting.set(q, resolve);
-      this.post(q, m, a);
-    });
-  }
-
+export class HubPep extends HubCaller implements RemoteResources, SharedCaps {
   async available(owner: string, jid: string, caps: string): Promise<string | undefined> {
     return ((await this.call('available', [owner, jid, caps])) as string | null) ?? undefined;
   }

@@ -1,6 +1,7 @@
 // A worker's view of the node's Guard (acceptor/guard.ts): each call a
 // message to the main thread and its answer, so that every worker of the
 // node counts failed authentications and registrations in one place.
+import { HubCaller } from './hub-call.ts';
 
 /** What the streams ask of the node's guard. */
 export interface NodeGuard {
@@ -19,30 +20,7 @@ export interface NodeGuard {
   count(name: 'hashRefused' | 'readsExceeded'): void;
 }
 
-export class HubGuard implements NodeGuard {
-  private readonly post: (q: number, m: string, a: unknown[]) => void;
-  private readonly waiting = new Map<number, (v: unknown) => void>();
-  private next = 1;
-
-  /** `post`: sends a call to the hub; q 0 asks for no answer. */
-  constructor(post: (q: number, m: string, a: unknown[]) => void) {
-    this.post = post;
-  }
-
-  /** The hub's answer to call `q`. */
-  answered(q: number, v: unknown): void {
-    this.waiting.get(q)?.(v);
-    this.waiting.delete(q);
-  }
-
-  private call(m: string, a: unknown[]): Promise<unknown> {
-    const q = this.next++;
-    return new Promise((resolve) => {
-      this.waiting.set(q, resolve);
-      this.post(q, m, a);
-    });
-  }
-
+export class HubGuard extends HubCaller implements NodeGuard {
   async check(address: string): Promise<number> {
     return Number(await this.call('check', [address]));
   }
