@@ -2,6 +2,7 @@
 // person would, and parses its --json summary.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import type { ExecutionContext } from 'ava';
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
 
@@ -38,4 +39,19 @@ export function runLoad(args: string[]): Promise<LoadRun> {
       resolve({ code, stdout, stderr, json });
     });
   });
+}
+
+/** A clean run: exit 0, nothing failed, latency figures present and in order. */
+export function clean(t: ExecutionContext, r: LoadRun, workload: string): void {
+  t.is(r.code, 0, `${r.stderr}\n${r.stdout}`);
+  t.truthy(r.json, `stdout is one JSON object: ${r.stdout}`);
+  t.is(r.json.workload, workload);
+  t.is(r.json.failed, 0, JSON.stringify(r.json.errors));
+  t.deepEqual(r.json.errors, {});
+  const l = r.json.latencyMs;
+  for (const k of ['p50', 'p95', 'p99', 'max', 'mean'] as const) t.is(typeof l[k], 'number', k);
+  t.true(l.p50 > 0, `p50 ${l.p50}`);
+  t.true(l.p50 <= l.p95 && l.p95 <= l.p99 && l.p99 <= l.max, JSON.stringify(l));
+  t.true(r.json.durationS > 0);
+  t.true(r.json.perSecond > 0);
 }

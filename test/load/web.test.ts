@@ -2,11 +2,9 @@
 // (XEP-0124, XEP-0206) against a real server's HTTPS and HTTP listeners,
 // each run small and bounded by its count.
 import test from 'ava';
-import type { ExecutionContext } from 'ava';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
-import { runLoad } from './run.ts';
-import type { LoadRun } from './run.ts';
+import { clean, runLoad } from './run.ts';
 
 let server: TestServer;
 
@@ -17,16 +15,6 @@ test.before(async () => {
 test.after.always(async () => {
   await server?.stop();
 });
-
-function clean(t: ExecutionContext, r: LoadRun, workload: string): void {
-  t.is(r.code, 0, `${r.stderr}\n${r.stdout}`);
-  t.truthy(r.json, `stdout is one JSON object: ${r.stdout}`);
-  t.is(r.json.workload, workload);
-  t.is(r.json.failed, 0, JSON.stringify(r.json.errors));
-  t.deepEqual(r.json.errors, {});
-  const l = r.json.latencyMs;
-  t.true(l.p50 > 0 && l.p50 <= l.p99 && l.p99 <= l.max, JSON.stringify(l));
-}
 
 for (const transport of ['websocket', 'bosh'] as const) {
   const path = transport === 'websocket' ? 'xmpp-websocket' : 'http-bind';

@@ -3,15 +3,13 @@
 // its refusals. Every run is bounded by its count (the --duration given is
 // only a safety limit), except idle, which lasts its duration by design.
 import test from 'ava';
-import type { ExecutionContext } from 'ava';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
 import { startTestServer } from '../helpers/server.ts';
 import type { TestServer } from '../helpers/server.ts';
-import { runLoad } from './run.ts';
-import type { LoadRun } from './run.ts';
+import { clean, runLoad } from './run.ts';
 
 let server: TestServer;
 
@@ -25,21 +23,6 @@ test.after.always(async () => {
 
 const starttls = () => ['--port', String(server.c2sPort)];
 const direct = () => ['--tls', 'direct', '--port', String(server.tlsPort)];
-
-/** A clean run: exit 0, nothing failed, latency figures present and in order. */
-function clean(t: ExecutionContext, r: LoadRun, workload: string): void {
-  t.is(r.code, 0, `${r.stderr}\n${r.stdout}`);
-  t.truthy(r.json, `stdout is one JSON object: ${r.stdout}`);
-  t.is(r.json.workload, workload);
-  t.is(r.json.failed, 0, JSON.stringify(r.json.errors));
-  t.deepEqual(r.json.errors, {});
-  const l = r.json.latencyMs;
-  for (const k of ['p50', 'p95', 'p99', 'max', 'mean'] as const) t.is(typeof l[k], 'number', k);
-  t.true(l.p50 > 0, `p50 ${l.p50}`);
-  t.true(l.p50 <= l.p95 && l.p95 <= l.p99 && l.p99 <= l.max, JSON.stringify(l));
-  t.true(r.json.durationS > 0);
-  t.true(r.json.perSecond > 0);
-}
 
 test('login: provisions the accounts, then exactly --count logins, all bound', async (t) => {
   const r = await runLoad(['login', ...starttls(), '--provision', '--user-prefix', 'lg', '--users', '20', '--count', '20', '--rate', '200', '--duration', '30', '--json']);
