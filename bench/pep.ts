@@ -34,6 +34,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
+import { get as httpsGet } from 'node:https';
 import { Conn, type ConnHandler, type Target, now } from '../src/load/client.ts';
 import { attr, startTag } from '../src/load/tokenizer.ts';
 import { SqliteAccountStore } from '../src/accounts/sqlite.ts';
@@ -364,12 +365,37 @@ async function latency(): Promise<LatencyResult[]> {
 
 const statusKiB = (pid: number, field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
 
+/**
+ * The worker's JavaScript heap in use, from its /metrics gauge
+ * (xmpp_worker_heap_used_bytes): after 2 s of quiet the worker has run a full
+ * collection (XMPP_IDLE_GC_MS), so this is what it keeps, where RSS also
+ * holds what the allocator has not given back, and varies by megabytes
+ * between runs of the same kind. Bytes.
+ */
+async function workerHeap(httpsPort: number): Promise<number> {
+  const text = await new Promise<string>((resolve, reject) => {
+    const req = httpsGet({ host: '127.0.0.1', port: httpsPort, path: '/metrics', rejectUnauthorized: false, servername: MEMORY_DOMAIN }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`/metrics: HTTP ${res.statusCode}`))));
+    });
+    req.on('error', reject);
+  });
+  const m = /^xmpp_worker_heap_used_bytes(?:\{[^}]*\})? (\S+)$/m.exec(text);
+  if (!m) throw new Error('/metrics: no xmpp_worker_heap_used_bytes');
+  return Number(m[1]);
+}
+
 interface MemoryResult {
   presence: 'caps' | 'plain';
   before: number;
   after: number;
   settled: number;
   asked: number;
+  /** The worker's heap in use before the logins and at the end of the hold, bytes. */
+  heapBefore: number;
+  heapSettled: number;
 }
 
 async function memory(): Promise<MemoryResult[]> {
@@ -395,11 +421,12 @@ async function memory(): Promise<MemoryResult[]> {
   const holdMs = (6 + CONNECTIONS / 100) * 1000;
   for (let rep = 0; rep < REPS; rep++) {
     for (const presence of ['plain', 'caps'] as const) {
-      const server = await ours.start(dir, cert, pins);
+      const server = await ours.start(dir, cert, pins, { XMPP_METRICS: '127.0.0.1' });
       let conns: Conn[] = [];
       try {
         await sleep(15_000);
         const before = statusKiB(server.pid, 'VmRSS');
+        const heapBefore = await workerHeap(server.httpsPort!);
         const asked = capsAsked;
         const start = now();
         const tg = target(server.directPort, MEMORY_DOMAIN);
@@ -409,11 +436,12 @@ async function memory(): Promise<MemoryResult[]> {
         const after = statusKiB(server.pid, 'VmRSS');
         await sleep(Math.max(0, start + holdMs - now()));
         const settled = statusKiB(server.pid, 'VmRSS');
+        const heapSettled = await workerHeap(server.httpsPort!);
         if (lost.length > 0) throw new Error(`memory (${presence}): connections lost: ${lost.slice(0, 10).join('; ')}`);
-        const r: MemoryResult = { presence, before, after, settled, asked: capsAsked - asked };
+        const r: MemoryResult = { presence, before, after, settled, asked: capsAsked - asked, heapBefore, heapSettled };
         out.push(r);
         const per = (x: number) => ((x - before) / CONNECTIONS).toFixed(1);
-        console.log(`memory, ${presence === 'caps' ? 'caps in presence' : 'plain presence '} (run ${rep + 1}): ${CONNECTIONS} bound in ${(boundMs / 1000).toFixed(1)} s; RSS ${(before / 1024).toFixed(1)} MiB before, ${(after / 1024).toFixed(1)} 0.5 s after the last bind, ${(settled / 1024).toFixed(1)} settled: ${per(after)} / ${per(settled)} KiB per connection${presence === 'caps' ? `; caps asked ${r.asked} time(s)` : ''}`);
+        console.log(`memory, ${presence === 'caps' ? 'caps in presence' : 'plain presence '} (run ${rep + 1}): ${CONNECTIONS} bound in ${(boundMs / 1000).toFixed(1)} s; RSS ${(before / 1024).toFixed(1)} MiB before, ${(after / 1024).toFixed(1)} 0.5 s after the last bind, ${(settled / 1024).toFixed(1)} settled: ${per(after)} / ${per(settled)} KiB per connection; worker heap ${((heapSettled - heapBefore) / CONNECTIONS).toFixed(0)} bytes per connection${presence === 'caps' ? `; caps asked ${r.asked} time(s)` : ''}`);
         if (presence === 'caps' && r.asked < 1) throw new Error('memory (caps): the server never asked for the caps: are they read?');
       } finally {
         dropAll(conns);
@@ -437,11 +465,11 @@ try {
     console.log('');
     const rs = await memory();
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-    console.log(`\n| presence | runs | KiB per connection, 0.5 s after the last bind | settled | RSS before, MiB |\n|---|---:|---|---|---:|`);
+    console.log(`\n| presence | runs | KiB per connection, 0.5 s after the last bind | settled | RSS before, MiB | worker heap, bytes per connection |\n|---|---:|---|---|---:|---|`);
     for (const presence of ['plain', 'caps'] as const) {
       const of = rs.filter((r) => r.presence === presence);
       const per = (f: (r: MemoryResult) => number) => of.map((r) => ((f(r) - r.before) / CONNECTIONS).toFixed(1)).join(' / ');
-      console.log(`| ${presence === 'caps' ? 'caps (one ver for all)' : 'plain <presence/>'} | ${of.length} | ${per((r) => r.after)} | ${per((r) => r.settled)} | ${(mean(of.map((r) => r.before)) / 1024).toFixed(1)} |`);
+      console.log(`| ${presence === 'caps' ? 'caps (one ver for all)' : 'plain <presence/>'} | ${of.length} | ${per((r) => r.after)} | ${per((r) => r.settled)} | ${(mean(of.map((r) => r.before)) / 1024).toFixed(1)} | ${of.map((r) => ((r.heapSettled - r.heapBefore) / CONNECTIONS).toFixed(0)).join(' / ')} |`);
     }
   }
 } catch (err) {
