@@ -55,8 +55,21 @@ async function waitUntilListening(host: string, port: number, exited: () => bool
   }
 }
 
-/** `logLevel`: debug (the default: tests read Prosody's log) or less, for benchmarks. */
-export async function startProsody(opts: { dir: string; address: string; hosts: Record<string, string>; cafile: string; vhosts: ProsodyHost[]; logLevel?: 'debug' | 'info' | 'warn' }): Promise<Prosody> {
+/**
+ * `logLevel`: debug (the default: tests read Prosody's log) or less, for
+ * benchmarks. `modules`: Prosody modules to load besides the ones every
+ * set-up has (roster, saslauth, tls, dialback, disco, ping, version), such
+ * as "vcard".
+ */
+export async function startProsody(opts: {
+  dir: string;
+  address: string;
+  hosts: Record<string, string>;
+  cafile: string;
+  vhosts: ProsodyHost[];
+  logLevel?: 'debug' | 'info' | 'warn';
+  modules?: string[];
+}): Promise<Prosody> {
   const { dir } = opts;
   const data = join(dir, 'data');
   mkdirSync(join(dir, 'certs'), { recursive: true });
@@ -83,7 +96,7 @@ export async function startProsody(opts: { dir: string; address: string; hosts: 
       'c2s_interfaces = { "127.0.0.1" }',
       `c2s_ports = { ${c2sPort} }`,
       's2s_ports = { 5269 }',
-      'modules_enabled = { "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "version"; }',
+      `modules_enabled = { ${['roster', 'saslauth', 'tls', 'dialback', 'disco', 'ping', 'version', ...(opts.modules ?? [])].map((m) => `${lua(m)};`).join(' ')} }`,
       'authentication = "internal_plain"',
       'c2s_require_encryption = true',
       's2s_require_encryption = true',
