@@ -9,6 +9,9 @@
 // Prosody's users are spoken for by a raw client on Prosody's c2s port,
 // which also plays their client for PEP (XEP-0163): its caps answered to
 // our server's question, our notifications received through Prosody.
+// Prosody runs mod_vcard, so that vCards (XEP-0054) are read both ways;
+// a Prosody user also asks for our users' private XML (XEP-0049), which is
+// theirs alone.
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -20,9 +23,10 @@ import type { Federated } from '../helpers/s2s.ts';
 import { startProsody } from '../helpers/prosody.ts';
 import type { Prosody } from '../helpers/prosody.ts';
 import { stanzaError, uid, within } from '../helpers/protocol.ts';
-import { WAIT, barrier, connect, expect, isBody, isPresence, newUser, push, ready, rosterOf } from '../helpers/im.ts';
+import { WAIT, barrier, connect, expect, fresh, isBody, isPresence, newAccount, newUser, push, ready, rosterOf } from '../helpers/im.ts';
 import { answerCaps, capsPresence, isCapsQuery, isEventItem, publish, untilNotified } from '../helpers/pep.ts';
 import type { Peer } from '../helpers/im.ts';
+import type { Element } from 'ltx';
 
 const dir = mkdtempSync(join(tmpdir(), 'xmpp-prosody-'));
 const ca = testCa(dir, 'interop-ca');
@@ -31,7 +35,7 @@ let ours: Federated;
 let lax: Federated;
 let prosody: Prosody;
 let stop: () => Promise<void>;
-const USERS: Record<string, string> = Object.fromEntries(['pat', 'pam', 'pia', 'pol', 'pem', 'pip'].map((u) => [u, `${u}-pw`]));
+const USERS: Record<string, string> = Object.fromEntries(['pat', 'pam', 'pia', 'pol', 'pem', 'pip', 'pvc', 'ppx'].map((u) => [u, `${u}-pw`]));
 
 test.before(async () => {
   prosody = await startProsody({
@@ -39,6 +43,7 @@ test.before(async () => {
     address: prosodyAddr,
     hosts: { 'ours.example': oursAddr, 'lax.example': laxAddr },
     cafile: ca.cert,
+    modules: ['vcard'],
     vhosts: [
       { domain: 'prosody.example', cert: issue(dir, ca, 'prosody.example', { dns: ['prosody.example'] }), secureAuth: true, users: USERS },
       { domain: 'prosody2.example', cert: selfSigned(dir, 'prosody2.example'), users: USERS },
@@ -67,10 +72,17 @@ async function prosodyUser(t: ExecutionContext, name: string, domain = 'prosody.
   return p;
 }
 
-async function iq(p: Peer, to: string, payload: string): Promise<ReturnType<typeof within<import('ltx').Element>>> {
+async function iq(p: Peer, to: string | undefined, payload: string, type: 'get' | 'set' = 'get'): Promise<Element> {
   const id = uid('iq');
-  return within(p.c.request(`<iq type='get' id='${id}' to='${to}'>${payload}</iq>`, id), WAIT, `${p.jid}: iq to ${to}`);
+  return within(p.c.request(`<iq type='${type}' id='${id}'${to ? ` to='${to}'` : ''}>${payload}</iq>`, id), WAIT, `${p.jid}: iq ${type} to ${to ?? 'its account'}`);
 }
+
+function ok(t: ExecutionContext, res: Element, what: string): void {
+  t.is(res.attrs.type, 'result', `${what}: ${res.toString()}`);
+}
+
+/** iq requests (get, set) that reached `p`'s client from index `from` on. */
+const requestsTo = (p: Peer, from: number) => p.c.items.slice(from).filter((it) => it.kind === 'el' && it.el.name === 'iq' && (it.el.attrs.type === 'get' || it.el.attrs.type === 'set'));
 
 test.serial('messages both ways with Prosody, to full and bare JIDs (TLS and SASL EXTERNAL between the servers)', async (t) => {
   const me = await newUser(t, ours.server, 'me');
@@ -193,4 +205,61 @@ test.serial("PEP to a Prosody user (XEP-0163 §4.3): its client's caps asked ove
   t.is(last.attrs.to, pip2.jid);
   t.is(asked.asked, 1, 'the ver was asked once');
   t.false(pip2.c.items.some((it) => it.kind === 'el' && isCapsQuery(it.el)), 'nor of the second resource');
+});
+
+const VCARD_GET = "<vCard xmlns='vcard-temp'/>";
+const fnOf = (res: Element) => res.getChild('vCard', 'vcard-temp')?.getChildText('FN');
+
+test.serial("vCards with Prosody (XEP-0054 §3.3): its user reads ours as stored, answered by our server; none and no account get the same error; setting ours is forbidden (§3.2); ours reads its user's", async (t) => {
+  const me = await newUser(t, ours.server, 'me');
+  const blank = `${await newAccount(ours.server, 'blank')}@ours.example`;
+  const pvc = await prosodyUser(t, 'pvc');
+  ok(t, await iq(me, undefined, `<vCard xmlns='vcard-temp'><FN>Me &amp; Co</FN><NICKNAME>mee</NICKNAME><DESC>é &lt;x&gt;</DESC></vCard>`, 'set'), 'our vCard set');
+  const mf = me.c.items.length;
+  const got = await iq(pvc, me.bare, VCARD_GET);
+  ok(t, got, "Prosody's user reads ours");
+  t.is(got.attrs.from, me.bare);
+  t.is(fnOf(got), 'Me & Co');
+  t.is(got.getChild('vCard', 'vcard-temp')!.getChildText('NICKNAME'), 'mee');
+  t.is(got.getChild('vCard', 'vcard-temp')!.getChildText('DESC'), 'é <x>');
+  // §3.3: an account without a vCard and one that does not exist: the same error, so that neither is told apart.
+  const none = await iq(pvc, blank, VCARD_GET);
+  t.deepEqual(stanzaError(none), { type: 'cancel', condition: 'service-unavailable', by: undefined }, none.toString());
+  const nobody = await iq(pvc, `${fresh('nobody')}@ours.example`, VCARD_GET);
+  t.deepEqual(stanzaError(nobody), stanzaError(none), 'no account: as for no vCard');
+  t.is(nobody.getChild('error')!.toString(), none.getChild('error')!.toString(), 'the very same <error/>');
+  // §3.2: only the account's own clients set its vCard.
+  const forged = await iq(pvc, me.bare, `<vCard xmlns='vcard-temp'><FN>Not me</FN></vCard>`, 'set');
+  t.deepEqual(stanzaError(forged), { type: 'auth', condition: 'forbidden', by: undefined }, forged.toString());
+  t.is(fnOf(await iq(me, undefined, VCARD_GET)), 'Me & Co', 'our vCard unchanged');
+  t.deepEqual(requestsTo(me, mf), [], "our server answered for the account: its client saw no request");
+
+  // The other way: our user reads a Prosody user's vCard, the request and its answer over the federation.
+  ok(t, await iq(pvc, undefined, `<vCard xmlns='vcard-temp'><FN>Prosody's Pvc</FN></vCard>`, 'set'), "the Prosody user's vCard set at Prosody");
+  const theirs = await iq(me, pvc.bare, VCARD_GET);
+  ok(t, theirs, "ours reads the Prosody user's");
+  t.is(theirs.attrs.from, pvc.bare);
+  t.is(fnOf(theirs), "Prosody's Pvc");
+  // Prosody's error for an account it does not have comes back to our client as Prosody sent it.
+  const unknown = await iq(me, 'nobody@prosody.example', VCARD_GET);
+  t.is(unknown.attrs.type, 'error', unknown.toString());
+  t.is(unknown.attrs.from, 'nobody@prosody.example');
+});
+
+test.serial("private XML (XEP-0049) of ours is its account's alone: a Prosody user's get and set to it are forbidden (§3), nothing read or changed", async (t) => {
+  const me = await newUser(t, ours.server, 'me');
+  const ppx = await prosodyUser(t, 'ppx');
+  const query = (inner: string) => `<query xmlns='jabber:iq:private'>${inner}</query>`;
+  ok(t, await iq(me, undefined, query(`<prefs xmlns='urn:test:prefs'><secret>s3cr3t</secret></prefs>`), 'set'), 'our private XML set');
+  const mf = me.c.items.length;
+  const read = await iq(ppx, me.bare, query(`<prefs xmlns='urn:test:prefs'/>`));
+  t.deepEqual(stanzaError(read), { type: 'auth', condition: 'forbidden', by: undefined }, read.toString());
+  t.is(read.attrs.from, me.bare);
+  t.false(read.toString().includes('s3cr3t'), 'nothing of it in the answer');
+  const write = await iq(ppx, me.bare, query(`<prefs xmlns='urn:test:prefs'><secret>theirs</secret></prefs>`), 'set');
+  t.deepEqual(stanzaError(write), { type: 'auth', condition: 'forbidden', by: undefined }, write.toString());
+  const mine = await iq(me, undefined, query(`<prefs xmlns='urn:test:prefs'/>`));
+  ok(t, mine, 'our own get');
+  t.is(mine.getChild('query', 'jabber:iq:private')?.getChild('prefs', 'urn:test:prefs')?.getChildText('secret'), 's3cr3t', 'unchanged');
+  t.deepEqual(requestsTo(me, mf), [], 'our client saw no request');
 });
