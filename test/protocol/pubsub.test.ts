@@ -4,14 +4,16 @@
 // subscriptions (§6.1, §6.2) with the last item on subscription (§6.1.7),
 // notifications of publish, retract, purge and delete to subscribers,
 // items (§6.5), the access models open and whitelist with affiliations
-// (§4.1, §8.9), the owner's management of subscriptions (§8.8), the
-// requester's own subscriptions and affiliations (§5.6, §5.7), and the
-// bounds; subscriptions gone with the account.
+// (§4.1, §8.9), presence and roster (groups) as the owner's roster says,
+// the publish models, send_last_published_item never, the owner's
+// management of subscriptions (§8.8), the requester's own subscriptions
+// and affiliations (§5.6, §5.7), and the bounds; subscriptions gone with
+// the account; the service at another domain (XMPP_PUBSUB_DOMAIN).
 import test from 'ava';
 import type { Element } from 'ltx';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { stanzaError } from '../helpers/protocol.ts';
-import { connect, expect, fresh, newUser, type Peer } from '../helpers/im.ts';
+import { connect, expect, fresh, newUser, NS_ROSTER, push, subscribe, type Peer } from '../helpers/im.ts';
 import { before, form, iq, isEvent, isEventItem, itemIds, items, NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, ok, publish, refused } from '../helpers/pep.ts';
 
 let server: TestServer;
@@ -262,4 +264,117 @@ test('an account’s removal takes the nodes it alone owned; a co-owned node sta
   refused(t, await items(alice, service, mine), 'item-not-found', undefined, 'gone with its only owner');
   const affs = await owner(alice, 'get', `<affiliations node='${shared}'/>`);
   t.deepEqual(affs.getChild('pubsub', NS_OWNER)!.getChild('affiliations')!.getChildren('affiliation').map((a) => a.attrs.jid), [alice.bare], 'the other owner keeps it');
+});
+
+/** Puts `contact` in `owner`'s roster with these groups (RFC 6121 §2.3), no subscription asked. */
+const rosterSet = (owner: Peer, contact: Peer, groups: string[]) => iq(owner, 'set', `<query xmlns='${NS_ROSTER}'><item jid='${contact.bare}'>${groups.map((g) => `<group>${g}</group>`).join('')}</item></query>`);
+
+test('access model presence (§4.5): subscribe and items for those with a subscription to an owner’s presence (from or both), not-authorized + presence-subscription-required otherwise; gone with the subscription', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const carol = await newUser(t, server, 'carol');
+  const node = freshNode();
+  ok(t, await create(alice, node, { 'pubsub#access_model': 'presence' }), 'create');
+  ok(t, await pub(alice, node, 'p1'), 'publish');
+  refused(t, await sub(bob, node), 'not-authorized', 'presence-subscription-required', 'subscribe, a stranger');
+  refused(t, await items(bob, service, node), 'not-authorized', 'presence-subscription-required', 'items, a stranger');
+  // Alice subscribed to bob's presence: her roster has him 'to', which lets him in no more.
+  await subscribe(alice, bob);
+  refused(t, await items(bob, service, node), 'not-authorized', 'presence-subscription-required', 'items, alice subscribed to bob (not the other way)');
+  // Carol subscribed to alice's presence: 'from' in alice's roster.
+  await subscribe(carol, alice);
+  t.deepEqual(itemIds(await items(carol, service, node)), ['p1'], 'carol reads');
+  ok(t, await sub(carol, node), 'carol subscribes');
+  // Bob too, and so both ways ('both').
+  await subscribe(bob, alice);
+  t.deepEqual(itemIds(await items(bob, service, node)), ['p1'], 'bob reads (both)');
+  // Alice cancels carol's subscription to her presence (RFC 6121 §3.2): carol is let in no more.
+  const f = alice.c.items.length;
+  alice.c.send(`<presence to='${carol.bare}' type='unsubscribed'/>`);
+  await push(t, alice, carol.bare, 'none', undefined, f);
+  refused(t, await items(carol, service, node), 'not-authorized', 'presence-subscription-required', 'items, after the cancellation');
+  refused(t, await sub(carol, node), 'not-authorized', 'presence-subscription-required', 'subscribe, after the cancellation');
+  // Her subscription stays, but notifications stop (§4.5): bob gets the next one, carol not.
+  const fc = carol.c.items.length;
+  ok(t, await pub(alice, node, 'p2'), 'publish');
+  const control = freshNode();
+  ok(t, await create(alice, control), 'control node');
+  ok(t, await sub(carol, control), 'carol subscribes to the control');
+  ok(t, await pub(alice, control, 'c'), 'control publish');
+  t.false((await before(carol, 'the control', isEventItem(service, control, 'c'), fc)).some(isEventItem(service, node, 'p2')), 'no notification to carol');
+});
+
+test('access model roster (§4.5): subscribe and items for contacts in the node’s roster groups of an owner’s roster, not-authorized + not-in-roster-group otherwise; a change of groups counts at once', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const carol = await newUser(t, server, 'carol');
+  const dave = await newUser(t, server, 'dave');
+  const node = freshNode();
+  ok(t, await create(alice, node, { 'pubsub#access_model': 'roster', 'pubsub#roster_groups_allowed': ['Friends', 'Family'] }), 'create');
+  ok(t, await pub(alice, node, 'r1'), 'publish');
+  ok(t, await rosterSet(alice, bob, ['Friends']), 'bob in Friends');
+  ok(t, await rosterSet(alice, carol, ['Work']), 'carol in Work');
+  t.deepEqual(itemIds(await items(bob, service, node)), ['r1'], 'bob, in an allowed group, reads');
+  ok(t, await sub(bob, node), 'bob subscribes');
+  refused(t, await items(carol, service, node), 'not-authorized', 'not-in-roster-group', 'items, carol in another group');
+  refused(t, await sub(carol, node), 'not-authorized', 'not-in-roster-group', 'subscribe, carol in another group');
+  refused(t, await sub(dave, node), 'not-authorized', 'not-in-roster-group', 'subscribe, dave not in the roster');
+  // Carol's groups change: in one of the node's groups she is let in; bob, moved out, is not.
+  ok(t, await rosterSet(alice, carol, ['Work', 'Family']), 'carol in Family too');
+  ok(t, await sub(carol, node), 'carol subscribes');
+  ok(t, await rosterSet(alice, bob, []), 'bob in no group');
+  refused(t, await items(bob, service, node), 'not-authorized', 'not-in-roster-group', 'items, bob out of the groups');
+  // The owner's groups allowed change: carol's Family no longer counts.
+  ok(t, await owner(alice, 'set', `<configure node='${node}'>${form(NODE_CONFIG, { 'pubsub#roster_groups_allowed': 'Friends' })}</configure>`), 'only Friends');
+  refused(t, await items(carol, service, node), 'not-authorized', 'not-in-roster-group', 'items, Family no longer allowed');
+  ok(t, await rosterSet(alice, carol, ['Friends']), 'carol in Friends');
+  const f = carol.c.items.length;
+  ok(t, await pub(alice, node, 'r2'), 'publish');
+  await expect(carol, 'the notification', isEventItem(service, node, 'r2'), f);
+});
+
+test('publish model subscribers (§16.4.3 pubsub#publish_model): subscribers publish, others are forbidden; not after unsubscribing', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const node = freshNode();
+  ok(t, await create(alice, node, { 'pubsub#publish_model': 'subscribers' }), 'create');
+  refused(t, await pub(bob, node, 'before'), 'forbidden', undefined, 'not a subscriber');
+  ok(t, await sub(bob, node, `${bob.bare}/elsewhere`), 'a subscription of another resource of his');
+  ok(t, await pub(bob, node, 'by-bob'), 'a subscriber publishes');
+  t.deepEqual(itemIds(await items(alice, service, node)), ['by-bob']);
+  ok(t, await unsub(bob, node, `${bob.bare}/elsewhere`), 'unsubscribe');
+  refused(t, await pub(bob, node, 'after'), 'forbidden', undefined, 'no longer a subscriber');
+  ok(t, await pub(alice, node, 'by-alice'), 'the owner publishes, subscribed or not');
+});
+
+test('send_last_published_item never (§16.4.3): no last item on subscription', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const node = freshNode();
+  ok(t, await create(alice, node, { 'pubsub#send_last_published_item': 'never' }), 'create');
+  ok(t, await pub(alice, node, 'old'), 'an item before bob subscribes');
+  const f = bob.c.items.length;
+  ok(t, await sub(bob, node), 'subscribe');
+  // Control: the next publish's notification; the last item, had it been sent, would precede it.
+  ok(t, await pub(alice, node, 'new'), 'publish');
+  t.false((await before(bob, 'the notification', isEventItem(service, node, 'new'), f)).some(isEventItem(service, node, 'old')), 'no last item');
+});
+
+test('XMPP_PUBSUB_DOMAIN: the service answers at the domain it names, listed in the server’s disco#items, and not at pubsub.<domain>', async (t) => {
+  const other = await startTestServer({ XMPP_PUBSUB_DOMAIN: 'ps.localhost' });
+  t.teardown(() => other.stop());
+  const ps = 'ps.localhost';
+  const alice = await newUser(t, other, 'alice');
+  const list = await iq(alice, 'get', `<query xmlns='http://jabber.org/protocol/disco#items'/>`, other.config.domain);
+  const listed = list.getChild('query')!.getChildren('item').map((i) => i.attrs.jid);
+  t.true(listed.includes(ps), list.toString());
+  t.false(listed.includes(`pubsub.${other.config.domain}`), 'not the default domain');
+  const info = await iq(alice, 'get', `<query xmlns='http://jabber.org/protocol/disco#info'/>`, ps);
+  t.true(info.getChild('query')!.getChildren('identity').some((i) => i.attrs.category === 'pubsub' && i.attrs.type === 'service'), info.toString());
+  const node = freshNode();
+  ok(t, await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><create node='${node}'/></pubsub>`, ps), 'create');
+  ok(t, await publish(alice, node, `<entry xmlns='urn:test'>x</entry>`, { id: 'x', to: ps }), 'publish');
+  t.deepEqual(itemIds(await items(alice, ps, node)), ['x']);
+  // pubsub.localhost is nobody here (and federation is off): remote-server-not-found.
+  refused(t, await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><create node='${freshNode()}'/></pubsub>`, `pubsub.${other.config.domain}`), 'remote-server-not-found', undefined, 'the default domain');
 });
