@@ -17,6 +17,7 @@ import type { Jid } from '../xmpp/jid.ts';
 import type { Out, Session } from '../session/session.ts';
 import type { RosterItem } from '../roster/store.ts';
 import type { ServiceControlEnvelope } from '../worker/wire.ts';
+import type { DeliverOptions } from '../presence/presence.ts';
 
 /**
  * Returns the result payload (or null for an empty result), or throws a
@@ -89,8 +90,16 @@ export interface HostedService {
   domain: string;
   /** iq get/set to the domain or any address of it, keyed "type namespace" (disco included: the service says what it is). */
   iq: Record<string, ServiceIqHandler>;
-  /** Other stanzas to it (messages, presence, iq results and errors): true when it took the stanza; a message it did not take is answered service-unavailable. */
-  stanza?: (el: Element, from: Jid) => boolean | void | Promise<boolean | void>;
+  /**
+   * Other stanzas to it (messages, presence, iq results and errors): true when it took the stanza; a message it did
+   * not take is answered service-unavailable. `opts`: how it was routed (DeliverOptions.arriving for presence).
+   */
+  stanza?: (el: Element, from: Jid, opts: DeliverOptions) => boolean | void | Promise<boolean | void>;
+  /**
+   * It may be a roster contact (RFC 6121 §3): the server applies the subscription stanzas it sends to its users'
+   * rosters, and routes its users' subscription stanzas, probes and broadcast presence to it, federation or not.
+   */
+  contact?: boolean;
   /** Every stanza to it, instead of `iq` and `stanza`: for a service whose addresses are actors of their own (XEP-0045 rooms); errors are its own to send. */
   handle?: (el: Element, to: Jid, from: Jid) => Promise<void>;
   /** A stanza another worker passed on to this one (a 'svc' envelope, Router.toService's peers). */

@@ -79,6 +79,14 @@ export interface PresenceSession {
 export interface DeliverOptions {
   /** An answer the session asked for (a probe's answer): not counted against it as unsolicited output. */
   solicited?: boolean;
+  /**
+   * Available presence of a local session that makes it newly available to
+   * the addressee (initial presence, §4.2.2; the first directed presence of
+   * an availability, §4.6.2; the presence an approval or a probe brings,
+   * §3.1.5, §4.3.2), not a change of one it already has: a hosted service
+   * acts on it (XEP-0060 on_sub_and_presence) without keeping state.
+   */
+  arriving?: boolean;
 }
 
 /** The routing this service uses (the Router). */
@@ -103,6 +111,12 @@ export interface PresenceRouting {
   routeInternal(el: Element, opts?: DeliverOptions): Promise<void>;
   /** A departed session had sent directed presence to `to`: true when a hosted service says it is gone for it (XEP-0045 rooms). */
   sessionGone?(from: string, to: string): boolean;
+  /**
+   * Whether a domain is a hosted service's that may be a roster contact
+   * (XEP-0060 pubsub.<domain>): subscription stanzas, probes and broadcast
+   * presence go to it on this server, federation or not.
+   */
+  contactService?(domain: string): boolean;
 }
 
 export interface PresenceDeps {
@@ -240,7 +254,8 @@ export class PresenceService {
   async fromClient(el: Element, s: PresenceSession, to: Jid | undefined): Promise<void> {
     const type = el.attrs.type;
     if (isSubscriptionType(type)) {
-      if (!to || !to.local) throw new StanzaError('bad-request', 'a subscription request is addressed to an account');
+      // §3: with an account, or with a service of this server's that takes them (XEP-0060 §12.4: a pubsub service learns its subscribers' presence so).
+      if (!to || (!to.local && (to.resource || !this.isService(to.domain)))) throw new StanzaError('bad-request', 'a subscription request is addressed to an account');
       return this.outboundSubscription(el, type, s, to);
     }
     if (type === 'probe') {
@@ -265,14 +280,27 @@ export class PresenceService {
    * routed as any stanza (to the available resources of a bare JID).
    */
   async fromRemote(el: Element, to: Jid): Promise<boolean> {
+    return this.fromOther(el, to, false);
+  }
+
+  /**
+   * A subscription stanza from a hosted service of this server's that may
+   * be a contact (PresenceRouting.contactService) to an address of our
+   * domain: applied to the addressee's roster as a peer's would be (A.3).
+   */
+  async fromService(el: Element, to: Jid): Promise<void> {
+    await this.fromOther(el, to, true);
+  }
+
+  private async fromOther(el: Element, to: Jid, service: boolean): Promise<boolean> {
     const type = el.attrs.type;
     const from = el.attrs.from;
-    // Checked by the stream it came on (s2s/incoming.ts).
+    // Checked by the stream it came on (s2s/incoming.ts), or the service's own domain.
     const sender = parseJid(from);
     const fromBare = sender.local ? `${sender.local}@${sender.domain}` : sender.domain;
     if (isSubscriptionType(type)) {
-      // §3: subscriptions are between accounts.
-      if (!to.local || !sender.local) return true;
+      // §3: subscriptions are between accounts (and with this server's services that take them).
+      if (!to.local || (!sender.local && !service)) return true;
       const contact = `${to.local}@${to.domain}`;
       const stanza = subscriptionStanza(el, fromBare, contact, type);
       const r = await this.inboundSubscription(stanza, type, to.local, contact, fromBare);
@@ -298,6 +326,11 @@ export class PresenceService {
     return at > 0 && bare.slice(at + 1) === this.d.domain;
   }
 
+  /** Whether a bare JID is the domain of a hosted service that may be a contact (reached with federation off too). */
+  private isService(bare: string): boolean {
+    return this.r.contactService?.(bare) === true;
+  }
+
   /**
    * A subscription stanza to `toBare` from `fromBare`: applied to the
    * addressee's roster here (A.3) when it is an account of ours, else sent
@@ -318,8 +351,8 @@ export class PresenceService {
   }
 
   private async outboundSubscription(el: Element, type: SubscriptionType, s: PresenceSession, to: Jid): Promise<void> {
-    const contact = `${to.local}@${to.domain}`;
-    if (to.domain !== this.d.domain && !this.d.federation) throw new StanzaError('remote-server-not-found', `${to.domain} is not served here and federation is off`);
+    const contact = to.local ? `${to.local}@${to.domain}` : to.domain;
+    if (to.domain !== this.d.domain && !this.d.federation && !this.isService(contact)) throw new StanzaError('remote-server-not-found', `${to.domain} is not served here and federation is off`);
     const user = s.username;
     if (user === null) throw new StanzaError('not-allowed', 'anonymous sessions have no roster to subscribe with');
     if (contact === s.bare) throw new StanzaError('bad-request', 'an account does not subscribe to itself');
@@ -427,8 +460,8 @@ export class PresenceService {
    */
   async itemRemoved(username: string, contact: string, before: SubState): Promise<void> {
     const userBare = `${username}@${this.d.domain}`;
-    // A contact of a peer server's hears it from there (federation); one of a domain we cannot reach, from nobody.
-    if (!this.isLocal(contact) && (!this.d.federation || !contact.includes('@'))) return;
+    // A contact of a peer server's hears it from there (federation); one of a domain we cannot reach, from nobody; a service of ours, here.
+    if (!this.isLocal(contact) && !this.isService(contact) && (!this.d.federation || !contact.includes('@'))) return;
     const { ask, pendingIn } = splitState(before);
     if (receivesFrom(before) || ask) {
       await this.subscriptionTo(new Element('presence', { from: userBare, to: contact, type: 'unsubscribe' }), 'unsubscribe', contact, userBare);
@@ -444,8 +477,8 @@ export class PresenceService {
   /** A probe from `fromFull` (of account `fromBare`, here or on a peer server) for the presence of `contact`. */
   private async probe(contact: string, contactLocal: string, fromFull: string, fromBare: string): Promise<void> {
     if (!this.isLocal(contact)) {
-      // §4.3.1: a contact on a peer server is probed there, from the user's bare JID.
-      if (this.d.federation && this.isLocal(fromBare)) await this.r.routeInternal(new Element('presence', { from: fromBare, to: contact, type: 'probe' }));
+      // §4.3.1: a contact on a peer server (or a service of ours) is probed there, from the user's bare JID.
+      if ((this.d.federation || this.isService(contact)) && this.isLocal(fromBare)) await this.r.routeInternal(new Element('presence', { from: fromBare, to: contact, type: 'probe' }));
       return;
     }
     if (contact === fromBare) {
@@ -475,7 +508,8 @@ export class PresenceService {
     const p = clone(s.lastPresence);
     p.attrs.from = s.jid!;
     p.attrs.to = answerTo;
-    void this.r.routeInternal(p, { solicited: true });
+    // Asked for: by a probe (§4.3.2), or by an approval (§3.1.5, presenceOfAccount): new to the addressee.
+    void this.r.routeInternal(p, { solicited: true, arriving: true });
   }
 
   // ---- broadcast (§4.2, §4.4, §4.5) ----
@@ -486,10 +520,20 @@ export class PresenceService {
    * sending session `self` gets it only when `echo` is set, whatever the
    * registry says of it yet (its own change may still be on the way there):
    * RFC 6121 §4.2.2 sends initial presence back to its sender too; an
-   * unavailable one has no available resource left to go to.
+   * unavailable one has no available resource left to go to. `arriving`:
+   * the session's initial presence (DeliverOptions.arriving).
    */
-  private async fanOut(el: Element, bares: string[], self?: PresenceSession, echo = false): Promise<void> {
+  private async fanOut(el: Element, bares: string[], self?: PresenceSession, echo = false, arriving = false): Promise<void> {
     for (const bare of bares) {
+      if (!this.isLocal(bare) && this.isService(bare)) {
+        // A service of ours the account shares its presence with (its roster has it 'from' or 'both').
+        if (!(await this.isBlocked(el, bare))) {
+          const copy = clone(el);
+          copy.attrs.to = bare;
+          await this.r.routeInternal(copy, { arriving });
+        }
+        continue;
+      }
       if (!this.isLocal(bare)) {
         // A subscriber on a peer server: one copy to its bare JID, which its server fans out (§4.2.2)
         // to every resource, one the user blocked by its full JID (XEP-0191) included: that server decides.
@@ -544,7 +588,7 @@ export class PresenceService {
 
     // §4.2.2 and §4.4.2: to the subscribers, and to all of the account's
     // available resources, this one included.
-    await this.fanOut(el, [...subscribers, s.bare!], s, true);
+    await this.fanOut(el, [...subscribers, s.bare!], s, true, initial);
     if (initial) {
       // §4.2.2: probes for the presence of the account's other resources
       // and of the contacts it is subscribed to; §3.1.3: the requests that
@@ -729,7 +773,11 @@ export class PresenceService {
   private async directedPresence(el: Element, s: PresenceSession, to: Jid): Promise<void> {
     const target = el.attrs.to;
     const bareTo = to.local ? `${to.local}@${to.domain}` : to.domain;
+    let arriving = false;
     if (el.attrs.type === undefined) {
+      // New to the addressee: not sent it since the session became available, and (a service of ours) not
+      // one that has its broadcast already. While unavailable nothing is tracked: each one is new.
+      arriving = !s.directed?.has(target) && !(s.available && s.username !== null && !to.local && !to.resource && this.isService(bareTo) && (await this.view(s.username)).subscriberSet.has(bareTo));
       // §4.6.2: tracked only while available, and only for entities the
       // broadcast does not reach already.
       const trackable = s.available && bareTo !== s.bare && !s.directed?.has(target) && (s.directed?.size ?? 0) < this.d.maxDirected;
@@ -743,7 +791,7 @@ export class PresenceService {
       if (s.directed.size === 0) s.directed = undefined;
       await this.d.registry.noteDirected(s.jid!, s.id, s.directed ? [...s.directed] : null).catch(() => {});
     }
-    await this.r.routeInternal(el);
+    await this.r.routeInternal(el, { arriving });
   }
 }
 

@@ -29,6 +29,7 @@ import { componentJid } from '../component/stream.ts';
 import type { StreamCondition } from '../xmpp/errors.ts';
 import type { RemovalNotice } from '../accounts/removal.ts';
 import { pushQuery } from '../modules/roster.ts';
+import { isSubscriptionType } from '../presence/subscription.ts';
 import { log } from '../log.ts';
 import * as metrics from '../metrics/metrics.ts';
 
@@ -314,7 +315,7 @@ export class Router implements PresenceRouting {
   }
 
   /** To a hosted service's domain: answered here, whoever sent it (a session of any worker, a peer server). */
-  private async toService(service: HostedService, el: Element, to: Jid, sender: Session | undefined): Promise<void> {
+  private async toService(service: HostedService, el: Element, to: Jid, sender: Session | undefined, opts: DeliverOptions = {}): Promise<void> {
     let from: Jid;
     try {
       from = parseJid(el.attrs.from);
@@ -324,7 +325,7 @@ export class Router implements PresenceRouting {
     if (service.handle) return service.handle(el, to, from);
     const type = el.attrs.type;
     if (el.name !== 'iq' || (type !== 'get' && type !== 'set')) {
-      if ((await service.stanza?.(el, from)) === true) return;
+      if ((await service.stanza?.(el, from, opts)) === true) return;
       // A message the service does not take is answered, not dropped (RFC 6120 §8.3: service-unavailable); presence is not.
       if (el.name === 'message' && type !== 'error') this.reject(sender, el, new StanzaError('service-unavailable', `${service.domain} takes no messages`));
       return;
@@ -373,7 +374,7 @@ export class Router implements PresenceRouting {
     }
     if (to.domain !== this.d.domain) {
       const service = this.services.size > 0 ? this.services.get(to.domain) : undefined;
-      if (service) return this.toService(service, el, to, sender);
+      if (service) return this.toService(service, el, to, sender, opts);
       if (this.d.componentDomains.has(to.domain)) return this.toComponent(el, to.domain, sender);
       if (!this.federation) return this.reject(sender, el, new StanzaError('remote-server-not-found', `${to.domain} is not served here and federation is off`));
       // To a peer server, from our domain or one of our components'.
@@ -386,6 +387,9 @@ export class Router implements PresenceRouting {
       if (to.resource) return this.reject(sender, el, new StanzaError('service-unavailable'));
       return this.toServer(el, sender);
     }
+    // A subscription stanza of a service of ours that may be a contact (only it sends from its domain): applied
+    // to the account's roster as a peer's would be (RFC 6121 §3, A.3), not merely delivered.
+    if (el.name === 'presence' && isSubscriptionType(el.attrs.type) && this.services.size > 0 && this.contactService(domainOfJid(el.attrs.from) ?? '')) return this.presence.fromService(el, to);
     const bareJid = `${to.local}@${to.domain}`;
     if (to.resource) {
       const full = `${bareJid}/${to.resource}`;
@@ -933,6 +937,11 @@ export class Router implements PresenceRouting {
       return false;
     }
     return this.services.get(jid.domain)?.gone?.(from, jid) ?? false;
+  }
+
+  /** Whether a domain is a hosted service's that may be a roster contact (PresenceRouting). */
+  contactService(domain: string): boolean {
+    return this.services.get(domain)?.contact === true;
   }
 
   /** A stanza for a peer server that reached a worker without federation (it is being turned off): its sender learns it. */
