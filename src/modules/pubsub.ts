@@ -9,9 +9,20 @@
 // Its nodes are kept under the owner key '@' + its domain (an account's
 // localpart never holds an '@', RFC 7622 §3.3.1), and it holds nothing
 // between stanzas: any worker of any node answers it.
+//
+// It may be a roster contact (XEP-0060 §12.4: a service learns its
+// subscribers' presence through a presence subscription): it approves a
+// request and asks for one back, answers probes, and when an entity's
+// available presence reaches it (broadcast, directed, or brought by an
+// approval) sends it the last item of each node with send_last_published_item
+// on_sub_and_presence it is subscribed to ("whenever a subscriber comes
+// online", §16.4.3). Stateless still: the server says whether a local
+// session's presence is new to the service (DeliverOptions.arriving).
 import { Element } from 'ltx';
 import { randomBytes } from 'node:crypto';
 import type { ServerModule, ServiceIqHandler } from './module.ts';
+import type { DeliverOptions } from '../presence/presence.ts';
+import { isSubscriptionType } from '../presence/subscription.ts';
 import type { RosterStore } from '../roster/store.ts';
 import { StanzaError } from '../xmpp/errors.ts';
 import { type Jid, parseJid, JidError } from '../xmpp/jid.ts';
@@ -35,6 +46,9 @@ export const MAX_SUBSCRIPTIONS_PER_JID_NODE = 4;
 export const MAX_SUBSCRIPTIONS_PER_JID = 1000;
 /** The most nodes, or subscriptions, one listing holds (with RSM's <count/> of all when it holds fewer). */
 const MAX_LISTED = 500;
+/** Last items one available presence brings (on_sub_and_presence), at most, and their bytes: a presence costs little, and may come often. */
+export const MAX_LAST_ON_PRESENCE = 100;
+export const MAX_LAST_BYTES_ON_PRESENCE = 1024 * 1024;
 
 /** XEP-0060 §16.4 defaults of a node of the service: open, ten items kept, the last sent on subscription. */
 export const SERVICE_DEFAULT: NodeConfig = { ...DEFAULT_CONFIG, accessModel: 'open', publishModel: 'publishers', maxItems: 10, sendLastPublishedItem: 'on_sub' };
@@ -55,8 +69,8 @@ export interface PubsubServiceOptions {
   store: PepStore;
   /** The access models presence and roster read the node owners' rosters. */
   roster: RosterStore;
-  /** Sends a stanza the service made (a notification) wherever its 'to' is. */
-  send: (el: Element) => void;
+  /** Sends a stanza the service made (a notification, presence) wherever its 'to' is; settled once routed (never rejects). */
+  send: (el: Element) => void | Promise<void>;
   maxNodes?: number;
   maxOwned?: number;
   maxSubscriptions?: number;
@@ -128,7 +142,7 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
       if (!(await allowed(name, config, bare, affOf.get(bare) ?? 'none', affs))) continue;
       const m = new Element('message', { ...el.attrs, to: s.jid });
       for (const c of el.children) m.cnode(c as Element);
-      o.send(m);
+      void o.send(m);
     }
   };
   const notifyLater = (name: string, inner: Element): void => {
@@ -223,7 +237,7 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
           if (last.length === 0) return;
           const m = event(o.domain, itemsEvent(name, last));
           m.attrs.to = sub.jid;
-          o.send(m);
+          void o.send(m);
         }).catch((err: unknown) => log.warn('pubsub: last item not sent', { node: name, err: String(err) }));
       },
     };
@@ -351,7 +365,7 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
         for (const s of subs) {
           const m = new Element('message', { ...el.attrs, to: s.jid });
           for (const c of el.children) m.cnode(c as Element);
-          o.send(m);
+          void o.send(m);
         }
         return null;
       }
@@ -468,10 +482,82 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
     return q;
   };
 
+  /**
+   * XEP-0060 §16.4.3 send_last_published_item on_sub_and_presence: `from`
+   * (the full JID whose presence came, or a bare JID) gets the last item of
+   * each node it is subscribed to, by that JID or by its bare JID, that says
+   * so and whose access model lets it in now (§4.5); in the order of the
+   * subscriptions, within MAX_LAST_ON_PRESENCE and MAX_LAST_BYTES_ON_PRESENCE.
+   */
+  const lastOnPresence = async (from: Jid): Promise<void> => {
+    const bare = bareOf(from);
+    const full = fullOf(from);
+    const subs = (await o.store.subscriptionsOf(key, bare)).filter((s) => s.jid === bare || s.jid === full);
+    if (subs.length === 0) return;
+    const affs = new Map((await o.store.affiliationsOf(key, bare)).map((a) => [a.node, a.affiliation] as const));
+    let sent = 0;
+    let bytes = 0;
+    const done = new Set<string>();
+    for (const s of subs) {
+      // A bare JID's and a full JID's subscription to one node: one item.
+      if (done.has(s.node)) continue;
+      done.add(s.node);
+      const config = await o.store.config(key, s.node);
+      if (config?.sendLastPublishedItem !== 'on_sub_and_presence') continue;
+      if (!(await allowed(s.node, config, bare, affs.get(s.node) ?? 'none'))) continue;
+      const last = await o.store.items(key, s.node, { max: 1 });
+      if (last.length === 0) continue;
+      bytes += Buffer.byteLength(last[0].xml, 'utf8');
+      if (bytes > MAX_LAST_BYTES_ON_PRESENCE) break;
+      const m = event(o.domain, itemsEvent(s.node, last));
+      m.attrs.to = full;
+      await o.send(m);
+      if (++sent >= MAX_LAST_ON_PRESENCE) break;
+    }
+  };
+
+  /**
+   * Presence to the service (RFC 6121 §3, §4 as a contact; XEP-0060 §12.4).
+   * It keeps no roster: a subscription request is approved, with the
+   * service's presence (§3.1.5), and one is asked back of an account (the
+   * service wants its presence; not of another service, which might answer
+   * in kind forever); a probe gets its presence (§4.3.2: always available);
+   * an unsubscribe, its unavailable presence (§3.3.3). Approvals,
+   * cancellations, unavailable presence and errors are taken in silence
+   * (an error is never answered: no loops).
+   */
+  const presence = async (el: Element, from: Jid, opts: DeliverOptions): Promise<void> => {
+    let to: Jid;
+    try {
+      to = parseJid(el.attrs.to ?? '');
+    } catch {
+      return;
+    }
+    // Its only address is its domain.
+    if (to.local || to.resource) return;
+    const type = el.attrs.type;
+    const bare = bareOf(from);
+    const answer = (type?: string, addressee = bare) => o.send(new Element('presence', { from: o.domain, to: addressee, ...(type ? { type } : {}) }));
+    if (isSubscriptionType(type)) {
+      if (type === 'subscribe') {
+        await answer('subscribed');
+        await answer();
+        if (from.local) await answer('subscribe');
+      } else if (type === 'unsubscribe') await answer('unavailable');
+      return;
+    }
+    if (type === 'probe') return void (await answer(undefined, fullOf(from)));
+    if (type !== undefined) return;
+    // A local session's presence says whether it is new to the service; another server's says nothing of it: each counts.
+    if (from.domain === o.serverDomain && opts.arriving !== true) return;
+    await lastOnPresence(from);
+  };
+
   return {
     features: [],
     service: {
       domain: o.domain,
+      contact: true,
       iq: {
         [`get ${NS_DISCO_INFO}`]: discoInfo,
         [`get ${NS_DISCO_ITEMS}`]: discoItems,
@@ -480,7 +566,11 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
         [`set ${NS_PUBSUB_OWNER}`]: ownerSet,
         [`get ${NS_PUBSUB_OWNER}`]: ownerGet,
       },
-      stanza: (el, from) => {
+      stanza: async (el, from, opts) => {
+        if (el.name === 'presence') {
+          await presence(el, from, opts).catch((err: unknown) => log.warn('pubsub: presence not handled', { from: fullOf(from), type: el.attrs.type, err: String(err) }));
+          return true;
+        }
         // A notification that bounced (§7.1.2.1: the subscriber is gone or refuses them): its subscription ends.
         if (el.name !== 'message' || el.attrs.type !== 'error') return false;
         const cond = el.getChild('error')?.children.find(isEl)?.name;

@@ -595,7 +595,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     }),
   ];
   // XEP-0060: the publish-subscribe service on its own domain, on PEP's store.
-  if (config.pubsubDomain) modules.push(pubsubService({ domain: config.pubsubDomain, serverDomain: config.domain, store: pepStore, roster: rosterStore, send: (el) => void router.routeInternal(el) }));
+  if (config.pubsubDomain) modules.push(pubsubService({ domain: config.pubsubDomain, serverDomain: config.domain, store: pepStore, roster: rosterStore, send: (el) => router.routeInternal(el) }));
   // XEP-0363: the HTTP upload service on its own domain; its URLs on the HTTP listener.
   const uploadTypes = uploadTypesOf(config);
   const uploadExpireMs = config.uploadExpireDays * 86_400_000;

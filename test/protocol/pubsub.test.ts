@@ -8,12 +8,14 @@
 // the publish models, send_last_published_item never, the owner's
 // management of subscriptions (§8.8), the requester's own subscriptions
 // and affiliations (§5.6, §5.7), and the bounds; subscriptions gone with
-// the account; the service at another domain (XMPP_PUBSUB_DOMAIN).
-import test from 'ava';
+// the account; the service at another domain (XMPP_PUBSUB_DOMAIN); the
+// service as a roster contact (§12.4) and the last items of
+// on_sub_and_presence nodes when a subscriber's presence reaches it.
+import test, { type ExecutionContext } from 'ava';
 import type { Element } from 'ltx';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { stanzaError } from '../helpers/protocol.ts';
-import { connect, expect, fresh, newUser, NS_ROSTER, push, subscribe, type Peer } from '../helpers/im.ts';
+import { barrier, connect, expect, fresh, isPresence, newUser, NS_ROSTER, push, ready, rosterOf, subscribe, summary, type Peer } from '../helpers/im.ts';
 import { before, form, iq, isEvent, isEventItem, itemIds, items, NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, ok, publish, refused } from '../helpers/pep.ts';
 
 let server: TestServer;
@@ -377,4 +379,163 @@ test('XMPP_PUBSUB_DOMAIN: the service answers at the domain it names, listed in 
   t.deepEqual(itemIds(await items(alice, ps, node)), ['x']);
   // pubsub.localhost is nobody here (and federation is off): remote-server-not-found.
   refused(t, await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><create node='${freshNode()}'/></pubsub>`, `pubsub.${other.config.domain}`), 'remote-server-not-found', undefined, 'the default domain');
+});
+
+/** An event of the service's to that full JID with that node's item. */
+const lastTo = (jid: string, node: string, id: string) => (el: Element) => isEventItem(service, node, id)(el) && el.attrs.to === jid;
+/** Whether any of the elements is an event of the service's with an item of one of these nodes. */
+const anyOf = (els: Element[], nodes: string[]) => els.some((el) => nodes.some((n) => isEvent(service, n)(el)));
+
+/**
+ * Nodes of alice's for on_sub_and_presence: `presence` and `control` send their last item on presence, `onSub`
+ * and `never` do not, `closed` does but is a whitelist node `who`, once a member, is no longer let in; `who`
+ * subscribed to each with its bare JID, `control` last; the last items of the subscriptions received.
+ */
+async function presenceNodes(t: ExecutionContext, alice: Peer, who: Peer) {
+  const n = { presence: freshNode(), onSub: freshNode(), never: freshNode(), closed: freshNode(), control: freshNode() };
+  const last = { 'pubsub#send_last_published_item': 'on_sub_and_presence' };
+  ok(t, await create(alice, n.presence, last), 'on_sub_and_presence');
+  ok(t, await create(alice, n.onSub, { 'pubsub#send_last_published_item': 'on_sub' }), 'on_sub');
+  ok(t, await create(alice, n.never, { 'pubsub#send_last_published_item': 'never' }), 'never');
+  ok(t, await create(alice, n.closed, { ...last, 'pubsub#access_model': 'whitelist' }), 'whitelist, on_sub_and_presence');
+  ok(t, await create(alice, n.control, last), 'control, on_sub_and_presence');
+  for (const [node, id] of Object.entries(n).map(([k, v]) => [v, `${k}-1`])) ok(t, await pub(alice, node, id), `publish ${id}`);
+  ok(t, await owner(alice, 'set', `<affiliations node='${n.closed}'><affiliation jid='${who.bare}' affiliation='member'/></affiliations>`), 'a member');
+  for (const node of [n.presence, n.onSub, n.never, n.closed, n.control]) ok(t, await sub(who, node, who.bare), 'subscribe');
+  await expect(who, 'the control’s last item on subscription', isEventItem(service, n.control, 'control-1'), 0);
+  // No longer a member: its subscription stays, the access model lets it in no more (§4.5).
+  ok(t, await owner(alice, 'set', `<affiliations node='${n.closed}'><affiliation jid='${who.bare}' affiliation='none'/></affiliations>`), 'no longer a member');
+  return { n };
+}
+
+test('presence subscription with the service (XEP-0060 §12.4): approved with its presence and one asked back; approved, the user’s presence brings the last item of its on_sub_and_presence nodes only, once per availability; a new resource: probe answered, last items to it', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const { n } = await presenceNodes(t, alice, bob);
+  const f0 = bob.c.items.length;
+  bob.c.send(`<presence to='${service}' type='subscribe'/>`);
+  const f = await push(t, bob, service, 'none', 'subscribe', f0);
+  await expect(bob, 'approved (RFC 6121 §3.1.5)', isPresence(service, 'subscribed'), f0);
+  await push(t, bob, service, 'to', undefined, f);
+  await expect(bob, 'the service’s presence', isPresence(service), f0);
+  await expect(bob, 'the service asks for his presence', isPresence(service, 'subscribe'), f0);
+  t.deepEqual(summary(await rosterOf(bob)).filter((i) => i[0] === service), [[service, 'to', undefined]]);
+  t.false(anyOf(await barrier(bob, f0), Object.values(n)), 'no last item before he shares his presence');
+  // Bob approves: his presence reaches the service (§3.1.5), which sends him the last items due.
+  const f1 = bob.c.items.length;
+  bob.c.send(`<presence to='${service}' type='subscribed'/>`);
+  await push(t, bob, service, 'both', undefined, f1);
+  const got = await before(bob, 'the control node’s last item', lastTo(bob.jid, n.control, 'control-1'), f1);
+  t.true(got.some(lastTo(bob.jid, n.presence, 'presence-1')), 'on_sub_and_presence: the last item, to his full JID');
+  t.false(anyOf(got, [n.onSub, n.never, n.closed]), 'none of on_sub, never, nor a node that no longer lets him in');
+  // A status change is no arrival: nothing (the control: his own presence's echo comes once the service had it, §4.2.2).
+  const f2 = bob.c.items.length;
+  bob.c.send(`<presence><show>away</show></presence>`);
+  await expect(bob, 'his own presence', (el) => isPresence(bob.jid)(el) && el.getChildText('show') === 'away', f2);
+  ok(t, await pub(alice, n.control, 'control-2'), 'control publish');
+  t.false(anyOf(await before(bob, 'the control notification', isEventItem(service, n.control, 'control-2'), f2), [n.presence]), 'no last item on a status change');
+  // Another resource logs in: the service is probed (it answers available) and its initial presence brings the last items, to it.
+  const bob2 = await connect(t, server.c2sPort, bob.name, 'r2');
+  await ready(bob2);
+  await expect(bob2, 'the service’s presence, probed (§4.3.2)', (el) => isPresence(service)(el) && el.attrs.to !== undefined, 0);
+  const got2 = await before(bob2, 'the control’s last item (its newest now)', lastTo(bob2.jid, n.control, 'control-2'), 0);
+  t.true(got2.some(lastTo(bob2.jid, n.presence, 'presence-1')), 'the new resource gets it');
+  t.false(anyOf(got2, [n.onSub, n.never, n.closed]), 'nothing else');
+  ok(t, await pub(alice, n.control, 'control-3'), 'control publish');
+  t.false((await before(bob, 'the control notification', isEventItem(service, n.control, 'control-3'), f2)).some((el) => isEvent(service, n.presence)(el)), 'the first resource gets nothing of the second’s arrival');
+  // Cancelling: an unsubscribe is answered with the service's unavailable presence (§3.3.3).
+  const f3 = bob.c.items.length;
+  bob.c.send(`<presence to='${service}' type='unsubscribe'/>`);
+  await push(t, bob, service, 'from', undefined, f3);
+  await expect(bob, 'the service’s unavailable presence', isPresence(service, 'unavailable'), f3);
+});
+
+test('directed presence to the service (on_sub_and_presence): the last items at the first of an availability, to that resource; not again until it leaves; none for a non-subscriber or another resource’s subscription', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const carol = await newUser(t, server, 'carol');
+  const { n } = await presenceNodes(t, alice, carol);
+  const f0 = carol.c.items.length;
+  carol.c.send(`<presence to='${service}'/>`);
+  const got = await before(carol, 'the control’s last item', lastTo(carol.jid, n.control, 'control-1'), f0);
+  t.true(got.some(lastTo(carol.jid, n.presence, 'presence-1')), 'on_sub_and_presence');
+  t.false(anyOf(got, [n.onSub, n.never, n.closed]), 'nothing else');
+  // Again in the same availability: nothing (the control: a publish after it, her stanzas handled in order).
+  const f1 = carol.c.items.length;
+  carol.c.send(`<presence to='${service}'><show>dnd</show></presence>`);
+  ok(t, await iq(carol, 'get', `<query xmlns='http://jabber.org/protocol/disco#info'/>`, service), 'after the second presence');
+  t.false(anyOf(await barrier(carol, f1), Object.values(n)), 'no last item again');
+  // Unavailable to it (taken in silence), then available: a new arrival.
+  const f2 = carol.c.items.length;
+  carol.c.send(`<presence to='${service}' type='unavailable'/>`);
+  carol.c.send(`<presence to='${service}'/>`);
+  await expect(carol, 'the last item again', lastTo(carol.jid, n.presence, 'presence-1'), f2);
+  await expect(carol, 'the control’s again', lastTo(carol.jid, n.control, 'control-1'), f2);
+  t.false((await barrier(carol, f2)).some((el) => el.attrs.from === service && el.name === 'presence'), 'no presence back');
+  // Dave subscribed another resource of his (a full JID), eve nothing: their presence brings nothing.
+  const dave = await newUser(t, server, 'dave');
+  const eve = await newUser(t, server, 'eve');
+  ok(t, await sub(dave, n.presence, `${dave.bare}/elsewhere`), 'dave subscribes another resource');
+  // The last item on subscription goes to that resource, absent: to his bare JID (RFC 6121 §8.5.3.2.1), so to him; waited for.
+  await expect(dave, 'the last item on subscription', lastTo(`${dave.bare}/elsewhere`, n.presence, 'presence-1'), 0);
+  for (const p of [dave, eve]) {
+    const f = p.c.items.length;
+    p.c.send(`<presence to='${service}'/>`);
+    ok(t, await iq(p, 'get', `<query xmlns='http://jabber.org/protocol/disco#info'/>`, service), 'after the presence');
+    t.false(anyOf(await barrier(p, f), Object.values(n)), `${p.name}: nothing`);
+  }
+});
+
+test('presence to the service that needs no answer gets none (errors never: no loops); subscription stanzas to any other address of its are bad-request', async (t) => {
+  const bob = await newUser(t, server, 'bob');
+  const f = bob.c.items.length;
+  bob.c.send(`<presence to='${service}' type='error'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>`);
+  bob.c.send(`<presence to='${service}' type='unavailable'/>`);
+  bob.c.send(`<presence to='${service}' type='unsubscribed'/>`);
+  bob.c.send(`<presence to='x@${service}'/>`);
+  bob.c.send(`<presence to='${service}/r'/>`);
+  // The control: an iq to the service after them (a session's stanzas are handled in order).
+  const id = 'after-presence';
+  const res = await bob.c.request(`<iq type='get' id='${id}' to='${service}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`, id);
+  ok(t, res, 'the service still answers');
+  const got = await before(bob, 'the answer', (el) => el === res, f);
+  t.deepEqual(got.filter((el) => el.attrs.from?.endsWith(service)).map((el) => el.toString()), [], 'nothing from the service');
+  const f2 = bob.c.items.length;
+  bob.c.send(`<presence to='${service}/r' type='subscribe'/>`);
+  const err = await expect(bob, 'the refusal', (el) => el.name === 'presence' && el.attrs.type === 'error', f2);
+  t.is(stanzaError(err).condition, 'bad-request', err.toString());
+});
+
+test('bounds: one presence brings the last items of at most 100 nodes, and at most 1 MiB of them, in the order of the subscriptions', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const carol = await newUser(t, server, 'carol');
+  const bob = await newUser(t, server, 'bob');
+  const dave = await newUser(t, server, 'dave');
+  const last = { 'pubsub#send_last_published_item': 'on_sub_and_presence' };
+  // 101 nodes (a user owns at most 64), bob subscribed to each with his bare JID: what his presence brings goes to his full JID.
+  const small: string[] = [];
+  for (let i = 0; i < 101; i++) {
+    const node = freshNode();
+    const by = i < 50 ? alice : carol;
+    ok(t, await create(by, node, last), `create ${i}`);
+    ok(t, await pub(by, node, `s${i}`), `publish ${i}`);
+    ok(t, await sub(bob, node, bob.bare), `subscribe ${i}`);
+    small.push(node);
+  }
+  // Eight of 150 KiB: six fit in 1 MiB.
+  const big: string[] = [];
+  const blob = 'x'.repeat(150 * 1024);
+  for (let i = 0; i < 8; i++) {
+    const node = freshNode();
+    ok(t, await create(alice, node, last), `create big ${i}`);
+    ok(t, await publish(alice, node, `<blob xmlns='urn:test'>${blob}</blob>`, { id: `b${i}`, to: service }), `publish big ${i}`);
+    ok(t, await sub(dave, node, dave.bare), `subscribe big ${i}`);
+    big.push(node);
+  }
+  for (const [p, nodes, count] of [[bob, small, 100], [dave, big, 6]] as const) {
+    const f = p.c.items.length;
+    p.c.send(`<presence to='${service}'/>`);
+    ok(t, await iq(p, 'get', `<query xmlns='http://jabber.org/protocol/disco#info'/>`, service), 'after the presence');
+    const got = (await barrier(p, f)).filter((el) => el.attrs.to === p.jid && nodes.some((n) => isEvent(service, n)(el)));
+    t.deepEqual(got.map((el) => el.getChild('event', NS_EVENT)!.getChild('items')!.attrs.node), nodes.slice(0, count), `${p.name}: the first ${count}`);
+  }
 });
