@@ -18,7 +18,7 @@ import type { RawClient } from '../helpers/raw.ts';
 import { uid, within } from '../helpers/protocol.ts';
 import { WAIT, expect, newUser, push } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
-import { NS_PUBSUB, capsVer, isEvent, isEventItem, itemIds, publish } from '../helpers/pep.ts';
+import { NODE_CONFIG, NS_PUBSUB, capsVer, form, isEvent, isEventItem, itemIds, publish } from '../helpers/pep.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'xmpp-s2s-pep-'));
 const ca = testCa(dir, 'pep-ca');
@@ -230,4 +230,44 @@ test("the pubsub service (XEP-0060) for a peer's user: a subscription over the f
   t.is((await publish(alice, node, `<entry xmlns='urn:test'>hi</entry>`, { id: 'e1', to: service })).attrs.type, 'result');
   const ev = await within(svc.find(isEventTo(service, node, 'e1', dave), at), WAIT, 'the notification to the peer');
   t.is(ev.getChild('event')!.getChild('items')!.getChild('item')!.getChild('entry', 'urn:test')?.getText(), 'hi');
+});
+
+test("the pubsub service and a peer's user's presence (XEP-0060 §12.4, on_sub_and_presence): a subscription request approved with its presence and one asked back, a probe answered; each available presence brings the last item to its resource", async (t) => {
+  const alice = await newUser(t, ours.server, 'alice');
+  const service = 'pubsub.a.example';
+  const node = `urn:test:feed:${uid('n')}`;
+  const config = form(NODE_CONFIG, { 'pubsub#send_last_published_item': 'on_sub_and_presence' });
+  const made = await within(alice.c.request(`<iq type='set' id='mk2' to='${service}'><pubsub xmlns='${NS_PUBSUB}'><create node='${node}'/><configure>${config}</configure></pubsub></iq>`, 'mk2'), WAIT, 'create');
+  t.is(made.attrs.type, 'result', made.toString());
+  t.is((await publish(alice, node, `<entry xmlns='urn:test'>hi</entry>`, { id: 'e1', to: service })).attrs.type, 'result');
+  const erin = `erin-${uid('e')}@peer.example`;
+  const laptop = `${erin}/laptop`;
+  const svc = await peer.outgoing(service);
+  const id = uid('sub');
+  peer.incoming.send(`<iq type='set' id='${id}' from='${laptop}' to='${service}'><pubsub xmlns='${NS_PUBSUB}'><subscribe node='${node}' jid='${erin}'/></pubsub></iq>`);
+  const res = await within(svc.find((el) => el.name === 'iq' && el.attrs.id === id), WAIT, 'the subscription result');
+  t.is(res.attrs.type, 'result', res.toString());
+  await within(svc.find(isEventTo(service, node, 'e1', erin)), WAIT, 'the last item on subscription, to the subscribed (bare) JID');
+  const isPresence = (type?: string) => (el: Element) => el.name === 'presence' && el.attrs.from === service && el.attrs.to === erin && el.attrs.type === type;
+  let at = svc.items.length;
+  peer.incoming.send(`<presence from='${erin}' to='${service}' type='subscribe'/>`);
+  for (const [type, what] of [['subscribed', 'approved'], [undefined, 'its presence'], ['subscribe', 'a request back']] as const) await within(svc.find(isPresence(type), at), WAIT, what);
+  at = svc.items.length;
+  peer.incoming.send(`<presence from='${erin}' to='${service}' type='probe'/>`);
+  await within(svc.find(isPresence(), at), WAIT, 'the answer to a probe (available)');
+  // Its server's presence says nothing of whether it is new: each available presence brings the last item, to the resource.
+  for (const show of ['', '<show>away</show>']) {
+    at = svc.items.length;
+    peer.incoming.send(`<presence from='${laptop}' to='${service}'>${show}</presence>`);
+    await within(svc.find(isEventTo(service, node, 'e1', laptop), at), WAIT, `the last item on presence ${show}`);
+  }
+  // Unavailable and errors: nothing (the control: a disco#info after them).
+  at = svc.items.length;
+  peer.incoming.send(`<presence from='${laptop}' to='${service}' type='unavailable'/>`);
+  peer.incoming.send(`<presence from='${laptop}' to='${service}' type='error'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>`);
+  const id2 = uid('info');
+  peer.incoming.send(`<iq type='get' id='${id2}' from='${laptop}' to='${service}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`);
+  const info = await within(svc.find((el) => el.attrs.id === id2, at), WAIT, 'the disco#info answer');
+  const end = svc.items.findIndex((it) => it.kind === 'el' && it.el === info);
+  t.deepEqual(svc.items.slice(at, end).flatMap((it) => (it.kind === 'el' ? [it.el.toString()] : [])), [], 'nothing before it');
 });
