@@ -485,7 +485,7 @@ test('directed presence to the service (on_sub_and_presence): the last items at 
   }
 });
 
-test('presence to the service that needs no answer gets none (errors never: no loops); subscription stanzas to any other address of its are bad-request', async (t) => {
+test('presence to the service that needs no answer gets none (errors never: no loops); subscription stanzas to any other address of its, or to a service that is no contact, are bad-request', async (t) => {
   const bob = await newUser(t, server, 'bob');
   const f = bob.c.items.length;
   bob.c.send(`<presence to='${service}' type='error'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>`);
@@ -499,10 +499,14 @@ test('presence to the service that needs no answer gets none (errors never: no l
   ok(t, res, 'the service still answers');
   const got = await before(bob, 'the answer', (el) => el === res, f);
   t.deepEqual(got.filter((el) => el.attrs.from?.endsWith(service)).map((el) => el.toString()), [], 'nothing from the service');
-  const f2 = bob.c.items.length;
-  bob.c.send(`<presence to='${service}/r' type='subscribe'/>`);
-  const err = await expect(bob, 'the refusal', (el) => el.name === 'presence' && el.attrs.type === 'error', f2);
-  t.is(stanzaError(err).condition, 'bad-request', err.toString());
+  // A resource of the service's, and a service of the server's that is no contact (multi-user chat's domain).
+  for (const to of [`${service}/r`, `conference.${server.config.domain}`]) {
+    const f2 = bob.c.items.length;
+    bob.c.send(`<presence to='${to}' type='subscribe'/>`);
+    const err = await expect(bob, `the refusal (${to})`, (el) => el.name === 'presence' && el.attrs.type === 'error', f2);
+    t.is(stanzaError(err).condition, 'bad-request', err.toString());
+  }
+  t.deepEqual((await rosterOf(bob)).map((i) => i.attrs.jid), [], 'no roster item for either');
 });
 
 test('bounds: one presence brings the last items of at most 100 nodes, and at most 1 MiB of them, in the order of the subscriptions', async (t) => {
