@@ -60,8 +60,8 @@ const CAPS_TIMEOUT_MS = 10_000;
 export const MAX_CAPS_LOOKUPS_PER_JID = 4;
 export const MAX_CAPS_LOOKUPS = 1000;
 
-/** XEP-0060 features this service has (§10, and the access models of §4.5). */
-const FEATURES = ['publish', 'publish-options', 'retract-items', 'retrieve-items', 'purge-nodes', 'delete-nodes', 'config-node', 'config-node-max', 'create-nodes', 'auto-create', 'access-presence', 'access-open', 'access-whitelist', 'modify-affiliations', 'member-affiliation', 'access-roster', 'last-published', 'persistent-items', 'retrieve-default'].map((f) => `${NS_PUBSUB}#${f}`);
+/** XEP-0060 features this service has (§10, and the access models of §4.5; create-and-configure MUST be said when a create takes a form, §8.1.3). */
+const FEATURES = ['publish', 'publish-options', 'retract-items', 'retrieve-items', 'purge-nodes', 'delete-nodes', 'config-node', 'config-node-max', 'create-nodes', 'create-and-configure', 'auto-create', 'access-presence', 'access-open', 'access-whitelist', 'modify-affiliations', 'member-affiliation', 'access-roster', 'last-published', 'persistent-items', 'retrieve-default'].map((f) => `${NS_PUBSUB}#${f}`);
 
 /** A XEP-0060 error: a stanza condition with its pubsub#errors child (§7.1.3, §6.5.9...). */
 export class PubsubError extends StanzaError {
@@ -616,7 +616,13 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
       case 'create': {
         requireOwner(owner, session);
         const node = nodeOf(action);
-        const form = formValues(pubsub.getChild('configure')?.getChild('x', NS_DATA), NODE_CONFIG);
+        const configure = pubsub.getChild('configure');
+        // XEP-0060 §8.1.3: the form's <configure/> MUST NOT name a node (the <create/> does), else bad-request.
+        if (configure?.attrs.node !== undefined) throw new StanzaError('bad-request', 'the <configure/> of a create names no node');
+        const form = formValues(configure?.getChild('x', NS_DATA), NODE_CONFIG);
+        // §8.1.2: an access model the service does not support MUST be not-acceptable with <unsupported-access-model/>.
+        const access = form?.get('pubsub#access_model')?.[0];
+        if (access !== undefined && !ACCESS.includes(access as AccessModel)) throw new PubsubError('not-acceptable', 'unsupported-access-model', `access model ${access} is not supported`);
         const config = form ? applyForm(DEFAULT_CONFIG, form, (why) => new StanzaError('not-acceptable', why)) : DEFAULT_CONFIG;
         let made: boolean;
         try {
@@ -625,7 +631,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
           if ((err as Error).name === 'PepNodesFullError') throw new StanzaError('policy-violation', `an account may have at most ${maxNodes} PEP nodes`);
           throw err;
         }
-        // §8.1.3: the node exists.
+        // §8.1.1: the node exists (MUST be conflict).
         if (!made) throw new StanzaError('conflict', `${node} exists`);
         return null;
       }

@@ -32,6 +32,13 @@ const configOf = async (p: Peer, node: string): Promise<Record<string, string[]>
   return out;
 };
 
+/** A form's fields (XEP-0004): values, and the options of a list, by var. */
+const fieldsOf = (x: Element): Record<string, { type?: string; values: string[]; options: string[] }> => {
+  const out: Record<string, { type?: string; values: string[]; options: string[] }> = {};
+  for (const f of x.getChildren('field')) out[f.attrs.var] = { type: f.attrs.type, values: f.getChildren('value').map((v) => v.getText()), options: f.getChildren('option').map((o) => o.getChildText('value') ?? '') };
+  return out;
+};
+
 test('disco#info on the bare JID: the pubsub/pep identity (XEP-0163 §6.1) and the pubsub features', async (t) => {
   const alice = await newUser(t, server, 'alice');
   const bob = await newUser(t, server, 'bob');
@@ -41,7 +48,7 @@ test('disco#info on the bare JID: the pubsub/pep identity (XEP-0163 §6.1) and t
   t.true(q.getChildren('identity').some((i) => i.attrs.category === 'pubsub' && i.attrs.type === 'pep'));
   t.true(q.getChildren('identity').some((i) => i.attrs.category === 'account' && i.attrs.type === 'registered'));
   const features = new Set(q.getChildren('feature').map((f) => f.attrs.var));
-  for (const f of ['publish', 'publish-options', 'retract-items', 'retrieve-items', 'purge-nodes', 'delete-nodes', 'config-node', 'config-node-max', 'access-presence', 'access-open', 'access-whitelist', 'access-roster', 'auto-create', 'last-published']) t.true(features.has(`${NS_PUBSUB}#${f}`), f);
+  for (const f of ['publish', 'publish-options', 'retract-items', 'retrieve-items', 'purge-nodes', 'delete-nodes', 'config-node', 'config-node-max', 'create-nodes', 'create-and-configure', 'retrieve-default', 'persistent-items', 'access-presence', 'access-open', 'access-whitelist', 'access-roster', 'auto-create', 'last-published']) t.true(features.has(`${NS_PUBSUB}#${f}`), f);
 });
 
 test('publish creates the node (§4.1), generates an id when absent, replaces an item of the same id; items all, by id, max_items', async (t) => {
@@ -136,6 +143,57 @@ test('node configuration (§8.2): owner only; values checked; max_items trims; e
   ok(t, await iq(alice, 'set', `<pubsub xmlns='${NS_OWNER}'><configure node='urn:test:cfg'><x xmlns='jabber:x:data' type='cancel'/></configure></pubsub>`), 'a cancelled form');
   const def = await iq(alice, 'get', `<pubsub xmlns='${NS_OWNER}'><default/></pubsub>`);
   ok(t, def, 'default configuration (§8.3)');
+});
+
+test('create (XEP-0060 §8.1): with the default configuration, or a configuration form (§8.1.3); conflict when the node exists (§8.1.1); a <configure/> naming a node is bad-request, an access model not offered unsupported-access-model (§8.1.2)', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const create = (node: string, configure = '', who = alice) => iq(who, 'set', `<pubsub xmlns='${NS_PUBSUB}'><create node='${node}'/>${configure}</pubsub>`, who === alice ? undefined : alice.bare);
+  const configure = (fields: Record<string, string | string[]>, attrs = '') => `<configure${attrs}>${form(NODE_CONFIG, fields)}</configure>`;
+  ok(t, await create('urn:test:made'), 'create, default configuration (§8.1.2)');
+  const made = await configOf(alice, 'urn:test:made');
+  t.deepEqual([made['pubsub#access_model'], made['pubsub#max_items'], made['pubsub#persist_items'], made['pubsub#send_last_published_item'], made['pubsub#notify_retract']], [['presence'], ['1'], ['1'], ['on_sub_and_presence'], ['1']], 'the defaults');
+  t.deepEqual(itemIds(await items(alice, undefined, 'urn:test:made')), [], 'a node, no items');
+  refused(t, await create('urn:test:made'), 'conflict', undefined, 'the node exists (§8.1.1)');
+  ok(t, await create('urn:test:configured', configure({ 'pubsub#access_model': 'open', 'pubsub#max_items': '5', 'pubsub#send_last_published_item': 'never', 'pubsub#notify_retract': '0' })), 'create and configure (§8.1.3)');
+  const configured = await configOf(alice, 'urn:test:configured');
+  t.deepEqual([configured['pubsub#access_model'], configured['pubsub#max_items'], configured['pubsub#send_last_published_item'], configured['pubsub#notify_retract'], configured['pubsub#persist_items']], [['open'], ['5'], ['never'], ['0'], ['1']], 'the form taken, the rest the defaults');
+  refused(t, await create('urn:test:configured', configure({ 'pubsub#access_model': 'presence' })), 'conflict', undefined, 'exists, whatever the form');
+  t.deepEqual((await configOf(alice, 'urn:test:configured'))['pubsub#access_model'], ['open'], 'a refused create changes nothing');
+  ok(t, await publish(alice, 'urn:test:configured', `<x xmlns='urn:test'/>`, { id: 'a' }), 'publish to it');
+  t.deepEqual(itemIds(await items(bob, alice.bare, 'urn:test:configured')), ['a'], 'open, as created: a stranger reads');
+  refused(t, await create('urn:test:bad', configure({ 'pubsub#max_items': '2' }, ` node='urn:test:bad'`)), 'bad-request', undefined, 'a <configure/> naming a node (§8.1.3)');
+  refused(t, await create('urn:test:bad', configure({ 'pubsub#access_model': 'authorize' })), 'not-acceptable', 'unsupported-access-model', 'an access model not offered (§8.1.2)');
+  refused(t, await create('urn:test:bad', configure({ 'pubsub#max_items': '0' })), 'not-acceptable', undefined, 'a value not taken');
+  refused(t, await create('urn:test:bad', configure({ 'pubsub#unknown': '1' })), 'not-acceptable', undefined, 'a field not known');
+  refused(t, await create('urn:test:bad', `<configure><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>urn:other</value></field></x></configure>`), 'bad-request', undefined, 'a form of another FORM_TYPE');
+  refused(t, await items(alice, undefined, 'urn:test:bad'), 'item-not-found', undefined, 'no node made by a refused create');
+  refused(t, await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><create/></pubsub>`), 'bad-request', 'nodeid-required', 'no node named (no instant nodes)');
+  refused(t, await create('urn:test:theirs', '', bob), 'forbidden', undefined, "on another's service");
+  refused(t, await items(alice, undefined, 'urn:test:theirs'), 'item-not-found', undefined, 'not made');
+});
+
+test('the default configuration (XEP-0060 §8.3): a node_config form with the values a node is created with (XEP-0163: presence access, the last item sent on subscription and presence)', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const res = await iq(alice, 'get', `<pubsub xmlns='${NS_OWNER}'><default/></pubsub>`);
+  ok(t, res, 'default');
+  const x = res.getChild('pubsub', NS_OWNER)!.getChild('default')!.getChild('x', 'jabber:x:data')!;
+  t.is(x.attrs.type, 'form');
+  const f = fieldsOf(x);
+  t.deepEqual(Object.keys(f).sort(), ['FORM_TYPE', 'pubsub#access_model', 'pubsub#max_items', 'pubsub#notify_retract', 'pubsub#persist_items', 'pubsub#roster_groups_allowed', 'pubsub#send_last_published_item'], 'the fields this service takes (no publish_model: only the account publishes)');
+  t.deepEqual(f.FORM_TYPE, { type: 'hidden', values: [NODE_CONFIG], options: [] });
+  t.deepEqual(f['pubsub#access_model'], { type: 'list-single', values: ['presence'], options: ['presence', 'open', 'whitelist', 'roster'] }, 'XEP-0163: presence by default; authorize not offered');
+  t.deepEqual(f['pubsub#persist_items'], { type: 'boolean', values: ['1'], options: [] });
+  t.deepEqual(f['pubsub#max_items'], { type: 'text-single', values: ['1'], options: [] });
+  t.deepEqual(f['pubsub#send_last_published_item'], { type: 'list-single', values: ['on_sub_and_presence'], options: ['never', 'on_sub', 'on_sub_and_presence'] }, 'XEP-0060 §4.3: on_sub_and_presence by default with last-published');
+  t.deepEqual(f['pubsub#notify_retract'], { type: 'boolean', values: ['1'], options: [] });
+  t.deepEqual(f['pubsub#roster_groups_allowed'], { type: 'list-multi', values: [], options: [] });
+  // A node a publish creates (auto-create, §7.1.4) has exactly these values.
+  ok(t, await publish(alice, 'urn:test:auto', `<x xmlns='urn:test'/>`), 'publish');
+  const auto = await configOf(alice, 'urn:test:auto');
+  for (const [k, v] of Object.entries(f)) t.deepEqual(auto[k], v.values, k);
+  refused(t, await iq(bob, 'get', `<pubsub xmlns='${NS_OWNER}'><default/></pubsub>`, alice.bare), 'forbidden', undefined, "another's service");
 });
 
 test('retract (with notify), purge and delete: owner only; item-not-found for what is not there; subscribers told', async (t) => {
