@@ -10,8 +10,8 @@ import test from 'ava';
 import type { Element } from 'ltx';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { uid, within } from '../helpers/protocol.ts';
-import { WAIT, barrier, connect, expect, fresh, newUser, ready, subscribe, type Peer } from '../helpers/im.ts';
-import { answerCaps, before, capsPresence, capsVer, form, iq, isCapsQuery, isEvent, isEventItem, itemIds, items, NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, ok, publish, refused, untilNotified } from '../helpers/pep.ts';
+import { WAIT, barrier, connect, expect, fresh, newAccount, newUser, ready, subscribe, type Peer } from '../helpers/im.ts';
+import { answerCaps, before, capsPresence, capsVer, eventItemId, form, iq, isCapsQuery, isEvent, isEventItem, itemIds, items, NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, ok, publish, refused, untilNotified } from '../helpers/pep.ts';
 import { MAX_ACCOUNT_BYTES, MAX_ITEM_BYTES, MAX_ITEMS, MAX_NODES } from '../../src/pep/store.ts';
 import { MAX_CAPS_LOOKUPS_PER_JID } from '../../src/modules/pep.ts';
 
@@ -37,6 +37,13 @@ const fieldsOf = (x: Element): Record<string, { type?: string; values: string[];
   const out: Record<string, { type?: string; values: string[]; options: string[] }> = {};
   for (const f of x.getChildren('field')) out[f.attrs.var] = { type: f.attrs.type, values: f.getChildren('value').map((v) => v.getText()), options: f.getChildren('option').map((o) => o.getChildText('value') ?? '') };
   return out;
+};
+
+/** The roster item `owner` keeps for `contact`, set to these groups (its subscription unchanged, RFC 6121 §2.1.5). */
+const groups = async (owner: Peer, contact: Peer, names: string[]): Promise<void> => {
+  const id = uid('r');
+  const res = await within(owner.c.request(`<iq type='set' id='${id}'><query xmlns='jabber:iq:roster'><item jid='${contact.bare}'>${names.map((g) => `<group>${g}</group>`).join('')}</item></query></iq>`, id), WAIT, 'roster groups');
+  if (res.attrs.type !== 'result') throw new Error(res.toString());
 };
 
 test('disco#info on the bare JID: the pubsub/pep identity (XEP-0163 §6.1) and the pubsub features', async (t) => {
@@ -196,6 +203,39 @@ test('the default configuration (XEP-0060 §8.3): a node_config form with the va
   refused(t, await iq(bob, 'get', `<pubsub xmlns='${NS_OWNER}'><default/></pubsub>`, alice.bare), 'forbidden', undefined, "another's service");
 });
 
+test("pubsub#persist_items false (a transient node, XEP-0060 §4.3): every publish is notified; only the last published item is kept, which items returns (§6.5.9.4) and which goes out as the last item", async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  await subscribe(bob, alice);
+  const NODE = 'urn:test:transient';
+  const feats = [`${NODE}+notify`];
+  answerCaps(bob, feats, bob.c.items.length);
+  bob.c.send(capsPresence(feats));
+  const transient = { 'pubsub#persist_items': 'false', 'pubsub#max_items': '10' };
+  // The probes create the node as a transient one.
+  await untilNotified(alice, bob, NODE, { options: transient });
+  t.deepEqual((await configOf(alice, NODE))['pubsub#persist_items'], ['0']);
+  const from = bob.c.items.length;
+  ok(t, await publish(alice, NODE, `<x xmlns='urn:test'>one</x>`, { id: 'one', options: transient }), 'first');
+  ok(t, await publish(alice, NODE, `<x xmlns='urn:test'>two</x>`, { id: 'two', options: transient }), 'second');
+  await expect(bob, 'the first notification', isEventItem(alice.bare, NODE, 'one'), from);
+  await expect(bob, 'the second notification', isEventItem(alice.bare, NODE, 'two'), from);
+  t.deepEqual(itemIds(await items(alice, undefined, NODE)), ['two'], 'the owner reads the last published item only');
+  t.deepEqual(itemIds(await items(bob, alice.bare, NODE)), ['two'], 'so does a contact');
+  refused(t, await items(bob, alice.bare, NODE, `<item id='one'/>`), 'item-not-found', undefined, 'the first is not kept');
+  const later = await connect(t, server.c2sPort, bob.name, 'later');
+  answerCaps(later, feats, 0);
+  await ready(later, capsPresence(feats));
+  const last = await expect(later, 'the last published item', isEvent(alice.bare, NODE), 0);
+  t.is(eventItemId(last), 'two');
+  // A persistent node made transient keeps its newest item only.
+  for (const id of ['a', 'b', 'c']) ok(t, await publish(alice, 'urn:test:kept', `<x xmlns='urn:test'/>`, { id, options: { 'pubsub#max_items': '10' } }), id);
+  ok(t, await iq(alice, 'set', `<pubsub xmlns='${NS_OWNER}'><configure node='urn:test:kept'>${form(NODE_CONFIG, { 'pubsub#persist_items': '0' })}</configure></pubsub>`), 'configure: persist_items off');
+  t.deepEqual(itemIds(await items(alice, undefined, 'urn:test:kept')), ['c']);
+  ok(t, await publish(alice, 'urn:test:kept', `<x xmlns='urn:test'/>`, { id: 'd' }), 'another');
+  t.deepEqual(itemIds(await items(alice, undefined, 'urn:test:kept')), ['d']);
+});
+
 test('retract (with notify), purge and delete: owner only; item-not-found for what is not there; subscribers told', async (t) => {
   const alice = await newUser(t, server, 'alice');
   const bob = await newUser(t, server, 'bob');
@@ -241,6 +281,65 @@ test('retract (with notify), purge and delete: owner only; item-not-found for wh
   refused(t, await iq(alice, 'set', `<pubsub xmlns='${NS_OWNER}'><delete node='urn:test:r'/></pubsub>`), 'item-not-found', undefined, 'delete twice');
   refused(t, await publish(bob, 'urn:test:r', `<x xmlns='urn:test'/>`, { to: alice.bare }), 'forbidden', undefined, "publish to another's service");
   refused(t, await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><subscribe node='urn:test:r' jid='${alice.jid}'/></pubsub>`), 'feature-not-implemented', 'unsupported', 'explicit subscriptions');
+});
+
+test("a retract without 'notify' follows the node's pubsub#notify_retract, on by default: subscribers are told (XEP-0060 §7.2.2.1); notify='false' tells nobody", async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  await subscribe(bob, alice);
+  const NODE = 'urn:test:rd';
+  const CTL = 'urn:test:rdc';
+  const feats = [`${NODE}+notify`, `${CTL}+notify`];
+  answerCaps(bob, feats, bob.c.items.length);
+  bob.c.send(capsPresence(feats));
+  const ten = { 'pubsub#max_items': '10' };
+  await untilNotified(alice, bob, NODE, { options: ten });
+  t.deepEqual((await configOf(alice, NODE))['pubsub#notify_retract'], ['1'], 'the default');
+  for (const id of ['a', 'b']) ok(t, await publish(alice, NODE, `<x xmlns='urn:test'/>`, { id, options: ten }), id);
+  await expect(bob, 'the notification of b', isEventItem(alice.bare, NODE, 'b'), 0);
+  const isRetraction = (id: string) => (el: Element) => isEvent(alice.bare, NODE)(el) && el.getChild('event', NS_EVENT)!.getChild('items')!.getChild('retract')?.attrs.id === id;
+  const from = bob.c.items.length;
+  ok(t, await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><retract node='${NODE}'><item id='a'/></retract></pubsub>`), 'retract, no notify');
+  const ev = await expect(bob, 'the retraction', isRetraction('a'), from);
+  t.is(ev.attrs.type, 'headline');
+  t.is(ev.attrs.from, alice.bare);
+  const f2 = bob.c.items.length;
+  ok(t, await iq(alice, 'set', `<pubsub xmlns='${NS_PUBSUB}'><retract node='${NODE}' notify='false'><item id='b'/></retract></pubsub>`), "retract, notify='false'");
+  // Control: a publish after the retract was answered; a retraction would have come before its notification.
+  ok(t, await publish(alice, CTL, `<x xmlns='urn:test'/>`, { id: 'control' }), 'control');
+  t.false((await before(bob, 'the control notification', isEventItem(alice.bare, CTL, 'control'), f2)).some(isRetraction('b')), 'no retraction');
+  t.deepEqual(itemIds(await items(alice, undefined, NODE)).filter((id) => id === 'a' || id === 'b'), [], 'both retracted');
+});
+
+test('access model roster (§4.5): notifications go to contacts in an allowed group only, as the roster says at each publish', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const carol = await newUser(t, server, 'carol');
+  await subscribe(bob, alice);
+  await subscribe(carol, alice);
+  await groups(alice, bob, ['Friends']);
+  await groups(alice, carol, ['Work']);
+  const NODE = 'urn:test:rg';
+  const CTL = 'urn:test:rgc';
+  const feats = [`${NODE}+notify`, `${CTL}+notify`];
+  for (const p of [bob, carol]) {
+    answerCaps(p, feats, p.c.items.length);
+    p.c.send(capsPresence(feats));
+  }
+  const roster = { 'pubsub#access_model': 'roster', 'pubsub#roster_groups_allowed': ['Friends'] };
+  await untilNotified(alice, bob, NODE, { options: roster });
+  await untilNotified(alice, carol, CTL);
+  const from = [bob.c.items.length, carol.c.items.length];
+  ok(t, await publish(alice, NODE, `<x xmlns='urn:test'/>`, { id: 'x', options: roster }), 'publish');
+  await expect(bob, 'in the group: the notification', isEventItem(alice.bare, NODE, 'x'), from[0]);
+  ok(t, await publish(alice, CTL, `<x xmlns='urn:test'/>`, { id: 'c1' }), 'control');
+  t.false((await before(carol, 'the control notification', isEventItem(alice.bare, CTL, 'c1'), from[1])).some(isEvent(alice.bare, NODE)), 'another group: none');
+  // bob leaves the group: withheld from him too.
+  await groups(alice, bob, []);
+  const f2 = bob.c.items.length;
+  ok(t, await publish(alice, NODE, `<x xmlns='urn:test'/>`, { id: 'y', options: roster }), 'publish');
+  ok(t, await publish(alice, CTL, `<x xmlns='urn:test'/>`, { id: 'c2' }), 'control');
+  t.false((await before(bob, 'the control notification', isEventItem(alice.bare, CTL, 'c2'), f2)).some(isEvent(alice.bare, NODE)), 'out of the group: none');
 });
 
 test('access models (§4.5): presence, open, whitelist, roster; refusals with their pubsub#errors', async (t) => {
@@ -450,6 +549,39 @@ test('caps (XEP-0115): asked once per ver on a worker, verified before it is tru
   for (const [i, p] of sessions.entries()) await expect(p, 'own notification', isEvent(alice.bare, 'urn:test:v'), from[i]);
 });
 
+test('caps (XEP-0115): asked once per ver on a node of two workers: the hub keeps what one worker verified, a session on the other worker is not asked', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  await subscribe(bob, alice);
+  const NODE = `urn:test:${uid('shared')}`;
+  const feats = [`${NODE}+notify`];
+  const bobAsked = answerCaps(bob, feats, bob.c.items.length);
+  bob.c.send(capsPresence(feats));
+  await untilNotified(alice, bob, NODE);
+  t.is(bobAsked.asked, 1);
+  // A session of another account on the other worker.
+  const workerOf = (p: Peer) => server.hub.registry.lookup(p.jid)?.worker;
+  const name = await newAccount(server, 'carol');
+  let carol: Peer | undefined;
+  for (let i = 0; i < 20 && !carol; i++) {
+    const p = await connect(t, server.c2sPort, name, `r${i}`);
+    if (workerOf(p) !== undefined && workerOf(p) !== workerOf(bob)) carol = p;
+    else p.c.destroy();
+  }
+  if (!carol) throw new Error(`20 logins of ${name}, none on another worker than ${bob.jid}'s`);
+  await ready(carol);
+  await subscribe(carol, alice);
+  // bob's worker wrote the verified ver to the hub when bob answered (before his first notification).
+  t.truthy(server.hub.pep.caps.get({ hash: 'sha-1', ver: capsVer(feats) }), 'the hub has the ver');
+  const from = carol.c.items.length;
+  const carolAsked = answerCaps(carol, feats, from);
+  carol.c.send(capsPresence(feats));
+  // Known (asked or not): every question would have been sent before.
+  await untilNotified(alice, carol, NODE);
+  t.is(carolAsked.asked, 0, 'not asked again on the other worker');
+  t.is(bobAsked.asked, 1);
+});
+
 test('caps lookups in flight are bounded per JID (MAX_CAPS_LOOKUPS_PER_JID): presences with new vers past it ask nothing; a later one asks once they are answered', async (t) => {
   const alice = await newUser(t, server, 'alice');
   const from = alice.c.items.length;
@@ -559,6 +691,39 @@ test('the last published item on subscription approval (send_last_published_item
   // The status item is the control: the last items on approval go out one node after another in node name
   // order, from the same worker to bob's session, 'hidden' before 'status'.
   t.false((await before(bob, 'the last item on approval', isEvent(alice.bare, 'urn:test:status'), from)).some(isEvent(alice.bare, 'urn:test:hidden')), 'not a node it may not see');
+});
+
+test('send_last_published_item on_sub: not sent at a contact’s available presence, only on subscription', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  // Subscribed before anything is published (bob's session has no caps: nothing is sent on the approval).
+  await subscribe(bob, alice);
+  ok(t, await publish(alice, 'urn:test:onsub', `<x xmlns='urn:test'/>`, { id: 's', options: { 'pubsub#send_last_published_item': 'on_sub' } }), 'on_sub node');
+  ok(t, await publish(alice, 'urn:test:zz-ctl', `<x xmlns='urn:test'/>`, { id: 'z' }), 'control node (on_sub_and_presence)');
+  const later = await connect(t, server.c2sPort, bob.name, 'later');
+  const feats = ['urn:test:onsub+notify', 'urn:test:zz-ctl+notify'];
+  answerCaps(later, feats, 0);
+  await ready(later, capsPresence(feats));
+  // Control: a contact's last items go to the session one node after another in name order, 'onsub' before 'zz-ctl'.
+  t.false((await before(later, 'the control node’s last item', isEventItem(alice.bare, 'urn:test:zz-ctl', 'z'), 0)).some(isEvent(alice.bare, 'urn:test:onsub')), 'not at presence');
+});
+
+test('send_last_published_item never: not sent on subscription approval either', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  ok(t, await publish(alice, 'urn:test:never', `<x xmlns='urn:test'/>`, { id: 'n', options: { 'pubsub#send_last_published_item': 'never' } }), 'never node');
+  ok(t, await publish(alice, 'urn:test:status', `<x xmlns='urn:test'/>`, { id: 's', options: { 'pubsub#send_last_published_item': 'on_sub' } }), 'control node (on_sub)');
+  const feats = ['urn:test:never+notify', 'urn:test:status+notify'];
+  answerCaps(bob, feats, bob.c.items.length);
+  bob.c.send(capsPresence(feats));
+  // bob's caps taken into account: the probes of carol, whose presence he gets, reach him.
+  const carol = await newUser(t, server, 'carol');
+  await subscribe(bob, carol);
+  await untilNotified(carol, bob, 'urn:test:status');
+  const from = bob.c.items.length;
+  await subscribe(bob, alice);
+  // Control: the last items on approval go out one node after another in name order, 'never' before 'status'.
+  t.false((await before(bob, 'the control node’s last item', isEventItem(alice.bare, 'urn:test:status', 's'), from)).some(isEvent(alice.bare, 'urn:test:never')), 'not on approval');
 });
 
 test('a repeated approval, which changes no roster, sends no last item again (XEP-0060 on_sub: when the subscription is made)', async (t) => {
