@@ -5,7 +5,7 @@
 // to a node's, are those written to, whichever node of the cluster writes.
 import type pg from 'pg';
 import { acquirePool, transaction, PooledStore } from '../storage/postgres.ts';
-import { type Affiliation, type Creator, type NodeConfig, type PepItem, type PepStore, type PublishOptions, type Subscription, type SubscriptionBounds, PepAffiliationsFullError, PepOwnerlessError, PepNodesFullError, PepOwnedFullError, PepPreconditionError, PepQuotaError, configJson, kept, parseConfig, satisfies } from './store.ts';
+import { type Affiliation, type Creator, type NodeConfig, type PepItem, type PepStore, type Published, type PublishOptions, type Subscription, type SubscriptionBounds, PepAffiliationsFullError, PepOwnerlessError, PepNodesFullError, PepOwnedFullError, PepPreconditionError, PepQuotaError, configJson, kept, parseConfig, satisfies } from './store.ts';
 
 /** A bare JID's subscriptions and its full JIDs' ('/' sorts just before '0', bytewise). */
 const OF_BARE = `(jid = $2 OR (jid COLLATE "C" >= $2 || '/' AND jid COLLATE "C" < $2 || '0'))`;
@@ -62,19 +62,20 @@ export class PostgresPepStore extends PooledStore implements PepStore {
     });
   }
 
-  async publish(owner: string, node: string, item: PepItem, create: NodeConfig, maxNodes: number, opts: PublishOptions = {}): Promise<{ created: boolean; config: NodeConfig }> {
+  async publish(owner: string, node: string, item: PepItem, create: NodeConfig, maxNodes: number, opts: PublishOptions = {}): Promise<{ created: boolean; config: NodeConfig; seq: string }> {
     return transaction(this.pool, `pep:${owner}`, async (c) => {
       const existing = await this.createIn(c, owner, node, create, maxNodes);
       const config = existing ?? create;
       // Under the account's lock, which configure takes too: the node as this publish writes to it.
       if (existing && opts.require && !satisfies(existing, opts.require)) throw new PepPreconditionError();
       await c.query('DELETE FROM pep_items WHERE owner = $1 AND node = $2 AND id = $3', [owner, node, item.id]);
-      await c.query('INSERT INTO pep_items (owner, node, id, xml) VALUES ($1, $2, $3, $4)', [owner, node, item.id, item.xml]);
+      // bigserial: a seq is never handed out again (read as a string, as int8 is).
+      const { seq } = (await c.query<{ seq: string }>('INSERT INTO pep_items (owner, node, id, xml) VALUES ($1, $2, $3, $4) RETURNING seq', [owner, node, item.id, item.xml])).rows[0];
       await c.query(TRIM, [owner, node, kept(config)]);
       // What the account keeps once this is in (octet_length reads a long item's size without its text).
       if (opts.maxBytes !== undefined && Number((await c.query<{ n: string }>('SELECT coalesce(sum(octet_length(xml)), 0) AS n FROM pep_items WHERE owner = $1', [owner])).rows[0].n) > opts.maxBytes) throw new PepQuotaError(opts.maxBytes);
       if (opts.maxNodeBytes !== undefined && Number((await c.query<{ n: string }>('SELECT coalesce(sum(octet_length(xml)), 0) AS n FROM pep_items WHERE owner = $1 AND node = $2', [owner, node])).rows[0].n) > opts.maxNodeBytes) throw new PepQuotaError(opts.maxNodeBytes);
-      return { created: existing === undefined, config };
+      return { created: existing === undefined, config, seq: String(seq) };
     });
   }
 
@@ -88,6 +89,11 @@ export class PostgresPepStore extends PooledStore implements PepStore {
       ? this.pool.query<PepItem>('SELECT id, xml FROM (SELECT seq, id, xml FROM pep_items WHERE owner = $1 AND node = $2 ORDER BY seq DESC LIMIT $3) t ORDER BY seq', [owner, node, opts.max])
       : this.pool.query<PepItem>('SELECT id, xml FROM pep_items WHERE owner = $1 AND node = $2 ORDER BY seq', [owner, node]);
     return (await q).rows.map((r) => ({ id: r.id, xml: r.xml }));
+  }
+
+  async last(owner: string, node: string): Promise<Published | undefined> {
+    const row = (await this.pool.query<{ seq: string; id: string; xml: string }>('SELECT seq, id, xml FROM pep_items WHERE owner = $1 AND node = $2 ORDER BY seq DESC LIMIT 1', [owner, node])).rows[0];
+    return row ? { id: row.id, xml: row.xml, seq: String(row.seq) } : undefined;
   }
 
   async retract(owner: string, node: string, ids: string[]): Promise<string[]> {

@@ -4,7 +4,7 @@
 // the bound, the insert and the trim of the oldest items see one state.
 import { openDatabase, transaction } from '../storage/sqlite.ts';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { type Affiliation, type Creator, type NodeConfig, type PepItem, type PepStore, type PublishOptions, type Subscription, type SubscriptionBounds, PepAffiliationsFullError, PepOwnerlessError, PepNodesFullError, PepOwnedFullError, PepPreconditionError, PepQuotaError, configJson, kept, parseConfig, satisfies } from './store.ts';
+import { type Affiliation, type Creator, type NodeConfig, type PepItem, type PepStore, type Published, type PublishOptions, type Subscription, type SubscriptionBounds, PepAffiliationsFullError, PepOwnerlessError, PepNodesFullError, PepOwnedFullError, PepPreconditionError, PepQuotaError, configJson, kept, parseConfig, satisfies } from './store.ts';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS pep_nodes (
@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS pep_subscriptions (
 CREATE INDEX IF NOT EXISTS pep_subscriptions_jid ON pep_subscriptions (jid);
 `;
 
-type Stmt = 'bytes' | 'nodes' | 'config' | 'count' | 'insertNode' | 'setConfig' | 'delItem' | 'insertItem' | 'trim' | 'all' | 'newest' | 'byId' | 'purge' | 'delNode' | 'delAllItems' | 'delAllNodes' | 'affs' | 'setAff' | 'delAff' | 'affsOf' | 'subs' | 'subsOf' | 'sub' | 'subCount' | 'insSub' | 'unsub' | 'delNodeAffs' | 'delNodeSubs' | 'delAllAffs' | 'delAllSubs' | 'forgetAffs' | 'forgetSubs' | 'nodeBytes' | 'owned' | 'soleOwned';
+type Stmt = 'bytes' | 'nodes' | 'config' | 'count' | 'insertNode' | 'setConfig' | 'delItem' | 'insertItem' | 'trim' | 'all' | 'newest' | 'last' | 'byId' | 'purge' | 'delNode' | 'delAllItems' | 'delAllNodes' | 'affs' | 'setAff' | 'delAff' | 'affsOf' | 'subs' | 'subsOf' | 'sub' | 'subCount' | 'insSub' | 'unsub' | 'delNodeAffs' | 'delNodeSubs' | 'delAllAffs' | 'delAllSubs' | 'forgetAffs' | 'forgetSubs' | 'nodeBytes' | 'owned' | 'soleOwned';
 
 const sub = (r: Subscription): Subscription => ({ node: r.node, jid: r.jid, subid: r.subid });
 
@@ -63,6 +63,7 @@ export class SqlitePepStore implements PepStore {
       trim: db.prepare('DELETE FROM pep_items WHERE owner = ? AND node = ? AND seq NOT IN (SELECT seq FROM pep_items WHERE owner = ? AND node = ? ORDER BY seq DESC LIMIT ?)'),
       all: db.prepare('SELECT id, xml FROM pep_items WHERE owner = ? AND node = ? ORDER BY seq'),
       newest: db.prepare('SELECT id, xml FROM (SELECT seq, id, xml FROM pep_items WHERE owner = ? AND node = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq'),
+      last: db.prepare('SELECT seq, id, xml FROM pep_items WHERE owner = ? AND node = ? ORDER BY seq DESC LIMIT 1'),
       byId: db.prepare('SELECT id, xml FROM pep_items WHERE owner = ? AND node = ? AND id = ?'),
       purge: db.prepare('DELETE FROM pep_items WHERE owner = ? AND node = ?'),
       delNode: db.prepare('DELETE FROM pep_nodes WHERE owner = ? AND node = ?'),
@@ -132,18 +133,19 @@ export class SqlitePepStore implements PepStore {
     });
   }
 
-  async publish(owner: string, node: string, item: PepItem, create: NodeConfig, maxNodes: number, opts: PublishOptions = {}): Promise<{ created: boolean; config: NodeConfig }> {
+  async publish(owner: string, node: string, item: PepItem, create: NodeConfig, maxNodes: number, opts: PublishOptions = {}): Promise<{ created: boolean; config: NodeConfig; seq: string }> {
     return transaction(this.db, true, () => {
       const created = this.createIn(owner, node, create, maxNodes);
       const config = created ? create : parseConfig((this.s.config.get(owner, node) as { config: string }).config);
       if (!created && opts.require && !satisfies(config, opts.require)) throw new PepPreconditionError();
       this.s.delItem.run(owner, node, item.id);
-      this.s.insertItem.run(owner, node, item.id, item.xml);
+      // AUTOINCREMENT: a seq is never used again, even after the item goes.
+      const seq = String(this.s.insertItem.run(owner, node, item.id, item.xml).lastInsertRowid);
       this.s.trim.run(owner, node, owner, node, kept(config));
       // What the account keeps once this is in (a replaced item, and those trimmed, no longer count).
       if (opts.maxBytes !== undefined && Number((this.s.bytes.get(owner) as { n: number }).n) > opts.maxBytes) throw new PepQuotaError(opts.maxBytes);
       if (opts.maxNodeBytes !== undefined && Number((this.s.nodeBytes.get(owner, node) as { n: number }).n) > opts.maxNodeBytes) throw new PepQuotaError(opts.maxNodeBytes);
-      return { created, config };
+      return { created, config, seq };
     });
   }
 
@@ -153,6 +155,11 @@ export class SqlitePepStore implements PepStore {
     else if (opts.max !== undefined) rows = this.s.newest.all(owner, node, opts.max) as unknown as PepItem[];
     else rows = this.s.all.all(owner, node) as unknown as PepItem[];
     return rows.map((r) => ({ id: r.id, xml: r.xml }));
+  }
+
+  async last(owner: string, node: string): Promise<Published | undefined> {
+    const row = this.s.last.get(owner, node) as { seq: number | bigint; id: string; xml: string } | undefined;
+    return row ? { id: row.id, xml: row.xml, seq: String(row.seq) } : undefined;
   }
 
   async retract(owner: string, node: string, ids: string[]): Promise<string[]> {

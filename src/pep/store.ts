@@ -44,6 +44,11 @@ export interface PepItem {
   xml: string;
 }
 
+/** An item as a publish left it: `seq` names that publish (another publish, of the same id too, gets another), unique in the store. */
+export interface Published extends PepItem {
+  seq: string;
+}
+
 /** Nodes one account may have. OMEMO keeps one per device (its bundles). */
 export const MAX_NODES = 256;
 /** Items one node may keep: pubsub#max_items 'max'. */
@@ -172,11 +177,13 @@ export interface PepStore {
    * past `maxNodes`); the oldest items beyond the node's bound go (one is
    * kept, the last published, when items do not persist). Returns the
    * node's configuration and whether it was created. `opts`: see
-   * PublishOptions.
+   * PublishOptions. `seq` names this publish, as last() does.
    */
-  publish(owner: string, node: string, item: PepItem, create: NodeConfig, maxNodes: number, opts?: PublishOptions): Promise<{ created: boolean; config: NodeConfig }>;
+  publish(owner: string, node: string, item: PepItem, create: NodeConfig, maxNodes: number, opts?: PublishOptions): Promise<{ created: boolean; config: NodeConfig; seq: string }>;
   /** Items, oldest first: those with the given ids, or else the newest `max` (all when undefined). */
   items(owner: string, node: string, opts?: { ids?: string[]; max?: number }): Promise<PepItem[]>;
+  /** The newest item and the publish that left it (what publish() said of it), or undefined when the node has none (or is not there). */
+  last(owner: string, node: string): Promise<Published | undefined>;
   /** Removes the items; returns the ids that were there. */
   retract(owner: string, node: string, ids: string[]): Promise<string[]>;
   /** Removes every item of the node; false when there is no such node. */

@@ -18,9 +18,9 @@ export function pepStoreContract(label: string, open: OpenPep): void {
     const s = await open(t);
     t.is(await s.config('alice', 'n'), undefined);
     const cfg = { ...DEFAULT_CONFIG, maxItems: 3, accessModel: 'open' as const, rosterGroups: ['Friends'] };
-    t.deepEqual(await s.publish('alice', 'n', item('a'), cfg, 10), { created: true, config: cfg });
+    t.like(await s.publish('alice', 'n', item('a'), cfg, 10), { created: true, config: cfg });
     // A later publish keeps the node's configuration, not the one offered for creation.
-    t.deepEqual(await s.publish('alice', 'n', item('b'), DEFAULT_CONFIG, 10), { created: false, config: cfg });
+    t.like(await s.publish('alice', 'n', item('b'), DEFAULT_CONFIG, 10), { created: false, config: cfg });
     await s.publish('alice', 'n', item('c'), DEFAULT_CONFIG, 10);
     t.deepEqual(ids(await s.items('alice', 'n')), ['a', 'b', 'c']);
     // Republishing an id replaces it, and it becomes the newest.
@@ -34,12 +34,33 @@ export function pepStoreContract(label: string, open: OpenPep): void {
     t.deepEqual(await s.nodes('alice'), [{ node: 'n', config: cfg }]);
   });
 
+  test(title('each publish is numbered (seq): the newest item and its publish read back by last(); a republish of the same id and payload is another publish'), async (t) => {
+    const s = await open(t);
+    t.is(await s.last('alice', 'n'), undefined, 'no node');
+    const keep = { ...DEFAULT_CONFIG, maxItems: 5 };
+    const a = await s.publish('alice', 'n', item('a'), keep, 10);
+    t.deepEqual(await s.last('alice', 'n'), { ...item('a'), seq: a.seq });
+    const b = await s.publish('alice', 'n', item('b'), keep, 10);
+    t.deepEqual(await s.last('alice', 'n'), { ...item('b'), seq: b.seq });
+    const again = await s.publish('alice', 'n', item('a'), keep, 10);
+    t.not(again.seq, a.seq, 'the same item published again: another publish');
+    t.deepEqual(await s.last('alice', 'n'), { ...item('a'), seq: again.seq });
+    const other = await s.publish('bob', 'n', item('a'), keep, 10);
+    t.true(new Set([a.seq, b.seq, again.seq, other.seq]).size === 4, 'unique across accounts and nodes');
+    await s.retract('alice', 'n', ['a']);
+    t.deepEqual(await s.last('alice', 'n'), { ...item('b'), seq: b.seq }, 'the newest left');
+    await s.purge('alice', 'n');
+    t.is(await s.last('alice', 'n'), undefined, 'none left');
+    const c = await s.publish('alice', 'n', item('c'), keep, 10);
+    t.false([a.seq, b.seq, again.seq].includes(c.seq), 'never one used before');
+  });
+
   test(title('publish with required options (XEP-0060 §7.1.5): checked against the node as the publish finds it; refused whole, or the node created with its configuration'), async (t) => {
     const s = await open(t);
     const open_ = { ...DEFAULT_CONFIG, accessModel: 'open' as const, maxItems: 5 };
     // A new node: created with the configuration given (which the options made).
-    t.deepEqual(await s.publish('alice', 'n', item('a'), open_, 10, { require: { accessModel: 'open', maxItems: 5 } }), { created: true, config: open_ });
-    t.deepEqual(await s.publish('alice', 'n', item('b'), DEFAULT_CONFIG, 10, { require: { accessModel: 'open' } }), { created: false, config: open_ }, 'options that hold');
+    t.like(await s.publish('alice', 'n', item('a'), open_, 10, { require: { accessModel: 'open', maxItems: 5 } }), { created: true, config: open_ });
+    t.like(await s.publish('alice', 'n', item('b'), DEFAULT_CONFIG, 10, { require: { accessModel: 'open' } }), { created: false, config: open_ }, 'options that hold');
     // Configured otherwise since: the same options are refused, and nothing is written.
     t.true(await s.configure('alice', 'n', { ...open_, accessModel: 'whitelist', rosterGroups: ['A', 'B'] }));
     await t.throwsAsync(s.publish('alice', 'n', item('c'), open_, 10, { require: { accessModel: 'open' } }), { name: 'PepPreconditionError' });
