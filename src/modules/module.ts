@@ -175,8 +175,8 @@ export interface ServerModule {
   changed?: (kind: string, user: string) => void;
   /** An account was removed (on any node): what the module holds for it goes. Run on every worker. */
   removed?: (user: string) => void;
-  /** Whether a session of this worker asked for notifications of a PEP node (XEP-0163 §4.2, its caps' NODE+notify): what the router delivers with `only: 'notify NODE'`. */
-  notify?: (session: Session, node: string) => boolean;
+  /** Whether a session of this worker takes a PEP event the router delivers with `only: 'notify …'` (given what follows 'notify '): its caps ask for the node (XEP-0163 §4.2, NODE+notify), and it did not have that publish already. */
+  notify?: (session: Session, what: string) => boolean;
   /** The one place undeliverable messages are kept (offline storage); the first module that has it. */
   offline?: OfflineHook;
   /** The session loses its stream but lives on (XEP-0198 hibernation, or a move to another connection): what the module holds for the stream is released to the session's queue. */
@@ -203,7 +203,7 @@ export interface Hooks {
   answer: ((el: Element) => boolean)[];
   changed: ((kind: string, user: string) => void)[];
   removed: ((user: string) => void)[];
-  notify: ((session: Session, node: string) => boolean)[];
+  notify: ((session: Session, what: string) => boolean)[];
   offline: OfflineHook | undefined;
 }
 

@@ -11,8 +11,9 @@
 // Notifications are decided in two places: here, who may see a node (the
 // access model, read from the owner's roster); and where each contact's
 // session lives, whether that session asked for the node (its caps are
-// known only there): the router delivers with `only: 'notify NODE'`, and
-// the session's worker asks this module's notify hook.
+// known only there): the router delivers with `only: 'notify …'` (notifyOnly),
+// and the session's worker asks this module's notify hook, which also keeps
+// a session from getting one publish twice (see Seen.handed).
 //
 // Contacts of other servers (federation): their server sends the account
 // their resources' presence, caps included (XEP-0163 §4.3.4 example); the
@@ -32,8 +33,8 @@ import type { Only } from '../worker/wire.ts';
 import { StanzaError, type StanzaCondition } from '../xmpp/errors.ts';
 import { parseJid, JidError, bare as bareJid, full as fullJid, type Jid } from '../xmpp/jid.ts';
 import { NS_DISCO_INFO } from '../xmpp/ns.ts';
-import { type AccessModel, type NodeConfig, type PublishModel, type PepItem, type PepStore, type SendLast, DEFAULT_CONFIG, MAX_ACCOUNT_BYTES, MAX_ITEMS, MAX_ITEM_BYTES, MAX_NODES } from '../pep/store.ts';
-import { type Caps, type SharedCaps, CapsCache, capsKey, capsOf, notifyNodes, verifies } from '../pep/caps.ts';
+import { type AccessModel, type NodeConfig, type PublishModel, type PepItem, type PepStore, type Published, type SendLast, DEFAULT_CONFIG, MAX_ACCOUNT_BYTES, MAX_ITEMS, MAX_ITEM_BYTES, MAX_NODES } from '../pep/store.ts';
+import { type Caps, type SharedCaps, CapsCache, MAX_NOTIFY_BYTES, MAX_NOTIFY_NODES, capsKey, capsOf, notifyNodes, verifies } from '../pep/caps.ts';
 import { type RemoteResources, MemoryRemoteResources, capsOfKey } from '../pep/remote.ts';
 import { log } from '../log.ts';
 
@@ -310,6 +311,30 @@ const itemsEvent = (node: string, items: PepItem[]): Element => itemsEl(NS_PUBSU
 
 const escapeAttr = (s: string) => s.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;').replace(/"/g, '&quot;');
 
+/**
+ * How a PEP event is marked for the router (Only `notify …`): `notify KSEQ NODE`,
+ * K its kind, SEQ the publish its item comes from (PepStore seq; empty for
+ * a retraction, a purge, a deletion), NODE the node. Kinds: 'c' a
+ * notification to a contact's resource, which its caps must ask for
+ * (XEP-0163 §4.3); 'o' a notification to a resource of the owner, sent
+ * whatever its caps; 'l' a last published item on a subscription's approval.
+ */
+type NotifyKind = 'c' | 'o' | 'l';
+const notifyOnly = (kind: NotifyKind, node: string, seq = ''): Only => `notify ${kind}${seq} ${node}`;
+const parseNotify = (what: string): { kind: NotifyKind; seq: string; node: string } => {
+  const m = /^([col])(\d*) ([\s\S]*)$/.exec(what);
+  // Not of this form (none is made): a contact's notification of that node, as the mark once was.
+  return m ? { kind: m[1] as NotifyKind, seq: m[2], node: m[3] } : { kind: 'c', seq: '', node: what };
+};
+
+/** What a session was handed of one node since it became available: how many events (sendLast reads again when that changes), and the publishes its last items came from, the newest last. */
+interface Handed {
+  n: number;
+  seqs: string[];
+}
+/** Publishes remembered per node: a few owners may publish to one node name (each contact's avatar) around one session's arrival. */
+const HANDED_SEQS = 4;
+
 /** What the module knows of a session of this worker: its caps, and whether it sent available presence. */
 interface Seen {
   caps?: Caps;
@@ -318,8 +343,58 @@ interface Seen {
   available: boolean;
   /** It became available and has not had the last published items yet: they wait for its caps (XEP-0163 §4.3.3). */
   lastDue?: boolean;
-  /** Notifications it was handed, by node, since its caps last changed (see sendLast). */
-  live?: Map<string, number>;
+  /** How many times it became available (sendLast stops when it went away and came back meanwhile). */
+  arrivals?: number;
+  /**
+   * What it was handed, by node, since it became available: for the nodes
+   * its caps ask for, and while its caps are not yet known, the owner's
+   * notifications of any node (those go to it whatever its caps); at most
+   * MAX_NOTIFY_NODES nodes and MAX_NOTIFY_BYTES of their names, as a ver's
+   * nodes. A publish is sent to it once: a last item it was already
+   * notified of is not sent (sendLast, approvals), nor a notification of
+   * the last item it was sent.
+   */
+  handed?: Map<string, Handed>;
+  /** The bytes of the names in `handed`. */
+  handedBytes?: number;
+}
+
+/** The session was handed an event of `node` from publish `seq` (or a retraction, a purge, a deletion: ''); false when past the bounds, and nothing is kept. */
+function hand(s: Seen, node: string, seq: string): boolean {
+  const m = (s.handed ??= new Map());
+  let h = m.get(node);
+  if (!h) {
+    const bytes = (s.handedBytes ?? 0) + Buffer.byteLength(node, 'utf8');
+    if (m.size >= MAX_NOTIFY_NODES || bytes > MAX_NOTIFY_BYTES) return false;
+    s.handedBytes = bytes;
+    m.set(node, (h = { n: 0, seqs: [] }));
+  }
+  h.n++;
+  if (seq !== '') {
+    h.seqs.push(seq);
+    if (h.seqs.length > HANDED_SEQS) h.seqs.shift();
+  }
+  return true;
+}
+
+/** Whether the session was handed publish `seq` of `node` already. */
+const hadPublish = (s: Seen, node: string, seq: string): boolean => seq !== '' && (s.handed?.get(node)?.seqs.includes(seq) ?? false);
+
+/** The session's caps name these nodes (now known): what was kept of others while they were asked goes. */
+function learn(s: Seen, nodes: ReadonlySet<string>): void {
+  s.nodes = nodes;
+  if (!s.handed) return;
+  for (const node of s.handed.keys()) {
+    if (nodes.has(node)) continue;
+    s.handed.delete(node);
+    s.handedBytes = (s.handedBytes ?? 0) - Buffer.byteLength(node, 'utf8');
+  }
+}
+
+/** It became available again, or went unavailable: what it was handed before counts no more (XEP-0163 §4.3.3: a newly available resource gets the last items). */
+function forget(s: Seen): void {
+  s.handed = undefined;
+  s.handedBytes = undefined;
 }
 
 /** Whether an element states its own namespace and declares every prefix it and its descendants use (xml: aside). */
@@ -471,11 +546,11 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
    * presence subscription the access model lets in, those whose client
    * asked for the node (filtered where each session lives).
    */
-  const notify = async (owner: string, node: string, config: NodeConfig, inner: Element, members?: ReadonlySet<string>): Promise<void> => {
+  const notify = async (owner: string, node: string, config: NodeConfig, inner: Element, members?: ReadonlySet<string>, seq?: string): Promise<void> => {
     const r = o.routing();
     const ownerBare = `${owner}@${o.domain}`;
     const el = event(ownerBare, inner);
-    for (const rec of await r.available(ownerBare)) r.deliver(rec, withTo(el, rec.jid), 'available');
+    for (const rec of await r.available(ownerBare)) r.deliver(rec, withTo(el, rec.jid), notifyOnly('o', node, seq));
     const { items } = await o.roster.get(owner);
     const others = new Set<string>();
     for (const it of items) {
@@ -488,7 +563,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
       }
       for (const rec of await r.available(it.jid)) {
         if (await o.blocked?.(ownerBare, rec.jid)) continue;
-        r.deliver(rec, withTo(el, rec.jid), `notify ${node}`);
+        r.deliver(rec, withTo(el, rec.jid), notifyOnly('c', node, seq));
       }
     }
     if (others.size > 0) await notifyRemote(owner, node, el, (jid) => others.has(jid));
@@ -513,8 +588,9 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     for (const c of el.children) m.cnode(c as Element);
     return m;
   };
-  const notifyLater = (owner: string, node: string, config: NodeConfig, inner: Element, members?: ReadonlySet<string>): void => {
-    notify(owner, node, config, inner, members).catch((err: unknown) => log.warn('PEP notification not sent', { owner, node, err: String(err) }));
+  /** notify, not awaited; `seq`: the publish an item event comes from (PepStore.publish). */
+  const notifyLater = (owner: string, node: string, config: NodeConfig, inner: Element, members?: ReadonlySet<string>, seq?: string): void => {
+    notify(owner, node, config, inner, members, seq).catch((err: unknown) => log.warn('PEP notification not sent', { owner, node, err: String(err) }));
   };
 
   // --- requests -----------------------------------------------------------
@@ -535,8 +611,9 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     const create = options ? applyForm(DEFAULT_CONFIG, options, precondition) : DEFAULT_CONFIG;
     const require = options ? requiredBy(options, create) : undefined;
     let config: NodeConfig;
+    let seq: string;
     try {
-      ({ config } = await o.store.publish(owner, node, { id, xml }, create, maxNodes, { require, maxBytes: maxAccountBytes }));
+      ({ config, seq } = await o.store.publish(owner, node, { id, xml }, create, maxNodes, { require, maxBytes: maxAccountBytes }));
     } catch (err) {
       if ((err as Error).name === 'PepNodesFullError') throw new StanzaError('policy-violation', `an account may have at most ${maxNodes} PEP nodes`);
       // XEP-0060 has no condition for a service's storage bound (§7.1.3.4's payload-too-big is about the one item):
@@ -545,7 +622,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
       if ((err as Error).name === 'PepPreconditionError') throw precondition('the node is configured otherwise');
       throw err;
     }
-    notifyLater(owner, node, config, itemsEvent(node, [{ id, xml }]));
+    notifyLater(owner, node, config, itemsEvent(node, [{ id, xml }]), undefined, seq);
     await changed({ owner, node, kind: 'publish', item: { id, xml } });
     const out = new Element('pubsub', { xmlns: NS_PUBSUB });
     out.c('publish', { node }).c('item', { id });
@@ -780,7 +857,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     send: (iq) => session.send(iq),
     own: (nodes) => {
       const s = seen.get(session);
-      if (s && s.caps === caps) s.nodes = nodes;
+      if (s && s.caps === caps) learn(s, nodes);
     },
   });
 
@@ -870,13 +947,17 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
   /**
    * The last published item of each node `session` may see and asked for
    * (XEP-0163 §4.3.4 on presence; XEP-0060 pubsub#send_last_published_item).
-   * Live notifications flow while these are read: an item read while one
-   * of its node reached the session is read again, so that what follows a
-   * notification is never older than it (the same item twice at worst).
+   * Live notifications flow while these are read: an item read while an
+   * event of its node reached the session is read again, so that what
+   * follows a notification is never older than it; and a publish the
+   * session was handed already (its notification came first) is not sent
+   * again, nor its notification after it (the notify hook): one publish,
+   * one copy.
    */
   const sendLast = async (session: Session, s: Seen, nodes: ReadonlySet<string>): Promise<void> => {
     if (nodes.size === 0 || !session.username) return;
-    const handed = (node: string) => s.live?.get(node) ?? 0;
+    const events = (node: string) => s.handed?.get(node)?.n ?? 0;
+    const arrival = s.arrivals;
     const me = `${session.username}@${o.domain}`;
     const { items: roster } = await o.roster.get(session.username);
     // Its own nodes, and those of every local contact whose presence it receives.
@@ -886,15 +967,17 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
         if (!nodes.has(node) || config.sendLastPublishedItem !== 'on_sub_and_presence') continue;
         if (!(await allowed(owner, node, config, me)) || (owner !== session.username && (await o.blocked?.(`${owner}@${o.domain}`, session.jid!)))) continue;
         let before: number;
-        let last: PepItem[];
+        let last: Published | undefined;
         let reads = 0;
         do {
-          before = handed(node);
-          last = await o.store.items(owner, node, { max: 1 });
-        } while (handed(node) !== before && ++reads < MAX_LAST_READS);
-        // Gone unavailable meanwhile: nothing more is due to it.
-        if (last.length === 0 || !s.available) continue;
-        const el = event(`${owner}@${o.domain}`, itemsEvent(node, last));
+          before = events(node);
+          last = await o.store.last(owner, node);
+        } while (events(node) !== before && ++reads < MAX_LAST_READS);
+        // Gone unavailable meanwhile (and maybe back, with last items of its own due): nothing more is due to it.
+        if (!last || !s.available || s.arrivals !== arrival) continue;
+        if (hadPublish(s, node, last.seq)) continue;
+        hand(s, node, last.seq);
+        const el = event(`${owner}@${o.domain}`, itemsEvent(node, [last]));
         el.attrs.to = session.jid!;
         session.send(el);
       }
@@ -959,9 +1042,9 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     for (const { node, config } of await o.store.nodes(owner)) {
       if (!nodes.has(node) || config.sendLastPublishedItem === 'never' || (when === 'presence' && config.sendLastPublishedItem !== 'on_sub_and_presence')) continue;
       if (!(await allowed(owner, node, config, contact, item))) continue;
-      const last = await o.store.items(owner, node, { max: 1 });
-      if (last.length === 0) continue;
-      await r.routeInternal(withTo(event(ownerBare, itemsEvent(node, last)), jid));
+      const last = await o.store.last(owner, node);
+      if (!last) continue;
+      await r.routeInternal(withTo(event(ownerBare, itemsEvent(node, [last])), jid));
     }
   };
 
@@ -989,13 +1072,14 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     const recs = await r.available(contact);
     if (recs.length === 0) return;
     for (const { node, config } of await o.store.nodes(owner)) {
+      // pubsub#send_last_published_item never (XEP-0060 §16.4.3): not on subscription either.
       if (config.sendLastPublishedItem === 'never' || !(await allowed(owner, node, config, contact, item))) continue;
-      const last = await o.store.items(owner, node, { max: 1 });
-      if (last.length === 0) continue;
-      const el = event(ownerBare, itemsEvent(node, last));
+      const last = await o.store.last(owner, node);
+      if (!last) continue;
+      const el = event(ownerBare, itemsEvent(node, [last]));
       for (const rec of recs) {
         if (await o.blocked?.(ownerBare, rec.jid)) continue;
-        r.deliver(rec, withTo(el, rec.jid), `notify ${node}`);
+        r.deliver(rec, withTo(el, rec.jid), notifyOnly('l', node, last.seq));
       }
     }
   };
@@ -1014,11 +1098,11 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     seen.set(session, s);
     if (!caps) return s;
     const known = cache.get(caps);
-    if (known) s.nodes = known;
+    if (known) learn(s, known);
     else {
       void nodesFor(askedOf(session, caps), caps)
         .then((nodes) => {
-          if (nodes && s.caps === caps) s.nodes = nodes;
+          if (nodes && s.caps === caps) learn(s, nodes);
         })
         .catch((err: unknown) => log.debug('PEP: caps of a resumed session not known', { jid: session.jid, err: String(err) }));
     }
@@ -1034,6 +1118,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     if (el.attrs.type === 'unavailable') {
       s.available = false;
       s.lastDue = false;
+      forget(s);
       return false;
     }
     if (el.attrs.type !== undefined) return false;
@@ -1042,11 +1127,14 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     if (changed) {
       s.caps = caps;
       s.nodes = undefined;
-      s.live = undefined;
     }
     // XEP-0163 §4.3.3: a newly available resource gets the last items, once its caps say which nodes it wants;
     // they are due from the presence that makes it available until the first one whose caps are known.
-    if (!s.available) s.lastDue = true;
+    if (!s.available) {
+      s.lastDue = true;
+      s.arrivals = (s.arrivals ?? 0) + 1;
+      forget(s);
+    }
     s.available = true;
     if (!caps && !s.caps) return false;
     // The same caps again (a status change), known, and nothing due.
@@ -1056,7 +1144,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
       .then(async (nodes) => {
         // Newer caps came meanwhile: their own lookup takes over.
         if (s.caps !== current) return;
-        if (nodes) s.nodes = nodes;
+        if (nodes) learn(s, nodes);
         // Once per availability: the first lookup to know the caps takes what is due.
         if (!s.lastDue || !s.available || !s.nodes) return;
         s.lastDue = false;
@@ -1068,8 +1156,8 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
 
   const api: PepApi = {
     async publish(owner, node, item, { create = DEFAULT_CONFIG, by } = {}) {
-      const { config } = await o.store.publish(owner, node, item, create, maxNodes, { maxBytes: maxAccountBytes });
-      notifyLater(owner, node, config, itemsEvent(node, [item]));
+      const { config, seq } = await o.store.publish(owner, node, item, create, maxNodes, { maxBytes: maxAccountBytes });
+      notifyLater(owner, node, config, itemsEvent(node, [item]), undefined, seq);
       await changed({ owner, node, by, kind: 'publish', item });
     },
     async retract(owner, node, ids, by) {
@@ -1108,11 +1196,18 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
     approved: (owner, item) => void approved(owner, item).catch((err: unknown) => log.warn('PEP: last items on approval failed', { owner, err: String(err) })),
     // Its caps looked up at once, so that they are known by the next notification.
     resumed: (session) => void adopted(session),
-    notify: (session, node) => {
+    notify: (session, what) => {
+      const { kind, seq, node } = parseNotify(what);
       const s = seen.get(session) ?? adopted(session);
-      if (!s.nodes?.has(node)) return false;
-      // Counted for sendLast (bounded by the nodes its caps name).
-      (s.live ??= new Map()).set(node, (s.live.get(node) ?? 0) + 1);
+      const asked = s.nodes?.has(node) ?? false;
+      // XEP-0163 §4.3 (filtered notifications): a contact's resource gets only the nodes its caps ask for.
+      if (kind !== 'o' && !asked) return false;
+      // The very publish it was handed already, as the last item or a notification: once. A last item on a subscription's
+      // approval goes all the same (the subscription is new: it may have dropped what it had of the contact).
+      if (kind !== 'l' && hadPublish(s, node, seq)) return false;
+      // Remembered for sendLast and the notifications after it (bounded: the nodes its caps name, or, while they are asked,
+      // as many of the owner's).
+      if (asked || (s.nodes === undefined && s.lastDue)) hand(s, node, seq);
       return true;
     },
     removed: () => {},

@@ -157,7 +157,8 @@ export type FromHub =
  * cancellation for one available or interested ('subscription').
  */
 // 'blocklist': a blocklist push (XEP-0191 §5.3) for a resource that requested the blocklist.
-// 'notify NODE': a PEP notification (XEP-0163 §4.2) for an available resource whose caps ask for NODE.
+// 'notify …': a PEP event (XEP-0163 §4.2) for an available resource, which the PEP module's notify hook
+// takes or not where the session lives (its caps, what it was handed already): modules/pep.ts notifyOnly.
 // 'copy': one of several copies of a message to a bare JID (RFC 6121
 // §8.5.2.1.1). One that finds its session gone on the sender's worker is
 // counted there with the other copies (undeliverable only if none was

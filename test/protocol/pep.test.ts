@@ -672,6 +672,51 @@ test('the last published item when the caps come in a later presence than the on
   t.is(got.filter(isEventItem(bob.bare, 'urn:test:late', 'l1')).length, 1, 'one last item');
 });
 
+test('the same item never twice: one notified to a session while its caps were asked is not sent again as the last published item once they are known', async (t) => {
+  const bob = await newUser(t, server, 'bob');
+  const NODE = 'urn:test:dup';
+  // After NODE in name order: the session's own last items go out one node after another.
+  const CTL = 'urn:test:dup-zz';
+  // A ver the server does not know: it is asked, and the answer held.
+  const feats = [`${NODE}+notify`, `${CTL}+notify`, `urn:test:${uid('v')}`];
+  ok(t, await publish(bob, CTL, `<x xmlns='urn:test'/>`, { id: 'c' }), 'the control node’s item');
+  const x = await connect(t, server.c2sPort, bob.name, 'x');
+  await ready(x, capsPresence(feats));
+  await expect(x, 'the caps question', isCapsQuery, 0);
+  // Its own account's publish reaches it whatever its caps.
+  ok(t, await publish(bob, NODE, `<x xmlns='urn:test'/>`, { id: 'p1' }), 'publish while the caps are asked');
+  const ev = await expect(x, 'the notification', isEventItem(bob.bare, NODE, 'p1'), 0);
+  const after = x.c.items.findIndex((it) => it.kind === 'el' && it.el === ev) + 1;
+  answerCaps(x, feats, 0);
+  t.false((await before(x, 'the control node’s last item', isEventItem(bob.bare, CTL, 'c'), after)).some(isEventItem(bob.bare, NODE, 'p1')), 'p1 not sent again');
+});
+
+test('the same item published again is another publish, notified again (XEP-0060 §7.1.2: re-publication is modification), also to a session that had it as its last item', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  await subscribe(bob, alice);
+  const NODE = 'urn:test:again';
+  const feats = [`${NODE}+notify`];
+  answerCaps(bob, feats, bob.c.items.length);
+  bob.c.send(capsPresence(feats));
+  await untilNotified(alice, bob, NODE);
+  const same = `<x xmlns='urn:test'>same</x>`;
+  const from = bob.c.items.length;
+  ok(t, await publish(alice, NODE, same, { id: 'same' }), 'publish');
+  const first = await expect(bob, 'the notification', isEventItem(alice.bare, NODE, 'same'), from);
+  const next = bob.c.items.findIndex((it) => it.kind === 'el' && it.el === first) + 1;
+  ok(t, await publish(alice, NODE, same, { id: 'same' }), 'the same again');
+  await expect(bob, 'its notification too', isEventItem(alice.bare, NODE, 'same'), next);
+  // A new session gets it as its last item, then its publish once more as a notification.
+  const later = await connect(t, server.c2sPort, bob.name, 'later');
+  answerCaps(later, feats, 0);
+  await ready(later, capsPresence(feats));
+  const last = await expect(later, 'the last item', isEventItem(alice.bare, NODE, 'same'), 0);
+  const after = later.c.items.findIndex((it) => it.kind === 'el' && it.el === last) + 1;
+  ok(t, await publish(alice, NODE, same, { id: 'same' }), 'and again');
+  await expect(later, 'the notification after the last item', isEventItem(alice.bare, NODE, 'same'), after);
+});
+
 test('the last published item on subscription approval (send_last_published_item on_sub), to the new subscriber’s resources that ask for it', async (t) => {
   const alice = await newUser(t, server, 'alice');
   const bob = await newUser(t, server, 'bob');
