@@ -61,8 +61,8 @@ const CAPS_TIMEOUT_MS = 10_000;
 export const MAX_CAPS_LOOKUPS_PER_JID = 4;
 export const MAX_CAPS_LOOKUPS = 1000;
 
-/** XEP-0060 features this service has (§10, and the access models of §4.5; create-and-configure MUST be said when a create takes a form, §8.1.3). */
-const FEATURES = ['publish', 'publish-options', 'retract-items', 'retrieve-items', 'purge-nodes', 'delete-nodes', 'config-node', 'config-node-max', 'create-nodes', 'create-and-configure', 'auto-create', 'access-presence', 'access-open', 'access-whitelist', 'modify-affiliations', 'member-affiliation', 'access-roster', 'last-published', 'persistent-items', 'retrieve-default'].map((f) => `${NS_PUBSUB}#${f}`);
+/** XEP-0060 features this service has (§10, and the access models of §4.5; create-and-configure MUST be said when a create takes a form, §8.1.3; auto-subscribe and filtered-notifications are XEP-0163 §4.1, §4.2 MUSTs). */
+const FEATURES = ['publish', 'publish-options', 'retract-items', 'retrieve-items', 'purge-nodes', 'delete-nodes', 'config-node', 'config-node-max', 'create-nodes', 'create-and-configure', 'auto-create', 'auto-subscribe', 'filtered-notifications', 'access-presence', 'access-open', 'access-whitelist', 'modify-affiliations', 'member-affiliation', 'access-roster', 'last-published', 'persistent-items', 'retrieve-default'].map((f) => `${NS_PUBSUB}#${f}`);
 
 /** A XEP-0060 error: a stanza condition with its pubsub#errors child (§7.1.3, §6.5.9...). */
 export class PubsubError extends StanzaError {
@@ -316,8 +316,8 @@ const escapeAttr = (s: string) => s.replace(/&/g, '&amp;').replace(/'/g, '&apos;
  * K its kind, SEQ the publish its item comes from (PepStore seq; empty for
  * a retraction, a purge, a deletion), NODE the node. Kinds: 'c' a
  * notification to a contact's resource, which its caps must ask for
- * (XEP-0163 §4.3); 'o' a notification to a resource of the owner, sent
- * whatever its caps; 'l' a last published item on a subscription's approval.
+ * (XEP-0163 §4.3); 'o' a notification to a resource of the owner, which
+ * its caps must ask for once they are known; 'l' a last published item on a subscription's approval.
  */
 type NotifyKind = 'c' | 'o' | 'l';
 const notifyOnly = (kind: NotifyKind, node: string, seq = ''): Only => `notify ${kind}${seq} ${node}`;
@@ -1200,8 +1200,10 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
       const { kind, seq, node } = parseNotify(what);
       const s = seen.get(session) ?? adopted(session);
       const asked = s.nodes?.has(node) ?? false;
-      // XEP-0163 §4.3 (filtered notifications): a contact's resource gets only the nodes its caps ask for.
-      if (kind !== 'o' && !asked) return false;
+      // XEP-0163 §4.3 (filtered notifications): a contact's resource gets only the nodes its caps ask for; the owner's
+      // resources too, "subject to notification filtering" (§4, item 3), once their caps are known: one that sent none,
+      // or whose caps are being asked, has chosen nothing yet and gets every node.
+      if (kind === 'o' ? s.nodes !== undefined && !asked : !asked) return false;
       // The very publish it was handed already, as the last item or a notification: once. A last item on a subscription's
       // approval goes all the same (the subscription is new: it may have dropped what it had of the contact).
       if (kind !== 'l' && hadPublish(s, node, seq)) return false;

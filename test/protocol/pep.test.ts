@@ -481,6 +481,36 @@ test('notifications (§4.3): the owner’s resources; contacts with a presence s
   t.false((await before(carol, 'the control message', (el) => el.name === 'message' && el.attrs.id === ctl, from[4])).some(isEvent(alice.bare, 'urn:test:tune')), 'no presence subscription, none');
 });
 
+test("notifications to the owner's own resources are filtered too (XEP-0163 §4, item 3): by their caps once known; a resource that sent none gets every node", async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const quiet = await connect(t, server.c2sPort, alice.name, 'quiet');
+  const all = await connect(t, server.c2sPort, alice.name, 'all');
+  await Promise.all([ready(quiet), ready(all)]);
+  const CTL = 'urn:test:own-ctl';
+  const TUNE = 'urn:test:own-tune';
+  const quietFeats = ['urn:xmpp:ping', `${CTL}+notify`];
+  const allFeats = ['urn:xmpp:ping', `${CTL}+notify`, `${TUNE}+notify`];
+  answerCaps(quiet, quietFeats, quiet.c.items.length);
+  answerCaps(all, allFeats, all.c.items.length);
+  quiet.c.send(capsPresence(quietFeats));
+  all.c.send(capsPresence(allFeats));
+  // Until the server knows quiet's caps it gets every node (it has chosen nothing yet): publish a tune item and
+  // a control item after it, each round, until quiet's control arrives without the tune item before it.
+  for (let i = 0; ; i++) {
+    if (i === 40) return t.fail("the owner's resource whose caps leave the node out still got its notifications after 40 rounds");
+    const [fa, fq, fl] = [alice, quiet, all].map((p) => p.c.items.length);
+    const [tuneId, ctlId] = [uid('tune'), uid('ctl')];
+    ok(t, await publish(alice, TUNE, `<x xmlns='urn:test'/>`, { id: tuneId }), 'tune publish');
+    ok(t, await publish(alice, CTL, `<x xmlns='urn:test'/>`, { id: ctlId }), 'control publish');
+    const quietGot = await before(quiet, 'the control notification', isEventItem(alice.bare, CTL, ctlId), fq);
+    // The resource without caps, and the one whose caps ask for the node, get it every round.
+    t.true((await before(alice, 'the control notification', isEventItem(alice.bare, CTL, ctlId), fa)).some(isEventItem(alice.bare, TUNE, tuneId)), 'no caps: every node');
+    t.true((await before(all, 'the control notification', isEventItem(alice.bare, CTL, ctlId), fl)).some(isEventItem(alice.bare, TUNE, tuneId)), 'caps asking for the node');
+    if (!quietGot.some(isEventItem(alice.bare, TUNE, tuneId))) break;
+  }
+  t.pass();
+});
+
 test('a blocked contact (XEP-0191) gets neither notifications nor the last item, either way', async (t) => {
   const alice = await newUser(t, server, 'alice');
   const bob = await newUser(t, server, 'bob');
