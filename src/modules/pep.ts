@@ -62,7 +62,7 @@ export const MAX_CAPS_LOOKUPS_PER_JID = 4;
 export const MAX_CAPS_LOOKUPS = 1000;
 
 /** XEP-0060 features this service has (§10, and the access models of §4.5; create-and-configure MUST be said when a create takes a form, §8.1.3; auto-subscribe and filtered-notifications are XEP-0163 §4.1, §4.2 MUSTs). */
-const FEATURES = ['publish', 'publish-options', 'retract-items', 'retrieve-items', 'purge-nodes', 'delete-nodes', 'config-node', 'config-node-max', 'create-nodes', 'create-and-configure', 'auto-create', 'auto-subscribe', 'filtered-notifications', 'access-presence', 'access-open', 'access-whitelist', 'modify-affiliations', 'member-affiliation', 'access-roster', 'last-published', 'persistent-items', 'retrieve-default'].map((f) => `${NS_PUBSUB}#${f}`);
+const FEATURES = ['publish', 'publish-options', 'retract-items', 'delete-items', 'retrieve-items', 'purge-nodes', 'delete-nodes', 'config-node', 'config-node-max', 'create-nodes', 'create-and-configure', 'auto-create', 'auto-subscribe', 'filtered-notifications', 'access-presence', 'access-open', 'access-whitelist', 'modify-affiliations', 'member-affiliation', 'access-roster', 'last-published', 'persistent-items', 'retrieve-default'].map((f) => `${NS_PUBSUB}#${f}`);
 
 /** A XEP-0060 error: a stanza condition with its pubsub#errors child (§7.1.3, §6.5.9...). */
 export class PubsubError extends StanzaError {

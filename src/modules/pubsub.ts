@@ -56,7 +56,7 @@ export const SERVICE_DEFAULT: NodeConfig = { ...DEFAULT_CONFIG, accessModel: 'op
 /** XEP-0060 §10 features of the service. */
 const FEATURES = [
   'create-nodes', 'instant-nodes', 'auto-create', 'create-and-configure', 'config-node', 'retrieve-default', 'delete-nodes', 'purge-nodes',
-  'publish', 'publish-options', 'retract-items', 'retrieve-items', 'persistent-items', 'last-published', 'item-ids',
+  'publish', 'publish-options', 'retract-items', 'delete-items', 'retrieve-items', 'persistent-items', 'last-published', 'item-ids',
   'subscribe', 'retrieve-subscriptions', 'retrieve-affiliations', 'manage-subscriptions', 'modify-affiliations', 'publisher-affiliation', 'member-affiliation', 'outcast-affiliation',
   'access-open', 'access-presence', 'access-roster', 'access-whitelist',
 ].map((f) => `${NS_PUBSUB}#${f}`);
@@ -297,7 +297,7 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
         const name = instant ? randomBytes(12).toString('hex') : nodeOf(action);
         const form = formValues(pubsub.getChild('configure')?.getChild('x', NS_DATA), NODE_CONFIG);
         const config = form ? applyForm(SERVICE_DEFAULT, form, (why) => new StanzaError('not-acceptable', why), true) : SERVICE_DEFAULT;
-        // §8.1.3.3: the node exists.
+        // §8.1.1: the node exists (MUST be conflict).
         if (!(await create(name, from, config))) throw new StanzaError('conflict', `${name} exists`);
         if (!instant) return null;
         const out = new Element('pubsub', { xmlns: NS_PUBSUB });
