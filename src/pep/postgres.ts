@@ -1,16 +1,19 @@
 // PEP nodes and items in PostgreSQL, for a cluster: the SQLite store's rules
-// on the schema of migration 9 (storage/postgres-schema.ts). A change to an
+// on the schema of migrations 9 and 13 (storage/postgres-schema.ts). A change to an
 // account's nodes holds that account's advisory lock for its transaction,
 // so that the node count checked against the bound, and the items trimmed
 // to a node's, are those written to, whichever node of the cluster writes.
 import type pg from 'pg';
 import { acquirePool, transaction, PooledStore } from '../storage/postgres.ts';
-import { type Affiliation, type Creator, type NodeConfig, type PepItem, type PepStore, type Published, type PublishOptions, type Subscription, type SubscriptionBounds, PepAffiliationsFullError, PepOwnerlessError, PepNodesFullError, PepOwnedFullError, PepPreconditionError, PepQuotaError, configJson, kept, parseConfig, satisfies } from './store.ts';
+import { type Affiliation, type Creator, type NodeConfig, type PepItem, type PepStore, type Published, type StoredItem, type PublishOptions, type Subscription, type SubscriptionBounds, PepAffiliationsFullError, PepOwnerlessError, PepNodesFullError, PepOwnedFullError, PepPreconditionError, PepQuotaError, configJson, kept, parseConfig, satisfies } from './store.ts';
 
 /** A bare JID's subscriptions and its full JIDs' ('/' sorts just before '0', bytewise). */
 const OF_BARE = `(jid = $2 OR (jid COLLATE "C" >= $2 || '/' AND jid COLLATE "C" < $2 || '0'))`;
 
 const TRIM = 'DELETE FROM pep_items WHERE owner = $1 AND node = $2 AND seq NOT IN (SELECT seq FROM pep_items WHERE owner = $1 AND node = $2 ORDER BY seq DESC LIMIT $3)';
+
+/** An item's row (int8 columns come as strings). */
+type Row = { id: string; xml: string; published: string };
 
 const sub = (r: Subscription): Subscription => ({ node: r.node, jid: r.jid, subid: r.subid });
 
@@ -70,7 +73,8 @@ export class PostgresPepStore extends PooledStore implements PepStore {
       if (existing && opts.require && !satisfies(existing, opts.require)) throw new PepPreconditionError();
       await c.query('DELETE FROM pep_items WHERE owner = $1 AND node = $2 AND id = $3', [owner, node, item.id]);
       // bigserial: a seq is never handed out again (read as a string, as int8 is).
-      const { seq } = (await c.query<{ seq: string }>('INSERT INTO pep_items (owner, node, id, xml) VALUES ($1, $2, $3, $4) RETURNING seq', [owner, node, item.id, item.xml])).rows[0];
+      // The time of the publish as this node's clock has it (as the other stores' times; the database's default is for older code).
+      const { seq } = (await c.query<{ seq: string }>('INSERT INTO pep_items (owner, node, id, xml, published) VALUES ($1, $2, $3, $4, $5) RETURNING seq', [owner, node, item.id, item.xml, opts.at ?? Date.now()])).rows[0];
       await c.query(TRIM, [owner, node, kept(config)]);
       // What the account keeps once this is in (octet_length reads a long item's size without its text).
       if (opts.maxBytes !== undefined && Number((await c.query<{ n: string }>('SELECT coalesce(sum(octet_length(xml)), 0) AS n FROM pep_items WHERE owner = $1', [owner])).rows[0].n) > opts.maxBytes) throw new PepQuotaError(opts.maxBytes);
@@ -79,21 +83,23 @@ export class PostgresPepStore extends PooledStore implements PepStore {
     });
   }
 
-  async items(owner: string, node: string, opts: { ids?: string[]; max?: number } = {}): Promise<PepItem[]> {
+  async items(owner: string, node: string, opts: { ids?: string[]; max?: number } = {}): Promise<StoredItem[]> {
+    // published is int8, read as a string.
+    const stored = (r: Row): StoredItem => ({ id: r.id, xml: r.xml, published: Number(r.published) });
     if (opts.ids) {
-      const rows = (await this.pool.query<PepItem>('SELECT id, xml FROM pep_items WHERE owner = $1 AND node = $2 AND id = ANY($3::text[])', [owner, node, opts.ids])).rows;
+      const rows = (await this.pool.query<Row>('SELECT id, xml, published FROM pep_items WHERE owner = $1 AND node = $2 AND id = ANY($3::text[])', [owner, node, opts.ids])).rows;
       const byId = new Map(rows.map((r) => [r.id, r]));
-      return opts.ids.flatMap((id) => (byId.has(id) ? [{ id, xml: byId.get(id)!.xml }] : []));
+      return opts.ids.flatMap((id) => (byId.has(id) ? [stored(byId.get(id)!)] : []));
     }
     const q = opts.max !== undefined
-      ? this.pool.query<PepItem>('SELECT id, xml FROM (SELECT seq, id, xml FROM pep_items WHERE owner = $1 AND node = $2 ORDER BY seq DESC LIMIT $3) t ORDER BY seq', [owner, node, opts.max])
-      : this.pool.query<PepItem>('SELECT id, xml FROM pep_items WHERE owner = $1 AND node = $2 ORDER BY seq', [owner, node]);
-    return (await q).rows.map((r) => ({ id: r.id, xml: r.xml }));
+      ? this.pool.query<Row>('SELECT id, xml, published FROM (SELECT seq, id, xml, published FROM pep_items WHERE owner = $1 AND node = $2 ORDER BY seq DESC LIMIT $3) t ORDER BY seq', [owner, node, opts.max])
+      : this.pool.query<Row>('SELECT id, xml, published FROM pep_items WHERE owner = $1 AND node = $2 ORDER BY seq', [owner, node]);
+    return (await q).rows.map(stored);
   }
 
   async last(owner: string, node: string): Promise<Published | undefined> {
-    const row = (await this.pool.query<{ seq: string; id: string; xml: string }>('SELECT seq, id, xml FROM pep_items WHERE owner = $1 AND node = $2 ORDER BY seq DESC LIMIT 1', [owner, node])).rows[0];
-    return row ? { id: row.id, xml: row.xml, seq: String(row.seq) } : undefined;
+    const row = (await this.pool.query<Row & { seq: string }>('SELECT seq, id, xml, published FROM pep_items WHERE owner = $1 AND node = $2 ORDER BY seq DESC LIMIT 1', [owner, node])).rows[0];
+    return row ? { id: row.id, xml: row.xml, published: Number(row.published), seq: String(row.seq) } : undefined;
   }
 
   async retract(owner: string, node: string, ids: string[]): Promise<string[]> {

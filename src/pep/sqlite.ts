@@ -2,9 +2,10 @@
 // stores; on a running node the storage thread alone writes it. A publish
 // runs in one BEGIN IMMEDIATE transaction: the node count checked against
 // the bound, the insert and the trim of the oldest items see one state.
+// An item's `published` is the time of its publish, ms since the epoch.
 import { openDatabase, transaction } from '../storage/sqlite.ts';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { type Affiliation, type Creator, type NodeConfig, type PepItem, type PepStore, type Published, type PublishOptions, type Subscription, type SubscriptionBounds, PepAffiliationsFullError, PepOwnerlessError, PepNodesFullError, PepOwnedFullError, PepPreconditionError, PepQuotaError, configJson, kept, parseConfig, satisfies } from './store.ts';
+import { type Affiliation, type Creator, type NodeConfig, type PepItem, type PepStore, type Published, type StoredItem, type PublishOptions, type Subscription, type SubscriptionBounds, PepAffiliationsFullError, PepOwnerlessError, PepNodesFullError, PepOwnedFullError, PepPreconditionError, PepQuotaError, configJson, kept, parseConfig, satisfies } from './store.ts';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS pep_nodes (
@@ -19,6 +20,7 @@ CREATE TABLE IF NOT EXISTS pep_items (
   node TEXT NOT NULL,
   id TEXT NOT NULL,
   xml TEXT NOT NULL,
+  published INTEGER NOT NULL,
   UNIQUE (owner, node, id)
 );
 CREATE INDEX IF NOT EXISTS pep_items_order ON pep_items (owner, node, seq);
@@ -41,6 +43,21 @@ CREATE TABLE IF NOT EXISTS pep_subscriptions (
 CREATE INDEX IF NOT EXISTS pep_subscriptions_jid ON pep_subscriptions (jid);
 `;
 
+/**
+ * A file made before items had a publish time: the column is added, the
+ * items already there taking the time of the upgrade (their own is not
+ * known). Checked again under the write lock: another process opening the
+ * file at once may have added it first.
+ */
+function upgrade(db: DatabaseSync): void {
+  const hasPublished = () => /\bpublished\b/.test(String(db.prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'pep_items'").get()?.sql ?? ''));
+  if (hasPublished()) return;
+  transaction(db, true, () => {
+    // ADD COLUMN ... NOT NULL takes a constant default only: the time of the upgrade, written out.
+    if (!hasPublished()) db.exec(`ALTER TABLE pep_items ADD COLUMN published INTEGER NOT NULL DEFAULT ${Date.now()}`);
+  });
+}
+
 type Stmt = 'bytes' | 'nodes' | 'config' | 'count' | 'insertNode' | 'setConfig' | 'delItem' | 'insertItem' | 'trim' | 'all' | 'newest' | 'last' | 'byId' | 'purge' | 'delNode' | 'delAllItems' | 'delAllNodes' | 'affs' | 'setAff' | 'delAff' | 'affsOf' | 'subs' | 'subsOf' | 'sub' | 'subCount' | 'insSub' | 'unsub' | 'delNodeAffs' | 'delNodeSubs' | 'delAllAffs' | 'delAllSubs' | 'forgetAffs' | 'forgetSubs' | 'nodeBytes' | 'owned' | 'soleOwned';
 
 const sub = (r: Subscription): Subscription => ({ node: r.node, jid: r.jid, subid: r.subid });
@@ -59,12 +76,12 @@ export class SqlitePepStore implements PepStore {
       insertNode: db.prepare('INSERT INTO pep_nodes (owner, node, config) VALUES (?, ?, ?) ON CONFLICT DO NOTHING'),
       setConfig: db.prepare('UPDATE pep_nodes SET config = ? WHERE owner = ? AND node = ?'),
       delItem: db.prepare('DELETE FROM pep_items WHERE owner = ? AND node = ? AND id = ?'),
-      insertItem: db.prepare('INSERT INTO pep_items (owner, node, id, xml) VALUES (?, ?, ?, ?)'),
+      insertItem: db.prepare('INSERT INTO pep_items (owner, node, id, xml, published) VALUES (?, ?, ?, ?, ?)'),
       trim: db.prepare('DELETE FROM pep_items WHERE owner = ? AND node = ? AND seq NOT IN (SELECT seq FROM pep_items WHERE owner = ? AND node = ? ORDER BY seq DESC LIMIT ?)'),
-      all: db.prepare('SELECT id, xml FROM pep_items WHERE owner = ? AND node = ? ORDER BY seq'),
-      newest: db.prepare('SELECT id, xml FROM (SELECT seq, id, xml FROM pep_items WHERE owner = ? AND node = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq'),
-      last: db.prepare('SELECT seq, id, xml FROM pep_items WHERE owner = ? AND node = ? ORDER BY seq DESC LIMIT 1'),
-      byId: db.prepare('SELECT id, xml FROM pep_items WHERE owner = ? AND node = ? AND id = ?'),
+      all: db.prepare('SELECT id, xml, published FROM pep_items WHERE owner = ? AND node = ? ORDER BY seq'),
+      newest: db.prepare('SELECT id, xml, published FROM (SELECT seq, id, xml, published FROM pep_items WHERE owner = ? AND node = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq'),
+      last: db.prepare('SELECT seq, id, xml, published FROM pep_items WHERE owner = ? AND node = ? ORDER BY seq DESC LIMIT 1'),
+      byId: db.prepare('SELECT id, xml, published FROM pep_items WHERE owner = ? AND node = ? AND id = ?'),
       purge: db.prepare('DELETE FROM pep_items WHERE owner = ? AND node = ?'),
       delNode: db.prepare('DELETE FROM pep_nodes WHERE owner = ? AND node = ?'),
       delAllItems: db.prepare('DELETE FROM pep_items WHERE owner = ?'),
@@ -95,7 +112,14 @@ export class SqlitePepStore implements PepStore {
   }
 
   static open(file: string): SqlitePepStore {
-    return new SqlitePepStore(openDatabase(file, SCHEMA));
+    const db = openDatabase(file, SCHEMA);
+    try {
+      upgrade(db);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+    return new SqlitePepStore(db);
   }
 
   async nodes(owner: string): Promise<{ node: string; config: NodeConfig }[]> {
@@ -140,7 +164,7 @@ export class SqlitePepStore implements PepStore {
       if (!created && opts.require && !satisfies(config, opts.require)) throw new PepPreconditionError();
       this.s.delItem.run(owner, node, item.id);
       // AUTOINCREMENT: a seq is never used again, even after the item goes.
-      const seq = String(this.s.insertItem.run(owner, node, item.id, item.xml).lastInsertRowid);
+      const seq = String(this.s.insertItem.run(owner, node, item.id, item.xml, opts.at ?? Date.now()).lastInsertRowid);
       this.s.trim.run(owner, node, owner, node, kept(config));
       // What the account keeps once this is in (a replaced item, and those trimmed, no longer count).
       if (opts.maxBytes !== undefined && Number((this.s.bytes.get(owner) as { n: number }).n) > opts.maxBytes) throw new PepQuotaError(opts.maxBytes);
@@ -149,17 +173,17 @@ export class SqlitePepStore implements PepStore {
     });
   }
 
-  async items(owner: string, node: string, opts: { ids?: string[]; max?: number } = {}): Promise<PepItem[]> {
-    let rows: PepItem[];
-    if (opts.ids) rows = opts.ids.map((id) => this.s.byId.get(owner, node, id) as PepItem | undefined).filter((r): r is PepItem => r !== undefined);
-    else if (opts.max !== undefined) rows = this.s.newest.all(owner, node, opts.max) as unknown as PepItem[];
-    else rows = this.s.all.all(owner, node) as unknown as PepItem[];
-    return rows.map((r) => ({ id: r.id, xml: r.xml }));
+  async items(owner: string, node: string, opts: { ids?: string[]; max?: number } = {}): Promise<StoredItem[]> {
+    let rows: StoredItem[];
+    if (opts.ids) rows = opts.ids.map((id) => this.s.byId.get(owner, node, id) as StoredItem | undefined).filter((r): r is StoredItem => r !== undefined);
+    else if (opts.max !== undefined) rows = this.s.newest.all(owner, node, opts.max) as unknown as StoredItem[];
+    else rows = this.s.all.all(owner, node) as unknown as StoredItem[];
+    return rows.map((r) => ({ id: r.id, xml: r.xml, published: Number(r.published) }));
   }
 
   async last(owner: string, node: string): Promise<Published | undefined> {
-    const row = this.s.last.get(owner, node) as { seq: number | bigint; id: string; xml: string } | undefined;
-    return row ? { id: row.id, xml: row.xml, seq: String(row.seq) } : undefined;
+    const row = this.s.last.get(owner, node) as { seq: number | bigint; id: string; xml: string; published: number | bigint } | undefined;
+    return row ? { id: row.id, xml: row.xml, published: Number(row.published), seq: String(row.seq) } : undefined;
   }
 
   async retract(owner: string, node: string, ids: string[]): Promise<string[]> {

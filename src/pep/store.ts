@@ -2,12 +2,13 @@
 // configuration (XEP-0060 §16.4 pubsub#node_config, the subset PEP uses),
 // and their items, by id, in publish order. Two implementations of one
 // interface: SQLite in the data directory (one node, through the storage
-// thread) and PostgreSQL (a cluster, migration 9). Everything is bounded:
+// thread) and PostgreSQL (a cluster, migrations 9 and 13). Everything is bounded:
 // nodes per account (MAX_NODES), items per node (the node's
 // pubsub#max_items, at most MAX_ITEMS), bytes per item (MAX_ITEM_BYTES,
 // checked by modules/pep.ts on the way in), bytes of items per account
 // (MAX_ACCOUNT_BYTES, checked by the store in the publish's transaction). Items are kept as the client
-// sent them, serialised.
+// sent them, serialised, with the time of their publish (XEP-0060 §6.1.7,
+// XEP-0163 §4.3.4: a last item sent later carries it as a XEP-0203 delay).
 
 /** XEP-0060 §4.5 access models PEP offers (authorize is not). */
 export type AccessModel = 'presence' | 'open' | 'whitelist' | 'roster';
@@ -44,8 +45,13 @@ export interface PepItem {
   xml: string;
 }
 
+/** An item as the store keeps it: `published`, when its last publish was (ms since the epoch; an item carried in by an import, the import's time). */
+export interface StoredItem extends PepItem {
+  published: number;
+}
+
 /** An item as a publish left it: `seq` names that publish (another publish, of the same id too, gets another), unique in the store. */
-export interface Published extends PepItem {
+export interface Published extends StoredItem {
   seq: string;
 }
 
@@ -92,6 +98,8 @@ export interface PublishOptions {
   maxNodeBytes?: number;
   /** The most bytes of items (serialised, UTF-8) the owner may keep once this one is in: PepQuotaError beyond, and nothing is written. */
   maxBytes?: number;
+  /** When the item is published (ms since the epoch): now when not given. */
+  at?: number;
 }
 
 /** A publish would take the owner's items past its bound in bytes. */
@@ -173,7 +181,7 @@ export interface PepStore {
   configure(owner: string, node: string, config: NodeConfig): Promise<boolean>;
   /**
    * Publishes an item (one with the same id is replaced and becomes the
-   * newest), creating the node with `create` if it does not exist (PepNodesFullError
+   * newest, its time this publish's: `opts.at`, or now), creating the node with `create` if it does not exist (PepNodesFullError
    * past `maxNodes`); the oldest items beyond the node's bound go (one is
    * kept, the last published, when items do not persist). Returns the
    * node's configuration and whether it was created. `opts`: see
@@ -181,7 +189,7 @@ export interface PepStore {
    */
   publish(owner: string, node: string, item: PepItem, create: NodeConfig, maxNodes: number, opts?: PublishOptions): Promise<{ created: boolean; config: NodeConfig; seq: string }>;
   /** Items, oldest first: those with the given ids, or else the newest `max` (all when undefined). */
-  items(owner: string, node: string, opts?: { ids?: string[]; max?: number }): Promise<PepItem[]>;
+  items(owner: string, node: string, opts?: { ids?: string[]; max?: number }): Promise<StoredItem[]>;
   /** The newest item and the publish that left it (what publish() said of it), or undefined when the node has none (or is not there). */
   last(owner: string, node: string): Promise<Published | undefined>;
   /** Removes the items; returns the ids that were there. */

@@ -276,4 +276,17 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX upload_slots_open ON upload_slots (put_until) WHERE state <> 'done';
     `,
   },
+  {
+    version: 13,
+    name: 'PEP items: when each was published',
+    // XEP-0060 §6.1.7, XEP-0163 §4.3.4 (pep/store.ts): a last item sent
+    // later carries the time of its publish (XEP-0203), ms since the epoch.
+    // Items already there take the time of the migration (theirs is not
+    // known: now() is the migration's, and a default that is not volatile
+    // fills them without rewriting the table); the default stays for a node
+    // still on older code in a rolling upgrade, whose inserts name no time.
+    sql: `
+      ALTER TABLE pep_items ADD COLUMN published bigint NOT NULL DEFAULT (floor(extract(epoch FROM now()) * 1000))::bigint;
+    `,
+  },
 ];
