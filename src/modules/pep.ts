@@ -32,7 +32,7 @@ import type { RosterStore, RosterItem } from '../roster/store.ts';
 import type { Only } from '../worker/wire.ts';
 import { StanzaError, type StanzaCondition } from '../xmpp/errors.ts';
 import { parseJid, JidError, bare as bareJid, full as fullJid, type Jid } from '../xmpp/jid.ts';
-import { NS_DISCO_INFO } from '../xmpp/ns.ts';
+import { NS_DELAY, NS_DISCO_INFO } from '../xmpp/ns.ts';
 import { type AccessModel, type NodeConfig, type PublishModel, type PepItem, type PepStore, type Published, type SendLast, DEFAULT_CONFIG, MAX_ACCOUNT_BYTES, MAX_ITEMS, MAX_ITEM_BYTES, MAX_NODES } from '../pep/store.ts';
 import { type Caps, type SharedCaps, CapsCache, MAX_NOTIFY_BYTES, MAX_NOTIFY_NODES, capsKey, capsOf, notifyNodes, verifies } from '../pep/caps.ts';
 import { type RemoteResources, MemoryRemoteResources, capsOfKey } from '../pep/remote.ts';
@@ -298,6 +298,18 @@ export const NS_RSM = 'http://jabber.org/protocol/rsm';
 export function event(from: string, inner: Element): Element {
   const m = new Element('message', { type: 'headline', from, id: randomBytes(9).toString('base64url') });
   m.c('event', { xmlns: NS_PUBSUB_EVENT }).cnode(inner);
+  return m;
+}
+
+/**
+ * A last published item sent after its publish (to a new subscriber, or a
+ * newly available resource) says when it was published: XEP-0060 §6.1.7
+ * and XEP-0163 §4.3.4 (SHOULD), as XEP-0203 delayed delivery from the
+ * service that kept it (`from`: the owner's bare JID for PEP, the service's
+ * domain), the stamp in UTC (XEP-0082). A live notification has none.
+ */
+export function delayed(m: Element, from: string, published: number): Element {
+  m.c('delay', { xmlns: NS_DELAY, from, stamp: new Date(published).toISOString() });
   return m;
 }
 
@@ -977,7 +989,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
         if (!last || !s.available || s.arrivals !== arrival) continue;
         if (hadPublish(s, node, last.seq)) continue;
         hand(s, node, last.seq);
-        const el = event(`${owner}@${o.domain}`, itemsEvent(node, [last]));
+        const el = delayed(event(`${owner}@${o.domain}`, itemsEvent(node, [last])), `${owner}@${o.domain}`, last.published);
         el.attrs.to = session.jid!;
         session.send(el);
       }
@@ -1044,7 +1056,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
       if (!(await allowed(owner, node, config, contact, item))) continue;
       const last = await o.store.last(owner, node);
       if (!last) continue;
-      await r.routeInternal(withTo(event(ownerBare, itemsEvent(node, [last])), jid));
+      await r.routeInternal(withTo(delayed(event(ownerBare, itemsEvent(node, [last])), ownerBare, last.published), jid));
     }
   };
 
@@ -1076,7 +1088,7 @@ export function pep(o: PepOptions): ServerModule & { cache: CapsCache; api: PepA
       if (config.sendLastPublishedItem === 'never' || !(await allowed(owner, node, config, contact, item))) continue;
       const last = await o.store.last(owner, node);
       if (!last) continue;
-      const el = event(ownerBare, itemsEvent(node, [last]));
+      const el = delayed(event(ownerBare, itemsEvent(node, [last])), ownerBare, last.published);
       for (const rec of recs) {
         if (await o.blocked?.(ownerBare, rec.jid)) continue;
         r.deliver(rec, withTo(el, rec.jid), notifyOnly('l', node, last.seq));

@@ -136,3 +136,34 @@ export function refused(t: ExecutionContext, res: Element, condition: string, pu
   t.is(stanzaError(res).condition, condition, `${what}: ${res.toString()}`);
   t.is(pubsubError(res), pubsub, `${what}: the pubsub#errors condition`);
 }
+
+export const NS_DELAY = 'urn:xmpp:delay';
+
+/**
+ * A last published item's XEP-0203 delay (XEP-0060 §6.1.7, XEP-0163
+ * §4.3.4): one, from `from` (the service), its stamp a UTC date-time
+ * (XEP-0082) no earlier than `lo` and no later than `hi`, the times the test
+ * took before sending the publish and after its result came back.
+ */
+export function dated(t: ExecutionContext, el: Element, from: string, lo: number, hi: number, what: string): void {
+  const delays = el.getChildren('delay', NS_DELAY);
+  t.is(delays.length, 1, `${what}: one XEP-0203 delay: ${el.toString()}`);
+  if (delays.length !== 1) return;
+  t.is(delays[0].attrs.from, from, `${what}: the delay is the service's`);
+  const stamp = String(delays[0].attrs.stamp ?? '');
+  t.regex(stamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/, `${what}: a UTC date-time (XEP-0082)`);
+  const ms = Date.parse(stamp);
+  t.true(ms >= lo && ms <= hi, `${what}: stamped ${stamp}, not the publish's time (${new Date(lo).toISOString()} to ${new Date(hi).toISOString()})`);
+}
+
+/** A live notification: no XEP-0203 delay. */
+export const undated = (el: Element): boolean => el.getChildren('delay', NS_DELAY).length === 0;
+
+/**
+ * Resolves once the clock is past `t` (ms): what a last item is sent on
+ * after it is then later than its publish, so that a stamp of the time of
+ * sending, not of publishing, would fail `dated`.
+ */
+export async function clockPast(t: number): Promise<void> {
+  while (Date.now() <= t) await new Promise((resolve) => setTimeout(resolve, 1));
+}

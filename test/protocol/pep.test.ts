@@ -4,14 +4,15 @@
 // node configuration and publish-options (XEP-0060 §7.1.5), the access
 // models (a whitelist node's deletion told to its members), the bounds,
 // and notifications (§4.3) to the owner's resources and to contacts whose
-// caps (XEP-0115) say NODE+notify, caps verified and asked once per ver; the last published item on a contact's available presence;
+// caps (XEP-0115) say NODE+notify, caps verified and asked once per ver; the last published item on a contact's available presence,
+// dated with the time of its publish (XEP-0203);
 // an OMEMO-shaped device list and bundle; everything gone with the account.
 import test from 'ava';
 import type { Element } from 'ltx';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { uid, within } from '../helpers/protocol.ts';
 import { WAIT, barrier, connect, expect, fresh, newAccount, newUser, ready, subscribe, type Peer } from '../helpers/im.ts';
-import { answerCaps, before, capsPresence, capsVer, eventItemId, form, iq, isCapsQuery, isEvent, isEventItem, itemIds, items, NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, ok, publish, refused, untilNotified } from '../helpers/pep.ts';
+import { answerCaps, before, capsPresence, capsVer, clockPast, dated, eventItemId, form, iq, isCapsQuery, isEvent, isEventItem, itemIds, items, NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, ok, publish, refused, undated, untilNotified } from '../helpers/pep.ts';
 import { MAX_ACCOUNT_BYTES, MAX_ITEM_BYTES, MAX_ITEMS, MAX_NODES } from '../../src/pep/store.ts';
 import { MAX_CAPS_LOOKUPS_PER_JID } from '../../src/modules/pep.ts';
 
@@ -681,6 +682,31 @@ test('the last published item on a contact’s available presence (send_last_pub
   t.false((await before(later, 'the control node’s last item', isEventItem(alice.bare, 'urn:test:z-control', 'z'), 0)).some(isEvent(alice.bare, 'urn:test:never')), 'not for a node that says never');
 });
 
+test('a last published item says when it was published (XEP-0163 §4.3.4, XEP-0060 §6.1.7: a XEP-0203 delay from the owner’s bare JID, stamped in UTC): to a contact’s new resource and to the owner’s; a live notification has none', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  await subscribe(bob, alice);
+  const NODE = 'urn:test:dated';
+  const lo = Date.now();
+  ok(t, await publish(alice, NODE, `<x xmlns='urn:test'>then</x>`, { id: 'd1' }), 'publish');
+  const hi = Date.now();
+  await clockPast(hi);
+  const feats = [`${NODE}+notify`];
+  const later = await connect(t, server.c2sPort, bob.name, 'later');
+  answerCaps(later, feats, 0);
+  await ready(later, capsPresence(feats));
+  dated(t, await expect(later, "alice's last item", isEventItem(alice.bare, NODE, 'd1'), 0), alice.bare, lo, hi, "a contact's new resource");
+  const alice2 = await connect(t, server.c2sPort, alice.name, 'two');
+  answerCaps(alice2, feats, 0);
+  await ready(alice2, capsPresence(feats));
+  dated(t, await expect(alice2, 'its own last item', isEventItem(alice.bare, NODE, 'd1'), 0), alice.bare, lo, hi, "the owner's new resource");
+  // Both have their caps known now: a publish is a live notification to each, without delay.
+  const from = [later, alice2].map((p) => p.c.items.length);
+  ok(t, await publish(alice, NODE, `<x xmlns='urn:test'>now</x>`, { id: 'd2' }), 'publish');
+  t.true(undated(await expect(later, 'the notification', isEventItem(alice.bare, NODE, 'd2'), from[0])), "a contact's live notification: no delay");
+  t.true(undated(await expect(alice2, 'the notification', isEventItem(alice.bare, NODE, 'd2'), from[1])), "the owner's live notification: no delay");
+});
+
 test('the last published item when the caps come in a later presence than the one that made the session available (XEP-0163 §4.3.3), once', async (t) => {
   // The account's own node: no subscription (and no approval, which sends last items of its own) involved.
   const bob = await newUser(t, server, 'bob');
@@ -750,7 +776,9 @@ test('the same item published again is another publish, notified again (XEP-0060
 test('the last published item on subscription approval (send_last_published_item on_sub), to the new subscriber’s resources that ask for it', async (t) => {
   const alice = await newUser(t, server, 'alice');
   const bob = await newUser(t, server, 'bob');
+  const lo = Date.now();
   await publish(alice, 'urn:test:status', `<s xmlns='urn:test'>here</s>`, { id: 's1', options: { 'pubsub#send_last_published_item': 'on_sub' } });
+  const hi = Date.now();
   await publish(alice, 'urn:test:hidden', `<s xmlns='urn:test'/>`, { options: { 'pubsub#access_model': 'whitelist' } });
   const feats = ['urn:test:status+notify', 'urn:test:hidden+notify'];
   answerCaps(bob, feats, bob.c.items.length);
@@ -763,6 +791,7 @@ test('the last published item on subscription approval (send_last_published_item
   await subscribe(bob, alice);
   const ev = await expect(bob, 'the last item on approval', isEvent(alice.bare, 'urn:test:status'), from);
   t.is(ev.getChild('event', NS_EVENT)!.getChild('items')!.getChild('item')!.attrs.id, 's1');
+  dated(t, ev, alice.bare, lo, hi, 'the last item on approval');
   // The status item is the control: the last items on approval go out one node after another in node name
   // order, from the same worker to bob's session, 'hidden' before 'status'.
   t.false((await before(bob, 'the last item on approval', isEvent(alice.bare, 'urn:test:status'), from)).some(isEvent(alice.bare, 'urn:test:hidden')), 'not a node it may not see');

@@ -18,7 +18,7 @@ import type { RawClient } from '../helpers/raw.ts';
 import { uid, within } from '../helpers/protocol.ts';
 import { WAIT, expect, newUser, push } from '../helpers/im.ts';
 import type { Peer } from '../helpers/im.ts';
-import { NODE_CONFIG, NS_PUBSUB, capsVer, form, isEvent, isEventItem, itemIds, publish } from '../helpers/pep.ts';
+import { NODE_CONFIG, NS_PUBSUB, capsVer, dated, form, isEvent, isEventItem, itemIds, publish, undated } from '../helpers/pep.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'xmpp-s2s-pep-'));
 const ca = testCa(dir, 'pep-ca');
@@ -100,7 +100,9 @@ test("notifications and last items to a peer's users (XEP-0163 §4.3): caps aske
   const carol = `carol-${uid('c')}@peer.example`;
   await contacts(t, alice, carol);
   const feats = ['urn:test:tune+notify', `urn:test:other+notify-${uid('v')}`];
+  const lo = Date.now();
   t.is((await publish(alice, 'urn:test:tune', `<tune xmlns='urn:test'/>`, { id: 't1' })).attrs.type, 'result');
+  const hi = Date.now();
   // a-phone comes online: its caps are asked of it, and it gets the last item (§4.3.3) once they are known.
   let from = await mark();
   peer.incoming.send(presenceOf(`${carol}/a-phone`, alice.bare, feats));
@@ -113,6 +115,7 @@ test("notifications and last items to a peer's users (XEP-0163 §4.3): caps aske
   peer.incoming.send(presenceOf(`${carol}/b-tablet`, alice.bare, feats));
   const tabletLast = await sent("b-tablet's last item", isEventTo(alice.bare, 'urn:test:tune', 't1', `${carol}/b-tablet`), from);
   t.false(out.items.slice(from, out.items.findIndex((it) => it.kind === 'el' && it.el === tabletLast)).some((it) => it.kind === 'el' && isCapsQueryTo(`${carol}/b-tablet`)(it.el)), 'a verified ver is not asked again');
+  dated(t, tabletLast, alice.bare, lo, hi, 'a last item over the federation (XEP-0163 §4.3.4)');
   // c-laptop says nothing of its caps at first: its last item comes with the first presence that does.
   from = await mark();
   peer.incoming.send(presenceOf(`${carol}/c-laptop`, alice.bare));
@@ -121,7 +124,7 @@ test("notifications and last items to a peer's users (XEP-0163 §4.3): caps aske
   // A publish: each of them.
   from = await mark();
   t.is((await publish(alice, 'urn:test:tune', `<tune xmlns='urn:test'/>`, { id: 't2' })).attrs.type, 'result');
-  for (const r of ['a-phone', 'b-tablet', 'c-laptop']) await sent(`t2 to ${r}`, isEventTo(alice.bare, 'urn:test:tune', 't2', `${carol}/${r}`), from);
+  for (const r of ['a-phone', 'b-tablet', 'c-laptop']) t.true(undated(await sent(`t2 to ${r}`, isEventTo(alice.bare, 'urn:test:tune', 't2', `${carol}/${r}`), from)), `t2 to ${r}: a live notification, no delay`);
   // a-phone leaves (alice sees it go: its end was read before). The next publish goes to the others; a-phone's
   // would have gone first (the resources are notified in JID order, over the one stream to the peer).
   let af = alice.c.items.length;
