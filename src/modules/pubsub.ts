@@ -28,7 +28,7 @@ import { StanzaError } from '../xmpp/errors.ts';
 import { type Jid, parseJid, JidError } from '../xmpp/jid.ts';
 import { NS_DISCO_INFO, NS_DISCO_ITEMS } from '../xmpp/ns.ts';
 import { type Affiliation, type NodeConfig, type PepItem, type PepStore, AFFILIATIONS, DEFAULT_CONFIG, MAX_ITEMS, MAX_ITEM_BYTES } from '../pep/store.ts';
-import { NS_DATA, NS_PUBSUB, NS_PUBSUB_EVENT, NS_PUBSUB_OWNER, NS_RSM, MAX_RESULT_BYTES, NODE_CONFIG, PUBLISH_OPTIONS, PubsubError, applyForm, bool, configForm, event, formValues, isEl, itemsEl, nodeOf, notDone, publishedItem, requiredBy } from './pep.ts';
+import { NS_DATA, NS_PUBSUB, NS_PUBSUB_EVENT, NS_PUBSUB_OWNER, NS_RSM, MAX_RESULT_BYTES, NODE_CONFIG, PUBLISH_OPTIONS, PubsubError, applyForm, bool, configForm, delayed, event, formValues, isEl, itemsEl, nodeOf, notDone, publishedItem, requiredBy } from './pep.ts';
 import { log } from '../log.ts';
 
 /** Nodes the service holds, in all. */
@@ -230,12 +230,12 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
     out.c('subscription', { node: name, jid: sub.jid, subid: sub.subid, subscription: 'subscribed' });
     return {
       payload: out,
-      // §6.1.7: the last published item, once the subscription is confirmed.
+      // §6.1.7: the last published item, once the subscription is confirmed, with when it was published (XEP-0203).
       after: () => {
         if (config.sendLastPublishedItem === 'never') return;
-        void o.store.items(key, name, { max: 1 }).then((last) => {
-          if (last.length === 0) return;
-          const m = event(o.domain, itemsEvent(name, last));
+        void o.store.last(key, name).then((last) => {
+          if (!last) return;
+          const m = delayed(event(o.domain, itemsEvent(name, [last])), o.domain, last.published);
           m.attrs.to = sub.jid;
           void o.send(m);
         }).catch((err: unknown) => log.warn('pubsub: last item not sent', { node: name, err: String(err) }));
@@ -505,11 +505,12 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
       const config = await o.store.config(key, s.node);
       if (config?.sendLastPublishedItem !== 'on_sub_and_presence') continue;
       if (!(await allowed(s.node, config, bare, affs.get(s.node) ?? 'none'))) continue;
-      const last = await o.store.items(key, s.node, { max: 1 });
-      if (last.length === 0) continue;
-      bytes += Buffer.byteLength(last[0].xml, 'utf8');
+      const last = await o.store.last(key, s.node);
+      if (!last) continue;
+      bytes += Buffer.byteLength(last.xml, 'utf8');
       if (bytes > MAX_LAST_BYTES_ON_PRESENCE) break;
-      const m = event(o.domain, itemsEvent(s.node, last));
+      // With when it was published (XEP-0203), as on subscription (§6.1.7).
+      const m = delayed(event(o.domain, itemsEvent(s.node, [last])), o.domain, last.published);
       m.attrs.to = full;
       await o.send(m);
       if (++sent >= MAX_LAST_ON_PRESENCE) break;

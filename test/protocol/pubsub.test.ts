@@ -10,13 +10,14 @@
 // and affiliations (§5.6, §5.7), and the bounds; subscriptions gone with
 // the account; the service at another domain (XMPP_PUBSUB_DOMAIN); the
 // service as a roster contact (§12.4) and the last items of
-// on_sub_and_presence nodes when a subscriber's presence reaches it.
+// on_sub_and_presence nodes when a subscriber's presence reaches it; a last
+// item dated with the time of its publish (XEP-0203), a live notification not.
 import test, { type ExecutionContext } from 'ava';
 import type { Element } from 'ltx';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { stanzaError } from '../helpers/protocol.ts';
 import { barrier, connect, expect, fresh, isPresence, newUser, NS_ROSTER, push, ready, rosterOf, subscribe, summary, type Peer } from '../helpers/im.ts';
-import { before, form, iq, isEvent, isEventItem, itemIds, items, NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, ok, publish, refused } from '../helpers/pep.ts';
+import { before, clockPast, dated, form, iq, isEvent, isEventItem, itemIds, items, NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, ok, publish, refused, undated } from '../helpers/pep.ts';
 
 let server: TestServer;
 let service: string;
@@ -448,6 +449,31 @@ test('presence subscription with the service (XEP-0060 §12.4): approved with it
   bob.c.send(`<presence to='${service}' type='unsubscribe'/>`);
   await push(t, bob, service, 'from', undefined, f3);
   await expect(bob, 'the service’s unavailable presence', isPresence(service, 'unavailable'), f3);
+});
+
+test('a last item says when it was published (§6.1.7: a XEP-0203 delay from the service, stamped in UTC), on subscription and on presence (on_sub_and_presence); a live notification has none', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const bob = await newUser(t, server, 'bob');
+  const node = freshNode();
+  ok(t, await create(alice, node, { 'pubsub#send_last_published_item': 'on_sub_and_presence' }), 'create');
+  // alice subscribed: her notification says the publish's subscribers were read (before bob's subscription, whose
+  // own live notification of it would have no delay).
+  ok(t, await sub(alice, node), 'alice subscribes');
+  const a0 = alice.c.items.length;
+  const lo = Date.now();
+  ok(t, await pub(alice, node, 'then'), 'publish');
+  const hi = Date.now();
+  await expect(alice, "alice's notification", isEventItem(service, node, 'then'), a0);
+  await clockPast(hi);
+  const f0 = bob.c.items.length;
+  ok(t, await sub(bob, node, bob.bare), 'subscribe');
+  dated(t, await expect(bob, 'the last item on subscription', isEventItem(service, node, 'then'), f0), service, lo, hi, 'on subscription');
+  const f1 = bob.c.items.length;
+  bob.c.send(`<presence to='${service}'/>`);
+  dated(t, await expect(bob, 'the last item on presence', lastTo(bob.jid, node, 'then'), f1), service, lo, hi, 'on presence');
+  const f2 = bob.c.items.length;
+  ok(t, await pub(alice, node, 'now'), 'publish');
+  t.true(undated(await expect(bob, 'the notification', isEventItem(service, node, 'now'), f2)), 'a live notification: no delay');
 });
 
 test('directed presence to the service (on_sub_and_presence): the last items at the first of an availability, to that resource; not again until it leaves; none for a non-subscriber or another resource’s subscription', async (t) => {
