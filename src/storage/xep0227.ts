@@ -81,7 +81,9 @@
 // publishes to PEP nodes here, XEP-0163 §4.1), other affiliations are not
 // kept, both said; more than MAX_WHITELIST members on a node is bad input.
 // Subscriptions are not kept (presence subscriptions are PEP's) and are
-// said. Prosody 0.12 writes PEP
+// said. An item's publish time has no place in the format (XEP-0060's
+// <item/> has none): it is not written, and an imported item is dated its
+// import (the store's time of the publish that writes it). Prosody 0.12 writes PEP
 // so (the 'pep' store); ejabberd 23.01's export_piefxis writes none. The
 // pubsub service's nodes (modules/pubsub.ts, in the same store) are not
 // exported: XEP-0227 leaves services out.

@@ -64,6 +64,7 @@ const note = (n: number | string) => `<note xmlns='urn:example:notes'>${n}</note
 test('PEP: what a configuration keeps, which items each node keeps, and what is said', async (t) => {
   const f = fixture(t);
   const big = `<data xmlns='urn:xmpp:avatar:data'>${'A'.repeat(MAX_ITEM_BYTES)}</data>`;
+  const lo = Date.now();
   const r = await f.run(doc(
     owner(
       configure('urn:example:asked', { 'pubsub#access_model': ['authorize'], 'pubsub#max_items': ['1000'], 'pubsub#title': ['not kept'], 'pubsub#deliver_payloads': ['0'] })
@@ -83,6 +84,7 @@ test('PEP: what a configuration keeps, which items each node keeps, and what is 
       + `<items node='urn:example:bare'><item id='b1'>${note(1)}</item></items>`,
     ),
   ));
+  const hi = Date.now();
   t.is(r.pepNodes, 4);
   t.is(r.pepItems, 1 + 2 + 1 + 1);
   t.is(r.pepDropped, 4 + 1 + 1, 'empty, two payloads, no namespace of its own, too big; r2 beyond the bound; v1 (items not persisted: the last one is kept)');
@@ -107,6 +109,10 @@ test('PEP: what a configuration keeps, which items each node keeps, and what is 
   t.deepEqual((await pep.items('juliet', 'urn:example:roster'))[0].xml, '<note xmlns="urn:example:notes">1 again</note>');
   t.deepEqual(await ids('urn:example:volatile'), ['v2']);
   t.deepEqual(await ids('urn:example:bare'), ['b1']);
+  // XEP-0227 (XEP-0060's <item/>) carries no publish time: each item is dated its import, its last item sent with that.
+  for (const node of ['urn:example:asked', 'urn:example:roster', 'urn:example:volatile', 'urn:example:bare']) {
+    for (const i of await pep.items('juliet', node)) t.true(i.published >= lo && i.published <= hi, `${node} ${i.id}: published ${i.published}, not within the import (${lo}..${hi})`);
+  }
   t.deepEqual(await pep.affiliations('juliet', 'urn:example:asked'), [{ jid: 'friar@verona.lit', affiliation: 'member' }, { jid: 'nurse@capulet.lit', affiliation: 'member' }], 'the whitelist, bare JIDs prepared');
   t.deepEqual(await pep.affiliations('juliet', 'urn:example:roster'), []);
 });
