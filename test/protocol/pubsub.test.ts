@@ -355,7 +355,12 @@ test('send_last_published_item never (§16.4.3): no last item on subscription', 
   const bob = await newUser(t, server, 'bob');
   const node = freshNode();
   ok(t, await create(alice, node, { 'pubsub#send_last_published_item': 'never' }), 'create');
+  // alice subscribed: her notification of 'old' says its subscribers were read. The notification goes out after
+  // the publish's result: without this, bob's subscription could come first and bring him 'old' as a notification.
+  ok(t, await sub(alice, node), 'alice subscribes');
+  const a0 = alice.c.items.length;
   ok(t, await pub(alice, node, 'old'), 'an item before bob subscribes');
+  await expect(alice, "alice's notification", isEventItem(service, node, 'old'), a0);
   const f = bob.c.items.length;
   ok(t, await sub(bob, node), 'subscribe');
   // Control: the next publish's notification; the last item, had it been sent, would precede it.
