@@ -149,7 +149,9 @@ export function privateStorage(o: PrivateOptions): ServerModule & { api: Private
 
   return {
     api: { listen: (l) => void listeners.push(l) },
-    features: [],
+    // The server's disco#info says it (XEP-0030 §3.1: the protocols it supports), as clients ask before using it:
+    // poezio, finding neither jabber:iq:private nor pubsub#publish there, has no remote bookmark storage (issue 18).
+    features: [NS_PRIVATE],
     account: { [`get ${NS_PRIVATE}`]: get, [`set ${NS_PRIVATE}`]: set },
     remoteAccount: { [`get ${NS_PRIVATE}`]: remote, [`set ${NS_PRIVATE}`]: remote },
   };

@@ -36,6 +36,14 @@ function refused(t: ExecutionContext, res: Element, condition: string, type: str
   t.deepEqual(stanzaError(res), { type, condition, by: undefined });
 }
 
+test('disco#info of the server lists jabber:iq:private, where clients look for it (poezio: no remote bookmark storage without it)', async (t) => {
+  const alice = await newUser(t, server, 'alice');
+  const id = uid('disco');
+  const res = await within(alice.c.request(`<iq type='get' id='${id}' to='${server.config.domain}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`, id), WAIT, 'disco');
+  t.is(res.attrs.type, 'result', res.toString());
+  t.true(res.getChild('query')!.getChildren('feature').some((f) => f.attrs.var === NS_PRIVATE), res.toString());
+});
+
 test('a namespace never set comes back as asked (empty); a set is read back whole; each account has its own', async (t) => {
   const alice = await newUser(t, server, 'alice');
   const bob = await newUser(t, server, 'bob');
