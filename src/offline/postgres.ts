@@ -1,15 +1,17 @@
 // Offline messages in PostgreSQL, for a cluster: the SQLite store's tables
-// and rules. push() and fetch() run in a transaction holding a lock of the
+// and rules. push(), pushMany() and fetch() run in a transaction holding a lock of the
 // user's queue (pg_advisory_xact_lock on the username), so the size checked
 // against the limits, and the claim checked before reading the queue,
 // cannot change before the write that depends on them; different users'
 // queues are written in parallel. The pushes of one user go to the database
 // one after the other, in the order they were made: each on its own
 // connection, they would take the lock in whatever order their queries
-// arrive, and the queue would not keep the order the messages came in.
+// arrive, and the queue would not keep the order the messages came in
+// (pushMany() takes its turn among them, its stanzas inserted by one
+// statement in the order given).
 import type pg from 'pg';
 import { acquirePool, transaction, PooledStore } from '../storage/postgres.ts';
-import { type OfflineLimits, type OfflineStore, type StoredMessage, checkFetch, checkLimits, utf8Bytes } from './store.ts';
+import { type OfflineLimits, type OfflineStore, type StoredMessage, checkFetch, checkLimits, fitting, utf8Bytes } from './store.ts';
 
 export class PostgresOfflineStore extends PooledStore implements OfflineStore {
   /** Each user's latest push, the next one waits for. */
@@ -27,13 +29,24 @@ export class PostgresOfflineStore extends PooledStore implements OfflineStore {
     return transaction(this.pool, `offline:${user}`, fn);
   }
 
+  /** `fn` once the pushes made before it for `user` are done (failed or not): see the file's head. */
+  private inTurn<T>(user: string, fn: () => Promise<T>): Promise<T> {
+    const before = this.pushing.get(user);
+    const mine = (before ?? Promise.resolve()).catch(() => {}).then(fn);
+    this.pushing.set(user, mine);
+    void mine.then(
+      () => this.pushing.get(user) === mine && this.pushing.delete(user),
+      () => this.pushing.get(user) === mine && this.pushing.delete(user),
+    );
+    return mine;
+  }
+
   async push(user: string, xml: string, limits: OfflineLimits): Promise<boolean> {
     const { max, maxBytes } = checkLimits(limits);
     if (max < 1) return false;
     const bytes = utf8Bytes(xml);
     if (bytes > maxBytes) return false;
-    const before = this.pushing.get(user);
-    const mine = (before ?? Promise.resolve()).catch(() => {}).then(() =>
+    return this.inTurn(user, () =>
       this.locked(user, async (c) => {
         const row = (await c.query<{ n: string; bytes: string }>('SELECT count(*) AS n, coalesce(sum(octet_length(stanza)), 0) AS bytes FROM offline WHERE username = $1', [user])).rows[0];
         if (Number(row.n) >= max || Number(row.bytes) + bytes > maxBytes) return false;
@@ -41,12 +54,23 @@ export class PostgresOfflineStore extends PooledStore implements OfflineStore {
         return true;
       }),
     );
-    this.pushing.set(user, mine);
-    try {
-      return await mine;
-    } finally {
-      if (this.pushing.get(user) === mine) this.pushing.delete(user);
-    }
+  }
+
+  async pushMany(user: string, xmls: string[], limits: OfflineLimits): Promise<boolean[]> {
+    checkLimits(limits);
+    if (limits.max < 1 || xmls.length === 0) return xmls.map(() => false);
+    const sizes = xmls.map(utf8Bytes);
+    if (sizes.every((b) => b > limits.maxBytes)) return xmls.map(() => false);
+    return this.inTurn(user, () =>
+      this.locked(user, async (c) => {
+        const row = (await c.query<{ n: string; bytes: string }>('SELECT count(*) AS n, coalesce(sum(octet_length(stanza)), 0) AS bytes FROM offline WHERE username = $1', [user])).rows[0];
+        const fits = fitting(sizes, Number(row.n), Number(row.bytes), limits);
+        const kept = xmls.filter((_, i) => fits[i]);
+        // One statement; rows are numbered (seq) in the order the sorted SELECT gives them, the order given.
+        if (kept.length > 0) await c.query('INSERT INTO offline (username, stanza, stored) SELECT $1, u.stanza, $3 FROM unnest($2::text[]) WITH ORDINALITY AS u(stanza, i) ORDER BY u.i', [user, kept, Date.now()]);
+        return fits;
+      }),
+    );
   }
 
   async fetch(user: string, owner: string, after: string, limit: number, leaseMs: number): Promise<StoredMessage[] | null> {

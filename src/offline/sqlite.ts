@@ -3,13 +3,13 @@
 // separate process) may open it too: WAL lets readers run beside the one
 // writer, and the busy timeout makes writers wait for each other.
 //
-// push() and fetch() run in BEGIN IMMEDIATE transactions: the write lock is
+// push(), pushMany() and fetch() run in BEGIN IMMEDIATE transactions: the write lock is
 // taken before reading, so the size checked against the limits, and the
 // claim checked before reading the queue, cannot change before the write
 // that depends on them.
 import { openDatabase, transaction } from '../storage/sqlite.ts';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import { type OfflineLimits, type OfflineStore, type StoredMessage, checkFetch, checkLimits, utf8Bytes } from './store.ts';
+import { type OfflineLimits, type OfflineStore, type StoredMessage, checkFetch, checkLimits, fitting, utf8Bytes } from './store.ts';
 
 
 // seq never repeats (AUTOINCREMENT: an emptied table does not start again
@@ -105,6 +105,20 @@ export class SqliteOfflineStore implements OfflineStore {
       if (Number(row.n) >= max || Number(row.bytes) + bytes > maxBytes) return false;
       this.stmts.insert.run(user, xml, Date.now());
       return true;
+    });
+  }
+
+  async pushMany(user: string, xmls: string[], limits: OfflineLimits): Promise<boolean[]> {
+    checkLimits(limits);
+    if (limits.max < 1 || xmls.length === 0) return xmls.map(() => false);
+    const sizes = xmls.map(utf8Bytes);
+    return this.immediate(() => {
+      const row = this.stmts.size.get(user)!;
+      const fits = fitting(sizes, Number(row.n), Number(row.bytes), limits);
+      const now = Date.now();
+      // In the order given: seq (AUTOINCREMENT) is the queue's order.
+      for (const [i, xml] of xmls.entries()) if (fits[i]) this.stmts.insert.run(user, xml, now);
+      return fits;
     });
   }
 

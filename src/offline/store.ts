@@ -33,6 +33,15 @@ export interface OfflineStore {
    */
   push(user: string, xml: string, limits: OfflineLimits): Promise<boolean>;
   /**
+   * Appends stanzas to the user's queue in one atomic step, in the order
+   * given, each as push() would one after the other: one that would exceed
+   * either limit is not stored (false at its place) and those after it are
+   * still tried. For several messages to one addressee at once (the
+   * undelivered messages of a session or node that is gone), at the cost of
+   * one write.
+   */
+  pushMany(user: string, xmls: string[], limits: OfflineLimits): Promise<boolean[]>;
+  /**
    * Claims the user's queue for `owner` (renewing the claim if `owner`
    * holds it already) for leaseMs, and returns up to `limit` messages that
    * came after `after` (an id from an earlier fetch; '' for the start),
@@ -67,6 +76,19 @@ export function checkLimits(limits: OfflineLimits): OfflineLimits {
 export function checkFetch(limit: number, leaseMs: number): void {
   if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError(`invalid fetch size ${limit}`);
   if (!Number.isSafeInteger(leaseMs) || leaseMs < 1) throw new RangeError(`invalid claim duration ${leaseMs}`);
+}
+
+/**
+ * Which of `sizes` (bytes, in order) fit a queue that holds `n` messages of
+ * `bytes` in all, each taken as push() would after those before it.
+ */
+export function fitting(sizes: number[], n: number, bytes: number, limits: OfflineLimits): boolean[] {
+  return sizes.map((b) => {
+    if (n >= limits.max || bytes + b > limits.maxBytes) return false;
+    n++;
+    bytes += b;
+    return true;
+  });
 }
 
 export const utf8Bytes = (s: string): number => Buffer.byteLength(s, 'utf8');

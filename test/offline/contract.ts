@@ -90,6 +90,56 @@ export function offlineStoreContract(label: string, open: OpenBackend): void {
     t.deepEqual((await drain(s, 'bob', 'o')).map((m) => m.xml), stanzas);
   });
 
+  test(title('pushMany() appends in the order given, after what is there, in the same queue as push() and in turn with it'), async (t) => {
+    const { store: s } = await open(t);
+    const lim = { ...LIMITS, max: 1000 };
+    t.deepEqual(await s.pushMany('bob', [], lim), []);
+    t.true(await s.push('bob', msg('p-0'), lim));
+    const many = Array.from({ length: 300 }, (_, i) => msg(`b-${i}`));
+    t.deepEqual(await s.pushMany('bob', many, lim), many.map(() => true));
+    // Made at once with single pushes: each takes its turn in the order made.
+    const mixed = await Promise.all([s.push('bob', msg('x-0'), lim), s.pushMany('bob', [msg('x-1'), msg('x-2')], lim), s.push('bob', msg('x-3'), lim)]);
+    t.deepEqual(mixed, [true, [true, true], true]);
+    t.deepEqual((await drain(s, 'bob', 'o')).map((m) => idOf(m.xml)), ['p-0', ...many.map(idOf), 'x-0', 'x-1', 'x-2', 'x-3']);
+    t.deepEqual((await drain(s, 'alice', 'o')), [], 'other queues untouched');
+  });
+
+  test(title('pushMany() applies the limits as pushes one after the other: those that do not fit are refused at their place, later smaller ones still stored'), async (t) => {
+    const { store: s } = await open(t);
+    await s.push('bob', msg('m-0'), LIMITS);
+    t.deepEqual(await s.pushMany('bob', [msg('m-1'), msg('m-2'), msg('m-3')], { max: 3, maxBytes: 1_000_000 }), [true, true, false], 'full at max messages');
+    t.is(await s.count('bob'), 3);
+    // Bytes: 'é' is two bytes in UTF-8.
+    const big = (id: string, n: number) => msg(id, 'é'.repeat(n));
+    const size = Buffer.byteLength(big('c-0', 100));
+    const blim = { max: 100, maxBytes: size * 2 + Buffer.byteLength(msg('c-3', '')) };
+    t.deepEqual(await s.pushMany('carol', [big('c-0', 100), big('c-1', 100), big('c-2', 100), msg('c-3', ''), big('c-4', 100)], blim), [true, true, false, true, false]);
+    t.deepEqual((await drain(s, 'carol', 'o')).map((m) => idOf(m.xml)), ['c-0', 'c-1', 'c-3']);
+    t.deepEqual(await s.pushMany('dave', [big('d-0', 100), big('d-1', 100)], { max: 100, maxBytes: size - 1 }), [false, false], 'stanzas larger than the limit never fit');
+    t.deepEqual(await s.pushMany('erin', [msg('e-0'), msg('e-1')], { max: 0, maxBytes: 1000 }), [false, false]);
+    t.deepEqual(await s.pushMany('erin', [msg('e-0')], { max: -1, maxBytes: 1000 }), [false]);
+    await t.throwsAsync(s.pushMany('erin', [msg('e')], { max: Number.NaN, maxBytes: 1000 }), { instanceOf: RangeError });
+    await t.throwsAsync(s.pushMany('erin', [msg('e')], { max: 1, maxBytes: 0.5 }), { instanceOf: RangeError });
+    t.is(await s.count('dave'), 0);
+    t.is(await s.count('erin'), 0);
+  });
+
+  test(title('concurrent pushMany() from two instances never exceed the limit, and each batch keeps its order'), async (t) => {
+    const { store: a, another } = await open(t);
+    const b = await another();
+    const lim = { max: 45, maxBytes: 1_000_000 };
+    const batches = Array.from({ length: 12 }, (_, k) => Array.from({ length: 10 }, (_, i) => msg(`k${k}-${i}`)));
+    const results = await Promise.all(batches.map((xs, k) => (k % 2 ? a : b).pushMany('bob', xs, lim)));
+    const accepted = batches.flatMap((xs, k) => xs.filter((_, i) => results[k][i]).map(idOf));
+    t.is(accepted.length, lim.max, 'exactly max stored');
+    const queue = (await drain(b, 'bob', 'o')).map((m) => idOf(m.xml));
+    t.deepEqual([...queue].sort(), [...accepted].sort(), 'what was stored is exactly what was accepted');
+    for (let k = 0; k < batches.length; k++) {
+      const mine = queue.filter((id) => id.startsWith(`k${k}-`));
+      t.deepEqual(mine, accepted.filter((id) => id.startsWith(`k${k}-`)), `batch ${k} in order`);
+    }
+  });
+
   test(title('queues are per user; removeAll() empties one only'), async (t) => {
     const { store: s } = await open(t);
     await s.push('alice', msg('a1'), LIMITS);

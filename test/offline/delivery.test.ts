@@ -23,6 +23,7 @@ function heldStore(t: { teardown(fn: () => void): void }): { store: OfflineStore
   const removals: (() => void)[] = [];
   const store: OfflineStore = {
     push: (...a) => real.push(...a),
+    pushMany: (...a) => real.pushMany(...a),
     peek: (...a) => real.peek(...a),
     fetch: (user, owner, ...rest) => {
       calls.push(`fetch ${owner}`);
