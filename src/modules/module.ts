@@ -53,6 +53,8 @@ export type RoutedHook = (el: Element, bare: string, to: readonly Pick<SessionRe
  */
 export type Kept = 'stored' | 'full' | 'dropped' | 'refused';
 export type OfflineHook = (local: string, el: Element) => Promise<Kept>;
+/** OfflineHook for several messages to one account at once, kept in the order given (one write): what became of each, at its place. */
+export type OfflineBatchHook = (local: string, els: Element[]) => Promise<Kept[]>;
 /**
  * A message on its way to an account of this server (its normalised
  * localpart), known to exist, before any of its sessions or offline storage
@@ -179,6 +181,8 @@ export interface ServerModule {
   notify?: (session: Session, what: string) => boolean;
   /** The one place undeliverable messages are kept (offline storage); the first module that has it. */
   offline?: OfflineHook;
+  /** The same for several messages to one account at once (undelivered messages rerouted together): used with the module's `offline`. */
+  offlineMany?: OfflineBatchHook;
   /** The session loses its stream but lives on (XEP-0198 hibernation, or a move to another connection): what the module holds for the stream is released to the session's queue. */
   detached?: (session: Session) => void;
   /** A connection took the session over (XEP-0198 resumption, from this worker or another, or another node): what the module derives from the session's state is ready for it. */
@@ -205,10 +209,12 @@ export interface Hooks {
   removed: ((user: string) => void)[];
   notify: ((session: Session, what: string) => boolean)[];
   offline: OfflineHook | undefined;
+  /** The batch form of `offline`, from the same module (none when it has only the single form). */
+  offlineMany: OfflineBatchHook | undefined;
 }
 
 export function hooksOf(modules: ServerModule[]): Hooks {
-  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), negotiating: new Map(), immediate: new Map(), outbound: [], detached: [], resumed: [], inbound: [], routed: [], delivering: [], foreign: [], removed: [], guard: [], remotePresence: [], answer: [], changed: [], notify: [], offline: undefined };
+  const hooks: Hooks = { streamFeatures: [], nonzas: new Map(), negotiating: new Map(), immediate: new Map(), outbound: [], detached: [], resumed: [], inbound: [], routed: [], delivering: [], foreign: [], removed: [], guard: [], remotePresence: [], answer: [], changed: [], notify: [], offline: undefined, offlineMany: undefined };
   for (const m of modules) {
     if (m.streamFeatures) hooks.streamFeatures.push(m.streamFeatures);
     for (const [k, h] of Object.entries(m.nonzas ?? {})) hooks.nonzas.set(k, h);
@@ -227,7 +233,10 @@ export function hooksOf(modules: ServerModule[]): Hooks {
     if (m.changed) hooks.changed.push(m.changed);
     if (m.removed) hooks.removed.push(m.removed);
     if (m.notify) hooks.notify.push(m.notify);
-    hooks.offline ??= m.offline;
+    if (!hooks.offline && m.offline) {
+      hooks.offline = m.offline;
+      hooks.offlineMany = m.offlineMany;
+    }
   }
   return hooks;
 }

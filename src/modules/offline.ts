@@ -5,7 +5,8 @@
 // strips, from what clients send, a delay stamp claiming to be ours. The
 // rules of what is stored are in offline/offline.ts; delivery, at the
 // account's available presence, is the presence service's.
-import type { ServerModule } from './module.ts';
+import type { Element } from 'ltx';
+import type { Kept, ServerModule } from './module.ts';
 import type { OfflineStore } from '../offline/store.ts';
 import { contentless, shouldStore, stamp } from '../offline/offline.ts';
 import { NS_DELAY, NS_MSGOFFLINE } from '../xmpp/ns.ts';
@@ -21,6 +22,13 @@ export interface OfflineOptions {
 }
 
 export function offlineStorage(o: OfflineOptions): ServerModule {
+  /** What becomes of a message with nothing to keep (see offline/offline.ts), or undefined when it is to be stored. */
+  const unkept = (el: Element): Kept | undefined => {
+    if (shouldStore(el)) return undefined;
+    const outcome = contentless(el) ? 'dropped' : 'refused';
+    metrics.offlineMessage(outcome);
+    return outcome;
+  };
   return {
     features: o.max > 0 ? [NS_MSGOFFLINE] : [],
     inbound: (el) => {
@@ -29,11 +37,8 @@ export function offlineStorage(o: OfflineOptions): ServerModule {
       if (el.name === 'message') for (const d of el.getChildren('delay', NS_DELAY)) if (d.attrs.from === o.domain) el.remove(d);
     },
     offline: async (local, el) => {
-      if (!shouldStore(el)) {
-        const outcome = contentless(el) ? 'dropped' : 'refused';
-        metrics.offlineMessage(outcome);
-        return outcome;
-      }
+      const outcome = unkept(el);
+      if (outcome) return outcome;
       try {
         const stored = await o.store.push(local, stamp(el, o.domain, new Date()).toString(), { max: o.max, maxBytes: o.maxBytes });
         metrics.offlineMessage(stored ? 'stored' : 'full');
@@ -43,6 +48,26 @@ export function offlineStorage(o: OfflineOptions): ServerModule {
         metrics.offlineMessage('error');
         return 'full';
       }
+    },
+    // Several to one account at once, one write, in the order given: a message
+    // that does not fit is 'full' (as one pushed alone), those after it may still be kept.
+    offlineMany: async (local, els) => {
+      const kept = els.map(unkept);
+      const at = kept.flatMap((k, i) => (k === undefined ? [i] : []));
+      if (at.length === 0) return kept as Kept[];
+      const now = new Date();
+      try {
+        const stored = await o.store.pushMany(local, at.map((i) => stamp(els[i], o.domain, now).toString()), { max: o.max, maxBytes: o.maxBytes });
+        at.forEach((i, j) => (kept[i] = stored[j] ? 'stored' : 'full'));
+        for (const i of at) metrics.offlineMessage(kept[i]!);
+      } catch (err) {
+        log.warn('offline storage failed', { user: local, messages: at.length, err: String(err) });
+        for (const i of at) {
+          kept[i] = 'full';
+          metrics.offlineMessage('error');
+        }
+      }
+      return kept as Kept[];
     },
   };
 }
