@@ -15,7 +15,7 @@ import { StanzaError, StreamError, errorReply } from '../xmpp/errors.ts';
 import { parseJid, JidError } from '../xmpp/jid.ts';
 import type { Jid } from '../xmpp/jid.ts';
 import type { SessionRecord, SessionRegistry } from '../registry/registry.ts';
-import type { HostedService, ServerModule, IqHandler, RemoteIqHandler, Verdict } from '../modules/module.ts';
+import type { HostedService, Kept, ServerModule, IqHandler, RemoteIqHandler, Verdict } from '../modules/module.ts';
 import type { Session, CloseReason, Reroute } from '../session/session.ts';
 import type { Envelope, Only } from '../worker/wire.ts';
 import { contentless } from '../xmpp/content.ts';
@@ -101,6 +101,14 @@ function rerouteOf(el: Element, only?: Only): Reroute | undefined {
   return undefined;
 }
 
+/** A message that lost its session (Router.rerouted), waiting its turn among those to the same account. */
+interface Rerouting {
+  el: Element;
+  kind: Exclude<Reroute, 'iq'>;
+  /** The session that could not write it: not to get it again. */
+  sid: string;
+}
+
 export class Router implements PresenceRouting {
   private readonly d: RouterDeps;
   private readonly serverIq: Map<string, IqHandler>;
@@ -111,6 +119,14 @@ export class Router implements PresenceRouting {
   private readonly hooks: Hooks;
   /** Work started for stanzas that lost their session (rerouting, offline storage): shutdown waits for it. */
   private readonly pending = new Set<Promise<void>>();
+  /**
+   * Messages that lost their session, waiting their turn, by addressee's
+   * bare JID (see rerouteElement): an entry lives while its drain runs.
+   * What a queue holds was accepted already (each came from a session's
+   * output queue or the cluster transport's unconfirmed envelopes, both
+   * bounded) and is drained continuously; nothing new is taken in here.
+   */
+  private readonly rerouting = new Map<string, Rerouting[]>();
   /** Sessions that moved away from this worker, by id (see MOVED_KEEP_MS). */
   private readonly moved = new Map<string, Place & { at: number }>();
   /** Federation (s2s/federation.ts), when XMPP_S2S is on: where stanzas to other servers go. */
@@ -621,9 +637,10 @@ export class Router implements PresenceRouting {
    * delivers it. Read fresh: one that just bound may not be in a cached view
    * yet. With the registry away, the next login takes them (PresenceRouting).
    */
-  async offlineWaiting(bare: string, except?: string): Promise<void> {
+  async offlineWaiting(bare: string, except?: string | ReadonlySet<string>): Promise<void> {
     const recs = await this.d.registry.resources(bare, true).catch(() => []);
-    for (const r of recs) if (r.sid !== except) this.flushOffline(r);
+    const skip = (sid: string) => (typeof except === 'string' ? sid === except : (except?.has(sid) ?? false));
+    for (const r of recs) if (!skip(r.sid)) this.flushOffline(r);
   }
 
   /** A session of this worker now lives at `to`: what comes here for it is passed on. */
@@ -787,37 +804,145 @@ export class Router implements PresenceRouting {
   }
 
   private rerouteElement(el: Element, kind: Reroute, sid: string): void {
-    this.track(async () => {
-      if (kind === 'iq') {
-        const reply = errorReply(el, new StanzaError('service-unavailable'));
-        if (reply) await this.routeInternal(reply);
+    const immediate = (reply: Element | undefined) => this.track(async () => {
+      if (reply) await this.routeInternal(reply);
+    });
+    if (kind === 'iq') return immediate(errorReply(el, new StanzaError('service-unavailable')));
+    let to: Jid;
+    try {
+      to = parseJid(el.attrs.to);
+    } catch {
+      return;
+    }
+    // A component that went (XEP-0114): its sender learns it.
+    if (to.domain !== this.d.domain) return immediate(errorReply(el, new StanzaError('service-unavailable', `${to.domain} is not connected`)));
+    if (!to.local) return;
+    // In turn for each account: several that lost their session together
+    // (its node died before confirming them, its connection closed) must
+    // not race through the lookups and be stored in another order than they
+    // were sent (RFC 6120 §10.1). The transport and sessions report them in
+    // that order; each turn takes all that wait as one batch.
+    const bare = `${to.local}@${to.domain}`;
+    const queue = this.rerouting.get(bare);
+    if (queue) return void queue.push({ el, kind, sid });
+    this.rerouting.set(bare, [{ el, kind, sid }]);
+    this.track(() => this.drainReroutes(to.local, bare));
+  }
+
+  /** Reroutes what waits for `bare`, a batch at a time, until none is left (then the queue goes). */
+  private async drainReroutes(local: string, bare: string): Promise<void> {
+    // A turn of the event loop first: what is reported together (a closing
+    // session's queue, a node's unconfirmed envelopes) makes one batch.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    for (;;) {
+      const queue = this.rerouting.get(bare)!;
+      if (queue.length === 0) {
+        this.rerouting.delete(bare);
         return;
       }
-      let to: Jid;
+      const batch = queue.splice(0);
       try {
-        to = parseJid(el.attrs.to);
-      } catch {
-        return;
+        await this.rerouteBatch(local, bare, batch);
+      } catch (err) {
+        log.warn('undelivered stanzas could not be rerouted', { bare, stanzas: batch.length, err: String(err) });
       }
-      if (to.domain !== this.d.domain) {
-        // A component that went (XEP-0114): its sender learns it.
-        const reply = errorReply(el, new StanzaError('service-unavailable', `${to.domain} is not connected`));
-        if (reply) await this.routeInternal(reply);
-        return;
-      }
-      if (!to.local) return;
-      if (kind === 'last') return this.storeOrBounce(to.local, el, undefined, sid);
-      // A message, or a copy of one (another copy may have reached another
-      // resource: then it comes twice, rather than not at all), goes as to
-      // the bare JID, to the resources left, else to storage.
+    }
+  }
+
+  /**
+   * RFC 6121 §8.5.3.2 for messages to one account whose session is gone, in
+   * the order given: one registry lookup for all; a message goes as to the
+   * bare JID, to the resources left ('copy' too: another copy may have
+   * reached another resource, then it comes twice rather than not at all),
+   * else to storage; 'last' straight to storage. What is stored is stored
+   * with one write.
+   */
+  private async rerouteBatch(local: string, bare: string, batch: Rerouting[]): Promise<void> {
+    let recs: SessionRecord[] | undefined;
+    if (batch.some((r) => r.kind !== 'last')) {
       try {
-        await this.toBare(el, to.local, `${to.local}@${to.domain}`, undefined, sid);
+        recs = await this.d.registry.resources(bare);
       } catch (err) {
         // The registry is away: storage, or an error to the sender.
         log.debug('reroute: the registry failed; storing', { err: String(err) });
-        await this.storeOrBounce(to.local, el, undefined, sid);
       }
-    });
+    }
+    let exists: Promise<boolean> | undefined;
+    const store: Rerouting[] = [];
+    const offered: { r: Rerouting; taken: Promise<boolean> }[] = [];
+    for (const r of batch) {
+      if (r.kind === 'last' || recs === undefined) {
+        store.push(r);
+        continue;
+      }
+      try {
+        const to = await this.rerouteTo(r, local, recs, () => (exists ??= this.d.accountExists(local)));
+        if (to === 'store') store.push(r);
+        else if (to) offered.push({ r, taken: to.taken });
+      } catch (err) {
+        // A store failed (the account lookup, the archive): storage, or an error to the sender.
+        log.debug('reroute: a lookup failed; storing', { err: String(err) });
+        store.push(r);
+      }
+    }
+    await this.storeOrBounceMany(local, bare, store);
+    // Rerouted once already: what the resources left could not write either is stored, in order.
+    const taken = await Promise.all(offered.map((o) => o.taken));
+    await this.storeOrBounceMany(local, bare, offered.filter((_, i) => !taken[i]).map((o) => o.r));
+  }
+
+  /**
+   * toBare for one rerouted message, given the account's resources: 'store'
+   * when no resource of the account may take it, whether one took it once
+   * offered (`taken`: the offers are made, their outcome not awaited), or
+   * undefined when it is done with (dropped, bounced).
+   */
+  private async rerouteTo(r: Rerouting, local: string, all: SessionRecord[], exists: () => Promise<boolean>): Promise<'store' | { taken: Promise<boolean> } | undefined> {
+    const { el, sid } = r;
+    const recs = all.filter((rec) => rec.sid !== sid);
+    if (el.name !== 'message') {
+      // Not made by rerouteOf; toBare as ever.
+      await this.toBare(el, local, `${local}@${this.d.domain}`, undefined, sid);
+      return undefined;
+    }
+    if (recs.length === 0 && !(await exists())) {
+      // §8.5.1: no such account.
+      if (!contentless(el)) this.reject(undefined, el, new StanzaError('service-unavailable'));
+      return undefined;
+    }
+    const type = el.attrs.type ?? 'normal';
+    if (type === 'error') return undefined;
+    if (type === 'groupchat') return void this.reject(undefined, el, new StanzaError('service-unavailable'));
+    const refused = await this.delivering(el, local);
+    if (refused) return void this.reject(undefined, el, refused);
+    const available = recs.filter((rec) => rec.available && rec.priority >= 0);
+    if (available.length === 0) return type === 'headline' ? undefined : 'store';
+    if (type === 'headline') {
+      for (const rec of available) this.deliver(rec, el);
+      return undefined;
+    }
+    // §8.5.2.1.1: to the most available resource(s); if these cannot write it either, it is stored.
+    const top = Math.max(...available.map((rec) => rec.priority));
+    const xml = el.toString();
+    const offers = available.filter((rec) => rec.priority === top).map((rec) => this.offer(rec, xml, 'copy', { reroute: 'last' }));
+    return { taken: Promise.all(offers).then((oks) => oks.includes(true), () => false) };
+  }
+
+  /** storeOrBounce for messages to one account, in order: one offline write for those to keep. */
+  private async storeOrBounceMany(local: string, bare: string, items: Rerouting[]): Promise<void> {
+    if (items.length === 0) return;
+    const els = items.map((r) => r.el);
+    let kept: Kept[];
+    if (this.hooks.offlineMany) kept = await this.hooks.offlineMany(local, els);
+    else if (this.hooks.offline) {
+      kept = [];
+      for (const el of els) kept.push(await this.hooks.offline(local, el));
+    } else kept = els.map((el) => (contentless(el) ? 'dropped' : 'refused'));
+    for (const [i, k] of kept.entries()) {
+      if (k === 'refused' || k === 'full') this.reject(undefined, els[i], new StanzaError('service-unavailable', k === 'full' ? 'the recipient is offline and cannot take more messages' : 'the recipient is offline'));
+    }
+    // As storeOrBounce: the account may have become available meanwhile, and the sessions that could not take them are not told.
+    if (kept.includes('stored')) await this.offlineWaiting(bare, new Set(items.filter((_, i) => kept[i] === 'stored').map((r) => r.sid)));
   }
 
   /** Work started for a stanza or a session that is gone (PresenceRouting): logged if it fails, awaited by idle(). */
