@@ -100,8 +100,8 @@ export interface PresenceRouting {
   pushTo(rec: SessionRecord, query: Element): void;
   /** A roster push to every interested resource of the account, wherever it lives. */
   pushRoster(bareJid: string, query: Element): Promise<void>;
-  /** Asks a session to send its current presence to `answerTo` (RFC 6121 §4.3.2). */
-  probe(rec: SessionRecord, answerTo: string): void;
+  /** Asks a session to send its current presence to `answerTo` (RFC 6121 §4.3.2); `arriving`: DeliverOptions.arriving on the answer. */
+  probe(rec: SessionRecord, answerTo: string, arriving?: boolean): void;
   /** Tells a session, wherever it lives, that offline messages wait for it (XEP-0160). */
   flushOffline(rec: SessionRecord): void;
   /** Tells every bound resource of an account but `except` that offline messages wait (a fresh read; never rejects). */
@@ -251,7 +251,8 @@ export class PresenceService {
   }
 
   /** A presence stanza from a client, 'from' already stamped with its full JID; `to` parsed when present. */
-  async fromClient(el: Element, s: PresenceSession, to: Jid | undefined): Promise<void> {
+  /** `resumed`: a presence the server re-announces for a session resumed from its durable state (not new to anyone). */
+  async fromClient(el: Element, s: PresenceSession, to: Jid | undefined, opts: { resumed?: boolean } = {}): Promise<void> {
     const type = el.attrs.type;
     if (isSubscriptionType(type)) {
       // §3: with an account, or with a service of this server's that takes them (XEP-0060 §12.4: a pubsub service learns its subscribers' presence so).
@@ -269,7 +270,7 @@ export class PresenceService {
       }
       throw new StanzaError('bad-request', `unknown presence type ${JSON.stringify(type)}`);
     }
-    if (!to) return type === undefined ? this.broadcastAvailable(el, s) : this.broadcastUnavailable(s, el);
+    if (!to) return type === undefined ? this.broadcastAvailable(el, s, opts.resumed === true) : this.broadcastUnavailable(s, el);
     return this.directedPresence(el, s, to);
   }
 
@@ -390,7 +391,8 @@ export class PresenceService {
     await pushMine();
     // §3.1.5: approving sends the approver's current presence; §3.2.2:
     // cancelling sends unavailable from each of the user's resources.
-    if (type === 'subscribed' && sendsTo(mine.after)) await this.presenceOfAccount(s.bare!, contact);
+    // New to the contact only when the approval changed the roster (a repeated one re-sends presence, nothing new).
+    if (type === 'subscribed' && sendsTo(mine.after)) await this.presenceOfAccount(s.bare!, contact, !sendsTo(mine.before));
     // An approval that changed the roster (not one repeated): what follows one is up to the modules.
     if (type === 'subscribed' && !sendsTo(mine.before) && sendsTo(mine.after) && mine.change) this.d.approved?.(user, mine.change.item);
     if (type === 'unsubscribed' && sendsTo(mine.before)) await this.unavailableOfAccount(s.bare!, contact);
@@ -444,8 +446,9 @@ export class PresenceService {
   }
 
   /** Presence of each available resource of `bare`, sent to `to` (a bare or full JID). */
-  private async presenceOfAccount(bare: string, to: string): Promise<void> {
-    for (const rec of await this.r.resources(bare)) this.r.probe(rec, to);
+  /** The account's current presence to `to` (§3.1.5, §3.1.3); `arriving`: it makes the account newly available there (DeliverOptions). */
+  private async presenceOfAccount(bare: string, to: string, arriving = false): Promise<void> {
+    for (const rec of await this.r.resources(bare)) this.r.probe(rec, to, arriving);
   }
 
   private async unavailableOfAccount(bare: string, to: string): Promise<void> {
@@ -503,13 +506,13 @@ export class PresenceService {
   }
 
   /** A probe reached a session: its answer (§4.3.2), which the prober asked for. */
-  answerProbe(s: PresenceSession, answerTo: string): void {
+  answerProbe(s: PresenceSession, answerTo: string, arriving = false): void {
     if (!s.available || !s.lastPresence) return;
     const p = clone(s.lastPresence);
     p.attrs.from = s.jid!;
     p.attrs.to = answerTo;
-    // Asked for: by a probe (§4.3.2), or by an approval (§3.1.5, presenceOfAccount): new to the addressee.
-    void this.r.routeInternal(p, { solicited: true, arriving: true });
+    // Asked for: by a probe (§4.3.2), or by an approval (§3.1.5, presenceOfAccount), which alone may make it new to the addressee.
+    void this.r.routeInternal(p, arriving ? { solicited: true, arriving } : { solicited: true });
   }
 
   // ---- broadcast (§4.2, §4.4, §4.5) ----
@@ -569,7 +572,7 @@ export class PresenceService {
     return this.d.blocked ? this.d.blocked(el.attrs.from, to) : false;
   }
 
-  private async broadcastAvailable(el: Element, s: PresenceSession): Promise<void> {
+  private async broadcastAvailable(el: Element, s: PresenceSession, resumed = false): Promise<void> {
     // Read first: if the roster cannot be read, nothing has changed yet and
     // the client's next presence is handled in full (initial or not).
     const { subscribers, subscribedTo } = await this.view(s.username);
@@ -588,7 +591,7 @@ export class PresenceService {
 
     // §4.2.2 and §4.4.2: to the subscribers, and to all of the account's
     // available resources, this one included.
-    await this.fanOut(el, [...subscribers, s.bare!], s, true, initial);
+    await this.fanOut(el, [...subscribers, s.bare!], s, true, initial && !resumed);
     if (initial) {
       // §4.2.2: probes for the presence of the account's other resources
       // and of the contacts it is subscribed to; §3.1.3: the requests that
@@ -771,16 +774,19 @@ export class PresenceService {
   // ---- directed presence (§4.6) ----
 
   private async directedPresence(el: Element, s: PresenceSession, to: Jid): Promise<void> {
-    const target = el.attrs.to;
     const bareTo = to.local ? `${to.local}@${to.domain}` : to.domain;
+    // A service of ours is tracked by its prepared domain (a spelling in capitals is the same address).
+    const service = !to.local && !to.resource && this.isService(bareTo);
+    const target = service ? bareTo : el.attrs.to;
     let arriving = false;
     if (el.attrs.type === undefined) {
-      // New to the addressee: not sent it since the session became available, and (a service of ours) not
-      // one that has its broadcast already. While unavailable nothing is tracked: each one is new.
-      arriving = !s.directed?.has(target) && !(s.available && s.username !== null && !to.local && !to.resource && this.isService(bareTo) && (await this.view(s.username)).subscriberSet.has(bareTo));
       // §4.6.2: tracked only while available, and only for entities the
       // broadcast does not reach already.
       const trackable = s.available && bareTo !== s.bare && !s.directed?.has(target) && (s.directed?.size ?? 0) < this.d.maxDirected;
+      // New to a service of ours (DeliverOptions.arriving): the first directed presence since the session became
+      // available, one the service does not have through the broadcast. Not from a session that is not available
+      // (not online), nor past maxDirected (nothing more is tracked): those would make each one new.
+      arriving = service && trackable && !(s.username !== null && (await this.view(s.username)).subscriberSet.has(bareTo));
       // A subscriber (here or on a peer server) hears the broadcast's unavailable: not tracked twice.
       const subscriber = trackable && s.username !== null && to.local !== '' && (this.isLocal(bareTo) || this.d.federation) && (await this.view(s.username)).subscriberSet.has(bareTo);
       if (trackable && !subscriber) {

@@ -621,8 +621,8 @@ export class Router implements PresenceRouting {
   }
 
   /** Asks a session, wherever it lives, for its presence (PresenceRouting). */
-  probe(rec: SessionRecord, answerTo: string): void {
-    this.send(rec, { t: 'probe', jid: rec.jid, sid: rec.sid, answerTo });
+  probe(rec: SessionRecord, answerTo: string, arriving = false): void {
+    this.send(rec, arriving ? { t: 'probe', jid: rec.jid, sid: rec.sid, answerTo, arriving } : { t: 'probe', jid: rec.jid, sid: rec.sid, answerTo });
   }
 
   /** Tells a session, wherever it lives, that offline messages wait for it (PresenceRouting). */
@@ -1019,7 +1019,7 @@ export class Router implements PresenceRouting {
       if (env.t === 'kick') this.earlyKick(env.sid, { condition: env.condition, text: env.text });
       return;
     }
-    if (env.t === 'probe') this.presence.answerProbe(s, env.answerTo);
+    if (env.t === 'probe') this.presence.answerProbe(s, env.answerTo, env.arriving === true);
     else if (env.t === 'offline') this.presence.flushOffline(s);
     else s.close({ condition: env.condition, text: env.text });
   }

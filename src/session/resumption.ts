@@ -219,7 +219,7 @@ export class Resumption {
       const presence = parseXml(m.lastPresence);
       delete presence.attrs.to;
       presence.attrs.from = jid;
-      void this.d.router.presence.fromClient(presence, conn, undefined).catch((err: unknown) => log.warn('presence after a durable resumption failed', { jid, err: String(err) }));
+      void this.d.router.presence.fromClient(presence, conn, undefined, { resumed: true }).catch((err: unknown) => log.warn('presence after a durable resumption failed', { jid, err: String(err) }));
     }
     return undefined;
   }

@@ -178,7 +178,8 @@ type SessionEnvelope = (
   // passes it to the next in `rest`; the last one stores it (XEP-0160)
   | { t: 'try'; jid: string; sid: string; xml: string; rest: SessionRecord[]; late?: boolean }
   // RFC 6121 §4.3.2: send your current presence to answerTo
-  | { t: 'probe'; jid: string; sid: string; answerTo: string }
+  // arriving: the answer makes the session newly available to answerTo (DeliverOptions.arriving); absent: false
+  | { t: 'probe'; jid: string; sid: string; answerTo: string; arriving?: boolean }
   // XEP-0160: a message was stored just as this session became available: take it
   | { t: 'offline'; jid: string; sid: string }
   | { t: 'kick'; jid: string; sid: string; condition: StreamCondition; text?: string }
