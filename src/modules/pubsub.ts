@@ -49,6 +49,16 @@ const MAX_LISTED = 500;
 /** Last items one available presence brings (on_sub_and_presence), at most, and their bytes: a presence costs little, and may come often. */
 export const MAX_LAST_ON_PRESENCE = 100;
 export const MAX_LAST_BYTES_ON_PRESENCE = 1024 * 1024;
+/** Subscriptions one presence looks at, at most (each may cost reads of the node's configuration, affiliations and owners' rosters). */
+export const MAX_SCANNED_ON_PRESENCE = 4 * MAX_LAST_ON_PRESENCE;
+/**
+ * Full JIDs of other servers' users that had their last items in their
+ * current availability, per worker (their server's presence says nothing of
+ * being new; a status change must not bring them again): forgotten at their
+ * unavailable presence, the least recently seen first past this bound. A
+ * user whose presence reaches another worker gets them there once more.
+ */
+const MAX_REMOTE_ONLINE = 10_000;
 
 /** XEP-0060 §16.4 defaults of a node of the service: open, ten items kept, the last sent on subscription. */
 export const SERVICE_DEFAULT: NodeConfig = { ...DEFAULT_CONFIG, accessModel: 'open', publishModel: 'publishers', maxItems: 10, sendLastPublishedItem: 'on_sub' };
@@ -492,7 +502,7 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
   const lastOnPresence = async (from: Jid): Promise<void> => {
     const bare = bareOf(from);
     const full = fullOf(from);
-    const subs = (await o.store.subscriptionsOf(key, bare)).filter((s) => s.jid === bare || s.jid === full);
+    const subs = (await o.store.subscriptionsOf(key, bare)).filter((s) => s.jid === bare || s.jid === full).slice(0, MAX_SCANNED_ON_PRESENCE);
     if (subs.length === 0) return;
     const affs = new Map((await o.store.affiliationsOf(key, bare)).map((a) => [a.node, a.affiliation] as const));
     let sent = 0;
@@ -548,10 +558,24 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
       return;
     }
     if (type === 'probe') return void (await answer(undefined, fullOf(from)));
+    const local = from.domain === o.serverDomain;
+    if (type === 'unavailable' && !local) remoteOnline.delete(fullOf(from));
     if (type !== undefined) return;
-    // A local session's presence says whether it is new to the service; another server's says nothing of it: each counts.
-    if (from.domain === o.serverDomain && opts.arriving !== true) return;
+    // A local session's presence says whether it is new to the service; another server's says nothing of it: the
+    // first available one of a full JID since its unavailable one counts (remoteOnline).
+    if (local ? opts.arriving !== true : !rememberOnline(fullOf(from))) return;
     await lastOnPresence(from);
+  };
+  const remoteOnline = new Map<string, true>();
+  /** True when `full` was not known to be online here yet (and now is). */
+  const rememberOnline = (full: string): boolean => {
+    if (remoteOnline.delete(full)) {
+      remoteOnline.set(full, true);
+      return false;
+    }
+    remoteOnline.set(full, true);
+    if (remoteOnline.size > MAX_REMOTE_ONLINE) remoteOnline.delete(remoteOnline.keys().next().value!);
+    return true;
   };
 
   return {
@@ -569,7 +593,9 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
       },
       stanza: async (el, from, opts) => {
         if (el.name === 'presence') {
-          await presence(el, from, opts).catch((err: unknown) => log.warn('pubsub: presence not handled', { from: fullOf(from), type: el.attrs.type, err: String(err) }));
+          // Not awaited: the last items a presence brings are many reads and writes, and the broadcast (or the
+          // peer's incoming stream) that handed it over must not wait for them.
+          void presence(el, from, opts).catch((err: unknown) => log.warn('pubsub: presence not handled', { from: fullOf(from), type: el.attrs.type, err: String(err) }));
           return true;
         }
         // A notification that bounced (§7.1.2.1: the subscriber is gone or refuses them): its subscription ends.

@@ -235,7 +235,7 @@ test("the pubsub service (XEP-0060) for a peer's user: a subscription over the f
   t.is(ev.getChild('event')!.getChild('items')!.getChild('item')!.getChild('entry', 'urn:test')?.getText(), 'hi');
 });
 
-test("the pubsub service and a peer's user's presence (XEP-0060 §12.4, on_sub_and_presence): a subscription request approved with its presence and one asked back, a probe answered; each available presence brings the last item to its resource", async (t) => {
+test("the pubsub service and a peer's user's presence (XEP-0060 §12.4, on_sub_and_presence): a subscription request approved with its presence and one asked back, a probe answered; a resource's first available presence (not a status change) brings the last item to it, again after its unavailable one", async (t) => {
   const alice = await newUser(t, ours.server, 'alice');
   const service = 'pubsub.a.example';
   const node = `urn:test:feed:${uid('n')}`;
@@ -258,12 +258,18 @@ test("the pubsub service and a peer's user's presence (XEP-0060 §12.4, on_sub_a
   at = svc.items.length;
   peer.incoming.send(`<presence from='${erin}' to='${service}' type='probe'/>`);
   await within(svc.find(isPresence(), at), WAIT, 'the answer to a probe (available)');
-  // Its server's presence says nothing of whether it is new: each available presence brings the last item, to the resource.
-  for (const show of ['', '<show>away</show>']) {
-    at = svc.items.length;
-    peer.incoming.send(`<presence from='${laptop}' to='${service}'>${show}</presence>`);
-    await within(svc.find(isEventTo(service, node, 'e1', laptop), at), WAIT, `the last item on presence ${show}`);
-  }
+  // Its server's presence says nothing of whether it is new: the first available presence of a resource (since its
+  // unavailable one) brings the last item, to it; a status change does not. The control for that: another
+  // resource's first presence, whose last item the service sends after any it would have sent for the change.
+  at = svc.items.length;
+  peer.incoming.send(`<presence from='${laptop}' to='${service}'/>`);
+  await within(svc.find(isEventTo(service, node, 'e1', laptop), at), WAIT, 'the last item on its first presence');
+  at = svc.items.length;
+  peer.incoming.send(`<presence from='${laptop}' to='${service}'><show>away</show></presence>`);
+  peer.incoming.send(`<presence from='${erin}/phone' to='${service}'/>`);
+  const phone = await within(svc.find(isEventTo(service, node, 'e1', `${erin}/phone`), at), WAIT, "the other resource's last item");
+  const upTo = svc.items.findIndex((it) => it.kind === 'el' && it.el === phone);
+  t.false(svc.items.slice(at, upTo).some((it) => it.kind === 'el' && isEventTo(service, node, 'e1', laptop)(it.el)), 'no last item on a status change');
   // Unavailable and errors: nothing (the control: a disco#info after them).
   at = svc.items.length;
   peer.incoming.send(`<presence from='${laptop}' to='${service}' type='unavailable'/>`);
@@ -273,4 +279,8 @@ test("the pubsub service and a peer's user's presence (XEP-0060 §12.4, on_sub_a
   const info = await within(svc.find((el) => el.attrs.id === id2, at), WAIT, 'the disco#info answer');
   const end = svc.items.findIndex((it) => it.kind === 'el' && it.el === info);
   t.deepEqual(svc.items.slice(at, end).flatMap((it) => (it.kind === 'el' ? [it.el.toString()] : [])), [], 'nothing before it');
+  // Back after its unavailable presence: the last item again.
+  at = svc.items.length;
+  peer.incoming.send(`<presence from='${laptop}' to='${service}'/>`);
+  await within(svc.find(isEventTo(service, node, 'e1', laptop), at), WAIT, 'the last item when it comes back');
 });
