@@ -107,6 +107,8 @@ interface Rerouting {
   kind: Exclude<Reroute, 'iq'>;
   /** The session that could not write it: not to get it again. */
   sid: string;
+  /** Delivered, stored or bounced: what a failed batch need not do again (drainReroutes). */
+  done?: boolean;
 }
 
 export class Router implements PresenceRouting {
@@ -844,7 +846,10 @@ export class Router implements PresenceRouting {
       try {
         await this.rerouteBatch(local, bare, batch);
       } catch (err) {
-        log.warn('undelivered stanzas could not be rerouted', { bare, stanzas: batch.length, err: String(err) });
+        // Not lost with its batch: what it had not done yet goes one by one, as before batches, else back to its sender.
+        const left = batch.filter((r) => !r.done);
+        log.warn('undelivered stanzas could not be rerouted as a batch; one by one', { bare, stanzas: batch.length, left: left.length, err: String(err) });
+        for (const r of left) await this.storeOrBounce(local, r.el, undefined, r.sid).catch(() => this.reject(undefined, r.el, new StanzaError('service-unavailable', 'the recipient is offline')));
       }
     }
   }
@@ -879,6 +884,7 @@ export class Router implements PresenceRouting {
         const to = await this.rerouteTo(r, local, recs, () => (exists ??= this.d.accountExists(local)));
         if (to === 'store') store.push(r);
         else if (to) offered.push({ r, taken: to.taken });
+        else r.done = true;
       } catch (err) {
         // A store failed (the account lookup, the archive): storage, or an error to the sender.
         log.debug('reroute: a lookup failed; storing', { err: String(err) });
@@ -886,8 +892,10 @@ export class Router implements PresenceRouting {
       }
     }
     await this.storeOrBounceMany(local, bare, store);
+    for (const r of store) r.done = true;
     // Rerouted once already: what the resources left could not write either is stored, in order.
     const taken = await Promise.all(offered.map((o) => o.taken));
+    for (const [i, o] of offered.entries()) if (taken[i]) o.r.done = true;
     await this.storeOrBounceMany(local, bare, offered.filter((_, i) => !taken[i]).map((o) => o.r));
   }
 

@@ -113,6 +113,24 @@ test("what comes while a batch is under way is the next batch, after it; 'last' 
   t.is(calls.resources, 2, 'one registry lookup per batch');
 });
 
+test('a batch whose write fails is not lost with it: what it had not done goes one by one, stored or back to its sender', async (t) => {
+  const stored: string[] = [];
+  let single = 0;
+  const module: ServerModule = {
+    features: [],
+    // The single hook keeps the first five and refuses the rest as full (its sender gets an error).
+    offline: async (_local, el) => (single++ < 5 ? (stored.push(el.getChildText('body')!), 'stored') : 'full'),
+    offlineMany: async () => {
+      throw new Error('the batch write broke');
+    },
+  };
+  const { r, calls } = router([module]);
+  for (const b of bodies(8)) r.rerouted(message(b), 'message', 'gone');
+  await r.idle();
+  t.deepEqual(stored, bodies(5), 'stored one by one, in order');
+  t.deepEqual(calls.bounced.map((el) => [el.attrs.type, el.getChildText('body')]), [['error', 'm5'], ['error', 'm6'], ['error', 'm7']], 'the rest bounced');
+});
+
 test('addressees are independent: each has its own queue, in its own order', async (t) => {
   const { module, stored } = recording();
   const { r, calls } = router([module]);
