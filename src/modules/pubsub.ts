@@ -27,6 +27,7 @@ import type { RosterStore } from '../roster/store.ts';
 import { StanzaError } from '../xmpp/errors.ts';
 import { type Jid, parseJid, JidError } from '../xmpp/jid.ts';
 import { NS_DISCO_INFO, NS_DISCO_ITEMS } from '../xmpp/ns.ts';
+import { flat } from '../xml/retain.ts';
 import { type Affiliation, type NodeConfig, type PepItem, type PepStore, AFFILIATIONS, DEFAULT_CONFIG, MAX_ITEMS, MAX_ITEM_BYTES } from '../pep/store.ts';
 import { NS_DATA, NS_PUBSUB, NS_PUBSUB_EVENT, NS_PUBSUB_OWNER, NS_RSM, MAX_RESULT_BYTES, NODE_CONFIG, PUBLISH_OPTIONS, PubsubError, applyForm, bool, configForm, delayed, event, formValues, isEl, itemsEl, nodeOf, notDone, publishedItem, requiredBy } from './pep.ts';
 import { log } from '../log.ts';
@@ -59,6 +60,8 @@ export const MAX_SCANNED_ON_PRESENCE = 4 * MAX_LAST_ON_PRESENCE;
  * user whose presence reaches another worker gets them there once more.
  */
 const MAX_REMOTE_ONLINE = 10_000;
+/** Presence stanzas to the service handled at once on one worker, past which the next is awaited where it came from. */
+const MAX_PRESENCE_IN_FLIGHT = 256;
 
 /** XEP-0060 §16.4 defaults of a node of the service: open, ten items kept, the last sent on subscription. */
 export const SERVICE_DEFAULT: NodeConfig = { ...DEFAULT_CONFIG, accessModel: 'open', publishModel: 'publishers', maxItems: 10, sendLastPublishedItem: 'on_sub' };
@@ -567,13 +570,18 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
     await lastOnPresence(from);
   };
   const remoteOnline = new Map<string, true>();
+  /** Presence being handled, by bare JID of its sender (the last of each chain), and how many in all. */
+  const inTurn = new Map<string, Promise<void>>();
+  let inFlight = 0;
   /** True when `full` was not known to be online here yet (and now is). */
   const rememberOnline = (full: string): boolean => {
-    if (remoteOnline.delete(full)) {
-      remoteOnline.set(full, true);
+    // Kept beyond the stanza: a copy, not a slice of the read it came in (xml/retain.ts).
+    const key = flat(full);
+    if (remoteOnline.delete(key)) {
+      remoteOnline.set(key, true);
       return false;
     }
-    remoteOnline.set(full, true);
+    remoteOnline.set(key, true);
     if (remoteOnline.size > MAX_REMOTE_ONLINE) remoteOnline.delete(remoteOnline.keys().next().value!);
     return true;
   };
@@ -593,9 +601,20 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
       },
       stanza: async (el, from, opts) => {
         if (el.name === 'presence') {
-          // Not awaited: the last items a presence brings are many reads and writes, and the broadcast (or the
-          // peer's incoming stream) that handed it over must not wait for them.
-          void presence(el, from, opts).catch((err: unknown) => log.warn('pubsub: presence not handled', { from: fullOf(from), type: el.attrs.type, err: String(err) }));
+          // Apart from the stanza flow: the last items a presence brings are many reads and writes, and the
+          // broadcast (or the peer's incoming stream) that handed it over should not wait for them. In turn per
+          // bare JID (a subscription's answers in the order asked); past MAX_PRESENCE_IN_FLIGHT on this worker,
+          // awaited, so that a flood of presence is slowed where it comes from.
+          const bare = bareOf(from);
+          const p = (inTurn.get(bare) ?? Promise.resolve())
+            .then(() => presence(el, from, opts))
+            .catch((err: unknown) => log.warn('pubsub: presence not handled', { from: fullOf(from), type: el.attrs.type, err: String(err) }))
+            .finally(() => {
+              inFlight--;
+              if (inTurn.get(bare) === p) inTurn.delete(bare);
+            });
+          inTurn.set(bare, p);
+          if (++inFlight > MAX_PRESENCE_IN_FLIGHT) await p;
           return true;
         }
         // A notification that bounced (§7.1.2.1: the subscriber is gone or refuses them): its subscription ends.

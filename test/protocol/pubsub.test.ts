@@ -456,6 +456,18 @@ test('presence subscription with the service (XEP-0060 §12.4): approved with it
   await expect(bob, 'the service’s unavailable presence', isPresence(service, 'unavailable'), f3);
 });
 
+test('the service answers one user’s presence in the order it came: a request then its cancellation, sent together, get its available presence before its unavailable one', async (t) => {
+  const erin = await newUser(t, server, 'erin');
+  const f = erin.c.items.length;
+  erin.c.send(`<presence to='${service}' type='subscribe'/>`);
+  erin.c.send(`<presence to='${service}' type='unsubscribe'/>`);
+  await expect(erin, 'the service’s unavailable presence', isPresence(service, 'unavailable'), f);
+  const got = (await barrier(erin, f)).filter((el) => el.name === 'presence' && el.attrs.from === service).map((el) => el.attrs.type ?? 'available');
+  // What her server passes on of the answers depends on her roster by then (RFC 6121 A.3); the service's available
+  // presence comes before its unavailable one whatever it is.
+  t.true(got.includes('available') && got.lastIndexOf('available') < got.indexOf('unavailable') && got.at(-1) === 'unavailable', `in order: ${got.join(' ')}`);
+});
+
 test('a last item says when it was published (§6.1.7: a XEP-0203 delay from the service, stamped in UTC), on subscription and on presence (on_sub_and_presence); a live notification has none', async (t) => {
   const alice = await newUser(t, server, 'alice');
   const bob = await newUser(t, server, 'bob');
