@@ -109,6 +109,8 @@ interface Rerouting {
   sid: string;
   /** Delivered, stored or bounced: what a failed batch need not do again (drainReroutes). */
   done?: boolean;
+  /** Offered to a resource left: whether it took it (what a failed batch waits for before storing it). */
+  taken?: Promise<boolean>;
 }
 
 export class Router implements PresenceRouting {
@@ -849,7 +851,11 @@ export class Router implements PresenceRouting {
         // Not lost with its batch: what it had not done yet goes one by one, as before batches, else back to its sender.
         const left = batch.filter((r) => !r.done);
         log.warn('undelivered stanzas could not be rerouted as a batch; one by one', { bare, stanzas: batch.length, left: left.length, err: String(err) });
-        for (const r of left) await this.storeOrBounce(local, r.el, undefined, r.sid).catch(() => this.reject(undefined, r.el, new StanzaError('service-unavailable', 'the recipient is offline')));
+        for (const r of left) {
+          // One offered to a resource left may be delivered: stored only if it was not taken.
+          if (r.taken && (await r.taken.catch(() => false))) continue;
+          await this.storeOrBounce(local, r.el, undefined, r.sid).catch(() => this.reject(undefined, r.el, new StanzaError('service-unavailable', 'the recipient is offline')));
+        }
       }
     }
   }
@@ -883,7 +889,10 @@ export class Router implements PresenceRouting {
       try {
         const to = await this.rerouteTo(r, local, recs, () => (exists ??= this.d.accountExists(local)));
         if (to === 'store') store.push(r);
-        else if (to) offered.push({ r, taken: to.taken });
+        else if (to) {
+          r.taken = to.taken;
+          offered.push({ r, taken: to.taken });
+        }
         else r.done = true;
       } catch (err) {
         // A store failed (the account lookup, the archive): storage, or an error to the sender.

@@ -170,6 +170,29 @@ test('a resource left takes them in order (as rerouted once: "last"); those it c
   t.is(calls.exists, 0, 'the account has a resource: no account lookup');
 });
 
+test('a batch whose write fails stores one by one only what no resource took: a message delivered is not stored too', async (t) => {
+  const stored: string[] = [];
+  const module: ServerModule = {
+    features: [],
+    offline: async (_local, el) => (stored.push(el.getChildText('body')!), 'stored'),
+    offlineMany: async () => {
+      throw new Error('the batch write broke');
+    },
+  };
+  const got: string[] = [];
+  let room = 2;
+  const other = { jid: 'alice@localhost/other', deliver: (xml: string) => room-- > 0 && got.push(bodyOf(xml)!) > 0 };
+  const rec: SessionRecord = { jid: 'alice@localhost/other', bare: 'alice@localhost', sid: 'other', node: 'n', worker: 0, priority: 0, available: true };
+  const { r, calls } = router([module], { resources: () => [rec], sessions: new Map([['other', other]]) });
+  // 'last' goes to storage (whose batch write fails); the others are offered to the resource left, which takes two.
+  r.rerouted(message('m0'), 'last', 'gone');
+  for (const b of ['m1', 'm2', 'm3']) r.rerouted(message(b), 'message', 'gone');
+  await r.idle();
+  t.deepEqual(got, ['m1', 'm2'], 'taken by the resource left');
+  t.deepEqual(stored, ['m0', 'm3'], 'stored one by one: what it did not take, and not what it did');
+  t.deepEqual(calls.bounced, []);
+});
+
 test('the session that could not write them is not offered them again: stored', async (t) => {
   const { module, stored } = recording();
   const gone = { jid: 'alice@localhost/gone', deliver: () => t.fail('offered to the session that lost them') };
