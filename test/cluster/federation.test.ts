@@ -23,7 +23,7 @@ import { selfSigned } from '../helpers/pki.ts';
 import { federation, loopbackAddresses } from '../helpers/s2s.ts';
 import type { Federated } from '../helpers/s2s.ts';
 import { clusterPeers, connect, expect, isBody, isPresence, newUser, push, ready } from '../helpers/im.ts';
-import { answerCaps, capsPresence, isCapsQuery, isEventItem, publish, untilNotified } from '../helpers/pep.ts';
+import { announceCaps, answerCaps, capsPresence, isCapsQuery, isEventItem, publish, untilNotified } from '../helpers/pep.ts';
 import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 
 const LEASE_MS = 3000;
@@ -115,8 +115,7 @@ test('PEP: a peer user whose presence comes in on node 1 is notified of a publis
   pat.c.send(`<presence to='${bob.bare}' type='subscribed'/>`);
   await push(t, bob, pat.bare, 'both', undefined, bf);
   const feats = ['urn:test:tune+notify', 'urn:test:probe+notify'];
-  answerCaps(pat, feats, pat.c.items.length);
-  pat.c.send(capsPresence(feats));
+  announceCaps(pat, feats);
   await expect(pat, 'the caps query from the cluster', (el) => isCapsQuery(el) && el.attrs.from === 'cl.example');
   await untilNotified(bob, pat, 'urn:test:probe');
   const f = pat.c.items.length;

@@ -18,7 +18,7 @@ import { startCluster } from '../helpers/cluster.ts';
 import type { TestCluster } from '../helpers/cluster.ts';
 import { PostgresAccountStore } from '../../src/accounts/postgres.ts';
 import { clusterPeers, enableResume, expect, isSm, ready, resumeOn, subscribe } from '../helpers/im.ts';
-import { NS_EVENT, NS_OWNER, answerCaps, before, capsPresence, eventItemId, iq, isCapsQuery, isEvent, isEventItem, itemIds, items, ok, publish, refused, untilNotified } from '../helpers/pep.ts';
+import { announceCaps, answerCaps, before, capsPresence, eventItemId, iq, isCapsQuery, isEvent, isEventItem, itemIds, items, NS_EVENT, NS_OWNER, ok, publish, refused, untilNotified } from '../helpers/pep.ts';
 
 let cluster: TestCluster;
 let accounts: PostgresAccountStore;
@@ -132,8 +132,7 @@ test('a session resumed on the other node (XEP-0198) keeps the caps its presence
   await subscribe(bob, alice);
   const node = `urn:test:moved${Date.now()}`;
   const feats = [`${node}+notify`];
-  answerCaps(bob, feats, bob.c.items.length);
-  bob.c.send(capsPresence(feats));
+  announceCaps(bob, feats);
   await untilNotified(alice, bob, node);
   const { id } = await enableResume(bob);
   bob.c.destroy();
@@ -152,8 +151,7 @@ test('caps verified on one node are not asked again on the other (Redis), and se
   const first = await user(t, n1, 'carl');
   await subscribe(first, alice);
   const feats = ['urn:test:shared+notify', `urn:test:salt${Date.now()}`];
-  const asked1 = answerCaps(first, feats, first.c.items.length);
-  first.c.send(capsPresence(feats));
+  const asked1 = announceCaps(first, feats);
   await expect(first, 'the caps query on node 1', (el) => el.name === 'iq' && el.attrs.type === 'get', 0);
   // Verified on node 1 (and written to Redis as it was): alice's probes reach carl there.
   await untilNotified(alice, first, 'urn:test:shared');
@@ -182,8 +180,7 @@ test('the last published item on subscription approval (on_sub) crosses nodes: t
     ok(t, await publish(alice, STATUS, `<s xmlns='urn:test'>here</s>`, { id: 's1', options: { 'pubsub#send_last_published_item': 'on_sub' } }), `${where}: publish`);
     ok(t, await publish(alice, HIDDEN, `<s xmlns='urn:test'/>`, { id: 'h1', options: { 'pubsub#access_model': 'whitelist' } }), `${where}: publish to a whitelist node`);
     const feats = [`${STATUS}+notify`, `${HIDDEN}+notify`];
-    answerCaps(bob, feats, bob.c.items.length);
-    bob.c.send(capsPresence(feats));
+    announceCaps(bob, feats);
     // bob's caps known where he lives: the probes of carol (on the owner's node), whose presence he gets, reach him.
     await subscribe(bob, carol);
     await untilNotified(carol, bob, STATUS);
@@ -210,8 +207,7 @@ test('a whitelist node across nodes (XEP-0060 §4.5): a member the owner named o
   const whitelist = { 'pubsub#access_model': 'whitelist' };
   const feats = [`${WL}+notify`, `${CTL}+notify`];
   for (const p of [bob, carol]) {
-    answerCaps(p, feats, p.c.items.length);
-    p.c.send(capsPresence(feats));
+    announceCaps(p, feats);
   }
   ok(t, await publish(alice, WL, `<x xmlns='urn:test'>secret</x>`, { id: 'w1', options: whitelist }), 'publish');
   refused(t, await items(bob, alice.bare, WL), 'not-allowed', 'closed-node', 'bob before he is a member');

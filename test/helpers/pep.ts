@@ -71,6 +71,13 @@ export function answerCaps(p: Peer, features: string[], from = 0): { asked: numb
   return counter;
 }
 
+/** p's client advertises these features: it answers the server's caps questions and sends a presence with their caps. */
+export function announceCaps(p: Peer, features: string[]): { asked: number } {
+  const asked = answerCaps(p, features, p.c.items.length);
+  p.c.send(capsPresence(features));
+  return asked;
+}
+
 /** A broadcast presence with caps (XEP-0115) naming `ver` (the right one for `features` unless given). */
 export const capsPresence = (features: string[], ver = capsVer(features)) => `<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:pep-test' ver='${ver}'/></presence>`;
 

@@ -24,7 +24,7 @@ import { startProsody } from '../helpers/prosody.ts';
 import type { Prosody } from '../helpers/prosody.ts';
 import { stanzaError, uid, within } from '../helpers/protocol.ts';
 import { WAIT, barrier, connect, expect, fresh, isBody, isPresence, newAccount, newUser, push, ready, rosterOf } from '../helpers/im.ts';
-import { answerCaps, capsPresence, isCapsQuery, isEventItem, publish, untilNotified } from '../helpers/pep.ts';
+import { announceCaps, answerCaps, capsPresence, isCapsQuery, isEventItem, publish, untilNotified } from '../helpers/pep.ts';
 import type { Peer } from '../helpers/im.ts';
 import type { Element } from 'ltx';
 
@@ -188,8 +188,7 @@ test.serial("PEP to a Prosody user (XEP-0163 §4.3): its client's caps asked ove
   await push(t, me, pip.bare, 'both', undefined, mf);
   // pip's client says, in its caps, that it wants tunes; our server asks it (through Prosody) what its ver means.
   const feats = ['urn:test:tune+notify', 'urn:test:probe+notify'];
-  const asked = answerCaps(pip, feats, pip.c.items.length);
-  pip.c.send(capsPresence(feats));
+  const asked = announceCaps(pip, feats);
   const q = await expect(pip, 'our caps query, through Prosody', isCapsQuery);
   t.is(q.attrs.from, 'ours.example');
   await untilNotified(me, pip, 'urn:test:probe');

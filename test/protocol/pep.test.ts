@@ -12,7 +12,7 @@ import type { Element } from 'ltx';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { uid, within } from '../helpers/protocol.ts';
 import { WAIT, barrier, connect, expect, fresh, newAccount, newUser, ready, subscribe, type Peer } from '../helpers/im.ts';
-import { answerCaps, before, capsPresence, capsVer, clockPast, dated, eventItemId, form, iq, isCapsQuery, isEvent, isEventItem, itemIds, items, NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, ok, publish, refused, undated, untilNotified } from '../helpers/pep.ts';
+import { announceCaps, answerCaps, before, capsPresence, capsVer, clockPast, dated, eventItemId, form, iq, isCapsQuery, isEvent, isEventItem, itemIds, items, NODE_CONFIG, NS_EVENT, NS_OWNER, NS_PUBSUB, ok, publish, refused, undated, untilNotified } from '../helpers/pep.ts';
 import { MAX_ACCOUNT_BYTES, MAX_ITEM_BYTES, MAX_ITEMS, MAX_NODES } from '../../src/pep/store.ts';
 import { MAX_CAPS_LOOKUPS_PER_JID } from '../../src/modules/pep.ts';
 
@@ -210,8 +210,7 @@ test("pubsub#persist_items false (a transient node, XEP-0060 §4.3): every publi
   await subscribe(bob, alice);
   const NODE = 'urn:test:transient';
   const feats = [`${NODE}+notify`];
-  answerCaps(bob, feats, bob.c.items.length);
-  bob.c.send(capsPresence(feats));
+  announceCaps(bob, feats);
   const transient = { 'pubsub#persist_items': 'false', 'pubsub#max_items': '10' };
   // The probes create the node as a transient one.
   await untilNotified(alice, bob, NODE, { options: transient });
@@ -291,8 +290,7 @@ test("a retract without 'notify' follows the node's pubsub#notify_retract, on by
   const NODE = 'urn:test:rd';
   const CTL = 'urn:test:rdc';
   const feats = [`${NODE}+notify`, `${CTL}+notify`];
-  answerCaps(bob, feats, bob.c.items.length);
-  bob.c.send(capsPresence(feats));
+  announceCaps(bob, feats);
   const ten = { 'pubsub#max_items': '10' };
   await untilNotified(alice, bob, NODE, { options: ten });
   t.deepEqual((await configOf(alice, NODE))['pubsub#notify_retract'], ['1'], 'the default');
@@ -324,8 +322,7 @@ test('access model roster (§4.5): notifications go to contacts in an allowed gr
   const CTL = 'urn:test:rgc';
   const feats = [`${NODE}+notify`, `${CTL}+notify`];
   for (const p of [bob, carol]) {
-    answerCaps(p, feats, p.c.items.length);
-    p.c.send(capsPresence(feats));
+    announceCaps(p, feats);
   }
   const roster = { 'pubsub#access_model': 'roster', 'pubsub#roster_groups_allowed': ['Friends'] };
   await untilNotified(alice, bob, NODE, { options: roster });
@@ -389,8 +386,7 @@ test('delete of a whitelist node (§8.4.2): its members are told, as they were o
   const CTL = 'urn:test:wdc';
   const feats = [`${NODE}+notify`, `${CTL}+notify`];
   for (const p of [bob, carol]) {
-    answerCaps(p, feats, p.c.items.length);
-    p.c.send(capsPresence(feats));
+    announceCaps(p, feats);
   }
   const whitelist = { 'pubsub#access_model': 'whitelist' };
   ok(t, await publish(alice, NODE, `<x xmlns='urn:test'/>`, { id: 'i', options: whitelist }), 'publish');
@@ -460,8 +456,7 @@ test('notifications (§4.3): the owner’s resources; contacts with a presence s
   }
   // bobQuiet's client asks for no tune notifications (only the control node's).
   const quiet = ['urn:xmpp:ping', `${CTL}+notify`];
-  answerCaps(bobQuiet, quiet, bobQuiet.c.items.length);
-  bobQuiet.c.send(capsPresence(quiet));
+  announceCaps(bobQuiet, quiet);
   await untilNotified(alice, bob, CTL);
   await untilNotified(alice, bobQuiet, CTL);
   await untilNotified(bob, carol, CTL);
@@ -491,10 +486,8 @@ test("notifications to the owner's own resources are filtered too (XEP-0163 §4,
   const TUNE = 'urn:test:own-tune';
   const quietFeats = ['urn:xmpp:ping', `${CTL}+notify`];
   const allFeats = ['urn:xmpp:ping', `${CTL}+notify`, `${TUNE}+notify`];
-  answerCaps(quiet, quietFeats, quiet.c.items.length);
-  answerCaps(all, allFeats, all.c.items.length);
-  quiet.c.send(capsPresence(quietFeats));
-  all.c.send(capsPresence(allFeats));
+  announceCaps(quiet, quietFeats);
+  announceCaps(all, allFeats);
   // Until the server knows quiet's caps it gets every node (it has chosen nothing yet): publish a tune item and
   // a control item after it, each round, until quiet's control arrives without the tune item before it.
   for (let i = 0; ; i++) {
@@ -519,8 +512,7 @@ test('a blocked contact (XEP-0191) gets neither notifications nor the last item,
   await subscribe(bob, alice);
   await subscribe(bob, carol);
   const feats = ['urn:test:b+notify'];
-  answerCaps(bob, feats, bob.c.items.length);
-  bob.c.send(capsPresence(feats));
+  announceCaps(bob, feats);
   await untilNotified(alice, bob, 'urn:test:b');
   const f0 = bob.c.items.length;
   ok(t, await publish(alice, 'urn:test:b', `<x xmlns='urn:test'/>`, { id: 'one' }), 'publish');
@@ -586,8 +578,7 @@ test('caps (XEP-0115): asked once per ver on a node of two workers: the hub keep
   await subscribe(bob, alice);
   const NODE = `urn:test:${uid('shared')}`;
   const feats = [`${NODE}+notify`];
-  const bobAsked = answerCaps(bob, feats, bob.c.items.length);
-  bob.c.send(capsPresence(feats));
+  const bobAsked = announceCaps(bob, feats);
   await untilNotified(alice, bob, NODE);
   t.is(bobAsked.asked, 1);
   // A session of another account on the other worker.
@@ -753,8 +744,7 @@ test('the same item published again is another publish, notified again (XEP-0060
   await subscribe(bob, alice);
   const NODE = 'urn:test:again';
   const feats = [`${NODE}+notify`];
-  answerCaps(bob, feats, bob.c.items.length);
-  bob.c.send(capsPresence(feats));
+  announceCaps(bob, feats);
   await untilNotified(alice, bob, NODE);
   const same = `<x xmlns='urn:test'>same</x>`;
   const from = bob.c.items.length;
@@ -781,8 +771,7 @@ test('the last published item on subscription approval (send_last_published_item
   const hi = Date.now();
   await publish(alice, 'urn:test:hidden', `<s xmlns='urn:test'/>`, { options: { 'pubsub#access_model': 'whitelist' } });
   const feats = ['urn:test:status+notify', 'urn:test:hidden+notify'];
-  answerCaps(bob, feats, bob.c.items.length);
-  bob.c.send(capsPresence(feats));
+  announceCaps(bob, feats);
   // bob's caps taken into account: the probes of carol, whose presence he gets, reach him.
   const carol = await newUser(t, server, 'carol');
   await subscribe(bob, carol);
@@ -818,8 +807,7 @@ test('send_last_published_item never: not sent on subscription approval either',
   ok(t, await publish(alice, 'urn:test:never', `<x xmlns='urn:test'/>`, { id: 'n', options: { 'pubsub#send_last_published_item': 'never' } }), 'never node');
   ok(t, await publish(alice, 'urn:test:status', `<x xmlns='urn:test'/>`, { id: 's', options: { 'pubsub#send_last_published_item': 'on_sub' } }), 'control node (on_sub)');
   const feats = ['urn:test:never+notify', 'urn:test:status+notify'];
-  answerCaps(bob, feats, bob.c.items.length);
-  bob.c.send(capsPresence(feats));
+  announceCaps(bob, feats);
   // bob's caps taken into account: the probes of carol, whose presence he gets, reach him.
   const carol = await newUser(t, server, 'carol');
   await subscribe(bob, carol);
@@ -836,8 +824,7 @@ test('a repeated approval, which changes no roster, sends no last item again (XE
   ok(t, await publish(alice, 'urn:test:status', `<s xmlns='urn:test'/>`, { id: 's1', options: { 'pubsub#send_last_published_item': 'on_sub' } }), 'publish');
   const CTL = 'urn:test:zz-ctl';
   const feats = ['urn:test:status+notify', `${CTL}+notify`];
-  answerCaps(bob, feats, bob.c.items.length);
-  bob.c.send(capsPresence(feats));
+  announceCaps(bob, feats);
   await subscribe(bob, alice);
   await untilNotified(alice, bob, CTL);
   const from = bob.c.items.length;
@@ -856,8 +843,7 @@ test('an OMEMO-shaped device list and bundle (open access) exchanged between two
   await subscribe(bob, alice);
   const LIST = 'eu.siacs.conversations.axolotl.devicelist';
   const feats = [`${LIST}+notify`];
-  answerCaps(bob, feats, bob.c.items.length);
-  bob.c.send(capsPresence(feats));
+  announceCaps(bob, feats);
   const open = { 'pubsub#access_model': 'open' };
   await untilNotified(alice, bob, LIST, { options: open });
   const from = bob.c.items.length;
