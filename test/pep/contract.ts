@@ -2,7 +2,7 @@
 // SQLite (sqlite.test.ts) and PostgreSQL (postgres.test.ts).
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { type PepStore, DEFAULT_CONFIG, MAX_ITEMS } from '../../src/pep/store.ts';
+import { type PepStore, type StoredItem, DEFAULT_CONFIG, MAX_ITEMS } from '../../src/pep/store.ts';
 
 export type OpenPep = (t: ExecutionContext) => Promise<PepStore>;
 
@@ -12,6 +12,21 @@ const ids = (items: { id: string }[]) => items.map((i) => i.id);
 const plain = (items: { id: string; xml: string }[]) => items.map((i) => ({ id: i.id, xml: i.xml }));
 /** Subscription bounds with this many per node, and room enough otherwise. */
 const per = (perNode: number) => ({ perNode, perBareOnNode: 10, perBare: 100 });
+
+/**
+ * A store just upgraded from before items had a publish time (SQLite at
+ * open, PostgreSQL by migration 13), whose node 'n' of alice held items 'a'
+ * and 'b': both kept in order, dated between `before` and `after` (the
+ * upgrade); a new publish dated its own. Returns the items as read.
+ */
+export async function upgradedItems(t: ExecutionContext, store: PepStore, before: number, after: number): Promise<StoredItem[]> {
+  const items = await store.items('alice', 'n');
+  t.deepEqual(items.map((i) => i.id), ['a', 'b'], 'kept, in order');
+  for (const i of items) t.true(i.published >= before && i.published <= after, `${i.id}: published ${i.published}, not within ${before}..${after}`);
+  await store.publish('alice', 'n', { id: 'c', xml: '<x xmlns="urn:t">c</x>' }, DEFAULT_CONFIG, 10, { at: 1_700_000_000_000 });
+  t.like(await store.last('alice', 'n'), { id: 'c', published: 1_700_000_000_000 });
+  return items;
+}
 
 export function pepStoreContract(label: string, open: OpenPep): void {
   const title = (s: string) => `${label}: ${s}`;
