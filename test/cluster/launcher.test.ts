@@ -19,6 +19,7 @@ import { login, RawClient, header, parseAttrs, plainAuth } from '../helpers/raw.
 import { NS_FRAMING, WsClient, openStream, scramLogin, wsBind } from '../helpers/ws.ts';
 import { within, secured, saslCondition } from '../helpers/protocol.ts';
 import { BoshClient, boshBind, boshScram } from '../helpers/bosh.ts';
+import { reply } from '../helpers/http.ts';
 
 const run = promisify(execFile);
 // Generous for a loaded CI machine; the failover below does not wait for it.
@@ -131,13 +132,7 @@ test('two nodes behind haproxy: CLI account, logins spread by the balancer, mess
   // wss:// endpoint, and a WebSocket session there talks to a TCP one (on
   // whichever node each landed).
   const ca = readFileSync(cluster.certFile);
-  const meta = await new Promise<string>((resolve, reject) => {
-    https.get({ host: '127.0.0.1', port: cluster.httpsPort, path: '/.well-known/host-meta.json', servername: cluster.domain, ca }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve(body));
-    }).on('error', reject);
-  });
+  const meta = (await reply(https.request({ host: '127.0.0.1', port: cluster.httpsPort, path: '/.well-known/host-meta.json', servername: cluster.domain, ca }), 'host-meta through the balancer')).body;
   t.deepEqual(JSON.parse(meta).links, [
     { rel: 'urn:xmpp:alt-connections:websocket', href: `wss://${cluster.domain}:${cluster.httpsPort}/xmpp-websocket` },
     { rel: 'urn:xmpp:alt-connections:xbosh', href: `https://${cluster.domain}:${cluster.httpsPort}/http-bind` },

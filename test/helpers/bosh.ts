@@ -10,7 +10,8 @@ import { parse as parseXml } from 'ltx';
 import type { Element } from 'ltx';
 import type { TestServer } from './server.ts';
 import { serverCa } from './ws.ts';
-import { NS_BIND, NS_SASL, b64, scramClient, within } from './protocol.ts';
+import { NS_BIND, NS_SASL, b64, scramClient } from './protocol.ts';
+import { reply } from './http.ts';
 
 export const NS_HTTPBIND = 'http://jabber.org/protocol/httpbind';
 export const NS_XBOSH = 'urn:xmpp:xbosh';
@@ -24,32 +25,18 @@ export interface Answer {
 }
 
 /** One POST of `text` to `url`; rejects if no answer comes within `ms`. */
-export function post(url: string, text: string, opts: { ca?: Buffer; agent?: http.Agent | false; headers?: Record<string, string>; ms?: number } = {}): Promise<Answer> {
-  return within(
-    new Promise<Answer>((resolve, reject) => {
-      const lib = url.startsWith('https:') ? https : http;
-      const req = lib.request(url, { method: 'POST', ca: opts.ca, agent: opts.agent ?? false, headers: { 'Content-Type': 'text/xml; charset=utf-8', 'Content-Length': Buffer.byteLength(text), ...opts.headers } }, (res) => {
-        let data = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (data += d));
-        res.on('end', () => {
-          let body: Element | undefined;
-          try {
-            const el = parseXml(data) as Element;
-            if (el.name === 'body') body = el;
-          } catch {
-            // not XML: left undefined
-          }
-          resolve({ status: res.statusCode!, headers: res.headers, text: data, body });
-        });
-        res.on('error', reject);
-      });
-      req.on('error', reject);
-      req.end(text);
-    }),
-    opts.ms ?? 30_000,
-    `POST ${url}`,
-  );
+export async function post(url: string, text: string, opts: { ca?: Buffer; agent?: http.Agent | false; headers?: Record<string, string>; ms?: number } = {}): Promise<Answer> {
+  const lib = url.startsWith('https:') ? https : http;
+  const req = lib.request(url, { method: 'POST', ca: opts.ca, agent: opts.agent ?? false, headers: { 'Content-Type': 'text/xml; charset=utf-8', 'Content-Length': Buffer.byteLength(text), ...opts.headers } });
+  const r = await reply(req, `POST ${url}`, { body: text, ms: opts.ms ?? 30_000 });
+  let body: Element | undefined;
+  try {
+    const el = parseXml(r.body) as Element;
+    if (el.name === 'body') body = el;
+  } catch {
+    // not XML: left undefined
+  }
+  return { status: r.status, headers: r.headers, text: r.body, body };
 }
 
 /** The payload elements of an answer. */

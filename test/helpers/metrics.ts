@@ -5,12 +5,9 @@ import http from 'node:http';
 import net from 'node:net';
 import { spawn } from 'node:child_process';
 import { within } from './protocol.ts';
+import { reply, type Reply } from './http.ts';
 
-export interface Answer {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-}
+export type Answer = Reply;
 
 /** One HTTP request to 127.0.0.1 (or `host`), bounded in time; `prefix`: bytes sent before it (a load balancer's PROXY protocol header). */
 export function get(port: number, path: string, opts: { method?: string; headers?: Record<string, string>; host?: string; localAddress?: string; prefix?: Buffer } = {}): Promise<Answer> {
@@ -23,20 +20,8 @@ export function get(port: number, path: string, opts: { method?: string; headers
         return s;
       }
     : undefined;
-  return within(
-    new Promise((resolve, reject) => {
-      const req = http.request({ host: opts.host ?? '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, localAddress: opts.localAddress, ...(createConnection ? { createConnection } : { agent: false }) }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (body += d));
-        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
-      });
-      req.on('error', reject);
-      req.end();
-    }),
-    15_000,
-    `${opts.method ?? 'GET'} ${path}`,
-  );
+  const req = http.request({ host: opts.host ?? '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, localAddress: opts.localAddress, ...(createConnection ? { createConnection } : { agent: false }) });
+  return reply(req, `${opts.method ?? 'GET'} ${path}`, { ms: 15_000 });
 }
 
 /** One sample: its metric name, labels and value. */

@@ -20,6 +20,7 @@ import { authenticatedAnonymously, bind, online, stanzaError, uid, within, NS_DI
 import type { RawClient } from '../helpers/raw.ts';
 import { trustServer, xmppClient, Inbox } from '../helpers/xmpp-client.ts';
 import { serverCa } from '../helpers/ws.ts';
+import { reply, type Reply } from '../helpers/http.ts';
 
 const NS_UPLOAD = 'urn:xmpp:http:upload:0';
 const MAX = 100_000;
@@ -53,22 +54,9 @@ function urls(reply: Element): { put: string; get: string } {
 }
 
 /** A PUT with exactly these headers and body (https.request, so that a wrong Content-Length can be sent): status and body. */
-function rawPut(url: string, body: Buffer, headers: Record<string, string | number>): Promise<{ status: number; body: string; headers: Record<string, unknown> }> {
-  return within(
-    new Promise((resolve, reject) => {
-      const req = https.request(url, { method: 'PUT', headers, ca: serverCa(server) }, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (text += d));
-        res.on('end', () => resolve({ status: res.statusCode!, body: text, headers: res.headers }));
-      });
-      // A refusal may come, and the connection close, before the body is all sent.
-      req.on('error', (err) => (req.destroyed ? undefined : reject(err)));
-      req.end(body);
-    }),
-    10_000,
-    `PUT ${url}`,
-  );
+function rawPut(url: string, body: Buffer, headers: Record<string, string | number>): Promise<Reply> {
+  // A refusal may come, and the connection close, before the body is all sent.
+  return reply(https.request(url, { method: 'PUT', headers, ca: serverCa(server) }), `PUT ${url}`, { body, afterClose: true });
 }
 
 test('the server lists the upload service; it says it is one (XEP-0363 §3), with the largest file in a XEP-0128 form', async (t) => {

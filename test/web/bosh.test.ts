@@ -1,7 +1,7 @@
 // BOSH (XEP-0124, XEP-0206) at /http-bind over real TLS, with a raw client
 // that says exactly which rids it sends, against a real server whose TCP
 // users it talks to.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import http from 'node:http';
 import https from 'node:https';
 import tls from 'node:tls';
@@ -15,6 +15,7 @@ import { NS_SM, isBody } from '../helpers/im.ts';
 import { serverCa } from '../helpers/ws.ts';
 import { environment, spawnServer, START_MS } from '../helpers/process.ts';
 import { BoshClient, NS_HTTPBIND, NS_XBOSH, boshBind, boshOnline, boshScram, payloads, post } from '../helpers/bosh.ts';
+import { reply } from '../helpers/http.ts';
 
 const MAX_STANZA = 4096;
 let server: TestServer;
@@ -584,10 +585,15 @@ test('Strophe.js over https:// BOSH: logs in (SCRAM), binds, exchanges messages 
   t.is((await within(bob.c.find((el) => el.attrs.id === 'gone'), 10_000, 'the answer')).attrs.type, 'error');
 });
 
-test('sessions from one address are bounded (XMPP_MAX_CONNECTIONS_PER_IP, per worker): one more is refused with policy-violation, the others live on', async (t) => {
-  const own = await startTestServer({ XMPP_HTTPS_PORT: '0', XMPP_MAX_CONNECTIONS_PER_IP: '3', XMPP_WORKERS: '1' });
+/**
+ * A one-worker server with this bound, and three BOSH sessions made over one
+ * kept-alive connection (a session costs no connection of its own, and the
+ * acceptor's cap, which counts connections, lets that one in): `create`
+ * makes one more.
+ */
+async function threeSessions(t: ExecutionContext, bound: Record<string, string>) {
+  const own = await startTestServer({ XMPP_HTTPS_PORT: '0', XMPP_WORKERS: '1', ...bound });
   t.teardown(() => own.stop());
-  // One kept-alive connection creates them all: a session costs no connection of its own.
   const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: serverCa(own) });
   t.teardown(() => agent.destroy());
   const url = `https://localhost:${own.httpsPort}/http-bind`;
@@ -598,6 +604,11 @@ test('sessions from one address are bounded (XMPP_MAX_CONNECTIONS_PER_IP, per wo
     t.truthy(a.body?.attrs.sid, a.text);
     sids.push(a.body!.attrs.sid);
   }
+  return { url, agent, create, sids };
+}
+
+test('sessions from one address are bounded (XMPP_MAX_CONNECTIONS_PER_IP, per worker): one more is refused with policy-violation, the others live on', async (t) => {
+  const { url, agent, create, sids } = await threeSessions(t, { XMPP_MAX_CONNECTIONS_PER_IP: '3' });
   const refused = await create(200);
   t.is(refused.body?.attrs.type, 'terminate');
   t.is(refused.body?.attrs.condition, 'policy-violation');
@@ -608,19 +619,7 @@ test('sessions from one address are bounded (XMPP_MAX_CONNECTIONS_PER_IP, per wo
 });
 
 test("BOSH sessions count against the node's connection cap (XMPP_MAX_CONNECTIONS, a share per worker): one more is refused with remote-connection-failed, and one ending makes room", async (t) => {
-  const own = await startTestServer({ XMPP_HTTPS_PORT: '0', XMPP_MAX_CONNECTIONS: '3', XMPP_WORKERS: '1' });
-  t.teardown(() => own.stop());
-  // One kept-alive connection creates them all: the acceptor's cap, which counts connections, lets it in.
-  const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: serverCa(own) });
-  t.teardown(() => agent.destroy());
-  const url = `https://localhost:${own.httpsPort}/http-bind`;
-  const create = (rid: number) => post(url, `<body xmlns='${NS_HTTPBIND}' rid='${rid}' to='localhost' ver='1.11' wait='1' hold='1'/>`, { agent });
-  const sids: string[] = [];
-  for (let i = 0; i < 3; i++) {
-    const a = await create(100 + i);
-    t.truthy(a.body?.attrs.sid, a.text);
-    sids.push(a.body!.attrs.sid);
-  }
+  const { url, agent, create, sids } = await threeSessions(t, { XMPP_MAX_CONNECTIONS: '3' });
   const refused = await create(200);
   t.is(refused.body?.attrs.type, 'terminate', refused.text);
   t.is(refused.body?.attrs.condition, 'remote-connection-failed');
@@ -678,15 +677,7 @@ test('a BOSH session is counted in the metrics as a connection of its own transp
   await own.addUser('meg', 'meg-pw');
   const { c } = await boshOnline(own, 'meg', 'meg-pw', 'm');
   t.teardown(() => c.close());
-  const scrape = () =>
-    new Promise<string>((resolve, reject) => {
-      http.get(`http://127.0.0.1:${own.httpPort}/metrics`, (res) => {
-        let body = '';
-        res.on('data', (d: Buffer) => (body += d.toString()));
-        res.on('end', () => resolve(body));
-      }).on('error', reject);
-    });
-  const text = await within(scrape(), 10_000, 'the metrics');
+  const text = (await reply(http.request(`http://127.0.0.1:${own.httpPort}/metrics`), 'the metrics')).body;
   const line = text.split('\n').find((l) => l.startsWith('xmpp_connections{') && l.includes('transport="bosh"') && l.includes('state="established"'));
   t.truthy(line, text.split('\n').filter((l) => l.startsWith('xmpp_connections{')).join('\n'));
   t.is(Number(line!.split(' ').pop()), 1);

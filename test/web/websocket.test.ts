@@ -14,6 +14,7 @@ import { authenticated, online, within, uid, NS_SASL, NS_TLS, NS_STREAMS_ERR } f
 import { NS_SM } from '../helpers/im.ts';
 import { trustServer, Inbox } from '../helpers/xmpp-client.ts';
 import { WsClient, OPEN, CLOSE, NS_FRAMING, openStream, scramLogin, serverCa, wsBind, wsOnline } from '../helpers/ws.ts';
+import { reply, type Reply } from '../helpers/http.ts';
 
 const MAX_STANZA = 4096;
 let server: TestServer;
@@ -27,22 +28,9 @@ const wssUrl = () => `wss://localhost:${server.httpsPort}/xmpp-websocket`;
 const wsUrl = (host = '127.0.0.1') => `ws://${host}:${server.httpPort}/xmpp-websocket`;
 
 /** One HTTP request: its status, headers and body. */
-function get(url: string, opts: { method?: string; ca?: Buffer } = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
-  return within(
-    new Promise((resolve, reject) => {
-      const lib = url.startsWith('https:') ? https : http;
-      const req = lib.request(url, { method: opts.method ?? 'GET', ca: opts.ca }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (body += d));
-        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
-      });
-      req.on('error', reject);
-      req.end();
-    }),
-    10_000,
-    `${opts.method ?? 'GET'} ${url}`,
-  );
+function get(url: string, opts: { method?: string; ca?: Buffer } = {}): Promise<Reply> {
+  const lib = url.startsWith('https:') ? https : http;
+  return reply(lib.request(url, { method: opts.method ?? 'GET', ca: opts.ca }), `${opts.method ?? 'GET'} ${url}`);
 }
 
 const mechanisms = (features: Element) => features.getChild('mechanisms', NS_SASL)?.getChildren('mechanism').map((m) => m.getText()) ?? [];
