@@ -94,14 +94,7 @@ export class SqliteAccountStore implements AccountStore {
   /** Opens (creating file and directory if needed) the account database. */
   static open(file: string, iterations: number): SqliteAccountStore {
     if (!Number.isSafeInteger(iterations) || iterations < 1) throw new RangeError(`invalid iteration count ${iterations}`);
-    const db = openDatabase(file, SCHEMA);
-    try {
-      upgrade(db);
-    } catch (err) {
-      db.close();
-      throw err;
-    }
-    return new SqliteAccountStore(db, iterations);
+    return new SqliteAccountStore(openDatabase(file, SCHEMA, upgrade), iterations);
   }
 
   fakeSaltKey(): Buffer {

@@ -80,14 +80,7 @@ export class SqliteOfflineStore implements OfflineStore {
 
   /** Opens (creating file and directory if needed) the offline message database. */
   static open(file: string): SqliteOfflineStore {
-    const db = openDatabase(file, SCHEMA);
-    try {
-      upgrade(db);
-    } catch (err) {
-      db.close();
-      throw err;
-    }
-    return new SqliteOfflineStore(db);
+    return new SqliteOfflineStore(openDatabase(file, SCHEMA, upgrade));
   }
 
   /** Runs `fn` holding the database's write lock. */

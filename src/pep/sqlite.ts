@@ -112,14 +112,7 @@ export class SqlitePepStore implements PepStore {
   }
 
   static open(file: string): SqlitePepStore {
-    const db = openDatabase(file, SCHEMA);
-    try {
-      upgrade(db);
-    } catch (err) {
-      db.close();
-      throw err;
-    }
-    return new SqlitePepStore(db);
+    return new SqlitePepStore(openDatabase(file, SCHEMA, upgrade));
   }
 
   async nodes(owner: string): Promise<{ node: string; config: NodeConfig }[]> {

@@ -39,9 +39,9 @@ export function storeFile(dataDir: string, name: string, { existing = false }: O
 
 /**
  * Opens (creating file and directory if needed, for the owner only; ':memory:'
- * for a private one) and applies the schema.
+ * for a private one) and applies the schema, then `upgrade` (an older file brought up to it); closed if either fails.
  */
-export function openDatabase(file: string, schema: string): DatabaseSync {
+export function openDatabase(file: string, schema: string, upgrade?: (db: DatabaseSync) => void): DatabaseSync {
   const memory = file === ':memory:';
   if (!memory) {
     makePrivateDir(dirname(resolve(file)));
@@ -53,6 +53,7 @@ export function openDatabase(file: string, schema: string): DatabaseSync {
     db.exec('PRAGMA journal_mode = WAL');
     db.exec('PRAGMA synchronous = NORMAL');
     db.exec(schema);
+    upgrade?.(db);
     return db;
   } catch (err) {
     db.close();
