@@ -150,6 +150,16 @@ export function routingTimer(source: StanzaSource): () => void {
   return () => routing(i, (performance.now() - start) / 1000);
 }
 
+/** Runs the routing of one stanza from `source`, timed (routingTimer) however it ends. */
+export async function timedRouting(source: StanzaSource, work: () => Promise<void>): Promise<void> {
+  const timed = routingTimer(source);
+  try {
+    await work();
+  } finally {
+    timed();
+  }
+}
+
 const resumptions = new Counter({ name: 'xmpp_sm_resumptions_total', help: 'XEP-0198 §5 resumption requests, by result (resumed, item-not-found, handled-count-too-high).', labelNames: ['result'], registers });
 export function resumption(result: 'resumed' | 'item-not-found' | 'handled-count-too-high'): void {
   resumptions.inc({ result });

@@ -213,12 +213,7 @@ export class Router implements PresenceRouting {
    * of the component's domain: routed as any other, errors going back to it.
    */
   async fromComponent(el: Element, _c: ComponentStream): Promise<void> {
-    const timed = metrics.routingTimer('component');
-    try {
-      await this.componentStanza(el);
-    } finally {
-      timed();
-    }
+    return metrics.timedRouting('component', () => this.componentStanza(el));
   }
 
   private async componentStanza(el: Element): Promise<void> {
@@ -248,12 +243,7 @@ export class Router implements PresenceRouting {
    * through the presence service, errors going back to the peer.
    */
   async fromRemote(el: Element): Promise<void> {
-    const timed = metrics.routingTimer('s2s');
-    try {
-      await this.remoteStanza(el);
-    } finally {
-      timed();
-    }
+    return metrics.timedRouting('s2s', () => this.remoteStanza(el));
   }
 
   private async remoteStanza(el: Element): Promise<void> {
