@@ -46,7 +46,7 @@ import type { VcardApi } from './vcard.ts';
 import { NS_VCARD } from './vcard.ts';
 import type { PepItem } from '../pep/store.ts';
 import { type PersonalStore, MAX_VCARD_BYTES, photoHash, utf8Bytes } from '../personal/store.ts';
-import { Turns } from '../personal/turns.ts';
+import { Turns } from '../turns.ts';
 import { log } from '../log.ts';
 
 export const NS_PEP_VCARD_CONVERSION = 'urn:xmpp:pep-vcard-conversion:0';

@@ -54,7 +54,7 @@ import { StanzaError } from '../xmpp/errors.ts';
 import { parseJid, bare } from '../xmpp/jid.ts';
 import { type NodeConfig, type PepItem, DEFAULT_CONFIG, MAX_ITEMS } from '../pep/store.ts';
 import { type PersonalStore, MAX_PRIVATE_BYTES, MAX_PRIVATE_NAMESPACES, utf8Bytes } from '../personal/store.ts';
-import { Turns } from '../personal/turns.ts';
+import { Turns } from '../turns.ts';
 import { log } from '../log.ts';
 
 export const NS_BOOKMARKS = 'urn:xmpp:bookmarks:1';

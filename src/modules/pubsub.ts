@@ -28,6 +28,7 @@ import { StanzaError } from '../xmpp/errors.ts';
 import { type Jid, parseJid, JidError } from '../xmpp/jid.ts';
 import { NS_DISCO_INFO, NS_DISCO_ITEMS } from '../xmpp/ns.ts';
 import { flat } from '../xml/retain.ts';
+import { Turns } from '../turns.ts';
 import { type Affiliation, type NodeConfig, type PepItem, type PepStore, AFFILIATIONS, DEFAULT_CONFIG, MAX_ITEMS, MAX_ITEM_BYTES } from '../pep/store.ts';
 import { NS_DATA, NS_PUBSUB, NS_PUBSUB_EVENT, NS_PUBSUB_OWNER, NS_RSM, MAX_RESULT_BYTES, NODE_CONFIG, PUBLISH_OPTIONS, PubsubError, applyForm, bool, configForm, delayed, event, formValues, isEl, itemsEl, nodeOf, notDone, publishedItem, requiredBy } from './pep.ts';
 import { log } from '../log.ts';
@@ -570,8 +571,8 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
     await lastOnPresence(from);
   };
   const remoteOnline = new Map<string, true>();
-  /** Presence being handled, by bare JID of its sender (the last of each chain), and how many in all. */
-  const inTurn = new Map<string, Promise<void>>();
+  /** Presence being handled, in turn per bare JID of its sender, and how many in all. */
+  const inTurn = new Turns();
   let inFlight = 0;
   /** True when `full` was not known to be online here yet (and now is). */
   const rememberOnline = (full: string): boolean => {
@@ -605,15 +606,10 @@ export function pubsubService(o: PubsubServiceOptions): ServerModule {
           // broadcast (or the peer's incoming stream) that handed it over should not wait for them. In turn per
           // bare JID (a subscription's answers in the order asked); past MAX_PRESENCE_IN_FLIGHT on this worker,
           // awaited, so that a flood of presence is slowed where it comes from.
-          const bare = bareOf(from);
-          const p = (inTurn.get(bare) ?? Promise.resolve())
-            .then(() => presence(el, from, opts))
+          const p = inTurn
+            .run(bareOf(from), () => presence(el, from, opts))
             .catch((err: unknown) => log.warn('pubsub: presence not handled', { from: fullOf(from), type: el.attrs.type, err: String(err) }))
-            .finally(() => {
-              inFlight--;
-              if (inTurn.get(bare) === p) inTurn.delete(bare);
-            });
-          inTurn.set(bare, p);
+            .finally(() => inFlight--);
           if (++inFlight > MAX_PRESENCE_IN_FLIGHT) await p;
           return true;
         }

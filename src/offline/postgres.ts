@@ -11,12 +11,12 @@
 // statement in the order given).
 import type pg from 'pg';
 import { acquirePool, transaction, PooledStore } from '../storage/postgres.ts';
+import { Turns } from '../turns.ts';
 import { type OfflineLimits, type OfflineStore, type StoredMessage, checkFetch, checkLimits, fitting, utf8Bytes } from './store.ts';
 
 export class PostgresOfflineStore extends PooledStore implements OfflineStore {
-  /** Each user's latest push, the next one waits for. */
-  private readonly pushing = new Map<string, Promise<unknown>>();
-
+  /** Each user's pushes, one after the other (see the file's head). */
+  private readonly turns = new Turns();
 
   /** Opens the thread's shared pool (storage/postgres.ts), the schema brought up to date. */
   static async open(url: string): Promise<PostgresOfflineStore> {
@@ -29,24 +29,12 @@ export class PostgresOfflineStore extends PooledStore implements OfflineStore {
     return transaction(this.pool, `offline:${user}`, fn);
   }
 
-  /** `fn` once the pushes made before it for `user` are done (failed or not): see the file's head. */
-  private inTurn<T>(user: string, fn: () => Promise<T>): Promise<T> {
-    const before = this.pushing.get(user);
-    const mine = (before ?? Promise.resolve()).catch(() => {}).then(fn);
-    this.pushing.set(user, mine);
-    void mine.then(
-      () => this.pushing.get(user) === mine && this.pushing.delete(user),
-      () => this.pushing.get(user) === mine && this.pushing.delete(user),
-    );
-    return mine;
-  }
-
   async push(user: string, xml: string, limits: OfflineLimits): Promise<boolean> {
     const { max, maxBytes } = checkLimits(limits);
     if (max < 1) return false;
     const bytes = utf8Bytes(xml);
     if (bytes > maxBytes) return false;
-    return this.inTurn(user, () =>
+    return this.turns.run(user, () =>
       this.locked(user, async (c) => {
         const row = (await c.query<{ n: string; bytes: string }>('SELECT count(*) AS n, coalesce(sum(octet_length(stanza)), 0) AS bytes FROM offline WHERE username = $1', [user])).rows[0];
         if (Number(row.n) >= max || Number(row.bytes) + bytes > maxBytes) return false;
@@ -61,7 +49,7 @@ export class PostgresOfflineStore extends PooledStore implements OfflineStore {
     if (limits.max < 1 || xmls.length === 0) return xmls.map(() => false);
     const sizes = xmls.map(utf8Bytes);
     if (sizes.every((b) => b > limits.maxBytes)) return xmls.map(() => false);
-    return this.inTurn(user, () =>
+    return this.turns.run(user, () =>
       this.locked(user, async (c) => {
         const row = (await c.query<{ n: string; bytes: string }>('SELECT count(*) AS n, coalesce(sum(octet_length(stanza)), 0) AS bytes FROM offline WHERE username = $1', [user])).rows[0];
         const fits = fitting(sizes, Number(row.n), Number(row.bytes), limits);

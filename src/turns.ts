@@ -1,8 +1,9 @@
-// One change at a time per account: what keeps two copies of an account's
-// data in step (modules/avatar.ts, modules/bookmarks.ts) reads one and
-// writes the other; two such runs for one account at once on a worker
-// would each read what the other is about to replace. Nothing is kept for
-// an account once its last run is over.
+// One run at a time per key, in the order asked: an account's data kept in
+// step in two copies (modules/avatar.ts, modules/bookmarks.ts: two runs at
+// once would each read what the other is about to replace), a user's
+// offline queue on PostgreSQL (offline/postgres.ts: pushes in the order
+// given), a user's presence to the pubsub service (modules/pubsub.ts).
+// Nothing is kept for a key once its last run is over.
 export class Turns {
   private readonly tails = new Map<string, Promise<void>>();
 
@@ -19,10 +20,5 @@ export class Turns {
       if (this.tails.get(key) === tail) this.tails.delete(key);
     });
     return run;
-  }
-
-  /** Accounts with a run queued or under way. */
-  get size(): number {
-    return this.tails.size;
   }
 }
