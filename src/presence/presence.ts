@@ -528,22 +528,14 @@ export class PresenceService {
    */
   private async fanOut(el: Element, bares: string[], self?: PresenceSession, echo = false, arriving = false): Promise<void> {
     for (const bare of bares) {
-      if (!this.isLocal(bare) && this.isService(bare)) {
-        // A service of ours the account shares its presence with (its roster has it 'from' or 'both').
-        if (!(await this.isBlocked(el, bare))) {
-          const copy = clone(el);
-          copy.attrs.to = bare;
-          await this.r.routeInternal(copy, { arriving });
-        }
-        continue;
-      }
       if (!this.isLocal(bare)) {
         // A subscriber on a peer server: one copy to its bare JID, which its server fans out (§4.2.2)
         // to every resource, one the user blocked by its full JID (XEP-0191) included: that server decides.
-        if (this.d.federation && !(await this.isBlocked(el, bare))) {
+        // Or a service of ours the account shares its presence with (its roster has it 'from' or 'both').
+        if ((this.d.federation || this.isService(bare)) && !(await this.isBlocked(el, bare))) {
           const copy = clone(el);
           copy.attrs.to = bare;
-          await this.r.routeInternal(copy);
+          await this.r.routeInternal(copy, { arriving });
         }
         continue;
       }
