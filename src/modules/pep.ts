@@ -23,7 +23,7 @@
 // and a publish sends the notification to each of the contact's resources
 // whose caps ask for the node; a resource gets the last items at its first
 // presence with caps, and is forgotten at its unavailable presence.
-import { Element, parse as parseXml } from 'ltx';
+import { Element, escapeXML, parse as parseXml } from 'ltx';
 import { randomBytes } from 'node:crypto';
 import type { ServerModule, IqHandler, RemoteIqHandler, InboundHook } from './module.ts';
 import type { Session } from '../session/session.ts';
@@ -315,13 +315,12 @@ export function delayed(m: Element, from: string, published: number): Element {
 
 /** An <items/> of the given namespace's parent (pubsub or pubsub#event) holding stored items. */
 export function itemsEl(ns: string, node: string, items: PepItem[]): Element {
-  const el = parseXml(`<items xmlns='${ns}' node='${escapeAttr(node)}'>${items.map((it) => `<item id='${escapeAttr(it.id)}'>${it.xml}</item>`).join('')}</items>`) as Element;
+  const el = parseXml(`<items xmlns='${ns}' node='${escapeXML(node)}'>${items.map((it) => `<item id='${escapeXML(it.id)}'>${it.xml}</item>`).join('')}</items>`) as Element;
   delete el.attrs.xmlns;
   return el;
 }
 const itemsEvent = (node: string, items: PepItem[]): Element => itemsEl(NS_PUBSUB_EVENT, node, items);
 
-const escapeAttr = (s: string) => s.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;').replace(/"/g, '&quot;');
 
 /**
  * How a PEP event is marked for the router (Only `notify …`): `notify KSEQ NODE`,

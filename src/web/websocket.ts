@@ -6,7 +6,7 @@
 // (§3.3.3). Negotiation, limits, pacing and sessions are the engine's, as
 // on TCP.
 import type net from 'node:net';
-import type { Element } from 'ltx';
+import { type Element, escapeXML } from 'ltx';
 import type { WebSocket, RawData } from 'ws';
 import { StreamParser } from '../xml/parser.ts';
 import type { FramedTransport, FrameSink } from '../stream/transport.ts';
@@ -42,8 +42,7 @@ export class WebSocketTransport implements FramedTransport {
 
   /** §3.6.1: the client is to open a new WebSocket at `uri`; no stream error goes with it. */
   redirect(uri: string): string {
-    const esc = uri.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;');
-    return `<close xmlns='${NS_FRAMING}' see-other-uri='${esc}'/>`;
+    return `<close xmlns='${NS_FRAMING}' see-other-uri='${escapeXML(uri)}'/>`;
   }
   private readonly ws: WebSocket;
   /** The connection the WebSocket runs on (TCP, or TLS over it): what output waits in. */
