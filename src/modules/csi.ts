@@ -19,8 +19,8 @@ interface Held {
   bytes: number;
 }
 
-/** `maxHeld`: read at each use (a reload may change it). */
-export function csi(maxHeld: () => number): ServerModule {
+/** Its bounds are read from the session's config at each use (a reload may change them). */
+export function csi(): ServerModule {
   /** Sessions that said they are inactive; the state ends with the session (not restored on resumption, XEP-0352 §5.2). */
   const inactive = new WeakMap<Session, Held>();
 
@@ -72,7 +72,7 @@ export function csi(maxHeld: () => number): ServerModule {
       held.byFrom.set(from, out);
       held.bytes += out.xml.length;
       // Half the slow-reader bound at most: what is sent at once must leave room under it.
-      if (held.byFrom.size > maxHeld() || held.bytes > session.ctx.config.maxOutboundBytes / 2) flush(session);
+      if (held.byFrom.size > session.ctx.config.csiMaxHeld || held.bytes > session.ctx.config.maxOutboundBytes / 2) flush(session);
       return true;
     },
   };

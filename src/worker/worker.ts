@@ -581,7 +581,7 @@ async function join(hub: MessagePort, store: MessagePort | undefined): Promise<v
     // Limits read at each use (getters): a reload changes them.
     offlineStorage({ store: offline, domain: config.domain, get max() { return config.maxOfflineMessages; }, get maxBytes() { return config.maxOfflineBytes; } }),
     ...(archiveWriter ? [mam({ domain: config.domain, store: archive, writer: archiveWriter, roster: rosterStore, get defaultMode() { return config.mamDefault; }, fulltext: config.mamFulltext })] : []),
-    ping, version, register, sessionLegacy, carbons(() => router), csi(() => config.csiMaxHeld), sm,
+    ping, version, register, sessionLegacy, carbons(() => router), csi(), sm,
     vcardModule, privateModule,
     // XEP-0402 §5.3: XEP-0048 bookmarks (private XML, the legacy PEP node) and PEP native bookmarks kept in step.
     bookmarks({ store: personal, pep: pepModule.api, private: privateModule.api }),
