@@ -16,7 +16,6 @@ import { pino } from 'pino';
 export type Level = 'debug' | 'info' | 'warn' | 'error';
 export type Fields = Record<string, unknown>;
 const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
-export const LEVELS = Object.keys(ORDER) as Level[];
 
 /** What the level filter lets through, in this thread; setLogLevel changes it for every logger of the thread, children included. */
 let threshold = ORDER[(process.env.XMPP_LOG_LEVEL as Level) ?? 'info'] ?? ORDER.info;

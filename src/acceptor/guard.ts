@@ -71,10 +71,6 @@ class Recent<V> {
   delete(k: string): void {
     this.map.delete(k);
   }
-
-  get size(): number {
-    return this.map.size;
-  }
 }
 
 type GuardConfig = Pick<Config, 'perIpExempt' | 'authFailuresPerIp' | 'authFailuresPerAccount' | 'authLockoutMs' | 'authFailDelayMs' | 'registrationRate'>;

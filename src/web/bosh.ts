@@ -719,10 +719,6 @@ export class BoshService {
     this.env = env;
   }
 
-  get size(): number {
-    return this.sessions.size;
-  }
-
   /** A request read by this worker's HTTP server. */
   request(body: Buffer, info: RequestInfo, to: Responder): void {
     const p = parseBody(body, this.env.config);
