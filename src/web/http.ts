@@ -22,6 +22,7 @@ import type { UploadHttp } from '../upload/http.ts';
 import { BOSH_PATH, bodyLimit, terminateBody } from './bosh.ts';
 import type { RequestInfo, Responder } from './bosh.ts';
 import { log } from '../log.ts';
+import { listed } from '../acceptor/limits.ts';
 
 export const WEBSOCKET_PATH = '/xmpp-websocket';
 /** XEP-0156 §3: the link relations of a WebSocket and a BOSH endpoint. */
@@ -73,7 +74,7 @@ export function plainTrust(remote: string | undefined, headers: http.IncomingHtt
   const proto = lastValue(headers['x-forwarded-proto'])?.toLowerCase();
   const tlsSaid = proto === 'https' || proto === 'wss';
   const address = remote === undefined ? undefined : unmapped(remote);
-  if (address !== undefined && isIP(address) !== 0 && proxies.check(address, isIP(address) === 6 ? 'ipv6' : 'ipv4')) {
+  if (address !== undefined && isIP(address) !== 0 && listed(proxies, address)) {
     const forwarded = lastValue(headers['x-forwarded-for']);
     return { secure: tlsSaid, client: forwarded !== undefined && isIP(unmapped(forwarded)) !== 0 ? forwarded : remote };
   }
@@ -325,15 +326,13 @@ export class WebServer {
    */
   private mayScrape(req: http.IncomingMessage): boolean {
     const remote = req.socket.remoteAddress;
-    if (remote === undefined) return false;
-    let client = unmapped(remote);
+    if (remote === undefined || isIP(unmapped(remote)) === 0) return false;
+    let client = remote;
     const forwarded = lastValue(req.headers['x-forwarded-for']);
-    const family = (a: string) => (isIP(a) === 6 ? 'ipv6' : 'ipv4');
-    if (isIP(client) === 0) return false;
-    if (this.proxies.check(client, family(client))) {
-      if (forwarded !== undefined) client = unmapped(forwarded);
+    if (listed(this.proxies, remote)) {
+      if (forwarded !== undefined) client = forwarded;
     } else if (forwarded !== undefined || req.headers.forwarded !== undefined || req.headers['x-real-ip'] !== undefined) return false;
-    return isIP(client) !== 0 && this.metricsAllowed.check(client, family(client));
+    return isIP(unmapped(client)) !== 0 && listed(this.metricsAllowed, client);
   }
 
   /** XEP-0124 §5: a BOSH request is a POST whose body is one <body/>; the answer may be held up to the session's 'wait'. */
