@@ -29,6 +29,26 @@ export function offlineStorage(o: OfflineOptions): ServerModule {
     metrics.offlineMessage(outcome);
     return outcome;
   };
+  // Several to one account at once, one write, in the order given: a message
+  // that does not fit is 'full' (as one pushed alone), those after it may still be kept.
+  const offlineMany = async (local: string, els: Element[]): Promise<Kept[]> => {
+    const kept = els.map(unkept);
+    const at = kept.flatMap((k, i) => (k === undefined ? [i] : []));
+    if (at.length === 0) return kept as Kept[];
+    const now = new Date();
+    try {
+      const stored = await o.store.pushMany(local, at.map((i) => stamp(els[i], o.domain, now).toString()), { max: o.max, maxBytes: o.maxBytes });
+      at.forEach((i, j) => (kept[i] = stored[j] ? 'stored' : 'full'));
+      for (const i of at) metrics.offlineMessage(kept[i]!);
+    } catch (err) {
+      log.warn('offline storage failed', { user: local, messages: at.length, err: String(err) });
+      for (const i of at) {
+        kept[i] = 'full';
+        metrics.offlineMessage('error');
+      }
+    }
+    return kept as Kept[];
+  };
   return {
     features: o.max > 0 ? [NS_MSGOFFLINE] : [],
     inbound: (el) => {
@@ -36,38 +56,7 @@ export function offlineStorage(o: OfflineOptions): ServerModule {
       // storage stamps one and keeps it); one a client wrote would pass for it.
       if (el.name === 'message') for (const d of el.getChildren('delay', NS_DELAY)) if (d.attrs.from === o.domain) el.remove(d);
     },
-    offline: async (local, el) => {
-      const outcome = unkept(el);
-      if (outcome) return outcome;
-      try {
-        const stored = await o.store.push(local, stamp(el, o.domain, new Date()).toString(), { max: o.max, maxBytes: o.maxBytes });
-        metrics.offlineMessage(stored ? 'stored' : 'full');
-        return stored ? 'stored' : 'full';
-      } catch (err) {
-        log.warn('offline storage failed', { user: local, err: String(err) });
-        metrics.offlineMessage('error');
-        return 'full';
-      }
-    },
-    // Several to one account at once, one write, in the order given: a message
-    // that does not fit is 'full' (as one pushed alone), those after it may still be kept.
-    offlineMany: async (local, els) => {
-      const kept = els.map(unkept);
-      const at = kept.flatMap((k, i) => (k === undefined ? [i] : []));
-      if (at.length === 0) return kept as Kept[];
-      const now = new Date();
-      try {
-        const stored = await o.store.pushMany(local, at.map((i) => stamp(els[i], o.domain, now).toString()), { max: o.max, maxBytes: o.maxBytes });
-        at.forEach((i, j) => (kept[i] = stored[j] ? 'stored' : 'full'));
-        for (const i of at) metrics.offlineMessage(kept[i]!);
-      } catch (err) {
-        log.warn('offline storage failed', { user: local, messages: at.length, err: String(err) });
-        for (const i of at) {
-          kept[i] = 'full';
-          metrics.offlineMessage('error');
-        }
-      }
-      return kept as Kept[];
-    },
+    offline: async (local, el) => (await offlineMany(local, [el]))[0],
+    offlineMany,
   };
 }

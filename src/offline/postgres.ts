@@ -30,18 +30,7 @@ export class PostgresOfflineStore extends PooledStore implements OfflineStore {
   }
 
   async push(user: string, xml: string, limits: OfflineLimits): Promise<boolean> {
-    const { max, maxBytes } = checkLimits(limits);
-    if (max < 1) return false;
-    const bytes = utf8Bytes(xml);
-    if (bytes > maxBytes) return false;
-    return this.turns.run(user, () =>
-      this.locked(user, async (c) => {
-        const row = (await c.query<{ n: string; bytes: string }>('SELECT count(*) AS n, coalesce(sum(octet_length(stanza)), 0) AS bytes FROM offline WHERE username = $1', [user])).rows[0];
-        if (Number(row.n) >= max || Number(row.bytes) + bytes > maxBytes) return false;
-        await c.query('INSERT INTO offline (username, stanza, stored) VALUES ($1, $2, $3)', [user, xml, Date.now()]);
-        return true;
-      }),
-    );
+    return (await this.pushMany(user, [xml], limits))[0];
   }
 
   async pushMany(user: string, xmls: string[], limits: OfflineLimits): Promise<boolean[]> {

@@ -89,22 +89,15 @@ export class SqliteOfflineStore implements OfflineStore {
   }
 
   async push(user: string, xml: string, limits: OfflineLimits): Promise<boolean> {
-    const { max, maxBytes } = checkLimits(limits);
-    if (max < 1) return false;
-    const bytes = utf8Bytes(xml);
-    if (bytes > maxBytes) return false;
-    return this.immediate(() => {
-      const row = this.stmts.size.get(user)!;
-      if (Number(row.n) >= max || Number(row.bytes) + bytes > maxBytes) return false;
-      this.stmts.insert.run(user, xml, Date.now());
-      return true;
-    });
+    return (await this.pushMany(user, [xml], limits))[0];
   }
 
   async pushMany(user: string, xmls: string[], limits: OfflineLimits): Promise<boolean[]> {
     checkLimits(limits);
     if (limits.max < 1 || xmls.length === 0) return xmls.map(() => false);
     const sizes = xmls.map(utf8Bytes);
+    // None can fit: not worth the write lock.
+    if (sizes.every((b) => b > limits.maxBytes)) return xmls.map(() => false);
     return this.immediate(() => {
       const row = this.stmts.size.get(user)!;
       const fits = fitting(sizes, Number(row.n), Number(row.bytes), limits);
